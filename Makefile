@@ -1,0 +1,41 @@
+# OpsLake: `make demo` (first command) and `make test` (second command). See README.md.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+export OPSLAKE_HOME ?= $(CURDIR)/var
+DEMO_ENTITIES ?= 500
+DEMO_DAYS ?= 3
+
+.PHONY: install demo test bench lint clean
+
+install: $(VENV)/.installed
+
+# Hash-checked install from the lock (requirements.lock, made by `uv pip compile
+# --generate-hashes`); the project itself goes in editable, without resolving anything.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
+	touch $@
+
+demo: install
+	$(VENV)/bin/opslake simulate --entities $(DEMO_ENTITIES) --days $(DEMO_DAYS)
+	$(VENV)/bin/opslake materialize
+	$(VENV)/bin/opslake warehouse build
+	$(VENV)/bin/opslake status
+	$(VENV)/bin/opslake ui
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) tests/benchmarks/bench_pipeline.py
+
+lint: install
+	$(VENV)/bin/ruff check opslake tests
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,11 @@
+"""The one time partitioning every layer shares: a UTC day."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from opslake.settings import Settings
+
+DAILY = dg.DailyPartitionsDefinition(
+    start_date=Settings.from_env().partition_start.isoformat(), timezone="UTC"
+)

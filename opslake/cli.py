@@ -1,0 +1,187 @@
+"""The ``opslake`` command: simulate, materialize, build the warehouse, serve the UI, status."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opslake.errors import ConfigError, OpsLakeError
+from opslake.settings import Settings
+
+app = typer.Typer(help="OpsLake: the AIOps lakehouse of a unified government ops centre.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+warehouse_app = typer.Typer(help="The serving warehouse (DuckDB, read-only for readers).",
+                            no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _parse_day(value: str | None, name: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a date; use YYYY-MM-DD") from None
+
+
+@app.command()
+def simulate(
+    entities: Annotated[int, typer.Option(min=20, help="Approximate number of managed objects.")] = 500,
+    days: Annotated[int, typer.Option(min=1, help="Number of days to simulate.")] = 3,
+    start: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD); default: "
+                                              "so that the last day is yesterday (UTC).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
+    step: Annotated[int, typer.Option(min=10, help="Metric resolution in seconds.")] = 60,
+) -> None:
+    """Land a simulated province estate (all five object kinds) in the real source formats."""
+    from opslake.lake.landing import LandingZone
+    from opslake.lake.storage import Lake
+    from opslake.simulate import SimulationConfig
+    from opslake.simulate import simulate as run_simulation
+
+    first = _parse_day(start, "--start") or datetime.now(UTC).date() - timedelta(days=days)
+    settings = _settings()
+    zone = LandingZone(Lake.from_settings(settings))
+    config = SimulationConfig(seed=seed, entities=entities, days=days, start=first,
+                              step_seconds=step)
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        truth = run_simulation(config, zone, progress=report)
+    counts = truth.counts if isinstance(truth.counts, dict) else {}
+    console.print(f"[green]simulated[/] {days} day(s) from {first} into {settings.home}: "
+                  + ", ".join(f"{k}={v.get('total', v) if isinstance(v, dict) else v}"
+                              for k, v in counts.items()))
+
+
+@app.command()
+def materialize(
+    select: Annotated[list[str] | None, typer.Option(
+        "--select", "-s", help="A layer (bronze) or an asset key (silver/events); '+' suffix "
+        "adds downstream. Repeatable. Default: every layer.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="First day (default: first "
+                                              "landed day).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Last day (default: last landed day).")] = None,
+) -> None:
+    """Materialize landing → bronze → silver → gold for a range of days."""
+    from opslake.lake.landing import LandingZone
+    from opslake.lake.storage import Lake
+    from opslake.orchestration import runner
+
+    settings = _settings()
+    zone = LandingZone(Lake.from_settings(settings))
+    landed = sorted({d for s in zone.sources() for d in zone.days(s)})
+    first = _parse_day(from_, "--from") or (date.fromisoformat(landed[0]) if landed else None)
+    last = _parse_day(to, "--to") or (date.fromisoformat(landed[-1]) if landed else None)
+    if first is None or last is None:
+        raise ConfigError("nothing has landed yet; run `opslake simulate` or give --from/--to")
+    if first < settings.partition_start:
+        raise ConfigError(f"{first} is before the first partition ({settings.partition_start}); "
+                          "set OPSLAKE_PARTITION_START earlier")
+    days = runner.day_range(first, last)
+    with _progress() as progress:
+        task = progress.add_task("materializing", total=len(days))
+
+        def done(day: str, result: object) -> None:
+            progress.advance(task)
+            console.print(f"[green]✓[/] {day}")
+
+        runner.materialize(settings, days, select or (), on_day=done)
+
+
+@warehouse_app.command("build")
+def warehouse_build() -> None:
+    """Rebuild warehouse.duckdb from gold and swap it in atomically."""
+    from opslake.lake.warehouse import open_read_only
+    from opslake.orchestration import runner
+
+    settings = _settings()
+    runner.refresh_serving(settings)
+    con = open_read_only(settings.warehouse_path)
+    try:
+        rows = con.execute("SELECT name, rows FROM _opslake_warehouse ORDER BY name").fetchall()
+    finally:
+        con.close()
+    table = Table("view", "rows", title=str(settings.warehouse_path))
+    for name, count in rows:
+        table.add_row(name, f"{count:,}")
+    Console().print(table)
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+) -> None:
+    """Serve the Dagster UI (webserver + daemon) until Ctrl-C, then stop both cleanly."""
+    from opslake.orchestration import runner
+    from opslake.orchestration.ui import serve
+
+    settings = _settings()
+    runner.instance(settings)
+    serve(settings, host=host, port=port, console=console)
+
+
+@app.command()
+def status() -> None:
+    """What is in the lake: rows (landing: batches) and bytes per layer, table and day."""
+    from opslake.lake.inventory import inventory
+    from opslake.lake.storage import Lake
+
+    settings = _settings()
+    parts = inventory(Lake.from_settings(settings))
+    if not parts:
+        console.print(f"the lake at {settings.home} is empty; run `opslake simulate`")
+        return
+    table = Table("layer", "table", "day", "files", "rows (landing: batches)", "bytes",
+                  title=f"lake at {settings.home}")
+    for p in parts:
+        table.add_row(p.layer, p.table, p.dt, str(p.files), f"{p.rows:,}", f"{p.bytes:,}")
+    Console().print(table)
+    if settings.warehouse_path.exists():
+        console.print(f"warehouse: {settings.warehouse_path}")
+
+
+def main() -> None:
+    """Entry point that turns OpsLake errors into a message and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except OpsLakeError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

@@ -1,0 +1,223 @@
+"""The lake root as a pyarrow file system: a local directory or an S3-compatible bucket."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from opslake.errors import StorageError
+from opslake.settings import Settings
+
+#: Layers in flow order; ``landing`` holds raw bytes, the others Parquet tables.
+LAYERS = ("landing", "bronze", "silver", "gold")
+
+#: Directory under the root where writes are staged before their atomic move; no reader looks.
+STAGING = "_incoming"
+# Reading Parquet over S3 with pyarrow's defaults costs thousands of ranged GETs; coalescing
+# nearby ranges brought a full scan from 1,884 GETs to 36 (DESIGN.md, scale-out).
+_S3_CACHE = pa.CacheOptions(hole_size_limit=64 * 2**20, range_size_limit=256 * 2**20)
+
+
+class Lake:
+    """Paths, Parquet tables and raw objects under the lake root."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str, *, local: bool) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.local = local
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Lake:
+        """Open the lake that ``settings.home`` names."""
+        if settings.is_object_store:
+            bucket_prefix = settings.home.removeprefix("s3://")
+            kwargs: dict[str, object] = {"region": settings.s3_region}
+            if settings.s3_endpoint:
+                scheme, _, host = settings.s3_endpoint.partition("://")
+                kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+            try:
+                fs = pafs.S3FileSystem(**kwargs)
+            except (OSError, ValueError) as exc:
+                raise StorageError(f"cannot open {settings.home}: {exc}; check OPSLAKE_S3_ENDPOINT "
+                                   "and the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables") from exc
+            return cls(fs, bucket_prefix, local=False)
+        Path(settings.home).mkdir(parents=True, exist_ok=True)
+        return cls(pafs.LocalFileSystem(), settings.home, local=True)
+
+    def path(self, *parts: str) -> str:
+        """Join ``parts`` under the lake root."""
+        return "/".join([self.root, *(p.strip("/") for p in parts if p)])
+
+    def table_path(self, layer: str, table: str, partition: Mapping[str, str] | None = None) -> str:
+        """Directory of a table, or of one Hive partition of it (``dt=2026-11-24``)."""
+        if layer not in LAYERS:
+            raise StorageError(f"unknown layer {layer!r}; use one of {', '.join(LAYERS)}")
+        hive = [f"{k}={v}" for k, v in (partition or {}).items()]
+        return self.path(layer, table, *hive)
+
+    # -- raw objects -------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        """True when a file or directory exists at ``path``."""
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def list_files(self, path: str, *, recursive: bool = False) -> list[str]:
+        """Files under ``path`` (sorted); empty when it does not exist."""
+        sel = pafs.FileSelector(path, allow_not_found=True, recursive=recursive)
+        return sorted(i.path for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File)
+
+    def list_dirs(self, path: str) -> list[str]:
+        """Immediate sub-directory names of ``path`` (sorted)."""
+        sel = pafs.FileSelector(path, allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.Directory)
+
+    def read_bytes(self, path: str) -> bytes:
+        """Whole content of one object."""
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
+
+    def delete_dir(self, path: str) -> None:
+        """Remove a directory tree if it exists."""
+        if self.exists(path):
+            self.fs.delete_dir(path)
+
+    def stage(self, chunks: Iterable[bytes]) -> tuple[str, str, int]:
+        """Write ``chunks`` durably to a staging object; returns (path, sha256, bytes).
+
+        Locally the file is fsynced; on S3 an object only exists once its upload completed.
+        Staged objects live in ``_incoming/`` and are invisible to every reader.
+        """
+        digest, size = hashlib.sha256(), 0
+        staged = self.path(STAGING, f"{uuid.uuid4().hex}.part")
+        if self.local:
+            Path(staged).parent.mkdir(parents=True, exist_ok=True)
+            with open(staged, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        else:
+            with self.fs.open_output_stream(staged) as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        return staged, digest.hexdigest(), size
+
+    def commit(self, staged: str, path: str) -> None:
+        """Move a staged object to ``path`` atomically (rename + directory fsync locally)."""
+        if self.local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+            fsync_dir(target.parent)
+        else:
+            self.fs.move(staged, path)
+
+    def discard(self, staged: str) -> None:
+        """Drop a staged object that turned out not to be needed."""
+        self.fs.delete_file(staged)
+
+    def put_atomic(self, path: str, chunks: Iterable[bytes]) -> None:
+        """Write ``chunks`` so that ``path`` appears whole or not at all."""
+        staged, _, _ = self.stage(chunks)
+        self.commit(staged, path)
+
+    # -- Parquet tables ----------------------------------------------------------------
+    def write_parts(self, layer: str, name: str, partition: Mapping[str, str],
+                    parts: Iterable[tuple[str, pa.Table | Iterable[pa.Table]]],
+                    schema: pa.Schema) -> list[str]:
+        """Replace one Hive partition of ``layer/name`` with the given part files.
+
+        Each part streams its tables into one Parquet file that appears atomically; files of
+        the partition that are not among the new parts are removed afterwards. Output is
+        deterministic (fixed writer options, no run-dependent metadata), so the same input
+        gives byte-identical files.
+        """
+        directory = self.table_path(layer, name, partition)
+        written = []
+        for part, tables in parts:
+            chunks = [tables] if isinstance(tables, pa.Table) else tables
+            target = f"{directory}/{part}.parquet"
+            staged = self.path(STAGING, f"{uuid.uuid4().hex}.parquet")
+            if self.local:
+                Path(staged).parent.mkdir(parents=True, exist_ok=True)
+            with self.fs.open_output_stream(staged) as sink, pq.ParquetWriter(
+                sink, schema.remove_metadata(), compression="zstd", coerce_timestamps="us",
+                allow_truncated_timestamps=False, write_statistics=True,
+            ) as writer:
+                for chunk in chunks:
+                    writer.write_table(chunk.cast(schema.remove_metadata()),
+                                       row_group_size=1_000_000)
+            if self.local:
+                fd = os.open(staged, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self.commit(staged, target)
+            written.append(target)
+        for stale in self.list_files(directory):
+            if stale not in written:
+                self.fs.delete_file(stale)
+        return written
+
+    def write_table(self, table: pa.Table, layer: str, name: str,
+                    partition: Mapping[str, str]) -> str:
+        """Replace one Hive partition of ``layer/name`` with ``table`` (one file)."""
+        return self.write_parts(layer, name, partition, [("part-0", table)], table.schema)[0]
+
+    def partitions(self, layer: str, name: str, key: str = "dt") -> list[str]:
+        """Values of the first-level partition ``key`` that exist for a table."""
+        prefix = f"{key}="
+        return [d.removeprefix(prefix) for d in self.list_dirs(self.table_path(layer, name))
+                if d.startswith(prefix)]
+
+    def read_table(self, layer: str, name: str, *, schema: pa.Schema | None = None,
+                   dts: Iterable[str] | None = None, columns: list[str] | None = None,
+                   dictionary: Sequence[str] = ()) -> pa.Table:
+        """Read a table (optionally only some ``dt`` partitions).
+
+        Columns named in ``dictionary`` are read dictionary-encoded, which keeps highly
+        repetitive strings (metric names, label sets) small in memory.
+        """
+        base = self.table_path(layer, name)
+        wanted = None if dts is None else sorted(set(dts))
+        files = [f for f in self.list_files(base, recursive=True) if f.endswith(".parquet")]
+        if wanted is not None:
+            files = [f for f in files if any(f"/dt={d}/" in f for d in wanted)]
+        if not files:
+            if schema is None:
+                raise StorageError(f"{layer}/{name} has no data yet; materialize it first")
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        if schema is not None and dictionary:
+            schema = pa.schema([
+                f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
+                for f in schema])
+        fmt = ds.ParquetFileFormat(
+            read_options=ds.ParquetReadOptions(dictionary_columns=list(dictionary)),
+            default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+                pre_buffer=True, cache_options=None if self.local else _S3_CACHE))
+        # Partition values are not added as columns: every table carries its own time column.
+        dataset = ds.dataset(files, filesystem=self.fs, format=fmt, schema=schema)
+        return dataset.to_table(columns=columns)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

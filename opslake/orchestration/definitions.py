@@ -1,0 +1,22 @@
+"""The Dagster code location: assembles each domain's definitions, nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from opslake.assets import cmdb, events, health, logs, metrics, probes, serving, tickets
+from opslake.orchestration import jobs
+from opslake.orchestration.resources import LakeResource
+
+defs = dg.Definitions.merge(
+    cmdb.defs,
+    metrics.defs,
+    events.defs,
+    logs.defs,
+    tickets.defs,
+    probes.defs,
+    health.defs,
+    serving.defs,
+    jobs.defs,
+    dg.Definitions(resources={"lake": LakeResource()}),
+)

@@ -1,0 +1,38 @@
+"""Dagster resources: the lake, as configured by the environment (``OPSLAKE_*``)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import dagster as dg
+
+from opslake.lake.landing import LandingZone
+from opslake.lake.storage import Lake
+from opslake.settings import Settings
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The OpsLake lake root; ``home`` overrides ``OPSLAKE_HOME`` when set."""
+
+    home: str | None = None
+
+    def settings(self) -> Settings:
+        """Settings from the environment, with this resource's overrides."""
+        env = dict(os.environ)
+        if self.home:
+            env["OPSLAKE_HOME"] = self.home
+        return Settings.from_env(env)
+
+    def lake(self) -> Lake:
+        """The lake (cached per settings)."""
+        return _open_lake(self.settings())
+
+    def landing(self) -> LandingZone:
+        """The landing zone of the lake."""
+        return LandingZone(self.lake())
+
+
+@functools.lru_cache(maxsize=8)
+def _open_lake(settings: Settings) -> Lake:
+    return Lake.from_settings(settings)

@@ -1,0 +1,111 @@
+"""Runs the Dagster jobs against the persistent instance the UI shows (``state_dir/dagster``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+
+import dagster as dg
+
+from opslake.errors import ConfigError, OpsLakeError
+from opslake.settings import Settings
+
+LAYERS = ("landing", "bronze", "silver", "gold")
+_DAGSTER_YAML = """\
+# Written by opslake: Dagster's instance for this lake (runs, materializations, schedules).
+telemetry:
+  enabled: false
+"""
+
+
+class PipelineError(OpsLakeError):
+    """A materialization run failed; the Dagster UI has the step that failed and its logs."""
+
+
+def instance(settings: Settings) -> dg.DagsterInstance:
+    """The persistent Dagster instance under ``settings.dagster_home`` (created on first use)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def definitions() -> dg.Definitions:
+    """The code location's definitions (imported lazily: Dagster is slow to import)."""
+    from opslake.orchestration.definitions import defs
+
+    return defs
+
+
+def day_range(start: date, end: date) -> list[str]:
+    """Every day from ``start`` to ``end`` inclusive, as partition keys."""
+    if end < start:
+        raise ConfigError(f"the range ends ({end}) before it starts ({start}); swap the dates")
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def parse_selection(terms: Sequence[str]) -> dg.AssetSelection:
+    """Selection from CLI terms: a layer (``silver``) or a key (``silver/events``), with ``+``.
+
+    A trailing ``+`` adds everything downstream, a leading ``+`` everything upstream.
+    """
+    if not terms:
+        return dg.AssetSelection.groups(*LAYERS)
+    selection = None
+    for term in terms:
+        core = term.strip("+")
+        part = (dg.AssetSelection.groups(core) if core in LAYERS
+                else dg.AssetSelection.assets(dg.AssetKey.from_user_string(core)))
+        if term.startswith("+"):
+            part = part.upstream()
+        if term.endswith("+"):
+            part = part.downstream()
+        selection = part if selection is None else selection | part
+    return selection
+
+
+def selected_keys(defs: dg.Definitions, terms: Sequence[str]) -> list[dg.AssetKey]:
+    """Partitioned asset keys a selection names; unknown keys are a clear error."""
+    graph = defs.resolve_asset_graph()
+    known = {k for k in graph.get_all_asset_keys() if k.path[0] in LAYERS}
+    for term in terms:
+        core = term.strip("+")
+        if core not in LAYERS and dg.AssetKey.from_user_string(core) not in known:
+            sample = ", ".join(sorted(k.to_user_string() for k in known)[:6])
+            raise ConfigError(f"no asset {core!r}; use a layer ({', '.join(LAYERS)}) or a key "
+                              f"such as {sample}")
+    return sorted(parse_selection(terms).resolve(graph) & known, key=lambda k: k.path)
+
+
+def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = (),
+                on_day: Callable[[str, dg.ExecuteInProcessResult], None] | None = None) -> None:
+    """Materialize the selected assets for each day, in order, recording runs in the instance."""
+    defs = definitions()
+    keys = selected_keys(defs, terms)
+    job = defs.resolve_job_def("daily_pipeline")
+    inst = instance(settings)
+    for day in days:
+        result = job.execute_in_process(partition_key=day, instance=inst, asset_selection=keys,
+                                        raise_on_error=False)
+        if not result.success:
+            failed = [e for e in result.all_events if e.is_step_failure]
+            detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
+            raise PipelineError(f"materializing {day} failed at "
+                                f"{failed[0].step_key if failed else '?'}: {detail}")
+        if on_day:
+            on_day(day, result)
+
+
+def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:
+    """Rebuild the serving warehouse through Dagster so the UI records it."""
+    result = definitions().resolve_job_def("serving_refresh").execute_in_process(
+        instance=instance(settings), raise_on_error=False)
+    if not result.success:
+        failed = [e for e in result.all_events if e.is_step_failure]
+        raise PipelineError("building the warehouse failed: " + (
+            failed[0].step_failure_data.error.message.strip() if failed else "see logs"))
+    return result

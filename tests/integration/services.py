@@ -1,0 +1,58 @@
+"""Start real services for tests on loopback and stop them by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers with any HTTP status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310 (loopback test URL)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f}s") from None
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def running(cmd: Sequence[str], ready_url: str, log: Path, env: dict[str, str] | None = None,
+            timeout: float = 60.0) -> Iterator[subprocess.Popen]:
+    """Run ``cmd`` in its own process group until the block ends; its PID group is killed."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
+        try:
+            try:
+                wait_http(ready_url, timeout)
+            except TimeoutError:
+                raise TimeoutError(f"{cmd[0]} not ready: {log.read_text()[-2000:]}") from None
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
