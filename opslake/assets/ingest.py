@@ -1,6 +1,5 @@
 """Landing and bronze assets, generated per source from a declarative spec (no twins)."""
 
-from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from opslake.ingest.parsers import ParseResult
 from opslake.lake import quarantine
 from opslake.lake.landing import LandedBatch
 from opslake.orchestration.resources import LakeResource
-
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
 """Asset keys carry their layer: ``silver/metric_points``."""
 
-from __future__ import annotations
 
 import dagster as dg
 

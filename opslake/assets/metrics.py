@@ -1,9 +1,9 @@
 """Metrics domain: Prometheus samples from landing to silver points and gold rollups."""
 
-from __future__ import annotations
 
 import dagster as dg
 
+from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
@@ -12,7 +12,6 @@ from opslake.kpi.rollups import ROLLUP_SCHEMA, rollup
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.orchestration.resources import LakeResource
 from opslake.transforms import metrics as conform
-from opslake.transforms.entities import resolver_for_day
 
 PROMETHEUS = SourceSpec(
     source="prometheus",
@@ -23,14 +22,14 @@ PROMETHEUS = SourceSpec(
                         "One row per sample: metric, canonical label set, value, timestamp.")],
 )
 
-
-@dg.asset(
-    key=key("silver", "metric_points"),
-    deps=[key("bronze", "prometheus_samples"), key("silver", "assets")],
-    group_name="silver",
-    kinds={"parquet", "polars"},
-    owners=[OWNER],
-    partitions_def=DAILY,
+METRIC_POINTS_SPEC = SilverTable(
+    name="metric_points",
+    bronze="prometheus_samples",
+    bronze_schema=prometheus_text.BRONZE_SCHEMA,
+    schema=METRIC_POINTS,
+    conform=lambda bronze, resolver: conform.to_silver(
+        bronze, lambda instances: resolver.resolve(instances).to_arrow()),
+    dictionary=("metric", "label_set", "batch_id"),
     description=(
         "Every metric sample of every managed object (facilities, cloud, applications, "
         "platforms, security: S5.2a) in one model: ts (UTC), metric, entity_id, value, labels. "
@@ -38,26 +37,6 @@ PROMETHEUS = SourceSpec(
         "entity cannot be resolved through the CMDB are kept with a null entity_id."
     ),
 )
-def metric_points(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Conform one day of bronze samples into silver points."""
-    lk, dt = lake.lake(), context.partition_key
-    bronze = lk.read_table("bronze", "prometheus_samples", schema=prometheus_text.BRONZE_SCHEMA,
-                           dts=[dt], dictionary=["metric", "label_set", "batch_id"])
-    resolver = resolver_for_day(lk, dt)
-    counts = {"rows": 0, "unresolved": 0}
-
-    def counted():
-        for chunk in conform.to_silver(bronze, resolver.resolve):
-            counts["rows"] += chunk.num_rows
-            counts["unresolved"] += chunk.column("entity_id").null_count
-            yield chunk
-
-    lk.write_parts("silver", "metric_points", {"dt": dt}, [("part-0", counted())], METRIC_POINTS)
-    return dg.MaterializeResult(metadata={
-        "rows": counts["rows"], "bronze_rows": bronze.num_rows,
-        "duplicates_removed": bronze.num_rows - counts["rows"],
-        "rows_without_entity": counts["unresolved"],
-    })
 
 
 def _rollup_asset(every: str) -> dg.AssetsDefinition:
@@ -85,5 +64,6 @@ def _rollup_asset(every: str) -> dg.AssetsDefinition:
 
 
 defs = dg.Definitions(
-    assets=[*source_assets(PROMETHEUS), metric_points, *(_rollup_asset(e) for e in ("5m", "1h"))],
+    assets=[*source_assets(PROMETHEUS), silver_asset(METRIC_POINTS_SPEC),
+            *(_rollup_asset(e) for e in ("5m", "1h"))],
 )

@@ -1,6 +1,5 @@
 """The one time partitioning every layer shares: a UTC day."""
 
-from __future__ import annotations
 
 import dagster as dg
 

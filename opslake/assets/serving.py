@@ -1,6 +1,5 @@
 """Serving: the read-only DuckDB warehouse over gold, rebuilt off to the side."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -25,7 +25,7 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 (loopback test URL)
+            urllib.request.urlopen(url, timeout=2)
             return
         except urllib.error.HTTPError:
             return

@@ -58,7 +58,7 @@ def test_tampered_object_is_detected(landing: LandingZone) -> None:
 def test_sigkill_mid_write_leaves_no_partial_file_and_no_manifest_row(
         landing: LandingZone, tmp_path: Path) -> None:
     """A writer killed while streaming a batch leaves nothing a reader can see."""
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys, time
         from opslake.lake.landing import LandingZone
         from opslake.lake.storage import Lake

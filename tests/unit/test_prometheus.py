@@ -79,9 +79,9 @@ def _bronze(*batches: tuple[str, bytes]) -> pa.Table:
 def test_silver_dedups_sorts_and_resolves_entities() -> None:
     bronze = _bronze(
         ("b-2", b'm{entity_id="vm-2"} 2 1772409660000\nm{entity_id="vm-1"} 1 1772409600000\n'),
-        ("b-1", b'm{entity_id="vm-2"} 9 1772409660000\n'
+        ("b-1", (b'm{entity_id="vm-2"} 9 1772409660000\n'
                 b'm{instance="10.0.0.9:9100"} 5 1772409600000\n'
-                b'm{instance="10.7.7.7:9100"} 6 1772409600000\n'),
+                b'm{instance="10.7.7.7:9100"} 6 1772409600000\n')),
     )
 
     def resolve(instances: pa.Array) -> pa.Array:

@@ -1,0 +1,5 @@
+"""``python -m opslake`` runs the CLI."""
+
+from opslake.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""CMDB domain: configuration items and topology, with their validity history (S5.2c)."""
+
+
+import dagster as dg
+
+from opslake.assets.conform import SilverTable, silver_asset
+from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.ingest.parsers import cmdb as parser
+from opslake.lake.schemas import ASSETS, RELATIONS_SCHEMA
+from opslake.transforms import cmdb as conform
+
+CMDB = SourceSpec(
+    source="cmdb",
+    title="CMDB exports (configuration items and relations, one JSON snapshot per export)",
+    fmt="json",
+    bronze=[
+        BronzeTable("cmdb_cis", parser.parse, parser.BRONZE_SCHEMA,
+                    "One row per configuration item per snapshot, as exported."),
+        BronzeTable("cmdb_relations", parser.parse_relations, parser.RELATIONS_BRONZE_SCHEMA,
+                    "One row per relation (src, relation, dst) per snapshot, as exported."),
+    ],
+)
+
+_SNAPSHOT_NOTE = (
+    " Snapshot-partitioned: partition D holds the whole validity history as of the end of D, "
+    "rebuilt from every CMDB snapshot up to D; read the latest partition, never a union."
+)
+
+ASSETS_SPEC = SilverTable(
+    name="assets",
+    bronze="cmdb_cis",
+    bronze_schema=parser.BRONZE_SCHEMA,
+    schema=ASSETS,
+    conform=lambda bronze, _resolver: conform.to_silver_assets(bronze),
+    history=True,
+    resolves_entities=False,
+    description=(
+        "Every managed object of the five kinds (facility, cloud, application, platform, "
+        "security) with department, business, region, vendor, lifecycle, warranty, contract "
+        "and licence dates, and owner (owner_contact is sensitive); one row per version with "
+        "valid_from / valid_to." + _SNAPSHOT_NOTE
+    ),
+)
+
+RELATIONS_SPEC = SilverTable(
+    name="relations",
+    bronze="cmdb_relations",
+    bronze_schema=parser.RELATIONS_BRONZE_SCHEMA,
+    schema=RELATIONS_SCHEMA,
+    conform=lambda bronze, _resolver: conform.to_silver_relations(bronze),
+    history=True,
+    resolves_entities=False,
+    description=(
+        "The topology: runs_on, depends_on, belongs_to, located_in, powered_by edges between "
+        "entities, one row per validity interval." + _SNAPSHOT_NOTE
+    ),
+)
+
+defs = dg.Definitions(
+    assets=[*source_assets(CMDB), silver_asset(ASSETS_SPEC), silver_asset(RELATIONS_SPEC)],
+)

@@ -1,0 +1,32 @@
+"""Logs domain: syslog (RFC 5424 / 3164) into silver logs."""
+
+
+import dagster as dg
+
+from opslake.assets.conform import SilverTable, silver_asset
+from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.ingest.parsers import syslog as parser
+from opslake.lake.schemas import LOGS
+from opslake.transforms import logs as conform
+
+SYSLOG = SourceSpec(
+    source="syslog",
+    title="Syslog lines (RFC 5424 and RFC 3164)",
+    fmt="log",
+    bronze=[BronzeTable("syslog_lines", parser.parse, parser.BRONZE_SCHEMA,
+                        "One row per syslog line: priority, timestamp, host, app, message.")],
+)
+
+LOGS_SPEC = SilverTable(
+    name="logs",
+    bronze="syslog_lines",
+    bronze_schema=parser.BRONZE_SCHEMA,
+    schema=LOGS,
+    conform=conform.to_silver,
+    description=(
+        "Log lines with severity (0–7) and facility, the sending host as written and its "
+        "entity_id resolved through the CMDB (null for hosts the CMDB does not know)."
+    ),
+)
+
+defs = dg.Definitions(assets=[*source_assets(SYSLOG), silver_asset(LOGS_SPEC)])

@@ -1,0 +1,64 @@
+"""Service-management domain: ITSM tickets into silver and per-business service levels."""
+
+
+from datetime import date
+
+import dagster as dg
+
+from opslake.assets.conform import SilverTable, silver_asset
+from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.assets.keys import OWNER, key
+from opslake.assets.partitions import DAILY
+from opslake.ingest.parsers import itsm as parser
+from opslake.kpi.service_levels import SERVICE_LEVELS_SCHEMA, service_levels
+from opslake.lake.schemas import TICKETS
+from opslake.orchestration.resources import LakeResource
+from opslake.transforms import tickets as conform
+
+ITSM = SourceSpec(
+    source="itsm",
+    title="ITSM ticket exports (incidents, requests, problems, changes; CSV)",
+    fmt="csv",
+    bronze=[BronzeTable("itsm_tickets", parser.parse, parser.BRONZE_SCHEMA,
+                        "One row per exported ticket row, columns as in the export.")],
+)
+
+TICKETS_SPEC = SilverTable(
+    name="tickets",
+    bronze="itsm_tickets",
+    bronze_schema=parser.BRONZE_SCHEMA,
+    schema=TICKETS,
+    conform=conform.to_silver,
+    description=(
+        "Incidents, service requests, problems and changes (DATA scope of S5.3): lifecycle "
+        "times, priority, SLA target, linked alert fingerprint, change window and result; "
+        "partitioned by the day the ticket was opened."
+    ),
+)
+
+
+@dg.asset(
+    key=key("gold", "service_levels"),
+    deps=[key("silver", "tickets")],
+    group_name="gold",
+    kinds={"parquet", "polars"},
+    owners=[OWNER],
+    partitions_def=DAILY,
+    description=(
+        "Per business and day (plus the province as '(all)'): incidents, MTTA and MTTR in "
+        "minutes, SLA attainment, breaches, backlog, requests, changes and change failure rate "
+        "(S5.3). Definitions in opslake.kpi.service_levels."
+    ),
+)
+def gold_service_levels(context: dg.AssetExecutionContext,
+                        lake: LakeResource) -> dg.MaterializeResult:
+    """Service levels of one day."""
+    lk, dt = lake.lake(), context.partition_key
+    tickets = lk.read_table("silver", "tickets", schema=TICKETS, dts=[dt])
+    table = service_levels(tickets, date.fromisoformat(dt))
+    lk.write_table(table.cast(SERVICE_LEVELS_SCHEMA), "gold", "service_levels", {"dt": dt})
+    return dg.MaterializeResult(metadata={"rows": table.num_rows})
+
+
+defs = dg.Definitions(assets=[*source_assets(ITSM), silver_asset(TICKETS_SPEC),
+                              gold_service_levels])

@@ -1,0 +1,178 @@
+"""Benchmark: landing → bronze → silver against DuckDB's own raw → Parquet, same data, same run.
+
+One simulated day of a 2,000-object estate at 1-minute resolution is landed once as raw
+files. Then, each in a fresh process (so peak RSS is its own):
+
+- ``opslake``: lands every raw file through the durable landing writer (fsync, manifest),
+  then materializes landing, bronze and silver through Dagster;
+- ``duckdb``: ``read_csv`` / ``read_json`` of the same raw files → ``COPY … TO parquet``,
+  with the metric name, entity, value and time extracted in SQL.
+
+Prints seconds, points per second and peak RSS for both and the ratios. No assertions:
+figures go in the closing note. Run with ``make bench`` (``--entities``/``--days`` to scale).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+FORMATS = {"prometheus": "prom", "alertmanager": "json", "syslog": "log", "itsm": "csv",
+           "cmdb": "json", "probes": "json"}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def simulate_raw(raw_home: Path, entities: int, days: int) -> dict:
+    """Land the simulated estate once; its landing files are the benchmark's raw input."""
+    from opslake.lake.landing import LandingZone
+    from opslake.lake.storage import Lake
+    from opslake.settings import Settings
+    from opslake.simulate import SimulationConfig, simulate
+
+    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(raw_home)}))
+    started = time.perf_counter()
+    truth = simulate(SimulationConfig(seed=7, entities=entities, days=days,
+                                      start=date(2026, 3, 2), step_seconds=60),
+                     LandingZone(lake))
+    return {"seconds": time.perf_counter() - started, "points": truth.count("metric_points")}
+
+
+def run_opslake(raw_home: Path, home: Path) -> dict:
+    """Land every raw batch durably into a fresh lake, then landing → bronze → silver."""
+    from opslake.lake.landing import LandingZone
+    from opslake.lake.storage import Lake
+    from opslake.orchestration import runner
+    from opslake.settings import Settings
+
+    raw = LandingZone(Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(raw_home)})))
+    settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
+    zone = LandingZone(Lake.from_settings(settings))
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
+    days: set[str] = set()
+    for source in raw.sources():
+        for dt in raw.days(source):
+            days.add(dt)
+            for batch in raw.batches(source, dt):
+                with open(batch.path, "rb") as f:
+                    zone.write(source, iter(lambda f=f: f.read(8 * 2**20), b""), fmt=batch.fmt,
+                               batch_id=batch.batch_id, received_at=batch.received, dt=dt)
+    phases["landing write"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    runner.materialize(settings, sorted(days), ["landing", "bronze", "silver"])
+    phases["landing → bronze → silver (Dagster)"] = time.perf_counter() - mark
+    lake = Lake.from_settings(settings)
+    points = sum(lake.read_table("silver", "metric_points", columns=["value"], dts=[d]).num_rows
+                 for d in days)
+    return {"seconds": time.perf_counter() - started, "phases": phases, "points": points,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_duckdb(raw_home: Path, out: Path) -> dict:
+    """DuckDB's own readers over the same raw files, each source COPYed to Parquet."""
+    import duckdb
+
+    out.mkdir(parents=True, exist_ok=True)
+    land = raw_home / "landing"
+    con = duckdb.connect()
+    started = time.perf_counter()
+    statements = {
+        "prometheus": f"""
+            SELECT regexp_extract(series, '^[a-zA-Z_:][a-zA-Z0-9_:]*') AS metric,
+                   regexp_extract(series, 'entity_id="([^"]*)"', 1) AS entity_id,
+                   regexp_extract(series, '\\{{.*\\}}') AS labels,
+                   TRY_CAST(value AS DOUBLE) AS value,
+                   make_timestamp(TRY_CAST(ts AS BIGINT) * 1000) AS ts
+            FROM read_csv('{land}/source=prometheus/*/*.prom', delim=' ', header=false,
+                          comment='#', quote='', escape='', null_padding=true,
+                          ignore_errors=true,
+                          columns={{'series': 'VARCHAR', 'value': 'VARCHAR', 'ts': 'VARCHAR'}})
+            ORDER BY metric, entity_id, ts""",
+        "alertmanager": f"""
+            SELECT unnest(alerts, recursive := true)
+            FROM read_json('{land}/source=alertmanager/*/*.json', format='newline_delimited',
+                           ignore_errors=true)""",
+        "syslog": f"""
+            SELECT regexp_extract(line, '^<(\\d+)>', 1) AS pri,
+                   regexp_extract(line, '^<\\d+>1 (\\S+) (\\S+) (\\S+)', ['ts', 'host', 'app'])
+                       AS head,
+                   line AS raw
+            FROM read_csv('{land}/source=syslog/*/*.log', delim='\\x01', header=false,
+                          quote='', escape='', columns={{'line': 'VARCHAR'}})""",
+        "itsm": f"""SELECT * FROM read_csv('{land}/source=itsm/*/*.csv', header=true,
+                                        ignore_errors=true)""",
+        "cmdb": f"""
+            SELECT unnest(cis, recursive := true)
+            FROM read_json('{land}/source=cmdb/*/*.json', maximum_object_size=1073741824)""",
+        "probes": f"""SELECT * FROM read_json('{land}/source=probes/*/*.json',
+                                           format='newline_delimited', ignore_errors=true)""",
+    }
+    for name, sql in statements.items():
+        con.execute(f"COPY ({sql}) TO '{out / name}.parquet' (FORMAT parquet, COMPRESSION zstd)")
+    seconds = time.perf_counter() - started
+    points = con.execute(f"SELECT count(*) FROM '{out}/prometheus.parquet'").fetchone()[0]
+    return {"seconds": seconds, "points": int(points), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode:
+        raise SystemExit(f"{args[0]} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=2000)
+    parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--role", choices=["opslake", "duckdb"], help=argparse.SUPPRESS)
+    parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "opslake":
+        print(json.dumps(run_opslake(args.raw, args.out)))
+        return
+    if args.role == "duckdb":
+        print(json.dumps(run_duckdb(args.raw, args.out)))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="opslake-bench-"))
+    try:
+        raw = work / "raw"
+        sim = simulate_raw(raw, args.entities, args.days)
+        raw_bytes = sum(f.stat().st_size for f in (raw / "landing").rglob("*") if f.is_file()
+                        and "_manifest" not in f.parts)
+        print(f"raw data: {args.entities} entities × {args.days} day(s) at 60 s: "
+              f"{sim['points']:,} metric points, {raw_bytes / 2**20:,.0f} MiB "
+              f"(simulated in {sim['seconds']:.1f} s)")
+        duck = _child(["--role", "duckdb", "--raw", str(raw), "--out", str(work / "duck")])
+        ours = _child(["--role", "opslake", "--raw", str(raw), "--out", str(work / "lake")])
+        print(f"{'contender':<34}{'seconds':>9}{'points/s':>14}{'peak RSS MiB':>14}")
+        for name, r in (("duckdb read_* → COPY parquet", duck),
+                        ("opslake landing → bronze → silver", ours)):
+            print(f"{name:<34}{r['seconds']:>9.1f}{r['points'] / r['seconds']:>14,.0f}"
+                  f"{r['peak_rss_mb']:>14,.0f}")
+        for phase, seconds in ours["phases"].items():
+            print(f"  opslake {phase}: {seconds:.1f} s")
+        print(f"time ratio opslake / duckdb: {ours['seconds'] / duck['seconds']:.2f}× "
+              f"(target ≤ 2×); peak RSS {ours['peak_rss_mb'] / 1024:.2f} GiB (target < 4 GiB)")
+        print(f"silver points {ours['points']:,} vs duckdb rows {duck['points']:,} "
+              "(duckdb keeps malformed lines it cannot detect; silver quarantines them)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The code location loads cleanly, and the CLI gives clear errors with exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from opslake.orchestration.definitions import defs
+
+CLI = [sys.executable, "-m", "opslake"]
+LAYERS = {"landing", "bronze", "silver", "gold", "serving"}
+
+
+def test_every_asset_is_layered_grouped_owned_described_and_has_kinds() -> None:
+    specs = list(defs.resolve_all_asset_specs())
+    assert len(specs) >= 30
+    for spec in specs:
+        layer = spec.key.path[0]
+        assert layer in LAYERS and len(spec.key.path) == 2, spec.key
+        assert spec.group_name == layer, spec.key
+        assert spec.owners, spec.key
+        assert spec.kinds, spec.key
+        assert spec.description and len(spec.description) > 40, spec.key
+    keys = {s.key.to_user_string() for s in specs}
+    for table in ("metric_points", "events", "logs", "tickets", "assets", "relations", "probes"):
+        assert f"silver/{table}" in keys
+
+
+def test_definitions_validate_without_warnings(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "OPSLAKE_HOME": str(tmp_path / "lake")}
+    out = subprocess.run(
+        [Path(sys.executable).with_name("dagster"), "definitions", "validate", "-m",
+         "opslake.orchestration.definitions"],
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = (out.stdout + out.stderr).lower()
+    assert "warning" not in text, text
+
+
+def test_jobs_cover_every_partitioned_asset() -> None:
+    job = defs.resolve_job_def("daily_pipeline")
+    graph = defs.resolve_asset_graph()
+    partitioned = {k for k in graph.get_all_asset_keys() if k.path[0] != "serving"}
+    assert set(job.asset_layer.selected_asset_keys) == partitioned
+    assert isinstance(defs.resolve_schedule_def("daily_pipeline_schedule"), dg.ScheduleDefinition)
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPSLAKE_HOME": str(home)}
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("materialize", "--from", "2026-13-01", "--to", "2026-03-02"), 2, "is not a date"),
+        (("materialize", "--from", "2026-03-03", "--to", "2026-03-02"), 2, "swap the dates"),
+        (("materialize", "-s", "silver/nowhere", "--from", "2026-03-02", "--to", "2026-03-02"), 2,
+         "no asset"),
+        (("materialize",), 2, "nothing has landed"),
+    ],
+)
+def test_user_errors_are_one_line_with_an_exit_code(tmp_path: Path, args, code, message) -> None:
+    out = _cli(*args, home=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_status_of_an_empty_lake(tmp_path: Path) -> None:
+    out = _cli("status", home=tmp_path)
+    assert out.returncode == 0
+    assert "empty" in out.stderr
