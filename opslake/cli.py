@@ -43,7 +43,7 @@ def _parse_day(value: str | None, name: str) -> date | None:
 
 @app.command()
 def simulate(
-    entities: Annotated[int, typer.Option(min=20, help="Approximate number of managed objects.")] = 500,
+    entities: Annotated[int, typer.Option(min=30, help="Approximate number of managed objects.")] = 500,
     days: Annotated[int, typer.Option(min=1, help="Number of days to simulate.")] = 3,
     start: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD); default: "
                                               "so that the last day is yesterday (UTC).")] = None,
@@ -70,10 +70,9 @@ def simulate(
             progress.update(tasks[stage], completed=done, total=total)
 
         truth = run_simulation(config, zone, progress=report)
-    counts = truth.counts if isinstance(truth.counts, dict) else {}
     console.print(f"[green]simulated[/] {days} day(s) from {first} into {settings.home}: "
-                  + ", ".join(f"{k}={v.get('total', v) if isinstance(v, dict) else v}"
-                              for k, v in counts.items()))
+                  + ", ".join(f"{name}={truth.count(name):,}" for name in truth.counts)
+                  + f"; {len(truth.faults)} faults with known root causes")
 
 
 @app.command()

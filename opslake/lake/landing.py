@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from opslake.errors import InputError, StorageError
 import pyarrow.fs as pafs
 
+from opslake.errors import InputError, StorageError
 from opslake.lake.storage import STAGING, Lake
 
 _SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")

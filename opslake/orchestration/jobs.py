@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from opslake.assets.partitions import DAILY
-
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.groups("landing", "bronze", "silver", "gold"),
-    partitions_def=DAILY,
     description="Landing → bronze → silver → gold for one UTC day.",
 )
 

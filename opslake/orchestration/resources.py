@@ -13,15 +13,18 @@ from opslake.settings import Settings
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The OpsLake lake root; ``home`` overrides ``OPSLAKE_HOME`` when set."""
+    """The OpsLake lake; fields override ``OPSLAKE_HOME`` / ``OPSLAKE_STATE_DIR`` when set."""
 
     home: str | None = None
+    state_dir: str | None = None
 
     def settings(self) -> Settings:
         """Settings from the environment, with this resource's overrides."""
         env = dict(os.environ)
         if self.home:
             env["OPSLAKE_HOME"] = self.home
+        if self.state_dir:
+            env["OPSLAKE_STATE_DIR"] = self.state_dir
         return Settings.from_env(env)
 
     def lake(self) -> Lake:

@@ -81,6 +81,12 @@ def selected_keys(defs: dg.Definitions, terms: Sequence[str]) -> list[dg.AssetKe
     return sorted(parse_selection(terms).resolve(graph) & known, key=lambda k: k.path)
 
 
+def _run_config(settings: Settings) -> dict:
+    """Point the run's lake resource at ``settings`` (not whatever the environment says)."""
+    lake = {"home": settings.home, "state_dir": str(settings.state_dir)}
+    return {"resources": {"lake": {"config": lake}}}
+
+
 def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = (),
                 on_day: Callable[[str, dg.ExecuteInProcessResult], None] | None = None) -> None:
     """Materialize the selected assets for each day, in order, recording runs in the instance."""
@@ -90,7 +96,7 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
     inst = instance(settings)
     for day in days:
         result = job.execute_in_process(partition_key=day, instance=inst, asset_selection=keys,
-                                        raise_on_error=False)
+                                        run_config=_run_config(settings), raise_on_error=False)
         if not result.success:
             failed = [e for e in result.all_events if e.is_step_failure]
             detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
@@ -103,7 +109,7 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
 def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:
     """Rebuild the serving warehouse through Dagster so the UI records it."""
     result = definitions().resolve_job_def("serving_refresh").execute_in_process(
-        instance=instance(settings), raise_on_error=False)
+        instance=instance(settings), run_config=_run_config(settings), raise_on_error=False)
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
         raise PipelineError("building the warehouse failed: " + (

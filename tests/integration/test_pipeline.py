@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import sys
+import urllib.request
 from datetime import date
 from pathlib import Path
 
+import psutil
 import pyarrow.compute as pc
 import pytest
 
@@ -14,8 +19,10 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import open_read_only
 from opslake.orchestration import runner
+from opslake.orchestration.definitions import defs
 from opslake.settings import Settings
 from opslake.simulate import GroundTruth, SimulationConfig, simulate
+from tests.integration.services import free_port, running
 
 START = date(2026, 3, 2)
 DAYS = ["2026-03-02", "2026-03-03"]
@@ -103,3 +110,35 @@ def test_warehouse_answers_every_gold_table_read_only(estate) -> None:
         assert [d for (d,) in days] == DAYS
     finally:
         con.close()
+
+
+def test_dagster_ui_lists_every_asset_materialized_for_every_day(
+        estate, tmp_path: Path) -> None:
+    """`opslake ui` serves the instance the runs were recorded in, and stops on SIGTERM."""
+    settings, _ = estate
+    port = free_port()
+    env = {**os.environ, "OPSLAKE_HOME": settings.home}
+    query = ('{ assetsOrError { ... on AssetConnection { nodes { key { path } '
+             'assetMaterializations(limit: 20) { partition } } } } }')
+    with running([sys.executable, "-m", "opslake", "ui", "--port", str(port)],
+                 f"http://127.0.0.1:{port}/server_info", tmp_path / "ui.log", env=env,
+                 timeout=180) as proc:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            nodes = json.load(response)["data"]["assetsOrError"]["nodes"]
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 2, "webserver and daemon run as children"
+    materialized = {"/".join(n["key"]["path"]): {m["partition"] for m in
+                                                 n["assetMaterializations"]} for n in nodes}
+    expected = {s.key.to_user_string() for s in defs.resolve_all_asset_specs()}
+    assert set(materialized) == expected
+    for asset, partitions in materialized.items():
+        if asset.startswith("serving/"):
+            assert partitions == {None}, asset
+        else:
+            assert set(DAYS) <= partitions, asset
+    # Stopping `opslake ui` by its PID (SIGTERM) stops the webserver and the daemon with it.
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
