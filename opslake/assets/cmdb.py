@@ -1,6 +1,5 @@
 """CMDB domain: configuration items and topology, with their validity history (S5.2c)."""
 
-
 import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset

@@ -1,18 +1,15 @@
 """Silver assets generated from a declarative spec: one bronze table → one silver table."""
 
-
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 import pyarrow as pa
 
-from opslake.assets.keys import OWNER, key
-from opslake.assets.partitions import DAILY
+from opslake.assets.keys import daily_table_asset, key
 from opslake.lake.schemas import ASSETS
 from opslake.lake.storage import Lake
-from opslake.orchestration.resources import LakeResource
 from opslake.transforms.entities import EntityResolver
 
 Conform = Callable[[pa.Table, EntityResolver], pa.Table | Iterable[pa.Table]]
@@ -59,34 +56,14 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     if spec.resolves_entities:
         deps.append(key("silver", "assets"))
 
-    @dg.asset(
-        key=key("silver", spec.name),
-        deps=deps,
-        group_name="silver",
-        kinds={"parquet", "polars"},
-        owners=[OWNER],
-        partitions_def=DAILY,
-        description=spec.description,
-    )
-    def silver(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        lk, dt = lake.lake(), context.partition_key
-        days = [d for d in lk.partitions("bronze", spec.bronze) if d <= dt] \
+    def build(lake: Lake, dt: str, metadata: dict) -> pa.Table | Iterable[pa.Table]:
+        days = [d for d in lake.partitions("bronze", spec.bronze) if d <= dt] \
             if spec.history else [dt]
-        bronze = lk.read_table("bronze", spec.bronze, schema=spec.bronze_schema, dts=days,
-                               dictionary=spec.dictionary)
-        resolver = resolver_for_day(lk, dt) if spec.resolves_entities else None
-        out = spec.conform(bronze, resolver)
-        counts = {"rows": 0, "rows_without_entity": 0}
+        bronze = lake.read_table("bronze", spec.bronze, schema=spec.bronze_schema, dts=days,
+                                 dictionary=spec.dictionary)
+        metadata.update(bronze_rows=bronze.num_rows, bronze_days=len(days))
+        resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
+        return spec.conform(bronze, resolver)
 
-        def counted() -> Iterator[pa.Table]:
-            for chunk in [out] if isinstance(out, pa.Table) else out:
-                counts["rows"] += chunk.num_rows
-                if "entity_id" in chunk.column_names:
-                    counts["rows_without_entity"] += chunk.column("entity_id").null_count
-                yield chunk
-
-        lk.write_parts("silver", spec.name, {"dt": dt}, [("part-0", counted())], spec.schema)
-        return dg.MaterializeResult(metadata={
-            **counts, "bronze_rows": bronze.num_rows, "bronze_days": len(days)})
-
-    return silver
+    return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
+                             description=spec.description, build=build)

@@ -1,6 +1,5 @@
 """Events domain: alerts from Alertmanager webhooks into silver events (S5.5a)."""
 
-
 import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset

@@ -1,6 +1,5 @@
 """Landing and bronze assets, generated per source from a declarative spec (no twins)."""
 
-
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 

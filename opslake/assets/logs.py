@@ -1,6 +1,5 @@
 """Logs domain: syslog (RFC 5424 / 3164) into silver logs."""
 
-
 import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset

@@ -1,16 +1,15 @@
 """Metrics domain: Prometheus samples from landing to silver points and gold rollups."""
 
-
 import dagster as dg
+import pyarrow as pa
 
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
-from opslake.assets.keys import OWNER, key
-from opslake.assets.partitions import DAILY
+from opslake.assets.keys import daily_table_asset, key
 from opslake.ingest.parsers import prometheus_text
 from opslake.kpi.rollups import ROLLUP_SCHEMA, rollup
 from opslake.lake.schemas import METRIC_POINTS
-from opslake.orchestration.resources import LakeResource
+from opslake.lake.storage import Lake
 from opslake.transforms import metrics as conform
 
 PROMETHEUS = SourceSpec(
@@ -40,27 +39,19 @@ METRIC_POINTS_SPEC = SilverTable(
 
 
 def _rollup_asset(every: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=key("gold", f"metric_rollup_{every}"),
-        deps=[key("silver", "metric_points")],
-        group_name="gold",
-        kinds={"parquet", "polars"},
-        owners=[OWNER],
-        partitions_def=DAILY,
+    def build(lake: Lake, dt: str, _metadata: dict) -> pa.Table:
+        points = lake.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[dt],
+                                 columns=["ts", "metric", "entity_id", "value"])
+        return rollup(points, every)
+
+    return daily_table_asset(
+        "gold", f"metric_rollup_{every}", deps=[key("silver", "metric_points")],
+        schema=ROLLUP_SCHEMA, build=build,
         description=(
             f"Metric points rolled up to {every} buckets per metric and entity: samples, min, "
             "max, avg, last, p95. The table screens and the API read instead of raw points."
         ),
     )
-    def rollup_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        lk, dt = lake.lake(), context.partition_key
-        points = lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[dt],
-                               columns=["ts", "metric", "entity_id", "value"])
-        table = rollup(points, every)
-        lk.write_table(table.cast(ROLLUP_SCHEMA), "gold", f"metric_rollup_{every}", {"dt": dt})
-        return dg.MaterializeResult(metadata={"rows": table.num_rows})
-
-    return rollup_asset
 
 
 defs = dg.Definitions(

@@ -1,6 +1,5 @@
 """The one time partitioning every layer shares: a UTC day."""
 
-
 import dagster as dg
 
 from opslake.settings import Settings

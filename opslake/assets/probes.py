@@ -1,6 +1,5 @@
 """Probes domain: synthetic HTTP/TCP checks (拨测, S6.1b) into silver probes."""
 
-
 import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset

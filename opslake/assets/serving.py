@@ -1,6 +1,5 @@
 """Serving: the read-only DuckDB warehouse over gold, rebuilt off to the side."""
 
-
 import dagster as dg
 
 from opslake.assets.keys import OWNER

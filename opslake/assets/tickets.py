@@ -1,18 +1,17 @@
 """Service-management domain: ITSM tickets into silver and per-business service levels."""
 
-
 from datetime import date
 
 import dagster as dg
+import pyarrow as pa
 
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
-from opslake.assets.keys import OWNER, key
-from opslake.assets.partitions import DAILY
+from opslake.assets.keys import daily_table_asset, key
 from opslake.ingest.parsers import itsm as parser
 from opslake.kpi.service_levels import SERVICE_LEVELS_SCHEMA, service_levels
 from opslake.lake.schemas import TICKETS
-from opslake.orchestration.resources import LakeResource
+from opslake.lake.storage import Lake
 from opslake.transforms import tickets as conform
 
 ITSM = SourceSpec(
@@ -37,27 +36,22 @@ TICKETS_SPEC = SilverTable(
 )
 
 
-@dg.asset(
-    key=key("gold", "service_levels"),
-    deps=[key("silver", "tickets")],
-    group_name="gold",
-    kinds={"parquet", "polars"},
-    owners=[OWNER],
-    partitions_def=DAILY,
+
+
+def _service_levels(lake: Lake, dt: str, _metadata: dict) -> pa.Table:
+    tickets = lake.read_table("silver", "tickets", schema=TICKETS, dts=[dt])
+    return service_levels(tickets, date.fromisoformat(dt))
+
+
+gold_service_levels = daily_table_asset(
+    "gold", "service_levels", deps=[key("silver", "tickets")], schema=SERVICE_LEVELS_SCHEMA,
+    build=_service_levels,
     description=(
         "Per business and day (plus the province as '(all)'): incidents, MTTA and MTTR in "
         "minutes, SLA attainment, breaches, backlog, requests, changes and change failure rate "
         "(S5.3). Definitions in opslake.kpi.service_levels."
     ),
 )
-def gold_service_levels(context: dg.AssetExecutionContext,
-                        lake: LakeResource) -> dg.MaterializeResult:
-    """Service levels of one day."""
-    lk, dt = lake.lake(), context.partition_key
-    tickets = lk.read_table("silver", "tickets", schema=TICKETS, dts=[dt])
-    table = service_levels(tickets, date.fromisoformat(dt))
-    lk.write_table(table.cast(SERVICE_LEVELS_SCHEMA), "gold", "service_levels", {"dt": dt})
-    return dg.MaterializeResult(metadata={"rows": table.num_rows})
 
 
 defs = dg.Definitions(assets=[*source_assets(ITSM), silver_asset(TICKETS_SPEC),

@@ -140,5 +140,5 @@ def test_dagster_ui_lists_every_asset_materialized_for_every_day(
         else:
             assert set(DAYS) <= partitions, asset
     # Stopping `opslake ui` by its PID (SIGTERM) stops the webserver and the daemon with it.
-    gone, alive = psutil.wait_procs(children, timeout=30)
+    _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
