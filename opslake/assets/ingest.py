@@ -1,6 +1,9 @@
 """Landing and bronze assets, generated per source from a declarative spec (no twins)."""
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -85,10 +88,12 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
         rejects: list[pa.Table] = []
         rows = 0
 
+        def parse(batch: LandedBatch) -> ParseResult:
+            return table.parse(zone.read(batch), batch)
+
         def parts() -> Iterator[tuple[str, pa.Table]]:
             nonlocal rows
-            for batch in batches:
-                result = table.parse(zone.read(batch), batch)
+            for batch, result in _ordered_map(parse, batches):
                 rows += result.table.num_rows
                 if result.rejects:
                     rejects.append(quarantine.rejects_table(batch, result.rejects))
@@ -103,3 +108,23 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
         })
 
     return bronze_asset
+
+
+def _ordered_map(fn: Callable[[LandedBatch], ParseResult],
+                 batches: Sequence[LandedBatch]) -> Iterator[tuple[LandedBatch, ParseResult]]:
+    """Parse batches on a few threads, yielding in order with a bounded number in flight.
+
+    Parsing is mostly polars work that releases the GIL, and the caller writes the previous
+    batch meanwhile; bounding what is in flight keeps memory at a few batches.
+    """
+    workers = min(4, (os.cpu_count() or 1) + 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append((batch, pool.submit(fn, batch)))
+            if len(pending) > workers:
+                done_batch, future = pending.popleft()
+                yield done_batch, future.result()
+        while pending:
+            done_batch, future = pending.popleft()
+            yield done_batch, future.result()

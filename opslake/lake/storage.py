@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
+import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -152,13 +155,17 @@ class Lake:
             staged = self.path(STAGING, f"{uuid.uuid4().hex}.parquet")
             if self.local:
                 Path(staged).parent.mkdir(parents=True, exist_ok=True)
-            with self.fs.open_output_stream(staged) as sink, pq.ParquetWriter(
-                sink, schema.remove_metadata(), compression="zstd", coerce_timestamps="us",
-                allow_truncated_timestamps=False, write_statistics=True,
-            ) as writer:
-                for chunk in chunks:
-                    writer.write_table(chunk.cast(schema.remove_metadata()),
-                                       row_group_size=1_000_000)
+            try:
+                with self.fs.open_output_stream(staged) as sink, pq.ParquetWriter(
+                    sink, schema.remove_metadata(), compression="zstd", coerce_timestamps="us",
+                    allow_truncated_timestamps=False, write_statistics=True,
+                ) as writer:
+                    for chunk in _prefetch(chunks):
+                        writer.write_table(chunk.cast(schema.remove_metadata()),
+                                           row_group_size=1_000_000)
+            except BaseException:
+                self.discard(staged)
+                raise
             if self.local:
                 fd = os.open(staged, os.O_RDONLY)
                 try:
@@ -212,6 +219,45 @@ class Lake:
         # Partition values are not added as columns: every table carries its own time column.
         dataset = ds.dataset(files, filesystem=self.fs, format=fmt, schema=schema)
         return dataset.to_table(columns=columns)
+
+
+def _prefetch(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """Produce the next chunk on a thread while the caller writes the current one.
+
+    Building a slice (Arrow takes, polars work) and encoding Parquet both release the GIL,
+    so overlapping them uses a second core. At most two chunks are held at once.
+    """
+    if isinstance(chunks, Sequence):
+        yield from chunks
+        return
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                handoff.put(chunk)
+            handoff.put(done)
+        except BaseException as exc:  # noqa: BLE001  (re-raised by the consumer)
+            handoff.put(exc)
+
+    thread = threading.Thread(target=produce, name="opslake-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := handoff.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        # The consumer may stop early (a failed write): unblock and end the producer.
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                handoff.get(timeout=0.05)
+        thread.join()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from opslake.lake.schemas import METRIC_POINTS
-from opslake.lake.storage import Lake
+from opslake.lake.storage import STAGING, Lake
 
 
 def _points(n: int) -> pa.Table:
@@ -52,3 +53,17 @@ def test_rewriting_a_partition_replaces_all_its_parts(lake: Lake) -> None:
 def test_missing_table_reads_empty_with_its_schema(lake: Lake) -> None:
     empty = lake.read_table("silver", "events_nowhere", schema=METRIC_POINTS)
     assert empty.num_rows == 0 and empty.schema == METRIC_POINTS
+
+
+def test_a_failing_producer_fails_the_write_and_leaves_the_partition_alone(lake: Lake) -> None:
+    lake.write_table(_points(2), "silver", "metric_points", {"dt": "2026-03-02"})
+
+    def chunks():
+        yield _points(1)
+        raise ValueError("conformer broke")
+
+    with pytest.raises(ValueError, match="conformer broke"):
+        lake.write_parts("silver", "metric_points", {"dt": "2026-03-02"},
+                         [("part-0", chunks())], METRIC_POINTS)
+    assert lake.read_table("silver", "metric_points").num_rows == 2
+    assert lake.list_files(lake.path(STAGING)) == [], "the staged file is discarded"
