@@ -19,7 +19,9 @@ app = typer.Typer(help="OpsLake: the AIOps lakehouse of a unified government ops
 warehouse_app = typer.Typer(help="The serving warehouse (DuckDB, read-only for readers).",
                             no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
-console = Console(stderr=True)
+# Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _progress() -> Progress:
@@ -126,7 +128,7 @@ def warehouse_build() -> None:
     table = Table("view", "rows", title=str(settings.warehouse_path))
     for name, count in rows:
         table.add_row(name, f"{count:,}")
-    Console().print(table)
+    stdout.print(table)
 
 
 @app.command()
@@ -158,9 +160,27 @@ def status() -> None:
                   title=f"lake at {settings.home}")
     for p in parts:
         table.add_row(p.layer, p.table, p.dt, str(p.files), f"{p.rows:,}", f"{p.bytes:,}")
-    Console().print(table)
+    stdout.print(table)
     if settings.warehouse_path.exists():
         console.print(f"warehouse: {settings.warehouse_path}")
+
+
+@app.command("quarantine")
+def quarantine_show(
+    day: Annotated[str | None, typer.Option("--date", help="Only this day (YYYY-MM-DD).")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+) -> None:
+    """Lines that could not be parsed, with the source, batch, line number and reason."""
+    from opslake.lake import quarantine
+    from opslake.lake.storage import Lake
+
+    dts = [_parse_day(day, "--date").isoformat()] if day else None
+    rows = quarantine.read(Lake.from_settings(_settings()), dts).to_pylist()
+    table = Table("source", "batch", "line", "reason", "raw", title=f"{len(rows):,} quarantined")
+    for row in rows[:limit]:
+        table.add_row(row["source"], row["batch_id"], str(row["line_no"]), row["reason"],
+                      row["raw"][:80])
+    stdout.print(table)
 
 
 def main() -> None:

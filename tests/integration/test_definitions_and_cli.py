@@ -84,3 +84,20 @@ def test_status_of_an_empty_lake(tmp_path: Path) -> None:
     out = _cli("status", home=tmp_path)
     assert out.returncode == 0
     assert "empty" in out.stderr
+
+
+def test_cli_simulate_materialize_status_and_quarantine(tmp_path: Path) -> None:
+    """The everyday commands, end to end through the real CLI, on a tiny estate."""
+    out = _cli("simulate", "--entities", "30", "--days", "1", "--start", "2026-03-02",
+               "--step", "900", home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "faults with known root causes" in out.stderr
+    out = _cli("materialize", "--select", "bronze", home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "2026-03-02" in out.stderr
+    status = _cli("status", home=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "prometheus_samples" in status.stdout and "silver" not in status.stdout
+    bad = _cli("quarantine", "--date", "2026-03-02", home=tmp_path)
+    assert bad.returncode == 0, bad.stderr
+    assert "not a sample line" in bad.stdout or "value is not a number" in bad.stdout
