@@ -97,3 +97,12 @@ def test_silver_dedups_sorts_and_resolves_entities() -> None:
     assert out.column("labels").to_pylist()[0] == [("instance", "10.0.0.9:9100")]
     again = pa.concat_tables(metrics.to_silver(bronze, resolve))
     assert again.equals(out)
+
+
+def test_crlf_lines_and_odd_control_bytes_keep_their_line_numbers() -> None:
+    crlf = prometheus_text.parse(b"a 1 1772409600000\r\n\r\nb x 1772409600000\r\n", BATCH)
+    assert [r["metric"] for r in crlf.table.to_pylist()] == ["a"]
+    assert [r.line_no for r in crlf.rejects] == [3]
+    # A unit-separator byte cannot be split on as a field: the slower path takes over.
+    odd = prometheus_text.parse(b'a{l="x\x1fy"} 1 1772409600000\nb 2 1772409600000\n', BATCH)
+    assert [r["metric"] for r in odd.table.to_pylist()] == ["a", "b"]

@@ -67,11 +67,10 @@ def _escape(value: str) -> str:
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     """Parse one batch of exposition text; samples without a timestamp take the batch time."""
     try:
-        text = data.decode("utf-8")
+        lines = _lines(data)
     except UnicodeDecodeError as exc:
         return ParseResult(BRONZE_SCHEMA.empty_table(),
                            [Reject(0, repr(data[:200]), f"batch is not UTF-8 text: {exc}")])
-    lines = pl.DataFrame({"raw": text.split("\n")}).with_row_index("line_no", offset=1)
     lines = lines.filter(~pl.col("raw").str.contains(r"^\s*(#|$)"))
     # Fast path: plain splitting on single spaces, right for every line whose label values
     # hold no spaces; the rest (rare) goes through the full regular expression.
@@ -121,6 +120,21 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         pl.lit(received).cast(pl.Datetime("us", "UTC")).alias("received_at"),
     )
     return ParseResult(good.to_arrow().cast(BRONZE_SCHEMA), rejects)
+
+
+def _lines(data: bytes) -> pl.DataFrame:
+    """(line_no, raw) for every line, split in polars (no GIL) and CRLF-tolerant."""
+    data.decode("utf-8")  # raises for a batch that is not text at all
+    try:
+        # A separator byte that exposition text never holds: each line is one field, and
+        # blank lines stay (as nulls), so row numbers are line numbers.
+        lines = pl.read_csv(data, has_header=False, separator="\x1f", quote_char=None,
+                            new_columns=["raw"], infer_schema=False).with_columns(
+            pl.col("raw").fill_null(""))
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError):
+        lines = pl.DataFrame({"raw": data.decode("utf-8").split("\n")}).with_columns(
+            pl.col("raw").str.strip_suffix("\r"))
+    return lines.with_row_index("line_no", offset=1)
 
 
 def _series_table(series: pl.Series) -> pl.DataFrame:
