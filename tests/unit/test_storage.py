@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pytest
 import pyarrow.parquet as pq
+import pytest
 
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.lake.storage import STAGING, Lake
