@@ -9,9 +9,9 @@ from datetime import date, timedelta
 import dagster as dg
 
 from opslake.errors import ConfigError, OpsLakeError
+from opslake.lake.storage import LAYERS
 from opslake.settings import Settings
 
-LAYERS = ("landing", "bronze", "silver", "gold")
 _DAGSTER_YAML = """\
 # Written by opslake: Dagster's instance for this lake (runs, materializations, schedules).
 telemetry:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime
+from datetime import UTC
 
 import polars as pl
 import pyarrow as pa
@@ -159,8 +159,3 @@ def _parse_series(text: str) -> tuple[str | None, str | None, str | None]:
         return name, canonical(parse_label_set(brace + rest) if brace else {}), None
     except ValueError as exc:
         return None, None, f"bad label set: {exc}"
-
-
-def parse_time(ms: int) -> datetime:
-    """Exposition timestamp (ms since epoch) as an aware datetime."""
-    return datetime.fromtimestamp(ms / 1000, UTC)
