@@ -1,0 +1,1 @@
+"""Network listeners that receive pushed data (syslog) and land it in batches."""

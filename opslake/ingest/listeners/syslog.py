@@ -1,0 +1,124 @@
+"""Syslog receiver: RFC 5424 / RFC 3164 over UDP and TCP, landed in small durable batches.
+
+UDP carries no acknowledgement, so durability is bounded by the flush interval: lines are
+buffered for at most ``flush_seconds`` (or ``flush_lines`` lines) and then landed as one
+batch through the landing writer. TCP accepts both framings of RFC 6587: newline-delimited
+and octet-counting (``<len> <msg>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from opslake.lake.landing import LandedBatch, LandingZone
+
+SOURCE = "syslog"
+CONNECTOR = "syslog-receiver/1.0"
+#: Longest line kept whole (RFC 5424 receivers must accept 480 octets, should 2048).
+MAX_LINE = 64 * 1024
+
+
+@dataclass
+class SyslogReceiver:
+    """Buffers received lines and lands them as ``syslog`` batches."""
+
+    landing: LandingZone
+    flush_lines: int = 5000
+    flush_seconds: float = 1.0
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _lines: list[bytes] = field(default_factory=list, init=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    landed: list[LandedBatch] = field(default_factory=list, init=False)
+
+    async def add(self, line: bytes) -> None:
+        """Queue one syslog message (framing already removed)."""
+        line = line.rstrip(b"\r\n").replace(b"\n", b" ")[:MAX_LINE]
+        if not line:
+            return
+        self._lines.append(line)
+        if len(self._lines) >= self.flush_lines:
+            await self.flush()
+
+    async def flush(self) -> LandedBatch | None:
+        """Land what is buffered as one batch (off the event loop)."""
+        async with self._lock:
+            if not self._lines:
+                return None
+            body = b"\n".join(self._lines) + b"\n"
+            self._lines = []
+            received = self.clock()
+            batch = await asyncio.to_thread(self.landing.write, SOURCE, body, fmt="log",
+                                            received_at=received, connector=CONNECTOR)
+            self.landed.append(batch)
+            return batch
+
+    async def run_flusher(self) -> None:
+        """Flush every ``flush_seconds`` until cancelled, then once more."""
+        try:
+            while True:
+                await asyncio.sleep(self.flush_seconds)
+                await self.flush()
+        finally:
+            await asyncio.shield(self.flush())
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, receiver: SyslogReceiver) -> None:
+        self.receiver = receiver
+        self.tasks: set[asyncio.Task] = set()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # One datagram is one message (RFC 5426).
+        task = asyncio.ensure_future(self.receiver.add(data))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def _read_tcp(receiver: SyslogReceiver, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> None:
+    try:
+        while not reader.at_eof():
+            first = await reader.read(1)
+            if not first:
+                break
+            if first.isdigit():
+                # Octet counting: "<length> <message>".
+                digits = first + await reader.readuntil(b" ")
+                length = int(digits[:-1])
+                await receiver.add(await reader.readexactly(min(length, MAX_LINE)))
+                if length > MAX_LINE:
+                    await reader.readexactly(length - MAX_LINE)
+            else:
+                await receiver.add(first + await reader.readline())
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+            ConnectionError):
+        pass  # a broken sender: what arrived whole is kept, the rest is the sender's to resend
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def serve(receiver: SyslogReceiver, host: str, udp_port: int,
+                tcp_port: int) -> Callable[[], asyncio.Future]:
+    """Start UDP and TCP listeners and the flusher; returns an async ``close``."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(receiver),
+                                                       local_addr=(host, udp_port))
+    server = await asyncio.start_server(lambda r, w: _read_tcp(receiver, r, w), host, tcp_port,
+                                        limit=MAX_LINE + 16)
+    flusher = asyncio.ensure_future(receiver.run_flusher())
+
+    async def close() -> None:
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+
+    return close
