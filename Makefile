@@ -28,7 +28,10 @@ demo: install
 	$(VENV)/bin/opslake status
 	$(VENV)/bin/opslake ui
 
+# The integration tests start real Prometheus, node_exporter and Alertmanager (Debian
+# packages) on loopback; installing them is part of the test command.
 test: install
+	bash infra/install-services.sh
 	$(PY) -m pytest -q
 
 bench: install

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 
 daily_pipeline = dg.define_asset_job(
@@ -16,10 +18,15 @@ serving_refresh = dg.define_asset_job(
     description="Rebuild the read-only serving warehouse from gold and swap it in.",
 )
 
-defs = dg.Definitions(
-    jobs=[daily_pipeline, serving_refresh],
-    schedules=[
-        # Shortly after midnight UTC, once the previous day's last batches have landed.
-        dg.build_schedule_from_partitioned_job(daily_pipeline, hour_of_day=0, minute_of_hour=30),
-    ],
-)
+
+
+@dg.schedule(cron_schedule="30 0 * * *", job=daily_pipeline, execution_timezone="UTC",
+             description="Materialize yesterday (UTC) once its last batches have landed.")
+def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Yesterday's partition, shortly after midnight UTC."""
+    yesterday = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+    return dg.RunRequest(run_key=yesterday, partition_key=yesterday)
+
+
+defs = dg.Definitions(jobs=[daily_pipeline, serving_refresh],
+                      schedules=[daily_pipeline_schedule])

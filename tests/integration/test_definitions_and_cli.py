@@ -101,3 +101,15 @@ def test_cli_simulate_materialize_status_and_quarantine(tmp_path: Path) -> None:
     bad = _cli("quarantine", "--date", "2026-03-02", home=tmp_path)
     assert bad.returncode == 0, bad.stderr
     assert "not a sample line" in bad.stdout or "value is not a number" in bad.stdout
+
+
+def test_schedule_materializes_yesterday() -> None:
+    from datetime import UTC, datetime
+
+    from opslake.orchestration.jobs import daily_pipeline_schedule
+
+    tick = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 26, 0, 30, tzinfo=UTC))
+    request = daily_pipeline_schedule(tick)
+    assert request.partition_key == "2026-11-25"
+    assert request.run_key == "2026-11-25"

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Install the real services OpsLake's integration tests and demos run on loopback:
+# Prometheus, node_exporter, Alertmanager, Mosquitto, rsyslog (Debian/Ubuntu packages).
+#
+# Idempotent: when every binary is already present nothing is installed. The packages'
+# maintainer scripts must not leave daemons running on their default ports (infra/services.sh
+# starts each one with its own config, data dir and port), so a policy-rc.d that refuses
+# every start is in place during the install, and any daemon that was started anyway is
+# stopped afterwards.
+#
+# Usage: infra/install-services.sh        (as root, or with sudo available)
+set -euo pipefail
+
+PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog)
+# Binary each package provides (same order as PACKAGES).
+BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd)
+# Process names the packages' init scripts would start.
+DAEMONS=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd)
+
+die() { echo "install-services: $*" >&2; exit 1; }
+
+have_binary() {
+  command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/usr/bin/$1" ]]
+}
+
+missing=()
+for i in "${!PACKAGES[@]}"; do
+  have_binary "${BINARIES[$i]}" || missing+=("${PACKAGES[$i]}")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-services: all present (${BINARIES[*]}); nothing to install"
+  exit 0
+fi
+
+command -v apt-get >/dev/null 2>&1 \
+  || die "apt-get is not available; install these packages by hand: ${missing[*]}"
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null 2>&1 \
+    || die "not root and no sudo; run as root to install: ${missing[*]}"
+  SUDO=(sudo)
+fi
+
+# Daemons running before the install are someone else's: only stop ones that appear.
+declare -A before=()
+for d in "${DAEMONS[@]}"; do
+  for pid in $(pgrep -x "${d:0:15}" 2>/dev/null || true); do before[$pid]=1; done
+done
+
+POLICY=/usr/sbin/policy-rc.d
+BACKUP=""
+restore_policy() {
+  if [[ -n "$BACKUP" ]]; then
+    "${SUDO[@]}" mv -f "$BACKUP" "$POLICY"
+  else
+    "${SUDO[@]}" rm -f "$POLICY"
+  fi
+}
+if [[ -e "$POLICY" ]]; then
+  BACKUP=$("${SUDO[@]}" mktemp "${POLICY}.opslake.XXXXXX")
+  "${SUDO[@]}" cp -p "$POLICY" "$BACKUP"
+fi
+trap restore_policy EXIT
+printf '#!/bin/sh\n# written by opslake infra/install-services.sh: start no daemons\nexit 101\n' \
+  | "${SUDO[@]}" tee "$POLICY" >/dev/null
+"${SUDO[@]}" chmod 755 "$POLICY"
+
+echo "install-services: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# A stale package index makes 'install' fail with 404s; refresh once and retry.
+if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      --no-install-recommends "${PACKAGES[@]}"; then
+  "${SUDO[@]}" apt-get update -q || die "apt-get update failed (network or apt sources?)"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+    --no-install-recommends "${PACKAGES[@]}" || die "apt-get install failed: ${missing[*]}"
+fi
+
+# Anything the packages started despite policy-rc.d (e.g. a postinst that does not use
+# invoke-rc.d) is stopped: TERM, then KILL.
+started=()
+for d in "${DAEMONS[@]}"; do
+  for pid in $(pgrep -x "${d:0:15}" 2>/dev/null || true); do
+    [[ -n "${before[$pid]:-}" ]] || started+=("$pid")
+  done
+done
+if [[ ${#started[@]} -gt 0 ]]; then
+  echo "install-services: stopping daemons the packages started: ${started[*]}"
+  "${SUDO[@]}" kill -TERM "${started[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do
+    alive=()
+    for pid in "${started[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    [[ ${#alive[@]} -eq 0 ]] && break
+    sleep 0.2
+  done
+  [[ ${#alive[@]} -eq 0 ]] || "${SUDO[@]}" kill -KILL "${alive[@]}" 2>/dev/null || true
+fi
+
+for i in "${!PACKAGES[@]}"; do
+  have_binary "${BINARIES[$i]}" || die "${PACKAGES[$i]} installed but ${BINARIES[$i]} not found"
+done
+echo "install-services: installed ${missing[*]}"
