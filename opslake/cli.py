@@ -1,4 +1,4 @@
-"""The ``opslake`` command: simulate, materialize, build the warehouse, serve the UI, status."""
+"""The ``opslake`` command: simulate, materialize, build the warehouse, serve the UI and API, status."""
 
 from __future__ import annotations
 
@@ -143,6 +143,25 @@ def ui(
     settings = _settings()
     runner.instance(settings)
     serve(settings, host=host, port=port, console=console)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the data service.")] = 8700,
+) -> None:
+    """Serve the data service (push ingestion, /docs) until Ctrl-C or SIGTERM."""
+    import signal
+
+    import uvicorn
+
+    from opslake.api.app import create_app
+
+    api = create_app(_settings())
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exit 0 rather than die.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    console.print(f"data service on http://{host}:{port} (API docs: /docs)")
+    uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
 
 @app.command()

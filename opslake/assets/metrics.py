@@ -6,7 +6,7 @@ import pyarrow as pa
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.assets.keys import daily_table_asset, key
-from opslake.ingest.parsers import prometheus_text
+from opslake.ingest.parsers import prometheus, prometheus_text
 from opslake.kpi.rollups import ROLLUP_SCHEMA, rollup
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.lake.storage import Lake
@@ -16,7 +16,7 @@ PROMETHEUS = SourceSpec(
     source="prometheus",
     title="Prometheus metrics (text exposition, federate / scrape / remote write)",
     fmt="prom",
-    bronze=[BronzeTable("prometheus_samples", prometheus_text.parse,
+    bronze=[BronzeTable("prometheus_samples", prometheus.parse,
                         prometheus_text.BRONZE_SCHEMA,
                         "One row per sample: metric, canonical label set, value, timestamp.")],
 )

@@ -53,8 +53,12 @@ _STATUSES = ("firing", "resolved")
 
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
-    """Parse one batch of webhook payloads; a bad payload or alert is rejected on its own."""
-    lines, rejects = decode_lines(data)
+    """Parse one batch of webhook payloads; a bad payload or alert is rejected on its own.
+
+    A batch is either one payload per line (as the simulator and exports write) or one
+    pushed webhook body, which may be pretty-printed over many lines.
+    """
+    lines, rejects = _whole_document(data) or decode_lines(data)
     received = received_at(batch)
     rows: list[dict[str, Any]] = []
     for line_no, line in enumerate(lines, start=1):
@@ -77,6 +81,16 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
                                       f"alerts[{index}]: {exc}"))
     rejects.sort(key=lambda r: r.line_no)  # undecodable lines were found first
     return ParseResult(pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA), rejects)
+
+
+def _whole_document(data: bytes) -> tuple[list[str | None], list[Reject]] | None:
+    """The batch as a single line when it is exactly one JSON object, else None."""
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # several payloads (one per line) or not JSON: judged line by line
+    return ([json.dumps(document, ensure_ascii=False)], []) if isinstance(document, dict) \
+        else None
 
 
 def _unless_zero(value: datetime | None) -> datetime | None:

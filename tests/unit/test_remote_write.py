@@ -1,0 +1,173 @@
+"""Remote-write parsing: a hand-written encoder here, independent of the decoder under test."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime
+
+import cramjam
+import pytest
+
+from opslake.ingest.parsers import prometheus, prometheus_text, remote_write
+from opslake.lake.landing import LandedBatch
+
+RECEIVED = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def _batch(fmt: str = "pb") -> LandedBatch:
+    return LandedBatch(source="prometheus", batch_id="b-1", dt="2026-03-02", path="x",
+                       sha256="0" * 64, bytes=0, received_at=RECEIVED.isoformat(), fmt=fmt,
+                       connector="test")
+
+
+# -- a tiny protobuf encoder ------------------------------------------------------------
+def _uvarint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int64 values are sent as 10-byte two's complement
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _uvarint(field << 3 | wire)
+
+
+def _len(field: int, payload: bytes) -> bytes:
+    return _key(field, 2) + _uvarint(len(payload)) + payload
+
+
+def _label(name: str, value: str) -> bytes:
+    return _len(1, name.encode()) + _len(2, value.encode())
+
+
+def _sample(value: float, ts_ms: int, *, reverse: bool = False) -> bytes:
+    v = _key(1, 1) + struct.pack("<d", value)
+    t = _key(2, 0) + _uvarint(ts_ms)
+    return t + v if reverse else v + t
+
+
+def _series(labels: dict[str, str], samples: list[tuple[float, int]], *,
+            extra: bytes = b"") -> bytes:
+    body = b"".join(_len(1, _label(k, v)) for k, v in labels.items())
+    body += b"".join(_len(2, _sample(v, t, reverse=i % 2 == 1))
+                     for i, (v, t) in enumerate(samples))
+    return body + extra
+
+
+def write_request(*series: bytes, metadata: bytes = b"") -> bytes:
+    """A snappy-compressed WriteRequest holding ``series`` (encoded TimeSeries messages)."""
+    raw = b"".join(_len(1, s) for s in series) + metadata
+    return bytes(cramjam.snappy.compress_raw(raw))
+
+
+# -- tests ------------------------------------------------------------------------------
+def test_round_trip_values_labels_and_timestamps() -> None:
+    # Unknown fields everywhere: an exemplar-like field 3 in the series (length-delimited),
+    # a 32-bit field, a varint field, and WriteRequest metadata (field 3).
+    extra = _len(3, b"\x0a\x02hi") + _key(9, 5) + b"\x01\x02\x03\x04" + _key(10, 0) + _uvarint(7)
+    body = write_request(
+        _series({"__name__": "node_load1", "job": "node", "instance": "10.0.0.1:9100"},
+                [(0.5, 1764115200000), (1.25, 1764115260000)], extra=extra),
+        _series({"zz": 'quote " and \\ back\nslash', "__name__": "up"},
+                [(float("inf"), -1000), (-2.0, 0)]),
+        _series({"__name__": "empty_series"}, []),
+        metadata=_len(3, _key(1, 0) + _uvarint(1) + _len(2, b"node_load1")),
+    )
+    result = remote_write.parse(body, _batch())
+    assert result.rejects == []
+    assert result.table.schema == prometheus_text.BRONZE_SCHEMA
+    rows = result.table.to_pylist()
+    assert [r["metric"] for r in rows] == ["node_load1", "node_load1", "up", "up"]
+    assert [r["value"] for r in rows] == [0.5, 1.25, float("inf"), -2.0]
+    assert [int(r["ts"].timestamp() * 1000) for r in rows] == [
+        1764115200000, 1764115260000, -1000, 0]
+    assert rows[0]["label_set"] == prometheus_text.canonical(
+        {"instance": "10.0.0.1:9100", "job": "node"})
+    # The same label set text as the exposition parser would produce for this series.
+    assert rows[2]["label_set"] == '{zz="quote \\" and \\\\ back\\nslash"}'
+    assert {r["batch_id"] for r in rows} == {"b-1"}
+    assert {r["received_at"] for r in rows} == {RECEIVED}
+
+
+def test_series_without_name_is_rejected_alone() -> None:
+    body = write_request(
+        _series({"__name__": "up", "job": "a"}, [(1.0, 1000)]),
+        _series({"job": "nameless"}, [(2.0, 1000)]),
+        _series({"__name__": "up", "job": "b"}, [(3.0, 1000)]),
+    )
+    result = remote_write.parse(body, _batch())
+    assert result.table.column("value").to_pylist() == [1.0, 3.0]
+    assert len(result.rejects) == 1
+    reject = result.rejects[0]
+    assert reject.line_no == 2 and "__name__" in reject.reason and "nameless" in reject.raw
+
+
+def test_truncated_body_is_one_reject() -> None:
+    raw = _len(1, _series({"__name__": "up"}, [(1.0, 1000), (2.0, 2000)]))
+    for cut in (len(raw) - 1, len(raw) - 5, 3, 1):
+        body = bytes(cramjam.snappy.compress_raw(raw[:cut]))
+        result = remote_write.parse(body, _batch())
+        assert result.table.num_rows == 0
+        assert len(result.rejects) == 1 and result.rejects[0].line_no == 0
+        assert "truncated" in result.rejects[0].reason
+        with pytest.raises(remote_write.RemoteWriteError, match="truncated"):
+            remote_write.decode(body)
+
+
+def test_corrupt_snappy_is_one_reject() -> None:
+    good = write_request(_series({"__name__": "up"}, [(1.0, 1000)]))
+    for body in (b"\xff\xff\xff\xff", good[: len(good) // 2], b"not snappy at all, plain text"):
+        result = remote_write.parse(body, _batch())
+        assert result.table.num_rows == 0
+        assert [r.line_no for r in result.rejects] == [0]
+        assert "snappy" in result.rejects[0].reason or "protobuf" in result.rejects[0].reason
+
+
+def test_uncompressed_protobuf_is_refused_with_snappy_reason() -> None:
+    raw = _len(1, _series({"__name__": "up"}, [(1.0, 1000)]))
+    with pytest.raises(remote_write.RemoteWriteError):
+        remote_write.decode(raw)
+
+
+def test_group_wire_type_is_corrupt() -> None:
+    body = bytes(cramjam.snappy.compress_raw(_key(4, 3)))
+    with pytest.raises(remote_write.RemoteWriteError, match="wire type 3"):
+        remote_write.decode(body)
+
+
+def test_dispatch_by_format() -> None:
+    pb = write_request(_series({"__name__": "up"}, [(1.0, 1000)]))
+    assert prometheus.parse(pb, _batch("pb")).table.num_rows == 1
+    text = b'up{job="a"} 1 1000\n'
+    assert prometheus.parse(text, _batch("prom")).table.num_rows == 1
+    unknown = prometheus.parse(text, _batch("csv"))
+    assert unknown.table.num_rows == 0 and unknown.table.schema == prometheus_text.BRONZE_SCHEMA
+    assert "'prom'" in unknown.rejects[0].reason and "'pb'" in unknown.rejects[0].reason
+
+
+def test_text_and_remote_write_agree() -> None:
+    labels = {"__name__": "node_load1", "instance": "h:9100", "job": "node"}
+    pb = remote_write.parse(write_request(_series(labels, [(0.25, 1764115200000)])), _batch())
+    text = prometheus_text.parse(b'node_load1{job="node",instance="h:9100"} 0.25 1764115200000\n',
+                                 _batch("prom"))
+    assert pb.table.equals(text.table)
+
+
+def test_large_request_decodes_quickly() -> None:
+    import time
+
+    series = [_series({"__name__": f"m{i % 50}", "instance": f"h{i}:9100", "job": "node"},
+                      [(float(j), 1764115200000 + j * 15000) for j in range(100)])
+              for i in range(2000)]
+    body = write_request(*series)
+    start = time.perf_counter()
+    result = remote_write.parse(body, _batch())
+    elapsed = time.perf_counter() - start
+    assert result.table.num_rows == 200_000 and not result.rejects
+    assert elapsed < 5.0, f"200k samples took {elapsed:.2f}s"
