@@ -149,6 +149,8 @@ def ui(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the data service.")] = 8700,
+    syslog_port: Annotated[int | None, typer.Option(
+        help="Also receive syslog (RFC 5424/3164, UDP and TCP) on this port.")] = None,
 ) -> None:
     """Serve the data service (push ingestion, /docs) until Ctrl-C or SIGTERM."""
     import signal
@@ -157,10 +159,11 @@ def serve(
 
     from opslake.api.app import create_app
 
-    api = create_app(_settings())
+    api = create_app(_settings(), syslog_port=syslog_port, syslog_host=host)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exit 0 rather than die.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    console.print(f"data service on http://{host}:{port} (API docs: /docs)")
+    console.print(f"data service on http://{host}:{port} (API docs: /docs)"
+                  + (f"; syslog on {host}:{syslog_port} UDP/TCP" if syslog_port else ""))
     uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from importlib import metadata
 
 from fastapi import FastAPI
 
 from opslake.api import ingest
 from opslake.errors import ConfigError
+from opslake.ingest.listeners import syslog
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
@@ -34,17 +37,35 @@ def max_push_bytes(environ: dict[str, str] | None = None) -> int:
     return int(raw)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The data service for ``settings`` (default: from the environment)."""
+def create_app(settings: Settings | None = None, *, syslog_port: int | None = None,
+               syslog_host: str = "127.0.0.1") -> FastAPI:
+    """The data service for ``settings`` (default: from the environment).
+
+    With ``syslog_port`` it also receives syslog (UDP and TCP on that port) for as long as
+    the service runs, landing what arrives at least once a second.
+    """
     settings = settings or Settings.from_env()
+    landing = LandingZone(Lake.from_settings(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if syslog_port is None:
+            yield
+            return
+        close = await syslog.serve(syslog.SyslogReceiver(landing), syslog_host, syslog_port,
+                                   syslog_port)
+        try:
+            yield
+        finally:
+            await close()
+
     app = FastAPI(
-        title="OpsLake data service", version=version(), docs_url="/docs",
+        title="OpsLake data service", version=version(), docs_url="/docs", lifespan=lifespan,
         description="Push ingestion into the OpsLake landing zone: Prometheus remote write "
                     "and Alertmanager webhooks, acknowledged once durable.",
     )
     app.state.settings = settings
-    app.state.push = ingest.PushService(LandingZone(Lake.from_settings(settings)),
-                                        max_bytes=max_push_bytes())
+    app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes())
 
     @app.get("/healthz", tags=["service"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -1,0 +1,222 @@
+"""Real Prometheus and Alertmanager pushing into a real ``opslake serve`` on loopback.
+
+``opslake serve`` runs as a subprocess on a free port with a temporary OPSLAKE_HOME;
+node_exporter, Prometheus (remote-writing to the server) and Alertmanager (its webhook
+pointed at the server) are installed by ``infra/install-services.sh`` (a failed install
+fails the module) and started and stopped by PID with ``infra/services.sh`` on free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psutil
+import pyarrow.compute as pc
+import pytest
+
+from opslake.ingest.parsers import prometheus
+from opslake.lake.landing import LandedBatch, LandingZone
+from opslake.lake.storage import Lake
+from opslake.orchestration import runner
+from opslake.settings import Settings
+from tests.integration.services import free_port, running, wait_http
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL = ROOT / "infra" / "install-services.sh"
+SERVICES = ROOT / "infra" / "services.sh"
+NAMES = ("node_exporter", "prometheus", "alertmanager")
+ALERT = "OpsLakeTestAlert"
+LAYERS = ["landing", "bronze", "silver"]
+
+
+@dataclass(frozen=True)
+class Stack:
+    settings: Settings
+    landing: LandingZone
+    env: dict[str, str]  # for infra/services.sh
+    node: str  # node_exporter host:port
+    prom: str  # Prometheus base URL
+
+
+def _services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SERVICES), *args], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs; an exited process not yet reaped (a zombie) does not count."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    install = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True,
+                             timeout=900, check=False)
+    if install.returncode != 0:
+        pytest.fail(f"infra/install-services.sh failed ({install.returncode}):\n"
+                    f"{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+    base = tmp_path_factory.mktemp("live")
+    home, run_dir = base / "lake", base / "services"
+    run_dir.mkdir()
+    serve_env = {k: v for k, v in os.environ.items()
+                 if k not in ("OPSLAKE_STATE_DIR", "OPSLAKE_S3_ENDPOINT")}
+    serve_env["OPSLAKE_HOME"] = str(home)
+    settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
+
+    api = f"http://127.0.0.1:{free_port()}"
+    ports = {n: free_port() for n in NAMES}
+    env = {**os.environ, "OPSLAKE_SERVICES_DIR": str(run_dir),
+           "OPSLAKE_NODE_EXPORTER_PORT": str(ports["node_exporter"]),
+           "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
+           "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
+           "OPSLAKE_REMOTE_WRITE_URL": f"{api}/v1/ingest/prometheus/remote_write",
+           "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager"}
+    cmd = [sys.executable, "-m", "opslake", "serve", "--port", api.rsplit(":", 1)[1]]
+    pids: dict[str, int] = {}
+    with running(cmd, f"{api}/healthz", base / "serve.log", env=serve_env) as serve:
+        try:
+            started = _services_sh(env, "start", *NAMES)
+            assert started.returncode == 0, started.stdout + started.stderr
+            pids = {n: int((run_dir / f"{n}.pid").read_text()) for n in NAMES}
+            prom = f"http://127.0.0.1:{ports['prometheus']}"
+            wait_http(f"{prom}/-/ready", timeout=30)
+            wait_http(f"http://127.0.0.1:{ports['alertmanager']}/-/ready", timeout=30)
+            yield Stack(settings, LandingZone(Lake.from_settings(settings)), env,
+                        f"127.0.0.1:{ports['node_exporter']}", prom)
+        finally:
+            stopped = _services_sh(env, "stop", *NAMES)
+        assert serve.poll() is None, "opslake serve died: " + (base / "serve.log").read_text()
+    assert serve.poll() is not None
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    status = _services_sh(env, "status", *NAMES)
+    assert status.returncode == 3, status.stdout
+    alive = [n for n, pid in pids.items() if _running(pid)]
+    assert not alive, f"still running after stop: {alive}"
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+def _wait_for(landing: LandingZone, source: str, found: Callable[[LandedBatch], bool],
+              timeout: float, what: str) -> LandedBatch:
+    """The first new batch of ``source`` (today) for which ``found`` is true."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        for batch in landing.batches(source, _today()):
+            if batch.batch_id not in seen:
+                seen.add(batch.batch_id)
+                if found(batch):
+                    return batch
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {source} batch with {what} within {timeout:.0f} s "
+                        f"({len(seen)} batches landed)")
+        time.sleep(0.5)
+
+
+def _query(prom: str, query: str, at: float) -> list[dict]:
+    body = httpx.get(f"{prom}/api/v1/query", params={"query": query, "time": f"{at:.3f}"},
+                     timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def test_remote_write_lands_and_matches_what_prometheus_answers(stack: Stack) -> None:
+    landing = stack.landing
+
+    def has_node_load(batch: LandedBatch) -> bool:
+        if batch.fmt != "pb" or not batch.connector.startswith("prometheus-remote-write"):
+            return False
+        table = prometheus.parse(landing.read(batch), batch).table
+        return "node_load1" in table.column("metric").to_pylist()
+
+    batch = _wait_for(landing, "prometheus", has_node_load, 60, "node_load1")
+    batches = landing.batches("prometheus", batch.dt)
+    assert all(b.fmt == "pb" and b.connector.startswith("prometheus-remote-write/")
+               for b in batches), {(b.fmt, b.connector) for b in batches}
+
+    runner.materialize(stack.settings, [batch.dt], LAYERS)
+    points = landing.lake.read_table("silver", "metric_points", dts=[batch.dt])
+    assert set(points.column("batch_id").to_pylist()) <= {b.batch_id for b in batches}
+    load = [p for p in points.filter(pc.equal(points.column("metric"), "node_load1")).to_pylist()
+            if dict(p["labels"]).get("job") == "node"]
+    assert load, "silver has no node_load1 for job=node"
+    for point in load[:10]:
+        labels = dict(point["labels"])
+        assert labels["instance"] == stack.node
+        at = point["ts"].timestamp()
+        [answer] = _query(stack.prom, f'node_load1{{job="node",instance="{stack.node}"}}', at)
+        assert float(answer["value"][1]) == point["value"], (answer, point)
+
+    up = points.filter(pc.equal(points.column("metric"), "up")).to_pylist()
+    instances = {dict(p["labels"])["job"]: dict(p["labels"])["instance"] for p in up}
+    assert instances.get("node") == stack.node, instances
+    if "prometheus" in instances:
+        assert instances["prometheus"] == stack.prom.removeprefix("http://")
+    assert all(p["value"] == 1.0 for p in up if dict(p["labels"])["job"] == "node")
+
+
+def _alerts(landing: LandingZone, batch: LandedBatch) -> list[dict]:
+    payload = json.loads(landing.read(batch))
+    return [a for a in payload["alerts"] if a["labels"].get("alertname") == ALERT]
+
+
+def _events(stack: Stack, dt: str) -> list[dict]:
+    runner.materialize(stack.settings, [dt], LAYERS)
+    events = stack.landing.lake.read_table("silver", "events", dts=[dt]).to_pylist()
+    return [e for e in events if dict(e["labels"]).get("alertname") == ALERT]
+
+
+def test_alert_fires_and_resolves_through_the_webhook(stack: Stack) -> None:
+    landing = stack.landing
+
+    def with_status(status: str, fingerprint: str | None = None) -> Callable:
+        def found(batch: LandedBatch) -> bool:
+            return any(a["status"] == status and fingerprint in (None, a["fingerprint"])
+                       for a in _alerts(landing, batch))
+        return found
+
+    fired = time.monotonic()
+    fire = _services_sh(stack.env, "fire-alert")
+    assert fire.returncode == 0, fire.stdout + fire.stderr
+    fired_at = datetime.now(UTC)
+    firing = _wait_for(landing, "alertmanager", with_status("firing"), 60, f"{ALERT} firing")
+    print(f"\nfire-alert → firing webhook landed: {(firing.received - fired_at).total_seconds():.1f}"
+          f" s (seen by the test after {time.monotonic() - fired:.1f} s)")
+    assert firing.fmt == "json" and firing.connector == "alertmanager-webhook/4"
+    [alert] = [a for a in _alerts(landing, firing) if a["status"] == "firing"]
+    fingerprint = alert["fingerprint"]
+
+    [event] = [e for e in _events(stack, firing.dt) if e["status"] == "firing"]
+    assert event["fingerprint"] == fingerprint and event["source"] == "alertmanager"
+    assert event["entity_id"] == "node-local" and event["severity"] == "warning"
+    assert event["title"] == "OpsLake test alert (fired on demand)"
+    assert dict(event["labels"])["job"] == "node" and event["ends_at"] is None
+
+    resolve = _services_sh(stack.env, "resolve-alert")
+    assert resolve.returncode == 0, resolve.stdout + resolve.stderr
+    resolved_at = datetime.now(UTC)
+    resolved = _wait_for(landing, "alertmanager", with_status("resolved", fingerprint), 90,
+                         f"{ALERT} resolved")
+    print(f"resolve-alert → resolved webhook landed: "
+          f"{(resolved.received - resolved_at).total_seconds():.1f} s")
+
+    events = {e["status"]: e for e in _events(stack, resolved.dt)
+              if e["fingerprint"] == fingerprint}
+    assert set(events) == {"firing", "resolved"}, events
+    done = events["resolved"]
+    assert done["entity_id"] == "node-local" and done["starts_at"] == event["starts_at"]
+    assert done["ends_at"] is not None and done["ends_at"] >= done["starts_at"]
