@@ -20,7 +20,9 @@ class SilverTable:
     """How a silver table is built from its bronze table for one day."""
 
     name: str
-    bronze: str
+    #: The bronze table(s) read; several must share ``bronze_schema`` (e.g. samples scraped
+    #: by Prometheus and samples published over MQTT).
+    bronze: str | Sequence[str]
     bronze_schema: pa.Schema
     schema: pa.Schema
     conform: Conform
@@ -52,16 +54,20 @@ def resolver_for_day(lake: Lake, dt: str) -> EntityResolver:
 
 def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     """The Dagster asset that materializes ``spec`` for one daily partition."""
-    deps = [key("bronze", spec.bronze)]
+    bronze_tables = [spec.bronze] if isinstance(spec.bronze, str) else list(spec.bronze)
+    deps = [key("bronze", name) for name in bronze_tables]
     if spec.resolves_entities:
         deps.append(key("silver", "assets"))
 
     def build(lake: Lake, dt: str, metadata: dict) -> pa.Table | Iterable[pa.Table]:
-        days = [d for d in lake.partitions("bronze", spec.bronze) if d <= dt] \
-            if spec.history else [dt]
-        bronze = lake.read_table("bronze", spec.bronze, schema=spec.bronze_schema, dts=days,
-                                 dictionary=spec.dictionary)
-        metadata.update(bronze_rows=bronze.num_rows, bronze_days=len(days))
+        parts = []
+        for name in bronze_tables:
+            days = [d for d in lake.partitions("bronze", name) if d <= dt] \
+                if spec.history else [dt]
+            parts.append(lake.read_table("bronze", name, schema=spec.bronze_schema, dts=days,
+                                         dictionary=spec.dictionary))
+            metadata[f"bronze_rows/{name}"] = parts[-1].num_rows
+        bronze = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
         return spec.conform(bronze, resolver)
 
