@@ -35,7 +35,8 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) tests/benchmarks/bench_pipeline.py
+	$(PY) -m tests.benchmarks.bench_pipeline
+	$(PY) -m tests.benchmarks.bench_ingest
 
 lint: install
 	$(VENV)/bin/ruff check opslake tests
