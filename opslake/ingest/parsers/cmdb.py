@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from opslake.ingest.parsers import ParseResult, Reject
+from opslake.ingest.parsers import ParseResult, Reject, _xml
 from opslake.ingest.parsers._text import (
     RecordError,
     choice_field,
@@ -65,7 +65,8 @@ class CmdbSnapshot:
 def parse_snapshot(data: bytes, batch: LandedBatch) -> CmdbSnapshot:
     """Parse one CMDB export into its CIs and its relations."""
     try:
-        document = json.loads(decode_document(data))
+        document = _xml_document(data) if batch.fmt == "xml" else json.loads(
+            decode_document(data))
         if not isinstance(document, dict):
             raise RecordError("the export must be one JSON object with 'cis' and 'relations'")
         exported_at = timestamp_field(document, "exported_at", required=True)
@@ -83,6 +84,13 @@ def parse_snapshot(data: bytes, batch: LandedBatch) -> CmdbSnapshot:
     relations = _records(document.get("relations", []), "relations", _relation,
                          ("src", "relation", "dst"), common, RELATIONS_BRONZE_SCHEMA)
     return CmdbSnapshot(cis, relations)
+
+
+def _xml_document(data: bytes) -> dict[str, Any]:
+    """An XML export (``<cmdb exported_at=…><ci>…</ci><relation src= relation= dst=/>``)."""
+    root = _xml.document(data)
+    return {"exported_at": root.get("exported_at"), "cis": _xml.records(root, "ci"),
+            "relations": _xml.records(root, "relation")}
 
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:

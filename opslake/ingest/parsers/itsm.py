@@ -11,14 +11,16 @@ normalises them.
 from __future__ import annotations
 
 import csv
+import json
 from typing import Any
 
 import pyarrow as pa
 
-from opslake.ingest.parsers import ParseResult, Reject
+from opslake.ingest.parsers import ParseResult, Reject, _xml
 from opslake.ingest.parsers._text import (
     RecordError,
     choice_field,
+    decode_document,
     decode_lines,
     int_field,
     received_at,
@@ -47,7 +49,44 @@ BRONZE_SCHEMA = pa.schema(
 
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
-    """Parse one ticket export; ``line_no`` is the line where a row starts (header = 1)."""
+    """Parse one ticket export: CSV (``csv``), a JSON array (``json``) or XML (``xml``)."""
+    if batch.fmt in ("json", "xml"):
+        return _parse_records(data, batch)
+    return _parse_csv(data, batch)
+
+
+def _parse_records(data: bytes, batch: LandedBatch) -> ParseResult:
+    """JSON array of ticket objects or ``<tickets><ticket>…``; ``line_no`` is the position."""
+    try:
+        if batch.fmt == "xml":
+            items: list[Any] = _xml.records(_xml.document(data), "ticket")
+        else:
+            items = json.loads(decode_document(data))
+            if not isinstance(items, list):
+                raise RecordError("the export must be a JSON array of ticket objects")
+    except ValueError as exc:  # RecordError, JSON errors and bad UTF-8
+        return ParseResult(BRONZE_SCHEMA.empty_table(),
+                           [Reject(0, data[:200].decode(errors="replace"),
+                                   f"export cannot be read: {exc}")])
+    received = received_at(batch)
+    rows: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    for line_no, item in enumerate(items, start=1):
+        try:
+            if not isinstance(item, dict):
+                raise RecordError("a ticket must be an object")
+            record = {name: "" if item.get(name) is None else str(item[name]).strip()
+                      for name in COLUMNS}
+            rows.append({"line_no": line_no, **_ticket(record), "batch_id": batch.batch_id,
+                         "received_at": received})
+        except RecordError as exc:
+            rejects.append(Reject(line_no, json.dumps(item, ensure_ascii=False, default=str),
+                                  str(exc)))
+    return ParseResult(pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA), rejects)
+
+
+def _parse_csv(data: bytes, batch: LandedBatch) -> ParseResult:
+    """CSV with a header; ``line_no`` is the line where a row starts (header = 1)."""
     lines, rejects = decode_lines(data)
     if rejects:
         # A quoted field may span lines, so a CSV cannot be resynchronised around bad bytes.
