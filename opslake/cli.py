@@ -77,6 +77,14 @@ def simulate(
                   + f"; {len(truth.faults)} faults with known root causes")
 
 
+def _host_port(value: str, name: str) -> tuple[str, int]:
+    """``HOST:PORT`` as a pair; a clear error otherwise."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={value!r} is not HOST:PORT; use e.g. 127.0.0.1:1883")
+    return host.strip("[]"), int(port)
+
+
 @app.command()
 def materialize(
     select: Annotated[list[str] | None, typer.Option(
@@ -151,6 +159,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port of the data service.")] = 8700,
     syslog_port: Annotated[int | None, typer.Option(
         help="Also receive syslog (RFC 5424/3164, UDP and TCP) on this port.")] = None,
+    mqtt: Annotated[str | None, typer.Option(
+        "--mqtt", metavar="HOST:PORT",
+        help="Also subscribe to this MQTT broker (QoS 1) and land metric/event messages.")
+    ] = None,
+    mqtt_topic: Annotated[list[str] | None, typer.Option(
+        "--mqtt-topic", help="Topic filter to subscribe to (repeatable) [default: opslake/#].")
+    ] = None,
 ) -> None:
     """Serve the data service (push ingestion, /docs) until Ctrl-C or SIGTERM."""
     import signal
@@ -159,11 +174,17 @@ def serve(
 
     from opslake.api.app import create_app
 
-    api = create_app(_settings(), syslog_port=syslog_port, syslog_host=host)
+    broker = _host_port(mqtt, "--mqtt") if mqtt else None
+    if mqtt_topic and broker is None:
+        raise ConfigError("--mqtt-topic needs --mqtt HOST:PORT (the broker to subscribe to)")
+    topics = mqtt_topic or ["opslake/#"]
+    api = create_app(_settings(), syslog_port=syslog_port, syslog_host=host, mqtt=broker,
+                     mqtt_topics=topics)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exit 0 rather than die.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     console.print(f"data service on http://{host}:{port} (API docs: /docs)"
-                  + (f"; syslog on {host}:{syslog_port} UDP/TCP" if syslog_port else ""))
+                  + (f"; syslog on {host}:{syslog_port} UDP/TCP" if syslog_port else "")
+                  + (f"; MQTT {mqtt} topics {', '.join(topics)}" if broker else ""))
     uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
 
@@ -203,6 +224,120 @@ def quarantine_show(
         table.add_row(row["source"], row["batch_id"], str(row["line_no"]), row["reason"],
                       row["raw"][:80])
     stdout.print(table)
+
+
+tasks_app = typer.Typer(help="Collection tasks (collection/tasks/*.yaml): list, enable, "
+                        "disable, run once, reset a tripped breaker.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+def _tasks(names: list[str] | None = None, all_: bool = False) -> list:
+    from opslake.ingest import collect
+    from opslake.ingest.tasks import load_tasks
+
+    tasks = load_tasks()
+    if all_:
+        return tasks
+    if not names:
+        raise ConfigError("name at least one task, or pass --all; see `opslake tasks list`")
+    return collect.select(tasks, names)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """Every task: connector, frequency, enabled, health, last success and lag."""
+    from opslake.ingest import collect
+    from opslake.ingest.tasks import load_tasks, tasks_dir
+
+    tasks = load_tasks()
+    table = Table("task", "connector", "every", "enabled", "state", "last success", "lag",
+                  "reason", title=f"collection tasks in {tasks_dir()}")
+    for s in collect.inventory(_settings(), tasks):
+        last = s.last_success.isoformat(timespec="seconds") if s.last_success else "-"
+        table.add_row(s.name, s.connector, f"{s.every_seconds}s", "yes" if s.enabled else "no",
+                      s.state, last, _ago(s.lag_seconds), s.reason or "")
+    stdout.print(table)
+
+
+@tasks_app.command("enable")
+def tasks_enable(
+    names: Annotated[list[str] | None, typer.Argument(help="Task names.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every task.")] = False,
+) -> None:
+    """Enable tasks: their schedules collect (overrides `enabled` in the task file)."""
+    from opslake.ingest import collect
+
+    chosen = [t.name for t in _tasks(names, all_)]
+    collect.set_enabled(_settings(), chosen, True)
+    console.print(f"enabled: {', '.join(chosen) or 'none'}")
+
+
+@tasks_app.command("disable")
+def tasks_disable(
+    names: Annotated[list[str] | None, typer.Argument(help="Task names.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every task.")] = False,
+) -> None:
+    """Disable tasks: their schedules skip (overrides `enabled` in the task file)."""
+    from opslake.ingest import collect
+
+    chosen = [t.name for t in _tasks(names, all_)]
+    collect.set_enabled(_settings(), chosen, False)
+    console.print(f"disabled: {', '.join(chosen) or 'none'}")
+
+
+@tasks_app.command("run")
+def tasks_run(names: Annotated[list[str], typer.Argument(help="Task names.")]) -> None:
+    """Run tasks once now, enabled or not (a paused one is skipped); print what landed."""
+    from opslake.ingest import collect
+
+    settings = _settings()
+    table = Table("task", "source", "batch", "bytes", "connector", title="landed")
+    failed = []
+    for task in _tasks(names):
+        result = collect.run_task(task, settings)
+        if result.skipped:
+            console.print(f"[yellow]skipped[/] {task.name}: {result.skipped}")
+            continue
+        record = result.record
+        for b in [*result.landed, result.metrics_batch, result.alert_batch]:
+            if b is not None:
+                table.add_row(task.name, b.source, b.batch_id, f"{b.bytes:,}", b.connector)
+        status = "[green]ok[/]" if record.ok else f"[red]failed[/] {record.error}"
+        console.print(f"{task.name}: {status} ({record.wall_s:.2f} s, cpu {record.cpu_s:.2f} s,"
+                      f" {record.bytes:,} bytes, peak RSS {record.rss_mb:.0f} MiB)")
+        if result.paused_reason:
+            console.print(f"[red]paused[/] {task.name}: {result.paused_reason}; fix the cause, "
+                          f"then `opslake tasks reset {task.name}`")
+        if not record.ok:
+            failed.append(task.name)
+    stdout.print(table)
+    if failed:
+        from opslake.ingest.connectors.base import CollectionError
+
+        raise CollectionError(f"{', '.join(failed)} failed (see above); "
+                              "`opslake tasks list` shows each task's last error")
+
+
+@tasks_app.command("reset")
+def tasks_reset(names: Annotated[list[str], typer.Argument(help="Task names.")]) -> None:
+    """Close tripped circuit breakers so the tasks run again."""
+    from opslake.ingest import collect
+
+    settings = _settings()
+    for task in _tasks(names):
+        result = collect.reset(settings, task)
+        note = " (resolved alert landed)" if result.alert_batch else " (was not paused)"
+        console.print(f"reset {task.name}{note}")
 
 
 def main() -> None:

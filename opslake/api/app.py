@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib import metadata
 
 from fastapi import FastAPI
 
-from opslake.api import ingest
+from opslake.api import alert_webhooks, ingest
 from opslake.errors import ConfigError
+from opslake.ingest.listeners import mqtt as mqtt_listener
 from opslake.ingest.listeners import syslog
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
@@ -38,31 +40,37 @@ def max_push_bytes(environ: dict[str, str] | None = None) -> int:
 
 
 def create_app(settings: Settings | None = None, *, syslog_port: int | None = None,
-               syslog_host: str = "127.0.0.1") -> FastAPI:
+               syslog_host: str = "127.0.0.1", mqtt: tuple[str, int] | None = None,
+               mqtt_topics: Sequence[str] = ("opslake/#",)) -> FastAPI:
     """The data service for ``settings`` (default: from the environment).
 
     With ``syslog_port`` it also receives syslog (UDP and TCP on that port) for as long as
-    the service runs, landing what arrives at least once a second.
+    the service runs, landing what arrives at least once a second. With ``mqtt`` (host,
+    port) it subscribes to ``mqtt_topics`` on that broker (QoS 1) and lands what arrives at
+    least once a second, acknowledging messages once landed.
     """
     settings = settings or Settings.from_env()
     landing = LandingZone(Lake.from_settings(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if syslog_port is None:
+        async with contextlib.AsyncExitStack() as stack:
+            if syslog_port is not None:
+                close = await syslog.serve(syslog.SyslogReceiver(landing), syslog_host,
+                                           syslog_port, syslog_port)
+                stack.push_async_callback(close)
+            if mqtt is not None:
+                subscriber = mqtt_listener.MqttSubscriber(landing, mqtt[0], mqtt[1],
+                                                          list(mqtt_topics))
+                subscriber.start()
+                stack.push_async_callback(asyncio.to_thread, subscriber.stop)
             yield
-            return
-        close = await syslog.serve(syslog.SyslogReceiver(landing), syslog_host, syslog_port,
-                                   syslog_port)
-        try:
-            yield
-        finally:
-            await close()
 
     app = FastAPI(
         title="OpsLake data service", version=version(), docs_url="/docs", lifespan=lifespan,
-        description="Push ingestion into the OpsLake landing zone: Prometheus remote write "
-                    "and Alertmanager webhooks, acknowledged once durable.",
+        description="Push ingestion into the OpsLake landing zone: Prometheus remote write, "
+                    "Alertmanager webhooks and generic JSON alert webhooks, acknowledged once "
+                    "durable.",
     )
     app.state.settings = settings
     app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes())
@@ -73,4 +81,5 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
         return {"status": "ok", "version": app.version}
 
     app.include_router(ingest.router)
+    app.include_router(alert_webhooks.router)
     return app

@@ -1,9 +1,13 @@
-"""Events domain: alerts from Alertmanager webhooks into silver events (S5.5a)."""
+"""Events domain: alerts from Alertmanager, MQTT and JSON webhooks into silver events (S5.5a).
+
+The ``mqtt_events`` bronze table comes from the MQTT source defined in opslake.assets.metrics.
+"""
 
 import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.ingest.parsers import alert_webhook
 from opslake.ingest.parsers import alertmanager as parser
 from opslake.lake.schemas import EVENTS
 from opslake.transforms import events as conform
@@ -16,9 +20,18 @@ ALERTMANAGER = SourceSpec(
                         "One row per alert per notification, with the payload's group fields.")],
 )
 
+WEBHOOK = SourceSpec(
+    source=alert_webhook.SOURCE,
+    title="Generic JSON alert webhooks (Zabbix and the like), mapped by config/alert_webhooks",
+    fmt="json",
+    bronze=[BronzeTable("webhook_alerts", alert_webhook.parse, parser.BRONZE_SCHEMA,
+                        "One row per alert of a pushed body, mapped by the mapping named in the "
+                        "batch's connector (alert-webhook/<name>).")],
+)
+
 EVENTS_SPEC = SilverTable(
     name="events",
-    bronze="alertmanager_alerts",
+    bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts"),
     bronze_schema=parser.BRONZE_SCHEMA,
     schema=EVENTS,
     conform=conform.to_silver,
@@ -29,4 +42,5 @@ EVENTS_SPEC = SilverTable(
     ),
 )
 
-defs = dg.Definitions(assets=[*source_assets(ALERTMANAGER), silver_asset(EVENTS_SPEC)])
+defs = dg.Definitions(assets=[*source_assets(ALERTMANAGER), *source_assets(WEBHOOK),
+                             silver_asset(EVENTS_SPEC)])

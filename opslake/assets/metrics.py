@@ -1,4 +1,4 @@
-"""Metrics domain: Prometheus samples from landing to silver points and gold rollups."""
+"""Metrics domain: Prometheus and MQTT samples from landing to silver points and gold rollups."""
 
 import dagster as dg
 import pyarrow as pa
@@ -6,7 +6,7 @@ import pyarrow as pa
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.assets.keys import daily_table_asset, key
-from opslake.ingest.parsers import prometheus, prometheus_text
+from opslake.ingest.parsers import alertmanager, mqtt, prometheus, prometheus_text
 from opslake.kpi.rollups import ROLLUP_SCHEMA, rollup
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.lake.storage import Lake
@@ -21,9 +21,25 @@ PROMETHEUS = SourceSpec(
                         "One row per sample: metric, canonical label set, value, timestamp.")],
 )
 
+#: MQTT carries metrics and events; its landing asset is defined here, once, and
+#: ``mqtt_events`` feeds silver events (opslake.assets.events).
+MQTT = SourceSpec(
+    source="mqtt",
+    title="MQTT messages (metric and event JSON, one received message per line)",
+    fmt="json",
+    bronze=[
+        BronzeTable("mqtt_samples", mqtt.parse_metrics, prometheus_text.BRONZE_SCHEMA,
+                    "Metric messages as samples (same schema as prometheus_samples): metric, "
+                    "canonical label set (labels + entity_id), value, timestamp."),
+        BronzeTable("mqtt_events", mqtt.parse_events, alertmanager.BRONZE_SCHEMA,
+                    "Event messages as alerts (same schema as alertmanager_alerts): status, "
+                    "labels (alertname, severity, entity_id), summary, starts/ends."),
+    ],
+)
+
 METRIC_POINTS_SPEC = SilverTable(
     name="metric_points",
-    bronze="prometheus_samples",
+    bronze=("prometheus_samples", "mqtt_samples"),
     bronze_schema=prometheus_text.BRONZE_SCHEMA,
     schema=METRIC_POINTS,
     conform=lambda bronze, resolver: conform.to_silver(
@@ -55,6 +71,6 @@ def _rollup_asset(every: str) -> dg.AssetsDefinition:
 
 
 defs = dg.Definitions(
-    assets=[*source_assets(PROMETHEUS), silver_asset(METRIC_POINTS_SPEC),
+    assets=[*source_assets(PROMETHEUS), *source_assets(MQTT), silver_asset(METRIC_POINTS_SPEC),
             *(_rollup_asset(e) for e in ("5m", "1h"))],
 )

@@ -203,15 +203,15 @@ class Lake:
         files = [f for f in self.list_files(base, recursive=True) if f.endswith(".parquet")]
         if wanted is not None:
             files = [f for f in files if any(f"/dt={d}/" in f for d in wanted)]
+        if schema is not None and dictionary:
+            schema = pa.schema([
+                f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
+                for f in schema])
         if not files:
             if schema is None:
                 raise StorageError(f"{layer}/{name} has no data yet; materialize it first")
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
-        if schema is not None and dictionary:
-            schema = pa.schema([
-                f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
-                for f in schema])
         fmt = ds.ParquetFileFormat(
             read_options=ds.ParquetReadOptions(dictionary_columns=list(dictionary)),
             default_fragment_scan_options=ds.ParquetFragmentScanOptions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from opslake.assets import cmdb, events, health, logs, metrics, probes, serving, tickets
-from opslake.orchestration import jobs
+from opslake.orchestration import collection, jobs
 from opslake.orchestration.resources import LakeResource
 
 defs = dg.Definitions.merge(
@@ -18,5 +18,6 @@ defs = dg.Definitions.merge(
     health.defs,
     serving.defs,
     jobs.defs,
+    collection.defs,
     dg.Definitions(resources={"lake": LakeResource()}),
 )

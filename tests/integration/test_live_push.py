@@ -45,6 +45,7 @@ class Stack:
     env: dict[str, str]  # for infra/services.sh
     node: str  # node_exporter host:port
     prom: str  # Prometheus base URL
+    started: datetime  # when Prometheus was started
 
 
 def _services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -87,6 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     pids: dict[str, int] = {}
     with running(cmd, f"{api}/healthz", base / "serve.log", env=serve_env) as serve:
         try:
+            started_at = datetime.now(UTC)
             started = _services_sh(env, "start", *NAMES)
             assert started.returncode == 0, started.stdout + started.stderr
             pids = {n: int((run_dir / f"{n}.pid").read_text()) for n in NAMES}
@@ -94,7 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             wait_http(f"{prom}/-/ready", timeout=30)
             wait_http(f"http://127.0.0.1:{ports['alertmanager']}/-/ready", timeout=30)
             yield Stack(settings, LandingZone(Lake.from_settings(settings)), env,
-                        f"127.0.0.1:{ports['node_exporter']}", prom)
+                        f"127.0.0.1:{ports['node_exporter']}", prom, started_at)
         finally:
             stopped = _services_sh(env, "stop", *NAMES)
         assert serve.poll() is None, "opslake serve died: " + (base / "serve.log").read_text()
@@ -137,13 +139,22 @@ def _query(prom: str, query: str, at: float) -> list[dict]:
 def test_remote_write_lands_and_matches_what_prometheus_answers(stack: Stack) -> None:
     landing = stack.landing
 
+    metrics_seen: set[str] = set()
+
     def has_node_load(batch: LandedBatch) -> bool:
+        # Remote write shards a scrape over several requests: wait until both node_load1
+        # and up have arrived, whichever batches carried them.
         if batch.fmt != "pb" or not batch.connector.startswith("prometheus-remote-write"):
             return False
         table = prometheus.parse(landing.read(batch), batch).table
-        return "node_load1" in table.column("metric").to_pylist()
+        metrics_seen.update(m for m, labels in zip(table.column("metric").to_pylist(),
+                                                   table.column("label_set").to_pylist(),
+                                                   strict=True) if 'job="node"' in labels)
+        return {"node_load1", "up"} <= metrics_seen
 
     batch = _wait_for(landing, "prometheus", has_node_load, 60, "node_load1")
+    print(f"\nservices.sh start → first remote write with node_load1 landed: "
+          f"{(batch.received - stack.started).total_seconds():.1f} s")
     runner.materialize(stack.settings, [batch.dt], LAYERS)
     points = landing.lake.read_table("silver", "metric_points", dts=[batch.dt])
     # Prometheus keeps pushing: list the batches after the run, a superset of those it read.
