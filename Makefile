@@ -7,6 +7,8 @@ UV_VERSION := 0.13.9
 export OPSLAKE_HOME ?= $(CURDIR)/var
 DEMO_ENTITIES ?= 500
 DEMO_DAYS ?= 3
+# LIVE=1: real Prometheus, node_exporter, Alertmanager, rsyslog feed OpsLake beside the simulator.
+LIVE ?= 0
 
 .PHONY: install demo test bench lint clean
 
@@ -26,7 +28,7 @@ demo: install
 	$(VENV)/bin/opslake materialize
 	$(VENV)/bin/opslake warehouse build
 	$(VENV)/bin/opslake status
-	$(VENV)/bin/opslake ui
+	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else $(VENV)/bin/opslake ui; fi
 
 # The integration tests start real Prometheus, node_exporter and Alertmanager (Debian
 # packages) on loopback; installing them is part of the test command.

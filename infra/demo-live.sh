@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make demo LIVE=1`: the demo with real sources beside the simulator. Starts `opslake serve`
+# (push endpoints, syslog receiver) and Prometheus, node_exporter, Alertmanager, rsyslog on
+# loopback, wired to it (remote write, Alertmanager webhook, syslog forwarding), enables the
+# node_exporter collection task, then serves the Dagster UI until Ctrl-C; everything it
+# started is stopped by PID on the way out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+OPSLAKE="$VENV/bin/opslake"
+export OPSLAKE_HOME=${OPSLAKE_HOME:-$PWD/var}
+export OPSLAKE_SERVICES_DIR=${OPSLAKE_SERVICES_DIR:-$OPSLAKE_HOME/services}
+API_PORT=${OPSLAKE_API_PORT:-8700}
+SYSLOG_IN=${OPSLAKE_SYSLOG_RECEIVER_PORT:-6514}
+export OPSLAKE_REMOTE_WRITE_URL="http://127.0.0.1:$API_PORT/v1/ingest/prometheus/remote_write"
+export OPSLAKE_ALERT_WEBHOOK_URL="http://127.0.0.1:$API_PORT/v1/ingest/alertmanager"
+export OPSLAKE_SYSLOG_FORWARD="127.0.0.1:$SYSLOG_IN"
+mkdir -p "$OPSLAKE_SERVICES_DIR"
+
+bash infra/install-services.sh
+setsid "$OPSLAKE" serve --port "$API_PORT" --syslog-port "$SYSLOG_IN" \
+  >>"$OPSLAKE_SERVICES_DIR/opslake-serve.log" 2>&1 </dev/null &
+SERVE_PID=$!
+cleanup() {
+  bash infra/services.sh stop node_exporter prometheus alertmanager rsyslog || true
+  kill -TERM "$SERVE_PID" 2>/dev/null || true
+  wait "$SERVE_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 60); do
+  curl -fsS "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+bash infra/services.sh start node_exporter prometheus alertmanager rsyslog
+"$OPSLAKE" tasks enable node-exporter-local
+echo "live sources: Prometheus http://127.0.0.1:${OPSLAKE_PROMETHEUS_PORT:-9090}," \
+     "data service http://127.0.0.1:$API_PORT/docs;" \
+     "run '$OPSLAKE materialize --from $(date -u +%F)' to bring today's live data in"
+"$OPSLAKE" ui
