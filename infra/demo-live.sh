@@ -21,12 +21,16 @@ bash infra/install-services.sh
 setsid "$OPSLAKE" serve --port "$API_PORT" --syslog-port "$SYSLOG_IN" \
   >>"$OPSLAKE_SERVICES_DIR/opslake-serve.log" 2>&1 </dev/null &
 SERVE_PID=$!
+UI_PID=
 cleanup() {
+  if [ -n "$UI_PID" ]; then kill -TERM "$UI_PID" 2>/dev/null || true; wait "$UI_PID" || true; fi
   bash infra/services.sh stop node_exporter prometheus alertmanager rsyslog || true
   kill -TERM "$SERVE_PID" 2>/dev/null || true
   wait "$SERVE_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
+# Handle Ctrl-C / SIGTERM at once (bash defers traps while a foreground child runs).
+trap 'exit 130' INT TERM
 for _ in $(seq 60); do
   curl -fsS "http://127.0.0.1:$API_PORT/healthz" >/dev/null 2>&1 && break
   sleep 0.5
@@ -36,4 +40,6 @@ bash infra/services.sh start node_exporter prometheus alertmanager rsyslog
 echo "live sources: Prometheus http://127.0.0.1:${OPSLAKE_PROMETHEUS_PORT:-9090}," \
      "data service http://127.0.0.1:$API_PORT/docs;" \
      "run '$OPSLAKE materialize --from $(date -u +%F)' to bring today's live data in"
-"$OPSLAKE" ui
+"$OPSLAKE" ui &
+UI_PID=$!
+wait "$UI_PID"

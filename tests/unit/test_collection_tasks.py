@@ -86,13 +86,15 @@ def _task(tmp_path: Path, **kw: object) -> tasks.CollectionTask:
 def test_shipped_examples_load_disabled() -> None:
     shipped = tasks.load_tasks(tasks.REPO_TASKS_DIR)
     assert {t.name for t in shipped} == {"node-exporter-local", "prometheus-federate-node",
-                                         "prometheus-healthy-probe"}
+                                         "prometheus-healthy-probe", "cmdb-file-drop",
+                                         "itsm-file-drop"}
     assert not any(t.enabled for t in shipped)
     by = {t.name: t for t in shipped}
     assert by["node-exporter-local"].params == {"url": "http://127.0.0.1:9100/metrics"}
     assert by["prometheus-federate-node"].every_seconds == 300
     assert by["prometheus-federate-node"].params["match"] == ['{job="node"}']
     assert by["prometheus-healthy-probe"].target == "probes"
+    assert (by["cmdb-file-drop"].target, by["itsm-file-drop"].target) == ("cmdb", "itsm")
 
 
 def test_a_task_loads_with_its_limits(tmp_path: Path) -> None:
