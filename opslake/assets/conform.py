@@ -1,11 +1,12 @@
 """Silver assets generated from a declarative spec: one bronze table → one silver table."""
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from opslake.assets.keys import daily_table_asset, key
 from opslake.lake.schemas import ASSETS
@@ -33,6 +34,9 @@ class SilverTable:
     dictionary: Sequence[str] = ()
     #: Whether entity ids are resolved through the CMDB (then it depends on silver/assets).
     resolves_entities: bool = True
+    #: Landing source of each bronze table, when several feed one silver table: the silver
+    #: ``source`` column then names the source each row's batch really came from.
+    sources: Mapping[str, str] = field(default_factory=dict)
 
 
 def end_of_day(dt: str) -> datetime:
@@ -52,6 +56,15 @@ def resolver_for_day(lake: Lake, dt: str) -> EntityResolver:
     return EntityResolver(cmdb_as_of(lake, dt), as_of=end_of_day(dt))
 
 
+def _with_sources(chunk: pa.Table, batch_source: Mapping[str, str]) -> pa.Table:
+    """``chunk`` with its ``source`` column taken from each row's batch."""
+    ids = chunk.column("batch_id")
+    known = pa.array(list(batch_source), pa.string())
+    names = pa.array(list(batch_source.values()), pa.string())
+    source = pc.coalesce(pc.take(names, pc.index_in(ids, value_set=known)), chunk["source"])
+    return chunk.set_column(chunk.schema.get_field_index("source"), "source", source)
+
+
 def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     """The Dagster asset that materializes ``spec`` for one daily partition."""
     bronze_tables = [spec.bronze] if isinstance(spec.bronze, str) else list(spec.bronze)
@@ -69,7 +82,15 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
             metadata[f"bronze_rows/{name}"] = parts[-1].num_rows
         bronze = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
-        return spec.conform(bronze, resolver)
+        out = spec.conform(bronze, resolver)
+        batch_source = {batch_id: spec.sources[name]
+                        for name, part in zip(bronze_tables, parts, strict=True)
+                        if name in spec.sources
+                        for batch_id in pc.unique(part.column("batch_id")).to_pylist()}
+        if not batch_source:
+            return out
+        return (_with_sources(chunk, batch_source)
+                for chunk in ([out] if isinstance(out, pa.Table) else out))
 
     return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
                              description=spec.description, build=build)

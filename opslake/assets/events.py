@@ -32,6 +32,8 @@ WEBHOOK = SourceSpec(
 EVENTS_SPEC = SilverTable(
     name="events",
     bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts"),
+    sources={"alertmanager_alerts": "alertmanager", "mqtt_events": "mqtt",
+             "webhook_alerts": "webhook"},
     bronze_schema=parser.BRONZE_SCHEMA,
     schema=EVENTS,
     conform=conform.to_silver,

@@ -40,6 +40,7 @@ MQTT = SourceSpec(
 METRIC_POINTS_SPEC = SilverTable(
     name="metric_points",
     bronze=("prometheus_samples", "mqtt_samples"),
+    sources={"prometheus_samples": "prometheus", "mqtt_samples": "mqtt"},
     bronze_schema=prometheus_text.BRONZE_SCHEMA,
     schema=METRIC_POINTS,
     conform=lambda bronze, resolver: conform.to_silver(

@@ -78,6 +78,7 @@ def test_zabbix_problem_and_recovery_reach_silver_events(settings: Settings,
         assert event["severity"] == "critical"
         assert event["title"] == "High CPU utilization on vm-0012"
         assert event["fingerprint"] == "48213"
+        assert event["source"] == "webhook"
 
 
 def test_unknown_mapping_is_404_with_the_configured_names(client: TestClient) -> None:

@@ -98,7 +98,9 @@ def test_published_metric_and_event_reach_silver(tmp_path: Path) -> None:
     assert {p["metric"] for p in points} == {"pdu_power_watts"}
     assert dict(points[0]["labels"]) == {"phase": "L1"}
     assert len(points) == 1  # re-published copies are the same point (deduplicated)
+    assert points[0]["source"] == "mqtt"
     events = [e for e in lake.read_table("silver", "events", dts=[today]).to_pylist()
               if e["entity_id"] == entity]
     assert [(e["status"], e["severity"], e["title"]) for e in events] == [
         ("firing", "critical", "UPS on battery")]
+    assert {e["source"] for e in events} == {"mqtt"}
