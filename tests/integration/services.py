@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import psutil
+
 
 def free_port() -> int:
     """A TCP port that nothing listens on right now."""
@@ -56,3 +58,20 @@ def running(cmd: Sequence[str], ready_url: str, log: Path, env: dict[str, str] |
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``infra/services.sh`` (start/stop/status/… of the real services)."""
+    return subprocess.run(["bash", str(REPO / "infra" / "services.sh"), *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def pid_running(pid: int) -> bool:
+    """True while ``pid`` runs; an exited process not yet reaped (a zombie) does not count."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -17,14 +17,9 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, running
+from tests.integration.services import free_port, running, services_sh
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _services(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(REPO / "infra/services.sh"), *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def _publish(port: int, messages: list[tuple[str, dict]]) -> None:
@@ -59,7 +54,7 @@ def test_published_metric_and_event_reach_silver(tmp_path: Path) -> None:
     zone = LandingZone(Lake.from_settings(settings))
     serve = [sys.executable, "-m", "opslake", "serve", "--port", str(api_port),
              "--mqtt", f"127.0.0.1:{mqtt_port}"]
-    started = _services(env, "start", "mosquitto")
+    started = services_sh(env, "start", "mosquitto")
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         with running(serve, f"http://127.0.0.1:{api_port}/healthz", tmp_path / "serve.log",
@@ -83,8 +78,8 @@ def test_published_metric_and_event_reach_silver(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, \
                     "no mqtt batch landed: " + (tmp_path / "serve.log").read_text()[-2000:]
     finally:
-        _services(env, "stop", "mosquitto")
-    assert _services(env, "status", "mosquitto").returncode == 3, "mosquitto stopped by PID"
+        services_sh(env, "stop", "mosquitto")
+    assert services_sh(env, "status", "mosquitto").returncode == 3, "mosquitto stopped by PID"
     assert {b.connector for b in zone.batches("mqtt", today)} == {"mqtt-subscriber/1.0"}
 
     runner.materialize(settings, [today], [

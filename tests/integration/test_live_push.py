@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import psutil
 import pyarrow.compute as pc
 import pytest
 
@@ -28,11 +27,10 @@ from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, running, wait_http
+from tests.integration.services import free_port, pid_running, running, services_sh, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "infra" / "install-services.sh"
-SERVICES = ROOT / "infra" / "services.sh"
 NAMES = ("node_exporter", "prometheus", "alertmanager")
 ALERT = "OpsLakeTestAlert"
 LAYERS = ["landing", "bronze", "silver"]
@@ -46,19 +44,6 @@ class Stack:
     node: str  # node_exporter host:port
     prom: str  # Prometheus base URL
     started: datetime  # when Prometheus was started
-
-
-def _services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SERVICES), *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs; an exited process not yet reaped (a zombie) does not count."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running(cmd, f"{api}/healthz", base / "serve.log", env=serve_env) as serve:
         try:
             started_at = datetime.now(UTC)
-            started = _services_sh(env, "start", *NAMES)
+            started = services_sh(env, "start", *NAMES)
             assert started.returncode == 0, started.stdout + started.stderr
             pids = {n: int((run_dir / f"{n}.pid").read_text()) for n in NAMES}
             prom = f"http://127.0.0.1:{ports['prometheus']}"
@@ -98,13 +83,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(settings, LandingZone(Lake.from_settings(settings)), env,
                         f"127.0.0.1:{ports['node_exporter']}", prom, started_at)
         finally:
-            stopped = _services_sh(env, "stop", *NAMES)
+            stopped = services_sh(env, "stop", *NAMES)
         assert serve.poll() is None, "opslake serve died: " + (base / "serve.log").read_text()
     assert serve.poll() is not None
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    status = _services_sh(env, "status", *NAMES)
+    status = services_sh(env, "status", *NAMES)
     assert status.returncode == 3, status.stdout
-    alive = [n for n, pid in pids.items() if _running(pid)]
+    alive = [n for n, pid in pids.items() if pid_running(pid)]
     assert not alive, f"still running after stop: {alive}"
 
 
@@ -201,7 +186,7 @@ def test_alert_fires_and_resolves_through_the_webhook(stack: Stack) -> None:
         return found
 
     fired = time.monotonic()
-    fire = _services_sh(stack.env, "fire-alert")
+    fire = services_sh(stack.env, "fire-alert")
     assert fire.returncode == 0, fire.stdout + fire.stderr
     fired_at = datetime.now(UTC)
     firing = _wait_for(landing, "alertmanager", with_status("firing"), 60, f"{ALERT} firing")
@@ -217,7 +202,7 @@ def test_alert_fires_and_resolves_through_the_webhook(stack: Stack) -> None:
     assert event["title"] == "OpsLake test alert (fired on demand)"
     assert dict(event["labels"])["job"] == "node" and event["ends_at"] is None
 
-    resolve = _services_sh(stack.env, "resolve-alert")
+    resolve = services_sh(stack.env, "resolve-alert")
     assert resolve.returncode == 0, resolve.stdout + resolve.stderr
     resolved_at = datetime.now(UTC)
     resolved = _wait_for(landing, "alertmanager", with_status("resolved", fingerprint), 90,

@@ -14,14 +14,9 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, running
+from tests.integration.services import free_port, running, services_sh
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _services(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(REPO / "infra/services.sh"), *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_logger_via_rsyslog_reaches_silver_logs(tmp_path: Path) -> None:
@@ -41,7 +36,7 @@ def test_logger_via_rsyslog_reaches_silver_logs(tmp_path: Path) -> None:
              "--syslog-port", str(syslog_port)]
     with running(serve, f"http://127.0.0.1:{api_port}/healthz", tmp_path / "serve.log",
                  env=env):
-        started = _services(env, "start", "rsyslog")
+        started = services_sh(env, "start", "rsyslog")
         assert started.returncode == 0, started.stdout + started.stderr
         try:
             sent = subprocess.run(
@@ -54,8 +49,8 @@ def test_logger_via_rsyslog_reaches_silver_logs(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "the line never reached landing"
                 time.sleep(0.5)
         finally:
-            _services(env, "stop", "rsyslog")
-    assert _services(env, "status", "rsyslog").returncode == 3, "rsyslog stopped by its PID"
+            services_sh(env, "stop", "rsyslog")
+    assert services_sh(env, "status", "rsyslog").returncode == 3, "rsyslog stopped by its PID"
 
     runner.materialize(settings, [today], ["landing/syslog", "bronze/syslog_lines", "silver/logs"])
     logs = Lake.from_settings(settings).read_table("silver", "logs", dts=[today]).to_pylist()

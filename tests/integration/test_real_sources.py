@@ -18,7 +18,6 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
-import psutil
 import pyarrow.compute as pc
 import pytest
 
@@ -37,11 +36,10 @@ from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, wait_http
+from tests.integration.services import free_port, pid_running, services_sh, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "infra" / "install-services.sh"
-SERVICES = ROOT / "infra" / "services.sh"
 NAMES = ("node_exporter", "prometheus", "alertmanager")
 
 
@@ -53,11 +51,6 @@ class Services:
     node: str  # node_exporter base URL
     prom: str  # Prometheus base URL
     alertmanager: str
-
-
-def _services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SERVICES), *args], env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
 
 
 def _query(prom: str, query: str, at: float | None = None) -> list[dict]:
@@ -85,34 +78,26 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     env.pop("OPSLAKE_REMOTE_WRITE_URL", None)
     pids: dict[str, int] = {}
     try:
-        started = _services_sh(env, "start", *NAMES)
+        started = services_sh(env, "start", *NAMES)
         assert started.returncode == 0, started.stdout + started.stderr
         pids = {n: int((run_dir / f"{n}.pid").read_text()) for n in NAMES}
         urls = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
         wait_http(f"{urls['prometheus']}/-/ready", timeout=30)
         wait_http(f"{urls['alertmanager']}/-/ready", timeout=30)
-        status = _services_sh(env, "status", *NAMES)
+        status = services_sh(env, "status", *NAMES)
         assert status.returncode == 0, status.stdout + status.stderr
         for name in NAMES:
             assert f"{name} running pid={pids[name]}" in status.stdout
         yield Services(run_dir, env, pids, urls["node_exporter"], urls["prometheus"],
                        urls["alertmanager"])
     finally:
-        stopped = _services_sh(env, "stop", *NAMES)
+        stopped = services_sh(env, "stop", *NAMES)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    status = _services_sh(env, "status", *NAMES)
+    status = services_sh(env, "status", *NAMES)
     assert status.returncode == 3, status.stdout
     assert all(f"{n} stopped" in status.stdout for n in NAMES), status.stdout
-    alive = [n for n, pid in pids.items() if _running(pid)]
+    alive = [n for n, pid in pids.items() if pid_running(pid)]
     assert not alive, f"still running after stop: {alive}"
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs; an exited process not yet reaped (a zombie) does not count."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture(scope="module")
