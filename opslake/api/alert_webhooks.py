@@ -16,8 +16,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from opslake.api.ingest import PushRefused, PushService, _batch_id, _Refused, _unavailable
-from opslake.errors import ConfigError, OpsLakeError
+from opslake.api.ingest import PushService, pushed
+from opslake.errors import ConfigError
 from opslake.ingest.parsers import alert_webhook
 from opslake.ingest.parsers._text import RecordError
 
@@ -71,20 +71,11 @@ async def alert_webhook_push(name: str, request: Request) -> Any:
             "fix": f"post to one of {', '.join(names) or '(none configured)'}, or add "
                    f"{alert_webhook.mappings_dir()}/{name}.yaml",
             "configured": names}, status_code=404)
-    try:
-        body = await service.read_body(request)
-        batch_id = _batch_id(request, body, 422)
-        try:
-            await run_in_threadpool(check, mapping, body)
-        except RecordError as exc:
-            raise _Refused(body, PushRefused(
-                422, f"the body does not map through {name!r}: {exc}",
-                f"send the JSON body that {alert_webhook.mappings_dir()}/{name}.yaml "
-                "describes, or fix the mapping")) from None
-        batch = await service.land(alert_webhook.SOURCE, body, fmt="json", batch_id=batch_id,
-                                   connector=f"{alert_webhook.CONNECTOR_PREFIX}{name}")
-    except _Refused as refused:
-        return await service.refuse(alert_webhook.SOURCE, refused)
-    except (OpsLakeError, OSError) as exc:
-        return _unavailable(exc)
-    return {"batch_id": batch.batch_id, "duplicate": batch.duplicate}
+    result = await service.accept(
+        request, alert_webhook.SOURCE, fmt="json",
+        connector=f"{alert_webhook.CONNECTOR_PREFIX}{name}", status=422,
+        validate=lambda body: check(mapping, body), errors=(RecordError,),
+        what=f"the body does not map through {name!r}",
+        fix=f"send the JSON body that {alert_webhook.mappings_dir()}/{name}.yaml describes, "
+            "or fix the mapping")
+    return pushed(result)

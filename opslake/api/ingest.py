@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +80,30 @@ class PushService:
             return await run_in_threadpool(
                 self.landing.write, source, body, fmt=fmt, batch_id=batch_id,
                 received_at=datetime.now(UTC), connector=connector)
+
+    async def accept(self, request: Request, source: str, *, fmt: str, connector: str,
+                     status: int, validate: Callable[[bytes], object],
+                     errors: tuple[type[Exception], ...], what: str,
+                     fix: str) -> LandedBatch | JSONResponse:
+        """The whole push: read (413 over the limit), validate, land durably, or refuse.
+
+        ``validate`` runs off the event loop; one of ``errors`` refuses the body with
+        ``status``, ``what`` and ``fix``, and the body is kept in quarantine. A lake that
+        cannot be written answers 503 so the sender retries.
+        """
+        try:
+            body = await self.read_body(request)
+            batch_id = _batch_id(request, body, status)
+            try:
+                await run_in_threadpool(validate, body)
+            except errors as exc:
+                raise _Refused(body, PushRefused(status, f"{what}: {exc}", fix)) from None
+            return await self.land(source, body, fmt=fmt, batch_id=batch_id,
+                                   connector=connector)
+        except _Refused as refused:
+            return await self.refuse(source, refused)
+        except (OpsLakeError, OSError) as exc:
+            return _unavailable(exc)
 
     async def read_body(self, request: Request) -> bytes:
         """The request body, refused with 413 as soon as it exceeds ``max_bytes``."""
@@ -167,25 +191,20 @@ _WEBHOOK_BODY = {"requestBody": {"required": True, "content": {"application/json
 async def prometheus_remote_write(request: Request) -> Response:
     """Validate a remote-write request by decoding it, land it, then answer 204."""
     service: PushService = request.app.state.push
-    try:
-        body = await service.read_body(request)
+    version = request.headers.get("X-Prometheus-Remote-Write-Version", "0.1.0")
+
+    def validate(body: bytes) -> None:
         _check_remote_write_headers(request, body)
-        batch_id = _batch_id(request, body, 400)
-        try:
-            await run_in_threadpool(remote_write.decode, body)
-        except remote_write.RemoteWriteError as exc:
-            raise _Refused(body, PushRefused(
-                400, f"not a Prometheus remote-write request: {exc}",
-                "send a snappy (block format) compressed prometheus.WriteRequest, as "
-                "Prometheus remote_write does")) from None
-        version = request.headers.get("X-Prometheus-Remote-Write-Version", "0.1.0")
-        connector = f"prometheus-remote-write/{version if _VERSION_RE.match(version) else '?'}"
-        await service.land(PROMETHEUS, body, fmt="pb", batch_id=batch_id, connector=connector)
-    except _Refused as refused:
-        return await service.refuse(PROMETHEUS, refused)
-    except (OpsLakeError, OSError) as exc:
-        return _unavailable(exc)
-    return Response(status_code=204)
+        remote_write.decode(body)
+
+    result = await service.accept(
+        request, PROMETHEUS, fmt="pb",
+        connector=f"prometheus-remote-write/{version if _VERSION_RE.match(version) else '?'}",
+        status=400, validate=validate, errors=(remote_write.RemoteWriteError,),
+        what="not a Prometheus remote-write request",
+        fix="send a snappy (block format) compressed prometheus.WriteRequest, as Prometheus "
+            "remote_write does")
+    return result if isinstance(result, JSONResponse) else Response(status_code=204)
 
 
 def _check_remote_write_headers(request: Request, body: bytes) -> None:
@@ -213,23 +232,20 @@ def _check_remote_write_headers(request: Request, body: bytes) -> None:
 async def alertmanager_webhook(request: Request) -> Any:
     """Validate an Alertmanager notification, land it exactly as sent, answer with its batch."""
     service: PushService = request.app.state.push
-    try:
-        body = await service.read_body(request)
-        batch_id = _batch_id(request, body, 422)
-        try:
-            await run_in_threadpool(check_webhook, body)
-        except RecordError as exc:
-            raise _Refused(body, PushRefused(
-                422, f"not an Alertmanager webhook payload: {exc}",
-                "send the JSON body Alertmanager's webhook_config posts (version \"4\", "
-                "alerts with labels and startsAt)")) from None
-        batch = await service.land(ALERTMANAGER, body, fmt="json", batch_id=batch_id,
-                                   connector="alertmanager-webhook/4")
-    except _Refused as refused:
-        return await service.refuse(ALERTMANAGER, refused)
-    except (OpsLakeError, OSError) as exc:
-        return _unavailable(exc)
-    return {"batch_id": batch.batch_id, "duplicate": batch.duplicate}
+    result = await service.accept(
+        request, ALERTMANAGER, fmt="json", connector="alertmanager-webhook/4", status=422,
+        validate=check_webhook, errors=(RecordError,),
+        what="not an Alertmanager webhook payload",
+        fix="send the JSON body Alertmanager's webhook_config posts (version \"4\", alerts "
+            "with labels and startsAt)")
+    return pushed(result)
+
+
+def pushed(result: LandedBatch | JSONResponse) -> Any:
+    """The answer to an accepted JSON push: its batch id and whether it was a redelivery."""
+    if isinstance(result, JSONResponse):
+        return result
+    return {"batch_id": result.batch_id, "duplicate": result.duplicate}
 
 
 def check_webhook(body: bytes) -> None:
