@@ -75,3 +75,11 @@ def pid_running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def install_services() -> None:
+    """Run ``infra/install-services.sh``; a failed install fails the test, never skips it."""
+    install = subprocess.run(["bash", str(REPO / "infra" / "install-services.sh")],
+                             capture_output=True, text=True, timeout=900, check=False)
+    assert install.returncode == 0, (f"infra/install-services.sh failed ({install.returncode}):"
+                                     f"\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}")

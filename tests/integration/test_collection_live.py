@@ -20,11 +20,9 @@ from opslake.ingest.parsers import alertmanager, prometheus_text
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
-from tests.integration.services import free_port, wait_http
+from tests.integration.services import free_port, install_services, services_sh, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "infra" / "install-services.sh"
-SERVICES = ROOT / "infra" / "services.sh"
 CLI = [sys.executable, "-m", "opslake"]
 SERIES = {"opslake_collection_duration_seconds", "opslake_collection_cpu_seconds",
           "opslake_collection_bytes", "opslake_collection_rss_bytes",
@@ -34,19 +32,14 @@ SERIES = {"opslake_collection_duration_seconds", "opslake_collection_cpu_seconds
 @pytest.fixture(scope="module")
 def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real node_exporter on a free loopback port."""
-    install = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True,
-                             timeout=900, check=False)
-    if install.returncode != 0:
-        pytest.fail(f"infra/install-services.sh failed ({install.returncode}):\n"
-                    f"{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+    install_services()
     run_dir = tmp_path_factory.mktemp("services")
     port = free_port()
     env = {**os.environ, "OPSLAKE_SERVICES_DIR": str(run_dir),
            "OPSLAKE_NODE_EXPORTER_PORT": str(port)}
 
     def services(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(SERVICES), *args, "node_exporter"], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        return services_sh(env, *args, "node_exporter")
 
     pid = None
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -17,9 +16,7 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, running, services_sh
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.services import free_port, install_services, running, services_sh
 
 
 def _publish(port: int, messages: list[tuple[str, dict]]) -> None:
@@ -38,9 +35,7 @@ def _publish(port: int, messages: list[tuple[str, dict]]) -> None:
 
 
 def test_published_metric_and_event_reach_silver(tmp_path: Path) -> None:
-    install = subprocess.run(["bash", str(REPO / "infra/install-services.sh")],
-                             capture_output=True, text=True, timeout=600, check=False)
-    assert install.returncode == 0, install.stdout + install.stderr
+    install_services()
     settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "lake")})
     api_port, mqtt_port = free_port(), free_port()
     env = {**os.environ, "OPSLAKE_HOME": settings.home,

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pyarrow.compute as pc
@@ -27,10 +25,15 @@ from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, pid_running, running, services_sh, wait_http
+from tests.integration.services import (
+    free_port,
+    install_services,
+    pid_running,
+    running,
+    services_sh,
+    wait_http,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "infra" / "install-services.sh"
 NAMES = ("node_exporter", "prometheus", "alertmanager")
 ALERT = "OpsLakeTestAlert"
 LAYERS = ["landing", "bronze", "silver"]
@@ -48,11 +51,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    install = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True,
-                             timeout=900, check=False)
-    if install.returncode != 0:
-        pytest.fail(f"infra/install-services.sh failed ({install.returncode}):\n"
-                    f"{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+    install_services()
     base = tmp_path_factory.mktemp("live")
     home, run_dir = base / "lake", base / "services"
     run_dir.mkdir()

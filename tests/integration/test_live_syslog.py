@@ -14,15 +14,11 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, running, services_sh
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.services import free_port, install_services, running, services_sh
 
 
 def test_logger_via_rsyslog_reaches_silver_logs(tmp_path: Path) -> None:
-    install = subprocess.run(["bash", str(REPO / "infra/install-services.sh")],
-                             capture_output=True, text=True, timeout=600, check=False)
-    assert install.returncode == 0, install.stdout + install.stderr
+    install_services()
     settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "lake")})
     api_port, syslog_port, rsyslog_port = free_port(), free_port(), free_port()
     env = {**os.environ, "OPSLAKE_HOME": settings.home,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,10 +35,14 @@ from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
-from tests.integration.services import free_port, pid_running, services_sh, wait_http
+from tests.integration.services import (
+    free_port,
+    install_services,
+    pid_running,
+    services_sh,
+    wait_http,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "infra" / "install-services.sh"
 NAMES = ("node_exporter", "prometheus", "alertmanager")
 
 
@@ -62,11 +65,7 @@ def _query(prom: str, query: str, at: float | None = None) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    install = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True,
-                             timeout=900, check=False)
-    if install.returncode != 0:
-        pytest.fail(f"infra/install-services.sh failed ({install.returncode}):\n"
-                    f"{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+    install_services()
     run_dir = tmp_path_factory.mktemp("services")
     ports = {"node_exporter": free_port(), "prometheus": free_port(),
              "alertmanager": free_port()}
