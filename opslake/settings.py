@@ -9,6 +9,8 @@ from pathlib import Path
 
 from opslake.errors import ConfigError
 
+DEFAULT_METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -26,6 +28,8 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: Path("./var"))
     timezone: str = "Asia/Shanghai"
     partition_start: date = date(2025, 1, 1)
+    #: The metrics catalog's definitions (YAML); the repository's ``metrics/`` by default.
+    metrics_dir: Path = field(default_factory=lambda: DEFAULT_METRICS_DIR)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -57,6 +61,8 @@ class Settings:
             state_dir=state_dir,
             timezone=env.get("OPSLAKE_TIMEZONE", "Asia/Shanghai"),
             partition_start=start,
+            metrics_dir=Path(env.get("OPSLAKE_METRICS_DIR", DEFAULT_METRICS_DIR)).expanduser()
+            .resolve(),
         )
 
     @property

@@ -2,8 +2,10 @@
 
 import dagster as dg
 
+from opslake.assets import metric_catalog
 from opslake.assets.keys import OWNER
 from opslake.lake.warehouse import build_warehouse
+from opslake.metrics_catalog import tables
 from opslake.orchestration.resources import LakeResource
 
 
@@ -12,9 +14,10 @@ from opslake.orchestration.resources import LakeResource
     group_name="serving",
     kinds={"duckdb"},
     owners=[OWNER],
-    deps=[dg.AssetKey(["gold", name]) for name in
-          ("metric_rollup_5m", "metric_rollup_1h", "entity_health", "business_health",
-           "service_levels")],
+    deps=[*(dg.AssetKey(["gold", name]) for name in
+            ("metric_rollup_5m", "metric_rollup_1h", "entity_health", "business_health",
+             "service_levels", *tables.DESCRIPTIONS)),
+          *(k for a in metric_catalog.defs.assets for k in a.keys)],
     description=(
         "warehouse.duckdb: one view per gold table (all partitions), built beside the live "
         "file and swapped in with one rename, so Superset, the API and notebooks (opened "

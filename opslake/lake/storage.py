@@ -198,27 +198,36 @@ class Lake:
         Columns named in ``dictionary`` are read dictionary-encoded, which keeps highly
         repetitive strings (metric names, label sets) small in memory.
         """
+        if schema is not None and dictionary:
+            schema = pa.schema([
+                f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
+                for f in schema])
+        dataset = self.dataset(layer, name, schema=schema, dts=dts, dictionary=dictionary)
+        if dataset is None:
+            empty = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return dataset.to_table(columns=columns)
+
+    def dataset(self, layer: str, name: str, *, schema: pa.Schema | None = None,
+                dts: Iterable[str] | None = None,
+                dictionary: Sequence[str] = ()) -> ds.Dataset | None:
+        """A lazy dataset over a table's files (``None`` when there are none and ``schema``
+        says what an empty table looks like); scans push projections and filters down."""
         base = self.table_path(layer, name)
         wanted = None if dts is None else sorted(set(dts))
         files = [f for f in self.list_files(base, recursive=True) if f.endswith(".parquet")]
         if wanted is not None:
             files = [f for f in files if any(f"/dt={d}/" in f for d in wanted)]
-        if schema is not None and dictionary:
-            schema = pa.schema([
-                f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
-                for f in schema])
         if not files:
             if schema is None:
                 raise StorageError(f"{layer}/{name} has no data yet; materialize it first")
-            empty = schema.empty_table()
-            return empty.select(columns) if columns else empty
+            return None
         fmt = ds.ParquetFileFormat(
             read_options=ds.ParquetReadOptions(dictionary_columns=list(dictionary)),
             default_fragment_scan_options=ds.ParquetFragmentScanOptions(
                 pre_buffer=True, cache_options=None if self.local else _S3_CACHE))
         # Partition values are not added as columns: every table carries its own time column.
-        dataset = ds.dataset(files, filesystem=self.fs, format=fmt, schema=schema)
-        return dataset.to_table(columns=columns)
+        return ds.dataset(files, filesystem=self.fs, format=fmt, schema=schema)
 
 
 def _prefetch(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:

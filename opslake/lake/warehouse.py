@@ -42,7 +42,8 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
         try:
             for layer in SERVING_LAYERS:
                 for table in lake.list_dirs(lake.path(layer)):
-                    if not lake.partitions(layer, table):
+                    if not any(f.endswith(".parquet") for f in lake.list_files(
+                            lake.table_path(layer, table), recursive=True)):
                         continue
                     objects.append(_serve(con, lake, layer, table))
             con.execute("CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
@@ -65,12 +66,12 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
 def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -> WarehouseObject:
     name = table if layer == "gold" else f"{layer}_{table}"
     if lake.local:
-        glob = lake.table_path(layer, table) + "/**/*.parquet"
+        partitioned = bool(lake.partitions(layer, table))
+        glob = lake.table_path(layer, table) + ("/**/*.parquet" if partitioned else "/*.parquet")
         # Hive partition values stay strings (dt=2026-11-24): say so, or DuckDB infers a date.
-        con.execute(
-            f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet('
-            f"'{_quote(glob)}', hive_partitioning = true, hive_types = {{'dt': 'VARCHAR'}})"
-        )
+        hive = (", hive_partitioning = true, hive_types_autocast = false" if partitioned
+                else ", hive_partitioning = false")
+        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{_quote(glob)}\'{hive})')
     else:
         data = lake.read_table(layer, table)  # noqa: F841  (DuckDB scans the local variable)
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM data')

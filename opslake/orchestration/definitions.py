@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import dagster as dg
 
-from opslake.assets import cmdb, events, health, logs, metrics, probes, serving, tickets
+from opslake.assets import (
+    cmdb,
+    events,
+    health,
+    logs,
+    metric_catalog,
+    metrics,
+    probes,
+    serving,
+    tickets,
+)
 from opslake.orchestration import collection, jobs
 from opslake.orchestration.resources import LakeResource
 
@@ -16,6 +26,7 @@ defs = dg.Definitions.merge(
     tickets.defs,
     probes.defs,
     health.defs,
+    metric_catalog.defs,
     serving.defs,
     jobs.defs,
     collection.defs,

@@ -14,8 +14,9 @@ daily_pipeline = dg.define_asset_job(
 
 serving_refresh = dg.define_asset_job(
     "serving_refresh",
-    selection=dg.AssetSelection.groups("serving"),
-    description="Rebuild the read-only serving warehouse from gold and swap it in.",
+    selection=dg.AssetSelection.groups("catalog", "serving"),
+    description="Rebuild the catalog tables and the read-only serving warehouse from gold, "
+                "and swap it in.",
 )
 
 

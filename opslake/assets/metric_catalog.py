@@ -1,0 +1,159 @@
+"""Metrics catalog domain: one gold asset per metric family, generated from ``metrics/*.yaml``.
+
+Each family asset writes ``gold/metric_values/dt=D/family=F`` (rows carry the metric version
+that computed them) and ``gold/metric_quality/dt=D/family=F``, and records its use of each
+metric. The catalog tables (metrics, versions, dimensions, lineage) are rebuilt with the
+serving warehouse. Definitions are re-read when a run starts, so an edited expression takes
+effect (as a new version) without reloading the code location; a new family or a metric that
+moves to another model needs a reload so the asset graph shows it.
+"""
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from opslake.assets.conform import cmdb_as_of, end_of_day
+from opslake.assets.keys import OWNER, key
+from opslake.assets.partitions import DAILY
+from opslake.lake import schemas
+from opslake.lake.storage import Lake
+from opslake.metrics_catalog import tables
+from opslake.metrics_catalog.catalog import Catalog
+from opslake.metrics_catalog.completeness import metric_quality
+from opslake.metrics_catalog.compute import METRIC_VALUES, compute, required_models
+from opslake.metrics_catalog.loader import MetricSet, load
+from opslake.metrics_catalog.models import MODELS, current_rows
+from opslake.metrics_catalog.usage import record_usage
+from opslake.orchestration.resources import LakeResource
+from opslake.settings import Settings
+
+VALUES = "metric_values"
+QUALITY = "metric_quality"
+
+
+def family_key(family: str) -> dg.AssetKey:
+    """The asset of one metric family: a slice of ``gold/metric_values``."""
+    return dg.AssetKey(["gold", VALUES, family])
+
+
+def upstream_map() -> dict[str, list[str]]:
+    """Asset key → the keys it is built from, in the code location's asset graph."""
+    from opslake.orchestration.runner import definitions  # the location imports this module
+
+    graph = definitions().resolve_asset_graph()
+    out = {}
+    for k in graph.get_all_asset_keys():
+        out[k.to_user_string()] = sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+    return out
+
+
+def history_reader(lake: Lake):
+    """Earlier days of gold metric rows, for cumulative metrics."""
+
+    def read(ids: list[str], days: list[str]) -> pa.Table:
+        known = set(lake.partitions("gold", VALUES))
+        dataset = lake.dataset("gold", VALUES, schema=METRIC_VALUES,
+                               dts=[d for d in days if d in known])
+        if dataset is None:
+            return METRIC_VALUES.empty_table()
+        return dataset.to_table(filter=ds.field("metric_id").isin(ids))
+
+    return read
+
+
+def compute_family(lake: Lake, catalog: Catalog, family: str, dt: str, *, by: str
+                   ) -> dict[str, int]:
+    """Compute and write one family's metrics for day ``dt``; returns rows per metric."""
+    metrics = catalog.metrics
+    ids = metrics.families[family]
+    versions = catalog.record_versions(by=by, ids=sorted({*ids, *(
+        u for i in ids for u in metrics.upstream_closure(i))}))
+    start = end_of_day(dt) - timedelta(days=1)
+    cmdb = current_rows(cmdb_as_of(lake, dt), end_of_day(dt))
+    silver = {}
+    for name in required_models(metrics, ids):
+        table = MODELS[name].table
+        if table != "assets":
+            silver[table] = lake.dataset("silver", table, schema=schemas.SILVER[table], dts=[dt]) \
+                or schemas.SILVER[table].empty_table()
+    values = compute(metrics, ids, day=dt, silver=silver, cmdb=cmdb, versions=versions,
+                     start=start, end=end_of_day(dt), history=history_reader(lake))
+    quality = metric_quality(values, metrics, ids, cmdb, versions, start,
+                             end_of_day(dt))
+    partition = {"dt": dt, "family": family}
+    lake.write_table(values, "gold", VALUES, partition)
+    lake.write_table(quality, "gold", QUALITY, partition)
+    counts = {mid: 0 for mid in ids}
+    for mid in values.column("metric_id").to_pylist():
+        counts[mid] += 1
+    record_usage(lake, principal_kind="job", principal=by, action="compute",
+                 metrics={m: (versions[m], n) for m, n in counts.items()}, detail={"day": dt})
+    return counts
+
+
+def _family_asset(metrics: MetricSet, family: str) -> dg.AssetsDefinition:
+    members = metrics.family(family)
+    reads = sorted({MODELS[n].table for n in required_models(metrics, [m.id for m in members])}
+                   | {"assets"})
+    owners = sorted({OWNER, *(m.owner for m in members if m.owner.startswith("team:"))})
+    listing = "\n".join(f"- `{m.id}` {m.name('zh-CN')} / {m.name('en')} ({m.type}, {m.unit})"
+                        for m in members)
+    description = (f"{metrics.family_descriptions.get(family) or family}\n\n"
+                   f"Catalog metrics of family `{family}` (from "
+                   f"{metrics.family_files[family]}), hourly/daily per scope, written to "
+                   f"gold/metric_values/dt=D/family={family} with their version:\n{listing}")
+
+    @dg.asset(
+        key=family_key(family),
+        deps=[key("silver", t) for t in reads],
+        group_name="gold",
+        kinds={"duckdb", "parquet"},
+        owners=owners,
+        partitions_def=DAILY,
+        description=description,
+        tags={"opslake/metric_family": family},
+        metadata={"metrics": dg.MetadataValue.json([m.id for m in members])},
+    )
+    def family_asset(context: dg.AssetExecutionContext, lake: LakeResource
+                     ) -> dg.MaterializeResult:
+        settings = lake.settings()
+        live = Catalog(settings.metrics_dir, lake.lake())
+        counts = compute_family(lake.lake(), live, family, context.partition_key,
+                                by=f"dagster:{context.run.job_name}/{context.run_id}")
+        return dg.MaterializeResult(metadata={
+            "rows": sum(counts.values()),
+            "metrics": len(counts),
+            "metrics_without_rows": dg.MetadataValue.json(sorted(m for m, n in counts.items()
+                                                                 if n == 0)),
+        })
+
+    return family_asset
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(key("gold", name), group_name="catalog", kinds={"parquet"},
+                        owners=[OWNER], description=text)
+           for name, text in tables.DESCRIPTIONS.items()],
+)
+def catalog_tables(context: dg.AssetExecutionContext, lake: LakeResource
+                   ) -> Iterator[dg.MaterializeResult]:
+    """Rebuild the catalog tables the warehouse serves."""
+    settings: Settings = lake.settings()
+    catalog = Catalog(settings.metrics_dir, lake.lake())
+    catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run_id}")
+    written = tables.write_catalog_tables(catalog, upstream_map())
+    for name, rows in written.items():
+        yield dg.MaterializeResult(asset_key=key("gold", name), metadata={"rows": rows})
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """Assets for the catalog at ``settings.metrics_dir``."""
+    metrics = load(settings.metrics_dir)
+    families = [_family_asset(metrics, f) for f in sorted(metrics.families)]
+    return dg.Definitions(assets=[*families, catalog_tables])
+
+
+defs = build_defs(Settings.from_env())
