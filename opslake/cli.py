@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from opslake.cli_catalog import app as catalog_app
 from opslake.errors import ConfigError, OpsLakeError
 from opslake.settings import Settings
 
@@ -19,6 +20,7 @@ app = typer.Typer(help="OpsLake: the AIOps lakehouse of a unified government ops
 warehouse_app = typer.Typer(help="The serving warehouse (DuckDB, read-only for readers).",
                             no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(catalog_app, name="catalog")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)
