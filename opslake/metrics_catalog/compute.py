@@ -84,9 +84,10 @@ class _Computation:
     """One DuckDB connection holding each computed metric as a temp table ``m<i>``."""
 
     def __init__(self, metrics: MetricSet, start: datetime, end: datetime,
-                 history: History | None, day: str) -> None:
+                 history: History | None, day: str, grains: tuple[str, ...] | None) -> None:
         self.metrics, self.start, self.end, self.history, self.day = (
             metrics, start, end, history, day)
+        self.grains = grains
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.tables: dict[str, str] = {}
@@ -121,7 +122,7 @@ class _Computation:
                             for c in DIM_COLUMNS)
         where = f" AND ({m.filter})" if m.filter else ""
         selects = []
-        for grain in m.grains:
+        for grain in [g for g in m.grains if not self.grains or g in self.grains]:
             selects.append(
                 f"SELECT '{grain}' AS grain, bucket_start, {scope} AS scope, {columns}, "
                 f"CAST({agg} AS DOUBLE) AS value, {parts} "
@@ -178,13 +179,14 @@ class _Computation:
 
 def compute(metrics: MetricSet, ids: list[str], *, day: str, silver: dict[str, pa.Table],
             cmdb: pa.Table, versions: dict[str, str], start: datetime, end: datetime,
-            history: History | None = None) -> pa.Table:
+            history: History | None = None, grains: tuple[str, ...] | None = None) -> pa.Table:
     """Rows of ``METRIC_VALUES`` for metrics ``ids`` over ``[start, end)`` of ``day``.
 
     ``silver`` holds the silver tables of the day (see :func:`required_models`), ``cmdb``
-    the current CMDB rows, ``versions`` the version each metric is computed at.
+    the current CMDB rows, ``versions`` the version each metric is computed at; ``grains``
+    limits the grains computed (the live path computes hours only).
     """
-    run = _Computation(metrics, start, end, history, day)
+    run = _Computation(metrics, start, end, history, day, grains)
     try:
         register_models(run.con, silver, cmdb, day, required_models(metrics, ids))
         parts = []
