@@ -14,6 +14,9 @@ from opslake.orchestration.definitions import defs
 
 CLI = [sys.executable, "-m", "opslake"]
 LAYERS = {"landing", "bronze", "silver", "gold", "serving"}
+SIDE_GROUPS = {"gold/catalog_metrics": "catalog", "gold/catalog_versions": "catalog",
+               "gold/catalog_dimensions": "catalog", "gold/catalog_lineage": "catalog",
+               "silver/metric_points_live": "live", "gold/metric_values_live": "live"}
 
 
 def test_every_asset_is_layered_grouped_owned_described_and_has_kinds() -> None:
@@ -21,8 +24,11 @@ def test_every_asset_is_layered_grouped_owned_described_and_has_kinds() -> None:
     assert len(specs) >= 26
     for spec in specs:
         layer = spec.key.path[0]
-        assert layer in LAYERS and len(spec.key.path) == 2, spec.key
-        assert spec.group_name == layer, spec.key
+        # gold/metric_values/<family>: one asset per metric family, slices of one table.
+        family = spec.key.path[:2] == ["gold", "metric_values"]
+        assert layer in LAYERS and len(spec.key.path) == (3 if family else 2), spec.key
+        # Unpartitioned side paths keep their layer in the key but run in their own jobs.
+        assert spec.group_name == SIDE_GROUPS.get(spec.key.to_user_string(), layer), spec.key
         assert spec.owners, spec.key
         assert spec.kinds, spec.key
         assert spec.description and len(spec.description) > 40, spec.key
@@ -52,8 +58,13 @@ def test_definitions_validate_without_warnings(tmp_path: Path) -> None:
 def test_jobs_cover_every_partitioned_asset() -> None:
     job = defs.resolve_job_def("daily_pipeline")
     graph = defs.resolve_asset_graph()
-    partitioned = {k for k in graph.get_all_asset_keys() if k.path[0] != "serving"}
+    partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
+    assert {k for k in graph.get_all_asset_keys() if k.path[0] != "serving"
+            and k.to_user_string() not in SIDE_GROUPS} == partitioned
     assert set(job.asset_layer.selected_asset_keys) == partitioned
+    side = defs.resolve_job_def("serving_refresh").asset_layer.selected_asset_keys
+    assert {k for k in side if k.path[0] == "gold"} == {
+        dg.AssetKey.from_user_string(k) for k, g in SIDE_GROUPS.items() if g == "catalog"}
     assert isinstance(defs.resolve_schedule_def("daily_pipeline_schedule"), dg.ScheduleDefinition)
 
 
