@@ -6,6 +6,7 @@ The logic lives in :mod:`opslake.metrics_catalog`; these commands only parse, pr
 from __future__ import annotations
 
 import getpass
+import io
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -269,3 +270,85 @@ def publish(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> Non
 def deprecate(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> None:
     """Deprecate a metric: still computed, flagged for consumers to move off it."""
     _set_status(metric_id, "deprecated")
+
+
+@app.command()
+def query(
+    metric_id: Annotated[str, typer.Argument(help="Metric id.")],
+    from_: Annotated[str | None, typer.Option("--from", help="First day (default: the last "
+                                              "computed day).")] = None,
+    to: Annotated[str | None, typer.Option(help="Last day (default: --from).")] = None,
+    grain: Annotated[str, typer.Option(help="1h or 1d.")] = "1d",
+    scope: Annotated[str, typer.Option(help="all, entity, business, department, region, "
+                                            "object_kind or object_type.")] = "all",
+    where: Annotated[list[str] | None, typer.Option(help="column=value, repeatable.")] = None,
+    live: Annotated[bool, typer.Option(help="Read the near-real-time hours.")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+) -> None:
+    """A metric's values from gold (recorded in the usage log)."""
+    import json
+    from datetime import date
+
+    import pyarrow.csv as pacsv
+
+    from opslake.metrics_catalog.query import day_range
+    from opslake.metrics_catalog.query import query as run_query
+
+    catalog = _catalog()
+    metric = catalog.get(metric_id)
+    table_name = "metric_values_live" if live else "metric_values"
+    days = catalog.lake.partitions("gold", table_name)
+    if from_ is None and not days:
+        raise ConfigError("no metric values yet; run `opslake materialize` first")
+    try:
+        first = date.fromisoformat(from_) if from_ else date.fromisoformat(max(days))
+        last = date.fromisoformat(to) if to else first
+    except ValueError:
+        raise ConfigError("--from/--to take YYYY-MM-DD") from None
+    filters = {}
+    for term in where or []:
+        column, sep, value = term.partition("=")
+        if not sep:
+            raise ConfigError(f"--where {term!r}: write column=value")
+        filters[column.strip()] = value.strip()
+    start, end = day_range(first, last)
+    rows = run_query(catalog.lake, metric, start=start, end=end, grain=grain, scope=scope,
+                     where=filters, live=live, principal=("cli", _who()))
+    if fmt == "csv":
+        sink = io.BytesIO()
+        pacsv.write_csv(rows, sink)
+        sys.stdout.write(sink.getvalue().decode())
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(rows.to_pylist(), default=str, ensure_ascii=False) + "\n")
+    elif fmt == "table":
+        table = Table(*rows.column_names[:-3], "version",
+                      title=f"{metric.name('zh-CN')} / {metric.name('en')} ({metric.unit})")
+        for row in rows.to_pylist():
+            cells = [row[c] for c in rows.column_names[:-4]] + [row["value"]]
+            table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+                            for v in cells), row["metric_version"])
+        stdout.print(table)
+        stdout.print(f"{rows.num_rows} rows")
+    else:
+        raise ConfigError(f"unknown format {fmt!r}; use table, csv or json")
+
+
+@app.command("map")
+def map_() -> None:
+    """The metric map: categories → families → metrics, with status, owner and version."""
+    catalog = _catalog()
+    tree = Tree(f"metrics catalog ({len(catalog.metrics.metrics)} metrics)")
+    by_category: dict[str, dict[str, list]] = {}
+    for m in catalog.metrics.metrics.values():
+        by_category.setdefault(m.category, {}).setdefault(m.family, []).append(m)
+    for category in sorted(by_category):
+        families = by_category[category]
+        branch = tree.add(f"[bold]{category}[/] ({sum(len(v) for v in families.values())})")
+        for family in sorted(families):
+            node = branch.add(f"{family}  [dim]{catalog.metrics.family_files[family]}[/]")
+            for m in sorted(families[family], key=lambda m: m.id):
+                latest = catalog.versions.latest(m.id)
+                inputs = f" ← {', '.join(m.upstream_metrics())}" if m.upstream_metrics() else ""
+                node.add(f"{m.id}  {m.name('zh-CN')}  [dim]{m.type} · {m.status} · {m.owner} · "
+                         f"v{latest.version if latest else '-'}{inputs}[/]")
+    stdout.print(tree)
