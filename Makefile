@@ -39,6 +39,7 @@ test: install
 bench: install
 	$(PY) -m tests.benchmarks.bench_pipeline
 	$(PY) -m tests.benchmarks.bench_ingest
+	$(PY) -m tests.benchmarks.bench_catalog
 
 lint: install
 	$(VENV)/bin/ruff check opslake tests
