@@ -15,7 +15,7 @@ from opslake.lake.storage import Lake
 from opslake.metrics_catalog import exchange
 from opslake.metrics_catalog.definition import STATUSES, MetricDefinition
 from opslake.metrics_catalog.loader import MetricSet, load, load_texts
-from opslake.metrics_catalog.versions import Version, VersionStore
+from opslake.metrics_catalog.versions import Version, VersionStore, upstream_fingerprints
 from opslake.settings import Settings
 
 
@@ -67,7 +67,8 @@ class Catalog:
     def entry(self, metric_id: str) -> Entry:
         """A metric with its version state."""
         metric = self.get(metric_id)
-        _, _, change, _ = self.versions.next_version(metric)
+        _, _, change, _ = self.versions.next_version(
+            metric, upstream_fingerprints(self.metrics, metric_id))
         return Entry(metric, self.versions.latest(metric_id), change)
 
     def search(self, text: str = "", *, category: str | None = None,
@@ -88,9 +89,7 @@ class Catalog:
 
     def record_versions(self, *, by: str, ids: list[str] | None = None) -> dict[str, str]:
         """Record the current definition of each metric (new version where it changed)."""
-        chosen = [self.metrics.metrics[i] for i in ids] if ids else \
-            list(self.metrics.metrics.values())
-        return self.versions.record_all(chosen, by=by)
+        return self.versions.record_all(self.metrics, ids or list(self.metrics.metrics), by=by)
 
     # -- editing -------------------------------------------------------------------------
 
@@ -136,7 +135,8 @@ class Catalog:
 
     def _record(self, metric_id: str, by: str) -> Version:
         self.reload()
-        return self.versions.record(self.get(metric_id), by=by)
+        return self.versions.record(self.get(metric_id), by=by,
+                                    upstream=upstream_fingerprints(self.metrics, metric_id))
 
     def _files(self) -> list[Path]:
         return sorted(p for p in self.directory.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from opslake.lake.schemas import TS
 from opslake.metrics_catalog.definition import DIMENSIONS, MetricDefinition
-from opslake.metrics_catalog.expressions import aggregate_sql
+from opslake.metrics_catalog.expressions import aggregate_sql, parse
 from opslake.metrics_catalog.loader import MetricSet
 from opslake.metrics_catalog.models import MODELS, register_models
 
@@ -88,6 +88,7 @@ class _Computation:
         self.metrics, self.start, self.end, self.history, self.day = (
             metrics, start, end, history, day)
         self.grains = grains
+        self.rows: dict[str, str] = {}  # model → temp table of the rows its metrics read
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         self.tables: dict[str, str] = {}
@@ -120,18 +121,47 @@ class _Computation:
         grouped = {c for d in dims for c in SCOPE_COLUMNS[d]}
         columns = ", ".join(c if c in grouped else f"CAST(NULL AS VARCHAR) AS {c}"
                             for c in DIM_COLUMNS)
-        where = f" AND ({m.filter})" if m.filter else ""
+        where = f" WHERE ({m.filter})" if m.filter else ""
         selects = []
         for grain in [g for g in m.grains if not self.grains or g in self.grains]:
             selects.append(
                 f"SELECT '{grain}' AS grain, bucket_start, {scope} AS scope, {columns}, "
                 f"CAST({agg} AS DOUBLE) AS value, {parts} "
                 f"FROM (SELECT *, time_bucket(INTERVAL '{GRAIN_INTERVAL[grain]}', {t}) "
-                f'AS bucket_start FROM "{m.model}" '
-                f"WHERE {t} >= TIMESTAMPTZ '{self.start.isoformat()}' "
-                f"AND {t} < TIMESTAMPTZ '{self.end.isoformat()}'{where}) "
+                f'AS bucket_start FROM "{self.rows[m.model]}"{where}) '
                 f"GROUP BY GROUPING SETS ({sets})")
         return " UNION ALL ".join(selects)
+
+    def prepare(self, ids: list[str]) -> None:
+        """Read each model once: the window's rows any of the metrics wants, needed columns.
+
+        Every simple metric then scans this small table instead of silver again, which
+        keeps a family at one Parquet scan per model however many metrics it has.
+        """
+        simple: dict[str, list[MetricDefinition]] = {}
+        for mid in ids:
+            for up in [*self.metrics.upstream_closure(mid), mid]:
+                m = self.metrics.metrics[up]
+                if m.type == "simple" and m not in simple.setdefault(m.model, []):
+                    simple[m.model].append(m)
+        for name, members in simple.items():
+            model = MODELS[name]
+            available = [r[0] for r in self.con.execute(f'DESCRIBE "{name}"').fetchall()]
+            used = {model.time_column, *DIM_COLUMNS}
+            for m in members:
+                for text in (m.measure.expr, m.filter):
+                    if text and text.strip() != "*":
+                        used |= parse(text).columns
+            columns = ", ".join(f'"{c}"' for c in available if c in used)
+            t = f'"{model.time_column}"'
+            wanted = " OR ".join(f"({m.filter})" for m in members) \
+                if all(m.filter for m in members) else "TRUE"
+            table = f"rows_{name}"
+            self.con.execute(
+                f'CREATE TEMP TABLE "{table}" AS SELECT {columns} FROM "{name}" '
+                f"WHERE {t} >= TIMESTAMPTZ '{self.start.isoformat()}' "
+                f"AND {t} < TIMESTAMPTZ '{self.end.isoformat()}' AND ({wanted})")
+            self.rows[name] = table
 
     def _ratio(self, m: MetricDefinition) -> str:
         num, den = self.table(m.numerator), self.table(m.denominator)
@@ -189,6 +219,7 @@ def compute(metrics: MetricSet, ids: list[str], *, day: str, silver: dict[str, p
     run = _Computation(metrics, start, end, history, day, grains)
     try:
         register_models(run.con, silver, cmdb, day, required_models(metrics, ids))
+        run.prepare(ids)
         parts = []
         for mid in metrics.order(ids):
             table = run.table(mid)

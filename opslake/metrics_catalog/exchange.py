@@ -85,14 +85,15 @@ def _from_csv(text: str) -> list[dict[str, Any]]:
 
 def parse(text: str, fmt: str) -> list[dict[str, Any]]:
     """Families from exported text."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} (or a "
+                          ".yaml, .json or .csv file name)")
     if fmt == "csv":
         return _from_csv(text)
     try:
         data = yaml.safe_load(text) if fmt == "yaml" else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"the {fmt} input does not parse: {exc}") from None
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if not isinstance(data, dict) or not isinstance(data.get("families"), list):
         raise ConfigError("an export is {families: [{family, description, metrics: [...]}]}")
     return data["families"]

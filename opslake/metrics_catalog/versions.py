@@ -2,8 +2,9 @@
 
 A version is ``MAJOR.MINOR``. A change to a field that alters the numbers (expression,
 filter, inputs, unit, grains, dimensions: ``BREAKING_FIELDS``) is a breaking change and
-starts a new major version; any other change (names, description, owner, thresholds,
-status) is a minor one. Each version is one immutable JSON object in the lake under
+starts a new major version; so is a breaking change of any metric it is computed from
+(recorded as ``input:<id>``), since its numbers change too. Any other change (names,
+description, owner, thresholds, status) is a minor one. Each version is one immutable JSON object in the lake under
 ``catalog/versions/<metric id>/``, written atomically with a name derived from the version,
 so two writers recording the same change write the same object.
 """
@@ -11,7 +12,8 @@ so two writers recording the same change write the same object.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -19,6 +21,7 @@ import pyarrow as pa
 from opslake.lake.schemas import TS
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog.definition import BREAKING_FIELDS, MetricDefinition
+from opslake.metrics_catalog.loader import MetricSet
 
 VERSIONS_SCHEMA = pa.schema(
     [
@@ -51,6 +54,8 @@ class Version:
     definition: dict
     recorded_at: datetime
     recorded_by: str
+    #: Input metric id → fingerprint of its breaking fields when this version was recorded.
+    upstream: dict[str, str] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -63,7 +68,7 @@ class Version:
                 "change": self.change, "changed_fields": list(self.changed_fields),
                 "status": self.status, "fingerprint": self.fingerprint,
                 "definition": self.definition, "recorded_at": self.recorded_at.isoformat(),
-                "recorded_by": self.recorded_by}
+                "recorded_by": self.recorded_by, "upstream": self.upstream}
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode()
 
     @classmethod
@@ -72,7 +77,14 @@ class Version:
         d = json.loads(raw)
         return cls(d["metric_id"], d["major"], d["minor"], d["change"],
                    tuple(d["changed_fields"]), d["status"], d["fingerprint"], d["definition"],
-                   datetime.fromisoformat(d["recorded_at"]), d["recorded_by"])
+                   datetime.fromisoformat(d["recorded_at"]), d["recorded_by"],
+                   d.get("upstream", {}))
+
+
+def upstream_fingerprints(metrics: MetricSet, metric_id: str) -> dict[str, str]:
+    """Breaking fingerprint of every metric ``metric_id`` is computed from, transitively."""
+    return {u: metrics.metrics[u].fingerprint(breaking_only=True)
+            for u in metrics.upstream_closure(metric_id)}
 
 
 def changed_fields(old: dict, new: dict) -> list[str]:
@@ -110,33 +122,44 @@ class VersionStore:
         versions = self.history().get(metric_id)
         return versions[-1] if versions else None
 
-    def next_version(self, metric: MetricDefinition) -> tuple[int, int, str, list[str]]:
-        """(major, minor, change, changed fields) the definition would be recorded as."""
+    def next_version(self, metric: MetricDefinition, upstream: Mapping[str, str] | None = None
+                     ) -> tuple[int, int, str, list[str]]:
+        """(major, minor, change, changed fields) the definition would be recorded as.
+
+        ``upstream`` maps each input metric (transitively) to its breaking fingerprint.
+        """
         latest = self.latest(metric.id)
         if latest is None:
             return 1, 0, "new", []
         fields = changed_fields(latest.definition, metric.to_dict())
-        if not fields:
+        upstream = dict(upstream or {})
+        inputs = [f"input:{u}" for u in sorted(set(upstream) | set(latest.upstream))
+                  if upstream.get(u) != latest.upstream.get(u)]
+        if not fields and not inputs:
             return latest.major, latest.minor, "unchanged", []
-        if any(f in BREAKING_FIELDS for f in fields):
-            return latest.major + 1, 0, "breaking", fields
+        if inputs or any(f in BREAKING_FIELDS for f in fields):
+            return latest.major + 1, 0, "breaking", fields + inputs
         return latest.major, latest.minor + 1, "minor", fields
 
-    def record(self, metric: MetricDefinition, *, by: str) -> Version:
+    def record(self, metric: MetricDefinition, *, by: str,
+               upstream: Mapping[str, str] | None = None) -> Version:
         """The version of ``metric`` as defined now, recording a new one if it changed."""
-        major, minor, change, fields = self.next_version(metric)
+        major, minor, change, fields = self.next_version(metric, upstream)
         if change == "unchanged":
             return self.latest(metric.id)
         version = Version(metric.id, major, minor, change, tuple(fields), metric.status,
-                          metric.fingerprint(), metric.to_dict(), datetime.now(UTC), by)
+                          metric.fingerprint(), metric.to_dict(), datetime.now(UTC), by,
+                          dict(upstream or {}))
         self.lake.put_atomic(f"{self._dir(metric.id)}/v{major:05d}.{minor:05d}.json",
                              [version.to_json()])
         self.history().setdefault(metric.id, []).append(version)
         return version
 
-    def record_all(self, metrics: list[MetricDefinition], *, by: str) -> dict[str, str]:
-        """Record each metric's current definition; returns metric id → version."""
-        return {m.id: self.record(m, by=by).version for m in metrics}
+    def record_all(self, metrics: MetricSet, ids: Iterable[str], *, by: str) -> dict[str, str]:
+        """Record each metric's current definition, inputs first; returns id → version."""
+        return {mid: self.record(metrics.metrics[mid], by=by,
+                                 upstream=upstream_fingerprints(metrics, mid)).version
+                for mid in metrics.order(ids)}
 
     def table(self) -> pa.Table:
         """The whole history as rows of ``VERSIONS_SCHEMA``."""

@@ -475,6 +475,32 @@ def test_versions_minor_and_breaking_changes_keep_their_history(tmp_path: Path,
     assert set(table.column("metric_id").to_pylist()) == {mid}
 
 
+def test_a_breaking_change_of_an_input_is_a_breaking_change_of_what_uses_it(
+        tmp_path: Path, lake: Lake) -> None:
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    path = directory / "compute.yaml"
+    shutil.copy(REPO_METRICS / "cloud" / "compute.yaml", path)
+    catalog = Catalog(directory, lake)
+    ratio, headroom = "cloud.vm.cpu_saturation_ratio", "cloud.vm.cpu_headroom"
+    first = catalog.record_versions(by="test")
+    assert first[ratio] == first[headroom] == "1.0"
+
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("AND object_type = 'vm' AND value > 0.9",
+                                 "AND object_type = 'vm' AND value > 0.8"), encoding="utf-8")
+    catalog.reload()
+    assert catalog.entry(ratio).pending == "breaking"
+    second = catalog.record_versions(by="test")
+    assert second["cloud.vm.saturated_samples"] == "2.0"
+    assert second[ratio] == "2.0"  # its numerator changed
+    assert second["cloud.vm.saturated_samples_7d"] == "2.0"
+    assert second[headroom] == "1.0"  # p95 did not change
+    latest = catalog.versions.latest(ratio)
+    assert latest.changed_fields == ("input:cloud.vm.saturated_samples",)
+    assert catalog.record_versions(by="test") == second  # nothing new the second time
+
+
 # -- lineage ---------------------------------------------------------------------------
 
 def test_lineage_of_a_derived_metric_reaches_the_landing_sources(repo_catalog) -> None:
