@@ -24,10 +24,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 demo: install
+	$(VENV)/bin/opslake catalog validate
 	$(VENV)/bin/opslake simulate --entities $(DEMO_ENTITIES) --days $(DEMO_DAYS)
 	$(VENV)/bin/opslake materialize
 	$(VENV)/bin/opslake warehouse build
 	$(VENV)/bin/opslake status
+	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business
 	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else $(VENV)/bin/opslake ui; fi
 
 # The integration tests start real Prometheus, node_exporter and Alertmanager (Debian

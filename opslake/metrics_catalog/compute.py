@@ -127,8 +127,9 @@ class _Computation:
             selects.append(
                 f"SELECT '{grain}' AS grain, bucket_start, {scope} AS scope, {columns}, "
                 f"CAST({agg} AS DOUBLE) AS value, {parts} "
-                f"FROM (SELECT *, time_bucket(INTERVAL '{GRAIN_INTERVAL[grain]}', {t}) "
-                f'AS bucket_start FROM "{self.rows[m.model]}"{where}) '
+                f"FROM (SELECT *, bucket_start + INTERVAL '{GRAIN_INTERVAL[grain]}' AS "
+                f"bucket_end FROM (SELECT *, time_bucket(INTERVAL '{GRAIN_INTERVAL[grain]}', "
+                f'{t}) AS bucket_start FROM "{self.rows[m.model]}"{where})) '
                 f"GROUP BY GROUPING SETS ({sets})")
         return " UNION ALL ".join(selects)
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.metrics_catalog.expressions import parse
 from opslake.metrics_catalog.loader import MetricSet
-from opslake.metrics_catalog.models import MODELS
+from opslake.metrics_catalog.models import BUCKET_COLUMNS, MODELS
 
 LINEAGE_SCHEMA = pa.schema(
     [
@@ -55,7 +55,7 @@ def _model_columns(metrics: MetricSet, metric_id: str) -> list[tuple[str, str, s
     used: set[str] = {model.time_column}
     for text in (m.measure.expr if m.measure else None, m.filter):
         if text and text.strip() != "*":
-            used |= parse(text).columns
+            used |= parse(text).columns - set(BUCKET_COLUMNS)
     for dim in m.dimensions:
         used |= set(SCOPE_COLUMNS[dim])
     return sorted({(column, table, source) for column in used

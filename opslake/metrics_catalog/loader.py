@@ -41,7 +41,7 @@ from opslake.metrics_catalog.definition import (
     MetricDefinition,
     Thresholds,
 )
-from opslake.metrics_catalog.models import MODELS, model_columns, register_models
+from opslake.metrics_catalog.models import BUCKET_COLUMNS, MODELS, model_columns, register_models
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 FAMILY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -418,6 +418,9 @@ def _check_expressions(catalog: MetricSet) -> list[Problem]:
     try:
         register_models(con, {}, schemas.ASSETS.empty_table(), "2000-01-01")
         columns = {name: model_columns(con, name) for name in MODELS}
+        for name in MODELS:  # what a measure sees: the model plus its row's bucket
+            con.execute(f'CREATE TEMP VIEW "measure_{name}" AS SELECT *, ' + ", ".join(
+                f"CAST(NULL AS TIMESTAMPTZ) AS {c}" for c in BUCKET_COLUMNS) + f' FROM "{name}"')
         for m in catalog.metrics.values():
             if m.type == "simple" and m.model in MODELS and m.measure:
                 problems += _check_simple(con, m, columns[m.model])
@@ -439,7 +442,8 @@ def _check_simple(con: duckdb.DuckDBPyConnection, m: MetricDefinition,
         except expressions.ExpressionError as exc:
             problems.append(_at(m, key, f"{key} {text!r}: {exc}"))
             continue
-        unknown = sorted(used - set(columns))
+        unknown = sorted(used - set(columns) - (set(BUCKET_COLUMNS) if key == "measure"
+                                                else set()))
         if unknown:
             problems.append(_at(m, key, f"{key} uses unknown column(s) {', '.join(unknown)} of "
                                         f"model {m.model!r}; its columns are "
@@ -449,7 +453,7 @@ def _check_simple(con: duckdb.DuckDBPyConnection, m: MetricDefinition,
     model = MODELS[m.model]
     try:
         kind = expressions.bind(con, expressions.aggregate_sql(m.measure, model.time_column),
-                                m.model, m.filter)
+                                f"measure_{m.model}", m.filter)
         if not re.match(r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|U?\w*INT|FLOAT|DOUBLE|"
                         r"DECIMAL)", kind):
             problems.append(_at(m, "measure", f"measure gives {kind}, not a number; cast it"))

@@ -19,6 +19,10 @@ import pyarrow.compute as pc
 from opslake.lake import schemas
 
 #: CMDB attributes joined onto every row with an ``entity_id``: model column → assets column.
+#: Pseudo-columns a measure (not a filter) may use: the bucket its row falls in, e.g. for
+#: freshness as ``date_diff('second', ts, bucket_end)``.
+BUCKET_COLUMNS = ("bucket_start", "bucket_end")
+
 ENTITY_ATTRIBUTES = {"business": "business", "department": "department", "region": "region",
                      "object_kind": "kind", "object_type": "type"}
 
