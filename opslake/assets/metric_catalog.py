@@ -185,7 +185,8 @@ def metrics_live(context: dg.AssetExecutionContext, lake: LakeResource
     yield dg.MaterializeResult(asset_key=key("silver", live.LIVE_POINTS),
                                metadata={"batches": len(done.batches), "points": done.points})
     yield dg.MaterializeResult(asset_key=key("gold", live.LIVE_VALUES),
-                               metadata={"hours": ", ".join(done.hours), "rows": done.rows})
+                               metadata={"hours": ", ".join(done.hours), "rows": done.rows,
+                                         "pruned_partitions": len(done.pruned)})
 
 
 metrics_live_job = dg.define_asset_job(

@@ -6,7 +6,8 @@ own into ``silver/metric_points_live/dt=D/<batch id>.parquet`` (one immutable fi
 so a batch is never processed twice), and every hour its samples fall in is recomputed at
 the hourly grain into ``gold/metric_values_live/dt=D/hour=HH`` for the catalog metrics that
 read only metric points. Lines that do not parse are skipped here; the landed batch keeps
-them and the daily bronze run quarantines them with their reason.
+them and the daily bronze run quarantines them with their reason. Live partitions older
+than yesterday are dropped: by then the daily partitions are the answer.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class LiveRefresh:
     points: int = 0
     hours: list[str] = field(default_factory=list)
     rows: int = 0
+    pruned: list[str] = field(default_factory=list)
 
 
 def live_metric_ids(metrics: MetricSet) -> list[str]:
@@ -109,7 +111,20 @@ def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
         lake.write_table(values, "gold", LIVE_VALUES, {"dt": day, "hour": f"{hour:%H}"})
         out.hours.append(f"{hour:%H}")
         out.rows += values.num_rows
+    out.pruned = prune(lake, day)
     return out
+
+
+def prune(lake: Lake, today: str, keep_days: int = 2) -> list[str]:
+    """Drop live partitions older than ``keep_days`` (the daily pipeline has them by then)."""
+    first_kept = (datetime.fromisoformat(today) - timedelta(days=keep_days - 1)).date()
+    dropped = []
+    for layer, table in (("silver", LIVE_POINTS), ("gold", LIVE_VALUES)):
+        for dt in lake.partitions(layer, table):
+            if dt < first_kept.isoformat():
+                lake.delete_dir(lake.table_path(layer, table, {"dt": dt}))
+                dropped.append(f"{layer}/{table}/dt={dt}")
+    return dropped
 
 
 def _distinct_samples(points: pa.Table) -> pa.Table:

@@ -84,3 +84,16 @@ def test_no_data_yet_is_an_empty_answer(lake: Lake) -> None:
     start, end = day_range(date(2026, 3, 2), date(2026, 3, 2))
     rows = query(lake, METRIC, start=start, end=end, principal=("cli", "t"))
     assert rows.num_rows == 0
+
+
+def test_live_partitions_older_than_yesterday_are_pruned(lake: Lake) -> None:
+    from opslake.metrics_catalog.live import LIVE_POINTS, LIVE_VALUES, prune
+
+    for dt in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        lake.write_table(pa.Table.from_pylist([_row(dt, 0, "all", 1.0)], schema=METRIC_VALUES),
+                         "gold", LIVE_VALUES, {"dt": dt, "hour": "00"})
+        lake.write_table(pa.table({"x": [1]}), "silver", LIVE_POINTS, {"dt": dt})
+    dropped = prune(lake, "2026-03-03")
+    assert dropped == [f"silver/{LIVE_POINTS}/dt=2026-03-01", f"gold/{LIVE_VALUES}/dt=2026-03-01"]
+    assert lake.partitions("gold", LIVE_VALUES) == ["2026-03-02", "2026-03-03"]
+    assert lake.partitions("silver", LIVE_POINTS) == ["2026-03-02", "2026-03-03"]
