@@ -123,7 +123,7 @@ def _family_asset(metrics: MetricSet, family: str) -> dg.AssetsDefinition:
         settings = lake.settings()
         live = Catalog(settings.metrics_dir, lake.lake())
         counts = compute_family(lake.lake(), live, family, context.partition_key,
-                                by=f"dagster:{context.run.job_name}/{context.run_id}")
+                                by=f"dagster:{context.run.job_name}/{context.run.run_id}")
         return dg.MaterializeResult(metadata={
             "rows": sum(counts.values()),
             "metrics": len(counts),
@@ -144,7 +144,7 @@ def catalog_tables(context: dg.AssetExecutionContext, lake: LakeResource
     """Rebuild the catalog tables the warehouse serves."""
     settings: Settings = lake.settings()
     catalog = Catalog(settings.metrics_dir, lake.lake())
-    catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run_id}")
+    catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run.run_id}")
     written = tables.write_catalog_tables(catalog, upstream_map())
     for name, rows in written.items():
         yield dg.MaterializeResult(asset_key=key("gold", name), metadata={"rows": rows})
@@ -173,7 +173,7 @@ def metrics_live(context: dg.AssetExecutionContext, lake: LakeResource
     day = datetime.now(UTC).date().isoformat()
     catalog = Catalog(settings.metrics_dir, lk)
     ids = live.live_metric_ids(catalog.metrics)
-    versions = catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run_id}",
+    versions = catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run.run_id}",
                                        ids=sorted({*ids, *(u for i in ids for u in
                                                            catalog.metrics.upstream_closure(i))}))
     resolver = resolver_for_day(lk, day)

@@ -48,6 +48,9 @@ class Model:
     #: Sampled models report on a schedule, so a missing bucket is missing data; event
     #: models (alerts, logs, tickets) are quiet when nothing happens.
     sampled: bool = False
+    #: Whether the CMDB attributes of a row are those of its entity (not of the row itself,
+    #: as a ticket's own business is), so they can be joined after aggregating per entity.
+    attributes_by_entity: bool = True
     #: Computed column → the silver columns it is made of (others map to themselves).
     computed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -108,6 +111,7 @@ MODELS: dict[str, Model] = {
               "s.status DESC) = 1",
               "ITSM tickets (incidents, requests, problems, changes) by opening time, one row "
               "per ticket; durations in minutes, null when negative (bad data).",
+              attributes_by_entity=False,
               computed={"minutes_to_acknowledge": ("opened_at", "acknowledged_at"),
                         "minutes_to_resolve": ("opened_at", "resolved_at"),
                         "sla_met": ("opened_at", "resolved_at", "sla_target_minutes")}),
