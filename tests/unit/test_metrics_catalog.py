@@ -647,6 +647,21 @@ def test_add_with_prompted_input_writes_a_valid_metric(cli) -> None:
     assert VersionStore(cli.lake).latest(m.id).version == "1.0"
 
 
+def test_edit_offers_current_values_and_records_only_what_changed(cli) -> None:
+    mid = "cloud.host.cpu_utilisation"
+    cli("sync")
+    before = load(cli.directory).metrics[mid]
+    # Enter keeps each offered value; only the description (5th prompt) is new.
+    answers = ["", "", "", "", "Mean CPU busy ratio of every physical host.", *[""] * 12]
+    result = cli("edit", mid, input="".join(f"{a}\n" for a in answers))
+    assert f"{mid} is now version 1.1 (minor)" in result.output
+    after = load(cli.directory).metrics[mid]
+    assert after.description == "Mean CPU busy ratio of every physical host."
+    assert {k: v for k, v in after.to_dict().items() if k != "description"} == \
+        {k: v for k, v in before.to_dict().items() if k != "description"}
+    assert VersionStore(cli.lake).latest(mid).changed_fields == ("description",)
+
+
 def test_an_invalid_import_is_rejected_and_writes_nothing(cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
