@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the real services OpsLake's integration tests and demos run on loopback:
-# Prometheus, node_exporter, Alertmanager, Mosquitto, rsyslog (Debian/Ubuntu packages).
+# Prometheus, node_exporter, Alertmanager, Mosquitto, rsyslog (Debian/Ubuntu packages), and
+# Chromium, which the report tests run headless to render pages, with a CJK font so Chinese
+# text renders (WenQuanYi Zen Hei, 7 MB).
 #
 # Idempotent: when every binary is already present nothing is installed. The packages'
 # maintainer scripts must not leave daemons running on their default ports (infra/services.sh
@@ -11,9 +13,9 @@
 # Usage: infra/install-services.sh        (as root, or with sudo available)
 set -euo pipefail
 
-PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog)
+PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog chromium)
 # Binary each package provides (same order as PACKAGES).
-BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd)
+BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd chromium)
 # Process names the packages' init scripts would start.
 DAEMONS=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd)
 
@@ -27,6 +29,10 @@ missing=()
 for i in "${!PACKAGES[@]}"; do
   have_binary "${BINARIES[$i]}" || missing+=("${PACKAGES[$i]}")
 done
+# A font has no binary: ask fontconfig whether any font covers Chinese.
+if ! { command -v fc-list >/dev/null 2>&1 && [[ -n "$(fc-list :lang=zh family)" ]]; }; then
+  missing+=(fonts-wqy-zenhei)
+fi
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-services: all present (${BINARIES[*]}); nothing to install"
   exit 0
@@ -70,10 +76,10 @@ echo "install-services: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # A stale package index makes 'install' fail with 404s; refresh once and retry.
 if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-      --no-install-recommends "${PACKAGES[@]}"; then
+      --no-install-recommends "${missing[@]}"; then
   "${SUDO[@]}" apt-get update -q || die "apt-get update failed (network or apt sources?)"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends "${PACKAGES[@]}" || die "apt-get install failed: ${missing[*]}"
+    --no-install-recommends "${missing[@]}" || die "apt-get install failed: ${missing[*]}"
 fi
 
 # Anything the packages started despite policy-rc.d (e.g. a postinst that does not use

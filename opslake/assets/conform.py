@@ -93,4 +93,5 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
                 for chunk in ([out] if isinstance(out, pa.Table) else out))
 
     return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
-                             description=spec.description, build=build)
+                             description=spec.description, build=build,
+                             bronze={t: spec.sources.get(t, t) for t in bronze_tables})

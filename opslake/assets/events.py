@@ -1,6 +1,9 @@
 """Events domain: alerts from Alertmanager, MQTT and JSON webhooks into silver events (S5.5a).
 
 The ``mqtt_events`` bronze table comes from the MQTT source defined in opslake.assets.metrics.
+Failed data-quality checks arrive the same way (S6.2e): opslake.quality.alerts lands them as
+Alertmanager notifications under ``landing/quality``; their events have source
+``opslake-quality``.
 """
 
 import dagster as dg
@@ -10,6 +13,7 @@ from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.ingest.parsers import alert_webhook
 from opslake.ingest.parsers import alertmanager as parser
 from opslake.lake.schemas import EVENTS
+from opslake.quality import alerts as quality_alerts
 from opslake.transforms import events as conform
 
 ALERTMANAGER = SourceSpec(
@@ -29,11 +33,20 @@ WEBHOOK = SourceSpec(
                         "batch's connector (alert-webhook/<name>).")],
 )
 
+QUALITY = SourceSpec(
+    source=quality_alerts.SOURCE,
+    title="Failed data-quality checks as Alertmanager notifications (opslake.quality.alerts)",
+    fmt="json",
+    bronze=[BronzeTable("quality_alerts", parser.parse, parser.BRONZE_SCHEMA,
+                        "One row per failed (firing) or recovered (resolved) quality check "
+                        "per notification; labels name the table, check, kind and day.")],
+)
+
 EVENTS_SPEC = SilverTable(
     name="events",
-    bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts"),
+    bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts", "quality_alerts"),
     sources={"alertmanager_alerts": "alertmanager", "mqtt_events": "mqtt",
-             "webhook_alerts": "webhook"},
+             "webhook_alerts": "webhook", "quality_alerts": quality_alerts.EVENT_SOURCE},
     bronze_schema=parser.BRONZE_SCHEMA,
     schema=EVENTS,
     conform=conform.to_silver,
@@ -45,4 +58,4 @@ EVENTS_SPEC = SilverTable(
 )
 
 defs = dg.Definitions(assets=[*source_assets(ALERTMANAGER), *source_assets(WEBHOOK),
-                             silver_asset(EVENTS_SPEC)])
+                             *source_assets(QUALITY), silver_asset(EVENTS_SPEC)])

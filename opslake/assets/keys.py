@@ -1,6 +1,6 @@
 """Asset keys carry their layer (``silver/metric_points``); one factory for daily tables."""
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
 import pyarrow as pa
@@ -8,11 +8,36 @@ import pyarrow as pa
 from opslake.assets.partitions import DAILY
 from opslake.lake.storage import Lake
 from opslake.orchestration.resources import LakeResource
+from opslake.quality.partition import PartitionCheck
+from opslake.quality.results import ROW_KINDS, CheckResult
+from opslake.quality.suites import load_suites
 
 OWNER = "team:data-platform"
+#: The expectation suites, by ``layer.table`` (opslake/quality/suites/*.yaml).
+SUITES = load_suites()
 
 #: Builds one day of a table: (lake, day, metadata to fill) → a table or slices of it.
 Build = Callable[[Lake, str, dict], pa.Table | Iterable[pa.Table]]
+
+
+def check_results(results: Sequence[CheckResult]) -> list[dg.AssetCheckResult]:
+    """One Dagster check result per check (a per-source check passes if every source does)."""
+    by_name: dict[str, list[CheckResult]] = {}
+    for r in results:
+        by_name.setdefault(r.check, []).append(r)
+    out = []
+    for name, group in by_name.items():
+        first = group[0]
+        observed = "; ".join(f"{r.source}: {r.observed}" if r.source else r.observed
+                             for r in group)
+        out.append(dg.AssetCheckResult(
+            check_name=name, passed=all(r.passed for r in group),
+            severity=dg.AssetCheckSeverity.ERROR if first.severity == "error"
+            else dg.AssetCheckSeverity.WARN,
+            metadata={"observed": observed, "threshold": first.threshold,
+                      "unexpected_rows": sum(r.unexpected_rows for r in group),
+                      "kind": first.kind}))
+    return out
 
 
 def key(layer: str, name: str) -> dg.AssetKey:
@@ -21,14 +46,26 @@ def key(layer: str, name: str) -> dg.AssetKey:
 
 
 def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], schema: pa.Schema,
-                      description: str, build: Build) -> dg.AssetsDefinition:
+                      description: str, build: Build,
+                      bronze: Mapping[str, str] | None = None) -> dg.AssetsDefinition:
     """A daily-partitioned asset that writes ``build``'s output as ``layer/name/dt=D``.
 
     Its materialization records the row count and, where the table has ``entity_id``, how
-    many rows have none (kept, never dropped), plus whatever ``build`` adds.
+    many rows have none (kept, never dropped), plus whatever ``build`` adds. Where a quality
+    suite exists for the table (opslake/quality/suites), its checks are the asset's checks:
+    rows breaking a row contract are quarantined instead of written, and a failed table
+    contract (schema, freshness, volume, parse rate) blocks the partition downstream.
+    ``bronze`` maps the bronze tables read to their landing sources (for the parse rate).
     """
+    suite = SUITES.get(f"{layer}.{name}")
+    check_specs = [
+        dg.AssetCheckSpec(c.name, asset=key(layer, name), description=c.summary(),
+                          blocking=c.severity == "error" and c.kind not in ROW_KINDS)
+        for c in (suite.checks if suite else ())
+    ]
 
     @dg.asset(
+        check_specs=check_specs,
         key=key(layer, name),
         deps=list(deps),
         group_name=layer,
@@ -43,15 +80,25 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
         if "entity_id" in schema.names:
             metadata["rows_without_entity"] = 0
         out = build(lk, dt, metadata)
+        chunks: Iterable[pa.Table] = [out] if isinstance(out, pa.Table) else out
+        check = PartitionCheck(lk, suite, schema, dt, bronze or {}) if suite else None
+        if check:
+            chunks = check.chunks(chunks)
 
         def counted() -> Iterator[pa.Table]:
-            for chunk in [out] if isinstance(out, pa.Table) else out:
+            for chunk in chunks:
                 metadata["rows"] += chunk.num_rows
                 if "entity_id" in schema.names:
                     metadata["rows_without_entity"] += chunk.column("entity_id").null_count
                 yield chunk
 
         lk.write_parts(layer, name, {"dt": dt}, [("part-0", counted())], schema)
-        return dg.MaterializeResult(metadata=metadata)
+        if check is None:
+            return dg.MaterializeResult(metadata=metadata)
+        results = check.finish(context.run.run_id)
+        metadata["quarantined_by_quality"] = sum(t.num_rows for t in check.validator.quarantined)
+        failed = sorted({r.check for r in results if not r.passed})
+        metadata["quality_checks_failed"] = dg.MetadataValue.json(failed)
+        return dg.MaterializeResult(metadata=metadata, check_results=check_results(results))
 
     return table_asset

@@ -12,6 +12,7 @@ from opslake.assets import (
     metric_catalog,
     metrics,
     probes,
+    quality,
     serving,
     tickets,
 )
@@ -27,6 +28,7 @@ defs = dg.Definitions.merge(
     probes.defs,
     health.defs,
     metric_catalog.defs,
+    quality.defs,
     serving.defs,
     jobs.defs,
     collection.defs,

@@ -87,23 +87,74 @@ def _run_config(settings: Settings) -> dict:
     return {"resources": {"lake": {"config": lake}}}
 
 
+class QualityBlocked(PipelineError):
+    """Quality contracts failed: the affected partitions were not published downstream."""
+
+
+def _blocked(result: dg.ExecuteInProcessResult) -> list[str]:
+    """'asset check: observed (threshold)' for each failed blocking (error) check."""
+    from opslake.assets.keys import SUITES
+    from opslake.quality.results import ROW_KINDS
+
+    out = []
+    for event in result.all_events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        suite = SUITES.get(".".join(evaluation.asset_key.path))
+        check = next((c for c in suite.checks if c.name == evaluation.check_name), None) \
+            if suite else None
+        if evaluation.passed or check is None or check.severity != "error" or \
+                check.kind in ROW_KINDS:
+            continue
+        meta = evaluation.metadata
+        observed = meta["observed"].value if "observed" in meta else "failed"
+        threshold = meta["threshold"].value if "threshold" in meta else ""
+        out.append(f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
+                   f"{observed} ({threshold})")
+    return out
+
+
 def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = (),
                 on_day: Callable[[str, dg.ExecuteInProcessResult], None] | None = None) -> None:
-    """Materialize the selected assets for each day, in order, recording runs in the instance."""
+    """Materialize the selected assets for each day, in order, recording runs in the instance.
+
+    After each day the ``quality_followup`` job brings the day's quality alerts into silver
+    events and writes the check-up report. A day whose quality contracts fail still runs
+    everything they do not block; the days go on, and at the end :class:`QualityBlocked`
+    names every blocking check that failed.
+    """
     defs = definitions()
     keys = selected_keys(defs, terms)
     job = defs.resolve_job_def("daily_pipeline")
     inst = instance(settings)
+    followup = defs.resolve_job_def("quality_followup")
+    blocked: list[str] = []
     for day in days:
         result = job.execute_in_process(partition_key=day, instance=inst, asset_selection=keys,
                                         run_config=_run_config(settings), raise_on_error=False)
-        if not result.success:
+        day_blocked = _blocked(result)
+        if any(k.path[0] in ("silver", "gold") for k in keys):
+            # Quality alerts into silver events, and the report, even when a blocking
+            # check stopped part of the run.
+            after = followup.execute_in_process(partition_key=day, instance=inst,
+                                                run_config=_run_config(settings),
+                                                raise_on_error=False)
+            if not after.success:
+                result = after
+        if not result.success and not day_blocked:
             failed = [e for e in result.all_events if e.is_step_failure]
             detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
             raise PipelineError(f"materializing {day} failed at "
                                 f"{failed[0].step_key if failed else '?'}: {detail}")
+        blocked += [f"{day} {b}" for b in day_blocked]
         if on_day:
             on_day(day, result)
+    if blocked:
+        raise QualityBlocked(
+            "quality contracts failed, so these partitions were not published downstream:\n"
+            + "\n".join(f"  {b}" for b in blocked)
+            + "\nSee `opslake quality report --date D`; fix the source and materialize again.")
 
 
 def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:

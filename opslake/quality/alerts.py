@@ -1,0 +1,183 @@
+"""Failed quality checks as alerts: landed like any Alertmanager notification (S6.2e).
+
+A run's failed checks become one Alertmanager webhook body (payload version 4) landed under
+``landing/source=quality/dt=<checked day>``; the ordinary alertmanager parser reads it into
+``bronze/quality_alerts`` and silver ``events`` shows it with source ``opslake-quality``,
+so a data-quality failure is converged, listed and paired firing → resolved like every
+other alert.
+
+- one alert per failed check; labels ``alertname=DataQualityCheckFailed``, ``severity``
+  (``critical`` for an error check, ``warning`` for a warning check), ``check``, ``table``
+  (``layer.table``), ``kind``, ``day`` and ``source`` where the check has one;
+- ``fingerprint`` is the first 16 hex digits of sha256("layer.table|check|day"), so every
+  notification about one check of one partition is the same alert;
+- ``startsAt`` is when the failure began: the ``startsAt`` of the firing alert landed
+  earlier for that fingerprint and not resolved since, else the run's time. A check that
+  keeps failing is thus one alert state that silver keeps once;
+- a check that failed in the previous run and passes now is sent ``resolved`` (``endsAt`` =
+  the run's time, same fingerprint and ``startsAt`` as its firing alert).
+
+The batch id is derived from the table, the day and the body, so landing the same outcome
+twice lands it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+
+from opslake.lake.landing import LandedBatch, LandingZone
+from opslake.lake.storage import Lake
+from opslake.quality.results import CheckResult
+
+#: Landing source name (Dagster asset keys allow no '-', hence not "opslake-quality").
+SOURCE = "quality"
+#: The silver ``events.source`` of these alerts.
+EVENT_SOURCE = "opslake-quality"
+ALERTNAME = "DataQualityCheckFailed"
+RECEIVER = "opslake-quality"
+CONNECTOR = "opslake-quality/1"
+SEVERITY = {"error": "critical", "warning": "warning"}
+#: Go's zero time: how Alertmanager says a firing alert has no end yet.
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+#: At most this much of the offending rows goes into an alert's description.
+_SAMPLE_CHARS = 500
+
+
+def table_name(result: CheckResult) -> str:
+    """``layer.table`` of a result."""
+    return f"{result.layer}.{result.table}"
+
+
+def fingerprint(table: str, check: str, day: date) -> str:
+    """The alert fingerprint of one check of one table partition (16 hex digits)."""
+    return hashlib.sha256(f"{table}|{check}|{day.isoformat()}".encode()).hexdigest()[:16]
+
+
+def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: datetime,
+                        previous_failed: set[str] | None = None) -> LandedBatch | None:
+    """Land the run's failed checks (firing) and recovered checks (resolved) as one batch.
+
+    ``previous_failed`` names the checks that failed in the previous run of the same table
+    partition; those passing now are sent resolved, as are checks whose firing alert was
+    landed for ``day`` and not resolved since (so ``None`` relies on that alone). Returns
+    ``None`` when there is nothing to land; a batch landed before with the same content
+    comes back with ``duplicate=True``.
+    """
+    at = _utc(at)
+    zone = LandingZone(lake)
+    open_alerts = _open_alerts(zone, day)
+    tables = {table_name(r) for r in results}
+    previous = {(t, c) for t, c in open_alerts if t in tables}
+    previous |= {(t, c) for t in tables for c in previous_failed or ()}
+    alerts = []
+    for result in sorted(results, key=lambda r: (table_name(r), r.check)):
+        name = table_name(result)
+        if not result.passed:
+            starts = open_alerts.get((name, result.check), _iso(at))
+            alerts.append(_alert(result, day, "firing", starts, _ZERO_TIME))
+        elif (name, result.check) in previous:
+            starts = open_alerts.get((name, result.check), _iso(at))
+            alerts.append(_alert(result, day, "resolved", starts, _iso(at)))
+    if not alerts:
+        return None
+    body = _payload(alerts)
+    digest = hashlib.sha256(body).hexdigest()
+    scope = next(iter(tables)) if len(tables) == 1 else "tables"
+    batch_id = re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{scope}-{day.isoformat()}")[:100]
+    return zone.write(SOURCE, body, fmt="json", batch_id=f"{batch_id}-{digest[:16]}",
+                      received_at=at, dt=day.isoformat(), connector=CONNECTOR)
+
+
+def _alert(result: CheckResult, day: date, status: str, starts_at: str,
+           ends_at: str) -> dict:
+    name = table_name(result)
+    labels = {"alertname": ALERTNAME, "severity": SEVERITY.get(result.severity, "warning"),
+              "check": result.check, "table": name, "kind": result.kind,
+              "day": day.isoformat()}
+    if result.source:
+        labels["source"] = result.source
+    measured = f"observed {result.observed}, threshold {result.threshold}"
+    if status == "firing":
+        summary = (f"数据质量检查失败 / quality check failed: {name} {result.check} "
+                   f"({measured})")
+    else:
+        summary = (f"数据质量检查已恢复 / quality check passed again: {name} {result.check} "
+                   f"({measured})")
+    description = (f"{result.kind} check ({result.severity}) on {name} for {day.isoformat()}: "
+                   f"{result.rows} rows, {result.unexpected_rows} unexpected")
+    if result.sample and status == "firing":
+        sample = json.dumps(result.sample[:3], ensure_ascii=False, default=str, sort_keys=True)
+        description += "; sample: " + (sample if len(sample) <= _SAMPLE_CHARS
+                                       else sample[:_SAMPLE_CHARS] + "…")
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": summary, "description": description},
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+        "generatorURL": "",
+        "fingerprint": fingerprint(name, result.check, day),
+    }
+
+
+def _payload(alerts: list[dict]) -> bytes:
+    """The webhook body Alertmanager would POST for these alerts (version 4)."""
+    common_labels = _common(a["labels"] for a in alerts)
+    common_annotations = _common(a["annotations"] for a in alerts)
+    group_labels = {"alertname": ALERTNAME}
+    payload = {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{ALERTNAME}"}}',
+        "truncatedAlerts": 0,
+        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
+        "receiver": RECEIVER,
+        "groupLabels": group_labels,
+        "commonLabels": common_labels,
+        "commonAnnotations": common_annotations,
+        "externalURL": "",
+        "alerts": alerts,
+    }
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _common(maps: Iterable[dict[str, str]]) -> dict[str, str]:
+    """The pairs every map has in common."""
+    items = [set(m.items()) for m in maps]
+    return dict(sorted(set.intersection(*items))) if items else {}
+
+
+def _open_alerts(zone: LandingZone, day: date) -> dict[tuple[str, str], str]:
+    """(table, check) → ``startsAt`` of quality alerts of ``day`` firing as last landed."""
+    state: dict[tuple[str, str], str] = {}
+    batches = sorted(zone.batches(SOURCE, day.isoformat()),
+                     key=lambda b: (b.received, b.batch_id))
+    for batch in batches:
+        try:
+            alerts = json.loads(zone.read(batch)).get("alerts") or []
+        except (ValueError, AttributeError):
+            continue  # not a body this module wrote; the bronze parser quarantines it
+        for alert in alerts:
+            if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
+                continue
+            labels = alert["labels"]
+            if labels.get("alertname") != ALERTNAME or "table" not in labels:
+                continue
+            ident = (labels["table"], labels.get("check", ""))
+            if alert.get("status") == "firing":
+                state.setdefault(ident, alert.get("startsAt") or "")
+            else:
+                state.pop(ident, None)
+    return {k: v for k, v in state.items() if v}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, microseconds only when there are some."""
+    return _utc(value).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,287 @@
+"""Run a suite on a table partition with Great Expectations, chunk by chunk (S6.2e).
+
+Row checks run on each chunk as a pandas batch (only the columns they read); rows that break
+an ``error`` row check are split off for quarantine with the check's name, the rest go on.
+Table checks (schema, freshness, volume, parse rate) run at the end on a small batch of the
+partition's statistics, so a day of millions of points is never one pandas frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from opslake.lake.schemas import QUARANTINE
+from opslake.quality.results import ROW_KINDS, CheckResult
+from opslake.quality.suites import Check, Suite
+
+_local = threading.local()
+
+
+def _context():
+    """One ephemeral Great Expectations context per thread (creating one costs ~1 s)."""
+    if getattr(_local, "context", None) is None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _local.context = context
+        _local.batch = context.data_sources.add_pandas("opslake").add_dataframe_asset(
+            "batch").add_batch_definition_whole_dataframe("whole")
+    return _local.batch
+
+
+def _expectation(check: Check, cmdb: frozenset[str] | None):
+    """The Great Expectations expectation of a row check."""
+    import great_expectations.expectations as gxe
+
+    common = {"meta": {"check": check.name}}
+    if check.where:
+        common |= {"row_condition": check.where, "condition_parser": "pandas"}
+    if check.kind != "unique":
+        common["mostly"] = check.mostly
+    if check.kind == "not_null":
+        return gxe.ExpectColumnValuesToNotBeNull(column=check.column, **common)
+    if check.kind == "range":
+        return gxe.ExpectColumnValuesToBeBetween(column=check.column, min_value=check.min,
+                                                 max_value=check.max, **common)
+    if check.kind == "allowed_values":
+        return gxe.ExpectColumnValuesToBeInSet(column=check.column,
+                                               value_set=list(check.values), **common)
+    if check.kind == "referential":
+        return gxe.ExpectColumnValuesToBeInSet(column=check.column,
+                                               value_set=sorted(cmdb or ()), **common)
+    if len(check.columns) == 1:
+        return gxe.ExpectColumnValuesToBeUnique(column=check.columns[0], **common)
+    return gxe.ExpectCompoundColumnsToBeUnique(column_list=list(check.columns), **common)
+
+
+def _validate(frame: pd.DataFrame, expectations: list) -> list:
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name="opslake", expectations=expectations)
+    batch = _context().get_batch(batch_parameters={"dataframe": frame})
+    return batch.validate(suite, result_format={"result_format": "COMPLETE"}).results
+
+
+@dataclass
+class _Tally:
+    rows: int = 0
+    unexpected: int = 0
+    passed: bool = True
+    sample: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What the table checks compare against."""
+
+    #: Entity ids the CMDB knows (every version up to the day); None skips referential checks.
+    cmdb: frozenset[str] | None
+    #: Row counts of the previous days that have a partition, newest last.
+    history_rows: list[int]
+    #: Per bronze table feeding this one: (source, lines quarantined by the parser, rows).
+    parse: list[tuple[str, int, int]]
+    #: The end of the period the partition covers (end of day, or now for today).
+    end: datetime
+
+
+class TableValidator:
+    """Validate a partition chunk by chunk; offending rows are kept apart for quarantine."""
+
+    def __init__(self, suite: Suite, schema: pa.Schema, context: Context) -> None:
+        self.suite, self.schema, self.context = suite, schema, context
+        self.row_checks = [c for c in suite.checks if c.kind in ROW_KINDS and
+                           (c.kind != "referential" or context.cmdb is not None)]
+        self.tallies = {c.name: _Tally() for c in self.row_checks}
+        self.rows = 0
+        self.newest: datetime | None = None
+        self.observed_schema: pa.Schema | None = None
+        self.quarantined: list[pa.Table] = []
+
+    def _columns(self, check: Check, names: list[str]) -> set[str]:
+        used = {check.column, *check.columns} - {None}
+        if check.where:
+            used |= {n for n in names if re.search(rf"\b{re.escape(n)}\b", check.where)}
+        return used
+
+    def chunk(self, table: pa.Table) -> pa.Table:
+        """Validate one chunk; returns the rows that keep the contract."""
+        if self.observed_schema is None:
+            self.observed_schema = table.schema
+        if table.num_rows == 0 or not self.row_checks:
+            self._track(table)
+            return table
+        names = table.column_names
+        needed = sorted(set().union(*(self._columns(c, names) for c in self.row_checks))
+                        & set(names))
+        frame = table.select(needed).to_pandas()
+        checks = {c.name: c for c in self.row_checks}
+        bad: dict[int, list[str]] = {}
+        results = _validate(frame, [_expectation(c, self.context.cmdb) for c in self.row_checks])
+        for result in results:
+            check = checks[result.expectation_config.meta["check"]]
+            tally = self.tallies[check.name]
+            tally.rows += table.num_rows
+            index = list(result.result.get("unexpected_index_list") or [])
+            if check.kind == "unique" and index:
+                # The first of each duplicate set is the row; the later ones are the copies.
+                dup = frame.duplicated(subset=list(check.columns), keep="first")
+                index = [i for i in index if dup.iloc[i]]
+            tally.unexpected += len(index)
+            # A strict contract (error, mostly 1) quarantines each offending row; a tolerant
+            # one (mostly < 1) or a warning only records them.
+            strict = check.severity == "error" and check.mostly >= 1
+            tally.passed &= bool(result.success) and not (strict and index)
+            if strict:
+                for i in index:
+                    bad.setdefault(int(i), []).append(check.name)
+        if not bad:
+            self._track(table)
+            return table
+        mask = pa.array([i not in bad for i in range(table.num_rows)])
+        good, rejected = table.filter(mask), table.filter(pc.invert(mask))
+        self._quarantine(rejected, [bad[i] for i in sorted(bad)])
+        self._track(good)
+        return good
+
+    def _track(self, good: pa.Table) -> None:
+        self.rows += good.num_rows
+        column = self.suite.time_column
+        if column and good.num_rows:
+            newest = pc.max(good.column(column)).as_py()
+            if newest is not None and (self.newest is None or newest > self.newest):
+                self.newest = newest
+
+    def _quarantine(self, rejected: pa.Table, reasons: list[list[str]]) -> None:
+        rows = rejected.to_pylist()
+        now = datetime.now(UTC)
+        for row, names in zip(rows, reasons, strict=True):
+            for name in names:
+                tally = self.tallies[name]
+                if len(tally.sample) < 5:
+                    tally.sample.append({k: v for k, v in row.items() if k != "labels"})
+        self.quarantined.append(pa.Table.from_pylist([{
+            "source": row.get("source") or self.suite.key,
+            "batch_id": row.get("batch_id") or "",
+            "line_no": -1,
+            "raw": json.dumps(row, ensure_ascii=False, default=str),
+            "reason": f"quality check {', '.join(names)} failed on {self.suite.key}: " + "; ".join(
+                next(c for c in self.row_checks if c.name == n).summary() for n in names),
+            "received_at": now,
+        } for row, names in zip(rows, reasons, strict=True)], schema=QUARANTINE))
+
+    def finish(self) -> list[CheckResult]:
+        """Every check's result for the partition (row checks summed over the chunks)."""
+        out = []
+        for check in self.row_checks:
+            tally = self.tallies[check.name]
+            threshold = "no offending row" if check.mostly >= 1 else \
+                f"≥ {check.mostly:.1%} of rows"
+            out.append(self._result(check, tally.passed, f"{tally.unexpected} offending row(s)",
+                                    threshold, unexpected=tally.unexpected,
+                                    sample=tally.sample))
+        stats = self._stats()
+        for check in self.suite.checks:
+            if check.kind == "schema":
+                out.append(self._schema(check))
+            elif check.kind == "freshness" and self.suite.time_column:
+                out.append(self._freshness(check, stats))
+            elif check.kind == "volume":
+                out.append(self._volume(check, stats))
+            elif check.kind == "parse_rate" and self.context.parse:
+                out += self._parse_rate(check)
+        return out
+
+    def _result(self, check: Check, passed: bool, observed: str, threshold: str, *,
+                unexpected: int = 0, source: str | None = None,
+                sample: list[dict] | None = None) -> CheckResult:
+        return CheckResult(self.suite.layer, self.suite.table, check.name, check.kind,
+                           check.severity, passed, observed, threshold, self.rows, unexpected,
+                           source, sample or [])
+
+    def _stats(self) -> pd.DataFrame:
+        newest = self.newest.timestamp() if self.newest else float("nan")
+        return pd.DataFrame({"rows": [self.rows], "newest_epoch_s": [newest]})
+
+    def _one(self, frame: pd.DataFrame, expectation) -> bool:
+        return bool(_validate(frame, [expectation])[0].success)
+
+    def _schema(self, check: Check) -> CheckResult:
+        import great_expectations.expectations as gxe
+
+        observed = self.observed_schema or self.schema
+        frame = pd.DataFrame(columns=observed.names)
+        names_ok = self._one(frame, gxe.ExpectTableColumnsToMatchOrderedList(
+            column_list=self.schema.names))
+        drift = [f"{f.name}: {observed.field(f.name).type} ≠ {f.type}" for f in self.schema
+                 if f.name in observed.names and not observed.field(f.name).type.equals(f.type)]
+        missing = [n for n in self.schema.names if n not in observed.names]
+        extra = [n for n in observed.names if n not in self.schema.names]
+        text = "; ".join(filter(None, [
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unexpected {', '.join(extra)}" if extra else "",
+            f"types {', '.join(drift)}" if drift else ""])) or "as the contract"
+        return self._result(check, names_ok and not drift, text,
+                            f"{len(self.schema)} contract columns")
+
+    def _freshness(self, check: Check, stats: pd.DataFrame) -> CheckResult:
+        import great_expectations.expectations as gxe
+
+        oldest_ok = self.context.end.timestamp() - 60 * check.max_lag_minutes
+        ok = self.rows > 0 and self._one(stats, gxe.ExpectColumnValuesToBeBetween(
+            column="newest_epoch_s", min_value=oldest_ok))
+        lag = (self.context.end - self.newest).total_seconds() / 60 if self.newest else None
+        observed = "no rows" if lag is None else f"newest row {lag:.0f} min before the end"
+        return self._result(check, ok, observed, f"≤ {check.max_lag_minutes:g} min")
+
+    def _volume(self, check: Check, stats: pd.DataFrame) -> CheckResult:
+        import great_expectations.expectations as gxe
+
+        history = self.context.history_rows[-check.history_days:]
+        if history:
+            mean = sum(history) / len(history)
+            low = check.min_ratio * mean
+            high = check.max_ratio * mean if check.max_ratio else None
+            threshold = f"{low:.0f}–{high:.0f} rows" if high else f"≥ {low:.0f} rows"
+            threshold += f" ({len(history)}-day mean {mean:.0f})"
+        else:
+            low, high, threshold = 1, None, "≥ 1 row (no history yet)"
+        ok = self._one(stats, gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=low,
+                                                                max_value=high))
+        return self._result(check, ok, f"{self.rows} rows", threshold)
+
+    def _parse_rate(self, check: Check) -> list[CheckResult]:
+        import great_expectations.expectations as gxe
+
+        # A few bad lines in a small export are noise, not drift: the first
+        # ``allowed_lines`` are forgiven before the share is judged.
+        frame = pd.DataFrame([{"source": s, "rejected_ratio": (bad / (bad + good))
+                               if bad + good else 0.0,
+                               "judged_ratio": max(0, bad - check.allowed_lines) / (bad + good)
+                               if bad + good else 0.0, "rejected": bad, "rows": good}
+                              for s, bad, good in self.context.parse])
+        results = _validate(frame, [gxe.ExpectColumnValuesToBeBetween(
+            column="judged_ratio", max_value=check.max_rejected_ratio,
+            meta={"check": check.name})])
+        failing = set(results[0].result.get("unexpected_index_list") or [])
+        return [self._result(check, i not in failing,
+                             f"{row.rejected} of {row.rejected + row.rows} lines quarantined "
+                             f"({row.rejected_ratio:.1%})", f"≤ {check.max_rejected_ratio:.1%} beyond {check.allowed_lines} lines",
+                             unexpected=int(row.rejected), source=row.source)
+                for i, row in frame.iterrows()]
+
+
+def known_entities(cmdb: pa.Table) -> frozenset[str]:
+    """Entity ids of every CMDB version (a CI known at any time of the day counts)."""
+    return frozenset(v for v in pc.unique(cmdb.column("entity_id")).to_pylist() if v)
