@@ -94,4 +94,4 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
 
     return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
                              description=spec.description, build=build,
-                             bronze={t: spec.sources.get(t, t) for t in bronze_tables})
+                             bronze=bronze_tables)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow as pa
 
-from opslake.assets.keys import OWNER, key
+from opslake.assets.keys import BRONZE_SOURCES, OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.ingest.parsers import ParseResult
 from opslake.lake import quarantine
@@ -39,6 +39,7 @@ class SourceSpec:
 
 def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
     """The landing asset of ``spec.source`` and one bronze asset per bronze table."""
+    BRONZE_SOURCES.update({table.name: spec.source for table in spec.bronze})
 
     @dg.asset(
         key=key("landing", spec.source),

@@ -1,6 +1,6 @@
 """Asset keys carry their layer (``silver/metric_points``); one factory for daily tables."""
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import dagster as dg
 import pyarrow as pa
@@ -15,6 +15,8 @@ from opslake.quality.suites import load_suites
 OWNER = "team:data-platform"
 #: The expectation suites, by ``layer.table`` (opslake/quality/suites/*.yaml).
 SUITES = load_suites()
+#: Landing source of each bronze table, filled as the source assets are defined.
+BRONZE_SOURCES: dict[str, str] = {}
 
 #: Builds one day of a table: (lake, day, metadata to fill) → a table or slices of it.
 Build = Callable[[Lake, str, dict], pa.Table | Iterable[pa.Table]]
@@ -47,7 +49,7 @@ def key(layer: str, name: str) -> dg.AssetKey:
 
 def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], schema: pa.Schema,
                       description: str, build: Build,
-                      bronze: Mapping[str, str] | None = None) -> dg.AssetsDefinition:
+                      bronze: Sequence[str] = ()) -> dg.AssetsDefinition:
     """A daily-partitioned asset that writes ``build``'s output as ``layer/name/dt=D``.
 
     Its materialization records the row count and, where the table has ``entity_id``, how
@@ -55,7 +57,7 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     suite exists for the table (opslake/quality/suites), its checks are the asset's checks:
     rows breaking a row contract are quarantined instead of written, and a failed table
     contract (schema, freshness, volume, parse rate) blocks the partition downstream.
-    ``bronze`` maps the bronze tables read to their landing sources (for the parse rate).
+    ``bronze`` names the bronze tables read (their sources' parse rate is checked).
     """
     suite = SUITES.get(f"{layer}.{name}")
     check_specs = [
@@ -81,7 +83,8 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
             metadata["rows_without_entity"] = 0
         out = build(lk, dt, metadata)
         chunks: Iterable[pa.Table] = [out] if isinstance(out, pa.Table) else out
-        check = PartitionCheck(lk, suite, schema, dt, bronze or {}) if suite else None
+        sources = {t: BRONZE_SOURCES.get(t, t) for t in bronze}
+        check = PartitionCheck(lk, suite, schema, dt, sources) if suite else None
         if check:
             chunks = check.chunks(chunks)
 
