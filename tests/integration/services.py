@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -83,3 +84,37 @@ def install_services() -> None:
                              capture_output=True, text=True, timeout=900, check=False)
     assert install.returncode == 0, (f"infra/install-services.sh failed ({install.returncode}):"
                                      f"\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+
+
+def chromium_screenshot(page: Path, shot: Path, *, width: int = 1400, height: int = 2000
+                        ) -> Path:
+    """Render a local page in real headless Chromium (installed by infra) into a PNG.
+
+    Fails, never skips, when Chromium is missing or writes nothing.
+    """
+    install_services()
+    chromium = shutil.which("chromium")
+    assert chromium, ("chromium is not installed although infra/install-services.sh ran; "
+                      "install the Debian package 'chromium' (apt-get install chromium)")
+    profile = shot.parent / f".{shot.stem}-chromium-profile"
+    profile.mkdir(parents=True, exist_ok=True)
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+           "--disable-background-networking", "--disable-component-update", "--no-first-run",
+           f"--user-data-dir={profile}", f"--window-size={width},{height}",
+           "--virtual-time-budget=3000", f"--screenshot={shot}", f"file://{page}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=shot.parent)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        # chromium leaves helpers (crashpad, zygote) in its session: end that group only
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if proc.poll() is None:
+            proc.wait()
+    log = out.decode(errors="replace")[-3000:]
+    assert proc.returncode == 0, f"chromium exited {proc.returncode}:\n{log}"
+    assert shot.exists(), f"chromium wrote no screenshot:\n{log}"
+    return shot

@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -28,10 +30,12 @@ from opslake.quality.suites import load_suites
 from opslake.quality.validate import Context, TableValidator
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
+from tests.integration.services import chromium_screenshot
 
 START = date(2026, 3, 2)
 CLEAN = ["2026-03-02", "2026-03-03"]
 DAY3 = "2026-03-04"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 VM = "vm-0001"
 GHOST = "ghost-9999"
 PROM_BATCH = "quality-test-prom"
@@ -288,3 +292,23 @@ def test_the_blocked_message_names_only_table_checks(lake_after) -> None:
     for row_check in ("priority_present", "ratio_in_unit_interval", "entity_in_cmdb"):
         assert row_check not in message
     assert all(line.strip().startswith(DAY3) for line in message.splitlines()[1:-1])
+
+
+def test_the_check_up_report_of_the_corrupted_day_renders_in_chromium(lake_after) -> None:
+    """Must-show 2: the report of a simulated day, opened in real headless Chromium."""
+    lake = lake_after["lake"]
+    page = Path(lake.path("gold", "quality_report", f"dt={DAY3}", "report.html"))
+    assert page.exists(), "quality_followup writes the day's report"
+    html = page.read_text(encoding="utf-8")
+    for table, check in (("tickets", "lines_parse"), ("probes", "fresh"),
+                         ("logs", "volume_vs_history"), ("metric_points", "entity_in_cmdb")):
+        assert check in html, (table, check)
+    assert "ghost-9999" in html  # a sample offending row is shown
+    scores = lake.read_table("gold", "quality_scores", dts=[DAY3]).to_pylist()
+    overall = next(r["score"] for r in scores if r["subject_kind"] == "overall")
+    clean = lake.read_table("gold", "quality_scores", dts=["2026-03-03"]).to_pylist()
+    assert overall < next(r["score"] for r in clean if r["subject_kind"] == "overall") == 100
+    shot = chromium_screenshot(page, page.parent.parent.parent / "report-day3.png")
+    assert shot.stat().st_size > 50_000
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / "quality-report-demo-day.png")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import struct
-import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +16,7 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.quality.results import CheckResult, write_results
 from opslake.settings import Settings
-from tests.integration.services import REPO, install_services
+from tests.integration.services import REPO, chromium_screenshot
 
 DAY = date(2026, 11, 24)
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -86,34 +83,9 @@ def test_report_renders_in_headless_chromium(tmp_path: Path,
     assert "value_in_range" in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "http://" not in html and "https://" not in html
 
-    install_services()
-    chromium = shutil.which("chromium")
-    assert chromium, ("chromium is not installed although infra/install-services.sh ran; "
-                      "install the Debian package 'chromium' (apt-get install chromium)")
-    shot = tmp_path / "shot.png"
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--no-first-run",
-           f"--user-data-dir={profile}", "--window-size=1400,2000",
-           "--virtual-time-budget=3000", f"--screenshot={shot}", f"file://{report}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=tmp_path)
-    try:
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        # chromium leaves helpers (crashpad, zygote) in its session: end that group only
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc.poll() is None:
-            proc.wait()
-    log = out.decode(errors="replace")[-3000:]
-    assert proc.returncode == 0, f"chromium exited {proc.returncode}:\n{log}"
-    assert shot.exists(), f"chromium wrote no screenshot:\n{log}"
+    shot = chromium_screenshot(report, tmp_path / "shot.png")
     size = shot.stat().st_size
-    assert size > 20_000, f"screenshot is only {size} bytes (blank page?):\n{log}"
+    assert size > 20_000, f"screenshot is only {size} bytes (blank page?)"
     assert _png_size(shot) == (1400, 2000)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
