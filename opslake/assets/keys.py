@@ -102,6 +102,8 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
         metadata["quarantined_by_quality"] = sum(t.num_rows for t in check.validator.quarantined)
         failed = sorted({r.check for r in results if not r.passed})
         metadata["quality_checks_failed"] = dg.MetadataValue.json(failed)
-        return dg.MaterializeResult(metadata=metadata, check_results=check_results(results))
+        selected = {k.name for k in context.selected_asset_check_keys}
+        return dg.MaterializeResult(metadata=metadata, check_results=[
+            r for r in check_results(results) if r.check_name in selected])
 
     return table_asset

@@ -193,14 +193,19 @@ class TableValidator:
                                     sample=tally.sample))
         stats = self._stats()
         for check in self.suite.checks:
-            if check.kind == "schema":
+            if check.kind == "referential" and self.context.cmdb is None:
+                out.append(self._result(check, True, "not judged: no CMDB yet",
+                                        "every entity in the CMDB"))
+            elif check.kind == "schema":
                 out.append(self._schema(check))
-            elif check.kind == "freshness" and self.suite.time_column:
-                out.append(self._freshness(check, stats))
+            elif check.kind == "freshness":
+                out.append(self._freshness(check, stats) if self.suite.time_column else
+                           self._result(check, True, "no time column", ""))
             elif check.kind == "volume":
                 out.append(self._volume(check, stats))
-            elif check.kind == "parse_rate" and self.context.parse:
-                out += self._parse_rate(check)
+            elif check.kind == "parse_rate":
+                out += self._parse_rate(check) if self.context.parse else [self._result(
+                    check, True, "no bronze source", "")]
         return out
 
     def _result(self, check: Check, passed: bool, observed: str, threshold: str, *,
@@ -238,6 +243,10 @@ class TableValidator:
     def _freshness(self, check: Check, stats: pd.DataFrame) -> CheckResult:
         import great_expectations.expectations as gxe
 
+        if self.rows == 0 and not any(self.context.history_rows):
+            # A source that has never delivered is not late: nothing is expected of it yet.
+            return self._result(check, True, "no rows; the source never delivered",
+                                f"≤ {check.max_lag_minutes:g} min once it has delivered")
         oldest_ok = self.context.end.timestamp() - 60 * check.max_lag_minutes
         ok = self.rows > 0 and self._one(stats, gxe.ExpectColumnValuesToBeBetween(
             column="newest_epoch_s", min_value=oldest_ok))
@@ -248,13 +257,19 @@ class TableValidator:
     def _volume(self, check: Check, stats: pd.DataFrame) -> CheckResult:
         import great_expectations.expectations as gxe
 
-        history = self.context.history_rows[-check.history_days:]
-        if history:
+        history = [n for n in self.context.history_rows[-check.history_days:] if n] or \
+            self.context.history_rows[-check.history_days:]
+        if any(history):
             mean = sum(history) / len(history)
             low = check.min_ratio * mean
             high = check.max_ratio * mean if check.max_ratio else None
             threshold = f"{low:.0f}–{high:.0f} rows" if high else f"≥ {low:.0f} rows"
             threshold += f" ({len(history)}-day mean {mean:.0f})"
+        elif self.rows == 0:
+            # Silence is judged against the table's own history; without any, nothing is
+            # expected yet (a lake with no CMDB or probe source at all).
+            return self._result(check, True, "0 rows; the source never delivered",
+                                "≥ 1 row once it has delivered")
         else:
             low, high, threshold = 1, None, "≥ 1 row (no history yet)"
         ok = self._one(stats, gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=low,
