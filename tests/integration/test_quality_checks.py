@@ -202,7 +202,7 @@ def test_a_ratio_out_of_the_unit_interval_is_quarantined_and_good_samples_publis
     assert [(r["metric"], r["entity_id"], r["value"]) for r in rows] == [
         ("node_cpu_utilisation_ratio", VM, 7.5)]
     points = [p for p in lake.read_table("silver", "metric_points", dts=[DAY3]).to_pylist()
-              if p["batch_id"] == PROM_BATCH]
+              if p["batch_id"] == PROM_BATCH and p["entity_id"] != GHOST]  # kept, flagged
     assert sorted(p["value"] for p in points) == [v for _, v in GOOD_SAMPLES]
     assert {p["entity_id"] for p in points} == {VM}
     _assert_quality_event(lake, "metric_points", "ratio_in_unit_interval")
@@ -240,13 +240,14 @@ def test_the_uniqueness_check_quarantines_exactly_the_later_copy() -> None:
     assert not result.passed and result.unexpected_rows == 1
 
 
-def test_an_entity_missing_from_the_cmdb_is_quarantined(lake_after) -> None:
+def test_an_entity_missing_from_the_cmdb_is_flagged_and_kept(lake_after) -> None:
+    # A warning: a source may know a CI before the CMDB does, and unmapped data is kept.
     lake = lake_after["lake"]
-    assert _failed(lake, "metric_points", "entity_in_cmdb")
-    rows = _quarantined(lake, "metric_points", "entity_in_cmdb")
-    assert [(r["metric"], r["entity_id"]) for r in rows] == [("node_load1", GHOST)]
+    [failed] = _failed(lake, "metric_points", "entity_in_cmdb")
+    assert failed["severity"] == "warning" and failed["unexpected_rows"] == 1
+    assert not _quarantined(lake, "metric_points", "entity_in_cmdb")
     points = lake.read_table("silver", "metric_points", dts=[DAY3], columns=["entity_id"])
-    assert GHOST not in set(points.column("entity_id").to_pylist())
+    assert GHOST in set(points.column("entity_id").to_pylist())
     _assert_quality_event(lake, "metric_points", "entity_in_cmdb")
 
 
@@ -303,7 +304,7 @@ def test_the_check_up_report_of_the_corrupted_day_renders_in_chromium(lake_after
     for table, check in (("tickets", "lines_parse"), ("probes", "fresh"),
                          ("logs", "volume_vs_history"), ("metric_points", "entity_in_cmdb")):
         assert check in html, (table, check)
-    assert "ghost-9999" in html  # a sample offending row is shown
+    assert "7.5" in html  # a sample offending row is shown
     scores = lake.read_table("gold", "quality_scores", dts=[DAY3]).to_pylist()
     overall = next(r["score"] for r in scores if r["subject_kind"] == "overall")
     clean = lake.read_table("gold", "quality_scores", dts=["2026-03-03"]).to_pylist()
