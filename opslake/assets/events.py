@@ -3,7 +3,8 @@
 The ``mqtt_events`` bronze table comes from the MQTT source defined in opslake.assets.metrics.
 Failed data-quality checks arrive the same way (S6.2e): opslake.quality.alerts lands them as
 Alertmanager notifications under ``landing/quality``; their events have source
-``opslake-quality``.
+``opslake-quality``. Anomaly episodes (opslake.ml.anomalies) land under ``landing/ml`` and
+have source ``opslake-ml``.
 """
 
 import dagster as dg
@@ -13,6 +14,7 @@ from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.ingest.parsers import alert_webhook
 from opslake.ingest.parsers import alertmanager as parser
 from opslake.lake.schemas import EVENTS
+from opslake.ml import anomalies
 from opslake.quality import alerts as quality_alerts
 from opslake.transforms import events as conform
 
@@ -42,11 +44,23 @@ QUALITY = SourceSpec(
                         "per notification; labels name the table, check, kind and day.")],
 )
 
+ANOMALY = SourceSpec(
+    source=anomalies.SOURCE,
+    title="Anomaly episodes found by the detectors, as Alertmanager notifications "
+          "(opslake.ml.anomalies)",
+    fmt="json",
+    bronze=[BronzeTable("ml_alerts", parser.parse, parser.BRONZE_SCHEMA,
+                        "One row per anomaly episode per notification; labels name the "
+                        "entity, metric, series and detector.")],
+)
+
 EVENTS_SPEC = SilverTable(
     name="events",
-    bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts", "quality_alerts"),
+    bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts", "quality_alerts",
+            "ml_alerts"),
     sources={"alertmanager_alerts": "alertmanager", "mqtt_events": "mqtt",
-             "webhook_alerts": "webhook", "quality_alerts": quality_alerts.EVENT_SOURCE},
+             "webhook_alerts": "webhook", "quality_alerts": quality_alerts.EVENT_SOURCE,
+             "ml_alerts": anomalies.EVENT_SOURCE},
     bronze_schema=parser.BRONZE_SCHEMA,
     schema=EVENTS,
     conform=conform.to_silver,
@@ -58,4 +72,4 @@ EVENTS_SPEC = SilverTable(
 )
 
 defs = dg.Definitions(assets=[*source_assets(ALERTMANAGER), *source_assets(WEBHOOK),
-                             *source_assets(QUALITY), silver_asset(EVENTS_SPEC)])
+                             *source_assets(QUALITY), *source_assets(ANOMALY), silver_asset(EVENTS_SPEC)])

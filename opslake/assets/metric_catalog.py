@@ -190,8 +190,9 @@ def metrics_live(context: dg.AssetExecutionContext, lake: LakeResource
 
 
 metrics_live_job = dg.define_asset_job(
-    "metrics_live_refresh", selection=[key("silver", live.LIVE_POINTS), key("gold", live.LIVE_VALUES)],
-    description="Conform newly landed metric batches and refresh the current hours' metrics.",
+    "metrics_live_refresh", selection=dg.AssetSelection.groups("live"),
+    description="Conform newly landed metric batches, refresh the current hours' metrics and "
+                "score today's points for anomalies.",
     # One small step: a step subprocess would cost more than the work (~20 s here).
     executor_def=dg.in_process_executor)
 

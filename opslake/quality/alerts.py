@@ -26,9 +26,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
+from opslake.ingest.parsers.alertmanager import ZERO_TIME, rfc3339, webhook_body
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.quality.results import CheckResult
@@ -41,8 +41,6 @@ ALERTNAME = "DataQualityCheckFailed"
 RECEIVER = "opslake-quality"
 CONNECTOR = "opslake-quality/1"
 SEVERITY = {"error": "critical", "warning": "warning"}
-#: Go's zero time: how Alertmanager says a firing alert has no end yet.
-_ZERO_TIME = "0001-01-01T00:00:00Z"
 #: At most this much of the offending rows goes into an alert's description.
 _SAMPLE_CHARS = 500
 
@@ -67,7 +65,7 @@ def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: d
     ``None`` when there is nothing to land; a batch landed before with the same content
     comes back with ``duplicate=True``.
     """
-    at = _utc(at)
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     zone = LandingZone(lake)
     open_alerts = _open_alerts(zone, day)
     tables = {table_name(r) for r in results}
@@ -77,14 +75,14 @@ def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: d
     for result in sorted(results, key=lambda r: (table_name(r), r.check)):
         name = table_name(result)
         if not result.passed:
-            starts = open_alerts.get((name, result.check), _iso(at))
-            alerts.append(_alert(result, day, "firing", starts, _ZERO_TIME))
+            starts = open_alerts.get((name, result.check), rfc3339(at))
+            alerts.append(_alert(result, day, "firing", starts, ZERO_TIME))
         elif (name, result.check) in previous:
-            starts = open_alerts.get((name, result.check), _iso(at))
-            alerts.append(_alert(result, day, "resolved", starts, _iso(at)))
+            starts = open_alerts.get((name, result.check), rfc3339(at))
+            alerts.append(_alert(result, day, "resolved", starts, rfc3339(at)))
     if not alerts:
         return None
-    body = _payload(alerts)
+    body = webhook_body(alerts, alertname=ALERTNAME, receiver=RECEIVER)
     digest = hashlib.sha256(body).hexdigest()
     scope = next(iter(tables)) if len(tables) == 1 else "tables"
     batch_id = re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{scope}-{day.isoformat()}")[:100]
@@ -124,32 +122,6 @@ def _alert(result: CheckResult, day: date, status: str, starts_at: str,
     }
 
 
-def _payload(alerts: list[dict]) -> bytes:
-    """The webhook body Alertmanager would POST for these alerts (version 4)."""
-    common_labels = _common(a["labels"] for a in alerts)
-    common_annotations = _common(a["annotations"] for a in alerts)
-    group_labels = {"alertname": ALERTNAME}
-    payload = {
-        "version": "4",
-        "groupKey": f'{{}}:{{alertname="{ALERTNAME}"}}',
-        "truncatedAlerts": 0,
-        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
-        "receiver": RECEIVER,
-        "groupLabels": group_labels,
-        "commonLabels": common_labels,
-        "commonAnnotations": common_annotations,
-        "externalURL": "",
-        "alerts": alerts,
-    }
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _common(maps: Iterable[dict[str, str]]) -> dict[str, str]:
-    """The pairs every map has in common."""
-    items = [set(m.items()) for m in maps]
-    return dict(sorted(set.intersection(*items))) if items else {}
-
-
 def _open_alerts(zone: LandingZone, day: date) -> dict[tuple[str, str], str]:
     """(table, check) → ``startsAt`` of quality alerts of ``day`` firing as last landed."""
     state: dict[tuple[str, str], str] = {}
@@ -172,12 +144,3 @@ def _open_alerts(zone: LandingZone, day: date) -> dict[tuple[str, str], str]:
             else:
                 state.pop(ident, None)
     return {k: v for k, v in state.items() if v}
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(value: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, microseconds only when there are some."""
-    return _utc(value).isoformat().replace("+00:00", "Z")

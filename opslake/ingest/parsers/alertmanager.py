@@ -8,7 +8,8 @@ are kept here as delivered; the events conformer deduplicates them.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -50,6 +51,41 @@ BRONZE_SCHEMA = pa.schema(
 )
 
 _STATUSES = ("firing", "resolved")
+#: Go's zero time: how Alertmanager says a firing alert has no end yet.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def rfc3339(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, microseconds only when there are some."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def webhook_body(alerts: list[dict], *, alertname: str, receiver: str) -> bytes:
+    """The webhook body Alertmanager would POST for these alerts (version 4).
+
+    OpsLake's own alert producers (quality checks, anomaly detection) land their alerts in
+    this form so they take the same path as every external alert.
+    """
+    payload = {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
+        "truncatedAlerts": 0,
+        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
+        "receiver": receiver,
+        "groupLabels": {"alertname": alertname},
+        "commonLabels": _common(a["labels"] for a in alerts),
+        "commonAnnotations": _common(a["annotations"] for a in alerts),
+        "externalURL": "",
+        "alerts": alerts,
+    }
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _common(maps: Iterable[dict[str, str]]) -> dict[str, str]:
+    """The pairs every map has in common."""
+    items = [set(m.items()) for m in maps]
+    return dict(sorted(set.intersection(*items))) if items else {}
 
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:

@@ -1,0 +1,313 @@
+"""Anomaly detection over the estate: silver metric points → scores → gold ``anomalies`` and events.
+
+Each series (entity, metric, label set) is put on a one-minute grid and scored by the
+single-metric detector, carrying on from the detector state saved at the end of the day
+before (``ml/detector_state/dt=D.npz`` in the lake, plain arrays, no pickle), so every day
+and the streaming path continue one causal history. Where no state was saved, the previous
+``history_days`` of silver warm the detector up. Points scoring at least
+``REPORT_FLOOR`` are kept in ``gold/anomalies`` with the level the detector expected; runs of
+points at or above ``EVENT_THRESHOLD`` become alert episodes landed as Alertmanager
+notifications under ``landing/ml`` and reach silver ``events`` with source ``opslake-ml``,
+where alert convergence sees them beside every other alert.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from opslake.errors import StorageError
+from opslake.ingest.parsers.alertmanager import rfc3339, webhook_body
+from opslake.lake.landing import LandedBatch, LandingZone
+from opslake.lake.schemas import METRIC_POINTS, TS
+from opslake.lake.storage import Lake
+from opslake.ml.detect import DetectorConfig, DetectorState, score_matrix
+
+GRID_S = 60
+REPORT_FLOOR = 0.5
+EVENT_THRESHOLD = 0.9
+#: Points above the threshold this close together are one episode (one alert).
+EPISODE_GAP = timedelta(minutes=30)
+SOURCE = "ml"
+EVENT_SOURCE = "opslake-ml"
+ALERTNAME = "MetricAnomaly"
+RECEIVER = "opslake-ml"
+CONNECTOR = "opslake-ml/1"
+STATE_DIR = "ml/detector_state"
+#: Labels that say where a sample came from, not which series it is.
+NOT_SERIES = ("instance", "job", "entity_id")
+_NOT_SERIES = "(" + ", ".join(f"'{k}'" for k in NOT_SERIES) + ")"
+
+ANOMALIES = pa.schema([
+    ("ts", TS),
+    ("entity_id", pa.string()),
+    ("metric", pa.string()),
+    ("series", pa.string()),
+    ("value", pa.float64()),
+    ("expected", pa.float64()),
+    ("score", pa.float64()),
+    ("detector", pa.string()),
+    ("explanation", pa.string()),
+    ("is_event", pa.bool_()),
+])
+
+
+@dataclass
+class Grid:
+    """Series on a common time grid: ``values[series, time]`` with NaN where nothing came."""
+
+    keys: list[str]
+    entity: list[str]
+    metric: list[str]
+    timestamps: np.ndarray
+    values: np.ndarray
+
+
+def series_key(entity: str, metric: str, labels: dict[str, str] | None) -> str:
+    """A stable name for one series: entity, metric and its remaining labels."""
+    extra = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())
+                     if k not in NOT_SERIES)
+    return f"{entity}|{metric}|{extra}"
+
+
+def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S) -> Grid:
+    """Mean value per series and step between ``start`` and ``end`` (points without an entity
+    are left out: they cannot be told apart from another CI's series)."""
+    n = int((end - start).total_seconds() // step_s)
+    stamps = np.datetime64(start.replace(tzinfo=None), "s") + np.arange(n) * np.timedelta64(
+        step_s, "s")
+    if not points.num_rows:
+        return Grid([], [], [], stamps, np.empty((0, n)))
+    con = duckdb.connect()
+    con.register("points", points.select(["ts", "metric", "entity_id", "value", "labels"]))
+    df = pl.from_arrow(con.execute(f"""
+        SELECT entity_id || '|' || metric || '|' || array_to_string(list_sort(list_transform(
+                 list_filter(map_entries(labels), lambda e: e.key NOT IN {_NOT_SERIES}),
+                 lambda e: e.key || '=' || e.value)), ',') AS key,
+               entity_id, metric,
+               (epoch(ts)::BIGINT - $t0) // $step AS slot, avg(value) AS value
+        FROM points
+        WHERE entity_id IS NOT NULL AND isfinite(value)
+          AND ts >= to_timestamp($t0) AND ts < to_timestamp($t1)
+        GROUP BY ALL ORDER BY key, slot""",
+        {"t0": int(start.timestamp()), "t1": int(end.timestamp()), "step": step_s}
+    ).to_arrow_table())
+    con.close()
+    if not isinstance(df, pl.DataFrame) or df.is_empty():
+        return Grid([], [], [], stamps, np.empty((0, n)))
+    names = df.select("key", "entity_id", "metric").unique(maintain_order=True)
+    index = {k: i for i, k in enumerate(names["key"].to_list())}
+    values = np.full((len(index), n), np.nan)
+    rows = np.array([index[k] for k in df["key"].to_list()], dtype=np.int64)
+    values[rows, df["slot"].to_numpy()] = df["value"].to_numpy()
+    return Grid(names["key"].to_list(), names["entity_id"].to_list(),
+                names["metric"].to_list(), stamps, values)
+
+
+def _series_arrays(state: DetectorState) -> list[str]:
+    """Names of the state's per-series arrays (first axis = series)."""
+    return [f.name for f in dataclasses.fields(state)
+            if isinstance(getattr(state, f.name), np.ndarray)]
+
+
+def align(state: DetectorState | None, keys: list[str], new_keys: list[str], step_s: float,
+          config: DetectorConfig) -> DetectorState:
+    """A state for ``new_keys``: rows carried over by key, fresh rows for unseen series."""
+    fresh = DetectorState.new(len(new_keys), step_s, config)
+    if state is None or not keys:
+        return fresh
+    where = {k: i for i, k in enumerate(keys)}
+    src = np.array([where.get(k, -1) for k in new_keys], dtype=np.int64)
+    have = src >= 0
+    for name in _series_arrays(fresh):
+        target = getattr(fresh, name)
+        target[have] = getattr(state, name)[src[have]]
+    return fresh
+
+
+def save_state(lake: Lake, day: str, keys: list[str], state: DetectorState) -> str:
+    """The state at the end of ``day`` as a NumPy archive in the lake (no pickle)."""
+    arrays = {name: getattr(state, name) for name in _series_arrays(state)}
+    meta = {"step_s": state.step_s, "season": state.season,
+            "config": dataclasses.asdict(state.config)}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, keys=np.array(keys, dtype=str), meta=np.array(json.dumps(meta)),
+                        **arrays)
+    path = lake.path(STATE_DIR, f"dt={day}.npz")
+    lake.put_atomic(path, [buf.getvalue()])
+    return path
+
+
+def load_state(lake: Lake, day: str) -> tuple[list[str], DetectorState] | None:
+    """The state saved at the end of ``day``, or None if there is none."""
+    path = lake.path(STATE_DIR, f"dt={day}.npz")
+    if not lake.exists(path):
+        return None
+    try:
+        with np.load(io.BytesIO(lake.read_bytes(path)), allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            keys = [str(k) for k in z["keys"]]
+            state = DetectorState.new(len(keys), meta["step_s"],
+                                      DetectorConfig(**meta["config"]))
+            for name in _series_arrays(state):
+                if name in z.files:
+                    setattr(state, name, z[name])
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise StorageError(f"detector state {path} is unreadable ({exc}); delete it and "
+                           "re-materialize the day so it is rebuilt from history") from exc
+    return keys, state
+
+
+def day_bounds(day: str) -> tuple[datetime, datetime]:
+    """00:00 UTC of ``day`` and of the next day."""
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+@dataclass
+class Scored:
+    """One day's outcome: anomaly rows, the state at its end, and counts for the UI."""
+
+    anomalies: pa.Table
+    keys: list[str]
+    state: DetectorState
+    series: int
+    points: int
+
+
+def score_grid(g: Grid, previous: tuple[list[str], DetectorState] | None,
+               config: DetectorConfig | None = None) -> Scored:
+    """Score a grid carrying on from ``previous``; keep the points worth reporting."""
+    config = config or DetectorConfig()
+    keys, state = previous or ([], None)
+    state = align(state, keys, g.keys, GRID_S, config)
+    level_before = state.level_mean.copy()
+    scores = score_matrix(state, g.timestamps, g.values) if g.keys else np.empty((0, 0))
+    rows, cols = np.nonzero(scores >= REPORT_FLOOR)
+    expected = _expected(g, level_before, config)
+    table = pa.table({
+        "ts": pa.array(g.timestamps[cols].astype("datetime64[us]"), TS),
+        "entity_id": [g.entity[r] for r in rows],
+        "metric": [g.metric[r] for r in rows],
+        "series": [g.keys[r] for r in rows],
+        "value": g.values[rows, cols],
+        "expected": expected[rows, cols],
+        "score": scores[rows, cols],
+        "detector": pa.array(["single"] * len(rows), pa.string()),
+        "explanation": [None] * len(rows),
+        "is_event": scores[rows, cols] >= EVENT_THRESHOLD,
+    }, schema=ANOMALIES)
+    return Scored(table, g.keys, state, len(g.keys), int(np.isfinite(g.values).sum()))
+
+
+def _expected(g: Grid, level_before: np.ndarray, config: DetectorConfig) -> np.ndarray:
+    """The running level each point was judged against (an EWMA, for display)."""
+    from scipy.signal import lfilter
+
+    held = np.where(np.isfinite(g.values), g.values, np.nan)
+    start = np.where(np.isfinite(level_before), level_before,
+                     np.nanmean(np.where(np.isfinite(held), held, np.nan), axis=1)
+                     if held.size else 0.0)
+    start = np.nan_to_num(start)
+    filled = np.where(np.isfinite(held), held, start[:, None])
+    a = config.level_alpha
+    level, _ = lfilter([a], [1.0, a - 1.0], filled, axis=1, zi=((1 - a) * start)[:, None])
+    return np.concatenate([start[:, None], level[:, :-1]], axis=1)
+
+
+def episodes(anomalies: pa.Table, threshold: float = EVENT_THRESHOLD,
+             gap: timedelta = EPISODE_GAP) -> list[dict]:
+    """Runs of event-level points per series: start, end, peak score and value."""
+    df = pl.from_arrow(anomalies)
+    if not isinstance(df, pl.DataFrame) or df.is_empty():
+        return []
+    df = (df.filter(pl.col("score") >= threshold).sort("series", "ts")
+          .with_columns((pl.col("ts").diff().over("series") > gap).fill_null(True)
+                        .cum_sum().over("series").alias("run")))
+    runs = (df.group_by("series", "run").agg(
+        pl.col("entity_id").first(), pl.col("metric").first(), pl.col("detector").first(),
+        pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"),
+        pl.col("score").max().alias("peak"),
+        pl.col("value").sort_by("score").last().alias("value"),
+        pl.col("expected").sort_by("score").last().alias("expected"),
+        pl.col("explanation").drop_nulls().first())
+        .sort("start", "series"))
+    return runs.to_dicts()
+
+
+def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedBatch | None:
+    """Anomaly episodes as one Alertmanager notification under ``landing/ml/dt=day``.
+
+    An episode whose last point is more than ``EPISODE_GAP`` before ``at`` is sent resolved
+    (it ended); a recent one is firing. The batch id derives from the content, so landing
+    the same episodes twice lands them once.
+    """
+    if not runs:
+        return None
+    alerts = []
+    for run in runs:
+        ended = run["end"] + EPISODE_GAP <= at
+        labels = {"alertname": ALERTNAME, "severity": "critical" if run["peak"] >= 0.99
+                  else "warning", "entity_id": run["entity_id"], "metric": run["metric"],
+                  "detector": run["detector"], "series": run["series"]}
+        what = (f"score {run['peak']:.3f}, value {run['value']:.4g}"
+                + (f", expected about {run['expected']:.4g}"
+                   if run.get("expected") is not None and np.isfinite(run["expected"]) else ""))
+        alerts.append({
+            "status": "resolved" if ended else "firing",
+            "labels": labels,
+            "annotations": {
+                "summary": f"指标异常 / metric anomaly: {run['entity_id']} {run['metric']}",
+                "description": what + (f"; {run['explanation']}" if run.get("explanation")
+                                       else "")},
+            "startsAt": rfc3339(run["start"]),
+            "endsAt": rfc3339(run["end"] + timedelta(seconds=GRID_S)) if ended
+            else "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": hashlib.sha256(json.dumps(labels, sort_keys=True).encode())
+            .hexdigest()[:16],
+        })
+    body = webhook_body(alerts, alertname=ALERTNAME, receiver=RECEIVER)
+    digest = hashlib.sha256(body).hexdigest()[:16]
+    batch_id = re.sub(r"[^A-Za-z0-9_.\-]", "_", f"anomalies-{day}-{digest}")
+    return LandingZone(lake).write(SOURCE, body, fmt="json", batch_id=batch_id, received_at=at,
+                                   dt=day, connector=CONNECTOR)
+
+
+def previous_state(lake: Lake, day: str, history_days: int = 2
+                   ) -> tuple[list[str], DetectorState] | None:
+    """The state at the end of the day before ``day``: saved, else rebuilt from silver.
+
+    Rebuilding scores the previous ``history_days`` of silver metric points (whatever of
+    them exists) from a fresh state, so a backfill or a lost state costs a little history,
+    not correctness of the causal scores.
+    """
+    first = date.fromisoformat(day)
+    yesterday = (first - timedelta(days=1)).isoformat()
+    saved = load_state(lake, yesterday)
+    if saved is not None:
+        return saved
+    days = [(first - timedelta(days=k)).isoformat() for k in range(history_days, 0, -1)]
+    days = [d for d in days if d in set(lake.partitions("silver", "metric_points"))]
+    state: tuple[list[str], DetectorState] | None = None
+    for d in days:
+        points = lake.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[d])
+        scored = score_grid(grid(points, *day_bounds(d)), state)
+        state = (scored.keys, scored.state)
+    return state
+
+
+def score_day(lake: Lake, day: str, points: pa.Table, *, save: bool = True) -> Scored:
+    """Score one day of metric points, continuing the detector's history."""
+    scored = score_grid(grid(points, *day_bounds(day)), previous_state(lake, day))
+    if save:
+        save_state(lake, day, scored.keys, scored.state)
+    return scored

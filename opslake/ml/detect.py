@@ -1,0 +1,274 @@
+"""The single-metric anomaly detector: causal, seasonality-aware, one pass over many series.
+
+Every series keeps a small state (running level and spread, a per-phase daily profile, a
+histogram of how surprising each of its past points was, and its recent scores) and each
+new time step updates the states of all series at once, so scoring costs the same whether
+it runs over a year of history or one newly landed minute (the streaming path saves the
+state and carries on). A score at time t uses only points up to t.
+
+Four surprises are measured per point: how far it lies from the running level (an EWMA
+z-score), how far it lies from what the same time of day looked like before (a z-score of
+the residual against an EWMA daily profile, once a full day has been seen), and, for each
+of these two, a sustained shift (a fast EWMA of the deviations against its own spread, so a
+level shift or a day running low registers before any single point is extreme). Each is
+calibrated against the series' own history: with ``n`` earlier points of which ``k`` were
+at least as surprising, the score is ``log((n+1)/(k+1)) / log(n+2)``, so 1 means "more
+surprising than anything this series has done" and 0.5 means "as rare as one point in
+√n"; it is capped by ``1 - log(k+1)/log(horizon)`` so that in a long history a point must
+also be among the few most surprising events ever seen, not only a small share of them.
+Because the scale is each series' own, one threshold means the same rarity for a noisy
+tweet count and a flat temperature. The features are combined by their quadratic mean
+(a point surprising to several features beats one surprising to a single feature, such
+as a spike that recurs daily), and a score that does not exceed the previous ``suppress``
+scores is damped, so a long incident alerts once rather than on every point.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import lfilter
+
+from opslake.errors import InputError
+
+DAY_S = 86_400
+#: Time steps scored together, and the pairwise comparisons allowed per chunk.
+CHUNK = 128
+PAIRWISE_BUDGET = 4_000_000
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The one configuration used everywhere (NAB, the estate, the streaming path)."""
+
+    level_alpha: float = 0.01
+    season_alpha: float = 0.1
+    bins_per_e: int = 20
+    bins: int = 100
+    suppress: int = 20
+    damp: float = 0.8
+    warmup: int = 100
+    period_s: int = DAY_S
+    #: Speed of the sustained-shift features (fast EWMA of the deviations); 0 disables them.
+    shift_alpha: float = 0.05
+    #: Features are combined by this power mean (2: quadratic mean; ``inf``: the largest).
+    combine_power: float = 2.0
+    #: A point among more than ``horizon`` at least as surprising ones scores 0 however long
+    #: the history (rarity counted in events, not only as a share of the history); 0: off.
+    horizon: int = 2000
+
+    def season_length(self, step_s: float) -> int:
+        """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
+        n = int(round(self.period_s / step_s)) if step_s > 0 else 0
+        return n if n >= 4 else 0
+
+
+def infer_step(timestamps: np.ndarray) -> float:
+    """The typical spacing of a series in seconds (median of the positive gaps)."""
+    secs = np.asarray(timestamps).astype("datetime64[s]").astype(np.int64)
+    gaps = np.diff(secs)
+    gaps = gaps[gaps > 0]
+    if not len(gaps):
+        raise InputError("a series needs at least two distinct timestamps to infer its step")
+    return float(np.median(gaps))
+
+
+@dataclass
+class DetectorState:
+    """Everything the detector remembers about ``n_series`` series between calls."""
+
+    step_s: float
+    season: int
+    seen: np.ndarray
+    level_mean: np.ndarray
+    level_var: np.ndarray
+    profile: np.ndarray
+    profile_seen: np.ndarray
+    resid_mean: np.ndarray
+    resid_var: np.ndarray
+    shift_mean: np.ndarray
+    shift_var: np.ndarray
+    counts: np.ndarray
+    recent: np.ndarray
+    last_value: np.ndarray
+    config: DetectorConfig = field(default_factory=DetectorConfig)
+
+    @classmethod
+    def new(cls, n_series: int, step_s: float, config: DetectorConfig | None = None
+            ) -> "DetectorState":
+        """Empty state for ``n_series`` series sampled every ``step_s`` seconds."""
+        config = config or DetectorConfig()
+        season = config.season_length(step_s)
+        return cls(
+            step_s=step_s, season=season,
+            seen=np.zeros(n_series, dtype=np.int64),
+            level_mean=np.full(n_series, np.nan), level_var=np.zeros(n_series),
+            profile=np.zeros((n_series, max(season, 1))),
+            profile_seen=np.zeros((n_series, max(season, 1)), dtype=bool),
+            resid_mean=np.zeros(n_series), resid_var=np.zeros(n_series),
+            shift_mean=np.zeros((n_series, 2)), shift_var=np.zeros((n_series, 2)),
+            counts=np.zeros((n_series, 4, config.bins), dtype=np.int64),
+            recent=np.zeros((n_series, config.suppress)),
+            last_value=np.full(n_series, np.nan),
+            config=config,
+        )
+
+    @property
+    def n_series(self) -> int:
+        """How many series this state follows."""
+        return len(self.seen)
+
+
+def _ewm(x: np.ndarray, alpha: float, last: np.ndarray) -> np.ndarray:
+    """EWMA of each row of ``x`` continuing from ``last`` (one value per series)."""
+    out, _ = lfilter([alpha], [1.0, alpha - 1.0], x, axis=1, zi=((1 - alpha) * last)[:, None])
+    return out
+
+
+def _previous(series: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """Each column's value one step earlier (``before`` for the first column)."""
+    return np.concatenate([before[:, None], series[:, :-1]], axis=1)
+
+
+def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
+              config: DetectorConfig) -> np.ndarray:
+    """Calibrated rarity of ``|z|`` against each series' own past; updates the histogram."""
+    b = np.clip((np.log1p(np.abs(z)) * config.bins_per_e).astype(np.int64), 0, config.bins - 1)
+    n_before = counts.sum(axis=1)[:, None]
+    suffix = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+    at_least = np.take_along_axis(suffix, b, axis=1)
+    # Earlier points of this same chunk count too: pairwise, strictly earlier, active only.
+    earlier = np.tril(np.ones((z.shape[1], z.shape[1]), dtype=bool), -1)
+    ge = (b[:, None, :] >= b[:, :, None]) & earlier[None] & active[:, None, :]
+    at_least = at_least + ge.sum(axis=2)
+    n = n_before + np.cumsum(active, axis=1) - active
+    score = np.log((n + 1.0) / (at_least + 1.0)) / np.log(n + 2.0)
+    if config.horizon:
+        score = np.clip(np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)),
+                        0.0, 1.0)
+    rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
+    np.add.at(counts, (rows[active], b[active]), 1)
+    return np.where(active, score, 0.0)
+
+
+def _combine(feats: list[tuple[np.ndarray, np.ndarray]], power: float) -> np.ndarray:
+    """Power mean of the active features' calibrated scores (``inf`` = the largest).
+
+    A quadratic mean rewards a point that several features find surprising over one that
+    only a single feature does (a daily-recurring spike is surprising to the level but not
+    to the seasonal residual), while one very surprising feature still scores high.
+    """
+    sc = np.stack([np.where(a, f, 0.0) for f, a in feats])
+    if np.isinf(power):
+        return sc.max(axis=0)
+    n = np.maximum(np.stack([a for _, a in feats]).sum(axis=0), 1)
+    return ((sc ** power).sum(axis=0) / n) ** (1.0 / power)
+
+
+def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Calibrated rarity of a sustained shift: a fast EWMA of ``dev`` against its own spread."""
+    cfg = state.config
+    m = _ewm(dev, cfg.shift_alpha, state.shift_mean[:, i])
+    v = _ewm(m * m, cfg.level_alpha, state.shift_var[:, i])
+    prev_v = _previous(v, state.shift_var[:, i])
+    z = np.where(prev_v > 0, m / np.sqrt(np.maximum(prev_v, 1e-300)), 0.0)
+    state.shift_mean[:, i] = m[:, -1]
+    state.shift_var[:, i] = v[:, -1]
+    return _surprise(z, state.counts[:, 2 + i], active, cfg)
+
+
+def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """Score a few consecutive time steps of every series (NaN = no sample)."""
+    cfg = state.config
+    a = cfg.level_alpha
+    ok = np.isfinite(x)
+    fresh = ~np.isfinite(state.level_mean)
+    # Gaps hold the last value so the running statistics neither jump nor skip.
+    held = _hold(x, np.where(fresh, np.nan, state.last_value))
+    start = np.where(fresh, held[:, 0], state.level_mean)
+    start = np.where(np.isfinite(start), start, 0.0)
+    first = fresh[:, None] & (np.cumsum(ok, axis=1) == 1) & ok
+    held = np.where(np.isfinite(held), held, start[:, None])
+    prev_mean = _previous(_ewm(held, a, start), start)
+    dev = held - prev_mean
+    var = _ewm(dev * dev, a, state.level_var)
+    prev_var = _previous(var, state.level_var)
+    z_level = np.where(prev_var > 0, dev / np.sqrt(np.maximum(prev_var, 1e-300)),
+                       np.where(dev != 0, 1e6, 0.0))
+    state.level_mean = np.where(np.isfinite(state.level_mean) | ok.any(axis=1),
+                                prev_mean[:, -1] * (1 - a) + a * held[:, -1], state.level_mean)
+    state.level_var = var[:, -1]
+    state.last_value = held[:, -1]
+    lv = ok & ~first
+    feats = [(_surprise(z_level, state.counts[:, 0], lv, cfg), lv)]
+    if cfg.shift_alpha > 0:
+        feats.append((_shift(state, 0, np.where(lv, dev, 0.0), lv), lv))
+    if state.season:
+        # Seasonal surprise: residual against the same phase of earlier days, profile as of
+        # the chunk's start (a chunk never spans more than one period).
+        col = state.profile[:, phases]
+        known = state.profile_seen[:, phases] & ok
+        resid = np.where(known, held - col, 0.0)
+        prev_rmean = _previous(_ewm(resid, a, state.resid_mean), state.resid_mean)
+        rdev = resid - prev_rmean
+        rvar = _ewm(rdev * rdev, a, state.resid_var)
+        prev_rvar = _previous(rvar, state.resid_var)
+        z_season = np.where(prev_rvar > 0, rdev / np.sqrt(np.maximum(prev_rvar, 1e-300)), 0.0)
+        feats.append((_surprise(z_season, state.counts[:, 1], known, cfg), known))
+        if cfg.shift_alpha > 0:
+            feats.append((_shift(state, 1, rdev, known), known))
+        state.resid_mean = prev_rmean[:, -1] * (1 - a) + a * resid[:, -1]
+        state.resid_var = rvar[:, -1]
+        sa = cfg.season_alpha
+        for j, ph in enumerate(phases):
+            seen = state.profile_seen[:, ph]
+            state.profile[:, ph] = np.where(ok[:, j] & seen,
+                                            (1 - sa) * state.profile[:, ph] + sa * held[:, j],
+                                            np.where(ok[:, j], held[:, j], state.profile[:, ph]))
+            state.profile_seen[:, ph] |= ok[:, j]
+    score = _combine(feats, cfg.combine_power)
+    seen = state.seen[:, None] + np.cumsum(ok, axis=1)
+    state.seen = seen[:, -1]
+    score = np.where(seen > cfg.warmup, score, 0.0)
+    # A score that does not beat the previous ones belongs to an episode already reported.
+    k = cfg.suppress
+    trail = np.concatenate([state.recent, score], axis=1)
+    before = sliding_window_view(trail, k, axis=1)[:, :-1].max(axis=2)
+    state.recent = trail[:, -k:]
+    return np.where(ok, np.where(score > before, score, score * cfg.damp), 0.0)
+
+
+def _hold(x: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """``x`` with each NaN replaced by the series' previous value (``last`` before the chunk)."""
+    full = np.concatenate([last[:, None], x], axis=1)
+    idx = np.where(np.isfinite(full), np.arange(full.shape[1])[None, :], 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    return np.take_along_axis(full, idx, axis=1)[:, 1:]
+
+
+def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarray
+                 ) -> np.ndarray:
+    """Scores in [0, 1] for ``values[series, time]`` at ``timestamps``, advancing ``state``."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape[0] != state.n_series:
+        raise InputError(f"values must be [{state.n_series} series, time]; got {values.shape}")
+    secs = np.asarray(timestamps).astype("datetime64[s]").astype(np.int64)
+    if len(secs) != values.shape[1]:
+        raise InputError(f"{len(secs)} timestamps for {values.shape[1]} columns of values")
+    season = max(state.season, 1)
+    phases = (secs // max(int(state.step_s), 1)) % season
+    # Chunks bound the pairwise work (series × chunk²) and never span a seasonal period.
+    width = max(1, min(CHUNK, state.season or CHUNK, PAIRWISE_BUDGET // max(state.n_series, 1)
+                       // CHUNK))
+    out = np.empty_like(values)
+    for t0 in range(0, values.shape[1], width):
+        t1 = min(values.shape[1], t0 + width)
+        out[:, t0:t1] = _chunk(state, values[:, t0:t1], phases[t0:t1])
+    return out
+
+
+def score_series(timestamps: np.ndarray, values: np.ndarray,
+                 config: DetectorConfig | None = None) -> np.ndarray:
+    """Scores for one series from scratch (the NAB harness calls this per file)."""
+    state = DetectorState.new(1, infer_step(timestamps), config)
+    return score_matrix(state, timestamps, np.asarray(values, dtype=float)[None, :])[0]
