@@ -4,13 +4,15 @@ The ``mqtt_events`` bronze table comes from the MQTT source defined in opslake.a
 Failed data-quality checks arrive the same way (S6.2e): opslake.quality.alerts lands them as
 Alertmanager notifications under ``landing/quality``; their events have source
 ``opslake-quality``. Anomaly episodes (opslake.ml.anomalies) land under ``landing/ml`` and
-have source ``opslake-ml``.
+have source ``opslake-ml``; that landing asset runs after ``gold/anomalies``, so a day's run
+carries its anomaly alerts into silver events at once.
 """
 
 import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.assets.keys import key
 from opslake.ingest.parsers import alert_webhook
 from opslake.ingest.parsers import alertmanager as parser
 from opslake.lake.schemas import EVENTS
@@ -52,6 +54,7 @@ ANOMALY = SourceSpec(
     bronze=[BronzeTable("ml_alerts", parser.parse, parser.BRONZE_SCHEMA,
                         "One row per anomaly episode per notification; labels name the "
                         "entity, metric, series and detector.")],
+    produced_by=[key("gold", "anomalies")],
 )
 
 EVENTS_SPEC = SilverTable(

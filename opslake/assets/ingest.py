@@ -35,6 +35,9 @@ class SourceSpec:
     title: str
     fmt: str
     bronze: Sequence[BronzeTable]
+    #: Assets of OpsLake itself that write this source; the day's landing waits for them so
+    #: one run of the pipeline already carries what they produced into silver.
+    produced_by: Sequence[dg.AssetKey] = ()
 
 
 def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
@@ -43,6 +46,7 @@ def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=key("landing", spec.source),
+        deps=list(spec.produced_by),
         group_name="landing",
         kinds={"file", spec.fmt},
         owners=[OWNER],

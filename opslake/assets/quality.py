@@ -15,10 +15,9 @@ from opslake.assets.partitions import DAILY
 from opslake.orchestration.resources import LakeResource
 from opslake.quality.report import score_table, write_report
 
-#: Asset keys of the follow-up after a day's pipeline: quality and anomaly alerts into
-#: silver events, then the report.
-FOLLOWUP = ("landing/quality", "bronze/quality_alerts", "landing/ml", "bronze/ml_alerts",
-            "silver/events", "gold/quality_report")
+#: Asset keys of the follow-up after a day's pipeline: quality alerts into silver events,
+#: then the report.
+FOLLOWUP = ("landing/quality", "bronze/quality_alerts", "silver/events", "gold/quality_report")
 
 
 @dg.asset(
@@ -50,8 +49,7 @@ def quality_report(context: dg.AssetExecutionContext, lake: LakeResource
 quality_followup = dg.define_asset_job(
     "quality_followup",
     selection=[dg.AssetKey.from_user_string(k) for k in FOLLOWUP],
-    description="After a day's pipeline: quality and anomaly alerts into silver events, then "
-                "the report.",
+    description="After a day's pipeline: quality alerts into silver events, then the report.",
 )
 
 

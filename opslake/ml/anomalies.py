@@ -33,7 +33,7 @@ from opslake.ml.detect import DetectorConfig, DetectorState, score_matrix
 
 GRID_S = 60
 REPORT_FLOOR = 0.5
-EVENT_THRESHOLD = 0.9
+EVENT_THRESHOLD = 0.8
 #: Points above the threshold this close together are one episode (one alert).
 EPISODE_GAP = timedelta(minutes=30)
 SOURCE = "ml"

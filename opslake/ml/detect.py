@@ -35,6 +35,8 @@ DAY_S = 86_400
 #: Time steps scored together, and the pairwise comparisons allowed per chunk.
 CHUNK = 128
 PAIRWISE_BUDGET = 4_000_000
+#: Calibrated features: level, seasonal residual, and a sustained shift of each.
+N_FEATURES = 4
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class DetectorConfig:
 
     def season_length(self, step_s: float) -> int:
         """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
-        n = int(round(self.period_s / step_s)) if step_s > 0 else 0
+        n = round(self.period_s / step_s) if step_s > 0 else 0
         return n if n >= 4 else 0
 
 
@@ -107,7 +109,7 @@ class DetectorState:
             profile_seen=np.zeros((n_series, max(season, 1)), dtype=bool),
             resid_mean=np.zeros(n_series), resid_var=np.zeros(n_series),
             shift_mean=np.zeros((n_series, 2)), shift_var=np.zeros((n_series, 2)),
-            counts=np.zeros((n_series, 4, config.bins), dtype=np.int64),
+            counts=np.zeros((n_series, N_FEATURES, config.bins), dtype=np.int64),
             recent=np.zeros((n_series, config.suppress)),
             last_value=np.full(n_series, np.nan),
             config=config,
@@ -255,16 +257,37 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
     secs = np.asarray(timestamps).astype("datetime64[s]").astype(np.int64)
     if len(secs) != values.shape[1]:
         raise InputError(f"{len(secs)} timestamps for {values.shape[1]} columns of values")
+    if state.counts.shape[1] < N_FEATURES:  # a state saved before the shift features existed
+        pad = np.zeros((state.n_series, N_FEATURES - state.counts.shape[1], state.counts.shape[2]),
+                       dtype=state.counts.dtype)
+        state.counts = np.concatenate([state.counts, pad], axis=1)
     season = max(state.season, 1)
     phases = (secs // max(int(state.step_s), 1)) % season
     # Chunks bound the pairwise work (series × chunk²) and never span a seasonal period.
     width = max(1, min(CHUNK, state.season or CHUNK, PAIRWISE_BUDGET // max(state.n_series, 1)
                        // CHUNK))
     out = np.empty_like(values)
-    for t0 in range(0, values.shape[1], width):
+    t0 = 0
+    while t0 < values.shape[1]:
         t1 = min(values.shape[1], t0 + width)
+        if state.season:
+            t1 = t0 + _distinct_prefix(phases[t0:t1])
         out[:, t0:t1] = _chunk(state, values[:, t0:t1], phases[t0:t1])
+        t0 = t1
     return out
+
+
+def _distinct_prefix(phases: np.ndarray) -> int:
+    """Length of the longest prefix with no phase twice (irregular or repeated timestamps).
+
+    A chunk reads the daily profile as of its start, which equals reading it point by point
+    only while no phase recurs inside the chunk; cutting chunks there keeps the scores
+    independent of how a series is split into calls.
+    """
+    order = np.argsort(phases, kind="stable")
+    srt = phases[order]
+    repeats = order[1:][srt[1:] == srt[:-1]]
+    return int(repeats.min()) if len(repeats) else len(phases)
 
 
 def score_series(timestamps: np.ndarray, values: np.ndarray,

@@ -17,6 +17,7 @@ LAYERS = {"landing", "bronze", "silver", "gold", "serving"}
 SIDE_GROUPS = {"gold/catalog_metrics": "catalog", "gold/catalog_versions": "catalog",
                "gold/catalog_dimensions": "catalog", "gold/catalog_lineage": "catalog",
                "silver/metric_points_live": "live", "gold/metric_values_live": "live",
+               "gold/anomalies_live": "live",
                "gold/quality_report": "quality"}
 
 
@@ -66,6 +67,8 @@ def test_jobs_cover_every_partitioned_asset() -> None:
             and k.to_user_string() not in SIDE_GROUPS} == partitioned
     followup = defs.resolve_job_def("quality_followup").asset_layer.selected_asset_keys
     assert dg.AssetKey(["gold", "quality_report"]) in followup
+    ml_landing = graph.get(dg.AssetKey(["landing", "ml"]))
+    assert dg.AssetKey(["gold", "anomalies"]) in ml_landing.parent_keys  # same run as events
     assert set(job.asset_layer.selected_asset_keys) == partitioned
     side = defs.resolve_job_def("serving_refresh").asset_layer.selected_asset_keys
     assert {k for k in side if k.path[0] == "gold"} == {
