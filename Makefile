@@ -42,6 +42,7 @@ bench: install
 	$(PY) -m tests.benchmarks.bench_pipeline
 	$(PY) -m tests.benchmarks.bench_ingest
 	$(PY) -m tests.benchmarks.bench_catalog
+	$(PY) -m tests.benchmarks.bench_ml
 
 lint: install
 	$(VENV)/bin/ruff check opslake tests
