@@ -46,3 +46,80 @@ def evaluate_nab(
     if scores_out is not None:
         out["scores_written"] = len(nab.write_scores(scores_out, corpus, scores))
     typer.echo(json.dumps(out, ensure_ascii=False))
+
+
+@app.command("backtest")
+def backtest(
+    nab_dir: Annotated[Path | None, typer.Option(
+        "--nab", help="A folder of NAB CSVs (e.g. ../shared/data/nab/data/realKnownCause).")] = None,
+    estate: Annotated[bool, typer.Option(
+        "--estate", help="Backtest the lake's silver metric points (OPSLAKE_HOME).")] = False,
+    folds: Annotated[int, typer.Option(min=1, help="Forecast origins, one horizon apart.")] = 3,
+) -> None:
+    """Rolling-origin forecast backtests against seasonal naive; prints one JSON object."""
+    from opslake.errors import ConfigError
+    from opslake.ml import backtest as bt
+
+    if nab_dir is None and not estate:
+        raise ConfigError("name what to backtest: --nab DIR and/or --estate")
+    out: dict[str, object] = {}
+    if nab_dir is not None:
+        out["nab"] = bt.backtest_nab(nab_dir, folds=folds)
+    if estate:
+        out["estate"] = bt.backtest_estate(_lake(), folds=folds,
+                                           timezone=Settings.from_env().timezone)
+    typer.echo(json.dumps(out, ensure_ascii=False, default=str))
+
+
+@app.command("risk-evaluate")
+def risk_evaluate(
+    start: Annotated[str, typer.Option("--from", help="First day of features (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--to", help="Last day of features (YYYY-MM-DD).")],
+    test_days: Annotated[int, typer.Option(min=1, help="Held-out days at the end.")] = 3,
+    horizon: Annotated[int, typer.Option(min=1, help="Hours ahead an incident counts.")] = 4,
+) -> None:
+    """Train the event-risk model on the earlier days, score the held-out ones (ROC AUC, Brier)."""
+    from datetime import date
+
+    from opslake.errors import ConfigError
+    from opslake.ml import features as feats
+    from opslake.ml import risk
+
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError:
+        raise ConfigError(f"--from/--to must be YYYY-MM-DD (got {start!r}, {end!r})") from None
+    lake = _lake()
+    faults = feats.load_faults(lake)
+    rows = feats.build_features(feats.load_inputs(lake, first, last), first, last,
+                                horizon_h=horizon)
+    rows["label"] = feats.label(rows, faults, horizon)
+    typer.echo(json.dumps(risk.evaluate(rows, test_days=test_days, faults=faults),
+                          ensure_ascii=False, default=str))
+
+
+@app.command("models")
+def models(
+    name: Annotated[str | None, typer.Argument(help="A model: list its versions and "
+                                               "champion/challenger decisions.")] = None,
+) -> None:
+    """The model registry: models, or one model's versions and decisions."""
+    from dataclasses import asdict
+
+    from opslake.ml import registry
+
+    lake = _lake()
+    if name is None:
+        out: object = [{"name": n, "versions": len(registry.versions(lake, n)),
+                        "champion": getattr(registry.champion(lake, n), "version", None)}
+                       for n in registry.models(lake)]
+    else:
+        out = {"versions": [_public(asdict(v)) for v in registry.versions(lake, name)],
+               "champion": _public(asdict(c)) if (c := registry.champion(lake, name)) else None,
+               "decisions": [_public(asdict(d)) for d in registry.decisions(lake, name)]}
+    typer.echo(json.dumps(out, ensure_ascii=False, default=str, indent=1))
+
+
+def _public(record: dict) -> dict:
+    """A registry record without its bulky drift profile."""
+    return {k: v for k, v in record.items() if k != "profile"}

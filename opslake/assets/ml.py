@@ -15,7 +15,7 @@ from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.metrics_catalog.live import LIVE_POINTS
-from opslake.ml import anomalies
+from opslake.ml import anomalies, registry
 from opslake.orchestration.resources import LakeResource
 
 
@@ -36,14 +36,16 @@ def _anomaly_metadata(scored: anomalies.Scored, runs: list[dict]) -> dict:
     kinds={"scikitlearn", "parquet"},
     owners=[OWNER],
     partitions_def=DAILY,
-    deps=[key("silver", "metric_points")],
+    deps=[key("silver", "metric_points"), key("models", "anomaly_multivariate")],
     description=(
         "指标异常 / anomalies of the day: every (entity, metric, label set) series on a one-minute "
         "grid scored by the causal single-metric detector (opslake.ml.detect, calibrated to "
         "[0, 1]: 1 = rarer than anything the series did before), continuing yesterday's "
         "detector state. Rows: points scoring ≥ 0.5 with the expected level; points ≥ 0.8 are "
         "events, grouped into episodes and landed as alerts (landing/ml → silver events, "
-        "source opslake-ml)."
+        "source opslake-ml). Where models/anomaly_multivariate has a champion, its per-entity "
+        "scores (isolation forest over the entity's metric vector) join as detector "
+        "'multivariate' (rows ≥ 0.99, events ≥ 0.999, explanation = the metrics that moved)."
     ),
 )
 def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
@@ -52,10 +54,17 @@ def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
     lk, day = lake.lake(), context.partition_key
     points = lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[day])
     scored = anomalies.score_day(lk, day, points)
+    table, model = scored.anomalies, "none yet"
+    if registry.champion(lk, anomalies.MULTIVARIATE_MODEL) is not None:
+        detector, version = registry.load(lk, anomalies.MULTIVARIATE_MODEL)
+        table = pa.concat_tables([table, anomalies.score_multivariate(detector, points)])
+        model = f"v{version.version}"
+    scored.anomalies = table.sort_by([("ts", "ascending"), ("series", "ascending")])
     lk.write_table(scored.anomalies, "gold", "anomalies", {"dt": day})
     runs = anomalies.episodes(scored.anomalies)
     anomalies.land_events(lk, day, runs, datetime.now(UTC))
-    return dg.MaterializeResult(metadata=_anomaly_metadata(scored, runs))
+    return dg.MaterializeResult(metadata={**_anomaly_metadata(scored, runs),
+                                          "multivariate_model": model})
 
 
 @dg.asset(

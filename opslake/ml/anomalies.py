@@ -34,6 +34,11 @@ from opslake.ml.detect import DetectorConfig, DetectorState, score_matrix
 GRID_S = 60
 REPORT_FLOOR = 0.5
 EVENT_THRESHOLD = 0.8
+#: The multi-metric detector's scores are quantiles of its training scores (0.99 = rarer than
+#: 99 % of the training window), a looser scale than the record score: it needs its own.
+MULTIVARIATE_MODEL = "anomaly_multivariate"
+MULTIVARIATE_FLOOR = 0.99
+MULTIVARIATE_EVENT = 0.999
 #: Points above the threshold this close together are one episode (one alert).
 EPISODE_GAP = timedelta(minutes=30)
 SOURCE = "ml"
@@ -88,7 +93,7 @@ def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S)
         return Grid([], [], [], stamps, np.empty((0, n)))
     con = duckdb.connect()
     con.register("points", points.select(["ts", "metric", "entity_id", "value", "labels"]))
-    df = pl.from_arrow(con.execute(f"""
+    df = pl.from_arrow(con.sql(f"""
         SELECT entity_id || '|' || metric || '|' || array_to_string(list_sort(list_transform(
                  list_filter(map_entries(labels), lambda e: e.key NOT IN {_NOT_SERIES}),
                  lambda e: e.key || '=' || e.value)), ',') AS key,
@@ -98,7 +103,7 @@ def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S)
         WHERE entity_id IS NOT NULL AND isfinite(value)
           AND ts >= to_timestamp($t0) AND ts < to_timestamp($t1)
         GROUP BY ALL ORDER BY key, slot""",
-        {"t0": int(start.timestamp()), "t1": int(end.timestamp()), "step": step_s}
+        params={"t0": int(start.timestamp()), "t1": int(end.timestamp()), "step": step_s}
     ).to_arrow_table())
     con.close()
     if not isinstance(df, pl.DataFrame) or df.is_empty():
@@ -223,13 +228,12 @@ def _expected(g: Grid, level_before: np.ndarray, config: DetectorConfig) -> np.n
     return np.concatenate([start[:, None], level[:, :-1]], axis=1)
 
 
-def episodes(anomalies: pa.Table, threshold: float = EVENT_THRESHOLD,
-             gap: timedelta = EPISODE_GAP) -> list[dict]:
+def episodes(anomalies: pa.Table, gap: timedelta = EPISODE_GAP) -> list[dict]:
     """Runs of event-level points per series: start, end, peak score and value."""
     df = pl.from_arrow(anomalies)
     if not isinstance(df, pl.DataFrame) or df.is_empty():
         return []
-    df = (df.filter(pl.col("score") >= threshold).sort("series", "ts")
+    df = (df.filter(pl.col("is_event")).sort("series", "ts")
           .with_columns((pl.col("ts").diff().over("series") > gap).fill_null(True)
                         .cum_sum().over("series").alias("run")))
     runs = (df.group_by("series", "run").agg(
@@ -241,6 +245,31 @@ def episodes(anomalies: pa.Table, threshold: float = EVENT_THRESHOLD,
         pl.col("explanation").drop_nulls().first())
         .sort("start", "series"))
     return runs.to_dicts()
+
+
+def score_multivariate(model: object, points: pa.Table) -> pa.Table:
+    """Rows of the multi-metric detector (one per entity and time step) worth reporting."""
+    from opslake.ml import multivariate
+
+    if not points.num_rows:
+        return ANOMALIES.empty_table()
+    frame = pl.from_arrow(points.select(["ts", "entity_id", "metric", "value"]))
+    scored = multivariate.score(model, frame.filter(pl.col("entity_id").is_not_null()))
+    kept = scored.filter(pl.col("score") >= MULTIVARIATE_FLOOR)
+    tops = [list(t or []) for t in kept["top_metrics"].to_list()]
+    entities = kept["entity_id"].to_list()
+    return pa.table({
+        "ts": kept["ts"].to_arrow().cast(TS),
+        "entity_id": entities,
+        "metric": [t[0] if t else None for t in tops],
+        "series": [f"{e}|multivariate|" for e in entities],
+        "value": pa.nulls(len(kept), pa.float64()),
+        "expected": pa.nulls(len(kept), pa.float64()),
+        "score": kept["score"].to_numpy(),
+        "detector": pa.array(["multivariate"] * len(kept), pa.string()),
+        "explanation": ["metrics: " + ", ".join(t) for t in tops],
+        "is_event": kept["score"].to_numpy() >= MULTIVARIATE_EVENT,
+    }, schema=ANOMALIES)
 
 
 def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedBatch | None:
@@ -256,11 +285,13 @@ def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedB
     for run in runs:
         ended = run["end"] + EPISODE_GAP <= at
         labels = {"alertname": ALERTNAME, "severity": "critical" if run["peak"] >= 0.99
-                  else "warning", "entity_id": run["entity_id"], "metric": run["metric"],
+                  else "warning", "entity_id": run["entity_id"], "metric": run["metric"] or "",
                   "detector": run["detector"], "series": run["series"]}
-        what = (f"score {run['peak']:.3f}, value {run['value']:.4g}"
-                + (f", expected about {run['expected']:.4g}"
-                   if run.get("expected") is not None and np.isfinite(run["expected"]) else ""))
+        what = f"score {run['peak']:.3f}"
+        if run.get("value") is not None:
+            what += f", value {run['value']:.4g}"
+        if run.get("expected") is not None and np.isfinite(run["expected"]):
+            what += f", expected about {run['expected']:.4g}"
         alerts.append({
             "status": "resolved" if ended else "firing",
             "labels": labels,

@@ -23,6 +23,7 @@ as a spike that recurs daily), and a score that does not exceed the previous ``s
 scores is damped, so a long incident alerts once rather than on every point.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -264,8 +265,8 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
     season = max(state.season, 1)
     phases = (secs // max(int(state.step_s), 1)) % season
     # Chunks bound the pairwise work (series × chunk²) and never span a seasonal period.
-    width = max(1, min(CHUNK, state.season or CHUNK, PAIRWISE_BUDGET // max(state.n_series, 1)
-                       // CHUNK))
+    width = max(1, min(CHUNK, state.season or CHUNK,
+                       math.isqrt(PAIRWISE_BUDGET // max(state.n_series, 1))))
     out = np.empty_like(values)
     t0 = 0
     while t0 < values.shape[1]:

@@ -1,5 +1,6 @@
-"""Near-real-time catalog metrics: a batch lands, the real Dagster daemon's sensor refreshes
-the current hour within a minute (S6.2c real-time processing)."""
+"""Near-real-time catalog metrics and anomalies: a batch lands, the real Dagster daemon's sensor
+refreshes the current hour within a minute (S6.2c real-time processing), and an anomalous
+batch becomes an anomaly event within a minute (S6.7d)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog.live import LIVE_VALUES
+from opslake.ml import anomalies
 from opslake.orchestration import runner, ui
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
@@ -63,6 +65,28 @@ def _land_and_wait(lake: Lake, zone: LandingZone, host: str, hour: datetime,
     raise AssertionError(f"no live metric for {host} after {limit:.0f} s; see the logs")
 
 
+def _land_spike_and_wait(lake: Lake, zone: LandingZone, host: str, *, limit: float
+                         ) -> tuple[dict, float]:
+    """Ten minutes of a saturated CPU far above anything yesterday showed, one sample a minute."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    text = "".join(
+        f'node_cpu_utilisation_ratio{{entity_id="{host}",job="node"}} 0.999 '
+        f"{int((now - timedelta(minutes=10 - i)).timestamp() * 1000)}\n" for i in range(10))
+    start = time.monotonic()
+    zone.write("prometheus", text.encode(), fmt="prom")
+    day = now.date().isoformat()
+    while time.monotonic() - start < limit:
+        time.sleep(1)
+        if not lake.exists(lake.table_path("gold", "anomalies_live", {"dt": day})):
+            continue
+        rows = [r for r in lake.read_table("gold", "anomalies_live", dts=[day]).to_pylist()
+                if r["entity_id"] == host and r["is_event"]
+                and r["metric"] == "node_cpu_utilisation_ratio"]
+        if rows and zone.batches(anomalies.SOURCE, day):
+            return rows[0], time.monotonic() - start
+    raise AssertionError(f"no anomaly event for {host} after {limit:.0f} s; see the logs")
+
+
 def test_landed_samples_reach_live_gold_metrics_within_a_minute(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
@@ -71,10 +95,11 @@ def test_landed_samples_reach_live_gold_metrics_within_a_minute(
     lake = Lake.from_settings(settings)
     zone = LandingZone(lake)
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    # Yesterday's estate gives the CMDB that today's samples are resolved and sliced by.
-    simulate(SimulationConfig(seed=3, entities=30, days=1, start=yesterday, step_seconds=900),
+    # Yesterday's estate gives the CMDB that today's samples are resolved and sliced by, and
+    # the detector state at its end that today's live anomalies carry on from.
+    simulate(SimulationConfig(seed=3, entities=30, days=1, start=yesterday, step_seconds=300),
              zone)
-    runner.materialize(settings, [yesterday.isoformat()], ["+silver/assets"])
+    runner.materialize(settings, [yesterday.isoformat()], ["+silver/assets", "+gold/anomalies"])
     host = _host(lake)
 
     procs = ui.start(settings, "127.0.0.1", free_port(), tmp_path / "logs")
@@ -97,6 +122,10 @@ def test_landed_samples_reach_live_gold_metrics_within_a_minute(
         assert second.row["bucket_start"] == hour
         assert second.row["metric_version"] == "1.0"
         assert second.row["grain"] == "1h"
+        event, latency = _land_spike_and_wait(lake, zone, host, limit=120)
+        print(f"landed → anomaly event in {latency:.1f} s (score {event['score']:.3f})")
+        assert latency < 60
+        assert event["score"] >= anomalies.EVENT_THRESHOLD
     finally:
         ui.stop(procs)
     assert not any(pid_running(p.pid) for p in procs)
