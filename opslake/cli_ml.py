@@ -55,6 +55,9 @@ def backtest(
     estate: Annotated[bool, typer.Option(
         "--estate", help="Backtest the lake's silver metric points (OPSLAKE_HOME).")] = False,
     folds: Annotated[int, typer.Option(min=1, help="Forecast origins, one horizon apart.")] = 3,
+    prophet: Annotated[str, typer.Option(
+        help="Estate series Prophet runs on: 'capacity' (the catalog's capacity_planning "
+             "metrics, as in production) or 'sample' (a few of every metric).")] = "capacity",
 ) -> None:
     """Rolling-origin forecast backtests against seasonal naive; prints one JSON object."""
     from opslake.errors import ConfigError
@@ -66,8 +69,9 @@ def backtest(
     if nab_dir is not None:
         out["nab"] = bt.backtest_nab(nab_dir, folds=folds)
     if estate:
-        out["estate"] = bt.backtest_estate(_lake(), folds=folds,
-                                           timezone=Settings.from_env().timezone)
+        settings = Settings.from_env()
+        out["estate"] = bt.backtest_estate(_lake(), folds=folds, timezone=settings.timezone,
+                                           prophet=prophet, metrics_dir=settings.metrics_dir)
     typer.echo(json.dumps(out, ensure_ascii=False, default=str))
 
 

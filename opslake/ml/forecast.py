@@ -11,20 +11,34 @@ MASE is scaled by its in-sample error with the daily season.
 
 :func:`capacity_exhaustion` answers "when does this fill up" with a robust linear trend,
 because the damped trend of the baseline deliberately forgets growth after a few days.
+
+:func:`daily_forecasts` and :func:`capacity_frame` are what the daily ``gold/forecasts`` and
+``gold/capacity`` assets write: the baseline for every series (seasonal naive, then persistence,
+when the history is too short for it), Prophet in addition for the series of the metrics that
+the catalog tags ``capacity_planning`` (:func:`capacity_metrics`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from opslake.errors import InputError
+from opslake.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from opslake.metrics_catalog.definition import MetricDefinition
+    from opslake.metrics_catalog.loader import MetricSet
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
@@ -37,6 +51,7 @@ LEVELS = (0.8, 0.95)
 _ALPHAS = (0.02, 0.1, 0.3, 0.6)
 _BETA_SHARES = (0.0, 0.05)
 _GAMMAS = (0.05, 0.2, 0.5, 0.9)
+_GRID = np.array([(a, a * b, g) for a in _ALPHAS for b in _BETA_SHARES for g in _GAMMAS])
 _PHI = 0.98
 # Errors beyond this many running scales are clipped before they update the state, so a
 # spike or an outage moves the level by a bounded amount (robust Holt-Winters).
@@ -45,14 +60,24 @@ _SCALE_WEIGHT = 0.02
 # Origins used for in-sample errors: parameter selection and the interval quantiles.
 _SELECT_ORIGINS = 24
 _INTERVAL_ORIGINS = 96
+# A step's interval needs this many in-sample errors; a quantile of one or two errors is
+# that error, and the interval collapses onto one side of the point.
+_MIN_ERRORS = 10
+# Series per batch: the grid's in-sample forecasts [series × grid, origins, horizon] are held
+# at once, so a week-long hourly horizon over a whole estate would need gigabytes unbatched.
+_BATCH_ELEMENTS = 8_000_000
 
 
 @dataclass(frozen=True)
 class Forecast:
-    """Point forecasts ``[series, horizon]`` and, per level, lower and upper bounds."""
+    """Point forecasts ``[series, horizon]`` and, per level, lower and upper bounds.
+
+    ``score`` (baseline only) is each series' validation MAE of its chosen parameters.
+    """
 
     point: np.ndarray
     bounds: dict[float, tuple[np.ndarray, np.ndarray]]
+    score: np.ndarray | None = None
 
 
 def infer_step(ts: pd.Series | pd.DatetimeIndex | np.ndarray) -> int:
@@ -179,7 +204,7 @@ def _origins(start: int, stop: int, count: int) -> np.ndarray:
 def _fit_baseline(y: np.ndarray, season: int,
                   horizon: int) -> tuple[_States, np.ndarray]:
     """Run the parameter grid over every series; the states of the best, and its score."""
-    grid = np.array([(a, a * b, g) for a in _ALPHAS for b in _BETA_SHARES for g in _GAMMAS])
+    grid = _GRID
     n_series, n = y.shape
     size = len(grid)
     stacked = np.repeat(y, size, axis=0)
@@ -210,9 +235,29 @@ def _predict(y: np.ndarray, states: _States, horizon: int,
     count = np.sum(~np.isnan(errors), axis=1, keepdims=True)
     bounds = {}
     for level in levels:
-        lo, hi = (_sorted_quantile(ordered, count, q) for q in ((1 - level) / 2, (1 + level) / 2))
+        lo, hi = (_extend_steps(_sorted_quantile(ordered, count, q), count[:, 0, :])
+                  for q in ((1 - level) / 2, (1 + level) / 2))
         bounds[level] = (point + lo, point + hi)
     return Forecast(point, bounds)
+
+
+def _extend_steps(quantile: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Quantiles for steps few in-sample forecasts reached, from the last step enough did.
+
+    A horizon longer than the history leaves the far steps with few or no errors; they take
+    the nearest earlier step's quantile grown like a random walk (by the root of the step
+    ratio) instead of a degenerate interval. A series short of enough errors at every step
+    keeps what it has.
+    """
+    enough = count >= _MIN_ERRORS
+    have = np.where(enough.any(axis=1, keepdims=True), enough, count > 0)
+    if have.all():
+        return quantile
+    steps = np.arange(1, quantile.shape[1] + 1)
+    nearest = np.maximum.accumulate(np.where(have, steps[None, :] - 1, -1), axis=1)
+    known = np.take_along_axis(quantile, np.maximum(nearest, 0), axis=1)
+    grown = known * np.sqrt(steps[None, :] / (np.maximum(nearest, 0) + 1))
+    return np.where(have, quantile, np.where(nearest >= 0, grown, 0.0))
 
 
 def _sorted_quantile(ordered: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
@@ -239,17 +284,55 @@ def baseline_forecast(history: np.ndarray, horizon: int, season: int,
     """
     y = _as_panel(history)
     _check_history(y, season, 3)
+    rows = max(1, _BATCH_ELEMENTS // (len(_GRID) * _SELECT_ORIGINS * horizon))
+    if y.shape[0] > rows:  # series are independent: batches give the same numbers
+        return _stack_rows([baseline_forecast(y[i:i + rows], horizon, season, levels,
+                                              weekly_season)
+                            for i in range(0, y.shape[0], rows)], levels)
     states, score = _fit_baseline(y, season, horizon)
     daily = _predict(y, states, horizon, levels)
     if not weekly_season or y.shape[1] < 3 * weekly_season:
-        return daily
+        return Forecast(daily.point, daily.bounds, score)
     weekly_states, weekly_score = _fit_baseline(y, weekly_season, horizon)
     weekly = _predict(y, weekly_states, horizon, levels)
     use = (weekly_score < score)[:, None]
     return Forecast(np.where(use, weekly.point, daily.point),
                     {lv: (np.where(use, weekly.bounds[lv][0], daily.bounds[lv][0]),
                           np.where(use, weekly.bounds[lv][1], daily.bounds[lv][1]))
-                     for lv in levels})
+                     for lv in levels},
+                    np.where(use[:, 0], weekly_score, score))
+
+
+def _stack_rows(parts: Sequence[Forecast], levels: tuple[float, ...]) -> Forecast:
+    """Forecasts of consecutive groups of series as one."""
+    scores = [p.score for p in parts]
+    return Forecast(np.vstack([p.point for p in parts]),
+                    {lv: (np.vstack([p.bounds[lv][0] for p in parts]),
+                          np.vstack([p.bounds[lv][1] for p in parts])) for lv in levels},
+                    None if any(s is None for s in scores) else np.concatenate(scores))
+
+
+# -- persistence -----------------------------------------------------------------------------
+def naive_forecast(history: np.ndarray, horizon: int,
+                   levels: tuple[float, ...] = LEVELS) -> Forecast:
+    """The last observed value; intervals from one-step changes, widened like a random walk.
+
+    The fallback for series with under two days of history, where no daily profile exists.
+    """
+    y = _as_panel(history)
+    last = pd.DataFrame(y.T).ffill().to_numpy()[-1] if y.shape[1] else np.full(len(y), np.nan)
+    point = np.repeat(last[:, None], horizon, axis=1)
+    diffs = np.diff(y, axis=1)
+    grow = np.sqrt(np.arange(1, horizon + 1))[None, :]
+    bounds = {}
+    for level in levels:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a series without two values
+            lo, hi = (np.nanquantile(diffs, q, axis=1) if diffs.shape[1]
+                      else np.full(len(y), np.nan) for q in ((1 - level) / 2, (1 + level) / 2))
+        lo, hi = np.nan_to_num(lo)[:, None], np.nan_to_num(hi)[:, None]
+        bounds[level] = (point + lo * grow, point + hi * grow)
+    return Forecast(point, bounds)
 
 
 # -- Prophet ---------------------------------------------------------------------------------
@@ -316,18 +399,25 @@ def prophet_forecast(ts: pd.DatetimeIndex | np.ndarray, history: np.ndarray, hor
                                   condition_name=name)
         model.add_regressor("weekend_level", standardize=False)
     widen = 1.0
-    with warnings.catch_warnings():
-        # Prophet 1.5 still uses pandas idioms that pandas 3 deprecates; nothing to act on here.
-        warnings.filterwarnings("ignore", module="prophet")
-        model.fit(coarse, seed=seed)
-        point = model.predict(future)["yhat"].to_numpy()
-        draws = model.predictive_samples(future)["yhat"]
-        if factor > 1:
-            fitted = model.predict(frame.tail(max_points))["yhat"].to_numpy()
-            fine = np.abs(frame["y"].tail(max_points).to_numpy() - fitted)
-            rough = np.abs(coarse["y"].to_numpy()
-                           - model.predict(coarse)["yhat"].to_numpy())
-            widen = max(1.0, float(np.median(fine) / max(np.median(rough), 1e-12)))
+    # Prophet draws its uncertainty samples from NumPy's global generator: seed it (and put it
+    # back afterwards) so the same history gives the same intervals, run after run.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            # Prophet 1.5 still uses pandas idioms that pandas 3 deprecates; nothing to act on.
+            warnings.filterwarnings("ignore", module="prophet")
+            model.fit(coarse, seed=seed)
+            point = model.predict(future)["yhat"].to_numpy()
+            draws = model.predictive_samples(future)["yhat"]
+            if factor > 1:
+                fitted = model.predict(frame.tail(max_points))["yhat"].to_numpy()
+                fine = np.abs(frame["y"].tail(max_points).to_numpy() - fitted)
+                rough = np.abs(coarse["y"].to_numpy()
+                               - model.predict(coarse)["yhat"].to_numpy())
+                widen = max(1.0, float(np.median(fine) / max(np.median(rough), 1e-12)))
+    finally:
+        np.random.set_state(saved)
     spread = (draws - point[:, None]) * widen
     bounds = {}
     for level in levels:
@@ -461,3 +551,262 @@ def _sen_slope(x: np.ndarray, y: np.ndarray, level: float) -> tuple[float, float
     upper_rank = min(pairs - 1, math.ceil((pairs + 2 * half) / 2))
     return float(np.median(slopes)), float(slopes[upper_rank])
 
+
+
+# -- the catalog's capacity flag -------------------------------------------------------------
+#: Catalog tag of the metrics whose capacity is planned: Prophet and exhaustion dates for them.
+CAPACITY_TAG = "capacity_planning"
+_METRIC_EQUALS = re.compile(r"\bmetric\s*=\s*'([^']+)'", re.IGNORECASE)
+_METRIC_IN = re.compile(r"\bmetric\s+IN\s*\(([^)]*)\)", re.IGNORECASE)
+#: What "full" is in a catalog unit; other units have no ceiling to exhaust.
+_UNIT_CAPACITY = {"ratio": 1.0, "percent": 100.0}
+
+
+@dataclass(frozen=True)
+class CapacityMetric:
+    """A raw silver metric behind catalog metrics tagged for capacity planning."""
+
+    metric: str
+    catalog_ids: tuple[str, ...]
+    capacity: float | None  # 1.0 for ratios, 100 for percent, None without a ceiling
+
+
+def silver_metric_names(definition: MetricDefinition) -> list[str]:
+    """Raw ``metric_points.metric`` names a simple metric_points definition selects."""
+    if definition.type != "simple" or definition.model != "metric_points":
+        return []
+    text = " ".join(t for t in (definition.filter,
+                                definition.measure.expr if definition.measure else None) if t)
+    names = _METRIC_EQUALS.findall(text)
+    for listed in _METRIC_IN.findall(text):
+        names += re.findall(r"'([^']+)'", listed)
+    return list(dict.fromkeys(names))
+
+
+def capacity_metrics(metrics: MetricSet, tag: str = CAPACITY_TAG, *,
+                     strict: bool = True) -> dict[str, CapacityMetric]:
+    """Raw silver metric names behind the catalog metrics tagged ``tag``, by name.
+
+    The names come from the definitions' ``metric = '…'`` / ``metric IN (…)`` filters; a
+    ratio, derived or cumulative metric contributes those of the metrics it is computed
+    from. A tagged metric that names none raises :class:`ConfigError` (skipped when not
+    ``strict``).
+    """
+    found: dict[str, tuple[list[str], float | None]] = {}
+    for metric_id, definition in sorted(metrics.metrics.items()):
+        if tag not in definition.tags:
+            continue
+        sources = [definition, *(metrics.metrics[u] for u in metrics.upstream_closure(metric_id))]
+        named = [(name, d) for d in sources for name in silver_metric_names(d)]
+        if not named and strict:
+            raise ConfigError(
+                f"{definition.source_file}:{definition.source_line}: {metric_id} is tagged "
+                f"{tag} but neither it nor its inputs filter metric_points by metric = '...'; "
+                "add such a filter or remove the tag")
+        for name, source in named:
+            ids = found.setdefault(name, ([], _UNIT_CAPACITY.get(source.unit)))[0]
+            if metric_id not in ids:
+                ids.append(metric_id)
+    return {name: CapacityMetric(name, tuple(ids), capacity)
+            for name, (ids, capacity) in sorted(found.items())}
+
+
+# -- the daily forecasts ---------------------------------------------------------------------
+FORECASTS_SCHEMA = pa.schema([
+    ("entity_id", pa.string()),
+    ("metric", pa.string()),
+    ("method", pa.string()),
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("point", pa.float64()),
+    ("lower_80", pa.float64()),
+    ("upper_80", pa.float64()),
+    ("lower_95", pa.float64()),
+    ("upper_95", pa.float64()),
+    ("made_on", pa.date32()),
+])
+CAPACITY_SCHEMA = pa.schema([
+    ("entity_id", pa.string()),
+    ("metric", pa.string()),
+    ("catalog_metrics", pa.list_(pa.string())),
+    ("capacity", pa.float64()),
+    ("current_value", pa.float64()),
+    ("slope_per_day", pa.float64()),
+    ("exhaustion_date", pa.date32()),
+    ("earliest_exhaustion_date", pa.date32()),
+    ("days_left", pa.float64()),
+    ("days_left_earliest", pa.float64()),
+    ("history_days", pa.float64()),
+    ("made_on", pa.date32()),
+])
+_DAILY_LEVELS = (0.8, 0.95)
+
+
+@dataclass(frozen=True)
+class DailyForecasts:
+    """Rows of ``gold/forecasts`` and, per forecast series, its method and cheap figures."""
+
+    rows: pd.DataFrame
+    series: pd.DataFrame  # id, method, insample_mase (baseline), width_80 (MASE-scale units)
+    skipped: int  # series with under three observed values
+    prophet_capped: int  # capacity series left to the baseline by ``max_prophet``
+    prophet_failed: list[str]
+
+
+def split_id(series_id: str) -> tuple[str, str]:
+    """``entity/metric`` → (entity, metric); metric names never hold a slash, entities may."""
+    entity, _, metric = series_id.rpartition("/")
+    return entity, metric
+
+
+def daily_forecasts(ids: Sequence[str], stamps: pd.DatetimeIndex, values: np.ndarray,
+                    horizon: int, made_on: date, *,
+                    prophet_metrics: Mapping[str, float | None] | None = None,
+                    max_prophet: int = 200, timezone: str = "UTC") -> DailyForecasts:
+    """Forecast every series of ``values`` [series, time] (grid ``stamps``) ``horizon`` ahead.
+
+    The method follows each series' observed span: the baseline from three days on, seasonal
+    naive from two, persistence below, nothing under three values. Series of
+    ``prophet_metrics`` (raw metric → capacity) with three days also get Prophet, the fullest
+    first (last value / capacity) when there are more than ``max_prophet``.
+    """
+    y = _as_panel(values)
+    n_series, n = y.shape
+    step = int((stamps[1] - stamps[0]).total_seconds()) if len(stamps) > 1 else 3600
+    season = season_length(step)
+    observed = ~np.isnan(y)
+    count = observed.sum(axis=1)
+    first = np.where(count > 0, observed.argmax(axis=1), n)
+    span = n - first
+    method = np.where(count < 3, "", np.where(
+        span >= 3 * season, "baseline", np.where(span >= 2 * season, "seasonal_naive", "naive")))
+    future = stamps[-1] + pd.to_timedelta(step * np.arange(1, horizon + 1), unit="s")
+    if future.tz is None:
+        future = future.tz_localize("UTC")
+    frames, summaries = [], []
+    for name in ("baseline", "seasonal_naive", "naive"):
+        rows = np.flatnonzero(method == name)
+        if not len(rows):
+            continue
+        # Only the columns from the group's earliest observation: leading gaps carry nothing.
+        history = y[rows, int(first[rows].min()):]
+        if name == "baseline":
+            fc = baseline_forecast(history, horizon, season, _DAILY_LEVELS)
+        elif name == "seasonal_naive":
+            fc = seasonal_naive(history, horizon, season, _DAILY_LEVELS)
+        else:
+            fc = naive_forecast(history, horizon, _DAILY_LEVELS)
+        frames.append(_forecast_rows([ids[i] for i in rows], name, fc, future, made_on))
+        summaries.append(_series_figures([ids[i] for i in rows], name, fc, history, season))
+    capped, failed = 0, []
+    if prophet_metrics:
+        # Prophet wants about two days of observed values, not only a three-day span.
+        candidates = [i for i in np.flatnonzero((method == "baseline") & (count >= 2 * season))
+                      if split_id(ids[i])[1] in prophet_metrics]
+        last = pd.DataFrame(y.T).ffill().to_numpy()[-1] if n else np.zeros(n_series)
+
+        def fullness(i: int) -> float:
+            capacity = prophet_metrics[split_id(ids[i])[1]]
+            return -last[i] / capacity if capacity else 0.0
+
+        candidates.sort(key=lambda i: (fullness(i), ids[i]))
+        capped = max(0, len(candidates) - max_prophet)
+        done, forecasts = [], []
+        for i in candidates[:max_prophet]:
+            try:
+                forecasts.append(prophet_forecast(stamps, y[i], horizon, _DAILY_LEVELS,
+                                                  timezone=timezone))
+                done.append(i)
+            # One series whose fit fails (Stan's optimiser, a degenerate history) must not
+            # cost the day's forecasts: it keeps its baseline rows and is reported.
+            except Exception:  # noqa: BLE001
+                failed.append(ids[i])
+        if done:
+            fc = _stack_rows(forecasts, _DAILY_LEVELS)
+            frames.append(_forecast_rows([ids[i] for i in done], "prophet", fc, future,
+                                         made_on))
+            summaries.append(_series_figures([ids[i] for i in done], "prophet", fc,
+                                             y[done], season))
+    rows_frame = (pd.concat(frames, ignore_index=True) if frames
+                  else FORECASTS_SCHEMA.empty_table().to_pandas())
+    rows_frame = rows_frame.sort_values(["entity_id", "metric", "method", "ts"],
+                                        ignore_index=True)
+    series = (pd.concat(summaries, ignore_index=True) if summaries else
+              pd.DataFrame(columns=["id", "method", "insample_mase", "width_80"]))
+    return DailyForecasts(rows_frame, series, int((count < 3).sum()), capped, failed)
+
+
+def _forecast_rows(ids: list[str], method: str, fc: Forecast, future: pd.DatetimeIndex,
+                   made_on: date) -> pd.DataFrame:
+    """Long rows (series × step) with nested intervals around the point."""
+    n, horizon = fc.point.shape
+    point = fc.point
+    # A fit biased over its whole history has error quantiles on one side of zero; widening
+    # to the point keeps lower ≤ point ≤ upper (and 80 % inside 95 %) for every consumer.
+    lo80 = np.minimum(fc.bounds[0.8][0], point)
+    hi80 = np.maximum(fc.bounds[0.8][1], point)
+    lo95 = np.minimum(fc.bounds[0.95][0], lo80)
+    hi95 = np.maximum(fc.bounds[0.95][1], hi80)
+    parts = [split_id(i) for i in ids]
+    return pd.DataFrame({
+        "entity_id": np.repeat([e for e, _ in parts], horizon),
+        "metric": np.repeat([m for _, m in parts], horizon),
+        "method": method,
+        "ts": future[np.tile(np.arange(horizon), n)],
+        "point": point.ravel(), "lower_80": lo80.ravel(), "upper_80": hi80.ravel(),
+        "lower_95": lo95.ravel(), "upper_95": hi95.ravel(),
+        "made_on": made_on,
+    })
+
+
+def _series_figures(ids: list[str], method: str, fc: Forecast, history: np.ndarray,
+                    season: int) -> pd.DataFrame:
+    """Per series: validation MASE of the baseline's chosen fit, and 80 % width / MASE scale."""
+    scale = (naive_scale(history, season) if history.shape[1] > season
+             else np.full(len(ids), np.nan))
+    insample = (fc.score / scale if fc.score is not None
+                else np.full(len(ids), np.nan))
+    width = _nanmean_rows(fc.bounds[0.8][1] - fc.bounds[0.8][0]) / scale
+    return pd.DataFrame({"id": ids, "method": method,
+                         "insample_mase": np.where(np.isfinite(insample), insample, np.nan),
+                         "width_80": width})
+
+
+def capacity_frame(ids: Sequence[str], stamps: pd.DatetimeIndex, values: np.ndarray,
+                   capacities: Mapping[str, CapacityMetric], made_on: date,
+                   horizon: pd.Timedelta | str = "90D") -> pd.DataFrame:
+    """One row per series of a capacity metric: level, trend and when it fills up.
+
+    Days left count from the end of the grid; a metric without a ceiling (no capacity) still
+    gets its slope. Series with under three observed values are left out.
+    """
+    y = _as_panel(values)
+    step = int((stamps[1] - stamps[0]).total_seconds()) if len(stamps) > 1 else 3600
+    as_of = stamps[-1] + pd.Timedelta(seconds=step) if len(stamps) else pd.Timestamp(made_on)
+    records = []
+    for i, series_id in enumerate(ids):
+        entity, metric = split_id(series_id)
+        spec = capacities.get(metric)
+        ok = ~np.isnan(y[i])
+        if spec is None or ok.sum() < 3:
+            continue
+        when, used = stamps[ok], y[i][ok]
+        found = capacity_exhaustion(when, used, spec.capacity if spec.capacity else math.inf,
+                                    horizon)
+        records.append({
+            "entity_id": entity, "metric": metric, "catalog_metrics": list(spec.catalog_ids),
+            "capacity": spec.capacity, "current_value": float(used[-1]),
+            "slope_per_day": found.slope_per_day,
+            "exhaustion_date": found.point.date() if found.point is not None else None,
+            "earliest_exhaustion_date": (found.earliest.date() if found.earliest is not None
+                                         else None),
+            "days_left": _days(found.point, as_of), "days_left_earliest": _days(found.earliest,
+                                                                                 as_of),
+            "history_days": (when[-1] - when[0]).total_seconds() / DAY_S + step / DAY_S,
+            "made_on": made_on,
+        })
+    frame = pd.DataFrame.from_records(records, columns=CAPACITY_SCHEMA.names)
+    return frame.sort_values(["entity_id", "metric"], ignore_index=True)
+
+
+def _days(when: pd.Timestamp | None, as_of: pd.Timestamp) -> float | None:
+    return None if when is None else round((when - as_of).total_seconds() / DAY_S, 2)

@@ -7,6 +7,7 @@ import dagster as dg
 from opslake.assets import (
     cmdb,
     events,
+    forecasts,
     health,
     logs,
     metric_catalog,
@@ -30,6 +31,7 @@ defs = dg.Definitions.merge(
     health.defs,
     metric_catalog.defs,
     ml.defs,
+    forecasts.defs,
     quality.defs,
     serving.defs,
     jobs.defs,

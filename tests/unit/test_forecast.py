@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import shutil
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from opslake.errors import InputError, NotFoundError
+from opslake.errors import ConfigError, InputError, NotFoundError
+from opslake.metrics_catalog.loader import load, load_texts
+from opslake.ml import forecast as forecast_mod
 from opslake.ml.backtest import (
     Panel,
+    backtest_estate,
     backtest_nab,
     estate_panel,
     nab_panels,
@@ -19,18 +23,24 @@ from opslake.ml.backtest import (
     summarise,
 )
 from opslake.ml.forecast import (
+    CapacityMetric,
     baseline_forecast,
     capacity_exhaustion,
+    capacity_frame,
+    capacity_metrics,
     coverage,
+    daily_forecasts,
     infer_step,
     interval_width,
     mase,
+    naive_forecast,
     prophet_forecast,
     season_length,
     seasonal_naive,
     smape,
 )
 
+REPO_METRICS = Path(__file__).resolve().parents[2] / "metrics"
 NAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab" / "data" / "realKnownCause"
 DAY = 24  # hourly samples per day
 
@@ -216,3 +226,180 @@ def test_estate_panel_averages_silver_points_per_entity_metric_and_hour(lake):
     assert panel.ids == ["host-0001/node_cpu_utilisation_ratio"]
     assert panel.step_s == 3600 and panel.start == pd.Timestamp("2026-11-10")
     np.testing.assert_allclose(panel.values, [[0.1, 0.2, 0.3]])
+
+
+def test_estate_panel_window_fixes_the_grid_and_reads_only_its_days(lake):
+    ts = pd.date_range("2026-11-10 05:00", periods=3, freq="h", tz="UTC")
+    for day, back, value in (("2026-11-09", 1, 9.0), ("2026-11-10", 0, 1.0)):
+        frame = pd.DataFrame({"ts": ts - pd.Timedelta(days=back),
+                              "metric": "m", "entity_id": "a/b", "value": value})
+        target = Path(lake.table_path("silver", "metric_points", {"dt": day}))
+        target.mkdir(parents=True)
+        frame.to_parquet(target / "part-0.parquet")
+    end = pd.Timestamp("2026-11-11")
+    panel = estate_panel(lake, None, window=(end - pd.Timedelta(days=1), end))
+    assert panel.ids == ["a/b/m"] and panel.start == pd.Timestamp("2026-11-10")
+    assert panel.values.shape == (1, 24)
+    assert np.nansum(panel.values) == 3.0 and np.isnan(panel.values[0, -1])
+    with pytest.raises(NotFoundError, match="materialize"):
+        estate_panel(lake, None, window=(end, end + pd.Timedelta(days=1)))
+
+
+# -- the catalog's capacity flag ---------------------------------------------------------------
+CAPACITY_YAML = """\
+family: hand
+category: cloud
+owner: team:test
+model: metric_points
+metrics:
+  - id: t.disk.used
+    names: {zh-CN: 盘, en: Disk, zh-TW: 盤}
+    description: Disk used.
+    unit: ratio
+    type: simple
+    measure: {agg: max, expr: value}
+    filter: metric = 'disk_used_ratio' AND object_type IN ('host', 'vm')
+    tags: [capacity_planning]
+  - id: t.pool.bytes
+    names: {zh-CN: 池, en: Pool, zh-TW: 池}
+    description: Pool bytes.
+    unit: bytes
+    type: simple
+    measure: {agg: last, expr: value}
+    filter: metric IN ('pool_used_bytes', 'pool_free_bytes')
+  - id: t.pool.share
+    names: {zh-CN: 池比, en: Pool share, zh-TW: 池比}
+    description: Pool share.
+    unit: ratio
+    type: ratio
+    numerator: t.pool.bytes
+    denominator: t.pool.bytes
+    tags: [capacity_planning]
+  - id: t.cpu
+    names: {zh-CN: 处理器, en: CPU, zh-TW: 處理器}
+    description: CPU, not for capacity planning.
+    unit: ratio
+    type: simple
+    measure: {agg: avg, expr: value}
+    filter: metric = 'cpu_ratio'
+"""
+
+
+def test_capacity_metrics_reads_raw_names_from_the_tagged_definitions():
+    found = capacity_metrics(load_texts({"hand.yaml": CAPACITY_YAML}, check_expressions=False))
+    assert set(found) == {"disk_used_ratio", "pool_used_bytes", "pool_free_bytes"}
+    assert found["disk_used_ratio"] == CapacityMetric("disk_used_ratio", ("t.disk.used",), 1.0)
+    # Through a ratio: the raw series are bytes, which have no ceiling of their own.
+    assert found["pool_used_bytes"].catalog_ids == ("t.pool.share",)
+    assert found["pool_used_bytes"].capacity is None
+
+
+def test_capacity_metrics_name_the_fix_for_a_tag_without_a_metric_filter():
+    text = CAPACITY_YAML.replace("    filter: metric = 'cpu_ratio'\n",
+                                 "    filter: object_type = 'host'\n    tags: [capacity_planning]\n")
+    metrics = load_texts({"hand.yaml": text}, check_expressions=False)
+    with pytest.raises(ConfigError, match=r"t\.cpu is tagged capacity_planning.*remove the tag"):
+        capacity_metrics(metrics)
+    assert "cpu_ratio" not in capacity_metrics(metrics, strict=False)
+
+
+def test_the_repository_flags_filesystems_and_storage_pools_for_capacity_planning():
+    found = capacity_metrics(load(REPO_METRICS, check_expressions=False))
+    assert {"node_filesystem_used_ratio", "storage_pool_used_ratio"} <= set(found)
+    assert found["node_filesystem_used_ratio"].catalog_ids == ("cloud.node.filesystem_used",)
+    assert all(c.capacity == 1.0 for c in found.values())
+
+
+# -- the daily forecasts -----------------------------------------------------------------------
+def test_baseline_gives_the_same_numbers_in_batches(monkeypatch):
+    y = trend_season_noise(7, 5 * DAY, seed=5)
+    whole = baseline_forecast(y, DAY, DAY)
+    monkeypatch.setattr(forecast_mod, "_BATCH_ELEMENTS", 32 * 24 * DAY * 3)  # 3 series a batch
+    batched = baseline_forecast(y, DAY, DAY)
+    np.testing.assert_allclose(batched.point, whole.point)
+    np.testing.assert_allclose(batched.bounds[0.95][1], whole.bounds[0.95][1])
+    np.testing.assert_allclose(batched.score, whole.score)
+
+
+def test_baseline_intervals_stay_open_and_widen_beyond_the_history():
+    y = trend_season_noise(4, 4 * DAY, seed=6)
+    fc = baseline_forecast(y, 7 * DAY, DAY)  # a week ahead of four days
+    lower, upper = fc.bounds[0.8]
+    width = upper - lower
+    assert (width > 0).all()
+    assert (width[:, -DAY:].mean(axis=1) > width[:, :DAY].mean(axis=1)).all()
+
+
+def test_naive_forecast_carries_the_last_value_with_widening_intervals():
+    y = np.array([[1.0, 2.0, 1.5, 2.5, np.nan], [np.nan] * 5])
+    fc = naive_forecast(y, 4)
+    np.testing.assert_allclose(fc.point[0], 2.5)
+    assert np.isnan(fc.point[1]).all()
+    lower, upper = fc.bounds[0.95]
+    assert (np.diff(upper[0] - lower[0]) > 0).all()
+
+
+def test_daily_forecasts_choose_the_method_by_each_series_history():
+    n = 4 * DAY
+    stamps = pd.date_range("2026-03-01", periods=n, freq="h", tz="UTC")
+    y = trend_season_noise(4, n, seed=7)
+    y[1, : n - DAY] = np.nan  # one day of history
+    y[2, : n - 2 * DAY - 6] = np.nan  # two and a quarter days
+    y[3, :-2] = np.nan  # two values
+    made = daily_forecasts(["h/a/m", "h/b/m", "h/c/m", "h/d/m"], stamps, y, 2 * DAY,
+                           date(2026, 3, 4), prophet_metrics={"m": None}, max_prophet=0)
+    methods = dict(zip(made.series["id"], made.series["method"], strict=True))
+    assert methods == {"h/a/m": "baseline", "h/b/m": "naive", "h/c/m": "seasonal_naive"}
+    assert made.skipped == 1 and made.prophet_capped == 1
+    rows = made.rows
+    assert set(rows["entity_id"]) == {"h/a", "h/b", "h/c"} and set(rows["metric"]) == {"m"}
+    assert rows["ts"].min() == pd.Timestamp("2026-03-05", tz="UTC")
+    assert len(rows) == 3 * 2 * DAY
+    ordered = rows[["lower_95", "lower_80", "point", "upper_80", "upper_95"]].diff(axis=1)
+    assert (ordered.iloc[:, 1:] >= 0).all().all()
+    assert np.isfinite(made.series.set_index("id").loc["h/a/m", "insample_mase"])
+
+
+def test_prophet_gives_the_same_intervals_run_after_run():
+    y = trend_season_noise(1, 4 * DAY, seed=8)[0]
+    stamps = hourly(len(y))
+    first, second = (prophet_forecast(stamps, y, DAY, samples=50) for _ in range(2))
+    np.testing.assert_array_equal(first.bounds[0.8][0], second.bounds[0.8][0])
+
+
+def test_capacity_frame_dates_a_growing_series_and_skips_others():
+    n = 10 * DAY
+    stamps = pd.date_range("2026-03-01", periods=n, freq="h", tz="UTC")
+    grow = 0.5 + 0.01 * np.arange(n) / DAY  # 1 % a day from 50 %: full 50 days on
+    flat = np.full(n, 0.3)
+    spec = {"used": CapacityMetric("used", ("t.used",), 1.0)}
+    frame = capacity_frame(["a/used", "b/used", "c/other"], stamps, np.vstack([grow, flat, grow]),
+                           spec, date(2026, 3, 10))
+    assert list(frame["entity_id"]) == ["a", "b"]
+    a, b = frame.iloc[0], frame.iloc[1]
+    assert a["slope_per_day"] == pytest.approx(0.01, rel=0.01)
+    assert a["days_left"] == pytest.approx(40, abs=1.5)
+    assert a["earliest_exhaustion_date"] <= a["exhaustion_date"]
+    assert a["catalog_metrics"] == ["t.used"] and a["capacity"] == 1.0
+    assert b["exhaustion_date"] is None and pd.isna(b["days_left"])
+
+
+def test_backtest_estate_runs_prophet_on_capacity_series_and_reports_both_groups(lake):
+    n = 6 * DAY
+    ts = pd.date_range("2026-11-10", periods=n, freq="h", tz="UTC")
+    y = trend_season_noise(2, n, seed=9) / 100
+    frame = pd.concat([pd.DataFrame({"ts": ts, "metric": metric, "entity_id": "host-0001",
+                                     "value": y[i]})
+                       for i, metric in enumerate(("node_filesystem_used_ratio",
+                                                   "node_cpu_utilisation_ratio"))])
+    frame["dt"] = frame["ts"].dt.date.astype(str)
+    for day, part in frame.groupby("dt"):
+        target = Path(lake.table_path("silver", "metric_points", {"dt": day}))
+        target.mkdir(parents=True)
+        part.drop(columns="dt").to_parquet(target / "part-0.parquet")
+    report = backtest_estate(lake, folds=1, metrics_dir=REPO_METRICS)
+    groups = report["by_capacity"]
+    assert report["prophet_on"] == "capacity" and groups["prophet_series"] == 1
+    assert set(groups["capacity"]) == {"baseline", "prophet", "seasonal_naive"}
+    assert set(groups["other"]) == {"baseline", "seasonal_naive"}
+    assert groups["capacity"]["prophet"]["n_series"] == 1
