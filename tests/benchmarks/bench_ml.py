@@ -11,7 +11,8 @@ a few level shifts) is generated in memory. Measured, on one core (threads pinne
   detector an engineer would write, as a floor;
 - training per 1,000 series: the detector's warm-up over one day (its state is its model),
   the multi-metric isolation forest (opslake.ml.multivariate.fit) on the entities' metric
-  vectors, and the statistical forecast baseline (opslake.ml.forecast) if present.
+  vectors, and the statistical forecast baseline (opslake.ml.forecast, 14 days hourly, 7
+  days ahead) beside seasonal naive.
 
 Prints points per second per core and the ratios. No assertions: figures go in the closing
 note. Run with ``make bench`` or ``python -m tests.benchmarks.bench_ml --entities 2000``.
@@ -110,6 +111,15 @@ def main() -> None:
               f"  ({ents} entities x {metrics} metrics)")
     except ImportError as exc:
         print(f"  multi-metric isolation forest: not available ({exc})")
+    from opslake.ml.forecast import baseline_forecast, seasonal_naive
+
+    hourly = rng.uniform(10, 100, (1000, 1)) * (
+        1 + 0.3 * np.sin(np.arange(14 * 24) / 24 * 2 * np.pi))[None, :] \
+        + rng.normal(0, 1, (1000, 14 * 24))
+    fit_s = _timed(lambda: baseline_forecast(hourly, 168, 24))
+    naive_s = _timed(lambda: seasonal_naive(hourly, 168, 24))
+    print(f"  forecast baseline (14 days hourly, 7 days ahead) {fit_s:8.2f} s"
+          f"  (seasonal naive: {naive_s:.3f} s, ratio {fit_s / max(naive_s, 1e-9):.0f})")
 
 
 if __name__ == "__main__":
