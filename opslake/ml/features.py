@@ -7,7 +7,9 @@ only gets later (``resolved_at``, ``change_result``) and alerts that start at or
 ``ts`` are never read, so a row does not change when anything after ``ts`` changes.
 
 Its label says whether a fault impact on the entity (as the cause, or reached through the
-topology) starts in ``(ts, ts + horizon]``, from the simulator's ground truth.
+topology) starts in ``(ts, ts + horizon]``: from the simulator's ground truth where the lake
+has one, else from the incident tickets in silver (:func:`load_incidents`), so the same code
+serves a real estate.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ MODEL_FEATURES = (
     "n_direct_dependants", "n_upstream", *(f"upstream_{k}" for k in KINDS),
     "upstream_change_upcoming", "upstream_change_active",
 )
+#: Features computed from metric points (the costly part of building features).
+METRIC_FEATURES = ("anomaly_rate_1h", "anomaly_rate_6h", "metric_z_1h", "metric_trend_6h",
+                   "upstream_anomaly_rate_1h")
 GROUND_TRUTH = ("simulator", "ground_truth.json")
 
 MetricSource = pa.Table | ds.Dataset | pd.DataFrame
@@ -131,6 +136,53 @@ def load_faults(lake: Lake) -> list[dict[str, Any]]:
         raise NotFoundError(f"no ground truth at {path}; it exists only for a lake filled "
                             "by `opslake simulate`")
     return json.loads(lake.read_bytes(path))["faults"]
+
+
+def load_incidents(lake: Lake, start: date | datetime, end: date | datetime
+                   ) -> list[dict[str, Any]]:
+    """Incident tickets opened in ``[start, end)`` as fault records :func:`label` reads.
+
+    The labels of a real estate: an incident's ``opened_at`` stands for the impact's start
+    (later than the true start by the time it took to notice, which only shifts the horizon).
+    """
+    t0, t1 = as_utc(start), as_utc(end)
+    # A ticket lands in the partition of the batch that carried it, which may be a day
+    # later than it was opened; an update may carry it again.
+    tickets = lake.read_table("silver", "tickets", schema=schemas.TICKETS,
+                              dts=_days(t0 - timedelta(days=1), t1),
+                              columns=["ticket_id", "type", "entity_id", "opened_at"]
+                              ).to_pandas().drop_duplicates("ticket_id", keep="last")
+    opened = pd.to_datetime(tickets["opened_at"], utc=True)
+    keep = ((tickets["type"] == "incident") & tickets["entity_id"].notna()
+            & (opened >= pd.Timestamp(t0)) & (opened < pd.Timestamp(t1)))
+    return [{"fault_id": tid, "fault_type": "incident", "cause_entity": eid,
+             "start": when.isoformat()}
+            for tid, eid, when in zip(tickets.loc[keep, "ticket_id"],
+                                      tickets.loc[keep, "entity_id"], opened[keep], strict=True)]
+
+
+def in_fault(entity_ids: Sequence[str], ts: Sequence[Any],
+             faults: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """True where ``ts`` lies in a fault's impact on the entity (its start there to the end).
+
+    The cause's window opens at the fault's start, a reached entity's when the fault got to
+    it (``affected_from``); faults without an ``end`` (incident tickets) cover nothing.
+    """
+    windows: dict[str, list[tuple[float, float]]] = {}
+    for fault in faults:
+        if not fault.get("end"):
+            continue
+        end = datetime.fromisoformat(fault["end"]).timestamp()
+        hits = {fault["cause_entity"]: fault["start"], **(fault.get("affected_from") or {})}
+        for eid, when in hits.items():
+            windows.setdefault(eid, []).append((datetime.fromisoformat(when).timestamp(), end))
+    frame = pd.DataFrame({"entity_id": list(entity_ids), "ts": list(ts)})
+    t = _seconds(frame["ts"])
+    out = np.zeros(len(frame), dtype=bool)
+    for eid, idx in frame.groupby("entity_id", sort=False).indices.items():
+        for lo, hi in windows.get(eid, ()):
+            out[idx] |= (t[idx] >= lo) & (t[idx] <= hi)
+    return out
 
 
 def _seconds(values: pd.Series) -> np.ndarray:
@@ -335,11 +387,14 @@ def _upstream(values: np.ndarray, ancestors: list[list[int]], how: str) -> np.nd
 
 
 def build_features(inputs: RiskInputs, start: date | datetime, end: date | datetime,
-                   horizon_h: int = 4, anomalies: pd.DataFrame | None = None) -> pd.DataFrame:
+                   horizon_h: int = 4, anomalies: pd.DataFrame | None = None, *,
+                   metrics: bool = True) -> pd.DataFrame:
     """One row per live entity and hour in ``[start, end)``, from data before each hour.
 
     ``anomalies`` (entity_id, ts, score) from a detector adds ``SCORE_FEATURES``; without
-    it the rolling-z anomaly rate computed here is the only anomaly signal.
+    it the rolling-z anomaly rate computed here is the only anomaly signal. With
+    ``metrics=False`` the metric points are not read and ``METRIC_FEATURES`` are NaN: for a
+    model that does not use them (the default one), since they take nearly all the time.
     """
     t0, t1 = as_utc(start), as_utc(end)
     if t1 <= t0 or horizon_h < 1:
@@ -352,7 +407,9 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     alerts, severe = _alert_buckets(grid, inputs.events)
     incidents = inputs.tickets[inputs.tickets["type"] == "incident"]
     incident_buckets = grid.counts(incidents["entity_id"], _seconds(incidents["opened_at"]))
-    behaviour = metric_behaviour(inputs.metrics, t0, t1)
+    behaviour = (metric_behaviour(inputs.metrics, t0, t1) if metrics else pd.DataFrame(
+        {"entity_id": pd.Series(dtype=str), "hour": pd.Series(dtype="int64"),
+         **{c: pd.Series(dtype=float) for c in ("anomaly_rate", "metric_z", "metric_trend")}}))
     rate, z, trend = (np.zeros((grid.n, len(entities))) for _ in range(3))
     col = behaviour["entity_id"].map(grid.pos).to_numpy(dtype=float, na_value=np.nan)
     k = behaviour["hour"].to_numpy() - int(grid.g0 // HOUR_S)
@@ -416,6 +473,8 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     order = ["entity_id", "ts", "type", *NUMERIC_FEATURES,
              *(SCORE_FEATURES if anomalies is not None else ())]
     out = out[order].sort_values(["ts", "entity_id"], ignore_index=True)
+    if not metrics:  # not computed, which zeros would hide
+        out[list(METRIC_FEATURES)] = np.nan
     out["horizon_h"] = horizon_h
     return out
 

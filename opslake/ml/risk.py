@@ -9,6 +9,10 @@ The flow, all on plain DataFrames so Dagster assets and the CLI can wire it as t
     model = train(rows)                                        # picklable RiskModel
     risk = predict(model, rows, Topology.at(inputs.assets, inputs.relations, end))
 
+or, as the Dagster assets do, :func:`candidate` (all of the above for a window of the lake,
+labelled by :func:`load_labels`), :func:`recent_features` (for drift checks) and
+:func:`score_day`.
+
 The classifier is a small gradient-boosted tree ensemble; its probabilities are calibrated
 on whole days it was not fitted on (cross-validation grouped by day), so a probability of
 0.2 means about one in five such rows sees an incident within the horizon.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -29,21 +34,32 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.model_selection import GroupKFold
 
 from opslake.errors import InputError
+from opslake.lake.storage import Lake
+from opslake.ml import registry
 from opslake.ml.features import (
+    GROUND_TRUTH,
     HOUR_S,
+    METRIC_FEATURES,
     MODEL_FEATURES,
     SCORE_FEATURES,
     Topology,
+    as_utc,
     build_features,
     label,
     load_faults,
+    load_incidents,
     load_inputs,
 )
 
-__all__ = ["RiskModel", "Topology", "build_features", "evaluate", "label", "load_faults",
-           "load_inputs", "predict", "train"]
+__all__ = ["Candidate", "RiskModel", "Topology", "build_features", "candidate", "evaluate",
+           "label", "load_faults", "load_inputs", "load_labels", "predict", "recent_features",
+           "score_day", "train"]
 
 CALIBRATION = ("sigmoid", "isotonic")
+#: Hours ahead an incident counts, for the model the pipeline trains.
+HORIZON_H = 4
+LABELS_SIMULATED = "simulator ground truth"
+LABELS_TICKETS = "incident tickets"
 
 
 @dataclass
@@ -214,3 +230,78 @@ def evaluate(features: pd.DataFrame, test_days: int = 3,
     if faults is not None:
         figures["by_fault_type"] = _by_fault_type(test, p, y, faults, horizon_h)
     return figures
+
+
+# -- the lake end to end (what the Dagster assets call) --------------------------------------
+def load_labels(lake: Lake, start: date | datetime, end: date | datetime
+                ) -> tuple[list[dict[str, Any]], str]:
+    """Faults to label rows with, and where they come from.
+
+    The simulator's ground truth where the lake has one, else the incident tickets in
+    silver opened in ``[start, end)``, so a real estate is labelled by its own incidents.
+    """
+    if lake.exists(lake.path(*GROUND_TRUTH)):
+        return load_faults(lake), LABELS_SIMULATED
+    return load_incidents(lake, start, end), LABELS_TICKETS
+
+
+def _uses_metrics(columns: Sequence[str]) -> bool:
+    return bool(set(columns) & set(METRIC_FEATURES))
+
+
+@dataclass
+class Candidate:
+    """A model trained on a window of the lake, with its held-out figures and data profile."""
+
+    model: RiskModel
+    figures: dict[str, Any]
+    profile: dict[str, Any]
+    label_source: str
+    start: datetime
+    end: datetime
+    rows: int
+
+
+def candidate(lake: Lake, start: date | datetime, end: date | datetime, *,
+              test_days: int = 1, horizon_h: int = HORIZON_H,
+              columns: Sequence[str] = MODEL_FEATURES, seed: int = 0) -> Candidate:
+    """Build labelled rows for ``[start, end)``, evaluate on the last ``test_days``, refit on all.
+
+    Rows in the last ``horizon_h`` hours are dropped: whether they see an incident is not
+    known until after ``end``. The figures are those of the model fitted on the earlier
+    days only (:func:`evaluate`); the returned model is refitted on every row, so it has
+    seen the most recent days too.
+    """
+    t0, t1 = as_utc(start), as_utc(end)
+    inputs = load_inputs(lake, t0, t1)
+    rows = build_features(inputs, t0, t1, horizon_h, metrics=_uses_metrics(columns))
+    faults, source = load_labels(lake, t0, t1)
+    rows["label"] = label(rows, faults, horizon_h)
+    rows = rows[rows["ts"] + pd.Timedelta(hours=horizon_h) <= pd.Timestamp(t1)]
+    rows = rows.reset_index(drop=True)
+    figures = evaluate(rows, test_days, faults, columns, seed=seed)
+    model = train(rows, columns, seed=seed)
+    return Candidate(model, figures, registry.profile(rows[list(columns)]), source, t0, t1,
+                     len(rows))
+
+
+def recent_features(lake: Lake, columns: Sequence[str], day: date | datetime,
+                    horizon_h: int = HORIZON_H) -> pd.DataFrame:
+    """The ``columns`` of one day's feature rows, for a drift check against a profile."""
+    t0 = as_utc(day)
+    t1 = t0 + timedelta(days=1)
+    rows = build_features(load_inputs(lake, t0, t1), t0, t1, horizon_h,
+                          metrics=_uses_metrics(columns))
+    return rows[list(columns)]
+
+
+def score_day(lake: Lake, model: RiskModel, day: date | datetime,
+              min_probability: float = 0.5) -> pd.DataFrame:
+    """Every entity's probability at each hour of ``day``, with the impact of risky rows."""
+    t0 = as_utc(day)
+    t1 = t0 + timedelta(days=1)
+    inputs = load_inputs(lake, t0, t1)
+    rows = build_features(inputs, t0, t1, model.horizon_h,
+                          metrics=_uses_metrics(model.features))
+    return predict(model, rows, Topology.at(inputs.assets, inputs.relations, t1),
+                   min_probability)

@@ -13,7 +13,7 @@ import pytest
 from opslake.orchestration.definitions import defs
 
 CLI = [sys.executable, "-m", "opslake"]
-LAYERS = {"landing", "bronze", "silver", "gold", "serving"}
+LAYERS = {"landing", "bronze", "silver", "gold", "serving", "models"}
 SIDE_GROUPS = {"gold/catalog_metrics": "catalog", "gold/catalog_versions": "catalog",
                "gold/catalog_dimensions": "catalog", "gold/catalog_lineage": "catalog",
                "silver/metric_points_live": "live", "gold/metric_values_live": "live",
@@ -63,7 +63,7 @@ def test_jobs_cover_every_partitioned_asset() -> None:
     # The quality report runs after the pipeline in its own job (quality_followup).
     partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def
                    and SIDE_GROUPS.get(k.to_user_string()) != "quality"}
-    assert {k for k in graph.get_all_asset_keys() if k.path[0] != "serving"
+    assert {k for k in graph.get_all_asset_keys() if k.path[0] not in ("serving", "models")
             and k.to_user_string() not in SIDE_GROUPS} == partitioned
     followup = defs.resolve_job_def("quality_followup").asset_layer.selected_asset_keys
     assert dg.AssetKey(["gold", "quality_report"]) in followup
@@ -74,6 +74,10 @@ def test_jobs_cover_every_partitioned_asset() -> None:
     assert {k for k in side if k.path[0] == "gold"} == {
         dg.AssetKey.from_user_string(k) for k, g in SIDE_GROUPS.items() if g == "catalog"}
     assert isinstance(defs.resolve_schedule_def("daily_pipeline_schedule"), dg.ScheduleDefinition)
+    training = defs.resolve_job_def("ml_training").asset_layer.selected_asset_keys
+    assert training == {dg.AssetKey(["models", "incident_risk"]),
+                        dg.AssetKey(["models", "anomaly_multivariate"])}
+    assert isinstance(defs.resolve_schedule_def("ml_training_schedule"), dg.ScheduleDefinition)
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

@@ -7,10 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from opslake.errors import InputError
-from opslake.ml import risk
+from opslake.lake.schemas import TICKETS
+from opslake.lake.storage import Lake
+from opslake.ml import features, risk
 from opslake.ml.features import MODEL_FEATURES, NUMERIC_FEATURES, RiskInputs, Topology
 from opslake.simulate import SimulationConfig
 from opslake.simulate.cmdb import plan_history
@@ -132,6 +135,50 @@ def test_features_see_announced_changes_alerts_and_the_topology() -> None:
     assert rows.loc[("vm-2", _ts(0)), "n_upstream"] == 3  # host-1 and host-2 on day one
     assert rows.loc[("vm-2", _ts(24)), "n_upstream"] == 2  # only host-2 after migrating
     assert set(rows.index.get_level_values("ts")) == {_ts(h) for h in range(48)}
+
+
+def test_features_without_metrics_leave_metric_columns_empty_and_the_rest_alone() -> None:
+    full = risk.build_features(_inputs(), T0, T0 + timedelta(days=2))
+    light = risk.build_features(_inputs(), T0, T0 + timedelta(days=2), metrics=False)
+    assert light[list(features.METRIC_FEATURES)].isna().all().all()
+    assert full["anomaly_rate_1h"].notna().all()
+    rest = [c for c in full.columns if c not in features.METRIC_FEATURES]
+    pd.testing.assert_frame_equal(full[rest], light[rest])
+
+
+def test_without_ground_truth_incident_tickets_are_the_labels(lake: Lake) -> None:
+    tickets = [
+        {"ticket_id": "INC-1", "type": "incident", "entity_id": "vm-1", "opened_at": _ts(10)},
+        {"ticket_id": "INC-2", "type": "incident", "entity_id": None, "opened_at": _ts(11)},
+        {"ticket_id": "CHG-1", "type": "change", "entity_id": "svc-1", "opened_at": _ts(12)},
+        {"ticket_id": "INC-3", "type": "incident", "entity_id": "host-1", "opened_at": _ts(30)},
+    ]
+    day = T0.date().isoformat()
+    lake.write_table(pa.Table.from_pylist(tickets[:3], schema=TICKETS), "silver", "tickets",
+                     {"dt": day})
+    # INC-1 carried again by the next day's batch (an update) counts once.
+    lake.write_table(pa.Table.from_pylist([tickets[0], tickets[3]], schema=TICKETS), "silver",
+                     "tickets", {"dt": (T0 + timedelta(days=1)).date().isoformat()})
+    faults, source = risk.load_labels(lake, T0, T0 + timedelta(days=1))
+    assert source == risk.LABELS_TICKETS
+    assert [(f["fault_id"], f["cause_entity"]) for f in faults] == [("INC-1", "vm-1")]
+    rows = pd.DataFrame({"entity_id": ["vm-1", "vm-1", "vm-1", "host-1"],
+                         "ts": [_ts(5), _ts(6), _ts(10), _ts(9)]})
+    assert risk.label(rows, faults, 4).tolist() == [False, True, False, False]
+    lake.put_atomic(lake.path(*features.GROUND_TRUTH), [b'{"faults": []}'])
+    assert risk.load_labels(lake, T0, T0 + timedelta(days=1)) == ([], risk.LABELS_SIMULATED)
+
+
+def test_fault_windows_cover_each_entity_from_when_the_fault_reached_it() -> None:
+    faults = [{"fault_type": "x", "cause_entity": "a", "start": "2026-03-02T10:00:00Z",
+               "end": "2026-03-02T11:00:00Z", "affected_from": {"b": "2026-03-02T10:30:00Z"}},
+              {"fault_type": "incident", "cause_entity": "c", "start": "2026-03-02T10:00:00Z"}]
+    hours = [9.9, 10.0, 10.4, 11.0, 11.1]
+    got = features.in_fault(["a"] * 5 + ["b"] * 5 + ["c"] * 5,
+                            [_ts(h) for h in hours] * 3, faults)
+    assert got.tolist() == [False, True, True, True, False,  # a: 10:00 to 11:00
+                            False, False, False, True, False,  # b: 10:30 to 11:00
+                            False, False, False, False, False]  # c: no end, no window
 
 
 def test_topology_impact_walks_downstream_along_propagating_relations() -> None:
