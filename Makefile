@@ -27,6 +27,8 @@ demo: install
 	$(VENV)/bin/opslake catalog validate
 	$(VENV)/bin/opslake simulate --entities $(DEMO_ENTITIES) --days $(DEMO_DAYS)
 	$(VENV)/bin/opslake materialize
+	$(VENV)/bin/opslake ml train
+	$(VENV)/bin/opslake materialize --select gold/incident_risk
 	$(VENV)/bin/opslake warehouse build
 	$(VENV)/bin/opslake status
 	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business

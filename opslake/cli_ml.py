@@ -102,6 +102,25 @@ def risk_evaluate(
                           ensure_ascii=False, default=str))
 
 
+@app.command("train")
+def train(
+    force: Annotated[bool, typer.Option(help="Train challengers even when the champions are "
+                                        "not due (they must still evaluate better).")] = False,
+) -> None:
+    """Run the ml_training job now (recorded in Dagster) and print each model's decision."""
+    from opslake.orchestration import runner
+
+    result = runner.train_models(Settings.from_env(), force=force)
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        meta = {k: v.value for k, v in materialization.metadata.items()}
+        if "decision" in meta:
+            outcome = f"v{meta['version']} {meta['decision']}: {meta['decision_reason']}"
+        else:
+            outcome = f"not retrained: {meta.get('why', 'not due')}"
+        typer.echo(f"{materialization.asset_key.to_user_string()}: {outcome}")
+
+
 @app.command("models")
 def models(
     name: Annotated[str | None, typer.Argument(help="A model: list its versions and "

@@ -157,12 +157,28 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
             + "\nSee `opslake quality report --date D`; fix the source and materialize again.")
 
 
-def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:
-    """Rebuild the serving warehouse through Dagster so the UI records it."""
-    result = definitions().resolve_job_def("serving_refresh").execute_in_process(
-        instance=instance(settings), run_config=_run_config(settings), raise_on_error=False)
+def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
+             ) -> dg.ExecuteInProcessResult:
+    """Run one of the location's unpartitioned jobs in-process, recorded in the instance."""
+    config = _run_config(settings)
+    if ops:
+        config["ops"] = ops
+    result = definitions().resolve_job_def(name).execute_in_process(
+        instance=instance(settings), run_config=config, raise_on_error=False)
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
-        raise PipelineError("building the warehouse failed: " + (
+        raise PipelineError(f"{what} failed: " + (
             failed[0].step_failure_data.error.message.strip() if failed else "see logs"))
     return result
+
+
+def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:
+    """Rebuild the serving warehouse through Dagster so the UI records it."""
+    return _run_job(settings, "serving_refresh", "building the warehouse")
+
+
+def train_models(settings: Settings, *, force: bool = False) -> dg.ExecuteInProcessResult:
+    """Run the ``ml_training`` job: each model retrains if due (or ``force``), champion/challenger."""
+    ops = {f"models__{name}": {"config": {"force": force}}
+           for name in ("incident_risk", "anomaly_multivariate")}
+    return _run_job(settings, "ml_training", "training the models", ops)
