@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import dagster as dg
 import pyarrow.compute as pc
 import pytest
+from typer.testing import CliRunner
 
 from opslake.assets import models
+from opslake.cli import app
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.ml import registry
@@ -105,3 +108,18 @@ def test_multivariate_detector_is_judged_against_fault_windows(settings) -> None
     again = _run(settings, models.anomaly_multivariate_model)
     assert again["retrained"] is False
     assert len(registry.versions(lake, "anomaly_multivariate")) == 1
+
+
+def test_cli_trains_through_dagster_and_lists_the_registry(settings) -> None:
+    env = {"OPSLAKE_HOME": settings.home, "OPSLAKE_STATE_DIR": str(settings.state_dir)}
+    cli = CliRunner()
+    trained = cli.invoke(app, ["ml", "train"], env=env)
+    assert trained.exit_code == 0, trained.output
+    # Both champions exist from the tests above and the silver data has not moved on.
+    assert "models/incident_risk: not retrained" in trained.output
+    assert "models/anomaly_multivariate: not retrained" in trained.output
+    listed = cli.invoke(app, ["ml", "models", "incident_risk"], env=env)
+    assert listed.exit_code == 0, listed.output
+    shown = json.loads(listed.output)
+    assert shown["champion"]["version"] == 1
+    assert any(not d["promoted"] for d in shown["decisions"])  # the refused challenger

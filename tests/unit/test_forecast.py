@@ -403,3 +403,21 @@ def test_backtest_estate_runs_prophet_on_capacity_series_and_reports_both_groups
     assert set(groups["capacity"]) == {"baseline", "prophet", "seasonal_naive"}
     assert set(groups["other"]) == {"baseline", "seasonal_naive"}
     assert groups["capacity"]["prophet"]["n_series"] == 1
+
+
+def test_backtest_cli_prints_ratios_against_seasonal_naive(tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from opslake.cli import app
+
+    shutil.copy(NAB / "ambient_temperature_system_failure.csv", tmp_path)
+    result = CliRunner().invoke(app, ["ml", "backtest", "--nab", str(tmp_path), "--folds", "2"])
+    assert result.exit_code == 0, result.output
+    methods = json.loads(result.output)["nab"]["methods"]
+    assert methods["seasonal_naive"]["mase_ratio"] == 1.0
+    assert methods["baseline"]["mase_ratio"] < 1.0  # beats seasonal naive on this series
+    missing = CliRunner().invoke(app, ["ml", "backtest"])
+    assert isinstance(missing.exception, ConfigError) and "--nab" in str(missing.exception)
