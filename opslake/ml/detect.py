@@ -134,8 +134,14 @@ def _previous(series: np.ndarray, before: np.ndarray) -> np.ndarray:
 
 
 def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
-              config: DetectorConfig) -> np.ndarray:
-    """Calibrated rarity of ``|z|`` against each series' own past; updates the histogram."""
+              config: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated rarity of ``|z|`` against each series' own past, and where it is informed.
+
+    A feature with fewer than ``warmup`` earlier points has no past to be rare against: it
+    is left out of the combination there rather than counted as unsurprising (after a gap the
+    seasonal residual may have no history yet on the day while the level has plenty).
+    Updates the histogram.
+    """
     b = np.clip((np.log1p(np.abs(z)) * config.bins_per_e).astype(np.int64), 0, config.bins - 1)
     n_before = counts.sum(axis=1)[:, None]
     suffix = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
@@ -151,7 +157,7 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
                         0.0, 1.0)
     rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
     np.add.at(counts, (rows[active], b[active]), 1)
-    return np.where(active, score, 0.0)
+    return np.where(active, score, 0.0), active & (n >= config.warmup)
 
 
 def _combine(feats: list[tuple[np.ndarray, np.ndarray]], power: float) -> np.ndarray:
@@ -168,11 +174,13 @@ def _combine(feats: list[tuple[np.ndarray, np.ndarray]], power: float) -> np.nda
     return ((sc ** power).sum(axis=0) / n) ** (1.0 / power)
 
 
-def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray) -> np.ndarray:
+def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of a sustained shift: a fast EWMA of ``dev`` against its own spread."""
     cfg = state.config
     m = _ewm(dev, cfg.shift_alpha, state.shift_mean[:, i])
-    v = _ewm(m * m, cfg.level_alpha, state.shift_var[:, i])
+    v = _ewm(np.where(active, m * m, state.shift_var[:, i][:, None]), cfg.level_alpha,
+             state.shift_var[:, i])
     prev_v = _previous(v, state.shift_var[:, i])
     z = np.where(prev_v > 0, m / np.sqrt(np.maximum(prev_v, 1e-300)), 0.0)
     state.shift_mean[:, i] = m[:, -1]
@@ -194,7 +202,9 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
     held = np.where(np.isfinite(held), held, start[:, None])
     prev_mean = _previous(_ewm(held, a, start), start)
     dev = held - prev_mean
-    var = _ewm(dev * dev, a, state.level_var)
+    # Where nothing came the spread is held (fed its own value) rather than shrunk by the
+    # held level's zero deviations, so a gap does not make the next sample look extreme.
+    var = _ewm(np.where(ok, dev * dev, state.level_var[:, None]), a, state.level_var)
     prev_var = _previous(var, state.level_var)
     z_level = np.where(prev_var > 0, dev / np.sqrt(np.maximum(prev_var, 1e-300)),
                        np.where(dev != 0, 1e6, 0.0))
@@ -203,9 +213,9 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
     state.level_var = var[:, -1]
     state.last_value = held[:, -1]
     lv = ok & ~first
-    feats = [(_surprise(z_level, state.counts[:, 0], lv, cfg), lv)]
+    feats = [_surprise(z_level, state.counts[:, 0], lv, cfg)]
     if cfg.shift_alpha > 0:
-        feats.append((_shift(state, 0, np.where(lv, dev, 0.0), lv), lv))
+        feats.append(_shift(state, 0, np.where(lv, dev, 0.0), lv))
     if state.season:
         # Seasonal surprise: residual against the same phase of earlier days, profile as of
         # the chunk's start (a chunk never spans more than one period).
@@ -214,12 +224,12 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
         resid = np.where(known, held - col, 0.0)
         prev_rmean = _previous(_ewm(resid, a, state.resid_mean), state.resid_mean)
         rdev = resid - prev_rmean
-        rvar = _ewm(rdev * rdev, a, state.resid_var)
+        rvar = _ewm(np.where(known, rdev * rdev, state.resid_var[:, None]), a, state.resid_var)
         prev_rvar = _previous(rvar, state.resid_var)
         z_season = np.where(prev_rvar > 0, rdev / np.sqrt(np.maximum(prev_rvar, 1e-300)), 0.0)
-        feats.append((_surprise(z_season, state.counts[:, 1], known, cfg), known))
+        feats.append(_surprise(z_season, state.counts[:, 1], known, cfg))
         if cfg.shift_alpha > 0:
-            feats.append((_shift(state, 1, rdev, known), known))
+            feats.append(_shift(state, 1, rdev, known))
         state.resid_mean = prev_rmean[:, -1] * (1 - a) + a * resid[:, -1]
         state.resid_var = rvar[:, -1]
         sa = cfg.season_alpha

@@ -97,7 +97,8 @@ def test_landed_samples_reach_live_gold_metrics_within_a_minute(
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     # Yesterday's estate gives the CMDB that today's samples are resolved and sliced by, and
     # the detector state at its end that today's live anomalies carry on from.
-    simulate(SimulationConfig(seed=3, entities=30, days=1, start=yesterday, step_seconds=300),
+    # Scraped every minute like today's samples, so every minute of the day has a history.
+    simulate(SimulationConfig(seed=3, entities=30, days=1, start=yesterday, step_seconds=60),
              zone)
     runner.materialize(settings, [yesterday.isoformat()], ["+silver/assets", "+gold/anomalies"])
     host = _host(lake)
