@@ -35,11 +35,12 @@ MAX_PROPHET = 200
 CAPACITY_HORIZON = "90D"
 
 
-def _panel(lake: LakeResource, day: str) -> Panel | None:
-    """Hourly means of every series over the history window; None when it has no points."""
+def _panel(lake: LakeResource, day: str, metrics: list[str] | None = None) -> Panel | None:
+    """Hourly means of the series (of ``metrics``, default all) over the history window;
+    None when it has no points."""
     end = pd.Timestamp(day) + pd.Timedelta(days=1)
     try:
-        return estate_panel(lake.lake(), None, STEP_S,
+        return estate_panel(lake.lake(), metrics, STEP_S,
                             window=(end - pd.Timedelta(days=HISTORY_DAYS), end))
     except NotFoundError:
         return None
@@ -163,11 +164,12 @@ def capacity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
     """Estimate when each capacity-planning series fills up and write the rows."""
     began = time.perf_counter()
     day = context.partition_key
-    panel = _panel(lake, day)
+    specs = _capacity_metrics(lake.settings(), context.log)
+    # Only the capacity metrics' points are read, not the whole estate's two weeks.
+    panel = _panel(lake, day, sorted(specs)) if specs else None
     frame = pd.DataFrame(columns=forecast.CAPACITY_SCHEMA.names)
     if panel is not None:
         stamps, values = _trim(panel)
-        specs = _capacity_metrics(lake.settings(), context.log)
         frame = forecast.capacity_frame(panel.ids, stamps, values, specs,
                                         date.fromisoformat(day), CAPACITY_HORIZON)
     table = pa.Table.from_pandas(frame, schema=forecast.CAPACITY_SCHEMA, preserve_index=False)
