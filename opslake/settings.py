@@ -10,6 +10,7 @@ from pathlib import Path
 from opslake.errors import ConfigError
 
 DEFAULT_METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
+DEFAULT_ALERTING_DIR = Path(__file__).resolve().parent.parent / "config" / "alerting"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Settings:
     partition_start: date = date(2025, 1, 1)
     #: The metrics catalog's definitions (YAML); the repository's ``metrics/`` by default.
     metrics_dir: Path = field(default_factory=lambda: DEFAULT_METRICS_DIR)
+    #: Convergence rules, runbooks, notification routes and the duty roster (YAML).
+    alerting_dir: Path = field(default_factory=lambda: DEFAULT_ALERTING_DIR)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -63,6 +66,8 @@ class Settings:
             partition_start=start,
             metrics_dir=Path(env.get("OPSLAKE_METRICS_DIR", DEFAULT_METRICS_DIR)).expanduser()
             .resolve(),
+            alerting_dir=Path(env.get("OPSLAKE_ALERTING_DIR", DEFAULT_ALERTING_DIR))
+            .expanduser().resolve(),
         )
 
     @property

@@ -190,7 +190,9 @@ def metrics_live(context: dg.AssetExecutionContext, lake: LakeResource
 
 
 metrics_live_job = dg.define_asset_job(
-    "metrics_live_refresh", selection=dg.AssetSelection.groups("live"),
+    "metrics_live_refresh",
+    selection=dg.AssetSelection.assets(metrics_live) | dg.AssetSelection.assets(
+        key("gold", "anomalies_live")),
     description="Conform newly landed metric batches, refresh the current hours' metrics and "
                 "score today's points for anomalies.",
     # One small step: a step subprocess would cost more than the work (~20 s here).

@@ -190,6 +190,17 @@ class Lake:
         return [d.removeprefix(prefix) for d in self.list_dirs(self.table_path(layer, name))
                 if d.startswith(prefix)]
 
+    def drop_partitions_before(self, tables: Iterable[tuple[str, str]], first_kept: str
+                               ) -> list[str]:
+        """Delete the ``dt`` partitions older than ``first_kept`` of (layer, table) pairs."""
+        dropped = []
+        for layer, table in tables:
+            for dt in self.partitions(layer, table):
+                if dt < first_kept:
+                    self.delete_dir(self.table_path(layer, table, {"dt": dt}))
+                    dropped.append(f"{layer}/{table}/dt={dt}")
+        return dropped
+
     def read_table(self, layer: str, name: str, *, schema: pa.Schema | None = None,
                    dts: Iterable[str] | None = None, columns: list[str] | None = None,
                    dictionary: Sequence[str] = ()) -> pa.Table:

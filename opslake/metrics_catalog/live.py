@@ -118,13 +118,8 @@ def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
 def prune(lake: Lake, today: str, keep_days: int = 2) -> list[str]:
     """Drop live partitions older than ``keep_days`` (the daily pipeline has them by then)."""
     first_kept = (datetime.fromisoformat(today) - timedelta(days=keep_days - 1)).date()
-    dropped = []
-    for layer, table in (("silver", LIVE_POINTS), ("gold", LIVE_VALUES)):
-        for dt in lake.partitions(layer, table):
-            if dt < first_kept.isoformat():
-                lake.delete_dir(lake.table_path(layer, table, {"dt": dt}))
-                dropped.append(f"{layer}/{table}/dt={dt}")
-    return dropped
+    return lake.drop_partitions_before((("silver", LIVE_POINTS), ("gold", LIVE_VALUES)),
+                                       first_kept.isoformat())
 
 
 def _distinct_samples(points: pa.Table) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from opslake.assets import (
+    alerting,
     cmdb,
     events,
     forecasts,
@@ -26,6 +27,7 @@ defs = dg.Definitions.merge(
     cmdb.defs,
     metrics.defs,
     events.defs,
+    alerting.defs,
     logs.defs,
     tickets.defs,
     probes.defs,

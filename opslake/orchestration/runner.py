@@ -51,7 +51,8 @@ def day_range(start: date, end: date) -> list[str]:
 def parse_selection(terms: Sequence[str]) -> dg.AssetSelection:
     """Selection from CLI terms: a layer (``silver``) or a key (``silver/events``), with ``+``.
 
-    A trailing ``+`` adds everything downstream, a leading ``+`` everything upstream.
+    A trailing ``+`` adds everything downstream, a leading ``+`` everything upstream. A key
+    of a multi-asset that cannot run alone (``gold/incidents``) brings its siblings.
     """
     if not terms:
         return dg.AssetSelection.groups(*LAYERS)
@@ -64,6 +65,7 @@ def parse_selection(terms: Sequence[str]) -> dg.AssetSelection:
             part = part.upstream()
         if term.endswith("+"):
             part = part.downstream()
+        part = part.required_multi_asset_neighbors()
         selection = part if selection is None else selection | part
     return selection
 

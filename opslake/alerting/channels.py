@@ -1,0 +1,218 @@
+"""Notification channels: e-mail (SMTP), DingTalk and WeCom group robots, signed webhooks (S5.5b).
+
+Each channel turns a :class:`Message` into one request in the receiving system's own format:
+
+- **e-mail**: a multipart (plain + HTML) message over SMTP, STARTTLS and login when set;
+- **DingTalk robot**: ``{"msgtype": "markdown", ...}`` POSTed to the robot's webhook URL with
+  ``timestamp`` and ``sign`` query parameters, the sign being Base64(HMAC-SHA256(secret,
+  "timestamp\\nsecret")) as DingTalk's "加签" security setting checks it; ``errcode`` 0 is success;
+- **WeCom robot**: ``{"msgtype": "markdown", "markdown": {"content": ...}}`` POSTed to the
+  robot's webhook URL (WeCom robots are secured by the key in the URL; they have no signature);
+  ``errcode`` 0 is success;
+- **webhook** (SMS or phone gateways, ITSM ticket creation): the JSON document POSTed with
+  ``X-OpsLake-Timestamp`` and ``X-OpsLake-Signature: sha256=<hex HMAC-SHA256(secret,
+  "timestamp.body")>`` so the receiver can check origin and freshness.
+
+Endpoints and secrets come from environment variables named in the routing file, never from
+the repository.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import hashlib
+import hmac
+import json
+import smtplib
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import httpx
+
+from opslake.errors import OpsLakeError
+
+TIMEOUT_S = 10.0
+
+
+class DeliveryError(OpsLakeError):
+    """A receiver refused or could not be reached; the delivery is retried later."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one notification says, rendered per channel."""
+
+    subject: str
+    lines: tuple[str, ...]
+    document: dict[str, object]
+    mobiles: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+    def markdown(self) -> str:
+        """Markdown as DingTalk and WeCom render it."""
+        return f"### {self.subject}\n\n" + "\n".join(f"- {line}" for line in self.lines)
+
+    def plain(self) -> str:
+        return self.subject + "\n\n" + "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the receiver answered (a ticket id for ITSM, a message id for e-mail)."""
+
+    detail: str = ""
+
+
+def sign_dingtalk(secret: str, timestamp_ms: int) -> str:
+    """DingTalk's robot signature for ``timestamp_ms`` (URL-encoded Base64 HMAC-SHA256)."""
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(),
+                      hashlib.sha256).digest()
+    return urllib.parse.quote_plus(base64.b64encode(digest).decode())
+
+
+def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(secret, "timestamp.body")."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_webhook(secret: str, timestamp: str, body: bytes, signature: str,
+                   max_age_s: float = 300.0) -> bool:
+    """Whether a webhook delivery is authentic and fresh (for receivers written in Python)."""
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > max_age_s:
+        return False
+    return hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature)
+
+
+@dataclass
+class Channel(abc.ABC):
+    """One configured receiver endpoint."""
+
+    name: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @abc.abstractmethod
+    def send(self, message: Message) -> Receipt:
+        """Deliver ``message``; raise DeliveryError when the receiver did not take it."""
+
+
+def _post_json(url: str, body: dict[str, object], headers: dict[str, str] | None = None
+               ) -> httpx.Response:
+    data = json.dumps(body, ensure_ascii=False).encode()
+    try:
+        response = httpx.post(url, content=data, timeout=TIMEOUT_S,
+                              headers={"Content-Type": "application/json; charset=utf-8",
+                                       **(headers or {})})
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+    if response.status_code >= 300:
+        raise DeliveryError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+    return response
+
+
+def _robot_ok(response: httpx.Response, what: str) -> Receipt:
+    try:
+        answer = response.json()
+    except ValueError as exc:
+        raise DeliveryError(f"{what} answered non-JSON: {response.text[:200]}") from exc
+    if answer.get("errcode") != 0:
+        raise DeliveryError(f"{what} refused: errcode {answer.get('errcode')} "
+                            f"{answer.get('errmsg')}")
+    return Receipt(str(answer.get("errmsg", "ok")))
+
+
+class DingTalk(Channel):
+    """A DingTalk group robot with the signing ("加签") security setting."""
+
+    def send(self, message: Message) -> Receipt:
+        ts = int(time.time() * 1000)
+        url = self.settings["url"]
+        if self.settings.get("secret"):
+            url += ("&" if "?" in url else "?") + \
+                f"timestamp={ts}&sign={sign_dingtalk(self.settings['secret'], ts)}"
+        body = {"msgtype": "markdown",
+                "markdown": {"title": message.subject, "text": message.markdown()},
+                "at": {"atMobiles": list(message.mobiles), "isAtAll": False}}
+        return _robot_ok(_post_json(url, body), f"DingTalk robot {self.name}")
+
+
+class WeCom(Channel):
+    """A WeCom (企业微信) group robot."""
+
+    def send(self, message: Message) -> Receipt:
+        text = message.markdown()
+        if message.mobiles:
+            text += "\n" + " ".join(f"<@{m}>" for m in message.mobiles)
+        body = {"msgtype": "markdown", "markdown": {"content": text}}
+        return _robot_ok(_post_json(self.settings["url"], body), f"WeCom robot {self.name}")
+
+
+class Webhook(Channel):
+    """A signed JSON webhook (SMS / phone gateways, ITSM ticket creation)."""
+
+    def send(self, message: Message) -> Receipt:
+        doc = {**message.document, "subject": message.subject, "text": message.plain(),
+               "mobiles": list(message.mobiles)}
+        body = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
+        ts = int(time.time())
+        headers = {"X-OpsLake-Timestamp": str(ts)}
+        if self.settings.get("secret"):
+            headers["X-OpsLake-Signature"] = sign_webhook(self.settings["secret"], ts, body)
+        try:
+            response = httpx.post(self.settings["url"], content=body, timeout=TIMEOUT_S,
+                                  headers={"Content-Type": "application/json; charset=utf-8",
+                                           **headers})
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{self.settings['url']}: {exc.__class__.__name__}: {exc}") \
+                from exc
+        if response.status_code >= 300:
+            raise DeliveryError(f"{self.settings['url']}: HTTP {response.status_code} "
+                                f"{response.text[:200]}")
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        ticket = answer.get("ticket_id") or answer.get("id") if isinstance(answer, dict) else None
+        return Receipt(str(ticket) if ticket else f"HTTP {response.status_code}")
+
+
+class Email(Channel):
+    """E-mail through an SMTP server."""
+
+    def send(self, message: Message) -> Receipt:
+        to = [a for a in self.settings.get("to", "").split(",") if a] + list(message.emails)
+        if not to:
+            raise DeliveryError(f"e-mail receiver {self.name} has no recipients")
+        mail = EmailMessage()
+        mail["Subject"] = message.subject
+        mail["From"] = self.settings.get("from", "opslake@localhost")
+        mail["To"] = ", ".join(to)
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = msgid = make_msgid(domain="opslake")
+        mail.set_content(message.plain())
+        html = "".join(f"<li>{_escape(line)}</li>" for line in message.lines)
+        mail.add_alternative(f"<h3>{_escape(message.subject)}</h3><ul>{html}</ul>",
+                             subtype="html")
+        host, port = self.settings["host"], int(self.settings.get("port", "25"))
+        try:
+            with smtplib.SMTP(host, port, timeout=TIMEOUT_S) as smtp:
+                if self.settings.get("starttls") == "true":
+                    smtp.starttls()
+                if self.settings.get("user"):
+                    smtp.login(self.settings["user"], self.settings.get("password", ""))
+                smtp.send_message(mail)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"SMTP {host}:{port}: {exc}") from exc
+        return Receipt(msgid)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+CHANNELS: dict[str, type[Channel]] = {"email": Email, "dingtalk": DingTalk, "wecom": WeCom,
+                                      "webhook": Webhook}
