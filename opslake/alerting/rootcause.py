@@ -12,9 +12,11 @@ without a load alert, a switch without a port rule) can still be named. Each can
 - ``change``: 1 when an announced change window on it opened within ``CHANGE_LOOKBACK_S``
   before the incident (S5.5h: changes are the usual cause).
 
-The score is their weighted sum (``WEIGHTS``); a candidate that only covers CIs it is not
-itself (nothing of it alerted, moved or changed) can still win on coverage, as it should when
-a whole rack goes quiet. The top candidates are kept with every figure as evidence.
+The evidence of the candidate itself is their noisy-or, ``1 - (1-precedence)(1-anomaly)
+(1-change)``, and the score is ``coverage × (BASE + (1 - BASE) × evidence)``: what explains
+more of the incident ranks first, and among equal explanations the one with evidence of its
+own. A candidate nothing of which alerted, moved or changed can still win on coverage, as it
+should when two hosts on one PDU alert together and the PDU has no alert rule. The top candidates are kept with every figure as evidence.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import datetime, timedelta
 
 from opslake.alerting.convergence import Graph, Incident, MaintenanceWindow
 
-WEIGHTS = {"coverage": 0.45, "precedence": 0.25, "anomaly": 0.15, "change": 0.15}
+BASE = 0.6
 PRECEDENCE_TAU_S = 300.0
 ANOMALY_BEFORE_S = 1800
 ANOMALY_AFTER_S = 600
@@ -93,11 +95,12 @@ def rank(incident: Incident, graph: Graph, *, anomalies: Sequence[AnomalyPeak] =
     for cand, hops in reach.items():
         seen = first.get(cand)
         prec = math.exp(-(seen[0] - start).total_seconds() / PRECEDENCE_TAU_S) if seen else 0.0
-        parts = {"coverage": len(hops) / len(members), "precedence": prec,
-                 "anomaly": peak.get(cand, 0.0), "change": 1.0 if cand in changed else 0.0}
-        out.append(Candidate(cand, sum(WEIGHTS[k] * v for k, v in parts.items()),
-                             parts["coverage"], prec, parts["anomaly"], parts["change"],
-                             max(hops), seen[1] if seen else None, changed.get(cand)))
+        coverage, anomaly = len(hops) / len(members), peak.get(cand, 0.0)
+        change = 1.0 if cand in changed else 0.0
+        evidence = 1.0 - (1.0 - prec) * (1.0 - anomaly) * (1.0 - change)
+        out.append(Candidate(cand, coverage * (BASE + (1.0 - BASE) * evidence), coverage, prec,
+                             anomaly, change, max(hops), seen[1] if seen else None,
+                             changed.get(cand)))
     # Equal scores: the closest common upstream CI (the most specific explanation) first.
     out.sort(key=lambda c: (-round(c.score, 9), c.hops, c.entity_id))
     return out[:top]

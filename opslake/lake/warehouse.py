@@ -19,6 +19,9 @@ from opslake.errors import StorageError
 from opslake.lake.storage import Lake, fsync_dir
 
 SERVING_LAYERS = ("gold",)
+#: Daily tables whose rows may be written again on a later day (an incident open at midnight):
+#: ``<table>_current`` keeps the newest partition's row per key.
+LATEST_BY = {"incidents": ("incident_id",), "incident_alerts": ("incident_id", "alert_id")}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
                             lake.table_path(layer, table), recursive=True)):
                         continue
                     objects.append(_serve(con, lake, layer, table))
+            objects += [_current(con, o.table, LATEST_BY[o.table]) for o in list(objects)
+                        if o.table in LATEST_BY]
             con.execute("CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
                         "source_table VARCHAR, rows BIGINT)")
             if objects:
@@ -77,6 +82,16 @@ def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM data')
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
     return WarehouseObject(name=name, layer=layer, table=table, rows=int(rows))
+
+
+def _current(con: duckdb.DuckDBPyConnection, table: str, keys: tuple[str, ...]
+             ) -> WarehouseObject:
+    name = f"{table}_current"
+    con.execute(f'CREATE VIEW "{name}" AS SELECT * EXCLUDE (_newest) FROM (SELECT *, '
+                f'row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY dt DESC) AS _newest '
+                f'FROM "{table}") WHERE _newest = 1')
+    rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+    return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows))
 
 
 def _quote(text: str) -> str:
