@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from typing import Self
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,7 +39,7 @@ class _Server:
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -74,7 +75,7 @@ class RobotServer(_Server):
         self.secret = dingtalk_secret
 
         class Handler(_Handler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 owner: RobotServer = self.server.owner  # type: ignore[attr-defined]
                 url = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(url.query))
@@ -108,7 +109,7 @@ class WebhookServer(_Server):
         self.secret = secret
 
         class Handler(_Handler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 owner: WebhookServer = self.server.owner  # type: ignore[attr-defined]
                 body = self._body()
                 if not verify_webhook(owner.secret, self.headers.get("X-OpsLake-Timestamp", ""),
@@ -127,7 +128,7 @@ class _Keep:
     def __init__(self) -> None:
         self.messages: list[Message] = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server, session, envelope):
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 OK"
 
