@@ -20,9 +20,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from typing import Self
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from aiosmtpd.controller import Controller
 
