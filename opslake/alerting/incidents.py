@@ -156,8 +156,10 @@ def _incident_row(inc: Incident, rules: ConvergenceRules, ranking: list[rootcaus
 
 
 def _stats(day: str, incidents: list[Incident]) -> pa.Table:
-    todays = [i for i in incidents if i.started_at.date() == date.fromisoformat(day)]
-    n_alerts = sum(len(i.alerts) for i in todays)
+    """Alert episodes that started on ``day`` (in any incident) per incident opened on it."""
+    on = date.fromisoformat(day)
+    todays = [i for i in incidents if i.started_at.date() == on]
+    n_alerts = sum(1 for i in incidents for a in i.alerts if a.starts_at.date() == on)
     by: dict[str, int] = {}
     for i in todays:
         kind = i.correlation.split(":")[0]
@@ -165,7 +167,8 @@ def _stats(day: str, incidents: list[Incident]) -> pa.Table:
     return pa.Table.from_pylist([{
         "dt": day, "alerts": n_alerts, "incidents": len(todays),
         "compression_ratio": n_alerts / len(todays) if todays else 0.0,
-        "muted_alerts": sum(1 for i in todays for a in i.alerts if a.muted_by),
+        "muted_alerts": sum(1 for i in incidents for a in i.alerts
+                            if a.muted_by and a.starts_at.date() == on),
         "muted_incidents": sum(1 for i in todays if i.muted),
         "by_correlation": json.dumps(by, sort_keys=True),
     }], schema=INCIDENT_STATS)
