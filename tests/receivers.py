@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import email
+import email.policy
 import hashlib
 import hmac
 import json
@@ -31,8 +32,8 @@ from tests.integration.services import free_port
 
 
 class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.port = free_port()
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int | None = None) -> None:
+        self.port = port or free_port()
         self.received: list[dict] = []
         self.refused = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
@@ -105,7 +106,7 @@ class RobotServer(_Server):
 class WebhookServer(_Server):
     """A signed-webhook receiver (SMS gateway, ITSM): checks the signature, answers a ticket id."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, port: int | None = None) -> None:
         self.secret = secret
 
         class Handler(_Handler):
@@ -121,7 +122,7 @@ class WebhookServer(_Server):
                 owner.received.append(doc)
                 self._reply(201, {"ticket_id": f"INC{len(owner.received):06d}"})
 
-        super().__init__(Handler)
+        super().__init__(Handler, port)
 
 
 class _Keep:
@@ -129,7 +130,8 @@ class _Keep:
         self.messages: list[Message] = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content))
+        self.messages.append(email.message_from_bytes(envelope.content,
+                                                        policy=email.policy.default))
         return "250 OK"
 
 
