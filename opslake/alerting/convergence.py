@@ -93,6 +93,19 @@ class Incident:
         return None if any(e is None for e in ends) else max(ends)  # type: ignore[type-var]
 
     @property
+    def reopened(self) -> int:
+        """How many times a new alert fired after every earlier one had resolved."""
+        count, end = 0, None
+        for a in sorted(self.alerts, key=lambda b: b.starts_at):
+            if end is not None and end is not _OPEN and a.starts_at > end:
+                count += 1
+            if end is _OPEN or a.ends_at is None:
+                end = _OPEN
+            else:
+                end = a.ends_at if end is None else max(end, a.ends_at)
+        return count
+
+    @property
     def muted(self) -> bool:
         return all(a.muted_by for a in self.alerts)
 
@@ -108,6 +121,10 @@ class Incident:
     @property
     def fingerprints(self) -> int:
         return len({a.fingerprint for a in self.alerts})
+
+
+#: An interval end that has not come yet (an alert still firing).
+_OPEN = object()
 
 
 def severity_rank(severity: str) -> int:

@@ -10,7 +10,8 @@ handles the incident's probable cause (the group on most ITSM tickets of that CI
 
 Each (incident, transition, receiver) is delivered once: ``firing`` when an incident that is
 not muted is first seen, ``resolved`` once it resolves, to receivers that were told it fired
-(ticket receivers only open tickets). Every attempt is appended to the delivery log in the
+(ticket receivers only open tickets); an incident that fires again after resolving is news
+again (``firing#1``, ``resolved#1``…). Every attempt is appended to the delivery log in the
 lake (``alerting/deliveries/dt=D/…json``, never rewritten). A receiver that fails is retried
 in the same pass with backoff, then again on later passes (``next_attempt_at``); one over its
 ``rate_limit_per_minute`` is deferred; an incident is never notified twice for one transition.
@@ -266,11 +267,14 @@ class Dispatcher:
         for inc in incidents:
             if inc["muted"]:
                 continue
-            transitions = ["firing"] + (["resolved"] if inc["status"] == "resolved" else [])
+            # A reopened incident (it resolved, then fired again) is news again.
+            n = int(inc.get("reopened") or 0)
+            fired, done = ("firing", "resolved") if n == 0 else (f"firing#{n}", f"resolved#{n}")
+            transitions = [fired] + ([done] if inc["status"] == "resolved" else [])
             for receiver in self.config.receivers_for(inc):
                 for transition in transitions:
-                    if transition == "resolved" and (receiver.ticket or not self._sent(
-                            inc, "firing", receiver)):
+                    if transition == done and (receiver.ticket or not self._sent(
+                            inc, fired, receiver)):
                         continue
                     record = self._deliver(inc, transition, receiver,
                                            groups.get(str(inc["incident_id"])))

@@ -34,6 +34,7 @@ LABELS = pa.map_(pa.string(), pa.string())
 INCIDENTS = pa.schema([
     ("incident_id", pa.string()), ("title", pa.string()), ("status", pa.string()),
     ("muted", pa.bool_()), ("severity", pa.string()), ("correlation", pa.string()),
+    ("reopened", pa.int32()),
     ("started_at", TS), ("ended_at", TS), ("updated_at", TS),
     ("alert_count", pa.int32()), ("fingerprint_count", pa.int32()),
     ("muted_alert_count", pa.int32()), ("entity_count", pa.int32()),
@@ -142,7 +143,7 @@ def _incident_row(inc: Incident, rules: ConvergenceRules, ranking: list[rootcaus
         "incident_id": inc.incident_id,
         "title": _title(inc, rules, cause.entity_id if cause else None),
         "status": "firing" if ended is None else "resolved", "muted": inc.muted,
-        "severity": inc.severity, "correlation": inc.correlation,
+        "severity": inc.severity, "correlation": inc.correlation, "reopened": inc.reopened,
         "started_at": inc.started_at, "ended_at": ended, "updated_at": updated,
         "alert_count": len(inc.alerts), "fingerprint_count": inc.fingerprints,
         "muted_alert_count": sum(1 for a in inc.alerts if a.muted_by),

@@ -38,12 +38,13 @@ def render(inc: Mapping[str, object], transition: str, shifts: Sequence[Shift],
     """The message for one incident transition (Chinese, local time)."""
     tz = ZoneInfo(timezone)
     sev = str(inc["severity"])
+    state = transition.split("#")[0]  # firing#1: fired again after resolving
     enrichment = json.loads(str(inc.get("enrichment") or "{}"))
     causes = json.loads(str(inc.get("root_causes") or "[]"))
     started = inc["started_at"].astimezone(tz)  # type: ignore[union-attr]
     lines = [f"级别：{SEVERITY_ZH.get(sev, sev)}（{sev}）",
              f"开始：{started:%Y-%m-%d %H:%M:%S}"]
-    if transition == "resolved" and inc.get("ended_at"):
+    if state == "resolved" and inc.get("ended_at"):
         lines.append(f"恢复：{inc['ended_at'].astimezone(tz):%Y-%m-%d %H:%M:%S}")  # type: ignore[union-attr]
     lines.append(f"告警：{inc['alert_count']} 条，涉及 {inc['entity_count']} 个配置项")
     if causes:
@@ -58,7 +59,7 @@ def render(inc: Mapping[str, object], transition: str, shifts: Sequence[Shift],
         lines.append(f"处置手册：[{name}]({url})")
     if shifts:
         lines.append("值班：" + "、".join(s.name for s in shifts))
-    subject = f"[{STATUS_ZH.get(transition, transition)}][{SEVERITY_ZH.get(sev, sev)}] {inc['title']}"
+    subject = f"[{STATUS_ZH.get(state, state)}][{SEVERITY_ZH.get(sev, sev)}] {inc['title']}"
     document = {
         "incident_id": inc["incident_id"], "transition": transition, "severity": sev,
         "title": inc["title"], "status": inc["status"], "started_at": started.isoformat(),

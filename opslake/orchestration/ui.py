@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from opslake.errors import OpsLakeError
+from opslake.orchestration.runner import instance
 from opslake.settings import Settings
 
 MODULE = "opslake.orchestration.definitions"
@@ -29,6 +30,7 @@ def _bin(name: str) -> str:
 
 def start(settings: Settings, host: str, port: int, log_dir: Path) -> list[subprocess.Popen]:
     """Start webserver and daemon (each in a new session); returns the processes."""
+    instance(settings).dispose()  # a fresh home needs its instance directory and config
     env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = {

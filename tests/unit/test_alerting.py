@@ -185,3 +185,13 @@ def test_rule_files_report_every_problem_with_the_fix() -> None:
     assert "inhibit[2] needs a name" in text
     assert "rule names ['x'] are used twice" in text
     assert "unknown section(s) ['silence']" in text
+
+
+def test_an_incident_that_fires_again_after_resolving_counts_as_reopened() -> None:
+    first, overlap = _alert("vm-3", 0, lasts=10), _alert("host-2", 5, lasts=20)
+    again = _alert("vm-3", 40, lasts=None)          # after both resolved: reopened once
+    [incident] = group([first, overlap, again], REPO_RULES, _graph())
+    assert incident.reopened == 1 and incident.ended_at is None
+    [calm] = group([_alert("vm-3", 0, lasts=10), _alert("host-2", 5, lasts=20)], REPO_RULES,
+                   _graph())
+    assert calm.reopened == 0 and calm.ended_at == T0 + timedelta(minutes=25)
