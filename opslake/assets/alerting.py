@@ -179,7 +179,9 @@ def collect_diagnostics(context: dg.OpExecutionContext, lake: LakeResource) -> N
     context.log.info(f"diagnostics for {cfg['incident_id']} at {path}")
 
 
-@dg.job(name="runbook_collect_diagnostics",
+# Resources bound here: a sensor whose job needs them attached later is rebuilt by Dagster
+# with a beta parameter, which warns at load time.
+@dg.job(name="runbook_collect_diagnostics", resource_defs={"lake": LakeResource()},
         description="Self-healing hand-off (S5.5e): the first runbook step for an incident.")
 def runbook_collect_diagnostics() -> None:
     collect_diagnostics()

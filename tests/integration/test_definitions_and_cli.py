@@ -17,7 +17,8 @@ LAYERS = {"landing", "bronze", "silver", "gold", "serving", "models"}
 SIDE_GROUPS = {"gold/catalog_metrics": "catalog", "gold/catalog_versions": "catalog",
                "gold/catalog_dimensions": "catalog", "gold/catalog_lineage": "catalog",
                "silver/metric_points_live": "live", "gold/metric_values_live": "live",
-               "gold/anomalies_live": "live",
+               "gold/anomalies_live": "live", "silver/events_live": "live",
+               "gold/incidents_live": "live", "gold/incident_alerts_live": "live",
                "gold/quality_report": "quality"}
 
 
@@ -78,6 +79,13 @@ def test_jobs_cover_every_partitioned_asset() -> None:
     assert training == {dg.AssetKey(["models", "incident_risk"]),
                         dg.AssetKey(["models", "anomaly_multivariate"])}
     assert isinstance(defs.resolve_schedule_def("ml_training_schedule"), dg.ScheduleDefinition)
+    alerts = defs.resolve_job_def("alerts_live_refresh").asset_layer.selected_asset_keys
+    assert alerts == {dg.AssetKey.from_user_string(k) for k in (
+        "silver/events_live", "gold/incidents_live", "gold/incident_alerts_live")}
+    metrics = defs.resolve_job_def("metrics_live_refresh").asset_layer.selected_asset_keys
+    assert not metrics & alerts
+    for sensor in ("alerts_live_sensor", "runbook_sensor", "metrics_live_sensor"):
+        assert defs.resolve_sensor_def(sensor).default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
