@@ -32,6 +32,7 @@ demo: install
 	$(VENV)/bin/opslake warehouse build
 	$(VENV)/bin/opslake status
 	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business
+	$(VENV)/bin/opslake alerts incidents
 	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else $(VENV)/bin/opslake ui; fi
 
 # The integration tests start real Prometheus, node_exporter and Alertmanager (Debian

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from opslake.cli_catalog import app as catalog_app
 from opslake.cli_alerts import app as alerts_app
+from opslake.cli_catalog import app as catalog_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
 from opslake.errors import ConfigError, OpsLakeError

@@ -26,6 +26,14 @@ def _lake():
     return Lake.from_settings(Settings.from_env())
 
 
+def _day(day: str | None, live: bool) -> str:
+    """The day asked for; else today (live) or the newest day with incidents."""
+    if day or live:
+        return day or datetime.now(UTC).date().isoformat()
+    days = sorted(_lake().partitions("gold", "incidents"))
+    return days[-1] if days else datetime.now(UTC).date().isoformat()
+
+
 def _incidents(day: str, live: bool) -> list[dict]:
     from opslake.alerting.live import LIVE_INCIDENTS
     from opslake.errors import NotFoundError
@@ -40,12 +48,13 @@ def _incidents(day: str, live: bool) -> list[dict]:
 
 @app.command("incidents")
 def incidents(
-    day: Annotated[str | None, typer.Option("--day", help="UTC day (default: today).")] = None,
+    day: Annotated[str | None, typer.Option(
+        "--day", help="UTC day (default: the newest day with incidents).")] = None,
     live: Annotated[bool, typer.Option("--live", help="Today's live incidents.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Include muted incidents.")] = False,
 ) -> None:
     """List a day's incidents: severity, status, alerts, probable root cause."""
-    day = day or datetime.now(UTC).date().isoformat()
+    day = _day(day, live)
     rows = [r for r in _incidents(day, live) if all_ or not r["muted"]]
     table = Table(title=f"incidents {day}" + (" (live)" if live else ""))
     for col in ("id", "started", "severity", "status", "alerts", "root cause", "title"):
@@ -60,13 +69,14 @@ def incidents(
 @app.command("show")
 def show(
     incident_id: Annotated[str, typer.Argument(help="INC-… as listed by `alerts incidents`.")],
-    day: Annotated[str | None, typer.Option("--day", help="UTC day (default: today).")] = None,
+    day: Annotated[str | None, typer.Option(
+        "--day", help="UTC day (default: the newest day with incidents).")] = None,
     live: Annotated[bool, typer.Option("--live", help="Look in today's live incidents.")] = False,
 ) -> None:
     """One incident as JSON: ranked root causes with evidence, enrichment and its alerts."""
     from opslake.errors import NotFoundError
 
-    day = day or datetime.now(UTC).date().isoformat()
+    day = _day(day, live)
     found = [r for r in _incidents(day, live) if r["incident_id"] == incident_id]
     if not found:
         raise NotFoundError(f"no incident {incident_id} on {day}; list them with "
