@@ -41,7 +41,7 @@ def _anomaly_metadata(scored: anomalies.Scored, runs: list[dict]) -> dict:
         "指标异常 / anomalies of the day: every (entity, metric, label set) series on a one-minute "
         "grid scored by the causal single-metric detector (opslake.ml.detect, calibrated to "
         "[0, 1]: 1 = rarer than anything the series did before), continuing yesterday's "
-        "detector state. Rows: points scoring ≥ 0.5 with the expected level; points ≥ 0.7 are "
+        "detector state. Rows: points scoring ≥ 0.6 with the expected level; points ≥ 0.8 are "
         "events, grouped into episodes and landed as alerts (landing/ml → silver events, "
         "source opslake-ml). Where models/anomaly_multivariate has a champion, its per-entity "
         "scores (isolation forest over the entity's metric vector) join as detector "

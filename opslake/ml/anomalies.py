@@ -32,8 +32,8 @@ from opslake.lake.storage import Lake
 from opslake.ml.detect import DetectorConfig, DetectorState, score_matrix
 
 GRID_S = 60
-REPORT_FLOOR = 0.5
-EVENT_THRESHOLD = 0.7
+REPORT_FLOOR = 0.6
+EVENT_THRESHOLD = 0.8
 #: The multi-metric detector's scores are quantiles of its training scores (0.99 = rarer than
 #: 99 % of the training window), a looser scale than the record score: it needs its own.
 MULTIVARIATE_MODEL = "anomaly_multivariate"

@@ -17,9 +17,16 @@ surprising than anything this series has done" and 0.5 means "as rare as one poi
 √n"; it is capped by ``1 - log(k+1)/log(horizon)`` so that in a long history a point must
 also be among the few most surprising events ever seen, not only a small share of them.
 Because the scale is each series' own, one threshold means the same rarity for a noisy
-tweet count and a flat temperature. The features are combined by their quadratic mean
-(a point surprising to several features beats one surprising to a single feature, such
-as a spike that recurs daily), and a score that does not exceed the previous ``suppress``
+tweet count and a flat temperature. Two novelty features join them: the raw deviation from
+the running level and the raw seasonal residual, each ranked among the ``novelty_k``
+largest earlier ones in the same direction and calibrated the same way (a record on the
+series' own unnormalised scale, so a series whose spread has just grown cannot make a
+routine excursion look new, and a long-forgotten extreme still counts). Each of the four
+z-score features is damped unless it beats its own previous ``feature_suppress`` scores, so
+a feature that is already reporting an episode (a burst, a spread that keeps growing) adds
+little while another can still speak. The features are combined by their cubic mean (a
+point surprising to several features beats one surprising to a single feature, such as a
+spike that recurs daily), and a score that does not exceed the previous ``suppress``
 scores is damped, so a long incident alerts once rather than on every point.
 """
 
@@ -28,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.ndimage import maximum_filter1d
 from scipy.signal import lfilter
 
 from opslake.errors import InputError
@@ -36,8 +44,10 @@ DAY_S = 86_400
 #: Time steps scored together, and the pairwise comparisons allowed per chunk.
 CHUNK = 128
 PAIRWISE_BUDGET = 4_000_000
-#: Calibrated features: level, seasonal residual, and a sustained shift of each.
+#: Calibrated z-score features: level, seasonal residual, and a sustained shift of each.
 N_FEATURES = 4
+#: Novelty features: the raw level deviation and the raw seasonal residual.
+N_NOVELTY = 2
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,17 @@ class DetectorConfig:
     period_s: int = DAY_S
     #: Speed of the sustained-shift features (fast EWMA of the deviations); 0 disables them.
     shift_alpha: float = 0.05
-    #: Features are combined by this power mean (2: quadratic mean; ``inf``: the largest).
-    combine_power: float = 2.0
+    #: Features are combined by this power mean (3: cubic mean; ``inf``: the largest).
+    combine_power: float = 3.0
     #: A point among more than ``horizon`` at least as surprising ones scores 0 however long
     #: the history (rarity counted in events, not only as a share of the history); 0: off.
     horizon: int = 2000
+    #: Novelty: rank of the raw deviation among the ``novelty_k`` largest ones ever seen in
+    #: the same direction (level deviation and seasonal residual); 0 disables it.
+    novelty_k: int = 32
+    #: A calibrated feature's score is damped (by ``damp``) unless it beats that feature's
+    #: previous ``feature_suppress`` scores; 0 disables it.
+    feature_suppress: int = 500
 
     def season_length(self, step_s: float) -> int:
         """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
@@ -94,6 +110,9 @@ class DetectorState:
     counts: np.ndarray
     recent: np.ndarray
     last_value: np.ndarray
+    nov_top: np.ndarray
+    nov_seen: np.ndarray
+    feature_recent: np.ndarray
     config: DetectorConfig = field(default_factory=DetectorConfig)
 
     @classmethod
@@ -113,6 +132,9 @@ class DetectorState:
             counts=np.zeros((n_series, N_FEATURES, config.bins), dtype=np.int64),
             recent=np.zeros((n_series, config.suppress)),
             last_value=np.full(n_series, np.nan),
+            nov_top=np.full((n_series, N_NOVELTY, 2, max(config.novelty_k, 1)), -np.inf),
+            nov_seen=np.zeros((n_series, N_NOVELTY), dtype=np.int64),
+            feature_recent=np.zeros((n_series, N_FEATURES, config.feature_suppress)),
             config=config,
         )
 
@@ -125,6 +147,23 @@ class DetectorState:
 def _ewm(x: np.ndarray, alpha: float, last: np.ndarray) -> np.ndarray:
     """EWMA of each row of ``x`` continuing from ``last`` (one value per series)."""
     out, _ = lfilter([alpha], [1.0, alpha - 1.0], x, axis=1, zi=((1 - alpha) * last)[:, None])
+    return out
+
+
+def _ewm_held(x: np.ndarray, alpha: float, last: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Like :func:`_ewm`, but the average stays put (is not updated) where ``on`` is False.
+
+    Holding inside the recurrence, not by feeding the chunk's starting value, keeps a series
+    with gaps scoring the same however it is split into calls.
+    """
+    if on.all():
+        return _ewm(x, alpha, last)
+    out = np.empty_like(x)
+    v = np.asarray(last, dtype=float)
+    for j in range(x.shape[1]):
+        # The same arithmetic as lfilter's recurrence, so gapless stretches agree exactly.
+        v = np.where(on[:, j], alpha * x[:, j] + (1.0 - alpha) * v, v)
+        out[:, j] = v
     return out
 
 
@@ -160,10 +199,73 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     return np.where(active, score, 0.0), active & (n >= config.warmup)
 
 
+def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated rarity of the raw deviation ``dev`` among the largest ones on its side.
+
+    ``k`` counts the earlier deviations in the same direction at least as large, exactly up
+    to ``novelty_k`` (only that many are kept per side), and is calibrated as in
+    ``_surprise``. Updates the kept deviations.
+    """
+    cfg = state.config
+    K = cfg.novelty_k
+    top = state.nov_top[:, i]
+    mag = np.abs(dev)
+    neg = dev < 0
+    stored = np.where(neg, np.count_nonzero(top[:, 1][:, None, :] >= mag[:, :, None], axis=2),
+                      np.count_nonzero(top[:, 0][:, None, :] >= mag[:, :, None], axis=2))
+    # Earlier points of this same chunk count too: active, same side, at least as far out.
+    sign = np.where(neg, -1.0, 1.0)
+    earlier = np.triu(np.ones((dev.shape[1], dev.shape[1]), dtype=bool), 1)
+    past = np.where(active, dev, np.nan)
+    ge = (past[:, :, None] * sign[:, None, :] >= mag[:, None, :]) & earlier[None]
+    k = np.minimum(stored + np.count_nonzero(ge, axis=1), K)
+    n = state.nov_seen[:, i][:, None] + np.cumsum(active, axis=1) - active
+    score = np.log((n + 1.0) / (k + 1.0)) / np.log(n + 2.0)
+    if cfg.horizon:
+        score = np.minimum(score, 1.0 - np.log(k + 1.0) / np.log(cfg.horizon))
+    score = np.clip(np.where(active & (dev != 0), score, 0.0), 0.0, 1.0)
+    for side, on in ((0, active & ~neg), (1, active & neg)):
+        kept = np.concatenate([top[:, side], np.where(on, mag, -np.inf)], axis=1)
+        state.nov_top[:, i, side] = np.partition(kept, kept.shape[1] - K, axis=1)[:, -K:]
+    state.nov_seen[:, i] = n[:, -1] + active[:, -1]
+    return score, active & (n >= cfg.warmup)
+
+
+def _feature_suppress(state: DetectorState, feats: dict[int, tuple[np.ndarray, np.ndarray]]
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each calibrated feature damped where it does not beat its own previous scores."""
+    cfg = state.config
+    if not cfg.feature_suppress:
+        return list(feats.values())
+    out = []
+    for slot, (f, active) in feats.items():
+        fa = np.where(active, f, 0.0)
+        recent = state.feature_recent[:, slot]
+        before = _window_max(recent, fa)
+        state.feature_recent[:, slot] = np.concatenate([recent, fa], axis=1)[:, -recent.shape[1]:]
+        out.append((np.where(fa > before, f, f * cfg.damp), active))
+    return out
+
+
+def _window_max(recent: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """For each column of ``x``, the largest of the ``recent.shape[1]`` values before it."""
+    k, t = recent.shape[1], x.shape[1]
+    if t > k:
+        trail = np.concatenate([recent, x], axis=1)
+        return maximum_filter1d(trail, k, axis=1, origin=(k - 1) // 2)[:, k - 1:-1]
+    # A long window is mostly the same for the whole chunk: reduce that part once, and take
+    # running maxima only of the few values that leave it and the chunk's own values.
+    leaving = np.maximum.accumulate(recent[:, t - 1::-1], axis=1)[:, ::-1]
+    staying = recent[:, t:].max(axis=1, initial=-np.inf)[:, None]
+    chunk = _previous(np.maximum.accumulate(x, axis=1), np.full(len(x), -np.inf))
+    return np.maximum(np.maximum(leaving, staying), chunk)
+
+
 def _combine(feats: list[tuple[np.ndarray, np.ndarray]], power: float) -> np.ndarray:
     """Power mean of the active features' calibrated scores (``inf`` = the largest).
 
-    A quadratic mean rewards a point that several features find surprising over one that
+    A power mean above 1 rewards a point that several features find surprising over one that
     only a single feature does (a daily-recurring spike is surprising to the level but not
     to the seasonal residual), while one very surprising feature still scores high.
     """
@@ -179,8 +281,7 @@ def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
     """Calibrated rarity of a sustained shift: a fast EWMA of ``dev`` against its own spread."""
     cfg = state.config
     m = _ewm(dev, cfg.shift_alpha, state.shift_mean[:, i])
-    v = _ewm(np.where(active, m * m, state.shift_var[:, i][:, None]), cfg.level_alpha,
-             state.shift_var[:, i])
+    v = _ewm_held(m * m, cfg.level_alpha, state.shift_var[:, i], active)
     prev_v = _previous(v, state.shift_var[:, i])
     z = np.where(prev_v > 0, m / np.sqrt(np.maximum(prev_v, 1e-300)), 0.0)
     state.shift_mean[:, i] = m[:, -1]
@@ -202,9 +303,9 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
     held = np.where(np.isfinite(held), held, start[:, None])
     prev_mean = _previous(_ewm(held, a, start), start)
     dev = held - prev_mean
-    # Where nothing came the spread is held (fed its own value) rather than shrunk by the
+    # Where nothing came the spread is held rather than shrunk by the
     # held level's zero deviations, so a gap does not make the next sample look extreme.
-    var = _ewm(np.where(ok, dev * dev, state.level_var[:, None]), a, state.level_var)
+    var = _ewm_held(dev * dev, a, state.level_var, ok)
     prev_var = _previous(var, state.level_var)
     z_level = np.where(prev_var > 0, dev / np.sqrt(np.maximum(prev_var, 1e-300)),
                        np.where(dev != 0, 1e6, 0.0))
@@ -213,9 +314,11 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
     state.level_var = var[:, -1]
     state.last_value = held[:, -1]
     lv = ok & ~first
-    feats = [_surprise(z_level, state.counts[:, 0], lv, cfg)]
+    # Keyed by the histogram's slot so each feature keeps its own suppression history.
+    feats = {0: _surprise(z_level, state.counts[:, 0], lv, cfg)}
     if cfg.shift_alpha > 0:
-        feats.append(_shift(state, 0, np.where(lv, dev, 0.0), lv))
+        feats[2] = _shift(state, 0, np.where(lv, dev, 0.0), lv)
+    novel = [_novelty(state, 0, np.where(lv, dev, 0.0), lv)] if cfg.novelty_k else []
     if state.season:
         # Seasonal surprise: residual against the same phase of earlier days, profile as of
         # the chunk's start (a chunk never spans more than one period).
@@ -224,12 +327,14 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
         resid = np.where(known, held - col, 0.0)
         prev_rmean = _previous(_ewm(resid, a, state.resid_mean), state.resid_mean)
         rdev = resid - prev_rmean
-        rvar = _ewm(np.where(known, rdev * rdev, state.resid_var[:, None]), a, state.resid_var)
+        rvar = _ewm_held(rdev * rdev, a, state.resid_var, known)
         prev_rvar = _previous(rvar, state.resid_var)
         z_season = np.where(prev_rvar > 0, rdev / np.sqrt(np.maximum(prev_rvar, 1e-300)), 0.0)
-        feats.append(_surprise(z_season, state.counts[:, 1], known, cfg))
+        feats[1] = _surprise(z_season, state.counts[:, 1], known, cfg)
         if cfg.shift_alpha > 0:
-            feats.append(_shift(state, 1, rdev, known))
+            feats[3] = _shift(state, 1, rdev, known)
+        if cfg.novelty_k:
+            novel.append(_novelty(state, 1, rdev, known))
         state.resid_mean = prev_rmean[:, -1] * (1 - a) + a * resid[:, -1]
         state.resid_var = rvar[:, -1]
         sa = cfg.season_alpha
@@ -239,7 +344,8 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
                                             (1 - sa) * state.profile[:, ph] + sa * held[:, j],
                                             np.where(ok[:, j], held[:, j], state.profile[:, ph]))
             state.profile_seen[:, ph] |= ok[:, j]
-    score = _combine(feats, cfg.combine_power)
+    # Novelty is not damped: it already ranks against the whole history, not a recent window.
+    score = _combine(_feature_suppress(state, feats) + novel, cfg.combine_power)
     seen = state.seen[:, None] + np.cumsum(ok, axis=1)
     state.seen = seen[:, -1]
     score = np.where(seen > cfg.warmup, score, 0.0)

@@ -11,7 +11,7 @@ from opslake.ingest.parsers import alertmanager
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.lake.storage import Lake
-from opslake.ml import anomalies
+from opslake.ml import anomalies, detect
 from opslake.settings import Settings
 
 DAY = "2026-11-20"
@@ -87,6 +87,21 @@ def test_state_is_saved_per_day_and_carried_so_two_days_equal_one_long_run(lake)
     assert carried.anomalies.num_rows > 0
     assert carried.anomalies.select(["ts", "series", "score"]).to_pylist() == \
         second.select(["ts", "series", "score"]).to_pylist()
+
+
+def test_series_with_gaps_score_the_same_however_they_are_split_into_calls():
+    rng = np.random.default_rng(5)
+    n, steps = 6, 3000
+    ts = np.datetime64("2026-11-20T00:00") + np.arange(steps) * np.timedelta64(60, "s")
+    values = rng.normal(0, 1, (n, steps)).cumsum(axis=1) + 50 * np.sin(np.arange(steps) / 229)
+    values[rng.random((n, steps)) < 0.03] = np.nan       # scattered missing samples
+    values[2, 1000:1400] = np.nan                          # a long outage across a split
+    values[4, :200] = np.nan                               # a series that starts late
+    whole = detect.score_matrix(detect.DetectorState.new(n, 60.0), ts, values)
+    state = detect.DetectorState.new(n, 60.0)
+    parts = [detect.score_matrix(state, ts[a:b], values[:, a:b])
+             for a, b in ((0, 150), (150, 1001), (1001, 1777), (1777, steps))]
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
 
 
 def test_a_new_series_gets_a_fresh_state_beside_the_carried_ones(lake):
