@@ -15,6 +15,8 @@ from opslake.cli_alerts import app as alerts_app
 from opslake.cli_catalog import app as catalog_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
+from opslake.cli_security import app as security_app
+from opslake.cli_security import audit_app
 from opslake.errors import ConfigError, OpsLakeError
 from opslake.settings import Settings
 
@@ -27,6 +29,8 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(quality_app, name="quality")
 app.add_typer(ml_app, name="ml")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(security_app, name="security")
+app.add_typer(audit_app, name="audit")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)

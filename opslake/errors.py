@@ -29,3 +29,9 @@ class NotFoundError(OpsLakeError):
     """Something asked for by name does not exist yet."""
 
     exit_code = 5
+
+
+class SecurityError(OpsLakeError):
+    """A credential, key or protected value failed a check (wrong key, tampered data)."""
+
+    exit_code = 6

@@ -1,4 +1,4 @@
-"""The OpsLake data service (FastAPI): health and push ingestion; later issues add the read API."""
+"""The OpsLake data service (FastAPI): push ingestion, the read API and its security."""
 
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from opslake.api import alert_webhooks, ingest
+from opslake.api import admin, alert_webhooks, data, ingest
+from opslake.api.auth import Security, install
+from opslake.api.warehouse import WarehouseReader
 from opslake.errors import ConfigError
 from opslake.ingest.listeners import mqtt as mqtt_listener
 from opslake.ingest.listeners import syslog
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
+from opslake.security.audit import AuditLog
+from opslake.security.crypto import FieldCipher
+from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
+
+TOTP_CONTEXT = "identity.totp_secret"
 
 
 def version() -> str:
@@ -68,9 +75,12 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
 
     app = FastAPI(
         title="OpsLake data service", version=version(), docs_url="/docs", lifespan=lifespan,
-        description="Push ingestion into the OpsLake landing zone: Prometheus remote write, "
+        description="Push ingestion into the OpsLake landing zone (Prometheus remote write, "
                     "Alertmanager webhooks and generic JSON alert webhooks, acknowledged once "
-                    "durable.",
+                    "durable) and the read API over the serving warehouse: catalog, metric "
+                    "data, incidents, anomalies, forecasts, quality. Read endpoints need "
+                    "'Authorization: Bearer <API key or session token>'; every request is "
+                    "audited.",
     )
     app.state.settings = settings
     app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes())
@@ -82,4 +92,12 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
 
     app.include_router(ingest.router)
     app.include_router(alert_webhooks.router)
+    app.include_router(data.router)
+    app.include_router(admin.router)
+    app.state.warehouse = WarehouseReader(settings.warehouse_path)
+    cipher = app.state.cipher = FieldCipher.from_settings(settings)
+    install(app, Security(
+        IdentityStore(settings, protect=lambda s: cipher.encrypt(s, TOTP_CONTEXT),
+                      unprotect=lambda s: cipher.decrypt(s, TOTP_CONTEXT)),
+        AuditLog.from_settings(settings)))
     return app

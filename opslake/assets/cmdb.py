@@ -2,10 +2,15 @@
 
 import dagster as dg
 
-from opslake.assets.conform import SilverTable, silver_asset
+from opslake.assets.conform import SilverTable, cmdb_as_of, end_of_day, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.assets.keys import OWNER, key
+from opslake.assets.partitions import DAILY
 from opslake.ingest.parsers import cmdb as parser
+from opslake.kpi.ledger import ledger
 from opslake.lake.schemas import ASSETS, RELATIONS_SCHEMA
+from opslake.orchestration.resources import LakeResource
+from opslake.security.crypto import FieldCipher
 from opslake.transforms import cmdb as conform
 
 CMDB = SourceSpec(
@@ -55,6 +60,31 @@ RELATIONS_SPEC = SilverTable(
     ),
 )
 
+
+
+@dg.asset(
+    key=key("gold", "asset_ledger"), group_name="gold", kinds={"parquet"}, owners=[OWNER],
+    partitions_def=DAILY, deps=[key("silver", "assets")],
+    description=(
+        "资源台账 / asset ledger: every CI in service at the end of the day with department, "
+        "business, location, vendor, model, lifecycle, and days left until its warranty, "
+        "support contract and licence end (negative once past). The owner's contact is kept "
+        "only as an SM4 token (owner_contact_sm4); the API decrypts it for roles allowed to "
+        "see personal data."),
+)
+def asset_ledger(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    """The day's ledger, owner contacts sealed with the installation's data key."""
+    lk, dt = lake.lake(), context.partition_key
+    cipher = FieldCipher.from_settings(lake.settings())
+    # Deterministic tokens: re-running a day must give the same bytes.
+    table = ledger(cmdb_as_of(lk, dt), end_of_day(dt),
+                   lambda text, ctx: cipher.encrypt(text, ctx, deterministic=True))
+    lk.write_table(table, "gold", "asset_ledger", {"dt": dt})
+    expired = sum(1 for d in table["days_to_warranty_end"].to_pylist() if d is not None and d < 0)
+    return dg.MaterializeResult(metadata={"rows": table.num_rows, "expired_warranties": expired})
+
+
 defs = dg.Definitions(
-    assets=[*source_assets(CMDB), silver_asset(ASSETS_SPEC), silver_asset(RELATIONS_SPEC)],
+    assets=[*source_assets(CMDB), silver_asset(ASSETS_SPEC), silver_asset(RELATIONS_SPEC),
+            asset_ledger],
 )

@@ -1,0 +1,115 @@
+"""Sign-in and administration: sessions, API keys, usage, the audit chain (S6.6a, S6.8b).
+
+Administrative actions (keys, users, audit verification) need the ``admin:*`` scope and a
+current TOTP code in ``X-OpsLake-TOTP`` (two-factor authentication, MLPS level 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from opslake.api.auth import TOTP_HEADER, requires
+from opslake.security.roles import SCOPES, Principal
+
+router = APIRouter(prefix="/v1", tags=["security"])
+TotpCode = Annotated[str | None, Header(alias=TOTP_HEADER, pattern=r"^[0-9]{6}$")]
+KeysAdmin = Annotated[Principal, Depends(requires("admin:keys"))]
+AuditAdmin = Annotated[Principal, Depends(requires("admin:audit"))]
+
+
+class Login(BaseModel):
+    """Credentials for a session."""
+
+    user: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+    totp: str | None = Field(default=None, pattern=r"^[0-9]{6}$")
+
+
+class NewKey(BaseModel):
+    """An API key to create."""
+
+    user: str = Field(min_length=1, max_length=64)
+    scopes: list[str] | None = Field(default=None, max_length=len(SCOPES))
+    quota_per_day: int = Field(default=10_000, ge=1, le=10_000_000)
+    expires_days: int = Field(default=365, ge=1, le=3650)
+
+
+def _json(request: Request, doc: object, rows: int = 1, status: int = 200) -> Response:
+    request.state.rows = rows
+    return Response(json.dumps(doc, ensure_ascii=False, default=str), status_code=status,
+                    media_type="application/json")
+
+
+def _identity(request: Request):
+    return request.app.state.security.identity
+
+
+async def _second_factor(request: Request, principal: Principal, code: str | None) -> None:
+    await run_in_threadpool(_identity(request).require_second_factor, principal, code)
+
+
+@router.post("/auth/login", summary="Open a session (password, and TOTP once enrolled)")
+async def login(request: Request, body: Login) -> Response:
+    """A session token for ``Authorization: Bearer``; idle 30 min, at most 8 h."""
+    session = await run_in_threadpool(_identity(request).login, body.user, body.password,
+                                      body.totp)
+    return _json(request, {"token": session.token, "expires_at": session.expires_at})
+
+
+@router.post("/auth/logout", summary="End the current session")
+async def logout(request: Request, authorization: Annotated[str, Header()]) -> Response:
+    """The session token stops working at once."""
+    await run_in_threadpool(_identity(request).logout, authorization.partition(" ")[2])
+    return _json(request, {"ended": True}, rows=0)
+
+
+@router.post("/admin/keys", summary="Create an API key (shown once)", status_code=201)
+async def create_key(request: Request, body: NewKey, principal: KeysAdmin, totp: TotpCode = None) -> Response:
+    """A key for ``user`` with scopes narrowed from its role; the secret is shown only here."""
+    await _second_factor(request, principal, totp)
+    key_id, raw = await run_in_threadpool(_identity(request).create_key, body.user,
+                                          body.scopes, body.quota_per_day, body.expires_days)
+    return _json(request, {"key_id": key_id, "key": raw}, status=201)
+
+
+@router.get("/admin/keys", summary="List API keys (never their secrets)")
+async def list_keys(request: Request, principal: KeysAdmin, totp: TotpCode = None) -> Response:
+    """Every key: owner, scopes, quota, expiry, revocation, last use."""
+    await _second_factor(request, principal, totp)
+    keys = [dataclasses.asdict(k) for k in await run_in_threadpool(_identity(request).list_keys)]
+    return _json(request, {"count": len(keys), "rows": keys}, rows=len(keys))
+
+
+@router.delete("/admin/keys/{key_id}", summary="Revoke an API key")
+async def revoke_key(request: Request,
+                     key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
+                     principal: KeysAdmin, totp: TotpCode = None) -> Response:
+    """The key stops working at once."""
+    await _second_factor(request, principal, totp)
+    await run_in_threadpool(_identity(request).revoke_key, key_id)
+    return _json(request, {"revoked": key_id})
+
+
+@router.get("/admin/usage", summary="API usage per key, endpoint and day")
+async def usage(request: Request, principal: KeysAdmin, day: date | None = None,
+                totp: TotpCode = None) -> Response:
+    """Requests, rows and errors per key and endpoint (API management)."""
+    await _second_factor(request, principal, totp)
+    rows = [dataclasses.asdict(u) for u in
+            await run_in_threadpool(_identity(request).usage, None, day)]
+    return _json(request, {"count": len(rows), "rows": rows}, rows=len(rows))
+
+
+@router.get("/admin/audit/verify", summary="Check the audit log's SM3 chain")
+async def audit_verify(request: Request, principal: AuditAdmin, totp: TotpCode = None) -> Response:
+    """Whether any audit entry was modified, deleted, inserted or reordered."""
+    await _second_factor(request, principal, totp)
+    result = await run_in_threadpool(request.app.state.security.audit.verify)
+    return _json(request, dataclasses.asdict(result))

@@ -1,0 +1,318 @@
+"""The read API (``/v1``): catalog, metric data, incidents, anomalies, forecasts, assets, quality.
+
+Every statement is a fixed template over the serving warehouse with bound parameters; names
+a caller chooses (a metric, a breakdown, a filter column) are checked against the catalog
+and a closed list first. Row scoping: a principal whose role is row-scoped (department
+viewers) gets only rows of its departments or businesses, and a breakdown that mixes
+departments (all, region, object kind or type) is refused rather than aggregated over others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
+
+import pyarrow as pa
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from opslake.api.auth import requires
+from opslake.api.warehouse import WarehouseReader
+from opslake.errors import ConfigError, NotFoundError
+from opslake.kpi.ledger import CONTACT_CONTEXT
+from opslake.metrics_catalog.compute import SCOPE_COLUMNS
+from opslake.security.identity import Forbidden
+from opslake.security.roles import Principal
+
+router = APIRouter(prefix="/v1", tags=["data"])
+Format = Literal["json", "csv", "arrow"]
+ARROW_TYPE = "application/vnd.apache.arrow.stream"
+#: Breakdowns whose rows belong to one department or business (row-scoped callers).
+SCOPED_BREAKDOWNS = {"entity": ("department", "business"), "department": ("department", None),
+                     "business": (None, "business")}
+MAX_ROWS = 100_000
+ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
+
+
+def _reader(request: Request) -> WarehouseReader:
+    return request.app.state.warehouse
+
+
+def _rows(request: Request, table: pa.Table, fmt: Format = "json") -> Response:
+    """The rows in the asked format; the count goes to the audit record."""
+    request.state.rows = table.num_rows
+    if fmt == "arrow":
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return Response(sink.getvalue(), media_type=ARROW_TYPE)
+    rows = table.to_pylist()
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=table.column_names)
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+    body = json.dumps({"count": len(rows), "rows": rows}, ensure_ascii=False, default=_json)
+    return Response(body, media_type="application/json")
+
+
+def _json(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _row_scope(principal: Principal, department: str | None, business: str | None
+               ) -> tuple[str, list[object]]:
+    """SQL condition (and its parameters) limiting rows to the principal's own."""
+    if not principal.row_scoped:
+        return "", []
+    parts, params = [], []
+    if department:
+        parts.append(f"list_contains(?::VARCHAR[], {department})")
+        params.append(sorted(principal.departments))
+    if business:
+        parts.append(f"list_contains(?::VARCHAR[], {business})")
+        params.append(sorted(principal.businesses))
+    return " AND (" + " OR ".join(parts or ["false"]) + ")", params
+
+
+async def _query(request: Request, sql: str, params: list[object]) -> pa.Table:
+    return await run_in_threadpool(_reader(request).query, sql, params)
+
+
+@router.get("/catalog/metrics", summary="List or search the metrics catalog")
+async def catalog_list(
+    request: Request, _p: Annotated[Principal, Depends(requires("catalog:read"))],
+    q: Annotated[str | None, Query(max_length=200, description="Text in id, names, description")]
+    = None,
+    category: Annotated[str | None, Query(max_length=40)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    format: Format = "json",
+) -> Response:
+    """Catalog metrics with their names, owner, unit, dimensions, grains and version."""
+    table = await _query(request, (
+        "SELECT * FROM catalog_metrics WHERE (?::VARCHAR IS NULL OR category = ?) "
+        "AND (?::VARCHAR IS NULL OR status = ?) AND (?::VARCHAR IS NULL OR contains(lower("
+        "concat_ws(' ', metric_id, name_zh_cn, name_en, description)), lower(?))) "
+        "ORDER BY metric_id"), [category, category, status, status, q, q])
+    return _rows(request, table, format)
+
+
+async def _metric(request: Request, metric_id: str) -> dict:
+    rows = (await _query(request, "SELECT * FROM catalog_metrics WHERE metric_id = ?",
+                         [metric_id])).to_pylist()
+    if not rows:
+        raise NotFoundError(f"no metric {metric_id!r} in the catalog; list them with "
+                            "GET /v1/catalog/metrics")
+    return rows[0]
+
+
+@router.get("/catalog/metrics/{metric_id}", summary="One metric's definition")
+async def catalog_detail(request: Request, metric_id: ID,
+                         _p: Annotated[Principal, Depends(requires("catalog:read"))]
+                         ) -> Response:
+    """The metric's definition as the catalog holds it now."""
+    metric = await _metric(request, metric_id)
+    request.state.rows = 1
+    return Response(json.dumps(metric, ensure_ascii=False, default=_json),
+                    media_type="application/json")
+
+
+@router.get("/catalog/metrics/{metric_id}/versions", summary="A metric's version history")
+async def catalog_versions(request: Request, metric_id: ID,
+                           _p: Annotated[Principal, Depends(requires("catalog:read"))],
+                           format: Format = "json") -> Response:
+    """Every recorded version: what changed, when and by whom."""
+    await _metric(request, metric_id)
+    return _rows(request, await _query(
+        request, "SELECT * FROM catalog_versions WHERE metric_id = ? ORDER BY major, minor",
+        [metric_id]), format)
+
+
+@router.get("/catalog/metrics/{metric_id}/lineage", summary="A metric's lineage")
+async def catalog_lineage(request: Request, metric_id: ID,
+                          _p: Annotated[Principal, Depends(requires("catalog:read"))],
+                          format: Format = "json") -> Response:
+    """Metric → input metrics → model columns → silver → bronze → landing."""
+    await _metric(request, metric_id)
+    return _rows(request, await _query(
+        request, "SELECT * FROM catalog_lineage WHERE metric_id = ? ORDER BY depth, node, "
+                 "\"column\"", [metric_id]), format)
+
+
+@router.get("/metrics/{metric_id}/data", summary="A metric's values over time")
+async def metric_data(
+    request: Request, metric_id: ID,
+    principal: Annotated[Principal, Depends(requires("metrics:read"))],
+    start: Annotated[datetime, Query(description="From (inclusive), ISO 8601")],
+    end: Annotated[datetime, Query(description="To (exclusive), ISO 8601")],
+    step: Annotated[str, Query(description="Grain the metric is computed at: 1h, 1d…",
+                               pattern=r"^[0-9]{1,3}[mhd]$")] = "1h",
+    by: Annotated[str, Query(description="Breakdown: all, entity, business, department, "
+                             "region, object_kind, object_type")] = "all",
+    business: Annotated[str | None, Query(max_length=200)] = None,
+    department: Annotated[str | None, Query(max_length=200)] = None,
+    region: Annotated[str | None, Query(max_length=200)] = None,
+    object_kind: Annotated[str | None, Query(max_length=40)] = None,
+    object_type: Annotated[str | None, Query(max_length=40)] = None,
+    entity_id: Annotated[str | None, Query(max_length=200)] = None,
+    format: Format = "json",
+) -> Response:
+    """Values of one metric at one grain and breakdown, filtered by dimension values."""
+    metric = await _metric(request, metric_id)
+    start, end = _utc(start), _utc(end)
+    if end <= start or end - start > timedelta(days=366):
+        raise ConfigError("the time range is empty or longer than a year; give start < end "
+                          "within 366 days")
+    if step not in metric["grains"]:
+        raise ConfigError(f"{metric_id} is computed at {', '.join(metric['grains'])}, not "
+                          f"{step}; pick one of those as step")
+    if by not in [*metric["dimensions"], "all"]:
+        raise ConfigError(f"{metric_id} can be broken down by all, "
+                          f"{', '.join(metric['dimensions'])}, not {by!r}")
+    filters = {k: v for k, v in (("business", business), ("department", department),
+                                 ("region", region), ("object_kind", object_kind),
+                                 ("object_type", object_type), ("entity_id", entity_id)) if v}
+    allowed = SCOPE_COLUMNS.get(by, ())
+    wrong = sorted(set(filters) - set(allowed))
+    if wrong:
+        raise ConfigError(f"filters {wrong} do not apply to the breakdown {by!r}; filter on "
+                          f"{', '.join(allowed) or 'nothing'} or choose another 'by'")
+    if principal.row_scoped and by not in SCOPED_BREAKDOWNS:
+        raise Forbidden(f"the breakdown {by!r} mixes departments; as a department viewer "
+                        "use by=department, business or entity")
+    scope_sql, scope_params = _row_scope(principal, *SCOPED_BREAKDOWNS.get(by, (None, None)))
+    columns = ", ".join(["bucket_start", *allowed, "value", "numerator", "denominator",
+                         "metric_version"])
+    where = "".join(f" AND {c} = ?" for c in filters)
+    sql = (f"SELECT {columns} FROM metric_values WHERE metric_id = ? AND grain = ? AND "
+           "scope = ? AND dt BETWEEN ? AND ? AND bucket_start >= ? AND bucket_start < ?"
+           f"{where}{scope_sql} ORDER BY bucket_start{''.join(', ' + c for c in allowed)} "
+           f"LIMIT {MAX_ROWS}")
+    last_day = (end - timedelta(microseconds=1)).date().isoformat()
+    params = [metric_id, step, by, start.date().isoformat(), last_day, start, end,
+              *filters.values(), *scope_params]
+    return _rows(request, await _query(request, sql, params), format)
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+async def _day(request: Request, table: str, day: date | None) -> str:
+    if day is not None:
+        return day.isoformat()
+    days = await _query(request, f"SELECT max(dt) AS d FROM \"{table}\"", [])
+    newest = days.column("d")[0].as_py()
+    if newest is None:
+        raise NotFoundError(f"{table} has no rows yet; run the daily pipeline")
+    return str(newest)
+
+
+@router.get("/incidents", summary="Incidents from alert convergence")
+async def incidents(
+    request: Request, principal: Annotated[Principal, Depends(requires("incidents:read"))],
+    day: Annotated[date | None, Query(description="UTC day (default: the newest)")] = None,
+    status: Literal["firing", "resolved"] | None = None,
+    severity: Annotated[str | None, Query(max_length=20)] = None,
+    format: Format = "json",
+) -> Response:
+    """The day's incidents with root cause and enrichment; department viewers see only
+    incidents wholly within their departments."""
+    dt = await _day(request, "incidents_current", day)
+    scope = ""
+    params: list[object] = [dt, status, status, severity, severity]
+    if principal.row_scoped:
+        scope = " AND len(departments) > 0 AND list_has_all(?::VARCHAR[], departments)"
+        params.append(sorted(principal.departments))
+    return _rows(request, await _query(request, (
+        "SELECT * EXCLUDE (dt) FROM incidents_current WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+        "status = ?) AND (?::VARCHAR IS NULL OR severity = ?)" + scope +
+        " ORDER BY started_at, incident_id"), params), format)
+
+
+@router.get("/anomalies", summary="Anomalous points of a day")
+async def anomalies(
+    request: Request, _p: Annotated[Principal, Depends(requires("anomalies:read"))],
+    day: Annotated[date | None, Query(description="UTC day (default: the newest)")] = None,
+    entity_id: Annotated[str | None, Query(max_length=200)] = None,
+    metric: Annotated[str | None, Query(max_length=200)] = None,
+    events_only: bool = False,
+    format: Format = "json",
+) -> Response:
+    """Points scoring at least the report floor, with the level expected."""
+    dt = await _day(request, "anomalies", day)
+    return _rows(request, await _query(request, (
+        "SELECT * EXCLUDE (dt) FROM anomalies WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+        "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) AND (NOT ? OR is_event) "
+        f"ORDER BY ts, series LIMIT {MAX_ROWS}"),
+        [dt, entity_id, entity_id, metric, metric, events_only]), format)
+
+
+@router.get("/forecasts", summary="Forecasts with intervals")
+async def forecasts(
+    request: Request, _p: Annotated[Principal, Depends(requires("forecasts:read"))],
+    entity_id: Annotated[str | None, Query(max_length=200)] = None,
+    metric: Annotated[str | None, Query(max_length=200)] = None,
+    format: Format = "json",
+) -> Response:
+    """The newest forecast run: point and 80/95 % bounds per series and hour ahead."""
+    dt = await _day(request, "forecasts", None)
+    return _rows(request, await _query(request, (
+        "SELECT * EXCLUDE (dt) FROM forecasts WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+        "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
+        f"LIMIT {MAX_ROWS}"), [dt, entity_id, entity_id, metric, metric]), format)
+
+
+@router.get("/quality/results", summary="Data-quality check results")
+async def quality_results(
+    request: Request, _p: Annotated[Principal, Depends(requires("quality:read"))],
+    day: Annotated[date | None, Query(description="Checked day (default: the newest)")] = None,
+    failed: bool = False,
+    format: Format = "json",
+) -> Response:
+    """Each check of each table for a day: passed, observed value, threshold."""
+    days = await _query(request, "SELECT max(day) AS d FROM quality_results", [])
+    newest = days.column("d")[0].as_py()
+    want = day.isoformat() if day else (str(newest) if newest else None)
+    return _rows(request, await _query(request, (
+        "SELECT * FROM quality_results WHERE CAST(day AS VARCHAR) = ? AND (NOT ? OR NOT passed) "
+        "ORDER BY layer, \"table\", \"check\""), [want, failed]), format)
+
+
+@router.get("/assets", summary="The asset ledger, with expiry filters")
+async def assets(
+    request: Request, principal: Annotated[Principal, Depends(requires("assets:read"))],
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    department: Annotated[str | None, Query(max_length=200)] = None,
+    business: Annotated[str | None, Query(max_length=200)] = None,
+    expiring_within_days: Annotated[int | None, Query(
+        ge=0, le=3650, description="Warranty, contract or licence ends within this many days "
+                                   "(or has ended)")] = None,
+    format: Format = "json",
+) -> Response:
+    """CIs in service with days to warranty, contract and licence end; owner contacts are
+    decrypted (SM4) only for roles allowed to see personal data."""
+    dt = await _day(request, "asset_ledger", None)
+    scope_sql, scope_params = _row_scope(principal, "department", "business")
+    table = await _query(request, (
+        "SELECT * EXCLUDE (dt) FROM asset_ledger WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+        "kind = ?) AND (?::VARCHAR IS NULL OR department = ?) AND (?::VARCHAR IS NULL OR "
+        "business = ?) AND (?::INTEGER IS NULL OR least(coalesce(days_to_warranty_end, "
+        "2147483647), coalesce(days_to_contract_end, 2147483647), "
+        "coalesce(days_to_licence_end, 2147483647)) <= ?)" + scope_sql +
+        f" ORDER BY entity_id LIMIT {MAX_ROWS}"),
+        [dt, kind, kind, department, department, business, business,
+         expiring_within_days, expiring_within_days, *scope_params])
+    sealed = table.column("owner_contact_sm4").to_pylist()
+    cipher = request.app.state.cipher
+    contacts = [cipher.decrypt(v, CONTACT_CONTEXT) if v and principal.sees_sensitive else None
+                for v in sealed]
+    table = table.drop_columns(["owner_contact_sm4"]).append_column(
+        "owner_contact", pa.array(contacts, pa.string()))
+    return _rows(request, table, format)

@@ -1,0 +1,1 @@
+"""Who may do what (roles, scopes, row scopes), identities and keys, audit, national crypto."""

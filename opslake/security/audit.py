@@ -1,0 +1,256 @@
+"""An append-only audit log whose entries are chained with SM3 (S6.6c).
+
+Every entry is one JSON line in ``<directory>/YYYY-MM-DD.jsonl`` (the UTC day of its ``at``)
+and carries ``seq`` (1, 2, ...), ``prev`` (the previous entry's hash, 64 zeros for the first)
+and ``hash = sm3(prev + canonical JSON of the entry without 'hash')``, canonical meaning sorted
+keys, no spaces and unescaped Unicode. The chain runs across days: a day's first entry links
+to the previous day's last. Editing an entry breaks its hash, deleting one leaves a gap in
+``seq`` and a broken link, moving one breaks the order and the links; :meth:`AuditLog.verify`
+names the file and line of each such problem. Removing entries from the very end leaves a
+shorter valid chain, so keep :attr:`VerifyResult.head` somewhere else (the daily report) and
+compare it when the log is checked.
+
+Appends take an exclusive ``flock`` on ``<directory>/.lock`` (plus a lock for the threads of
+this process) around reading the last entry and writing the next, and each entry is fsynced
+before ``append`` returns, so any number of threads and processes may write one log.
+
+Nothing here deletes or rewrites entries: MLPS level 3 asks for at least six months of audit
+records, and retention is left to whoever archives the directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from opslake.errors import InputError, StorageError
+from opslake.security.crypto import sm3
+from opslake.settings import Settings
+
+#: ``prev`` of the very first entry.
+GENESIS = "0" * 64
+_DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.jsonl$")
+# verify() streams; it remembers this many recent hashes to tell a moved entry from a lost one.
+_WINDOW = 4096
+_TAIL_CHUNK = 64 * 1024
+_PROCESS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of checking the whole chain."""
+
+    ok: bool
+    entries: int
+    problems: list[str] = field(default_factory=list)
+    #: ``seq`` and hash of the last entry: the anchor to keep elsewhere.
+    last_seq: int = 0
+    head: str = GENESIS
+
+
+def canonical(entry: Mapping[str, object]) -> str:
+    """The one JSON text of ``entry`` that its hash covers."""
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_hash(entry: Mapping[str, object]) -> str:
+    """SM3 over the previous hash and the canonical entry without its own ``hash``."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return sm3((str(entry.get("prev", "")) + canonical(body)).encode("utf-8"))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditLog:
+    """The hash-chained audit log kept in one directory of day files."""
+
+    def __init__(self, directory: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.directory = Path(directory)
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuditLog:
+        """The installation's audit log, under ``state_dir/audit``."""
+        return cls(settings.state_dir / "audit")
+
+    def append(self, *, who: str, role: str, action: str, status: int,
+               key_id: str | None = None, params: Mapping[str, object] | None = None,
+               rows: int = 0, client: str | None = None, **extra: object) -> dict:
+        """Record one action durably and return the entry as written (with seq and hash).
+
+        ``action`` is the route template (``GET /v1/metrics/{id}/data``), ``params`` the
+        request's parameters, ``status`` the HTTP status and ``rows`` the rows returned;
+        ``extra`` fields are stored as given. Values that JSON cannot hold are stored as text.
+        """
+        reserved = {"seq", "at", "prev", "hash"} & extra.keys()
+        if reserved:
+            raise TypeError(f"audit fields {sorted(reserved)} are set by the log itself")
+        fields = {"who": who, "role": role, "key_id": key_id, "action": action,
+                  "params": dict(params or {}), "status": status, "rows": rows,
+                  "client": client, **extra}
+        # Round-trip first so the hash covers exactly what a reader will parse back.
+        fields = json.loads(json.dumps(fields, default=str))
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with _PROCESS_LOCK, open(self.directory / ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    return self._append_locked(fields)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise StorageError(f"cannot write the audit log in {self.directory}: {exc}; make "
+                               "sure OPSLAKE_STATE_DIR is writable and its disk has space"
+                               ) from exc
+
+    def _append_locked(self, fields: dict) -> dict:
+        now = self._clock().astimezone(UTC)
+        last, last_day = self._last_entry()
+        # A clock stepped back across midnight must not put an entry before its predecessor.
+        day = max(now.date().isoformat(), last_day or "")
+        entry = {"seq": int(last["seq"]) + 1 if last else 1,
+                 "at": now.isoformat(timespec="milliseconds"),
+                 **fields,
+                 "prev": str(last["hash"]) if last else GENESIS}
+        entry["hash"] = entry_hash(entry)
+        path = self.directory / f"{day}.jsonl"
+        new_file = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            line = (canonical(entry) + "\n").encode("utf-8")
+            if not new_file and not _ends_with_newline(path):
+                # A torn last line stays as it is for verify() to report; start on a fresh one.
+                line = b"\n" + line
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new_file:
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return entry
+
+    def _last_entry(self) -> tuple[dict | None, str | None]:
+        for path in reversed(self._day_files()):
+            for raw in _lines_backwards(path):
+                entry = _parse(raw)
+                if entry is not None:
+                    return entry, path.stem
+        return None, None
+
+    def _day_files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if _DAY_FILE.match(p.name))
+
+    def read(self, day: date | str | None = None) -> Iterator[dict]:
+        """Entries in order, of one UTC day or of all; lines that do not parse are skipped.
+
+        Skipping keeps a reader working while another process is mid-append; use
+        :meth:`verify` to learn whether anything was damaged.
+        """
+        if day is None:
+            paths = self._day_files()
+        else:
+            try:
+                name = date.fromisoformat(str(day)[:10]).isoformat()
+            except ValueError as exc:
+                raise InputError(f"audit day {day!r} is not a date; use YYYY-MM-DD") from exc
+            path = self.directory / f"{name}.jsonl"
+            paths = [path] if path.exists() else []
+        for path in paths:
+            with open(path, "rb") as f:
+                for raw in f:
+                    entry = _parse(raw)
+                    if entry is not None:
+                        yield entry
+
+    def verify(self) -> VerifyResult:
+        """Check every hash, seq and link; each problem names its file and line."""
+        problems: list[str] = []
+        recent: OrderedDict[int, str] = OrderedDict()  # seq -> hash of entries seen lately
+        entries, max_seq, last_hash = 0, 0, GENESIS
+        for path in self._day_files():
+            with open(path, "rb") as f:
+                for number, raw in enumerate(f, start=1):
+                    where = f"{path.name} line {number}"
+                    entry = _parse(raw)
+                    if entry is None:
+                        if raw.strip():
+                            problems.append(f"{where}: not a complete audit entry "
+                                            "(truncated or corrupted)")
+                        continue
+                    entries += 1
+                    seq, claimed = entry["seq"], entry["hash"]
+                    if entry_hash(entry) != claimed:
+                        problems.append(f"{where}: hash mismatch for seq {seq}: "
+                                        "the entry was modified")
+                    if seq <= max_seq:
+                        problems.append(f"{where}: seq {seq} comes after seq {max_seq}: "
+                                        "entries were reordered, duplicated or inserted")
+                    elif seq > max_seq + 1:
+                        missing = (f"seq {max_seq + 1}" if seq == max_seq + 2
+                                   else f"seq {max_seq + 1}..{seq - 1}")
+                        problems.append(f"{where}: {missing} missing before seq {seq}: "
+                                        "entries were deleted or moved")
+                    expected_prev = GENESIS if seq == 1 else recent.get(seq - 1)
+                    if expected_prev is not None and entry["prev"] != expected_prev:
+                        problems.append(f"{where}: broken link: prev of seq {seq} is not the "
+                                        f"hash of seq {seq - 1}: an entry before it was "
+                                        "modified, inserted or deleted")
+                    recent.setdefault(seq, claimed)
+                    if len(recent) > _WINDOW:
+                        recent.popitem(last=False)
+                    if seq > max_seq:
+                        max_seq, last_hash = seq, claimed
+        return VerifyResult(not problems, entries, problems, max_seq, last_hash)
+
+
+def _parse(raw: bytes) -> dict | None:
+    """The entry on one line, or None when the line is not a whole audit entry."""
+    try:
+        entry = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not (isinstance(entry, dict) and type(entry.get("seq")) is int
+            and isinstance(entry.get("hash"), str) and isinstance(entry.get("prev"), str)):
+        return None
+    return entry
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _lines_backwards(path: Path) -> Iterator[bytes]:
+    """Lines of ``path`` from the last to the first, reading only as far back as needed."""
+    with open(path, "rb") as f:
+        position = f.seek(0, os.SEEK_END)
+        pending = b""
+        while position > 0:
+            step = min(_TAIL_CHUNK, position)
+            position -= step
+            f.seek(position)
+            lines = (f.read(step) + pending).split(b"\n")
+            pending = lines.pop(0)
+            yield from (line for line in reversed(lines) if line.strip())
+        if pending.strip():
+            yield pending

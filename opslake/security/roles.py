@@ -1,0 +1,70 @@
+"""Roles, scopes and the principal a request acts as (S6.6a RBAC, S5.4c data by role).
+
+A scope names what an endpoint does (``metrics:read``); a role is a set of scopes plus two
+data rules: whether its rows are limited to the principal's departments and businesses (row
+scoping, applied by every data endpoint) and whether it may see sensitive CMDB fields (owner
+contacts, decrypted from SM4 only for such roles). API keys may narrow a role's scopes, never
+widen them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Every scope an endpoint can require.
+SCOPES = (
+    "catalog:read", "metrics:read", "incidents:read", "anomalies:read", "forecasts:read",
+    "assets:read", "quality:read", "subscriptions:read", "subscriptions:write",
+    "admin:users", "admin:keys", "admin:audit",
+)
+READ = frozenset(s for s in SCOPES if s.endswith(":read") and not s.startswith("admin"))
+
+
+@dataclass(frozen=True)
+class Role:
+    """A named set of scopes and the data rules that come with it."""
+
+    name: str
+    scopes: frozenset[str]
+    row_scoped: bool
+    sees_sensitive: bool
+    description: str
+
+
+ROLES: dict[str, Role] = {r.name: r for r in (
+    Role("admin", frozenset(SCOPES), False, True,
+         "platform administrators: everything, administrative actions need a TOTP code"),
+    Role("ops_engineer", READ | {"subscriptions:write"}, False, False,
+         "operations-centre engineers: every row, no personal contact data"),
+    Role("dept_viewer", frozenset({"catalog:read", "metrics:read", "incidents:read",
+                                   "assets:read", "quality:read", "subscriptions:read",
+                                   "subscriptions:write"}),
+         True, False, "a department's staff: only rows of their departments and businesses"),
+)}
+ANONYMOUS_SCOPES: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the user, the role, the key used and the rows it may see."""
+
+    user: str
+    role: str
+    scopes: frozenset[str]
+    departments: frozenset[str] = field(default_factory=frozenset)
+    businesses: frozenset[str] = field(default_factory=frozenset)
+    key_id: str | None = None
+
+    @property
+    def row_scoped(self) -> bool:
+        return ROLES[self.role].row_scoped if self.role in ROLES else True
+
+    @property
+    def sees_sensitive(self) -> bool:
+        return ROLES[self.role].sees_sensitive if self.role in ROLES else False
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+ANONYMOUS = Principal("anonymous", "anonymous", ANONYMOUS_SCOPES)
