@@ -31,7 +31,7 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from opslake.errors import InputError, NotFoundError, OpsLakeError
+from opslake.errors import InputError, NotFoundError, SecurityError
 from opslake.security.roles import ROLES, SCOPES, Principal
 from opslake.settings import Settings
 
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS api_usage (
 """
 
 
-class AuthError(OpsLakeError):
+class AuthError(SecurityError):
     """Credentials are missing, wrong, locked or expired (HTTP 401)."""
 
     exit_code = 11
@@ -109,14 +109,14 @@ class PasswordExpired(AuthError):
     """The password is right but older than the maximum age; it must be changed first."""
 
 
-class Forbidden(OpsLakeError):
+class Forbidden(SecurityError):
     """The caller is known but may not do this (HTTP 403)."""
 
     exit_code = 12
     http_status = 403
 
 
-class QuotaExceeded(OpsLakeError):
+class QuotaExceeded(SecurityError):
     """An API key used up its requests for the UTC day (HTTP 429); ``reset_at`` says when."""
 
     exit_code = 13
