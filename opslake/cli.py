@@ -17,6 +17,7 @@ from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
 from opslake.cli_security import app as security_app
 from opslake.cli_security import audit_app
+from opslake.cli_subscriptions import app as subscriptions_app
 from opslake.errors import ConfigError, OpsLakeError
 from opslake.settings import Settings
 
@@ -31,6 +32,7 @@ app.add_typer(ml_app, name="ml")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(security_app, name="security")
 app.add_typer(audit_app, name="audit")
+app.add_typer(subscriptions_app, name="subscriptions")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)

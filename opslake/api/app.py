@@ -10,7 +10,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from opslake.api import admin, alert_webhooks, data, ingest
+from opslake.api import admin, alert_webhooks, data, ingest, subscriptions
 from opslake.api.auth import Security, install
 from opslake.api.warehouse import WarehouseReader
 from opslake.errors import ConfigError
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
                                                           list(mqtt_topics))
                 subscriber.start()
                 stack.push_async_callback(asyncio.to_thread, subscriber.stop)
+            stack.push_async_callback(subscriptions.start_evaluator(_app))
             yield
 
     app = FastAPI(
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
     app.include_router(alert_webhooks.router)
     app.include_router(data.router)
     app.include_router(admin.router)
+    app.include_router(subscriptions.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     cipher = app.state.cipher = FieldCipher.from_settings(settings)
     install(app, Security(

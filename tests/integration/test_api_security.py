@@ -31,6 +31,7 @@ from opslake.simulate import SimulationConfig, simulate
 DAY = date(2026, 3, 2)
 PASSWORD = "Correct-Horse-42-Battery"
 ROLES = ("admin", "ops_engineer", "dept_viewer", "anonymous")
+NO_SUB = "sub_0000000000000000"
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,11 @@ class Api:
             "/v1/admin/keys": (200, 403, 403, 401),
             "/v1/admin/usage": (200, 403, 403, 401),
             "/v1/admin/audit/verify": (200, 403, 403, 401),
+            "/v1/subscriptions": (200, 200, 200, 401),
+            # Someone else's (here: no one's) subscription is not found for any signed-in role.
+            f"/v1/subscriptions/{NO_SUB}": (404, 404, 404, 401),
+            f"/v1/subscriptions/{NO_SUB}/deliveries": (404, 404, 404, 401),
+            f"/v1/subscriptions/{NO_SUB}/events": (404, 404, 404, 401),
         }
 
 
@@ -115,7 +121,8 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
     read_paths = {p for p in documented if not p.startswith("/v1/ingest")
                   and p not in ("/v1/auth/login", "/v1/auth/logout")}
     matrix = api.matrix()
-    covered = {path.split("?")[0].replace(api.metric, "{metric_id}") for path in matrix}
+    covered = {path.split("?")[0].replace(api.metric, "{metric_id}").replace(NO_SUB, "{sub_id}")
+               for path in matrix}
     covered |= {"/v1/admin/keys/{key_id}"}  # revocation is exercised below
     assert read_paths <= covered, f"endpoints missing from the matrix: {read_paths - covered}"
     got = {}

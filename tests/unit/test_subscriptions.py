@@ -1,0 +1,295 @@
+"""Subscriptions: conditions, signing, idempotency, row scoping and backoff (injected clock)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from opslake import subscriptions as subs
+from opslake.errors import InputError
+from opslake.security.crypto import FieldCipher, hmac_sm3
+from opslake.security.roles import ROLES, Principal
+
+T0 = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
+OPS = Principal("alice", "ops_engineer", ROLES["ops_engineer"].scopes)
+VIEWER = Principal("dora", "dept_viewer", ROLES["dept_viewer"].scopes,
+                   departments=frozenset({"health"}))
+
+
+class Reader:
+    """A warehouse stand-in: DuckDB in memory with the serving tables' columns."""
+
+    def __init__(self) -> None:
+        self.con = duckdb.connect()
+        self.con.execute(
+            "CREATE TABLE metric_values (metric_id VARCHAR, metric_version VARCHAR, grain VARCHAR,"
+            " bucket_start TIMESTAMPTZ, scope VARCHAR, entity_id VARCHAR, business VARCHAR, "
+            "department VARCHAR, region VARCHAR, object_kind VARCHAR, object_type VARCHAR, "
+            "value DOUBLE, numerator DOUBLE, denominator DOUBLE, dt VARCHAR, family VARCHAR)")
+        self.con.execute("CREATE TABLE metric_values_live AS SELECT * EXCLUDE (family), "
+                         "'00' AS hour FROM metric_values")
+        self.con.execute(
+            "CREATE TABLE anomalies (ts TIMESTAMPTZ, entity_id VARCHAR, metric VARCHAR, "
+            "series VARCHAR, value DOUBLE, expected DOUBLE, score DOUBLE, detector VARCHAR, "
+            "explanation VARCHAR, is_event BOOLEAN, dt VARCHAR)")
+        self.served = {"metric_values", "metric_values_live", "anomalies"}
+
+    def add(self, bucket: datetime, value: float, *, department: str | None = None,
+            live: bool = False, metric: str = "cpu_busy") -> None:
+        scope = "department" if department else "all"
+        table = "metric_values_live" if live else "metric_values"
+        tail = "?, ?" if live else "?, 'f'"
+        self.con.execute(f"INSERT INTO {table} VALUES (?, '1.0', '1h', ?, ?, NULL, NULL, ?, "
+                         f"NULL, NULL, NULL, ?, NULL, NULL, {tail})",
+                         [metric, bucket, scope, department, value, bucket.date().isoformat(),
+                          *(["10"] if live else [])])
+
+    def query(self, sql: str, params=()) -> pa.Table:
+        return self.con.cursor().sql(sql, params=list(params)).to_arrow_table()
+
+    def tables(self) -> set[str]:
+        return set(self.served)
+
+
+class FakeSender:
+    """Records what it is asked to send; fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.sent: list[tuple[str, str, str]] = []
+        self.tries = 0
+
+    def send(self, sub, secret, key, body) -> str:
+        self.tries += 1
+        if self.down:
+            raise subs.DeliveryError("connection refused")
+        self.sent.append((sub.id, key, body))
+        return "ok"
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> subs.SubscriptionStore:
+    return subs.SubscriptionStore(tmp_path)
+
+
+def _subscribe(store, condition, owner=OPS, by="all", filters=None, delivery=None):
+    sub, secret = subs.new_subscription(owner, {
+        "condition": condition, "metric_id": "cpu_busy", "by": by, "filters": filters or {},
+        "delivery": delivery or {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}, T0)
+    return store.add(sub, secret)
+
+
+def _run(reader, store, sender, now, sleeps=None):
+    return subs.evaluate(reader, store, now=now, sender=sender,
+                         sleep=(sleeps.append if sleeps is not None else lambda _s: None))
+
+
+def test_signature_is_hmac_sm3_of_timestamp_dot_body_and_verifies() -> None:
+    body = subs.canonical({"b": 1, "a": "é"})
+    assert body == '{"a":"é","b":1}'
+    sig = subs.sign("s3cret-s3cret-s3cret", 1760000000, body)
+    assert sig == "sm3=" + hmac_sm3(b"s3cret-s3cret-s3cret", f"1760000000.{body}".encode())
+    assert subs.verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760000100)
+    assert not subs.verify("s3cret-s3cret-s3cret", "1760000000", body + " ", sig,
+                           now=1760000100)
+    assert not subs.verify("another-secret-xx", "1760000000", body, sig, now=1760000100)
+    assert not subs.verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760001000)
+
+
+def test_new_data_delivers_each_bucket_once(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "new_data"})
+    reader.add(T0 - timedelta(hours=3), 1.0)  # before the subscription: not news
+    assert _run(reader, store, sender, T0).queued == 0
+    reader.add(T0.replace(minute=0), 2.0)  # the bucket in progress when it subscribed
+    reader.add(T0.replace(minute=0) + timedelta(hours=1), 3.0)
+    first = _run(reader, store, sender, T0 + timedelta(hours=1))
+    assert (first.queued, first.sent) == (2, 2)
+    again = _run(reader, store, sender, T0 + timedelta(hours=1, minutes=1))
+    assert (again.queued, again.sent) == (0, 0)
+    reader.add(T0.replace(minute=0) + timedelta(hours=2), 4.0)
+    assert _run(reader, store, sender, T0 + timedelta(hours=2)).sent == 1
+    values = [subs.json.loads(body)["value"] for _, _, body in sender.sent]
+    assert values == [2.0, 3.0, 4.0]
+    assert {k.split(":")[0] for _, k, _ in sender.sent} == {"new"}
+    assert all(s == sub.id for s, _, _ in sender.sent)
+
+
+def test_threshold_fires_when_crossed_not_while_above(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    _subscribe(store, {"type": "threshold", "op": ">", "value": 90})
+    h = T0.replace(minute=0)
+    for i, value in enumerate([50, 95, 96, 80, 92]):
+        reader.add(h + timedelta(hours=i), value)
+        _run(reader, store, sender, h + timedelta(hours=i, minutes=30))
+    docs = [subs.json.loads(body) for _, _, body in sender.sent]
+    assert [(d["value"], d["previous_value"]) for d in docs] == [(95, 50), (92, 80)]
+    assert docs[0]["threshold"] == {"op": ">", "value": 90.0}
+
+
+def test_daily_rows_win_over_live_rows_of_the_same_hour(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    _subscribe(store, {"type": "threshold", "op": ">=", "value": 10})
+    h = T0.replace(minute=0)
+    reader.add(h, 5.0, live=True)
+    reader.add(h, 12.0)
+    _run(reader, store, sender, T0)
+    assert [subs.json.loads(b)["value"] for _, _, b in sender.sent] == [12.0]
+
+
+def test_a_department_viewer_only_gets_its_own_rows(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    with pytest.raises(InputError, match="mixes departments"):
+        _subscribe(store, {"type": "new_data"}, owner=VIEWER)
+    _subscribe(store, {"type": "new_data"}, owner=VIEWER, by="department")
+    h = T0.replace(minute=0)
+    reader.add(h, 1.0, department="health")
+    reader.add(h, 2.0, department="finance")
+    _run(reader, store, sender, T0)
+    assert [subs.json.loads(b)["series"] for _, _, b in sender.sent] == [
+        {"department": "health"}]
+
+
+def test_failed_delivery_backs_off_then_is_delivered_once(store) -> None:
+    reader, sender, sleeps = Reader(), FakeSender(), []
+    sub = _subscribe(store, {"type": "new_data"})
+    reader.add(T0.replace(minute=0), 1.0)
+    sender.down = True
+    first = _run(reader, store, sender, T0, sleeps)
+    assert (first.queued, first.failed, sender.tries) == (1, 1, 1 + len(subs.RETRY_PAUSES))
+    assert sleeps == list(subs.RETRY_PAUSES)  # short pauses in the pass, no long sleeps
+    failed = store.records(sub.id)[-1]
+    assert failed.status == "failed"
+    assert subs.parse_ts(failed.next_attempt_at) == T0 + timedelta(seconds=30)
+    # Not due yet: nothing is tried.
+    _run(reader, store, sender, T0 + timedelta(seconds=20))
+    assert sender.tries == 3
+    # Due: tried again, still down: the wait doubles.
+    _run(reader, store, sender, T0 + timedelta(seconds=31))
+    again = store.records(sub.id)[-1]
+    assert subs.parse_ts(again.next_attempt_at) == T0 + timedelta(seconds=31 + 60)
+    assert again.attempts == 6
+    sender.down = False
+    done = _run(reader, store, sender, T0 + timedelta(seconds=95))
+    assert done.sent == 1 and len(sender.sent) == 1
+    assert [r.status for r in store.records(sub.id)] == ["queued", "failed", "failed", "sent"]
+    # Acknowledged: never again.
+    assert _run(reader, store, sender, T0 + timedelta(hours=1)).sent == 0
+    assert len(sender.sent) == 1
+
+
+def test_backoff_doubles_up_to_ten_minutes() -> None:
+    assert [subs.backoff(n).total_seconds() for n in range(1, 8)] == [
+        30, 60, 120, 240, 480, 600, 600]
+
+
+def test_a_delivery_failing_for_a_week_expires(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "new_data"})
+    reader.add(T0.replace(minute=0), 1.0)
+    sender.down = True
+    _run(reader, store, sender, T0)
+    result = _run(reader, store, sender, T0 + subs.GIVE_UP_AFTER)
+    assert result.expired == 1
+    assert store.records(sub.id)[-1].status == "expired"
+    assert _run(reader, store, sender, T0 + subs.GIVE_UP_AFTER * 2).failed == 0
+
+
+def test_the_log_is_append_only_and_events_queue_once(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "new_data"})
+    event = {"event_key": "new::x", "value": 1}
+    assert store.advance(sub, [event, event], {}, T0) == 1
+    assert store.advance(sub, [event], {}, T0) == 0
+    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.DatabaseError,
+                                                            match="append-only"):
+        conn.execute("UPDATE deliveries SET status = 'sent'")
+    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.DatabaseError,
+                                                            match="append-only"):
+        conn.execute("DELETE FROM deliveries")
+    _run(reader, store, sender, T0)
+    assert [k for _, k, _ in sender.sent] == ["new::x"]
+
+
+def test_secrets_are_sealed_and_never_listed(tmp_path: Path) -> None:
+    cipher = FieldCipher(bytes(range(16)))
+    store = subs.SubscriptionStore(tmp_path, protect=lambda s: cipher.encrypt(s, "ctx"),
+                                   unprotect=lambda s: cipher.decrypt(s, "ctx"))
+    sub, secret = subs.new_subscription(OPS, {
+        "condition": {"type": "new_data"}, "metric_id": "cpu_busy",
+        "delivery": {"type": "mqtt"}}, T0)
+    store.add(sub, secret)
+    assert secret not in store.path.read_bytes().decode(errors="replace")
+    assert store.secret(sub.id) == secret
+    assert secret not in subs.json.dumps(store.get(sub.id).public())
+    assert store.get(sub.id).public()["delivery"]["topic"] == f"opslake-out/subscriptions/{sub.id}"
+
+
+def test_sse_events_are_buffered_not_sent(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "new_data"}, delivery={"type": "sse"})
+    reader.add(T0.replace(minute=0), 1.0)
+    result = _run(reader, store, sender, T0)
+    assert (result.buffered, sender.tries) == (1, 0)
+    assert [r.status for r in store.records(sub.id)] == ["queued", "buffered"]
+    assert _run(reader, store, sender, T0 + timedelta(minutes=1)).buffered == 0
+
+
+def test_anomaly_condition_reads_scores_at_or_above(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    _subscribe(store, {"type": "anomaly", "min_score": 0.8})
+    for minute, score in ((10, 0.5), (11, 0.9)):
+        reader.con.execute("INSERT INTO anomalies VALUES (?, 'srv-1', 'cpu_busy', 's1', 99, 40,"
+                           " ?, 'z', 'spike', true, ?)",
+                           [T0.replace(minute=minute), score, T0.date().isoformat()])
+    _run(reader, store, sender, T0 + timedelta(minutes=20))
+    docs = [subs.json.loads(b) for _, _, b in sender.sent]
+    assert [(d["entity_id"], d["score"]) for d in docs] == [("srv-1", 0.9)]
+
+
+def test_removed_subscriptions_stop_and_bad_specs_are_refused(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "new_data"})
+    store.remove(sub.id, T0)
+    reader.add(T0.replace(minute=0), 1.0)
+    assert _run(reader, store, sender, T0).queued == 0
+    with pytest.raises(InputError, match="op"):
+        _subscribe(store, {"type": "threshold", "op": "!=", "value": 1})
+    with pytest.raises(InputError, match="do not apply"):
+        _subscribe(store, {"type": "new_data"}, filters={"department": "x"})
+    with pytest.raises(InputError, match="anomalies:read"):
+        _subscribe(store, {"type": "anomaly", "min_score": 1}, owner=VIEWER)
+    with pytest.raises(InputError, match="url"):
+        _subscribe(store, {"type": "new_data"}, delivery={"type": "webhook", "url": "file:/x"})
+
+
+def test_owner_is_narrowed_to_its_current_role_and_paused_when_disabled() -> None:
+    class User:
+        def __init__(self, disabled: bool) -> None:
+            self.name, self.role, self.disabled = "alice", "dept_viewer", disabled
+            self.departments, self.businesses = ("health",), ()
+
+    sub, _ = subs.new_subscription(OPS, {"condition": {"type": "new_data"},
+                                         "metric_id": "m", "delivery": {"type": "sse"}}, T0)
+    now = subs.owners_from([User(False)])(sub)
+    assert now is not None and now.row_scoped and now.departments == {"health"}
+    assert "anomalies:read" not in now.scopes
+    assert subs.owners_from([User(True)])(sub) is None
+
+
+def test_a_receiver_down_is_tried_once_per_pass_not_once_per_event(store) -> None:
+    reader, sender, sleeps = Reader(), FakeSender(), []
+    _subscribe(store, {"type": "new_data"})
+    reader.add(T0.replace(minute=0), 1.0)
+    reader.add(T0.replace(minute=0) + timedelta(hours=1), 2.0)
+    sender.down = True
+    result = _run(reader, store, sender, T0 + timedelta(hours=1), sleeps)
+    assert (result.failed, sender.tries, len(sleeps)) == (2, 3, 2)
