@@ -237,3 +237,26 @@ def test_every_request_is_audited_and_tampering_is_detected(api, tmp_path: Path)
     bad = subprocess.run([sys.executable, "-m", "opslake", "audit", "verify"], env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 6 and "line 2: hash mismatch" in bad.stderr
+
+
+def test_the_api_keeps_answering_while_the_warehouse_is_rebuilt(api) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opslake.lake.warehouse import build_warehouse
+
+    lake = Lake.from_settings(api.settings)
+    path = api.data("department")
+    before = _get(api.client, api.keys["ops_engineer"], path).json()["rows"]
+    statuses: list[int] = []
+
+    def read_while_building() -> None:
+        for _ in range(60):
+            statuses.append(_get(api.client, api.keys["ops_engineer"], path).status_code)
+
+    with ThreadPoolExecutor(2) as pool:
+        reading = pool.submit(read_while_building)
+        for _ in range(3):
+            build_warehouse(lake, api.settings.warehouse_path)
+        reading.result()
+    assert statuses and set(statuses) == {200}
+    assert _get(api.client, api.keys["ops_engineer"], path).json()["rows"] == before
