@@ -46,6 +46,7 @@ bench: install
 	$(PY) -m tests.benchmarks.bench_ingest
 	$(PY) -m tests.benchmarks.bench_catalog
 	$(PY) -m tests.benchmarks.bench_ml
+	$(PY) -m tests.benchmarks.bench_api
 
 lint: install
 	$(VENV)/bin/ruff check opslake tests

@@ -20,14 +20,9 @@ audit_app = typer.Typer(help="The SM3-chained audit log of every API request.",
 
 
 def _store():
-    from opslake.api.app import TOTP_CONTEXT
-    from opslake.security.crypto import FieldCipher
     from opslake.security.identity import IdentityStore
 
-    settings = Settings.from_env()
-    cipher = FieldCipher.from_settings(settings)
-    return IdentityStore(settings, protect=lambda s: cipher.encrypt(s, TOTP_CONTEXT),
-                         unprotect=lambda s: cipher.decrypt(s, TOTP_CONTEXT))
+    return IdentityStore.sealed(Settings.from_env())
 
 
 def _password() -> str:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from opslake.api.auth import TOTP_HEADER, requires
+from opslake.api.auth import GUARDED, TOTP_HEADER, error_responses, requires
+from opslake.api.data import IsoDate
 from opslake.security.roles import SCOPES, Principal
 
 router = APIRouter(prefix="/v1", tags=["security"])
@@ -41,6 +41,54 @@ class NewKey(BaseModel):
     expires_days: int = Field(default=365, ge=1, le=3650)
 
 
+class SessionOut(BaseModel):
+    """A new session."""
+
+    token: str
+    expires_at: str
+
+
+class Ended(BaseModel):
+    """A session ended."""
+
+    ended: bool
+
+
+class CreatedKey(BaseModel):
+    """A new key; ``key`` is the secret, shown only here."""
+
+    key_id: str
+    key: str
+
+
+class Revoked(BaseModel):
+    """A key revoked."""
+
+    revoked: str
+
+
+class Listing(BaseModel):
+    """Keys or usage counters."""
+
+    count: int
+    rows: list[dict[str, Any]]
+
+
+class AuditCheck(BaseModel):
+    """The outcome of checking the audit chain."""
+
+    ok: bool
+    entries: int
+    problems: list[str]
+    last_seq: int
+    head: str
+
+
+def _doc(model: type[BaseModel], *codes: int, status: int = 200) -> dict[int | str, dict]:
+    return {status: {"model": model, "description": model.__doc__ or "OK"},
+            **error_responses(*codes)}
+
+
 def _json(request: Request, doc: object, rows: int = 1, status: int = 200) -> Response:
     request.state.rows = rows
     return Response(json.dumps(doc, ensure_ascii=False, default=str), status_code=status,
@@ -55,7 +103,8 @@ async def _second_factor(request: Request, principal: Principal, code: str | Non
     await run_in_threadpool(_identity(request).require_second_factor, principal, code)
 
 
-@router.post("/auth/login", summary="Open a session (password, and TOTP once enrolled)")
+@router.post("/auth/login", summary="Open a session (password, and TOTP once enrolled)",
+             responses=_doc(SessionOut, 401, 503))
 async def login(request: Request, body: Login) -> Response:
     """A session token for ``Authorization: Bearer``; idle 30 min, at most 8 h."""
     session = await run_in_threadpool(_identity(request).login, body.user, body.password,
@@ -63,14 +112,16 @@ async def login(request: Request, body: Login) -> Response:
     return _json(request, {"token": session.token, "expires_at": session.expires_at})
 
 
-@router.post("/auth/logout", summary="End the current session")
+@router.post("/auth/logout", summary="End the current session",
+             responses=_doc(Ended, 401, 503))
 async def logout(request: Request, authorization: Annotated[str, Header()]) -> Response:
     """The session token stops working at once."""
     await run_in_threadpool(_identity(request).logout, authorization.partition(" ")[2])
     return _json(request, {"ended": True}, rows=0)
 
 
-@router.post("/admin/keys", summary="Create an API key (shown once)", status_code=201)
+@router.post("/admin/keys", summary="Create an API key (shown once)", status_code=201,
+             responses=_doc(CreatedKey, 400, *GUARDED, 404, status=201))
 async def create_key(request: Request, body: NewKey, principal: KeysAdmin, totp: TotpCode = None) -> Response:
     """A key for ``user`` with scopes narrowed from its role; the secret is shown only here."""
     await _second_factor(request, principal, totp)
@@ -79,7 +130,8 @@ async def create_key(request: Request, body: NewKey, principal: KeysAdmin, totp:
     return _json(request, {"key_id": key_id, "key": raw}, status=201)
 
 
-@router.get("/admin/keys", summary="List API keys (never their secrets)")
+@router.get("/admin/keys", summary="List API keys (never their secrets)",
+            responses=_doc(Listing, *GUARDED))
 async def list_keys(request: Request, principal: KeysAdmin, totp: TotpCode = None) -> Response:
     """Every key: owner, scopes, quota, expiry, revocation, last use."""
     await _second_factor(request, principal, totp)
@@ -87,7 +139,8 @@ async def list_keys(request: Request, principal: KeysAdmin, totp: TotpCode = Non
     return _json(request, {"count": len(keys), "rows": keys}, rows=len(keys))
 
 
-@router.delete("/admin/keys/{key_id}", summary="Revoke an API key")
+@router.delete("/admin/keys/{key_id}", summary="Revoke an API key",
+               responses=_doc(Revoked, *GUARDED, 404))
 async def revoke_key(request: Request,
                      key_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")],
                      principal: KeysAdmin, totp: TotpCode = None) -> Response:
@@ -97,8 +150,9 @@ async def revoke_key(request: Request,
     return _json(request, {"revoked": key_id})
 
 
-@router.get("/admin/usage", summary="API usage per key, endpoint and day")
-async def usage(request: Request, principal: KeysAdmin, day: date | None = None,
+@router.get("/admin/usage", summary="API usage per key, endpoint and day",
+            responses=_doc(Listing, *GUARDED))
+async def usage(request: Request, principal: KeysAdmin, day: IsoDate | None = None,
                 totp: TotpCode = None) -> Response:
     """Requests, rows and errors per key and endpoint (API management)."""
     await _second_factor(request, principal, totp)
@@ -107,7 +161,8 @@ async def usage(request: Request, principal: KeysAdmin, day: date | None = None,
     return _json(request, {"count": len(rows), "rows": rows}, rows=len(rows))
 
 
-@router.get("/admin/audit/verify", summary="Check the audit log's SM3 chain")
+@router.get("/admin/audit/verify", summary="Check the audit log's SM3 chain",
+            responses=_doc(AuditCheck, *GUARDED))
 async def audit_verify(request: Request, principal: AuditAdmin, totp: TotpCode = None) -> Response:
     """Whether any audit entry was modified, deleted, inserted or reordered."""
     await _second_factor(request, principal, totp)

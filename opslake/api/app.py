@@ -23,8 +23,6 @@ from opslake.security.crypto import FieldCipher
 from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
 
-TOTP_CONTEXT = "identity.totp_secret"
-
 
 def version() -> str:
     """The installed package's version."""
@@ -97,9 +95,8 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
     app.include_router(admin.router)
     app.include_router(subscriptions.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
-    cipher = app.state.cipher = FieldCipher.from_settings(settings)
+    app.state.cipher = FieldCipher.from_settings(settings)
     install(app, Security(
-        IdentityStore(settings, protect=lambda s: cipher.encrypt(s, TOTP_CONTEXT),
-                      unprotect=lambda s: cipher.decrypt(s, TOTP_CONTEXT)),
+        IdentityStore.sealed(settings),
         AuditLog.from_settings(settings)))
     return app

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError, StorageError
@@ -34,6 +35,37 @@ STATUS: tuple[tuple[type[OpsLakeError], int], ...] = (
     (AuthError, 401), (Forbidden, 403), (QuotaExceeded, 429), (NotFoundError, 404),
     (ConfigError, 400), (InputError, 400), (StorageError, 503),
 )
+
+
+#: What each error status means, for the API description.
+_MEANING = {
+    400: "The request is well-formed but cannot be answered as asked (a range, grain or "
+         "breakdown the metric does not have); 'fix' says what to change.",
+    401: "No credential, or a wrong, expired or revoked one (or, for administrative "
+         "actions, a missing or wrong TOTP code).",
+    403: "The caller is known but its role or key lacks the scope, or the rows asked for "
+         "belong to other departments.",
+    404: "What was asked for by name does not exist (yet): the metric, or the warehouse "
+         "table, or any rows of it.",
+    429: "The API key used up its daily quota; 'error' says when it resets.",
+    503: "The serving warehouse or the audit log cannot be read or written right now.",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every OpsLake error: what went wrong and what to do about it."""
+
+    error: str
+    fix: str
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` for the error statuses an endpoint can answer with."""
+    return {code: {"model": ErrorBody, "description": _MEANING[code]} for code in codes}
+
+
+#: Errors every endpoint behind :func:`requires` may answer with.
+GUARDED = (401, 403, 429, 503)
 
 
 @dataclass

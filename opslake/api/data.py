@@ -12,16 +12,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import duckdb
 import pyarrow as pa
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
-from opslake.api.auth import requires
+from opslake.api.auth import GUARDED, error_responses, requires
 from opslake.api.warehouse import WarehouseReader
-from opslake.errors import ConfigError, NotFoundError
+from opslake.errors import ConfigError, NotFoundError, StorageError
 from opslake.kpi.ledger import CONTACT_CONTEXT
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.security.identity import Forbidden
@@ -35,6 +38,37 @@ SCOPED_BREAKDOWNS = {"entity": ("department", "business"), "department": ("depar
                      "business": (None, "business")}
 MAX_ROWS = 100_000
 ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso(value: object) -> object:
+    """Only ISO 8601 text is a day or a time here; pydantic would also read a bare number
+    (``day=1.5e9``) as Unix time, which the API description does not promise."""
+    if isinstance(value, str) and not _ISO_DAY.match(value):
+        raise ValueError("not an ISO 8601 date or time; give YYYY-MM-DD or "
+                         "YYYY-MM-DDTHH:MM:SSZ")
+    return value
+
+
+#: A UTC day as ``YYYY-MM-DD``; a time as ISO 8601 (``2026-03-02T00:00:00Z``).
+IsoDate = Annotated[date, BeforeValidator(_iso)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso)]
+
+
+class Rows(BaseModel):
+    """Rows as JSON (``format=json``); CSV and Arrow carry the same columns."""
+
+    count: int
+    rows: list[dict[str, Any]]
+
+
+def _table(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI responses of an endpoint answering rows in the asked format."""
+    return {200: {"model": Rows, "description": "The rows: JSON {count, rows} (format=json), "
+                  "CSV with a header line (format=csv) or an Arrow IPC stream (format=arrow)",
+                  "content": {"text/csv": {"schema": {"type": "string"}},
+                              ARROW_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+            **error_responses(*GUARDED, *codes)}
 
 
 def _reader(request: Request) -> WarehouseReader:
@@ -82,10 +116,20 @@ def _row_scope(principal: Principal, department: str | None, business: str | Non
 
 
 async def _query(request: Request, sql: str, params: list[object]) -> pa.Table:
-    return await run_in_threadpool(_reader(request).query, sql, params)
+    try:
+        return await run_in_threadpool(_reader(request).query, sql, params)
+    except duckdb.CatalogException as exc:
+        # A warehouse built before the pipeline produced this table (or from a partial run).
+        raise NotFoundError(f"the serving warehouse lacks what this endpoint reads "
+                            f"({str(exc).splitlines()[0]}); run the daily pipeline, then "
+                            "`opslake warehouse build`") from exc
+    except duckdb.IOException as exc:
+        raise StorageError(f"the serving warehouse cannot read its files ({exc}); retry, or "
+                           "rebuild it with `opslake warehouse build`") from exc
 
 
-@router.get("/catalog/metrics", summary="List or search the metrics catalog")
+@router.get("/catalog/metrics", summary="List or search the metrics catalog",
+            responses=_table(404))
 async def catalog_list(
     request: Request, _p: Annotated[Principal, Depends(requires("catalog:read"))],
     q: Annotated[str | None, Query(max_length=200, description="Text in id, names, description")]
@@ -112,7 +156,9 @@ async def _metric(request: Request, metric_id: str) -> dict:
     return rows[0]
 
 
-@router.get("/catalog/metrics/{metric_id}", summary="One metric's definition")
+@router.get("/catalog/metrics/{metric_id}", summary="One metric's definition",
+            responses={200: {"model": dict[str, Any], "description": "The definition"},
+                       **error_responses(*GUARDED, 404)})
 async def catalog_detail(request: Request, metric_id: ID,
                          _p: Annotated[Principal, Depends(requires("catalog:read"))]
                          ) -> Response:
@@ -123,7 +169,8 @@ async def catalog_detail(request: Request, metric_id: ID,
                     media_type="application/json")
 
 
-@router.get("/catalog/metrics/{metric_id}/versions", summary="A metric's version history")
+@router.get("/catalog/metrics/{metric_id}/versions", summary="A metric's version history",
+            responses=_table(404))
 async def catalog_versions(request: Request, metric_id: ID,
                            _p: Annotated[Principal, Depends(requires("catalog:read"))],
                            format: Format = "json") -> Response:
@@ -134,7 +181,8 @@ async def catalog_versions(request: Request, metric_id: ID,
         [metric_id]), format)
 
 
-@router.get("/catalog/metrics/{metric_id}/lineage", summary="A metric's lineage")
+@router.get("/catalog/metrics/{metric_id}/lineage", summary="A metric's lineage",
+            responses=_table(404))
 async def catalog_lineage(request: Request, metric_id: ID,
                           _p: Annotated[Principal, Depends(requires("catalog:read"))],
                           format: Format = "json") -> Response:
@@ -145,12 +193,13 @@ async def catalog_lineage(request: Request, metric_id: ID,
                  "\"column\"", [metric_id]), format)
 
 
-@router.get("/metrics/{metric_id}/data", summary="A metric's values over time")
+@router.get("/metrics/{metric_id}/data", summary="A metric's values over time",
+            responses=_table(400, 404))
 async def metric_data(
     request: Request, metric_id: ID,
     principal: Annotated[Principal, Depends(requires("metrics:read"))],
-    start: Annotated[datetime, Query(description="From (inclusive), ISO 8601")],
-    end: Annotated[datetime, Query(description="To (exclusive), ISO 8601")],
+    start: Annotated[IsoDateTime, Query(description="From (inclusive), ISO 8601")],
+    end: Annotated[IsoDateTime, Query(description="To (exclusive), ISO 8601")],
     step: Annotated[str, Query(description="Grain the metric is computed at: 1h, 1d…",
                                pattern=r"^[0-9]{1,3}[mhd]$")] = "1h",
     by: Annotated[str, Query(description="Breakdown: all, entity, business, department, "
@@ -187,6 +236,17 @@ async def metric_data(
         raise Forbidden(f"the breakdown {by!r} mixes departments; as a department viewer "
                         "use by=department, business or entity")
     scope_sql, scope_params = _row_scope(principal, *SCOPED_BREAKDOWNS.get(by, (None, None)))
+    sql, params = data_statement(metric_id, step, by, start, end, filters, scope_sql)
+    return _rows(request, await _query(request, sql, [*params, *scope_params]), format)
+
+
+def data_statement(metric_id: str, step: str, by: str, start: datetime, end: datetime,
+                   filters: dict[str, str] | None = None, scope_sql: str = ""
+                   ) -> tuple[str, list[object]]:
+    """The statement ``GET /v1/metrics/{id}/data`` runs, and its bound parameters (less
+    those of ``scope_sql``, the row scope of :func:`_row_scope`, which go last)."""
+    filters = filters or {}
+    allowed = SCOPE_COLUMNS.get(by, ())
     columns = ", ".join(["bucket_start", *allowed, "value", "numerator", "denominator",
                          "metric_version"])
     where = "".join(f" AND {c} = ?" for c in filters)
@@ -195,13 +255,16 @@ async def metric_data(
            f"{where}{scope_sql} ORDER BY bucket_start{''.join(', ' + c for c in allowed)} "
            f"LIMIT {MAX_ROWS}")
     last_day = (end - timedelta(microseconds=1)).date().isoformat()
-    params = [metric_id, step, by, start.date().isoformat(), last_day, start, end,
-              *filters.values(), *scope_params]
-    return _rows(request, await _query(request, sql, params), format)
+    return sql, [metric_id, step, by, start.date().isoformat(), last_day, start, end,
+                 *filters.values()]
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+05:00 is before the first UTC instant
+        raise ConfigError(f"{ts.isoformat()} is outside the years 1-9999 in UTC; give "
+                          "start and end as ISO 8601 times within them") from exc
 
 
 async def _day(request: Request, table: str, day: date | None) -> str:
@@ -214,10 +277,11 @@ async def _day(request: Request, table: str, day: date | None) -> str:
     return str(newest)
 
 
-@router.get("/incidents", summary="Incidents from alert convergence")
+@router.get("/incidents", summary="Incidents from alert convergence",
+            responses=_table(404))
 async def incidents(
     request: Request, principal: Annotated[Principal, Depends(requires("incidents:read"))],
-    day: Annotated[date | None, Query(description="UTC day (default: the newest)")] = None,
+    day: Annotated[IsoDate | None, Query(description="UTC day (default: the newest)")] = None,
     status: Literal["firing", "resolved"] | None = None,
     severity: Annotated[str | None, Query(max_length=20)] = None,
     format: Format = "json",
@@ -236,10 +300,11 @@ async def incidents(
         " ORDER BY started_at, incident_id"), params), format)
 
 
-@router.get("/anomalies", summary="Anomalous points of a day")
+@router.get("/anomalies", summary="Anomalous points of a day",
+            responses=_table(404))
 async def anomalies(
     request: Request, _p: Annotated[Principal, Depends(requires("anomalies:read"))],
-    day: Annotated[date | None, Query(description="UTC day (default: the newest)")] = None,
+    day: Annotated[IsoDate | None, Query(description="UTC day (default: the newest)")] = None,
     entity_id: Annotated[str | None, Query(max_length=200)] = None,
     metric: Annotated[str | None, Query(max_length=200)] = None,
     events_only: bool = False,
@@ -254,7 +319,8 @@ async def anomalies(
         [dt, entity_id, entity_id, metric, metric, events_only]), format)
 
 
-@router.get("/forecasts", summary="Forecasts with intervals")
+@router.get("/forecasts", summary="Forecasts with intervals",
+            responses=_table(404))
 async def forecasts(
     request: Request, _p: Annotated[Principal, Depends(requires("forecasts:read"))],
     entity_id: Annotated[str | None, Query(max_length=200)] = None,
@@ -269,10 +335,11 @@ async def forecasts(
         f"LIMIT {MAX_ROWS}"), [dt, entity_id, entity_id, metric, metric]), format)
 
 
-@router.get("/quality/results", summary="Data-quality check results")
+@router.get("/quality/results", summary="Data-quality check results",
+            responses=_table(404))
 async def quality_results(
     request: Request, _p: Annotated[Principal, Depends(requires("quality:read"))],
-    day: Annotated[date | None, Query(description="Checked day (default: the newest)")] = None,
+    day: Annotated[IsoDate | None, Query(description="Checked day (default: the newest)")] = None,
     failed: bool = False,
     format: Format = "json",
 ) -> Response:
@@ -285,7 +352,8 @@ async def quality_results(
         "ORDER BY layer, \"table\", \"check\""), [want, failed]), format)
 
 
-@router.get("/assets", summary="The asset ledger, with expiry filters")
+@router.get("/assets", summary="The asset ledger, with expiry filters",
+            responses=_table(404))
 async def assets(
     request: Request, principal: Annotated[Principal, Depends(requires("assets:read"))],
     kind: Annotated[str | None, Query(max_length=40)] = None,

@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from opslake.errors import InputError, NotFoundError, SecurityError
+from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, SCOPES, Principal
 from opslake.settings import Settings
 
@@ -271,6 +273,10 @@ def _identity(text: str) -> str:
     return text
 
 
+#: The associated data TOTP secrets are sealed under (opslake.security.crypto).
+TOTP_CONTEXT = "identity.totp_secret"
+
+
 class IdentityStore:
     """Users, sessions, TOTP and API keys in ``state_dir/security.db``.
 
@@ -297,6 +303,12 @@ class IdentityStore:
         os.chmod(self.path, 0o600)
 
     # -- plumbing ------------------------------------------------------------------------
+
+    @classmethod
+    def sealed(cls, settings: Settings, **kwargs: Any) -> IdentityStore:
+        """The installation's store, TOTP secrets sealed with its SM4 data key."""
+        protect, unprotect = FieldCipher.from_settings(settings).field(TOTP_CONTEXT)
+        return cls(settings, protect=protect, unprotect=unprotect, **kwargs)
 
     def _now(self) -> datetime:
         moment = self._clock()

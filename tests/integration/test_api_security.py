@@ -18,12 +18,11 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from opslake.api.app import TOTP_CONTEXT, create_app
+from opslake.api.app import create_app
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import open_read_only
 from opslake.orchestration import runner
-from opslake.security.crypto import FieldCipher
 from opslake.security.identity import IdentityStore, b32_key, totp
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
@@ -49,9 +48,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):
         "grain = '1h' GROUP BY 1 ORDER BY count(DISTINCT department) DESC, 1 LIMIT 1"
     ).fetchone()
     con.close()
-    cipher = FieldCipher.from_settings(settings)
-    store = IdentityStore(settings, protect=lambda s: cipher.encrypt(s, TOTP_CONTEXT),
-                          unprotect=lambda s: cipher.decrypt(s, TOTP_CONTEXT))
+    store = IdentityStore.sealed(settings)
     store.bootstrap_admin("root", PASSWORD)
     secret, _ = store.enrol_totp("root")
     store.add_user("alice", "ops_engineer", PASSWORD)

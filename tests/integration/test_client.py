@@ -23,13 +23,11 @@ import pyarrow as pa
 import pytest
 from nbclient import NotebookClient
 
-from opslake.api.app import TOTP_CONTEXT
 from opslake.client import Lake
 from opslake.errors import ConfigError, NotFoundError
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake as Storage
 from opslake.orchestration import runner
-from opslake.security.crypto import FieldCipher
 from opslake.security.identity import AuthError, IdentityStore
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
@@ -61,9 +59,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
              LandingZone(Storage.from_settings(settings)))
     runner.materialize(settings, [DAY.isoformat()])
     runner.refresh_serving(settings)
-    cipher = FieldCipher.from_settings(settings)
-    store = IdentityStore(settings, protect=lambda s: cipher.encrypt(s, TOTP_CONTEXT),
-                          unprotect=lambda s: cipher.decrypt(s, TOTP_CONTEXT))
+    store = IdentityStore.sealed(settings)
     store.add_user("ana", "ops_engineer", PASSWORD)
     key = store.create_key("ana")[1]
     env = {k: v for k, v in os.environ.items()

@@ -1,0 +1,275 @@
+"""Benchmark: the read API under 50 concurrent clients against DuckDB itself, same run.
+
+An estate (500 objects, one day at 1-minute resolution by default) goes through the pipeline
+as far as the catalog's gold metrics and the serving warehouse, untimed (or ``--home`` /
+``OPSLAKE_HOME`` names a lake that already has a warehouse). ``python -m opslake serve``
+then runs in its own process on loopback, as in production (uvicorn, one worker, audit and
+usage counting on), and an operations engineer gets an API key. From a second process, 50
+clients (asyncio + httpx, one keep-alive connection each) ask for the same one-day,
+one-metric query for ``--seconds`` (after a short warm-up):
+
+    GET /v1/metrics/{id}/data?start=D&end=D+1&step=1h&by=business
+
+Printed: requests per second, p50/p90/p99/max latency and errors; beside them the same
+statement (the one the API builds, ``opslake.api.data.data_statement``, bound parameters)
+run directly on the warehouse file with DuckDB, one at a time and from 50 threads, and the
+ratios. No assertions (the target is p99 < 50 ms): figures go in the closing note. Run with
+``make bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+START = date(2026, 3, 2)
+PASSWORD = "Correct-Horse-42-Battery"
+
+
+def _settings(home: Path):
+    from opslake.settings import Settings
+
+    return Settings.from_env({"OPSLAKE_HOME": str(home)})
+
+
+def prepare(home: Path, entities: int) -> float:
+    """Simulate one day into ``home`` and build gold metrics and the warehouse; seconds."""
+    from opslake.lake.landing import LandingZone
+    from opslake.lake.storage import Lake
+    from opslake.orchestration import runner
+    from opslake.simulate import SimulationConfig, simulate
+
+    settings = _settings(home)
+    started = time.perf_counter()
+    simulate(SimulationConfig(seed=7, entities=entities, days=1, start=START, step_seconds=60),
+             LandingZone(Lake.from_settings(settings)))
+    runner.materialize(settings, [START.isoformat()],
+                       ["+gold/metric_values/cloud_compute", "+gold/catalog_metrics"])
+    runner.refresh_serving(settings)
+    return time.perf_counter() - started
+
+
+def pick_query(home: Path) -> tuple[str, date]:
+    """The business-level hourly metric with the most rows on the newest day, and that day."""
+    import duckdb
+
+    con = duckdb.connect(str(_settings(home).warehouse_path), read_only=True)
+    try:
+        metric, day = con.execute(
+            "SELECT metric_id, max(dt) FROM metric_values WHERE scope = 'business' AND "
+            "grain = '1h' GROUP BY metric_id ORDER BY count(*) DESC, metric_id LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    return metric, date.fromisoformat(str(day))
+
+
+def api_key(home: Path) -> str:
+    """A key of an operations engineer (created once per lake) with room for the load."""
+    from opslake.errors import OpsLakeError
+    from opslake.security.identity import IdentityStore
+
+    settings = _settings(home)
+    store = IdentityStore.sealed(settings)
+    try:
+        store.add_user("bench", "ops_engineer", PASSWORD)
+    except OpsLakeError:
+        pass  # made by an earlier run on this lake
+    return store.create_key("bench", ["metrics:read"], quota_per_day=10_000_000,
+                            expires_days=1)[1]
+
+
+def duckdb_direct(home: Path, metric: str, day: date, repeats: int, threads: int) -> dict:
+    """The API's statement on the warehouse file: one at a time, then from ``threads``."""
+    import duckdb
+
+    from opslake.api.data import data_statement
+
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    sql, params = data_statement(metric, "1h", "business", start, start + timedelta(days=1))
+    con = duckdb.connect(str(_settings(home).warehouse_path), read_only=True)
+    rows = con.cursor().sql(sql, params=params).to_arrow_table().num_rows
+    single = []
+    for _ in range(repeats):
+        mark = time.perf_counter()
+        con.cursor().sql(sql, params=params).to_arrow_table()
+        single.append(time.perf_counter() - mark)
+    lock, concurrent = threading.Lock(), []
+
+    def worker() -> None:
+        cursor = con.cursor()
+        for _ in range(max(1, repeats // threads)):
+            mark = time.perf_counter()
+            cursor.sql(sql, params=params).to_arrow_table()
+            with lock:
+                concurrent.append(time.perf_counter() - mark)
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - began
+    con.close()
+    return {"rows": rows, "single": _summary(single, sum(single)),
+            "concurrent": _summary(concurrent, wall)}
+
+
+def _summary(seconds: list[float], wall: float) -> dict:
+    ordered = sorted(seconds)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
+
+    return {"n": len(ordered), "per_s": len(ordered) / wall if wall else 0.0,
+            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
+            "max_ms": ordered[-1] * 1000 if ordered else 0.0,
+            "mean_ms": statistics.fmean(ordered) * 1000 if ordered else 0.0}
+
+
+async def _load(url: str, key: str, clients: int, seconds: float, warmup: float) -> dict:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors: list[str] = []
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    measure_from, stop_at = begin + warmup, begin + warmup + seconds
+
+    async def client() -> None:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            while (now := loop.time()) < stop_at:
+                mark = time.perf_counter()
+                try:
+                    response = await http.get(url)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    status = 0
+                    errors.append(repr(exc)[:200])
+                took = time.perf_counter() - mark
+                if now >= measure_from:
+                    latencies.append(took)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    result = _summary(latencies, seconds)
+    result.update(statuses={str(k): v for k, v in sorted(statuses.items())},
+                  errors=sum(v for k, v in statuses.items() if k != 200), samples=errors[:3])
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_up(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"opslake serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"opslake serve did not answer on port {port} within {timeout:.0f} s")
+
+
+def _has_warehouse(home: Path) -> bool:
+    return _settings(home).warehouse_path.exists()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--home", type=Path, default=os.environ.get("OPSLAKE_HOME") or None,
+                        help="a lake to reuse if it has a warehouse (default: $OPSLAKE_HOME, "
+                             "else a fresh temporary one)")
+    parser.add_argument("--role", choices=["load"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "load":
+        print(json.dumps(asyncio.run(_load(args.url, args.key, args.clients, args.seconds,
+                                           args.warmup))))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="opslake-bench-api-"))
+    home = args.home if args.home and _has_warehouse(args.home) else work / "lake"
+    prepared = None
+    if not _has_warehouse(home):
+        prepared = prepare(home, args.entities)
+    metric, day = pick_query(home)
+    key = api_key(home)
+    duck = duckdb_direct(home, metric, day, repeats=500, threads=args.clients)
+
+    port = _free_port()
+    env = {**os.environ, "OPSLAKE_HOME": str(home)}
+    env.pop("OPSLAKE_STATE_DIR", None)
+    log = open(work / "serve.log", "w")  # noqa: SIM115 - closed after the server stops
+    server = subprocess.Popen([sys.executable, "-m", "opslake", "serve", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=log, stderr=log)
+    try:
+        _wait_up(port, server)
+        url = (f"http://127.0.0.1:{port}/v1/metrics/{metric}/data?start={day}T00:00:00Z"
+               f"&end={day + timedelta(days=1)}T00:00:00Z&step=1h&by=business")
+        loader = subprocess.run(
+            [sys.executable, "-m", "tests.benchmarks.bench_api", "--role", "load",
+             "--url", url, "--key", key, "--clients", str(args.clients),
+             "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
+            capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2])
+        if loader.returncode:
+            raise SystemExit(f"the load generator failed:\n{loader.stderr[-4000:]}")
+        api = json.loads(loader.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+    print(f"estate: {home} ({'prepared in ' + format(prepared, '.0f') + ' s, untimed' if prepared else 'reused'}); "
+          f"query: {metric} on {day}, step 1h, by business: {duck['rows']} rows")
+    print(f"{'contender':<44}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+          f"{'max ms':>9}{'errors':>8}")
+    for name, r, errors in (
+            (f"API, {args.clients} clients, loopback, {args.seconds:.0f} s", api, api["errors"]),
+            ("duckdb direct, one at a time", duck["single"], 0),
+            (f"duckdb direct, {args.clients} threads", duck["concurrent"], 0)):
+        print(f"{name:<44}{r['per_s']:>9,.0f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
+              f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{errors:>8}")
+    print(f"ratio API / duckdb direct (one at a time): p50 "
+          f"{api['p50_ms'] / duck['single']['p50_ms']:.1f}×, p99 "
+          f"{api['p99_ms'] / duck['single']['p99_ms']:.1f}×; throughput duckdb "
+          f"{args.clients} threads / API {duck['concurrent']['per_s'] / max(api['per_s'], 1e-9):.1f}×"
+          f"; target API p99 < 50 ms: {'met' if api['p99_ms'] < 50 else 'NOT met'}")
+    print(f"API statuses: {api['statuses']}" + (f"; e.g. {api['samples']}" if api["samples"]
+                                                 else ""))
+    print(json.dumps({"metric": metric, "day": str(day), "clients": args.clients,
+                      "api": api, "duckdb": duck, "prepare_s": prepared}))
+
+
+if __name__ == "__main__":
+    main()
