@@ -71,12 +71,25 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
+class _Pending:
+    """One entry waiting for its batch to be written."""
+
+    fields: dict
+    done: bool = False
+    entry: dict | None = None
+    error: StorageError | None = None
+
+
 class AuditLog:
     """The hash-chained audit log kept in one directory of day files."""
 
     def __init__(self, directory: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
         self.directory = Path(directory)
         self._clock = clock
+        self._cv = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
@@ -99,39 +112,83 @@ class AuditLog:
                   "params": dict(params or {}), "status": status, "rows": rows,
                   "client": client, **extra}
         # Round-trip first so the hash covers exactly what a reader will parse back.
-        fields = json.loads(json.dumps(fields, default=str))
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with _PROCESS_LOCK, open(self.directory / ".lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    return self._append_locked(fields)
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
-        except OSError as exc:
-            raise StorageError(f"cannot write the audit log in {self.directory}: {exc}; make "
-                               "sure OPSLAKE_STATE_DIR is writable and its disk has space"
-                               ) from exc
+        item = _Pending(json.loads(json.dumps(fields, default=str)))
+        with self._cv:
+            self._queue.append(item)
+            while self._writing and not item.done:
+                self._cv.wait()
+            if not item.done:
+                self._writing = True
+        if not item.done:
+            self._lead()
+        if item.error is not None:
+            raise item.error
+        return item.entry  # type: ignore[return-value]
 
-    def _append_locked(self, fields: dict) -> dict:
+    def _lead(self) -> None:
+        """Write what is queued, batch after batch, until nothing is (group commit).
+
+        Requests that arrive while a batch is being written wait for the next one, and every
+        batch costs one lock, one read of the last entry and one fsync however many entries
+        it holds: under load the log keeps up without any request answering before its entry
+        is on disk.
+        """
+        while True:
+            with self._cv:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writing = False
+                    self._cv.notify_all()
+                    return
+            try:
+                entries = self._write_batch([b.fields for b in batch])
+            except OSError as exc:
+                error = StorageError(f"cannot write the audit log in {self.directory}: {exc}; "
+                                     "make sure OPSLAKE_STATE_DIR is writable and its disk has "
+                                     "space")
+                for b in batch:
+                    b.error = error
+            else:
+                for b, entry in zip(batch, entries, strict=True):
+                    b.entry = entry
+            with self._cv:
+                for b in batch:
+                    b.done = True
+                self._cv.notify_all()
+
+    def _write_batch(self, batch: list[dict]) -> list[dict]:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _PROCESS_LOCK, open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._append_locked(batch)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _append_locked(self, batch: list[dict]) -> list[dict]:
         now = self._clock().astimezone(UTC)
         last, last_day = self._last_entry()
         # A clock stepped back across midnight must not put an entry before its predecessor.
         day = max(now.date().isoformat(), last_day or "")
-        entry = {"seq": int(last["seq"]) + 1 if last else 1,
-                 "at": now.isoformat(timespec="milliseconds"),
-                 **fields,
-                 "prev": str(last["hash"]) if last else GENESIS}
-        entry["hash"] = entry_hash(entry)
+        entries, lines = [], []
+        for fields in batch:
+            entry = {"seq": int(last["seq"]) + 1 if last else 1,
+                     "at": now.isoformat(timespec="milliseconds"),
+                     **fields,
+                     "prev": str(last["hash"]) if last else GENESIS}
+            entry["hash"] = entry_hash(entry)
+            entries.append(entry)
+            lines.append(canonical(entry) + "\n")
+            last = entry
         path = self.directory / f"{day}.jsonl"
         new_file = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            line = (canonical(entry) + "\n").encode("utf-8")
+            data = "".join(lines).encode("utf-8")
             if not new_file and not _ends_with_newline(path):
                 # A torn last line stays as it is for verify() to report; start on a fresh one.
-                line = b"\n" + line
-            os.write(fd, line)
+                data = b"\n" + data
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -141,7 +198,7 @@ class AuditLog:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
-        return entry
+        return entries
 
     def _last_entry(self) -> tuple[dict | None, str | None]:
         for path in reversed(self._day_files()):

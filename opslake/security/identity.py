@@ -23,6 +23,7 @@ import re
 import secrets
 import sqlite3
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -273,6 +274,7 @@ def _identity(text: str) -> str:
     return text
 
 
+_WRITE_LOCK = threading.Lock()
 #: The associated data TOTP secrets are sealed under (opslake.security.crypto).
 TOTP_CONTEXT = "identity.totp_secret"
 
@@ -328,7 +330,9 @@ class IdentityStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so read-check-update sequences (lockout
         # counters, TOTP replay, bootstrap) cannot interleave across threads or processes.
-        with self._connect() as conn:
+        # Threads of this process queue on a lock first: SQLite's own busy handler sleeps up
+        # to 100 ms between retries, which under many concurrent requests is most of the time.
+        with _WRITE_LOCK, self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
