@@ -300,6 +300,46 @@ async def incidents(
         " ORDER BY started_at, incident_id"), params), format)
 
 
+@router.get("/incidents/{incident_id}/alerts", summary="The alerts of one incident",
+            responses=_table(404))
+async def incident_alerts(
+    request: Request,
+    incident_id: Annotated[str, Path(pattern=r"^INC-[0-9a-f]{12}$")],
+    principal: Annotated[Principal, Depends(requires("incidents:read"))],
+    format: Format = "json",
+) -> Response:
+    """Every alert episode of the incident: fingerprint, occurrence, why muted, root cause."""
+    scope, params = "", [incident_id]
+    if principal.row_scoped:
+        scope = " AND len(departments) > 0 AND list_has_all(?::VARCHAR[], departments)"
+        params.append(sorted(principal.departments))
+    found = await _query(request, "SELECT 1 AS x FROM incidents_current WHERE incident_id = ?"
+                         + scope, params)
+    if found.num_rows == 0:
+        raise NotFoundError(f"no incident {incident_id} you may see; list them with "
+                            "GET /v1/incidents")
+    return _rows(request, await _query(request, (
+        "SELECT * EXCLUDE (dt) FROM incident_alerts_current WHERE incident_id = ? "
+        "ORDER BY starts_at, alert_id"), [incident_id]), format)
+
+
+@router.get("/capacity", summary="When disks, pools and power fill up",
+            responses=_table(404))
+async def capacity(
+    request: Request, _p: Annotated[Principal, Depends(requires("forecasts:read"))],
+    entity_id: Annotated[str | None, Query(max_length=200)] = None,
+    metric: Annotated[str | None, Query(max_length=200)] = None,
+    format: Format = "json",
+) -> Response:
+    """The newest capacity run: exhaustion date, earliest date and days left per series."""
+    dt = await _day(request, "capacity", None)
+    return _rows(request, await _query(request, (
+        "SELECT * EXCLUDE (dt) FROM capacity WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+        "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
+        f"ORDER BY days_left NULLS LAST, entity_id, metric LIMIT {MAX_ROWS}"),
+        [dt, entity_id, entity_id, metric, metric]), format)
+
+
 @router.get("/anomalies", summary="Anomalous points of a day",
             responses=_table(404))
 async def anomalies(

@@ -47,6 +47,9 @@ def api(tmp_path_factory: pytest.TempPathFactory):
         "SELECT metric_id, min(department) FROM metric_values WHERE scope = 'department' AND "
         "grain = '1h' GROUP BY 1 ORDER BY count(DISTINCT department) DESC, 1 LIMIT 1"
     ).fetchone()
+    (incident,) = con.execute(
+        "SELECT incident_id FROM incidents_current WHERE NOT list_has_all(?::VARCHAR[], "
+        "departments) ORDER BY alert_count DESC LIMIT 1", [[department]]).fetchone()
     con.close()
     store = IdentityStore.sealed(settings)
     store.bootstrap_admin("root", PASSWORD)
@@ -57,7 +60,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):
     for user, role in (("root", "admin"), ("alice", "ops_engineer"), ("dora", "dept_viewer")):
         keys[role] = store.create_key(user)[1]
     client = TestClient(create_app(settings))
-    return Api(settings, client, keys, secret, department, store, metric)
+    return Api(settings, client, keys, secret, department, store, metric, incident)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Api:
     department: str
     store: IdentityStore
     metric: str
+    #: An incident touching another department than the viewer's (hidden from it).
+    incident: str
 
     def data(self, by: str) -> str:
         return (f"/v1/metrics/{self.metric}/data?start={DAY}T00:00:00Z&end="
@@ -87,6 +92,8 @@ class Api:
             self.data("department"): (200, 200, 200, 401),
             self.data("all"): (200, 200, 403, 401),
             "/v1/incidents": (200, 200, 200, 401),
+            f"/v1/incidents/{self.incident}/alerts": (200, 200, 404, 401),
+            "/v1/capacity": (200, 200, 403, 401),
             "/v1/anomalies": (200, 200, 403, 401),
             "/v1/forecasts": (200, 200, 403, 401),
             "/v1/quality/results": (200, 200, 200, 401),
@@ -119,7 +126,7 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
                   and p not in ("/v1/auth/login", "/v1/auth/logout")}
     matrix = api.matrix()
     covered = {path.split("?")[0].replace(api.metric, "{metric_id}").replace(NO_SUB, "{sub_id}")
-               for path in matrix}
+               .replace(api.incident, "{incident_id}") for path in matrix}
     covered |= {"/v1/admin/keys/{key_id}"}  # revocation is exercised below
     assert read_paths <= covered, f"endpoints missing from the matrix: {read_paths - covered}"
     got = {}
