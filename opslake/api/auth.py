@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -152,8 +151,3 @@ def _record(security: Security, entry: dict, principal: Principal) -> None:
     if principal.key_id:
         security.identity.record_use(principal.key_id, entry["action"], entry["rows"],
                                      entry["status"])
-
-
-def now() -> datetime:
-    """The request clock (UTC)."""
-    return datetime.now(UTC)
