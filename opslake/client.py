@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import duckdb
 import pyarrow as pa
 
+from opslake.api.data import MAX_ROWS, data_statement
 from opslake.errors import ConfigError, NotFoundError, OpsLakeError, StorageError
+from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.security.identity import AuthError, Forbidden, QuotaExceeded
 from opslake.settings import Settings
 
@@ -42,15 +44,7 @@ Output = Literal["polars", "pandas", "arrow"]
 #: A day or an instant: ``"2026-03-02"``, ``"2026-03-02T08:00:00Z"``, a date or a datetime.
 When = str | date | datetime
 #: Dimension filters ``metric()`` accepts, per breakdown (as the API's).
-FILTERS = {
-    "entity": ("entity_id", "business", "department", "region", "object_kind", "object_type"),
-    "business": ("business",),
-    "department": ("department",),
-    "region": ("region",),
-    "object_kind": ("object_kind",),
-    "object_type": ("object_type",),
-}
-MAX_ROWS = 100_000
+FILTERS = SCOPE_COLUMNS
 _OUTPUTS = ("polars", "pandas", "arrow")
 _INT_MAX = 2147483647
 
@@ -405,19 +399,10 @@ class _Local(_Backend):
         if by not in [*metric["dimensions"], "all"]:
             raise ConfigError(f"{metric_id} can be broken down by all, "
                               f"{', '.join(metric['dimensions'])}, not {by!r}")
-        allowed = FILTERS.get(by, ())
-        # Fixed order (the API's), so the statement is one of a closed set of templates.
-        names = [c for c in FILTERS["entity"] if c in filters]
-        columns = ", ".join(["bucket_start", *allowed, "value", "numerator", "denominator",
-                             "metric_version"])
-        where = "".join(f" AND {c} = ?" for c in names)
-        sql = (f"SELECT {columns} FROM metric_values WHERE metric_id = ? AND grain = ? AND "
-               "scope = ? AND dt BETWEEN ? AND ? AND bucket_start >= ? AND bucket_start < ?"
-               f"{where} ORDER BY bucket_start{''.join(', ' + c for c in allowed)} "
-               f"LIMIT {MAX_ROWS}")
-        last_day = (end - timedelta(microseconds=1)).date().isoformat()
-        return self._query(sql, [metric_id, step, by, start.date().isoformat(), last_day,
-                                 start, end, *(filters[c] for c in names)])
+        # The API's own statement, filters in a fixed order (one of a closed set of templates).
+        ordered = {c: filters[c] for c in FILTERS["entity"] if c in filters}
+        sql, params = data_statement(metric_id, step, by, start, end, ordered)
+        return self._query(sql, params)
 
     def incidents(self, day: date | None, status: str | None, severity: str | None
                   ) -> pa.Table:

@@ -70,8 +70,9 @@ from typing import Any, Protocol
 import httpx
 
 from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError
+from opslake.metrics_catalog.compute import SCOPE_COLUMNS as CATALOG_SCOPES
 from opslake.security.crypto import hmac_sm3
-from opslake.security.roles import ROLES, Principal
+from opslake.security.roles import ROLES, SCOPED_BREAKDOWNS, Principal, row_scope_sql
 from opslake.settings import Settings
 
 DB_FILE = "subscriptions.db"
@@ -97,16 +98,8 @@ DELIVERIES = ("webhook", "mqtt", "sse")
 #: Scope the owner needs for each condition's data.
 NEEDS = {"new_data": "metrics:read", "threshold": "metrics:read", "anomaly": "anomalies:read",
          "quality_failed": "quality:read", "asset_expiry": "assets:read"}
-#: Breakdowns and the dimension columns each carries (as opslake.metrics_catalog.compute).
-SCOPE_COLUMNS = {
-    "all": (),
-    "entity": ("entity_id", "business", "department", "region", "object_kind", "object_type"),
-    "business": ("business",), "department": ("department",), "region": ("region",),
-    "object_kind": ("object_kind",), "object_type": ("object_type",),
-}
-#: Breakdowns whose rows belong to one department or business (row-scoped owners).
-SCOPED_BREAKDOWNS = {"entity": ("department", "business"), "department": ("department", None),
-                     "business": (None, "business")}
+#: Breakdowns and the dimension columns each carries (``all``: none).
+SCOPE_COLUMNS = {"all": (), **CATALOG_SCOPES}
 GRAIN_STEP = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 FILTERS = {"anomaly": ("entity_id",), "quality_failed": ("layer", "table", "severity"),
            "asset_expiry": ("kind", "department", "business", "entity_id")}
@@ -570,28 +563,13 @@ _THREAD_LOCK = threading.Lock()
 # --- conditions ---------------------------------------------------------------------------
 
 
-def _row_scope(principal: Principal, department: str | None, business: str | None
-               ) -> tuple[str, list[object]]:
-    """SQL condition (and parameters) limiting rows to the principal's own."""
-    if not principal.row_scoped:
-        return "", []
-    parts, params = [], []
-    if department:
-        parts.append(f"list_contains(?::VARCHAR[], {department})")
-        params.append(sorted(principal.departments))
-    if business:
-        parts.append(f"list_contains(?::VARCHAR[], {business})")
-        params.append(sorted(principal.businesses))
-    return " AND (" + " OR ".join(parts or ["false"]) + ")", params
-
-
 def _metric_rows(reader: Reader, tables: set[str], sub: Subscription, owner: Principal,
                  start: datetime) -> list[dict[str, Any]]:
     """Rows of the metric at or after ``start``: (series, bucket) once, daily rows winning."""
     if owner.row_scoped and sub.by not in SCOPED_BREAKDOWNS:
         return []
     dims = SCOPE_COLUMNS[sub.by]
-    scope_sql, scope_params = _row_scope(owner, *SCOPED_BREAKDOWNS.get(sub.by, (None, None)))
+    scope_sql, scope_params = row_scope_sql(owner, *SCOPED_BREAKDOWNS.get(sub.by, (None, None)))
     filters = {k: v for k, v in sub.filters.items() if k in dims}
     where = "".join(f" AND {c} = ?" for c in filters)
     columns = ", ".join(["bucket_start", *dims, "value"])
@@ -706,7 +684,7 @@ def _expiry_events(reader: Reader, tables: set[str], sub: Subscription, owner: P
                    state: dict[str, Any], now: datetime) -> tuple[list[dict], dict]:
     if "asset_ledger" not in tables:
         return [], state
-    scope_sql, scope_params = _row_scope(owner, "department", "business")
+    scope_sql, scope_params = row_scope_sql(owner, "department", "business")
     f = sub.filters
     days = int(sub.condition["within_days"])
     rows = reader.query(

@@ -31,10 +31,8 @@ from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import yaml
-
 from opslake.alerting.channels import CHANNELS, Channel, DeliveryError, Message
-from opslake.alerting.rules import Matcher
+from opslake.alerting.rules import Matcher, read_yaml
 from opslake.errors import ConfigError
 from opslake.lake.storage import Lake
 
@@ -103,7 +101,7 @@ class NotifyConfig:
         """Read ``notify.yaml`` and ``oncall.yaml``; no file, no notifications."""
         env = os.environ if environ is None else environ
         path = directory / NOTIFY_FILE
-        raw = _yaml(path) if path.exists() else {}
+        raw = read_yaml(path)
         problems: list[str] = []
         receivers = {}
         for name, item in (raw.get("receivers") or {}).items():
@@ -142,7 +140,7 @@ class NotifyConfig:
         if problems:
             raise ConfigError("\n".join(problems))
         roster_path = directory / ONCALL_FILE
-        roster_raw = _yaml(roster_path) if roster_path.exists() else {}
+        roster_raw = read_yaml(roster_path)
         roster = {str(g): [Shift(str(s["name"]), _clock(s["from"], roster_path),
                                  _clock(s["to"], roster_path), str(s.get("mobile", "")),
                                  str(s.get("email", ""))) for s in shifts]
@@ -177,13 +175,6 @@ def _route_matches(match: Matcher, fields: dict[str, object],
         elif fields.get(name) not in values:
             return False
     return True
-
-
-def _yaml(path: Path) -> dict:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
 
 
 def _clock(text: object, path: Path) -> dtime:

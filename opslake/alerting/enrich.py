@@ -17,9 +17,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import yaml
 
 from opslake.alerting.convergence import Incident
+from opslake.alerting.rules import read_yaml
 from opslake.errors import ConfigError
 
 RUNBOOKS_FILE = "runbooks.yaml"
@@ -49,12 +49,7 @@ class RunbookIndex:
     def load(cls, directory: Path) -> RunbookIndex:
         """Read ``runbooks.yaml`` from ``directory`` (empty index when absent)."""
         path = directory / RUNBOOKS_FILE
-        if not path.exists():
-            return cls()
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
+        raw = read_yaml(path)
         entries = {}
         for name, item in (raw.get("runbooks") or {}).items():
             if not isinstance(item, Mapping) or not item.get("url"):

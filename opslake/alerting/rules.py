@@ -26,6 +26,19 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SCOPES = ("downstream", "same_entity")
 
 
+def read_yaml(path: Path) -> dict:
+    """A configuration file's mapping; empty when the file does not exist."""
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: the file must hold a mapping of sections")
+    return dict(raw)
+
+
 def duration_s(text: object, where: str) -> int:
     """Seconds of ``30s`` / ``15m`` / ``2h`` / ``1d``."""
     m = _DURATION.match(str(text).strip())
@@ -103,13 +116,7 @@ class ConvergenceRules:
     def load(cls, directory: Path) -> ConvergenceRules:
         """Read ``convergence.yaml`` from ``directory``; defaults when the file is absent."""
         path = directory / CONVERGENCE_FILE
-        if not path.exists():
-            return cls()
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax") from exc
-        return cls.parse(raw, str(path))
+        return cls.parse(read_yaml(path), str(path)) if path.exists() else cls()
 
     @classmethod
     def parse(cls, raw: Mapping[str, object], where: str) -> ConvergenceRules:

@@ -28,14 +28,11 @@ from opslake.errors import ConfigError, NotFoundError, StorageError
 from opslake.kpi.ledger import CONTACT_CONTEXT
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.security.identity import Forbidden
-from opslake.security.roles import Principal
+from opslake.security.roles import SCOPED_BREAKDOWNS, Principal, row_scope_sql
 
 router = APIRouter(prefix="/v1", tags=["data"])
 Format = Literal["json", "csv", "arrow"]
 ARROW_TYPE = "application/vnd.apache.arrow.stream"
-#: Breakdowns whose rows belong to one department or business (row-scoped callers).
-SCOPED_BREAKDOWNS = {"entity": ("department", "business"), "department": ("department", None),
-                     "business": (None, "business")}
 MAX_ROWS = 100_000
 ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -98,21 +95,6 @@ def _json(value: object) -> object:
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _row_scope(principal: Principal, department: str | None, business: str | None
-               ) -> tuple[str, list[object]]:
-    """SQL condition (and its parameters) limiting rows to the principal's own."""
-    if not principal.row_scoped:
-        return "", []
-    parts, params = [], []
-    if department:
-        parts.append(f"list_contains(?::VARCHAR[], {department})")
-        params.append(sorted(principal.departments))
-    if business:
-        parts.append(f"list_contains(?::VARCHAR[], {business})")
-        params.append(sorted(principal.businesses))
-    return " AND (" + " OR ".join(parts or ["false"]) + ")", params
 
 
 async def _query(request: Request, sql: str, params: list[object]) -> pa.Table:
@@ -235,7 +217,7 @@ async def metric_data(
     if principal.row_scoped and by not in SCOPED_BREAKDOWNS:
         raise Forbidden(f"the breakdown {by!r} mixes departments; as a department viewer "
                         "use by=department, business or entity")
-    scope_sql, scope_params = _row_scope(principal, *SCOPED_BREAKDOWNS.get(by, (None, None)))
+    scope_sql, scope_params = row_scope_sql(principal, *SCOPED_BREAKDOWNS.get(by, (None, None)))
     sql, params = data_statement(metric_id, step, by, start, end, filters, scope_sql)
     return _rows(request, await _query(request, sql, [*params, *scope_params]), format)
 
@@ -244,7 +226,7 @@ def data_statement(metric_id: str, step: str, by: str, start: datetime, end: dat
                    filters: dict[str, str] | None = None, scope_sql: str = ""
                    ) -> tuple[str, list[object]]:
     """The statement ``GET /v1/metrics/{id}/data`` runs, and its bound parameters (less
-    those of ``scope_sql``, the row scope of :func:`_row_scope`, which go last)."""
+    those of ``scope_sql``, the row scope of :func:`row_scope_sql`, which go last)."""
     filters = filters or {}
     allowed = SCOPE_COLUMNS.get(by, ())
     columns = ", ".join(["bucket_start", *allowed, "value", "numerator", "denominator",
@@ -407,7 +389,7 @@ async def assets(
     """CIs in service with days to warranty, contract and licence end; owner contacts are
     decrypted (SM4) only for roles allowed to see personal data."""
     dt = await _day(request, "asset_ledger", None)
-    scope_sql, scope_params = _row_scope(principal, "department", "business")
+    scope_sql, scope_params = row_scope_sql(principal, "department", "business")
     table = await _query(request, (
         "SELECT * EXCLUDE (dt) FROM asset_ledger WHERE dt = ? AND (?::VARCHAR IS NULL OR "
         "kind = ?) AND (?::VARCHAR IS NULL OR department = ?) AND (?::VARCHAR IS NULL OR "

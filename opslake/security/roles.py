@@ -68,3 +68,28 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "anonymous", ANONYMOUS_SCOPES)
+
+#: Breakdowns whose rows belong to one department or business, with the columns that say which
+#: (the only breakdowns a row-scoped principal may ask for).
+SCOPED_BREAKDOWNS: dict[str, tuple[str | None, str | None]] = {
+    "entity": ("department", "business"), "department": ("department", None),
+    "business": (None, "business")}
+
+
+def row_scope_sql(principal: Principal, department: str | None, business: str | None
+                  ) -> tuple[str, list[object]]:
+    """SQL condition (``AND …``) and its parameters limiting rows to the principal's own.
+
+    ``department`` and ``business`` name the columns to check (None: the rows have none);
+    a principal that is not row-scoped gets no condition.
+    """
+    if not principal.row_scoped:
+        return "", []
+    parts, params = [], []
+    if department:
+        parts.append(f"list_contains(?::VARCHAR[], {department})")
+        params.append(sorted(principal.departments))
+    if business:
+        parts.append(f"list_contains(?::VARCHAR[], {business})")
+        params.append(sorted(principal.businesses))
+    return " AND (" + " OR ".join(parts or ["false"]) + ")", params
