@@ -1,4 +1,4 @@
-"""Serving: the read-only DuckDB warehouse over gold, rebuilt off to the side."""
+"""Serving: the read-only DuckDB warehouse, a snapshot of gold rebuilt off to the side."""
 
 import dagster as dg
 
@@ -19,9 +19,10 @@ from opslake.orchestration.resources import LakeResource
              "service_levels", *tables.DESCRIPTIONS)),
           *(k for a in metric_catalog.defs.assets for k in a.keys)],
     description=(
-        "warehouse.duckdb: one view per gold table (all partitions), built beside the live "
-        "file and swapped in with one rename, so Superset, the API and notebooks (opened "
-        "read-only) never see a lock or a half-built file."
+        "warehouse.duckdb: a copy of every gold table (all partitions; the streaming *_live "
+        "tables stay views over their Parquet files), built beside the live file and swapped "
+        "in with one rename, so Superset, the API and notebooks (opened read-only) see one "
+        "consistent snapshot and never a lock or a half-built file."
     ),
 )
 def warehouse(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:

@@ -1,10 +1,14 @@
-"""The serving warehouse: a DuckDB file of views over gold, swapped in atomically.
+"""The serving warehouse: a DuckDB file holding gold, swapped in atomically.
 
 It is built beside the live file and moved over it with one rename, so a reader that opened
 the old file (``read_only``) keeps a consistent snapshot and never meets a lock or a
-half-built file. With a local lake the objects are views over the Parquet files; with an
-object-store lake DuckDB cannot reach ``s3://`` here (its httpfs extension downloads at run
-time), so gold tables are copied in through pyarrow instead.
+half-built file. Gold tables are copied in (from Parquet by DuckDB, or through pyarrow for an
+object-store lake, whose ``s3://`` DuckDB cannot reach here: its httpfs extension downloads at
+run time), so the file is a true snapshot: what a reader sees changes only when a rebuild is
+swapped in, which is what lets the API cache answers per warehouse file. The streaming tables
+(``*_live``), written every minute between rebuilds, are the exception: on a local lake they
+stay views over their Parquet files, marked ``live`` in ``_opslake_warehouse``, so readers
+see the newest rows without a rebuild.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from opslake.errors import StorageError
 from opslake.lake.storage import Lake, fsync_dir
 
 SERVING_LAYERS = ("gold",)
+#: Gold tables written between rebuilds by the streaming jobs: served as views, never cached.
+LIVE_SUFFIX = "_live"
 #: Daily tables whose rows may be written again on a later day (an incident open at midnight):
 #: ``<table>_current`` keeps the newest partition's row per key.
 LATEST_BY = {"incidents": ("incident_id",), "incident_alerts": ("incident_id", "alert_id")}
@@ -32,6 +38,8 @@ class WarehouseObject:
     layer: str
     table: str
     rows: int
+    #: ``table`` (a copy, fixed until the next rebuild) or ``live`` (a view over Parquet).
+    kind: str = "table"
 
 
 def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
@@ -49,13 +57,13 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
                             lake.table_path(layer, table), recursive=True)):
                         continue
                     objects.append(_serve(con, lake, layer, table))
-            objects += [_current(con, o.table, LATEST_BY[o.table]) for o in list(objects)
+            objects += [_current(con, o, LATEST_BY[o.table]) for o in list(objects)
                         if o.table in LATEST_BY]
             con.execute("CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
-                        "source_table VARCHAR, rows BIGINT)")
+                        "source_table VARCHAR, rows BIGINT, kind VARCHAR)")
             if objects:
-                con.executemany("INSERT INTO _opslake_warehouse VALUES (?, ?, ?, ?)",
-                                [(o.name, o.layer, o.table, o.rows) for o in objects])
+                con.executemany("INSERT INTO _opslake_warehouse VALUES (?, ?, ?, ?, ?)",
+                                [(o.name, o.layer, o.table, o.rows, o.kind) for o in objects])
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -70,28 +78,33 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
 
 def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -> WarehouseObject:
     name = table if layer == "gold" else f"{layer}_{table}"
+    kind = "live" if lake.local and table.endswith(LIVE_SUFFIX) else "table"
     if lake.local:
         partitioned = bool(lake.partitions(layer, table))
         glob = lake.table_path(layer, table) + ("/**/*.parquet" if partitioned else "/*.parquet")
         # Hive partition values stay strings (dt=2026-11-24): say so, or DuckDB infers a date.
         hive = (", hive_partitioning = true, hive_types_autocast = false" if partitioned
                 else ", hive_partitioning = false")
-        con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet(\'{_quote(glob)}\'{hive})')
+        what = "VIEW" if kind == "live" else "TABLE"
+        con.execute(f'CREATE {what} "{name}" AS SELECT * FROM '
+                    f'read_parquet(\'{_quote(glob)}\'{hive})')
     else:
         data = lake.read_table(layer, table)  # noqa: F841  (DuckDB scans the local variable)
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM data')
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-    return WarehouseObject(name=name, layer=layer, table=table, rows=int(rows))
+    return WarehouseObject(name=name, layer=layer, table=table, rows=int(rows), kind=kind)
 
 
-def _current(con: duckdb.DuckDBPyConnection, table: str, keys: tuple[str, ...]
+def _current(con: duckdb.DuckDBPyConnection, source: WarehouseObject, keys: tuple[str, ...]
              ) -> WarehouseObject:
+    table = source.table
     name = f"{table}_current"
     con.execute(f'CREATE VIEW "{name}" AS SELECT * EXCLUDE (_newest) FROM (SELECT *, '
                 f'row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY dt DESC) AS _newest '
                 f'FROM "{table}") WHERE _newest = 1')
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-    return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows))
+    return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows),
+                           kind=source.kind)
 
 
 def _quote(text: str) -> str:
@@ -99,7 +112,29 @@ def _quote(text: str) -> str:
 
 
 def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse as every reader should: read-only, never holding a write lock."""
+    """Open the warehouse as every reader should: read-only, never holding a write lock.
+
+    DuckDB shares one database instance per file path within a process, so a plain
+    ``connect(path)`` made while an older connection is still open would answer from the file
+    that the last rebuild replaced. The file is therefore attached (as ``warehouse``, made the
+    default) to a fresh in-memory instance, which opens whatever file the path names now. Use
+    :func:`read_cursor` for cursors: a cursor does not inherit the default.
+    """
     if not path.exists():
         raise StorageError(f"no warehouse at {path}; run `opslake warehouse build` first")
-    return duckdb.connect(str(path), read_only=True)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH '{_quote(str(path))}' AS warehouse (READ_ONLY)")
+        con.execute("USE warehouse")
+    except duckdb.Error as exc:
+        con.close()
+        raise StorageError(f"cannot open the warehouse at {path} ({exc}); rebuild it with "
+                           "`opslake warehouse build`") from exc
+    return con
+
+
+def read_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of :func:`open_read_only`'s connection, reading the warehouse by default."""
+    cursor = con.cursor()
+    cursor.execute("USE warehouse")
+    return cursor

@@ -29,5 +29,16 @@ def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
     return dg.RunRequest(run_key=yesterday, partition_key=yesterday)
 
 
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[daily_pipeline],
+    request_job=serving_refresh, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="The warehouse is a snapshot of gold: rebuild and swap it in after each "
+                "successful daily pipeline run, so screens and the API see the new day.")
+def serving_after_daily_pipeline(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    """One warehouse rebuild per successful daily run."""
+    return dg.RunRequest(run_key=context.dagster_run.run_id)
+
+
 defs = dg.Definitions(jobs=[daily_pipeline, serving_refresh],
-                      schedules=[daily_pipeline_schedule])
+                      schedules=[daily_pipeline_schedule],
+                      sensors=[serving_after_daily_pipeline])

@@ -84,7 +84,8 @@ def test_jobs_cover_every_partitioned_asset() -> None:
         "silver/events_live", "gold/incidents_live", "gold/incident_alerts_live")}
     metrics = defs.resolve_job_def("metrics_live_refresh").asset_layer.selected_asset_keys
     assert not metrics & alerts
-    for sensor in ("alerts_live_sensor", "runbook_sensor", "metrics_live_sensor"):
+    for sensor in ("alerts_live_sensor", "runbook_sensor", "metrics_live_sensor",
+                   "serving_after_daily_pipeline"):
         assert defs.resolve_sensor_def(sensor).default_status == dg.DefaultSensorStatus.RUNNING
 
 

@@ -44,3 +44,46 @@ def test_reader_keeps_its_snapshot_while_the_warehouse_is_rebuilt(
 def test_reading_a_missing_warehouse_says_how_to_build_it(settings: Settings) -> None:
     with pytest.raises(StorageError, match="opslake warehouse build"):
         open_read_only(settings.warehouse_path)
+
+
+def test_answers_are_cached_per_warehouse_file_but_live_views_are_read_fresh(
+        lake: Lake, settings: Settings) -> None:
+    from opslake.api.warehouse import WarehouseReader
+
+    _gold(lake, "2026-03-02", 3)
+    live = pa.table({"entity_id": ["e0"], "value": [1.0]})
+    lake.write_table(live, "gold", "metric_values_live", {"dt": "2026-03-02", "hour": "10"})
+    objects = build_warehouse(lake, settings.warehouse_path)
+    assert {o.name: o.kind for o in objects} == {"entity_health": "table",
+                                                 "metric_values_live": "live"}
+    reader = WarehouseReader(settings.warehouse_path)
+    count = "SELECT count(*) AS n FROM entity_health WHERE score >= ? AND entity_id <> ALL(?)"
+    first = reader.query(count, [0.5, ["x"]])
+    assert first.column("n")[0].as_py() == 3 and reader.served_from(first) is not None
+    assert reader.cached(count, [0.5, ["x"]]) is first
+    assert reader.cached(count, [0.7, ["x"]]) is None            # other parameters
+    # Gold written after the build is not in the snapshot until the next rebuild...
+    _gold(lake, "2026-03-03", 4)
+    assert reader.query(count, [0.5, ["x"]]).column("n")[0].as_py() == 3
+    # ...while the streaming tables are views: new hours show at once, never from the cache.
+    lake.write_table(live, "gold", "metric_values_live", {"dt": "2026-03-02", "hour": "11"})
+    streamed = reader.query("SELECT count(*) AS n FROM metric_values_live")
+    assert streamed.column("n")[0].as_py() == 2 and reader.served_from(streamed) is None
+    build_warehouse(lake, settings.warehouse_path)
+    assert reader.cached(count, [0.5, ["x"]]) is None
+    assert reader.query(count, [0.5, ["x"]]).column("n")[0].as_py() == 7
+
+
+def test_the_cache_keeps_to_its_size(lake: Lake, settings: Settings) -> None:
+    from opslake.api.warehouse import WarehouseReader
+
+    _gold(lake, "2026-03-02", 1000)
+    build_warehouse(lake, settings.warehouse_path)
+    reader = WarehouseReader(settings.warehouse_path, cache_bytes=64 * 1024)
+    sql = "SELECT * FROM entity_health WHERE score >= ? LIMIT 200"
+    tables = [reader.query(sql, [i / 100]) for i in range(50)]
+    kept = [t for t in tables if reader.served_from(t) is not None]
+    assert 0 < len(kept) < len(tables)
+    assert sum(t.nbytes for t in kept) <= 64 * 1024
+    assert reader.served_from(tables[-1]) is not None            # newest kept, oldest gone
+    assert reader.served_from(tables[0]) is None
