@@ -4,7 +4,10 @@ Carries the software side of S6.6a (identification and authentication: password 
 lockout, expiry, two factors for administrators) and S6.8b (API management: keys with
 narrowed scopes, expiry, revocation, daily quotas and usage counters). Everything lives in
 one SQLite file, ``state_dir/security.db`` (WAL mode, a fresh connection per call, so one
-store may be shared by threads and processes).
+store may be shared by threads and processes). A verified API key is remembered in memory for
+:data:`KEY_CACHE_SECONDS` so a busy key is not looked up on every request: revoking a key or
+disabling a user through this store takes effect at once in this process, and within that many
+seconds in the others (the API server, when the CLI revokes).
 
 Secrets are never stored: passwords as scrypt hashes with a per-user salt, session tokens as
 SHA-256 hashes, API key secrets as salted SHA-256 hashes. TOTP secrets must be recoverable,
@@ -24,13 +27,14 @@ import secrets
 import sqlite3
 import struct
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from time import monotonic
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from opslake.errors import InputError, NotFoundError, SecurityError
@@ -50,6 +54,7 @@ TOTP_STEP = 30
 TOTP_DIGITS = 6
 TOTP_ISSUER = "OpsLake"
 KEY_PREFIX = "olk"
+KEY_CACHE_SECONDS = 2.0
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -128,6 +133,14 @@ class QuotaExceeded(SecurityError):
     def __init__(self, message: str, reset_at: datetime) -> None:
         super().__init__(message)
         self.reset_at = reset_at
+
+
+class Use(NamedTuple):
+    """Counters of an API key's use: requests, rows returned, requests that failed."""
+
+    requests: int
+    rows: int
+    errors: int
 
 
 @dataclass(frozen=True)
@@ -296,6 +309,8 @@ class IdentityStore:
     ) -> None:
         self.path = Path(settings.state_dir) / "security.db"
         self._clock = now
+        # sha256 of a raw key -> (its principal, when it expires, monotonic time verified)
+        self._verified: dict[bytes, tuple[Principal, datetime, float]] = {}
         self._protect = protect
         self._unprotect = unprotect
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +330,10 @@ class IdentityStore:
     def _now(self) -> datetime:
         moment = self._clock()
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+    def today(self) -> str:
+        """The UTC day (ISO) by the store's clock: the day usage and quotas count against."""
+        return self._now().date().isoformat()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -477,6 +496,7 @@ class IdentityStore:
 
     def disable_user(self, name: str) -> None:
         """Disable a user: sessions end at once and keys stop authenticating."""
+        self._verified.clear()
         with self._tx() as conn:
             row = self._require_user(conn, name)
             if row["role"] == "admin" and not row["disabled"]:
@@ -675,6 +695,18 @@ class IdentityStore:
 
     def authenticate_key(self, raw: str) -> Principal:
         """The principal of a raw API key: its scopes intersected with the role's."""
+        digest = hashlib.sha256(raw.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None and monotonic() - known[2] < KEY_CACHE_SECONDS \
+                and self._now() < known[1]:
+            return known[0]
+        principal, expires = self._verify_key(raw)
+        if len(self._verified) > 10_000:  # many distinct keys: start over rather than grow
+            self._verified.clear()
+        self._verified[digest] = (principal, expires, monotonic())
+        return principal
+
+    def _verify_key(self, raw: str) -> tuple[Principal, datetime]:
         prefix, _, rest = raw.partition("_")
         key_id, _, secret = rest.partition("_")
         if prefix != KEY_PREFIX or not key_id or not secret:
@@ -698,10 +730,11 @@ class IdentityStore:
         if row["disabled"]:
             raise AuthError(f"API key {key_id} belongs to disabled user {row['name']!r}; ask "
                             "an administrator.")
-        return self._principal(row, frozenset(json.loads(row["scopes"])), key_id)
+        return self._principal(row, frozenset(json.loads(row["scopes"])), key_id), expires
 
     def revoke_key(self, key_id: str) -> None:
         """Revoke a key for good; revoking twice keeps the first date."""
+        self._verified.clear()
         with self._tx() as conn:
             done = conn.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
                                 "WHERE key_id = ?", (_iso(self._now()), key_id)).rowcount
@@ -723,22 +756,36 @@ class IdentityStore:
 
     def record_use(self, key_id: str, endpoint: str, rows: int, status: int) -> None:
         """Count one request of ``key_id`` on ``endpoint`` for today (UTC)."""
-        now = self._now()
+        self.record_uses({(key_id, self.today(), endpoint):
+                          Use(1, rows, int(status >= 400))})
+
+    def record_uses(self, counts: Mapping[tuple[str, str, str], Use]) -> None:
+        """Add counters per (key id, UTC day, endpoint) in one transaction (the API batches)."""
+        if not counts:
+            return
+        now = _iso(self._now())
         with self._tx() as conn:
-            if not conn.execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?",
-                                (_iso(now), key_id)).rowcount:
-                raise NotFoundError(f"no API key {key_id!r}; list keys to find its id.")
-            conn.execute(
+            for key_id in {k for k, _, _ in counts}:
+                if not conn.execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?",
+                                    (now, key_id)).rowcount:
+                    raise NotFoundError(f"no API key {key_id!r}; list keys to find its id.")
+            conn.executemany(
                 "INSERT INTO api_usage (key_id, day, endpoint, requests, rows, errors) "
-                "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (key_id, day, endpoint) DO UPDATE SET "
-                "requests = requests + 1, rows = rows + excluded.rows, "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, day, endpoint) DO UPDATE SET "
+                "requests = requests + excluded.requests, rows = rows + excluded.rows, "
                 "errors = errors + excluded.errors",
-                (key_id, now.date().isoformat(), endpoint, rows, int(status >= 400)))
+                [(*where, use.requests, use.rows, use.errors) for where, use in counts.items()])
 
     def check_quota(self, key_id: str) -> int:
         """Requests ``key_id`` has left today; raises QuotaExceeded when none are left."""
-        now = self._now()
-        day = now.date().isoformat()
+        quota, used = self.quota_use(key_id)
+        if used >= quota:
+            raise self.quota_exceeded(key_id, quota)
+        return quota - used
+
+    def quota_use(self, key_id: str) -> tuple[int, int]:
+        """``key_id``'s daily quota and the requests it made today (UTC)."""
+        day = self.today()
         with self._connect() as conn:
             key = conn.execute("SELECT quota_per_day FROM api_keys WHERE key_id = ?",
                                (key_id,)).fetchone()
@@ -746,15 +793,17 @@ class IdentityStore:
                 raise NotFoundError(f"no API key {key_id!r}; list keys to find its id.")
             used = conn.execute("SELECT COALESCE(SUM(requests), 0) FROM api_usage "
                                 "WHERE key_id = ? AND day = ?", (key_id, day)).fetchone()[0]
-        quota = key["quota_per_day"]
-        if used >= quota:
-            reset = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
-            minutes = int((reset - now).total_seconds() // 60)
-            raise QuotaExceeded(
-                f"API key {key_id} used its {quota} requests for {day}; the quota resets at "
-                f"{reset:%Y-%m-%d %H:%M} UTC (in {minutes // 60} h {minutes % 60} min). Wait, "
-                "or ask an administrator for a larger quota.", reset)
-        return quota - used
+        return key["quota_per_day"], used
+
+    def quota_exceeded(self, key_id: str, quota: int) -> QuotaExceeded:
+        """The error for ``key_id`` having used all ``quota`` requests today."""
+        now = self._now()
+        reset = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+        minutes = int((reset - now).total_seconds() // 60)
+        return QuotaExceeded(
+            f"API key {key_id} used its {quota} requests for {now.date()}; the quota resets at "
+            f"{reset:%Y-%m-%d %H:%M} UTC (in {minutes // 60} h {minutes % 60} min). Wait, "
+            "or ask an administrator for a larger quota.", reset)
 
     def usage(self, key_id: str | None = None, day: date | str | None = None) -> list[Usage]:
         """Usage counters, optionally of one key and/or one UTC day."""

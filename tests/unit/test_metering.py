@@ -1,0 +1,85 @@
+"""API-key quotas and usage counted in memory and written in batches (UsageMeter)."""
+
+from __future__ import annotations
+
+import pytest
+
+from opslake.security.identity import IdentityStore, QuotaExceeded
+from opslake.security.metering import UsageMeter
+from tests.unit.test_identity import Clock, clock, store  # noqa: F401 - fixtures
+
+
+def test_quota_holds_from_memory_and_counts_reach_the_store_in_one_batch(
+        store: IdentityStore) -> None:  # noqa: F811
+    key_id, _ = store.create_key("alice", quota_per_day=4)
+    store.record_use(key_id, "GET /v1/incidents", 2, 200)      # an earlier process's use
+    meter = UsageMeter(store, interval_s=3600)                  # no rereads in this test
+    for left in (3, 2, 1):
+        assert meter.check(key_id) == left
+        meter.count(key_id, "GET /v1/metrics/{metric_id}/data", 10, 200)
+    with pytest.raises(QuotaExceeded):
+        meter.check(key_id)
+    assert [u.requests for u in store.usage(key_id)] == [1]    # nothing written yet
+    meter.flush()
+    rows = {u.endpoint: (u.requests, u.rows, u.errors) for u in store.usage(key_id)}
+    assert rows == {"GET /v1/incidents": (1, 2, 0),
+                    "GET /v1/metrics/{metric_id}/data": (3, 30, 0)}
+    with pytest.raises(QuotaExceeded):                          # still out after the flush
+        meter.remaining(key_id)
+
+
+def test_use_by_other_processes_is_seen_at_the_next_reread(store: IdentityStore) -> None:  # noqa: F811
+    key_id, _ = store.create_key("alice", quota_per_day=5)
+    meter = UsageMeter(store, interval_s=0)                     # always reread
+    meter.count(key_id, "GET /v1/incidents", 0, 500)            # counted, not yet written
+    assert meter.check(key_id) == 4
+    for _ in range(3):
+        store.record_use(key_id, "GET /v1/incidents", 0, 200)   # another API process
+    assert meter.check(key_id) == 1
+    meter.flush()
+    assert meter.check(key_id) == 1
+    [row] = store.usage(key_id)
+    assert (row.requests, row.errors) == (4, 1)
+
+
+def test_a_failed_write_keeps_the_counts_for_the_next_flush(
+        store: IdentityStore, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    key_id, _ = store.create_key("alice")
+    meter = UsageMeter(store)
+    meter.count(key_id, "GET /v1/incidents", 7, 200)
+    original = store.record_uses
+
+    def broken(_counts: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "record_uses", broken)
+    with pytest.raises(OSError):
+        meter.flush()
+    monkeypatch.setattr(store, "record_uses", original)
+    meter.count(key_id, "GET /v1/incidents", 1, 200)
+    meter.stop()                                                # flushes
+    [row] = store.usage(key_id)
+    assert (row.requests, row.rows) == (2, 8)
+
+
+def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate(
+        store: IdentityStore, clock: Clock, tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    from opslake.security import identity
+    from opslake.security.identity import KEY_CACHE_SECONDS, AuthError
+    from opslake.settings import Settings
+
+    key_id, raw = store.create_key("alice")
+    elsewhere = IdentityStore(Settings(state_dir=tmp_path), now=clock)  # e.g. the CLI
+    assert store.authenticate_key(raw).user == "alice"
+    elsewhere.revoke_key(key_id)
+    assert store.authenticate_key(raw).user == "alice"          # remembered a moment more
+    later = identity.monotonic() + KEY_CACHE_SECONDS
+    monkeypatch.setattr(identity, "monotonic", lambda: later)
+    with pytest.raises(AuthError, match="revoked"):
+        store.authenticate_key(raw)
+    other_id, other = store.create_key("alice")
+    assert store.authenticate_key(other).key_id == other_id
+    store.revoke_key(other_id)
+    with pytest.raises(AuthError, match="revoked"):
+        store.authenticate_key(other)
