@@ -3,7 +3,9 @@
 # (push endpoints, syslog receiver) and Prometheus, node_exporter, Alertmanager, rsyslog on
 # loopback, wired to it (remote write, Alertmanager webhook, syslog forwarding), enables the
 # node_exporter collection task, then serves the Dagster UI until Ctrl-C; everything it
-# started is stopped by PID on the way out.
+# started is stopped by PID on the way out. Prometheus and Alertmanager push with an API key
+# of the push-only role `ingest` (user opslake-ingest), created on the first run and kept in
+# OPSLAKE_INGEST_KEY_FILE [<services dir>/ingest.key, mode 0600], never in the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -15,7 +17,31 @@ SYSLOG_IN=${OPSLAKE_SYSLOG_RECEIVER_PORT:-6514}
 export OPSLAKE_REMOTE_WRITE_URL="http://127.0.0.1:$API_PORT/v1/ingest/prometheus/remote_write"
 export OPSLAKE_ALERT_WEBHOOK_URL="http://127.0.0.1:$API_PORT/v1/ingest/alertmanager"
 export OPSLAKE_SYSLOG_FORWARD="127.0.0.1:$SYSLOG_IN"
+export OPSLAKE_INGEST_KEY_FILE=${OPSLAKE_INGEST_KEY_FILE:-$OPSLAKE_SERVICES_DIR/ingest.key}
+INGEST_USER=opslake-ingest
 mkdir -p "$OPSLAKE_SERVICES_DIR"
+
+# The key file is kept across runs; one the identity store does not list as live (a fresh
+# OPSLAKE_HOME, a revoked key) is replaced.
+ensure_ingest_key() {
+  local file=$OPSLAKE_INGEST_KEY_FILE key_id listed
+  if [ -s "$file" ]; then
+    key_id=$(cut -d_ -f2 "$file")
+    listed=$("$OPSLAKE" security keys --user "$INGEST_USER")
+    if grep -F "\"key_id\": \"$key_id\"" <<<"$listed" | grep -q '"revoked_at": null'; then
+      return 0
+    fi
+  fi
+  if ! grep -qF "\"name\": \"$INGEST_USER\"" <<<"$("$OPSLAKE" security users)"; then
+    "$OPSLAKE" security add-user "$INGEST_USER" --role ingest --random-password
+  fi
+  # Prometheus pushes every few seconds per shard: far more than the default daily quota.
+  (umask 077 && "$OPSLAKE" security create-key "$INGEST_USER" --scope ingest:write \
+     --quota 10000000 | tail -n 1 | tr -d '\n' >"$file.tmp")
+  mv -f "$file.tmp" "$file"
+  echo "ingest key for $INGEST_USER written to $file"
+}
+ensure_ingest_key
 
 bash infra/install-services.sh
 setsid "$OPSLAKE" serve --port "$API_PORT" --syslog-port "$SYSLOG_IN" \

@@ -20,6 +20,11 @@
 #   OPSLAKE_REMOTE_WRITE_URL    when set, Prometheus also remote-writes there
 #   OPSLAKE_SYSLOG_FORWARD      host:port; when set, rsyslog forwards RFC 5424 there
 #   OPSLAKE_SYSLOG_FORWARD_PROTOCOL  tcp or udp [tcp]
+#   OPSLAKE_INGEST_KEY_FILE     a file holding an OpsLake API key with the scope ingest:write
+#                               (`opslake security create-key`; kept outside the repository,
+#                               mode 0600); Prometheus's remote_write and Alertmanager's
+#                               webhook send it as 'Authorization: Bearer'. Without it, their
+#                               pushes into `opslake serve` are refused (401).
 #
 # Prometheus scrapes node_exporter (job "node") and itself (job "prometheus") every 5 s and
 # evaluates rules/opslake.rules.yml: OpsLakeTestAlert (severity=warning,
@@ -40,6 +45,7 @@ AM_PORT=${OPSLAKE_ALERTMANAGER_PORT:-9093}
 MQTT_PORT=${OPSLAKE_MQTT_PORT:-1883}
 SYSLOG_PORT=${OPSLAKE_SYSLOG_PORT:-5514}
 WEBHOOK_URL=${OPSLAKE_ALERT_WEBHOOK_URL:-http://127.0.0.1:8700/v1/ingest/alertmanager}
+INGEST_KEY_FILE=${OPSLAKE_INGEST_KEY_FILE:-}
 STOP_GRACE_S=10
 READY_TIMEOUT_S=30
 
@@ -107,8 +113,29 @@ alive() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# The ingest key file as an absolute path (the configs are read from the run dir), or
+# nothing when none is set; a named file that cannot be read stops the start.
+ingest_key_file() {
+  [[ -n "$INGEST_KEY_FILE" ]] || return 0
+  [[ -r "$INGEST_KEY_FILE" && -s "$INGEST_KEY_FILE" ]] \
+    || die "OPSLAKE_INGEST_KEY_FILE=$INGEST_KEY_FILE is not a readable, non-empty file; write" \
+           "an API key with the scope ingest:write there (opslake security create-key)"
+  local path
+  path=$(cd "$(dirname -- "$INGEST_KEY_FILE")" && pwd)/$(basename -- "$INGEST_KEY_FILE")
+  [[ "$path" != *[[:space:]\"]* ]] \
+    || die "the ingest key file path must not contain spaces or quotes: $path"
+  echo "$path"
+}
+
+# Says so when a pusher is configured without a key: its pushes would all be refused.
+warn_no_key() {
+  echo "services: $1 pushes to $2 without a key (OPSLAKE_INGEST_KEY_FILE is not set);" \
+       "opslake serve refuses them with 401" >&2
+}
+
 write_configs() {
-  local name=$1
+  local name=$1 key_file=
+  if [[ $name == prometheus || $name == alertmanager ]]; then key_file=$(ingest_key_file); fi
   case $name in
     node_exporter)
       mkdir -p "$RUN_DIR/textfile"
@@ -156,6 +183,12 @@ scrape_configs:
 EOF
         if [[ -n "${OPSLAKE_REMOTE_WRITE_URL:-}" ]]; then
           printf 'remote_write:\n  - url: "%s"\n' "$OPSLAKE_REMOTE_WRITE_URL"
+          if [[ -n "$key_file" ]]; then
+            printf '    authorization:\n      type: Bearer\n      credentials_file: "%s"\n' \
+              "$key_file"
+          else
+            warn_no_key prometheus "$OPSLAKE_REMOTE_WRITE_URL"
+          fi
         fi
       } >"$RUN_DIR/prometheus.yml"
       ;;
@@ -175,6 +208,16 @@ receivers:
       - url: "$WEBHOOK_URL"
         send_resolved: true
 EOF
+      if [[ -n "$key_file" ]]; then
+        cat >>"$RUN_DIR/alertmanager.yml" <<EOF
+        http_config:
+          authorization:
+            type: Bearer
+            credentials_file: "$key_file"
+EOF
+      else
+        warn_no_key alertmanager "$WEBHOOK_URL"
+      fi
       ;;
     mosquitto)
       cat >"$RUN_DIR/mosquitto.conf" <<EOF

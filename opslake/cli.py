@@ -15,6 +15,7 @@ from opslake.cli_alerts import app as alerts_app
 from opslake.cli_catalog import app as catalog_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
+from opslake.cli_screens import app as screens_app
 from opslake.cli_security import app as security_app
 from opslake.cli_security import audit_app
 from opslake.cli_subscriptions import app as subscriptions_app
@@ -33,6 +34,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(security_app, name="security")
 app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(screens_app, name="screens")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)
@@ -199,7 +201,10 @@ def serve(
     console.print(f"data service on http://{host}:{port} (API docs: /docs)"
                   + (f"; syslog on {host}:{syslog_port} UDP/TCP" if syslog_port else "")
                   + (f"; MQTT {mqtt} topics {', '.join(topics)}" if broker else ""))
-    uvicorn.run(api, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    # No access log: the audit log already records every request, and printing each one
+    # costs as much as answering a cached query.
+    uvicorn.run(api, host=host, port=port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=10)
 
 
 @app.command()

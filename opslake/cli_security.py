@@ -7,6 +7,7 @@ are read from a prompt (never from the command line, where shells keep them).
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Annotated
 
 import typer
@@ -37,18 +38,36 @@ def bootstrap_admin(name: Annotated[str, typer.Argument(help="The first administ
     typer.echo(f"administrator {name} created; next: opslake security enrol-totp {name}")
 
 
+def _random_password() -> str:
+    # Meets the password policy (length, character classes) by construction.
+    return secrets.token_urlsafe(32) + "-Aa1"
+
+
 @app.command("add-user")
 def add_user(
     name: str,
-    role: Annotated[str, typer.Option(help="admin, ops_engineer or dept_viewer.")],
+    role: Annotated[str, typer.Option(
+        help="admin, ops_engineer, dept_viewer or ingest (machine senders: push only).")],
     department: Annotated[list[str] | None, typer.Option(
         help="A department whose rows the user sees (repeatable; dept_viewer).")] = None,
     business: Annotated[list[str] | None, typer.Option(
         help="A business whose rows the user sees (repeatable; dept_viewer).")] = None,
+    random_password: Annotated[bool, typer.Option(
+        "--random-password",
+        help="Set a random password that is never shown: for machine users (role ingest) "
+             "that only ever use API keys.")] = False,
 ) -> None:
     """Add a user with a role and, for department viewers, the rows they may see."""
-    _store().add_user(name, role, _password(), department or (), business or ())
+    password = _random_password() if random_password else _password()
+    _store().add_user(name, role, password, department or (), business or ())
     typer.echo(f"user {name} ({role}) added")
+
+
+@app.command("users")
+def users() -> None:
+    """Users (never their passwords or TOTP secrets) as JSON lines."""
+    for u in _store().users():
+        typer.echo(json.dumps(u.__dict__, default=str, ensure_ascii=False))
 
 
 @app.command("enrol-totp")

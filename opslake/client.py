@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import duckdb
 import pyarrow as pa
 
-from opslake.api.data import MAX_ROWS, data_statement
+from opslake.api import statements
 from opslake.errors import ConfigError, NotFoundError, OpsLakeError, StorageError
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.security.identity import AuthError, Forbidden, QuotaExceeded
@@ -46,7 +46,6 @@ When = str | date | datetime
 #: Dimension filters ``metric()`` accepts, per breakdown (as the API's).
 FILTERS = SCOPE_COLUMNS
 _OUTPUTS = ("polars", "pandas", "arrow")
-_INT_MAX = 2147483647
 
 
 class Lake:
@@ -331,7 +330,8 @@ class _Backend:
 
 
 class _Local(_Backend):
-    """The serving warehouse, read-only: the read API's statements with bound parameters.
+    """The serving warehouse, read-only: the read API's statements
+    (:mod:`opslake.api.statements`) with bound parameters.
 
     The caller is not row-scoped (it reads the file), so no scope conditions apply.
     """
@@ -345,7 +345,7 @@ class _Local(_Backend):
     def close(self) -> None:
         self.reader._con = None  # the connection closes when no cursor uses it
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+    def _query(self, sql: str, params: Sequence[object]) -> pa.Table:
         try:
             return self.reader.query(sql, params)
         except duckdb.CatalogException as exc:
@@ -360,21 +360,16 @@ class _Local(_Backend):
     def _newest(self, table: str, day: date | None) -> str:
         if day is not None:
             return day.isoformat()
-        newest = self._query(f'SELECT max(dt) AS d FROM "{table}"').column("d")[0].as_py()
+        newest = self._query(*statements.newest_dt(table)).column("d")[0].as_py()
         if newest is None:
             raise NotFoundError(f"{table} has no rows yet; run the daily pipeline")
         return str(newest)
 
     def catalog(self, q: str | None, category: str | None, status: str | None) -> pa.Table:
-        return self._query(
-            "SELECT * FROM catalog_metrics WHERE (?::VARCHAR IS NULL OR category = ?) "
-            "AND (?::VARCHAR IS NULL OR status = ?) AND (?::VARCHAR IS NULL OR contains(lower("
-            "concat_ws(' ', metric_id, name_zh_cn, name_en, description)), lower(?))) "
-            "ORDER BY metric_id", [category, category, status, status, q, q])
+        return self._query(*statements.catalog(q, category, status))
 
     def describe(self, metric_id: str) -> dict[str, Any]:
-        rows = self._query("SELECT * FROM catalog_metrics WHERE metric_id = ?",
-                           [metric_id]).to_pylist()
+        rows = self._query(*statements.metric(metric_id)).to_pylist()
         if not rows:
             raise NotFoundError(f"no metric {metric_id!r} in the catalog; list them with "
                                 "Lake.metrics()")
@@ -382,13 +377,11 @@ class _Local(_Backend):
 
     def versions(self, metric_id: str) -> pa.Table:
         self.describe(metric_id)
-        return self._query("SELECT * FROM catalog_versions WHERE metric_id = ? "
-                           "ORDER BY major, minor", [metric_id])
+        return self._query(*statements.versions(metric_id))
 
     def lineage(self, metric_id: str) -> pa.Table:
         self.describe(metric_id)
-        return self._query("SELECT * FROM catalog_lineage WHERE metric_id = ? ORDER BY depth, "
-                           "node, \"column\"", [metric_id])
+        return self._query(*statements.lineage(metric_id))
 
     def metric_data(self, metric_id: str, start: datetime, end: datetime, step: str, by: str,
                     filters: Mapping[str, str]) -> pa.Table:
@@ -401,61 +394,37 @@ class _Local(_Backend):
                               f"{', '.join(metric['dimensions'])}, not {by!r}")
         # The API's own statement, filters in a fixed order (one of a closed set of templates).
         ordered = {c: filters[c] for c in FILTERS["entity"] if c in filters}
-        sql, params = data_statement(metric_id, step, by, start, end, ordered)
+        sql, params = statements.data_statement(metric_id, step, by, start, end, ordered)
         return self._query(sql, params)
 
     def incidents(self, day: date | None, status: str | None, severity: str | None
                   ) -> pa.Table:
         dt = self._newest("incidents_current", day)
-        return self._query(
-            "SELECT * EXCLUDE (dt) FROM incidents_current WHERE dt = ? AND (?::VARCHAR IS NULL "
-            "OR status = ?) AND (?::VARCHAR IS NULL OR severity = ?) "
-            "ORDER BY started_at, incident_id", [dt, status, status, severity, severity])
+        return self._query(*statements.incidents(dt, status, severity))
 
     def incident_alerts(self, incident_id: str) -> pa.Table:
-        if not self._query("SELECT 1 FROM incidents_current WHERE incident_id = ?",
-                           [incident_id]).num_rows:
+        if not self._query(*statements.incident_exists(incident_id)).num_rows:
             raise NotFoundError(f"no incident {incident_id!r}; list them with Lake.incidents()")
-        return self._query(
-            "SELECT * EXCLUDE (dt) FROM incident_alerts_current WHERE incident_id = ? "
-            "ORDER BY starts_at, alert_id", [incident_id])
+        return self._query(*statements.incident_alerts(incident_id))
 
     def anomalies(self, day: date | None, entity_id: str | None, metric: str | None,
                   events_only: bool) -> pa.Table:
         dt = self._newest("anomalies", day)
-        return self._query(
-            "SELECT * EXCLUDE (dt) FROM anomalies WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-            "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) AND (NOT ? OR is_event) "
-            f"ORDER BY ts, series LIMIT {MAX_ROWS}",
-            [dt, entity_id, entity_id, metric, metric, events_only])
+        return self._query(*statements.anomalies(dt, entity_id, metric, events_only))
 
     def forecasts(self, entity_id: str | None, metric: str | None) -> pa.Table:
         dt = self._newest("forecasts", None)
-        return self._query(
-            "SELECT * EXCLUDE (dt) FROM forecasts WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-            "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
-            f"LIMIT {MAX_ROWS}", [dt, entity_id, entity_id, metric, metric])
+        return self._query(*statements.forecasts(dt, entity_id, metric))
 
     def capacity(self, entity_id: str | None, metric: str | None) -> pa.Table:
         dt = self._newest("capacity", None)
-        return self._query(
-            "SELECT * EXCLUDE (dt) FROM capacity WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-            "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
-            f"ORDER BY days_left NULLS LAST, entity_id, metric LIMIT {MAX_ROWS}",
-            [dt, entity_id, entity_id, metric, metric])
+        return self._query(*statements.capacity(dt, entity_id, metric))
 
     def assets(self, expiring_within_days: int | None, kind: str | None,
                department: str | None, business: str | None) -> pa.Table:
         dt = self._newest("asset_ledger", None)
-        table = self._query(
-            "SELECT * EXCLUDE (dt) FROM asset_ledger WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-            "kind = ?) AND (?::VARCHAR IS NULL OR department = ?) AND (?::VARCHAR IS NULL OR "
-            "business = ?) AND (?::INTEGER IS NULL OR least(coalesce(days_to_warranty_end, "
-            f"{_INT_MAX}), coalesce(days_to_contract_end, {_INT_MAX}), "
-            f"coalesce(days_to_licence_end, {_INT_MAX})) <= ?) ORDER BY entity_id "
-            f"LIMIT {MAX_ROWS}",
-            [dt, kind, kind, department, department, business, business,
-             expiring_within_days, expiring_within_days])
+        table = self._query(*statements.assets(dt, kind, department, business,
+                                                expiring_within_days))
         # Owner contacts stay sealed here: only the audited API decrypts them, by role.
         return table.drop_columns(["owner_contact_sm4"]).append_column(
             "owner_contact", pa.nulls(table.num_rows, pa.string()))
@@ -463,11 +432,9 @@ class _Local(_Backend):
     def quality(self, day: date | None, failed: bool) -> pa.Table:
         want = day.isoformat() if day else None
         if want is None:
-            newest = self._query("SELECT max(day) AS d FROM quality_results").column("d")[0]
+            newest = self._query(*statements.newest_quality_day()).column("d")[0]
             want = str(newest.as_py()) if newest.as_py() else None
-        return self._query(
-            "SELECT * FROM quality_results WHERE CAST(day AS VARCHAR) = ? AND (NOT ? OR NOT "
-            "passed) ORDER BY layer, \"table\", \"check\"", [want, failed])
+        return self._query(*statements.quality(want, failed))
 
 
 class _Remote(_Backend):

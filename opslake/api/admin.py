@@ -156,6 +156,7 @@ async def usage(request: Request, principal: KeysAdmin, day: IsoDate | None = No
                 totp: TotpCode = None) -> Response:
     """Requests, rows and errors per key and endpoint (API management)."""
     await _second_factor(request, principal, totp)
+    await run_in_threadpool(request.app.state.security.meter.flush)  # counters still in memory
     rows = [dataclasses.asdict(u) for u in
             await run_in_threadpool(_identity(request).usage, None, day)]
     return _json(request, {"count": len(rows), "rows": rows}, rows=len(rows))

@@ -4,7 +4,8 @@ The body (an alert object or a list of them) must map through the configured map
 ``<name>`` (``opslake.ingest.parsers.alert_webhook``); a body that does not is answered
 422 ``{"error", "fix"}`` and kept in quarantine (``push_rejects``). A body that maps is
 landed exactly as sent (source ``webhook``, connector ``alert-webhook/<name>``) and
-acknowledged only once durable, like the other push endpoints (same batch id rules).
+acknowledged only once durable, like the other push endpoints (same batch id rules and the
+same credential: an API key with ``ingest:write``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from opslake.api.ingest import PushService, pushed
+from opslake.api.ingest import PUSH_AUTH_RESPONSES, Pusher, PushService, pushed
 from opslake.errors import ConfigError
 from opslake.ingest.parsers import alert_webhook
 from opslake.ingest.parsers._text import RecordError
@@ -54,9 +55,10 @@ def check(mapping: alert_webhook.WebhookMapping, body: bytes) -> int:
                404: {"description": "no mapping called <name>; lists the configured ones"},
                413: {"description": "body over OPSLAKE_MAX_PUSH_BYTES"},
                422: {"description": "the body does not map: {error, fix}"},
-               503: {"description": "the lake cannot be written, or the mapping is broken"}},
+               503: {"description": "the lake cannot be written, or the mapping is broken"},
+               **PUSH_AUTH_RESPONSES},
 )
-async def alert_webhook_push(name: str, request: Request) -> Any:
+async def alert_webhook_push(name: str, request: Request, _p: Pusher) -> Any:
     """Map the alerts in the body with mapping ``name``, land the body, answer with its batch."""
     service: PushService = request.app.state.push
     try:

@@ -11,6 +11,7 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from opslake.api import admin, alert_webhooks, data, ingest, subscriptions
+from opslake.api.answers import AnswerCache
 from opslake.api.auth import Security, install
 from opslake.api.warehouse import WarehouseReader
 from opslake.errors import ConfigError
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
                 subscriber.start()
                 stack.push_async_callback(asyncio.to_thread, subscriber.stop)
             stack.push_async_callback(subscriptions.start_evaluator(_app))
+            meter = _app.state.security.meter
+            meter.start()
+            stack.push_async_callback(asyncio.to_thread, meter.stop)
             yield
 
     app = FastAPI(
@@ -77,9 +81,10 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
         description="Push ingestion into the OpsLake landing zone (Prometheus remote write, "
                     "Alertmanager webhooks and generic JSON alert webhooks, acknowledged once "
                     "durable) and the read API over the serving warehouse: catalog, metric "
-                    "data, incidents, anomalies, forecasts, quality. Read endpoints need "
-                    "'Authorization: Bearer <API key or session token>'; every request is "
-                    "audited.",
+                    "data, incidents, anomalies, forecasts, quality. Every endpoint but the "
+                    "health check and this description needs 'Authorization: Bearer <API key "
+                    "or session token>' (pushes: a key with the scope ingest:write); every "
+                    "request is audited.",
     )
     app.state.settings = settings
     app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes())
@@ -96,7 +101,7 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
     app.include_router(subscriptions.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)
-    install(app, Security(
-        IdentityStore.sealed(settings),
-        AuditLog.from_settings(settings)))
+    app.state.answers = AnswerCache(app.state.warehouse)
+    install(app, Security(IdentityStore.sealed(settings), AuditLog.from_settings(settings)),
+            app.state.answers)
     return app

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from opslake.api.answers import Answer, AnswerCache
 from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError, StorageError
 from opslake.security.audit import AuditLog
 from opslake.security.identity import AuthError, Forbidden, IdentityStore, QuotaExceeded
+from opslake.security.metering import UsageMeter
 from opslake.security.roles import ANONYMOUS, Principal
 
 log = logging.getLogger(__name__)
@@ -69,10 +72,14 @@ GUARDED = (401, 403, 429, 503)
 
 @dataclass
 class Security:
-    """What the request path needs: identities and the audit log."""
+    """What the request path needs: identities, key metering and the audit log."""
 
     identity: IdentityStore
     audit: AuditLog
+    meter: UsageMeter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.meter = UsageMeter(self.identity)
 
     def principal(self, request: Request) -> Principal:
         """The principal of a request's credential (anonymous without one)."""
@@ -96,6 +103,13 @@ def error_response(exc: OpsLakeError) -> JSONResponse:
     return JSONResponse({"error": error, "fix": fix or text}, status_code=status)
 
 
+async def check_quota(security: Security, principal: Principal) -> None:
+    """Raise QuotaExceeded when the caller's key has no requests left today."""
+    # From memory, but for one read of the store per key and second.
+    if principal.key_id and security.meter.remaining(principal.key_id) is None:
+        await run_in_threadpool(security.meter.check, principal.key_id)
+
+
 def requires(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency: the caller, who must hold ``scope`` (and be within quota)."""
 
@@ -107,47 +121,113 @@ def requires(scope: str) -> Callable[[Request], Awaitable[Principal]]:
                                 "'Authorization: Bearer <API key>'")
             raise Forbidden(f"role {principal.role} (or this key) lacks the scope {scope}; "
                             "ask an administrator for a key or role that has it")
-        if principal.key_id:
-            await run_in_threadpool(request.app.state.security.identity.check_quota,
-                                    principal.key_id)
+        await check_quota(request.app.state.security, principal)
         return principal
 
     return dependency
 
 
-def install(app, security: Security) -> None:
-    """Attach the security state, the error handlers and the audit middleware to ``app``."""
+def install(app, security: Security, answers: AnswerCache | None = None) -> None:
+    """Attach the security state, the error handlers and the audit middleware to ``app``
+    (serving repeated requests from ``answers`` when given)."""
     app.state.security = security
 
     @app.exception_handler(OpsLakeError)
     async def _opslake_error(_request: Request, exc: OpsLakeError) -> JSONResponse:
         return error_response(exc)
 
-    @app.middleware("http")
-    async def audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                    ) -> Response:
-        request.state.rows = 0
+    app.add_middleware(AuditMiddleware, security=security, answers=answers)
+
+
+class AuditMiddleware:
+    """Authenticates every HTTP request and audits it before its answer leaves.
+
+    A plain ASGI middleware (not ``@app.middleware``, whose per-request task and streams cost
+    more than the rest of a cached answer): the principal goes to ``scope["state"]`` for the
+    endpoints, and the response's first message is held until the audit entry is on disk. A
+    GET whose answer is kept in the :class:`AnswerCache` is answered here, after the caller's
+    quota is checked, without routing it.
+    """
+
+    def __init__(self, app: ASGIApp, security: Security,
+                 answers: AnswerCache | None = None) -> None:
+        self.app = app
+        self.security = security
+        self.answers = answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["rows"] = 0
+        request = Request(scope)
         try:
-            request.state.principal = await run_in_threadpool(security.principal, request)
+            principal = await self._principal(request)
         except OpsLakeError as exc:
-            request.state.principal = ANONYMOUS
-            response: Response = error_response(exc)
+            state["principal"] = ANONYMOUS
+            await error_response(exc)(scope, receive, self._audited(request, send))
+            return
+        state["principal"] = principal
+        if self.answers is not None and principal is not ANONYMOUS and scope["method"] == "GET":
+            key = AnswerCache.key(principal, scope["path"], scope["query_string"])
+            kept = self.answers.get(key)
+            if kept is not None:
+                await self._replay(request, kept, receive, send)
+                return
+            state["answer_key"] = key
+        try:
+            await self.app(scope, receive, self._audited(request, send))
+        except Exception:
+            if not state.get("_audited"):
+                await self._record(request, 500)
+            raise
+
+    async def _principal(self, request: Request) -> Principal:
+        header = request.headers.get("Authorization", "")
+        if header[7:].startswith(KEY_PREFIX):
+            # Keys are verified from memory but for one store read per key and few seconds.
+            return self.security.principal(request)
+        return await run_in_threadpool(self.security.principal, request)
+
+    async def _replay(self, request: Request, kept: Answer, receive: Receive, send: Send
+                      ) -> None:
+        state = request.scope["state"]
+        state["action"], state["params"] = kept.action, kept.params
+        response: Response
+        try:
+            await check_quota(self.security, state["principal"])
+        except OpsLakeError as exc:
+            response = error_response(exc)
         else:
-            response = await call_next(request)
-        principal: Principal = request.state.principal
+            state["rows"] = kept.rows
+            response = Response(kept.body, media_type=kept.media_type)
+        await response(request.scope, receive, self._audited(request, send))
+
+    def _audited(self, request: Request, send: Send) -> Send:
+        async def audited_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await self._record(request, message["status"])
+            await send(message)
+
+        return audited_send
+
+    async def _record(self, request: Request, status: int) -> None:
+        state = request.scope["state"]
+        state["_audited"] = True
+        principal: Principal = state["principal"]
         route = request.scope.get("route")
-        action = f"{request.method} {getattr(route, 'path', request.url.path)}"
-        entry = {"who": principal.user, "role": principal.role, "key_id": principal.key_id,
-                 "action": action,
-                 "params": {**request.path_params, **dict(request.query_params)},
-                 "status": response.status_code, "rows": int(request.state.rows),
-                 "client": request.client.host if request.client else None}
-        await run_in_threadpool(_record, security, entry, principal)
-        return response
-
-
-def _record(security: Security, entry: dict, principal: Principal) -> None:
-    security.audit.append(**entry)
-    if principal.key_id:
-        security.identity.record_use(principal.key_id, entry["action"], entry["rows"],
-                                     entry["status"])
+        action = state.get("action") or \
+            f"{request.method} {getattr(route, 'path', request.url.path)}"
+        params = state.get("params") or {**request.path_params, **dict(request.query_params)}
+        rows = int(state.get("rows", 0))
+        await self.security.audit.append_async(
+            who=principal.user, role=principal.role, key_id=principal.key_id, action=action,
+            params=params, status=status, rows=rows,
+            client=request.client.host if request.client else None)
+        if principal.key_id:
+            self.security.meter.count(principal.key_id, action, rows, status)
+        if status == 200 and "answer_key" in state and "answer" in state:
+            body, media_type, generation = state["answer"]
+            self.answers.put(state["answer_key"], generation,
+                             Answer(body, media_type, action, params, rows))

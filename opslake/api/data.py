@@ -22,7 +22,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
+from opslake.api import statements
 from opslake.api.auth import GUARDED, error_responses, requires
+from opslake.api.statements import data_statement
 from opslake.api.warehouse import WarehouseReader
 from opslake.errors import ConfigError, NotFoundError, StorageError
 from opslake.kpi.ledger import CONTACT_CONTEXT
@@ -33,7 +35,6 @@ from opslake.security.roles import SCOPED_BREAKDOWNS, Principal, row_scope_sql
 router = APIRouter(prefix="/v1", tags=["data"])
 Format = Literal["json", "csv", "arrow"]
 ARROW_TYPE = "application/vnd.apache.arrow.stream"
-MAX_ROWS = 100_000
 ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")]
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -75,20 +76,39 @@ def _reader(request: Request) -> WarehouseReader:
 def _rows(request: Request, table: pa.Table, fmt: Format = "json") -> Response:
     """The rows in the asked format; the count goes to the audit record."""
     request.state.rows = table.num_rows
-    if fmt == "arrow":
-        sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return Response(sink.getvalue(), media_type=ARROW_TYPE)
+    reader = _reader(request)
+    body = reader.derived(table, fmt, _ENCODERS[fmt])
+    # Rows straight from a snapshot table may be answered again from the answer cache.
+    generation = None if getattr(request.state, "volatile", False) else \
+        reader.served_from(table)
+    request.state.answer = (body, _MEDIA_TYPES[fmt], generation)
+    return Response(body, media_type=_MEDIA_TYPES[fmt])
+
+
+def _arrow(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _csv(table: pa.Table) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=table.column_names)
+    writer.writeheader()
+    writer.writerows(table.to_pylist())
+    return out.getvalue().encode()
+
+
+def _json_rows(table: pa.Table) -> bytes:
     rows = table.to_pylist()
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=table.column_names)
-        writer.writeheader()
-        writer.writerows(rows)
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
-    body = json.dumps({"count": len(rows), "rows": rows}, ensure_ascii=False, default=_json)
-    return Response(body, media_type="application/json")
+    return json.dumps({"count": len(rows), "rows": rows}, ensure_ascii=False,
+                      default=_json).encode()
+
+
+_ENCODERS = {"json": _json_rows, "csv": _csv, "arrow": _arrow}
+_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8",
+                "arrow": ARROW_TYPE}
 
 
 def _json(value: object) -> object:
@@ -98,8 +118,11 @@ def _json(value: object) -> object:
 
 
 async def _query(request: Request, sql: str, params: list[object]) -> pa.Table:
+    reader = _reader(request)
+    if (hit := reader.cached(sql, params)) is not None:
+        return hit
     try:
-        return await run_in_threadpool(_reader(request).query, sql, params)
+        table = await run_in_threadpool(reader.query, sql, params)
     except duckdb.CatalogException as exc:
         # A warehouse built before the pipeline produced this table (or from a partial run).
         raise NotFoundError(f"the serving warehouse lacks what this endpoint reads "
@@ -108,6 +131,9 @@ async def _query(request: Request, sql: str, params: list[object]) -> pa.Table:
     except duckdb.IOException as exc:
         raise StorageError(f"the serving warehouse cannot read its files ({exc}); retry, or "
                            "rebuild it with `opslake warehouse build`") from exc
+    if reader.served_from(table) is None:  # not a snapshot answer: neither is the response
+        request.state.volatile = True
+    return table
 
 
 @router.get("/catalog/metrics", summary="List or search the metrics catalog",
@@ -121,17 +147,13 @@ async def catalog_list(
     format: Format = "json",
 ) -> Response:
     """Catalog metrics with their names, owner, unit, dimensions, grains and version."""
-    table = await _query(request, (
-        "SELECT * FROM catalog_metrics WHERE (?::VARCHAR IS NULL OR category = ?) "
-        "AND (?::VARCHAR IS NULL OR status = ?) AND (?::VARCHAR IS NULL OR contains(lower("
-        "concat_ws(' ', metric_id, name_zh_cn, name_en, description)), lower(?))) "
-        "ORDER BY metric_id"), [category, category, status, status, q, q])
+    table = await _query(request, *statements.catalog(q, category, status))
     return _rows(request, table, format)
 
 
 async def _metric(request: Request, metric_id: str) -> dict:
-    rows = (await _query(request, "SELECT * FROM catalog_metrics WHERE metric_id = ?",
-                         [metric_id])).to_pylist()
+    table = await _query(request, *statements.metric(metric_id))
+    rows = _reader(request).derived(table, "rows", pa.Table.to_pylist)
     if not rows:
         raise NotFoundError(f"no metric {metric_id!r} in the catalog; list them with "
                             "GET /v1/catalog/metrics")
@@ -158,9 +180,7 @@ async def catalog_versions(request: Request, metric_id: ID,
                            format: Format = "json") -> Response:
     """Every recorded version: what changed, when and by whom."""
     await _metric(request, metric_id)
-    return _rows(request, await _query(
-        request, "SELECT * FROM catalog_versions WHERE metric_id = ? ORDER BY major, minor",
-        [metric_id]), format)
+    return _rows(request, await _query(request, *statements.versions(metric_id)), format)
 
 
 @router.get("/catalog/metrics/{metric_id}/lineage", summary="A metric's lineage",
@@ -170,9 +190,7 @@ async def catalog_lineage(request: Request, metric_id: ID,
                           format: Format = "json") -> Response:
     """Metric → input metrics → model columns → silver → bronze → landing."""
     await _metric(request, metric_id)
-    return _rows(request, await _query(
-        request, "SELECT * FROM catalog_lineage WHERE metric_id = ? ORDER BY depth, node, "
-                 "\"column\"", [metric_id]), format)
+    return _rows(request, await _query(request, *statements.lineage(metric_id)), format)
 
 
 @router.get("/metrics/{metric_id}/data", summary="A metric's values over time",
@@ -222,25 +240,6 @@ async def metric_data(
     return _rows(request, await _query(request, sql, [*params, *scope_params]), format)
 
 
-def data_statement(metric_id: str, step: str, by: str, start: datetime, end: datetime,
-                   filters: dict[str, str] | None = None, scope_sql: str = ""
-                   ) -> tuple[str, list[object]]:
-    """The statement ``GET /v1/metrics/{id}/data`` runs, and its bound parameters (less
-    those of ``scope_sql``, the row scope of :func:`row_scope_sql`, which go last)."""
-    filters = filters or {}
-    allowed = SCOPE_COLUMNS.get(by, ())
-    columns = ", ".join(["bucket_start", *allowed, "value", "numerator", "denominator",
-                         "metric_version"])
-    where = "".join(f" AND {c} = ?" for c in filters)
-    sql = (f"SELECT {columns} FROM metric_values WHERE metric_id = ? AND grain = ? AND "
-           "scope = ? AND dt BETWEEN ? AND ? AND bucket_start >= ? AND bucket_start < ?"
-           f"{where}{scope_sql} ORDER BY bucket_start{''.join(', ' + c for c in allowed)} "
-           f"LIMIT {MAX_ROWS}")
-    last_day = (end - timedelta(microseconds=1)).date().isoformat()
-    return sql, [metric_id, step, by, start.date().isoformat(), last_day, start, end,
-                 *filters.values()]
-
-
 def _utc(ts: datetime) -> datetime:
     try:
         return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -249,10 +248,15 @@ def _utc(ts: datetime) -> datetime:
                           "start and end as ISO 8601 times within them") from exc
 
 
+def _departments(principal: Principal) -> frozenset[str] | None:
+    """The departments a row-scoped principal's incidents must lie within (None: any)."""
+    return principal.departments if principal.row_scoped else None
+
+
 async def _day(request: Request, table: str, day: date | None) -> str:
     if day is not None:
         return day.isoformat()
-    days = await _query(request, f"SELECT max(dt) AS d FROM \"{table}\"", [])
+    days = await _query(request, *statements.newest_dt(table))
     newest = days.column("d")[0].as_py()
     if newest is None:
         raise NotFoundError(f"{table} has no rows yet; run the daily pipeline")
@@ -271,15 +275,8 @@ async def incidents(
     """The day's incidents with root cause and enrichment; department viewers see only
     incidents wholly within their departments."""
     dt = await _day(request, "incidents_current", day)
-    scope = ""
-    params: list[object] = [dt, status, status, severity, severity]
-    if principal.row_scoped:
-        scope = " AND len(departments) > 0 AND list_has_all(?::VARCHAR[], departments)"
-        params.append(sorted(principal.departments))
-    return _rows(request, await _query(request, (
-        "SELECT * EXCLUDE (dt) FROM incidents_current WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-        "status = ?) AND (?::VARCHAR IS NULL OR severity = ?)" + scope +
-        " ORDER BY started_at, incident_id"), params), format)
+    return _rows(request, await _query(request, *statements.incidents(
+        dt, status, severity, _departments(principal))), format)
 
 
 @router.get("/incidents/{incident_id}/alerts", summary="The alerts of one incident",
@@ -291,18 +288,13 @@ async def incident_alerts(
     format: Format = "json",
 ) -> Response:
     """Every alert episode of the incident: fingerprint, occurrence, why muted, root cause."""
-    scope, params = "", [incident_id]
-    if principal.row_scoped:
-        scope = " AND len(departments) > 0 AND list_has_all(?::VARCHAR[], departments)"
-        params.append(sorted(principal.departments))
-    found = await _query(request, "SELECT 1 AS x FROM incidents_current WHERE incident_id = ?"
-                         + scope, params)
+    found = await _query(request, *statements.incident_exists(incident_id,
+                                                               _departments(principal)))
     if found.num_rows == 0:
         raise NotFoundError(f"no incident {incident_id} you may see; list them with "
                             "GET /v1/incidents")
-    return _rows(request, await _query(request, (
-        "SELECT * EXCLUDE (dt) FROM incident_alerts_current WHERE incident_id = ? "
-        "ORDER BY starts_at, alert_id"), [incident_id]), format)
+    return _rows(request, await _query(request, *statements.incident_alerts(incident_id)),
+                 format)
 
 
 @router.get("/capacity", summary="When disks, pools and power fill up",
@@ -315,11 +307,8 @@ async def capacity(
 ) -> Response:
     """The newest capacity run: exhaustion date, earliest date and days left per series."""
     dt = await _day(request, "capacity", None)
-    return _rows(request, await _query(request, (
-        "SELECT * EXCLUDE (dt) FROM capacity WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-        "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
-        f"ORDER BY days_left NULLS LAST, entity_id, metric LIMIT {MAX_ROWS}"),
-        [dt, entity_id, entity_id, metric, metric]), format)
+    return _rows(request, await _query(request, *statements.capacity(dt, entity_id, metric)),
+                 format)
 
 
 @router.get("/anomalies", summary="Anomalous points of a day",
@@ -334,11 +323,8 @@ async def anomalies(
 ) -> Response:
     """Points scoring at least the report floor, with the level expected."""
     dt = await _day(request, "anomalies", day)
-    return _rows(request, await _query(request, (
-        "SELECT * EXCLUDE (dt) FROM anomalies WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-        "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) AND (NOT ? OR is_event) "
-        f"ORDER BY ts, series LIMIT {MAX_ROWS}"),
-        [dt, entity_id, entity_id, metric, metric, events_only]), format)
+    return _rows(request, await _query(request, *statements.anomalies(
+        dt, entity_id, metric, events_only)), format)
 
 
 @router.get("/forecasts", summary="Forecasts with intervals",
@@ -351,10 +337,8 @@ async def forecasts(
 ) -> Response:
     """The newest forecast run: point and 80/95 % bounds per series and hour ahead."""
     dt = await _day(request, "forecasts", None)
-    return _rows(request, await _query(request, (
-        "SELECT * EXCLUDE (dt) FROM forecasts WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-        "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
-        f"LIMIT {MAX_ROWS}"), [dt, entity_id, entity_id, metric, metric]), format)
+    return _rows(request, await _query(request, *statements.forecasts(dt, entity_id, metric)),
+                 format)
 
 
 @router.get("/quality/results", summary="Data-quality check results",
@@ -366,12 +350,10 @@ async def quality_results(
     format: Format = "json",
 ) -> Response:
     """Each check of each table for a day: passed, observed value, threshold."""
-    days = await _query(request, "SELECT max(day) AS d FROM quality_results", [])
+    days = await _query(request, *statements.newest_quality_day())
     newest = days.column("d")[0].as_py()
     want = day.isoformat() if day else (str(newest) if newest else None)
-    return _rows(request, await _query(request, (
-        "SELECT * FROM quality_results WHERE CAST(day AS VARCHAR) = ? AND (NOT ? OR NOT passed) "
-        "ORDER BY layer, \"table\", \"check\""), [want, failed]), format)
+    return _rows(request, await _query(request, *statements.quality(want, failed)), format)
 
 
 @router.get("/assets", summary="The asset ledger, with expiry filters",
@@ -389,16 +371,9 @@ async def assets(
     """CIs in service with days to warranty, contract and licence end; owner contacts are
     decrypted (SM4) only for roles allowed to see personal data."""
     dt = await _day(request, "asset_ledger", None)
-    scope_sql, scope_params = row_scope_sql(principal, "department", "business")
-    table = await _query(request, (
-        "SELECT * EXCLUDE (dt) FROM asset_ledger WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-        "kind = ?) AND (?::VARCHAR IS NULL OR department = ?) AND (?::VARCHAR IS NULL OR "
-        "business = ?) AND (?::INTEGER IS NULL OR least(coalesce(days_to_warranty_end, "
-        "2147483647), coalesce(days_to_contract_end, 2147483647), "
-        "coalesce(days_to_licence_end, 2147483647)) <= ?)" + scope_sql +
-        f" ORDER BY entity_id LIMIT {MAX_ROWS}"),
-        [dt, kind, kind, department, department, business, business,
-         expiring_within_days, expiring_within_days, *scope_params])
+    table = await _query(request, *statements.assets(
+        dt, kind, department, business, expiring_within_days,
+        row_scope_sql(principal, "department", "business")))
     sealed = table.column("owner_contact_sm4").to_pylist()
     cipher = request.app.state.cipher
     contacts = [cipher.decrypt(v, CONTACT_CONTEXT) if v and principal.sees_sensitive else None

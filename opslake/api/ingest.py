@@ -4,6 +4,11 @@ A push is acknowledged only after ``LandingZone.write`` returned, i.e. once its 
 manifest row are durable; a sender that sees no acknowledgement retries, and the batch id
 (``X-OpsLake-Batch-Id`` or the content hash) makes the retry a recognised duplicate. Bodies
 that are refused are kept as quarantine rows (``opslake.api.rejects``) with the reason.
+
+Every push needs ``Authorization: Bearer <API key>`` with the scope ``ingest:write`` (role
+``ingest`` for machine senders; see ``opslake.security.roles``). The credential is checked
+before the body is read: a push without one (401) or with a key lacking the scope (403) is
+neither landed nor quarantined, and, like every request, it is audited.
 """
 
 from __future__ import annotations
@@ -17,17 +22,19 @@ import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from opslake.api import rejects
+from opslake.api.auth import GUARDED, error_responses, requires
 from opslake.errors import InputError, OpsLakeError
 from opslake.ingest.parsers import remote_write
 from opslake.ingest.parsers._text import RecordError, parse_timestamp
 from opslake.lake.landing import LandedBatch, LandingZone
+from opslake.security.roles import Principal
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,13 @@ _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _VERSION_RE = re.compile(r"^[0-9][0-9.]{0,15}$")
 
 router = APIRouter(prefix="/v1/ingest", tags=["ingest"])
+#: The scope every push endpoint requires.
+INGEST_SCOPE = "ingest:write"
+#: The caller of a push: holds ``ingest:write`` (and is within its key's daily quota).
+Pusher = Annotated[Principal, Depends(requires(INGEST_SCOPE))]
+#: OpenAPI responses for the credential errors of a push (401, 403, 429; 503 is the lake's).
+PUSH_AUTH_RESPONSES = {code: spec for code, spec in error_responses(*GUARDED).items()
+                       if code != 503}
 
 
 class PushRefused(InputError):
@@ -186,9 +200,10 @@ _WEBHOOK_BODY = {"requestBody": {"required": True, "content": {"application/json
                400: {"description": "not a snappy-compressed WriteRequest; not retried"},
                413: {"description": "body over OPSLAKE_MAX_PUSH_BYTES"},
                415: {"description": "an encoding or protocol version not supported"},
-               503: {"description": "the lake cannot be written; retry"}},
+               503: {"description": "the lake cannot be written; retry"},
+               **PUSH_AUTH_RESPONSES},
 )
-async def prometheus_remote_write(request: Request) -> Response:
+async def prometheus_remote_write(request: Request, _p: Pusher) -> Response:
     """Validate a remote-write request by decoding it, land it, then answer 204."""
     service: PushService = request.app.state.push
     version = request.headers.get("X-Prometheus-Remote-Write-Version", "0.1.0")
@@ -227,9 +242,10 @@ def _check_remote_write_headers(request: Request, body: bytes) -> None:
     responses={200: {"description": "landed durably: {batch_id, duplicate}"},
                413: {"description": "body over OPSLAKE_MAX_PUSH_BYTES"},
                422: {"description": "not a version 4 webhook payload"},
-               503: {"description": "the lake cannot be written; retry"}},
+               503: {"description": "the lake cannot be written; retry"},
+               **PUSH_AUTH_RESPONSES},
 )
-async def alertmanager_webhook(request: Request) -> Any:
+async def alertmanager_webhook(request: Request, _p: Pusher) -> Any:
     """Validate an Alertmanager notification, land it exactly as sent, answer with its batch."""
     service: PushService = request.app.state.push
     result = await service.accept(

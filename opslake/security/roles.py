@@ -5,6 +5,11 @@ data rules: whether its rows are limited to the principal's departments and busi
 scoping, applied by every data endpoint) and whether it may see sensitive CMDB fields (owner
 contacts, decrypted from SM4 only for such roles). API keys may narrow a role's scopes, never
 widen them.
+
+Pushing data in (``ingest:write``: Prometheus remote write, Alertmanager and JSON alert
+webhooks) is a scope like any other. Administrators and operations engineers hold it; the
+``ingest`` role holds nothing else, so the key a sender keeps in its config file can land
+data but read none if it leaks.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 SCOPES = (
     "catalog:read", "metrics:read", "incidents:read", "anomalies:read", "forecasts:read",
     "assets:read", "quality:read", "subscriptions:read", "subscriptions:write",
-    "admin:users", "admin:keys", "admin:audit",
+    "ingest:write", "admin:users", "admin:keys", "admin:audit",
 )
 READ = frozenset(s for s in SCOPES if s.endswith(":read") and not s.startswith("admin"))
 
@@ -34,12 +39,14 @@ class Role:
 ROLES: dict[str, Role] = {r.name: r for r in (
     Role("admin", frozenset(SCOPES), False, True,
          "platform administrators: everything, administrative actions need a TOTP code"),
-    Role("ops_engineer", READ | {"subscriptions:write"}, False, False,
+    Role("ops_engineer", READ | {"subscriptions:write", "ingest:write"}, False, False,
          "operations-centre engineers: every row, no personal contact data"),
     Role("dept_viewer", frozenset({"catalog:read", "metrics:read", "incidents:read",
                                    "assets:read", "quality:read", "subscriptions:read",
                                    "subscriptions:write"}),
          True, False, "a department's staff: only rows of their departments and businesses"),
+    Role("ingest", frozenset({"ingest:write"}), False, False,
+         "machine senders (Prometheus, Alertmanager, alert webhooks): push data, read none"),
 )}
 ANONYMOUS_SCOPES: frozenset[str] = frozenset()
 

@@ -5,7 +5,7 @@ as far as the catalog's gold metrics and the serving warehouse, untimed (or ``--
 ``OPSLAKE_HOME`` names a lake that already has a warehouse). ``python -m opslake serve``
 then runs in its own process on loopback, as in production (uvicorn, one worker, audit and
 usage counting on), and an operations engineer gets an API key. From a second process, 50
-clients (asyncio + httpx, one keep-alive connection each) ask for the same one-day,
+clients (bare asyncio HTTP/1.1, one keep-alive connection each) ask for the same one-day,
 one-metric query for ``--seconds`` (after a short warm-up):
 
     GET /v1/metrics/{id}/data?start=D&end=D+1&step=1h&by=business
@@ -32,6 +32,7 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 START = date(2026, 3, 2)
 PASSWORD = "Correct-Horse-42-Battery"
@@ -140,9 +141,14 @@ def _summary(seconds: list[float], wall: float) -> dict:
 
 
 async def _load(url: str, key: str, clients: int, seconds: float, warmup: float) -> dict:
-    import httpx
+    """``clients`` keep-alive HTTP/1.1 connections asking ``url`` in a closed loop.
 
-    headers = {"Authorization": f"Bearer {key}"}
+    A bare asyncio client (like wrk or hey) rather than httpx, whose per-request cost would
+    take most of the second core from the server under test on a two-core machine.
+    """
+    parts = urlsplit(url)
+    request = (f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+               f"Authorization: Bearer {key}\r\nAccept: application/json\r\n\r\n").encode()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors: list[str] = []
@@ -151,19 +157,30 @@ async def _load(url: str, key: str, clients: int, seconds: float, warmup: float)
     measure_from, stop_at = begin + warmup, begin + warmup + seconds
 
     async def client() -> None:
-        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
             while (now := loop.time()) < stop_at:
                 mark = time.perf_counter()
                 try:
-                    response = await http.get(url)
-                    status = response.status_code
-                except httpx.HTTPError as exc:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    status = int(head[9:12])
+                    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:"))
+                    body = await reader.readexactly(length)
+                    if status == 200 and not body.startswith(b'{"count":'):
+                        status = -1
+                except (OSError, asyncio.IncompleteReadError, StopIteration) as exc:
                     status = 0
                     errors.append(repr(exc)[:200])
                 took = time.perf_counter() - mark
                 if now >= measure_from:
                     latencies.append(took)
                     statuses[status] = statuses.get(status, 0) + 1
+                if status == 0:
+                    return
+        finally:
+            writer.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
     result = _summary(latencies, seconds)
@@ -211,8 +228,14 @@ def main() -> None:
     parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "load":
-        print(json.dumps(asyncio.run(_load(args.url, args.key, args.clients, args.seconds,
-                                           args.warmup))))
+        try:
+            import uvloop
+        except ImportError:  # plain asyncio works, only slower
+            runner = asyncio.run
+        else:
+            runner = uvloop.run
+        print(json.dumps(runner(_load(args.url, args.key, args.clients, args.seconds,
+                                      args.warmup))))
         return
 
     work = Path(tempfile.mkdtemp(prefix="opslake-bench-api-"))
@@ -234,6 +257,10 @@ def main() -> None:
         _wait_up(port, server)
         url = (f"http://127.0.0.1:{port}/v1/metrics/{metric}/data?start={day}T00:00:00Z"
                f"&end={day + timedelta(days=1)}T00:00:00Z&step=1h&by=business")
+        import psutil
+
+        serving = psutil.Process(server.pid)
+        cpu_before = sum(serving.cpu_times()[:2])
         loader = subprocess.run(
             [sys.executable, "-m", "tests.benchmarks.bench_api", "--role", "load",
              "--url", url, "--key", key, "--clients", str(args.clients),
@@ -242,6 +269,10 @@ def main() -> None:
         if loader.returncode:
             raise SystemExit(f"the load generator failed:\n{loader.stderr[-4000:]}")
         api = json.loads(loader.stdout.strip().splitlines()[-1])
+        # Includes the warm-up's requests, so divided by all the requests the server answered.
+        api["server_cpu_s"] = sum(serving.cpu_times()[:2]) - cpu_before
+        api["server_cpu_ms_per_request"] = (api["server_cpu_s"] * 1000 /
+                                            max(1, api["n"] * (1 + args.warmup / args.seconds)))
     finally:
         server.terminate()
         try:
@@ -265,6 +296,9 @@ def main() -> None:
           f"{api['p99_ms'] / duck['single']['p99_ms']:.1f}×; throughput duckdb "
           f"{args.clients} threads / API {duck['concurrent']['per_s'] / max(api['per_s'], 1e-9):.1f}×"
           f"; target API p99 < 50 ms: {'met' if api['p99_ms'] < 50 else 'NOT met'}")
+    print(f"API server CPU: {api['server_cpu_ms_per_request']:.2f} ms per request (user + "
+          f"system, one process; {1000 / api['server_cpu_ms_per_request']:,.0f} req/s per "
+          "busy core)")
     print(f"API statuses: {api['statuses']}" + (f"; e.g. {api['samples']}" if api["samples"]
                                                  else ""))
     print(json.dumps({"metric": metric, "day": str(day), "clients": args.clients,

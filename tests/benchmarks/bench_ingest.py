@@ -35,6 +35,7 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
 from tests.integration.services import free_port, running
+from tests.keys import bearer, ingest_key
 from tests.unit.test_remote_write import _series, write_request
 
 T0_MS = 1_772_409_600_000
@@ -87,13 +88,14 @@ def ingest_in_process(home: Path, payloads: list[bytes], fmt: str, parse) -> tup
 def ingest_over_http(home: Path, requests: list[bytes], log: Path) -> tuple[int, float, float]:
     port = free_port()
     env = {**os.environ, "OPSLAKE_HOME": str(home)}
+    key = ingest_key(Settings.from_env({"OPSLAKE_HOME": str(home)}))
     with running([sys.executable, "-m", "opslake", "serve", "--port", str(port)],
                  f"http://127.0.0.1:{port}/healthz", log, env=env) as proc:
         server = psutil.Process(proc.pid)
         cpu_before = sum(server.cpu_times()[:2])
         url = f"http://127.0.0.1:{port}/v1/ingest/prometheus/remote_write"
         headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-                   "X-Prometheus-Remote-Write-Version": "0.1.0"}
+                   "X-Prometheus-Remote-Write-Version": "0.1.0", **bearer(key)}
         started = time.perf_counter()
         with httpx.Client(timeout=60) as client, ThreadPoolExecutor(4) as pool:
             codes = list(pool.map(lambda b: client.post(url, content=b, headers=headers)

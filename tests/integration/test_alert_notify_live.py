@@ -33,6 +33,7 @@ from tests.integration.services import (
     services_sh,
     wait_http,
 )
+from tests.keys import ingest_key_file
 from tests.receivers import RobotServer, smtp_server
 
 NAMES = ("node_exporter", "prometheus", "alertmanager")
@@ -93,7 +94,9 @@ routes:
                    "OPSLAKE_NODE_EXPORTER_PORT": str(ports["node_exporter"]),
                    "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
                    "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
-                   "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager"}
+                   "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager",
+                   "OPSLAKE_INGEST_KEY_FILE": str(ingest_key_file(settings,
+                                                                  tmp_path / "ingest.key"))}
         serve = [sys.executable, "-m", "opslake", "serve", "--port", api.rsplit(":", 1)[1]]
         procs = ui.start(settings, "127.0.0.1", free_port(), tmp_path / "logs")
         try:

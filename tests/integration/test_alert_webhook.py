@@ -14,6 +14,7 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.settings import Settings
+from tests.keys import bearer, ingest_key
 
 
 def _zabbix(status: str, day: str) -> dict:
@@ -32,7 +33,8 @@ def _zabbix(status: str, day: str) -> dict:
 
 @pytest.fixture
 def client(settings: Settings) -> TestClient:
-    with TestClient(create_app(settings)) as test_client:
+    # Pushes carry a push-only key; pushes without one are covered in test_push_api.
+    with TestClient(create_app(settings), headers=bearer(ingest_key(settings))) as test_client:
         yield test_client
 
 

@@ -12,7 +12,8 @@ for the engineer, invalid ones too, and checks every answer:
 - invalid requests are refused with a 4xx.
 
 Without a credential every operation but the health check must answer 401 with
-``{error, fix}``, whatever the parameters. A second app over a warehouse built from an empty
+``{error, fix}``, whatever the parameters; that includes the push (POST ``/v1/ingest/*``)
+operations, whatever the body, and nothing they are sent lands or is quarantined. A second app over a warehouse built from an empty
 lake checks that missing tables are a 404, not a crash. The number of cases is printed.
 """
 
@@ -38,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from opslake.api.app import create_app
+from opslake.lake import quarantine
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse, open_read_only
@@ -116,12 +118,21 @@ def empty(tmp_path_factory: pytest.TempPathFactory) -> Estate:
     return Estate(settings, keys, secret, create_app(settings))
 
 
+def _operations(estate: Estate) -> list:
+    schema = schemathesis.openapi.from_asgi("/openapi.json", estate.app)
+    return [r.ok() for r in schema.get_all_operations()]
+
+
 def _read_operations(estate: Estate, path_regex: str) -> list:
     """The GET operations the app describes whose path matches, less the excluded ones."""
-    schema = schemathesis.openapi.from_asgi("/openapi.json", estate.app)
-    operations = [r.ok() for r in schema.get_all_operations()]
-    return [op for op in operations if op.method.upper() == "GET"
+    return [op for op in _operations(estate) if op.method.upper() == "GET"
             and re.match(path_regex, op.path) and not re.match(EXCLUDED, op.path)]
+
+
+def _push_operations(estate: Estate) -> list:
+    """The push (POST ``/v1/ingest/…``) operations the app describes."""
+    return [op for op in _operations(estate)
+            if op.method.upper() == "POST" and op.path.startswith("/v1/ingest/")]
 
 
 def _only_401(ctx, response, case) -> bool | None:
@@ -137,9 +148,13 @@ def _only_401(ctx, response, case) -> bool | None:
 
 def _fuzz(estate: Estate, role: str | None, mode: GenerationMode, checks: list,
           label: str, path_regex: str = "", examples: int = MAX_EXAMPLES,
-          path_parameters: dict[str, str] | None = None) -> list[str]:
-    """Run every selected operation; the failures, one line each (after shrinking)."""
-    operations = [op for op in _read_operations(estate, path_regex)
+          path_parameters: dict[str, str] | None = None,
+          operations: list | None = None) -> list[str]:
+    """Run every selected operation (default: the read operations whose path matches
+    ``path_regex``); the failures, one line each (after shrinking)."""
+    if operations is None:
+        operations = _read_operations(estate, path_regex)
+    operations = [op for op in operations
                   if mode is GenerationMode.POSITIVE or _has_parameters(op)]
     assert operations, f"no GET operation matches {path_regex!r}"
     estate.operations[label] = len(operations)
@@ -207,6 +222,26 @@ def test_without_a_credential_every_operation_answers_401(estate: Estate) -> Non
                      [not_a_server_error, response_schema_conformance, _only_401], "anonymous")
     print(f"\nschemathesis cases without a credential: {estate.cases['anonymous']}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_without_a_credential_no_push_is_accepted_or_kept(estate: Estate) -> None:
+    # Remote write bodies are bytes: send what schemathesis generates for binary as is.
+    schemathesis.serializer.alias("application/x-protobuf", "application/octet-stream")
+    operations = _push_operations(estate)
+    assert len(operations) == 3, [op.path for op in operations]
+    lake = Lake.from_settings(estate.settings)
+    landing = LandingZone(lake)
+    day = datetime.now(UTC).date().isoformat()
+    before = {s: len(landing.batches(s, day)) for s in ("prometheus", "alertmanager", "webhook")}
+    failures = _fuzz(estate, None, GenerationMode.POSITIVE,
+                     [not_a_server_error, response_schema_conformance, _only_401],
+                     "anonymous push", examples=FEWER, operations=operations)
+    print(f"\nschemathesis push cases without a credential: {estate.cases['anonymous push']}")
+    assert not failures, "\n\n".join(failures)
+    assert estate.cases["anonymous push"] >= len(operations)
+    after = {s: len(landing.batches(s, day)) for s in before}
+    assert after == before
+    assert quarantine.read(lake, [day]).num_rows == 0
 
 
 def test_a_warehouse_without_gold_tables_answers_404_not_500(empty: Estate) -> None:

@@ -26,6 +26,7 @@ from opslake.orchestration import runner
 from opslake.security.identity import IdentityStore, b32_key, totp
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
+from tests.integration.test_push_api import _pushes
 
 DAY = date(2026, 3, 2)
 PASSWORD = "Correct-Horse-42-Battery"
@@ -56,8 +57,10 @@ def api(tmp_path_factory: pytest.TempPathFactory):
     secret, _ = store.enrol_totp("root")
     store.add_user("alice", "ops_engineer", PASSWORD)
     store.add_user("dora", "dept_viewer", PASSWORD, departments=[department])
+    store.add_user("prom", "ingest", PASSWORD)
     keys = {"anonymous": None}
-    for user, role in (("root", "admin"), ("alice", "ops_engineer"), ("dora", "dept_viewer")):
+    for user, role in (("root", "admin"), ("alice", "ops_engineer"), ("dora", "dept_viewer"),
+                       ("prom", "ingest")):
         keys[role] = store.create_key(user)[1]
     client = TestClient(create_app(settings))
     return Api(settings, client, keys, secret, department, store, metric, incident)
@@ -109,6 +112,12 @@ class Api:
         }
 
 
+#: Push endpoint → expected status for admin, ops_engineer, dept_viewer, anonymous, ingest.
+PUSH_MATRIX = {"/v1/ingest/prometheus/remote_write": (204, 204, 403, 401, 204),
+               "/v1/ingest/alertmanager": (200, 200, 403, 401, 200),
+               "/v1/ingest/alerts/zabbix": (200, 200, 403, 401, 200)}
+
+
 def _get(client, key, path, **kw):
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     headers.update(kw.pop("headers", {}))
@@ -122,6 +131,9 @@ def _code(secret: str) -> str:
 def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
     client, keys, secret = api.client, api.keys, api.secret
     documented = set(client.get("/openapi.json").json()["paths"])
+    # Pushes have their own matrix below (POST, with bodies).
+    assert {p for p in documented if p.startswith("/v1/ingest")} == {
+        p.replace("/zabbix", "/{name}") for p in PUSH_MATRIX}
     read_paths = {p for p in documented if not p.startswith("/v1/ingest")
                   and p not in ("/v1/auth/login", "/v1/auth/logout")}
     matrix = api.matrix()
@@ -135,6 +147,29 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
             headers = {"X-OpsLake-TOTP": _code(secret)} if role == "admin" else {}
             got[(path, role)] = (_get(client, keys[role], path, headers=headers).status_code,
                                  want)
+    # The push-only role reads nothing at all.
+    for path in matrix:
+        want = 200 if path in ("/healthz", "/openapi.json") else 403
+        got[(path, "ingest")] = (_get(client, keys["ingest"], path).status_code, want)
+    wrong = {k: v for k, v in got.items() if v[0] != v[1]}
+    assert not wrong, wrong
+
+
+def test_every_push_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
+    client, keys = api.client, api.keys
+    landing = LandingZone(Lake.from_settings(api.settings))
+    day = datetime.now(UTC).date().isoformat()
+    pushes = {path: (body, headers, source) for path, body, headers, source in _pushes()}
+    got = {}
+    for path, expected in PUSH_MATRIX.items():
+        body, headers, source = pushes[path]
+        for role, want in zip((*ROLES, "ingest"), expected, strict=True):
+            before = len(landing.batches(source, day))
+            # A fresh batch id per role, so each accepted push lands a batch of its own.
+            answer = _get(client, keys[role], path, method="POST", content=body,
+                          headers={**headers, "X-OpsLake-Batch-Id": f"matrix-{role}"})
+            landed = len(landing.batches(source, day)) - before
+            got[(path, role)] = ((answer.status_code, landed), (want, int(want < 300)))
     wrong = {k: v for k, v in got.items() if v[0] != v[1]}
     assert not wrong, wrong
 
@@ -264,3 +299,37 @@ def test_the_api_keeps_answering_while_the_warehouse_is_rebuilt(api) -> None:
         reading.result()
     assert statuses and set(statuses) == {200}
     assert _get(api.client, api.keys["ops_engineer"], path).json()["rows"] == before
+
+
+def test_repeated_answers_come_from_the_cache_yet_stay_scoped_audited_and_counted(api) -> None:
+    from opslake.lake.warehouse import build_warehouse
+
+    client, keys, answers = api.client, api.keys, api.client.app.state.answers
+    audit_dir = api.settings.state_dir / "audit"
+
+    def audited() -> list[dict]:
+        return [json.loads(line) for f in sorted(audit_dir.glob("*.jsonl"))
+                for line in f.read_text().splitlines()]
+
+    path = api.data("department")
+    before, hits = len(audited()), answers.hits
+    first = _get(client, keys["dept_viewer"], path)
+    again = _get(client, keys["dept_viewer"], path)
+    assert answers.hits == hits + 1 and again.content == first.content
+    # Another caller with other rows to see never gets the viewer's kept answer.
+    everyone = _get(client, keys["ops_engineer"], path).json()["rows"]
+    assert len({r["department"] for r in everyone}) > 1
+    assert {r["department"] for r in again.json()["rows"]} == {api.department}
+    entries = audited()[before:]
+    assert [(e["who"], e["action"], e["status"], e["rows"]) for e in entries] == [
+        ("dora", "GET /v1/metrics/{metric_id}/data", 200, first.json()["count"])] * 2 + [
+        ("alice", "GET /v1/metrics/{metric_id}/data", 200, len(everyone))]
+    assert entries[1]["params"]["by"] == "department"
+    # Quota holds for kept answers too.
+    _, small = api.store.create_key("alice", quota_per_day=2)
+    assert [_get(client, small, path).status_code for _ in range(3)] == [200, 200, 429]
+    # A rebuild swaps the file: nothing kept from the old one is served.
+    build_warehouse(Lake.from_settings(api.settings), api.settings.warehouse_path)
+    hits = answers.hits
+    assert _get(client, keys["dept_viewer"], path).content == first.content
+    assert answers.hits == hits

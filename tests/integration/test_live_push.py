@@ -4,6 +4,8 @@
 node_exporter, Prometheus (remote-writing to the server) and Alertmanager (its webhook
 pointed at the server) are installed by ``infra/install-services.sh`` (a failed install
 fails the module) and started and stopped by PID with ``infra/services.sh`` on free ports.
+Both push with a push-only API key (role ``ingest``) that ``services.sh`` reads from
+``OPSLAKE_INGEST_KEY_FILE`` into their configs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from opslake.ingest.parsers import prometheus
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
+from opslake.security.audit import AuditLog
 from opslake.settings import Settings
 from tests.integration.services import (
     free_port,
@@ -33,6 +36,7 @@ from tests.integration.services import (
     services_sh,
     wait_http,
 )
+from tests.keys import ingest_key_file
 
 NAMES = ("node_exporter", "prometheus", "alertmanager")
 ALERT = "OpsLakeTestAlert"
@@ -67,7 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
            "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
            "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
            "OPSLAKE_REMOTE_WRITE_URL": f"{api}/v1/ingest/prometheus/remote_write",
-           "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager"}
+           "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager",
+           "OPSLAKE_INGEST_KEY_FILE": str(ingest_key_file(settings, base / "ingest.key"))}
     cmd = [sys.executable, "-m", "opslake", "serve", "--port", api.rsplit(":", 1)[1]]
     pids: dict[str, int] = {}
     with running(cmd, f"{api}/healthz", base / "serve.log", env=serve_env) as serve:
@@ -162,6 +167,11 @@ def test_remote_write_lands_and_matches_what_prometheus_answers(stack: Stack) ->
     if "prometheus" in instances:
         assert instances["prometheus"] == stack.prom.removeprefix("http://")
     assert all(p["value"] == 1.0 for p in up if dict(p["labels"])["job"] == "node")
+    # Every push came with the ingest key (never anonymous) and was accepted.
+    pushes = [e for e in AuditLog.from_settings(stack.settings).read()
+              if e["action"] == "POST /v1/ingest/prometheus/remote_write"]
+    assert pushes and {(e["who"], e["role"], e["status"]) for e in pushes} == {
+        ("sender", "ingest", 204)}
 
 
 def _alerts(landing: LandingZone, batch: LandedBatch) -> list[dict]:

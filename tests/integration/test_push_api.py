@@ -1,4 +1,8 @@
-"""Push ingestion: the HTTP contract in process, then a real server killed mid-stream."""
+"""Push ingestion: the HTTP contract in process, then a real server killed mid-stream.
+
+Every push carries a push-only API key (role ``ingest``); without one it is 401, with a key
+lacking ``ingest:write`` 403, and neither lands nor is quarantined.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,11 @@ from opslake.ingest.parsers import prometheus
 from opslake.lake import quarantine
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
+from opslake.security.audit import AuditLog
 from opslake.settings import Settings
 from tests.integration.services import free_port, running
+from tests.integration.test_alert_webhook import _zabbix
+from tests.keys import bearer, ingest_key
 from tests.unit.test_remote_write import _series, write_request
 
 RW = "/v1/ingest/prometheus/remote_write"
@@ -55,8 +62,14 @@ def _body(payload: dict) -> bytes:
 
 
 @pytest.fixture
-def client(settings: Settings) -> TestClient:
-    with TestClient(create_app(settings)) as c:
+def key(settings: Settings) -> str:
+    """A push-only key (role ``ingest``) in the fixture's identity store."""
+    return ingest_key(settings)
+
+
+@pytest.fixture
+def client(settings: Settings, key: str) -> TestClient:
+    with TestClient(create_app(settings), headers=bearer(key)) as c:
         yield c
 
 
@@ -153,10 +166,10 @@ def test_alertmanager_refusals(client: TestClient, lake: Lake, landing: LandingZ
     assert client.post(AM, content=_body(_webhook())).status_code == 200
 
 
-def test_too_large_is_413(settings: Settings, lake: Lake, landing: LandingZone,
+def test_too_large_is_413(settings: Settings, lake: Lake, landing: LandingZone, key: str,
                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSLAKE_MAX_PUSH_BYTES", "2000")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=bearer(key)) as client:
         big = _body({**_webhook(), "receiver": "x" * 5000})
         response = client.post(AM, content=big)
         assert response.status_code == 413
@@ -197,13 +210,13 @@ def _serve(port: int, log: Path) -> object:
     return running(cmd, f"http://127.0.0.1:{port}/healthz", log, env=dict(os.environ))
 
 
-def _client(base: str) -> httpx.Client:
-    return httpx.Client(base_url=base, timeout=10, trust_env=False,
+def _client(base: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=base, timeout=10, trust_env=False, headers=bearer(key),
                         limits=httpx.Limits(max_connections=8))
 
 
 def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landing: LandingZone,
-                                                      tmp_path: Path) -> None:
+                                                      tmp_path: Path, key: str) -> None:
     n = 300
     bodies = {f"crash-{i:04d}": _body(_webhook(i)) for i in range(n)}
     acknowledged: set[str] = set()
@@ -224,7 +237,7 @@ def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landin
     base = f"http://127.0.0.1:{port}"
     # One client per phase (thread-safe, pooled): a new client per request costs more than
     # the request itself.
-    with _serve(port, tmp_path / "serve-1.log") as proc, _client(base) as http, \
+    with _serve(port, tmp_path / "serve-1.log") as proc, _client(base, key) as http, \
             ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(push, http, b) for b in bodies]
         while True:  # kill once a good part, but not all, has been acknowledged
@@ -239,7 +252,7 @@ def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landin
     assert n // 3 <= len(acknowledged) < n, "the kill did not land mid-stream"
     before = set(acknowledged)
 
-    with _serve(port, tmp_path / "serve-2.log") as proc, _client(base) as http:
+    with _serve(port, tmp_path / "serve-2.log") as proc, _client(base, key) as http:
         with ThreadPoolExecutor(8) as pool:  # a retrying sender redelivers everything
             list(pool.map(lambda b: push(http, b), bodies))
         assert http.get("/healthz").status_code == 200
@@ -284,3 +297,64 @@ def test_pretty_printed_webhook_parses_into_bronze(client: TestClient,
     assert landing.read(batch) == body  # landing keeps exactly what arrived
     parsed = alertmanager.parse(landing.read(batch), batch)
     assert parsed.table.num_rows == 1 and not parsed.rejects
+
+
+# -- credentials ----------------------------------------------------------------------------
+def _pushes() -> list[tuple[str, bytes, dict[str, str], str]]:
+    """(path, a valid body, headers, landing source) for every push endpoint."""
+    today = _today()
+    return [(RW, write_request(_series({"__name__": "up"}, [(1.0, 1764115200000)])),
+             RW_HEADERS, "prometheus"),
+            (AM, _body(_webhook(7)), {}, "alertmanager"),
+            ("/v1/ingest/alerts/zabbix", json.dumps(_zabbix("PROBLEM", today)).encode(),
+             {"Content-Type": "application/json"}, "webhook")]
+
+
+def test_every_push_endpoint_is_described_here(client: TestClient) -> None:
+    documented = {p for p in client.get("/openapi.json").json()["paths"]
+                  if p.startswith("/v1/ingest")}
+    assert documented == {RW, AM, "/v1/ingest/alerts/{name}"}
+    for path in documented:
+        operation = client.get("/openapi.json").json()["paths"][path]["post"]
+        assert {"401", "403", "429"} <= set(operation["responses"]), path
+
+
+@pytest.mark.parametrize("path", [RW, AM, "/v1/ingest/alerts/zabbix"])
+def test_a_push_without_a_key_or_with_a_read_only_key_lands_nothing(
+        settings: Settings, lake: Lake, landing: LandingZone, path: str) -> None:
+    store_key = ingest_key(settings, "reader", "ops_engineer", scopes=["metrics:read"])
+    viewer_key = ingest_key(settings, "viewer", "dept_viewer")
+    pushes = {p: (body, headers, source) for p, body, headers, source in _pushes()}
+    body, headers, source = pushes[path]
+    with TestClient(create_app(settings)) as anonymous:
+        refused = [
+            (anonymous.post(path, content=body, headers=headers), 401, "Authorization"),
+            (anonymous.post(path, content=body, headers={**headers, **bearer("olk_x_y")}),
+             401, "not recognised"),
+            (anonymous.post(path, content=body, headers={**headers, **bearer(store_key)}),
+             403, "ingest:write"),
+            (anonymous.post(path, content=body, headers={**headers, **bearer(viewer_key)}),
+             403, "ingest:write"),
+        ]
+        for answer, status, needle in refused:
+            assert answer.status_code == status, answer.text
+            assert set(answer.json()) == {"error", "fix"}
+            assert needle in answer.json()["error"] + answer.json()["fix"]
+        assert landing.batches(source, _today()) == []
+        assert _push_rejects(lake) == []  # refused before the body is read: no quarantine
+        pusher = ingest_key(settings, "pusher")
+        accepted = anonymous.post(path, content=body, headers={**headers, **bearer(pusher)})
+        assert accepted.status_code in (200, 204), accepted.text
+        assert len(landing.batches(source, _today())) == 1
+    audited = [e for e in AuditLog.from_settings(settings).read()
+               if e["action"].startswith("POST /v1/ingest")]
+    assert [(e["who"], e["status"]) for e in audited] == [
+        ("anonymous", 401), ("anonymous", 401), ("reader", 403), ("viewer", 403),
+        ("pusher", accepted.status_code)]
+
+
+def test_an_ingest_key_pushes_but_reads_nothing(client: TestClient, key: str) -> None:
+    assert client.post(AM, content=_body(_webhook(8))).status_code == 200
+    for path in ("/v1/catalog/metrics", "/v1/incidents", "/v1/assets", "/v1/subscriptions"):
+        answer = client.get(path)
+        assert answer.status_code == 403 and "ingest" in answer.json()["error"], path

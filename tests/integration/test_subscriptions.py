@@ -6,18 +6,23 @@ with an injected clock, so backoff needs no waiting."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pyarrow as pa
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -288,3 +293,96 @@ def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
     assert shown.exit_code == 0 and "failed" in shown.output and "sent" in shown.output
     assert runner.invoke(cli, ["subscriptions", "remove", mqtt_new]).exit_code == 0
     assert runner.invoke(cli, ["subscriptions", "run-once"]).exit_code == 0
+
+
+@contextlib.contextmanager
+def _served(app) -> Iterator[str]:
+    """``app`` under a real uvicorn on loopback (streams are not buffered, as TestClient's
+    are); its base URL. Shutting down must finish even with a stream having been open."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="uvicorn-sse", daemon=True)
+    thread.start()
+    _wait(lambda: server.started, "uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+    assert not thread.is_alive(), "the service did not stop"
+
+
+def _frames(response: httpx.Response, out: queue.Queue) -> None:
+    """Put each SSE frame (its ``field: value`` lines as a dict) on ``out`` as it arrives."""
+    frame: dict[str, str] = {}
+    try:
+        for line in response.iter_lines():
+            if line == "" and frame:
+                out.put(frame)
+                frame = {}
+            elif line and not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                frame[name] = value
+    except httpx.HTTPError:
+        pass  # the test closed the stream
+
+
+def test_sse_follow_streams_events_as_they_are_queued(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
+    monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
+    monkeypatch.setenv(subs_api.INTERVAL_ENV, "0")  # the test queues the events itself
+    settings = Settings.from_env()
+    identity = IdentityStore.sealed(settings)
+    identity.add_user("alice", "ops_engineer", PASSWORD)
+    auth = {"Authorization": f"Bearer {identity.create_key('alice')[1]}"}
+    log = subs.SubscriptionStore(settings.state_dir)
+
+    def queue_event(sub: subs.Subscription, key: str) -> None:
+        assert log.advance(sub, [{"event_key": key, "check": key}], {}, datetime.now(UTC)) == 1
+
+    with _served(create_app(settings)) as base, httpx.Client(
+            base_url=base, headers=auth, timeout=10, trust_env=False) as http:
+        made = http.post("/v1/subscriptions", json={"condition": {"type": "quality_failed"},
+                                                    "delivery": {"type": "sse"}})
+        assert made.status_code == 201, made.text
+        sub = log.get(made.json()["id"])
+        path = f"/v1/subscriptions/{sub.id}/events"
+        queue_event(sub, "quality:2026-03-02:silver.events:a")  # before anyone listens
+
+        frames: queue.Queue = queue.Queue()
+        with http.stream("GET", path, params={"follow": "true"}) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            threading.Thread(target=_frames, args=(response, frames), daemon=True).start()
+            first = frames.get(timeout=10)
+            assert first["event"] == "quality"
+            assert json.loads(first["data"])["check"] == "quality:2026-03-02:silver.events:a"
+            # The stream stays open and quiet until something new is queued…
+            time.sleep(2 * subs_api.SSE_POLL_S + 0.5)
+            assert frames.empty()
+            queued_at = time.monotonic()
+            queue_event(sub, "quality:2026-03-02:silver.events:b")
+            # …then delivers it on the same connection within a poll or two.
+            second = frames.get(timeout=5)
+            latency = time.monotonic() - queued_at
+            assert json.loads(second["data"])["check"] == "quality:2026-03-02:silver.events:b"
+            assert int(second["id"]) > int(first["id"])
+            print(f"\nSSE follow: queued → received on the open stream in {latency:.2f} s")
+
+        # Resuming with Last-Event-ID skips what was received, then follows again.
+        resumed: queue.Queue = queue.Queue()
+        with http.stream("GET", path, params={"follow": "true"},
+                         headers={"Last-Event-ID": first["id"]}) as response:
+            threading.Thread(target=_frames, args=(response, resumed), daemon=True).start()
+            assert resumed.get(timeout=10)["id"] == second["id"]
+            queue_event(sub, "quality:2026-03-02:silver.events:c")
+            third = resumed.get(timeout=5)
+            assert json.loads(third["data"])["check"] == "quality:2026-03-02:silver.events:c"
+            assert resumed.empty()
+
+        # Another user's key cannot follow it.
+        identity.add_user("bob", "ops_engineer", PASSWORD)
+        other = {"Authorization": f"Bearer {identity.create_key('bob')[1]}"}
+        assert http.get(path, params={"follow": "true"}, headers=other).status_code == 404

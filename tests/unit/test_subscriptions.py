@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -37,7 +37,17 @@ class Reader:
             "CREATE TABLE anomalies (ts TIMESTAMPTZ, entity_id VARCHAR, metric VARCHAR, "
             "series VARCHAR, value DOUBLE, expected DOUBLE, score DOUBLE, detector VARCHAR, "
             "explanation VARCHAR, is_event BOOLEAN, dt VARCHAR)")
-        self.served = {"metric_values", "metric_values_live", "anomalies"}
+        self.con.execute(
+            "CREATE TABLE quality_results (day DATE, layer VARCHAR, \"table\" VARCHAR, "
+            "\"check\" VARCHAR, kind VARCHAR, severity VARCHAR, passed BOOLEAN, "
+            "observed VARCHAR, threshold VARCHAR, \"rows\" BIGINT, unexpected_rows BIGINT)")
+        self.con.execute(
+            "CREATE TABLE asset_ledger (entity_id VARCHAR, name VARCHAR, kind VARCHAR, "
+            "department VARCHAR, business VARCHAR, warranty_end DATE, contract_end DATE, "
+            "licence_end DATE, days_to_warranty_end INTEGER, days_to_contract_end INTEGER, "
+            "days_to_licence_end INTEGER, owner_contact_sm4 VARCHAR, dt VARCHAR)")
+        self.served = {"metric_values", "metric_values_live", "anomalies", "quality_results",
+                       "asset_ledger"}
 
     def add(self, bucket: datetime, value: float, *, department: str | None = None,
             live: bool = False, metric: str = "cpu_busy") -> None:
@@ -48,6 +58,23 @@ class Reader:
                          f"NULL, NULL, NULL, ?, NULL, NULL, {tail})",
                          [metric, bucket, scope, department, value, bucket.date().isoformat(),
                           *(["10"] if live else [])])
+
+    def check(self, day: date, check: str, passed: bool, severity: str = "error",
+              table: str = "events") -> None:
+        self.con.execute("INSERT INTO quality_results VALUES (?, 'silver', ?, ?, 'not_null', "
+                         "?, ?, '3', '0', 100, ?)",
+                         [day, table, check, severity, passed, 0 if passed else 3])
+
+    def asset(self, dt: date, entity: str, *, department: str = "ops",
+              **ends: int | None) -> None:
+        """A ledger row of day ``dt``; ``ends`` gives days left, e.g. ``warranty=10``."""
+        left = {what: ends.get(what) for what in ("warranty", "contract", "licence")}
+        end = {w: dt + timedelta(days=d) if d is not None else None for w, d in left.items()}
+        self.con.execute("INSERT INTO asset_ledger VALUES (?, ?, 'server', ?, 'tax', ?, ?, ?, "
+                         "?, ?, ?, NULL, ?)",
+                         [entity, f"{entity} name", department, end["warranty"],
+                          end["contract"], end["licence"], left["warranty"], left["contract"],
+                          left["licence"], dt.isoformat()])
 
     def query(self, sql: str, params=()) -> pa.Table:
         return self.con.cursor().sql(sql, params=list(params)).to_arrow_table()
@@ -293,3 +320,64 @@ def test_a_receiver_down_is_tried_once_per_pass_not_once_per_event(store) -> Non
     sender.down = True
     result = _run(reader, store, sender, T0 + timedelta(hours=1), sleeps)
     assert (result.failed, sender.tries, len(sleeps)) == (2, 3, 2)
+
+
+def test_quality_failed_delivers_each_failing_check_once_per_day(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "quality_failed"})
+    errors_only = _subscribe(store, {"type": "quality_failed"}, filters={"severity": "error"})
+    today = T0.date()
+    reader.check(today - timedelta(days=1), "before", passed=False)  # before it subscribed
+    reader.check(today, "ts_present", passed=False)
+    reader.check(today, "ids_unique", passed=True)
+    reader.check(today, "volume", passed=False, severity="warning")
+    reader.served.discard("quality_results")  # not served yet: nothing, cursor unmoved
+    assert _run(reader, store, sender, T0).queued == 0 and store.state(sub.id) == {}
+    reader.served.add("quality_results")
+    first = _run(reader, store, sender, T0 + timedelta(minutes=1))
+    assert (first.queued, first.sent) == (3, 3)
+    docs = {(s, subs.json.loads(b)["check"]): subs.json.loads(b) for s, _, b in sender.sent}
+    assert set(docs) == {(sub.id, "ts_present"), (sub.id, "volume"),
+                         (errors_only.id, "ts_present")}
+    doc = docs[(sub.id, "ts_present")]
+    assert (doc["day"], doc["layer"], doc["table"], doc["unexpected_rows"]) == (
+        today.isoformat(), "silver", "events", 3)
+    assert doc["event_key"] == f"quality:{today}:silver.events:ts_present"
+    # The same day read again: already delivered.
+    assert _run(reader, store, sender, T0 + timedelta(minutes=2)).queued == 0
+    reader.check(today + timedelta(days=1), "ts_present", passed=False)
+    later = _run(reader, store, sender, T0 + timedelta(days=1))
+    assert (later.queued, later.sent) == (2, 2)
+    assert {subs.json.loads(b)["day"] for _, _, b in sender.sent[-2:]} == {
+        (today + timedelta(days=1)).isoformat()}
+    assert store.state(sub.id) == {"day": (today + timedelta(days=1)).isoformat()}
+
+
+def test_asset_expiry_tells_once_per_end_date_from_the_newest_ledger(store) -> None:
+    reader, sender = Reader(), FakeSender()
+    sub = _subscribe(store, {"type": "asset_expiry", "within_days": 30})
+    mine = _subscribe(store, {"type": "asset_expiry", "within_days": 30}, owner=VIEWER)
+    today = T0.date()
+    reader.asset(today - timedelta(days=1), "srv-old", warranty=5)  # an older ledger: ignored
+    reader.asset(today, "srv-1", warranty=10, contract=200)
+    reader.asset(today, "srv-2", licence=-5, department="health")  # already ended: counts
+    reader.asset(today, "srv-3", warranty=31, contract=400)
+    first = _run(reader, store, sender, T0)
+    got = sorted((s, (d := subs.json.loads(b))["entity_id"], d["ends"], d["days_left"])
+                 for s, _, b in sender.sent)
+    assert got == sorted([(sub.id, "srv-1", "warranty", 10), (sub.id, "srv-2", "licence", -5),
+                          (mine.id, "srv-2", "licence", -5)])  # the viewer: its department
+    assert first.sent == 3
+    doc = next(subs.json.loads(b) for s, _, b in sender.sent if s == sub.id and "srv-1" in b)
+    assert doc["end_date"] == (today + timedelta(days=10)).isoformat()
+    assert doc["as_of"] == today.isoformat() and doc["condition"] == "asset_expiry"
+    # The next ledger: srv-1's same end date is not news; srv-3 comes within the window.
+    tomorrow = today + timedelta(days=1)
+    reader.asset(tomorrow, "srv-1", warranty=9, contract=199)
+    reader.asset(tomorrow, "srv-2", licence=-6, department="health")
+    reader.asset(tomorrow, "srv-3", warranty=30, contract=399)
+    later = _run(reader, store, sender, T0 + timedelta(days=1))
+    assert (later.queued, later.sent) == (1, 1)
+    assert subs.json.loads(sender.sent[-1][2])["entity_id"] == "srv-3"
+    with pytest.raises(InputError, match="within_days"):
+        _subscribe(store, {"type": "asset_expiry", "within_days": 4000})
