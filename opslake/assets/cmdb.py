@@ -10,7 +10,7 @@ from opslake.ingest.parsers import cmdb as parser
 from opslake.kpi.ledger import ledger
 from opslake.lake.schemas import ASSETS, RELATIONS_SCHEMA
 from opslake.orchestration.resources import LakeResource
-from opslake.security.crypto import FieldCipher
+from opslake.security.fields import OWNER_CONTACT
 from opslake.transforms import cmdb as conform
 
 CMDB = SourceSpec(
@@ -19,7 +19,9 @@ CMDB = SourceSpec(
     fmt="json",
     bronze=[
         BronzeTable("cmdb_cis", parser.parse, parser.BRONZE_SCHEMA,
-                    "One row per configuration item per snapshot, as exported."),
+                    "One row per configuration item per snapshot, as exported, except that "
+                    "the owner's contact is kept only as an SM4 token (owner_contact_sm4).",
+                    sealed=True),
         BronzeTable("cmdb_relations", parser.parse_relations, parser.RELATIONS_BRONZE_SCHEMA,
                     "One row per relation (src, relation, dst) per snapshot, as exported."),
     ],
@@ -38,11 +40,12 @@ ASSETS_SPEC = SilverTable(
     conform=lambda bronze, _resolver: conform.to_silver_assets(bronze),
     history=True,
     resolves_entities=False,
+    sealed={"owner_contact_sm4": OWNER_CONTACT},
     description=(
         "Every managed object of the five kinds (facility, cloud, application, platform, "
         "security) with department, business, region, vendor, lifecycle, warranty, contract "
-        "and licence dates, and owner (owner_contact is sensitive); one row per version with "
-        "valid_from / valid_to." + _SNAPSHOT_NOTE
+        "and licence dates, and owner (the owner's contact only as an SM4 token, "
+        "owner_contact_sm4); one row per version with valid_from / valid_to." + _SNAPSHOT_NOTE
     ),
 )
 
@@ -61,7 +64,6 @@ RELATIONS_SPEC = SilverTable(
 )
 
 
-
 @dg.asset(
     key=key("gold", "asset_ledger"), group_name="gold", kinds={"parquet"}, owners=[OWNER],
     partitions_def=DAILY, deps=[key("silver", "assets")],
@@ -69,16 +71,13 @@ RELATIONS_SPEC = SilverTable(
         "资源台账 / asset ledger: every CI in service at the end of the day with department, "
         "business, location, vendor, model, lifecycle, and days left until its warranty, "
         "support contract and licence end (negative once past). The owner's contact is kept "
-        "only as an SM4 token (owner_contact_sm4); the API decrypts it for roles allowed to "
-        "see personal data."),
+        "only as the SM4 token silver carries (owner_contact_sm4); the API decrypts it for "
+        "roles allowed to see personal data."),
 )
 def asset_ledger(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """The day's ledger, owner contacts sealed with the installation's data key."""
+    """The day's ledger; owner contacts stay the SM4 tokens sealed when bronze parsed them."""
     lk, dt = lake.lake(), context.partition_key
-    cipher = FieldCipher.from_settings(lake.settings())
-    # Deterministic tokens: re-running a day must give the same bytes.
-    table = ledger(cmdb_as_of(lk, dt), end_of_day(dt),
-                   lambda text, ctx: cipher.encrypt(text, ctx, deterministic=True))
+    table = ledger(cmdb_as_of(lk, dt), end_of_day(dt))
     lk.write_table(table, "gold", "asset_ledger", {"dt": dt})
     expired = sum(1 for d in table["days_to_warranty_end"].to_pylist() if d is not None and d < 0)
     return dg.MaterializeResult(metadata={"rows": table.num_rows, "expired_warranties": expired})

@@ -11,6 +11,8 @@ import pyarrow.compute as pc
 from opslake.assets.keys import daily_table_asset, key
 from opslake.lake.schemas import ASSETS
 from opslake.lake.storage import Lake
+from opslake.security.crypto import FieldCipher
+from opslake.security.fields import reseal
 from opslake.transforms.entities import EntityResolver
 
 Conform = Callable[[pa.Table, EntityResolver], pa.Table | Iterable[pa.Table]]
@@ -37,6 +39,10 @@ class SilverTable:
     #: Landing source of each bronze table, when several feed one silver table: the silver
     #: ``source`` column then names the source each row's batch really came from.
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: Bronze columns holding SM4 tokens, with their field context: tokens of a previous
+    #: data key are re-sealed under the current one before conforming, so that a key
+    #: rotation neither reads as a changed value nor leaves old tokens downstream.
+    sealed: Mapping[str, str] = field(default_factory=dict)
 
 
 def end_of_day(dt: str) -> datetime:
@@ -72,7 +78,8 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     if spec.resolves_entities:
         deps.append(key("silver", "assets"))
 
-    def build(lake: Lake, dt: str, metadata: dict) -> pa.Table | Iterable[pa.Table]:
+    def build(lake: Lake, dt: str, metadata: dict, cipher: FieldCipher | None = None
+              ) -> pa.Table | Iterable[pa.Table]:
         parts = []
         for name in bronze_tables:
             days = [d for d in lake.partitions("bronze", name) if d <= dt] \
@@ -81,6 +88,10 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
                                          dictionary=spec.dictionary))
             metadata[f"bronze_rows/{name}"] = parts[-1].num_rows
         bronze = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        if cipher is not None:
+            for column, context in spec.sealed.items():
+                at = bronze.schema.get_field_index(column)
+                bronze = bronze.set_column(at, column, reseal(bronze[column], context, cipher))
         resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
         out = spec.conform(bronze, resolver)
         batch_source = {batch_id: spec.sources[name]
@@ -94,4 +105,4 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
 
     return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
                              description=spec.description, build=build,
-                             bronze=bronze_tables)
+                             bronze=bronze_tables, sealed=bool(spec.sealed))

@@ -1,5 +1,6 @@
 """Landing and bronze assets, generated per source from a declarative spec (no twins)."""
 
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,8 @@ from opslake.ingest.parsers import ParseResult
 from opslake.lake import quarantine
 from opslake.lake.landing import LandedBatch
 from opslake.orchestration.resources import LakeResource
+from opslake.security.crypto import FieldCipher
+from opslake.security.fields import sealer
 
 
 @dataclass(frozen=True)
@@ -22,9 +25,13 @@ class BronzeTable:
     """A bronze table parsed from one source's landed batches."""
 
     name: str
-    parse: Callable[[bytes, LandedBatch], ParseResult]
+    #: ``parse(data, batch)``; with ``sealed``, ``parse(data, batch, seal=…)``.
+    parse: Callable[..., ParseResult]
     schema: pa.Schema
     description: str
+    #: The table holds personal fields: the parser gets a ``seal``
+    #: (opslake.security.fields) under the installation's data key and keeps only tokens.
+    sealed: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,13 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
         batches = zone.batches(spec.source, dt)
         rejects: list[pa.Table] = []
         rows = 0
+        # Sealed in the parser, so no clear personal value reaches a bronze or quarantine file.
+        parse_batch = functools.partial(
+            table.parse, seal=sealer(FieldCipher.from_settings(lake.settings()))) \
+            if table.sealed else table.parse
 
         def parse(batch: LandedBatch) -> ParseResult:
-            return table.parse(zone.read(batch), batch)
+            return parse_batch(zone.read(batch), batch)
 
         def parts() -> Iterator[tuple[str, pa.Table]]:
             nonlocal rows

@@ -11,6 +11,7 @@ from opslake.orchestration.resources import LakeResource
 from opslake.quality.partition import PartitionCheck
 from opslake.quality.results import ROW_KINDS, CheckResult
 from opslake.quality.suites import load_suites
+from opslake.security.crypto import FieldCipher
 
 OWNER = "team:data-platform"
 #: The expectation suites, by ``layer.table`` (opslake/quality/suites/*.yaml).
@@ -20,6 +21,8 @@ BRONZE_SOURCES: dict[str, str] = {}
 
 #: Builds one day of a table: (lake, day, metadata to fill) → a table or slices of it.
 Build = Callable[[Lake, str, dict], pa.Table | Iterable[pa.Table]]
+#: The same for a table holding SM4 tokens: it also gets the installation's data key.
+SealedBuild = Callable[[Lake, str, dict, FieldCipher], pa.Table | Iterable[pa.Table]]
 
 
 def check_results(results: Sequence[CheckResult]) -> list[dg.AssetCheckResult]:
@@ -48,8 +51,8 @@ def key(layer: str, name: str) -> dg.AssetKey:
 
 
 def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], schema: pa.Schema,
-                      description: str, build: Build,
-                      bronze: Sequence[str] = ()) -> dg.AssetsDefinition:
+                      description: str, build: Build | SealedBuild,
+                      bronze: Sequence[str] = (), sealed: bool = False) -> dg.AssetsDefinition:
     """A daily-partitioned asset that writes ``build``'s output as ``layer/name/dt=D``.
 
     Its materialization records the row count and, where the table has ``entity_id``, how
@@ -58,6 +61,7 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     rows breaking a row contract are quarantined instead of written, and a failed table
     contract (schema, freshness, volume, parse rate) blocks the partition downstream.
     ``bronze`` names the bronze tables read (their sources' parse rate is checked).
+    ``sealed``: ``build`` is a SealedBuild, given the data key of the lake's settings.
     """
     suite = SUITES.get(f"{layer}.{name}")
     check_specs = [
@@ -81,7 +85,8 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
         metadata: dict = {"rows": 0}
         if "entity_id" in schema.names:
             metadata["rows_without_entity"] = 0
-        out = build(lk, dt, metadata)
+        out = build(lk, dt, metadata, FieldCipher.from_settings(lake.settings())) if sealed \
+            else build(lk, dt, metadata)
         chunks: Iterable[pa.Table] = [out] if isinstance(out, pa.Table) else out
         sources = {t: BRONZE_SOURCES.get(t, t) for t in bronze}
         check = PartitionCheck(lk, suite, schema, dt, sources) if suite else None

@@ -104,7 +104,8 @@ ASSETS = pa.schema(
         ("contract_end", pa.date32()),
         ("licence_end", pa.date32()),
         ("owner", pa.string()),
-        ("owner_contact", pa.string()),
+        # SM4 token of the owner's contact (opslake.security.fields), never the clear value.
+        ("owner_contact_sm4", pa.string()),
         ("valid_from", TS),
         ("valid_to", TS),
     ]

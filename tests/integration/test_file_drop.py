@@ -93,10 +93,12 @@ def test_dropped_exports_are_landed_once_moved_aside_and_reach_silver(tmp_path: 
 def test_hostile_xml_is_refused_with_a_reason() -> None:
     from opslake.ingest.parsers import cmdb
     from opslake.lake.landing import LandedBatch
+    from opslake.security.crypto import FieldCipher
+    from opslake.security.fields import sealer
 
     batch = LandedBatch("cmdb", "b", "2026-03-02", "p", "s", 0, "2026-03-02T00:00:00+00:00",
                         "xml", "t")
     bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><cmdb>&a;</cmdb>'
-    result = cmdb.parse(bomb, batch)
+    result = cmdb.parse(bomb, batch, seal=sealer(FieldCipher(bytes(16))))
     assert result.table.num_rows == 0
     assert "DOCTYPE" in result.rejects[0].reason

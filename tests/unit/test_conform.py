@@ -10,13 +10,20 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from opslake.errors import SecurityError
 from opslake.ingest.parsers import alertmanager, cmdb, itsm, probes, syslog
 from opslake.lake import schemas
 from opslake.lake.landing import LandedBatch
+from opslake.security.crypto import FieldCipher
+from opslake.security.fields import OWNER_CONTACT, reseal, sealer
 from opslake.transforms import cmdb as cmdb_silver
 from opslake.transforms import events, logs, tickets
 from opslake.transforms import probes as probes_silver
 from opslake.transforms.entities import EntityResolver
+
+KEY, OLD_KEY = bytes(range(16)), bytes(16)
+CIPHER = FieldCipher(KEY)
+SEAL = sealer(CIPHER)
 
 
 def batch(source: str, batch_id: str, received: str = "2026-11-24T23:00:00+00:00",
@@ -281,7 +288,7 @@ def cmdb_snapshot(day: int, cis: list[dict[str, object]],
                   relations: list[dict[str, str]], batch_id: str | None = None,
                   ) -> cmdb.CmdbSnapshot:
     doc = {"exported_at": f"2026-11-{day:02d}T23:59:00Z", "cis": cis, "relations": relations}
-    return cmdb.parse_snapshot(json.dumps(doc).encode(), batch(
+    return cmdb.parse_snapshot(json.dumps(doc).encode(), seal=SEAL, batch=batch(
         "cmdb", batch_id or f"cmdb-{day}", f"2026-11-{day:02d}T23:59:30+00:00",
         f"2026-11-{day:02d}"))
 
@@ -338,7 +345,34 @@ def test_scd2_assets_change_removal_and_reappearance() -> None:
         ("vm-2", "10.0.0.2", "in_service", exported(23), None),
     ]
     row = out.to_pylist()[0]
-    assert row["owner_contact"] == "ops@gov.example" and str(row["purchase_date"]) == "2023-05-01"
+    assert CIPHER.decrypt(row["owner_contact_sm4"], OWNER_CONTACT) == "ops@gov.example"
+    assert str(row["purchase_date"]) == "2023-05-01"
+
+
+def test_scd2_assets_a_key_rotation_is_not_a_change_once_resealed() -> None:
+    # Day 20 was sealed under an old key, days 21-23 under the new one (CIPHER).
+    old = FieldCipher(OLD_KEY)
+    rotated = FieldCipher(KEY, previous=[OLD_KEY])
+    day20 = cmdb.parse_snapshot(json.dumps({
+        "exported_at": "2026-11-20T23:59:00Z",
+        "cis": [ci("vm-1", "10.0.0.1", OLD), ci("vm-2", "10.0.0.2", OLD)]}).encode(),
+        batch("cmdb", "cmdb-20", "2026-11-20T23:59:30+00:00", "2026-11-20"),
+        seal=sealer(old)).cis.table
+    bronze = pa.concat_tables([day20, *(s.cis.table for s in SNAPSHOTS[1:])])
+    column = bronze.schema.get_field_index("owner_contact_sm4")
+    resealed = bronze.set_column(column, "owner_contact_sm4",
+                                 reseal(bronze["owner_contact_sm4"], OWNER_CONTACT, rotated))
+    assert resealed.equals(assets_up_to(23))
+    assert cmdb_silver.to_silver_assets(resealed).equals(cmdb_silver.to_silver_assets(
+        assets_up_to(23)))
+    # Without re-sealing, the rotation would read as a changed contact on the 21st.
+    assert cmdb_silver.to_silver_assets(bronze).num_rows > \
+        cmdb_silver.to_silver_assets(resealed).num_rows
+    # Current-key tokens are passed on untouched; a clear value is refused.
+    same = bronze["owner_contact_sm4"].slice(2)
+    assert reseal(same, OWNER_CONTACT, rotated) is same
+    with pytest.raises(SecurityError):
+        reseal(pa.array(["ops@gov.example"]), OWNER_CONTACT, rotated)
 
 
 def test_scd2_assets_partition_shows_history_as_of_its_day() -> None:

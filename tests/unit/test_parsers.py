@@ -8,8 +8,13 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 import pytest
 
-from opslake.ingest.parsers import alertmanager, cmdb, itsm, probes, syslog
+from opslake.ingest.parsers import ParseResult, alertmanager, cmdb, itsm, probes, syslog
 from opslake.lake.landing import LandedBatch
+from opslake.security.crypto import FieldCipher
+from opslake.security.fields import OWNER_CONTACT, sealer
+
+CIPHER = FieldCipher(bytes(range(16)))
+SEAL = sealer(CIPHER)
 
 
 def batch(source: str, batch_id: str = "b-001", dt: str = "2026-11-24",
@@ -306,9 +311,13 @@ CMDB_DOC = {
 }
 
 
+def parse_cis(data: bytes, b: LandedBatch) -> ParseResult:
+    return cmdb.parse(data, b, seal=SEAL)
+
+
 def test_cmdb_export_gives_cis_and_relations() -> None:
     data = json.dumps(CMDB_DOC).encode()
-    snapshot = cmdb.parse_snapshot(data, batch("cmdb"))
+    snapshot = cmdb.parse_snapshot(data, batch("cmdb"), seal=SEAL)
     cis = snapshot.cis.table
     assert cis.schema == cmdb.BRONZE_SCHEMA
     assert cis.column("entity_id").to_pylist() == ["vm-0012", "host-0003", "vm-0101"]
@@ -322,12 +331,38 @@ def test_cmdb_export_gives_cis_and_relations() -> None:
     assert rels.schema == cmdb.RELATIONS_BRONZE_SCHEMA
     assert rels.select(["src", "relation", "dst"]).to_pylist() == [
         {"src": "vm-0012", "relation": "runs_on", "dst": "host-0003"}]
-    assert cmdb.parse(data, batch("cmdb")).table.equals(cis)
+    assert cmdb.parse(data, batch("cmdb"), seal=SEAL).table.equals(cis)
     assert cmdb.parse_relations(data, batch("cmdb")).table.equals(rels)
 
 
+def test_cmdb_contacts_are_sealed_in_bronze_and_in_the_quarantine_copy() -> None:
+    doc = {"exported_at": "2026-11-24T23:59:00Z", "cis": [
+        cmdb_ci("vm-1", owner_contact="13812345678"),
+        cmdb_ci("vm-2", kind="spaceship", owner_contact="13900001111",
+                owner_email="wang.fang@gov.example", mobile=13700002222),
+        cmdb_ci("vm-3", owner_contact=None)]}
+    data = json.dumps(doc).encode()
+    result = cmdb.parse(data, batch("cmdb"), seal=SEAL)
+    tokens = result.table.column("owner_contact_sm4").to_pylist()
+    assert tokens[0].startswith("sm4gcm:v1:") and tokens[1] is None
+    assert CIPHER.decrypt(tokens[0], OWNER_CONTACT) == "13812345678"
+    # Deterministic: parsing the same export again writes the same token.
+    assert cmdb.parse(data, batch("cmdb"), seal=SEAL).table.equals(result.table)
+    [reject] = result.rejects
+    raw = json.loads(reject.raw)
+    assert raw["kind"] == "spaceship" and raw["owner"] == "Li Wei"   # still inspectable
+    for clear in ("13900001111", "wang.fang@gov.example", "13700002222"):
+        assert clear not in reject.raw
+    assert CIPHER.decrypt(raw["owner_contact"], OWNER_CONTACT) == "13900001111"
+    assert CIPHER.decrypt(raw["owner_email"], "cmdb.owner_email") == "wang.fang@gov.example"
+    unreadable = cmdb.parse(b'{"cis": [{"owner_contact": "13812345678"', batch("cmdb"),
+                            seal=SEAL)
+    assert "13812345678" not in unreadable.rejects[0].raw
+    assert "landing object" in unreadable.rejects[0].raw
+
+
 def test_cmdb_bad_records_are_rejected_with_their_position() -> None:
-    snapshot = cmdb.parse_snapshot(json.dumps(CMDB_DOC).encode(), batch("cmdb"))
+    snapshot = cmdb.parse_snapshot(json.dumps(CMDB_DOC).encode(), batch("cmdb"), seal=SEAL)
     reasons = {r.line_no: r.reason for r in snapshot.cis.rejects}
     assert sorted(reasons) == [3, 4, 5, 6]
     assert "cis[2]" in reasons[3] and "spaceship" in reasons[3]
@@ -350,7 +385,7 @@ def test_cmdb_bad_records_are_rejected_with_their_position() -> None:
     (json.dumps({"exported_at": "2026-11-24T23:59:00Z", "cis": {}}).encode(), "'cis'"),
 ])
 def test_cmdb_unreadable_document_is_one_reject_at_line_zero(data: bytes, expected: str) -> None:
-    snapshot = cmdb.parse_snapshot(data, batch("cmdb"))
+    snapshot = cmdb.parse_snapshot(data, batch("cmdb"), seal=SEAL)
     assert snapshot.cis.table.schema == cmdb.BRONZE_SCHEMA
     assert snapshot.relations.table.schema == cmdb.RELATIONS_BRONZE_SCHEMA
     assert snapshot.cis.table.num_rows == snapshot.relations.table.num_rows == 0
@@ -398,7 +433,7 @@ def test_probes_parse_and_bad_lines_are_rejected() -> None:
 # --- all parsers -----------------------------------------------------------------------------
 
 PARSERS = [(alertmanager.parse, alertmanager.BRONZE_SCHEMA), (syslog.parse, syslog.BRONZE_SCHEMA),
-           (itsm.parse, itsm.BRONZE_SCHEMA), (cmdb.parse, cmdb.BRONZE_SCHEMA),
+           (itsm.parse, itsm.BRONZE_SCHEMA), (parse_cis, cmdb.BRONZE_SCHEMA),
            (cmdb.parse_relations, cmdb.RELATIONS_BRONZE_SCHEMA),
            (probes.parse, probes.BRONZE_SCHEMA)]
 
@@ -416,7 +451,7 @@ def test_every_parser_returns_its_schema_and_never_raises(parse, schema: pa.Sche
 
 @pytest.mark.parametrize(("parse", "sample"), [
     (alertmanager.parse, json.dumps(AM_FIRING)), (syslog.parse, SYSLOG), (itsm.parse, ITSM),
-    (cmdb.parse, json.dumps(CMDB_DOC)), (probes.parse, PROBES)])
+    (parse_cis, json.dumps(CMDB_DOC)), (probes.parse, PROBES)])
 def test_every_parser_is_deterministic(parse, sample: str) -> None:
     first, second = (parse(sample.encode(), batch("any")) for _ in range(2))
     assert first.table.equals(second.table)
