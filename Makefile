@@ -10,7 +10,7 @@ DEMO_DAYS ?= 3
 # LIVE=1: real Prometheus, node_exporter, Alertmanager, rsyslog feed OpsLake beside the simulator.
 LIVE ?= 0
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean screens screens-stop
 
 install: $(VENV)/.installed
 
@@ -33,12 +33,25 @@ demo: install
 	$(VENV)/bin/opslake status
 	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business
 	$(VENV)/bin/opslake alerts incidents
+	$(MAKE) --no-print-directory screens
+	@echo "Superset screens: $$($(VENV)/bin/opslake screens url)  (stop: make screens-stop)"
+	@echo "Dagster UI:       http://127.0.0.1:3000"
 	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else $(VENV)/bin/opslake ui; fi
 
+# Superset (own venv, see infra/install-superset.sh) with the screens of dashboards/ imported
+# and the roles provisioned, on 127.0.0.1:8088 (OPSLAKE_SUPERSET_PORT); it keeps running.
+screens: install
+	bash infra/install-superset.sh
+	$(VENV)/bin/opslake screens start
+
+screens-stop: install
+	$(VENV)/bin/opslake screens stop
+
 # The integration tests start real Prometheus, node_exporter and Alertmanager (Debian
-# packages) on loopback; installing them is part of the test command.
+# packages) and Superset (its own venv) on loopback; installing them is part of the test command.
 test: install
 	bash infra/install-services.sh
+	bash infra/install-superset.sh
 	$(PY) -m pytest -q
 
 bench: install

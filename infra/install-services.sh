@@ -2,7 +2,8 @@
 # Install the real services OpsLake's integration tests and demos run on loopback:
 # Prometheus, node_exporter, Alertmanager, Mosquitto, rsyslog (Debian/Ubuntu packages), and
 # Chromium, which the report tests run headless to render pages, with a CJK font so Chinese
-# text renders (WenQuanYi Zen Hei, 7 MB).
+# text renders (WenQuanYi Zen Hei, 7 MB), and poppler-utils (pdftotext, pdftoppm), with
+# which the service-report test reads back the PDFs it renders.
 #
 # Idempotent: when every binary is already present nothing is installed. The packages'
 # maintainer scripts must not leave daemons running on their default ports (infra/services.sh
@@ -13,9 +14,11 @@
 # Usage: infra/install-services.sh        (as root, or with sudo available)
 set -euo pipefail
 
-PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog chromium)
+PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog chromium
+          poppler-utils)
 # Binary each package provides (same order as PACKAGES).
-BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd chromium)
+BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd chromium
+          pdftotext)
 # Process names the packages' init scripts would start.
 DAEMONS=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd)
 

@@ -15,6 +15,7 @@ from opslake.cli_alerts import app as alerts_app
 from opslake.cli_catalog import app as catalog_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
+from opslake.cli_reports import app as reports_app
 from opslake.cli_screens import app as screens_app
 from opslake.cli_security import app as security_app
 from opslake.cli_security import audit_app
@@ -35,6 +36,7 @@ app.add_typer(security_app, name="security")
 app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(screens_app, name="screens")
+app.add_typer(reports_app, name="reports")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)

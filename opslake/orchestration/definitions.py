@@ -17,6 +17,7 @@ from opslake.assets import (
     models,
     probes,
     quality,
+    reports,
     serving,
     tickets,
 )
@@ -37,6 +38,7 @@ defs = dg.Definitions.merge(
     models.defs,
     forecasts.defs,
     quality.defs,
+    reports.defs,
     serving.defs,
     jobs.defs,
     collection.defs,

@@ -19,7 +19,7 @@ SIDE_GROUPS = {"gold/catalog_metrics": "catalog", "gold/catalog_versions": "cata
                "silver/metric_points_live": "live", "gold/metric_values_live": "live",
                "gold/anomalies_live": "live", "silver/events_live": "live",
                "gold/incidents_live": "live", "gold/incident_alerts_live": "live",
-               "gold/quality_report": "quality"}
+               "gold/quality_report": "quality", "gold/service_reports": "reports"}
 
 
 def test_every_asset_is_layered_grouped_owned_described_and_has_kinds() -> None:

@@ -1,0 +1,79 @@
+"""Drive Debian's headless Chromium through the screens (Playwright, no browser download).
+
+Playwright is not a pipeline dependency (the tests' extra brings it); callers pass in what
+they got from ``playwright.sync_api.sync_playwright()``, and this module only knows how to
+launch the system Chromium, log in and wait until a dashboard has finished drawing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from opslake.errors import ConfigError
+from opslake.screens.server import SupersetConfig, SupersetError
+
+#: Flags for a headless Chromium on a machine without a display, network or GPU.
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-quic", "--disable-sync")
+#: A wall display.
+VIEWPORT = {"width": 1920, "height": 1080}
+
+# True once every chart cell holds drawn content (an ECharts canvas, table rows or a big
+# number) and no spinner is left; Superset draws charts asynchronously after the page loads.
+DRAWN_JS = """() => {
+  const cells = [...document.querySelectorAll('.dashboard-component-chart-holder')];
+  if (cells.length === 0 || document.querySelector('.loading')) return false;
+  return cells.every(c => c.querySelector(
+    'canvas, table tbody tr, .header-line, .alert, [role=alert], .ant-empty'));
+}"""
+# Charts that drew an error or "no results" instead of data: their titles.
+FAILED_JS = """() => [...document.querySelectorAll('.dashboard-component-chart-holder')]
+  .filter(c => c.querySelector('.alert, [role=alert], .ant-empty, .error-message'))
+  .map(c => (c.querySelector('.header-title, .editable-title, [data-test=editable-title]')
+             || {}).textContent || c.innerText.slice(0, 60))"""
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (installed by ``infra/install-services.sh``)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise ConfigError("Chromium is not installed; run `bash infra/install-services.sh` "
+                          "(Debian package 'chromium')")
+    return path
+
+
+def launch(playwright: Any) -> Any:
+    """Launch the system Chromium headless through a ``sync_playwright()`` handle."""
+    return playwright.chromium.launch(executable_path=chromium_path(), headless=True,
+                                      args=list(CHROMIUM_ARGS))
+
+
+def log_in(page: Any, config: SupersetConfig, username: str, password: str,
+           timeout_ms: int = 120_000) -> None:
+    """Log in through Superset's login form, as a person would."""
+    page.goto(f"{config.url}/login/", timeout=timeout_ms)
+    page.fill("input[name=username], #username", username)
+    page.fill("input[name=password], #password", password)
+    page.click("button[type=submit], input[type=submit]")
+    try:
+        # "commit": leaving the login page is the answer; the welcome page need not finish
+        # loading (slow on a busy machine, and never looked at).
+        page.wait_for_url(lambda url: "/login" not in url, wait_until="commit",
+                          timeout=timeout_ms)
+    except Exception as exc:  # playwright's TimeoutError
+        raise SupersetError(f"logging in as {username!r} at {config.url}/login/ did not "
+                            f"succeed within {timeout_ms / 1000:.0f} s; check the password"
+                            ) from exc
+
+
+def open_dashboard(page: Any, config: SupersetConfig, slug: str,
+                   timeout_ms: int = 120_000) -> list[str]:
+    """Open a dashboard full screen, wait until every chart is drawn; titles of failed charts."""
+    page.goto(f"{config.url}/superset/dashboard/{slug}/?standalone=1", timeout=timeout_ms)
+    page.wait_for_selector(".dashboard-component-chart-holder", timeout=timeout_ms)
+    page.wait_for_function(DRAWN_JS, timeout=timeout_ms)
+    # ECharts animates its first draw (about 1 s): let it settle before a screenshot.
+    page.wait_for_timeout(1500)
+    return page.evaluate(FAILED_JS)

@@ -1,0 +1,282 @@
+"""The large screens: ten dashboards for the ops-centre wall, leadership and departments.
+
+Each screen is laid out for a 1920×1080 wall: a row of headline numbers, then two rows of
+charts. A chart may appear on several screens (same UUID, one Superset chart).
+"""
+
+from __future__ import annotations
+
+from opslake.metrics_catalog.definition import MetricDefinition
+from opslake.screens import datasets as ds
+from opslake.screens.model import Chart, Dataset, Row, Screen
+
+LATEST = "is_latest"
+HEADLINE = 22
+TALL = 48
+
+
+def _big(key: str, title: str, dataset: Dataset, metric: str, *where: str,
+         description: str | None = None) -> Chart:
+    return Chart(key, title, "big_number_total", dataset, metrics=(metric,), where=where,
+                 description=description, options={"y_axis_format": dataset_format(dataset,
+                                                                                    metric)})
+
+
+def dataset_format(dataset: Dataset, metric: str) -> str:
+    """The number format of a saved metric (SMART_NUMBER when it has none)."""
+    return dataset.metric(metric).d3format or "SMART_NUMBER"
+
+
+def _catalog_line(key: str, title: str, values: Dataset, metric: str, scope: str,
+                  by: str | None = None) -> Chart:
+    """A catalog metric hour by hour at one scope (``all`` or one dimension)."""
+    where = ("grain = '1h'", f"scope = '{scope}'")
+    return Chart(key, title, "echarts_timeseries_line", values, metrics=(metric,),
+                 groupby=(by,) if by else (), x_axis="bucket_start", time_grain="PT1H",
+                 where=where,
+                 description=values.metric(metric).description,
+                 options={"y_axis_format": dataset_format(values, metric)})
+
+
+def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], list[Screen]]:
+    """Every dataset and screen; catalog metrics come from ``definitions``."""
+    values = ds.metric_values(definitions)
+    eh, bh, inc, al = ds.ENTITY_HEALTH, ds.BUSINESS_HEALTH, ds.INCIDENTS, ds.ALERTS
+    sl, asset, qs, qc = ds.SERVICE_LEVELS, ds.ASSETS, ds.QUALITY_SCORES, ds.QUALITY_CHECKS
+
+    # -- shared charts ---------------------------------------------------------------------
+    avg_health = _big("avg-health", "平均健康分（最新一小时）", eh, "avg_health", LATEST)
+    unhealthy = _big("unhealthy-now", "异常对象数（最新一小时）", eh, "unhealthy_entities", LATEST)
+    sla = _big("sla-attainment", "SLA达成率", sl, "sla_attainment", "is_total")
+    incidents_total = _big("incidents-total", "事件数", inc, "incidents")
+    quality_now = _big("quality-overall", "数据质量总分（最新）", qs, "avg_score",
+                       LATEST, "subject_kind = 'overall'")
+    business_health_bar = Chart(
+        "business-health-now", "各业务系统健康分（最新一小时）", "echarts_timeseries_bar", bh,
+        metrics=("avg_health",), x_axis="business", where=(LATEST,),
+        options={"y_axis_format": ".1f", "y_axis_bounds": [0, 100]})
+    alerts_by_hour = Chart(
+        "alerts-by-hour", "告警量（每小时，按级别）", "echarts_timeseries_bar", al,
+        metrics=("alerts",), groupby=("severity_zh",), x_axis="starts_at", time_grain="PT1H",
+        options={"stack": "Stack"})
+    incident_list = Chart(
+        "incident-list", "最近事件", "table", inc,
+        columns=("started_at", "severity_zh", "status_zh", "title", "root_cause", "alert_count",
+                 "duration_minutes"),
+        order_by=(("started_at", False),), row_limit=20)
+    worst_entities = Chart(
+        "worst-entities", "健康分最低的对象（最新一小时）", "table", eh,
+        columns=("entity_id", "kind_zh", "business", "health_score", "status_zh", "reason"),
+        where=(LATEST,), order_by=(("health_score", True),), row_limit=15)
+    recent_anomalies = Chart(
+        "recent-anomalies", "最新异常事件", "table", ds.ANOMALIES,
+        columns=("ts", "entity_id", "metric", "value", "expected", "score"),
+        where=("is_event",), order_by=(("ts", False),), row_limit=15)
+    service_by_business = Chart(
+        "service-by-business", "各业务服务水平", "table", sl,
+        groupby=("business",), metrics=("sla_attainment", "mtta", "mttr", "incidents_opened",
+                                        "change_failure_rate"),
+        where=("NOT is_total",), order_by=(("incidents_opened", False),), row_limit=30)
+
+    leadership = Screen(
+        "leadership", "领导驾驶舱",
+        "Leadership overview: estate health, SLA attainment, incidents and data quality at a "
+        "glance, with the health of every business system.",
+        (Row(((avg_health, 3), (sla, 3), (incidents_total, 3), (quality_now, 3)), HEADLINE),
+         Row(((business_health_bar, 7),
+              (Chart("health-trend", "全省平均健康分趋势", "echarts_timeseries_line", bh,
+                     metrics=("avg_health",), x_axis="hour", time_grain="PT1H",
+                     options={"y_axis_format": ".1f"}), 5)), TALL),
+         Row(((service_by_business, 7),
+              (Chart("incidents-by-severity-lead", "事件级别分布", "pie", inc,
+                     metrics=("incidents",), groupby=("severity_zh",)), 5)), TALL)))
+
+    ops = Screen(
+        "ops", "运维值班视图",
+        "The duty view (S5.1c): what is unhealthy now, the latest incidents, alerts per hour "
+        "and anomalies to look at.",
+        (Row(((unhealthy, 3),
+              (_big("firing-incidents", "处理中事件", inc, "firing"), 3),
+              (_big("alerts-total-ops", "告警总数", al, "alerts"), 3),
+              (_big("anomaly-events-ops", "异常事件数", ds.ANOMALIES, "events"), 3)), HEADLINE),
+         Row(((incident_list, 7), (worst_entities, 5)), TALL),
+         Row(((alerts_by_hour, 6), (recent_anomalies, 6)), TALL)))
+
+    resources = Screen(
+        "resources", "资源运行态势",
+        "Resource posture across the five object kinds: how many objects, how healthy per "
+        "kind now and over time, and key catalog metrics.",
+        (Row(((_big("entities-now", "纳管对象数", eh, "entities", LATEST), 3), (avg_health, 3),
+              (unhealthy, 3),
+              (_big("firing-alerts-now", "活动告警数（最新一小时）", eh, "firing_alerts", LATEST),
+               3)), HEADLINE),
+         Row(((Chart("kinds-pie", "对象大类分布", "pie", eh, metrics=("entities",),
+                     groupby=("kind_zh",), where=(LATEST,)), 4),
+              (Chart("kind-status-now", "各大类健康状态（最新一小时）", "echarts_timeseries_bar",
+                     eh, metrics=("entities",), groupby=("status_zh",), x_axis="kind_zh",
+                     where=(LATEST,), options={"stack": "Stack"}), 4),
+              (Chart("kind-health-trend", "各大类平均健康分", "echarts_timeseries_line", eh,
+                     metrics=("avg_health",), groupby=("kind_zh",), x_axis="hour",
+                     time_grain="PT1H", options={"y_axis_format": ".1f"}), 4)), TALL),
+         Row(((_catalog_line("host-cpu", "主机CPU使用率（按地市）", values,
+                             "cloud.host.cpu_utilisation", "region", "region"), 4),
+              (_catalog_line("rack-temp", "机柜进风温度（全省）", values,
+                             "facility.rack.inlet_temperature", "all"), 4),
+              (_catalog_line("storage-used", "存储池使用率（全省）", values,
+                             "cloud.storage.pool_used", "all"), 4)), TALL)))
+
+    applications = Screen(
+        "applications", "应用健康",
+        "Application health and topology impact: health per business system, error ratio and "
+        "latency from the catalog, incidents with their root cause and reach.",
+        (Row(((_big("app-health", "应用平均健康分（最新一小时）", eh, "avg_health", LATEST,
+                    "kind = 'application'"), 4),
+              (_big("app-unhealthy", "异常应用数（最新一小时）", eh, "unhealthy_entities", LATEST,
+                    "kind = 'application'"), 4),
+              (_big("impacted-total", "事件影响对象数", inc, "impacted"), 4)), HEADLINE),
+         Row(((Chart("business-impact", "各业务受影响对象（最新一小时）",
+                     "echarts_timeseries_bar", bh, metrics=("degraded", "critical"),
+                     x_axis="business", where=(LATEST,), options={"stack": "Stack"}), 6),
+              (_catalog_line("app-error-ratio", "应用错误率（按业务）", values,
+                             "application.http.error_ratio", "business", "business"), 6)), TALL),
+         Row(((Chart("topology-impact", "事件影响面与根因", "table", inc,
+                     columns=("started_at", "title", "correlation_zh", "root_cause",
+                              "entity_count", "businesses"),
+                     order_by=(("entity_count", False),), row_limit=20), 7),
+              (_catalog_line("app-latency", "应用响应时间P95（全省）", values,
+                             "application.http.request_duration_p95", "all"), 5)), TALL)))
+
+    events = Screen(
+        "events", "事件与告警",
+        "Events, incidents and convergence: alert and incident counts, the compression ratio, "
+        "alerts per hour, severities and the incident list.",
+        (Row(((_big("alerts-day", "告警数", ds.CONVERGENCE, "alerts"), 3),
+              (incidents_total, 3),
+              (_big("compression", "告警压缩比", ds.CONVERGENCE, "compression"), 3),
+              (_big("firing-incidents-ev", "处理中事件", inc, "firing"), 3)), HEADLINE),
+         Row(((alerts_by_hour, 6),
+              (Chart("incidents-by-severity", "事件级别分布", "pie", inc, metrics=("incidents",),
+                     groupby=("severity_zh",)), 3),
+              (Chart("incidents-by-correlation", "收敛方式", "pie", inc, metrics=("incidents",),
+                     groupby=("correlation_zh",)), 3)), TALL),
+         Row(((incident_list, 7),
+              (Chart("top-alertnames", "告警名称 Top 10", "echarts_timeseries_bar", al,
+                     metrics=("alerts",), x_axis="alertname", row_limit=10), 5)), TALL)))
+
+    service = Screen(
+        "service", "服务质量",
+        "Service quality: SLA attainment, MTTA, MTTR and change failure rate, per business and "
+        "per day.",
+        (Row(((sla, 3), (_big("mtta", "平均响应时长（分钟）", sl, "mtta", "is_total"), 3),
+              (_big("mttr", "平均修复时长（分钟）", sl, "mttr", "is_total"), 3),
+              (_big("change-failure", "变更失败率", sl, "change_failure_rate", "is_total"), 3)),
+             HEADLINE),
+         Row(((Chart("sla-by-business", "各业务SLA达成率", "echarts_timeseries_bar", sl,
+                     metrics=("sla_attainment",), x_axis="business", where=("NOT is_total",),
+                     options={"y_axis_format": ds.PERCENT}), 6),
+              (Chart("changes-by-day", "每日变更与失败变更", "echarts_timeseries_bar", sl,
+                     metrics=("changes", "failed_changes"), x_axis="day", time_grain="P1D",
+                     where=("is_total",)), 6)), TALL),
+         Row(((service_by_business, 7),
+              (Chart("sla-catalog", "SLA达成率（目录指标，按业务）", "echarts_timeseries_bar",
+                     values, metrics=("service.sla.attainment",), x_axis="business",
+                     where=("grain = '1d'", "scope = 'business'"),
+                     description=values.metric("service.sla.attainment").description,
+                     options={"y_axis_format": ds.PERCENT}), 5)),
+             TALL)))
+
+    assets = Screen(
+        "assets", "资源台账",
+        "The asset ledger: configuration items per department and kind, lifecycle, and "
+        "warranties, support contracts and licences expiring.",
+        (Row(((_big("cis", "配置项总数", asset, "cis"), 3),
+              (_big("warranty-expiring", "90天内保修到期", asset, "warranty_expiring"), 3),
+              (_big("warranty-expired", "已过保", asset, "warranty_expired"), 3),
+              (_big("contract-expiring", "90天内维保到期", asset, "contract_expiring"), 3)),
+             HEADLINE),
+         Row(((Chart("cis-by-department", "各部门配置项（按大类）", "echarts_timeseries_bar",
+                     asset, metrics=("cis",), groupby=("kind_zh",), x_axis="department",
+                     options={"stack": "Stack"}), 8),
+              (Chart("lifecycle", "生命周期状态", "pie", asset, metrics=("cis",),
+                     groupby=("lifecycle_zh",)), 4)), TALL),
+         Row(((Chart("expiring-list", "即将到期（保修、维保、许可证 90 天内）", "table", asset,
+                     columns=("entity_id", "name", "kind_zh", "department", "vendor",
+                              "warranty_end", "contract_end", "licence_end",
+                              "days_to_next_expiry"),
+                     where=("days_to_next_expiry <= 90", "lifecycle_state <> 'retired'"),
+                     order_by=(("days_to_next_expiry", True),), row_limit=50), 12),), TALL)))
+
+    quality = Screen(
+        "quality", "数据质量",
+        "Data quality: the overall score and its trend, scores per source and table, check "
+        "outcomes and metric completeness.",
+        (Row(((quality_now, 4),
+              (_big("checks-pass-rate", "检查通过率（最新一天）", qc, "pass_rate", LATEST), 4),
+              (_big("checks-failed", "未通过检查数（最新一天）", qc, "failed", LATEST), 4)),
+             HEADLINE),
+         Row(((Chart("quality-by-source", "各数据源质量分（最新）", "echarts_timeseries_bar", qs,
+                     metrics=("avg_score",), x_axis="subject",
+                     where=(LATEST, "subject_kind = 'source'"),
+                     options={"y_axis_format": ".1f"}), 6),
+              (Chart("quality-trend", "质量分趋势（按类别）", "echarts_timeseries_line", qs,
+                     metrics=("avg_score",), groupby=("subject_kind_zh",), x_axis="day",
+                     time_grain="P1D", options={"y_axis_format": ".1f"}), 6)), TALL),
+         Row(((Chart("check-results", "检查结果（最新一天，未通过在前）", "table", qc,
+                     columns=("layer", "table_name", "check_name", "severity", "outcome",
+                              "observed", "threshold"),
+                     where=(LATEST,), order_by=(("passed", True), ("table_name", True)),
+                     row_limit=50), 7),
+              (Chart("completeness-by-family", "指标完整率（按指标族）", "echarts_timeseries_bar",
+                     ds.METRIC_QUALITY, metrics=("completeness",), x_axis="family",
+                     options={"y_axis_format": ds.PERCENT}), 5)), TALL)))
+
+    insights = Screen(
+        "insights", "智能分析",
+        "Anomalies and forecasts: anomaly events and scores, the objects with most anomalies, "
+        "forecast bands and capacity headroom.",
+        (Row(((_big("anomaly-events", "异常事件数", ds.ANOMALIES, "events"), 4),
+              (_big("anomaly-entities", "异常对象数", ds.ANOMALIES, "entities"), 4),
+              (_big("capacity-max", "最高容量使用率", ds.CAPACITY, "max_used"), 4)), HEADLINE),
+         Row(((Chart("anomaly-score-trend", "异常分（每小时最高，按检测器）",
+                     "echarts_timeseries_line", ds.ANOMALIES, metrics=("max_score",),
+                     groupby=("detector",), x_axis="ts", time_grain="PT1H",
+                     options={"y_axis_format": ".2f"}), 6),
+              (Chart("cpu-forecast", "主机CPU使用率预测（均值与95%区间）",
+                     "echarts_timeseries_line", ds.FORECASTS,
+                     metrics=("point", "lower_95", "upper_95"), x_axis="ts", time_grain="PT1H",
+                     where=("metric = 'node_cpu_utilisation_ratio'",),
+                     options={"y_axis_format": ds.PERCENT}), 6)), TALL),
+         Row(((Chart("anomaly-top-entities", "异常最多的对象 Top 10", "echarts_timeseries_bar",
+                     ds.ANOMALIES, metrics=("events",), x_axis="entity_id", where=("is_event",),
+                     row_limit=10), 4),
+              (Chart("capacity-list", "容量使用率最高的序列", "table", ds.CAPACITY,
+                     columns=("entity_id", "metric", "used_ratio", "slope_per_day", "days_left"),
+                     order_by=(("used_ratio", False),), row_limit=20), 4),
+              (recent_anomalies, 4)), TALL)))
+
+    metric_map = Screen(
+        "metric-map", "指标地图",
+        "The metrics catalog: what exists per category, owners, lineage depth and usage.",
+        (Row(((_big("catalog-size", "指标总数", ds.CATALOG, "metrics"), 4),
+              (_big("catalog-published", "已发布指标", ds.CATALOG, "published"), 4),
+              (_big("catalog-uses", "指标使用次数", ds.USAGE, "uses"), 4)), HEADLINE),
+         Row(((Chart("catalog-by-category", "指标按类别", "pie", ds.CATALOG, metrics=("metrics",),
+                     groupby=("category_zh",)), 4),
+              (Chart("catalog-by-owner", "指标按负责人", "echarts_timeseries_bar", ds.CATALOG,
+                     metrics=("metrics",), x_axis="owner"), 4),
+              (Chart("lineage-depth", "血缘最深的指标 Top 15（上游节点数）",
+                     "echarts_timeseries_bar", ds.LINEAGE, metrics=("upstreams",),
+                     x_axis="metric_name", row_limit=15),
+               4)), TALL),
+         Row(((Chart("catalog-list", "指标目录", "table", ds.CATALOG,
+                     columns=("metric_id", "name_zh_cn", "name_en", "category_zh", "type", "unit",
+                              "owner", "status", "current_version"),
+                     order_by=(("metric_id", True),), row_limit=200), 8),
+              (Chart("usage-by-principal", "指标使用（按使用方）", "pie", ds.USAGE,
+                     metrics=("uses",), groupby=("principal_kind_zh",)), 4)), TALL)))
+
+    screens = [leadership, ops, resources, applications, events, service, assets, quality,
+               insights, metric_map]
+    used = {chart.dataset.key for s in screens for chart in s.charts}
+    datasets = [d for d in (*ds.STATIC_DATASETS, values) if d.key in used]
+    return datasets, screens

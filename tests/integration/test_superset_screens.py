@@ -1,0 +1,243 @@
+"""The Superset screens on a real Superset 6.1 over a small simulated estate.
+
+One Superset (its own venv, installed by infra/install-superset.sh) is started for the module
+while the demo lake is built beside it, the committed ``dashboards/`` are imported and the
+roles provisioned; it is stopped by its PID at the end. Screenshots of every screen land in
+``tests/artifacts/superset/``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import duckdb
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from opslake.cli import app
+from opslake.screens import service
+from opslake.screens.access import (
+    LEADERSHIP_ROLE,
+    OPS_ROLE,
+    department_role,
+    ensure_user,
+    provision_access,
+)
+from opslake.screens.bundle import DASHBOARDS_DIR, read_files
+from opslake.screens.model import TIMEZONE_TOKEN
+from opslake.screens.rest import SupersetClient
+from opslake.screens.server import SupersetConfig, running_pid, start_server
+from opslake.settings import Settings
+from tests.integration.services import REPO, free_port
+
+ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
+SCREENS = {"leadership": "领导驾驶舱", "ops": "运维值班视图", "resources": "资源运行态势",
+           "applications": "应用健康", "events": "事件与告警", "service": "服务质量",
+           "assets": "资源台账", "quality": "数据质量", "insights": "智能分析",
+           "metric-map": "指标地图"}
+PASSWORD = "Screens-test-1"
+
+
+def _cli(*args: str) -> None:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"opslake {' '.join(args)}:\n{result.output}\n" \
+                                  f"{result.exception!r}"
+
+
+@pytest.fixture(scope="module")
+def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfig]:
+    """Superset with the screens imported over a 120-object, one-day estate."""
+    install = subprocess.run(["bash", str(REPO / "infra" / "install-superset.sh")],
+                             capture_output=True, text=True, timeout=1800, check=False)
+    assert install.returncode == 0, f"install-superset.sh failed:\n{install.stdout[-3000:]}" \
+                                    f"\n{install.stderr[-3000:]}"
+    home = tmp_path_factory.mktemp("screens") / "lake"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPSLAKE_HOME", str(home))
+        mp.delenv("OPSLAKE_STATE_DIR", raising=False)
+        mp.delenv("OPSLAKE_S3_ENDPOINT", raising=False)
+        mp.setenv("OPSLAKE_SUPERSET_PORT", str(free_port()))
+        mp.setenv("OPSLAKE_SUPERSET_WORKERS", "1")
+        mp.delenv("OPSLAKE_SUPERSET_ADMIN_PASSWORD", raising=False)
+        mp.delenv("OPSLAKE_SUPERSET_DATABASE_URI", raising=False)
+        config = service.config_for(Settings.from_env())
+        # Superset's first start (metadata DB, roles) needs no warehouse: both run at once.
+        failure: list[BaseException] = []
+
+        def boot() -> None:
+            try:
+                start_server(config, say=lambda _: None)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+                failure.append(exc)
+
+        started = time.perf_counter()
+        booting = threading.Thread(target=boot)
+        booting.start()
+        try:
+            _cli("simulate", "--entities", "120", "--days", "1", "--step", "300")
+            _cli("materialize")
+            _cli("warehouse", "build")
+            built = time.perf_counter() - started
+        finally:
+            booting.join()
+        try:
+            if failure:
+                raise failure[0]
+            up = time.perf_counter() - started
+            service.start(config, say=lambda _: None)  # import dashboards/, provision roles
+            print(f"\nlake built in {built:.0f}s, superset up in {up:.0f}s, screens imported "
+                  f"and roles provisioned at {time.perf_counter() - started:.0f}s")
+            yield config
+        finally:
+            service.stop(config, say=lambda _: None)
+    assert running_pid(config) is None, "superset still runs after stop"
+
+
+@pytest.fixture(scope="module")
+def admin(superset: SupersetConfig) -> Iterator[SupersetClient]:
+    """The admin's REST session."""
+    with service.admin_client(superset) as client:
+        yield client
+
+
+def _dashboards(client: SupersetClient) -> dict[str, dict]:
+    return {d["slug"]: d for d in client.list_all("dashboard", ["id", "slug", "dashboard_title"])}
+
+
+def test_every_chart_of_every_screen_returns_rows(superset: SupersetConfig,
+                                                  admin: SupersetClient) -> None:
+    dashboards = _dashboards(admin)
+    assert {slug: d["dashboard_title"] for slug, d in dashboards.items()} == SCREENS
+    checked = 0
+    for slug, dashboard in dashboards.items():
+        charts = admin.get(f"/api/v1/dashboard/{dashboard['id']}/charts")["result"]
+        assert 3 <= len(charts) <= 12, f"{slug}: {len(charts)} charts"
+        for chart in charts:
+            data = admin.chart_data(chart["id"])
+            for query in data["result"]:
+                name = f"{SCREENS[slug]} / {chart['slice_name']}"
+                assert not query.get("error"), f"{name}: {query['error']}"
+                assert query["rowcount"] > 0 and query["data"], f"{name}: no rows"
+            checked += 1
+    print(f"{checked} chart data calls on {len(dashboards)} screens returned rows")
+
+
+def test_dataset_columns_match_the_warehouse(superset: SupersetConfig) -> None:
+    """Each virtual dataset's declared columns are what DuckDB says its SQL returns."""
+    con = duckdb.connect(str(superset.warehouse), read_only=True)
+    try:
+        for rel, text in read_files(DASHBOARDS_DIR).items():
+            if not rel.startswith("datasets/"):
+                continue
+            spec = yaml.safe_load(text)
+            sql = spec["sql"].replace(TIMEZONE_TOKEN, superset.timezone)
+            described = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {sql}").fetchall()]
+            declared = [(c["column_name"], c["type"]) for c in spec["columns"]]
+            assert described == declared, rel
+    finally:
+        con.close()
+
+
+def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
+    from PIL import Image, ImageStat
+    from playwright.sync_api import sync_playwright
+
+    from opslake.screens import browser
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    with sync_playwright() as pw:
+        chromium = browser.launch(pw)
+        try:
+            page = chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN").new_page()
+            browser.log_in(page, superset, superset.admin_username, superset.password())
+            for slug, title in SCREENS.items():
+                started = time.perf_counter()
+                failed = browser.open_dashboard(page, superset, slug)
+                timings[slug] = time.perf_counter() - started
+                shot = ARTIFACTS / f"{slug}.png"
+                page.screenshot(path=str(shot))
+                assert not failed, f"{title}: charts without data: {failed}"
+                assert title in page.inner_text(".dashboard-header, header, body")
+                image = Image.open(shot).convert("L")
+                assert image.size == (1920, 1080)
+                # Non-blank: many grey levels and real contrast, not one background colour.
+                levels = len(image.getcolors(maxcolors=256) or [])
+                assert levels > 40 and ImageStat.Stat(image).stddev[0] > 10, \
+                    f"{shot} looks blank ({levels} grey levels)"
+        finally:
+            chromium.close()
+    print("drawn in " + ", ".join(f"{s} {t:.1f}s" for s, t in timings.items()))
+
+
+def test_department_user_sees_only_its_department(superset: SupersetConfig,
+                                                  admin: SupersetClient) -> None:
+    departments = service.departments(superset.warehouse)
+    assert len(departments) > 1
+    dept = departments[0]
+    ensure_user(admin, "dept_user", PASSWORD, [department_role(dept)])
+    ensure_user(admin, "lead_user", PASSWORD, [LEADERSHIP_ROLE])
+    ensure_user(admin, "ops_user", PASSWORD, [OPS_ROLE])
+    datasets = {d.key: d for d in service.screen_datasets()}
+    ids = {d["uuid"]: d["id"] for d in admin.list_all("dataset", ["id", "uuid"])}
+
+    def departments_seen(client: SupersetClient, key: str) -> set[str]:
+        body = {"datasource": {"id": ids[datasets[key].uuid], "type": "table"},
+                "queries": [{"columns": ["department"], "metrics": [
+                    {"expressionType": "SQL", "sqlExpression": "COUNT(*)", "label": "n"}],
+                    "row_limit": 1000}],
+                "result_format": "json", "result_type": "full"}
+        data = client.post("/api/v1/chart/data", body)["result"][0]["data"]
+        return {row["department"] for row in data}
+
+    scoped = [key for key, d in datasets.items() if d.by_department]
+    assert set(scoped) == {"entity_health", "asset_ledger", "metric_values"}
+    with SupersetClient(superset.url, "dept_user", PASSWORD) as user:
+        for key in scoped:
+            assert departments_seen(user, key) == {dept}, key
+            assert len(departments_seen(admin, key) - {None}) > 1, key
+        # The saved chart grouped by department too, through the dashboard's own query.
+        chart = next(c for c in admin.list_all("chart", ["id", "slice_name"])
+                     if c["slice_name"] == "各部门配置项（按大类）")
+        rows = user.chart_data(chart["id"])["result"][0]["data"]
+        assert rows and {r["department"] for r in rows} == {dept}
+        # Datasets without a department column are not the department's to read.
+        incidents = ids[datasets["incidents"].uuid]
+        r = user.http.post("/api/v1/chart/data", json={
+            "datasource": {"id": incidents, "type": "table"},
+            "queries": [{"columns": ["severity"], "metrics": [], "row_limit": 10}]})
+        assert r.status_code in (403, 404), r.text[:300]
+    with SupersetClient(superset.url, "lead_user", PASSWORD) as lead:
+        assert set(_dashboards(lead)) == set(SCREENS)
+    with SupersetClient(superset.url, "ops_user", PASSWORD) as ops:
+        assert set(_dashboards(ops)) == set(SCREENS)
+
+
+def test_reimport_and_reprovision_change_nothing(superset: SupersetConfig,
+                                                 admin: SupersetClient) -> None:
+    files = read_files(DASHBOARDS_DIR)
+    uuids = service._uuids(files)
+    before = service.snapshot(admin, uuids)
+    assert {r: len(v) for r, v in before.items()} == {r: len(v) for r, v in uuids.items()}
+
+    again = service.sync_dashboards(admin, superset)
+    assert not again.imported and again.reason == "unchanged"
+    assert service.snapshot(admin, uuids) == before  # ids and changed_on untouched
+    report = provision_access(admin, service.screen_datasets(),
+                              service.departments(superset.warehouse))
+    assert not report.changed, report
+
+    # Even a forced import (Superset overwrites in place) adds nothing and keeps every id.
+    forced = service.sync_dashboards(admin, superset, force=True)
+    assert forced.imported
+    after = service.snapshot(admin, uuids)
+    assert {r: {u: v[0] for u, v in objs.items()} for r, objs in after.items()} == \
+           {r: {u: v[0] for u, v in objs.items()} for r, objs in before.items()}
+    assert len(admin.list_all("chart", ["id"])) == len(uuids["chart"])
+    assert len(admin.list_all("dashboard", ["id"])) == len(uuids["dashboard"])
+    # …and the import after it is a no-op again.
+    assert not service.sync_dashboards(admin, superset).imported

@@ -1,0 +1,136 @@
+"""Dashboards as code: the committed bundle, its rendering, the Superset settings."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from opslake.errors import ConfigError
+from opslake.screens import bundle
+from opslake.screens.access import department_clause
+from opslake.screens.model import TIMEZONE_TOKEN, WAREHOUSE_TOKEN
+from opslake.screens.rest import rison
+from opslake.screens.server import SupersetConfig, _config_text, _secret_file
+from opslake.settings import DEFAULT_METRICS_DIR, Settings
+
+
+def test_committed_dashboards_match_the_generator(tmp_path: Path) -> None:
+    """dashboards/ is generated: a change to the screens or the catalog needs a regenerate."""
+    expected = bundle.bundle_files(DEFAULT_METRICS_DIR)
+    committed = bundle.read_files(bundle.DASHBOARDS_DIR)
+    stale = sorted(set(committed) ^ set(expected)) + sorted(
+        rel for rel in expected if rel in committed and committed[rel] != expected[rel])
+    assert not stale, f"run `opslake screens generate`; out of date: {stale[:10]}"
+    bundle.generate(tmp_path)
+    assert bundle.read_files(tmp_path) == expected
+
+
+def test_bundle_links_every_object_by_uuid() -> None:
+    files = {rel: yaml.safe_load(text) for rel, text in bundle.read_files().items()}
+    by_kind = {kind: {d["uuid"]: d for rel, d in files.items() if rel.startswith(kind + "/")}
+               for kind in ("databases", "datasets", "charts", "dashboards")}
+    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 10
+    for dataset in by_kind["datasets"].values():
+        assert dataset["database_uuid"] in by_kind["databases"]
+        assert dataset["table_name"] and dataset["columns"]
+    for chart in by_kind["charts"].values():
+        dataset = by_kind["datasets"][chart["dataset_uuid"]]
+        context = json.loads(chart["query_context"])
+        assert context["queries"] and context["form_data"]["viz_type"] == chart["viz_type"]
+        saved = {m["metric_name"] for m in dataset["metrics"]}
+        columns = {c["column_name"] for c in dataset["columns"]}
+        params = chart["params"]
+        metrics = params.get("metrics", []) + ([params["metric"]] if "metric" in params else [])
+        assert metrics or params.get("all_columns"), chart["slice_name"]
+        for metric in metrics:
+            assert metric in saved, f"{chart['slice_name']}: unknown metric {metric}"
+        axis = [params["x_axis"]] if "x_axis" in params else []
+        for column in params.get("groupby", []) + params.get("all_columns", []) + axis:
+            assert column in columns, f"{chart['slice_name']}: unknown column {column}"
+    for dashboard in by_kind["dashboards"].values():
+        cells = [v for v in dashboard["position"].values()
+                 if isinstance(v, dict) and v.get("type") == "CHART"]
+        assert 3 <= len(cells) <= 12, dashboard["dashboard_title"]
+        assert all(c["meta"]["uuid"] in by_kind["charts"] for c in cells)
+        assert len({c["meta"]["chartId"] for c in cells}) == len(cells)
+        # Chinese titles for the wall.
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in dashboard["dashboard_title"])
+        rows = [v for v in dashboard["position"].values()
+                if isinstance(v, dict) and v.get("type") == "ROW"]
+        for row in rows:
+            widths = [dashboard["position"][c]["meta"]["width"] for c in row["children"]]
+            assert sum(widths) <= 12
+
+
+def test_catalog_metrics_become_named_dataset_metrics() -> None:
+    values = yaml.safe_load(bundle.read_files()["datasets/metric_values.yaml"])
+    metrics = {m["metric_name"]: m for m in values["metrics"]}
+    sla = metrics["service.sla.attainment"]
+    assert sla["verbose_name"] == "SLA达成率"
+    assert sla["description"].startswith("SLA attainment")
+    assert "SUM(numerator)" in sla["expression"] and sla["d3format"] == ".1%"
+    assert metrics["service.incident.opened"]["expression"].startswith("SUM(value)")
+    # Drafts stay out of the screens.
+    assert "service.alert.noise_ratio" not in metrics
+
+
+def test_render_fills_in_this_machine(tmp_path: Path) -> None:
+    files = bundle.read_files()
+    warehouse = tmp_path / "state" / "warehouse.duckdb"
+    data = bundle.render(files, warehouse, "Asia/Shanghai")
+    assert data == bundle.render(files, warehouse, "Asia/Shanghai")  # same bytes
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = z.namelist()
+        assert "opslake_screens/metadata.yaml" in names
+        database = yaml.safe_load(z.read("opslake_screens/databases/warehouse.yaml"))
+        dataset = z.read("opslake_screens/datasets/entity_health.yaml").decode()
+    assert database["sqlalchemy_uri"] == \
+        f"duckdb:///{warehouse}?access_mode=read_only&enable_external_access=false"
+    assert "timezone('Asia/Shanghai'" in dataset
+    assert WAREHOUSE_TOKEN not in dataset and TIMEZONE_TOKEN not in dataset
+    with pytest.raises(ConfigError, match="time zone"):
+        bundle.render(files, warehouse, "Asia/Shanghai'); DROP")
+    with pytest.raises(ConfigError, match="absolute"):
+        bundle.render(files, Path("relative/warehouse.duckdb"), "UTC")
+
+
+def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
+    settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "lake")})
+    config = SupersetConfig.from_settings(settings, {"HOME": str(tmp_path)})
+    assert config.state == tmp_path / "lake" / "superset"
+    assert config.venv == tmp_path / ".cache" / "opslake" / "superset-venv"
+    assert config.url == "http://127.0.0.1:8088"
+    assert config.metadata_database == f"sqlite:///{config.state / 'superset.db'}"
+    password = config.password()
+    assert password == config.password() and len(password) >= 20
+    path = config.state / "admin-password"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = _config_text(config)
+    key = config.state / "secret-key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_text().strip() not in text
+    assert "PUBLIC_ROLE_LIKE =" not in text
+    assert _secret_file(key, lambda: "other") == key.read_text().strip()
+    given = SupersetConfig.from_settings(settings, {
+        "HOME": str(tmp_path), "OPSLAKE_SUPERSET_ADMIN_PASSWORD": "from-env",
+        "OPSLAKE_SUPERSET_PORT": "8099",
+        "OPSLAKE_SUPERSET_DATABASE_URI": "postgresql://superset@db/superset"})
+    assert given.password() == "from-env" and given.port == 8099
+    assert given.metadata_database.startswith("postgresql://")
+    with pytest.raises(ConfigError, match="OPSLAKE_SUPERSET_PORT"):
+        SupersetConfig.from_settings(settings, {"OPSLAKE_SUPERSET_PORT": "http"})
+
+
+def test_rison_and_rls_clause_quote_what_they_must() -> None:
+    assert rison({"page": 0, "page_size": 100, "columns": ["id", "uuid"]}) == \
+        "(page:0,page_size:100,columns:!(id,uuid))"
+    assert rison({"filters": [{"col": "username", "opr": "eq", "value": "a b'c!"}]}) == \
+        "(filters:!((col:username,opr:eq,value:'a b!'c!!')))"
+    assert rison([True, False, None]) == "!(!t,!f,!n)"
+    assert department_clause("大数据局") == "department = '大数据局'"
+    assert department_clause("O'Brien") == "department = 'O''Brien'"
