@@ -4,10 +4,10 @@ Writing each request's counters to ``security.db`` costs a SQLite transaction (w
 per request, which under 50 concurrent clients is most of a request's time. The API server
 instead keeps one :class:`UsageMeter`: requests are counted in memory and written by a
 background thread every ``interval_s`` (and on :meth:`flush`, which the usage endpoint and
-shutdown call), in one transaction. The quota check answers from a key's remaining requests
-as last read from the store, less what this process counted since; it rereads the store at
-most every ``interval_s``, so keys shared by several processes (two API servers) are held
-to their quota within that interval's worth of requests.
+shutdown call), in one transaction, and then rereads the quota state of the keys in use. The
+quota check answers from a key's remaining requests as last read, less what this process
+counted since, so keys shared by several processes (two API servers) are held to their quota
+within about an interval's worth of requests.
 
 A crash loses at most the last ``interval_s`` of counters. These are statistics and limits,
 not data anyone was promised: the audit log, written before every answer, is the record of
@@ -24,6 +24,8 @@ from time import monotonic
 from opslake.security.identity import IdentityStore, Use
 
 _log = logging.getLogger(__name__)
+# A remembered quota state older than this many intervals is read again by the request.
+_STALE_AFTER = 3
 
 
 @dataclass
@@ -52,12 +54,15 @@ class UsageMeter:
         self._thread: threading.Thread | None = None
 
     def remaining(self, key_id: str) -> int | None:
-        """Requests ``key_id`` has left today, from memory; None when that is older than
-        ``interval_s`` (then :meth:`check`, which reads the store). Raises QuotaExceeded."""
+        """Requests ``key_id`` has left today, from memory; None when the key is new or that
+        is stale (then :meth:`check`, which reads the store). Raises QuotaExceeded."""
         day = self.identity.today()
         with self._lock:
             left = self._left.get(key_id)
-            if left is None or left.day != day or monotonic() - left.at >= self.interval_s:
+            # The flushing thread rereads keys in use every interval; a request never waits
+            # for it unless it fell well behind (or does not run, as in tests).
+            if left is None or left.day != day or \
+                    monotonic() - left.at >= _STALE_AFTER * self.interval_s:
                 return None
         return self._left_or_raise(key_id, left)
 
@@ -121,6 +126,11 @@ class UsageMeter:
         while not self._stop.wait(self.interval_s):
             try:
                 self.flush()
+                day = self.identity.today()
+                with self._lock:
+                    in_use = list(self._left)
+                for key_id in in_use:
+                    self._reread(key_id, day)
             except Exception:  # noqa: BLE001 - kept pending; the next pass retries
                 _log.exception("writing API usage counters failed; retrying in %.0f s",
                                self.interval_s)

@@ -83,3 +83,22 @@ def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate
     store.revoke_key(other_id)
     with pytest.raises(AuthError, match="revoked"):
         store.authenticate_key(other)
+
+
+def test_the_flushing_thread_keeps_quota_states_fresh(store: IdentityStore) -> None:  # noqa: F811
+    import time
+
+    key_id, _ = store.create_key("alice", quota_per_day=10)
+    meter = UsageMeter(store, interval_s=0.05)
+    assert meter.check(key_id) == 10
+    meter.start()
+    try:
+        meter.count(key_id, "GET /v1/incidents", 0, 200)
+        store.record_use(key_id, "GET /v1/incidents", 0, 200)   # another API process
+        deadline = time.monotonic() + 5
+        while meter.remaining(key_id) != 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert meter.remaining(key_id) == 8                     # from memory, no reread
+    finally:
+        meter.stop()
+    assert sum(u.requests for u in store.usage(key_id)) == 2
