@@ -78,36 +78,27 @@ def _run(kind: str, period: str) -> dg.RunRequest:
         "ops": {op: {"config": {"kinds": [kind], "period": period}}}})
 
 
-@dg.schedule(cron_schedule="0 2 * * *", job=service_reports_job,
-             execution_timezone="Asia/Shanghai", default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Yesterday's daily report (after the daily pipeline and serving "
-                         "refresh). Stopped by default: it needs Superset installed.")
-def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Yesterday."""
-    day = context.scheduled_execution_time.date() - timedelta(days=1)
-    return _run("daily", Period.containing("daily", day).label)
+def _report_schedule(kind: str, cron: str, when: str) -> dg.ScheduleDefinition:
+    """The schedule of ``kind`` reports: the period that ended yesterday, local time."""
+
+    @dg.schedule(name=f"{kind}_report_schedule", cron_schedule=cron, job=service_reports_job,
+                 execution_timezone="Asia/Shanghai",
+                 default_status=dg.DefaultScheduleStatus.STOPPED,
+                 description=f"{when}. Stopped by default: it needs Superset installed.")
+    def report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day: date = context.scheduled_execution_time.date() - timedelta(days=1)
+        return _run(kind, Period.containing(kind, day).label)
+
+    return report_schedule
 
 
-@dg.schedule(cron_schedule="30 2 * * 1", job=service_reports_job,
-             execution_timezone="Asia/Shanghai", default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Last ISO week's report, Monday morning. Stopped by default: it needs "
-                         "Superset installed.")
-def weekly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """The ISO week that ended yesterday."""
-    day = context.scheduled_execution_time.date() - timedelta(days=1)
-    return _run("weekly", Period.containing("weekly", day).label)
-
-
-@dg.schedule(cron_schedule="0 3 1 * *", job=service_reports_job,
-             execution_timezone="Asia/Shanghai", default_status=dg.DefaultScheduleStatus.STOPPED,
-             description="Last month's report, on the 1st. Stopped by default: it needs "
-                         "Superset installed.")
-def monthly_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """The month that ended yesterday."""
-    day: date = context.scheduled_execution_time.date() - timedelta(days=1)
-    return _run("monthly", Period.containing("monthly", day).label)
+report_schedules = [
+    _report_schedule("daily", "0 2 * * *",
+                     "Yesterday's daily report (after the daily pipeline and serving refresh)"),
+    _report_schedule("weekly", "30 2 * * 1", "Last ISO week's report, Monday morning"),
+    _report_schedule("monthly", "0 3 1 * *", "Last month's report, on the 1st"),
+]
 
 
 defs = dg.Definitions(assets=[service_reports], jobs=[service_reports_job],
-                      schedules=[daily_report_schedule, weekly_report_schedule,
-                                 monthly_report_schedule])
+                      schedules=report_schedules)
