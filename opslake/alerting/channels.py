@@ -27,6 +27,7 @@ import json
 import smtplib
 import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -197,16 +198,7 @@ class Email(Channel):
         html = "".join(f"<li>{_escape(line)}</li>" for line in message.lines)
         mail.add_alternative(f"<h3>{_escape(message.subject)}</h3><ul>{html}</ul>",
                              subtype="html")
-        host, port = self.settings["host"], int(self.settings.get("port", "25"))
-        try:
-            with smtplib.SMTP(host, port, timeout=TIMEOUT_S) as smtp:
-                if self.settings.get("starttls") == "true":
-                    smtp.starttls()
-                if self.settings.get("user"):
-                    smtp.login(self.settings["user"], self.settings.get("password", ""))
-                smtp.send_message(mail)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"SMTP {host}:{port}: {exc}") from exc
+        send_mail(self.settings, mail)
         return Receipt(msgid)
 
 
@@ -216,3 +208,19 @@ def _escape(text: str) -> str:
 
 CHANNELS: dict[str, type[Channel]] = {"email": Email, "dingtalk": DingTalk, "wecom": WeCom,
                                       "webhook": Webhook}
+
+
+def send_mail(settings: Mapping[str, str], mail: EmailMessage, timeout: float = TIMEOUT_S
+              ) -> None:
+    """Send ``mail`` through the SMTP server of an e-mail receiver's ``settings`` (host, port,
+    starttls, user, password); DeliveryError names the server when it fails."""
+    host, port = settings["host"], int(settings.get("port", "25"))
+    try:
+        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+            if settings.get("starttls") == "true":
+                smtp.starttls()
+            if settings.get("user"):
+                smtp.login(settings["user"], settings.get("password", ""))
+            smtp.send_message(mail)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"SMTP {host}:{port}: {exc}") from exc

@@ -25,7 +25,6 @@ import html
 import io
 import json
 import re
-import smtplib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -475,7 +474,7 @@ def recipients(settings: Settings, kind: str, environ: Mapping[str, str] | None 
 
 def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
     """E-mail one kept report (manifest ``row``) with its PDF attached; the Message-ID."""
-    from opslake.alerting.channels import DeliveryError
+    from opslake.alerting.channels import DeliveryError, send_mail
 
     spec = report_kind(row["kind"])
     period = Period.parse(row["kind"], row["period"])
@@ -492,18 +491,12 @@ def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
         f"内容：{screens}（共 {row['pages']} 页，见附件 PDF）\n湖中位置：{row['path']}\n")
     mail.add_attachment(pdf, maintype="application", subtype="pdf",
                         filename=f"opslake-{row['kind']}-{row['period']}.pdf")
-    host, port = recipient.settings["host"], int(recipient.settings.get("port", "25"))
     try:
-        with smtplib.SMTP(host, port, timeout=30) as smtp:
-            if recipient.settings.get("starttls") == "true":
-                smtp.starttls()
-            if recipient.settings.get("user"):
-                smtp.login(recipient.settings["user"], recipient.settings.get("password", ""))
-            smtp.send_message(mail)
-    except (OSError, smtplib.SMTPException) as exc:
+        send_mail(recipient.settings, mail, timeout=30)  # a PDF takes longer than an alert
+    except DeliveryError as exc:
         raise DeliveryError(f"e-mailing the {row['kind']} report {row['period']} through "
-                            f"SMTP {host}:{port} ({recipient.receiver}) failed: {exc}; check "
-                            "OPSLAKE_SMTP_* and that the server is up") from exc
+                            f"{exc} ({recipient.receiver}) failed; check OPSLAKE_SMTP_* and "
+                            "that the server is up") from exc
     return msgid
 
 
