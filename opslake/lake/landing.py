@@ -2,7 +2,8 @@
 
 A batch is committed when its manifest row exists. The data object is written (atomically)
 first and the manifest row second, so a crash at any point leaves either nothing visible or
-a data object without a manifest row, which readers ignore and ``sweep`` reports.
+a data object without a manifest row, which readers ignore. Staged bytes of a killed write
+are removed by ``Lake.sweep_staged`` when the service and the pipeline start.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-import pyarrow.fs as pafs
-
 from opslake.errors import InputError, StorageError
-from opslake.lake.storage import STAGING, Lake
+from opslake.lake.storage import Lake
 
 _SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -118,16 +117,3 @@ class LandingZone:
             raise StorageError(f"landing object {batch.path} does not match its manifest "
                                "checksum; restore it from the source or re-deliver the batch")
         return data
-
-    def sweep(self, older_than_s: float = 3600.0) -> int:
-        """Remove staged objects left by interrupted writes; returns how many were removed.
-
-        Only objects older than ``older_than_s`` go, so a write in progress elsewhere survives.
-        """
-        sel = pafs.FileSelector(self.lake.path(STAGING), allow_not_found=True)
-        cutoff = datetime.now(UTC).timestamp() - older_than_s
-        stale = [i.path for i in self.lake.fs.get_file_info(sel)
-                 if i.type == pafs.FileType.File and i.mtime and i.mtime.timestamp() <= cutoff]
-        for path in stale:
-            self.lake.discard(path)
-        return len(stale)

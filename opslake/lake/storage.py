@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import os
 import queue
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +26,9 @@ LAYERS = ("landing", "bronze", "silver", "gold")
 
 #: Directory under the root where writes are staged before their atomic move; no reader looks.
 STAGING = "_incoming"
+#: Age after which a staged object of a writer on another host counts as abandoned: a live
+#: writer touches its object with every chunk, far more often than this.
+STALE_STAGED_S = 3600.0
 # Reading Parquet over S3 with pyarrow's defaults costs thousands of ranged GETs; coalescing
 # nearby ranges brought a full scan from 1,884 GETs to 36 (DESIGN.md, scale-out).
 _S3_CACHE = pa.CacheOptions(hole_size_limit=64 * 2**20, range_size_limit=256 * 2**20)
@@ -99,23 +104,60 @@ class Lake:
         Staged objects live in ``_incoming/`` and are invisible to every reader.
         """
         digest, size = hashlib.sha256(), 0
-        staged = self.path(STAGING, f"{uuid.uuid4().hex}.part")
-        if self.local:
-            Path(staged).parent.mkdir(parents=True, exist_ok=True)
-            with open(staged, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        else:
-            with self.fs.open_output_stream(staged) as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
+        staged = self._staged_path("part")
+        try:
+            if self.local:
+                Path(staged).parent.mkdir(parents=True, exist_ok=True)
+                with open(staged, "wb") as out:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            else:
+                with self.fs.open_output_stream(staged) as out:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+        except BaseException:
+            # A failed write (a full disk, a broken source) leaves nothing behind; only a
+            # killed writer can, and sweep_staged removes that.
+            with contextlib.suppress(OSError):
+                self.discard(staged)
+            raise
         return staged, digest.hexdigest(), size
+
+    def _staged_path(self, suffix: str) -> str:
+        """A fresh staging name that says which process on which host writes it."""
+        return self.path(STAGING, f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex}"
+                                  f".{suffix}")
+
+    def sweep_staged(self, older_than_s: float = STALE_STAGED_S) -> int:
+        """Remove staged objects left by failed or killed writes; returns how many went.
+
+        An object of a process on this host goes as soon as that process is gone; one of
+        another host (a shared object store) once untouched for ``older_than_s``, so a
+        write in progress anywhere survives.
+        """
+        sel = pafs.FileSelector(self.path(STAGING), allow_not_found=True)
+        cutoff = time.time() - older_than_s
+        host = socket.gethostname()
+        removed = 0
+        for info in self.fs.get_file_info(sel):
+            if info.type != pafs.FileType.File:
+                continue
+            writer_host, _, pid = info.base_name.rpartition("_")[0].rpartition("_")
+            if writer_host == host and pid.isdigit():
+                abandoned = int(pid) != os.getpid() and not _process_alive(int(pid))
+            else:
+                abandoned = info.mtime is not None and info.mtime.timestamp() <= cutoff
+            if abandoned:
+                with contextlib.suppress(FileNotFoundError):
+                    self.discard(info.path)
+                    removed += 1
+        return removed
 
     def commit(self, staged: str, path: str) -> None:
         """Move a staged object to ``path`` atomically (rename + directory fsync locally)."""
@@ -134,7 +176,12 @@ class Lake:
     def put_atomic(self, path: str, chunks: Iterable[bytes]) -> None:
         """Write ``chunks`` so that ``path`` appears whole or not at all."""
         staged, _, _ = self.stage(chunks)
-        self.commit(staged, path)
+        try:
+            self.commit(staged, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.discard(staged)
+            raise
 
     # -- Parquet tables ----------------------------------------------------------------
     def write_parts(self, layer: str, name: str, partition: Mapping[str, str],
@@ -152,7 +199,7 @@ class Lake:
         for part, tables in parts:
             chunks = [tables] if isinstance(tables, pa.Table) else tables
             target = f"{directory}/{part}.parquet"
-            staged = self.path(STAGING, f"{uuid.uuid4().hex}.parquet")
+            staged = self._staged_path("parquet")
             if self.local:
                 Path(staged).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -278,6 +325,17 @@ def _prefetch(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
             with contextlib.suppress(queue.Empty):
                 handoff.get(timeout=0.05)
         thread.join()
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fsync_dir(directory: Path) -> None:

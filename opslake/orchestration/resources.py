@@ -18,6 +18,11 @@ class LakeResource(dg.ConfigurableResource):
     home: str | None = None
     state_dir: str | None = None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """At the start of each run, remove bytes staged by writes that were killed."""
+        if swept := self.lake().sweep_staged():
+            context.log.info(f"removed {swept} staged object(s) left by interrupted writes")
+
     def settings(self) -> Settings:
         """Settings from the environment, with this resource's overrides."""
         env = dict(os.environ)

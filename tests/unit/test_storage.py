@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.lake.storage import STAGING, Lake
+from opslake.orchestration.resources import LakeResource
+from opslake.settings import Settings
 
 
 def _points(n: int) -> pa.Table:
@@ -67,3 +75,52 @@ def test_a_failing_producer_fails_the_write_and_leaves_the_partition_alone(lake:
                          [("part-0", chunks())], METRIC_POINTS)
     assert lake.read_table("silver", "metric_points").num_rows == 2
     assert lake.list_files(lake.path(STAGING)) == [], "the staged file is discarded"
+
+
+def test_a_failed_staged_write_leaves_nothing(lake: Lake) -> None:
+    def chunks():
+        yield b"half of a batch"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        lake.put_atomic(lake.path("landing", "x.json"), chunks())
+    assert lake.list_files(lake.path(STAGING)) == []
+    assert not lake.exists(lake.path("landing", "x.json"))
+
+
+def test_sweep_removes_only_what_no_live_writer_owns(lake: Lake) -> None:
+    staging = Path(lake.path(STAGING))
+    staging.mkdir(parents=True)
+    host = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
+        try:
+            files = {
+                "dead": staging / f"{host}_{dead}_{'a' * 32}.part",
+                "alive": staging / f"{host}_{alive.pid}_{'b' * 32}.part",
+                "mine": staging / f"{host}_{os.getpid()}_{'c' * 32}.parquet",
+                "other host, fresh": staging / f"elsewhere_1_{'d' * 32}.part",
+                "other host, stale": staging / f"elsewhere_1_{'e' * 32}.part",
+            }
+            for path in files.values():
+                path.write_bytes(b"partial")
+            old = time.time() - 7200
+            os.utime(files["other host, stale"], (old, old))
+            assert lake.sweep_staged() == 2
+            left = {name for name, path in files.items() if path.exists()}
+            assert left == {"alive", "mine", "other host, fresh"}
+        finally:
+            alive.kill()
+
+
+def test_each_run_of_the_pipeline_starts_by_sweeping(lake: Lake, settings: Settings) -> None:
+    staging = Path(lake.path(STAGING))
+    staging.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    leftover = staging / f"{socket.gethostname()}_{dead}_{'a' * 32}.parquet"
+    leftover.write_bytes(b"PAR1")
+    resource = LakeResource(home=settings.home, state_dir=str(settings.state_dir))
+    resource.setup_for_execution(dg.build_init_resource_context())
+    assert not leftover.exists()
