@@ -21,9 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import resource
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ import psutil
 from opslake.errors import NotFoundError, StorageError
 from opslake.ingest.tasks import CollectionTask
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import Lake
+from opslake.lake.storage import Lake, write_file_atomic
 from opslake.settings import Settings
 
 #: Connector string recorded on the batches the collector itself lands.
@@ -124,28 +122,9 @@ def updating_state(settings: Settings) -> Iterator[dict[str, Any]]:
         try:
             state = read_state(settings)
             yield state
-            _write_atomic(path, json.dumps(state, indent=1, sort_keys=True).encode())
+            write_file_atomic(path, json.dumps(state, indent=1, sort_keys=True).encode())
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, body: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(body)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _entry(state: dict[str, Any], name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import queue
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -336,6 +337,22 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def write_file_atomic(path: Path, body: bytes) -> None:
+    """Replace the local file ``path`` with ``body`` so it is whole or unchanged, durably."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:
