@@ -11,6 +11,7 @@ from opslake.errors import ConfigError
 
 DEFAULT_METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
 DEFAULT_ALERTING_DIR = Path(__file__).resolve().parent.parent / "config" / "alerting"
+DEFAULT_EGRESS_FILE = Path(__file__).resolve().parent.parent / "config" / "egress.yaml"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Settings:
     metrics_dir: Path = field(default_factory=lambda: DEFAULT_METRICS_DIR)
     #: Convergence rules, runbooks, notification routes and the duty roster (YAML).
     alerting_dir: Path = field(default_factory=lambda: DEFAULT_ALERTING_DIR)
+    #: The administrator's allow-list of webhook destinations (``opslake.security.egress``).
+    egress_file: Path = field(default_factory=lambda: DEFAULT_EGRESS_FILE)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -68,6 +71,8 @@ class Settings:
             .resolve(),
             alerting_dir=Path(env.get("OPSLAKE_ALERTING_DIR", DEFAULT_ALERTING_DIR))
             .expanduser().resolve(),
+            egress_file=Path(env.get("OPSLAKE_EGRESS_FILE", DEFAULT_EGRESS_FILE)).expanduser()
+            .resolve(),
         )
 
     @property

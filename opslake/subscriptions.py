@@ -8,7 +8,10 @@ and a delivery:
 - **webhook**: the event JSON POSTed with ``X-OpsLake-Timestamp: <unix seconds>`` and
   ``X-OpsLake-Signature: sm3=<hex HMAC-SM3(secret, "timestamp.body")>`` (plus
   ``X-OpsLake-Subscription`` and ``X-OpsLake-Event``, the event key for de-duplication);
-  any 2xx answer acknowledges it;
+  any 2xx answer acknowledges it. The destination must be on the administrator's egress
+  allow-list (:mod:`opslake.security.egress`), checked at creation and again at each
+  delivery, which connects to the address that check passed and follows no redirect; the
+  delivery log records only the status code and a fixed reason, never the receiver's answer;
 - **mqtt**: published QoS 1 to ``opslake-out/subscriptions/<id>`` on the broker of
   ``OPSLAKE_MQTT_BROKER`` (``host:port``) as ``{"timestamp", "signature", "event_key",
   "body"}`` where ``body`` is the same JSON text a webhook gets and the signature covers
@@ -55,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -69,9 +73,10 @@ from typing import Any, Protocol
 
 import httpx
 
-from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError
+from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError, state_writes
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS as CATALOG_SCOPES
 from opslake.security.crypto import hmac_sm3
+from opslake.security.egress import EgressPolicy, EgressRefused
 from opslake.security.roles import ROLES, SCOPED_BREAKDOWNS, Principal, row_scope_sql
 from opslake.settings import Settings
 
@@ -104,6 +109,7 @@ GRAIN_STEP = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
 FILTERS = {"anomaly": ("entity_id",), "quality_failed": ("layer", "table", "severity"),
            "asset_expiry": ("kind", "department", "business", "entity_id")}
 ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+logger = logging.getLogger(__name__)
 
 
 class DeliveryError(OpsLakeError):
@@ -217,12 +223,14 @@ def _floor(moment: datetime, grain: str) -> datetime:
 
 
 def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
-                     catalog: Reader | None = None) -> tuple[Subscription, str]:
+                     catalog: Reader | None = None, *, egress: EgressPolicy | None = None
+                     ) -> tuple[Subscription, str]:
     """Validate ``spec`` for ``owner``; the subscription and its secret (shown once).
 
     ``spec`` holds ``condition`` and ``delivery`` dicts, ``metric_id``, ``grain``, ``by``,
     ``filters``, ``name`` and optionally ``secret``. With ``catalog`` (the warehouse) a
-    metric condition's metric, grain and breakdown are checked against the catalog.
+    metric condition's metric, grain and breakdown are checked against the catalog. A
+    webhook's URL must pass ``egress`` (by default the policy of the environment's settings).
     """
     condition = dict(spec.get("condition") or {})
     kind = condition.get("type")
@@ -276,8 +284,9 @@ def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
     channel = delivery.get("type")
     if channel == "webhook":
         url = str(delivery.get("url") or "")
-        if not url.startswith(("http://", "https://")) or len(url) > 2000:
-            raise InputError("a webhook delivery needs url http(s)://…")
+        if len(url) > 2000:
+            raise InputError("a webhook url has at most 2000 characters; shorten it")
+        (egress or EgressPolicy.from_settings(Settings.from_env())).check(url)
         delivery = {"type": "webhook", "url": url}
     elif channel == "mqtt":
         delivery = {"type": "mqtt"}
@@ -368,14 +377,17 @@ class SubscriptionStore:
     """Subscriptions, cursors and the delivery log in ``state_dir/subscriptions.db``.
 
     ``protect``/``unprotect`` encrypt and decrypt secrets at rest (SM4 field encryption in
-    the service and the CLI).
+    the service and the CLI); ``egress`` is the allow-list its webhooks are delivered under
+    (by default only the entries added through the API to ``state_dir``).
     """
 
     def __init__(self, state_dir: Path, *, protect: Callable[[str], str] = lambda s: s,
-                 unprotect: Callable[[str], str] = lambda s: s) -> None:
+                 unprotect: Callable[[str], str] = lambda s: s,
+                 egress: EgressPolicy | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILE
         self._protect, self._unprotect = protect, unprotect
+        self.egress = egress or EgressPolicy(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -384,21 +396,25 @@ class SubscriptionStore:
 
     @classmethod
     def from_settings(cls, settings: Settings, cipher: Any | None = None) -> SubscriptionStore:
-        """The store of ``settings``; secrets sealed with ``cipher`` (a FieldCipher)."""
+        """The store of ``settings`` under its egress policy; secrets sealed with ``cipher``
+        (a FieldCipher)."""
+        egress = EgressPolicy.from_settings(settings)
         if cipher is None:
-            return cls(settings.state_dir)
+            return cls(settings.state_dir, egress=egress)
         return cls(settings.state_dir,
                    protect=lambda s: cipher.encrypt(s, SECRET_CONTEXT),
-                   unprotect=lambda s: cipher.decrypt(s, SECRET_CONTEXT))
+                   unprotect=lambda s: cipher.decrypt(s, SECRET_CONTEXT), egress=egress)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            yield conn
-        finally:
-            conn.close()
+        # Every read and write of the store passes here: a full disk becomes one StorageError.
+        with state_writes(f"the subscriptions store {self.path}"):
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            try:
+                yield conn
+            finally:
+                conn.close()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -407,7 +423,9 @@ class SubscriptionStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does); say what failed.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
@@ -728,10 +746,11 @@ def conditions(reader: Reader, tables: set[str], sub: Subscription, owner: Princ
 
 
 class Sender:
-    """Delivers one event document over a subscription's channel."""
+    """Delivers one event document over a subscription's channel (webhooks under ``egress``)."""
 
-    def __init__(self, broker: tuple[str, int] | None = None,
+    def __init__(self, egress: EgressPolicy, broker: tuple[str, int] | None = None,
                  wallclock: Callable[[], float] = time.time) -> None:
+        self.egress = egress
         self.broker = broker
         self.wallclock = wallclock
         self._mqtt: Any = None
@@ -745,20 +764,42 @@ class Sender:
             "subscription_id": sub.id, "event_key": event_key, "timestamp": str(stamp),
             "signature": signature, "body": body}, ensure_ascii=False))
 
-    @staticmethod
-    def _webhook(sub: Subscription, event_key: str, body: str, stamp: int, signature: str
-                 ) -> str:
-        url = sub.delivery["url"]
+    def _webhook(self, sub: Subscription, event_key: str, body: str, stamp: int,
+                 signature: str) -> str:
+        # The log's owner may be anyone with subscriptions:write: its details are fixed
+        # categories, never a receiver's answer or an exception's text (which would tell an
+        # internal service's secrets, or open ports from closed ones).
         try:
-            response = httpx.post(url, content=body.encode(), timeout=TIMEOUT_S, headers={
-                "Content-Type": "application/json; charset=utf-8",
-                TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature,
-                "X-OpsLake-Subscription": sub.id, "X-OpsLake-Event": event_key})
+            target = self.egress.check(sub.delivery["url"])
+        except EgressRefused as exc:
+            logger.warning("subscription %s: webhook refused: %s", sub.id, exc.reason)
+            raise DeliveryError("refused: destination not allow-listed") from exc
+        except OpsLakeError as exc:
+            logger.error("subscription %s: the egress allow-list cannot be read: %s", sub.id,
+                         exc)
+            raise DeliveryError("refused: the egress allow-list cannot be read") from exc
+        headers = {"Host": target.host_header, "Content-Type": "application/json; charset=utf-8",
+                   TIMESTAMP_HEADER: str(stamp), SIGNATURE_HEADER: signature,
+                   "X-OpsLake-Subscription": sub.id, "X-OpsLake-Event": event_key}
+        # An explicit transport takes no proxy from the environment (a proxy would connect
+        # elsewhere than the checked address) yet still honours SSL_CERT_FILE. A client per
+        # delivery: connections pool by address, and two names on one address must not share
+        # a TLS connection.
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(), trust_env=False,
+                              follow_redirects=False, timeout=TIMEOUT_S) as client, \
+                    client.stream("POST", target.pinned_url, content=body.encode(),
+                                  headers=headers, extensions=target.extensions) as response:
+                status = response.status_code  # the body is never read
+        except httpx.TimeoutException as exc:
+            raise DeliveryError("timed out") from exc
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
-        return f"HTTP {response.status_code}"
+            raise DeliveryError("connection failed") from exc
+        if 300 <= status < 400:
+            raise DeliveryError(f"HTTP {status}: redirects are not followed")
+        if not 200 <= status < 300:
+            raise DeliveryError(f"HTTP {status}: receiver answered with an error")
+        return f"HTTP {status}"
 
     def _publish(self, sub: Subscription, payload: str) -> str:
         import paho.mqtt.client as mqtt
@@ -845,7 +886,7 @@ def evaluate(reader: Reader, store: SubscriptionStore, log: SubscriptionStore | 
     """
     log = log or store
     now = now or datetime.now(UTC)
-    sender = sender or Sender(broker_from_env())
+    sender = sender or Sender(store.egress, broker_from_env())
     result = PassResult()
     with store.exclusive():
         live = store.list()

@@ -1,7 +1,8 @@
-"""Sign-in and administration: sessions, API keys, usage, the audit chain (S6.6a, S6.8b).
+"""Sign-in and administration: sessions, API keys, usage, the audit chain, the webhook
+egress allow-list (S6.6a, S6.8b, issue 16).
 
-Administrative actions (keys, users, audit verification) need the ``admin:*`` scope and a
-current TOTP code in ``X-OpsLake-TOTP`` (two-factor authentication, MLPS level 3).
+Administrative actions (keys, users, audit verification, egress) need the ``admin:*`` scope
+and a current TOTP code in ``X-OpsLake-TOTP`` (two-factor authentication, MLPS level 3).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from starlette.concurrency import run_in_threadpool
 
 from opslake.api.auth import GUARDED, TOTP_HEADER, error_responses, requires
 from opslake.api.data import IsoDate
+from opslake.security.egress import EgressPolicy
 from opslake.security.roles import SCOPES, Principal
 
 router = APIRouter(prefix="/v1", tags=["security"])
 TotpCode = Annotated[str | None, Header(alias=TOTP_HEADER, pattern=r"^[0-9]{6}$")]
 KeysAdmin = Annotated[Principal, Depends(requires("admin:keys"))]
 AuditAdmin = Annotated[Principal, Depends(requires("admin:audit"))]
+EgressAdmin = Annotated[Principal, Depends(requires("admin:egress"))]
 
 
 class Login(BaseModel):
@@ -72,6 +75,33 @@ class Listing(BaseModel):
 
     count: int
     rows: list[dict[str, Any]]
+
+
+class EgressIn(BaseModel):
+    """A webhook destination to allow-list."""
+
+    entry: str = Field(min_length=1, max_length=300, description=(
+        "A host (hooks.example.gov.cn), *.suffix, an address or a CIDR (10.20.0.0/16, "
+        "fd00::/8), optionally with :port (IPv6 in brackets: [fd00::/8]:8443). An internal "
+        "address (loopback, private, link-local, CGNAT) needs an address or CIDR entry."))
+    note: str = Field(default="", max_length=200, description="Why, for the next admin")
+
+
+class EgressEntry(BaseModel):
+    """An allow-list entry; ``origin`` is config (the egress file) or api."""
+
+    entry: str
+    origin: str
+    source: str | None = None
+    added_by: str | None = None
+    added_at: str | None = None
+    note: str | None = None
+
+
+class EgressRemoved(BaseModel):
+    """An entry taken off the allow-list."""
+
+    removed: str
 
 
 class AuditCheck(BaseModel):
@@ -169,3 +199,41 @@ async def audit_verify(request: Request, principal: AuditAdmin, totp: TotpCode =
     await _second_factor(request, principal, totp)
     result = await run_in_threadpool(request.app.state.security.audit.verify)
     return _json(request, dataclasses.asdict(result))
+
+
+def _egress(request: Request) -> EgressPolicy:
+    return EgressPolicy.from_settings(request.app.state.settings)
+
+
+@router.get("/admin/egress", summary="List the webhook egress allow-list",
+            responses=_doc(Listing, 400, *GUARDED))
+async def list_egress(request: Request, principal: EgressAdmin,
+                      totp: TotpCode = None) -> Response:
+    """Where webhook deliveries may go: entries of the egress file and of this API."""
+    await _second_factor(request, principal, totp)
+    rows = await run_in_threadpool(_egress(request).listed)
+    return _json(request, {"count": len(rows), "rows": rows}, rows=len(rows))
+
+
+@router.post("/admin/egress", summary="Allow-list a webhook destination", status_code=201,
+             responses={**_doc(EgressEntry, 400, *GUARDED, status=201),
+                        200: {"model": EgressEntry, "description": "Already listed"}})
+async def add_egress(request: Request, body: EgressIn, principal: EgressAdmin,
+                     totp: TotpCode = None) -> Response:
+    """Webhooks may go to ``entry`` from now on (checked again at each delivery)."""
+    await _second_factor(request, principal, totp)
+    request.state.params = {"entry": body.entry, "note": body.note}  # audited: what was opened
+    row, added = await run_in_threadpool(_egress(request).add, body.entry, principal.user,
+                                         body.note)
+    return _json(request, row, status=201 if added else 200)
+
+
+@router.delete("/admin/egress/{entry:path}", summary="Take a webhook destination off the "
+               "allow-list", responses=_doc(EgressRemoved, 400, *GUARDED, 404))
+async def remove_egress(request: Request, entry: str, principal: EgressAdmin,
+                        totp: TotpCode = None) -> Response:
+    """Deliveries to ``entry`` (as listed; a CIDR's slash may stay unescaped) are refused from
+    the next one on; entries of the egress file are removed from that file."""
+    await _second_factor(request, principal, totp)
+    removed = await run_in_threadpool(_egress(request).remove, entry)
+    return _json(request, {"removed": removed})

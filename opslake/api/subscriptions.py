@@ -157,7 +157,8 @@ async def create(request: Request, body: SubscriptionIn,
 
     def work() -> tuple[subs.Subscription, str]:
         sub, secret = subs.new_subscription(principal, spec, datetime.now(UTC),
-                                            request.app.state.warehouse)
+                                            request.app.state.warehouse,
+                                            egress=store(request.app).egress)
         return store(request.app).add(sub, secret), secret
 
     sub, secret = await run_in_threadpool(work)

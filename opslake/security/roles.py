@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 SCOPES = (
     "catalog:read", "metrics:read", "incidents:read", "anomalies:read", "forecasts:read",
     "assets:read", "quality:read", "subscriptions:read", "subscriptions:write",
-    "ingest:write", "admin:users", "admin:keys", "admin:audit",
+    "ingest:write", "admin:users", "admin:keys", "admin:audit", "admin:egress",
 )
 READ = frozenset(s for s in SCOPES if s.endswith(":read") and not s.startswith("admin"))
 

@@ -106,6 +106,7 @@ class Api:
             "/v1/admin/keys": (200, 403, 403, 401),
             "/v1/admin/usage": (200, 403, 403, 401),
             "/v1/admin/audit/verify": (200, 403, 403, 401),
+            "/v1/admin/egress": (200, 403, 403, 401),
             "/v1/subscriptions": (200, 200, 200, 401),
             # Someone else's (here: no one's) subscription is not found for any signed-in role.
             f"/v1/subscriptions/{NO_SUB}": (404, 404, 404, 401),
@@ -142,6 +143,7 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
     covered = {path.split("?")[0].replace(api.metric, "{metric_id}").replace(NO_SUB, "{sub_id}")
                .replace(api.incident, "{incident_id}") for path in matrix}
     covered |= {"/v1/admin/keys/{key_id}"}  # revocation is exercised below
+    covered |= {"/v1/admin/egress/{entry}"}  # by tests/integration/test_webhook_egress.py
     assert read_paths <= covered, f"endpoints missing from the matrix: {read_paths - covered}"
     got = {}
     for path, expected in matrix.items():

@@ -156,8 +156,19 @@ def broker(tmp_path: Path):
         services_sh(env, "stop", "mosquitto")
 
 
+@pytest.fixture
+def loopback_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An egress file allow-listing loopback, where these tests run their webhook receivers
+    (webhooks are refused anywhere not allow-listed: tests/integration/test_webhook_egress)."""
+    egress = tmp_path / "egress.yaml"
+    egress.write_text("allow:\n  - 127.0.0.1\n")
+    monkeypatch.setenv("OPSLAKE_EGRESS_FILE", str(egress))
+    return egress
+
+
 def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
-        tmp_path: Path, broker: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, broker: int, monkeypatch: pytest.MonkeyPatch,
+        loopback_hooks: Path) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     monkeypatch.setenv(subs_api.INTERVAL_ENV, "0")  # the test drives the evaluator

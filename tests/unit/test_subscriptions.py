@@ -104,13 +104,16 @@ class FakeSender:
 
 @pytest.fixture
 def store(tmp_path: Path) -> subs.SubscriptionStore:
-    return subs.SubscriptionStore(tmp_path)
+    store = subs.SubscriptionStore(tmp_path)
+    store.egress.add("127.0.0.1:9", by="test")  # the webhook receiver these tests name
+    return store
 
 
 def _subscribe(store, condition, owner=OPS, by="all", filters=None, delivery=None):
     sub, secret = subs.new_subscription(owner, {
         "condition": condition, "metric_id": "cpu_busy", "by": by, "filters": filters or {},
-        "delivery": delivery or {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}, T0)
+        "delivery": delivery or {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}, T0,
+        egress=store.egress)
     return store.add(sub, secret)
 
 
@@ -296,6 +299,9 @@ def test_removed_subscriptions_stop_and_bad_specs_are_refused(store) -> None:
         _subscribe(store, {"type": "anomaly", "min_score": 1}, owner=VIEWER)
     with pytest.raises(InputError, match="url"):
         _subscribe(store, {"type": "new_data"}, delivery={"type": "webhook", "url": "file:/x"})
+    with pytest.raises(InputError, match="not allow-listed"):
+        _subscribe(store, {"type": "new_data"},
+                   delivery={"type": "webhook", "url": "http://127.0.0.1:10/hook"})
 
 
 def test_owner_is_narrowed_to_its_current_role_and_paused_when_disabled() -> None:
