@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from importlib import metadata
@@ -18,12 +19,15 @@ from opslake.api.warehouse import WarehouseReader
 from opslake.errors import ConfigError
 from opslake.ingest.listeners import mqtt as mqtt_listener
 from opslake.ingest.listeners import syslog
+from opslake.ingest.parsers import remote_write
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.security.audit import AuditLog
 from opslake.security.crypto import FieldCipher
 from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def version() -> str:
@@ -36,13 +40,27 @@ def version() -> str:
 
 def max_push_bytes(environ: dict[str, str] | None = None) -> int:
     """``OPSLAKE_MAX_PUSH_BYTES``: the largest push body accepted (default 16 MiB)."""
+    return _bytes_setting("OPSLAKE_MAX_PUSH_BYTES", ingest.DEFAULT_MAX_PUSH_BYTES, environ)
+
+
+def max_decoded_bytes(environ: dict[str, str] | None = None) -> int:
+    """``OPSLAKE_MAX_DECODED_BYTES``: the most a compressed push may expand to (32 MiB)."""
+    limit = _bytes_setting("OPSLAKE_MAX_DECODED_BYTES", ingest.DEFAULT_MAX_DECODED_BYTES,
+                           environ)
+    if limit > remote_write.MAX_DECODED_BYTES:  # bronze must decode what the edge accepts
+        raise ConfigError(f"OPSLAKE_MAX_DECODED_BYTES={limit} is more than the "
+                          f"{remote_write.MAX_DECODED_BYTES} bronze decodes; use at most that")
+    return limit
+
+
+def _bytes_setting(name: str, default: int, environ: dict[str, str] | None) -> int:
     env = os.environ if environ is None else environ
-    raw = env.get("OPSLAKE_MAX_PUSH_BYTES", "")
+    raw = env.get(name, "")
     if not raw:
-        return ingest.DEFAULT_MAX_PUSH_BYTES
+        return default
     if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"OPSLAKE_MAX_PUSH_BYTES={raw!r} is not a positive number of bytes; "
-                          f"use e.g. {ingest.DEFAULT_MAX_PUSH_BYTES}")
+        raise ConfigError(f"{name}={raw!r} is not a positive number of bytes; "
+                          f"use e.g. {default}")
     return int(raw)
 
 
@@ -62,6 +80,9 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            # Bytes staged by a write that was killed (this service's previous life) go now.
+            if swept := await asyncio.to_thread(landing.lake.sweep_staged):
+                log.info("removed %d staged object(s) left by interrupted writes", swept)
             if syslog_port is not None:
                 close = await syslog.serve(syslog.SyslogReceiver(landing), syslog_host,
                                            syslog_port, syslog_port)
@@ -92,7 +113,8 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
                     "request is audited.",
     )
     app.state.settings = settings
-    app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes())
+    app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes(),
+                                        max_decoded_bytes=max_decoded_bytes())
 
     @app.get("/healthz", tags=["service"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -7,6 +7,14 @@ the health check and the API description. Each endpoint requires one scope; an A
 calls also count against its daily quota and its usage statistics. Every request, allowed or
 not, is appended to the SM3-chained audit log with who, what, the parameters, the status and
 the rows returned (``opslake audit verify`` checks the chain).
+
+The credential comes before the body: the audit middleware authenticates every request and,
+for an endpoint that needs a scope, refuses a caller without it (401/403) before the body is
+read or parsed, closing the connection rather than reading what was sent. The audit entry is
+on disk before the status line leaves, so a log that cannot be written (a full disk) answers
+503 with ``Retry-After`` instead of an answer that was never recorded. Malformed parameters
+or bodies answer 422 ``{"error", "fix"}`` naming the fields at fault, never echoing what was
+sent (a password).
 """
 
 from __future__ import annotations
@@ -15,14 +23,23 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fastapi import Request, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opslake.api.answers import Answer, AnswerCache
-from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError, StorageError
+from opslake.errors import (
+    ConfigError,
+    InputError,
+    NotFoundError,
+    OpsLakeError,
+    SecurityError,
+    StorageError,
+)
 from opslake.security.audit import AuditLog
 from opslake.security.identity import AuthError, Forbidden, IdentityStore, QuotaExceeded
 from opslake.security.metering import UsageMeter
@@ -32,6 +49,8 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "olk_"
 TOTP_HEADER = "X-OpsLake-TOTP"
+#: Seconds a 503 asks the caller to wait before retrying (a disk being freed, a rebuild).
+RETRY_AFTER_S = 30
 #: Error class → HTTP status and what the caller should do.
 STATUS: tuple[tuple[type[OpsLakeError], int], ...] = (
     (AuthError, 401), (Forbidden, 403), (QuotaExceeded, 429), (NotFoundError, 404),
@@ -49,8 +68,11 @@ _MEANING = {
          "belong to other departments.",
     404: "What was asked for by name does not exist (yet): the metric, or the warehouse "
          "table, or any rows of it.",
+    422: "The parameters or the body do not match this description; 'error' names the "
+         "fields at fault (never what was sent).",
     429: "The API key used up its daily quota; 'error' says when it resets.",
-    503: "The serving warehouse or the audit log cannot be read or written right now.",
+    503: "The serving warehouse, the audit log or the state directory cannot be read or "
+         "written right now (a full disk); retry after 'Retry-After' seconds.",
 }
 
 
@@ -100,7 +122,49 @@ def error_response(exc: OpsLakeError) -> JSONResponse:
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
     text = str(exc)
     error, _, fix = text.partition("; ")
-    return JSONResponse({"error": error, "fix": fix or text}, status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"error": error, "fix": fix or text}, status_code=status,
+                        headers=headers)
+
+
+def refusal(request: Request, exc: OpsLakeError) -> JSONResponse:
+    """The error for a refused caller, whose body may be unread: the connection closes."""
+    response = error_response(exc)
+    headers = request.headers
+    if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+        # Otherwise the server reads (and drops) all of the body to keep the connection
+        # open: an anonymous caller could make it read any amount.
+        response.headers["Connection"] = "close"
+    return response
+
+
+# An HTTPException because FastAPI passes those on from reading a body (others become 400).
+class _Refused(HTTPException):
+    """Raised from ``receive`` when a body is about to be read for a caller who may not send it."""
+
+    def __init__(self, error: OpsLakeError) -> None:
+        super().__init__(401 if isinstance(error, AuthError) else 403, str(error))
+        self.error = error
+
+
+def invalid_response(exc: RequestValidationError) -> JSONResponse:
+    """422 ``{"error", "fix"}`` naming each field at fault and why, without what was sent."""
+    faults = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                       for error in exc.errors())
+    return JSONResponse({"error": f"the request does not match the API description ({faults})",
+                         "fix": "correct the fields named, as /openapi.json describes them, "
+                                "and send the request again"}, status_code=422)
+
+
+def authorize(principal: Principal, scope: str) -> None:
+    """Raise AuthError (anonymous) or Forbidden unless ``principal`` holds ``scope``."""
+    if principal.allows(scope):
+        return
+    if principal is ANONYMOUS:
+        raise AuthError(f"this endpoint needs the scope {scope}; send "
+                        "'Authorization: Bearer <API key>'")
+    raise Forbidden(f"role {principal.role} (or this key) lacks the scope {scope}; "
+                    "ask an administrator for a key or role that has it")
 
 
 async def check_quota(security: Security, principal: Principal) -> None:
@@ -115,27 +179,66 @@ def requires(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         principal: Principal = request.state.principal
-        if not principal.allows(scope):
-            if principal is ANONYMOUS:
-                raise AuthError(f"this endpoint needs the scope {scope}; send "
-                                "'Authorization: Bearer <API key>'")
-            raise Forbidden(f"role {principal.role} (or this key) lacks the scope {scope}; "
-                            "ask an administrator for a key or role that has it")
+        authorize(principal, scope)
         await check_quota(request.app.state.security, principal)
         return principal
 
+    # The audit middleware reads it to refuse callers before the body is read.
+    dependency.required_scope = scope  # type: ignore[attr-defined]
     return dependency
 
 
-def install(app, security: Security, answers: AnswerCache | None = None) -> None:
+def _required_scope(dependant: Dependant | None) -> str | None:
+    """The scope a :func:`requires` dependency of ``dependant`` (at any depth) asks for."""
+    for sub in dependant.dependencies if dependant is not None else ():
+        scope = getattr(sub.call, "required_scope", None) or _required_scope(sub)
+        if scope:
+            return scope
+    return None
+
+
+def _describe_422(app: FastAPI) -> None:
+    """Document 422 answers as ``{"error", "fix"}``, which :func:`invalid_response` sends."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for operation in (op for ops in schema["paths"].values() for op in ops.values()):
+                answer = operation.get("responses", {}).get("422")
+                if answer is not None and "content" in answer:
+                    operation["responses"]["422"] = {
+                        "description": _MEANING[422],
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install(app: FastAPI, security: Security, answers: AnswerCache | None = None) -> None:
     """Attach the security state, the error handlers and the audit middleware to ``app``
     (serving repeated requests from ``answers`` when given)."""
     app.state.security = security
 
     @app.exception_handler(OpsLakeError)
-    async def _opslake_error(_request: Request, exc: OpsLakeError) -> JSONResponse:
-        return error_response(exc)
+    async def _opslake_error(request: Request, exc: OpsLakeError) -> JSONResponse:
+        # A refused caller's body is mostly not read (the endpoints' scope checks come first).
+        return refusal(request, exc) if isinstance(exc, SecurityError) else error_response(exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid_response(exc)
+
+    @app.exception_handler(_Refused)
+    async def _refused(request: Request, exc: _Refused) -> JSONResponse:
+        return refusal(request, exc.error)
+
+    _describe_422(app)
     app.add_middleware(AuditMiddleware, security=security, answers=answers)
 
 
@@ -144,16 +247,21 @@ class AuditMiddleware:
 
     A plain ASGI middleware (not ``@app.middleware``, whose per-request task and streams cost
     more than the rest of a cached answer): the principal goes to ``scope["state"]`` for the
-    endpoints, and the response's first message is held until the audit entry is on disk. A
-    GET whose answer is kept in the :class:`AnswerCache` is answered here, after the caller's
-    quota is checked, without routing it.
+    endpoints. A caller without the scope its endpoint needs is refused when the body is
+    first asked for (FastAPI reads it before it runs the endpoint's dependencies), so no byte
+    of it is read. A GET whose answer is kept in the :class:`AnswerCache` is answered here, after
+    the caller's quota is checked, without routing it. The response's status line is held
+    until its audit entry is on disk (for a stream, before the stream starts); when the entry
+    cannot be written the caller gets a 503 instead and the endpoint's answer is dropped.
     """
 
-    def __init__(self, app: ASGIApp, security: Security,
-                 answers: AnswerCache | None = None) -> None:
+    def __init__(self, app: ASGIApp, security: Security, answers: AnswerCache | None = None
+                 ) -> None:
         self.app = app
         self.security = security
         self.answers = answers
+        # id of a route (which cannot be hashed; routes live as long as the app) -> its scope
+        self._scopes: dict[int, str | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,14 +269,25 @@ class AuditMiddleware:
             return
         state = scope.setdefault("state", {})
         state["rows"] = 0
+        state["principal"] = ANONYMOUS
         request = Request(scope)
+        audited = self._audited(request, send)
         try:
-            principal = await self._principal(request)
+            await self._serve(request, receive, audited)
+        except Exception:
+            if state.get("_unaudited"):
+                return  # answered 503 in place of what the app was sending
+            if not state.get("_audited"):
+                await self._record(request, 500)
+            raise
+
+    async def _serve(self, request: Request, receive: Receive, send: Send) -> None:
+        scope, state = request.scope, request.scope["state"]
+        try:
+            state["principal"] = principal = await self._principal(request)
         except OpsLakeError as exc:
-            state["principal"] = ANONYMOUS
-            await error_response(exc)(scope, receive, self._audited(request, send))
+            await refusal(request, exc)(scope, receive, send)
             return
-        state["principal"] = principal
         if self.answers is not None and principal is not ANONYMOUS and scope["method"] == "GET":
             key = AnswerCache.key(principal, scope["path"], scope["query_string"])
             kept = self.answers.get(key)
@@ -176,12 +295,28 @@ class AuditMiddleware:
                 await self._replay(request, kept, receive, send)
                 return
             state["answer_key"] = key
-        try:
-            await self.app(scope, receive, self._audited(request, send))
-        except Exception:
-            if not state.get("_audited"):
-                await self._record(request, 500)
-            raise
+        await self.app(scope, self._guarded(request, receive), send)
+
+    def _guarded(self, request: Request, receive: Receive) -> Receive:
+        """``receive`` that first checks the caller holds the routed endpoint's scope."""
+        checked = False
+
+        async def guarded_receive() -> Message:
+            nonlocal checked
+            if not checked:
+                checked = True
+                route = request.scope.get("route")
+                if id(route) not in self._scopes:
+                    self._scopes[id(route)] = _required_scope(getattr(route, "dependant", None))
+                needed = self._scopes[id(route)]
+                if needed is not None:
+                    try:
+                        authorize(request.scope["state"]["principal"], needed)
+                    except OpsLakeError as exc:
+                        raise _Refused(exc) from None
+            return await receive()
+
+        return guarded_receive
 
     async def _principal(self, request: Request) -> Principal:
         header = request.headers.get("Authorization", "")
@@ -202,12 +337,21 @@ class AuditMiddleware:
         else:
             state["rows"] = kept.rows
             response = Response(kept.body, media_type=kept.media_type)
-        await response(request.scope, receive, self._audited(request, send))
+        await response(request.scope, receive, send)
 
     def _audited(self, request: Request, send: Send) -> Send:
         async def audited_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                await self._record(request, message["status"])
+                try:
+                    await self._record(request, message["status"])
+                except StorageError as exc:
+                    # Nothing has left yet: answer 503, and stop the app (a stream would
+                    # otherwise run on) by raising into it; __call__ swallows what comes back.
+                    log.error("answering 503 to %s %s: %s", request.method, request.url.path,
+                              exc)
+                    request.scope["state"]["_unaudited"] = True
+                    await error_response(exc)(request.scope, _no_body, send)
+                    raise
             await send(message)
 
         return audited_send
@@ -231,3 +375,8 @@ class AuditMiddleware:
             body, media_type, generation = state["answer"]
             self.answers.put(state["answer_key"], generation,
                              Answer(body, media_type, action, params, rows))
+
+
+async def _no_body() -> Message:
+    """``receive`` for an answer that reads nothing of the request."""
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -10,6 +10,17 @@ names the file and line of each such problem. Removing entries from the very end
 shorter valid chain, so keep :attr:`VerifyResult.head` somewhere else (the daily report) and
 compare it when the log is checked.
 
+An append is whole or nothing: the day file's size is noted before the batch is written,
+and a write or fsync that fails (a full disk) cuts the file back to that size before the
+error is raised, so the chain still verifies once space returns. Only a crash mid-write
+(SIGKILL, power loss) can leave a torn last line; the next append starts on a fresh line and
+keeps the torn bytes as evidence. :meth:`AuditLog.verify` lists such a line among its
+problems but also in :attr:`VerifyResult.torn`, and it does not make the result fail, when
+the chain runs on across it without a gap: the entry it held was never acknowledged, and no
+entry is missing. An incomplete line followed by a gap is reported as tampering, like any.
+(Cutting a line at the very end looks the same as a crash there, just as removing the last
+entries does, and is caught the same way: by comparing ``head``.)
+
 Appends take an exclusive ``flock`` on ``<directory>/.lock`` (plus a lock for the threads of
 this process) around reading the last entry and writing the next, and each entry is fsynced
 before ``append`` returns, so any number of threads and processes may write one log. Entries
@@ -36,7 +47,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from opslake.errors import InputError, StorageError
+from opslake.errors import InputError, StorageError, refused_write, space_error
 from opslake.security.crypto import sm3
 from opslake.settings import Settings
 
@@ -53,12 +64,15 @@ _PROCESS_LOCK = threading.Lock()
 class VerifyResult:
     """Outcome of checking the whole chain."""
 
+    #: No entry was modified, deleted, moved or inserted (torn lines alone keep it true).
     ok: bool
     entries: int
     problems: list[str] = field(default_factory=list)
     #: ``seq`` and hash of the last entry: the anchor to keep elsewhere.
     last_seq: int = 0
     head: str = GENESIS
+    #: Of ``problems``, the incomplete lines a crash mid-append left (no entry missing).
+    torn: list[str] = field(default_factory=list)
 
 
 def canonical(entry: Mapping[str, object]) -> str:
@@ -183,9 +197,10 @@ class AuditLog:
             try:
                 entries = self._write_batch([b.fields for b in batch])
             except OSError as exc:
-                error = StorageError(f"cannot write the audit log in {self.directory}: {exc}; "
-                                     "make sure OPSLAKE_STATE_DIR is writable and its disk has "
-                                     "space")
+                what = f"the audit log in {self.directory}"
+                error = space_error(what, exc) if refused_write(exc) else StorageError(
+                    f"cannot write {what} ({exc}); make sure OPSLAKE_STATE_DIR is writable "
+                    "and retry: nothing was half-written")
                 for b in batch:
                     b.error = error
             else:
@@ -225,14 +240,24 @@ class AuditLog:
             last = entry
         path = self.directory / f"{day}.jsonl"
         new_file = not path.exists()
+        data = "".join(lines).encode("utf-8")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            data = "".join(lines).encode("utf-8")
-            if not new_file and not _ends_with_newline(path):
-                # A torn last line stays as it is for verify() to report; start on a fresh one.
+            size = os.fstat(fd).st_size
+            if size and not _ends_with_newline(path):
+                # A crash tore the last line: keep it as evidence and start on a fresh one.
                 data = b"\n" + data
-            os.write(fd, data)
-            os.fsync(fd)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            except BaseException:
+                # Whole or nothing: a torn entry left behind would fail every later verify.
+                if new_file:
+                    path.unlink()
+                else:
+                    os.ftruncate(fd, size)
+                    os.fsync(fd)
+                raise
         finally:
             os.close(fd)
         if new_file:
@@ -281,6 +306,9 @@ class AuditLog:
     def verify(self) -> VerifyResult:
         """Check every hash, seq and link; each problem names its file and line."""
         problems: list[str] = []
+        # Incomplete lines since the last entry, and those a crash left (no gap across them).
+        suspects: list[str] = []
+        torn: list[str] = []
         recent: OrderedDict[int, str] = OrderedDict()  # seq -> hash of entries seen lately
         entries, max_seq, last_hash = 0, 0, GENESIS
         for path in self._day_files():
@@ -290,11 +318,15 @@ class AuditLog:
                     entry = _parse(raw)
                     if entry is None:
                         if raw.strip():
-                            problems.append(f"{where}: not a complete audit entry "
+                            suspects.append(f"{where}: not a complete audit entry "
                                             "(truncated or corrupted)")
+                            problems.append(suspects[-1])
                         continue
                     entries += 1
                     seq, claimed = entry["seq"], entry["hash"]
+                    if seq == max_seq + 1:
+                        torn += suspects
+                    suspects = []
                     if entry_hash(entry) != claimed:
                         problems.append(f"{where}: hash mismatch for seq {seq}: "
                                         "the entry was modified")
@@ -316,7 +348,9 @@ class AuditLog:
                         recent.popitem(last=False)
                     if seq > max_seq:
                         max_seq, last_hash = seq, claimed
-        return VerifyResult(not problems, entries, problems, max_seq, last_hash)
+        torn += suspects  # at the very end: what a crash in the last append leaves
+        return VerifyResult(len(problems) == len(torn), entries, problems, max_seq, last_hash,
+                            torn)
 
 
 def _parse(raw: bytes) -> dict | None:
@@ -329,6 +363,13 @@ def _parse(raw: bytes) -> dict | None:
             and isinstance(entry.get("hash"), str) and isinstance(entry.get("prev"), str)):
         return None
     return entry
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: one ``os.write`` may write less and return how much."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -37,7 +37,7 @@ from time import monotonic
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
-from opslake.errors import InputError, NotFoundError, SecurityError
+from opslake.errors import InputError, NotFoundError, SecurityError, state_writes
 from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, SCOPES, Principal
 from opslake.settings import Settings
@@ -337,13 +337,15 @@ class IdentityStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA foreign_keys=ON")
-            yield conn
-        finally:
-            conn.close()
+        # Every read and write of the store passes here: a full disk becomes one StorageError.
+        with state_writes(f"the identity store {self.path}"):
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            try:
+                conn.execute("PRAGMA foreign_keys=ON")
+                yield conn
+            finally:
+                conn.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -356,7 +358,9 @@ class IdentityStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a full disk does); say what failed.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 

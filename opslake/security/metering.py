@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from time import monotonic
 
+from opslake.errors import StorageError
 from opslake.security.identity import IdentityStore, Use
 
 _log = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ class UsageMeter:
                     in_use = list(self._left)
                 for key_id in in_use:
                     self._reread(key_id, day)
+            except StorageError as exc:  # a full disk: say so once a pass, not a traceback
+                _log.warning("API usage counters kept in memory, retrying in %.0f s: %s",
+                             self.interval_s, exc)
             except Exception:  # noqa: BLE001 - kept pending; the next pass retries
                 _log.exception("writing API usage counters failed; retrying in %.0f s",
                                self.interval_s)
