@@ -21,14 +21,18 @@ from opslake.lake.schemas import QUARANTINE
 from opslake.lake.storage import Lake
 
 #: The quarantine "table" partition that holds refused pushes.
-TABLE = "push_rejects"
+TABLE = quarantine.PUSH_REJECTS
 #: Most characters of a refused body kept in the ``raw`` column.
 MAX_RAW_CHARS = 64 * 1024
 
 
 def append_push_reject(lake: Lake, source: str, body: bytes, reason: str,
-                       received_at: datetime | None = None) -> str:
-    """Write one refused push as a quarantine row in its own file; returns the file's path."""
+                       received_at: datetime | None = None, *, sender: str = "") -> str:
+    """Write one refused push as a quarantine row in its own file; returns the file's path.
+
+    ``sender`` is the pusher's API key id: the parse-rate contract counts refused pushes
+    against their sender.
+    """
     received = (received_at or datetime.now(UTC)).astimezone(UTC)
     table = pa.table(
         {
@@ -38,6 +42,7 @@ def append_push_reject(lake: Lake, source: str, body: bytes, reason: str,
             "raw": [body[: MAX_RAW_CHARS * 4].decode("utf-8", errors="replace")[:MAX_RAW_CHARS]],
             "reason": [reason],
             "received_at": pa.array([received], QUARANTINE.field("received_at").type),
+            "sender": [sender or None],
         },
         schema=QUARANTINE,
     )

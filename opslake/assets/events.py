@@ -44,6 +44,7 @@ QUALITY = SourceSpec(
     bronze=[BronzeTable("quality_alerts", parser.parse, parser.BRONZE_SCHEMA,
                         "One row per failed (firing) or recovered (resolved) quality check "
                         "per notification; labels name the table, check, kind and day.")],
+    findings=True,
 )
 
 ANOMALY = SourceSpec(
@@ -55,6 +56,7 @@ ANOMALY = SourceSpec(
                         "One row per anomaly episode per notification; labels name the "
                         "entity, metric, series and detector.")],
     produced_by=[key("gold", "anomalies")],
+    findings=True,
 )
 
 EVENTS_SPEC = SilverTable(

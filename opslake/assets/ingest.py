@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow as pa
 
-from opslake.assets.keys import BRONZE_SOURCES, OWNER, key
+from opslake.assets.keys import BRONZE_SOURCES, FINDINGS_SOURCES, OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.ingest.parsers import ParseResult
 from opslake.lake import quarantine
@@ -45,11 +45,16 @@ class SourceSpec:
     #: Assets of OpsLake itself that write this source; the day's landing waits for them so
     #: one run of the pipeline already carries what they produced into silver.
     produced_by: Sequence[dg.AssetKey] = ()
+    #: OpsLake's own findings (quality, anomaly alerts): how much arrives follows what was
+    #: found, so their senders are not held to their volume history.
+    findings: bool = False
 
 
 def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
     """The landing asset of ``spec.source`` and one bronze asset per bronze table."""
     BRONZE_SOURCES.update({table.name: spec.source for table in spec.bronze})
+    if spec.findings:
+        FINDINGS_SOURCES.add(spec.source)
 
     @dg.asset(
         key=key("landing", spec.source),

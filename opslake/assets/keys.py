@@ -18,6 +18,8 @@ OWNER = "team:data-platform"
 SUITES = load_suites()
 #: Landing source of each bronze table, filled as the source assets are defined.
 BRONZE_SOURCES: dict[str, str] = {}
+#: Landing sources of OpsLake's own findings (SourceSpec.findings), filled the same way.
+FINDINGS_SOURCES: set[str] = set()
 
 #: Builds one day of a table: (lake, day, metadata to fill) → a table or slices of it.
 Build = Callable[[Lake, str, dict], pa.Table | Iterable[pa.Table]]
@@ -26,18 +28,25 @@ SealedBuild = Callable[[Lake, str, dict, FieldCipher], pa.Table | Iterable[pa.Ta
 
 
 def check_results(results: Sequence[CheckResult]) -> list[dg.AssetCheckResult]:
-    """One Dagster check result per check (a per-source check passes if every source does)."""
+    """One Dagster check result per check (a per-sender check passes if every sender does).
+
+    Its severity is that of the failing results: ERROR (which a blocking check turns into a
+    blocked partition) only when one of them is an error; a sender that failed while the
+    table stands is a warning (opslake.quality.validate), so it does not block.
+    """
     by_name: dict[str, list[CheckResult]] = {}
     for r in results:
         by_name.setdefault(r.check, []).append(r)
     out = []
     for name, group in by_name.items():
         first = group[0]
+        failing = [r for r in group if not r.passed]
         observed = "; ".join(f"{r.source}: {r.observed}" if r.source else r.observed
                              for r in group)
         out.append(dg.AssetCheckResult(
-            check_name=name, passed=all(r.passed for r in group),
-            severity=dg.AssetCheckSeverity.ERROR if first.severity == "error"
+            check_name=name, passed=not failing,
+            severity=dg.AssetCheckSeverity.ERROR
+            if any(r.severity == "error" for r in failing or group)
             else dg.AssetCheckSeverity.WARN,
             metadata={"observed": observed, "threshold": first.threshold,
                       "unexpected_rows": sum(r.unexpected_rows for r in group),
@@ -59,8 +68,9 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     many rows have none (kept, never dropped), plus whatever ``build`` adds. Where a quality
     suite exists for the table (opslake/quality/suites), its checks are the asset's checks:
     rows breaking a row contract are quarantined instead of written, and a failed table
-    contract (schema, freshness, volume, parse rate) blocks the partition downstream.
-    ``bronze`` names the bronze tables read (their sources' parse rate is checked).
+    contract (schema, freshness, volume, parse rate) blocks the partition downstream, except
+    where only some senders fail it (then it warns: one sender never blocks a day).
+    ``bronze`` names the bronze tables read (their senders' parse rate is checked).
     ``sealed``: ``build`` is a SealedBuild, given the data key of the lake's settings.
     """
     suite = SUITES.get(f"{layer}.{name}")
@@ -89,7 +99,8 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
             else build(lk, dt, metadata)
         chunks: Iterable[pa.Table] = [out] if isinstance(out, pa.Table) else out
         sources = {t: BRONZE_SOURCES.get(t, t) for t in bronze}
-        check = PartitionCheck(lk, suite, schema, dt, sources) if suite else None
+        check = PartitionCheck(lk, suite, schema, dt, sources,
+                               findings=frozenset(FINDINGS_SOURCES)) if suite else None
         if check:
             chunks = check.chunks(chunks)
 

@@ -36,11 +36,19 @@ class LandedBatch:
     fmt: str
     connector: str
     duplicate: bool = False
+    #: Who delivered it: the API key id of a push; "" for other paths (and manifests written
+    #: before senders were recorded), which ``sender_of`` reads as the connector.
+    sender: str = ""
 
     @property
     def received(self) -> datetime:
         """``received_at`` as an aware datetime."""
         return datetime.fromisoformat(self.received_at)
+
+
+def sender_of(batch: LandedBatch) -> str:
+    """Who delivered ``batch``: its recorded sender, else the connector that landed it."""
+    return batch.sender or batch.connector
 
 
 class LandingZone:
@@ -55,12 +63,18 @@ class LandingZone:
 
     def write(self, source: str, data: bytes | Iterable[bytes], *, fmt: str,
               batch_id: str | None = None, received_at: datetime | None = None,
-              dt: str | None = None, connector: str = "opslake") -> LandedBatch:
+              dt: str | None = None, connector: str = "opslake",
+              sender: str = "") -> LandedBatch:
         """Land one batch; returns its manifest row once bytes and row are durable.
 
         ``batch_id`` defaults to the content hash, so the same bytes delivered twice are
         recognised; a known ``batch_id`` is not written again (``duplicate=True``).
+        ``sender`` names who delivered it where the connector alone does not (a push's API
+        key id); quality contracts are judged per sender (``sender_of``).
         """
+        if len(sender) > 128 or not sender.isprintable():
+            raise InputError(f"sender {sender[:140]!r} is not allowed; use at most 128 "
+                             "printable characters (an API key id or a connector name)")
         if not _SOURCE_RE.match(source):
             raise InputError(f"source name {source!r} is not allowed; use lower-case letters, "
                              "digits, '-' and '_' (e.g. 'prometheus')")
@@ -83,7 +97,7 @@ class LandingZone:
         self.lake.commit(staged, path)
         row = LandedBatch(source=source, batch_id=batch_id, dt=dt, path=path, sha256=sha256,
                           bytes=size, received_at=received.isoformat(), fmt=fmt,
-                          connector=connector)
+                          connector=connector, sender=sender)
         body = json.dumps(asdict(row), sort_keys=True).encode()
         self.lake.put_atomic(self._manifest_path(source, dt, batch_id), [body])
         return row

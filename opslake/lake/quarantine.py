@@ -1,7 +1,8 @@
 """The quarantine table: rows that failed parsing, kept with the raw line and the reason.
 
 Layout: ``bronze/quarantine/dt=D/table=<bronze table>/`` so that re-parsing one bronze table
-for one day replaces exactly its own rejects.
+for one day replaces exactly its own rejects; pushes the API refused are under
+``table=push_rejects``. Each row names its sender (``landing.sender_of``).
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from opslake.ingest.parsers import Reject
-from opslake.lake.landing import LandedBatch
+from opslake.lake.landing import LandedBatch, sender_of
 from opslake.lake.schemas import QUARANTINE
 from opslake.lake.storage import Lake
 
 TABLE = "quarantine"
+#: The ``table`` partition of pushed bodies the API refused (opslake.api.rejects).
+PUSH_REJECTS = "push_rejects"
 
 
 def rejects_table(batch: LandedBatch, rejects: Sequence[Reject]) -> pa.Table:
@@ -29,6 +33,7 @@ def rejects_table(batch: LandedBatch, rejects: Sequence[Reject]) -> pa.Table:
             "raw": [r.raw for r in rejects],
             "reason": [r.reason for r in rejects],
             "received_at": pa.array([batch.received] * n, QUARANTINE.field("received_at").type),
+            "sender": [sender_of(batch)] * n,
         },
         schema=QUARANTINE,
     )
@@ -44,3 +49,17 @@ def write(lake: Lake, bronze_table: str, dt: str, tables: Sequence[pa.Table]) ->
 def read(lake: Lake, dts: Sequence[str] | None = None) -> pa.Table:
     """Quarantined rows (optionally of some days)."""
     return lake.read_table("bronze", TABLE, schema=QUARANTINE, dts=dts)
+
+
+def read_part(lake: Lake, dt: str, table: str, columns: list[str]) -> pa.Table:
+    """Some columns of one day's rows of one bronze table (or ``PUSH_REJECTS``).
+
+    Read with the current schema, so a column added since a file was written reads as null.
+    """
+    files = [f for f in lake.list_files(lake.table_path("bronze", TABLE,
+                                                       {"dt": dt, "table": table}))
+             if f.endswith(".parquet")]
+    if not files:
+        return QUARANTINE.empty_table().select(columns)
+    return ds.dataset(files, filesystem=lake.fs, format="parquet",
+                      schema=QUARANTINE).to_table(columns=columns)

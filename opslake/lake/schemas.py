@@ -145,6 +145,9 @@ QUARANTINE = pa.schema(
         ("raw", pa.string()),
         ("reason", pa.string()),
         ("received_at", TS),
+        # Who delivered the line (landing.sender_of). Null in files written before it was
+        # recorded: readers pass this schema, so those files read with null senders.
+        ("sender", pa.string()),
     ]
 )
 

@@ -106,8 +106,10 @@ def _blocked(result: dg.ExecuteInProcessResult) -> list[str]:
         suite = SUITES.get(".".join(evaluation.asset_key.path))
         check = next((c for c in suite.checks if c.name == evaluation.check_name), None) \
             if suite else None
-        if evaluation.passed or check is None or check.severity != "error" or \
-                check.kind in ROW_KINDS:
+        # The evaluation's severity, not the suite's: a check failed by one sender of
+        # several is a warning that blocks nothing.
+        if evaluation.passed or check is None or \
+                evaluation.severity != dg.AssetCheckSeverity.ERROR or check.kind in ROW_KINDS:
             continue
         meta = evaluation.metadata
         observed = meta["observed"].value if "observed" in meta else "failed"

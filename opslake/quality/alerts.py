@@ -7,8 +7,10 @@ so a data-quality failure is converged, listed and paired firing → resolved li
 other alert.
 
 - one alert per failed check; labels ``alertname=DataQualityCheckFailed``, ``severity``
-  (``critical`` for an error check, ``warning`` for a warning check), ``check``, ``table``
-  (``layer.table``), ``kind``, ``day`` and ``source`` where the check has one;
+  (``critical`` when a failing result is an error, else ``warning``), ``check``, ``table``
+  (``layer.table``), ``kind``, ``day`` and ``source`` where the check has one: the failing
+  sources of a per-sender check (``<landing source>/<API key id or connector>``), which the
+  description repeats with what each showed;
 - ``fingerprint`` is the first 16 hex digits of sha256("layer.table|check|day"), so every
   notification about one check of one partition is the same alert;
 - ``startsAt`` is when the failure began: the ``startsAt`` of the firing alert landed
@@ -43,6 +45,8 @@ CONNECTOR = "opslake-quality/1"
 SEVERITY = {"error": "critical", "warning": "warning"}
 #: At most this much of the offending rows goes into an alert's description.
 _SAMPLE_CHARS = 500
+#: At most this many sources (senders) are listed in an alert's text.
+_LISTED = 5
 
 
 def table_name(result: CheckResult) -> str:
@@ -71,15 +75,18 @@ def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: d
     tables = {table_name(r) for r in results}
     previous = {(t, c) for t, c in open_alerts if t in tables}
     previous |= {(t, c) for t in tables for c in previous_failed or ()}
+    # One alert per check: a per-sender check has several results but one fingerprint, and
+    # one alert state per fingerprint is what silver keeps.
+    by_check: dict[tuple[str, str], list[CheckResult]] = {}
+    for result in results:
+        by_check.setdefault((table_name(result), result.check), []).append(result)
     alerts = []
-    for result in sorted(results, key=lambda r: (table_name(r), r.check)):
-        name = table_name(result)
-        if not result.passed:
-            starts = open_alerts.get((name, result.check), rfc3339(at))
-            alerts.append(_alert(result, day, "firing", starts, ZERO_TIME))
-        elif (name, result.check) in previous:
-            starts = open_alerts.get((name, result.check), rfc3339(at))
-            alerts.append(_alert(result, day, "resolved", starts, rfc3339(at)))
+    for ident, group in sorted(by_check.items()):
+        starts = open_alerts.get(ident, rfc3339(at))
+        if failed := [r for r in group if not r.passed]:
+            alerts.append(_alert(failed, day, "firing", starts, ZERO_TIME))
+        elif ident in previous:
+            alerts.append(_alert(group, day, "resolved", starts, rfc3339(at)))
     if not alerts:
         return None
     body = webhook_body(alerts, alertname=ALERTNAME, receiver=RECEIVER)
@@ -90,27 +97,37 @@ def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: d
                       received_at=at, dt=day.isoformat(), connector=CONNECTOR)
 
 
-def _alert(result: CheckResult, day: date, status: str, starts_at: str,
+def _alert(shown: list[CheckResult], day: date, status: str, starts_at: str,
            ends_at: str) -> dict:
+    """The alert of one check, from its failing results (firing) or all of them (resolved)."""
+    result = shown[0]
     name = table_name(result)
-    labels = {"alertname": ALERTNAME, "severity": SEVERITY.get(result.severity, "warning"),
+    severity = "error" if any(r.severity == "error" for r in shown) else "warning"
+    labels = {"alertname": ALERTNAME, "severity": SEVERITY[severity],
               "check": result.check, "table": name, "kind": result.kind,
               "day": day.isoformat()}
-    if result.source:
-        labels["source"] = result.source
-    measured = f"observed {result.observed}, threshold {result.threshold}"
+    sources = [r.source for r in shown if r.source]
+    if sources:
+        labels["source"] = ", ".join(sources)
+    observed = result.observed if len(shown) == 1 else _listed(
+        [f"{r.source}: {r.observed}" if r.source else r.observed for r in shown])
+    measured = f"observed {observed}, threshold {result.threshold}"
     if status == "firing":
         summary = (f"数据质量检查失败 / quality check failed: {name} {result.check} "
                    f"({measured})")
     else:
         summary = (f"数据质量检查已恢复 / quality check passed again: {name} {result.check} "
                    f"({measured})")
-    description = (f"{result.kind} check ({result.severity}) on {name} for {day.isoformat()}: "
-                   f"{result.rows} rows, {result.unexpected_rows} unexpected")
-    if result.sample and status == "firing":
-        sample = json.dumps(result.sample[:3], ensure_ascii=False, default=str, sort_keys=True)
-        description += "; sample: " + (sample if len(sample) <= _SAMPLE_CHARS
-                                       else sample[:_SAMPLE_CHARS] + "…")
+    description = (f"{result.kind} check ({severity}) on {name} for {day.isoformat()}: "
+                   f"{result.rows} rows, {sum(r.unexpected_rows for r in shown)} unexpected")
+    if sources:
+        description += "; " + ("failing" if status == "firing" else "checked") + ": " + \
+            _listed([f"{r.source} ({r.observed})" for r in shown if r.source])
+    sample = next((r.sample for r in shown if r.sample), [])
+    if sample and status == "firing":
+        text = json.dumps(sample[:3], ensure_ascii=False, default=str, sort_keys=True)
+        description += "; sample: " + (text if len(text) <= _SAMPLE_CHARS
+                                       else text[:_SAMPLE_CHARS] + "…")
     return {
         "status": status,
         "labels": labels,
@@ -120,6 +137,12 @@ def _alert(result: CheckResult, day: date, status: str, starts_at: str,
         "generatorURL": "",
         "fingerprint": fingerprint(name, result.check, day),
     }
+
+
+def _listed(items: list[str]) -> str:
+    """``items`` joined, the first ``_LISTED`` of them (a day may have many senders)."""
+    more = f"; … {len(items) - _LISTED} more" if len(items) > _LISTED else ""
+    return "; ".join(items[:_LISTED]) + more
 
 
 def _open_alerts(zone: LandingZone, day: date) -> dict[tuple[str, str], str]:

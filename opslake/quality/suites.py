@@ -20,6 +20,8 @@ Row checks (``not_null``, ``range``, ``allowed_values``, ``unique``, ``referenti
 take ``where`` (a pandas condition, e.g. ``metric.str.endswith("_ratio")``) and ``mostly``.
 Severity ``error`` (the default) is the contract: offending rows are quarantined, and a
 failed table-level contract check blocks the partition from gold; ``warning`` is recorded.
+Parse rate and volume are judged per sender too: a sender failing them while the table
+stands is recorded as a warning, so one sender never blocks a day.
 """
 
 from __future__ import annotations
@@ -77,9 +79,13 @@ class Check:
             "freshness": f"the newest row is at most {self.max_lag_minutes:g} min before the "
                          "end of the day" if self.max_lag_minutes is not None else "",
             "volume": f"rows within {self.min_ratio}×–{self.max_ratio or '∞'}× the mean of the "
-                      f"previous {self.history_days} days (≥ 1 row without history)",
-            "parse_rate": f"at most {self.max_rejected_ratio:.1%} of each source's lines "
-                          f"quarantined by the parser, beyond {self.allowed_lines} lines"
+                      f"previous {self.history_days} days (≥ 1 row without history); each "
+                      "sender that delivered on every one of those days is held to its own "
+                      "mean, which only warns while the table's volume holds",
+            "parse_rate": f"at most {self.max_rejected_ratio:.1%} of each sender's lines "
+                          f"(per landing source and API key or connector) quarantined, beyond "
+                          f"{self.allowed_lines} lines; a failing sender only warns while "
+                          "another sender's lines parse"
             if self.max_rejected_ratio is not None else "",
         }[self.kind]
         return f"[{self.severity}] {text}" + (f". {self.description}" if self.description

@@ -4,6 +4,11 @@ Row checks run on each chunk as a pandas batch (only the columns they read); row
 an ``error`` row check are split off for quarantine with the check's name, the rest go on.
 Table checks (schema, freshness, volume, parse rate) run at the end on a small batch of the
 partition's statistics, so a day of millions of points is never one pandas frame.
+
+Parse rate and volume are also judged per sender (landing source and sender: a push's API key
+id or the connector), so one bad sender cannot poison a day: a failing sender's result only
+warns while the table stands (another sender parses; the table's own volume holds), and keeps
+the check's severity when it does not (a broken parser, a table-wide drop).
 """
 
 from __future__ import annotations
@@ -82,6 +87,26 @@ class _Tally:
     sample: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SenderLines:
+    """What one sender delivered to one landing source feeding the table, on the day."""
+
+    source: str
+    #: ``landing.sender_of``: the API key id of a push, else the connector.
+    sender: str
+    #: Lines quarantined by the parser, plus pushes the API refused (one line each).
+    rejected: int
+    #: Bronze rows parsed from its batches.
+    rows: int
+    #: Its bronze rows on each of the table's history days (as ``history_rows``), newest last.
+    history: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """``<source>/<sender>``: the ``source`` of its check results."""
+        return f"{self.source}/{self.sender}"
+
+
 @dataclass
 class Context:
     """What the table checks compare against."""
@@ -90,10 +115,15 @@ class Context:
     cmdb: frozenset[str] | None
     #: Row counts of the previous days that have a partition, newest last.
     history_rows: list[int]
-    #: Per bronze table feeding this one: (source, lines quarantined by the parser, rows).
-    parse: list[tuple[str, int, int]]
+    #: Per sender of each landing source feeding this table (also those silent today).
+    parse: list[SenderLines]
     #: The end of the period the partition covers (end of day, or now for today).
     end: datetime
+
+
+def sender_severity(check: Check, passed: bool, table_stands: bool) -> str:
+    """A per-sender result's severity: a failing sender only warns while the table stands."""
+    return "warning" if not passed and table_stands else check.severity
 
 
 class TableValidator:
@@ -202,18 +232,20 @@ class TableValidator:
                 out.append(self._freshness(check, stats) if self.suite.time_column else
                            self._result(check, True, "no time column", ""))
             elif check.kind == "volume":
-                out.append(self._volume(check, stats))
+                table = self._volume(check, stats)
+                out += [table, *self._sender_volume(check, table.passed)]
             elif check.kind == "parse_rate":
-                out += self._parse_rate(check) if self.context.parse else [self._result(
-                    check, True, "no bronze source", "")]
+                delivering = [s for s in self.context.parse if s.rejected + s.rows]
+                out += self._parse_rate(check, delivering) if delivering else [self._result(
+                    check, True, "no lines from any sender", "")]
         return out
 
     def _result(self, check: Check, passed: bool, observed: str, threshold: str, *,
                 unexpected: int = 0, source: str | None = None,
-                sample: list[dict] | None = None) -> CheckResult:
+                sample: list[dict] | None = None, severity: str | None = None) -> CheckResult:
         return CheckResult(self.suite.layer, self.suite.table, check.name, check.kind,
-                           check.severity, passed, observed, threshold, self.rows, unexpected,
-                           source, sample or [])
+                           severity or check.severity, passed, observed, threshold, self.rows,
+                           unexpected, source, sample or [])
 
     def _stats(self) -> pd.DataFrame:
         newest = self.newest.timestamp() if self.newest else float("nan")
@@ -276,25 +308,60 @@ class TableValidator:
                                                                 max_value=high))
         return self._result(check, ok, f"{self.rows} rows", threshold)
 
-    def _parse_rate(self, check: Check) -> list[CheckResult]:
+    def _sender_volume(self, check: Check, table_passed: bool) -> list[CheckResult]:
+        """Each steady sender's rows against its own history (its mean on the history days).
+
+        Only a sender that delivered on every history day is judged: an occasional sender
+        (new this week, or one sending only some days) is not expected every day, nor are
+        OpsLake's own findings (given no history: opslake.assets.ingest.SourceSpec.findings).
+        """
+        import great_expectations.expectations as gxe
+
+        days = min(check.history_days, len(self.context.history_rows))
+        steady = [s for s in self.context.parse
+                  if days and len(s.history) >= days and all(s.history[-days:])]
+        if not steady:
+            return []
+        means = [sum(s.history[-days:]) / days for s in steady]
+        frame = pd.DataFrame({"ratio": [s.rows / m for s, m in zip(steady, means, strict=True)]})
+        results = _validate(frame, [gxe.ExpectColumnValuesToBeBetween(
+            column="ratio", min_value=check.min_ratio, max_value=check.max_ratio,
+            meta={"check": check.name})])
+        failing = set(results[0].result.get("unexpected_index_list") or [])
+        out = []
+        for i, (sender, mean) in enumerate(zip(steady, means, strict=True)):
+            low = f"{check.min_ratio * mean:.0f}"
+            high = f"–{check.max_ratio * mean:.0f}" if check.max_ratio else "+"
+            passed = i not in failing
+            out.append(self._result(
+                check, passed, f"{sender.rows} rows",
+                f"{low}{high} rows ({days}-day mean {mean:.0f} of this sender)",
+                source=sender.name,
+                severity=sender_severity(check, passed, table_stands=table_passed)))
+        return out
+
+    def _parse_rate(self, check: Check, senders: list[SenderLines]) -> list[CheckResult]:
         import great_expectations.expectations as gxe
 
         # A few bad lines in a small export are noise, not drift: the first
-        # ``allowed_lines`` are forgiven before the share is judged.
-        frame = pd.DataFrame([{"source": s, "rejected_ratio": (bad / (bad + good))
-                               if bad + good else 0.0,
-                               "judged_ratio": max(0, bad - check.allowed_lines) / (bad + good)
-                               if bad + good else 0.0, "rejected": bad, "rows": good}
-                              for s, bad, good in self.context.parse])
+        # ``allowed_lines`` of each sender are forgiven before its share is judged.
+        frame = pd.DataFrame([{"rejected_ratio": (s.rejected / (s.rejected + s.rows)),
+                               "judged_ratio": max(0, s.rejected - check.allowed_lines)
+                               / (s.rejected + s.rows)} for s in senders])
         results = _validate(frame, [gxe.ExpectColumnValuesToBeBetween(
             column="judged_ratio", max_value=check.max_rejected_ratio,
             meta={"check": check.name})])
         failing = set(results[0].result.get("unexpected_index_list") or [])
+        # Blocking is for a broken parser or a table-wide problem: while any sender's lines
+        # parse, a failing sender's lines stay in quarantine and the others publish.
+        stands = len(failing) < len(senders)
+        threshold = f"≤ {check.max_rejected_ratio:.1%} beyond {check.allowed_lines} lines"
         return [self._result(check, i not in failing,
-                             f"{row.rejected} of {row.rejected + row.rows} lines quarantined "
-                             f"({row.rejected_ratio:.1%})", f"≤ {check.max_rejected_ratio:.1%} beyond {check.allowed_lines} lines",
-                             unexpected=int(row.rejected), source=row.source)
-                for i, row in frame.iterrows()]
+                             f"{s.rejected} of {s.rejected + s.rows} lines quarantined "
+                             f"({frame.rejected_ratio[i]:.1%})", threshold,
+                             unexpected=s.rejected, source=s.name,
+                             severity=sender_severity(check, i not in failing, stands))
+                for i, s in enumerate(senders)]
 
 
 def known_entities(cmdb: pa.Table) -> frozenset[str]:

@@ -30,6 +30,7 @@ from opslake.quality.suites import load_suites
 from opslake.quality.validate import Context, TableValidator
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
+from opslake.simulate.writer import CONNECTOR as SIMULATOR
 from tests.integration.services import chromium_screenshot
 
 START = date(2026, 3, 2)
@@ -83,6 +84,8 @@ def _delete_day(zone: LandingZone, source: str, dt: str) -> list[bytes]:
 
 def _corrupt_day3(lake: Lake) -> None:
     zone = LandingZone(lake)
+    # The extra exports come from the ITSM system's one export feed (the simulator's
+    # connector), so a broken export is a table-wide problem, not one sender's among several.
     # 1. nulls and 3. duplicate keys: one export with an empty priority and a doubled row.
     rows = [_ticket("QTEST-0001", "", 540),
             _ticket("QTEST-0002", "P3", 541),
@@ -90,12 +93,12 @@ def _corrupt_day3(lake: Lake) -> None:
             _ticket("QTEST-0004", "P2", 543, title="first copy"),
             _ticket("QTEST-0004", "P2", 543, title="second copy")]
     zone.write("itsm", _csv(list(COLUMNS), rows), fmt="csv", batch_id=ITSM_BATCH, dt=DAY3,
-               received_at=_received(12))
+               received_at=_received(12), connector=SIMULATOR)
     # 5. a dropped column: an export without `priority` (the parser rejects it whole).
     dropped = [c for c in COLUMNS if c != "priority"]
     rows = [_ticket(f"QDROP-{i:04d}", "", 600 + i) for i in range(1, 13)]
     zone.write("itsm", _csv(dropped, rows), fmt="csv", batch_id=ITSM_DROPPED, dt=DAY3,
-               received_at=_received(13))
+               received_at=_received(13), connector=SIMULATOR)
     # 2. out of range and 4. unknown entity: one scrape with a ratio of 7.5 and a ghost CI.
     series = f'node_cpu_utilisation_ratio{{entity_id="{VM}",job="quality-test"}}'
     lines = [f"{series} {value} {_ms(minute)}" for minute, value in GOOD_SAMPLES]
@@ -254,8 +257,10 @@ def test_an_entity_missing_from_the_cmdb_is_flagged_and_kept(lake_after) -> None
 def test_a_dropped_column_fails_the_parse_rate_and_blocks_ticket_gold(lake_after) -> None:
     lake = lake_after["lake"]
     failed = _failed(lake, "tickets", "lines_parse")
-    # The per-source row names the landing source the export came from.
-    assert len(failed) == 1 and failed[0]["source"] == "itsm"
+    # The per-sender row names the landing source and the sender the export came from; it
+    # is that source's only sender, so the failure keeps its error severity and blocks.
+    assert len(failed) == 1 and failed[0]["source"] == f"itsm/{SIMULATOR}"
+    assert failed[0]["severity"] == "error"
     # The rejected export counts all its lines (header and 12 rows), not one reject.
     assert failed[0]["unexpected_rows"] >= 13
     rejected = [r for r in quarantine.read(lake, [DAY3]).to_pylist()
