@@ -1,26 +1,25 @@
 """Generic JSON alert webhooks (Zabbix-style sources, S5.5a): ``POST /v1/ingest/alerts/{name}``.
 
-The body (an alert object or a list of them) must map through the configured mapping
-``<name>`` (``opslake.ingest.parsers.alert_webhook``); a body that does not is answered
-422 ``{"error", "fix"}`` and kept in quarantine (``push_rejects``). A body that maps is
-landed exactly as sent (source ``webhook``, connector ``alert-webhook/<name>``) and
+The body (an alert object or a list of them; plain or ``Content-Encoding: gzip``) must map
+through the configured mapping ``<name>``: it is validated by the bronze parser
+(``opslake.ingest.parsers.alert_webhook``), and a body with any alert that does not map is
+answered 422 ``{"error", "fix"}`` and kept in quarantine (``push_rejects``). A body that
+maps is landed as sent (source ``webhook``, connector ``alert-webhook/<name>``) and
 acknowledged only once durable, like the other push endpoints (same batch id rules and the
 same credential: an API key with ``ingest:write``).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from opslake.api.ingest import PUSH_AUTH_RESPONSES, Pusher, PushService, pushed
+from opslake.api.ingest import PUSH_AUTH_RESPONSES, Pusher, PushService, push_sender, pushed
 from opslake.errors import ConfigError
 from opslake.ingest.parsers import alert_webhook
-from opslake.ingest.parsers._text import RecordError
 
 router = APIRouter(prefix="/v1/ingest", tags=["ingest"])
 
@@ -30,35 +29,20 @@ _BODY = {"requestBody": {"required": True, "content": {"application/json": {
                               "shape; config/alert_webhooks/<name>.yaml maps its fields"}}}}}
 
 
-def check(mapping: alert_webhook.WebhookMapping, body: bytes) -> int:
-    """Number of alerts in ``body``; raises ``RecordError`` unless every one maps."""
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"body is not JSON: {exc}") from None
-    alerts = alert_webhook.alerts_of(document)
-    for index, alert in enumerate(alerts, start=1):
-        try:
-            mapping.apply(alert)
-        except RecordError as exc:
-            raise RecordError(f"alert {index}: {exc}") from None
-    return len(alerts)
-
-
 @router.post(
     "/alerts/{name}",
     summary="Generic JSON alert webhook (e.g. Zabbix), mapped by config/alert_webhooks/<name>",
     openapi_extra=_BODY,
     responses={200: {"description": "landed durably: {batch_id, duplicate}"},
                404: {"description": "no mapping called <name>; lists the configured ones"},
-               413: {"description": "body over OPSLAKE_MAX_PUSH_BYTES"},
+               413: {"description": "body over OPSLAKE_MAX_PUSH_BYTES, or gzip expanding past "
+                                    "OPSLAKE_MAX_DECODED_BYTES or 400 times its size"},
+               415: {"description": "not application/json, or an encoding other than gzip"},
                422: {"description": "the body does not map: {error, fix}"},
                503: {"description": "the lake cannot be written, or the mapping is broken"},
                **PUSH_AUTH_RESPONSES},
 )
-async def alert_webhook_push(name: str, request: Request, _p: Pusher) -> Any:
+async def alert_webhook_push(name: str, request: Request, pusher: Pusher) -> Any:
     """Map the alerts in the body with mapping ``name``, land the body, answer with its batch."""
     service: PushService = request.app.state.push
     try:
@@ -76,8 +60,7 @@ async def alert_webhook_push(name: str, request: Request, _p: Pusher) -> Any:
     result = await service.accept(
         request, alert_webhook.SOURCE, fmt="json",
         connector=f"{alert_webhook.CONNECTOR_PREFIX}{name}", status=422,
-        validate=lambda body: check(mapping, body), errors=(RecordError,),
-        what=f"the body does not map through {name!r}",
+        parse=alert_webhook.parse, what=f"the body does not map through {name!r}",
         fix=f"send the JSON body that {alert_webhook.mappings_dir()}/{name}.yaml describes, "
-            "or fix the mapping")
+            "or fix the mapping", sender=push_sender(pusher))
     return pushed(result)

@@ -46,7 +46,14 @@ import yaml
 
 from opslake.errors import ConfigError
 from opslake.ingest.parsers import ParseResult, Reject
-from opslake.ingest.parsers._text import RecordError, decode_document, received_at
+from opslake.ingest.parsers._text import (
+    RecordError,
+    decode_document,
+    load_json,
+    received_at,
+    shown,
+    to_utc,
+)
 from opslake.ingest.parsers.alertmanager import BRONZE_SCHEMA
 from opslake.lake.landing import LandedBatch
 
@@ -137,7 +144,7 @@ class WebhookMapping:
         table = self.values.get(name, {})
         value = table.get(raw, table.get(raw.lower(), raw)).lower()
         if value not in allowed:
-            raise RecordError(f"{name}: {raw!r} maps to none of {', '.join(allowed)}; add it "
+            raise RecordError(f"{name}: {shown(raw)} maps to none of {', '.join(allowed)}; add it "
                               f"to values.{name} of the mapping {self.name!r}")
         return value
 
@@ -155,9 +162,9 @@ class WebhookMapping:
             return {}
         if isinstance(tags, str):  # Zabbix's {EVENT.TAGSJSON} inside a string parameter
             try:
-                tags = json.loads(tags)
-            except json.JSONDecodeError:
-                raise RecordError(f"tags: {self.tags!r} is not a JSON list") from None
+                tags = load_json(tags)
+            except RecordError as exc:
+                raise RecordError(f"tags: {self.tags!r} is not a JSON list: {exc}") from None
         if not isinstance(tags, list):
             raise RecordError(f"tags: {self.tags!r} must be a list of {{tag, value}}")
         out = {}
@@ -191,10 +198,13 @@ def parse_time(raw: str, formats: tuple[str, ...], timezone: str, name: str) -> 
             continue
     if not candidates:
         tried = ", ".join(["ISO 8601", "epoch seconds/ms", *formats])
-        raise RecordError(f"{name}: {raw!r} is not a time ({tried})")
+        raise RecordError(f"{name}: {shown(raw)} is not a time ({tried})")
     value = candidates[0]
     value = value.replace(tzinfo=zone) if value.tzinfo is None else value
-    return value.astimezone(UTC)
+    try:
+        return to_utc(value, raw)
+    except RecordError as exc:
+        raise RecordError(f"{name}: {exc}") from None
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -304,9 +314,10 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
             raise RecordError(f"no alert webhook mapping {name!r} in {mappings_dir()}; "
                               "restore it and re-materialize")
         try:
-            alerts = alerts_of(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"body is not JSON: {exc}") from None
+            document = load_json(text)
+        except RecordError as exc:
+            raise RecordError(f"body: {exc}") from None
+        alerts = alerts_of(document)
     except (RecordError, ConfigError) as exc:
         return ParseResult(BRONZE_SCHEMA.empty_table(),
                            [Reject(0, data[:65536].decode("utf-8", "replace"), str(exc))])

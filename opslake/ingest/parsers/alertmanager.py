@@ -18,8 +18,10 @@ from opslake.ingest.parsers import ParseResult, Reject
 from opslake.ingest.parsers._text import (
     RecordError,
     choice_field,
+    decode_document,
     decode_lines,
     int_field,
+    load_json,
     received_at,
     string_map_field,
     text_field,
@@ -101,10 +103,7 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         if line is None or not line.strip():
             continue
         try:
-            payload = _payload_fields(json.loads(line))
-        except json.JSONDecodeError as exc:
-            rejects.append(Reject(line_no, line, f"payload is not JSON: {exc}"))
-            continue
+            payload = _payload_fields(load_json(line))
         except RecordError as exc:
             rejects.append(Reject(line_no, line, f"payload: {exc}"))
             continue
@@ -122,8 +121,8 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
 def _whole_document(data: bytes) -> tuple[list[str | None], list[Reject]] | None:
     """The batch as a single line when it is exactly one JSON object, else None."""
     try:
-        document = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        document = load_json(decode_document(data))
+    except RecordError:
         return None  # several payloads (one per line) or not JSON: judged line by line
     return ([json.dumps(document, ensure_ascii=False)], []) if isinstance(document, dict) \
         else None

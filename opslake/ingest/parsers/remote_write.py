@@ -1,41 +1,62 @@
 """Prometheus remote write (1.0: snappy block format + protobuf ``WriteRequest``) → bronze samples.
 
-The protobuf wire format is decoded by hand (no protobuf dependency): ``WriteRequest``
-field 1 is a repeated ``TimeSeries`` whose field 1 is a repeated ``Label`` (1: name,
-2: value) and field 2 a repeated ``Sample`` (1: double value, 2: int64 timestamp in ms).
-Everything else (metadata, exemplars, native histograms) is skipped by its wire type.
+``WriteRequest`` is decoded by protobuf's compiled parser (upb) from a descriptor built here
+with only the fields OpsLake reads: ``WriteRequest`` field 1 is a repeated ``TimeSeries``
+whose field 1 is a repeated ``Label`` (1: name, 2: value) and field 2 a repeated ``Sample``
+(1: double value, 2: int64 timestamp in ms). Everything else (metadata, exemplars, native
+histograms) is skipped by upb in C, so a body of unknown fields costs no Python work.
 Output rows have exactly ``prometheus_text.BRONZE_SCHEMA``, so remote-write batches feed
 the same bronze table and silver ``metric_points`` as scraped text.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from datetime import UTC
 
 import cramjam
 import numpy as np
 import pyarrow as pa
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
 
 from opslake.errors import InputError
 from opslake.ingest.parsers import ParseResult, Reject
 from opslake.ingest.parsers.prometheus_text import BRONZE_SCHEMA, canonical
 from opslake.lake.landing import LandedBatch
 
-#: Largest decompressed request accepted; snappy expands up to ~21x, so this bounds memory.
+#: Largest decompressed request bronze decodes: bounds its memory (the push endpoint refuses
+#: far less, ``OPSLAKE_MAX_DECODED_BYTES``).
 MAX_DECODED_BYTES = 512 * 2**20
+#: Most series, labels, samples, label names and values one request may hold. Each costs a
+#: Python object, so this bounds the work a small body can cause (an empty Sample is 2
+#: bytes). Prometheus sends max_samples_per_send (default 2,000) samples, each its own
+#: series: 2 + 3 × labels fields per sample, i.e. 166 labels per series at the default.
+MAX_FIELDS = 1_000_000
+#: Most series one request may hold: a series costs ~10 µs of Python (upb builds its objects
+#: on access), ten times a label or sample, so they are bounded on their own. Prometheus
+#: sends one series per sample, max_samples_per_send (default 2,000) of them.
+MAX_SERIES = 50_000
+#: Largest decoded/compressed ratio the push endpoint accepts. Snappy's format tops out at
+#: 21.3 (a 3-byte copy of 64 bytes), reached by runs of one repeated pattern: what a bomb of
+#: skip fields is. Real Prometheus requests (node_exporter, 12 requests measured) decode to
+#: 5.8-6.9 times their size; the most regular synthetic one in the tests (2,000 series of
+#: 100 sequential samples) to 15.2.
+MAX_RATIO = 18.0
 # Timestamps become microseconds in int64, so milliseconds beyond this would overflow.
 _MAX_ABS_MS = (2**63 - 1) // 1000
-
-_DOUBLE = struct.Struct("<d")
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-# A Sample encoded by Prometheus: tag 0x09, 8 value bytes, tag 0x10, varint timestamp.
-_TAG_VALUE, _TAG_TS = 0x09, 0x10
+# Bytes that start a tag of field 1 or 2 with wire type 2 (0x0a, 0x12), also when the tag
+# is over-long: one per series, label, sample, label name and value, plus a few stray
+# bytes of values. Counting them bounds the fields before upb allocates any.
+_FIELD_TAGS = bytes(1 if b & 0x7F in (0x0A, 0x12) else 0 for b in range(256))
 
 
 class RemoteWriteError(InputError):
     """A remote-write body that cannot be decompressed or decoded as a ``WriteRequest``."""
+
+
+class RemoteWriteTooLarge(RemoteWriteError):
+    """A remote-write body that decompresses to more (or more times its size) than accepted."""
 
 
 @dataclass(frozen=True)
@@ -47,15 +68,59 @@ class Series:
     timestamps_ms: list[int]
 
 
-def decompress(data: bytes) -> bytes:
-    """The protobuf bytes of a snappy (block format) body; raises ``RemoteWriteError``."""
+def _write_request_class() -> type[Message]:
+    """``prometheus.WriteRequest`` of remote write 1.0, reduced to the fields read here."""
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name="opslake/remote_write.proto",
+                                               package="prometheus", syntax="proto3")
+    for name, fields in (
+            ("Label", [(1, "name", field.TYPE_STRING, ""), (2, "value", field.TYPE_STRING, "")]),
+            ("Sample", [(1, "value", field.TYPE_DOUBLE, ""),
+                        (2, "timestamp", field.TYPE_INT64, "")]),
+            ("TimeSeries", [(1, "labels", field.TYPE_MESSAGE, ".prometheus.Label"),
+                            (2, "samples", field.TYPE_MESSAGE, ".prometheus.Sample")]),
+            ("WriteRequest", [(1, "timeseries", field.TYPE_MESSAGE, ".prometheus.TimeSeries")])):
+        message = proto.message_type.add(name=name)
+        for number, fname, ftype, type_name in fields:
+            added = message.field.add(name=fname, number=number, type=ftype,
+                                      label=field.LABEL_OPTIONAL)
+            if type_name:  # the message fields are the repeated ones
+                added.type_name, added.label = type_name, field.LABEL_REPEATED
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("prometheus.WriteRequest"))
+
+
+_WriteRequest = _write_request_class()
+
+
+def decoded_size(data: bytes, *, max_bytes: int = MAX_DECODED_BYTES,
+                 max_ratio: float | None = None) -> int:
+    """What ``data`` decompresses to, read from the snappy header before decompressing.
+
+    Raises ``RemoteWriteTooLarge`` past ``max_bytes`` or ``max_ratio`` times the body's
+    size, ``RemoteWriteError`` when the body is not snappy block-format data.
+    """
     try:
         size = cramjam.snappy.decompress_raw_len(data)
     except cramjam.DecompressionError as exc:
         raise RemoteWriteError(f"body is not snappy block-format data ({exc})") from None
-    if size > MAX_DECODED_BYTES:
-        raise RemoteWriteError(f"body decompresses to {size:,} bytes, more than the "
-                               f"{MAX_DECODED_BYTES:,} accepted; send smaller batches")
+    if size > len(data) * 64 // 3 + 64:  # snappy's densest element: 3 bytes for 64
+        raise RemoteWriteError(f"body is not snappy block-format data (its header declares "
+                               f"{size:,} bytes, more than {len(data):,} bytes of snappy hold)")
+    if size > max_bytes:
+        raise RemoteWriteTooLarge(f"body decompresses to {size:,} bytes, more than the "
+                                  f"{max_bytes:,} accepted; send smaller batches")
+    if max_ratio is not None and size > max_ratio * len(data):
+        raise RemoteWriteTooLarge(
+            f"body decompresses to {size / len(data):.1f} times its size, more than the "
+            f"{max_ratio:g} a remote-write request reaches; send what Prometheus sends")
+    return size
+
+
+def decompress(data: bytes) -> bytes:
+    """The protobuf bytes of a snappy (block format) body; raises ``RemoteWriteError``."""
+    decoded_size(data)
     try:
         return bytes(cramjam.snappy.decompress_raw(data))
     except cramjam.DecompressionError as exc:
@@ -65,17 +130,27 @@ def decompress(data: bytes) -> bytes:
 def decode(data: bytes) -> list[Series]:
     """Decode a whole (compressed) ``WriteRequest``; raises ``RemoteWriteError`` when corrupt."""
     buf = decompress(data)
-    series: list[Series] = []
-    pos, end = 0, len(buf)
-    while pos < end:
-        field, wire, pos = _tag(buf, pos, end)
-        if field == 1 and wire == _LEN:
-            length, pos = _varint(buf, pos, end)
-            stop = _bounded(pos, length, end)
-            series.append(_series(buf, pos, stop))
-            pos = stop
-        else:
-            pos = _skip(buf, pos, end, wire)
+    if (fields := buf.translate(_FIELD_TAGS).count(1)) > MAX_FIELDS:
+        raise RemoteWriteTooLarge(
+            f"request holds up to {fields:,} series, labels and samples, more than the "
+            f"{MAX_FIELDS:,} accepted; send smaller batches (lower "
+            "queue_config.max_samples_per_send)")
+    request = _WriteRequest()
+    try:
+        request.ParseFromString(buf)
+    except DecodeError as exc:
+        raise RemoteWriteError(f"protobuf is truncated or corrupt, or a label is not UTF-8: "
+                               f"not a prometheus.WriteRequest ({exc})") from None
+    if len(request.timeseries) > MAX_SERIES:  # counted in C, before Python touches one
+        raise RemoteWriteTooLarge(
+            f"request holds {len(request.timeseries):,} series, more than the "
+            f"{MAX_SERIES:,} accepted; send smaller batches (lower "
+            "queue_config.max_samples_per_send)")
+    series = []
+    for ts in request.timeseries:
+        samples = [(s.value, s.timestamp) for s in ts.samples]
+        series.append(Series([(label.name, label.value) for label in ts.labels],
+                             [v for v, _ in samples], [t for _, t in samples]))
     return series
 
 
@@ -96,12 +171,13 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         name = labels.pop("__name__", "")
         if not name:
             rejects.append(Reject(index, canonical(labels),
-                                  "series has no __name__ label (metric name)"))
+                                  f"series {index} has no __name__ label (metric name)"))
             continue
         if s.timestamps_ms and max(abs(min(s.timestamps_ms)),
                                    abs(max(s.timestamps_ms))) > _MAX_ABS_MS:
             rejects.append(Reject(index, canonical({"__name__": name, **labels}),
-                                  "sample timestamp is out of range (milliseconds since epoch)"))
+                                  f"series {index}: a sample timestamp is out of range "
+                                  "(milliseconds since the epoch)"))
             continue
         metrics.append(name)
         label_sets.append(canonical(labels))
@@ -126,121 +202,3 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         schema=BRONZE_SCHEMA,
     )
     return ParseResult(table, rejects)
-
-
-# -- protobuf wire format -------------------------------------------------------------------
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    """An unsigned varint at ``pos``; returns (value, next position)."""
-    result = shift = 0
-    while True:
-        if pos >= end:
-            raise RemoteWriteError(f"protobuf is truncated inside a varint at byte {pos}")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise RemoteWriteError(f"protobuf varint longer than 10 bytes at byte {pos}")
-
-
-def _tag(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    key, pos = _varint(buf, pos, end)
-    field, wire = key >> 3, key & 7
-    if field == 0:
-        raise RemoteWriteError(f"protobuf field number 0 at byte {pos}: not a WriteRequest")
-    return field, wire, pos
-
-
-def _bounded(pos: int, length: int, end: int) -> int:
-    stop = pos + length
-    if stop > end:
-        raise RemoteWriteError(f"protobuf is truncated: a field of {length:,} bytes at byte "
-                               f"{pos} runs past the end ({end:,} bytes)")
-    return stop
-
-
-def _skip(buf: bytes, pos: int, end: int, wire: int) -> int:
-    """Position after a field of an unknown number (``pos`` is right after its tag)."""
-    if wire == _VARINT:
-        return _varint(buf, pos, end)[1]
-    if wire == _I64:
-        return _bounded(pos, 8, end)
-    if wire == _LEN:
-        length, pos = _varint(buf, pos, end)
-        return _bounded(pos, length, end)
-    if wire == _I32:
-        return _bounded(pos, 4, end)
-    raise RemoteWriteError(f"protobuf wire type {wire} at byte {pos} is not supported "
-                           "(groups are not used by remote write)")
-
-
-def _string(buf: bytes, pos: int, end: int) -> tuple[str, int]:
-    length, pos = _varint(buf, pos, end)
-    stop = _bounded(pos, length, end)
-    try:
-        return buf[pos:stop].decode("utf-8"), stop
-    except UnicodeDecodeError:
-        raise RemoteWriteError(f"label text at byte {pos} is not UTF-8") from None
-
-
-def _label(buf: bytes, pos: int, end: int) -> tuple[str, str]:
-    name = value = ""
-    while pos < end:
-        field, wire, pos = _tag(buf, pos, end)
-        if field == 1 and wire == _LEN:
-            name, pos = _string(buf, pos, end)
-        elif field == 2 and wire == _LEN:
-            value, pos = _string(buf, pos, end)
-        else:
-            pos = _skip(buf, pos, end, wire)
-    return name, value
-
-
-def _series(buf: bytes, pos: int, end: int) -> Series:
-    labels: list[tuple[str, str]] = []
-    values: list[float] = []
-    stamps: list[int] = []
-    unpack = _DOUBLE.unpack_from
-    while pos < end:
-        field, wire, pos = _tag(buf, pos, end)
-        if wire != _LEN or field not in (1, 2):
-            pos = _skip(buf, pos, end, wire)
-            continue
-        length, pos = _varint(buf, pos, end)
-        stop = _bounded(pos, length, end)
-        if field == 1:
-            labels.append(_label(buf, pos, stop))
-        else:
-            # Fast path for the layout Prometheus writes (value, then timestamp, nothing
-            # else); any other layout is decoded field by field.
-            ts, after = -1, -1
-            if stop - pos >= 11 and buf[pos] == _TAG_VALUE and buf[pos + 9] == _TAG_TS:
-                ts, after = _varint(buf, pos + 10, stop)
-            if after == stop:
-                values.append(unpack(buf, pos + 1)[0])
-                stamps.append(ts - (1 << 64) if ts >= 1 << 63 else ts)
-            else:
-                value, ts = _sample(buf, pos, stop)
-                values.append(value)
-                stamps.append(ts)
-        pos = stop
-    return Series(labels, values, stamps)
-
-
-def _sample(buf: bytes, pos: int, end: int) -> tuple[float, int]:
-    """A ``Sample`` in any field order; missing fields take proto3 defaults (0)."""
-    value, ts = 0.0, 0
-    while pos < end:
-        field, wire, pos = _tag(buf, pos, end)
-        if field == 1 and wire == _I64:
-            stop = _bounded(pos, 8, end)
-            value = _DOUBLE.unpack_from(buf, pos)[0]
-            pos = stop
-        elif field == 2 and wire == _VARINT:
-            ts, pos = _varint(buf, pos, end)
-            ts = ts - (1 << 64) if ts >= 1 << 63 else ts  # int64 is two's complement
-        else:
-            pos = _skip(buf, pos, end, wire)
-    return value, ts
