@@ -12,7 +12,7 @@ per file: keyed by the statement and its parameters, dropped when a rebuild swap
 bounded in bytes (least recently used goes first). Statements that name a ``live`` object (a
 view over the streaming Parquet files, which change between rebuilds) are never cached. A
 cached answer also keeps what was made from it (JSON, CSV and Arrow IPC bodies, Python rows),
-since turning rows into JSON costs more than reading them.
+so a repeated one is not encoded again. Each worker thread keeps its own cursor.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class WarehouseReader:
         self._answers: OrderedDict[tuple, _Answer] = OrderedDict()
         self._by_table: dict[int, _Answer] = {}
         self._held = 0
+        self._local = threading.local()
         #: Answers served from the cache and run on DuckDB since start (for the usage page).
         self.hits = self.misses = 0
 
@@ -132,14 +133,20 @@ class WarehouseReader:
                 self.hits += 1
                 return hit.table
             self.misses += 1
-        cursor = read_cursor(con)
-        try:
-            table = cursor.sql(sql, params=list(params)).to_arrow_table()
-        finally:
-            cursor.close()
+        table = self._cursor(con).sql(sql, params=list(params)).to_arrow_table()
         if cacheable and table.nbytes <= self.cache_bytes // _LARGEST_SHARE:
             self._keep(con, key, table)
         return table
+
+    def _cursor(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor of ``con``, kept for its next statement."""
+        # Making one and selecting the warehouse on it cost 0.2 ms, a tenth of a small query.
+        held = getattr(self._local, "cursor", None)
+        if held is None or held[0] is not con:
+            if held is not None:
+                held[1].close()  # of a file a rebuild replaced: let that connection go
+            held = self._local.cursor = (con, read_cursor(con))
+        return held[1]
 
     def _keep(self, con: duckdb.DuckDBPyConnection, key: tuple, table: pa.Table) -> None:
         with self._lock:
