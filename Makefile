@@ -48,10 +48,13 @@ screens-stop: install
 	$(VENV)/bin/opslake screens stop
 
 # The integration tests start real Prometheus, node_exporter and Alertmanager (Debian
-# packages) and Superset (its own venv) on loopback; installing them is part of the test command.
+# packages) and Superset (its own venv) on loopback, and read gold with Spark (pyspark, kept
+# out of requirements.lock so `make demo` does not fetch it); installing them is part of the
+# test command.
 test: install
 	bash infra/install-services.sh
 	bash infra/install-superset.sh
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r infra/spark/requirements.txt
 	$(PY) -m pytest -q
 
 bench: install

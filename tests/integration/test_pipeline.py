@@ -7,46 +7,28 @@ import json
 import os
 import sys
 import urllib.request
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 
 from opslake.lake import quarantine
-from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import open_read_only
 from opslake.metrics_catalog.usage import read_usage
 from opslake.orchestration import runner
 from opslake.orchestration.definitions import defs
-from opslake.settings import Settings
-from opslake.simulate import GroundTruth, SimulationConfig, simulate
+from tests.integration.conftest import DAYS, START
 from tests.integration.services import free_port, running
 
-START = date(2026, 3, 2)
-DAYS = ["2026-03-02", "2026-03-03"]
 SILVER_COUNTS = {"metric_points": "metric_points", "events": "events", "tickets": "tickets",
                  "logs": "logs", "probes": "probes"}
 #: Bronze table each landing source is parsed into (for the quarantine check).
 BRONZE_OF = {"prometheus": "prometheus_samples", "alertmanager": "alertmanager_alerts",
              "itsm": "itsm_tickets", "syslog": "syslog_lines", "probes": "probe_results",
              "cmdb": "cmdb_cis"}
-
-
-@pytest.fixture(scope="module")
-def estate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, GroundTruth]:
-    """A 60-object estate, two days at 5-minute resolution, materialized end to end."""
-    home = tmp_path_factory.mktemp("lake")
-    settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    lake = Lake.from_settings(settings)
-    truth = simulate(SimulationConfig(seed=11, entities=60, days=2, start=START,
-                                      step_seconds=300), LandingZone(lake))
-    runner.materialize(settings, DAYS)
-    runner.refresh_serving(settings)
-    return settings, truth
 
 
 #: Events OpsLake raises itself (anomalies, failed quality checks), not the simulator's.
