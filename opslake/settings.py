@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -36,6 +37,21 @@ class Settings:
     alerting_dir: Path = field(default_factory=lambda: DEFAULT_ALERTING_DIR)
     #: The administrator's allow-list of webhook destinations (``opslake.security.egress``).
     egress_file: Path = field(default_factory=lambda: DEFAULT_EGRESS_FILE)
+    #: Scale-out (``opslake cluster``): an existing Dask scheduler (``tcp://host:port``) that
+    #: ``materialize --cluster`` submits to and local workers join; unset, the local one.
+    dask_scheduler: str | None = None
+    #: Port of the local Dask scheduler ``opslake cluster up`` starts.
+    dask_port: int = 8786
+    #: An existing PostgreSQL (``postgresql://user:password@host:port/db``) for the cluster's
+    #: Dagster instance; unset, the local one ``opslake cluster up`` starts.
+    postgres_url: str | None = None
+    #: Port of the local PostgreSQL (loopback only); not 5432, which a system one may hold.
+    postgres_port: int = 5433
+    #: Port of the local S3 endpoint (moto) the cluster starts when the lake is not on S3.
+    cluster_s3_port: int = 9400
+    #: Working memory (MiB) a large silver table may sort in at once; beyond it the day is
+    #: sorted shard by shard through spill files, so memory does not grow with the day.
+    sort_memory_mb: int = 512
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -73,6 +89,12 @@ class Settings:
             .expanduser().resolve(),
             egress_file=Path(env.get("OPSLAKE_EGRESS_FILE", DEFAULT_EGRESS_FILE)).expanduser()
             .resolve(),
+            dask_scheduler=env.get("OPSLAKE_DASK_SCHEDULER") or None,
+            dask_port=_port(env, "OPSLAKE_DASK_PORT", 8786),
+            postgres_url=env.get("OPSLAKE_POSTGRES_URL") or None,
+            postgres_port=_port(env, "OPSLAKE_POSTGRES_PORT", 5433),
+            cluster_s3_port=_port(env, "OPSLAKE_CLUSTER_S3_PORT", 9400),
+            sort_memory_mb=_sort_memory_mb(env),
         )
 
     @property
@@ -89,3 +111,25 @@ class Settings:
     def dagster_home(self) -> Path:
         """Dagster's persistent instance (run history, materializations)."""
         return self.state_dir / "dagster"
+
+    @property
+    def cluster_dir(self) -> Path:
+        """The local cluster's state: PID files, logs, PostgreSQL's data, its Dagster instance."""
+        return self.state_dir / "cluster"
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    """A TCP port from ``env[name]``; a clear error when it is not one."""
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"{name}={raw!r} is not a TCP port; use a number from 1 to 65535")
+    return int(raw)
+
+
+def _sort_memory_mb(env: Mapping[str, str]) -> int:
+    """``OPSLAKE_SORT_MEMORY_MB``; a clear error when it is not a sensible budget."""
+    raw = env.get("OPSLAKE_SORT_MEMORY_MB") or "512"
+    if not raw.isdigit() or int(raw) < 64:
+        raise ConfigError(f"OPSLAKE_SORT_MEMORY_MB={raw!r} is not a memory budget; use a "
+                          "whole number of MiB, at least 64 (default 512)")
+    return int(raw)

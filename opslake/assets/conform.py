@@ -1,6 +1,6 @@
 """Silver assets generated from a declarative spec: one bronze table → one silver table."""
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -8,17 +8,24 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from opslake.assets.keys import daily_table_asset, key
+from opslake.assets.keys import BRONZE_SOURCES, daily_table_asset, key
+from opslake.errors import ConfigError
 from opslake.lake.schemas import ASSETS
 from opslake.lake.storage import Lake
+from opslake.quality.partition import partition_rows
 from opslake.security.crypto import FieldCipher
 from opslake.security.fields import reseal
+from opslake.settings import Settings
+from opslake.transforms._silver import BronzeReader
 from opslake.transforms.entities import EntityResolver
 
 Conform = Callable[[pa.Table, EntityResolver], pa.Table | Iterable[pa.Table]]
+#: Conforms a day read from its bronze files a batch at a time (tables too large to hold
+#: whole): (reader, resolver, settings) → silver slices, within ``Settings.sort_memory_mb``.
+StreamConform = Callable[[BronzeReader, EntityResolver | None, Settings], Iterable[pa.Table]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SilverTable:
     """How a silver table is built from its bronze table for one day."""
 
@@ -28,8 +35,10 @@ class SilverTable:
     bronze: str | Sequence[str]
     bronze_schema: pa.Schema
     schema: pa.Schema
-    conform: Conform
     description: str
+    #: Conforms the day's bronze as one table; or, for large tables, ``stream`` instead.
+    conform: Conform | None = None
+    stream: StreamConform | None = None
     #: Read every bronze partition up to the day (snapshot-partitioned tables such as assets).
     history: bool = False
     #: Bronze columns read dictionary-encoded (repetitive strings in large tables).
@@ -43,6 +52,14 @@ class SilverTable:
     #: data key are re-sealed under the current one before conforming, so that a key
     #: rotation neither reads as a changed value nor leaves old tokens downstream.
     sealed: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Exactly one way to conform; a streamed table reads one day with no tokens."""
+        if (self.conform is None) == (self.stream is None):
+            raise ConfigError(f"silver table {self.name}: give either conform or stream")
+        if self.stream is not None and (self.history or self.sealed):
+            raise ConfigError(f"silver table {self.name}: a streamed table reads one day "
+                              "without sealed columns; use conform for history or tokens")
 
 
 def end_of_day(dt: str) -> datetime:
@@ -78,8 +95,13 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     if spec.resolves_entities:
         deps.append(key("silver", "assets"))
 
-    def build(lake: Lake, dt: str, metadata: dict, cipher: FieldCipher | None = None
+    def build(lake: Lake, dt: str, metadata: dict, settings: Settings
               ) -> pa.Table | Iterable[pa.Table]:
+        if spec.stream is not None:
+            for name in bronze_tables:
+                metadata[f"bronze_rows/{name}"] = partition_rows(lake, "bronze", name, dt)
+            resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
+            return spec.stream(_reader(lake, spec, bronze_tables, dt), resolver, settings)
         parts = []
         for name in bronze_tables:
             days = [d for d in lake.partitions("bronze", name) if d <= dt] \
@@ -88,7 +110,8 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
                                          dictionary=spec.dictionary))
             metadata[f"bronze_rows/{name}"] = parts[-1].num_rows
         bronze = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-        if cipher is not None:
+        if spec.sealed:
+            cipher = FieldCipher.from_settings(settings)
             for column, context in spec.sealed.items():
                 at = bronze.schema.get_field_index(column)
                 bronze = bronze.set_column(at, column, reseal(bronze[column], context, cipher))
@@ -105,4 +128,15 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
 
     return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
                              description=spec.description, build=build,
-                             bronze=bronze_tables, sealed=bool(spec.sealed))
+                             bronze=bronze_tables, settings=True)
+
+
+def _reader(lake: Lake, spec: SilverTable, tables: Sequence[str], dt: str) -> BronzeReader:
+    """Reads day ``dt`` of the bronze ``tables`` a bounded batch at a time, in file order."""
+    def read(columns: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
+        for name in tables:
+            for table in lake.scan("bronze", name, schema=spec.bronze_schema, dts=[dt],
+                                   columns=list(columns), dictionary=spec.dictionary):
+                yield BRONZE_SOURCES[name], table
+
+    return read

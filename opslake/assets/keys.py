@@ -11,7 +11,7 @@ from opslake.orchestration.resources import LakeResource
 from opslake.quality.partition import PartitionCheck
 from opslake.quality.results import ROW_KINDS, CheckResult
 from opslake.quality.suites import load_suites
-from opslake.security.crypto import FieldCipher
+from opslake.settings import Settings
 
 OWNER = "team:data-platform"
 #: The expectation suites, by ``layer.table`` (opslake/quality/suites/*.yaml).
@@ -23,8 +23,8 @@ FINDINGS_SOURCES: set[str] = set()
 
 #: Builds one day of a table: (lake, day, metadata to fill) → a table or slices of it.
 Build = Callable[[Lake, str, dict], pa.Table | Iterable[pa.Table]]
-#: The same for a table holding SM4 tokens: it also gets the installation's data key.
-SealedBuild = Callable[[Lake, str, dict, FieldCipher], pa.Table | Iterable[pa.Table]]
+#: The same, also given the lake's settings (its data key, its memory budget).
+SettingsBuild = Callable[[Lake, str, dict, Settings], pa.Table | Iterable[pa.Table]]
 
 
 def check_results(results: Sequence[CheckResult]) -> list[dg.AssetCheckResult]:
@@ -60,8 +60,9 @@ def key(layer: str, name: str) -> dg.AssetKey:
 
 
 def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], schema: pa.Schema,
-                      description: str, build: Build | SealedBuild,
-                      bronze: Sequence[str] = (), sealed: bool = False) -> dg.AssetsDefinition:
+                      description: str, build: Build | SettingsBuild,
+                      bronze: Sequence[str] = (), settings: bool = False
+                      ) -> dg.AssetsDefinition:
     """A daily-partitioned asset that writes ``build``'s output as ``layer/name/dt=D``.
 
     Its materialization records the row count and, where the table has ``entity_id``, how
@@ -71,7 +72,7 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     contract (schema, freshness, volume, parse rate) blocks the partition downstream, except
     where only some senders fail it (then it warns: one sender never blocks a day).
     ``bronze`` names the bronze tables read (their senders' parse rate is checked).
-    ``sealed``: ``build`` is a SealedBuild, given the data key of the lake's settings.
+    ``settings``: ``build`` is a SettingsBuild, given the settings of the lake resource.
     """
     suite = SUITES.get(f"{layer}.{name}")
     check_specs = [
@@ -95,8 +96,7 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
         metadata: dict = {"rows": 0}
         if "entity_id" in schema.names:
             metadata["rows_without_entity"] = 0
-        out = build(lk, dt, metadata, FieldCipher.from_settings(lake.settings())) if sealed \
-            else build(lk, dt, metadata)
+        out = build(lk, dt, metadata, lake.settings()) if settings else build(lk, dt, metadata)
         chunks: Iterable[pa.Table] = [out] if isinstance(out, pa.Table) else out
         sources = {t: BRONZE_SOURCES.get(t, t) for t in bronze}
         check = PartitionCheck(lk, suite, schema, dt, sources,

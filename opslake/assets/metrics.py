@@ -40,17 +40,19 @@ MQTT = SourceSpec(
 METRIC_POINTS_SPEC = SilverTable(
     name="metric_points",
     bronze=("prometheus_samples", "mqtt_samples"),
-    sources={"prometheus_samples": "prometheus", "mqtt_samples": "mqtt"},
     bronze_schema=prometheus_text.BRONZE_SCHEMA,
     schema=METRIC_POINTS,
-    conform=lambda bronze, resolver: conform.to_silver(
-        bronze, lambda instances: resolver.resolve(instances).to_arrow()),
+    # A day of samples is the largest table: sorted shard by shard within the memory budget.
+    stream=lambda read, resolver, settings: conform.to_silver(
+        read, lambda instances: resolver.resolve(instances).to_arrow(),
+        rows_per_shard=conform.shard_rows(settings.sort_memory_mb),
+        spill_dir=str(settings.state_dir)),
     dictionary=("metric", "label_set", "batch_id"),
     description=(
         "Every metric sample of every managed object (facilities, cloud, applications, "
         "platforms, security: S5.2a) in one model: ts (UTC), metric, entity_id, value, labels. "
-        "Deduplicated on (metric, labels, ts), sorted by metric, entity_id, ts. Series whose "
-        "entity cannot be resolved through the CMDB are kept with a null entity_id."
+        "Deduplicated on (metric, labels, ts), sorted by metric, entity_id, labels, ts. Series "
+        "whose entity cannot be resolved through the CMDB are kept with a null entity_id."
     ),
 )
 

@@ -132,8 +132,7 @@ class Lake:
 
     def _staged_path(self, suffix: str) -> str:
         """A fresh staging name that says which process on which host writes it."""
-        return self.path(STAGING, f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex}"
-                                  f".{suffix}")
+        return self.path(STAGING, f"{writer_tag()}_{uuid.uuid4().hex}.{suffix}")
 
     def sweep_staged(self, older_than_s: float = STALE_STAGED_S) -> int:
         """Remove staged objects left by failed or killed writes; returns how many went.
@@ -151,7 +150,7 @@ class Lake:
                 continue
             writer_host, _, pid = info.base_name.rpartition("_")[0].rpartition("_")
             if writer_host == host and pid.isdigit():
-                abandoned = int(pid) != os.getpid() and not _process_alive(int(pid))
+                abandoned = int(pid) != os.getpid() and not process_alive(int(pid))
             else:
                 abandoned = info.mtime is not None and info.mtime.timestamp() <= cutoff
             if abandoned:
@@ -257,15 +256,26 @@ class Lake:
         Columns named in ``dictionary`` are read dictionary-encoded, which keeps highly
         repetitive strings (metric names, label sets) small in memory.
         """
-        if schema is not None and dictionary:
-            schema = pa.schema([
-                f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
-                for f in schema])
+        schema = _dictionary_schema(schema, dictionary)
         dataset = self.dataset(layer, name, schema=schema, dts=dts, dictionary=dictionary)
         if dataset is None:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
         return dataset.to_table(columns=columns)
+
+    def scan(self, layer: str, name: str, *, schema: pa.Schema, dts: Iterable[str],
+             columns: list[str], dictionary: Sequence[str] = (),
+             batch_rows: int = 1_000_000) -> Iterator[pa.Table]:
+        """A table's rows in file order, at most ``batch_rows`` at a time (``read_table``'s
+        options), reading one file ahead at most: memory follows the batch, not the table."""
+        dataset = self.dataset(layer, name, schema=_dictionary_schema(schema, dictionary),
+                               dts=dts, dictionary=dictionary)
+        if dataset is None:
+            return
+        for batch in dataset.to_batches(columns=columns, batch_size=batch_rows,
+                                        batch_readahead=1, fragment_readahead=1):
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
 
     def dataset(self, layer: str, name: str, *, schema: pa.Schema | None = None,
                 dts: Iterable[str] | None = None,
@@ -287,6 +297,14 @@ class Lake:
                 pre_buffer=True, cache_options=None if self.local else _S3_CACHE))
         # Partition values are not added as columns: every table carries its own time column.
         return ds.dataset(files, filesystem=self.fs, format=fmt, schema=schema)
+
+
+def _dictionary_schema(schema: pa.Schema | None, dictionary: Sequence[str]) -> pa.Schema | None:
+    """``schema`` with the columns named in ``dictionary`` read dictionary-encoded."""
+    if schema is None or not dictionary:
+        return schema
+    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary
+                      else f for f in schema])
 
 
 def _prefetch(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
@@ -328,7 +346,12 @@ def _prefetch(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
         thread.join()
 
 
-def _process_alive(pid: int) -> bool:
+def writer_tag() -> str:
+    """``<host>_<pid>`` of this process: names temporary files so a sweep knows their owner."""
+    return f"{socket.gethostname()}_{os.getpid()}"
+
+
+def process_alive(pid: int) -> bool:
     """Whether a process with ``pid`` runs on this host (one we may not signal counts)."""
     try:
         os.kill(pid, 0)

@@ -10,6 +10,7 @@ import dagster as dg
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
+from opslake.transforms.metrics import sweep_spills
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -20,8 +21,10 @@ class LakeResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """At the start of each run, remove bytes staged by writes that were killed."""
-        if swept := self.lake().sweep_staged():
-            context.log.info(f"removed {swept} staged object(s) left by interrupted writes")
+        swept = self.lake().sweep_staged() + sweep_spills(self.settings().state_dir)
+        if swept:
+            context.log.info(f"removed {swept} staged object(s) or spill(s) left by "
+                             "interrupted writes")
 
     def settings(self) -> Settings:
         """Settings from the environment, with this resource's overrides."""

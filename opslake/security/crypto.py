@@ -82,12 +82,9 @@ class FieldCipher:
                       ) -> FieldCipher:
         """The cipher for this installation: the key from the environment or the key file."""
         env = os.environ if environ is None else environ
-        raw = env.get(KEY_ENV, "").strip()
-        key = _parse_key(raw, KEY_ENV) if raw else _load_or_create_key_file(
-            settings.state_dir / "keys" / "data.key")
         previous = [_parse_key(part.strip(), PREVIOUS_KEYS_ENV)
                     for part in env.get(PREVIOUS_KEYS_ENV, "").split(",") if part.strip()]
-        return cls(key, previous=previous)
+        return cls(data_key(settings, env), previous=previous)
 
     def field(self, context: str) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Seal and open functions for one field, for stores taking ``protect``/``unprotect``."""
@@ -148,6 +145,14 @@ class FieldCipher:
 def _associated_data(kid: str, context: str) -> bytes:
     # The header is authenticated too, so a token cannot be relabelled with another key id.
     return f"{PREFIX}{kid}:{context}".encode()
+
+
+def data_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
+    """The current data key: ``OPSLAKE_DATA_KEY``, else the key file (created on first use)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(KEY_ENV, "").strip()
+    return _parse_key(raw, KEY_ENV) if raw else _load_or_create_key_file(
+        settings.state_dir / "keys" / "data.key")
 
 
 def _parse_key(raw: str, source: str) -> bytes:

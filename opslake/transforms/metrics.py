@@ -1,25 +1,47 @@
 """Bronze Prometheus samples → silver ``metric_points`` (S5.2a: one metric model for all).
 
-Work is done on integer series codes: label sets are decoded once per distinct series, and
-the label map column is only expanded slice by slice while writing, which keeps a day of
-~15M points within a few hundred MB.
+A day is deduplicated and sorted in bounded memory, however long it is. A first pass over
+the bronze files finds the distinct series (label sets are decoded once per series, never
+per sample), ranks them in silver order and cuts them into shards of consecutive series of
+about ``shard_rows`` samples. A second pass spills each sample, reduced to integer codes,
+to its shard's file. Each shard is then sorted and deduplicated alone and emitted in shard
+order, which is the silver order. Memory follows the shard size and the number of series,
+not the number of samples in the day.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from opslake.errors import StorageError
 from opslake.ingest.parsers.prometheus_text import parse_label_set
 from opslake.lake.schemas import LABELS, METRIC_POINTS
+from opslake.lake.storage import process_alive, writer_tag
+from opslake.transforms._silver import BronzeReader
+
+#: Name prefix of a sort's spill directory (then ``<host>_<pid>.``, for the sweep).
+SPILL_PREFIX = "opslake-sort-"
 
 #: Labels that become columns rather than entries of the ``labels`` map.
 _PROMOTED = ("entity_id",)
 SLICE_ROWS = 1_000_000
+#: Peak bytes per sample while a shard is sorted: the spilled codes, the frame, its sorted
+#: and deduplicated copies and the output slice. Turns a memory budget into shard rows.
+BYTES_PER_SAMPLE = 128
+#: What a shard spill file holds per sample: series rank, time, value, batch rank, source.
+_SPILL = pa.schema([("rank", pa.uint32()), ("ts", pa.int64()), ("value", pa.float64()),
+                    ("b", pa.uint32()), ("src", pa.uint8())])
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
@@ -31,79 +53,185 @@ def _codes(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     return combined.dictionary, combined.indices
 
 
-def to_silver(bronze: pa.Table, resolve_instances: Callable[[pa.Array], pa.Array],
-              source: str = "prometheus") -> Iterator[pa.Table]:
-    """Silver rows for one day of bronze samples, deduplicated and sorted, in slices.
+def _series_codes(table: pa.Table) -> tuple[np.ndarray, pl.Series, pl.Series]:
+    """Per row of ``table`` one int64 code of its (metric, label set) pair, and the metric
+    names and label sets that ``code // len(label sets)`` and ``code % len(...)`` index."""
+    metric_dict, metric_idx = _codes(table.column("metric"))
+    label_dict, label_idx = _codes(table.column("label_set"))
+    code = metric_idx.to_numpy(zero_copy_only=False).astype(np.int64) * len(label_dict) \
+        + label_idx.to_numpy(zero_copy_only=False)
+    return code, pl.from_arrow(metric_dict), pl.from_arrow(label_dict)
 
-    ``resolve_instances`` maps Prometheus ``instance`` values to entity ids (null when the
-    CMDB does not know them); it is used only for series without an ``entity_id`` label.
-    Rows whose entity cannot be resolved are kept with a null ``entity_id``.
-    """
-    if bronze.num_rows == 0:
-        return
-    metric_dict, metric_idx = _codes(bronze.column("metric"))
-    label_dict, label_idx = _codes(bronze.column("label_set"))
-    batch_dict, batch_idx = _codes(bronze.column("batch_id"))
 
-    label_sets = [parse_label_set(s) for s in label_dict.to_pylist()]
+def _pairs(code: np.ndarray, metric_dict: pl.Series, label_dict: pl.Series,
+           counts: np.ndarray | None = None) -> pl.DataFrame:
+    """The distinct ``code`` values (sorted) with their metric name and label set."""
+    n = max(len(label_dict), 1)
+    frame = pl.DataFrame({"code": code})
+    return frame.with_columns(metric=metric_dict.gather(pl.Series(code // n)),
+                              label_set=label_dict.gather(pl.Series(code % n)),
+                              **({"n": counts} if counts is not None else {}))
+
+
+@dataclass
+class _Catalog:
+    """The day's distinct series in silver order, and what else the first pass learnt."""
+
+    series: pl.DataFrame  # metric, label_set, rank (one row per series)
+    shard_of_rank: np.ndarray
+    metric: pl.Series  # by rank
+    entity_id: pl.Series  # by rank
+    labels: pa.Array  # by rank
+    batch_ids: pl.Series  # sorted: a batch's rank is its position
+    sources: pl.Series
+    shards: int
+
+
+def _catalog(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Array],
+             shard_rows: int) -> _Catalog | None:
+    """First pass: distinct series with their sample counts, ranked and cut into shards."""
+    counts: list[pl.DataFrame] = []
+    pending = 0
+    batch_ids: set[str] = set()
+    sources: list[str] = []
+    for source, table in read(["metric", "label_set", "batch_id"]):
+        if source not in sources:
+            sources.append(source)
+        code, metric_dict, label_dict = _series_codes(table)
+        present, n = np.unique(code, return_counts=True)
+        counts.append(_pairs(present, metric_dict, label_dict, n).drop("code"))
+        batch_ids.update(pc.unique(table.column("batch_id")).cast(pa.string()).to_pylist())
+        pending += len(present)
+        # Every file repeats most series: fold the counts before they add up to a day.
+        if pending > 1_000_000:
+            counts = [pl.concat(counts).group_by("metric", "label_set").agg(pl.col("n").sum())]
+            pending = counts[0].height
+    if not counts:
+        return None
+    series = pl.concat(counts).group_by("metric", "label_set").agg(pl.col("n").sum())
+
+    label_text = series.get_column("label_set").to_list()
+    label_sets = [parse_label_set(s) for s in label_text]
     entity_label = pa.array([ls.get("entity_id") for ls in label_sets], pa.string())
     instances = pa.array([ls.get("instance") for ls in label_sets], pa.string())
-    entity_by_label = pc.coalesce(entity_label, resolve_instances(instances))
+    entity_id = pc.coalesce(entity_label, resolve_instances(instances))
     label_maps = pa.array(
         [sorted((k, v) for k, v in ls.items() if k not in _PROMOTED) for ls in label_sets],
         LABELS)
+    series = (series.with_row_index("at").with_columns(entity_id=pl.from_arrow(entity_id))
+              .sort("metric", "entity_id", "label_set", nulls_last=True))
+    # A shard holds the series whose samples start within its slice of the running count:
+    # at most ``shard_rows`` plus one series.
+    first = series.get_column("n").cum_sum() - series.get_column("n")
+    shard = ((first // shard_rows).rank("dense") - 1).to_numpy().astype(np.int64)
+    return _Catalog(
+        series=series.select("metric", "label_set",
+                             rank=pl.int_range(series.height, dtype=pl.UInt32)),
+        shard_of_rank=shard,
+        metric=series.get_column("metric"),
+        entity_id=series.get_column("entity_id"),
+        labels=pc.take(label_maps, series.get_column("at").to_arrow()),
+        batch_ids=pl.Series(sorted(batch_ids), dtype=pl.String),
+        sources=pl.Series(sources, dtype=pl.String), shards=int(shard.max()) + 1)
 
-    m_np = metric_idx.to_numpy(zero_copy_only=False).astype(np.int64)
-    l_np = label_idx.to_numpy(zero_copy_only=False).astype(np.int64)
-    series_key = m_np * len(label_dict) + l_np
-    present = np.unique(series_key)
-    series = pl.DataFrame({"key": present, "m": present // len(label_dict),
-                           "l": present % len(label_dict)})
-    m_codes, l_codes = series.get_column("m"), series.get_column("l")
-    series = series.with_columns(
-        metric=pl.Series(metric_dict.to_pylist(), dtype=pl.String).gather(m_codes),
-        entity_id=pl.Series(entity_by_label.to_pylist(), dtype=pl.String).gather(l_codes),
-        label_text=pl.Series(label_dict.to_pylist(), dtype=pl.String).gather(l_codes),
-    ).sort("metric", "entity_id", "label_text", nulls_last=True).with_row_index("rank")
-    rank_of_key = np.empty(int(present.max()) + 1, dtype=np.int64)
-    rank_of_key[series.get_column("key").to_numpy()] = series.get_column("rank").to_numpy()
 
-    ts_us = bronze.column("ts").cast(pa.int64()).to_numpy()
-    t_min = int(ts_us.min())
-    span_bits = max(int(ts_us.max() - t_min).bit_length(), 1)
-    rank = rank_of_key[series_key]
-    if span_bits + len(present).bit_length() > 62:
-        raise ValueError("a bronze partition spans too long a time to sort in one key")
-    # One integer sort key (series rank, then time). Among duplicates of a point the first
-    # delivery (lowest batch id) wins; bronze is read in batch-id order, in which case a
-    # stable sort on the key alone is enough.
-    b_np = batch_idx.to_numpy(zero_copy_only=False)
-    b_rank = pc.rank(batch_dict, sort_keys="ascending").to_numpy()[b_np]
-    points = pl.DataFrame({
-        "key": (rank << span_bits) | (ts_us - t_min),
-        "rank": rank,
-        "b": b_np,
-        "ts": pl.from_arrow(bronze.column("ts")),
-        "value": pl.from_arrow(bronze.column("value")),
-    })
-    if np.all(b_rank[1:] >= b_rank[:-1]):
-        points = points.sort("key", maintain_order=True)
-    else:
-        points = points.with_columns(b_rank=b_rank).sort("key", "b_rank").drop("b_rank")
-    points = points.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1))
-    series_arrow = series.to_arrow()
+def _spill(read: BronzeReader, catalog: _Catalog, directory: Path) -> list[Path]:
+    """Second pass: every sample as integer codes, appended to its shard's file."""
+    paths = [directory / f"shard-{i}.arrows" for i in range(catalog.shards)]
+    writers = [pa.ipc.new_stream(str(p), _SPILL) for p in paths]
+    batch_ids = catalog.batch_ids.to_arrow().cast(pa.string())
+    try:
+        for source, table in read(["ts", "metric", "label_set", "value", "batch_id"]):
+            code, metric_dict, label_dict = _series_codes(table)
+            present = np.unique(code)
+            pairs = _pairs(present, metric_dict, label_dict).join(
+                catalog.series, on=["metric", "label_set"], how="left", maintain_order="left")
+            if pairs.get_column("rank").null_count():
+                raise StorageError("a bronze file of metric samples changed while silver "
+                                   "metric_points was built; materialize it again")
+            rank = pairs.get_column("rank").to_numpy()[np.searchsorted(present, code)]
+            shard = catalog.shard_of_rank[rank]
+            batch_dict, batch_idx = _codes(table.column("batch_id"))
+            batch_rank = pc.index_in(batch_dict, value_set=batch_ids).cast(pa.uint32())
+            rows = pa.table([
+                pa.array(rank), table.column("ts").cast(pa.int64()), table.column("value"),
+                pc.take(batch_rank, batch_idx),
+                pa.repeat(pa.scalar(catalog.sources.index_of(source), pa.uint8()),
+                          table.num_rows)], schema=_SPILL)
+            # Rows grouped by shard, each group in file order (a stable sort).
+            order = np.argsort(shard, kind="stable")
+            rows = rows.take(order)
+            bounds = np.searchsorted(shard[order], np.arange(catalog.shards + 1))
+            for i in np.flatnonzero(np.diff(bounds)):
+                writers[i].write_table(rows.slice(bounds[i], bounds[i + 1] - bounds[i]))
+    finally:
+        for writer in writers:
+            writer.close()
+    return paths
+
+
+def _shard_points(path: Path, catalog: _Catalog) -> Iterator[pa.Table]:
+    """One shard sorted by (series rank, ts) and deduplicated, as silver slices."""
+    spilled = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+    # Among duplicates of a point the first delivery (lowest batch id) wins; within one
+    # batch, its first line (the stable sort keeps spill order, which is file order).
+    points = (pl.from_arrow(spilled).sort("rank", "ts", "b", maintain_order=True)
+              .filter((pl.col("rank") != pl.col("rank").shift(1))
+                      | (pl.col("ts") != pl.col("ts").shift(1)).fill_null(True)))
+    del spilled
     for start in range(0, points.height, SLICE_ROWS):
         chunk = points.slice(start, SLICE_ROWS)
-        rank = pa.array(chunk.get_column("rank").to_numpy())
-        l_codes = pc.take(series_arrow.column("l"), rank)
-        yield pa.table(
-            {
-                "ts": chunk.get_column("ts").to_arrow(),
-                "metric": pc.take(series_arrow.column("metric"), rank),
-                "entity_id": pc.take(series_arrow.column("entity_id"), rank),
-                "value": chunk.get_column("value").to_arrow(),
-                "labels": pc.take(label_maps, l_codes),
-                "source": pa.repeat(pa.scalar(source), chunk.height),
-                "batch_id": pc.take(batch_dict, pa.array(chunk.get_column("b").to_numpy())),
-            }
-        ).cast(METRIC_POINTS)
+        rank = chunk.get_column("rank")
+        # Strings are gathered by polars (views), far cheaper than Arrow's take on strings.
+        table = pl.DataFrame({
+            "ts": chunk.get_column("ts"),
+            "metric": catalog.metric.gather(rank),
+            "entity_id": catalog.entity_id.gather(rank),
+            "value": chunk.get_column("value"),
+            "source": catalog.sources.gather(chunk.get_column("src")),
+            "batch_id": catalog.batch_ids.gather(chunk.get_column("b")),
+        }).to_arrow()
+        table = table.append_column("labels", pc.take(catalog.labels, rank.to_arrow()))
+        yield table.select(METRIC_POINTS.names).cast(METRIC_POINTS)
+
+
+def shard_rows(memory_mb: int) -> int:
+    """Samples a shard may hold to be sorted within ``memory_mb`` MiB."""
+    return memory_mb * 2**20 // BYTES_PER_SAMPLE
+
+
+def sweep_spills(spill_dir: Path) -> int:
+    """Remove the spill directories of sorts killed on this host; returns how many went."""
+    host = socket.gethostname()
+    removed = 0
+    for directory in spill_dir.glob(f"{SPILL_PREFIX}*") if spill_dir.is_dir() else ():
+        # tempfile's random suffix has no '.', so the last one ends the tag.
+        tag = directory.name.removeprefix(SPILL_PREFIX).rpartition(".")[0]
+        owner_host, _, pid = tag.rpartition("_")
+        if owner_host == host and pid.isdigit() and int(pid) != os.getpid() \
+                and not process_alive(int(pid)):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def to_silver(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Array], *,
+              rows_per_shard: int, spill_dir: str | None = None) -> Iterator[pa.Table]:
+    """Silver rows for one day of bronze samples, deduplicated and sorted, in slices.
+
+    ``read`` is called twice (series, then samples). ``resolve_instances`` maps Prometheus
+    ``instance`` values to entity ids (null when the CMDB does not know them); it is used
+    only for series without an ``entity_id`` label. Rows whose entity cannot be resolved
+    are kept with a null ``entity_id``. Shard files go to a temporary directory under
+    ``spill_dir`` (the system's by default) that is removed at the end.
+    """
+    catalog = _catalog(read, resolve_instances, rows_per_shard)
+    if catalog is None:
+        return
+    if spill_dir:
+        Path(spill_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{writer_tag()}.",
+                                     dir=spill_dir) as directory:
+        for path in _spill(read, catalog, Path(directory)):
+            yield from _shard_points(path, catalog)
+            path.unlink()

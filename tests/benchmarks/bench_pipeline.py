@@ -8,14 +8,17 @@ files. Then, each in a fresh process (so peak RSS is its own):
 - ``duckdb``: ``read_csv`` / ``read_json`` of the same raw files → ``COPY … TO parquet``,
   with the metric name, entity, value and time extracted in SQL.
 
-Prints seconds, points per second and peak RSS for both and the ratios. No assertions:
-figures go in the closing note. Run with ``make bench`` (``--entities``/``--days`` to scale).
+Prints seconds, points per second and peak RSS for both and the ratios, with the load
+average (compare only within one run). ``--scales 1,4`` repeats it at 4× the entities and
+prints peak RSS against the first run's. No assertions: figures go in the closing note.
+Run with ``make bench`` (``--entities``/``--days`` to scale).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -137,6 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=2000)
     parser.add_argument("--days", type=int, default=1)
+    parser.add_argument("--scales", type=lambda v: [int(k) for k in v.split(",")], default=[1],
+                        help="comma-separated multiples of --entities to run in turn, e.g. "
+                             "1,4: prints each and the peak RSS ratio to the first")
     parser.add_argument("--role", choices=["opslake", "duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -148,13 +154,27 @@ def main() -> None:
         print(json.dumps(run_duckdb(args.raw, args.out)))
         return
 
+    runs = [run_scale(args.entities * k, args.days) for k in args.scales]
+    if len(runs) > 1:
+        first = runs[0]
+        print(f"{'scale':<8}{'entities':>9}{'points':>13}{'opslake s':>11}{'/ duckdb':>10}"
+              f"{'peak RSS GiB':>14}{'RSS / 1st':>11}")
+        for k, r in zip(args.scales, runs, strict=True):
+            print(f"{k:<8}{r['entities']:>9,}{r['points']:>13,}{r['seconds']:>11.1f}"
+                  f"{r['ratio']:>9.2f}×{r['rss_gib']:>14.2f}"
+                  f"{r['rss_gib'] / first['rss_gib']:>10.2f}×")
+        print("targets: each ≤ 1.5× duckdb and < 4 GiB; peak RSS ≤ 1.5× the first run's")
+
+
+def run_scale(entities: int, days: int) -> dict:
+    """Simulate, then time both contenders on the same raw files; prints and returns figures."""
     work = Path(tempfile.mkdtemp(prefix="opslake-bench-"))
     try:
         raw = work / "raw"
-        sim = simulate_raw(raw, args.entities, args.days)
+        sim = simulate_raw(raw, entities, days)
         raw_bytes = sum(f.stat().st_size for f in (raw / "landing").rglob("*") if f.is_file()
                         and "_manifest" not in f.parts)
-        print(f"raw data: {args.entities} entities × {args.days} day(s) at 60 s: "
+        print(f"raw data: {entities} entities × {days} day(s) at 60 s: "
               f"{sim['points']:,} metric points, {raw_bytes / 2**20:,.0f} MiB "
               f"(simulated in {sim['seconds']:.1f} s)")
         duck = _child(["--role", "duckdb", "--raw", str(raw), "--out", str(work / "duck")])
@@ -166,10 +186,14 @@ def main() -> None:
                   f"{r['peak_rss_mb']:>14,.0f}")
         for phase, seconds in ours["phases"].items():
             print(f"  opslake {phase}: {seconds:.1f} s")
-        print(f"time ratio opslake / duckdb: {ours['seconds'] / duck['seconds']:.2f}× "
-              f"(target ≤ 2×); peak RSS {ours['peak_rss_mb'] / 1024:.2f} GiB (target < 4 GiB)")
+        ratio = ours["seconds"] / duck["seconds"]
+        print(f"time ratio opslake / duckdb: {ratio:.2f}× (target ≤ 1.5×); peak RSS "
+              f"{ours['peak_rss_mb'] / 1024:.2f} GiB (target < 4 GiB); load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores: compare within a run)")
         print(f"silver points {ours['points']:,} vs duckdb rows {duck['points']:,} "
               "(duckdb keeps malformed lines it cannot detect; silver quarantines them)")
+        return {"entities": entities, "points": ours["points"], "seconds": ours["seconds"],
+                "ratio": ratio, "rss_gib": ours["peak_rss_mb"] / 1024}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
 from opslake.errors import SecurityError
-from opslake.ingest.parsers import alertmanager, cmdb, itsm, probes, syslog
+from opslake.ingest.parsers import alertmanager, cmdb, itsm, probes, prometheus_text, syslog
 from opslake.lake import schemas
 from opslake.lake.landing import LandedBatch
 from opslake.security.crypto import FieldCipher
 from opslake.security.fields import OWNER_CONTACT, reseal, sealer
 from opslake.transforms import cmdb as cmdb_silver
-from opslake.transforms import events, logs, tickets
+from opslake.transforms import events, logs, metrics, tickets
 from opslake.transforms import probes as probes_silver
 from opslake.transforms.entities import EntityResolver
 
@@ -96,6 +101,73 @@ def test_resolver_expression_works_inside_a_frame(resolver: EntityResolver) -> N
     assert out.get_column("entity_id").to_list() == ["vm-0012", None]
     assert EntityResolver(schemas.ASSETS.empty_table()).resolve(
         pl.Series(["vm-0012"])).to_list() == [None]
+
+
+# --- metric points ---------------------------------------------------------------------------
+
+def prom_file(batch_id: str, body: bytes, source: str = "prometheus") -> tuple[str, pa.Table]:
+    """One bronze file as the silver reader yields it: its source and dictionary columns."""
+    table = prometheus_text.parse(body, batch("prometheus", batch_id)).table
+    for name in ("metric", "label_set", "batch_id"):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 table.column(name).dictionary_encode())
+    return source, table
+
+
+def reader(*files: tuple[str, pa.Table]) -> metrics.BronzeReader:
+    return lambda columns: [(source, table.select(list(columns))) for source, table in files]
+
+
+def resolve_instances(instances: pa.Array) -> pa.Array:
+    return pa.array([{"10.0.0.9:9100": "host-9"}.get(i) for i in instances.to_pylist()],
+                    pa.string())
+
+
+POINTS = (
+    prom_file("b-2", b'm{entity_id="vm-2"} 2 1772409660000\nm{entity_id="vm-1"} 1 1772409600000\n'),
+    prom_file("b-1", b'm{entity_id="vm-2"} 9 1772409660000\n'
+                     b'm{instance="10.0.0.9:9100"} 5 1772409600000\n'
+                     b'm{instance="10.7.7.7:9100"} 6 1772409600000\n'
+                     b'a{entity_id="vm-1",job="x"} 3 1772409720000\n'
+                     b'a{entity_id="vm-1",job="x"} 4 1772409600000\n'),
+    prom_file("b-0", b'm{entity_id="vm-1"} 7 1772409660000\n', source="mqtt"),
+)
+
+
+def points(rows_per_shard: int, tmp_path: Path) -> pa.Table:
+    return pa.concat_tables(metrics.to_silver(reader(*POINTS), resolve_instances,
+                                              rows_per_shard=rows_per_shard,
+                                              spill_dir=str(tmp_path)))
+
+
+def test_metric_points_dedup_sort_and_resolve_entities(tmp_path: Path) -> None:
+    out = points(1000, tmp_path)
+    assert out.schema == schemas.METRIC_POINTS
+    rows = [(r["metric"], r["entity_id"], r["ts"].minute, r["value"], r["source"], r["batch_id"])
+            for r in out.to_pylist()]
+    # vm-2's point arrived twice: the first delivery (batch b-1 sorts before b-2) wins.
+    assert rows == [("a", "vm-1", 0, 4.0, "prometheus", "b-1"),
+                    ("a", "vm-1", 2, 3.0, "prometheus", "b-1"),
+                    ("m", "host-9", 0, 5.0, "prometheus", "b-1"),
+                    ("m", "vm-1", 0, 1.0, "prometheus", "b-2"),
+                    ("m", "vm-1", 1, 7.0, "mqtt", "b-0"),
+                    ("m", "vm-2", 1, 9.0, "prometheus", "b-1"),
+                    ("m", None, 0, 6.0, "prometheus", "b-1")]
+    assert out.column("labels").to_pylist()[2] == [("instance", "10.0.0.9:9100")]
+    assert out.column("labels").to_pylist()[0] == [("job", "x")]
+    # The spill files went with their directory.
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("rows_per_shard", [1, 2, 3])
+def test_metric_points_are_the_same_whatever_the_memory_budget(rows_per_shard: int,
+                                                               tmp_path: Path) -> None:
+    # A budget of one sample puts each series in a shard of its own.
+    assert points(rows_per_shard, tmp_path).equals(points(1_000_000, tmp_path))
+
+
+def test_metric_points_of_an_empty_day(tmp_path: Path) -> None:
+    assert list(metrics.to_silver(reader(), resolve_instances, rows_per_shard=10)) == []
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -448,3 +520,16 @@ def test_empty_day_gives_empty_silver_with_the_contract_schema(
         conform, bronze: pa.Schema, silver: pa.Schema, resolver: EntityResolver) -> None:
     out = conform(bronze.empty_table(), resolver)
     assert out.schema == silver and out.num_rows == 0
+
+
+def test_spills_of_a_killed_sort_are_swept_and_a_live_ones_kept(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    killed = tmp_path / f"{metrics.SPILL_PREFIX}{host}_{dead}.x_y1z"
+    mine = tmp_path / f"{metrics.SPILL_PREFIX}{host}_{os.getpid()}.a_b2c"
+    for directory in (killed, mine):
+        directory.mkdir()
+        (directory / "shard-0.arrow").write_bytes(b"spilled")
+    assert metrics.sweep_spills(tmp_path) == 1
+    assert not killed.exists() and mine.exists()
