@@ -1,9 +1,11 @@
 """Benchmark: ingest points per second per core, exposition text and remote write, vs DuckDB.
 
 The same samples (``--series`` series × ``--steps`` timestamps) are rendered once as
-Prometheus text exposition and once as remote-write requests (snappy protobuf,
-``--per-request`` samples each, as Prometheus sends them). Measured in one run, in CPU
-seconds of the process doing the work (so the figure is per core):
+Prometheus text exposition and as remote-write requests (snappy protobuf, ``--per-request``
+samples each, encoded as Prometheus encodes them) in two shapes: as Prometheus sends them,
+one sample per series entry (``1 sample/series``), and ``--per-request // --steps`` series
+of ``--steps`` samples each (``N samples/series``). Measured in one run, in CPU seconds of
+the process doing the work (so the figure is per core):
 
 - ``text``: landing (durable write + manifest) and parsing into bronze rows;
 - ``remote write, in process``: the same for the protobuf requests;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
@@ -36,7 +39,7 @@ from opslake.lake.storage import Lake
 from opslake.settings import Settings
 from tests.integration.services import free_port, running
 from tests.keys import bearer, ingest_key
-from tests.unit.test_remote_write import _series, write_request
+from tests.unit.test_remote_write import _key, _label, _len, _uvarint, write_request
 
 T0_MS = 1_772_409_600_000
 
@@ -54,19 +57,41 @@ def render_text(series: int, steps: int) -> bytes:
             lab = _labels(i)
             name = lab.pop("__name__")
             body = ",".join(f'{k}="{v}"' for k, v in lab.items())
-            lines.append(f"{name}{{{body}}} {(i * 7 + step) % 1000 / 10} {ts}")
+            lines.append(f"{name}{{{body}}} {_value(i, step)} {ts}")
     return ("\n".join(lines) + "\n").encode()
 
 
+def _value(i: int, step: int) -> float:
+    return (i * 7 + step) % 1000 / 10
+
+
+def _prometheus_series(labels: dict[str, str], samples: list[tuple[float, int]]) -> bytes:
+    """A TimeSeries as Prometheus (gogo protobuf) encodes it: fields in order, zeros left out."""
+    body = b"".join(_len(1, _label(k, v)) for k, v in labels.items())
+    for value, ts_ms in samples:
+        sample = _key(1, 1) + struct.pack("<d", value) if value else b""
+        body += _len(2, sample + (_key(2, 0) + _uvarint(ts_ms) if ts_ms else b""))
+    return body
+
+
 def render_remote_write(series: int, steps: int, per_request: int) -> list[bytes]:
+    """Requests of ``per_request // steps`` series with all ``steps`` samples each."""
     per_series = max(1, per_request // steps)
     requests = []
     for start in range(0, series, per_series):
-        encoded = [_series(_labels(i), [((i * 7 + s) % 1000 / 10, T0_MS + s * 15_000)
-                                        for s in range(steps)])
+        encoded = [_prometheus_series(_labels(i), [(_value(i, s), T0_MS + s * 15_000)
+                                                   for s in range(steps)])
                    for i in range(start, min(series, start + per_series))]
         requests.append(write_request(*encoded))
     return requests
+
+
+def render_remote_write_as_sent(series: int, steps: int, per_request: int) -> list[bytes]:
+    """Requests as Prometheus sends them: ``per_request`` samples, each its own series entry."""
+    entries = [_prometheus_series(_labels(i), [(_value(i, s), T0_MS + s * 15_000)])
+               for s in range(steps) for i in range(series)]
+    return [write_request(*entries[i:i + per_request])
+            for i in range(0, len(entries), per_request)]
 
 
 def _cpu() -> float:
@@ -134,34 +159,41 @@ def main() -> None:
     try:
         text = render_text(args.series, args.steps)
         (work / "samples.prom").write_bytes(text)
-        requests = render_remote_write(args.series, args.steps, args.per_request)
+        shapes = {
+            "1 sample/series": render_remote_write_as_sent(args.series, args.steps,
+                                                           args.per_request),
+            f"{args.steps} samples/series": render_remote_write(args.series, args.steps,
+                                                                 args.per_request),
+        }
         total = args.series * args.steps
-        print(f"{total:,} samples: {len(text) / 2**20:.0f} MiB of text; {len(requests)} "
-              f"remote-write requests, {sum(map(len, requests)) / 2**20:.0f} MiB snappy")
+        print(f"{total:,} samples: {len(text) / 2**20:.0f} MiB of text; remote write "
+              + "; ".join(f"{shape}: {len(reqs)} requests, {sum(map(len, reqs)) / 2**20:.1f} "
+                          "MiB snappy" for shape, reqs in shapes.items()))
         # Text arrives as scrapes: one batch per timestamp, like one scrape of every target.
         per_scrape = [text[i:j] for i, j in _scrape_bounds(text, args.steps)]
+        duck_name = "duckdb read_csv of the same text (1 thread)"
         rows = {
             "text: land + parse (in process)": ingest_in_process(
                 work / "text", per_scrape, "prom", prometheus_text.parse),
-            "remote write: land + decode (in process)": ingest_in_process(
-                work / "rw", requests, "pb", remote_write.parse),
-            "duckdb read_csv of the same text (1 thread)": duckdb_text(work / "samples.prom"),
+            duck_name: duckdb_text(work / "samples.prom"),
         }
-        http_points, http_cpu, http_wall = ingest_over_http(work / "http", requests,
-                                                            work / "serve.log")
-        rows["remote write over HTTP (server CPU)"] = (http_points, http_cpu)
-        print(f"{'path':<46}{'points':>12}{'CPU s':>8}{'points/s/core':>16}")
+        walls = {}
+        for n, (shape, reqs) in enumerate(shapes.items()):
+            rows[f"remote write, {shape}: land + decode"] = ingest_in_process(
+                work / f"rw{n}", reqs, "pb", remote_write.parse)
+            points, cpu, walls[shape] = ingest_over_http(work / f"http{n}", reqs,
+                                                         work / f"serve{n}.log")
+            rows[f"remote write, {shape}: over HTTP (server CPU)"] = (points, cpu)
+        width = max(map(len, rows)) + 2
+        print(f"{'path':<{width}}{'points':>10}{'CPU s':>8}{'points/s/core':>16}"
+              f"{'duckdb ÷ this':>15}")
+        duck_rate = rows[duck_name][0] / rows[duck_name][1]
         for name, (points, cpu) in rows.items():
-            print(f"{name:<46}{points:>12,}{cpu:>8.2f}{points / cpu:>16,.0f}")
-        duck = rows["duckdb read_csv of the same text (1 thread)"]
-        duck_rate = duck[0] / duck[1]
-        for name in ("text: land + parse (in process)", "remote write: land + decode (in process)",
-                     "remote write over HTTP (server CPU)"):
-            points, cpu = rows[name]
-            print(f"ratio duckdb / {name.split(':')[0].split(' (')[0]}: "
-                  f"{duck_rate / (points / cpu):.2f}×")
-        print(f"remote write over HTTP: {http_points / http_wall:,.0f} points/s wall "
-              "(4 client threads, one uvicorn worker)")
+            print(f"{name:<{width}}{points:>10,}{cpu:>8.2f}{points / cpu:>16,.0f}"
+                  f"{duck_rate / (points / cpu):>14.2f}×")
+        for shape, wall in walls.items():
+            print(f"remote write over HTTP, {shape}: {total / wall:,.0f} points/s wall "
+                  "(4 client threads, one uvicorn worker)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

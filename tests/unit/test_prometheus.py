@@ -1,16 +1,13 @@
-"""Prometheus exposition parsing and the silver metric conformer."""
+"""Prometheus exposition parsing (the silver metric conformer: tests/unit/test_conform.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pyarrow as pa
 import pytest
 
 from opslake.ingest.parsers import prometheus_text
 from opslake.lake.landing import LandedBatch
-from opslake.lake.schemas import METRIC_POINTS
-from opslake.transforms import metrics
 
 BATCH = LandedBatch("prometheus", "b-01", "2026-03-02", "p", "s", 0,
                     "2026-03-02T01:00:00+00:00", "prom", "test")
@@ -64,41 +61,6 @@ def test_label_set_errors(text: str) -> None:
         prometheus_text.parse_label_set(text)
 
 
-def _bronze(*batches: tuple[str, bytes]) -> pa.Table:
-    tables = []
-    for batch_id, body in batches:
-        batch = LandedBatch(**{**BATCH.__dict__, "batch_id": batch_id})
-        tables.append(prometheus_text.parse(body, batch).table)
-    table = pa.concat_tables(tables)
-    for name in ("metric", "label_set", "batch_id"):
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 table.column(name).dictionary_encode())
-    return table
-
-
-def test_silver_dedups_sorts_and_resolves_entities() -> None:
-    bronze = _bronze(
-        ("b-2", b'm{entity_id="vm-2"} 2 1772409660000\nm{entity_id="vm-1"} 1 1772409600000\n'),
-        ("b-1", (b'm{entity_id="vm-2"} 9 1772409660000\n'
-                b'm{instance="10.0.0.9:9100"} 5 1772409600000\n'
-                b'm{instance="10.7.7.7:9100"} 6 1772409600000\n')),
-    )
-
-    def resolve(instances: pa.Array) -> pa.Array:
-        return pa.array([{"10.0.0.9:9100": "host-9"}.get(i) for i in instances.to_pylist()],
-                        pa.string())
-
-    out = pa.concat_tables(metrics.to_silver(bronze, resolve))
-    assert out.schema == METRIC_POINTS
-    rows = [(r["entity_id"], r["value"], r["batch_id"]) for r in out.to_pylist()]
-    # vm-2's point arrived twice: the first delivery (batch b-1 sorts first) wins.
-    assert rows == [("host-9", 5.0, "b-1"), ("vm-1", 1.0, "b-2"), ("vm-2", 9.0, "b-1"),
-                    (None, 6.0, "b-1")]
-    assert out.column("labels").to_pylist()[0] == [("instance", "10.0.0.9:9100")]
-    again = pa.concat_tables(metrics.to_silver(bronze, resolve))
-    assert again.equals(out)
-
-
 def test_crlf_lines_and_odd_control_bytes_keep_their_line_numbers() -> None:
     crlf = prometheus_text.parse(b"a 1 1772409600000\r\n\r\nb x 1772409600000\r\n", BATCH)
     assert [r["metric"] for r in crlf.table.to_pylist()] == ["a"]
@@ -106,3 +68,19 @@ def test_crlf_lines_and_odd_control_bytes_keep_their_line_numbers() -> None:
     # A unit-separator byte cannot be split on as a field: the slower path takes over.
     odd = prometheus_text.parse(b'a{l="x\x1fy"} 1 1772409600000\nb 2 1772409600000\n', BATCH)
     assert [r["metric"] for r in odd.table.to_pylist()] == ["a", "b"]
+
+
+def test_empty_batch_has_no_rows() -> None:
+    for body in (b"", b"\n", b"# HELP x y\n"):
+        result = prometheus_text.parse(body, BATCH)
+        assert result.table.num_rows == 0 and result.rejects == []
+        assert result.table.schema == prometheus_text.BRONZE_SCHEMA
+
+
+def test_series_seen_before_keep_their_identity() -> None:
+    first = prometheus_text.parse(b'm{b="2",a="1"} 1 1772409600000\n', BATCH)
+    again = prometheus_text.parse(b'm{a="1",b="2"} 2 1772409600000\nm{b="2",a="1"} 3 1\n'
+                                  b'm{a="1",a="1"} 4 1\n', BATCH)
+    assert first.table.column("label_set").to_pylist() == ['{a="1",b="2"}']
+    assert again.table.column("label_set").to_pylist() == ['{a="1",b="2"}'] * 2
+    assert [r.line_no for r in again.rejects] == [3]

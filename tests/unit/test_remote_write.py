@@ -6,6 +6,7 @@ import struct
 from datetime import UTC, datetime
 
 import cramjam
+import numpy as np
 import pytest
 
 from opslake.ingest.parsers import prometheus, prometheus_text, remote_write
@@ -171,3 +172,68 @@ def test_large_request_decodes_quickly() -> None:
     elapsed = time.perf_counter() - start
     assert result.table.num_rows == 200_000 and not result.rejects
     assert elapsed < 5.0, f"200k samples took {elapsed:.2f}s"
+
+
+# -- the regular (numpy) decoder --------------------------------------------------------
+def _as_prometheus(labels: dict[str, str], samples: list[tuple[float, int]]) -> bytes:
+    """A TimeSeries as Prometheus encodes it: labels, then samples (value, timestamp),
+    proto3 zeros left out."""
+    body = b"".join(_len(1, _label(k, v)) for k, v in labels.items())
+    for value, ts_ms in samples:
+        encoded = _key(1, 1) + struct.pack("<d", value) if struct.pack("<d", value) != bytes(8) \
+            else b""
+        body += _len(2, encoded + (_key(2, 0) + _uvarint(ts_ms) if ts_ms else b""))
+    return body
+
+
+def _both_paths(body: bytes, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(remote_write, "REGULAR_MIN_SERIES", 0)
+    fast = remote_write.parse(body, _batch())
+    monkeypatch.setattr(remote_write, "_decode_regular", lambda buf, **_: None)
+    return fast, remote_write.parse(body, _batch())
+
+
+def test_prometheus_layout_is_decoded_regularly_and_matches_upb(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    body = write_request(
+        _as_prometheus({"__name__": "up", "job": "node", "instance": "h:9100"},
+                       [(1.0, 1764115200000)]),
+        _as_prometheus({"__name__": "zero", "é": "ü" * 100}, [(0.0, 1764115200000)]),
+        _as_prometheus({"__name__": "neg", "job": "node"}, [(-0.0, -1000)]),
+        _as_prometheus({"__name__": "at_epoch"}, [(2.5, 0)]),
+        _as_prometheus({"__name__": "none"}, []),
+        _as_prometheus({"job": "node", "__name__": "many"},
+                       [(float(i % 3), 1764115200000 + i) for i in range(37)]),
+    )
+    assert remote_write._decode_regular(remote_write._request_bytes(body)) is not None
+    fast, upb = _both_paths(body, monkeypatch)
+    assert fast.rejects == upb.rejects == []
+    assert fast.table.num_rows == 41 and fast.table.equals(upb.table)
+    bits = [np.asarray(t.column("value")).view(np.int64) for t in (fast.table, upb.table)]
+    assert (bits[0] == bits[1]).all()  # -0.0 stays -0.0
+
+
+@pytest.mark.parametrize("series", [
+    _series({"__name__": "up"}, [(1.0, 1000), (2.0, 2000)]),  # timestamp before value
+    _series({"__name__": "up"}, [(1.0, 1000)], extra=_len(3, b"\x0a\x00")),  # an exemplar
+    _as_prometheus({"__name__": "up", **{f"l{i}": "v" for i in range(70)}}, [(1.0, 1000)]),
+    _as_prometheus({"__name__": "up"}, [(1.0, 2**62)]),  # out of range: rejected
+    _as_prometheus({"job": "nameless"}, [(1.0, 1000)]),  # no name: rejected
+])
+def test_other_layouts_take_the_upb_path(series: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = write_request(_as_prometheus({"__name__": "ok"}, [(3.0, 1000)]), series)
+    assert remote_write._decode_regular(remote_write._request_bytes(body)) is None
+    fast, upb = _both_paths(body, monkeypatch)
+    assert fast.rejects == upb.rejects and fast.table.equals(upb.table)
+
+
+def test_one_long_series_is_decoded_in_few_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(remote_write, "REGULAR_MIN_SERIES", 0)
+    body = write_request(_as_prometheus(
+        {"__name__": "up"}, [(float(i % 2), 1764115200000 + i) for i in range(200_000)]))
+    start = time.perf_counter()
+    result = remote_write.parse(body, _batch())
+    assert result.table.num_rows == 200_000 and not result.rejects
+    assert time.perf_counter() - start < 5.0
