@@ -3,7 +3,9 @@
 # Prometheus, node_exporter, Alertmanager, Mosquitto, rsyslog (Debian/Ubuntu packages), and
 # Chromium, which the report tests run headless to render pages, with a CJK font so Chinese
 # text renders (WenQuanYi Zen Hei, 7 MB), and poppler-utils (pdftotext, pdftoppm), with
-# which the service-report test reads back the PDFs it renders.
+# which the service-report test reads back the PDFs it renders; and PostgreSQL, which
+# `opslake cluster up` runs (its own data dir under the state dir) as Dagster's instance;
+# and a Java 17 runtime for Spark (pyspark, infra/spark), which a test reads gold with.
 #
 # Idempotent: when every binary is already present nothing is installed. The packages'
 # maintainer scripts must not leave daemons running on their default ports (infra/services.sh
@@ -15,12 +17,12 @@
 set -euo pipefail
 
 PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog chromium
-          poppler-utils)
+          poppler-utils openjdk-17-jre-headless)
 # Binary each package provides (same order as PACKAGES).
 BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd chromium
-          pdftotext)
+          pdftotext java)
 # Process names the packages' init scripts would start.
-DAEMONS=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd)
+DAEMONS=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd postgres)
 
 die() { echo "install-services: $*" >&2; exit 1; }
 
@@ -36,8 +38,11 @@ done
 if ! { command -v fc-list >/dev/null 2>&1 && [[ -n "$(fc-list :lang=zh family)" ]]; }; then
   missing+=(fonts-wqy-zenhei)
 fi
+# PostgreSQL's server programs live in a versioned directory, not on PATH.
+have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+have_postgres || missing+=(postgresql)
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "install-services: all present (${BINARIES[*]}); nothing to install"
+  echo "install-services: all present (${BINARIES[*]} postgres); nothing to install"
   exit 0
 fi
 
@@ -108,4 +113,5 @@ fi
 for i in "${!PACKAGES[@]}"; do
   have_binary "${BINARIES[$i]}" || die "${PACKAGES[$i]} installed but ${BINARIES[$i]} not found"
 done
+have_postgres || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
 echo "install-services: installed ${missing[*]}"

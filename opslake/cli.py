@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from opslake.cli_alerts import app as alerts_app
 from opslake.cli_catalog import app as catalog_app
+from opslake.cli_cluster import app as cluster_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
 from opslake.cli_reports import app as reports_app
@@ -22,6 +23,9 @@ from opslake.cli_security import audit_app
 from opslake.cli_subscriptions import app as subscriptions_app
 from opslake.errors import ConfigError, OpsLakeError
 from opslake.settings import Settings
+
+if TYPE_CHECKING:
+    from opslake.orchestration.runner import RunDay
 
 app = typer.Typer(help="OpsLake: the AIOps lakehouse of a unified government ops centre.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -37,6 +41,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(screens_app, name="screens")
 app.add_typer(reports_app, name="reports")
+app.add_typer(cluster_app, name="cluster")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)
@@ -111,13 +116,32 @@ def materialize(
     from_: Annotated[str | None, typer.Option("--from", help="First day (default: first "
                                               "landed day).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Last day (default: last landed day).")] = None,
+    cluster: Annotated[bool, typer.Option(
+        "--cluster", help="Run each step on the Dask workers of `opslake cluster up`, the "
+        "Dagster instance on its PostgreSQL, the lake on S3; print who ran what.")] = False,
 ) -> None:
     """Materialize landing → bronze → silver → gold for a range of days."""
+    settings = _settings()
+    if not cluster:
+        _materialize(settings, select, from_, to)
+        return
+    from opslake.cli_cluster import print_steps
+    from opslake.orchestration.cluster import Cluster, ClusterRuns
+
+    with ClusterRuns(Cluster(settings)) as runs:
+        try:
+            _materialize(runs.settings, select, from_, to, runs)
+        finally:
+            # Who ran what, also when a day failed.
+            print_steps(runs.steps)
+
+
+def _materialize(settings: Settings, select: list[str] | None, from_: str | None,
+                 to: str | None, run: RunDay | None = None) -> None:
     from opslake.lake.landing import LandingZone
     from opslake.lake.storage import Lake
     from opslake.orchestration import runner
 
-    settings = _settings()
     zone = LandingZone(Lake.from_settings(settings))
     landed = sorted({d for s in zone.sources() for d in zone.days(s)})
     first = _parse_day(from_, "--from") or (date.fromisoformat(landed[0]) if landed else None)
@@ -135,7 +159,7 @@ def materialize(
             progress.advance(task)
             console.print(f"[green]✓[/] {day}")
 
-        runner.materialize(settings, days, select or (), on_day=done)
+        runner.materialize(settings, days, select or (), on_day=done, run=run)
 
 
 @warehouse_app.command("build")

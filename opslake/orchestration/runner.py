@@ -19,6 +19,12 @@ telemetry:
 """
 
 
+#: What one run of a job returns, in this process or on the cluster.
+RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
+#: Runs one job for one day: (job name, partition key, asset keys or None for the whole job).
+RunDay = Callable[[str, str, Sequence[dg.AssetKey] | None], RunResult]
+
+
 class PipelineError(OpsLakeError):
     """A materialization run failed; the Dagster UI has the step that failed and its logs."""
 
@@ -93,7 +99,7 @@ class QualityBlocked(PipelineError):
     """Quality contracts failed: the affected partitions were not published downstream."""
 
 
-def _blocked(result: dg.ExecuteInProcessResult) -> list[str]:
+def _blocked(result: RunResult) -> list[str]:
     """'asset check: observed (threshold)' for each failed blocking (error) check."""
     from opslake.assets.keys import SUITES
     from opslake.quality.results import ROW_KINDS
@@ -119,31 +125,40 @@ def _blocked(result: dg.ExecuteInProcessResult) -> list[str]:
     return out
 
 
+def in_process(settings: Settings) -> RunDay:
+    """Run jobs in this process, recorded in the instance under ``state_dir/dagster``."""
+    defs = definitions()
+    inst = instance(settings)
+
+    def run(job: str, day: str, keys: Sequence[dg.AssetKey] | None) -> RunResult:
+        return defs.resolve_job_def(job).execute_in_process(
+            partition_key=day, instance=inst, asset_selection=keys,
+            run_config=_run_config(settings), raise_on_error=False)
+
+    return run
+
+
 def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = (),
-                on_day: Callable[[str, dg.ExecuteInProcessResult], None] | None = None) -> None:
+                on_day: Callable[[str, RunResult], None] | None = None,
+                run: RunDay | None = None) -> None:
     """Materialize the selected assets for each day, in order, recording runs in the instance.
 
     After each day the ``quality_followup`` job brings the day's quality alerts into silver
     events and writes the check-up report. A day whose quality contracts fail still runs
     everything they do not block; the days go on, and at the end :class:`QualityBlocked`
-    names every blocking check that failed.
+    names every blocking check that failed. ``run`` runs each job (default: in this
+    process; ``opslake.orchestration.cluster`` runs them on Dask workers).
     """
-    defs = definitions()
-    keys = selected_keys(defs, terms)
-    job = defs.resolve_job_def("daily_pipeline")
-    inst = instance(settings)
-    followup = defs.resolve_job_def("quality_followup")
+    keys = selected_keys(definitions(), terms)
+    run = run or in_process(settings)
     blocked: list[str] = []
     for day in days:
-        result = job.execute_in_process(partition_key=day, instance=inst, asset_selection=keys,
-                                        run_config=_run_config(settings), raise_on_error=False)
+        result = run("daily_pipeline", day, keys)
         day_blocked = _blocked(result)
         if any(k.path[0] in ("silver", "gold") for k in keys):
             # Quality alerts into silver events, and the report, even when a blocking
             # check stopped part of the run.
-            after = followup.execute_in_process(partition_key=day, instance=inst,
-                                                run_config=_run_config(settings),
-                                                raise_on_error=False)
+            after = run("quality_followup", day, None)
             if not after.success:
                 result = after
         if not result.success and not day_blocked:
