@@ -86,7 +86,10 @@ def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
     day_start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     for batch in pending_batches(lake, day):
         parsed = SOURCES[batch.source](zone.read(batch), batch)
-        chunks = list(to_silver(parsed.table, resolve, source=batch.source))
+        # One landed batch is small: it is sorted as one shard.
+        chunks = list(to_silver(
+            lambda columns, t=parsed.table, src=batch.source: [(src, t.select(columns))],
+            resolve, rows_per_shard=max(1, parsed.table.num_rows)))
         points = pa.concat_tables(chunks) if chunks else METRIC_POINTS.empty_table()
         points = points.cast(METRIC_POINTS)
         _write(lake, f"{lake.table_path('silver', LIVE_POINTS, {'dt': day})}/{batch.batch_id}"
