@@ -24,8 +24,8 @@ from opslake.alerting.rules import ConvergenceRules
 from opslake.assets.conform import cmdb_as_of, end_of_day, resolver_for_day
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.lake.storage import Lake
-from opslake.orchestration.resources import LakeResource
 from opslake.settings import Settings
 
 INPUTS = [key("silver", "events"), key("silver", "tickets"), key("silver", "assets"),

@@ -17,11 +17,11 @@ import pyarrow as pa
 
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.errors import ConfigError, NotFoundError
 from opslake.metrics_catalog.loader import load
 from opslake.ml import forecast
 from opslake.ml.backtest import Panel, estate_panel
-from opslake.orchestration.resources import LakeResource
 from opslake.settings import Settings
 
 #: Days of silver history each forecast is made from (ending with the partition's day).

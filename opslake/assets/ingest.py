@@ -12,10 +12,10 @@ import pyarrow as pa
 
 from opslake.assets.keys import BRONZE_SOURCES, FINDINGS_SOURCES, OWNER, key
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.ingest.parsers import ParseResult
 from opslake.lake import quarantine
 from opslake.lake.landing import LandedBatch
-from opslake.orchestration.resources import LakeResource
 from opslake.security.crypto import FieldCipher
 from opslake.security.fields import sealer
 

@@ -6,8 +6,8 @@ import dagster as dg
 import pyarrow as pa
 
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.lake.storage import Lake
-from opslake.orchestration.resources import LakeResource
 from opslake.quality.partition import PartitionCheck
 from opslake.quality.results import ROW_KINDS, CheckResult
 from opslake.quality.suites import load_suites

@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 from opslake.assets.conform import cmdb_as_of, end_of_day, resolver_for_day
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.lake import schemas
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog import live, tables
@@ -28,7 +29,6 @@ from opslake.metrics_catalog.compute import METRIC_VALUES, compute, required_mod
 from opslake.metrics_catalog.loader import MetricSet, load
 from opslake.metrics_catalog.models import MODELS, current_rows
 from opslake.metrics_catalog.usage import record_usage
-from opslake.orchestration.resources import LakeResource
 from opslake.settings import Settings
 
 VALUES = "metric_values"

@@ -13,10 +13,10 @@ import pyarrow as pa
 
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.metrics_catalog.live import LIVE_POINTS
 from opslake.ml import anomalies, registry
-from opslake.orchestration.resources import LakeResource
 
 
 def _anomaly_metadata(scored: anomalies.Scored, runs: list[dict]) -> dict:

@@ -19,10 +19,10 @@ import pyarrow as pa
 
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
+from opslake.assets.resources import LakeResource
 from opslake.lake.schemas import ASSETS, METRIC_POINTS, TS
 from opslake.lake.storage import Lake
 from opslake.ml import anomalies, features, multivariate, registry, risk
-from opslake.orchestration.resources import LakeResource
 
 RISK_MODEL = "incident_risk"
 MULTIVARIATE_MODEL = anomalies.MULTIVARIATE_MODEL

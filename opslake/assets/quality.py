@@ -12,7 +12,7 @@ import dagster as dg
 
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
-from opslake.orchestration.resources import LakeResource
+from opslake.assets.resources import LakeResource
 from opslake.quality.report import score_table, write_report
 
 #: Asset keys of the follow-up after a day's pipeline: quality alerts into silver events,

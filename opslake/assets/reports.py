@@ -12,8 +12,8 @@ import dagster as dg
 from pydantic import Field
 
 from opslake.assets.keys import OWNER, key
+from opslake.assets.resources import LakeResource
 from opslake.errors import ConfigError
-from opslake.orchestration.resources import LakeResource
 from opslake.screens.reports import Period, produce, report_kind
 
 

@@ -4,9 +4,9 @@ import dagster as dg
 
 from opslake.assets import metric_catalog
 from opslake.assets.keys import OWNER
+from opslake.assets.resources import LakeResource
 from opslake.lake.warehouse import build_warehouse
 from opslake.metrics_catalog import tables
-from opslake.orchestration.resources import LakeResource
 
 
 @dg.asset(

@@ -21,8 +21,8 @@ from opslake.assets import (
     serving,
     tickets,
 )
+from opslake.assets.resources import LakeResource
 from opslake.orchestration import collection, jobs
-from opslake.orchestration.resources import LakeResource
 
 defs = dg.Definitions.merge(
     cmdb.defs,

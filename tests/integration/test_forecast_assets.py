@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from opslake.assets.forecasts import HORIZON, capacity, forecasts
+from opslake.assets.resources import LakeResource
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog.loader import load
 from opslake.ml.forecast import capacity_metrics
 from opslake.orchestration import runner
-from opslake.orchestration.resources import LakeResource
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
 

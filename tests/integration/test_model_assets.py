@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from opslake.assets import models
+from opslake.assets.resources import LakeResource
 from opslake.cli import app
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.ml import registry
 from opslake.orchestration import runner
-from opslake.orchestration.resources import LakeResource
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from opslake.assets.resources import LakeResource
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.lake.storage import STAGING, Lake
-from opslake.orchestration.resources import LakeResource
 from opslake.settings import Settings
 
 
