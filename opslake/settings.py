@@ -52,6 +52,10 @@ class Settings:
     #: Working memory (MiB) a large silver table may sort in at once; beyond it the day is
     #: sorted shard by shard through spill files, so memory does not grow with the day.
     sort_memory_mb: int = 512
+    #: Shards a day of the heavy tables is cut into (metric points and their rollups, by a
+    #: stable hash of the entity): each shard is its own step, so one day spreads over
+    #: the workers of a cluster. The same lake must be built with the same count.
+    day_shards: int = 1
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -95,6 +99,7 @@ class Settings:
             postgres_port=_port(env, "OPSLAKE_POSTGRES_PORT", 5433),
             cluster_s3_port=_port(env, "OPSLAKE_CLUSTER_S3_PORT", 9400),
             sort_memory_mb=_sort_memory_mb(env),
+            day_shards=_day_shards(env),
         )
 
     @property
@@ -123,6 +128,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name) or str(default)
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}={raw!r} is not a TCP port; use a number from 1 to 65535")
+    return int(raw)
+
+
+def _day_shards(env: Mapping[str, str]) -> int:
+    """``OPSLAKE_SHARDS``; a clear error when it is not a shard count."""
+    raw = env.get("OPSLAKE_SHARDS") or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ConfigError(f"OPSLAKE_SHARDS={raw!r} is not a shard count; use a whole number "
+                          "from 1 (default: a day is one step) to 256")
     return int(raw)
 
 

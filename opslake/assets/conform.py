@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from opslake.assets.keys import BRONZE_SOURCES, daily_table_asset, key
+from opslake.assets.sharded import sharded_table_asset
 from opslake.errors import ConfigError
 from opslake.lake.schemas import ASSETS
 from opslake.lake.storage import Lake
@@ -21,8 +22,10 @@ from opslake.transforms.entities import EntityResolver
 
 Conform = Callable[[pa.Table, EntityResolver], pa.Table | Iterable[pa.Table]]
 #: Conforms a day read from its bronze files a batch at a time (tables too large to hold
-#: whole): (reader, resolver, settings) → silver slices, within ``Settings.sort_memory_mb``.
-StreamConform = Callable[[BronzeReader, EntityResolver | None, Settings], Iterable[pa.Table]]
+#: whole): (reader, resolver, settings, day shard) → silver slices of the entities of that
+#: shard (of ``Settings.day_shards``), within ``Settings.sort_memory_mb``.
+StreamConform = Callable[[BronzeReader, EntityResolver | None, Settings, int],
+                         Iterable[pa.Table]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +57,8 @@ class SilverTable:
     sealed: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Exactly one way to conform; a streamed table reads one day with no tokens."""
+        """Exactly one way to conform; a streamed table (built in day shards) reads one day
+        with no tokens."""
         if (self.conform is None) == (self.stream is None):
             raise ConfigError(f"silver table {self.name}: give either conform or stream")
         if self.stream is not None and (self.history or self.sealed):
@@ -95,13 +99,23 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     if spec.resolves_entities:
         deps.append(key("silver", "assets"))
 
+    if spec.stream is not None:
+        stream = spec.stream
+
+        def build_shard(lake: Lake, dt: str, shard: int, metadata: dict, settings: Settings
+                        ) -> Iterable[pa.Table]:
+            if shard == 0:  # a fact of the whole day, recorded once
+                for name in bronze_tables:
+                    metadata[f"bronze_rows/{name}"] = partition_rows(lake, "bronze", name, dt)
+            resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
+            return stream(_reader(lake, spec, bronze_tables, dt), resolver, settings, shard)
+
+        return sharded_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
+                                   description=spec.description, build=build_shard,
+                                   bronze=bronze_tables)
+
     def build(lake: Lake, dt: str, metadata: dict, settings: Settings
               ) -> pa.Table | Iterable[pa.Table]:
-        if spec.stream is not None:
-            for name in bronze_tables:
-                metadata[f"bronze_rows/{name}"] = partition_rows(lake, "bronze", name, dt)
-            resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
-            return spec.stream(_reader(lake, spec, bronze_tables, dt), resolver, settings)
         parts = []
         for name in bronze_tables:
             days = [d for d in lake.partitions("bronze", name) if d <= dt] \

@@ -13,11 +13,15 @@ import pyarrow as pa
 from opslake.assets.keys import BRONZE_SOURCES, FINDINGS_SOURCES, OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.assets.sharded import fan_out_asset, load_states, summed_metadata
 from opslake.ingest.parsers import ParseResult
 from opslake.lake import quarantine
 from opslake.lake.landing import LandedBatch
+from opslake.lake.schemas import QUARANTINE
+from opslake.lake.shards import drop_states, part_name, save_state, shard_of
 from opslake.security.crypto import FieldCipher
 from opslake.security.fields import sealer
+from opslake.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class BronzeTable:
     #: The table holds personal fields: the parser gets a ``seal``
     #: (opslake.security.fields) under the installation's data key and keeps only tokens.
     sealed: bool = False
+    #: A heavy table: its day is parsed in ``Settings.day_shards`` steps (by batch id).
+    sharded: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,21 +93,20 @@ def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
 
 
 def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=key("bronze", table.name),
-        deps=[key("landing", spec.source)],
-        group_name="bronze",
-        kinds={"parquet", "polars"},
-        owners=[OWNER],
-        partitions_def=DAILY,
-        description=(
-            f"{table.description} Parsed from landing/{spec.source}, one Parquet file per "
-            "landed batch. Lines that do not parse go to bronze/quarantine with the reason."
-        ),
+    description = (
+        f"{table.description} Parsed from landing/{spec.source}, one Parquet file per "
+        "landed batch. Lines that do not parse go to bronze/quarantine with the reason."
     )
-    def bronze_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    shards = Settings.from_env().day_shards if table.sharded else 1
+
+    def parse_day(context: dg.OpExecutionContext | dg.AssetExecutionContext,
+                  lake: LakeResource, shard: int) -> dict:
+        """Parse the day's batches of day shard ``shard`` (by batch id); its figures."""
         zone, dt = lake.landing(), context.partition_key
         batches = zone.batches(spec.source, dt)
+        if shards > 1:
+            mine = shard_of(pa.array([b.batch_id for b in batches], pa.string()), shards)
+            batches = [b for b, s in zip(batches, mine, strict=True) if s == shard]
         rejects: list[pa.Table] = []
         rows = 0
         # Sealed in the parser, so no clear personal value reaches a bronze or quarantine file.
@@ -120,15 +125,58 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
                     rejects.append(quarantine.rejects_table(batch, result.rejects))
                 yield batch.batch_id, result.table
 
-        zone.lake.write_parts("bronze", table.name, {"dt": dt}, parts(), table.schema)
-        quarantined = quarantine.write(zone.lake, table.name, dt, rejects)
+        # One shard of several leaves the other shards' files to them; the merge prunes.
+        zone.lake.write_parts("bronze", table.name, {"dt": dt}, parts(), table.schema,
+                              prune=shards == 1)
+        quarantined = quarantine.write(zone.lake, table.name, dt, rejects,
+                                       part=part_name(shard), prune=shards == 1)
         if quarantined:
             context.log.warning(f"{quarantined} {spec.source} lines quarantined for {dt}")
-        return dg.MaterializeResult(metadata={
-            "rows": rows, "batches": len(batches), "quarantined": quarantined,
-        })
+        return {"rows": rows, "batches": len(batches), "quarantined": quarantined}
+
+    if shards > 1:
+        return _sharded_bronze(spec, table, description, shards, parse_day)
+
+    @dg.asset(
+        key=key("bronze", table.name),
+        deps=[key("landing", spec.source)],
+        group_name="bronze",
+        kinds={"parquet", "polars"},
+        owners=[OWNER],
+        partitions_def=DAILY,
+        description=description,
+    )
+    def bronze_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata=parse_day(context, lake, 0))
 
     return bronze_asset
+
+
+def _sharded_bronze(spec: SourceSpec, table: BronzeTable, description: str, shards: int,
+                    parse_day: Callable[[dg.OpExecutionContext, LakeResource, int], dict]
+                    ) -> dg.AssetsDefinition:
+    """The bronze asset of ``table`` as one step per day shard of landed batches, merged."""
+    def shard_step(context: dg.OpExecutionContext, lake: LakeResource, shard: int) -> None:
+        metadata = parse_day(context, lake, shard)
+        save_state(lake.lake(), "bronze", table.name, context.partition_key, shard,
+                   {"metadata": metadata}, QUARANTINE.empty_table())
+
+    def merge_step(context: dg.OpExecutionContext, lake: LakeResource
+                   ) -> tuple[dict, list[dg.AssetCheckResult]]:
+        zone, dt = lake.landing(), context.partition_key
+        states = load_states(zone.lake, "bronze", table.name, dt, shards)
+        # Files of batches no longer in the day's manifest, and quarantine parts of an
+        # earlier run with more shards, go as an unsharded run's would.
+        zone.lake.prune_parts("bronze", table.name, {"dt": dt},
+                              {f"{b.batch_id}.parquet" for b in zone.batches(spec.source, dt)})
+        zone.lake.prune_parts("bronze", quarantine.TABLE, {"dt": dt, "table": table.name},
+                              {f"{part_name(i)}.parquet" for i in range(shards)})
+        drop_states(zone.lake, "bronze", table.name, dt)
+        return summed_metadata(states), []
+
+    return fan_out_asset(key("bronze", table.name), deps=[key("landing", spec.source)],
+                         shards=shards, description=description, kinds={"parquet", "polars"},
+                         shard_step=shard_step, merge_step=merge_step)
 
 
 def _ordered_map(fn: Callable[[LandedBatch], ParseResult],

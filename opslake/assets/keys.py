@@ -74,12 +74,7 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     ``bronze`` names the bronze tables read (their senders' parse rate is checked).
     ``settings``: ``build`` is a SettingsBuild, given the settings of the lake resource.
     """
-    suite = SUITES.get(f"{layer}.{name}")
-    check_specs = [
-        dg.AssetCheckSpec(c.name, asset=key(layer, name), description=c.summary(),
-                          blocking=c.severity == "error" and c.kind not in ROW_KINDS)
-        for c in (suite.checks if suite else ())
-    ]
+    check_specs = table_check_specs(layer, name)
 
     @dg.asset(
         check_specs=check_specs,
@@ -93,33 +88,65 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     )
     def table_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         lk, dt = lake.lake(), context.partition_key
-        metadata: dict = {"rows": 0}
-        if "entity_id" in schema.names:
-            metadata["rows_without_entity"] = 0
+        metadata = new_metadata(schema)
         out = build(lk, dt, metadata, lake.settings()) if settings else build(lk, dt, metadata)
-        chunks: Iterable[pa.Table] = [out] if isinstance(out, pa.Table) else out
-        sources = {t: BRONZE_SOURCES.get(t, t) for t in bronze}
-        check = PartitionCheck(lk, suite, schema, dt, sources,
-                               findings=frozenset(FINDINGS_SOURCES)) if suite else None
-        if check:
-            chunks = check.chunks(chunks)
-
-        def counted() -> Iterator[pa.Table]:
-            for chunk in chunks:
-                metadata["rows"] += chunk.num_rows
-                if "entity_id" in schema.names:
-                    metadata["rows_without_entity"] += chunk.column("entity_id").null_count
-                yield chunk
-
-        lk.write_parts(layer, name, {"dt": dt}, [("part-0", counted())], schema)
-        if check is None:
-            return dg.MaterializeResult(metadata=metadata)
-        results = check.finish(context.run.run_id)
-        metadata["quarantined_by_quality"] = sum(t.num_rows for t in check.validator.quarantined)
-        failed = sorted({r.check for r in results if not r.passed})
-        metadata["quality_checks_failed"] = dg.MetadataValue.json(failed)
-        selected = {k.name for k in context.selected_asset_check_keys}
-        return dg.MaterializeResult(metadata=metadata, check_results=[
-            r for r in check_results(results) if r.check_name in selected])
+        check = partition_check(lk, layer, name, schema, dt, bronze)
+        chunks = check.chunks(as_chunks(out)) if check else as_chunks(out)
+        lk.write_parts(layer, name, {"dt": dt}, [("part-0", counted(chunks, metadata, schema))],
+                       schema)
+        checks = finish_checks(check, metadata, context) if check else []
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return table_asset
+
+
+def table_check_specs(layer: str, name: str) -> list[dg.AssetCheckSpec]:
+    """The Dagster checks of a table: its suite's, blocking where a table contract errs."""
+    suite = SUITES.get(f"{layer}.{name}")
+    return [
+        dg.AssetCheckSpec(c.name, asset=key(layer, name), description=c.summary(),
+                          blocking=c.severity == "error" and c.kind not in ROW_KINDS)
+        for c in (suite.checks if suite else ())
+    ]
+
+
+def new_metadata(schema: pa.Schema) -> dict:
+    """The figures every table partition records, before any row."""
+    return {"rows": 0, **({"rows_without_entity": 0} if "entity_id" in schema.names else {})}
+
+
+def as_chunks(out: pa.Table | Iterable[pa.Table]) -> Iterable[pa.Table]:
+    """A build's output as a sequence of tables."""
+    return [out] if isinstance(out, pa.Table) else out
+
+
+def counted(chunks: Iterable[pa.Table], metadata: dict, schema: pa.Schema
+            ) -> Iterator[pa.Table]:
+    """The chunks, counted into ``metadata`` as they are written."""
+    for chunk in chunks:
+        metadata["rows"] += chunk.num_rows
+        if "entity_id" in schema.names:
+            metadata["rows_without_entity"] += chunk.column("entity_id").null_count
+        yield chunk
+
+
+def partition_check(lake: Lake, layer: str, name: str, schema: pa.Schema, dt: str,
+                    bronze: Sequence[str]) -> PartitionCheck | None:
+    """The quality checks of one partition of a table (none without a suite)."""
+    suite = SUITES.get(f"{layer}.{name}")
+    if suite is None:
+        return None
+    return PartitionCheck(lake, suite, schema, dt, {t: BRONZE_SOURCES.get(t, t) for t in bronze},
+                          findings=frozenset(FINDINGS_SOURCES))
+
+
+def finish_checks(check: PartitionCheck, metadata: dict,
+                  context: dg.AssetExecutionContext | dg.OpExecutionContext
+                  ) -> list[dg.AssetCheckResult]:
+    """Record a written partition's checks; the Dagster results of the checks selected."""
+    results = check.finish(context.run.run_id)
+    metadata["quarantined_by_quality"] = sum(t.num_rows for t in check.validator.quarantined)
+    failed = sorted({r.check for r in results if not r.passed})
+    metadata["quality_checks_failed"] = dg.MetadataValue.json(failed)
+    selected = {k.name for k in context.selected_asset_check_keys}
+    return [r for r in check_results(results) if r.check_name in selected]

@@ -5,11 +5,14 @@ import pyarrow as pa
 
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
-from opslake.assets.keys import daily_table_asset, key
+from opslake.assets.keys import key
+from opslake.assets.sharded import sharded_table_asset
 from opslake.ingest.parsers import alertmanager, mqtt, prometheus, prometheus_text
 from opslake.kpi.rollups import ROLLUP_SCHEMA, rollup
 from opslake.lake.schemas import METRIC_POINTS
+from opslake.lake.shards import part_name, require_parts
 from opslake.lake.storage import Lake
+from opslake.settings import Settings
 from opslake.transforms import metrics as conform
 
 PROMETHEUS = SourceSpec(
@@ -18,7 +21,8 @@ PROMETHEUS = SourceSpec(
     fmt="prom",
     bronze=[BronzeTable("prometheus_samples", prometheus.parse,
                         prometheus_text.BRONZE_SCHEMA,
-                        "One row per sample: metric, canonical label set, value, timestamp.")],
+                        "One row per sample: metric, canonical label set, value, timestamp.",
+                        sharded=True)],
 )
 
 #: MQTT carries metrics and events; its landing asset is defined here, once, and
@@ -42,11 +46,12 @@ METRIC_POINTS_SPEC = SilverTable(
     bronze=("prometheus_samples", "mqtt_samples"),
     bronze_schema=prometheus_text.BRONZE_SCHEMA,
     schema=METRIC_POINTS,
-    # A day of samples is the largest table: sorted shard by shard within the memory budget.
-    stream=lambda read, resolver, settings: conform.to_silver(
+    # A day of samples is the largest table: cut into day shards by entity (one step each),
+    # each sorted in pieces within the memory budget.
+    stream=lambda read, resolver, settings, shard: conform.to_silver(
         read, lambda instances: resolver.resolve(instances).to_arrow(),
         rows_per_shard=conform.shard_rows(settings.sort_memory_mb),
-        spill_dir=str(settings.state_dir)),
+        spill_dir=str(settings.state_dir), day_shard=(shard, settings.day_shards)),
     dictionary=("metric", "label_set", "batch_id"),
     description=(
         "Every metric sample of every managed object (facilities, cloud, applications, "
@@ -58,12 +63,17 @@ METRIC_POINTS_SPEC = SilverTable(
 
 
 def _rollup_asset(every: str) -> dg.AssetsDefinition:
-    def build(lake: Lake, dt: str, _metadata: dict) -> pa.Table:
+    def build(lake: Lake, dt: str, shard: int, _metadata: dict, settings: Settings
+              ) -> pa.Table:
+        # A rollup groups by entity, and a day shard holds whole entities: shard S of the
+        # rollup is the rollup of shard S of the points.
+        require_parts(lake, "silver", "metric_points", dt, settings.day_shards)
         points = lake.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[dt],
-                                 columns=["ts", "metric", "entity_id", "value"])
+                                 columns=["ts", "metric", "entity_id", "value"],
+                                 part=part_name(shard))
         return rollup(points, every)
 
-    return daily_table_asset(
+    return sharded_table_asset(
         "gold", f"metric_rollup_{every}", deps=[key("silver", "metric_points")],
         schema=ROLLUP_SCHEMA, build=build,
         description=(

@@ -39,10 +39,15 @@ def rejects_table(batch: LandedBatch, rejects: Sequence[Reject]) -> pa.Table:
     )
 
 
-def write(lake: Lake, bronze_table: str, dt: str, tables: Sequence[pa.Table]) -> int:
-    """Replace the quarantine rows of one bronze table and day; returns how many there are."""
+def write(lake: Lake, bronze_table: str, dt: str, tables: Sequence[pa.Table], *,
+          part: str = "part-0", prune: bool = True) -> int:
+    """Replace the quarantine rows of one bronze table and day; returns how many there are.
+
+    One day shard of several writes its own ``part`` and leaves the others (``prune`` off).
+    """
     table = pa.concat_tables([QUARANTINE.empty_table(), *tables])
-    lake.write_table(table, "bronze", TABLE, {"dt": dt, "table": bronze_table})
+    lake.write_parts("bronze", TABLE, {"dt": dt, "table": bronze_table}, [(part, table)],
+                     QUARANTINE, prune=prune)
     return table.num_rows
 
 

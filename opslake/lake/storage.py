@@ -186,11 +186,12 @@ class Lake:
     # -- Parquet tables ----------------------------------------------------------------
     def write_parts(self, layer: str, name: str, partition: Mapping[str, str],
                     parts: Iterable[tuple[str, pa.Table | Iterable[pa.Table]]],
-                    schema: pa.Schema) -> list[str]:
+                    schema: pa.Schema, *, prune: bool = True) -> list[str]:
         """Replace one Hive partition of ``layer/name`` with the given part files.
 
         Each part streams its tables into one Parquet file that appears atomically; files of
-        the partition that are not among the new parts are removed afterwards. Output is
+        the partition that are not among the new parts are removed afterwards, unless
+        ``prune`` is off (one shard of several writing its own part). Output is
         deterministic (fixed writer options, no run-dependent metadata), so the same input
         gives byte-identical files.
         """
@@ -221,10 +222,18 @@ class Lake:
                     os.close(fd)
             self.commit(staged, target)
             written.append(target)
-        for stale in self.list_files(directory):
-            if stale not in written:
-                self.fs.delete_file(stale)
+        if prune:
+            self.prune_parts(layer, name, partition, {p.rsplit("/", 1)[-1] for p in written})
         return written
+
+    def prune_parts(self, layer: str, name: str, partition: Mapping[str, str],
+                    keep: Iterable[str]) -> None:
+        """Remove the files of one partition not named in ``keep`` (``part-0.parquet``)."""
+        directory = self.table_path(layer, name, partition)
+        kept = set(keep)
+        for stale in self.list_files(directory):
+            if stale.rsplit("/", 1)[-1] not in kept:
+                self.fs.delete_file(stale)
 
     def write_table(self, table: pa.Table, layer: str, name: str,
                     partition: Mapping[str, str]) -> str:
@@ -250,14 +259,15 @@ class Lake:
 
     def read_table(self, layer: str, name: str, *, schema: pa.Schema | None = None,
                    dts: Iterable[str] | None = None, columns: list[str] | None = None,
-                   dictionary: Sequence[str] = ()) -> pa.Table:
-        """Read a table (optionally only some ``dt`` partitions).
+                   dictionary: Sequence[str] = (), part: str | None = None) -> pa.Table:
+        """Read a table (optionally only some ``dt`` partitions, or one part file of each).
 
         Columns named in ``dictionary`` are read dictionary-encoded, which keeps highly
         repetitive strings (metric names, label sets) small in memory.
         """
         schema = _dictionary_schema(schema, dictionary)
-        dataset = self.dataset(layer, name, schema=schema, dts=dts, dictionary=dictionary)
+        dataset = self.dataset(layer, name, schema=schema, dts=dts, dictionary=dictionary,
+                               part=part)
         if dataset is None:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
@@ -278,13 +288,15 @@ class Lake:
                 yield pa.Table.from_batches([batch])
 
     def dataset(self, layer: str, name: str, *, schema: pa.Schema | None = None,
-                dts: Iterable[str] | None = None,
-                dictionary: Sequence[str] = ()) -> ds.Dataset | None:
+                dts: Iterable[str] | None = None, dictionary: Sequence[str] = (),
+                part: str | None = None) -> ds.Dataset | None:
         """A lazy dataset over a table's files (``None`` when there are none and ``schema``
-        says what an empty table looks like); scans push projections and filters down."""
+        says what an empty table looks like); scans push projections and filters down.
+        ``part`` keeps only the files of that name (``part-2``: one shard of each day)."""
         base = self.table_path(layer, name)
         wanted = None if dts is None else sorted(set(dts))
-        files = [f for f in self.list_files(base, recursive=True) if f.endswith(".parquet")]
+        suffix = ".parquet" if part is None else f"/{part}.parquet"
+        files = [f for f in self.list_files(base, recursive=True) if f.endswith(suffix)]
         if wanted is not None:
             files = [f for f in files if any(f"/dt={d}/" in f for d in wanted)]
         if not files:

@@ -23,7 +23,9 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_dask.executor import get_dask_resource_requirements
 
+from opslake.errors import ConfigError
 from opslake.orchestration import runner
+from opslake.settings import Settings
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -46,9 +48,17 @@ class _StepTask:
         self.recon_job, self.run, self.run_config = recon_job, run, run_config
         self.step_key, self.instance_ref = step_key, instance_ref
         self.known_state, self.retry_mode = known_state, retry_mode
+        # The graph (how many shard steps a day has) is read from the environment when the
+        # definitions load: a worker started with another count has other steps.
+        self.shards = Settings.from_env().day_shards
 
     def __call__(self) -> list[DagsterEvent]:
         """Execute the step against the shared instance; its events, already logged there."""
+        here = Settings.from_env().day_shards
+        if here != self.shards:
+            raise ConfigError(f"this worker was started with OPSLAKE_SHARDS={here}, the run "
+                              f"uses {self.shards}: `opslake cluster down`, then `cluster up` "
+                              "with the same OPSLAKE_SHARDS as `materialize --cluster`")
         with dg.DagsterInstance.from_ref(self.instance_ref) as instance:
             job = self.recon_job.get_subset(op_selection=self.run.resolved_op_selection)
             plan = create_execution_plan(job, run_config=self.run_config,

@@ -8,6 +8,7 @@ results.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 
 from opslake.lake import quarantine
 from opslake.lake.landing import LandedBatch, LandingZone, sender_of
-from opslake.lake.schemas import ASSETS
+from opslake.lake.schemas import ASSETS, QUARANTINE
 from opslake.lake.storage import Lake
 from opslake.quality.alerts import land_quality_alerts
 from opslake.quality.results import CheckResult, read_results, write_results
@@ -161,6 +162,21 @@ class PartitionCheck:
         """The chunks with offending rows removed."""
         for chunk in chunks:
             yield self.validator.chunk(chunk)
+
+    def shard_figures(self) -> tuple[dict, pa.Table]:
+        """What this shard of the partition learnt: figures and its quarantined rows."""
+        observed = self.validator.observed_schema
+        figures = self.validator.figures() | {
+            "schema": base64.b64encode(observed.serialize().to_pybytes()).decode()
+            if observed is not None else None}
+        rows = pa.concat_tables([QUARANTINE.empty_table(), *self.validator.quarantined])
+        return figures, rows
+
+    def absorb(self, figures: dict, rows: pa.Table) -> None:
+        """Merge one shard's ``shard_figures`` before ``finish``."""
+        observed = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(figures["schema"]))) \
+            if figures["schema"] else None
+        self.validator.absorb(figures, observed, rows)
 
     def finish(self, run_id: str) -> list[CheckResult]:
         """Quarantine, record and alert; returns the results."""

@@ -211,6 +211,35 @@ class TableValidator:
             "received_at": now,
         } for row, names in zip(rows, reasons, strict=True)], schema=QUARANTINE))
 
+    def figures(self) -> dict:
+        """What the chunks taught this validator, as JSON-ready values (see ``absorb``)."""
+        return {
+            "rows": self.rows,
+            "newest": self.newest.isoformat() if self.newest else None,
+            "tallies": {name: {"rows": t.rows, "unexpected": t.unexpected, "passed": t.passed,
+                               "sample": t.sample} for name, t in self.tallies.items()},
+        }
+
+    def absorb(self, figures: dict, observed: pa.Schema | None,
+               quarantined: pa.Table) -> None:
+        """Add another validator's ``figures`` (one shard of the same partition) to this one."""
+        self.rows += figures["rows"]
+        if figures["newest"]:
+            newest = datetime.fromisoformat(figures["newest"])
+            self.newest = newest if self.newest is None else max(self.newest, newest)
+        for name, other in figures["tallies"].items():
+            tally = self.tallies.get(name)
+            if tally is None:  # a referential check judged by a shard that had a CMDB
+                continue
+            tally.rows += other["rows"]
+            tally.unexpected += other["unexpected"]
+            tally.passed &= other["passed"]
+            tally.sample.extend(other["sample"][:5 - len(tally.sample)])
+        if self.observed_schema is None:
+            self.observed_schema = observed
+        if quarantined.num_rows:
+            self.quarantined.append(quarantined)
+
     def finish(self) -> list[CheckResult]:
         """Every check's result for the partition (row checks summed over the chunks)."""
         out = []

@@ -27,12 +27,15 @@ import pyarrow.compute as pc
 from opslake.errors import StorageError
 from opslake.ingest.parsers.prometheus_text import parse_label_set
 from opslake.lake.schemas import LABELS, METRIC_POINTS
+from opslake.lake.shards import shard_of
 from opslake.lake.storage import process_alive, writer_tag
 from opslake.transforms._silver import BronzeReader
 
 #: Name prefix of a sort's spill directory (then ``<host>_<pid>.``, for the sweep).
 SPILL_PREFIX = "opslake-sort-"
 
+#: Rank of a series of another day shard: listed, never spilled.
+FOREIGN = np.iinfo(np.uint32).max
 #: Labels that become columns rather than entries of the ``labels`` map.
 _PROMOTED = ("entity_id",)
 SLICE_ROWS = 1_000_000
@@ -88,8 +91,13 @@ class _Catalog:
 
 
 def _catalog(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Array],
-             shard_rows: int) -> _Catalog | None:
-    """First pass: distinct series with their sample counts, ranked and cut into shards."""
+             shard_rows: int, day_shard: tuple[int, int]) -> _Catalog | None:
+    """First pass: distinct series with their sample counts, ranked and cut into shards.
+
+    Only the series of day shard ``day_shard`` = (shard, shards) are ranked; the others are
+    listed with the rank ``FOREIGN``, so the second pass skips them yet still notices a
+    series that appeared between the passes.
+    """
     counts: list[pl.DataFrame] = []
     pending = 0
     batch_ids: set[str] = set()
@@ -118,15 +126,21 @@ def _catalog(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Arra
     label_maps = pa.array(
         [sorted((k, v) for k, v in ls.items() if k not in _PROMOTED) for ls in label_sets],
         LABELS)
-    series = (series.with_row_index("at").with_columns(entity_id=pl.from_arrow(entity_id))
-              .sort("metric", "entity_id", "label_set", nulls_last=True))
+    series = series.with_row_index("at").with_columns(entity_id=pl.from_arrow(entity_id))
+    mine = pl.Series(shard_of(entity_id, day_shard[1]) == day_shard[0])
+    foreign = series.filter(~mine).select(
+        "metric", "label_set", rank=pl.lit(FOREIGN, dtype=pl.UInt32))
+    series = series.filter(mine).sort("metric", "entity_id", "label_set", nulls_last=True)
+    if not series.height:
+        return None
     # A shard holds the series whose samples start within its slice of the running count:
     # at most ``shard_rows`` plus one series.
     first = series.get_column("n").cum_sum() - series.get_column("n")
     shard = ((first // shard_rows).rank("dense") - 1).to_numpy().astype(np.int64)
     return _Catalog(
-        series=series.select("metric", "label_set",
-                             rank=pl.int_range(series.height, dtype=pl.UInt32)),
+        series=pl.concat([series.select("metric", "label_set",
+                                        rank=pl.int_range(series.height, dtype=pl.UInt32)),
+                          foreign]),
         shard_of_rank=shard,
         metric=series.get_column("metric"),
         entity_id=series.get_column("entity_id"),
@@ -150,6 +164,11 @@ def _spill(read: BronzeReader, catalog: _Catalog, directory: Path) -> list[Path]
                 raise StorageError("a bronze file of metric samples changed while silver "
                                    "metric_points was built; materialize it again")
             rank = pairs.get_column("rank").to_numpy()[np.searchsorted(present, code)]
+            own = rank != FOREIGN
+            if not own.all():  # samples of other day shards' entities
+                table, rank = table.filter(pa.array(own)), rank[own]
+                if not table.num_rows:
+                    continue
             shard = catalog.shard_of_rank[rank]
             batch_dict, batch_idx = _codes(table.column("batch_id"))
             batch_rank = pc.index_in(batch_dict, value_set=batch_ids).cast(pa.uint32())
@@ -216,8 +235,13 @@ def sweep_spills(spill_dir: Path) -> int:
 
 
 def to_silver(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Array], *,
-              rows_per_shard: int, spill_dir: str | None = None) -> Iterator[pa.Table]:
+              rows_per_shard: int, spill_dir: str | None = None,
+              day_shard: tuple[int, int] = (0, 1)) -> Iterator[pa.Table]:
     """Silver rows for one day of bronze samples, deduplicated and sorted, in slices.
+
+    ``day_shard`` = (shard, shards) keeps only the series whose entity hashes to that shard
+    (``opslake.lake.shards.shard_of``; series without an entity all fall in one shard), so
+    each day shard is complete for its entities and the shards' union is the whole day.
 
     ``read`` is called twice (series, then samples). ``resolve_instances`` maps Prometheus
     ``instance`` values to entity ids (null when the CMDB does not know them); it is used
@@ -225,7 +249,7 @@ def to_silver(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Arr
     are kept with a null ``entity_id``. Shard files go to a temporary directory under
     ``spill_dir`` (the system's by default) that is removed at the end.
     """
-    catalog = _catalog(read, resolve_instances, rows_per_shard)
+    catalog = _catalog(read, resolve_instances, rows_per_shard, day_shard)
     if catalog is None:
         return
     if spill_dir:

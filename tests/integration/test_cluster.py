@@ -42,7 +42,11 @@ TIMED = tuple(f"{table}/dt={DAY}/" for table in (
     "gold/incident_alerts"))
 #: Sources of the events OpsLake raises itself (anomalies, failed quality checks).
 OWN_SOURCES = ("opslake-ml", "opslake-quality")
-STEP_ROW = re.compile(r"│\s*(\d{4}-\d\d-\d\d)\s*│\s*(\w+)\s*│\s*(\w+)\s*│\s*(worker-\d+)\s*│")
+STEP_ROW = re.compile(r"│\s*(\d{4}-\d\d-\d\d)\s*│\s*(\w+)\s*│\s*([\w.]+)\s*│\s*(worker-\d+)\s*│")
+#: Both runs cut the heavy tables' day in four shards, one step each.
+SHARDS = 4
+SHARDED = ("bronze__prometheus_samples", "silver__metric_points", "gold__metric_rollup_5m",
+           "gold__metric_rollup_1h")
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +80,8 @@ def estate() -> Iterator[Estate]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLAKE_", "AWS_"))}
     env |= {"OPSLAKE_HOME": str(base / "local"), "OPSLAKE_STATE_DIR": str(base / "state"),
             "OPSLAKE_POSTGRES_PORT": str(free_port()), "OPSLAKE_DASK_PORT": str(free_port()),
-            "OPSLAKE_CLUSTER_S3_PORT": str(free_port()), "OPSLAKE_DATA_KEY": DATA_KEY}
+            "OPSLAKE_CLUSTER_S3_PORT": str(free_port()), "OPSLAKE_DATA_KEY": DATA_KEY,
+            "OPSLAKE_SHARDS": str(SHARDS)}
     settings = Settings.from_env(env)
     install_services()  # PostgreSQL
     try:
@@ -180,6 +185,23 @@ def test_each_step_ran_on_a_worker_and_both_workers_took_part(estate: Estate) ->
     assert {workers.get(pid) for pid in ran_by.values()} == {"worker-1", "worker-2"}
     by_table = {step: worker for _, _, step, worker in daily}
     assert {step: workers[pid] for step, pid in ran_by.items()} == by_table
+    # The heavy tables ran as one step per day shard and a merge, the shards on both workers.
+    for stem in SHARDED:
+        shards = {f"{stem}.{stem}_shard_{i}" for i in range(SHARDS)}
+        assert shards | {f"{stem}.{stem}_merge"} <= set(by_table), (stem, sorted(by_table))
+    assert {by_table[f"silver__metric_points.silver__metric_points_shard_{i}"]
+            for i in range(SHARDS)} == {"worker-1", "worker-2"}
+
+
+def test_the_sharded_lake_holds_one_part_per_shard(estate: Estate) -> None:
+    s3_lake = Lake.from_settings(estate.cluster.use_lake())
+    for layer, table in (("silver", "metric_points"), ("gold", "metric_rollup_5m")):
+        parts = s3_lake.list_files(s3_lake.table_path(layer, table, {"dt": DAY}))
+        assert [p.rsplit("/", 1)[-1] for p in parts] == \
+            [f"part-{i}.parquet" for i in range(SHARDS)], parts
+        assert all(_rows(s3_lake.read_bytes(p)) for p in parts), parts
+    # The shards' states are gone once merged.
+    assert not s3_lake.list_files(s3_lake.path("_shards"), recursive=True)
 
 
 def test_a_worker_killed_mid_run_loses_and_doubles_nothing(estate: Estate) -> None:
