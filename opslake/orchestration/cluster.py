@@ -383,7 +383,11 @@ class Cluster:
                                "(OPSLAKE_HOME=s3://…, OPSLAKE_S3_ENDPOINT)")
         cmd = [str(moto), "-H", "127.0.0.1", "-p", str(port)]
         scratch = _mkdir(self.dir / "s3")
-        pid = self._spawn("s3", cmd, _base_env(), cwd=scratch, port=port)
+        # moto keeps an object in memory up to this size and spools the rest of it to a
+        # temporary file: objects live on disk, so its memory does not grow with the lake.
+        env = _base_env() | {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(MOTO_BUFFER_BYTES),
+                             "TMPDIR": str(_mkdir(scratch / "objects"))}
+        pid = self._spawn("s3", cmd, env, cwd=scratch, port=port)
         self._wait("s3", pid, lambda: _http_ok(f"{self.s3_endpoint}/"))
         self._restore_bucket()
         say(f"s3 started (pid {pid}) at {self.s3_endpoint}, lake {self.lake_settings.home}")
@@ -576,6 +580,10 @@ def _health(pid: int | None, ok: bool) -> str:
     if pid is None:
         return "stopped"
     return "up" if ok else "not answering"
+
+
+#: Bytes of an S3 object moto holds in memory; beyond, the object is a temporary file.
+MOTO_BUFFER_BYTES = 256 * 1024
 
 
 def _base_env() -> dict[str, str]:

@@ -166,6 +166,26 @@ def test_metric_points_are_the_same_whatever_the_memory_budget(rows_per_shard: i
     assert points(rows_per_shard, tmp_path).equals(points(1_000_000, tmp_path))
 
 
+@pytest.mark.parametrize("shards", [2, 3, 5])
+def test_day_shards_split_the_points_by_entity_and_add_up_to_the_day(shards: int,
+                                                                      tmp_path: Path) -> None:
+    whole = points(1000, tmp_path)
+    parts = [pa.concat_tables([schemas.METRIC_POINTS.empty_table(), *metrics.to_silver(
+        reader(*POINTS), resolve_instances, rows_per_shard=2, spill_dir=str(tmp_path),
+        day_shard=(i, shards))]) for i in range(shards)]
+    entities = [set(part.column("entity_id").to_pylist()) for part in parts]
+    # Every entity (unresolved ones included, as one) lives in exactly one shard ...
+    for i, mine in enumerate(entities):
+        for other in entities[i + 1:]:
+            assert not mine & other
+    # ... which holds exactly its rows, sorted as silver is.
+    for i, part in enumerate(parts):
+        expected = [r for r in whole.to_pylist() if r["entity_id"] in entities[i]]
+        assert part.to_pylist() == expected
+    assert sum(p.num_rows for p in parts) == whole.num_rows
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_metric_points_of_an_empty_day(tmp_path: Path) -> None:
     assert list(metrics.to_silver(reader(), resolve_instances, rows_per_shard=10)) == []
 
