@@ -52,14 +52,15 @@ def _env(home: Path, **more: str) -> dict[str, str]:
 
 
 def _run(env: dict[str, str], *args: str) -> tuple[float, str]:
-    """Run ``opslake args``; its wall seconds and output (a clear exit when it fails)."""
+    """Run ``opslake args``; its wall seconds and output, both streams (a clear exit when
+    it fails)."""
     started = time.perf_counter()
     done = subprocess.run([OPSLAKE, *args], env=env, capture_output=True, text=True,
                           check=False)
     if done.returncode:
         raise SystemExit(f"opslake {' '.join(args)} failed:\n{done.stdout[-3000:]}\n"
                          f"{done.stderr[-5000:]}")
-    return time.perf_counter() - started, done.stdout
+    return time.perf_counter() - started, done.stdout + done.stderr
 
 
 def _simulate(env: dict[str, str], entities: int) -> tuple[float, int]:
