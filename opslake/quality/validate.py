@@ -79,6 +79,16 @@ def _validate(frame: pd.DataFrame, expectations: list) -> list:
     return batch.validate(suite, result_format={"result_format": "COMPLETE"}).results
 
 
+def _categorical(table: pa.Table) -> pa.Table:
+    """String columns dictionary-encoded, so pandas gets categoricals: conditions such as
+    ``metric.str.endswith(…)``, set membership and the batch's hash work once per distinct
+    value instead of once per row (half the cost of a day of metric points)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            table = table.set_column(i, field.name, pc.dictionary_encode(table.column(i)))
+    return table
+
+
 @dataclass
 class _Tally:
     rows: int = 0
@@ -155,7 +165,7 @@ class TableValidator:
         names = table.column_names
         needed = sorted(set().union(*(self._columns(c, names) for c in self.row_checks))
                         & set(names))
-        frame = table.select(needed).to_pandas()
+        frame = _categorical(table.select(needed)).to_pandas()
         checks = {c.name: c for c in self.row_checks}
         bad: dict[int, list[str]] = {}
         results = _validate(frame, [_expectation(c, self.context.cmdb) for c in self.row_checks])
