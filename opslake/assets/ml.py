@@ -52,11 +52,13 @@ def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
                     ) -> dg.MaterializeResult:
     """Score the day's metric points and land its anomaly episodes."""
     lk, day = lake.lake(), context.partition_key
-    points = lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[day])
-    scored = anomalies.score_day(lk, day, points)
+    # A day of an estate is scored a few million points at a time (whole series).
+    scored = anomalies.score_day(lk, day, anomalies.point_slices(lk, day))
     table, model = scored.anomalies, "none yet"
     if registry.champion(lk, anomalies.MULTIVARIATE_MODEL) is not None:
         detector, version = registry.load(lk, anomalies.MULTIVARIATE_MODEL)
+        points = lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
+                               columns=["ts", "entity_id", "metric", "value"])
         table = pa.concat_tables([table, anomalies.score_multivariate(detector, points)])
         model = f"v{version.version}"
     scored.anomalies = table.sort_by([("ts", "ascending"), ("series", "ascending")])

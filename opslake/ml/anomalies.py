@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -23,6 +24,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from opslake.errors import StorageError
 from opslake.ingest.parsers.alertmanager import rfc3339, webhook_body
@@ -32,6 +34,10 @@ from opslake.lake.storage import Lake
 from opslake.ml.detect import DetectorConfig, DetectorState, score_matrix
 
 GRID_S = 60
+#: Metric points scored at once (whole series): about 3,500 series of a day at one minute.
+SLICE_ROWS = 5_000_000
+#: What scoring reads of a metric point.
+_SCORED_COLUMNS = ["ts", "metric", "entity_id", "value", "labels"]
 REPORT_FLOOR = 0.6
 EVENT_THRESHOLD = 0.8
 #: The multi-metric detector's scores are quantiles of its training scores (0.99 = rarer than
@@ -313,6 +319,55 @@ def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedB
                                    dt=day, connector=CONNECTOR)
 
 
+def point_slices(lake: Lake, day: str, rows: int = SLICE_ROWS) -> Iterator[pa.Table]:
+    """Day ``day`` of silver metric points, about ``rows`` at a time, in whole series.
+
+    Each file of the day is sorted by metric and entity (docs/silver-contract.md), so every
+    grid series of an (entity, metric) pair is in one slice when slices end where the pair
+    changes; a day of any size is scored in memory that follows ``rows``.
+    """
+    pending: pa.Table | None = None
+    for batch in lake.scan("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
+                           columns=_SCORED_COLUMNS, batch_rows=min(rows, 1_000_000)):
+        table = batch if pending is None else pa.concat_tables([pending, batch])
+        if table.num_rows < rows:
+            pending = table
+            continue
+        metric, entity = table.column("metric"), pc.fill_null(table.column("entity_id"), "")
+        last = pc.and_(pc.equal(metric, metric[-1]), pc.equal(entity, entity[-1].as_py()))
+        other = np.flatnonzero(~last.to_numpy(zero_copy_only=False))
+        if not len(other):  # one pair so far: it goes on in the next batch
+            pending = table
+            continue
+        cut = int(other[-1]) + 1
+        yield table.slice(0, cut)
+        pending = table.slice(cut)
+    if pending is not None and pending.num_rows:
+        yield pending
+
+
+def _concat_states(states: Sequence[DetectorState]) -> DetectorState:
+    """One state whose series are those of ``states`` in order."""
+    merged = dataclasses.replace(states[0])
+    for name in _series_arrays(merged):
+        setattr(merged, name, np.concatenate([getattr(s, name) for s in states], axis=0))
+    return merged
+
+
+def score_slices(day: str, slices: Iterable[pa.Table],
+                 previous: tuple[list[str], DetectorState] | None) -> Scored:
+    """Score a day given as slices of whole series (``point_slices``), carrying on from
+    ``previous``: the same scores as one grid of the whole day, a slice's memory at a time."""
+    parts = [score_grid(grid(points, *day_bounds(day)), previous) for points in slices]
+    parts = [p for p in parts if p.keys] or [score_grid(grid(METRIC_POINTS.empty_table(),
+                                                             *day_bounds(day)), previous)]
+    if len(parts) == 1:
+        return parts[0]
+    return Scored(pa.concat_tables([p.anomalies for p in parts]),
+                  [k for p in parts for k in p.keys], _concat_states([p.state for p in parts]),
+                  sum(p.series for p in parts), sum(p.points for p in parts))
+
+
 def previous_state(lake: Lake, day: str, history_days: int = 2
                    ) -> tuple[list[str], DetectorState] | None:
     """The state at the end of the day before ``day``: saved, else rebuilt from silver.
@@ -330,15 +385,17 @@ def previous_state(lake: Lake, day: str, history_days: int = 2
     days = [d for d in days if d in set(lake.partitions("silver", "metric_points"))]
     state: tuple[list[str], DetectorState] | None = None
     for d in days:
-        points = lake.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[d])
-        scored = score_grid(grid(points, *day_bounds(d)), state)
+        scored = score_slices(d, point_slices(lake, d), state)
         state = (scored.keys, scored.state)
     return state
 
 
-def score_day(lake: Lake, day: str, points: pa.Table, *, save: bool = True) -> Scored:
-    """Score one day of metric points, continuing the detector's history."""
-    scored = score_grid(grid(points, *day_bounds(day)), previous_state(lake, day))
+def score_day(lake: Lake, day: str, points: pa.Table | Iterable[pa.Table], *,
+              save: bool = True) -> Scored:
+    """Score one day of metric points (a table, or slices of whole series), continuing the
+    detector's history."""
+    slices = [points] if isinstance(points, pa.Table) else points
+    scored = score_slices(day, slices, previous_state(lake, day))
     if save:
         save_state(lake, day, scored.keys, scored.state)
     return scored

@@ -111,3 +111,30 @@ def test_a_new_series_gets_a_fresh_state_beside_the_carried_ones(lake):
     assert grown.n_series == 3
     np.testing.assert_array_equal(grown.level_mean[:2], state.level_mean)
     assert np.isnan(grown.level_mean[2])
+
+
+def test_a_day_scored_in_slices_of_whole_series_equals_one_grid(lake, tmp_path):
+    day1 = _points(1440)
+    day2 = _points(1440, day_offset=1, spike_at=700)
+    nxt = (T0 + timedelta(days=1)).date().isoformat()
+    for day, points in ((DAY, day1), (nxt, day2)):
+        # Silver order: metric, entity, labels, ts (the contract the slices rely on).
+        lake.write_table(points.sort_by([("metric", "ascending"), ("entity_id", "ascending"),
+                                         ("ts", "ascending")]), "silver", "metric_points",
+                         {"dt": day})
+    slices = list(anomalies.point_slices(lake, nxt, rows=1000))
+    assert len(slices) >= 3
+    pairs = [{(m, e) for m, e in zip(s["metric"].to_pylist(), s["entity_id"].to_pylist(),
+                                     strict=True)} for s in slices]
+    for i, mine in enumerate(pairs):  # no (metric, entity) pair is cut between slices
+        assert not any(mine & other for other in pairs[i + 1:])
+    previous = anomalies.score_slices(DAY, [day1], None)
+    whole = anomalies.score_slices(nxt, [day2], (previous.keys, previous.state))
+    sliced = anomalies.score_slices(nxt, slices, (previous.keys, previous.state))
+    assert sliced.anomalies.num_rows > 0
+    key = [("ts", "ascending"), ("series", "ascending")]
+    assert sliced.anomalies.sort_by(key).equals(whole.anomalies.sort_by(key))
+    assert sorted(sliced.keys) == sorted(whole.keys)
+    order = [sliced.keys.index(k) for k in whole.keys]
+    np.testing.assert_array_equal(sliced.state.level_mean[order], whole.state.level_mean)
+    np.testing.assert_array_equal(sliced.state.profile[order], whole.state.profile)
