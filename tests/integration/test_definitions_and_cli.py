@@ -103,6 +103,10 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
         (("materialize", "-s", "silver/nowhere", "--from", "2026-03-02", "--to", "2026-03-02"), 2,
          "no asset"),
         (("materialize",), 2, "nothing has landed"),
+        # Usage errors: the message, no traceback (typer's own click raises them).
+        (("foo",), 2, "No such command 'foo'"),
+        (("simulate", "--entities", "5"), 2, "greater than or equal to 30"),
+        (("materialize", "--from", "x"), 2, "is not a date"),
     ],
 )
 def test_user_errors_are_one_line_with_an_exit_code(tmp_path: Path, args, code, message) -> None:
