@@ -30,9 +30,15 @@ def evaluate_nab(
     scores_out: Annotated[Path | None, typer.Option(
         "--scores-out", help="Also write each file's per-row scores "
         "(timestamp,value,anomaly_score) under the same relative path here.")] = None,
+    cv: Annotated[str | None, typer.Option(
+        "--cv", help="'category': leave-one-category-out; each category is scored at the "
+        "threshold chosen on the others, and all of them combined.")] = None,
 ) -> None:
     """Score the production detector on NAB-format series; print the normalised scores."""
     from opslake.ml import detect, nab
+
+    if cv not in (None, "category"):
+        raise typer.BadParameter(f"only 'category' is supported (got {cv!r})", param_hint="--cv")
 
     corpus = nab.load_corpus(data, windows)
     config = detect.DetectorConfig()
@@ -43,6 +49,10 @@ def evaluate_nab(
     out["files"] = len(corpus)
     out["windows"] = sum(len(s.windows) for s in corpus)
     out["detector"] = {"name": "opslake.ml.detect", **config.__dict__}
+    if cv is not None:
+        folds = nab.cross_validate(corpus, scores)
+        out["cv"] = {"by": cv, **{name: r.as_dict() for name, r in folds.items()}}
+        out["cv_combined"] = {name: round(r.combined, 2) for name, r in folds.items()}
     if scores_out is not None:
         out["scores_written"] = len(nab.write_scores(scores_out, corpus, scores))
     typer.echo(json.dumps(out, ensure_ascii=False))

@@ -17,7 +17,9 @@ surprising than anything this series has done" and 0.5 means "as rare as one poi
 √n"; it is capped by ``1 - log(k+1)/log(horizon)`` so that in a long history a point must
 also be among the few most surprising events ever seen, not only a small share of them.
 Because the scale is each series' own, one threshold means the same rarity for a noisy
-tweet count and a flat temperature. Two novelty features join them: the raw deviation from
+tweet count and a flat temperature. The z-score features' rarity is also capped by what a
+normal tail says of the same z (``gauss_cap``), so a record of a short history that is only a
+3-sigma wobble stays ordinary while a heavy-tailed series is still judged by its own ranks. Two novelty features join them: the raw deviation from
 the running level and the raw seasonal residual, each ranked among the ``novelty_k``
 largest earlier ones in the same direction and calibrated the same way (a record on the
 series' own unnormalised scale, so a series whose spread has just grown cannot make a
@@ -37,6 +39,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import lfilter
+from scipy.special import log_ndtr
 
 from opslake.errors import InputError
 
@@ -56,10 +59,10 @@ class DetectorConfig:
 
     level_alpha: float = 0.01
     season_alpha: float = 0.1
-    bins_per_e: int = 20
+    bins_per_e: int = 40
     bins: int = 100
     suppress: int = 20
-    damp: float = 0.8
+    damp: float = 0.6
     warmup: int = 100
     period_s: int = DAY_S
     #: Speed of the sustained-shift features (fast EWMA of the deviations); 0 disables them.
@@ -75,6 +78,12 @@ class DetectorConfig:
     #: A calibrated feature's score is damped (by ``damp``) unless it beats that feature's
     #: previous ``feature_suppress`` scores; 0 disables it.
     feature_suppress: int = 500
+    #: A z-score feature's rarity is capped by what a normal tail says of the same z:
+    #: ``-log10 P(|N(0,1)| >= |z|) / gauss_cap`` (with 8, a 3-sigma wobble scores at most
+    #: 0.32 and only a z beyond about 5.7 may score 1). A short history ranks such a wobble
+    #: as a record of the series; this keeps it ordinary, while a heavy-tailed series, whose
+    #: large z are common, is still judged by its own ranks (the smaller of the two); 0: off.
+    gauss_cap: float = 8.0
 
     def season_length(self, step_s: float) -> int:
         """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
@@ -194,9 +203,17 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     if config.horizon:
         score = np.clip(np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)),
                         0.0, 1.0)
+    if config.gauss_cap:
+        score = np.minimum(score, _gauss_score(z, config.gauss_cap))
     rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
     np.add.at(counts, (rows[active], b[active]), 1)
     return np.where(active, score, 0.0), active & (n >= config.warmup)
+
+
+def _gauss_score(z: np.ndarray, cap: float) -> np.ndarray:
+    """``-log10 P(|N(0,1)| >= |z|) / cap`` in [0, 1]: how rare ``z`` is for a normal tail."""
+    tail = -(np.log(2.0) + log_ndtr(-np.abs(z))) / math.log(10.0)
+    return np.clip(tail / cap, 0.0, 1.0)
 
 
 def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray

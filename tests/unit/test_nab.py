@@ -122,13 +122,134 @@ def test_detector_is_causal_on_nab_series(corpus):
 def test_evaluate_nab_prints_the_three_scores_and_holds_its_level(tmp_path):
     result = CliRunner().invoke(app, ["ml", "evaluate-nab", "--data", str(NAB / "data"),
                                       "--windows", str(NAB / "combined_windows.json"),
-                                      "--scores-out", str(tmp_path)])
+                                      "--scores-out", str(tmp_path), "--cv", "category"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    print({k: out[k] for k in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")})
-    # Issue 6 asks for 65; the detector reaches 66.40 today. This guards what it reaches so
-    # a change that loses ground fails here; raise it as the detector improves.
-    assert out["standard"] >= 66
+    print({k: out[k] for k in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")},
+          out["cv_combined"])
+    # Issue 6 asked for 65 and the detector reached 66.40 (64.67 by leave-one-category-out);
+    # issue 18's changes reach 68.50 (67.41). This guards what it reaches so a change that
+    # loses ground fails here; raise it as the detector improves.
+    assert out["standard"] >= 68
+    assert out["cv_combined"]["standard"] >= 67
+    assert len(out["cv"]["standard"]["folds"]) == 6
     assert out["reward_low_FP_rate"] > 0 and out["reward_low_FN_rate"] > out["standard"] - 20
     assert out["scores_written"] == 41
     assert len(list(tmp_path.rglob("*.csv"))) == 41
+
+
+def _cv_corpus() -> tuple[list[nab.LabelledSeries], list[np.ndarray]]:
+    """Four categories whose leave-one-out answer is known by construction.
+
+    a: its window found at 0.9 and a false alarm at 0.5; b: its window found at 0.9; c: its
+    window found only at 0.5; d: no window, one false alarm at 0.95.
+    """
+    corpus = [_series(200, [(100, 109)], "a/a.csv"), _series(200, [(100, 109)], "b/b.csv"),
+              _series(200, [(100, 109)], "c/c.csv"), _series(200, [], "d/d.csv")]
+    scores = [np.zeros(200) for _ in corpus]
+    scores[0][[100, 50]] = [0.9, 0.5]
+    scores[1][100] = 0.9
+    scores[2][100] = 0.5
+    scores[3][150] = 0.95
+    return corpus, scores
+
+
+def test_raw_at_a_threshold_matches_the_sweep():
+    corpus, scores = _cv_corpus()
+    scorer = nab.Scorer(corpus)
+    threshold, raw = scorer.best(scores, STANDARD)
+    assert threshold == pytest.approx(0.5)
+    assert scorer.raw_at(scores, STANDARD, threshold) == pytest.approx(raw)
+    assert scorer.raw_at(scores, STANDARD, 0.7) == pytest.approx(2.0 - 0.11 - 1.0)
+    assert scorer.raw_at(scores, STANDARD, nab.NO_DETECTION) == pytest.approx(-3.0)
+
+
+def test_leave_one_category_out_scores_each_category_at_the_others_threshold():
+    corpus, scores = _cv_corpus()
+    assert [nab.category(s) for s in corpus] == ["a", "b", "c", "d"]
+    cv = nab.cross_validate(corpus, scores, profiles=[STANDARD])["standard"]
+    folds = {f.group: f for f in cv.folds}
+    # Held out a: b and c (and d) are best served at 0.5, which finds a's window and admits
+    # its false alarm: 1 - 0.11 on a -1 … 1 scale.
+    assert folds["a"].threshold == pytest.approx(0.5)
+    assert folds["a"].raw == pytest.approx(0.89)
+    assert folds["a"].score == pytest.approx(100 * 1.89 / 2)
+    assert folds["b"].threshold == pytest.approx(0.5)
+    assert folds["b"].score == pytest.approx(100.0)
+    # Held out c: a and b are best at 0.9, where c's window (found only at 0.5) is missed.
+    assert folds["c"].threshold == pytest.approx(0.9)
+    assert folds["c"].score == pytest.approx(0.0)
+    assert (folds["c"].true_positives, folds["c"].false_negatives) == (0, 1)
+    # d has no window: no score of its own, but its false alarm at 0.95 costs in the total.
+    assert folds["d"].windows == 0 and folds["d"].false_positives == 1
+    assert folds["d"].raw == pytest.approx(-0.11)
+    assert cv.raw == pytest.approx(0.89 + 1.0 - 1.0 - 0.11)
+    assert cv.combined == pytest.approx(100 * (cv.raw + 3) / 6)
+    # The plain score picks one threshold for all four and is higher here.
+    plain = nab.Scorer(corpus).score(scores, [STANDARD])["standard"]
+    assert plain.score == pytest.approx(100 * (3 - 0.22 + 3) / 6)
+    assert plain.score > cv.combined
+
+
+def test_cross_validation_needs_two_groups():
+    series = _series(200, [(100, 109)], "a/a.csv")
+    with pytest.raises(InputError, match="two groups"):
+        nab.cross_validate([series], [np.zeros(200)])
+
+
+def test_evaluate_nab_cv_category_prints_folds_and_combined(tmp_path):
+    corpus, _ = _cv_corpus()
+    rng = np.random.default_rng(0)
+    windows = {}
+    for s in corpus:
+        path = tmp_path / "data" / s.name
+        path.parent.mkdir(parents=True)
+        values = rng.normal(10, 1, 200)
+        values[100:104] += 20
+        path.write_text("timestamp,value\n" + "".join(
+            f"{str(t).replace('T', ' ')},{v}\n" for t, v in zip(s.timestamps, values,
+                                                                 strict=True)))
+        windows[s.name] = [[f"{str(s.timestamps[left]).replace('T', ' ')}.000000",
+                            f"{str(s.timestamps[right]).replace('T', ' ')}.000000"]
+                           for left, right in s.windows]
+    (tmp_path / "w.json").write_text(json.dumps(windows))
+    args = ["ml", "evaluate-nab", "--data", str(tmp_path / "data"), "--windows",
+            str(tmp_path / "w.json")]
+    plain = CliRunner().invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    assert "cv" not in json.loads(plain.output)
+    result = CliRunner().invoke(app, [*args, "--cv", "category"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["standard"] == json.loads(plain.output)["standard"]
+    assert out["cv"]["by"] == "category"
+    assert set(out["cv"]["standard"]["folds"]) == {"a", "b", "c", "d"}
+    assert out["cv"]["standard"]["folds"]["d"]["score"] is None
+    assert set(out["cv_combined"]) == {p.name for p in nab.PROFILES}
+    refused = CliRunner().invoke(app, [*args, "--cv", "file"])
+    assert refused.exit_code == 2
+
+
+def test_gauss_cap_keeps_short_history_wobbles_ordinary_and_stays_causal():
+    rng = np.random.default_rng(3)
+    n = 1500
+    stamps = np.datetime64("2026-01-01T00:00:00") + np.arange(n) * np.timedelta64(300, "s")
+    values = rng.normal(10, 1, n)
+    values[1200] = 30.0  # a 20-sigma spike
+    capped = detect.score_series(stamps, values)
+    assert detect.DetectorConfig().gauss_cap > 0
+    plain = detect.score_series(stamps, values, detect.DetectorConfig(gauss_cap=0.0))
+    # Records of plain noise in a short history: fewer high scores with the cap, the spike
+    # still at the top.
+    noise = np.r_[200:1190]
+    assert (capped[noise] >= 0.6).sum() < (plain[noise] >= 0.6).sum()
+    assert capped[1200] >= 0.9 and capped[1200] == capped.max()
+    # Causal: a prefix scores as the full run does, and so does the run split into calls.
+    cut = 900
+    changed = values.copy()
+    changed[cut:] = changed[cut:] * 5 - 3
+    np.testing.assert_array_equal(capped[:cut], detect.score_series(stamps, changed)[:cut])
+    state = detect.DetectorState.new(1, 300.0)
+    parts = [detect.score_matrix(state, stamps[a:b], values[None, a:b])[0]
+             for a, b in ((0, 333), (333, 1001), (1001, n))]
+    np.testing.assert_array_equal(np.concatenate(parts), capped)
