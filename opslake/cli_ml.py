@@ -156,3 +156,23 @@ def models(
 def _public(record: dict) -> dict:
     """A registry record without its bulky drift profile."""
     return {k: v for k, v in record.items() if k != "profile"}
+
+
+@app.command("evaluate-rca")
+def evaluate_rca(
+    data: Annotated[Path, typer.Option(help="Cases in the PetShop layout: <scenario>/graph.csv, "
+                                       "<scenario>/noissue/, <scenario>/<split>/issue_N/.")],
+    rankings_out: Annotated[Path, typer.Option(
+        "--rankings-out", help="Write {\"<scenario>/<split>/issue_N\": [node, … best first]} "
+        "here (JSON).")],
+    loso: Annotated[bool, typer.Option(help="Also the leave-one-scenario-out figure (knobs "
+                                       "chosen on the other scenarios).")] = True,
+) -> None:
+    """Rank the root cause of every case with the production ranking; print top-1/top-3."""
+    from opslake.ml import petshop
+
+    rankings, report = petshop.evaluate(data, loso=loso)
+    rankings_out.parent.mkdir(parents=True, exist_ok=True)
+    rankings_out.write_text(json.dumps(rankings, ensure_ascii=False, indent=1))
+    report["rankings_written"] = str(rankings_out)
+    typer.echo(json.dumps(report, ensure_ascii=False, default=str))
