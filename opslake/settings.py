@@ -56,6 +56,9 @@ class Settings:
     #: stable hash of the entity): each shard is its own step, so one day spreads over
     #: the workers of a cluster. The same lake must be built with the same count.
     day_shards: int = 1
+    #: Memory (MiB) DuckDB may use in one of the pipeline's connections before it spills
+    #: to disk under the state directory (its own default is 80 % of the machine).
+    duckdb_memory_mb: int = 2048
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -98,8 +101,9 @@ class Settings:
             postgres_url=env.get("OPSLAKE_POSTGRES_URL") or None,
             postgres_port=_port(env, "OPSLAKE_POSTGRES_PORT", 5433),
             cluster_s3_port=_port(env, "OPSLAKE_CLUSTER_S3_PORT", 9400),
-            sort_memory_mb=_sort_memory_mb(env),
+            sort_memory_mb=_memory_mb(env, "OPSLAKE_SORT_MEMORY_MB", 512),
             day_shards=_day_shards(env),
+            duckdb_memory_mb=_memory_mb(env, "OPSLAKE_DUCKDB_MEMORY_MB", 2048),
         )
 
     @property
@@ -140,10 +144,10 @@ def _day_shards(env: Mapping[str, str]) -> int:
     return int(raw)
 
 
-def _sort_memory_mb(env: Mapping[str, str]) -> int:
-    """``OPSLAKE_SORT_MEMORY_MB``; a clear error when it is not a sensible budget."""
-    raw = env.get("OPSLAKE_SORT_MEMORY_MB") or "512"
+def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:
+    """A memory budget in MiB from ``name``; a clear error when it is not a sensible one."""
+    raw = env.get(name) or str(default)
     if not raw.isdigit() or int(raw) < 64:
-        raise ConfigError(f"OPSLAKE_SORT_MEMORY_MB={raw!r} is not a memory budget; use a "
-                          "whole number of MiB, at least 64 (default 512)")
+        raise ConfigError(f"{name}={raw!r} is not a memory budget; use a whole number of "
+                          f"MiB, at least 64 (default {default})")
     return int(raw)

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from opslake.errors import StorageError
+from opslake.lake import duck
 from opslake.lake.storage import Lake, fsync_dir
 
 SERVING_LAYERS = ("gold",)
@@ -49,7 +50,7 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
     tmp.unlink(missing_ok=True)
     objects: list[WarehouseObject] = []
     try:
-        con = duckdb.connect(str(tmp))
+        con = duck.connect(str(tmp))
         try:
             for layer in SERVING_LAYERS:
                 for table in lake.list_dirs(lake.path(layer)):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import duckdb
 import pyarrow as pa
 
+from opslake.lake import duck
 from opslake.lake.schemas import TS
 from opslake.metrics_catalog.loader import MetricSet
 from opslake.metrics_catalog.models import MODELS
@@ -44,7 +44,7 @@ def metric_quality(values: pa.Table, metrics: MetricSet, ids: list[str], cmdb: p
                    versions: dict[str, str], start: datetime, end: datetime) -> pa.Table:
     """One row per metric ``ids`` of ``values`` (rows of ``METRIC_VALUES``) for the day
     ``[start, end)``."""
-    con = duckdb.connect()
+    con = duck.connect()
     con.execute("SET TimeZone = 'UTC'")
     try:
         con.register("v", values)

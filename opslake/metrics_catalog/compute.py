@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-import duckdb
 import pyarrow as pa
 
+from opslake.lake import duck
 from opslake.lake.schemas import TS
 from opslake.metrics_catalog.definition import DIMENSIONS, MetricDefinition
 from opslake.metrics_catalog.expressions import aggregate_sql, parse
@@ -97,7 +97,7 @@ class _Computation:
             metrics, start, end, history, day)
         self.grains = grains
         self.rows: dict[str, str] = {}  # model → temp table of the rows its metrics read
-        self.con = duckdb.connect()
+        self.con = duck.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         # Parallel float sums add in a different order each run (last-bit differences);
         # one thread makes a re-run byte-identical, like every other gold table.

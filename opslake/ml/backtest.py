@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 
 from opslake.errors import InputError, NotFoundError, StorageError
+from opslake.lake import duck
 from opslake.lake.storage import Lake
 from opslake.ml.forecast import (
     LEVELS,
@@ -132,7 +132,7 @@ def estate_panel(lake: Lake, metrics: Sequence[str] | None = ESTATE_METRICS,
         where.append("ts >= ? AND ts < ?")
         params += [start.tz_localize("UTC").to_pydatetime(),
                    end.tz_localize("UTC").to_pydatetime()]
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         con.register("points", points)
         frame = con.execute(

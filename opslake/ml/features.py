@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
 from opslake.errors import InputError, NotFoundError
-from opslake.lake import schemas
+from opslake.lake import duck, schemas
 from opslake.lake.storage import Lake
 
 HOUR_S = 3600
@@ -326,7 +325,7 @@ def metric_behaviour(metrics: MetricSource, start: datetime, end: datetime) -> p
     Each metric is compared with its own previous ``BASELINE_H`` hours, never the bucket
     itself or anything later, so a bucket's figures depend only on points up to its end.
     """
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         con.execute("SET threads TO 1")
         con.register("points", metrics)
