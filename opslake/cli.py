@@ -402,3 +402,9 @@ def main() -> None:
     except typer.TyperException as exc:  # usage errors (typer's own click): one line, exit 2
         exc.show()
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the lake's file system or object store failed under a command
+        console.print(f"[red]error:[/] the lake's storage failed: {exc}. Check OPSLAKE_HOME "
+                      "(and OPSLAKE_S3_ENDPOINT for S3), free space and permissions, then run "
+                      "the command again: landing writes are atomic, so nothing half-written "
+                      "is kept")
+        sys.exit(1)

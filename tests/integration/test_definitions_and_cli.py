@@ -116,6 +116,17 @@ def test_user_errors_are_one_line_with_an_exit_code(tmp_path: Path, args, code, 
     assert "Traceback" not in out.stderr
 
 
+def test_an_unreachable_object_store_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "OPSLAKE_HOME": "s3://opslake/lake", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y", "OPSLAKE_STATE_DIR": str(tmp_path),
+           "OPSLAKE_S3_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: nothing listens
+    out = subprocess.run([*CLI, "simulate", "--entities", "30", "--days", "1"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 1, out.stderr
+    assert "the lake's storage failed" in out.stderr and "OPSLAKE_S3_ENDPOINT" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_status_of_an_empty_lake(tmp_path: Path) -> None:
     out = _cli("status", home=tmp_path)
     assert out.returncode == 0
