@@ -23,6 +23,9 @@ from opslake.security.crypto import FieldCipher
 from opslake.security.fields import sealer
 from opslake.settings import Settings
 
+#: Landed bytes parsed at once by one bronze step (more when a single batch is larger).
+INFLIGHT_BYTES = 384 * 2**20
+
 
 @dataclass(frozen=True)
 class BronzeTable:
@@ -181,19 +184,25 @@ def _sharded_bronze(spec: SourceSpec, table: BronzeTable, description: str, shar
 
 def _ordered_map(fn: Callable[[LandedBatch], ParseResult],
                  batches: Sequence[LandedBatch]) -> Iterator[tuple[LandedBatch, ParseResult]]:
-    """Parse batches on a few threads, yielding in order with a bounded number in flight.
+    """Parse batches on a few threads, yielding in order with a bounded amount in flight.
 
     Parsing is mostly polars work that releases the GIL, and the caller writes the previous
-    batch meanwhile; bounding what is in flight keeps memory at a few batches.
+    batch meanwhile. What is in flight is bounded by count and by landed bytes
+    (``INFLIGHT_BYTES``, at least one batch), so memory follows the batches' size only up
+    to that bound: a province's hourly scrape files of 170 MB are parsed two at a
+    time, a live source's small batches a few at a time.
     """
     workers = min(4, (os.cpu_count() or 1) + 1)
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
+        held = 0
         for batch in batches:
-            pending.append((batch, pool.submit(fn, batch)))
-            if len(pending) > workers:
+            while pending and (len(pending) > workers or held + batch.bytes > INFLIGHT_BYTES):
                 done_batch, future = pending.popleft()
+                held -= done_batch.bytes
                 yield done_batch, future.result()
+            pending.append((batch, pool.submit(fn, batch)))
+            held += batch.bytes
         while pending:
             done_batch, future = pending.popleft()
             yield done_batch, future.result()
