@@ -185,14 +185,14 @@ def warehouse_build() -> None:
 def ui(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000,
+    cluster: Annotated[bool, typer.Option(
+        "--cluster", help="Show the instance of `opslake cluster up` (its PostgreSQL, the "
+                          "lake on its S3): the runs of `materialize --cluster`.")] = False,
 ) -> None:
     """Serve the Dagster UI (webserver + daemon) until Ctrl-C, then stop both cleanly."""
-    from opslake.orchestration import runner
     from opslake.orchestration.ui import serve
 
-    settings = _settings()
-    runner.instance(settings)
-    serve(settings, host=host, port=port, console=console)
+    serve(_settings(), host=host, port=port, console=console, cluster=cluster)
 
 
 @app.command()

@@ -562,10 +562,15 @@ class Cluster:
         finally:
             client.close()
 
-    def instance(self) -> dg.DagsterInstance:
-        """The cluster's Dagster instance (PostgreSQL), its dagster.yaml under the cluster dir."""
+    def instance_home(self) -> Path:
+        """The directory of the cluster instance's dagster.yaml (its ``DAGSTER_HOME``)."""
         home = _mkdir(self.dir / "dagster")
         (home / "dagster.yaml").write_text(_DAGSTER_YAML)
+        return home
+
+    def instance(self) -> dg.DagsterInstance:
+        """The cluster's Dagster instance (PostgreSQL), its dagster.yaml under the cluster dir."""
+        home = self.instance_home()
         os.environ[PG_URL_ENV] = self.postgres_url()
         return dg.DagsterInstance.from_config(str(home))
 

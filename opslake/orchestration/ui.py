@@ -28,10 +28,23 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def start(settings: Settings, host: str, port: int, log_dir: Path) -> list[subprocess.Popen]:
-    """Start webserver and daemon (each in a new session); returns the processes."""
-    instance(settings).dispose()  # a fresh home needs its instance directory and config
-    env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+def start(settings: Settings, host: str, port: int, log_dir: Path, *,
+          cluster: bool = False) -> list[subprocess.Popen]:
+    """Start webserver and daemon (each in a new session); returns the processes.
+
+    ``cluster``: on the instance of ``opslake cluster up`` (its PostgreSQL, its lake on S3)
+    instead of this machine's, so the runs of ``materialize --cluster`` are the ones shown.
+    """
+    if cluster:
+        from opslake.orchestration.cluster import PG_URL_ENV, Cluster
+
+        part = Cluster(settings)
+        home = part.instance_home()
+        env = {**os.environ, **part.environment(), PG_URL_ENV: part.postgres_url(),
+               "DAGSTER_HOME": str(home)}
+    else:
+        instance(settings).dispose()  # a fresh home needs its instance directory and config
+        env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = {
         "webserver": [_bin("dagster-webserver"), "-h", host, "-p", str(port), "-m", MODULE],
@@ -59,13 +72,16 @@ def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
             proc.wait()
 
 
-def serve(settings: Settings, host: str, port: int, console: Console) -> None:
+def serve(settings: Settings, host: str, port: int, console: Console, *,
+          cluster: bool = False) -> None:
     """Run until Ctrl-C (or until a child dies), then stop both children."""
     log_dir = settings.state_dir / "logs"
     # A supervisor stopping us with SIGTERM gets the same clean shutdown as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    procs = start(settings, host, port, log_dir)
-    console.print(f"Dagster UI on http://{host}:{port} (logs in {log_dir}); Ctrl-C stops it")
+    procs = start(settings, host, port, log_dir, cluster=cluster)
+    which = "the cluster's instance" if cluster else "this machine's instance"
+    console.print(f"Dagster UI of {which} on http://{host}:{port} (logs in {log_dir}); "
+                  "Ctrl-C stops it")
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

@@ -28,7 +28,7 @@ import pytest
 from opslake.lake.storage import Lake
 from opslake.orchestration.cluster import TASK_PREFIX, Cluster
 from opslake.settings import Settings
-from tests.integration.services import free_port, install_services
+from tests.integration.services import free_port, install_services, running
 
 DAY = "2026-03-02"
 OPSLAKE = str(Path(sys.executable).with_name("opslake"))
@@ -191,6 +191,23 @@ def test_each_step_ran_on_a_worker_and_both_workers_took_part(estate: Estate) ->
         assert shards | {f"{stem}.{stem}_merge"} <= set(by_table), (stem, sorted(by_table))
     assert {by_table[f"silver__metric_points.silver__metric_points_shard_{i}"]
             for i in range(SHARDS)} == {"worker-1", "worker-2"}
+
+
+def test_the_dagster_ui_shows_the_clusters_runs(estate: Estate, tmp_path: Path) -> None:
+    """`opslake ui --cluster`: Dagster's own GraphQL lists the runs the workers made."""
+    import httpx
+
+    port = free_port()
+    query = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
+    with running([OPSLAKE, "ui", "--cluster", "--port", str(port)],
+                 f"http://127.0.0.1:{port}/server_info", tmp_path / "ui.log",
+                 env=estate.env, timeout=120):
+        answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query},
+                            timeout=60).json()
+    runs = answer["data"]["runsOrError"]["results"]
+    daily = [r for r in runs if r["jobName"] == "daily_pipeline"]
+    assert daily and daily[-1]["status"] == "SUCCESS", runs
+    assert any(t["key"] == "dagster/partition" and t["value"] == DAY for t in daily[-1]["tags"])
 
 
 def test_the_sharded_lake_holds_one_part_per_shard(estate: Estate) -> None:
