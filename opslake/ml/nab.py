@@ -182,10 +182,7 @@ class ProfileResult:
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form, rounded for reading."""
         return {"score": round(self.score, 2), "threshold": round(self.threshold, 6),
-                "raw": round(self.raw, 4), "null": round(self.null, 4),
-                "perfect": round(self.perfect, 4), "true_positives": self.true_positives,
-                "false_positives": self.false_positives,
-                "false_negatives": self.false_negatives}
+                **_counts(self)}
 
 
 class Scorer:
@@ -334,11 +331,7 @@ class FoldResult:
         """JSON-friendly form, rounded for reading."""
         return {"files": self.files, "windows": self.windows,
                 "threshold": round(self.threshold, 6),
-                "score": round(self.score, 2) if self.windows else None,
-                "raw": round(self.raw, 4), "null": round(self.null, 4),
-                "perfect": round(self.perfect, 4), "true_positives": self.true_positives,
-                "false_positives": self.false_positives,
-                "false_negatives": self.false_negatives}
+                "score": round(self.score, 2) if self.windows else None, **_counts(self)}
 
 
 @dataclass(frozen=True)
@@ -357,6 +350,14 @@ class CrossValidation:
         return {"combined": round(self.combined, 2), "raw": round(self.raw, 4),
                 "null": round(self.null, 4), "perfect": round(self.perfect, 4),
                 "folds": {f.group: f.as_dict() for f in self.folds}}
+
+
+def _counts(result: ProfileResult | FoldResult) -> dict[str, object]:
+    """The raw, null and perfect totals and the detection counts of a result, rounded."""
+    return {"raw": round(result.raw, 4), "null": round(result.null, 4),
+            "perfect": round(result.perfect, 4), "true_positives": result.true_positives,
+            "false_positives": result.false_positives,
+            "false_negatives": result.false_negatives}
 
 
 def _normalise(raw: float, null: float, perfect: float) -> float:
