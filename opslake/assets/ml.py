@@ -3,7 +3,8 @@
 Thin wiring around opslake.ml: the daily ``gold/anomalies`` continues the detector's state
 from the day before and lands anomaly episodes as alerts (``landing/ml``, into silver events
 by the follow-up job); ``gold/anomalies_live`` does the same for today's points as they land,
-in the ``metrics_live_refresh`` job.
+in the ``metrics_live_refresh`` job. Both add the multi-metric champion's scores through
+``anomalies.with_multivariate``.
 """
 
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.lake.schemas import METRIC_POINTS
 from opslake.metrics_catalog.live import LIVE_POINTS
-from opslake.ml import anomalies, registry
+from opslake.ml import anomalies
 
 
 def _anomaly_metadata(scored: anomalies.Scored, runs: list[dict]) -> dict:
@@ -53,15 +54,10 @@ def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
     """Score the day's metric points and land its anomaly episodes."""
     lk, day = lake.lake(), context.partition_key
     # A day of an estate is scored a few million points at a time (whole series).
-    scored = anomalies.score_day(lk, day, anomalies.point_slices(lk, day))
-    table, model = scored.anomalies, "none yet"
-    if registry.champion(lk, anomalies.MULTIVARIATE_MODEL) is not None:
-        detector, version = registry.load(lk, anomalies.MULTIVARIATE_MODEL)
-        points = lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
-                               columns=["ts", "entity_id", "metric", "value"])
-        table = pa.concat_tables([table, anomalies.score_multivariate(detector, points)])
-        model = f"v{version.version}"
-    scored.anomalies = table.sort_by([("ts", "ascending"), ("series", "ascending")])
+    scored, model = anomalies.with_multivariate(
+        lk, anomalies.score_day(lk, day, anomalies.point_slices(lk, day)),
+        lambda: lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
+                              columns=["ts", "entity_id", "metric", "value"]))
     lk.write_table(scored.anomalies, "gold", "anomalies", {"dt": day})
     runs = anomalies.episodes(scored.anomalies)
     anomalies.land_events(lk, day, runs, datetime.now(UTC))
@@ -74,12 +70,14 @@ def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
     group_name="live",
     kinds={"scikitlearn", "parquet"},
     owners=[OWNER],
-    deps=[key("silver", LIVE_POINTS)],
+    deps=[key("silver", LIVE_POINTS), key("models", "anomaly_multivariate")],
     description=(
         "Today's anomalies so far, from the metric points conformed as they land "
         "(silver/metric_points_live), scored with the same detector from yesterday's end "
-        "state; episodes land as alerts at once. Refreshed by metrics_live_sensor within a "
-        "minute of data landing; the daily gold/anomalies replaces it."
+        "state and, where models/anomaly_multivariate has a champion, by the multi-metric "
+        "model as in gold/anomalies (detector 'multivariate'); episodes land as alerts at "
+        "once. Refreshed by metrics_live_sensor within a minute of data landing; the daily "
+        "gold/anomalies replaces it."
     ),
 )
 def anomalies_live(context: dg.AssetExecutionContext, lake: LakeResource
@@ -89,11 +87,13 @@ def anomalies_live(context: dg.AssetExecutionContext, lake: LakeResource
     day = datetime.now(UTC).date().isoformat()
     points = (lk.dataset("silver", LIVE_POINTS, schema=METRIC_POINTS, dts=[day]).to_table()
               if day in lk.partitions("silver", LIVE_POINTS) else METRIC_POINTS.empty_table())
-    scored = anomalies.score_day(lk, day, points, save=False)
+    scored, model = anomalies.with_multivariate(
+        lk, anomalies.score_day(lk, day, points, save=False), points)
     lk.write_table(scored.anomalies, "gold", "anomalies_live", {"dt": day})
     runs = anomalies.episodes(scored.anomalies)
     anomalies.land_events(lk, day, runs, datetime.now(UTC))
-    return dg.MaterializeResult(metadata=_anomaly_metadata(scored, runs))
+    return dg.MaterializeResult(metadata={**_anomaly_metadata(scored, runs),
+                                          "multivariate_model": model})
 
 
 defs = dg.Definitions(assets=[anomalies_daily, anomalies_live])

@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -276,6 +276,29 @@ def score_multivariate(model: object, points: pa.Table) -> pa.Table:
         "explanation": ["metrics: " + ", ".join(t) for t in tops],
         "is_event": kept["score"].to_numpy() >= MULTIVARIATE_EVENT,
     }, schema=ANOMALIES)
+
+
+def with_multivariate(lake: Lake, scored: Scored,
+                      points: pa.Table | Callable[[], pa.Table]) -> tuple[Scored, str]:
+    """``scored`` with the multi-metric champion's rows added (detector ``multivariate``,
+    ``MULTIVARIATE_FLOOR`` / ``MULTIVARIATE_EVENT``), sorted by time and series, and the
+    champion's version (``"none yet"`` without one, the rows unchanged but sorted).
+
+    ``points`` are the metric points scored (ts, entity_id, metric, value), or a function
+    that reads them, called only when there is a champion. The daily ``gold/anomalies`` and
+    the live ``gold/anomalies_live`` both score through here, so both land the same events
+    for the same points.
+    """
+    from opslake.ml import registry
+
+    table, model = scored.anomalies, "none yet"
+    if registry.champion(lake, MULTIVARIATE_MODEL) is not None:
+        detector, version = registry.load(lake, MULTIVARIATE_MODEL)
+        table = pa.concat_tables([table, score_multivariate(
+            detector, points() if callable(points) else points)])
+        model = f"v{version.version}"
+    table = table.sort_by([("ts", "ascending"), ("series", "ascending")])
+    return dataclasses.replace(scored, anomalies=table), model
 
 
 def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedBatch | None:

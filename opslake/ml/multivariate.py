@@ -143,6 +143,8 @@ def _vectors(z: pl.DataFrame, entity_type: str, metrics: list[str]
     wide = (z.filter(pl.col("entity_type") == entity_type)
             .pivot(on="metric", index=["entity_id", "ts"], values="z")
             .sort("entity_id", "ts"))
+    if wide.is_empty():  # no points of this type (literals below would make one row)
+        return wide.select("entity_id", "ts"), np.empty((0, len(metrics)))
     matrix = wide.select([pl.col(m) if m in wide.columns else pl.lit(None, pl.Float64).alias(m)
                           for m in metrics]).fill_null(np.nan).to_numpy()
     return wide.select("entity_id", "ts"), np.array(matrix, dtype=float)
