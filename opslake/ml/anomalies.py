@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -28,6 +27,7 @@ import pyarrow.compute as pc
 
 from opslake.errors import StorageError
 from opslake.ingest.parsers.alertmanager import rfc3339, webhook_body
+from opslake.lake import duck
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.schemas import METRIC_POINTS, TS
 from opslake.lake.storage import Lake
@@ -97,7 +97,7 @@ def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S)
         step_s, "s")
     if not points.num_rows:
         return Grid([], [], [], stamps, np.empty((0, n)))
-    con = duckdb.connect()
+    con = duck.connect()
     con.register("points", points.select(["ts", "metric", "entity_id", "value", "labels"]))
     df = pl.from_arrow(con.sql(f"""
         SELECT entity_id || '|' || metric || '|' || array_to_string(list_sort(list_transform(
