@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import pytest
@@ -48,6 +49,17 @@ def _cli(*args: str) -> None:
                                   f"{result.exception!r}"
 
 
+def _simulated_day() -> date:
+    """Yesterday (UTC), or the day before when yesterday was a Sunday.
+
+    The evening of a Sunday in UTC is Monday in Asia/Shanghai, the next ISO week: the weekly
+    report of the newest day's week (test_service_reports) would then hold no "latest hour"
+    of business health, which is outside it.
+    """
+    day = datetime.now(UTC).date() - timedelta(days=1)
+    return day - timedelta(days=1) if day.isoweekday() == 7 else day
+
+
 @pytest.fixture(scope="module")
 def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfig]:
     """Superset with the screens imported over a 120-object, one-day estate."""
@@ -78,7 +90,8 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
         booting = threading.Thread(target=boot)
         booting.start()
         try:
-            _cli("simulate", "--entities", "120", "--days", "1", "--step", "300")
+            _cli("simulate", "--entities", "120", "--days", "1", "--step", "300",
+                 "--start", _simulated_day().isoformat())
             _cli("materialize")
             _cli("warehouse", "build")
             built = time.perf_counter() - started
