@@ -102,3 +102,4 @@ def test_validators_of_the_shards_merge_into_the_whole_days() -> None:
     strip = [(r.check, r.passed, r.observed, r.unexpected_rows) for r in whole.finish()]
     assert [(r.check, r.passed, r.observed, r.unexpected_rows)
             for r in merged.finish()] == strip
+
