@@ -82,6 +82,7 @@ def show(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> None:
     from opslake.assets.metric_catalog import upstream_map
     from opslake.metrics_catalog.lineage import lineage, sources
     from opslake.metrics_catalog.tables import expression
+    from opslake.orchestration.runner import definitions
 
     catalog = _catalog()
     entry = catalog.entry(metric_id)
@@ -106,7 +107,7 @@ def show(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> None:
         fields = f": {', '.join(v.changed_fields)}" if v.changed_fields else ""
         stdout.print(f"    {v.version:<8} {v.change:<9} {v.recorded_at:%Y-%m-%d %H:%M} "
                      f"{v.recorded_by}{fields}")
-    edges = lineage(catalog.metrics, m.id, upstream_map())
+    edges = lineage(catalog.metrics, m.id, upstream_map(definitions().resolve_asset_graph()))
     tree = Tree(f"lineage of {m.id}")
     nodes = {f"metric:{m.id}": tree}
     for e in sorted(edges, key=lambda e: e.depth):

@@ -11,6 +11,7 @@ moves to another model needs a reload so the asset graph shows it.
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pyarrow as pa
@@ -31,6 +32,9 @@ from opslake.metrics_catalog.models import MODELS, current_rows
 from opslake.metrics_catalog.usage import record_usage
 from opslake.settings import Settings
 
+if TYPE_CHECKING:  # Dagster exports no public name for the graph type
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
 VALUES = "metric_values"
 QUALITY = "metric_quality"
 
@@ -40,11 +44,8 @@ def family_key(family: str) -> dg.AssetKey:
     return dg.AssetKey(["gold", VALUES, family])
 
 
-def upstream_map() -> dict[str, list[str]]:
-    """Asset key → the keys it is built from, in the code location's asset graph."""
-    from opslake.orchestration.runner import definitions  # the location imports this module
-
-    graph = definitions().resolve_asset_graph()
+def upstream_map(graph: "BaseAssetGraph") -> dict[str, list[str]]:
+    """Asset key → the keys it is built from, in a code location's asset ``graph``."""
     out = {}
     for k in graph.get_all_asset_keys():
         out[k.to_user_string()] = sorted(p.to_user_string() for p in graph.get(k).parent_keys)
@@ -145,7 +146,10 @@ def catalog_tables(context: dg.AssetExecutionContext, lake: LakeResource
     settings: Settings = lake.settings()
     catalog = Catalog(settings.metrics_dir, lake.lake())
     catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run.run_id}")
-    written = tables.write_catalog_tables(catalog, upstream_map())
+    # The whole graph of the job's code location (the job's own graph is the selection),
+    # given by Dagster to the step: nothing below orchestration/ loads the location.
+    graph = context.job_def.asset_layer.asset_graph.source_asset_graph
+    written = tables.write_catalog_tables(catalog, upstream_map(graph))
     for name, rows in written.items():
         yield dg.MaterializeResult(asset_key=key("gold", name), metadata={"rows": rows})
 

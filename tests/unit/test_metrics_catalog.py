@@ -505,8 +505,10 @@ def test_a_breaking_change_of_an_input_is_a_breaking_change_of_what_uses_it(
 
 def test_lineage_of_a_derived_metric_reaches_the_landing_sources(repo_catalog) -> None:
     from opslake.assets.metric_catalog import upstream_map
+    from opslake.orchestration.runner import definitions
 
-    edges = lineage(repo_catalog, "cloud.vm.cpu_headroom", upstream_map())
+    edges = lineage(repo_catalog, "cloud.vm.cpu_headroom",
+                    upstream_map(definitions().resolve_asset_graph()))
     assert {"landing/prometheus", "landing/cmdb"} <= set(sources(edges))
     hops = {(e.node, e.upstream, e.upstream_column, e.relation) for e in edges}
     assert ("metric:cloud.vm.cpu_headroom", "metric:cloud.vm.cpu_utilisation_p95", None,
