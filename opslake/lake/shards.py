@@ -44,7 +44,7 @@ def require_parts(lake: Lake, layer: str, name: str, dt: str, shards: int) -> No
     """Fail clearly unless day ``dt`` of ``layer/name`` was written in ``shards`` shards."""
     directory = lake.table_path(layer, name, {"dt": dt})
     found = {p.rsplit("/", 1)[-1].removesuffix(".parquet") for p in lake.list_files(directory)
-             if p.endswith(".parquet")} if lake.exists(directory) else set()
+             if p.endswith(".parquet")}
     if found and found != {part_name(i) for i in range(shards)}:
         raise StorageError(
             f"{layer}/{name} dt={dt} was written in {len(found)} shard(s), OPSLAKE_SHARDS is "
