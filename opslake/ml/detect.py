@@ -17,12 +17,7 @@ surprising than anything this series has done" and 0.5 means "as rare as one poi
 √n"; it is capped by ``1 - log(k+1)/log(horizon)`` so that in a long history a point must
 also be among the few most surprising events ever seen, not only a small share of them.
 Because the scale is each series' own, one threshold means the same rarity for a noisy
-tweet count and a flat temperature. The z-score features' rarity is also capped by what a
-normal tail says of the same z (``gauss_cap``), so a record of a short history that is only a
-3-sigma wobble stays ordinary while a heavy-tailed series is still judged by its own ranks.
-The seasonal residual is also corrected by what the same hour of the week left over in
-earlier weeks (``week_alpha``), so a weekday as quiet as a weekend stands out and weekends do
-not. Two novelty features join them: the raw deviation from
+tweet count and a flat temperature. Two novelty features join them: the raw deviation from
 the running level and the raw seasonal residual, each ranked among the ``novelty_k``
 largest earlier ones in the same direction and calibrated the same way (a record on the
 series' own unnormalised scale, so a series whose spread has just grown cannot make a
@@ -42,7 +37,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import lfilter
-from scipy.special import log_ndtr
 
 from opslake.errors import InputError
 
@@ -62,10 +56,10 @@ class DetectorConfig:
 
     level_alpha: float = 0.01
     season_alpha: float = 0.1
-    bins_per_e: int = 40
+    bins_per_e: int = 20
     bins: int = 100
     suppress: int = 20
-    damp: float = 0.6
+    damp: float = 0.8
     warmup: int = 100
     period_s: int = DAY_S
     #: Speed of the sustained-shift features (fast EWMA of the deviations); 0 disables them.
@@ -81,22 +75,6 @@ class DetectorConfig:
     #: A calibrated feature's score is damped (by ``damp``) unless it beats that feature's
     #: previous ``feature_suppress`` scores; 0 disables it.
     feature_suppress: int = 500
-    #: A z-score feature's rarity is capped by what a normal tail says of the same z:
-    #: ``-log10 P(|N(0,1)| >= |z|) / gauss_cap`` (with 8, a 3-sigma wobble scores at most
-    #: 0.32 and only a z beyond about 5.7 may score 1). A short history ranks such a wobble
-    #: as a record of the series; this keeps it ordinary, while a heavy-tailed series, whose
-    #: large z are common, is still judged by its own ranks (the smaller of the two); 0: off.
-    gauss_cap: float = 8.0
-    #: Weekly pattern: the seasonal residual is also judged against what the same hour of
-    #: the week (``week_bin_s`` bins) left over in earlier weeks, an EWMA over weeks with
-    #: this weight starting from zero (so one week moves it only part of the way); 0: off.
-    week_alpha: float = 0.3
-    week_bin_s: int = 3_600
-
-    @property
-    def week_bins(self) -> int:
-        """Bins of the weekly residual profile (hours of the week by default)."""
-        return max(1, 7 * DAY_S // max(self.week_bin_s, 1))
 
     def season_length(self, step_s: float) -> int:
         """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
@@ -135,9 +113,6 @@ class DetectorState:
     nov_top: np.ndarray
     nov_seen: np.ndarray
     feature_recent: np.ndarray
-    week_profile: np.ndarray
-    week_acc: np.ndarray
-    week_bin: np.ndarray
     config: DetectorConfig = field(default_factory=DetectorConfig)
 
     @classmethod
@@ -160,9 +135,6 @@ class DetectorState:
             nov_top=np.full((n_series, N_NOVELTY, 2, max(config.novelty_k, 1)), -np.inf),
             nov_seen=np.zeros((n_series, N_NOVELTY), dtype=np.int64),
             feature_recent=np.zeros((n_series, N_FEATURES, config.feature_suppress)),
-            week_profile=np.zeros((n_series, config.week_bins)),
-            week_acc=np.zeros((n_series, 2)),
-            week_bin=np.full(n_series, -1, dtype=np.int64),
             config=config,
         )
 
@@ -222,17 +194,9 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     if config.horizon:
         score = np.clip(np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)),
                         0.0, 1.0)
-    if config.gauss_cap:
-        score = np.minimum(score, _gauss_score(z, config.gauss_cap))
     rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
     np.add.at(counts, (rows[active], b[active]), 1)
     return np.where(active, score, 0.0), active & (n >= config.warmup)
-
-
-def _gauss_score(z: np.ndarray, cap: float) -> np.ndarray:
-    """``-log10 P(|N(0,1)| >= |z|) / cap`` in [0, 1]: how rare ``z`` is for a normal tail."""
-    tail = -(np.log(2.0) + log_ndtr(-np.abs(z))) / math.log(10.0)
-    return np.clip(tail / cap, 0.0, 1.0)
 
 
 def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
@@ -325,8 +289,7 @@ def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
     return _surprise(z, state.counts[:, 2 + i], active, cfg)
 
 
-def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.ndarray
-           ) -> np.ndarray:
+def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarray:
     """Score a few consecutive time steps of every series (NaN = no sample)."""
     cfg = state.config
     a = cfg.level_alpha
@@ -362,8 +325,6 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.nd
         col = state.profile[:, phases]
         known = state.profile_seen[:, phases] & ok
         resid = np.where(known, held - col, 0.0)
-        if cfg.week_alpha > 0:
-            resid = _week_residual(state, resid, known, weeks)
         prev_rmean = _previous(_ewm(resid, a, state.resid_mean), state.resid_mean)
         rdev = resid - prev_rmean
         rvar = _ewm_held(rdev * rdev, a, state.resid_var, known)
@@ -419,7 +380,6 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
         state.counts = np.concatenate([state.counts, pad], axis=1)
     season = max(state.season, 1)
     phases = (secs // max(int(state.step_s), 1)) % season
-    weeks = (secs // max(state.config.week_bin_s, 1)) % state.config.week_bins
     # Chunks bound the pairwise work (series × chunk²) and never span a seasonal period.
     width = max(1, min(CHUNK, state.season or CHUNK,
                        math.isqrt(PAIRWISE_BUDGET // max(state.n_series, 1))))
@@ -429,8 +389,7 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
         t1 = min(values.shape[1], t0 + width)
         if state.season:
             t1 = t0 + _distinct_prefix(phases[t0:t1])
-            t1 = t0 + _distinct_runs(weeks[t0:t1])
-        out[:, t0:t1] = _chunk(state, values[:, t0:t1], phases[t0:t1], weeks[t0:t1])
+        out[:, t0:t1] = _chunk(state, values[:, t0:t1], phases[t0:t1])
         t0 = t1
     return out
 
@@ -446,42 +405,6 @@ def _distinct_prefix(phases: np.ndarray) -> int:
     srt = phases[order]
     repeats = order[1:][srt[1:] == srt[:-1]]
     return int(repeats.min()) if len(repeats) else len(phases)
-
-
-def _week_residual(state: DetectorState, resid: np.ndarray, known: np.ndarray,
-                   weeks: np.ndarray) -> np.ndarray:
-    """The seasonal residual less what the same hour of the week left over in earlier weeks.
-
-    Each week bin's profile is an EWMA (``week_alpha``, from zero) of the bin's mean residual,
-    folded in when the series leaves the bin, so a point is judged only against earlier
-    weeks (a bin recurs a week later; a chunk spans less than a day and never re-enters a
-    bin). Updates the profile and the open bin's running sum.
-    """
-    wa = state.config.week_alpha
-    corr = np.where(known, state.week_profile[:, weeks], 0.0)
-    acc = state.week_acc
-    rows = np.arange(state.n_series)
-    cuts = np.flatnonzero(np.diff(weeks)) + 1
-    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(weeks)], strict=True):
-        leaving = (state.week_bin != weeks[a]) & (acc[:, 1] > 0) & (state.week_bin >= 0)
-        if leaving.any():
-            r, w = rows[leaving], state.week_bin[leaving]
-            state.week_profile[r, w] += wa * (acc[r, 0] / acc[r, 1] - state.week_profile[r, w])
-        acc[state.week_bin != weeks[a]] = 0.0
-        state.week_bin[:] = weeks[a]
-        acc[:, 0] += np.where(known[:, a:b], resid[:, a:b], 0.0).sum(axis=1)
-        acc[:, 1] += known[:, a:b].sum(axis=1)
-    return resid - corr
-
-
-def _distinct_runs(bins: np.ndarray) -> int:
-    """Length of the longest prefix in which no bin comes back after another one."""
-    cuts = np.flatnonzero(np.diff(bins)) + 1
-    starts = np.r_[0, cuts]
-    order = np.argsort(bins[starts], kind="stable")
-    srt = bins[starts][order]
-    repeats = starts[order[1:][srt[1:] == srt[:-1]]]
-    return int(repeats.min()) if len(repeats) else len(bins)
 
 
 def score_series(timestamps: np.ndarray, values: np.ndarray,
