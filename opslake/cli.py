@@ -74,6 +74,11 @@ def simulate(
                                               "so that the last day is yesterday (UTC).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
     step: Annotated[int, typer.Option(min=10, help="Metric resolution in seconds.")] = 60,
+    realistic: Annotated[bool, typer.Option(
+        "--realistic", help="An imperfect CMDB (about 10 % of relations missing or stale, "
+        "some unknown VMs and containers), faults that also reach CIs off the recorded "
+        "topology, and unrelated anomalies overlapping faults; the ground truth records "
+        "the real topology.")] = False,
 ) -> None:
     """Land a simulated province estate (all five object kinds) in the real source formats."""
     from opslake.lake.landing import LandingZone
@@ -84,8 +89,8 @@ def simulate(
     first = _parse_day(start, "--start") or datetime.now(UTC).date() - timedelta(days=days)
     settings = _settings()
     zone = LandingZone(Lake.from_settings(settings))
-    config = SimulationConfig(seed=seed, entities=entities, days=days, start=first,
-                              step_seconds=step)
+    make = SimulationConfig.realistic if realistic else SimulationConfig
+    config = make(seed=seed, entities=entities, days=days, start=first, step_seconds=step)
     with _progress() as progress:
         tasks: dict[str, int] = {}
 

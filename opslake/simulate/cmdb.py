@@ -7,6 +7,12 @@ already retired on day one are purged from the export. Structural changes (adds,
 retirements, migrations, new IPs) happen at 19:00 UTC (03:00 local, the maintenance
 window): scrapes from then on carry the new ``instance`` and faults spread over the new
 topology. A CI changes at most once a day, so every change is visible in a snapshot.
+
+The export need not be the topology (``SimulationConfig`` realism knobs): a share of
+relations is missing from it or recorded pointing at another CI of the right type, and some
+VMs and containers that run and report are not in it at all. Each relation's fate is drawn
+once, from a hash of the relation, so an error persists from day to day as a real one does;
+faults spread on the real relations (``relations``), the export shows the recorded ones.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from opslake.simulate.catalog import IP_BLOCK, OWNERS, PHONE_PREFIXES
-from opslake.simulate.config import HOUR_S, SimulationConfig, iso, rng_for
+from opslake.simulate.config import HOUR_S, SimulationConfig, iso, rng_for, unit_hash
 from opslake.simulate.estate import (
     CI_FIELDS,
     Entity,
@@ -44,6 +50,56 @@ class CmdbHistory:
     relations: list[frozenset[Relation]] = field(default_factory=list)
     retired_at: dict[str, int] = field(default_factory=dict)
     ip_changes: dict[str, tuple[int, str, str]] = field(default_factory=dict)
+    #: CIs that run and report but are not in the CMDB export.
+    unknown: frozenset[str] = frozenset()
+    #: What the export records for a real relation: itself, None (missing) or a stale one.
+    recorded: dict[Relation, Relation | None] = field(default_factory=dict)
+
+    def exported_cis(self, day: int) -> dict[str, dict[str, object]]:
+        """The CIs of day ``day``'s export (the CMDB's view: no unknown CIs)."""
+        cis = self.snapshots[day]
+        return {k: v for k, v in cis.items() if k not in self.unknown} if self.unknown else cis
+
+    def exported_relations(self, day: int) -> frozenset[Relation]:
+        """The relations of day ``day``'s export: the real ones as the CMDB records them."""
+        cfg, real = self.cfg, self.relations[day]
+        if not (cfg.cmdb_missing or cfg.cmdb_stale or self.unknown):
+            return real
+        cis = self.snapshots[day]
+        out = set()
+        for rel in sorted(real):
+            if rel not in self.recorded:
+                self.recorded[rel] = self._record(rel, cis)
+            shown = self.recorded[rel]
+            if shown is not None and shown[0] not in self.unknown \
+                    and shown[2] not in self.unknown:
+                out.add(shown)
+        return frozenset(out)
+
+    def _record(self, rel: Relation, cis: dict[str, dict[str, object]]) -> Relation | None:
+        """How the CMDB records ``rel``: as it is, not at all, or pointing at a wrong CI."""
+        src, kind, dst = rel
+        if kind == "belongs_to" or dst not in cis:
+            return rel
+        u = unit_hash(self.cfg.seed, "cmdb-record", src, kind, dst)
+        if u < self.cfg.cmdb_missing:
+            return None
+        if u < self.cfg.cmdb_missing + self.cfg.cmdb_stale:
+            typ = cis[dst]["type"]
+            pool = sorted(k for k, v in cis.items() if v["type"] == typ and k != dst
+                          and k not in self.unknown and v["lifecycle_state"] != "retired")
+            if pool:
+                pick = unit_hash(self.cfg.seed, "cmdb-stale", src, kind, dst)
+                return (src, kind, pool[int(pick * len(pool))])
+        return rel
+
+    def errors(self) -> dict[str, object]:
+        """Where the export differs from the real topology, for the ground truth."""
+        missing = sorted(list(r) for r, shown in self.recorded.items() if shown is None)
+        stale = sorted([list(r), list(shown)] for r, shown in self.recorded.items()
+                       if shown is not None and shown != r)
+        return {"missing_relations": missing, "stale_relations": stale,
+                "unknown_cis": sorted(self.unknown)}
 
     def structural_ts(self, day: int) -> int:
         """When day ``day``'s structural changes take effect."""
@@ -69,18 +125,19 @@ class CmdbHistory:
 
     def snapshot_bytes(self, day: int) -> bytes:
         """The CMDB export of day ``day``: one JSON document, one CI or relation per line."""
-        cis = self.snapshots[day]
+        cis = self.exported_cis(day)
         head = json.dumps({"exported_at": iso(self.cfg.day_start(day + 1) - 60)})[:-1]
         ci_lines = ",\n".join(json.dumps(cis[k], ensure_ascii=False) for k in sorted(cis))
         rel_lines = ",\n".join(json.dumps({"src": s, "relation": r, "dst": d})
-                               for s, r, d in sorted(self.relations[day]))
+                               for s, r, d in sorted(self.exported_relations(day)))
         return f'{head},\n"cis": [\n{ci_lines}],\n"relations": [\n{rel_lines}]}}\n'.encode()
 
     def count_versions(self) -> Tally:
         """New CI versions per snapshot: new CIs plus CIs whose attributes changed."""
         tally = Tally([self.cfg.day(d) for d in range(self.cfg.days)])
         before: dict[str, tuple] = {}
-        for d, cis in enumerate(self.snapshots):
+        for d in range(len(self.snapshots)):
+            cis = self.exported_cis(d)
             now = {k: tuple(v[f] for f in VERSION_FIELDS) for k, v in cis.items()}
             tally.add(self.cfg.day(d), sum(1 for k, v in now.items() if before.get(k) != v))
             before = now
@@ -90,7 +147,8 @@ class CmdbHistory:
         """New relation validity intervals per snapshot."""
         tally = Tally([self.cfg.day(d) for d in range(self.cfg.days)])
         before: frozenset[Relation] = frozenset()
-        for d, rels in enumerate(self.relations):
+        for d in range(len(self.relations)):
+            rels = self.exported_relations(d)
             tally.add(self.cfg.day(d), len(rels - before))
             before = rels
         return tally
@@ -99,6 +157,10 @@ class CmdbHistory:
 def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
     """Play the CMDB forward over the run; adds new CIs to ``estate`` as it goes."""
     hist = CmdbHistory(cfg)
+    if cfg.unknown_cis:
+        hist.unknown = frozenset(
+            e for e in estate.ids("vm", "container") if estate.entities[e].monitored
+            and unit_hash(cfg.seed, "unknown-ci", e) < cfg.unknown_cis)
     state = {eid: e.record() for eid, e in estate.entities.items()}
     rels = set(estate.relations)
     hist.snapshots.append({k: dict(v) for k, v in state.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +28,30 @@ class SimulationConfig:
     days: int = 3
     start: date = date(2026, 11, 20)
     step_seconds: int = 60
+    #: Realism (all 0: the CMDB export is exactly the topology faults spread on, and noise
+    #: alerts fall at random). ``cmdb_missing``: share of relations the export lacks;
+    #: ``cmdb_stale``: share it records pointing at the wrong CI (another CI of the right
+    #: type); ``unknown_cis``: share of VMs and containers that report metrics (and logs)
+    #: but are not in the CMDB; ``off_topology``: chance that a fault also reaches one or
+    #: two CIs no relation leads to; ``noise_overlap``: unrelated short anomalies (with
+    #: the alerts their metrics raise) per fault, starting around the fault's start.
+    #: :meth:`realistic` gives the demo's values.
+    cmdb_missing: float = 0.0
+    cmdb_stale: float = 0.0
+    unknown_cis: float = 0.0
+    off_topology: float = 0.0
+    noise_overlap: float = 0.0
+
+    @classmethod
+    def realistic(cls, **fields: object) -> SimulationConfig:
+        """A config with :data:`REALISM` (about 10 % of relations missing or stale, some
+        unknown CIs, faults that leave the recorded topology, noise during faults)."""
+        return cls(**{**REALISM, **fields})  # type: ignore[arg-type]
+
+    @property
+    def is_realistic(self) -> bool:
+        """Whether any realism knob is on."""
+        return any(getattr(self, k) for k in REALISM)
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -39,6 +64,13 @@ class SimulationConfig:
         if not 10 <= self.step_seconds <= HOUR_S or HOUR_S % self.step_seconds:
             raise ConfigError(f"step_seconds={self.step_seconds} must divide an hour evenly "
                               "and be between 10 and 3600 (e.g. 15, 30, 60)")
+        for name in ("cmdb_missing", "cmdb_stale", "unknown_cis", "off_topology"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be a share in [0, 1]")
+        if self.cmdb_missing + self.cmdb_stale > 1.0:
+            raise ConfigError("cmdb_missing + cmdb_stale is more than all relations")
+        if not 0.0 <= self.noise_overlap <= 10.0:
+            raise ConfigError(f"noise_overlap={self.noise_overlap} must be in [0, 10] per fault")
 
     @property
     def start_ts(self) -> int:
@@ -65,8 +97,26 @@ class SimulationConfig:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form for the ground truth."""
-        return {"seed": self.seed, "entities": self.entities, "days": self.days,
-                "start": self.start.isoformat(), "step_seconds": self.step_seconds}
+        out: dict[str, object] = {"seed": self.seed, "entities": self.entities,
+                                  "days": self.days, "start": self.start.isoformat(),
+                                  "step_seconds": self.step_seconds}
+        if self.is_realistic:
+            out.update({k: getattr(self, k) for k in REALISM})
+        return out
+
+
+#: The realism of ``opslake simulate --realistic`` (and :meth:`SimulationConfig.realistic`):
+#: about 10 % of the CMDB's relations missing (6 %) or stale (4 %), 3 % of VMs and
+#: containers unknown to it, a quarter of faults reaching a CI off the recorded topology,
+#: and about one unrelated anomaly per fault overlapping it.
+REALISM: dict[str, float] = {"cmdb_missing": 0.06, "cmdb_stale": 0.04, "unknown_cis": 0.03,
+                             "off_topology": 0.25, "noise_overlap": 1.0}
+
+
+def unit_hash(seed: int, *keys: str | int) -> float:
+    """A stable number in [0, 1) for (seed, keys): a draw that does not depend on order."""
+    digest = hashlib.blake2b("\x1f".join(map(str, (seed, *keys))).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2**64
 
 
 def rng_for(seed: int, *keys: str | int) -> np.random.Generator:

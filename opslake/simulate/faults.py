@@ -4,6 +4,11 @@ A fault starts at a cause CI (a host, PDU, storage pool, database, switch, or an
 or service changed by a failed change) and reaches the CIs that run on, depend on or are
 powered by it, hop by hop, each hop a little later and a little weaker. Every reached CI
 gets an :class:`Impact` (a window and a severity) that metrics, logs, probes and tickets use.
+
+With the realism knobs on, a fault may also reach one or two CIs that no relation leads to
+(``off_topology``: a shared resource the CMDB does not model), and unrelated short
+anomalies (``noise_overlap``) start around a fault's start on its neighbours or anywhere;
+they are no fault's impacts, so their alerts and anomalies are noise to root cause.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from opslake.simulate.cmdb import CmdbHistory
 from opslake.simulate.config import DAY_S, SimulationConfig, iso, rng_for
-from opslake.simulate.estate import Estate, dependants
+from opslake.simulate.estate import PROPAGATING, Estate, dependants
 
 #: cause type → (fault type, Chinese description), and how often it is the cause.
 FAULT_TYPES = {
@@ -67,6 +72,7 @@ class Fault:
     description: str
     change_ticket_id: str | None
     impacts: list[Impact] = field(default_factory=list)
+    off_topology: list[str] = field(default_factory=list)
 
     @property
     def affected(self) -> list[str]:
@@ -82,6 +88,7 @@ class Fault:
             "affected": self.affected,
             "affected_from": {i.entity_id: iso(i.start) for i in self.impacts if i.hop > 0},
             "change_ticket_id": self.change_ticket_id, "description": self.description,
+            "off_topology": list(self.off_topology),
         }
 
 
@@ -128,8 +135,81 @@ def plan_faults(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
             rels = hist.relations_at(start)
             deps = deps_cache.setdefault(id(rels), dependants(set(rels)))
             fault.impacts = _spread(fault, deps, estate, hist, rng)
+            if cfg.off_topology:
+                _leave_topology(cfg, fault, estate, hist)
             faults.append(fault)
     return faults
+
+
+def _reachable_pool(estate: Estate, hist: CmdbHistory, at: int) -> list[str]:
+    """Monitored CIs alive at ``at`` whose metrics show a fault (all but a few types)."""
+    from opslake.simulate.metrics import FAMILIES
+
+    types = {t for f in FAMILIES if f.fault for t in f.types}
+    return [e for e, ent in estate.entities.items() if ent.monitored and ent.type in types
+            and hist.alive(e, at)]
+
+
+def _leave_topology(cfg: SimulationConfig, fault: Fault, estate: Estate,
+                    hist: CmdbHistory) -> None:
+    """With chance ``off_topology``, the fault also reaches 1-2 CIs no relation leads to."""
+    rng = rng_for(cfg.seed, "off-topology", fault.fault_id)
+    if rng.random() >= cfg.off_topology:
+        return
+    seen = {i.entity_id for i in fault.impacts}
+    pool = [e for e in _reachable_pool(estate, hist, fault.start) if e not in seen]
+    for _ in range(int(rng.integers(1, 3))):
+        if not pool:
+            break
+        eid = pool.pop(int(rng.integers(len(pool))))
+        start = fault.start + int(rng.integers(30, 151))
+        if start >= fault.end:
+            continue
+        fault.impacts.append(Impact(eid, start, fault.end, DECAY, 1, fault.fault_id))
+        fault.off_topology.append(eid)
+
+
+def overlapping_noise(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
+                      faults: list[Fault]) -> list[Impact]:
+    """Unrelated short anomalies around each fault's start (``noise_overlap`` per fault).
+
+    Half fall on a neighbour of what the fault reached (a CI that shares something it
+    needs with a reached CI, but was not reached), half anywhere; each lasts 5-25 minutes
+    and starts within 10 minutes of the fault's start. Their ``fault_id`` is ``N-...``.
+    """
+    out: list[Impact] = []
+    if not cfg.noise_overlap:
+        return out
+    for fault in faults:
+        rng = rng_for(cfg.seed, "noise-overlap", fault.fault_id)
+        reached = {i.entity_id for i in fault.impacts}
+        pool = [e for e in _reachable_pool(estate, hist, fault.start) if e not in reached]
+        if not pool:
+            continue
+        rels = hist.relations_at(fault.start)
+        needs: dict[str, list[str]] = {}
+        for src, kind, dst in sorted(rels):
+            if kind in PROPAGATING:
+                needs.setdefault(src, []).append(dst)
+        deps = dependants(set(rels))
+        allowed = set(pool)
+        for k in range(int(rng.poisson(cfg.noise_overlap))):
+            eid = None
+            if rng.random() < 0.5:
+                near = sorted({s for r in reached for up in needs.get(r, ())
+                               for s in deps.get(up, ()) if s in allowed})
+                if near:
+                    eid = near[int(rng.integers(len(near)))]
+            if eid is None:
+                eid = pool[int(rng.integers(len(pool)))]
+            start = fault.start + int(rng.integers(-600, 601))
+            end = min(start + int(rng.integers(5, 26)) * 60, cfg.end_ts)
+            start = max(start, cfg.start_ts)
+            if start >= end:
+                continue
+            out.append(Impact(eid, start, end, float(rng.uniform(0.6, 1.0)), 1,
+                              f"N-{fault.fault_id[2:]}-{k + 1}"))
+    return out
 
 
 def _spread(fault: Fault, deps: dict[str, list[str]], estate: Estate, hist: CmdbHistory,

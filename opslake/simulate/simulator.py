@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from opslake.lake.landing import LandingZone
 from opslake.simulate.alerts import RuleEvaluator, encode, label, noise_alerts, notifications
-from opslake.simulate.cmdb import plan_history
-from opslake.simulate.config import SimulationConfig
+from opslake.simulate.cmdb import CmdbHistory, plan_history
+from opslake.simulate.config import SimulationConfig, iso
 from opslake.simulate.estate import build_estate
 from opslake.simulate.exposition import Exposition
-from opslake.simulate.faults import plan_faults
+from opslake.simulate.faults import Impact, overlapping_noise, plan_faults
 from opslake.simulate.metrics import FAMILIES, MetricModel
 from opslake.simulate.probes import ProbeWriter
 from opslake.simulate.syslog import SyslogWriter
@@ -42,7 +42,8 @@ def simulate(config: SimulationConfig, landing: LandingZone,
     hist = plan_history(cfg, estate)
     changes = plan_changes(cfg, estate)
     faults = plan_faults(cfg, estate, hist, failed_changes(changes))
-    impacts = [i for f in faults for i in f.impacts]
+    noise = overlapping_noise(cfg, estate, hist, faults)
+    impacts = [i for f in faults for i in f.impacts] + noise
     report("plan", 1, 1)
 
     model = MetricModel(cfg, estate, hist)
@@ -108,6 +109,7 @@ def simulate(config: SimulationConfig, landing: LandingZone,
         faults=[f.to_dict() for f in faults],
         entities=dict(sorted(kinds.items())),
         metric_families=[f.name for f in FAMILIES],
+        realism=_realism(cfg, hist, noise),
         notes={
             "events": "distinct (fingerprint, startsAt, status) per notification day",
             "asset_versions": "new CIs plus changed CIs per snapshot, on the silver assets "
@@ -115,8 +117,22 @@ def simulate(config: SimulationConfig, landing: LandingZone,
             "relations": "relation validity intervals opened per snapshot",
             "belongs_to": "app belongs_to biz-<slug>: businesses are ids, not CIs",
             "window": "start inclusive, end exclusive, UTC days",
+            "realism": "the CMDB export's errors against the real topology (relations as "
+                       "[src, relation, dst]; stale as [real, recorded]), CIs not in it, and "
+                       "the unrelated anomalies laid over faults; a fault's off_topology "
+                       "CIs are in its affected list too",
         },
     )
     out.ground_truth(truth)
     report("done", 1, 1)
     return truth
+
+
+def _realism(cfg: SimulationConfig, hist: CmdbHistory, noise: list[Impact]
+             ) -> dict[str, object]:
+    """The realism part of the ground truth (empty when every knob is off)."""
+    if not cfg.is_realistic:
+        return {}
+    return {**hist.errors(),
+            "noise": [{"noise_id": i.fault_id, "entity_id": i.entity_id, "start": iso(i.start),
+                       "end": iso(i.end)} for i in noise]}

@@ -141,6 +141,8 @@ class SyslogWriter:
                 prog = progs[r[0] % len(progs)]
                 severity, template = prog.background[r[1] % len(prog.background)]
                 lines.append((ts, self._line(stamp, e.name, prog, severity, template, r)))
+                if eid in self.hist.unknown:
+                    unmapped.add(self.cfg.day(day))
         day_end = self.cfg.day_start(day + 1)
         for imp in self.impacts:
             lo, hi = max(imp.start, self.cfg.day_start(day)), min(imp.end, day_end)
@@ -155,6 +157,8 @@ class SyslogWriter:
                 template = prog.failure[r[1] % len(prog.failure)]
                 lines.append((ts, self._line(iso_ms(ts), e.name, prog, 2 if imp.hop == 0 else 3,
                                              template, r)))
+                if imp.entity_id in self.hist.unknown:
+                    unmapped.add(self.cfg.day(day))
                 ts += int(rng.integers(60_000, 240_001))
         ymd = self.cfg.day(day)
         for k in range(3 + int(rng.integers(0, 4))):

@@ -37,7 +37,8 @@ class GroundTruth:
 
     ``counts`` and ``malformed`` map a name to ``{"total": n, "per_day": {day: n}}``;
     ``faults`` are dicts with fault_id, fault_type, cause_entity, cause_kind, cause_type,
-    start, end, affected, affected_from, change_ticket_id and description.
+    start, end, affected, affected_from, change_ticket_id, description and off_topology
+    (the affected CIs no relation leads to).
     """
 
     seed: int
@@ -52,6 +53,9 @@ class GroundTruth:
     entities: dict[str, list[str]]
     metric_families: list[str]
     notes: dict[str, str] = field(default_factory=dict)
+    #: With the realism knobs on: ``missing_relations``, ``stale_relations``,
+    #: ``unknown_cis`` and ``noise`` (see ``notes["realism"]``); empty otherwise.
+    realism: dict[str, object] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """Deterministic JSON (sorted keys, UTF-8) so equal runs give equal bytes."""
