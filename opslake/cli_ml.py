@@ -176,3 +176,34 @@ def evaluate_rca(
     rankings_out.write_text(json.dumps(rankings, ensure_ascii=False, indent=1))
     report["rankings_written"] = str(rankings_out)
     typer.echo(json.dumps(report, ensure_ascii=False, default=str))
+
+
+@app.command("evaluate-estate")
+def evaluate_estate(
+    start: Annotated[str | None, typer.Option(
+        "--from", help="First day whose faults are judged (default: the simulated window).")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last day judged.")] = None,
+    faults: Annotated[bool, typer.Option(help="Also print each fault's ranking.")] = False,
+) -> None:
+    """Root-cause top-1/top-3 and anomaly-event precision/recall on the simulated estate
+    (OPSLAKE_HOME, taken to gold/incidents), each beside its chance baseline."""
+    from datetime import date, timedelta
+
+    from opslake.errors import ConfigError
+    from opslake.ml import estate_eval
+
+    lake = _lake()
+    days = None
+    if start or end:
+        truth = estate_eval.load_truth(lake)
+        try:
+            first = date.fromisoformat(start or truth.window["start"])
+            last = date.fromisoformat(end) if end else \
+                date.fromisoformat(truth.window["end"]) - timedelta(days=1)
+        except ValueError:
+            raise ConfigError(f"--from/--to must be YYYY-MM-DD (got {start!r}, {end!r})") from None
+        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        if not days:
+            raise ConfigError("--to is before --from")
+    figures = estate_eval.evaluate(lake, Settings.from_env(), days)
+    typer.echo(json.dumps(figures.as_dict(rows=faults), ensure_ascii=False, default=str))
