@@ -350,8 +350,10 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
     state.seen = seen[:, -1]
     score = np.where(seen > cfg.warmup, score, 0.0)
     # A score that does not beat the previous ones belongs to an episode already reported.
+    # Only observed points count as reported: the held value of a gap is scored to keep the
+    # recurrences going, but an alert nobody saw must not damp the next real point.
     k = cfg.suppress
-    trail = np.concatenate([state.recent, score], axis=1)
+    trail = np.concatenate([state.recent, np.where(ok, score, 0.0)], axis=1)
     before = sliding_window_view(trail, k, axis=1)[:, :-1].max(axis=2)
     state.recent = trail[:, -k:]
     return np.where(ok, np.where(score > before, score, score * cfg.damp), 0.0)
