@@ -14,7 +14,8 @@ most of them; top-1 / top-3 ask whether the true cause is first / among the firs
 that incident's ranking. Chance is a uniform pick among the incident's candidates as the
 ranking sees them (its CIs and everything upstream of them in the recorded CMDB, within the
 grouping's hop limit), as an exact expectation: ``1/n`` and ``min(3, n)/n`` when the cause
-is a candidate, 0 when the CMDB cannot lead to it.
+is a candidate, 0 when the CMDB cannot lead to it. Beside it, a naive operator's top-1: the
+CI of the incident's first alert.
 
 **Anomaly events.** Truth episodes are every impact the simulator injected (a fault's cause
 and each CI it reached, from when it got there to the fault's end, and the unrelated
@@ -68,6 +69,8 @@ class RootCauseFigures:
     chance_top3: float
     #: Judged faults whose cause is among the candidates at all (the CMDB leads to it).
     reachable: int
+    #: A naive operator's top-1: the CI of the incident's first alert.
+    first_alert_top1: float
     rows: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -106,7 +109,7 @@ def load_truth(lake: Lake) -> GroundTruth:
 
 
 def _utc(text: str) -> datetime:
-    when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    when = datetime.fromisoformat(str(text))
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -162,8 +165,12 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
     for a in _read(lake, "incident_alerts", read_days):
         episodes.setdefault(a["alert_id"], a)     # the alert once; its home is rechecked below
     home: dict[str, str] = {}
+    opener: dict[str, tuple[datetime, str]] = {}
     for a in _read(lake, "incident_alerts", read_days):
         home[a["alert_id"]] = a["incident_id"]
+        if a["entity_id"] and (a["incident_id"] not in opener
+                               or (a["starts_at"], a["entity_id"]) < opener[a["incident_id"]]):
+            opener[a["incident_id"]] = (a["starts_at"], a["entity_id"])
     alerts = list(episodes.values())
     first, last = _day_start(min(days)), _day_start(max(days)) + timedelta(days=1)
     faults = [f for f in truth.faults if first <= _utc(f["start"]) < last]
@@ -196,6 +203,7 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
             "candidates": n, "reachable": reachable,
             "chance_top1": 1.0 / n if reachable else 0.0,
             "chance_top3": min(3, n) / n if reachable else 0.0,
+            "first_alert": opener.get(main["incident_id"], (None, None))[1] == cause,
             "off_topology": list(fault.get("off_topology") or []),  # type: ignore[arg-type]
         })
     judged = [r for r in rows if r["judged"]]
@@ -206,7 +214,7 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
 
     return RootCauseFigures(len(faults), len(judged), mean("top1"), mean("top3"),
                             mean("chance_top1"), mean("chance_top3"),
-                            sum(1 for r in judged if r["reachable"]), rows)
+                            sum(1 for r in judged if r["reachable"]), mean("first_alert"), rows)
 
 
 # --- anomaly events -----------------------------------------------------------------------

@@ -20,8 +20,8 @@ from opslake.simulate import GroundTruth, SimulationConfig, simulate
 from opslake.simulate.config import REALISM
 from tests.unit.test_simulate import (  # noqa: F401  (collected here with this ``run``)
     DAYS,
-    _landed,
     _lake,
+    _landed,
     _snapshots,
     test_alerts_are_alertmanager_v4_webhooks,
     test_all_five_kinds_are_present,
@@ -123,4 +123,4 @@ def test_realism_is_deterministic(run, tmp_path: Path) -> None:
 def _epoch(text: str) -> float:
     from datetime import datetime
 
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()
