@@ -71,6 +71,10 @@ class RootCauseFigures:
     reachable: int
     #: A naive operator's top-1: the CI of the incident's first alert.
     first_alert_top1: float
+    #: Judged faults where the CMDB is wrong about the cause or a CI the fault reached
+    #: (a missing or stale relation, an unknown CI), and how many of them top-1 got right.
+    cmdb_wrong: int
+    cmdb_wrong_top1: int
     rows: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -172,6 +176,12 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
                                or (a["starts_at"], a["entity_id"]) < opener[a["incident_id"]]):
             opener[a["incident_id"]] = (a["starts_at"], a["entity_id"])
     alerts = list(episodes.values())
+    real = truth.realism
+    wrong: set[str] = set(real.get("unknown_cis", []) or [])  # type: ignore[arg-type]
+    for src, _, dst in real.get("missing_relations", []) or []:  # type: ignore[union-attr]
+        wrong |= {src, dst}
+    for (src, _, dst), (_, _, shown) in real.get("stale_relations", []) or []:  # type: ignore[union-attr,misc]
+        wrong |= {src, dst, shown}
     first, last = _day_start(min(days)), _day_start(max(days)) + timedelta(days=1)
     faults = [f for f in truth.faults if first <= _utc(f["start"]) < last]
     rows: list[dict[str, object]] = []
@@ -204,6 +214,8 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
             "chance_top1": 1.0 / n if reachable else 0.0,
             "chance_top3": min(3, n) / n if reachable else 0.0,
             "first_alert": opener.get(main["incident_id"], (None, None))[1] == cause,
+            # The CMDB is wrong about the cause or a CI the fault reached.
+            "cmdb_wrong_here": bool(cis & wrong),
             "off_topology": list(fault.get("off_topology") or []),  # type: ignore[arg-type]
         })
     judged = [r for r in rows if r["judged"]]
@@ -214,7 +226,9 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
 
     return RootCauseFigures(len(faults), len(judged), mean("top1"), mean("top3"),
                             mean("chance_top1"), mean("chance_top3"),
-                            sum(1 for r in judged if r["reachable"]), mean("first_alert"), rows)
+                            sum(1 for r in judged if r["reachable"]), mean("first_alert"),
+                            sum(1 for r in judged if r["cmdb_wrong_here"]),
+                            sum(1 for r in judged if r["cmdb_wrong_here"] and r["top1"]), rows)
 
 
 # --- anomaly events -----------------------------------------------------------------------
