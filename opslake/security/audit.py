@@ -43,7 +43,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +102,10 @@ def _pending(*, who: str, role: str, action: str, status: int, key_id: str | Non
     return _Pending(json.loads(json.dumps(fields, default=str)))
 
 
-def _settle(durable: asyncio.Future) -> None:
-    if not durable.done():
-        durable.set_result(None)
+def _settle(durables: list[asyncio.Future]) -> None:
+    for durable in durables:
+        if not durable.done():
+            durable.set_result(None)
 
 
 @dataclass
@@ -115,8 +115,10 @@ class _Pending:
     fields: dict
     done: bool = False
     entry: dict | None = None
-    #: Called by the writing thread once the entry is durable (or failed).
-    notify: Callable[[], None] | None = None
+    #: The event loop and future of an ``append_async`` caller, settled by the writing
+    #: thread once the entry is durable (or failed).
+    loop: asyncio.AbstractEventLoop | None = None
+    durable: asyncio.Future | None = None
     error: StorageError | None = None
 
 
@@ -129,6 +131,11 @@ class AuditLog:
         self._cv = threading.Condition()
         self._queue: list[_Pending] = []
         self._writing = False
+        # The thread that writes for event loops (append_async): started once, then woken
+        # for each busy spell; a thread started per spell cost more than the entries did.
+        self._writer: threading.Thread | None = None
+        self._writer_pid = 0
+        self._kicked = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
@@ -161,23 +168,38 @@ class AuditLog:
     async def append_async(self, **fields: Any) -> dict:
         """:meth:`append` for an event loop: waits for the entry's batch without a thread.
 
-        The batches are written by a thread started when the log goes from idle to busy, so
-        no request ends up writing everyone else's entries under sustained load.
+        The batches are written by this log's writer thread, woken when the log goes from
+        idle to busy, so no request ends up writing everyone else's entries under sustained
+        load; the callers of one batch are settled with one call into their loop.
         """
         item = _pending(**fields)
-        loop = asyncio.get_running_loop()
-        durable = loop.create_future()
-        item.notify = partial(loop.call_soon_threadsafe, _settle, durable)
+        item.loop = asyncio.get_running_loop()
+        item.durable = durable = item.loop.create_future()
         with self._cv:
             self._queue.append(item)
-            lead = not self._writing
-            self._writing = True
-        if lead:
-            threading.Thread(target=self._lead, name="opslake-audit", daemon=True).start()
+            if not self._writing:
+                self._writing = self._kicked = True
+                if self._writer is None or self._writer_pid != os.getpid() or \
+                        not self._writer.is_alive():
+                    self._writer_pid = os.getpid()
+                    self._writer = threading.Thread(target=self._write_forever,
+                                                    name="opslake-audit", daemon=True)
+                    self._writer.start()
+                else:
+                    self._cv.notify_all()
         await durable
         if item.error is not None:
             raise item.error
         return item.entry  # type: ignore[return-value]
+
+    def _write_forever(self) -> None:
+        """The writer thread: leads every busy spell :meth:`append_async` kicks off."""
+        while True:
+            with self._cv:
+                while not self._kicked:
+                    self._cv.wait()
+                self._kicked = False
+            self._lead()
 
     def _lead(self) -> None:
         """Write what is queued, batch after batch, until nothing is (group commit).
@@ -210,9 +232,15 @@ class AuditLog:
                 for b in batch:
                     b.done = True
                 self._cv.notify_all()
+            waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
             for b in batch:
-                if b.notify is not None:
-                    b.notify()
+                if b.loop is not None:
+                    waiting.setdefault(b.loop, []).append(b.durable)
+            for loop, durables in waiting.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, durables)
+                except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+                    pass
 
     def _write_batch(self, batch: list[dict]) -> list[dict]:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
