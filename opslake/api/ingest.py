@@ -17,13 +17,13 @@ can judge (and name) each sender on its own.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import re
+import threading
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -82,31 +82,40 @@ class PushService:
     landing: LandingZone
     max_bytes: int = DEFAULT_MAX_PUSH_BYTES
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
-    _locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    _locks: dict[tuple[str, str], tuple[threading.Lock, int]] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
 
-    @contextlib.asynccontextmanager
-    async def _batch_lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def _batch_lock(self, key: tuple[str, str]) -> Iterator[None]:
         # Landing's duplicate check is read-then-write; two concurrent deliveries of one
         # batch must not both land it, so they queue on a per-batch lock (one process).
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
         try:
-            async with lock:
+            with lock:
                 yield
         finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def land_now(self, source: str, body: bytes, *, fmt: str, batch_id: str,
+                 connector: str, sender: str) -> LandedBatch:
+        """Land ``body`` (in a worker thread); returns once bytes and manifest are durable."""
+        with self._batch_lock((source, batch_id)):
+            return self.landing.write(source, body, fmt=fmt, batch_id=batch_id,
+                                      received_at=datetime.now(UTC), connector=connector,
+                                      sender=sender)
 
     async def land(self, source: str, body: bytes, *, fmt: str, batch_id: str,
                    connector: str, sender: str) -> LandedBatch:
         """Land ``body`` off the event loop; returns once bytes and manifest are durable."""
-        async with self._batch_lock((source, batch_id)):
-            return await run_in_threadpool(
-                self.landing.write, source, body, fmt=fmt, batch_id=batch_id,
-                received_at=datetime.now(UTC), connector=connector, sender=sender)
+        return await run_in_threadpool(self.land_now, source, body, fmt=fmt,
+                                       batch_id=batch_id, connector=connector, sender=sender)
 
     async def accept(self, request: Request, source: str, *, fmt: str, connector: str,
                      status: int, parse: Parser, what: str,
@@ -126,14 +135,20 @@ class PushService:
                 raise _Refused((await _read_upto(request, rejects.MAX_RAW_CHARS))[0], refusal)
             body = await self.read_body(request)
             batch_id = _batch_id(request, body, status)  # a bad id is refused before decoding
-            decoded = await run_in_threadpool(self.decoded, request, body, fmt, status)
-            if decoded is not body:  # gzip: the content hash is of what lands
-                body, batch_id = decoded, _batch_id(request, decoded, status)
-            await run_in_threadpool(_validate, body, parse, _provisional(
-                source, batch_id, fmt=fmt, connector=connector, sender=sender),
-                status=status, what=what, fix=fix)
-            return await self.land(source, body, fmt=fmt, batch_id=batch_id,
-                                   connector=connector, sender=sender)
+
+            def check_and_land() -> LandedBatch:
+                # One trip to a worker thread for decoding, validating and landing: each
+                # trip costs the event loop about as much as a small body's checks.
+                decoded, checked_id = self.decoded(request, body, fmt, status), batch_id
+                if decoded is not body:  # gzip: the content hash is of what lands
+                    checked_id = _batch_id(request, decoded, status)
+                _validate(decoded, parse, _provisional(
+                    source, checked_id, fmt=fmt, connector=connector, sender=sender),
+                    status=status, what=what, fix=fix)
+                return self.land_now(source, decoded, fmt=fmt, batch_id=checked_id,
+                                     connector=connector, sender=sender)
+
+            return await run_in_threadpool(check_and_land)
         except _Refused as refused:
             return await self.refuse(source, refused, sender)
         except (OpsLakeError, OSError) as exc:
@@ -357,7 +372,7 @@ async def prometheus_remote_write(request: Request, pusher: Pusher) -> Response:
     result = await service.accept(
         request, PROMETHEUS, fmt="pb",
         connector=f"prometheus-remote-write/{version if _VERSION_RE.match(version) else '?'}",
-        status=400, parse=remote_write.parse, what="not a Prometheus remote-write request",
+        status=400, parse=remote_write.check, what="not a Prometheus remote-write request",
         fix=_SNAPPY_FIX, sender=push_sender(pusher))
     return result if isinstance(result, JSONResponse) else Response(status_code=204)
 

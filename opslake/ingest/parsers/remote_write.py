@@ -13,13 +13,16 @@ series per sample. So a body laid out as Prometheus writes it (every series: its
 then its samples, each sample its value and then its timestamp) is decoded by
 ``_decode_regular`` instead: upb cuts the series apart, numpy finds their label blocks and
 samples and reads every value and timestamp at once, and each distinct label block is
-canonicalised once per process (``SeriesCache``). Any other body, a body of fewer than
+canonicalised once per process (``_LabelBlocks``): a known block costs a hash and one
+comparison, and its metric and label set reach every sample by one Arrow ``take``. Any
+other body, a body of fewer than
 ``REGULAR_MIN_SERIES`` series, and any body with a series to reject take the upb path,
 whose rows the regular one reproduces exactly.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -32,7 +35,7 @@ from google.protobuf.message import DecodeError, Message
 
 from opslake.errors import InputError
 from opslake.ingest.parsers import ParseResult, Reject
-from opslake.ingest.parsers.prometheus_text import BRONZE_SCHEMA, SeriesCache, canonical, slices
+from opslake.ingest.parsers.prometheus_text import BRONZE_SCHEMA, canonical, slices
 from opslake.lake.landing import LandedBatch
 
 #: Largest decompressed request bronze decodes: bounds its memory (the push endpoint refuses
@@ -192,11 +195,22 @@ def _decode_series(buf: bytes) -> list[Series]:
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     """Parse one landed remote-write body; a series without ``__name__`` is rejected alone."""
+    return _parse(data, batch, rows=True)
+
+
+def check(data: bytes, batch: LandedBatch) -> ParseResult:
+    """:func:`parse`'s rejects without its rows (an empty table): what the push endpoint
+    needs to know before it acknowledges a body."""
+    return _parse(data, batch, rows=False)
+
+
+def _parse(data: bytes, batch: LandedBatch, *, rows: bool) -> ParseResult:
     try:
         buf = _request_bytes(data)
-        regular = _decode_regular(buf, min_series=REGULAR_MIN_SERIES)
+        regular = _decode_regular(buf, min_series=REGULAR_MIN_SERIES, rows=rows)
         if regular is not None:
-            return ParseResult(_table(*regular, batch), [])
+            return ParseResult(_table(*regular, batch) if rows
+                               else BRONZE_SCHEMA.empty_table(), [])
         decoded = _decode_series(buf)
     except RemoteWriteError as exc:
         return ParseResult(BRONZE_SCHEMA.empty_table(), [Reject(0, repr(data[:200]), str(exc))])
@@ -224,30 +238,31 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         counts.append(len(s.values))
         values.extend(s.values)
         stamps.extend(s.timestamps_ms)
+    if not rows:
+        return ParseResult(BRONZE_SCHEMA.empty_table(), rejects)
     series = pa.array(metrics, pa.string()), pa.array(label_sets, pa.string())
-    return ParseResult(_table(*series, np.asarray(counts, np.int64),
+    counts_ = np.asarray(counts, np.int64)
+    take = np.repeat(np.arange(len(counts_), dtype=np.int64), counts_)
+    return ParseResult(_table(series[0].take(take), series[1].take(take),
                               np.asarray(values, np.float64), np.asarray(stamps, np.int64),
                               batch), rejects)
 
 
-def _table(metrics: pa.Array, label_sets: pa.Array, counts: np.ndarray, values: np.ndarray,
-           stamps: np.ndarray, batch: LandedBatch) -> pa.Table:
-    """Bronze rows: one per sample, its series' metric and label set repeated by one take."""
-    rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+def _table(metrics: pa.Array, label_sets: pa.Array, values: np.ndarray, stamps: np.ndarray,
+           batch: LandedBatch) -> pa.Table:
+    """Bronze rows: one per sample, with its metric and label set already one per sample."""
     received = batch.received.astimezone(UTC)
     n = len(values)
-    return pa.table(
-        {
-            "ts": pa.array(stamps * 1000, pa.int64()).cast(BRONZE_SCHEMA.field("ts").type),
-            "metric": metrics.take(rows),
-            "label_set": label_sets.take(rows),
-            "value": pa.array(values, pa.float64()),
-            "batch_id": pa.array([batch.batch_id], pa.string()).take(np.zeros(n, np.int64)),
-            "received_at": pa.array([received], BRONZE_SCHEMA.field("received_at").type).take(
-                np.zeros(n, np.int64)),
-        },
+    return pa.Table.from_arrays(
+        [pa.array(stamps * 1000, pa.int64()).view(_TS), metrics, label_sets,
+         pa.array(values, pa.float64()),
+         pa.repeat(pa.scalar(batch.batch_id, pa.string()), n),
+         pa.repeat(pa.scalar(received, _TS), n)],
         schema=BRONZE_SCHEMA,
     )
+
+
+_TS = BRONZE_SCHEMA.field("ts").type
 
 
 def _label_block(blocks: list[bytes]) -> list[tuple[str | None, str | None]]:
@@ -263,16 +278,108 @@ def _label_block(blocks: list[bytes]) -> list[tuple[str | None, str | None]]:
     return out
 
 
-# Series of one target send the same label block in every request.
-_LABEL_BLOCKS = SeriesCache(_label_block, pl.Binary,
-                            {"metric": pl.String, "label_set": pl.String})
+class _LabelBlocks:
+    """Metric and canonical label set of every label block seen, found again without Python.
+
+    Series of one target send the same label block in every request, so each distinct block
+    is decoded (upb) and canonicalised once per process. A block is found by its polars hash
+    in a sorted index (numpy) and confirmed by comparing the block itself, so a collision
+    costs a probe, never a wrong row. Past ``limit`` blocks the cache starts over, which
+    bounds its memory. Answers are rows, valid until the next lookup (one lock covers both).
+    """
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()  # parsers run in worker threads of one process
+        self._clear()
+
+    def _clear(self) -> None:
+        self._hashes = np.empty(0, np.uint64)  # sorted
+        self._rows = np.empty(0, np.int64)  # the row of each hash
+        self._keys = pl.Series(dtype=pl.Binary)
+        self._named = np.empty(0, bool)
+        self._metrics: list[pa.Array] = []
+        self._label_sets: list[pa.Array] = []
+        self._columns: tuple[pa.Array, pa.Array] | None = None
+
+    def rows(self, keys: pl.Series) -> np.ndarray | None:
+        """The row of each block of ``keys`` (new ones are added); None if one has no name.
+
+        Call with :attr:`lock` held, and take :meth:`columns` before releasing it. Raises
+        ``DecodeError`` for a new block upb refuses.
+        """
+        hashes = keys.hash(seed=0).to_numpy()
+        rows = self._find(keys, hashes)
+        missing = rows < 0
+        if missing.any():
+            self._add(keys.filter(pl.Series(missing)).unique(maintain_order=True))
+            rows = self._find(keys, hashes)  # again: adding may have started over
+        return rows if self._named[rows].all() else None
+
+    def columns(self, rows: np.ndarray) -> tuple[pa.Array, pa.Array]:
+        """Metric and label set of each of ``rows``."""
+        if self._columns is None:
+            self._columns = (pa.concat_arrays(self._metrics),
+                             pa.concat_arrays(self._label_sets))
+            self._metrics, self._label_sets = [self._columns[0]], [self._columns[1]]
+        index = pa.array(rows)
+        return self._columns[0].take(index), self._columns[1].take(index)
+
+    def _find(self, keys: pl.Series, hashes: np.ndarray) -> np.ndarray:
+        """The row of each key, -1 where it is not cached."""
+        size = self._hashes.size
+        pos = np.searchsorted(self._hashes, hashes)
+        hit = pos < size
+        hit[hit] = self._hashes[pos[hit]] == hashes[hit]
+        rows = np.full(len(keys), -1, np.int64)
+        if not hit.any():
+            return rows
+        todo = np.flatnonzero(hit)
+        at = pos[todo]
+        while todo.size:  # a second round only for keys whose hash collides with another's
+            candidate = self._rows[at]
+            asked = keys if todo.size == len(keys) else keys.gather(todo)
+            match = (self._keys.gather(candidate) == asked).to_numpy()
+            rows[todo[match]] = candidate[match]
+            todo, at = todo[~match], at[~match] + 1
+            more = at < size
+            todo, at = todo[more], at[more]
+            more = self._hashes[at] == hashes[todo]
+            todo, at = todo[more], at[more]
+        return rows
+
+    def _add(self, new: pl.Series) -> None:
+        # Computed before anything changes: a block that raises leaves the cache as it was.
+        decoded = _label_block(new.to_list())
+        if len(self._keys) + len(new) > self.limit:
+            self._clear()
+        first = len(self._keys)
+        self._keys = pl.concat([self._keys, new], rechunk=False)
+        if self._keys.n_chunks() > 32:  # gathers slow down over many chunks
+            self._keys = self._keys.rechunk()
+        self._named = np.concatenate([self._named, [m is not None for m, _ in decoded]])
+        self._metrics.append(pa.array([m for m, _ in decoded], pa.string()))
+        self._label_sets.append(pa.array([ls for _, ls in decoded], pa.string()))
+        self._columns = None
+        hashes = np.concatenate([self._hashes, new.hash(seed=0).to_numpy()])
+        # Timsort keeps the cached (sorted) run: the cost is its length plus the new keys'.
+        order = np.argsort(hashes, kind="stable")
+        self._hashes = hashes[order]
+        self._rows = np.concatenate([self._rows, np.arange(first, first + len(new))])[order]
 
 
-def _decode_regular(buf: bytes, *, min_series: int = 0) -> tuple[
-        pa.Array, pa.Array, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Metrics, label sets, sample counts (per series), values and timestamps (per sample)
-    of a request laid out as Prometheus writes it, with no series to reject and at least
-    ``min_series`` series; else None.
+_LABEL_BLOCKS = _LabelBlocks()
+
+
+#: What :func:`_decode_regular` answers without ``rows`` for a request it decodes whole.
+_ACCEPTED = ()
+
+
+def _decode_regular(buf: bytes, *, min_series: int = 0, rows: bool = True) -> tuple[
+        pa.Array, pa.Array, np.ndarray, np.ndarray] | tuple[()] | None:
+    """Metrics, label sets, values and timestamps (one of each per sample) of a request
+    laid out as Prometheus writes it, with no series to reject and at least ``min_series``
+    series; else None. Without ``rows``, only whether it is such a request (``_ACCEPTED``).
 
     Work is linear in the request: numpy rounds step through labels (at most
     ``MAX_REGULAR_LABELS``) and, by pointer doubling, samples (log of the longest series).
@@ -300,16 +407,18 @@ def _decode_regular(buf: bytes, *, min_series: int = 0) -> tuple[
     counts, values, stamps = samples
     if ((stamps > _MAX_ABS_MS) | (stamps < -_MAX_ABS_MS)).any():
         return None
-    try:
-        names = _LABEL_BLOCKS.lookup(slices(buf, starts, label_ends, binary=True))
-    except DecodeError:
-        return None
-    if names.get_column("metric").null_count():
-        return None
-    arrow = names.to_arrow(compat_level=pl.CompatLevel.newest())
-    return (arrow.column("metric").combine_chunks().cast(pa.string()),
-            arrow.column("label_set").combine_chunks().cast(pa.string()),
-            counts, values, stamps)
+    keys = slices(buf, starts, label_ends, binary=True)
+    with _LABEL_BLOCKS.lock:  # rows are valid until the next lookup adds blocks
+        try:
+            blocks = _LABEL_BLOCKS.rows(keys)
+        except DecodeError:
+            return None
+        if blocks is None:  # a series without a name: the upb path rejects it
+            return None
+        if not rows:
+            return _ACCEPTED
+        metrics, label_sets = _LABEL_BLOCKS.columns(np.repeat(blocks, counts))
+    return metrics, label_sets, values, stamps
 
 
 def _label_ends(pad: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
