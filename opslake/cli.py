@@ -103,6 +103,13 @@ def simulate(
     console.print(f"[green]simulated[/] {days} day(s) from {first} into {settings.home}: "
                   + ", ".join(f"{name}={truth.count(name):,}" for name in truth.counts)
                   + f"; {len(truth.faults)} faults with known root causes")
+    if truth.realism:
+        r = truth.realism
+        console.print(f"realistic: the CMDB misses {len(r['missing_relations']):,} relations, "
+                      f"records {len(r['stale_relations']):,} wrongly and lacks "
+                      f"{len(r['unknown_cis']):,} CIs; "
+                      f"{sum(1 for f in truth.faults if f['off_topology'])} faults reach CIs "
+                      f"off its topology; {len(r['noise']):,} unrelated anomalies overlap faults")
 
 
 def _host_port(value: str, name: str) -> tuple[str, int]:
