@@ -186,7 +186,11 @@ async def _read(request: Request, sql: str, params: list[object], fmt: Format | 
     # Encoded by the worker thread that ran the statement: on the event loop, which every
     # request waits on, each call into polars and Arrow waits for the GIL behind the queries.
     reader = _reader(request)
-    if (hit := reader.cached(sql, params)) is not None:
+    # The file's identity is read once per request: each stat lets the loop's GIL go.
+    generation = getattr(request.state, "generation", None)
+    if generation is None:
+        generation = request.state.generation = reader.generation()
+    if (hit := reader.cached(sql, params, generation)) is not None:
         return hit, None
     try:
         table, body = await run_in_threadpool(_encoded, reader, sql, params, fmt)
