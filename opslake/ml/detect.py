@@ -37,6 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 from scipy.signal import lfilter
+from scipy.special import log_ndtr
 
 from opslake.errors import InputError
 
@@ -44,8 +45,8 @@ DAY_S = 86_400
 #: Time steps scored together, and the pairwise comparisons allowed per chunk.
 CHUNK = 128
 PAIRWISE_BUDGET = 4_000_000
-#: Calibrated z-score features: level, seasonal residual, and a sustained shift of each.
-N_FEATURES = 4
+#: Calibrated features: level, seasonal residual, a sustained shift of each, value density.
+N_FEATURES = 5
 #: Novelty features: the raw level deviation and the raw seasonal residual.
 N_NOVELTY = 2
 
@@ -59,7 +60,7 @@ class DetectorConfig:
     bins_per_e: int = 20
     bins: int = 100
     suppress: int = 20
-    damp: float = 0.8
+    damp: float = 0.6
     warmup: int = 100
     period_s: int = DAY_S
     #: Speed of the sustained-shift features (fast EWMA of the deviations); 0 disables them.
@@ -75,6 +76,31 @@ class DetectorConfig:
     #: A calibrated feature's score is damped (by ``damp``) unless it beats that feature's
     #: previous ``feature_suppress`` scores; 0 disables it.
     feature_suppress: int = 500
+    #: Value density: how rarely the series has been at this value before. Values fall in
+    #: bins ``density_width`` running spreads wide (the spread frozen once the series is
+    #: warm), counted per series in ``density_slots`` hashed slots; the surprisal of the
+    #: point's bin (and its two neighbours) is calibrated like the z-scores. A level never
+    #: visited is new however the running level has moved, and stops being new as the series
+    #: stays there (a level shift that becomes the new normal). 0 slots: off.
+    density_slots: int = 4096
+    #: A z-score feature's rarity is capped by what a normal tail says of the same z:
+    #: ``-log10 P(|N(0,1)| >= |z|) / gauss_cap``; 0: off.
+    gauss_cap: float = 8.0
+    #: Every ``|z|`` beyond this is as surprising as this (one histogram bin), so among the
+    #: extreme points of a series rarity is counted in events, not in how far out each one
+    #: lies; 0: off (the histogram's last bin still ends the scale).
+    z_cap: float = 11.0
+    #: Weekly pattern: the seasonal residual is also judged against what the same hour of
+    #: the week (``week_bin_s`` bins) left over in earlier weeks, an EWMA over weeks with
+    #: this weight starting from zero (so one week moves it only part of the way); 0: off.
+    week_alpha: float = 0.3
+    week_bin_s: int = 3_600
+
+    @property
+    def week_bins(self) -> int:
+        """Bins of the weekly residual profile (hours of the week by default)."""
+        return max(1, 7 * DAY_S // max(self.week_bin_s, 1))
+    density_width: float = 0.35
 
     def season_length(self, step_s: float) -> int:
         """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
@@ -113,6 +139,12 @@ class DetectorState:
     nov_top: np.ndarray
     nov_seen: np.ndarray
     feature_recent: np.ndarray
+    z_top: np.ndarray
+    density_w: np.ndarray
+    density_counts: np.ndarray
+    week_profile: np.ndarray
+    week_acc: np.ndarray
+    week_bin: np.ndarray
     config: DetectorConfig = field(default_factory=DetectorConfig)
 
     @classmethod
@@ -135,6 +167,12 @@ class DetectorState:
             nov_top=np.full((n_series, N_NOVELTY, 2, max(config.novelty_k, 1)), -np.inf),
             nov_seen=np.zeros((n_series, N_NOVELTY), dtype=np.int64),
             feature_recent=np.zeros((n_series, N_FEATURES, config.feature_suppress)),
+            z_top=np.zeros((n_series, N_FEATURES)),
+            density_w=np.full(n_series, np.nan),
+            density_counts=np.zeros((n_series, max(config.density_slots, 1)), dtype=np.int64),
+            week_profile=np.zeros((n_series, config.week_bins)),
+            week_acc=np.zeros((n_series, 2)),
+            week_bin=np.full(n_series, -1, dtype=np.int64),
             config=config,
         )
 
@@ -173,7 +211,8 @@ def _previous(series: np.ndarray, before: np.ndarray) -> np.ndarray:
 
 
 def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
-              config: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+              config: DetectorConfig, gauss: bool = True, top: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of ``|z|`` against each series' own past, and where it is informed.
 
     A feature with fewer than ``warmup`` earlier points has no past to be rare against: it
@@ -181,7 +220,8 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     seasonal residual may have no history yet on the day while the level has plenty).
     Updates the histogram.
     """
-    b = np.clip((np.log1p(np.abs(z)) * config.bins_per_e).astype(np.int64), 0, config.bins - 1)
+    mag = np.minimum(np.abs(z), config.z_cap) if config.z_cap and gauss else np.abs(z)
+    b = np.clip((np.log1p(mag) * config.bins_per_e).astype(np.int64), 0, config.bins - 1)
     n_before = counts.sum(axis=1)[:, None]
     suffix = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
     at_least = np.take_along_axis(suffix, b, axis=1)
@@ -190,13 +230,29 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     ge = (b[:, None, :] >= b[:, :, None]) & earlier[None] & active[:, None, :]
     at_least = at_least + ge.sum(axis=2)
     n = n_before + np.cumsum(active, axis=1) - active
+    if top is not None and config.z_cap and gauss:
+        # A record beyond the cap is still a record: nothing earlier (once the feature was
+        # informed; the first points of a series have no spread yet) was as far out.
+        mags = np.where(active & (n >= config.warmup), np.abs(z), 0.0)
+        before = _previous(np.maximum.accumulate(mags, axis=1), top)
+        before = np.maximum(before, top[:, None])
+        at_least = np.where((mags > before) & (mag >= config.z_cap), 0, at_least)
+        top[:] = np.maximum(top, mags.max(axis=1, initial=0.0))
     score = np.log((n + 1.0) / (at_least + 1.0)) / np.log(n + 2.0)
     if config.horizon:
         score = np.clip(np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)),
                         0.0, 1.0)
+    if config.gauss_cap and gauss:
+        score = np.minimum(score, _gauss_score(z, config.gauss_cap))
     rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
     np.add.at(counts, (rows[active], b[active]), 1)
     return np.where(active, score, 0.0), active & (n >= config.warmup)
+
+
+def _gauss_score(z: np.ndarray, cap: float) -> np.ndarray:
+    """``-log10 P(|N(0,1)| >= |z|) / cap`` in [0, 1]: how rare ``z`` is for a normal tail."""
+    tail = -(np.log(2.0) + log_ndtr(-np.abs(z))) / math.log(10.0)
+    return np.clip(tail / cap, 0.0, 1.0)
 
 
 def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
@@ -286,10 +342,52 @@ def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
     z = np.where(prev_v > 0, m / np.sqrt(np.maximum(prev_v, 1e-300)), 0.0)
     state.shift_mean[:, i] = m[:, -1]
     state.shift_var[:, i] = v[:, -1]
-    return _surprise(z, state.counts[:, 2 + i], active, cfg)
+    return _surprise(z, state.counts[:, 2 + i], active, cfg, top=state.z_top[:, 2 + i])
 
 
-def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarray:
+def _density(state: DetectorState, held: np.ndarray, var: np.ndarray, seen: np.ndarray,
+             ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated rarity of the value's bin among the series' earlier values.
+
+    The bin width is fixed at the point where the series has ``warmup`` samples (or at the
+    first sample of a state saved before this feature existed): that point's running spread
+    times ``density_width`` (a flat series falls back to a millionth of its level, at least
+    1e-6, so any step is a new bin). Points from then on are binned and
+    counted; ``k`` is how many earlier ones fell in the same bin or a neighbour, ``n`` how
+    many were counted, and the surprisal ``log((n+1)/(k+1))`` is calibrated by ``_surprise``.
+    """
+    cfg = state.config
+    H = cfg.density_slots
+    t = held.shape[1]
+    cols = np.arange(t)[None, :]
+    fresh = ~np.isfinite(state.density_w)
+    crossing = fresh[:, None] & ok & (seen >= cfg.warmup)
+    has = crossing.any(axis=1)
+    at = np.where(has, crossing.argmax(axis=1), t)
+    rows = np.arange(len(held))
+    sd = np.sqrt(np.maximum(var[rows, np.minimum(at, t - 1)], 0.0)) * cfg.density_width
+    base = np.maximum(np.abs(held[rows, np.minimum(at, t - 1)]), 1.0) * 1e-6
+    new_w = np.where(sd > 0, sd, base)
+    w = np.where(fresh & has, new_w, state.density_w)
+    on = ok & np.isfinite(w)[:, None] & (~(fresh & has)[:, None] | (cols > at[:, None]))
+    b = np.clip(np.floor(held / np.where(np.isfinite(w), w, 1.0)[:, None]), -2.0**50, 2.0**50)
+    b = np.where(on & np.isfinite(b), b, 0.0).astype(np.int64)
+    slots = np.mod(b[:, :, None] + np.array([-1, 0, 1]), H)
+    counts = state.density_counts
+    k = np.take_along_axis(counts, slots.reshape(len(b), -1), axis=1).reshape(slots.shape).sum(2)
+    earlier = np.tril(np.ones((t, t), dtype=bool), -1)
+    near = (np.abs(b[:, :, None] - b[:, None, :]) <= 1) & earlier[None] & on[:, None, :]
+    k = k + near.sum(axis=2)
+    n = counts.sum(axis=1)[:, None] + np.cumsum(on, axis=1) - on
+    surprisal = np.log((n + 1.0) / (k + 1.0))
+    r = np.broadcast_to(rows[:, None], b.shape)
+    np.add.at(counts, (r[on], np.mod(b[on], H)), 1)
+    state.density_w = w
+    return _surprise(surprisal, state.counts[:, 4], on, cfg, gauss=False)
+
+
+def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.ndarray
+           ) -> np.ndarray:
     """Score a few consecutive time steps of every series (NaN = no sample)."""
     cfg = state.config
     a = cfg.level_alpha
@@ -315,22 +413,28 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray) -> np.ndarra
     state.last_value = held[:, -1]
     lv = ok & ~first
     # Keyed by the histogram's slot so each feature keeps its own suppression history.
-    feats = {0: _surprise(z_level, state.counts[:, 0], lv, cfg)}
+    feats = {0: _surprise(z_level, state.counts[:, 0], lv, cfg, top=state.z_top[:, 0])}
     if cfg.shift_alpha > 0:
         feats[2] = _shift(state, 0, np.where(lv, dev, 0.0), lv)
     novel = [_novelty(state, 0, np.where(lv, dev, 0.0), lv)] if cfg.novelty_k else []
+    if cfg.density_slots:
+        seen_at = state.seen[:, None] + np.cumsum(ok, axis=1)
+        feats[4] = _density(state, held, var, seen_at, ok)
     if state.season:
         # Seasonal surprise: residual against the same phase of earlier days, profile as of
         # the chunk's start (a chunk never spans more than one period).
         col = state.profile[:, phases]
         known = state.profile_seen[:, phases] & ok
         resid = np.where(known, held - col, 0.0)
+        if cfg.week_alpha > 0:
+            resid = _week_residual(state, resid, known, weeks)
         prev_rmean = _previous(_ewm(resid, a, state.resid_mean), state.resid_mean)
         rdev = resid - prev_rmean
         rvar = _ewm_held(rdev * rdev, a, state.resid_var, known)
         prev_rvar = _previous(rvar, state.resid_var)
         z_season = np.where(prev_rvar > 0, rdev / np.sqrt(np.maximum(prev_rvar, 1e-300)), 0.0)
-        feats[1] = _surprise(z_season, state.counts[:, 1], known, cfg)
+        feats[1] = _surprise(z_season, state.counts[:, 1], known, cfg,
+                             top=state.z_top[:, 1])
         if cfg.shift_alpha > 0:
             feats[3] = _shift(state, 1, rdev, known)
         if cfg.novelty_k:
@@ -380,8 +484,13 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
         pad = np.zeros((state.n_series, N_FEATURES - state.counts.shape[1], state.counts.shape[2]),
                        dtype=state.counts.dtype)
         state.counts = np.concatenate([state.counts, pad], axis=1)
+    if state.feature_recent.shape[1] < N_FEATURES:
+        fr = state.feature_recent
+        pad = np.zeros((state.n_series, N_FEATURES - fr.shape[1], fr.shape[2]))
+        state.feature_recent = np.concatenate([fr, pad], axis=1)
     season = max(state.season, 1)
     phases = (secs // max(int(state.step_s), 1)) % season
+    weeks = (secs // max(state.config.week_bin_s, 1)) % state.config.week_bins
     # Chunks bound the pairwise work (series × chunk²) and never span a seasonal period.
     width = max(1, min(CHUNK, state.season or CHUNK,
                        math.isqrt(PAIRWISE_BUDGET // max(state.n_series, 1))))
@@ -391,7 +500,9 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
         t1 = min(values.shape[1], t0 + width)
         if state.season:
             t1 = t0 + _distinct_prefix(phases[t0:t1])
-        out[:, t0:t1] = _chunk(state, values[:, t0:t1], phases[t0:t1])
+            if state.config.week_alpha > 0:
+                t1 = t0 + _distinct_runs(weeks[t0:t1])
+        out[:, t0:t1] = _chunk(state, values[:, t0:t1], phases[t0:t1], weeks[t0:t1])
         t0 = t1
     return out
 
@@ -407,6 +518,42 @@ def _distinct_prefix(phases: np.ndarray) -> int:
     srt = phases[order]
     repeats = order[1:][srt[1:] == srt[:-1]]
     return int(repeats.min()) if len(repeats) else len(phases)
+
+
+def _week_residual(state: DetectorState, resid: np.ndarray, known: np.ndarray,
+                   weeks: np.ndarray) -> np.ndarray:
+    """The seasonal residual less what the same hour of the week left over in earlier weeks.
+
+    Each week bin's profile is an EWMA (``week_alpha``, from zero) of the bin's mean residual,
+    folded in when the series leaves the bin, so a point is judged only against earlier
+    weeks (a bin recurs a week later; a chunk spans less than a day and never re-enters a
+    bin). Updates the profile and the open bin's running sum.
+    """
+    wa = state.config.week_alpha
+    corr = np.where(known, state.week_profile[:, weeks], 0.0)
+    acc = state.week_acc
+    rows = np.arange(state.n_series)
+    cuts = np.flatnonzero(np.diff(weeks)) + 1
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(weeks)], strict=True):
+        leaving = (state.week_bin != weeks[a]) & (acc[:, 1] > 0) & (state.week_bin >= 0)
+        if leaving.any():
+            r, w = rows[leaving], state.week_bin[leaving]
+            state.week_profile[r, w] += wa * (acc[r, 0] / acc[r, 1] - state.week_profile[r, w])
+        acc[state.week_bin != weeks[a]] = 0.0
+        state.week_bin[:] = weeks[a]
+        acc[:, 0] += np.where(known[:, a:b], resid[:, a:b], 0.0).sum(axis=1)
+        acc[:, 1] += known[:, a:b].sum(axis=1)
+    return resid - corr
+
+
+def _distinct_runs(bins: np.ndarray) -> int:
+    """Length of the longest prefix in which no bin comes back after another one."""
+    cuts = np.flatnonzero(np.diff(bins)) + 1
+    starts = np.r_[0, cuts]
+    order = np.argsort(bins[starts], kind="stable")
+    srt = bins[starts][order]
+    repeats = starts[order[1:][srt[1:] == srt[:-1]]]
+    return int(repeats.min()) if len(repeats) else len(bins)
 
 
 def score_series(timestamps: np.ndarray, values: np.ndarray,

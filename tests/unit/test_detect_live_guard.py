@@ -36,8 +36,9 @@ from opslake.simulate import SimulationConfig, simulate
 METRIC = "node_cpu_utilisation_ratio"
 #: Saturations end at these minutes of the day (every 20 minutes, 5, 25 and 45 past).
 ENDS = range(5, 24 * 60, 20)
-#: A Thursday and a Sunday (UTC; the simulated business cycle is in Asia/Shanghai time).
-DAYS = (date(2026, 11, 26), date(2026, 11, 29))
+#: Thursday to Sunday (UTC): with the business cycle in Asia/Shanghai time these are every
+#: distinct day the simulator makes (Monday to Wednesday look like Thursday).
+DAYS = (date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28), date(2026, 11, 29))
 _LINE = re.compile(rf'^{METRIC}{{entity_id="(host-[^"]+)"[^}}]*}} (\S+) (\d+)$', re.M)
 
 
