@@ -17,12 +17,23 @@ surprising than anything this series has done" and 0.5 means "as rare as one poi
 √n"; it is capped by ``1 - log(k+1)/log(horizon)`` so that in a long history a point must
 also be among the few most surprising events ever seen, not only a small share of them.
 Because the scale is each series' own, one threshold means the same rarity for a noisy
-tweet count and a flat temperature. Two novelty features join them: the raw deviation from
+tweet count and a flat temperature. The z-scores are counted on a scale that stops at
+``z_cap`` (every point beyond it ties, so among the extremes rarity is counted in events, not
+in how far out each lies), except that a new record beyond the cap is still a record; their
+rarity is also capped by what a normal tail says of the same z (``gauss_cap``), so a record
+of a short history that is only a 3-sigma wobble stays ordinary. The seasonal residual is
+corrected by what the same hour of the week left over in earlier weeks (``week_alpha``), so a
+weekday as quiet as a weekend stands out and weekends do not. A fifth calibrated feature is
+the value's density: how rarely the series has been at this value (hashed bins of
+``density_width`` running spreads, fixed once the series is warm), so a level never visited
+is new however the running level has moved, quantised and flat series with rare steps
+between known levels stay calm, and a level shift becomes the new normal as the series stays
+there. Two novelty features join them: the raw deviation from
 the running level and the raw seasonal residual, each ranked among the ``novelty_k``
 largest earlier ones in the same direction and calibrated the same way (a record on the
 series' own unnormalised scale, so a series whose spread has just grown cannot make a
-routine excursion look new, and a long-forgotten extreme still counts). Each of the four
-z-score features is damped unless it beats its own previous ``feature_suppress`` scores, so
+routine excursion look new, and a long-forgotten extreme still counts). Each of the five
+calibrated features is damped unless it beats its own previous ``feature_suppress`` scores, so
 a feature that is already reporting an episode (a burst, a spread that keeps growing) adds
 little while another can still speak. The features are combined by their cubic mean (a
 point surprising to several features beats one surprising to a single feature, such as a

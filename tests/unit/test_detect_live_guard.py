@@ -14,7 +14,8 @@ weekends). Every end time is its own series (the host's history copied under an 
 one vectorised scoring covers them all.
 
 The live test asks for any event of its host (the lowest host id) among those live points,
-and so does this guard, at every end time.
+and so does this guard, at every end time; it also asks that the saturation alone, without
+the first batch, is an event at every end time.
 """
 
 from __future__ import annotations
@@ -65,32 +66,33 @@ def _table(rows: list[tuple[str, int, float]]) -> pa.Table:
         "source": ["prometheus"] * n, "batch_id": ["b"] * n}, schema=METRIC_POINTS)
 
 
-def _alias(host: str, end: int) -> str:
-    return f"{host}@{end // 60:02d}{end % 60:02d}"
+def _alias(host: str, end: int, batch: bool) -> str:
+    return f"{host}@{end // 60:02d}{end % 60:02d}{'+' if batch else '-'}"
 
 
 def live_scenario(tmp: Path, day: date) -> tuple[dict[str, float], dict[str, float]]:
-    """Highest score of each (host, end minute) saturation, keyed by ``host@HHMM``, and the
-    highest score of any of that scenario's live points (the first batch's included).
+    """Highest score of each (host, end minute, first batch or not) saturation, keyed by
+    ``host@HHMM+`` (after the test's first batch) or ``host@HHMM-`` (the saturation alone),
+    and the highest score of any of that scenario's live points (the first batch's included).
 
     Every saturation is its own series (the host's history copied under an alias), so one
     vectorised scoring covers all hours at once, as the estate's many series are scored.
     """
     lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp)}))
     hosts = _host_points(lake, day)
-    yesterday = [(_alias(h, e), int(m), float(v)) for h, (ms, vs) in sorted(hosts.items())
-                 for e in ENDS for m, v in zip(ms, vs, strict=True)]
+    yesterday = [(_alias(h, e, b), int(m), float(v)) for h, (ms, vs) in sorted(hosts.items())
+                 for e in ENDS for b in (True, False) for m, v in zip(ms, vs, strict=True)]
     anomalies.score_day(lake, day.isoformat(), _table(yesterday))
     today = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     live, spikes = [], {}
     for h in sorted(hosts):
-        for e in ENDS:
+        for e, batch in ((e, b) for e in ENDS for b in (True, False)):
             end = today + timedelta(minutes=e)
-            alias = _alias(h, e)
+            alias = _alias(h, e, batch)
             # The test's first batch lands at the top of the hour it starts in, a few minutes
             # before the saturation (moderate values, averaged into one grid step).
             top = (end - timedelta(minutes=3)).replace(minute=0)
-            if top >= today:
+            if batch and top >= today:
                 for off, v in ((0, 0.25), (1, 0.5), (2, 0.75), (10, 0.95)):
                     live.append((alias, int((top + timedelta(seconds=off)).timestamp() * 1000), v))
             stamps = [end - timedelta(minutes=10 - i) for i in range(10)]
@@ -114,8 +116,17 @@ LIVE_TEST_HOST = "host-0001"
 
 def test_a_saturated_cpu_is_a_live_event_at_every_hour(tmp_path: Path) -> None:
     for day in DAYS:
-        _, anything = live_scenario(tmp_path / day.isoformat(), day)
-        ours = {k: v for k, v in anything.items() if k.startswith(LIVE_TEST_HOST + "@")}
+        spike, anything = live_scenario(tmp_path / day.isoformat(), day)
+        # As the live test asks: an event among the host's live points after its first batch.
+        ours = {k: v for k, v in anything.items() if k.startswith(LIVE_TEST_HOST + "@")
+                and k.endswith("+")}
         assert len(ours) == len(ENDS)
         missed = {k: round(v, 3) for k, v in ours.items() if v < anomalies.EVENT_THRESHOLD}
         assert not missed, f"{day}: no live event at {missed}"
+        # Stricter: the saturation alone (no first batch) is itself an event at every hour,
+        # except ending at 00:05, when five of its ten minutes are yesterday's (not live).
+        alone = {k: v for k, v in spike.items() if k.startswith(LIVE_TEST_HOST + "@")
+                 and k.endswith("-") and not k.endswith("@0005-")}
+        assert len(alone) == len(ENDS) - 1
+        missed = {k: round(v, 3) for k, v in alone.items() if v < anomalies.EVENT_THRESHOLD}
+        assert not missed, f"{day}: the saturation alone is no event at {missed}"
