@@ -13,6 +13,7 @@ the check's severity when it does not (a broken parser, a table-wide drop).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -29,6 +30,22 @@ from opslake.quality.results import ROW_KINDS, CheckResult
 from opslake.quality.suites import Check, Suite
 
 _local = threading.local()
+_frozen = threading.Lock()
+
+
+def _freeze_heap() -> None:
+    """Move the objects alive now (imports, Dagster, the GE context) out of the collector's view.
+
+    Great Expectations raises and catches exceptions while it validates; their tracebacks
+    form reference cycles that keep each chunk's pandas frame alive until a full collection,
+    so a day of metric points grew by ~60 MB a chunk (3.4 GiB at 8,000 objects). A full
+    collection walks the whole heap (~0.7 s with Dagster and GE loaded); once the long-lived
+    heap is frozen it walks only what was made since (~2 ms), so each validation is followed by one.
+    Frozen objects are still freed by reference counting; only cycles among them would stay.
+    """
+    if _frozen.acquire(blocking=False):
+        gc.collect()
+        gc.freeze()
 
 
 def _context():
@@ -43,6 +60,7 @@ def _context():
         _local.context = context
         _local.batch = context.data_sources.add_pandas("opslake").add_dataframe_asset(
             "batch").add_batch_definition_whole_dataframe("whole")
+        _freeze_heap()
     return _local.batch
 
 
@@ -76,7 +94,9 @@ def _validate(frame: pd.DataFrame, expectations: list) -> list:
 
     suite = gx.ExpectationSuite(name="opslake", expectations=expectations)
     batch = _context().get_batch(batch_parameters={"dataframe": frame})
-    return batch.validate(suite, result_format={"result_format": "COMPLETE"}).results
+    results = batch.validate(suite, result_format={"result_format": "COMPLETE"}).results
+    gc.collect()  # the chunk's frame, held by GE's traceback cycles (see _freeze_heap)
+    return results
 
 
 def _categorical(table: pa.Table) -> pa.Table:
@@ -143,6 +163,8 @@ class TableValidator:
         self.suite, self.schema, self.context = suite, schema, context
         self.row_checks = [c for c in suite.checks if c.kind in ROW_KINDS and
                            (c.kind != "referential" or context.cmdb is not None)]
+        # Built once: an expectation with the CMDB's ids as its set costs ~0.2 s to build.
+        self.expectations = [_expectation(c, context.cmdb) for c in self.row_checks]
         self.tallies = {c.name: _Tally() for c in self.row_checks}
         self.rows = 0
         self.newest: datetime | None = None
@@ -168,7 +190,7 @@ class TableValidator:
         frame = _categorical(table.select(needed)).to_pandas()
         checks = {c.name: c for c in self.row_checks}
         bad: dict[int, list[str]] = {}
-        results = _validate(frame, [_expectation(c, self.context.cmdb) for c in self.row_checks])
+        results = _validate(frame, self.expectations)
         for result in results:
             check = checks[result.expectation_config.meta["check"]]
             tally = self.tallies[check.name]
