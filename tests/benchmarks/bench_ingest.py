@@ -7,8 +7,10 @@ one sample per series entry (``1 sample/series``), and ``--per-request // --step
 of ``--steps`` samples each (``N samples/series``). Measured in one run, in CPU seconds of
 the process doing the work (so the figure is per core):
 
-- ``text``: landing (durable write + manifest) and parsing into bronze rows;
-- ``remote write, in process``: the same for the protobuf requests;
+- ``text``: landing (durable write + manifest) and parsing into bronze rows, then the
+  parser alone on the same scrapes (``parse only``: what landing adds is the difference);
+- ``remote write, in process``: the same for the protobuf requests (``decode only``: the
+  decoder alone);
 - ``remote write over HTTP``: the requests POSTed to a real ``opslake serve`` (CPU of the
   server process only: decode, validate, land);
 - ``duckdb``: DuckDB's ``read_csv`` of the same exposition text into typed columns.
@@ -34,7 +36,7 @@ import httpx
 import psutil
 
 from opslake.ingest.parsers import prometheus_text, remote_write
-from opslake.lake.landing import LandingZone
+from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
 from tests.integration.services import free_port, running
@@ -110,6 +112,18 @@ def ingest_in_process(home: Path, payloads: list[bytes], fmt: str, parse) -> tup
     return points, _cpu() - started
 
 
+def parse_only(payloads: list[bytes], fmt: str, parse) -> tuple[int, float]:
+    """The parser alone on the same bodies (no landing): what landing adds is the difference."""
+    now = datetime.now(UTC)
+    batches = [LandedBatch(source="prometheus", batch_id=f"{fmt}-{i}", dt=now.date().isoformat(),
+                           path="", sha256="", bytes=len(body), received_at=now.isoformat(),
+                           fmt=fmt, connector="bench") for i, body in enumerate(payloads)]
+    started, points = _cpu(), 0
+    for body, batch in zip(payloads, batches, strict=True):
+        points += parse(body, batch).table.num_rows
+    return points, _cpu() - started
+
+
 def ingest_over_http(home: Path, requests: list[bytes], log: Path) -> tuple[int, float, float]:
     port = free_port()
     env = {**os.environ, "OPSLAKE_HOME": str(home)}
@@ -175,12 +189,15 @@ def main() -> None:
         rows = {
             "text: land + parse (in process)": ingest_in_process(
                 work / "text", per_scrape, "prom", prometheus_text.parse),
+            "text: parse only": parse_only(per_scrape, "prom", prometheus_text.parse),
             duck_name: duckdb_text(work / "samples.prom"),
         }
         walls = {}
         for n, (shape, reqs) in enumerate(shapes.items()):
             rows[f"remote write, {shape}: land + decode"] = ingest_in_process(
                 work / f"rw{n}", reqs, "pb", remote_write.parse)
+            rows[f"remote write, {shape}: decode only"] = parse_only(
+                reqs, "pb", remote_write.parse)
             points, cpu, walls[shape] = ingest_over_http(work / f"http{n}", reqs,
                                                          work / f"serve{n}.log")
             rows[f"remote write, {shape}: over HTTP (server CPU)"] = (points, cpu)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import cramjam
 import numpy as np
+import polars as pl
 import pytest
 
 from opslake.ingest.parsers import prometheus, prometheus_text, remote_write
@@ -237,3 +238,41 @@ def test_one_long_series_is_decoded_in_few_rounds(monkeypatch: pytest.MonkeyPatc
     result = remote_write.parse(body, _batch())
     assert result.table.num_rows == 200_000 and not result.rejects
     assert time.perf_counter() - start < 5.0
+
+
+def _label_blocks(*label_sets: dict[str, str]) -> pl.Series:
+    return pl.Series([b"".join(_len(1, _label(k, v)) for k, v in labels.items())
+                      for labels in label_sets], dtype=pl.Binary)
+
+
+@pytest.mark.parametrize("hashing", ["polars", "all collide", "few slots"])
+def test_label_block_cache_finds_each_block_even_when_hashes_collide(
+        hashing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows come from comparing the blocks themselves: equal hashes only cost probes."""
+    cache = remote_write._LabelBlocks(limit=1500)
+    if hashing == "all collide":
+        monkeypatch.setattr(cache, "_hash", lambda keys: np.full(len(keys), 7, np.uint64))
+    elif hashing == "few slots":  # every hash in the table's last slots: probes wrap around
+        monkeypatch.setattr(cache, "_hash", lambda keys: np.array(
+            [2**64 - 1 - len(key) % 3 for key in keys.to_list()], np.uint64))
+    sets = [{"__name__": f"m{i % 7}", "job": "node", "instance": f"h{i}"} for i in range(1200)]
+    expected = [(s["__name__"], remote_write.canonical({k: v for k, v in s.items()
+                                                         if k != "__name__"})) for s in sets]
+    for chunk in (range(10), range(5, 700), range(1200), range(1199, -1, -3)):
+        keys = _label_blocks(*(sets[i] for i in chunk))
+        with cache.lock:
+            rows = cache.rows(keys)
+            metrics, label_sets = cache.columns(rows)
+        assert list(zip(metrics.to_pylist(), label_sets.to_pylist(), strict=True)) == \
+            [expected[i] for i in chunk]
+    # Past its limit the cache starts over, and still answers right.
+    more = [{"__name__": "late", "n": str(i)} for i in range(600)]
+    with cache.lock:
+        rows = cache.rows(_label_blocks(*more, sets[3]))
+        metrics, label_sets = cache.columns(rows)
+    assert len(cache._hash_of) <= 1500
+    assert metrics.to_pylist() == ["late"] * 600 + ["m3"]
+    assert label_sets.to_pylist()[-1] == expected[3][1]
+    # A block without __name__ makes the whole lookup None (the upb path rejects it).
+    with cache.lock:
+        assert cache.rows(_label_blocks(sets[0], {"job": "nameless"})) is None
