@@ -86,7 +86,7 @@ class DetectorConfig:
     novelty_k: int = 32
     #: A calibrated feature's score is damped (by ``damp``) unless it beats that feature's
     #: previous ``feature_suppress`` scores; 0 disables it.
-    feature_suppress: int = 500
+    feature_suppress: int = 450
     #: Value density: how rarely the series has been at this value before. Values fall in
     #: bins ``density_width`` running spreads wide (the spread frozen once the series is
     #: warm), counted per series in ``density_slots`` hashed slots; the surprisal of the
