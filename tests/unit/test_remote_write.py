@@ -276,3 +276,16 @@ def test_label_block_cache_finds_each_block_even_when_hashes_collide(
     # A block without __name__ makes the whole lookup None (the upb path rejects it).
     with cache.lock:
         assert cache.rows(_label_blocks(sets[0], {"job": "nameless"})) is None
+
+
+@pytest.mark.parametrize("body", [
+    write_request(*[_as_prometheus({"__name__": f"m{i}", "job": "node"}, [(1.0, 1000 + i)])
+                    for i in range(100)]),  # the regular path
+    write_request(_as_prometheus({"__name__": "ok"}, [(3.0, 1000)]),
+                  _as_prometheus({"job": "nameless"}, [(1.0, 1000)])),  # one reject
+    b"not snappy at all",
+])
+def test_check_rejects_what_parse_rejects_without_building_rows(body: bytes) -> None:
+    parsed, checked = remote_write.parse(body, _batch()), remote_write.check(body, _batch())
+    assert checked.rejects == parsed.rejects
+    assert checked.table.num_rows == 0 and checked.table.schema == parsed.table.schema
