@@ -56,8 +56,13 @@ DAY_S = 86_400
 #: Time steps scored together, and the pairwise comparisons allowed per chunk.
 CHUNK = 128
 PAIRWISE_BUDGET = 4_000_000
-#: Calibrated features: level, seasonal residual, a sustained shift of each, value density.
-N_FEATURES = 5
+#: Calibrated z-score features: level, seasonal residual, and a sustained shift of each (the
+#: value density, a fifth calibrated feature, keeps its own arrays so states saved before it
+#: existed keep their shapes).
+N_FEATURES = 4
+#: Columns kept of each feature's recent scores (at least ``feature_suppress``): fixed so a
+#: saved state keeps its shape when the window changes.
+RECENT_KEPT = 500
 #: Novelty features: the raw level deviation and the raw seasonal residual.
 N_NOVELTY = 2
 
@@ -94,6 +99,7 @@ class DetectorConfig:
     #: visited is new however the running level has moved, and stops being new as the series
     #: stays there (a level shift that becomes the new normal). 0 slots: off.
     density_slots: int = 4096
+    density_width: float = 0.35
     #: A z-score feature's rarity is capped by what a normal tail says of the same z:
     #: ``-log10 P(|N(0,1)| >= |z|) / gauss_cap``; 0: off.
     gauss_cap: float = 8.0
@@ -108,10 +114,14 @@ class DetectorConfig:
     week_bin_s: int = 3_600
 
     @property
+    def recent_kept(self) -> int:
+        """Columns kept of each feature's recent scores."""
+        return max(RECENT_KEPT, self.feature_suppress)
+
+    @property
     def week_bins(self) -> int:
         """Bins of the weekly residual profile (hours of the week by default)."""
         return max(1, 7 * DAY_S // max(self.week_bin_s, 1))
-    density_width: float = 0.35
 
     def season_length(self, step_s: float) -> int:
         """Samples per seasonal period at this step (0 when too coarse to be seasonal)."""
@@ -153,6 +163,8 @@ class DetectorState:
     z_top: np.ndarray
     density_w: np.ndarray
     density_counts: np.ndarray
+    density_hist: np.ndarray
+    density_recent: np.ndarray
     week_profile: np.ndarray
     week_acc: np.ndarray
     week_bin: np.ndarray
@@ -177,10 +189,12 @@ class DetectorState:
             last_value=np.full(n_series, np.nan),
             nov_top=np.full((n_series, N_NOVELTY, 2, max(config.novelty_k, 1)), -np.inf),
             nov_seen=np.zeros((n_series, N_NOVELTY), dtype=np.int64),
-            feature_recent=np.zeros((n_series, N_FEATURES, config.feature_suppress)),
+            feature_recent=np.zeros((n_series, N_FEATURES, config.recent_kept)),
             z_top=np.zeros((n_series, N_FEATURES)),
             density_w=np.full(n_series, np.nan),
             density_counts=np.zeros((n_series, max(config.density_slots, 1)), dtype=np.int64),
+            density_hist=np.zeros((n_series, config.bins), dtype=np.int64),
+            density_recent=np.zeros((n_series, config.recent_kept)),
             week_profile=np.zeros((n_series, config.week_bins)),
             week_acc=np.zeros((n_series, 2)),
             week_bin=np.full(n_series, -1, dtype=np.int64),
@@ -222,16 +236,18 @@ def _previous(series: np.ndarray, before: np.ndarray) -> np.ndarray:
 
 
 def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
-              config: DetectorConfig, gauss: bool = True, top: np.ndarray | None = None
+              config: DetectorConfig, is_z: bool = True, top: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of ``|z|`` against each series' own past, and where it is informed.
 
     A feature with fewer than ``warmup`` earlier points has no past to be rare against: it
     is left out of the combination there rather than counted as unsurprising (after a gap the
     seasonal residual may have no history yet on the day while the level has plenty).
-    Updates the histogram.
+    ``is_z``: ``z`` is a z-score, so ``z_cap`` and ``gauss_cap`` apply (not to the density's
+    surprisal); ``top`` holds the feature's largest informed ``|z|`` so far (records beyond
+    ``z_cap``). Updates the histogram (and ``top``).
     """
-    mag = np.minimum(np.abs(z), config.z_cap) if config.z_cap and gauss else np.abs(z)
+    mag = np.minimum(np.abs(z), config.z_cap) if config.z_cap and is_z else np.abs(z)
     b = np.clip((np.log1p(mag) * config.bins_per_e).astype(np.int64), 0, config.bins - 1)
     n_before = counts.sum(axis=1)[:, None]
     suffix = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
@@ -241,7 +257,7 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     ge = (b[:, None, :] >= b[:, :, None]) & earlier[None] & active[:, None, :]
     at_least = at_least + ge.sum(axis=2)
     n = n_before + np.cumsum(active, axis=1) - active
-    if top is not None and config.z_cap and gauss:
+    if top is not None and config.z_cap and is_z:
         # A record beyond the cap is still a record: nothing earlier (once the feature was
         # informed; the first points of a series have no spread yet) was as far out.
         mags = np.where(active & (n >= config.warmup), np.abs(z), 0.0)
@@ -253,7 +269,7 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
     if config.horizon:
         score = np.clip(np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)),
                         0.0, 1.0)
-    if config.gauss_cap and gauss:
+    if config.gauss_cap and is_z:
         score = np.minimum(score, _gauss_score(z, config.gauss_cap))
     rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
     np.add.at(counts, (rows[active], b[active]), 1)
@@ -308,9 +324,9 @@ def _feature_suppress(state: DetectorState, feats: dict[int, tuple[np.ndarray, n
     out = []
     for slot, (f, active) in feats.items():
         fa = np.where(active, f, 0.0)
-        recent = state.feature_recent[:, slot]
-        before = _window_max(recent, fa)
-        state.feature_recent[:, slot] = np.concatenate([recent, fa], axis=1)[:, -recent.shape[1]:]
+        kept = state.density_recent if slot == N_FEATURES else state.feature_recent[:, slot]
+        before = _window_max(kept[:, kept.shape[1] - cfg.feature_suppress:], fa)
+        kept[:] = np.concatenate([kept, fa], axis=1)[:, -kept.shape[1]:]
         out.append((np.where(fa > before, f, f * cfg.damp), active))
     return out
 
@@ -394,7 +410,7 @@ def _density(state: DetectorState, held: np.ndarray, var: np.ndarray, seen: np.n
     r = np.broadcast_to(rows[:, None], b.shape)
     np.add.at(counts, (r[on], np.mod(b[on], H)), 1)
     state.density_w = w
-    return _surprise(surprisal, state.counts[:, 4], on, cfg, gauss=False)
+    return _surprise(surprisal, state.density_hist, on, cfg, is_z=False)
 
 
 def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.ndarray
@@ -430,7 +446,7 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.nd
     novel = [_novelty(state, 0, np.where(lv, dev, 0.0), lv)] if cfg.novelty_k else []
     if cfg.density_slots:
         seen_at = state.seen[:, None] + np.cumsum(ok, axis=1)
-        feats[4] = _density(state, held, var, seen_at, ok)
+        feats[N_FEATURES] = _density(state, held, var, seen_at, ok)
     if state.season:
         # Seasonal surprise: residual against the same phase of earlier days, profile as of
         # the chunk's start (a chunk never spans more than one period).
@@ -495,10 +511,6 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
         pad = np.zeros((state.n_series, N_FEATURES - state.counts.shape[1], state.counts.shape[2]),
                        dtype=state.counts.dtype)
         state.counts = np.concatenate([state.counts, pad], axis=1)
-    if state.feature_recent.shape[1] < N_FEATURES:
-        fr = state.feature_recent
-        pad = np.zeros((state.n_series, N_FEATURES - fr.shape[1], fr.shape[2]))
-        state.feature_recent = np.concatenate([fr, pad], axis=1)
     season = max(state.season, 1)
     phases = (secs // max(int(state.step_s), 1)) % season
     weeks = (secs // max(state.config.week_bin_s, 1)) % state.config.week_bins

@@ -4,11 +4,15 @@ and the value density (``density_slots``). For each: a prefix scores as the full
 the run split into calls scores the same, and series in one matrix score as each alone."""
 
 import dataclasses
+import io
+import json
 
 import numpy as np
 import pytest
 
-from opslake.ml import detect
+from opslake.lake.storage import Lake
+from opslake.ml import anomalies, detect
+from opslake.settings import Settings
 
 STEP = 1800
 #: Every new feature off: the detector as it was before them.
@@ -138,15 +142,30 @@ def test_density_finds_a_new_level_and_lets_it_become_the_new_normal():
     assert density[3500:].max() < 0.5  # the new level is the new normal
 
 
-def test_a_state_saved_before_the_new_features_carries_on():
-    stamps, values = _weekly()
-    state = detect.DetectorState.new(1, float(STEP))
-    detect.score_matrix(state, stamps[:500], values[None, :500])
-    # What an older saved state lacks: four feature slots, no density width, no z records.
-    state.counts = state.counts[:, :4]
-    state.feature_recent = state.feature_recent[:, :4]
-    state.density_w = np.full(1, np.nan)
-    state.z_top = np.zeros((1, detect.N_FEATURES))
-    scores = detect.score_matrix(state, stamps[500:], values[None, 500:])
-    assert np.isfinite(scores).all()
-    assert np.isfinite(state.density_w).all()
+def test_a_state_saved_before_the_new_features_carries_on(tmp_path):
+    """A lake whose last saved state came from issue 6's detector (its config, no arrays of
+    the new features) scores the next day with the current one through load and align."""
+    from tests.unit.test_anomalies import _points
+
+    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp_path)}))
+    first = anomalies.score_day(lake, "2026-11-20", _points(1440))
+    path = lake.path(anomalies.STATE_DIR, "dt=2026-11-20.npz")
+    with np.load(io.BytesIO(lake.read_bytes(path)), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("meta")))
+    for name in ("z_top", "density_w", "density_counts", "density_hist", "density_recent",
+                 "week_profile", "week_acc", "week_bin"):
+        del arrays[name]
+    for name in ("gauss_cap", "z_cap", "week_alpha", "week_bin_s", "density_slots",
+                 "density_width"):
+        del meta["config"][name]
+    meta["config"].update(damp=0.8, feature_suppress=500)
+    assert arrays["counts"].shape[1:] == (4, 100) and arrays["feature_recent"].shape[1:] == (4, 500)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
+    lake.put_atomic(path, [buf.getvalue()])
+    nxt = anomalies.score_day(lake, "2026-11-21", _points(600, spike_at=500, day_offset=1))
+    assert nxt.keys == first.keys and np.isfinite(nxt.state.density_w).all()
+    assert nxt.state.config == detect.DetectorConfig()
+    events = [r for r in nxt.anomalies.to_pylist() if r["is_event"]]
+    assert events and {r["entity_id"] for r in events} == {"host-1"}

@@ -40,7 +40,7 @@ ENDS = range(5, 24 * 60, 20)
 #: Thursday to Sunday (UTC): with the business cycle in Asia/Shanghai time these are every
 #: distinct day the simulator makes (Monday to Wednesday look like Thursday).
 DAYS = (date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28), date(2026, 11, 29))
-_LINE = re.compile(rf'^{METRIC}{{entity_id="(host-[^"]+)"[^}}]*}} (\S+) (\d+)$', re.M)
+_LINE = re.compile(rf'^{METRIC}{{entity_id="(host-[^"]+)"[^}}]*}} (\S+) (\d+)$', re.MULTILINE)
 
 
 def _host_points(lake: Lake, day: date) -> dict[str, tuple[np.ndarray, np.ndarray]]:
