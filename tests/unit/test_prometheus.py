@@ -84,3 +84,16 @@ def test_series_seen_before_keep_their_identity() -> None:
     assert first.table.column("label_set").to_pylist() == ['{a="1",b="2"}']
     assert again.table.column("label_set").to_pylist() == ['{a="1",b="2"}'] * 2
     assert [r.line_no for r in again.rejects] == [3]
+
+
+def test_series_cache_starting_over_keeps_the_whole_lookup() -> None:
+    """Past its limit the cache starts over; keys of the lookup it had found before must
+    still get their own values, not another key's (rows once came back as -1)."""
+    import polars as pl
+
+    cache = prometheus_text.SeriesCache(lambda keys: [(k.upper(),) for k in keys], pl.String,
+                                        {"value": pl.String}, limit=3)
+    assert cache.lookup(pl.Series(["a", "b"])).get_column("value").to_list() == ["A", "B"]
+    got = cache.lookup(pl.Series(["a", "c", "d", "a"])).get_column("value").to_list()
+    assert got == ["A", "C", "D", "A"]
+    assert cache.lookup(pl.Series(["b", "e"])).get_column("value").to_list() == ["B", "E"]

@@ -103,9 +103,14 @@ class SeriesCache:
         hashes = keys.hash(seed=0).to_numpy()
         with self._lock:
             rows = self._find(keys, hashes)
-            if (rows < 0).any():
-                self._add(keys.filter(pl.Series(rows < 0)).unique(maintain_order=True))
-                rows = self._find(keys, hashes)  # again: adding may have started over
+            missing = rows < 0
+            if missing.any():
+                new = keys.filter(pl.Series(missing)).unique(maintain_order=True)
+                restart = len(self._keys) + len(new) > self._limit
+                if restart:  # starting over keeps every key of this lookup, not only the new
+                    new = keys.unique(maintain_order=True)
+                self._add(new, restart=restart)
+                rows = self._find(keys, hashes)
             return self._values[rows]
 
     def _find(self, keys: pl.Series, hashes: np.ndarray) -> np.ndarray:
@@ -126,10 +131,10 @@ class SeriesCache:
             pos[todo] = at[~match] + 1
         return rows
 
-    def _add(self, new: pl.Series) -> None:
+    def _add(self, new: pl.Series, *, restart: bool) -> None:
         # Computed before anything changes: a key that raises leaves the cache as it was.
         added = pl.DataFrame(self._compute(new.to_list()), schema=self._schema, orient="row")
-        if len(self._keys) + len(new) > self._limit:
+        if restart:
             self._clear()
         first = len(self._keys)
         self._keys = pl.concat([self._keys, new], rechunk=False)
