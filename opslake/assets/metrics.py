@@ -1,5 +1,7 @@
 """Metrics domain: Prometheus and MQTT samples from landing to silver points and gold rollups."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pyarrow as pa
 
@@ -10,6 +12,7 @@ from opslake.assets.sharded import sharded_table_asset
 from opslake.ingest.parsers import alertmanager, mqtt, prometheus, prometheus_text
 from opslake.kpi.rollups import ROLLUP_SCHEMA, rollup
 from opslake.lake.schemas import METRIC_POINTS
+from opslake.lake.series import series_slices
 from opslake.lake.shards import part_name, require_parts
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
@@ -64,14 +67,15 @@ METRIC_POINTS_SPEC = SilverTable(
 
 def _rollup_asset(every: str) -> dg.AssetsDefinition:
     def build(lake: Lake, dt: str, shard: int, _metadata: dict, settings: Settings
-              ) -> pa.Table:
+              ) -> Iterator[pa.Table]:
         # A rollup groups by entity, and a day shard holds whole entities: shard S of the
-        # rollup is the rollup of shard S of the points.
+        # rollup is the rollup of shard S of the points. A (metric, entity) pair is whole in
+        # one slice, so the slices' rollups are the day's, in its order, in a slice's memory
+        # (the whole day at once took 7 GiB at 8,000 objects).
         require_parts(lake, "silver", "metric_points", dt, settings.day_shards)
-        points = lake.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[dt],
-                                 columns=["ts", "metric", "entity_id", "value"],
-                                 part=part_name(shard))
-        return rollup(points, every)
+        for points in series_slices(lake, dt, ["ts", "metric", "entity_id", "value"],
+                                    part=part_name(shard)):
+            yield rollup(points, every)
 
     return sharded_table_asset(
         "gold", f"metric_rollup_{every}", deps=[key("silver", "metric_points")],

@@ -275,11 +275,11 @@ class Lake:
 
     def scan(self, layer: str, name: str, *, schema: pa.Schema, dts: Iterable[str],
              columns: list[str], dictionary: Sequence[str] = (),
-             batch_rows: int = 1_000_000) -> Iterator[pa.Table]:
+             batch_rows: int = 1_000_000, part: str | None = None) -> Iterator[pa.Table]:
         """A table's rows in file order, at most ``batch_rows`` at a time (``read_table``'s
         options), reading one file ahead at most: memory follows the batch, not the table."""
         dataset = self.dataset(layer, name, schema=_dictionary_schema(schema, dictionary),
-                               dts=dts, dictionary=dictionary)
+                               dts=dts, dictionary=dictionary, part=part)
         if dataset is None:
             return
         for batch in dataset.to_batches(columns=columns, batch_size=batch_rows,

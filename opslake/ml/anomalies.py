@@ -23,19 +23,17 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from opslake.errors import StorageError
 from opslake.ingest.parsers.alertmanager import rfc3339, webhook_body
 from opslake.lake import duck
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.schemas import METRIC_POINTS, TS
+from opslake.lake.series import SLICE_ROWS, series_slices
 from opslake.lake.storage import Lake
 from opslake.ml.detect import DetectorConfig, DetectorState, score_matrix
 
 GRID_S = 60
-#: Metric points scored at once (whole series): about 3,500 series of a day at one minute.
-SLICE_ROWS = 5_000_000
 #: What scoring reads of a metric point.
 _SCORED_COLUMNS = ["ts", "metric", "entity_id", "value", "labels"]
 REPORT_FLOOR = 0.6
@@ -343,30 +341,9 @@ def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedB
 
 
 def point_slices(lake: Lake, day: str, rows: int = SLICE_ROWS) -> Iterator[pa.Table]:
-    """Day ``day`` of silver metric points, about ``rows`` at a time, in whole series.
-
-    Each file of the day is sorted by metric and entity (docs/silver-contract.md), so every
-    grid series of an (entity, metric) pair is in one slice when slices end where the pair
-    changes; a day of any size is scored in memory that follows ``rows``.
-    """
-    pending: pa.Table | None = None
-    for batch in lake.scan("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
-                           columns=_SCORED_COLUMNS, batch_rows=min(rows, 1_000_000)):
-        table = batch if pending is None else pa.concat_tables([pending, batch])
-        if table.num_rows < rows:
-            pending = table
-            continue
-        metric, entity = table.column("metric"), pc.fill_null(table.column("entity_id"), "")
-        last = pc.and_(pc.equal(metric, metric[-1]), pc.equal(entity, entity[-1].as_py()))
-        other = np.flatnonzero(~last.to_numpy(zero_copy_only=False))
-        if not len(other):  # one pair so far: it goes on in the next batch
-            pending = table
-            continue
-        cut = int(other[-1]) + 1
-        yield table.slice(0, cut)
-        pending = table.slice(cut)
-    if pending is not None and pending.num_rows:
-        yield pending
+    """Day ``day`` of silver metric points, about ``rows`` at a time, in whole series: every
+    grid series of an (entity, metric) pair is in one slice (``series.series_slices``)."""
+    return series_slices(lake, day, _SCORED_COLUMNS, rows=rows)
 
 
 def _concat_states(states: Sequence[DetectorState]) -> DetectorState:
