@@ -169,3 +169,17 @@ def test_a_state_saved_before_the_new_features_carries_on(tmp_path):
     assert nxt.state.config == detect.DetectorConfig()
     events = [r for r in nxt.anomalies.to_pylist() if r["is_event"]]
     assert events and {r["entity_id"] for r in events} == {"host-1"}
+
+
+def test_density_scores_do_not_depend_on_how_many_series_are_scored_together():
+    """The chunk width follows the number of series scored at once (a day shard scores fewer
+    together): with few hashed slots, bins that share a slot must count alike whether the
+    earlier point fell in this chunk or an earlier one."""
+    config = dataclasses.replace(detect.DetectorConfig(), density_slots=8)
+    rng = np.random.default_rng(5)
+    steps = 1440
+    ts = np.datetime64("2026-11-20T00:00") + np.arange(steps) * np.timedelta64(60, "s")
+    values = np.round(rng.normal(0, 1, (1500, steps)).cumsum(axis=1), 1)
+    many = detect.score_matrix(detect.DetectorState.new(1500, 60.0, config), ts, values)
+    few = detect.score_matrix(detect.DetectorState.new(20, 60.0, config), ts, values[:20])
+    np.testing.assert_array_equal(many[:20], few)
