@@ -347,10 +347,13 @@ def point_slices(lake: Lake, day: str, rows: int = SLICE_ROWS) -> Iterator[pa.Ta
 
 
 def _concat_states(states: Sequence[DetectorState]) -> DetectorState:
-    """One state whose series are those of ``states`` in order."""
+    """One state whose series are those of ``states`` in order; ``states`` give up their
+    arrays as they are joined (a province's state is gigabytes: one copy, not two)."""
     merged = dataclasses.replace(states[0])
     for name in _series_arrays(merged):
         setattr(merged, name, np.concatenate([getattr(s, name) for s in states], axis=0))
+        for state in states:
+            setattr(state, name, None)
     return merged
 
 
