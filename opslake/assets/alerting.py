@@ -21,10 +21,11 @@ from opslake.alerting.enrich import RunbookIndex
 from opslake.alerting.incidents import converge
 from opslake.alerting.notify import assignee_groups, render
 from opslake.alerting.rules import ConvergenceRules
-from opslake.assets.conform import cmdb_as_of, end_of_day, resolver_for_day
+from opslake.assets.conform import resolver_for_day
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.lake.cmdb import cmdb_as_of, end_of_day
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
 

@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from opslake.assets.conform import SilverTable, cmdb_as_of, end_of_day, silver_asset
+from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.ingest.parsers import cmdb as parser
 from opslake.kpi.ledger import ledger
+from opslake.lake.cmdb import cmdb_as_of, end_of_day
 from opslake.lake.schemas import ASSETS, RELATIONS_SCHEMA
 from opslake.security.fields import OWNER_CONTACT
 from opslake.transforms import cmdb as conform

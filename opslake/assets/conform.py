@@ -2,7 +2,6 @@
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
 import pyarrow as pa
@@ -11,7 +10,7 @@ import pyarrow.compute as pc
 from opslake.assets.keys import BRONZE_SOURCES, daily_table_asset, key
 from opslake.assets.sharded import sharded_table_asset
 from opslake.errors import ConfigError
-from opslake.lake.schemas import ASSETS
+from opslake.lake.cmdb import cmdb_as_of, end_of_day
 from opslake.lake.storage import Lake
 from opslake.quality.partition import partition_rows
 from opslake.security.crypto import FieldCipher
@@ -64,18 +63,6 @@ class SilverTable:
         if self.stream is not None and (self.history or self.sealed):
             raise ConfigError(f"silver table {self.name}: a streamed table reads one day "
                               "without sealed columns; use conform for history or tokens")
-
-
-def end_of_day(dt: str) -> datetime:
-    """The first instant after UTC day ``dt``."""
-    return datetime.combine(date.fromisoformat(dt) + timedelta(days=1), time(), UTC)
-
-
-def cmdb_as_of(lake: Lake, dt: str) -> pa.Table:
-    """Silver assets history as known at the end of ``dt`` (its latest partition up to ``dt``)."""
-    known = [d for d in lake.partitions("silver", "assets") if d <= dt]
-    return lake.read_table("silver", "assets", schema=ASSETS, dts=known[-1:]) if known \
-        else ASSETS.empty_table()
 
 
 def resolver_for_day(lake: Lake, dt: str) -> EntityResolver:

@@ -5,7 +5,6 @@ from datetime import date
 import dagster as dg
 import pyarrow as pa
 
-from opslake.assets.conform import cmdb_as_of
 from opslake.assets.keys import daily_table_asset, key
 from opslake.kpi.health import (
     BUSINESS_HEALTH_SCHEMA,
@@ -14,6 +13,7 @@ from opslake.kpi.health import (
     entity_health,
 )
 from opslake.kpi.rollups import ROLLUP_SCHEMA
+from opslake.lake.cmdb import cmdb_as_of
 from opslake.lake.schemas import EVENTS
 from opslake.lake.storage import Lake
 

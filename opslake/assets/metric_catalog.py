@@ -17,11 +17,12 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from opslake.assets.conform import cmdb_as_of, end_of_day, resolver_for_day
+from opslake.assets.conform import resolver_for_day
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.lake import schemas
+from opslake.lake.cmdb import cmdb_as_of, end_of_day
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog import live, tables
 from opslake.metrics_catalog.catalog import Catalog

@@ -127,7 +127,7 @@ def _graphs(lake: Lake, settings: Settings):
     """The convergence graph of a day (the CMDB as known at its end), built once per day."""
     from opslake.alerting.convergence import Graph
     from opslake.alerting.rules import ConvergenceRules
-    from opslake.assets.conform import cmdb_as_of, end_of_day
+    from opslake.lake.cmdb import cmdb_as_of, end_of_day
     from opslake.lake.schemas import RELATIONS_SCHEMA
 
     rules = ConvergenceRules.load(settings.alerting_dir)
