@@ -59,6 +59,16 @@ class Settings:
     #: Memory (MiB) DuckDB may use in one of the pipeline's connections before it spills
     #: to disk under the state directory (its own default is 80 % of the machine).
     duckdb_memory_mb: int = 2048
+    #: The HMAC-SM3 key of the audit log (``opslake.security.audit``), created on first use;
+    #: keep it apart from the log (another mount or owner). Unset: ``state_dir/keys/audit.key``.
+    audit_key_file: Path | None = None
+    #: The audit log's head is checkpointed (signed, into the lake and syslog) every this
+    #: many entries, and after this many seconds with entries not yet checkpointed.
+    audit_checkpoint_entries: int = 1000
+    audit_checkpoint_seconds: int = 300
+    #: Where checkpoints are also sent as syslog lines: ``host:port`` (UDP) or a socket
+    #: path (``/dev/log``); unset, none are sent.
+    audit_syslog: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -104,6 +114,11 @@ class Settings:
             sort_memory_mb=_memory_mb(env, "OPSLAKE_SORT_MEMORY_MB", 512),
             day_shards=_day_shards(env),
             duckdb_memory_mb=_memory_mb(env, "OPSLAKE_DUCKDB_MEMORY_MB", 2048),
+            audit_key_file=Path(env["OPSLAKE_AUDIT_KEY_FILE"]).expanduser().resolve()
+            if env.get("OPSLAKE_AUDIT_KEY_FILE") else None,
+            audit_checkpoint_entries=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_ENTRIES", 1000),
+            audit_checkpoint_seconds=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_SECONDS", 300),
+            audit_syslog=env.get("OPSLAKE_AUDIT_SYSLOG") or None,
         )
 
     @property
@@ -120,6 +135,11 @@ class Settings:
     def dagster_home(self) -> Path:
         """Dagster's persistent instance (run history, materializations)."""
         return self.state_dir / "dagster"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The audit log's HMAC key file: ``audit_key_file``, else ``state_dir/keys/audit.key``."""
+        return self.audit_key_file or self.state_dir / "keys" / "audit.key"
 
     @property
     def cluster_dir(self) -> Path:
@@ -150,4 +170,13 @@ def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 64:
         raise ConfigError(f"{name}={raw!r} is not a memory budget; use a whole number of "
                           f"MiB, at least 64 (default {default})")
+    return int(raw)
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A whole number of at least 1 from ``name``; a clear error when it is not one."""
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r} is not a positive whole number; use one of at "
+                          f"least 1 (default {default})")
     return int(raw)
