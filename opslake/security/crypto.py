@@ -151,37 +151,48 @@ def data_key(settings: Settings, environ: Mapping[str, str] | None = None) -> by
     """The current data key: ``OPSLAKE_DATA_KEY``, else the key file (created on first use)."""
     env = os.environ if environ is None else environ
     raw = env.get(KEY_ENV, "").strip()
-    return _parse_key(raw, KEY_ENV) if raw else _load_or_create_key_file(
-        settings.state_dir / "keys" / "data.key")
+    if raw:
+        return _parse_key(raw, KEY_ENV)
+    key = key_file(settings.state_dir / "keys" / "data.key", alternative=f"set {KEY_ENV}")
+    assert key is not None  # created when missing
+    return key
 
 
-def _parse_key(raw: str, source: str) -> bytes:
+def key_file(path: Path, size: int = KEY_BYTES, *, create: bool = True,
+             alternative: str = "make OPSLAKE_STATE_DIR writable") -> bytes | None:
+    """The secret key of ``size`` bytes kept as hex in ``path``, created (mode 600) if missing.
+
+    With ``create`` false a missing file gives None. A file other users may read is refused.
+    """
+    try:
+        if not path.exists():
+            if not create:
+                return None
+            _create_key_file(path, size)
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read or create the key file {path}: {exc}; make its "
+                          f"directory writable, or {alternative}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"the key file {path} is readable by other users "
+                          f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
+    return _parse_key(text.strip(), str(path), size)
+
+
+def _parse_key(raw: str, source: str, size: int = KEY_BYTES) -> bytes:
     try:
         key = bytes.fromhex(raw)
     except ValueError:
         key = b""
-    if len(key) != KEY_BYTES:
-        raise ConfigError(f"{source} must be {2 * KEY_BYTES} hex digits (a 128-bit SM4 key); "
-                          f"{_GENERATE_HINT}")
+    if len(key) != size:
+        raise ConfigError(f"{source} must be {2 * size} hex digits (a {8 * size}-bit key); "
+                          "generate one with: python -c 'import secrets; "
+                          f"print(secrets.token_hex({size}))'")
     return key
 
 
-def _load_or_create_key_file(path: Path) -> bytes:
-    try:
-        if not path.exists():
-            _create_key_file(path)
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read or create the data key file {path}: {exc}; make "
-                          f"OPSLAKE_STATE_DIR writable or set {KEY_ENV}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"the data key file {path} is readable by other users "
-                          f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
-    return _parse_key(text.strip(), str(path))
-
-
-def _create_key_file(path: Path) -> None:
+def _create_key_file(path: Path, size: int) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Written in full under a private name, then linked into place: a concurrent first use
     # either wins the link or reads the winner's complete key, never half a file.
@@ -189,7 +200,7 @@ def _create_key_file(path: Path) -> None:
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_hex(KEY_BYTES) + "\n")
+            out.write(secrets.token_hex(size) + "\n")
             out.flush()
             os.fsync(out.fileno())
         os.link(staged, path)
