@@ -30,6 +30,11 @@ STAGING = "_incoming"
 #: Age after which a staged object of a writer on another host counts as abandoned: a live
 #: writer touches its object with every chunk, far more often than this.
 STALE_STAGED_S = 3600.0
+#: Seconds an S3 request may go without a byte before the SDK gives up and retries (its
+#: default is 3). A commit is a server-side CopyObject that sends nothing until it is done:
+#: a 400 MB copy on a loaded endpoint took longer, and the retried copy raced the first
+#: (moto answered 500 with the source deleted under it).
+S3_REQUEST_TIMEOUT_S = 300.0
 # Reading Parquet over S3 with pyarrow's defaults costs thousands of ranged GETs; coalescing
 # nearby ranges brought a full scan from 1,884 GETs to 36 (DESIGN.md, scale-out).
 _S3_CACHE = pa.CacheOptions(hole_size_limit=64 * 2**20, range_size_limit=256 * 2**20)
@@ -48,7 +53,8 @@ class Lake:
         """Open the lake that ``settings.home`` names."""
         if settings.is_object_store:
             bucket_prefix = settings.home.removeprefix("s3://")
-            kwargs: dict[str, object] = {"region": settings.s3_region}
+            kwargs: dict[str, object] = {"region": settings.s3_region,
+                                         "request_timeout": S3_REQUEST_TIMEOUT_S}
             if settings.s3_endpoint:
                 scheme, _, host = settings.s3_endpoint.partition("://")
                 kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")

@@ -153,23 +153,30 @@ def on_cluster(work: Path, entities: int, workers: int, shards: int) -> dict | N
                        text=True, timeout=300, check=False)
 
 
-def arithmetic(local: dict, cluster: dict | None, workers: int) -> None:
+def arithmetic(local: dict | None, cluster: dict | None, workers: int) -> None:
     """Part 3: what 5.8 B samples a day needs, from the measured rates."""
-    rate = local["points"] / local["cpu"]
-    cpu_hours = PROVINCE_SAMPLES / rate / 3600
-    print(f"5.8 B samples/day ({PROVINCE_SAMPLES:,}) at {rate:,.0f} points per CPU-second "
-          f"(one machine, measured above): {cpu_hours:,.1f} CPU-hours a day")
-    efficiency = 1.0
-    if cluster:
-        # Parallel efficiency measured here: the cluster's rate per worker against one
-        # process's rate per CPU-second.
-        per_worker = cluster["points"] / cluster["seconds"] / workers
-        efficiency = min(1.0, per_worker / rate)
-        print(f"measured on the {workers}-worker cluster: {per_worker:,.0f} points/s per "
-              f"worker, {efficiency:.0%} of the single-process CPU rate (S3, PostgreSQL, "
-              "task overhead)")
+    per_worker = cluster["points"] / cluster["seconds"] / workers if cluster else None
+    if local is not None:
+        rate = local["points"] / local["cpu"]
+        print(f"5.8 B samples/day ({PROVINCE_SAMPLES:,}) at {rate:,.0f} points per CPU-second "
+              f"(one machine, measured above): {PROVINCE_SAMPLES / rate / 3600:,.1f} CPU-hours "
+              "a day")
+        if per_worker is not None:
+            # Parallel efficiency measured here: the cluster's rate per worker against one
+            # process's rate per CPU-second.
+            efficiency = min(1.0, per_worker / rate)
+            print(f"measured on the {workers}-worker cluster: {per_worker:,.0f} points/s per "
+                  f"worker, {efficiency:.0%} of the single-process CPU rate (S3, PostgreSQL, "
+                  "task overhead)")
+            rate *= efficiency
+    elif per_worker is not None:  # --skip-local: the cluster's own rate, overheads included
+        rate = per_worker
+        print(f"5.8 B samples/day ({PROVINCE_SAMPLES:,}) at {rate:,.0f} points/s per worker "
+              f"(the {workers}-worker cluster above, S3 and PostgreSQL included)")
+    else:
+        return
     for n in (2, 8, 16, 32, 64):
-        hours = cpu_hours / n / efficiency
+        hours = PROVINCE_SAMPLES / rate / n / 3600
         print(f"  {n:>3} single-core workers: {hours:6.1f} h wall per day"
               f"{'  ← fits a day' if hours < 24 else ''}")
 
@@ -184,11 +191,13 @@ def main() -> None:
     parser.add_argument("--cluster-shards", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--skip-local", action="store_true",
+                        help="only the cluster run; the arithmetic then uses its rate")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="opslake-bench-scale-"))
     print(f"bench_scale on {os.cpu_count()} cores, load {_load()}")
     try:
-        local = one_machine(work, args.entities, args.shards)
+        local = None if args.skip_local else one_machine(work, args.entities, args.shards)
         shutil.rmtree(work / "local", ignore_errors=True)
         cluster = None if args.skip_cluster else on_cluster(
             work, args.cluster_entities or args.entities, args.workers, args.cluster_shards)
