@@ -125,6 +125,7 @@ def on_cluster(work: Path, entities: int, workers: int, shards: int) -> dict | N
     os.chmod(work, 0o711)
     os.chmod(base, 0o711)
     env = _env(base, OPSLAKE_SHARDS=str(shards))
+    s3_env = None
     try:
         _run(env, "cluster", "up", "--workers", str(workers))
         _, exports = _run(env, "cluster", "env")
@@ -149,8 +150,21 @@ def on_cluster(work: Path, entities: int, workers: int, shards: int) -> dict | N
             print(f"    {step:<60}{worker:>10}{float(took):>8.1f} s")
         return {"points": points, "seconds": seconds, "busy": busy}
     finally:
+        if s3_env is not None:  # scratch: `down` would save the whole bucket to disk
+            _empty_lake(s3_env)
         subprocess.run([OPSLAKE, "cluster", "down"], env=env, capture_output=True,
                        text=True, timeout=300, check=False)
+
+
+def _empty_lake(env: dict[str, str]) -> None:
+    """Delete every object of the lake ``env`` names (the benchmark's own bucket)."""
+    from opslake.lake.storage import Lake
+    from opslake.settings import Settings
+
+    with_creds = {k: v for k, v in env.items() if k.startswith("AWS_")}
+    os.environ.update(with_creds)  # pyarrow's S3 client reads credentials from the process
+    lake = Lake.from_settings(Settings.from_env(env))
+    lake.fs.delete_dir_contents(lake.root, missing_dir_ok=True)
 
 
 def arithmetic(local: dict | None, cluster: dict | None, workers: int) -> None:
