@@ -9,8 +9,10 @@ store may be shared by threads and processes). A verified API key is remembered 
 disabling a user through this store takes effect at once in this process, and within that many
 seconds in the others (the API server, when the CLI revokes).
 
-Secrets are never stored: passwords as scrypt hashes with a per-user salt, session tokens as
-SHA-256 hashes, API key secrets as salted SHA-256 hashes. TOTP secrets must be recoverable,
+Secrets are never stored: passwords as argon2id hashes (argon2-cffi's current default
+parameters; scrypt hashes of earlier versions still verify and are replaced by argon2id at the
+user's next successful sign-in), session tokens as SHA-256 hashes, API key secrets as salted
+SHA-256 hashes. TOTP codes (RFC 6238) are computed by pyotp. TOTP secrets must be recoverable,
 so they pass through the ``protect``/``unprotect`` pair the caller supplies (SM4 field
 encryption in production; identity by default).
 """
@@ -25,7 +27,6 @@ import os
 import re
 import secrets
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,10 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from opslake.errors import InputError, NotFoundError, SecurityError, state_writes
 from opslake.security.crypto import FieldCipher
@@ -55,7 +60,9 @@ TOTP_DIGITS = 6
 TOTP_ISSUER = "OpsLake"
 KEY_PREFIX = "olk"
 KEY_CACHE_SECONDS = 2.0
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
+#: Hashes new passwords (argon2id, the library's current default parameters); a stored hash
+#: made with other parameters is re-made at the next successful sign-in.
+_HASHER = PasswordHasher()
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _BAD_LOGIN = "wrong user name, password or TOTP code; check them and try again"
@@ -223,15 +230,12 @@ def check_password(password: str, user: str) -> None:
 
 
 def hotp(key: bytes, counter: int, digits: int = TOTP_DIGITS) -> str:
-    """RFC 4226 HOTP with HMAC-SHA-1 and dynamic truncation."""
-    mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
-    offset = mac[-1] & 0x0F
-    value = struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF
-    return str(value % 10**digits).zfill(digits)
+    """RFC 4226 HOTP (HMAC-SHA-1) of raw ``key`` at ``counter``."""
+    return pyotp.HOTP(base64.b32encode(key).decode(), digits=digits).at(counter)
 
 
 def totp(key: bytes, at: float, digits: int = TOTP_DIGITS, step: int = TOTP_STEP) -> str:
-    """RFC 6238 TOTP code for Unix time ``at``."""
+    """RFC 6238 TOTP code of raw ``key`` for Unix time ``at``."""
     return hotp(key, int(at // step), digits)
 
 
@@ -241,15 +245,26 @@ def b32_key(secret: str) -> bytes:
     return base64.b32decode(clean + "=" * (-len(clean) % 8))
 
 
-def _hash_password(password: str, salt: bytes | None = None) -> str:
-    salt = secrets.token_bytes(16) if salt is None else salt
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
-                            dklen=SCRYPT_LEN)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+def _hash_password(password: str) -> str:
+    return _HASHER.hash(password)
 
 
 def _verify_password(password: str, stored: str) -> bool:
-    # Parameters come from the stored value so stronger ones can be rolled out later.
+    if stored.startswith("scrypt$"):
+        return _verify_scrypt(password, stored)
+    try:
+        return _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _needs_rehash(stored: str) -> bool:
+    """Whether ``stored`` is scrypt or argon2 at other than the current parameters."""
+    return stored.startswith("scrypt$") or _HASHER.check_needs_rehash(stored)
+
+
+def _verify_scrypt(password: str, stored: str) -> bool:
+    # Hashes of earlier versions (scrypt$N$r$p$salt$digest); verified until re-hashed.
     _, n, r, p, salt, digest = stored.split("$")
     expected = bytes.fromhex(digest)
     actual = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
@@ -259,7 +274,7 @@ def _verify_password(password: str, stored: str) -> bool:
 
 @cache
 def _dummy_hash() -> str:
-    # Unknown users still cost one scrypt, so timing does not tell which names exist.
+    # Unknown users still cost one argon2id, so timing does not tell which names exist.
     return _hash_password(secrets.token_urlsafe(16))
 
 
@@ -413,11 +428,12 @@ class IdentityStore:
         code = code.replace(" ", "")
         if not (len(code) == TOTP_DIGITS and code.isdigit()):
             return f"a TOTP code is {TOTP_DIGITS} digits"
-        key = b32_key(self._unprotect(row["totp_secret"]))
-        now_step = int(at.timestamp() // TOTP_STEP)
+        otp = pyotp.TOTP(self._unprotect(row["totp_secret"]), digits=TOTP_DIGITS,
+                         interval=TOTP_STEP)
+        now_step = otp.timecode(at)
         # One step either side absorbs clock drift between server and authenticator.
         matched = [s for s in (now_step - 1, now_step, now_step + 1)
-                   if hmac.compare_digest(hotp(key, s), code)]
+                   if hmac.compare_digest(otp.generate_otp(s), code)]
         if not matched:
             return "wrong TOTP code"
         last = row["totp_last_step"]
@@ -557,18 +573,22 @@ class IdentityStore:
             row = self._user_row(conn, user)
         if row is not None and (locked := self._locked(row, now)) is not None:
             raise locked
-        # scrypt runs outside the write lock so slow hashing does not serialise the store.
+        # Hashing runs outside the write lock so slow hashing does not serialise the store.
         password_ok = _verify_password(password, row["password"] if row else _dummy_hash())
         if row is None:
             raise AuthError(_BAD_LOGIN)
+        checked = row["password"]
+        # A scrypt (or outdated argon2) hash is replaced now the password is known to be right.
+        rehashed = _hash_password(password) if password_ok and _needs_rehash(checked) else None
         token = secrets.token_urlsafe(32)
         with self._tx() as conn:
-            checked = row["password"]
             row = self._require_user(conn, user)
-            # A password changed while scrypt ran must not let the old one in.
+            # A password changed while hashing ran must not let the old one in.
             password_ok = password_ok and row["password"] == checked
             failure = self._locked(row, now) or self._login_failure(conn, row, password_ok,
                                                                     totp, now)
+            if failure is None and rehashed is not None:
+                conn.execute("UPDATE users SET password = ? WHERE name = ?", (rehashed, user))
             if failure is None:
                 conn.execute("DELETE FROM sessions WHERE created_at < ? OR last_used_at < ?",
                              (_iso(now - SESSION_MAX), _iso(now - SESSION_IDLE)))
@@ -616,7 +636,7 @@ class IdentityStore:
 
     def enrol_totp(self, user: str) -> tuple[str, str]:
         """Give ``user`` a new TOTP secret; returns it and the otpauth:// URI for a QR code."""
-        secret = base64.b32encode(secrets.token_bytes(20)).decode()
+        secret = pyotp.random_base32()
         with self._tx() as conn:
             self._require_user(conn, user)
             conn.execute("UPDATE users SET totp_secret = ?, totp_last_step = NULL "

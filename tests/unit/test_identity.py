@@ -84,12 +84,12 @@ def test_password_policy_accepts_three_classes(store: IdentityStore) -> None:
     assert store.login("carol", "lowerupper99XY").token
 
 
-def test_scrypt_hashes_are_salted_per_user(store: IdentityStore) -> None:
+def test_argon2id_hashes_are_salted_per_user(store: IdentityStore) -> None:
     with sqlite3.connect(store.path) as conn:
         hashes = dict(conn.execute("SELECT name, password FROM users"))
     assert len(set(hashes.values())) == 3
     for stored in hashes.values():
-        assert stored.startswith("scrypt$16384$8$1$")
+        assert stored.startswith("$argon2id$")
         assert PASSWORD not in stored
 
 
