@@ -82,13 +82,12 @@ def simulate(
 ) -> None:
     """Land a simulated province estate (all five object kinds) in the real source formats."""
     from opslake.lake.landing import LandingZone
-    from opslake.lake.storage import Lake
     from opslake.simulate import SimulationConfig
     from opslake.simulate import simulate as run_simulation
 
     first = _parse_day(start, "--start") or datetime.now(UTC).date() - timedelta(days=days)
     settings = _settings()
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     make = SimulationConfig.realistic if realistic else SimulationConfig
     config = make(seed=seed, entities=entities, days=days, start=first, step_seconds=step)
     with _progress() as progress:
@@ -151,10 +150,9 @@ def materialize(
 def _materialize(settings: Settings, select: list[str] | None, from_: str | None,
                  to: str | None, run: RunDay | None = None) -> None:
     from opslake.lake.landing import LandingZone
-    from opslake.lake.storage import Lake
     from opslake.orchestration import runner
 
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     landed = sorted({d for s in zone.sources() for d in zone.days(s)})
     first = _parse_day(from_, "--from") or (date.fromisoformat(landed[0]) if landed else None)
     last = _parse_day(to, "--to") or (date.fromisoformat(landed[-1]) if landed else None)

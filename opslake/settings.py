@@ -69,6 +69,9 @@ class Settings:
     #: Where checkpoints are also sent as syslog lines: ``host:port`` (UDP) or a socket
     #: path (``/dev/log``); unset, none are sent.
     audit_syslog: str | None = None
+    #: Days back a landed batch id is looked for, so a redelivery within them (after
+    #: midnight too) lands once: ``OPSLAKE_DEDUPE_DAYS``.
+    dedupe_days: int = 7
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -119,6 +122,7 @@ class Settings:
             audit_checkpoint_entries=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_ENTRIES", 1000),
             audit_checkpoint_seconds=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_SECONDS", 300),
             audit_syslog=env.get("OPSLAKE_AUDIT_SYSLOG") or None,
+            dedupe_days=_positive(env, "OPSLAKE_DEDUPE_DAYS", 7),
         )
 
     @property

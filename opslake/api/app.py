@@ -21,7 +21,6 @@ from opslake.ingest.listeners import mqtt as mqtt_listener
 from opslake.ingest.listeners import syslog
 from opslake.ingest.parsers import remote_write
 from opslake.lake.landing import LandingZone
-from opslake.lake.storage import Lake
 from opslake.security.audit import AuditLog
 from opslake.security.crypto import FieldCipher
 from opslake.security.identity import IdentityStore
@@ -75,7 +74,7 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
     least once a second, acknowledging messages once landed.
     """
     settings = settings or Settings.from_env()
-    landing = LandingZone(Lake.from_settings(settings))
+    landing = LandingZone.from_settings(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -35,7 +35,7 @@ import psutil
 from opslake.errors import NotFoundError, StorageError
 from opslake.ingest.tasks import CollectionTask
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import Lake, write_file_atomic
+from opslake.lake.storage import write_file_atomic
 from opslake.settings import Settings
 
 #: Connector string recorded on the batches the collector itself lands.
@@ -160,7 +160,7 @@ def reset(settings: Settings, task: CollectionTask, now: datetime | None = None)
         entry.update(paused=False, paused_reason=None, paused_at=None, consecutive_failures=0)
     result = RunResult(task.name)
     if was_paused and paused_at:
-        zone = LandingZone(Lake.from_settings(settings))
+        zone = LandingZone.from_settings(settings)
         result.alert_batch = _land_alert(zone, task, reason or "", datetime.fromisoformat(
             paused_at), now, resolved=True)
     return result
@@ -208,7 +208,7 @@ def run_task(task: CollectionTask, settings: Settings, now: datetime | None = No
     if (reason := paused_reason(task, state)) is not None:
         return RunResult(task.name, skipped=f"paused: {reason}; run `opslake tasks reset "
                                             f"{task.name}` to resume")
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     landed: list[LandedBatch] = []
     error: str | None = None
     try:

@@ -13,10 +13,11 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from opslake.errors import InputError, StorageError
 from opslake.lake.storage import Lake
+from opslake.settings import Settings
 
 _SOURCE_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 _BATCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -54,8 +55,14 @@ def sender_of(batch: LandedBatch) -> str:
 class LandingZone:
     """Durable writer and manifest reader for ``landing/``."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, *, dedupe_days: int = Settings.dedupe_days) -> None:
         self.lake = lake
+        self.dedupe_days = dedupe_days
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LandingZone:
+        """The landing zone of ``settings``' lake, with its de-duplication window."""
+        return cls(Lake.from_settings(settings), dedupe_days=settings.dedupe_days)
 
     def _manifest_path(self, source: str, dt: str, batch_id: str) -> str:
         return self.lake.path("landing", "_manifest", f"source={source}", f"dt={dt}",
@@ -68,7 +75,8 @@ class LandingZone:
         """Land one batch; returns its manifest row once bytes and row are durable.
 
         ``batch_id`` defaults to the content hash, so the same bytes delivered twice are
-        recognised; a known ``batch_id`` is not written again (``duplicate=True``).
+        recognised; a ``batch_id`` landed on this day or the ``dedupe_days`` before it is not
+        written again (``duplicate=True``): a redelivery after midnight is still the same.
         ``sender`` names who delivered it where the connector alone does not (a push's API
         key id); quality contracts are judged per sender (``sender_of``).
         """
@@ -85,12 +93,16 @@ class LandingZone:
             raise InputError(f"format {fmt!r} is not a file extension such as 'prom' or 'json'")
         received = (received_at or datetime.now(UTC)).astimezone(UTC)
         dt = dt or received.date().isoformat()
-        if batch_id is not None and (known := self._read_manifest(source, dt, batch_id)):
+        try:
+            date.fromisoformat(dt)
+        except ValueError:
+            raise InputError(f"day {dt!r} is not a date; use YYYY-MM-DD") from None
+        if batch_id is not None and (known := self._known(source, dt, batch_id)):
             return LandedBatch(**{**asdict(known), "duplicate": True})
         chunks = [bytes(data)] if isinstance(data, bytes | bytearray | memoryview) else data
         staged, sha256, size = self.lake.stage(chunks)
         batch_id = batch_id or sha256[:32]
-        if known := self._read_manifest(source, dt, batch_id):
+        if known := self._known(source, dt, batch_id):
             self.lake.discard(staged)
             return LandedBatch(**{**asdict(known), "duplicate": True})
         path = self.lake.path("landing", f"source={source}", f"dt={dt}", f"{batch_id}.{fmt}")
@@ -101,6 +113,15 @@ class LandingZone:
         body = json.dumps(asdict(row), sort_keys=True).encode()
         self.lake.put_atomic(self._manifest_path(source, dt, batch_id), [body])
         return row
+
+    def _known(self, source: str, dt: str, batch_id: str) -> LandedBatch | None:
+        """The manifest row of ``batch_id`` on ``dt`` or one of the window's days before."""
+        day = date.fromisoformat(dt)
+        for back in range(self.dedupe_days + 1):
+            if known := self._read_manifest(source, (day - timedelta(days=back)).isoformat(),
+                                            batch_id):
+                return known
+        return None
 
     def _read_manifest(self, source: str, dt: str, batch_id: str) -> LandedBatch | None:
         path = self._manifest_path(source, dt, batch_id)

@@ -41,6 +41,32 @@ def test_same_content_or_batch_id_is_not_landed_twice(landing: LandingZone) -> N
         "duplicates leave no staged objects behind"
 
 
+def test_a_redelivery_after_midnight_lands_once_within_the_window(
+        landing: LandingZone) -> None:
+    """De-duplication looks back ``dedupe_days``, not only at the day of the redelivery."""
+    night = datetime(2026, 3, 2, 23, 59, 59, tzinfo=UTC)
+    first = landing.write("alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7",
+                          received_at=night)
+    for later in (night.replace(day=3, hour=0, minute=0, second=1), night.replace(day=9)):
+        again = landing.write("alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7",
+                              received_at=later)
+        assert again.duplicate and again.dt == first.dt == "2026-03-02"
+    by_content = landing.write("alertmanager", b'{"alerts":[]}', fmt="json",
+                               received_at=night.replace(day=5))
+    assert not by_content.duplicate, "the content hash is another batch id than am-7"
+    assert landing.write("alertmanager", b'{"alerts":[]}', fmt="json",
+                         received_at=night.replace(day=6)).duplicate
+    # Past the window (7 days back from the 10th is the 3rd) the id is new again.
+    past = landing.write("alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7",
+                         received_at=night.replace(day=10))
+    assert not past.duplicate and past.dt == "2026-03-10"
+    narrow = LandingZone(landing.lake, dedupe_days=0)
+    assert not narrow.write("alertmanager", b"{}", fmt="json", batch_id="am-7",
+                            received_at=night.replace(day=11)).duplicate
+    with pytest.raises(InputError, match="YYYY-MM-DD"):
+        landing.write("alertmanager", b"{}", fmt="json", dt="2026-02-30")
+
+
 def test_bad_names_are_refused_with_the_fix(landing: LandingZone) -> None:
     with pytest.raises(InputError, match="lower-case"):
         landing.write("Bad Source", b"x", fmt="log")
