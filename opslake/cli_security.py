@@ -1,29 +1,65 @@
 """``opslake security …`` and ``opslake audit …``: users, keys, second factor, the audit chain.
 
 The logic lives in :mod:`opslake.security`; these commands only parse and print. Passwords
-are read from a prompt (never from the command line, where shells keep them).
+are read from a prompt (never from the command line, where shells keep them). Every command
+that changes users, keys or second factors is recorded in the audit log like an API request:
+``who`` the operating-system user that ran it, ``role`` ``cli``, ``action`` the command,
+``params`` its target and options, ``status`` its exit code (0 when it succeeded).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
+from opslake.errors import OpsLakeError
 from opslake.settings import Settings
 
 app = typer.Typer(help="Users, roles, API keys and TOTP for the data service.",
                   no_args_is_help=True)
-audit_app = typer.Typer(help="The SM3-chained audit log of every API request.",
-                        no_args_is_help=True)
+audit_app = typer.Typer(help="The keyed, SM3-chained audit log of API requests and "
+                        "administrative commands.", no_args_is_help=True)
 
 
 def _store():
     from opslake.security.identity import IdentityStore
 
     return IdentityStore.sealed(Settings.from_env())
+
+
+@contextmanager
+def _audited(command: str, target: str, **params: object) -> Iterator[dict[str, object]]:
+    """Record ``opslake security <command>`` on ``target`` in the audit log once it is done.
+
+    The body may add to the entry's ``params`` through the dict it is given (the id of a
+    key it created). A command failing with an OpsLake error is recorded with its exit code.
+    """
+    recorded: dict[str, object] = {"target": target, **params}
+    try:
+        yield recorded
+    except OpsLakeError as exc:
+        _record(command, exc.exit_code, recorded)
+        raise
+    _record(command, 0, recorded)
+
+
+def _record(command: str, status: int, params: dict[str, object]) -> None:
+    from opslake.security.audit import AuditLog
+
+    audit = AuditLog.from_settings(Settings.from_env())
+    # The effective uid's name: $USER or $LOGNAME could say anything.
+    audit.append(who=pwd.getpwuid(os.geteuid()).pw_name, role="cli",
+                 action=f"opslake security {command}", status=status, params=params,
+                 client=socket.gethostname())
+    audit.close()
 
 
 def _password() -> str:
@@ -34,7 +70,9 @@ def _password() -> str:
 def bootstrap_admin(name: Annotated[str, typer.Argument(help="The first administrator.")]
                     ) -> None:
     """Create the first administrator (refused once one exists); then enrol its TOTP."""
-    _store().bootstrap_admin(name, _password())
+    password = _password()
+    with _audited("bootstrap-admin", name):
+        _store().bootstrap_admin(name, password)
     typer.echo(f"administrator {name} created; next: opslake security enrol-totp {name}")
 
 
@@ -59,7 +97,9 @@ def add_user(
 ) -> None:
     """Add a user with a role and, for department viewers, the rows they may see."""
     password = _random_password() if random_password else _password()
-    _store().add_user(name, role, password, department or (), business or ())
+    with _audited("add-user", name, role=role, departments=department or [],
+                  businesses=business or []):
+        _store().add_user(name, role, password, department or (), business or ())
     typer.echo(f"user {name} ({role}) added")
 
 
@@ -73,7 +113,8 @@ def users() -> None:
 @app.command("enrol-totp")
 def enrol_totp(name: str) -> None:
     """Enrol a TOTP authenticator: prints the secret and the otpauth:// URI once."""
-    secret, uri = _store().enrol_totp(name)
+    with _audited("enrol-totp", name):
+        secret, uri = _store().enrol_totp(name)
     typer.echo(f"secret {secret}\n{uri}")
 
 
@@ -85,7 +126,9 @@ def create_key(
     quota: Annotated[int, typer.Option(help="Requests per UTC day.")] = 10_000,
 ) -> None:
     """Issue an API key for ``user``; the key is printed once and stored only hashed."""
-    key_id, raw = _store().create_key(user, scope, quota)
+    with _audited("create-key", user, scopes=scope or "role", quota=quota) as recorded:
+        key_id, raw = _store().create_key(user, scope, quota)
+        recorded["key_id"] = key_id
     typer.echo(f"key id {key_id}\n{raw}")
 
 
@@ -100,23 +143,30 @@ def keys(user: Annotated[str | None, typer.Option(help="Only this user's keys.")
 @app.command("revoke-key")
 def revoke_key(key_id: str) -> None:
     """Revoke an API key at once."""
-    _store().revoke_key(key_id)
+    with _audited("revoke-key", key_id):
+        _store().revoke_key(key_id)
     typer.echo(f"key {key_id} revoked")
 
 
 @audit_app.command("verify")
 def verify() -> None:
-    """Check every entry's SM3 hash, sequence and link; exit 6 on tampering (torn lines pass)."""
+    """Check every entry's hash, sequence, link and HMAC and the signed checkpoints of the head.
+
+    Exit 6 on tampering: an edit, a deletion, a cut end, a rollback, a rewrite without the
+    key. Lines torn by a crash pass; unkeyed entries pass only before the first keyed one.
+    """
     from opslake.errors import SecurityError
     from opslake.security.audit import AuditLog
 
-    result = AuditLog.from_settings(Settings.from_env()).verify()
+    result = AuditLog.from_settings(Settings.from_env(), create_key=False).verify()
     for problem in result.problems:
         torn = ": torn by a crash mid-append, no entry missing" if problem in result.torn else ""
         typer.echo(problem + torn, err=True)
     typer.echo(json.dumps({"ok": result.ok, "entries": result.entries,
-                           "last_seq": result.last_seq, "head": result.head}))
+                           "last_seq": result.last_seq, "head": result.head,
+                           "legacy": result.legacy, "checkpoints": result.checkpoints,
+                           "checkpoint_seq": result.checkpoint_seq}))
     if not result.ok:
-        raise SecurityError(f"the audit chain is broken "
+        raise SecurityError(f"the audit log failed its checks "
                             f"({len(result.problems) - len(result.torn)} problem(s) "
                             "above); keep the files as evidence and restore from backup")

@@ -1,14 +1,31 @@
-"""An append-only audit log whose entries are chained with SM3 (S6.6c).
+"""An append-only audit log, SM3-chained, HMAC-SM3-keyed and anchored elsewhere (S6.6c).
 
 Every entry is one JSON line in ``<directory>/YYYY-MM-DD.jsonl`` (the UTC day of its ``at``)
-and carries ``seq`` (1, 2, ...), ``prev`` (the previous entry's hash, 64 zeros for the first)
-and ``hash = sm3(prev + canonical JSON of the entry without 'hash')``, canonical meaning sorted
-keys, no spaces and unescaped Unicode. The chain runs across days: a day's first entry links
-to the previous day's last. Editing an entry breaks its hash, deleting one leaves a gap in
-``seq`` and a broken link, moving one breaks the order and the links; :meth:`AuditLog.verify`
-names the file and line of each such problem. Removing entries from the very end leaves a
-shorter valid chain, so keep :attr:`VerifyResult.head` somewhere else (the daily report) and
-compare it when the log is checked.
+and carries ``seq`` (1, 2, ...), ``prev`` (the previous entry's hash, 64 zeros for the first),
+``mac = hmac_sm3(key, canonical JSON of the entry without 'mac' and 'hash')`` and
+``hash = sm3(prev + canonical JSON of the entry without 'hash')`` (so the hash covers the
+MAC), canonical meaning sorted keys, no spaces and unescaped Unicode. The chain runs across
+days: a day's first entry links to the previous day's last. Editing an entry breaks its hash,
+deleting one leaves a gap in ``seq`` and a broken link, moving one breaks the order and the
+links; :meth:`AuditLog.verify` names the file and line of each such problem.
+
+A chain alone can be rebuilt by anyone who can write the directory, and cut at the end
+unseen. Hence the key (32 bytes, ``Settings.audit_key_path``, created on first use with mode
+600, never in the log's directory by default nor in the repository): an entry rewritten
+without it fails its MAC. And hence checkpoints: the head (``seq`` and ``hash``) is signed
+with the same key (``mac`` over the canonical checkpoint) and written to a second place, one
+new object per checkpoint under ``audit_checkpoints/`` in the lake (never overwritten) and a
+syslog line (``Settings.audit_syslog``), every ``audit_checkpoint_entries`` entries, after
+``audit_checkpoint_seconds`` with entries not yet checkpointed, on the first keyed entry of a
+log and at :meth:`AuditLog.close` (also at interpreter exit). :meth:`AuditLog.verify` checks
+every checkpoint against the log: a log ending before the latest checkpoint was cut, or
+rolled back when it ends exactly at an older checkpoint's head; a checkpointed entry that is
+not the one the log holds was rewritten.
+
+Entries written before keys existed have no ``mac``: they verify as unkeyed legacy entries
+(:attr:`VerifyResult.legacy`) only before the first keyed entry; an entry without a MAC after
+one is reported. A log that is unkeyed throughout and has no checkpoint is only as strong as
+before: compare its ``head`` with the syslog copies.
 
 An append is whole or nothing: the day file's size is noted before the batch is written,
 and a write or fsync that fails (a full disk) cuts the file back to that size before the
@@ -34,20 +51,28 @@ records, and retention is left to whoever archives the directory.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import fcntl
+import hmac
 import json
+import logging
+import logging.handlers
 import os
 import re
+import secrets
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from time import monotonic
+from typing import Any, TypeVar
 
-from opslake.errors import InputError, StorageError, refused_write, space_error
-from opslake.security.crypto import sm3
+from opslake.errors import InputError, OpsLakeError, StorageError, refused_write, space_error
+from opslake.lake.storage import Lake
+from opslake.security.crypto import hmac_sm3, key_file, key_id, sm3
 from opslake.settings import Settings
 
 #: ``prev`` of the very first entry.
@@ -57,6 +82,13 @@ _DAY_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.jsonl$")
 _WINDOW = 4096
 _TAIL_CHUNK = 64 * 1024
 _PROCESS_LOCK = threading.Lock()
+#: Bytes of the HMAC-SM3 key (SM3's block is 64, its digest 32).
+KEY_BYTES = 32
+#: The lake directory of signed checkpoints, one object each.
+CHECKPOINTS = "audit_checkpoints"
+SYSLOG_TAG = "opslake-audit"
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -72,6 +104,11 @@ class VerifyResult:
     head: str = GENESIS
     #: Of ``problems``, the incomplete lines a crash mid-append left (no entry missing).
     torn: list[str] = field(default_factory=list)
+    #: Entries without a MAC before the first keyed one (written before keys existed).
+    legacy: int = 0
+    #: Signed checkpoints found, and the ``seq`` of the latest.
+    checkpoints: int = 0
+    checkpoint_seq: int = 0
 
 
 def canonical(entry: Mapping[str, object]) -> str:
@@ -83,6 +120,18 @@ def entry_hash(entry: Mapping[str, object]) -> str:
     """SM3 over the previous hash and the canonical entry without its own ``hash``."""
     body = {k: v for k, v in entry.items() if k != "hash"}
     return sm3((str(entry.get("prev", "")) + canonical(body)).encode("utf-8"))
+
+
+def entry_mac(key: bytes, entry: Mapping[str, object]) -> str:
+    """HMAC-SM3 under ``key`` of the entry (with its ``prev``) without ``mac`` and ``hash``."""
+    body = {k: v for k, v in entry.items() if k not in ("hash", "mac")}
+    return hmac_sm3(key, canonical(body).encode("utf-8"))
+
+
+def checkpoint_mac(key: bytes, checkpoint: Mapping[str, object]) -> str:
+    """HMAC-SM3 under ``key`` of a checkpoint without its ``mac``."""
+    body = {k: v for k, v in checkpoint.items() if k != "mac"}
+    return hmac_sm3(key, canonical(body).encode("utf-8"))
 
 
 def _utcnow() -> datetime:
@@ -122,12 +171,82 @@ class _Pending:
     error: StorageError | None = None
 
 
-class AuditLog:
-    """The hash-chained audit log kept in one directory of day files."""
+class _Syslog(logging.handlers.SysLogHandler):
+    """A syslog handler that reports a failed send as a warning, not a traceback."""
 
-    def __init__(self, directory: Path, *, clock: Callable[[], datetime] = _utcnow) -> None:
+    def handleError(self, record: logging.LogRecord) -> None:
+        log.warning("could not send an audit checkpoint to syslog at %s; the lake copy was "
+                    "still written. Check OPSLAKE_AUDIT_SYSLOG", self.address)
+
+
+class Anchors:
+    """The second places a checkpoint goes: the lake (read back by verify) and syslog."""
+
+    def __init__(self, lake: Lake | None, syslog: str | None = None) -> None:
+        self.lake = lake
+        self.syslog = syslog
+        self._handler: logging.Handler | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Anchors:
+        """The installation's lake and ``OPSLAKE_AUDIT_SYSLOG``."""
+        return cls(Lake.from_settings(settings), settings.audit_syslog)
+
+    def write(self, checkpoint: Mapping[str, object]) -> None:
+        """Add one checkpoint: a new lake object (never overwriting one) and a syslog line."""
+        line = canonical(checkpoint)
+        if self.lake is not None:
+            stamp = str(checkpoint["at"]).replace("-", "").replace(":", "").replace(".", "")
+            name = f"{int(checkpoint['seq']):012d}-{stamp[:22]}-{secrets.token_hex(4)}.json"
+            self.lake.put_atomic(self.lake.path(CHECKPOINTS, name), [line.encode() + b"\n"])
+        handler = self._syslog()
+        if handler is not None:
+            handler.handle(logging.LogRecord(__name__, logging.INFO, __file__, 0,
+                                             f"{SYSLOG_TAG}: checkpoint {line}", None, None))
+
+    def _syslog(self) -> logging.Handler | None:
+        if self._handler is None and self.syslog:
+            host, sep, port = self.syslog.rpartition(":")
+            address: str | tuple[str, int] = (host, int(port)) if sep and port.isdigit() \
+                else self.syslog
+            try:
+                self._handler = _Syslog(address, facility=_Syslog.LOG_AUTHPRIV)
+            except OSError as exc:  # no such socket, unknown host: try again next time
+                log.warning("cannot reach syslog at %s (%s); audit checkpoints go to the lake "
+                            "only. Check OPSLAKE_AUDIT_SYSLOG", self.syslog, exc)
+        return self._handler
+
+    def read(self) -> Iterator[tuple[str, dict | None]]:
+        """Every checkpoint in the lake, oldest ``seq`` first: (name, content or None)."""
+        if self.lake is None:
+            return
+        for path in self.lake.list_files(self.lake.path(CHECKPOINTS)):
+            try:
+                content = json.loads(self.lake.read_bytes(path))
+            except (UnicodeDecodeError, ValueError):
+                content = None
+            yield path.rpartition("/")[2], content if isinstance(content, dict) else None
+
+
+class AuditLog:
+    """The audit log kept in one directory of day files, keyed and checkpointed elsewhere.
+
+    Without ``key`` (tests, and how logs were written before keys existed) entries are only
+    chained, and no checkpoint is written.
+    """
+
+    def __init__(self, directory: Path, *, clock: Callable[[], datetime] = _utcnow,
+                 key: bytes | None = None, anchors: Anchors | None = None,
+                 checkpoint_entries: int = 1000, checkpoint_seconds: float = 300) -> None:
         self.directory = Path(directory)
         self._clock = clock
+        self._key = key
+        self._anchors = anchors or Anchors(None)
+        self._every = checkpoint_entries
+        self._seconds = checkpoint_seconds
+        # This process's last checkpoint (monotonic) and whether it wrote entries since.
+        self._checkpointed = monotonic()
+        self._unanchored = False
         self._cv = threading.Condition()
         self._queue: list[_Pending] = []
         self._writing = False
@@ -138,9 +257,25 @@ class AuditLog:
         self._kicked = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AuditLog:
-        """The installation's audit log, under ``state_dir/audit``."""
-        return cls(settings.state_dir / "audit")
+    def from_settings(cls, settings: Settings, *, create_key: bool = True) -> AuditLog:
+        """The installation's audit log under ``state_dir/audit``, keyed and anchored.
+
+        ``create_key`` false (for checking only) leaves a missing key file missing, so
+        :meth:`verify` can say it is gone rather than fail every MAC against a new one.
+        """
+        key = key_file(settings.audit_key_path, KEY_BYTES, create=create_key,
+                       alternative="set OPSLAKE_AUDIT_KEY_FILE to a readable key file")
+        audit = cls(settings.state_dir / "audit", key=key,
+                    anchors=Anchors.from_settings(settings),
+                    checkpoint_entries=settings.audit_checkpoint_entries,
+                    checkpoint_seconds=settings.audit_checkpoint_seconds)
+        atexit.register(_close_at_exit, weakref.ref(audit))
+        return audit
+
+    def close(self) -> None:
+        """Checkpoint the head if this process wrote entries since its last checkpoint."""
+        if self._unanchored and self._key is not None:
+            self._locked(self._checkpoint_locked)
 
     def append(self, *, who: str, role: str, action: str, status: int,
                key_id: str | None = None, params: Mapping[str, object] | None = None,
@@ -193,13 +328,22 @@ class AuditLog:
         return item.entry  # type: ignore[return-value]
 
     def _write_forever(self) -> None:
-        """The writer thread: leads every busy spell :meth:`append_async` kicks off."""
+        """The writer thread: leads every busy spell :meth:`append_async` kicks off.
+
+        Between spells it checkpoints entries left unanchored for ``checkpoint_seconds``.
+        """
         while True:
             with self._cv:
                 while not self._kicked:
-                    self._cv.wait()
-                self._kicked = False
-            self._lead()
+                    wait = self._seconds - (monotonic() - self._checkpointed) \
+                        if self._unanchored and self._key is not None else None
+                    if (wait is not None and wait <= 0) or not self._cv.wait(wait):
+                        break
+                kicked, self._kicked = self._kicked, False
+            if kicked:
+                self._lead()
+            else:
+                self._checkpoint_quietly()
 
     def _lead(self) -> None:
         """Write what is queued, batch after batch, until nothing is (group commit).
@@ -242,18 +386,25 @@ class AuditLog:
                 except RuntimeError:  # the loop closed meanwhile: nobody waits any more
                     pass
 
-    def _write_batch(self, batch: list[dict]) -> list[dict]:
+    def _locked(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` holding the log: this process's lock, then the directory's flock."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _PROCESS_LOCK, open(self.directory / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                return self._append_locked(batch)
+                return work()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_batch(self, batch: list[dict]) -> list[dict]:
+        return self._locked(lambda: self._append_locked(batch))
 
     def _append_locked(self, batch: list[dict]) -> list[dict]:
         now = self._clock().astimezone(UTC)
         last, last_day = self._last_entry()
+        # The first keyed entry of a log is checkpointed at once, so that a keyed log
+        # always has a checkpoint to be held against.
+        first_keyed = self._key is not None and (last is None or "mac" not in last)
         # A clock stepped back across midnight must not put an entry before its predecessor.
         day = max(now.date().isoformat(), last_day or "")
         entries, lines = [], []
@@ -262,6 +413,8 @@ class AuditLog:
                      "at": now.isoformat(timespec="milliseconds"),
                      **fields,
                      "prev": str(last["hash"]) if last else GENESIS}
+            if self._key is not None:
+                entry["mac"] = entry_mac(self._key, entry)
             entry["hash"] = entry_hash(entry)
             entries.append(entry)
             lines.append(canonical(entry) + "\n")
@@ -294,7 +447,42 @@ class AuditLog:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+        if self._key is not None:
+            self._unanchored = True
+            crossed = entries[-1]["seq"] // self._every > (entries[0]["seq"] - 1) // self._every
+            if first_keyed or crossed or monotonic() - self._checkpointed >= self._seconds:
+                self._checkpoint_locked(entries[-1])
         return entries
+
+    def _checkpoint_quietly(self) -> None:
+        """Checkpoint from the writer thread; a failure is logged, the next one retries."""
+        try:
+            self._locked(self._checkpoint_locked)
+        except (OSError, OpsLakeError) as exc:
+            log.error("cannot checkpoint the audit log in %s: %s", self.directory, exc)
+
+    def _checkpoint_locked(self, head: dict | None = None) -> None:
+        """Sign the head (``head``, else the last entry) and write it to the anchors.
+
+        The entries are durable already: a checkpoint that cannot be written is logged as an
+        error and retried at the next occasion rather than failing the append.
+        """
+        assert self._key is not None
+        head = head or self._last_entry()[0]
+        self._checkpointed = monotonic()
+        if head is None:
+            return
+        checkpoint: dict[str, object] = {
+            "seq": head["seq"], "head": head["hash"], "key": key_id(self._key),
+            "at": self._clock().astimezone(UTC).isoformat(timespec="microseconds")}
+        checkpoint["mac"] = checkpoint_mac(self._key, checkpoint)
+        try:
+            self._anchors.write(checkpoint)
+        except (OSError, OpsLakeError) as exc:
+            log.error("cannot write the audit checkpoint at seq %s to the lake (%s); it is "
+                      "retried at the next one. Check OPSLAKE_HOME", head["seq"], exc)
+            return
+        self._unanchored = False
 
     def _last_entry(self) -> tuple[dict | None, str | None]:
         for path in reversed(self._day_files()):
@@ -332,13 +520,19 @@ class AuditLog:
                         yield entry
 
     def verify(self) -> VerifyResult:
-        """Check every hash, seq and link; each problem names its file and line."""
+        """Check every hash, seq, link and MAC, and the log against its checkpoints.
+
+        Each problem names its file and line, or the checkpoint it contradicts.
+        """
         problems: list[str] = []
+        checkpoints = self._checkpoints(problems)
+        wanted = {int(c["seq"]) for _, c in checkpoints}
+        at_checkpoints: dict[int, str] = {}  # seq -> hash the log holds there
         # Incomplete lines since the last entry, and those a crash left (no gap across them).
         suspects: list[str] = []
         torn: list[str] = []
         recent: OrderedDict[int, str] = OrderedDict()  # seq -> hash of entries seen lately
-        entries, max_seq, last_hash = 0, 0, GENESIS
+        entries, max_seq, last_hash, legacy, keyed = 0, 0, GENESIS, 0, False
         for path in self._day_files():
             with open(path, "rb") as f:
                 for number, raw in enumerate(f, start=1):
@@ -358,6 +552,18 @@ class AuditLog:
                     if entry_hash(entry) != claimed:
                         problems.append(f"{where}: hash mismatch for seq {seq}: "
                                         "the entry was modified")
+                    if "mac" in entry:
+                        keyed = True
+                        if self._key is not None and not hmac.compare_digest(
+                                entry_mac(self._key, entry), str(entry["mac"])):
+                            problems.append(f"{where}: HMAC mismatch for seq {seq}: the entry "
+                                            "was not written with the audit key (forged, or "
+                                            "the log rewritten)")
+                    elif keyed:
+                        problems.append(f"{where}: seq {seq} has no HMAC although entries "
+                                        "before it have: it was written without the audit key")
+                    else:
+                        legacy += 1
                     if seq <= max_seq:
                         problems.append(f"{where}: seq {seq} comes after seq {max_seq}: "
                                         "entries were reordered, duplicated or inserted")
@@ -374,11 +580,78 @@ class AuditLog:
                     recent.setdefault(seq, claimed)
                     if len(recent) > _WINDOW:
                         recent.popitem(last=False)
+                    if seq in wanted:
+                        at_checkpoints.setdefault(seq, claimed)
                     if seq > max_seq:
                         max_seq, last_hash = seq, claimed
         torn += suspects  # at the very end: what a crash in the last append leaves
+        if keyed and self._key is None:
+            problems.append("entries carry HMACs but no audit key was loaded: restore the key "
+                            "file (OPSLAKE_AUDIT_KEY_FILE, by default <state dir>/keys/"
+                            "audit.key) and verify again")
+        # With no lake to look in (a log opened without anchors) no checkpoint is expected.
+        problems += _against_checkpoints(checkpoints, at_checkpoints, max_seq, last_hash,
+                                         keyed and self._anchors.lake is not None)
+        latest = max((int(c["seq"]) for _, c in checkpoints), default=0)
         return VerifyResult(len(problems) == len(torn), entries, problems, max_seq, last_hash,
-                            torn)
+                            torn, legacy, len(checkpoints), latest)
+
+    def _checkpoints(self, problems: list[str]) -> list[tuple[str, dict]]:
+        """The checkpoints whose MAC holds; each other one is added to ``problems``."""
+        found = []
+        for name, checkpoint in self._anchors.read():
+            if checkpoint is None or type(checkpoint.get("seq")) is not int \
+                    or not isinstance(checkpoint.get("head"), str):
+                problems.append(f"checkpoint {name}: not a checkpoint (damaged or planted)")
+            elif self._key is None:
+                problems.append(f"checkpoint {name}: cannot be checked without the audit key; "
+                                "restore the key file (OPSLAKE_AUDIT_KEY_FILE)")
+            elif not hmac.compare_digest(checkpoint_mac(self._key, checkpoint),
+                                         str(checkpoint.get("mac"))):
+                problems.append(f"checkpoint {name}: HMAC mismatch: not written with the audit "
+                                "key (forged), or signed with another key")
+            else:
+                found.append((name, checkpoint))
+        return found
+
+
+def _against_checkpoints(checkpoints: list[tuple[str, dict]], at_checkpoints: dict[int, str],
+                         max_seq: int, last_hash: str, expected: bool) -> list[str]:
+    """What the log's entries contradict in its signed checkpoints (``expected``: some)."""
+    if not checkpoints:
+        return [("the log has keyed entries but no checkpoint was found in the lake "
+                 f"({CHECKPOINTS}/): the checkpoints were deleted, or OPSLAKE_HOME names "
+                 "another lake")] if expected else []
+    problems = []
+    for name, c in checkpoints:
+        if c["seq"] <= max_seq and at_checkpoints.get(c["seq"]) != c["head"]:
+            problems.append(f"checkpoint {name} ({c.get('at')}): the log's entry seq {c['seq']} "
+                            "is not the one checkpointed: the log was rewritten since")
+    name, latest = max(checkpoints, key=lambda nc: (nc[1]["seq"], str(nc[1].get("at"))))
+    if max_seq < latest["seq"]:
+        older = [c for _, c in checkpoints if c["seq"] == max_seq and c["head"] == last_hash]
+        if older:
+            problems.append(f"the log was rolled back: it ends at seq {max_seq}, the state "
+                            f"checkpointed at {older[0].get('at')}, but checkpoint {name} "
+                            f"({latest.get('at')}) recorded seq {latest['seq']} later; restore "
+                            "the newer log from backup and keep this one as evidence")
+        else:
+            missing = (f"seq {latest['seq']}" if latest["seq"] == max_seq + 1
+                       else f"seq {max_seq + 1}..{latest['seq']}")
+            problems.append(f"the log was cut: it ends at seq {max_seq} but checkpoint {name} "
+                            f"({latest.get('at')}) recorded seq {latest['seq']}: {missing} "
+                            "missing at the end; restore them from backup")
+    return problems
+
+
+def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
+    """Checkpoint a log's unanchored entries as the interpreter exits, if it still exists."""
+    audit = ref()
+    if audit is not None:
+        try:
+            audit.close()
+        except (OSError, OpsLakeError) as exc:
+            log.error("cannot checkpoint the audit log in %s at exit: %s", audit.directory, exc)
 
 
 def _parse(raw: bytes) -> dict | None:
