@@ -2,9 +2,10 @@
 
 Every entry is one JSON line in ``<directory>/YYYY-MM-DD.jsonl`` (the UTC day of its ``at``)
 and carries ``seq`` (1, 2, ...), ``prev`` (the previous entry's hash, 64 zeros for the first),
-``mac = hmac_sm3(key, canonical JSON of the entry without 'mac' and 'hash')`` and
-``hash = sm3(prev + canonical JSON of the entry without 'hash')`` (so the hash covers the
-MAC), canonical meaning sorted keys, no spaces and unescaped Unicode. The chain runs across
+``mac = hmac_sm3(key, prev + canonical JSON of the entry without 'mac' and 'hash')`` and
+``hash = sm3(the same text + mac)`` (so the hash covers the MAC; an unkeyed entry has no
+``mac`` and its hash is that of earlier versions), canonical meaning sorted keys, no spaces
+and unescaped Unicode. The chain runs across
 days: a day's first entry links to the previous day's last. Editing an entry breaks its hash,
 deleting one leaves a gap in ``seq`` and a broken link, moving one breaks the order and the
 links; :meth:`AuditLog.verify` names the file and line of each such problem.
@@ -116,16 +117,21 @@ def canonical(entry: Mapping[str, object]) -> str:
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def entry_hash(entry: Mapping[str, object]) -> str:
-    """SM3 over the previous hash and the canonical entry without its own ``hash``."""
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    return sm3((str(entry.get("prev", "")) + canonical(body)).encode("utf-8"))
-
-
-def entry_mac(key: bytes, entry: Mapping[str, object]) -> str:
-    """HMAC-SM3 under ``key`` of the entry (with its ``prev``) without ``mac`` and ``hash``."""
+def signed_text(entry: Mapping[str, object]) -> bytes:
+    """What an entry's MAC covers: the previous hash and the entry without ``mac``/``hash``."""
     body = {k: v for k, v in entry.items() if k not in ("hash", "mac")}
-    return hmac_sm3(key, canonical(body).encode("utf-8"))
+    return (str(entry.get("prev", "")) + canonical(body)).encode("utf-8")
+
+
+def entry_hash(entry: Mapping[str, object], signed: bytes | None = None) -> str:
+    """SM3 over :func:`signed_text` and the entry's ``mac`` (none in unkeyed entries)."""
+    return sm3((signed_text(entry) if signed is None else signed)
+               + str(entry.get("mac", "")).encode("utf-8"))
+
+
+def entry_mac(key: bytes, entry: Mapping[str, object], signed: bytes | None = None) -> str:
+    """HMAC-SM3 under ``key`` of :func:`signed_text`."""
+    return hmac_sm3(key, signed_text(entry) if signed is None else signed)
 
 
 def checkpoint_mac(key: bytes, checkpoint: Mapping[str, object]) -> str:
@@ -413,9 +419,11 @@ class AuditLog:
                      "at": now.isoformat(timespec="milliseconds"),
                      **fields,
                      "prev": str(last["hash"]) if last else GENESIS}
+            # The entry is serialised once for its MAC and its hash.
+            signed = signed_text(entry)
             if self._key is not None:
-                entry["mac"] = entry_mac(self._key, entry)
-            entry["hash"] = entry_hash(entry)
+                entry["mac"] = entry_mac(self._key, entry, signed)
+            entry["hash"] = entry_hash(entry, signed)
             entries.append(entry)
             lines.append(canonical(entry) + "\n")
             last = entry
@@ -549,13 +557,14 @@ class AuditLog:
                     if seq == max_seq + 1:
                         torn += suspects
                     suspects = []
-                    if entry_hash(entry) != claimed:
+                    signed = signed_text(entry)
+                    if entry_hash(entry, signed) != claimed:
                         problems.append(f"{where}: hash mismatch for seq {seq}: "
                                         "the entry was modified")
                     if "mac" in entry:
                         keyed = True
                         if self._key is not None and not hmac.compare_digest(
-                                entry_mac(self._key, entry), str(entry["mac"])):
+                                entry_mac(self._key, entry, signed), str(entry["mac"])):
                             problems.append(f"{where}: HMAC mismatch for seq {seq}: the entry "
                                             "was not written with the audit key (forged, or "
                                             "the log rewritten)")
