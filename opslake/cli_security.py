@@ -149,16 +149,27 @@ def revoke_key(key_id: str) -> None:
 
 
 @audit_app.command("verify")
-def verify() -> None:
+def verify(
+    checkpoint: Annotated[list[str] | None, typer.Option(
+        metavar="SEQ:HEAD", help="A checkpoint kept elsewhere (a syslog line's seq and head) "
+        "to hold the log against too (repeatable).")] = None,
+) -> None:
     """Check every entry's hash, sequence, link and HMAC and the signed checkpoints of the head.
 
     Exit 6 on tampering: an edit, a deletion, a cut end, a rollback, a rewrite without the
     key. Lines torn by a crash pass; unkeyed entries pass only before the first keyed one.
     """
-    from opslake.errors import SecurityError
+    from opslake.errors import InputError, SecurityError
     from opslake.security.audit import AuditLog
 
-    result = AuditLog.from_settings(Settings.from_env(), create_key=False).verify()
+    known = []
+    for given in checkpoint or []:
+        seq, _, head = given.partition(":")
+        if not (seq.isdigit() and len(head) == 64):
+            raise InputError(f"--checkpoint {given!r} is not SEQ:HEAD; give the seq and the "
+                             "64-hex-digit head of a checkpoint line, e.g. 1200:9f3c…")
+        known.append((int(seq), head.lower()))
+    result = AuditLog.from_settings(Settings.from_env(), create_key=False).verify(known)
     for problem in result.problems:
         torn = ": torn by a crash mid-append, no entry missing" if problem in result.torn else ""
         typer.echo(problem + torn, err=True)

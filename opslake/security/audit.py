@@ -64,7 +64,7 @@ import secrets
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -107,7 +107,7 @@ class VerifyResult:
     torn: list[str] = field(default_factory=list)
     #: Entries without a MAC before the first keyed one (written before keys existed).
     legacy: int = 0
-    #: Signed checkpoints found, and the ``seq`` of the latest.
+    #: Checkpoints held against the log (signed ones of the lake, given ones), the latest ``seq``.
     checkpoints: int = 0
     checkpoint_seq: int = 0
 
@@ -147,7 +147,7 @@ def _utcnow() -> datetime:
 def _pending(*, who: str, role: str, action: str, status: int, key_id: str | None = None,
              params: Mapping[str, object] | None = None, rows: int = 0,
              client: str | None = None, **extra: object) -> _Pending:
-    reserved = {"seq", "at", "prev", "hash"} & extra.keys()
+    reserved = {"seq", "at", "prev", "mac", "hash"} & extra.keys()
     if reserved:
         raise TypeError(f"audit fields {sorted(reserved)} are set by the log itself")
     fields = {"who": who, "role": role, "key_id": key_id, "action": action,
@@ -464,6 +464,8 @@ class AuditLog:
 
     def _checkpoint_quietly(self) -> None:
         """Checkpoint from the writer thread; a failure is logged, the next one retries."""
+        if not self._unanchored:  # another thread checkpointed meanwhile
+            return
         try:
             self._locked(self._checkpoint_locked)
         except (OSError, OpsLakeError) as exc:
@@ -527,13 +529,16 @@ class AuditLog:
                     if entry is not None:
                         yield entry
 
-    def verify(self) -> VerifyResult:
+    def verify(self, known: Iterable[tuple[int, str]] = ()) -> VerifyResult:
         """Check every hash, seq, link and MAC, and the log against its checkpoints.
 
-        Each problem names its file and line, or the checkpoint it contradicts.
+        ``known``: (seq, head) pairs kept elsewhere (the syslog copies), held against the log
+        like the lake's checkpoints. Each problem names its file and line, or the checkpoint
+        it contradicts.
         """
         problems: list[str] = []
-        checkpoints = self._checkpoints(problems)
+        checkpoints = self._checkpoints(problems) + [
+            (f"given as {seq}:{head}", {"seq": seq, "head": head}) for seq, head in known]
         wanted = {int(c["seq"]) for _, c in checkpoints}
         at_checkpoints: dict[int, str] = {}  # seq -> hash the log holds there
         # Incomplete lines since the last entry, and those a crash left (no gap across them).
@@ -617,8 +622,11 @@ class AuditLog:
                                 "restore the key file (OPSLAKE_AUDIT_KEY_FILE)")
             elif not hmac.compare_digest(checkpoint_mac(self._key, checkpoint),
                                          str(checkpoint.get("mac"))):
-                problems.append(f"checkpoint {name}: HMAC mismatch: not written with the audit "
-                                "key (forged), or signed with another key")
+                other = checkpoint.get("key") != key_id(self._key)
+                problems.append(f"checkpoint {name}: HMAC mismatch: " + (
+                    f"signed with audit key {checkpoint.get('key')}, not the loaded "
+                    f"{key_id(self._key)}; set OPSLAKE_AUDIT_KEY_FILE to that key" if other
+                    else "not written with the audit key (forged)"))
             else:
                 found.append((name, checkpoint))
         return found
@@ -634,23 +642,27 @@ def _against_checkpoints(checkpoints: list[tuple[str, dict]], at_checkpoints: di
     problems = []
     for name, c in checkpoints:
         if c["seq"] <= max_seq and at_checkpoints.get(c["seq"]) != c["head"]:
-            problems.append(f"checkpoint {name} ({c.get('at')}): the log's entry seq {c['seq']} "
-                            "is not the one checkpointed: the log was rewritten since")
+            problems.append(f"checkpoint {name}{_made(c)}: the log's entry seq {c['seq']} is "
+                            "not the one checkpointed: the log was rewritten since")
     name, latest = max(checkpoints, key=lambda nc: (nc[1]["seq"], str(nc[1].get("at"))))
     if max_seq < latest["seq"]:
         older = [c for _, c in checkpoints if c["seq"] == max_seq and c["head"] == last_hash]
         if older:
-            problems.append(f"the log was rolled back: it ends at seq {max_seq}, the state "
-                            f"checkpointed at {older[0].get('at')}, but checkpoint {name} "
-                            f"({latest.get('at')}) recorded seq {latest['seq']} later; restore "
-                            "the newer log from backup and keep this one as evidence")
+            problems.append(f"the log was rolled back: it ends at seq {max_seq}, a state "
+                            f"checkpointed{_made(older[0])}, but checkpoint {name}"
+                            f"{_made(latest)} recorded seq {latest['seq']} later; restore the "
+                            "newer log from backup and keep this one as evidence")
         else:
             missing = (f"seq {latest['seq']}" if latest["seq"] == max_seq + 1
                        else f"seq {max_seq + 1}..{latest['seq']}")
-            problems.append(f"the log was cut: it ends at seq {max_seq} but checkpoint {name} "
-                            f"({latest.get('at')}) recorded seq {latest['seq']}: {missing} "
-                            "missing at the end; restore them from backup")
+            problems.append(f"the log was cut: it ends at seq {max_seq} but checkpoint {name}"
+                            f"{_made(latest)} recorded seq {latest['seq']}: {missing} missing "
+                            "at the end; restore them from backup")
     return problems
+
+
+def _made(checkpoint: Mapping[str, object]) -> str:
+    return f" ({checkpoint['at']})" if checkpoint.get("at") else ""
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:

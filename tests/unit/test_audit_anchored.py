@@ -224,3 +224,22 @@ def test_cli_administrative_commands_are_audited(settings: Settings) -> None:
     assert entries[1]["params"]["key_id"] == key_id
     code, output, _ = _verify()
     assert code == 0, output
+
+
+def test_a_checkpoint_kept_in_syslog_catches_a_rollback_the_lake_lost(
+        settings: Settings, tmp_path: Path) -> None:
+    log = _write(settings, 2)
+    shutil.copytree(log.directory, tmp_path / "backup")
+    _write(settings, 2)
+    latest = _checkpoints(settings)[-1]
+    # Whoever rolled the log back also removed the newer checkpoints from the lake.
+    for path in sorted((Path(settings.home) / CHECKPOINTS).glob("*.json"))[2:]:
+        path.unlink()
+    shutil.rmtree(log.directory)
+    shutil.copytree(tmp_path / "backup", log.directory)
+    assert _verify()[0] == 0
+    given = f"{latest['seq']}:{latest['head']}"
+    result = CliRunner().invoke(app, ["audit", "verify", "--checkpoint", given])
+    assert result.exit_code != 0
+    assert "the log was rolled back: it ends at seq 2" in result.output
+    assert f"checkpoint given as {given} recorded seq 4" in result.output
