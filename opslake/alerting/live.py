@@ -4,11 +4,12 @@ Daily: ``gold/incidents`` reads silver events of the day and the day before, the
 the day (change windows, assignee groups), the CMDB as known at the end of the day and the
 day's anomaly scores.
 
-Live: each alert batch landed today (Alertmanager, generic webhooks, anomaly episodes) is
-conformed on its own into ``silver/events_live/dt=D/<batch id>.parquet`` (once per batch), and
-convergence runs over yesterday's and today's events (daily and live, duplicates collapse by
-fingerprint and start) into ``gold/incidents_live/dt=D``. Lines that do not parse are skipped
-here; the daily bronze run quarantines them with their reason.
+Live: each alert batch landed today (Alertmanager, generic webhooks, anomaly episodes,
+pipeline runs that failed for good) is conformed on its own into
+``silver/events_live/dt=D/<batch id>.parquet`` (once per batch), and convergence runs over
+yesterday's and today's events (daily and live, duplicates collapse by fingerprint and
+start) into ``gold/incidents_live/dt=D``. Lines that do not parse are skipped here; the
+daily bronze run quarantines them with their reason.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from opslake.alerting import platform
 from opslake.alerting.incidents import Inputs
 from opslake.alerting.rootcause import AnomalyPeak, anomaly_peaks
 from opslake.ingest.parsers import ParseResult, alert_webhook, alertmanager
@@ -41,10 +43,11 @@ SOURCES: dict[str, Callable[[bytes, LandedBatch], ParseResult]] = {
     "alertmanager": alertmanager.parse,
     alert_webhook.SOURCE: alert_webhook.parse,
     anomalies.SOURCE: alertmanager.parse,
+    platform.SOURCE: alertmanager.parse,
 }
 #: The silver ``source`` of events from each landing source (as the daily conform sets it).
 EVENT_SOURCE = {"alertmanager": "alertmanager", alert_webhook.SOURCE: "webhook",
-                anomalies.SOURCE: anomalies.EVENT_SOURCE}
+                anomalies.SOURCE: anomalies.EVENT_SOURCE, platform.SOURCE: platform.EVENT_SOURCE}
 
 
 def _previous(day: str) -> str:

@@ -25,6 +25,7 @@ from opslake.assets.conform import resolver_for_day
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 from opslake.lake.cmdb import cmdb_as_of, end_of_day
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
@@ -146,7 +147,8 @@ alerts_live_job = dg.define_asset_job(
     "alerts_live_refresh",
     selection=dg.AssetSelection.assets(incidents_live),
     description="Conform newly landed alert batches, converge today's incidents and notify.",
-    executor_def=dg.in_process_executor)
+    executor_def=dg.in_process_executor,
+    op_retry_policy=STEP_RETRY)
 
 
 @dg.sensor(job=alerts_live_job, minimum_interval_seconds=5,

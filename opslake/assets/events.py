@@ -5,11 +5,13 @@ Failed data-quality checks arrive the same way (S6.2e): opslake.quality.alerts l
 Alertmanager notifications under ``landing/quality``; their events have source
 ``opslake-quality``. Anomaly episodes (opslake.ml.anomalies) land under ``landing/ml`` and
 have source ``opslake-ml``; that landing asset runs after ``gold/anomalies``, so a day's run
-carries its anomaly alerts into silver events at once.
+carries its anomaly alerts into silver events at once. Pipeline runs that failed for good
+(opslake.alerting.platform) land under ``landing/platform`` with source ``opslake-platform``.
 """
 
 import dagster as dg
 
+from opslake.alerting import platform
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
 from opslake.assets.keys import key
@@ -59,13 +61,24 @@ ANOMALY = SourceSpec(
     findings=True,
 )
 
+PLATFORM = SourceSpec(
+    source=platform.SOURCE,
+    title="OpsLake's own failures (a pipeline run that failed for good) as Alertmanager "
+          "notifications (opslake.alerting.platform)",
+    fmt="json",
+    bronze=[BronzeTable("platform_alerts", parser.parse, parser.BRONZE_SCHEMA,
+                        "One row per failed (firing) or recovered (resolved) pipeline run "
+                        "per notification; labels name the job, partition, step and run.")],
+    findings=True,
+)
+
 EVENTS_SPEC = SilverTable(
     name="events",
     bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts", "quality_alerts",
-            "ml_alerts"),
+            "ml_alerts", "platform_alerts"),
     sources={"alertmanager_alerts": "alertmanager", "mqtt_events": "mqtt",
              "webhook_alerts": "webhook", "quality_alerts": quality_alerts.EVENT_SOURCE,
-             "ml_alerts": anomalies.EVENT_SOURCE},
+             "ml_alerts": anomalies.EVENT_SOURCE, "platform_alerts": platform.EVENT_SOURCE},
     bronze_schema=parser.BRONZE_SCHEMA,
     schema=EVENTS,
     conform=conform.to_silver,
@@ -77,4 +90,5 @@ EVENTS_SPEC = SilverTable(
 )
 
 defs = dg.Definitions(assets=[*source_assets(ALERTMANAGER), *source_assets(WEBHOOK),
-                             *source_assets(QUALITY), *source_assets(ANOMALY), silver_asset(EVENTS_SPEC)])
+                             *source_assets(QUALITY), *source_assets(ANOMALY),
+                             *source_assets(PLATFORM), silver_asset(EVENTS_SPEC)])

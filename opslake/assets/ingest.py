@@ -87,7 +87,8 @@ def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
                    if zone.lake.fs.get_file_info(b.path).size != b.bytes]
         if missing:
             raise dg.Failure(f"{len(missing)} landed objects are missing or truncated, e.g. "
-                             f"{missing[0]}; restore them or re-deliver those batches")
+                             f"{missing[0]}; restore them or re-deliver those batches",
+                             allow_retries=False)
         return dg.MaterializeResult(metadata={
             "batches": len(batches),
             "bytes": sum(b.bytes for b in batches),

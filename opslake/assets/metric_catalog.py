@@ -21,6 +21,7 @@ from opslake.assets.conform import resolver_for_day
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 from opslake.lake import schemas
 from opslake.lake.cmdb import cmdb_as_of, end_of_day
 from opslake.lake.storage import Lake
@@ -201,7 +202,8 @@ metrics_live_job = dg.define_asset_job(
     description="Conform newly landed metric batches, refresh the current hours' metrics and "
                 "score today's points for anomalies.",
     # One small step: a step subprocess would cost more than the work (~20 s here).
-    executor_def=dg.in_process_executor)
+    executor_def=dg.in_process_executor,
+    op_retry_policy=STEP_RETRY)
 
 
 @dg.sensor(job=metrics_live_job, minimum_interval_seconds=10,

@@ -20,6 +20,7 @@ import pyarrow as pa
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 from opslake.lake.schemas import ASSETS, METRIC_POINTS, TS
 from opslake.lake.storage import Lake
 from opslake.ml import anomalies, features, multivariate, registry, risk
@@ -400,6 +401,7 @@ ml_training = dg.define_asset_job(
     selection=dg.AssetSelection.groups("models"),
     description="Check every model and retrain those that are due (age or drift); a "
                 "challenger replaces the champion only if it evaluates better.",
+    op_retry_policy=STEP_RETRY,
 )
 
 ml_training_schedule = dg.ScheduleDefinition(

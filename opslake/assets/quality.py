@@ -13,6 +13,7 @@ import dagster as dg
 from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 from opslake.quality.report import score_table, write_report
 
 #: Asset keys of the follow-up after a day's pipeline: quality alerts into silver events,
@@ -50,6 +51,7 @@ quality_followup = dg.define_asset_job(
     "quality_followup",
     selection=[dg.AssetKey.from_user_string(k) for k in FOLLOWUP],
     description="After a day's pipeline: quality alerts into silver events, then the report.",
+    op_retry_policy=STEP_RETRY,
 )
 
 

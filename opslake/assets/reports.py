@@ -13,6 +13,7 @@ from pydantic import Field
 
 from opslake.assets.keys import OWNER, key
 from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 from opslake.errors import ConfigError
 from opslake.screens.reports import Period, produce, report_kind
 
@@ -69,6 +70,7 @@ service_reports_job = dg.define_asset_job(
     selection=[service_reports],
     description="Render the periodic service reports from the Superset screens, keep and "
                 "e-mail them.",
+    op_retry_policy=STEP_RETRY,
 )
 
 

@@ -40,8 +40,8 @@ class LakeResource(dg.ConfigurableResource):
         return _open_lake(self.settings())
 
     def landing(self) -> LandingZone:
-        """The landing zone of the lake."""
-        return LandingZone(self.lake())
+        """The landing zone of the lake, with the settings' de-duplication window."""
+        return LandingZone(self.lake(), dedupe_days=self.settings().dedupe_days)
 
 
 @functools.lru_cache(maxsize=8)

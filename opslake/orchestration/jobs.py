@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+
+from opslake.alerting import platform
+from opslake.assets.alerting import alerts_live_job
+from opslake.assets.metric_catalog import metrics_live_job
+from opslake.assets.models import ml_training
+from opslake.assets.quality import quality_followup
+from opslake.assets.reports import service_reports_job
+from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.groups("landing", "bronze", "silver", "gold"),
     description="Landing → bronze → silver → gold for one UTC day.",
+    op_retry_policy=STEP_RETRY,
 )
 
 serving_refresh = dg.define_asset_job(
@@ -17,6 +27,7 @@ serving_refresh = dg.define_asset_job(
     selection=dg.AssetSelection.groups("catalog", "serving"),
     description="Rebuild the catalog tables and the read-only serving warehouse from gold, "
                 "and swap it in.",
+    op_retry_policy=STEP_RETRY,
 )
 
 
@@ -39,6 +50,40 @@ def serving_after_daily_pipeline(context: dg.RunStatusSensorContext) -> dg.RunRe
     return dg.RunRequest(run_key=context.dagster_run.run_id)
 
 
+#: Jobs whose failure is the platform's (collection jobs raise their own breaker alerts).
+WATCHED = [daily_pipeline, serving_refresh, quality_followup, ml_training, service_reports_job,
+           alerts_live_job, metrics_live_job]
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=WATCHED, default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A run that failed for good (its steps' retries spent) raises a critical "
+                "alert through alert management (opslake.alerting.platform).")
+def alert_on_failed_run(context: dg.RunFailureSensorContext, lake: LakeResource) -> None:
+    """Land the platform alert of a failed run (once per run, however often evaluated)."""
+    run = context.dagster_run
+    steps = context.get_step_failure_events()
+    error = steps[0].step_failure_data.error if steps else None
+    platform.land_run_failure(
+        lake.landing(), job=run.job_name, partition=run.tags.get("dagster/partition"),
+        run_id=run.run_id, step=steps[0].step_key if steps else "",
+        error=error.message if error else context.failure_event.message or "see the run",
+        at=datetime.now(UTC))
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=WATCHED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A successful run resolves the platform alert of the same job and day.")
+def resolve_on_successful_run(context: dg.RunStatusSensorContext, lake: LakeResource) -> None:
+    """Land ``resolved`` for the job's open failure alert, if there is one."""
+    run = context.dagster_run
+    platform.land_run_recovered(lake.landing(), job=run.job_name,
+                                partition=run.tags.get("dagster/partition"),
+                                run_id=run.run_id, at=datetime.now(UTC))
+
+
 defs = dg.Definitions(jobs=[daily_pipeline, serving_refresh],
                       schedules=[daily_pipeline_schedule],
-                      sensors=[serving_after_daily_pipeline])
+                      sensors=[serving_after_daily_pipeline, alert_on_failed_run,
+                               resolve_on_successful_run])

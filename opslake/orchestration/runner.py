@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from opslake.alerting import platform
 from opslake.errors import ConfigError, OpsLakeError
+from opslake.lake.landing import LandingZone
 from opslake.lake.storage import LAYERS
 from opslake.settings import Settings
 
@@ -153,19 +155,25 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
     run = run or in_process(settings)
     blocked: list[str] = []
     for day in days:
-        result = run("daily_pipeline", day, keys)
+        job, result = "daily_pipeline", run("daily_pipeline", day, keys)
         day_blocked = _blocked(result)
         if any(k.path[0] in ("silver", "gold") for k in keys):
             # Quality alerts into silver events, and the report, even when a blocking
             # check stopped part of the run.
             after = run("quality_followup", day, None)
             if not after.success:
-                result = after
+                job, result = "quality_followup", after
         if not result.success and not day_blocked:
             failed = [e for e in result.all_events if e.is_step_failure]
+            step = failed[0].step_key if failed else ""
             detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
-            raise PipelineError(f"materializing {day} failed at "
-                                f"{failed[0].step_key if failed else '?'}: {detail}")
+            _alert_failure(settings, result, job, day, step, detail)
+            raise PipelineError(f"materializing {day} failed at {step or '?'}: {detail}")
+        if result.success:  # a failure of an earlier run of this day is over
+            for done in ("daily_pipeline", "quality_followup"):
+                platform.land_run_recovered(LandingZone.from_settings(settings), job=done,
+                                            partition=day, run_id=result.run_id,
+                                            at=datetime.now(UTC))
         blocked += [f"{day} {b}" for b in day_blocked]
         if on_day:
             on_day(day, result)
@@ -174,6 +182,14 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
             "quality contracts failed, so these partitions were not published downstream:\n"
             + "\n".join(f"  {b}" for b in blocked)
             + "\nSee `opslake quality report --date D`; fix the source and materialize again.")
+
+
+def _alert_failure(settings: Settings, result: RunResult, job: str, partition: str | None,
+                   step: str, detail: str) -> None:
+    """Raise the platform alert of a run that failed for good (its retries spent)."""
+    platform.land_run_failure(LandingZone.from_settings(settings), job=job,
+                              partition=partition, run_id=result.run_id, step=step,
+                              error=detail, at=datetime.now(UTC))
 
 
 def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
@@ -186,8 +202,10 @@ def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
         instance=instance(settings), run_config=config, raise_on_error=False)
     if not result.success:
         failed = [e for e in result.all_events if e.is_step_failure]
-        raise PipelineError(f"{what} failed: " + (
-            failed[0].step_failure_data.error.message.strip() if failed else "see logs"))
+        detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
+        _alert_failure(settings, result, name, None, failed[0].step_key if failed else "",
+                       detail)
+        raise PipelineError(f"{what} failed: {detail}")
     return result
 
 
