@@ -21,7 +21,7 @@ import duckdb
 
 from opslake.errors import StorageError
 from opslake.lake import duck
-from opslake.lake.storage import Lake, fsync_dir
+from opslake.lake.storage import Lake, fsync_dir, process_alive
 
 SERVING_LAYERS = ("gold",)
 #: Gold tables written between rebuilds by the streaming jobs: served as views, never cached.
@@ -46,6 +46,7 @@ class WarehouseObject:
 def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
     """Rebuild ``target`` from every gold table in the lake; returns what it now serves."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_abandoned(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.building")
     tmp.unlink(missing_ok=True)
     objects: list[WarehouseObject] = []
@@ -75,6 +76,14 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
     finally:
         tmp.unlink(missing_ok=True)
     return objects
+
+
+def _sweep_abandoned(target: Path) -> None:
+    """Remove half-built files of builders that were killed (as big as the warehouse)."""
+    for stale in target.parent.glob(f".{target.name}.*.building*"):
+        pid = stale.name.removeprefix(f".{target.name}.").split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
 
 
 def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -> WarehouseObject:

@@ -8,7 +8,6 @@ process on loopback, as in production.
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
-from tests.integration.services import free_port, running
+from tests.integration.services import fill, free_port, running, tmpfs
 from tests.integration.test_push_api import AM, _body, _today, _webhook
 from tests.keys import bearer, ingest_key
 
@@ -32,29 +31,8 @@ LIST = "/v1/subscriptions"
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs for OPSLAKE_STATE_DIR, unmounted afterwards."""
-    path = tmp_path / "state"
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
-                              str(path)], check=False, capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "state", "4m") as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
-def _fill(directory: Path) -> Path:
-    """Write a file into ``directory`` until its disk is full; the file."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for size in (1 << 20, 1 << 12, 1):
-            try:
-                while True:
-                    f.write(b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    return filler
 
 
 def _refused(answer: httpx.Response) -> None:
@@ -82,7 +60,7 @@ def test_a_full_state_disk_answers_503_and_recovers(tmp_path: Path, state_dir: P
             httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
         assert push(http, "full-0").status_code == 200
         assert http.get(LIST, headers=reader).status_code == 200
-        filler = _fill(state_dir)
+        filler = fill(state_dir)
         # The audit day file's last page may hold a few more entries: until it is used up the
         # answers are 200, then 503; never anything else.
         statuses = []
