@@ -44,6 +44,12 @@ class SecurityError(OpsLakeError):
     exit_code = 6
 
 
+class BackupError(OpsLakeError):
+    """A backup cannot be made, verified or restored (missing passphrase, damaged archive)."""
+
+    exit_code = 1
+
+
 #: How SQLite words a write the disk refused (SQLITE_FULL, SQLITE_IOERR and its kin).
 _SQLITE_REFUSALS = ("database or disk is full", "disk i/o error")
 _OS_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})

@@ -72,6 +72,10 @@ class Settings:
     #: Days back a landed batch id is looked for, so a redelivery within them (after
     #: midnight too) lands once: ``OPSLAKE_DEDUPE_DAYS``.
     dedupe_days: int = 7
+    #: Scheduled backups kept under ``state_dir/backups`` (``opslake.security.backup``).
+    backup_keep: int = 7
+    #: The environment variable holding the passphrase backups' keys are sealed under.
+    backup_passphrase_env: str = "OPSLAKE_BACKUP_PASSPHRASE"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -123,6 +127,9 @@ class Settings:
             audit_checkpoint_seconds=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_SECONDS", 300),
             audit_syslog=env.get("OPSLAKE_AUDIT_SYSLOG") or None,
             dedupe_days=_positive(env, "OPSLAKE_DEDUPE_DAYS", 7),
+            backup_keep=_positive(env, "OPSLAKE_BACKUP_KEEP", 7),
+            backup_passphrase_env=env.get("OPSLAKE_BACKUP_PASSPHRASE_VAR")
+            or "OPSLAKE_BACKUP_PASSPHRASE",
         )
 
     @property
@@ -144,6 +151,11 @@ class Settings:
     def audit_key_path(self) -> Path:
         """The audit log's HMAC key file: ``audit_key_file``, else ``state_dir/keys/audit.key``."""
         return self.audit_key_file or self.state_dir / "keys" / "audit.key"
+
+    @property
+    def backups_dir(self) -> Path:
+        """Where the scheduled backup job writes its archives."""
+        return self.state_dir / "backups"
 
     @property
     def cluster_dir(self) -> Path:
