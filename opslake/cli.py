@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from opslake.cli_alerts import app as alerts_app
+from opslake.cli_backup import app as backup_app
 from opslake.cli_catalog import app as catalog_app
 from opslake.cli_cluster import app as cluster_app
 from opslake.cli_ml import app as ml_app
@@ -42,6 +43,7 @@ app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(screens_app, name="screens")
 app.add_typer(reports_app, name="reports")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(backup_app, name="backup")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)

@@ -22,7 +22,7 @@ from opslake.assets import (
     tickets,
 )
 from opslake.assets.resources import LakeResource
-from opslake.orchestration import collection, jobs
+from opslake.orchestration import backup, collection, jobs
 
 defs = dg.Definitions.merge(
     cmdb.defs,
@@ -42,5 +42,6 @@ defs = dg.Definitions.merge(
     serving.defs,
     jobs.defs,
     collection.defs,
+    backup.defs,
     dg.Definitions(resources={"lake": LakeResource()}),
 )

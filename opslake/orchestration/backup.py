@@ -1,0 +1,44 @@
+"""The scheduled backup (S6.10d): a daily job writing ``state_dir/backups``, keeping the newest.
+
+The job ``backup`` runs :func:`opslake.security.backup.scheduled`: one archive
+``opslake-<UTC timestamp>.tar.gz``, verified, then all but the newest ``OPSLAKE_BACKUP_KEEP``
+deleted. Without the passphrase variable the run fails: a backup is never written unsealed.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from opslake.assets.resources import LakeResource
+from opslake.security import backup
+
+
+@dg.op(tags={"kind": "backup"},
+       description="Back up the state directory, the lake and the sealed keys into "
+                   "state_dir/backups, verify the archive, then delete all but the newest "
+                   "OPSLAKE_BACKUP_KEEP.")
+def backup_installation(context: dg.OpExecutionContext, lake: LakeResource) -> None:
+    settings = lake.settings()
+    passphrase = backup.passphrase_from_env(settings)
+    if passphrase is None:
+        raise dg.Failure(f"{settings.backup_passphrase_env} is not set in the environment of "
+                         "the Dagster daemon, so no backup was written (keys are never stored "
+                         "unsealed): set it there, then run the job again")
+    made, removed = backup.scheduled(settings, passphrase)
+    context.log.info(f"wrote {made.path} ({made.entries} entries, {made.size:,} bytes, lake "
+                     f"{made.lake}); removed {len(removed)} older backup(s)")
+
+
+@dg.job(name="backup", tags={"kind": "backup"},
+        description="One verified backup of the installation; older ones beyond "
+                    "OPSLAKE_BACKUP_KEEP are deleted.")
+def backup_job() -> None:
+    backup_installation()
+
+
+backup_schedule = dg.ScheduleDefinition(
+    name="backup_schedule", job=backup_job, cron_schedule="0 2 * * *",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 02:00 UTC, after the daily pipeline.")
+
+defs = dg.Definitions(jobs=[backup_job], schedules=[backup_schedule])
