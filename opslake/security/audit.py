@@ -202,8 +202,9 @@ class Anchors:
         """Add one checkpoint: a new lake object (never overwriting one) and a syslog line."""
         line = canonical(checkpoint)
         if self.lake is not None:
-            stamp = str(checkpoint["at"]).replace("-", "").replace(":", "").replace(".", "")
-            name = f"{int(checkpoint['seq']):012d}-{stamp[:22]}-{secrets.token_hex(4)}.json"
+            stamp = datetime.fromisoformat(str(checkpoint["at"])).strftime("%Y%m%dT%H%M%S%fZ")
+            # Unique per write: a log rolled back and written on reaches the same seq again.
+            name = f"{int(checkpoint['seq']):012d}-{stamp}-{secrets.token_hex(4)}.json"
             self.lake.put_atomic(self.lake.path(CHECKPOINTS, name), [line.encode() + b"\n"])
         handler = self._syslog()
         if handler is not None:
@@ -646,15 +647,17 @@ def _against_checkpoints(checkpoints: list[tuple[str, dict]], at_checkpoints: di
                             "not the one checkpointed: the log was rewritten since")
     name, latest = max(checkpoints, key=lambda nc: (nc[1]["seq"], str(nc[1].get("at"))))
     if max_seq < latest["seq"]:
+        missing = (f"seq {latest['seq']}" if latest["seq"] == max_seq + 1
+                   else f"seq {max_seq + 1}..{latest['seq']}")
         older = [c for _, c in checkpoints if c["seq"] == max_seq and c["head"] == last_hash]
         if older:
-            problems.append(f"the log was rolled back: it ends at seq {max_seq}, a state "
-                            f"checkpointed{_made(older[0])}, but checkpoint {name}"
-                            f"{_made(latest)} recorded seq {latest['seq']} later; restore the "
-                            "newer log from backup and keep this one as evidence")
+            # Cutting the end back to a checkpointed head looks the same as restoring a copy.
+            problems.append(f"the log was rolled back (or cut) to an older checkpointed state: "
+                            f"it ends at seq {max_seq}, checkpointed{_made(older[0])}, but "
+                            f"checkpoint {name}{_made(latest)} recorded seq {latest['seq']} "
+                            f"later: {missing} missing; restore the newer log from backup and "
+                            "keep this one as evidence")
         else:
-            missing = (f"seq {latest['seq']}" if latest["seq"] == max_seq + 1
-                       else f"seq {max_seq + 1}..{latest['seq']}")
             problems.append(f"the log was cut: it ends at seq {max_seq} but checkpoint {name}"
                             f"{_made(latest)} recorded seq {latest['seq']}: {missing} missing "
                             "at the end; restore them from backup")
