@@ -5,8 +5,7 @@ The job ``backup`` runs :func:`opslake.security.backup.scheduled`: one archive
 deleted. Without the passphrase variable the run fails: a backup is never written unsealed.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the op's annotations as types.
 import dagster as dg
 
 from opslake.assets.resources import LakeResource
