@@ -3,30 +3,29 @@
 Every entry is one JSON line in ``<directory>/YYYY-MM-DD.jsonl`` (the UTC day of its ``at``)
 and carries ``seq`` (1, 2, ...), ``prev`` (the previous entry's hash, 64 zeros for the first),
 ``mac = hmac_sm3(key, prev + canonical JSON of the entry without 'mac' and 'hash')`` and
-``hash = sm3(the same text + mac)`` (so the hash covers the MAC; an unkeyed entry has no
-``mac`` and its hash is that of earlier versions), canonical meaning sorted keys, no spaces
-and unescaped Unicode. The chain runs across
-days: a day's first entry links to the previous day's last. Editing an entry breaks its hash,
-deleting one leaves a gap in ``seq`` and a broken link, moving one breaks the order and the
-links; :meth:`AuditLog.verify` names the file and line of each such problem.
+``hash = sm3(the same text + mac)``, canonical meaning sorted keys, no spaces and unescaped
+Unicode (the hash covers the MAC; an entry without ``mac`` hashes as in earlier versions).
+The chain runs across days: a day's first entry links to the previous day's last. Editing an
+entry breaks its hash, deleting one leaves a gap in ``seq`` and a broken link, moving one
+breaks the order and the links; :meth:`AuditLog.verify` names the file and line of each.
 
 A chain alone can be rebuilt by anyone who can write the directory, and cut at the end
 unseen. Hence the key (32 bytes, ``Settings.audit_key_path``, created on first use with mode
-600, never in the log's directory by default nor in the repository): an entry rewritten
-without it fails its MAC. And hence checkpoints: the head (``seq`` and ``hash``) is signed
-with the same key (``mac`` over the canonical checkpoint) and written to a second place, one
-new object per checkpoint under ``audit_checkpoints/`` in the lake (never overwritten) and a
-syslog line (``Settings.audit_syslog``), every ``audit_checkpoint_entries`` entries, after
-``audit_checkpoint_seconds`` with entries not yet checkpointed, on the first keyed entry of a
-log and at :meth:`AuditLog.close` (also at interpreter exit). :meth:`AuditLog.verify` checks
-every checkpoint against the log: a log ending before the latest checkpoint was cut, or
-rolled back when it ends exactly at an older checkpoint's head; a checkpointed entry that is
-not the one the log holds was rewritten.
+600, kept outside the log's directory and the repository): an entry rewritten without it
+fails its MAC. And hence checkpoints: the head (``seq`` and ``hash``) is signed with the same
+key and written to a second place, one new object per checkpoint under
+``audit_checkpoints/`` in the lake (never overwritten) and a syslog line
+(``Settings.audit_syslog``): every ``audit_checkpoint_entries`` entries, after
+``audit_checkpoint_seconds`` with entries not yet checkpointed, at the first keyed entry of a
+log and at :meth:`AuditLog.close` (also at interpreter exit). :meth:`AuditLog.verify` holds
+the log against every checkpoint: a log ending before the latest one was cut, or rolled back
+when it ends exactly at an older one's head; a checkpointed entry the log holds differently
+was rewritten.
 
 Entries written before keys existed have no ``mac``: they verify as unkeyed legacy entries
 (:attr:`VerifyResult.legacy`) only before the first keyed entry; an entry without a MAC after
-one is reported. A log that is unkeyed throughout and has no checkpoint is only as strong as
-before: compare its ``head`` with the syslog copies.
+one is reported. A log unkeyed throughout and without checkpoints is only as strong as its
+chain.
 
 An append is whole or nothing: the day file's size is noted before the batch is written,
 and a write or fsync that fails (a full disk) cuts the file back to that size before the
@@ -37,7 +36,7 @@ problems but also in :attr:`VerifyResult.torn`, and it does not make the result 
 the chain runs on across it without a gap: the entry it held was never acknowledged, and no
 entry is missing. An incomplete line followed by a gap is reported as tampering, like any.
 (Cutting a line at the very end looks the same as a crash there, just as removing the last
-entries does, and is caught the same way: by comparing ``head``.)
+entries does, and is caught the same way: by the checkpoints.)
 
 Appends take an exclusive ``flock`` on ``<directory>/.lock`` (plus a lock for the threads of
 this process) around reading the last entry and writing the next, and each entry is fsynced
