@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from opslake.ingest.parsers import prometheus_text
+from opslake.ingest.parsers.series_cache import SeriesCache
 from opslake.lake.landing import LandedBatch
 
 BATCH = LandedBatch("prometheus", "b-01", "2026-03-02", "p", "s", 0,
@@ -91,8 +92,8 @@ def test_series_cache_starting_over_keeps_the_whole_lookup() -> None:
     still get their own values, not another key's (rows once came back as -1)."""
     import polars as pl
 
-    cache = prometheus_text.SeriesCache(lambda keys: [(k.upper(),) for k in keys], pl.String,
-                                        {"value": pl.String}, limit=3)
+    cache = SeriesCache(lambda keys: [(k.upper(),) for k in keys], pl.String,
+                        {"value": pl.String}, limit=3)
     assert cache.lookup(pl.Series(["a", "b"])).get_column("value").to_list() == ["A", "B"]
     got = cache.lookup(pl.Series(["a", "c", "d", "a"])).get_column("value").to_list()
     assert got == ["A", "C", "D", "A"]

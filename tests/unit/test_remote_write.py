@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from opslake.ingest.parsers import prometheus, prometheus_text, remote_write
+from opslake.ingest.parsers.series_cache import SeriesCache
 from opslake.lake.landing import LandedBatch
 
 RECEIVED = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -228,6 +229,44 @@ def test_other_layouts_take_the_upb_path(series: bytes, monkeypatch: pytest.Monk
     assert fast.rejects == upb.rejects and fast.table.equals(upb.table)
 
 
+def test_known_label_blocks_are_found_by_the_sample_closing_each_series(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series is looked up by the block before its last Sample; a wrong guess (a label
+    value ending in what reads as a Sample's tag and size, a block seen before sent with two
+    samples) only costs the label walk, never a wrong row."""
+    monkeypatch.setattr(remote_write, "REGULAR_MIN_SERIES", 0)
+    labels = [{"__name__": "m", "job": "node", "i": str(i)} for i in range(50)]
+    # The last label's value ends in 0x12 0x10 and 5 more bytes: with a Sample of a value
+    # and no timestamp (11 bytes) after it, the 16-byte guess lands inside the value.
+    tricky = {"__name__": "t", "v": "ab\x12\x10xyzwv"}
+    bodies = [
+        write_request(*[_as_prometheus(lab, [(1.5, 1764115200000 + i)])
+                        for i, lab in enumerate(labels)], _as_prometheus(tricky, [(2.5, 0)])),
+        write_request(*[_as_prometheus(lab, [(1.5, 1764115200000), (0.0, 1764115201000)])
+                        for lab in labels], _as_prometheus(tricky, [(2.5, 0)])),
+    ]
+    for body in bodies * 2:  # the second time, every block is cached
+        assert remote_write._decode_regular(remote_write._request_bytes(body)) is not None
+        fast, upb = _both_paths(body, monkeypatch)
+        monkeypatch.undo()
+        monkeypatch.setattr(remote_write, "REGULAR_MIN_SERIES", 0)
+        assert fast.rejects == upb.rejects == [] and fast.table.equals(upb.table)
+    assert fast.table.column("label_set").to_pylist()[-1] == '{v="ab\x12\x10xyzwv"}'
+
+
+def test_label_not_utf8_in_the_prometheus_layout_refuses_the_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = (_len(1, _label("__name__", "up")) + _len(1, _len(1, b"job") + _len(2, b"\xff"))
+           + _len(2, _key(1, 1) + struct.pack("<d", 1.0) + _key(2, 0) + _uvarint(1000)))
+    body = write_request(_as_prometheus({"__name__": "ok"}, [(3.0, 1000)]), bad)
+    for _ in range(2):  # the block is cached (without a metric) after the first time
+        assert remote_write._decode_regular(remote_write._request_bytes(body)) is None
+        fast, upb = _both_paths(body, monkeypatch)
+        monkeypatch.undo()
+        assert fast.rejects == upb.rejects and len(fast.rejects) == 1
+        assert "UTF-8" in fast.rejects[0].reason and fast.table.num_rows == 0
+
+
 def test_one_long_series_is_decoded_in_few_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
@@ -246,10 +285,11 @@ def _label_blocks(*label_sets: dict[str, str]) -> pl.Series:
 
 
 @pytest.mark.parametrize("hashing", ["polars", "all collide", "few slots"])
-def test_label_block_cache_finds_each_block_even_when_hashes_collide(
+def test_label_set_cache_finds_each_block_even_when_hashes_collide(
         hashing: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows come from comparing the blocks themselves: equal hashes only cost probes."""
-    cache = remote_write._LabelBlocks(limit=1500)
+    cache = SeriesCache(remote_write._label_sets, pl.Binary,
+                        {"metric": pl.String, "label_set": pl.String}, limit=1500)
     if hashing == "all collide":
         monkeypatch.setattr(cache, "_hash", lambda keys: np.full(len(keys), 7, np.uint64))
     elif hashing == "few slots":  # every hash in the table's last slots: probes wrap around
@@ -258,24 +298,27 @@ def test_label_block_cache_finds_each_block_even_when_hashes_collide(
     sets = [{"__name__": f"m{i % 7}", "job": "node", "instance": f"h{i}"} for i in range(1200)]
     expected = [(s["__name__"], remote_write.canonical({k: v for k, v in s.items()
                                                          if k != "__name__"})) for s in sets]
+
+    def answers(rows: np.ndarray, values: pl.DataFrame) -> list[tuple[str, str]]:
+        return list(values[rows].iter_rows())
+
     for chunk in (range(10), range(5, 700), range(1200), range(1199, -1, -3)):
         keys = _label_blocks(*(sets[i] for i in chunk))
-        with cache.lock:
-            rows = cache.rows(keys)
-            metrics, label_sets = cache.columns(rows)
-        assert list(zip(metrics.to_pylist(), label_sets.to_pylist(), strict=True)) == \
-            [expected[i] for i in chunk]
-    # Past its limit the cache starts over, and still answers right.
+        assert answers(*cache.rows(keys)) == [expected[i] for i in chunk]
+    assert answers(*cache.find(_label_blocks(sets[42], sets[7]))) == [expected[42], expected[7]]
+    # find() only looks: a block never seen is -1 and stays out.
+    assert (cache.find(_label_blocks({"__name__": "new"}))[0] == -1).all()
+    # Past its limit the cache starts over, and still answers right; the frame a lookup
+    # returned before stays valid for its rows.
+    rows, before = cache.rows(_label_blocks(sets[3]))
     more = [{"__name__": "late", "n": str(i)} for i in range(600)]
-    with cache.lock:
-        rows = cache.rows(_label_blocks(*more, sets[3]))
-        metrics, label_sets = cache.columns(rows)
-    assert len(cache._hash_of) <= 1500
-    assert metrics.to_pylist() == ["late"] * 600 + ["m3"]
-    assert label_sets.to_pylist()[-1] == expected[3][1]
-    # A block without __name__ makes the whole lookup None (the upb path rejects it).
-    with cache.lock:
-        assert cache.rows(_label_blocks(sets[0], {"job": "nameless"})) is None
+    got = answers(*cache.rows(_label_blocks(*more, sets[3])))
+    assert len(cache) <= 1500
+    assert [m for m, _ in got] == ["late"] * 600 + ["m3"] and got[-1] == expected[3]
+    assert answers(rows, before) == [expected[3]]
+    # A block without __name__ (or not UTF-8) has no metric: the upb path rejects it.
+    _, values = cache.rows(_label_blocks({"job": "nameless"}))
+    assert values.filter(values["metric"].is_null()).height == 1
 
 
 @pytest.mark.parametrize("body", [

@@ -4,22 +4,20 @@ Lines and their space-separated fields are found by byte scans in numpy and slic
 the batch as Arrow strings without a copy; only lines of another shape (label values with
 spaces, tabs, comments after whitespace, junk) take the regular-expression path. Label sets
 repeat for every sample of a series, so each distinct ``name{labels}`` is parsed in Python
-once per process (``SeriesCache``): a scrape of known series runs no Python per line.
+once per process (``series_cache.SeriesCache``): a scrape of known series runs no Python per line.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable
 from datetime import UTC
-from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from opslake.ingest.parsers import ParseResult, Reject
+from opslake.ingest.parsers.series_cache import SeriesCache
 from opslake.lake.landing import LandedBatch
 from opslake.lake.schemas import TS
 
@@ -74,78 +72,6 @@ def canonical(labels: dict[str, str]) -> str:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-class SeriesCache:
-    """Values computed once per distinct key and process, found again with no Python per key.
-
-    Keys are hashed by polars and found in a sorted hash index with numpy; a hit is
-    confirmed by comparing the key itself, so a hash collision costs a probe, never a wrong
-    row. ``compute`` (Python) runs only for keys not seen before; past ``limit`` keys the
-    cache starts over, which bounds its memory.
-    """
-
-    def __init__(self, compute: Callable[[list[Any]], list[tuple[Any, ...]]],
-                 key: pl.DataType, schema: dict[str, pl.DataType], *,
-                 limit: int = 500_000) -> None:
-        self._compute, self._key, self._schema, self._limit = compute, key, schema, limit
-        self._lock = threading.Lock()  # parsers run in worker threads of one process
-        self._clear()
-
-    def _clear(self) -> None:
-        self._hashes = np.empty(0, np.uint64)  # sorted
-        self._rows = np.empty(0, np.int64)  # the table row of each hash
-        self._keys = pl.Series(dtype=self._key)
-        self._values = pl.DataFrame(schema=self._schema)
-
-    def lookup(self, keys: pl.Series) -> pl.DataFrame:
-        """The computed columns for ``keys`` (no nulls), row for row; new keys are kept."""
-        hashes = keys.hash(seed=0).to_numpy()
-        with self._lock:
-            rows = self._find(keys, hashes)
-            missing = rows < 0
-            if missing.any():
-                new = keys.filter(pl.Series(missing)).unique(maintain_order=True)
-                restart = len(self._keys) + len(new) > self._limit
-                if restart:  # starting over keeps every key of this lookup, not only the new
-                    new = keys.unique(maintain_order=True)
-                self._add(new, restart=restart)
-                rows = self._find(keys, hashes)
-            return self._values[rows]
-
-    def _find(self, keys: pl.Series, hashes: np.ndarray) -> np.ndarray:
-        """The table row of each key, -1 where it is not cached."""
-        rows = np.full(len(keys), -1, np.int64)
-        pos = np.searchsorted(self._hashes, hashes)
-        todo = np.arange(len(keys))
-        while todo.size:  # a second round only for keys whose hash collides with another's
-            at = pos[todo]
-            todo, at = todo[at < self._hashes.size], at[at < self._hashes.size]
-            same = self._hashes[at] == hashes[todo]
-            todo, at = todo[same], at[same]
-            candidate = self._rows[at]
-            asked = keys if todo.size == len(keys) else keys.gather(todo)
-            match = (self._keys.gather(candidate) == asked).to_numpy()
-            rows[todo[match]] = candidate[match]
-            todo = todo[~match]
-            pos[todo] = at[~match] + 1
-        return rows
-
-    def _add(self, new: pl.Series, *, restart: bool) -> None:
-        # Computed before anything changes: a key that raises leaves the cache as it was.
-        added = pl.DataFrame(self._compute(new.to_list()), schema=self._schema, orient="row")
-        if restart:
-            self._clear()
-        first = len(self._keys)
-        self._keys = pl.concat([self._keys, new], rechunk=False)
-        self._values = pl.concat([self._values, added], rechunk=False)
-        if self._keys.n_chunks() > 32:  # gathers slow down over many chunks
-            self._keys, self._values = self._keys.rechunk(), self._values.rechunk()
-        hashes = np.concatenate([self._hashes, new.hash(seed=0).to_numpy()])
-        # Timsort keeps the cached (sorted) run: the cost is its length plus the new keys'.
-        order = np.argsort(hashes, kind="stable")
-        self._hashes = hashes[order]
-        self._rows = np.concatenate([self._rows, np.arange(first, first + len(new))])[order]
 
 
 def _parse_series(text: str) -> tuple[str | None, str | None, str | None]:
@@ -322,4 +248,5 @@ def slices(data: bytes, starts: np.ndarray, ends: np.ndarray, *,
     pieces = pa.Array.from_buffers(pa.large_binary() if binary else pa.large_string(),
                                    len(offsets) - 1,
                                    [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-    return pl.from_arrow(pieces).gather_every(2)
+    # Indexing with a numpy array, not gather_every: no trip through the expression engine.
+    return pl.from_arrow(pieces)[np.arange(0, len(offsets) - 1, 2)]

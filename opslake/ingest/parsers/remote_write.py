@@ -22,7 +22,6 @@ whose rows the regular one reproduces exactly.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -36,6 +35,7 @@ from google.protobuf.message import DecodeError, Message
 from opslake.errors import InputError
 from opslake.ingest.parsers import ParseResult, Reject
 from opslake.ingest.parsers.prometheus_text import BRONZE_SCHEMA, canonical, slices
+from opslake.ingest.parsers.series_cache import SeriesCache
 from opslake.lake.landing import LandedBatch
 
 #: Largest decompressed request bronze decodes: bounds its memory (the push endpoint refuses
@@ -58,10 +58,6 @@ MAX_SERIES = 50_000
 MAX_RATIO = 18.0
 # Timestamps become microseconds in int64, so milliseconds beyond this would overflow.
 _MAX_ABS_MS = (2**63 - 1) // 1000
-# Bytes that start a tag of field 1 or 2 with wire type 2 (0x0a, 0x12), also when the tag
-# is over-long: one per series, label, sample, label name and value, plus a few stray
-# bytes of values. Counting them bounds the fields before upb allocates any.
-_FIELD_TAGS = bytes(1 if b & 0x7F in (0x0A, 0x12) else 0 for b in range(256))
 #: Most labels per series the regular decoder steps through (one numpy round per label);
 #: a series with more sends its request down the upb path.
 MAX_REGULAR_LABELS = 64
@@ -162,9 +158,15 @@ def decode(data: bytes) -> list[Series]:
 
 
 def _request_bytes(data: bytes) -> bytes:
-    """The decompressed request, refused when it holds more fields than accepted."""
+    """The decompressed request, refused when it holds more fields than accepted.
+
+    Fields are bounded before upb allocates any by counting the bytes that start a tag of
+    field 1 or 2 with wire type 2 (0x0a, 0x12), also when the tag is over-long: one per
+    series, label, sample, label name and value, plus a few stray bytes of values.
+    """
     buf = decompress(data)
-    if (fields := buf.translate(_FIELD_TAGS).count(1)) > MAX_FIELDS:
+    low = np.frombuffer(buf, np.uint8) & 0x7F
+    if (fields := np.count_nonzero(low == 0x0A) + np.count_nonzero(low == 0x12)) > MAX_FIELDS:
         raise RemoteWriteTooLarge(
             f"request holds up to {fields:,} series, labels and samples, more than the "
             f"{MAX_FIELDS:,} accepted; send smaller batches (lower "
@@ -265,135 +267,28 @@ def _table(metrics: pa.Array, label_sets: pa.Array, values: np.ndarray, stamps: 
 _TS = BRONZE_SCHEMA.field("ts").type
 
 
-def _label_block(blocks: list[bytes]) -> list[tuple[str | None, str | None]]:
-    """Metric name and canonical label set of each encoded label block (None: no name).
+def _label_sets(blocks: list[bytes]) -> list[tuple[str | None, str | None]]:
+    """Metric name and canonical label set of each encoded label block.
 
-    Raises ``DecodeError`` for a block upb refuses (a label that is not UTF-8).
+    Both are None for a block without ``__name__`` or that upb refuses (a label that is not
+    UTF-8): the upb path rejects its request with the reason.
     """
     out: list[tuple[str | None, str | None]] = []
     for block in blocks:
-        labels = {label.name: label.value for label in _TimeSeries.FromString(block).labels}
+        try:
+            labels = {label.name: label.value for label in _TimeSeries.FromString(block).labels}
+        except DecodeError:
+            labels = {}
         name = labels.pop("__name__", "")
         out.append((name, canonical(labels)) if name else (None, None))
     return out
 
 
-class _LabelBlocks:
-    """Metric and canonical label set of every label block seen, found again without Python.
-
-    Series of one target send the same label block in every request, so each distinct block
-    is decoded (upb) and canonicalised once per process. A block is found by its polars hash
-    in an open-addressing table (numpy, all blocks of a request probed at once: a binary
-    search over a sorted index mispredicted its way to ~10 % of the decode) and confirmed by
-    comparing the block itself, so a collision costs a probe, never a wrong row. Past ``limit`` blocks the cache starts over, which
-    bounds its memory. Answers are rows, valid until the next lookup (one lock covers both).
-    """
-
-    def __init__(self, limit: int = 500_000) -> None:
-        self.limit = limit
-        self.lock = threading.Lock()  # parsers run in worker threads of one process
-        self._clear()
-
-    def _clear(self) -> None:
-        self._slots = np.full(1024, -1, np.int64)  # the row in each slot, -1 where empty
-        self._hash_of = np.empty(0, np.uint64)  # the hash of each row
-        self._keys = pl.Series(dtype=pl.Binary)
-        self._named = np.empty(0, bool)
-        self._metrics: list[pa.Array] = []
-        self._label_sets: list[pa.Array] = []
-        self._columns: tuple[pa.Array, pa.Array] | None = None
-
-    def rows(self, keys: pl.Series) -> np.ndarray | None:
-        """The row of each block of ``keys`` (new ones are added); None if one has no name.
-
-        Call with :attr:`lock` held, and take :meth:`columns` before releasing it. Raises
-        ``DecodeError`` for a new block upb refuses.
-        """
-        hashes = self._hash(keys)
-        rows = self._find(keys, hashes)
-        missing = rows < 0
-        if missing.any():
-            self._add(keys, missing)
-            rows = self._find(keys, hashes)  # again: adding may have started over
-        return rows if self._named[rows].all() else None
-
-    @staticmethod
-    def _hash(keys: pl.Series) -> np.ndarray:
-        return keys.hash(seed=0).to_numpy()
-
-    def columns(self, rows: np.ndarray) -> tuple[pa.Array, pa.Array]:
-        """Metric and label set of each of ``rows``."""
-        if self._columns is None:
-            self._columns = (pa.concat_arrays(self._metrics),
-                             pa.concat_arrays(self._label_sets))
-            self._metrics, self._label_sets = [self._columns[0]], [self._columns[1]]
-        index = pa.array(rows)
-        return self._columns[0].take(index), self._columns[1].take(index)
-
-    def _find(self, keys: pl.Series, hashes: np.ndarray) -> np.ndarray:
-        """The row of each key, -1 where it is not cached."""
-        slots, hash_of, mask = self._slots, self._hash_of, len(self._slots) - 1
-        slot = (hashes >> np.uint64(65 - len(slots).bit_length())).astype(np.int64)
-        rows = np.full(len(keys), -1, np.int64)
-        todo = np.arange(len(keys) if hash_of.size else 0)
-        while todo.size:  # a second pass only for keys whose hash another block has too
-            # Probe by hash alone (numpy rounds) to the first slot holding the same hash...
-            candidate = np.full(len(keys), -1, np.int64)
-            probing = todo
-            while probing.size:
-                held = slots[slot[probing]]
-                filled = held >= 0  # an empty slot ends the probe: not cached
-                same = filled & (hash_of[held] == hashes[probing])  # held -1: masked
-                candidate[probing[same]] = held[same]
-                probing = probing[filled & ~same]
-                slot[probing] = (slot[probing] + 1) & mask
-            # ...then compare the blocks themselves, once for all keys.
-            todo = todo[candidate[todo] >= 0]
-            if not todo.size:
-                break
-            asked = keys if todo.size == len(keys) else keys.gather(todo)
-            match = (self._keys.gather(candidate[todo]) == asked).to_numpy()
-            rows[todo[match]] = candidate[todo[match]]
-            todo = todo[~match]
-            slot[todo] = (slot[todo] + 1) & mask
-        return rows
-
-    def _add(self, keys: pl.Series, missing: np.ndarray) -> None:
-        new = keys.filter(pl.Series(missing)).unique(maintain_order=True)
-        start_over = len(self._keys) + len(new) > self.limit
-        if start_over:  # every block of this request, not only the new ones, is kept
-            new = keys.unique(maintain_order=True)
-        # Computed before anything changes: a block that raises leaves the cache as it was.
-        decoded = _label_block(new.to_list())
-        if start_over:
-            self._clear()
-        first = len(self._keys)
-        self._keys = pl.concat([self._keys, new], rechunk=False)
-        if self._keys.n_chunks() > 32:  # gathers slow down over many chunks
-            self._keys = self._keys.rechunk()
-        self._named = np.concatenate([self._named, [m is not None for m, _ in decoded]])
-        self._metrics.append(pa.array([m for m, _ in decoded], pa.string()))
-        self._label_sets.append(pa.array([ls for _, ls in decoded], pa.string()))
-        self._columns = None
-        self._hash_of = np.concatenate([self._hash_of, self._hash(new)])
-        if 2 * len(self._hash_of) > len(self._slots):  # at most half full: probes stay short
-            self._slots = np.full(1 << (4 * len(self._hash_of)).bit_length(), -1, np.int64)
-            first = 0
-        self._insert(range(first, len(self._hash_of)))
-
-    def _insert(self, rows: range) -> None:
-        """Put ``rows`` in their slots (linear probing); one Python step per new block."""
-        slots, mask = self._slots, len(self._slots) - 1
-        shift = 65 - len(slots).bit_length()
-        for row, hashed in zip(rows, self._hash_of[rows.start:rows.stop].tolist(), strict=True):
-            at = hashed >> shift
-            while slots[at] >= 0:
-                at = (at + 1) & mask
-            slots[at] = row
-
-
-_LABEL_BLOCKS = _LabelBlocks()
-
+#: Metric and label set of every label block seen. Series of one target send the same block
+#: in every request, so each distinct block is decoded (upb) and canonicalised once per
+#: process; only blocks the label walk (:func:`_label_ends`) confirmed are kept, so a cached
+#: block is a run of labels and nothing else.
+_LABEL_SETS = SeriesCache(_label_sets, pl.Binary, {"metric": pl.String, "label_set": pl.String})
 
 #: What :func:`_decode_regular` answers without ``rows`` for a request it decodes whole.
 _ACCEPTED = ()
@@ -405,8 +300,9 @@ def _decode_regular(buf: bytes, *, min_series: int = 0, rows: bool = True) -> tu
     laid out as Prometheus writes it, with no series to reject and at least ``min_series``
     series; else None. Without ``rows``, only whether it is such a request (``_ACCEPTED``).
 
-    Work is linear in the request: numpy rounds step through labels (at most
-    ``MAX_REGULAR_LABELS``) and, by pointer doubling, samples (log of the longest series).
+    Work is linear in the request: a series whose label block is cached costs no step per
+    label; the others are walked in numpy rounds (at most ``MAX_REGULAR_LABELS``), and
+    samples are chained by pointer doubling (log of the longest series).
     """
     try:
         bodies = _SeriesBodies.FromString(buf).timeseries
@@ -422,27 +318,70 @@ def _decode_regular(buf: bytes, *, min_series: int = 0, rows: bool = True) -> tu
     ends = np.cumsum(sizes)
     starts = ends - lengths
     pad = np.frombuffer(buf + bytes(16), np.uint8)  # varint reads may run past the end
-    label_ends = _label_ends(pad, starts, ends)
-    if label_ends is None:
+    found = _label_blocks(buf, pad, starts, ends)
+    if found is None:
         return None
+    label_ends, blocks, label_sets = found
     samples = _samples(pad, label_ends, ends)
     if samples is None:
         return None
     counts, values, stamps = samples
     if ((stamps > _MAX_ABS_MS) | (stamps < -_MAX_ABS_MS)).any():
         return None
-    keys = slices(buf, starts, label_ends, binary=True)
-    with _LABEL_BLOCKS.lock:  # rows are valid until the next lookup adds blocks
-        try:
-            blocks = _LABEL_BLOCKS.rows(keys)
-        except DecodeError:
-            return None
-        if blocks is None:  # a series without a name: the upb path rejects it
-            return None
-        if not rows:
-            return _ACCEPTED
-        metrics, label_sets = _LABEL_BLOCKS.columns(np.repeat(blocks, counts))
-    return metrics, label_sets, values, stamps
+    if not rows:  # a series without a name: the upb path rejects it
+        return None if label_sets.get_column("metric")[blocks].has_nulls() else _ACCEPTED
+    if (counts != 1).any():
+        blocks = np.repeat(blocks, counts)
+    # Newest compat level: strings leave polars as views, cast once to Arrow strings.
+    chosen = label_sets[blocks].to_arrow(compat_level=pl.CompatLevel.newest())
+    metrics, label_sets_ = (chosen.column(c).combine_chunks().cast(pa.string())
+                            for c in ("metric", "label_set"))
+    return None if metrics.null_count else (metrics, label_sets_, values, stamps)
+
+
+def _label_blocks(buf: bytes, pad: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, pl.DataFrame] | None:
+    """Where each series' labels end, the row of its label block in ``_LABEL_SETS``, and
+    the frame those rows index; None where a label block is laid out otherwise.
+
+    A series ending in one Sample is first looked up by the block before that Sample
+    (:func:`_last_sample`): a cached block is a run of labels, so the series is that block
+    and that Sample, and nothing is walked. Only the other series are walked label by label.
+    """
+    guess = _last_sample(pad, starts, ends)
+    blocks, label_sets = _LABEL_SETS.find(
+        slices(buf, starts, np.maximum(guess, starts), binary=True))
+    blocks[guess < 0] = -1
+    walk = np.flatnonzero(blocks < 0)
+    if not walk.size:
+        return guess, blocks, label_sets
+    walked = _label_ends(pad, starts[walk], ends[walk])
+    if walked is None:
+        return None
+    guess[walk] = walked
+    blocks, label_sets = _LABEL_SETS.rows(slices(buf, starts, guess, binary=True))
+    return guess, blocks, label_sets
+
+
+#: Sizes of a Sample as Prometheus writes it (value 0x09 + 8 bytes, timestamp 0x10 + varint),
+#: likeliest first: 16 bytes for millisecond timestamps of 2001-2109, 7 for a value of 0
+#: (left out); then every other size up to a value and a 10-byte timestamp.
+_SAMPLE_SIZES = (16, 7, *(size for size in range(21) if size not in (16, 7)))
+
+
+def _last_sample(pad: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Where a Sample (tag 0x12, one-byte size) reaching the end of each series would start;
+    -1 where none would. A guess: :func:`_label_blocks` confirms it."""
+    guess = np.full(len(ends), -1, np.int64)
+    todo = np.arange(len(ends))
+    for size in _SAMPLE_SIZES:
+        at = ends[todo] - 2 - size
+        hit = (at >= starts[todo]) & (pad[at] == 0x12) & (pad[at + 1] == size)
+        guess[todo[hit]] = at[hit]
+        todo = todo[~hit]
+        if not todo.size:
+            break
+    return guess
 
 
 def _label_ends(pad: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
@@ -508,8 +447,8 @@ def _sample_values(pad: np.ndarray, at: np.ndarray,
     end = at + 2 + pad[at + 1].astype(np.int64)
     body = at + 2
     has_value = (pad[body] == 0x09) & (end - body >= 9)
-    values = pad[(body + 1)[:, None] + np.arange(8)].copy().view("<f8").ravel()
-    values = np.where(has_value, values, 0.0)  # proto3 leaves out a value of 0
+    # proto3 leaves out a value of 0; the bits are copied, so -0.0 and NaNs stay as sent.
+    values = np.where(has_value, _unaligned(pad, "<f8")[body + 1], 0.0)
     tag = np.where(has_value, body + 9, body)
     has_stamp = tag < end
     if ((pad[tag] != 0x10) & has_stamp).any():
@@ -522,10 +461,33 @@ def _sample_values(pad: np.ndarray, at: np.ndarray,
     return counts, values, np.where(has_stamp, stamps.view(np.int64), 0)
 
 
+def _unaligned(pad: np.ndarray, dtype: str) -> np.ndarray:
+    """The 8-byte ``dtype`` value starting at each byte of ``pad``: one gather reads many."""
+    return np.ndarray((len(pad) - 7,), dtype, pad, strides=(1,))
+
+
+_HIGH_BITS = np.uint64(0x8080808080808080)
+#: Masks and shifts that pack the 7-bit groups of up to 8 varint bytes into one integer:
+#: pairs of groups, then pairs of pairs, then the two halves.
+_PACK = [(np.uint64(keep), np.uint64(move), np.uint64(shift)) for keep, move, shift in (
+    (0x007F007F007F007F, 0x7F007F007F007F00, 1),
+    (0x00003FFF00003FFF, 0x3FFF00003FFF0000, 2),
+    (0x000000000FFFFFFF, 0x0FFFFFFF00000000, 4))]
+
+
 def _uvarint(pad: np.ndarray, at: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Varints at ``at`` of at most ``width`` bytes: values, and where each ends (-1: longer)."""
     if (pad[at] < 0x80).all():  # lengths of labels and samples: one byte each, mostly
         return pad[at].astype(np.uint64), at + 1
+    if width <= 8:  # millisecond timestamps: 6 bytes, read as one little-endian word
+        word = _unaligned(pad, "<u8")[at]
+        stop = ~word & _HIGH_BITS  # bytes with the high bit clear: a varint's last byte
+        last = stop & (~stop + np.uint64(1))  # the first of them (0: none in 8 bytes)
+        count = (np.frexp(last.astype(np.float64))[1] - 8) // 8  # its index; -1 for none
+        word &= (last << np.uint64(1)) - np.uint64(1)  # the varint's bytes alone
+        for keep, move, shift in _PACK:
+            word = (word & keep) | ((word & move) >> shift)
+        return word, np.where((count >= 0) & (count < width), at + count + 1, -1)
     octets = pad[np.minimum(at, len(pad) - width)[:, None] + np.arange(width)]
     last = octets < 0x80
     count = np.argmax(last, axis=1)
@@ -536,6 +498,10 @@ def _uvarint(pad: np.ndarray, at: np.ndarray, width: int) -> tuple[np.ndarray, n
     return values, np.where(fits, at + count + 1, -1)
 
 
+#: Smallest value of each varint size past one byte.
+_VARINT_STEPS = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)
+
+
 def _varint_size(values: np.ndarray) -> np.ndarray:
     """Bytes of the shortest varint of each (non-negative) value."""
-    return 1 + sum((values >= 1 << (7 * k)).astype(np.int64) for k in range(1, 10))
+    return 1 + np.searchsorted(_VARINT_STEPS, values.astype(np.uint64), side="right")
