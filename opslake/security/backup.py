@@ -161,21 +161,21 @@ def create(settings: Settings, output: Path, passphrase: str, *,
     try:
         staged: list[tuple[str, Path]] = []
         lake_objects: list[dict[str, Any]] = []
+        # The audit key may be configured anywhere, even inside these trees: sealed, never copied.
+        skipped = [settings.audit_key_path]
         # The lake before the state: audit checkpoints in the lake then never run ahead of
         # the copy of the log, which `opslake audit verify` would report as a cut log.
         if not shared:
-            skip_under = state_dir if lake.local and _within(state_dir, Path(settings.home)) \
-                else None
-            for rel, info in _lake_files(lake, skip_under):
+            inner = [state_dir] if lake.local and _within(state_dir, Path(settings.home)) else []
+            for rel, info in _lake_files(lake, [*skipped, *inner]):
                 if mode == "manifest":
                     lake_objects.append(_describe_object(lake, rel, info))
                 elif (frozen := _stage_object(lake, rel, staging)) is not None:
                     staged.append((f"lake/{rel}", frozen))
-        home_inside = (None if settings.is_object_store or not _within(Path(settings.home),
-                                                                        state_dir)
-                       else Path(settings.home))
+        if not settings.is_object_store and _within(Path(settings.home), state_dir):
+            skipped.append(Path(settings.home))
         staged += [(f"state/{rel}", path)
-                   for rel, path in _stage_state(state_dir, staging, home_inside)]
+                   for rel, path in _stage_state(state_dir, staging, skipped)]
         manifest["entries"] = [_describe(name, path) for name, path in staged]
         if mode == "manifest":
             manifest["lake_objects"] = lake_objects
@@ -373,15 +373,18 @@ def _within(path: Path, root: Path) -> bool:
     return path != root and path.is_relative_to(root)
 
 
-def _lake_files(lake: Lake, skip_under: Path | None) -> Iterator[tuple[str, pafs.FileInfo]]:
-    """Every lake object but staged writes (and the state directory if it lies inside)."""
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def _lake_files(lake: Lake, skipped: list[Path]) -> Iterator[tuple[str, pafs.FileInfo]]:
+    """Every lake object but staged writes and what lies under ``skipped`` (local paths)."""
     sel = pafs.FileSelector(lake.root, allow_not_found=True, recursive=True)
     for info in sorted(lake.fs.get_file_info(sel), key=lambda i: i.path):
         if info.type != pafs.FileType.File:
             continue
         rel = info.path[len(lake.root) + 1:]
-        if rel.split("/", 1)[0] == STAGING or (
-                skip_under is not None and Path(info.path).is_relative_to(skip_under)):
+        if rel.split("/", 1)[0] == STAGING or (lake.local and _under(Path(info.path), skipped)):
             continue
         yield rel, info
 
@@ -419,7 +422,7 @@ def _stage_object(lake: Lake, rel: str, staging: Path) -> Path | None:
     return target
 
 
-def _stage_state(state_dir: Path, staging: Path, skip_under: Path | None
+def _stage_state(state_dir: Path, staging: Path, skipped: list[Path]
                  ) -> Iterator[tuple[str, Path]]:
     """Consistent copies of the state directory's files, the audit log's last."""
     if not state_dir.is_dir():
@@ -430,7 +433,7 @@ def _stage_state(state_dir: Path, staging: Path, skip_under: Path | None
     for top in tops:
         with _held(top / ".lock" if top.name in LOCKED_DIRS else None):
             for source in _files(top):
-                if skip_under is not None and source.is_relative_to(skip_under):
+                if _under(source, skipped):
                     continue
                 rel = source.relative_to(state_dir).as_posix()
                 target = staging / "state" / rel

@@ -27,6 +27,7 @@ from opslake.assets.resources import LakeResource
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse, open_read_only
 from opslake.orchestration.backup import backup_job
+from opslake.security import backup
 from opslake.security.backup import MANIFEST
 from opslake.security.crypto import FieldCipher
 from opslake.security.identity import IdentityStore
@@ -194,3 +195,31 @@ def test_the_scheduled_job_keeps_the_newest_n_and_never_writes_unsealed(
     assert newest.stat().st_mode & 0o777 == 0o600
     with tarfile.open(newest) as tar:
         assert "state/security.db" in tar.getnames()
+
+
+def test_a_manifest_only_backup_records_the_lake_and_verify_finds_it_changed(
+        tmp_path: Path) -> None:
+    # The lake apart from the state (as on S3): only its manifest goes into the archive.
+    lake_home, state = tmp_path / "lake", tmp_path / "state"
+    settings = Settings.from_env({"OPSLAKE_HOME": str(lake_home),
+                                  "OPSLAKE_STATE_DIR": str(state)})
+    lake = Lake.from_settings(settings)
+    for name in ("gold/a/dt=2026-03-02/part-0.parquet", "gold/b/dt=2026-03-02/part-0.parquet"):
+        lake.put_atomic(lake.path(name), [name.encode()])
+    IdentityStore.sealed(settings).add_user("alice", "ops_engineer", PASSWORD)
+    archive = tmp_path / "manifest.tar.gz"
+    made = backup.create(settings, archive, PASSPHRASE, lake_mode="manifest", environ={})
+    assert (made.lake, made.lake_objects) == ("manifest", 2)
+    manifest = backup.verify(archive, PASSPHRASE).manifest
+    assert all(e["path"].startswith("state/") for e in manifest["entries"])
+    assert backup.check_lake(manifest, lake) == []
+
+    (lake_home / "gold/a/dt=2026-03-02/part-0.parquet").write_bytes(b"rewritten")
+    (lake_home / "gold/b/dt=2026-03-02/part-0.parquet").unlink()
+    changed = _opslake("backup", "verify", str(archive), home=tmp_path / "unused")
+    assert changed.returncode == 1
+    assert "gold/a/dt=2026-03-02/part-0.parquet changed" in changed.stderr
+    assert "gold/b/dt=2026-03-02/part-0.parquet is missing" in changed.stderr
+
+    restored = backup.restore(archive, tmp_path / "restored", PASSPHRASE)
+    assert (restored.home / "security.db").is_file() and not (restored.home / "gold").exists()
