@@ -80,8 +80,9 @@ MIN_PASSPHRASE = 12
 #: argon2id at RFC 9106's second recommended option (64 MiB, 3 passes); 48 bytes out: the
 #: SM4 sealing key (16) and the manifest's HMAC-SM3 key (32).
 KDF_DEFAULTS = {"time_cost": 3, "memory_cost": 65536, "parallelism": 4, "hash_len": 48}
-# A manifest asking for more than this would make verify a memory bomb.
-_KDF_MAX_MEMORY_KIB = 4 * 2**20
+# Read before the manifest can be authenticated: an edited one must not make verify take
+# all memory or run for days.
+_KDF_LIMITS = {"time_cost": 64, "memory_cost": 2**20, "parallelism": 64}
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _CHUNK = 1 << 20
 _BACKUP_NAME = "opslake-{stamp}.tar.gz"
@@ -235,13 +236,16 @@ def restore(archive: Path, home: Path, passphrase: str) -> Restored:
     return Restored(home, len(manifest["entries"]), written, manifest)
 
 
-def scheduled(settings: Settings, passphrase: str, *, now: datetime | None = None
-              ) -> tuple[Created, list[Path]]:
+def scheduled(settings: Settings, passphrase: str) -> tuple[Created, list[Path]]:
     """One backup into ``settings.backups_dir``, verified, then all but the newest kept."""
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     made = create(settings, settings.backups_dir / _BACKUP_NAME.format(stamp=stamp), passphrase)
-    # An archive that does not verify never displaces a good one.
-    verify(made.path, passphrase)
+    try:
+        verify(made.path, passphrase)
+    except BackupError:
+        # An archive that does not verify never displaces a good one.
+        made.path.unlink(missing_ok=True)
+        raise
     return made, prune(settings.backups_dir, settings.backup_keep)
 
 
@@ -289,8 +293,11 @@ def _key_context(name: str) -> str:
 def _derive(passphrase: str, kdf: Mapping[str, Any]) -> tuple[bytes, bytes]:
     """The SM4 sealing key and the HMAC key derived from ``passphrase`` as ``kdf`` records."""
     try:
-        if kdf["name"] != "argon2id" or not 0 < int(kdf["memory_cost"]) <= _KDF_MAX_MEMORY_KIB:
-            raise ValueError(kdf["name"])
+        if kdf["name"] != "argon2id":
+            raise ValueError(f"KDF {kdf['name']!r}")
+        for name, limit in _KDF_LIMITS.items():
+            if not 0 < int(kdf[name]) <= limit:
+                raise ValueError(f"{name} {kdf[name]} beyond {limit}")
         raw = hash_secret_raw(passphrase.encode(), bytes.fromhex(kdf["salt"]),
                               time_cost=int(kdf["time_cost"]),
                               memory_cost=int(kdf["memory_cost"]),
