@@ -63,7 +63,8 @@ def create(
 
 @app.command("verify")
 def verify(
-    archive: Annotated[Path, typer.Argument(help="The backup archive.")],
+    archive: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                            help="The backup archive.")],
     lake_home: Annotated[str | None, typer.Option(
         help="For a manifest-only backup: the lake to check against its manifest (default: "
         "the one it was made from).")] = None,
@@ -99,7 +100,8 @@ def _lake(home: str):
 
 @app.command("restore")
 def restore(
-    archive: Annotated[Path, typer.Argument(help="The backup archive.")],
+    archive: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                            help="The backup archive.")],
     home: Annotated[Path, typer.Option(help="A new or empty directory: the restored "
                                        "OPSLAKE_HOME (the state directory too).")],
 ) -> None:
