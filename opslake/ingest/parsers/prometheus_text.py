@@ -249,4 +249,4 @@ def slices(data: bytes, starts: np.ndarray, ends: np.ndarray, *,
                                    len(offsets) - 1,
                                    [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     # Indexing with a numpy array, not gather_every: no trip through the expression engine.
-    return pl.from_arrow(pieces)[np.arange(0, len(offsets) - 1, 2)]
+    return pl.from_arrow(pieces)[np.arange(0, len(offsets) - 1, 2, dtype=np.uint32)]

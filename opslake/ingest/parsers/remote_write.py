@@ -11,13 +11,13 @@ the same bronze table and silver ``metric_points`` as scraped text.
 Reading each series from upb's objects costs ~10 µs of Python, and Prometheus sends one
 series per sample. So a body laid out as Prometheus writes it (every series: its labels,
 then its samples, each sample its value and then its timestamp) is decoded by
-``_decode_regular`` instead: upb cuts the series apart, numpy finds their label blocks and
-samples and reads every value and timestamp at once, and each distinct label block is
-canonicalised once per process (``_LabelBlocks``): a known block costs a hash and one
-comparison, and its metric and label set reach every sample by one Arrow ``take``. Any
-other body, a body of fewer than
-``REGULAR_MIN_SERIES`` series, and any body with a series to reject take the upb path,
-whose rows the regular one reproduces exactly.
+``_decode_regular`` instead: upb cuts the series apart, numpy reads every value and
+timestamp at once, and each distinct label block is canonicalised once per process (the
+shared ``series_cache.SeriesCache``). A series ending in one Sample is looked up by the
+bytes before it, so a known block costs a hash and one comparison and no step per label;
+its metric and label set reach every sample by one gather. Any other body, a body of fewer
+than ``REGULAR_MIN_SERIES`` series, and any body with a series to reject take the upb
+path, whose rows the regular one reproduces exactly.
 """
 
 from __future__ import annotations
@@ -332,10 +332,8 @@ def _decode_regular(buf: bytes, *, min_series: int = 0, rows: bool = True) -> tu
         return None if label_sets.get_column("metric")[blocks].has_nulls() else _ACCEPTED
     if (counts != 1).any():
         blocks = np.repeat(blocks, counts)
-    # Newest compat level: strings leave polars as views, cast once to Arrow strings.
-    chosen = label_sets[blocks].to_arrow(compat_level=pl.CompatLevel.newest())
-    metrics, label_sets_ = (chosen.column(c).combine_chunks().cast(pa.string())
-                            for c in ("metric", "label_set"))
+    chosen = _LABEL_SETS.arrow(label_sets).take(blocks)
+    metrics, label_sets_ = (chosen.column(c).chunk(0) for c in ("metric", "label_set"))
     return None if metrics.null_count else (metrics, label_sets_, values, stamps)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 
 class SeriesCache:
@@ -34,6 +35,7 @@ class SeriesCache:
         self._hashes = np.empty(0, np.uint64)  # the hash of each row, to grow the table
         self._keys = pl.Series(dtype=self._key)
         self._values = pl.DataFrame(schema=self._schema)
+        self._arrow: tuple[pl.DataFrame, pa.Table] | None = None  # see arrow()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -41,7 +43,23 @@ class SeriesCache:
     def lookup(self, keys: pl.Series) -> pl.DataFrame:
         """The computed columns for ``keys`` (no nulls), row for row; new keys are kept."""
         rows, values = self.rows(keys)
-        return values[rows]
+        return values[rows.astype(np.uint32)]
+
+    def arrow(self, values: pl.DataFrame) -> pa.Table:
+        """``values`` (a frame :meth:`rows` or :meth:`find` answered) as one Arrow table of
+        plain strings, converted once per change of the cache, so rows are taken from it
+        without converting them at every lookup."""
+        with self._lock:
+            if self._arrow is not None and self._arrow[0] is values:
+                return self._arrow[1]
+        table = values.to_arrow(compat_level=pl.CompatLevel.newest())
+        table = table.cast(pa.schema([
+            (f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
+            for f in table.schema])).combine_chunks()
+        with self._lock:
+            if values is self._values:
+                self._arrow = (values, table)
+        return table
 
     def find(self, keys: pl.Series) -> tuple[np.ndarray, pl.DataFrame]:
         """The row of each key (-1 where not cached) and the values those rows index."""
@@ -71,7 +89,9 @@ class SeriesCache:
 
     @staticmethod
     def _hash(keys: pl.Series) -> np.ndarray:
-        return keys.hash(seed=0).to_numpy()
+        # A frame's row hash is one call into polars; Series.hash goes through the
+        # expression engine, which costs more than hashing a request's keys.
+        return keys.to_frame().hash_rows(seed=0).to_numpy()
 
     def _find(self, keys: pl.Series, hashes: np.ndarray) -> np.ndarray:
         """The row of each key, -1 where it is not cached."""
@@ -90,12 +110,13 @@ class SeriesCache:
                 probing = probing[(held >= 0) & ~same]  # an empty slot ends the probe
                 at[probing] = (at[probing] + 1) & mask
             # ...then compare the keys themselves, once for all keys. (Series are indexed
-            # with numpy arrays: gather() costs a trip through the expression engine.)
+            # with uint32 numpy arrays: gather() costs a trip through the expression
+            # engine, and other index types a conversion.)
             todo = todo[candidate[todo] >= 0]
             if not todo.size:
                 break
-            asked = keys if todo.size == len(keys) else keys[todo]
-            match = (self._keys[candidate[todo]] == asked).to_numpy()
+            asked = keys if todo.size == len(keys) else keys[todo.astype(np.uint32)]
+            match = (self._keys[candidate[todo].astype(np.uint32)] == asked).to_numpy()
             rows[todo[match]] = candidate[todo[match]]
             todo = todo[~match]
             at[todo] = (at[todo] + 1) & mask
