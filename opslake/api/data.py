@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator
-from starlette.concurrency import run_in_threadpool
 
 from opslake.api import statements
 from opslake.api.auth import GUARDED, error_responses, requires
@@ -121,26 +120,28 @@ def _json_rows(table: pa.Table) -> bytes:
 
 def _writable(table: pa.Table) -> pl.DataFrame | None:
     """``table`` for polars to write as JSON, or None if it would write other values."""
-    columns, times = [], []
+    # One select on the frame as read, casting only what needs it (float64 as it is).
+    columns = []
     for name, column in zip(table.column_names, table.columns, strict=True):
-        kind = column.type
+        kind, value = column.type, pl.col(name)
         if pa.types.is_floating(kind):
-            # A float32's Python value is the double it widens to, which has more digits.
-            column = column.cast(pa.float64())
             if not pc.all(pc.is_finite(column), min_count=0).as_py():
                 return None  # json.dumps writes NaN and Infinity, polars null
+            if kind != pa.float64():
+                # A float32's Python value is the double it widens to, which has more digits.
+                value = value.cast(pl.Float64)
         elif pa.types.is_timestamp(kind) and kind.unit != "ns":
-            times.append(_isoformat(name, kind.tz is not None))
+            value = _isoformat(value, kind.tz is not None)
         elif not _plain(kind):
             return None
-        columns.append(column)
-    return pl.from_arrow(pa.table(columns, names=table.column_names)).with_columns(times)
+        columns.append(value)
+    return pl.from_arrow(table).select(columns)
 
 
-def _isoformat(name: str, zoned: bool) -> pl.Expr:
-    """A timestamp column as ``datetime.isoformat`` writes it: six digits of fraction or none."""
+def _isoformat(times: pl.Expr, zoned: bool) -> pl.Expr:
+    """Timestamps as ``datetime.isoformat`` writes them: six digits of fraction or none."""
     # Polars itself would write the fraction in as few digits as it takes (".120").
-    text = pl.col(name).dt.to_string("%Y-%m-%dT%H:%M:%S%.6f" + ("%:z" if zoned else ""))
+    text = times.dt.to_string("%Y-%m-%dT%H:%M:%S%.6f" + ("%:z" if zoned else ""))
     return text.str.replace(".000000", "", literal=True)
 
 
@@ -193,7 +194,7 @@ async def _read(request: Request, sql: str, params: list[object], fmt: Format | 
     if (hit := reader.cached(sql, params, generation)) is not None:
         return hit, None
     try:
-        table, body = await run_in_threadpool(_encoded, reader, sql, params, fmt)
+        table, body = await reader.run(_encoded, reader, sql, params, fmt)
     except duckdb.CatalogException as exc:
         # A warehouse built before the pipeline produced this table (or from a partial run).
         raise NotFoundError(f"the serving warehouse lacks what this endpoint reads "
