@@ -168,7 +168,7 @@ def test_restore_refuses_a_non_empty_target(installation: Installation, tmp_path
 
 
 def test_the_scheduled_job_keeps_the_newest_n_and_never_writes_unsealed(
-        installation: Installation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # A small installation of its own: only the retention is under test here.
     home = tmp_path / "home"
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
