@@ -44,6 +44,8 @@ from tests.keys import bearer, ingest_key
 from tests.unit.test_remote_write import _key, _label, _len, _uvarint, write_request
 
 T0_MS = 1_772_409_600_000
+#: Ingest rate each path should reach, points per second per core (issue 17).
+TARGET = 1_000_000
 
 
 def _labels(i: int) -> dict[str, str]:
@@ -208,6 +210,16 @@ def main() -> None:
         for name, (points, cpu) in rows.items():
             print(f"{name:<{width}}{points:>10,}{cpu:>8.2f}{points / cpu:>16,.0f}"
                   f"{duck_rate / (points / cpu):>14.2f}×")
+        met = [name for name, (points, cpu) in rows.items()
+               if name.startswith("remote write") and points / cpu >= TARGET]
+        print(f"target {TARGET:,.0f} points/s/core met by: {', '.join(met) or 'none'}")
+        for kind, n in (("text", len(per_scrape)),
+                        *((f"remote write, {shape}", len(reqs)) for shape, reqs in shapes.items())):
+            whole = rows[f"{kind}: land + parse (in process)" if kind == "text"
+                         else f"{kind}: land + decode"][1]
+            alone = rows[f"{kind}: parse only" if kind == "text" else f"{kind}: decode only"][1]
+            print(f"{kind}: landing (durable write + manifest, read back) adds "
+                  f"{(whole - alone) / n * 1e3:.2f} ms of CPU per batch")
         for shape, wall in walls.items():
             print(f"remote write over HTTP, {shape}: {total / wall:,.0f} points/s wall "
                   "(4 client threads, one uvicorn worker)")
