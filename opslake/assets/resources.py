@@ -20,8 +20,16 @@ class LakeResource(dg.ConfigurableResource):
     state_dir: str | None = None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """At the start of each run, remove bytes staged by writes that were killed."""
-        swept = self.lake().sweep_staged() + sweep_spills(self.settings().state_dir)
+        """At the start of each run, remove bytes staged by writes that were killed.
+
+        A lake that cannot be reached now is left to the steps: a step's failure is retried
+        (opslake.assets.retries), a resource's would fail the run at once.
+        """
+        try:
+            swept = self.lake().sweep_staged() + sweep_spills(self.settings().state_dir)
+        except OSError as exc:
+            context.log.warning(f"could not sweep staged objects now ({exc}); the next run will")
+            return
         if swept:
             context.log.info(f"removed {swept} staged object(s) or spill(s) left by "
                              "interrupted writes")

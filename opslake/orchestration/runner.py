@@ -157,18 +157,18 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
     for day in days:
         job, result = "daily_pipeline", run("daily_pipeline", day, keys)
         day_blocked = _blocked(result)
-        if any(k.path[0] in ("silver", "gold") for k in keys):
+        if any(k.path[0] in ("silver", "gold") for k in keys) and \
+                (result.success or day_blocked):
             # Quality alerts into silver events, and the report, even when a blocking
-            # check stopped part of the run.
+            # check stopped part of the run (not after a failure: it would meet the same).
             after = run("quality_followup", day, None)
             if not after.success:
                 job, result = "quality_followup", after
         if not result.success and not day_blocked:
-            failed = [e for e in result.all_events if e.is_step_failure]
-            step = failed[0].step_key if failed else ""
-            detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
-            _alert_failure(settings, result, job, day, step, detail)
-            raise PipelineError(f"materializing {day} failed at {step or '?'}: {detail}")
+            step, detail = _failure(result)
+            unalerted = _alert_failure(settings, result, job, day, step, detail)
+            raise PipelineError(f"materializing {day} failed at {step or '?'}: {detail}"
+                                f"{unalerted}")
         if result.success:  # a failure of an earlier run of this day is over
             for done in ("daily_pipeline", "quality_followup"):
                 platform.land_run_recovered(LandingZone.from_settings(settings), job=done,
@@ -184,12 +184,33 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
             + "\nSee `opslake quality report --date D`; fix the source and materialize again.")
 
 
+def _failure(result: RunResult) -> tuple[str, str]:
+    """(first failed step or "", its error) of a failed run; a run failing before any step
+    (its resources could not start) gives the run's own error."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            return event.step_key or "", event.step_failure_data.error.message.strip()
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            error = getattr(event.event_specific_data, "error", None)
+            return "", (error.message.strip() if error else event.message or "see the run")
+    return "", "see the run in the Dagster UI"
+
+
 def _alert_failure(settings: Settings, result: RunResult, job: str, partition: str | None,
-                   step: str, detail: str) -> None:
-    """Raise the platform alert of a run that failed for good (its retries spent)."""
-    platform.land_run_failure(LandingZone.from_settings(settings), job=job,
-                              partition=partition, run_id=result.run_id, step=step,
-                              error=detail, at=datetime.now(UTC))
+                   step: str, detail: str) -> str:
+    """Raise the platform alert of a run that failed for good; "" or why it could not be.
+
+    The alert is landed in the lake, so a run that failed because the lake is unreachable
+    cannot raise it: the failure is still loud (the error, the exit code, the Dagster UI).
+    """
+    try:
+        platform.land_run_failure(LandingZone.from_settings(settings), job=job,
+                                  partition=partition, run_id=result.run_id, step=step,
+                                  error=detail, at=datetime.now(UTC))
+    except (OpsLakeError, OSError) as exc:
+        return f" (its platform alert could not be landed either: {exc})"
+    return ""
 
 
 def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
@@ -201,11 +222,9 @@ def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
     result = definitions().resolve_job_def(name).execute_in_process(
         instance=instance(settings), run_config=config, raise_on_error=False)
     if not result.success:
-        failed = [e for e in result.all_events if e.is_step_failure]
-        detail = failed[0].step_failure_data.error.message.strip() if failed else "see logs"
-        _alert_failure(settings, result, name, None, failed[0].step_key if failed else "",
-                       detail)
-        raise PipelineError(f"{what} failed: {detail}")
+        step, detail = _failure(result)
+        unalerted = _alert_failure(settings, result, name, None, step, detail)
+        raise PipelineError(f"{what} failed: {detail}{unalerted}")
     return result
 
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,79 @@ def fill(directory: Path) -> Path:
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
     return filler
+
+
+@contextlib.contextmanager
+def moto_s3(log: Path, bucket: str = "opslake") -> Iterator[str]:
+    """A moto S3 server on loopback with ``bucket``; its endpoint URL.
+
+    The caller sets ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (any values).
+    """
+    import sys
+
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = Path(sys.executable).with_name("moto_server")
+    with running([str(moto), "-H", "127.0.0.1", "-p", str(port)], f"{endpoint}/", log):
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
+            Bucket=bucket)
+        yield endpoint
+
+
+class Gate:
+    """A TCP forwarder on loopback to ``target_port`` that can be cut and restored.
+
+    Cut, it closes its listening socket and every open connection, so clients meet a refused
+    connection as when the service behind it is down; the service itself keeps its state.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target, self.port = target_port, free_port()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        """Accept and forward connections."""
+        listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # Shut down first: a close alone leaves it listening while accept() blocks on it.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # closed by down()
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self._open |= {client, server}
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 def services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pyarrow as pa
 import pytest
 
@@ -14,20 +12,15 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse, open_read_only
 from opslake.settings import Settings
-from tests.integration.services import free_port, running
+from tests.integration.services import moto_s3
 
 
 @pytest.fixture
 def s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = Path(sys.executable).with_name("moto_server")
     for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    with running([str(moto), "-H", "127.0.0.1", "-p", str(port)], f"{endpoint}/",
-                 tmp_path / "moto.log"):
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="opslake")
+    with moto_s3(tmp_path / "moto.log") as endpoint:
         yield Settings.from_env({"OPSLAKE_HOME": "s3://opslake/lake",
                                  "OPSLAKE_S3_ENDPOINT": endpoint,
                                  "OPSLAKE_STATE_DIR": str(tmp_path / "state")})
