@@ -9,6 +9,7 @@ deleted. Without the passphrase variable the run fails: a backup is never writte
 import dagster as dg
 
 from opslake.assets.resources import LakeResource
+from opslake.assets.retries import STEP_RETRY
 from opslake.security import backup
 
 
@@ -22,13 +23,14 @@ def backup_installation(context: dg.OpExecutionContext, lake: LakeResource) -> N
     if passphrase is None:
         raise dg.Failure(f"{settings.backup_passphrase_env} is not set in the environment of "
                          "the Dagster daemon, so no backup was written (keys are never stored "
-                         "unsealed): set it there, then run the job again")
+                         "unsealed): set it there, then run the job again",
+                         allow_retries=False)
     made, removed = backup.scheduled(settings, passphrase)
     context.log.info(f"wrote {made.path} ({made.entries} entries, {made.size:,} bytes, lake "
                      f"{made.lake}); removed {len(removed)} older backup(s)")
 
 
-@dg.job(name="backup", tags={"kind": "backup"},
+@dg.job(name="backup", tags={"kind": "backup"}, op_retry_policy=STEP_RETRY,
         description="One verified backup of the installation; older ones beyond "
                     "OPSLAKE_BACKUP_KEEP are deleted.")
 def backup_job() -> None:

@@ -14,6 +14,7 @@ from opslake.assets.quality import quality_followup
 from opslake.assets.reports import service_reports_job
 from opslake.assets.resources import LakeResource
 from opslake.assets.retries import STEP_RETRY
+from opslake.orchestration.backup import backup_job
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
@@ -52,7 +53,7 @@ def serving_after_daily_pipeline(context: dg.RunStatusSensorContext) -> dg.RunRe
 
 #: Jobs whose failure is the platform's (collection jobs raise their own breaker alerts).
 WATCHED = [daily_pipeline, serving_refresh, quality_followup, ml_training, service_reports_job,
-           alerts_live_job, metrics_live_job]
+           alerts_live_job, metrics_live_job, backup_job]
 
 
 @dg.run_failure_sensor(
