@@ -39,38 +39,33 @@ WEBHOOK = SourceSpec(
                         "batch's connector (alert-webhook/<name>).")],
 )
 
-QUALITY = SourceSpec(
-    source=quality_alerts.SOURCE,
-    title="Failed data-quality checks as Alertmanager notifications (opslake.quality.alerts)",
-    fmt="json",
-    bronze=[BronzeTable("quality_alerts", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per failed (firing) or recovered (resolved) quality check "
-                        "per notification; labels name the table, check, kind and day.")],
-    findings=True,
-)
+def _findings(source: str, title: str, table: str, description: str,
+              produced_by: list[dg.AssetKey] | None = None) -> SourceSpec:
+    """A source of OpsLake's own findings, landed as Alertmanager notifications."""
+    return SourceSpec(source=source, title=title, fmt="json",
+                      bronze=[BronzeTable(table, parser.parse, parser.BRONZE_SCHEMA, description)],
+                      produced_by=produced_by or [], findings=True)
 
-ANOMALY = SourceSpec(
-    source=anomalies.SOURCE,
-    title="Anomaly episodes found by the detectors, as Alertmanager notifications "
-          "(opslake.ml.anomalies)",
-    fmt="json",
-    bronze=[BronzeTable("ml_alerts", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per anomaly episode per notification; labels name the "
-                        "entity, metric, series and detector.")],
-    produced_by=[key("gold", "anomalies")],
-    findings=True,
-)
 
-PLATFORM = SourceSpec(
-    source=platform.SOURCE,
-    title="OpsLake's own failures (a pipeline run that failed for good) as Alertmanager "
-          "notifications (opslake.alerting.platform)",
-    fmt="json",
-    bronze=[BronzeTable("platform_alerts", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per failed (firing) or recovered (resolved) pipeline run "
-                        "per notification; labels name the job, partition, step and run.")],
-    findings=True,
-)
+QUALITY = _findings(
+    quality_alerts.SOURCE,
+    "Failed data-quality checks as Alertmanager notifications (opslake.quality.alerts)",
+    "quality_alerts", "One row per failed (firing) or recovered (resolved) quality check per "
+    "notification; labels name the table, check, kind and day.")
+
+ANOMALY = _findings(
+    anomalies.SOURCE,
+    "Anomaly episodes found by the detectors, as Alertmanager notifications "
+    "(opslake.ml.anomalies)",
+    "ml_alerts", "One row per anomaly episode per notification; labels name the entity, "
+    "metric, series and detector.", produced_by=[key("gold", "anomalies")])
+
+PLATFORM = _findings(
+    platform.SOURCE,
+    "OpsLake's own failures (a pipeline run that failed for good) as Alertmanager "
+    "notifications (opslake.alerting.platform)",
+    "platform_alerts", "One row per failed (firing) or recovered (resolved) pipeline run per "
+    "notification; labels name the job, partition, step and run.")
 
 EVENTS_SPEC = SilverTable(
     name="events",
