@@ -76,6 +76,13 @@ class Settings:
     backup_keep: int = 7
     #: The environment variable holding the passphrase backups' keys are sealed under.
     backup_passphrase_env: str = "OPSLAKE_BACKUP_PASSPHRASE"
+    #: PEM certificate (chain) and private key ``opslake serve`` speaks TLS with (HTTPS and
+    #: syslog over TLS); both or neither (``opslake.security.tls``).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The password the MQTT subscriber signs in with (its user name is ``--mqtt-username``);
+    #: an environment variable only, never a command-line argument (``ps`` shows those).
+    mqtt_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -130,6 +137,9 @@ class Settings:
             backup_keep=_positive(env, "OPSLAKE_BACKUP_KEEP", 7),
             backup_passphrase_env=env.get("OPSLAKE_BACKUP_PASSPHRASE_VAR")
             or "OPSLAKE_BACKUP_PASSPHRASE",
+            tls_cert=_tls_path(env, "OPSLAKE_TLS_CERT", "OPSLAKE_TLS_KEY"),
+            tls_key=_tls_path(env, "OPSLAKE_TLS_KEY", "OPSLAKE_TLS_CERT"),
+            mqtt_password=env.get("OPSLAKE_MQTT_PASSWORD") or None,
         )
 
     @property
@@ -169,6 +179,16 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}={raw!r} is not a TCP port; use a number from 1 to 65535")
     return int(raw)
+
+
+def _tls_path(env: Mapping[str, str], name: str, partner: str) -> Path | None:
+    """``env[name]`` as a path; a clear error when its partner (cert or key) is missing."""
+    if not env.get(name):
+        return None
+    if not env.get(partner):
+        raise ConfigError(f"{name} is set but {partner} is not; set both (`opslake tls "
+                          "self-signed --out DIR` makes a pair and prints them) or neither")
+    return Path(env[name]).expanduser().resolve()
 
 
 def _day_shards(env: Mapping[str, str]) -> int:
