@@ -95,8 +95,10 @@ class Lake:
                       if i.type == pafs.FileType.Directory)
 
     def read_bytes(self, path: str) -> bytes:
-        """Whole content of one object."""
-        with self.fs.open_input_stream(path) as f:
+        """Whole content of one object, in one request on S3."""
+        # An input *stream* on S3 reads in 256 KiB ranged GETs: 1,600 requests for a 400 MB
+        # landed batch (and moto copies the whole object for each). A file reads it at once.
+        with self.fs.open_input_file(path) as f:
             return f.read()
 
     def delete_dir(self, path: str) -> None:
