@@ -76,6 +76,9 @@ class Settings:
     backup_keep: int = 7
     #: The environment variable holding the passphrase backups' keys are sealed under.
     backup_passphrase_env: str = "OPSLAKE_BACKUP_PASSPHRASE"
+    #: Requests a user may make per UTC day through sessions (all of them together), as an
+    #: API key's default quota is: ``OPSLAKE_SESSION_QUOTA``.
+    session_quota_per_day: int = 10_000
     #: PEM certificate (chain) and private key ``opslake serve`` speaks TLS with (HTTPS and
     #: syslog over TLS); both or neither (``opslake.security.tls``).
     tls_cert: Path | None = None
