@@ -140,6 +140,7 @@ class Settings:
             backup_keep=_positive(env, "OPSLAKE_BACKUP_KEEP", 7),
             backup_passphrase_env=env.get("OPSLAKE_BACKUP_PASSPHRASE_VAR")
             or "OPSLAKE_BACKUP_PASSPHRASE",
+            session_quota_per_day=_positive(env, "OPSLAKE_SESSION_QUOTA", 10_000),
             tls_cert=_tls_path(env, "OPSLAKE_TLS_CERT", "OPSLAKE_TLS_KEY"),
             tls_key=_tls_path(env, "OPSLAKE_TLS_KEY", "OPSLAKE_TLS_CERT"),
             mqtt_password=env.get("OPSLAKE_MQTT_PASSWORD") or None,
