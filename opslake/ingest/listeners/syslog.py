@@ -3,13 +3,16 @@
 UDP carries no acknowledgement, so durability is bounded by the flush interval: lines are
 buffered for at most ``flush_seconds`` (or ``flush_lines`` lines) and then landed as one
 batch through the landing writer. TCP accepts both framings of RFC 6587: newline-delimited
-and octet-counting (``<len> <msg>``).
+and octet-counting (``<len> <msg>``). Syslog over TLS (RFC 5425) is TCP inside TLS 1.2+ on
+its own port, and accepts octet-counting only, as that RFC requires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +23,8 @@ SOURCE = "syslog"
 CONNECTOR = "syslog-receiver/1.0"
 #: Longest line kept whole (RFC 5424 receivers must accept 480 octets, should 2048).
 MAX_LINE = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,11 +84,17 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 async def _read_tcp(receiver: SyslogReceiver, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter) -> None:
+                    writer: asyncio.StreamWriter, *, octet_counted_only: bool = False) -> None:
     try:
         while not reader.at_eof():
             first = await reader.read(1)
             if not first:
+                break
+            if octet_counted_only and not first.isdigit():
+                log.warning("syslog over TLS from %s is not octet-counted (RFC 5425); closed "
+                            "the connection: configure the sender for octet-counted framing "
+                            "(rsyslog: TCP_Framing=\"octet-counted\")",
+                            writer.get_extra_info("peername"))
                 break
             if first.isdigit():
                 # Octet counting: "<length> <message>".
@@ -103,20 +114,38 @@ async def _read_tcp(receiver: SyslogReceiver, reader: asyncio.StreamReader,
             await writer.wait_closed()
 
 
-async def serve(receiver: SyslogReceiver, host: str, udp_port: int,
-                tcp_port: int) -> Callable[[], asyncio.Future]:
-    """Start UDP and TCP listeners and the flusher; returns an async ``close``."""
+async def serve(receiver: SyslogReceiver, host: str, udp_port: int | None,
+                tcp_port: int | None, tls_port: int | None = None,
+                tls: ssl.SSLContext | None = None) -> Callable[[], asyncio.Future]:
+    """Start the listeners on the ports given and the flusher; returns an async ``close``.
+
+    ``tls_port`` receives syslog over TLS (RFC 5425) with the server context ``tls``
+    (``opslake.security.tls.server_context``).
+    """
+    if (tls_port is None) != (tls is None):
+        raise ValueError("syslog over TLS needs both a port and a server context")
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(receiver),
-                                                       local_addr=(host, udp_port))
-    server = await asyncio.start_server(lambda r, w: _read_tcp(receiver, r, w), host, tcp_port,
-                                        limit=MAX_LINE + 16)
+    transports: list[asyncio.BaseTransport] = []
+    servers: list[asyncio.Server] = []
+    if udp_port is not None:
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(receiver),
+                                                           local_addr=(host, udp_port))
+        transports.append(transport)
+    if tcp_port is not None:
+        servers.append(await asyncio.start_server(lambda r, w: _read_tcp(receiver, r, w),
+                                                  host, tcp_port, limit=MAX_LINE + 16))
+    if tls_port is not None:
+        servers.append(await asyncio.start_server(
+            lambda r, w: _read_tcp(receiver, r, w, octet_counted_only=True), host, tls_port,
+            limit=MAX_LINE + 16, ssl=tls))
     flusher = asyncio.ensure_future(receiver.run_flusher())
 
     async def close() -> None:
-        transport.close()
-        server.close()
-        await server.wait_closed()
+        for transport in transports:
+            transport.close()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
