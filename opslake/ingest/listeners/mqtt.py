@@ -12,6 +12,11 @@ broker keeps the session across reconnects and re-sends what was never acknowled
 Receive Maximum is ``flush_messages``, so the broker may have that many unacknowledged
 messages in flight (MQTT 3.1.1 brokers would stop at ~20). Delivery is at least once: a
 crash between landing and acknowledging, or a reconnect, can land a message twice.
+
+Security (``MqttAuth``): a user name and password, TLS 1.2+ verified against a CA file (or
+the system's CAs), and a client certificate. A broker that refuses the credentials, or a
+TLS handshake that fails, is logged as an error saying what to fix, and kept in
+``last_error``; the subscriber keeps retrying (with back-off) until the broker accepts it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import ssl
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -40,6 +47,21 @@ SESSION_EXPIRY_S = 24 * 3600
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class MqttAuth:
+    """How the subscriber proves who it is and checks the broker (all optional)."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: A client context (``opslake.security.tls.client_context``): TLS with this CA file
+    #: and client certificate; None, plain MQTT.
+    tls: ssl.SSLContext | None = None
+
+
+#: MQTT 5 reason codes (and 3.1.1 return codes) that mean the credentials were refused.
+_CREDENTIALS_REFUSED = {"Bad user name or password", "Not authorized"}
+
+
 @dataclass
 class _Held:
     line: bytes
@@ -53,7 +75,7 @@ class MqttSubscriber:
 
     def __init__(self, landing: LandingZone, host: str, port: int, topics: Sequence[str],
                  flush_seconds: float = 1.0, flush_messages: int = 5000, *,
-                 client_id: str | None = None,
+                 client_id: str | None = None, auth: MqttAuth = MqttAuth(),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         if not topics:
             raise ValueError("subscribe to at least one topic (e.g. 'opslake/#')")
@@ -66,6 +88,8 @@ class MqttSubscriber:
             uuid.NAMESPACE_URL, f"{landing.lake.path('landing')}|{host}:{port}").hex[:16]
         self.landed: list[LandedBatch] = []
         self.connected = threading.Event()
+        #: Why the last connection attempt failed (refused credentials, TLS), until one works.
+        self.last_error: str | None = None
         self._held: list[_Held] = []
         self._lock = threading.Lock()        # guards _held and _generation
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -75,7 +99,12 @@ class MqttSubscriber:
         self._flusher: threading.Thread | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv5, manual_ack=True)
+        if auth.username is not None:
+            self.client.username_pw_set(auth.username, auth.password)
+        if auth.tls is not None:
+            self.client.tls_set_context(auth.tls)
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 30)
@@ -85,9 +114,12 @@ class MqttSubscriber:
     def _on_connect(self, client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags,
                     reason: object, _props: object) -> None:
         if getattr(reason, "is_failure", False):
-            log.error("MQTT broker %s:%s refused the connection: %s", self.host, self.port,
-                      reason)
+            fix = ("check --mqtt-username and OPSLAKE_MQTT_PASSWORD (and the broker's "
+                   "password file and ACL)" if str(reason) in _CREDENTIALS_REFUSED
+                   else "check the broker's log")
+            self._failed(f"refused the connection: {reason}; {fix}")
             return
+        self.last_error = None
         with self._lock:
             self._generation += 1
             if flags.session_present:
@@ -97,6 +129,25 @@ class MqttSubscriber:
         self.connected.set()
         log.info("MQTT connected to %s:%s as %s, subscribed to %s", self.host, self.port,
                  self.client_id, ", ".join(self.topics))
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        # paho calls this inside its ``except OSError`` block and passes no exception.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            fix = ("the broker's certificate is not trusted or does not name this host: "
+                   "give the CA that signed it with --mqtt-ca")
+        elif isinstance(exc, ssl.SSLError):
+            fix = ("the TLS handshake failed: is the port a TLS listener, and does the "
+                   "broker accept this client certificate (--mqtt-cert, --mqtt-key)?")
+        else:
+            fix = "is the broker running and the address right?"
+        self._failed(f"cannot be reached ({exc}); {fix}")
+
+    def _failed(self, what: str) -> None:
+        """Log a failed connection attempt once per distinct reason (paho retries it)."""
+        if what != self.last_error:
+            log.error("MQTT broker %s:%s %s", self.host, self.port, what)
+        self.last_error = what
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object,
                        reason: object, _props: object) -> None:
