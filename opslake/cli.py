@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -210,9 +211,13 @@ def ui(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the data service.")] = 8700,
+    port: Annotated[int, typer.Option(help="Port of the data service (HTTPS when "
+                                      "OPSLAKE_TLS_CERT and OPSLAKE_TLS_KEY are set).")] = 8700,
     syslog_port: Annotated[int | None, typer.Option(
         help="Also receive syslog (RFC 5424/3164, UDP and TCP) on this port.")] = None,
+    syslog_tls_port: Annotated[int | None, typer.Option(
+        help="Also receive syslog over TLS (RFC 5425: TLS 1.2+, octet-counted) on this TCP "
+             "port, with OPSLAKE_TLS_CERT and OPSLAKE_TLS_KEY.")] = None,
     mqtt: Annotated[str | None, typer.Option(
         "--mqtt", metavar="HOST:PORT",
         help="Also subscribe to this MQTT broker (QoS 1) and land metric/event messages.")
@@ -220,29 +225,115 @@ def serve(
     mqtt_topic: Annotated[list[str] | None, typer.Option(
         "--mqtt-topic", help="Topic filter to subscribe to (repeatable) [default: opslake/#].")
     ] = None,
+    mqtt_username: Annotated[str | None, typer.Option(
+        help="Sign in to the broker as this user; the password comes from the environment "
+             "variable OPSLAKE_MQTT_PASSWORD, never the command line.")] = None,
+    mqtt_tls: Annotated[bool, typer.Option(
+        "--mqtt-tls", help="Speak TLS 1.2+ to the broker, verified against --mqtt-ca (or the "
+                           "system's CAs).")] = False,
+    mqtt_ca: Annotated[Path | None, typer.Option(
+        help="CA certificate (PEM) the broker's certificate must chain to; implies "
+             "--mqtt-tls.")] = None,
+    mqtt_cert: Annotated[Path | None, typer.Option(
+        help="Client certificate (PEM) to present to the broker, with --mqtt-key; implies "
+             "--mqtt-tls.")] = None,
+    mqtt_key: Annotated[Path | None, typer.Option(
+        help="Private key (PEM, mode 600) of --mqtt-cert.")] = None,
 ) -> None:
     """Serve the data service (push ingestion, /docs) until Ctrl-C or SIGTERM."""
+    import asyncio
+    import contextlib
     import signal
+    from collections.abc import AsyncIterator
 
     import uvicorn
+    from fastapi import FastAPI
 
     from opslake.api.app import create_app
+    from opslake.ingest.listeners import mqtt as mqtt_listener
+    from opslake.ingest.listeners import syslog
+    from opslake.lake.landing import LandingZone
+    from opslake.security import tls
 
+    settings = _settings()
     broker = _host_port(mqtt, "--mqtt") if mqtt else None
-    if mqtt_topic and broker is None:
-        raise ConfigError("--mqtt-topic needs --mqtt HOST:PORT (the broker to subscribe to)")
+    mqtt_tls = mqtt_tls or any((mqtt_ca, mqtt_cert, mqtt_key))
+    if broker is None and (mqtt_topic or mqtt_username or mqtt_tls):
+        raise ConfigError("--mqtt-topic, --mqtt-username and --mqtt-tls/-ca/-cert/-key need "
+                          "--mqtt HOST:PORT (the broker to subscribe to)")
+    if broker is not None and (mqtt_username is None) != (settings.mqtt_password is None):
+        raise ConfigError("--mqtt-username needs its password in OPSLAKE_MQTT_PASSWORD, and "
+                          "OPSLAKE_MQTT_PASSWORD needs --mqtt-username; set both or neither")
     topics = mqtt_topic or ["opslake/#"]
-    api = create_app(_settings(), syslog_port=syslog_port, syslog_host=host, mqtt=broker,
-                     mqtt_topics=topics)
+    auth = mqtt_listener.MqttAuth(
+        mqtt_username, settings.mqtt_password,
+        tls.client_context(mqtt_ca, mqtt_cert, mqtt_key, what="MQTT TLS") if mqtt_tls else None)
+    server_tls = (tls.server_context(settings.tls_cert, settings.tls_key,
+                                     what="OPSLAKE_TLS_CERT/OPSLAKE_TLS_KEY")
+                  if settings.tls_cert and settings.tls_key else None)
+    if syslog_tls_port is not None and server_tls is None:
+        raise ConfigError("--syslog-tls-port needs OPSLAKE_TLS_CERT and OPSLAKE_TLS_KEY (the "
+                          "service's certificate and key); `opslake tls self-signed --out DIR` "
+                          "makes a pair")
+    if syslog_tls_port is not None and syslog_tls_port in (syslog_port, port):
+        raise ConfigError(f"--syslog-tls-port {syslog_tls_port} is already the data service's "
+                          "or plain syslog's port; give it a port of its own (6514 is RFC 5425's)")
+
+    api = create_app(settings)
+    app_lifespan = api.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[object]:
+        # The listeners live as long as the service, inside the app's own lifespan; started
+        # here because create_app takes no TLS context or MQTT credentials for them.
+        async with app_lifespan(app) as state, contextlib.AsyncExitStack() as stack:
+            landing = LandingZone.from_settings(settings)
+            if syslog_port is not None or syslog_tls_port is not None:
+                stack.push_async_callback(await syslog.serve(
+                    syslog.SyslogReceiver(landing), host, syslog_port, syslog_port,
+                    syslog_tls_port, server_tls if syslog_tls_port is not None else None))
+            if broker is not None:
+                subscriber = mqtt_listener.MqttSubscriber(landing, *broker, topics, auth=auth)
+                subscriber.start()
+                stack.push_async_callback(asyncio.to_thread, subscriber.stop)
+            yield state
+
+    api.router.lifespan_context = lifespan
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exit 0 rather than die.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    console.print(f"data service on http://{host}:{port} (API docs: /docs)"
+    scheme = "https" if server_tls else "http"
+    console.print(f"data service on {scheme}://{host}:{port} (API docs: /docs)"
                   + (f"; syslog on {host}:{syslog_port} UDP/TCP" if syslog_port else "")
-                  + (f"; MQTT {mqtt} topics {', '.join(topics)}" if broker else ""))
+                  + (f"; syslog over TLS on {host}:{syslog_tls_port}" if syslog_tls_port else "")
+                  + (f"; MQTT {mqtt}{' (TLS)' if mqtt_tls else ''} topics {', '.join(topics)}"
+                     if broker else ""))
     # No access log: the audit log already records every request, and printing each one
-    # costs as much as answering a cached query.
+    # costs as much as answering a cached query. With TLS, only our context (TLS 1.2+) serves.
     uvicorn.run(api, host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10,
+                ssl_context_factory=(lambda _config, _default: server_tls) if server_tls else None)
+
+
+tls_app = typer.Typer(help="TLS certificates for `opslake serve` (HTTPS, syslog over TLS, "
+                      "MQTT).", no_args_is_help=True)
+app.add_typer(tls_app, name="tls")
+
+
+@tls_app.command("self-signed")
+def tls_self_signed(
+    out: Annotated[Path, typer.Option(help="Directory to write opslake.crt and opslake.key "
+                                           "(mode 600) into.")],
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="IP address or DNS name the certificate is for (repeatable) "
+                       "[default: 127.0.0.1 and localhost].")] = None,
+    days: Annotated[int, typer.Option(min=1, help="Days the certificate is valid.")] = 825,
+) -> None:
+    """Make a self-signed certificate and key for `opslake serve` (loopback and tests)."""
+    from opslake.security import tls
+
+    cert, key = tls.self_signed(out, host or tls.DEFAULT_HOSTS, days=days)
+    console.print(f"wrote {cert} and {key} (mode 600); serve with TLS:")
+    stdout.print(f"export OPSLAKE_TLS_CERT={cert} OPSLAKE_TLS_KEY={key}")
 
 
 @app.command()
