@@ -2,7 +2,8 @@
 # Install the real services OpsLake's integration tests and demos run on loopback:
 # Prometheus, node_exporter, Alertmanager, Mosquitto, rsyslog (Debian/Ubuntu packages), and
 # Chromium, which the report tests run headless to render pages, with a CJK font so Chinese
-# text renders (WenQuanYi Zen Hei, 7 MB), and poppler-utils (pdftotext, pdftoppm), with
+# text renders (WenQuanYi Zen Hei, 7 MB), rsyslog-gnutls (rsyslog's TLS driver, with which
+# it forwards syslog over TLS in the tests), and poppler-utils (pdftotext, pdftoppm), with
 # which the service-report test reads back the PDFs it renders; and PostgreSQL, which
 # `opslake cluster up` runs (its own data dir under the state dir) as Dagster's instance;
 # and a Java 17 runtime for Spark (pyspark, infra/spark), which a test reads gold with.
@@ -38,6 +39,9 @@ done
 if ! { command -v fc-list >/dev/null 2>&1 && [[ -n "$(fc-list :lang=zh family)" ]]; }; then
   missing+=(fonts-wqy-zenhei)
 fi
+# rsyslog's TLS driver is a loadable module, not a binary.
+have_gtls() { compgen -G "/usr/lib/*/rsyslog/lmnsd_gtls.so" >/dev/null; }
+have_gtls || missing+=(rsyslog-gnutls)
 # PostgreSQL's server programs live in a versioned directory, not on PATH.
 have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
 have_postgres || missing+=(postgresql)
@@ -114,4 +118,5 @@ for i in "${!PACKAGES[@]}"; do
   have_binary "${BINARIES[$i]}" || die "${PACKAGES[$i]} installed but ${BINARIES[$i]} not found"
 done
 have_postgres || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
+have_gtls || die "rsyslog-gnutls installed but no /usr/lib/*/rsyslog/lmnsd_gtls.so"
 echo "install-services: installed ${missing[*]}"
