@@ -90,6 +90,7 @@ class MqttSubscriber:
         self.connected = threading.Event()
         #: Why the last connection attempt failed (refused credentials, TLS), until one works.
         self.last_error: str | None = None
+        self._refused = False  # the broker's CONNACK refused this attempt
         self._held: list[_Held] = []
         self._lock = threading.Lock()        # guards _held and _generation
         self._flush_lock = threading.Lock()  # one flush at a time
@@ -117,6 +118,7 @@ class MqttSubscriber:
             fix = ("check --mqtt-username and OPSLAKE_MQTT_PASSWORD (and the broker's "
                    "password file and ACL)" if str(reason) in _CREDENTIALS_REFUSED
                    else "check the broker's log")
+            self._refused = True
             self._failed(f"refused the connection: {reason}; {fix}")
             return
         self.last_error = None
@@ -151,10 +153,20 @@ class MqttSubscriber:
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object,
                        reason: object, _props: object) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
-        if not self._stop.is_set():
+        refused, self._refused = self._refused, False
+        if self._stop.is_set() or refused:  # a refusal was reported by _on_connect
+            return
+        if was_connected:
             log.warning("MQTT disconnected from %s:%s (%s); reconnecting", self.host,
                         self.port, reason)
+        else:
+            # Under TLS 1.3 a broker that wants a client certificate drops the connection
+            # after the handshake; a plain client on a TLS port is dropped the same way.
+            self._failed(f"closed the connection before accepting it ({reason}); if the port "
+                         "is a TLS listener pass --mqtt-tls with --mqtt-ca, and --mqtt-cert "
+                         "and --mqtt-key when it requires client certificates")
 
     def _on_message(self, _client: mqtt.Client, _userdata: object,
                     message: mqtt.MQTTMessage) -> None:
