@@ -3,10 +3,11 @@
 A request carries ``Authorization: Bearer <credential>``: an API key (``olk_…``, stored only
 as a salted hash) or a session token from ``POST /v1/auth/login`` (password plus, for
 administrators, a TOTP code). No credential is the anonymous principal, which may reach only
-the health check and the API description. Each endpoint requires one scope; an API key's
-calls also count against its daily quota and its usage statistics. Every request, allowed or
-not, is appended to the SM3-chained audit log with who, what, the parameters, the status and
-the rows returned (``opslake audit verify`` checks the chain).
+the health check and the API description. Each endpoint requires one scope; a request allowed
+to reach it first reserves one unit of the daily quota of its key (a session's: of its user),
+kept as usage once answered and refunded when it fails through no fault of the caller. Every
+request, allowed or not, is appended to the SM3-chained audit log with who, what, the
+parameters, the status and the rows returned (``opslake audit verify`` checks the chain).
 
 The credential comes before the body: the audit middleware authenticates every request and,
 for an endpoint that needs a scope, refuses a caller without it (401/403) before the body is
@@ -41,7 +42,7 @@ from opslake.errors import (
     StorageError,
 )
 from opslake.security.audit import AuditLog
-from opslake.security.identity import AuthError, Forbidden, IdentityStore, QuotaExceeded
+from opslake.security.identity import AuthError, Forbidden, Holder, IdentityStore, QuotaExceeded
 from opslake.security.metering import UsageMeter
 from opslake.security.roles import ANONYMOUS, Principal
 
@@ -70,7 +71,8 @@ _MEANING = {
          "table, or any rows of it.",
     422: "The parameters or the body do not match this description; 'error' names the "
          "fields at fault (never what was sent).",
-    429: "The API key used up its daily quota; 'error' says when it resets.",
+    429: "The API key (or, for a session, its user) used up its daily quota; 'error' says "
+         "when it resets.",
     503: "The serving warehouse, the audit log or the state directory cannot be read or "
          "written right now (a full disk); retry after 'Retry-After' seconds.",
 }
@@ -167,20 +169,40 @@ def authorize(principal: Principal, scope: str) -> None:
                     "ask an administrator for a key or role that has it")
 
 
-async def check_quota(security: Security, principal: Principal) -> None:
-    """Raise QuotaExceeded when the caller's key has no requests left today."""
-    # From memory, but for one read of the store per key and second.
-    if principal.key_id and security.meter.remaining(principal.key_id) is None:
-        await run_in_threadpool(security.meter.check, principal.key_id)
+async def reserve_quota(security: Security, request: Request) -> None:
+    """Reserve one unit of the caller's daily quota for ``request`` (QuotaExceeded when none
+    is left); the audit middleware keeps or refunds it once the answer's status is known."""
+    state = request.scope["state"]
+    if "reservation" in state:
+        return
+    holder = Holder.of(state["principal"])
+    # From memory, but for one read of the store per holder and second.
+    reservation = security.meter.try_reserve(holder)
+    if reservation is None:
+        await run_in_threadpool(_reserve_into, security.meter, holder, state)
+    else:
+        state["reservation"] = reservation
+
+
+def _reserve_into(meter: UsageMeter, holder: Holder, state: dict) -> None:
+    # Stored by the thread itself: a request cancelled while it waits still has its unit
+    # where the audit middleware refunds it.
+    state["reservation"] = meter.reserve(holder)
+
+
+def _charged(status: int) -> bool:
+    """Whether an answer with ``status`` keeps its reserved unit: the request was answered
+    (2xx, 4xx) and not refused for its credential (401, 403); a 5xx is refunded."""
+    return status < 500 and status not in (401, 403)
 
 
 def requires(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A FastAPI dependency: the caller, who must hold ``scope`` (and be within quota)."""
+    """A FastAPI dependency: the caller, who must hold ``scope`` (and a unit of its quota)."""
 
     async def dependency(request: Request) -> Principal:
         principal: Principal = request.state.principal
         authorize(principal, scope)
-        await check_quota(request.app.state.security, principal)
+        await reserve_quota(request.app.state.security, request)
         return principal
 
     # The audit middleware reads it to refuse callers before the body is read.
@@ -250,7 +272,8 @@ class AuditMiddleware:
     endpoints. A caller without the scope its endpoint needs is refused when the body is
     first asked for (FastAPI reads it before it runs the endpoint's dependencies), so no byte
     of it is read. A GET whose answer is kept in the :class:`AnswerCache` is answered here, after
-    the caller's quota is checked, without routing it. The response's status line is held
+    a unit of the caller's quota is reserved, without routing it. A reserved unit is kept or
+    refunded when the request is audited, by its status, and refunded if it never is. The response's status line is held
     until its audit entry is on disk (for a stream, before the stream starts); when the entry
     cannot be written the caller gets a 503 instead and the endpoint's answer is dropped.
     """
@@ -280,6 +303,11 @@ class AuditMiddleware:
             if not state.get("_audited"):
                 await self._record(request, 500)
             raise
+        finally:
+            # Not kept when audited (the audit failed, or the request was cancelled): the
+            # request never got its answer through.
+            if (reservation := state.get("reservation")) is not None:
+                self.security.meter.refund(reservation)
 
     async def _serve(self, request: Request, receive: Receive, send: Send) -> None:
         scope, state = request.scope, request.scope["state"]
@@ -331,7 +359,7 @@ class AuditMiddleware:
         state["action"], state["params"] = kept.action, kept.params
         response: Response
         try:
-            await check_quota(self.security, state["principal"])
+            await reserve_quota(self.security, request)
         except OpsLakeError as exc:
             response = error_response(exc)
         else:
@@ -369,8 +397,11 @@ class AuditMiddleware:
             who=principal.user, role=principal.role, key_id=principal.key_id, action=action,
             params=params, status=status, rows=rows,
             client=request.client.host if request.client else None)
-        if principal.key_id:
-            self.security.meter.count(principal.key_id, action, rows, status)
+        if (reservation := state.get("reservation")) is not None:
+            if _charged(status):
+                self.security.meter.keep(reservation, action, rows, status)
+            else:
+                self.security.meter.refund(reservation)
         if status == 200 and "answer_key" in state and "answer" in state:
             body, media_type, generation = state["answer"]
             self.answers.put(state["answer_key"], generation,

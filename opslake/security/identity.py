@@ -110,6 +110,15 @@ CREATE TABLE IF NOT EXISTS api_usage (
     errors INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (key_id, day, endpoint)
 );
+CREATE TABLE IF NOT EXISTS session_usage (
+    user TEXT NOT NULL REFERENCES users(name),
+    day TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    rows INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, day, endpoint)
+);
 """
 
 
@@ -132,7 +141,8 @@ class Forbidden(SecurityError):
 
 
 class QuotaExceeded(SecurityError):
-    """An API key used up its requests for the UTC day (HTTP 429); ``reset_at`` says when."""
+    """An API key, or a user's sessions, used up the UTC day's requests (HTTP 429);
+    ``reset_at`` says when."""
 
     exit_code = 13
     http_status = 429
@@ -142,8 +152,25 @@ class QuotaExceeded(SecurityError):
         self.reset_at = reset_at
 
 
+class Holder(NamedTuple):
+    """Whose daily quota a request counts against: an API key, or a user's sessions."""
+
+    kind: str  # "key" or "user"
+    name: str  # the key id or the user name
+
+    @classmethod
+    def of(cls, principal: Principal) -> Holder:
+        """The quota ``principal``'s requests count against: its key's, else its user's."""
+        return cls("key", principal.key_id) if principal.key_id else cls("user", principal.user)
+
+
+#: Where each kind of holder's usage is kept: its table and the column naming the holder.
+_USAGE_TABLES = {"key": ("api_usage", "key_id"), "user": ("session_usage", "user")}
+
+
 class Use(NamedTuple):
-    """Counters of an API key's use: requests, rows returned, requests that failed."""
+    """Counters of a holder's use: requests kept against its quota, rows returned, and how
+    many of those requests were answered with an error (4xx)."""
 
     requests: int
     rows: int
@@ -323,6 +350,7 @@ class IdentityStore:
         unprotect: Callable[[str], str] = _identity,
     ) -> None:
         self.path = Path(settings.state_dir) / "security.db"
+        self.session_quota = settings.session_quota_per_day
         self._clock = now
         # sha256 of a raw key -> (its principal, when it expires, monotonic time verified)
         self._verified: dict[bytes, tuple[Principal, datetime, float]] = {}
@@ -778,54 +806,52 @@ class IdentityStore:
 
     # -- quotas and usage ----------------------------------------------------------------
 
-    def record_use(self, key_id: str, endpoint: str, rows: int, status: int) -> None:
-        """Count one request of ``key_id`` on ``endpoint`` for today (UTC)."""
-        self.record_uses({(key_id, self.today(), endpoint):
-                          Use(1, rows, int(status >= 400))})
-
-    def record_uses(self, counts: Mapping[tuple[str, str, str], Use]) -> None:
-        """Add counters per (key id, UTC day, endpoint) in one transaction (the API batches)."""
+    def record_uses(self, counts: Mapping[tuple[Holder, str, str], Use]) -> None:
+        """Add counters per (holder, UTC day, endpoint) in one transaction (the API batches)."""
         if not counts:
             return
         now = _iso(self._now())
         with self._tx() as conn:
-            for key_id in {k for k, _, _ in counts}:
+            for key_id in {h.name for h, _, _ in counts if h.kind == "key"}:
                 if not conn.execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?",
                                     (now, key_id)).rowcount:
                     raise NotFoundError(f"no API key {key_id!r}; list keys to find its id.")
-            conn.executemany(
-                "INSERT INTO api_usage (key_id, day, endpoint, requests, rows, errors) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key_id, day, endpoint) DO UPDATE SET "
-                "requests = requests + excluded.requests, rows = rows + excluded.rows, "
-                "errors = errors + excluded.errors",
-                [(*where, use.requests, use.rows, use.errors) for where, use in counts.items()])
+            for kind, (table, column) in _USAGE_TABLES.items():
+                conn.executemany(
+                    f"INSERT INTO {table} ({column}, day, endpoint, requests, rows, errors) "
+                    f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT ({column}, day, endpoint) DO "
+                    "UPDATE SET requests = requests + excluded.requests, "
+                    "rows = rows + excluded.rows, errors = errors + excluded.errors",
+                    [(holder.name, day, endpoint, *use)
+                     for (holder, day, endpoint), use in counts.items() if holder.kind == kind])
 
-    def check_quota(self, key_id: str) -> int:
-        """Requests ``key_id`` has left today; raises QuotaExceeded when none are left."""
-        quota, used = self.quota_use(key_id)
-        if used >= quota:
-            raise self.quota_exceeded(key_id, quota)
-        return quota - used
-
-    def quota_use(self, key_id: str) -> tuple[int, int]:
-        """``key_id``'s daily quota and the requests it made today (UTC)."""
-        day = self.today()
+    def quota_use(self, holder: Holder) -> tuple[int, int]:
+        """``holder``'s daily quota and the requests it made today (UTC), as stored."""
+        table, column = _USAGE_TABLES[holder.kind]
         with self._connect() as conn:
-            key = conn.execute("SELECT quota_per_day FROM api_keys WHERE key_id = ?",
-                               (key_id,)).fetchone()
-            if key is None:
-                raise NotFoundError(f"no API key {key_id!r}; list keys to find its id.")
-            used = conn.execute("SELECT COALESCE(SUM(requests), 0) FROM api_usage "
-                                "WHERE key_id = ? AND day = ?", (key_id, day)).fetchone()[0]
-        return key["quota_per_day"], used
+            if holder.kind == "key":
+                key = conn.execute("SELECT quota_per_day FROM api_keys WHERE key_id = ?",
+                                   (holder.name,)).fetchone()
+                if key is None:
+                    raise NotFoundError(f"no API key {holder.name!r}; list keys to find its id.")
+                quota = key["quota_per_day"]
+            else:
+                self._require_user(conn, holder.name)
+                quota = self.session_quota
+            used = conn.execute(f"SELECT COALESCE(SUM(requests), 0) FROM {table} "
+                                f"WHERE {column} = ? AND day = ?",
+                                (holder.name, self.today())).fetchone()[0]
+        return quota, used
 
-    def quota_exceeded(self, key_id: str, quota: int) -> QuotaExceeded:
-        """The error for ``key_id`` having used all ``quota`` requests today."""
+    def quota_exceeded(self, holder: Holder, quota: int) -> QuotaExceeded:
+        """The error for ``holder`` having used all ``quota`` requests today."""
         now = self._now()
         reset = datetime.combine(now.date() + timedelta(days=1), time(), UTC)
         minutes = int((reset - now).total_seconds() // 60)
+        who = f"API key {holder.name}" if holder.kind == "key" else \
+            f"the sessions of user {holder.name!r}"
         return QuotaExceeded(
-            f"API key {key_id} used its {quota} requests for {now.date()}; the quota resets at "
+            f"{who} used all {quota} requests of {now.date()}; the quota resets at "
             f"{reset:%Y-%m-%d %H:%M} UTC (in {minutes // 60} h {minutes % 60} min). Wait, "
             "or ask an administrator for a larger quota.", reset)
 

@@ -13,9 +13,11 @@ from opslake.errors import InputError, NotFoundError
 from opslake.security.identity import (
     AuthError,
     Forbidden,
+    Holder,
     IdentityStore,
     PasswordExpired,
     QuotaExceeded,
+    Use,
     b32_key,
     hotp,
     totp,
@@ -395,32 +397,37 @@ def test_key_refusals_have_distinct_messages(store: IdentityStore, clock: Clock)
 # -- quotas and usage --------------------------------------------------------------------
 
 
+def _use(store: IdentityStore, key_id: str, endpoint: str, rows: int, status: int) -> None:
+    """Record one request of ``key_id`` today, as the API's meter does in batches."""
+    store.record_uses({(Holder("key", key_id), store.today(), endpoint):
+                       Use(1, rows, int(status >= 400))})
+
+
 def test_quota_per_utc_day(store: IdentityStore, clock: Clock) -> None:
     clock.now = datetime(2026, 3, 1, 22, 30, tzinfo=UTC)
     key_id, _ = store.create_key("alice", quota_per_day=3)
-    for left in (3, 2, 1):
-        assert store.check_quota(key_id) == left
-        store.record_use(key_id, "/metrics", 10, 200)
-    with pytest.raises(QuotaExceeded, match="resets at 2026-03-02 00:00 UTC") as err:
-        store.check_quota(key_id)
-    assert "in 1 h 30 min" in str(err.value)
-    assert err.value.reset_at == datetime(2026, 3, 2, tzinfo=UTC)
-    assert err.value.http_status == 429
+    for used in (0, 1, 2):
+        assert store.quota_use(Holder("key", key_id)) == (3, used)
+        _use(store, key_id, "/metrics", 10, 200)
+    err = store.quota_exceeded(Holder("key", key_id), 3)
+    assert "resets at 2026-03-02 00:00 UTC" in str(err) and "in 1 h 30 min" in str(err)
+    assert err.reset_at == datetime(2026, 3, 2, tzinfo=UTC)
+    assert err.http_status == 429 and isinstance(err, QuotaExceeded)
     clock.advance(hours=2)
-    assert store.check_quota(key_id) == 3
+    assert store.quota_use(Holder("key", key_id)) == (3, 0)
     with pytest.raises(NotFoundError):
-        store.check_quota("nope")
+        store.quota_use(Holder("key", "nope"))
 
 
 def test_usage_counters(store: IdentityStore, clock: Clock) -> None:
     a, _ = store.create_key("alice")
     b, _ = store.create_key("bob")
-    store.record_use(a, "/metrics", 100, 200)
-    store.record_use(a, "/metrics", 50, 500)
-    store.record_use(a, "/incidents", 5, 200)
-    store.record_use(b, "/metrics", 0, 403)
+    _use(store, a, "/metrics", 100, 200)
+    _use(store, a, "/metrics", 50, 500)
+    _use(store, a, "/incidents", 5, 200)
+    _use(store, b, "/metrics", 0, 403)
     clock.advance(days=1)
-    store.record_use(a, "/metrics", 1, 200)
+    _use(store, a, "/metrics", 1, 200)
     day1, day2 = "2026-03-01", "2026-03-02"
     rows = {(u.key_id, u.endpoint, u.day): (u.requests, u.rows, u.errors)
             for u in store.usage()}
@@ -433,14 +440,14 @@ def test_usage_counters(store: IdentityStore, clock: Clock) -> None:
     assert [u.key_id for u in store.usage(day=START.date() + timedelta(days=1))] == [a]
     assert next(k for k in store.list_keys("alice")).last_used_at == clock.now
     with pytest.raises(NotFoundError):
-        store.record_use("nope", "/metrics", 0, 200)
+        _use(store, "nope", "/metrics", 0, 200)
 
 
 def test_store_is_safe_across_threads(store: IdentityStore) -> None:
     key_id, _ = store.create_key("alice")
     def hammer() -> None:
         for _ in range(25):
-            store.record_use(key_id, "/metrics", 1, 200)
+            _use(store, key_id, "/metrics", 1, 200)
 
     with ThreadPoolExecutor(8) as pool:
         for future in [pool.submit(hammer) for _ in range(8)]:

@@ -4,49 +4,56 @@ from __future__ import annotations
 
 import pytest
 
-from opslake.security.identity import IdentityStore, QuotaExceeded
+from opslake.security.identity import Holder, IdentityStore, QuotaExceeded
 from opslake.security.metering import UsageMeter
-from tests.unit.test_identity import Clock, clock, store  # noqa: F401 - fixtures
+from tests.unit.test_identity import Clock, _use, clock, store  # noqa: F401 - fixtures
 
 
 def test_quota_holds_from_memory_and_counts_reach_the_store_in_one_batch(
         store: IdentityStore) -> None:  # noqa: F811
     key_id, _ = store.create_key("alice", quota_per_day=4)
-    store.record_use(key_id, "GET /v1/incidents", 2, 200)      # an earlier process's use
+    holder = Holder("key", key_id)
+    _use(store, key_id, "GET /v1/incidents", 2, 200)           # an earlier process's use
     meter = UsageMeter(store, interval_s=3600)                  # no rereads in this test
-    for left in (3, 2, 1):
-        assert meter.check(key_id) == left
-        meter.count(key_id, "GET /v1/metrics/{metric_id}/data", 10, 200)
+    meter.keep(meter.reserve(holder), "GET /v1/metrics/{metric_id}/data", 10, 200)
+    for _ in range(2):                                          # from memory now
+        meter.keep(meter.try_reserve(holder), "GET /v1/metrics/{metric_id}/data", 10, 200)
     with pytest.raises(QuotaExceeded):
-        meter.check(key_id)
+        meter.try_reserve(holder)
     assert [u.requests for u in store.usage(key_id)] == [1]    # nothing written yet
     meter.flush()
     rows = {u.endpoint: (u.requests, u.rows, u.errors) for u in store.usage(key_id)}
     assert rows == {"GET /v1/incidents": (1, 2, 0),
                     "GET /v1/metrics/{metric_id}/data": (3, 30, 0)}
     with pytest.raises(QuotaExceeded):                          # still out after the flush
-        meter.remaining(key_id)
+        meter.try_reserve(holder)
 
 
 def test_use_by_other_processes_is_seen_at_the_next_reread(store: IdentityStore) -> None:  # noqa: F811
-    key_id, _ = store.create_key("alice", quota_per_day=5)
+    key_id, _ = store.create_key("alice", quota_per_day=6)
+    holder = Holder("key", key_id)
     meter = UsageMeter(store, interval_s=0)                     # always reread
-    meter.count(key_id, "GET /v1/incidents", 0, 500)            # counted, not yet written
-    assert meter.check(key_id) == 4
+    meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 404)  # kept, not yet written
+    in_flight = meter.reserve(holder)                           # not settled yet
     for _ in range(3):
-        store.record_use(key_id, "GET /v1/incidents", 0, 200)   # another API process
-    assert meter.check(key_id) == 1
+        _use(store, key_id, "GET /v1/incidents", 0, 200)        # another API process
+    meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 200)  # the 6th of 6
+    with pytest.raises(QuotaExceeded):
+        meter.reserve(holder)
+    meter.refund(in_flight)
     meter.flush()
-    assert meter.check(key_id) == 1
+    meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 200)  # the refunded unit
+    meter.flush()
     [row] = store.usage(key_id)
-    assert (row.requests, row.errors) == (4, 1)
+    assert (row.requests, row.errors) == (6, 1)
 
 
 def test_a_failed_write_keeps_the_counts_for_the_next_flush(
         store: IdentityStore, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     key_id, _ = store.create_key("alice")
+    holder = Holder("key", key_id)
     meter = UsageMeter(store)
-    meter.count(key_id, "GET /v1/incidents", 7, 200)
+    meter.keep(meter.reserve(holder), "GET /v1/incidents", 7, 200)
     original = store.record_uses
 
     def broken(_counts: object) -> None:
@@ -56,7 +63,7 @@ def test_a_failed_write_keeps_the_counts_for_the_next_flush(
     with pytest.raises(OSError):
         meter.flush()
     monkeypatch.setattr(store, "record_uses", original)
-    meter.count(key_id, "GET /v1/incidents", 1, 200)
+    meter.keep(meter.reserve(holder), "GET /v1/incidents", 1, 200)
     meter.stop()                                                # flushes
     [row] = store.usage(key_id)
     assert (row.requests, row.rows) == (2, 8)
@@ -89,16 +96,31 @@ def test_the_flushing_thread_keeps_quota_states_fresh(store: IdentityStore) -> N
     import time
 
     key_id, _ = store.create_key("alice", quota_per_day=10)
+    holder = Holder("key", key_id)
     meter = UsageMeter(store, interval_s=0.05)
-    assert meter.check(key_id) == 10
+    meter.refund(meter.reserve(holder))
     meter.start()
     try:
-        meter.count(key_id, "GET /v1/incidents", 0, 200)
-        store.record_use(key_id, "GET /v1/incidents", 0, 200)   # another API process
+        meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 200)
+        _use(store, key_id, "GET /v1/incidents", 0, 200)        # another API process
         deadline = time.monotonic() + 5
-        while meter.remaining(key_id) != 8 and time.monotonic() < deadline:
+        while sum(u.requests for u in store.usage(key_id)) < 2 and \
+                time.monotonic() < deadline:                    # flushed by the thread
             time.sleep(0.02)
-        assert meter.remaining(key_id) == 8                     # from memory, no reread
+        time.sleep(0.3)                                         # and reread after it
+        taken = []
+        while time.monotonic() < deadline:                      # from memory, no reread
+            try:
+                reservation = meter.try_reserve(holder)
+            except QuotaExceeded:
+                break
+            if reservation is None:                             # the thread is behind
+                time.sleep(0.01)
+            else:
+                taken.append(reservation)
+        assert len(taken) == 8
+        for reservation in taken:
+            meter.refund(reservation)
     finally:
         meter.stop()
     assert sum(u.requests for u in store.usage(key_id)) == 2
