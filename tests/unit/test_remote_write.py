@@ -267,6 +267,21 @@ def test_label_not_utf8_in_the_prometheus_layout_refuses_the_request(
         assert "UTF-8" in fast.rejects[0].reason and fast.table.num_rows == 0
 
 
+@pytest.mark.parametrize("values", [[0, 1, 127, 128, 300, 2**35, 1764115200000, 2**56 - 1],
+                                    [5, -1000 % 2**64, 2**63, 2**64 - 1]])
+def test_varints_of_an_exact_width_are_read_whole_or_refused(values: list[int]) -> None:
+    encoded = [_uvarint(v) for v in values]
+    data = b"".join(encoded)
+    at = np.cumsum([0] + [len(e) for e in encoded[:-1]])
+    width = np.array([len(e) for e in encoded])
+    pad = np.frombuffer(data + bytes(16), np.uint8)
+    assert remote_write._exact_varints(pad, at, width).tolist() == values
+    for wrong in (width + 1, np.maximum(width - 1, 1)):
+        if (wrong != width).any():
+            assert remote_write._exact_varints(pad, at, wrong) is None
+    assert remote_write._exact_varints(pad, at, np.full(len(at), -1)).tolist() == [0] * len(at)
+
+
 def test_one_long_series_is_decoded_in_few_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 

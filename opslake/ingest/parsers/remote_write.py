@@ -442,22 +442,19 @@ def _samples(pad: np.ndarray, starts: np.ndarray,
 
 def _sample_values(pad: np.ndarray, at: np.ndarray,
                    counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Values and timestamps of Samples whose fields start at ``at``; None if laid out otherwise."""
-    end = at + 2 + pad[at + 1].astype(np.int64)
-    body = at + 2
-    has_value = (pad[body] == 0x09) & (end - body >= 9)
+    """Values and timestamps of Samples (each with a one-byte size) starting at ``at``;
+    None if laid out otherwise."""
+    size = pad[at + 1].astype(np.int64)
+    has_value = (pad[at + 2] == 0x09) & (size >= 9)
     # proto3 leaves out a value of 0; the bits are copied, so -0.0 and NaNs stay as sent.
-    values = np.where(has_value, _unaligned(pad, "<f8")[body + 1], 0.0)
-    tag = np.where(has_value, body + 9, body)
-    has_stamp = tag < end
-    if ((pad[tag] != 0x10) & has_stamp).any():
+    values = np.where(has_value, _unaligned(pad, "<f8")[at + 3], 0.0)
+    tag = at + 2 + 9 * has_value
+    # A timestamp fills the rest of its Sample: its varint is exactly that long.
+    width = size - 9 * has_value - 1  # -1: no timestamp
+    if (width == 0).any() or ((pad[tag] != 0x10) & (width > 0)).any():
         return None
-    # A timestamp fills the rest of its Sample: its length bounds the varint read.
-    width = int(np.clip((end - tag - 1)[has_stamp].max(initial=1), 1, 10))
-    stamps, after = _uvarint(pad, tag + 1, width)
-    if ((after != end) & has_stamp).any():
-        return None
-    return counts, values, np.where(has_stamp, stamps.view(np.int64), 0)
+    stamps = _exact_varints(pad, tag + 1, width)
+    return None if stamps is None else (counts, values, stamps.view(np.int64))
 
 
 def _unaligned(pad: np.ndarray, dtype: str) -> np.ndarray:
@@ -465,28 +462,10 @@ def _unaligned(pad: np.ndarray, dtype: str) -> np.ndarray:
     return np.ndarray((len(pad) - 7,), dtype, pad, strides=(1,))
 
 
-_HIGH_BITS = np.uint64(0x8080808080808080)
-#: Masks and shifts that pack the 7-bit groups of up to 8 varint bytes into one integer:
-#: pairs of groups, then pairs of pairs, then the two halves.
-_PACK = [(np.uint64(keep), np.uint64(move), np.uint64(shift)) for keep, move, shift in (
-    (0x007F007F007F007F, 0x7F007F007F007F00, 1),
-    (0x00003FFF00003FFF, 0x3FFF00003FFF0000, 2),
-    (0x000000000FFFFFFF, 0x0FFFFFFF00000000, 4))]
-
-
 def _uvarint(pad: np.ndarray, at: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Varints at ``at`` of at most ``width`` bytes: values, and where each ends (-1: longer)."""
     if (pad[at] < 0x80).all():  # lengths of labels and samples: one byte each, mostly
         return pad[at].astype(np.uint64), at + 1
-    if width <= 8:  # millisecond timestamps: 6 bytes, read as one little-endian word
-        word = _unaligned(pad, "<u8")[at]
-        stop = ~word & _HIGH_BITS  # bytes with the high bit clear: a varint's last byte
-        last = stop & (~stop + np.uint64(1))  # the first of them (0: none in 8 bytes)
-        count = (np.frexp(last.astype(np.float64))[1] - 8) // 8  # its index; -1 for none
-        word &= (last << np.uint64(1)) - np.uint64(1)  # the varint's bytes alone
-        for keep, move, shift in _PACK:
-            word = (word & keep) | ((word & move) >> shift)
-        return word, np.where((count >= 0) & (count < width), at + count + 1, -1)
     octets = pad[np.minimum(at, len(pad) - width)[:, None] + np.arange(width)]
     last = octets < 0x80
     count = np.argmax(last, axis=1)
@@ -495,6 +474,37 @@ def _uvarint(pad: np.ndarray, at: np.ndarray, width: int) -> tuple[np.ndarray, n
     values = np.where(np.arange(width) <= count[:, None], parts, 0).sum(axis=1, dtype=np.uint64)
     fits = last.any(axis=1) & ((count < 9) | (octets[:, -1] <= 1))  # 10 bytes hold 64 bits
     return values, np.where(fits, at + count + 1, -1)
+
+
+#: Masks and shifts that pack the 7-bit groups of up to 8 varint bytes into one integer:
+#: pairs of groups, then pairs of pairs, then the two halves.
+_PACK = [(np.uint64(keep), np.uint64(move), np.uint64(shift)) for keep, move, shift in (
+    (0x007F007F007F007F, 0x7F007F007F007F00, 1),
+    (0x00003FFF00003FFF, 0x3FFF00003FFF0000, 2),
+    (0x000000000FFFFFFF, 0x0FFFFFFF00000000, 4))]
+
+
+#: Per varint width (0-8 bytes): its bytes in a little-endian word, and the high bits
+#: those bytes have (all but the last).
+_WIDTH_BYTES = np.array([(1 << 8 * w) - 1 for w in range(9)], np.uint64)
+_WIDTH_HIGH = np.array([sum(0x80 << 8 * i for i in range(w - 1)) for w in range(9)], np.uint64)
+_HIGH_BITS = np.uint64(0x8080808080808080)
+
+
+def _exact_varints(pad: np.ndarray, at: np.ndarray, width: np.ndarray) -> np.ndarray | None:
+    """Varints of exactly ``width`` bytes at ``at`` (0 where ``width`` < 1); None if one
+    is longer or shorter."""
+    if width.max(initial=0) > 8:  # a negative timestamp: ten bytes
+        values, after = _uvarint(pad, at, 10)
+        ok = (after == at + width) | (width < 1)
+        return np.where(width < 1, np.uint64(0), values) if ok.all() else None
+    width = np.maximum(width, 0)
+    word = _unaligned(pad, "<u8")[at] & _WIDTH_BYTES[width]
+    if ((word & _HIGH_BITS) != _WIDTH_HIGH[width]).any():
+        return None
+    for keep, move, shift in _PACK:
+        word = (word & keep) | ((word & move) >> shift)
+    return word
 
 
 #: Smallest value of each varint size past one byte.
