@@ -164,8 +164,9 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
             after = run("quality_followup", day, None)
             if not after.success:
                 job, result = "quality_followup", after
-        if not result.success and not day_blocked:
-            step, detail = _failure(result)
+        # A step that crashed is reported even when blocking checks stopped others.
+        if not result.success and (crash := _failure(result)) is not None:
+            step, detail = crash
             unalerted = _alert_failure(settings, result, job, day, step, detail)
             raise PipelineError(f"materializing {day} failed at {step or '?'}: {detail}"
                                 f"{unalerted}")
@@ -184,12 +185,17 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
             + "\nSee `opslake quality report --date D`; fix the source and materialize again.")
 
 
-def _failure(result: RunResult) -> tuple[str, str]:
-    """(first failed step or "", its error) of a failed run; a run failing before any step
-    (its resources could not start) gives the run's own error."""
-    for event in result.all_events:
-        if event.is_step_failure:
-            return event.step_key or "", event.step_failure_data.error.message.strip()
+def _failure(result: RunResult) -> tuple[str, str] | None:
+    """(first failed step or "", its error) of a failed run; None when only blocking quality
+    checks failed steps (:class:`QualityBlocked` reports those). A run failing before any
+    step (its resources could not start) gives the run's own error."""
+    steps = [e for e in result.all_events if e.is_step_failure]
+    for event in steps:
+        error = event.step_failure_data.error
+        if error is None or error.cls_name != "DagsterAssetCheckFailedError":
+            return event.step_key or "", error.message.strip() if error else "see the run"
+    if steps:
+        return None
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.RUN_FAILURE:
             error = getattr(event.event_specific_data, "error", None)
@@ -222,7 +228,7 @@ def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
     result = definitions().resolve_job_def(name).execute_in_process(
         instance=instance(settings), run_config=config, raise_on_error=False)
     if not result.success:
-        step, detail = _failure(result)
+        step, detail = _failure(result) or ("", "a blocking quality check failed")
         unalerted = _alert_failure(settings, result, name, None, step, detail)
         raise PipelineError(f"{what} failed: {detail}{unalerted}")
     return result

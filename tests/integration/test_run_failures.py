@@ -90,3 +90,16 @@ def test_the_sensor_alerts_for_a_run_the_daemon_launched(settings: Settings) -> 
     [alert] = _alerts(zone, today)
     assert alert["labels"]["run_id"] == result.run_id
     assert "missing or truncated" in alert["annotations"]["description"]
+
+
+def test_a_crash_is_reported_even_when_a_blocking_check_stopped_another_step(
+        settings: Settings) -> None:
+    zone = LandingZone.from_settings(settings)
+    # Lines of the morning only: silver/logs' freshness check blocks the day.
+    zone.write("syslog", LINE, fmt="log", dt=DAY)
+    broken = zone.write("alertmanager", b'{"alerts": []}\n', fmt="json", dt=DAY)
+    Path(broken.path).unlink()
+    with pytest.raises(runner.PipelineError, match="landing__alertmanager") as failed:
+        runner.materialize(settings, [DAY], ["landing/syslog", "bronze/syslog_lines",
+                                             "silver/logs", "landing/alertmanager"])
+    assert not isinstance(failed.value, runner.QualityBlocked)
