@@ -241,6 +241,7 @@ def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:
 
 def train_models(settings: Settings, *, force: bool = False) -> dg.ExecuteInProcessResult:
     """Run the ``ml_training`` job: each model retrains if due (or ``force``), champion/challenger."""
-    ops = {f"models__{name}": {"config": {"force": force}}
-           for name in ("incident_risk", "anomaly_multivariate")}
+    # Every model asset of the job takes ``force`` (read from the job, not restated here).
+    job = definitions().resolve_job_def("ml_training")
+    ops = {node.name: {"config": {"force": force}} for node in job.graph.nodes}
     return _run_job(settings, "ml_training", "training the models", ops)
