@@ -59,6 +59,9 @@ class Settings:
     #: Memory (MiB) DuckDB may use in one of the pipeline's connections before it spills
     #: to disk under the state directory (its own default is 80 % of the machine).
     duckdb_memory_mb: int = 2048
+    #: The least severe Dagster event a run started by the CLI prints (``OPSLAKE_LOG_LEVEL``);
+    #: the instance keeps every event for the UI whatever this says.
+    log_level: str = "WARNING"
     #: The HMAC-SM3 key of the audit log (``opslake.security.audit``), created on first use;
     #: keep it apart from the log (another mount or owner). Unset: ``state_dir/keys/audit.key``.
     audit_key_file: Path | None = None
@@ -131,6 +134,7 @@ class Settings:
             sort_memory_mb=_memory_mb(env, "OPSLAKE_SORT_MEMORY_MB", 512),
             day_shards=_day_shards(env),
             duckdb_memory_mb=_memory_mb(env, "OPSLAKE_DUCKDB_MEMORY_MB", 2048),
+            log_level=_log_level(env),
             audit_key_file=Path(env["OPSLAKE_AUDIT_KEY_FILE"]).expanduser().resolve()
             if env.get("OPSLAKE_AUDIT_KEY_FILE") else None,
             audit_checkpoint_entries=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_ENTRIES", 1000),
@@ -211,6 +215,15 @@ def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a memory budget; use a whole number of "
                           f"MiB, at least 64 (default {default})")
     return int(raw)
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    """``OPSLAKE_LOG_LEVEL``; a clear error when it is not a level."""
+    raw = (env.get("OPSLAKE_LOG_LEVEL") or "WARNING").upper()
+    if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"OPSLAKE_LOG_LEVEL={raw!r} is not a log level; use DEBUG, INFO, "
+                          "WARNING (default), ERROR or CRITICAL")
+    return raw
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

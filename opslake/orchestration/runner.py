@@ -94,7 +94,10 @@ def selected_keys(defs: dg.Definitions, terms: Sequence[str]) -> list[dg.AssetKe
 def _run_config(settings: Settings) -> dict:
     """Point the run's lake resource at ``settings`` (not whatever the environment says)."""
     lake = {"home": settings.home, "state_dir": str(settings.state_dir)}
-    return {"resources": {"lake": {"config": lake}}}
+    # The console shows warnings and errors only (OPSLAKE_LOG_LEVEL): a day's DEBUG events
+    # are some 1,600 lines; the instance keeps them all for the UI.
+    return {"resources": {"lake": {"config": lake}},
+            "loggers": {"console": {"config": {"log_level": settings.log_level}}}}
 
 
 class QualityBlocked(PipelineError):
