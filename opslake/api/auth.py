@@ -272,10 +272,11 @@ class AuditMiddleware:
     endpoints. A caller without the scope its endpoint needs is refused when the body is
     first asked for (FastAPI reads it before it runs the endpoint's dependencies), so no byte
     of it is read. A GET whose answer is kept in the :class:`AnswerCache` is answered here, after
-    a unit of the caller's quota is reserved, without routing it. A reserved unit is kept or
-    refunded when the request is audited, by its status, and refunded if it never is. The response's status line is held
-    until its audit entry is on disk (for a stream, before the stream starts); when the entry
-    cannot be written the caller gets a 503 instead and the endpoint's answer is dropped.
+    a unit of the caller's quota is reserved, without routing it. The response's status line
+    is held until its audit entry is on disk (for a stream, before the stream starts); when
+    the entry cannot be written the caller gets a 503 instead and the endpoint's answer is
+    dropped. A reserved unit is kept or refunded by the status audited, and refunded when the
+    request is never audited.
     """
 
     def __init__(self, app: ASGIApp, security: Security, answers: AnswerCache | None = None
@@ -304,8 +305,8 @@ class AuditMiddleware:
                 await self._record(request, 500)
             raise
         finally:
-            # Not kept when audited (the audit failed, or the request was cancelled): the
-            # request never got its answer through.
+            # Still open when the request was never audited (its entry could not be written,
+            # or it was cancelled): no answer got through, so the unit goes back.
             if (reservation := state.get("reservation")) is not None:
                 self.security.meter.refund(reservation)
 

@@ -80,7 +80,8 @@ def test_kept_units_survive_a_restart_and_in_flight_ones_count_at_a_reread(
         restarted.reserve(holder)
 
 
-def test_sessions_count_against_their_users_quota(tmp_path: Path, clock: Clock) -> None:  # noqa: F811
+def test_sessions_count_against_their_users_quota(
+        tmp_path: Path, clock: Clock) -> None:  # noqa: F811
     identities = IdentityStore(Settings(state_dir=tmp_path, session_quota_per_day=2), now=clock)
     identities.add_user("alice", "ops_engineer", PASSWORD)
     identities.add_user("bob", "ops_engineer", PASSWORD)
@@ -88,8 +89,8 @@ def test_sessions_count_against_their_users_quota(tmp_path: Path, clock: Clock) 
     user = Holder.of(identities.session(identities.login("alice", PASSWORD).token))
     assert user == Holder("user", "alice")
     meter.keep(meter.reserve(user), "GET /v1/incidents", 0, 200)
-    meter.keep(meter.reserve(Holder.of(identities.session(identities.login("alice", PASSWORD).token))),
-               "GET /v1/incidents", 0, 200)                     # another session, same user
+    other = identities.session(identities.login("alice", PASSWORD).token)
+    meter.keep(meter.reserve(Holder.of(other)), "GET /v1/incidents", 0, 200)  # same user
     with pytest.raises(QuotaExceeded, match="sessions of user 'alice' used all 2 requests"):
         meter.reserve(user)
     meter.reserve(Holder("user", "bob"))                        # each user has their own
