@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.errors import ConfigError
 from opslake.lake.storage import Lake
 from opslake.quality.partition import PartitionCheck
 from opslake.quality.results import ROW_KINDS, CheckResult
@@ -136,7 +137,11 @@ def partition_check(lake: Lake, layer: str, name: str, schema: pa.Schema, dt: st
     suite = SUITES.get(f"{layer}.{name}")
     if suite is None:
         return None
-    return PartitionCheck(lake, suite, schema, dt, {t: BRONZE_SOURCES.get(t, t) for t in bronze},
+    unknown = [t for t in bronze if t not in BRONZE_SOURCES]
+    if unknown:  # a silver spec naming a bronze table no source declares: a wiring mistake
+        raise ConfigError(f"{layer}.{name} reads bronze {', '.join(unknown)}, which no landing "
+                          "source declares; add it to that source's SourceSpec.bronze")
+    return PartitionCheck(lake, suite, schema, dt, {t: BRONZE_SOURCES[t] for t in bronze},
                           findings=frozenset(FINDINGS_SOURCES))
 
 
