@@ -241,18 +241,12 @@ def serve(
         help="Private key (PEM, mode 600) of --mqtt-cert.")] = None,
 ) -> None:
     """Serve the data service (push ingestion, /docs) until Ctrl-C or SIGTERM."""
-    import asyncio
-    import contextlib
     import signal
-    from collections.abc import AsyncIterator
 
     import uvicorn
-    from fastapi import FastAPI
 
-    from opslake.api.app import create_app
+    from opslake.api.app import Listeners, create_app
     from opslake.ingest.listeners import mqtt as mqtt_listener
-    from opslake.ingest.listeners import syslog
-    from opslake.lake.landing import LandingZone
     from opslake.security import tls
 
     settings = _settings()
@@ -279,26 +273,10 @@ def serve(
         raise ConfigError(f"--syslog-tls-port {syslog_tls_port} is already the data service's "
                           "or plain syslog's port; give it a port of its own (6514 is RFC 5425's)")
 
-    api = create_app(settings)
-    app_lifespan = api.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[object]:
-        # The listeners live as long as the service, inside the app's own lifespan; started
-        # here because create_app takes no TLS context or MQTT credentials for them.
-        async with app_lifespan(app) as state, contextlib.AsyncExitStack() as stack:
-            landing = LandingZone.from_settings(settings)
-            if syslog_port is not None or syslog_tls_port is not None:
-                stack.push_async_callback(await syslog.serve(
-                    syslog.SyslogReceiver(landing), host, syslog_port, syslog_port,
-                    syslog_tls_port, server_tls if syslog_tls_port is not None else None))
-            if broker is not None:
-                subscriber = mqtt_listener.MqttSubscriber(landing, *broker, topics, auth=auth)
-                subscriber.start()
-                stack.push_async_callback(asyncio.to_thread, subscriber.stop)
-            yield state
-
-    api.router.lifespan_context = lifespan
+    api = create_app(settings, Listeners(
+        host=host, syslog_port=syslog_port, syslog_tls_port=syslog_tls_port,
+        tls=server_tls if syslog_tls_port is not None else None, mqtt=broker,
+        mqtt_topics=topics, mqtt_auth=auth))
     # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exit 0 rather than die.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     scheme = "https" if server_tls else "http"

@@ -105,13 +105,20 @@ class EgressRemoved(BaseModel):
 
 
 class AuditCheck(BaseModel):
-    """The outcome of checking the audit chain."""
+    """The outcome of checking the audit log: chain, HMACs and signed checkpoints."""
 
     ok: bool
     entries: int
     problems: list[str]
     last_seq: int
     head: str
+    #: Of ``problems``, lines a crash mid-append tore (no entry missing).
+    torn: list[str]
+    #: Entries without a MAC before the first keyed one (written before keys existed).
+    legacy: int
+    #: Signed checkpoints held against the log, and the latest one's ``seq``.
+    checkpoints: int
+    checkpoint_seq: int
 
 
 def _doc(model: type[BaseModel], *codes: int, status: int = 200) -> dict[int | str, dict]:
@@ -192,10 +199,12 @@ async def usage(request: Request, principal: KeysAdmin, day: IsoDate | None = No
     return _json(request, {"count": len(rows), "rows": rows}, rows=len(rows))
 
 
-@router.get("/admin/audit/verify", summary="Check the audit log's SM3 chain",
+@router.get("/admin/audit/verify",
+            summary="Check the audit log's SM3 chain, HMACs and checkpoints",
             responses=_doc(AuditCheck, *GUARDED))
 async def audit_verify(request: Request, principal: AuditAdmin, totp: TotpCode = None) -> Response:
-    """Whether any audit entry was modified, deleted, inserted or reordered."""
+    """Whether any audit entry was modified, deleted, inserted or reordered, the log cut or
+    rolled back to an older checkpoint, or rewritten without the key."""
     await _second_factor(request, principal, totp)
     result = await run_in_threadpool(request.app.state.security.audit.verify)
     return _json(request, dataclasses.asdict(result))

@@ -7,7 +7,9 @@ import contextlib
 import gc
 import logging
 import os
+import ssl
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 
 from fastapi import FastAPI
@@ -63,16 +65,28 @@ def _bytes_setting(name: str, default: int, environ: dict[str, str] | None) -> i
     return int(raw)
 
 
-def create_app(settings: Settings | None = None, *, syslog_port: int | None = None,
-               syslog_host: str = "127.0.0.1", mqtt: tuple[str, int] | None = None,
-               mqtt_topics: Sequence[str] = ("opslake/#",)) -> FastAPI:
-    """The data service for ``settings`` (default: from the environment).
+@dataclass(frozen=True)
+class Listeners:
+    """The receivers that live as long as the service (all off by default).
 
-    With ``syslog_port`` it also receives syslog (UDP and TCP on that port) for as long as
-    the service runs, landing what arrives at least once a second. With ``mqtt`` (host,
-    port) it subscribes to ``mqtt_topics`` on that broker (QoS 1) and lands what arrives at
-    least once a second, acknowledging messages once landed.
+    ``syslog_port`` receives syslog on UDP and TCP, ``syslog_tls_port`` over TLS (RFC 5425)
+    with the server context ``tls``; with ``mqtt`` (host, port) the service subscribes to
+    ``mqtt_topics`` on that broker (QoS 1) as ``mqtt_auth`` says. Each lands what arrives
+    at least once a second; MQTT messages are acknowledged once landed.
     """
+
+    host: str = "127.0.0.1"
+    syslog_port: int | None = None
+    syslog_tls_port: int | None = None
+    tls: ssl.SSLContext | None = None
+    mqtt: tuple[str, int] | None = None
+    mqtt_topics: Sequence[str] = ("opslake/#",)
+    mqtt_auth: mqtt_listener.MqttAuth = field(default_factory=mqtt_listener.MqttAuth)
+
+
+def create_app(settings: Settings | None = None,
+               listeners: Listeners = Listeners()) -> FastAPI:
+    """The data service for ``settings`` (default: from the environment) and its listeners."""
     settings = settings or Settings.from_env()
     landing = LandingZone.from_settings(settings)
 
@@ -82,13 +96,17 @@ def create_app(settings: Settings | None = None, *, syslog_port: int | None = No
             # Bytes staged by a write that was killed (this service's previous life) go now.
             if swept := await asyncio.to_thread(landing.lake.sweep_staged):
                 log.info("removed %d staged object(s) left by interrupted writes", swept)
-            if syslog_port is not None:
-                close = await syslog.serve(syslog.SyslogReceiver(landing), syslog_host,
-                                           syslog_port, syslog_port)
-                stack.push_async_callback(close)
-            if mqtt is not None:
-                subscriber = mqtt_listener.MqttSubscriber(landing, mqtt[0], mqtt[1],
-                                                          list(mqtt_topics))
+            # Last on the way out: the audit head is checkpointed as the service stops.
+            stack.push_async_callback(asyncio.to_thread, _app.state.security.audit.close)
+            if listeners.syslog_port is not None or listeners.syslog_tls_port is not None:
+                stack.push_async_callback(await syslog.serve(
+                    syslog.SyslogReceiver(landing), listeners.host, listeners.syslog_port,
+                    listeners.syslog_port, listeners.syslog_tls_port,
+                    listeners.tls if listeners.syslog_tls_port is not None else None))
+            if listeners.mqtt is not None:
+                subscriber = mqtt_listener.MqttSubscriber(
+                    landing, *listeners.mqtt, list(listeners.mqtt_topics),
+                    auth=listeners.mqtt_auth)
                 subscriber.start()
                 stack.push_async_callback(asyncio.to_thread, subscriber.stop)
             stack.push_async_callback(subscriptions.start_evaluator(_app))

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from opslake.api.admin import AuditCheck
 from opslake.api.app import create_app
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
@@ -157,6 +158,15 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
         got[(path, "ingest")] = (_get(client, keys["ingest"], path).status_code, want)
     wrong = {k: v for k, v in got.items() if v[0] != v[1]}
     assert not wrong, wrong
+
+
+def test_the_audit_check_answers_the_fields_it_documents(api) -> None:
+    answer = _get(api.client, api.keys["admin"], "/v1/admin/audit/verify",
+                  headers={"X-OpsLake-TOTP": _code(api.secret)})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == set(AuditCheck.model_fields)
+    assert body["ok"] and body["problems"] == [] and body["entries"] >= 1
 
 
 def test_every_push_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
