@@ -81,6 +81,8 @@ class Lake:
     # -- raw objects -------------------------------------------------------------------
     def exists(self, path: str) -> bool:
         """True when a file or directory exists at ``path``."""
+        if self.local:  # a stat, at a fifth of pyarrow's cost: landing asks 16 times a batch
+            return os.path.exists(path)
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
     def list_files(self, path: str, *, recursive: bool = False) -> list[str]:
