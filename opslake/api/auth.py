@@ -390,8 +390,10 @@ class AuditMiddleware:
         state["_audited"] = True
         principal: Principal = state["principal"]
         route = request.scope.get("route")
+        # Not getattr(route, "path", request.url.path): its default would build the URL on
+        # every request, routed or not.
         action = state.get("action") or \
-            f"{request.method} {getattr(route, 'path', request.url.path)}"
+            f"{request.method} {route.path if route is not None else request.url.path}"
         params = state.get("params") or {**request.path_params, **dict(request.query_params)}
         rows = int(state.get("rows", 0))
         await self.security.audit.append_async(
