@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, BeforeValidator
 
 from opslake.api import statements
@@ -194,7 +195,7 @@ async def _read(request: Request, sql: str, params: list[object], fmt: Format | 
     if (hit := reader.cached(sql, params, generation)) is not None:
         return hit, None
     try:
-        table, body = await reader.run(_encoded, reader, sql, params, fmt)
+        table, body = await run_in_threadpool(_encoded, reader, sql, params, fmt)
     except duckdb.CatalogException as exc:
         # A warehouse built before the pipeline produced this table (or from a partial run).
         raise NotFoundError(f"the serving warehouse lacks what this endpoint reads "

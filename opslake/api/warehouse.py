@@ -12,20 +12,17 @@ per file: keyed by the statement and its parameters, dropped when a rebuild swap
 bounded in bytes (least recently used goes first). Statements that name a ``live`` object (a
 view over the streaming Parquet files, which change between rebuilds) are never cached. A
 cached answer also keeps what was made from it (JSON, CSV and Arrow IPC bodies, Python rows),
-so a repeated one is not encoded again. An event loop runs statements on the reader's own
-threads (:meth:`WarehouseReader.run`), each keeping its own cursor.
+so a repeated one is not encoded again. Each worker thread keeps its own cursor.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,9 +37,6 @@ warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning
 
 #: Answers kept per warehouse file, in bytes of Arrow data.
 CACHE_BYTES = 64 * 1024 * 1024
-#: Threads running statements for an event loop, as many as anyio's pool had: with 8, 50
-#: clients' new queries cost more CPU each (the loop woke more often for fewer answers).
-QUERY_THREADS = 40
 T = TypeVar("T")
 _EVERYTHING, _NOTHING = re.compile(""), re.compile("(?!)")
 # An answer bigger than this share of the cache is not worth evicting the others for.
@@ -74,7 +68,6 @@ class WarehouseReader:
         self._by_table: dict[int, _Answer] = {}
         self._held = 0
         self._local = threading.local()
-        self._pool: ThreadPoolExecutor | None = None
         #: Answers served from the cache and run on DuckDB since start (for the usage page).
         self.hits = self.misses = 0
 
@@ -151,15 +144,6 @@ class WarehouseReader:
         if cacheable and table.nbytes <= self.cache_bytes // _LARGEST_SHARE:
             self._keep(con, key, table)
         return table
-
-    async def run(self, call: Callable[..., T], *args: object) -> T:
-        """``call(*args)`` (e.g. one that calls :meth:`query`) on one of the reader's threads."""
-        # A plain executor: anyio's run_in_threadpool cost the event loop 35 µs more a call.
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(QUERY_THREADS, "warehouse-read")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
 
     def _cursor(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
         """This thread's cursor of ``con``, kept for its next statement."""
