@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,8 +21,10 @@ LINE = b"<13>1 2026-03-02T10:00:00Z web-01 nginx - - - upstream timed out\n"
 
 
 def _alerts(zone: LandingZone, day: str) -> list[dict]:
+    """Platform alerts landed on ``day`` or the day after (a test may cross midnight UTC)."""
     rows = []
-    for batch in zone.batches(platform.SOURCE, day):
+    after = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    for batch in zone.batches(platform.SOURCE, day) + zone.batches(platform.SOURCE, after):
         parsed = alertmanager.parse(zone.read(batch), batch)
         assert not parsed.rejects, parsed.rejects
         rows += [r | {"labels": dict(r["labels"]), "annotations": dict(r["annotations"])}
@@ -60,8 +62,9 @@ def test_a_failed_day_alerts_once_and_a_good_rerun_resolves_it(settings: Setting
     retried = inst.get_records_for_run(
         failed_runs[0].run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records
     assert retried == []
-    # The live path picks the alert up today, as it does an Alertmanager notification.
-    assert [b.source for b in live.pending_batches(zone.lake, today)] == [platform.SOURCE]
+    # The live path picks the alert up on the day it landed, as an Alertmanager notification.
+    landed_on = firing["received_at"].date().isoformat()
+    assert [b.source for b in live.pending_batches(zone.lake, landed_on)] == [platform.SOURCE]
 
     Path(batch.path).write_bytes(LINE)  # restored
     runner.materialize(settings, [DAY], ["landing/syslog"])
