@@ -32,6 +32,8 @@ ensure_ingest_key() {
       return 0
     fi
   fi
+  # Once an administrator has a TOTP authenticator, these commands need one to vouch:
+  # export OPSLAKE_ADMIN=<name> and OPSLAKE_ADMIN_TOTP=<current code> first.
   if ! grep -qF "\"name\": \"$INGEST_USER\"" <<<"$("$OPSLAKE" security users)"; then
     "$OPSLAKE" security add-user "$INGEST_USER" --role ingest --random-password
   fi
