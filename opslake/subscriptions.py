@@ -73,7 +73,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError, state_writes
+from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError
+from opslake.lake.state_db import StateDB
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS as CATALOG_SCOPES
 from opslake.security.crypto import hmac_sm3
 from opslake.security.egress import EgressPolicy, EgressRefused
@@ -388,11 +389,7 @@ class SubscriptionStore:
         self.path = self.state_dir / DB_FILE
         self._protect, self._unprotect = protect, unprotect
         self.egress = egress or EgressPolicy(self.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)
+        self._db = StateDB(self.path, _SCHEMA, "the subscriptions store")
 
     @classmethod
     def from_settings(cls, settings: Settings, cipher: Any | None = None) -> SubscriptionStore:
@@ -405,34 +402,10 @@ class SubscriptionStore:
                    protect=lambda s: cipher.encrypt(s, SECRET_CONTEXT),
                    unprotect=lambda s: cipher.decrypt(s, SECRET_CONTEXT), egress=egress)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # Every read and write of the store passes here: a full disk becomes one StorageError.
-        with state_writes(f"the subscriptions store {self.path}"):
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            try:
-                yield conn
-            finally:
-                conn.close()
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                # SQLite may have rolled back already (a full disk does); say what failed.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
     # subscriptions
 
     def add(self, sub: Subscription, secret: str) -> Subscription:
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             conn.execute("INSERT INTO subscriptions (id, owner, doc, secret, created_at) "
                          "VALUES (?, ?, ?, ?, ?)",
                          (sub.id, sub.owner, json.dumps(asdict(sub)), self._protect(secret),
@@ -447,7 +420,7 @@ class SubscriptionStore:
 
     def list(self, owner: str | None = None, *, deleted: bool = False) -> list[Subscription]:
         """Subscriptions (of ``owner``, or all), oldest first."""
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM subscriptions WHERE (? IS NULL OR owner = ?) AND "
                 "(? OR deleted_at IS NULL) ORDER BY created_at, id",
@@ -455,7 +428,7 @@ class SubscriptionStore:
         return [self._sub(r) for r in rows]
 
     def get(self, sub_id: str) -> Subscription:
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute("SELECT * FROM subscriptions WHERE id = ? AND deleted_at IS NULL",
                                (sub_id,)).fetchone()
         if row is None:
@@ -464,7 +437,7 @@ class SubscriptionStore:
         return self._sub(row)
 
     def secret(self, sub_id: str) -> str:
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute("SELECT secret FROM subscriptions WHERE id = ?",
                                (sub_id,)).fetchone()
         if row is None:
@@ -473,7 +446,7 @@ class SubscriptionStore:
 
     def remove(self, sub_id: str, now: datetime) -> None:
         """Mark deleted: nothing more is evaluated or delivered; its log stays."""
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             done = conn.execute("UPDATE subscriptions SET deleted_at = ? WHERE id = ? AND "
                                 "deleted_at IS NULL", (ts(now), sub_id)).rowcount
         if not done:
@@ -482,7 +455,7 @@ class SubscriptionStore:
     # cursors
 
     def state(self, sub_id: str) -> dict[str, Any]:
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute("SELECT state FROM cursors WHERE sub_id = ?",
                                (sub_id,)).fetchone()
         return json.loads(row["state"]) if row else {}
@@ -494,7 +467,7 @@ class SubscriptionStore:
         Events already queued (same key) are skipped; returns how many are new.
         """
         new = 0
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             for event in events:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO deliveries (sub_id, event_key, channel, status, "
@@ -512,7 +485,7 @@ class SubscriptionStore:
 
     def append(self, record: Delivery) -> Delivery:
         """Append one record; its sequence number assigned."""
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO deliveries (sub_id, event_key, channel, status, attempts, at, "
                 "detail, next_attempt_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -524,7 +497,7 @@ class SubscriptionStore:
     def records(self, sub_id: str | None = None, *, after: int = 0, limit: int = 1000,
                 status: str | None = None) -> list[Delivery]:
         """Log records (of one subscription), oldest first, after sequence ``after``."""
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM deliveries WHERE (? IS NULL OR sub_id = ?) AND seq > ? AND "
                 "(? IS NULL OR status = ?) ORDER BY seq LIMIT ?",
@@ -532,14 +505,14 @@ class SubscriptionStore:
         return [Delivery(**dict(r)) for r in rows]
 
     def latest(self, sub_id: str, event_key: str) -> Delivery | None:
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute("SELECT * FROM deliveries WHERE sub_id = ? AND event_key = ? "
                                "ORDER BY seq DESC LIMIT 1", (sub_id, event_key)).fetchone()
         return Delivery(**dict(row)) if row else None
 
     def due(self, now: datetime) -> list[tuple[Delivery, Delivery]]:
         """(latest record, queued record) of events to deliver now, oldest first."""
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute(
                 "SELECT d.*, q.seq AS q_seq, q.at AS q_at, q.payload AS q_payload "
                 "FROM deliveries d "
@@ -559,7 +532,7 @@ class SubscriptionStore:
         return out
 
     def failures(self, sub_id: str, event_key: str) -> int:
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             return int(conn.execute("SELECT count(*) FROM deliveries WHERE sub_id = ? AND "
                                     "event_key = ? AND status = 'failed'",
                                     (sub_id, event_key)).fetchone()[0])

@@ -23,13 +23,10 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -42,7 +39,8 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from opslake.errors import InputError, NotFoundError, SecurityError, state_writes
+from opslake.errors import InputError, NotFoundError, SecurityError
+from opslake.lake.state_db import StateDB
 from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, SCOPES, Principal
 from opslake.settings import Settings
@@ -329,7 +327,6 @@ def _identity(text: str) -> str:
     return text
 
 
-_WRITE_LOCK = threading.Lock()
 #: The associated data TOTP secrets are sealed under (opslake.security.crypto).
 TOTP_CONTEXT = "identity.totp_secret"
 
@@ -356,11 +353,7 @@ class IdentityStore:
         self._verified: dict[bytes, tuple[Principal, datetime, float]] = {}
         self._protect = protect
         self._unprotect = unprotect
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)
+        self._db = StateDB(self.path, _SCHEMA, "the identity store", foreign_keys=True)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -377,35 +370,6 @@ class IdentityStore:
     def today(self) -> str:
         """The UTC day (ISO) by the store's clock: the day usage and quotas count against."""
         return self._now().date().isoformat()
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        # Every read and write of the store passes here: a full disk becomes one StorageError.
-        with state_writes(f"the identity store {self.path}"):
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            try:
-                conn.execute("PRAGMA foreign_keys=ON")
-                yield conn
-            finally:
-                conn.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so read-check-update sequences (lockout
-        # counters, TOTP replay, bootstrap) cannot interleave across threads or processes.
-        # Threads of this process queue on a lock first: SQLite's own busy handler sleeps up
-        # to 100 ms between retries, which under many concurrent requests is most of the time.
-        with _WRITE_LOCK, self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                # SQLite may have rolled back already (a full disk does); say what failed.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     @staticmethod
     def _user_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
@@ -496,7 +460,7 @@ class IdentityStore:
 
     def bootstrap_admin(self, name: str, password: str) -> None:
         """Create the first administrator; refused once any administrator exists."""
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             if conn.execute("SELECT 1 FROM users WHERE role = 'admin'").fetchone():
                 raise Forbidden("an administrator already exists; log in as one to add users "
                                 "instead of bootstrapping again.")
@@ -505,7 +469,7 @@ class IdentityStore:
     def add_user(self, name: str, role: str, password: str, departments: Iterable[str] = (),
                  businesses: Iterable[str] = ()) -> None:
         """Add a user; ``departments``/``businesses`` are the rows a row-scoped role sees."""
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             self._insert_user(conn, name, role, password, departments, businesses)
 
     def set_password(self, name: str, password: str, *, current: str | None = None) -> None:
@@ -515,7 +479,7 @@ class IdentityStore:
         """
         check_password(password, name)
         now = self._now()
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = self._require_user(conn, name)
         if row["disabled"]:
             raise Forbidden(f"user {name!r} is disabled; ask an administrator to re-enable it.")
@@ -523,13 +487,13 @@ class IdentityStore:
             if (locked := self._locked(row, now)) is not None:
                 raise locked
             if not _verify_password(current, row["password"]):
-                with self._tx() as conn:
+                with self._db.tx() as conn:
                     failure = self._count_failure(conn, self._require_user(conn, name), now)
                 raise failure
         if _verify_password(password, row["password"]):
             raise InputError(f"the new password for {name!r} equals the current one; choose a "
                              "different password.")
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             conn.execute("UPDATE users SET password = ?, password_changed_at = ?, "
                          "failed_attempts = 0, first_failed_at = NULL, locked_until = NULL "
                          "WHERE name = ?", (_hash_password(password), _iso(now), name))
@@ -537,7 +501,7 @@ class IdentityStore:
 
     def unlock_user(self, name: str) -> None:
         """Lift a lockout before it runs out."""
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             self._require_user(conn, name)
             conn.execute("UPDATE users SET failed_attempts = 0, first_failed_at = NULL, "
                          "locked_until = NULL WHERE name = ?", (name,))
@@ -545,7 +509,7 @@ class IdentityStore:
     def disable_user(self, name: str) -> None:
         """Disable a user: sessions end at once and keys stop authenticating."""
         self._verified.clear()
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             row = self._require_user(conn, name)
             if row["role"] == "admin" and not row["disabled"]:
                 others = conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin' AND "
@@ -558,7 +522,7 @@ class IdentityStore:
 
     def users(self) -> list[User]:
         """Every user, by name."""
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
         return [User(r["name"], r["role"], tuple(json.loads(r["departments"])),
                      tuple(json.loads(r["businesses"])), bool(r["disabled"]),
@@ -597,7 +561,7 @@ class IdentityStore:
         Raises AuthError (wrong credentials, locked, disabled) or PasswordExpired.
         """
         now = self._now()
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = self._user_row(conn, user)
         if row is not None and (locked := self._locked(row, now)) is not None:
             raise locked
@@ -609,7 +573,7 @@ class IdentityStore:
         # A scrypt (or outdated argon2) hash is replaced now the password is known to be right.
         rehashed = _hash_password(password) if password_ok and _needs_rehash(checked) else None
         token = secrets.token_urlsafe(32)
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             row = self._require_user(conn, user)
             # A password changed while hashing ran must not let the old one in.
             password_ok = password_ok and row["password"] == checked
@@ -632,7 +596,7 @@ class IdentityStore:
         now = self._now()
         digest = _token_hash(token)
         failure: AuthError | None = None
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             row = conn.execute("SELECT s.created_at AS s_created, s.last_used_at, u.* "
                                "FROM sessions s JOIN users u ON u.name = s.user "
                                "WHERE s.token_hash = ?", (digest,)).fetchone()
@@ -657,7 +621,7 @@ class IdentityStore:
 
     def logout(self, token: str) -> None:
         """End a session; unknown tokens are ignored."""
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
 
     # -- TOTP ----------------------------------------------------------------------------
@@ -665,7 +629,7 @@ class IdentityStore:
     def enrol_totp(self, user: str) -> tuple[str, str]:
         """Give ``user`` a new TOTP secret; returns it and the otpauth:// URI for a QR code."""
         secret = pyotp.random_base32()
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             self._require_user(conn, user)
             conn.execute("UPDATE users SET totp_secret = ?, totp_last_step = NULL "
                          "WHERE name = ?", (self._protect(secret), user))
@@ -683,7 +647,7 @@ class IdentityStore:
         """
         now = self._now()
         failure: AuthError | None = None
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             row = self._require_user(conn, user)
             if row["totp_secret"] is None:
                 failure = AuthError(f"user {user!r} has no TOTP authenticator; enrol one first.")
@@ -701,7 +665,7 @@ class IdentityStore:
         if principal.role != "admin":
             raise Forbidden(f"administrative actions need the admin role; {principal.user!r} "
                             f"has {principal.role!r}.")
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = self._require_user(conn, principal.user)
         if row["totp_secret"] is None:
             raise Forbidden(f"administrator {principal.user!r} has no TOTP authenticator; "
@@ -724,7 +688,7 @@ class IdentityStore:
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         now = self._now()
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             row = self._require_user(conn, user)
             if row["disabled"]:
                 raise Forbidden(f"user {user!r} is disabled; enable it before issuing keys.")
@@ -763,7 +727,7 @@ class IdentityStore:
         key_id, _, secret = rest.partition("_")
         if prefix != KEY_PREFIX or not key_id or not secret:
             raise AuthError(f"not an OpsLake API key; expected {KEY_PREFIX}_<key id>_<secret>.")
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             row = conn.execute("SELECT k.key_id, k.scopes, k.salt, k.secret_hash, "
                                "k.expires_at, k.revoked_at, u.* FROM api_keys k "
                                "JOIN users u ON u.name = k.user WHERE k.key_id = ?",
@@ -787,7 +751,7 @@ class IdentityStore:
     def revoke_key(self, key_id: str) -> None:
         """Revoke a key for good; revoking twice keeps the first date."""
         self._verified.clear()
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             done = conn.execute("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) "
                                 "WHERE key_id = ?", (_iso(self._now()), key_id)).rowcount
             if not done:
@@ -796,7 +760,7 @@ class IdentityStore:
     def list_keys(self, user: str | None = None) -> list[ApiKey]:
         """Keys (of ``user``, or all) without their secrets, newest first."""
         sql = "SELECT * FROM api_keys" + (" WHERE user = ?" if user else "")
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute(sql + " ORDER BY created_at DESC, key_id",
                                 (user,) if user else ()).fetchall()
         return [ApiKey(r["key_id"], r["user"], frozenset(json.loads(r["scopes"])),
@@ -811,7 +775,7 @@ class IdentityStore:
         if not counts:
             return
         now = _iso(self._now())
-        with self._tx() as conn:
+        with self._db.tx() as conn:
             for key_id in {h.name for h, _, _ in counts if h.kind == "key"}:
                 if not conn.execute("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?",
                                     (now, key_id)).rowcount:
@@ -828,7 +792,7 @@ class IdentityStore:
     def quota_use(self, holder: Holder) -> tuple[int, int]:
         """``holder``'s daily quota and the requests it made today (UTC), as stored."""
         table, column = _USAGE_TABLES[holder.kind]
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             if holder.kind == "key":
                 key = conn.execute("SELECT quota_per_day FROM api_keys WHERE key_id = ?",
                                    (holder.name,)).fetchone()
@@ -865,7 +829,7 @@ class IdentityStore:
             clauses.append("day = ?")
             params.append(day.isoformat() if isinstance(day, date) else day)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._connect() as conn:
+        with self._db.connect() as conn:
             rows = conn.execute("SELECT key_id, endpoint, day, requests, rows, errors FROM "
                                 f"api_usage{where} ORDER BY day, key_id, endpoint",
                                 params).fetchall()
