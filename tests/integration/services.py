@@ -40,16 +40,33 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             time.sleep(0.3)
 
 
+def wait_tcp(port: int, timeout: float = 60.0) -> None:
+    """Wait until ``127.0.0.1:port`` accepts a TCP connection."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} did not accept within {timeout:.0f}s")
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
-def running(cmd: Sequence[str], ready_url: str, log: Path, env: dict[str, str] | None = None,
+def running(cmd: Sequence[str], ready: str | int, log: Path, env: dict[str, str] | None = None,
             timeout: float = 60.0) -> Iterator[subprocess.Popen]:
-    """Run ``cmd`` in its own process group until the block ends; its PID group is killed."""
+    """Run ``cmd`` in its own process group until the block ends; its PID group is killed.
+
+    It is ready once ``ready`` answers: a URL (any HTTP status) or a port (TCP accepts).
+    """
     with open(log, "wb") as out:
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env)
         try:
             try:
-                wait_http(ready_url, timeout)
+                if isinstance(ready, str):
+                    wait_http(ready, timeout)
+                else:
+                    wait_tcp(ready, timeout)
             except TimeoutError:
                 raise TimeoutError(f"{cmd[0]} not ready: {log.read_text()[-2000:]}") from None
             yield proc

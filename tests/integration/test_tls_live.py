@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -16,7 +15,6 @@ import time
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.security import tls
 from opslake.settings import Settings
-from tests.integration.services import free_port, install_services
+from tests.integration.services import free_port, install_services, running
 
 SERVE = [sys.executable, "-m", "opslake", "serve"]
 
@@ -56,31 +54,6 @@ def _env(tmp_path: Path, cert: Path | None = None, key: Path | None = None,
     return env
 
 
-@contextlib.contextmanager
-def _listening(cmd: Sequence[str], port: int, log: Path, env: dict[str, str] | None = None
-               ) -> Iterator[None]:
-    """Run ``cmd`` in its own session until the block ends, once ``port`` accepts (TCP)."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"{cmd[0]} exited: {log.read_text()[-2000:]}"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert time.monotonic() < deadline, f"{cmd[0]} not listening: {log.read_text()}"
-            time.sleep(0.3)
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _read(settings: Settings, source: str) -> bytes:
     """Every byte landed for ``source`` today."""
     zone = LandingZone(Lake.from_settings(settings))
@@ -101,7 +74,7 @@ def test_https_verified_and_old_or_plain_clients_refused(tmp_path: Path,
                                                         pair: tuple[Path, Path]) -> None:
     cert, key = pair
     port = free_port()
-    with _listening([*SERVE, "--port", str(port)], port, tmp_path / "serve.log",
+    with running([*SERVE, "--port", str(port)], port, tmp_path / "serve.log",
                     _env(tmp_path, cert, key)):
         verified = tls.client_context(cert)
         for host in ("127.0.0.1", "localhost"):
@@ -182,8 +155,8 @@ action(type="omfwd" target="127.0.0.1" port="{tls_port}" protocol="tcp"
 """)
     marker = f"opslake-tls-{uuid.uuid4().hex[:12]}"
     serve = [*SERVE, "--port", str(api_port), "--syslog-tls-port", str(tls_port)]
-    with _listening(serve, api_port, tmp_path / "serve.log", env), \
-            _listening(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i",
+    with running(serve, api_port, tmp_path / "serve.log", env), \
+            running(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i",
                      str(work / "rsyslogd.pid")], rsyslog_port, tmp_path / "rsyslog.log"):
         sent = subprocess.run(
             ["logger", "--rfc5424", "-T", "-n", "127.0.0.1", "-P", str(rsyslog_port),
@@ -233,9 +206,9 @@ tls_version tlsv1.2
     serve = [*SERVE, "--port", str(api_port), "--mqtt", f"127.0.0.1:{mqtt_port}",
              "--mqtt-username", user, "--mqtt-ca", str(cert), "--mqtt-cert", str(cert),
              "--mqtt-key", str(key)]
-    with _listening(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], mqtt_port,
+    with running(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], mqtt_port,
                     tmp_path / "mosquitto.log"):
-        with _listening(serve, api_port, tmp_path / "serve.log", env):
+        with running(serve, api_port, tmp_path / "serve.log", env):
             publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                     client_id=f"opslake-test-{marker[:8]}")
             publisher.username_pw_set(user, password)
