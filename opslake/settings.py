@@ -210,11 +210,7 @@ def _day_shards(env: Mapping[str, str]) -> int:
 
 def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:
     """A memory budget in MiB from ``name``; a clear error when it is not a sensible one."""
-    raw = env.get(name) or str(default)
-    if not raw.isdigit() or int(raw) < 64:
-        raise ConfigError(f"{name}={raw!r} is not a memory budget; use a whole number of "
-                          f"MiB, at least 64 (default {default})")
-    return int(raw)
+    return _positive(env, name, default, least=64, what="a memory budget in MiB")
 
 
 def _log_level(env: Mapping[str, str]) -> str:
@@ -226,10 +222,11 @@ def _log_level(env: Mapping[str, str]) -> str:
     return raw
 
 
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
-    """A whole number of at least 1 from ``name``; a clear error when it is not one."""
+def _positive(env: Mapping[str, str], name: str, default: int, *, least: int = 1,
+              what: str = "a positive whole number") -> int:
+    """A whole number of at least ``least`` from ``name``; a clear error when it is not one."""
     raw = env.get(name) or str(default)
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"{name}={raw!r} is not a positive whole number; use one of at "
-                          f"least 1 (default {default})")
+    if not raw.isdigit() or int(raw) < least:
+        raise ConfigError(f"{name}={raw!r} is not {what}; use a whole number of at least "
+                          f"{least} (default {default})")
     return int(raw)
