@@ -540,6 +540,10 @@ class IdentityStore:
             return self._count_failure(conn, row, now)
         if row["disabled"]:
             return AuthError(f"user {name!r} is disabled; ask an administrator.")
+        if row["role"] == "admin" and row["totp_secret"] is None:
+            # Enrolment is forced before an administrator's first sign-in (MLPS level 3).
+            return AuthError(f"administrator {name!r} signs in with a TOTP code: enrol an "
+                             f"authenticator first (opslake security enrol-totp {name}).")
         if row["totp_secret"] is not None:
             if not totp:
                 return AuthError(f"user {name!r} has a TOTP authenticator; send its "

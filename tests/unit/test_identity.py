@@ -282,6 +282,16 @@ def test_enrol_and_verify_totp_with_window_and_replay(store: IdentityStore,
         store.verify_totp("alice", "12ab56", at=at)
 
 
+def test_an_administrator_enrols_totp_before_signing_in(store: IdentityStore,
+                                                         clock: Clock) -> None:
+    with pytest.raises(AuthError, match="enrol an authenticator first"):
+        store.login("root", PASSWORD)
+    with pytest.raises(AuthError, match="wrong user name"):  # says nothing without the password
+        store.login("root", "Wrong-Password-1")
+    secret, _ = store.enrol_totp("root")
+    assert store.login("root", PASSWORD, totp=_code(secret, clock.now)).token
+
+
 def test_login_needs_totp_once_enrolled(store: IdentityStore, clock: Clock) -> None:
     secret, _ = store.enrol_totp("alice")
     with pytest.raises(AuthError, match="TOTP authenticator"):
@@ -305,7 +315,8 @@ def test_totp_secret_goes_through_protect(tmp_path: Path, clock: Clock) -> None:
 
 
 def test_admin_second_factor(store: IdentityStore, clock: Clock) -> None:
-    admin = store.session(store.login("root", PASSWORD).token)
+    # An administrator's API key works before TOTP enrolment; its admin actions do not.
+    admin = store.authenticate_key(store.create_key("root")[1])
     with pytest.raises(Forbidden, match="no TOTP authenticator"):
         store.require_second_factor(admin, "123456")
     secret, _ = store.enrol_totp("root")
