@@ -80,8 +80,11 @@ def test_a_warehouse_build_killed_midway_leaves_readers_on_the_old_file(
             assert builder.poll() is None, "the build ended before it could be killed"
             assert time.monotonic() < deadline, "the build never started writing"
             time.sleep(0.01)
-        time.sleep(0.5)
-        assert builder.poll() is None, "the build ended before it could be killed"
+        # Frozen first, then checked: a fast machine may finish the whole build within a
+        # fixed sleep, so the kill lands while the half-built file is known to be there.
+        time.sleep(0.05)
+        builder.send_signal(signal.SIGSTOP)
+        assert building.exists(), "the build finished before it could be stopped"
         builder.send_signal(signal.SIGKILL)
         builder.wait(timeout=30)
         time.sleep(0.3)

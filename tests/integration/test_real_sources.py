@@ -178,24 +178,35 @@ def test_federate_to_silver_matches_what_prometheus_answers(scraped_twice: Servi
     assert float(answer["value"][1]) == point["value"]
 
 
+def _range_result(prom: str, start: datetime, end: datetime) -> list[dict]:
+    """What Prometheus answers for `up` over [start, end] at a 5 s step."""
+    body = httpx.get(f"{prom}/api/v1/query_range", timeout=10, params={
+        "query": "up", "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}",
+        "step": "5"}).json()
+    return body["data"]["result"]
+
+
 def test_query_range_lands_and_parses_with_consistent_counts(scraped_twice: Services,
                                                              tmp_path: Path) -> None:
     prom = scraped_twice.prom
     _, landing = _landing(tmp_path)
-    end = datetime.now(UTC) - timedelta(seconds=5)  # samples up to `end` are all stored
-    start = end - timedelta(minutes=1)
+    # Two scrapes exist, but the newest may be later than `end` (samples up to `end` are all
+    # stored); wait until the window itself holds two steps so the comparison means something.
+    deadline = time.monotonic() + 30
+    while True:
+        end = datetime.now(UTC) - timedelta(seconds=5)
+        start = end - timedelta(minutes=1)
+        result = _range_result(prom, start, end)
+        expected = sum(len(s["values"]) for s in result)
+        if expected >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     connector = QueryRange(prom, "up", start, end, step=5)
     [batch] = connector.collect(landing, datetime.now(UTC))
     assert (batch.source, batch.fmt, batch.connector) == (
         "prometheus", "prom", "prometheus-query-range/1")
     parsed = _parse_prom(landing, batch)
     assert parsed.rejects == []
-
-    body = httpx.get(f"{prom}/api/v1/query_range", timeout=10, params={
-        "query": "up", "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}",
-        "step": "5"}).json()
-    result = body["data"]["result"]
-    expected = sum(len(s["values"]) for s in result)
     assert expected >= 2 and parsed.table.num_rows == expected
     assert set(parsed.table.column("metric").to_pylist()) == {"up"}
     jobs = {prometheus_text.parse_label_set(s)["job"]
