@@ -73,10 +73,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from opslake.crypto import hmac_sm3
 from opslake.errors import ConfigError, InputError, NotFoundError, OpsLakeError
 from opslake.lake.state_db import StateDB
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS as CATALOG_SCOPES
-from opslake.security.crypto import hmac_sm3
 from opslake.security.egress import EgressPolicy, EgressRefused
 from opslake.security.roles import ROLES, SCOPED_BREAKDOWNS, Principal, row_scope_sql
 from opslake.settings import Settings

@@ -35,9 +35,9 @@ import psutil
 import psycopg2
 import pyarrow.fs as pafs
 
+from opslake.crypto import KEY_ENV, data_key
 from opslake.errors import ConfigError, OpsLakeError
 from opslake.orchestration.dask_steps import TASK_PREFIX, cluster_job
-from opslake.security.crypto import KEY_ENV, data_key
 from opslake.settings import Settings
 
 if TYPE_CHECKING:

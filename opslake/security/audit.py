@@ -70,9 +70,9 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, TypeVar
 
+from opslake.crypto import hmac_sm3, key_file, key_id, sm3
 from opslake.errors import InputError, OpsLakeError, StorageError, refused_write, space_error
 from opslake.lake.storage import Lake
-from opslake.security.crypto import hmac_sm3, key_file, key_id, sm3
 from opslake.settings import Settings
 
 #: ``prev`` of the very first entry.

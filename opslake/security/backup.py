@@ -49,17 +49,11 @@ import pyarrow.fs as pafs
 from argon2.exceptions import HashingError
 from argon2.low_level import ARGON2_VERSION, Type, hash_secret_raw
 
+from opslake.crypto import KEY_ENV, PREVIOUS_KEYS_ENV, data_key, hmac_sm3, key_file
 from opslake.errors import BackupError, OpsLakeError
 from opslake.lake.storage import STAGING, Lake
 from opslake.security.audit import canonical
-from opslake.security.crypto import (
-    KEY_ENV,
-    PREVIOUS_KEYS_ENV,
-    FieldCipher,
-    data_key,
-    hmac_sm3,
-    key_file,
-)
+from opslake.security.crypto import FieldCipher
 from opslake.settings import Settings
 
 FORMAT = "opslake-backup"

@@ -21,10 +21,10 @@ import yaml
 from fastapi.testclient import TestClient
 
 from opslake.api.app import create_app
+from opslake.crypto import data_key
 from opslake.lake.storage import Lake
 from opslake.screens.bundle import read_files
 from opslake.screens.model import TIMEZONE_TOKEN
-from opslake.security.crypto import data_key
 from opslake.settings import Settings
 from tests.integration.conftest import DAYS, START
 from tests.keys import bearer, ingest_key

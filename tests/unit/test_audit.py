@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from opslake.crypto import sm3
 from opslake.errors import InputError
 from opslake.security.audit import GENESIS, AuditLog, canonical, entry_hash
-from opslake.security.crypto import sm3
 from opslake.settings import Settings
 
 DAY = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from opslake.crypto import hmac_sm3, key_id, sm3
 from opslake.errors import ConfigError, SecurityError
-from opslake.security.crypto import FieldCipher, hmac_sm3, key_id, sm3
+from opslake.security.crypto import FieldCipher
 from opslake.settings import Settings
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pytest
 
 from opslake import subscriptions as subs
+from opslake.crypto import hmac_sm3
 from opslake.errors import InputError
-from opslake.security.crypto import FieldCipher, hmac_sm3
+from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, Principal
 
 T0 = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
