@@ -9,6 +9,10 @@ DEMO_ENTITIES ?= 500
 DEMO_DAYS ?= 3
 # LIVE=1: real Prometheus, node_exporter, Alertmanager, rsyslog feed OpsLake beside the simulator.
 LIVE ?= 0
+# The demo's UIs stay on loopback behind `opslake serve`'s doors (one sign-in at :8700/login).
+demo: export OPSLAKE_DAGSTER_DOOR_PORT ?= 3000
+demo: export OPSLAKE_DAGSTER_UPSTREAM ?= http://127.0.0.1:3001
+demo: export OPSLAKE_SUPERSET_DOOR_PORT ?= 8090
 
 .PHONY: install demo test bench lint clean screens screens-stop
 
@@ -34,9 +38,11 @@ demo: install
 	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business
 	$(VENV)/bin/opslake alerts incidents
 	$(MAKE) --no-print-directory screens
-	@echo "Superset screens: $$($(VENV)/bin/opslake screens url)  (stop: make screens-stop)"
-	@echo "Dagster UI:       http://127.0.0.1:3000"
-	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else $(VENV)/bin/opslake ui; fi
+	@echo "Sign in:          http://127.0.0.1:8700/login (a user first: opslake security" \
+	      "bootstrap-admin NAME, then enrol-totp NAME)"
+	@echo "Superset screens: http://127.0.0.1:$$OPSLAKE_SUPERSET_DOOR_PORT/  (stop: make screens-stop)"
+	@echo "Dagster UI:       http://127.0.0.1:$$OPSLAKE_DAGSTER_DOOR_PORT/"
+	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else VENV=$(VENV) bash infra/demo-ui.sh; fi
 
 # Superset (own venv, see infra/install-superset.sh) with the screens of dashboards/ imported
 # and the roles provisioned, on 127.0.0.1:8088 (OPSLAKE_SUPERSET_PORT); it keeps running.

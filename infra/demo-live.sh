@@ -2,8 +2,9 @@
 # `make demo LIVE=1`: the demo with real sources beside the simulator. Starts `opslake serve`
 # (push endpoints, syslog receiver) and Prometheus, node_exporter, Alertmanager, rsyslog on
 # loopback, wired to it (remote write, Alertmanager webhook, syslog forwarding), enables the
-# node_exporter collection task, then serves the Dagster UI until Ctrl-C; everything it
-# started is stopped by PID on the way out. Prometheus and Alertmanager push with an API key
+# node_exporter collection task, then serves the Dagster UI (on OPSLAKE_DAGSTER_UPSTREAM's port,
+# behind the door `opslake serve` opens when OPSLAKE_DAGSTER_DOOR_PORT is set) until Ctrl-C;
+# everything it started is stopped by PID on the way out. Prometheus and Alertmanager push with an API key
 # of the push-only role `ingest` (user opslake-ingest), created on the first run and kept in
 # OPSLAKE_INGEST_KEY_FILE [<services dir>/ingest.key, mode 0600], never in the repository.
 set -euo pipefail
@@ -68,6 +69,7 @@ bash infra/services.sh start node_exporter prometheus alertmanager rsyslog
 echo "live sources: Prometheus http://127.0.0.1:${OPSLAKE_PROMETHEUS_PORT:-9090}," \
      "data service http://127.0.0.1:$API_PORT/docs;" \
      "run '$OPSLAKE materialize --from $(date -u +%F)' to bring today's live data in"
-"$OPSLAKE" ui &
+UPSTREAM=${OPSLAKE_DAGSTER_UPSTREAM:-http://127.0.0.1:3001}
+"$OPSLAKE" ui --port "${UPSTREAM##*:}" &
 UI_PID=$!
 wait "$UI_PID"

@@ -16,6 +16,7 @@ from opslake.cli_alerts import app as alerts_app
 from opslake.cli_backup import app as backup_app
 from opslake.cli_catalog import app as catalog_app
 from opslake.cli_cluster import app as cluster_app
+from opslake.cli_landing import app as landing_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
 from opslake.cli_reports import app as reports_app
@@ -45,6 +46,7 @@ app.add_typer(screens_app, name="screens")
 app.add_typer(reports_app, name="reports")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(backup_app, name="backup")
+app.add_typer(landing_app, name="landing")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 stdout = Console(width=None if sys.stdout.isatty() else 160)
@@ -239,17 +241,30 @@ def serve(
              "--mqtt-tls.")] = None,
     mqtt_key: Annotated[Path | None, typer.Option(
         help="Private key (PEM, mode 600) of --mqtt-cert.")] = None,
+    dagster_door: Annotated[int | None, typer.Option(
+        help="Open the Dagster UI's door on this port: sign-in required, data engineers and "
+             "administrators only, proxied to OPSLAKE_DAGSTER_UPSTREAM [default: "
+             "OPSLAKE_DAGSTER_DOOR_PORT, else shut].")] = None,
+    superset_door: Annotated[int | None, typer.Option(
+        help="Open Superset's door on this port: sign-in required, roles mapped, proxied to "
+             "OPSLAKE_SUPERSET_UPSTREAM [default: OPSLAKE_SUPERSET_DOOR_PORT, else shut]; "
+             "Superset must run with OPSLAKE_SUPERSET_DOOR_PORT set.")] = None,
 ) -> None:
-    """Serve the data service (push ingestion, /docs) until Ctrl-C or SIGTERM."""
-    import signal
+    """Serve the data service (push ingestion, /docs, /login) and its doors until Ctrl-C or
+    SIGTERM."""
+    import dataclasses
 
-    import uvicorn
-
+    from opslake.api import gateway
     from opslake.api.app import Listeners, create_app
     from opslake.ingest.listeners import mqtt as mqtt_listener
     from opslake.security import tls
 
     settings = _settings()
+    settings = dataclasses.replace(
+        settings, dagster_door_port=dagster_door or settings.dagster_door_port,
+        superset_door_port=superset_door or settings.superset_door_port)
+    door_list = gateway.doors(settings)
+    gateway.check_ports(port, door_list)
     broker = _host_port(mqtt, "--mqtt") if mqtt else None
     mqtt_tls = mqtt_tls or any((mqtt_ca, mqtt_cert, mqtt_key))
     if broker is None and (mqtt_topic or mqtt_username or mqtt_tls):
@@ -277,19 +292,17 @@ def serve(
         host=host, syslog_port=syslog_port, syslog_tls_port=syslog_tls_port,
         tls=server_tls if syslog_tls_port is not None else None, mqtt=broker,
         mqtt_topics=topics, mqtt_auth=auth))
-    # uvicorn shuts down gracefully on SIGTERM and then re-raises it; exit 0 rather than die.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     scheme = "https" if server_tls else "http"
-    console.print(f"data service on {scheme}://{host}:{port} (API docs: /docs)"
+    door_apps = [gateway.DoorApp(door, api.state.sessions, api.state.security.audit,
+                                 login_port=port, scheme=scheme) for door in door_list]
+    console.print(f"data service on {scheme}://{host}:{port} (API docs: /docs, sign-in: /login)"
                   + (f"; syslog on {host}:{syslog_port} UDP/TCP" if syslog_port else "")
                   + (f"; syslog over TLS on {host}:{syslog_tls_port}" if syslog_tls_port else "")
                   + (f"; MQTT {mqtt}{' (TLS)' if mqtt_tls else ''} topics {', '.join(topics)}"
-                     if broker else ""))
-    # No access log: the audit log already records every request, and printing each one
-    # costs as much as answering a cached query. With TLS, only our context (TLS 1.2+) serves.
-    uvicorn.run(api, host=host, port=port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=10,
-                ssl_context_factory=(lambda _config, _default: server_tls) if server_tls else None)
+                     if broker else "")
+                  + "".join(f"; {d.door.name} door on {scheme}://{host}:{d.door.port} → "
+                            f"{d.door.upstream}" for d in door_apps))
+    gateway.run_servers([(api, port), *((d, d.door.port) for d in door_apps)], host, server_tls)
 
 
 tls_app = typer.Typer(help="TLS certificates for `opslake serve` (HTTPS, syslog over TLS, "

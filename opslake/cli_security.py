@@ -123,7 +123,8 @@ def _random_password() -> str:
 def add_user(
     name: str,
     role: Annotated[str, typer.Option(
-        help="admin, ops_engineer, dept_viewer or ingest (machine senders: push only).")],
+        help="admin, ops_engineer, data_engineer, leadership, dept_viewer or ingest "
+             "(machine senders: push only).")],
     department: Annotated[list[str] | None, typer.Option(
         help="A department whose rows the user sees (repeatable; dept_viewer).")] = None,
     business: Annotated[list[str] | None, typer.Option(

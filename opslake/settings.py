@@ -89,6 +89,13 @@ class Settings:
     #: The password the MQTT subscriber signs in with (its user name is ``--mqtt-username``);
     #: an environment variable only, never a command-line argument (``ps`` shows those).
     mqtt_password: str | None = field(default=None, repr=False)
+    #: The doors ``opslake serve`` opens in front of the Dagster UI and Superset: each its
+    #: own port (the session cookie of the sign-in page is per host, so valid on each), the
+    #: upstream a loopback URL. A port unset keeps that door shut (``opslake.api.gateway``).
+    dagster_door_port: int | None = None
+    superset_door_port: int | None = None
+    dagster_upstream: str = "http://127.0.0.1:3001"
+    superset_upstream: str = "http://127.0.0.1:8088"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -148,6 +155,12 @@ class Settings:
             tls_cert=_tls_path(env, "OPSLAKE_TLS_CERT", "OPSLAKE_TLS_KEY"),
             tls_key=_tls_path(env, "OPSLAKE_TLS_KEY", "OPSLAKE_TLS_CERT"),
             mqtt_password=env.get("OPSLAKE_MQTT_PASSWORD") or None,
+            dagster_door_port=_door_port(env, "OPSLAKE_DAGSTER_DOOR_PORT"),
+            superset_door_port=_door_port(env, "OPSLAKE_SUPERSET_DOOR_PORT"),
+            dagster_upstream=_upstream(env, "OPSLAKE_DAGSTER_UPSTREAM", "http://127.0.0.1:3001"),
+            # Superset's own port (opslake.screens.server) unless the upstream is named.
+            superset_upstream=_upstream(env, "OPSLAKE_SUPERSET_UPSTREAM", "http://127.0.0.1:"
+                                        f"{_port(env, 'OPSLAKE_SUPERSET_PORT', 8088)}"),
         )
 
     @property
@@ -187,6 +200,21 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}={raw!r} is not a TCP port; use a number from 1 to 65535")
     return int(raw)
+
+
+def _door_port(env: Mapping[str, str], name: str) -> int | None:
+    """A door's port from ``env[name]``, or None (the door stays shut) when unset."""
+    return _port(env, name, 0) if env.get(name) else None
+
+
+def _upstream(env: Mapping[str, str], name: str, default: str) -> str:
+    """An upstream's base URL (``http(s)://host:port``); a clear error when it is not one."""
+    raw = (env.get(name) or default).rstrip("/")
+    scheme, _, rest = raw.partition("://")
+    if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
+        raise ConfigError(f"{name}={raw!r} is not an upstream base URL; use http://HOST:PORT "
+                          f"with no path (default {default})")
+    return raw
 
 
 def _tls_path(env: Mapping[str, str], name: str, partner: str) -> Path | None:

@@ -14,7 +14,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from opslake.api import admin, alert_webhooks, data, ingest, subscriptions
+from opslake.api import admin, alert_webhooks, data, ingest, signin, subscriptions
 from opslake.api.answers import AnswerCache
 from opslake.api.auth import Security, install
 from opslake.api.warehouse import WarehouseReader
@@ -147,9 +147,13 @@ def create_app(settings: Settings | None = None,
     app.include_router(data.router)
     app.include_router(admin.router)
     app.include_router(subscriptions.router)
+    app.include_router(signin.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)
     app.state.answers = AnswerCache(app.state.warehouse)
-    install(app, Security(IdentityStore.sealed(settings), AuditLog.from_settings(settings)),
-            app.state.answers)
+    security = Security(IdentityStore.sealed(settings), AuditLog.from_settings(settings))
+    # The doors (opslake.api.gateway) check sessions through this too, so signing out at
+    # /logout ends the session at every door at once.
+    app.state.sessions = signin.SessionCheck(security.identity)
+    install(app, security, app.state.answers)
     return app

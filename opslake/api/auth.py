@@ -2,7 +2,8 @@
 
 A request carries ``Authorization: Bearer <credential>``: an API key (``olk_…``, stored only
 as a salted hash) or a session token from ``POST /v1/auth/login`` (password plus, for
-administrators, a TOTP code). No credential is the anonymous principal, which may reach only
+administrators, a TOTP code); a GET or HEAD may instead carry the session cookie of the sign-in
+page (``opslake.api.signin``). No credential is the anonymous principal, which may reach only
 the health check and the API description. Each endpoint requires one scope; a request allowed
 to reach it first reserves one unit of the daily quota of its key (a session's: of its user),
 kept as usage once answered and refunded when it fails through no fault of the caller. Every
@@ -33,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opslake.api.answers import Answer, AnswerCache
+from opslake.api.signin import SAFE_METHODS, SESSION_COOKIE
 from opslake.errors import (
     ConfigError,
     InputError,
@@ -109,7 +111,7 @@ class Security:
         """The principal of a request's credential (anonymous without one)."""
         header = request.headers.get("Authorization", "")
         if not header:
-            return ANONYMOUS
+            return self._cookie_principal(request)
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential:
             raise AuthError("the Authorization header must be 'Bearer <API key or session "
@@ -117,6 +119,18 @@ class Security:
         if credential.startswith(KEY_PREFIX):
             return self.identity.authenticate_key(credential)
         return self.identity.session(credential)
+
+    def _cookie_principal(self, request: Request) -> Principal:
+        """The session of the sign-in page's cookie, for GET and HEAD only (CSRF: a forged
+        cross-site request may carry the cookie, never a Bearer header); a stale cookie is
+        anonymous, so the sign-in page still opens for it."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token or request.method not in SAFE_METHODS:
+            return ANONYMOUS
+        try:
+            return self.identity.session(token)
+        except AuthError:
+            return ANONYMOUS
 
 
 def error_response(exc: OpsLakeError) -> JSONResponse:

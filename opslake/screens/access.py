@@ -21,6 +21,7 @@ from opslake.screens.bundle import DATABASE_NAME
 from opslake.screens.model import Dataset
 from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetError
+from opslake.security.roles import Principal
 
 OPS_ROLE = "OpsLake 运维值班"
 LEADERSHIP_ROLE = "OpsLake 领导"
@@ -28,11 +29,26 @@ DEPARTMENT_ROLE_PREFIX = "OpsLake 部门·"
 #: Superset's built-in roles the OpsLake roles copy permissions from.
 READ_ONLY_BASE = "Gamma"
 SQL_LAB_BASE = "sql_lab"
+#: Superset's own administrator role.
+ADMIN_ROLE = "Admin"
 
 
 def department_role(department: str) -> str:
     """The role name of one department."""
     return f"{DEPARTMENT_ROLE_PREFIX}{department}"
+
+
+#: The Superset role each OpsLake role signs in with through the door (``superset_roles``);
+#: a department viewer gets one role per department instead, the push-only ``ingest`` none.
+SUPERSET_ROLE_OF = {"admin": ADMIN_ROLE, "ops_engineer": OPS_ROLE, "data_engineer": OPS_ROLE,
+                    "leadership": LEADERSHIP_ROLE}
+
+
+def superset_roles(principal: Principal) -> list[str]:
+    """The Superset roles an OpsLake user is given at Superset's door (empty: none, refused)."""
+    if principal.role == "dept_viewer":
+        return [department_role(d) for d in sorted(principal.departments)]
+    return [SUPERSET_ROLE_OF[principal.role]] if principal.role in SUPERSET_ROLE_OF else []
 
 
 def department_clause(department: str) -> str:

@@ -31,6 +31,8 @@ from opslake.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "infra" / "install-superset.sh"
 CLI_RUNNER = REPO / "infra" / "superset" / "superset_cli.py"
+#: The sign-in hook Superset loads behind OpsLake's door (runs in Superset's venv).
+REMOTE_USER_HOOK = REPO / "infra" / "superset" / "opslake_remote_user.py"
 STOP_GRACE_S = 15.0
 #: Stands for the admin password in CLI arguments; infra/superset/superset_cli.py substitutes
 #: it from the environment.
@@ -70,6 +72,9 @@ class SupersetConfig:
     #: None: generated once and kept in ``state/admin-password``.
     admin_password: str | None = None
     workers: int = 2
+    #: Behind OpsLake's door (``OPSLAKE_SUPERSET_DOOR_PORT`` set): users are signed in by
+    #: the door's headers (AUTH_REMOTE_USER), trusted only with :func:`gateway_secret`.
+    door: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None
@@ -94,6 +99,7 @@ class SupersetConfig:
             admin_username=env.get("OPSLAKE_SUPERSET_ADMIN_USER", "admin"),
             admin_password=env.get("OPSLAKE_SUPERSET_ADMIN_PASSWORD") or None,
             workers=number("OPSLAKE_SUPERSET_WORKERS", 2, 1, 32),
+            door=settings.superset_door_port is not None,
         )
 
     @property
@@ -140,9 +146,36 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
     return path.read_text().strip()
 
 
+def gateway_secret(config: SupersetConfig) -> str:
+    """The secret the door sends Superset with a user's identity (``state/gateway-secret``,
+    0600, made at first use): whoever holds it can sign in to Superset as anyone."""
+    return _secret_file(config.state / "gateway-secret", lambda: secrets.token_urlsafe(32))
+
+
+def _door_text(config: SupersetConfig) -> str:
+    """The part of ``superset_config.py`` that lets OpsLake's door sign users in."""
+    gateway_secret(config)
+    return f'''
+# Behind OpsLake's door (opslake serve --superset-door): the user and roles come from the
+# door's headers, trusted only with the secret in gateway-secret; a browser without them is
+# signed out. REST logins (/api/v1/security/login, provider db, JWT) work as before.
+import sys
+
+from flask_appbuilder.security.manager import AUTH_REMOTE_USER
+
+sys.path.insert(0, {str(REMOTE_USER_HOOK.parent)!r})
+from opslake_remote_user import mutator  # noqa: E402
+
+AUTH_TYPE = AUTH_REMOTE_USER
+FLASK_APP_MUTATOR = mutator(Path({str(config.state / "gateway-secret")!r}),
+                            reserved={config.admin_username!r})
+'''
+
+
 def _config_text(config: SupersetConfig) -> str:
     secret = config.state / "secret-key"
     _secret_file(secret, lambda: secrets.token_urlsafe(48))
+    door = _door_text(config) if config.door else ""
     return f'''\
 # Written by opslake (opslake/screens/server.py) at every start: change the OPSLAKE_SUPERSET_*
 # settings, not this file.
@@ -158,7 +191,7 @@ SUPERSET_WEBSERVER_TIMEOUT = 120
 CONTENT_SECURITY_POLICY_WARNING = False
 FEATURE_FLAGS = {{"DASHBOARD_RBAC": False, "TAGGING_SYSTEM": False}}
 # No PUBLIC_ROLE_LIKE: with it set, JWT-authenticated REST calls fail on this version.
-'''
+{door}'''
 
 
 def running_pid(config: SupersetConfig) -> int | None:

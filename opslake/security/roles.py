@@ -41,6 +41,11 @@ ROLES: dict[str, Role] = {r.name: r for r in (
          "platform administrators: everything, administrative actions need a TOTP code"),
     Role("ops_engineer", READ | {"subscriptions:write", "ingest:write"}, False, False,
          "operations-centre engineers: every row, no personal contact data"),
+    Role("data_engineer", READ | {"subscriptions:write"}, False, False,
+         "data engineers: every row, no personal contact data; the only role besides "
+         "admin the Dagster UI's door admits"),
+    Role("leadership", READ, False, False,
+         "leadership: reads every row (the leadership screens in Superset), writes nothing"),
     Role("dept_viewer", frozenset({"catalog:read", "metrics:read", "incidents:read",
                                    "assets:read", "quality:read", "subscriptions:read",
                                    "subscriptions:write"}),
