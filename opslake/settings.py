@@ -77,6 +77,13 @@ class Settings:
     dedupe_days: int = 7
     #: Scheduled backups kept under ``state_dir/backups`` (``opslake.security.backup``).
     backup_keep: int = 7
+    #: Landing sources whose batches are stored SM4-GCM-encrypted under the data key
+    #: (``OPSLAKE_LANDING_ENCRYPTED_SOURCES``, comma-separated, ``none`` for none): the
+    #: exports that carry personal contacts (owner phone numbers, e-mail) by default.
+    landing_encrypted_sources: tuple[str, ...] = ("cmdb", "itsm")
+    #: Days a landed batch is kept once silver holds it (``OPSLAKE_LANDING_RETENTION_DAYS``);
+    #: 0, the default, keeps landing forever (``opslake landing purge``).
+    landing_retention_days: int = 0
     #: The environment variable holding the passphrase backups' keys are sealed under.
     backup_passphrase_env: str = "OPSLAKE_BACKUP_PASSPHRASE"
     #: Requests a user may make per UTC day through sessions (all of them together), as an
@@ -149,6 +156,10 @@ class Settings:
             audit_syslog=env.get("OPSLAKE_AUDIT_SYSLOG") or None,
             dedupe_days=_positive(env, "OPSLAKE_DEDUPE_DAYS", 7),
             backup_keep=_positive(env, "OPSLAKE_BACKUP_KEEP", 7),
+            landing_encrypted_sources=_sources(env, "OPSLAKE_LANDING_ENCRYPTED_SOURCES",
+                                               ("cmdb", "itsm")),
+            landing_retention_days=_positive(env, "OPSLAKE_LANDING_RETENTION_DAYS", 0, least=0,
+                                             what="a number of days (0 keeps landing forever)"),
             backup_passphrase_env=env.get("OPSLAKE_BACKUP_PASSPHRASE_VAR")
             or "OPSLAKE_BACKUP_PASSPHRASE",
             session_quota_per_day=_positive(env, "OPSLAKE_SESSION_QUOTA", 10_000),
@@ -234,6 +245,20 @@ def _day_shards(env: Mapping[str, str]) -> int:
         raise ConfigError(f"OPSLAKE_SHARDS={raw!r} is not a shard count; use a whole number "
                           "from 1 (default: a day is one step) to 256")
     return int(raw)
+
+
+def _sources(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Landing source names, comma-separated, from ``name`` (``none``: no source)."""
+    raw = env.get(name, "").strip()
+    if raw.lower() == "none":
+        return ()
+    names = tuple(sorted({part.strip() for part in raw.split(",") if part.strip()})) or default
+    bad = [n for n in names if not n.replace("-", "").replace("_", "").isalnum()
+           or n != n.lower()]
+    if bad:
+        raise ConfigError(f"{name}={raw!r} names {bad[0]!r}, not a landing source; use "
+                          "lower-case source names separated by commas (e.g. cmdb,itsm) or none")
+    return names
 
 
 def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:

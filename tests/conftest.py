@@ -27,6 +27,6 @@ def lake(settings: Settings) -> Lake:
 
 
 @pytest.fixture
-def landing(lake: Lake) -> LandingZone:
-    """The landing zone of ``lake``."""
-    return LandingZone(lake)
+def landing(settings: Settings, lake: Lake) -> LandingZone:
+    """The landing zone of ``lake``, with the data key of ``settings`` (for sealed sources)."""
+    return LandingZone.from_settings(settings, lake)

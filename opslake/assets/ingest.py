@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from opslake.assets.keys import BRONZE_SOURCES, FINDINGS_SOURCES, OWNER, key
 from opslake.assets.partitions import DAILY
@@ -19,6 +20,7 @@ from opslake.lake import quarantine
 from opslake.lake.landing import LandedBatch
 from opslake.lake.schemas import QUARANTINE
 from opslake.lake.shards import drop_states, part_name, save_state, shard_of
+from opslake.lake.storage import Lake
 from opslake.security.crypto import FieldCipher
 from opslake.security.fields import sealer
 from opslake.settings import Settings
@@ -77,14 +79,15 @@ def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
         description=(
             f"{spec.title}: raw batches exactly as delivered, one manifest row per batch "
             f"(landing/source={spec.source}/dt=…). Materializing seals the day's manifest: it "
-            "checks that every manifested object is present with its recorded size."
+            "checks that every manifested object is present with its recorded size (batches "
+            "purged by retention keep only their manifest row)."
         ),
     )
     def landing_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         zone = lake.landing()
         batches = zone.batches(spec.source, context.partition_key)
         missing = [b.path for b in batches
-                   if zone.lake.fs.get_file_info(b.path).size != b.bytes]
+                   if zone.lake.fs.get_file_info(b.path).size != b.stored_bytes]
         if missing:
             raise dg.Failure(f"{len(missing)} landed objects are missing or truncated, e.g. "
                              f"{missing[0]}; restore them or re-deliver those batches",
@@ -109,11 +112,13 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
                   lake: LakeResource, shard: int) -> dict:
         """Parse the day's batches of day shard ``shard`` (by batch id); its figures."""
         zone, dt = lake.landing(), context.partition_key
-        batches = zone.batches(spec.source, dt)
+        batches = zone.batches(spec.source, dt, purged=True)
         if shards > 1:
             mine = shard_of(pa.array([b.batch_id for b in batches], pa.string()), shards)
             batches = [b for b, s in zip(batches, mine, strict=True) if s == shard]
-        rejects: list[pa.Table] = []
+        # Batches purged from landing are not parsed again: their bronze file and
+        # quarantine rows stay as the run before wrote them (the day rebuilds the same).
+        rejects = _kept_for_purged(zone.lake, table.name, dt, batches)
         rows = 0
         # Sealed in the parser, so no clear personal value reaches a bronze or quarantine file.
         parse_batch = functools.partial(
@@ -125,20 +130,25 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
 
         def parts() -> Iterator[tuple[str, pa.Table]]:
             nonlocal rows
-            for batch, result in _ordered_map(parse, batches):
+            for batch, result in _ordered_map(parse, [b for b in batches if not b.purged_at]):
                 rows += result.table.num_rows
                 if result.rejects:
-                    rejects.append(quarantine.rejects_table(batch, result.rejects))
+                    rejects[batch.batch_id] = quarantine.rejects_table(batch, result.rejects)
                 yield batch.batch_id, result.table
 
-        # One shard of several leaves the other shards' files to them; the merge prunes.
         zone.lake.write_parts("bronze", table.name, {"dt": dt}, parts(), table.schema,
-                              prune=shards == 1)
-        quarantined = quarantine.write(zone.lake, table.name, dt, rejects,
+                              prune=False)
+        if shards == 1:  # one shard of several leaves the others' files; the merge prunes
+            zone.lake.prune_parts("bronze", table.name, {"dt": dt},
+                                  {f"{b.batch_id}.parquet" for b in batches})
+        quarantined = quarantine.write(zone.lake, table.name, dt,
+                                       [rejects[b.batch_id] for b in batches
+                                        if b.batch_id in rejects],
                                        part=part_name(shard), prune=shards == 1)
         if quarantined:
             context.log.warning(f"{quarantined} {spec.source} lines quarantined for {dt}")
-        return {"rows": rows, "batches": len(batches), "quarantined": quarantined}
+        return {"rows": rows, "batches": len(batches), "quarantined": quarantined,
+                "purged_batches_kept": sum(1 for b in batches if b.purged_at)}
 
     if shards > 1:
         return _sharded_bronze(spec, table, description, shards, parse_day)
@@ -174,7 +184,8 @@ def _sharded_bronze(spec: SourceSpec, table: BronzeTable, description: str, shar
         # Files of batches no longer in the day's manifest, and quarantine parts of an
         # earlier run with more shards, go as an unsharded run's would.
         zone.lake.prune_parts("bronze", table.name, {"dt": dt},
-                              {f"{b.batch_id}.parquet" for b in zone.batches(spec.source, dt)})
+                              {f"{b.batch_id}.parquet"
+                               for b in zone.batches(spec.source, dt, purged=True)})
         zone.lake.prune_parts("bronze", quarantine.TABLE, {"dt": dt, "table": table.name},
                               {f"{part_name(i)}.parquet" for i in range(shards)})
         drop_states(zone.lake, "bronze", table.name, dt)
@@ -183,6 +194,29 @@ def _sharded_bronze(spec: SourceSpec, table: BronzeTable, description: str, shar
     return fan_out_asset(key("bronze", table.name), deps=[key("landing", spec.source)],
                          shards=shards, description=description, kinds={"parquet", "polars"},
                          shard_step=shard_step, merge_step=merge_step)
+
+
+def _kept_for_purged(lake: Lake, table: str, dt: str, batches: Sequence[LandedBatch]
+                     ) -> dict[str, pa.Table]:
+    """Quarantine rows of the purged ``batches``, by batch id; fails if a bronze file is gone.
+
+    A purged batch cannot be parsed again, so its day is rebuilt from what bronze kept. If
+    that is gone too, writing the day would silently lose its rows: the step fails instead.
+    """
+    purged = [b for b in batches if b.purged_at]
+    gone = [b.batch_id for b in purged if not lake.exists(
+        f"{lake.table_path('bronze', table, {'dt': dt})}/{b.batch_id}.parquet")]
+    if gone:
+        raise dg.Failure(
+            f"{len(gone)} batch(es) of bronze/{table} {dt} (e.g. {gone[0]}) were purged from "
+            "landing by retention and their bronze file is missing too, so the day cannot be "
+            "rebuilt without losing rows: restore the lake from a backup (opslake backup "
+            "restore) or re-deliver those batches", allow_retries=False)
+    if not purged:
+        return {}
+    rows = quarantine.read_part(lake, dt, table, QUARANTINE.names)
+    return {b.batch_id: kept for b in purged
+            if (kept := rows.filter(pc.equal(rows["batch_id"], b.batch_id))).num_rows}
 
 
 def _ordered_map(fn: Callable[[LandedBatch], ParseResult],

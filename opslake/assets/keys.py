@@ -1,6 +1,7 @@
 """Asset keys carry their layer (``silver/metric_points``); one factory for daily tables."""
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
@@ -8,6 +9,8 @@ import pyarrow as pa
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.errors import ConfigError
+from opslake.lake.landing import LandingZone
+from opslake.lake.retention import bronze_batch_ids, mark_silvered
 from opslake.lake.storage import Lake
 from opslake.quality.partition import PartitionCheck
 from opslake.quality.results import ROW_KINDS, CheckResult
@@ -21,6 +24,9 @@ SUITES = load_suites()
 BRONZE_SOURCES: dict[str, str] = {}
 #: Landing sources of OpsLake's own findings (SourceSpec.findings), filled the same way.
 FINDINGS_SOURCES: set[str] = set()
+#: Silver tables reading each bronze table, filled as the silver assets are defined: landing
+#: retention purges a batch only once all of them hold it (opslake.lake.retention).
+SILVER_READERS: dict[str, set[str]] = {}
 
 #: Builds one day of a table: (lake, day, metadata to fill) → a table or slices of it.
 Build = Callable[[Lake, str, dict], pa.Table | Iterable[pa.Table]]
@@ -76,6 +82,7 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     ``settings``: ``build`` is a SettingsBuild, given the settings of the lake resource.
     """
     check_specs = table_check_specs(layer, name)
+    silvered = register_silver(layer, name, bronze)
 
     @dg.asset(
         check_specs=check_specs,
@@ -90,11 +97,15 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
     def table_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         lk, dt = lake.lake(), context.partition_key
         metadata = new_metadata(schema)
+        # Taken before reading: a batch landing in bronze meanwhile is not claimed as read.
+        consumed = bronze_batch_ids(lk, bronze, dt) if silvered else {}
         out = build(lk, dt, metadata, lake.settings()) if settings else build(lk, dt, metadata)
-        check = partition_check(lk, layer, name, schema, dt, bronze)
+        check = partition_check(lake.landing(), layer, name, schema, dt, bronze)
         chunks = check.chunks(as_chunks(out)) if check else as_chunks(out)
         lk.write_parts(layer, name, {"dt": dt}, [("part-0", counted(chunks, metadata, schema))],
                        schema)
+        if silvered:
+            mark_silvered(lk, name, dt, consumed, datetime.now(UTC))
         checks = finish_checks(check, metadata, context) if check else []
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
@@ -131,7 +142,16 @@ def counted(chunks: Iterable[pa.Table], metadata: dict, schema: pa.Schema
         yield chunk
 
 
-def partition_check(lake: Lake, layer: str, name: str, schema: pa.Schema, dt: str,
+def register_silver(layer: str, name: str, bronze: Sequence[str]) -> bool:
+    """Record silver ``name`` as a reader of its ``bronze`` tables; whether it is one."""
+    if layer != "silver" or not bronze:
+        return False
+    for table in bronze:
+        SILVER_READERS.setdefault(table, set()).add(name)
+    return True
+
+
+def partition_check(zone: LandingZone, layer: str, name: str, schema: pa.Schema, dt: str,
                     bronze: Sequence[str]) -> PartitionCheck | None:
     """The quality checks of one partition of a table (none without a suite)."""
     suite = SUITES.get(f"{layer}.{name}")
@@ -141,7 +161,7 @@ def partition_check(lake: Lake, layer: str, name: str, schema: pa.Schema, dt: st
     if unknown:  # a silver spec naming a bronze table no source declares: a wiring mistake
         raise ConfigError(f"{layer}.{name} reads bronze {', '.join(unknown)}, which no landing "
                           "source declares; add it to that source's SourceSpec.bronze")
-    return PartitionCheck(lake, suite, schema, dt, {t: BRONZE_SOURCES[t] for t in bronze},
+    return PartitionCheck(zone, suite, schema, dt, {t: BRONZE_SOURCES[t] for t in bronze},
                           findings=frozenset(FINDINGS_SOURCES))
 
 

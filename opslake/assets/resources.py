@@ -48,8 +48,8 @@ class LakeResource(dg.ConfigurableResource):
         return _open_lake(self.settings())
 
     def landing(self) -> LandingZone:
-        """The landing zone of the lake, with the settings' de-duplication window."""
-        return LandingZone(self.lake(), dedupe_days=self.settings().dedupe_days)
+        """The landing zone of the lake: the settings' window, sealed sources and data keys."""
+        return LandingZone.from_settings(self.settings(), self.lake())
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,6 +11,7 @@ shard the table is a plain daily asset (``daily_table_asset``), step for step as
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 
 import dagster as dg
 import pyarrow as pa
@@ -24,10 +25,12 @@ from opslake.assets.keys import (
     key,
     new_metadata,
     partition_check,
+    register_silver,
     table_check_specs,
 )
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
+from opslake.lake.retention import bronze_batch_ids, mark_silvered
 from opslake.lake.schemas import QUARANTINE
 from opslake.lake.shards import drop_states, load_state, part_name, save_state
 from opslake.lake.storage import Lake
@@ -53,12 +56,13 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
             bronze=bronze, build=lambda lake, dt, metadata, settings: build(
                 lake, dt, 0, metadata, settings))
     specs = table_check_specs(layer, name)
+    silvered = register_silver(layer, name, bronze)
 
     def shard_step(context: dg.OpExecutionContext, lake: LakeResource, shard: int) -> None:
         lk, dt = lake.lake(), context.partition_key
         metadata = new_metadata(schema)
         out = as_chunks(build(lk, dt, shard, metadata, lake.settings()))
-        check = partition_check(lk, layer, name, schema, dt, bronze)
+        check = partition_check(lake.landing(), layer, name, schema, dt, bronze)
         chunks = check.chunks(out) if check else out
         lk.write_parts(layer, name, {"dt": dt},
                        [(part_name(shard), counted(chunks, metadata, schema))], schema,
@@ -71,7 +75,7 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
     def merge_step(context: dg.OpExecutionContext, lake: LakeResource
                    ) -> tuple[dict, list[dg.AssetCheckResult]]:
         lk, dt = lake.lake(), context.partition_key
-        check = partition_check(lk, layer, name, schema, dt, bronze)
+        check = partition_check(lake.landing(), layer, name, schema, dt, bronze)
         states = load_states(lk, layer, name, dt, shards)
         if check:
             for figures, rows in states:
@@ -82,6 +86,8 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
         metadata = summed_metadata(states)
         checks = finish_checks(check, metadata, context) if check else []
         drop_states(lk, layer, name, dt)
+        if silvered:  # taken after the shards read bronze: the day's run wrote bronze first
+            mark_silvered(lk, name, dt, bronze_batch_ids(lk, bronze, dt), datetime.now(UTC))
         return metadata, checks
 
     return fan_out_asset(key(layer, name), deps=deps, shards=shards, check_specs=specs,

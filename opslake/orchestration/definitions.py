@@ -22,7 +22,7 @@ from opslake.assets import (
     tickets,
 )
 from opslake.assets.resources import LakeResource
-from opslake.orchestration import backup, collection, jobs
+from opslake.orchestration import backup, collection, jobs, retention
 
 defs = dg.Definitions.merge(
     cmdb.defs,
@@ -43,5 +43,6 @@ defs = dg.Definitions.merge(
     jobs.defs,
     collection.defs,
     backup.defs,
+    retention.defs,
     dg.Definitions(resources={"lake": LakeResource()}),
 )

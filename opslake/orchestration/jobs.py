@@ -15,6 +15,7 @@ from opslake.assets.reports import service_reports_job
 from opslake.assets.resources import LakeResource
 from opslake.assets.retries import STEP_RETRY
 from opslake.orchestration.backup import backup_job
+from opslake.orchestration.retention import landing_purge_job
 
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
@@ -53,7 +54,7 @@ def serving_after_daily_pipeline(context: dg.RunStatusSensorContext) -> dg.RunRe
 
 #: Jobs whose failure is the platform's (collection jobs raise their own breaker alerts).
 WATCHED = [daily_pipeline, serving_refresh, quality_followup, ml_training, service_reports_job,
-           alerts_live_job, metrics_live_job, backup_job]
+           alerts_live_job, metrics_live_job, backup_job, landing_purge_job]
 
 
 @dg.run_failure_sensor(

@@ -108,7 +108,9 @@ def rejected_lines(zone: LandingZone, bronze_table: str, source: str, dt: str,
 
 
 def _lines(zone: LandingZone, batch: LandedBatch) -> int:
-    """Non-blank lines of a landed batch (at least one)."""
+    """Non-blank lines of a landed batch (at least one; one for a purged batch's object)."""
+    if batch.purged_at:
+        return 1
     data = zone.read(batch, verify=False)
     return max(1, sum(1 for line in data.split(b"\n") if line.strip()))
 
@@ -122,11 +124,13 @@ def sender_lines(zone: LandingZone, bronze: Mapping[str, str], dt: str,
     """
     out = []
     for table, source in bronze.items():
-        manifest = zone.batches(source, dt)
+        # Tombstones too: a purged batch's bronze rows still belong to its sender.
+        manifest = zone.batches(source, dt, purged=True)
         rejected = rejected_lines(zone, table, source, dt, manifest)
         rows = delivered_rows(zone.lake, table, dt, manifest)
         history = [] if source in findings else [
-            delivered_rows(zone.lake, table, d, zone.batches(source, d)) for d in history_days]
+            delivered_rows(zone.lake, table, d, zone.batches(source, d, purged=True))
+            for d in history_days]
         for sender in sorted({*rejected, *rows, *(s for day in history for s in day)}):
             out.append(SenderLines(source, sender, rejected.get(sender, 0),
                                    rows.get(sender, 0),
@@ -134,8 +138,9 @@ def sender_lines(zone: LandingZone, bronze: Mapping[str, str], dt: str,
     return out
 
 
-def _context(lake: Lake, suite: Suite, dt: str, bronze: Mapping[str, str],
+def _context(zone: LandingZone, suite: Suite, dt: str, bronze: Mapping[str, str],
              findings: Collection[str]) -> Context:
+    lake = zone.lake
     day = date.fromisoformat(dt)
     earlier = sorted(d for d in lake.partitions(suite.layer, suite.table) if d < dt)[-7:]
     history = [partition_rows(lake, suite.layer, suite.table, d) for d in earlier]
@@ -145,18 +150,19 @@ def _context(lake: Lake, suite: Suite, dt: str, bronze: Mapping[str, str],
     end = min(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1),
               datetime.now(UTC))
     return Context(cmdb=cmdb, history_rows=history,
-                   parse=sender_lines(LandingZone(lake), bronze, dt, earlier, findings),
+                   parse=sender_lines(zone, bronze, dt, earlier, findings),
                    end=end)
 
 
 class PartitionCheck:
     """The checks of one partition being written."""
 
-    def __init__(self, lake: Lake, suite: Suite, schema: pa.Schema, dt: str,
+    def __init__(self, zone: LandingZone, suite: Suite, schema: pa.Schema, dt: str,
                  bronze: Mapping[str, str], findings: Collection[str] = ()) -> None:
-        self.lake, self.suite, self.dt = lake, suite, dt
+        """``zone`` opens the landed batches (sealed ones too) whose lines are counted."""
+        self.lake, self.suite, self.dt = zone.lake, suite, dt
         self.validator = TableValidator(suite, schema,
-                                        _context(lake, suite, dt, bronze, findings))
+                                        _context(zone, suite, dt, bronze, findings))
 
     def chunks(self, chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
         """The chunks with offending rows removed."""

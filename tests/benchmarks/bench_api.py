@@ -54,14 +54,13 @@ def _settings(home: Path):
 def prepare(home: Path, entities: int) -> float:
     """Simulate one day into ``home`` and build gold metrics and the warehouse; seconds."""
     from opslake.lake.landing import LandingZone
-    from opslake.lake.storage import Lake
     from opslake.orchestration import runner
     from opslake.simulate import SimulationConfig, simulate
 
     settings = _settings(home)
     started = time.perf_counter()
     simulate(SimulationConfig(seed=7, entities=entities, days=1, start=START, step_seconds=60),
-             LandingZone(Lake.from_settings(settings)))
+             LandingZone.from_settings(settings))
     runner.materialize(settings, [START.isoformat()],
                        ["+gold/metric_values/cloud_compute", "+gold/catalog_metrics"])
     runner.refresh_serving(settings)

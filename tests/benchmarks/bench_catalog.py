@@ -45,14 +45,13 @@ def _settings(home: Path):
 def prepare(home: Path, entities: int, days: int) -> dict:
     """Simulate the estate into ``home`` and materialize landing → bronze → silver."""
     from opslake.lake.landing import LandingZone
-    from opslake.lake.storage import Lake
     from opslake.orchestration import runner
     from opslake.simulate import SimulationConfig, simulate
 
     settings = _settings(home)
     started = time.perf_counter()
     simulate(SimulationConfig(seed=7, entities=entities, days=days, start=START,
-                              step_seconds=60), LandingZone(Lake.from_settings(settings)))
+                              step_seconds=60), LandingZone.from_settings(settings))
     simulated = time.perf_counter() - started
     dts = [(START + timedelta(days=i)).isoformat() for i in range(days)]
     mark = time.perf_counter()

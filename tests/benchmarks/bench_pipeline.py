@@ -43,11 +43,12 @@ def simulate_raw(raw_home: Path, entities: int, days: int) -> dict:
     from opslake.settings import Settings
     from opslake.simulate import SimulationConfig, simulate
 
-    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(raw_home)}))
+    settings = Settings.from_env({"OPSLAKE_HOME": str(raw_home)})
+    lake = Lake.from_settings(settings)
     started = time.perf_counter()
     truth = simulate(SimulationConfig(seed=7, entities=entities, days=days,
                                       start=date(2026, 3, 2), step_seconds=60),
-                     LandingZone(lake))
+                     LandingZone.from_settings(settings, lake))
     return {"seconds": time.perf_counter() - started, "points": truth.count("metric_points")}
 
 
@@ -58,9 +59,9 @@ def run_opslake(raw_home: Path, home: Path) -> dict:
     from opslake.orchestration import runner
     from opslake.settings import Settings
 
-    raw = LandingZone(Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(raw_home)})))
+    raw = LandingZone.from_settings(Settings.from_env({"OPSLAKE_HOME": str(raw_home)}))
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     phases: dict[str, float] = {}
     started = time.perf_counter()
     days: set[str] = set()

@@ -38,7 +38,7 @@ def converged(tmp_path_factory: pytest.TempPathFactory):
     lake = Lake.from_settings(settings)
     truth = simulate(SimulationConfig(seed=7, entities=500, days=len(DAYS),
                                       start=date.fromisoformat(DAYS[0]), step_seconds=60),
-                     LandingZone(lake))
+                     LandingZone.from_settings(settings, lake))
     runner.materialize(settings, DAYS, SELECT)
     incidents = lake.read_table("gold", "incidents").to_pylist()
     alerts = lake.read_table("gold", "incident_alerts").to_pylist()

@@ -97,7 +97,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Estate:
     home = tmp_path_factory.mktemp("fuzz-lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     simulate(SimulationConfig(seed=11, entities=40, days=1, start=DAY, step_seconds=300),
-             LandingZone(Lake.from_settings(settings)))
+             LandingZone.from_settings(settings))
     runner.materialize(settings, [DAY.isoformat()])
     runner.refresh_serving(settings)
     keys, secret = _identities(settings)

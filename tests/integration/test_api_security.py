@@ -42,7 +42,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     simulate(SimulationConfig(seed=5, entities=60, days=1, start=DAY, step_seconds=300),
-             LandingZone(Lake.from_settings(settings)))
+             LandingZone.from_settings(settings))
     runner.materialize(settings, [DAY.isoformat()])
     runner.refresh_serving(settings)
     con = open_read_only(settings.warehouse_path)
@@ -252,7 +252,7 @@ def test_no_lake_file_holds_an_owner_contact_in_clear(api) -> None:
     owners' contacts only as SM4 tokens; landing keeps the exports as delivered (docs/api.md,
     Known limits), which is where the clear contacts for this check come from."""
     lake = Lake.from_settings(api.settings)
-    zone = LandingZone(lake)
+    zone = LandingZone.from_settings(api.settings, lake)
     contacts = {ci["owner_contact"] for b in zone.batches("cmdb", DAY.isoformat())
                 for ci in json.loads(zone.read(b))["cis"] if ci.get("owner_contact")}
     assert len(contacts) > 10 and all(c.isdigit() and len(c) == 11 for c in contacts)

@@ -3,7 +3,8 @@
 A copy of the estate's home gets a user with an API key, an SM4-sealed contact and audited
 API requests; `opslake backup create` archives it, `opslake backup restore` brings it back
 into an empty home, and the restored platform answers the same query with the same key,
-opens the sealed value and verifies its audit log. Damaged archives are refused by
+opens the sealed value and the SM4-encrypted CMDB/ITSM landing batches, and verifies its
+audit log. Damaged archives are refused by
 `opslake backup verify`, a non-empty target by restore, and the scheduled job keeps N.
 """
 
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from opslake.api.app import create_app
 from opslake.assets.resources import LakeResource
+from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse, open_read_only
 from opslake.orchestration.backup import backup_job
@@ -112,6 +114,11 @@ def test_a_restored_home_answers_the_same_query_opens_sealed_values_and_verifies
     assert _ask(restored, installation.key, installation.query) == installation.answer
     cipher = FieldCipher.from_settings(restored, {})
     assert cipher.decrypt(installation.sealed, CONTACT[0]) == CONTACT[1]
+    zone = LandingZone.from_settings(restored)  # its key is the restored data.key
+    sealed = [b for s in ("cmdb", "itsm") for d in zone.days(s) for b in zone.batches(s, d)]
+    assert sealed and all(b.encryption == "sm4-gcm" for b in sealed)
+    opened = [zone.read(b) for b in sealed]  # checked against the plaintext checksum
+    assert any(b"owner_contact" in data for data in opened)
     audit = _opslake("audit", "verify", home=target)
     assert audit.returncode == 0, audit.stderr
     assert json.loads(audit.stdout)["entries"] >= 1

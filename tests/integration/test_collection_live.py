@@ -18,7 +18,6 @@ import pytest
 
 from opslake.ingest.parsers import alertmanager, prometheus_text
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import Lake
 from opslake.settings import Settings
 from tests.integration.services import free_port, install_services, services_sh, wait_http
 
@@ -89,7 +88,7 @@ def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(node_exporter: 
            "COLUMNS": "250"}
     env.pop("OPSLAKE_STATE_DIR", None)
     settings = Settings.from_env(env)
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
 
     listed = _cli(env, "list")
     assert listed.returncode == 0, listed.stderr

@@ -35,7 +35,7 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> estate_eval.EstateFigur
     home = tmp_path_factory.mktemp("lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     lake = Lake.from_settings(settings)
-    truth = simulate(CONFIG, LandingZone(lake))
+    truth = simulate(CONFIG, LandingZone.from_settings(settings, lake))
     runner.materialize(settings, DAYS, ["+gold/incidents"])
     out = estate_eval.evaluate(lake, settings)
     assert out.root_cause.faults == len(truth.faults)

@@ -43,7 +43,7 @@ def _settle(*paths: Path) -> None:
 
 def test_dropped_exports_are_landed_once_moved_aside_and_reach_silver(tmp_path: Path) -> None:
     settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "lake")})
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     now = datetime.now(UTC).replace(microsecond=0)
     iso = now.isoformat().replace("+00:00", "Z")
     cmdb_dir, itsm_dir = tmp_path / "cmdb-drop", tmp_path / "itsm-drop"

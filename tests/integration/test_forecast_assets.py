@@ -50,7 +50,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Forecasted:
     settings = Settings.from_env({"OPSLAKE_HOME": home})
     lake = Lake.from_settings(settings)
     simulate(SimulationConfig(seed=7, entities=40, days=3, start=START, step_seconds=300),
-             LandingZone(lake))
+             LandingZone.from_settings(settings, lake))
     runner.materialize(settings, DAYS, ["+silver/metric_points"])
     results, seconds = {}, {}
     for day in (DAYS[0], DAYS[-1], "2026-03-01"):

@@ -46,7 +46,7 @@ def test_published_metric_and_event_reach_silver(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     ts_ms = int(now.timestamp() * 1000)
     today = now.date().isoformat()
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     serve = [sys.executable, "-m", "opslake", "serve", "--port", str(api_port),
              "--mqtt", f"127.0.0.1:{mqtt_port}"]
     started = services_sh(env, "start", "mosquitto")

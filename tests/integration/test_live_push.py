@@ -24,7 +24,6 @@ import pytest
 
 from opslake.ingest.parsers import prometheus
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.security.audit import AuditLog
 from opslake.settings import Settings
@@ -84,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prom = f"http://127.0.0.1:{ports['prometheus']}"
             wait_http(f"{prom}/-/ready", timeout=30)
             wait_http(f"http://127.0.0.1:{ports['alertmanager']}/-/ready", timeout=30)
-            yield Stack(settings, LandingZone(Lake.from_settings(settings)), env,
+            yield Stack(settings, LandingZone.from_settings(settings), env,
                         f"127.0.0.1:{ports['node_exporter']}", prom, started_at)
         finally:
             stopped = services_sh(env, "stop", *NAMES)

@@ -26,7 +26,7 @@ def test_logger_via_rsyslog_reaches_silver_logs(tmp_path: Path) -> None:
            "OPSLAKE_SYSLOG_PORT": str(rsyslog_port),
            "OPSLAKE_SYSLOG_FORWARD": f"127.0.0.1:{syslog_port}"}
     marker = f"opslake-{uuid.uuid4().hex[:12]}"
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     today = datetime.now(UTC).date().isoformat()
     serve = [sys.executable, "-m", "opslake", "serve", "--port", str(api_port),
              "--syslog-port", str(syslog_port)]

@@ -61,7 +61,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
         assert settings.metrics_dir == metrics_dir.resolve()
         lake = Lake.from_settings(settings)
         simulate(SimulationConfig(seed=5, entities=40, days=2, start=date(2026, 3, 2),
-                                  step_seconds=600), LandingZone(lake))
+                                  step_seconds=600), LandingZone.from_settings(settings, lake))
         metrics = load(metrics_dir)
         runner.materialize(settings, [DAY1])
 

@@ -30,7 +30,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     home = tmp_path_factory.mktemp("lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     simulate(SimulationConfig(seed=11, entities=60, days=len(DAYS), start=START,
-                              step_seconds=300), LandingZone(Lake.from_settings(settings)))
+                              step_seconds=300), LandingZone.from_settings(settings))
     runner.materialize(settings, DAYS, ["bronze", "silver"])
     return settings
 

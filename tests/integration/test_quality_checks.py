@@ -82,8 +82,8 @@ def _delete_day(zone: LandingZone, source: str, dt: str) -> list[bytes]:
     return kept
 
 
-def _corrupt_day3(lake: Lake) -> None:
-    zone = LandingZone(lake)
+def _corrupt_day3(settings: Settings, lake: Lake) -> None:
+    zone = LandingZone.from_settings(settings, lake)
     # The extra exports come from the ITSM system's one export feed (the simulator's
     # connector), so a broken export is a table-wide problem, not one sender's among several.
     # 1. nulls and 3. duplicate keys: one export with an empty priority and a doubled row.
@@ -129,12 +129,12 @@ def lake_after(tmp_path_factory: pytest.TempPathFactory) -> dict:
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     lake = Lake.from_settings(settings)
     simulate(SimulationConfig(seed=21, entities=60, days=3, start=START, step_seconds=600),
-             LandingZone(lake))
+             LandingZone.from_settings(settings, lake))
     runner.materialize(settings, CLEAN)
     clean = read_results(lake, CLEAN)
     assert VM in set(lake.read_table("silver", "assets", dts=[CLEAN[-1]])
                      .column("entity_id").to_pylist())
-    _corrupt_day3(lake)
+    _corrupt_day3(settings, lake)
     with pytest.raises(runner.QualityBlocked) as blocked:
         runner.materialize(settings, [DAY3])
     return {"lake": lake, "clean": clean, "message": str(blocked.value)}

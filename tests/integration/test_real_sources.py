@@ -117,7 +117,7 @@ def scraped_twice(services: Services) -> Services:
 
 def _landing(tmp_path: Path) -> tuple[Settings, LandingZone]:
     settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "lake")})
-    return settings, LandingZone(Lake.from_settings(settings))
+    return settings, LandingZone.from_settings(settings)
 
 
 def _parse_prom(landing: LandingZone, batch: LandedBatch) -> prometheus_text.ParseResult:

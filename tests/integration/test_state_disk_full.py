@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from opslake.lake.landing import LandingZone
-from opslake.lake.storage import Lake
 from opslake.settings import Settings
 from tests.integration.services import fill, free_port, running, tmpfs
 from tests.integration.test_push_api import AM, _body, _today, _webhook
@@ -80,7 +79,7 @@ def test_a_full_state_disk_answers_503_and_recovers(tmp_path: Path, state_dir: P
         assert http.get(LIST, headers=reader).status_code == 200
 
     # What landed while the answers were 503 is recognised: every batch is there once.
-    landed = [b.batch_id for b in LandingZone(Lake.from_settings(settings))
+    landed = [b.batch_id for b in LandingZone.from_settings(settings)
               .batches("alertmanager", _today())]
     assert sorted(landed) == sorted(sent)
     check = subprocess.run([sys.executable, "-m", "opslake", "audit", "verify"], env=env,

@@ -23,7 +23,6 @@ import pytest
 
 from opslake.ingest.listeners.mqtt import MqttAuth, MqttSubscriber
 from opslake.lake.landing import LandingZone
-from opslake.lake.storage import Lake
 from opslake.security import tls
 from opslake.settings import Settings
 from tests.integration.services import free_port, install_services, running
@@ -56,7 +55,7 @@ def _env(tmp_path: Path, cert: Path | None = None, key: Path | None = None,
 
 def _read(settings: Settings, source: str) -> bytes:
     """Every byte landed for ``source`` today."""
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     today = datetime.now(UTC).date().isoformat()
     return b"".join(zone.read(b) for b in zone.batches(source, today))
 

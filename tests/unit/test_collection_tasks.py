@@ -17,7 +17,6 @@ from opslake.ingest.connectors.base import CollectionError, Connector
 from opslake.ingest.connectors.registry import available
 from opslake.ingest.parsers import alertmanager, prometheus_text
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import Lake
 from opslake.orchestration.collection import build_defs, cron_for
 from opslake.settings import Settings
 
@@ -305,7 +304,7 @@ def test_schedules_skip_disabled_or_paused_tasks_and_the_job_runs(
     job = defs.resolve_job_def("collect__fake_task")
     assert job.execute_in_process().success  # runs, lands, and trips the breaker
     assert "paused" in evaluate().skip_message
-    zone = LandingZone(Lake.from_settings(settings))
+    zone = LandingZone.from_settings(settings)
     day = datetime.now(UTC).date().isoformat()
     assert {b.connector for b in zone.batches("prometheus", day)} == {
         "fake/9", "opslake-collector/1.0"}

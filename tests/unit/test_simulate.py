@@ -37,7 +37,9 @@ ITSM_TIMES = ("opened_at", "acknowledged_at", "resolved_at", "closed_at",
 
 
 def _lake(root: Path) -> LandingZone:
-    return LandingZone(Lake(pafs.LocalFileSystem(), str(root), local=True))
+    # Stored in clear on purpose: these tests read what the simulated sources delivered.
+    return LandingZone(Lake(pafs.LocalFileSystem(), str(root), local=True),
+                       encrypted_sources=())
 
 
 @pytest.fixture(scope="module")
