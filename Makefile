@@ -72,6 +72,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check opslake tests
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf var .pytest_cache

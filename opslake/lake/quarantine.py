@@ -8,11 +8,11 @@ for one day replaces exactly its own rejects; pushes the API refused are under
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from opslake.ingest.parsers import Reject
 from opslake.lake.landing import LandedBatch, sender_of
 from opslake.lake.schemas import QUARANTINE
 from opslake.lake.storage import Lake
@@ -20,6 +20,15 @@ from opslake.lake.storage import Lake
 TABLE = "quarantine"
 #: The ``table`` partition of pushed bodies the API refused (opslake.api.rejects).
 PUSH_REJECTS = "push_rejects"
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A line (or record) that could not be parsed, kept with the reason."""
+
+    line_no: int
+    raw: str
+    reason: str
 
 
 def rejects_table(batch: LandedBatch, rejects: Sequence[Reject]) -> pa.Table:

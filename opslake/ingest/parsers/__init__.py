@@ -6,14 +6,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+# Rejects are the quarantine's rows, so they are defined below the parsers, in the lake.
+from opslake.lake.quarantine import Reject
 
-@dataclass(frozen=True)
-class Reject:
-    """A line (or record) that could not be parsed, kept with the reason."""
-
-    line_no: int
-    raw: str
-    reason: str
+__all__ = ["ParseResult", "Reject"]
 
 
 @dataclass
