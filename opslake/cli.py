@@ -17,7 +17,6 @@ from opslake.cli_backup import app as backup_app
 from opslake.cli_catalog import app as catalog_app
 from opslake.cli_cluster import app as cluster_app
 from opslake.cli_landing import app as landing_app
-from opslake.cli_landing import app as landing_app
 from opslake.cli_ml import app as ml_app
 from opslake.cli_quality import app as quality_app
 from opslake.cli_reports import app as reports_app
@@ -47,7 +46,6 @@ app.add_typer(screens_app, name="screens")
 app.add_typer(reports_app, name="reports")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(backup_app, name="backup")
-app.add_typer(landing_app, name="landing")
 app.add_typer(landing_app, name="landing")
 # Piped output (make, CI logs) gets wide lines instead of rich's 80-column default.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
