@@ -10,7 +10,6 @@ import pyarrow as pa
 import pytest
 
 from opslake.assets.ingest import _kept_for_purged
-from opslake.ingest.parsers import Reject
 from opslake.lake import quarantine
 from opslake.lake.landing import LandingZone, PurgedBatchError
 from opslake.lake.retention import bronze_batch_ids, mark_silvered, purge, silvered
@@ -106,7 +105,7 @@ def test_rebuilding_bronze_keeps_what_purged_batches_left(landing: LandingZone) 
     lake = landing.lake
     batch = landing.batches("cmdb", OLD)[0]
     quarantine.write(lake, "cmdb_cis", OLD, [quarantine.rejects_table(batch, [
-        Reject(line_no=3, raw="{bad", reason="not JSON")])])
+        quarantine.Reject(line_no=3, raw="{bad", reason="not JSON")])])
     purge(landing, READERS, retention_days=30, today=TODAY, now=NOW)
     batches = landing.batches("cmdb", OLD, purged=True)
     kept = _kept_for_purged(lake, "cmdb_cis", OLD, batches)
