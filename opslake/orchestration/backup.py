@@ -9,7 +9,7 @@ deleted. Without the passphrase variable the run fails: a backup is never writte
 import dagster as dg
 
 from opslake.assets.resources import LakeResource
-from opslake.assets.retries import STEP_RETRY
+from opslake.orchestration.maintenance import daily_op_job
 from opslake.security import backup
 
 
@@ -30,16 +30,10 @@ def backup_installation(context: dg.OpExecutionContext, lake: LakeResource) -> N
                      f"{made.lake}); removed {len(removed)} older backup(s)")
 
 
-@dg.job(name="backup", tags={"kind": "backup"}, op_retry_policy=STEP_RETRY,
-        description="One verified backup of the installation; older ones beyond "
-                    "OPSLAKE_BACKUP_KEEP are deleted.")
-def backup_job() -> None:
-    backup_installation()
-
-
-backup_schedule = dg.ScheduleDefinition(
-    name="backup_schedule", job=backup_job, cron_schedule="0 2 * * *",
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 02:00 UTC, after the daily pipeline.")
+backup_job, backup_schedule = daily_op_job(
+    backup_installation, name="backup", kind="backup", cron="0 2 * * *",
+    description="One verified backup of the installation; older ones beyond "
+                "OPSLAKE_BACKUP_KEEP are deleted.",
+    when="Daily at 02:00 UTC, after the daily pipeline.")
 
 defs = dg.Definitions(jobs=[backup_job], schedules=[backup_schedule])

@@ -13,9 +13,9 @@ import dagster as dg
 
 from opslake.assets.keys import BRONZE_SOURCES, SILVER_READERS
 from opslake.assets.resources import LakeResource
-from opslake.assets.retries import STEP_RETRY
 from opslake.lake import retention
 from opslake.lake.landing import LandingZone
+from opslake.orchestration.maintenance import daily_op_job
 from opslake.security.audit import AuditLog
 from opslake.settings import Settings
 
@@ -64,16 +64,10 @@ def purge_landing_op(context: dg.OpExecutionContext, lake: LakeResource) -> None
                      "(not yet in silver)")
 
 
-@dg.job(name="landing_purge", tags={"kind": "retention"}, op_retry_policy=STEP_RETRY,
-        description="Landing retention: purge batches past OPSLAKE_LANDING_RETENTION_DAYS "
-                    "that silver holds (none while it is 0, the default).")
-def landing_purge_job() -> None:
-    purge_landing_op()
-
-
-landing_purge_schedule = dg.ScheduleDefinition(
-    name="landing_purge_schedule", job=landing_purge_job, cron_schedule="0 3 * * *",
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily at 03:00 UTC, after the backup.")
+landing_purge_job, landing_purge_schedule = daily_op_job(
+    purge_landing_op, name="landing_purge", kind="retention", cron="0 3 * * *",
+    description="Landing retention: purge batches past OPSLAKE_LANDING_RETENTION_DAYS that "
+                "silver holds (none while it is 0, the default).",
+    when="Daily at 03:00 UTC, after the backup.")
 
 defs = dg.Definitions(jobs=[landing_purge_job], schedules=[landing_purge_schedule])

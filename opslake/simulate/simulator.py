@@ -26,7 +26,8 @@ def simulate(config: SimulationConfig, landing: LandingZone,
              progress: Progress | None = None) -> GroundTruth:
     """Simulate ``config`` into ``landing`` and return (and store) the ground truth.
 
-    The same config gives byte-identical landing files; the ground truth is written to
+    The same config gives byte-identical landed batches (sealed sources: the same plaintext
+    and checksum, a fresh nonce); the ground truth is written to
     ``simulator/ground_truth.json`` under the lake root.
     """
     cfg = config
