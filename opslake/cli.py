@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import warnings
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -28,7 +30,12 @@ from opslake.errors import ConfigError, OpsLakeError
 from opslake.settings import Settings
 
 if TYPE_CHECKING:
+    from opslake.orchestration.progress import Step
     from opslake.orchestration.runner import RunDay
+
+# Great Expectations imports pyspark when it is installed (the tests' Spark reader is), and
+# pyspark warns on import about pandas 3, which nothing here asks pyspark to handle.
+warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
 
 app = typer.Typer(help="OpsLake: the AIOps lakehouse of a unified government ops centre.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -135,9 +142,14 @@ def materialize(
     cluster: Annotated[bool, typer.Option(
         "--cluster", help="Run each step on the Dask workers of `opslake cluster up`, the "
         "Dagster instance on its PostgreSQL, the lake on S3; print who ran what.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Stream every Dagster event (DEBUG) to the console too; "
+        "they are always in state_dir/logs/dagster-events.log.")] = False,
 ) -> None:
     """Materialize landing → bronze → silver → gold for a range of days."""
     settings = _settings()
+    if verbose:
+        settings = replace(settings, log_level="DEBUG")
     if not cluster:
         _materialize(settings, select, from_, to)
         return
@@ -156,9 +168,9 @@ def _materialize(settings: Settings, select: list[str] | None, from_: str | None
                  to: str | None, run: RunDay | None = None) -> None:
     from opslake.lake.landing import LandingZone
     from opslake.orchestration import runner
+    from opslake.orchestration.progress import StepWatcher
 
-    zone = LandingZone.from_settings(settings)
-    landed = sorted({d for s in zone.sources() for d in zone.days(s)})
+    landed = LandingZone.from_settings(settings).landed_days()
     first = _parse_day(from_, "--from") or (date.fromisoformat(landed[0]) if landed else None)
     last = _parse_day(to, "--to") or (date.fromisoformat(landed[-1]) if landed else None)
     if first is None or last is None:
@@ -169,12 +181,42 @@ def _materialize(settings: Settings, select: list[str] | None, from_: str | None
     days = runner.day_range(first, last)
     with _progress() as progress:
         task = progress.add_task("materializing", total=len(days))
+        step_task = progress.add_task("", total=None)
+
+        def step(change: Step) -> None:
+            state = "" if change.status == "running" else f" {change.status}"
+            progress.update(step_task, description=f"  {change.partition} {change.key}{state}")
 
         def done(day: str, result: object) -> None:
             progress.advance(task)
             console.print(f"[green]✓[/] {day}")
 
-        runner.materialize(settings, days, select or (), on_day=done, run=run)
+        with StepWatcher(step) as watcher:
+            try:
+                runner.materialize(settings, days, select or (), on_day=done, run=run)
+            finally:
+                progress.remove_task(step_task)
+                if watcher.steps:
+                    console.print(_step_summary(watcher.steps))
+    console.print(f"every event: {settings.events_log}")
+
+
+def _step_summary(steps: list[Step]) -> Table:
+    """Steps per layer: how many, how they ended, their time and the slowest."""
+    table = Table(title="steps by layer", title_justify="left")
+    for column in ("layer", "steps", "ok", "not ok", "seconds", "slowest"):
+        table.add_column(column, justify="left" if column in ("layer", "slowest") else "right")
+    layers: dict[str, list[Step]] = {}
+    for s in steps:
+        layers.setdefault(s.key.split("__", 1)[0], []).append(s)
+    for layer, group in layers.items():
+        slowest = max(group, key=lambda s: s.seconds)
+        bad = [s for s in group if s.status != "ok"]
+        table.add_row(layer, str(len(group)), str(len(group) - len(bad)),
+                      f"[red]{len(bad)}[/]" if bad else "0",
+                      f"{sum(s.seconds for s in group):.1f}",
+                      f"{slowest.key} {slowest.partition} ({slowest.seconds:.1f} s)")
+    return table
 
 
 @warehouse_app.command("build")

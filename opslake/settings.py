@@ -195,6 +195,11 @@ class Settings:
         return self.audit_key_file or self.state_dir / "keys" / "audit.key"
 
     @property
+    def events_log(self) -> Path:
+        """Where runs started by the CLI append every Dagster event (DEBUG included)."""
+        return self.state_dir / "logs" / "dagster-events.log"
+
+    @property
     def backups_dir(self) -> Path:
         """Where the scheduled backup job writes its archives."""
         return self.state_dir / "backups"

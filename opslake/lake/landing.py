@@ -234,6 +234,10 @@ class LandingZone:
         base = self.lake.path("landing", "_manifest", f"source={source}")
         return [d.removeprefix("dt=") for d in self.lake.list_dirs(base)]
 
+    def landed_days(self) -> list[str]:
+        """Every day with a committed batch of any source, in order."""
+        return sorted({day for source in self.sources() for day in self.days(source)})
+
     def read(self, batch: LandedBatch, *, verify: bool = True) -> bytes:
         """The batch's bytes as delivered (opened when sealed); ``verify`` checks the checksum."""
         if batch.purged_at:

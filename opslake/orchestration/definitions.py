@@ -23,6 +23,7 @@ from opslake.assets import (
 )
 from opslake.assets.resources import LakeResource
 from opslake.orchestration import backup, collection, jobs, retention
+from opslake.orchestration.progress import event_file, step_events
 
 defs = dg.Definitions.merge(
     cmdb.defs,
@@ -44,5 +45,9 @@ defs = dg.Definitions.merge(
     collection.defs,
     backup.defs,
     retention.defs,
-    dg.Definitions(resources={"lake": LakeResource()}),
+    # Loggers act only in runs whose config names them (the CLI's runner): the UI's and the
+    # workers' runs keep Dagster's default console logger.
+    dg.Definitions(resources={"lake": LakeResource()},
+                   loggers={"console": dg.colored_console_logger, "steps": step_events,
+                            "event_file": event_file}),
 )

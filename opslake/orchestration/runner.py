@@ -95,9 +95,12 @@ def _run_config(settings: Settings) -> dict:
     """Point the run's lake resource at ``settings`` (not whatever the environment says)."""
     lake = {"home": settings.home, "state_dir": str(settings.state_dir)}
     # The console shows warnings and errors only (OPSLAKE_LOG_LEVEL): a day's DEBUG events
-    # are some 1,600 lines; the instance keeps them all for the UI.
+    # are some 1,600 lines, kept in the event file (and the instance, for the UI); the steps'
+    # starts and ends go to opslake.orchestration.progress for the CLI's display.
     return {"resources": {"lake": {"config": lake}},
-            "loggers": {"console": {"config": {"log_level": settings.log_level}}}}
+            "loggers": {"console": {"config": {"log_level": settings.log_level}},
+                        "steps": {},
+                        "event_file": {"config": {"path": str(settings.events_log)}}}}
 
 
 class QualityBlocked(PipelineError):

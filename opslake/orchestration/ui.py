@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from opslake.errors import OpsLakeError
+from opslake.lake.landing import LandingZone
 from opslake.orchestration.runner import instance
 from opslake.settings import Settings
 
@@ -45,6 +46,7 @@ def start(settings: Settings, host: str, port: int, log_dir: Path, *,
     else:
         instance(settings).dispose()  # a fresh home needs its instance directory and config
         env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
+    env = with_partition_start(env)
     log_dir.mkdir(parents=True, exist_ok=True)
     commands = {
         "webserver": [_bin("dagster-webserver"), "-h", host, "-p", str(port), "-m", MODULE],
@@ -56,6 +58,15 @@ def start(settings: Settings, host: str, port: int, log_dir: Path, *,
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True))
     return procs
+
+
+def with_partition_start(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``OPSLAKE_PARTITION_START`` at the first day landed in its lake, unless
+    it names one: the UI then lists the days there are, not every day since the default."""
+    if env.get("OPSLAKE_PARTITION_START"):
+        return env
+    landed = LandingZone.from_settings(Settings.from_env(env)).landed_days()
+    return {**env, "OPSLAKE_PARTITION_START": landed[0]} if landed else env
 
 
 def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:

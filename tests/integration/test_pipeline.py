@@ -111,6 +111,14 @@ def test_warehouse_answers_every_gold_table_read_only(estate) -> None:
         con.close()
 
 
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)["data"]
+
+
 def test_dagster_ui_lists_every_asset_materialized_for_every_day(
         estate, tmp_path: Path) -> None:
     """`opslake ui` serves the instance the runs were recorded in, and stops on SIGTERM."""
@@ -122,11 +130,9 @@ def test_dagster_ui_lists_every_asset_materialized_for_every_day(
     with running([sys.executable, "-m", "opslake", "ui", "--port", str(port)],
                  f"http://127.0.0.1:{port}/server_info", tmp_path / "ui.log", env=env,
                  timeout=180) as proc:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            nodes = json.load(response)["data"]["assetsOrError"]["nodes"]
+        nodes = _graphql(port, query)["assetsOrError"]["nodes"]
+        keys = _graphql(port, '{ assetNodes(assetKeys: [{path: ["silver", "metric_points"]}]) '
+                              '{ partitionKeysByDimension { partitionKeys } } }')
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2, "webserver and daemon run as children"
     materialized = {"/".join(n["key"]["path"]): {m["partition"] for m in
@@ -142,6 +148,9 @@ def test_dagster_ui_lists_every_asset_materialized_for_every_day(
             assert partitions == set(), asset
         else:
             assert set(DAYS) <= partitions, asset
+    # The days begin at the first landed one, not at the default start (2025-01-01).
+    [[dimension]] = [n["partitionKeysByDimension"] for n in keys["assetNodes"]]
+    assert dimension["partitionKeys"][:len(DAYS)] == DAYS
     # Stopping `opslake ui` by its PID (SIGTERM) stops the webserver and the daemon with it.
     _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
