@@ -32,8 +32,6 @@ def backup_installation(context: dg.OpExecutionContext, lake: LakeResource) -> N
 
 backup_job, backup_schedule = daily_op_job(
     backup_installation, name="backup", kind="backup", cron="0 2 * * *",
-    description="One verified backup of the installation; older ones beyond "
-                "OPSLAKE_BACKUP_KEEP are deleted.",
     when="Daily at 02:00 UTC, after the daily pipeline.")
 
 defs = dg.Definitions(jobs=[backup_job], schedules=[backup_schedule])

@@ -6,11 +6,12 @@ import dagster as dg
 from opslake.assets.retries import STEP_RETRY
 
 
-def daily_op_job(op: dg.OpDefinition, *, name: str, kind: str, description: str, cron: str,
-                 when: str) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
-    """The job ``name`` running ``op`` alone, and its schedule (``cron`` in UTC, on by default)."""
+def daily_op_job(op: dg.OpDefinition, *, name: str, kind: str, cron: str, when: str
+                 ) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """The job ``name`` running ``op`` alone (described as it), and its schedule (UTC ``cron``)."""
 
-    @dg.job(name=name, tags={"kind": kind}, op_retry_policy=STEP_RETRY, description=description)
+    @dg.job(name=name, tags={"kind": kind}, op_retry_policy=STEP_RETRY,
+            description=op.description)
     def one_op_job() -> None:
         op()
 

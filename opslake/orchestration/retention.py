@@ -51,12 +51,10 @@ def purge_landing(settings: Settings, *, dry_run: bool, who: str, role: str,
     return report
 
 
-@dg.op(tags={"kind": "retention"},
-       description="Purge landed batches older than OPSLAKE_LANDING_RETENTION_DAYS that every "
-                   "silver table reading their source holds; tombstones stay in the manifest.")
+@dg.op(tags={"kind": "retention"})
 def purge_landing_op(context: dg.OpExecutionContext, lake: LakeResource) -> None:
-    settings = lake.settings()
-    report = purge_landing(settings, dry_run=False, who="dagster", role="job",
+    """Purge landing past OPSLAKE_LANDING_RETENTION_DAYS (0 keeps it) that silver holds."""
+    report = purge_landing(lake.settings(), dry_run=False, who="dagster", role="job",
                            client=context.run_id)
     counts = report.counts()
     context.log.info(f"landing purge before {counts['cutoff']}: {counts['purged']} batch(es), "
@@ -66,8 +64,6 @@ def purge_landing_op(context: dg.OpExecutionContext, lake: LakeResource) -> None
 
 landing_purge_job, landing_purge_schedule = daily_op_job(
     purge_landing_op, name="landing_purge", kind="retention", cron="0 3 * * *",
-    description="Landing retention: purge batches past OPSLAKE_LANDING_RETENTION_DAYS that "
-                "silver holds (none while it is 0, the default).",
     when="Daily at 03:00 UTC, after the backup.")
 
 defs = dg.Definitions(jobs=[landing_purge_job], schedules=[landing_purge_schedule])
