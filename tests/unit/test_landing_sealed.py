@@ -35,10 +35,12 @@ def _cmdb_export() -> tuple[bytes, list[str]]:
         [ci["owner_contact"] for ci in export["cis"] if ci.get("owner_contact")]
 
 
-def test_sealed_batch_round_trips_with_plaintext_checksum(landing: LandingZone) -> None:
+def test_sealed_batch_round_trips_with_plaintext_checksum(landing: LandingZone,
+                                                          settings: Settings) -> None:
     export, contacts = _cmdb_export()
     batch = landing.write("cmdb", iter([export[:1000], export[1000:]]), fmt="json", dt=DAY)
-    assert (batch.encryption, batch.key_id) == (SM4_GCM, landing._keys("cmdb").current_id)
+    assert (batch.encryption, batch.key_id) == (SM4_GCM,
+                                                DataKeys.from_settings(settings).current_id)
     assert batch.sha256 == hashlib.sha256(export).hexdigest() and batch.bytes == len(export)
     assert batch.batch_id == batch.sha256[:32]  # content hash of what arrived, not of the seal
     raw = Path(batch.path).read_bytes()
