@@ -27,7 +27,7 @@ from typing import Self
 
 from aiosmtpd.controller import Controller
 
-from opslake.alerting.channels import verify_webhook
+from opslake.delivery import verify
 from tests.integration.services import free_port
 
 
@@ -113,8 +113,8 @@ class WebhookServer(_Server):
             def do_POST(self) -> None:
                 owner: WebhookServer = self.server.owner  # type: ignore[attr-defined]
                 body = self._body()
-                if not verify_webhook(owner.secret, self.headers.get("X-OpsLake-Timestamp", ""),
-                                      body, self.headers.get("X-OpsLake-Signature", "")):
+                if not verify(owner.secret, self.headers.get("X-OpsLake-Timestamp", ""),
+                          body, self.headers.get("X-OpsLake-Signature", "")):
                     owner.refused += 1
                     self._reply(401, {"error": "bad signature"})
                     return

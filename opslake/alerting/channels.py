@@ -11,7 +11,11 @@ Each channel turns a :class:`Message` into one request in the receiving system's
   ``errcode`` 0 is success;
 - **webhook** (SMS or phone gateways, ITSM ticket creation): the JSON document POSTed with
   ``X-OpsLake-Timestamp`` and ``X-OpsLake-Signature: sha256=<hex HMAC-SHA256(secret,
-  "timestamp.body")>`` so the receiver can check origin and freshness.
+  "timestamp.body")>`` (the ``sha256`` scheme of :mod:`opslake.delivery`) so the receiver can
+  check origin and freshness.
+
+Signing, the 2xx check, SMTP and the DeliveryError every channel raises are the delivery
+engine's (:mod:`opslake.delivery`); only the DingTalk signature, DingTalk's own, lives here.
 
 Endpoints and secrets come from environment variables named in the routing file, never from
 the repository.
@@ -24,23 +28,19 @@ import base64
 import hashlib
 import hmac
 import json
-import smtplib
 import time
 import urllib.parse
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 import httpx
 
-from opslake.errors import OpsLakeError
+from opslake.delivery import DeliveryError, require_2xx, send_mail, signed_headers
 
 TIMEOUT_S = 10.0
-
-
-class DeliveryError(OpsLakeError):
-    """A receiver refused or could not be reached; the delivery is retried later."""
+#: The webhook signing scheme of alert receivers (their gateways check HMAC-SHA256).
+WEBHOOK_SCHEME = "sha256"
 
 
 @dataclass(frozen=True)
@@ -75,20 +75,6 @@ def sign_dingtalk(secret: str, timestamp_ms: int) -> str:
     return urllib.parse.quote_plus(base64.b64encode(digest).decode())
 
 
-def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
-    """``sha256=<hex>`` of HMAC-SHA256(secret, "timestamp.body")."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify_webhook(secret: str, timestamp: str, body: bytes, signature: str,
-                   max_age_s: float = 300.0) -> bool:
-    """Whether a webhook delivery is authentic and fresh (for receivers written in Python)."""
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > max_age_s:
-        return False
-    return hmac.compare_digest(sign_webhook(secret, int(timestamp), body), signature)
-
-
 @dataclass
 class Channel(abc.ABC):
     """One configured receiver endpoint."""
@@ -101,18 +87,20 @@ class Channel(abc.ABC):
         """Deliver ``message``; raise DeliveryError when the receiver did not take it."""
 
 
-def _post_json(url: str, body: dict[str, object], headers: dict[str, str] | None = None
-               ) -> httpx.Response:
-    data = json.dumps(body, ensure_ascii=False).encode()
+def _post(url: str, data: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    """POST JSON ``data``; DeliveryError unless the receiver answers 2xx."""
     try:
         response = httpx.post(url, content=data, timeout=TIMEOUT_S,
                               headers={"Content-Type": "application/json; charset=utf-8",
                                        **(headers or {})})
     except httpx.HTTPError as exc:
         raise DeliveryError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
-    if response.status_code >= 300:
-        raise DeliveryError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+    require_2xx(response.status_code, url, response.text)
     return response
+
+
+def _post_json(url: str, body: dict[str, object]) -> httpx.Response:
+    return _post(url, json.dumps(body, ensure_ascii=False).encode())
 
 
 def _robot_ok(response: httpx.Response, what: str) -> Receipt:
@@ -159,20 +147,9 @@ class Webhook(Channel):
         doc = {**message.document, "subject": message.subject, "text": message.plain(),
                "mobiles": list(message.mobiles)}
         body = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
-        ts = int(time.time())
-        headers = {"X-OpsLake-Timestamp": str(ts)}
-        if self.settings.get("secret"):
-            headers["X-OpsLake-Signature"] = sign_webhook(self.settings["secret"], ts, body)
-        try:
-            response = httpx.post(self.settings["url"], content=body, timeout=TIMEOUT_S,
-                                  headers={"Content-Type": "application/json; charset=utf-8",
-                                           **headers})
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"{self.settings['url']}: {exc.__class__.__name__}: {exc}") \
-                from exc
-        if response.status_code >= 300:
-            raise DeliveryError(f"{self.settings['url']}: HTTP {response.status_code} "
-                                f"{response.text[:200]}")
+        headers = signed_headers(self.settings.get("secret"), int(time.time()), body,
+                                 WEBHOOK_SCHEME)
+        response = _post(self.settings["url"], body, headers)
         try:
             answer = response.json()
         except ValueError:
@@ -209,18 +186,3 @@ def _escape(text: str) -> str:
 CHANNELS: dict[str, type[Channel]] = {"email": Email, "dingtalk": DingTalk, "wecom": WeCom,
                                       "webhook": Webhook}
 
-
-def send_mail(settings: Mapping[str, str], mail: EmailMessage, timeout: float = TIMEOUT_S
-              ) -> None:
-    """Send ``mail`` through the SMTP server of an e-mail receiver's ``settings`` (host, port,
-    starttls, user, password); DeliveryError names the server when it fails."""
-    host, port = settings["host"], int(settings.get("port", "25"))
-    try:
-        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
-            if settings.get("starttls") == "true":
-                smtp.starttls()
-            if settings.get("user"):
-                smtp.login(settings["user"], settings.get("password", ""))
-            smtp.send_message(mail)
-    except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"SMTP {host}:{port}: {exc}") from exc

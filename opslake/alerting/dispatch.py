@@ -12,9 +12,12 @@ Each (incident, transition, receiver) is delivered once: ``firing`` when an inci
 not muted is first seen, ``resolved`` once it resolves, to receivers that were told it fired
 (ticket receivers only open tickets); an incident that fires again after resolving is news
 again (``firing#1``, ``resolved#1``…). Every attempt is appended to the delivery log in the
-lake (``alerting/deliveries/dt=D/…json``, never rewritten). A receiver that fails is retried
-in the same pass with backoff, then again on later passes (``next_attempt_at``); one over its
-``rate_limit_per_minute`` is deferred; an incident is never notified twice for one transition.
+lake (``alerting/deliveries/dt=D/…json``, never rewritten). Delivery goes through the delivery
+engine (:mod:`opslake.delivery`): a receiver that fails is retried in the same pass after
+:data:`RETRY_PAUSES`, then again on later passes (``next_attempt_at``, 30 s doubling to 10
+minutes); a receiver that failed every try of a pass is not tried again in that pass; one over
+its ``rate_limit_per_minute`` is deferred; an incident is never notified twice for one
+transition.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from opslake.alerting.channels import CHANNELS, Channel, DeliveryError, Message
+from opslake.alerting.channels import CHANNELS, Channel, Message
 from opslake.alerting.rules import Matcher, read_yaml
+from opslake.delivery import Engine, RetryPolicy
 from opslake.errors import ConfigError
 from opslake.lake.storage import Lake
 
@@ -41,7 +45,7 @@ ONCALL_FILE = "oncall.yaml"
 LOG_DIR = "alerting/deliveries"
 #: In-pass retry pauses (seconds) before a delivery is left for a later pass.
 RETRY_PAUSES = (0.5, 1.0, 2.0)
-MAX_BACKOFF_S = 600
+RETRY = RetryPolicy(RETRY_PAUSES)
 REQUIRED = {"email": ("host",), "dingtalk": ("url",), "wecom": ("url",), "webhook": ("url",)}
 
 
@@ -185,8 +189,8 @@ def _clock(text: object, path: Path) -> dtime:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One attempt record of the delivery log."""
+class NotificationRecord:
+    """One record of the notification delivery log."""
 
     key: str
     incident_id: str
@@ -211,19 +215,19 @@ class DeliveryLog:
 
     def __init__(self, lake: Lake, days: Sequence[str]) -> None:
         self.lake = lake
-        self.latest: dict[str, Delivery] = {}
-        self.records: list[Delivery] = []
+        self.latest: dict[str, NotificationRecord] = {}
+        self.records: list[NotificationRecord] = []
         for day in days:
             base = lake.path(LOG_DIR, f"dt={day}")
             if not lake.exists(base):
                 continue
             for path in sorted(lake.list_files(base)):
-                d = Delivery(**json.loads(lake.read_bytes(path)))
+                d = NotificationRecord(**json.loads(lake.read_bytes(path)))
                 self.records.append(d)
         for d in sorted(self.records, key=lambda r: (r.at, r.attempts)):
             self.latest[d.key] = d
 
-    def append(self, d: Delivery) -> None:
+    def append(self, d: NotificationRecord) -> None:
         day = d.at[:10]
         name = f"{d.at.replace(':', '').replace('-', '')}-{d.key}-{uuid.uuid4().hex[:8]}.json"
         self.lake.put_atomic(self.lake.path(LOG_DIR, f"dt={day}", name),
@@ -235,7 +239,7 @@ class DeliveryLog:
         return sum(1 for d in self.records if d.receiver == receiver and d.status == "sent"
                    and d.at >= since.isoformat())
 
-    def due(self, now: datetime) -> list[Delivery]:
+    def due(self, now: datetime) -> list[NotificationRecord]:
         """Failed or deferred deliveries whose next attempt is due."""
         return [d for d in self.latest.values() if d.status in ("failed", "deferred")
                 and d.next_attempt_at and d.next_attempt_at <= now.isoformat()]
@@ -252,9 +256,10 @@ class Dispatcher:
     sleep: Callable[[float], None] = time.sleep
 
     def run(self, incidents: Sequence[Mapping[str, object]],
-            groups: Mapping[str, str | None]) -> list[Delivery]:
+            groups: Mapping[str, str | None]) -> list[NotificationRecord]:
         """Deliver what is due for ``incidents`` (rows of gold/incidents); the new records."""
-        out: list[Delivery] = []
+        engine = Engine(RETRY, self.sleep)
+        out: list[NotificationRecord] = []
         for inc in incidents:
             if inc["muted"]:
                 continue
@@ -267,7 +272,7 @@ class Dispatcher:
                     if transition == done and (receiver.ticket or not self._sent(
                             inc, fired, receiver)):
                         continue
-                    record = self._deliver(inc, transition, receiver,
+                    record = self._deliver(engine, inc, transition, receiver,
                                            groups.get(str(inc["incident_id"])))
                     if record is not None:
                         out.append(record)
@@ -277,8 +282,8 @@ class Dispatcher:
         d = self.log.latest.get(delivery_key(str(inc["incident_id"]), transition, receiver.name))
         return d is not None and d.status == "sent"
 
-    def _deliver(self, inc: Mapping[str, object], transition: str, receiver: Receiver,
-                 group: str | None) -> Delivery | None:
+    def _deliver(self, engine: Engine, inc: Mapping[str, object], transition: str,
+                 receiver: Receiver, group: str | None) -> NotificationRecord | None:
         key = delivery_key(str(inc["incident_id"]), transition, receiver.name)
         prev = self.log.latest.get(key)
         now = self.now()
@@ -288,8 +293,8 @@ class Dispatcher:
         attempts = prev.attempts if prev else 0
 
         def record(status: str, detail: str = "", next_at: datetime | None = None,
-                   recipients: tuple[str, ...] = ()) -> Delivery:
-            d = Delivery(key, str(inc["incident_id"]), transition, receiver.name,
+                   recipients: tuple[str, ...] = ()) -> NotificationRecord:
+            d = NotificationRecord(key, str(inc["incident_id"]), transition, receiver.name,
                          receiver.channel, status, attempts, self.now().isoformat(), detail,
                          next_at.isoformat() if next_at else None, recipients)
             self.log.append(d)
@@ -304,17 +309,8 @@ class Dispatcher:
         message = self.render(inc, transition, shifts)
         recipients = tuple(s.mobile or s.email for s in shifts)
         channel = receiver.build()
-        error = ""
-        for pause in (0.0, *RETRY_PAUSES):
-            if pause:
-                self.sleep(pause)
-            attempts += 1
-            try:
-                receipt = channel.send(message)
-            except DeliveryError as exc:
-                error = str(exc)
-                continue
-            return record("sent", receipt.detail, recipients=recipients)
         failures = sum(1 for d in self.log.records if d.key == key and d.status == "failed")
-        backoff = min(MAX_BACKOFF_S, 30 * 2 ** failures)
-        return record("failed", error, now + timedelta(seconds=backoff), recipients)
+        outcome = engine.deliver(receiver.name, lambda: channel.send(message).detail, now=now,
+                                 attempts=attempts, failures=failures)
+        attempts = outcome.attempts
+        return record(outcome.status, outcome.detail, outcome.next_attempt_at, recipients)

@@ -473,8 +473,12 @@ def recipients(settings: Settings, kind: str, environ: Mapping[str, str] | None 
 
 
 def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
-    """E-mail one kept report (manifest ``row``) with its PDF attached; the Message-ID."""
-    from opslake.alerting.channels import DeliveryError, send_mail
+    """E-mail one kept report (manifest ``row``) with its PDF attached; the Message-ID.
+
+    Sent through the delivery engine with the retries of an alert e-mail.
+    """
+    from opslake.alerting.dispatch import RETRY
+    from opslake.delivery import DeliveryError, Engine, send_mail
 
     spec = report_kind(row["kind"])
     period = Period.parse(row["kind"], row["period"])
@@ -491,12 +495,17 @@ def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
         f"内容：{screens}（共 {row['pages']} 页，见附件 PDF）\n湖中位置：{row['path']}\n")
     mail.add_attachment(pdf, maintype="application", subtype="pdf",
                         filename=f"opslake-{row['kind']}-{row['period']}.pdf")
-    try:
+
+    def attempt() -> str:
         send_mail(recipient.settings, mail, timeout=30)  # a PDF takes longer than an alert
-    except DeliveryError as exc:
+        return msgid
+
+    outcome = Engine(RETRY).deliver(recipient.receiver, attempt, now=datetime.now(UTC))
+    if outcome.status != "sent":
         raise DeliveryError(f"e-mailing the {row['kind']} report {row['period']} through "
-                            f"{exc} ({recipient.receiver}) failed; check OPSLAKE_SMTP_* and "
-                            "that the server is up") from exc
+                            f"{outcome.detail} ({recipient.receiver}) failed after "
+                            f"{outcome.attempts} attempts; check OPSLAKE_SMTP_* and that the "
+                            "server is up")
     return msgid
 
 
