@@ -214,7 +214,7 @@ async def deliveries(
     return _json({"count": len(rows), "rows": rows})
 
 
-def _sse(record: subs.Delivery) -> str:
+def _sse(record: subs.DeliveryRecord) -> str:
     return f"id: {record.seq}\nevent: {record.event_key.split(':', 1)[0]}\ndata: " \
            f"{record.payload}\n\n"
 

@@ -30,6 +30,7 @@ from opslake import subscriptions as subs
 from opslake.api import subscriptions as subs_api
 from opslake.api.app import create_app
 from opslake.cli import app as cli
+from opslake.delivery import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse
 from opslake.metrics_catalog.compute import METRIC_VALUES
@@ -65,9 +66,9 @@ class SignedReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
                 secret = owner.secrets.get(self.headers.get("X-OpsLake-Subscription", ""), "")
-                ok = bool(secret) and subs.verify(
-                    secret, self.headers.get(subs.TIMESTAMP_HEADER, ""), body,
-                    self.headers.get(subs.SIGNATURE_HEADER, ""))
+                ok = bool(secret) and verify(
+                    secret, self.headers.get(TIMESTAMP_HEADER, ""), body,
+                    self.headers.get(SIGNATURE_HEADER, ""))
                 if ok:
                     owner.received.append({**json.loads(body),
                                            "_event": self.headers.get("X-OpsLake-Event")})
@@ -107,7 +108,7 @@ class MqttListener:
         doc = json.loads(message.payload)
         sub_id = message.topic.rsplit("/", 1)[-1]
         secret = self.secrets.get(sub_id, "")
-        if doc.get("subscription_id") == sub_id and secret and subs.verify(
+        if doc.get("subscription_id") == sub_id and secret and verify(
                 secret, doc["timestamp"], doc["body"], doc["signature"]):
             self.received.append({**json.loads(doc["body"]), "_topic": message.topic})
         else:

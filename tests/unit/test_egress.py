@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from opslake import subscriptions as subs
+from opslake.delivery import DeliveryError
 from opslake.errors import ConfigError, InputError, NotFoundError
 from opslake.security.egress import EgressPolicy, EgressRefused, Entry
 from opslake.security.roles import ROLES, Principal
@@ -166,7 +167,7 @@ def test_rebinding_between_creation_and_delivery_is_refused_at_delivery(tmp_path
         "delivery": {"type": "webhook", "url": "http://hooks.example.com/hook"}}, now,
         egress=policy)
     dns.answers["hooks.example.com"] = ["127.0.0.1"]  # the name now points inside
-    with pytest.raises(subs.DeliveryError) as failed:
+    with pytest.raises(DeliveryError) as failed:
         subs.Sender(policy).send(sub, secret, "quality:x", "{}")
     assert str(failed.value) == "refused: destination not allow-listed"
     with pytest.raises(EgressRefused, match="not allow-listed"):

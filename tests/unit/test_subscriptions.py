@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from opslake import subscriptions as subs
 from opslake.crypto import hmac_sm3
+from opslake.delivery import DeliveryError, sign, verify
 from opslake.errors import InputError
 from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, Principal
@@ -95,7 +97,7 @@ class FakeSender:
     def send(self, sub, secret, key, body) -> str:
         self.tries += 1
         if self.down:
-            raise subs.DeliveryError("connection refused")
+            raise DeliveryError("connection refused")
         self.sent.append((sub.id, key, body))
         return "ok"
 
@@ -126,13 +128,13 @@ def _run(reader, store, sender, now, sleeps=None):
 def test_signature_is_hmac_sm3_of_timestamp_dot_body_and_verifies() -> None:
     body = subs.canonical({"b": 1, "a": "é"})
     assert body == '{"a":"é","b":1}'
-    sig = subs.sign("s3cret-s3cret-s3cret", 1760000000, body)
+    sig = sign("s3cret-s3cret-s3cret", 1760000000, body, subs.SIGNING_SCHEME)
     assert sig == "sm3=" + hmac_sm3(b"s3cret-s3cret-s3cret", f"1760000000.{body}".encode())
-    assert subs.verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760000100)
-    assert not subs.verify("s3cret-s3cret-s3cret", "1760000000", body + " ", sig,
-                           now=1760000100)
-    assert not subs.verify("another-secret-xx", "1760000000", body, sig, now=1760000100)
-    assert not subs.verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760001000)
+    assert verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760000100)
+    assert not verify("s3cret-s3cret-s3cret", "1760000000", body + " ", sig,
+                      now=1760000100)
+    assert not verify("another-secret-xx", "1760000000", body, sig, now=1760000100)
+    assert not verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760001000)
 
 
 def test_new_data_delivers_each_bucket_once(store) -> None:
@@ -148,7 +150,7 @@ def test_new_data_delivers_each_bucket_once(store) -> None:
     assert (again.queued, again.sent) == (0, 0)
     reader.add(T0.replace(minute=0) + timedelta(hours=2), 4.0)
     assert _run(reader, store, sender, T0 + timedelta(hours=2)).sent == 1
-    values = [subs.json.loads(body)["value"] for _, _, body in sender.sent]
+    values = [json.loads(body)["value"] for _, _, body in sender.sent]
     assert values == [2.0, 3.0, 4.0]
     assert {k.split(":")[0] for _, k, _ in sender.sent} == {"new"}
     assert all(s == sub.id for s, _, _ in sender.sent)
@@ -161,7 +163,7 @@ def test_threshold_fires_when_crossed_not_while_above(store) -> None:
     for i, value in enumerate([50, 95, 96, 80, 92]):
         reader.add(h + timedelta(hours=i), value)
         _run(reader, store, sender, h + timedelta(hours=i, minutes=30))
-    docs = [subs.json.loads(body) for _, _, body in sender.sent]
+    docs = [json.loads(body) for _, _, body in sender.sent]
     assert [(d["value"], d["previous_value"]) for d in docs] == [(95, 50), (92, 80)]
     assert docs[0]["threshold"] == {"op": ">", "value": 90.0}
 
@@ -173,7 +175,7 @@ def test_daily_rows_win_over_live_rows_of_the_same_hour(store) -> None:
     reader.add(h, 5.0, live=True)
     reader.add(h, 12.0)
     _run(reader, store, sender, T0)
-    assert [subs.json.loads(b)["value"] for _, _, b in sender.sent] == [12.0]
+    assert [json.loads(b)["value"] for _, _, b in sender.sent] == [12.0]
 
 
 def test_a_department_viewer_only_gets_its_own_rows(store) -> None:
@@ -185,7 +187,7 @@ def test_a_department_viewer_only_gets_its_own_rows(store) -> None:
     reader.add(h, 1.0, department="health")
     reader.add(h, 2.0, department="finance")
     _run(reader, store, sender, T0)
-    assert [subs.json.loads(b)["series"] for _, _, b in sender.sent] == [
+    assert [json.loads(b)["series"] for _, _, b in sender.sent] == [
         {"department": "health"}]
 
 
@@ -218,7 +220,7 @@ def test_failed_delivery_backs_off_then_is_delivered_once(store) -> None:
 
 
 def test_backoff_doubles_up_to_ten_minutes() -> None:
-    assert [subs.backoff(n).total_seconds() for n in range(1, 8)] == [
+    assert [subs.RETRY.backoff(n).total_seconds() for n in range(1, 8)] == [
         30, 60, 120, 240, 480, 600, 600]
 
 
@@ -260,7 +262,7 @@ def test_secrets_are_sealed_and_never_listed(tmp_path: Path) -> None:
     store.add(sub, secret)
     assert secret not in store.path.read_bytes().decode(errors="replace")
     assert store.secret(sub.id) == secret
-    assert secret not in subs.json.dumps(store.get(sub.id).public())
+    assert secret not in json.dumps(store.get(sub.id).public())
     assert store.get(sub.id).public()["delivery"]["topic"] == f"opslake-out/subscriptions/{sub.id}"
 
 
@@ -282,7 +284,7 @@ def test_anomaly_condition_reads_scores_at_or_above(store) -> None:
                            " ?, 'z', 'spike', true, ?)",
                            [T0.replace(minute=minute), score, T0.date().isoformat()])
     _run(reader, store, sender, T0 + timedelta(minutes=20))
-    docs = [subs.json.loads(b) for _, _, b in sender.sent]
+    docs = [json.loads(b) for _, _, b in sender.sent]
     assert [(d["entity_id"], d["score"]) for d in docs] == [("srv-1", 0.9)]
 
 
@@ -343,7 +345,7 @@ def test_quality_failed_delivers_each_failing_check_once_per_day(store) -> None:
     reader.served.add("quality_results")
     first = _run(reader, store, sender, T0 + timedelta(minutes=1))
     assert (first.queued, first.sent) == (3, 3)
-    docs = {(s, subs.json.loads(b)["check"]): subs.json.loads(b) for s, _, b in sender.sent}
+    docs = {(s, json.loads(b)["check"]): json.loads(b) for s, _, b in sender.sent}
     assert set(docs) == {(sub.id, "ts_present"), (sub.id, "volume"),
                          (errors_only.id, "ts_present")}
     doc = docs[(sub.id, "ts_present")]
@@ -355,7 +357,7 @@ def test_quality_failed_delivers_each_failing_check_once_per_day(store) -> None:
     reader.check(today + timedelta(days=1), "ts_present", passed=False)
     later = _run(reader, store, sender, T0 + timedelta(days=1))
     assert (later.queued, later.sent) == (2, 2)
-    assert {subs.json.loads(b)["day"] for _, _, b in sender.sent[-2:]} == {
+    assert {json.loads(b)["day"] for _, _, b in sender.sent[-2:]} == {
         (today + timedelta(days=1)).isoformat()}
     assert store.state(sub.id) == {"day": (today + timedelta(days=1)).isoformat()}
 
@@ -370,12 +372,12 @@ def test_asset_expiry_tells_once_per_end_date_from_the_newest_ledger(store) -> N
     reader.asset(today, "srv-2", licence=-5, department="health")  # already ended: counts
     reader.asset(today, "srv-3", warranty=31, contract=400)
     first = _run(reader, store, sender, T0)
-    got = sorted((s, (d := subs.json.loads(b))["entity_id"], d["ends"], d["days_left"])
+    got = sorted((s, (d := json.loads(b))["entity_id"], d["ends"], d["days_left"])
                  for s, _, b in sender.sent)
     assert got == sorted([(sub.id, "srv-1", "warranty", 10), (sub.id, "srv-2", "licence", -5),
                           (mine.id, "srv-2", "licence", -5)])  # the viewer: its department
     assert first.sent == 3
-    doc = next(subs.json.loads(b) for s, _, b in sender.sent if s == sub.id and "srv-1" in b)
+    doc = next(json.loads(b) for s, _, b in sender.sent if s == sub.id and "srv-1" in b)
     assert doc["end_date"] == (today + timedelta(days=10)).isoformat()
     assert doc["as_of"] == today.isoformat() and doc["condition"] == "asset_expiry"
     # The next ledger: srv-1's same end date is not news; srv-3 comes within the window.
@@ -385,6 +387,6 @@ def test_asset_expiry_tells_once_per_end_date_from_the_newest_ledger(store) -> N
     reader.asset(tomorrow, "srv-3", warranty=30, contract=399)
     later = _run(reader, store, sender, T0 + timedelta(days=1))
     assert (later.queued, later.sent) == (1, 1)
-    assert subs.json.loads(sender.sent[-1][2])["entity_id"] == "srv-3"
+    assert json.loads(sender.sent[-1][2])["entity_id"] == "srv-3"
     with pytest.raises(InputError, match="within_days"):
         _subscribe(store, {"type": "asset_expiry", "within_days": 4000})
