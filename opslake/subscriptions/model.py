@@ -48,10 +48,12 @@ def ts(moment: datetime) -> str:
 
 
 def parse_ts(text: str) -> datetime:
+    """An instant written by :func:`ts` (or any ISO text with an offset), in UTC."""
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def json_default(value: object) -> object:
+    """``json.dumps``'s fallback for event documents: instants as :func:`ts`, days as ISO."""
     if isinstance(value, datetime):
         return ts(value)
     if isinstance(value, date):
