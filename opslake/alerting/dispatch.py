@@ -293,10 +293,11 @@ class Dispatcher:
         attempts = prev.attempts if prev else 0
 
         def record(status: str, detail: str = "", next_at: datetime | None = None,
-                   recipients: tuple[str, ...] = ()) -> NotificationRecord:
+                   recipients: tuple[str, ...] = (), attempts: int = attempts
+                   ) -> NotificationRecord:
             d = NotificationRecord(key, str(inc["incident_id"]), transition, receiver.name,
-                         receiver.channel, status, attempts, self.now().isoformat(), detail,
-                         next_at.isoformat() if next_at else None, recipients)
+                                   receiver.channel, status, attempts, self.now().isoformat(),
+                                   detail, next_at.isoformat() if next_at else None, recipients)
             self.log.append(d)
             return d
 
@@ -312,5 +313,5 @@ class Dispatcher:
         failures = sum(1 for d in self.log.records if d.key == key and d.status == "failed")
         outcome = engine.deliver(receiver.name, lambda: channel.send(message).detail, now=now,
                                  attempts=attempts, failures=failures)
-        attempts = outcome.attempts
-        return record(outcome.status, outcome.detail, outcome.next_attempt_at, recipients)
+        return record(outcome.status, outcome.detail, outcome.next_attempt_at, recipients,
+                      outcome.attempts)

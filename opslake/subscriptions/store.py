@@ -212,8 +212,9 @@ class SubscriptionStore:
         out = []
         for r in rows:
             row = dict(r)
-            queued = DeliveryRecord(row.pop("q_seq"), row["sub_id"], row["event_key"], row["channel"],
-                              "queued", 0, row.pop("q_at"), payload=row.pop("q_payload"))
+            queued = DeliveryRecord(row.pop("q_seq"), row["sub_id"], row["event_key"],
+                                    row["channel"], "queued", 0, row.pop("q_at"),
+                                    payload=row.pop("q_payload"))
             out.append((DeliveryRecord(**row), queued))
         return out
 
