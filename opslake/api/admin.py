@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from opslake.api.auth import GUARDED, TOTP_HEADER, error_responses, requires
 from opslake.api.data import IsoDate
 from opslake.security.egress import EgressPolicy
+from opslake.security.identity import AuthError
 from opslake.security.roles import SCOPES, Principal
 
 router = APIRouter(prefix="/v1", tags=["security"])
@@ -145,8 +146,13 @@ async def _second_factor(request: Request, principal: Principal, code: str | Non
 async def login(request: Request, body: Login) -> Response:
     """A session token for ``Authorization: Bearer``; idle 30 min, at most 8 h."""
     request.state.params = {"user": body.user}  # audited: who tried (never the password)
-    session = await run_in_threadpool(_identity(request).login, body.user, body.password,
-                                      body.totp)
+    try:
+        session = await run_in_threadpool(_identity(request).login, body.user, body.password,
+                                          body.totp)
+    except AuthError:
+        # A lockout ends the user's sessions: the doors stop trusting them now, not in 2 s.
+        request.app.state.sessions.forget_user(body.user)
+        raise
     return _json(request, {"token": session.token, "expires_at": session.expires_at})
 
 

@@ -43,6 +43,7 @@ from opslake.api.signin import (
     SESSION_COOKIE,
     SessionCheck,
     login_location,
+    origin,
     same_origin,
 )
 from opslake.errors import ConfigError, OpsLakeError, StorageError
@@ -278,10 +279,9 @@ class DoorApp:
         principal, status, reason = await self._admit(headers, method)
         if status == 0 and path in self.door.logout_paths:
             host = urlsplit(f"//{self._host(headers)}").hostname or "127.0.0.1"
-            shown = f"[{host}]" if ":" in host else host
+            out = f"{origin(self.scheme, host, self.login_port)}/logout"
             await self._answer(send, principal, method, path, client, 302, b"",
-                               [(b"location",
-                                 f"{self.scheme}://{shown}:{self.login_port}/logout".encode())])
+                               [(b"location", out.encode())])
             return
         if status:
             if status == 401 and wants_page(method, headers):

@@ -83,10 +83,14 @@ def safe_next(target: str, *, scheme: str, host: str, ports: Iterable[int]) -> s
     return HOME
 
 
+def origin(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port`` (an IPv6 host in brackets)."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def login_location(scheme: str, host: str, port: int, target: str) -> str:
     """The sign-in page on ``host``:``port`` that comes back to ``target`` afterwards."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{port}/login?{urlencode({'next': target})}"
+    return f"{origin(scheme, host, port)}/login?{urlencode({'next': target})}"
 
 
 class SessionCheck:
@@ -129,12 +133,27 @@ class SessionCheck:
         with self._lock:
             self._known.pop(self._digest(token), None)
 
+    def forget_user(self, user: str) -> None:
+        """Stop trusting every session of ``user`` at once (a failed sign-in may have locked
+        the account, which ends its sessions in the store)."""
+        with self._lock:
+            self._known = {k: v for k, v in self._known.items() if v[0].user != user}
+
 
 def _scheme(request: Request) -> str:
     return "https" if request.app.state.settings.tls_cert else "http"
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+def _door_origins(request: Request) -> list[str]:
+    """The origins of the doors on the host the page was asked for."""
+    host = request.url.hostname or "127.0.0.1"
+    return [origin(_scheme(request), host, port)
+            for port in door_ports(request.app.state.settings)]
+
+
+def _page(title: str, body: str, status: int = 200, doors: Iterable[str] = ()) -> HTMLResponse:
+    # A form's redirect counts as its target for form-action: the doors are allowed too.
+    targets = " ".join(["'self'", *doors])
     return HTMLResponse(
         f"<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>"
         f"{html.escape(title)} · OpsLake</title><style>body{{font:16px system-ui;max-width:"
@@ -144,7 +163,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         # The page holds a password form: never cached, never framed.
         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                  "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                            "form-action 'self'; frame-ancestors 'none'"})
+                                            f"form-action {targets}; frame-ancestors 'none'"})
 
 
 def _form(next_url: str, error: str | None = None, user: str = "") -> str:
@@ -163,10 +182,9 @@ def _form(next_url: str, error: str | None = None, user: str = "") -> str:
 def _signed_in(request: Request, principal: Principal) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     scheme, host = _scheme(request), request.url.hostname or "127.0.0.1"
-    shown = f"[{host}]" if ":" in host else host
     doors = [(name, port) for name, port in (("Dagster UI", settings.dagster_door_port),
                                              ("Superset", settings.superset_door_port)) if port]
-    links = "".join(f'<li><a href="{scheme}://{html.escape(shown)}:{port}/">{name}</a></li>'
+    links = "".join(f'<li><a href="{html.escape(origin(scheme, host, port))}/">{name}</a></li>'
                     for name, port in doors)
     return _page("已登录 Signed in", f"<p>{html.escape(principal.user)} "
                  f"({html.escape(principal.role)})</p><ul>{links}</ul>"
@@ -185,7 +203,7 @@ async def login_page(request: Request, next: str = "") -> Response:
         if next and target != HOME:
             return RedirectResponse(target, status_code=303)
         return _signed_in(request, principal)
-    return _page("OpsLake 登录 Sign in", _form(target))
+    return _page("OpsLake 登录 Sign in", _form(target), doors=_door_origins(request))
 
 
 @router.post("/login")
@@ -210,7 +228,9 @@ async def login_submit(request: Request) -> Response:
         session = await run_in_threadpool(identity.login, user, password, code or None)
     except OpsLakeError as exc:
         status = 503 if not isinstance(exc, AuthError) else 401
-        return _page("OpsLake 登录 Sign in", _form(target, str(exc), user), status)
+        request.app.state.sessions.forget_user(user)
+        return _page("OpsLake 登录 Sign in", _form(target, str(exc), user), status,
+                     _door_origins(request))
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="lax",
                         secure=scheme == "https", path="/")

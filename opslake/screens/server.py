@@ -158,7 +158,7 @@ def _door_text(config: SupersetConfig) -> str:
     return f'''
 # Behind OpsLake's door (opslake serve --superset-door): the user and roles come from the
 # door's headers, trusted only with the secret in gateway-secret; a browser without them is
-# signed out. REST logins (/api/v1/security/login, provider db, JWT) work as before.
+# signed out.
 import sys
 
 from flask_appbuilder.security.manager import AUTH_REMOTE_USER
@@ -167,6 +167,11 @@ sys.path.insert(0, {str(REMOTE_USER_HOOK.parent)!r})
 from opslake_remote_user import mutator  # noqa: E402
 
 AUTH_TYPE = AUTH_REMOTE_USER
+# The REST login (/api/v1/security/login, provider db, JWT) that screens import and role
+# provisioning use: under AUTH_REMOTE_USER, Flask-AppBuilder refuses provider db with 400
+# ("Alternative authentication provider is not allowed") unless this is set. Only accounts
+# with a password can use it: the service administrator; users the door creates have none.
+AUTH_API_LOGIN_ALLOW_MULTIPLE_PROVIDERS = True
 FLASK_APP_MUTATOR = mutator(Path({str(config.state / "gateway-secret")!r}),
                             reserved={config.admin_username!r})
 '''

@@ -406,6 +406,8 @@ class IdentityStore:
             until = now + LOCKOUT
             conn.execute("UPDATE users SET failed_attempts = 0, first_failed_at = NULL, "
                          "locked_until = ? WHERE name = ?", (_iso(until), row["name"]))
+            # Locked out means out of every door: the sessions it already had end too.
+            conn.execute("DELETE FROM sessions WHERE user = ?", (row["name"],))
             return AuthError(f"wrong credentials; account {row['name']!r} is now "
                              f"locked until {until:%Y-%m-%d %H:%M} UTC after {MAX_FAILURES} "
                              "failed attempts. Wait, or ask an administrator to unlock it.")

@@ -132,6 +132,19 @@ def test_lockout_after_five_failures_and_unlock_after_fifteen_minutes(
     assert next(u for u in store.users() if u.name == "alice").failed_attempts == 0
 
 
+def test_a_lockout_ends_the_sessions_the_user_had(store: IdentityStore) -> None:
+    token = store.login("alice", PASSWORD).token
+    assert store.session(token).user == "alice"
+    for _ in range(4):
+        with pytest.raises(AuthError, match="wrong user name"):
+            store.login("alice", "Wrong-Password-1")
+    assert store.session(token).user == "alice"  # failures below the limit end nothing
+    with pytest.raises(AuthError, match="now locked until"):
+        store.login("alice", "Wrong-Password-1")
+    with pytest.raises(AuthError, match="session unknown or ended"):
+        store.session(token)
+
+
 def test_failures_outside_the_window_do_not_lock(store: IdentityStore, clock: Clock) -> None:
     for _ in range(4):
         with pytest.raises(AuthError):
