@@ -13,6 +13,9 @@ from opslake.errors import ConfigError
 DEFAULT_METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
 DEFAULT_ALERTING_DIR = Path(__file__).resolve().parent.parent / "config" / "alerting"
 DEFAULT_EGRESS_FILE = Path(__file__).resolve().parent.parent / "config" / "egress.yaml"
+DEFAULT_ALERT_WEBHOOKS_DIR = Path(__file__).resolve().parent.parent / "config" / \
+    "alert_webhooks"
+DEFAULT_TASKS_DIR = Path(__file__).resolve().parent.parent / "collection" / "tasks"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,17 @@ class Settings:
     alerting_dir: Path = field(default_factory=lambda: DEFAULT_ALERTING_DIR)
     #: The administrator's allow-list of webhook destinations (``opslake.security.egress``).
     egress_file: Path = field(default_factory=lambda: DEFAULT_EGRESS_FILE)
+    #: Field mappings of the generic alert webhook, one YAML per sender
+    #: (``OPSLAKE_ALERT_WEBHOOKS_DIR``).
+    alert_webhooks_dir: Path = field(default_factory=lambda: DEFAULT_ALERT_WEBHOOKS_DIR)
+    #: Collection tasks, one YAML each (``OPSLAKE_TASKS_DIR``; default the source tree's
+    #: ``collection/tasks``, else ``./collection/tasks``).
+    tasks_dir: Path = field(default_factory=lambda: DEFAULT_TASKS_DIR)
+    #: The largest push body ``opslake serve`` accepts, as sent (``OPSLAKE_MAX_PUSH_BYTES``).
+    max_push_bytes: int = 16 * 2**20
+    #: The most a compressed push body may expand to (``OPSLAKE_MAX_DECODED_BYTES``):
+    #: Prometheus sends 2,000-10,000 samples a request, a few hundred KiB decoded.
+    max_decoded_bytes: int = 32 * 2**20
     #: Scale-out (``opslake cluster``): an existing Dask scheduler (``tcp://host:port``) that
     #: ``materialize --cluster`` submits to and local workers join; unset, the local one.
     dask_scheduler: str | None = None
@@ -105,7 +119,7 @@ class Settings:
     superset_upstream: str = "http://127.0.0.1:8088"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (defaults to ``os.environ``)."""
         env = os.environ if environ is None else environ
         home = env.get("OPSLAKE_HOME", "./var")
@@ -140,6 +154,15 @@ class Settings:
             .expanduser().resolve(),
             egress_file=Path(env.get("OPSLAKE_EGRESS_FILE", DEFAULT_EGRESS_FILE)).expanduser()
             .resolve(),
+            alert_webhooks_dir=Path(env.get("OPSLAKE_ALERT_WEBHOOKS_DIR")
+                                    or DEFAULT_ALERT_WEBHOOKS_DIR).expanduser().resolve(),
+            tasks_dir=Path(env.get("OPSLAKE_TASKS_DIR") or (
+                DEFAULT_TASKS_DIR if DEFAULT_TASKS_DIR.is_dir() else "collection/tasks"))
+            .expanduser().resolve(),
+            max_push_bytes=_positive(env, "OPSLAKE_MAX_PUSH_BYTES", 16 * 2**20,
+                                     what="a positive number of bytes"),
+            max_decoded_bytes=_positive(env, "OPSLAKE_MAX_DECODED_BYTES", 32 * 2**20,
+                                        what="a positive number of bytes"),
             dask_scheduler=env.get("OPSLAKE_DASK_SCHEDULER") or None,
             dask_port=_port(env, "OPSLAKE_DASK_PORT", 8786),
             postgres_url=env.get("OPSLAKE_POSTGRES_URL") or None,

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -39,30 +38,13 @@ def version() -> str:
         return "0+unknown"
 
 
-def max_push_bytes(environ: dict[str, str] | None = None) -> int:
-    """``OPSLAKE_MAX_PUSH_BYTES``: the largest push body accepted (default 16 MiB)."""
-    return _bytes_setting("OPSLAKE_MAX_PUSH_BYTES", ingest.DEFAULT_MAX_PUSH_BYTES, environ)
-
-
-def max_decoded_bytes(environ: dict[str, str] | None = None) -> int:
-    """``OPSLAKE_MAX_DECODED_BYTES``: the most a compressed push may expand to (32 MiB)."""
-    limit = _bytes_setting("OPSLAKE_MAX_DECODED_BYTES", ingest.DEFAULT_MAX_DECODED_BYTES,
-                           environ)
+def max_decoded_bytes(settings: Settings) -> int:
+    """``settings.max_decoded_bytes``, refused if bronze could not decode that much."""
+    limit = settings.max_decoded_bytes
     if limit > remote_write.MAX_DECODED_BYTES:  # bronze must decode what the edge accepts
         raise ConfigError(f"OPSLAKE_MAX_DECODED_BYTES={limit} is more than the "
                           f"{remote_write.MAX_DECODED_BYTES} bronze decodes; use at most that")
     return limit
-
-
-def _bytes_setting(name: str, default: int, environ: dict[str, str] | None) -> int:
-    env = os.environ if environ is None else environ
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"{name}={raw!r} is not a positive number of bytes; "
-                          f"use e.g. {default}")
-    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -134,8 +116,8 @@ def create_app(settings: Settings | None = None,
                     "request is audited.",
     )
     app.state.settings = settings
-    app.state.push = ingest.PushService(landing, max_bytes=max_push_bytes(),
-                                        max_decoded_bytes=max_decoded_bytes())
+    app.state.push = ingest.PushService(landing, max_bytes=settings.max_push_bytes,
+                                        max_decoded_bytes=max_decoded_bytes(settings))
 
     @app.get("/healthz", tags=["service"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -38,15 +38,11 @@ from opslake.errors import InputError, OpsLakeError
 from opslake.ingest.parsers import ParseResult, alertmanager, remote_write
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.security.roles import Principal
+from opslake.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH_HEADER = "X-OpsLake-Batch-Id"
-#: Default largest accepted push body (``OPSLAKE_MAX_PUSH_BYTES``).
-DEFAULT_MAX_PUSH_BYTES = 16 * 2**20
-#: Default most a compressed push body may expand to (``OPSLAKE_MAX_DECODED_BYTES``):
-#: Prometheus sends 2,000-10,000 samples a request, a few hundred KiB decoded.
-DEFAULT_MAX_DECODED_BYTES = 32 * 2**20
 #: Most a gzip body may expand to, in times its size. Alertmanager payloads of 100 and
 #: 10,000 distinct alerts gzip 27 and 42 times, 1,000 identical Zabbix alerts 196 times;
 #: gzip itself reaches 1,030 on a run of one byte (a bomb).
@@ -80,8 +76,8 @@ class PushService:
     """What the push endpoints share: the landing zone, the size limits, per-batch locks."""
 
     landing: LandingZone
-    max_bytes: int = DEFAULT_MAX_PUSH_BYTES
-    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    max_bytes: int = Settings.max_push_bytes
+    max_decoded_bytes: int = Settings.max_decoded_bytes
     _locks: dict[tuple[str, str], tuple[threading.Lock, int]] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 

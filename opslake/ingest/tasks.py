@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,8 @@ import yaml
 from opslake.errors import ConfigError, OpsLakeError
 from opslake.ingest.connectors.base import Connector
 from opslake.ingest.connectors.registry import available
+from opslake.settings import Settings
 
-#: Where task files live unless ``OPSLAKE_TASKS_DIR`` says otherwise.
-REPO_TASKS_DIR = Path(__file__).resolve().parents[2] / "collection" / "tasks"
 MIN_EVERY_SECONDS = 10
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _FIELDS = ("name", "description", "connector", "params", "every_seconds", "target", "parse",
@@ -104,14 +103,9 @@ class CollectionTask:
         return f"{cls.name}/{cls.version}"
 
 
-def tasks_dir(environ: dict[str, str] | None = None) -> Path:
-    """``OPSLAKE_TASKS_DIR``, else the repository's ``collection/tasks``, else ``./collection/tasks``."""
-    env = os.environ if environ is None else environ
-    if env.get("OPSLAKE_TASKS_DIR"):
-        return Path(env["OPSLAKE_TASKS_DIR"]).expanduser().resolve()
-    if REPO_TASKS_DIR.is_dir():
-        return REPO_TASKS_DIR
-    return Path("collection/tasks").resolve()
+def tasks_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the collection tasks are: ``Settings.tasks_dir`` (``OPSLAKE_TASKS_DIR``)."""
+    return Settings.from_env(environ).tasks_dir
 
 
 def load_tasks(directory: Path | str | None = None, *,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,10 +172,10 @@ def test_alertmanager_refusals(client: TestClient, lake: Lake, landing: LandingZ
     assert client.post(AM, content=_body(_webhook())).status_code == 200
 
 
-def test_too_large_is_413(settings: Settings, lake: Lake, landing: LandingZone, key: str,
-                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPSLAKE_MAX_PUSH_BYTES", "2000")
-    with TestClient(create_app(settings), headers=bearer(key)) as client:
+def test_too_large_is_413(settings: Settings, lake: Lake, landing: LandingZone,
+                          key: str) -> None:
+    with TestClient(create_app(replace(settings, max_push_bytes=2000)),
+                    headers=bearer(key)) as client:
         big = _body({**_webhook(), "receiver": "x" * 5000})
         response = client.post(AM, content=big)
         assert response.status_code == 413
@@ -201,12 +202,13 @@ def test_push_rejects_survive_bronze_quarantine_rewrite(client: TestClient, lake
     assert len(_push_rejects(lake)) == 1
 
 
-def test_bad_push_limit_setting(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_push_limit_setting(settings: Settings) -> None:
     from opslake.errors import ConfigError
 
-    monkeypatch.setenv("OPSLAKE_MAX_PUSH_BYTES", "lots")
     with pytest.raises(ConfigError, match="OPSLAKE_MAX_PUSH_BYTES"):
-        create_app(settings)
+        Settings.from_env({"OPSLAKE_MAX_PUSH_BYTES": "lots"})
+    with pytest.raises(ConfigError, match="OPSLAKE_MAX_DECODED_BYTES"):
+        create_app(replace(settings, max_decoded_bytes=2**40))
 
 
 # -- a real server, killed while acknowledging ---------------------------------------------

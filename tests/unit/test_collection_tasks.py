@@ -18,7 +18,7 @@ from opslake.ingest.connectors.registry import available
 from opslake.ingest.parsers import alertmanager, prometheus_text
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.orchestration.collection import build_defs, cron_for
-from opslake.settings import Settings
+from opslake.settings import DEFAULT_TASKS_DIR, Settings
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SERIES = {"opslake_collection_duration_seconds", "opslake_collection_cpu_seconds",
@@ -83,7 +83,7 @@ def _task(tmp_path: Path, **kw: object) -> tasks.CollectionTask:
 # --- loading ----------------------------------------------------------------------------
 
 def test_shipped_examples_load_disabled() -> None:
-    shipped = tasks.load_tasks(tasks.REPO_TASKS_DIR)
+    shipped = tasks.load_tasks(DEFAULT_TASKS_DIR)
     assert {t.name for t in shipped} == {"node-exporter-local", "prometheus-federate-node",
                                          "prometheus-healthy-probe", "cmdb-file-drop",
                                          "itsm-file-drop"}
@@ -105,7 +105,7 @@ def test_a_task_loads_with_its_limits(tmp_path: Path) -> None:
 
 def test_tasks_dir_comes_from_the_environment(tmp_path: Path) -> None:
     assert tasks.tasks_dir({"OPSLAKE_TASKS_DIR": str(tmp_path)}) == tmp_path.resolve()
-    assert tasks.tasks_dir({}) == tasks.REPO_TASKS_DIR
+    assert tasks.tasks_dir({}) == DEFAULT_TASKS_DIR
     with pytest.raises(ConfigError, match="OPSLAKE_TASKS_DIR"):
         tasks.load_tasks(tmp_path / "missing")
     assert tasks.load_tasks(tmp_path / "missing", missing_ok=True) == []

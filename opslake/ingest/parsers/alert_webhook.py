@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from opslake.ingest.parsers._text import (
 )
 from opslake.ingest.parsers.alertmanager import BRONZE_SCHEMA
 from opslake.lake.landing import LandedBatch
+from opslake.settings import Settings
 
 SOURCE = "webhook"
 CONNECTOR_PREFIX = "alert-webhook/"
@@ -69,11 +69,8 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def mappings_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``OPSLAKE_ALERT_WEBHOOKS_DIR``, else ``config/alert_webhooks`` of the source tree."""
-    env = os.environ if environ is None else environ
-    given = env.get("OPSLAKE_ALERT_WEBHOOKS_DIR")
-    return Path(given) if given else Path(__file__).resolve().parents[3] / "config" / \
-        "alert_webhooks"
+    """Where the webhook mappings are: ``Settings.alert_webhooks_dir``."""
+    return Settings.from_env(environ).alert_webhooks_dir
 
 
 @dataclass(frozen=True)
