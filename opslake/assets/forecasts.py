@@ -20,8 +20,14 @@ from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.errors import ConfigError, NotFoundError
 from opslake.metrics_catalog.loader import load
-from opslake.ml import forecast
 from opslake.ml.backtest import Panel, estate_panel
+from opslake.ml.forecast.catalog import CapacityMetric, capacity_metrics
+from opslake.ml.forecast.daily import (
+    CAPACITY_SCHEMA,
+    FORECASTS_SCHEMA,
+    capacity_frame,
+    daily_forecasts,
+)
 from opslake.settings import Settings
 
 #: Days of silver history each forecast is made from (ending with the partition's day).
@@ -55,14 +61,14 @@ def _trim(panel: Panel) -> tuple[pd.DatetimeIndex, np.ndarray]:
 
 def _capacity_metrics(settings: Settings,
                       log: logging.Logger | dg.DagsterLogManager
-                      ) -> dict[str, forecast.CapacityMetric]:
+                      ) -> dict[str, CapacityMetric]:
     """The raw metrics behind the catalog's capacity-planning tags."""
     metrics = load(settings.metrics_dir, check_expressions=False)
     try:
-        return forecast.capacity_metrics(metrics)
+        return capacity_metrics(metrics)
     except ConfigError as exc:  # one bad tag must not stop the day's forecasts
         log.warning(f"{exc}; forecasting the other capacity metrics")
-        return forecast.capacity_metrics(metrics, strict=False)
+        return capacity_metrics(metrics, strict=False)
 
 
 def _figures_table(series: pd.DataFrame) -> str:
@@ -101,15 +107,15 @@ def forecasts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
     settings = lake.settings()
     panel = _panel(lake, day)
     metadata: dict = {"rows": 0, "series": 0}
-    rows = forecast.FORECASTS_SCHEMA.empty_table()
+    rows = FORECASTS_SCHEMA.empty_table()
     if panel is not None:
         stamps, values = _trim(panel)
         capacity = _capacity_metrics(settings, context.log)
-        made = forecast.daily_forecasts(
+        made = daily_forecasts(
             panel.ids, stamps, values, HORIZON, date.fromisoformat(day),
             prophet_metrics={m: c.capacity for m, c in capacity.items()},
             max_prophet=MAX_PROPHET, timezone=settings.timezone)
-        rows = pa.Table.from_pandas(made.rows, schema=forecast.FORECASTS_SCHEMA,
+        rows = pa.Table.from_pandas(made.rows, schema=FORECASTS_SCHEMA,
                                     preserve_index=False)
         methods = made.series["method"].value_counts().sort_index()
         metadata.update({
@@ -167,12 +173,12 @@ def capacity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
     specs = _capacity_metrics(lake.settings(), context.log)
     # Only the capacity metrics' points are read, not the whole estate's two weeks.
     panel = _panel(lake, day, sorted(specs)) if specs else None
-    frame = pd.DataFrame(columns=forecast.CAPACITY_SCHEMA.names)
+    frame = pd.DataFrame(columns=CAPACITY_SCHEMA.names)
     if panel is not None:
         stamps, values = _trim(panel)
-        frame = forecast.capacity_frame(panel.ids, stamps, values, specs,
+        frame = capacity_frame(panel.ids, stamps, values, specs,
                                         date.fromisoformat(day), CAPACITY_HORIZON)
-    table = pa.Table.from_pandas(frame, schema=forecast.CAPACITY_SCHEMA, preserve_index=False)
+    table = pa.Table.from_pandas(frame, schema=CAPACITY_SCHEMA, preserve_index=False)
     lake.lake().write_table(table, "gold", "capacity", {"dt": day})
     month = date.fromisoformat(day) + timedelta(days=30)
     within = frame["exhaustion_date"].map(lambda d: isinstance(d, date) and d <= month)

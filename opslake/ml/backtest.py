@@ -22,22 +22,20 @@ import pandas as pd
 from opslake.errors import InputError, NotFoundError, StorageError
 from opslake.lake import duck
 from opslake.lake.storage import Lake
-from opslake.ml.forecast import (
+from opslake.ml.forecast.baseline import baseline_forecast
+from opslake.ml.forecast.catalog import capacity_metrics
+from opslake.ml.forecast.common import (
     LEVELS,
     WEEK_S,
     Forecast,
-    baseline_forecast,
-    capacity_metrics,
-    coverage,
     infer_step,
-    interval_width,
-    mase,
-    prophet_forecast,
     season_length,
-    seasonal_naive,
-    smape,
     split_id,
+    stack_rows,
 )
+from opslake.ml.forecast.metrics import coverage, interval_width, mase, smape
+from opslake.ml.forecast.naive import seasonal_naive
+from opslake.ml.forecast.prophet import prophet_forecast
 
 METHODS = ("baseline", "prophet", "seasonal_naive")
 
@@ -186,17 +184,11 @@ def rolling_backtest(panel: Panel, horizon: int, folds: int, *,
         if rows:
             prophet = [prophet_forecast(stamps[:origin], history[r], horizon, levels,
                                         timezone=timezone) for r in rows]
-            forecasts["prophet"] = (np.asarray(rows), _stack(prophet, levels))
+            forecasts["prophet"] = (np.asarray(rows), stack_rows(prophet, levels))
         for method, (index, fc) in forecasts.items():
             records.append(_score(panel, method, fold, index, fc, history[index],
                                   actual[index], season, levels))
     return pd.concat(records, ignore_index=True)
-
-
-def _stack(forecasts: list[Forecast], levels: tuple[float, ...]) -> Forecast:
-    return Forecast(np.vstack([f.point for f in forecasts]),
-                    {lv: (np.vstack([f.bounds[lv][0] for f in forecasts]),
-                          np.vstack([f.bounds[lv][1] for f in forecasts])) for lv in levels})
 
 
 def _score(panel: Panel, method: str, fold: int, index: np.ndarray, fc: Forecast,

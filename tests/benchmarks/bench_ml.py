@@ -111,7 +111,8 @@ def main() -> None:
               f"  ({ents} entities x {metrics} metrics)")
     except ImportError as exc:
         print(f"  multi-metric isolation forest: not available ({exc})")
-    from opslake.ml.forecast import baseline_forecast, seasonal_naive
+    from opslake.ml.forecast.baseline import baseline_forecast
+    from opslake.ml.forecast.naive import seasonal_naive
 
     hourly = rng.uniform(10, 100, (1000, 1)) * (
         1 + 0.3 * np.sin(np.arange(14 * 24) / 24 * 2 * np.pi))[None, :] \

@@ -16,7 +16,7 @@ from opslake.assets.resources import LakeResource
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog.loader import load
-from opslake.ml.forecast import capacity_metrics
+from opslake.ml.forecast.catalog import capacity_metrics
 from opslake.orchestration import runner
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate

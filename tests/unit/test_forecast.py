@@ -1,4 +1,4 @@
-"""Forecasters, metrics, capacity exhaustion and backtests (opslake.ml.forecast, .backtest)."""
+"""Forecasters, metrics, capacity exhaustion and backtests (opslake.ml.forecast.*, .backtest)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from opslake.errors import ConfigError, InputError, NotFoundError
 from opslake.metrics_catalog.loader import load, load_texts
-from opslake.ml import forecast as forecast_mod
 from opslake.ml.backtest import (
     Panel,
     backtest_estate,
@@ -22,23 +21,15 @@ from opslake.ml.backtest import (
     rolling_backtest,
     summarise,
 )
-from opslake.ml.forecast import (
-    CapacityMetric,
-    baseline_forecast,
-    capacity_exhaustion,
-    capacity_frame,
-    capacity_metrics,
-    coverage,
-    daily_forecasts,
-    infer_step,
-    interval_width,
-    mase,
-    naive_forecast,
-    prophet_forecast,
-    season_length,
-    seasonal_naive,
-    smape,
-)
+from opslake.ml.forecast import baseline as baseline_mod
+from opslake.ml.forecast.baseline import baseline_forecast
+from opslake.ml.forecast.capacity import capacity_exhaustion
+from opslake.ml.forecast.catalog import CapacityMetric, capacity_metrics
+from opslake.ml.forecast.common import infer_step, season_length
+from opslake.ml.forecast.daily import capacity_frame, daily_forecasts
+from opslake.ml.forecast.metrics import coverage, interval_width, mase, smape
+from opslake.ml.forecast.naive import naive_forecast, seasonal_naive
+from opslake.ml.forecast.prophet import prophet_forecast
 
 REPO_METRICS = Path(__file__).resolve().parents[2] / "metrics"
 NAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab" / "data" / "realKnownCause"
@@ -314,7 +305,7 @@ def test_the_repository_flags_filesystems_and_storage_pools_for_capacity_plannin
 def test_baseline_gives_the_same_numbers_in_batches(monkeypatch):
     y = trend_season_noise(7, 5 * DAY, seed=5)
     whole = baseline_forecast(y, DAY, DAY)
-    monkeypatch.setattr(forecast_mod, "_BATCH_ELEMENTS", 32 * 24 * DAY * 3)  # 3 series a batch
+    monkeypatch.setattr(baseline_mod, "_BATCH_ELEMENTS", 32 * 24 * DAY * 3)  # 3 series a batch
     batched = baseline_forecast(y, DAY, DAY)
     np.testing.assert_allclose(batched.point, whole.point)
     np.testing.assert_allclose(batched.bounds[0.95][1], whole.bounds[0.95][1])
