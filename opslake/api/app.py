@@ -13,7 +13,8 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from opslake.api import admin, alert_webhooks, data, ingest, signin, subscriptions
+from opslake.alerting.handling import HandlingLog
+from opslake.api import admin, alert_webhooks, data, handling, ingest, signin, subscriptions
 from opslake.api.answers import AnswerCache
 from opslake.api.auth import Security, install
 from opslake.api.warehouse import WarehouseReader
@@ -127,11 +128,13 @@ def create_app(settings: Settings | None = None,
     app.include_router(ingest.router)
     app.include_router(alert_webhooks.router)
     app.include_router(data.router)
+    app.include_router(handling.router)
     app.include_router(admin.router)
     app.include_router(subscriptions.router)
     app.include_router(signin.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)
+    app.state.handling = HandlingLog(landing)
     app.state.answers = AnswerCache(app.state.warehouse)
     security = Security(IdentityStore.sealed(settings), AuditLog.from_settings(settings))
     # The doors (opslake.api.gateway) check sessions through this too, so signing out at

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, BeforeValidator
 
+from opslake.alerting.handling import HandlingLog, with_state
 from opslake.api import statements
 from opslake.api.auth import GUARDED, error_responses, requires
 from opslake.api.statements import Statement, data_statement
@@ -344,11 +345,18 @@ async def incidents(
     severity: Annotated[str | None, Query(max_length=20)] = None,
     format: Format = "json",
 ) -> Response:
-    """The day's incidents with root cause and enrichment; department viewers see only
-    incidents wholly within their departments."""
+    """The day's incidents with root cause and enrichment, and their handling as of now
+    (handling_status, assignee, acknowledged and resolved by whom and when); department
+    viewers see only incidents wholly within their departments."""
     dt = await _day(request, "incidents_current", day)
-    return await _answer(request, statements.incidents(
-        dt, status, severity, _departments(principal)), format)
+    table = await _query(request, *statements.incidents(
+        dt, status, severity, _departments(principal)))
+    handling: HandlingLog = request.app.state.handling
+    states = await run_in_threadpool(handling.states,
+                                     table.column("incident_id").to_pylist())
+    # Rows of this moment, not of the snapshot: never answered again from a cache.
+    request.state.volatile = True
+    return _rows(request, with_state(table, states), format)
 
 
 @router.get("/incidents/{incident_id}/alerts", summary="The alerts of one incident",
@@ -360,12 +368,25 @@ async def incident_alerts(
     format: Format = "json",
 ) -> Response:
     """Every alert episode of the incident: fingerprint, occurrence, why muted, root cause."""
-    found = await _query(request, *statements.incident_exists(incident_id,
-                                                               _departments(principal)))
-    if found.num_rows == 0:
-        raise NotFoundError(f"no incident {incident_id} you may see; list them with "
-                            "GET /v1/incidents")
+    await visible_incident(request, incident_id, principal)
     return await _answer(request, statements.incident_alerts(incident_id), format)
+
+
+async def visible_incident(request: Request, incident_id: str, principal: Principal) -> None:
+    """Raise NotFoundError unless ``incident_id`` is a daily or today's live incident that
+    ``principal`` may see (a department viewer: one wholly within its departments)."""
+    for table in statements.INCIDENT_TABLES:
+        try:
+            found = await _query(request, *statements.incident_exists(
+                incident_id, _departments(principal), table))
+        except NotFoundError:
+            if table == statements.INCIDENT_TABLES[0]:
+                raise
+            continue  # no live incidents in this warehouse
+        if found.num_rows:
+            return
+    raise NotFoundError(f"no incident {incident_id} you may see; list them with "
+                        "GET /v1/incidents")
 
 
 @router.get("/capacity", summary="When disks, pools and power fill up",

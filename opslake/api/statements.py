@@ -99,11 +99,19 @@ def incidents(dt: str, status: str | None, severity: str | None,
             [dt, status, status, severity, severity, *scope_params])
 
 
-def incident_exists(incident_id: str, departments: Collection[str] | None = None
-                    ) -> Statement:
-    """One row when the incident exists (within ``departments``, when given)."""
+#: Where an incident can be: the daily history, then today's live incidents.
+INCIDENT_TABLES = ("incidents_current", "incidents_live")
+
+
+def incident_exists(incident_id: str, departments: Collection[str] | None = None,
+                    table: str = "incidents_current") -> Statement:
+    """One row when the incident exists in ``table`` (one of ``INCIDENT_TABLES``), within
+    ``departments`` when given."""
+    if table not in INCIDENT_TABLES:
+        # The name is spliced into the statement: only the closed list may be.
+        raise InputError(f"{table!r} holds no incidents; use one of {list(INCIDENT_TABLES)}")
     scope, scope_params = _departments(departments)
-    return ("SELECT 1 AS x FROM incidents_current WHERE incident_id = ?" + scope,
+    return (f'SELECT 1 AS x FROM "{table}" WHERE incident_id = ?' + scope,
             [incident_id, *scope_params])
 
 

@@ -14,15 +14,16 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pyarrow as pa
 
-from opslake.alerting import handoff
+from opslake.alerting import handling, handoff
 from opslake.alerting import live as alert_live
 from opslake.alerting.dispatch import DeliveryLog, Dispatcher, NotifyConfig
 from opslake.alerting.enrich import RunbookIndex
 from opslake.alerting.incidents import converge
 from opslake.alerting.notify import assignee_groups, render
 from opslake.alerting.rules import ConvergenceRules
-from opslake.assets.conform import resolver_for_day
-from opslake.assets.keys import OWNER, key
+from opslake.assets.conform import SilverTable, resolver_for_day, silver_asset
+from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
+from opslake.assets.keys import OWNER, daily_table_asset, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.assets.retries import STEP_RETRY
@@ -214,6 +215,52 @@ def runbook_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         for r in wanted])
 
 
-defs = dg.Definitions(assets=[incidents_daily, incidents_live],
+HANDLING = SourceSpec(
+    source=handling.SOURCE,
+    title="Incident handling actions (acknowledge, assign, comment, severity, resolve, "
+          "reopen) recorded by the API and the CLI, one JSON object per action",
+    fmt="json",
+    bronze=[BronzeTable(handling.SOURCE, handling.parse, handling.ACTIONS_SCHEMA,
+                        "One row per handling action as recorded.")],
+)
+
+HANDLING_SPEC = SilverTable(
+    name=handling.SOURCE,
+    bronze=handling.SOURCE,
+    bronze_schema=handling.ACTIONS_SCHEMA,
+    schema=handling.ACTIONS_SCHEMA,
+    conform=lambda bronze, _resolver: handling.conform(bronze),
+    resolves_entities=False,
+    description=(
+        "事件处置 / who did what to which incident and when (append-only): acknowledge, "
+        "assign (user or on-call group), comment, change severity, resolve, reopen; one row "
+        "per action, partitioned by the day it was taken (opslake.alerting.handling)."),
+)
+
+
+def _incident_state(lake: Lake, dt: str, metadata: dict) -> pa.Table:
+    days = [d for d in lake.partitions("silver", handling.SOURCE) if d <= dt]
+    events = handling.events_of(lake.read_table("silver", handling.SOURCE,
+                                                schema=handling.ACTIONS_SCHEMA, dts=days))
+    touched = {e.incident_id for e in events if e.at.date().isoformat() == dt}
+    states = [s for i, s in handling.fold(events).items() if i in touched]
+    metadata["incidents"] = len(states)
+    return handling.states_table(states)
+
+
+gold_incident_state = daily_table_asset(
+    "gold", "incident_state", deps=[key("silver", handling.SOURCE)],
+    schema=handling.STATE_SCHEMA, build=_incident_state,
+    description=(
+        "事件处置状态 / each incident's handling as of the end of the day, folded from every "
+        "action up to then: open / acknowledged / resolved, assignee, severity override, first "
+        "acknowledgement and standing resolution (who and when), reopen and comment counts. A "
+        "partition holds the incidents acted on that day; readers take the newest row "
+        "(the warehouse view incident_state_current)."),
+)
+
+
+defs = dg.Definitions(assets=[incidents_daily, incidents_live, *source_assets(HANDLING),
+                              silver_asset(HANDLING_SPEC), gold_incident_state],
                       jobs=[alerts_live_job, runbook_collect_diagnostics],
                       sensors=[alerts_live_sensor, runbook_sensor])

@@ -27,6 +27,14 @@ a newer ITSM export picks it up. Per ``business``, plus one row ``(all)`` for th
 - ``change_failure_rate``: ``failed_changes`` over changes with a result (``successful``
   or ``failed``); null when none has one.
 
+Incidents handled in OpsLake (``handled``: acknowledged or resolved there, see
+``opslake.alerting.handling``) count by their own events: each such incident replaces the
+incident tickets linked to it (through their alert fingerprint) with one row opened at the
+incident's start, acknowledged at its first acknowledgement and resolved at its standing
+resolution, each taken from the linked tickets (the proxy) only when OpsLake has no such
+event; its business and SLA target are the linked tickets' (else its first business). An
+incident handled in OpsLake without a ticket counts too.
+
 Durations below zero (a timestamp before ``opened_at``) are data errors that the quality
 checks report; they are left out of the means. Tickets without a business are counted
 under ``(unassigned)``. Rows are sorted with ``(all)`` first, then by business.
@@ -62,8 +70,21 @@ SERVICE_LEVELS_SCHEMA = pa.schema(
     ]
 )
 
+#: OpsLake incidents with handling events, as :func:`service_levels` reads them.
+HANDLED_SCHEMA = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("fingerprints", pa.list_(pa.string())),
+        ("business", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("acknowledged_at", pa.timestamp("us", tz="UTC")),
+        ("resolved_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
 _COLUMNS = ["ticket_id", "type", "status", "business", "opened_at", "acknowledged_at",
-            "resolved_at", "closed_at", "sla_target_minutes", "change_result"]
+            "resolved_at", "closed_at", "sla_target_minutes", "change_result",
+            "alert_fingerprint"]
 
 
 def _minutes(later: str) -> pl.Expr:
@@ -113,12 +134,44 @@ def _measures(end: datetime) -> dict[str, pl.Expr]:
     }
 
 
-def service_levels(tickets: pa.Table, day: date) -> pa.Table:
-    """Incident, request and change KPIs per business for tickets opened on ``day``."""
+def _with_handled(tickets: pl.DataFrame, handled: pa.Table) -> pl.DataFrame:
+    """``tickets`` with each handled incident in place of the incident tickets linked to it."""
+    incidents = pl.from_arrow(handled)
+    links = incidents.select("incident_id", "fingerprints").explode("fingerprints")
+    linked = (
+        tickets.filter(pl.col("type").str.to_lowercase() == "incident")
+        .join(links, left_on="alert_fingerprint", right_on="fingerprints", how="inner")
+    )
+    proxy = linked.sort("ticket_id").group_by("incident_id").agg(
+        pl.col("business").drop_nulls().first().alias("ticket_business"),
+        pl.col("acknowledged_at").min().alias("ticket_acknowledged_at"),
+        # Resolved once every linked ticket is.
+        pl.when(pl.col("resolved_at").null_count() == 0).then(pl.col("resolved_at").max())
+        .alias("ticket_resolved_at"),
+        pl.col("sla_target_minutes").min(),
+    )
+    rows = incidents.join(proxy, on="incident_id", how="left").select(
+        ticket_id=pl.col("incident_id"), type=pl.lit("incident"), status=pl.lit(""),
+        business=pl.coalesce("ticket_business", "business"), opened_at=pl.col("started_at"),
+        acknowledged_at=pl.coalesce("acknowledged_at", "ticket_acknowledged_at"),
+        resolved_at=pl.coalesce("resolved_at", "ticket_resolved_at"),
+        closed_at=pl.lit(None), sla_target_minutes=pl.col("sla_target_minutes"),
+        change_result=pl.lit(None), alert_fingerprint=pl.lit(None),
+    )
+    rest = tickets.filter(~pl.col("ticket_id").is_in(linked["ticket_id"].implode()))
+    return pl.concat([rest, rows.cast(dict(tickets.schema))])
+
+
+def service_levels(tickets: pa.Table, day: date, handled: pa.Table | None = None) -> pa.Table:
+    """Incident, request and change KPIs per business for tickets opened on ``day``, and for
+    incidents handled in OpsLake (``handled``, rows of ``HANDLED_SCHEMA``) started on it."""
     start = datetime.combine(day, time(), tzinfo=UTC)
     end = start + timedelta(days=1)
+    frame = pl.from_arrow(tickets.select(_COLUMNS))
+    if handled is not None and handled.num_rows:
+        frame = _with_handled(frame, handled)
     cohort = (
-        pl.from_arrow(tickets.select(_COLUMNS))
+        frame
         .filter((pl.col("opened_at") >= start) & (pl.col("opened_at") < end))
         .with_columns(
             pl.col("type").str.to_lowercase(),

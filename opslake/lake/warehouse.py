@@ -27,8 +27,10 @@ SERVING_LAYERS = ("gold",)
 #: Gold tables written between rebuilds by the streaming jobs: served as views, never cached.
 LIVE_SUFFIX = "_live"
 #: Daily tables whose rows may be written again on a later day (an incident open at midnight):
-#: ``<table>_current`` keeps the newest partition's row per key.
-LATEST_BY = {"incidents": ("incident_id",), "incident_alerts": ("incident_id", "alert_id")}
+#: ``<table>_current`` keeps the newest partition's row per key (an incident's handling state
+#: is written again on each day it is acted on).
+LATEST_BY = {"incidents": ("incident_id",), "incident_alerts": ("incident_id", "alert_id"),
+             "incident_state": ("incident_id",)}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ SCOPES = (
     "catalog:read", "metrics:read", "incidents:read", "anomalies:read", "forecasts:read",
     "assets:read", "quality:read", "subscriptions:read", "subscriptions:write",
     "ingest:write", "admin:users", "admin:keys", "admin:audit", "admin:egress",
+    "incidents:handle", "incidents:comment",
 )
 READ = frozenset(s for s in SCOPES if s.endswith(":read") and not s.startswith("admin"))
 
@@ -39,8 +40,9 @@ class Role:
 ROLES: dict[str, Role] = {r.name: r for r in (
     Role("admin", frozenset(SCOPES), False, True,
          "platform administrators: everything, administrative actions need a TOTP code"),
-    Role("ops_engineer", READ | {"subscriptions:write", "ingest:write"}, False, False,
-         "operations-centre engineers: every row, no personal contact data"),
+    Role("ops_engineer", READ | {"subscriptions:write", "ingest:write", "incidents:handle",
+                                 "incidents:comment"}, False, False,
+         "operations-centre engineers: every row, handle incidents, no personal contact data"),
     Role("data_engineer", READ | {"subscriptions:write"}, False, False,
          "data engineers: every row, no personal contact data; the only role besides "
          "admin the Dagster UI's door admits"),
@@ -48,8 +50,9 @@ ROLES: dict[str, Role] = {r.name: r for r in (
          "leadership: reads every row (the leadership screens in Superset), writes nothing"),
     Role("dept_viewer", frozenset({"catalog:read", "metrics:read", "incidents:read",
                                    "assets:read", "quality:read", "subscriptions:read",
-                                   "subscriptions:write"}),
-         True, False, "a department's staff: only rows of their departments and businesses"),
+                                   "subscriptions:write", "incidents:comment"}),
+         True, False, "a department's staff: only rows of their departments and businesses, "
+                      "and comments on their incidents"),
     Role("ingest", frozenset({"ingest:write"}), False, False,
          "machine senders (Prometheus, Alertmanager, alert webhooks): push data, read none"),
 )}
