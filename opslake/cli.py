@@ -27,7 +27,7 @@ from opslake.cli_security import app as security_app
 from opslake.cli_security import audit_app
 from opslake.cli_subscriptions import app as subscriptions_app
 from opslake.errors import ConfigError, OpsLakeError
-from opslake.settings import Settings
+from opslake.settings import Settings, host_port
 
 if TYPE_CHECKING:
     from opslake.orchestration.progress import Step
@@ -121,14 +121,6 @@ def simulate(
                       f"{len(r['unknown_cis']):,} CIs; "
                       f"{sum(1 for f in truth.faults if f['off_topology'])} faults reach CIs "
                       f"off its topology; {len(r['noise']):,} unrelated anomalies overlap faults")
-
-
-def _host_port(value: str, name: str) -> tuple[str, int]:
-    """``HOST:PORT`` as a pair; a clear error otherwise."""
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={value!r} is not HOST:PORT; use e.g. 127.0.0.1:1883")
-    return host.strip("[]"), int(port)
 
 
 @app.command()
@@ -307,7 +299,7 @@ def serve(
         superset_door_port=superset_door or settings.superset_door_port)
     door_list = gateway.doors(settings)
     gateway.check_ports(port, door_list)
-    broker = _host_port(mqtt, "--mqtt") if mqtt else None
+    broker = host_port(mqtt, "--mqtt") if mqtt else None
     mqtt_tls = mqtt_tls or any((mqtt_ca, mqtt_cert, mqtt_key))
     if broker is None and (mqtt_topic or mqtt_username or mqtt_tls):
         raise ConfigError("--mqtt-topic, --mqtt-username and --mqtt-tls/-ca/-cert/-key need "

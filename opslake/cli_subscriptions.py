@@ -146,7 +146,8 @@ def run_once() -> None:
 
     settings = Settings.from_env()
     result = evaluate(WarehouseReader(settings.warehouse_path), _store(settings),
-                      owners=owners_from(_identity(settings).users()))
+                      owners=owners_from(_identity(settings).users()),
+                      broker=settings.mqtt_broker)
     for error in result.errors:
         console.print(f"[yellow]{error}[/]")
     console.print(f"queued {result.queued}, sent {result.sent}, failed {result.failed}, "

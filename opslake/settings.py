@@ -51,6 +51,11 @@ class Settings:
     #: The most a compressed push body may expand to (``OPSLAKE_MAX_DECODED_BYTES``):
     #: Prometheus sends 2,000-10,000 samples a request, a few hundred KiB decoded.
     max_decoded_bytes: int = 32 * 2**20
+    #: The MQTT broker subscriptions publish to, ``host:port`` (``OPSLAKE_MQTT_BROKER``).
+    mqtt_broker: tuple[str, int] | None = None
+    #: Seconds between the data service's subscription passes; 0 turns them off
+    #: (``OPSLAKE_SUBSCRIPTION_INTERVAL_S``).
+    subscription_interval_s: float = 10.0
     #: Scale-out (``opslake cluster``): an existing Dask scheduler (``tcp://host:port``) that
     #: ``materialize --cluster`` submits to and local workers join; unset, the local one.
     dask_scheduler: str | None = None
@@ -163,6 +168,9 @@ class Settings:
                                      what="a positive number of bytes"),
             max_decoded_bytes=_positive(env, "OPSLAKE_MAX_DECODED_BYTES", 32 * 2**20,
                                         what="a positive number of bytes"),
+            mqtt_broker=host_port(env["OPSLAKE_MQTT_BROKER"], "OPSLAKE_MQTT_BROKER")
+            if env.get("OPSLAKE_MQTT_BROKER") else None,
+            subscription_interval_s=_seconds(env, "OPSLAKE_SUBSCRIPTION_INTERVAL_S", 10.0),
             dask_scheduler=env.get("OPSLAKE_DASK_SCHEDULER") or None,
             dask_port=_port(env, "OPSLAKE_DASK_PORT", 8786),
             postgres_url=env.get("OPSLAKE_POSTGRES_URL") or None,
@@ -239,6 +247,27 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise ConfigError(f"{name}={raw!r} is not a TCP port; use a number from 1 to 65535")
     return int(raw)
+
+
+def host_port(value: str, name: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as a pair; a clear error naming ``name`` otherwise."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={value!r} is not HOST:PORT; use e.g. 127.0.0.1:1883")
+    return host.strip("[]"), int(port)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number of seconds, 0 or more, from ``env[name]``; a clear error otherwise."""
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds; use e.g. {default:g} "
+                          "(0 turns it off)")
+    return value
 
 
 def _door_port(env: Mapping[str, str], name: str) -> int | None:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -33,8 +32,6 @@ from opslake.errors import ConfigError, NotFoundError
 from opslake.security.roles import Principal
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
-INTERVAL_ENV = "OPSLAKE_SUBSCRIPTION_INTERVAL_S"
-DEFAULT_INTERVAL_S = 10.0
 SSE_POLL_S = 1.0
 SSE_KEEPALIVE_S = 15.0
 SubId = Annotated[str, Path(pattern=r"^sub_[0-9a-f]{16}$")]
@@ -68,21 +65,6 @@ class SubscriptionIn(BaseModel):
                                description="Signing secret; generated when left out")
 
 
-def interval_s(environ: dict[str, str] | None = None) -> float:
-    """``OPSLAKE_SUBSCRIPTION_INTERVAL_S``: seconds between evaluator passes (0: off)."""
-    raw = (os.environ if environ is None else environ).get(INTERVAL_ENV, "")
-    if not raw:
-        return DEFAULT_INTERVAL_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise ConfigError(f"{INTERVAL_ENV}={raw!r} is not a number of seconds; use e.g. 10 "
-                          "(0 turns the evaluator off)")
-    return value
-
-
 def store(app: FastAPI) -> subs.SubscriptionStore:
     """The app's subscription store (opened on first use)."""
     found = getattr(app.state, "subscriptions", None)
@@ -100,12 +82,12 @@ def _owners(app: FastAPI) -> Callable[[subs.Subscription], Principal | None] | N
 def run_once(app: FastAPI, now: datetime | None = None) -> subs.PassResult:
     """One evaluator pass with the app's warehouse, store and users (blocking)."""
     return subs.evaluate(app.state.warehouse, store(app), now=now or datetime.now(UTC),
-                         owners=_owners(app))
+                         owners=_owners(app), broker=app.state.settings.mqtt_broker)
 
 
 def start_evaluator(app: FastAPI) -> Callable[[], Awaitable[None]]:
     """Start the evaluator loop; returns the coroutine function that stops it."""
-    every = interval_s()
+    every = app.state.settings.subscription_interval_s
     if every <= 0:
         async def nothing() -> None:
             return None

@@ -60,7 +60,7 @@ its validation), :mod:`~opslake.subscriptions.store` (the SQLite store and deliv
 MQTT sending) and :mod:`~opslake.subscriptions.evaluate` (the pass).
 """
 
-from opslake.subscriptions.channels import BROKER_ENV, SIGNING_SCHEME, Sender, broker_from_env
+from opslake.subscriptions.channels import SIGNING_SCHEME, Sender
 from opslake.subscriptions.conditions import conditions
 from opslake.subscriptions.evaluate import (
     GIVE_UP_AFTER,
@@ -81,7 +81,6 @@ from opslake.subscriptions.model import (
 from opslake.subscriptions.store import DeliveryRecord, SubscriptionStore
 
 __all__ = [
-    "BROKER_ENV", "GIVE_UP_AFTER", "RETRY", "RETRY_PAUSES", "SIGNING_SCHEME", "DeliveryRecord",
-    "PassResult", "Reader", "Sender", "Subscription", "SubscriptionStore", "broker_from_env",
-    "canonical", "conditions", "evaluate", "new_subscription", "owners_from", "parse_ts", "ts",
+    "GIVE_UP_AFTER", "RETRY", "RETRY_PAUSES", "SIGNING_SCHEME", "DeliveryRecord",
+    "PassResult", "Reader", "Sender", "Subscription", "SubscriptionStore", "canonical", "conditions", "evaluate", "new_subscription", "owners_from", "parse_ts", "ts",
 ]

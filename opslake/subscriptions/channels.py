@@ -6,20 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from opslake.delivery import DeliveryError, require_2xx, sign, signed_headers
-from opslake.errors import ConfigError, OpsLakeError
+from opslake.errors import OpsLakeError
 from opslake.security.egress import EgressPolicy, EgressRefused
 from opslake.subscriptions.model import Subscription
 
-BROKER_ENV = "OPSLAKE_MQTT_BROKER"
 #: The signing scheme of subscription webhooks and MQTT payloads (HMAC-SM3).
 SIGNING_SCHEME = "sm3"
 TIMEOUT_S = 5.0
@@ -84,7 +82,7 @@ class Sender:
         import paho.mqtt.client as mqtt
 
         if self.broker is None:
-            raise DeliveryError(f"no MQTT broker configured; set {BROKER_ENV}=host:port")
+            raise DeliveryError("no MQTT broker configured; set OPSLAKE_MQTT_BROKER=host:port")
         if self._mqtt is None:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                  client_id=f"opslake-subs-{uuid.uuid4().hex[:12]}")
@@ -112,16 +110,3 @@ class Sender:
                 self._mqtt.disconnect()
                 self._mqtt.loop_stop()
             self._mqtt = None
-
-
-def broker_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, int] | None:
-    """``OPSLAKE_MQTT_BROKER`` (``host:port``) as a pair; None when unset."""
-    raw = (os.environ if environ is None else environ).get(BROKER_ENV, "")
-    if not raw:
-        return None
-    host, _, port = raw.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{BROKER_ENV}={raw!r} is not HOST:PORT; use e.g. 127.0.0.1:1883")
-    return host.strip("[]"), int(port)
-
-

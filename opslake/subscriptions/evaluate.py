@@ -14,7 +14,7 @@ import httpx
 from opslake.delivery import Engine, RetryPolicy
 from opslake.errors import NotFoundError
 from opslake.security.roles import ROLES, Principal
-from opslake.subscriptions.channels import Sender, broker_from_env
+from opslake.subscriptions.channels import Sender
 from opslake.subscriptions.conditions import conditions
 from opslake.subscriptions.model import NEEDS, Reader, Subscription, parse_ts, ts
 from opslake.subscriptions.store import DeliveryRecord, SubscriptionStore
@@ -58,15 +58,17 @@ def owners_from(users: Iterable[Any]) -> Callable[[Subscription], Principal | No
 def evaluate(reader: Reader, store: SubscriptionStore, log: SubscriptionStore | None = None,
              now: datetime | None = None, *, sender: Sender | None = None,
              owners: Callable[[Subscription], Principal | None] | None = None,
+             broker: tuple[str, int] | None = None,
              sleep: Callable[[float], None] = time.sleep) -> PassResult:
     """One pass: queue what each subscription's condition yields, then deliver what is due.
 
     ``log`` is the delivery log (the store's own by default); ``owners`` resolves a
-    subscription's owner now (default: the owner as it subscribed).
+    subscription's owner now (default: the owner as it subscribed); ``broker`` the MQTT
+    broker (``Settings.mqtt_broker``) of the default sender.
     """
     log = log or store
     now = now or datetime.now(UTC)
-    sender = sender or Sender(store.egress, broker_from_env())
+    sender = sender or Sender(store.egress, broker)
     result = PassResult()
     with store.exclusive():
         live = store.list()

@@ -172,8 +172,8 @@ def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
         loopback_hooks: Path) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
-    monkeypatch.setenv(subs_api.INTERVAL_ENV, "0")  # the test drives the evaluator
-    monkeypatch.setenv(subs.BROKER_ENV, f"127.0.0.1:{broker}")
+    monkeypatch.setenv("OPSLAKE_SUBSCRIPTION_INTERVAL_S", "0")  # the test drives the evaluator
+    monkeypatch.setenv("OPSLAKE_MQTT_BROKER", f"127.0.0.1:{broker}")
     settings = Settings.from_env()
     gold = Gold(settings)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -344,7 +344,7 @@ def test_sse_follow_streams_events_as_they_are_queued(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
-    monkeypatch.setenv(subs_api.INTERVAL_ENV, "0")  # the test queues the events itself
+    monkeypatch.setenv("OPSLAKE_SUBSCRIPTION_INTERVAL_S", "0")  # the test queues the events itself
     settings = Settings.from_env()
     identity = IdentityStore.sealed(settings)
     identity.add_user("alice", "ops_engineer", PASSWORD)

@@ -65,7 +65,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     monkeypatch.setenv("OPSLAKE_EGRESS_FILE", str(tmp_path / "egress.yaml"))  # none yet
-    monkeypatch.setenv(subs_api.INTERVAL_ENV, "0")  # the test drives the evaluator
+    monkeypatch.setenv("OPSLAKE_SUBSCRIPTION_INTERVAL_S", "0")  # the test drives the evaluator
     settings = Settings.from_env()
     identity = IdentityStore.sealed(settings)
     identity.bootstrap_admin("root", PASSWORD)
