@@ -34,7 +34,7 @@ demo: install
 	$(VENV)/bin/opslake ml train
 	$(VENV)/bin/opslake materialize --select gold/incident_risk
 	$(VENV)/bin/opslake warehouse build
-	$(VENV)/bin/opslake status
+	$(VENV)/bin/opslake status --by layer
 	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business
 	$(VENV)/bin/opslake alerts incidents
 	$(MAKE) --no-print-directory screens

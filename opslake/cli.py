@@ -6,6 +6,7 @@ import sys
 import warnings
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -361,10 +362,22 @@ def tls_self_signed(
     stdout.print(f"export OPSLAKE_TLS_CERT={cert} OPSLAKE_TLS_KEY={key}")
 
 
+class StatusBy(StrEnum):
+    """How ``opslake status`` groups the lake's partitions."""
+
+    layer = "layer"
+    table = "table"
+    day = "day"
+
+
 @app.command()
-def status() -> None:
-    """What is in the lake: rows (landing: batches) and bytes per layer, table and day."""
-    from opslake.lake.inventory import inventory
+def status(
+    by: Annotated[StatusBy, typer.Option(
+        "--by", help="One row per layer, per table (its days summed) or per table and day.")
+    ] = StatusBy.table,
+) -> None:
+    """What is in the lake: rows (landing: batches) and bytes per layer, table or day."""
+    from opslake.lake.inventory import inventory, rolled_up
     from opslake.lake.storage import Lake
 
     settings = _settings()
@@ -372,10 +385,10 @@ def status() -> None:
     if not parts:
         console.print(f"the lake at {settings.home} is empty; run `opslake simulate`")
         return
-    table = Table("layer", "table", "day", "files", "rows (landing: batches)", "bytes",
-                  title=f"lake at {settings.home}")
-    for p in parts:
-        table.add_row(p.layer, p.table, p.dt, str(p.files), f"{p.rows:,}", f"{p.bytes:,}")
+    table = Table("layer", "table", "days" if by != StatusBy.day else "day", "files",
+                  "rows (landing: batches)", "bytes", title=f"lake at {settings.home}")
+    for layer, name, days, files, rows, size in rolled_up(parts, by.value):
+        table.add_row(layer, name, days, f"{files:,}", f"{rows:,}", f"{size:,}")
     stdout.print(table)
     if settings.warehouse_path.exists():
         console.print(f"warehouse: {settings.warehouse_path}")

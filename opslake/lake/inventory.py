@@ -43,3 +43,22 @@ def inventory(lake: Lake) -> list[PartitionStatus]:
                         size += handle.size()
                 out.append(PartitionStatus(layer, table, dt, len(files), rows, size))
     return out
+
+
+def rolled_up(parts: list[PartitionStatus], by: str) -> list[tuple[str, str, str, int, int, int]]:
+    """``parts`` summed per ``by`` ("layer" or "table"): (layer, table, days, files, rows,
+    bytes) in layer order, ``days`` as ``first … last (n)``; "day" keeps every partition."""
+    if by == "day":
+        return [(p.layer, p.table, p.dt, p.files, p.rows, p.bytes) for p in parts]
+    groups: dict[tuple[str, str], list[PartitionStatus]] = {}
+    for p in parts:
+        groups.setdefault((p.layer, p.table if by == "table" else ""), []).append(p)
+    out = []
+    for (layer, table), group in groups.items():
+        days = sorted({p.dt for p in group})
+        span = days[0] if len(days) == 1 else f"{days[0]} … {days[-1]} ({len(days)})"
+        if by == "layer":
+            table = f"{len({p.table for p in group})} tables"
+        out.append((layer, table, span, sum(p.files for p in group),
+                    sum(p.rows for p in group), sum(p.bytes for p in group)))
+    return out
