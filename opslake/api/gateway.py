@@ -87,6 +87,9 @@ class Door:
     logout_paths: frozenset[str] = frozenset()
     #: How to start the UI behind the door when it does not answer.
     start_hint: str = ""
+    #: Paths of the UI's own static files (scripts, styles, icons): an admitted GET of one
+    #: answered below 400 is not audited (the page that loads it and every API call are).
+    static: tuple[str, ...] = ()
 
 
 def dagster_gate(principal: Principal) -> str | None:
@@ -119,7 +122,7 @@ def superset_door(settings: Settings, port: int) -> Door:
     return Door("superset", port, settings.superset_upstream, gate, identity,
                 frozenset({"/logout", "/logout/"}),
                 "start it with `opslake screens start` (OPSLAKE_SUPERSET_DOOR_PORT set, so it "
-                "trusts the door) or set OPSLAKE_SUPERSET_UPSTREAM")
+                "trusts the door) or set OPSLAKE_SUPERSET_UPSTREAM", ("/static/",))
 
 
 def doors(settings: Settings) -> list[Door]:
@@ -128,7 +131,8 @@ def doors(settings: Settings) -> list[Door]:
     if settings.dagster_door_port:
         out.append(Door("dagster", settings.dagster_door_port, settings.dagster_upstream,
                         dagster_gate, start_hint="start it with `opslake ui --port PORT` "
-                        "on the upstream's port, or set OPSLAKE_DAGSTER_UPSTREAM"))
+                        "on the upstream's port, or set OPSLAKE_DAGSTER_UPSTREAM",
+                        static=("/_next/static/", "/favicon.")))
     if settings.superset_door_port:
         out.append(superset_door(settings, settings.superset_door_port))
     return out
@@ -334,7 +338,9 @@ class DoorApp:
             return
         try:
             try:
-                await self._record(principal, method, path, upstream.status_code, client)
+                if not (method in SAFE_METHODS and path.startswith(self.door.static)
+                        and upstream.status_code < 400):
+                    await self._record(principal, method, path, upstream.status_code, client)
             except StorageError as exc:
                 body = json.dumps({"error": str(exc), "fix": "retry later"}).encode()
                 await send({"type": "http.response.start", "status": 503, "headers": [

@@ -39,6 +39,9 @@ def test_sign_in_sets_a_strict_cookie_the_api_takes_for_reads_only(service) -> N
         form = client.get("/login?next=//evil.example/")
         assert form.status_code == 200 and 'name="totp"' in form.text
         assert 'name="next" value="/login"' in form.text  # the foreign target is dropped
+        # The form may post here and be redirected to a door, nowhere else.
+        assert "form-action 'self' http://testserver:3000;" in \
+            form.headers["content-security-policy"]
         r = _sign_in(client, secret, next="http://testserver:3000/runs")
         assert r.status_code == 303 and r.headers["location"] == "http://testserver:3000/runs"
         cookie = r.headers["set-cookie"]

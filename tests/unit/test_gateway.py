@@ -175,7 +175,7 @@ def _echo() -> Starlette:
 def _door_client(tmp_path: Path, principal: Principal) -> tuple[httpx.AsyncClient, AuditLog]:
     audit = AuditLog(tmp_path / "audit")
     door = Door("dagster", 3000, "http://upstream.test", dagster_gate,
-                lambda p: {"X-OpsLake-User": p.user})
+                lambda p: {"X-OpsLake-User": p.user}, static=("/_next/static/",))
     app = DoorApp(door, _Sessions(principal), audit, login_port=8700, scheme="http")  # type: ignore[arg-type]
     app.client = httpx.AsyncClient(transport=httpx.ASGITransport(_echo()))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app, client=("127.0.0.9", 5000)),
@@ -183,8 +183,8 @@ def _door_client(tmp_path: Path, principal: Principal) -> tuple[httpx.AsyncClien
 
 
 def test_door_forwards_a_signed_in_engineer_without_credentials(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        client, _audit = _door_client(tmp_path, _principal("dan", "data_engineer"))
+    async def scenario() -> AuditLog:
+        client, audit = _door_client(tmp_path, _principal("dan", "data_engineer"))
         async with client:
             r = await client.post("/graphql?x=1", content=b"{}", headers={
                 "Cookie": f"{SESSION_COOKIE}=good; other=1", "X-OpsLake-User": "root",
@@ -201,8 +201,16 @@ def test_door_forwards_a_signed_in_engineer_without_credentials(tmp_path: Path) 
             forged = await client.post("/graphql", content=b"{}", headers={
                 "Cookie": f"{SESSION_COOKIE}=good", "Origin": "http://127.0.0.1:9999"})
             assert forged.status_code == 403 and "another site" in forged.json()["error"]
+            script = await client.get("/_next/static/app.js",
+                                      headers={"Cookie": f"{SESSION_COOKIE}=good"})
+            assert script.status_code == 200
+        return audit
 
-    asyncio.run(scenario())
+    audit = asyncio.run(scenario())
+    # Every request but the admitted static file: the page and API calls carry the record.
+    assert [(e["who"], e["action"], e["status"]) for e in audit.read()] == [
+        ("dan", "door dagster POST /graphql", 200), ("dan", "door dagster GET /moved", 302),
+        ("dan", "door dagster POST /graphql", 403)]
 
 
 def test_door_refuses_and_audits_who_may_not_pass(tmp_path: Path) -> None:
