@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -81,6 +81,27 @@ def running(cmd: Sequence[str], ready: str | int, log: Path, env: dict[str, str]
 
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class Background:
+    """``work`` running in a thread from now on (a slow start beside other set-up)."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self._failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(work,))
+        self.thread.start()
+
+    def _run(self, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join() in the test thread
+            self._failure.append(exc)
+
+    def join(self) -> None:
+        """Wait for ``work`` to end; raise what it raised."""
+        self.thread.join()
+        if self._failure:
+            raise self._failure[0]
 
 
 @contextlib.contextmanager

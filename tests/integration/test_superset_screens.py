@@ -9,7 +9,6 @@ roles provisioned; it is stopped by its PID at the end. Screenshots of every scr
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -33,7 +32,7 @@ from opslake.screens.model import TIMEZONE_TOKEN
 from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetConfig, running_pid, start_server
 from opslake.settings import Settings
-from tests.integration.services import REPO, free_port
+from tests.integration.services import REPO, Background, free_port
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
 SCREENS = {"leadership": "领导驾驶舱", "ops": "运维值班视图", "resources": "资源运行态势",
@@ -78,17 +77,8 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
         mp.delenv("OPSLAKE_SUPERSET_DATABASE_URI", raising=False)
         config = service.config_for(Settings.from_env())
         # Superset's first start (metadata DB, roles) needs no warehouse: both run at once.
-        failure: list[BaseException] = []
-
-        def boot() -> None:
-            try:
-                start_server(config, say=lambda _: None)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-                failure.append(exc)
-
         started = time.perf_counter()
-        booting = threading.Thread(target=boot)
-        booting.start()
+        booting = Background(lambda: start_server(config, say=lambda _: None))
         try:
             _cli("simulate", "--entities", "120", "--days", "1", "--step", "300",
                  "--start", _simulated_day().isoformat())
@@ -96,10 +86,9 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
             _cli("warehouse", "build")
             built = time.perf_counter() - started
         finally:
-            booting.join()
+            booting.thread.join()
         try:
-            if failure:
-                raise failure[0]
+            booting.join()  # raises what the start raised
             up = time.perf_counter() - started
             service.start(config, say=lambda _: None)  # import dashboards/, provision roles
             print(f"\nlake built in {built:.0f}s, superset up in {up:.0f}s, screens imported "
