@@ -40,7 +40,7 @@ demo: install
 	$(MAKE) --no-print-directory screens
 	@echo "Sign in:          http://127.0.0.1:8700/login (a user first: opslake security" \
 	      "bootstrap-admin NAME, then enrol-totp NAME)"
-	@echo "Superset screens: http://127.0.0.1:$$OPSLAKE_SUPERSET_DOOR_PORT/  (stop: make screens-stop)"
+	@echo "Superset screens: $$($(VENV)/bin/opslake screens url)  (stop: make screens-stop)"
 	@echo "Dagster UI:       http://127.0.0.1:$$OPSLAKE_DAGSTER_DOOR_PORT/"
 	if [ "$(LIVE)" = 1 ]; then VENV=$(VENV) bash infra/demo-live.sh; else VENV=$(VENV) bash infra/demo-ui.sh; fi
 

@@ -56,7 +56,15 @@ def status() -> None:
 @app.command("url")
 def url() -> None:
     """Print where the screens are (the dashboard list) and how to log in."""
+    from opslake.settings import Settings
+
     config = _config()
+    door = Settings.from_env().superset_door_port
+    if door:
+        # Behind the door there is no Superset login form: the data service signs users in.
+        typer.echo(f"http://{config.host}:{door}/dashboard/list/ (through the door: sign in "
+                   "at the data service's /login; https when OPSLAKE_TLS_CERT is set)")
+        return
     password = ("OPSLAKE_SUPERSET_ADMIN_PASSWORD" if config.admin_password
                 else str(config.state / "admin-password"))
     typer.echo(f"{config.url}/dashboard/list/ (user {config.admin_username}, password: "

@@ -328,7 +328,13 @@ def start_server(config: SupersetConfig, say: Callable[[str], None] = print) -> 
                           "digits, dot, dash or underscore")
     pid = running_pid(config)
     if pid is not None:
-        say(f"superset already running (pid {pid}) at {config.url}")
+        # A server started before OPSLAKE_SUPERSET_DOOR_PORT was set (or unset) does not
+        # trust the door (or still does) until it restarts.
+        stale = config.config_file.exists() and \
+            config.config_file.read_text() != _config_text(config)
+        say(f"superset already running (pid {pid}) at {config.url}" + (
+            "; it was started with other settings (OPSLAKE_SUPERSET_DOOR_PORT?): "
+            "`opslake screens stop`, then `start`, to apply them" if stale else ""))
         return pid
     if _port_in_use(config.host, config.port):
         raise ConfigError(f"{config.host}:{config.port} is already in use; stop what listens "

@@ -235,3 +235,22 @@ def test_door_refuses_and_audits_who_may_not_pass(tmp_path: Path) -> None:
                        ("anonymous", {"door": "dagster", "path": "/graphql"}, 401),
                        ("olga", {"door": "dagster", "path": "/"}, 403)]
     assert audit.verify().ok
+
+
+def test_a_superset_started_without_the_door_is_told_to_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opslake.screens import server
+
+    config = server.SupersetConfig.from_settings(
+        _settings(tmp_path, OPSLAKE_SUPERSET_DOOR_PORT="8090"), {})
+    config.state.mkdir(parents=True)
+    plain = server.SupersetConfig.from_settings(_settings(tmp_path), {})
+    config.config_file.write_text(server._config_text(plain))  # as started before the door
+    monkeypatch.setattr(server, "running_pid", lambda _config: 4242)
+    said: list[str] = []
+    assert server.start_server(config, say=said.append) == 4242
+    assert "started with other settings" in said[0]
+    assert "AUTH_REMOTE_USER" in server._config_text(config)
+    config.config_file.write_text(server._config_text(config))
+    server.start_server(config, say=said.append)
+    assert said[1] == f"superset already running (pid 4242) at {config.url}"
