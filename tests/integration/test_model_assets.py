@@ -15,7 +15,7 @@ from opslake.assets.resources import LakeResource
 from opslake.cli import app
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
-from opslake.ml import registry
+from opslake.ml import registry, risk, training
 from opslake.orchestration import runner
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
@@ -79,7 +79,7 @@ def test_incident_risk_is_trained_once_then_kept_until_a_better_model(
     assert "does not beat" in log[-1].reason
     assert registry.champion(lake, "incident_risk").version == 1
     # Due (every champion is, with a negative age limit), but v2 already saw this data.
-    monkeypatch.setattr(models, "MAX_AGE", timedelta(days=-1))
+    monkeypatch.setattr(training, "MAX_AGE", timedelta(days=-1))
     due = _run(settings, models.incident_risk_model)
     assert due["retrained"] is False and "already trained" in due["why"]
     assert len(registry.versions(lake, "incident_risk")) == 2
@@ -92,7 +92,7 @@ def test_incident_risk_is_trained_once_then_kept_until_a_better_model(
     p = scores.column("probability")
     assert pc.min(p).as_py() >= 0 and pc.max(p).as_py() <= 1
     assert set(scores.column("model_version").to_pylist()) == {1}
-    risky = scores.filter(pc.greater_equal(p, models.IMPACT_FROM))
+    risky = scores.filter(pc.greater_equal(p, risk.IMPACT_FROM))
     assert risky.num_rows > 0  # some CIs are risky enough to name what they would hit
     assert all(risky.column("affected_businesses").to_pylist())
 
