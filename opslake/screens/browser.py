@@ -56,8 +56,11 @@ def log_in(page: Any, config: SupersetConfig, username: str, password: str,
     """Log in through Superset's login form, as a person would; behind OpsLake's door (no
     form), as the door does: the page's context sends the user with the door's secret."""
     if config.door:
-        page.context.set_extra_http_headers({"X-OpsLake-Gateway-Secret": gateway_secret(config),
-                                             "X-OpsLake-User": quote(username)})
+        door = {"x-opslake-gateway-secret": gateway_secret(config),
+                "x-opslake-user": quote(username)}
+        # Only requests to Superset carry them: a screen may load from other hosts too.
+        page.context.route(f"{config.url}/**", lambda route: route.continue_(
+            headers={**route.request.headers, **door}))
         answer = page.goto(f"{config.url}/api/v1/me/", timeout=timeout_ms)
         if answer is None or answer.status != 200:
             raise SupersetError(f"Superset at {config.url} did not take {username!r} from the "

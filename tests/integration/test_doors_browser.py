@@ -267,6 +267,13 @@ def test_an_ops_engineer_is_refused_by_dagster_and_admitted_to_superset(doors: D
         "X-OpsLake-Gateway-Secret": "a-guess"})
     assert guessed.status_code == 401
     context.close()
+    # The report renderer holds the secret: it signs in as Superset's service administrator.
+    renderer = chromium.new_context().new_page()
+    config = doors.superset_config
+    browser.log_in(renderer, config, config.admin_username, config.password())
+    renderer.goto(f"{config.url}/api/v1/me/")
+    assert json.loads(renderer.inner_text("body"))["result"]["username"] == config.admin_username
+    renderer.context.close()
     entries = _door_entries(doors)
     assert ("olga", "dagster", "/", 403) in entries
     assert ("olga", "superset", "/superset/welcome/", 200) in entries
