@@ -1,11 +1,15 @@
-"""``opslake alerts …``: incidents, their evidence, deliveries and the rule files.
+"""``opslake alerts …``: incidents, their evidence and handling, deliveries and the rule files.
 
-The logic lives in :mod:`opslake.alerting`; these commands only read the lake and print.
+The logic lives in :mod:`opslake.alerting`; these commands read the lake and print, and the
+handling commands (ack, assign, comment, severity, resolve, reopen) record an action as a
+named user (``--as``), checked like the API checks that user, and audited like ``opslake
+security`` commands (who: the operating-system user; the acting user in the params).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -24,6 +28,13 @@ def _lake():
     from opslake.lake.storage import Lake
 
     return Lake.from_settings(Settings.from_env())
+
+
+def _log():
+    from opslake.alerting.handling import HandlingLog
+    from opslake.lake.landing import LandingZone
+
+    return HandlingLog(LandingZone.from_settings(Settings.from_env()))
 
 
 def _day(day: str | None, live: bool) -> str:
@@ -54,15 +65,22 @@ def incidents(
     all_: Annotated[bool, typer.Option("--all", help="Include muted incidents.")] = False,
 ) -> None:
     """List a day's incidents: severity, status, alerts, probable root cause."""
+    from opslake.alerting.handling import HandlingState
+
     day = _day(day, live)
     rows = [r for r in _incidents(day, live) if all_ or not r["muted"]]
+    states = _log().states([r["incident_id"] for r in rows])
     table = Table(title=f"incidents {day}" + (" (live)" if live else ""))
-    for col in ("id", "started", "severity", "status", "alerts", "root cause", "title"):
+    for col in ("id", "started", "severity", "status", "handling", "alerts", "root cause",
+                "title"):
         table.add_column(col)
     for r in sorted(rows, key=lambda r: r["started_at"]):
-        table.add_row(r["incident_id"], f"{r['started_at']:%H:%M:%S}", r["severity"],
-                      r["status"] + (" (muted)" if r["muted"] else ""), str(r["alert_count"]),
-                      r["root_cause"] or "-", r["title"])
+        state = states.get(r["incident_id"], HandlingState(r["incident_id"]))
+        table.add_row(r["incident_id"], f"{r['started_at']:%H:%M:%S}",
+                      state.severity_override or r["severity"],
+                      r["status"] + (" (muted)" if r["muted"] else ""),
+                      state.handling_status + (f" → {state.assignee}" if state.assignee else ""),
+                      str(r["alert_count"]), r["root_cause"] or "-", r["title"])
     console.print(table)
 
 
@@ -89,6 +107,7 @@ def show(
     inc["enrichment"] = json.loads(inc["enrichment"])
     inc["alerts"] = [{k: a[k] for k in ("alertname", "entity_id", "severity", "starts_at",
                                         "ends_at", "occurrence", "muted_by")} for a in alerts]
+    inc["handling"] = _log().state(incident_id).as_dict()
     typer.echo(json.dumps(inc, ensure_ascii=False, indent=1, default=str))
 
 
@@ -137,3 +156,107 @@ def rules() -> None:
     console.print(f"{len(runbooks.entries)} runbooks, "
                   f"{sum(1 for r in runbooks.entries.values() if r.job)} with a job; "
                   f"{sum(len(s) for s in notify.roster.values())} on-call shifts")
+
+
+IncidentArg = Annotated[str, typer.Argument(help="INC-… as listed by `alerts incidents`.")]
+AsUser = Annotated[str, typer.Option(
+    "--as", help="The user acting (`opslake security users`): operations engineers handle, a "
+                 "department viewer may only comment on its departments' incidents.")]
+Note = Annotated[str, typer.Option("--comment", help="A note kept with the action.")]
+
+
+def _handle(command: str, incident_id: str, action: str, as_user: str, comment: str = "",
+            **fields: str | None) -> None:
+    """Record ``action`` on the incident as ``as_user``, audited as ``opslake alerts <command>``."""
+    from opslake.alerting import handling
+    from opslake.cli_security import audited, operator
+    from opslake.security.identity import IdentityStore
+
+    settings = Settings.from_env()
+    given = {k: v for k, v in fields.items() if v is not None}
+    with audited(f"opslake alerts {command}", target=incident_id, acting_as=as_user,
+                 comment_chars=len(comment), **given) as recorded:
+        identity = IdentityStore.sealed(settings)
+        principal = handling.acting_as(identity, as_user)
+        log = _log()
+        handling.permit(principal, action, handling.incident_departments(log.lake, incident_id))
+        assignees = handling.Assignees.load(identity, settings.alerting_dir) \
+            if action == "assign" else handling.Assignees()
+        event, state = log.record(incident_id, action, principal.user,
+                                  via=f"cli:{operator()}@{socket.gethostname()}",
+                                  comment=comment, assignees=assignees, **fields)
+        recorded["event_id"] = event.event_id
+    typer.echo(f"{event.event_id}: {action} by {event.actor} at {event.at:%Y-%m-%d %H:%M:%S}Z; "
+               f"{incident_id} is {state.handling_status}"
+               + (f", assigned to {state.assignee}" if state.assignee else ""))
+
+
+@app.command("ack")
+def ack(incident_id: IncidentArg, as_user: AsUser, comment: Note = "") -> None:
+    """Acknowledge an open incident (its first acknowledgement is its MTTA)."""
+    _handle("ack", incident_id, "acknowledge", as_user, comment)
+
+
+@app.command("assign")
+def assign(
+    incident_id: IncidentArg,
+    assignee: Annotated[str, typer.Argument(help="A user who handles incidents, or with "
+                                                 "--group an on-call group (oncall.yaml).")],
+    as_user: AsUser,
+    group: Annotated[bool, typer.Option("--group", help="ASSIGNEE is an on-call group.")]
+    = False,
+    comment: Note = "",
+) -> None:
+    """Assign an incident to a user or an on-call group."""
+    _handle("assign", incident_id, "assign", as_user, comment, assignee=assignee,
+            assignee_kind="group" if group else "user")
+
+
+@app.command("comment")
+def comment_(incident_id: IncidentArg,
+             text: Annotated[str, typer.Argument(help="The comment.")], as_user: AsUser
+             ) -> None:
+    """Comment on an incident."""
+    _handle("comment", incident_id, "comment", as_user, text)
+
+
+@app.command("severity")
+def severity(
+    incident_id: IncidentArg,
+    level: Annotated[str, typer.Argument(help="critical, major, warning, minor or info.")],
+    as_user: AsUser, comment: Note = "",
+) -> None:
+    """Change an incident's severity (overrides the one from its alerts)."""
+    _handle("severity", incident_id, "severity", as_user, comment, severity=level)
+
+
+@app.command("resolve")
+def resolve(incident_id: IncidentArg, as_user: AsUser, comment: Note = "") -> None:
+    """Resolve an incident (its standing resolution is its MTTR)."""
+    _handle("resolve", incident_id, "resolve", as_user, comment)
+
+
+@app.command("reopen")
+def reopen(incident_id: IncidentArg, as_user: AsUser, comment: Note = "") -> None:
+    """Reopen a resolved incident."""
+    _handle("reopen", incident_id, "reopen", as_user, comment)
+
+
+@app.command("history")
+def history(incident_id: IncidentArg) -> None:
+    """Who did what to an incident and when, oldest first, and its handling now."""
+    from opslake.alerting.handling import HandlingState, fold, incident_departments
+
+    log = _log()
+    incident_departments(log.lake, incident_id)  # NotFoundError for an unknown incident
+    events = log.events([incident_id])
+    state = fold(events).get(incident_id, HandlingState(incident_id))
+    table = Table(title=f"{incident_id}: {state.handling_status}"
+                  + (f", assigned to {state.assignee}" if state.assignee else ""))
+    for col in ("#", "at (UTC)", "action", "actor", "via", "details"):
+        table.add_column(col)
+    for e in events:
+        details = " ".join(x for x in (e.assignee, e.severity, e.comment) if x)
+        table.add_row(str(e.seq), f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.actor, e.via,
+                      details)
+    console.print(table)

@@ -79,25 +79,36 @@ def _audited(command: str, target: str, admin: str | None, code: str | None,
     key it created). A command failing with an OpsLake error (a refused second factor too)
     is recorded with its exit code; the TOTP code never is.
     """
-    recorded: dict[str, object] = {"target": target, **params}
-    try:
+    with audited(f"opslake security {command}", target=target, **params) as recorded:
         recorded["admin"] = _second_factor(admin, code)
         yield recorded
+
+
+@contextmanager
+def audited(action: str, **params: object) -> Iterator[dict[str, object]]:
+    """Record the CLI command ``action`` with ``params`` in the audit log once it is done:
+    ``who`` the operating-system user, ``role`` ``cli``, ``status`` its exit code."""
+    recorded: dict[str, object] = dict(params)
+    try:
+        yield recorded
     except OpsLakeError as exc:
-        _record(command, exc.exit_code, recorded)
+        _record(action, exc.exit_code, recorded)
         raise
-    _record(command, 0, recorded)
+    _record(action, 0, recorded)
 
 
-def _record(command: str, status: int, params: dict[str, object]) -> None:
+def _record(action: str, status: int, params: dict[str, object]) -> None:
     from opslake.security.audit import AuditLog
 
     audit = AuditLog.from_settings(Settings.from_env())
-    # The effective uid's name: $USER or $LOGNAME could say anything.
-    audit.append(who=pwd.getpwuid(os.geteuid()).pw_name, role="cli",
-                 action=f"opslake security {command}", status=status, params=params,
+    audit.append(who=operator(), role="cli", action=action, status=status, params=params,
                  client=socket.gethostname())
     audit.close()
+
+
+def operator() -> str:
+    """Who runs this command: the effective uid's name ($USER or $LOGNAME could say anything)."""
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def _password() -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,14 +36,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from opslake.alerting.dispatch import NotifyConfig
-from opslake.errors import ConfigError, InputError
+from opslake.alerting.live import LIVE_INCIDENTS
+from opslake.errors import ConfigError, InputError, NotFoundError
 from opslake.ingest.parsers import ParseResult, Reject
 from opslake.kpi.service_levels import HANDLED_SCHEMA
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.schemas import TS
 from opslake.lake.storage import Lake
-from opslake.security.identity import IdentityStore
-from opslake.security.roles import ROLES
+from opslake.security.identity import AuthError, Forbidden, IdentityStore
+from opslake.security.roles import ROLES, Principal
 
 #: The landing source (and the silver table) of handling events.
 SOURCE = "incident_actions"
@@ -69,7 +71,7 @@ STATE_SCHEMA = pa.schema([
     ("incident_id", pa.string()), ("handling_status", pa.string()),
     ("assignee", pa.string()), ("assignee_kind", pa.string()),
     ("severity_override", pa.string()), ("acknowledged_at", TS), ("acknowledged_by", pa.string()),
-    ("resolved_at", TS), ("resolved_by", pa.string()), ("reopened", pa.int32()),
+    ("resolved_at", TS), ("resolved_by", pa.string()), ("reopens", pa.int32()),
     ("comments", pa.int32()), ("actions", pa.int32()), ("last_action", pa.string()),
     ("last_actor", pa.string()), ("last_at", TS),
 ])
@@ -117,7 +119,7 @@ class HandlingState:
     #: The resolution that stands (MTTR); cleared by a reopen.
     resolved_at: datetime | None = None
     resolved_by: str | None = None
-    reopened: int = 0
+    reopens: int = 0
     comments: int = 0
     actions: int = 0
     last_action: str | None = None
@@ -150,6 +152,43 @@ def scope_for(action: str) -> str:
     return COMMENT_SCOPE if action == "comment" else HANDLE_SCOPE
 
 
+def acting_as(identity: IdentityStore, name: str) -> Principal:
+    """The principal of user ``name`` acting outside the API (the CLI's ``--as``)."""
+    user = next((u for u in identity.users() if u.name == name), None)
+    if user is None:
+        raise NotFoundError(f"no user {name!r}; act as a user `opslake security users` lists")
+    if user.disabled:
+        raise AuthError(f"user {name} is disabled; act as an enabled user")
+    return Principal(user.name, user.role, ROLES[user.role].scopes,
+                     frozenset(user.departments), frozenset(user.businesses))
+
+
+def permit(principal: Principal, action: str, departments: Collection[str]) -> None:
+    """Raise unless ``principal`` may take ``action`` on an incident of ``departments``: the
+    action's scope, and for a department viewer an incident wholly within its departments
+    (the API's row scope; another department's incident is not found, as in the API)."""
+    scope = scope_for(action)
+    if not principal.allows(scope):
+        raise Forbidden(f"{principal.user} (role {principal.role}) lacks {scope} and may not "
+                        f"{action} incidents; act as an operations engineer")
+    if principal.row_scoped and not (departments and set(departments) <= principal.departments):
+        raise NotFoundError(f"no incident that {principal.user} may see; list them with "
+                            "`opslake alerts incidents`")
+
+
+def incident_departments(lake: Lake, incident_id: str) -> list[str]:
+    """The departments of a daily or today's live incident (NotFoundError when neither)."""
+    for table in ("incidents", LIVE_INCIDENTS):
+        if not lake.partitions("gold", table):
+            continue
+        rows = lake.read_table("gold", table, columns=["incident_id", "departments"])
+        hit = rows.filter(pc.equal(rows.column("incident_id"), incident_id))
+        if hit.num_rows:
+            return list(hit.column("departments")[hit.num_rows - 1].as_py() or [])
+    raise NotFoundError(f"no incident {incident_id}; list them with `opslake alerts incidents` "
+                        "(today's: --live)")
+
+
 def apply(state: HandlingState, event: HandlingEvent) -> HandlingState:
     """``state`` after ``event`` (lenient: events are facts already checked when recorded)."""
     base = replace(state, actions=state.actions + 1, last_action=event.action,
@@ -168,7 +207,7 @@ def apply(state: HandlingState, event: HandlingEvent) -> HandlingState:
                        resolved_by=event.actor)
     if event.action == "reopen":
         return replace(base, handling_status="open", resolved_at=None, resolved_by=None,
-                       reopened=state.reopened + 1)
+                       reopens=state.reopens + 1)
     return replace(base, comments=state.comments + 1)  # comment
 
 
@@ -190,6 +229,9 @@ def check(state: HandlingState, action: str, *, assignee: str | None = None,
     if len(comment) > MAX_COMMENT:
         raise HandlingError(f"the comment has {len(comment)} characters; shorten it to "
                             f"{MAX_COMMENT} at most")
+    if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\r\t" for c in comment):
+        raise HandlingError("the comment holds control characters or halves of surrogate "
+                            "pairs; send plain text (new lines and tabs are fine)")
     status, ident = state.handling_status, state.incident_id
     if action == "acknowledge" and status != "open":
         raise HandlingError(f"{ident} is {status} (by {state.last_actor} at "

@@ -94,12 +94,13 @@ async def _act(request: Request, incident_id: str, principal: Principal, action:
         security, settings = request.app.state.security, request.app.state.settings
         assignees = await run_in_threadpool(Assignees.load, security.identity,
                                             settings.alerting_dir)
-    request.state.params = {"incident_id": incident_id, "action": action,
-                            **{k: v for k, v in fields.items() if v is not None},
-                            "comment_chars": len(comment)}
+    request.state.params = params = {"incident_id": incident_id, "action": action,
+                                     "comment_chars": len(comment)}
     event, state = await run_in_threadpool(
         lambda: log.record(incident_id, action, principal.user, via=_via(principal),
                            comment=comment, assignees=assignees, **fields))
+    # Checked by now (a known assignee, a listed severity): fit for the audit entry.
+    params.update({k: v for k, v in fields.items() if v is not None}, event_id=event.event_id)
     request.state.rows = 1
     return Handled(event=event.as_dict(), state=state.as_dict())
 

@@ -99,6 +99,7 @@ class Api:
             self.data("all"): (200, 200, 403, 401),
             "/v1/incidents": (200, 200, 200, 401),
             f"/v1/incidents/{self.incident}/alerts": (200, 200, 404, 401),
+            f"/v1/incidents/{self.incident}/history": (200, 200, 404, 401),
             "/v1/capacity": (200, 200, 403, 401),
             "/v1/anomalies": (200, 200, 403, 401),
             "/v1/forecasts": (200, 200, 403, 401),
@@ -145,6 +146,9 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
                .replace(api.incident, "{incident_id}") for path in matrix}
     covered |= {"/v1/admin/keys/{key_id}"}  # revocation is exercised below
     covered |= {"/v1/admin/egress/{entry}"}  # by tests/integration/test_webhook_egress.py
+    # Handling (POST, with bodies, per role): tests/integration/test_incident_handling.py.
+    covered |= {f"/v1/incidents/{{incident_id}}/{action}" for action in (
+        "ack", "assign", "comment", "severity", "resolve", "reopen")}
     assert read_paths <= covered, f"endpoints missing from the matrix: {read_paths - covered}"
     got = {}
     for path, expected in matrix.items():

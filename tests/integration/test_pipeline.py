@@ -104,7 +104,8 @@ def test_warehouse_answers_every_gold_table_read_only(estate) -> None:
     try:
         for table in gold_tables:
             (count,) = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
-            assert count > 0, table
+            # Incidents acted on (gold/incident_state): none until someone handles one.
+            assert count > 0 or table == "incident_state", table
         days = con.execute("SELECT DISTINCT dt FROM entity_health ORDER BY dt").fetchall()
         assert [d for (d,) in days] == DAYS
     finally:

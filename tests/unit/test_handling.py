@@ -45,7 +45,7 @@ def test_fold_keeps_first_ack_and_the_standing_resolution() -> None:
     assert (state.acknowledged_at, state.acknowledged_by) == (T0 + timedelta(minutes=5), "alice")
     assert (state.resolved_at, state.resolved_by) == (T0 + timedelta(minutes=90), "alice")
     assert (state.assignee, state.assignee_kind) == ("云平台组", "group")
-    assert (state.severity_override, state.reopened, state.comments, state.actions) == \
+    assert (state.severity_override, state.reopens, state.comments, state.actions) == \
         ("critical", 1, 1, 8)
     reopened = fold(events[:6])[INC]
     assert (reopened.handling_status, reopened.resolved_at) == ("open", None)
@@ -62,6 +62,7 @@ def test_fold_keeps_first_ack_and_the_standing_resolution() -> None:
     ("open", "severity", {"severity": "urgent"}, "critical, major"),
     ("open", "comment", {"comment": "  "}, "needs text"),
     ("open", "escalate", {}, "not known"),
+    ("open", "comment", {"comment": "bad\x00"}, "control characters"),
 ])
 def test_transitions_refused_with_the_reason(status: str, action: str, fields: dict,
                                              says: str) -> None:
