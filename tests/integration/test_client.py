@@ -26,7 +26,6 @@ from nbclient import NotebookClient
 from opslake.client import Lake
 from opslake.errors import ConfigError, NotFoundError
 from opslake.lake.landing import LandingZone
-from opslake.lake.storage import Lake as Storage
 from opslake.orchestration import runner
 from opslake.security.identity import AuthError, IdentityStore
 from opslake.settings import Settings
@@ -56,7 +55,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     home = base / "lake"
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     simulate(SimulationConfig(seed=5, entities=60, days=1, start=DAY, step_seconds=300),
-             LandingZone(Storage.from_settings(settings)))
+             LandingZone.from_settings(settings))
     runner.materialize(settings, [DAY.isoformat()])
     runner.refresh_serving(settings)
     store = IdentityStore.sealed(settings)

@@ -91,7 +91,7 @@ def test_live_path_raises_a_multi_metric_event_within_a_minute(
     _clear_of_midnight()
     settings = Settings.from_env()
     lake = Lake.from_settings(settings)
-    zone = LandingZone(lake)
+    zone = LandingZone.from_settings(settings)
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=k)).isoformat() for k in (2, 1)]
     # Two days of a small estate: the first trains the multi-metric model, the second is its

@@ -43,9 +43,10 @@ DAYS = (date(2026, 11, 26), date(2026, 11, 27), date(2026, 11, 28), date(2026, 1
 _LINE = re.compile(rf'^{METRIC}{{entity_id="(host-[^"]+)"[^}}]*}} (\S+) (\d+)$', re.MULTILINE)
 
 
-def _host_points(lake: Lake, day: date) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _host_points(settings: Settings, day: date) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each simulated host's CPU of ``day`` (epoch ms, value), as landed."""
-    zone = LandingZone(lake)
+    zone = LandingZone.from_settings(settings)
+    lake = zone.lake
     simulate(SimulationConfig(seed=3, entities=30, days=1, start=day, step_seconds=60), zone)
     found: dict[str, list[tuple[int, float]]] = {}
     for path in sorted(Path(lake.root, "landing", "source=prometheus").rglob("*.prom")):
@@ -78,8 +79,9 @@ def live_scenario(tmp: Path, day: date) -> tuple[dict[str, float], dict[str, flo
     Every saturation is its own series (the host's history copied under an alias), so one
     vectorised scoring covers all hours at once, as the estate's many series are scored.
     """
-    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp)}))
-    hosts = _host_points(lake, day)
+    settings = Settings.from_env({"OPSLAKE_HOME": str(tmp)})
+    lake = Lake.from_settings(settings)
+    hosts = _host_points(settings, day)
     yesterday = [(_alias(h, e, b), int(m), float(v)) for h, (ms, vs) in sorted(hosts.items())
                  for e in ENDS for b in (True, False) for m, v in zip(ms, vs, strict=True)]
     anomalies.score_day(lake, day.isoformat(), _table(yesterday))
