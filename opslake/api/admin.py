@@ -149,7 +149,9 @@ async def login(request: Request, body: Login) -> Response:
     try:
         session = await run_in_threadpool(_identity(request).login, body.user, body.password,
                                           body.totp)
-    except AuthError:
+    except AuthError as exc:
+        # Audited: why (a lockout reads "… is now locked until …").
+        request.state.params["refused"] = str(exc)
         # A lockout ends the user's sessions: the doors stop trusting them now, not in 2 s.
         request.app.state.sessions.forget_user(body.user)
         raise

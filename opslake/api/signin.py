@@ -228,6 +228,8 @@ async def login_submit(request: Request) -> Response:
         session = await run_in_threadpool(identity.login, user, password, code or None)
     except OpsLakeError as exc:
         status = 503 if not isinstance(exc, AuthError) else 401
+        # Audited: why it was refused (a lockout reads "… is now locked until …").
+        request.state.params["refused"] = str(exc)
         request.app.state.sessions.forget_user(user)
         return _page("OpsLake 登录 Sign in", _form(target, str(exc), user), status,
                      _door_origins(request))

@@ -87,6 +87,13 @@ def test_totp_is_required_and_wrong_passwords_lock_the_account(service) -> None:
         assert "locked" in r.text
         r = _sign_in(client, secret)
         assert r.status_code == 401 and "is locked" in r.text and SESSION_COOKIE not in r.cookies
+    refused = [e["params"]["refused"] for e in AuditLog(settings.state_dir / "audit").read()
+               if e["action"] == "POST /login"]
+    assert refused[0].startswith("user 'dan' has a TOTP authenticator")
+    assert all(r.startswith("wrong user name, password or TOTP code")
+               for r in refused[1:MAX_FAILURES])
+    assert "is now locked until" in refused[MAX_FAILURES]
+    assert "is locked after 5 failed attempts" in refused[-1]
 
 
 def test_the_cookie_is_secure_when_the_service_speaks_tls(tmp_path: Path) -> None:
