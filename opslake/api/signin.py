@@ -52,14 +52,9 @@ def door_ports(settings: Settings) -> tuple[int, ...]:
     return tuple(p for p in (settings.dagster_door_port, settings.superset_door_port) if p)
 
 
-def request_origin(scheme: str, host_header: str) -> str:
-    """The origin a browser names for a page of this host (``scheme://host[:port]``)."""
-    return f"{scheme}://{host_header.lower()}"
-
-
 def same_origin(origin: str | None, scheme: str, host_header: str) -> bool:
     """Whether a request's ``Origin`` (None: not sent, not a browser form) is its own."""
-    return origin is None or origin.lower() == request_origin(scheme, host_header)
+    return origin is None or origin.lower() == f"{scheme}://{host_header.lower()}"
 
 
 def safe_next(target: str, *, scheme: str, host: str, ports: Iterable[int]) -> str:
@@ -68,7 +63,7 @@ def safe_next(target: str, *, scheme: str, host: str, ports: Iterable[int]) -> s
     A path must start with one ``/`` (``//evil`` and ``/\\evil`` are other hosts to a
     browser); a URL must have this scheme, this host name, no user part and a door's port.
     """
-    if not target or any(c in target for c in "\\\r\n\t") or any(ord(c) < 32 for c in target):
+    if not target or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
         return HOME
     if target.startswith("/") and not target.startswith("//"):
         return target
