@@ -1,18 +1,25 @@
-"""The sign-in page of the data service: cookie, lockout, TOTP, logout, CSRF rules, audit."""
+"""The sign-in page of the data service: cookie, lockout, TOTP, logout, CSRF rules, audit;
+a door over TLS."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
 from opslake.api.app import create_app
 from opslake.api.signin import SESSION_COOKIE
+from opslake.security import tls
 from opslake.security.audit import AuditLog
 from opslake.security.identity import MAX_FAILURES, IdentityStore
 from opslake.settings import Settings
+from tests.integration.services import free_port, running
 
 PASSWORD = "Sign-in-page-42"
 SAME = {"Origin": "http://testserver"}
@@ -106,3 +113,38 @@ def test_the_cookie_is_secure_when_the_service_speaks_tls(tmp_path: Path) -> Non
         r = client.post("/login", data={"user": "lee", "password": PASSWORD},
                         headers={"Origin": "https://testserver"}, follow_redirects=False)
         assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+
+
+def test_a_door_speaks_https_like_the_service(tmp_path: Path) -> None:
+    """A real `opslake serve` with TLS: the door is HTTPS too, the cookie Secure."""
+    made = subprocess.run([sys.executable, "-m", "opslake", "tls", "self-signed", "--out",
+                           str(tmp_path / "pki")], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert made.returncode == 0, made.stdout + made.stderr
+    cert = tmp_path / "pki" / "opslake.crt"
+    api, door, upstream = free_port(), free_port(), free_port()
+    (tmp_path / "ui").mkdir()
+    (tmp_path / "ui" / "index.html").write_text("the Dagster UI stands here")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLAKE_", "DAGSTER_"))}
+    env |= {"OPSLAKE_HOME": str(tmp_path / "lake"), "OPSLAKE_TLS_CERT": str(cert),
+            "OPSLAKE_TLS_KEY": str(tmp_path / "pki" / "opslake.key"),
+            "OPSLAKE_DAGSTER_DOOR_PORT": str(door),
+            "OPSLAKE_DAGSTER_UPSTREAM": f"http://127.0.0.1:{upstream}"}
+    IdentityStore.sealed(Settings.from_env(env)).add_user("dan", "data_engineer", PASSWORD)
+    ui = [sys.executable, "-m", "http.server", str(upstream), "--bind", "127.0.0.1",
+          "--directory", str(tmp_path / "ui")]
+    serve = [sys.executable, "-m", "opslake", "serve", "--port", str(api)]
+    with running(ui, upstream, tmp_path / "ui.log"), \
+            running(serve, door, tmp_path / "serve.log", env), \
+            httpx.Client(verify=tls.client_context(cert)) as client:
+        page = client.get(f"https://127.0.0.1:{door}/", headers={"Accept": "text/html"})
+        assert page.status_code == 302
+        assert page.headers["location"] == (f"https://127.0.0.1:{api}/login?next=https%3A%2F%2F"
+                                            f"127.0.0.1%3A{door}%2F")
+        signed = client.post(f"https://127.0.0.1:{api}/login", data={
+            "user": "dan", "password": PASSWORD, "next": f"https://127.0.0.1:{door}/"},
+            headers={"Origin": f"https://127.0.0.1:{api}"})
+        assert signed.status_code == 303 and "Secure" in signed.headers["set-cookie"]
+        assert signed.headers["location"] == f"https://127.0.0.1:{door}/"
+        through = client.get(f"https://127.0.0.1:{door}/")
+        assert through.status_code == 200 and "the Dagster UI stands here" in through.text
