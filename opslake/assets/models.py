@@ -7,8 +7,9 @@ challenger (opslake.ml.training). The ``ml_training`` job runs them daily;
 module wires them and turns the outcomes into metadata for the UI.
 """
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 
@@ -16,9 +17,10 @@ from opslake.assets.keys import OWNER, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.assets.retries import STEP_RETRY
-from opslake.lake.storage import Lake
 from opslake.ml import registry, risk, training
 from opslake.ml.training import MULTIVARIATE_MODEL, Outcome
+
+T = TypeVar("T")
 
 SILVER_INPUTS = [key("silver", t) for t in ("assets", "relations", "tickets", "events",
                                             "metric_points")]
@@ -62,37 +64,35 @@ def _verdict_metadata(verdict: registry.RetrainVerdict, end: datetime) -> dict[s
     return out
 
 
-def _not_retrained(outcome: Outcome, context: dg.AssetExecutionContext
-                   ) -> dg.MaterializeResult | None:
-    """The result of a check that registered no challenger (None when it did)."""
+def _check(context: dg.AssetExecutionContext, lake: LakeResource, config: TrainingConfig,
+           retrain: Callable[..., Outcome[T]],
+           figures: Callable[[T, registry.ModelVersion], dict[str, Any]]
+           ) -> dg.MaterializeResult:
+    """Run one training check; its metadata, with ``figures`` of a registered challenger."""
+    lk = lake.lake()
+    outcome = retrain(lk, force=config.force, by=f"dagster run {context.run.run_id}")
     if outcome.skipped is not None:
         context.log.warning(outcome.skipped)
         return dg.MaterializeResult(metadata={"retrained": False, "why": outcome.skipped})
-    if outcome.version is not None:
-        return None
-    meta = {"retrained": False, **_verdict_metadata(outcome.verdict, outcome.end)}
-    if outcome.not_again is not None:
-        meta["why"] = outcome.not_again
-    return dg.MaterializeResult(metadata=meta)
-
-
-def _retrained(lake: Lake, name: str, outcome: Outcome, force: bool,
-               context: dg.AssetExecutionContext) -> dict[str, Any]:
-    """Why a challenger was trained, and whether it was promoted, as metadata."""
+    if outcome.version is None:
+        meta = {"retrained": False, **_verdict_metadata(outcome.verdict, outcome.end)}
+        if outcome.not_again is not None:
+            meta["why"] = outcome.not_again
+        return dg.MaterializeResult(metadata=meta)
     version, decision = outcome.version, outcome.decision
     verdict = "promoted" if decision.promoted else "refused"
-    context.log.info(f"{name} v{version.version} {verdict}: {decision.reason}")
+    context.log.info(f"{version.name} v{version.version} {verdict}: {decision.reason}")
     out: dict[str, Any] = {
         "retrained": True,
         **(_verdict_metadata(outcome.verdict, outcome.end) if outcome.verdict else
-           {"why": "forced" if force else "no champion yet", "drift": _psi_table(None)}),
+           {"why": "forced" if config.force else "no champion yet", "drift": _psi_table(None)}),
         "version": version.version, "decision": verdict, "decision_reason": decision.reason,
         f"challenger_{decision.metric}": round(decision.challenger_value, 5),
-        "champion": registry.champion(lake, name).version,
+        "champion": registry.champion(lk, version.name).version,
     }
     if decision.champion_value is not None:
         out[f"champion_{decision.metric}"] = round(decision.champion_value, 5)
-    return out
+    return dg.MaterializeResult(metadata={**out, **figures(outcome.challenger, version)})
 
 
 # -- event prediction -----------------------------------------------------------------------
@@ -103,6 +103,24 @@ def _reliability(rows: list[dict[str, float]]) -> dg.MetadataValue:
         bar = "█" * round(12 * r["observed"] / top)
         lines.append(f"| {r['predicted']:.4f} | {r['observed']:.4f} | {r['rows']} | {bar} |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def _risk_figures(cand: risk.Candidate, _: registry.ModelVersion) -> dict[str, Any]:
+    """The challenger's held-out figures: ROC AUC, Brier, reliability, top features."""
+    fig = cand.figures
+    return {
+        "roc_auc": fig["roc_auc"], "brier": fig["brier"],
+        "brier_base_rate": fig["brier_base_rate"], "brier_skill": fig["brier_skill"],
+        "rows": cand.rows, "test_rows": fig["test_rows"],
+        "test_positives": fig["test_positives"],
+        "train_window": f"{cand.start:%Y-%m-%d} .. {cand.end:%Y-%m-%d} (exclusive)",
+        "test_days": ", ".join(fig["test_days"]), "label_source": cand.label_source,
+        "reliability": _reliability(fig["reliability"]),
+        "top_features": dg.MetadataValue.md("\n".join(
+            f"- {t['feature']}: AUC drop {t['auc_drop']:.4f}" for t in fig["top_features"])
+            or "none"),
+        "by_fault_type": dg.MetadataValue.json(fig.get("by_fault_type", {})),
+    }
 
 
 @dg.asset(
@@ -126,27 +144,7 @@ def _reliability(rows: list[dict[str, float]]) -> dg.MetadataValue:
 def incident_risk_model(context: dg.AssetExecutionContext, lake: LakeResource,
                         config: TrainingConfig) -> dg.MaterializeResult:
     """Train, evaluate and register a challenger when the champion is due."""
-    lk = lake.lake()
-    outcome = training.retrain_incident_risk(lk, force=config.force,
-                                             by=f"dagster run {context.run.run_id}")
-    if (unchanged := _not_retrained(outcome, context)) is not None:
-        return unchanged
-    cand = outcome.challenger
-    fig = cand.figures
-    return dg.MaterializeResult(metadata={
-        **_retrained(lk, risk.RISK_MODEL, outcome, config.force, context),
-        "roc_auc": fig["roc_auc"], "brier": fig["brier"],
-        "brier_base_rate": fig["brier_base_rate"], "brier_skill": fig["brier_skill"],
-        "rows": cand.rows, "test_rows": fig["test_rows"],
-        "test_positives": fig["test_positives"],
-        "train_window": f"{cand.start:%Y-%m-%d} .. {cand.end:%Y-%m-%d} (exclusive)",
-        "test_days": ", ".join(fig["test_days"]), "label_source": cand.label_source,
-        "reliability": _reliability(fig["reliability"]),
-        "top_features": dg.MetadataValue.md("\n".join(
-            f"- {t['feature']}: AUC drop {t['auc_drop']:.4f}" for t in fig["top_features"])
-            or "none"),
-        "by_fault_type": dg.MetadataValue.json(fig.get("by_fault_type", {})),
-    })
+    return _check(context, lake, config, training.retrain_incident_risk, _risk_figures)
 
 
 @dg.asset(
@@ -193,6 +191,24 @@ def incident_risk_daily(context: dg.AssetExecutionContext, lake: LakeResource
 
 
 # -- multi-metric anomaly detector ----------------------------------------------------------
+def _detector_figures(found: training.Detector, version: registry.ModelVersion
+                      ) -> dict[str, Any]:
+    """The challenger's held-out figures, types and trending metrics."""
+    model = found.model
+    rows = ["| type | metrics | grid rows |", "|---|---|---|"]
+    rows += [f"| {name} | {len(t.metrics)} | {t.rows} |" for name, t in model.types.items()]
+    return {
+        "evaluation": version.parameters["evaluation"],
+        **{k: round(v, 5) for k, v in found.metrics.items()},
+        "rows": sum(t.rows for t in model.types.values()),
+        "train_window": f"{found.train_days[0]} .. {found.train_days[-1]}",
+        "test_day": found.test_day,
+        "types": dg.MetadataValue.md("\n".join(rows)),
+        "trending": dg.MetadataValue.md("\n".join(f"- {t}: {m}" for t, m in model.trending)
+                                        or "none"),
+    }
+
+
 @dg.asset(
     key=key("models", MULTIVARIATE_MODEL),
     group_name="models",
@@ -214,26 +230,7 @@ def incident_risk_daily(context: dg.AssetExecutionContext, lake: LakeResource
 def anomaly_multivariate_model(context: dg.AssetExecutionContext, lake: LakeResource,
                                config: TrainingConfig) -> dg.MaterializeResult:
     """Fit, evaluate and register a challenger detector when the champion is due."""
-    lk = lake.lake()
-    outcome = training.retrain_multivariate(lk, force=config.force,
-                                            by=f"dagster run {context.run.run_id}")
-    if (unchanged := _not_retrained(outcome, context)) is not None:
-        return unchanged
-    found = outcome.challenger
-    model = found.model
-    rows = ["| type | metrics | grid rows |", "|---|---|---|"]
-    rows += [f"| {name} | {len(t.metrics)} | {t.rows} |" for name, t in model.types.items()]
-    return dg.MaterializeResult(metadata={
-        **_retrained(lk, MULTIVARIATE_MODEL, outcome, config.force, context),
-        "evaluation": outcome.version.parameters["evaluation"],
-        **{k: round(v, 5) for k, v in found.metrics.items()},
-        "rows": sum(t.rows for t in model.types.values()),
-        "train_window": f"{found.train_days[0]} .. {found.train_days[-1]}",
-        "test_day": found.test_day,
-        "types": dg.MetadataValue.md("\n".join(rows)),
-        "trending": dg.MetadataValue.md("\n".join(f"- {t}: {m}" for t, m in model.trending)
-                                        or "none"),
-    })
+    return _check(context, lake, config, training.retrain_multivariate, _detector_figures)
 
 
 ml_training = dg.define_asset_job(
