@@ -143,7 +143,7 @@ class Assignees:
     def load(cls, identity: IdentityStore, alerting_dir: Path) -> Assignees:
         """Enabled users whose role may handle incidents, and the groups of ``oncall.yaml``."""
         users = frozenset(u.name for u in identity.users() if not u.disabled
-                          and HANDLE_SCOPE in ROLES.get(u.role, ROLES["ingest"]).scopes)
+                          and u.role in ROLES and HANDLE_SCOPE in ROLES[u.role].scopes)
         return cls(users, frozenset(NotifyConfig.load(alerting_dir).roster))
 
 

@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opslake.api.answers import Answer, AnswerCache
@@ -273,6 +275,14 @@ def install(app: FastAPI, security: Security, answers: AnswerCache | None = None
     @app.exception_handler(_Refused)
     async def _refused(request: Request, exc: _Refused) -> JSONResponse:
         return refusal(request, exc.error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # FastAPI's own: a body that does not parse
+            return JSONResponse({"error": "the body is not JSON this endpoint can read",
+                                 "fix": "send a JSON object as /openapi.json describes it"},
+                                status_code=400)
+        return await http_exception_handler(request, exc)
 
     _describe_422(app)
     app.add_middleware(AuditMiddleware, security=security, answers=answers)

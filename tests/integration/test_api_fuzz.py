@@ -217,6 +217,31 @@ def test_no_5xx_and_every_answer_matches_the_description(estate: Estate) -> None
     assert all(n > 0 for n in estate.cases.values())
 
 
+def test_incident_handling_never_answers_5xx(estate: Estate) -> None:
+    """Handling actions (POST /v1/incidents/{id}/…), valid and invalid, on a real incident
+    and on made-up ids: a refused transition is a 400 with the reason, never a 5xx."""
+    operations = [op for op in _operations(estate)
+                  if op.method.upper() == "POST" and op.path.startswith("/v1/incidents/")]
+    assert len(operations) == 6, [op.path for op in operations]
+    con = open_read_only(estate.settings.warehouse_path)
+    (incident,) = con.execute("SELECT min(incident_id) FROM incidents_current").fetchone()
+    con.close()
+    real = {"incident_id": incident}
+    failures = _fuzz(estate, "ops_engineer", GenerationMode.POSITIVE, CHECKS, "handle",
+                     examples=FEWER, operations=operations, path_parameters=real)
+    failures += _fuzz(estate, "ops_engineer", GenerationMode.NEGATIVE,
+                      [*CHECKS, negative_data_rejection], "handle invalid", examples=FEWER,
+                      operations=operations, path_parameters=real)
+    failures += _fuzz(estate, "dept_viewer", GenerationMode.POSITIVE, CHECKS, "viewer handle",
+                      examples=FEWER, operations=operations, path_parameters=real)
+    failures += _fuzz(estate, "ops_engineer", GenerationMode.POSITIVE, CHECKS,
+                      "handle unknown", examples=FEWER, operations=operations)
+    print(f"\nschemathesis handling cases: {dict(estate.cases)}; statuses: "
+          f"{dict(sorted(estate.statuses.items()))}")
+    assert not failures, "\n\n".join(failures)
+    assert (("handle", 200) in estate.statuses and ("handle", 400) in estate.statuses)
+
+
 def test_without_a_credential_every_operation_answers_401(estate: Estate) -> None:
     failures = _fuzz(estate, None, GenerationMode.POSITIVE,
                      [not_a_server_error, response_schema_conformance, _only_401], "anonymous")
