@@ -10,8 +10,8 @@ incident's MTTA/MTTR come from these events.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
 
 import pyarrow.compute as pc
 import pytest
@@ -26,6 +26,7 @@ from opslake.kpi.service_levels import service_levels
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import TICKETS
 from opslake.lake.storage import Lake
+from opslake.orchestration import runner
 from opslake.security.audit import AuditLog
 from opslake.security.identity import Forbidden, IdentityStore
 from opslake.settings import Settings
@@ -171,3 +172,20 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
         ("opslake alerts ack", "hd_ops", HandlingError.exit_code),
         ("opslake alerts comment", "hd_other", NotFoundError.exit_code),
         ("opslake alerts reopen", "hd_own", Forbidden.exit_code)}
+
+
+def test_the_pipeline_carries_the_actions_into_silver_and_gold(handling: Handling) -> None:
+    """Landing → bronze → silver/incident_actions → gold/incident_state for today, and the
+    log then reads the same events from silver without counting any twice."""
+    h = handling
+    log = HandlingLog(LandingZone.from_settings(h.settings))
+    events = log.events([h.incident])
+    today = datetime.now(UTC).date().isoformat()
+    runner.materialize(h.settings, [today], ["landing/incident_actions+"])
+    lake = Lake.from_settings(h.settings)
+    silver = lake.read_table("silver", "incident_actions", dts=[today])
+    assert silver.num_rows == len(log.events()) and len(events) == 11  # the two tests' actions
+    assert log.events([h.incident]) == events
+    gold = {r["incident_id"]: r for r in lake.read_table("gold", "incident_state",
+                                                         dts=[today]).to_pylist()}
+    assert gold[h.incident] == asdict(log.state(h.incident))
