@@ -508,7 +508,7 @@ def tasks_run(names: Annotated[list[str], typer.Argument(help="Task names.")]) -
             failed.append(task.name)
     stdout.print(table)
     if failed:
-        from opslake.ingest.connectors.base import CollectionError
+        from opslake.errors import CollectionError
 
         raise CollectionError(f"{', '.join(failed)} failed (see above); "
                               "`opslake tasks list` shows each task's last error")

@@ -53,7 +53,7 @@ def down() -> None:
 @app.command("status")
 def status() -> None:
     """Each part, its PID, port and health (exit 1 when a part is not up)."""
-    from opslake.orchestration.cluster import ClusterError
+    from opslake.errors import ClusterError
 
     parts = _cluster().status()
     table = Table("part", "pid", "port", "health", "detail", title="opslake cluster")

@@ -52,7 +52,7 @@ def _second_factor(admin: str | None, code: str | None) -> str | None:
     Until some administrator has enrolled an authenticator nobody could vouch (the first
     ``enrol-totp`` must pass); from then on each administrative command needs one.
     """
-    from opslake.security.identity import AuthError
+    from opslake.errors import AuthError
     from opslake.security.roles import Principal
 
     store = _store()

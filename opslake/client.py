@@ -29,9 +29,16 @@ import duckdb
 import pyarrow as pa
 
 from opslake.api import statements
-from opslake.errors import ConfigError, NotFoundError, OpsLakeError, StorageError
+from opslake.errors import (
+    AuthError,
+    ConfigError,
+    Forbidden,
+    NotFoundError,
+    OpsLakeError,
+    QuotaExceeded,
+    StorageError,
+)
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
-from opslake.security.identity import AuthError, Forbidden, QuotaExceeded
 from opslake.settings import Settings
 
 if TYPE_CHECKING:

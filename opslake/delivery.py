@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from opslake.crypto import hmac_sm3
-from opslake.errors import OpsLakeError
+from opslake.errors import DeliveryError
 
 TIMESTAMP_HEADER = "X-OpsLake-Timestamp"
 SIGNATURE_HEADER = "X-OpsLake-Signature"
@@ -45,10 +45,6 @@ SCHEMES: dict[str, Callable[[bytes, bytes], str]] = {
 #: A log record keeps this much of an error (a receiver's answer can be long).
 MAX_DETAIL = 500
 SMTP_TIMEOUT_S = 10.0
-
-
-class DeliveryError(OpsLakeError):
-    """A receiver refused or could not be reached; the delivery is retried later."""
 
 
 # --- signing ------------------------------------------------------------------------------

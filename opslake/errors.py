@@ -1,11 +1,16 @@
-"""The one exception hierarchy: every message says what to do about it."""
+"""The one exception hierarchy: every message says what to do about it.
+
+The roots first (a kind of failure each, with its CLI exit code), then the errors of each
+domain under them, in sections; raised where they happen, caught by their root.
+"""
 
 from __future__ import annotations
 
 import errno
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 
 
 class OpsLakeError(Exception):
@@ -50,6 +55,144 @@ class BackupError(OpsLakeError):
     exit_code = 1
 
 
+# -- Pipeline runs -------------------------------------------------------------------------
+
+
+class PipelineError(OpsLakeError):
+    """A materialization run failed; the Dagster UI has the step that failed and its logs."""
+
+
+class QualityBlocked(PipelineError):
+    """Quality contracts failed: the affected partitions were not published downstream."""
+
+
+class ClusterError(OpsLakeError):
+    """A part of the local cluster cannot start, stop or be reached; the message says why."""
+
+
+# -- The lake ------------------------------------------------------------------------------
+
+
+class SealedBatchError(SecurityError):
+    """A sealed landing batch cannot be written or opened: no key, a wrong key, or altered."""
+
+
+class PurgedBatchError(NotFoundError):
+    """A batch's object was purged by landing retention; only its tombstone is left."""
+
+
+# -- Ingest --------------------------------------------------------------------------------
+
+
+class RemoteWriteError(InputError):
+    """A remote-write body that cannot be decompressed or decoded as a ``WriteRequest``."""
+
+
+class RemoteWriteTooLarge(RemoteWriteError):
+    """A remote-write body that decompresses to more (or more times its size) than accepted."""
+
+
+class CollectionError(OpsLakeError):
+    """A source could not be collected from (unreachable, HTTP error, unusable answer)."""
+
+    exit_code = 6
+
+
+class PushRefused(InputError):
+    """A pushed body (or its headers) that cannot be accepted; answered with ``status``."""
+
+    def __init__(self, status: int, error: str, fix: str) -> None:
+        super().__init__(f"{error}; {fix}")
+        self.status, self.error, self.fix = status, error, fix
+
+
+# -- The metrics catalog -------------------------------------------------------------------
+
+
+class DefinitionError(ConfigError):
+    """One or more metric definitions are invalid; each problem names its file and line."""
+
+    def __init__(self, problems: Sequence[object]) -> None:
+        self.problems = problems
+        super().__init__("invalid metric definitions:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# -- Models --------------------------------------------------------------------------------
+
+
+class ArtifactIntegrityError(StorageError):
+    """A stored model artifact does not match the checksum recorded when it was registered."""
+
+
+# -- Delivery ------------------------------------------------------------------------------
+
+
+class DeliveryError(OpsLakeError):
+    """A receiver refused or could not be reached; the delivery is retried later."""
+
+
+# -- Screens and reports -------------------------------------------------------------------
+
+
+class ReportError(OpsLakeError):
+    """A report could not be rendered, kept or sent."""
+
+    exit_code = 8
+
+
+class SupersetError(OpsLakeError):
+    """Superset could not be started, reached or provisioned."""
+
+    exit_code = 7
+
+
+# -- Doors and identity --------------------------------------------------------------------
+
+
+class DoorError(OpsLakeError):
+    """A door cannot reach the UI behind it."""
+
+    exit_code = 7
+
+
+class AuthError(SecurityError):
+    """Credentials are missing, wrong, locked or expired (HTTP 401)."""
+
+    exit_code = 11
+    http_status = 401
+
+
+class PasswordExpired(AuthError):
+    """The password is right but older than the maximum age; it must be changed first."""
+
+
+class Forbidden(SecurityError):
+    """The caller is known but may not do this (HTTP 403)."""
+
+    exit_code = 12
+    http_status = 403
+
+
+class QuotaExceeded(SecurityError):
+    """An API key, or a user's sessions, used up the UTC day's requests (HTTP 429);
+    ``reset_at`` says when."""
+
+    exit_code = 13
+    http_status = 429
+
+    def __init__(self, message: str, reset_at: datetime) -> None:
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+class EgressRefused(InputError):
+    """A webhook destination is not allowed; ``reason`` is the detail for the service log."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 #: How SQLite words a write the disk refused (SQLITE_FULL, SQLITE_IOERR and its kin).
 _SQLITE_REFUSALS = ("database or disk is full", "disk i/o error")
 _OS_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
@@ -64,8 +207,10 @@ def refused_write(exc: BaseException) -> bool:
 
 def space_error(what: str, exc: BaseException) -> StorageError:
     """The StorageError for ``what`` (a store, a log) that its disk refused to write."""
-    return StorageError(f"cannot write {what} ({exc}); free space on its disk (the state "
-                        "directory, OPSLAKE_STATE_DIR) and retry: nothing was half-written")
+    return StorageError(
+        f"cannot write {what} ({exc}); free space on its disk (the state "
+        "directory, OPSLAKE_STATE_DIR) and retry: nothing was half-written"
+    )
 
 
 @contextmanager

@@ -36,7 +36,8 @@ from email.utils import formatdate, make_msgid
 
 import httpx
 
-from opslake.delivery import DeliveryError, require_2xx, send_mail, signed_headers
+from opslake.delivery import require_2xx, send_mail, signed_headers
+from opslake.errors import DeliveryError
 
 TIMEOUT_S = 10.0
 #: The webhook signing scheme of alert receivers (their gateways check HMAC-SHA256).

@@ -37,13 +37,13 @@ import pyarrow.compute as pc
 
 from opslake.alerting.dispatch import NotifyConfig
 from opslake.alerting.live import LIVE_INCIDENTS
-from opslake.errors import ConfigError, InputError, NotFoundError
+from opslake.errors import AuthError, ConfigError, Forbidden, InputError, NotFoundError
 from opslake.ingest.parsers import ParseResult, Reject
 from opslake.kpi.service_levels import HANDLED_SCHEMA
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.schemas import TS
 from opslake.lake.storage import Lake
-from opslake.security.identity import AuthError, Forbidden, IdentityStore
+from opslake.security.identity import IdentityStore
 from opslake.security.roles import ROLES, Principal
 
 #: The landing source (and the silver table) of handling events.

@@ -17,8 +17,8 @@ from starlette.concurrency import run_in_threadpool
 
 from opslake.api.auth import GUARDED, TOTP_HEADER, error_responses, requires
 from opslake.api.data import IsoDate
+from opslake.errors import AuthError
 from opslake.security.egress import EgressPolicy
-from opslake.security.identity import AuthError
 from opslake.security.roles import SCOPES, Principal
 
 router = APIRouter(prefix="/v1", tags=["security"])

@@ -38,15 +38,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from opslake.api.answers import Answer, AnswerCache
 from opslake.api.signin import SAFE_METHODS, SESSION_COOKIE
 from opslake.errors import (
+    AuthError,
     ConfigError,
+    Forbidden,
     InputError,
     NotFoundError,
     OpsLakeError,
+    QuotaExceeded,
     SecurityError,
     StorageError,
 )
 from opslake.security.audit import AuditLog
-from opslake.security.identity import AuthError, Forbidden, Holder, IdentityStore, QuotaExceeded
+from opslake.security.identity import Holder, IdentityStore
 from opslake.security.metering import UsageMeter
 from opslake.security.roles import ANONYMOUS, Principal
 

@@ -29,10 +29,9 @@ from opslake.api import statements
 from opslake.api.auth import GUARDED, error_responses, requires
 from opslake.api.statements import Statement, data_statement
 from opslake.api.warehouse import WarehouseReader
-from opslake.errors import ConfigError, NotFoundError, StorageError
+from opslake.errors import ConfigError, Forbidden, NotFoundError, StorageError
 from opslake.kpi.ledger import CONTACT_CONTEXT
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
-from opslake.security.identity import Forbidden
 from opslake.security.roles import SCOPED_BREAKDOWNS, Principal, row_scope_sql
 
 router = APIRouter(prefix="/v1", tags=["data"])

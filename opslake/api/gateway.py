@@ -46,7 +46,7 @@ from opslake.api.signin import (
     origin,
     same_origin,
 )
-from opslake.errors import ConfigError, OpsLakeError, StorageError
+from opslake.errors import ConfigError, DoorError, StorageError
 from opslake.screens.access import superset_roles
 from opslake.screens.server import SupersetConfig, gateway_secret
 from opslake.security.audit import AuditLog
@@ -64,12 +64,6 @@ IDENTITY_PREFIXES = ("x-opslake-", "x-forwarded-", "x-remote-", "remote-user", "
 HANDSHAKE = ("sec-websocket-",)
 #: The roles the Dagster UI's door admits.
 DAGSTER_ROLES = frozenset({"admin", "data_engineer"})
-
-
-class DoorError(OpsLakeError):
-    """A door cannot reach the UI behind it."""
-
-    exit_code = 7
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from opslake.api import rejects
 from opslake.api.auth import GUARDED, error_responses, requires
-from opslake.errors import InputError, OpsLakeError
+from opslake.errors import OpsLakeError, PushRefused
 from opslake.ingest.parsers import ParseResult, alertmanager, remote_write
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.security.roles import Principal
@@ -61,14 +61,6 @@ Pusher = Annotated[Principal, Depends(requires(INGEST_SCOPE))]
 #: OpenAPI responses for the credential errors of a push (401, 403, 429; 503 is the lake's).
 PUSH_AUTH_RESPONSES = {code: spec for code, spec in error_responses(*GUARDED).items()
                        if code != 503}
-
-
-class PushRefused(InputError):
-    """A pushed body (or its headers) that cannot be accepted; answered with ``status``."""
-
-    def __init__(self, status: int, error: str, fix: str) -> None:
-        super().__init__(f"{error}; {fix}")
-        self.status, self.error, self.fix = status, error, fix
 
 
 @dataclass

@@ -28,8 +28,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from opslake.errors import OpsLakeError
-from opslake.security.identity import AuthError, IdentityStore
+from opslake.errors import AuthError, OpsLakeError
+from opslake.security.identity import IdentityStore
 from opslake.security.roles import Principal
 from opslake.settings import Settings
 

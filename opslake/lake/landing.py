@@ -39,7 +39,13 @@ from opslake.crypto import (
     sm4_gcm_decrypt,
     sm4_gcm_encrypt,
 )
-from opslake.errors import InputError, NotFoundError, SecurityError, StorageError
+from opslake.errors import (
+    InputError,
+    PurgedBatchError,
+    SealedBatchError,
+    SecurityError,
+    StorageError,
+)
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
 
@@ -53,14 +59,6 @@ _KEY_ID_CHARS = 8
 _HEADER_BYTES = len(_SEALED_MAGIC) + _KEY_ID_CHARS + 1 + NONCE_BYTES
 #: Bytes a sealed object has beyond its plaintext.
 SEALED_OVERHEAD = _HEADER_BYTES + TAG_BYTES
-
-
-class SealedBatchError(SecurityError):
-    """A sealed landing batch cannot be written or opened: no key, a wrong key, or altered."""
-
-
-class PurgedBatchError(NotFoundError):
-    """A batch's object was purged by landing retention; only its tombstone is left."""
 
 
 @dataclass(frozen=True)

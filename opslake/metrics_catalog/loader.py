@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import yaml
 
-from opslake.errors import ConfigError
+from opslake.errors import ConfigError, DefinitionError
 from opslake.lake import schemas
 from opslake.metrics_catalog import expressions
 from opslake.metrics_catalog.definition import (
@@ -65,14 +65,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.message}"
-
-
-class DefinitionError(ConfigError):
-    """One or more metric definitions are invalid; each problem names its file and line."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("invalid metric definitions:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 @dataclass

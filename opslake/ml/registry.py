@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from opslake.errors import InputError, NotFoundError, StorageError
+from opslake.errors import ArtifactIntegrityError, InputError, NotFoundError, StorageError
 from opslake.lake.storage import Lake
 
 ROOT = ("ml", "models")
@@ -47,10 +47,6 @@ _VERSION_DIR = re.compile(r"^v(\d+)$")
 _PROFILE_QUANTILES = np.linspace(0.1, 0.9, 9)
 # Empty bins would make PSI infinite; this floor is the conventional smoothing.
 _PSI_FLOOR = 1e-4
-
-
-class ArtifactIntegrityError(StorageError):
-    """A stored model artifact does not match the checksum recorded when it was registered."""
 
 
 @dataclass(frozen=True)

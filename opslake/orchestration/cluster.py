@@ -36,7 +36,7 @@ import psycopg2
 import pyarrow.fs as pafs
 
 from opslake.crypto import KEY_ENV, data_key
-from opslake.errors import ConfigError, OpsLakeError
+from opslake.errors import ClusterError, ConfigError
 from opslake.orchestration.dask_steps import TASK_PREFIX, cluster_job
 from opslake.settings import Settings
 
@@ -74,10 +74,6 @@ compute_logs:
 telemetry:
   enabled: false
 """
-
-
-class ClusterError(OpsLakeError):
-    """A part of the local cluster cannot start, stop or be reached; the message says why."""
 
 
 @dataclasses.dataclass(frozen=True)

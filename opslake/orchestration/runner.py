@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from opslake.alerting import platform
-from opslake.errors import ConfigError, OpsLakeError
+from opslake.errors import ConfigError, OpsLakeError, PipelineError, QualityBlocked
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import LAYERS
 from opslake.settings import Settings
@@ -25,10 +25,6 @@ telemetry:
 RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
 #: Runs one job for one day: (job name, partition key, asset keys or None for the whole job).
 RunDay = Callable[[str, str, Sequence[dg.AssetKey] | None], RunResult]
-
-
-class PipelineError(OpsLakeError):
-    """A materialization run failed; the Dagster UI has the step that failed and its logs."""
 
 
 def instance(settings: Settings) -> dg.DagsterInstance:
@@ -101,10 +97,6 @@ def _run_config(settings: Settings) -> dict:
             "loggers": {"console": {"config": {"log_level": settings.log_level}},
                         "steps": {},
                         "event_file": {"config": {"path": str(settings.events_log)}}}}
-
-
-class QualityBlocked(PipelineError):
-    """Quality contracts failed: the affected partitions were not published downstream."""
 
 
 def _blocked(result: RunResult) -> list[str]:

@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opslake.errors import SupersetError
 from opslake.screens.bundle import DATABASE_NAME
 from opslake.screens.model import Dataset
 from opslake.screens.rest import SupersetClient
-from opslake.screens.server import SupersetError
 from opslake.security.roles import Principal
 
 OPS_ROLE = "OpsLake 运维值班"

@@ -11,8 +11,8 @@ import shutil
 from typing import Any
 from urllib.parse import quote
 
-from opslake.errors import ConfigError
-from opslake.screens.server import SupersetConfig, SupersetError, gateway_secret
+from opslake.errors import ConfigError, SupersetError
+from opslake.screens.server import SupersetConfig, gateway_secret
 
 #: Flags for a headless Chromium on a machine without a display, network or GPU.
 CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from opslake.errors import ConfigError, NotFoundError, OpsLakeError
+from opslake.errors import ConfigError, NotFoundError, ReportError
 from opslake.lake.storage import Lake
 from opslake.screens.server import SupersetConfig
 from opslake.settings import Settings
@@ -56,12 +56,6 @@ PERIOD_COLUMNS = {
 #: Tables whose newest day is "the newest data" (the daily pipeline's UTC day partitions).
 NEWEST_DAY_SQL = ("SELECT max(day) FROM service_levels", "SELECT max(day) FROM quality_scores",
                   "SELECT max(CAST(dt AS DATE)) FROM incident_stats")
-
-
-class ReportError(OpsLakeError):
-    """A report could not be rendered, kept or sent."""
-
-    exit_code = 8
 
 
 @dataclass(frozen=True)
@@ -478,7 +472,8 @@ def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
     Sent through the delivery engine with the retries of an alert e-mail.
     """
     from opslake.alerting.dispatch import RETRY
-    from opslake.delivery import DeliveryError, Engine, send_mail
+    from opslake.delivery import Engine, send_mail
+    from opslake.errors import DeliveryError
 
     spec = report_kind(row["kind"])
     period = Period.parse(row["kind"], row["period"])

@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import httpx
 
-from opslake.screens.server import SupersetError
+from opslake.errors import SupersetError
 
 
 def rison(value: Any) -> str:

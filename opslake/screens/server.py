@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from opslake.errors import ConfigError, NotFoundError, OpsLakeError
+from opslake.errors import ConfigError, NotFoundError, SupersetError
 from opslake.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,12 +39,6 @@ STOP_GRACE_S = 15.0
 ADMIN_PASSWORD_ARG = "{env:OPSLAKE_SUPERSET_ADMIN_PASSWORD}"
 # Bumped when what the one-off bootstrap does changes, so existing state dirs redo it.
 BOOTSTRAP_VERSION = 1
-
-
-class SupersetError(OpsLakeError):
-    """Superset could not be started, reached or provisioned."""
-
-    exit_code = 7
 
 
 def default_venv(environ: Mapping[str, str]) -> Path:

@@ -17,14 +17,13 @@ from typing import Any
 
 import yaml
 
-from opslake.errors import StorageError
+from opslake.errors import StorageError, SupersetError
 from opslake.screens import bundle
 from opslake.screens.access import AccessReport, provision_access
 from opslake.screens.model import Dataset
 from opslake.screens.rest import SupersetClient, browser_cookies
 from opslake.screens.server import (
     SupersetConfig,
-    SupersetError,
     require_warehouse,
     reset_admin_password,
     running_pid,

@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from opslake.errors import ConfigError, InputError, NotFoundError
+from opslake.errors import ConfigError, EgressRefused, InputError, NotFoundError
 from opslake.lake.storage import write_file_atomic
 from opslake.settings import Settings
 
@@ -68,14 +68,6 @@ HOW_TO_LIST = (
     "entry is not enough)")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
-
-
-class EgressRefused(InputError):
-    """A webhook destination is not allowed; ``reason`` is the detail for the service log."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def _bad_entry(text: object) -> InputError:

@@ -39,7 +39,14 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from opslake.errors import InputError, NotFoundError, SecurityError
+from opslake.errors import (
+    AuthError,
+    Forbidden,
+    InputError,
+    NotFoundError,
+    PasswordExpired,
+    QuotaExceeded,
+)
 from opslake.lake.state_db import StateDB
 from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, SCOPES, Principal
@@ -118,36 +125,6 @@ CREATE TABLE IF NOT EXISTS session_usage (
     PRIMARY KEY (user, day, endpoint)
 );
 """
-
-
-class AuthError(SecurityError):
-    """Credentials are missing, wrong, locked or expired (HTTP 401)."""
-
-    exit_code = 11
-    http_status = 401
-
-
-class PasswordExpired(AuthError):
-    """The password is right but older than the maximum age; it must be changed first."""
-
-
-class Forbidden(SecurityError):
-    """The caller is known but may not do this (HTTP 403)."""
-
-    exit_code = 12
-    http_status = 403
-
-
-class QuotaExceeded(SecurityError):
-    """An API key, or a user's sessions, used up the UTC day's requests (HTTP 429);
-    ``reset_at`` says when."""
-
-    exit_code = 13
-    http_status = 429
-
-    def __init__(self, message: str, reset_at: datetime) -> None:
-        super().__init__(message)
-        self.reset_at = reset_at
 
 
 class Holder(NamedTuple):

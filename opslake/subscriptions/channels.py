@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from opslake.delivery import DeliveryError, require_2xx, sign, signed_headers
-from opslake.errors import OpsLakeError
-from opslake.security.egress import EgressPolicy, EgressRefused
+from opslake.delivery import require_2xx, sign, signed_headers
+from opslake.errors import DeliveryError, EgressRefused, OpsLakeError
+from opslake.security.egress import EgressPolicy
 from opslake.subscriptions.model import Subscription
 
 #: The signing scheme of subscription webhooks and MQTT payloads (HMAC-SM3).

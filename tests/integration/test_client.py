@@ -24,10 +24,10 @@ import pytest
 from nbclient import NotebookClient
 
 from opslake.client import Lake
-from opslake.errors import ConfigError, NotFoundError
+from opslake.errors import AuthError, ConfigError, NotFoundError
 from opslake.lake.landing import LandingZone
 from opslake.orchestration import runner
-from opslake.security.identity import AuthError, IdentityStore
+from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
 from tests.integration.services import REPO, free_port, running

@@ -21,14 +21,14 @@ from typer.testing import CliRunner
 from opslake.alerting.handling import HandlingError, HandlingLog, handled_incidents
 from opslake.api.app import create_app
 from opslake.cli import app as cli
-from opslake.errors import NotFoundError, OpsLakeError
+from opslake.errors import Forbidden, NotFoundError, OpsLakeError
 from opslake.kpi.service_levels import service_levels
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import TICKETS
 from opslake.lake.storage import Lake
 from opslake.orchestration import runner
 from opslake.security.audit import AuditLog
-from opslake.security.identity import Forbidden, IdentityStore
+from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
 from tests.keys import PASSWORD, bearer
 

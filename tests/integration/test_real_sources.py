@@ -20,7 +20,8 @@ import httpx
 import pyarrow.compute as pc
 import pytest
 
-from opslake.ingest.connectors.base import CollectionError, Connector
+from opslake.errors import CollectionError
+from opslake.ingest.connectors.base import Connector
 from opslake.ingest.connectors.probes import HttpProbe, ProbeSuite, TcpProbe
 from opslake.ingest.connectors.prometheus_pull import (
     ExporterScrape,

@@ -11,9 +11,9 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
-from opslake.errors import ConfigError, NotFoundError
+from opslake.errors import CollectionError, ConfigError, NotFoundError
 from opslake.ingest import collect, tasks
-from opslake.ingest.connectors.base import CollectionError, Connector
+from opslake.ingest.connectors.base import Connector
 from opslake.ingest.connectors.registry import available
 from opslake.ingest.parsers import alertmanager, prometheus_text
 from opslake.lake.landing import LandedBatch, LandingZone

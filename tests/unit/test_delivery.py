@@ -15,7 +15,6 @@ from opslake.crypto import hmac_sm3
 from opslake.delivery import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    DeliveryError,
     Engine,
     RetryPolicy,
     require_2xx,
@@ -24,6 +23,7 @@ from opslake.delivery import (
     signed_headers,
     verify,
 )
+from opslake.errors import DeliveryError
 from tests.integration.services import free_port
 from tests.receivers import smtp_server
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from opslake import subscriptions as subs
-from opslake.delivery import DeliveryError
-from opslake.errors import ConfigError, InputError, NotFoundError
-from opslake.security.egress import EgressPolicy, EgressRefused, Entry
+from opslake.errors import ConfigError, DeliveryError, EgressRefused, InputError, NotFoundError
+from opslake.security.egress import EgressPolicy, Entry
 from opslake.security.roles import ROLES, Principal
 from opslake.settings import Settings
 

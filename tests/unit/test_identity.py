@@ -9,19 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from opslake.errors import InputError, NotFoundError
-from opslake.security.identity import (
+from opslake.errors import (
     AuthError,
     Forbidden,
-    Holder,
-    IdentityStore,
+    InputError,
+    NotFoundError,
     PasswordExpired,
     QuotaExceeded,
-    Use,
-    b32_key,
-    hotp,
-    totp,
 )
+from opslake.security.identity import Holder, IdentityStore, Use, b32_key, hotp, totp
 from opslake.security.roles import ROLES
 from opslake.settings import Settings
 

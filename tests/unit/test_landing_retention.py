@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from opslake.assets.ingest import _kept_for_purged
+from opslake.errors import PurgedBatchError
 from opslake.lake import quarantine
-from opslake.lake.landing import LandingZone, PurgedBatchError
+from opslake.lake.landing import LandingZone
 from opslake.lake.retention import bronze_batch_ids, mark_silvered, purge, silvered
 from opslake.lake.storage import Lake
 from opslake.settings import Settings

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from opslake.crypto import DataKeys, key_id
-from opslake.lake.landing import SEALED_OVERHEAD, SM4_GCM, LandingZone, SealedBatchError
+from opslake.errors import SealedBatchError
+from opslake.lake.landing import SEALED_OVERHEAD, SM4_GCM, LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
 from opslake.simulate.cmdb import plan_history

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from opslake.security.identity import Holder, IdentityStore, QuotaExceeded
+from opslake.errors import QuotaExceeded
+from opslake.security.identity import Holder, IdentityStore
 from opslake.security.metering import UsageMeter
 from tests.unit.test_identity import Clock, _use, clock, store  # noqa: F401 - fixtures
 
@@ -72,8 +73,9 @@ def test_a_failed_write_keeps_the_counts_for_the_next_flush(
 def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate(
         store: IdentityStore, clock: Clock, tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
+    from opslake.errors import AuthError
     from opslake.security import identity
-    from opslake.security.identity import KEY_CACHE_SECONDS, AuthError
+    from opslake.security.identity import KEY_CACHE_SECONDS
     from opslake.settings import Settings
 
     key_id, raw = store.create_key("alice")

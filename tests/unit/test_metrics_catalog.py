@@ -15,13 +15,14 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from opslake.errors import DefinitionError
 from opslake.lake.schemas import ASSETS, METRIC_POINTS, OBJECT_KINDS
 from opslake.lake.storage import Lake
 from opslake.metrics_catalog import compute as compute_mod
 from opslake.metrics_catalog.catalog import Catalog
 from opslake.metrics_catalog.definition import METRIC_TYPES, Measure
 from opslake.metrics_catalog.lineage import lineage, sources
-from opslake.metrics_catalog.loader import DefinitionError, MetricSet, load, load_texts
+from opslake.metrics_catalog.loader import MetricSet, load, load_texts
 from opslake.metrics_catalog.models import current_rows
 from opslake.metrics_catalog.usage import USAGE_SCHEMA, read_usage, record_usage
 from opslake.metrics_catalog.versions import VersionStore

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from opslake.errors import AuthError
 from opslake.security import identity
-from opslake.security.identity import AuthError, IdentityStore
+from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
 
 PASSWORD = "Correct-Horse-42"

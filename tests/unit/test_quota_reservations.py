@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from opslake.security.identity import Holder, IdentityStore, QuotaExceeded
+from opslake.errors import QuotaExceeded
+from opslake.security.identity import Holder, IdentityStore
 from opslake.security.metering import UsageMeter
 from opslake.settings import Settings
 from tests.unit.test_identity import PASSWORD, Clock, clock, store  # noqa: F401 - fixtures

@@ -13,8 +13,8 @@ import pytest
 
 from opslake import subscriptions as subs
 from opslake.crypto import hmac_sm3
-from opslake.delivery import DeliveryError, sign, verify
-from opslake.errors import InputError
+from opslake.delivery import sign, verify
+from opslake.errors import DeliveryError, InputError
 from opslake.security.crypto import FieldCipher
 from opslake.security.roles import ROLES, Principal
 

@@ -13,17 +13,11 @@ from typing import ClassVar
 
 import httpx
 
-from opslake.errors import OpsLakeError
+from opslake.errors import CollectionError
 from opslake.lake.landing import LandedBatch, LandingZone
 
 #: Connect / read timeouts for every HTTP request a connector makes (seconds).
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
-
-
-class CollectionError(OpsLakeError):
-    """A source could not be collected from (unreachable, HTTP error, unusable answer)."""
-
-    exit_code = 6
 
 
 class Connector(ABC):

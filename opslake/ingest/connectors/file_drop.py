@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from opslake.ingest.connectors.base import CollectionError, Connector, aware
+from opslake.errors import CollectionError
+from opslake.ingest.connectors.base import Connector, aware
 from opslake.lake.landing import LandedBatch, LandingZone
 
 _CHUNK = 8 * 2**20

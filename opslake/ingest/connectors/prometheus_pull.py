@@ -28,7 +28,8 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from opslake.ingest.connectors.base import CollectionError, Connector, aware, http_get
+from opslake.errors import CollectionError
+from opslake.ingest.connectors.base import Connector, aware, http_get
 from opslake.ingest.parsers.prometheus_text import canonical
 from opslake.lake.landing import LandedBatch, LandingZone
 

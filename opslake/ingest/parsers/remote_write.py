@@ -32,7 +32,7 @@ import pyarrow as pa
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from opslake.errors import InputError
+from opslake.errors import RemoteWriteError, RemoteWriteTooLarge
 from opslake.ingest.parsers import ParseResult, Reject
 from opslake.ingest.parsers.prometheus_text import BRONZE_SCHEMA, canonical, slices
 from opslake.ingest.parsers.series_cache import SeriesCache
@@ -65,14 +65,6 @@ MAX_REGULAR_LABELS = 64
 #: polars calls, ~0.5 ms on a loaded 2-core machine) is what upb's Python costs for 32-64
 #: series (measured).
 REGULAR_MIN_SERIES = 64
-
-
-class RemoteWriteError(InputError):
-    """A remote-write body that cannot be decompressed or decoded as a ``WriteRequest``."""
-
-
-class RemoteWriteTooLarge(RemoteWriteError):
-    """A remote-write body that decompresses to more (or more times its size) than accepted."""
 
 
 @dataclass(frozen=True)
