@@ -21,6 +21,7 @@ import duckdb
 
 from opslake.errors import StorageError
 from opslake.lake import duck
+from opslake.lake.inventory import inventory
 from opslake.lake.storage import Lake, fsync_dir, process_alive
 
 SERVING_LAYERS = ("gold",)
@@ -31,6 +32,8 @@ LIVE_SUFFIX = "_live"
 #: is written again on each day it is acted on).
 LATEST_BY = {"incidents": ("incident_id",), "incident_alerts": ("incident_id", "alert_id"),
              "incident_state": ("incident_id",)}
+#: The lake's own size per layer, table and day (the platform watching itself, S6.10a).
+INVENTORY_TABLE = "lake_inventory"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
                     objects.append(_serve(con, lake, layer, table))
             objects += [_current(con, o, LATEST_BY[o.table]) for o in list(objects)
                         if o.table in LATEST_BY]
+            objects.append(_inventory(con, lake))
             con.execute("CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
                         "source_table VARCHAR, rows BIGINT, kind VARCHAR)")
             if objects:
@@ -105,6 +109,18 @@ def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM data')
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
     return WarehouseObject(name=name, layer=layer, table=table, rows=int(rows), kind=kind)
+
+
+def _inventory(con: duckdb.DuckDBPyConnection, lake: Lake) -> WarehouseObject:
+    """Files, rows and bytes of every partition of the lake, landing included, as built."""
+    parts = inventory(lake)
+    con.execute(f'CREATE TABLE "{INVENTORY_TABLE}" (layer VARCHAR, "table" VARCHAR, '
+                'dt VARCHAR, files BIGINT, rows BIGINT, bytes BIGINT)')
+    if parts:
+        con.executemany(f'INSERT INTO "{INVENTORY_TABLE}" VALUES (?, ?, ?, ?, ?, ?)',
+                        [(p.layer, p.table, p.dt, p.files, p.rows, p.bytes) for p in parts])
+    return WarehouseObject(name=INVENTORY_TABLE, layer="lake", table=INVENTORY_TABLE,
+                           rows=len(parts))
 
 
 def _current(con: duckdb.DuckDBPyConnection, source: WarehouseObject, keys: tuple[str, ...]

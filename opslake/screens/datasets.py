@@ -28,6 +28,11 @@ LIFECYCLE_ZH = {"planned": "规划中", "in_service": "在用", "maintenance": "
 PRINCIPAL_ZH = {"job": "调度作业", "api_key": "数据服务", "dashboard": "大屏", "cli": "命令行",
                 "notebook": "分析笔记本"}
 PERCENT = ".1%"
+SECURITY_TYPE_ZH = {"firewall": "防火墙", "waf": "Web应用防火墙", "ids": "入侵检测",
+                    "bastion": "堡垒机"}
+LAYER_ZH = {"landing": "落地层", "bronze": "原始层", "silver": "标准层", "gold": "汇总层"}
+#: The platform-effect screen's baseline: the lake's first days of service levels.
+BASELINE_DAYS = 7
 
 
 def _label(column: str, labels: Mapping[str, str]) -> str:
@@ -437,6 +442,141 @@ FROM metric_values AS v LEFT JOIN catalog_metrics AS c USING (metric_id)""",
     )
 
 
+SECURITY_ALERTS = Dataset(
+    key="security_alerts", name="安全设备告警",
+    description="Every security device of the newest asset ledger with the alerts raised on "
+                "it (gold.incident_alerts_current); a device without alerts is one row with "
+                "no alert.",
+    sql=f"""SELECT a.entity_id, a.name, a.type, {_label('a.type', SECURITY_TYPE_ZH)} AS type_zh,
+       a.department, a.business, a.vendor, al.alert_id, al.alertname, al.title, al.severity,
+       {_label('al.severity', SEVERITY_ZH)} AS severity_zh, al.source,
+       {_local('al.starts_at')} AS starts_at, al.incident_id
+FROM asset_ledger AS a
+LEFT JOIN incident_alerts_current AS al ON al.entity_id = a.entity_id
+WHERE a.dt = (SELECT max(dt) FROM asset_ledger) AND a.kind = 'security'""",
+    columns=(_c("entity_id", "VARCHAR", "设备"), _c("name", "VARCHAR", "设备名称"),
+             _c("type", "VARCHAR", "设备类型代码"), _c("type_zh", "VARCHAR", "设备类型"),
+             _c("department", "VARCHAR", "部门"), _c("business", "VARCHAR", "业务系统"),
+             _c("vendor", "VARCHAR", "厂商"), _c("alert_id", "VARCHAR", "告警编号"),
+             _c("alertname", "VARCHAR", "告警名称"), _c("title", "VARCHAR", "告警"),
+             _c("severity", "VARCHAR", "级别代码"), _c("severity_zh", "VARCHAR", "级别"),
+             _c("source", "VARCHAR", "来源"), _c("starts_at", "TIMESTAMP", "开始时间"),
+             _c("incident_id", "VARCHAR", "事件编号")),
+    metrics=(_m("devices", "COUNT(DISTINCT entity_id)", "安全设备数"),
+             _m("alerts", "COUNT(alert_id)", "安全告警数"),
+             _m("alerted_devices", "COUNT(DISTINCT entity_id) FILTER (WHERE alert_id IS NOT "
+                "NULL)", "告警设备数"),
+             _m("incidents", "COUNT(DISTINCT incident_id)", "涉及事件数")),
+    main_dttm="starts_at",
+)
+
+LAKE_INVENTORY = Dataset(
+    key="lake_inventory", name="数据湖容量（逐日分区）",
+    description="Files, rows and bytes of every table partition of the lake, landing included "
+                "(lake_inventory, taken when the warehouse was built).",
+    sql=f"""SELECT CAST(i.dt AS DATE) AS day, i.layer, {_label('i.layer', LAYER_ZH)} AS layer_zh,
+       i."table" AS table_name, i.files, i.rows, i.bytes,
+       i.dt = (SELECT max(dt) FROM lake_inventory) AS is_latest
+FROM lake_inventory AS i""",
+    columns=(_c("day", "DATE", "日期"), _c("layer", "VARCHAR", "层代码"),
+             _c("layer_zh", "VARCHAR", "层"), _c("table_name", "VARCHAR", "数据表"),
+             _c("files", "BIGINT", "文件数"), _c("rows", "BIGINT", "行数"),
+             _c("bytes", "BIGINT", "字节数"), _c("is_latest", "BOOLEAN", "最新一天")),
+    metrics=(_m("size_mb", "SUM(bytes) / 1048576.0", "容量（MB）", ".1f"),
+             _m("rows", "SUM(rows)", "行数"), _m("files", "SUM(files)", "文件数"),
+             _m("tables", "COUNT(DISTINCT layer || '/' || table_name)", "数据表数")),
+    main_dttm="day",
+)
+
+PIPELINE_RUNS = Dataset(
+    key="pipeline_runs", name="管道运行与质量检查",
+    description="Every data quality check the pipeline ran, with the run that ran it "
+                "(gold.quality_log): runs, checks and failures over time.",
+    sql=f"""SELECT {_local('q."at"')} AS checked_at, q.day, q.run_id, q.layer, q."table" AS
+       table_name, q."check" AS check_name, q.severity, q.passed
+FROM quality_log AS q""",
+    columns=(_c("checked_at", "TIMESTAMP", "检查时间"), _c("day", "DATE", "数据日期"),
+             _c("run_id", "VARCHAR", "运行编号"), _c("layer", "VARCHAR", "层"),
+             _c("table_name", "VARCHAR", "数据表"), _c("check_name", "VARCHAR", "检查项"),
+             _c("severity", "VARCHAR", "严重性"), _c("passed", "BOOLEAN", "通过")),
+    metrics=(_m("runs", "COUNT(DISTINCT run_id)", "管道运行次数"),
+             _m("failed_runs", "COUNT(DISTINCT run_id) FILTER (WHERE NOT passed)",
+                "有未通过检查的运行"),
+             _m("checks", "COUNT(*)", "检查数"),
+             _m("failed", "COUNT(*) FILTER (WHERE NOT passed)", "未通过检查数")),
+    main_dttm="checked_at",
+)
+
+def _effect_metrics() -> tuple[Metric, ...]:
+    """Each effect KPI, its baseline (a constant column) and its change against it."""
+    kpis = (SERVICE_LEVELS.metric("mtta"), SERVICE_LEVELS.metric("mttr"),
+            SERVICE_LEVELS.metric("sla_attainment"), CONVERGENCE.metric("compression"),
+            _m("automation", "SUM(located) / NULLIF(SUM(converged), 0)", "自动定位根因占比",
+               PERCENT))
+    out: list[Metric] = []
+    for kpi, column in zip(kpis, ("mtta", "mttr", "sla", "compression", "automation"),
+                           strict=True):
+        base = f"MAX(base_{column})"
+        # Shares change by percentage points; durations and ratios by their relative size.
+        change = (f"({kpi.expression}) - {base}" if kpi.d3format == PERCENT
+                  else f"({kpi.expression}) / NULLIF({base}, 0) - 1")
+        out += [kpi, _m(f"base_{kpi.name}", base, f"基线{kpi.label}", kpi.d3format),
+                _m(f"{kpi.name}_vs_base", change, f"{kpi.label}较基线", "+.1%")]
+    return tuple(out)
+
+
+EFFECT = Dataset(
+    key="platform_effect", name="运维成效（逐日，对比基线）",
+    description=f"Province-wide MTTA, MTTR, SLA attainment, alert compression and the share "
+                f"of incidents whose root cause was located automatically, per UTC day "
+                f"(gold.service_levels, incident_stats, incidents_current); base_* hold the "
+                f"baseline: the first {BASELINE_DAYS} days the lake has service levels for.",
+    sql=f"""WITH days AS (
+  SELECT s.day, s.incidents_opened, s.incidents_resolved, s.mtta_minutes, s.mttr_minutes,
+         s.sla_met, s.sla_breached, coalesce(c.alerts, 0) AS alerts,
+         coalesce(c.incidents, 0) AS incidents, coalesce(r.located, 0) AS located,
+         coalesce(r.converged, 0) AS converged
+  FROM service_levels AS s
+  LEFT JOIN incident_stats AS c ON CAST(c.dt AS DATE) = s.day
+  LEFT JOIN (SELECT CAST(timezone('UTC', i.started_at) AS DATE) AS day,
+                    count(*) FILTER (WHERE i.root_cause IS NOT NULL) AS located,
+                    count(*) AS converged
+             FROM incidents_current AS i GROUP BY 1) AS r ON r.day = s.day
+  WHERE s.business = '(all)'),
+marked AS (
+  SELECT *, day < (SELECT min(day) FROM days) + {BASELINE_DAYS} AS is_baseline FROM days)
+SELECT m.*,
+  sum(m.mtta_minutes * m.incidents_opened) FILTER (WHERE m.is_baseline) OVER ()
+    / NULLIF(sum(m.incidents_opened) FILTER (WHERE m.is_baseline AND m.mtta_minutes IS NOT
+    NULL) OVER (), 0) AS base_mtta,
+  sum(m.mttr_minutes * m.incidents_resolved) FILTER (WHERE m.is_baseline) OVER ()
+    / NULLIF(sum(m.incidents_resolved) FILTER (WHERE m.is_baseline AND m.mttr_minutes IS NOT
+    NULL) OVER (), 0) AS base_mttr,
+  sum(m.sla_met) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum(m.sla_met + m.sla_breached)
+    FILTER (WHERE m.is_baseline) OVER (), 0) AS base_sla,
+  sum(m.alerts) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum(m.incidents)
+    FILTER (WHERE m.is_baseline) OVER (), 0) AS base_compression,
+  sum(m.located) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum(m.converged)
+    FILTER (WHERE m.is_baseline) OVER (), 0) AS base_automation
+FROM marked AS m""",
+    columns=(_c("day", "DATE", "日期"), _c("incidents_opened", "BIGINT", "新增事件"),
+             _c("incidents_resolved", "BIGINT", "已解决事件"),
+             _c("mtta_minutes", "DOUBLE", "平均响应时长（分钟）"),
+             _c("mttr_minutes", "DOUBLE", "平均修复时长（分钟）"),
+             _c("sla_met", "BIGINT", "SLA达标"), _c("sla_breached", "BIGINT", "SLA超时"),
+             _c("alerts", "BIGINT", "告警数"), _c("incidents", "BIGINT", "收敛事件数"),
+             _c("located", "BIGINT", "自动定位根因事件数"), _c("converged", "BIGINT", "事件数"),
+             _c("is_baseline", "BOOLEAN", "基线期"),
+             _c("base_mtta", "DOUBLE", "基线平均响应时长（分钟）"),
+             _c("base_mttr", "DOUBLE", "基线平均修复时长（分钟）"),
+             _c("base_sla", "DOUBLE", "基线SLA达成率"),
+             _c("base_compression", "DOUBLE", "基线告警压缩比"),
+             _c("base_automation", "DOUBLE", "基线自动定位占比")),
+    metrics=_effect_metrics(),
+    main_dttm="day",
+)
+
 STATIC_DATASETS = (ENTITY_HEALTH, BUSINESS_HEALTH, INCIDENTS, ALERTS, CONVERGENCE,
                    SERVICE_LEVELS, ASSETS, QUALITY_SCORES, QUALITY_CHECKS, METRIC_QUALITY,
-                   ANOMALIES, FORECASTS, CAPACITY, CATALOG, LINEAGE, USAGE)
+                   ANOMALIES, FORECASTS, CAPACITY, CATALOG, LINEAGE, USAGE, SECURITY_ALERTS,
+                   LAKE_INVENTORY, PIPELINE_RUNS, EFFECT)

@@ -161,12 +161,18 @@ class Chart:
         # Dates and clock times as Chinese readers write them, not "Wed 25" / "06 PM".
         return "%m-%d %H:%M" if self.time_grain == "PT1H" else "%Y-%m-%d"
 
+    @property
+    def time_column(self) -> str | None:
+        """The column a dashboard's time range filters: the time axis, else the dataset's."""
+        return self.x_axis if self._temporal_axis else self.dataset.main_dttm
+
     def _adhoc_filters(self) -> list[dict[str, Any]]:
         filters: list[dict[str, Any]] = []
-        if self._temporal_axis:
+        if self.time_column:
+            # "No filter" until a dashboard's time range (native filter, report) replaces it.
             filters.append({"clause": "WHERE", "comparator": "No filter",
                             "expressionType": "SIMPLE", "operator": "TEMPORAL_RANGE",
-                            "subject": self.x_axis})
+                            "subject": self.time_column})
         filters += [{"clause": "WHERE", "expressionType": "SQL", "sqlExpression": w,
                      "filterOptionName": f"filter_{i}"} for i, w in enumerate(self.where)]
         return filters
@@ -243,8 +249,8 @@ class Chart:
         else:
             orderby = []
         filters = []
-        if self._temporal_axis:
-            filters.append({"col": self.x_axis, "op": "TEMPORAL_RANGE", "val": "No filter"})
+        if self.time_column:
+            filters.append({"col": self.time_column, "op": "TEMPORAL_RANGE", "val": "No filter"})
         where = " AND ".join(f"({w})" for w in self.where)
         query = {"filters": filters, "extras": {"having": "", "where": where},
                  "applied_time_extras": {}, "columns": columns, "metrics": metrics,
@@ -276,6 +282,48 @@ class Row:
 
 
 @dataclass(frozen=True)
+class NativeFilter:
+    """A dashboard filter: a time range (no column), or values of one dataset column.
+
+    A value filter applies to ``charts`` only (a chart over another dataset, or over rows
+    that never carry the column's value, would go blank); a time range applies to every
+    chart with a :attr:`Chart.time_column`.
+    """
+
+    key: str
+    name: str
+    dataset: Dataset | None = None
+    column: str | None = None
+    charts: tuple[Chart, ...] = ()
+
+    def to_yaml(self, chart_ids: dict[str, int]) -> dict[str, Any]:
+        """Superset's ``native_filter_configuration`` entry (chart ids as in the position)."""
+        common = {"id": f"NATIVE_FILTER-{self.key}", "name": self.name,
+                  "type": "NATIVE_FILTER", "description": "", "cascadeParentIds": [],
+                  "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+                  "tabsInScope": []}
+        if self.column is None:
+            return common | {"filterType": "filter_time", "targets": [{}],
+                             "controlValues": {"enableEmptyFilter": False},
+                             "scope": {"rootPath": ["ROOT_ID"], "excluded": []}}
+        if self.dataset is None:
+            raise ValueError(f"filter {self.key}: a value filter needs its dataset")
+        self.dataset.column(self.column)  # KeyError names the dataset
+        for chart in self.charts:
+            chart.dataset.column(self.column)
+        applies = {c.key for c in self.charts}
+        # The importer maps these position ids to the imported charts' ids.
+        excluded = sorted(i for key, i in chart_ids.items() if key not in applies)
+        return common | {
+            "filterType": "filter_select",
+            "targets": [{"datasetUuid": self.dataset.uuid, "column": {"name": self.column}}],
+            "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False,
+                              "multiSelect": True, "searchAllOptions": False,
+                              "inverseSelection": False},
+            "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded}}
+
+
+@dataclass(frozen=True)
 class Screen:
     """A dashboard laid out for a wall display (1920×1080: rows of 12 columns)."""
 
@@ -285,6 +333,8 @@ class Screen:
     rows: tuple[Row, ...]
     #: Seconds between automatic refreshes on the wall.
     refresh: int = 300
+    #: Native filters shown in the dashboard's filter bar.
+    filters: tuple[NativeFilter, ...] = ()
 
     @property
     def uuid(self) -> str:
@@ -296,6 +346,13 @@ class Screen:
         """Every chart on the screen, in layout order."""
         return [chart for row in self.rows for chart, _ in row.cells]
 
+    def chart_ids(self) -> dict[str, int]:
+        """Chart key → the placeholder id of its cell (import maps it to the real id)."""
+        ids = {chart.key: i for i, chart in enumerate(self.charts, start=1)}
+        if len(ids) != len(self.charts):
+            raise ValueError(f"screen {self.slug}: two cells hold the same chart key")
+        return ids
+
     def position(self) -> dict[str, Any]:
         """Superset's layout tree: header, grid, rows and chart cells (by chart UUID)."""
         pos: dict[str, Any] = {
@@ -305,6 +362,7 @@ class Screen:
                         "parents": ["ROOT_ID"]},
             "HEADER_ID": {"type": "HEADER", "id": "HEADER_ID", "meta": {"text": self.title}},
         }
+        ids = self.chart_ids()
         for r, row in enumerate(self.rows):
             if sum(width for _, width in row.cells) > GRID_COLUMNS:
                 raise ValueError(f"screen {self.slug}: row {r} is wider than {GRID_COLUMNS}")
@@ -315,13 +373,11 @@ class Screen:
                            "meta": {"background": "BACKGROUND_TRANSPARENT"}}
             for chart, width in row.cells:
                 cell_id = f"CHART-{chart.key}"
-                # Import maps chartId through the UUID; it only has to be unique here.
-                placeholder_id = sum(1 for k in pos if k.startswith("CHART-")) + 1
                 pos[row_id]["children"].append(cell_id)
                 pos[cell_id] = {"type": "CHART", "id": cell_id, "children": [],
                                 "parents": ["ROOT_ID", "GRID_ID", row_id],
                                 "meta": {"width": width, "height": row.height,
-                                         "chartId": placeholder_id, "uuid": chart.uuid,
+                                         "chartId": ids[chart.key], "uuid": chart.uuid,
                                          "sliceName": chart.title}}
         return pos
 
@@ -335,7 +391,8 @@ class Screen:
                          "timed_refresh_immune_slices": [], "expanded_slices": {},
                          "label_colors": {}, "shared_label_colors": [],
                          "color_scheme_domain": [], "cross_filters_enabled": False,
-                         "native_filter_configuration": [], "chart_configuration": {},
-                         "default_filters": "{}"},
+                         "native_filter_configuration": [
+                             f.to_yaml(self.chart_ids()) for f in self.filters],
+                         "chart_configuration": {}, "default_filters": "{}"},
             "version": "1.0.0",
         }

@@ -1,4 +1,4 @@
-"""The large screens: ten dashboards for the ops-centre wall, leadership and departments.
+"""The large screens: fourteen dashboards for the ops-centre wall, leadership and departments.
 
 Each screen is laid out for a 1920×1080 wall: a row of headline numbers, then two rows of
 charts. A chart may appear on several screens (same UUID, one Superset chart).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from opslake.metrics_catalog.definition import MetricDefinition
 from opslake.screens import datasets as ds
-from opslake.screens.model import Chart, Dataset, Row, Screen
+from opslake.screens.model import Chart, Dataset, NativeFilter, Row, Screen
 
 LATEST = "is_latest"
 HEADLINE = 22
@@ -30,12 +30,33 @@ def dataset_format(dataset: Dataset, metric: str) -> str:
 def _catalog_line(key: str, title: str, values: Dataset, metric: str, scope: str,
                   by: str | None = None) -> Chart:
     """A catalog metric hour by hour at one scope (``all`` or one dimension)."""
-    where = ("grain = '1h'", f"scope = '{scope}'")
+    where = ("grain = '1h'", f"scope = '{scope}'", _only(metric))
     return Chart(key, title, "echarts_timeseries_line", values, metrics=(metric,),
                  groupby=(by,) if by else (), x_axis="bucket_start", time_grain="PT1H",
                  where=where,
                  description=values.metric(metric).description,
                  options={"y_axis_format": dataset_format(values, metric)})
+
+
+def _only(*metrics: str) -> str:
+    """The rows of these catalog metrics only (no empty series of other metrics' keys)."""
+    return "metric_id IN (" + ", ".join(f"'{m}'" for m in metrics) + ")"
+
+
+def _catalog_big(key: str, title: str, values: Dataset, metric: str) -> Chart:
+    """A catalog metric for the whole estate over the chosen time range, from hourly rows."""
+    return _big(key, title, values, metric, "grain = '1h'", "scope = 'all'", _only(metric),
+                description=values.metric(metric).description)
+
+
+def _time_filter() -> NativeFilter:
+    """The time range of a screen: every chart with a time column follows it."""
+    return NativeFilter("time", "时间范围")
+
+
+def _value_filter(column: str, name: str, dataset: Dataset, *charts: Chart) -> NativeFilter:
+    """A multi-select of ``column``'s values, applied to ``charts`` only."""
+    return NativeFilter(column, name, dataset, column, charts)
 
 
 def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], list[Screen]]:
@@ -275,8 +296,147 @@ def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], l
               (Chart("usage-by-principal", "指标使用（按使用方）", "pie", ds.USAGE,
                      metrics=("uses",), groupby=("principal_kind_zh",)), 4)), TALL)))
 
+    network, security, platform, effect = _new_themes(values)
     screens = [leadership, ops, resources, applications, events, service, assets, quality,
-               insights, metric_map]
+               insights, metric_map, network, security, platform, effect]
     used = {chart.dataset.key for s in screens for chart in s.charts}
     datasets = [d for d in (*ds.STATIC_DATASETS, values) if d.key in used]
     return datasets, screens
+
+
+def _new_themes(values: Dataset) -> tuple[Screen, Screen, Screen, Screen]:
+    """Network quality, security posture, the platform itself and the platform's effect."""
+    switch_metrics = ("cloud.switch.interface_utilisation", "cloud.switch.interface_errors")
+    by_switch = ("grain = '1h'", "scope = 'entity'", _only(*switch_metrics))
+    switch_util = Chart(
+        "switch-util-trend", "各交换机端口利用率", "echarts_timeseries_line", values,
+        metrics=("cloud.switch.interface_utilisation",), groupby=("entity_id",),
+        x_axis="bucket_start", time_grain="PT1H", where=by_switch,
+        options={"y_axis_format": ds.PERCENT})
+    switch_errors = Chart(
+        "switch-errors-trend", "各交换机端口错包率（每秒）", "echarts_timeseries_line", values,
+        metrics=("cloud.switch.interface_errors",), groupby=("entity_id",),
+        x_axis="bucket_start", time_grain="PT1H", where=by_switch)
+    switch_rank = Chart(
+        "switch-rank", "交换机端口排行（错包率高在前）", "table", values,
+        groupby=("entity_id", "department"),
+        metrics=switch_metrics[::-1],
+        where=by_switch, order_by=(("cloud.switch.interface_errors", False),), row_limit=20)
+    probe_by_business = Chart(
+        "probe-availability-by-business", "各业务拨测可用率", "echarts_timeseries_bar", values,
+        metrics=("application.probe.availability",), x_axis="business",
+        where=("grain = '1h'", "scope = 'business'", _only("application.probe.availability")),
+        options={"y_axis_format": ds.PERCENT})
+    probe_latency = _catalog_line("probe-latency-by-business", "应用拨测时延P95（毫秒，按业务）",
+                                  values, "application.probe.latency_p95", "business",
+                                  "business")
+    network = Screen(
+        "network", "网络质量",
+        "Network quality: switch interface utilisation and errors, synthetic probe "
+        "availability and latency per business, TCP connect latency to platform services.",
+        (Row(((_catalog_big("switch-util-avg", "交换机端口平均利用率", values,
+                            "cloud.switch.interface_utilisation"), 3),
+              (_catalog_big("switch-errors-avg", "交换机端口平均错包率（每秒）", values,
+                            "cloud.switch.interface_errors"), 3),
+              (_catalog_big("probe-availability", "应用拨测可用率", values,
+                            "application.probe.availability"), 3),
+              (_catalog_big("tcp-probe-latency", "平台TCP拨测时延P95（毫秒，最高）", values,
+                            "platform.probe.tcp_latency_p95"), 3)), HEADLINE),
+         Row(((switch_util, 6), (switch_errors, 6)), TALL),
+         Row(((probe_by_business, 4), (probe_latency, 4), (switch_rank, 4)), TALL)),
+        filters=(_time_filter(),
+                 _value_filter("department", "部门", values, switch_util, switch_errors,
+                               switch_rank),
+                 _value_filter("business", "业务系统", values, probe_by_business,
+                               probe_latency)))
+
+    sa = ds.SECURITY_ALERTS
+    by_device = ("grain = '1h'", "scope = 'entity'")
+    security_charts = (
+        _big("security-alerts", "安全告警数", sa, "alerts"),
+        _big("security-devices", "安全设备数", sa, "devices"),
+        Chart("security-device-types", "安全设备构成", "pie", sa, metrics=("devices",),
+              groupby=("type_zh",)),
+        Chart("security-device-list", "安全设备告警排行", "table", sa,
+              groupby=("entity_id", "type_zh", "department", "vendor"),
+              metrics=("alerts", "incidents"), order_by=(("alerts", False),), row_limit=30))
+    waf = Chart("waf-blocked-trend", "WAF拦截速率（每秒，按设备）", "echarts_timeseries_line",
+                values, metrics=("security.waf.blocked_requests",), groupby=("entity_id",),
+                x_axis="bucket_start", time_grain="PT1H",
+                where=(*by_device, _only("security.waf.blocked_requests")))
+    ids = Chart("ids-alert-trend", "入侵检测告警速率（每分钟，按设备）", "echarts_timeseries_line",
+                values, metrics=("security.ids.alert_rate",), groupby=("entity_id",),
+                x_axis="bucket_start", time_grain="PT1H",
+                where=(*by_device, _only("security.ids.alert_rate")))
+    device_cpu = Chart(
+        "security-device-cpu", "安全设备CPU使用率（按设备）", "echarts_timeseries_bar", values,
+        metrics=("security.device.cpu_utilisation",), x_axis="entity_id",
+        where=(*by_device, _only("security.device.cpu_utilisation")),
+        options={"y_axis_format": ds.PERCENT})
+    security = Screen(
+        "security", "安全态势",
+        "Security posture: WAF blocks and IDS hits per device, security device load, and the "
+        "alerts raised on security devices.",
+        (Row(((_catalog_big("waf-blocked-avg", "WAF平均拦截速率（每秒）", values,
+                            "security.waf.blocked_requests"), 3),
+              (_catalog_big("ids-alert-avg", "入侵检测平均告警速率（每分钟）", values,
+                            "security.ids.alert_rate"), 3),
+              (security_charts[0], 3), (security_charts[1], 3)), HEADLINE),
+         Row(((waf, 6), (ids, 6)), TALL),
+         Row(((device_cpu, 4), (security_charts[2], 3), (security_charts[3], 5)), TALL)),
+        filters=(_time_filter(),
+                 _value_filter("department", "部门", sa, *security_charts, waf, ids,
+                               device_cpu)))
+
+    lake, runs = ds.LAKE_INVENTORY, ds.PIPELINE_RUNS
+    platform = Screen(
+        "platform", "平台自身运行",
+        "The platform watching itself: pipeline runs and their failed checks, failed-run "
+        "alerts, lake size and growth per layer, collection lag and data quality.",
+        (Row(((_big("lake-size", "数据湖容量（MB）", lake, "size_mb"), 3),
+              (_big("pipeline-runs", "管道运行次数", runs, "runs"), 3),
+              (_big("pipeline-failed-checks", "未通过检查数", runs, "failed"), 3),
+              (_big("pipeline-failure-alerts", "管道运行失败告警", ds.ALERTS, "alerts",
+                    "source = 'opslake-platform'"), 3)), HEADLINE),
+         Row(((Chart("lake-growth", "数据湖每日新增容量（MB，按层）", "echarts_timeseries_bar",
+                     lake, metrics=("size_mb",), groupby=("layer_zh",), x_axis="day",
+                     time_grain="P1D", options={"stack": "Stack"}), 6),
+              (Chart("collection-lag", "采集延迟（分钟）", "echarts_timeseries_line", values,
+                     metrics=("data.metric_points.staleness_minutes",
+                              "data.logs.staleness_minutes"),
+                     x_axis="bucket_start", time_grain="PT1H",
+                     where=("grain = '1h'", "scope = 'all'",
+                            _only("data.metric_points.staleness_minutes",
+                                  "data.logs.staleness_minutes"))), 6)), TALL),
+         Row(((Chart("pipeline-checks", "管道质量检查（每天，检查数与未通过）",
+                     "echarts_timeseries_bar", runs, metrics=("checks", "failed"),
+                     x_axis="checked_at", time_grain="P1D"), 4),
+              (_catalog_line("samples-received", "指标采样接收数（每小时）", values,
+                             "data.metric_points.samples_received", "all"), 4),
+              (Chart("lake-tables", "数据量最大的表 Top 10（行数）", "echarts_timeseries_bar",
+                     lake, metrics=("rows",), x_axis="table_name", row_limit=10), 4)), TALL)),
+        filters=(_time_filter(),))
+
+    ef = ds.EFFECT
+    trends = [Chart(f"effect-{name.replace('_', '-')}-trend", title, "echarts_timeseries_line", ef,
+                    metrics=(name, f"base_{name}"), x_axis="day", time_grain="P1D",
+                    options={"y_axis_format": dataset_format(ef, name)})
+              for name, title in (("mtta", "平均响应时长与基线（分钟）"),
+                                  ("mttr", "平均修复时长与基线（分钟）"),
+                                  ("sla_attainment", "SLA达成率与基线"),
+                                  ("compression", "告警压缩比与基线"),
+                                  ("automation", "自动定位根因占比与基线"))]
+    effect = Screen(
+        "effect", "运维成效",
+        f"The platform's effect: MTTA, MTTR, SLA attainment, alert compression and the share "
+        f"of incidents whose root cause was located automatically, per day and against the "
+        f"baseline (the first {ds.BASELINE_DAYS} days of service levels in the lake).",
+        (Row(((_big("effect-mtta-change", "平均响应时长较基线", ef, "mtta_vs_base"), 3),
+              (_big("effect-mttr-change", "平均修复时长较基线", ef, "mttr_vs_base"), 3),
+              (_big("effect-sla-change", "SLA达成率较基线（百分点）", ef,
+                    "sla_attainment_vs_base"), 3),
+              (_big("effect-automation", "自动定位根因占比", ef, "automation"), 3)), HEADLINE),
+         Row(((trends[0], 6), (trends[1], 6)), TALL),
+         Row(((trends[2], 4), (trends[3], 4), (trends[4], 4)), TALL)),
+        filters=(_time_filter(),))
+    return network, security, platform, effect

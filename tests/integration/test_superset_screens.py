@@ -8,6 +8,7 @@ roles provisioned; it is stopped by its PID at the end. Screenshots of every scr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -38,7 +39,8 @@ ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
 SCREENS = {"leadership": "领导驾驶舱", "ops": "运维值班视图", "resources": "资源运行态势",
            "applications": "应用健康", "events": "事件与告警", "service": "服务质量",
            "assets": "资源台账", "quality": "数据质量", "insights": "智能分析",
-           "metric-map": "指标地图"}
+           "metric-map": "指标地图", "network": "网络质量", "security": "安全态势",
+           "platform": "平台自身运行", "effect": "运维成效"}
 PASSWORD = "Screens-test-1"
 
 
@@ -126,6 +128,46 @@ def test_every_chart_of_every_screen_returns_rows(superset: SupersetConfig,
                 assert query["rowcount"] > 0 and query["data"], f"{name}: no rows"
             checked += 1
     print(f"{checked} chart data calls on {len(dashboards)} screens returned rows")
+
+
+def test_new_screens_show_the_lake_and_a_time_range_changes_them(
+        superset: SupersetConfig, admin: SupersetClient) -> None:
+    """Headline numbers are the warehouse's own; a time range on the time column cuts them."""
+    contexts = {spec["uuid"]: spec["query_context"] for spec in (
+        yaml.safe_load(text) for rel, text in read_files(DASHBOARDS_DIR).items()
+        if rel.startswith("charts/"))}
+    charts = {c["slice_name"]: c for c in admin.list_all(
+        "chart", ["id", "slice_name", "uuid", "datasource_id"])}
+
+    def value(title: str, time_range: str = "No filter") -> float:
+        """The big number's value, its time column's range set as a native filter sets it."""
+        chart = charts[title]
+        body = json.loads(contexts[chart["uuid"]])
+        body["datasource"]["id"] = chart["datasource_id"]
+        ranges = [f for f in body["queries"][0]["filters"] if f["op"] == "TEMPORAL_RANGE"]
+        assert ranges, f"{title} has no time column"
+        for f in ranges:
+            f["val"] = time_range
+        row = admin.post("/api/v1/chart/data", body)["result"][0]["data"][0]
+        (number,) = row.values()
+        return float(number or 0)
+
+    con = duckdb.connect(str(superset.warehouse), read_only=True)
+    try:
+        lake_bytes, first = con.execute(
+            "SELECT sum(bytes), min(CAST(dt AS DATE)) FROM lake_inventory").fetchone()
+        devices = con.execute("SELECT count(*) FROM asset_ledger WHERE kind = 'security' AND "
+                              "dt = (SELECT max(dt) FROM asset_ledger)").fetchone()[0]
+        runs = con.execute("SELECT count(DISTINCT run_id) FROM quality_log").fetchone()[0]
+    finally:
+        con.close()
+    assert value("数据湖容量（MB）") == pytest.approx(lake_bytes / 1048576)
+    assert value("安全设备数") == devices > 0
+    assert value("管道运行次数") == runs > 0
+    # The lake's first day alone holds less than the whole lake; a range before it, nothing.
+    assert 0 < value("数据湖容量（MB）", f"{first} : {first + timedelta(days=1)}") < \
+        value("数据湖容量（MB）")
+    assert not value("数据湖容量（MB）", "2000-01-01 : 2000-01-02")
 
 
 def test_dataset_columns_match_the_warehouse(superset: SupersetConfig) -> None:

@@ -35,7 +35,7 @@ def test_bundle_links_every_object_by_uuid() -> None:
     files = {rel: yaml.safe_load(text) for rel, text in bundle.read_files().items()}
     by_kind = {kind: {d["uuid"]: d for rel, d in files.items() if rel.startswith(kind + "/")}
                for kind in ("databases", "datasets", "charts", "dashboards")}
-    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 10
+    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 14
     for dataset in by_kind["datasets"].values():
         assert dataset["database_uuid"] in by_kind["databases"]
         assert dataset["table_name"] and dataset["columns"]
@@ -66,6 +66,57 @@ def test_bundle_links_every_object_by_uuid() -> None:
         for row in rows:
             widths = [dashboard["position"][c]["meta"]["width"] for c in row["children"]]
             assert sum(widths) <= 12
+
+
+NEW_THEMES = {"network": "网络质量", "security": "安全态势", "platform": "平台自身运行",
+              "effect": "运维成效"}
+
+
+def test_new_theme_screens_carry_native_filters() -> None:
+    """A time range on every new screen; value filters target a column, scoped by chart."""
+    files = {rel: yaml.safe_load(text) for rel, text in bundle.read_files().items()}
+    datasets = {d["uuid"]: d for rel, d in files.items() if rel.startswith("datasets/")}
+    charts = {c["uuid"]: c for rel, c in files.items() if rel.startswith("charts/")}
+    for slug, title in NEW_THEMES.items():
+        dashboard = files[f"dashboards/{slug}.yaml"]
+        assert dashboard["dashboard_title"] == title
+        filters = dashboard["metadata"]["native_filter_configuration"]
+        assert filters[0]["filterType"] == "filter_time", slug
+        cells = {c["meta"]["chartId"]: c["meta"]["uuid"] for c in dashboard["position"].values()
+                 if isinstance(c, dict) and c.get("type") == "CHART"}
+        for f in filters[1:]:
+            assert f["filterType"] == "filter_select" and f["id"].startswith("NATIVE_FILTER-")
+            target = f["targets"][0]
+            column = target["column"]["name"]
+            assert column in {c["column_name"] for c in datasets[target["datasetUuid"]]["columns"]}
+            excluded = set(f["scope"]["excluded"])
+            assert excluded < set(cells), f"{slug}/{column}: unknown chart ids"
+            in_scope = [charts[u] for i, u in cells.items() if i not in excluded]
+            assert in_scope, f"{slug}/{column} filters no chart"
+            for chart in in_scope:  # only charts whose dataset has the column
+                dataset = datasets[chart["dataset_uuid"]]
+                assert column in {c["column_name"] for c in dataset["columns"]}, \
+                    chart["slice_name"]
+    # Every chart over a dated dataset follows a dashboard's time range.
+    for chart in charts.values():
+        dttm = datasets[chart["dataset_uuid"]]["main_dttm_col"]
+        ranges = [f for f in chart["params"]["adhoc_filters"]
+                  if f.get("operator") == "TEMPORAL_RANGE"]
+        query = json.loads(chart["query_context"])["queries"][0]
+        assert bool(ranges) == bool(dttm or chart["params"].get("x_axis") in (
+            c["column_name"] for c in datasets[chart["dataset_uuid"]]["columns"]
+            if c["is_dttm"])), chart["slice_name"]
+        assert [f["col"] for f in query["filters"]] == [f["subject"] for f in ranges]
+
+
+def test_value_filter_refuses_a_chart_without_its_column() -> None:
+    from opslake.screens import datasets as ds
+    from opslake.screens.model import Chart, NativeFilter
+
+    chart = Chart("k", "t", "big_number_total", ds.CONVERGENCE, metrics=("alerts",))
+    with pytest.raises(KeyError, match="convergence has no column business"):
+        NativeFilter("business", "业务系统", ds.SERVICE_LEVELS, "business",
+                     (chart,)).to_yaml({"k": 1})
 
 
 def test_catalog_metrics_become_named_dataset_metrics() -> None:
