@@ -26,11 +26,16 @@ def test_reader_keeps_its_snapshot_while_the_warehouse_is_rebuilt(
 
     _gold(lake, "2026-03-03", 4)
     objects = build_warehouse(lake, settings.warehouse_path)  # no lock error with a reader open
-    assert [(o.name, o.rows) for o in objects] == [("entity_health", 7)]
+    # Beside gold, the lake's own size: one row per partition.
+    assert [(o.name, o.rows) for o in objects] == [("entity_health", 7), ("lake_inventory", 2)]
     # The open reader still answers from the file it opened; a new reader sees the new one.
     assert reader.execute("SELECT name FROM _opslake_warehouse").fetchall() == [
-        ("entity_health",)]
+        ("entity_health",), ("lake_inventory",)]
     fresh = open_read_only(settings.warehouse_path)
+    assert fresh.execute("SELECT layer, \"table\", dt, files, rows, bytes > 0 FROM "
+                         "lake_inventory ORDER BY dt").fetchall() == [
+        ("gold", "entity_health", "2026-03-02", 1, 3, True),
+        ("gold", "entity_health", "2026-03-03", 1, 4, True)]
     assert fresh.execute("SELECT count(*), count(DISTINCT dt) FROM entity_health").fetchone() \
         == (7, 2)
     assert fresh.execute("SELECT typeof(dt) FROM entity_health LIMIT 1").fetchone() == ("VARCHAR",)
@@ -55,7 +60,8 @@ def test_answers_are_cached_per_warehouse_file_but_live_views_are_read_fresh(
     lake.write_table(live, "gold", "metric_values_live", {"dt": "2026-03-02", "hour": "10"})
     objects = build_warehouse(lake, settings.warehouse_path)
     assert {o.name: o.kind for o in objects} == {"entity_health": "table",
-                                                 "metric_values_live": "live"}
+                                                 "metric_values_live": "live",
+                                                 "lake_inventory": "table"}
     reader = WarehouseReader(settings.warehouse_path)
     count = "SELECT count(*) AS n FROM entity_health WHERE score >= ? AND entity_id <> ALL(?)"
     first = reader.query(count, [0.5, ["x"]])
