@@ -43,7 +43,10 @@ def test_landing_parquet_and_warehouse_on_s3(s3_settings: Settings) -> None:
         {"day": "2026-03-02", "score": 97.5}]
 
     objects = build_warehouse(lake, s3_settings.warehouse_path)
-    assert [(o.name, o.rows) for o in objects] == [("entity_health", 1)]
+    # lake_inventory: the landed syslog batch and the gold partition, read over S3.
+    assert [(o.name, o.rows) for o in objects] == [("entity_health", 1), ("lake_inventory", 2)]
     con = open_read_only(s3_settings.warehouse_path)
     assert con.execute("SELECT score FROM entity_health").fetchone() == (97.5,)
+    assert con.execute("SELECT layer, \"table\", files FROM lake_inventory ORDER BY layer"
+                       ).fetchall() == [("gold", "entity_health", 1), ("landing", "syslog", 1)]
     con.close()
