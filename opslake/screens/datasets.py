@@ -30,6 +30,9 @@ PRINCIPAL_ZH = {"job": "调度作业", "api_key": "数据服务", "dashboard": "
 PERCENT = ".1%"
 SECURITY_TYPE_ZH = {"firewall": "防火墙", "waf": "Web应用防火墙", "ids": "入侵检测",
                     "bastion": "堡垒机"}
+#: The tiers of a business's call chain and the object types a chart shows by name.
+OBJECT_TYPE_ZH = {"app": "前端应用", "svc": "后端服务", "db": "数据库", "middleware": "中间件",
+                  "queue": "消息队列", "identity": "统一身份认证", "switch": "交换机"} | SECURITY_TYPE_ZH
 LAYER_ZH = {"landing": "落地层", "bronze": "原始层", "silver": "标准层", "gold": "汇总层"}
 #: The platform-effect screen's baseline: the lake's first days of service levels.
 BASELINE_DAYS = 7
@@ -425,7 +428,8 @@ def metric_values(definitions: list[MetricDefinition]) -> Dataset:
        c.category, {_label('c.category', CATEGORY_ZH)} AS category_zh, c.unit, v.grain,
        {_local('v.bucket_start')} AS bucket_start, v.scope, v.entity_id, v.business,
        v.department, v.region, v.object_kind, {_label('v.object_kind', KIND_ZH)}
-       AS object_kind_zh, v.object_type, v.value, v.numerator, v.denominator
+       AS object_kind_zh, v.object_type, {_label('v.object_type', OBJECT_TYPE_ZH)}
+       AS object_type_zh, v.value, v.numerator, v.denominator
 FROM metric_values AS v LEFT JOIN catalog_metrics AS c USING (metric_id)""",
         columns=(_c("metric_id", "VARCHAR", "指标编号"), _c("metric_name", "VARCHAR", "指标"),
                  _c("metric_name_en", "VARCHAR", "指标（英文）"), _c("category", "VARCHAR", "类别代码"),
@@ -434,8 +438,9 @@ FROM metric_values AS v LEFT JOIN catalog_metrics AS c USING (metric_id)""",
                  _c("scope", "VARCHAR", "统计范围"), _c("entity_id", "VARCHAR", "对象"),
                  _c("business", "VARCHAR", "业务系统"), _c("department", "VARCHAR", "部门"),
                  _c("region", "VARCHAR", "地市"), _c("object_kind", "VARCHAR", "对象大类代码"),
-                 _c("object_kind_zh", "VARCHAR", "对象大类"), _c("object_type", "VARCHAR", "对象类型"),
-                 _c("value", "DOUBLE", "值"), _c("numerator", "DOUBLE", "分子"),
+                 _c("object_kind_zh", "VARCHAR", "对象大类"),
+                 _c("object_type", "VARCHAR", "对象类型代码"),
+                 _c("object_type_zh", "VARCHAR", "对象类型"), _c("value", "DOUBLE", "值"), _c("numerator", "DOUBLE", "分子"),
                  _c("denominator", "DOUBLE", "分母")),
         metrics=tuple(catalog_metric(m) for m in definitions if m.status == "published"),
         main_dttm="bucket_start", by_department=True,

@@ -1,4 +1,4 @@
-"""The large screens: fourteen dashboards for the ops-centre wall, leadership and departments.
+"""The large screens: fifteen dashboards for the ops-centre wall, leadership and departments.
 
 Each screen is laid out for a 1920×1080 wall: a row of headline numbers, then two rows of
 charts. A chart may appear on several screens (same UUID, one Superset chart).
@@ -296,16 +296,16 @@ def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], l
               (Chart("usage-by-principal", "指标使用（按使用方）", "pie", ds.USAGE,
                      metrics=("uses",), groupby=("principal_kind_zh",)), 4)), TALL)))
 
-    network, security, platform, effect = _new_themes(values)
     screens = [leadership, ops, resources, applications, events, service, assets, quality,
-               insights, metric_map, network, security, platform, effect]
+               insights, metric_map, *_new_themes(values)]
     used = {chart.dataset.key for s in screens for chart in s.charts}
     datasets = [d for d in (*ds.STATIC_DATASETS, values) if d.key in used]
     return datasets, screens
 
 
-def _new_themes(values: Dataset) -> tuple[Screen, Screen, Screen, Screen]:
-    """Network quality, security posture, the platform itself and the platform's effect."""
+def _new_themes(values: Dataset) -> list[Screen]:
+    """Network quality, security posture, the platform itself, the platform's effect and the
+    business call chain as users meet it."""
     switch_metrics = ("cloud.switch.interface_utilisation", "cloud.switch.interface_errors")
     by_switch = ("grain = '1h'", "scope = 'entity'", _only(*switch_metrics))
     switch_util = Chart(
@@ -330,6 +330,8 @@ def _new_themes(values: Dataset) -> tuple[Screen, Screen, Screen, Screen]:
     probe_latency = _catalog_line("probe-latency-by-business", "应用拨测时延P95（毫秒，按业务）",
                                   values, "application.probe.latency_p95", "business",
                                   "business")
+    probe_availability = _catalog_big("probe-availability", "应用拨测可用率", values,
+                                      "application.probe.availability")
     network = Screen(
         "network", "网络质量",
         "Network quality: switch interface utilisation and errors, synthetic probe "
@@ -338,8 +340,7 @@ def _new_themes(values: Dataset) -> tuple[Screen, Screen, Screen, Screen]:
                             "cloud.switch.interface_utilisation"), 3),
               (_catalog_big("switch-errors-avg", "交换机端口平均错包率（每秒）", values,
                             "cloud.switch.interface_errors"), 3),
-              (_catalog_big("probe-availability", "应用拨测可用率", values,
-                            "application.probe.availability"), 3),
+              (probe_availability, 3),
               (_catalog_big("tcp-probe-latency", "平台TCP拨测时延P95（毫秒，最高）", values,
                             "platform.probe.tcp_latency_p95"), 3)), HEADLINE),
          Row(((switch_util, 6), (switch_errors, 6)), TALL),
@@ -439,4 +440,35 @@ def _new_themes(values: Dataset) -> tuple[Screen, Screen, Screen, Screen]:
          Row(((trends[0], 6), (trends[1], 6)), TALL),
          Row(((trends[2], 4), (trends[3], 4), (trends[4], 4)), TALL)),
         filters=(_time_filter(),))
-    return network, security, platform, effect
+
+    chain = ("grain = '1h'", "scope = 'entity'", "object_type IN ('app', 'svc')")
+    http = ("application.http.request_rate", "application.http.error_ratio",
+            "application.http.request_duration_p95")
+    chain_latency, chain_errors = (
+        Chart(f"chain-{key}", title, "echarts_timeseries_bar", values, metrics=(metric,),
+              groupby=("object_type_zh",), x_axis="business", where=(*chain, _only(metric)),
+              options={"y_axis_format": dataset_format(values, metric)})
+        for key, title, metric in (
+            ("latency", "各业务链路响应时间P95（秒，前端应用→后端服务）", http[2]),
+            ("errors", "各业务链路错误率（前端应用→后端服务）", http[1])))
+    chain_table = Chart(
+        "chain-detail", "业务链路各环节（请求、错误率、P95）", "table", values,
+        groupby=("business", "object_type_zh"), metrics=http, where=(*chain, _only(*http)),
+        order_by=(("application.http.error_ratio", False),), row_limit=40)
+    trace = Screen(
+        "trace", "业务链路与用户体验",
+        "Each business as its users meet it: probe availability and latency, then request "
+        "rate, errors and p95 latency at each tier of its call chain (front-end application, "
+        "back-end services).",
+        (Row(((probe_availability, 3),
+              (_catalog_big("probe-latency-max", "拨测时延P95（毫秒，最高）", values,
+                            "application.probe.latency_p95"), 3),
+              (_catalog_big("app-error-ratio-avg", "应用平均错误率", values, http[1]), 3),
+              (_catalog_big("app-latency-max", "应用响应时间P95（秒，最高）", values, http[2]),
+               3)), HEADLINE),
+         Row(((chain_latency, 6), (chain_errors, 6)), TALL),
+         Row(((probe_by_business, 3), (probe_latency, 4), (chain_table, 5)), TALL)),
+        filters=(_time_filter(),
+                 _value_filter("business", "业务系统", values, chain_latency, chain_errors,
+                               chain_table, probe_by_business, probe_latency)))
+    return [network, security, platform, effect, trace]

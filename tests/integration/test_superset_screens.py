@@ -40,7 +40,7 @@ SCREENS = {"leadership": "领导驾驶舱", "ops": "运维值班视图", "resour
            "applications": "应用健康", "events": "事件与告警", "service": "服务质量",
            "assets": "资源台账", "quality": "数据质量", "insights": "智能分析",
            "metric-map": "指标地图", "network": "网络质量", "security": "安全态势",
-           "platform": "平台自身运行", "effect": "运维成效"}
+           "platform": "平台自身运行", "effect": "运维成效", "trace": "业务链路与用户体验"}
 PASSWORD = "Screens-test-1"
 
 

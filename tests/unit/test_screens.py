@@ -35,7 +35,7 @@ def test_bundle_links_every_object_by_uuid() -> None:
     files = {rel: yaml.safe_load(text) for rel, text in bundle.read_files().items()}
     by_kind = {kind: {d["uuid"]: d for rel, d in files.items() if rel.startswith(kind + "/")}
                for kind in ("databases", "datasets", "charts", "dashboards")}
-    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 14
+    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 15
     for dataset in by_kind["datasets"].values():
         assert dataset["database_uuid"] in by_kind["databases"]
         assert dataset["table_name"] and dataset["columns"]
@@ -69,7 +69,7 @@ def test_bundle_links_every_object_by_uuid() -> None:
 
 
 NEW_THEMES = {"network": "网络质量", "security": "安全态势", "platform": "平台自身运行",
-              "effect": "运维成效"}
+              "effect": "运维成效", "trace": "业务链路与用户体验"}
 
 
 def test_new_theme_screens_carry_native_filters() -> None:
