@@ -42,6 +42,7 @@ from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.settings import Settings
 
 if TYPE_CHECKING:
+    from opslake.alerting.handling import HandlingLog
     from opslake.api.warehouse import WarehouseReader
 
 __all__ = ["FILTERS", "Lake", "Output", "When"]
@@ -77,10 +78,13 @@ class Lake:
         Nothing is recorded and no rows are withheld: use :meth:`remote` for audited,
         role-scoped access. The warehouse is reopened when a rebuild replaces it.
         """
+        from opslake.alerting.handling import HandlingLog
         from opslake.api.warehouse import WarehouseReader
+        from opslake.lake.landing import LandingZone
 
         settings = settings or Settings.from_env()
-        return cls(_Local(WarehouseReader(settings.warehouse_path)), as_)
+        return cls(_Local(WarehouseReader(settings.warehouse_path),
+                          HandlingLog(LandingZone.from_settings(settings))), as_)
 
     @classmethod
     def remote(cls, url: str, key: str | None = None, timeout: float = 30, *,
@@ -343,8 +347,9 @@ class _Local(_Backend):
     The caller is not row-scoped (it reads the file), so no scope conditions apply.
     """
 
-    def __init__(self, reader: WarehouseReader) -> None:
+    def __init__(self, reader: WarehouseReader, handling: HandlingLog) -> None:
         self.reader = reader
+        self.handling = handling
 
     def describe_self(self) -> str:
         return f"local {self.reader.path}"
@@ -407,7 +412,11 @@ class _Local(_Backend):
     def incidents(self, day: date | None, status: str | None, severity: str | None
                   ) -> pa.Table:
         dt = self._newest("incidents_current", day)
-        return self._query(*statements.incidents(dt, status, severity))
+        from opslake.alerting.handling import with_state
+
+        table = self._query(*statements.incidents(dt, status, severity))
+        # As the API answers them: with each incident's handling as of now.
+        return with_state(table, self.handling.states(table.column("incident_id").to_pylist()))
 
     def incident_alerts(self, incident_id: str) -> pa.Table:
         if not self._query(*statements.incident_exists(incident_id)).num_rows:

@@ -24,6 +24,7 @@ The handling status is separate from the alert status of the incident (``firing`
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import unicodedata
@@ -45,6 +46,8 @@ from opslake.lake.schemas import TS
 from opslake.lake.storage import Lake
 from opslake.security.identity import IdentityStore
 from opslake.security.roles import ROLES, Principal
+
+log = logging.getLogger(__name__)
 
 #: The landing source (and the silver table) of handling events.
 SOURCE = "incident_actions"
@@ -354,19 +357,21 @@ def handled_incidents(lake: Lake, states: Mapping[str, HandlingState]) -> pa.Tab
         return HANDLED_SCHEMA.empty_table()
     ids = pa.array(sorted(wanted), pa.string())
     rows = lake.read_table("gold", "incidents", columns=["incident_id", "started_at",
-                                                          "businesses"])
+                                                          "ended_at", "businesses", "updated_at"])
     rows = rows.filter(pc.is_in(rows.column("incident_id"), ids))
     alerts = lake.read_table("gold", "incident_alerts", columns=["incident_id", "fingerprint"])
     alerts = alerts.filter(pc.is_in(alerts.column("incident_id"), ids))
     prints: dict[str, set[str]] = {}
     for a in alerts.to_pylist():
         prints.setdefault(a["incident_id"], set()).add(a["fingerprint"])
-    # An incident open at midnight is written on each day: its start is the same in all.
-    started = {r["incident_id"]: r for r in rows.to_pylist()}
+    # An incident open at midnight is written on each day: the latest row knows its end.
+    started = {r["incident_id"]: r for r in sorted(rows.to_pylist(),
+                                                   key=lambda r: r["updated_at"])}
     return pa.Table.from_pylist([{
         "incident_id": i, "fingerprints": sorted(prints.get(i, ())),
         "business": min(r["businesses"] or [None], key=lambda b: b or ""),
-        "started_at": r["started_at"], "acknowledged_at": states[i].acknowledged_at,
+        "started_at": r["started_at"], "ended_at": r["ended_at"],
+        "acknowledged_at": states[i].acknowledged_at,
         "resolved_at": states[i].resolved_at} for i, r in sorted(started.items())],
         schema=HANDLED_SCHEMA)
 
@@ -409,7 +414,13 @@ class HandlingLog:
                 if batch.batch_id in found or (incident_ids is not None and batch.batch_id
                                                .split(".", 1)[0] not in incident_ids):
                     continue
-                event = _event(json.loads(self.zone.read(batch)))
+                try:
+                    event = _event(json.loads(self.zone.read(batch)))
+                except (ValueError, TypeError, KeyError) as exc:
+                    # Not from record(): bronze quarantines it with the reason; reads go on.
+                    log.warning("landed handling event %s (%s) is not readable, left out: %s",
+                                batch.batch_id, day, exc)
+                    continue
                 found[event.event_id] = event
         return sorted(found.values(), key=lambda e: (e.at, e.incident_id, e.seq))
 

@@ -29,7 +29,8 @@ a newer ITSM export picks it up. Per ``business``, plus one row ``(all)`` for th
 
 Incidents handled in OpsLake (``handled``: acknowledged or resolved there, see
 ``opslake.alerting.handling``) count by their own events: each such incident replaces the
-incident tickets linked to it (through their alert fingerprint) with one row opened at the
+incident tickets linked to it (their alert fingerprint is one of its alerts' and they were
+opened while it was open, from its start to its alerts' end) with one row opened at the
 incident's start, acknowledged at its first acknowledgement and resolved at its standing
 resolution, each taken from the linked tickets (the proxy) only when OpsLake has no such
 event; its business and SLA target are the linked tickets' (else its first business). An
@@ -77,6 +78,7 @@ HANDLED_SCHEMA = pa.schema(
         ("fingerprints", pa.list_(pa.string())),
         ("business", pa.string()),
         ("started_at", pa.timestamp("us", tz="UTC")),
+        ("ended_at", pa.timestamp("us", tz="UTC")),
         ("acknowledged_at", pa.timestamp("us", tz="UTC")),
         ("resolved_at", pa.timestamp("us", tz="UTC")),
     ]
@@ -137,10 +139,16 @@ def _measures(end: datetime) -> dict[str, pl.Expr]:
 def _with_handled(tickets: pl.DataFrame, handled: pa.Table) -> pl.DataFrame:
     """``tickets`` with each handled incident in place of the incident tickets linked to it."""
     incidents = pl.from_arrow(handled)
-    links = incidents.select("incident_id", "fingerprints").explode("fingerprints")
+    links = incidents.select("incident_id", "fingerprints", "started_at", "ended_at") \
+        .explode("fingerprints")
+    # A fingerprint may fire again in a later incident: a ticket belongs to the one that
+    # was open when the ticket was opened.
     linked = (
         tickets.filter(pl.col("type").str.to_lowercase() == "incident")
         .join(links, left_on="alert_fingerprint", right_on="fingerprints", how="inner")
+        .filter((pl.col("opened_at") >= pl.col("started_at"))
+                & (pl.col("ended_at").is_null() | (pl.col("opened_at") <= pl.col("ended_at"))))
+        .drop("started_at", "ended_at")
     )
     proxy = linked.sort("ticket_id").group_by("incident_id").agg(
         pl.col("business").drop_nulls().first().alias("ticket_business"),

@@ -112,7 +112,8 @@ def test_mtta_mttr_use_handling_events_when_present() -> None:
     tickets = pa.Table.from_pylist([
         _ticket("T1", "fp1", T0 + timedelta(minutes=10), T0 + timedelta(minutes=40),
                 T0 + timedelta(minutes=130)),
-        _ticket("T2", "fp2", T0, T0 + timedelta(minutes=20), T0 + timedelta(minutes=60)),
+        # The same alert fired before the incident began: that ticket is not the incident's.
+        _ticket("T2", "fp1", T0, T0 + timedelta(minutes=20), T0 + timedelta(minutes=60)),
     ], schema=TICKETS)
     day = date(2026, 3, 2)
     before = service_levels(tickets, day).to_pylist()[0]
@@ -129,3 +130,13 @@ def test_mtta_mttr_use_handling_events_when_present() -> None:
     assert province["mtta_minutes"] == pytest.approx((5 + 20) / 2)
     assert province["mttr_minutes"] == pytest.approx((128 + 60) / 2)
     assert [r["business"] for r in after] == ["(all)", "社保"]
+
+
+def test_a_landed_object_that_is_no_event_is_left_out_and_quarantined(tmp_path, caplog) -> None:
+    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp_path)}))
+    zone = LandingZone(lake)
+    bad = zone.write(handling.SOURCE, b'{"action": "acknowledge"}', fmt="json",
+                     batch_id=f"{INC}.000001", received_at=T0)
+    log = HandlingLog(zone)
+    assert log.events() == [] and "not readable" in caplog.text
+    assert "not a handling event" in handling.parse(zone.read(bad), bad).rejects[0].reason
