@@ -9,17 +9,15 @@ store may be shared by threads and processes). A verified API key is remembered 
 disabling a user through this store takes effect at once in this process, and within that many
 seconds in the others (the API server, when the CLI revokes).
 
-Secrets are never stored: passwords as argon2id hashes (argon2-cffi's current default
-parameters; scrypt hashes of earlier versions still verify and are replaced by argon2id at the
-user's next successful sign-in), session tokens as SHA-256 hashes, API key secrets as salted
-SHA-256 hashes. TOTP codes (RFC 6238) are computed by pyotp. TOTP secrets must be recoverable,
-so they pass through the ``protect``/``unprotect`` pair the caller supplies (SM4 field
+Secrets are never stored: passwords as argon2id hashes (:mod:`opslake.security.passwords`,
+with the policy), session tokens as SHA-256 hashes, API key secrets as salted SHA-256 hashes.
+TOTP codes (RFC 6238, :mod:`opslake.security.totp`) are checked by pyotp. TOTP secrets must be
+recoverable, so they pass through the ``protect``/``unprotect`` pair the caller supplies (SM4 field
 encryption in production; identity by default).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -29,15 +27,12 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
 from pathlib import Path
 from time import monotonic
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 
 from opslake.errors import (
     AuthError,
@@ -49,25 +44,25 @@ from opslake.errors import (
 )
 from opslake.lake.state_db import StateDB
 from opslake.security.crypto import FieldCipher
+from opslake.security.passwords import (
+    check_password,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from opslake.security.roles import ROLES, SCOPES, Principal
+from opslake.security.totp import TOTP_DIGITS, TOTP_ISSUER, TOTP_STEP
 from opslake.settings import Settings
 
-MIN_PASSWORD_LENGTH = 12
-MIN_PASSWORD_CLASSES = 3
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 PASSWORD_MAX_AGE = timedelta(days=90)
 SESSION_IDLE = timedelta(minutes=30)
 SESSION_MAX = timedelta(hours=8)
-TOTP_STEP = 30
-TOTP_DIGITS = 6
-TOTP_ISSUER = "OpsLake"
 KEY_PREFIX = "olk"
 KEY_CACHE_SECONDS = 2.0
-#: Hashes new passwords (argon2id, the library's current default parameters); a stored hash
-#: made with other parameters is re-made at the next successful sign-in.
-_HASHER = PasswordHasher()
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _BAD_LOGIN = "wrong user name, password or TOTP code; check them and try again"
@@ -200,84 +195,6 @@ class Usage:
     requests: int
     rows: int
     errors: int
-
-
-def password_problems(password: str, user: str) -> list[str]:
-    """What ``password`` lacks under the MLPS policy for ``user``; empty when it passes."""
-    problems = []
-    if len(password) < MIN_PASSWORD_LENGTH:
-        problems.append(f"at least {MIN_PASSWORD_LENGTH} characters (it has {len(password)})")
-    classes = {
-        "a lower-case letter": any(c.islower() for c in password),
-        "an upper-case letter": any(c.isupper() for c in password),
-        "a digit": any(c.isdigit() for c in password),
-        "a symbol": any(not c.isalnum() for c in password),
-    }
-    present = sum(classes.values())
-    if present < MIN_PASSWORD_CLASSES:
-        missing = " or ".join(k for k, v in classes.items() if not v)
-        problems.append(f"{MIN_PASSWORD_CLASSES} of 4 character classes (it has {present}; "
-                        f"add {missing})")
-    if user and user.lower() in password.lower():
-        problems.append("no copy of the user name")
-    return problems
-
-
-def check_password(password: str, user: str) -> None:
-    """Raise InputError listing every rule ``password`` breaks."""
-    problems = password_problems(password, user)
-    if problems:
-        raise InputError(f"password for {user!r} refused; it needs " + "; ".join(problems)
-                         + ". Choose another password.")
-
-
-def hotp(key: bytes, counter: int, digits: int = TOTP_DIGITS) -> str:
-    """RFC 4226 HOTP (HMAC-SHA-1) of raw ``key`` at ``counter``."""
-    return pyotp.HOTP(base64.b32encode(key).decode(), digits=digits).at(counter)
-
-
-def totp(key: bytes, at: float, digits: int = TOTP_DIGITS, step: int = TOTP_STEP) -> str:
-    """RFC 6238 TOTP code of raw ``key`` for Unix time ``at``."""
-    return hotp(key, int(at // step), digits)
-
-
-def b32_key(secret: str) -> bytes:
-    """The raw key of a base32 TOTP secret, tolerating lower case, spaces and no padding."""
-    clean = secret.replace(" ", "").upper()
-    return base64.b32decode(clean + "=" * (-len(clean) % 8))
-
-
-def _hash_password(password: str) -> str:
-    return _HASHER.hash(password)
-
-
-def _verify_password(password: str, stored: str) -> bool:
-    if stored.startswith("scrypt$"):
-        return _verify_scrypt(password, stored)
-    try:
-        return _HASHER.verify(stored, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def _needs_rehash(stored: str) -> bool:
-    """Whether ``stored`` is scrypt or argon2 at other than the current parameters."""
-    return stored.startswith("scrypt$") or _HASHER.check_needs_rehash(stored)
-
-
-def _verify_scrypt(password: str, stored: str) -> bool:
-    # Hashes of earlier versions (scrypt$N$r$p$salt$digest); verified until re-hashed.
-    _, n, r, p, salt, digest = stored.split("$")
-    expected = bytes.fromhex(digest)
-    actual = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                            p=int(p), dklen=len(expected))
-    return hmac.compare_digest(actual, expected)
-
-
-@cache
-def _dummy_hash() -> str:
-    # Unknown users still cost one argon2id, so timing does not tell which names exist.
-    return _hash_password(secrets.token_urlsafe(16))
 
 
 def _key_hash(salt: bytes, secret: str) -> bytes:
@@ -435,7 +352,7 @@ class IdentityStore:
             "INSERT INTO users (name, role, departments, businesses, password, "
             "password_changed_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (name, role, json.dumps(departments, ensure_ascii=False),
-             json.dumps(businesses, ensure_ascii=False), _hash_password(password), now, now))
+             json.dumps(businesses, ensure_ascii=False), hash_password(password), now, now))
 
     def bootstrap_admin(self, name: str, password: str) -> None:
         """Create the first administrator; refused once any administrator exists."""
@@ -465,17 +382,17 @@ class IdentityStore:
         if current is not None:
             if (locked := self._locked(row, now)) is not None:
                 raise locked
-            if not _verify_password(current, row["password"]):
+            if not verify_password(current, row["password"]):
                 with self._db.tx() as conn:
                     failure = self._count_failure(conn, self._require_user(conn, name), now)
                 raise failure
-        if _verify_password(password, row["password"]):
+        if verify_password(password, row["password"]):
             raise InputError(f"the new password for {name!r} equals the current one; choose a "
                              "different password.")
         with self._db.tx() as conn:
             conn.execute("UPDATE users SET password = ?, password_changed_at = ?, "
                          "failed_attempts = 0, first_failed_at = NULL, locked_until = NULL "
-                         "WHERE name = ?", (_hash_password(password), _iso(now), name))
+                         "WHERE name = ?", (hash_password(password), _iso(now), name))
             conn.execute("DELETE FROM sessions WHERE user = ?", (name,))
 
     def unlock_user(self, name: str) -> None:
@@ -549,12 +466,12 @@ class IdentityStore:
         if row is not None and (locked := self._locked(row, now)) is not None:
             raise locked
         # Hashing runs outside the write lock so slow hashing does not serialise the store.
-        password_ok = _verify_password(password, row["password"] if row else _dummy_hash())
+        password_ok = verify_password(password, row["password"] if row else dummy_hash())
         if row is None:
             raise AuthError(_BAD_LOGIN)
         checked = row["password"]
         # A scrypt (or outdated argon2) hash is replaced now the password is known to be right.
-        rehashed = _hash_password(password) if password_ok and _needs_rehash(checked) else None
+        rehashed = hash_password(password) if password_ok and needs_rehash(checked) else None
         token = secrets.token_urlsafe(32)
         with self._db.tx() as conn:
             row = self._require_user(conn, user)

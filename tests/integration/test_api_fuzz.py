@@ -44,7 +44,8 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse, open_read_only
 from opslake.orchestration import runner
-from opslake.security.identity import IdentityStore, b32_key, totp
+from opslake.security.identity import IdentityStore
+from opslake.security.totp import b32_key, totp
 from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
 

@@ -20,7 +20,8 @@ from opslake.api.app import create_app
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import build_warehouse
 from opslake.metrics_catalog.compute import METRIC_VALUES
-from opslake.security.identity import IdentityStore, b32_key, totp
+from opslake.security.identity import IdentityStore
+from opslake.security.totp import b32_key, totp
 from opslake.settings import Settings
 from tests.integration.services import free_port
 from tests.integration.test_subscriptions import PASSWORD, SignedReceiver

@@ -17,8 +17,9 @@ from opslake.errors import (
     PasswordExpired,
     QuotaExceeded,
 )
-from opslake.security.identity import Holder, IdentityStore, Use, b32_key, hotp, totp
+from opslake.security.identity import Holder, IdentityStore, Use
 from opslake.security.roles import ROLES
+from opslake.security.totp import b32_key, hotp, totp
 from opslake.settings import Settings
 
 PASSWORD = "Correct-Horse-42"

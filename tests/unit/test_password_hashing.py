@@ -58,13 +58,13 @@ def test_a_wrong_password_leaves_the_scrypt_hash(store: IdentityStore) -> None:
 def test_an_unknown_user_costs_one_argon2id_verify(store: IdentityStore,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     checked: list[str] = []
-    real = identity._verify_password
+    real = identity.verify_password
 
     def spy(password: str, stored: str) -> bool:
         checked.append(stored)
         return real(password, stored)
 
-    monkeypatch.setattr(identity, "_verify_password", spy)
+    monkeypatch.setattr(identity, "verify_password", spy)
     with pytest.raises(AuthError, match="wrong user name"):
         store.login("nobody", PASSWORD)
     assert len(checked) == 1 and checked[0].startswith("$argon2id$")
