@@ -14,7 +14,16 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from opslake.alerting.handling import HandlingLog
-from opslake.api import admin, alert_webhooks, data, handling, ingest, signin, subscriptions
+from opslake.api import (
+    admin,
+    alert_webhooks,
+    data,
+    handling,
+    ingest,
+    portal,
+    signin,
+    subscriptions,
+)
 from opslake.api.answers import AnswerCache
 from opslake.api.auth import Security, install
 from opslake.api.warehouse import WarehouseReader
@@ -132,10 +141,12 @@ def create_app(settings: Settings | None = None,
     app.include_router(admin.router)
     app.include_router(subscriptions.router)
     app.include_router(signin.router)
+    app.include_router(portal.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)
-    app.state.handling = HandlingLog(landing)
+    app.state.handling = HandlingLog.from_settings(settings, landing)
     app.state.answers = AnswerCache(app.state.warehouse)
+    app.state.portal = portal.Portal.from_settings(settings)
     security = Security(IdentityStore.sealed(settings), AuditLog.from_settings(settings))
     # The doors (opslake.api.gateway) check sessions through this too, so signing out at
     # /logout ends the session at every door at once.

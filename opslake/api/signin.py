@@ -38,8 +38,10 @@ router = APIRouter(tags=["sign-in"], include_in_schema=False)
 SESSION_COOKIE = "opslake_session"
 #: Methods the cookie authenticates at the API; others need a Bearer credential (CSRF).
 SAFE_METHODS = frozenset({"GET", "HEAD"})
-#: Where a sign-in without (or with a refused) ``next`` lands: the signed-in page.
+#: Where a sign-in with a refused ``next`` lands: the signed-in page.
 HOME = "/login"
+#: Where a sign-in without ``next`` lands: the portal (``opslake.api.portal``).
+PORTAL = "/"
 #: The largest sign-in form accepted (three short fields).
 MAX_FORM_BYTES = 4096
 #: Seconds a checked session is trusted by the doors before the store is asked again (a
@@ -182,7 +184,8 @@ def _signed_in(request: Request, principal: Principal) -> HTMLResponse:
     links = "".join(f'<li><a href="{html.escape(origin(scheme, host, port))}/">{name}</a></li>'
                     for name, port in doors)
     return _page("已登录 Signed in", f"<p>{html.escape(principal.user)} "
-                 f"({html.escape(principal.role)})</p><ul>{links}</ul>"
+                 f"({html.escape(principal.role)})</p><ul><li><a href=\"{PORTAL}\">门户 Portal"
+                 f"</a></li>{links}</ul>"
                  '<form method="post" action="/logout"><button type="submit">退出 Sign out'
                  "</button></form>")
 
@@ -193,7 +196,7 @@ async def login_page(request: Request, next: str = "") -> Response:
     principal: Principal = request.state.principal
     settings: Settings = request.app.state.settings
     target = safe_next(next, scheme=_scheme(request), host=request.url.hostname or "",
-                       ports=door_ports(settings))
+                       ports=door_ports(settings)) if next else PORTAL
     if principal.role != "anonymous" and principal.key_id is None:
         if next and target != HOME:
             return RedirectResponse(target, status_code=303)

@@ -1,0 +1,72 @@
+"""The personal workbench (S5.1b): the screens and metrics each user pinned to their portal page.
+
+One small table in ``state_dir/workbench.db`` (the installation's state, like the identity store
+and the subscriptions; backed up with the state directory). A pin is a user, a kind (``screen``
+or ``metric``) and what it names (a screen's slug, a catalog metric id); what a name may be is
+checked by the portal before it is pinned, so the store only keeps and lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from opslake.errors import InputError
+from opslake.lake.state_db import StateDB
+
+DB_FILE = "workbench.db"
+KINDS = ("screen", "metric")
+#: Most pins one user keeps: a workbench is a short list, not a second catalog.
+MAX_PINS = 30
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pins (
+    user TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('screen', 'metric')),
+    ref TEXT NOT NULL, pinned_at TEXT NOT NULL, PRIMARY KEY (user, kind, ref));
+"""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One pinned screen or metric."""
+
+    kind: str
+    ref: str
+    pinned_at: str
+
+
+class Workbench:
+    """Every user's pins, in ``state_dir/workbench.db``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._db = StateDB(Path(state_dir) / DB_FILE, _SCHEMA, "the workbench store")
+
+    def pins(self, user: str) -> list[Pin]:
+        """``user``'s pins, oldest first."""
+        with self._db.connect() as conn:
+            rows = conn.execute("SELECT kind, ref, pinned_at FROM pins WHERE user = ? "
+                                "ORDER BY pinned_at, kind, ref", (user,)).fetchall()
+        return [Pin(r["kind"], r["ref"], r["pinned_at"]) for r in rows]
+
+    def pin(self, user: str, kind: str, ref: str) -> bool:
+        """Pin ``ref`` for ``user``; False when it was pinned already."""
+        if kind not in KINDS:
+            raise InputError(f"cannot pin a {kind!r}; pin one of {', '.join(KINDS)}")
+        with self._db.tx() as conn:
+            count = conn.execute("SELECT count(*) FROM pins WHERE user = ?", (user,)).fetchone()[0]
+            if conn.execute("SELECT 1 FROM pins WHERE user = ? AND kind = ? AND ref = ?",
+                            (user, kind, ref)).fetchone():
+                return False
+            if count >= MAX_PINS:
+                raise InputError(f"{user} has {count} pins, the most a workbench keeps; "
+                                 "unpin one first")
+            conn.execute("INSERT INTO pins VALUES (?, ?, ?, ?)",
+                          (user, kind, ref, datetime.now(UTC).isoformat(timespec="seconds")))
+        return True
+
+    def unpin(self, user: str, kind: str, ref: str) -> bool:
+        """Remove one of ``user``'s pins; False when there was none."""
+        with self._db.tx() as conn:
+            return conn.execute("DELETE FROM pins WHERE user = ? AND kind = ? AND ref = ?",
+                                (user, kind, ref)).rowcount > 0
