@@ -32,9 +32,8 @@ def _lake():
 
 def _log():
     from opslake.alerting.handling import HandlingLog
-    from opslake.lake.landing import LandingZone
 
-    return HandlingLog(LandingZone.from_settings(Settings.from_env()))
+    return HandlingLog.from_settings(Settings.from_env())
 
 
 def _day(day: str | None, live: bool) -> str:

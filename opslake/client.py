@@ -80,11 +80,10 @@ class Lake:
         """
         from opslake.alerting.handling import HandlingLog
         from opslake.api.warehouse import WarehouseReader
-        from opslake.lake.landing import LandingZone
 
         settings = settings or Settings.from_env()
         return cls(_Local(WarehouseReader(settings.warehouse_path),
-                          HandlingLog(LandingZone.from_settings(settings))), as_)
+                          HandlingLog.from_settings(settings)), as_)
 
     @classmethod
     def remote(cls, url: str, key: str | None = None, timeout: float = 30, *,

@@ -4,7 +4,8 @@ Who did what and when is kept append-only in the lake, as one more landing sourc
 (``incident_actions``): each action is one landed batch (a JSON object), durable and
 checksummed like every landed batch, never rewritten. Its batch id is the event id,
 ``<incident id>.<seq>`` (the incident's n-th action), so two people acting on one incident
-at the same moment cannot both land the same step: the second gets a clear conflict. The
+at the same moment cannot both land the same step: writers on one host take a lock in the state
+directory, and a writer elsewhere that lands an id already taken gets a clear conflict. The
 daily pipeline carries the events into ``silver/incident_actions`` and folds them onto each
 incident in ``gold/incident_state``; readers that must see an action at once (the API, the
 CLI) read silver plus the landed batches silver does not hold yet (:class:`HandlingLog`).
@@ -23,12 +24,14 @@ The handling status is separate from the alert status of the incident (``firing`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +49,7 @@ from opslake.lake.schemas import TS
 from opslake.lake.storage import Lake
 from opslake.security.identity import IdentityStore
 from opslake.security.roles import ROLES, Principal
+from opslake.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -377,14 +381,34 @@ def handled_incidents(lake: Lake, states: Mapping[str, HandlingState]) -> pa.Tab
 
 
 class HandlingLog:
-    """The handling events of the lake: recorded through landing, read as of now."""
+    """The handling events of the lake: recorded through landing, read as of now.
 
-    #: One writer at a time in this process: the check and the landing of an action go
-    #: together (another process racing it is refused by the event id instead).
+    ``lock``: a file whose exclusive flock writers hold while they check and land an action,
+    so the service and the CLI on one host never land the same step twice (without it, only
+    this process's writers are serialised).
+    """
+
     _lock = threading.Lock()
 
-    def __init__(self, zone: LandingZone) -> None:
+    def __init__(self, zone: LandingZone, lock: Path | None = None) -> None:
         self.zone = zone
+        self.lock = lock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, zone: LandingZone | None = None) -> HandlingLog:
+        """The log of ``settings``' lake, locked through its state directory."""
+        return cls(zone or LandingZone.from_settings(settings),
+                   settings.state_dir / "handling.lock")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """This process's lock, then the host's (the flock goes with the file's closing)."""
+        if self.lock:
+            self.lock.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.lock, "a") if self.lock else contextlib.nullcontext() as fh:
+            if fh is not None:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
 
     @property
     def lake(self) -> Lake:
@@ -443,7 +467,7 @@ class HandlingLog:
                               "digits, as `opslake alerts incidents` lists them")
         if not actor or not actor.strip():
             raise ConfigError("say who acts (a user name)")
-        with self._lock:
+        with self._writing():
             past = self.events([incident_id])
             state = fold(past).get(incident_id, HandlingState(incident_id))
             check(state, action, assignee=assignee, assignee_kind=assignee_kind,
