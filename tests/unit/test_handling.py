@@ -8,15 +8,7 @@ import pyarrow as pa
 import pytest
 
 from opslake.alerting import handling
-from opslake.alerting.handling import (
-    Assignees,
-    HandlingError,
-    HandlingEvent,
-    HandlingLog,
-    HandlingState,
-    check,
-    fold,
-)
+from opslake.alerting.handling import Assignees, HandlingError, HandlingLog
 from opslake.kpi.service_levels import HANDLED_SCHEMA, service_levels
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import TICKETS
@@ -28,9 +20,10 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TEAM = Assignees(frozenset({"alice", "bob"}), frozenset({"云平台组"}))
 
 
-def _event(seq: int, action: str, minutes: int, **fields: str) -> HandlingEvent:
-    return HandlingEvent(f"{INC}.{seq:06d}", INC, seq, action, fields.pop("actor", "alice"),
-                         "api:session", T0 + timedelta(minutes=minutes), **fields)
+def _event(seq: int, action: str, minutes: int, **fields: str) -> handling.HandlingEvent:
+    return handling.HandlingEvent(f"{INC}.{seq:06d}", INC, seq, action,
+                                  fields.pop("actor", "alice"), "api:session",
+                                  T0 + timedelta(minutes=minutes), **fields)
 
 
 def test_fold_keeps_first_ack_and_the_standing_resolution() -> None:
@@ -40,14 +33,14 @@ def test_fold_keeps_first_ack_and_the_standing_resolution() -> None:
                                                                  severity="critical"),
               _event(5, "resolve", 30, actor="bob"), _event(6, "reopen", 40),
               _event(7, "acknowledge", 41, actor="bob"), _event(8, "resolve", 90)]
-    state = fold(reversed(events))[INC]  # order comes from seq, not from arrival
+    state = handling.fold(reversed(events))[INC]  # order comes from seq, not from arrival
     assert state.handling_status == "resolved"
     assert (state.acknowledged_at, state.acknowledged_by) == (T0 + timedelta(minutes=5), "alice")
     assert (state.resolved_at, state.resolved_by) == (T0 + timedelta(minutes=90), "alice")
     assert (state.assignee, state.assignee_kind) == ("云平台组", "group")
     assert (state.severity_override, state.reopens, state.comments, state.actions) == \
         ("critical", 1, 1, 8)
-    reopened = fold(events[:6])[INC]
+    reopened = handling.fold(events[:6])[INC]
     assert (reopened.handling_status, reopened.resolved_at) == ("open", None)
 
 
@@ -67,7 +60,8 @@ def test_fold_keeps_first_ack_and_the_standing_resolution() -> None:
 def test_transitions_refused_with_the_reason(status: str, action: str, fields: dict,
                                              says: str) -> None:
     with pytest.raises(HandlingError, match=says):
-        check(HandlingState(INC, handling_status=status), action, assignees=TEAM, **fields)
+        handling.check(handling.HandlingState(INC, handling_status=status), action,
+                       assignees=TEAM, **fields)
 
 
 def test_allowed_transitions() -> None:
@@ -76,7 +70,8 @@ def test_allowed_transitions() -> None:
                                    ("resolved", "comment", {"comment": "post-mortem"}),
                                    ("open", "assign", {"assignee": "bob",
                                                        "assignee_kind": "user"})]:
-        check(HandlingState(INC, handling_status=status), action, assignees=TEAM, **fields)
+        handling.check(handling.HandlingState(INC, handling_status=status), action,
+                       assignees=TEAM, **fields)
 
 
 def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
@@ -95,9 +90,16 @@ def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
     assert [b.batch_id for b in batches] == [f"{INC}.000001", f"{INC}.000002"]
     parsed = handling.parse(zone.read(batches[1]), batches[1])
     assert parsed.rejects == [] and parsed.table.column("comment").to_pylist() == ["告警已确认"]
-    # A step landed by another writer in between is refused, never overwritten.
     assert handling.parse(b"{not json", batches[0]).rejects[0].reason.startswith("not a")
     assert log.states()[INC].comments == 1
+    # A writer that read before another landed its step is refused, never overwrites it.
+    other = "INC-00000000000f"
+    log.record(other, "acknowledge", "alice", via="api:session")
+    stale = HandlingLog(zone)
+    stale.events = lambda _ids=None: []  # type: ignore[method-assign]
+    with pytest.raises(HandlingError, match="at the same moment"):
+        stale.record(other, "acknowledge", "carol", via="api:session")
+    assert log.state(other).acknowledged_by == "alice"
 
 
 def _ticket(ticket_id: str, fingerprint: str, opened: datetime, acked: datetime,
