@@ -251,7 +251,7 @@ async def _incidents(api: ApiReader, view: View) -> None:
     if "my_alerts" in view.sections:
         alerts = await asyncio.gather(*(api.get(f"/v1/incidents/{r['incident_id']}/alerts")
                                         for r in mine[:ALERT_INCIDENTS]))
-        view.data["alerts"] = [(r, a) for r, a in zip(mine, alerts, strict=False)]
+        view.data["alerts"] = list(zip(mine[:ALERT_INCIDENTS], alerts, strict=True))
 
 
 async def _cockpit(api: ApiReader, view: View) -> None:

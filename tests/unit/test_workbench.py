@@ -1,0 +1,36 @@
+"""The workbench store: pins per user, kept in the state directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opslake.api.workbench import MAX_PINS, Workbench
+from opslake.errors import InputError
+
+
+def test_pins_are_per_user_kept_once_and_survive_a_new_store(tmp_path: Path) -> None:
+    bench = Workbench(tmp_path)
+    assert bench.pin("ann", "metric", "service.sla.attainment")
+    assert not bench.pin("ann", "metric", "service.sla.attainment")  # already pinned
+    assert bench.pin("ann", "screen", "leadership")
+    assert bench.pins("bob") == []
+    again = Workbench(tmp_path)
+    assert [(p.kind, p.ref) for p in again.pins("ann")] == [
+        ("metric", "service.sla.attainment"), ("screen", "leadership")]
+    assert again.unpin("ann", "screen", "leadership")
+    assert not again.unpin("ann", "screen", "leadership")
+    assert [p.ref for p in bench.pins("ann")] == ["service.sla.attainment"]
+    assert (tmp_path / "workbench.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_unknown_kinds_and_too_many_pins_are_refused(tmp_path: Path) -> None:
+    bench = Workbench(tmp_path)
+    with pytest.raises(InputError, match="cannot pin a 'chart'"):
+        bench.pin("ann", "chart", "x")
+    for n in range(MAX_PINS):
+        bench.pin("ann", "metric", f"m{n}")
+    with pytest.raises(InputError, match="unpin one first"):
+        bench.pin("ann", "metric", "one.more")
+    assert len(bench.pins("ann")) == MAX_PINS
