@@ -162,6 +162,8 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
     assert run("resolve", h.incident, "--as", "hd_ops")[0] == 0
     code, shown = run("history", h.incident)
     assert code == 0 and "reopen" in shown and "cli:" in shown
+    code, shown = run("show", h.incident, "--day", h.day)
+    assert code == 0 and json.loads(shown)["handling"]["handling_status"] == "resolved"
     state = HandlingLog(LandingZone.from_settings(h.settings)).state(h.incident)
     assert (state.handling_status, state.assignee, state.reopens) == ("resolved", "hd_ops", 1)
     audit = [json.loads(line) for f in sorted(
