@@ -512,6 +512,22 @@ FROM quality_log AS q""",
     main_dttm="checked_at",
 )
 
+#: Each effect KPI's baseline: (column, label, numerator, denominator) summed over the
+#: baseline days; MTTA and MTTR weigh each day by the incidents it timed.
+_BASELINES = (
+    ("mtta", "基线平均响应时长（分钟）", "m.mtta_minutes * m.incidents_opened",
+     "CASE WHEN m.mtta_minutes IS NOT NULL THEN m.incidents_opened END"),
+    ("mttr", "基线平均修复时长（分钟）", "m.mttr_minutes * m.incidents_resolved",
+     "CASE WHEN m.mttr_minutes IS NOT NULL THEN m.incidents_resolved END"),
+    ("sla", "基线SLA达成率", "m.sla_met", "m.sla_met + m.sla_breached"),
+    ("compression", "基线告警压缩比", "m.alerts", "m.incidents"),
+    ("automation", "基线自动定位占比", "m.located", "m.converged"))
+_BASELINE_SQL = ",\n  ".join(
+    f"sum({numerator}) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum({denominator}) "
+    f"FILTER (WHERE m.is_baseline) OVER (), 0) AS base_{name}"
+    for name, _, numerator, denominator in _BASELINES)
+
+
 def _effect_metrics() -> tuple[Metric, ...]:
     """Each effect KPI, its baseline (a constant column) and its change against it."""
     kpis = (SERVICE_LEVELS.metric("mtta"), SERVICE_LEVELS.metric("mttr"),
@@ -519,8 +535,7 @@ def _effect_metrics() -> tuple[Metric, ...]:
             _m("automation", "SUM(located) / NULLIF(SUM(converged), 0)", "自动定位根因占比",
                PERCENT))
     out: list[Metric] = []
-    for kpi, column in zip(kpis, ("mtta", "mttr", "sla", "compression", "automation"),
-                           strict=True):
+    for kpi, (column, *_) in zip(kpis, _BASELINES, strict=True):
         base = f"MAX(base_{column})"
         # Shares change by percentage points; durations and ratios by their relative size.
         change = (f"({kpi.expression}) - {base}" if kpi.d3format == PERCENT
@@ -551,18 +566,7 @@ EFFECT = Dataset(
 marked AS (
   SELECT *, day < (SELECT min(day) FROM days) + {BASELINE_DAYS} AS is_baseline FROM days)
 SELECT m.*,
-  sum(m.mtta_minutes * m.incidents_opened) FILTER (WHERE m.is_baseline) OVER ()
-    / NULLIF(sum(m.incidents_opened) FILTER (WHERE m.is_baseline AND m.mtta_minutes IS NOT
-    NULL) OVER (), 0) AS base_mtta,
-  sum(m.mttr_minutes * m.incidents_resolved) FILTER (WHERE m.is_baseline) OVER ()
-    / NULLIF(sum(m.incidents_resolved) FILTER (WHERE m.is_baseline AND m.mttr_minutes IS NOT
-    NULL) OVER (), 0) AS base_mttr,
-  sum(m.sla_met) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum(m.sla_met + m.sla_breached)
-    FILTER (WHERE m.is_baseline) OVER (), 0) AS base_sla,
-  sum(m.alerts) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum(m.incidents)
-    FILTER (WHERE m.is_baseline) OVER (), 0) AS base_compression,
-  sum(m.located) FILTER (WHERE m.is_baseline) OVER () / NULLIF(sum(m.converged)
-    FILTER (WHERE m.is_baseline) OVER (), 0) AS base_automation
+  {_BASELINE_SQL}
 FROM marked AS m""",
     columns=(_c("day", "DATE", "日期"), _c("incidents_opened", "BIGINT", "新增事件"),
              _c("incidents_resolved", "BIGINT", "已解决事件"),
@@ -572,11 +576,7 @@ FROM marked AS m""",
              _c("alerts", "BIGINT", "告警数"), _c("incidents", "BIGINT", "收敛事件数"),
              _c("located", "BIGINT", "自动定位根因事件数"), _c("converged", "BIGINT", "事件数"),
              _c("is_baseline", "BOOLEAN", "基线期"),
-             _c("base_mtta", "DOUBLE", "基线平均响应时长（分钟）"),
-             _c("base_mttr", "DOUBLE", "基线平均修复时长（分钟）"),
-             _c("base_sla", "DOUBLE", "基线SLA达成率"),
-             _c("base_compression", "DOUBLE", "基线告警压缩比"),
-             _c("base_automation", "DOUBLE", "基线自动定位占比")),
+             *(_c(f"base_{name}", "DOUBLE", label) for name, label, _, _ in _BASELINES)),
     metrics=_effect_metrics(),
     main_dttm="day",
 )

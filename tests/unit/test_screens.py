@@ -185,3 +185,44 @@ def test_rison_and_rls_clause_quote_what_they_must() -> None:
     assert rison([True, False, None]) == "!(!t,!f,!n)"
     assert department_clause("大数据局") == "department = '大数据局'"
     assert department_clause("O'Brien") == "department = 'O''Brien'"
+
+
+def test_effect_baseline_is_the_first_days_and_a_range_moves_only_the_kpi() -> None:
+    """运维成效: base_* come from the first BASELINE_DAYS days whatever rows are selected."""
+    import duckdb
+
+    from opslake.screens import datasets as ds
+
+    con = duckdb.connect()
+    days = [f"2026-03-{d:02d}" for d in range(1, 11)]
+    # MTTA 10 minutes on the baseline's days (one without a timing), 5 afterwards.
+    con.execute("CREATE TABLE service_levels AS SELECT CAST(d AS DATE) AS day, '(all)' AS "
+                "business, 2 AS incidents_opened, 1 AS incidents_resolved, CASE WHEN d = "
+                "'2026-03-02' THEN NULL WHEN d < '2026-03-08' THEN 10.0 ELSE 5.0 END AS "
+                "mtta_minutes, 60.0 AS mttr_minutes, CASE WHEN d < '2026-03-08' THEN 1 ELSE 2 "
+                "END AS sla_met, 1 AS sla_breached FROM unnest(?) AS t(d)", [days])
+    con.execute("INSERT INTO service_levels SELECT day, 'tax', 50, 1, 99.0, 99.0, 0, 9 "
+                "FROM service_levels")
+    con.execute("CREATE TABLE incident_stats AS SELECT d AS dt, 12 AS alerts, 3 AS incidents "
+                "FROM unnest(?) AS t(d)", [days])
+    con.execute("CREATE TABLE incidents_current AS SELECT CAST(d AS TIMESTAMPTZ) + INTERVAL 1 "
+                "HOUR AS started_at, CASE WHEN i = 0 THEN 'db-1' END AS root_cause "
+                "FROM unnest(?) AS t(d), range(2) AS r(i)", [days])
+    sql = ds.EFFECT.sql.replace(ds.TZ, "UTC")
+
+    def metrics(where: str) -> dict[str, float]:
+        names = [m.name for m in ds.EFFECT.metrics]
+        row = con.execute(f"SELECT {', '.join(m.expression for m in ds.EFFECT.metrics)} "
+                          f"FROM ({sql}) WHERE {where}").fetchone()
+        return dict(zip(names, row, strict=True))
+
+    assert [c[0] for c in con.execute(f"DESCRIBE {sql}").fetchall()] == \
+        [c.name for c in ds.EFFECT.columns]
+    everything = metrics("true")
+    assert everything["base_mtta"] == 10.0 and everything["base_sla_attainment"] == 0.5
+    assert everything["base_compression"] == 4.0 and everything["base_automation"] == 0.5
+    late = metrics("day >= '2026-03-08'")  # what a time range after the baseline selects
+    assert late["base_mtta"] == 10.0 and late["mtta"] == 5.0
+    assert late["mtta_vs_base"] == pytest.approx(-0.5)
+    assert late["sla_attainment_vs_base"] == pytest.approx(2 / 3 - 0.5)
+    assert late["compression_vs_base"] == 0.0
