@@ -124,6 +124,14 @@ class ArtifactIntegrityError(StorageError):
     """A stored model artifact does not match the checksum recorded when it was registered."""
 
 
+# -- Incident handling ---------------------------------------------------------------------
+
+
+class HandlingError(InputError):
+    """An incident action its handling state does not allow (resolving a resolved incident),
+    or one with wrong fields (an unknown assignee)."""
+
+
 # -- Delivery ------------------------------------------------------------------------------
 
 

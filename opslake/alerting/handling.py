@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 
 from opslake.alerting.dispatch import NotifyConfig
 from opslake.alerting.live import LIVE_INCIDENTS
-from opslake.errors import AuthError, ConfigError, Forbidden, InputError, NotFoundError
+from opslake.errors import AuthError, ConfigError, Forbidden, HandlingError, NotFoundError
 from opslake.ingest.parsers import ParseResult, Reject
 from opslake.kpi.service_levels import HANDLED_SCHEMA
 from opslake.lake.landing import LandedBatch, LandingZone
@@ -82,11 +82,6 @@ STATE_SCHEMA = pa.schema([
     ("comments", pa.int32()), ("actions", pa.int32()), ("last_action", pa.string()),
     ("last_actor", pa.string()), ("last_at", TS),
 ])
-
-
-class HandlingError(InputError):
-    """An action that the incident's handling state does not allow (resolving a resolved
-    incident), or one whose fields are wrong (an unknown assignee)."""
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from opslake.alerting.handling import HandlingError, HandlingLog, handled_incidents
+from opslake.alerting.handling import HandlingLog, handled_incidents
 from opslake.api.app import create_app
 from opslake.cli import app as cli
-from opslake.errors import Forbidden, NotFoundError, OpsLakeError
+from opslake.errors import Forbidden, HandlingError, NotFoundError, OpsLakeError
 from opslake.kpi.service_levels import service_levels
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import TICKETS

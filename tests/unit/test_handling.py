@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from opslake.alerting import handling
-from opslake.alerting.handling import Assignees, HandlingError, HandlingLog
+from opslake.alerting.handling import Assignees, HandlingLog
+from opslake.errors import HandlingError
 from opslake.kpi.service_levels import HANDLED_SCHEMA, service_levels
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import TICKETS
