@@ -140,6 +140,11 @@ class Answer:
         """What the API said to do about it."""
         return str(self.body.get("fix", "")) if isinstance(self.body, dict) else ""
 
+    @property
+    def problem(self) -> dict[str, str | None]:
+        """``error`` (None when it answered) and ``fix``, for a section of the page."""
+        return {"error": None, "fix": ""} if self.ok else {"error": self.error, "fix": self.fix}
+
 
 class ApiReader:
     """The data API asked in process as the signed-in user (bearer of the cookie's session).
@@ -208,9 +213,10 @@ async def _latest(api: ApiReader, principal: Principal, metric_id: str) -> dict[
     meta = definition.body
     grains = meta.get("grains") or ["1d"]
     step = "1d" if "1d" in grains else grains[-1]
-    # A row-scoped reader may only ask for a breakdown of its own rows (the API filters them).
-    by = next((b for b in SCOPED_BREAKDOWNS if b in meta.get("dimensions", [])), "entity") \
-        if principal.row_scoped else "all"
+    # A row-scoped reader may only ask for a breakdown of its own rows (the API filters them);
+    # the coarsest such breakdown the metric has gives the fewest values.
+    by = next((b for b in ("department", "business", "entity") if b in SCOPED_BREAKDOWNS
+               and b in meta.get("dimensions", [])), "entity") if principal.row_scoped else "all"
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + \
         timedelta(days=1)
     data = await api.get(f"/v1/metrics/{quote(metric_id, safe='')}/data",
@@ -245,8 +251,7 @@ async def _incidents(api: ApiReader, view: View) -> None:
     answer = await api.get("/v1/incidents")
     user = view.principal.user
     mine = [r for r in answer.rows if _mine(r, user)]
-    view.data["incidents"] = {"error": None if answer.ok else answer.error,
-                              "fix": answer.fix, "all": answer.rows, "mine": mine,
+    view.data["incidents"] = {**answer.problem, "all": answer.rows, "mine": mine,
                               "open": [r for r in answer.rows if _open(r)]}
     if "my_alerts" in view.sections:
         alerts = await asyncio.gather(*(api.get(f"/v1/incidents/{r['incident_id']}/alerts")
@@ -265,8 +270,7 @@ async def _quality(api: ApiReader, view: View) -> None:
     for row in answer.rows:
         tables.setdefault((row["layer"], row["table"]), []).append(bool(row["passed"]))
     view.data["quality"] = {
-        "error": None if answer.ok else answer.error,
-        "day": answer.rows[0]["day"] if answer.rows else None,
+        **answer.problem, "day": answer.rows[0]["day"] if answer.rows else None,
         "tables": [(layer, table, sum(p), len(p)) for (layer, table), p in sorted(tables.items())],
         "failed": [r for r in answer.rows if not r["passed"]]}
 
@@ -278,8 +282,7 @@ async def _departments(api: ApiReader, view: View) -> None:
     for row in assets.rows:
         key = (row.get("department") or "", row.get("business") or "")
         services[key] = services.get(key, 0) + 1
-    view.data["services"] = {"error": None if assets.ok else assets.error,
-                             "rows": sorted(services.items())}
+    view.data["services"] = {**assets.problem, "rows": sorted(services.items())}
 
 
 def _pipeline_runs(dagster_home: Path) -> list[dict[str, Any]]:
