@@ -281,15 +281,12 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     """Bronze rows of one landed action; a malformed one is rejected with the reason."""
     try:
         event = _event(json.loads(data))
+        if event.event_id != batch.batch_id:
+            raise ValueError(f"event id {event.event_id} is not the batch id {batch.batch_id}")
     except (ValueError, TypeError, KeyError) as exc:
         return ParseResult(ACTIONS_SCHEMA.empty_table(),
                            [Reject(1, data.decode("utf-8", "replace")[:2000],
                                    f"not a handling event: {exc}")])
-    if event.event_id != batch.batch_id:
-        return ParseResult(ACTIONS_SCHEMA.empty_table(),
-                           [Reject(1, data.decode("utf-8", "replace")[:2000],
-                                   f"event id {event.event_id} is not the batch id "
-                                   f"{batch.batch_id}")])
     return ParseResult(events_table([event]))
 
 
