@@ -54,11 +54,12 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'
        "frame-ancestors 'none'; base-uri 'none'")
 #: What each role's page shows, in order; the workbench and quick links come on every page.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "ops_engineer": ("my_incidents", "my_alerts"),
-    "leadership": ("cockpit",),
-    "data_engineer": ("pipeline", "quality"),
+    "ops_engineer": ("my_incidents", "my_alerts", "incidents"),
+    "leadership": ("cockpit", "incidents"),
+    "data_engineer": ("pipeline", "quality", "incidents"),
     "dept_viewer": ("departments",),
-    "admin": ("my_incidents", "my_alerts", "cockpit", "pipeline", "quality", "administration"),
+    "admin": ("my_incidents", "my_alerts", "cockpit", "pipeline", "quality", "incidents",
+              "administration"),
 }
 #: The cockpit's headline metrics (catalog ids).
 KPIS = ("service.sla.attainment", "service.incident.mtta", "service.incident.mttr")
@@ -340,7 +341,7 @@ def _loaders(request: Request, api: ApiReader, view: View
              ) -> Iterable[Callable[[], Any]]:
     """What to read for the page's sections."""
     sections = set(view.sections)
-    if sections & {"my_incidents", "departments", "cockpit"}:
+    if sections & {"my_incidents", "departments", "cockpit", "incidents"}:
         yield lambda: _incidents(api, view)
     if "cockpit" in sections:
         yield lambda: _cockpit(api, view)

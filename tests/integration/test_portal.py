@@ -162,7 +162,7 @@ def test_a_department_viewer_sees_only_its_departments_incidents(
 def test_an_administrator_sees_every_section_and_the_admin_commands(
         estate_portal: Estate) -> None:
     page = _page(estate_portal, "pt-ada")
-    for section in ("my-incidents", "my-alerts", "cockpit", "pipeline", "quality",
+    for section in ("my-incidents", "my-alerts", "cockpit", "pipeline", "quality", "incidents",
                     "administration", "workbench", "quick-links"):
         assert f'id="{section}"' in page, section
     assert "opslake security create-key" in page
