@@ -326,7 +326,7 @@ def _new_themes(values: Dataset) -> list[Screen]:
         "probe-availability-by-business", "各业务拨测可用率", "echarts_timeseries_bar", values,
         metrics=("application.probe.availability",), x_axis="business",
         where=("grain = '1h'", "scope = 'business'", _only("application.probe.availability")),
-        options={"y_axis_format": ds.PERCENT})
+        options={"y_axis_format": ds.PERCENT, "y_axis_bounds": [0, 1]})
     probe_latency = _catalog_line("probe-latency-by-business", "应用拨测时延P95（毫秒，按业务）",
                                   values, "application.probe.latency_p95", "business",
                                   "business")
@@ -421,7 +421,10 @@ def _new_themes(values: Dataset) -> list[Screen]:
     ef = ds.EFFECT
     trends = [Chart(f"effect-{name.replace('_', '-')}-trend", title, "echarts_timeseries_line", ef,
                     metrics=(name, f"base_{name}"), x_axis="day", time_grain="P1D",
-                    options={"y_axis_format": dataset_format(ef, name)})
+                    options={"y_axis_format": dataset_format(ef, name)}
+                    # Shares on a 0-100 % axis, not one stretched past 100 %.
+                    | ({"y_axis_bounds": [0, 1]} if dataset_format(ef, name) == ds.PERCENT
+                       else {}))
               for name, title in (("mtta", "平均响应时长与基线（分钟）"),
                                   ("mttr", "平均修复时长与基线（分钟）"),
                                   ("sla_attainment", "SLA达成率与基线"),

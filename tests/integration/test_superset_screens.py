@@ -13,6 +13,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
 
 import duckdb
 import pytest
@@ -140,14 +142,15 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
         "chart", ["id", "slice_name", "uuid", "datasource_id"])}
 
     def value(title: str, time_range: str = "No filter") -> float:
-        """The big number's value, its time column's range set as a native filter sets it."""
+        """The big number's value under a dashboard time range (as a native filter sends it:
+        the query's time_range, which Superset puts into the chart's TEMPORAL_RANGE filter)."""
         chart = charts[title]
         body = json.loads(contexts[chart["uuid"]])
         body["datasource"]["id"] = chart["datasource_id"]
-        ranges = [f for f in body["queries"][0]["filters"] if f["op"] == "TEMPORAL_RANGE"]
-        assert ranges, f"{title} has no time column"
-        for f in ranges:
-            f["val"] = time_range
+        query = body["queries"][0]
+        assert any(f["op"] == "TEMPORAL_RANGE" for f in query["filters"]), \
+            f"{title} has no time column"
+        query["time_range"] = time_range
         row = admin.post("/api/v1/chart/data", body)["result"][0]["data"][0]
         (number,) = row.values()
         return float(number or 0)
@@ -156,6 +159,8 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
     try:
         lake_bytes, first = con.execute(
             "SELECT sum(bytes), min(CAST(dt AS DATE)) FROM lake_inventory").fetchone()
+        first_day = con.execute("SELECT sum(bytes) FROM lake_inventory WHERE CAST(dt AS DATE) "
+                                "= ?", [first]).fetchone()[0]
         devices = con.execute("SELECT count(*) FROM asset_ledger WHERE kind = 'security' AND "
                               "dt = (SELECT max(dt) FROM asset_ledger)").fetchone()[0]
         runs = con.execute("SELECT count(DISTINCT run_id) FROM quality_log").fetchone()[0]
@@ -164,10 +169,11 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
     assert value("数据湖容量（MB）") == pytest.approx(lake_bytes / 1048576)
     assert value("安全设备数") == devices > 0
     assert value("管道运行次数") == runs > 0
-    # The lake's first day alone holds less than the whole lake; a range before it, nothing.
-    assert 0 < value("数据湖容量（MB）", f"{first} : {first + timedelta(days=1)}") < \
-        value("数据湖容量（MB）")
-    assert not value("数据湖容量（MB）", "2000-01-01 : 2000-01-02")
+    # A range holds that range's partitions only: the first day's, and none before it.
+    assert value("数据湖容量（MB）", f"{first} : {first + timedelta(days=1)}") == \
+        pytest.approx(first_day / 1048576)
+    assert value("数据湖容量（MB）", f"{first - timedelta(days=30)} : {first}") == 0
+    assert value("管道运行次数", "2000-01-01 : 2000-01-02") == 0
 
 
 def test_dataset_columns_match_the_warehouse(superset: SupersetConfig) -> None:
@@ -216,6 +222,67 @@ def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
         finally:
             chromium.close()
     print("drawn in " + ", ".join(f"{s} {t:.1f}s" for s, t in timings.items()))
+
+
+def test_native_filters_reach_the_charts_in_their_scope(superset: SupersetConfig,
+                                                         admin: SupersetClient) -> None:
+    """业务链路与用户体验 opened with a business and a time range chosen, as a shared link:
+    every chart asks for the range, only the per-business charts for the business."""
+    from playwright.sync_api import sync_playwright
+
+    from opslake.screens import browser
+    from opslake.screens.rest import rison
+
+    con = duckdb.connect(str(superset.warehouse), read_only=True)
+    try:
+        business, day = con.execute(
+            "SELECT min(business), CAST(min(bucket_start) AS DATE) FROM metric_values "
+            "WHERE scope = 'business'").fetchone()
+    finally:
+        con.close()
+    span = f"{day} : {day + timedelta(days=1)}"
+    chosen = {"NATIVE_FILTER-business": {
+        "id": "NATIVE_FILTER-business", "ownState": {}, "filterState": {"value": [business]},
+        "extraFormData": {"filters": [{"col": "business", "op": "IN", "val": [business]}]}},
+        "NATIVE_FILTER-time": {"id": "NATIVE_FILTER-time", "ownState": {},
+                               "filterState": {"value": span},
+                               "extraFormData": {"time_range": span}}}
+    titles = {c["id"]: c["slice_name"] for c in admin.list_all("chart", ["id", "slice_name"])}
+    asked: dict[str, tuple[str, list]] = {}
+
+    def record(request: Any) -> None:
+        if request.method == "POST" and "/api/v1/chart/data" in request.url:
+            body = request.post_data_json
+            slice_id = body.get("form_data", {}).get("slice_id")
+            if slice_id is None:  # the filter bar fetching a filter's values
+                return
+            query = body["queries"][0]
+            asked[titles[slice_id]] = (
+                query.get("time_range"), [f["val"] for f in query.get("filters", [])
+                                          if f["col"] == "business"])
+
+    with sync_playwright() as pw:
+        chromium = browser.launch(pw)
+        try:
+            page = chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN").new_page()
+            browser.log_in(page, superset, superset.admin_username, superset.password())
+            page.on("request", record)
+            page.goto(f"{superset.url}/superset/dashboard/trace/?standalone=1"
+                      f"&native_filters={quote(rison(chosen))}", timeout=120_000)
+            page.wait_for_function(browser.DRAWN_JS, timeout=120_000)
+            page.wait_for_timeout(1500)  # ECharts' first draw animates
+            failed = page.evaluate(browser.FAILED_JS)
+            page.screenshot(path=str(ARTIFACTS / "trace-filtered.png"))
+        finally:
+            chromium.close()
+    assert not failed, f"charts without data for {business} on {day}: {failed}"
+    per_business = {"各业务链路响应时间P95（秒，前端应用→后端服务）",
+                    "各业务链路错误率（前端应用→后端服务）", "业务链路各环节（请求、错误率、P95）",
+                    "各业务拨测可用率", "应用拨测时延P95（毫秒，按业务）"}
+    assert len(asked) == 9, sorted(asked)
+    assert all(time_range == span for time_range, _ in asked.values()), asked
+    assert {t for t, (_, values) in asked.items() if values} == per_business
+    assert all(values == [[business]] for t, (_, values) in asked.items() if t in per_business)
 
 
 def test_department_user_sees_only_its_department(superset: SupersetConfig,
