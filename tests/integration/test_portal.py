@@ -206,3 +206,22 @@ def test_pins_are_kept_across_app_objects_and_refused_without_origin(
             for x in AuditLog(e.settings.state_dir / "audit").read()
             if x["action"] == "POST /workbench/{action}"]
     assert ("pt-lee", {"action": "pin", "kind": "metric", "ref": metric}, 303) in pins
+
+
+def test_a_fresh_install_draws_every_section_with_what_to_do(tmp_path) -> None:
+    """No warehouse yet: each section says what the API said to do, never a trace; a role
+    without a page (machine senders) gets a clear 403 page."""
+    settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path)})
+    store = IdentityStore.sealed(settings)
+    store.add_user("fresh-ada", "admin", PASSWORD)
+    totp = store.enrol_totp("fresh-ada")[0]
+    store.add_user("fresh-prom", "ingest", PASSWORD)
+    app = create_app(settings)
+    with _signed_in(app, "fresh-ada", totp) as client:
+        page = client.get("/")
+    assert page.status_code == 200 and "Traceback" not in page.text
+    text = html.unescape(page.text)
+    assert "run `opslake warehouse build`" in text and "No runs recorded yet" in text
+    with _signed_in(app, "fresh-prom") as client:
+        refused = client.get("/")
+    assert refused.status_code == 403 and "role ingest has no portal page" in refused.text
