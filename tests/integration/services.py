@@ -228,6 +228,22 @@ def install_services() -> None:
                                      f"\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
 
 
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[object]:
+    """Debian's Chromium, headless through Playwright, until the block ends (tests open a
+    fresh context, so no cookies, for each sign-in)."""
+    from playwright.sync_api import sync_playwright
+
+    from opslake.screens import browser
+
+    with sync_playwright() as pw:
+        launched = browser.launch(pw)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
 def chromium_screenshot(page: Path, shot: Path, *, width: int = 1400, height: int = 2000
                         ) -> Path:
     """Render a local page in real headless Chromium (installed by infra) into a PNG.

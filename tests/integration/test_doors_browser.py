@@ -37,6 +37,7 @@ from tests.integration.services import (
     REPO,
     Background,
     free_port,
+    headless_chromium,
     install_services,
     running,
 )
@@ -115,14 +116,8 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
 @pytest.fixture(scope="module")
 def chromium(doors: Doors) -> Iterator[object]:
     """Debian's Chromium, headless, each test in a fresh context (no cookies)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = browser.launch(pw)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with headless_chromium() as launched:
+        yield launched
 
 
 def _sign_in(page, doors: Doors, user: str, password: str = PASSWORD,

@@ -16,10 +16,15 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from opslake.screens import browser
 from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
-from tests.integration.services import REPO, free_port, install_services, running
+from tests.integration.services import (
+    REPO,
+    free_port,
+    headless_chromium,
+    install_services,
+    running,
+)
 
 PASSWORD = "Portal-browser-pass-1"
 METRIC = "service.incident.mttr"
@@ -60,14 +65,8 @@ def served(estate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
 @pytest.fixture(scope="module")
 def chromium(served: Served) -> Iterator[object]:
     """Debian's Chromium, headless; each sign-in in a fresh context (no cookies)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        launched = browser.launch(pw)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with headless_chromium() as launched:
+        yield launched
 
 
 def _signed_in(chromium, served: Served, user: str, problems: list[str]):
