@@ -35,8 +35,10 @@ def readers() -> retention.Readers:
 
 
 def purge_landing(settings: Settings, *, dry_run: bool, who: str, role: str,
-                  client: str | None = None) -> retention.PurgeReport:
-    """Purge landing past the retention as ``who``; a real purge is audited with its counts."""
+                  client: str | None = None, admin: str | None = None
+                  ) -> retention.PurgeReport:
+    """Purge landing past the retention as ``who`` (vouched for by ``admin``, from the CLI);
+    a real purge is audited with its counts."""
     now = datetime.now(UTC)
     report = retention.purge(LandingZone.from_settings(settings), readers(),
                              retention_days=settings.landing_retention_days, today=now.date(),
@@ -44,7 +46,8 @@ def purge_landing(settings: Settings, *, dry_run: bool, who: str, role: str,
     if not dry_run:
         audit = AuditLog.from_settings(settings)
         try:
-            audit.append(who=who, role=role, action=ACTION, status=0, params=report.counts(),
+            params = report.counts() | ({"admin": admin} if admin else {})
+            audit.append(who=who, role=role, action=ACTION, status=0, params=params,
                          rows=len(report.purged), client=client)
         finally:
             audit.close()

@@ -46,3 +46,30 @@ def test_admin_commands_need_a_vouching_admin_once_one_has_totp(settings: Settin
     assert [status for status, _ in add_users[:-1]] == [
         unvouched.exception.exit_code, wrong.exception.exit_code]
     assert not any("000000" in str(e["params"]) for e in entries), "codes are never recorded"
+
+
+def test_backup_and_landing_purge_are_vouched_and_audited(
+        settings: Settings, tmp_path, monkeypatch) -> None:
+    cli = CliRunner()
+    assert cli.invoke(app, ["security", "bootstrap-admin", "root"],
+                      input=f"{PASSWORD}\n{PASSWORD}\n").exit_code == 0
+    secret = cli.invoke(app, ["security", "enrol-totp", "root"]).output.split()[1]
+    monkeypatch.setenv("OPSLAKE_BACKUP_PASSPHRASE", "a long test passphrase")
+    archive = tmp_path / "backup.tar.gz"
+
+    refused = cli.invoke(app, ["backup", "create", "--output", str(archive)])
+    assert isinstance(refused.exception, SecurityError) and not archive.exists()
+    made = cli.invoke(app, ["backup", "create", "--output", str(archive), "--admin", "root",
+                            "--totp", pyotp.TOTP(secret).now()])
+    assert made.exit_code == 0, made.output
+    assert archive.exists()
+
+    monkeypatch.setenv("OPSLAKE_LANDING_RETENTION_DAYS", "30")
+    assert cli.invoke(app, ["landing", "purge", "--dry-run"]).exit_code == 0
+    unvouched = cli.invoke(app, ["landing", "purge"])
+    assert isinstance(unvouched.exception, SecurityError) and "--admin" in str(
+        unvouched.exception)
+
+    backups = [(e["status"], e["params"].get("admin")) for e in
+               AuditLog.from_settings(settings).read() if e["action"] == "opslake backup create"]
+    assert backups == [(refused.exception.exit_code, None), (0, "root")]

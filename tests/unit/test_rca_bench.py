@@ -130,7 +130,7 @@ def test_a_scenario_without_normal_data_uses_the_others(tmp_path: Path) -> None:
 
 
 def test_cli_writes_rankings_and_prints_accuracy(cases: Path, tmp_path: Path) -> None:
-    from opslake.cli_ml import app
+    from opslake.cli.ml import app
 
     out = tmp_path / "rankings.json"
     result = CliRunner().invoke(app, ["evaluate-rca", "--data", str(cases),

@@ -14,20 +14,13 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opslake.cli._common import open_lake, stdout
 from opslake.settings import Settings
 
 app = typer.Typer(help="Alert management: incidents from convergence, root cause, enrichment, "
                        "notification deliveries.", no_args_is_help=True)
-console = Console()
-
-
-def _lake():
-    from opslake.lake.storage import Lake
-
-    return Lake.from_settings(Settings.from_env())
 
 
 def _log():
@@ -40,7 +33,7 @@ def _day(day: str | None, live: bool) -> str:
     """The day asked for; else today (live) or the newest day with incidents."""
     if day or live:
         return day or datetime.now(UTC).date().isoformat()
-    days = sorted(_lake().partitions("gold", "incidents"))
+    days = sorted(open_lake().partitions("gold", "incidents"))
     return days[-1] if days else datetime.now(UTC).date().isoformat()
 
 
@@ -48,7 +41,7 @@ def _incidents(day: str, live: bool) -> list[dict]:
     from opslake.alerting.live import LIVE_INCIDENTS
     from opslake.errors import NotFoundError
 
-    lake = _lake()
+    lake = open_lake()
     table = LIVE_INCIDENTS if live else "incidents"
     if day not in lake.partitions("gold", table):
         raise NotFoundError(f"no gold/{table} for {day}; run `opslake materialize` for it"
@@ -80,7 +73,7 @@ def incidents(
                       r["status"] + (" (muted)" if r["muted"] else ""),
                       state.handling_status + (f" → {state.assignee}" if state.assignee else ""),
                       str(r["alert_count"]), r["root_cause"] or "-", r["title"])
-    console.print(table)
+    stdout.print(table)
 
 
 @app.command("show")
@@ -100,7 +93,7 @@ def show(
                             "`opslake alerts incidents --day D`")
     inc = found[0]
     table = "incident_alerts_live" if live else "incident_alerts"
-    alerts = [a for a in _lake().read_table("gold", table, dts=[day]).to_pylist()
+    alerts = [a for a in open_lake().read_table("gold", table, dts=[day]).to_pylist()
               if a["incident_id"] == incident_id]
     inc["root_causes"] = json.loads(inc["root_causes"])
     inc["enrichment"] = json.loads(inc["enrichment"])
@@ -118,14 +111,14 @@ def deliveries(
     from opslake.alerting.dispatch import DeliveryLog
 
     day = day or datetime.now(UTC).date().isoformat()
-    log = DeliveryLog(_lake(), [day])
+    log = DeliveryLog(open_lake(), [day])
     table = Table(title=f"deliveries {day}")
     for col in ("at", "incident", "transition", "receiver", "status", "attempts", "detail"):
         table.add_column(col)
     for d in sorted(log.records, key=lambda d: d.at):
         table.add_row(d.at[11:19], d.incident_id, d.transition, d.receiver, d.status,
                       str(d.attempts), d.detail[:60])
-    console.print(table)
+    stdout.print(table)
 
 
 @app.command("rules")
@@ -139,20 +132,20 @@ def rules() -> None:
     conv = ConvergenceRules.load(directory)
     notify = NotifyConfig.load(directory)
     runbooks = RunbookIndex.load(directory)
-    console.print(f"[bold]{directory}[/bold]")
-    console.print(f"grouping window {conv.window_s}s, max hops {conv.max_hops}, dedup "
+    stdout.print(f"[bold]{directory}[/bold]")
+    stdout.print(f"grouping window {conv.window_s}s, max hops {conv.max_hops}, dedup "
                   f"{conv.dedup_window_s}s; flapping {conv.flap_count} starts / "
                   f"{conv.flap_window_s}s")
     for r in conv.inhibit:
-        console.print(f"inhibit {r.name}: {r.description}")
+        stdout.print(f"inhibit {r.name}: {r.description}")
     for r in conv.correlation:
-        console.print(f"correlation {r.name}: group by {list(r.group_by)} within {r.window_s}s")
+        stdout.print(f"correlation {r.name}: group by {list(r.group_by)} within {r.window_s}s")
     for name, rec in notify.receivers.items():
         state = "unconfigured: set " + ", ".join(rec.missing) if rec.missing else "ready"
-        console.print(f"receiver {name} ({rec.channel}): {state}")
+        stdout.print(f"receiver {name} ({rec.channel}): {state}")
     for route in notify.routes:
-        console.print(f"route {route.name}: {list(route.receivers)}")
-    console.print(f"{len(runbooks.entries)} runbooks, "
+        stdout.print(f"route {route.name}: {list(route.receivers)}")
+    stdout.print(f"{len(runbooks.entries)} runbooks, "
                   f"{sum(1 for r in runbooks.entries.values() if r.job)} with a job; "
                   f"{sum(len(s) for s in notify.roster.values())} on-call shifts")
 
@@ -168,7 +161,7 @@ def _handle(command: str, incident_id: str, action: str, as_user: str, comment: 
             **fields: str | None) -> None:
     """Record ``action`` on the incident as ``as_user``, audited as ``opslake alerts <command>``."""
     from opslake.alerting import handling
-    from opslake.cli_security import audited, operator
+    from opslake.cli._admin import audited, operator
     from opslake.security.identity import IdentityStore
 
     settings = Settings.from_env()
@@ -258,4 +251,4 @@ def history(incident_id: IncidentArg) -> None:
         details = " ".join(x for x in (e.assignee, e.severity, e.comment) if x)
         table.add_row(str(e.seq), f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.actor, e.via,
                       details)
-    console.print(table)
+    stdout.print(table)

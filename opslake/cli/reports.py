@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from opslake.cli._common import console, stdout
 
 app = typer.Typer(help="Periodic service reports (daily, weekly, monthly) rendered from the "
                        "Superset screens to PDF: list, render, the report-user role.",
                   no_args_is_help=True)
-console = Console(stderr=True)
 
 
 def _size(n: int) -> str:
@@ -39,7 +39,7 @@ def list_(
     for r in rows:
         table.add_row(r["kind"], r["period"], str(r["pages"]), _size(r["bytes"]),
                       r["generated_at"], ", ".join(r["emailed_to"]) or "—", r["path"])
-    Console(width=200).print(table)
+    stdout.print(table)
 
 
 @app.command("render")

@@ -6,13 +6,12 @@ The logic lives in :mod:`opslake.lake.retention` and :mod:`opslake.orchestration
 
 from __future__ import annotations
 
-import os
-import pwd
 import socket
 from typing import Annotated
 
 import typer
 
+from opslake.cli._admin import Admin, AdminCode, operator, second_factor
 from opslake.settings import Settings
 
 app = typer.Typer(help="The landing zone: retention of landed batches.", no_args_is_help=True)
@@ -22,6 +21,8 @@ app = typer.Typer(help="The landing zone: retention of landed batches.", no_args
 def purge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be purged; "
                                           "change nothing.")] = False,
+    admin: Admin = None,
+    totp: AdminCode = None,
 ) -> None:
     """Purge landed batches older than OPSLAKE_LANDING_RETENTION_DAYS that silver holds."""
     from opslake.orchestration.retention import purge_landing
@@ -31,9 +32,10 @@ def purge(
         typer.echo("landing retention is off (OPSLAKE_LANDING_RETENTION_DAYS=0 keeps landing "
                    "forever): nothing to purge; set it to a number of days to purge")
         return
-    # The effective uid's name: $USER or $LOGNAME could say anything.
-    report = purge_landing(settings, dry_run=dry_run, who=pwd.getpwuid(os.geteuid()).pw_name,
-                           role="cli", client=socket.gethostname())
+    # Landing is the only copy of what arrived: removing it is an administrator's act.
+    vouching = None if dry_run else second_factor(admin, totp)
+    report = purge_landing(settings, dry_run=dry_run, who=operator(), role="cli",
+                           client=socket.gethostname(), admin=vouching)
     verb = "would purge" if dry_run else "purged"
     for batch in report.purged:
         typer.echo(f"{verb} {batch.source} {batch.dt} {batch.batch_id} "

@@ -10,17 +10,12 @@ that changes users, keys or second factors is recorded in the audit log like an 
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import secrets
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from opslake.errors import OpsLakeError
+from opslake.cli._admin import Admin, AdminCode, vouched
 from opslake.settings import Settings
 
 app = typer.Typer(help="Users, roles, API keys and TOTP for the data service.",
@@ -35,82 +30,6 @@ def _store():
     return IdentityStore.sealed(Settings.from_env())
 
 
-#: The administrator vouching for an administrative command, and that admin's TOTP code.
-Admin = Annotated[str | None, typer.Option(
-    "--admin", envvar="OPSLAKE_ADMIN", show_envvar=False,
-    help="The administrator vouching for this command (needed once any administrator has a "
-         "TOTP authenticator; or OPSLAKE_ADMIN).")]
-AdminCode = Annotated[str | None, typer.Option(
-    "--totp", envvar="OPSLAKE_ADMIN_TOTP", show_envvar=False,
-    help="That administrator's current TOTP code (prompted for when not given; or "
-         "OPSLAKE_ADMIN_TOTP).")]
-
-
-def _second_factor(admin: str | None, code: str | None) -> str | None:
-    """The administrator who vouched for the command with a TOTP code; None on a new install.
-
-    Until some administrator has enrolled an authenticator nobody could vouch (the first
-    ``enrol-totp`` must pass); from then on each administrative command needs one.
-    """
-    from opslake.errors import AuthError
-    from opslake.security.roles import Principal
-
-    store = _store()
-    users = store.users()
-    admins = [u.name for u in users if u.role == "admin" and u.totp_enrolled]
-    if not admins:
-        return None
-    if not admin:
-        raise AuthError("administrative commands need an administrator to vouch with a TOTP "
-                        f"code: add --admin NAME (one of {', '.join(admins)})")
-    code = code or typer.prompt(f"TOTP code of {admin}", hide_input=True)
-    role = next((u.role for u in users if u.name == admin), "")
-    store.require_second_factor(Principal(user=admin, role=role, scopes=frozenset()), code)
-    return admin
-
-
-@contextmanager
-def _audited(command: str, target: str, admin: str | None, code: str | None,
-             **params: object) -> Iterator[dict[str, object]]:
-    """Check the vouching admin's second factor, then record ``opslake security <command>``
-    on ``target`` in the audit log once it is done.
-
-    The body may add to the entry's ``params`` through the dict it is given (the id of a
-    key it created). A command failing with an OpsLake error (a refused second factor too)
-    is recorded with its exit code; the TOTP code never is.
-    """
-    with audited(f"opslake security {command}", target=target, **params) as recorded:
-        recorded["admin"] = _second_factor(admin, code)
-        yield recorded
-
-
-@contextmanager
-def audited(action: str, **params: object) -> Iterator[dict[str, object]]:
-    """Record the CLI command ``action`` with ``params`` in the audit log once it is done:
-    ``who`` the operating-system user, ``role`` ``cli``, ``status`` its exit code."""
-    recorded: dict[str, object] = dict(params)
-    try:
-        yield recorded
-    except OpsLakeError as exc:
-        _record(action, exc.exit_code, recorded)
-        raise
-    _record(action, 0, recorded)
-
-
-def _record(action: str, status: int, params: dict[str, object]) -> None:
-    from opslake.security.audit import AuditLog
-
-    audit = AuditLog.from_settings(Settings.from_env())
-    audit.append(who=operator(), role="cli", action=action, status=status, params=params,
-                 client=socket.gethostname())
-    audit.close()
-
-
-def operator() -> str:
-    """Who runs this command: the effective uid's name ($USER or $LOGNAME could say anything)."""
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
 def _password() -> str:
     return typer.prompt("password", hide_input=True, confirmation_prompt=True)
 
@@ -120,7 +39,7 @@ def bootstrap_admin(name: Annotated[str, typer.Argument(help="The first administ
                     ) -> None:
     """Create the first administrator (refused once one exists); then enrol its TOTP."""
     password = _password()
-    with _audited("bootstrap-admin", name, None, None):
+    with vouched("opslake security bootstrap-admin", name, None, None):
         _store().bootstrap_admin(name, password)
     typer.echo(f"administrator {name} created; next: opslake security enrol-totp {name}")
 
@@ -149,8 +68,9 @@ def add_user(
 ) -> None:
     """Add a user with a role and, for department viewers, the rows they may see."""
     password = _random_password() if random_password else _password()
-    with _audited("add-user", name, admin, totp, role=role, departments=department or [],
-                  businesses=business or []):
+    with vouched("opslake security add-user", name, admin, totp, role=role,
+                 departments=department or [],
+                 businesses=business or []):
         _store().add_user(name, role, password, department or (), business or ())
     typer.echo(f"user {name} ({role}) added")
 
@@ -165,7 +85,7 @@ def users() -> None:
 @app.command("enrol-totp")
 def enrol_totp(name: str, admin: Admin = None, totp: AdminCode = None) -> None:
     """Enrol a TOTP authenticator: prints the secret and the otpauth:// URI once."""
-    with _audited("enrol-totp", name, admin, totp):
+    with vouched("opslake security enrol-totp", name, admin, totp):
         secret, uri = _store().enrol_totp(name)
     typer.echo(f"secret {secret}\n{uri}")
 
@@ -180,7 +100,7 @@ def create_key(
     totp: AdminCode = None,
 ) -> None:
     """Issue an API key for ``user``; the key is printed once and stored only hashed."""
-    with _audited("create-key", user, admin, totp, scopes=scope or "role",
+    with vouched("opslake security create-key", user, admin, totp, scopes=scope or "role",
                   quota=quota) as recorded:
         key_id, raw = _store().create_key(user, scope, quota)
         recorded["key_id"] = key_id
@@ -198,7 +118,7 @@ def keys(user: Annotated[str | None, typer.Option(help="Only this user's keys.")
 @app.command("revoke-key")
 def revoke_key(key_id: str, admin: Admin = None, totp: AdminCode = None) -> None:
     """Revoke an API key at once."""
-    with _audited("revoke-key", key_id, admin, totp):
+    with vouched("opslake security revoke-key", key_id, admin, totp):
         _store().revoke_key(key_id)
     typer.echo(f"key {key_id} revoked")
 

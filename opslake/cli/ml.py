@@ -11,16 +11,11 @@ from typing import Annotated
 
 import typer
 
+from opslake.cli._common import open_lake
 from opslake.settings import Settings
 
 app = typer.Typer(help="Intelligent analysis: anomaly detection on NAB, forecast backtests, "
                        "event-risk evaluation and the model registry.", no_args_is_help=True)
-
-
-def _lake():
-    from opslake.lake.storage import Lake
-
-    return Lake.from_settings(Settings.from_env())
 
 
 @app.command("evaluate-nab")
@@ -80,7 +75,7 @@ def backtest(
         out["nab"] = bt.backtest_nab(nab_dir, folds=folds)
     if estate:
         settings = Settings.from_env()
-        out["estate"] = bt.backtest_estate(_lake(), folds=folds, timezone=settings.timezone,
+        out["estate"] = bt.backtest_estate(open_lake(), folds=folds, timezone=settings.timezone,
                                            prophet=prophet, metrics_dir=settings.metrics_dir)
     typer.echo(json.dumps(out, ensure_ascii=False, default=str))
 
@@ -103,7 +98,7 @@ def risk_evaluate(
         first, last = date.fromisoformat(start), date.fromisoformat(end)
     except ValueError:
         raise ConfigError(f"--from/--to must be YYYY-MM-DD (got {start!r}, {end!r})") from None
-    lake = _lake()
+    lake = open_lake()
     faults = feats.load_faults(lake)
     rows = feats.build_features(feats.load_inputs(lake, first, last), first, last,
                                 horizon_h=horizon)
@@ -141,7 +136,7 @@ def models(
 
     from opslake.ml import registry
 
-    lake = _lake()
+    lake = open_lake()
     if name is None:
         out: object = [{"name": n, "versions": len(registry.versions(lake, n)),
                         "champion": getattr(registry.champion(lake, n), "version", None)}
@@ -192,7 +187,7 @@ def evaluate_estate(
     from opslake.errors import ConfigError
     from opslake.ml import estate_eval
 
-    lake = _lake()
+    lake = open_lake()
     days = None
     if start or end:
         truth = estate_eval.load_truth(lake)

@@ -6,14 +6,14 @@ The logic lives in :mod:`opslake.orchestration.cluster`; these commands only cal
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opslake.cli._admin import audited
+from opslake.cli._common import console, stdout
 from opslake.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,8 +23,6 @@ app = typer.Typer(help="Local scale-out cluster: PostgreSQL (Dagster's instance)
                        "endpoint (the lake), a Dask scheduler and workers.",
                   no_args_is_help=True)
 # Piped output (make, CI logs, tests) gets wide lines instead of rich's 80-column default.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _cluster() -> Cluster:
@@ -40,14 +38,16 @@ def up(
 ) -> None:
     """Start PostgreSQL, S3 (unless the lake is on S3), the scheduler and N workers (idempotent)."""
     cluster = _cluster()
-    cluster.up(workers, say=console.print)
+    with audited("opslake cluster up", workers=workers):
+        cluster.up(workers, say=console.print)
     status()
 
 
 @app.command("down")
 def down() -> None:
     """Stop every part by its PID; PostgreSQL's data and the lake stay for the next `up`."""
-    _cluster().down(say=console.print)
+    with audited("opslake cluster down"):
+        _cluster().down(say=console.print)
 
 
 @app.command("status")

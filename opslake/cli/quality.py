@@ -12,25 +12,12 @@ from typing import Annotated
 
 import typer
 
+from opslake.cli._common import open_lake, parse_day, stdout
 from opslake.errors import ConfigError
-from opslake.settings import Settings
 
 app = typer.Typer(help="Data quality: check results, the daily check-up report (数据质量体检报告) "
                        "and quality incidents (open → acknowledged → resolved).",
                   no_args_is_help=True)
-
-
-def _lake():
-    from opslake.lake.storage import Lake
-
-    return Lake.from_settings(Settings.from_env())
-
-
-def _parse_day(day: str) -> date:
-    try:
-        return date.fromisoformat(day)
-    except ValueError:
-        raise ConfigError(f"--date={day!r} is not a date; use YYYY-MM-DD") from None
 
 
 def _last_day(lake) -> date:
@@ -58,8 +45,8 @@ def report(
     """Write the day's self-contained HTML check-up into the lake (and optionally a copy)."""
     from opslake.quality.report import write_report
 
-    lake = _lake()
-    when = _last_day(lake) if day is None else _parse_day(day)
+    lake = open_lake()
+    when = parse_day(day, "--date") or _last_day(lake)
     if output is not None and not output.parent.is_dir():
         raise ConfigError(f"--output {output}: directory {output.parent} does not exist")
     started = time.perf_counter()
@@ -84,13 +71,12 @@ def results(
     failed: Annotated[bool, typer.Option(help="Only failed checks.")] = False,
 ) -> None:
     """The checks of one day: table, check, severity, passed, observed vs threshold."""
-    from rich.console import Console
     from rich.table import Table
 
     from opslake.quality.results import read_results
 
-    lake = _lake()
-    chosen = _parse_day(day) if day else _last_day(lake)
+    lake = open_lake()
+    chosen = parse_day(day, "--date") or _last_day(lake)
     rows = read_results(lake, [chosen.isoformat()]).to_pylist()
     table = Table("table", "check", "kind", "severity", "passed", "observed", "threshold",
                   title=f"quality checks of {chosen}")
@@ -100,7 +86,7 @@ def results(
         table.add_row(f"{r['layer']}.{r['table']}", r["check"], r["kind"], r["severity"],
                       "✓" if r["passed"] else "✗", (f"{r['source']}: " if r["source"] else "")
                       + r["observed"], r["threshold"])
-    Console().print(table)
+    stdout.print(table)
 
 
 @app.command("incidents")
@@ -108,17 +94,16 @@ def incidents_list(
     status: Annotated[str | None, typer.Option(help="open, acknowledged or resolved.")] = None,
 ) -> None:
     """Quality incidents (a check that failed) with their status."""
-    from rich.console import Console
     from rich.table import Table
 
     from opslake.quality import incidents
 
-    found = [i for i in incidents.incidents(_lake()) if status in (None, i.status)]
+    found = [i for i in incidents.incidents(open_lake()) if status in (None, i.status)]
     table = Table("id", "table", "check", "severity", "status", "first failed", "last failed")
     for i in found:
         table.add_row(i.id, i.table, i.check, i.severity, i.status, str(i.first_failed),
                       str(i.last_failed))
-    Console().print(table)
+    stdout.print(table)
 
 
 def _set(incident_id: str, status: str, note: str) -> None:
@@ -126,7 +111,7 @@ def _set(incident_id: str, status: str, note: str) -> None:
 
     from opslake.quality import incidents
 
-    changed = incidents.set_status(_lake(), incident_id, status,
+    changed = incidents.set_status(open_lake(), incident_id, status,
                                    by=f"cli:{getpass.getuser()}", note=note)
     typer.echo(f"{changed.id} {changed.table} {changed.check}: {changed.status}")
 

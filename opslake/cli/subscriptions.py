@@ -8,15 +8,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from opslake.cli._common import stdout
 from opslake.settings import Settings
 
 app = typer.Typer(help="Subscriptions: metric, anomaly, quality and asset-expiry conditions "
                        "delivered by signed webhook, MQTT or server-sent events.",
                   no_args_is_help=True)
-console = Console()
 
 
 def _store(settings: Settings):
@@ -54,7 +53,7 @@ def list_(
         where = s.delivery.get("url") or (s.topic if s.delivery["type"] == "mqtt" else "")
         table.add_row(s.id, s.owner, watch, cond, f"{s.delivery['type']} {where}".strip(),
                       s.created_at[:19], (s.deleted_at or "")[:19])
-    console.print(table)
+    stdout.print(table)
 
 
 @app.command("add")
@@ -117,7 +116,7 @@ def add(
 def remove(sub_id: Annotated[str, typer.Argument(help="sub_… as listed.")]) -> None:
     """Stop a subscription (its delivery log is kept)."""
     _store(Settings.from_env()).remove(sub_id, datetime.now(UTC))
-    console.print(f"[green]removed[/] {sub_id}")
+    stdout.print(f"[green]removed[/] {sub_id}")
 
 
 @app.command("deliveries")
@@ -135,7 +134,7 @@ def deliveries(
     for r in records:
         table.add_row(str(r.seq), r.at[:19], r.sub_id, r.event_key[:60], r.channel, r.status,
                       str(r.attempts), (r.next_attempt_at or "")[:19], r.detail[:60])
-    console.print(table)
+    stdout.print(table)
 
 
 @app.command("run-once")
@@ -149,6 +148,6 @@ def run_once() -> None:
                       owners=owners_from(_identity(settings).users()),
                       broker=settings.mqtt_broker)
     for error in result.errors:
-        console.print(f"[yellow]{error}[/]")
-    console.print(f"queued {result.queued}, sent {result.sent}, failed {result.failed}, "
+        stdout.print(f"[yellow]{error}[/]")
+    stdout.print(f"queued {result.queued}, sent {result.sent}, failed {result.failed}, "
                   f"buffered {result.buffered}, expired {result.expired}")

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from opslake.cli._admin import Admin, AdminCode, vouched
 from opslake.errors import BackupError
 from opslake.settings import Settings
 
@@ -50,13 +51,19 @@ def create(
         help="files: the lake's files go in the archive (default for a local lake); "
         "manifest: only each object's path, size and sha256 (default for an S3 lake, whose "
         "object versioning is the copy).")] = None,
+    admin: Admin = None,
+    totp: AdminCode = None,
 ) -> None:
     """Back up the state directory, the lake and the keys (sealed) into one archive."""
     from opslake.security import backup
 
     settings = Settings.from_env()
-    made = backup.create(settings, output, _passphrase(settings, confirm=True),
-                         lake_mode=lake.value if lake else None)
+    # The archive holds every key sealed and the lake: an administrator's act, audited.
+    with vouched("opslake backup create", str(output), admin, totp,
+                 lake=lake.value if lake else "default") as recorded:
+        made = backup.create(settings, output, _passphrase(settings, confirm=True),
+                             lake_mode=lake.value if lake else None)
+        recorded.update(entries=made.entries, bytes=made.size)
     typer.echo(json.dumps({"path": str(made.path), "entries": made.entries, "bytes": made.size,
                            "lake": made.lake, "lake_objects": made.lake_objects}))
 

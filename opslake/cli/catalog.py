@@ -12,17 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from opslake.cli._common import console, stdout
 from opslake.errors import ConfigError
 from opslake.settings import Settings
 
 app = typer.Typer(help="The metrics catalog: validate, list, show, import/export, add/edit, "
                        "publish, deprecate.", no_args_is_help=True)
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _catalog():

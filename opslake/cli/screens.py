@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from opslake.cli._common import console, stdout
 
 app = typer.Typer(help="Superset large screens: start/stop the server, import dashboards/, "
                        "roles with row-level security, users.", no_args_is_help=True)
-console = Console(stderr=True)
 
 
 def _config():
@@ -89,7 +89,7 @@ def import_(
                   + (f"imported ({result.reason})" if result.imported else "unchanged"))
     for resource, objects in result.objects.items():
         table.add_row(resource, str(len(objects)))
-    Console().print(table)
+    stdout.print(table)
     console.print(f"roles: {access}" if access.changed else "roles: unchanged")
 
 
