@@ -71,7 +71,8 @@ bench: install
 	$(PY) -m tests.benchmarks.bench_api
 
 lint: install
-	$(VENV)/bin/ruff check opslake tests
+	$(VENV)/bin/ruff check opslake tests infra
+	$(VENV)/bin/ruff format --check opslake tests infra
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -82,12 +82,15 @@ class Lake:
         from opslake.api.warehouse import WarehouseReader
 
         settings = settings or Settings.from_env()
-        return cls(_Local(WarehouseReader(settings.warehouse_path),
-                          HandlingLog.from_settings(settings)), as_)
+        return cls(
+            _Local(WarehouseReader(settings.warehouse_path), HandlingLog.from_settings(settings)),
+            as_,
+        )
 
     @classmethod
-    def remote(cls, url: str, key: str | None = None, timeout: float = 30, *,
-               as_: Output = "polars") -> Lake:
+    def remote(
+        cls, url: str, key: str | None = None, timeout: float = 30, *, as_: Output = "polars"
+    ) -> Lake:
         """The read API at ``url`` (e.g. ``http://127.0.0.1:8700``) with API ``key``.
 
         ``key`` defaults to ``OPSLAKE_API_KEY``; ``timeout`` is seconds per request. Each call
@@ -96,11 +99,15 @@ class Lake:
         """
         key = key or os.environ.get("OPSLAKE_API_KEY")
         if not key:
-            raise ConfigError("Lake.remote needs an API key; pass key='olk_…' or set "
-                              "OPSLAKE_API_KEY (an administrator issues keys)")
+            raise ConfigError(
+                "Lake.remote needs an API key; pass key='olk_…' or set "
+                "OPSLAKE_API_KEY (an administrator issues keys)"
+            )
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{url!r} is not an http(s) URL; give the data service's base "
-                              "URL, e.g. http://127.0.0.1:8700")
+            raise ConfigError(
+                f"{url!r} is not an http(s) URL; give the data service's base "
+                "URL, e.g. http://127.0.0.1:8700"
+            )
         return cls(_Remote(url, key, timeout), as_)
 
     def close(self) -> None:
@@ -120,8 +127,14 @@ class Lake:
 
     # -- catalog -------------------------------------------------------------------------
 
-    def metrics(self, search: str | None = None, category: str | None = None,
-                status: str | None = None, *, as_: Output | None = None) -> Any:
+    def metrics(
+        self,
+        search: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        *,
+        as_: Output | None = None,
+    ) -> Any:
         """The metrics catalog, one row per metric, ordered by ``metric_id``.
 
         ``search`` matches text in the id, the Chinese and English names and the
@@ -144,8 +157,17 @@ class Lake:
 
     # -- data ----------------------------------------------------------------------------
 
-    def metric(self, metric_id: str, start: When, end: When, by: str = "all", step: str = "1h",
-               *, as_: Output | None = None, **filters: str) -> Any:
+    def metric(
+        self,
+        metric_id: str,
+        start: When,
+        end: When,
+        by: str = "all",
+        step: str = "1h",
+        *,
+        as_: Output | None = None,
+        **filters: str,
+    ) -> Any:
         """A metric's values from ``start`` (inclusive) to ``end`` (exclusive).
 
         ``by`` is the breakdown (``all``, ``entity``, ``business``, ``department``,
@@ -158,23 +180,32 @@ class Lake:
         """
         begin, finish = _instant(start, "start"), _instant(end, "end")
         if finish <= begin or finish - begin > timedelta(days=366):
-            raise ConfigError("the time range is empty or longer than a year; give start < end "
-                              "within 366 days")
+            raise ConfigError(
+                "the time range is empty or longer than a year; give start < end within 366 days"
+            )
         allowed = FILTERS.get(by, ())
         unknown = sorted(set(filters) - set(FILTERS["entity"]))
         wrong = sorted(set(filters) - set(allowed))
         if unknown:
-            raise ConfigError(f"unknown filters {unknown}; filter on "
-                              f"{', '.join(FILTERS['entity'])}")
+            raise ConfigError(
+                f"unknown filters {unknown}; filter on {', '.join(FILTERS['entity'])}"
+            )
         if wrong:
-            raise ConfigError(f"filters {wrong} do not apply to the breakdown {by!r}; filter on "
-                              f"{', '.join(allowed) or 'nothing'} or choose another 'by'")
+            raise ConfigError(
+                f"filters {wrong} do not apply to the breakdown {by!r}; filter on "
+                f"{', '.join(allowed) or 'nothing'} or choose another 'by'"
+            )
         clean = {k: str(v) for k, v in filters.items() if v is not None and v != ""}
-        return self._out(self._backend.metric_data(metric_id, begin, finish, step, by, clean),
-                         as_)
+        return self._out(self._backend.metric_data(metric_id, begin, finish, step, by, clean), as_)
 
-    def incidents(self, day: When | None = None, status: str | None = None,
-                  severity: str | None = None, *, as_: Output | None = None) -> Any:
+    def incidents(
+        self,
+        day: When | None = None,
+        status: str | None = None,
+        severity: str | None = None,
+        *,
+        as_: Output | None = None,
+    ) -> Any:
         """A UTC day's incidents (default: the newest day), with root cause and enrichment.
 
         ``status`` is ``firing`` or ``resolved``. Ordered by ``started_at``.
@@ -187,23 +218,30 @@ class Lake:
         """The alerts an incident converged, the root-cause alert flagged ``is_root_cause``."""
         return self._out(self._backend.incident_alerts(incident_id), as_)
 
-    def anomalies(self, day: When | None = None, entity_id: str | None = None,
-                  metric: str | None = None, events_only: bool = False, *,
-                  as_: Output | None = None) -> Any:
+    def anomalies(
+        self,
+        day: When | None = None,
+        entity_id: str | None = None,
+        metric: str | None = None,
+        events_only: bool = False,
+        *,
+        as_: Output | None = None,
+    ) -> Any:
         """A UTC day's anomalous points (default: the newest day), with the level expected.
 
         ``events_only`` keeps the points that opened an anomaly event.
         """
-        return self._out(self._backend.anomalies(_day(day), entity_id, metric, events_only),
-                         as_)
+        return self._out(self._backend.anomalies(_day(day), entity_id, metric, events_only), as_)
 
-    def forecasts(self, entity_id: str | None = None, metric: str | None = None, *,
-                  as_: Output | None = None) -> Any:
+    def forecasts(
+        self, entity_id: str | None = None, metric: str | None = None, *, as_: Output | None = None
+    ) -> Any:
         """The newest forecast run: point and 80/95 % bounds per series and hour ahead."""
         return self._out(self._backend.forecasts(entity_id, metric), as_)
 
-    def capacity(self, entity_id: str | None = None, metric: str | None = None, *,
-                 as_: Output | None = None) -> Any:
+    def capacity(
+        self, entity_id: str | None = None, metric: str | None = None, *, as_: Output | None = None
+    ) -> Any:
         """The newest capacity runway: per capacity-planning series, current value, trend per
         day, the dates the forecast (and its upper bound) reach capacity and days left.
 
@@ -211,9 +249,15 @@ class Lake:
         """
         return self._out(self._backend.capacity(entity_id, metric), as_)
 
-    def assets(self, expiring_within_days: int | None = None, kind: str | None = None,
-               department: str | None = None, business: str | None = None, *,
-               as_: Output | None = None) -> Any:
+    def assets(
+        self,
+        expiring_within_days: int | None = None,
+        kind: str | None = None,
+        department: str | None = None,
+        business: str | None = None,
+        *,
+        as_: Output | None = None,
+    ) -> Any:
         """CIs in service with days to warranty, contract and licence end.
 
         ``expiring_within_days`` keeps those where any of the three ends within that many
@@ -222,11 +266,13 @@ class Lake:
         """
         if expiring_within_days is not None and not 0 <= expiring_within_days <= 3650:
             raise ConfigError(f"expiring_within_days={expiring_within_days}: give 0 to 3650")
-        return self._out(self._backend.assets(expiring_within_days, kind, department,
-                                              business), as_)
+        return self._out(
+            self._backend.assets(expiring_within_days, kind, department, business), as_
+        )
 
-    def quality(self, day: When | None = None, failed: bool = False, *,
-                as_: Output | None = None) -> Any:
+    def quality(
+        self, day: When | None = None, failed: bool = False, *, as_: Output | None = None
+    ) -> Any:
         """Each data-quality check of each table for a day (default: the newest checked day):
         passed, observed value, threshold. ``failed`` keeps only the checks that failed."""
         return self._out(self._backend.quality(_day(day), failed), as_)
@@ -235,8 +281,9 @@ class Lake:
         """The newest day the daily pipeline checked (from the quality results)."""
         days = self._backend.quality(None, False).column("day").to_pylist()
         if not days:
-            raise NotFoundError("the lake has no quality results yet; run the daily pipeline "
-                                "(opslake materialize)")
+            raise NotFoundError(
+                "the lake has no quality results yet; run the daily pipeline (opslake materialize)"
+            )
         return max(days)
 
     # -- output --------------------------------------------------------------------------
@@ -265,11 +312,12 @@ def _instant(value: When, name: str) -> datetime:
     """A UTC datetime from a day or an instant (naive means UTC)."""
     if isinstance(value, str):
         try:
-            value = (date.fromisoformat(value) if len(value) == 10
-                     else datetime.fromisoformat(value))
+            value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
         except ValueError as exc:
-            raise ConfigError(f"{name}={value!r} is not a date or time; use ISO 8601, e.g. "
-                              "2026-03-02 or 2026-03-02T08:00:00Z") from exc
+            raise ConfigError(
+                f"{name}={value!r} is not a date or time; use ISO 8601, e.g. "
+                "2026-03-02 or 2026-03-02T08:00:00Z"
+            ) from exc
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, date):
@@ -310,19 +358,26 @@ class _Backend:
     def lineage(self, metric_id: str) -> pa.Table:
         raise NotImplementedError
 
-    def metric_data(self, metric_id: str, start: datetime, end: datetime, step: str, by: str,
-                    filters: Mapping[str, str]) -> pa.Table:
+    def metric_data(
+        self,
+        metric_id: str,
+        start: datetime,
+        end: datetime,
+        step: str,
+        by: str,
+        filters: Mapping[str, str],
+    ) -> pa.Table:
         raise NotImplementedError
 
-    def incidents(self, day: date | None, status: str | None, severity: str | None
-                  ) -> pa.Table:
+    def incidents(self, day: date | None, status: str | None, severity: str | None) -> pa.Table:
         raise NotImplementedError
 
     def incident_alerts(self, incident_id: str) -> pa.Table:
         raise NotImplementedError
 
-    def anomalies(self, day: date | None, entity_id: str | None, metric: str | None,
-                  events_only: bool) -> pa.Table:
+    def anomalies(
+        self, day: date | None, entity_id: str | None, metric: str | None, events_only: bool
+    ) -> pa.Table:
         raise NotImplementedError
 
     def forecasts(self, entity_id: str | None, metric: str | None) -> pa.Table:
@@ -331,8 +386,13 @@ class _Backend:
     def capacity(self, entity_id: str | None, metric: str | None) -> pa.Table:
         raise NotImplementedError
 
-    def assets(self, expiring_within_days: int | None, kind: str | None,
-               department: str | None, business: str | None) -> pa.Table:
+    def assets(
+        self,
+        expiring_within_days: int | None,
+        kind: str | None,
+        department: str | None,
+        business: str | None,
+    ) -> pa.Table:
         raise NotImplementedError
 
     def quality(self, day: date | None, failed: bool) -> pa.Table:
@@ -360,13 +420,17 @@ class _Local(_Backend):
         try:
             return self.reader.query(sql, params)
         except duckdb.CatalogException as exc:
-            raise NotFoundError(f"the warehouse at {self.reader.path} does not serve what this "
-                                f"call reads ({str(exc).splitlines()[0]}); run the daily "
-                                "pipeline and `opslake warehouse build`") from exc
+            raise NotFoundError(
+                f"the warehouse at {self.reader.path} does not serve what this "
+                f"call reads ({str(exc).splitlines()[0]}); run the daily "
+                "pipeline and `opslake warehouse build`"
+            ) from exc
         except duckdb.Error as exc:
-            raise StorageError(f"reading the warehouse at {self.reader.path} failed: "
-                               f"{str(exc).splitlines()[0]}; rebuild it with `opslake "
-                               "warehouse build`") from exc
+            raise StorageError(
+                f"reading the warehouse at {self.reader.path} failed: "
+                f"{str(exc).splitlines()[0]}; rebuild it with `opslake "
+                "warehouse build`"
+            ) from exc
 
     def _newest(self, table: str, day: date | None) -> str:
         if day is not None:
@@ -382,8 +446,9 @@ class _Local(_Backend):
     def describe(self, metric_id: str) -> dict[str, Any]:
         rows = self._query(*statements.metric(metric_id)).to_pylist()
         if not rows:
-            raise NotFoundError(f"no metric {metric_id!r} in the catalog; list them with "
-                                "Lake.metrics()")
+            raise NotFoundError(
+                f"no metric {metric_id!r} in the catalog; list them with Lake.metrics()"
+            )
         return rows[0]
 
     def versions(self, metric_id: str) -> pa.Table:
@@ -394,22 +459,32 @@ class _Local(_Backend):
         self.describe(metric_id)
         return self._query(*statements.lineage(metric_id))
 
-    def metric_data(self, metric_id: str, start: datetime, end: datetime, step: str, by: str,
-                    filters: Mapping[str, str]) -> pa.Table:
+    def metric_data(
+        self,
+        metric_id: str,
+        start: datetime,
+        end: datetime,
+        step: str,
+        by: str,
+        filters: Mapping[str, str],
+    ) -> pa.Table:
         metric = self.describe(metric_id)
         if step not in metric["grains"]:
-            raise ConfigError(f"{metric_id} is computed at {', '.join(metric['grains'])}, not "
-                              f"{step}; pick one of those as step")
+            raise ConfigError(
+                f"{metric_id} is computed at {', '.join(metric['grains'])}, not "
+                f"{step}; pick one of those as step"
+            )
         if by not in [*metric["dimensions"], "all"]:
-            raise ConfigError(f"{metric_id} can be broken down by all, "
-                              f"{', '.join(metric['dimensions'])}, not {by!r}")
+            raise ConfigError(
+                f"{metric_id} can be broken down by all, "
+                f"{', '.join(metric['dimensions'])}, not {by!r}"
+            )
         # The API's own statement, filters in a fixed order (one of a closed set of templates).
         ordered = {c: filters[c] for c in FILTERS["entity"] if c in filters}
         sql, params = statements.data_statement(metric_id, step, by, start, end, ordered)
         return self._query(sql, params)
 
-    def incidents(self, day: date | None, status: str | None, severity: str | None
-                  ) -> pa.Table:
+    def incidents(self, day: date | None, status: str | None, severity: str | None) -> pa.Table:
         dt = self._newest("incidents_current", day)
         from opslake.alerting.handling import with_state
 
@@ -422,8 +497,9 @@ class _Local(_Backend):
             raise NotFoundError(f"no incident {incident_id!r}; list them with Lake.incidents()")
         return self._query(*statements.incident_alerts(incident_id))
 
-    def anomalies(self, day: date | None, entity_id: str | None, metric: str | None,
-                  events_only: bool) -> pa.Table:
+    def anomalies(
+        self, day: date | None, entity_id: str | None, metric: str | None, events_only: bool
+    ) -> pa.Table:
         dt = self._newest("anomalies", day)
         return self._query(*statements.anomalies(dt, entity_id, metric, events_only))
 
@@ -435,14 +511,21 @@ class _Local(_Backend):
         dt = self._newest("capacity", None)
         return self._query(*statements.capacity(dt, entity_id, metric))
 
-    def assets(self, expiring_within_days: int | None, kind: str | None,
-               department: str | None, business: str | None) -> pa.Table:
+    def assets(
+        self,
+        expiring_within_days: int | None,
+        kind: str | None,
+        department: str | None,
+        business: str | None,
+    ) -> pa.Table:
         dt = self._newest("asset_ledger", None)
-        table = self._query(*statements.assets(dt, kind, department, business,
-                                                expiring_within_days))
+        table = self._query(
+            *statements.assets(dt, kind, department, business, expiring_within_days)
+        )
         # Owner contacts stay sealed here: only the audited API decrypts them, by role.
         return table.drop_columns(["owner_contact_sm4"]).append_column(
-            "owner_contact", pa.nulls(table.num_rows, pa.string()))
+            "owner_contact", pa.nulls(table.num_rows, pa.string())
+        )
 
     def quality(self, day: date | None, failed: bool) -> pa.Table:
         want = day.isoformat() if day else None
@@ -457,16 +540,26 @@ class _Remote(_Backend):
 
     #: HTTP status → the error class the API raised for it.
     STATUS: Mapping[int, type[OpsLakeError]] = {
-        400: ConfigError, 401: AuthError, 403: Forbidden, 404: NotFoundError,
-        422: ConfigError, 503: StorageError}
+        400: ConfigError,
+        401: AuthError,
+        403: Forbidden,
+        404: NotFoundError,
+        422: ConfigError,
+        503: StorageError,
+    }
 
     def __init__(self, url: str, key: str, timeout: float) -> None:
         import httpx
 
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout,
-                                  headers={"Authorization": f"Bearer {key}",
-                                           "Accept": "application/vnd.apache.arrow.stream"})
+        self._http = httpx.Client(
+            base_url=self.url,
+            timeout=timeout,
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Accept": "application/vnd.apache.arrow.stream",
+            },
+        )
 
     def describe_self(self) -> str:
         return f"remote {self.url}"
@@ -474,8 +567,9 @@ class _Remote(_Backend):
     def close(self) -> None:
         self._http.close()
 
-    def _get(self, path: str, params: Mapping[str, object] | None = None, *,
-             arrow: bool = True) -> Any:
+    def _get(
+        self, path: str, params: Mapping[str, object] | None = None, *, arrow: bool = True
+    ) -> Any:
         import httpx
 
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
@@ -484,8 +578,10 @@ class _Remote(_Backend):
         try:
             response = self._http.get(path, params=query)
         except httpx.HTTPError as exc:
-            raise StorageError(f"cannot reach the OpsLake API at {self.url} ({exc}); check the "
-                               "URL and that `opslake serve` runs there") from exc
+            raise StorageError(
+                f"cannot reach the OpsLake API at {self.url} ({exc}); check the "
+                "URL and that `opslake serve` runs there"
+            ) from exc
         if response.status_code >= 400:
             raise self._error(path, response)
         if not arrow:
@@ -493,8 +589,10 @@ class _Remote(_Backend):
         try:
             return pa.ipc.open_stream(response.content).read_all()
         except pa.ArrowInvalid as exc:
-            raise StorageError(f"{self.url}{path} did not answer Arrow IPC ({exc}); is this an "
-                               "OpsLake data service?") from exc
+            raise StorageError(
+                f"{self.url}{path} did not answer Arrow IPC ({exc}); is this an "
+                "OpsLake data service?"
+            ) from exc
 
     def _error(self, path: str, response: Any) -> OpsLakeError:
         status = response.status_code
@@ -507,24 +605,30 @@ class _Remote(_Backend):
             error, fix = str(body["error"]), str(body.get("fix") or "")
             text = error if not fix or fix == error else f"{error}; {fix}"
         elif status == 404:
-            return NotFoundError(f"the API at {self.url} has no {path} (an older data service?); "
-                                 "upgrade it or read the warehouse with Lake.local()")
+            return NotFoundError(
+                f"the API at {self.url} has no {path} (an older data service?); "
+                "upgrade it or read the warehouse with Lake.local()"
+            )
         elif isinstance(body.get("detail"), list):
-            problems = ", ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: "
-                                 f"{d.get('msg')}" for d in body["detail"])
+            problems = ", ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                for d in body["detail"]
+            )
             text = f"the API refused the request ({problems}); correct those parameters"
         else:
-            text = (f"the API answered HTTP {status} for {path} "
-                    f"({body.get('detail') or response.text[:200]}); see the service's log")
+            text = (
+                f"the API answered HTTP {status} for {path} "
+                f"({body.get('detail') or response.text[:200]}); see the service's log"
+            )
         if status == 429:
             now = datetime.now(UTC)
-            return QuotaExceeded(text, datetime.combine(now.date() + timedelta(days=1), time(),
-                                                        UTC))
+            return QuotaExceeded(
+                text, datetime.combine(now.date() + timedelta(days=1), time(), UTC)
+            )
         return self.STATUS.get(status, OpsLakeError)(text)
 
     def catalog(self, q: str | None, category: str | None, status: str | None) -> pa.Table:
-        return self._get("/v1/catalog/metrics", {"q": q, "category": category,
-                                                 "status": status})
+        return self._get("/v1/catalog/metrics", {"q": q, "category": category, "status": status})
 
     def describe(self, metric_id: str) -> dict[str, Any]:
         return self._get(f"/v1/catalog/metrics/{_seg(metric_id)}", arrow=False)
@@ -535,22 +639,33 @@ class _Remote(_Backend):
     def lineage(self, metric_id: str) -> pa.Table:
         return self._get(f"/v1/catalog/metrics/{_seg(metric_id)}/lineage")
 
-    def metric_data(self, metric_id: str, start: datetime, end: datetime, step: str, by: str,
-                    filters: Mapping[str, str]) -> pa.Table:
-        return self._get(f"/v1/metrics/{_seg(metric_id)}/data",
-                         {"start": start, "end": end, "step": step, "by": by, **filters})
+    def metric_data(
+        self,
+        metric_id: str,
+        start: datetime,
+        end: datetime,
+        step: str,
+        by: str,
+        filters: Mapping[str, str],
+    ) -> pa.Table:
+        return self._get(
+            f"/v1/metrics/{_seg(metric_id)}/data",
+            {"start": start, "end": end, "step": step, "by": by, **filters},
+        )
 
-    def incidents(self, day: date | None, status: str | None, severity: str | None
-                  ) -> pa.Table:
+    def incidents(self, day: date | None, status: str | None, severity: str | None) -> pa.Table:
         return self._get("/v1/incidents", {"day": day, "status": status, "severity": severity})
 
     def incident_alerts(self, incident_id: str) -> pa.Table:
         return self._get(f"/v1/incidents/{_seg(incident_id)}/alerts")
 
-    def anomalies(self, day: date | None, entity_id: str | None, metric: str | None,
-                  events_only: bool) -> pa.Table:
-        return self._get("/v1/anomalies", {"day": day, "entity_id": entity_id,
-                                           "metric": metric, "events_only": events_only})
+    def anomalies(
+        self, day: date | None, entity_id: str | None, metric: str | None, events_only: bool
+    ) -> pa.Table:
+        return self._get(
+            "/v1/anomalies",
+            {"day": day, "entity_id": entity_id, "metric": metric, "events_only": events_only},
+        )
 
     def forecasts(self, entity_id: str | None, metric: str | None) -> pa.Table:
         return self._get("/v1/forecasts", {"entity_id": entity_id, "metric": metric})
@@ -558,11 +673,22 @@ class _Remote(_Backend):
     def capacity(self, entity_id: str | None, metric: str | None) -> pa.Table:
         return self._get("/v1/capacity", {"entity_id": entity_id, "metric": metric})
 
-    def assets(self, expiring_within_days: int | None, kind: str | None,
-               department: str | None, business: str | None) -> pa.Table:
-        return self._get("/v1/assets", {"expiring_within_days": expiring_within_days,
-                                        "kind": kind, "department": department,
-                                        "business": business})
+    def assets(
+        self,
+        expiring_within_days: int | None,
+        kind: str | None,
+        department: str | None,
+        business: str | None,
+    ) -> pa.Table:
+        return self._get(
+            "/v1/assets",
+            {
+                "expiring_within_days": expiring_within_days,
+                "kind": kind,
+                "department": department,
+                "business": business,
+            },
+        )
 
     def quality(self, day: date | None, failed: bool) -> pa.Table:
         return self._get("/v1/quality/results", {"day": day, "failed": failed})

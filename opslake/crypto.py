@@ -55,8 +55,9 @@ def key_id(key: bytes) -> str:
     return sm3(key)[:_KEY_ID_CHARS]
 
 
-def sm4_gcm_encrypt(key: bytes, nonce: bytes, chunks: Iterable[bytes], associated: bytes
-                    ) -> Iterator[bytes]:
+def sm4_gcm_encrypt(
+    key: bytes, nonce: bytes, chunks: Iterable[bytes], associated: bytes
+) -> Iterator[bytes]:
     """SM4-GCM ciphertext of ``chunks``, chunk by chunk, then the 16-byte tag as the last."""
     encryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce)).encryptor()
     encryptor.authenticate_additional_data(associated)
@@ -68,16 +69,20 @@ def sm4_gcm_encrypt(key: bytes, nonce: bytes, chunks: Iterable[bytes], associate
 def sm4_gcm_decrypt(key: bytes, nonce: bytes, sealed: bytes, associated: bytes) -> bytes:
     """The plaintext of ``sealed`` (ciphertext then tag); SecurityError when it fails to verify."""
     if len(sealed) < TAG_BYTES:
-        raise SecurityError("the SM4-GCM message is shorter than its tag; it was cut off, "
-                            "restore it from its source")
+        raise SecurityError(
+            "the SM4-GCM message is shorter than its tag; it was cut off, "
+            "restore it from its source"
+        )
     decryptor = Cipher(algorithms.SM4(key), modes.GCM(nonce, sealed[-TAG_BYTES:])).decryptor()
     decryptor.authenticate_additional_data(associated)
     try:
         return decryptor.update(sealed[:-TAG_BYTES]) + decryptor.finalize()
     except InvalidTag as exc:
-        raise SecurityError("the SM4-GCM message failed authentication: it was altered or "
-                            "sealed under another key or context; restore it from its "
-                            "source") from exc
+        raise SecurityError(
+            "the SM4-GCM message failed authentication: it was altered or "
+            "sealed under another key or context; restore it from its "
+            "source"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -90,17 +95,23 @@ class DataKeys:
     def __post_init__(self) -> None:
         for candidate in (self.current, *self.previous):
             if len(candidate) != KEY_BYTES:
-                raise ConfigError(f"an SM4 data key has {KEY_BYTES} bytes, not "
-                                  f"{len(candidate)}; generate one with: python -c "
-                                  "'import secrets; print(secrets.token_hex(16))'")
+                raise ConfigError(
+                    f"an SM4 data key has {KEY_BYTES} bytes, not "
+                    f"{len(candidate)}; generate one with: python -c "
+                    "'import secrets; print(secrets.token_hex(16))'"
+                )
 
     @classmethod
-    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None
-                      ) -> DataKeys:
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> DataKeys:
         """This installation's keys: the current one (environment or key file) and previous."""
         env = os.environ if environ is None else environ
-        previous = tuple(_parse_key(part.strip(), PREVIOUS_KEYS_ENV)
-                         for part in env.get(PREVIOUS_KEYS_ENV, "").split(",") if part.strip())
+        previous = tuple(
+            _parse_key(part.strip(), PREVIOUS_KEYS_ENV)
+            for part in env.get(PREVIOUS_KEYS_ENV, "").split(",")
+            if part.strip()
+        )
         return cls(data_key(settings, env), previous)
 
     @property
@@ -124,8 +135,13 @@ def data_key(settings: Settings, environ: Mapping[str, str] | None = None) -> by
     return key
 
 
-def key_file(path: Path, size: int = KEY_BYTES, *, create: bool = True,
-             alternative: str = "make OPSLAKE_STATE_DIR writable") -> bytes | None:
+def key_file(
+    path: Path,
+    size: int = KEY_BYTES,
+    *,
+    create: bool = True,
+    alternative: str = "make OPSLAKE_STATE_DIR writable",
+) -> bytes | None:
     """The secret key of ``size`` bytes kept as hex in ``path``, created (mode 600) if missing.
 
     With ``create`` false a missing file gives None. A file other users may read is refused.
@@ -138,11 +154,15 @@ def key_file(path: Path, size: int = KEY_BYTES, *, create: bool = True,
         mode = path.stat().st_mode
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read or create the key file {path}: {exc}; make its "
-                          f"directory writable, or {alternative}") from exc
+        raise ConfigError(
+            f"cannot read or create the key file {path}: {exc}; make its "
+            f"directory writable, or {alternative}"
+        ) from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"the key file {path} is readable by other users "
-                          f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}")
+        raise ConfigError(
+            f"the key file {path} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+        )
     return _parse_key(text.strip(), str(path), size)
 
 
@@ -152,9 +172,11 @@ def _parse_key(raw: str, source: str, size: int = KEY_BYTES) -> bytes:
     except ValueError:
         key = b""
     if len(key) != size:
-        raise ConfigError(f"{source} must be {2 * size} hex digits (a {8 * size}-bit key); "
-                          "generate one with: python -c 'import secrets; "
-                          f"print(secrets.token_hex({size}))'")
+        raise ConfigError(
+            f"{source} must be {2 * size} hex digits (a {8 * size}-bit key); "
+            "generate one with: python -c 'import secrets; "
+            f"print(secrets.token_hex({size}))'"
+        )
     return key
 
 

@@ -56,8 +56,15 @@ def sign(secret: str, timestamp: int | str, body: bytes | str, scheme: str) -> s
     return f"{scheme}=" + SCHEMES[scheme](secret.encode(), f"{timestamp}.".encode() + data)
 
 
-def verify(secret: str, timestamp: str, body: bytes | str, signature: str, *,
-           max_age_s: float = 300.0, now: float | None = None) -> bool:
+def verify(
+    secret: str,
+    timestamp: str,
+    body: bytes | str,
+    signature: str,
+    *,
+    max_age_s: float = 300.0,
+    now: float | None = None,
+) -> bool:
     """Whether a delivery is authentic and fresh (for receivers written in Python)."""
     scheme = signature.partition("=")[0]
     if scheme not in SCHEMES or not str(timestamp).isdigit():
@@ -65,12 +72,12 @@ def verify(secret: str, timestamp: str, body: bytes | str, signature: str, *,
     if abs((time.time() if now is None else now) - int(timestamp)) > max_age_s:
         return False
     # Bytes, because compare_digest refuses str with non-ASCII characters.
-    return hmac.compare_digest(sign(secret, timestamp, body, scheme).encode(),
-                               signature.encode())
+    return hmac.compare_digest(sign(secret, timestamp, body, scheme).encode(), signature.encode())
 
 
-def signed_headers(secret: str | None, timestamp: int, body: bytes | str, scheme: str
-                   ) -> dict[str, str]:
+def signed_headers(
+    secret: str | None, timestamp: int, body: bytes | str, scheme: str
+) -> dict[str, str]:
     """The timestamp header, and the signature header when there is a ``secret``."""
     headers = {TIMESTAMP_HEADER: str(timestamp)}
     if secret:
@@ -82,17 +89,20 @@ def require_2xx(status: int, where: str = "", answer: str = "") -> None:
     """Raise DeliveryError unless ``status`` acknowledges (2xx); redirects are not followed."""
     if 200 <= status < 300:
         return
-    why = "redirects are not followed" if 300 <= status < 400 else \
-        "receiver answered with an error"
-    raise DeliveryError((f"{where}: " if where else "") + f"HTTP {status}: {why}"
-                        + (f": {answer[:200]}" if answer else ""))
+    why = "redirects are not followed" if 300 <= status < 400 else "receiver answered with an error"
+    raise DeliveryError(
+        (f"{where}: " if where else "")
+        + f"HTTP {status}: {why}"
+        + (f": {answer[:200]}" if answer else "")
+    )
 
 
 # --- e-mail -------------------------------------------------------------------------------
 
 
-def send_mail(settings: Mapping[str, str], mail: EmailMessage, timeout: float = SMTP_TIMEOUT_S
-              ) -> None:
+def send_mail(
+    settings: Mapping[str, str], mail: EmailMessage, timeout: float = SMTP_TIMEOUT_S
+) -> None:
     """Send ``mail`` through the SMTP server of an e-mail receiver's ``settings`` (host, port,
     starttls, user, password); DeliveryError names the server when it fails."""
     host, port = settings["host"], int(settings.get("port", "25"))
@@ -145,9 +155,16 @@ class Engine:
     #: Receivers that failed every try of this pass, with their last error.
     down: dict[str, str] = field(default_factory=dict)
 
-    def deliver(self, target: str, send: Callable[[], str], *, now: datetime,
-                attempts: int = 0, failures: int = 0,
-                queued_at: datetime | None = None) -> Outcome:
+    def deliver(
+        self,
+        target: str,
+        send: Callable[[], str],
+        *,
+        now: datetime,
+        attempts: int = 0,
+        failures: int = 0,
+        queued_at: datetime | None = None,
+    ) -> Outcome:
         """Try ``send`` (which returns a receipt or raises DeliveryError) for receiver ``target``.
 
         ``attempts`` and ``failures`` count earlier tries and failed passes; ``queued_at``
@@ -166,5 +183,6 @@ class Engine:
         if limit is not None and queued_at is not None and now - queued_at >= limit:
             return Outcome("expired", attempts, f"given up after {limit}: {error}"[:MAX_DETAIL])
         self.down[target] = error
-        return Outcome("failed", attempts, error[:MAX_DETAIL],
-                       now + self.policy.backoff(failures + 1))
+        return Outcome(
+            "failed", attempts, error[:MAX_DETAIL], now + self.policy.backoff(failures + 1)
+        )

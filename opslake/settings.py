@@ -13,8 +13,7 @@ from opslake.errors import ConfigError
 DEFAULT_METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
 DEFAULT_ALERTING_DIR = Path(__file__).resolve().parent.parent / "config" / "alerting"
 DEFAULT_EGRESS_FILE = Path(__file__).resolve().parent.parent / "config" / "egress.yaml"
-DEFAULT_ALERT_WEBHOOKS_DIR = Path(__file__).resolve().parent.parent / "config" / \
-    "alert_webhooks"
+DEFAULT_ALERT_WEBHOOKS_DIR = Path(__file__).resolve().parent.parent / "config" / "alert_webhooks"
 DEFAULT_TASKS_DIR = Path(__file__).resolve().parent.parent / "collection" / "tasks"
 
 
@@ -153,23 +152,35 @@ class Settings:
             state_dir=state_dir,
             timezone=env.get("OPSLAKE_TIMEZONE", "Asia/Shanghai"),
             partition_start=start,
-            metrics_dir=Path(env.get("OPSLAKE_METRICS_DIR", DEFAULT_METRICS_DIR)).expanduser()
+            metrics_dir=Path(env.get("OPSLAKE_METRICS_DIR", DEFAULT_METRICS_DIR))
+            .expanduser()
             .resolve(),
             alerting_dir=Path(env.get("OPSLAKE_ALERTING_DIR", DEFAULT_ALERTING_DIR))
-            .expanduser().resolve(),
-            egress_file=Path(env.get("OPSLAKE_EGRESS_FILE", DEFAULT_EGRESS_FILE)).expanduser()
+            .expanduser()
             .resolve(),
-            alert_webhooks_dir=Path(env.get("OPSLAKE_ALERT_WEBHOOKS_DIR")
-                                    or DEFAULT_ALERT_WEBHOOKS_DIR).expanduser().resolve(),
-            tasks_dir=Path(env.get("OPSLAKE_TASKS_DIR") or (
-                DEFAULT_TASKS_DIR if DEFAULT_TASKS_DIR.is_dir() else "collection/tasks"))
-            .expanduser().resolve(),
-            max_push_bytes=_positive(env, "OPSLAKE_MAX_PUSH_BYTES", 16 * 2**20,
-                                     what="a positive number of bytes"),
-            max_decoded_bytes=_positive(env, "OPSLAKE_MAX_DECODED_BYTES", 32 * 2**20,
-                                        what="a positive number of bytes"),
+            egress_file=Path(env.get("OPSLAKE_EGRESS_FILE", DEFAULT_EGRESS_FILE))
+            .expanduser()
+            .resolve(),
+            alert_webhooks_dir=Path(
+                env.get("OPSLAKE_ALERT_WEBHOOKS_DIR") or DEFAULT_ALERT_WEBHOOKS_DIR
+            )
+            .expanduser()
+            .resolve(),
+            tasks_dir=Path(
+                env.get("OPSLAKE_TASKS_DIR")
+                or (DEFAULT_TASKS_DIR if DEFAULT_TASKS_DIR.is_dir() else "collection/tasks")
+            )
+            .expanduser()
+            .resolve(),
+            max_push_bytes=_positive(
+                env, "OPSLAKE_MAX_PUSH_BYTES", 16 * 2**20, what="a positive number of bytes"
+            ),
+            max_decoded_bytes=_positive(
+                env, "OPSLAKE_MAX_DECODED_BYTES", 32 * 2**20, what="a positive number of bytes"
+            ),
             mqtt_broker=host_port(env["OPSLAKE_MQTT_BROKER"], "OPSLAKE_MQTT_BROKER")
-            if env.get("OPSLAKE_MQTT_BROKER") else None,
+            if env.get("OPSLAKE_MQTT_BROKER")
+            else None,
             subscription_interval_s=_seconds(env, "OPSLAKE_SUBSCRIPTION_INTERVAL_S", 10.0),
             dask_scheduler=env.get("OPSLAKE_DASK_SCHEDULER") or None,
             dask_port=_port(env, "OPSLAKE_DASK_PORT", 8786),
@@ -181,16 +192,23 @@ class Settings:
             duckdb_memory_mb=_memory_mb(env, "OPSLAKE_DUCKDB_MEMORY_MB", 2048),
             log_level=_log_level(env),
             audit_key_file=Path(env["OPSLAKE_AUDIT_KEY_FILE"]).expanduser().resolve()
-            if env.get("OPSLAKE_AUDIT_KEY_FILE") else None,
+            if env.get("OPSLAKE_AUDIT_KEY_FILE")
+            else None,
             audit_checkpoint_entries=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_ENTRIES", 1000),
             audit_checkpoint_seconds=_positive(env, "OPSLAKE_AUDIT_CHECKPOINT_SECONDS", 300),
             audit_syslog=env.get("OPSLAKE_AUDIT_SYSLOG") or None,
             dedupe_days=_positive(env, "OPSLAKE_DEDUPE_DAYS", 7),
             backup_keep=_positive(env, "OPSLAKE_BACKUP_KEEP", 7),
-            landing_encrypted_sources=_sources(env, "OPSLAKE_LANDING_ENCRYPTED_SOURCES",
-                                               ("cmdb", "itsm")),
-            landing_retention_days=_positive(env, "OPSLAKE_LANDING_RETENTION_DAYS", 0, least=0,
-                                             what="a number of days (0 keeps landing forever)"),
+            landing_encrypted_sources=_sources(
+                env, "OPSLAKE_LANDING_ENCRYPTED_SOURCES", ("cmdb", "itsm")
+            ),
+            landing_retention_days=_positive(
+                env,
+                "OPSLAKE_LANDING_RETENTION_DAYS",
+                0,
+                least=0,
+                what="a number of days (0 keeps landing forever)",
+            ),
             backup_passphrase_env=env.get("OPSLAKE_BACKUP_PASSPHRASE_VAR")
             or "OPSLAKE_BACKUP_PASSPHRASE",
             session_quota_per_day=_positive(env, "OPSLAKE_SESSION_QUOTA", 10_000),
@@ -201,8 +219,11 @@ class Settings:
             superset_door_port=_door_port(env, "OPSLAKE_SUPERSET_DOOR_PORT"),
             dagster_upstream=_upstream(env, "OPSLAKE_DAGSTER_UPSTREAM", "http://127.0.0.1:3001"),
             # Superset's own port (opslake.screens.server) unless the upstream is named.
-            superset_upstream=_upstream(env, "OPSLAKE_SUPERSET_UPSTREAM", "http://127.0.0.1:"
-                                        f"{_port(env, 'OPSLAKE_SUPERSET_PORT', 8088)}"),
+            superset_upstream=_upstream(
+                env,
+                "OPSLAKE_SUPERSET_UPSTREAM",
+                f"http://127.0.0.1:{_port(env, 'OPSLAKE_SUPERSET_PORT', 8088)}",
+            ),
         )
 
     @property
@@ -265,8 +286,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:  # NaN too
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds; use e.g. {default:g} "
-                          "(0 turns it off)")
+        raise ConfigError(
+            f"{name}={raw!r} is not a number of seconds; use e.g. {default:g} (0 turns it off)"
+        )
     return value
 
 
@@ -280,8 +302,10 @@ def _upstream(env: Mapping[str, str], name: str, default: str) -> str:
     raw = (env.get(name) or default).rstrip("/")
     scheme, _, rest = raw.partition("://")
     if scheme not in ("http", "https") or not rest or "/" in rest or "@" in rest:
-        raise ConfigError(f"{name}={raw!r} is not an upstream base URL; use http://HOST:PORT "
-                          f"with no path (default {default})")
+        raise ConfigError(
+            f"{name}={raw!r} is not an upstream base URL; use http://HOST:PORT "
+            f"with no path (default {default})"
+        )
     return raw
 
 
@@ -290,8 +314,10 @@ def _tls_path(env: Mapping[str, str], name: str, partner: str) -> Path | None:
     if not env.get(name):
         return None
     if not env.get(partner):
-        raise ConfigError(f"{name} is set but {partner} is not; set both (`opslake tls "
-                          "self-signed --out DIR` makes a pair and prints them) or neither")
+        raise ConfigError(
+            f"{name} is set but {partner} is not; set both (`opslake tls "
+            "self-signed --out DIR` makes a pair and prints them) or neither"
+        )
     return Path(env[name]).expanduser().resolve()
 
 
@@ -299,8 +325,10 @@ def _day_shards(env: Mapping[str, str]) -> int:
     """``OPSLAKE_SHARDS``; a clear error when it is not a shard count."""
     raw = env.get("OPSLAKE_SHARDS") or "1"
     if not raw.isdigit() or not 1 <= int(raw) <= 256:
-        raise ConfigError(f"OPSLAKE_SHARDS={raw!r} is not a shard count; use a whole number "
-                          "from 1 (default: a day is one step) to 256")
+        raise ConfigError(
+            f"OPSLAKE_SHARDS={raw!r} is not a shard count; use a whole number "
+            "from 1 (default: a day is one step) to 256"
+        )
     return int(raw)
 
 
@@ -310,11 +338,12 @@ def _sources(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     if raw.lower() == "none":
         return ()
     names = tuple(sorted({part.strip() for part in raw.split(",") if part.strip()})) or default
-    bad = [n for n in names if not n.replace("-", "").replace("_", "").isalnum()
-           or n != n.lower()]
+    bad = [n for n in names if not n.replace("-", "").replace("_", "").isalnum() or n != n.lower()]
     if bad:
-        raise ConfigError(f"{name}={raw!r} names {bad[0]!r}, not a landing source; use "
-                          "lower-case source names separated by commas (e.g. cmdb,itsm) or none")
+        raise ConfigError(
+            f"{name}={raw!r} names {bad[0]!r}, not a landing source; use "
+            "lower-case source names separated by commas (e.g. cmdb,itsm) or none"
+        )
     return names
 
 
@@ -327,16 +356,26 @@ def _log_level(env: Mapping[str, str]) -> str:
     """``OPSLAKE_LOG_LEVEL``; a clear error when it is not a level."""
     raw = (env.get("OPSLAKE_LOG_LEVEL") or "WARNING").upper()
     if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"OPSLAKE_LOG_LEVEL={raw!r} is not a log level; use DEBUG, INFO, "
-                          "WARNING (default), ERROR or CRITICAL")
+        raise ConfigError(
+            f"OPSLAKE_LOG_LEVEL={raw!r} is not a log level; use DEBUG, INFO, "
+            "WARNING (default), ERROR or CRITICAL"
+        )
     return raw
 
 
-def _positive(env: Mapping[str, str], name: str, default: int, *, least: int = 1,
-              what: str = "a positive whole number") -> int:
+def _positive(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    least: int = 1,
+    what: str = "a positive whole number",
+) -> int:
     """A whole number of at least ``least`` from ``name``; a clear error when it is not one."""
     raw = env.get(name) or str(default)
     if not raw.isdigit() or int(raw) < least:
-        raise ConfigError(f"{name}={raw!r} is not {what}; use a whole number of at least "
-                          f"{least} (default {default})")
+        raise ConfigError(
+            f"{name}={raw!r} is not {what}; use a whole number of at least "
+            f"{least} (default {default})"
+        )
     return int(raw)

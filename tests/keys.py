@@ -11,8 +11,9 @@ from opslake.settings import Settings
 PASSWORD = "Correct-Horse-42-Battery"
 
 
-def ingest_key(settings: Settings, user: str = "sender", role: str = "ingest",
-               scopes: list[str] | None = None) -> str:
+def ingest_key(
+    settings: Settings, user: str = "sender", role: str = "ingest", scopes: list[str] | None = None
+) -> str:
     """A new key of a new user ``user`` with ``role`` (default: push only) in ``settings``."""
     store = IdentityStore.sealed(settings)
     store.add_user(user, role, PASSWORD, departments=["ops"] if role == "dept_viewer" else ())

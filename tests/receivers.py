@@ -85,8 +85,9 @@ class RobotServer(_Server):
                     owner.refused += 1
                     self._reply(200, {"errcode": 310000, "errmsg": "sign not match"})
                     return
-                owner.received.append({"path": url.path, "query": query, "body": body,
-                                       "at": time.time()})
+                owner.received.append(
+                    {"path": url.path, "query": query, "body": body, "at": time.time()}
+                )
                 self._reply(200, {"errcode": 0, "errmsg": "ok"})
 
         super().__init__(Handler)
@@ -95,8 +96,9 @@ class RobotServer(_Server):
         ts = query.get("timestamp", "")
         if not ts.isdigit() or abs(time.time() * 1000 - int(ts)) > 3_600_000:
             return False
-        want = base64.b64encode(hmac.new(self.secret.encode(), f"{ts}\n{self.secret}".encode(),
-                                         hashlib.sha256).digest()).decode()
+        want = base64.b64encode(
+            hmac.new(self.secret.encode(), f"{ts}\n{self.secret}".encode(), hashlib.sha256).digest()
+        ).decode()
         return hmac.compare_digest(query.get("sign", ""), want)
 
     def bodies(self, path: str) -> list[dict]:
@@ -113,8 +115,12 @@ class WebhookServer(_Server):
             def do_POST(self) -> None:
                 owner: WebhookServer = self.server.owner  # type: ignore[attr-defined]
                 body = self._body()
-                if not verify(owner.secret, self.headers.get("X-OpsLake-Timestamp", ""),
-                          body, self.headers.get("X-OpsLake-Signature", "")):
+                if not verify(
+                    owner.secret,
+                    self.headers.get("X-OpsLake-Timestamp", ""),
+                    body,
+                    self.headers.get("X-OpsLake-Signature", ""),
+                ):
                     owner.refused += 1
                     self._reply(401, {"error": "bad signature"})
                     return
@@ -130,8 +136,9 @@ class _Keep:
         self.messages: list[Message] = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                        policy=email.policy.default))
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
         return "250 OK"
 
 

@@ -74,11 +74,19 @@ def mutator(secret_file: Path, reserved: str):
             if name != reserved and wanted is not None:
                 roles = [r for r in (sm.find_role(n) for n in wanted) if r is not None]
                 if not roles:
-                    abort(403, description=f"none of the roles {wanted} exists in Superset; "
-                                           "run `opslake screens start` to provision them")
+                    abort(
+                        403,
+                        description=f"none of the roles {wanted} exists in Superset; "
+                        "run `opslake screens start` to provision them",
+                    )
                 if user is None:
-                    user = sm.add_user(username=name, first_name=name, last_name="-",
-                                       email=f"{name}@opslake.invalid", role=roles)
+                    user = sm.add_user(
+                        username=name,
+                        first_name=name,
+                        last_name="-",
+                        email=f"{name}@opslake.invalid",
+                        role=roles,
+                    )
                 elif sorted(r.name for r in user.roles) != sorted(r.name for r in roles):
                     user.roles = roles
                     sm.update_user(user)

@@ -18,8 +18,10 @@ from superset.cli.main import superset
 def main() -> int:
     """Run each JSON-encoded argument list as one ``superset`` command."""
     for raw in sys.argv[1:]:
-        args = [os.environ[m.group(1)] if (m := re.fullmatch(r"\{env:(\w+)\}", a)) else a
-                for a in json.loads(raw)]
+        args = [
+            os.environ[m.group(1)] if (m := re.fullmatch(r"\{env:(\w+)\}", a)) else a
+            for a in json.loads(raw)
+        ]
         print(f"superset_cli: superset {' '.join(args[:2])} …", flush=True)
         try:
             superset.main(args=args, prog_name="superset", standalone_mode=False)

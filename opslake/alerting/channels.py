@@ -71,8 +71,9 @@ class Receipt:
 
 def sign_dingtalk(secret: str, timestamp_ms: int) -> str:
     """DingTalk's robot signature for ``timestamp_ms`` (URL-encoded Base64 HMAC-SHA256)."""
-    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(),
-                      hashlib.sha256).digest()
+    digest = hmac.new(
+        secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256
+    ).digest()
     return urllib.parse.quote_plus(base64.b64encode(digest).decode())
 
 
@@ -91,9 +92,12 @@ class Channel(abc.ABC):
 def _post(url: str, data: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
     """POST JSON ``data``; DeliveryError unless the receiver answers 2xx."""
     try:
-        response = httpx.post(url, content=data, timeout=TIMEOUT_S,
-                              headers={"Content-Type": "application/json; charset=utf-8",
-                                       **(headers or {})})
+        response = httpx.post(
+            url,
+            content=data,
+            timeout=TIMEOUT_S,
+            headers={"Content-Type": "application/json; charset=utf-8", **(headers or {})},
+        )
     except httpx.HTTPError as exc:
         raise DeliveryError(f"{url}: {exc.__class__.__name__}: {exc}") from exc
     require_2xx(response.status_code, url, response.text)
@@ -110,8 +114,9 @@ def _robot_ok(response: httpx.Response, what: str) -> Receipt:
     except ValueError as exc:
         raise DeliveryError(f"{what} answered non-JSON: {response.text[:200]}") from exc
     if answer.get("errcode") != 0:
-        raise DeliveryError(f"{what} refused: errcode {answer.get('errcode')} "
-                            f"{answer.get('errmsg')}")
+        raise DeliveryError(
+            f"{what} refused: errcode {answer.get('errcode')} {answer.get('errmsg')}"
+        )
     return Receipt(str(answer.get("errmsg", "ok")))
 
 
@@ -122,11 +127,14 @@ class DingTalk(Channel):
         ts = int(time.time() * 1000)
         url = self.settings["url"]
         if self.settings.get("secret"):
-            url += ("&" if "?" in url else "?") + \
-                f"timestamp={ts}&sign={sign_dingtalk(self.settings['secret'], ts)}"
-        body = {"msgtype": "markdown",
-                "markdown": {"title": message.subject, "text": message.markdown()},
-                "at": {"atMobiles": list(message.mobiles), "isAtAll": False}}
+            url += (
+                "&" if "?" in url else "?"
+            ) + f"timestamp={ts}&sign={sign_dingtalk(self.settings['secret'], ts)}"
+        body = {
+            "msgtype": "markdown",
+            "markdown": {"title": message.subject, "text": message.markdown()},
+            "at": {"atMobiles": list(message.mobiles), "isAtAll": False},
+        }
         return _robot_ok(_post_json(url, body), f"DingTalk robot {self.name}")
 
 
@@ -145,11 +153,16 @@ class Webhook(Channel):
     """A signed JSON webhook (SMS / phone gateways, ITSM ticket creation)."""
 
     def send(self, message: Message) -> Receipt:
-        doc = {**message.document, "subject": message.subject, "text": message.plain(),
-               "mobiles": list(message.mobiles)}
+        doc = {
+            **message.document,
+            "subject": message.subject,
+            "text": message.plain(),
+            "mobiles": list(message.mobiles),
+        }
         body = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
-        headers = signed_headers(self.settings.get("secret"), int(time.time()), body,
-                                 WEBHOOK_SCHEME)
+        headers = signed_headers(
+            self.settings.get("secret"), int(time.time()), body, WEBHOOK_SCHEME
+        )
         response = _post(self.settings["url"], body, headers)
         try:
             answer = response.json()
@@ -174,8 +187,7 @@ class Email(Channel):
         mail["Message-ID"] = msgid = make_msgid(domain="opslake")
         mail.set_content(message.plain())
         html = "".join(f"<li>{_escape(line)}</li>" for line in message.lines)
-        mail.add_alternative(f"<h3>{_escape(message.subject)}</h3><ul>{html}</ul>",
-                             subtype="html")
+        mail.add_alternative(f"<h3>{_escape(message.subject)}</h3><ul>{html}</ul>", subtype="html")
         send_mail(self.settings, mail)
         return Receipt(msgid)
 
@@ -184,6 +196,9 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-CHANNELS: dict[str, type[Channel]] = {"email": Email, "dingtalk": DingTalk, "wecom": WeCom,
-                                      "webhook": Webhook}
-
+CHANNELS: dict[str, type[Channel]] = {
+    "email": Email,
+    "dingtalk": DingTalk,
+    "wecom": WeCom,
+    "webhook": Webhook,
+}

@@ -61,9 +61,14 @@ class Alert:
 
     def fields(self, kinds: Mapping[str, str]) -> dict[str, str | None]:
         """What matchers look at: labels plus the alert's own fields and its CI's kind."""
-        return {**self.labels, "source": self.source, "severity": self.severity,
-                "alertname": self.alertname, "entity_id": self.entity_id,
-                "kind": kinds.get(self.entity_id or "")}
+        return {
+            **self.labels,
+            "source": self.source,
+            "severity": self.severity,
+            "alertname": self.alertname,
+            "entity_id": self.entity_id,
+            "kind": kinds.get(self.entity_id or ""),
+        }
 
     def firing_at(self, t: datetime) -> bool:
         """Started by ``t`` and not yet resolved then."""
@@ -143,8 +148,10 @@ def alert_episodes(events: pa.Table) -> list[Alert]:
     an episode: it is what is known of it.
     """
     by_key: dict[tuple[str, datetime], Alert] = {}
-    for row in sorted(events.to_pylist(), key=lambda r: (r["starts_at"], r["fingerprint"],
-                                                         r["status"] != "firing")):
+    for row in sorted(
+        events.to_pylist(),
+        key=lambda r: (r["starts_at"], r["fingerprint"], r["status"] != "firing"),
+    ):
         if row["source"] in EXCLUDED_SOURCES or row["starts_at"] is None:
             continue
         key = (row["fingerprint"], row["starts_at"])
@@ -152,10 +159,17 @@ def alert_episodes(events: pa.Table) -> list[Alert]:
         if alert is None:
             labels = dict(row["labels"] or [])
             alert = by_key[key] = Alert(
-                _digest(row["fingerprint"], row["starts_at"].isoformat()), row["fingerprint"],
-                row["source"], labels.get("alertname") or row["title"] or "",
-                (row["severity"] or "warning").lower(), row["title"] or "", row["entity_id"],
-                labels, row["starts_at"], None)
+                _digest(row["fingerprint"], row["starts_at"].isoformat()),
+                row["fingerprint"],
+                row["source"],
+                labels.get("alertname") or row["title"] or "",
+                (row["severity"] or "warning").lower(),
+                row["title"] or "",
+                row["entity_id"],
+                labels,
+                row["starts_at"],
+                None,
+            )
         if row["status"] == "resolved":
             alert.ends_at = row["ends_at"] or row["received_at"]
     return sorted(by_key.values(), key=lambda a: (a.starts_at, a.alert_id))
@@ -175,40 +189,57 @@ def maintenance_windows(tickets: pa.Table) -> list[MaintenanceWindow]:
     """Change tickets with a window (latest row per ticket)."""
     latest: dict[str, dict] = {}
     for row in tickets.to_pylist():
-        if row["type"] == "change" and row["change_window_start"] and row["change_window_end"] \
-                and row["entity_id"]:
+        if (
+            row["type"] == "change"
+            and row["change_window_start"]
+            and row["change_window_end"]
+            and row["entity_id"]
+        ):
             latest[row["ticket_id"]] = row
-    return [MaintenanceWindow(t, r["entity_id"], r["change_window_start"], r["change_window_end"])
-            for t, r in sorted(latest.items())]
+    return [
+        MaintenanceWindow(t, r["entity_id"], r["change_window_start"], r["change_window_end"])
+        for t, r in sorted(latest.items())
+    ]
 
 
 class Graph:
     """The topology as convergence needs it: hop-limited upstream sets, hosts and CI kinds."""
 
-    def __init__(self, topology: Topology, max_hops: int,
-                 hosts: Mapping[str, tuple[str, ...]] | None = None,
-                 max_shared_fraction: float = 1.0) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        max_hops: int,
+        hosts: Mapping[str, tuple[str, ...]] | None = None,
+        max_shared_fraction: float = 1.0,
+    ) -> None:
         self.topology, self.max_hops = topology, max_hops
         self.hosts = hosts or {}
         self.max_shared_fraction = max_shared_fraction
         self._up: dict[str, dict[str, int]] = {}
         self._fanout: dict[str, int] = {}
-        self.kinds: dict[str, str] = topology.attrs["kind"].to_dict() \
-            if "kind" in topology.attrs else {}
+        self.kinds: dict[str, str] = (
+            topology.attrs["kind"].to_dict() if "kind" in topology.attrs else {}
+        )
 
     @classmethod
-    def at(cls, assets: pd.DataFrame, relations: pd.DataFrame, when: datetime,
-           max_hops: int, max_shared_fraction: float = 1.0) -> Graph:
+    def at(
+        cls,
+        assets: pd.DataFrame,
+        relations: pd.DataFrame,
+        when: datetime,
+        max_hops: int,
+        max_shared_fraction: float = 1.0,
+    ) -> Graph:
         """The CMDB's topology valid at ``when`` (silver assets and relations as DataFrames)."""
         topology = Topology.at(assets, relations, when)
         hosts: dict[str, list[str]] = {}
         runs_on = relations[relations["relation"] == "runs_on"]
-        for src, dst in sorted(set(zip(runs_on["src_entity_id"], runs_on["dst_entity_id"],
-                                       strict=True))):
+        for src, dst in sorted(
+            set(zip(runs_on["src_entity_id"], runs_on["dst_entity_id"], strict=True))
+        ):
             if dst in topology.needs.get(src, ()):  # valid at ``when``
                 hosts.setdefault(src, []).append(dst)
-        return cls(topology, max_hops, {k: tuple(v) for k, v in hosts.items()},
-                   max_shared_fraction)
+        return cls(topology, max_hops, {k: tuple(v) for k, v in hosts.items()}, max_shared_fraction)
 
     def upstream(self, entity_id: str) -> dict[str, int]:
         """``entity_id`` and every CI it needs within ``max_hops``, with the hop count."""
@@ -247,12 +278,16 @@ class Graph:
 
     def depends_on(self, child: str | None, parent: str | None) -> bool:
         """Whether ``child`` needs ``parent`` within ``max_hops`` (directly or not)."""
-        return bool(child and parent) and child != parent \
-            and parent in self.upstream(child)  # type: ignore[arg-type]
+        return bool(child and parent) and child != parent and parent in self.upstream(child)  # type: ignore[arg-type]
 
 
-def mute(alerts: list[Alert], rules: ConvergenceRules, graph: Graph,
-         windows: list[MaintenanceWindow], as_of: datetime) -> None:
+def mute(
+    alerts: list[Alert],
+    rules: ConvergenceRules,
+    graph: Graph,
+    windows: list[MaintenanceWindow],
+    as_of: datetime,
+) -> None:
     """Mark flapping, maintenance and inhibited alerts as known at ``as_of`` (first reason wins).
 
     An alert still firing at ``as_of`` inside a change window is muted until the window
@@ -271,8 +306,10 @@ def mute(alerts: list[Alert], rules: ConvergenceRules, graph: Graph,
             a.muted_by = f"flapping:{len(recent)} starts in {rules.flap_window_s // 60} min"
             continue
         if a.entity_id:
-            hosts = [a.entity_id, *(graph.hosts.get(a.entity_id, ())
-                                    if rules.maintenance_hosted else ())]
+            hosts = [
+                a.entity_id,
+                *(graph.hosts.get(a.entity_id, ()) if rules.maintenance_hosted else ()),
+            ]
             for w in (w for h in hosts for w in by_entity.get(h, ())):
                 end = a.ends_at or as_of
                 if w.start <= a.starts_at <= w.end and end <= w.end:
@@ -286,8 +323,11 @@ def mute(alerts: list[Alert], rules: ConvergenceRules, graph: Graph,
             for s in alerts:
                 if s is a or s.starts_at > a.starts_at:
                     continue
-                if s.firing_at(a.starts_at) and rule.source.matches(s.fields(graph.kinds)) \
-                        and _in_scope(rule.scope, graph, a.entity_id, s.entity_id):
+                if (
+                    s.firing_at(a.starts_at)
+                    and rule.source.matches(s.fields(graph.kinds))
+                    and _in_scope(rule.scope, graph, a.entity_id, s.entity_id)
+                ):
                     a.muted_by = f"inhibited:{rule.name}:{s.alert_id}"
                     break
             if a.muted_by:
@@ -315,17 +355,23 @@ def group(alerts: list[Alert], rules: ConvergenceRules, graph: Graph) -> list[In
         if rule is not None:
             key = (rule.name, *(fields.get(g) or "" for g in rule.group_by))
             inc_id = rule_open.get(key)
-            if inc_id and a.starts_at - incidents[inc_id].last_start \
-                    <= timedelta(seconds=rule.window_s):
+            if inc_id and a.starts_at - incidents[inc_id].last_start <= timedelta(
+                seconds=rule.window_s
+            ):
                 target = inc_id
             else:
                 target = _open(incidents, a, f"rule:{rule.name}")
                 rule_open[key] = target
         else:
-            hits = sorted({of_alert[b.alert_id] for b in _recent(alerts, starts, i, window)
-                           if incidents[of_alert[b.alert_id]].correlation == "topology"
-                           and graph.related(a.entity_id, b.entity_id)},
-                          key=lambda n: incidents[n].started_at)
+            hits = sorted(
+                {
+                    of_alert[b.alert_id]
+                    for b in _recent(alerts, starts, i, window)
+                    if incidents[of_alert[b.alert_id]].correlation == "topology"
+                    and graph.related(a.entity_id, b.entity_id)
+                },
+                key=lambda n: incidents[n].started_at,
+            )
             prev = last_of_fp.get(a.fingerprint)
             if hits:
                 target = hits[0]
@@ -333,8 +379,9 @@ def group(alerts: list[Alert], rules: ConvergenceRules, graph: Graph) -> list[In
                     for b in incidents.pop(other).alerts:
                         incidents[target].alerts.append(b)
                         of_alert[b.alert_id] = target
-            elif prev is not None and a.starts_at - (prev.ends_at or a.starts_at) \
-                    <= timedelta(seconds=rules.dedup_window_s):
+            elif prev is not None and a.starts_at - (prev.ends_at or a.starts_at) <= timedelta(
+                seconds=rules.dedup_window_s
+            ):
                 target = of_alert[prev.alert_id]
             else:
                 target = _open(incidents, a, "topology")
@@ -353,7 +400,6 @@ def _open(incidents: dict[str, Incident], first: Alert, correlation: str) -> str
     return inc_id
 
 
-def _recent(alerts: list[Alert], starts: list[datetime], i: int, window: timedelta
-            ) -> list[Alert]:
+def _recent(alerts: list[Alert], starts: list[datetime], i: int, window: timedelta) -> list[Alert]:
     """Alerts before the ``i``-th (already grouped) that started within ``window`` of it."""
-    return alerts[bisect.bisect_left(starts, starts[i] - window):i]
+    return alerts[bisect.bisect_left(starts, starts[i] - window) : i]

@@ -126,29 +126,48 @@ class NotifyConfig:
                     settings[key] = ",".join(value) if isinstance(value, list) else str(value)
             lacking = [k for k in REQUIRED[item["channel"]] if k not in settings]
             receivers[str(name)] = Receiver(
-                str(name), item["channel"], settings,
+                str(name),
+                item["channel"],
+                settings,
                 tuple(missing) if lacking else (),
-                int(item.get("rate_limit_per_minute", 20)), bool(item.get("on_call", False)),
-                item.get("kind") == "ticket")
+                int(item.get("rate_limit_per_minute", 20)),
+                bool(item.get("on_call", False)),
+                item.get("kind") == "ticket",
+            )
         routes = []
         for i, item in enumerate(raw.get("routes") or []):
             where = f"{path}: routes[{i}]"
             unknown = [r for r in item.get("receivers", []) if r not in receivers]
             if unknown or not item.get("receivers"):
-                problems.append(f"{where}: receivers {unknown or '(none)'} are not defined "
-                                "under receivers")
+                problems.append(
+                    f"{where}: receivers {unknown or '(none)'} are not defined under receivers"
+                )
                 continue
-            routes.append(Route(str(item.get("name", f"route-{i}")),
-                                Matcher.parse(item.get("match"), where),
-                                tuple(item["receivers"]), bool(item.get("continue", False))))
+            routes.append(
+                Route(
+                    str(item.get("name", f"route-{i}")),
+                    Matcher.parse(item.get("match"), where),
+                    tuple(item["receivers"]),
+                    bool(item.get("continue", False)),
+                )
+            )
         if problems:
             raise ConfigError("\n".join(problems))
         roster_path = directory / ONCALL_FILE
         roster_raw = read_yaml(roster_path)
-        roster = {str(g): [Shift(str(s["name"]), _clock(s["from"], roster_path),
-                                 _clock(s["to"], roster_path), str(s.get("mobile", "")),
-                                 str(s.get("email", ""))) for s in shifts]
-                  for g, shifts in (roster_raw.get("groups") or {}).items()}
+        roster = {
+            str(g): [
+                Shift(
+                    str(s["name"]),
+                    _clock(s["from"], roster_path),
+                    _clock(s["to"], roster_path),
+                    str(s.get("mobile", "")),
+                    str(s.get("email", "")),
+                )
+                for s in shifts
+            ]
+            for g, shifts in (roster_raw.get("groups") or {}).items()
+        }
         return cls(receivers, routes, roster, str(roster_raw.get("timezone", "Asia/Shanghai")))
 
     def receivers_for(self, incident: Mapping[str, object]) -> list[Receiver]:
@@ -168,8 +187,9 @@ class NotifyConfig:
         return [s for s in self.roster.get(group or "", []) if s.on_duty(local)]
 
 
-def _route_matches(match: Matcher, fields: dict[str, object],
-                   incident: Mapping[str, object]) -> bool:
+def _route_matches(
+    match: Matcher, fields: dict[str, object], incident: Mapping[str, object]
+) -> bool:
     """Scalars must match; for businesses and departments any of the incident's may."""
     for name, values in match.terms:
         if name in ("businesses", "departments", "business", "department"):
@@ -230,19 +250,29 @@ class DeliveryLog:
     def append(self, d: NotificationRecord) -> None:
         day = d.at[:10]
         name = f"{d.at.replace(':', '').replace('-', '')}-{d.key}-{uuid.uuid4().hex[:8]}.json"
-        self.lake.put_atomic(self.lake.path(LOG_DIR, f"dt={day}", name),
-                             [json.dumps(d.__dict__, ensure_ascii=False, sort_keys=True).encode()])
+        self.lake.put_atomic(
+            self.lake.path(LOG_DIR, f"dt={day}", name),
+            [json.dumps(d.__dict__, ensure_ascii=False, sort_keys=True).encode()],
+        )
         self.records.append(d)
         self.latest[d.key] = d
 
     def sent_since(self, receiver: str, since: datetime) -> int:
-        return sum(1 for d in self.records if d.receiver == receiver and d.status == "sent"
-                   and d.at >= since.isoformat())
+        return sum(
+            1
+            for d in self.records
+            if d.receiver == receiver and d.status == "sent" and d.at >= since.isoformat()
+        )
 
     def due(self, now: datetime) -> list[NotificationRecord]:
         """Failed or deferred deliveries whose next attempt is due."""
-        return [d for d in self.latest.values() if d.status in ("failed", "deferred")
-                and d.next_attempt_at and d.next_attempt_at <= now.isoformat()]
+        return [
+            d
+            for d in self.latest.values()
+            if d.status in ("failed", "deferred")
+            and d.next_attempt_at
+            and d.next_attempt_at <= now.isoformat()
+        ]
 
 
 @dataclass
@@ -255,8 +285,9 @@ class Dispatcher:
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     sleep: Callable[[float], None] = time.sleep
 
-    def run(self, incidents: Sequence[Mapping[str, object]],
-            groups: Mapping[str, str | None]) -> list[NotificationRecord]:
+    def run(
+        self, incidents: Sequence[Mapping[str, object]], groups: Mapping[str, str | None]
+    ) -> list[NotificationRecord]:
         """Deliver what is due for ``incidents`` (rows of gold/incidents); the new records."""
         engine = Engine(RETRY, self.sleep)
         out: list[NotificationRecord] = []
@@ -269,11 +300,13 @@ class Dispatcher:
             transitions = [fired] + ([done] if inc["status"] == "resolved" else [])
             for receiver in self.config.receivers_for(inc):
                 for transition in transitions:
-                    if transition == done and (receiver.ticket or not self._sent(
-                            inc, fired, receiver)):
+                    if transition == done and (
+                        receiver.ticket or not self._sent(inc, fired, receiver)
+                    ):
                         continue
-                    record = self._deliver(engine, inc, transition, receiver,
-                                           groups.get(str(inc["incident_id"])))
+                    record = self._deliver(
+                        engine, inc, transition, receiver, groups.get(str(inc["incident_id"]))
+                    )
                     if record is not None:
                         out.append(record)
         return out
@@ -282,36 +315,66 @@ class Dispatcher:
         d = self.log.latest.get(delivery_key(str(inc["incident_id"]), transition, receiver.name))
         return d is not None and d.status == "sent"
 
-    def _deliver(self, engine: Engine, inc: Mapping[str, object], transition: str,
-                 receiver: Receiver, group: str | None) -> NotificationRecord | None:
+    def _deliver(
+        self,
+        engine: Engine,
+        inc: Mapping[str, object],
+        transition: str,
+        receiver: Receiver,
+        group: str | None,
+    ) -> NotificationRecord | None:
         key = delivery_key(str(inc["incident_id"]), transition, receiver.name)
         prev = self.log.latest.get(key)
         now = self.now()
-        if prev is not None and (prev.status in ("sent", "unconfigured")
-                                 or (prev.next_attempt_at or "") > now.isoformat()):
+        if prev is not None and (
+            prev.status in ("sent", "unconfigured")
+            or (prev.next_attempt_at or "") > now.isoformat()
+        ):
             return None
         attempts = prev.attempts if prev else 0
 
-        def record(status: str, detail: str = "", next_at: datetime | None = None,
-                   recipients: tuple[str, ...] = (), attempts: int = attempts
-                   ) -> NotificationRecord:
-            d = NotificationRecord(key, str(inc["incident_id"]), transition, receiver.name,
-                                   receiver.channel, status, attempts, self.now().isoformat(),
-                                   detail, next_at.isoformat() if next_at else None, recipients)
+        def record(
+            status: str,
+            detail: str = "",
+            next_at: datetime | None = None,
+            recipients: tuple[str, ...] = (),
+            attempts: int = attempts,
+        ) -> NotificationRecord:
+            d = NotificationRecord(
+                key,
+                str(inc["incident_id"]),
+                transition,
+                receiver.name,
+                receiver.channel,
+                status,
+                attempts,
+                self.now().isoformat(),
+                detail,
+                next_at.isoformat() if next_at else None,
+                recipients,
+            )
             self.log.append(d)
             return d
 
         if receiver.missing:
             return record("unconfigured", "set " + ", ".join(receiver.missing))
-        if self.log.sent_since(receiver.name, now - timedelta(minutes=1)) \
-                >= receiver.rate_limit_per_minute:
+        if (
+            self.log.sent_since(receiver.name, now - timedelta(minutes=1))
+            >= receiver.rate_limit_per_minute
+        ):
             return record("deferred", "rate limit", now + timedelta(minutes=1))
         shifts = self.config.on_duty(group, now) if receiver.on_call else []
         message = self.render(inc, transition, shifts)
         recipients = tuple(s.mobile or s.email for s in shifts)
         channel = receiver.build()
         failures = sum(1 for d in self.log.records if d.key == key and d.status == "failed")
-        outcome = engine.deliver(receiver.name, lambda: channel.send(message).detail, now=now,
-                                 attempts=attempts, failures=failures)
-        return record(outcome.status, outcome.detail, outcome.next_attempt_at, recipients,
-                      outcome.attempts)
+        outcome = engine.deliver(
+            receiver.name,
+            lambda: channel.send(message).detail,
+            now=now,
+            attempts=attempts,
+            failures=failures,
+        )
+        return record(
+            outcome.status, outcome.detail, outcome.next_attempt_at, recipients, outcome.attempts
+        )

@@ -25,8 +25,19 @@ from opslake.errors import ConfigError
 RUNBOOKS_FILE = "runbooks.yaml"
 EXPIRY_SOON_DAYS = 90
 RECENT_CHANGES_S = 24 * 3600
-CI_FIELDS = ("name", "kind", "type", "owner", "business", "department", "region", "location",
-             "vendor", "model", "lifecycle_state")
+CI_FIELDS = (
+    "name",
+    "kind",
+    "type",
+    "owner",
+    "business",
+    "department",
+    "region",
+    "location",
+    "vendor",
+    "model",
+    "lifecycle_state",
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,9 @@ class RunbookIndex:
         for name, item in (raw.get("runbooks") or {}).items():
             if not isinstance(item, Mapping) or not item.get("url"):
                 raise ConfigError(f"{path}: runbook {name!r} needs a url")
-            entries[str(name)] = Runbook(str(item["url"]), str(item.get("title", "")),
-                                         item.get("job"))
+            entries[str(name)] = Runbook(
+                str(item["url"]), str(item.get("title", "")), item.get("job")
+            )
         return cls(str(raw.get("default", "")), entries)
 
     def for_alert(self, alertname: str) -> Runbook | None:
@@ -90,15 +102,20 @@ class Enricher:
         row = self.cis.get(entity_id or "")
         if row is None:
             return {"entity_id": entity_id, "in_cmdb": False}
-        out: dict[str, object] = {"entity_id": entity_id, "in_cmdb": True,
-                                  **{k: row[k] for k in CI_FIELDS}}
+        out: dict[str, object] = {
+            "entity_id": entity_id,
+            "in_cmdb": True,
+            **{k: row[k] for k in CI_FIELDS},
+        }
         for what in ("warranty", "contract"):
             end = row[f"{what}_end"]
             out[f"{what}_end"] = end.isoformat() if end else None
             out[f"{what}_state"] = contract_state(end, on)
         return out
 
-    def recent_changes(self, entity_ids: Sequence[str], before: datetime) -> list[dict[str, object]]:
+    def recent_changes(
+        self, entity_ids: Sequence[str], before: datetime
+    ) -> list[dict[str, object]]:
         """Change tickets on these CIs opened or windowed in the day before ``before``."""
         lo = before - timedelta(seconds=RECENT_CHANGES_S)
         out = {}
@@ -107,10 +124,14 @@ class Enricher:
                 when = r["change_window_start"] or r["opened_at"]
                 if when is not None and lo <= when <= before:
                     out[r["ticket_id"]] = {
-                        "ticket_id": r["ticket_id"], "entity_id": e, "title": r["title"],
+                        "ticket_id": r["ticket_id"],
+                        "entity_id": e,
+                        "title": r["title"],
                         "window_start": _iso(r["change_window_start"]),
                         "window_end": _iso(r["change_window_end"]),
-                        "result": r["change_result"], "status": r["status"]}
+                        "result": r["change_result"],
+                        "status": r["status"],
+                    }
         return [out[k] for k in sorted(out)]
 
     def incident(self, incident: Incident, cause: str | None) -> dict[str, object]:
@@ -126,9 +147,11 @@ class Enricher:
             "departments": sorted({str(c["department"]) for c in cis if c.get("department")}),
             "locations": sorted({str(c["location"]) for c in cis if c.get("location")}),
             "owners": sorted({str(c["owner"]) for c in cis if c.get("owner")}),
-            "expired_support": sorted(str(c["entity_id"]) for c in cis
-                                      if "expired" in (c.get("warranty_state"),
-                                                       c.get("contract_state"))),
+            "expired_support": sorted(
+                str(c["entity_id"])
+                for c in cis
+                if "expired" in (c.get("warranty_state"), c.get("contract_state"))
+            ),
             "recent_changes": self.recent_changes(subjects, incident.started_at),
             "runbooks": runbooks,
         }

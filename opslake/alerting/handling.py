@@ -67,21 +67,41 @@ MAX_COMMENT = 4000
 INCIDENT_ID = re.compile(r"^INC-[0-9a-f]{12}$")
 
 #: One handling event (bronze and silver ``incident_actions``).
-ACTIONS_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("incident_id", pa.string()), ("seq", pa.int32()),
-    ("action", pa.string()), ("actor", pa.string()), ("via", pa.string()), ("at", TS),
-    ("assignee", pa.string()), ("assignee_kind", pa.string()), ("severity", pa.string()),
-    ("comment", pa.string()),
-])
+ACTIONS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("incident_id", pa.string()),
+        ("seq", pa.int32()),
+        ("action", pa.string()),
+        ("actor", pa.string()),
+        ("via", pa.string()),
+        ("at", TS),
+        ("assignee", pa.string()),
+        ("assignee_kind", pa.string()),
+        ("severity", pa.string()),
+        ("comment", pa.string()),
+    ]
+)
 #: The handling state of an incident (``gold/incident_state``; the API's incident columns).
-STATE_SCHEMA = pa.schema([
-    ("incident_id", pa.string()), ("handling_status", pa.string()),
-    ("assignee", pa.string()), ("assignee_kind", pa.string()),
-    ("severity_override", pa.string()), ("acknowledged_at", TS), ("acknowledged_by", pa.string()),
-    ("resolved_at", TS), ("resolved_by", pa.string()), ("reopens", pa.int32()),
-    ("comments", pa.int32()), ("actions", pa.int32()), ("last_action", pa.string()),
-    ("last_actor", pa.string()), ("last_at", TS),
-])
+STATE_SCHEMA = pa.schema(
+    [
+        ("incident_id", pa.string()),
+        ("handling_status", pa.string()),
+        ("assignee", pa.string()),
+        ("assignee_kind", pa.string()),
+        ("severity_override", pa.string()),
+        ("acknowledged_at", TS),
+        ("acknowledged_by", pa.string()),
+        ("resolved_at", TS),
+        ("resolved_by", pa.string()),
+        ("reopens", pa.int32()),
+        ("comments", pa.int32()),
+        ("actions", pa.int32()),
+        ("last_action", pa.string()),
+        ("last_actor", pa.string()),
+        ("last_at", TS),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -130,8 +150,7 @@ class HandlingState:
 
     def as_dict(self) -> dict[str, object]:
         """The state as JSON-ready values."""
-        return {k: v.isoformat() if isinstance(v, datetime) else v
-                for k, v in asdict(self).items()}
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -144,8 +163,11 @@ class Assignees:
     @classmethod
     def load(cls, identity: IdentityStore, alerting_dir: Path) -> Assignees:
         """Enabled users whose role may handle incidents, and the groups of ``oncall.yaml``."""
-        users = frozenset(u.name for u in identity.users() if not u.disabled
-                          and u.role in ROLES and HANDLE_SCOPE in ROLES[u.role].scopes)
+        users = frozenset(
+            u.name
+            for u in identity.users()
+            if not u.disabled and u.role in ROLES and HANDLE_SCOPE in ROLES[u.role].scopes
+        )
         return cls(users, frozenset(NotifyConfig.load(alerting_dir).roster))
 
 
@@ -161,8 +183,13 @@ def acting_as(identity: IdentityStore, name: str) -> Principal:
         raise NotFoundError(f"no user {name!r}; act as a user `opslake security users` lists")
     if user.disabled:
         raise AuthError(f"user {name} is disabled; act as an enabled user")
-    return Principal(user.name, user.role, ROLES[user.role].scopes,
-                     frozenset(user.departments), frozenset(user.businesses))
+    return Principal(
+        user.name,
+        user.role,
+        ROLES[user.role].scopes,
+        frozenset(user.departments),
+        frozenset(user.businesses),
+    )
 
 
 def permit(principal: Principal, action: str, departments: Collection[str]) -> None:
@@ -171,11 +198,14 @@ def permit(principal: Principal, action: str, departments: Collection[str]) -> N
     (the API's row scope; another department's incident is not found, as in the API)."""
     scope = scope_for(action)
     if not principal.allows(scope):
-        raise Forbidden(f"{principal.user} (role {principal.role}) lacks {scope} and may not "
-                        f"{action} incidents; act as an operations engineer")
+        raise Forbidden(
+            f"{principal.user} (role {principal.role}) lacks {scope} and may not "
+            f"{action} incidents; act as an operations engineer"
+        )
     if principal.row_scoped and not (departments and set(departments) <= principal.departments):
-        raise NotFoundError(f"no incident that {principal.user} may see; list them with "
-                            "`opslake alerts incidents`")
+        raise NotFoundError(
+            f"no incident that {principal.user} may see; list them with `opslake alerts incidents`"
+        )
 
 
 def incident_departments(lake: Lake, incident_id: str) -> list[str]:
@@ -187,29 +217,44 @@ def incident_departments(lake: Lake, incident_id: str) -> list[str]:
         hit = rows.filter(pc.equal(rows.column("incident_id"), incident_id))
         if hit.num_rows:
             return list(hit.column("departments")[hit.num_rows - 1].as_py() or [])
-    raise NotFoundError(f"no incident {incident_id}; list them with `opslake alerts incidents` "
-                        "(today's: --live)")
+    raise NotFoundError(
+        f"no incident {incident_id}; list them with `opslake alerts incidents` (today's: --live)"
+    )
 
 
 def apply(state: HandlingState, event: HandlingEvent) -> HandlingState:
     """``state`` after ``event`` (lenient: events are facts already checked when recorded)."""
-    base = replace(state, actions=state.actions + 1, last_action=event.action,
-                   last_actor=event.actor, last_at=event.at)
+    base = replace(
+        state,
+        actions=state.actions + 1,
+        last_action=event.action,
+        last_actor=event.actor,
+        last_at=event.at,
+    )
     if event.action == "acknowledge":
         first = state.acknowledged_at is None
-        return replace(base, handling_status="acknowledged",
-                       acknowledged_at=event.at if first else state.acknowledged_at,
-                       acknowledged_by=event.actor if first else state.acknowledged_by)
+        return replace(
+            base,
+            handling_status="acknowledged",
+            acknowledged_at=event.at if first else state.acknowledged_at,
+            acknowledged_by=event.actor if first else state.acknowledged_by,
+        )
     if event.action == "assign":
         return replace(base, assignee=event.assignee, assignee_kind=event.assignee_kind)
     if event.action == "severity":
         return replace(base, severity_override=event.severity)
     if event.action == "resolve":
-        return replace(base, handling_status="resolved", resolved_at=event.at,
-                       resolved_by=event.actor)
+        return replace(
+            base, handling_status="resolved", resolved_at=event.at, resolved_by=event.actor
+        )
     if event.action == "reopen":
-        return replace(base, handling_status="open", resolved_at=None, resolved_by=None,
-                       reopens=state.reopens + 1)
+        return replace(
+            base,
+            handling_status="open",
+            resolved_at=None,
+            resolved_by=None,
+            reopens=state.reopens + 1,
+        )
     return replace(base, comments=state.comments + 1)  # comment
 
 
@@ -218,59 +263,78 @@ def fold(events: Iterable[HandlingEvent]) -> dict[str, HandlingState]:
     states: dict[str, HandlingState] = {}
     for event in sorted(events, key=lambda e: (e.incident_id, e.seq, e.at)):
         states[event.incident_id] = apply(
-            states.get(event.incident_id, HandlingState(event.incident_id)), event)
+            states.get(event.incident_id, HandlingState(event.incident_id)), event
+        )
     return states
 
 
-def check(state: HandlingState, action: str, *, assignee: str | None = None,
-          assignee_kind: str | None = None, severity: str | None = None, comment: str = "",
-          assignees: Assignees = Assignees()) -> None:
+def check(
+    state: HandlingState,
+    action: str,
+    *,
+    assignee: str | None = None,
+    assignee_kind: str | None = None,
+    severity: str | None = None,
+    comment: str = "",
+    assignees: Assignees = Assignees(),
+) -> None:
     """Raise HandlingError unless ``action`` with these fields is allowed in ``state``."""
     if action not in ACTIONS:
         raise HandlingError(f"action {action!r} is not known; use one of {', '.join(ACTIONS)}")
     if len(comment) > MAX_COMMENT:
-        raise HandlingError(f"the comment has {len(comment)} characters; shorten it to "
-                            f"{MAX_COMMENT} at most")
+        raise HandlingError(
+            f"the comment has {len(comment)} characters; shorten it to {MAX_COMMENT} at most"
+        )
     if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\n\r\t" for c in comment):
-        raise HandlingError("the comment holds control characters or halves of surrogate "
-                            "pairs; send plain text (new lines and tabs are fine)")
+        raise HandlingError(
+            "the comment holds control characters or halves of surrogate "
+            "pairs; send plain text (new lines and tabs are fine)"
+        )
     status, ident = state.handling_status, state.incident_id
     if action == "acknowledge" and status != "open":
-        raise HandlingError(f"{ident} is {status} (by {state.last_actor} at "
-                            f"{_when(state.last_at)}), not open; only an open incident can be "
-                            "acknowledged" + ("; reopen it first" if status == "resolved"
-                                              else ""))
+        raise HandlingError(
+            f"{ident} is {status} (by {state.last_actor} at "
+            f"{_when(state.last_at)}), not open; only an open incident can be "
+            "acknowledged" + ("; reopen it first" if status == "resolved" else "")
+        )
     if action in ("assign", "severity", "resolve") and status == "resolved":
-        raise HandlingError(f"{ident} is already resolved (by {state.resolved_by} at "
-                            f"{_when(state.resolved_at)}); reopen it first")
+        raise HandlingError(
+            f"{ident} is already resolved (by {state.resolved_by} at "
+            f"{_when(state.resolved_at)}); reopen it first"
+        )
     if action == "reopen" and status != "resolved":
-        raise HandlingError(f"{ident} is {status}, not resolved; only a resolved incident "
-                            "can be reopened")
+        raise HandlingError(
+            f"{ident} is {status}, not resolved; only a resolved incident can be reopened"
+        )
     if action == "comment" and not comment.strip():
         raise HandlingError("a comment needs text; give the comment")
     if action == "severity":
         if severity not in SEVERITIES:
-            raise HandlingError(f"severity {severity!r} is not known; use one of "
-                                f"{', '.join(SEVERITIES)}")
+            raise HandlingError(
+                f"severity {severity!r} is not known; use one of {', '.join(SEVERITIES)}"
+            )
         if severity == state.severity_override:
             raise HandlingError(f"{ident} already has severity {severity}; give another one")
     if action == "assign":
         _check_assignee(state, assignee, assignee_kind, assignees)
 
 
-def _check_assignee(state: HandlingState, assignee: str | None, kind: str | None,
-                    assignees: Assignees) -> None:
+def _check_assignee(
+    state: HandlingState, assignee: str | None, kind: str | None, assignees: Assignees
+) -> None:
     if kind not in ASSIGNEE_KINDS:
         raise HandlingError(f"assignee kind {kind!r} is not known; use user or group")
     known = assignees.users if kind == "user" else assignees.groups
     if assignee not in known:
-        what = ("users who may handle incidents" if kind == "user"
-                else "on-call groups (oncall.yaml)")
+        what = (
+            "users who may handle incidents" if kind == "user" else "on-call groups (oncall.yaml)"
+        )
         listed = ", ".join(sorted(known)[:20]) or "none"
         raise HandlingError(f"{assignee!r} is not one of the {what}; pick one of: {listed}")
     if (assignee, kind) == (state.assignee, state.assignee_kind):
-        raise HandlingError(f"{state.incident_id} is already assigned to {assignee}; "
-                            "assign it to someone else")
+        raise HandlingError(
+            f"{state.incident_id} is already assigned to {assignee}; assign it to someone else"
+        )
 
 
 def _when(at: datetime | None) -> str:
@@ -284,9 +348,10 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         if event.event_id != batch.batch_id:
             raise ValueError(f"event id {event.event_id} is not the batch id {batch.batch_id}")
     except (ValueError, TypeError, KeyError) as exc:
-        return ParseResult(ACTIONS_SCHEMA.empty_table(),
-                           [Reject(1, data.decode("utf-8", "replace")[:2000],
-                                   f"not a handling event: {exc}")])
+        return ParseResult(
+            ACTIONS_SCHEMA.empty_table(),
+            [Reject(1, data.decode("utf-8", "replace")[:2000], f"not a handling event: {exc}")],
+        )
     return ParseResult(events_table([event]))
 
 
@@ -296,15 +361,23 @@ def _event(raw: Mapping[str, object]) -> HandlingEvent:
     if at.tzinfo is None:
         raise ValueError(f"'at' {raw['at']} has no time zone")
     event = HandlingEvent(
-        event_id=str(raw["event_id"]), incident_id=str(raw["incident_id"]),
-        seq=int(str(raw["seq"])), action=str(raw["action"]), actor=str(raw["actor"]),
-        via=str(raw.get("via") or ""), at=at.astimezone(UTC),
-        assignee=_text(raw.get("assignee")), assignee_kind=_text(raw.get("assignee_kind")),
-        severity=_text(raw.get("severity")), comment=str(raw.get("comment") or ""))
-    if event.action not in ACTIONS or not INCIDENT_ID.match(event.incident_id) \
-            or not event.actor:
-        raise ValueError(f"action {event.action!r}, incident {event.incident_id!r} or actor "
-                         f"{event.actor!r} is not valid")
+        event_id=str(raw["event_id"]),
+        incident_id=str(raw["incident_id"]),
+        seq=int(str(raw["seq"])),
+        action=str(raw["action"]),
+        actor=str(raw["actor"]),
+        via=str(raw.get("via") or ""),
+        at=at.astimezone(UTC),
+        assignee=_text(raw.get("assignee")),
+        assignee_kind=_text(raw.get("assignee_kind")),
+        severity=_text(raw.get("severity")),
+        comment=str(raw.get("comment") or ""),
+    )
+    if event.action not in ACTIONS or not INCIDENT_ID.match(event.incident_id) or not event.actor:
+        raise ValueError(
+            f"action {event.action!r}, incident {event.incident_id!r} or actor "
+            f"{event.actor!r} is not valid"
+        )
     return event
 
 
@@ -330,8 +403,9 @@ def conform(bronze: pa.Table) -> pa.Table:
 
 def states_table(states: Iterable[HandlingState]) -> pa.Table:
     """Rows of ``STATE_SCHEMA``, by incident id."""
-    return pa.Table.from_pylist([asdict(s) for s in sorted(states, key=lambda s: s.incident_id)],
-                                schema=STATE_SCHEMA)
+    return pa.Table.from_pylist(
+        [asdict(s) for s in sorted(states, key=lambda s: s.incident_id)], schema=STATE_SCHEMA
+    )
 
 
 def with_state(incidents: pa.Table, states: Mapping[str, HandlingState]) -> pa.Table:
@@ -340,8 +414,10 @@ def with_state(incidents: pa.Table, states: Mapping[str, HandlingState]) -> pa.T
     found = [asdict(states.get(i, HandlingState(i))) for i in ids]
     out = incidents
     for name in STATE_SCHEMA.names[1:]:
-        out = out.append_column(STATE_SCHEMA.field(name), pa.array(
-            [row[name] for row in found], STATE_SCHEMA.field(name).type))
+        out = out.append_column(
+            STATE_SCHEMA.field(name),
+            pa.array([row[name] for row in found], STATE_SCHEMA.field(name).type),
+        )
     return out
 
 
@@ -352,8 +428,11 @@ def handled_incidents(lake: Lake, states: Mapping[str, HandlingState]) -> pa.Tab
     if not wanted or not lake.partitions("gold", "incidents"):
         return HANDLED_SCHEMA.empty_table()
     ids = pa.array(sorted(wanted), pa.string())
-    rows = lake.read_table("gold", "incidents", columns=["incident_id", "started_at",
-                                                          "ended_at", "businesses", "updated_at"])
+    rows = lake.read_table(
+        "gold",
+        "incidents",
+        columns=["incident_id", "started_at", "ended_at", "businesses", "updated_at"],
+    )
     rows = rows.filter(pc.is_in(rows.column("incident_id"), ids))
     alerts = lake.read_table("gold", "incident_alerts", columns=["incident_id", "fingerprint"])
     alerts = alerts.filter(pc.is_in(alerts.column("incident_id"), ids))
@@ -361,15 +440,22 @@ def handled_incidents(lake: Lake, states: Mapping[str, HandlingState]) -> pa.Tab
     for a in alerts.to_pylist():
         prints.setdefault(a["incident_id"], set()).add(a["fingerprint"])
     # An incident open at midnight is written on each day: the latest row knows its end.
-    started = {r["incident_id"]: r for r in sorted(rows.to_pylist(),
-                                                   key=lambda r: r["updated_at"])}
-    return pa.Table.from_pylist([{
-        "incident_id": i, "fingerprints": sorted(prints.get(i, ())),
-        "business": min(r["businesses"] or [None], key=lambda b: b or ""),
-        "started_at": r["started_at"], "ended_at": r["ended_at"],
-        "acknowledged_at": states[i].acknowledged_at,
-        "resolved_at": states[i].resolved_at} for i, r in sorted(started.items())],
-        schema=HANDLED_SCHEMA)
+    started = {r["incident_id"]: r for r in sorted(rows.to_pylist(), key=lambda r: r["updated_at"])}
+    return pa.Table.from_pylist(
+        [
+            {
+                "incident_id": i,
+                "fingerprints": sorted(prints.get(i, ())),
+                "business": min(r["businesses"] or [None], key=lambda b: b or ""),
+                "started_at": r["started_at"],
+                "ended_at": r["ended_at"],
+                "acknowledged_at": states[i].acknowledged_at,
+                "resolved_at": states[i].resolved_at,
+            }
+            for i, r in sorted(started.items())
+        ],
+        schema=HANDLED_SCHEMA,
+    )
 
 
 class HandlingLog:
@@ -389,8 +475,9 @@ class HandlingLog:
     @classmethod
     def from_settings(cls, settings: Settings, zone: LandingZone | None = None) -> HandlingLog:
         """The log of ``settings``' lake, locked through its state directory."""
-        return cls(zone or LandingZone.from_settings(settings),
-                   settings.state_dir / "handling.lock")
+        return cls(
+            zone or LandingZone.from_settings(settings), settings.state_dir / "handling.lock"
+        )
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -415,11 +502,15 @@ class HandlingLog:
         """
         lake = self.lake
         silver_days = sorted(lake.partitions("silver", SOURCE))
-        table = lake.read_table("silver", SOURCE, schema=ACTIONS_SCHEMA, dts=silver_days) \
-            if silver_days else ACTIONS_SCHEMA.empty_table()
+        table = (
+            lake.read_table("silver", SOURCE, schema=ACTIONS_SCHEMA, dts=silver_days)
+            if silver_days
+            else ACTIONS_SCHEMA.empty_table()
+        )
         if incident_ids is not None:
-            table = table.filter(pc.is_in(table.column("incident_id"),
-                                          pa.array(sorted(incident_ids), pa.string())))
+            table = table.filter(
+                pc.is_in(table.column("incident_id"), pa.array(sorted(incident_ids), pa.string()))
+            )
         found = {e.event_id: e for e in events_of(table)}
         newest = silver_days[-1] if silver_days else ""
         held = set(silver_days)
@@ -427,15 +518,20 @@ class HandlingLog:
             if day in held and day < newest:
                 continue
             for batch in self.zone.batches(SOURCE, day):
-                if batch.batch_id in found or (incident_ids is not None and batch.batch_id
-                                               .split(".", 1)[0] not in incident_ids):
+                if batch.batch_id in found or (
+                    incident_ids is not None and batch.batch_id.split(".", 1)[0] not in incident_ids
+                ):
                     continue
                 try:
                     event = _event(json.loads(self.zone.read(batch)))
                 except (ValueError, TypeError, KeyError) as exc:
                     # Not from record(): bronze quarantines it with the reason; reads go on.
-                    log.warning("landed handling event %s (%s) is not readable, left out: %s",
-                                batch.batch_id, day, exc)
+                    log.warning(
+                        "landed handling event %s (%s) is not readable, left out: %s",
+                        batch.batch_id,
+                        day,
+                        exc,
+                    )
                     continue
                 found[event.event_id] = event
         return sorted(found.values(), key=lambda e: (e.at, e.incident_id, e.seq))
@@ -448,35 +544,67 @@ class HandlingLog:
         """One incident's state (``open`` and untouched when it has no events)."""
         return self.states([incident_id]).get(incident_id, HandlingState(incident_id))
 
-    def record(self, incident_id: str, action: str, actor: str, *, via: str,
-               assignee: str | None = None, assignee_kind: str | None = None,
-               severity: str | None = None, comment: str = "",
-               assignees: Assignees = Assignees(), at: datetime | None = None
-               ) -> tuple[HandlingEvent, HandlingState]:
+    def record(
+        self,
+        incident_id: str,
+        action: str,
+        actor: str,
+        *,
+        via: str,
+        assignee: str | None = None,
+        assignee_kind: str | None = None,
+        severity: str | None = None,
+        comment: str = "",
+        assignees: Assignees = Assignees(),
+        at: datetime | None = None,
+    ) -> tuple[HandlingEvent, HandlingState]:
         """Check and land one action; the event and the incident's state after it."""
         if not INCIDENT_ID.match(incident_id):
-            raise ConfigError(f"{incident_id!r} is not an incident id; give INC- and 12 hex "
-                              "digits, as `opslake alerts incidents` lists them")
+            raise ConfigError(
+                f"{incident_id!r} is not an incident id; give INC- and 12 hex "
+                "digits, as `opslake alerts incidents` lists them"
+            )
         if not actor or not actor.strip():
             raise ConfigError("say who acts (a user name)")
         with self._writing():
             past = self.events([incident_id])
             state = fold(past).get(incident_id, HandlingState(incident_id))
-            check(state, action, assignee=assignee, assignee_kind=assignee_kind,
-                  severity=severity, comment=comment, assignees=assignees)
+            check(
+                state,
+                action,
+                assignee=assignee,
+                assignee_kind=assignee_kind,
+                severity=severity,
+                comment=comment,
+                assignees=assignees,
+            )
             when = (at or datetime.now(UTC)).astimezone(UTC)
             seq = max((e.seq for e in past), default=0) + 1
             event = HandlingEvent(
-                event_id=f"{incident_id}.{seq:06d}", incident_id=incident_id, seq=seq,
-                action=action, actor=actor.strip(), via=via, at=when,
+                event_id=f"{incident_id}.{seq:06d}",
+                incident_id=incident_id,
+                seq=seq,
+                action=action,
+                actor=actor.strip(),
+                via=via,
+                at=when,
                 assignee=assignee if action == "assign" else None,
                 assignee_kind=assignee_kind if action == "assign" else None,
-                severity=severity if action == "severity" else None, comment=comment)
-            landed = self.zone.write(SOURCE, json.dumps(event.as_dict(), ensure_ascii=False,
-                                                        sort_keys=True).encode(),
-                                     fmt="json", batch_id=event.event_id, received_at=when,
-                                     connector=CONNECTOR, sender=actor.strip()[:128])
+                severity=severity if action == "severity" else None,
+                comment=comment,
+            )
+            landed = self.zone.write(
+                SOURCE,
+                json.dumps(event.as_dict(), ensure_ascii=False, sort_keys=True).encode(),
+                fmt="json",
+                batch_id=event.event_id,
+                received_at=when,
+                connector=CONNECTOR,
+                sender=actor.strip()[:128],
+            )
             if landed.duplicate:
-                raise HandlingError(f"another action on {incident_id} was recorded at the "
-                                    "same moment; read its history and try again")
+                raise HandlingError(
+                    f"another action on {incident_id} was recorded at the "
+                    "same moment; read its history and try again"
+                )
         return event, apply(state, event)

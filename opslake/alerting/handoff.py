@@ -38,9 +38,12 @@ class RunbookRequest:
     job: str
 
 
-def runbook_requests(incidents: Sequence[Mapping[str, object]],
-                     alerts: Sequence[Mapping[str, object]], runbooks: RunbookIndex,
-                     known_jobs: Iterable[str]) -> list[RunbookRequest]:
+def runbook_requests(
+    incidents: Sequence[Mapping[str, object]],
+    alerts: Sequence[Mapping[str, object]],
+    runbooks: RunbookIndex,
+    known_jobs: Iterable[str],
+) -> list[RunbookRequest]:
     """The launches due for firing, unmuted incidents (jobs not defined are skipped)."""
     jobs = set(known_jobs)
     first: dict[str, Mapping[str, object]] = {}
@@ -54,39 +57,64 @@ def runbook_requests(incidents: Sequence[Mapping[str, object]],
             continue
         rb = runbooks.for_alert(str(a["alertname"]))
         if rb is not None and rb.job in jobs:
-            out.append(RunbookRequest(str(inc["incident_id"]), str(a["entity_id"]),
-                                      str(a["alertname"]), rb.job))
+            out.append(
+                RunbookRequest(
+                    str(inc["incident_id"]), str(a["entity_id"]), str(a["alertname"]), rb.job
+                )
+            )
     return out
 
 
-def _window(lake: Lake, layer: str, name: str, schema: pa.Schema, days: list[str],
-            entity_id: str, ts: str, since: datetime) -> pa.Table:
+def _window(
+    lake: Lake,
+    layer: str,
+    name: str,
+    schema: pa.Schema,
+    days: list[str],
+    entity_id: str,
+    ts: str,
+    since: datetime,
+) -> pa.Table:
     known = set(lake.partitions(layer, name))
     table = lake.read_table(layer, name, schema=schema, dts=[d for d in days if d in known])
-    return table.filter(pc.and_(pc.equal(table["entity_id"], entity_id),
-                                pc.greater_equal(table[ts], pa.scalar(since, table[ts].type))))
+    return table.filter(
+        pc.and_(
+            pc.equal(table["entity_id"], entity_id),
+            pc.greater_equal(table[ts], pa.scalar(since, table[ts].type)),
+        )
+    )
 
 
-def collect_diagnostics(lake: Lake, incident_id: str, entity_id: str, runbook: str,
-                        now: datetime, *, run_id: str) -> str:
+def collect_diagnostics(
+    lake: Lake, incident_id: str, entity_id: str, runbook: str, now: datetime, *, run_id: str
+) -> str:
     """Write the CI's last hour of evidence for an incident; returns the file's lake path."""
     since = now - LOOKBACK
     days = sorted({since.date().isoformat(), now.date().isoformat()})
-    points = pa.concat_tables([
-        _window(lake, "silver", "metric_points", METRIC_POINTS, days, entity_id, "ts", since),
-        _window(lake, "silver", LIVE_POINTS, METRIC_POINTS, days, entity_id, "ts", since)])
+    points = pa.concat_tables(
+        [
+            _window(lake, "silver", "metric_points", METRIC_POINTS, days, entity_id, "ts", since),
+            _window(lake, "silver", LIVE_POINTS, METRIC_POINTS, days, entity_id, "ts", since),
+        ]
+    )
     logs = _window(lake, "silver", "logs", LOGS, days, entity_id, "ts", since)
     latest: dict[str, dict[str, object]] = {}
     for row in points.sort_by("ts").to_pylist():
         latest[row["metric"]] = {"ts": row["ts"].isoformat(), "value": row["value"]}
     doc = {
-        "incident_id": incident_id, "entity_id": entity_id, "runbook": runbook,
-        "run_id": run_id, "collected_at": now.isoformat(), "since": since.isoformat(),
-        "metric_points": points.num_rows, "latest": latest, "log_lines": logs.num_rows,
-        "worst_logs": [{"ts": r["ts"].isoformat(), "severity": r["severity"],
-                        "message": r["message"]}
-                       for r in sorted(logs.to_pylist(), key=lambda r: (r["severity"], r["ts"]))
-                       [:20]],
+        "incident_id": incident_id,
+        "entity_id": entity_id,
+        "runbook": runbook,
+        "run_id": run_id,
+        "collected_at": now.isoformat(),
+        "since": since.isoformat(),
+        "metric_points": points.num_rows,
+        "latest": latest,
+        "log_lines": logs.num_rows,
+        "worst_logs": [
+            {"ts": r["ts"].isoformat(), "severity": r["severity"], "message": r["message"]}
+            for r in sorted(logs.to_pylist(), key=lambda r: (r["severity"], r["ts"]))[:20]
+        ],
         "action": "diagnostics collected; no change made to the CI",
     }
     path = lake.path(ACTIONS_DIR, incident_id, f"{runbook}-{run_id}.json")

@@ -46,34 +46,45 @@ SOURCES: dict[str, Callable[[bytes, LandedBatch], ParseResult]] = {
     platform.SOURCE: alertmanager.parse,
 }
 #: The silver ``source`` of events from each landing source (as the daily conform sets it).
-EVENT_SOURCE = {"alertmanager": "alertmanager", alert_webhook.SOURCE: "webhook",
-                anomalies.SOURCE: anomalies.EVENT_SOURCE, platform.SOURCE: platform.EVENT_SOURCE}
+EVENT_SOURCE = {
+    "alertmanager": "alertmanager",
+    alert_webhook.SOURCE: "webhook",
+    anomalies.SOURCE: anomalies.EVENT_SOURCE,
+    platform.SOURCE: platform.EVENT_SOURCE,
+}
 
 
 def _previous(day: str) -> str:
     return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
 
 
-def read_inputs(lake: Lake, day: str, cmdb_history: pa.Table, end: datetime,
-                events: pa.Table | None = None) -> Inputs:
+def read_inputs(
+    lake: Lake, day: str, cmdb_history: pa.Table, end: datetime, events: pa.Table | None = None
+) -> Inputs:
     """Everything convergence reads for ``day`` (``events``: instead of silver events)."""
     if events is None:
         known = set(lake.partitions("silver", "events"))
-        events = lake.read_table("silver", "events", schema=EVENTS,
-                                 dts=[d for d in (_previous(day), day) if d in known])
+        events = lake.read_table(
+            "silver", "events", schema=EVENTS, dts=[d for d in (_previous(day), day) if d in known]
+        )
     ticket_days = [d for d in lake.partitions("silver", "tickets") if d <= day]
     relation_days = [d for d in lake.partitions("silver", "relations") if d <= day][-1:]
     peaks: list[AnomalyPeak] = []
     if day in lake.partitions("gold", "anomalies"):
-        rows = lake.read_table("gold", "anomalies", dts=[day],
-                               columns=["entity_id", "ts", "score", "is_event"])
+        rows = lake.read_table(
+            "gold", "anomalies", dts=[day], columns=["entity_id", "ts", "score", "is_event"]
+        )
         peaks = anomaly_peaks(rows.filter(pc.field("is_event")).to_pylist())
-    return Inputs(events=events,
-                  tickets=lake.read_table("silver", "tickets", schema=TICKETS, dts=ticket_days),
-                  assets=cmdb_history,
-                  relations=lake.read_table("silver", "relations", schema=RELATIONS_SCHEMA,
-                                            dts=relation_days),
-                  cmdb=current_rows(cmdb_history, end), anomalies=peaks)
+    return Inputs(
+        events=events,
+        tickets=lake.read_table("silver", "tickets", schema=TICKETS, dts=ticket_days),
+        assets=cmdb_history,
+        relations=lake.read_table(
+            "silver", "relations", schema=RELATIONS_SCHEMA, dts=relation_days
+        ),
+        cmdb=current_rows(cmdb_history, end),
+        anomalies=peaks,
+    )
 
 
 def pending_batches(lake: Lake, day: str) -> list[LandedBatch]:
@@ -85,8 +96,10 @@ def pending_batches(lake: Lake, day: str) -> list[LandedBatch]:
 
 def _done(lake: Lake, day: str) -> set[str]:
     base = lake.table_path("silver", LIVE_EVENTS, {"dt": day})
-    return {f.rsplit("/", 1)[-1].removesuffix(".parquet")
-            for f in (lake.list_files(base) if lake.exists(base) else [])}
+    return {
+        f.rsplit("/", 1)[-1].removesuffix(".parquet")
+        for f in (lake.list_files(base) if lake.exists(base) else [])
+    }
 
 
 @dataclass
@@ -104,13 +117,17 @@ def conform_pending(lake: Lake, day: str, resolver: EntityResolver) -> Conformed
     for batch in pending_batches(lake, day):
         parsed = SOURCES[batch.source](zone.read(batch), batch)
         rows = to_silver(parsed.table, resolver)
-        rows = rows.set_column(rows.schema.get_field_index("source"), "source",
-                               pa.array([EVENT_SOURCE[batch.source]] * rows.num_rows,
-                                        pa.string()))
+        rows = rows.set_column(
+            rows.schema.get_field_index("source"),
+            "source",
+            pa.array([EVENT_SOURCE[batch.source]] * rows.num_rows, pa.string()),
+        )
         buffer = io.BytesIO()
         pq.write_table(rows, buffer, compression="zstd", coerce_timestamps="us")
-        lake.put_atomic(f"{lake.table_path('silver', LIVE_EVENTS, {'dt': day})}/"
-                        f"{batch.batch_id}.parquet", [buffer.getvalue()])
+        lake.put_atomic(
+            f"{lake.table_path('silver', LIVE_EVENTS, {'dt': day})}/{batch.batch_id}.parquet",
+            [buffer.getvalue()],
+        )
         out.batches.append(batch.batch_id)
         out.events += rows.num_rows
     return out
@@ -120,8 +137,9 @@ def live_events(lake: Lake, day: str) -> pa.Table:
     """Yesterday's and today's events: daily silver where it exists, live batches on top."""
     days = [_previous(day), day]
     known = set(lake.partitions("silver", "events"))
-    parts = [lake.read_table("silver", "events", schema=EVENTS, dts=[d for d in days
-                                                                     if d in known])]
+    parts = [
+        lake.read_table("silver", "events", schema=EVENTS, dts=[d for d in days if d in known])
+    ]
     live_days = set(lake.partitions("silver", LIVE_EVENTS))
     for d in days:
         if d in live_days:
@@ -132,5 +150,7 @@ def live_events(lake: Lake, day: str) -> pa.Table:
 def prune(lake: Lake, today: str, keep_days: int = 2) -> list[str]:
     """Drop live partitions older than ``keep_days`` (the daily pipeline has them by then)."""
     first_kept = (date.fromisoformat(today) - timedelta(days=keep_days - 1)).isoformat()
-    return lake.drop_partitions_before((("silver", LIVE_EVENTS), ("gold", LIVE_INCIDENTS),
-                                        ("gold", LIVE_INCIDENT_ALERTS)), first_kept)
+    return lake.drop_partitions_before(
+        (("silver", LIVE_EVENTS), ("gold", LIVE_INCIDENTS), ("gold", LIVE_INCIDENT_ALERTS)),
+        first_kept,
+    )

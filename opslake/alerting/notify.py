@@ -12,17 +12,26 @@ import pyarrow as pa
 from opslake.alerting.channels import Message
 from opslake.alerting.dispatch import Shift
 
-SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "次要", "warning": "警告",
-               "info": "提示"}
+SEVERITY_ZH = {
+    "critical": "紧急",
+    "major": "重要",
+    "minor": "次要",
+    "warning": "警告",
+    "info": "提示",
+}
 STATUS_ZH = {"firing": "告警", "resolved": "已恢复"}
 
 
-def assignee_groups(incidents: Sequence[Mapping[str, object]], tickets: pa.Table
-                    ) -> dict[str, str | None]:
+def assignee_groups(
+    incidents: Sequence[Mapping[str, object]], tickets: pa.Table
+) -> dict[str, str | None]:
     """Per incident, the ITSM group on most tickets of its probable cause (else of its CIs)."""
     by_ci: dict[str, Counter] = {}
-    for ci, group in zip(tickets.column("entity_id").to_pylist(),
-                         tickets.column("assignee_group").to_pylist(), strict=True):
+    for ci, group in zip(
+        tickets.column("entity_id").to_pylist(),
+        tickets.column("assignee_group").to_pylist(),
+        strict=True,
+    ):
         if ci and group:
             by_ci.setdefault(ci, Counter())[group] += 1
     out: dict[str, str | None] = {}
@@ -33,8 +42,12 @@ def assignee_groups(incidents: Sequence[Mapping[str, object]], tickets: pa.Table
     return out
 
 
-def render(inc: Mapping[str, object], transition: str, shifts: Sequence[Shift],
-           timezone: str = "Asia/Shanghai") -> Message:
+def render(
+    inc: Mapping[str, object],
+    transition: str,
+    shifts: Sequence[Shift],
+    timezone: str = "Asia/Shanghai",
+) -> Message:
     """The message for one incident transition (Chinese, local time)."""
     tz = ZoneInfo(timezone)
     sev = str(inc["severity"])
@@ -42,8 +55,7 @@ def render(inc: Mapping[str, object], transition: str, shifts: Sequence[Shift],
     enrichment = json.loads(str(inc.get("enrichment") or "{}"))
     causes = json.loads(str(inc.get("root_causes") or "[]"))
     started = inc["started_at"].astimezone(tz)  # type: ignore[union-attr]
-    lines = [f"级别：{SEVERITY_ZH.get(sev, sev)}（{sev}）",
-             f"开始：{started:%Y-%m-%d %H:%M:%S}"]
+    lines = [f"级别：{SEVERITY_ZH.get(sev, sev)}（{sev}）", f"开始：{started:%Y-%m-%d %H:%M:%S}"]
     if state == "resolved" and inc.get("ended_at"):
         lines.append(f"恢复：{inc['ended_at'].astimezone(tz):%Y-%m-%d %H:%M:%S}")  # type: ignore[union-attr]
     lines.append(f"告警：{inc['alert_count']} 条，涉及 {inc['entity_count']} 个配置项")
@@ -61,11 +73,21 @@ def render(inc: Mapping[str, object], transition: str, shifts: Sequence[Shift],
         lines.append("值班：" + "、".join(s.name for s in shifts))
     subject = f"[{STATUS_ZH.get(state, state)}][{SEVERITY_ZH.get(sev, sev)}] {inc['title']}"
     document = {
-        "incident_id": inc["incident_id"], "transition": transition, "severity": sev,
-        "title": inc["title"], "status": inc["status"], "started_at": started.isoformat(),
-        "root_cause": inc.get("root_cause"), "businesses": list(inc.get("businesses") or []),  # type: ignore[call-overload]
+        "incident_id": inc["incident_id"],
+        "transition": transition,
+        "severity": sev,
+        "title": inc["title"],
+        "status": inc["status"],
+        "started_at": started.isoformat(),
+        "root_cause": inc.get("root_cause"),
+        "businesses": list(inc.get("businesses") or []),  # type: ignore[call-overload]
         "entities": list(inc.get("entities") or [])[:50],  # type: ignore[call-overload]
         "alert_count": inc["alert_count"],
     }
-    return Message(subject, tuple(lines), document, tuple(s.mobile for s in shifts if s.mobile),
-                   tuple(s.email for s in shifts if s.email))
+    return Message(
+        subject,
+        tuple(lines),
+        document,
+        tuple(s.mobile for s in shifts if s.mobile),
+        tuple(s.email for s in shifts if s.email),
+    )

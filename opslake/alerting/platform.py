@@ -41,8 +41,16 @@ def fingerprint(job: str, partition: str | None) -> str:
     return hashlib.sha256(f"{job}|{partition or '-'}".encode()).hexdigest()[:16]
 
 
-def land_run_failure(zone: LandingZone, *, job: str, partition: str | None, run_id: str,
-                     step: str, error: str, at: datetime) -> LandedBatch | None:
+def land_run_failure(
+    zone: LandingZone,
+    *,
+    job: str,
+    partition: str | None,
+    run_id: str,
+    step: str,
+    error: str,
+    at: datetime,
+) -> LandedBatch | None:
     """Land the firing alert of a run that failed for good; None while it is already open.
 
     A job that keeps failing (a live job runs every few seconds) stays one firing alert
@@ -50,15 +58,21 @@ def land_run_failure(zone: LandingZone, *, job: str, partition: str | None, run_
     """
     if _open(zone, job, partition, at) is not None:
         return None
-    labels = {"alertname": ALERTNAME, "severity": "critical", "job": job,
-              "partition": partition or "-", "step": step or "-", "run_id": run_id}
+    labels = {
+        "alertname": ALERTNAME,
+        "severity": "critical",
+        "job": job,
+        "partition": partition or "-",
+        "step": step or "-",
+        "run_id": run_id,
+    }
     text = error.strip()
     alert = {
         "status": "firing",
         "labels": labels,
         "annotations": {
             "summary": f"数据管道运行失败 / pipeline run failed: {job} {partition or ''} at "
-                       f"{step or '?'}".replace("  ", " "),
+            f"{step or '?'}".replace("  ", " "),
             "description": text if len(text) <= _ERROR_CHARS else text[:_ERROR_CHARS] + "…",
         },
         "startsAt": rfc3339(at),
@@ -67,31 +81,41 @@ def land_run_failure(zone: LandingZone, *, job: str, partition: str | None, run_
         "fingerprint": fingerprint(job, partition),
     }
     body = webhook_body([alert], alertname=ALERTNAME, receiver=RECEIVER)
-    return zone.write(SOURCE, body, fmt="json", batch_id=f"run-{run_id}", received_at=at,
-                      connector=CONNECTOR)
+    return zone.write(
+        SOURCE, body, fmt="json", batch_id=f"run-{run_id}", received_at=at, connector=CONNECTOR
+    )
 
 
-def land_run_recovered(zone: LandingZone, *, job: str, partition: str | None, run_id: str,
-                       at: datetime) -> LandedBatch | None:
+def land_run_recovered(
+    zone: LandingZone, *, job: str, partition: str | None, run_id: str, at: datetime
+) -> LandedBatch | None:
     """Land ``resolved`` for a failure of ``job``/``partition`` still open; None if none is."""
     starts = _open(zone, job, partition, at)
     if starts is None:
         return None
     alert = {
         "status": "resolved",
-        "labels": {"alertname": ALERTNAME, "severity": "critical", "job": job,
-                   "partition": partition or "-", "run_id": run_id},
-        "annotations": {"summary": f"数据管道已恢复 / pipeline run succeeded again: {job} "
-                                   f"{partition or ''}".rstrip(),
-                        "description": f"run {run_id} succeeded"},
+        "labels": {
+            "alertname": ALERTNAME,
+            "severity": "critical",
+            "job": job,
+            "partition": partition or "-",
+            "run_id": run_id,
+        },
+        "annotations": {
+            "summary": f"数据管道已恢复 / pipeline run succeeded again: {job} "
+            f"{partition or ''}".rstrip(),
+            "description": f"run {run_id} succeeded",
+        },
         "startsAt": starts,
         "endsAt": rfc3339(at),
         "generatorURL": "",
         "fingerprint": fingerprint(job, partition),
     }
     body = webhook_body([alert], alertname=ALERTNAME, receiver=RECEIVER)
-    return zone.write(SOURCE, body, fmt="json", batch_id=f"run-{run_id}", received_at=at,
-                      connector=CONNECTOR)
+    return zone.write(
+        SOURCE, body, fmt="json", batch_id=f"run-{run_id}", received_at=at, connector=CONNECTOR
+    )
 
 
 def _open(zone: LandingZone, job: str, partition: str | None, at: datetime) -> str | None:
@@ -102,8 +126,11 @@ def _open(zone: LandingZone, job: str, partition: str | None, at: datetime) -> s
     """
     wanted = fingerprint(job, partition)
     today = at.astimezone(UTC).date()
-    batches = [b for back in range(zone.dedupe_days, -1, -1)
-               for b in zone.batches(SOURCE, (today - timedelta(days=back)).isoformat())]
+    batches = [
+        b
+        for back in range(zone.dedupe_days, -1, -1)
+        for b in zone.batches(SOURCE, (today - timedelta(days=back)).isoformat())
+    ]
     state: str | None = None
     for batch in sorted(batches, key=lambda b: (b.received, b.batch_id)):
         try:

@@ -58,10 +58,17 @@ class Candidate:
 
     def as_dict(self) -> dict[str, object]:
         """The evidence as stored on the incident."""
-        return {"entity_id": self.entity_id, "score": round(self.score, 4),
-                "coverage": round(self.coverage, 4), "precedence": round(self.precedence, 4),
-                "anomaly": round(self.anomaly, 4), "change": self.change, "hops": self.hops,
-                "first_alert": self.first_alert, "change_ticket": self.change_ticket}
+        return {
+            "entity_id": self.entity_id,
+            "score": round(self.score, 4),
+            "coverage": round(self.coverage, 4),
+            "precedence": round(self.precedence, 4),
+            "anomaly": round(self.anomaly, 4),
+            "change": self.change,
+            "hops": self.hops,
+            "first_alert": self.first_alert,
+            "change_ticket": self.change_ticket,
+        }
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,22 @@ class AnomalyPeak:
     score: float
 
 
-def rank(incident: Incident, graph: Graph, *, anomalies: Sequence[AnomalyPeak] = (),
-         changes: Sequence[MaintenanceWindow] = (), top: int = TOP,
-         within: Collection[str] | None = None, base: float = BASE,
-         precedence_tau_s: float = PRECEDENCE_TAU_S,
-         anomaly_window_s: tuple[int, int] = (ANOMALY_BEFORE_S, ANOMALY_AFTER_S),
-         start: datetime | None = None, weights: Mapping[str, float] | None = None,
-         coverage_power: float = 1.0, dominance: float = 0.0) -> list[Candidate]:
+def rank(
+    incident: Incident,
+    graph: Graph,
+    *,
+    anomalies: Sequence[AnomalyPeak] = (),
+    changes: Sequence[MaintenanceWindow] = (),
+    top: int = TOP,
+    within: Collection[str] | None = None,
+    base: float = BASE,
+    precedence_tau_s: float = PRECEDENCE_TAU_S,
+    anomaly_window_s: tuple[int, int] = (ANOMALY_BEFORE_S, ANOMALY_AFTER_S),
+    start: datetime | None = None,
+    weights: Mapping[str, float] | None = None,
+    coverage_power: float = 1.0,
+    dominance: float = 0.0,
+) -> list[Candidate]:
     """The ``top`` candidates for ``incident``, best first (ties by CI id).
 
     ``within`` limits the candidates (a symptom's path: only what can explain the symptom);
@@ -118,7 +134,10 @@ def rank(incident: Incident, graph: Graph, *, anomalies: Sequence[AnomalyPeak] =
             needers.setdefault(cand, []).append(m)
     changed: dict[str, str] = {}
     for w in changes:
-        if w.entity_id in reach and start - timedelta(seconds=CHANGE_LOOKBACK_S) <= w.start <= start:
+        if (
+            w.entity_id in reach
+            and start - timedelta(seconds=CHANGE_LOOKBACK_S) <= w.start <= start
+        ):
             changed.setdefault(w.entity_id, w.ticket_id)
     out = []
     for cand, hops in reach.items():
@@ -129,14 +148,26 @@ def rank(incident: Incident, graph: Graph, *, anomalies: Sequence[AnomalyPeak] =
         anomaly = peak.get(cand, 0.0)
         change = 1.0 if cand in changed else 0.0
         evidence = 1.0 - (1.0 - prec) * (1.0 - anomaly) * (1.0 - change)
-        score = coverage ** coverage_power * (base + (1.0 - base) * evidence)
+        score = coverage**coverage_power * (base + (1.0 - base) * evidence)
         if dominance:
-            over = max((peak.get(m, 0.0) - anomaly for m in needers.get(cand, ()) if m != cand),
-                       default=0.0)
+            over = max(
+                (peak.get(m, 0.0) - anomaly for m in needers.get(cand, ()) if m != cand),
+                default=0.0,
+            )
             score *= (1.0 - max(over, 0.0)) ** dominance
-        out.append(Candidate(cand, score, coverage, prec,
-                             anomaly, change, max(hops), seen[1] if seen else None,
-                             changed.get(cand)))
+        out.append(
+            Candidate(
+                cand,
+                score,
+                coverage,
+                prec,
+                anomaly,
+                change,
+                max(hops),
+                seen[1] if seen else None,
+                changed.get(cand),
+            )
+        )
     # Equal scores: the closest common upstream CI (the most specific explanation) first.
     out.sort(key=lambda c: (-round(c.score, 9), c.hops, c.entity_id))
     return out[:top]
@@ -144,8 +175,11 @@ def rank(incident: Incident, graph: Graph, *, anomalies: Sequence[AnomalyPeak] =
 
 def anomaly_peaks(rows: Sequence[Mapping[str, object]]) -> list[AnomalyPeak]:
     """Peaks from gold/anomalies rows (``entity_id``, ``ts``, ``score``)."""
-    return [AnomalyPeak(str(r["entity_id"]), r["ts"], float(r["score"]))  # type: ignore[arg-type]
-            for r in rows if r.get("entity_id")]
+    return [
+        AnomalyPeak(str(r["entity_id"]), r["ts"], float(r["score"]))  # type: ignore[arg-type]
+        for r in rows
+        if r.get("entity_id")
+    ]
 
 
 # --- A symptom, the dependency graph and the metric history (with or without alerts) -------
@@ -204,10 +238,10 @@ class SeriesScores:
     """Detector scores of every series over the rows around a symptom, and their history."""
 
     keys: list[SeriesKey]
-    ts: np.ndarray          # epoch seconds of the scored rows
-    values: np.ndarray      # [series, row]
-    scores: np.ndarray      # [series, row], causal, warmed up on the history
-    history: np.ndarray     # [series, row] the last ``HISTORY_KEEP`` history rows (levels)
+    ts: np.ndarray  # epoch seconds of the scored rows
+    values: np.ndarray  # [series, row]
+    scores: np.ndarray  # [series, row], causal, warmed up on the history
+    history: np.ndarray  # [series, row] the last ``HISTORY_KEEP`` history rows (levels)
 
 
 HISTORY_KEEP = 288
@@ -217,8 +251,9 @@ def wide(points: pd.DataFrame) -> pd.DataFrame:
     """Metric points (``ts``, ``entity_id``, ``metric``, ``value``, optional ``statistic``) as
     one column per series (entity, metric, statistic), one row per epoch second, mean per cell."""
     if points.empty:
-        return pd.DataFrame(columns=pd.MultiIndex.from_tuples([], names=["entity_id", "metric",
-                                                                        "statistic"]))
+        return pd.DataFrame(
+            columns=pd.MultiIndex.from_tuples([], names=["entity_id", "metric", "statistic"])
+        )
     ts = points["ts"]
     if pd.api.types.is_datetime64_any_dtype(ts):
         ts = pd.to_datetime(ts, utc=True)
@@ -226,15 +261,24 @@ def wide(points: pd.DataFrame) -> pd.DataFrame:
     else:
         secs = ts.astype("int64")
     stat = points["statistic"].fillna("") if "statistic" in points else ""
-    frame = pd.DataFrame({"ts": secs, "entity_id": points["entity_id"],
-                          "metric": points["metric"], "statistic": stat,
-                          "value": points["value"].astype(float)})
+    frame = pd.DataFrame(
+        {
+            "ts": secs,
+            "entity_id": points["entity_id"],
+            "metric": points["metric"],
+            "statistic": stat,
+            "value": points["value"].astype(float),
+        }
+    )
     out = frame.groupby(["ts", "entity_id", "metric", "statistic"])["value"].mean()
     return out.unstack(["entity_id", "metric", "statistic"]).sort_index()
 
 
-def score_series(points: pd.DataFrame, normal: pd.DataFrame | None = None,
-                 config: detect.DetectorConfig | None = None) -> SeriesScores:
+def score_series(
+    points: pd.DataFrame,
+    normal: pd.DataFrame | None = None,
+    config: detect.DetectorConfig | None = None,
+) -> SeriesScores:
     """Score every series of ``points`` (wide, see :func:`wide`) with the production
     detector, each warmed up on its ``normal`` history (may be empty).
 
@@ -253,12 +297,18 @@ def score_series(points: pd.DataFrame, normal: pd.DataFrame | None = None,
     state = detect.DetectorState.new(len(keys), detect.infer_step(stamps), config)
     scores = detect.score_matrix(state, stamps, values) if len(keys) else values
     n = len(normal)
-    return SeriesScores([tuple(k) for k in keys], points.index.to_numpy(dtype=np.int64),
-                        values[:, n:], scores[:, n:], values[:, max(0, n - HISTORY_KEEP):n])
+    return SeriesScores(
+        [tuple(k) for k in keys],
+        points.index.to_numpy(dtype=np.int64),
+        values[:, n:],
+        scores[:, n:],
+        values[:, max(0, n - HISTORY_KEEP) : n],
+    )
 
 
-def symptom_evidence(symptom: Symptom, series: SeriesScores, knobs: SymptomKnobs
-                     ) -> tuple[list[AnomalyPeak], dict[str, datetime]]:
+def symptom_evidence(
+    symptom: Symptom, series: SeriesScores, knobs: SymptomKnobs
+) -> tuple[list[AnomalyPeak], dict[str, datetime]]:
     """Per entity, its peak detector score around the symptom (direction-matched, discounted
     by what it already showed before), and when its detector alert opened (if it did)."""
     at = symptom.at.timestamp()
@@ -266,7 +316,7 @@ def symptom_evidence(symptom: Symptom, series: SeriesScores, knobs: SymptomKnobs
     win = (series.ts > at - before) & (series.ts <= at + after)
     pre = series.ts <= at - before
     hist = np.concatenate([series.history, series.values[:, pre]], axis=1)
-    hist = hist[:, -knobs.reference_rows:]
+    hist = hist[:, -knobs.reference_rows :]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         level = np.nanmedian(hist, axis=1) if hist.shape[1] else np.full(len(hist), np.nan)
@@ -275,19 +325,26 @@ def symptom_evidence(symptom: Symptom, series: SeriesScores, knobs: SymptomKnobs
     # in the step that holds the symptom's time and the next one.
     step = float(np.median(np.diff(series.ts))) if len(series.ts) > 1 else float(before)
     onset_rows = (series.ts > at - step) & (series.ts <= at + step)
-    sym = [i for i, k in enumerate(series.keys) if k[0] == symptom.entity_id
-           and k[1] == symptom.metric and (symptom.statistic in (None, k[2]))]
+    sym = [
+        i
+        for i, k in enumerate(series.keys)
+        if k[0] == symptom.entity_id
+        and k[1] == symptom.metric
+        and (symptom.statistic in (None, k[2]))
+    ]
     sign = np.sign(np.nansum(deviation[sym][:, onset_rows])) if sym else 0.0
     metric_rows = np.array([k[1] == symptom.metric for k in series.keys], dtype=bool)
     if knobs.series == "symptom":
-        use = metric_rows & np.array([symptom.statistic in (None, k[2]) for k in series.keys],
-                                     dtype=bool)
+        use = metric_rows & np.array(
+            [symptom.statistic in (None, k[2]) for k in series.keys], dtype=bool
+        )
     elif knobs.series == "metric":
         use = metric_rows
     else:
         use = np.ones(len(series.keys), dtype=bool)
-    same_way = np.where(metric_rows[:, None] & (sign != 0),
-                        np.nan_to_num(deviation) * sign > 0, True)
+    same_way = np.where(
+        metric_rows[:, None] & (sign != 0), np.nan_to_num(deviation) * sign > 0, True
+    )
     ev = np.where(same_way & np.isfinite(series.values), series.scores, 0.0)
     if knobs.onset:
         # The state before: the rows before the window, or, for a series with no sample
@@ -295,8 +352,11 @@ def symptom_evidence(symptom: Symptom, series: SeriesScores, knobs: SymptomKnobs
         seen = np.isfinite(series.values)
         had_pre = (seen & pre[None, :]).any(axis=1)
         first = np.argmax(seen, axis=1)
-        state = np.where(had_pre, np.where(pre[None, :], series.scores, 0.0).max(axis=1),
-                         series.scores[np.arange(len(first)), first])
+        state = np.where(
+            had_pre,
+            np.where(pre[None, :], series.scores, 0.0).max(axis=1),
+            series.scores[np.arange(len(first)), first],
+        )
         ev = ev * (1.0 - state)[:, None]
     ev = np.where(win[None, :] & use[:, None], ev, 0.0)
     peaks: dict[str, AnomalyPeak] = {}
@@ -315,9 +375,16 @@ def symptom_evidence(symptom: Symptom, series: SeriesScores, knobs: SymptomKnobs
     return sorted(peaks.values(), key=lambda p: p.entity_id), opened
 
 
-def rank_symptom(symptom: Symptom, graph: Graph, series: SeriesScores | None = None, *,
-                 alerts: Sequence[Alert] = (), changes: Sequence[MaintenanceWindow] = (),
-                 knobs: SymptomKnobs | None = None, top: int | None = None) -> list[Candidate]:
+def rank_symptom(
+    symptom: Symptom,
+    graph: Graph,
+    series: SeriesScores | None = None,
+    *,
+    alerts: Sequence[Alert] = (),
+    changes: Sequence[MaintenanceWindow] = (),
+    knobs: SymptomKnobs | None = None,
+    top: int | None = None,
+) -> list[Candidate]:
     """Rank what can explain ``symptom``: it and everything upstream of it in ``graph``.
 
     ``series`` (from :func:`score_series`) gives the detector's evidence; ``alerts`` that
@@ -325,46 +392,83 @@ def rank_symptom(symptom: Symptom, graph: Graph, series: SeriesScores | None = N
     """
     knobs = knobs or SymptomKnobs()
     peaks, opened = symptom_evidence(symptom, series, knobs) if series is not None else ([], {})
-    members = [Alert(f"symptom:{symptom.entity_id}", f"symptom/{symptom.entity_id}",
-                     "symptom", f"{symptom.metric}:{symptom.statistic or ''}", "major",
-                     "symptom", symptom.entity_id, {}, symptom.at, None)]
+    members = [
+        Alert(
+            f"symptom:{symptom.entity_id}",
+            f"symptom/{symptom.entity_id}",
+            "symptom",
+            f"{symptom.metric}:{symptom.statistic or ''}",
+            "major",
+            "symptom",
+            symptom.entity_id,
+            {},
+            symptom.at,
+            None,
+        )
+    ]
     score = {p.entity_id: p.score for p in peaks}
     weights = {symptom.entity_id: 1.0}
     for entity, when in sorted(opened.items()):
         if entity != symptom.entity_id and graph.related(entity, symptom.entity_id):
-            members.append(Alert(f"detector:{entity}", f"opslake-ml/{entity}", "opslake-ml",
-                                 "AnomalyDetected", "minor", "anomaly", entity, {}, when, None))
+            members.append(
+                Alert(
+                    f"detector:{entity}",
+                    f"opslake-ml/{entity}",
+                    "opslake-ml",
+                    "AnomalyDetected",
+                    "minor",
+                    "anomaly",
+                    entity,
+                    {},
+                    when,
+                    None,
+                )
+            )
             weights[entity] = score.get(entity, knobs.alert_at)
-    for a in alerts:   # alerts that exist are evidence in full
+    for a in alerts:  # alerts that exist are evidence in full
         if graph.related(a.entity_id, symptom.entity_id):
             members.append(a)
             weights[a.entity_id] = 1.0  # type: ignore[index]
-    incident = Incident(f"symptom:{symptom.entity_id}@{symptom.at.isoformat()}", "symptom",
-                        members)
+    incident = Incident(f"symptom:{symptom.entity_id}@{symptom.at.isoformat()}", "symptom", members)
     within = graph.upstream(symptom.entity_id)
-    return rank(incident, graph, anomalies=peaks, changes=changes,
-                top=top if top is not None else len(within), within=within, base=knobs.base,
-                precedence_tau_s=knobs.precedence_tau_s, anomaly_window_s=knobs.window_s,
-                start=symptom.at, weights=weights, coverage_power=knobs.coverage_power,
-                dominance=knobs.dominance)
+    return rank(
+        incident,
+        graph,
+        anomalies=peaks,
+        changes=changes,
+        top=top if top is not None else len(within),
+        within=within,
+        base=knobs.base,
+        precedence_tau_s=knobs.precedence_tau_s,
+        anomaly_window_s=knobs.window_s,
+        start=symptom.at,
+        weights=weights,
+        coverage_power=knobs.coverage_power,
+        dominance=knobs.dominance,
+    )
 
 
-def graph_from_relations(relations: pd.DataFrame, max_hops: int = 10,
-                         max_shared_fraction: float = 1.0) -> Graph:
+def graph_from_relations(
+    relations: pd.DataFrame, max_hops: int = 10, max_shared_fraction: float = 1.0
+) -> Graph:
     """A graph from dependency pairs (``src_entity_id`` needs ``dst_entity_id``), with every
     entity named in them (no CMDB validity: the relations are the ones that hold now)."""
     needs: dict[str, list[str]] = {}
     needed_by: dict[str, list[str]] = {}
-    for src, dst in sorted(set(zip(relations["src_entity_id"], relations["dst_entity_id"],
-                                   strict=True))):
+    for src, dst in sorted(
+        set(zip(relations["src_entity_id"], relations["dst_entity_id"], strict=True))
+    ):
         if src != dst:
             needs.setdefault(src, []).append(dst)
             needed_by.setdefault(dst, []).append(src)
     names = sorted(set(relations["src_entity_id"]) | set(relations["dst_entity_id"]))
-    attrs = pd.DataFrame({"kind": None, "type": None, "business": None, "department": None},
-                         index=pd.Index(names, name="entity_id"))
-    topology = Topology(attrs, {k: tuple(v) for k, v in needs.items()},
-                        {k: tuple(v) for k, v in needed_by.items()})
+    attrs = pd.DataFrame(
+        {"kind": None, "type": None, "business": None, "department": None},
+        index=pd.Index(names, name="entity_id"),
+    )
+    topology = Topology(
+        attrs, {k: tuple(v) for k, v in needs.items()}, {k: tuple(v) for k, v in needed_by.items()}
+    )
     return Graph(topology, max_hops, {}, max_shared_fraction)
 
 

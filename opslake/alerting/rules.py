@@ -141,21 +141,21 @@ class ConvergenceRules:
 
         unknown = set(raw) - {"grouping", "flapping", "maintenance", "inhibit", "correlation"}
         if unknown:
-            problems.append(f"{where}: unknown section(s) {sorted(unknown)}; use grouping, "
-                            "flapping, maintenance, inhibit, correlation")
+            problems.append(
+                f"{where}: unknown section(s) {sorted(unknown)}; use grouping, "
+                "flapping, maintenance, inhibit, correlation"
+            )
         grouping, flapping, maint = section("grouping"), section("flapping"), section("maintenance")
         rules = cls(
             window_s=dur(grouping, "window", cls.window_s, "grouping"),
             max_hops=int(grouping.get("max_hops", cls.max_hops)),
-            max_shared_fraction=float(grouping.get("max_shared_fraction",
-                                                   cls.max_shared_fraction)),
+            max_shared_fraction=float(grouping.get("max_shared_fraction", cls.max_shared_fraction)),
             dedup_window_s=dur(grouping, "dedup_window", cls.dedup_window_s, "grouping"),
             flap_count=int(flapping.get("count", cls.flap_count)),
             flap_window_s=dur(flapping, "window", cls.flap_window_s, "flapping"),
             maintenance_hosted=bool(maint.get("include_hosted", True)),
             inhibit=tuple(cls._inhibit(raw.get("inhibit") or [], where, problems)),
-            correlation=tuple(cls._correlation(raw.get("correlation") or [], where, problems,
-                                               dur)),
+            correlation=tuple(cls._correlation(raw.get("correlation") or [], where, problems, dur)),
         )
         names = [r.name for r in (*rules.inhibit, *rules.correlation)]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -168,8 +168,9 @@ class ConvergenceRules:
         return rules
 
     @staticmethod
-    def _entries(items: object, where: str, kind: str, problems: list[str]
-                 ) -> list[tuple[str, Mapping[str, object]]]:
+    def _entries(
+        items: object, where: str, kind: str, problems: list[str]
+    ) -> list[tuple[str, Mapping[str, object]]]:
         if not isinstance(items, list):
             problems.append(f"{where}: {kind} must be a list of rules")
             return []
@@ -191,16 +192,23 @@ class ConvergenceRules:
                     raise ConfigError(f"{ctx}: scope {scope!r} is not one of {list(SCOPES)}")
                 if not item.get("source"):
                     raise ConfigError(f"{ctx}: needs a source matcher (which alerts inhibit)")
-                out.append(InhibitRule(str(item["name"]), Matcher.parse(item["source"], ctx),
-                                       Matcher.parse(item.get("target"), ctx), scope,
-                                       str(item.get("description", ""))))
+                out.append(
+                    InhibitRule(
+                        str(item["name"]),
+                        Matcher.parse(item["source"], ctx),
+                        Matcher.parse(item.get("target"), ctx),
+                        scope,
+                        str(item.get("description", "")),
+                    )
+                )
             except ConfigError as exc:
                 problems.append(str(exc))
         return out
 
     @classmethod
-    def _correlation(cls, items: object, where: str, problems: list[str], dur
-                     ) -> list[CorrelationRule]:
+    def _correlation(
+        cls, items: object, where: str, problems: list[str], dur
+    ) -> list[CorrelationRule]:
         out = []
         for ctx, item in cls._entries(items, where, "correlation", problems):
             try:
@@ -209,10 +217,16 @@ class ConvergenceRules:
                 group_by = item.get("group_by", [])
                 if not isinstance(group_by, list):
                     raise ConfigError(f"{ctx}: group_by is a list of label names")
-                out.append(CorrelationRule(
-                    str(item["name"]), Matcher.parse(item["match"], ctx),
-                    tuple(str(g) for g in group_by), dur(item, "window", 3600, ctx),
-                    str(item.get("title", "")), str(item.get("description", ""))))
+                out.append(
+                    CorrelationRule(
+                        str(item["name"]),
+                        Matcher.parse(item["match"], ctx),
+                        tuple(str(g) for g in group_by),
+                        dur(item, "window", 3600, ctx),
+                        str(item.get("title", "")),
+                        str(item.get("description", "")),
+                    )
+                )
             except ConfigError as exc:
                 problems.append(str(exc))
         return out

@@ -38,8 +38,9 @@ class Answer:
 class AnswerCache:
     """Whole answers per (URL, caller's visibility), for the warehouse file served now."""
 
-    def __init__(self, reader: WarehouseReader, max_answers: int = MAX_ANSWERS,
-                 max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self, reader: WarehouseReader, max_answers: int = MAX_ANSWERS, max_bytes: int = MAX_BYTES
+    ) -> None:
         self.reader = reader
         self.max_answers = max_answers
         self.max_bytes = max_bytes
@@ -52,8 +53,14 @@ class AnswerCache:
     @staticmethod
     def key(principal: Principal, path: str, query: bytes) -> tuple:
         """What an answer depends on: the URL and the caller's role, scopes and rows."""
-        return (path, query, principal.role, principal.scopes, principal.departments,
-                principal.businesses)
+        return (
+            path,
+            query,
+            principal.role,
+            principal.scopes,
+            principal.departments,
+            principal.businesses,
+        )
 
     def get(self, key: tuple) -> Answer | None:
         """The kept answer for ``key`` from the file served now, if any."""

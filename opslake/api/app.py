@@ -52,8 +52,10 @@ def max_decoded_bytes(settings: Settings) -> int:
     """``settings.max_decoded_bytes``, refused if bronze could not decode that much."""
     limit = settings.max_decoded_bytes
     if limit > remote_write.MAX_DECODED_BYTES:  # bronze must decode what the edge accepts
-        raise ConfigError(f"OPSLAKE_MAX_DECODED_BYTES={limit} is more than the "
-                          f"{remote_write.MAX_DECODED_BYTES} bronze decodes; use at most that")
+        raise ConfigError(
+            f"OPSLAKE_MAX_DECODED_BYTES={limit} is more than the "
+            f"{remote_write.MAX_DECODED_BYTES} bronze decodes; use at most that"
+        )
     return limit
 
 
@@ -76,8 +78,7 @@ class Listeners:
     mqtt_auth: mqtt_listener.MqttAuth = field(default_factory=mqtt_listener.MqttAuth)
 
 
-def create_app(settings: Settings | None = None,
-               listeners: Listeners = Listeners()) -> FastAPI:
+def create_app(settings: Settings | None = None, listeners: Listeners = Listeners()) -> FastAPI:
     """The data service for ``settings`` (default: from the environment) and its listeners."""
     settings = settings or Settings.from_env()
     landing = LandingZone.from_settings(settings)
@@ -91,14 +92,20 @@ def create_app(settings: Settings | None = None,
             # Last on the way out: the audit head is checkpointed as the service stops.
             stack.push_async_callback(asyncio.to_thread, _app.state.security.audit.close)
             if listeners.syslog_port is not None or listeners.syslog_tls_port is not None:
-                stack.push_async_callback(await syslog.serve(
-                    syslog.SyslogReceiver(landing), listeners.host, listeners.syslog_port,
-                    listeners.syslog_port, listeners.syslog_tls_port,
-                    listeners.tls if listeners.syslog_tls_port is not None else None))
+                stack.push_async_callback(
+                    await syslog.serve(
+                        syslog.SyslogReceiver(landing),
+                        listeners.host,
+                        listeners.syslog_port,
+                        listeners.syslog_port,
+                        listeners.syslog_tls_port,
+                        listeners.tls if listeners.syslog_tls_port is not None else None,
+                    )
+                )
             if listeners.mqtt is not None:
                 subscriber = mqtt_listener.MqttSubscriber(
-                    landing, *listeners.mqtt, list(listeners.mqtt_topics),
-                    auth=listeners.mqtt_auth)
+                    landing, *listeners.mqtt, list(listeners.mqtt_topics), auth=listeners.mqtt_auth
+                )
                 subscriber.start()
                 stack.push_async_callback(asyncio.to_thread, subscriber.stop)
             stack.push_async_callback(subscriptions.start_evaluator(_app))
@@ -116,18 +123,22 @@ def create_app(settings: Settings | None = None,
             yield
 
     app = FastAPI(
-        title="OpsLake data service", version=version(), docs_url="/docs", lifespan=lifespan,
+        title="OpsLake data service",
+        version=version(),
+        docs_url="/docs",
+        lifespan=lifespan,
         description="Push ingestion into the OpsLake landing zone (Prometheus remote write, "
-                    "Alertmanager webhooks and generic JSON alert webhooks, acknowledged once "
-                    "durable) and the read API over the serving warehouse: catalog, metric "
-                    "data, incidents, anomalies, forecasts, quality. Every endpoint but the "
-                    "health check and this description needs 'Authorization: Bearer <API key "
-                    "or session token>' (pushes: a key with the scope ingest:write); every "
-                    "request is audited.",
+        "Alertmanager webhooks and generic JSON alert webhooks, acknowledged once "
+        "durable) and the read API over the serving warehouse: catalog, metric "
+        "data, incidents, anomalies, forecasts, quality. Every endpoint but the "
+        "health check and this description needs 'Authorization: Bearer <API key "
+        "or session token>' (pushes: a key with the scope ingest:write); every "
+        "request is audited.",
     )
     app.state.settings = settings
-    app.state.push = ingest.PushService(landing, max_bytes=settings.max_push_bytes,
-                                        max_decoded_bytes=max_decoded_bytes(settings))
+    app.state.push = ingest.PushService(
+        landing, max_bytes=settings.max_push_bytes, max_decoded_bytes=max_decoded_bytes(settings)
+    )
 
     @app.get("/healthz", tags=["service"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -61,27 +61,32 @@ TOTP_HEADER = "X-OpsLake-TOTP"
 RETRY_AFTER_S = 30
 #: Error class → HTTP status and what the caller should do.
 STATUS: tuple[tuple[type[OpsLakeError], int], ...] = (
-    (AuthError, 401), (Forbidden, 403), (QuotaExceeded, 429), (NotFoundError, 404),
-    (ConfigError, 400), (InputError, 400), (StorageError, 503),
+    (AuthError, 401),
+    (Forbidden, 403),
+    (QuotaExceeded, 429),
+    (NotFoundError, 404),
+    (ConfigError, 400),
+    (InputError, 400),
+    (StorageError, 503),
 )
 
 
 #: What each error status means, for the API description.
 _MEANING = {
     400: "The request is well-formed but cannot be answered as asked (a range, grain or "
-         "breakdown the metric does not have); 'fix' says what to change.",
+    "breakdown the metric does not have); 'fix' says what to change.",
     401: "No credential, or a wrong, expired or revoked one (or, for administrative "
-         "actions, a missing or wrong TOTP code).",
+    "actions, a missing or wrong TOTP code).",
     403: "The caller is known but its role or key lacks the scope, or the rows asked for "
-         "belong to other departments.",
+    "belong to other departments.",
     404: "What was asked for by name does not exist (yet): the metric, or the warehouse "
-         "table, or any rows of it.",
+    "table, or any rows of it.",
     422: "The parameters or the body do not match this description; 'error' names the "
-         "fields at fault (never what was sent).",
+    "fields at fault (never what was sent).",
     429: "The API key (or, for a session, its user) used up its daily quota; 'error' says "
-         "when it resets.",
+    "when it resets.",
     503: "The serving warehouse, the audit log or the state directory cannot be read or "
-         "written right now (a full disk); retry after 'Retry-After' seconds.",
+    "written right now (a full disk); retry after 'Retry-After' seconds.",
 }
 
 
@@ -119,8 +124,7 @@ class Security:
             return self._cookie_principal(request)
         scheme, _, credential = header.partition(" ")
         if scheme.lower() != "bearer" or not credential:
-            raise AuthError("the Authorization header must be 'Bearer <API key or session "
-                            "token>'")
+            raise AuthError("the Authorization header must be 'Bearer <API key or session token>'")
         if credential.startswith(KEY_PREFIX):
             return self.identity.authenticate_key(credential)
         return self.identity.session(credential)
@@ -144,8 +148,7 @@ def error_response(exc: OpsLakeError) -> JSONResponse:
     text = str(exc)
     error, _, fix = text.partition("; ")
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"error": error, "fix": fix or text}, status_code=status,
-                        headers=headers)
+    return JSONResponse({"error": error, "fix": fix or text}, status_code=status, headers=headers)
 
 
 def refusal(request: Request, exc: OpsLakeError) -> JSONResponse:
@@ -170,11 +173,17 @@ class _Refused(HTTPException):
 
 def invalid_response(exc: RequestValidationError) -> JSONResponse:
     """422 ``{"error", "fix"}`` naming each field at fault and why, without what was sent."""
-    faults = "; ".join(f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                       for error in exc.errors())
-    return JSONResponse({"error": f"the request does not match the API description ({faults})",
-                         "fix": "correct the fields named, as /openapi.json describes them, "
-                                "and send the request again"}, status_code=422)
+    faults = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+    return JSONResponse(
+        {
+            "error": f"the request does not match the API description ({faults})",
+            "fix": "correct the fields named, as /openapi.json describes them, "
+            "and send the request again",
+        },
+        status_code=422,
+    )
 
 
 def authorize(principal: Principal, scope: str) -> None:
@@ -182,10 +191,13 @@ def authorize(principal: Principal, scope: str) -> None:
     if principal.allows(scope):
         return
     if principal is ANONYMOUS:
-        raise AuthError(f"this endpoint needs the scope {scope}; send "
-                        "'Authorization: Bearer <API key>'")
-    raise Forbidden(f"role {principal.role} (or this key) lacks the scope {scope}; "
-                    "ask an administrator for a key or role that has it")
+        raise AuthError(
+            f"this endpoint needs the scope {scope}; send 'Authorization: Bearer <API key>'"
+        )
+    raise Forbidden(
+        f"role {principal.role} (or this key) lacks the scope {scope}; "
+        "ask an administrator for a key or role that has it"
+    )
 
 
 async def reserve_quota(security: Security, request: Request) -> None:
@@ -250,8 +262,12 @@ def _describe_422(app: FastAPI) -> None:
                 if answer is not None and "content" in answer:
                     operation["responses"]["422"] = {
                         "description": _MEANING[422],
-                        "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    }
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
@@ -282,9 +298,13 @@ def install(app: FastAPI, security: Security, answers: AnswerCache | None = None
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400:  # FastAPI's own: a body that does not parse
-            return JSONResponse({"error": "the body is not JSON this endpoint can read",
-                                 "fix": "send a JSON object as /openapi.json describes it"},
-                                status_code=400)
+            return JSONResponse(
+                {
+                    "error": "the body is not JSON this endpoint can read",
+                    "fix": "send a JSON object as /openapi.json describes it",
+                },
+                status_code=400,
+            )
         return await http_exception_handler(request, exc)
 
     _describe_422(app)
@@ -306,8 +326,9 @@ class AuditMiddleware:
     request is never audited.
     """
 
-    def __init__(self, app: ASGIApp, security: Security, answers: AnswerCache | None = None
-                 ) -> None:
+    def __init__(
+        self, app: ASGIApp, security: Security, answers: AnswerCache | None = None
+    ) -> None:
         self.app = app
         self.security = security
         self.answers = answers
@@ -381,8 +402,7 @@ class AuditMiddleware:
             return self.security.principal(request)
         return await run_in_threadpool(self.security.principal, request)
 
-    async def _replay(self, request: Request, kept: Answer, receive: Receive, send: Send
-                      ) -> None:
+    async def _replay(self, request: Request, kept: Answer, receive: Receive, send: Send) -> None:
         state = request.scope["state"]
         state["action"], state["params"] = kept.action, kept.params
         response: Response
@@ -403,8 +423,7 @@ class AuditMiddleware:
                 except StorageError as exc:
                     # Nothing has left yet: answer 503, and stop the app (a stream would
                     # otherwise run on) by raising into it; __call__ swallows what comes back.
-                    log.error("answering 503 to %s %s: %s", request.method, request.url.path,
-                              exc)
+                    log.error("answering 503 to %s %s: %s", request.method, request.url.path, exc)
                     request.scope["state"]["_unaudited"] = True
                     await error_response(exc)(request.scope, _no_body, send)
                     raise
@@ -419,14 +438,22 @@ class AuditMiddleware:
         route = request.scope.get("route")
         # Not getattr(route, "path", request.url.path): its default would build the URL on
         # every request, routed or not.
-        action = state.get("action") or \
-            f"{request.method} {route.path if route is not None else request.url.path}"
+        action = (
+            state.get("action")
+            or f"{request.method} {route.path if route is not None else request.url.path}"
+        )
         params = state.get("params") or {**request.path_params, **dict(request.query_params)}
         rows = int(state.get("rows", 0))
         await self.security.audit.append_async(
-            who=principal.user, role=principal.role, key_id=principal.key_id, action=action,
-            params=params, status=status, rows=rows,
-            client=request.client.host if request.client else None)
+            who=principal.user,
+            role=principal.role,
+            key_id=principal.key_id,
+            action=action,
+            params=params,
+            status=status,
+            rows=rows,
+            client=request.client.host if request.client else None,
+        )
         if (reservation := state.get("reservation")) is not None:
             if _charged(status):
                 self.security.meter.keep(reservation, action, rows, status)
@@ -434,8 +461,9 @@ class AuditMiddleware:
                 self.security.meter.refund(reservation)
         if status == 200 and "answer_key" in state and "answer" in state:
             body, media_type, generation = state["answer"]
-            self.answers.put(state["answer_key"], generation,
-                             Answer(body, media_type, action, params, rows))
+            self.answers.put(
+                state["answer_key"], generation, Answer(body, media_type, action, params, rows)
+            )
 
 
 async def _no_body() -> Message:

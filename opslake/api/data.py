@@ -45,8 +45,7 @@ def _iso(value: object) -> object:
     """Only ISO 8601 text is a day or a time here; pydantic would also read a bare number
     (``day=1.5e9``) as Unix time, which the API description does not promise."""
     if isinstance(value, str) and not _ISO_DAY.match(value):
-        raise ValueError("not an ISO 8601 date or time; give YYYY-MM-DD or "
-                         "YYYY-MM-DDTHH:MM:SSZ")
+        raise ValueError("not an ISO 8601 date or time; give YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
     return value
 
 
@@ -64,27 +63,34 @@ class Rows(BaseModel):
 
 def _table(*codes: int) -> dict[int | str, dict]:
     """OpenAPI responses of an endpoint answering rows in the asked format."""
-    return {200: {"model": Rows, "description": "The rows: JSON {count, rows} (format=json), "
-                  "CSV with a header line (format=csv) or an Arrow IPC stream (format=arrow)",
-                  "content": {"text/csv": {"schema": {"type": "string"}},
-                              ARROW_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
-            **error_responses(*GUARDED, *codes)}
+    return {
+        200: {
+            "model": Rows,
+            "description": "The rows: JSON {count, rows} (format=json), "
+            "CSV with a header line (format=csv) or an Arrow IPC stream (format=arrow)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                ARROW_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        **error_responses(*GUARDED, *codes),
+    }
 
 
 def _reader(request: Request) -> WarehouseReader:
     return request.app.state.warehouse
 
 
-def _rows(request: Request, table: pa.Table, fmt: Format = "json", body: bytes | None = None
-          ) -> Response:
+def _rows(
+    request: Request, table: pa.Table, fmt: Format = "json", body: bytes | None = None
+) -> Response:
     """The rows in the asked format (``body`` if already encoded); the count is audited."""
     request.state.rows = table.num_rows
     reader = _reader(request)
     if body is None:
         body = reader.derived(table, fmt, _ENCODERS[fmt])
     # Rows straight from a snapshot table may be answered again from the answer cache.
-    generation = None if getattr(request.state, "volatile", False) else \
-        reader.served_from(table)
+    generation = None if getattr(request.state, "volatile", False) else reader.served_from(table)
     request.state.answer = (body, _MEDIA_TYPES[fmt], generation)
     return Response(body, media_type=_MEDIA_TYPES[fmt])
 
@@ -110,8 +116,9 @@ def _json_rows(table: pa.Table) -> bytes:
     frame = _writable(table)
     if frame is None:
         rows = table.to_pylist()
-        return json.dumps({"count": len(rows), "rows": rows}, ensure_ascii=False,
-                          default=_json).encode()
+        return json.dumps(
+            {"count": len(rows), "rows": rows}, ensure_ascii=False, default=_json
+        ).encode()
     out = io.BytesIO()
     out.write(b'{"count": %d, "rows": ' % table.num_rows)
     frame.write_json(out)
@@ -150,14 +157,19 @@ def _plain(kind: pa.DataType) -> bool:
     """Whether polars writes values of ``kind`` as ``json.dumps`` writes their Python ones."""
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_dictionary(kind):
         return _plain(kind.value_type)
-    return (pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_date32(kind)
-            or pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            or pa.types.is_string_view(kind) or pa.types.is_null(kind))
+    return (
+        pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_date32(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_null(kind)
+    )
 
 
 _ENCODERS = {"json": _json_rows, "csv": _csv, "arrow": _arrow}
-_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8",
-                "arrow": ARROW_TYPE}
+_MEDIA_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "arrow": ARROW_TYPE}
 
 
 def _json(value: object) -> object:
@@ -176,14 +188,16 @@ async def _answer(request: Request, statement: Statement, fmt: Format) -> Respon
     return _rows(request, table, fmt, body)
 
 
-def _encoded(reader: WarehouseReader, sql: str, params: list[object], fmt: Format | None
-             ) -> tuple[pa.Table, bytes | None]:
+def _encoded(
+    reader: WarehouseReader, sql: str, params: list[object], fmt: Format | None
+) -> tuple[pa.Table, bytes | None]:
     table = reader.query(sql, params)
     return table, None if fmt is None else reader.derived(table, fmt, _ENCODERS[fmt])
 
 
-async def _read(request: Request, sql: str, params: list[object], fmt: Format | None
-                ) -> tuple[pa.Table, bytes | None]:
+async def _read(
+    request: Request, sql: str, params: list[object], fmt: Format | None
+) -> tuple[pa.Table, bytes | None]:
     """The statement's rows and, given ``fmt``, a new answer's body."""
     # Encoded by the worker thread that ran the statement: on the event loop, which every
     # request waits on, each call into polars and Arrow waits for the GIL behind the queries.
@@ -198,23 +212,28 @@ async def _read(request: Request, sql: str, params: list[object], fmt: Format | 
         table, body = await run_in_threadpool(_encoded, reader, sql, params, fmt)
     except duckdb.CatalogException as exc:
         # A warehouse built before the pipeline produced this table (or from a partial run).
-        raise NotFoundError(f"the serving warehouse lacks what this endpoint reads "
-                            f"({str(exc).splitlines()[0]}); run the daily pipeline, then "
-                            "`opslake warehouse build`") from exc
+        raise NotFoundError(
+            f"the serving warehouse lacks what this endpoint reads "
+            f"({str(exc).splitlines()[0]}); run the daily pipeline, then "
+            "`opslake warehouse build`"
+        ) from exc
     except duckdb.IOException as exc:
-        raise StorageError(f"the serving warehouse cannot read its files ({exc}); retry, or "
-                           "rebuild it with `opslake warehouse build`") from exc
+        raise StorageError(
+            f"the serving warehouse cannot read its files ({exc}); retry, or "
+            "rebuild it with `opslake warehouse build`"
+        ) from exc
     if reader.served_from(table) is None:  # not a snapshot answer: neither is the response
         request.state.volatile = True
     return table, body
 
 
-@router.get("/catalog/metrics", summary="List or search the metrics catalog",
-            responses=_table(404))
+@router.get("/catalog/metrics", summary="List or search the metrics catalog", responses=_table(404))
 async def catalog_list(
-    request: Request, _p: Annotated[Principal, Depends(requires("catalog:read"))],
-    q: Annotated[str | None, Query(max_length=200, description="Text in id, names, description")]
-    = None,
+    request: Request,
+    _p: Annotated[Principal, Depends(requires("catalog:read"))],
+    q: Annotated[
+        str | None, Query(max_length=200, description="Text in id, names, description")
+    ] = None,
     category: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[str | None, Query(max_length=20)] = None,
     format: Format = "json",
@@ -227,55 +246,81 @@ async def _metric(request: Request, metric_id: str) -> dict:
     table = await _query(request, *statements.metric(metric_id))
     rows = _reader(request).derived(table, "rows", pa.Table.to_pylist)
     if not rows:
-        raise NotFoundError(f"no metric {metric_id!r} in the catalog; list them with "
-                            "GET /v1/catalog/metrics")
+        raise NotFoundError(
+            f"no metric {metric_id!r} in the catalog; list them with GET /v1/catalog/metrics"
+        )
     return rows[0]
 
 
-@router.get("/catalog/metrics/{metric_id}", summary="One metric's definition",
-            responses={200: {"model": dict[str, Any], "description": "The definition"},
-                       **error_responses(*GUARDED, 404)})
-async def catalog_detail(request: Request, metric_id: ID,
-                         _p: Annotated[Principal, Depends(requires("catalog:read"))]
-                         ) -> Response:
+@router.get(
+    "/catalog/metrics/{metric_id}",
+    summary="One metric's definition",
+    responses={
+        200: {"model": dict[str, Any], "description": "The definition"},
+        **error_responses(*GUARDED, 404),
+    },
+)
+async def catalog_detail(
+    request: Request, metric_id: ID, _p: Annotated[Principal, Depends(requires("catalog:read"))]
+) -> Response:
     """The metric's definition as the catalog holds it now."""
     metric = await _metric(request, metric_id)
     request.state.rows = 1
-    return Response(json.dumps(metric, ensure_ascii=False, default=_json),
-                    media_type="application/json")
+    return Response(
+        json.dumps(metric, ensure_ascii=False, default=_json), media_type="application/json"
+    )
 
 
-@router.get("/catalog/metrics/{metric_id}/versions", summary="A metric's version history",
-            responses=_table(404))
-async def catalog_versions(request: Request, metric_id: ID,
-                           _p: Annotated[Principal, Depends(requires("catalog:read"))],
-                           format: Format = "json") -> Response:
+@router.get(
+    "/catalog/metrics/{metric_id}/versions",
+    summary="A metric's version history",
+    responses=_table(404),
+)
+async def catalog_versions(
+    request: Request,
+    metric_id: ID,
+    _p: Annotated[Principal, Depends(requires("catalog:read"))],
+    format: Format = "json",
+) -> Response:
     """Every recorded version: what changed, when and by whom."""
     await _metric(request, metric_id)
     return await _answer(request, statements.versions(metric_id), format)
 
 
-@router.get("/catalog/metrics/{metric_id}/lineage", summary="A metric's lineage",
-            responses=_table(404))
-async def catalog_lineage(request: Request, metric_id: ID,
-                          _p: Annotated[Principal, Depends(requires("catalog:read"))],
-                          format: Format = "json") -> Response:
+@router.get(
+    "/catalog/metrics/{metric_id}/lineage", summary="A metric's lineage", responses=_table(404)
+)
+async def catalog_lineage(
+    request: Request,
+    metric_id: ID,
+    _p: Annotated[Principal, Depends(requires("catalog:read"))],
+    format: Format = "json",
+) -> Response:
     """Metric → input metrics → model columns → silver → bronze → landing."""
     await _metric(request, metric_id)
     return await _answer(request, statements.lineage(metric_id), format)
 
 
-@router.get("/metrics/{metric_id}/data", summary="A metric's values over time",
-            responses=_table(400, 404))
+@router.get(
+    "/metrics/{metric_id}/data", summary="A metric's values over time", responses=_table(400, 404)
+)
 async def metric_data(
-    request: Request, metric_id: ID,
+    request: Request,
+    metric_id: ID,
     principal: Annotated[Principal, Depends(requires("metrics:read"))],
     start: Annotated[IsoDateTime, Query(description="From (inclusive), ISO 8601")],
     end: Annotated[IsoDateTime, Query(description="To (exclusive), ISO 8601")],
-    step: Annotated[str, Query(description="Grain the metric is computed at: 1h, 1d…",
-                               pattern=r"^[0-9]{1,3}[mhd]$")] = "1h",
-    by: Annotated[str, Query(description="Breakdown: all, entity, business, department, "
-                             "region, object_kind, object_type")] = "all",
+    step: Annotated[
+        str,
+        Query(description="Grain the metric is computed at: 1h, 1d…", pattern=r"^[0-9]{1,3}[mhd]$"),
+    ] = "1h",
+    by: Annotated[
+        str,
+        Query(
+            description="Breakdown: all, entity, business, department, "
+            "region, object_kind, object_type"
+        ),
+    ] = "all",
     business: Annotated[str | None, Query(max_length=200)] = None,
     department: Annotated[str | None, Query(max_length=200)] = None,
     region: Annotated[str | None, Query(max_length=200)] = None,
@@ -288,25 +333,42 @@ async def metric_data(
     metric = await _metric(request, metric_id)
     start, end = _utc(start), _utc(end)
     if end <= start or end - start > timedelta(days=366):
-        raise ConfigError("the time range is empty or longer than a year; give start < end "
-                          "within 366 days")
+        raise ConfigError(
+            "the time range is empty or longer than a year; give start < end within 366 days"
+        )
     if step not in metric["grains"]:
-        raise ConfigError(f"{metric_id} is computed at {', '.join(metric['grains'])}, not "
-                          f"{step}; pick one of those as step")
+        raise ConfigError(
+            f"{metric_id} is computed at {', '.join(metric['grains'])}, not "
+            f"{step}; pick one of those as step"
+        )
     if by not in [*metric["dimensions"], "all"]:
-        raise ConfigError(f"{metric_id} can be broken down by all, "
-                          f"{', '.join(metric['dimensions'])}, not {by!r}")
-    filters = {k: v for k, v in (("business", business), ("department", department),
-                                 ("region", region), ("object_kind", object_kind),
-                                 ("object_type", object_type), ("entity_id", entity_id)) if v}
+        raise ConfigError(
+            f"{metric_id} can be broken down by all, {', '.join(metric['dimensions'])}, not {by!r}"
+        )
+    filters = {
+        k: v
+        for k, v in (
+            ("business", business),
+            ("department", department),
+            ("region", region),
+            ("object_kind", object_kind),
+            ("object_type", object_type),
+            ("entity_id", entity_id),
+        )
+        if v
+    }
     allowed = SCOPE_COLUMNS.get(by, ())
     wrong = sorted(set(filters) - set(allowed))
     if wrong:
-        raise ConfigError(f"filters {wrong} do not apply to the breakdown {by!r}; filter on "
-                          f"{', '.join(allowed) or 'nothing'} or choose another 'by'")
+        raise ConfigError(
+            f"filters {wrong} do not apply to the breakdown {by!r}; filter on "
+            f"{', '.join(allowed) or 'nothing'} or choose another 'by'"
+        )
     if principal.row_scoped and by not in SCOPED_BREAKDOWNS:
-        raise Forbidden(f"the breakdown {by!r} mixes departments; as a department viewer "
-                        "use by=department, business or entity")
+        raise Forbidden(
+            f"the breakdown {by!r} mixes departments; as a department viewer "
+            "use by=department, business or entity"
+        )
     scope_sql, scope_params = row_scope_sql(principal, *SCOPED_BREAKDOWNS.get(by, (None, None)))
     sql, params = data_statement(metric_id, step, by, start, end, filters, scope_sql)
     return await _answer(request, (sql, [*params, *scope_params]), format)
@@ -316,8 +378,10 @@ def _utc(ts: datetime) -> datetime:
     try:
         return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     except OverflowError as exc:  # 0001-01-01T00:00+05:00 is before the first UTC instant
-        raise ConfigError(f"{ts.isoformat()} is outside the years 1-9999 in UTC; give "
-                          "start and end as ISO 8601 times within them") from exc
+        raise ConfigError(
+            f"{ts.isoformat()} is outside the years 1-9999 in UTC; give "
+            "start and end as ISO 8601 times within them"
+        ) from exc
 
 
 def _departments(principal: Principal) -> frozenset[str] | None:
@@ -335,10 +399,10 @@ async def _day(request: Request, table: str, day: date | None) -> str:
     return str(newest)
 
 
-@router.get("/incidents", summary="Incidents from alert convergence",
-            responses=_table(404))
+@router.get("/incidents", summary="Incidents from alert convergence", responses=_table(404))
 async def incidents(
-    request: Request, principal: Annotated[Principal, Depends(requires("incidents:read"))],
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("incidents:read"))],
     day: Annotated[IsoDate | None, Query(description="UTC day (default: the newest)")] = None,
     status: Literal["firing", "resolved"] | None = None,
     severity: Annotated[str | None, Query(max_length=20)] = None,
@@ -348,18 +412,19 @@ async def incidents(
     (handling_status, assignee, acknowledged and resolved by whom and when); department
     viewers see only incidents wholly within their departments."""
     dt = await _day(request, "incidents_current", day)
-    table = await _query(request, *statements.incidents(
-        dt, status, severity, _departments(principal)))
+    table = await _query(
+        request, *statements.incidents(dt, status, severity, _departments(principal))
+    )
     handling: HandlingLog = request.app.state.handling
-    states = await run_in_threadpool(handling.states,
-                                     table.column("incident_id").to_pylist())
+    states = await run_in_threadpool(handling.states, table.column("incident_id").to_pylist())
     # Rows of this moment, not of the snapshot: never answered again from a cache.
     request.state.volatile = True
     return _rows(request, with_state(table, states), format)
 
 
-@router.get("/incidents/{incident_id}/alerts", summary="The alerts of one incident",
-            responses=_table(404))
+@router.get(
+    "/incidents/{incident_id}/alerts", summary="The alerts of one incident", responses=_table(404)
+)
 async def incident_alerts(
     request: Request,
     incident_id: Annotated[str, Path(pattern=r"^INC-[0-9a-f]{12}$")],
@@ -376,22 +441,22 @@ async def visible_incident(request: Request, incident_id: str, principal: Princi
     ``principal`` may see (a department viewer: one wholly within its departments)."""
     for table in statements.INCIDENT_TABLES:
         try:
-            found = await _query(request, *statements.incident_exists(
-                incident_id, _departments(principal), table))
+            found = await _query(
+                request, *statements.incident_exists(incident_id, _departments(principal), table)
+            )
         except NotFoundError:
             if table == statements.INCIDENT_TABLES[0]:
                 raise
             continue  # no live incidents in this warehouse
         if found.num_rows:
             return
-    raise NotFoundError(f"no incident {incident_id} you may see; list them with "
-                        "GET /v1/incidents")
+    raise NotFoundError(f"no incident {incident_id} you may see; list them with GET /v1/incidents")
 
 
-@router.get("/capacity", summary="When disks, pools and power fill up",
-            responses=_table(404))
+@router.get("/capacity", summary="When disks, pools and power fill up", responses=_table(404))
 async def capacity(
-    request: Request, _p: Annotated[Principal, Depends(requires("forecasts:read"))],
+    request: Request,
+    _p: Annotated[Principal, Depends(requires("forecasts:read"))],
     entity_id: Annotated[str | None, Query(max_length=200)] = None,
     metric: Annotated[str | None, Query(max_length=200)] = None,
     format: Format = "json",
@@ -401,10 +466,10 @@ async def capacity(
     return await _answer(request, statements.capacity(dt, entity_id, metric), format)
 
 
-@router.get("/anomalies", summary="Anomalous points of a day",
-            responses=_table(404))
+@router.get("/anomalies", summary="Anomalous points of a day", responses=_table(404))
 async def anomalies(
-    request: Request, _p: Annotated[Principal, Depends(requires("anomalies:read"))],
+    request: Request,
+    _p: Annotated[Principal, Depends(requires("anomalies:read"))],
     day: Annotated[IsoDate | None, Query(description="UTC day (default: the newest)")] = None,
     entity_id: Annotated[str | None, Query(max_length=200)] = None,
     metric: Annotated[str | None, Query(max_length=200)] = None,
@@ -413,14 +478,13 @@ async def anomalies(
 ) -> Response:
     """Points scoring at least the report floor, with the level expected."""
     dt = await _day(request, "anomalies", day)
-    return await _answer(request, statements.anomalies(
-        dt, entity_id, metric, events_only), format)
+    return await _answer(request, statements.anomalies(dt, entity_id, metric, events_only), format)
 
 
-@router.get("/forecasts", summary="Forecasts with intervals",
-            responses=_table(404))
+@router.get("/forecasts", summary="Forecasts with intervals", responses=_table(404))
 async def forecasts(
-    request: Request, _p: Annotated[Principal, Depends(requires("forecasts:read"))],
+    request: Request,
+    _p: Annotated[Principal, Depends(requires("forecasts:read"))],
     entity_id: Annotated[str | None, Query(max_length=200)] = None,
     metric: Annotated[str | None, Query(max_length=200)] = None,
     format: Format = "json",
@@ -430,10 +494,10 @@ async def forecasts(
     return await _answer(request, statements.forecasts(dt, entity_id, metric), format)
 
 
-@router.get("/quality/results", summary="Data-quality check results",
-            responses=_table(404))
+@router.get("/quality/results", summary="Data-quality check results", responses=_table(404))
 async def quality_results(
-    request: Request, _p: Annotated[Principal, Depends(requires("quality:read"))],
+    request: Request,
+    _p: Annotated[Principal, Depends(requires("quality:read"))],
     day: Annotated[IsoDate | None, Query(description="Checked day (default: the newest)")] = None,
     failed: bool = False,
     format: Format = "json",
@@ -445,28 +509,44 @@ async def quality_results(
     return await _answer(request, statements.quality(want, failed), format)
 
 
-@router.get("/assets", summary="The asset ledger, with expiry filters",
-            responses=_table(404))
+@router.get("/assets", summary="The asset ledger, with expiry filters", responses=_table(404))
 async def assets(
-    request: Request, principal: Annotated[Principal, Depends(requires("assets:read"))],
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("assets:read"))],
     kind: Annotated[str | None, Query(max_length=40)] = None,
     department: Annotated[str | None, Query(max_length=200)] = None,
     business: Annotated[str | None, Query(max_length=200)] = None,
-    expiring_within_days: Annotated[int | None, Query(
-        ge=0, le=3650, description="Warranty, contract or licence ends within this many days "
-                                   "(or has ended)")] = None,
+    expiring_within_days: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=3650,
+            description="Warranty, contract or licence ends within this many days (or has ended)",
+        ),
+    ] = None,
     format: Format = "json",
 ) -> Response:
     """CIs in service with days to warranty, contract and licence end; owner contacts are
     decrypted (SM4) only for roles allowed to see personal data."""
     dt = await _day(request, "asset_ledger", None)
-    table = await _query(request, *statements.assets(
-        dt, kind, department, business, expiring_within_days,
-        row_scope_sql(principal, "department", "business")))
+    table = await _query(
+        request,
+        *statements.assets(
+            dt,
+            kind,
+            department,
+            business,
+            expiring_within_days,
+            row_scope_sql(principal, "department", "business"),
+        ),
+    )
     sealed = table.column("owner_contact_sm4").to_pylist()
     cipher = request.app.state.cipher
-    contacts = [cipher.decrypt(v, CONTACT_CONTEXT) if v and principal.sees_sensitive else None
-                for v in sealed]
+    contacts = [
+        cipher.decrypt(v, CONTACT_CONTEXT) if v and principal.sees_sensitive else None
+        for v in sealed
+    ]
     table = table.drop_columns(["owner_contact_sm4"]).append_column(
-        "owner_contact", pa.array(contacts, pa.string()))
+        "owner_contact", pa.array(contacts, pa.string())
+    )
     return _rows(request, table, format)

@@ -55,11 +55,29 @@ from opslake.settings import Settings
 
 #: Headers that describe one connection, not the message (RFC 9110 7.6.1), and ``host``
 #: (the upstream's own is sent).
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
 #: Request headers a client may not pass upstream: they would state who it is.
-IDENTITY_PREFIXES = ("x-opslake-", "x-forwarded-", "x-remote-", "remote-user", "forwarded",
-                     "x-real-ip")
+IDENTITY_PREFIXES = (
+    "x-opslake-",
+    "x-forwarded-",
+    "x-remote-",
+    "remote-user",
+    "forwarded",
+    "x-real-ip",
+)
 #: A websocket handshake's own headers, which the upstream connection makes afresh.
 HANDSHAKE = ("sec-websocket-",)
 #: The roles the Dagster UI's door admits.
@@ -90,8 +108,10 @@ def dagster_gate(principal: Principal) -> str | None:
     """Only administrators and data engineers use the Dagster UI."""
     if principal.role in DAGSTER_ROLES:
         return None
-    return (f"role {principal.role} may not use the Dagster UI (data engineers and "
-            "administrators only); ask an administrator for the data_engineer role")
+    return (
+        f"role {principal.role} may not use the Dagster UI (data engineers and "
+        "administrators only); ask an administrator for the data_engineer role"
+    )
 
 
 def superset_door(settings: Settings, port: int) -> Door:
@@ -101,32 +121,52 @@ def superset_door(settings: Settings, port: int) -> Door:
 
     def gate(principal: Principal) -> str | None:
         if principal.user == config.admin_username:
-            return (f"the user name {principal.user!r} is Superset's service administrator "
-                    "(OPSLAKE_SUPERSET_ADMIN_USER); sign in as a user of another name")
+            return (
+                f"the user name {principal.user!r} is Superset's service administrator "
+                "(OPSLAKE_SUPERSET_ADMIN_USER); sign in as a user of another name"
+            )
         if not superset_roles(principal):
-            return (f"role {principal.role} has no Superset role (a department viewer needs a "
-                    "department); ask an administrator for a role with screens")
+            return (
+                f"role {principal.role} has no Superset role (a department viewer needs a "
+                "department); ask an administrator for a role with screens"
+            )
         return None
 
     def identity(principal: Principal) -> dict[str, str]:
-        return {"X-OpsLake-Gateway-Secret": secret, "X-OpsLake-User": quote(principal.user),
-                "X-OpsLake-Roles": ",".join(quote(r, safe="") for r in
-                                            superset_roles(principal))}
+        return {
+            "X-OpsLake-Gateway-Secret": secret,
+            "X-OpsLake-User": quote(principal.user),
+            "X-OpsLake-Roles": ",".join(quote(r, safe="") for r in superset_roles(principal)),
+        }
 
-    return Door("superset", port, settings.superset_upstream, gate, identity,
-                frozenset({"/logout", "/logout/"}),
-                "start it with `opslake screens start` (OPSLAKE_SUPERSET_DOOR_PORT set, so it "
-                "trusts the door) or set OPSLAKE_SUPERSET_UPSTREAM", ("/static/",))
+    return Door(
+        "superset",
+        port,
+        settings.superset_upstream,
+        gate,
+        identity,
+        frozenset({"/logout", "/logout/"}),
+        "start it with `opslake screens start` (OPSLAKE_SUPERSET_DOOR_PORT set, so it "
+        "trusts the door) or set OPSLAKE_SUPERSET_UPSTREAM",
+        ("/static/",),
+    )
 
 
 def doors(settings: Settings) -> list[Door]:
     """The doors ``settings`` opens (a door port unset: that door stays shut)."""
     out = []
     if settings.dagster_door_port:
-        out.append(Door("dagster", settings.dagster_door_port, settings.dagster_upstream,
-                        dagster_gate, start_hint="start it with `opslake ui --port PORT` "
-                        "on the upstream's port, or set OPSLAKE_DAGSTER_UPSTREAM",
-                        static=("/_next/static/", "/favicon.")))
+        out.append(
+            Door(
+                "dagster",
+                settings.dagster_door_port,
+                settings.dagster_upstream,
+                dagster_gate,
+                start_hint="start it with `opslake ui --port PORT` "
+                "on the upstream's port, or set OPSLAKE_DAGSTER_UPSTREAM",
+                static=("/_next/static/", "/favicon."),
+            )
+        )
     if settings.superset_door_port:
         out.append(superset_door(settings, settings.superset_door_port))
     return out
@@ -137,34 +177,51 @@ def check_ports(api_port: int, door_list: Iterable[Door]) -> None:
     taken = {api_port: "the data service"}
     for door in door_list:
         if door.port in taken:
-            raise ConfigError(f"the {door.name} door's port {door.port} is already "
-                              f"{taken[door.port]}'s; give each door a port of its own "
-                              "(--dagster-door, --superset-door)")
+            raise ConfigError(
+                f"the {door.name} door's port {door.port} is already "
+                f"{taken[door.port]}'s; give each door a port of its own "
+                "(--dagster-door, --superset-door)"
+            )
         upstream = urlsplit(door.upstream)
         if upstream.hostname in ("127.0.0.1", "localhost", "::1") and upstream.port == door.port:
-            raise ConfigError(f"the {door.name} door's port {door.port} is its own upstream "
-                              f"({door.upstream}); move the UI to another port")
+            raise ConfigError(
+                f"the {door.name} door's port {door.port} is its own upstream "
+                f"({door.upstream}); move the UI to another port"
+            )
         taken[door.port] = f"the {door.name} door"
 
 
 def strip_cookie(header: str, name: str) -> str:
     """A ``Cookie`` header without the cookie ``name`` (the others kept as sent)."""
-    kept = [part.strip() for part in header.split(";")
-            if part.strip() and part.strip().partition("=")[0].strip() != name]
+    kept = [
+        part.strip()
+        for part in header.split(";")
+        if part.strip() and part.strip().partition("=")[0].strip() != name
+    ]
     return "; ".join(kept)
 
 
-def upstream_headers(raw: Iterable[tuple[bytes, bytes]], *, identity: Mapping[str, str],
-                     client: str, proto: str, host: str, websocket: bool = False
-                     ) -> list[tuple[str, str]]:
+def upstream_headers(
+    raw: Iterable[tuple[bytes, bytes]],
+    *,
+    identity: Mapping[str, str],
+    client: str,
+    proto: str,
+    host: str,
+    websocket: bool = False,
+) -> list[tuple[str, str]]:
     """The request headers a door sends upstream: the client's, less its OpsLake credential
     (cookie, ``Authorization``), hop-by-hop headers and any identity it claims; then the
     door's own forwarding and identity headers."""
     out = []
     for key, value in raw:
         name = key.decode("latin-1").lower()
-        if (name in HOP_BY_HOP or name == "authorization" or name.startswith(IDENTITY_PREFIXES)
-                or (websocket and (name.startswith(HANDSHAKE) or name == "user-agent"))):
+        if (
+            name in HOP_BY_HOP
+            or name == "authorization"
+            or name.startswith(IDENTITY_PREFIXES)
+            or (websocket and (name.startswith(HANDSHAKE) or name == "user-agent"))
+        ):
             continue
         text = value.decode("latin-1")
         if name == "cookie":
@@ -172,14 +229,14 @@ def upstream_headers(raw: Iterable[tuple[bytes, bytes]], *, identity: Mapping[st
             if not text:
                 continue
         out.append((name, text))
-    out += [("x-forwarded-for", client), ("x-forwarded-proto", proto),
-            ("x-forwarded-host", host)]
+    out += [("x-forwarded-for", client), ("x-forwarded-proto", proto), ("x-forwarded-host", host)]
     out += [(k.lower(), v) for k, v in identity.items()]
     return out
 
 
-def downstream_headers(headers: httpx.Headers, upstream: str, origin: str
-                       ) -> list[tuple[bytes, bytes]]:
+def downstream_headers(
+    headers: httpx.Headers, upstream: str, origin: str
+) -> list[tuple[bytes, bytes]]:
     """The response headers a door passes back: hop-by-hop ones dropped, redirects to the
     upstream pointed at the door, and no cookie of the upstream's named like OpsLake's."""
     out = []
@@ -188,7 +245,7 @@ def downstream_headers(headers: httpx.Headers, upstream: str, origin: str
         if low in HOP_BY_HOP:
             continue
         if low == "location" and value.startswith(upstream):
-            value = origin + value[len(upstream):]
+            value = origin + value[len(upstream) :]
         if low == "set-cookie" and value.partition("=")[0].strip() == SESSION_COOKIE:
             continue
         out.append((low.encode("latin-1"), value.encode("latin-1")))
@@ -203,8 +260,9 @@ def wants_page(method: str, headers: Headers) -> bool:
 class DoorApp:
     """The ASGI application of one door (HTTP and websockets)."""
 
-    def __init__(self, door: Door, sessions: SessionCheck, audit: AuditLog, *,
-                 login_port: int, scheme: str) -> None:
+    def __init__(
+        self, door: Door, sessions: SessionCheck, audit: AuditLog, *, login_port: int, scheme: str
+    ) -> None:
         self.door = door
         self.sessions = sessions
         self.audit = audit
@@ -226,8 +284,10 @@ class DoorApp:
             if message["type"] == "lifespan.startup":
                 # Read timeout off: a UI may hold a request open (long polls, streams).
                 self.client = httpx.AsyncClient(
-                    timeout=httpx.Timeout(10.0, read=None), follow_redirects=False,
-                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+                    timeout=httpx.Timeout(10.0, read=None),
+                    follow_redirects=False,
+                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.client is not None:
@@ -246,18 +306,31 @@ class DoorApp:
             return ANONYMOUS, 401, "no live OpsLake session; sign in"
         if reason := self.door.gate(principal):
             return principal, 403, reason
-        if (method not in SAFE_METHODS and
-                not same_origin(headers.get("origin"), self.scheme, headers.get("host", ""))):
-            return principal, 403, ("a state-changing request from another site; open the page "
-                                    "through this door and send it from there")
+        if method not in SAFE_METHODS and not same_origin(
+            headers.get("origin"), self.scheme, headers.get("host", "")
+        ):
+            return (
+                principal,
+                403,
+                (
+                    "a state-changing request from another site; open the page "
+                    "through this door and send it from there"
+                ),
+            )
         return principal, 0, ""
 
-    async def _record(self, principal: Principal, method: str, path: str, status: int,
-                      client: str) -> None:
+    async def _record(
+        self, principal: Principal, method: str, path: str, status: int, client: str
+    ) -> None:
         await self.audit.append_async(
-            who=principal.user, role=principal.role, key_id=principal.key_id,
+            who=principal.user,
+            role=principal.role,
+            key_id=principal.key_id,
             action=f"door {self.door.name} {method} {path}",
-            params={"door": self.door.name, "path": path}, status=status, client=client)
+            params={"door": self.door.name, "path": path},
+            status=status,
+            client=client,
+        )
 
     def _host(self, headers: Headers) -> str:
         return headers.get("host") or f"127.0.0.1:{self.door.port}"
@@ -265,8 +338,9 @@ class DoorApp:
     def _sign_in(self, headers: Headers, scope: Scope) -> str:
         host = self._host(headers)
         target = f"{self.scheme}://{host}{_target(scope)}"
-        return login_location(self.scheme, urlsplit(f"//{host}").hostname or "127.0.0.1",
-                              self.login_port, target)
+        return login_location(
+            self.scheme, urlsplit(f"//{host}").hostname or "127.0.0.1", self.login_port, target
+        )
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -278,73 +352,145 @@ class DoorApp:
         if status == 0 and path in self.door.logout_paths:
             host = urlsplit(f"//{self._host(headers)}").hostname or "127.0.0.1"
             out = f"{origin(self.scheme, host, self.login_port)}/logout"
-            await self._answer(send, principal, method, path, client, 302, b"",
-                               [(b"location", out.encode())])
+            await self._answer(
+                send, principal, method, path, client, 302, b"", [(b"location", out.encode())]
+            )
             return
         if status:
             if status == 401 and wants_page(method, headers):
-                await self._answer(send, principal, method, path, client, 302, b"",
-                                   [(b"location", self._sign_in(headers, scope).encode())])
+                await self._answer(
+                    send,
+                    principal,
+                    method,
+                    path,
+                    client,
+                    302,
+                    b"",
+                    [(b"location", self._sign_in(headers, scope).encode())],
+                )
             else:
                 error, _, fix = reason.partition("; ")
                 if status == 401:
                     fix = f"sign in at {self._sign_in(headers, scope)}"
-                await self._answer(send, principal, method, path, client, status,
-                                   json.dumps({"error": error, "fix": fix}).encode(),
-                                   [(b"content-type", b"application/json")])
+                await self._answer(
+                    send,
+                    principal,
+                    method,
+                    path,
+                    client,
+                    status,
+                    json.dumps({"error": error, "fix": fix}).encode(),
+                    [(b"content-type", b"application/json")],
+                )
             return
         await self._forward(scope, receive, send, principal, headers, client)
 
-    async def _answer(self, send: Send, principal: Principal, method: str, path: str,
-                      client: str, status: int, body: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> None:
+    async def _answer(
+        self,
+        send: Send,
+        principal: Principal,
+        method: str,
+        path: str,
+        client: str,
+        status: int,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
         """Send the door's own answer, audited first (503 when the audit cannot be written)."""
         try:
             await self._record(principal, method, path, status, client)
         except StorageError as exc:
             status, body = 503, json.dumps({"error": str(exc), "fix": "retry later"}).encode()
             headers = [(b"content-type", b"application/json"), (b"retry-after", b"30")]
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode()),
-                                (b"cache-control", b"no-store")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    *headers,
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send, principal: Principal,
-                       headers: Headers, client: str) -> None:
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal,
+        headers: Headers,
+        client: str,
+    ) -> None:
         assert self.client is not None, "the door's lifespan did not start"
         method, path = scope["method"], scope["path"]
         host = self._host(headers)
-        sent = upstream_headers(scope["headers"], identity=self.door.identity(principal),
-                                client=client, proto=self.scheme, host=host)
+        sent = upstream_headers(
+            scope["headers"],
+            identity=self.door.identity(principal),
+            client=client,
+            proto=self.scheme,
+            host=host,
+        )
         has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
         url = httpx.URL(self.door.upstream).copy_with(raw_path=_target(scope).encode("latin-1"))
-        request = self.client.build_request(method, url, headers=sent,
-                                            content=_body(receive) if has_body else None)
+        request = self.client.build_request(
+            method, url, headers=sent, content=_body(receive) if has_body else None
+        )
         try:
             upstream = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            error = DoorError(f"the {self.door.name} UI at {self.door.upstream} does not answer "
-                              f"({type(exc).__name__}); {self.door.start_hint}")
-            await self._answer(send, principal, method, path, client, 502,
-                               json.dumps({"error": str(error).partition("; ")[0],
-                                           "fix": self.door.start_hint}).encode(),
-                               [(b"content-type", b"application/json")])
+            error = DoorError(
+                f"the {self.door.name} UI at {self.door.upstream} does not answer "
+                f"({type(exc).__name__}); {self.door.start_hint}"
+            )
+            await self._answer(
+                send,
+                principal,
+                method,
+                path,
+                client,
+                502,
+                json.dumps(
+                    {"error": str(error).partition("; ")[0], "fix": self.door.start_hint}
+                ).encode(),
+                [(b"content-type", b"application/json")],
+            )
             return
         try:
             try:
-                if not (method in SAFE_METHODS and path.startswith(self.door.static)
-                        and upstream.status_code < 400):
+                if not (
+                    method in SAFE_METHODS
+                    and path.startswith(self.door.static)
+                    and upstream.status_code < 400
+                ):
                     await self._record(principal, method, path, upstream.status_code, client)
             except StorageError as exc:
                 body = json.dumps({"error": str(exc), "fix": "retry later"}).encode()
-                await send({"type": "http.response.start", "status": 503, "headers": [
-                    (b"content-type", b"application/json"), (b"retry-after", b"30"),
-                    (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 503,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"retry-after", b"30"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
-            await send({"type": "http.response.start", "status": upstream.status_code,
-                        "headers": downstream_headers(upstream.headers, self.door.upstream,
-                                                      f"{self.scheme}://{host}")})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status_code,
+                    "headers": downstream_headers(
+                        upstream.headers, self.door.upstream, f"{self.scheme}://{host}"
+                    ),
+                }
+            )
             async for chunk in upstream.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
@@ -365,14 +511,24 @@ class DoorApp:
             await socket.close(code=1008)  # before accept: the client gets 403
             return
         base = self.door.upstream.replace("http", "ws", 1)
-        sent = upstream_headers(scope["headers"], identity=self.door.identity(principal),
-                                client=client, proto=self.scheme, host=self._host(headers),
-                                websocket=True)
+        sent = upstream_headers(
+            scope["headers"],
+            identity=self.door.identity(principal),
+            client=client,
+            proto=self.scheme,
+            host=self._host(headers),
+            websocket=True,
+        )
         try:
-            upstream = await connect(f"{base}{_target(scope)}", additional_headers=sent,
-                                     subprotocols=scope.get("subprotocols") or None,
-                                     compression=None, proxy=None, max_size=None,
-                                     user_agent_header=None)
+            upstream = await connect(
+                f"{base}{_target(scope)}",
+                additional_headers=sent,
+                subprotocols=scope.get("subprotocols") or None,
+                compression=None,
+                proxy=None,
+                max_size=None,
+                user_agent_header=None,
+            )
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
             await self._record(principal, "WEBSOCKET", path, 502, client)
             await socket.close(code=1011)
@@ -383,8 +539,7 @@ class DoorApp:
             await _relay(socket, upstream)
 
 
-async def _relay(socket: WebSocket, upstream: websockets.asyncio.client.ClientConnection
-                 ) -> None:
+async def _relay(socket: WebSocket, upstream: websockets.asyncio.client.ClientConnection) -> None:
     """Pass messages both ways until either side closes, then close the other."""
 
     async def inbound() -> None:
@@ -451,17 +606,25 @@ class _Server(uvicorn.Server):
         yield
 
 
-def run_servers(apps: Iterable[tuple[ASGIApp, int]], host: str,
-                tls: ssl.SSLContext | None) -> None:
+def run_servers(apps: Iterable[tuple[ASGIApp, int]], host: str, tls: ssl.SSLContext | None) -> None:
     """Serve each app on its port in one event loop until SIGINT or SIGTERM, then stop them
     all gracefully (requests in flight finish, for up to 10 s)."""
     # No access log: the audit log already records every request, and printing each one
     # costs as much as answering a cached query. With TLS, only our context (TLS 1.2+) serves.
-    servers = [_Server(uvicorn.Config(
-        app, host=host, port=port, log_level="info", access_log=False,
-        timeout_graceful_shutdown=10,
-        ssl_context_factory=(lambda _config, _default: tls) if tls else None))
-        for app, port in apps]
+    servers = [
+        _Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="info",
+                access_log=False,
+                timeout_graceful_shutdown=10,
+                ssl_context_factory=(lambda _config, _default: tls) if tls else None,
+            )
+        )
+        for app, port in apps
+    ]
 
     def stop() -> None:
         for server in servers:

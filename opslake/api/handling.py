@@ -76,29 +76,49 @@ class History(BaseModel):
     events: list[dict[str, Any]]
 
 
-_ACTED = {200: {"model": Handled, "description": "The action was recorded"},
-          **error_responses(*GUARDED, 400, 404)}
+_ACTED = {
+    200: {"model": Handled, "description": "The action was recorded"},
+    **error_responses(*GUARDED, 400, 404),
+}
 
 
 def _via(principal: Principal) -> str:
     return f"api:key {principal.key_id}" if principal.key_id else "api:session"
 
 
-async def _act(request: Request, incident_id: str, principal: Principal, action: str,
-               comment: str = "", **fields: str | None) -> Handled:
+async def _act(
+    request: Request,
+    incident_id: str,
+    principal: Principal,
+    action: str,
+    comment: str = "",
+    **fields: str | None,
+) -> Handled:
     """Check that the caller may see the incident, then record ``action`` on it."""
     await visible_incident(request, incident_id, principal)
     log: HandlingLog = request.app.state.handling
     assignees = Assignees()
     if action == "assign":
         security, settings = request.app.state.security, request.app.state.settings
-        assignees = await run_in_threadpool(Assignees.load, security.identity,
-                                            settings.alerting_dir)
-    request.state.params = params = {"incident_id": incident_id, "action": action,
-                                     "comment_chars": len(comment)}
+        assignees = await run_in_threadpool(
+            Assignees.load, security.identity, settings.alerting_dir
+        )
+    request.state.params = params = {
+        "incident_id": incident_id,
+        "action": action,
+        "comment_chars": len(comment),
+    }
     event, state = await run_in_threadpool(
-        lambda: log.record(incident_id, action, principal.user, via=_via(principal),
-                           comment=comment, assignees=assignees, **fields))
+        lambda: log.record(
+            incident_id,
+            action,
+            principal.user,
+            via=_via(principal),
+            comment=comment,
+            assignees=assignees,
+            **fields,
+        )
+    )
     # Checked by now (a known assignee, a listed severity): fit for the audit entry.
     params.update({k: v for k, v in fields.items() if v is not None}, event_id=event.event_id)
     request.state.rows = 1
@@ -106,68 +126,103 @@ async def _act(request: Request, incident_id: str, principal: Principal, action:
 
 
 @router.post("/{incident_id}/ack", summary="Acknowledge an incident", responses=_ACTED)
-async def acknowledge(request: Request, incident_id: IncidentId,
-                      principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
-                      body: Note | None = None) -> Handled:
+async def acknowledge(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
+    body: Note | None = None,
+) -> Handled:
     """Take the incident: open → acknowledged (its first acknowledgement is its MTTA)."""
-    return await _act(request, incident_id, principal, "acknowledge",
-                      body.comment if body else "")
+    return await _act(request, incident_id, principal, "acknowledge", body.comment if body else "")
 
 
 @router.post("/{incident_id}/assign", summary="Assign an incident", responses=_ACTED)
-async def assign(request: Request, incident_id: IncidentId,
-                 principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
-                 body: Assignment) -> Handled:
+async def assign(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
+    body: Assignment,
+) -> Handled:
     """Give the incident to a user who handles incidents or to an on-call group."""
-    return await _act(request, incident_id, principal, "assign", body.comment,
-                      assignee=body.assignee, assignee_kind=body.kind)
+    return await _act(
+        request,
+        incident_id,
+        principal,
+        "assign",
+        body.comment,
+        assignee=body.assignee,
+        assignee_kind=body.kind,
+    )
 
 
 @router.post("/{incident_id}/comment", summary="Comment on an incident", responses=_ACTED)
-async def comment(request: Request, incident_id: IncidentId,
-                  principal: Annotated[Principal, Depends(requires(COMMENT_SCOPE))],
-                  body: CommentBody) -> Handled:
+async def comment(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires(COMMENT_SCOPE))],
+    body: CommentBody,
+) -> Handled:
     """Add a comment; department viewers may comment on their departments' incidents."""
     return await _act(request, incident_id, principal, "comment", body.text)
 
 
-@router.post("/{incident_id}/severity", summary="Change an incident's severity",
-             responses=_ACTED)
-async def severity(request: Request, incident_id: IncidentId,
-                   principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
-                   body: SeverityChange) -> Handled:
+@router.post("/{incident_id}/severity", summary="Change an incident's severity", responses=_ACTED)
+async def severity(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
+    body: SeverityChange,
+) -> Handled:
     """Override the severity convergence gave the incident (not once it is resolved)."""
-    return await _act(request, incident_id, principal, "severity", body.comment,
-                      severity=body.severity)
+    return await _act(
+        request, incident_id, principal, "severity", body.comment, severity=body.severity
+    )
 
 
 @router.post("/{incident_id}/resolve", summary="Resolve an incident", responses=_ACTED)
-async def resolve(request: Request, incident_id: IncidentId,
-                  principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
-                  body: Note | None = None) -> Handled:
+async def resolve(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
+    body: Note | None = None,
+) -> Handled:
     """Close the incident (its standing resolution is its MTTR); reopen undoes it."""
     return await _act(request, incident_id, principal, "resolve", body.comment if body else "")
 
 
 @router.post("/{incident_id}/reopen", summary="Reopen a resolved incident", responses=_ACTED)
-async def reopen(request: Request, incident_id: IncidentId,
-                 principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
-                 body: Note | None = None) -> Handled:
+async def reopen(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires(HANDLE_SCOPE))],
+    body: Note | None = None,
+) -> Handled:
     """Resolved → open again (say why in the comment)."""
     return await _act(request, incident_id, principal, "reopen", body.comment if body else "")
 
 
-@router.get("/{incident_id}/history", summary="Who handled an incident, and when",
-            responses={200: {"model": History, "description": "The actions, oldest first"},
-                       **error_responses(*GUARDED, 404)})
-async def history(request: Request, incident_id: IncidentId,
-                  principal: Annotated[Principal, Depends(requires("incidents:read"))]
-                  ) -> History:
+@router.get(
+    "/{incident_id}/history",
+    summary="Who handled an incident, and when",
+    responses={
+        200: {"model": History, "description": "The actions, oldest first"},
+        **error_responses(*GUARDED, 404),
+    },
+)
+async def history(
+    request: Request,
+    incident_id: IncidentId,
+    principal: Annotated[Principal, Depends(requires("incidents:read"))],
+) -> History:
     """Every action on the incident with its actor, time and fields, and the state now."""
     await visible_incident(request, incident_id, principal)
     log: HandlingLog = request.app.state.handling
     events = await run_in_threadpool(log.events, [incident_id])
     state = fold(events).get(incident_id, HandlingState(incident_id))
     request.state.rows = len(events)
-    return History(incident_id=incident_id, state=state.as_dict(), count=len(events),
-                   events=[e.as_dict() for e in events])
+    return History(
+        incident_id=incident_id,
+        state=state.as_dict(),
+        count=len(events),
+        events=[e.as_dict() for e in events],
+    )

@@ -45,21 +45,33 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False, tags=["portal"])
 
 _HERE = Path(__file__).parent
-_TEMPLATES = Environment(loader=FileSystemLoader(_HERE / "templates"),
-                         autoescape=select_autoescape(default=True), trim_blocks=True,
-                         lstrip_blocks=True)
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(_HERE / "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 STYLESHEET = _HERE / "templates" / "portal.css"
 #: No script, no frames, nothing from elsewhere: the stylesheet and forms are the service's own.
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 #: What each role's page shows, in order; the workbench and quick links come on every page.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "ops_engineer": ("my_incidents", "my_alerts", "incidents"),
     "leadership": ("cockpit", "incidents"),
     "data_engineer": ("pipeline", "quality", "incidents"),
     "dept_viewer": ("departments",),
-    "admin": ("my_incidents", "my_alerts", "cockpit", "pipeline", "quality", "incidents",
-              "administration"),
+    "admin": (
+        "my_incidents",
+        "my_alerts",
+        "cockpit",
+        "pipeline",
+        "quality",
+        "incidents",
+        "administration",
+    ),
 }
 #: The cockpit's headline metrics (catalog ids).
 KPIS = ("service.sla.attainment", "service.incident.mtta", "service.incident.mttr")
@@ -157,15 +169,21 @@ class ApiReader:
     def __init__(self, request: Request, token: str) -> None:
         client = request.client
         transport = httpx.ASGITransport(
-            app=request.app, raise_app_exceptions=False,
-            client=(client.host, client.port) if client else ("127.0.0.1", 0))
-        self._client = httpx.AsyncClient(transport=transport, base_url="http://portal.local",
-                                         headers={"Authorization": f"Bearer {token}"})
+            app=request.app,
+            raise_app_exceptions=False,
+            client=(client.host, client.port) if client else ("127.0.0.1", 0),
+        )
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            base_url="http://portal.local",
+            headers={"Authorization": f"Bearer {token}"},
+        )
 
     async def get(self, path: str, **params: object) -> Answer:
         """``GET path`` with ``params`` (None values left out)."""
-        reply = await self._client.get(path, params={k: v for k, v in params.items()
-                                                     if v is not None})
+        reply = await self._client.get(
+            path, params={k: v for k, v in params.items() if v is not None}
+        )
         try:
             body = reply.json()
         except ValueError:
@@ -195,8 +213,11 @@ def _door_links(request: Request, portal: Portal, principal: Principal) -> dict[
     ``principal`` (the others' links are not shown)."""
     settings: Settings = request.app.state.settings
     host = request.url.hostname or "127.0.0.1"
-    return {door.name: origin(_scheme(settings), host, door.port)
-            for door in portal.doors if door.gate(principal) is None}
+    return {
+        door.name: origin(_scheme(settings), host, door.port)
+        for door in portal.doors
+        if door.gate(principal) is None
+    }
 
 
 def _screen_links(door_links: dict[str, str], portal: Portal) -> list[tuple[Screen, str]]:
@@ -216,23 +237,44 @@ async def _latest(api: ApiReader, principal: Principal, metric_id: str) -> dict[
     step = "1d" if "1d" in grains else grains[-1]
     # A row-scoped reader may only ask for a breakdown of its own rows (the API filters them);
     # the coarsest such breakdown the metric has gives the fewest values.
-    by = next((b for b in ("department", "business", "entity") if b in SCOPED_BREAKDOWNS
-               and b in meta.get("dimensions", [])), "entity") if principal.row_scoped else "all"
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + \
-        timedelta(days=1)
-    data = await api.get(f"/v1/metrics/{quote(metric_id, safe='')}/data",
-                         start=(end - METRIC_LOOKBACK).isoformat(), end=end.isoformat(),
-                         step=step, by=by)
-    out = {"metric_id": metric_id, "name": meta.get("name_zh_cn"), "name_en": meta.get("name_en"),
-           "unit": meta.get("unit") or "", "step": step}
+    by = (
+        next(
+            (
+                b
+                for b in ("department", "business", "entity")
+                if b in SCOPED_BREAKDOWNS and b in meta.get("dimensions", [])
+            ),
+            "entity",
+        )
+        if principal.row_scoped
+        else "all"
+    )
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    data = await api.get(
+        f"/v1/metrics/{quote(metric_id, safe='')}/data",
+        start=(end - METRIC_LOOKBACK).isoformat(),
+        end=end.isoformat(),
+        step=step,
+        by=by,
+    )
+    out = {
+        "metric_id": metric_id,
+        "name": meta.get("name_zh_cn"),
+        "name_en": meta.get("name_en"),
+        "unit": meta.get("unit") or "",
+        "step": step,
+    }
     if not data.ok:
         return {**out, "error": data.error}
     rows = data.rows
     if not rows:
         return {**out, "error": "no value in the last year"}
     newest = max(r["bucket_start"] for r in rows)
-    values = [(r.get(by, "") if by != "all" else "", r["value"]) for r in rows
-              if r["bucket_start"] == newest]
+    values = [
+        (r.get(by, "") if by != "all" else "", r["value"])
+        for r in rows
+        if r["bucket_start"] == newest
+    ]
     return {**out, "at": newest, "values": values}
 
 
@@ -243,8 +285,11 @@ def _open(row: dict[str, Any]) -> bool:
 
 def _mine(row: dict[str, Any], user: str) -> bool:
     """Assigned to ``user`` and not resolved by a person."""
-    return row.get("assignee") == user and row.get("assignee_kind") == "user" and \
-        row.get("handling_status") != "resolved"
+    return (
+        row.get("assignee") == user
+        and row.get("assignee_kind") == "user"
+        and row.get("handling_status") != "resolved"
+    )
 
 
 async def _incidents(api: ApiReader, view: View) -> None:
@@ -252,11 +297,16 @@ async def _incidents(api: ApiReader, view: View) -> None:
     answer = await api.get("/v1/incidents")
     user = view.principal.user
     mine = [r for r in answer.rows if _mine(r, user)]
-    view.data["incidents"] = {**answer.problem, "all": answer.rows, "mine": mine,
-                              "open": [r for r in answer.rows if _open(r)]}
+    view.data["incidents"] = {
+        **answer.problem,
+        "all": answer.rows,
+        "mine": mine,
+        "open": [r for r in answer.rows if _open(r)],
+    }
     if "my_alerts" in view.sections:
-        alerts = await asyncio.gather(*(api.get(f"/v1/incidents/{r['incident_id']}/alerts")
-                                        for r in mine[:ALERT_INCIDENTS]))
+        alerts = await asyncio.gather(
+            *(api.get(f"/v1/incidents/{r['incident_id']}/alerts") for r in mine[:ALERT_INCIDENTS])
+        )
         view.data["alerts"] = list(zip(mine[:ALERT_INCIDENTS], alerts, strict=True))
 
 
@@ -271,9 +321,11 @@ async def _quality(api: ApiReader, view: View) -> None:
     for row in answer.rows:
         tables.setdefault((row["layer"], row["table"]), []).append(bool(row["passed"]))
     view.data["quality"] = {
-        **answer.problem, "day": answer.rows[0]["day"] if answer.rows else None,
+        **answer.problem,
+        "day": answer.rows[0]["day"] if answer.rows else None,
         "tables": [(layer, table, sum(p), len(p)) for (layer, table), p in sorted(tables.items())],
-        "failed": [r for r in answer.rows if not r["passed"]]}
+        "failed": [r for r in answer.rows if not r["passed"]],
+    }
 
 
 async def _departments(api: ApiReader, view: View) -> None:
@@ -302,9 +354,13 @@ def _pipeline_runs(dagster_home: Path) -> list[dict[str, Any]]:
         if run.job_name in newest:
             continue
         newest[run.job_name] = {
-            "job": run.job_name, "status": run.status.value,
-            "partition": run.tags.get("dagster/partition", ""), "run_id": run.run_id,
-            "started": _when(record.start_time), "ended": _when(record.end_time)}
+            "job": run.job_name,
+            "status": run.status.value,
+            "partition": run.tags.get("dagster/partition", ""),
+            "run_id": run.run_id,
+            "started": _when(record.start_time),
+            "ended": _when(record.end_time),
+        }
     return sorted(newest.values(), key=lambda r: r["job"])
 
 
@@ -320,8 +376,10 @@ async def _pipeline(request: Request, view: View) -> None:
         runs = await run_in_threadpool(_pipeline_runs, settings.dagster_home)
     except Exception as exc:  # the instance's storage is the UI's; say what it said
         log.exception("reading the Dagster instance at %s", settings.dagster_home)
-        view.data["pipeline"] = {"error": f"the Dagster instance could not be read: {exc}",
-                                 "runs": []}
+        view.data["pipeline"] = {
+            "error": f"the Dagster instance could not be read: {exc}",
+            "runs": [],
+        }
         return
     view.data["pipeline"] = {"error": None, "runs": runs}
 
@@ -330,15 +388,18 @@ async def _workbench(api: ApiReader, portal: Portal, view: View) -> None:
     pins = await run_in_threadpool(portal.workbench.pins, view.principal.user)
     metrics = [p.ref for p in pins if p.kind == "metric"]
     catalog, *values = await asyncio.gather(
-        api.get("/v1/catalog/metrics"), *(_latest(api, view.principal, m) for m in metrics))
+        api.get("/v1/catalog/metrics"), *(_latest(api, view.principal, m) for m in metrics)
+    )
     view.data["workbench"] = {
-        "screens": [portal.screens.get(p.ref, Screen(p.ref, p.ref)) for p in pins
-                    if p.kind == "screen"],
-        "metrics": values, "catalog": [r["metric_id"] for r in catalog.rows]}
+        "screens": [
+            portal.screens.get(p.ref, Screen(p.ref, p.ref)) for p in pins if p.kind == "screen"
+        ],
+        "metrics": values,
+        "catalog": [r["metric_id"] for r in catalog.rows],
+    }
 
 
-def _loaders(request: Request, api: ApiReader, view: View
-             ) -> Iterable[Callable[[], Any]]:
+def _loaders(request: Request, api: ApiReader, view: View) -> Iterable[Callable[[], Any]]:
     """What to read for the page's sections."""
     sections = set(view.sections)
     if sections & {"my_incidents", "departments", "cockpit", "incidents"}:
@@ -357,9 +418,16 @@ def _loaders(request: Request, api: ApiReader, view: View
 def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """``template`` rendered with ``context``, under the portal's headers."""
     body = _TEMPLATES.get_template(template).render(**context)
-    return HTMLResponse(body, status_code=status_code, headers={
-        "Cache-Control": "no-store", "X-Frame-Options": "DENY",
-        "X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP})
+    return HTMLResponse(
+        body,
+        status_code=status_code,
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": CSP,
+        },
+    )
 
 
 def error_page(status: int, error: str, fix: str = "") -> HTMLResponse:
@@ -388,8 +456,7 @@ def _signed_in(request: Request) -> tuple[Principal, str] | None:
     return principal, token
 
 
-async def _render(request: Request, build: Callable[[Principal, ApiReader], Any]
-                  ) -> Response:
+async def _render(request: Request, build: Callable[[Principal, ApiReader], Any]) -> Response:
     """A page for the signed-in user, ``build`` reading through the API as them."""
     signed_in = _signed_in(request)
     if signed_in is None:
@@ -402,8 +469,11 @@ async def _render(request: Request, build: Callable[[Principal, ApiReader], Any]
         return _failed(400 if isinstance(exc, InputError) else 503, exc)
     except Exception:  # a page never shows a trace; the service log keeps it
         log.exception("the portal page %s failed", request.url.path)
-        return error_page(500, "this page could not be built",
-                          "try again; if it persists the service log says why")
+        return error_page(
+            500,
+            "this page could not be built",
+            "try again; if it persists the service log says why",
+        )
     finally:
         await api.aclose()
 
@@ -411,8 +481,13 @@ async def _render(request: Request, build: Callable[[Principal, ApiReader], Any]
 def _context(request: Request, principal: Principal, **more: Any) -> dict[str, Any]:
     portal: Portal = request.app.state.portal
     door_links = _door_links(request, portal, principal)
-    return {"principal": principal, "doors": door_links,
-            "screens": _screen_links(door_links, portal), "now": datetime.now(UTC), **more}
+    return {
+        "principal": principal,
+        "doors": door_links,
+        "screens": _screen_links(door_links, portal),
+        "now": datetime.now(UTC),
+        **more,
+    }
 
 
 @router.get("/")
@@ -422,31 +497,47 @@ async def home(request: Request) -> Response:
     async def build(principal: Principal, api: ApiReader) -> Response:
         sections = SECTIONS.get(principal.role)
         if sections is None:
-            return error_page(403, f"role {principal.role} has no portal page",
-                              "this role is for machine senders; sign in as a person")
+            return error_page(
+                403,
+                f"role {principal.role} has no portal page",
+                "this role is for machine senders; sign in as a person",
+            )
         view = View(principal, sections)
         await asyncio.gather(*(load() for load in _loaders(request, api, view)))
-        context = _context(request, principal, view=view, data=view.data,
-                           cockpit=COCKPIT_SCREEN, admin_commands=ADMIN_COMMANDS,
-                           kinds=KINDS, list_rows=LIST_ROWS)
+        context = _context(
+            request,
+            principal,
+            view=view,
+            data=view.data,
+            cockpit=COCKPIT_SCREEN,
+            admin_commands=ADMIN_COMMANDS,
+            kinds=KINDS,
+            list_rows=LIST_ROWS,
+        )
         return page("portal.html", **context)
 
     return await _render(request, build)
 
 
 @router.get("/incidents/{incident_id}")
-async def incident(request: Request, incident_id: Annotated[
-        str, PathParam(pattern=r"^INC-[0-9a-f]{12}$")]) -> Response:
+async def incident(
+    request: Request, incident_id: Annotated[str, PathParam(pattern=r"^INC-[0-9a-f]{12}$")]
+) -> Response:
     """One incident: its handling history and alerts, as the API shows them to the user."""
 
     async def build(principal: Principal, api: ApiReader) -> Response:
         history, alerts = await asyncio.gather(
             api.get(f"/v1/incidents/{incident_id}/history"),
-            api.get(f"/v1/incidents/{incident_id}/alerts"))
+            api.get(f"/v1/incidents/{incident_id}/alerts"),
+        )
         if not history.ok:
             return error_page(history.status, history.error, history.fix)
-        return page("incident.html", **_context(request, principal, incident_id=incident_id,
-                                                history=history.body, alerts=alerts))
+        return page(
+            "incident.html",
+            **_context(
+                request, principal, incident_id=incident_id, history=history.body, alerts=alerts
+            ),
+        )
 
     return await _render(request, build)
 
@@ -454,8 +545,9 @@ async def incident(request: Request, incident_id: Annotated[
 @router.get("/portal.css")
 async def stylesheet() -> FileResponse:
     """The portal's stylesheet (the only style its policy allows)."""
-    return FileResponse(STYLESHEET, media_type="text/css",
-                        headers={"Cache-Control": "max-age=3600"})
+    return FileResponse(
+        STYLESHEET, media_type="text/css", headers={"Cache-Control": "max-age=3600"}
+    )
 
 
 async def _form(request: Request) -> dict[str, str] | None:
@@ -467,23 +559,27 @@ async def _form(request: Request) -> dict[str, str] | None:
 
 
 @router.post("/workbench/{action}")
-async def change_workbench(request: Request, action: Annotated[
-        str, PathParam(pattern="^(pin|unpin)$")]) -> Response:
+async def change_workbench(
+    request: Request, action: Annotated[str, PathParam(pattern="^(pin|unpin)$")]
+) -> Response:
     """Pin or unpin a screen or metric (form fields ``kind``, ``ref``), then back to ``/``."""
     settings: Settings = request.app.state.settings
     sent_from = request.headers.get("origin")
     # Stricter than the sign-in form: a browser always sends Origin on a form POST, so a
     # request without one is no form of this page.
-    if sent_from is None or not same_origin(sent_from, _scheme(settings),
-                                            request.headers.get("host", "")):
-        return error_page(403, "this form was not sent from this service's own page",
-                          "use the pin and unpin buttons of the portal")
+    if sent_from is None or not same_origin(
+        sent_from, _scheme(settings), request.headers.get("host", "")
+    ):
+        return error_page(
+            403,
+            "this form was not sent from this service's own page",
+            "use the pin and unpin buttons of the portal",
+        )
     token = request.cookies.get(SESSION_COOKIE)
     try:
         if not token:
             raise AuthError("no session")
-        principal = await run_in_threadpool(request.app.state.security.identity.session,
-                                            token)
+        principal = await run_in_threadpool(request.app.state.security.identity.session, token)
     except AuthError:
         return _to_sign_in(request)
     # The audit entry names the user (the middleware takes no cookie on a POST) and the pin.
@@ -507,8 +603,9 @@ async def change_workbench(request: Request, action: Annotated[
     return RedirectResponse("/", status_code=303)
 
 
-async def _refuse_pin(request: Request, portal: Portal, token: str, kind: str, ref: str
-                      ) -> str | None:
+async def _refuse_pin(
+    request: Request, portal: Portal, token: str, kind: str, ref: str
+) -> str | None:
     """Why ``ref`` cannot be pinned as a ``kind`` (None: it can)."""
     if kind == "screen":
         return None if ref in portal.screens else f"there is no screen {ref!r}"

@@ -26,8 +26,15 @@ TABLE = quarantine.PUSH_REJECTS
 MAX_RAW_CHARS = 64 * 1024
 
 
-def append_push_reject(lake: Lake, source: str, body: bytes, reason: str,
-                       received_at: datetime | None = None, *, sender: str = "") -> str:
+def append_push_reject(
+    lake: Lake,
+    source: str,
+    body: bytes,
+    reason: str,
+    received_at: datetime | None = None,
+    *,
+    sender: str = "",
+) -> str:
     """Write one refused push as a quarantine row in its own file; returns the file's path.
 
     ``sender`` is the pusher's API key id: the parse-rate contract counts refused pushes
@@ -50,8 +57,9 @@ def append_push_reject(lake: Lake, source: str, body: bytes, reason: str,
     pq.write_table(table, sink, compression="zstd", coerce_timestamps="us")
     # Time first so a directory listing reads in arrival order; the uuid keeps names unique.
     name = f"{received.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:12]}.parquet"
-    path = lake.table_path("bronze", quarantine.TABLE,
-                           {"dt": received.date().isoformat(), "table": TABLE})
+    path = lake.table_path(
+        "bronze", quarantine.TABLE, {"dt": received.date().isoformat(), "table": TABLE}
+    )
     target = f"{path}/{name}"
     lake.put_atomic(target, [sink.getvalue().to_pybytes()])
     return target

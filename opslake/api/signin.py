@@ -74,8 +74,12 @@ def safe_next(target: str, *, scheme: str, host: str, ports: Iterable[int]) -> s
         port = parts.port
     except ValueError:
         return HOME
-    if (parts.scheme == scheme and parts.hostname == host.lower() and parts.username is None
-            and port in set(ports)):
+    if (
+        parts.scheme == scheme
+        and parts.hostname == host.lower()
+        and parts.username is None
+        and port in set(ports)
+    ):
         return target
     return HOME
 
@@ -144,50 +148,67 @@ def _scheme(request: Request) -> str:
 def _door_origins(request: Request) -> list[str]:
     """The origins of the doors on the host the page was asked for."""
     host = request.url.hostname or "127.0.0.1"
-    return [origin(_scheme(request), host, port)
-            for port in door_ports(request.app.state.settings)]
+    return [origin(_scheme(request), host, port) for port in door_ports(request.app.state.settings)]
 
 
 def _page(title: str, body: str, status: int = 200, doors: Iterable[str] = ()) -> HTMLResponse:
     # A form's redirect counts as its target for form-action: the doors are allowed too.
     targets = " ".join(["'self'", *doors])
     return HTMLResponse(
-        f"<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>"
+        f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>'
         f"{html.escape(title)} · OpsLake</title><style>body{{font:16px system-ui;max-width:"
         f"26em;margin:4em auto}}label,input,button{{display:block;width:100%;margin:.3em 0}}"
         f".error{{color:#b00}}</style></head><body><h1>{html.escape(title)}</h1>{body}"
-        "</body></html>", status_code=status,
+        "</body></html>",
+        status_code=status,
         # The page holds a password form: never cached, never framed.
-        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                            f"form-action {targets}; frame-ancestors 'none'"})
+        headers={
+            "Cache-Control": "no-store",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            f"form-action {targets}; frame-ancestors 'none'",
+        },
+    )
 
 
 def _form(next_url: str, error: str | None = None, user: str = "") -> str:
     shown = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    return (f'{shown}<form method="post" action="/login">'
-            f'<input type="hidden" name="next" value="{html.escape(next_url)}">'
-            f'<label>用户 User <input name="user" autocomplete="username" required '
-            f'value="{html.escape(user)}"></label>'
-            '<label>密码 Password <input name="password" type="password" '
-            'autocomplete="current-password" required></label>'
-            '<label>动态口令 TOTP code <input name="totp" inputmode="numeric" '
-            'autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6"></label>'
-            '<button type="submit">登录 Sign in</button></form>')
+    return (
+        f'{shown}<form method="post" action="/login">'
+        f'<input type="hidden" name="next" value="{html.escape(next_url)}">'
+        f'<label>用户 User <input name="user" autocomplete="username" required '
+        f'value="{html.escape(user)}"></label>'
+        '<label>密码 Password <input name="password" type="password" '
+        'autocomplete="current-password" required></label>'
+        '<label>动态口令 TOTP code <input name="totp" inputmode="numeric" '
+        'autocomplete="one-time-code" pattern="[0-9]{6}" maxlength="6"></label>'
+        '<button type="submit">登录 Sign in</button></form>'
+    )
 
 
 def _signed_in(request: Request, principal: Principal) -> HTMLResponse:
     settings: Settings = request.app.state.settings
     scheme, host = _scheme(request), request.url.hostname or "127.0.0.1"
-    doors = [(name, port) for name, port in (("Dagster UI", settings.dagster_door_port),
-                                             ("Superset", settings.superset_door_port)) if port]
-    links = "".join(f'<li><a href="{html.escape(origin(scheme, host, port))}/">{name}</a></li>'
-                    for name, port in doors)
-    return _page("已登录 Signed in", f"<p>{html.escape(principal.user)} "
-                 f"({html.escape(principal.role)})</p><ul><li><a href=\"{PORTAL}\">门户 Portal"
-                 f"</a></li>{links}</ul>"
-                 '<form method="post" action="/logout"><button type="submit">退出 Sign out'
-                 "</button></form>")
+    doors = [
+        (name, port)
+        for name, port in (
+            ("Dagster UI", settings.dagster_door_port),
+            ("Superset", settings.superset_door_port),
+        )
+        if port
+    ]
+    links = "".join(
+        f'<li><a href="{html.escape(origin(scheme, host, port))}/">{name}</a></li>'
+        for name, port in doors
+    )
+    return _page(
+        "已登录 Signed in",
+        f"<p>{html.escape(principal.user)} "
+        f'({html.escape(principal.role)})</p><ul><li><a href="{PORTAL}">门户 Portal'
+        f"</a></li>{links}</ul>"
+        '<form method="post" action="/logout"><button type="submit">退出 Sign out'
+        "</button></form>",
+    )
 
 
 @router.get("/login")
@@ -195,8 +216,16 @@ async def login_page(request: Request, next: str = "") -> Response:
     """The sign-in form, or who is signed in."""
     principal: Principal = request.state.principal
     settings: Settings = request.app.state.settings
-    target = safe_next(next, scheme=_scheme(request), host=request.url.hostname or "",
-                       ports=door_ports(settings)) if next else PORTAL
+    target = (
+        safe_next(
+            next,
+            scheme=_scheme(request),
+            host=request.url.hostname or "",
+            ports=door_ports(settings),
+        )
+        if next
+        else PORTAL
+    )
     if principal.role != "anonymous" and principal.key_id is None:
         if next and target != HOME:
             return RedirectResponse(target, status_code=303)
@@ -215,8 +244,12 @@ async def login_submit(request: Request) -> Response:
         return _page("拒绝 Refused", "<p>The form is too large.</p>", 413)
     form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
     user, password, code = form.get("user", ""), form.get("password", ""), form.get("totp")
-    target = safe_next(form.get("next", ""), scheme=scheme, host=request.url.hostname or "",
-                       ports=door_ports(request.app.state.settings))
+    target = safe_next(
+        form.get("next", ""),
+        scheme=scheme,
+        host=request.url.hostname or "",
+        ports=door_ports(request.app.state.settings),
+    )
     # Audited with the name tried (never the password or the code).
     request.state.params = {"user": user[:64], "via": "sign-in page"}
     identity: IdentityStore = request.app.state.security.identity
@@ -229,19 +262,28 @@ async def login_submit(request: Request) -> Response:
         # Audited: why it was refused (a lockout reads "… is now locked until …").
         request.state.params["refused"] = str(exc)
         request.app.state.sessions.forget_user(user)
-        return _page("OpsLake 登录 Sign in", _form(target, str(exc), user), status,
-                     _door_origins(request))
+        return _page(
+            "OpsLake 登录 Sign in", _form(target, str(exc), user), status, _door_origins(request)
+        )
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="lax",
-                        secure=scheme == "https", path="/")
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.token,
+        httponly=True,
+        samesite="lax",
+        secure=scheme == "https",
+        path="/",
+    )
     return response
 
 
 @router.get("/logout")
 async def logout_page(request: Request) -> Response:
     """A button that signs out (signing out is a POST, so a link elsewhere cannot do it)."""
-    return _page("退出 Sign out", '<form method="post" action="/logout"><button type="submit">'
-                 "退出 Sign out</button></form>")
+    return _page(
+        "退出 Sign out",
+        '<form method="post" action="/logout"><button type="submit">退出 Sign out</button></form>',
+    )
 
 
 @router.post("/logout")
@@ -254,6 +296,7 @@ async def logout_submit(request: Request) -> Response:
         await run_in_threadpool(request.app.state.security.identity.logout, token)
         request.app.state.sessions.forget(token)
     response = RedirectResponse(HOME, status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax",
-                           secure=scheme == "https")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=scheme == "https"
+    )
     return response

@@ -22,18 +22,24 @@ MAX_ROWS = 100_000
 #: Stands in for "no end date" when taking the soonest of warranty, contract, licence end.
 _NO_END = 2147483647
 #: Tables whose newest ``dt`` partition a call reads when no day is given.
-NEWEST_DT_TABLES = frozenset({"incidents_current", "anomalies", "forecasts", "capacity",
-                              "asset_ledger"})
+NEWEST_DT_TABLES = frozenset(
+    {"incidents_current", "anomalies", "forecasts", "capacity", "asset_ledger"}
+)
 
 Statement = tuple[str, list[object]]
 
 
 def catalog(q: str | None, category: str | None, status: str | None) -> Statement:
     """Catalog metrics, optionally searched (id, names, description) and narrowed."""
-    return (("SELECT * FROM catalog_metrics WHERE (?::VARCHAR IS NULL OR category = ?) "
+    return (
+        (
+            "SELECT * FROM catalog_metrics WHERE (?::VARCHAR IS NULL OR category = ?) "
             "AND (?::VARCHAR IS NULL OR status = ?) AND (?::VARCHAR IS NULL OR contains(lower("
             "concat_ws(' ', metric_id, name_zh_cn, name_en, description)), lower(?))) "
-            "ORDER BY metric_id"), [category, category, status, status, q, q])
+            "ORDER BY metric_id"
+        ),
+        [category, category, status, status, q, q],
+    )
 
 
 def metric(metric_id: str) -> Statement:
@@ -43,41 +49,60 @@ def metric(metric_id: str) -> Statement:
 
 def versions(metric_id: str) -> Statement:
     """A metric's version history, oldest first."""
-    return ("SELECT * FROM catalog_versions WHERE metric_id = ? ORDER BY major, minor",
-            [metric_id])
+    return ("SELECT * FROM catalog_versions WHERE metric_id = ? ORDER BY major, minor", [metric_id])
 
 
 def lineage(metric_id: str) -> Statement:
     """A metric's lineage, nearest nodes first."""
-    return (("SELECT * FROM catalog_lineage WHERE metric_id = ? ORDER BY depth, node, "
-            "\"column\""), [metric_id])
+    return (
+        ('SELECT * FROM catalog_lineage WHERE metric_id = ? ORDER BY depth, node, "column"'),
+        [metric_id],
+    )
 
 
-def data_statement(metric_id: str, step: str, by: str, start: datetime, end: datetime,
-                   filters: Mapping[str, str] | None = None, scope_sql: str = ""
-                   ) -> Statement:
+def data_statement(
+    metric_id: str,
+    step: str,
+    by: str,
+    start: datetime,
+    end: datetime,
+    filters: Mapping[str, str] | None = None,
+    scope_sql: str = "",
+) -> Statement:
     """The statement ``GET /v1/metrics/{id}/data`` runs, and its bound parameters (less
     those of ``scope_sql``, the row scope of :func:`row_scope_sql`, which go last)."""
     filters = filters or {}
     allowed = SCOPE_COLUMNS.get(by, ())
-    columns = ", ".join(["bucket_start", *allowed, "value", "numerator", "denominator",
-                         "metric_version"])
+    columns = ", ".join(
+        ["bucket_start", *allowed, "value", "numerator", "denominator", "metric_version"]
+    )
     where = "".join(f" AND {c} = ?" for c in filters)
-    sql = (f"SELECT {columns} FROM metric_values WHERE metric_id = ? AND grain = ? AND "
-           "scope = ? AND dt BETWEEN ? AND ? AND bucket_start >= ? AND bucket_start < ?"
-           f"{where}{scope_sql} ORDER BY bucket_start{''.join(', ' + c for c in allowed)} "
-           f"LIMIT {MAX_ROWS}")
+    sql = (
+        f"SELECT {columns} FROM metric_values WHERE metric_id = ? AND grain = ? AND "
+        "scope = ? AND dt BETWEEN ? AND ? AND bucket_start >= ? AND bucket_start < ?"
+        f"{where}{scope_sql} ORDER BY bucket_start{''.join(', ' + c for c in allowed)} "
+        f"LIMIT {MAX_ROWS}"
+    )
     last_day = (end - timedelta(microseconds=1)).date().isoformat()
-    return sql, [metric_id, step, by, start.date().isoformat(), last_day, start, end,
-                 *filters.values()]
+    return sql, [
+        metric_id,
+        step,
+        by,
+        start.date().isoformat(),
+        last_day,
+        start,
+        end,
+        *filters.values(),
+    ]
 
 
 def newest_dt(table: str) -> Statement:
     """The newest ``dt`` of ``table`` (column ``d``), for calls that default to it."""
     if table not in NEWEST_DT_TABLES:
         # The name is spliced into the statement: only the closed list may be.
-        raise InputError(f"{table!r} has no newest-day statement; use one of "
-                         f"{sorted(NEWEST_DT_TABLES)}")
+        raise InputError(
+            f"{table!r} has no newest-day statement; use one of {sorted(NEWEST_DT_TABLES)}"
+        )
     return f'SELECT max(dt) AS d FROM "{table}"', []
 
 
@@ -85,78 +110,123 @@ def _departments(departments: Collection[str] | None) -> Statement:
     """Only incidents every department of which is one of ``departments`` (None: any)."""
     if departments is None:
         return "", []
-    return (" AND len(departments) > 0 AND list_has_all(?::VARCHAR[], departments)",
-            [sorted(departments)])
+    return (
+        " AND len(departments) > 0 AND list_has_all(?::VARCHAR[], departments)",
+        [sorted(departments)],
+    )
 
 
-def incidents(dt: str, status: str | None, severity: str | None,
-              departments: Collection[str] | None = None) -> Statement:
+def incidents(
+    dt: str, status: str | None, severity: str | None, departments: Collection[str] | None = None
+) -> Statement:
     """A day's incidents; with ``departments``, only those wholly within them."""
     scope, scope_params = _departments(departments)
-    return ("SELECT * EXCLUDE (dt) FROM incidents_current WHERE dt = ? AND (?::VARCHAR IS NULL "
-            "OR status = ?) AND (?::VARCHAR IS NULL OR severity = ?)" + scope +
-            " ORDER BY started_at, incident_id",
-            [dt, status, status, severity, severity, *scope_params])
+    return (
+        "SELECT * EXCLUDE (dt) FROM incidents_current WHERE dt = ? AND (?::VARCHAR IS NULL "
+        "OR status = ?) AND (?::VARCHAR IS NULL OR severity = ?)"
+        + scope
+        + " ORDER BY started_at, incident_id",
+        [dt, status, status, severity, severity, *scope_params],
+    )
 
 
 #: Where an incident can be: the daily history, then today's live incidents.
 INCIDENT_TABLES = ("incidents_current", "incidents_live")
 
 
-def incident_exists(incident_id: str, departments: Collection[str] | None = None,
-                    table: str = "incidents_current") -> Statement:
+def incident_exists(
+    incident_id: str, departments: Collection[str] | None = None, table: str = "incidents_current"
+) -> Statement:
     """One row when the incident exists in ``table`` (one of ``INCIDENT_TABLES``), within
     ``departments`` when given."""
     if table not in INCIDENT_TABLES:
         # The name is spliced into the statement: only the closed list may be.
         raise InputError(f"{table!r} holds no incidents; use one of {list(INCIDENT_TABLES)}")
     scope, scope_params = _departments(departments)
-    return (f'SELECT 1 AS x FROM "{table}" WHERE incident_id = ?' + scope,
-            [incident_id, *scope_params])
+    return (
+        f'SELECT 1 AS x FROM "{table}" WHERE incident_id = ?' + scope,
+        [incident_id, *scope_params],
+    )
 
 
 def incident_alerts(incident_id: str) -> Statement:
     """The alert episodes an incident converged."""
-    return (("SELECT * EXCLUDE (dt) FROM incident_alerts_current WHERE incident_id = ? "
-            "ORDER BY starts_at, alert_id"), [incident_id])
+    return (
+        (
+            "SELECT * EXCLUDE (dt) FROM incident_alerts_current WHERE incident_id = ? "
+            "ORDER BY starts_at, alert_id"
+        ),
+        [incident_id],
+    )
 
 
-def anomalies(dt: str, entity_id: str | None, metric: str | None, events_only: bool
-              ) -> Statement:
+def anomalies(dt: str, entity_id: str | None, metric: str | None, events_only: bool) -> Statement:
     """A day's anomalous points, optionally of one entity or metric, or events only."""
-    return (("SELECT * EXCLUDE (dt) FROM anomalies WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+    return (
+        (
+            "SELECT * EXCLUDE (dt) FROM anomalies WHERE dt = ? AND (?::VARCHAR IS NULL OR "
             "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) AND (NOT ? OR is_event) "
-            f"ORDER BY ts, series LIMIT {MAX_ROWS}"),
-            [dt, entity_id, entity_id, metric, metric, events_only])
+            f"ORDER BY ts, series LIMIT {MAX_ROWS}"
+        ),
+        [dt, entity_id, entity_id, metric, metric, events_only],
+    )
 
 
 def forecasts(dt: str, entity_id: str | None, metric: str | None) -> Statement:
     """A forecast run's points and bounds, optionally of one entity or metric."""
-    return (("SELECT * EXCLUDE (dt) FROM forecasts WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+    return (
+        (
+            "SELECT * EXCLUDE (dt) FROM forecasts WHERE dt = ? AND (?::VARCHAR IS NULL OR "
             "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
-            f"LIMIT {MAX_ROWS}"), [dt, entity_id, entity_id, metric, metric])
+            f"LIMIT {MAX_ROWS}"
+        ),
+        [dt, entity_id, entity_id, metric, metric],
+    )
 
 
 def capacity(dt: str, entity_id: str | None, metric: str | None) -> Statement:
     """A capacity run, soonest to fill first."""
-    return (("SELECT * EXCLUDE (dt) FROM capacity WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+    return (
+        (
+            "SELECT * EXCLUDE (dt) FROM capacity WHERE dt = ? AND (?::VARCHAR IS NULL OR "
             "entity_id = ?) AND (?::VARCHAR IS NULL OR metric = ?) "
-            f"ORDER BY days_left NULLS LAST, entity_id, metric LIMIT {MAX_ROWS}"),
-            [dt, entity_id, entity_id, metric, metric])
+            f"ORDER BY days_left NULLS LAST, entity_id, metric LIMIT {MAX_ROWS}"
+        ),
+        [dt, entity_id, entity_id, metric, metric],
+    )
 
 
-def assets(dt: str, kind: str | None, department: str | None, business: str | None,
-           expiring_within_days: int | None, scope: Statement = ("", [])) -> Statement:
+def assets(
+    dt: str,
+    kind: str | None,
+    department: str | None,
+    business: str | None,
+    expiring_within_days: int | None,
+    scope: Statement = ("", []),
+) -> Statement:
     """The asset ledger of ``dt`` (owner contacts still sealed), with the row ``scope``."""
     scope_sql, scope_params = scope
-    return ("SELECT * EXCLUDE (dt) FROM asset_ledger WHERE dt = ? AND (?::VARCHAR IS NULL OR "
-            "kind = ?) AND (?::VARCHAR IS NULL OR department = ?) AND (?::VARCHAR IS NULL OR "
-            "business = ?) AND (?::INTEGER IS NULL OR least(coalesce(days_to_warranty_end, "
-            f"{_NO_END}), coalesce(days_to_contract_end, {_NO_END}), "
-            f"coalesce(days_to_licence_end, {_NO_END})) <= ?)" + scope_sql +
-            f" ORDER BY entity_id LIMIT {MAX_ROWS}",
-            [dt, kind, kind, department, department, business, business,
-             expiring_within_days, expiring_within_days, *scope_params])
+    return (
+        "SELECT * EXCLUDE (dt) FROM asset_ledger WHERE dt = ? AND (?::VARCHAR IS NULL OR "
+        "kind = ?) AND (?::VARCHAR IS NULL OR department = ?) AND (?::VARCHAR IS NULL OR "
+        "business = ?) AND (?::INTEGER IS NULL OR least(coalesce(days_to_warranty_end, "
+        f"{_NO_END}), coalesce(days_to_contract_end, {_NO_END}), "
+        f"coalesce(days_to_licence_end, {_NO_END})) <= ?)"
+        + scope_sql
+        + f" ORDER BY entity_id LIMIT {MAX_ROWS}",
+        [
+            dt,
+            kind,
+            kind,
+            department,
+            department,
+            business,
+            business,
+            expiring_within_days,
+            expiring_within_days,
+            *scope_params,
+        ],
+    )
 
 
 def newest_quality_day() -> Statement:
@@ -167,5 +237,10 @@ def newest_quality_day() -> Statement:
 def quality(day: str | date | None, failed: bool) -> Statement:
     """A checked day's quality results (``failed``: only failures)."""
     want = day.isoformat() if isinstance(day, date) else day
-    return (("SELECT * FROM quality_results WHERE CAST(day AS VARCHAR) = ? AND (NOT ? OR NOT "
-            "passed) ORDER BY layer, \"table\", \"check\""), [want, failed])
+    return (
+        (
+            "SELECT * FROM quality_results WHERE CAST(day AS VARCHAR) = ? AND (NOT ? OR NOT "
+            'passed) ORDER BY layer, "table", "check"'
+        ),
+        [want, failed],
+    )

@@ -61,8 +61,12 @@ class SubscriptionIn(BaseModel):
     by: str = Field(default="all", max_length=40)
     filters: dict[str, str] = Field(default_factory=dict)
     name: str = Field(default="", max_length=200)
-    secret: str | None = Field(default=None, min_length=16, max_length=200,
-                               description="Signing secret; generated when left out")
+    secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=200,
+        description="Signing secret; generated when left out",
+    )
 
 
 def store(app: FastAPI) -> subs.SubscriptionStore:
@@ -70,7 +74,8 @@ def store(app: FastAPI) -> subs.SubscriptionStore:
     found = getattr(app.state, "subscriptions", None)
     if found is None:
         found = app.state.subscriptions = subs.SubscriptionStore.from_settings(
-            app.state.settings, getattr(app.state, "cipher", None))
+            app.state.settings, getattr(app.state, "cipher", None)
+        )
     return found
 
 
@@ -81,16 +86,23 @@ def _owners(app: FastAPI) -> Callable[[subs.Subscription], Principal | None] | N
 
 def run_once(app: FastAPI, now: datetime | None = None) -> subs.PassResult:
     """One evaluator pass with the app's warehouse, store and users (blocking)."""
-    return subs.evaluate(app.state.warehouse, store(app), now=now or datetime.now(UTC),
-                         owners=_owners(app), broker=app.state.settings.mqtt_broker)
+    return subs.evaluate(
+        app.state.warehouse,
+        store(app),
+        now=now or datetime.now(UTC),
+        owners=_owners(app),
+        broker=app.state.settings.mqtt_broker,
+    )
 
 
 def start_evaluator(app: FastAPI) -> Callable[[], Awaitable[None]]:
     """Start the evaluator loop; returns the coroutine function that stops it."""
     every = app.state.settings.subscription_interval_s
     if every <= 0:
+
         async def nothing() -> None:
             return None
+
         return nothing
 
     async def loop() -> None:
@@ -98,8 +110,12 @@ def start_evaluator(app: FastAPI) -> Callable[[], Awaitable[None]]:
             try:
                 result = await asyncio.to_thread(run_once, app)
                 if result.queued or result.sent or result.failed:
-                    log.info("subscriptions: %d queued, %d sent, %d failed", result.queued,
-                             result.sent, result.failed)
+                    log.info(
+                        "subscriptions: %d queued, %d sent, %d failed",
+                        result.queued,
+                        result.sent,
+                        result.failed,
+                    )
                 for error in result.errors:
                     log.warning("subscriptions: %s", error)
             except Exception:  # the loop must outlive one bad pass
@@ -119,28 +135,36 @@ def start_evaluator(app: FastAPI) -> Callable[[], Awaitable[None]]:
 def _own(request: Request, principal: Principal, sub_id: str) -> subs.Subscription:
     sub = store(request.app).get(sub_id)
     if sub.owner != principal.user and principal.role != "admin":
-        raise NotFoundError(f"no subscription {sub_id!r}; list yours with "
-                                 "GET /v1/subscriptions")
+        raise NotFoundError(f"no subscription {sub_id!r}; list yours with GET /v1/subscriptions")
     return sub
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc, ensure_ascii=False, default=str), status_code=status,
-                    media_type="application/json")
+    return Response(
+        json.dumps(doc, ensure_ascii=False, default=str),
+        status_code=status,
+        media_type="application/json",
+    )
 
 
 @router.post("", summary="Subscribe", status_code=201)
-async def create(request: Request, body: SubscriptionIn,
-                 principal: Annotated[Principal, Depends(requires("subscriptions:write"))]
-                 ) -> Response:
+async def create(
+    request: Request,
+    body: SubscriptionIn,
+    principal: Annotated[Principal, Depends(requires("subscriptions:write"))],
+) -> Response:
     """Create a subscription for the caller; the answer shows the signing secret once."""
     spec = body.model_dump()
     spec["condition"] = {k: v for k, v in spec["condition"].items() if v is not None}
 
     def work() -> tuple[subs.Subscription, str]:
-        sub, secret = subs.new_subscription(principal, spec, datetime.now(UTC),
-                                            request.app.state.warehouse,
-                                            egress=store(request.app).egress)
+        sub, secret = subs.new_subscription(
+            principal,
+            spec,
+            datetime.now(UTC),
+            request.app.state.warehouse,
+            egress=store(request.app).egress,
+        )
         return store(request.app).add(sub, secret), secret
 
     sub, secret = await run_in_threadpool(work)
@@ -149,9 +173,9 @@ async def create(request: Request, body: SubscriptionIn,
 
 
 @router.get("", summary="List subscriptions")
-async def list_(request: Request,
-                principal: Annotated[Principal, Depends(requires("subscriptions:read"))]
-                ) -> Response:
+async def list_(
+    request: Request, principal: Annotated[Principal, Depends(requires("subscriptions:read"))]
+) -> Response:
     """The caller's subscriptions (an administrator's: everyone's); no secrets."""
     owner = None if principal.role == "admin" else principal.user
     found = await run_in_threadpool(store(request.app).list, owner)
@@ -160,9 +184,11 @@ async def list_(request: Request,
 
 
 @router.get("/{sub_id}", summary="One subscription")
-async def one(request: Request, sub_id: SubId,
-              principal: Annotated[Principal, Depends(requires("subscriptions:read"))]
-              ) -> Response:
+async def one(
+    request: Request,
+    sub_id: SubId,
+    principal: Annotated[Principal, Depends(requires("subscriptions:read"))],
+) -> Response:
     """The subscription, its cursor state excluded; no secret."""
     sub = await run_in_threadpool(_own, request, principal, sub_id)
     request.state.rows = 1
@@ -170,9 +196,11 @@ async def one(request: Request, sub_id: SubId,
 
 
 @router.delete("/{sub_id}", summary="Unsubscribe", status_code=204)
-async def delete(request: Request, sub_id: SubId,
-                 principal: Annotated[Principal, Depends(requires("subscriptions:write"))]
-                 ) -> Response:
+async def delete(
+    request: Request,
+    sub_id: SubId,
+    principal: Annotated[Principal, Depends(requires("subscriptions:write"))],
+) -> Response:
     """Stop evaluating and delivering; the delivery log is kept."""
     await run_in_threadpool(_own, request, principal, sub_id)
     await run_in_threadpool(store(request.app).remove, sub_id, datetime.now(UTC))
@@ -181,30 +209,36 @@ async def delete(request: Request, sub_id: SubId,
 
 @router.get("/{sub_id}/deliveries", summary="A subscription's delivery log")
 async def deliveries(
-    request: Request, sub_id: SubId,
+    request: Request,
+    sub_id: SubId,
     principal: Annotated[Principal, Depends(requires("subscriptions:read"))],
     after: Annotated[int, Query(ge=0, description="Records after this sequence number")] = 0,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> Response:
     """Every record of the log: queued, sent, failed (with the next attempt), buffered."""
     await run_in_threadpool(_own, request, principal, sub_id)
-    records = await run_in_threadpool(store(request.app).records, sub_id, after=after,
-                                      limit=limit)
+    records = await run_in_threadpool(store(request.app).records, sub_id, after=after, limit=limit)
     request.state.rows = len(records)
-    rows = [{**r.__dict__, "payload": json.loads(r.payload) if r.payload else None}
-            for r in records]
+    rows = [
+        {**r.__dict__, "payload": json.loads(r.payload) if r.payload else None} for r in records
+    ]
     return _json({"count": len(rows), "rows": rows})
 
 
 def _sse(record: subs.DeliveryRecord) -> str:
-    return f"id: {record.seq}\nevent: {record.event_key.split(':', 1)[0]}\ndata: " \
-           f"{record.payload}\n\n"
+    return (
+        f"id: {record.seq}\nevent: {record.event_key.split(':', 1)[0]}\ndata: {record.payload}\n\n"
+    )
 
 
-@router.get("/{sub_id}/events", summary="Server-sent events of an SSE subscription",
-            response_class=StreamingResponse)
+@router.get(
+    "/{sub_id}/events",
+    summary="Server-sent events of an SSE subscription",
+    response_class=StreamingResponse,
+)
 async def events(
-    request: Request, sub_id: SubId,
+    request: Request,
+    sub_id: SubId,
     principal: Annotated[Principal, Depends(requires("subscriptions:read"))],
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this id")] = None,
@@ -213,8 +247,10 @@ async def events(
     """``text/event-stream`` of the subscription's events, oldest first, then live."""
     sub = await run_in_threadpool(_own, request, principal, sub_id)
     if sub.delivery["type"] != "sse":
-        raise ConfigError(f"{sub_id} delivers by {sub.delivery['type']}, not sse; subscribe "
-                          "with delivery.type=sse to stream events")
+        raise ConfigError(
+            f"{sub_id} delivers by {sub.delivery['type']}, not sse; subscribe "
+            "with delivery.type=sse to stream events"
+        )
     the_store = store(request.app)
     start = after if after is not None else (last_event_id or 0)
     first = await run_in_threadpool(the_store.records, sub_id, after=start, status="queued")
@@ -237,8 +273,12 @@ async def events(
             if idle >= SSE_KEEPALIVE_S:
                 idle = 0.0
                 yield ": keepalive\n\n"
-            batch = await run_in_threadpool(the_store.records, sub_id, after=cursor,
-                                            status="queued")
+            batch = await run_in_threadpool(
+                the_store.records, sub_id, after=cursor, status="queued"
+            )
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -75,8 +75,10 @@ class WarehouseReader:
         try:
             st = os.stat(self.path)
         except FileNotFoundError as exc:
-            raise NotFoundError(f"no serving warehouse at {self.path}; run `opslake warehouse "
-                                "build` (or the serving_refresh job)") from exc
+            raise NotFoundError(
+                f"no serving warehouse at {self.path}; run `opslake warehouse "
+                "build` (or the serving_refresh job)"
+            ) from exc
         identity = (st.st_ino, st.st_mtime_ns)
         with self._lock:
             if identity != self._identity or self._con is None:
@@ -106,16 +108,20 @@ class WarehouseReader:
             answer = self._by_table.get(id(table))
             return self._identity if answer is not None and answer.table is table else None
 
-    def cached(self, sql: str, params: Sequence[object] = (),
-               generation: tuple[int, int] | None = None) -> pa.Table | None:
+    def cached(
+        self, sql: str, params: Sequence[object] = (), generation: tuple[int, int] | None = None
+    ) -> pa.Table | None:
         """:meth:`query`'s answer if it is cached for the file served now, else None (without
         touching DuckDB, so an event loop may call it). ``generation``: the file's
         :meth:`generation` if the caller just read it (one request asking twice)."""
         generation = generation or self.generation()
         key = _key(sql, params)
         with self._lock:
-            if generation is None or generation != self._identity or \
-                    (hit := self._answers.get(key)) is None:
+            if (
+                generation is None
+                or generation != self._identity
+                or (hit := self._answers.get(key)) is None
+            ):
                 return None
             self._answers.move_to_end(key)
             self.hits += 1
@@ -199,8 +205,12 @@ class WarehouseReader:
 def _live_names(con: duckdb.DuckDBPyConnection) -> re.Pattern[str]:
     """A pattern found in every statement that reads one of the file's ``live`` objects."""
     try:
-        names = [n for (n,) in con.execute(
-            "SELECT name FROM _opslake_warehouse WHERE kind = 'live'").fetchall()]
+        names = [
+            n
+            for (n,) in con.execute(
+                "SELECT name FROM _opslake_warehouse WHERE kind = 'live'"
+            ).fetchall()
+        ]
     except duckdb.Error:
         return _EVERYTHING  # built before objects had kinds: views over Parquet, cache nothing
     if not names:

@@ -45,8 +45,11 @@ class Workbench:
     def pins(self, user: str) -> list[Pin]:
         """``user``'s pins, oldest first."""
         with self._db.connect() as conn:
-            rows = conn.execute("SELECT kind, ref, pinned_at FROM pins WHERE user = ? "
-                                "ORDER BY pinned_at, kind, ref", (user,)).fetchall()
+            rows = conn.execute(
+                "SELECT kind, ref, pinned_at FROM pins WHERE user = ? "
+                "ORDER BY pinned_at, kind, ref",
+                (user,),
+            ).fetchall()
         return [Pin(r["kind"], r["ref"], r["pinned_at"]) for r in rows]
 
     def pin(self, user: str, kind: str, ref: str) -> bool:
@@ -55,18 +58,26 @@ class Workbench:
             raise InputError(f"cannot pin a {kind!r}; pin one of {', '.join(KINDS)}")
         with self._db.tx() as conn:
             count = conn.execute("SELECT count(*) FROM pins WHERE user = ?", (user,)).fetchone()[0]
-            if conn.execute("SELECT 1 FROM pins WHERE user = ? AND kind = ? AND ref = ?",
-                            (user, kind, ref)).fetchone():
+            if conn.execute(
+                "SELECT 1 FROM pins WHERE user = ? AND kind = ? AND ref = ?", (user, kind, ref)
+            ).fetchone():
                 return False
             if count >= MAX_PINS:
-                raise InputError(f"{user} has {count} pins, the most a workbench keeps; "
-                                 "unpin one first")
-            conn.execute("INSERT INTO pins VALUES (?, ?, ?, ?)",
-                          (user, kind, ref, datetime.now(UTC).isoformat(timespec="seconds")))
+                raise InputError(
+                    f"{user} has {count} pins, the most a workbench keeps; unpin one first"
+                )
+            conn.execute(
+                "INSERT INTO pins VALUES (?, ?, ?, ?)",
+                (user, kind, ref, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
         return True
 
     def unpin(self, user: str, kind: str, ref: str) -> bool:
         """Remove one of ``user``'s pins; False when there was none."""
         with self._db.tx() as conn:
-            return conn.execute("DELETE FROM pins WHERE user = ? AND kind = ? AND ref = ?",
-                                (user, kind, ref)).rowcount > 0
+            return (
+                conn.execute(
+                    "DELETE FROM pins WHERE user = ? AND kind = ? AND ref = ?", (user, kind, ref)
+                ).rowcount
+                > 0
+            )

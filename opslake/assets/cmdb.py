@@ -19,12 +19,20 @@ CMDB = SourceSpec(
     title="CMDB exports (configuration items and relations, one JSON snapshot per export)",
     fmt="json",
     bronze=[
-        BronzeTable("cmdb_cis", parser.parse, parser.BRONZE_SCHEMA,
-                    "One row per configuration item per snapshot, as exported, except that "
-                    "the owner's contact is kept only as an SM4 token (owner_contact_sm4).",
-                    sealed=True),
-        BronzeTable("cmdb_relations", parser.parse_relations, parser.RELATIONS_BRONZE_SCHEMA,
-                    "One row per relation (src, relation, dst) per snapshot, as exported."),
+        BronzeTable(
+            "cmdb_cis",
+            parser.parse,
+            parser.BRONZE_SCHEMA,
+            "One row per configuration item per snapshot, as exported, except that "
+            "the owner's contact is kept only as an SM4 token (owner_contact_sm4).",
+            sealed=True,
+        ),
+        BronzeTable(
+            "cmdb_relations",
+            parser.parse_relations,
+            parser.RELATIONS_BRONZE_SCHEMA,
+            "One row per relation (src, relation, dst) per snapshot, as exported.",
+        ),
     ],
 )
 
@@ -66,14 +74,19 @@ RELATIONS_SPEC = SilverTable(
 
 
 @dg.asset(
-    key=key("gold", "asset_ledger"), group_name="gold", kinds={"parquet"}, owners=[OWNER],
-    partitions_def=DAILY, deps=[key("silver", "assets")],
+    key=key("gold", "asset_ledger"),
+    group_name="gold",
+    kinds={"parquet"},
+    owners=[OWNER],
+    partitions_def=DAILY,
+    deps=[key("silver", "assets")],
     description=(
         "资源台账 / asset ledger: every CI in service at the end of the day with department, "
         "business, location, vendor, model, lifecycle, and days left until its warranty, "
         "support contract and licence end (negative once past). The owner's contact is kept "
         "only as the SM4 token silver carries (owner_contact_sm4); the API decrypts it for "
-        "roles allowed to see personal data."),
+        "roles allowed to see personal data."
+    ),
 )
 def asset_ledger(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """The day's ledger; owner contacts stay the SM4 tokens sealed when bronze parsed them."""
@@ -85,6 +98,10 @@ def asset_ledger(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
 
 
 defs = dg.Definitions(
-    assets=[*source_assets(CMDB), silver_asset(ASSETS_SPEC), silver_asset(RELATIONS_SPEC),
-            asset_ledger],
+    assets=[
+        *source_assets(CMDB),
+        silver_asset(ASSETS_SPEC),
+        silver_asset(RELATIONS_SPEC),
+        asset_ledger,
+    ],
 )

@@ -23,8 +23,7 @@ Conform = Callable[[pa.Table, EntityResolver], pa.Table | Iterable[pa.Table]]
 #: Conforms a day read from its bronze files a batch at a time (tables too large to hold
 #: whole): (reader, resolver, settings, day shard) → silver slices of the entities of that
 #: shard (of ``Settings.day_shards``), within ``Settings.sort_memory_mb``.
-StreamConform = Callable[[BronzeReader, EntityResolver | None, Settings, int],
-                         Iterable[pa.Table]]
+StreamConform = Callable[[BronzeReader, EntityResolver | None, Settings, int], Iterable[pa.Table]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +60,10 @@ class SilverTable:
         if (self.conform is None) == (self.stream is None):
             raise ConfigError(f"silver table {self.name}: give either conform or stream")
         if self.stream is not None and (self.history or self.sealed):
-            raise ConfigError(f"silver table {self.name}: a streamed table reads one day "
-                              "without sealed columns; use conform for history or tokens")
+            raise ConfigError(
+                f"silver table {self.name}: a streamed table reads one day "
+                "without sealed columns; use conform for history or tokens"
+            )
 
 
 def resolver_for_day(lake: Lake, dt: str) -> EntityResolver:
@@ -89,26 +90,36 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
     if spec.stream is not None:
         stream = spec.stream
 
-        def build_shard(lake: Lake, dt: str, shard: int, metadata: dict, settings: Settings
-                        ) -> Iterable[pa.Table]:
+        def build_shard(
+            lake: Lake, dt: str, shard: int, metadata: dict, settings: Settings
+        ) -> Iterable[pa.Table]:
             if shard == 0:  # a fact of the whole day, recorded once
                 for name in bronze_tables:
                     metadata[f"bronze_rows/{name}"] = partition_rows(lake, "bronze", name, dt)
             resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
             return stream(_reader(lake, spec, bronze_tables, dt), resolver, settings, shard)
 
-        return sharded_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
-                                   description=spec.description, build=build_shard,
-                                   bronze=bronze_tables)
+        return sharded_table_asset(
+            "silver",
+            spec.name,
+            deps=deps,
+            schema=spec.schema,
+            description=spec.description,
+            build=build_shard,
+            bronze=bronze_tables,
+        )
 
-    def build(lake: Lake, dt: str, metadata: dict, settings: Settings
-              ) -> pa.Table | Iterable[pa.Table]:
+    def build(
+        lake: Lake, dt: str, metadata: dict, settings: Settings
+    ) -> pa.Table | Iterable[pa.Table]:
         parts = []
         for name in bronze_tables:
-            days = [d for d in lake.partitions("bronze", name) if d <= dt] \
-                if spec.history else [dt]
-            parts.append(lake.read_table("bronze", name, schema=spec.bronze_schema, dts=days,
-                                         dictionary=spec.dictionary))
+            days = [d for d in lake.partitions("bronze", name) if d <= dt] if spec.history else [dt]
+            parts.append(
+                lake.read_table(
+                    "bronze", name, schema=spec.bronze_schema, dts=days, dictionary=spec.dictionary
+                )
+            )
             metadata[f"bronze_rows/{name}"] = parts[-1].num_rows
         bronze = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         if spec.sealed:
@@ -118,26 +129,44 @@ def silver_asset(spec: SilverTable) -> dg.AssetsDefinition:
                 bronze = bronze.set_column(at, column, reseal(bronze[column], context, cipher))
         resolver = resolver_for_day(lake, dt) if spec.resolves_entities else None
         out = spec.conform(bronze, resolver)
-        batch_source = {batch_id: spec.sources[name]
-                        for name, part in zip(bronze_tables, parts, strict=True)
-                        if name in spec.sources
-                        for batch_id in pc.unique(part.column("batch_id")).to_pylist()}
+        batch_source = {
+            batch_id: spec.sources[name]
+            for name, part in zip(bronze_tables, parts, strict=True)
+            if name in spec.sources
+            for batch_id in pc.unique(part.column("batch_id")).to_pylist()
+        }
         if not batch_source:
             return out
-        return (_with_sources(chunk, batch_source)
-                for chunk in ([out] if isinstance(out, pa.Table) else out))
+        return (
+            _with_sources(chunk, batch_source)
+            for chunk in ([out] if isinstance(out, pa.Table) else out)
+        )
 
-    return daily_table_asset("silver", spec.name, deps=deps, schema=spec.schema,
-                             description=spec.description, build=build,
-                             bronze=bronze_tables, settings=True)
+    return daily_table_asset(
+        "silver",
+        spec.name,
+        deps=deps,
+        schema=spec.schema,
+        description=spec.description,
+        build=build,
+        bronze=bronze_tables,
+        settings=True,
+    )
 
 
 def _reader(lake: Lake, spec: SilverTable, tables: Sequence[str], dt: str) -> BronzeReader:
     """Reads day ``dt`` of the bronze ``tables`` a bounded batch at a time, in file order."""
+
     def read(columns: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
         for name in tables:
-            for table in lake.scan("bronze", name, schema=spec.bronze_schema, dts=[dt],
-                                   columns=list(columns), dictionary=spec.dictionary):
+            for table in lake.scan(
+                "bronze",
+                name,
+                schema=spec.bronze_schema,
+                dts=[dt],
+                columns=list(columns),
+                dictionary=spec.dictionary,
+            ):
                 yield BRONZE_SOURCES[name], table
 
     return read

@@ -26,54 +26,94 @@ ALERTMANAGER = SourceSpec(
     source="alertmanager",
     title="Alertmanager webhook notifications (payload version 4)",
     fmt="json",
-    bronze=[BronzeTable("alertmanager_alerts", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per alert per notification, with the payload's group fields.")],
+    bronze=[
+        BronzeTable(
+            "alertmanager_alerts",
+            parser.parse,
+            parser.BRONZE_SCHEMA,
+            "One row per alert per notification, with the payload's group fields.",
+        )
+    ],
 )
 
 WEBHOOK = SourceSpec(
     source=alert_webhook.SOURCE,
     title="Generic JSON alert webhooks (Zabbix and the like), mapped by config/alert_webhooks",
     fmt="json",
-    bronze=[BronzeTable("webhook_alerts", alert_webhook.parse, parser.BRONZE_SCHEMA,
-                        "One row per alert of a pushed body, mapped by the mapping named in the "
-                        "batch's connector (alert-webhook/<name>).")],
+    bronze=[
+        BronzeTable(
+            "webhook_alerts",
+            alert_webhook.parse,
+            parser.BRONZE_SCHEMA,
+            "One row per alert of a pushed body, mapped by the mapping named in the "
+            "batch's connector (alert-webhook/<name>).",
+        )
+    ],
 )
 
-def _findings(source: str, title: str, table: str, description: str,
-              produced_by: list[dg.AssetKey] | None = None) -> SourceSpec:
+
+def _findings(
+    source: str,
+    title: str,
+    table: str,
+    description: str,
+    produced_by: list[dg.AssetKey] | None = None,
+) -> SourceSpec:
     """A source of OpsLake's own findings, landed as Alertmanager notifications."""
-    return SourceSpec(source=source, title=title, fmt="json",
-                      bronze=[BronzeTable(table, parser.parse, parser.BRONZE_SCHEMA, description)],
-                      produced_by=produced_by or [], findings=True)
+    return SourceSpec(
+        source=source,
+        title=title,
+        fmt="json",
+        bronze=[BronzeTable(table, parser.parse, parser.BRONZE_SCHEMA, description)],
+        produced_by=produced_by or [],
+        findings=True,
+    )
 
 
 QUALITY = _findings(
     quality_alerts.SOURCE,
     "Failed data-quality checks as Alertmanager notifications (opslake.quality.alerts)",
-    "quality_alerts", "One row per failed (firing) or recovered (resolved) quality check per "
-    "notification; labels name the table, check, kind and day.")
+    "quality_alerts",
+    "One row per failed (firing) or recovered (resolved) quality check per "
+    "notification; labels name the table, check, kind and day.",
+)
 
 ANOMALY = _findings(
     anomalies.SOURCE,
-    "Anomaly episodes found by the detectors, as Alertmanager notifications "
-    "(opslake.ml.anomalies)",
-    "ml_alerts", "One row per anomaly episode per notification; labels name the entity, "
-    "metric, series and detector.", produced_by=[key("gold", "anomalies")])
+    "Anomaly episodes found by the detectors, as Alertmanager notifications (opslake.ml.anomalies)",
+    "ml_alerts",
+    "One row per anomaly episode per notification; labels name the entity, "
+    "metric, series and detector.",
+    produced_by=[key("gold", "anomalies")],
+)
 
 PLATFORM = _findings(
     platform.SOURCE,
     "OpsLake's own failures (a pipeline run that failed for good) as Alertmanager "
     "notifications (opslake.alerting.platform)",
-    "platform_alerts", "One row per failed (firing) or recovered (resolved) pipeline run per "
-    "notification; labels name the job, partition, step and run.")
+    "platform_alerts",
+    "One row per failed (firing) or recovered (resolved) pipeline run per "
+    "notification; labels name the job, partition, step and run.",
+)
 
 EVENTS_SPEC = SilverTable(
     name="events",
-    bronze=("alertmanager_alerts", "mqtt_events", "webhook_alerts", "quality_alerts",
-            "ml_alerts", "platform_alerts"),
-    sources={"alertmanager_alerts": "alertmanager", "mqtt_events": "mqtt",
-             "webhook_alerts": "webhook", "quality_alerts": quality_alerts.EVENT_SOURCE,
-             "ml_alerts": anomalies.EVENT_SOURCE, "platform_alerts": platform.EVENT_SOURCE},
+    bronze=(
+        "alertmanager_alerts",
+        "mqtt_events",
+        "webhook_alerts",
+        "quality_alerts",
+        "ml_alerts",
+        "platform_alerts",
+    ),
+    sources={
+        "alertmanager_alerts": "alertmanager",
+        "mqtt_events": "mqtt",
+        "webhook_alerts": "webhook",
+        "quality_alerts": quality_alerts.EVENT_SOURCE,
+        "ml_alerts": anomalies.EVENT_SOURCE,
+        "platform_alerts": platform.EVENT_SOURCE,
+    },
     bronze_schema=parser.BRONZE_SCHEMA,
     schema=EVENTS,
     conform=conform.to_silver,
@@ -84,6 +124,13 @@ EVENTS_SPEC = SilverTable(
     ),
 )
 
-defs = dg.Definitions(assets=[*source_assets(ALERTMANAGER), *source_assets(WEBHOOK),
-                             *source_assets(QUALITY), *source_assets(ANOMALY),
-                             *source_assets(PLATFORM), silver_asset(EVENTS_SPEC)])
+defs = dg.Definitions(
+    assets=[
+        *source_assets(ALERTMANAGER),
+        *source_assets(WEBHOOK),
+        *source_assets(QUALITY),
+        *source_assets(ANOMALY),
+        *source_assets(PLATFORM),
+        silver_asset(EVENTS_SPEC),
+    ]
+)

@@ -46,8 +46,9 @@ def _panel(lake: LakeResource, day: str, metrics: list[str] | None = None) -> Pa
     None when it has no points."""
     end = pd.Timestamp(day) + pd.Timedelta(days=1)
     try:
-        return estate_panel(lake.lake(), metrics, STEP_S,
-                            window=(end - pd.Timedelta(days=HISTORY_DAYS), end))
+        return estate_panel(
+            lake.lake(), metrics, STEP_S, window=(end - pd.Timedelta(days=HISTORY_DAYS), end)
+        )
     except NotFoundError:
         return None
 
@@ -59,9 +60,9 @@ def _trim(panel: Panel) -> tuple[pd.DatetimeIndex, np.ndarray]:
     return panel.timestamps[first:].tz_localize("UTC"), panel.values[:, first:]
 
 
-def _capacity_metrics(settings: Settings,
-                      log: logging.Logger | dg.DagsterLogManager
-                      ) -> dict[str, CapacityMetric]:
+def _capacity_metrics(
+    settings: Settings, log: logging.Logger | dg.DagsterLogManager
+) -> dict[str, CapacityMetric]:
     """The raw metrics behind the catalog's capacity-planning tags."""
     metrics = load(settings.metrics_dir, check_expressions=False)
     try:
@@ -75,11 +76,15 @@ def _figures_table(series: pd.DataFrame) -> str:
     """Markdown: per method, series and the medians of the cheap in-sample figures."""
     # Validation MASE: the baseline's chosen fit on the last stretch of history, all steps
     # ahead (so above the one-day figures of a backtest); widths in the same MASE scale.
-    lines = ["| method | series | validation MASE (median) | 80 % width / scale (median) |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        "| method | series | validation MASE (median) | 80 % width / scale (median) |",
+        "|---|---:|---:|---:|",
+    ]
     for method, group in series.groupby("method", sort=True):
-        cells = [f"{v:.3f}" if np.isfinite(v) else "–"
-                 for v in (group["insample_mase"].median(), group["width_80"].median())]
+        cells = [
+            f"{v:.3f}" if np.isfinite(v) else "–"
+            for v in (group["insample_mase"].median(), group["width_80"].median())
+        ]
         lines.append(f"| {method} | {len(group)} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
@@ -112,22 +117,29 @@ def forecasts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
         stamps, values = _trim(panel)
         capacity = _capacity_metrics(settings, context.log)
         made = daily_forecasts(
-            panel.ids, stamps, values, HORIZON, date.fromisoformat(day),
+            panel.ids,
+            stamps,
+            values,
+            HORIZON,
+            date.fromisoformat(day),
             prophet_metrics={m: c.capacity for m, c in capacity.items()},
-            max_prophet=MAX_PROPHET, timezone=settings.timezone)
-        rows = pa.Table.from_pandas(made.rows, schema=FORECASTS_SCHEMA,
-                                    preserve_index=False)
+            max_prophet=MAX_PROPHET,
+            timezone=settings.timezone,
+        )
+        rows = pa.Table.from_pandas(made.rows, schema=FORECASTS_SCHEMA, preserve_index=False)
         methods = made.series["method"].value_counts().sort_index()
-        metadata.update({
-            "rows": rows.num_rows,
-            "series": int(made.series.query("method != 'prophet'").shape[0]),
-            "series_by_method": dg.MetadataValue.json({k: int(v) for k, v in methods.items()}),
-            "series_skipped_under_3_values": made.skipped,
-            "history_hours": int(values.shape[1]),
-            "prophet_capped": made.prophet_capped,
-            "prophet_failed": dg.MetadataValue.json(made.prophet_failed[:20]),
-            "figures": dg.MetadataValue.md(_figures_table(made.series)),
-        })
+        metadata.update(
+            {
+                "rows": rows.num_rows,
+                "series": int(made.series.query("method != 'prophet'").shape[0]),
+                "series_by_method": dg.MetadataValue.json({k: int(v) for k, v in methods.items()}),
+                "series_skipped_under_3_values": made.skipped,
+                "history_hours": int(values.shape[1]),
+                "prophet_capped": made.prophet_capped,
+                "prophet_failed": dg.MetadataValue.json(made.prophet_failed[:20]),
+                "figures": dg.MetadataValue.md(_figures_table(made.series)),
+            }
+        )
     else:
         metadata["note"] = f"no silver metric points in the {HISTORY_DAYS} days up to {day}"
     lake.lake().write_table(rows, "gold", "forecasts", {"dt": day})
@@ -137,17 +149,24 @@ def forecasts(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
 
 def _top_table(frame: pd.DataFrame) -> str:
     """Markdown: the ten series that may fill up first."""
-    soon = frame[frame["days_left_earliest"].notna()].sort_values(
-        ["days_left_earliest", "days_left", "entity_id", "metric"], na_position="last").head(10)
+    soon = (
+        frame[frame["days_left_earliest"].notna()]
+        .sort_values(["days_left_earliest", "days_left", "entity_id", "metric"], na_position="last")
+        .head(10)
+    )
     if soon.empty:
         return "none within the horizon"
-    lines = ["| entity | metric | now | per day | full on | earliest | days left |",
-             "|---|---|---:|---:|---|---|---:|"]
+    lines = [
+        "| entity | metric | now | per day | full on | earliest | days left |",
+        "|---|---|---:|---:|---|---|---:|",
+    ]
     for r in soon.itertuples():
         full = r.exhaustion_date.isoformat() if isinstance(r.exhaustion_date, date) else "–"
         left = f"{r.days_left:.1f}" if pd.notna(r.days_left) else "–"
-        lines.append(f"| {r.entity_id} | {r.metric} | {r.current_value:.3f} | "
-                     f"{r.slope_per_day:+.4f} | {full} | {r.earliest_exhaustion_date} | {left} |")
+        lines.append(
+            f"| {r.entity_id} | {r.metric} | {r.current_value:.3f} | "
+            f"{r.slope_per_day:+.4f} | {full} | {r.earliest_exhaustion_date} | {left} |"
+        )
     return "\n".join(lines)
 
 
@@ -176,21 +195,24 @@ def capacity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Materi
     frame = pd.DataFrame(columns=CAPACITY_SCHEMA.names)
     if panel is not None:
         stamps, values = _trim(panel)
-        frame = capacity_frame(panel.ids, stamps, values, specs,
-                                        date.fromisoformat(day), CAPACITY_HORIZON)
+        frame = capacity_frame(
+            panel.ids, stamps, values, specs, date.fromisoformat(day), CAPACITY_HORIZON
+        )
     table = pa.Table.from_pandas(frame, schema=CAPACITY_SCHEMA, preserve_index=False)
     lake.lake().write_table(table, "gold", "capacity", {"dt": day})
     month = date.fromisoformat(day) + timedelta(days=30)
     within = frame["exhaustion_date"].map(lambda d: isinstance(d, date) and d <= month)
     at_risk = frame["earliest_exhaustion_date"].map(lambda d: isinstance(d, date) and d <= month)
-    return dg.MaterializeResult(metadata={
-        "rows": table.num_rows,
-        "series": table.num_rows,
-        "exhausting_within_30_days": int(within.sum()),
-        "at_risk_within_30_days": int(at_risk.sum()),
-        "top": dg.MetadataValue.md(_top_table(frame)),
-        "seconds": round(time.perf_counter() - began, 2),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "rows": table.num_rows,
+            "series": table.num_rows,
+            "exhausting_within_30_days": int(within.sum()),
+            "at_risk_within_30_days": int(at_risk.sum()),
+            "top": dg.MetadataValue.md(_top_table(frame)),
+            "seconds": round(time.perf_counter() - began, 2),
+        }
+    )
 
 
 defs = dg.Definitions(assets=[forecasts, capacity])

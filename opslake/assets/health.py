@@ -29,13 +29,16 @@ def _entity_health(lake: Lake, dt: str, _metadata: dict) -> pa.Table:
 
 def _business_health(lake: Lake, dt: str, _metadata: dict) -> pa.Table:
     return business_health(
-        lake.read_table("gold", "entity_health", schema=ENTITY_HEALTH_SCHEMA, dts=[dt]))
+        lake.read_table("gold", "entity_health", schema=ENTITY_HEALTH_SCHEMA, dts=[dt])
+    )
 
 
 gold_entity_health = daily_table_asset(
-    "gold", "entity_health",
+    "gold",
+    "entity_health",
     deps=[key("silver", "events"), key("gold", "metric_rollup_1h"), key("silver", "assets")],
-    schema=ENTITY_HEALTH_SCHEMA, build=_entity_health,
+    schema=ENTITY_HEALTH_SCHEMA,
+    build=_entity_health,
     description=(
         "Hourly health score (0–100) of every in-service entity with its components: penalty "
         "for firing alerts by severity, for saturated ratio metrics, for a missing heartbeat; "
@@ -44,8 +47,11 @@ gold_entity_health = daily_table_asset(
 )
 
 gold_business_health = daily_table_asset(
-    "gold", "business_health", deps=[key("gold", "entity_health")],
-    schema=BUSINESS_HEALTH_SCHEMA, build=_business_health,
+    "gold",
+    "business_health",
+    deps=[key("gold", "entity_health")],
+    schema=BUSINESS_HEALTH_SCHEMA,
+    build=_business_health,
     description=(
         "Hourly health per business: mean and minimum entity score, entities, and how many "
         "are healthy, degraded or critical; what the leadership screen shows first."

@@ -83,20 +83,27 @@ def source_assets(spec: SourceSpec) -> list[dg.AssetsDefinition]:
             "purged by retention keep only their manifest row)."
         ),
     )
-    def landing_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def landing_asset(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
         zone = lake.landing()
         batches = zone.batches(spec.source, context.partition_key)
-        missing = [b.path for b in batches
-                   if zone.lake.fs.get_file_info(b.path).size != b.stored_bytes]
+        missing = [
+            b.path for b in batches if zone.lake.fs.get_file_info(b.path).size != b.stored_bytes
+        ]
         if missing:
-            raise dg.Failure(f"{len(missing)} landed objects are missing or truncated, e.g. "
-                             f"{missing[0]}; restore them or re-deliver those batches",
-                             allow_retries=False)
-        return dg.MaterializeResult(metadata={
-            "batches": len(batches),
-            "bytes": sum(b.bytes for b in batches),
-            "connectors": ", ".join(sorted({b.connector for b in batches})) or "-",
-        })
+            raise dg.Failure(
+                f"{len(missing)} landed objects are missing or truncated, e.g. "
+                f"{missing[0]}; restore them or re-deliver those batches",
+                allow_retries=False,
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "batches": len(batches),
+                "bytes": sum(b.bytes for b in batches),
+                "connectors": ", ".join(sorted({b.connector for b in batches})) or "-",
+            }
+        )
 
     return [landing_asset, *(_bronze_asset(spec, table) for table in spec.bronze)]
 
@@ -108,8 +115,9 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
     )
     shards = Settings.from_env().day_shards if table.sharded else 1
 
-    def parse_day(context: dg.OpExecutionContext | dg.AssetExecutionContext,
-                  lake: LakeResource, shard: int) -> dict:
+    def parse_day(
+        context: dg.OpExecutionContext | dg.AssetExecutionContext, lake: LakeResource, shard: int
+    ) -> dict:
         """Parse the day's batches of day shard ``shard`` (by batch id); its figures."""
         zone, dt = lake.landing(), context.partition_key
         batches = zone.batches(spec.source, dt, purged=True)
@@ -121,9 +129,11 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
         rejects = _kept_for_purged(zone.lake, table.name, dt, batches)
         rows = 0
         # Sealed in the parser, so no clear personal value reaches a bronze or quarantine file.
-        parse_batch = functools.partial(
-            table.parse, seal=sealer(FieldCipher.from_settings(lake.settings()))) \
-            if table.sealed else table.parse
+        parse_batch = (
+            functools.partial(table.parse, seal=sealer(FieldCipher.from_settings(lake.settings())))
+            if table.sealed
+            else table.parse
+        )
 
         def parse(batch: LandedBatch) -> ParseResult:
             return parse_batch(zone.read(batch), batch)
@@ -136,19 +146,27 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
                     rejects[batch.batch_id] = quarantine.rejects_table(batch, result.rejects)
                 yield batch.batch_id, result.table
 
-        zone.lake.write_parts("bronze", table.name, {"dt": dt}, parts(), table.schema,
-                              prune=False)
+        zone.lake.write_parts("bronze", table.name, {"dt": dt}, parts(), table.schema, prune=False)
         if shards == 1:  # one shard of several leaves the others' files; the merge prunes
-            zone.lake.prune_parts("bronze", table.name, {"dt": dt},
-                                  {f"{b.batch_id}.parquet" for b in batches})
-        quarantined = quarantine.write(zone.lake, table.name, dt,
-                                       [rejects[b.batch_id] for b in batches
-                                        if b.batch_id in rejects],
-                                       part=part_name(shard), prune=shards == 1)
+            zone.lake.prune_parts(
+                "bronze", table.name, {"dt": dt}, {f"{b.batch_id}.parquet" for b in batches}
+            )
+        quarantined = quarantine.write(
+            zone.lake,
+            table.name,
+            dt,
+            [rejects[b.batch_id] for b in batches if b.batch_id in rejects],
+            part=part_name(shard),
+            prune=shards == 1,
+        )
         if quarantined:
             context.log.warning(f"{quarantined} {spec.source} lines quarantined for {dt}")
-        return {"rows": rows, "batches": len(batches), "quarantined": quarantined,
-                "purged_batches_kept": sum(1 for b in batches if b.purged_at)}
+        return {
+            "rows": rows,
+            "batches": len(batches),
+            "quarantined": quarantined,
+            "purged_batches_kept": sum(1 for b in batches if b.purged_at),
+        }
 
     if shards > 1:
         return _sharded_bronze(spec, table, description, shards, parse_day)
@@ -168,59 +186,95 @@ def _bronze_asset(spec: SourceSpec, table: BronzeTable) -> dg.AssetsDefinition:
     return bronze_asset
 
 
-def _sharded_bronze(spec: SourceSpec, table: BronzeTable, description: str, shards: int,
-                    parse_day: Callable[[dg.OpExecutionContext, LakeResource, int], dict]
-                    ) -> dg.AssetsDefinition:
+def _sharded_bronze(
+    spec: SourceSpec,
+    table: BronzeTable,
+    description: str,
+    shards: int,
+    parse_day: Callable[[dg.OpExecutionContext, LakeResource, int], dict],
+) -> dg.AssetsDefinition:
     """The bronze asset of ``table`` as one step per day shard of landed batches, merged."""
+
     def shard_step(context: dg.OpExecutionContext, lake: LakeResource, shard: int) -> None:
         metadata = parse_day(context, lake, shard)
-        save_state(lake.lake(), "bronze", table.name, context.partition_key, shard,
-                   {"metadata": metadata}, QUARANTINE.empty_table())
+        save_state(
+            lake.lake(),
+            "bronze",
+            table.name,
+            context.partition_key,
+            shard,
+            {"metadata": metadata},
+            QUARANTINE.empty_table(),
+        )
 
-    def merge_step(context: dg.OpExecutionContext, lake: LakeResource
-                   ) -> tuple[dict, list[dg.AssetCheckResult]]:
+    def merge_step(
+        context: dg.OpExecutionContext, lake: LakeResource
+    ) -> tuple[dict, list[dg.AssetCheckResult]]:
         zone, dt = lake.landing(), context.partition_key
         states = load_states(zone.lake, "bronze", table.name, dt, shards)
         # Files of batches no longer in the day's manifest, and quarantine parts of an
         # earlier run with more shards, go as an unsharded run's would.
-        zone.lake.prune_parts("bronze", table.name, {"dt": dt},
-                              {f"{b.batch_id}.parquet"
-                               for b in zone.batches(spec.source, dt, purged=True)})
-        zone.lake.prune_parts("bronze", quarantine.TABLE, {"dt": dt, "table": table.name},
-                              {f"{part_name(i)}.parquet" for i in range(shards)})
+        zone.lake.prune_parts(
+            "bronze",
+            table.name,
+            {"dt": dt},
+            {f"{b.batch_id}.parquet" for b in zone.batches(spec.source, dt, purged=True)},
+        )
+        zone.lake.prune_parts(
+            "bronze",
+            quarantine.TABLE,
+            {"dt": dt, "table": table.name},
+            {f"{part_name(i)}.parquet" for i in range(shards)},
+        )
         drop_states(zone.lake, "bronze", table.name, dt)
         return summed_metadata(states), []
 
-    return fan_out_asset(key("bronze", table.name), deps=[key("landing", spec.source)],
-                         shards=shards, description=description, kinds={"parquet", "polars"},
-                         shard_step=shard_step, merge_step=merge_step)
+    return fan_out_asset(
+        key("bronze", table.name),
+        deps=[key("landing", spec.source)],
+        shards=shards,
+        description=description,
+        kinds={"parquet", "polars"},
+        shard_step=shard_step,
+        merge_step=merge_step,
+    )
 
 
-def _kept_for_purged(lake: Lake, table: str, dt: str, batches: Sequence[LandedBatch]
-                     ) -> dict[str, pa.Table]:
+def _kept_for_purged(
+    lake: Lake, table: str, dt: str, batches: Sequence[LandedBatch]
+) -> dict[str, pa.Table]:
     """Quarantine rows of the purged ``batches``, by batch id; fails if a bronze file is gone.
 
     A purged batch cannot be parsed again, so its day is rebuilt from what bronze kept. If
     that is gone too, writing the day would silently lose its rows: the step fails instead.
     """
     purged = [b for b in batches if b.purged_at]
-    gone = [b.batch_id for b in purged if not lake.exists(
-        f"{lake.table_path('bronze', table, {'dt': dt})}/{b.batch_id}.parquet")]
+    gone = [
+        b.batch_id
+        for b in purged
+        if not lake.exists(f"{lake.table_path('bronze', table, {'dt': dt})}/{b.batch_id}.parquet")
+    ]
     if gone:
         raise dg.Failure(
             f"{len(gone)} batch(es) of bronze/{table} {dt} (e.g. {gone[0]}) were purged from "
             "landing by retention and their bronze file is missing too, so the day cannot be "
             "rebuilt without losing rows: restore the lake from a backup (opslake backup "
-            "restore) or re-deliver those batches", allow_retries=False)
+            "restore) or re-deliver those batches",
+            allow_retries=False,
+        )
     if not purged:
         return {}
     rows = quarantine.read_part(lake, dt, table, QUARANTINE.names)
-    return {b.batch_id: kept for b in purged
-            if (kept := rows.filter(pc.equal(rows["batch_id"], b.batch_id))).num_rows}
+    return {
+        b.batch_id: kept
+        for b in purged
+        if (kept := rows.filter(pc.equal(rows["batch_id"], b.batch_id))).num_rows
+    }
 
 
-def _ordered_map(fn: Callable[[LandedBatch], ParseResult],
-                 batches: Sequence[LandedBatch]) -> Iterator[tuple[LandedBatch, ParseResult]]:
+def _ordered_map(
+    fn: Callable[[LandedBatch], ParseResult], batches: Sequence[LandedBatch]
+) -> Iterator[tuple[LandedBatch, ParseResult]]:
     """Parse batches on a few threads, yielding in order with a bounded amount in flight.
 
     Parsing is mostly polars work that releases the GIL, and the caller writes the previous

@@ -48,16 +48,22 @@ def check_results(results: Sequence[CheckResult]) -> list[dg.AssetCheckResult]:
     for name, group in by_name.items():
         first = group[0]
         failing = [r for r in group if not r.passed]
-        observed = "; ".join(f"{r.source}: {r.observed}" if r.source else r.observed
-                             for r in group)
-        out.append(dg.AssetCheckResult(
-            check_name=name, passed=not failing,
-            severity=dg.AssetCheckSeverity.ERROR
-            if any(r.severity == "error" for r in failing or group)
-            else dg.AssetCheckSeverity.WARN,
-            metadata={"observed": observed, "threshold": first.threshold,
-                      "unexpected_rows": sum(r.unexpected_rows for r in group),
-                      "kind": first.kind}))
+        observed = "; ".join(f"{r.source}: {r.observed}" if r.source else r.observed for r in group)
+        out.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=not failing,
+                severity=dg.AssetCheckSeverity.ERROR
+                if any(r.severity == "error" for r in failing or group)
+                else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "observed": observed,
+                    "threshold": first.threshold,
+                    "unexpected_rows": sum(r.unexpected_rows for r in group),
+                    "kind": first.kind,
+                },
+            )
+        )
     return out
 
 
@@ -66,10 +72,17 @@ def key(layer: str, name: str) -> dg.AssetKey:
     return dg.AssetKey([layer, name])
 
 
-def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], schema: pa.Schema,
-                      description: str, build: Build | SettingsBuild,
-                      bronze: Sequence[str] = (), settings: bool = False
-                      ) -> dg.AssetsDefinition:
+def daily_table_asset(
+    layer: str,
+    name: str,
+    *,
+    deps: Sequence[dg.AssetKey],
+    schema: pa.Schema,
+    description: str,
+    build: Build | SettingsBuild,
+    bronze: Sequence[str] = (),
+    settings: bool = False,
+) -> dg.AssetsDefinition:
     """A daily-partitioned asset that writes ``build``'s output as ``layer/name/dt=D``.
 
     Its materialization records the row count and, where the table has ``entity_id``, how
@@ -102,8 +115,9 @@ def daily_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey], sch
         out = build(lk, dt, metadata, lake.settings()) if settings else build(lk, dt, metadata)
         check = partition_check(lake.landing(), layer, name, schema, dt, bronze)
         chunks = check.chunks(as_chunks(out)) if check else as_chunks(out)
-        lk.write_parts(layer, name, {"dt": dt}, [("part-0", counted(chunks, metadata, schema))],
-                       schema)
+        lk.write_parts(
+            layer, name, {"dt": dt}, [("part-0", counted(chunks, metadata, schema))], schema
+        )
         if silvered:
             mark_silvered(lk, name, dt, consumed, datetime.now(UTC))
         checks = finish_checks(check, metadata, context) if check else []
@@ -116,8 +130,12 @@ def table_check_specs(layer: str, name: str) -> list[dg.AssetCheckSpec]:
     """The Dagster checks of a table: its suite's, blocking where a table contract errs."""
     suite = SUITES.get(f"{layer}.{name}")
     return [
-        dg.AssetCheckSpec(c.name, asset=key(layer, name), description=c.summary(),
-                          blocking=c.severity == "error" and c.kind not in ROW_KINDS)
+        dg.AssetCheckSpec(
+            c.name,
+            asset=key(layer, name),
+            description=c.summary(),
+            blocking=c.severity == "error" and c.kind not in ROW_KINDS,
+        )
         for c in (suite.checks if suite else ())
     ]
 
@@ -132,8 +150,7 @@ def as_chunks(out: pa.Table | Iterable[pa.Table]) -> Iterable[pa.Table]:
     return [out] if isinstance(out, pa.Table) else out
 
 
-def counted(chunks: Iterable[pa.Table], metadata: dict, schema: pa.Schema
-            ) -> Iterator[pa.Table]:
+def counted(chunks: Iterable[pa.Table], metadata: dict, schema: pa.Schema) -> Iterator[pa.Table]:
     """The chunks, counted into ``metadata`` as they are written."""
     for chunk in chunks:
         metadata["rows"] += chunk.num_rows
@@ -151,23 +168,32 @@ def register_silver(layer: str, name: str, bronze: Sequence[str]) -> bool:
     return True
 
 
-def partition_check(zone: LandingZone, layer: str, name: str, schema: pa.Schema, dt: str,
-                    bronze: Sequence[str]) -> PartitionCheck | None:
+def partition_check(
+    zone: LandingZone, layer: str, name: str, schema: pa.Schema, dt: str, bronze: Sequence[str]
+) -> PartitionCheck | None:
     """The quality checks of one partition of a table (none without a suite)."""
     suite = SUITES.get(f"{layer}.{name}")
     if suite is None:
         return None
     unknown = [t for t in bronze if t not in BRONZE_SOURCES]
     if unknown:  # a silver spec naming a bronze table no source declares: a wiring mistake
-        raise ConfigError(f"{layer}.{name} reads bronze {', '.join(unknown)}, which no landing "
-                          "source declares; add it to that source's SourceSpec.bronze")
-    return PartitionCheck(zone, suite, schema, dt, {t: BRONZE_SOURCES[t] for t in bronze},
-                          findings=frozenset(FINDINGS_SOURCES))
+        raise ConfigError(
+            f"{layer}.{name} reads bronze {', '.join(unknown)}, which no landing "
+            "source declares; add it to that source's SourceSpec.bronze"
+        )
+    return PartitionCheck(
+        zone,
+        suite,
+        schema,
+        dt,
+        {t: BRONZE_SOURCES[t] for t in bronze},
+        findings=frozenset(FINDINGS_SOURCES),
+    )
 
 
-def finish_checks(check: PartitionCheck, metadata: dict,
-                  context: dg.AssetExecutionContext | dg.OpExecutionContext
-                  ) -> list[dg.AssetCheckResult]:
+def finish_checks(
+    check: PartitionCheck, metadata: dict, context: dg.AssetExecutionContext | dg.OpExecutionContext
+) -> list[dg.AssetCheckResult]:
     """Record a written partition's checks; the Dagster results of the checks selected."""
     results = check.finish(context.run.run_id)
     metadata["quarantined_by_quality"] = sum(t.num_rows for t in check.validator.quarantined)

@@ -12,8 +12,14 @@ SYSLOG = SourceSpec(
     source="syslog",
     title="Syslog lines (RFC 5424 and RFC 3164)",
     fmt="log",
-    bronze=[BronzeTable("syslog_lines", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per syslog line: priority, timestamp, host, app, message.")],
+    bronze=[
+        BronzeTable(
+            "syslog_lines",
+            parser.parse,
+            parser.BRONZE_SCHEMA,
+            "One row per syslog line: priority, timestamp, host, app, message.",
+        )
+    ],
 )
 
 LOGS_SPEC = SilverTable(

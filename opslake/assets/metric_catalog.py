@@ -59,8 +59,9 @@ def history_reader(lake: Lake):
 
     def read(ids: list[str], days: list[str]) -> pa.Table:
         known = set(lake.partitions("gold", VALUES))
-        dataset = lake.dataset("gold", VALUES, schema=METRIC_VALUES,
-                               dts=[d for d in days if d in known])
+        dataset = lake.dataset(
+            "gold", VALUES, schema=METRIC_VALUES, dts=[d for d in days if d in known]
+        )
         if dataset is None:
             return METRIC_VALUES.empty_table()
         return dataset.to_table(filter=ds.field("metric_id").isin(ids))
@@ -68,47 +69,69 @@ def history_reader(lake: Lake):
     return read
 
 
-def compute_family(lake: Lake, catalog: Catalog, family: str, dt: str, *, by: str
-                   ) -> dict[str, int]:
+def compute_family(
+    lake: Lake, catalog: Catalog, family: str, dt: str, *, by: str
+) -> dict[str, int]:
     """Compute and write one family's metrics for day ``dt``; returns rows per metric."""
     metrics = catalog.metrics
     ids = metrics.families[family]
-    versions = catalog.record_versions(by=by, ids=sorted({*ids, *(
-        u for i in ids for u in metrics.upstream_closure(i))}))
+    versions = catalog.record_versions(
+        by=by, ids=sorted({*ids, *(u for i in ids for u in metrics.upstream_closure(i))})
+    )
     start = end_of_day(dt) - timedelta(days=1)
     cmdb = current_rows(cmdb_as_of(lake, dt), end_of_day(dt))
     silver = {}
     for name in required_models(metrics, ids):
         table = MODELS[name].table
         if table != "assets":
-            silver[table] = lake.dataset("silver", table, schema=schemas.SILVER[table], dts=[dt]) \
+            silver[table] = (
+                lake.dataset("silver", table, schema=schemas.SILVER[table], dts=[dt])
                 or schemas.SILVER[table].empty_table()
-    values = compute(metrics, ids, day=dt, silver=silver, cmdb=cmdb, versions=versions,
-                     start=start, end=end_of_day(dt), history=history_reader(lake))
-    quality = metric_quality(values, metrics, ids, cmdb, versions, start,
-                             end_of_day(dt))
+            )
+    values = compute(
+        metrics,
+        ids,
+        day=dt,
+        silver=silver,
+        cmdb=cmdb,
+        versions=versions,
+        start=start,
+        end=end_of_day(dt),
+        history=history_reader(lake),
+    )
+    quality = metric_quality(values, metrics, ids, cmdb, versions, start, end_of_day(dt))
     partition = {"dt": dt, "family": family}
     lake.write_table(values, "gold", VALUES, partition)
     lake.write_table(quality, "gold", QUALITY, partition)
     counts = {mid: 0 for mid in ids}
     for mid in values.column("metric_id").to_pylist():
         counts[mid] += 1
-    record_usage(lake, principal_kind="job", principal=by, action="compute",
-                 metrics={m: (versions[m], n) for m, n in counts.items()}, detail={"day": dt})
+    record_usage(
+        lake,
+        principal_kind="job",
+        principal=by,
+        action="compute",
+        metrics={m: (versions[m], n) for m, n in counts.items()},
+        detail={"day": dt},
+    )
     return counts
 
 
 def _family_asset(metrics: MetricSet, family: str) -> dg.AssetsDefinition:
     members = metrics.family(family)
-    reads = sorted({MODELS[n].table for n in required_models(metrics, [m.id for m in members])}
-                   | {"assets"})
+    reads = sorted(
+        {MODELS[n].table for n in required_models(metrics, [m.id for m in members])} | {"assets"}
+    )
     owners = sorted({OWNER, *(m.owner for m in members if m.owner.startswith("team:"))})
-    listing = "\n".join(f"- `{m.id}` {m.name('zh-CN')} / {m.name('en')} ({m.type}, {m.unit})"
-                        for m in members)
-    description = (f"{metrics.family_descriptions.get(family) or family}\n\n"
-                   f"Catalog metrics of family `{family}` (from "
-                   f"{metrics.family_files[family]}), hourly/daily per scope, written to "
-                   f"gold/metric_values/dt=D/family={family} with their version:\n{listing}")
+    listing = "\n".join(
+        f"- `{m.id}` {m.name('zh-CN')} / {m.name('en')} ({m.type}, {m.unit})" for m in members
+    )
+    description = (
+        f"{metrics.family_descriptions.get(family) or family}\n\n"
+        f"Catalog metrics of family `{family}` (from "
+        f"{metrics.family_files[family]}), hourly/daily per scope, written to "
+        f"gold/metric_values/dt=D/family={family} with their version:\n{listing}"
+    )
 
     @dg.asset(
         key=family_key(family),
@@ -121,29 +144,44 @@ def _family_asset(metrics: MetricSet, family: str) -> dg.AssetsDefinition:
         tags={"opslake/metric_family": family},
         metadata={"metrics": dg.MetadataValue.json([m.id for m in members])},
     )
-    def family_asset(context: dg.AssetExecutionContext, lake: LakeResource
-                     ) -> dg.MaterializeResult:
+    def family_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         settings = lake.settings()
         live = Catalog(settings.metrics_dir, lake.lake())
-        counts = compute_family(lake.lake(), live, family, context.partition_key,
-                                by=f"dagster:{context.run.job_name}/{context.run.run_id}")
-        return dg.MaterializeResult(metadata={
-            "rows": sum(counts.values()),
-            "metrics": len(counts),
-            "metrics_without_rows": dg.MetadataValue.json(sorted(m for m, n in counts.items()
-                                                                 if n == 0)),
-        })
+        counts = compute_family(
+            lake.lake(),
+            live,
+            family,
+            context.partition_key,
+            by=f"dagster:{context.run.job_name}/{context.run.run_id}",
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "rows": sum(counts.values()),
+                "metrics": len(counts),
+                "metrics_without_rows": dg.MetadataValue.json(
+                    sorted(m for m, n in counts.items() if n == 0)
+                ),
+            }
+        )
 
     return family_asset
 
 
 @dg.multi_asset(
-    specs=[dg.AssetSpec(key("gold", name), group_name="catalog", kinds={"parquet"},
-                        owners=[OWNER], description=text)
-           for name, text in tables.DESCRIPTIONS.items()],
+    specs=[
+        dg.AssetSpec(
+            key("gold", name),
+            group_name="catalog",
+            kinds={"parquet"},
+            owners=[OWNER],
+            description=text,
+        )
+        for name, text in tables.DESCRIPTIONS.items()
+    ],
 )
-def catalog_tables(context: dg.AssetExecutionContext, lake: LakeResource
-                   ) -> Iterator[dg.MaterializeResult]:
+def catalog_tables(
+    context: dg.AssetExecutionContext, lake: LakeResource
+) -> Iterator[dg.MaterializeResult]:
     """Rebuild the catalog tables the warehouse serves."""
     settings: Settings = lake.settings()
     catalog = Catalog(settings.metrics_dir, lake.lake())
@@ -158,57 +196,86 @@ def catalog_tables(context: dg.AssetExecutionContext, lake: LakeResource
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(key("silver", live.LIVE_POINTS), group_name="live", kinds={"parquet"},
-                     owners=[OWNER], deps=[key("landing", s) for s in live.SOURCES],
-                     description="Today's metric samples, conformed batch by batch as they "
-                                 "land (one file per landed batch), ahead of the daily "
-                                 "silver/metric_points."),
-        dg.AssetSpec(key("gold", live.LIVE_VALUES), group_name="live",
-                     kinds={"duckdb", "parquet"}, owners=[OWNER],
-                     deps=[key("silver", live.LIVE_POINTS), key("silver", "assets")],
-                     description="Catalog metrics over metric points, hourly, for the hours "
-                                 "that newly landed samples touch (dt=D/hour=HH); refreshed "
-                                 "by metrics_live_sensor within a minute of data landing. "
-                                 "The daily gold/metric_values replaces them."),
+        dg.AssetSpec(
+            key("silver", live.LIVE_POINTS),
+            group_name="live",
+            kinds={"parquet"},
+            owners=[OWNER],
+            deps=[key("landing", s) for s in live.SOURCES],
+            description="Today's metric samples, conformed batch by batch as they "
+            "land (one file per landed batch), ahead of the daily "
+            "silver/metric_points.",
+        ),
+        dg.AssetSpec(
+            key("gold", live.LIVE_VALUES),
+            group_name="live",
+            kinds={"duckdb", "parquet"},
+            owners=[OWNER],
+            deps=[key("silver", live.LIVE_POINTS), key("silver", "assets")],
+            description="Catalog metrics over metric points, hourly, for the hours "
+            "that newly landed samples touch (dt=D/hour=HH); refreshed "
+            "by metrics_live_sensor within a minute of data landing. "
+            "The daily gold/metric_values replaces them.",
+        ),
     ],
 )
-def metrics_live(context: dg.AssetExecutionContext, lake: LakeResource
-                 ) -> Iterator[dg.MaterializeResult]:
+def metrics_live(
+    context: dg.AssetExecutionContext, lake: LakeResource
+) -> Iterator[dg.MaterializeResult]:
     """Conform newly landed metric batches of today and recompute the hours they touch."""
     settings, lk = lake.settings(), lake.lake()
     day = datetime.now(UTC).date().isoformat()
     catalog = Catalog(settings.metrics_dir, lk)
     ids = live.live_metric_ids(catalog.metrics)
-    versions = catalog.record_versions(by=f"dagster:{context.run.job_name}/{context.run.run_id}",
-                                       ids=sorted({*ids, *(u for i in ids for u in
-                                                           catalog.metrics.upstream_closure(i))}))
+    versions = catalog.record_versions(
+        by=f"dagster:{context.run.job_name}/{context.run.run_id}",
+        ids=sorted({*ids, *(u for i in ids for u in catalog.metrics.upstream_closure(i))}),
+    )
     resolver = resolver_for_day(lk, day)
-    done = live.refresh(lk, catalog.metrics, day, cmdb=current_rows(cmdb_as_of(lk, day),
-                                                                     end_of_day(day)),
-                        resolve=lambda raw: resolver.resolve(raw).to_arrow(), versions=versions)
-    context.log.info(f"{len(done.batches)} new batch(es), {done.points} points, hours "
-                     f"{', '.join(done.hours) or 'none'} recomputed ({done.rows} rows)")
-    yield dg.MaterializeResult(asset_key=key("silver", live.LIVE_POINTS),
-                               metadata={"batches": len(done.batches), "points": done.points})
-    yield dg.MaterializeResult(asset_key=key("gold", live.LIVE_VALUES),
-                               metadata={"hours": ", ".join(done.hours), "rows": done.rows,
-                                         "pruned_partitions": len(done.pruned)})
+    done = live.refresh(
+        lk,
+        catalog.metrics,
+        day,
+        cmdb=current_rows(cmdb_as_of(lk, day), end_of_day(day)),
+        resolve=lambda raw: resolver.resolve(raw).to_arrow(),
+        versions=versions,
+    )
+    context.log.info(
+        f"{len(done.batches)} new batch(es), {done.points} points, hours "
+        f"{', '.join(done.hours) or 'none'} recomputed ({done.rows} rows)"
+    )
+    yield dg.MaterializeResult(
+        asset_key=key("silver", live.LIVE_POINTS),
+        metadata={"batches": len(done.batches), "points": done.points},
+    )
+    yield dg.MaterializeResult(
+        asset_key=key("gold", live.LIVE_VALUES),
+        metadata={
+            "hours": ", ".join(done.hours),
+            "rows": done.rows,
+            "pruned_partitions": len(done.pruned),
+        },
+    )
 
 
 metrics_live_job = dg.define_asset_job(
     "metrics_live_refresh",
-    selection=dg.AssetSelection.assets(metrics_live) | dg.AssetSelection.assets(
-        key("gold", "anomalies_live")),
+    selection=dg.AssetSelection.assets(metrics_live)
+    | dg.AssetSelection.assets(key("gold", "anomalies_live")),
     description="Conform newly landed metric batches, refresh the current hours' metrics and "
-                "score today's points for anomalies.",
+    "score today's points for anomalies.",
     # One small step: a step subprocess would cost more than the work (~20 s here).
     executor_def=dg.in_process_executor,
-    op_retry_policy=STEP_RETRY)
+    op_retry_policy=STEP_RETRY,
+)
 
 
-@dg.sensor(job=metrics_live_job, minimum_interval_seconds=10,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Starts metrics_live when new Prometheus or MQTT batches land today.")
+@dg.sensor(
+    job=metrics_live_job,
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts metrics_live when new Prometheus or MQTT batches land today.",
+)
 def metrics_live_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """A run per new set of landed metric batches (the cursor is their digest)."""
     lk = Lake.from_settings(Settings.from_env())
@@ -226,8 +293,11 @@ def build_defs(settings: Settings) -> dg.Definitions:
     """Assets for the catalog at ``settings.metrics_dir``."""
     metrics = load(settings.metrics_dir)
     families = [_family_asset(metrics, f) for f in sorted(metrics.families)]
-    return dg.Definitions(assets=[*families, catalog_tables, metrics_live],
-                          jobs=[metrics_live_job], sensors=[metrics_live_sensor])
+    return dg.Definitions(
+        assets=[*families, catalog_tables, metrics_live],
+        jobs=[metrics_live_job],
+        sensors=[metrics_live_sensor],
+    )
 
 
 defs = build_defs(Settings.from_env())

@@ -22,13 +22,20 @@ from opslake.ml import anomalies
 
 def _anomaly_metadata(scored: anomalies.Scored, runs: list[dict]) -> dict:
     events = scored.anomalies.column("is_event")
-    return {"series": scored.series, "points_scored": scored.points,
-            "rows": scored.anomalies.num_rows,
-            "event_points": int(pa.compute.sum(events).as_py() or 0),
-            "episodes": len(runs),
-            "top": dg.MetadataValue.md("\n".join(
+    return {
+        "series": scored.series,
+        "points_scored": scored.points,
+        "rows": scored.anomalies.num_rows,
+        "event_points": int(pa.compute.sum(events).as_py() or 0),
+        "episodes": len(runs),
+        "top": dg.MetadataValue.md(
+            "\n".join(
                 f"- {r['start']:%H:%M} {r['series']} score {r['peak']:.3f}"
-                for r in sorted(runs, key=lambda r: -r["peak"])[:10]) or "none")}
+                for r in sorted(runs, key=lambda r: -r["peak"])[:10]
+            )
+            or "none"
+        ),
+    }
 
 
 @dg.asset(
@@ -49,20 +56,27 @@ def _anomaly_metadata(scored: anomalies.Scored, runs: list[dict]) -> dict:
         "'multivariate' (rows ≥ 0.99, events ≥ 0.999, explanation = the metrics that moved)."
     ),
 )
-def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
-                    ) -> dg.MaterializeResult:
+def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Score the day's metric points and land its anomaly episodes."""
     lk, day = lake.lake(), context.partition_key
     # A day of an estate is scored a few million points at a time (whole series).
     scored, model = anomalies.with_multivariate(
-        lk, anomalies.score_day(lk, day, anomalies.point_slices(lk, day)),
-        lambda: lk.read_table("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
-                              columns=["ts", "entity_id", "metric", "value"]))
+        lk,
+        anomalies.score_day(lk, day, anomalies.point_slices(lk, day)),
+        lambda: lk.read_table(
+            "silver",
+            "metric_points",
+            schema=METRIC_POINTS,
+            dts=[day],
+            columns=["ts", "entity_id", "metric", "value"],
+        ),
+    )
     lk.write_table(scored.anomalies, "gold", "anomalies", {"dt": day})
     runs = anomalies.episodes(scored.anomalies)
     anomalies.land_events(lk, day, runs, datetime.now(UTC))
-    return dg.MaterializeResult(metadata={**_anomaly_metadata(scored, runs),
-                                          "multivariate_model": model})
+    return dg.MaterializeResult(
+        metadata={**_anomaly_metadata(scored, runs), "multivariate_model": model}
+    )
 
 
 @dg.asset(
@@ -80,20 +94,24 @@ def anomalies_daily(context: dg.AssetExecutionContext, lake: LakeResource
         "gold/anomalies replaces it."
     ),
 )
-def anomalies_live(context: dg.AssetExecutionContext, lake: LakeResource
-                   ) -> dg.MaterializeResult:
+def anomalies_live(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Score today's live points and land new episodes."""
     lk = lake.lake()
     day = datetime.now(UTC).date().isoformat()
-    points = (lk.dataset("silver", LIVE_POINTS, schema=METRIC_POINTS, dts=[day]).to_table()
-              if day in lk.partitions("silver", LIVE_POINTS) else METRIC_POINTS.empty_table())
+    points = (
+        lk.dataset("silver", LIVE_POINTS, schema=METRIC_POINTS, dts=[day]).to_table()
+        if day in lk.partitions("silver", LIVE_POINTS)
+        else METRIC_POINTS.empty_table()
+    )
     scored, model = anomalies.with_multivariate(
-        lk, anomalies.score_day(lk, day, points, save=False), points)
+        lk, anomalies.score_day(lk, day, points, save=False), points
+    )
     lk.write_table(scored.anomalies, "gold", "anomalies_live", {"dt": day})
     runs = anomalies.episodes(scored.anomalies)
     anomalies.land_events(lk, day, runs, datetime.now(UTC))
-    return dg.MaterializeResult(metadata={**_anomaly_metadata(scored, runs),
-                                          "multivariate_model": model})
+    return dg.MaterializeResult(
+        metadata={**_anomaly_metadata(scored, runs), "multivariate_model": model}
+    )
 
 
 defs = dg.Definitions(assets=[anomalies_daily, anomalies_live])

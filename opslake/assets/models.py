@@ -22,8 +22,9 @@ from opslake.ml.training import MULTIVARIATE_MODEL, Outcome
 
 T = TypeVar("T")
 
-SILVER_INPUTS = [key("silver", t) for t in ("assets", "relations", "tickets", "events",
-                                            "metric_points")]
+SILVER_INPUTS = [
+    key("silver", t) for t in ("assets", "relations", "tickets", "events", "metric_points")
+]
 
 
 class TrainingConfig(dg.Config):
@@ -38,36 +39,46 @@ def _psi_table(report: registry.DriftReport | None) -> dg.MetadataValue:
     if report is None:
         return dg.MetadataValue.md("no champion to compare with")
     worst = sorted(report.psi.items(), key=lambda kv: -kv[1])[:8]
-    lines = [f"{report.rows} recent rows; PSI > {report.threshold} means the feature moved",
-             "", "| feature | PSI |", "|---|---|"]
-    lines += [f"| {name} | {value:.3f}{' ⚠' if value > report.threshold else ''} |"
-              for name, value in worst]
+    lines = [
+        f"{report.rows} recent rows; PSI > {report.threshold} means the feature moved",
+        "",
+        "| feature | PSI |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {name} | {value:.3f}{' ⚠' if value > report.threshold else ''} |"
+        for name, value in worst
+    ]
     return dg.MetadataValue.md("\n".join(lines))
 
 
 def _verdict_metadata(verdict: registry.RetrainVerdict, end: datetime) -> dict[str, Any]:
     """Why the champion is (not) due: its age against the latest data, and drift."""
-    out: dict[str, Any] = {"champion_version": verdict.version,
-                           "drift": _psi_table(verdict.drift)}
+    out: dict[str, Any] = {"champion_version": verdict.version, "drift": _psi_table(verdict.drift)}
     if verdict.age is not None:
         out["age_days"] = round(verdict.age / timedelta(days=1), 2)
     if verdict.drift is not None:
         out["max_psi"] = round(max(verdict.drift.psi.values(), default=0.0), 4)
     if not verdict.retrain:
         age = f"{out.get('age_days', 0):g}"
-        out["why"] = (f"v{verdict.version} is not due: its training window ended {age} day(s) "
-                      f"before the latest silver data (ends {end:%Y-%m-%d %H:%M} UTC; due after "
-                      f"{training.MAX_AGE.days} days) and no feature drifted (max PSI "
-                      f"{out.get('max_psi', 0):g} ≤ {registry.PSI_DRIFTED})")
+        out["why"] = (
+            f"v{verdict.version} is not due: its training window ended {age} day(s) "
+            f"before the latest silver data (ends {end:%Y-%m-%d %H:%M} UTC; due after "
+            f"{training.MAX_AGE.days} days) and no feature drifted (max PSI "
+            f"{out.get('max_psi', 0):g} ≤ {registry.PSI_DRIFTED})"
+        )
     else:
         out["why"] = "; ".join(verdict.reasons)
     return out
 
 
-def _check(context: dg.AssetExecutionContext, lake: LakeResource, config: TrainingConfig,
-           retrain: Callable[..., Outcome[T]],
-           figures: Callable[[T, registry.ModelVersion], dict[str, Any]]
-           ) -> dg.MaterializeResult:
+def _check(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    config: TrainingConfig,
+    retrain: Callable[..., Outcome[T]],
+    figures: Callable[[T, registry.ModelVersion], dict[str, Any]],
+) -> dg.MaterializeResult:
     """Run one training check; its metadata, with ``figures`` of a registered challenger."""
     lk = lake.lake()
     outcome = retrain(lk, force=config.force, by=f"dagster run {context.run.run_id}")
@@ -84,9 +95,14 @@ def _check(context: dg.AssetExecutionContext, lake: LakeResource, config: Traini
     context.log.info(f"{version.name} v{version.version} {verdict}: {decision.reason}")
     out: dict[str, Any] = {
         "retrained": True,
-        **(_verdict_metadata(outcome.verdict, outcome.end) if outcome.verdict else
-           {"why": "forced" if config.force else "no champion yet", "drift": _psi_table(None)}),
-        "version": version.version, "decision": verdict, "decision_reason": decision.reason,
+        **(
+            _verdict_metadata(outcome.verdict, outcome.end)
+            if outcome.verdict
+            else {"why": "forced" if config.force else "no champion yet", "drift": _psi_table(None)}
+        ),
+        "version": version.version,
+        "decision": verdict,
+        "decision_reason": decision.reason,
         f"challenger_{decision.metric}": round(decision.challenger_value, 5),
         "champion": registry.champion(lk, version.name).version,
     }
@@ -109,16 +125,23 @@ def _risk_figures(cand: risk.Candidate, _: registry.ModelVersion) -> dict[str, A
     """The challenger's held-out figures: ROC AUC, Brier, reliability, top features."""
     fig = cand.figures
     return {
-        "roc_auc": fig["roc_auc"], "brier": fig["brier"],
-        "brier_base_rate": fig["brier_base_rate"], "brier_skill": fig["brier_skill"],
-        "rows": cand.rows, "test_rows": fig["test_rows"],
+        "roc_auc": fig["roc_auc"],
+        "brier": fig["brier"],
+        "brier_base_rate": fig["brier_base_rate"],
+        "brier_skill": fig["brier_skill"],
+        "rows": cand.rows,
+        "test_rows": fig["test_rows"],
         "test_positives": fig["test_positives"],
         "train_window": f"{cand.start:%Y-%m-%d} .. {cand.end:%Y-%m-%d} (exclusive)",
-        "test_days": ", ".join(fig["test_days"]), "label_source": cand.label_source,
+        "test_days": ", ".join(fig["test_days"]),
+        "label_source": cand.label_source,
         "reliability": _reliability(fig["reliability"]),
-        "top_features": dg.MetadataValue.md("\n".join(
-            f"- {t['feature']}: AUC drop {t['auc_drop']:.4f}" for t in fig["top_features"])
-            or "none"),
+        "top_features": dg.MetadataValue.md(
+            "\n".join(
+                f"- {t['feature']}: AUC drop {t['auc_drop']:.4f}" for t in fig["top_features"]
+            )
+            or "none"
+        ),
         "by_fault_type": dg.MetadataValue.json(fig.get("by_fault_type", {})),
     }
 
@@ -141,8 +164,9 @@ def _risk_figures(cand: risk.Candidate, _: registry.ModelVersion) -> dict[str, A
         "champion (registry under ml/models/incident_risk)."
     ),
 )
-def incident_risk_model(context: dg.AssetExecutionContext, lake: LakeResource,
-                        config: TrainingConfig) -> dg.MaterializeResult:
+def incident_risk_model(
+    context: dg.AssetExecutionContext, lake: LakeResource, config: TrainingConfig
+) -> dg.MaterializeResult:
     """Train, evaluate and register a challenger when the champion is due."""
     return _check(context, lake, config, training.retrain_incident_risk, _risk_figures)
 
@@ -162,37 +186,48 @@ def incident_risk_model(context: dg.AssetExecutionContext, lake: LakeResource,
         "written until models/incident_risk has a champion."
     ),
 )
-def incident_risk_daily(context: dg.AssetExecutionContext, lake: LakeResource
-                        ) -> dg.MaterializeResult:
+def incident_risk_daily(
+    context: dg.AssetExecutionContext, lake: LakeResource
+) -> dg.MaterializeResult:
     """Score every entity hourly for the day with the champion."""
     lk, day = lake.lake(), context.partition_key
     found = risk.champion_scores(lk, date.fromisoformat(day), risk.IMPACT_FROM)
     if found is None:
         # No file rather than an empty one: the warehouse serves only tables with rows.
-        return dg.MaterializeResult(metadata={
-            "rows": 0, "model": "none yet",
-            "note": "models/incident_risk has no champion yet: materialize it (job "
-                    "ml_training), then this partition again"})
+        return dg.MaterializeResult(
+            metadata={
+                "rows": 0,
+                "model": "none yet",
+                "note": "models/incident_risk has no champion yet: materialize it (job "
+                "ml_training), then this partition again",
+            }
+        )
     lk.write_table(found.table, "gold", "incident_risk", {"dt": day})
     scored, n = found.scored, found.table.num_rows
     risky = scored[scored["probability"] >= risk.IMPACT_FROM]
     top = scored.sort_values("probability", ascending=False).drop_duplicates("entity_id")[:10]
-    return dg.MaterializeResult(metadata={
-        "rows": n, "entities": int(scored["entity_id"].nunique()),
-        "model": f"v{found.version}",
-        "mean_probability": round(float(scored["probability"].mean()), 5) if n else 0.0,
-        "max_probability": round(float(scored["probability"].max()), 5) if n else 0.0,
-        f"rows_at_least_{risk.IMPACT_FROM}": len(risky),
-        "top": dg.MetadataValue.md("\n".join(
-            f"- {r.entity_id} {r.ts:%H:%M} p={r.probability:.3f}"
-            + (f" → {', '.join(r.affected_businesses)}" if r.affected_businesses else "")
-            for r in top.itertuples()) or "none"),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "rows": n,
+            "entities": int(scored["entity_id"].nunique()),
+            "model": f"v{found.version}",
+            "mean_probability": round(float(scored["probability"].mean()), 5) if n else 0.0,
+            "max_probability": round(float(scored["probability"].max()), 5) if n else 0.0,
+            f"rows_at_least_{risk.IMPACT_FROM}": len(risky),
+            "top": dg.MetadataValue.md(
+                "\n".join(
+                    f"- {r.entity_id} {r.ts:%H:%M} p={r.probability:.3f}"
+                    + (f" → {', '.join(r.affected_businesses)}" if r.affected_businesses else "")
+                    for r in top.itertuples()
+                )
+                or "none"
+            ),
+        }
+    )
 
 
 # -- multi-metric anomaly detector ----------------------------------------------------------
-def _detector_figures(found: training.Detector, version: registry.ModelVersion
-                      ) -> dict[str, Any]:
+def _detector_figures(found: training.Detector, version: registry.ModelVersion) -> dict[str, Any]:
     """The challenger's held-out figures, types and trending metrics."""
     model = found.model
     rows = ["| type | metrics | grid rows |", "|---|---|---|"]
@@ -204,8 +239,9 @@ def _detector_figures(found: training.Detector, version: registry.ModelVersion
         "train_window": f"{found.train_days[0]} .. {found.train_days[-1]}",
         "test_day": found.test_day,
         "types": dg.MetadataValue.md("\n".join(rows)),
-        "trending": dg.MetadataValue.md("\n".join(f"- {t}: {m}" for t, m in model.trending)
-                                        or "none"),
+        "trending": dg.MetadataValue.md(
+            "\n".join(f"- {t}: {m}" for t, m in model.trending) or "none"
+        ),
     }
 
 
@@ -227,8 +263,9 @@ def _detector_figures(found: training.Detector, version: registry.ModelVersion
         "better); promoted only if better."
     ),
 )
-def anomaly_multivariate_model(context: dg.AssetExecutionContext, lake: LakeResource,
-                               config: TrainingConfig) -> dg.MaterializeResult:
+def anomaly_multivariate_model(
+    context: dg.AssetExecutionContext, lake: LakeResource, config: TrainingConfig
+) -> dg.MaterializeResult:
     """Fit, evaluate and register a challenger detector when the champion is due."""
     return _check(context, lake, config, training.retrain_multivariate, _detector_figures)
 
@@ -237,7 +274,7 @@ ml_training = dg.define_asset_job(
     "ml_training",
     selection=dg.AssetSelection.groups("models"),
     description="Check every model and retrain those that are due (age or drift); a "
-                "challenger replaces the champion only if it evaluates better.",
+    "challenger replaces the champion only if it evaluates better.",
     op_retry_policy=STEP_RETRY,
 )
 
@@ -247,9 +284,11 @@ ml_training_schedule = dg.ScheduleDefinition(
     job=ml_training,
     execution_timezone="UTC",
     description="Daily at 01:30 UTC, after the daily pipeline: retraining happens when a "
-                "champion is over a week behind the data or its inputs drifted.",
+    "champion is over a week behind the data or its inputs drifted.",
 )
 
-defs = dg.Definitions(assets=[incident_risk_model, anomaly_multivariate_model,
-                              incident_risk_daily],
-                      jobs=[ml_training], schedules=[ml_training_schedule])
+defs = dg.Definitions(
+    assets=[incident_risk_model, anomaly_multivariate_model, incident_risk_daily],
+    jobs=[ml_training],
+    schedules=[ml_training_schedule],
+)

@@ -12,8 +12,14 @@ PROBES_SOURCE = SourceSpec(
     source="probes",
     title="Synthetic probe results (HTTP and TCP checks)",
     fmt="json",
-    bronze=[BronzeTable("probe_results", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per probe check as reported.")],
+    bronze=[
+        BronzeTable(
+            "probe_results",
+            parser.parse,
+            parser.BRONZE_SCHEMA,
+            "One row per probe check as reported.",
+        )
+    ],
 )
 
 PROBES_SPEC = SilverTable(

@@ -34,8 +34,7 @@ FOLLOWUP = ("landing/quality", "bronze/quality_alerts", "silver/events", "gold/q
         "freshness; and the day's scores in gold/quality_scores (overall, table, source, metric)."
     ),
 )
-def quality_report(context: dg.AssetExecutionContext, lake: LakeResource
-                   ) -> dg.MaterializeResult:
+def quality_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     """Write the day's report and scores."""
     lk, day = lake.lake(), date.fromisoformat(context.partition_key)
     path = write_report(lk, day)
@@ -43,8 +42,13 @@ def quality_report(context: dg.AssetExecutionContext, lake: LakeResource
     lk.write_table(scores, "gold", "quality_scores", {"dt": day.isoformat()})
     overall = scores.filter([k == "overall" for k in scores.column("subject_kind").to_pylist()])
     value = overall.column("score")[0].as_py() if overall.num_rows else None
-    return dg.MaterializeResult(metadata={"path": path, "scores": scores.num_rows,
-                                          "overall_score": value if value is not None else -1})
+    return dg.MaterializeResult(
+        metadata={
+            "path": path,
+            "scores": scores.num_rows,
+            "overall_score": value if value is not None else -1,
+        }
+    )
 
 
 quality_followup = dg.define_asset_job(
@@ -55,13 +59,18 @@ quality_followup = dg.define_asset_job(
 )
 
 
-@dg.schedule(cron_schedule="50 0 * * *", job=quality_followup, execution_timezone="UTC",
-             description="Yesterday's quality follow-up, after the daily pipeline (00:30).")
+@dg.schedule(
+    cron_schedule="50 0 * * *",
+    job=quality_followup,
+    execution_timezone="UTC",
+    description="Yesterday's quality follow-up, after the daily pipeline (00:30).",
+)
 def quality_followup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Yesterday's partition."""
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
     return dg.RunRequest(run_key=yesterday, partition_key=yesterday)
 
 
-defs = dg.Definitions(assets=[quality_report], jobs=[quality_followup],
-                      schedules=[quality_followup_schedule])
+defs = dg.Definitions(
+    assets=[quality_report], jobs=[quality_followup], schedules=[quality_followup_schedule]
+)

@@ -45,48 +45,64 @@ class ServiceReportsConfig(dg.Config):
         "schedules start stopped."
     ),
 )
-def service_reports(context: dg.AssetExecutionContext, config: ServiceReportsConfig,
-                    lake: LakeResource) -> dg.MaterializeResult:
+def service_reports(
+    context: dg.AssetExecutionContext, config: ServiceReportsConfig, lake: LakeResource
+) -> dg.MaterializeResult:
     """Render, keep and send the configured reports."""
     for kind in config.kinds:
         report_kind(kind)
     if config.period and len(config.kinds) != 1:
-        raise ConfigError(f"period {config.period!r} names one kind's period; give exactly "
-                          "one kind with it")
-    rows = [produce(lake.settings(), kind, config.period, send_mail=config.send,
-                    say=context.log.info) for kind in config.kinds]
-    return dg.MaterializeResult(metadata={
-        "reports": dg.MetadataValue.md("\n".join(
-            f"- {r['kind']} {r['period']}: {r['pages']} pages, {r['bytes']:,} bytes, "
-            f"`{r['path']}`" + (f", e-mailed to {', '.join(r['emailed_to'])}"
-                                if r["emailed_to"] else "") for r in rows)),
-        "pages": sum(r["pages"] for r in rows),
-        "sha256": ", ".join(r["sha256"] for r in rows),
-    })
+        raise ConfigError(
+            f"period {config.period!r} names one kind's period; give exactly one kind with it"
+        )
+    rows = [
+        produce(lake.settings(), kind, config.period, send_mail=config.send, say=context.log.info)
+        for kind in config.kinds
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "reports": dg.MetadataValue.md(
+                "\n".join(
+                    f"- {r['kind']} {r['period']}: {r['pages']} pages, {r['bytes']:,} bytes, "
+                    f"`{r['path']}`"
+                    + (f", e-mailed to {', '.join(r['emailed_to'])}" if r["emailed_to"] else "")
+                    for r in rows
+                )
+            ),
+            "pages": sum(r["pages"] for r in rows),
+            "sha256": ", ".join(r["sha256"] for r in rows),
+        }
+    )
 
 
 service_reports_job = dg.define_asset_job(
     "service_reports",
     selection=[service_reports],
     description="Render the periodic service reports from the Superset screens, keep and "
-                "e-mail them.",
+    "e-mail them.",
     op_retry_policy=STEP_RETRY,
 )
 
 
 def _run(kind: str, period: str) -> dg.RunRequest:
     op = "gold__service_reports"
-    return dg.RunRequest(run_key=f"{kind}:{period}", run_config={
-        "ops": {op: {"config": {"kinds": [kind], "period": period}}}})
+    return dg.RunRequest(
+        run_key=f"{kind}:{period}",
+        run_config={"ops": {op: {"config": {"kinds": [kind], "period": period}}}},
+    )
 
 
 def _report_schedule(kind: str, cron: str, when: str) -> dg.ScheduleDefinition:
     """The schedule of ``kind`` reports: the period that ended yesterday, local time."""
 
-    @dg.schedule(name=f"{kind}_report_schedule", cron_schedule=cron, job=service_reports_job,
-                 execution_timezone="Asia/Shanghai",
-                 default_status=dg.DefaultScheduleStatus.STOPPED,
-                 description=f"{when}. Stopped by default: it needs Superset installed.")
+    @dg.schedule(
+        name=f"{kind}_report_schedule",
+        cron_schedule=cron,
+        job=service_reports_job,
+        execution_timezone="Asia/Shanghai",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"{when}. Stopped by default: it needs Superset installed.",
+    )
     def report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         day: date = context.scheduled_execution_time.date() - timedelta(days=1)
         return _run(kind, Period.containing(kind, day).label)
@@ -95,12 +111,16 @@ def _report_schedule(kind: str, cron: str, when: str) -> dg.ScheduleDefinition:
 
 
 report_schedules = [
-    _report_schedule("daily", "0 2 * * *",
-                     "Yesterday's daily report (after the daily pipeline and serving refresh)"),
+    _report_schedule(
+        "daily",
+        "0 2 * * *",
+        "Yesterday's daily report (after the daily pipeline and serving refresh)",
+    ),
     _report_schedule("weekly", "30 2 * * 1", "Last ISO week's report, Monday morning"),
     _report_schedule("monthly", "0 3 1 * *", "Last month's report, on the 1st"),
 ]
 
 
-defs = dg.Definitions(assets=[service_reports], jobs=[service_reports_job],
-                      schedules=report_schedules)
+defs = dg.Definitions(
+    assets=[service_reports], jobs=[service_reports_job], schedules=report_schedules
+)

@@ -31,8 +31,9 @@ class LakeResource(dg.ConfigurableResource):
             context.log.warning(f"could not sweep staged objects now ({exc}); the next run will")
             return
         if swept:
-            context.log.info(f"removed {swept} staged object(s) or spill(s) left by "
-                             "interrupted writes")
+            context.log.info(
+                f"removed {swept} staged object(s) or spill(s) left by interrupted writes"
+            )
 
     def settings(self) -> Settings:
         """Settings from the environment, with this resource's overrides."""

@@ -14,10 +14,20 @@ from opslake.metrics_catalog import tables
     group_name="serving",
     kinds={"duckdb"},
     owners=[OWNER],
-    deps=[*(dg.AssetKey(["gold", name]) for name in
-            ("metric_rollup_5m", "metric_rollup_1h", "entity_health", "business_health",
-             "service_levels", *tables.DESCRIPTIONS)),
-          *(k for a in metric_catalog.defs.assets for k in a.keys)],
+    deps=[
+        *(
+            dg.AssetKey(["gold", name])
+            for name in (
+                "metric_rollup_5m",
+                "metric_rollup_1h",
+                "entity_health",
+                "business_health",
+                "service_levels",
+                *tables.DESCRIPTIONS,
+            )
+        ),
+        *(k for a in metric_catalog.defs.assets for k in a.keys),
+    ],
     description=(
         "warehouse.duckdb: a copy of every gold table (all partitions; the streaming *_live "
         "tables stay views over their Parquet files), built beside the live file and swapped "
@@ -30,10 +40,12 @@ def warehouse(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mater
     settings = lake.settings()
     objects = build_warehouse(lake.lake(), settings.warehouse_path)
     context.log.info(f"warehouse at {settings.warehouse_path} serves {len(objects)} objects")
-    return dg.MaterializeResult(metadata={
-        "path": str(settings.warehouse_path),
-        **{f"rows/{o.name}": o.rows for o in objects},
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": str(settings.warehouse_path),
+            **{f"rows/{o.name}": o.rows for o in objects},
+        }
+    )
 
 
 defs = dg.Definitions(assets=[warehouse])

@@ -40,10 +40,17 @@ from opslake.settings import Settings
 ShardBuild = Callable[[Lake, str, int, dict, Settings], pa.Table | Iterable[pa.Table]]
 
 
-def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
-                        schema: pa.Schema, description: str, build: ShardBuild,
-                        bronze: Sequence[str] = (), shards: int | None = None
-                        ) -> dg.AssetsDefinition:
+def sharded_table_asset(
+    layer: str,
+    name: str,
+    *,
+    deps: Sequence[dg.AssetKey],
+    schema: pa.Schema,
+    description: str,
+    build: ShardBuild,
+    bronze: Sequence[str] = (),
+    shards: int | None = None,
+) -> dg.AssetsDefinition:
     """``daily_table_asset`` whose day is built in ``shards`` steps (``Settings.day_shards``).
 
     ``build`` is called once per shard; figures it records are summed over the shards,
@@ -52,9 +59,15 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
     shards = Settings.from_env().day_shards if shards is None else shards
     if shards == 1:
         return daily_table_asset(
-            layer, name, deps=deps, schema=schema, description=description, settings=True,
-            bronze=bronze, build=lambda lake, dt, metadata, settings: build(
-                lake, dt, 0, metadata, settings))
+            layer,
+            name,
+            deps=deps,
+            schema=schema,
+            description=description,
+            settings=True,
+            bronze=bronze,
+            build=lambda lake, dt, metadata, settings: build(lake, dt, 0, metadata, settings),
+        )
     specs = table_check_specs(layer, name)
     silvered = register_silver(layer, name, bronze)
 
@@ -64,16 +77,21 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
         out = as_chunks(build(lk, dt, shard, metadata, lake.settings()))
         check = partition_check(lake.landing(), layer, name, schema, dt, bronze)
         chunks = check.chunks(out) if check else out
-        lk.write_parts(layer, name, {"dt": dt},
-                       [(part_name(shard), counted(chunks, metadata, schema))], schema,
-                       prune=False)
+        lk.write_parts(
+            layer,
+            name,
+            {"dt": dt},
+            [(part_name(shard), counted(chunks, metadata, schema))],
+            schema,
+            prune=False,
+        )
         figures, rows = check.shard_figures() if check else ({}, QUARANTINE.empty_table())
         save_state(lk, layer, name, dt, shard, {"metadata": metadata, "check": figures}, rows)
-        context.log.info(f"shard {shard}/{shards} of {layer}/{name} {dt}: "
-                         f"{metadata['rows']} rows")
+        context.log.info(f"shard {shard}/{shards} of {layer}/{name} {dt}: {metadata['rows']} rows")
 
-    def merge_step(context: dg.OpExecutionContext, lake: LakeResource
-                   ) -> tuple[dict, list[dg.AssetCheckResult]]:
+    def merge_step(
+        context: dg.OpExecutionContext, lake: LakeResource
+    ) -> tuple[dict, list[dg.AssetCheckResult]]:
         lk, dt = lake.lake(), context.partition_key
         check = partition_check(lake.landing(), layer, name, schema, dt, bronze)
         states = load_states(lk, layer, name, dt, shards)
@@ -81,8 +99,7 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
             for figures, rows in states:
                 check.absorb(figures["check"], rows)
         # Parts of an earlier run with more shards would otherwise be read as this day's.
-        lk.prune_parts(layer, name, {"dt": dt},
-                       {f"{part_name(i)}.parquet" for i in range(shards)})
+        lk.prune_parts(layer, name, {"dt": dt}, {f"{part_name(i)}.parquet" for i in range(shards)})
         metadata = summed_metadata(states)
         checks = finish_checks(check, metadata, context) if check else []
         drop_states(lk, layer, name, dt)
@@ -90,13 +107,21 @@ def sharded_table_asset(layer: str, name: str, *, deps: Sequence[dg.AssetKey],
             mark_silvered(lk, name, dt, bronze_batch_ids(lk, bronze, dt), datetime.now(UTC))
         return metadata, checks
 
-    return fan_out_asset(key(layer, name), deps=deps, shards=shards, check_specs=specs,
-                         description=description, kinds={"parquet", "polars"},
-                         shard_step=shard_step, merge_step=merge_step)
+    return fan_out_asset(
+        key(layer, name),
+        deps=deps,
+        shards=shards,
+        check_specs=specs,
+        description=description,
+        kinds={"parquet", "polars"},
+        shard_step=shard_step,
+        merge_step=merge_step,
+    )
 
 
-def load_states(lake: Lake, layer: str, name: str, dt: str, shards: int
-                ) -> list[tuple[dict, pa.Table]]:
+def load_states(
+    lake: Lake, layer: str, name: str, dt: str, shards: int
+) -> list[tuple[dict, pa.Table]]:
     """What every shard of a day kept for the merge (``save_state``), in shard order."""
     return [load_state(lake, layer, name, dt, shard) for shard in range(shards)]
 
@@ -113,37 +138,51 @@ def summed_metadata(states: Sequence[tuple[dict, pa.Table]]) -> dict:
 #: Runs shard ``shard`` of the day of ``context`` and keeps what the merge needs.
 ShardStep = Callable[[dg.OpExecutionContext, LakeResource, int], None]
 #: Merges the day's shards: (materialization metadata, check results).
-MergeStep = Callable[[dg.OpExecutionContext, LakeResource],
-                     tuple[dict, list[dg.AssetCheckResult]]]
+MergeStep = Callable[[dg.OpExecutionContext, LakeResource], tuple[dict, list[dg.AssetCheckResult]]]
 
 
-def fan_out_asset(asset_key: dg.AssetKey, *, deps: Sequence[dg.AssetKey], shards: int,
-                  description: str, kinds: set[str], shard_step: ShardStep,
-                  merge_step: MergeStep, check_specs: Sequence[dg.AssetCheckSpec] = ()
-                  ) -> dg.AssetsDefinition:
+def fan_out_asset(
+    asset_key: dg.AssetKey,
+    *,
+    deps: Sequence[dg.AssetKey],
+    shards: int,
+    description: str,
+    kinds: set[str],
+    shard_step: ShardStep,
+    merge_step: MergeStep,
+    check_specs: Sequence[dg.AssetCheckSpec] = (),
+) -> dg.AssetsDefinition:
     """A daily asset computed as ``shards`` shard steps after ``deps``, then one merge step."""
     layer, name = asset_key.path
     stem = asset_key.to_python_identifier()
 
     def shard_op(shard: int) -> dg.OpDefinition:
-        @dg.op(name=f"{stem}_shard_{shard}",
-               ins={f"dep_{i}": dg.In(dg.Nothing) for i in range(len(deps))},
-               out=dg.Out(dg.Nothing), tags={"opslake/shard": str(shard)},
-               description=f"Shard {shard} of {shards} of {layer}/{name} for one day.")
+        @dg.op(
+            name=f"{stem}_shard_{shard}",
+            ins={f"dep_{i}": dg.In(dg.Nothing) for i in range(len(deps))},
+            out=dg.Out(dg.Nothing),
+            tags={"opslake/shard": str(shard)},
+            description=f"Shard {shard} of {shards} of {layer}/{name} for one day.",
+        )
         def run_shard(context: dg.OpExecutionContext, lake: LakeResource) -> None:
             shard_step(context, lake, shard)
 
         return run_shard
 
-    check_outs = {s.get_python_identifier(): dg.Out(dg.Nothing, is_required=False)
-                  for s in check_specs}
+    check_outs = {
+        s.get_python_identifier(): dg.Out(dg.Nothing, is_required=False) for s in check_specs
+    }
 
-    @dg.op(name=f"{stem}_merge", ins={f"shard_{i}": dg.In(dg.Nothing) for i in range(shards)},
-           out={"result": dg.Out(dg.Nothing), **check_outs},
-           description=f"Merges the {shards} shards of {layer}/{name} for one day: table "
-                       "checks, quarantine and the materialization.")
-    def merge(context: dg.OpExecutionContext, lake: LakeResource
-              ) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    @dg.op(
+        name=f"{stem}_merge",
+        ins={f"shard_{i}": dg.In(dg.Nothing) for i in range(shards)},
+        out={"result": dg.Out(dg.Nothing), **check_outs},
+        description=f"Merges the {shards} shards of {layer}/{name} for one day: table "
+        "checks, quarantine and the materialization.",
+    )
+    def merge(
+        context: dg.OpExecutionContext, lake: LakeResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         metadata, checks = merge_step(context, lake)
         yield dg.Output(None, "result", metadata=metadata)
         yield from checks
@@ -152,11 +191,21 @@ def fan_out_asset(asset_key: dg.AssetKey, *, deps: Sequence[dg.AssetKey], shards
     ins = {f"dep_{i}": dg.AssetIn(key=d, dagster_type=dg.Nothing) for i, d in enumerate(deps)}
 
     @dg.graph_multi_asset(
-        name=stem, ins=ins, partitions_def=DAILY, check_specs=check_specs, group_name=layer,
-        outs={"result": dg.AssetOut(key=asset_key, kinds=kinds, owners=[OWNER],
-                                    dagster_type=dg.Nothing,
-                                    description=f"{description} Built in {shards} shards "
-                                                "(OPSLAKE_SHARDS), one step each.")},
+        name=stem,
+        ins=ins,
+        partitions_def=DAILY,
+        check_specs=check_specs,
+        group_name=layer,
+        outs={
+            "result": dg.AssetOut(
+                key=asset_key,
+                kinds=kinds,
+                owners=[OWNER],
+                dagster_type=dg.Nothing,
+                description=f"{description} Built in {shards} shards "
+                "(OPSLAKE_SHARDS), one step each.",
+            )
+        },
     )
     def fanned_out(**upstream: object) -> dict:
         done = merge(**{f"shard_{i}": op(**upstream) for i, op in enumerate(shard_ops)})

@@ -19,8 +19,14 @@ ITSM = SourceSpec(
     source="itsm",
     title="ITSM ticket exports (incidents, requests, problems, changes; CSV)",
     fmt="csv",
-    bronze=[BronzeTable("itsm_tickets", parser.parse, parser.BRONZE_SCHEMA,
-                        "One row per exported ticket row, columns as in the export.")],
+    bronze=[
+        BronzeTable(
+            "itsm_tickets",
+            parser.parse,
+            parser.BRONZE_SCHEMA,
+            "One row per exported ticket row, columns as in the export.",
+        )
+    ],
 )
 
 TICKETS_SPEC = SilverTable(
@@ -37,21 +43,29 @@ TICKETS_SPEC = SilverTable(
 )
 
 
-
-
 def _service_levels(lake: Lake, dt: str, metadata: dict) -> pa.Table:
     tickets = lake.read_table("silver", "tickets", schema=TICKETS, dts=[dt])
     # Every handling event carried into silver (the same input gives the same day).
-    events = lake.read_table("silver", handling.SOURCE, schema=handling.ACTIONS_SCHEMA,
-                             dts=lake.partitions("silver", handling.SOURCE))
+    events = lake.read_table(
+        "silver",
+        handling.SOURCE,
+        schema=handling.ACTIONS_SCHEMA,
+        dts=lake.partitions("silver", handling.SOURCE),
+    )
     handled = handling.handled_incidents(lake, handling.fold(handling.events_of(events)))
     metadata["handled_incidents"] = handled.num_rows
     return service_levels(tickets, date.fromisoformat(dt), handled)
 
 
 gold_service_levels = daily_table_asset(
-    "gold", "service_levels", deps=[key("silver", "tickets"), key("silver", handling.SOURCE),
-                                    key("gold", "incidents"), key("gold", "incident_alerts")],
+    "gold",
+    "service_levels",
+    deps=[
+        key("silver", "tickets"),
+        key("silver", handling.SOURCE),
+        key("gold", "incidents"),
+        key("gold", "incident_alerts"),
+    ],
     schema=SERVICE_LEVELS_SCHEMA,
     build=_service_levels,
     description=(
@@ -63,5 +77,6 @@ gold_service_levels = daily_table_asset(
 )
 
 
-defs = dg.Definitions(assets=[*source_assets(ITSM), silver_asset(TICKETS_SPEC),
-                              gold_service_levels])
+defs = dg.Definitions(
+    assets=[*source_assets(ITSM), silver_asset(TICKETS_SPEC), gold_service_levels]
+)

@@ -18,14 +18,26 @@ from opslake.errors import OpsLakeError
 from opslake.settings import Settings
 
 #: The administrator vouching for an administrative command, and that admin's TOTP code.
-Admin = Annotated[str | None, typer.Option(
-    "--admin", envvar="OPSLAKE_ADMIN", show_envvar=False,
-    help="The administrator vouching for this command (needed once any administrator has a "
-         "TOTP authenticator; or OPSLAKE_ADMIN).")]
-AdminCode = Annotated[str | None, typer.Option(
-    "--totp", envvar="OPSLAKE_ADMIN_TOTP", show_envvar=False,
-    help="That administrator's current TOTP code (prompted for when not given; or "
-         "OPSLAKE_ADMIN_TOTP).")]
+Admin = Annotated[
+    str | None,
+    typer.Option(
+        "--admin",
+        envvar="OPSLAKE_ADMIN",
+        show_envvar=False,
+        help="The administrator vouching for this command (needed once any administrator has a "
+        "TOTP authenticator; or OPSLAKE_ADMIN).",
+    ),
+]
+AdminCode = Annotated[
+    str | None,
+    typer.Option(
+        "--totp",
+        envvar="OPSLAKE_ADMIN_TOTP",
+        show_envvar=False,
+        help="That administrator's current TOTP code (prompted for when not given; or "
+        "OPSLAKE_ADMIN_TOTP).",
+    ),
+]
 
 
 def second_factor(admin: str | None, code: str | None) -> str | None:
@@ -44,8 +56,10 @@ def second_factor(admin: str | None, code: str | None) -> str | None:
     if not admins:
         return None
     if not admin:
-        raise AuthError("administrative commands need an administrator to vouch with a TOTP "
-                        f"code: add --admin NAME (one of {', '.join(admins)})")
+        raise AuthError(
+            "administrative commands need an administrator to vouch with a TOTP "
+            f"code: add --admin NAME (one of {', '.join(admins)})"
+        )
     code = code or typer.prompt(f"TOTP code of {admin}", hide_input=True)
     role = next((u.role for u in users if u.name == admin), "")
     store.require_second_factor(Principal(user=admin, role=role, scopes=frozenset()), code)
@@ -53,8 +67,9 @@ def second_factor(admin: str | None, code: str | None) -> str | None:
 
 
 @contextmanager
-def vouched(action: str, target: str, admin: str | None, code: str | None,
-            **params: object) -> Iterator[dict[str, object]]:
+def vouched(
+    action: str, target: str, admin: str | None, code: str | None, **params: object
+) -> Iterator[dict[str, object]]:
     """Check the vouching admin's second factor, then record the command ``action`` on
     ``target`` in the audit log once it is done.
 
@@ -84,8 +99,14 @@ def _record(action: str, status: int, params: dict[str, object]) -> None:
     from opslake.security.audit import AuditLog
 
     audit = AuditLog.from_settings(Settings.from_env())
-    audit.append(who=operator(), role="cli", action=action, status=status, params=params,
-                 client=socket.gethostname())
+    audit.append(
+        who=operator(),
+        role="cli",
+        action=action,
+        status=status,
+        params=params,
+        client=socket.gethostname(),
+    )
     audit.close()
 
 

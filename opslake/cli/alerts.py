@@ -19,8 +19,11 @@ from rich.table import Table
 from opslake.cli._common import open_lake, stdout
 from opslake.settings import Settings
 
-app = typer.Typer(help="Alert management: incidents from convergence, root cause, enrichment, "
-                       "notification deliveries.", no_args_is_help=True)
+app = typer.Typer(
+    help="Alert management: incidents from convergence, root cause, enrichment, "
+    "notification deliveries.",
+    no_args_is_help=True,
+)
 
 
 def _log():
@@ -44,15 +47,18 @@ def _incidents(day: str, live: bool) -> list[dict]:
     lake = open_lake()
     table = LIVE_INCIDENTS if live else "incidents"
     if day not in lake.partitions("gold", table):
-        raise NotFoundError(f"no gold/{table} for {day}; run `opslake materialize` for it"
-                            + (" or start `opslake ui` so the live sensor runs" if live else ""))
+        raise NotFoundError(
+            f"no gold/{table} for {day}; run `opslake materialize` for it"
+            + (" or start `opslake ui` so the live sensor runs" if live else "")
+        )
     return lake.read_table("gold", table, dts=[day]).to_pylist()
 
 
 @app.command("incidents")
 def incidents(
-    day: Annotated[str | None, typer.Option(
-        "--day", help="UTC day (default: the newest day with incidents).")] = None,
+    day: Annotated[
+        str | None, typer.Option("--day", help="UTC day (default: the newest day with incidents).")
+    ] = None,
     live: Annotated[bool, typer.Option("--live", help="Today's live incidents.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Include muted incidents.")] = False,
 ) -> None:
@@ -63,24 +69,29 @@ def incidents(
     rows = [r for r in _incidents(day, live) if all_ or not r["muted"]]
     states = _log().states([r["incident_id"] for r in rows])
     table = Table(title=f"incidents {day}" + (" (live)" if live else ""))
-    for col in ("id", "started", "severity", "status", "handling", "alerts", "root cause",
-                "title"):
+    for col in ("id", "started", "severity", "status", "handling", "alerts", "root cause", "title"):
         table.add_column(col)
     for r in sorted(rows, key=lambda r: r["started_at"]):
         state = states.get(r["incident_id"], HandlingState(r["incident_id"]))
-        table.add_row(r["incident_id"], f"{r['started_at']:%H:%M:%S}",
-                      state.severity_override or r["severity"],
-                      r["status"] + (" (muted)" if r["muted"] else ""),
-                      state.handling_status + (f" → {state.assignee}" if state.assignee else ""),
-                      str(r["alert_count"]), r["root_cause"] or "-", r["title"])
+        table.add_row(
+            r["incident_id"],
+            f"{r['started_at']:%H:%M:%S}",
+            state.severity_override or r["severity"],
+            r["status"] + (" (muted)" if r["muted"] else ""),
+            state.handling_status + (f" → {state.assignee}" if state.assignee else ""),
+            str(r["alert_count"]),
+            r["root_cause"] or "-",
+            r["title"],
+        )
     stdout.print(table)
 
 
 @app.command("show")
 def show(
     incident_id: Annotated[str, typer.Argument(help="INC-… as listed by `alerts incidents`.")],
-    day: Annotated[str | None, typer.Option(
-        "--day", help="UTC day (default: the newest day with incidents).")] = None,
+    day: Annotated[
+        str | None, typer.Option("--day", help="UTC day (default: the newest day with incidents).")
+    ] = None,
     live: Annotated[bool, typer.Option("--live", help="Look in today's live incidents.")] = False,
 ) -> None:
     """One incident as JSON: ranked root causes with evidence, enrichment and its alerts."""
@@ -89,16 +100,33 @@ def show(
     day = _day(day, live)
     found = [r for r in _incidents(day, live) if r["incident_id"] == incident_id]
     if not found:
-        raise NotFoundError(f"no incident {incident_id} on {day}; list them with "
-                            "`opslake alerts incidents --day D`")
+        raise NotFoundError(
+            f"no incident {incident_id} on {day}; list them with `opslake alerts incidents --day D`"
+        )
     inc = found[0]
     table = "incident_alerts_live" if live else "incident_alerts"
-    alerts = [a for a in open_lake().read_table("gold", table, dts=[day]).to_pylist()
-              if a["incident_id"] == incident_id]
+    alerts = [
+        a
+        for a in open_lake().read_table("gold", table, dts=[day]).to_pylist()
+        if a["incident_id"] == incident_id
+    ]
     inc["root_causes"] = json.loads(inc["root_causes"])
     inc["enrichment"] = json.loads(inc["enrichment"])
-    inc["alerts"] = [{k: a[k] for k in ("alertname", "entity_id", "severity", "starts_at",
-                                        "ends_at", "occurrence", "muted_by")} for a in alerts]
+    inc["alerts"] = [
+        {
+            k: a[k]
+            for k in (
+                "alertname",
+                "entity_id",
+                "severity",
+                "starts_at",
+                "ends_at",
+                "occurrence",
+                "muted_by",
+            )
+        }
+        for a in alerts
+    ]
     inc["handling"] = _log().state(incident_id).as_dict()
     typer.echo(json.dumps(inc, ensure_ascii=False, indent=1, default=str))
 
@@ -116,8 +144,15 @@ def deliveries(
     for col in ("at", "incident", "transition", "receiver", "status", "attempts", "detail"):
         table.add_column(col)
     for d in sorted(log.records, key=lambda d: d.at):
-        table.add_row(d.at[11:19], d.incident_id, d.transition, d.receiver, d.status,
-                      str(d.attempts), d.detail[:60])
+        table.add_row(
+            d.at[11:19],
+            d.incident_id,
+            d.transition,
+            d.receiver,
+            d.status,
+            str(d.attempts),
+            d.detail[:60],
+        )
     stdout.print(table)
 
 
@@ -133,9 +168,11 @@ def rules() -> None:
     notify = NotifyConfig.load(directory)
     runbooks = RunbookIndex.load(directory)
     stdout.print(f"[bold]{directory}[/bold]")
-    stdout.print(f"grouping window {conv.window_s}s, max hops {conv.max_hops}, dedup "
-                  f"{conv.dedup_window_s}s; flapping {conv.flap_count} starts / "
-                  f"{conv.flap_window_s}s")
+    stdout.print(
+        f"grouping window {conv.window_s}s, max hops {conv.max_hops}, dedup "
+        f"{conv.dedup_window_s}s; flapping {conv.flap_count} starts / "
+        f"{conv.flap_window_s}s"
+    )
     for r in conv.inhibit:
         stdout.print(f"inhibit {r.name}: {r.description}")
     for r in conv.correlation:
@@ -145,20 +182,33 @@ def rules() -> None:
         stdout.print(f"receiver {name} ({rec.channel}): {state}")
     for route in notify.routes:
         stdout.print(f"route {route.name}: {list(route.receivers)}")
-    stdout.print(f"{len(runbooks.entries)} runbooks, "
-                  f"{sum(1 for r in runbooks.entries.values() if r.job)} with a job; "
-                  f"{sum(len(s) for s in notify.roster.values())} on-call shifts")
+    stdout.print(
+        f"{len(runbooks.entries)} runbooks, "
+        f"{sum(1 for r in runbooks.entries.values() if r.job)} with a job; "
+        f"{sum(len(s) for s in notify.roster.values())} on-call shifts"
+    )
 
 
 IncidentArg = Annotated[str, typer.Argument(help="INC-… as listed by `alerts incidents`.")]
-AsUser = Annotated[str, typer.Option(
-    "--as", help="The user acting (`opslake security users`): operations engineers handle, a "
-                 "department viewer may only comment on its departments' incidents.")]
+AsUser = Annotated[
+    str,
+    typer.Option(
+        "--as",
+        help="The user acting (`opslake security users`): operations engineers handle, a "
+        "department viewer may only comment on its departments' incidents.",
+    ),
+]
 Note = Annotated[str, typer.Option("--comment", help="A note kept with the action.")]
 
 
-def _handle(command: str, incident_id: str, action: str, as_user: str, comment: str = "",
-            **fields: str | None) -> None:
+def _handle(
+    command: str,
+    incident_id: str,
+    action: str,
+    as_user: str,
+    comment: str = "",
+    **fields: str | None,
+) -> None:
     """Record ``action`` on the incident as ``as_user``, audited as ``opslake alerts <command>``."""
     from opslake.alerting import handling
     from opslake.cli._admin import audited, operator
@@ -166,21 +216,37 @@ def _handle(command: str, incident_id: str, action: str, as_user: str, comment: 
 
     settings = Settings.from_env()
     given = {k: v for k, v in fields.items() if v is not None}
-    with audited(f"opslake alerts {command}", target=incident_id, acting_as=as_user,
-                 comment_chars=len(comment), **given) as recorded:
+    with audited(
+        f"opslake alerts {command}",
+        target=incident_id,
+        acting_as=as_user,
+        comment_chars=len(comment),
+        **given,
+    ) as recorded:
         identity = IdentityStore.sealed(settings)
         principal = handling.acting_as(identity, as_user)
         log = _log()
         handling.permit(principal, action, handling.incident_departments(log.lake, incident_id))
-        assignees = handling.Assignees.load(identity, settings.alerting_dir) \
-            if action == "assign" else handling.Assignees()
-        event, state = log.record(incident_id, action, principal.user,
-                                  via=f"cli:{operator()}@{socket.gethostname()}",
-                                  comment=comment, assignees=assignees, **fields)
+        assignees = (
+            handling.Assignees.load(identity, settings.alerting_dir)
+            if action == "assign"
+            else handling.Assignees()
+        )
+        event, state = log.record(
+            incident_id,
+            action,
+            principal.user,
+            via=f"cli:{operator()}@{socket.gethostname()}",
+            comment=comment,
+            assignees=assignees,
+            **fields,
+        )
         recorded["event_id"] = event.event_id
-    typer.echo(f"{event.event_id}: {action} by {event.actor} at {event.at:%Y-%m-%d %H:%M:%S}Z; "
-               f"{incident_id} is {state.handling_status}"
-               + (f", assigned to {state.assignee}" if state.assignee else ""))
+    typer.echo(
+        f"{event.event_id}: {action} by {event.actor} at {event.at:%Y-%m-%d %H:%M:%S}Z; "
+        f"{incident_id} is {state.handling_status}"
+        + (f", assigned to {state.assignee}" if state.assignee else "")
+    )
 
 
 @app.command("ack")
@@ -192,22 +258,34 @@ def ack(incident_id: IncidentArg, as_user: AsUser, comment: Note = "") -> None:
 @app.command("assign")
 def assign(
     incident_id: IncidentArg,
-    assignee: Annotated[str, typer.Argument(help="A user who handles incidents, or with "
-                                                 "--group an on-call group (oncall.yaml).")],
+    assignee: Annotated[
+        str,
+        typer.Argument(
+            help="A user who handles incidents, or with --group an on-call group (oncall.yaml)."
+        ),
+    ],
     as_user: AsUser,
-    group: Annotated[bool, typer.Option("--group", help="ASSIGNEE is an on-call group.")]
-    = False,
+    group: Annotated[bool, typer.Option("--group", help="ASSIGNEE is an on-call group.")] = False,
     comment: Note = "",
 ) -> None:
     """Assign an incident to a user or an on-call group."""
-    _handle("assign", incident_id, "assign", as_user, comment, assignee=assignee,
-            assignee_kind="group" if group else "user")
+    _handle(
+        "assign",
+        incident_id,
+        "assign",
+        as_user,
+        comment,
+        assignee=assignee,
+        assignee_kind="group" if group else "user",
+    )
 
 
 @app.command("comment")
-def comment_(incident_id: IncidentArg,
-             text: Annotated[str, typer.Argument(help="The comment.")], as_user: AsUser
-             ) -> None:
+def comment_(
+    incident_id: IncidentArg,
+    text: Annotated[str, typer.Argument(help="The comment.")],
+    as_user: AsUser,
+) -> None:
     """Comment on an incident."""
     _handle("comment", incident_id, "comment", as_user, text)
 
@@ -216,7 +294,8 @@ def comment_(incident_id: IncidentArg,
 def severity(
     incident_id: IncidentArg,
     level: Annotated[str, typer.Argument(help="critical, major, warning, minor or info.")],
-    as_user: AsUser, comment: Note = "",
+    as_user: AsUser,
+    comment: Note = "",
 ) -> None:
     """Change an incident's severity (overrides the one from its alerts)."""
     _handle("severity", incident_id, "severity", as_user, comment, severity=level)
@@ -243,12 +322,13 @@ def history(incident_id: IncidentArg) -> None:
     incident_departments(log.lake, incident_id)  # NotFoundError for an unknown incident
     events = log.events([incident_id])
     state = fold(events).get(incident_id, HandlingState(incident_id))
-    table = Table(title=f"{incident_id}: {state.handling_status}"
-                  + (f", assigned to {state.assignee}" if state.assignee else ""))
+    table = Table(
+        title=f"{incident_id}: {state.handling_status}"
+        + (f", assigned to {state.assignee}" if state.assignee else "")
+    )
     for col in ("#", "at (UTC)", "action", "actor", "via", "details"):
         table.add_column(col)
     for e in events:
         details = " ".join(x for x in (e.assignee, e.severity, e.comment) if x)
-        table.add_row(str(e.seq), f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.actor, e.via,
-                      details)
+        table.add_row(str(e.seq), f"{e.at:%Y-%m-%d %H:%M:%S}", e.action, e.actor, e.via, details)
     stdout.print(table)

@@ -19,8 +19,10 @@ from opslake.cli._common import console, stdout
 from opslake.errors import ConfigError
 from opslake.settings import Settings
 
-app = typer.Typer(help="The metrics catalog: validate, list, show, import/export, add/edit, "
-                       "publish, deprecate.", no_args_is_help=True)
+app = typer.Typer(
+    help="The metrics catalog: validate, list, show, import/export, add/edit, publish, deprecate.",
+    no_args_is_help=True,
+)
 
 
 def _catalog():
@@ -38,8 +40,10 @@ def validate() -> None:
     """Check every definition (exit code 2 with file:line and the fix for each problem)."""
     catalog = _catalog()
     metrics = catalog.metrics
-    stdout.print(f"{len(metrics.metrics)} metrics in {len(metrics.families)} families are "
-                 f"valid ({catalog.directory})")
+    stdout.print(
+        f"{len(metrics.metrics)} metrics in {len(metrics.families)} families are "
+        f"valid ({catalog.directory})"
+    )
 
 
 @app.command()
@@ -68,8 +72,16 @@ def list_(
     table = Table("id", "名称", "name", "category", "type", "unit", "status", "version")
     for m in found:
         latest = catalog.versions.latest(m.id)
-        table.add_row(m.id, m.name("zh-CN"), m.name("en"), m.category, m.type, m.unit,
-                      m.status, latest.version if latest else "-")
+        table.add_row(
+            m.id,
+            m.name("zh-CN"),
+            m.name("en"),
+            m.category,
+            m.type,
+            m.unit,
+            m.status,
+            latest.version if latest else "-",
+        )
     stdout.print(table)
     stdout.print(f"{len(found)} of {len(catalog.metrics.metrics)} metrics")
 
@@ -85,26 +97,43 @@ def show(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> None:
     catalog = _catalog()
     entry = catalog.entry(metric_id)
     m = entry.metric
-    stdout.print(f"[bold]{m.id}[/] {m.names.get('zh-CN')} / {m.names.get('en')} / "
-                 f"{m.names.get('zh-TW')}")
+    stdout.print(
+        f"[bold]{m.id}[/] {m.names.get('zh-CN')} / {m.names.get('en')} / {m.names.get('zh-TW')}"
+    )
     stdout.print(m.description)
-    for label, value in (("type", m.type), ("unit", m.unit), ("category", m.category),
-                         ("family", m.family), ("owner", m.owner), ("status", m.status),
-                         ("expression", expression(m.to_dict())),
-                         ("dimensions", ", ".join(m.dimensions) or "(estate total only)"),
-                         ("grains", ", ".join(m.grains)), ("tags", ", ".join(m.tags)),
-                         ("thresholds", m.to_dict().get("thresholds")), ("slo", m.slo), ("runbook", m.runbook),
-                         ("defined in", f"{m.source_file}:{m.source_line}")):
+    for label, value in (
+        ("type", m.type),
+        ("unit", m.unit),
+        ("category", m.category),
+        ("family", m.family),
+        ("owner", m.owner),
+        ("status", m.status),
+        ("expression", expression(m.to_dict())),
+        ("dimensions", ", ".join(m.dimensions) or "(estate total only)"),
+        ("grains", ", ".join(m.grains)),
+        ("tags", ", ".join(m.tags)),
+        ("thresholds", m.to_dict().get("thresholds")),
+        ("slo", m.slo),
+        ("runbook", m.runbook),
+        ("defined in", f"{m.source_file}:{m.source_line}"),
+    ):
         if value not in (None, ""):
             stdout.print(f"  {label:<11} {value}")
     versions = catalog.versions.history().get(m.id, [])
-    stdout.print(f"  {'version':<11} {entry.version.version if entry.version else '-'}"
-                 + ("" if entry.pending == "unchanged" else
-                    f" (the file has an unrecorded {entry.pending} change)"))
+    stdout.print(
+        f"  {'version':<11} {entry.version.version if entry.version else '-'}"
+        + (
+            ""
+            if entry.pending == "unchanged"
+            else f" (the file has an unrecorded {entry.pending} change)"
+        )
+    )
     for v in versions:
         fields = f": {', '.join(v.changed_fields)}" if v.changed_fields else ""
-        stdout.print(f"    {v.version:<8} {v.change:<9} {v.recorded_at:%Y-%m-%d %H:%M} "
-                     f"{v.recorded_by}{fields}")
+        stdout.print(
+            f"    {v.version:<8} {v.change:<9} {v.recorded_at:%Y-%m-%d %H:%M} "
+            f"{v.recorded_by}{fields}"
+        )
     edges = lineage(catalog.metrics, m.id, upstream_map(definitions().resolve_asset_graph()))
     tree = Tree(f"lineage of {m.id}")
     nodes = {f"metric:{m.id}": tree}
@@ -128,16 +157,23 @@ def versions(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> No
     catalog.get(metric_id)
     table = Table("version", "change", "fields", "status", "recorded", "by")
     for v in catalog.versions.history().get(metric_id, []):
-        table.add_row(v.version, v.change, ", ".join(v.changed_fields), v.status,
-                      f"{v.recorded_at:%Y-%m-%d %H:%M:%S}", v.recorded_by)
+        table.add_row(
+            v.version,
+            v.change,
+            ", ".join(v.changed_fields),
+            v.status,
+            f"{v.recorded_at:%Y-%m-%d %H:%M:%S}",
+            v.recorded_by,
+        )
     stdout.print(table)
 
 
 @app.command("export")
 def export_(
     fmt: Annotated[str, typer.Option("--format", "-f", help="yaml, json or csv.")] = "yaml",
-    output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="File (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
 ) -> None:
     """Export every definition (bulk export)."""
     text = _catalog().export_text(fmt)
@@ -151,22 +187,25 @@ def export_(
 @app.command("import")
 def import_(
     source: Annotated[Path, typer.Argument(help="An export (yaml, json or csv).")],
-    fmt: Annotated[str | None, typer.Option("--format", "-f",
-                                            help="Default: from the file suffix.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="Default: from the file suffix.")
+    ] = None,
 ) -> None:
     """Import definitions (bulk import): merged by id; nothing is written unless all validate."""
     if not source.is_file():
         raise ConfigError(f"no file {source}")
     fmt = fmt or {".yml": "yaml", ".yaml": "yaml", ".json": "json", ".csv": "csv"}.get(
-        source.suffix.lower(), "")
+        source.suffix.lower(), ""
+    )
     written = _catalog().import_text(source.read_text(encoding="utf-8"), fmt, by=_who())
     for path in written:
         stdout.print(f"wrote {path}")
 
 
 def _prompt_list(label: str, default: tuple[str, ...] | list[str]) -> list[str]:
-    text = typer.prompt(label + " (comma-separated, '-' for none)", default=",".join(default)
-                        or "-")
+    text = typer.prompt(
+        label + " (comma-separated, '-' for none)", default=",".join(default) or "-"
+    )
     return [] if text.strip() == "-" else [t.strip() for t in text.split(",") if t.strip()]
 
 
@@ -180,11 +219,13 @@ def _prompt_metric(current: dict[str, Any]) -> dict[str, Any]:
         UNITS,
     )
 
-    def ask(label: str, key: str, choices: tuple[str, ...] | None = None,
-            required: bool = True) -> str | None:
+    def ask(
+        label: str, key: str, choices: tuple[str, ...] | None = None, required: bool = True
+    ) -> str | None:
         hint = f" [{'/'.join(choices)}]" if choices else ""
-        value = typer.prompt(f"{label}{hint}", default=current.get(key) or ("" if required
-                                                                            else "-"))
+        value = typer.prompt(
+            f"{label}{hint}", default=current.get(key) or ("" if required else "-")
+        )
         value = value.strip()
         if not required and value in ("", "-"):
             return None
@@ -194,8 +235,10 @@ def _prompt_metric(current: dict[str, Any]) -> dict[str, Any]:
 
     names = current.get("names", {})
     out: dict[str, Any] = {"id": ask("id", "id")}
-    out["names"] = {lang: typer.prompt(f"name ({lang})", default=names.get(lang) or "")
-                    for lang in ("zh-CN", "en", "zh-TW")}
+    out["names"] = {
+        lang: typer.prompt(f"name ({lang})", default=names.get(lang) or "")
+        for lang in ("zh-CN", "en", "zh-TW")
+    }
     out["description"] = ask("description", "description")
     out["unit"] = ask("unit", "unit", UNITS)
     out["category"] = ask("category", "category", CATEGORIES)
@@ -205,22 +248,27 @@ def _prompt_metric(current: dict[str, Any]) -> dict[str, Any]:
     if out["type"] == "simple":
         measure = current.get("measure", {})
         out["model"] = ask("model", "model")
-        out["measure"] = {"agg": typer.prompt(f"aggregation [{'/'.join(AGGREGATIONS)}]",
-                                              default=measure.get("agg", "avg")),
-                          "expr": typer.prompt("expression", default=measure.get("expr", "value"))}
+        out["measure"] = {
+            "agg": typer.prompt(
+                f"aggregation [{'/'.join(AGGREGATIONS)}]", default=measure.get("agg", "avg")
+            ),
+            "expr": typer.prompt("expression", default=measure.get("expr", "value")),
+        }
         out["filter"] = ask("filter", "filter", required=False)
     elif out["type"] == "ratio":
         out["numerator"] = ask("numerator metric", "numerator")
         out["denominator"] = ask("denominator metric", "denominator")
     elif out["type"] == "derived":
-        pairs = _prompt_list("inputs alias=metric", [f"{a}={i}" for a, i in
-                                                     current.get("inputs", {}).items()])
+        pairs = _prompt_list(
+            "inputs alias=metric", [f"{a}={i}" for a, i in current.get("inputs", {}).items()]
+        )
         out["inputs"] = dict(p.split("=", 1) for p in pairs)
         out["expr"] = ask("expression over the aliases", "expr")
     else:
         out["base"] = ask("base metric", "base")
-        out["window_days"] = int(typer.prompt("window (days)",
-                                              default=str(current.get("window_days", 7))))
+        out["window_days"] = int(
+            typer.prompt("window (days)", default=str(current.get("window_days", 7)))
+        )
     out["dimensions"] = _prompt_list("dimensions", current.get("dimensions", ["entity"]))
     out["grains"] = _prompt_list("grains", current.get("grains", ["1h", "1d"]))
     tags = _prompt_list("tags", current.get("tags", []))
@@ -248,8 +296,9 @@ def edit(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> None:
         if key in metric.to_dict():
             data.setdefault(key, metric.to_dict()[key])
     if data["id"] != metric_id:
-        raise ConfigError("the id of a metric cannot change; add a new metric and deprecate "
-                          "this one")
+        raise ConfigError(
+            "the id of a metric cannot change; add a new metric and deprecate this one"
+        )
     version = catalog.upsert(data, family=metric.family, by=_who())
     stdout.print(f"{metric_id} is now version {version.version} ({version.change})")
 
@@ -274,12 +323,15 @@ def deprecate(metric_id: Annotated[str, typer.Argument(help="Metric id.")]) -> N
 @app.command()
 def query(
     metric_id: Annotated[str, typer.Argument(help="Metric id.")],
-    from_: Annotated[str | None, typer.Option("--from", help="First day (default: the last "
-                                              "computed day).")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day (default: the last computed day).")
+    ] = None,
     to: Annotated[str | None, typer.Option(help="Last day (default: --from).")] = None,
     grain: Annotated[str, typer.Option(help="1h or 1d.")] = "1d",
-    scope: Annotated[str, typer.Option(help="all, entity, business, department, region, "
-                                            "object_kind or object_type.")] = "all",
+    scope: Annotated[
+        str,
+        typer.Option(help="all, entity, business, department, region, object_kind or object_type."),
+    ] = "all",
     where: Annotated[list[str] | None, typer.Option(help="column=value, repeatable.")] = None,
     live: Annotated[bool, typer.Option(help="Read the near-real-time hours.")] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
@@ -311,8 +363,17 @@ def query(
             raise ConfigError(f"--where {term!r}: write column=value")
         filters[column.strip()] = value.strip()
     start, end = day_range(first, last)
-    rows = run_query(catalog.lake, metric, start=start, end=end, grain=grain, scope=scope,
-                     where=filters, live=live, principal=("cli", _who()))
+    rows = run_query(
+        catalog.lake,
+        metric,
+        start=start,
+        end=end,
+        grain=grain,
+        scope=scope,
+        where=filters,
+        live=live,
+        principal=("cli", _who()),
+    )
     if fmt == "csv":
         sink = io.BytesIO()
         pacsv.write_csv(rows, sink)
@@ -320,12 +381,20 @@ def query(
     elif fmt == "json":
         sys.stdout.write(json.dumps(rows.to_pylist(), default=str, ensure_ascii=False) + "\n")
     elif fmt == "table":
-        table = Table(*rows.column_names[:-3], "version",
-                      title=f"{metric.name('zh-CN')} / {metric.name('en')} ({metric.unit})")
+        table = Table(
+            *rows.column_names[:-3],
+            "version",
+            title=f"{metric.name('zh-CN')} / {metric.name('en')} ({metric.unit})",
+        )
         for row in rows.to_pylist():
             cells = [row[c] for c in rows.column_names[:-4]] + [row["value"]]
-            table.add_row(*("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
-                            for v in cells), row["metric_version"])
+            table.add_row(
+                *(
+                    "" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+                    for v in cells
+                ),
+                row["metric_version"],
+            )
         stdout.print(table)
         stdout.print(f"{rows.num_rows} rows")
     else:
@@ -348,6 +417,8 @@ def map_() -> None:
             for m in sorted(families[family], key=lambda m: m.id):
                 latest = catalog.versions.latest(m.id)
                 inputs = f" ← {', '.join(m.upstream_metrics())}" if m.upstream_metrics() else ""
-                node.add(f"{m.id}  {m.name('zh-CN')}  [dim]{m.type} · {m.status} · {m.owner} · "
-                         f"v{latest.version if latest else '-'}{inputs}[/]")
+                node.add(
+                    f"{m.id}  {m.name('zh-CN')}  [dim]{m.type} · {m.status} · {m.owner} · "
+                    f"v{latest.version if latest else '-'}{inputs}[/]"
+                )
     stdout.print(tree)

@@ -19,9 +19,11 @@ from opslake.settings import Settings
 if TYPE_CHECKING:
     from opslake.orchestration.cluster import Cluster, StepRun
 
-app = typer.Typer(help="Local scale-out cluster: PostgreSQL (Dagster's instance), an S3 "
-                       "endpoint (the lake), a Dask scheduler and workers.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Local scale-out cluster: PostgreSQL (Dagster's instance), an S3 "
+    "endpoint (the lake), a Dask scheduler and workers.",
+    no_args_is_help=True,
+)
 # Piped output (make, CI logs, tests) gets wide lines instead of rich's 80-column default.
 
 
@@ -58,12 +60,15 @@ def status() -> None:
     parts = _cluster().status()
     table = Table("part", "pid", "port", "health", "detail", title="opslake cluster")
     for part in parts:
-        table.add_row(part.name, str(part.pid or "–"), str(part.port or "–"), part.health,
-                      part.detail)
+        table.add_row(
+            part.name, str(part.pid or "–"), str(part.port or "–"), part.health, part.detail
+        )
     stdout.print(table)
     if down := [p.name for p in parts if p.health not in ("up", "external")]:
-        raise ClusterError(f"not up: {', '.join(down)}; run `opslake cluster up --workers N` "
-                           "(logs under the state dir, cluster/logs/)")
+        raise ClusterError(
+            f"not up: {', '.join(down)}; run `opslake cluster up --workers N` "
+            "(logs under the state dir, cluster/logs/)"
+        )
 
 
 @app.command("env")
@@ -82,5 +87,6 @@ def print_steps(steps: Sequence[StepRun]) -> None:
     per_worker: dict[str, int] = {}
     for step in steps:
         per_worker[step.worker] = per_worker.get(step.worker, 0) + 1
-    console.print("steps per worker: " + ", ".join(f"{w}={n}" for w, n in
-                                                   sorted(per_worker.items())))
+    console.print(
+        "steps per worker: " + ", ".join(f"{w}={n}" for w, n in sorted(per_worker.items()))
+    )

@@ -19,8 +19,9 @@ app = typer.Typer(help="The landing zone: retention of landed batches.", no_args
 
 @app.command("purge")
 def purge(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be purged; "
-                                          "change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be purged; change nothing.")
+    ] = False,
     admin: Admin = None,
     totp: AdminCode = None,
 ) -> None:
@@ -29,19 +30,30 @@ def purge(
 
     settings = Settings.from_env()
     if not settings.landing_retention_days:
-        typer.echo("landing retention is off (OPSLAKE_LANDING_RETENTION_DAYS=0 keeps landing "
-                   "forever): nothing to purge; set it to a number of days to purge")
+        typer.echo(
+            "landing retention is off (OPSLAKE_LANDING_RETENTION_DAYS=0 keeps landing "
+            "forever): nothing to purge; set it to a number of days to purge"
+        )
         return
     # Landing is the only copy of what arrived: removing it is an administrator's act.
     vouching = None if dry_run else second_factor(admin, totp)
-    report = purge_landing(settings, dry_run=dry_run, who=operator(), role="cli",
-                           client=socket.gethostname(), admin=vouching)
+    report = purge_landing(
+        settings,
+        dry_run=dry_run,
+        who=operator(),
+        role="cli",
+        client=socket.gethostname(),
+        admin=vouching,
+    )
     verb = "would purge" if dry_run else "purged"
     for batch in report.purged:
-        typer.echo(f"{verb} {batch.source} {batch.dt} {batch.batch_id} "
-                   f"({batch.stored_bytes:,} bytes)")
+        typer.echo(
+            f"{verb} {batch.source} {batch.dt} {batch.batch_id} ({batch.stored_bytes:,} bytes)"
+        )
     for batch, reason in report.kept:
         typer.echo(f"kept {batch.source} {batch.dt} {batch.batch_id}: {reason}")
-    typer.echo(f"{verb} {len(report.purged)} batch(es), {report.purged_bytes:,} bytes, of days "
-               f"before {report.cutoff}; kept {len(report.kept)} (reasons above)"
-               + ("" if dry_run else "; recorded in the audit log"))
+    typer.echo(
+        f"{verb} {len(report.purged)} batch(es), {report.purged_bytes:,} bytes, of days "
+        f"before {report.cutoff}; kept {len(report.kept)} (reasons above)"
+        + ("" if dry_run else "; recorded in the audit log")
+    )

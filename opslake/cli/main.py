@@ -29,19 +29,37 @@ from opslake.errors import OpsLakeError
 # pyspark warns on import about pandas 3, which nothing here asks pyspark to handle.
 warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
 
-app = typer.Typer(help="OpsLake: the AIOps lakehouse of a unified government ops centre.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-for command in (pipeline.simulate, pipeline.materialize, pipeline.status, service.ui,
-                service.serve):
+app = typer.Typer(
+    help="OpsLake: the AIOps lakehouse of a unified government ops centre.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+for command in (
+    pipeline.simulate,
+    pipeline.materialize,
+    pipeline.status,
+    service.ui,
+    service.serve,
+):
     app.command()(command)
 app.command("quarantine")(pipeline.quarantine_show)
-for name, group in (("warehouse", pipeline.warehouse_app), ("catalog", catalog_app),
-                    ("quality", quality_app), ("ml", ml_app), ("alerts", alerts_app),
-                    ("security", security_app), ("audit", audit_app),
-                    ("subscriptions", subscriptions_app), ("screens", screens_app),
-                    ("reports", reports_app), ("cluster", cluster_app),
-                    ("backup", backup_app), ("landing", landing_app), ("tls", service.tls_app),
-                    ("tasks", tasks_app)):
+for name, group in (
+    ("warehouse", pipeline.warehouse_app),
+    ("catalog", catalog_app),
+    ("quality", quality_app),
+    ("ml", ml_app),
+    ("alerts", alerts_app),
+    ("security", security_app),
+    ("audit", audit_app),
+    ("subscriptions", subscriptions_app),
+    ("screens", screens_app),
+    ("reports", reports_app),
+    ("cluster", cluster_app),
+    ("backup", backup_app),
+    ("landing", landing_app),
+    ("tls", service.tls_app),
+    ("tasks", tasks_app),
+):
     app.add_typer(group, name=name)
 
 
@@ -63,8 +81,10 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except OSError as exc:  # the lake's file system or object store failed under a command
-        console.print(f"[red]error:[/] the lake's storage failed: {exc}. Check OPSLAKE_HOME "
-                      "(and OPSLAKE_S3_ENDPOINT for S3), free space and permissions, then run "
-                      "the command again: landing writes are atomic, so nothing half-written "
-                      "is kept")
+        console.print(
+            f"[red]error:[/] the lake's storage failed: {exc}. Check OPSLAKE_HOME "
+            "(and OPSLAKE_S3_ENDPOINT for S3), free space and permissions, then run "
+            "the command again: landing writes are atomic, so nothing half-written "
+            "is kept"
+        )
         sys.exit(1)

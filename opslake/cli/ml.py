@@ -14,20 +14,33 @@ import typer
 from opslake.cli._common import open_lake
 from opslake.settings import Settings
 
-app = typer.Typer(help="Intelligent analysis: anomaly detection on NAB, forecast backtests, "
-                       "event-risk evaluation and the model registry.", no_args_is_help=True)
+app = typer.Typer(
+    help="Intelligent analysis: anomaly detection on NAB, forecast backtests, "
+    "event-risk evaluation and the model registry.",
+    no_args_is_help=True,
+)
 
 
 @app.command("evaluate-nab")
 def evaluate_nab(
     data: Annotated[Path, typer.Option(help="NAB's data folder (category folders of CSVs).")],
     windows: Annotated[Path, typer.Option(help="NAB's combined_windows.json.")],
-    scores_out: Annotated[Path | None, typer.Option(
-        "--scores-out", help="Also write each file's per-row scores "
-        "(timestamp,value,anomaly_score) under the same relative path here.")] = None,
-    cv: Annotated[str | None, typer.Option(
-        "--cv", help="'category': leave-one-category-out; each category is scored at the "
-        "threshold chosen on the others, and all of them combined.")] = None,
+    scores_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores-out",
+            help="Also write each file's per-row scores "
+            "(timestamp,value,anomaly_score) under the same relative path here.",
+        ),
+    ] = None,
+    cv: Annotated[
+        str | None,
+        typer.Option(
+            "--cv",
+            help="'category': leave-one-category-out; each category is scored at the "
+            "threshold chosen on the others, and all of them combined.",
+        ),
+    ] = None,
 ) -> None:
     """Score the production detector on NAB-format series; print the normalised scores."""
     from opslake.ml import detect, nab
@@ -55,14 +68,24 @@ def evaluate_nab(
 
 @app.command("backtest")
 def backtest(
-    nab_dir: Annotated[Path | None, typer.Option(
-        "--nab", help="A folder of NAB CSVs (e.g. ../shared/data/nab/data/realKnownCause).")] = None,
-    estate: Annotated[bool, typer.Option(
-        "--estate", help="Backtest the lake's silver metric points (OPSLAKE_HOME).")] = False,
+    nab_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--nab", help="A folder of NAB CSVs (e.g. ../shared/data/nab/data/realKnownCause)."
+        ),
+    ] = None,
+    estate: Annotated[
+        bool,
+        typer.Option("--estate", help="Backtest the lake's silver metric points (OPSLAKE_HOME)."),
+    ] = False,
     folds: Annotated[int, typer.Option(min=1, help="Forecast origins, one horizon apart.")] = 3,
-    prophet: Annotated[str, typer.Option(
-        help="Estate series Prophet runs on: 'capacity' (the catalog's capacity_planning "
-             "metrics, as in production) or 'sample' (a few of every metric).")] = "capacity",
+    prophet: Annotated[
+        str,
+        typer.Option(
+            help="Estate series Prophet runs on: 'capacity' (the catalog's capacity_planning "
+            "metrics, as in production) or 'sample' (a few of every metric)."
+        ),
+    ] = "capacity",
 ) -> None:
     """Rolling-origin forecast backtests against seasonal naive; prints one JSON object."""
     from opslake.errors import ConfigError
@@ -75,8 +98,13 @@ def backtest(
         out["nab"] = bt.backtest_nab(nab_dir, folds=folds)
     if estate:
         settings = Settings.from_env()
-        out["estate"] = bt.backtest_estate(open_lake(), folds=folds, timezone=settings.timezone,
-                                           prophet=prophet, metrics_dir=settings.metrics_dir)
+        out["estate"] = bt.backtest_estate(
+            open_lake(),
+            folds=folds,
+            timezone=settings.timezone,
+            prophet=prophet,
+            metrics_dir=settings.metrics_dir,
+        )
     typer.echo(json.dumps(out, ensure_ascii=False, default=str))
 
 
@@ -100,17 +128,26 @@ def risk_evaluate(
         raise ConfigError(f"--from/--to must be YYYY-MM-DD (got {start!r}, {end!r})") from None
     lake = open_lake()
     faults = feats.load_faults(lake)
-    rows = feats.build_features(feats.load_inputs(lake, first, last), first, last,
-                                horizon_h=horizon)
+    rows = feats.build_features(
+        feats.load_inputs(lake, first, last), first, last, horizon_h=horizon
+    )
     rows["label"] = feats.label(rows, faults, horizon)
-    typer.echo(json.dumps(risk.evaluate(rows, test_days=test_days, faults=faults),
-                          ensure_ascii=False, default=str))
+    typer.echo(
+        json.dumps(
+            risk.evaluate(rows, test_days=test_days, faults=faults), ensure_ascii=False, default=str
+        )
+    )
 
 
 @app.command("train")
 def train(
-    force: Annotated[bool, typer.Option(help="Train challengers even when the champions are "
-                                        "not due (they must still evaluate better).")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Train challengers even when the champions are "
+            "not due (they must still evaluate better)."
+        ),
+    ] = False,
 ) -> None:
     """Run the ml_training job now (recorded in Dagster) and print each model's decision."""
     from opslake.orchestration import runner
@@ -128,8 +165,10 @@ def train(
 
 @app.command("models")
 def models(
-    name: Annotated[str | None, typer.Argument(help="A model: list its versions and "
-                                               "champion/challenger decisions.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A model: list its versions and champion/challenger decisions."),
+    ] = None,
 ) -> None:
     """The model registry: models, or one model's versions and decisions."""
     from dataclasses import asdict
@@ -138,13 +177,20 @@ def models(
 
     lake = open_lake()
     if name is None:
-        out: object = [{"name": n, "versions": len(registry.versions(lake, n)),
-                        "champion": getattr(registry.champion(lake, n), "version", None)}
-                       for n in registry.models(lake)]
+        out: object = [
+            {
+                "name": n,
+                "versions": len(registry.versions(lake, n)),
+                "champion": getattr(registry.champion(lake, n), "version", None),
+            }
+            for n in registry.models(lake)
+        ]
     else:
-        out = {"versions": [_public(asdict(v)) for v in registry.versions(lake, name)],
-               "champion": _public(asdict(c)) if (c := registry.champion(lake, name)) else None,
-               "decisions": [_public(asdict(d)) for d in registry.decisions(lake, name)]}
+        out = {
+            "versions": [_public(asdict(v)) for v in registry.versions(lake, name)],
+            "champion": _public(asdict(c)) if (c := registry.champion(lake, name)) else None,
+            "decisions": [_public(asdict(d)) for d in registry.decisions(lake, name)],
+        }
     typer.echo(json.dumps(out, ensure_ascii=False, default=str, indent=1))
 
 
@@ -155,13 +201,26 @@ def _public(record: dict) -> dict:
 
 @app.command("evaluate-rca")
 def evaluate_rca(
-    data: Annotated[Path, typer.Option(help="Cases in the PetShop layout: <scenario>/graph.csv, "
-                                       "<scenario>/noissue/, <scenario>/<split>/issue_N/.")],
-    rankings_out: Annotated[Path, typer.Option(
-        "--rankings-out", help="Write {\"<scenario>/<split>/issue_N\": [node, … best first]} "
-        "here (JSON).")],
-    loso: Annotated[bool, typer.Option(help="Also the leave-one-scenario-out figure (knobs "
-                                       "chosen on the other scenarios).")] = True,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Cases in the PetShop layout: <scenario>/graph.csv, "
+            "<scenario>/noissue/, <scenario>/<split>/issue_N/."
+        ),
+    ],
+    rankings_out: Annotated[
+        Path,
+        typer.Option(
+            "--rankings-out",
+            help='Write {"<scenario>/<split>/issue_N": [node, … best first]} here (JSON).',
+        ),
+    ],
+    loso: Annotated[
+        bool,
+        typer.Option(
+            help="Also the leave-one-scenario-out figure (knobs chosen on the other scenarios)."
+        ),
+    ] = True,
 ) -> None:
     """Rank the root cause of every case with the production ranking; print top-1/top-3."""
     from opslake.ml import petshop
@@ -175,8 +234,12 @@ def evaluate_rca(
 
 @app.command("evaluate-estate")
 def evaluate_estate(
-    start: Annotated[str | None, typer.Option(
-        "--from", help="First day whose faults are judged (default: the simulated window).")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="First day whose faults are judged (default: the simulated window)."
+        ),
+    ] = None,
     end: Annotated[str | None, typer.Option("--to", help="Last day judged.")] = None,
     faults: Annotated[bool, typer.Option(help="Also print each fault's ranking.")] = False,
 ) -> None:
@@ -193,8 +256,11 @@ def evaluate_estate(
         truth = estate_eval.load_truth(lake)
         try:
             first = date.fromisoformat(start or truth.window["start"])
-            last = date.fromisoformat(end) if end else \
-                date.fromisoformat(truth.window["end"]) - timedelta(days=1)
+            last = (
+                date.fromisoformat(end)
+                if end
+                else date.fromisoformat(truth.window["end"]) - timedelta(days=1)
+            )
         except ValueError:
             raise ConfigError(f"--from/--to must be YYYY-MM-DD (got {start!r}, {end!r})") from None
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]

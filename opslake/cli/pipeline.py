@@ -19,22 +19,34 @@ if TYPE_CHECKING:
     from opslake.orchestration.progress import Step
     from opslake.orchestration.runner import RunDay
 
-warehouse_app = typer.Typer(help="The serving warehouse (DuckDB, read-only for readers).",
-                            no_args_is_help=True)
+warehouse_app = typer.Typer(
+    help="The serving warehouse (DuckDB, read-only for readers).", no_args_is_help=True
+)
 
 
 def simulate(
-    entities: Annotated[int, typer.Option(min=30, help="Approximate number of managed objects.")] = 500,
+    entities: Annotated[
+        int, typer.Option(min=30, help="Approximate number of managed objects.")
+    ] = 500,
     days: Annotated[int, typer.Option(min=1, help="Number of days to simulate.")] = 3,
-    start: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD); default: "
-                                              "so that the last day is yesterday (UTC).")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="First day (YYYY-MM-DD); default: so that the last day is yesterday (UTC)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
     step: Annotated[int, typer.Option(min=10, help="Metric resolution in seconds.")] = 60,
-    realistic: Annotated[bool, typer.Option(
-        "--realistic", help="An imperfect CMDB (about 10 % of relations missing or stale, "
-        "some unknown VMs and containers), faults that also reach CIs off the recorded "
-        "topology, and unrelated anomalies overlapping faults; the ground truth records "
-        "the real topology.")] = False,
+    realistic: Annotated[
+        bool,
+        typer.Option(
+            "--realistic",
+            help="An imperfect CMDB (about 10 % of relations missing or stale, "
+            "some unknown VMs and containers), faults that also reach CIs off the recorded "
+            "topology, and unrelated anomalies overlapping faults; the ground truth records "
+            "the real topology.",
+        ),
+    ] = False,
 ) -> None:
     """Land a simulated province estate (all five object kinds) in the real source formats."""
     from opslake.lake.landing import LandingZone
@@ -55,31 +67,55 @@ def simulate(
             bar.update(tasks[stage], completed=done, total=total)
 
         truth = run_simulation(config, zone, progress=report)
-    console.print(f"[green]simulated[/] {days} day(s) from {first} into {settings.home}: "
-                  + ", ".join(f"{name}={truth.count(name):,}" for name in truth.counts)
-                  + f"; {len(truth.faults)} faults with known root causes")
+    console.print(
+        f"[green]simulated[/] {days} day(s) from {first} into {settings.home}: "
+        + ", ".join(f"{name}={truth.count(name):,}" for name in truth.counts)
+        + f"; {len(truth.faults)} faults with known root causes"
+    )
     if truth.realism:
         r = truth.realism
-        console.print(f"realistic: the CMDB misses {len(r['missing_relations']):,} relations, "
-                      f"records {len(r['stale_relations']):,} wrongly and lacks "
-                      f"{len(r['unknown_cis']):,} CIs; "
-                      f"{sum(1 for f in truth.faults if f['off_topology'])} faults reach CIs "
-                      f"off its topology; {len(r['noise']):,} unrelated anomalies overlap faults")
+        console.print(
+            f"realistic: the CMDB misses {len(r['missing_relations']):,} relations, "
+            f"records {len(r['stale_relations']):,} wrongly and lacks "
+            f"{len(r['unknown_cis']):,} CIs; "
+            f"{sum(1 for f in truth.faults if f['off_topology'])} faults reach CIs "
+            f"off its topology; {len(r['noise']):,} unrelated anomalies overlap faults"
+        )
 
 
 def materialize(
-    select: Annotated[list[str] | None, typer.Option(
-        "--select", "-s", help="A layer (bronze) or an asset key (silver/events); '+' suffix "
-        "adds downstream. Repeatable. Default: every layer.")] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="First day (default: first "
-                                              "landed day).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="Last day (default: last landed day).")] = None,
-    cluster: Annotated[bool, typer.Option(
-        "--cluster", help="Run each step on the Dask workers of `opslake cluster up`, the "
-        "Dagster instance on its PostgreSQL, the lake on S3; print who ran what.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", help="Stream every Dagster event (DEBUG) to the console too; "
-        "they are always in state_dir/logs/dagster-events.log.")] = False,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            "-s",
+            help="A layer (bronze) or an asset key (silver/events); '+' suffix "
+            "adds downstream. Repeatable. Default: every layer.",
+        ),
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day (default: first landed day).")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last day (default: last landed day).")
+    ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Run each step on the Dask workers of `opslake cluster up`, the "
+            "Dagster instance on its PostgreSQL, the lake on S3; print who ran what.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Stream every Dagster event (DEBUG) to the console too; "
+            "they are always in state_dir/logs/dagster-events.log.",
+        ),
+    ] = False,
 ) -> None:
     """Materialize landing → bronze → silver → gold for a range of days."""
     settings = current_settings()
@@ -99,8 +135,13 @@ def materialize(
             print_steps(runs.steps)
 
 
-def _materialize(settings: Settings, select: list[str] | None, from_: str | None,
-                 to: str | None, run: RunDay | None = None) -> None:
+def _materialize(
+    settings: Settings,
+    select: list[str] | None,
+    from_: str | None,
+    to: str | None,
+    run: RunDay | None = None,
+) -> None:
     from opslake.lake.landing import LandingZone
     from opslake.orchestration import runner
     from opslake.orchestration.progress import StepWatcher
@@ -111,8 +152,10 @@ def _materialize(settings: Settings, select: list[str] | None, from_: str | None
     if first is None or last is None:
         raise ConfigError("nothing has landed yet; run `opslake simulate` or give --from/--to")
     if first < settings.partition_start:
-        raise ConfigError(f"{first} is before the first partition ({settings.partition_start}); "
-                          "set OPSLAKE_PARTITION_START earlier")
+        raise ConfigError(
+            f"{first} is before the first partition ({settings.partition_start}); "
+            "set OPSLAKE_PARTITION_START earlier"
+        )
     days = runner.day_range(first, last)
     with progress() as bar:
         task = bar.add_task("materializing", total=len(days))
@@ -147,10 +190,14 @@ def _step_summary(steps: list[Step]) -> Table:
     for layer, group in layers.items():
         slowest = max(group, key=lambda s: s.seconds)
         bad = [s for s in group if s.status != "ok"]
-        table.add_row(layer, str(len(group)), str(len(group) - len(bad)),
-                      f"[red]{len(bad)}[/]" if bad else "0",
-                      f"{sum(s.seconds for s in group):.1f}",
-                      f"{slowest.key} {slowest.partition} ({slowest.seconds:.1f} s)")
+        table.add_row(
+            layer,
+            str(len(group)),
+            str(len(group) - len(bad)),
+            f"[red]{len(bad)}[/]" if bad else "0",
+            f"{sum(s.seconds for s in group):.1f}",
+            f"{slowest.key} {slowest.partition} ({slowest.seconds:.1f} s)",
+        )
     return table
 
 
@@ -182,8 +229,11 @@ class StatusBy(StrEnum):
 
 
 def status(
-    by: Annotated[StatusBy, typer.Option(
-        "--by", help="One row per layer, per table (its days summed) or per table and day.")
+    by: Annotated[
+        StatusBy,
+        typer.Option(
+            "--by", help="One row per layer, per table (its days summed) or per table and day."
+        ),
     ] = StatusBy.table,
 ) -> None:
     """What is in the lake: rows (landing: batches) and bytes per layer, table or day."""
@@ -195,8 +245,15 @@ def status(
     if not parts:
         console.print(f"the lake at {settings.home} is empty; run `opslake simulate`")
         return
-    table = Table("layer", "table", "days" if by != StatusBy.day else "day", "files",
-                  "rows (landing: batches)", "bytes", title=f"lake at {settings.home}")
+    table = Table(
+        "layer",
+        "table",
+        "days" if by != StatusBy.day else "day",
+        "files",
+        "rows (landing: batches)",
+        "bytes",
+        title=f"lake at {settings.home}",
+    )
     for layer, name, days, files, rows, size in rolled_up(parts, by.value):
         table.add_row(layer, name, days, f"{files:,}", f"{rows:,}", f"{size:,}")
     stdout.print(table)
@@ -216,6 +273,7 @@ def quarantine_show(
     rows = quarantine.read(Lake.from_settings(current_settings()), dts).to_pylist()
     table = Table("source", "batch", "line", "reason", "raw", title=f"{len(rows):,} quarantined")
     for row in rows[:limit]:
-        table.add_row(row["source"], row["batch_id"], str(row["line_no"]), row["reason"],
-                      row["raw"][:80])
+        table.add_row(
+            row["source"], row["batch_id"], str(row["line_no"]), row["reason"], row["raw"][:80]
+        )
     stdout.print(table)

@@ -12,8 +12,11 @@ from rich.table import Table
 
 from opslake.cli._common import console, stdout
 
-app = typer.Typer(help="Superset large screens: start/stop the server, import dashboards/, "
-                       "roles with row-level security, users.", no_args_is_help=True)
+app = typer.Typer(
+    help="Superset large screens: start/stop the server, import dashboards/, "
+    "roles with row-level security, users.",
+    no_args_is_help=True,
+)
 
 
 def _config():
@@ -62,19 +65,24 @@ def url() -> None:
     door = Settings.from_env().superset_door_port
     if door:
         # Behind the door there is no Superset login form: the data service signs users in.
-        typer.echo(f"http://{config.host}:{door}/dashboard/list/ (through the door: sign in "
-                   "at the data service's /login; https when OPSLAKE_TLS_CERT is set)")
+        typer.echo(
+            f"http://{config.host}:{door}/dashboard/list/ (through the door: sign in "
+            "at the data service's /login; https when OPSLAKE_TLS_CERT is set)"
+        )
         return
-    password = ("OPSLAKE_SUPERSET_ADMIN_PASSWORD" if config.admin_password
-                else str(config.state / "admin-password"))
-    typer.echo(f"{config.url}/dashboard/list/ (user {config.admin_username}, password: "
-               f"{password})")
+    password = (
+        "OPSLAKE_SUPERSET_ADMIN_PASSWORD"
+        if config.admin_password
+        else str(config.state / "admin-password")
+    )
+    typer.echo(f"{config.url}/dashboard/list/ (user {config.admin_username}, password: {password})")
 
 
 @app.command("import")
 def import_(
-    force: Annotated[bool, typer.Option(help="Import even when Superset already holds "
-                                             "exactly dashboards/.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Import even when Superset already holds exactly dashboards/.")
+    ] = False,
 ) -> None:
     """Import dashboards/ into the running Superset and provision roles (idempotent)."""
     from opslake.screens import service
@@ -83,10 +91,14 @@ def import_(
     config = _config()
     with service.admin_client(config) as client:
         result = service.sync_dashboards(client, config, force=force)
-        access = provision_access(client, service.screen_datasets(),
-                                  service.departments(config.warehouse))
-    table = Table("resource", "objects", title="dashboards/ "
-                  + (f"imported ({result.reason})" if result.imported else "unchanged"))
+        access = provision_access(
+            client, service.screen_datasets(), service.departments(config.warehouse)
+        )
+    table = Table(
+        "resource",
+        "objects",
+        title="dashboards/ " + (f"imported ({result.reason})" if result.imported else "unchanged"),
+    )
     for resource, objects in result.objects.items():
         table.add_row(resource, str(len(objects)))
     stdout.print(table)
@@ -106,10 +118,10 @@ def generate() -> None:
 @app.command("user")
 def user(
     username: Annotated[str, typer.Argument(help="Login name.")],
-    role: Annotated[list[str], typer.Option("--role", help="Role (repeatable), e.g. "
-                                                           "'OpsLake 领导'.")],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True,
-                                          confirmation_prompt=True)],
+    role: Annotated[
+        list[str], typer.Option("--role", help="Role (repeatable), e.g. 'OpsLake 领导'.")
+    ],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
 ) -> None:
     """Create a Superset user with OpsLake roles (or reset its roles and password)."""
     from opslake.screens import service

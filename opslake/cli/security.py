@@ -18,10 +18,13 @@ import typer
 from opslake.cli._admin import Admin, AdminCode, vouched
 from opslake.settings import Settings
 
-app = typer.Typer(help="Users, roles, API keys and TOTP for the data service.",
-                  no_args_is_help=True)
-audit_app = typer.Typer(help="The keyed, SM3-chained audit log of API requests and "
-                        "administrative commands.", no_args_is_help=True)
+app = typer.Typer(
+    help="Users, roles, API keys and TOTP for the data service.", no_args_is_help=True
+)
+audit_app = typer.Typer(
+    help="The keyed, SM3-chained audit log of API requests and administrative commands.",
+    no_args_is_help=True,
+)
 
 
 def _store():
@@ -35,8 +38,7 @@ def _password() -> str:
 
 
 @app.command("bootstrap-admin")
-def bootstrap_admin(name: Annotated[str, typer.Argument(help="The first administrator.")]
-                    ) -> None:
+def bootstrap_admin(name: Annotated[str, typer.Argument(help="The first administrator.")]) -> None:
     """Create the first administrator (refused once one exists); then enrol its TOTP."""
     password = _password()
     with vouched("opslake security bootstrap-admin", name, None, None):
@@ -52,25 +54,43 @@ def _random_password() -> str:
 @app.command("add-user")
 def add_user(
     name: str,
-    role: Annotated[str, typer.Option(
-        help="admin, ops_engineer, data_engineer, leadership, dept_viewer or ingest "
-             "(machine senders: push only).")],
-    department: Annotated[list[str] | None, typer.Option(
-        help="A department whose rows the user sees (repeatable; dept_viewer).")] = None,
-    business: Annotated[list[str] | None, typer.Option(
-        help="A business whose rows the user sees (repeatable; dept_viewer).")] = None,
-    random_password: Annotated[bool, typer.Option(
-        "--random-password",
-        help="Set a random password that is never shown: for machine users (role ingest) "
-             "that only ever use API keys.")] = False,
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, ops_engineer, data_engineer, leadership, dept_viewer or ingest "
+            "(machine senders: push only)."
+        ),
+    ],
+    department: Annotated[
+        list[str] | None,
+        typer.Option(help="A department whose rows the user sees (repeatable; dept_viewer)."),
+    ] = None,
+    business: Annotated[
+        list[str] | None,
+        typer.Option(help="A business whose rows the user sees (repeatable; dept_viewer)."),
+    ] = None,
+    random_password: Annotated[
+        bool,
+        typer.Option(
+            "--random-password",
+            help="Set a random password that is never shown: for machine users (role ingest) "
+            "that only ever use API keys.",
+        ),
+    ] = False,
     admin: Admin = None,
     totp: AdminCode = None,
 ) -> None:
     """Add a user with a role and, for department viewers, the rows they may see."""
     password = _random_password() if random_password else _password()
-    with vouched("opslake security add-user", name, admin, totp, role=role,
-                 departments=department or [],
-                 businesses=business or []):
+    with vouched(
+        "opslake security add-user",
+        name,
+        admin,
+        totp,
+        role=role,
+        departments=department or [],
+        businesses=business or [],
+    ):
         _store().add_user(name, role, password, department or (), business or ())
     typer.echo(f"user {name} ({role}) added")
 
@@ -93,23 +113,25 @@ def enrol_totp(name: str, admin: Admin = None, totp: AdminCode = None) -> None:
 @app.command("create-key")
 def create_key(
     user: str,
-    scope: Annotated[list[str] | None, typer.Option(
-        help="Narrow the key to these scopes (repeatable; default: the role's).")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="Narrow the key to these scopes (repeatable; default: the role's)."),
+    ] = None,
     quota: Annotated[int, typer.Option(help="Requests per UTC day.")] = 10_000,
     admin: Admin = None,
     totp: AdminCode = None,
 ) -> None:
     """Issue an API key for ``user``; the key is printed once and stored only hashed."""
-    with vouched("opslake security create-key", user, admin, totp, scopes=scope or "role",
-                  quota=quota) as recorded:
+    with vouched(
+        "opslake security create-key", user, admin, totp, scopes=scope or "role", quota=quota
+    ) as recorded:
         key_id, raw = _store().create_key(user, scope, quota)
         recorded["key_id"] = key_id
     typer.echo(f"key id {key_id}\n{raw}")
 
 
 @app.command("keys")
-def keys(user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None
-         ) -> None:
+def keys(user: Annotated[str | None, typer.Option(help="Only this user's keys.")] = None) -> None:
     """API keys (never their secrets) as JSON lines."""
     for k in _store().list_keys(user):
         typer.echo(json.dumps(k.__dict__, default=str, ensure_ascii=False))
@@ -125,9 +147,14 @@ def revoke_key(key_id: str, admin: Admin = None, totp: AdminCode = None) -> None
 
 @audit_app.command("verify")
 def verify(
-    checkpoint: Annotated[list[str] | None, typer.Option(
-        metavar="SEQ:HEAD", help="A checkpoint kept elsewhere (a syslog line's seq and head) "
-        "to hold the log against too (repeatable).")] = None,
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SEQ:HEAD",
+            help="A checkpoint kept elsewhere (a syslog line's seq and head) "
+            "to hold the log against too (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Check every entry's hash, sequence, link and HMAC and the signed checkpoints of the head.
 
@@ -141,18 +168,31 @@ def verify(
     for given in checkpoint or []:
         seq, _, head = given.partition(":")
         if not (seq.isdigit() and len(head) == 64):
-            raise InputError(f"--checkpoint {given!r} is not SEQ:HEAD; give the seq and the "
-                             "64-hex-digit head of a checkpoint line, e.g. 1200:9f3c…")
+            raise InputError(
+                f"--checkpoint {given!r} is not SEQ:HEAD; give the seq and the "
+                "64-hex-digit head of a checkpoint line, e.g. 1200:9f3c…"
+            )
         known.append((int(seq), head.lower()))
     result = AuditLog.from_settings(Settings.from_env(), create_key=False).verify(known)
     for problem in result.problems:
         torn = ": torn by a crash mid-append, no entry missing" if problem in result.torn else ""
         typer.echo(problem + torn, err=True)
-    typer.echo(json.dumps({"ok": result.ok, "entries": result.entries,
-                           "last_seq": result.last_seq, "head": result.head,
-                           "legacy": result.legacy, "checkpoints": result.checkpoints,
-                           "checkpoint_seq": result.checkpoint_seq}))
+    typer.echo(
+        json.dumps(
+            {
+                "ok": result.ok,
+                "entries": result.entries,
+                "last_seq": result.last_seq,
+                "head": result.head,
+                "legacy": result.legacy,
+                "checkpoints": result.checkpoints,
+                "checkpoint_seq": result.checkpoint_seq,
+            }
+        )
+    )
     if not result.ok:
-        raise SecurityError(f"the audit log failed its checks "
-                            f"({len(result.problems) - len(result.torn)} problem(s) "
-                            "above); keep the files as evidence and restore from backup")
+        raise SecurityError(
+            f"the audit log failed its checks "
+            f"({len(result.problems) - len(result.torn)} problem(s) "
+            "above); keep the files as evidence and restore from backup"
+        )

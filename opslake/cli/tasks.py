@@ -10,8 +10,11 @@ from rich.table import Table
 from opslake.cli._common import console, current_settings, stdout
 from opslake.errors import ConfigError
 
-tasks_app = typer.Typer(help="Collection tasks (collection/tasks/*.yaml): list, enable, "
-                        "disable, run once, reset a tripped breaker.", no_args_is_help=True)
+tasks_app = typer.Typer(
+    help="Collection tasks (collection/tasks/*.yaml): list, enable, "
+    "disable, run once, reset a tripped breaker.",
+    no_args_is_help=True,
+)
 
 
 def _tasks(names: list[str] | None = None, all_: bool = False) -> list:
@@ -43,12 +46,29 @@ def tasks_list() -> None:
     from opslake.ingest.tasks import load_tasks, tasks_dir
 
     tasks = load_tasks()
-    table = Table("task", "connector", "every", "enabled", "state", "last success", "lag",
-                  "reason", title=f"collection tasks in {tasks_dir()}")
+    table = Table(
+        "task",
+        "connector",
+        "every",
+        "enabled",
+        "state",
+        "last success",
+        "lag",
+        "reason",
+        title=f"collection tasks in {tasks_dir()}",
+    )
     for s in collect.inventory(current_settings(), tasks):
         last = s.last_success.isoformat(timespec="seconds") if s.last_success else "-"
-        table.add_row(s.name, s.connector, f"{s.every_seconds}s", "yes" if s.enabled else "no",
-                      s.state, last, _ago(s.lag_seconds), s.reason or "")
+        table.add_row(
+            s.name,
+            s.connector,
+            f"{s.every_seconds}s",
+            "yes" if s.enabled else "no",
+            s.state,
+            last,
+            _ago(s.lag_seconds),
+            s.reason or "",
+        )
     stdout.print(table)
 
 
@@ -96,19 +116,25 @@ def tasks_run(names: Annotated[list[str], typer.Argument(help="Task names.")]) -
             if b is not None:
                 table.add_row(task.name, b.source, b.batch_id, f"{b.bytes:,}", b.connector)
         status = "[green]ok[/]" if record.ok else f"[red]failed[/] {record.error}"
-        console.print(f"{task.name}: {status} ({record.wall_s:.2f} s, cpu {record.cpu_s:.2f} s,"
-                      f" {record.bytes:,} bytes, peak RSS {record.rss_mb:.0f} MiB)")
+        console.print(
+            f"{task.name}: {status} ({record.wall_s:.2f} s, cpu {record.cpu_s:.2f} s,"
+            f" {record.bytes:,} bytes, peak RSS {record.rss_mb:.0f} MiB)"
+        )
         if result.paused_reason:
-            console.print(f"[red]paused[/] {task.name}: {result.paused_reason}; fix the cause, "
-                          f"then `opslake tasks reset {task.name}`")
+            console.print(
+                f"[red]paused[/] {task.name}: {result.paused_reason}; fix the cause, "
+                f"then `opslake tasks reset {task.name}`"
+            )
         if not record.ok:
             failed.append(task.name)
     stdout.print(table)
     if failed:
         from opslake.errors import CollectionError
 
-        raise CollectionError(f"{', '.join(failed)} failed (see above); "
-                              "`opslake tasks list` shows each task's last error")
+        raise CollectionError(
+            f"{', '.join(failed)} failed (see above); "
+            "`opslake tasks list` shows each task's last error"
+        )
 
 
 @tasks_app.command("reset")

@@ -92,6 +92,7 @@ class TaskStatus:
 
 # --- state file -------------------------------------------------------------------------
 
+
 def state_path(settings: Settings) -> Path:
     """``<state_dir>/collection/state.json``."""
     return settings.state_dir / "collection" / "state.json"
@@ -105,9 +106,10 @@ def read_state(settings: Settings) -> dict[str, Any]:
     except FileNotFoundError:
         return {"version": _STATE_VERSION, "tasks": {}}
     except (OSError, ValueError) as exc:
-        raise StorageError(f"collection state {path} cannot be read ({exc}); move it away to "
-                           "start from a clean state (enable/disable settings are lost)") \
-            from exc
+        raise StorageError(
+            f"collection state {path} cannot be read ({exc}); move it away to "
+            "start from a clean state (enable/disable settings are lost)"
+        ) from exc
     data.setdefault("tasks", {})
     return data
 
@@ -161,12 +163,14 @@ def reset(settings: Settings, task: CollectionTask, now: datetime | None = None)
     result = RunResult(task.name)
     if was_paused and paused_at:
         zone = LandingZone.from_settings(settings)
-        result.alert_batch = _land_alert(zone, task, reason or "", datetime.fromisoformat(
-            paused_at), now, resolved=True)
+        result.alert_batch = _land_alert(
+            zone, task, reason or "", datetime.fromisoformat(paused_at), now, resolved=True
+        )
     return result
 
 
 # --- running ----------------------------------------------------------------------------
+
 
 class _PeakRss:
     """Samples the process's RSS every 20 ms while a run is in progress; keeps the peak."""
@@ -206,8 +210,9 @@ def run_task(task: CollectionTask, settings: Settings, now: datetime | None = No
     now = (now or datetime.now(UTC)).astimezone(UTC)
     state = read_state(settings)
     if (reason := paused_reason(task, state)) is not None:
-        return RunResult(task.name, skipped=f"paused: {reason}; run `opslake tasks reset "
-                                            f"{task.name}` to resume")
+        return RunResult(
+            task.name, skipped=f"paused: {reason}; run `opslake tasks reset {task.name}` to resume"
+        )
     zone = LandingZone.from_settings(settings)
     landed: list[LandedBatch] = []
     error: str | None = None
@@ -224,10 +229,18 @@ def run_task(task: CollectionTask, settings: Settings, now: datetime | None = No
             error = f"{type(exc).__name__}: {exc}"
     wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
     finished = now + timedelta(seconds=wall)
-    record = RunRecord(task=task.name, started=now.isoformat(), finished=finished.isoformat(),
-                       ok=error is None, error=error, batches=len(landed),
-                       bytes=sum(b.bytes for b in landed), wall_s=round(wall, 6),
-                       cpu_s=round(cpu, 6), rss_mb=round(rss.peak / 2**20, 3))
+    record = RunRecord(
+        task=task.name,
+        started=now.isoformat(),
+        finished=finished.isoformat(),
+        ok=error is None,
+        error=error,
+        batches=len(landed),
+        bytes=sum(b.bytes for b in landed),
+        wall_s=round(wall, 6),
+        cpu_s=round(cpu, 6),
+        rss_mb=round(rss.peak / 2**20, 3),
+    )
     trip: str | None = None
     with updating_state(settings) as state:
         entry = _entry(state, task.name)
@@ -259,64 +272,108 @@ def breaker(task: CollectionTask, record: RunRecord, consecutive_failures: int) 
     if record.rss_mb > limits.max_rss_mb:
         return f"peak RSS {record.rss_mb:.0f} MiB, over max_rss_mb {limits.max_rss_mb:g}"
     if consecutive_failures >= limits.max_failures:
-        return (f"{consecutive_failures} consecutive failures (max_failures "
-                f"{limits.max_failures}), last: {record.error}")
+        return (
+            f"{consecutive_failures} consecutive failures (max_failures "
+            f"{limits.max_failures}), last: {record.error}"
+        )
     return None
 
 
 def self_metrics(task: CollectionTask, record: RunRecord, at: datetime) -> bytes:
     """The run's cost as Prometheus exposition text with explicit millisecond timestamps."""
-    labels = (f'{{connector="{_escape(task.connector_string)}",'
-              f'entity_id="collector-{task.name}",task="{task.name}"}}')
+    labels = (
+        f'{{connector="{_escape(task.connector_string)}",'
+        f'entity_id="collector-{task.name}",task="{task.name}"}}'
+    )
     ms = int(at.timestamp() * 1000)
     series = [
-        ("opslake_collection_duration_seconds", "Wall time of one collection run.",
-         record.wall_s),
+        ("opslake_collection_duration_seconds", "Wall time of one collection run.", record.wall_s),
         ("opslake_collection_cpu_seconds", "CPU time of one collection run.", record.cpu_s),
         ("opslake_collection_bytes", "Bytes one collection run landed.", record.bytes),
-        ("opslake_collection_rss_bytes", "Peak resident memory of the collector during a run.",
-         round(record.rss_mb * 2**20)),
-        ("opslake_collection_success", "1 when the collection run succeeded, else 0.",
-         1 if record.ok else 0),
+        (
+            "opslake_collection_rss_bytes",
+            "Peak resident memory of the collector during a run.",
+            round(record.rss_mb * 2**20),
+        ),
+        (
+            "opslake_collection_success",
+            "1 when the collection run succeeded, else 0.",
+            1 if record.ok else 0,
+        ),
     ]
     lines = []
     for name, help_text, value in series:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
-                  f"{name}{labels} {value!r} {ms}"]
+        lines += [
+            f"# HELP {name} {help_text}",
+            f"# TYPE {name} gauge",
+            f"{name}{labels} {value!r} {ms}",
+        ]
     return ("\n".join(lines) + "\n").encode()
 
 
-def _land_metrics(zone: LandingZone, task: CollectionTask, record: RunRecord,
-                  at: datetime) -> LandedBatch:
-    return zone.write("prometheus", self_metrics(task, record, at), fmt="prom",
-                      received_at=at, connector=COLLECTOR)
+def _land_metrics(
+    zone: LandingZone, task: CollectionTask, record: RunRecord, at: datetime
+) -> LandedBatch:
+    return zone.write(
+        "prometheus",
+        self_metrics(task, record, at),
+        fmt="prom",
+        received_at=at,
+        connector=COLLECTOR,
+    )
 
 
-def paused_alert(task: CollectionTask, reason: str, paused_at: datetime, now: datetime, *,
-                 resolved: bool = False) -> dict[str, Any]:
+def paused_alert(
+    task: CollectionTask, reason: str, paused_at: datetime, now: datetime, *, resolved: bool = False
+) -> dict[str, Any]:
     """The Alertmanager v4 webhook payload announcing (or resolving) a paused task."""
     status = "resolved" if resolved else "firing"
-    labels = {"alertname": "CollectionTaskPaused", "severity": "warning",
-              "entity_id": f"collector-{task.name}", "task": task.name,
-              "connector": task.connector_string}
-    annotations = {"summary": f"collection task {task.name} paused: {reason}",
-                   "description": f"The circuit breaker of collection task {task.name} is "
-                                  f"open, so it is skipped; fix the cause, then run "
-                                  f"`opslake tasks reset {task.name}`."}
+    labels = {
+        "alertname": "CollectionTaskPaused",
+        "severity": "warning",
+        "entity_id": f"collector-{task.name}",
+        "task": task.name,
+        "connector": task.connector_string,
+    }
+    annotations = {
+        "summary": f"collection task {task.name} paused: {reason}",
+        "description": f"The circuit breaker of collection task {task.name} is "
+        f"open, so it is skipped; fix the cause, then run "
+        f"`opslake tasks reset {task.name}`.",
+    }
     fingerprint = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
-    alert = {"status": status, "labels": labels, "annotations": annotations,
-             "startsAt": _iso(paused_at),
-             "endsAt": _iso(now) if resolved else "0001-01-01T00:00:00Z",
-             "generatorURL": "", "fingerprint": fingerprint}
-    return {"version": "4", "status": status, "receiver": "opslake-collector",
-            "groupKey": f'{{}}:{{alertname="CollectionTaskPaused",task="{task.name}"}}',
-            "groupLabels": {"alertname": "CollectionTaskPaused", "task": task.name},
-            "commonLabels": labels, "commonAnnotations": annotations, "externalURL": "",
-            "truncatedAlerts": 0, "alerts": [alert]}
+    alert = {
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": _iso(paused_at),
+        "endsAt": _iso(now) if resolved else "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": fingerprint,
+    }
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "opslake-collector",
+        "groupKey": f'{{}}:{{alertname="CollectionTaskPaused",task="{task.name}"}}',
+        "groupLabels": {"alertname": "CollectionTaskPaused", "task": task.name},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": "",
+        "truncatedAlerts": 0,
+        "alerts": [alert],
+    }
 
 
-def _land_alert(zone: LandingZone, task: CollectionTask, reason: str, paused_at: datetime,
-                now: datetime, *, resolved: bool = False) -> LandedBatch:
+def _land_alert(
+    zone: LandingZone,
+    task: CollectionTask,
+    reason: str,
+    paused_at: datetime,
+    now: datetime,
+    *,
+    resolved: bool = False,
+) -> LandedBatch:
     payload = paused_alert(task, reason, paused_at, now, resolved=resolved)
     body = (json.dumps(payload, sort_keys=True) + "\n").encode()
     return zone.write("alertmanager", body, fmt="json", received_at=now, connector=COLLECTOR)
@@ -332,8 +389,10 @@ def _escape(value: str) -> str:
 
 # --- inventory --------------------------------------------------------------------------
 
-def inventory(settings: Settings, tasks: list[CollectionTask],
-              now: datetime | None = None) -> list[TaskStatus]:
+
+def inventory(
+    settings: Settings, tasks: list[CollectionTask], now: datetime | None = None
+) -> list[TaskStatus]:
     """Each task's last success, lag and health (S6.1d).
 
     healthy: last run ok and lag < 2 × every; late: lag ≥ 2 × every; failing: the last run
@@ -360,11 +419,20 @@ def inventory(settings: Settings, tasks: list[CollectionTask],
             health = "late"
         else:
             health = "healthy"
-        out.append(TaskStatus(name=task.name, connector=task.connector,
-                              every_seconds=task.every_seconds, enabled=is_enabled(task, state),
-                              state=health, reason=reason, last_success=last_success,
-                              lag_seconds=lag, last_error=(last or {}).get("error"),
-                              runs=len(runs)))
+        out.append(
+            TaskStatus(
+                name=task.name,
+                connector=task.connector,
+                every_seconds=task.every_seconds,
+                enabled=is_enabled(task, state),
+                state=health,
+                reason=reason,
+                last_success=last_success,
+                lag_seconds=lag,
+                last_error=(last or {}).get("error"),
+                runs=len(runs),
+            )
+        )
     return out
 
 
@@ -373,6 +441,8 @@ def select(tasks: list[CollectionTask], names: list[str]) -> list[CollectionTask
     by_name = {t.name: t for t in tasks}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise NotFoundError(f"no collection task named {', '.join(map(repr, unknown))}; "
-                            f"known: {', '.join(by_name) or 'none'} (see `opslake tasks list`)")
+        raise NotFoundError(
+            f"no collection task named {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(by_name) or 'none'} (see `opslake tasks list`)"
+        )
     return [by_name[n] for n in names]

@@ -38,8 +38,17 @@ from opslake.settings import Settings
 
 MIN_EVERY_SECONDS = 10
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_FIELDS = ("name", "description", "connector", "params", "every_seconds", "target", "parse",
-           "limits", "enabled")
+_FIELDS = (
+    "name",
+    "description",
+    "connector",
+    "params",
+    "every_seconds",
+    "target",
+    "parse",
+    "limits",
+    "enabled",
+)
 _REQUIRED = ("name", "connector", "every_seconds", "target")
 _LIMITS = ("max_seconds", "max_bytes", "max_rss_mb", "max_failures")
 
@@ -85,8 +94,10 @@ class CollectionTask:
         """The installed connector class this task names."""
         found = available()
         if self.connector not in found:
-            raise ConfigError(f"task {self.name!r}: connector {self.connector!r} is not "
-                              f"installed; installed: {', '.join(sorted(found))}")
+            raise ConfigError(
+                f"task {self.name!r}: connector {self.connector!r} is not "
+                f"installed; installed: {', '.join(sorted(found))}"
+            )
         return found[self.connector]
 
     def build(self) -> Connector:
@@ -108,23 +119,28 @@ def tasks_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Settings.from_env(environ).tasks_dir
 
 
-def load_tasks(directory: Path | str | None = None, *,
-               missing_ok: bool = False) -> list[CollectionTask]:
+def load_tasks(
+    directory: Path | str | None = None, *, missing_ok: bool = False
+) -> list[CollectionTask]:
     """Every ``*.yaml`` / ``*.yml`` task in ``directory`` (default: ``tasks_dir()``), by name."""
     directory = Path(directory) if directory is not None else tasks_dir()
     if not directory.is_dir():
         if missing_ok:
             return []
-        raise ConfigError(f"collection task directory {directory} does not exist; create it "
-                          "(see collection/tasks/ in the repository) or set OPSLAKE_TASKS_DIR")
+        raise ConfigError(
+            f"collection task directory {directory} does not exist; create it "
+            "(see collection/tasks/ in the repository) or set OPSLAKE_TASKS_DIR"
+        )
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     connectors = available()
     tasks: dict[str, CollectionTask] = {}
     for path in files:
         task = load_task(path, connectors)
         if task.name in tasks:
-            raise ConfigError(f"{path}: task name {task.name!r} is already used by "
-                              f"{tasks[task.name].path}; give each task its own name")
+            raise ConfigError(
+                f"{path}: task name {task.name!r} is already used by "
+                f"{tasks[task.name].path}; give each task its own name"
+            )
         tasks[task.name] = task
     return sorted(tasks.values(), key=lambda t: t.name)
 
@@ -143,8 +159,10 @@ def load_task(path: Path, connectors: dict[str, type[Connector]] | None = None) 
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML ({problem}); fix the syntax (indentation, "
-                          "quotes, ':' after each key)") from exc
+        raise ConfigError(
+            f"{where}: not valid YAML ({problem}); fix the syntax (indentation, "
+            "quotes, ':' after each key)"
+        ) from exc
     lines = _lines(root)
 
     def fail(key: str | None, message: str) -> ConfigError:
@@ -152,8 +170,11 @@ def load_task(path: Path, connectors: dict[str, type[Connector]] | None = None) 
         return ConfigError(f"{path}:{line}: {message}")
 
     if not isinstance(data, dict):
-        raise fail(None, "a task file must be a YAML mapping with keys "
-                         f"{', '.join(_FIELDS)}; see collection/tasks/ for examples")
+        raise fail(
+            None,
+            "a task file must be a YAML mapping with keys "
+            f"{', '.join(_FIELDS)}; see collection/tasks/ for examples",
+        )
     for key in data:
         if key not in _FIELDS:
             close = difflib.get_close_matches(str(key), _FIELDS, n=1)
@@ -161,29 +182,44 @@ def load_task(path: Path, connectors: dict[str, type[Connector]] | None = None) 
             raise fail(str(key), f"unknown key {key!r}; {hint}")
     for key in _REQUIRED:
         if data.get(key) is None:
-            raise fail(None, f"{key!r} is missing; add '{key}: …' (required: "
-                             f"{', '.join(_REQUIRED)})")
+            raise fail(
+                None, f"{key!r} is missing; add '{key}: …' (required: {', '.join(_REQUIRED)})"
+            )
 
     name = data["name"]
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise fail("name", f"name {name!r} is not a slug; use lower-case letters, digits and "
-                           "'-' (e.g. 'node-exporter-local'), at most 63 characters")
+        raise fail(
+            "name",
+            f"name {name!r} is not a slug; use lower-case letters, digits and "
+            "'-' (e.g. 'node-exporter-local'), at most 63 characters",
+        )
     connector = data["connector"]
     if not isinstance(connector, str) or connector not in connectors:
         close = difflib.get_close_matches(str(connector), list(connectors), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else \
-            f"installed: {', '.join(sorted(connectors))}"
-        raise fail("connector", f"connector {connector!r} is not an installed "
-                                f"'opslake.connectors' entry point; {hint}")
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else f"installed: {', '.join(sorted(connectors))}"
+        )
+        raise fail(
+            "connector",
+            f"connector {connector!r} is not an installed 'opslake.connectors' entry point; {hint}",
+        )
     cls = connectors[connector]
     every = data["every_seconds"]
     if isinstance(every, bool) or not isinstance(every, int) or every < MIN_EVERY_SECONDS:
-        raise fail("every_seconds", f"every_seconds is {every!r}; use a whole number of "
-                                    f"seconds, at least {MIN_EVERY_SECONDS}")
+        raise fail(
+            "every_seconds",
+            f"every_seconds is {every!r}; use a whole number of "
+            f"seconds, at least {MIN_EVERY_SECONDS}",
+        )
     target = data["target"]
     if target != cls.source:
-        raise fail("target", f"target {target!r} is not where connector {connector!r} lands; "
-                             f"set 'target: {cls.source}'")
+        raise fail(
+            "target",
+            f"target {target!r} is not where connector {connector!r} lands; "
+            f"set 'target: {cls.source}'",
+        )
     parse = data.get("parse")
     if parse is not None:
         _check_parse(parse, cls, fail)
@@ -195,38 +231,58 @@ def load_task(path: Path, connectors: dict[str, type[Connector]] | None = None) 
         raise fail("enabled", f"enabled is {enabled!r}; use true or false")
     params = data.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-        raise fail("params", "params must be a mapping of keyword arguments, e.g. "
-                             "'params: {url: \"http://127.0.0.1:9100/metrics\"}'")
+        raise fail(
+            "params",
+            "params must be a mapping of keyword arguments, e.g. "
+            "'params: {url: \"http://127.0.0.1:9100/metrics\"}'",
+        )
     _check_params(cls, connector, params, fail)
     limits = _limits(data.get("limits"), every, fail)
-    return CollectionTask(name=name, connector=connector, every_seconds=every, target=target,
-                          params=params, description=description.strip(), parse=parse,
-                          limits=limits, enabled=enabled, path=path)
+    return CollectionTask(
+        name=name,
+        connector=connector,
+        every_seconds=every,
+        target=target,
+        params=params,
+        description=description.strip(),
+        parse=parse,
+        limits=limits,
+        enabled=enabled,
+        path=path,
+    )
 
 
 def _check_parse(parse: object, cls: type[Connector], fail: Any) -> None:
     if parse == cls.fmt:
         return
     if not isinstance(parse, str) or parse not in PARSERS:
-        raise fail("parse", f"parse {parse!r} is neither a bronze parser "
-                            f"({', '.join(PARSERS)}) nor the connector's format {cls.fmt!r}; "
-                            "fix it or remove the line")
+        raise fail(
+            "parse",
+            f"parse {parse!r} is neither a bronze parser "
+            f"({', '.join(PARSERS)}) nor the connector's format {cls.fmt!r}; "
+            "fix it or remove the line",
+        )
     source, fmts = PARSERS[parse]
     if source != cls.source or cls.fmt not in fmts:
         fitting = [p for p, (s, f) in PARSERS.items() if s == cls.source and cls.fmt in f]
-        raise fail("parse", f"parser {parse!r} does not read what connector {cls.name!r} lands "
-                            f"({cls.source}, format {cls.fmt}); use "
-                            f"{' or '.join(repr(p) for p in fitting) or repr(cls.fmt)}")
+        raise fail(
+            "parse",
+            f"parser {parse!r} does not read what connector {cls.name!r} lands "
+            f"({cls.source}, format {cls.fmt}); use "
+            f"{' or '.join(repr(p) for p in fitting) or repr(cls.fmt)}",
+        )
 
 
-def _check_params(cls: type[Connector], connector: str, params: dict[str, Any],
-                  fail: Any) -> None:
+def _check_params(cls: type[Connector], connector: str, params: dict[str, Any], fail: Any) -> None:
     try:
         inspect.signature(cls).bind(**params)
     except TypeError as exc:
         accepted = [p for p in inspect.signature(cls).parameters if p != "self"]
-        raise fail("params", f"params do not fit connector {connector!r}: {exc}; it takes "
-                             f"{', '.join(accepted) or 'no arguments'}") from None
+        raise fail(
+            "params",
+            f"params do not fit connector {connector!r}: {exc}; it takes "
+            f"{', '.join(accepted) or 'no arguments'}",
+        ) from None
     try:
         cls(**params)
     except (OpsLakeError, TypeError, ValueError) as exc:
@@ -237,8 +293,11 @@ def _limits(raw: object, every: int, fail: Any) -> Limits:
     if raw is None:
         return Limits(max_seconds=float(min(every, 60)))
     if not isinstance(raw, dict):
-        raise fail("limits", "limits must be a mapping, e.g. 'limits: {max_seconds: 30, "
-                             "max_bytes: 16777216, max_rss_mb: 2048, max_failures: 3}'")
+        raise fail(
+            "limits",
+            "limits must be a mapping, e.g. 'limits: {max_seconds: 30, "
+            "max_bytes: 16777216, max_rss_mb: 2048, max_failures: 3}'",
+        )
     values: dict[str, Any] = {"max_seconds": float(min(every, 60))}
     for key, value in raw.items():
         if key not in _LIMITS:
@@ -248,8 +307,10 @@ def _limits(raw: object, every: int, fail: Any) -> Limits:
         integral = key in ("max_bytes", "max_failures")
         kinds = (int,) if integral else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
-            raise fail(f"limits.{key}", f"{key} is {value!r}; use a positive "
-                                        f"{'whole number' if integral else 'number'}")
+            raise fail(
+                f"limits.{key}",
+                f"{key} is {value!r}; use a positive {'whole number' if integral else 'number'}",
+            )
         values[key] = value if integral else float(value)
     return Limits(**values)
 

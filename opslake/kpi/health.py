@@ -100,8 +100,11 @@ def _in_service(assets: pa.Table, at: datetime) -> pl.DataFrame:
         )
         # Overlapping versions would be a silver bug; take the newest, ties broken by content,
         # so the pick does not depend on row order.
-        .sort(["entity_id", "valid_from", *columns[1:]],
-              descending=[False, True, False, False, False, False], nulls_last=True)
+        .sort(
+            ["entity_id", "valid_from", *columns[1:]],
+            descending=[False, True, False, False, False, False],
+            nulls_last=True,
+        )
         .unique("entity_id", keep="first", maintain_order=True)
         .filter(pl.col("lifecycle_state") == IN_SERVICE)
         .select(columns[:-1])
@@ -111,20 +114,36 @@ def _in_service(assets: pa.Table, at: datetime) -> pl.DataFrame:
 def _alerts_by_hour(events: pa.Table, start: datetime, end: datetime) -> pl.DataFrame:
     """Per entity and hour: distinct alerts firing, their summed weight and the worst rank."""
     ev = pl.from_arrow(
-        events.select(["event_id", "fingerprint", "status", "severity", "entity_id",
-                       "starts_at", "ends_at", "received_at"])
+        events.select(
+            [
+                "event_id",
+                "fingerprint",
+                "status",
+                "severity",
+                "entity_id",
+                "starts_at",
+                "ends_at",
+                "received_at",
+            ]
+        )
     )
     status = pl.col("status").str.to_lowercase()
     rank = (
-        pl.col("severity").str.strip_chars().str.to_lowercase()
-        .replace_strict({s: i for i, s in enumerate(_SEVERITIES)}, default=None,
-                        return_dtype=pl.Int64)
+        pl.col("severity")
+        .str.strip_chars()
+        .str.to_lowercase()
+        .replace_strict(
+            {s: i for i, s in enumerate(_SEVERITIES)}, default=None, return_dtype=pl.Int64
+        )
         .fill_null(_UNKNOWN_SEVERITY_RANK)
     )
     resolved = status == "resolved"
     alerts = (
-        ev.filter(pl.col("entity_id").is_not_null() & pl.col("starts_at").is_not_null()
-                  & status.is_in(["firing", "resolved"]))
+        ev.filter(
+            pl.col("entity_id").is_not_null()
+            & pl.col("starts_at").is_not_null()
+            & status.is_in(["firing", "resolved"])
+        )
         .with_columns(alert=pl.coalesce("fingerprint", "event_id"), rank=rank)
         .group_by(["alert", "starts_at"])
         .agg(
@@ -136,9 +155,11 @@ def _alerts_by_hour(events: pa.Table, start: datetime, end: datetime) -> pl.Data
     )
     # [first, last] hour index of the day in which the alert fires; a resolution that is
     # reported before its start is taken as an instant alert at the start.
-    stop = pl.when(pl.col("resolved")).then(
-        pl.max_horizontal("starts_at", pl.col("resolved_at").fill_null(end))
-    ).otherwise(pl.lit(end))
+    stop = (
+        pl.when(pl.col("resolved"))
+        .then(pl.max_horizontal("starts_at", pl.col("resolved_at").fill_null(end)))
+        .otherwise(pl.lit(end))
+    )
     clipped_start = pl.max_horizontal("starts_at", pl.lit(start))
     clipped_stop = pl.min_horizontal(stop, pl.lit(end))
     alerts = alerts.with_columns(
@@ -149,8 +170,9 @@ def _alerts_by_hour(events: pa.Table, start: datetime, end: datetime) -> pl.Data
     ).filter("in_day")
     first = pl.col("from_us") // _HOUR_US
     last = pl.max_horizontal(first, (pl.col("to_us") - 1) // _HOUR_US)
-    weight = pl.col("rank").replace_strict(dict(enumerate(SEVERITY_WEIGHTS.values())),
-                                           return_dtype=pl.Float64)
+    weight = pl.col("rank").replace_strict(
+        dict(enumerate(SEVERITY_WEIGHTS.values())), return_dtype=pl.Float64
+    )
     return (
         alerts.select("alert", "entity_id", "rank", idx=pl.int_ranges(first, last + 1))
         .explode("idx")
@@ -175,8 +197,11 @@ def _metrics_by_hour(rollup_1h: pa.Table, start: datetime, end: datetime) -> pl.
         level = pl.when(pl.col("p95") > threshold).then(penalty).otherwise(level)
     level = pl.when(pl.col("metric").str.ends_with("_ratio")).then(level).otherwise(0.0)
     return (
-        r.filter(pl.col("entity_id").is_not_null()
-                 & (pl.col("bucket_start") >= start) & (pl.col("bucket_start") < end))
+        r.filter(
+            pl.col("entity_id").is_not_null()
+            & (pl.col("bucket_start") >= start)
+            & (pl.col("bucket_start") < end)
+        )
         # Truncating keeps finer rollups usable: their buckets fall into their hour.
         .with_columns(hour=pl.col("bucket_start").dt.truncate("1h"), level=level)
         .group_by(["entity_id", "hour"])
@@ -184,14 +209,15 @@ def _metrics_by_hour(rollup_1h: pa.Table, start: datetime, end: datetime) -> pl.
             metric_samples=pl.col("samples").sum().cast(pl.Int64),
             saturation_penalty=pl.col("level").sum().clip(upper_bound=SATURATION_PENALTY_CAP),
             saturated=pl.format("{} p95={}", "metric", pl.col("p95").round(3))
-            .filter(pl.col("level") > 0).unique().sort().str.join(", "),
+            .filter(pl.col("level") > 0)
+            .unique()
+            .sort()
+            .str.join(", "),
         )
     )
 
 
-def entity_health(
-    events: pa.Table, rollup_1h: pa.Table, assets: pa.Table, day: date
-) -> pa.Table:
+def entity_health(events: pa.Table, rollup_1h: pa.Table, assets: pa.Table, day: date) -> pa.Table:
     """Hourly health of every in-service entity for the UTC ``day`` (see the module doc)."""
     start = datetime.combine(day, time(), tzinfo=UTC)
     end = start + timedelta(days=1)
@@ -214,34 +240,44 @@ def entity_health(
             pl.col("firing_alerts", "metric_samples").fill_null(0),
             pl.col("alert_penalty", "saturation_penalty").fill_null(0.0),
             worst_severity=pl.col("worst_rank").replace_strict(
-                dict(enumerate(_SEVERITIES)), default=None, return_dtype=pl.String),
+                dict(enumerate(_SEVERITIES)), default=None, return_dtype=pl.String
+            ),
         )
         .with_columns(
             staleness_penalty=pl.when(
                 pl.col("entity_id").is_in(reporting) & (pl.col("metric_samples") == 0)
-            ).then(STALENESS_PENALTY).otherwise(0.0)
+            )
+            .then(STALENESS_PENALTY)
+            .otherwise(0.0)
         )
         .with_columns(
             health_score=(
-                100.0 - pl.col("alert_penalty") - pl.col("saturation_penalty")
+                100.0
+                - pl.col("alert_penalty")
+                - pl.col("saturation_penalty")
                 - pl.col("staleness_penalty")
             ).clip(0.0, 100.0)
         )
     )
     parts = pl.concat_list(
         pl.when(pl.col("firing_alerts") > 0).then(
-            pl.format("{} alert(s) firing, worst {}", "firing_alerts", "worst_severity")),
+            pl.format("{} alert(s) firing, worst {}", "firing_alerts", "worst_severity")
+        ),
         pl.when(pl.col("saturation_penalty") > 0).then(pl.format("saturated: {}", "saturated")),
         pl.when(pl.col("staleness_penalty") > 0).then(pl.lit("no metric samples in the hour")),
     ).list.drop_nulls()
     df = df.with_columns(
-        status=pl.when(pl.col("health_score") >= HEALTHY_AT).then(pl.lit("healthy"))
-        .when(pl.col("health_score") >= DEGRADED_AT).then(pl.lit("degraded"))
+        status=pl.when(pl.col("health_score") >= HEALTHY_AT)
+        .then(pl.lit("healthy"))
+        .when(pl.col("health_score") >= DEGRADED_AT)
+        .then(pl.lit("degraded"))
         .otherwise(pl.lit("critical")),
         reason=pl.when(parts.list.len() > 0).then(parts.list.join("; ")).otherwise(pl.lit("ok")),
     )
     return (
-        df.select(ENTITY_HEALTH_SCHEMA.names).sort(["hour", "entity_id"]).to_arrow()
+        df.select(ENTITY_HEALTH_SCHEMA.names)
+        .sort(["hour", "entity_id"])
+        .to_arrow()
         .cast(ENTITY_HEALTH_SCHEMA)
     )
 

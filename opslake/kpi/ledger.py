@@ -17,16 +17,30 @@ import pyarrow as pa
 from opslake.metrics_catalog.models import current_rows
 from opslake.security.fields import OWNER_CONTACT
 
-LEDGER = pa.schema([
-    ("entity_id", pa.string()), ("name", pa.string()), ("kind", pa.string()),
-    ("type", pa.string()), ("department", pa.string()), ("business", pa.string()),
-    ("region", pa.string()), ("location", pa.string()), ("vendor", pa.string()),
-    ("model", pa.string()), ("lifecycle_state", pa.string()), ("purchase_date", pa.date32()),
-    ("warranty_end", pa.date32()), ("contract_end", pa.date32()),
-    ("licence_end", pa.date32()), ("days_to_warranty_end", pa.int32()),
-    ("days_to_contract_end", pa.int32()), ("days_to_licence_end", pa.int32()),
-    ("owner", pa.string()), ("owner_contact_sm4", pa.string()),
-])
+LEDGER = pa.schema(
+    [
+        ("entity_id", pa.string()),
+        ("name", pa.string()),
+        ("kind", pa.string()),
+        ("type", pa.string()),
+        ("department", pa.string()),
+        ("business", pa.string()),
+        ("region", pa.string()),
+        ("location", pa.string()),
+        ("vendor", pa.string()),
+        ("model", pa.string()),
+        ("lifecycle_state", pa.string()),
+        ("purchase_date", pa.date32()),
+        ("warranty_end", pa.date32()),
+        ("contract_end", pa.date32()),
+        ("licence_end", pa.date32()),
+        ("days_to_warranty_end", pa.int32()),
+        ("days_to_contract_end", pa.int32()),
+        ("days_to_licence_end", pa.int32()),
+        ("owner", pa.string()),
+        ("owner_contact_sm4", pa.string()),
+    ]
+)
 #: Field context of ``owner_contact_sm4``: the token is silver's, sealed once in bronze.
 CONTACT_CONTEXT = OWNER_CONTACT
 

@@ -51,8 +51,7 @@ ROLLUP_SCHEMA = pa.schema(
 def _codes(column: str, uniques: pl.Series) -> pl.Expr:
     """Rank of each value among the sorted distinct values; null gets the slot after the last."""
     return (
-        pl.col(column).cast(pl.Enum(uniques)).to_physical().cast(pl.UInt64)
-        .fill_null(len(uniques))
+        pl.col(column).cast(pl.Enum(uniques)).to_physical().cast(pl.UInt64).fill_null(len(uniques))
     )
 
 
@@ -115,7 +114,8 @@ def rollup(points: pa.Table, every: str) -> pa.Table:
     series = key // n_buckets
     columns = {
         "bucket_start": (((key % n_buckets).cast(pl.Int64) + first_bucket) * width)
-        .cast(pl.Datetime("us", "UTC")).to_arrow(),
+        .cast(pl.Datetime("us", "UTC"))
+        .to_arrow(),
         "metric": _names(series // n_entities, metrics),
         "entity_id": _names(series % n_entities, entities),
     }

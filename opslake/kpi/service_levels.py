@@ -84,9 +84,19 @@ HANDLED_SCHEMA = pa.schema(
     ]
 )
 
-_COLUMNS = ["ticket_id", "type", "status", "business", "opened_at", "acknowledged_at",
-            "resolved_at", "closed_at", "sla_target_minutes", "change_result",
-            "alert_fingerprint"]
+_COLUMNS = [
+    "ticket_id",
+    "type",
+    "status",
+    "business",
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "sla_target_minutes",
+    "change_result",
+    "alert_fingerprint",
+]
 
 
 def _minutes(later: str) -> pl.Expr:
@@ -105,7 +115,9 @@ def _measures(end: datetime) -> dict[str, pl.Expr]:
     met = judged & (ttr <= target)
     late = judged & (ttr > target)
     overdue = (
-        incident & target.is_not_null() & pl.col("resolved_at").is_null()
+        incident
+        & target.is_not_null()
+        & pl.col("resolved_at").is_null()
         & (pl.col("opened_at") + pl.duration(minutes=target) < end)
     )
     change = pl.col("type") == "change"
@@ -131,40 +143,52 @@ def _measures(end: datetime) -> dict[str, pl.Expr]:
         "problems_opened": count(pl.col("type") == "problem"),
         "changes": count(change),
         "failed_changes": count(failed),
-        "change_failure_rate": pl.when(count(executed) > 0)
-        .then(count(failed) / count(executed)),
+        "change_failure_rate": pl.when(count(executed) > 0).then(count(failed) / count(executed)),
     }
 
 
 def _with_handled(tickets: pl.DataFrame, handled: pa.Table) -> pl.DataFrame:
     """``tickets`` with each handled incident in place of the incident tickets linked to it."""
     incidents = pl.from_arrow(handled)
-    links = incidents.select("incident_id", "fingerprints", "started_at", "ended_at") \
-        .explode("fingerprints")
+    links = incidents.select("incident_id", "fingerprints", "started_at", "ended_at").explode(
+        "fingerprints"
+    )
     # A fingerprint may fire again in a later incident: a ticket belongs to the one that
     # was open when the ticket was opened.
     linked = (
         tickets.filter(pl.col("type").str.to_lowercase() == "incident")
         .join(links, left_on="alert_fingerprint", right_on="fingerprints", how="inner")
-        .filter((pl.col("opened_at") >= pl.col("started_at"))
-                & (pl.col("ended_at").is_null() | (pl.col("opened_at") <= pl.col("ended_at"))))
+        .filter(
+            (pl.col("opened_at") >= pl.col("started_at"))
+            & (pl.col("ended_at").is_null() | (pl.col("opened_at") <= pl.col("ended_at")))
+        )
         .drop("started_at", "ended_at")
     )
-    proxy = linked.sort("ticket_id").group_by("incident_id").agg(
-        pl.col("business").drop_nulls().first().alias("ticket_business"),
-        pl.col("acknowledged_at").min().alias("ticket_acknowledged_at"),
-        # Resolved once every linked ticket is.
-        pl.when(pl.col("resolved_at").null_count() == 0).then(pl.col("resolved_at").max())
-        .alias("ticket_resolved_at"),
-        pl.col("sla_target_minutes").min(),
+    proxy = (
+        linked.sort("ticket_id")
+        .group_by("incident_id")
+        .agg(
+            pl.col("business").drop_nulls().first().alias("ticket_business"),
+            pl.col("acknowledged_at").min().alias("ticket_acknowledged_at"),
+            # Resolved once every linked ticket is.
+            pl.when(pl.col("resolved_at").null_count() == 0)
+            .then(pl.col("resolved_at").max())
+            .alias("ticket_resolved_at"),
+            pl.col("sla_target_minutes").min(),
+        )
     )
     rows = incidents.join(proxy, on="incident_id", how="left").select(
-        ticket_id=pl.col("incident_id"), type=pl.lit("incident"), status=pl.lit(""),
-        business=pl.coalesce("ticket_business", "business"), opened_at=pl.col("started_at"),
+        ticket_id=pl.col("incident_id"),
+        type=pl.lit("incident"),
+        status=pl.lit(""),
+        business=pl.coalesce("ticket_business", "business"),
+        opened_at=pl.col("started_at"),
         acknowledged_at=pl.coalesce("acknowledged_at", "ticket_acknowledged_at"),
         resolved_at=pl.coalesce("resolved_at", "ticket_resolved_at"),
-        closed_at=pl.lit(None), sla_target_minutes=pl.col("sla_target_minutes"),
-        change_result=pl.lit(None), alert_fingerprint=pl.lit(None),
+        closed_at=pl.lit(None),
+        sla_target_minutes=pl.col("sla_target_minutes"),
+        change_result=pl.lit(None),
+        alert_fingerprint=pl.lit(None),
     )
     rest = tickets.filter(~pl.col("ticket_id").is_in(linked["ticket_id"].implode()))
     return pl.concat([rest, rows.cast(dict(tickets.schema))])
@@ -179,15 +203,25 @@ def service_levels(tickets: pa.Table, day: date, handled: pa.Table | None = None
     if handled is not None and handled.num_rows:
         frame = _with_handled(frame, handled)
     cohort = (
-        frame
-        .filter((pl.col("opened_at") >= start) & (pl.col("opened_at") < end))
+        frame.filter((pl.col("opened_at") >= start) & (pl.col("opened_at") < end))
         .with_columns(
             pl.col("type").str.to_lowercase(),
             pl.col("business").fill_null(NO_BUSINESS),
         )
         # One row per ticket: the one furthest in its lifecycle, ties broken by content.
-        .sort(["ticket_id", "closed_at", "resolved_at", "acknowledged_at", "status",
-               "business", "type", "change_result"], nulls_last=False)
+        .sort(
+            [
+                "ticket_id",
+                "closed_at",
+                "resolved_at",
+                "acknowledged_at",
+                "status",
+                "business",
+                "type",
+                "change_result",
+            ],
+            nulls_last=False,
+        )
         .unique("ticket_id", keep="last", maintain_order=True)
     )
     if cohort.height == 0:

@@ -18,5 +18,8 @@ def end_of_day(dt: str) -> datetime:
 def cmdb_as_of(lake: Lake, dt: str) -> pa.Table:
     """Silver assets history as known at the end of ``dt`` (its latest partition up to ``dt``)."""
     known = [d for d in lake.partitions("silver", "assets") if d <= dt]
-    return lake.read_table("silver", "assets", schema=ASSETS, dts=known[-1:]) if known \
+    return (
+        lake.read_table("silver", "assets", schema=ASSETS, dts=known[-1:])
+        if known
         else ASSETS.empty_table()
+    )

@@ -14,8 +14,9 @@ import duckdb
 from opslake.settings import Settings
 
 
-def connect(database: str = ":memory:", *, threads: int | None = None,
-            settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    database: str = ":memory:", *, threads: int | None = None, settings: Settings | None = None
+) -> duckdb.DuckDBPyConnection:
     """A connection with the memory cap and spill directory (and ``threads``, if given)."""
     settings = settings or Settings.from_env()
     spill = settings.state_dir / "duckdb-spill"

@@ -29,13 +29,21 @@ def inventory(lake: Lake) -> list[PartitionStatus]:
     for source in zone.sources():
         for dt in zone.days(source):
             batches = zone.batches(source, dt)
-            out.append(PartitionStatus("landing", source, dt, len(batches), len(batches),
-                                       sum(b.bytes for b in batches)))
+            out.append(
+                PartitionStatus(
+                    "landing", source, dt, len(batches), len(batches), sum(b.bytes for b in batches)
+                )
+            )
     for layer in LAYERS[1:]:
         for table in lake.list_dirs(lake.path(layer)):
             for dt in lake.partitions(layer, table):
-                files = [f for f in lake.list_files(lake.table_path(layer, table, {"dt": dt}),
-                                                    recursive=True) if f.endswith(".parquet")]
+                files = [
+                    f
+                    for f in lake.list_files(
+                        lake.table_path(layer, table, {"dt": dt}), recursive=True
+                    )
+                    if f.endswith(".parquet")
+                ]
                 rows = size = 0
                 for f in files:
                     with lake.fs.open_input_file(f) as handle:
@@ -59,6 +67,14 @@ def rolled_up(parts: list[PartitionStatus], by: str) -> list[tuple[str, str, str
         span = days[0] if len(days) == 1 else f"{days[0]} … {days[-1]} ({len(days)})"
         if by == "layer":
             table = f"{len({p.table for p in group})} tables"
-        out.append((layer, table, span, sum(p.files for p in group),
-                    sum(p.rows for p in group), sum(p.bytes for p in group)))
+        out.append(
+            (
+                layer,
+                table,
+                span,
+                sum(p.files for p in group),
+                sum(p.rows for p in group),
+                sum(p.bytes for p in group),
+            )
+        )
     return out

@@ -109,9 +109,14 @@ class LandingZone:
     SealedBatchError, never written in clear.
     """
 
-    def __init__(self, lake: Lake, *, dedupe_days: int = Settings.dedupe_days,
-                 encrypted_sources: Collection[str] = Settings.landing_encrypted_sources,
-                 keys: Callable[[], DataKeys] | None = None) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        dedupe_days: int = Settings.dedupe_days,
+        encrypted_sources: Collection[str] = Settings.landing_encrypted_sources,
+        keys: Callable[[], DataKeys] | None = None,
+    ) -> None:
         self.lake = lake
         self.dedupe_days = dedupe_days
         self.encrypted_sources = frozenset(encrypted_sources)
@@ -120,26 +125,39 @@ class LandingZone:
     @classmethod
     def from_settings(cls, settings: Settings, lake: Lake | None = None) -> LandingZone:
         """The landing zone of ``settings``' lake: its window, sealed sources and data keys."""
-        return cls(lake or Lake.from_settings(settings), dedupe_days=settings.dedupe_days,
-                   encrypted_sources=settings.landing_encrypted_sources,
-                   keys=functools.partial(DataKeys.from_settings, settings))
+        return cls(
+            lake or Lake.from_settings(settings),
+            dedupe_days=settings.dedupe_days,
+            encrypted_sources=settings.landing_encrypted_sources,
+            keys=functools.partial(DataKeys.from_settings, settings),
+        )
 
     def _keys(self, source: str) -> DataKeys:
         if self._load_keys is None:
             raise SealedBatchError(
                 f"landing source {source!r} is stored SM4-encrypted, but this landing zone "
                 "was opened without the data key; open it with LandingZone.from_settings "
-                f"(the key comes from {KEY_ENV} or OPSLAKE_STATE_DIR/keys/data.key)")
+                f"(the key comes from {KEY_ENV} or OPSLAKE_STATE_DIR/keys/data.key)"
+            )
         return self._load_keys()
 
     def _manifest_path(self, source: str, dt: str, batch_id: str) -> str:
-        return self.lake.path("landing", "_manifest", f"source={source}", f"dt={dt}",
-                              f"{batch_id}.json")
+        return self.lake.path(
+            "landing", "_manifest", f"source={source}", f"dt={dt}", f"{batch_id}.json"
+        )
 
-    def write(self, source: str, data: bytes | Iterable[bytes], *, fmt: str,
-              batch_id: str | None = None, received_at: datetime | None = None,
-              dt: str | None = None, connector: str = "opslake",
-              sender: str = "") -> LandedBatch:
+    def write(
+        self,
+        source: str,
+        data: bytes | Iterable[bytes],
+        *,
+        fmt: str,
+        batch_id: str | None = None,
+        received_at: datetime | None = None,
+        dt: str | None = None,
+        connector: str = "opslake",
+        sender: str = "",
+    ) -> LandedBatch:
         """Land one batch; returns its manifest row once bytes and row are durable.
 
         ``batch_id`` defaults to the content hash, so the same bytes delivered twice are
@@ -149,14 +167,20 @@ class LandingZone:
         key id); quality contracts are judged per sender (``sender_of``).
         """
         if len(sender) > 128 or not sender.isprintable():
-            raise InputError(f"sender {sender[:140]!r} is not allowed; use at most 128 "
-                             "printable characters (an API key id or a connector name)")
+            raise InputError(
+                f"sender {sender[:140]!r} is not allowed; use at most 128 "
+                "printable characters (an API key id or a connector name)"
+            )
         if not _SOURCE_RE.match(source):
-            raise InputError(f"source name {source!r} is not allowed; use lower-case letters, "
-                             "digits, '-' and '_' (e.g. 'prometheus')")
+            raise InputError(
+                f"source name {source!r} is not allowed; use lower-case letters, "
+                "digits, '-' and '_' (e.g. 'prometheus')"
+            )
         if batch_id is not None and not _BATCH_RE.match(batch_id):
-            raise InputError(f"batch id {batch_id!r} is not allowed; use letters, digits, '.', "
-                             "'-' and '_' (at most 128)")
+            raise InputError(
+                f"batch id {batch_id!r} is not allowed; use letters, digits, '.', "
+                "'-' and '_' (at most 128)"
+            )
         if not re.fullmatch(r"[a-z0-9]{1,12}", fmt):
             raise InputError(f"format {fmt!r} is not a file extension such as 'prom' or 'json'")
         received = (received_at or datetime.now(UTC)).astimezone(UTC)
@@ -183,10 +207,20 @@ class LandingZone:
             return LandedBatch(**{**asdict(known), "duplicate": True})
         path = self.lake.path("landing", f"source={source}", f"dt={dt}", f"{batch_id}.{fmt}")
         self.lake.commit(staged, path)
-        row = LandedBatch(source=source, batch_id=batch_id, dt=dt, path=path, sha256=sha256,
-                          bytes=size, received_at=received.isoformat(), fmt=fmt,
-                          connector=connector, sender=sender, encryption=encryption,
-                          key_id=key_id)
+        row = LandedBatch(
+            source=source,
+            batch_id=batch_id,
+            dt=dt,
+            path=path,
+            sha256=sha256,
+            bytes=size,
+            received_at=received.isoformat(),
+            fmt=fmt,
+            connector=connector,
+            sender=sender,
+            encryption=encryption,
+            key_id=key_id,
+        )
         self._put_manifest(row)
         return row
 
@@ -204,8 +238,9 @@ class LandingZone:
         """The manifest row of ``batch_id`` on ``dt`` or one of the window's days before."""
         day = date.fromisoformat(dt)
         for back in range(self.dedupe_days + 1):
-            if known := self._read_manifest(source, (day - timedelta(days=back)).isoformat(),
-                                            batch_id):
+            if known := self._read_manifest(
+                source, (day - timedelta(days=back)).isoformat(), batch_id
+            ):
                 return known
         return None
 
@@ -218,14 +253,19 @@ class LandingZone:
     def batches(self, source: str, dt: str, *, purged: bool = False) -> list[LandedBatch]:
         """Committed batches of one source and day, in batch-id order (tombstones if ``purged``)."""
         base = self.lake.path("landing", "_manifest", f"source={source}", f"dt={dt}")
-        rows = [LandedBatch(**json.loads(self.lake.read_bytes(p)))
-                for p in self.lake.list_files(base) if p.endswith(".json")]
+        rows = [
+            LandedBatch(**json.loads(self.lake.read_bytes(p)))
+            for p in self.lake.list_files(base)
+            if p.endswith(".json")
+        ]
         return rows if purged else [b for b in rows if not b.purged_at]
 
     def sources(self) -> list[str]:
         """Sources that have landed at least one batch."""
-        return [d.removeprefix("source=") for d in
-                self.lake.list_dirs(self.lake.path("landing", "_manifest"))]
+        return [
+            d.removeprefix("source=")
+            for d in self.lake.list_dirs(self.lake.path("landing", "_manifest"))
+        ]
 
     def days(self, source: str) -> list[str]:
         """Days (``dt``) with committed batches for ``source``."""
@@ -242,39 +282,49 @@ class LandingZone:
             raise PurgedBatchError(
                 f"batch {batch.batch_id} of {batch.source} ({batch.dt}) was purged from "
                 f"landing at {batch.purged_at} (OPSLAKE_LANDING_RETENTION_DAYS); its rows are "
-                "in bronze and silver: read those, or restore the object from a backup")
+                "in bronze and silver: read those, or restore the object from a backup"
+            )
         data = self.lake.read_bytes(batch.path)
         if batch.encryption:
             data = self._open(batch, data)
         if verify and hashlib.sha256(data).hexdigest() != batch.sha256:
-            raise StorageError(f"landing object {batch.path} does not match its manifest "
-                               "checksum; restore it from the source or re-deliver the batch")
+            raise StorageError(
+                f"landing object {batch.path} does not match its manifest "
+                "checksum; restore it from the source or re-deliver the batch"
+            )
         return data
 
     def _open(self, batch: LandedBatch, data: bytes) -> bytes:
         """The plaintext of a sealed object; SealedBatchError names the key or the damage."""
         if batch.encryption != SM4_GCM:
-            raise SealedBatchError(f"batch {batch.batch_id} of {batch.source} is stored as "
-                                   f"{batch.encryption!r}, which this OpsLake cannot open; "
-                                   "upgrade OpsLake to the version that landed it")
+            raise SealedBatchError(
+                f"batch {batch.batch_id} of {batch.source} is stored as "
+                f"{batch.encryption!r}, which this OpsLake cannot open; "
+                "upgrade OpsLake to the version that landed it"
+            )
         keys = self._keys(batch.source)
         damaged = SealedBatchError(
             f"landing object {batch.path} failed authentication: it was altered, cut off or "
             "belongs to another source or day; restore it from a backup or re-deliver the "
-            "batch")
+            "batch"
+        )
         if not data.startswith(_SEALED_MAGIC) or len(data) < SEALED_OVERHEAD:
             raise damaged
-        kid = data[len(_SEALED_MAGIC):][:_KEY_ID_CHARS].decode("ascii", "replace")
+        kid = data[len(_SEALED_MAGIC) :][:_KEY_ID_CHARS].decode("ascii", "replace")
         key = keys.get(kid)
         if key is None:
             raise SealedBatchError(
                 f"landing object {batch.path} is sealed under data key {kid}, but the loaded "
                 f"key is {keys.current_id}; set {KEY_ENV} to that key, or list it in "
-                f"{PREVIOUS_KEYS_ENV} (a backup holds it: opslake backup restore)")
+                f"{PREVIOUS_KEYS_ENV} (a backup holds it: opslake backup restore)"
+            )
         try:
-            return sm4_gcm_decrypt(key, data[_HEADER_BYTES - NONCE_BYTES:_HEADER_BYTES],
-                                   data[_HEADER_BYTES:],
-                                   data[:_HEADER_BYTES] + _context(batch.source, batch.dt))
+            return sm4_gcm_decrypt(
+                key,
+                data[_HEADER_BYTES - NONCE_BYTES : _HEADER_BYTES],
+                data[_HEADER_BYTES:],
+                data[:_HEADER_BYTES] + _context(batch.source, batch.dt),
+            )
         except SecurityError as exc:
             raise damaged from exc
 
@@ -301,5 +351,6 @@ def _seal(keys: DataKeys, chunks: Iterable[bytes], source: str, dt: str) -> Iter
     """A sealed object, streamed: header, SM4-GCM ciphertext of ``chunks``, tag."""
     nonce = secrets.token_bytes(NONCE_BYTES)  # random per batch, never reused under a key
     header = _SEALED_MAGIC + keys.current_id.encode("ascii") + b":" + nonce
-    return itertools.chain([header], sm4_gcm_encrypt(keys.current, nonce, chunks,
-                                                     header + _context(source, dt)))
+    return itertools.chain(
+        [header], sm4_gcm_encrypt(keys.current, nonce, chunks, header + _context(source, dt))
+    )

@@ -48,15 +48,23 @@ def rejects_table(batch: LandedBatch, rejects: Sequence[Reject]) -> pa.Table:
     )
 
 
-def write(lake: Lake, bronze_table: str, dt: str, tables: Sequence[pa.Table], *,
-          part: str = "part-0", prune: bool = True) -> int:
+def write(
+    lake: Lake,
+    bronze_table: str,
+    dt: str,
+    tables: Sequence[pa.Table],
+    *,
+    part: str = "part-0",
+    prune: bool = True,
+) -> int:
     """Replace the quarantine rows of one bronze table and day; returns how many there are.
 
     One day shard of several writes its own ``part`` and leaves the others (``prune`` off).
     """
     table = pa.concat_tables([QUARANTINE.empty_table(), *tables])
-    lake.write_parts("bronze", TABLE, {"dt": dt, "table": bronze_table}, [(part, table)],
-                     QUARANTINE, prune=prune)
+    lake.write_parts(
+        "bronze", TABLE, {"dt": dt, "table": bronze_table}, [(part, table)], QUARANTINE, prune=prune
+    )
     return table.num_rows
 
 
@@ -70,10 +78,13 @@ def read_part(lake: Lake, dt: str, table: str, columns: list[str]) -> pa.Table:
 
     Read with the current schema, so a column added since a file was written reads as null.
     """
-    files = [f for f in lake.list_files(lake.table_path("bronze", TABLE,
-                                                       {"dt": dt, "table": table}))
-             if f.endswith(".parquet")]
+    files = [
+        f
+        for f in lake.list_files(lake.table_path("bronze", TABLE, {"dt": dt, "table": table}))
+        if f.endswith(".parquet")
+    ]
     if not files:
         return QUARANTINE.empty_table().select(columns)
-    return ds.dataset(files, filesystem=lake.fs, format="parquet",
-                      schema=QUARANTINE).to_table(columns=columns)
+    return ds.dataset(files, filesystem=lake.fs, format="parquet", schema=QUARANTINE).to_table(
+        columns=columns
+    )

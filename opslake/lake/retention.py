@@ -30,23 +30,33 @@ Readers = Mapping[str, Mapping[str, Sequence[str]]]
 
 def bronze_batch_ids(lake: Lake, bronze_tables: Sequence[str], dt: str) -> dict[str, list[str]]:
     """Per bronze table, the batch ids of its files for day ``dt``."""
-    return {table: [f.rsplit("/", 1)[-1].removesuffix(".parquet")
-                    for f in lake.list_files(lake.table_path("bronze", table, {"dt": dt}))
-                    if f.endswith(".parquet")]
-            for table in bronze_tables}
+    return {
+        table: [
+            f.rsplit("/", 1)[-1].removesuffix(".parquet")
+            for f in lake.list_files(lake.table_path("bronze", table, {"dt": dt}))
+            if f.endswith(".parquet")
+        ]
+        for table in bronze_tables
+    }
 
 
 def _marker_path(lake: Lake, silver_table: str, dt: str) -> str:
     return lake.path("landing", "_silvered", f"table={silver_table}", f"dt={dt}.json")
 
 
-def mark_silvered(lake: Lake, silver_table: str, dt: str, consumed: Mapping[str, Sequence[str]],
-                  at: datetime) -> None:
+def mark_silvered(
+    lake: Lake, silver_table: str, dt: str, consumed: Mapping[str, Sequence[str]], at: datetime
+) -> None:
     """Record that silver ``silver_table`` day ``dt`` is durable with these bronze batches."""
-    body = {"table": silver_table, "dt": dt, "at": at.astimezone(UTC).isoformat(),
-            "bronze": {table: sorted(ids) for table, ids in consumed.items()}}
-    lake.put_atomic(_marker_path(lake, silver_table, dt),
-                    [json.dumps(body, sort_keys=True).encode()])
+    body = {
+        "table": silver_table,
+        "dt": dt,
+        "at": at.astimezone(UTC).isoformat(),
+        "bronze": {table: sorted(ids) for table, ids in consumed.items()},
+    }
+    lake.put_atomic(
+        _marker_path(lake, silver_table, dt), [json.dumps(body, sort_keys=True).encode()]
+    )
 
 
 def silvered(lake: Lake, silver_table: str, dt: str) -> dict[str, set[str]]:
@@ -54,8 +64,7 @@ def silvered(lake: Lake, silver_table: str, dt: str) -> dict[str, set[str]]:
     path = _marker_path(lake, silver_table, dt)
     if not lake.exists(path):
         return {}
-    return {table: set(ids) for table, ids in
-            json.loads(lake.read_bytes(path))["bronze"].items()}
+    return {table: set(ids) for table, ids in json.loads(lake.read_bytes(path))["bronze"].items()}
 
 
 @dataclass
@@ -75,13 +84,25 @@ class PurgeReport:
 
     def counts(self) -> dict[str, object]:
         """The figures a log line or an audit entry records."""
-        return {"cutoff": self.cutoff, "dry_run": self.dry_run, "purged": len(self.purged),
-                "purged_bytes": self.purged_bytes, "kept": len(self.kept),
-                "sources": sorted({b.source for b in self.purged})}
+        return {
+            "cutoff": self.cutoff,
+            "dry_run": self.dry_run,
+            "purged": len(self.purged),
+            "purged_bytes": self.purged_bytes,
+            "kept": len(self.kept),
+            "sources": sorted({b.source for b in self.purged}),
+        }
 
 
-def purge(zone: LandingZone, readers: Readers, *, retention_days: int, today: date,
-          now: datetime, dry_run: bool = False) -> PurgeReport:
+def purge(
+    zone: LandingZone,
+    readers: Readers,
+    *,
+    retention_days: int,
+    today: date,
+    now: datetime,
+    dry_run: bool = False,
+) -> PurgeReport:
     """Purge the batches of days before ``today - retention_days`` that silver holds.
 
     ``retention_days`` 0 (keep forever) purges nothing. A source no silver table reads is
@@ -113,8 +134,12 @@ def purge(zone: LandingZone, readers: Readers, *, retention_days: int, today: da
     return report
 
 
-def _missing_from_silver(lake: Lake, batch: LandedBatch, bronze: Mapping[str, Sequence[str]],
-                         done: dict[str, dict[str, set[str]]]) -> str:
+def _missing_from_silver(
+    lake: Lake,
+    batch: LandedBatch,
+    bronze: Mapping[str, Sequence[str]],
+    done: dict[str, dict[str, set[str]]],
+) -> str:
     """Why ``batch`` may not be purged yet ("" when every silver reader holds it)."""
     if not any(bronze.values()):
         return f"no silver table reads {batch.source}"

@@ -16,8 +16,9 @@ from opslake.lake.storage import Lake
 SLICE_ROWS = 5_000_000
 
 
-def series_slices(lake: Lake, day: str, columns: Sequence[str], *, rows: int = SLICE_ROWS,
-                  part: str | None = None) -> Iterator[pa.Table]:
+def series_slices(
+    lake: Lake, day: str, columns: Sequence[str], *, rows: int = SLICE_ROWS, part: str | None = None
+) -> Iterator[pa.Table]:
     """Day ``day`` of silver metric points (``columns``, which must include ``metric`` and
     ``entity_id``), about ``rows`` at a time, each (metric, entity) pair whole in one slice.
 
@@ -26,8 +27,15 @@ def series_slices(lake: Lake, day: str, columns: Sequence[str], *, rows: int = S
     one day shard's file (``part-2``) only.
     """
     pending: pa.Table | None = None
-    for batch in lake.scan("silver", "metric_points", schema=METRIC_POINTS, dts=[day],
-                           columns=list(columns), batch_rows=min(rows, 1_000_000), part=part):
+    for batch in lake.scan(
+        "silver",
+        "metric_points",
+        schema=METRIC_POINTS,
+        dts=[day],
+        columns=list(columns),
+        batch_rows=min(rows, 1_000_000),
+        part=part,
+    ):
         table = batch if pending is None else pa.concat_tables([pending, batch])
         if table.num_rows < rows:
             pending = table
@@ -43,4 +51,3 @@ def series_slices(lake: Lake, day: str, columns: Sequence[str], *, rows: int = S
         pending = table.slice(cut)
     if pending is not None and pending.num_rows:
         yield pending
-

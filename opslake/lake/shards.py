@@ -33,22 +33,28 @@ def shard_of(keys: pa.Array | pa.ChunkedArray, shards: int) -> np.ndarray:
     if shards == 1:
         return np.zeros(len(keys), np.int64)
     filled = pc.fill_null(keys.cast(pa.string()), "")
-    encoded = (filled.combine_chunks() if isinstance(filled, pa.ChunkedArray)
-               else filled).dictionary_encode()
-    codes = np.array([zlib.crc32(v.encode()) % shards
-                      for v in encoded.dictionary.to_pylist()], np.int64)
+    encoded = (
+        filled.combine_chunks() if isinstance(filled, pa.ChunkedArray) else filled
+    ).dictionary_encode()
+    codes = np.array(
+        [zlib.crc32(v.encode()) % shards for v in encoded.dictionary.to_pylist()], np.int64
+    )
     return codes[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def require_parts(lake: Lake, layer: str, name: str, dt: str, shards: int) -> None:
     """Fail clearly unless day ``dt`` of ``layer/name`` was written in ``shards`` shards."""
     directory = lake.table_path(layer, name, {"dt": dt})
-    found = {p.rsplit("/", 1)[-1].removesuffix(".parquet") for p in lake.list_files(directory)
-             if p.endswith(".parquet")}
+    found = {
+        p.rsplit("/", 1)[-1].removesuffix(".parquet")
+        for p in lake.list_files(directory)
+        if p.endswith(".parquet")
+    }
     if found and found != {part_name(i) for i in range(shards)}:
         raise StorageError(
             f"{layer}/{name} dt={dt} was written in {len(found)} shard(s), OPSLAKE_SHARDS is "
-            f"{shards}: materialize {layer}/{name}+ for that day again with this setting")
+            f"{shards}: materialize {layer}/{name}+ for that day again with this setting"
+        )
 
 
 def _state_path(lake: Lake, layer: str, name: str, dt: str, shard: int) -> str:
@@ -56,12 +62,14 @@ def _state_path(lake: Lake, layer: str, name: str, dt: str, shard: int) -> str:
     return lake.path("_shards", layer, name, f"dt={dt}", f"shard-{shard}.arrows")
 
 
-def save_state(lake: Lake, layer: str, name: str, dt: str, shard: int, figures: dict,
-               rows: pa.Table) -> None:
+def save_state(
+    lake: Lake, layer: str, name: str, dt: str, shard: int, figures: dict, rows: pa.Table
+) -> None:
     """Keep what shard ``shard`` of a day learnt (JSON ``figures``, ``rows`` such as those it
     quarantined) for the step that merges the shards, on whichever worker it runs."""
-    table = rows.replace_schema_metadata({b"opslake.figures": json.dumps(
-        figures, default=str).encode()})
+    table = rows.replace_schema_metadata(
+        {b"opslake.figures": json.dumps(figures, default=str).encode()}
+    )
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -72,8 +80,10 @@ def load_state(lake: Lake, layer: str, name: str, dt: str, shard: int) -> tuple[
     """What ``save_state`` kept for a shard; a clear error when that shard has not run."""
     path = _state_path(lake, layer, name, dt, shard)
     if not lake.exists(path):
-        raise StorageError(f"shard {shard} of {layer}/{name} dt={dt} has not run (no {path}); "
-                           f"materialize {layer}/{name} for that day again")
+        raise StorageError(
+            f"shard {shard} of {layer}/{name} dt={dt} has not run (no {path}); "
+            f"materialize {layer}/{name} for that day again"
+        )
     table = pa.ipc.open_stream(lake.read_bytes(path)).read_all()
     figures = json.loads(table.schema.metadata[b"opslake.figures"])
     return figures, table.replace_schema_metadata(None)

@@ -26,8 +26,7 @@ _LOCKS_LOCK = threading.Lock()
 class StateDB:
     """The SQLite file ``path`` with ``schema`` applied; ``what`` names it in errors."""
 
-    def __init__(self, path: Path, schema: str, what: str, *,
-                 foreign_keys: bool = False) -> None:
+    def __init__(self, path: Path, schema: str, what: str, *, foreign_keys: bool = False) -> None:
         self.path, self._what, self._foreign_keys = Path(path), what, foreign_keys
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _LOCKS_LOCK:

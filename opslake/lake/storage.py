@@ -53,16 +53,20 @@ class Lake:
         """Open the lake that ``settings.home`` names."""
         if settings.is_object_store:
             bucket_prefix = settings.home.removeprefix("s3://")
-            kwargs: dict[str, object] = {"region": settings.s3_region,
-                                         "request_timeout": S3_REQUEST_TIMEOUT_S}
+            kwargs: dict[str, object] = {
+                "region": settings.s3_region,
+                "request_timeout": S3_REQUEST_TIMEOUT_S,
+            }
             if settings.s3_endpoint:
                 scheme, _, host = settings.s3_endpoint.partition("://")
                 kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
             try:
                 fs = pafs.S3FileSystem(**kwargs)
             except (OSError, ValueError) as exc:
-                raise StorageError(f"cannot open {settings.home}: {exc}; check OPSLAKE_S3_ENDPOINT "
-                                   "and the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables") from exc
+                raise StorageError(
+                    f"cannot open {settings.home}: {exc}; check OPSLAKE_S3_ENDPOINT "
+                    "and the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables"
+                ) from exc
             return cls(fs, bucket_prefix, local=False)
         Path(settings.home).mkdir(parents=True, exist_ok=True)
         return cls(pafs.LocalFileSystem(), settings.home, local=True)
@@ -93,8 +97,9 @@ class Lake:
     def list_dirs(self, path: str) -> list[str]:
         """Immediate sub-directory names of ``path`` (sorted)."""
         sel = pafs.FileSelector(path, allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.Directory)
+        return sorted(
+            i.base_name for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.Directory
+        )
 
     def read_bytes(self, path: str) -> bytes:
         """Whole content of one object, in one request on S3."""
@@ -194,9 +199,16 @@ class Lake:
             raise
 
     # -- Parquet tables ----------------------------------------------------------------
-    def write_parts(self, layer: str, name: str, partition: Mapping[str, str],
-                    parts: Iterable[tuple[str, pa.Table | Iterable[pa.Table]]],
-                    schema: pa.Schema, *, prune: bool = True) -> list[str]:
+    def write_parts(
+        self,
+        layer: str,
+        name: str,
+        partition: Mapping[str, str],
+        parts: Iterable[tuple[str, pa.Table | Iterable[pa.Table]]],
+        schema: pa.Schema,
+        *,
+        prune: bool = True,
+    ) -> list[str]:
         """Replace one Hive partition of ``layer/name`` with the given part files.
 
         Each part streams its tables into one Parquet file that appears atomically; files of
@@ -214,13 +226,21 @@ class Lake:
             if self.local:
                 Path(staged).parent.mkdir(parents=True, exist_ok=True)
             try:
-                with self.fs.open_output_stream(staged) as sink, pq.ParquetWriter(
-                    sink, schema.remove_metadata(), compression="zstd", coerce_timestamps="us",
-                    allow_truncated_timestamps=False, write_statistics=True,
-                ) as writer:
+                with (
+                    self.fs.open_output_stream(staged) as sink,
+                    pq.ParquetWriter(
+                        sink,
+                        schema.remove_metadata(),
+                        compression="zstd",
+                        coerce_timestamps="us",
+                        allow_truncated_timestamps=False,
+                        write_statistics=True,
+                    ) as writer,
+                ):
                     for chunk in _prefetch(chunks):
-                        writer.write_table(chunk.cast(schema.remove_metadata()),
-                                           row_group_size=1_000_000)
+                        writer.write_table(
+                            chunk.cast(schema.remove_metadata()), row_group_size=1_000_000
+                        )
             except BaseException:
                 self.discard(staged)
                 raise
@@ -236,8 +256,9 @@ class Lake:
             self.prune_parts(layer, name, partition, {p.rsplit("/", 1)[-1] for p in written})
         return written
 
-    def prune_parts(self, layer: str, name: str, partition: Mapping[str, str],
-                    keep: Iterable[str]) -> None:
+    def prune_parts(
+        self, layer: str, name: str, partition: Mapping[str, str], keep: Iterable[str]
+    ) -> None:
         """Remove the files of one partition not named in ``keep`` (``part-0.parquet``)."""
         directory = self.table_path(layer, name, partition)
         kept = set(keep)
@@ -245,19 +266,24 @@ class Lake:
             if stale.rsplit("/", 1)[-1] not in kept:
                 self.fs.delete_file(stale)
 
-    def write_table(self, table: pa.Table, layer: str, name: str,
-                    partition: Mapping[str, str]) -> str:
+    def write_table(
+        self, table: pa.Table, layer: str, name: str, partition: Mapping[str, str]
+    ) -> str:
         """Replace one Hive partition of ``layer/name`` with ``table`` (one file)."""
         return self.write_parts(layer, name, partition, [("part-0", table)], table.schema)[0]
 
     def partitions(self, layer: str, name: str, key: str = "dt") -> list[str]:
         """Values of the first-level partition ``key`` that exist for a table."""
         prefix = f"{key}="
-        return [d.removeprefix(prefix) for d in self.list_dirs(self.table_path(layer, name))
-                if d.startswith(prefix)]
+        return [
+            d.removeprefix(prefix)
+            for d in self.list_dirs(self.table_path(layer, name))
+            if d.startswith(prefix)
+        ]
 
-    def drop_partitions_before(self, tables: Iterable[tuple[str, str]], first_kept: str
-                               ) -> list[str]:
+    def drop_partitions_before(
+        self, tables: Iterable[tuple[str, str]], first_kept: str
+    ) -> list[str]:
         """Delete the ``dt`` partitions older than ``first_kept`` of (layer, table) pairs."""
         dropped = []
         for layer, table in tables:
@@ -267,39 +293,71 @@ class Lake:
                     dropped.append(f"{layer}/{table}/dt={dt}")
         return dropped
 
-    def read_table(self, layer: str, name: str, *, schema: pa.Schema | None = None,
-                   dts: Iterable[str] | None = None, columns: list[str] | None = None,
-                   dictionary: Sequence[str] = (), part: str | None = None) -> pa.Table:
+    def read_table(
+        self,
+        layer: str,
+        name: str,
+        *,
+        schema: pa.Schema | None = None,
+        dts: Iterable[str] | None = None,
+        columns: list[str] | None = None,
+        dictionary: Sequence[str] = (),
+        part: str | None = None,
+    ) -> pa.Table:
         """Read a table (optionally only some ``dt`` partitions, or one part file of each).
 
         Columns named in ``dictionary`` are read dictionary-encoded, which keeps highly
         repetitive strings (metric names, label sets) small in memory.
         """
         schema = _dictionary_schema(schema, dictionary)
-        dataset = self.dataset(layer, name, schema=schema, dts=dts, dictionary=dictionary,
-                               part=part)
+        dataset = self.dataset(
+            layer, name, schema=schema, dts=dts, dictionary=dictionary, part=part
+        )
         if dataset is None:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty
         return dataset.to_table(columns=columns)
 
-    def scan(self, layer: str, name: str, *, schema: pa.Schema, dts: Iterable[str],
-             columns: list[str], dictionary: Sequence[str] = (),
-             batch_rows: int = 1_000_000, part: str | None = None) -> Iterator[pa.Table]:
+    def scan(
+        self,
+        layer: str,
+        name: str,
+        *,
+        schema: pa.Schema,
+        dts: Iterable[str],
+        columns: list[str],
+        dictionary: Sequence[str] = (),
+        batch_rows: int = 1_000_000,
+        part: str | None = None,
+    ) -> Iterator[pa.Table]:
         """A table's rows in file order, at most ``batch_rows`` at a time (``read_table``'s
         options), reading one file ahead at most: memory follows the batch, not the table."""
-        dataset = self.dataset(layer, name, schema=_dictionary_schema(schema, dictionary),
-                               dts=dts, dictionary=dictionary, part=part)
+        dataset = self.dataset(
+            layer,
+            name,
+            schema=_dictionary_schema(schema, dictionary),
+            dts=dts,
+            dictionary=dictionary,
+            part=part,
+        )
         if dataset is None:
             return
-        for batch in dataset.to_batches(columns=columns, batch_size=batch_rows,
-                                        batch_readahead=1, fragment_readahead=1):
+        for batch in dataset.to_batches(
+            columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
+        ):
             if batch.num_rows:
                 yield pa.Table.from_batches([batch])
 
-    def dataset(self, layer: str, name: str, *, schema: pa.Schema | None = None,
-                dts: Iterable[str] | None = None, dictionary: Sequence[str] = (),
-                part: str | None = None) -> ds.Dataset | None:
+    def dataset(
+        self,
+        layer: str,
+        name: str,
+        *,
+        schema: pa.Schema | None = None,
+        dts: Iterable[str] | None = None,
+        dictionary: Sequence[str] = (),
+        part: str | None = None,
+    ) -> ds.Dataset | None:
         """A lazy dataset over a table's files (``None`` when there are none and ``schema``
         says what an empty table looks like); scans push projections and filters down.
         ``part`` keeps only the files of that name (``part-2``: one shard of each day)."""
@@ -316,7 +374,9 @@ class Lake:
         fmt = ds.ParquetFileFormat(
             read_options=ds.ParquetReadOptions(dictionary_columns=list(dictionary)),
             default_fragment_scan_options=ds.ParquetFragmentScanOptions(
-                pre_buffer=True, cache_options=None if self.local else _S3_CACHE))
+                pre_buffer=True, cache_options=None if self.local else _S3_CACHE
+            ),
+        )
         # Partition values are not added as columns: every table carries its own time column.
         return ds.dataset(files, filesystem=self.fs, format=fmt, schema=schema)
 
@@ -325,8 +385,12 @@ def _dictionary_schema(schema: pa.Schema | None, dictionary: Sequence[str]) -> p
     """``schema`` with the columns named in ``dictionary`` read dictionary-encoded."""
     if schema is None or not dictionary:
         return schema
-    return pa.schema([f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary
-                      else f for f in schema])
+    return pa.schema(
+        [
+            f.with_type(pa.dictionary(pa.int32(), f.type)) if f.name in dictionary else f
+            for f in schema
+        ]
+    )
 
 
 def _prefetch(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:

@@ -30,8 +30,11 @@ LIVE_SUFFIX = "_live"
 #: Daily tables whose rows may be written again on a later day (an incident open at midnight):
 #: ``<table>_current`` keeps the newest partition's row per key (an incident's handling state
 #: is written again on each day it is acted on).
-LATEST_BY = {"incidents": ("incident_id",), "incident_alerts": ("incident_id", "alert_id"),
-             "incident_state": ("incident_id",)}
+LATEST_BY = {
+    "incidents": ("incident_id",),
+    "incident_alerts": ("incident_id", "alert_id"),
+    "incident_state": ("incident_id",),
+}
 #: The lake's own size per layer, table and day (the platform watching itself, S6.10a).
 INVENTORY_TABLE = "lake_inventory"
 
@@ -60,18 +63,25 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
         try:
             for layer in SERVING_LAYERS:
                 for table in lake.list_dirs(lake.path(layer)):
-                    if not any(f.endswith(".parquet") for f in lake.list_files(
-                            lake.table_path(layer, table), recursive=True)):
+                    if not any(
+                        f.endswith(".parquet")
+                        for f in lake.list_files(lake.table_path(layer, table), recursive=True)
+                    ):
                         continue
                     objects.append(_serve(con, lake, layer, table))
-            objects += [_current(con, o, LATEST_BY[o.table]) for o in list(objects)
-                        if o.table in LATEST_BY]
+            objects += [
+                _current(con, o, LATEST_BY[o.table]) for o in list(objects) if o.table in LATEST_BY
+            ]
             objects.append(_inventory(con, lake))
-            con.execute("CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
-                        "source_table VARCHAR, rows BIGINT, kind VARCHAR)")
+            con.execute(
+                "CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
+                "source_table VARCHAR, rows BIGINT, kind VARCHAR)"
+            )
             if objects:
-                con.executemany("INSERT INTO _opslake_warehouse VALUES (?, ?, ?, ?, ?)",
-                                [(o.name, o.layer, o.table, o.rows, o.kind) for o in objects])
+                con.executemany(
+                    "INSERT INTO _opslake_warehouse VALUES (?, ?, ?, ?, ?)",
+                    [(o.name, o.layer, o.table, o.rows, o.kind) for o in objects],
+                )
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -99,11 +109,15 @@ def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -
         partitioned = bool(lake.partitions(layer, table))
         glob = lake.table_path(layer, table) + ("/**/*.parquet" if partitioned else "/*.parquet")
         # Hive partition values stay strings (dt=2026-11-24): say so, or DuckDB infers a date.
-        hive = (", hive_partitioning = true, hive_types_autocast = false" if partitioned
-                else ", hive_partitioning = false")
+        hive = (
+            ", hive_partitioning = true, hive_types_autocast = false"
+            if partitioned
+            else ", hive_partitioning = false"
+        )
         what = "VIEW" if kind == "live" else "TABLE"
-        con.execute(f'CREATE {what} "{name}" AS SELECT * FROM '
-                    f'read_parquet(\'{_quote(glob)}\'{hive})')
+        con.execute(
+            f"CREATE {what} \"{name}\" AS SELECT * FROM read_parquet('{_quote(glob)}'{hive})"
+        )
     else:
         data = lake.read_table(layer, table)  # noqa: F841  (DuckDB scans the local variable)
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM data')
@@ -114,25 +128,32 @@ def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -
 def _inventory(con: duckdb.DuckDBPyConnection, lake: Lake) -> WarehouseObject:
     """Files, rows and bytes of every partition of the lake, landing included, as built."""
     parts = inventory(lake)
-    con.execute(f'CREATE TABLE "{INVENTORY_TABLE}" (layer VARCHAR, "table" VARCHAR, '
-                'dt VARCHAR, files BIGINT, rows BIGINT, bytes BIGINT)')
+    con.execute(
+        f'CREATE TABLE "{INVENTORY_TABLE}" (layer VARCHAR, "table" VARCHAR, '
+        "dt VARCHAR, files BIGINT, rows BIGINT, bytes BIGINT)"
+    )
     if parts:
-        con.executemany(f'INSERT INTO "{INVENTORY_TABLE}" VALUES (?, ?, ?, ?, ?, ?)',
-                        [(p.layer, p.table, p.dt, p.files, p.rows, p.bytes) for p in parts])
-    return WarehouseObject(name=INVENTORY_TABLE, layer="lake", table=INVENTORY_TABLE,
-                           rows=len(parts))
+        con.executemany(
+            f'INSERT INTO "{INVENTORY_TABLE}" VALUES (?, ?, ?, ?, ?, ?)',
+            [(p.layer, p.table, p.dt, p.files, p.rows, p.bytes) for p in parts],
+        )
+    return WarehouseObject(
+        name=INVENTORY_TABLE, layer="lake", table=INVENTORY_TABLE, rows=len(parts)
+    )
 
 
-def _current(con: duckdb.DuckDBPyConnection, source: WarehouseObject, keys: tuple[str, ...]
-             ) -> WarehouseObject:
+def _current(
+    con: duckdb.DuckDBPyConnection, source: WarehouseObject, keys: tuple[str, ...]
+) -> WarehouseObject:
     table = source.table
     name = f"{table}_current"
-    con.execute(f'CREATE VIEW "{name}" AS SELECT * EXCLUDE (_newest) FROM (SELECT *, '
-                f'row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY dt DESC) AS _newest '
-                f'FROM "{table}") WHERE _newest = 1')
+    con.execute(
+        f'CREATE VIEW "{name}" AS SELECT * EXCLUDE (_newest) FROM (SELECT *, '
+        f"row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY dt DESC) AS _newest "
+        f'FROM "{table}") WHERE _newest = 1'
+    )
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-    return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows),
-                           kind=source.kind)
+    return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows), kind=source.kind)
 
 
 def _quote(text: str) -> str:
@@ -156,8 +177,10 @@ def open_read_only(path: Path) -> duckdb.DuckDBPyConnection:
         con.execute("USE warehouse")
     except duckdb.Error as exc:
         con.close()
-        raise StorageError(f"cannot open the warehouse at {path} ({exc}); rebuild it with "
-                           "`opslake warehouse build`") from exc
+        raise StorageError(
+            f"cannot open the warehouse at {path} ({exc}); rebuild it with "
+            "`opslake warehouse build`"
+        ) from exc
     return con
 
 

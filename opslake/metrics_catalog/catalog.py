@@ -60,20 +60,30 @@ class Catalog:
             return self.metrics.metrics[metric_id]
         except KeyError:
             close = [m for m in self.metrics.metrics if metric_id.split(".")[-1] in m][:5]
-            hint = f"; did you mean {', '.join(close)}?" if close else \
-                "; `opslake catalog list` shows them"
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else "; `opslake catalog list` shows them"
+            )
             raise NotFoundError(f"no metric {metric_id!r}{hint}") from None
 
     def entry(self, metric_id: str) -> Entry:
         """A metric with its version state."""
         metric = self.get(metric_id)
         _, _, change, _ = self.versions.next_version(
-            metric, upstream_fingerprints(self.metrics, metric_id))
+            metric, upstream_fingerprints(self.metrics, metric_id)
+        )
         return Entry(metric, self.versions.latest(metric_id), change)
 
-    def search(self, text: str = "", *, category: str | None = None,
-               status: str | None = None, tag: str | None = None,
-               family: str | None = None) -> list[MetricDefinition]:
+    def search(
+        self,
+        text: str = "",
+        *,
+        category: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        family: str | None = None,
+    ) -> list[MetricDefinition]:
         """Metrics whose id, names, description or tags contain ``text`` (case-insensitive)."""
         needle = text.lower()
         out = []
@@ -81,8 +91,12 @@ class Catalog:
             haystack = " ".join([m.id, m.description, *m.names.values(), *m.tags]).lower()
             if needle and needle not in haystack:
                 continue
-            if (category and m.category != category) or (status and m.status != status) or \
-                    (tag and tag not in m.tags) or (family and m.family != family):
+            if (
+                (category and m.category != category)
+                or (status and m.status != status)
+                or (tag and tag not in m.tags)
+                or (family and m.family != family)
+            ):
                 continue
             out.append(m)
         return sorted(out, key=lambda m: m.id)
@@ -108,23 +122,28 @@ class Catalog:
             indent = re.match(r"\s*(-\s*)?", lines[n]).end()
             lines.insert(n + 1, " " * indent + f"status: {status}\n")
         text = "".join(lines)
-        load_texts({str(p): (text if p == path else p.read_text(encoding="utf-8"))
-                    for p in self._files()})
+        load_texts(
+            {str(p): (text if p == path else p.read_text(encoding="utf-8")) for p in self._files()}
+        )
         path.write_text(text, encoding="utf-8")
         return self._record(metric_id, by)
 
     def upsert(self, data: dict[str, Any], *, family: str, by: str) -> Version:
         """Add a metric to ``family`` (or replace the one with the same id): manual entry."""
         description = self.metrics.family_descriptions.get(family, "")
-        exchange.import_into(self.directory, [{"family": family, "description": description,
-                                               "metrics": [data]}], self.metrics)
+        exchange.import_into(
+            self.directory,
+            [{"family": family, "description": description, "metrics": [data]}],
+            self.metrics,
+        )
         return self._record(data["id"], by)
 
     def import_text(self, text: str, fmt: str, *, by: str) -> list[Path]:
         """Bulk import (merge) exported text; records the versions it creates."""
         incoming = exchange.parse(text, fmt)
-        written = exchange.import_into(self.directory, incoming,
-                                       self.metrics if self.directory.is_dir() else None)
+        written = exchange.import_into(
+            self.directory, incoming, self.metrics if self.directory.is_dir() else None
+        )
         self.reload()
         self.record_versions(by=by, ids=[m["id"] for f in incoming for m in f["metrics"]])
         return written
@@ -135,8 +154,9 @@ class Catalog:
 
     def _record(self, metric_id: str, by: str) -> Version:
         self.reload()
-        return self.versions.record(self.get(metric_id), by=by,
-                                    upstream=upstream_fingerprints(self.metrics, metric_id))
+        return self.versions.record(
+            self.get(metric_id), by=by, upstream=upstream_fingerprints(self.metrics, metric_id)
+        )
 
     def _files(self) -> list[Path]:
         return sorted(p for p in self.directory.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))

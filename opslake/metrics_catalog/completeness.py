@@ -40,8 +40,15 @@ METRIC_QUALITY_SCHEMA = pa.schema(
 )
 
 
-def metric_quality(values: pa.Table, metrics: MetricSet, ids: list[str], cmdb: pa.Table,
-                   versions: dict[str, str], start: datetime, end: datetime) -> pa.Table:
+def metric_quality(
+    values: pa.Table,
+    metrics: MetricSet,
+    ids: list[str],
+    cmdb: pa.Table,
+    versions: dict[str, str],
+    start: datetime,
+    end: datetime,
+) -> pa.Table:
     """One row per metric ``ids`` of ``values`` (rows of ``METRIC_VALUES``) for the day
     ``[start, end)``."""
     con = duck.connect()
@@ -51,43 +58,63 @@ def metric_quality(values: pa.Table, metrics: MetricSet, ids: list[str], cmdb: p
         con.register("cmdb", cmdb.select(["entity_id", "type", "lifecycle_state"]))
         rows = []
         for m in (metrics.metrics[i] for i in ids):
-            sampled = all(MODELS[metrics.metrics[u].model].sampled
-                          for u in [*metrics.upstream_closure(m.id), m.id]
-                          if metrics.metrics[u].model)
+            sampled = all(
+                MODELS[metrics.metrics[u].model].sampled
+                for u in [*metrics.upstream_closure(m.id), m.id]
+                if metrics.metrics[u].model
+            )
             hourly = "1h" in m.grains
             grain, width = ("1h", timedelta(hours=1)) if hourly else ("1d", timedelta(days=1))
             buckets = max(1, -(-(end - start) // width))
             if "entity" in m.dimensions:
-                observed_sql = (f"SELECT count(DISTINCT (entity_id, bucket_start)) FROM v WHERE "
-                                f"metric_id = $m AND grain = '{grain}' AND scope = 'entity' "
-                                "AND value IS NOT NULL AND entity_id IS NOT NULL")
+                observed_sql = (
+                    f"SELECT count(DISTINCT (entity_id, bucket_start)) FROM v WHERE "
+                    f"metric_id = $m AND grain = '{grain}' AND scope = 'entity' "
+                    "AND value IS NOT NULL AND entity_id IS NOT NULL"
+                )
                 if m.applies_to:
                     types = ", ".join(f"'{t}'" for t in m.applies_to)
                     population = con.execute(
                         "SELECT count(DISTINCT entity_id) FROM cmdb WHERE lifecycle_state = "
-                        f"'in_service' AND type IN ({types})").fetchone()[0]
-                    observed_sql += (" AND entity_id IN (SELECT entity_id FROM cmdb WHERE "
-                                     f"lifecycle_state = 'in_service' AND type IN ({types}))")
+                        f"'in_service' AND type IN ({types})"
+                    ).fetchone()[0]
+                    observed_sql += (
+                        " AND entity_id IN (SELECT entity_id FROM cmdb WHERE "
+                        f"lifecycle_state = 'in_service' AND type IN ({types}))"
+                    )
                 else:
                     population = con.execute(
                         "SELECT count(DISTINCT entity_id) FROM v WHERE metric_id = $m AND "
-                        "scope = 'entity'", {"m": m.id}).fetchone()[0]
+                        "scope = 'entity'",
+                        {"m": m.id},
+                    ).fetchone()[0]
             else:
                 population = 1
-                observed_sql = (f"SELECT count(DISTINCT bucket_start) FROM v WHERE metric_id = "
-                                f"$m AND grain = '{grain}' AND scope = 'all' AND value IS NOT NULL")
+                observed_sql = (
+                    f"SELECT count(DISTINCT bucket_start) FROM v WHERE metric_id = "
+                    f"$m AND grain = '{grain}' AND scope = 'all' AND value IS NOT NULL"
+                )
             observed = con.execute(observed_sql, {"m": m.id}).fetchone()[0]
             total, last = con.execute(
                 "SELECT count(*), max(bucket_start) FILTER (WHERE grain = $g) FROM v "
-                "WHERE metric_id = $m", {"m": m.id, "g": grain}).fetchone()
+                "WHERE metric_id = $m",
+                {"m": m.id, "g": grain},
+            ).fetchone()
             expected = population * buckets if sampled else None
             fresh = None if last is None else (end - (last + width)).total_seconds() / 60
-            rows.append({"day": start.date(), "metric_id": m.id,
-                         "metric_version": versions[m.id], "rows": total,
-                         "expected": expected, "observed": observed if sampled else None,
-                         "completeness": observed / expected if expected else None,
-                         "last_bucket_start": last,
-                         "freshness_minutes": None if fresh is None else max(fresh, 0.0)})
+            rows.append(
+                {
+                    "day": start.date(),
+                    "metric_id": m.id,
+                    "metric_version": versions[m.id],
+                    "rows": total,
+                    "expected": expected,
+                    "observed": observed if sampled else None,
+                    "completeness": observed / expected if expected else None,
+                    "last_bucket_start": last,
+                    "freshness_minutes": None if fresh is None else max(fresh, 0.0),
+                }
+            )
         return pa.Table.from_pylist(rows, schema=METRIC_QUALITY_SCHEMA)
     finally:
         con.close()

@@ -91,10 +91,22 @@ def _join(left: str, right: str) -> str:
 class _Computation:
     """One DuckDB connection holding each computed metric as a temp table ``m<i>``."""
 
-    def __init__(self, metrics: MetricSet, start: datetime, end: datetime,
-                 history: History | None, day: str, grains: tuple[str, ...] | None) -> None:
+    def __init__(
+        self,
+        metrics: MetricSet,
+        start: datetime,
+        end: datetime,
+        history: History | None,
+        day: str,
+        grains: tuple[str, ...] | None,
+    ) -> None:
         self.metrics, self.start, self.end, self.history, self.day = (
-            metrics, start, end, history, day)
+            metrics,
+            start,
+            end,
+            history,
+            day,
+        )
         self.grains = grains
         self.rows: dict[str, str] = {}  # model → temp table of the rows its metrics read
         self.con = duck.connect()
@@ -117,14 +129,21 @@ class _Computation:
         model = MODELS[m.model]
         t = f'"{model.time_column}"'
         dims = [d for d in DIMENSIONS if d in m.dimensions]
-        sets = ", ".join(["(bucket_start, " + ", ".join(SCOPE_COLUMNS[d]) + ")" for d in dims]
-                         + ["(bucket_start)"])
-        scope = "CASE " + " ".join(
-            f"WHEN GROUPING({SCOPE_COLUMNS[d][0]}) = 0 THEN '{d}'" for d in dims
-        ) + " ELSE 'all' END" if dims else "'all'"
+        sets = ", ".join(
+            ["(bucket_start, " + ", ".join(SCOPE_COLUMNS[d]) + ")" for d in dims]
+            + ["(bucket_start)"]
+        )
+        scope = (
+            "CASE "
+            + " ".join(f"WHEN GROUPING({SCOPE_COLUMNS[d][0]}) = 0 THEN '{d}'" for d in dims)
+            + " ELSE 'all' END"
+            if dims
+            else "'all'"
+        )
         grouped = {c for d in dims for c in SCOPE_COLUMNS[d]}
-        columns = ", ".join(c if c in grouped else f"CAST(NULL AS VARCHAR) AS {c}"
-                            for c in DIM_COLUMNS)
+        columns = ", ".join(
+            c if c in grouped else f"CAST(NULL AS VARCHAR) AS {c}" for c in DIM_COLUMNS
+        )
         where = f" WHERE ({m.filter})" if m.filter else ""
         agg, expr = m.measure.agg, m.measure.expr
         e = "*" if agg == "count" and expr.strip() == "*" else f"({expr})"
@@ -133,33 +152,44 @@ class _Computation:
             # Aggregate per entity first, then the scopes from those few rows: the same
             # numbers (these aggregations combine exactly) at a fraction of the work.
             partial, value = _PARTIAL[agg]
-            measures = (f"CAST({value} AS DOUBLE) AS value, " +
-                        ("CAST(sum(s) AS DOUBLE) AS numerator, CAST(sum(c) AS DOUBLE) AS "
-                         "denominator" if agg == "avg" else no_parts))
+            measures = f"CAST({value} AS DOUBLE) AS value, " + (
+                "CAST(sum(s) AS DOUBLE) AS numerator, CAST(sum(c) AS DOUBLE) AS denominator"
+                if agg == "avg"
+                else no_parts
+            )
             if model.attributes_by_entity:
                 # Grouping by one key and joining the entity's attributes after is much
                 # cheaper than grouping by all six strings.
                 attributes = ", ".join(f"d.{c}" for c in DIM_COLUMNS[1:])
-                inner = (f"SELECT a.*, {attributes} FROM (SELECT bucket_start, entity_id, "
-                         f"{partial.format(e=e)} FROM ({{rows}}) GROUP BY ALL) a "
-                         "LEFT JOIN entity_attributes d USING (entity_id)")
+                inner = (
+                    f"SELECT a.*, {attributes} FROM (SELECT bucket_start, entity_id, "
+                    f"{partial.format(e=e)} FROM ({{rows}}) GROUP BY ALL) a "
+                    "LEFT JOIN entity_attributes d USING (entity_id)"
+                )
             else:
-                inner = (f"SELECT bucket_start, {', '.join(DIM_COLUMNS)}, "
-                         f"{partial.format(e=e)} FROM ({{rows}}) GROUP BY ALL")
+                inner = (
+                    f"SELECT bucket_start, {', '.join(DIM_COLUMNS)}, "
+                    f"{partial.format(e=e)} FROM ({{rows}}) GROUP BY ALL"
+                )
         else:
-            measures = f"CAST({aggregate_sql(m.measure, model.time_column)} AS DOUBLE) AS value, " \
-                       + no_parts
+            measures = (
+                f"CAST({aggregate_sql(m.measure, model.time_column)} AS DOUBLE) AS value, "
+                + no_parts
+            )
             inner = "{rows}"
         selects = []
         for grain in [g for g in m.grains if not self.grains or g in self.grains]:
             width = GRAIN_INTERVAL[grain]
-            rows = (f"SELECT *, bucket_start + INTERVAL '{width}' AS bucket_end FROM ("
-                    f"SELECT *, time_bucket(INTERVAL '{width}', {t}) AS bucket_start "
-                    f'FROM "{self.rows[m.model]}"{where})')
+            rows = (
+                f"SELECT *, bucket_start + INTERVAL '{width}' AS bucket_end FROM ("
+                f"SELECT *, time_bucket(INTERVAL '{width}', {t}) AS bucket_start "
+                f'FROM "{self.rows[m.model]}"{where})'
+            )
             selects.append(
                 f"SELECT '{grain}' AS grain, bucket_start, {scope} AS scope, {columns}, "
                 f"{measures} FROM ({inner.replace('{rows}', rows)}) GROUP BY GROUPING SETS "
-                f"({sets})")
+                f"({sets})"
+            )
         return " UNION ALL ".join(selects)
 
     def prepare(self, ids: list[str]) -> None:
@@ -185,64 +215,91 @@ class _Computation:
             t = f'"{model.time_column}"'
             # Bucketing a plain (UTC) timestamp is several times faster than a zoned one;
             # rows go back to UTC-zoned timestamps on the way out.
-            columns = ", ".join(f"CAST({t} AS TIMESTAMP) AS {t}" if c == model.time_column
-                                else f'"{c}"' for c in available if c in used)
-            wanted = " OR ".join(f"({m.filter})" for m in members) \
-                if all(m.filter for m in members) else "TRUE"
+            columns = ", ".join(
+                f"CAST({t} AS TIMESTAMP) AS {t}" if c == model.time_column else f'"{c}"'
+                for c in available
+                if c in used
+            )
+            wanted = (
+                " OR ".join(f"({m.filter})" for m in members)
+                if all(m.filter for m in members)
+                else "TRUE"
+            )
             table = f"rows_{name}"
             self.con.execute(
                 f'CREATE TEMP TABLE "{table}" AS SELECT {columns} FROM "{name}" '
                 f"WHERE {t} >= TIMESTAMPTZ '{self.start.isoformat()}' "
-                f"AND {t} < TIMESTAMPTZ '{self.end.isoformat()}' AND ({wanted})")
+                f"AND {t} < TIMESTAMPTZ '{self.end.isoformat()}' AND ({wanted})"
+            )
             self.rows[name] = table
 
     def _ratio(self, m: MetricDefinition) -> str:
         num, den = self.table(m.numerator), self.table(m.denominator)
-        additive = self.metrics.metrics[m.numerator].measure is not None and \
-            self.metrics.metrics[m.numerator].measure.agg in ("sum", "count")
+        additive = self.metrics.metrics[m.numerator].measure is not None and self.metrics.metrics[
+            m.numerator
+        ].measure.agg in ("sum", "count")
         n_value = "coalesce(n.value, 0)" if additive else "n.value"
         keys = ", ".join(f"d.{k}" for k in _JOIN_KEYS)
-        return (f"SELECT {keys}, {n_value} / NULLIF(d.value, 0) AS value, "
-                f"{n_value} AS numerator, d.value AS denominator "
-                f"FROM {den} d LEFT JOIN {num} n ON {_join('n', 'd')} "
-                f"WHERE {_scope_filter(m, 'd')}")
+        return (
+            f"SELECT {keys}, {n_value} / NULLIF(d.value, 0) AS value, "
+            f"{n_value} AS numerator, d.value AS denominator "
+            f"FROM {den} d LEFT JOIN {num} n ON {_join('n', 'd')} "
+            f"WHERE {_scope_filter(m, 'd')}"
+        )
 
     def _derived(self, m: MetricDefinition) -> str:
         inputs = {alias: self.table(mid) for alias, mid in m.inputs.items()}
-        union = " UNION ".join(f"SELECT {_ROW} FROM {t} WHERE {_scope_filter(m)}"
-                               for t in inputs.values())
-        joins = " ".join(f"LEFT JOIN {t} i{n} ON {_join(f'i{n}', 'k')}"
-                         for n, t in enumerate(inputs.values()))
+        union = " UNION ".join(
+            f"SELECT {_ROW} FROM {t} WHERE {_scope_filter(m)}" for t in inputs.values()
+        )
+        joins = " ".join(
+            f"LEFT JOIN {t} i{n} ON {_join(f'i{n}', 'k')}" for n, t in enumerate(inputs.values())
+        )
         values = ", ".join(f'i{n}.value AS "{alias}"' for n, alias in enumerate(inputs))
         keys = ", ".join(f"k.{k}" for k in _JOIN_KEYS)
-        return (f"SELECT {_ROW}, CAST(({m.expr}) AS DOUBLE) AS value, "
-                "CAST(NULL AS DOUBLE) AS numerator, CAST(NULL AS DOUBLE) AS denominator "
-                f"FROM (SELECT {keys}, {values} FROM ({union}) k {joins})")
+        return (
+            f"SELECT {_ROW}, CAST(({m.expr}) AS DOUBLE) AS value, "
+            "CAST(NULL AS DOUBLE) AS numerator, CAST(NULL AS DOUBLE) AS denominator "
+            f"FROM (SELECT {keys}, {values} FROM ({union}) k {joins})"
+        )
 
     def _cumulative(self, m: MetricDefinition) -> str:
         today = self.table(m.base)
         earlier = self._earlier_days(m)
         dims = ", ".join(DIM_COLUMNS)
-        return (f"SELECT grain, TIMESTAMP '{self.day} 00:00:00' AS bucket_start, scope, "
-                f"{dims}, sum(value) AS value, CAST(NULL AS DOUBLE) AS numerator, "
-                "CAST(NULL AS DOUBLE) AS denominator FROM ("
-                f"SELECT {_ROW}, value FROM {today} WHERE {_scope_filter(m)} UNION ALL "
-                f"SELECT {_ROW}, value FROM {earlier} WHERE {_scope_filter(m)}) "
-                f"GROUP BY grain, scope, {dims}")
+        return (
+            f"SELECT grain, TIMESTAMP '{self.day} 00:00:00' AS bucket_start, scope, "
+            f"{dims}, sum(value) AS value, CAST(NULL AS DOUBLE) AS numerator, "
+            "CAST(NULL AS DOUBLE) AS denominator FROM ("
+            f"SELECT {_ROW}, value FROM {today} WHERE {_scope_filter(m)} UNION ALL "
+            f"SELECT {_ROW}, value FROM {earlier} WHERE {_scope_filter(m)}) "
+            f"GROUP BY grain, scope, {dims}"
+        )
 
     def _earlier_days(self, m: MetricDefinition) -> str:
         first = date.fromisoformat(self.day)
         days = [(first - timedelta(days=n)).isoformat() for n in range(1, m.window_days)]
-        rows = (self.history([m.base], days) if self.history and days
-                else METRIC_VALUES.empty_table())
+        rows = (
+            self.history([m.base], days) if self.history and days else METRIC_VALUES.empty_table()
+        )
         name = f"h{len(self.tables)}"
         self.con.register(name, rows.select([*_JOIN_KEYS, "value"]))
         return name
 
 
-def compute(metrics: MetricSet, ids: list[str], *, day: str, silver: dict[str, pa.Table],
-            cmdb: pa.Table, versions: dict[str, str], start: datetime, end: datetime,
-            history: History | None = None, grains: tuple[str, ...] | None = None) -> pa.Table:
+def compute(
+    metrics: MetricSet,
+    ids: list[str],
+    *,
+    day: str,
+    silver: dict[str, pa.Table],
+    cmdb: pa.Table,
+    versions: dict[str, str],
+    start: datetime,
+    end: datetime,
+    history: History | None = None,
+    grains: tuple[str, ...] | None = None,
+) -> pa.Table:
     """Rows of ``METRIC_VALUES`` for metrics ``ids`` over ``[start, end)`` of ``day``.
 
     ``silver`` holds the silver tables of the day (see :func:`required_models`), ``cmdb``
@@ -252,21 +309,27 @@ def compute(metrics: MetricSet, ids: list[str], *, day: str, silver: dict[str, p
     run = _Computation(metrics, start, end, history, day, grains)
     try:
         register_models(run.con, silver, cmdb, day, required_models(metrics, ids))
-        run.con.execute("CREATE TEMP TABLE entity_attributes AS SELECT DISTINCT entity_id, "
-                        "business, department, region, kind AS object_kind, type AS object_type "
-                        "FROM cmdb")
+        run.con.execute(
+            "CREATE TEMP TABLE entity_attributes AS SELECT DISTINCT entity_id, "
+            "business, department, region, kind AS object_kind, type AS object_type "
+            "FROM cmdb"
+        )
         run.prepare(ids)
         parts = []
         for mid in metrics.order(ids):
             table = run.table(mid)
             if mid in ids:
-                parts.append(f"SELECT '{mid}' AS metric_id, '{versions[mid]}' AS metric_version, "
-                             f"{_ROW}, value, numerator, denominator FROM {table}")
+                parts.append(
+                    f"SELECT '{mid}' AS metric_id, '{versions[mid]}' AS metric_version, "
+                    f"{_ROW}, value, numerator, denominator FROM {table}"
+                )
         if not parts:
             return METRIC_VALUES.empty_table()
         out = run.con.sql(
-            " UNION ALL ".join(parts) + " ORDER BY metric_id, grain, scope, bucket_start, "
-            + ", ".join(DIM_COLUMNS)).to_arrow_table()
+            " UNION ALL ".join(parts)
+            + " ORDER BY metric_id, grain, scope, bucket_start, "
+            + ", ".join(DIM_COLUMNS)
+        ).to_arrow_table()
         return out.cast(METRIC_VALUES)
     finally:
         run.con.close()

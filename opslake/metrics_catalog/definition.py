@@ -17,8 +17,23 @@ from typing import Any
 CATEGORIES = ("facility", "cloud", "application", "platform", "security", "service", "data")
 METRIC_TYPES = ("simple", "ratio", "derived", "cumulative")
 AGGREGATIONS = ("sum", "count", "count_distinct", "avg", "min", "max", "p95", "last")
-UNITS = ("ratio", "percent", "count", "seconds", "milliseconds", "minutes", "hours", "days",
-         "bytes", "bytes_per_second", "per_second", "per_minute", "celsius", "watts", "score")
+UNITS = (
+    "ratio",
+    "percent",
+    "count",
+    "seconds",
+    "milliseconds",
+    "minutes",
+    "hours",
+    "days",
+    "bytes",
+    "bytes_per_second",
+    "per_second",
+    "per_minute",
+    "celsius",
+    "watts",
+    "score",
+)
 #: Dimensions a metric may be broken down by; each is a column of every gold metric row.
 DIMENSIONS = ("entity", "business", "department", "region", "object_kind", "object_type")
 GRAINS = ("1h", "1d")
@@ -27,8 +42,21 @@ LANGUAGES = ("zh-CN", "en", "zh-TW")
 DIRECTIONS = ("above", "below")
 
 #: Fields whose change alters the numbers a metric produces: a new major version.
-BREAKING_FIELDS = ("type", "model", "measure", "filter", "numerator", "denominator", "inputs",
-                   "expr", "base", "window_days", "unit", "grains", "dimensions")
+BREAKING_FIELDS = (
+    "type",
+    "model",
+    "measure",
+    "filter",
+    "numerator",
+    "denominator",
+    "inputs",
+    "expr",
+    "base",
+    "window_days",
+    "unit",
+    "grains",
+    "dimensions",
+)
 
 
 @dataclass(frozen=True)
@@ -108,21 +136,36 @@ class MetricDefinition:
     def to_dict(self) -> dict[str, Any]:
         """The definition as YAML/JSON-ready data: defaults and provenance left out."""
         out: dict[str, Any] = {}
-        defaults = MetricDefinition(id="", names={}, description="", unit="", category="",
-                                    type="", owner="", family="")
+        defaults = MetricDefinition(
+            id="", names={}, description="", unit="", category="", type="", owner="", family=""
+        )
         for f in fields(self):
             if f.name in ("source_file", "source_line", "field_lines", "family"):
                 continue
             value = getattr(self, f.name)
-            if f.name not in ("id", "names", "description", "unit", "category", "type",
-                              "owner", "status") and value == getattr(defaults, f.name):
+            if f.name not in (
+                "id",
+                "names",
+                "description",
+                "unit",
+                "category",
+                "type",
+                "owner",
+                "status",
+            ) and value == getattr(defaults, f.name):
                 continue
             if isinstance(value, Measure):
                 value = {"agg": value.agg, "expr": value.expr}
             elif isinstance(value, Thresholds):
-                value = {k: v for k, v in (("warning", value.warning),
-                                           ("critical", value.critical),
-                                           ("direction", value.direction)) if v is not None}
+                value = {
+                    k: v
+                    for k, v in (
+                        ("warning", value.warning),
+                        ("critical", value.critical),
+                        ("direction", value.direction),
+                    )
+                    if v is not None
+                }
             elif isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, dict):

@@ -19,32 +19,60 @@ from opslake.errors import ConfigError
 from opslake.metrics_catalog.loader import MetricSet, load_texts
 
 FORMATS = ("yaml", "json", "csv")
-_CSV_SCALARS = ("family", "family_description", "id", "description", "unit", "category",
-                "type", "owner", "status", "model", "filter", "numerator", "denominator",
-                "expr", "base", "window_days", "slo", "runbook")
-_CSV_JSON = ("names", "dimensions", "grains", "tags", "applies_to", "thresholds", "measure",
-             "inputs")
+_CSV_SCALARS = (
+    "family",
+    "family_description",
+    "id",
+    "description",
+    "unit",
+    "category",
+    "type",
+    "owner",
+    "status",
+    "model",
+    "filter",
+    "numerator",
+    "denominator",
+    "expr",
+    "base",
+    "window_days",
+    "slo",
+    "runbook",
+)
+_CSV_JSON = (
+    "names",
+    "dimensions",
+    "grains",
+    "tags",
+    "applies_to",
+    "thresholds",
+    "measure",
+    "inputs",
+)
 
 
 def families(metrics: MetricSet) -> list[dict[str, Any]]:
     """Families with their metrics, as plain data in a stable order."""
-    return [{"family": name, "description": metrics.family_descriptions.get(name, ""),
-             "metrics": [m.to_dict() for m in metrics.family(name)]}
-            for name in sorted(metrics.families)]
+    return [
+        {
+            "family": name,
+            "description": metrics.family_descriptions.get(name, ""),
+            "metrics": [m.to_dict() for m in metrics.family(name)],
+        }
+        for name in sorted(metrics.families)
+    ]
 
 
 def export(metrics: MetricSet, fmt: str) -> str:
     """The whole catalog as text in ``fmt``."""
     data = families(metrics)
     if fmt == "yaml":
-        return yaml.safe_dump({"families": data}, allow_unicode=True, sort_keys=False,
-                              width=100)
+        return yaml.safe_dump({"families": data}, allow_unicode=True, sort_keys=False, width=100)
     if fmt == "json":
         return json.dumps({"families": data}, ensure_ascii=False, indent=2) + "\n"
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=[*_CSV_SCALARS, *_CSV_JSON],
-                                lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=[*_CSV_SCALARS, *_CSV_JSON], lineterminator="\n")
         writer.writeheader()
         for family in data:
             for metric in family["metrics"]:
@@ -52,8 +80,11 @@ def export(metrics: MetricSet, fmt: str) -> str:
                 for key in _CSV_SCALARS[2:]:
                     row[key] = "" if metric.get(key) is None else metric[key]
                 for key in _CSV_JSON:
-                    row[key] = "" if key not in metric else json.dumps(
-                        metric[key], ensure_ascii=False, sort_keys=True)
+                    row[key] = (
+                        ""
+                        if key not in metric
+                        else json.dumps(metric[key], ensure_ascii=False, sort_keys=True)
+                    )
                 writer.writerow(row)
         return out.getvalue()
     raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -62,8 +93,10 @@ def export(metrics: MetricSet, fmt: str) -> str:
 def _from_csv(text: str) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for n, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
-        family = out.setdefault(row["family"], {"family": row["family"], "metrics": [],
-                                                "description": row["family_description"]})
+        family = out.setdefault(
+            row["family"],
+            {"family": row["family"], "metrics": [], "description": row["family_description"]},
+        )
         metric: dict[str, Any] = {}
         for key in _CSV_SCALARS[2:]:
             if row.get(key):
@@ -86,8 +119,10 @@ def _from_csv(text: str) -> list[dict[str, Any]]:
 def parse(text: str, fmt: str) -> list[dict[str, Any]]:
     """Families from exported text."""
     if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} (or a "
-                          ".yaml, .json or .csv file name)")
+        raise ConfigError(
+            f"unknown format {fmt!r}; use one of {', '.join(FORMATS)} (or a "
+            ".yaml, .json or .csv file name)"
+        )
     if fmt == "csv":
         return _from_csv(text)
     try:
@@ -114,8 +149,9 @@ def family_path(directory: Path, family: dict[str, Any]) -> Path:
     return directory / str(category) / f"{family['family']}.yaml"
 
 
-def import_into(directory: Path, incoming: list[dict[str, Any]],
-                existing: MetricSet | None) -> list[Path]:
+def import_into(
+    directory: Path, incoming: list[dict[str, Any]], existing: MetricSet | None
+) -> list[Path]:
     """Merge families into the catalog at ``directory``, validating everything first.
 
     A metric with an id already in the catalog replaces it; the catalog that results must
@@ -135,8 +171,9 @@ def import_into(directory: Path, incoming: list[dict[str, Any]],
             if len(kept) != len(other["metrics"]):
                 changed.add(other["family"])
                 other["metrics"] = kept
-        target = merged.setdefault(family["family"], {"family": family["family"],
-                                                      "description": "", "metrics": []})
+        target = merged.setdefault(
+            family["family"], {"family": family["family"], "description": "", "metrics": []}
+        )
         target["description"] = family.get("description") or target["description"]
         target["metrics"] += family.get("metrics", [])
     texts = {}

@@ -18,11 +18,31 @@ import duckdb
 from opslake.metrics_catalog.definition import Measure
 
 #: Expression node classes DuckDB's parser may produce for an allowed expression.
-_ALLOWED = {"COLUMN_REF", "CONSTANT", "FUNCTION", "COMPARISON", "CONJUNCTION", "OPERATOR",
-            "CASE", "CAST", "BETWEEN", "STAR"}
+_ALLOWED = {
+    "COLUMN_REF",
+    "CONSTANT",
+    "FUNCTION",
+    "COMPARISON",
+    "CONJUNCTION",
+    "OPERATOR",
+    "CASE",
+    "CAST",
+    "BETWEEN",
+    "STAR",
+}
 #: Scalar functions that reach outside the row (files, settings, the environment).
-_FORBIDDEN_FUNCTIONS = {"getenv", "current_setting", "read_text", "read_blob", "query",
-                        "query_table", "nextval", "currval", "setseed", "random"}
+_FORBIDDEN_FUNCTIONS = {
+    "getenv",
+    "current_setting",
+    "read_text",
+    "read_blob",
+    "query",
+    "query_table",
+    "nextval",
+    "currval",
+    "setseed",
+    "random",
+}
 
 #: SQL of each aggregation over ``{e}`` (the expression) and ``{t}`` (the time column).
 AGGREGATE_SQL = {
@@ -76,25 +96,32 @@ def parse(expr: str) -> Parsed:
     """Parse a scalar expression; raises :class:`ExpressionError` saying what is wrong."""
     if ";" in expr:
         raise ExpressionError("an expression is one SQL scalar expression, without ';'")
-    tree = json.loads(_parser().execute("SELECT json_serialize_sql($q)",
-                                        {"q": f"SELECT {expr}"}).fetchone()[0])
+    tree = json.loads(
+        _parser().execute("SELECT json_serialize_sql($q)", {"q": f"SELECT {expr}"}).fetchone()[0]
+    )
     if tree.get("error"):
         raise ExpressionError(tree.get("error_message", "does not parse"))
     statement = tree["statements"][0]["node"]
-    if statement.get("from_table", {}).get("type") not in (None, "EMPTY") or \
-            len(statement.get("select_list", [])) != 1 or statement.get("where_clause"):
+    if (
+        statement.get("from_table", {}).get("type") not in (None, "EMPTY")
+        or len(statement.get("select_list", [])) != 1
+        or statement.get("where_clause")
+    ):
         raise ExpressionError("write one scalar expression, not a query")
     columns: set[str] = set()
     for node in _nodes(statement["select_list"]):
         kind = node["class"]
         if kind not in _ALLOWED:
-            raise ExpressionError(f"{kind.lower()} is not allowed in a metric expression; use "
-                                  "columns, constants, operators, CASE and scalar functions")
+            raise ExpressionError(
+                f"{kind.lower()} is not allowed in a metric expression; use "
+                "columns, constants, operators, CASE and scalar functions"
+            )
         if kind == "COLUMN_REF":
             columns.add(node["column_names"][-1])
         elif kind == "FUNCTION" and node["function_name"].lower() in _FORBIDDEN_FUNCTIONS:
-            raise ExpressionError(f"function {node['function_name']}() is not allowed in a "
-                                  "metric expression")
+            raise ExpressionError(
+                f"function {node['function_name']}() is not allowed in a metric expression"
+            )
     return Parsed(frozenset(columns))
 
 

@@ -58,12 +58,12 @@ def _model_columns(metrics: MetricSet, metric_id: str) -> list[tuple[str, str, s
             used |= parse(text).columns - set(BUCKET_COLUMNS)
     for dim in m.dimensions:
         used |= set(SCOPE_COLUMNS[dim])
-    return sorted({(column, table, source) for column in used
-                   for table, source in model.lineage(column)})
+    return sorted(
+        {(column, table, source) for column in used for table, source in model.lineage(column)}
+    )
 
 
-def lineage(metrics: MetricSet, metric_id: str,
-            upstream: Mapping[str, list[str]]) -> list[Edge]:
+def lineage(metrics: MetricSet, metric_id: str, upstream: Mapping[str, list[str]]) -> list[Edge]:
     """Every hop from a metric down to the landing sources, breadth first."""
     edges: list[Edge] = []
     seen_tables: set[str] = set()
@@ -74,14 +74,23 @@ def lineage(metrics: MetricSet, metric_id: str,
         m = metrics.metrics[mid]
         if m.type != "simple":
             for up in m.upstream_metrics():
-                edges.append(Edge(depth, metric_node(mid), None, metric_node(up), None,
-                                  f"{m.type}_input"))
+                edges.append(
+                    Edge(depth, metric_node(mid), None, metric_node(up), None, f"{m.type}_input")
+                )
                 frontier.append((depth + 1, up))
             continue
         for column, table, source in _model_columns(metrics, mid):
             key = f"silver/{table}"
-            edges.append(Edge(depth, metric_node(mid), None if column == source else column,
-                              key, source, "reads"))
+            edges.append(
+                Edge(
+                    depth,
+                    metric_node(mid),
+                    None if column == source else column,
+                    key,
+                    source,
+                    "reads",
+                )
+            )
             if key not in seen_tables:
                 seen_tables.add(key)
                 tables.append((depth + 1, key))
@@ -105,8 +114,17 @@ def sources(edges: list[Edge]) -> list[str]:
 
 def lineage_table(metrics: MetricSet, upstream: Mapping[str, list[str]]) -> pa.Table:
     """The lineage of every metric as rows of ``LINEAGE_SCHEMA``."""
-    rows = [{"metric_id": mid, "depth": e.depth, "node": e.node, "column": e.column,
-             "upstream": e.upstream, "upstream_column": e.upstream_column,
-             "relation": e.relation}
-            for mid in sorted(metrics.metrics) for e in lineage(metrics, mid, upstream)]
+    rows = [
+        {
+            "metric_id": mid,
+            "depth": e.depth,
+            "node": e.node,
+            "column": e.column,
+            "upstream": e.upstream,
+            "upstream_column": e.upstream_column,
+            "relation": e.relation,
+        }
+        for mid in sorted(metrics.metrics)
+        for e in lineage(metrics, mid, upstream)
+    ]
     return pa.Table.from_pylist(rows, schema=LINEAGE_SCHEMA)

@@ -55,8 +55,11 @@ def live_metric_ids(metrics: MetricSet) -> list[str]:
     out = []
     for mid, m in metrics.metrics.items():
         chain = [metrics.metrics[u] for u in [*metrics.upstream_closure(mid), mid]]
-        if "1h" in m.grains and all(c.type != "cumulative" for c in chain) and all(
-                c.model == "metric_points" for c in chain if c.type == "simple"):
+        if (
+            "1h" in m.grains
+            and all(c.type != "cumulative" for c in chain)
+            and all(c.model == "metric_points" for c in chain if c.type == "simple")
+        ):
             out.append(mid)
     return sorted(out)
 
@@ -64,11 +67,12 @@ def live_metric_ids(metrics: MetricSet) -> list[str]:
 def pending_batches(lake: Lake, day: str) -> list[LandedBatch]:
     """Batches of the day's metric sources not yet in the live points."""
     done_dir = lake.table_path("silver", LIVE_POINTS, {"dt": day})
-    done = {f.rsplit("/", 1)[-1].removesuffix(".parquet")
-            for f in (lake.list_files(done_dir) if lake.exists(done_dir) else [])}
+    done = {
+        f.rsplit("/", 1)[-1].removesuffix(".parquet")
+        for f in (lake.list_files(done_dir) if lake.exists(done_dir) else [])
+    }
     zone = LandingZone(lake)
-    return [b for source in SOURCES for b in zone.batches(source, day)
-            if b.batch_id not in done]
+    return [b for source in SOURCES for b in zone.batches(source, day) if b.batch_id not in done]
 
 
 def _write(lake: Lake, path: str, table: pa.Table) -> None:
@@ -77,8 +81,15 @@ def _write(lake: Lake, path: str, table: pa.Table) -> None:
     lake.put_atomic(path, [buffer.getvalue()])
 
 
-def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
-            resolve: Callable[[pa.Array], pa.Array], versions: dict[str, str]) -> LiveRefresh:
+def refresh(
+    lake: Lake,
+    metrics: MetricSet,
+    day: str,
+    *,
+    cmdb: pa.Table,
+    resolve: Callable[[pa.Array], pa.Array],
+    versions: dict[str, str],
+) -> LiveRefresh:
     """Conform the day's new batches and recompute the hours they touch."""
     out = LiveRefresh()
     zone = LandingZone(lake)
@@ -87,13 +98,20 @@ def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
     for batch in pending_batches(lake, day):
         parsed = SOURCES[batch.source](zone.read(batch), batch)
         # One landed batch is small: it is sorted as one shard.
-        chunks = list(to_silver(
-            lambda columns, t=parsed.table, src=batch.source: [(src, t.select(columns))],
-            resolve, rows_per_shard=max(1, parsed.table.num_rows)))
+        chunks = list(
+            to_silver(
+                lambda columns, t=parsed.table, src=batch.source: [(src, t.select(columns))],
+                resolve,
+                rows_per_shard=max(1, parsed.table.num_rows),
+            )
+        )
         points = pa.concat_tables(chunks) if chunks else METRIC_POINTS.empty_table()
         points = points.cast(METRIC_POINTS)
-        _write(lake, f"{lake.table_path('silver', LIVE_POINTS, {'dt': day})}/{batch.batch_id}"
-                     ".parquet", points)
+        _write(
+            lake,
+            f"{lake.table_path('silver', LIVE_POINTS, {'dt': day})}/{batch.batch_id}.parquet",
+            points,
+        )
         out.batches.append(batch.batch_id)
         out.points += points.num_rows
         for ts in pc.unique(pc.floor_temporal(points.column("ts"), unit="hour")).to_pylist():
@@ -103,14 +121,23 @@ def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
     dataset = lake.dataset("silver", LIVE_POINTS, schema=METRIC_POINTS, dts=[day])
     for hour in sorted(hours):
         end = hour + timedelta(hours=1)
-        window = dataset.to_table(filter=(ds.field("ts") >= pa.scalar(hour, METRIC_POINTS
-                                                                       .field("ts").type))
-                                  & (ds.field("ts") < pa.scalar(end, METRIC_POINTS
-                                                                .field("ts").type)))
+        window = dataset.to_table(
+            filter=(ds.field("ts") >= pa.scalar(hour, METRIC_POINTS.field("ts").type))
+            & (ds.field("ts") < pa.scalar(end, METRIC_POINTS.field("ts").type))
+        )
         # A batch delivered twice (at-least-once sources) must not count twice.
         window = _distinct_samples(window)
-        values = compute(metrics, ids, day=day, silver={"metric_points": window}, cmdb=cmdb,
-                         versions=versions, start=hour, end=end, grains=("1h",))
+        values = compute(
+            metrics,
+            ids,
+            day=day,
+            silver={"metric_points": window},
+            cmdb=cmdb,
+            versions=versions,
+            start=hour,
+            end=end,
+            grains=("1h",),
+        )
         lake.write_table(values, "gold", LIVE_VALUES, {"dt": day, "hour": f"{hour:%H}"})
         out.hours.append(f"{hour:%H}")
         out.rows += values.num_rows
@@ -121,8 +148,9 @@ def refresh(lake: Lake, metrics: MetricSet, day: str, *, cmdb: pa.Table,
 def prune(lake: Lake, today: str, keep_days: int = 2) -> list[str]:
     """Drop live partitions older than ``keep_days`` (the daily pipeline has them by then)."""
     first_kept = (datetime.fromisoformat(today) - timedelta(days=keep_days - 1)).date()
-    return lake.drop_partitions_before((("silver", LIVE_POINTS), ("gold", LIVE_VALUES)),
-                                       first_kept.isoformat())
+    return lake.drop_partitions_before(
+        (("silver", LIVE_POINTS), ("gold", LIVE_VALUES)), first_kept.isoformat()
+    )
 
 
 def _distinct_samples(points: pa.Table) -> pa.Table:
@@ -130,10 +158,17 @@ def _distinct_samples(points: pa.Table) -> pa.Table:
     if points.num_rows == 0:
         return points
     labels = [repr(sorted(m)) if m else "" for m in points.column("labels").to_pylist()]
-    keys = pa.table({"metric": points.column("metric"), "entity_id": points.column("entity_id"),
-                     "ts": points.column("ts"), "value": points.column("value"),
-                     "labels": pa.array(labels, pa.string()),
-                     "row": pa.array(range(points.num_rows), pa.int64())})
-    first = keys.group_by(["metric", "entity_id", "ts", "value", "labels"],
-                          use_threads=False).aggregate([("row", "min")])
+    keys = pa.table(
+        {
+            "metric": points.column("metric"),
+            "entity_id": points.column("entity_id"),
+            "ts": points.column("ts"),
+            "value": points.column("value"),
+            "labels": pa.array(labels, pa.string()),
+            "row": pa.array(range(points.num_rows), pa.int64()),
+        }
+    )
+    first = keys.group_by(
+        ["metric", "entity_id", "ts", "value", "labels"], use_threads=False
+    ).aggregate([("row", "min")])
     return points.take(pa.array(sorted(first.column("row_min").to_pylist()), pa.int64()))

@@ -23,15 +23,22 @@ from opslake.lake import schemas
 #: freshness as ``date_diff('second', ts, bucket_end)``.
 BUCKET_COLUMNS = ("bucket_start", "bucket_end")
 
-ENTITY_ATTRIBUTES = {"business": "business", "department": "department", "region": "region",
-                     "object_kind": "kind", "object_type": "type"}
+ENTITY_ATTRIBUTES = {
+    "business": "business",
+    "department": "department",
+    "region": "region",
+    "object_kind": "kind",
+    "object_type": "type",
+}
 
 _DIMS = (
     "LEFT JOIN (SELECT entity_id AS _e, business AS _business, department AS _department, "
     "region AS _region, kind AS _kind, type AS _type FROM cmdb) c ON c._e = s.entity_id"
 )
-_DIM_COLUMNS = ("c._business AS business, c._department AS department, c._region AS region, "
-                "c._kind AS object_kind, c._type AS object_type")
+_DIM_COLUMNS = (
+    "c._business AS business, c._department AS department, c._region AS region, "
+    "c._kind AS object_kind, c._type AS object_type"
+)
 
 
 @dataclass(frozen=True)
@@ -62,82 +69,121 @@ class Model:
 
 
 MODELS: dict[str, Model] = {
-    m.name: m for m in (
-        Model("metric_points", "metric_points", "ts",
-              f"SELECT s.ts, s.metric, s.entity_id, s.value, s.labels, s.source, {_DIM_COLUMNS} "
-              f"FROM silver_metric_points s {_DIMS}",
-              "Every metric sample with its entity's CMDB attributes.", sampled=True),
-        Model("events", "events", "starts_at",
-              "SELECT s.event_id, s.fingerprint, s.source, s.status, s.severity, s.title, "
-              "s.entity_id, s.labels, s.starts_at, s.ends_at, s.received_at, "
-              "date_diff('second', s.starts_at, s.ends_at) / 60.0 AS duration_minutes, "
-              f"{_DIM_COLUMNS} FROM silver_events s {_DIMS}",
-              "Alert notifications (firing and resolved rows) by their start time.",
-              computed={"duration_minutes": ("starts_at", "ends_at")}),
-        Model("logs", "logs", "ts",
-              "SELECT s.ts, s.entity_id, s.host, s.app, s.severity, s.facility, s.message, "
-              f"s.source, {_DIM_COLUMNS} FROM silver_logs s {_DIMS}",
-              "Log lines with RFC 5424 severity (0 emergency … 7 debug)."),
-        Model("probes", "probes", "ts",
-              "SELECT s.ts, s.probe_id, s.target, s.entity_id, s.kind, s.ok, "
-              "CAST(s.ok AS DOUBLE) AS ok_ratio, s.latency_ms, s.status_code, s.error, "
-              f"s.source, {_DIM_COLUMNS} FROM silver_probes s {_DIMS}",
-              "Synthetic HTTP/TCP probe results; ok_ratio is 1.0 for a success, 0.0 otherwise.",
-              sampled=True,
-              computed={"ok_ratio": ("ok",)}),
-        Model("tickets", "tickets", "opened_at",
-              # One row per ticket (the one furthest in its lifecycle), as service levels do.
-              "SELECT s.ticket_id, s.type, s.status, s.priority, "
-              "coalesce(s.business, c._business) AS business, s.entity_id, s.opened_at, "
-              "s.acknowledged_at, s.resolved_at, s.closed_at, s.assignee_group, "
-              "s.sla_target_minutes, s.alert_fingerprint, s.change_window_start, "
-              "s.change_window_end, s.change_result, "
-              "CASE WHEN s.acknowledged_at >= s.opened_at THEN "
-              "date_diff('second', s.opened_at, s.acknowledged_at) / 60.0 END "
-              "AS minutes_to_acknowledge, "
-              "CASE WHEN s.resolved_at >= s.opened_at THEN "
-              "date_diff('second', s.opened_at, s.resolved_at) / 60.0 END AS minutes_to_resolve, "
-              "CASE WHEN s.resolved_at >= s.opened_at AND s.sla_target_minutes IS NOT NULL THEN "
-              "date_diff('second', s.opened_at, s.resolved_at) <= 60 * s.sla_target_minutes "
-              "END AS sla_met, "
-              "coalesce(c._department, bd.department) AS department, c._region AS region, "
-              "c._kind AS object_kind, c._type AS object_type "
-              f"FROM silver_tickets s {_DIMS} "
-              "LEFT JOIN (SELECT business AS _b, min(department) AS department FROM cmdb "
-              "WHERE business IS NOT NULL GROUP BY ALL) bd ON bd._b = coalesce(s.business, "
-              "c._business) "
-              "QUALIFY row_number() OVER (PARTITION BY s.ticket_id ORDER BY s.closed_at DESC "
-              "NULLS LAST, s.resolved_at DESC NULLS LAST, s.acknowledged_at DESC NULLS LAST, "
-              "s.status DESC) = 1",
-              "ITSM tickets (incidents, requests, problems, changes) by opening time, one row "
-              "per ticket; durations in minutes, null when negative (bad data).",
-              attributes_by_entity=False,
-              computed={"minutes_to_acknowledge": ("opened_at", "acknowledged_at"),
-                        "minutes_to_resolve": ("opened_at", "resolved_at"),
-                        "sla_met": ("opened_at", "resolved_at", "sla_target_minutes")}),
-        Model("assets", "assets", "as_of_ts",
-              "SELECT s.entity_id, s.kind AS object_kind, s.type AS object_type, s.name, "
-              "s.department, s.business, s.region, s.location, s.vendor, s.model, "
-              "s.lifecycle_state, s.purchase_date, s.warranty_end, s.contract_end, "
-              "s.licence_end, s.owner, CAST($day AS DATE) AS as_of, "
-              "CAST($day AS TIMESTAMPTZ) AS as_of_ts, "
-              "date_diff('day', CAST($day AS DATE), s.warranty_end) AS days_to_warranty_end, "
-              "date_diff('day', CAST($day AS DATE), s.contract_end) AS days_to_contract_end, "
-              "date_diff('day', CAST($day AS DATE), s.licence_end) AS days_to_licence_end "
-              "FROM cmdb s",
-              "The CMDB as known at the end of the day (current version of every CI); "
-              "days_to_*_end count from the day to the date (negative once expired).",
-              snapshot=True, sampled=True,
-              computed={"object_kind": ("kind",), "object_type": ("type",), "as_of": (),
-                        "as_of_ts": (), "days_to_warranty_end": ("warranty_end",),
-                        "days_to_contract_end": ("contract_end",),
-                        "days_to_licence_end": ("licence_end",)}),
+    m.name: m
+    for m in (
+        Model(
+            "metric_points",
+            "metric_points",
+            "ts",
+            f"SELECT s.ts, s.metric, s.entity_id, s.value, s.labels, s.source, {_DIM_COLUMNS} "
+            f"FROM silver_metric_points s {_DIMS}",
+            "Every metric sample with its entity's CMDB attributes.",
+            sampled=True,
+        ),
+        Model(
+            "events",
+            "events",
+            "starts_at",
+            "SELECT s.event_id, s.fingerprint, s.source, s.status, s.severity, s.title, "
+            "s.entity_id, s.labels, s.starts_at, s.ends_at, s.received_at, "
+            "date_diff('second', s.starts_at, s.ends_at) / 60.0 AS duration_minutes, "
+            f"{_DIM_COLUMNS} FROM silver_events s {_DIMS}",
+            "Alert notifications (firing and resolved rows) by their start time.",
+            computed={"duration_minutes": ("starts_at", "ends_at")},
+        ),
+        Model(
+            "logs",
+            "logs",
+            "ts",
+            "SELECT s.ts, s.entity_id, s.host, s.app, s.severity, s.facility, s.message, "
+            f"s.source, {_DIM_COLUMNS} FROM silver_logs s {_DIMS}",
+            "Log lines with RFC 5424 severity (0 emergency … 7 debug).",
+        ),
+        Model(
+            "probes",
+            "probes",
+            "ts",
+            "SELECT s.ts, s.probe_id, s.target, s.entity_id, s.kind, s.ok, "
+            "CAST(s.ok AS DOUBLE) AS ok_ratio, s.latency_ms, s.status_code, s.error, "
+            f"s.source, {_DIM_COLUMNS} FROM silver_probes s {_DIMS}",
+            "Synthetic HTTP/TCP probe results; ok_ratio is 1.0 for a success, 0.0 otherwise.",
+            sampled=True,
+            computed={"ok_ratio": ("ok",)},
+        ),
+        Model(
+            "tickets",
+            "tickets",
+            "opened_at",
+            # One row per ticket (the one furthest in its lifecycle), as service levels do.
+            "SELECT s.ticket_id, s.type, s.status, s.priority, "
+            "coalesce(s.business, c._business) AS business, s.entity_id, s.opened_at, "
+            "s.acknowledged_at, s.resolved_at, s.closed_at, s.assignee_group, "
+            "s.sla_target_minutes, s.alert_fingerprint, s.change_window_start, "
+            "s.change_window_end, s.change_result, "
+            "CASE WHEN s.acknowledged_at >= s.opened_at THEN "
+            "date_diff('second', s.opened_at, s.acknowledged_at) / 60.0 END "
+            "AS minutes_to_acknowledge, "
+            "CASE WHEN s.resolved_at >= s.opened_at THEN "
+            "date_diff('second', s.opened_at, s.resolved_at) / 60.0 END AS minutes_to_resolve, "
+            "CASE WHEN s.resolved_at >= s.opened_at AND s.sla_target_minutes IS NOT NULL THEN "
+            "date_diff('second', s.opened_at, s.resolved_at) <= 60 * s.sla_target_minutes "
+            "END AS sla_met, "
+            "coalesce(c._department, bd.department) AS department, c._region AS region, "
+            "c._kind AS object_kind, c._type AS object_type "
+            f"FROM silver_tickets s {_DIMS} "
+            "LEFT JOIN (SELECT business AS _b, min(department) AS department FROM cmdb "
+            "WHERE business IS NOT NULL GROUP BY ALL) bd ON bd._b = coalesce(s.business, "
+            "c._business) "
+            "QUALIFY row_number() OVER (PARTITION BY s.ticket_id ORDER BY s.closed_at DESC "
+            "NULLS LAST, s.resolved_at DESC NULLS LAST, s.acknowledged_at DESC NULLS LAST, "
+            "s.status DESC) = 1",
+            "ITSM tickets (incidents, requests, problems, changes) by opening time, one row "
+            "per ticket; durations in minutes, null when negative (bad data).",
+            attributes_by_entity=False,
+            computed={
+                "minutes_to_acknowledge": ("opened_at", "acknowledged_at"),
+                "minutes_to_resolve": ("opened_at", "resolved_at"),
+                "sla_met": ("opened_at", "resolved_at", "sla_target_minutes"),
+            },
+        ),
+        Model(
+            "assets",
+            "assets",
+            "as_of_ts",
+            "SELECT s.entity_id, s.kind AS object_kind, s.type AS object_type, s.name, "
+            "s.department, s.business, s.region, s.location, s.vendor, s.model, "
+            "s.lifecycle_state, s.purchase_date, s.warranty_end, s.contract_end, "
+            "s.licence_end, s.owner, CAST($day AS DATE) AS as_of, "
+            "CAST($day AS TIMESTAMPTZ) AS as_of_ts, "
+            "date_diff('day', CAST($day AS DATE), s.warranty_end) AS days_to_warranty_end, "
+            "date_diff('day', CAST($day AS DATE), s.contract_end) AS days_to_contract_end, "
+            "date_diff('day', CAST($day AS DATE), s.licence_end) AS days_to_licence_end "
+            "FROM cmdb s",
+            "The CMDB as known at the end of the day (current version of every CI); "
+            "days_to_*_end count from the day to the date (negative once expired).",
+            snapshot=True,
+            sampled=True,
+            computed={
+                "object_kind": ("kind",),
+                "object_type": ("type",),
+                "as_of": (),
+                "as_of_ts": (),
+                "days_to_warranty_end": ("warranty_end",),
+                "days_to_contract_end": ("contract_end",),
+                "days_to_licence_end": ("licence_end",),
+            },
+        ),
     )
 }
 
 
-def register_models(con: duckdb.DuckDBPyConnection, silver: dict[str, pa.Table],
-                    cmdb: pa.Table, day: str, names: list[str] | None = None) -> None:
+def register_models(
+    con: duckdb.DuckDBPyConnection,
+    silver: dict[str, pa.Table],
+    cmdb: pa.Table,
+    day: str,
+    names: list[str] | None = None,
+) -> None:
     """Create the model views on ``con`` over ``silver`` tables and the day's current CMDB.
 
     ``silver`` maps table names to Arrow tables (absent ones are registered empty) and
@@ -147,8 +193,10 @@ def register_models(con: duckdb.DuckDBPyConnection, silver: dict[str, pa.Table],
     for name in names or list(MODELS):
         model = MODELS[name]
         if model.table != "assets":
-            con.register(f"silver_{model.table}",
-                         silver.get(model.table, schemas.SILVER[model.table].empty_table()))
+            con.register(
+                f"silver_{model.table}",
+                silver.get(model.table, schemas.SILVER[model.table].empty_table()),
+            )
         sql = model.sql.replace("$day", f"DATE '{day}'")
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{model.name}" AS {sql}')
 
@@ -161,7 +209,8 @@ def model_columns(con: duckdb.DuckDBPyConnection, name: str) -> dict[str, str]:
 def current_rows(assets: pa.Table, as_of: datetime) -> pa.Table:
     """The version of each CI valid at ``as_of`` (CIs retired before then are left out)."""
     valid_from, valid_to = assets.column("valid_from"), assets.column("valid_to")
-    alive = pc.and_(pc.less_equal(valid_from, pa.scalar(as_of, schemas.TS)),
-                    pc.or_kleene(pc.is_null(valid_to),
-                                 pc.greater(valid_to, pa.scalar(as_of, schemas.TS))))
+    alive = pc.and_(
+        pc.less_equal(valid_from, pa.scalar(as_of, schemas.TS)),
+        pc.or_kleene(pc.is_null(valid_to), pc.greater(valid_to, pa.scalar(as_of, schemas.TS))),
+    )
     return assets.filter(alive)

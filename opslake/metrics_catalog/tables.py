@@ -17,15 +17,15 @@ from opslake.metrics_catalog.lineage import lineage_table
 
 DESCRIPTIONS = {
     "catalog_metrics": "Every catalog metric as defined now: id, names (zh-CN, en, zh-TW), "
-                       "description, unit, category, type, expression, dimensions, grains, "
-                       "owner, thresholds, SLO, status, current version, file and line.",
+    "description, unit, category, type, expression, dimensions, grains, "
+    "owner, thresholds, SLO, status, current version, file and line.",
     "catalog_versions": "The full history of every metric definition: version (MAJOR.MINOR), "
-                        "change (new / breaking / minor), changed fields, the definition as "
-                        "JSON, when and by whom it was recorded.",
+    "change (new / breaking / minor), changed fields, the definition as "
+    "JSON, when and by whom it was recorded.",
     "catalog_dimensions": "Which dimensions each metric can be broken down by, and the gold "
-                          "columns that carry them.",
+    "columns that carry them.",
     "catalog_lineage": "Lineage of every metric, hop by hop: metric → input metrics → silver "
-                       "columns → bronze tables → landing sources.",
+    "columns → bronze tables → landing sources.",
 }
 
 METRICS_SCHEMA = pa.schema(
@@ -80,29 +80,45 @@ def metrics_table(catalog: Catalog) -> pa.Table:
     for m in sorted(catalog.metrics.metrics.values(), key=lambda m: m.id):
         latest = catalog.versions.latest(m.id)
         th = m.thresholds
-        rows.append({
-            "metric_id": m.id, "family": m.family, "category": m.category, "type": m.type,
-            "unit": m.unit, "status": m.status, "owner": m.owner,
-            "name_zh_cn": m.names.get("zh-CN"), "name_en": m.names.get("en"),
-            "name_zh_tw": m.names.get("zh-TW"), "description": m.description,
-            "expression": expression(m.to_dict()), "dimensions": list(m.dimensions),
-            "grains": list(m.grains), "tags": list(m.tags),
-            "threshold_warning": th.warning if th else None,
-            "threshold_critical": th.critical if th else None,
-            "threshold_direction": th.direction if th else None,
-            "slo": m.slo, "runbook": m.runbook,
-            "current_version": latest.version if latest and latest.fingerprint ==
-            m.fingerprint() else None,
-            "file": m.source_file, "line": m.source_line,
-        })
+        rows.append(
+            {
+                "metric_id": m.id,
+                "family": m.family,
+                "category": m.category,
+                "type": m.type,
+                "unit": m.unit,
+                "status": m.status,
+                "owner": m.owner,
+                "name_zh_cn": m.names.get("zh-CN"),
+                "name_en": m.names.get("en"),
+                "name_zh_tw": m.names.get("zh-TW"),
+                "description": m.description,
+                "expression": expression(m.to_dict()),
+                "dimensions": list(m.dimensions),
+                "grains": list(m.grains),
+                "tags": list(m.tags),
+                "threshold_warning": th.warning if th else None,
+                "threshold_critical": th.critical if th else None,
+                "threshold_direction": th.direction if th else None,
+                "slo": m.slo,
+                "runbook": m.runbook,
+                "current_version": latest.version
+                if latest and latest.fingerprint == m.fingerprint()
+                else None,
+                "file": m.source_file,
+                "line": m.source_line,
+            }
+        )
     return pa.Table.from_pylist(rows, schema=METRICS_SCHEMA)
 
 
 def dimensions_table(catalog: Catalog) -> pa.Table:
     """(metric, dimension, gold columns) rows, ``all`` included for every metric."""
-    rows = [{"metric_id": m.id, "dimension": d, "columns": list(SCOPE_COLUMNS.get(d, ()))}
-            for m in sorted(catalog.metrics.metrics.values(), key=lambda m: m.id)
-            for d in [*m.dimensions, "all"]]
+    rows = [
+        {"metric_id": m.id, "dimension": d, "columns": list(SCOPE_COLUMNS.get(d, ()))}
+        for m in sorted(catalog.metrics.metrics.values(), key=lambda m: m.id)
+        for d in [*m.dimensions, "all"]
+    ]
     return pa.Table.from_pylist(rows, schema=DIMENSIONS_SCHEMA)
 
 

@@ -34,9 +34,16 @@ USAGE_SCHEMA = pa.schema(
 PRINCIPAL_KINDS = ("job", "api_key", "dashboard", "cli", "notebook")
 
 
-def record_usage(lake: Lake, *, principal_kind: str, principal: str, action: str,
-                 metrics: Mapping[str, tuple[str, int]], detail: Mapping | None = None,
-                 at: datetime | None = None) -> None:
+def record_usage(
+    lake: Lake,
+    *,
+    principal_kind: str,
+    principal: str,
+    action: str,
+    metrics: Mapping[str, tuple[str, int]],
+    detail: Mapping | None = None,
+    at: datetime | None = None,
+) -> None:
     """Append one usage row per metric: ``metrics`` maps id → (version, rows)."""
     if principal_kind not in PRINCIPAL_KINDS:
         raise ValueError(f"principal_kind must be one of {', '.join(PRINCIPAL_KINDS)}")
@@ -45,10 +52,21 @@ def record_usage(lake: Lake, *, principal_kind: str, principal: str, action: str
     at = at or datetime.now(UTC)
     text = json.dumps(dict(detail or {}), ensure_ascii=False, sort_keys=True, default=str)
     table = pa.Table.from_pylist(
-        [{"at": at, "principal_kind": principal_kind, "principal": principal,
-          "action": action, "metric_id": mid, "metric_version": version, "rows": rows,
-          "detail": text} for mid, (version, rows) in sorted(metrics.items())],
-        schema=USAGE_SCHEMA)
+        [
+            {
+                "at": at,
+                "principal_kind": principal_kind,
+                "principal": principal,
+                "action": action,
+                "metric_id": mid,
+                "metric_version": version,
+                "rows": rows,
+                "detail": text,
+            }
+            for mid, (version, rows) in sorted(metrics.items())
+        ],
+        schema=USAGE_SCHEMA,
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, coerce_timestamps="us")
     path = lake.table_path("gold", "metric_usage", {"dt": at.date().isoformat()})

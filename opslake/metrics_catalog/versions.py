@@ -64,27 +64,46 @@ class Version:
 
     def to_json(self) -> bytes:
         """The stored form."""
-        data = {"metric_id": self.metric_id, "major": self.major, "minor": self.minor,
-                "change": self.change, "changed_fields": list(self.changed_fields),
-                "status": self.status, "fingerprint": self.fingerprint,
-                "definition": self.definition, "recorded_at": self.recorded_at.isoformat(),
-                "recorded_by": self.recorded_by, "upstream": self.upstream}
+        data = {
+            "metric_id": self.metric_id,
+            "major": self.major,
+            "minor": self.minor,
+            "change": self.change,
+            "changed_fields": list(self.changed_fields),
+            "status": self.status,
+            "fingerprint": self.fingerprint,
+            "definition": self.definition,
+            "recorded_at": self.recorded_at.isoformat(),
+            "recorded_by": self.recorded_by,
+            "upstream": self.upstream,
+        }
         return json.dumps(data, ensure_ascii=False, sort_keys=True, indent=1).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> Version:
         """Read the stored form."""
         d = json.loads(raw)
-        return cls(d["metric_id"], d["major"], d["minor"], d["change"],
-                   tuple(d["changed_fields"]), d["status"], d["fingerprint"], d["definition"],
-                   datetime.fromisoformat(d["recorded_at"]), d["recorded_by"],
-                   d.get("upstream", {}))
+        return cls(
+            d["metric_id"],
+            d["major"],
+            d["minor"],
+            d["change"],
+            tuple(d["changed_fields"]),
+            d["status"],
+            d["fingerprint"],
+            d["definition"],
+            datetime.fromisoformat(d["recorded_at"]),
+            d["recorded_by"],
+            d.get("upstream", {}),
+        )
 
 
 def upstream_fingerprints(metrics: MetricSet, metric_id: str) -> dict[str, str]:
     """Breaking fingerprint of every metric ``metric_id`` is computed from, transitively."""
-    return {u: metrics.metrics[u].fingerprint(breaking_only=True)
-            for u in metrics.upstream_closure(metric_id)}
+    return {
+        u: metrics.metrics[u].fingerprint(breaking_only=True)
+        for u in metrics.upstream_closure(metric_id)
+    }
 
 
 def changed_fields(old: dict, new: dict) -> list[str]:
@@ -122,8 +141,9 @@ class VersionStore:
         versions = self.history().get(metric_id)
         return versions[-1] if versions else None
 
-    def next_version(self, metric: MetricDefinition, upstream: Mapping[str, str] | None = None
-                     ) -> tuple[int, int, str, list[str]]:
+    def next_version(
+        self, metric: MetricDefinition, upstream: Mapping[str, str] | None = None
+    ) -> tuple[int, int, str, list[str]]:
         """(major, minor, change, changed fields) the definition would be recorded as.
 
         ``upstream`` maps each input metric (transitively) to its breaking fingerprint.
@@ -133,42 +153,71 @@ class VersionStore:
             return 1, 0, "new", []
         fields = changed_fields(latest.definition, metric.to_dict())
         upstream = dict(upstream or {})
-        inputs = [f"input:{u}" for u in sorted(set(upstream) | set(latest.upstream))
-                  if upstream.get(u) != latest.upstream.get(u)]
+        inputs = [
+            f"input:{u}"
+            for u in sorted(set(upstream) | set(latest.upstream))
+            if upstream.get(u) != latest.upstream.get(u)
+        ]
         if not fields and not inputs:
             return latest.major, latest.minor, "unchanged", []
         if inputs or any(f in BREAKING_FIELDS for f in fields):
             return latest.major + 1, 0, "breaking", fields + inputs
         return latest.major, latest.minor + 1, "minor", fields
 
-    def record(self, metric: MetricDefinition, *, by: str,
-               upstream: Mapping[str, str] | None = None) -> Version:
+    def record(
+        self, metric: MetricDefinition, *, by: str, upstream: Mapping[str, str] | None = None
+    ) -> Version:
         """The version of ``metric`` as defined now, recording a new one if it changed."""
         major, minor, change, fields = self.next_version(metric, upstream)
         if change == "unchanged":
             return self.latest(metric.id)
-        version = Version(metric.id, major, minor, change, tuple(fields), metric.status,
-                          metric.fingerprint(), metric.to_dict(), datetime.now(UTC), by,
-                          dict(upstream or {}))
-        self.lake.put_atomic(f"{self._dir(metric.id)}/v{major:05d}.{minor:05d}.json",
-                             [version.to_json()])
+        version = Version(
+            metric.id,
+            major,
+            minor,
+            change,
+            tuple(fields),
+            metric.status,
+            metric.fingerprint(),
+            metric.to_dict(),
+            datetime.now(UTC),
+            by,
+            dict(upstream or {}),
+        )
+        self.lake.put_atomic(
+            f"{self._dir(metric.id)}/v{major:05d}.{minor:05d}.json", [version.to_json()]
+        )
         self.history().setdefault(metric.id, []).append(version)
         return version
 
     def record_all(self, metrics: MetricSet, ids: Iterable[str], *, by: str) -> dict[str, str]:
         """Record each metric's current definition, inputs first; returns id → version."""
-        return {mid: self.record(metrics.metrics[mid], by=by,
-                                 upstream=upstream_fingerprints(metrics, mid)).version
-                for mid in metrics.order(ids)}
+        return {
+            mid: self.record(
+                metrics.metrics[mid], by=by, upstream=upstream_fingerprints(metrics, mid)
+            ).version
+            for mid in metrics.order(ids)
+        }
 
     def table(self) -> pa.Table:
         """The whole history as rows of ``VERSIONS_SCHEMA``."""
         rows = [v for versions in self.history().values() for v in versions]
         return pa.Table.from_pylist(
-            [{"metric_id": v.metric_id, "version": v.version, "major": v.major,
-              "minor": v.minor, "change": v.change, "changed_fields": list(v.changed_fields),
-              "status": v.status, "fingerprint": v.fingerprint,
-              "definition": json.dumps(v.definition, ensure_ascii=False, sort_keys=True),
-              "recorded_at": v.recorded_at, "recorded_by": v.recorded_by}
-             for v in sorted(rows, key=lambda v: (v.metric_id, v.major, v.minor))],
-            schema=VERSIONS_SCHEMA)
+            [
+                {
+                    "metric_id": v.metric_id,
+                    "version": v.version,
+                    "major": v.major,
+                    "minor": v.minor,
+                    "change": v.change,
+                    "changed_fields": list(v.changed_fields),
+                    "status": v.status,
+                    "fingerprint": v.fingerprint,
+                    "definition": json.dumps(v.definition, ensure_ascii=False, sort_keys=True),
+                    "recorded_at": v.recorded_at,
+                    "recorded_by": v.recorded_by,
+                }
+                for v in sorted(rows, key=lambda v: (v.metric_id, v.major, v.minor))
+            ],
+            schema=VERSIONS_SCHEMA,
+        )

@@ -55,18 +55,20 @@ STATE_DIR = "ml/detector_state"
 NOT_SERIES = ("instance", "job", "entity_id")
 _NOT_SERIES = "(" + ", ".join(f"'{k}'" for k in NOT_SERIES) + ")"
 
-ANOMALIES = pa.schema([
-    ("ts", TS),
-    ("entity_id", pa.string()),
-    ("metric", pa.string()),
-    ("series", pa.string()),
-    ("value", pa.float64()),
-    ("expected", pa.float64()),
-    ("score", pa.float64()),
-    ("detector", pa.string()),
-    ("explanation", pa.string()),
-    ("is_event", pa.bool_()),
-])
+ANOMALIES = pa.schema(
+    [
+        ("ts", TS),
+        ("entity_id", pa.string()),
+        ("metric", pa.string()),
+        ("series", pa.string()),
+        ("value", pa.float64()),
+        ("expected", pa.float64()),
+        ("score", pa.float64()),
+        ("detector", pa.string()),
+        ("explanation", pa.string()),
+        ("is_event", pa.bool_()),
+    ]
+)
 
 
 @dataclass
@@ -82,8 +84,7 @@ class Grid:
 
 def series_key(entity: str, metric: str, labels: dict[str, str] | None) -> str:
     """A stable name for one series: entity, metric and its remaining labels."""
-    extra = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())
-                     if k not in NOT_SERIES)
+    extra = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items()) if k not in NOT_SERIES)
     return f"{entity}|{metric}|{extra}"
 
 
@@ -92,12 +93,15 @@ def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S)
     are left out: they cannot be told apart from another CI's series)."""
     n = int((end - start).total_seconds() // step_s)
     stamps = np.datetime64(start.replace(tzinfo=None), "s") + np.arange(n) * np.timedelta64(
-        step_s, "s")
+        step_s, "s"
+    )
     if not points.num_rows:
         return Grid([], [], [], stamps, np.empty((0, n)))
     con = duck.connect()
     con.register("points", points.select(["ts", "metric", "entity_id", "value", "labels"]))
-    df = pl.from_arrow(con.sql(f"""
+    df = pl.from_arrow(
+        con.sql(
+            f"""
         SELECT entity_id || '|' || metric || '|' || array_to_string(list_sort(list_transform(
                  list_filter(map_entries(labels), lambda e: e.key NOT IN {_NOT_SERIES}),
                  lambda e: e.key || '=' || e.value)), ',') AS key,
@@ -107,8 +111,9 @@ def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S)
         WHERE entity_id IS NOT NULL AND isfinite(value)
           AND ts >= to_timestamp($t0) AND ts < to_timestamp($t1)
         GROUP BY ALL ORDER BY key, slot""",
-        params={"t0": int(start.timestamp()), "t1": int(end.timestamp()), "step": step_s}
-    ).to_arrow_table())
+            params={"t0": int(start.timestamp()), "t1": int(end.timestamp()), "step": step_s},
+        ).to_arrow_table()
+    )
     con.close()
     if not isinstance(df, pl.DataFrame) or df.is_empty():
         return Grid([], [], [], stamps, np.empty((0, n)))
@@ -117,18 +122,29 @@ def grid(points: pa.Table, start: datetime, end: datetime, step_s: int = GRID_S)
     values = np.full((len(index), n), np.nan)
     rows = np.array([index[k] for k in df["key"].to_list()], dtype=np.int64)
     values[rows, df["slot"].to_numpy()] = df["value"].to_numpy()
-    return Grid(names["key"].to_list(), names["entity_id"].to_list(),
-                names["metric"].to_list(), stamps, values)
+    return Grid(
+        names["key"].to_list(),
+        names["entity_id"].to_list(),
+        names["metric"].to_list(),
+        stamps,
+        values,
+    )
 
 
 def _series_arrays(state: DetectorState) -> list[str]:
     """Names of the state's per-series arrays (first axis = series)."""
-    return [f.name for f in dataclasses.fields(state)
-            if isinstance(getattr(state, f.name), np.ndarray)]
+    return [
+        f.name for f in dataclasses.fields(state) if isinstance(getattr(state, f.name), np.ndarray)
+    ]
 
 
-def align(state: DetectorState | None, keys: list[str], new_keys: list[str], step_s: float,
-          config: DetectorConfig) -> DetectorState:
+def align(
+    state: DetectorState | None,
+    keys: list[str],
+    new_keys: list[str],
+    step_s: float,
+    config: DetectorConfig,
+) -> DetectorState:
     """A state for ``new_keys``: rows carried over by key, fresh rows for unseen series."""
     fresh = DetectorState.new(len(new_keys), step_s, config)
     if state is None or not keys:
@@ -145,11 +161,15 @@ def align(state: DetectorState | None, keys: list[str], new_keys: list[str], ste
 def save_state(lake: Lake, day: str, keys: list[str], state: DetectorState) -> str:
     """The state at the end of ``day`` as a NumPy archive in the lake (no pickle)."""
     arrays = {name: getattr(state, name) for name in _series_arrays(state)}
-    meta = {"step_s": state.step_s, "season": state.season,
-            "config": dataclasses.asdict(state.config)}
+    meta = {
+        "step_s": state.step_s,
+        "season": state.season,
+        "config": dataclasses.asdict(state.config),
+    }
     buf = io.BytesIO()
-    np.savez_compressed(buf, keys=np.array(keys, dtype=str), meta=np.array(json.dumps(meta)),
-                        **arrays)
+    np.savez_compressed(
+        buf, keys=np.array(keys, dtype=str), meta=np.array(json.dumps(meta)), **arrays
+    )
     path = lake.path(STATE_DIR, f"dt={day}.npz")
     lake.put_atomic(path, [buf.getvalue()])
     return path
@@ -164,14 +184,15 @@ def load_state(lake: Lake, day: str) -> tuple[list[str], DetectorState] | None:
         with np.load(io.BytesIO(lake.read_bytes(path)), allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             keys = [str(k) for k in z["keys"]]
-            state = DetectorState.new(len(keys), meta["step_s"],
-                                      DetectorConfig(**meta["config"]))
+            state = DetectorState.new(len(keys), meta["step_s"], DetectorConfig(**meta["config"]))
             for name in _series_arrays(state):
                 if name in z.files:
                     setattr(state, name, z[name])
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise StorageError(f"detector state {path} is unreadable ({exc}); delete it and "
-                           "re-materialize the day so it is rebuilt from history") from exc
+        raise StorageError(
+            f"detector state {path} is unreadable ({exc}); delete it and "
+            "re-materialize the day so it is rebuilt from history"
+        ) from exc
     return keys, state
 
 
@@ -192,8 +213,9 @@ class Scored:
     points: int
 
 
-def score_grid(g: Grid, previous: tuple[list[str], DetectorState] | None,
-               config: DetectorConfig | None = None) -> Scored:
+def score_grid(
+    g: Grid, previous: tuple[list[str], DetectorState] | None, config: DetectorConfig | None = None
+) -> Scored:
     """Score a grid carrying on from ``previous``; keep the points worth reporting."""
     config = config or DetectorConfig()
     keys, state = previous or ([], None)
@@ -202,18 +224,21 @@ def score_grid(g: Grid, previous: tuple[list[str], DetectorState] | None,
     scores = score_matrix(state, g.timestamps, g.values) if g.keys else np.empty((0, 0))
     rows, cols = np.nonzero(scores >= REPORT_FLOOR)
     expected = _expected(g, level_before, config)
-    table = pa.table({
-        "ts": pa.array(g.timestamps[cols].astype("datetime64[us]"), TS),
-        "entity_id": [g.entity[r] for r in rows],
-        "metric": [g.metric[r] for r in rows],
-        "series": [g.keys[r] for r in rows],
-        "value": g.values[rows, cols],
-        "expected": expected[rows, cols],
-        "score": scores[rows, cols],
-        "detector": pa.array(["single"] * len(rows), pa.string()),
-        "explanation": [None] * len(rows),
-        "is_event": scores[rows, cols] >= EVENT_THRESHOLD,
-    }, schema=ANOMALIES)
+    table = pa.table(
+        {
+            "ts": pa.array(g.timestamps[cols].astype("datetime64[us]"), TS),
+            "entity_id": [g.entity[r] for r in rows],
+            "metric": [g.metric[r] for r in rows],
+            "series": [g.keys[r] for r in rows],
+            "value": g.values[rows, cols],
+            "expected": expected[rows, cols],
+            "score": scores[rows, cols],
+            "detector": pa.array(["single"] * len(rows), pa.string()),
+            "explanation": [None] * len(rows),
+            "is_event": scores[rows, cols] >= EVENT_THRESHOLD,
+        },
+        schema=ANOMALIES,
+    )
     return Scored(table, g.keys, state, len(g.keys), int(np.isfinite(g.values).sum()))
 
 
@@ -222,9 +247,11 @@ def _expected(g: Grid, level_before: np.ndarray, config: DetectorConfig) -> np.n
     from scipy.signal import lfilter
 
     held = np.where(np.isfinite(g.values), g.values, np.nan)
-    start = np.where(np.isfinite(level_before), level_before,
-                     np.nanmean(np.where(np.isfinite(held), held, np.nan), axis=1)
-                     if held.size else 0.0)
+    start = np.where(
+        np.isfinite(level_before),
+        level_before,
+        np.nanmean(np.where(np.isfinite(held), held, np.nan), axis=1) if held.size else 0.0,
+    )
     start = np.nan_to_num(start)
     filled = np.where(np.isfinite(held), held, start[:, None])
     a = config.level_alpha
@@ -237,17 +264,32 @@ def episodes(anomalies: pa.Table, gap: timedelta = EPISODE_GAP) -> list[dict]:
     df = pl.from_arrow(anomalies)
     if not isinstance(df, pl.DataFrame) or df.is_empty():
         return []
-    df = (df.filter(pl.col("is_event")).sort("series", "ts")
-          .with_columns((pl.col("ts").diff().over("series") > gap).fill_null(True)
-                        .cum_sum().over("series").alias("run")))
-    runs = (df.group_by("series", "run").agg(
-        pl.col("entity_id").first(), pl.col("metric").first(), pl.col("detector").first(),
-        pl.col("ts").min().alias("start"), pl.col("ts").max().alias("end"),
-        pl.col("score").max().alias("peak"),
-        pl.col("value").sort_by("score").last().alias("value"),
-        pl.col("expected").sort_by("score").last().alias("expected"),
-        pl.col("explanation").drop_nulls().first())
-        .sort("start", "series"))
+    df = (
+        df.filter(pl.col("is_event"))
+        .sort("series", "ts")
+        .with_columns(
+            (pl.col("ts").diff().over("series") > gap)
+            .fill_null(True)
+            .cum_sum()
+            .over("series")
+            .alias("run")
+        )
+    )
+    runs = (
+        df.group_by("series", "run")
+        .agg(
+            pl.col("entity_id").first(),
+            pl.col("metric").first(),
+            pl.col("detector").first(),
+            pl.col("ts").min().alias("start"),
+            pl.col("ts").max().alias("end"),
+            pl.col("score").max().alias("peak"),
+            pl.col("value").sort_by("score").last().alias("value"),
+            pl.col("expected").sort_by("score").last().alias("expected"),
+            pl.col("explanation").drop_nulls().first(),
+        )
+        .sort("start", "series")
+    )
     return runs.to_dicts()
 
 
@@ -262,22 +304,26 @@ def score_multivariate(model: object, points: pa.Table) -> pa.Table:
     kept = scored.filter(pl.col("score") >= MULTIVARIATE_FLOOR)
     tops = [list(t or []) for t in kept["top_metrics"].to_list()]
     entities = kept["entity_id"].to_list()
-    return pa.table({
-        "ts": kept["ts"].to_arrow().cast(TS),
-        "entity_id": entities,
-        "metric": [t[0] if t else None for t in tops],
-        "series": [f"{e}|multivariate|" for e in entities],
-        "value": pa.nulls(len(kept), pa.float64()),
-        "expected": pa.nulls(len(kept), pa.float64()),
-        "score": kept["score"].to_numpy(),
-        "detector": pa.array(["multivariate"] * len(kept), pa.string()),
-        "explanation": ["metrics: " + ", ".join(t) for t in tops],
-        "is_event": kept["score"].to_numpy() >= MULTIVARIATE_EVENT,
-    }, schema=ANOMALIES)
+    return pa.table(
+        {
+            "ts": kept["ts"].to_arrow().cast(TS),
+            "entity_id": entities,
+            "metric": [t[0] if t else None for t in tops],
+            "series": [f"{e}|multivariate|" for e in entities],
+            "value": pa.nulls(len(kept), pa.float64()),
+            "expected": pa.nulls(len(kept), pa.float64()),
+            "score": kept["score"].to_numpy(),
+            "detector": pa.array(["multivariate"] * len(kept), pa.string()),
+            "explanation": ["metrics: " + ", ".join(t) for t in tops],
+            "is_event": kept["score"].to_numpy() >= MULTIVARIATE_EVENT,
+        },
+        schema=ANOMALIES,
+    )
 
 
-def with_multivariate(lake: Lake, scored: Scored,
-                      points: pa.Table | Callable[[], pa.Table]) -> tuple[Scored, str]:
+def with_multivariate(
+    lake: Lake, scored: Scored, points: pa.Table | Callable[[], pa.Table]
+) -> tuple[Scored, str]:
     """``scored`` with the multi-metric champion's rows added (detector ``multivariate``,
     ``MULTIVARIATE_FLOOR`` / ``MULTIVARIATE_EVENT``), sorted by time and series, and the
     champion's version (``"none yet"`` without one, the rows unchanged but sorted).
@@ -292,8 +338,9 @@ def with_multivariate(lake: Lake, scored: Scored,
     table, model = scored.anomalies, "none yet"
     if registry.champion(lake, MULTIVARIATE_MODEL) is not None:
         detector, version = registry.load(lake, MULTIVARIATE_MODEL)
-        table = pa.concat_tables([table, score_multivariate(
-            detector, points() if callable(points) else points)])
+        table = pa.concat_tables(
+            [table, score_multivariate(detector, points() if callable(points) else points)]
+        )
         model = f"v{version.version}"
     table = table.sort_by([("ts", "ascending"), ("series", "ascending")])
     return dataclasses.replace(scored, anomalies=table), model
@@ -311,33 +358,44 @@ def land_events(lake: Lake, day: str, runs: list[dict], at: datetime) -> LandedB
     alerts = []
     for run in runs:
         ended = run["end"] + EPISODE_GAP <= at
-        labels = {"alertname": ALERTNAME, "severity": "critical" if run["peak"] >= 0.99
-                  else "warning", "entity_id": run["entity_id"], "metric": run["metric"] or "",
-                  "detector": run["detector"], "series": run["series"]}
+        labels = {
+            "alertname": ALERTNAME,
+            "severity": "critical" if run["peak"] >= 0.99 else "warning",
+            "entity_id": run["entity_id"],
+            "metric": run["metric"] or "",
+            "detector": run["detector"],
+            "series": run["series"],
+        }
         what = f"score {run['peak']:.3f}"
         if run.get("value") is not None:
             what += f", value {run['value']:.4g}"
         if run.get("expected") is not None and np.isfinite(run["expected"]):
             what += f", expected about {run['expected']:.4g}"
-        alerts.append({
-            "status": "resolved" if ended else "firing",
-            "labels": labels,
-            "annotations": {
-                "summary": f"指标异常 / metric anomaly: {run['entity_id']} {run['metric']}",
-                "description": what + (f"; {run['explanation']}" if run.get("explanation")
-                                       else "")},
-            "startsAt": rfc3339(run["start"]),
-            "endsAt": rfc3339(run["end"] + timedelta(seconds=GRID_S)) if ended
-            else "0001-01-01T00:00:00Z",
-            "generatorURL": "",
-            "fingerprint": hashlib.sha256(json.dumps(labels, sort_keys=True).encode())
-            .hexdigest()[:16],
-        })
+        alerts.append(
+            {
+                "status": "resolved" if ended else "firing",
+                "labels": labels,
+                "annotations": {
+                    "summary": f"指标异常 / metric anomaly: {run['entity_id']} {run['metric']}",
+                    "description": what
+                    + (f"; {run['explanation']}" if run.get("explanation") else ""),
+                },
+                "startsAt": rfc3339(run["start"]),
+                "endsAt": rfc3339(run["end"] + timedelta(seconds=GRID_S))
+                if ended
+                else "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": hashlib.sha256(
+                    json.dumps(labels, sort_keys=True).encode()
+                ).hexdigest()[:16],
+            }
+        )
     body = webhook_body(alerts, alertname=ALERTNAME, receiver=RECEIVER)
     digest = hashlib.sha256(body).hexdigest()[:16]
     batch_id = re.sub(r"[^A-Za-z0-9_.\-]", "_", f"anomalies-{day}-{digest}")
-    return LandingZone(lake).write(SOURCE, body, fmt="json", batch_id=batch_id, received_at=at,
-                                   dt=day, connector=CONNECTOR)
+    return LandingZone(lake).write(
+        SOURCE, body, fmt="json", batch_id=batch_id, received_at=at, dt=day, connector=CONNECTOR
+    )
 
 
 def point_slices(lake: Lake, day: str, rows: int = SLICE_ROWS) -> Iterator[pa.Table]:
@@ -357,22 +415,29 @@ def _concat_states(states: Sequence[DetectorState]) -> DetectorState:
     return merged
 
 
-def score_slices(day: str, slices: Iterable[pa.Table],
-                 previous: tuple[list[str], DetectorState] | None) -> Scored:
+def score_slices(
+    day: str, slices: Iterable[pa.Table], previous: tuple[list[str], DetectorState] | None
+) -> Scored:
     """Score a day given as slices of whole series (``point_slices``), carrying on from
     ``previous``: the same scores as one grid of the whole day, a slice's memory at a time."""
     parts = [score_grid(grid(points, *day_bounds(day)), previous) for points in slices]
-    parts = [p for p in parts if p.keys] or [score_grid(grid(METRIC_POINTS.empty_table(),
-                                                             *day_bounds(day)), previous)]
+    parts = [p for p in parts if p.keys] or [
+        score_grid(grid(METRIC_POINTS.empty_table(), *day_bounds(day)), previous)
+    ]
     if len(parts) == 1:
         return parts[0]
-    return Scored(pa.concat_tables([p.anomalies for p in parts]),
-                  [k for p in parts for k in p.keys], _concat_states([p.state for p in parts]),
-                  sum(p.series for p in parts), sum(p.points for p in parts))
+    return Scored(
+        pa.concat_tables([p.anomalies for p in parts]),
+        [k for p in parts for k in p.keys],
+        _concat_states([p.state for p in parts]),
+        sum(p.series for p in parts),
+        sum(p.points for p in parts),
+    )
 
 
-def previous_state(lake: Lake, day: str, history_days: int = 2
-                   ) -> tuple[list[str], DetectorState] | None:
+def previous_state(
+    lake: Lake, day: str, history_days: int = 2
+) -> tuple[list[str], DetectorState] | None:
     """The state at the end of the day before ``day``: saved, else rebuilt from silver.
 
     Rebuilding scores the previous ``history_days`` of silver metric points (whatever of
@@ -393,8 +458,9 @@ def previous_state(lake: Lake, day: str, history_days: int = 2
     return state
 
 
-def score_day(lake: Lake, day: str, points: pa.Table | Iterable[pa.Table], *,
-              save: bool = True) -> Scored:
+def score_day(
+    lake: Lake, day: str, points: pa.Table | Iterable[pa.Table], *, save: bool = True
+) -> Scored:
     """Score one day of metric points (a table, or slices of whole series), continuing the
     detector's history."""
     slices = [points] if isinstance(points, pa.Table) else points

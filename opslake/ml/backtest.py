@@ -67,8 +67,7 @@ class Panel:
     @property
     def timestamps(self) -> pd.DatetimeIndex:
         """The grid's timestamps."""
-        return self.start + pd.to_timedelta(np.arange(self.values.shape[1]) * self.step_s,
-                                            unit="s")
+        return self.start + pd.to_timedelta(np.arange(self.values.shape[1]) * self.step_s, unit="s")
 
 
 def to_grid(ts: pd.Series, values: pd.Series, step_s: int) -> tuple[pd.Timestamp, np.ndarray]:
@@ -86,8 +85,9 @@ def nab_panels(data_dir: str | Path) -> list[Panel]:
     """One single-series panel per NAB CSV (``timestamp,value``) at the file's median step."""
     files = sorted(Path(data_dir).glob("*.csv"))
     if not files:
-        raise NotFoundError(f"no CSV files in {data_dir}; point it at NAB's "
-                            "data/realKnownCause directory")
+        raise NotFoundError(
+            f"no CSV files in {data_dir}; point it at NAB's data/realKnownCause directory"
+        )
     panels = []
     for path in files:
         frame = pd.read_csv(path)
@@ -100,9 +100,13 @@ def nab_panels(data_dir: str | Path) -> list[Panel]:
     return panels
 
 
-def estate_panel(lake: Lake, metrics: Sequence[str] | None = ESTATE_METRICS,
-                 step_s: int = 3600, *,
-                 window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> Panel:
+def estate_panel(
+    lake: Lake,
+    metrics: Sequence[str] | None = ESTATE_METRICS,
+    step_s: int = 3600,
+    *,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> Panel:
     """Silver metric points averaged per (entity, metric) over ``step_s`` buckets.
 
     ``metrics=None`` takes every metric. With ``window`` (UTC start, end) only its days are
@@ -111,51 +115,70 @@ def estate_panel(lake: Lake, metrics: Sequence[str] | None = ESTATE_METRICS,
     """
     dts = None
     if window is not None:
-        start, end = (pd.Timestamp(w).tz_localize(None) if pd.Timestamp(w).tz else
-                      pd.Timestamp(w) for w in window)
-        dts = [d.date().isoformat() for d in pd.date_range(start.floor("D"),
-                                                           end - pd.Timedelta(seconds=1))]
+        start, end = (
+            pd.Timestamp(w).tz_localize(None) if pd.Timestamp(w).tz else pd.Timestamp(w)
+            for w in window
+        )
+        dts = [
+            d.date().isoformat()
+            for d in pd.date_range(start.floor("D"), end - pd.Timedelta(seconds=1))
+        ]
     try:
         points = lake.dataset("silver", "metric_points", dts=dts)
     except StorageError:
         points = None
     if points is None:
-        raise NotFoundError("silver/metric_points has no data for the days asked; "
-                            "materialize the silver layer first")
+        raise NotFoundError(
+            "silver/metric_points has no data for the days asked; "
+            "materialize the silver layer first"
+        )
     where, params = ["isfinite(value)"], [step_s]
     if metrics is not None:
         where.append("metric IN (SELECT unnest(?))")
         params.append(list(metrics))
     if window is not None:
         where.append("ts >= ? AND ts < ?")
-        params += [start.tz_localize("UTC").to_pydatetime(),
-                   end.tz_localize("UTC").to_pydatetime()]
+        params += [start.tz_localize("UTC").to_pydatetime(), end.tz_localize("UTC").to_pydatetime()]
     con = duck.connect()
     try:
         con.register("points", points)
         frame = con.execute(
             "SELECT entity_id || '/' || metric AS id, "
             "  epoch(time_bucket(to_seconds(?), ts)) AS bucket, avg(value) AS value "
-            f"FROM points WHERE {' AND '.join(where)} GROUP BY ALL", params).fetch_df()
+            f"FROM points WHERE {' AND '.join(where)} GROUP BY ALL",
+            params,
+        ).fetch_df()
     finally:
         con.close()
     if frame.empty:
         wanted = "any metric" if metrics is None else ", ".join(metrics)
-        raise NotFoundError(f"silver/metric_points has none of {wanted} there; "
-                            "materialize the silver layer of a simulated lake first")
+        raise NotFoundError(
+            f"silver/metric_points has none of {wanted} there; "
+            "materialize the silver layer of a simulated lake first"
+        )
     first = int(frame["bucket"].min()) if window is None else int(start.timestamp())
-    last = (int(frame["bucket"].max()) if window is None
-            else int(end.timestamp()) - step_s)
+    last = int(frame["bucket"].max()) if window is None else int(end.timestamp()) - step_s
     frame["slot"] = ((frame["bucket"] - first) // step_s).astype(int)
     wide = frame.pivot(index="id", columns="slot", values="value").sort_index()
     wide = wide.reindex(columns=range((last - first) // step_s + 1))
-    return Panel("estate", pd.Timestamp(first, unit="s"), step_s, list(wide.index),
-                 wide.to_numpy(dtype=float))
+    return Panel(
+        "estate",
+        pd.Timestamp(first, unit="s"),
+        step_s,
+        list(wide.index),
+        wide.to_numpy(dtype=float),
+    )
 
 
-def rolling_backtest(panel: Panel, horizon: int, folds: int, *,
-                     prophet_rows: Sequence[int] | None = None,
-                     levels: tuple[float, ...] = LEVELS, timezone: str = "UTC") -> pd.DataFrame:
+def rolling_backtest(
+    panel: Panel,
+    horizon: int,
+    folds: int,
+    *,
+    prophet_rows: Sequence[int] | None = None,
+    levels: tuple[float, ...] = LEVELS,
+    timezone: str = "UTC",
+) -> pd.DataFrame:
     """Scores per (method, series, fold) at origins one horizon apart ending at the last sample.
 
     Each fold sees only the samples before its origin. Prophet runs on ``prophet_rows``
@@ -167,39 +190,62 @@ def rolling_backtest(panel: Panel, horizon: int, folds: int, *,
     n = panel.values.shape[1]
     origins = [n - horizon * (folds - i) for i in range(folds)]
     if origins[0] < 3 * season:
-        raise InputError(f"{panel.name}: {n} samples leave under three days before the first "
-                         f"of {folds} folds of {horizon}; use fewer folds or a shorter horizon")
+        raise InputError(
+            f"{panel.name}: {n} samples leave under three days before the first "
+            f"of {folds} folds of {horizon}; use fewer folds or a shorter horizon"
+        )
     rows = range(len(panel.ids)) if prophet_rows is None else prophet_rows
     stamps = panel.timestamps
     records = []
     for fold, origin in enumerate(origins):
         history = panel.values[:, :origin]
-        actual = panel.values[:, origin:origin + horizon]
+        actual = panel.values[:, origin : origin + horizon]
         forecasts = {
-            "baseline": (np.arange(len(panel.ids)),
-                         baseline_forecast(history, horizon, season, levels, weekly)),
-            "seasonal_naive": (np.arange(len(panel.ids)),
-                               seasonal_naive(history, horizon, season, levels)),
+            "baseline": (
+                np.arange(len(panel.ids)),
+                baseline_forecast(history, horizon, season, levels, weekly),
+            ),
+            "seasonal_naive": (
+                np.arange(len(panel.ids)),
+                seasonal_naive(history, horizon, season, levels),
+            ),
         }
         if rows:
-            prophet = [prophet_forecast(stamps[:origin], history[r], horizon, levels,
-                                        timezone=timezone) for r in rows]
+            prophet = [
+                prophet_forecast(stamps[:origin], history[r], horizon, levels, timezone=timezone)
+                for r in rows
+            ]
             forecasts["prophet"] = (np.asarray(rows), stack_rows(prophet, levels))
         for method, (index, fc) in forecasts.items():
-            records.append(_score(panel, method, fold, index, fc, history[index],
-                                  actual[index], season, levels))
+            records.append(
+                _score(
+                    panel, method, fold, index, fc, history[index], actual[index], season, levels
+                )
+            )
     return pd.concat(records, ignore_index=True)
 
 
-def _score(panel: Panel, method: str, fold: int, index: np.ndarray, fc: Forecast,
-           history: np.ndarray, actual: np.ndarray, season: int,
-           levels: tuple[float, ...]) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "panel": panel.name, "method": method, "fold": fold,
-        "series": [panel.ids[i] for i in index],
-        "mase": mase(actual, fc.point, history, season),
-        "smape": smape(actual, fc.point),
-    })
+def _score(
+    panel: Panel,
+    method: str,
+    fold: int,
+    index: np.ndarray,
+    fc: Forecast,
+    history: np.ndarray,
+    actual: np.ndarray,
+    season: int,
+    levels: tuple[float, ...],
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "panel": panel.name,
+            "method": method,
+            "fold": fold,
+            "series": [panel.ids[i] for i in index],
+            "mase": mase(actual, fc.point, history, season),
+            "smape": smape(actual, fc.point),
+        }
+    )
     for level in levels:
         lower, upper = fc.bounds[level]
         frame[f"coverage_{level:g}"] = coverage(actual, lower, upper)
@@ -229,23 +275,36 @@ def summarise(scores: pd.DataFrame) -> dict[str, dict[str, float | int]]:
         for column in group.columns:
             if column.startswith(("coverage_", "width_")):
                 figures[column] = float(group[column].mean())
-        summary[str(method)] = {k: round(v, 4) if isinstance(v, float) else v
-                                for k, v in figures.items()}
+        summary[str(method)] = {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()
+        }
     return summary
 
 
 def backtest_nab(data_dir: str | Path, folds: int = 5, horizon_s: int = 86_400) -> dict:
     """Backtest every method on each NAB file (one day ahead by default); JSON-able figures."""
     began = time.perf_counter()
-    scores = pd.concat([
-        rolling_backtest(panel, season_length(panel.step_s, horizon_s), folds)
-        for panel in nab_panels(data_dir)], ignore_index=True)
+    scores = pd.concat(
+        [
+            rolling_backtest(panel, season_length(panel.step_s, horizon_s), folds)
+            for panel in nab_panels(data_dir)
+        ],
+        ignore_index=True,
+    )
     return _report(scores, began, "MASE scaled by in-sample seasonal naive, season = one day")
 
 
-def backtest_estate(lake: Lake, folds: int = 3, horizon_s: int = 86_400, step_s: int = 3600,
-                    prophet_per_metric: int = 4, timezone: str = "Asia/Shanghai", *,
-                    prophet: str = "capacity", metrics_dir: Path | None = None) -> dict:
+def backtest_estate(
+    lake: Lake,
+    folds: int = 3,
+    horizon_s: int = 86_400,
+    step_s: int = 3600,
+    prophet_per_metric: int = 4,
+    timezone: str = "Asia/Shanghai",
+    *,
+    prophet: str = "capacity",
+    metrics_dir: Path | None = None,
+) -> dict:
     """Backtest on the simulated estate's silver metric points, figures split by capacity.
 
     ``prophet="capacity"`` runs Prophet on every series of the catalog's capacity-planning
@@ -262,13 +321,17 @@ def backtest_estate(lake: Lake, folds: int = 3, horizon_s: int = 86_400, step_s:
     horizon = season_length(step_s, horizon_s)
     # Prophet refuses a history of under two days: series of entities that left the estate
     # early keep only the other methods.
-    seen = (~np.isnan(panel.values[:, :max(0, panel.values.shape[1] - folds * horizon)])).sum(
-        axis=1) >= 2 * season_length(step_s)
+    seen = (~np.isnan(panel.values[:, : max(0, panel.values.shape[1] - folds * horizon)])).sum(
+        axis=1
+    ) >= 2 * season_length(step_s)
     if prophet == "capacity":
         rows = [int(i) for i in np.flatnonzero(metric.isin(capacity).to_numpy() & seen)]
     else:
-        rows = [int(i) for _, idx in metric[seen].groupby(metric[seen]).groups.items()
-                for i in list(idx)[:prophet_per_metric]]
+        rows = [
+            int(i)
+            for _, idx in metric[seen].groupby(metric[seen]).groups.items()
+            for i in list(idx)[:prophet_per_metric]
+        ]
     scores = rolling_backtest(panel, horizon, folds, prophet_rows=rows, timezone=timezone)
     scores["group"] = scores["series"].map(lambda s: split_id(s)[1])
     report = _report(scores, began, "MASE scaled by in-sample seasonal naive, season = one day")
@@ -295,11 +358,13 @@ def _capacity_names(metrics_dir: Path | None) -> list[str]:
 
 def _report(scores: pd.DataFrame, began: float, note: str) -> dict:
     group = "group" if "group" in scores else "panel"
-    by_group = (scores.groupby([group, "method"])["mase"].mean().unstack("method").round(3))
+    by_group = scores.groupby([group, "method"])["mase"].mean().unstack("method").round(3)
     return {
         "methods": summarise(scores),
-        "mase_by_group": {str(k): {m: float(v) for m, v in row.items() if np.isfinite(v)}
-                          for k, row in by_group.iterrows()},
+        "mase_by_group": {
+            str(k): {m: float(v) for m, v in row.items() if np.isfinite(v)}
+            for k, row in by_group.iterrows()
+        },
         "note": note,
         "seconds": round(time.perf_counter() - began, 1),
     }

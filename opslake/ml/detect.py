@@ -173,19 +173,24 @@ class DetectorState:
     config: DetectorConfig = field(default_factory=DetectorConfig)
 
     @classmethod
-    def new(cls, n_series: int, step_s: float, config: DetectorConfig | None = None
-            ) -> "DetectorState":
+    def new(
+        cls, n_series: int, step_s: float, config: DetectorConfig | None = None
+    ) -> "DetectorState":
         """Empty state for ``n_series`` series sampled every ``step_s`` seconds."""
         config = config or DetectorConfig()
         season = config.season_length(step_s)
         return cls(
-            step_s=step_s, season=season,
+            step_s=step_s,
+            season=season,
             seen=np.zeros(n_series, dtype=np.int64),
-            level_mean=np.full(n_series, np.nan), level_var=np.zeros(n_series),
+            level_mean=np.full(n_series, np.nan),
+            level_var=np.zeros(n_series),
             profile=np.zeros((n_series, max(season, 1))),
             profile_seen=np.zeros((n_series, max(season, 1)), dtype=bool),
-            resid_mean=np.zeros(n_series), resid_var=np.zeros(n_series),
-            shift_mean=np.zeros((n_series, 2)), shift_var=np.zeros((n_series, 2)),
+            resid_mean=np.zeros(n_series),
+            resid_var=np.zeros(n_series),
+            shift_mean=np.zeros((n_series, 2)),
+            shift_var=np.zeros((n_series, 2)),
             counts=np.zeros((n_series, N_FEATURES, config.bins), dtype=np.int64),
             recent=np.zeros((n_series, config.suppress)),
             last_value=np.full(n_series, np.nan),
@@ -237,9 +242,14 @@ def _previous(series: np.ndarray, before: np.ndarray) -> np.ndarray:
     return np.concatenate([before[:, None], series[:, :-1]], axis=1)
 
 
-def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
-              config: DetectorConfig, is_z: bool = True, top: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _surprise(
+    z: np.ndarray,
+    counts: np.ndarray,
+    active: np.ndarray,
+    config: DetectorConfig,
+    is_z: bool = True,
+    top: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of ``|z|`` against each series' own past, and where it is informed.
 
     A feature with fewer than ``warmup`` earlier points has no past to be rare against: it
@@ -269,8 +279,9 @@ def _surprise(z: np.ndarray, counts: np.ndarray, active: np.ndarray,
         top[:] = np.maximum(top, mags.max(axis=1, initial=0.0))
     score = np.log((n + 1.0) / (at_least + 1.0)) / np.log(n + 2.0)
     if config.horizon:
-        score = np.clip(np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)),
-                        0.0, 1.0)
+        score = np.clip(
+            np.minimum(score, 1.0 - np.log(at_least + 1.0) / np.log(config.horizon)), 0.0, 1.0
+        )
     if config.gauss_cap and is_z:
         score = np.minimum(score, _gauss_score(z, config.gauss_cap))
     rows = np.broadcast_to(np.arange(len(z))[:, None], z.shape)
@@ -284,8 +295,9 @@ def _gauss_score(z: np.ndarray, cap: float) -> np.ndarray:
     return np.clip(tail / cap, 0.0, 1.0)
 
 
-def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _novelty(
+    state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of the raw deviation ``dev`` among the largest ones on its side.
 
     ``k`` counts the earlier deviations in the same direction at least as large, exactly up
@@ -297,8 +309,11 @@ def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
     top = state.nov_top[:, i]
     mag = np.abs(dev)
     neg = dev < 0
-    stored = np.where(neg, np.count_nonzero(top[:, 1][:, None, :] >= mag[:, :, None], axis=2),
-                      np.count_nonzero(top[:, 0][:, None, :] >= mag[:, :, None], axis=2))
+    stored = np.where(
+        neg,
+        np.count_nonzero(top[:, 1][:, None, :] >= mag[:, :, None], axis=2),
+        np.count_nonzero(top[:, 0][:, None, :] >= mag[:, :, None], axis=2),
+    )
     # Earlier points of this same chunk count too: active, same side, at least as far out.
     sign = np.where(neg, -1.0, 1.0)
     earlier = np.triu(np.ones((dev.shape[1], dev.shape[1]), dtype=bool), 1)
@@ -317,8 +332,9 @@ def _novelty(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
     return score, active & (n >= cfg.warmup)
 
 
-def _feature_suppress(state: DetectorState, feats: dict[int, tuple[np.ndarray, np.ndarray]]
-                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+def _feature_suppress(
+    state: DetectorState, feats: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each calibrated feature damped where it does not beat its own previous scores."""
     cfg = state.config
     if not cfg.feature_suppress:
@@ -327,8 +343,8 @@ def _feature_suppress(state: DetectorState, feats: dict[int, tuple[np.ndarray, n
     for slot, (f, active) in feats.items():
         fa = np.where(active, f, 0.0)
         kept = state.density_recent if slot == N_FEATURES else state.feature_recent[:, slot]
-        before = _window_max(kept[:, kept.shape[1] - cfg.feature_suppress:], fa)
-        kept[:] = np.concatenate([kept, fa], axis=1)[:, -kept.shape[1]:]
+        before = _window_max(kept[:, kept.shape[1] - cfg.feature_suppress :], fa)
+        kept[:] = np.concatenate([kept, fa], axis=1)[:, -kept.shape[1] :]
         out.append((np.where(fa > before, f, f * cfg.damp), active))
     return out
 
@@ -338,10 +354,10 @@ def _window_max(recent: np.ndarray, x: np.ndarray) -> np.ndarray:
     k, t = recent.shape[1], x.shape[1]
     if t > k:
         trail = np.concatenate([recent, x], axis=1)
-        return maximum_filter1d(trail, k, axis=1, origin=(k - 1) // 2)[:, k - 1:-1]
+        return maximum_filter1d(trail, k, axis=1, origin=(k - 1) // 2)[:, k - 1 : -1]
     # A long window is mostly the same for the whole chunk: reduce that part once, and take
     # running maxima only of the few values that leave it and the chunk's own values.
-    leaving = np.maximum.accumulate(recent[:, t - 1::-1], axis=1)[:, ::-1]
+    leaving = np.maximum.accumulate(recent[:, t - 1 :: -1], axis=1)[:, ::-1]
     staying = recent[:, t:].max(axis=1, initial=-np.inf)[:, None]
     chunk = _previous(np.maximum.accumulate(x, axis=1), np.full(len(x), -np.inf))
     return np.maximum(np.maximum(leaving, staying), chunk)
@@ -358,11 +374,12 @@ def _combine(feats: list[tuple[np.ndarray, np.ndarray]], power: float) -> np.nda
     if np.isinf(power):
         return sc.max(axis=0)
     n = np.maximum(np.stack([a for _, a in feats]).sum(axis=0), 1)
-    return ((sc ** power).sum(axis=0) / n) ** (1.0 / power)
+    return ((sc**power).sum(axis=0) / n) ** (1.0 / power)
 
 
-def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _shift(
+    state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of a sustained shift: a fast EWMA of ``dev`` against its own spread."""
     cfg = state.config
     m = _ewm(dev, cfg.shift_alpha, state.shift_mean[:, i])
@@ -374,8 +391,9 @@ def _shift(state: DetectorState, i: int, dev: np.ndarray, active: np.ndarray
     return _surprise(z, state.counts[:, 2 + i], active, cfg, top=state.z_top[:, 2 + i])
 
 
-def _density(state: DetectorState, held: np.ndarray, var: np.ndarray, seen: np.ndarray,
-             ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _density(
+    state: DetectorState, held: np.ndarray, var: np.ndarray, seen: np.ndarray, ok: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated rarity of the value's bin among the series' earlier values.
 
     The bin width is fixed at the point where the series has ``warmup`` samples (or at the
@@ -399,7 +417,7 @@ def _density(state: DetectorState, held: np.ndarray, var: np.ndarray, seen: np.n
     new_w = np.where(sd > 0, sd, base)
     w = np.where(fresh & has, new_w, state.density_w)
     on = ok & np.isfinite(w)[:, None] & (~(fresh & has)[:, None] | (cols > at[:, None]))
-    b = np.clip(np.floor(held / np.where(np.isfinite(w), w, 1.0)[:, None]), -2.0**50, 2.0**50)
+    b = np.clip(np.floor(held / np.where(np.isfinite(w), w, 1.0)[:, None]), -(2.0**50), 2.0**50)
     b = np.where(on & np.isfinite(b), b, 0.0).astype(np.int64)
     slots = np.mod(b[:, :, None] + np.array([-1, 0, 1]), H)
     counts = state.density_counts
@@ -420,8 +438,9 @@ def _density(state: DetectorState, held: np.ndarray, var: np.ndarray, seen: np.n
     return _surprise(surprisal, state.density_hist, on, cfg, is_z=False)
 
 
-def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.ndarray
-           ) -> np.ndarray:
+def _chunk(
+    state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.ndarray
+) -> np.ndarray:
     """Score a few consecutive time steps of every series (NaN = no sample)."""
     cfg = state.config
     a = cfg.level_alpha
@@ -439,10 +458,14 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.nd
     # held level's zero deviations, so a gap does not make the next sample look extreme.
     var = _ewm_held(dev * dev, a, state.level_var, ok)
     prev_var = _previous(var, state.level_var)
-    z_level = np.where(prev_var > 0, dev / np.sqrt(np.maximum(prev_var, 1e-300)),
-                       np.where(dev != 0, 1e6, 0.0))
-    state.level_mean = np.where(np.isfinite(state.level_mean) | ok.any(axis=1),
-                                prev_mean[:, -1] * (1 - a) + a * held[:, -1], state.level_mean)
+    z_level = np.where(
+        prev_var > 0, dev / np.sqrt(np.maximum(prev_var, 1e-300)), np.where(dev != 0, 1e6, 0.0)
+    )
+    state.level_mean = np.where(
+        np.isfinite(state.level_mean) | ok.any(axis=1),
+        prev_mean[:, -1] * (1 - a) + a * held[:, -1],
+        state.level_mean,
+    )
     state.level_var = var[:, -1]
     state.last_value = held[:, -1]
     lv = ok & ~first
@@ -467,8 +490,7 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.nd
         rvar = _ewm_held(rdev * rdev, a, state.resid_var, known)
         prev_rvar = _previous(rvar, state.resid_var)
         z_season = np.where(prev_rvar > 0, rdev / np.sqrt(np.maximum(prev_rvar, 1e-300)), 0.0)
-        feats[1] = _surprise(z_season, state.counts[:, 1], known, cfg,
-                             top=state.z_top[:, 1])
+        feats[1] = _surprise(z_season, state.counts[:, 1], known, cfg, top=state.z_top[:, 1])
         if cfg.shift_alpha > 0:
             feats[3] = _shift(state, 1, rdev, known)
         if cfg.novelty_k:
@@ -478,9 +500,11 @@ def _chunk(state: DetectorState, x: np.ndarray, phases: np.ndarray, weeks: np.nd
         sa = cfg.season_alpha
         for j, ph in enumerate(phases):
             seen = state.profile_seen[:, ph]
-            state.profile[:, ph] = np.where(ok[:, j] & seen,
-                                            (1 - sa) * state.profile[:, ph] + sa * held[:, j],
-                                            np.where(ok[:, j], held[:, j], state.profile[:, ph]))
+            state.profile[:, ph] = np.where(
+                ok[:, j] & seen,
+                (1 - sa) * state.profile[:, ph] + sa * held[:, j],
+                np.where(ok[:, j], held[:, j], state.profile[:, ph]),
+            )
             state.profile_seen[:, ph] |= ok[:, j]
     # Novelty is not damped: it already ranks against the whole history, not a recent window.
     score = _combine(_feature_suppress(state, feats) + novel, cfg.combine_power)
@@ -505,8 +529,7 @@ def _hold(x: np.ndarray, last: np.ndarray) -> np.ndarray:
     return np.take_along_axis(full, idx, axis=1)[:, 1:]
 
 
-def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarray
-                 ) -> np.ndarray:
+def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Scores in [0, 1] for ``values[series, time]`` at ``timestamps``, advancing ``state``."""
     values = np.asarray(values, dtype=float)
     if values.ndim != 2 or values.shape[0] != state.n_series:
@@ -515,15 +538,18 @@ def score_matrix(state: DetectorState, timestamps: np.ndarray, values: np.ndarra
     if len(secs) != values.shape[1]:
         raise InputError(f"{len(secs)} timestamps for {values.shape[1]} columns of values")
     if state.counts.shape[1] < N_FEATURES:  # a state saved before the shift features existed
-        pad = np.zeros((state.n_series, N_FEATURES - state.counts.shape[1], state.counts.shape[2]),
-                       dtype=state.counts.dtype)
+        pad = np.zeros(
+            (state.n_series, N_FEATURES - state.counts.shape[1], state.counts.shape[2]),
+            dtype=state.counts.dtype,
+        )
         state.counts = np.concatenate([state.counts, pad], axis=1)
     season = max(state.season, 1)
     phases = (secs // max(int(state.step_s), 1)) % season
     weeks = (secs // max(state.config.week_bin_s, 1)) % state.config.week_bins
     # Chunks bound the pairwise work (series × chunk²) and never span a seasonal period.
-    width = max(1, min(CHUNK, state.season or CHUNK,
-                       math.isqrt(PAIRWISE_BUDGET // max(state.n_series, 1))))
+    width = max(
+        1, min(CHUNK, state.season or CHUNK, math.isqrt(PAIRWISE_BUDGET // max(state.n_series, 1)))
+    )
     out = np.empty_like(values)
     t0 = 0
     while t0 < values.shape[1]:
@@ -550,8 +576,9 @@ def _distinct_prefix(phases: np.ndarray) -> int:
     return int(repeats.min()) if len(repeats) else len(phases)
 
 
-def _week_residual(state: DetectorState, resid: np.ndarray, known: np.ndarray,
-                   weeks: np.ndarray) -> np.ndarray:
+def _week_residual(
+    state: DetectorState, resid: np.ndarray, known: np.ndarray, weeks: np.ndarray
+) -> np.ndarray:
     """The seasonal residual less what the same hour of the week left over in earlier weeks.
 
     Each week bin's profile is an EWMA (``week_alpha``, from zero) of the bin's mean residual,
@@ -586,8 +613,9 @@ def _distinct_runs(bins: np.ndarray) -> int:
     return int(repeats.min()) if len(repeats) else len(bins)
 
 
-def score_series(timestamps: np.ndarray, values: np.ndarray,
-                 config: DetectorConfig | None = None) -> np.ndarray:
+def score_series(
+    timestamps: np.ndarray, values: np.ndarray, config: DetectorConfig | None = None
+) -> np.ndarray:
     """Scores for one series from scratch (the NAB harness calls this per file)."""
     state = DetectorState.new(1, infer_step(timestamps), config)
     return score_matrix(state, timestamps, np.asarray(values, dtype=float)[None, :])[0]

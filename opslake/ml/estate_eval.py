@@ -123,6 +123,7 @@ def _day_start(day: str) -> datetime:
 
 # --- root cause ---------------------------------------------------------------------------
 
+
 def _graphs(lake: Lake, settings: Settings):
     """The convergence graph of a day (the CMDB as known at its end), built once per day."""
     from opslake.alerting.convergence import Graph
@@ -136,11 +137,16 @@ def _graphs(lake: Lake, settings: Settings):
     def graph(day: str) -> Graph:
         if day not in cache:
             known = [d for d in lake.partitions("silver", "relations") if d <= day][-1:]
-            relations = lake.read_table("silver", "relations", schema=RELATIONS_SCHEMA,
-                                        dts=known).to_pandas()
-            cache[day] = Graph.at(cmdb_as_of(lake, day).to_pandas(), relations,
-                                  pd.Timestamp(end_of_day(day)), rules.max_hops,
-                                  rules.max_shared_fraction)
+            relations = lake.read_table(
+                "silver", "relations", schema=RELATIONS_SCHEMA, dts=known
+            ).to_pandas()
+            cache[day] = Graph.at(
+                cmdb_as_of(lake, day).to_pandas(),
+                relations,
+                pd.Timestamp(end_of_day(day)),
+                rules.max_hops,
+                rules.max_shared_fraction,
+            )
         return cache[day]
 
     return graph
@@ -155,25 +161,30 @@ def _read(lake: Lake, table: str, days: Sequence[str]) -> list[dict]:
     return out
 
 
-def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
-               days: Sequence[str]) -> RootCauseFigures:
+def root_cause(
+    lake: Lake, settings: Settings, truth: GroundTruth, days: Sequence[str]
+) -> RootCauseFigures:
     """Top-1 / top-3 of ``gold/incidents``' rankings against the true causes of the faults
     that started on ``days``, beside a uniform pick among each incident's candidates."""
     graph = _graphs(lake, settings)
     after = (date.fromisoformat(max(days)) + timedelta(days=1)).isoformat()
     read_days = [d for d in lake.partitions("gold", "incidents") if min(days) <= d <= after]
     incidents: dict[str, dict] = {}
-    for row in sorted(_read(lake, "incidents", read_days), key=lambda r: (r["updated_at"], r["dt"])):
-        incidents[row["incident_id"]] = row       # the newest partition of each incident
+    for row in sorted(
+        _read(lake, "incidents", read_days), key=lambda r: (r["updated_at"], r["dt"])
+    ):
+        incidents[row["incident_id"]] = row  # the newest partition of each incident
     episodes: dict[str, dict] = {}
     for a in _read(lake, "incident_alerts", read_days):
-        episodes.setdefault(a["alert_id"], a)     # the alert once; its home is rechecked below
+        episodes.setdefault(a["alert_id"], a)  # the alert once; its home is rechecked below
     home: dict[str, str] = {}
     opener: dict[str, tuple[datetime, str]] = {}
     for a in _read(lake, "incident_alerts", read_days):
         home[a["alert_id"]] = a["incident_id"]
-        if a["entity_id"] and (a["incident_id"] not in opener
-                               or (a["starts_at"], a["entity_id"]) < opener[a["incident_id"]]):
+        if a["entity_id"] and (
+            a["incident_id"] not in opener
+            or (a["starts_at"], a["entity_id"]) < opener[a["incident_id"]]
+        ):
             opener[a["incident_id"]] = (a["starts_at"], a["entity_id"])
     alerts = list(episodes.values())
     real = truth.realism
@@ -190,8 +201,14 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
         cis = {cause, *fault["affected"]}  # type: ignore[misc]
         lo, hi = _utc(fault["start"]) - BEFORE, _utc(fault["end"]) + AFTER
         before = {a["fingerprint"] for a in alerts if lo - ALREADY <= a["starts_at"] < lo}
-        theirs = [a for a in alerts if a["entity_id"] in cis and lo <= a["starts_at"] <= hi
-                  and a["alertname"] not in NOISE_NAMES and a["fingerprint"] not in before]
+        theirs = [
+            a
+            for a in alerts
+            if a["entity_id"] in cis
+            and lo <= a["starts_at"] <= hi
+            and a["alertname"] not in NOISE_NAMES
+            and a["fingerprint"] not in before
+        ]
         if not theirs:
             rows.append({"fault_id": fault["fault_id"], "cause": cause, "judged": False})
             continue
@@ -206,29 +223,45 @@ def root_cause(lake: Lake, settings: Settings, truth: GroundTruth,
             candidates |= set(g.upstream(m))
         n = len(candidates)
         reachable = cause in candidates
-        rows.append({
-            "fault_id": fault["fault_id"], "cause": cause, "judged": True,
-            "incident": main["incident_id"], "correlation": main["correlation"],
-            "ranked": ranked[:3], "top1": ranked[:1] == [cause], "top3": cause in ranked[:3],
-            "candidates": n, "reachable": reachable,
-            "chance_top1": 1.0 / n if reachable else 0.0,
-            "chance_top3": min(3, n) / n if reachable else 0.0,
-            "first_alert": opener.get(main["incident_id"], (None, None))[1] == cause,
-            # The CMDB is wrong about the cause or a CI the fault reached.
-            "cmdb_wrong_here": bool(cis & wrong),
-            "off_topology": list(fault.get("off_topology") or []),  # type: ignore[arg-type]
-        })
+        rows.append(
+            {
+                "fault_id": fault["fault_id"],
+                "cause": cause,
+                "judged": True,
+                "incident": main["incident_id"],
+                "correlation": main["correlation"],
+                "ranked": ranked[:3],
+                "top1": ranked[:1] == [cause],
+                "top3": cause in ranked[:3],
+                "candidates": n,
+                "reachable": reachable,
+                "chance_top1": 1.0 / n if reachable else 0.0,
+                "chance_top3": min(3, n) / n if reachable else 0.0,
+                "first_alert": opener.get(main["incident_id"], (None, None))[1] == cause,
+                # The CMDB is wrong about the cause or a CI the fault reached.
+                "cmdb_wrong_here": bool(cis & wrong),
+                "off_topology": list(fault.get("off_topology") or []),  # type: ignore[arg-type]
+            }
+        )
     judged = [r for r in rows if r["judged"]]
     k = len(judged) or 1
 
     def mean(name: str) -> float:
         return sum(float(r[name]) for r in judged) / k  # type: ignore[arg-type]
 
-    return RootCauseFigures(len(faults), len(judged), mean("top1"), mean("top3"),
-                            mean("chance_top1"), mean("chance_top3"),
-                            sum(1 for r in judged if r["reachable"]), mean("first_alert"),
-                            sum(1 for r in judged if r["cmdb_wrong_here"]),
-                            sum(1 for r in judged if r["cmdb_wrong_here"] and r["top1"]), rows)
+    return RootCauseFigures(
+        len(faults),
+        len(judged),
+        mean("top1"),
+        mean("top3"),
+        mean("chance_top1"),
+        mean("chance_top3"),
+        sum(1 for r in judged if r["reachable"]),
+        mean("first_alert"),
+        sum(1 for r in judged if r["cmdb_wrong_here"]),
+        sum(1 for r in judged if r["cmdb_wrong_here"] and r["top1"]),
+        rows,
+    )
 
 
 # --- anomaly events -----------------------------------------------------------------------
@@ -246,8 +279,9 @@ def _merge(spans: Sequence[Interval], gap: float) -> list[Interval]:
     return out
 
 
-def truth_episodes(truth: GroundTruth, t0: float, t1: float,
-                   gap: float = 0.0) -> dict[str, list[Interval]]:
+def truth_episodes(
+    truth: GroundTruth, t0: float, t1: float, gap: float = 0.0
+) -> dict[str, list[Interval]]:
     """Every injected impact per entity (fault causes, reached CIs, unrelated anomalies)
     that overlaps ``[t0, t1)``, merged where they overlap (or come within ``gap``)."""
     spans: dict[str, list[Interval]] = {}
@@ -257,8 +291,9 @@ def truth_episodes(truth: GroundTruth, t0: float, t1: float,
         for eid, when in hits.items():  # type: ignore[union-attr]
             spans.setdefault(str(eid), []).append((_utc(when).timestamp(), end))
     for n in truth.realism.get("noise", []) or []:  # type: ignore[union-attr]
-        spans.setdefault(n["entity_id"], []).append((_utc(n["start"]).timestamp(),
-                                                     _utc(n["end"]).timestamp()))
+        spans.setdefault(n["entity_id"], []).append(
+            (_utc(n["start"]).timestamp(), _utc(n["end"]).timestamp())
+        )
     out = {}
     for eid, s in spans.items():
         kept = [(lo, hi) for lo, hi in _merge(s, gap) if hi > t0 and lo < t1]
@@ -267,8 +302,9 @@ def truth_episodes(truth: GroundTruth, t0: float, t1: float,
     return out
 
 
-def detected_episodes(lake: Lake, days: Sequence[str],
-                      gap: float = MERGE_GAP_S) -> dict[str, list[Interval]]:
+def detected_episodes(
+    lake: Lake, days: Sequence[str], gap: float = MERGE_GAP_S
+) -> dict[str, list[Interval]]:
     """``gold/anomalies`` event runs of ``days`` per entity, merged within ``gap``."""
     from opslake.ml.anomalies import episodes
 
@@ -302,17 +338,22 @@ def _placement_hit(length: float, target: Interval, t0: float, t1: float, tol: f
     return min(max(hi - lo, 0.0) / room, 1.0)
 
 
-def _placement_any(length: float, targets: Sequence[Interval], t0: float, t1: float,
-                   tol: float) -> float:
+def _placement_any(
+    length: float, targets: Sequence[Interval], t0: float, t1: float, tol: float
+) -> float:
     """Chance that it meets any of ``targets`` (the union of the start positions that do)."""
     room = max(t1 - length - t0, 1.0)
     starts = [(max(s - tol - length, t0), min(e + tol, t1 - length)) for s, e in targets]
     return min(_measure([(lo, hi) for lo, hi in starts if hi > lo]) / room, 1.0)
 
 
-def anomaly_events(lake: Lake, truth: GroundTruth, days: Sequence[str],
-                   tolerance_s: float = TOLERANCE_S,
-                   entities: Sequence[str] | None = None) -> EventFigures:
+def anomaly_events(
+    lake: Lake,
+    truth: GroundTruth,
+    days: Sequence[str],
+    tolerance_s: float = TOLERANCE_S,
+    entities: Sequence[str] | None = None,
+) -> EventFigures:
     """Event precision / recall on ``days`` beside randomly placed episodes (exact means).
 
     ``entities``: those that report metrics (the draw of ``chance_any_entity``); default:
@@ -321,15 +362,25 @@ def anomaly_events(lake: Lake, truth: GroundTruth, days: Sequence[str],
     t0 = _day_start(min(days)).timestamp()
     t1 = (_day_start(max(days)) + timedelta(days=1)).timestamp()
     real = truth_episodes(truth, t0, t1)
-    found = {e: [(max(lo, t0), min(hi, t1)) for lo, hi in s if hi >= t0 and lo < t1]
-             for e, s in detected_episodes(lake, days).items()}
+    found = {
+        e: [(max(lo, t0), min(hi, t1)) for lo, hi in s if hi >= t0 and lo < t1]
+        for e, s in detected_episodes(lake, days).items()
+    }
     found = {e: s for e, s in found.items() if s}
     if entities is None:
-        entities = sorted({e for d in days if d in set(lake.partitions("silver",
-                                                                       "metric_points"))
-                           for e in pc.unique(lake.read_table(
-                               "silver", "metric_points", dts=[d], columns=["entity_id"])
-                               ["entity_id"]).to_pylist() if e})
+        entities = sorted(
+            {
+                e
+                for d in days
+                if d in set(lake.partitions("silver", "metric_points"))
+                for e in pc.unique(
+                    lake.read_table("silver", "metric_points", dts=[d], columns=["entity_id"])[
+                        "entity_id"
+                    ]
+                ).to_pylist()
+                if e
+            }
+        )
     universe = max(len(set(entities) | set(found)), 1)
     n_found = sum(len(s) for s in found.values())
     n_real = sum(len(s) for s in real.values())
@@ -337,8 +388,11 @@ def anomaly_events(lake: Lake, truth: GroundTruth, days: Sequence[str],
     tp = sum(any(_hits(d, r, tol) for r in real.get(e, ())) for e, s in found.items() for d in s)
     seen = sum(any(_hits(d, r, tol) for d in found.get(e, ())) for e, s in real.items() for r in s)
     # Chance, same entities: each detected episode at a uniform start in the days.
-    p_same = sum(_placement_any(hi - lo, real.get(e, ()), t0, t1, tol)
-                 for e, s in found.items() for lo, hi in s)
+    p_same = sum(
+        _placement_any(hi - lo, real.get(e, ()), t0, t1, tol)
+        for e, s in found.items()
+        for lo, hi in s
+    )
     r_same = 0.0
     for e, s in real.items():
         for target in s:
@@ -348,8 +402,10 @@ def anomaly_events(lake: Lake, truth: GroundTruth, days: Sequence[str],
             r_same += 1.0 - miss
     # Chance, any entity: also a uniform entity among those reporting metrics.
     lengths = [hi - lo for s in found.values() for lo, hi in s]
-    p_any = sum(_placement_any(length, s, t0, t1, tol) for length in lengths
-                for s in real.values()) / universe
+    p_any = (
+        sum(_placement_any(length, s, t0, t1, tol) for length in lengths for s in real.values())
+        / universe
+    )
     r_any = 0.0
     for s in real.values():
         for target in s:
@@ -358,13 +414,27 @@ def anomaly_events(lake: Lake, truth: GroundTruth, days: Sequence[str],
                 miss *= 1.0 - _placement_hit(length, target, t0, t1, tol) / universe
             r_any += 1.0 - miss
     nf, nr = n_found or 1, n_real or 1
-    return EventFigures(list(days), n_found, n_real, tp / nf, seen / nr, p_same / nf,
-                        r_same / nr, p_any / nf, r_any / nr, int(tol))
+    return EventFigures(
+        list(days),
+        n_found,
+        n_real,
+        tp / nf,
+        seen / nr,
+        p_same / nf,
+        r_same / nr,
+        p_any / nf,
+        r_any / nr,
+        int(tol),
+    )
 
 
-def evaluate(lake: Lake, settings: Settings, days: Sequence[str] | None = None,
-             event_days: Sequence[str] | None = None,
-             truth: GroundTruth | None = None) -> EstateFigures:
+def evaluate(
+    lake: Lake,
+    settings: Settings,
+    days: Sequence[str] | None = None,
+    event_days: Sequence[str] | None = None,
+    truth: GroundTruth | None = None,
+) -> EstateFigures:
     """Both evaluations on the lake's simulated estate.
 
     ``days``: the days whose faults are judged (default: the simulated window);
@@ -380,5 +450,6 @@ def evaluate(lake: Lake, settings: Settings, days: Sequence[str] | None = None,
     event_days = list(event_days) if event_days is not None else (days[1:] or days)
     realism = {k: (len(v) if isinstance(v, list) else v) for k, v in truth.realism.items()}
     realism["off_topology_faults"] = sum(1 for f in truth.faults if f.get("off_topology"))
-    return EstateFigures(root_cause(lake, settings, truth, days),
-                         anomaly_events(lake, truth, event_days), realism)
+    return EstateFigures(
+        root_cause(lake, settings, truth, days), anomaly_events(lake, truth, event_days), realism
+    )

@@ -46,11 +46,26 @@ SEVERE = ("critical", "major")
 KINDS = ("facility", "cloud", "application", "platform", "security")
 #: Model inputs besides the categorical ``type``, in column order.
 NUMERIC_FEATURES = (
-    "alerts_1h", "alerts_24h", "severe_alerts_24h", "anomaly_rate_1h", "anomaly_rate_6h",
-    "metric_z_1h", "metric_trend_6h", "change_upcoming", "change_active", "change_recent",
-    "incidents_7d", "n_dependants", "n_direct_dependants", "n_upstream",
-    *(f"upstream_{k}" for k in KINDS), "upstream_alerts_1h", "upstream_anomaly_rate_1h",
-    "upstream_change_upcoming", "upstream_change_active", "upstream_incidents_7d",
+    "alerts_1h",
+    "alerts_24h",
+    "severe_alerts_24h",
+    "anomaly_rate_1h",
+    "anomaly_rate_6h",
+    "metric_z_1h",
+    "metric_trend_6h",
+    "change_upcoming",
+    "change_active",
+    "change_recent",
+    "incidents_7d",
+    "n_dependants",
+    "n_direct_dependants",
+    "n_upstream",
+    *(f"upstream_{k}" for k in KINDS),
+    "upstream_alerts_1h",
+    "upstream_anomaly_rate_1h",
+    "upstream_change_upcoming",
+    "upstream_change_active",
+    "upstream_incidents_7d",
 )
 SCORE_FEATURES = ("anomaly_score_1h", "anomaly_score_6h", "upstream_anomaly_score_1h")
 #: What the model uses by default: exposure through the topology and announced changes.
@@ -59,13 +74,24 @@ SCORE_FEATURES = ("anomaly_score_1h", "anomaly_score_6h", "upstream_anomaly_scor
 #: 0.64): the trees learn which entities happened to fail. Pass them to ``train`` where
 #: the data does have precursors.
 MODEL_FEATURES = (
-    "change_upcoming", "change_active", "change_recent", "n_dependants",
-    "n_direct_dependants", "n_upstream", *(f"upstream_{k}" for k in KINDS),
-    "upstream_change_upcoming", "upstream_change_active",
+    "change_upcoming",
+    "change_active",
+    "change_recent",
+    "n_dependants",
+    "n_direct_dependants",
+    "n_upstream",
+    *(f"upstream_{k}" for k in KINDS),
+    "upstream_change_upcoming",
+    "upstream_change_active",
 )
 #: Features computed from metric points (the costly part of building features).
-METRIC_FEATURES = ("anomaly_rate_1h", "anomaly_rate_6h", "metric_z_1h", "metric_trend_6h",
-                   "upstream_anomaly_rate_1h")
+METRIC_FEATURES = (
+    "anomaly_rate_1h",
+    "anomaly_rate_6h",
+    "metric_z_1h",
+    "metric_trend_6h",
+    "upstream_anomaly_rate_1h",
+)
 GROUND_TRUTH = ("simulator", "ground_truth.json")
 
 MetricSource = pa.Table | ds.Dataset | pd.DataFrame
@@ -95,8 +121,10 @@ def as_utc(when: date | datetime) -> datetime:
 
 
 def _days(first: datetime, last: datetime) -> list[str]:
-    return [(first.date() + timedelta(days=i)).isoformat()
-            for i in range((last.date() - first.date()).days + 1)]
+    return [
+        (first.date() + timedelta(days=i)).isoformat()
+        for i in range((last.date() - first.date()).days + 1)
+    ]
 
 
 def load_inputs(lake: Lake, start: date | datetime, end: date | datetime) -> RiskInputs:
@@ -105,26 +133,49 @@ def load_inputs(lake: Lake, start: date | datetime, end: date | datetime) -> Ris
     wanted = set(_days(t0 - timedelta(hours=LOOKBACK_H), t1))
     cmdb = [d for d in sorted(lake.partitions("silver", "assets")) if d <= t1.date().isoformat()]
     if not cmdb:
-        raise NotFoundError(f"silver/assets has no partition up to {t1.date()}; "
-                            "materialize silver for those days first")
+        raise NotFoundError(
+            f"silver/assets has no partition up to {t1.date()}; "
+            "materialize silver for those days first"
+        )
     metric_days = set(_days(t0 - timedelta(hours=BASELINE_H + 6), t1))
-    metrics = lake.dataset("silver", "metric_points", schema=schemas.METRIC_POINTS,
-                           dts=sorted(metric_days))
+    metrics = lake.dataset(
+        "silver", "metric_points", schema=schemas.METRIC_POINTS, dts=sorted(metric_days)
+    )
 
     def table(name: str, columns: list[str], dts: Sequence[str]) -> pd.DataFrame:
-        return lake.read_table("silver", name, schema=schemas.SILVER[name], dts=dts,
-                               columns=columns).to_pandas()
+        return lake.read_table(
+            "silver", name, schema=schemas.SILVER[name], dts=dts, columns=columns
+        ).to_pandas()
 
     return RiskInputs(
         metrics=schemas.METRIC_POINTS.empty_table() if metrics is None else metrics,
-        events=table("events", ["entity_id", "fingerprint", "severity", "starts_at"],
-                     sorted(wanted)),
-        tickets=table("tickets", ["type", "entity_id", "opened_at", "change_window_start",
-                                  "change_window_end"], sorted(wanted)),
-        assets=table("assets", ["entity_id", "kind", "type", "department", "business",
-                                "lifecycle_state", "valid_from", "valid_to"], cmdb[-1:]),
-        relations=table("relations", ["src_entity_id", "relation", "dst_entity_id",
-                                      "valid_from", "valid_to"], cmdb[-1:]),
+        events=table(
+            "events", ["entity_id", "fingerprint", "severity", "starts_at"], sorted(wanted)
+        ),
+        tickets=table(
+            "tickets",
+            ["type", "entity_id", "opened_at", "change_window_start", "change_window_end"],
+            sorted(wanted),
+        ),
+        assets=table(
+            "assets",
+            [
+                "entity_id",
+                "kind",
+                "type",
+                "department",
+                "business",
+                "lifecycle_state",
+                "valid_from",
+                "valid_to",
+            ],
+            cmdb[-1:],
+        ),
+        relations=table(
+            "relations",
+            ["src_entity_id", "relation", "dst_entity_id", "valid_from", "valid_to"],
+            cmdb[-1:],
+        ),
     )
 
 
@@ -132,13 +183,15 @@ def load_faults(lake: Lake) -> list[dict[str, Any]]:
     """The simulator's ground-truth faults stored in the lake."""
     path = lake.path(*GROUND_TRUTH)
     if not lake.exists(path):
-        raise NotFoundError(f"no ground truth at {path}; it exists only for a lake filled "
-                            "by `opslake simulate`")
+        raise NotFoundError(
+            f"no ground truth at {path}; it exists only for a lake filled by `opslake simulate`"
+        )
     return json.loads(lake.read_bytes(path))["faults"]
 
 
-def load_incidents(lake: Lake, start: date | datetime, end: date | datetime
-                   ) -> list[dict[str, Any]]:
+def load_incidents(
+    lake: Lake, start: date | datetime, end: date | datetime
+) -> list[dict[str, Any]]:
     """Incident tickets opened in ``[start, end)`` as fault records :func:`label` reads.
 
     The labels of a real estate: an incident's ``opened_at`` stands for the impact's start
@@ -147,21 +200,38 @@ def load_incidents(lake: Lake, start: date | datetime, end: date | datetime
     t0, t1 = as_utc(start), as_utc(end)
     # A ticket lands in the partition of the batch that carried it, which may be a day
     # later than it was opened; an update may carry it again.
-    tickets = lake.read_table("silver", "tickets", schema=schemas.TICKETS,
-                              dts=_days(t0 - timedelta(days=1), t1),
-                              columns=["ticket_id", "type", "entity_id", "opened_at"]
-                              ).to_pandas().drop_duplicates("ticket_id", keep="last")
+    tickets = (
+        lake.read_table(
+            "silver",
+            "tickets",
+            schema=schemas.TICKETS,
+            dts=_days(t0 - timedelta(days=1), t1),
+            columns=["ticket_id", "type", "entity_id", "opened_at"],
+        )
+        .to_pandas()
+        .drop_duplicates("ticket_id", keep="last")
+    )
     opened = pd.to_datetime(tickets["opened_at"], utc=True)
-    keep = ((tickets["type"] == "incident") & tickets["entity_id"].notna()
-            & (opened >= pd.Timestamp(t0)) & (opened < pd.Timestamp(t1)))
-    return [{"fault_id": tid, "fault_type": "incident", "cause_entity": eid,
-             "start": when.isoformat()}
-            for tid, eid, when in zip(tickets.loc[keep, "ticket_id"],
-                                      tickets.loc[keep, "entity_id"], opened[keep], strict=True)]
+    keep = (
+        (tickets["type"] == "incident")
+        & tickets["entity_id"].notna()
+        & (opened >= pd.Timestamp(t0))
+        & (opened < pd.Timestamp(t1))
+    )
+    return [
+        {"fault_id": tid, "fault_type": "incident", "cause_entity": eid, "start": when.isoformat()}
+        for tid, eid, when in zip(
+            tickets.loc[keep, "ticket_id"],
+            tickets.loc[keep, "entity_id"],
+            opened[keep],
+            strict=True,
+        )
+    ]
 
 
-def in_fault(entity_ids: Sequence[str], ts: Sequence[Any],
-             faults: Sequence[Mapping[str, Any]]) -> np.ndarray:
+def in_fault(
+    entity_ids: Sequence[str], ts: Sequence[Any], faults: Sequence[Mapping[str, Any]]
+) -> np.ndarray:
     """True where ``ts`` lies in a fault's impact on the entity (its start there to the end).
 
     The cause's window opens at the fault's start, a reached entity's when the fault got to
@@ -200,9 +270,9 @@ class Topology:
     needed_by: Mapping[str, tuple[str, ...]]
 
     @classmethod
-    def at(cls, assets: pd.DataFrame, relations: pd.DataFrame,
-           when: date | datetime) -> Topology:
+    def at(cls, assets: pd.DataFrame, relations: pd.DataFrame, when: date | datetime) -> Topology:
         """The versions valid at ``when``; before the first export, the first versions."""
+
         def valid(frame: pd.DataFrame) -> pd.DataFrame:
             if frame.empty:
                 return frame
@@ -212,20 +282,27 @@ class Topology:
 
         live = valid(assets)
         live = live[live["lifecycle_state"] != "retired"]
-        attrs = (live.drop_duplicates("entity_id", keep="last").set_index("entity_id")
-                 [["kind", "type", "business", "department"]].sort_index())
+        attrs = (
+            live.drop_duplicates("entity_id", keep="last")
+            .set_index("entity_id")[["kind", "type", "business", "department"]]
+            .sort_index()
+        )
         rels = valid(relations)
-        rels = rels[rels["relation"].isin(PROPAGATING)
-                    & rels["src_entity_id"].isin(attrs.index)
-                    & rels["dst_entity_id"].isin(attrs.index)]
+        rels = rels[
+            rels["relation"].isin(PROPAGATING)
+            & rels["src_entity_id"].isin(attrs.index)
+            & rels["dst_entity_id"].isin(attrs.index)
+        ]
         needs: dict[str, list[str]] = {}
         needed_by: dict[str, list[str]] = {}
-        for src, dst in sorted(set(zip(rels["src_entity_id"], rels["dst_entity_id"],
-                                       strict=True))):
+        for src, dst in sorted(set(zip(rels["src_entity_id"], rels["dst_entity_id"], strict=True))):
             needs.setdefault(src, []).append(dst)
             needed_by.setdefault(dst, []).append(src)
-        return cls(attrs, {k: tuple(v) for k, v in needs.items()},
-                   {k: tuple(v) for k, v in needed_by.items()})
+        return cls(
+            attrs,
+            {k: tuple(v) for k, v in needs.items()},
+            {k: tuple(v) for k, v in needed_by.items()},
+        )
 
     @staticmethod
     def _walk(start: str, edges: Mapping[str, tuple[str, ...]]) -> set[str]:
@@ -250,8 +327,10 @@ class Topology:
         """Businesses and departments hit if ``entity_id`` fails (itself included)."""
         reached = sorted(self.downstream(entity_id) | {entity_id})
         rows = self.attrs.reindex(reached)
+
         def names(col: str) -> list[str]:
             return sorted({v for v in rows[col].dropna() if v})
+
         return names("business"), names("department")
 
 
@@ -335,8 +414,9 @@ def metric_behaviour(metrics: MetricSource, start: datetime, end: datetime) -> p
         con.close()
 
 
-def _changes(grid: _Grid, tickets: pd.DataFrame, horizon_h: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _changes(
+    grid: _Grid, tickets: pd.DataFrame, horizon_h: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: change windows announced before it that open soon, are open, or just opened."""
     shape = (grid.n - grid.first_row, len(grid.entities))
     upcoming, active, recent = np.zeros(shape), np.zeros(shape), np.zeros(shape)
@@ -358,11 +438,14 @@ def _changes(grid: _Grid, tickets: pd.DataFrame, horizon_h: int
 def _alert_buckets(grid: _Grid, events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Alerts per bucket by start time, all and severe; firing and resolved rows count once."""
     alerts = events.dropna(subset=["entity_id", "starts_at"]).drop_duplicates(
-        ["entity_id", "fingerprint", "starts_at"])
+        ["entity_id", "fingerprint", "starts_at"]
+    )
     starts = _seconds(alerts["starts_at"])
     severe = alerts["severity"].isin(SEVERE).to_numpy()
-    return (grid.counts(alerts["entity_id"], starts),
-            grid.counts(alerts["entity_id"][severe], starts[severe]))
+    return (
+        grid.counts(alerts["entity_id"], starts),
+        grid.counts(alerts["entity_id"][severe], starts[severe]),
+    )
 
 
 def _score_buckets(grid: _Grid, scores: pd.DataFrame) -> np.ndarray:
@@ -385,9 +468,15 @@ def _upstream(values: np.ndarray, ancestors: list[list[int]], how: str) -> np.nd
     return out
 
 
-def build_features(inputs: RiskInputs, start: date | datetime, end: date | datetime,
-                   horizon_h: int = 4, anomalies: pd.DataFrame | None = None, *,
-                   metrics: bool = True) -> pd.DataFrame:
+def build_features(
+    inputs: RiskInputs,
+    start: date | datetime,
+    end: date | datetime,
+    horizon_h: int = 4,
+    anomalies: pd.DataFrame | None = None,
+    *,
+    metrics: bool = True,
+) -> pd.DataFrame:
     """One row per live entity and hour in ``[start, end)``, from data before each hour.
 
     ``anomalies`` (entity_id, ts, score) from a detector adds ``SCORE_FEATURES``; without
@@ -397,8 +486,10 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     """
     t0, t1 = as_utc(start), as_utc(end)
     if t1 <= t0 or horizon_h < 1:
-        raise InputError(f"need start < end and horizon_h >= 1 (got {t0}..{t1}, "
-                         f"horizon_h={horizon_h}); pass a later end or a positive horizon")
+        raise InputError(
+            f"need start < end and horizon_h >= 1 (got {t0}..{t1}, "
+            f"horizon_h={horizon_h}); pass a later end or a positive horizon"
+        )
     entities = sorted(set(inputs.assets["entity_id"].dropna()))
     grid = _Grid(entities, t0.timestamp(), t1.timestamp())
     times = grid.row_times()
@@ -406,9 +497,17 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     alerts, severe = _alert_buckets(grid, inputs.events)
     incidents = inputs.tickets[inputs.tickets["type"] == "incident"]
     incident_buckets = grid.counts(incidents["entity_id"], _seconds(incidents["opened_at"]))
-    behaviour = (metric_behaviour(inputs.metrics, t0, t1) if metrics else pd.DataFrame(
-        {"entity_id": pd.Series(dtype=str), "hour": pd.Series(dtype="int64"),
-         **{c: pd.Series(dtype=float) for c in ("anomaly_rate", "metric_z", "metric_trend")}}))
+    behaviour = (
+        metric_behaviour(inputs.metrics, t0, t1)
+        if metrics
+        else pd.DataFrame(
+            {
+                "entity_id": pd.Series(dtype=str),
+                "hour": pd.Series(dtype="int64"),
+                **{c: pd.Series(dtype=float) for c in ("anomaly_rate", "metric_z", "metric_trend")},
+            }
+        )
+    )
     rate, z, trend = (np.zeros((grid.n, len(entities))) for _ in range(3))
     col = behaviour["entity_id"].map(grid.pos).to_numpy(dtype=float, na_value=np.nan)
     k = behaviour["hour"].to_numpy() - int(grid.g0 // HOUR_S)
@@ -419,12 +518,16 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     upcoming, active, recent = _changes(grid, inputs.tickets, horizon_h)
 
     own = {
-        "alerts_1h": grid.trailing(alerts, 1), "alerts_24h": grid.trailing(alerts, 24),
+        "alerts_1h": grid.trailing(alerts, 1),
+        "alerts_24h": grid.trailing(alerts, 24),
         "severe_alerts_24h": grid.trailing(severe, 24),
         "anomaly_rate_1h": grid.trailing(rate, 1),
         "anomaly_rate_6h": grid.trailing(rate, 6, "mean"),
-        "metric_z_1h": grid.trailing(z, 1), "metric_trend_6h": grid.trailing(trend, 1),
-        "change_upcoming": upcoming, "change_active": active, "change_recent": recent,
+        "metric_z_1h": grid.trailing(z, 1),
+        "metric_trend_6h": grid.trailing(trend, 1),
+        "change_upcoming": upcoming,
+        "change_active": active,
+        "change_recent": recent,
         "incidents_7d": grid.trailing(incident_buckets, LOOKBACK_H),
     }
     if anomalies is not None:
@@ -436,19 +539,23 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     day_starts = np.floor(times / 86_400) * 86_400
     for day in np.unique(day_starts):
         rows = np.flatnonzero(day_starts == day)
-        topo = Topology.at(inputs.assets, inputs.relations,
-                           datetime.fromtimestamp(day, UTC))
+        topo = Topology.at(inputs.assets, inputs.relations, datetime.fromtimestamp(day, UTC))
         live = [grid.pos[e] for e in topo.attrs.index if e in grid.pos]
-        ancestors = [[grid.pos[a] for a in topo.upstream(e) if a in grid.pos]
-                     if e in topo.attrs.index else [] for e in entities]
+        ancestors = [
+            [grid.pos[a] for a in topo.upstream(e) if a in grid.pos]
+            if e in topo.attrs.index
+            else []
+            for e in entities
+        ]
         cols: dict[str, np.ndarray] = {k: v[rows] for k, v in own.items()}
         for name, source, how in (
-                ("upstream_alerts_1h", "alerts_1h", "sum"),
-                ("upstream_anomaly_rate_1h", "anomaly_rate_1h", "max"),
-                ("upstream_change_upcoming", "change_upcoming", "sum"),
-                ("upstream_change_active", "change_active", "sum"),
-                ("upstream_incidents_7d", "incidents_7d", "sum"),
-                ("upstream_anomaly_score_1h", "anomaly_score_1h", "max")):
+            ("upstream_alerts_1h", "alerts_1h", "sum"),
+            ("upstream_anomaly_rate_1h", "anomaly_rate_1h", "max"),
+            ("upstream_change_upcoming", "change_upcoming", "sum"),
+            ("upstream_change_active", "change_active", "sum"),
+            ("upstream_incidents_7d", "incidents_7d", "sum"),
+            ("upstream_anomaly_score_1h", "anomaly_score_1h", "max"),
+        ):
             if source in cols:
                 cols[name] = _upstream(cols[source], ancestors, how)
         kinds = topo.attrs["kind"].reindex(entities).to_numpy()
@@ -456,21 +563,30 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
             "n_dependants": [len(topo.downstream(e)) for e in entities],
             "n_direct_dependants": [len(topo.needed_by.get(e, ())) for e in entities],
             "n_upstream": [len(a) for a in ancestors],
-            **{f"upstream_{kind}": [int(sum(kinds[j] == kind for j in a)) for a in ancestors]
-               for kind in KINDS},
+            **{
+                f"upstream_{kind}": [int(sum(kinds[j] == kind for j in a)) for a in ancestors]
+                for kind in KINDS
+            },
         }
         n = len(rows)
-        block = pd.DataFrame({
-            "entity_id": np.repeat(np.array(entities)[live], n),
-            "ts": pd.to_datetime(np.tile(times[rows], len(live)), unit="s", utc=True),
-            "type": np.repeat(topo.attrs["type"].reindex(entities).to_numpy()[live], n),
-            **{k: np.repeat(np.asarray(v, dtype=float)[live], n) for k, v in static.items()},
-            **{k: v[:, live].T.reshape(-1) for k, v in cols.items()},
-        })
+        block = pd.DataFrame(
+            {
+                "entity_id": np.repeat(np.array(entities)[live], n),
+                "ts": pd.to_datetime(np.tile(times[rows], len(live)), unit="s", utc=True),
+                "type": np.repeat(topo.attrs["type"].reindex(entities).to_numpy()[live], n),
+                **{k: np.repeat(np.asarray(v, dtype=float)[live], n) for k, v in static.items()},
+                **{k: v[:, live].T.reshape(-1) for k, v in cols.items()},
+            }
+        )
         frames.append(block)
     out = pd.concat(frames, ignore_index=True)
-    order = ["entity_id", "ts", "type", *NUMERIC_FEATURES,
-             *(SCORE_FEATURES if anomalies is not None else ())]
+    order = [
+        "entity_id",
+        "ts",
+        "type",
+        *NUMERIC_FEATURES,
+        *(SCORE_FEATURES if anomalies is not None else ()),
+    ]
     out = out[order].sort_values(["ts", "entity_id"], ignore_index=True)
     if not metrics:  # not computed, which zeros would hide
         out[list(METRIC_FEATURES)] = np.nan
@@ -478,8 +594,7 @@ def build_features(inputs: RiskInputs, start: date | datetime, end: date | datet
     return out
 
 
-def label(rows: pd.DataFrame, faults: Sequence[Mapping[str, Any]],
-          horizon_h: int) -> np.ndarray:
+def label(rows: pd.DataFrame, faults: Sequence[Mapping[str, Any]], horizon_h: int) -> np.ndarray:
     """True where an impact on the row's entity starts in ``(ts, ts + horizon_h]``."""
     starts: dict[str, list[float]] = {}
     for fault in faults:

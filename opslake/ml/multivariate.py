@@ -84,8 +84,9 @@ class MultiMetricModel:
     @property
     def trending(self) -> list[tuple[str, str]]:
         """(entity type, metric) pairs judged by their change per step, not their level."""
-        return sorted(self.stats.filter("trend").select("entity_type", "metric").unique()
-                      .iter_rows())
+        return sorted(
+            self.stats.filter("trend").select("entity_type", "metric").unique().iter_rows()
+        )
 
     @property
     def entities(self) -> list[str]:
@@ -98,28 +99,39 @@ def _grid(points: Any, step: str) -> pl.DataFrame:
     frame = points if isinstance(points, pl.DataFrame) else pl.from_pandas(points)
     missing = {"ts", "entity_id", "metric", "value"} - set(frame.columns)
     if missing:
-        raise InputError(f"metric points lack the columns {sorted(missing)}; pass the silver "
-                         "metric_points table (ts, entity_id, metric, value)")
-    return (frame.lazy()
-            .select("ts", pl.col("entity_id").cast(pl.String), pl.col("metric").cast(pl.String),
-                    pl.col("value").cast(pl.Float64))
-            .filter(pl.col("value").is_finite() & pl.col("entity_id").is_not_null())
-            .group_by("entity_id", "metric", pl.col("ts").dt.truncate(step))
-            .agg(pl.col("value").mean())
-            .sort("entity_id", "metric", "ts")
-            # Change per grid step since the previous value (null for an entity's first one).
-            .with_columns(change=(pl.col("value").diff() / (pl.col("ts").diff()
-                                                            / pl.duration(**_duration(step))))
-                          .over("entity_id", "metric"))
-            .collect())
+        raise InputError(
+            f"metric points lack the columns {sorted(missing)}; pass the silver "
+            "metric_points table (ts, entity_id, metric, value)"
+        )
+    return (
+        frame.lazy()
+        .select(
+            "ts",
+            pl.col("entity_id").cast(pl.String),
+            pl.col("metric").cast(pl.String),
+            pl.col("value").cast(pl.Float64),
+        )
+        .filter(pl.col("value").is_finite() & pl.col("entity_id").is_not_null())
+        .group_by("entity_id", "metric", pl.col("ts").dt.truncate(step))
+        .agg(pl.col("value").mean())
+        .sort("entity_id", "metric", "ts")
+        # Change per grid step since the previous value (null for an entity's first one).
+        .with_columns(
+            change=(
+                pl.col("value").diff() / (pl.col("ts").diff() / pl.duration(**_duration(step)))
+            ).over("entity_id", "metric")
+        )
+        .collect()
+    )
 
 
 def _duration(step: str) -> dict[str, int]:
     """``5m`` → ``{"minutes": 5}``, for the step widths a metric grid uses."""
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     if step[-1:] not in units or not step[:-1].isdigit() or int(step[:-1]) == 0:
-        raise InputError(f"grid step {step!r} is not supported; use a number followed by "
-                         "s, m, h or d (e.g. 5m)")
+        raise InputError(
+            f"grid step {step!r} is not supported; use a number followed by s, m, h or d (e.g. 5m)"
+        )
     return {units[step[-1]]: int(step[:-1])}
 
 
@@ -130,23 +142,37 @@ def _observed() -> pl.Expr:
 
 def _standardise(grid: pl.DataFrame, stats: pl.DataFrame) -> pl.DataFrame:
     """Robust z of every grid value; (entity, metric) pairs unknown to ``stats`` drop out."""
-    return (grid.join(stats, on=["entity_id", "metric"], how="inner")
-            .select("entity_type", "entity_id", "ts", "metric",
-                    ((_observed() - pl.col("median")) / pl.col("scale"))
-                    .clip(-_Z_CLIP, _Z_CLIP).alias("z"))
-            .drop_nulls("z"))
+    return (
+        grid.join(stats, on=["entity_id", "metric"], how="inner")
+        .select(
+            "entity_type",
+            "entity_id",
+            "ts",
+            "metric",
+            ((_observed() - pl.col("median")) / pl.col("scale")).clip(-_Z_CLIP, _Z_CLIP).alias("z"),
+        )
+        .drop_nulls("z")
+    )
 
 
-def _vectors(z: pl.DataFrame, entity_type: str, metrics: list[str]
-             ) -> tuple[pl.DataFrame, np.ndarray]:
+def _vectors(
+    z: pl.DataFrame, entity_type: str, metrics: list[str]
+) -> tuple[pl.DataFrame, np.ndarray]:
     """(entity_id, ts) keys and the z matrix of one type, NaN where a metric is missing."""
-    wide = (z.filter(pl.col("entity_type") == entity_type)
-            .pivot(on="metric", index=["entity_id", "ts"], values="z")
-            .sort("entity_id", "ts"))
+    wide = (
+        z.filter(pl.col("entity_type") == entity_type)
+        .pivot(on="metric", index=["entity_id", "ts"], values="z")
+        .sort("entity_id", "ts")
+    )
     if wide.is_empty():  # no points of this type (literals below would make one row)
         return wide.select("entity_id", "ts"), np.empty((0, len(metrics)))
-    matrix = wide.select([pl.col(m) if m in wide.columns else pl.lit(None, pl.Float64).alias(m)
-                          for m in metrics]).fill_null(np.nan).to_numpy()
+    matrix = (
+        wide.select(
+            [pl.col(m) if m in wide.columns else pl.lit(None, pl.Float64).alias(m) for m in metrics]
+        )
+        .fill_null(np.nan)
+        .to_numpy()
+    )
     return wide.select("entity_id", "ts"), np.array(matrix, dtype=float)
 
 
@@ -165,8 +191,9 @@ def _impute(matrix: np.ndarray, cov: np.ndarray) -> np.ndarray:
     for k, gap in enumerate(patterns):
         if gap.any() and not gap.all():
             rows = which.ravel() == k
-            weights = np.linalg.lstsq(cov[np.ix_(~gap, ~gap)], cov[np.ix_(~gap, gap)],
-                                      rcond=None)[0]
+            weights = np.linalg.lstsq(cov[np.ix_(~gap, ~gap)], cov[np.ix_(~gap, gap)], rcond=None)[
+                0
+            ]
             out[np.ix_(rows, gap)] = out[np.ix_(rows, ~gap)] @ weights
     return out
 
@@ -180,39 +207,62 @@ def _raw_scores(forest: IsolationForest, features: np.ndarray) -> np.ndarray:
     return -forest.score_samples(features)
 
 
-def fit(points: Any, *, step: str = STEP, entity_types: dict[str, str] | None = None,
-        n_estimators: int = 100, min_rows: int = 200, seed: int = 0) -> MultiMetricModel:
+def fit(
+    points: Any,
+    *,
+    step: str = STEP,
+    entity_types: dict[str, str] | None = None,
+    n_estimators: int = 100,
+    min_rows: int = 200,
+    seed: int = 0,
+) -> MultiMetricModel:
     """Learn per-entity robust statistics and one isolation forest per entity type."""
     grid = _grid(points, step)  # also checks the step
     if grid.is_empty():
-        raise InputError("no finite metric points to train on; pass a training window of "
-                         "silver metric_points")
+        raise InputError(
+            "no finite metric points to train on; pass a training window of silver metric_points"
+        )
     prefix = pl.col("entity_id").str.extract(r"^([^-]+)")
-    type_of = (pl.col("entity_id").replace_strict(entity_types, default=prefix)
-               if entity_types else prefix)
+    type_of = (
+        pl.col("entity_id").replace_strict(entity_types, default=prefix) if entity_types else prefix
+    )
     grid = grid.with_columns(type_of.alias("entity_type"))
     # Capacity metrics (disk or pool used) grow steadily: a level learnt last week is out of
     # range this week, so they are judged by their change per step instead. A metric trends
     # for a type when a straight line in time explains most of its variance for the typical
     # entity; daily cycles explain none of it.
-    trend = (grid.group_by("entity_type", "entity_id", "metric")
-             .agg(pl.corr(pl.col("ts").dt.epoch("s"), "value").pow(2).fill_nan(0.0)
-                  .fill_null(0.0).alias("r2"))
-             .group_by("entity_type", "metric")
-             .agg((pl.col("r2").median() > _TREND_R2).alias("trend")))
-    x = (grid.join(trend, on=["entity_type", "metric"]).with_columns(x=_observed())
-         .drop_nulls("x"))
-    stats = (x.group_by("entity_id", "metric", "entity_type", "trend")
-             .agg(pl.col("x").median().alias("median"),
-                  (pl.col("x").quantile(0.75) - pl.col("x").quantile(0.25)).alias("iqr"),
-                  pl.col("x").std().fill_null(0.0).alias("std"))
-             # A mostly constant metric has IQR 0: fall back to its standard deviation, and
-             # floor the scale so a metric that never moved does not give infinite z.
-             .with_columns(pl.max_horizontal(
-                 pl.when(pl.col("iqr") > 0).then(pl.col("iqr") / 1.349).otherwise(pl.col("std")),
-                 1e-3 * pl.col("median").abs(), pl.lit(1e-9)).alias("scale"))
-             .select("entity_id", "metric", "entity_type", "trend", "median", "scale")
-             .sort("entity_id", "metric"))
+    trend = (
+        grid.group_by("entity_type", "entity_id", "metric")
+        .agg(
+            pl.corr(pl.col("ts").dt.epoch("s"), "value")
+            .pow(2)
+            .fill_nan(0.0)
+            .fill_null(0.0)
+            .alias("r2")
+        )
+        .group_by("entity_type", "metric")
+        .agg((pl.col("r2").median() > _TREND_R2).alias("trend"))
+    )
+    x = grid.join(trend, on=["entity_type", "metric"]).with_columns(x=_observed()).drop_nulls("x")
+    stats = (
+        x.group_by("entity_id", "metric", "entity_type", "trend")
+        .agg(
+            pl.col("x").median().alias("median"),
+            (pl.col("x").quantile(0.75) - pl.col("x").quantile(0.25)).alias("iqr"),
+            pl.col("x").std().fill_null(0.0).alias("std"),
+        )
+        # A mostly constant metric has IQR 0: fall back to its standard deviation, and
+        # floor the scale so a metric that never moved does not give infinite z.
+        .with_columns(
+            pl.max_horizontal(
+                pl.when(pl.col("iqr") > 0).then(pl.col("iqr") / 1.349).otherwise(pl.col("std")),
+                1e-3 * pl.col("median").abs(),
+                pl.lit(1e-9),
+            ).alias("scale")
+        )
+        .select("entity_id", "metric", "entity_type", "trend", "median", "scale")
+        .sort("entity_id", "metric")
+    )
     z = _standardise(grid, stats)
     types = {}
     for entity_type in sorted(z["entity_type"].unique().to_list()):
@@ -232,11 +282,14 @@ def fit(points: Any, *, step: str = STEP, entity_types: dict[str, str] | None = 
         features = _features(matrix, whitening)
         forest.fit(features)
         cdf = np.quantile(_raw_scores(forest, features), np.linspace(0, 1, _CDF_POINTS))
-        types[entity_type] = TypeModel(metrics, cov, whitening, conditional, forest, cdf,
-                                       len(matrix))
+        types[entity_type] = TypeModel(
+            metrics, cov, whitening, conditional, forest, cdf, len(matrix)
+        )
     if not types:
-        raise InputError(f"no entity type has {min_rows} grid rows to train on; use a longer "
-                         "training window or a lower min_rows")
+        raise InputError(
+            f"no entity type has {min_rows} grid rows to train on; use a longer "
+            "training window or a lower min_rows"
+        )
     stats = stats.filter(pl.col("entity_type").is_in(list(types)))
     params = {"step": step, "n_estimators": n_estimators, "min_rows": min_rows, "seed": seed}
     return MultiMetricModel(step, stats, types, grid["ts"].min(), grid["ts"].max(), params)
@@ -262,13 +315,27 @@ def score(model: MultiMetricModel, points: Any) -> Any:
         # An imputed value is no evidence, so it never explains a score.
         contribution[missing] = -1.0
         top = np.array(tm.metrics)[np.argsort(-contribution, axis=1, kind="stable")[:, :TOP]]
-        parts.append(keys.with_columns(
-            pl.lit(entity_type).alias("entity_type"), pl.Series("score", calibrated),
-            pl.concat_list([pl.Series(f"_top{i}", top[:, i]) for i in range(top.shape[1])])
-            .alias("top_metrics")))
+        parts.append(
+            keys.with_columns(
+                pl.lit(entity_type).alias("entity_type"),
+                pl.Series("score", calibrated),
+                pl.concat_list(
+                    [pl.Series(f"_top{i}", top[:, i]) for i in range(top.shape[1])]
+                ).alias("top_metrics"),
+            )
+        )
     columns = ["ts", "entity_id", "entity_type", "score", "top_metrics"]
-    out = (pl.concat(parts).select(columns).sort("ts", "entity_id") if parts else
-           pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "entity_id": pl.String,
-                                "entity_type": pl.String, "score": pl.Float64,
-                                "top_metrics": pl.List(pl.String)}))
+    out = (
+        pl.concat(parts).select(columns).sort("ts", "entity_id")
+        if parts
+        else pl.DataFrame(
+            schema={
+                "ts": pl.Datetime("us", "UTC"),
+                "entity_id": pl.String,
+                "entity_type": pl.String,
+                "score": pl.Float64,
+                "top_metrics": pl.List(pl.String),
+            }
+        )
+    )
     return out if isinstance(points, pl.DataFrame) else out.to_pandas()

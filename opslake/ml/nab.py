@@ -96,8 +96,9 @@ def read_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
         stamps = np.array([r[0].strip() for r in rows[1:]], dtype="datetime64[s]")
         values = np.array([float(r[1]) for r in rows[1:]], dtype=float)
     except (ValueError, IndexError) as exc:
-        raise InputError(f"{path}: a row is not 'timestamp,value' ({exc}); "
-                         "fix or remove it") from exc
+        raise InputError(
+            f"{path}: a row is not 'timestamp,value' ({exc}); fix or remove it"
+        ) from exc
     return stamps, values
 
 
@@ -106,14 +107,17 @@ def load_corpus(data_dir: Path, windows_file: Path) -> list[LabelledSeries]:
     try:
         labels = json.loads(Path(windows_file).read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the windows file {windows_file}: {exc}; give NAB's "
-                          "combined_windows.json") from exc
+        raise ConfigError(
+            f"cannot read the windows file {windows_file}: {exc}; give NAB's combined_windows.json"
+        ) from exc
     corpus = []
     for name in sorted(labels):
         path = Path(data_dir) / name
         if not path.is_file():
-            raise ConfigError(f"{windows_file} names {name} but {path} does not exist; "
-                              "point --data at the folder that holds NAB's category folders")
+            raise ConfigError(
+                f"{windows_file} names {name} but {path} does not exist; "
+                "point --data at the folder that holds NAB's category folders"
+            )
         stamps, values = read_series(path)
         windows = []
         for start, end in labels[name]:
@@ -135,8 +139,10 @@ def _row_of(stamps: np.ndarray, stamp: str, name: str) -> int:
     """
     hits = np.flatnonzero(stamps == np.datetime64(stamp[:19]))
     if not len(hits):
-        raise InputError(f"{name}: window edge {stamp} is not a timestamp of the file; "
-                         "use the windows file that belongs to this data")
+        raise InputError(
+            f"{name}: window edge {stamp} is not a timestamp of the file; "
+            "use the windows file that belongs to this data"
+        )
     return int(hits[0])
 
 
@@ -181,8 +187,11 @@ class ProfileResult:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form, rounded for reading."""
-        return {"score": round(self.score, 2), "threshold": round(self.threshold, 6),
-                **_counts(self)}
+        return {
+            "score": round(self.score, 2),
+            "threshold": round(self.threshold, 6),
+            **_counts(self),
+        }
 
 
 class Scorer:
@@ -209,8 +218,9 @@ class Scorer:
             out.append(scores)
         return out
 
-    def _sweep(self, scores: Sequence[np.ndarray], profile: Profile
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def _sweep(
+        self, scores: Sequence[np.ndarray], profile: Profile
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Every candidate threshold (descending) and the corpus total at each."""
         thresholds, deltas = [], []
         for rows, s in zip(self._rows, scores, strict=True):
@@ -238,11 +248,12 @@ class Scorer:
         # The total at threshold t includes every item scored >= t: last of each tie group.
         last = np.flatnonzero(np.append(thr[1:] != thr[:-1], True))
         base = -profile.fn * self.window_count
-        return (np.concatenate(([NO_DETECTION], thr[last])),
-                np.concatenate(([base], base + total[last])))
+        return (
+            np.concatenate(([NO_DETECTION], thr[last])),
+            np.concatenate(([base], base + total[last])),
+        )
 
-    def raw_at(self, scores: Sequence[np.ndarray], profile: Profile, threshold: float
-               ) -> float:
+    def raw_at(self, scores: Sequence[np.ndarray], profile: Profile, threshold: float) -> float:
         """The corpus' raw total when every score at or above ``threshold`` is a detection."""
         thr, total = self._sweep(scores, profile)
         # ``thr`` descends from NO_DETECTION: the last candidate still >= threshold.
@@ -266,8 +277,9 @@ class Scorer:
         i = int(np.argmax(total))
         return float(thr[i]), float(total[i])
 
-    def score(self, scores: Sequence[np.ndarray],
-              profiles: Iterable[Profile] = PROFILES) -> dict[str, ProfileResult]:
+    def score(
+        self, scores: Sequence[np.ndarray], profiles: Iterable[Profile] = PROFILES
+    ) -> dict[str, ProfileResult]:
         """Normalised NAB score of ``scores`` (one array per file, in corpus order)."""
         results = {}
         perfect_scores = self.perfect_scores()
@@ -278,19 +290,22 @@ class Scorer:
             span = perfect - null
             normalised = 100.0 * (raw - null) / span if span else 0.0
             tp, fp, fn = self._counts(scores, threshold)
-            results[profile.name] = ProfileResult(profile.name, normalised, threshold, raw,
-                                                  null, perfect, tp, fp, fn)
+            results[profile.name] = ProfileResult(
+                profile.name, normalised, threshold, raw, null, perfect, tp, fp, fn
+            )
         return results
 
 
-def run_detector(corpus: Sequence[LabelledSeries],
-                 detector: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> list[np.ndarray]:
+def run_detector(
+    corpus: Sequence[LabelledSeries], detector: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> list[np.ndarray]:
     """Each file's scores from ``detector(timestamps, values)``, one file at a time."""
     return [np.asarray(detector(s.timestamps, s.values), dtype=float) for s in corpus]
 
 
-def write_scores(out_dir: Path, corpus: Sequence[LabelledSeries],
-                 scores: Sequence[np.ndarray]) -> list[Path]:
+def write_scores(
+    out_dir: Path, corpus: Sequence[LabelledSeries], scores: Sequence[np.ndarray]
+) -> list[Path]:
     """Per-row scores as ``timestamp,value,anomaly_score`` CSVs under the files' own paths."""
     written = []
     for series, s in zip(corpus, scores, strict=True):
@@ -329,9 +344,13 @@ class FoldResult:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form, rounded for reading."""
-        return {"files": self.files, "windows": self.windows,
-                "threshold": round(self.threshold, 6),
-                "score": round(self.score, 2) if self.windows else None, **_counts(self)}
+        return {
+            "files": self.files,
+            "windows": self.windows,
+            "threshold": round(self.threshold, 6),
+            "score": round(self.score, 2) if self.windows else None,
+            **_counts(self),
+        }
 
 
 @dataclass(frozen=True)
@@ -347,17 +366,25 @@ class CrossValidation:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form, rounded for reading."""
-        return {"combined": round(self.combined, 2), "raw": round(self.raw, 4),
-                "null": round(self.null, 4), "perfect": round(self.perfect, 4),
-                "folds": {f.group: f.as_dict() for f in self.folds}}
+        return {
+            "combined": round(self.combined, 2),
+            "raw": round(self.raw, 4),
+            "null": round(self.null, 4),
+            "perfect": round(self.perfect, 4),
+            "folds": {f.group: f.as_dict() for f in self.folds},
+        }
 
 
 def _counts(result: ProfileResult | FoldResult) -> dict[str, object]:
     """The raw, null and perfect totals and the detection counts of a result, rounded."""
-    return {"raw": round(result.raw, 4), "null": round(result.null, 4),
-            "perfect": round(result.perfect, 4), "true_positives": result.true_positives,
-            "false_positives": result.false_positives,
-            "false_negatives": result.false_negatives}
+    return {
+        "raw": round(result.raw, 4),
+        "null": round(result.null, 4),
+        "perfect": round(result.perfect, 4),
+        "true_positives": result.true_positives,
+        "false_positives": result.false_positives,
+        "false_negatives": result.false_negatives,
+    }
 
 
 def _normalise(raw: float, null: float, perfect: float) -> float:
@@ -366,9 +393,12 @@ def _normalise(raw: float, null: float, perfect: float) -> float:
     return 100.0 * (raw - null) / span if span else 0.0
 
 
-def cross_validate(corpus: Sequence[LabelledSeries], scores: Sequence[np.ndarray],
-                   group: Callable[[LabelledSeries], str] = category,
-                   profiles: Iterable[Profile] = PROFILES) -> dict[str, CrossValidation]:
+def cross_validate(
+    corpus: Sequence[LabelledSeries],
+    scores: Sequence[np.ndarray],
+    group: Callable[[LabelledSeries], str] = category,
+    profiles: Iterable[Profile] = PROFILES,
+) -> dict[str, CrossValidation]:
     """Leave-one-group-out: each group scored at the threshold that is best on the others.
 
     The threshold is the one the plain evaluation would choose (``Scorer.best``) on every
@@ -392,19 +422,33 @@ def cross_validate(corpus: Sequence[LabelledSeries], scores: Sequence[np.ndarray
             inside = [i for i, n in enumerate(names) if n == g]
             others = [i for i, n in enumerate(names) if n != g]
             threshold, _ = Scorer([corpus[i] for i in others]).best(
-                [scores[i] for i in others], profile)
+                [scores[i] for i in others], profile
+            )
             held = Scorer([corpus[i] for i in inside])
             held_scores = [scores[i] for i in inside]
             raw = held.raw_at(held_scores, profile, threshold)
             null = -profile.fn * held.window_count
             perfect = held.best(held.perfect_scores(), profile)[1]
             tp, fp, fn = held._counts(held_scores, threshold)
-            folds.append(FoldResult(g, len(inside), held.window_count, threshold,
-                                    _normalise(raw, null, perfect), raw, null, perfect,
-                                    tp, fp, fn))
+            folds.append(
+                FoldResult(
+                    g,
+                    len(inside),
+                    held.window_count,
+                    threshold,
+                    _normalise(raw, null, perfect),
+                    raw,
+                    null,
+                    perfect,
+                    tp,
+                    fp,
+                    fn,
+                )
+            )
         raw = sum(f.raw for f in folds)
         null = sum(f.null for f in folds)
         perfect = sum(f.perfect for f in folds)
-        out[profile.name] = CrossValidation(profile.name, folds,
-                                            _normalise(raw, null, perfect), raw, null, perfect)
+        out[profile.name] = CrossValidation(
+            profile.name, folds, _normalise(raw, null, perfect), raw, null, perfect
+        )
     return out

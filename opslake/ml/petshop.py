@@ -54,11 +54,11 @@ WIDE_GRID: dict[str, Sequence[object]] = {
 class Case:
     """One case as the ranking sees it: no label."""
 
-    name: str                      # "<scenario>/<split>/issue_N"
+    name: str  # "<scenario>/<split>/issue_N"
     scenario: str
-    relations: pd.DataFrame        # src_entity_id needs dst_entity_id
-    points: pd.DataFrame           # long metric points around the symptom
-    normal: pd.DataFrame | None    # long metric points of normal operation (None: none)
+    relations: pd.DataFrame  # src_entity_id needs dst_entity_id
+    points: pd.DataFrame  # long metric points around the symptom
+    normal: pd.DataFrame | None  # long metric points of normal operation (None: none)
     symptom: rootcause.Symptom
     path: Path
 
@@ -68,16 +68,19 @@ def read_metrics(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, header=[0, 1, 2], index_col=0)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a PetShop metrics file ({exc}); it needs three header "
-                         "rows (microservice, metric, statistic) and a unix_timestamp "
-                         "column") from None
+        raise InputError(
+            f"{path}: not a PetShop metrics file ({exc}); it needs three header "
+            "rows (microservice, metric, statistic) and a unix_timestamp "
+            "column"
+        ) from None
     frame = frame.apply(pd.to_numeric, errors="coerce")
     frame.index = pd.to_numeric(frame.index, errors="coerce")
     frame = frame[frame.index.notna()]
     frame.index = frame.index.astype("int64")
-    frame.columns = pd.MultiIndex.from_tuples([tuple(str(c) for c in col)
-                                               for col in frame.columns],
-                                              names=["entity_id", "metric", "statistic"])
+    frame.columns = pd.MultiIndex.from_tuples(
+        [tuple(str(c) for c in col) for col in frame.columns],
+        names=["entity_id", "metric", "statistic"],
+    )
     return frame.groupby(level=0).mean().sort_index()
 
 
@@ -95,10 +98,15 @@ def read_relations(path: Path) -> pd.DataFrame:
         matrix = pd.read_csv(path, index_col=0)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not an adjacency matrix ({exc})") from None
-    pairs = [(str(src), str(dst)) for src, row in matrix.iterrows()
-             for dst, v in row.items() if pd.notna(v) and float(v) != 0.0 and src != dst]
+    pairs = [
+        (str(src), str(dst))
+        for src, row in matrix.iterrows()
+        for dst, v in row.items()
+        if pd.notna(v) and float(v) != 0.0 and src != dst
+    ]
     return pd.DataFrame(pairs or [], columns=["src_entity_id", "dst_entity_id"]).assign(
-        relation="depends_on")
+        relation="depends_on"
+    )
 
 
 def read_symptom(case_dir: Path) -> rootcause.Symptom:
@@ -106,12 +114,16 @@ def read_symptom(case_dir: Path) -> rootcause.Symptom:
     doc = _target(case_dir)
     try:
         t = doc["target"]
-        return rootcause.Symptom(str(t["node"]), str(t["metric"]),
-                                 datetime.fromtimestamp(float(t["timestamp"]), tz=UTC),
-                                 str(t["agg"]) if t.get("agg") else None)
+        return rootcause.Symptom(
+            str(t["node"]),
+            str(t["metric"]),
+            datetime.fromtimestamp(float(t["timestamp"]), tz=UTC),
+            str(t["agg"]) if t.get("agg") else None,
+        )
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"{case_dir}/target.json: 'target' needs node, metric and timestamp "
-                         "(agg optional)") from None
+        raise InputError(
+            f"{case_dir}/target.json: 'target' needs node, metric and timestamp (agg optional)"
+        ) from None
 
 
 def label(case: Case) -> str | None:
@@ -135,10 +147,15 @@ def load_cases(data: Path) -> list[Case]:
     if (data / "graph.csv").exists():
         scenarios = [data]
     if not scenarios:
-        raise ConfigError(f"{data}: no scenario folder with a graph.csv (the PetShop layout: "
-                          "<scenario>/graph.csv, <scenario>/<split>/issue_N/)")
-    normals = {s: to_points(read_metrics(s / NORMAL / "metrics.csv"))
-               for s in scenarios if (s / NORMAL / "metrics.csv").exists()}
+        raise ConfigError(
+            f"{data}: no scenario folder with a graph.csv (the PetShop layout: "
+            "<scenario>/graph.csv, <scenario>/<split>/issue_N/)"
+        )
+    normals = {
+        s: to_points(read_metrics(s / NORMAL / "metrics.csv"))
+        for s in scenarios
+        if (s / NORMAL / "metrics.csv").exists()
+    }
     cases = []
     for s in scenarios:
         normal = normals.get(s)
@@ -147,9 +164,17 @@ def load_cases(data: Path) -> list[Case]:
         relations = read_relations(s / "graph.csv")
         for case_dir in sorted(p.parent for p in s.glob("*/issue_*/metrics.csv")):
             name = case_dir.relative_to(data.parent if s == data else data).as_posix()
-            cases.append(Case(name, s.name, relations,
-                              to_points(read_metrics(case_dir / "metrics.csv")), normal,
-                              read_symptom(case_dir), case_dir))
+            cases.append(
+                Case(
+                    name,
+                    s.name,
+                    relations,
+                    to_points(read_metrics(case_dir / "metrics.csv")),
+                    normal,
+                    read_symptom(case_dir),
+                    case_dir,
+                )
+            )
     cases.sort(key=lambda c: (c.scenario, c.name.split("/")[1], _issue_no(c.name)))
     return cases
 
@@ -184,22 +209,32 @@ def prepare(cases: Iterable[Case]) -> list[Prepared]:
     return out
 
 
-def rank_scored(prepared: Sequence[Prepared], knobs: rootcause.SymptomKnobs | None = None
-                ) -> dict[str, list[rootcause.Candidate]]:
+def rank_scored(
+    prepared: Sequence[Prepared], knobs: rootcause.SymptomKnobs | None = None
+) -> dict[str, list[rootcause.Candidate]]:
     """``{case name: [candidate, … best first]}`` by the production ranking."""
-    return {p.case.name: rootcause.rank_symptom(p.case.symptom, p.graph,  # type: ignore[arg-type]
-                                                p.series, knobs=knobs)
-            for p in prepared}
+    return {
+        p.case.name: rootcause.rank_symptom(
+            p.case.symptom,
+            p.graph,  # type: ignore[arg-type]
+            p.series,
+            knobs=knobs,
+        )
+        for p in prepared
+    }
 
 
-def rank_cases(prepared: Sequence[Prepared], knobs: rootcause.SymptomKnobs | None = None
-               ) -> dict[str, list[str]]:
+def rank_cases(
+    prepared: Sequence[Prepared], knobs: rootcause.SymptomKnobs | None = None
+) -> dict[str, list[str]]:
     """``{case name: [entity, … best first]}`` by the production ranking."""
     return {n: [c.entity_id for c in ranked] for n, ranked in rank_scored(prepared, knobs).items()}
 
 
-def accuracy(rankings: Mapping[str, Sequence[str] | Sequence[rootcause.Candidate]],
-             labels: Mapping[str, str | None]) -> dict[str, float | int]:
+def accuracy(
+    rankings: Mapping[str, Sequence[str] | Sequence[rootcause.Candidate]],
+    labels: Mapping[str, str | None],
+) -> dict[str, float | int]:
     """Top-1, top-3 and mean reciprocal rank over the labelled cases; with scored rankings
     also the mean margin (the label's score less the best other one, over the top score)."""
     scored = [(rankings.get(n, []), lab) for n, lab in labels.items() if lab]
@@ -208,15 +243,16 @@ def accuracy(rankings: Mapping[str, Sequence[str] | Sequence[rootcause.Candidate
     n = len(scored)
     names = [[c if isinstance(c, str) else c.entity_id for c in r] for r, _ in scored]
     labs = [lab for _, lab in scored]
-    rr = [1.0 / (r.index(lab) + 1) if lab in r else 0.0 for r, lab in zip(names, labs,
-                                                                           strict=True)]
+    rr = [1.0 / (r.index(lab) + 1) if lab in r else 0.0 for r, lab in zip(names, labs, strict=True)]
     out: dict[str, float | int] = {
-        "cases": n, "top1": sum(r[:1] == [lab] for r, lab in zip(names, labs, strict=True)) / n,
+        "cases": n,
+        "top1": sum(r[:1] == [lab] for r, lab in zip(names, labs, strict=True)) / n,
         "top3": sum(lab in r[:3] for r, lab in zip(names, labs, strict=True)) / n,
-        "mrr": sum(rr) / n}
+        "mrr": sum(rr) / n,
+    }
     if all(r and not isinstance(r[0], str) for r, _ in scored):
         margins = []
-        for (ranked, lab) in scored:
+        for ranked, lab in scored:
             own = next((c.score for c in ranked if c.entity_id == lab), 0.0)
             other = max((c.score for c in ranked if c.entity_id != lab), default=0.0)
             margins.append((own - other) / max(ranked[0].score, 1e-12))
@@ -227,8 +263,10 @@ def accuracy(rankings: Mapping[str, Sequence[str] | Sequence[rootcause.Candidate
 def grid(space: Mapping[str, Sequence[object]] = GRID) -> list[rootcause.SymptomKnobs]:
     """Every combination of the grid's values over the default knobs."""
     names = list(space)
-    return [replace(rootcause.SymptomKnobs(), **dict(zip(names, values, strict=True)))
-            for values in itertools.product(*(space[k] for k in names))]
+    return [
+        replace(rootcause.SymptomKnobs(), **dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(space[k] for k in names))
+    ]
 
 
 def _key(acc: Mapping[str, float | int]) -> tuple[float, ...]:
@@ -239,8 +277,11 @@ def _public(acc: Mapping[str, float | int]) -> dict[str, float | int]:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in acc.items()}
 
 
-def leave_one_scenario_out(prepared: Sequence[Prepared], labels: Mapping[str, str | None],
-                           space: Mapping[str, Sequence[object]] = GRID) -> dict[str, object]:
+def leave_one_scenario_out(
+    prepared: Sequence[Prepared],
+    labels: Mapping[str, str | None],
+    space: Mapping[str, Sequence[object]] = GRID,
+) -> dict[str, object]:
     """For each scenario, the knobs best on the other scenarios (top-1, then top-3, then
     mean reciprocal rank, then mean margin; ties: the first in grid order) and its cases
     ranked with them."""
@@ -252,14 +293,16 @@ def leave_one_scenario_out(prepared: Sequence[Prepared], labels: Mapping[str, st
     held: dict[str, list[rootcause.Candidate]] = {}
     per: dict[str, object] = {}
     for s in scenarios:
-        train = {n: lab for n, lab in labels.items()
-                 if _scenario(prepared, n) != s}
+        train = {n: lab for n, lab in labels.items() if _scenario(prepared, n) != s}
         test = {n: lab for n, lab in labels.items() if _scenario(prepared, n) == s}
         best = max(range(len(options)), key=lambda i: (_key(accuracy(by_knobs[i], train)), -i))
         held.update({n: by_knobs[best][n] for n in test})
         chosen = {k: getattr(options[best], k) for k in space}
-        per[s] = {**_public(accuracy(by_knobs[best], test)), "knobs": chosen,
-                  "tuned_on": _public(accuracy(by_knobs[best], train))}
+        per[s] = {
+            **_public(accuracy(by_knobs[best], test)),
+            "knobs": chosen,
+            "tuned_on": _public(accuracy(by_knobs[best], train)),
+        }
     return {**_public(accuracy(held, labels)), "scenarios": per}
 
 
@@ -279,9 +322,15 @@ def evaluate(data: Path, *, loso: bool = True) -> tuple[dict[str, list[str]], di
     if any(labels.values()):
         report["default_knobs"] = {
             **_public(accuracy(scored, labels)),
-            "by_scenario": {s: _public(accuracy(scored, {n: lab for n, lab in labels.items()
-                                                         if _scenario(prepared, n) == s}))
-                            for s in sorted({c.scenario for c in cases})}}
+            "by_scenario": {
+                s: _public(
+                    accuracy(
+                        scored, {n: lab for n, lab in labels.items() if _scenario(prepared, n) == s}
+                    )
+                )
+                for s in sorted({c.scenario for c in cases})
+            },
+        }
         if loso:
             report["leave_one_scenario_out"] = leave_one_scenario_out(prepared, labels)
     return rankings, report

@@ -143,8 +143,9 @@ class DriftReport:
     @property
     def drifted_features(self) -> list[str]:
         """Features whose PSI exceeds the threshold, most drifted first."""
-        return sorted((f for f, v in self.psi.items() if v > self.threshold),
-                      key=lambda f: -self.psi[f])
+        return sorted(
+            (f for f, v in self.psi.items() if v > self.threshold), key=lambda f: -self.psi[f]
+        )
 
     @property
     def drifted(self) -> bool:
@@ -166,9 +167,11 @@ class RetrainVerdict:
 # -- paths ----------------------------------------------------------------------------------
 def _check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise InputError(f"model name {name!r} is not allowed; use lower-case letters, digits, "
-                         "'_', '-' and '.' (at most 100 characters), starting with a letter "
-                         "or digit")
+        raise InputError(
+            f"model name {name!r} is not allowed; use lower-case letters, digits, "
+            "'_', '-' and '.' (at most 100 characters), starting with a letter "
+            "or digit"
+        )
     return name
 
 
@@ -188,45 +191,81 @@ def _version_numbers(lake: Lake, name: str) -> list[int]:
 
 def _utc(value: datetime, what: str) -> datetime:
     if value.tzinfo is None:
-        raise InputError(f"{what} {value} has no time zone; pass an aware datetime "
-                         "(e.g. datetime(..., tzinfo=UTC))")
+        raise InputError(
+            f"{what} {value} has no time zone; pass an aware datetime "
+            "(e.g. datetime(..., tzinfo=UTC))"
+        )
     return value.astimezone(UTC)
 
 
 # -- registering and reading ----------------------------------------------------------------
-def register(lake: Lake, name: str, model: Any, *, kind: str, train_start: datetime,
-             train_end: datetime, parameters: Mapping[str, Any], features: Sequence[str],
-             metrics: Mapping[str, float], primary_metric: str, higher_is_better: bool = True,
-             profile: Mapping[str, Any] | None = None, created_by: str = "opslake",
-             ) -> ModelVersion:
+def register(
+    lake: Lake,
+    name: str,
+    model: Any,
+    *,
+    kind: str,
+    train_start: datetime,
+    train_end: datetime,
+    parameters: Mapping[str, Any],
+    features: Sequence[str],
+    metrics: Mapping[str, float],
+    primary_metric: str,
+    higher_is_better: bool = True,
+    profile: Mapping[str, Any] | None = None,
+    created_by: str = "opslake",
+) -> ModelVersion:
     """Store ``model`` as the next version of ``name``; it does not become champion by itself."""
     train_start, train_end = _utc(train_start, "train_start"), _utc(train_end, "train_end")
     if train_end <= train_start:
-        raise InputError(f"training window {train_start} .. {train_end} is empty; "
-                         "train_end must be after train_start")
+        raise InputError(
+            f"training window {train_start} .. {train_end} is empty; "
+            "train_end must be after train_start"
+        )
     if primary_metric not in metrics:
-        raise InputError(f"primary metric {primary_metric!r} is not among the evaluation "
-                         f"metrics {sorted(metrics)}; add its value to metrics")
+        raise InputError(
+            f"primary metric {primary_metric!r} is not among the evaluation "
+            f"metrics {sorted(metrics)}; add its value to metrics"
+        )
     values = {k: float(v) for k, v in metrics.items()}
     if not all(math.isfinite(v) for v in values.values()):
-        raise InputError(f"evaluation metrics {values} contain NaN or infinity; "
-                         "fix the evaluation before registering")
+        raise InputError(
+            f"evaluation metrics {values} contain NaN or infinity; "
+            "fix the evaluation before registering"
+        )
     try:
         artifact = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         json.dumps([dict(parameters), dict(profile or {})])
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        raise InputError(f"model {name!r} cannot be stored: {exc}; the model must pickle and "
-                         "parameters/profile must be JSON-serialisable") from exc
+        raise InputError(
+            f"model {name!r} cannot be stored: {exc}; the model must pickle and "
+            "parameters/profile must be JSON-serialisable"
+        ) from exc
     existing = _version_numbers(lake, name)
     number = existing[-1] + 1 if existing else 1
     directory = _version_dir(lake, name, number)
     if lake.exists(directory):
-        raise StorageError(f"{directory} appeared while registering; another writer registered "
-                           f"{name} concurrently. Register again (it takes the next version)")
-    meta = ModelVersion(name, number, kind, datetime.now(UTC), created_by, train_start,
-                        train_end, dict(parameters), list(features), values, primary_metric,
-                        higher_is_better, hashlib.sha256(artifact).hexdigest(), len(artifact),
-                        dict(profile or {}))
+        raise StorageError(
+            f"{directory} appeared while registering; another writer registered "
+            f"{name} concurrently. Register again (it takes the next version)"
+        )
+    meta = ModelVersion(
+        name,
+        number,
+        kind,
+        datetime.now(UTC),
+        created_by,
+        train_start,
+        train_end,
+        dict(parameters),
+        list(features),
+        values,
+        primary_metric,
+        higher_is_better,
+        hashlib.sha256(artifact).hexdigest(),
+        len(artifact),
+        dict(profile or {}),
+    )
     lake.put_atomic(f"{directory}/artifact.bin", [artifact])
     lake.put_atomic(f"{directory}/meta.json", [meta.to_json()])
     return meta
@@ -247,8 +286,10 @@ def version(lake: Lake, name: str, number: int) -> ModelVersion:
     path = f"{_version_dir(lake, name, number)}/meta.json"
     if not lake.exists(path):
         known = [v.version for v in versions(lake, name)]
-        raise NotFoundError(f"model {name!r} has no version {number}; registered versions: "
-                            f"{known or 'none'} (register one with opslake.ml.registry.register)")
+        raise NotFoundError(
+            f"model {name!r} has no version {number}; registered versions: "
+            f"{known or 'none'} (register one with opslake.ml.registry.register)"
+        )
     return ModelVersion.from_json(lake.read_bytes(path))
 
 
@@ -263,8 +304,13 @@ def champion(lake: Lake, name: str) -> Champion | None:
     if not lake.exists(path):
         return None
     d = json.loads(lake.read_bytes(path))
-    return Champion(d["version"], datetime.fromisoformat(d["promoted_at"]), d["promoted_by"],
-                    d["reason"], d["previous"])
+    return Champion(
+        d["version"],
+        datetime.fromisoformat(d["promoted_at"]),
+        d["promoted_by"],
+        d["reason"],
+        d["previous"],
+    )
 
 
 def load(lake: Lake, name: str, number: int | None = None) -> tuple[Any, ModelVersion]:
@@ -272,21 +318,26 @@ def load(lake: Lake, name: str, number: int | None = None) -> tuple[Any, ModelVe
     if number is None:
         current = champion(lake, name)
         if current is None:
-            raise NotFoundError(f"model {name!r} has no champion yet; promote a version with "
-                                "promote_if_better, or load a version by number")
+            raise NotFoundError(
+                f"model {name!r} has no champion yet; promote a version with "
+                "promote_if_better, or load a version by number"
+            )
         number = current.version
     meta = version(lake, name, number)
     path = f"{_version_dir(lake, name, number)}/artifact.bin"
     if not lake.exists(path):
-        raise StorageError(f"{path} is missing although meta.json records it; the version is "
-                           "damaged: promote another version or register a new one")
+        raise StorageError(
+            f"{path} is missing although meta.json records it; the version is "
+            "damaged: promote another version or register a new one"
+        )
     artifact = lake.read_bytes(path)
     digest = hashlib.sha256(artifact).hexdigest()
     if digest != meta.sha256:
         raise ArtifactIntegrityError(
             f"{path} has sha256 {digest} but {meta.sha256} was recorded at registration: it "
             "was altered and will not be unpickled. Restore the original object from a "
-            "backup, or promote another version / register a retrained one")
+            "backup, or promote another version / register a retrained one"
+        )
     return pickle.loads(artifact), meta
 
 
@@ -297,23 +348,27 @@ def decisions(lake: Lake, name: str) -> list[Decision]:
     return [Decision.from_json(lake.read_bytes(f)) for f in files if f.endswith(".json")]
 
 
-def promote_if_better(lake: Lake, name: str, challenger: int, *, margin: float = 0.0,
-                      decided_by: str = "opslake") -> Decision:
+def promote_if_better(
+    lake: Lake, name: str, challenger: int, *, margin: float = 0.0, decided_by: str = "opslake"
+) -> Decision:
     """Make ``challenger`` champion if its primary metric beats the champion's by > ``margin``.
 
     The first version to be judged becomes champion. Every decision, refusals included, is
     appended to the decisions log with both metric values.
     """
     if margin < 0:
-        raise InputError(f"margin {margin} is negative; use 0 or more (in units of the "
-                         "primary metric)")
+        raise InputError(
+            f"margin {margin} is negative; use 0 or more (in units of the primary metric)"
+        )
     new = version(lake, name, challenger)
     current = champion(lake, name)
     old = version(lake, name, current.version) if current else None
     if old is not None and old.primary_metric != new.primary_metric:
-        raise InputError(f"{name} v{new.version} is judged by {new.primary_metric!r} but the "
-                         f"champion v{old.version} by {old.primary_metric!r}; evaluate both on "
-                         "the same primary metric before comparing")
+        raise InputError(
+            f"{name} v{new.version} is judged by {new.primary_metric!r} but the "
+            f"champion v{old.version} by {old.primary_metric!r}; evaluate both on "
+            "the same primary metric before comparing"
+        )
     if old is None:
         promoted, reason = True, "first version judged: becomes champion"
     elif old.version == new.version:
@@ -322,22 +377,42 @@ def promote_if_better(lake: Lake, name: str, challenger: int, *, margin: float =
         gain = new.score - old.score if new.higher_is_better else old.score - new.score
         promoted = gain > margin
         verb = "beats" if promoted else "does not beat"
-        reason = (f"{new.primary_metric} {new.score:.6g} vs {old.score:.6g} "
-                  f"({'higher' if new.higher_is_better else 'lower'} is better): improvement "
-                  f"{gain:.6g} {verb} the margin {margin:g}")
+        reason = (
+            f"{new.primary_metric} {new.score:.6g} vs {old.score:.6g} "
+            f"({'higher' if new.higher_is_better else 'lower'} is better): improvement "
+            f"{gain:.6g} {verb} the margin {margin:g}"
+        )
     now = datetime.now(UTC)
-    decision = Decision(name, new.version, old.version if old else None, promoted,
-                        new.primary_metric, new.higher_is_better, new.score,
-                        old.score if old else None, margin, reason, now, decided_by)
+    decision = Decision(
+        name,
+        new.version,
+        old.version if old else None,
+        promoted,
+        new.primary_metric,
+        new.higher_is_better,
+        new.score,
+        old.score if old else None,
+        margin,
+        reason,
+        now,
+        decided_by,
+    )
     directory = _model_dir(lake, name)
-    lake.put_atomic(f"{directory}/decisions/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.json",
-                    [decision.to_json()])
+    lake.put_atomic(
+        f"{directory}/decisions/{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.json",
+        [decision.to_json()],
+    )
     if promoted:
-        pointer = {"version": new.version, "promoted_at": now.isoformat(),
-                   "promoted_by": decided_by, "reason": reason,
-                   "previous": old.version if old else None}
-        lake.put_atomic(f"{directory}/champion.json",
-                        [json.dumps(pointer, sort_keys=True, indent=1).encode()])
+        pointer = {
+            "version": new.version,
+            "promoted_at": now.isoformat(),
+            "promoted_by": decided_by,
+            "reason": reason,
+            "previous": old.version if old else None,
+        }
+        lake.put_atomic(
+            f"{directory}/champion.json", [json.dumps(pointer, sort_keys=True, indent=1).encode()]
+        )
     return decision
 
 
@@ -348,15 +423,17 @@ def _columns(data: Any) -> dict[str, np.ndarray]:
     try:
         return {str(c): np.asarray(data[c], dtype=float) for c in names}
     except (TypeError, ValueError) as exc:
-        raise InputError(f"drift needs numeric features: {exc}; pass only the model's numeric "
-                         "feature columns") from exc
+        raise InputError(
+            f"drift needs numeric features: {exc}; pass only the model's numeric feature columns"
+        ) from exc
 
 
 def _bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Share of values in each bin (``len(edges) + 1`` bins) followed by the missing share."""
     present = values[~np.isnan(values)]
-    counts = np.bincount(np.searchsorted(edges, present, side="right"),
-                         minlength=len(edges) + 1).astype(float)
+    counts = np.bincount(
+        np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1
+    ).astype(float)
     return np.append(counts, len(values) - len(present)) / max(len(values), 1)
 
 
@@ -366,22 +443,29 @@ def profile(data: Any) -> dict[str, Any]:
     for name, values in _columns(data).items():
         present = values[~np.isnan(values)]
         # Ties (a metric that is mostly 0) collapse deciles; duplicate edges would be empty bins.
-        edges = np.unique(np.quantile(present, _PROFILE_QUANTILES)) if len(present) else \
-            np.array([])
-        out[name] = {"edges": edges.tolist(), "shares": _bins(values, edges).tolist(),
-                     "rows": len(values),
-                     "median": float(np.median(present)) if len(present) else None}
+        edges = (
+            np.unique(np.quantile(present, _PROFILE_QUANTILES)) if len(present) else np.array([])
+        )
+        out[name] = {
+            "edges": edges.tolist(),
+            "shares": _bins(values, edges).tolist(),
+            "rows": len(values),
+            "median": float(np.median(present)) if len(present) else None,
+        }
     return out
 
 
-def drift(reference: Mapping[str, Any], new_data: Any, *,
-          threshold: float = PSI_DRIFTED) -> DriftReport:
+def drift(
+    reference: Mapping[str, Any], new_data: Any, *, threshold: float = PSI_DRIFTED
+) -> DriftReport:
     """PSI of each profiled feature of ``new_data`` against a :func:`profile`."""
     columns = _columns(new_data)
     missing = sorted(set(reference) - set(columns))
     if missing:
-        raise InputError(f"new data lacks the profiled features {missing}; pass the same "
-                         "feature columns the model was trained on")
+        raise InputError(
+            f"new data lacks the profiled features {missing}; pass the same "
+            "feature columns the model was trained on"
+        )
     rows = len(next(iter(columns.values()))) if columns else 0
     if rows == 0:
         raise InputError("new data has no rows; drift needs a sample of recent data")
@@ -393,9 +477,15 @@ def drift(reference: Mapping[str, Any], new_data: Any, *,
     return DriftReport(psi, threshold, rows)
 
 
-def needs_retraining(lake: Lake, name: str, new_data: Any = None, *, max_age: timedelta,
-                     threshold: float = PSI_DRIFTED, now: datetime | None = None,
-                     ) -> RetrainVerdict:
+def needs_retraining(
+    lake: Lake,
+    name: str,
+    new_data: Any = None,
+    *,
+    max_age: timedelta,
+    threshold: float = PSI_DRIFTED,
+    now: datetime | None = None,
+) -> RetrainVerdict:
     """Whether the champion is due (training window ended over ``max_age`` ago) or drifted.
 
     Without a champion the answer is yes; without ``new_data`` only age is judged.
@@ -411,11 +501,12 @@ def needs_retraining(lake: Lake, name: str, new_data: Any = None, *, max_age: ti
     report = None
     if new_data is not None:
         if not meta.profile:
-            raise InputError(f"{name} v{meta.version} was registered without a data profile; "
-                             "register with profile=profile(training_features) to check drift")
+            raise InputError(
+                f"{name} v{meta.version} was registered without a data profile; "
+                "register with profile=profile(training_features) to check drift"
+            )
         report = drift(meta.profile, new_data, threshold=threshold)
         if report.drifted:
-            worst = ", ".join(f"{f} (PSI {report.psi[f]:.2f})"
-                              for f in report.drifted_features[:5])
+            worst = ", ".join(f"{f} (PSI {report.psi[f]:.2f})" for f in report.drifted_features[:5])
             reasons.append(f"drift above PSI {threshold}: {worst}")
     return RetrainVerdict(bool(reasons), reasons, meta.version, age, report)

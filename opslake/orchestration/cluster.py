@@ -149,10 +149,15 @@ class Cluster:
         if self.settings.postgres_url:
             # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3, which is not installed.
             scheme, sep, rest = self.settings.postgres_url.partition("://")
-            return f"postgresql+psycopg2{sep}{rest}" if scheme in ("postgres", "postgresql") \
+            return (
+                f"postgresql+psycopg2{sep}{rest}"
+                if scheme in ("postgres", "postgresql")
                 else self.settings.postgres_url
-        return (f"postgresql+psycopg2://{PG_USER}:{quote(self._pg_password(), safe='')}@127.0.0.1:"
-                f"{self.settings.postgres_port}/{PG_DATABASE}")
+            )
+        return (
+            f"postgresql+psycopg2://{PG_USER}:{quote(self._pg_password(), safe='')}@127.0.0.1:"
+            f"{self.settings.postgres_port}/{PG_DATABASE}"
+        )
 
     def _pg_password(self) -> str:
         """The local PostgreSQL's password: generated once, kept readable by its owner only."""
@@ -203,7 +208,7 @@ class Cluster:
             proc = psutil.Process(pid)
             # The command line's tail guards against a PID reused by another program; a
             # script's interpreter may stand before the command itself.
-            alive = proc.status() != psutil.STATUS_ZOMBIE and proc.cmdline()[-len(args):] == args
+            alive = proc.status() != psutil.STATUS_ZOMBIE and proc.cmdline()[-len(args) :] == args
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             alive = False
         if not alive:
@@ -211,17 +216,31 @@ class Cluster:
             return None
         return pid
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path,
-               user: str | None = None, **record: object) -> int:
+    def _spawn(
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        user: str | None = None,
+        **record: object,
+    ) -> int:
         logs = _mkdir(self.dir / "logs")
         with open(logs / f"{name}.log", "ab") as log:
             log.write(f"--- {time.strftime('%FT%TZ', time.gmtime())} {' '.join(cmd)}\n".encode())
             log.flush()
             # Its own session: a closing terminal or a finished test does not take it down,
             # and `down` stops exactly this PID.
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, cwd=cwd, user=user,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                user=user,
+                start_new_session=True,
+            )
         (self.dir / f"{name}.json").write_text(json.dumps({"cmd": cmd, **record}))
         self._pid_file(name).write_text(f"{proc.pid}\n")
         return proc.pid
@@ -230,13 +249,17 @@ class Cluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not ready():
             if self.running(name) is None:
-                raise ClusterError(f"{name} exited during start; see its log "
-                                   f"{self.dir / 'logs' / f'{name}.log'}:\n{self._tail(name)}")
+                raise ClusterError(
+                    f"{name} exited during start; see its log "
+                    f"{self.dir / 'logs' / f'{name}.log'}:\n{self._tail(name)}"
+                )
             if time.monotonic() > deadline:
                 self.stop(name)
-                raise ClusterError(f"{name} (pid {pid}) was not ready within "
-                                   f"{START_TIMEOUT_S:.0f}s; see {self.dir / 'logs'}:\n"
-                                   f"{self._tail(name)}")
+                raise ClusterError(
+                    f"{name} (pid {pid}) was not ready within "
+                    f"{START_TIMEOUT_S:.0f}s; see {self.dir / 'logs'}:\n"
+                    f"{self._tail(name)}"
+                )
             time.sleep(0.3)
 
     def _tail(self, name: str, lines: int = 20) -> str:
@@ -298,8 +321,10 @@ class Cluster:
         with socket.socket() as s:
             s.settimeout(0.5)
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                raise ClusterError(f"{name}: 127.0.0.1:{port} is already in use; stop what "
-                                   f"listens there or set {setting} to a free port")
+                raise ClusterError(
+                    f"{name}: 127.0.0.1:{port} is already in use; stop what "
+                    f"listens there or set {setting} to a free port"
+                )
 
     def _up_postgres(self, say: Callable[[str], None]) -> None:
         if self._already("postgres", say):
@@ -312,15 +337,25 @@ class Cluster:
         data = self.dir / "postgres"
         if not (data / "PG_VERSION").exists():
             self._initdb(bindir, data, user)
-        cmd = [str(bindir / "postgres"), "-D", str(data), "-c", "listen_addresses=127.0.0.1",
-               "-c", f"port={self.settings.postgres_port}", "-c", "unix_socket_directories=",
-               "-c", "max_connections=200"]
-        pid = self._spawn("postgres", cmd, _base_env(), cwd=data, user=user,
-                          port=self.settings.postgres_port)
+        cmd = [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"port={self.settings.postgres_port}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ]
+        pid = self._spawn(
+            "postgres", cmd, _base_env(), cwd=data, user=user, port=self.settings.postgres_port
+        )
         self._wait("postgres", pid, self._postgres_ready)
         self._create_database()
-        say(f"postgres started (pid {pid}) on 127.0.0.1:{self.settings.postgres_port}, "
-            f"data {data}")
+        say(f"postgres started (pid {pid}) on 127.0.0.1:{self.settings.postgres_port}, data {data}")
 
     def _initdb(self, bindir: Path, data: Path, user: str | None) -> None:
         data.mkdir(parents=True, exist_ok=True)
@@ -335,9 +370,24 @@ class Cluster:
                 for path in (data, pwfile):
                     os.chown(path, account.pw_uid, account.pw_gid)
             done = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, f"--pwfile={pwfile}",
-                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8",
-                 "--locale=C"], user=user, capture_output=True, text=True, check=False)
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ],
+                user=user,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
@@ -345,9 +395,14 @@ class Cluster:
             raise ClusterError(f"initdb failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
 
     def _connect_postgres(self, database: str) -> connection:
-        return psycopg2.connect(host="127.0.0.1", port=self.settings.postgres_port,
-                                user=PG_USER, password=self._pg_password(), dbname=database,
-                                connect_timeout=3)
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.settings.postgres_port,
+            user=PG_USER,
+            password=self._pg_password(),
+            dbname=database,
+            connect_timeout=3,
+        )
 
     def _postgres_ready(self) -> bool:
         try:
@@ -374,15 +429,19 @@ class Cluster:
         self._free("s3", port, "OPSLAKE_CLUSTER_S3_PORT")
         moto = Path(sys.executable).with_name("moto_server")
         if not moto.exists():
-            raise ClusterError(f"{moto} is missing; install the project's lock (`make install`), "
-                               "which brings moto[server], or put the lake on S3 "
-                               "(OPSLAKE_HOME=s3://…, OPSLAKE_S3_ENDPOINT)")
+            raise ClusterError(
+                f"{moto} is missing; install the project's lock (`make install`), "
+                "which brings moto[server], or put the lake on S3 "
+                "(OPSLAKE_HOME=s3://…, OPSLAKE_S3_ENDPOINT)"
+            )
         cmd = [str(moto), "-H", "127.0.0.1", "-p", str(port)]
         scratch = _mkdir(self.dir / "s3")
         # moto keeps an object in memory up to this size and spools the rest of it to a
         # temporary file: objects live on disk, so its memory does not grow with the lake.
-        env = _base_env() | {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(MOTO_BUFFER_BYTES),
-                             "TMPDIR": str(_mkdir(scratch / "objects"))}
+        env = _base_env() | {
+            "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(MOTO_BUFFER_BYTES),
+            "TMPDIR": str(_mkdir(scratch / "objects")),
+        }
         pid = self._spawn("s3", cmd, env, cwd=scratch, port=port)
         self._wait("s3", pid, lambda: _http_ok(f"{self.s3_endpoint}/"))
         self._restore_bucket()
@@ -390,11 +449,14 @@ class Cluster:
 
     def _s3_fs(self) -> pafs.S3FileSystem:
         creds = {k: os.environ.get(k, v) for k, v in OWN_S3_CREDENTIALS.items()}
-        return pafs.S3FileSystem(access_key=creds["AWS_ACCESS_KEY_ID"],
-                                 secret_key=creds["AWS_SECRET_ACCESS_KEY"],
-                                 endpoint_override=self.s3_endpoint.removeprefix("http://"),
-                                 scheme="http", region=self.settings.s3_region,
-                                 allow_bucket_creation=True)
+        return pafs.S3FileSystem(
+            access_key=creds["AWS_ACCESS_KEY_ID"],
+            secret_key=creds["AWS_SECRET_ACCESS_KEY"],
+            endpoint_override=self.s3_endpoint.removeprefix("http://"),
+            scheme="http",
+            region=self.settings.s3_region,
+            allow_bucket_creation=True,
+        )
 
     @property
     def _snapshot(self) -> Path:
@@ -405,15 +467,23 @@ class Cluster:
         fs = self._s3_fs()
         fs.create_dir(self.bucket)
         if self._snapshot.is_dir():
-            pafs.copy_files(str(self._snapshot), self.bucket,
-                            source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            pafs.copy_files(
+                str(self._snapshot),
+                self.bucket,
+                source_filesystem=pafs.LocalFileSystem(),
+                destination_filesystem=fs,
+            )
 
     def _save_bucket(self) -> None:
         staged = self.dir / "s3-snapshot.new"
         shutil.rmtree(staged, ignore_errors=True)
         staged.mkdir()
-        pafs.copy_files(self.bucket, str(staged), source_filesystem=self._s3_fs(),
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            self.bucket,
+            str(staged),
+            source_filesystem=self._s3_fs(),
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
         shutil.rmtree(self._snapshot, ignore_errors=True)
         staged.rename(self._snapshot)
 
@@ -422,12 +492,9 @@ class Cluster:
             return
         port = self.settings.dask_port
         self._free("scheduler", port, "OPSLAKE_DASK_PORT")
-        cmd = [_dask(), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-               "--no-dashboard"]
-        env = _base_env() | {
-            "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(ALLOWED_FAILURES)}
-        pid = self._spawn("scheduler", cmd, env, cwd=_mkdir(self.dir / "scheduler"),
-                          port=port)
+        cmd = [_dask(), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]
+        env = _base_env() | {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": str(ALLOWED_FAILURES)}
+        pid = self._spawn("scheduler", cmd, env, cwd=_mkdir(self.dir / "scheduler"), port=port)
         self._wait("scheduler", pid, lambda: _tcp_open("127.0.0.1", port))
         say(f"scheduler started (pid {pid}) at {self.scheduler}")
 
@@ -438,12 +505,22 @@ class Cluster:
         if previous:
             shutil.rmtree(previous, ignore_errors=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"opslake-{name}-"))
-        cmd = [_dask(), "worker", self.scheduler, "--name", name, "--nthreads", "1",
-               "--no-nanny", "--no-dashboard", "--local-directory", str(scratch / "dask")]
+        cmd = [
+            _dask(),
+            "worker",
+            self.scheduler,
+            "--name",
+            name,
+            "--nthreads",
+            "1",
+            "--no-nanny",
+            "--no-dashboard",
+            "--local-directory",
+            str(scratch / "dask"),
+        ]
         if self.own_scheduler:
             cmd += ["--host", "127.0.0.1"]
-        pid = self._spawn(name, cmd, self._worker_env(scratch), cwd=scratch,
-                          scratch=str(scratch))
+        pid = self._spawn(name, cmd, self._worker_env(scratch), cwd=scratch, scratch=str(scratch))
         say(f"{name} started (pid {pid}), scratch {scratch}")
         return True
 
@@ -451,16 +528,25 @@ class Cluster:
         """Nothing of this machine but the code: the lake, the instance, a scratch directory."""
         # Dagster is not thread-safe, so one thread per worker; the settings (timezone,
         # catalog, …) travel, this process's state directory does not.
-        passed = {k: v for k, v in os.environ.items()
-                  if k.startswith(("OPSLAKE_", "AWS_")) and k != "OPSLAKE_STATE_DIR"}
-        env = _base_env() | passed | self.environment() | {
-            "HOME": str(scratch), "TMPDIR": str(scratch),
-            "OPSLAKE_STATE_DIR": str(scratch / "state"),
-            "DAGSTER_HOME": str(scratch / "dagster"),
-            # The one data key of the installation: every worker seals fields alike.
-            KEY_ENV: data_key(self.settings).hex(),
-            PG_URL_ENV: self.postgres_url(),
+        passed = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("OPSLAKE_", "AWS_")) and k != "OPSLAKE_STATE_DIR"
         }
+        env = (
+            _base_env()
+            | passed
+            | self.environment()
+            | {
+                "HOME": str(scratch),
+                "TMPDIR": str(scratch),
+                "OPSLAKE_STATE_DIR": str(scratch / "state"),
+                "DAGSTER_HOME": str(scratch / "dagster"),
+                # The one data key of the installation: every worker seals fields alike.
+                KEY_ENV: data_key(self.settings).hex(),
+                PG_URL_ENV: self.postgres_url(),
+            }
+        )
         for sub in ("dagster", "state"):
             (scratch / sub).mkdir()
         return env
@@ -469,19 +555,24 @@ class Cluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         with self.client() as client:
             while True:
-                joined = {w["name"] for w in client.scheduler_info(n_workers=-1)["workers"]
-                          .values()}
+                joined = {
+                    w["name"] for w in client.scheduler_info(n_workers=-1)["workers"].values()
+                }
                 if set(names) <= joined:
                     return
                 for name in names:
                     if self.running(name) is None:
-                        raise ClusterError(f"{name} exited during start; see "
-                                           f"{self.dir / 'logs' / f'{name}.log'}:\n"
-                                           f"{self._tail(name)}")
+                        raise ClusterError(
+                            f"{name} exited during start; see "
+                            f"{self.dir / 'logs' / f'{name}.log'}:\n"
+                            f"{self._tail(name)}"
+                        )
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"workers {sorted(set(names) - joined)} did not join "
-                                       f"{self.scheduler} within {START_TIMEOUT_S:.0f}s; see "
-                                       f"{self.dir / 'logs'}")
+                    raise ClusterError(
+                        f"workers {sorted(set(names) - joined)} did not join "
+                        f"{self.scheduler} within {START_TIMEOUT_S:.0f}s; see "
+                        f"{self.dir / 'logs'}"
+                    )
                 time.sleep(0.3)
 
     # -- down -----------------------------------------------------------------------------
@@ -513,15 +604,29 @@ class Cluster:
         if self.own_postgres:
             pid = self.running("postgres")
             ok = pid is not None and self._postgres_ready()
-            parts.append(Part("postgres", pid, self.settings.postgres_port,
-                              _health(pid, ok), f"database {PG_DATABASE}"))
+            parts.append(
+                Part(
+                    "postgres",
+                    pid,
+                    self.settings.postgres_port,
+                    _health(pid, ok),
+                    f"database {PG_DATABASE}",
+                )
+            )
         else:
             parts.append(Part("postgres", None, None, "external", "OPSLAKE_POSTGRES_URL"))
         if self.own_s3:
             pid = self.running("s3")
             ok = pid is not None and _http_ok(f"{self.s3_endpoint}/")
-            parts.append(Part("s3", pid, self.settings.cluster_s3_port, _health(pid, ok),
-                              self.lake_settings.home))
+            parts.append(
+                Part(
+                    "s3",
+                    pid,
+                    self.settings.cluster_s3_port,
+                    _health(pid, ok),
+                    self.lake_settings.home,
+                )
+            )
         else:
             parts.append(Part("s3", None, None, "external", self.settings.home))
         pid = self.running("scheduler") if self.own_scheduler else None
@@ -532,14 +637,31 @@ class Cluster:
                 for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
                     ports[info["name"]] = int(address.rsplit(":", 1)[1])
                 answered = True
-        health = _health(pid, answered) if self.own_scheduler else (
-            "external" if answered else "not answering")
-        parts.append(Part("scheduler", pid, self.settings.dask_port if self.own_scheduler
-                          else None, health, f"{self.scheduler}, {len(ports)} worker(s) joined"))
+        health = (
+            _health(pid, answered)
+            if self.own_scheduler
+            else ("external" if answered else "not answering")
+        )
+        parts.append(
+            Part(
+                "scheduler",
+                pid,
+                self.settings.dask_port if self.own_scheduler else None,
+                health,
+                f"{self.scheduler}, {len(ports)} worker(s) joined",
+            )
+        )
         for name in self.worker_names():
             pid = self.running(name)
-            parts.append(Part(name, pid, ports.get(name), _health(pid, name in ports),
-                              "joined the scheduler" if name in ports else "not joined"))
+            parts.append(
+                Part(
+                    name,
+                    pid,
+                    ports.get(name),
+                    _health(pid, name in ports),
+                    "joined the scheduler" if name in ports else "not joined",
+                )
+            )
         return parts
 
     # -- running jobs ---------------------------------------------------------------------
@@ -551,8 +673,10 @@ class Cluster:
         try:
             client = Client(self.scheduler, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
-            raise ClusterError(f"no Dask scheduler answers at {self.scheduler} ({exc}); start "
-                               "the cluster with `opslake cluster up --workers 2`") from exc
+            raise ClusterError(
+                f"no Dask scheduler answers at {self.scheduler} ({exc}); start "
+                "the cluster with `opslake cluster up --workers 2`"
+            ) from exc
         try:
             yield client
         finally:
@@ -590,7 +714,8 @@ MOTO_BUFFER_BYTES = 256 * 1024
 def _base_env() -> dict[str, str]:
     """The little of this process's environment every part needs: the path and the locale."""
     return {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")} | {
-        "PYTHONUNBUFFERED": "1"}
+        "PYTHONUNBUFFERED": "1"
+    }
 
 
 def _dask() -> str:
@@ -601,26 +726,35 @@ def _postgres_bindir() -> Path:
     """Where PostgreSQL's server programs are: on PATH, else Debian's versioned directory."""
     found = shutil.which("initdb")
     candidates = [Path(found).resolve().parent] if found else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-                         reverse=True)
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     for bindir in candidates:
         if (bindir / "initdb").exists() and (bindir / "postgres").exists():
             return bindir
-    raise ClusterError(f"PostgreSQL is not installed (no initdb/postgres found); {INSTALL_HINT}, "
-                       "or point OPSLAKE_POSTGRES_URL at an existing server")
+    raise ClusterError(
+        f"PostgreSQL is not installed (no initdb/postgres found); {INSTALL_HINT}, "
+        "or point OPSLAKE_POSTGRES_URL at an existing server"
+    )
 
 
 def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
     """Fail early when ``account`` cannot reach ``path`` (a parent without search access)."""
     for parent in path.parents:
         st = parent.stat()
-        if st.st_uid == account.pw_uid or st.st_mode & 0o001 or (
-                st.st_gid == account.pw_gid and st.st_mode & 0o010):
+        if (
+            st.st_uid == account.pw_uid
+            or st.st_mode & 0o001
+            or (st.st_gid == account.pw_gid and st.st_mode & 0o010)
+        ):
             continue
-        raise ClusterError(f"PostgreSQL runs as {account.pw_name!r}, which cannot enter {parent} "
-                           f"(mode {st.st_mode & 0o777:o}); run `chmod o+x {parent}` or set "
-                           "OPSLAKE_STATE_DIR to a directory it can reach")
+        raise ClusterError(
+            f"PostgreSQL runs as {account.pw_name!r}, which cannot enter {parent} "
+            f"(mode {st.st_mode & 0o777:o}); run `chmod o+x {parent}` or set "
+            "OPSLAKE_STATE_DIR to a directory it can reach"
+        )
 
 
 def _http_ok(url: str) -> bool:
@@ -653,36 +787,48 @@ class ClusterRuns:
         self._client.get_task_stream(count=0)
         self._names = self._worker_names()
         if not self._names:
-            raise ClusterError(f"no worker has joined {cluster.scheduler}; start some with "
-                               "`opslake cluster up --workers 2`")
+            raise ClusterError(
+                f"no worker has joined {cluster.scheduler}; start some with "
+                "`opslake cluster up --workers 2`"
+            )
 
     def _worker_names(self) -> dict[str, str]:
         info = self._client.scheduler_info(n_workers=-1)["workers"]
         return {address: w["name"] for address, w in info.items()}
 
-    def __call__(self, job: str, day: str, keys: Sequence[dg.AssetKey] | None
-                 ) -> dg.JobExecutionResult:
+    def __call__(
+        self, job: str, day: str, keys: Sequence[dg.AssetKey] | None
+    ) -> dg.JobExecutionResult:
         """Run ``job`` for ``day`` on the workers; each step is one Dask task."""
-        recon = dg.build_reconstructable_job(cluster_job.__module__, cluster_job.__name__,
-                                             (job,))
+        recon = dg.build_reconstructable_job(cluster_job.__module__, cluster_job.__name__, (job,))
         run_config = {
             # No state_dir: each worker has its own.
             "resources": {"lake": {"config": {"home": self.settings.home}}},
             "execution": {"config": {"address": self.cluster.scheduler}},
         }
         started = time.time()
-        result = dg.execute_job(recon, self.instance, run_config=run_config,
-                                tags={"dagster/partition": day}, asset_selection=keys)
+        result = dg.execute_job(
+            recon,
+            self.instance,
+            run_config=run_config,
+            tags={"dagster/partition": day},
+            asset_selection=keys,
+        )
         self._names |= self._worker_names()
         prefix = f"{TASK_PREFIX}/{result.run_id}/"
         for task in self._client.get_task_stream(start=started):
             if not str(task["key"]).startswith(prefix):
                 continue
             compute = [s for s in task["startstops"] if s["action"] == "compute"]
-            self.steps.append(StepRun(
-                day, job, str(task["key"]).removeprefix(prefix).rsplit("/", 1)[0],
-                self._names.get(task["worker"], task["worker"]),
-                sum(s["stop"] - s["start"] for s in compute)))
+            self.steps.append(
+                StepRun(
+                    day,
+                    job,
+                    str(task["key"]).removeprefix(prefix).rsplit("/", 1)[0],
+                    self._names.get(task["worker"], task["worker"]),
+                    sum(s["stop"] - s["start"] for s in compute),
+                )
+            )
         return result
 
     def close(self) -> None:

@@ -38,10 +38,13 @@ def job_name(task: CollectionTask | str) -> str:
     return "collect__" + name.replace("-", "_")
 
 
-@dg.op(config_schema={"task": str}, tags={"kind": "collection"},
-       description="Run one collection task once: land what its connector collects, its cost "
-                   "as opslake_collection_* metrics, and a CollectionTaskPaused alert when "
-                   "its circuit breaker trips.")
+@dg.op(
+    config_schema={"task": str},
+    tags={"kind": "collection"},
+    description="Run one collection task once: land what its connector collects, its cost "
+    "as opslake_collection_* metrics, and a CollectionTaskPaused alert when "
+    "its circuit breaker trips.",
+)
 def run_collection_task(context: dg.OpExecutionContext) -> None:
     name = context.op_config["task"]
     [task] = collect.select(load_tasks(tasks_dir()), [name])
@@ -51,21 +54,27 @@ def run_collection_task(context: dg.OpExecutionContext) -> None:
         return
     record = result.record
     for batch in result.landed:
-        context.log.info(f"landed {batch.source}/{batch.batch_id} ({batch.bytes:,} bytes, "
-                         f"{batch.connector})")
+        context.log.info(
+            f"landed {batch.source}/{batch.batch_id} ({batch.bytes:,} bytes, {batch.connector})"
+        )
     if result.paused_reason:
         context.log.error(f"{name} paused: {result.paused_reason}")
     if record is not None and not record.ok:
-        raise dg.Failure(f"collection task {name} failed: {record.error}",
-                         metadata={"wall_s": record.wall_s, "cpu_s": record.cpu_s})
+        raise dg.Failure(
+            f"collection task {name} failed: {record.error}",
+            metadata={"wall_s": record.wall_s, "cpu_s": record.cpu_s},
+        )
 
 
 def _job(task: CollectionTask) -> dg.JobDefinition:
-    @dg.job(name=job_name(task), tags={"opslake/collection_task": task.name},
-            description=(task.description or f"Collection task {task.name}")
-            + f" (connector {task.connector}, every {task.every_seconds} s; "
-              f"file {task.path.name if task.path else '-'})",
-            config={"ops": {"run_collection_task": {"config": {"task": task.name}}}})
+    @dg.job(
+        name=job_name(task),
+        tags={"opslake/collection_task": task.name},
+        description=(task.description or f"Collection task {task.name}")
+        + f" (connector {task.connector}, every {task.every_seconds} s; "
+        f"file {task.path.name if task.path else '-'})",
+        config={"ops": {"run_collection_task": {"config": {"task": task.name}}}},
+    )
     def collection_job() -> None:
         run_collection_task()
 
@@ -73,19 +82,23 @@ def _job(task: CollectionTask) -> dg.JobDefinition:
 
 
 def _schedule(task: CollectionTask, job: dg.JobDefinition) -> dg.ScheduleDefinition:
-    @dg.schedule(name=f"{job.name}_schedule", cron_schedule=cron_for(task.every_seconds),
-                 job=job, execution_timezone="UTC",
-                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"Every {task.every_seconds} s (rounded to cron); skipped while "
-                             f"the task is disabled or paused (`opslake tasks list`).")
-    def collection_schedule(context: dg.ScheduleEvaluationContext
-                            ) -> dg.RunRequest | dg.SkipReason:
+    @dg.schedule(
+        name=f"{job.name}_schedule",
+        cron_schedule=cron_for(task.every_seconds),
+        job=job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Every {task.every_seconds} s (rounded to cron); skipped while "
+        f"the task is disabled or paused (`opslake tasks list`).",
+    )
+    def collection_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         state = collect.read_state(Settings.from_env())
         if not collect.is_enabled(task, state):
             return dg.SkipReason(f"{task.name} is disabled; `opslake tasks enable {task.name}`")
         if (reason := collect.paused_reason(task, state)) is not None:
-            return dg.SkipReason(f"{task.name} is paused ({reason}); `opslake tasks reset "
-                                 f"{task.name}` once fixed")
+            return dg.SkipReason(
+                f"{task.name} is paused ({reason}); `opslake tasks reset {task.name}` once fixed"
+            )
         tick = context.scheduled_execution_time
         return dg.RunRequest(run_key=tick.isoformat() if tick else None)
 
@@ -95,8 +108,9 @@ def _schedule(task: CollectionTask, job: dg.JobDefinition) -> dg.ScheduleDefinit
 def build_defs(tasks: list[CollectionTask]) -> dg.Definitions:
     """Jobs and schedules for ``tasks``."""
     jobs = [_job(t) for t in tasks]
-    return dg.Definitions(jobs=jobs, schedules=[_schedule(t, j) for t, j in zip(tasks, jobs,
-                                                                                strict=True)])
+    return dg.Definitions(
+        jobs=jobs, schedules=[_schedule(t, j) for t, j in zip(tasks, jobs, strict=True)]
+    )
 
 
 defs = build_defs(load_tasks(tasks_dir(), missing_ok=True))

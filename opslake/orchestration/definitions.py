@@ -47,7 +47,12 @@ defs = dg.Definitions.merge(
     retention.defs,
     # Loggers act only in runs whose config names them (the CLI's runner): the UI's and the
     # workers' runs keep Dagster's default console logger.
-    dg.Definitions(resources={"lake": LakeResource()},
-                   loggers={"console": dg.colored_console_logger, "steps": step_events,
-                            "event_file": event_file}),
+    dg.Definitions(
+        resources={"lake": LakeResource()},
+        loggers={
+            "console": dg.colored_console_logger,
+            "steps": step_events,
+            "event_file": event_file,
+        },
+    ),
 )

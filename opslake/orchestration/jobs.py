@@ -28,14 +28,17 @@ serving_refresh = dg.define_asset_job(
     "serving_refresh",
     selection=dg.AssetSelection.groups("catalog", "serving"),
     description="Rebuild the catalog tables and the read-only serving warehouse from gold, "
-                "and swap it in.",
+    "and swap it in.",
     op_retry_policy=STEP_RETRY,
 )
 
 
-
-@dg.schedule(cron_schedule="30 0 * * *", job=daily_pipeline, execution_timezone="UTC",
-             description="Materialize yesterday (UTC) once its last batches have landed.")
+@dg.schedule(
+    cron_schedule="30 0 * * *",
+    job=daily_pipeline,
+    execution_timezone="UTC",
+    description="Materialize yesterday (UTC) once its last batches have landed.",
+)
 def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Yesterday's partition, shortly after midnight UTC."""
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
@@ -43,49 +46,74 @@ def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequ
 
 
 @dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[daily_pipeline],
-    request_job=serving_refresh, default_status=dg.DefaultSensorStatus.RUNNING,
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[daily_pipeline],
+    request_job=serving_refresh,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="The warehouse is a snapshot of gold: rebuild and swap it in after each "
-                "successful daily pipeline run, so screens and the API see the new day.")
+    "successful daily pipeline run, so screens and the API see the new day.",
+)
 def serving_after_daily_pipeline(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     """One warehouse rebuild per successful daily run."""
     return dg.RunRequest(run_key=context.dagster_run.run_id)
 
 
 #: Jobs whose failure is the platform's (collection jobs raise their own breaker alerts).
-WATCHED = [daily_pipeline, serving_refresh, quality_followup, ml_training, service_reports_job,
-           alerts_live_job, metrics_live_job, backup_job, landing_purge_job]
+WATCHED = [
+    daily_pipeline,
+    serving_refresh,
+    quality_followup,
+    ml_training,
+    service_reports_job,
+    alerts_live_job,
+    metrics_live_job,
+    backup_job,
+    landing_purge_job,
+]
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=WATCHED, default_status=dg.DefaultSensorStatus.RUNNING,
+    monitored_jobs=WATCHED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="A run that failed for good (its steps' retries spent) raises a critical "
-                "alert through alert management (opslake.alerting.platform).")
+    "alert through alert management (opslake.alerting.platform).",
+)
 def alert_on_failed_run(context: dg.RunFailureSensorContext, lake: LakeResource) -> None:
     """Land the platform alert of a failed run (once per run, however often evaluated)."""
     run = context.dagster_run
     steps = context.get_step_failure_events()
     error = steps[0].step_failure_data.error if steps else None
     platform.land_run_failure(
-        lake.landing(), job=run.job_name, partition=run.tags.get("dagster/partition"),
-        run_id=run.run_id, step=steps[0].step_key if steps else "",
+        lake.landing(),
+        job=run.job_name,
+        partition=run.tags.get("dagster/partition"),
+        run_id=run.run_id,
+        step=steps[0].step_key if steps else "",
         error=error.message if error else context.failure_event.message or "see the run",
-        at=datetime.now(UTC))
+        at=datetime.now(UTC),
+    )
 
 
 @dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=WATCHED,
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=WATCHED,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="A successful run resolves the platform alert of the same job and day.")
+    description="A successful run resolves the platform alert of the same job and day.",
+)
 def resolve_on_successful_run(context: dg.RunStatusSensorContext, lake: LakeResource) -> None:
     """Land ``resolved`` for the job's open failure alert, if there is one."""
     run = context.dagster_run
-    platform.land_run_recovered(lake.landing(), job=run.job_name,
-                                partition=run.tags.get("dagster/partition"),
-                                run_id=run.run_id, at=datetime.now(UTC))
+    platform.land_run_recovered(
+        lake.landing(),
+        job=run.job_name,
+        partition=run.tags.get("dagster/partition"),
+        run_id=run.run_id,
+        at=datetime.now(UTC),
+    )
 
 
-defs = dg.Definitions(jobs=[daily_pipeline, serving_refresh],
-                      schedules=[daily_pipeline_schedule],
-                      sensors=[serving_after_daily_pipeline, alert_on_failed_run,
-                               resolve_on_successful_run])
+defs = dg.Definitions(
+    jobs=[daily_pipeline, serving_refresh],
+    schedules=[daily_pipeline_schedule],
+    sensors=[serving_after_daily_pipeline, alert_on_failed_run, resolve_on_successful_run],
+)

@@ -34,8 +34,10 @@ def step_events(_context: dg.InitLoggerContext) -> logging.Logger:
     return log
 
 
-@dg.logger(config_schema={"path": dg.Field(str)},
-           description="Every event of the run, DEBUG included, appended to a file.")
+@dg.logger(
+    config_schema={"path": dg.Field(str)},
+    description="Every event of the run, DEBUG included, appended to a file.",
+)
 def event_file(context: dg.InitLoggerContext) -> logging.Logger:
     """A logger appending to ``path`` (one handler per file for the whole process)."""
     path = Path(context.logger_config["path"])
@@ -107,8 +109,11 @@ class StepWatcher(logging.Handler):
             return
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED", "STEP_UP_FOR_RETRY"):
             step.ended = time.monotonic()
-            step.status = {"STEP_SUCCESS": "ok", "STEP_FAILURE": "failed",
-                           "STEP_SKIPPED": "skipped"}.get(kind, "retried")
+            step.status = {
+                "STEP_SUCCESS": "ok",
+                "STEP_FAILURE": "failed",
+                "STEP_SKIPPED": "skipped",
+            }.get(kind, "retried")
             del self._open[key]
         else:
             return

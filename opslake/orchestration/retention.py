@@ -34,21 +34,39 @@ def readers() -> retention.Readers:
     return out
 
 
-def purge_landing(settings: Settings, *, dry_run: bool, who: str, role: str,
-                  client: str | None = None, admin: str | None = None
-                  ) -> retention.PurgeReport:
+def purge_landing(
+    settings: Settings,
+    *,
+    dry_run: bool,
+    who: str,
+    role: str,
+    client: str | None = None,
+    admin: str | None = None,
+) -> retention.PurgeReport:
     """Purge landing past the retention as ``who`` (vouched for by ``admin``, from the CLI);
     a real purge is audited with its counts."""
     now = datetime.now(UTC)
-    report = retention.purge(LandingZone.from_settings(settings), readers(),
-                             retention_days=settings.landing_retention_days, today=now.date(),
-                             now=now, dry_run=dry_run)
+    report = retention.purge(
+        LandingZone.from_settings(settings),
+        readers(),
+        retention_days=settings.landing_retention_days,
+        today=now.date(),
+        now=now,
+        dry_run=dry_run,
+    )
     if not dry_run:
         audit = AuditLog.from_settings(settings)
         try:
             params = report.counts() | ({"admin": admin} if admin else {})
-            audit.append(who=who, role=role, action=ACTION, status=0, params=params,
-                         rows=len(report.purged), client=client)
+            audit.append(
+                who=who,
+                role=role,
+                action=ACTION,
+                status=0,
+                params=params,
+                rows=len(report.purged),
+                client=client,
+            )
         finally:
             audit.close()
     return report
@@ -57,16 +75,23 @@ def purge_landing(settings: Settings, *, dry_run: bool, who: str, role: str,
 @dg.op(tags={"kind": "retention"})
 def purge_landing_op(context: dg.OpExecutionContext, lake: LakeResource) -> None:
     """Purge landing past OPSLAKE_LANDING_RETENTION_DAYS (0 keeps it) that silver holds."""
-    report = purge_landing(lake.settings(), dry_run=False, who="dagster", role="job",
-                           client=context.run_id)
+    report = purge_landing(
+        lake.settings(), dry_run=False, who="dagster", role="job", client=context.run_id
+    )
     counts = report.counts()
-    context.log.info(f"landing purge before {counts['cutoff']}: {counts['purged']} batch(es), "
-                     f"{counts['purged_bytes']:,} bytes removed; {counts['kept']} kept "
-                     "(not yet in silver)")
+    context.log.info(
+        f"landing purge before {counts['cutoff']}: {counts['purged']} batch(es), "
+        f"{counts['purged_bytes']:,} bytes removed; {counts['kept']} kept "
+        "(not yet in silver)"
+    )
 
 
 landing_purge_job, landing_purge_schedule = daily_op_job(
-    purge_landing_op, name="landing_purge", kind="retention", cron="0 3 * * *",
-    when="Daily at 03:00 UTC, after the backup.")
+    purge_landing_op,
+    name="landing_purge",
+    kind="retention",
+    cron="0 3 * * *",
+    when="Daily at 03:00 UTC, after the backup.",
+)
 
 defs = dg.Definitions(jobs=[landing_purge_job], schedules=[landing_purge_schedule])

@@ -63,8 +63,11 @@ def parse_selection(terms: Sequence[str]) -> dg.AssetSelection:
     selection = None
     for term in terms:
         core = term.strip("+")
-        part = (dg.AssetSelection.groups(core) if core in LAYERS
-                else dg.AssetSelection.assets(dg.AssetKey.from_user_string(core)))
+        part = (
+            dg.AssetSelection.groups(core)
+            if core in LAYERS
+            else dg.AssetSelection.assets(dg.AssetKey.from_user_string(core))
+        )
         if term.startswith("+"):
             part = part.upstream()
         if term.endswith("+"):
@@ -82,8 +85,9 @@ def selected_keys(defs: dg.Definitions, terms: Sequence[str]) -> list[dg.AssetKe
         core = term.strip("+")
         if core not in LAYERS and dg.AssetKey.from_user_string(core) not in known:
             sample = ", ".join(sorted(k.to_user_string() for k in known)[:6])
-            raise ConfigError(f"no asset {core!r}; use a layer ({', '.join(LAYERS)}) or a key "
-                              f"such as {sample}")
+            raise ConfigError(
+                f"no asset {core!r}; use a layer ({', '.join(LAYERS)}) or a key such as {sample}"
+            )
     return sorted(parse_selection(terms).resolve(graph) & known, key=lambda k: k.path)
 
 
@@ -93,10 +97,14 @@ def _run_config(settings: Settings) -> dict:
     # The console shows warnings and errors only (OPSLAKE_LOG_LEVEL): a day's DEBUG events
     # are some 1,600 lines, kept in the event file (and the instance, for the UI); the steps'
     # starts and ends go to opslake.orchestration.progress for the CLI's display.
-    return {"resources": {"lake": {"config": lake}},
-            "loggers": {"console": {"config": {"log_level": settings.log_level}},
-                        "steps": {},
-                        "event_file": {"config": {"path": str(settings.events_log)}}}}
+    return {
+        "resources": {"lake": {"config": lake}},
+        "loggers": {
+            "console": {"config": {"log_level": settings.log_level}},
+            "steps": {},
+            "event_file": {"config": {"path": str(settings.events_log)}},
+        },
+    }
 
 
 def _blocked(result: RunResult) -> list[str]:
@@ -110,18 +118,27 @@ def _blocked(result: RunResult) -> list[str]:
             continue
         evaluation = event.event_specific_data
         suite = SUITES.get(".".join(evaluation.asset_key.path))
-        check = next((c for c in suite.checks if c.name == evaluation.check_name), None) \
-            if suite else None
+        check = (
+            next((c for c in suite.checks if c.name == evaluation.check_name), None)
+            if suite
+            else None
+        )
         # The evaluation's severity, not the suite's: a check failed by one sender of
         # several is a warning that blocks nothing.
-        if evaluation.passed or check is None or \
-                evaluation.severity != dg.AssetCheckSeverity.ERROR or check.kind in ROW_KINDS:
+        if (
+            evaluation.passed
+            or check is None
+            or evaluation.severity != dg.AssetCheckSeverity.ERROR
+            or check.kind in ROW_KINDS
+        ):
             continue
         meta = evaluation.metadata
         observed = meta["observed"].value if "observed" in meta else "failed"
         threshold = meta["threshold"].value if "threshold" in meta else ""
-        out.append(f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
-                   f"{observed} ({threshold})")
+        out.append(
+            f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}: "
+            f"{observed} ({threshold})"
+        )
     return out
 
 
@@ -132,15 +149,23 @@ def in_process(settings: Settings) -> RunDay:
 
     def run(job: str, day: str, keys: Sequence[dg.AssetKey] | None) -> RunResult:
         return defs.resolve_job_def(job).execute_in_process(
-            partition_key=day, instance=inst, asset_selection=keys,
-            run_config=_run_config(settings), raise_on_error=False)
+            partition_key=day,
+            instance=inst,
+            asset_selection=keys,
+            run_config=_run_config(settings),
+            raise_on_error=False,
+        )
 
     return run
 
 
-def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = (),
-                on_day: Callable[[str, RunResult], None] | None = None,
-                run: RunDay | None = None) -> None:
+def materialize(
+    settings: Settings,
+    days: Sequence[str],
+    terms: Sequence[str] = (),
+    on_day: Callable[[str, RunResult], None] | None = None,
+    run: RunDay | None = None,
+) -> None:
     """Materialize the selected assets for each day, in order, recording runs in the instance.
 
     After each day the ``quality_followup`` job brings the day's quality alerts into silver
@@ -155,8 +180,7 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
     for day in days:
         job, result = "daily_pipeline", run("daily_pipeline", day, keys)
         day_blocked = _blocked(result)
-        if any(k.path[0] in ("silver", "gold") for k in keys) and \
-                (result.success or day_blocked):
+        if any(k.path[0] in ("silver", "gold") for k in keys) and (result.success or day_blocked):
             # Quality alerts into silver events, and the report, even when a blocking
             # check stopped part of the run (not after a failure: it would meet the same).
             after = run("quality_followup", day, None)
@@ -166,13 +190,16 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
         if not result.success and (crash := _failure(result)) is not None:
             step, detail = crash
             unalerted = _alert_failure(settings, result, job, day, step, detail)
-            raise PipelineError(f"materializing {day} failed at {step or '?'}: {detail}"
-                                f"{unalerted}")
+            raise PipelineError(f"materializing {day} failed at {step or '?'}: {detail}{unalerted}")
         if result.success:  # a failure of an earlier run of this day is over
             for done in ("daily_pipeline", "quality_followup"):
-                platform.land_run_recovered(LandingZone.from_settings(settings), job=done,
-                                            partition=day, run_id=result.run_id,
-                                            at=datetime.now(UTC))
+                platform.land_run_recovered(
+                    LandingZone.from_settings(settings),
+                    job=done,
+                    partition=day,
+                    run_id=result.run_id,
+                    at=datetime.now(UTC),
+                )
         blocked += [f"{day} {b}" for b in day_blocked]
         if on_day:
             on_day(day, result)
@@ -180,7 +207,8 @@ def materialize(settings: Settings, days: Sequence[str], terms: Sequence[str] = 
         raise QualityBlocked(
             "quality contracts failed, so these partitions were not published downstream:\n"
             + "\n".join(f"  {b}" for b in blocked)
-            + "\nSee `opslake quality report --date D`; fix the source and materialize again.")
+            + "\nSee `opslake quality report --date D`; fix the source and materialize again."
+        )
 
 
 def _failure(result: RunResult) -> tuple[str, str] | None:
@@ -201,30 +229,41 @@ def _failure(result: RunResult) -> tuple[str, str] | None:
     return "", "see the run in the Dagster UI"
 
 
-def _alert_failure(settings: Settings, result: RunResult, job: str, partition: str | None,
-                   step: str, detail: str) -> str:
+def _alert_failure(
+    settings: Settings, result: RunResult, job: str, partition: str | None, step: str, detail: str
+) -> str:
     """Raise the platform alert of a run that failed for good; "" or why it could not be.
 
     The alert is landed in the lake, so a run that failed because the lake is unreachable
     cannot raise it: the failure is still loud (the error, the exit code, the Dagster UI).
     """
     try:
-        platform.land_run_failure(LandingZone.from_settings(settings), job=job,
-                                  partition=partition, run_id=result.run_id, step=step,
-                                  error=detail, at=datetime.now(UTC))
+        platform.land_run_failure(
+            LandingZone.from_settings(settings),
+            job=job,
+            partition=partition,
+            run_id=result.run_id,
+            step=step,
+            error=detail,
+            at=datetime.now(UTC),
+        )
     except (OpsLakeError, OSError) as exc:
         return f" (its platform alert could not be landed either: {exc})"
     return ""
 
 
-def _run_job(settings: Settings, name: str, what: str, ops: dict | None = None
-             ) -> dg.ExecuteInProcessResult:
+def _run_job(
+    settings: Settings, name: str, what: str, ops: dict | None = None
+) -> dg.ExecuteInProcessResult:
     """Run one of the location's unpartitioned jobs in-process, recorded in the instance."""
     config = _run_config(settings)
     if ops:
         config["ops"] = ops
-    result = definitions().resolve_job_def(name).execute_in_process(
-        instance=instance(settings), run_config=config, raise_on_error=False)
+    result = (
+        definitions()
+        .resolve_job_def(name)
+        .execute_in_process(instance=instance(settings), run_config=config, raise_on_error=False)
+    )
     if not result.success:
         step, detail = _failure(result) or ("", "a blocking quality check failed")
         unalerted = _alert_failure(settings, result, name, None, step, detail)

@@ -29,8 +29,9 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def start(settings: Settings, host: str, port: int, log_dir: Path, *,
-          cluster: bool = False) -> list[subprocess.Popen]:
+def start(
+    settings: Settings, host: str, port: int, log_dir: Path, *, cluster: bool = False
+) -> list[subprocess.Popen]:
     """Start webserver and daemon (each in a new session); returns the processes.
 
     ``cluster``: on the instance of ``opslake cluster up`` (its PostgreSQL, its lake on S3)
@@ -41,8 +42,12 @@ def start(settings: Settings, host: str, port: int, log_dir: Path, *,
 
         part = Cluster(settings)
         home = part.instance_home()
-        env = {**os.environ, **part.environment(), PG_URL_ENV: part.postgres_url(),
-               "DAGSTER_HOME": str(home)}
+        env = {
+            **os.environ,
+            **part.environment(),
+            PG_URL_ENV: part.postgres_url(),
+            "DAGSTER_HOME": str(home),
+        }
     else:
         instance(settings).dispose()  # a fresh home needs its instance directory and config
         env = {**os.environ, "DAGSTER_HOME": str(settings.dagster_home)}
@@ -55,8 +60,11 @@ def start(settings: Settings, host: str, port: int, log_dir: Path, *,
     procs = []
     for name, cmd in commands.items():
         log = open(log_dir / f"dagster-{name}.log", "ab")  # noqa: SIM115 (child owns it)
-        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
     return procs
 
 
@@ -83,22 +91,25 @@ def stop(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
             proc.wait()
 
 
-def serve(settings: Settings, host: str, port: int, console: Console, *,
-          cluster: bool = False) -> None:
+def serve(
+    settings: Settings, host: str, port: int, console: Console, *, cluster: bool = False
+) -> None:
     """Run until Ctrl-C (or until a child dies), then stop both children."""
     log_dir = settings.state_dir / "logs"
     # A supervisor stopping us with SIGTERM gets the same clean shutdown as Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     procs = start(settings, host, port, log_dir, cluster=cluster)
     which = "the cluster's instance" if cluster else "this machine's instance"
-    console.print(f"Dagster UI of {which} on http://{host}:{port} (logs in {log_dir}); "
-                  "Ctrl-C stops it")
+    console.print(
+        f"Dagster UI of {which} on http://{host}:{port} (logs in {log_dir}); Ctrl-C stops it"
+    )
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         dead = next(p for p in procs if p.poll() is not None)
-        raise OpsLakeError(f"{' '.join(dead.args[:2])} exited with {dead.returncode}; "
-                           f"see {log_dir}")
+        raise OpsLakeError(
+            f"{' '.join(dead.args[:2])} exited with {dead.returncode}; see {log_dir}"
+        )
     except KeyboardInterrupt:
         console.print("stopping Dagster…")
     finally:

@@ -59,8 +59,13 @@ def fingerprint(table: str, check: str, day: date) -> str:
     return hashlib.sha256(f"{table}|{check}|{day.isoformat()}".encode()).hexdigest()[:16]
 
 
-def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: datetime,
-                        previous_failed: set[str] | None = None) -> LandedBatch | None:
+def land_quality_alerts(
+    lake: Lake,
+    results: list[CheckResult],
+    day: date,
+    at: datetime,
+    previous_failed: set[str] | None = None,
+) -> LandedBatch | None:
     """Land the run's failed checks (firing) and recovered checks (resolved) as one batch.
 
     ``previous_failed`` names the checks that failed in the previous run of the same table
@@ -93,41 +98,62 @@ def land_quality_alerts(lake: Lake, results: list[CheckResult], day: date, at: d
     digest = hashlib.sha256(body).hexdigest()
     scope = next(iter(tables)) if len(tables) == 1 else "tables"
     batch_id = re.sub(r"[^A-Za-z0-9_.\-]", "_", f"{scope}-{day.isoformat()}")[:100]
-    return zone.write(SOURCE, body, fmt="json", batch_id=f"{batch_id}-{digest[:16]}",
-                      received_at=at, dt=day.isoformat(), connector=CONNECTOR)
+    return zone.write(
+        SOURCE,
+        body,
+        fmt="json",
+        batch_id=f"{batch_id}-{digest[:16]}",
+        received_at=at,
+        dt=day.isoformat(),
+        connector=CONNECTOR,
+    )
 
 
-def _alert(shown: list[CheckResult], day: date, status: str, starts_at: str,
-           ends_at: str) -> dict:
+def _alert(shown: list[CheckResult], day: date, status: str, starts_at: str, ends_at: str) -> dict:
     """The alert of one check, from its failing results (firing) or all of them (resolved)."""
     result = shown[0]
     name = table_name(result)
     severity = "error" if any(r.severity == "error" for r in shown) else "warning"
-    labels = {"alertname": ALERTNAME, "severity": SEVERITY[severity],
-              "check": result.check, "table": name, "kind": result.kind,
-              "day": day.isoformat()}
+    labels = {
+        "alertname": ALERTNAME,
+        "severity": SEVERITY[severity],
+        "check": result.check,
+        "table": name,
+        "kind": result.kind,
+        "day": day.isoformat(),
+    }
     sources = [r.source for r in shown if r.source]
     if sources:
         labels["source"] = ", ".join(sources)
-    observed = result.observed if len(shown) == 1 else _listed(
-        [f"{r.source}: {r.observed}" if r.source else r.observed for r in shown])
+    observed = (
+        result.observed
+        if len(shown) == 1
+        else _listed([f"{r.source}: {r.observed}" if r.source else r.observed for r in shown])
+    )
     measured = f"observed {observed}, threshold {result.threshold}"
     if status == "firing":
-        summary = (f"数据质量检查失败 / quality check failed: {name} {result.check} "
-                   f"({measured})")
+        summary = f"数据质量检查失败 / quality check failed: {name} {result.check} ({measured})"
     else:
-        summary = (f"数据质量检查已恢复 / quality check passed again: {name} {result.check} "
-                   f"({measured})")
-    description = (f"{result.kind} check ({severity}) on {name} for {day.isoformat()}: "
-                   f"{result.rows} rows, {sum(r.unexpected_rows for r in shown)} unexpected")
+        summary = (
+            f"数据质量检查已恢复 / quality check passed again: {name} {result.check} ({measured})"
+        )
+    description = (
+        f"{result.kind} check ({severity}) on {name} for {day.isoformat()}: "
+        f"{result.rows} rows, {sum(r.unexpected_rows for r in shown)} unexpected"
+    )
     if sources:
-        description += "; " + ("failing" if status == "firing" else "checked") + ": " + \
-            _listed([f"{r.source} ({r.observed})" for r in shown if r.source])
+        description += (
+            "; "
+            + ("failing" if status == "firing" else "checked")
+            + ": "
+            + _listed([f"{r.source} ({r.observed})" for r in shown if r.source])
+        )
     sample = next((r.sample for r in shown if r.sample), [])
     if sample and status == "firing":
         text = json.dumps(sample[:3], ensure_ascii=False, default=str, sort_keys=True)
-        description += "; sample: " + (text if len(text) <= _SAMPLE_CHARS
-                                       else text[:_SAMPLE_CHARS] + "…")
+        description += "; sample: " + (
+            text if len(text) <= _SAMPLE_CHARS else text[:_SAMPLE_CHARS] + "…"
+        )
     return {
         "status": status,
         "labels": labels,
@@ -148,8 +174,7 @@ def _listed(items: list[str]) -> str:
 def _open_alerts(zone: LandingZone, day: date) -> dict[tuple[str, str], str]:
     """(table, check) → ``startsAt`` of quality alerts of ``day`` firing as last landed."""
     state: dict[tuple[str, str], str] = {}
-    batches = sorted(zone.batches(SOURCE, day.isoformat()),
-                     key=lambda b: (b.received, b.batch_id))
+    batches = sorted(zone.batches(SOURCE, day.isoformat()), key=lambda b: (b.received, b.batch_id))
     for batch in batches:
         try:
             alerts = json.loads(zone.read(batch)).get("alerts") or []

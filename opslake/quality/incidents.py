@@ -107,8 +107,15 @@ def get(lake: Lake, incident_id: str, results: pa.Table | None = None) -> Incide
     return _with_status(facts, _log(lake, facts["id"]))
 
 
-def set_status(lake: Lake, incident_id: str, status: str, *, by: str, note: str = "",
-               at: datetime | None = None) -> Incident:
+def set_status(
+    lake: Lake,
+    incident_id: str,
+    status: str,
+    *,
+    by: str,
+    note: str = "",
+    at: datetime | None = None,
+) -> Incident:
     """Record a status change (appended to the incident's log); returns the incident after it."""
     status = status.strip().lower()
     if status not in STATUSES:
@@ -117,11 +124,20 @@ def set_status(lake: Lake, incident_id: str, status: str, *, by: str, note: str 
         raise ConfigError("say who changes the status (by=, e.g. a user name)")
     incident = get(lake, incident_id)
     when = _utc(at or datetime.now(UTC))
-    entry = {"incident_id": incident.id, "table": incident.table, "check": incident.check,
-             "status": status, "by": by.strip(), "note": note, "at": when.isoformat()}
+    entry = {
+        "incident_id": incident.id,
+        "table": incident.table,
+        "check": incident.check,
+        "status": status,
+        "by": by.strip(),
+        "note": note,
+        "at": when.isoformat(),
+    }
     name = f"{when.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex}.json"
-    lake.put_atomic(lake.path(_LOG_DIR, incident.id, name),
-                    [json.dumps(entry, ensure_ascii=False, sort_keys=True).encode()])
+    lake.put_atomic(
+        lake.path(_LOG_DIR, incident.id, name),
+        [json.dumps(entry, ensure_ascii=False, sort_keys=True).encode()],
+    )
     return get(lake, incident.id)
 
 
@@ -152,18 +168,38 @@ def _log(lake: Lake, ident: str) -> list[StatusChange]:
         if not path.endswith(".json"):
             continue
         row = json.loads(lake.read_bytes(path))
-        entries.append(StatusChange(incident_id=ident, status=row["status"], by=row["by"],
-                                    note=row.get("note", ""),
-                                    at=_utc(datetime.fromisoformat(row["at"]))))
+        entries.append(
+            StatusChange(
+                incident_id=ident,
+                status=row["status"],
+                by=row["by"],
+                note=row.get("note", ""),
+                at=_utc(datetime.fromisoformat(row["at"])),
+            )
+        )
     # File names start with the time; sorting on `at` too keeps the order if names collide.
     return sorted(entries, key=lambda e: e.at)
 
 
 def _derive(results: pa.Table) -> dict[str, dict]:
     """Facts of every (table, check) with at least one failing result."""
-    rows = sorted(results.select(["at", "day", "layer", "table", "check", "kind", "severity",
-                                  "passed", "observed", "threshold"]).to_pylist(),
-                  key=lambda r: (r["at"], r["day"]))
+    rows = sorted(
+        results.select(
+            [
+                "at",
+                "day",
+                "layer",
+                "table",
+                "check",
+                "kind",
+                "severity",
+                "passed",
+                "observed",
+                "threshold",
+            ]
+        ).to_pylist(),
+        key=lambda r: (r["at"], r["day"]),
+    )
     by_check: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         by_check.setdefault((f"{row['layer']}.{row['table']}", row["check"]), []).append(row)
@@ -175,13 +211,19 @@ def _derive(results: pa.Table) -> dict[str, dict]:
         last, latest = failed[-1], seen[-1]
         ident = incident_id(table, check)
         derived[ident] = {
-            "id": ident, "table": table, "check": check, "kind": last["kind"],
+            "id": ident,
+            "table": table,
+            "check": check,
+            "kind": last["kind"],
             "severity": last["severity"],
             "first_failed": min(r["day"] for r in failed),
             "last_failed": max(r["day"] for r in failed),
-            "last_seen_failing": _utc(last["at"]), "failures": len(failed),
-            "observed": last["observed"], "threshold": last["threshold"],
-            "latest_passed": bool(latest["passed"]), "latest_at": _utc(latest["at"]),
+            "last_seen_failing": _utc(last["at"]),
+            "failures": len(failed),
+            "observed": last["observed"],
+            "threshold": last["threshold"],
+            "latest_passed": bool(latest["passed"]),
+            "latest_at": _utc(latest["at"]),
         }
     return derived
 
@@ -192,23 +234,35 @@ def _with_status(facts: dict, log: list[StatusChange]) -> Incident:
         last = log[-1]
         status, by, at, note = last.status, last.by, last.at, last.note
     if status == "resolved" and at is not None and facts["last_seen_failing"] > at:
-        status, by, at, note = "open", AUTO, facts["last_seen_failing"], \
-            "failed again after it was resolved"
-    elif status != "resolved" and facts["latest_passed"] and (at is None
-                                                             or facts["latest_at"] > at):
-        status, by, at, note = "resolved", AUTO, facts["latest_at"], \
-            "the latest result of the check passed"
+        status, by, at, note = (
+            "open",
+            AUTO,
+            facts["last_seen_failing"],
+            "failed again after it was resolved",
+        )
+    elif (
+        status != "resolved" and facts["latest_passed"] and (at is None or facts["latest_at"] > at)
+    ):
+        status, by, at, note = (
+            "resolved",
+            AUTO,
+            facts["latest_at"],
+            "the latest result of the check passed",
+        )
     return Incident(**facts, status=status, status_by=by, status_at=at, note=note)
 
 
 def _not_found(incident_id: str, derived: dict[str, dict]) -> NotFoundError:
     known = sorted(derived.values(), key=lambda f: f["last_seen_failing"], reverse=True)
     if not known:
-        return NotFoundError(f"no quality incident {incident_id!r}: no quality check has "
-                             "failed yet (incidents come from gold/quality_log)")
+        return NotFoundError(
+            f"no quality incident {incident_id!r}: no quality check has "
+            "failed yet (incidents come from gold/quality_log)"
+        )
     sample = ", ".join(f"{f['id']} ({f['table']} {f['check']})" for f in known[:5])
-    return NotFoundError(f"no quality incident {incident_id!r}; known incidents, latest "
-                         f"first: {sample}")
+    return NotFoundError(
+        f"no quality incident {incident_id!r}; known incidents, latest first: {sample}"
+    )
 
 
 def _utc(value: datetime) -> datetime:

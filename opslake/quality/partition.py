@@ -37,8 +37,9 @@ def _part_rows(lake: Lake, layer: str, name: str, dt: str, **more: str) -> dict[
     for path in lake.list_files(directory, recursive=True):
         if path.endswith(".parquet"):
             with lake.fs.open_input_file(path) as f:
-                rows[path.rsplit("/", 1)[-1].removesuffix(".parquet")] = \
-                    pq.ParquetFile(f).metadata.num_rows
+                rows[path.rsplit("/", 1)[-1].removesuffix(".parquet")] = pq.ParquetFile(
+                    f
+                ).metadata.num_rows
     return rows
 
 
@@ -47,23 +48,25 @@ def partition_rows(lake: Lake, layer: str, name: str, dt: str, **more: str) -> i
     return sum(_part_rows(lake, layer, name, dt, **more).values())
 
 
-def _senders(batch_ids: pa.Array | pa.ChunkedArray, manifest: Sequence[LandedBatch]
-             ) -> pa.Array | pa.ChunkedArray:
+def _senders(
+    batch_ids: pa.Array | pa.ChunkedArray, manifest: Sequence[LandedBatch]
+) -> pa.Array | pa.ChunkedArray:
     """The sender of each batch id, from the day's manifest rows."""
     ids = pa.array([b.batch_id for b in manifest], pa.string())
     names = pa.array([sender_of(b) for b in manifest], pa.string())
     return pc.fill_null(pc.take(names, pc.index_in(batch_ids, value_set=ids)), UNKNOWN_SENDER)
 
 
-def _sum_by_sender(senders: pa.Array | pa.ChunkedArray, counts: pa.Array | pa.ChunkedArray
-                   ) -> dict[str, int]:
-    totals = pa.table({"sender": senders, "n": counts}).group_by("sender").aggregate(
-        [("n", "sum")])
+def _sum_by_sender(
+    senders: pa.Array | pa.ChunkedArray, counts: pa.Array | pa.ChunkedArray
+) -> dict[str, int]:
+    totals = pa.table({"sender": senders, "n": counts}).group_by("sender").aggregate([("n", "sum")])
     return dict(zip(totals["sender"].to_pylist(), totals["n_sum"].to_pylist(), strict=True))
 
 
-def delivered_rows(lake: Lake, bronze_table: str, dt: str, manifest: Sequence[LandedBatch]
-                   ) -> dict[str, int]:
+def delivered_rows(
+    lake: Lake, bronze_table: str, dt: str, manifest: Sequence[LandedBatch]
+) -> dict[str, int]:
     """Bronze rows of one day by sender (``manifest``: the source's batches of the day).
 
     Bronze writes one file per landed batch, named by its id, so each batch's rows come
@@ -72,12 +75,15 @@ def delivered_rows(lake: Lake, bronze_table: str, dt: str, manifest: Sequence[La
     parts = _part_rows(lake, "bronze", bronze_table, dt)
     if not parts:
         return {}
-    return _sum_by_sender(_senders(pa.array(list(parts), pa.string()), manifest),
-                          pa.array(list(parts.values()), pa.int64()))
+    return _sum_by_sender(
+        _senders(pa.array(list(parts), pa.string()), manifest),
+        pa.array(list(parts.values()), pa.int64()),
+    )
 
 
-def rejected_lines(zone: LandingZone, bronze_table: str, source: str, dt: str,
-                   manifest: Sequence[LandedBatch]) -> dict[str, int]:
+def rejected_lines(
+    zone: LandingZone, bronze_table: str, source: str, dt: str, manifest: Sequence[LandedBatch]
+) -> dict[str, int]:
     """Lines of one bronze table's day that were quarantined, by sender.
 
     A batch rejected as a whole (``line_no`` 0: unreadable, or a CSV header lacking a
@@ -95,16 +101,25 @@ def rejected_lines(zone: LandingZone, bronze_table: str, source: str, dt: str,
     whole = pc.equal(parsed["line_no"], 0)
     whole_ids = pc.unique(parsed.filter(whole)["batch_id"])
     by_id = {b.batch_id: b for b in manifest}
-    lines = pa.array([_lines(zone, by_id[i]) if i in by_id else 1
-                      for i in whole_ids.to_pylist()], pa.int64())
-    weights = pc.if_else(whole, pc.take(lines, pc.index_in(parsed["batch_id"],
-                                                           value_set=whole_ids)), 1)
+    lines = pa.array(
+        [_lines(zone, by_id[i]) if i in by_id else 1 for i in whole_ids.to_pylist()], pa.int64()
+    )
+    weights = pc.if_else(
+        whole, pc.take(lines, pc.index_in(parsed["batch_id"], value_set=whole_ids)), 1
+    )
     senders = pc.coalesce(parsed["sender"], _senders(parsed["batch_id"], manifest))
     return _sum_by_sender(
-        pa.chunked_array([*senders.chunks, *pc.fill_null(pushed["sender"],
-                                                         UNKNOWN_SENDER).chunks], pa.string()),
-        pa.chunked_array([*weights.cast(pa.int64()).chunks,
-                          pa.repeat(pa.scalar(1, pa.int64()), pushed.num_rows)], pa.int64()))
+        pa.chunked_array(
+            [*senders.chunks, *pc.fill_null(pushed["sender"], UNKNOWN_SENDER).chunks], pa.string()
+        ),
+        pa.chunked_array(
+            [
+                *weights.cast(pa.int64()).chunks,
+                pa.repeat(pa.scalar(1, pa.int64()), pushed.num_rows),
+            ],
+            pa.int64(),
+        ),
+    )
 
 
 def _lines(zone: LandingZone, batch: LandedBatch) -> int:
@@ -115,9 +130,13 @@ def _lines(zone: LandingZone, batch: LandedBatch) -> int:
     return max(1, sum(1 for line in data.split(b"\n") if line.strip()))
 
 
-def sender_lines(zone: LandingZone, bronze: Mapping[str, str], dt: str,
-                 history_days: Sequence[str], findings: Collection[str] = ()
-                 ) -> list[SenderLines]:
+def sender_lines(
+    zone: LandingZone,
+    bronze: Mapping[str, str],
+    dt: str,
+    history_days: Sequence[str],
+    findings: Collection[str] = (),
+) -> list[SenderLines]:
     """Per (landing source, sender) feeding the bronze tables: the day's lines and history.
 
     Sources in ``findings`` (OpsLake's own alerts) get no history: no volume is expected.
@@ -128,41 +147,70 @@ def sender_lines(zone: LandingZone, bronze: Mapping[str, str], dt: str,
         manifest = zone.batches(source, dt, purged=True)
         rejected = rejected_lines(zone, table, source, dt, manifest)
         rows = delivered_rows(zone.lake, table, dt, manifest)
-        history = [] if source in findings else [
-            delivered_rows(zone.lake, table, d, zone.batches(source, d, purged=True))
-            for d in history_days]
+        history = (
+            []
+            if source in findings
+            else [
+                delivered_rows(zone.lake, table, d, zone.batches(source, d, purged=True))
+                for d in history_days
+            ]
+        )
         for sender in sorted({*rejected, *rows, *(s for day in history for s in day)}):
-            out.append(SenderLines(source, sender, rejected.get(sender, 0),
-                                   rows.get(sender, 0),
-                                   tuple(day.get(sender, 0) for day in history)))
+            out.append(
+                SenderLines(
+                    source,
+                    sender,
+                    rejected.get(sender, 0),
+                    rows.get(sender, 0),
+                    tuple(day.get(sender, 0) for day in history),
+                )
+            )
     return out
 
 
-def _context(zone: LandingZone, suite: Suite, dt: str, bronze: Mapping[str, str],
-             findings: Collection[str]) -> Context:
+def _context(
+    zone: LandingZone, suite: Suite, dt: str, bronze: Mapping[str, str], findings: Collection[str]
+) -> Context:
     lake = zone.lake
     day = date.fromisoformat(dt)
     earlier = sorted(d for d in lake.partitions(suite.layer, suite.table) if d < dt)[-7:]
     history = [partition_rows(lake, suite.layer, suite.table, d) for d in earlier]
     cmdb_days = [d for d in lake.partitions("silver", "assets") if d <= dt]
-    cmdb = known_entities(lake.read_table("silver", "assets", schema=ASSETS, dts=cmdb_days[-1:],
-                                          columns=["entity_id"])) if cmdb_days else None
-    end = min(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1),
-              datetime.now(UTC))
-    return Context(cmdb=cmdb, history_rows=history,
-                   parse=sender_lines(zone, bronze, dt, earlier, findings),
-                   end=end)
+    cmdb = (
+        known_entities(
+            lake.read_table(
+                "silver", "assets", schema=ASSETS, dts=cmdb_days[-1:], columns=["entity_id"]
+            )
+        )
+        if cmdb_days
+        else None
+    )
+    end = min(
+        datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1), datetime.now(UTC)
+    )
+    return Context(
+        cmdb=cmdb,
+        history_rows=history,
+        parse=sender_lines(zone, bronze, dt, earlier, findings),
+        end=end,
+    )
 
 
 class PartitionCheck:
     """The checks of one partition being written."""
 
-    def __init__(self, zone: LandingZone, suite: Suite, schema: pa.Schema, dt: str,
-                 bronze: Mapping[str, str], findings: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        zone: LandingZone,
+        suite: Suite,
+        schema: pa.Schema,
+        dt: str,
+        bronze: Mapping[str, str],
+        findings: Collection[str] = (),
+    ) -> None:
         """``zone`` opens the landed batches (sealed ones too) whose lines are counted."""
         self.lake, self.suite, self.dt = zone.lake, suite, dt
-        self.validator = TableValidator(suite, schema,
-                                        _context(zone, suite, dt, bronze, findings))
+        self.validator = TableValidator(suite, schema, _context(zone, suite, dt, bronze, findings))
 
     def chunks(self, chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
         """The chunks with offending rows removed."""
@@ -174,26 +222,38 @@ class PartitionCheck:
         observed = self.validator.observed_schema
         figures = self.validator.figures() | {
             "schema": base64.b64encode(observed.serialize().to_pybytes()).decode()
-            if observed is not None else None}
+            if observed is not None
+            else None
+        }
         rows = pa.concat_tables([QUARANTINE.empty_table(), *self.validator.quarantined])
         return figures, rows
 
     def absorb(self, figures: dict, rows: pa.Table) -> None:
         """Merge one shard's ``shard_figures`` before ``finish``."""
-        observed = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(figures["schema"]))) \
-            if figures["schema"] else None
+        observed = (
+            pa.ipc.read_schema(pa.py_buffer(base64.b64decode(figures["schema"])))
+            if figures["schema"]
+            else None
+        )
         self.validator.absorb(figures, observed, rows)
 
     def finish(self, run_id: str) -> list[CheckResult]:
         """Quarantine, record and alert; returns the results."""
         results = self.validator.finish()
         quarantine.write(self.lake, self.suite.key, self.dt, self.validator.quarantined)
-        previous = read_results(self.lake, [self.dt]) if self.lake.exists(
-            self.lake.table_path("gold", "quality_results", {"dt": self.dt})) else None
+        previous = (
+            read_results(self.lake, [self.dt])
+            if self.lake.exists(self.lake.table_path("gold", "quality_results", {"dt": self.dt}))
+            else None
+        )
         failed_before = set()
         if previous is not None and previous.num_rows:
-            mine = previous.filter(pc.and_(pc.equal(previous["table"], self.suite.table),
-                                           pc.equal(previous["layer"], self.suite.layer)))
+            mine = previous.filter(
+                pc.and_(
+                    pc.equal(previous["table"], self.suite.table),
+                    pc.equal(previous["layer"], self.suite.layer),
+                )
+            )
             failed_before = {r["check"] for r in mine.to_pylist() if not r["passed"]}
         at = datetime.now(UTC)
         day = date.fromisoformat(self.dt)

@@ -36,8 +36,18 @@ MAX_FAILED = 200
 MAX_SAMPLE = 5
 #: Metrics shown in the metric-quality table (lowest completeness first).
 MAX_METRICS = 15
-PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777",
-           "#65a30d", "#ea580c", "#475569")
+PALETTE = (
+    "#2563eb",
+    "#dc2626",
+    "#16a34a",
+    "#d97706",
+    "#7c3aed",
+    "#0891b2",
+    "#db2777",
+    "#65a30d",
+    "#ea580c",
+    "#475569",
+)
 
 REPORT = "quality_report"
 
@@ -61,8 +71,8 @@ def scores(results: pa.Table) -> dict:
     sources: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     cols = results.select(["layer", "table", "severity", "passed", "source"]).to_pydict()
     for layer, table, severity, passed, source in zip(
-            cols["layer"], cols["table"], cols["severity"], cols["passed"], cols["source"],
-            strict=True):
+        cols["layer"], cols["table"], cols["severity"], cols["passed"], cols["source"], strict=True
+    ):
         weight = WEIGHTS.get(severity, 1)
         got = weight if passed else 0
         targets = [overall, tables[f"{layer}.{table}"]]
@@ -75,12 +85,15 @@ def scores(results: pa.Table) -> dict:
     def pct(acc: list[int]) -> float | None:
         return 100.0 * acc[0] / acc[1] if acc[1] else None
 
-    return {"overall": pct(overall),
-            "tables": {k: pct(v) for k, v in sorted(tables.items())},
-            "sources": {k: pct(v) for k, v in sorted(sources.items())}}
+    return {
+        "overall": pct(overall),
+        "tables": {k: pct(v) for k, v in sorted(tables.items())},
+        "sources": {k: pct(v) for k, v in sorted(sources.items())},
+    }
 
 
 # -- data --------------------------------------------------------------------------------
+
 
 def _window(day: date, days_back: int) -> list[date]:
     return [day - timedelta(days=i) for i in range(max(1, days_back) - 1, -1, -1)]
@@ -103,13 +116,15 @@ def _metric_quality(lake: Lake, day: date) -> list[dict] | None:
             continue
         found = True
         family = sub.removeprefix("family=")
-        table = ds.dataset(files, filesystem=lake.fs, format="parquet",
-                           schema=METRIC_QUALITY_SCHEMA).to_table()
+        table = ds.dataset(
+            files, filesystem=lake.fs, format="parquet", schema=METRIC_QUALITY_SCHEMA
+        ).to_table()
         rows.extend({**r, "family": family} for r in table.to_pylist())
     if not found:
         return None
-    rows.sort(key=lambda r: (r["completeness"] is None, r["completeness"] or 0.0,
-                             r["metric_id"] or ""))
+    rows.sort(
+        key=lambda r: (r["completeness"] is None, r["completeness"] or 0.0, r["metric_id"] or "")
+    )
     return rows
 
 
@@ -129,13 +144,21 @@ def _freshness(lake: Lake, day: date) -> list[dict]:
                 if prior:
                     last, last_dt = max(b.received for b in prior), d
                     break
-        out.append({"source": source, "batches": len(batches),
-                    "bytes": sum(b.bytes for b in batches), "last": last, "last_dt": last_dt,
-                    "hours": None if last is None else (end - last).total_seconds() / 3600})
+        out.append(
+            {
+                "source": source,
+                "batches": len(batches),
+                "bytes": sum(b.bytes for b in batches),
+                "last": last,
+                "last_dt": last_dt,
+                "hours": None if last is None else (end - last).total_seconds() / 3600,
+            }
+        )
     return out
 
 
 # -- HTML pieces -------------------------------------------------------------------------
+
 
 def _e(value: object) -> str:
     return escape("" if value is None else str(value), quote=True)
@@ -176,26 +199,32 @@ def _gauge(score: float | None) -> str:
     """A ring gauge (inline SVG) with the score in the middle."""
     r, c = 52, 2 * 3.14159265 * 52
     filled = 0.0 if score is None else max(0.0, min(100.0, score)) / 100 * c
-    return (f'<svg class="gauge g-{_grade(score)}" width="140" height="140" viewBox="0 0 140 140" '
-            f'role="img" aria-label="overall score {_fmt_score(score)}">'
-            f'<circle cx="70" cy="70" r="{r}" class="track"/>'
-            f'<circle cx="70" cy="70" r="{r}" class="arc" stroke-dasharray="{filled:.1f} {c:.1f}" '
-            f'transform="rotate(-90 70 70)"/>'
-            f'<text x="70" y="78" text-anchor="middle" class="num">{_fmt_score(score)}</text>'
-            f'</svg>')
+    return (
+        f'<svg class="gauge g-{_grade(score)}" width="140" height="140" viewBox="0 0 140 140" '
+        f'role="img" aria-label="overall score {_fmt_score(score)}">'
+        f'<circle cx="70" cy="70" r="{r}" class="track"/>'
+        f'<circle cx="70" cy="70" r="{r}" class="arc" stroke-dasharray="{filled:.1f} {c:.1f}" '
+        f'transform="rotate(-90 70 70)"/>'
+        f'<text x="70" y="78" text-anchor="middle" class="num">{_fmt_score(score)}</text>'
+        f"</svg>"
+    )
 
 
 def _bar(score: float | None, width: int = 160) -> str:
     w = 0.0 if score is None else max(0.0, min(100.0, score)) / 100 * width
-    return (f'<svg class="bar g-{_grade(score)}" width="{width}" height="8" '
-            f'viewBox="0 0 {width} 8"><rect width="{width}" height="8" rx="4" class="track"/>'
-            f'<rect width="{w:.1f}" height="8" rx="4" class="fill"/></svg>')
+    return (
+        f'<svg class="bar g-{_grade(score)}" width="{width}" height="8" '
+        f'viewBox="0 0 {width} 8"><rect width="{width}" height="8" rx="4" class="track"/>'
+        f'<rect width="{w:.1f}" height="8" rx="4" class="fill"/></svg>'
+    )
 
 
 def _card(title: str, score: float | None, detail: str) -> str:
-    return (f'<div class="card g-{_grade(score)}"><div class="name" title="{_e(title)}">'
-            f'{_e(title)}</div><div class="score">{_fmt_score(score)}</div>{_bar(score)}'
-            f'<div class="detail">{detail}</div></div>')
+    return (
+        f'<div class="card g-{_grade(score)}"><div class="name" title="{_e(title)}">'
+        f'{_e(title)}</div><div class="score">{_fmt_score(score)}</div>{_bar(score)}'
+        f'<div class="detail">{detail}</div></div>'
+    )
 
 
 def _counts(rows: list[dict], key) -> dict[str, tuple[int, int]]:
@@ -220,8 +249,9 @@ def _sample_table(sample: str | None) -> str:
         return ""
     rows = rows[:MAX_SAMPLE]
     if not all(isinstance(r, dict) for r in rows):
-        items = "".join(f"<li><code>{_e(json.dumps(r, ensure_ascii=False))}</code></li>"
-                        for r in rows)
+        items = "".join(
+            f"<li><code>{_e(json.dumps(r, ensure_ascii=False))}</code></li>" for r in rows
+        )
         return f'<ul class="sample">{items}</ul>'
     columns: list[str] = []
     for r in rows:
@@ -234,11 +264,14 @@ def _sample_table(sample: str | None) -> str:
         return _e(text if len(text) <= 200 else text[:200] + "…")
 
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
-    return (f'<details class="sample" open><summary>样本违规行 · Sample offending rows '
-            f'({len(rows)})</summary><div class="scroll"><table class="mini"><thead><tr>{head}'
-            f'</tr></thead><tbody>{body}</tbody></table></div></details>')
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return (
+        f'<details class="sample" open><summary>样本违规行 · Sample offending rows '
+        f'({len(rows)})</summary><div class="scroll"><table class="mini"><thead><tr>{head}'
+        f"</tr></thead><tbody>{body}</tbody></table></div></details>"
+    )
 
 
 def _failed_section(rows: list[dict]) -> str:
@@ -247,8 +280,9 @@ def _failed_section(rows: list[dict]) -> str:
         return _no_data("当天没有质量检查结果", "no quality results for this day")
     if not failed:
         return '<p class="ok">全部检查通过 · All checks passed</p>'
-    failed.sort(key=lambda r: (r["severity"] != "error", f"{r['layer']}.{r['table']}",
-                               r["check"] or ""))
+    failed.sort(
+        key=lambda r: (r["severity"] != "error", f"{r['layer']}.{r['table']}", r["check"] or "")
+    )
     items = []
     for r in failed[:MAX_FAILED]:
         sev = "error" if r["severity"] == "error" else "warning"
@@ -260,13 +294,22 @@ def _failed_section(rows: list[dict]) -> str:
             f'<td><span class="obs">{_e(r["observed"])}</span> <span class="vs">vs</span> '
             f'<span class="thr">{_e(r["threshold"])}</span></td>'
             f'<td class="n">{_num(r["unexpected_rows"])} / {_num(r["rows"])}</td>'
-            f'<td>{_e(r["source"] or "–")}</td></tr>')
-    more = (f'<p class="note">另有 {len(failed) - MAX_FAILED} 项未显示 · '
-            f'{len(failed) - MAX_FAILED} more not shown</p>' if len(failed) > MAX_FAILED else "")
-    return ('<table class="grid failed"><thead><tr><th>表 Table</th><th>检查 Check</th>'
-            '<th>类型 Kind</th><th>级别 Severity</th><th>观测值 vs 阈值 Observed vs threshold</th>'
-            '<th>违规行 Unexpected / rows</th><th>来源 Source</th></tr></thead><tbody>'
-            + "".join(items) + "</tbody></table>" + more)
+            f"<td>{_e(r['source'] or '–')}</td></tr>"
+        )
+    more = (
+        f'<p class="note">另有 {len(failed) - MAX_FAILED} 项未显示 · '
+        f"{len(failed) - MAX_FAILED} more not shown</p>"
+        if len(failed) > MAX_FAILED
+        else ""
+    )
+    return (
+        '<table class="grid failed"><thead><tr><th>表 Table</th><th>检查 Check</th>'
+        "<th>类型 Kind</th><th>级别 Severity</th><th>观测值 vs 阈值 Observed vs threshold</th>"
+        "<th>违规行 Unexpected / rows</th><th>来源 Source</th></tr></thead><tbody>"
+        + "".join(items)
+        + "</tbody></table>"
+        + more
+    )
 
 
 def _trend_svg(days: list[date], series: dict[str, dict[date, float]]) -> str:
@@ -285,18 +328,26 @@ def _trend_svg(days: list[date], series: dict[str, dict[date, float]]) -> str:
     def y(s: float) -> float:
         return top + ph * (1 - max(0.0, min(100.0, s)) / 100)
 
-    parts = [(f'<svg class="trend" width="{width}" height="{height}" '
-              f'viewBox="0 0 {width} {height}" role="img" '
-              f'aria-label="daily quality score per table">')]
+    parts = [
+        (
+            f'<svg class="trend" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="daily quality score per table">'
+        )
+    ]
     for v in (0, 25, 50, 75, 100):
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
-                     f'class="gridline"/><text x="{left - 6}" y="{y(v) + 4:.1f}" '
-                     f'text-anchor="end" class="axis">{v}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            f'class="gridline"/><text x="{left - 6}" y="{y(v) + 4:.1f}" '
+            f'text-anchor="end" class="axis">{v}</text>'
+        )
     label_every = max(1, -(-len(days) // 12))
     for i, d in enumerate(days):
         if (len(days) - 1 - i) % label_every == 0:  # the report's day always has a label
-            parts.append(f'<text x="{x(d):.1f}" y="{height - 12}" text-anchor="middle" '
-                         f'class="axis">{d:%m-%d}</text>')
+            parts.append(
+                f'<text x="{x(d):.1f}" y="{height - 12}" text-anchor="middle" '
+                f'class="axis">{d:%m-%d}</text>'
+            )
     legend = []
     for n, (name, points) in enumerate(sorted(series.items())):
         color = PALETTE[n % len(PALETTE)]
@@ -310,13 +361,19 @@ def _trend_svg(days: list[date], series: dict[str, dict[date, float]]) -> str:
                 segment = []
         if segment:
             segments.append(segment)
-        parts.append(f'<g class="series" data-table="{_e(name)}" stroke="{color}" '
-                     f'fill="{color}">')
-        parts.extend(f'<polyline points="{" ".join(s)}" fill="none" stroke-width="2"/>'
-                     for s in segments if len(s) > 1)
-        parts.extend(f'<circle class="pt" cx="{x(d):.1f}" cy="{y(points[d]):.1f}" r="3.5" '
-                     f'data-day="{d.isoformat()}"><title>{_e(name)} {d.isoformat()}: '
-                     f'{_fmt_score(points[d])}</title></circle>' for d in days if d in points)
+        parts.append(f'<g class="series" data-table="{_e(name)}" stroke="{color}" fill="{color}">')
+        parts.extend(
+            f'<polyline points="{" ".join(s)}" fill="none" stroke-width="2"/>'
+            for s in segments
+            if len(s) > 1
+        )
+        parts.extend(
+            f'<circle class="pt" cx="{x(d):.1f}" cy="{y(points[d]):.1f}" r="3.5" '
+            f'data-day="{d.isoformat()}"><title>{_e(name)} {d.isoformat()}: '
+            f"{_fmt_score(points[d])}</title></circle>"
+            for d in days
+            if d in points
+        )
         parts.append("</g>")
         legend.append(f'<span class="key"><i style="background:{color}"></i>{_e(name)}</span>')
     parts.append("</svg>")
@@ -325,34 +382,47 @@ def _trend_svg(days: list[date], series: dict[str, dict[date, float]]) -> str:
 
 def _metrics_section(rows: list[dict] | None) -> str:
     if rows is None:
-        return _no_data("指标目录尚未计算当天的指标质量 (gold/metric_quality)",
-                        "the metrics catalog has no metric quality for this day yet")
+        return _no_data(
+            "指标目录尚未计算当天的指标质量 (gold/metric_quality)",
+            "the metrics catalog has no metric quality for this day yet",
+        )
     if not rows:
         return _no_data("当天没有指标", "no metrics for this day")
     body = []
     for r in rows[:MAX_METRICS]:
         comp = r["completeness"]
         score = None if comp is None else comp * 100
-        comp_cell = ('<span class="null">n/a 事件类 event count</span>' if comp is None
-                     else f'{score:.1f}% {_bar(score, 100)}')
+        comp_cell = (
+            '<span class="null">n/a 事件类 event count</span>'
+            if comp is None
+            else f"{score:.1f}% {_bar(score, 100)}"
+        )
         fresh = r["freshness_minutes"]
         last = r["last_bucket_start"]
         body.append(
             f'<tr class="g-{_grade(score)}"><td><code>{_e(r["metric_id"])}</code></td>'
-            f'<td>{_e(r["family"])}</td><td>{_e(r["metric_version"])}</td>'
+            f"<td>{_e(r['family'])}</td><td>{_e(r['metric_version'])}</td>"
             f'<td class="n">{_num(r["rows"])}</td>'
             f'<td class="n">{_num(r["observed"])} / {_num(r["expected"])}</td>'
             f'<td class="comp">{comp_cell}</td>'
-            f'<td>{_e(last.strftime("%Y-%m-%d %H:%M") if last else "–")}</td>'
-            f'<td class="n">{_e("–" if fresh is None else f"{fresh:.0f}")}</td></tr>')
-    note = (f'<p class="note">共 {len(rows)} 个指标, 显示完整度最低的 {MAX_METRICS} 个 · '
-            f'{len(rows)} metrics, the {MAX_METRICS} with the lowest completeness shown</p>'
-            if len(rows) > MAX_METRICS else "")
-    return ('<table class="grid"><thead><tr><th>指标 Metric</th><th>族 Family</th>'
-            '<th>版本 Version</th><th>行数 Rows</th><th>已观测 / 应有 Observed / expected</th>'
-            '<th>完整度 Completeness</th><th>最新时段 Last bucket (UTC)</th>'
-            '<th>滞后 Freshness (min)</th></tr></thead><tbody>' + "".join(body)
-            + "</tbody></table>" + note)
+            f"<td>{_e(last.strftime('%Y-%m-%d %H:%M') if last else '–')}</td>"
+            f'<td class="n">{_e("–" if fresh is None else f"{fresh:.0f}")}</td></tr>'
+        )
+    note = (
+        f'<p class="note">共 {len(rows)} 个指标, 显示完整度最低的 {MAX_METRICS} 个 · '
+        f"{len(rows)} metrics, the {MAX_METRICS} with the lowest completeness shown</p>"
+        if len(rows) > MAX_METRICS
+        else ""
+    )
+    return (
+        '<table class="grid"><thead><tr><th>指标 Metric</th><th>族 Family</th>'
+        "<th>版本 Version</th><th>行数 Rows</th><th>已观测 / 应有 Observed / expected</th>"
+        "<th>完整度 Completeness</th><th>最新时段 Last bucket (UTC)</th>"
+        "<th>滞后 Freshness (min)</th></tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
+        + note
+    )
 
 
 def _freshness_section(rows: list[dict], day: date) -> str:
@@ -384,11 +454,14 @@ def _freshness_section(rows: list[dict], day: date) -> str:
             f'<td>{_e(last_text)}</td><td class="n">{_e(gap)}</td>'
             f'<td class="n">{r["batches"]}</td>'
             f'<td class="n" title="{r["bytes"]} bytes">{_e(_bytes(r["bytes"]))}</td>'
-            f'<td><span class="pill {grade}">{_e(status)}</span></td></tr>')
-    return ('<table class="grid fresh"><thead><tr><th>数据源 Source</th>'
-            '<th>最后一批接收时间 Last batch received (UTC)</th>'
-            '<th>距日终 Hours before end of day</th><th>批次 Batches</th><th>字节 Bytes</th>'
-            '<th>状态 Status</th></tr></thead><tbody>' + "".join(body) + "</tbody></table>")
+            f'<td><span class="pill {grade}">{_e(status)}</span></td></tr>'
+        )
+    return (
+        '<table class="grid fresh"><thead><tr><th>数据源 Source</th>'
+        "<th>最后一批接收时间 Last batch received (UTC)</th>"
+        "<th>距日终 Hours before end of day</th><th>批次 Batches</th><th>字节 Bytes</th>"
+        "<th>状态 Status</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+    )
 
 
 CSS = """
@@ -465,10 +538,13 @@ def render_report(lake: Lake, day: date, *, days_back: int = 30) -> str:
     """
     window = _window(day, days_back)
     # The trend needs only what scores() reads; the day itself needs every column.
-    history = lake.read_table("gold", "quality_results", schema=QUALITY_RESULTS,
-                              dts=[d.isoformat() for d in window],
-                              columns=["day", "layer", "table", "severity", "passed",
-                                       "source"]).combine_chunks()
+    history = lake.read_table(
+        "gold",
+        "quality_results",
+        schema=QUALITY_RESULTS,
+        dts=[d.isoformat() for d in window],
+        columns=["day", "layer", "table", "severity", "passed", "source"],
+    ).combine_chunks()
     today = _rows_of_day(read_results(lake, [day.isoformat()]), day)
     today_rows = today.to_pylist()
     score = scores(today)
@@ -496,54 +572,99 @@ def render_report(lake: Lake, day: date, *, days_back: int = 30) -> str:
     last_at = max((r["at"] for r in today_rows if r["at"]), default=None)
 
     if total:
-        summary = (f'<div class="summary"><div><b>{total}</b> 项检查 checks · '
-                   f'<b>{failed}</b> 项失败 failed (<b>{errors}</b> 错误 errors, '
-                   f'<b>{failed - errors}</b> 警告 warnings)</div>'
-                   f'<div>{len(table_counts)} 张表 tables · {len(source_counts)} 个来源 sources'
-                   f' · {len(runs)} 次运行 run(s)</div>'
-                   f'<div class="note">评分 = 通过检查的加权占比 (错误 ×3, 警告 ×1) · '
-                   f'Score = weighted share of passed checks (error ×3, warning ×1)'
-                   + (f' · 最近检查 last check {last_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC'
-                      if last_at else "") + '</div></div>')
-        table_cards = '<div class="cards">' + "".join(
-            _card(name, s, detail(table_counts[name])) for name, s in score["tables"].items()
-        ) + "</div>"
-        source_cards = ('<div class="cards">' + "".join(
-            _card(name, s, detail(source_counts[name]))
-            for name, s in score["sources"].items()) + "</div>") if score["sources"] else \
-            _no_data("检查结果未标注来源", "no check names a source")
+        summary = (
+            f'<div class="summary"><div><b>{total}</b> 项检查 checks · '
+            f"<b>{failed}</b> 项失败 failed (<b>{errors}</b> 错误 errors, "
+            f"<b>{failed - errors}</b> 警告 warnings)</div>"
+            f"<div>{len(table_counts)} 张表 tables · {len(source_counts)} 个来源 sources"
+            f" · {len(runs)} 次运行 run(s)</div>"
+            f'<div class="note">评分 = 通过检查的加权占比 (错误 ×3, 警告 ×1) · '
+            f"Score = weighted share of passed checks (error ×3, warning ×1)"
+            + (
+                f" · 最近检查 last check {last_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+                if last_at
+                else ""
+            )
+            + "</div></div>"
+        )
+        table_cards = (
+            '<div class="cards">'
+            + "".join(
+                _card(name, s, detail(table_counts[name])) for name, s in score["tables"].items()
+            )
+            + "</div>"
+        )
+        source_cards = (
+            (
+                '<div class="cards">'
+                + "".join(
+                    _card(name, s, detail(source_counts[name]))
+                    for name, s in score["sources"].items()
+                )
+                + "</div>"
+            )
+            if score["sources"]
+            else _no_data("检查结果未标注来源", "no check names a source")
+        )
     else:
-        summary = ('<div class="summary">' + _no_data("当天没有质量检查结果",
-                                                       "no quality results for this day")
-                   + "</div>")
+        summary = (
+            '<div class="summary">'
+            + _no_data("当天没有质量检查结果", "no quality results for this day")
+            + "</div>"
+        )
         table_cards = source_cards = ""
 
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = [
-        (f'<header><h1>数据质量体检报告 <span class="en">Data quality check-up</span></h1>'
-         f'<div class="meta">{day.isoformat()} · 生成于 generated {generated}</div></header>'
-         "<main>"),
-        "<section>" + _h2("总体评分", "Overall score")
+        (
+            f'<header><h1>数据质量体检报告 <span class="en">Data quality check-up</span></h1>'
+            f'<div class="meta">{day.isoformat()} · 生成于 generated {generated}</div></header>'
+            "<main>"
+        ),
+        "<section>"
+        + _h2("总体评分", "Overall score")
         + f'<div class="overview">{_gauge(score["overall"])}{summary}</div>'
-        + (("<h3>按表 <span class=\"en\">By table</span></h3>" + table_cards
-            + "<h3>按来源 <span class=\"en\">By source</span></h3>" + source_cards)
-           if total else "") + "</section>",
-        "<section>" + _h2("失败的检查", "Failed checks") + _failed_section(today_rows)
+        + (
+            (
+                '<h3>按表 <span class="en">By table</span></h3>'
+                + table_cards
+                + '<h3>按来源 <span class="en">By source</span></h3>'
+                + source_cards
+            )
+            if total
+            else ""
+        )
         + "</section>",
-        "<section>" + _h2(f"{len(window)} 天趋势 · 每表每日评分",
-                          f"{len(window)}-day trend · daily score per table")
-        + _trend_svg(window, dict(series)) + "</section>",
-        "<section>" + _h2("指标质量 · 完整度最低", "Metric quality · lowest completeness")
-        + _metrics_section(_metric_quality(lake, day)) + "</section>",
-        "<section>" + _h2("数据源新鲜度", "Source freshness (landing)")
-        + _freshness_section(_freshness(lake, day), day) + "</section>",
-        ("</main><footer>OpsLake · gold/quality_results · gold/metric_quality · "
-         "landing/_manifest</footer>"),
+        "<section>"
+        + _h2("失败的检查", "Failed checks")
+        + _failed_section(today_rows)
+        + "</section>",
+        "<section>"
+        + _h2(
+            f"{len(window)} 天趋势 · 每表每日评分",
+            f"{len(window)}-day trend · daily score per table",
+        )
+        + _trend_svg(window, dict(series))
+        + "</section>",
+        "<section>"
+        + _h2("指标质量 · 完整度最低", "Metric quality · lowest completeness")
+        + _metrics_section(_metric_quality(lake, day))
+        + "</section>",
+        "<section>"
+        + _h2("数据源新鲜度", "Source freshness (landing)")
+        + _freshness_section(_freshness(lake, day), day)
+        + "</section>",
+        (
+            "</main><footer>OpsLake · gold/quality_results · gold/metric_quality · "
+            "landing/_manifest</footer>"
+        ),
     ]
-    return ('<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>数据质量体检报告 / Data quality check-up · {day.isoformat()}</title>'
-            f"<style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n")
+    return (
+        '<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>数据质量体检报告 / Data quality check-up · {day.isoformat()}</title>"
+        f"<style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n"
+    )
 
 
 def report_path(lake: Lake, day: date) -> str:
@@ -571,18 +692,33 @@ SCORES_SCHEMA = pa.schema(
 def score_table(lake: Lake, day: date) -> pa.Table:
     """The day's quality scores (0–100): overall, per table, per source, and per catalog
     metric (its completeness, or 100 when it is fresh and has no expected population)."""
-    results = _rows_of_day(read_results(lake, [day.isoformat()]) if lake.partitions(
-        "gold", "quality_results") else QUALITY_RESULTS.empty_table(), day)
+    results = _rows_of_day(
+        read_results(lake, [day.isoformat()])
+        if lake.partitions("gold", "quality_results")
+        else QUALITY_RESULTS.empty_table(),
+        day,
+    )
     got = scores(results)
     rows = [{"day": day, "subject_kind": "overall", "subject": "all", "score": got["overall"]}]
-    rows += [{"day": day, "subject_kind": "table", "subject": k, "score": v}
-             for k, v in sorted(got["tables"].items())]
-    rows += [{"day": day, "subject_kind": "source", "subject": k, "score": v}
-             for k, v in sorted(got["sources"].items())]
+    rows += [
+        {"day": day, "subject_kind": "table", "subject": k, "score": v}
+        for k, v in sorted(got["tables"].items())
+    ]
+    rows += [
+        {"day": day, "subject_kind": "source", "subject": k, "score": v}
+        for k, v in sorted(got["sources"].items())
+    ]
     for m in _metric_quality(lake, day) or []:
         completeness = m.get("completeness")
-        score = 100 * completeness if completeness is not None else (
-            100.0 if m.get("rows") else 0.0)
-        rows.append({"day": day, "subject_kind": "metric", "subject": m["metric_id"],
-                     "score": min(score, 100.0)})
+        score = (
+            100 * completeness if completeness is not None else (100.0 if m.get("rows") else 0.0)
+        )
+        rows.append(
+            {
+                "day": day,
+                "subject_kind": "metric",
+                "subject": m["metric_id"],
+                "score": min(score, 100.0),
+            }
+        )
     return pa.Table.from_pylist(rows, schema=SCORES_SCHEMA)

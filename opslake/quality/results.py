@@ -22,8 +22,17 @@ from opslake.lake.storage import Lake
 
 SEVERITIES = ("error", "warning")
 #: What a check looks at; ``row`` checks quarantine offending rows, the others judge the table.
-KINDS = ("not_null", "range", "allowed_values", "unique", "referential", "schema", "freshness",
-         "volume", "parse_rate")
+KINDS = (
+    "not_null",
+    "range",
+    "allowed_values",
+    "unique",
+    "referential",
+    "schema",
+    "freshness",
+    "volume",
+    "parse_rate",
+)
 ROW_KINDS = ("not_null", "range", "allowed_values", "unique", "referential")
 
 QUALITY_RESULTS = pa.schema(
@@ -73,17 +82,33 @@ class CheckResult:
 def to_table(results: list[CheckResult], day: date, at: datetime, run_id: str) -> pa.Table:
     """Rows of ``QUALITY_RESULTS``."""
     return pa.Table.from_pylist(
-        [{"at": at, "day": day, "layer": r.layer, "table": r.table, "check": r.check,
-          "kind": r.kind, "severity": r.severity, "passed": r.passed, "observed": r.observed,
-          "threshold": r.threshold, "rows": r.rows, "unexpected_rows": r.unexpected_rows,
-          "source": r.source,
-          "sample": json.dumps(r.sample[:5], ensure_ascii=False, default=str),
-          "run_id": run_id} for r in results],
-        schema=QUALITY_RESULTS)
+        [
+            {
+                "at": at,
+                "day": day,
+                "layer": r.layer,
+                "table": r.table,
+                "check": r.check,
+                "kind": r.kind,
+                "severity": r.severity,
+                "passed": r.passed,
+                "observed": r.observed,
+                "threshold": r.threshold,
+                "rows": r.rows,
+                "unexpected_rows": r.unexpected_rows,
+                "source": r.source,
+                "sample": json.dumps(r.sample[:5], ensure_ascii=False, default=str),
+                "run_id": run_id,
+            }
+            for r in results
+        ],
+        schema=QUALITY_RESULTS,
+    )
 
 
-def write_results(lake: Lake, results: list[CheckResult], day: date, at: datetime,
-                  run_id: str) -> None:
+def write_results(
+    lake: Lake, results: list[CheckResult], day: date, at: datetime, run_id: str
+) -> None:
     """Replace the partition's current results and append them to the log."""
     if not results:
         return

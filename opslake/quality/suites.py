@@ -35,13 +35,36 @@ from opslake.errors import ConfigError
 from opslake.quality.results import KINDS, SEVERITIES
 
 SUITES_DIR = Path(__file__).parent / "suites"
-_KEYS = {"name", "kind", "severity", "column", "columns", "min", "max", "values", "where",
-         "mostly", "max_lag_minutes", "min_ratio", "max_ratio", "history_days",
-         "max_rejected_ratio", "allowed_lines", "description"}
-_NEEDS = {"not_null": ("column",), "range": ("column",), "allowed_values": ("column", "values"),
-          "unique": ("columns",), "referential": ("column",), "schema": (),
-          "freshness": ("max_lag_minutes",), "volume": ("min_ratio",),
-          "parse_rate": ("max_rejected_ratio",)}
+_KEYS = {
+    "name",
+    "kind",
+    "severity",
+    "column",
+    "columns",
+    "min",
+    "max",
+    "values",
+    "where",
+    "mostly",
+    "max_lag_minutes",
+    "min_ratio",
+    "max_ratio",
+    "history_days",
+    "max_rejected_ratio",
+    "allowed_lines",
+    "description",
+}
+_NEEDS = {
+    "not_null": ("column",),
+    "range": ("column",),
+    "allowed_values": ("column", "values"),
+    "unique": ("columns",),
+    "referential": ("column",),
+    "schema": (),
+    "freshness": ("max_lag_minutes",),
+    "volume": ("min_ratio",),
+    "parse_rate": ("max_rejected_ratio",),
+}
 
 
 @dataclass(frozen=True)
@@ -77,19 +100,21 @@ class Check:
             "referential": f"every non-null {self.column} is a CI in the CMDB{scope}",
             "schema": "columns and types are the contract's",
             "freshness": f"the newest row is at most {self.max_lag_minutes:g} min before the "
-                         "end of the day" if self.max_lag_minutes is not None else "",
+            "end of the day"
+            if self.max_lag_minutes is not None
+            else "",
             "volume": f"rows within {self.min_ratio}×–{self.max_ratio or '∞'}× the mean of the "
-                      f"previous {self.history_days} days (≥ 1 row without history); each "
-                      "sender that delivered on every one of those days is held to its own "
-                      "mean, which only warns while the table's volume holds",
+            f"previous {self.history_days} days (≥ 1 row without history); each "
+            "sender that delivered on every one of those days is held to its own "
+            "mean, which only warns while the table's volume holds",
             "parse_rate": f"at most {self.max_rejected_ratio:.1%} of each sender's lines "
-                          f"(per landing source and API key or connector) quarantined, beyond "
-                          f"{self.allowed_lines} lines; a failing sender only warns while "
-                          "another sender's lines parse"
-            if self.max_rejected_ratio is not None else "",
+            f"(per landing source and API key or connector) quarantined, beyond "
+            f"{self.allowed_lines} lines; a failing sender only warns while "
+            "another sender's lines parse"
+            if self.max_rejected_ratio is not None
+            else "",
         }[self.kind]
-        return f"[{self.severity}] {text}" + (f". {self.description}" if self.description
-                                              else "")
+        return f"[{self.severity}] {text}" + (f". {self.description}" if self.description else "")
 
 
 @dataclass(frozen=True)
@@ -111,8 +136,10 @@ def _check(raw: dict, path: Path) -> Check:
     where = f"{path.name}: check {raw.get('name', '?')!r}"
     unknown = set(raw) - _KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: "
-                          f"{', '.join(sorted(_KEYS))}")
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: "
+            f"{', '.join(sorted(_KEYS))}"
+        )
     kind = raw.get("kind")
     if kind not in KINDS:
         raise ConfigError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")

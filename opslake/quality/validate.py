@@ -58,8 +58,11 @@ def _context():
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         _local.context = context
-        _local.batch = context.data_sources.add_pandas("opslake").add_dataframe_asset(
-            "batch").add_batch_definition_whole_dataframe("whole")
+        _local.batch = (
+            context.data_sources.add_pandas("opslake")
+            .add_dataframe_asset("batch")
+            .add_batch_definition_whole_dataframe("whole")
+        )
         _freeze_heap()
     return _local.batch
 
@@ -81,17 +84,20 @@ def _expectation(check: Check):
     if check.kind == "not_null":
         return gxe.ExpectColumnValuesToNotBeNull(column=check.column, **common)
     if check.kind == "range":
-        return gxe.ExpectColumnValuesToBeBetween(column=check.column, min_value=check.min,
-                                                 max_value=check.max, **common)
+        return gxe.ExpectColumnValuesToBeBetween(
+            column=check.column, min_value=check.min, max_value=check.max, **common
+        )
     if check.kind == "allowed_values":
-        return gxe.ExpectColumnValuesToBeInSet(column=check.column,
-                                               value_set=list(check.values), **common)
+        return gxe.ExpectColumnValuesToBeInSet(
+            column=check.column, value_set=list(check.values), **common
+        )
     if check.kind == "referential":
         # GE re-serialises an expectation's value set hundreds of times per validation, so a
         # set of every CMDB id cost ~0.4 s a chunk at 2,000 objects (and grew with the
         # estate); membership is computed in Arrow and GE checks the flag (null stays null).
-        return gxe.ExpectColumnValuesToBeInSet(column=_known_column(check.column),
-                                               value_set=[True], **common)
+        return gxe.ExpectColumnValuesToBeInSet(
+            column=_known_column(check.column), value_set=[True], **common
+        )
     if len(check.columns) == 1:
         return gxe.ExpectColumnValuesToBeUnique(column=check.columns[0], **common)
     return gxe.ExpectCompoundColumnsToBeUnique(column_list=list(check.columns), **common)
@@ -169,8 +175,11 @@ class TableValidator:
 
     def __init__(self, suite: Suite, schema: pa.Schema, context: Context) -> None:
         self.suite, self.schema, self.context = suite, schema, context
-        self.row_checks = [c for c in suite.checks if c.kind in ROW_KINDS and
-                           (c.kind != "referential" or context.cmdb is not None)]
+        self.row_checks = [
+            c
+            for c in suite.checks
+            if c.kind in ROW_KINDS and (c.kind != "referential" or context.cmdb is not None)
+        ]
         self.expectations = [_expectation(c) for c in self.row_checks]
         self.known = pa.array(sorted(context.cmdb or ()), pa.string())
         self.tallies = {c.name: _Tally() for c in self.row_checks}
@@ -193,8 +202,9 @@ class TableValidator:
             self._track(table)
             return table
         names = table.column_names
-        needed = sorted(set().union(*(self._columns(c, names) for c in self.row_checks))
-                        & set(names))
+        needed = sorted(
+            set().union(*(self._columns(c, names) for c in self.row_checks)) & set(names)
+        )
         frame = _categorical(self._with_known(table.select(needed))).to_pandas()
         checks = {c.name: c for c in self.row_checks}
         bad: dict[int, list[str]] = {}
@@ -228,10 +238,16 @@ class TableValidator:
     def _with_known(self, table: pa.Table) -> pa.Table:
         """``table`` with each referential check's CMDB-membership flag (``_known_column``)."""
         for check in self.row_checks:
-            if check.kind == "referential" and _known_column(check.column) not in table.schema.names:
+            if (
+                check.kind == "referential"
+                and _known_column(check.column) not in table.schema.names
+            ):
                 values = table.column(check.column).cast(pa.string())
-                flag = pc.if_else(pc.is_valid(values),
-                                  pc.is_in(values, value_set=self.known), pa.scalar(None, pa.bool_()))
+                flag = pc.if_else(
+                    pc.is_valid(values),
+                    pc.is_in(values, value_set=self.known),
+                    pa.scalar(None, pa.bool_()),
+                )
                 table = table.append_column(_known_column(check.column), flag)
         return table
 
@@ -251,27 +267,43 @@ class TableValidator:
                 tally = self.tallies[name]
                 if len(tally.sample) < 5:
                     tally.sample.append({k: v for k, v in row.items() if k != "labels"})
-        self.quarantined.append(pa.Table.from_pylist([{
-            "source": row.get("source") or self.suite.key,
-            "batch_id": row.get("batch_id") or "",
-            "line_no": -1,
-            "raw": json.dumps(row, ensure_ascii=False, default=str),
-            "reason": f"quality check {', '.join(names)} failed on {self.suite.key}: " + "; ".join(
-                next(c for c in self.row_checks if c.name == n).summary() for n in names),
-            "received_at": now,
-        } for row, names in zip(rows, reasons, strict=True)], schema=QUARANTINE))
+        self.quarantined.append(
+            pa.Table.from_pylist(
+                [
+                    {
+                        "source": row.get("source") or self.suite.key,
+                        "batch_id": row.get("batch_id") or "",
+                        "line_no": -1,
+                        "raw": json.dumps(row, ensure_ascii=False, default=str),
+                        "reason": f"quality check {', '.join(names)} failed on {self.suite.key}: "
+                        + "; ".join(
+                            next(c for c in self.row_checks if c.name == n).summary() for n in names
+                        ),
+                        "received_at": now,
+                    }
+                    for row, names in zip(rows, reasons, strict=True)
+                ],
+                schema=QUARANTINE,
+            )
+        )
 
     def figures(self) -> dict:
         """What the chunks taught this validator, as JSON-ready values (see ``absorb``)."""
         return {
             "rows": self.rows,
             "newest": self.newest.isoformat() if self.newest else None,
-            "tallies": {name: {"rows": t.rows, "unexpected": t.unexpected, "passed": t.passed,
-                               "sample": t.sample} for name, t in self.tallies.items()},
+            "tallies": {
+                name: {
+                    "rows": t.rows,
+                    "unexpected": t.unexpected,
+                    "passed": t.passed,
+                    "sample": t.sample,
+                }
+                for name, t in self.tallies.items()
+            },
         }
 
-    def absorb(self, figures: dict, observed: pa.Schema | None,
-               quarantined: pa.Table) -> None:
+    def absorb(self, figures: dict, observed: pa.Schema | None, quarantined: pa.Table) -> None:
         """Add another validator's ``figures`` (one shard of the same partition) to this one."""
         self.rows += figures["rows"]
         if figures["newest"]:
@@ -284,7 +316,7 @@ class TableValidator:
             tally.rows += other["rows"]
             tally.unexpected += other["unexpected"]
             tally.passed &= other["passed"]
-            tally.sample.extend(other["sample"][:5 - len(tally.sample)])
+            tally.sample.extend(other["sample"][: 5 - len(tally.sample)])
         if self.observed_schema is None:
             self.observed_schema = observed
         if quarantined.num_rows:
@@ -295,36 +327,69 @@ class TableValidator:
         out = []
         for check in self.row_checks:
             tally = self.tallies[check.name]
-            threshold = "no offending row" if check.mostly >= 1 else \
-                f"≥ {check.mostly:.1%} of rows"
-            out.append(self._result(check, tally.passed, f"{tally.unexpected} offending row(s)",
-                                    threshold, unexpected=tally.unexpected,
-                                    sample=tally.sample))
+            threshold = "no offending row" if check.mostly >= 1 else f"≥ {check.mostly:.1%} of rows"
+            out.append(
+                self._result(
+                    check,
+                    tally.passed,
+                    f"{tally.unexpected} offending row(s)",
+                    threshold,
+                    unexpected=tally.unexpected,
+                    sample=tally.sample,
+                )
+            )
         stats = self._stats()
         for check in self.suite.checks:
             if check.kind == "referential" and self.context.cmdb is None:
-                out.append(self._result(check, True, "not judged: no CMDB yet",
-                                        "every entity in the CMDB"))
+                out.append(
+                    self._result(check, True, "not judged: no CMDB yet", "every entity in the CMDB")
+                )
             elif check.kind == "schema":
                 out.append(self._schema(check))
             elif check.kind == "freshness":
-                out.append(self._freshness(check, stats) if self.suite.time_column else
-                           self._result(check, True, "no time column", ""))
+                out.append(
+                    self._freshness(check, stats)
+                    if self.suite.time_column
+                    else self._result(check, True, "no time column", "")
+                )
             elif check.kind == "volume":
                 table = self._volume(check, stats)
                 out += [table, *self._sender_volume(check, table.passed)]
             elif check.kind == "parse_rate":
                 delivering = [s for s in self.context.parse if s.rejected + s.rows]
-                out += self._parse_rate(check, delivering) if delivering else [self._result(
-                    check, True, "no lines from any sender", "")]
+                out += (
+                    self._parse_rate(check, delivering)
+                    if delivering
+                    else [self._result(check, True, "no lines from any sender", "")]
+                )
         return out
 
-    def _result(self, check: Check, passed: bool, observed: str, threshold: str, *,
-                unexpected: int = 0, source: str | None = None,
-                sample: list[dict] | None = None, severity: str | None = None) -> CheckResult:
-        return CheckResult(self.suite.layer, self.suite.table, check.name, check.kind,
-                           severity or check.severity, passed, observed, threshold, self.rows,
-                           unexpected, source, sample or [])
+    def _result(
+        self,
+        check: Check,
+        passed: bool,
+        observed: str,
+        threshold: str,
+        *,
+        unexpected: int = 0,
+        source: str | None = None,
+        sample: list[dict] | None = None,
+        severity: str | None = None,
+    ) -> CheckResult:
+        return CheckResult(
+            self.suite.layer,
+            self.suite.table,
+            check.name,
+            check.kind,
+            severity or check.severity,
+            passed,
+            observed,
+            threshold,
+            self.rows,
+            unexpected,
+            source,
+            sample or [],
+        )
 
     def _stats(self) -> pd.DataFrame:
         newest = self.newest.timestamp() if self.newest else float("nan")
@@ -338,29 +403,48 @@ class TableValidator:
 
         observed = self.observed_schema or self.schema
         frame = pd.DataFrame(columns=observed.names)
-        names_ok = self._one(frame, gxe.ExpectTableColumnsToMatchOrderedList(
-            column_list=self.schema.names))
-        drift = [f"{f.name}: {observed.field(f.name).type} ≠ {f.type}" for f in self.schema
-                 if f.name in observed.names and not observed.field(f.name).type.equals(f.type)]
+        names_ok = self._one(
+            frame, gxe.ExpectTableColumnsToMatchOrderedList(column_list=self.schema.names)
+        )
+        drift = [
+            f"{f.name}: {observed.field(f.name).type} ≠ {f.type}"
+            for f in self.schema
+            if f.name in observed.names and not observed.field(f.name).type.equals(f.type)
+        ]
         missing = [n for n in self.schema.names if n not in observed.names]
         extra = [n for n in observed.names if n not in self.schema.names]
-        text = "; ".join(filter(None, [
-            f"missing {', '.join(missing)}" if missing else "",
-            f"unexpected {', '.join(extra)}" if extra else "",
-            f"types {', '.join(drift)}" if drift else ""])) or "as the contract"
-        return self._result(check, names_ok and not drift, text,
-                            f"{len(self.schema)} contract columns")
+        text = (
+            "; ".join(
+                filter(
+                    None,
+                    [
+                        f"missing {', '.join(missing)}" if missing else "",
+                        f"unexpected {', '.join(extra)}" if extra else "",
+                        f"types {', '.join(drift)}" if drift else "",
+                    ],
+                )
+            )
+            or "as the contract"
+        )
+        return self._result(
+            check, names_ok and not drift, text, f"{len(self.schema)} contract columns"
+        )
 
     def _freshness(self, check: Check, stats: pd.DataFrame) -> CheckResult:
         import great_expectations.expectations as gxe
 
         if self.rows == 0 and not any(self.context.history_rows):
             # A source that has never delivered is not late: nothing is expected of it yet.
-            return self._result(check, True, "no rows; the source never delivered",
-                                f"≤ {check.max_lag_minutes:g} min once it has delivered")
+            return self._result(
+                check,
+                True,
+                "no rows; the source never delivered",
+                f"≤ {check.max_lag_minutes:g} min once it has delivered",
+            )
         oldest_ok = self.context.end.timestamp() - 60 * check.max_lag_minutes
-        ok = self.rows > 0 and self._one(stats, gxe.ExpectColumnValuesToBeBetween(
-            column="newest_epoch_s", min_value=oldest_ok))
+        ok = self.rows > 0 and self._one(
+            stats, gxe.ExpectColumnValuesToBeBetween(column="newest_epoch_s", min_value=oldest_ok)
+        )
         lag = (self.context.end - self.newest).total_seconds() / 60 if self.newest else None
         observed = "no rows" if lag is None else f"newest row {lag:.0f} min before the end"
         return self._result(check, ok, observed, f"≤ {check.max_lag_minutes:g} min")
@@ -368,8 +452,9 @@ class TableValidator:
     def _volume(self, check: Check, stats: pd.DataFrame) -> CheckResult:
         import great_expectations.expectations as gxe
 
-        history = [n for n in self.context.history_rows[-check.history_days:] if n] or \
-            self.context.history_rows[-check.history_days:]
+        history = [
+            n for n in self.context.history_rows[-check.history_days :] if n
+        ] or self.context.history_rows[-check.history_days :]
         if any(history):
             mean = sum(history) / len(history)
             low = check.min_ratio * mean
@@ -379,12 +464,14 @@ class TableValidator:
         elif self.rows == 0:
             # Silence is judged against the table's own history; without any, nothing is
             # expected yet (a lake with no CMDB or probe source at all).
-            return self._result(check, True, "0 rows; the source never delivered",
-                                "≥ 1 row once it has delivered")
+            return self._result(
+                check, True, "0 rows; the source never delivered", "≥ 1 row once it has delivered"
+            )
         else:
             low, high, threshold = 1, None, "≥ 1 row (no history yet)"
-        ok = self._one(stats, gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=low,
-                                                                max_value=high))
+        ok = self._one(
+            stats, gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=low, max_value=high)
+        )
         return self._result(check, ok, f"{self.rows} rows", threshold)
 
     def _sender_volume(self, check: Check, table_passed: bool) -> list[CheckResult]:
@@ -397,26 +484,42 @@ class TableValidator:
         import great_expectations.expectations as gxe
 
         days = min(check.history_days, len(self.context.history_rows))
-        steady = [s for s in self.context.parse
-                  if days and len(s.history) >= days and all(s.history[-days:])]
+        steady = [
+            s
+            for s in self.context.parse
+            if days and len(s.history) >= days and all(s.history[-days:])
+        ]
         if not steady:
             return []
         means = [sum(s.history[-days:]) / days for s in steady]
         frame = pd.DataFrame({"ratio": [s.rows / m for s, m in zip(steady, means, strict=True)]})
-        results = _validate(frame, [gxe.ExpectColumnValuesToBeBetween(
-            column="ratio", min_value=check.min_ratio, max_value=check.max_ratio,
-            meta={"check": check.name})])
+        results = _validate(
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="ratio",
+                    min_value=check.min_ratio,
+                    max_value=check.max_ratio,
+                    meta={"check": check.name},
+                )
+            ],
+        )
         failing = set(results[0].result.get("unexpected_index_list") or [])
         out = []
         for i, (sender, mean) in enumerate(zip(steady, means, strict=True)):
             low = f"{check.min_ratio * mean:.0f}"
             high = f"–{check.max_ratio * mean:.0f}" if check.max_ratio else "+"
             passed = i not in failing
-            out.append(self._result(
-                check, passed, f"{sender.rows} rows",
-                f"{low}{high} rows ({days}-day mean {mean:.0f} of this sender)",
-                source=sender.name,
-                severity=sender_severity(check, passed, table_stands=table_passed)))
+            out.append(
+                self._result(
+                    check,
+                    passed,
+                    f"{sender.rows} rows",
+                    f"{low}{high} rows ({days}-day mean {mean:.0f} of this sender)",
+                    source=sender.name,
+                    severity=sender_severity(check, passed, table_stands=table_passed),
+                )
+            )
         return out
 
     def _parse_rate(self, check: Check, senders: list[SenderLines]) -> list[CheckResult]:
@@ -424,23 +527,44 @@ class TableValidator:
 
         # A few bad lines in a small export are noise, not drift: the first
         # ``allowed_lines`` of each sender are forgiven before its share is judged.
-        frame = pd.DataFrame([{"rejected_ratio": (s.rejected / (s.rejected + s.rows)),
-                               "judged_ratio": max(0, s.rejected - check.allowed_lines)
-                               / (s.rejected + s.rows)} for s in senders])
-        results = _validate(frame, [gxe.ExpectColumnValuesToBeBetween(
-            column="judged_ratio", max_value=check.max_rejected_ratio,
-            meta={"check": check.name})])
+        frame = pd.DataFrame(
+            [
+                {
+                    "rejected_ratio": (s.rejected / (s.rejected + s.rows)),
+                    "judged_ratio": max(0, s.rejected - check.allowed_lines)
+                    / (s.rejected + s.rows),
+                }
+                for s in senders
+            ]
+        )
+        results = _validate(
+            frame,
+            [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="judged_ratio",
+                    max_value=check.max_rejected_ratio,
+                    meta={"check": check.name},
+                )
+            ],
+        )
         failing = set(results[0].result.get("unexpected_index_list") or [])
         # Blocking is for a broken parser or a table-wide problem: while any sender's lines
         # parse, a failing sender's lines stay in quarantine and the others publish.
         stands = len(failing) < len(senders)
         threshold = f"≤ {check.max_rejected_ratio:.1%} beyond {check.allowed_lines} lines"
-        return [self._result(check, i not in failing,
-                             f"{s.rejected} of {s.rejected + s.rows} lines quarantined "
-                             f"({frame.rejected_ratio[i]:.1%})", threshold,
-                             unexpected=s.rejected, source=s.name,
-                             severity=sender_severity(check, i not in failing, stands))
-                for i, s in enumerate(senders)]
+        return [
+            self._result(
+                check,
+                i not in failing,
+                f"{s.rejected} of {s.rejected + s.rows} lines quarantined "
+                f"({frame.rejected_ratio[i]:.1%})",
+                threshold,
+                unexpected=s.rejected,
+                source=s.name,
+                severity=sender_severity(check, i not in failing, stands),
+            )
+            for i, s in enumerate(senders)
+        ]
 
 
 def known_entities(cmdb: pa.Table) -> frozenset[str]:

@@ -15,9 +15,16 @@ from opslake.errors import ConfigError, SupersetError
 from opslake.screens.server import SupersetConfig, gateway_secret
 
 #: Flags for a headless Chromium on a machine without a display, network or GPU.
-CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-quic", "--disable-sync")
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+)
 #: A wall display.
 VIEWPORT = {"width": 1920, "height": 1080}
 
@@ -40,32 +47,42 @@ def chromium_path() -> str:
     """Debian's Chromium (installed by ``infra/install-services.sh``)."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        raise ConfigError("Chromium is not installed; run `bash infra/install-services.sh` "
-                          "(Debian package 'chromium')")
+        raise ConfigError(
+            "Chromium is not installed; run `bash infra/install-services.sh` "
+            "(Debian package 'chromium')"
+        )
     return path
 
 
 def launch(playwright: Any) -> Any:
     """Launch the system Chromium headless through a ``sync_playwright()`` handle."""
-    return playwright.chromium.launch(executable_path=chromium_path(), headless=True,
-                                      args=list(CHROMIUM_ARGS))
+    return playwright.chromium.launch(
+        executable_path=chromium_path(), headless=True, args=list(CHROMIUM_ARGS)
+    )
 
 
-def log_in(page: Any, config: SupersetConfig, username: str, password: str,
-           timeout_ms: int = 120_000) -> None:
+def log_in(
+    page: Any, config: SupersetConfig, username: str, password: str, timeout_ms: int = 120_000
+) -> None:
     """Log in through Superset's login form, as a person would; behind OpsLake's door (no
     form), as the door does: the page's context sends the user with the door's secret."""
     if config.door:
-        door = {"x-opslake-gateway-secret": gateway_secret(config),
-                "x-opslake-user": quote(username)}
+        door = {
+            "x-opslake-gateway-secret": gateway_secret(config),
+            "x-opslake-user": quote(username),
+        }
         # Only requests to Superset carry them: a screen may load from other hosts too.
-        page.context.route(f"{config.url}/**", lambda route: route.continue_(
-            headers={**route.request.headers, **door}))
+        page.context.route(
+            f"{config.url}/**",
+            lambda route: route.continue_(headers={**route.request.headers, **door}),
+        )
         answer = page.goto(f"{config.url}/api/v1/me/", timeout=timeout_ms)
         if answer is None or answer.status != 200:
-            raise SupersetError(f"Superset at {config.url} did not take {username!r} from the "
-                                "door's headers; restart it with `opslake screens stop` and "
-                                "`start` so it reads the current gateway-secret")
+            raise SupersetError(
+                f"Superset at {config.url} did not take {username!r} from the "
+                "door's headers; restart it with `opslake screens stop` and "
+                "`start` so it reads the current gateway-secret"
+            )
         return
     page.goto(f"{config.url}/login/", timeout=timeout_ms)
     page.fill("input[name=username], #username", username)
@@ -74,16 +91,17 @@ def log_in(page: Any, config: SupersetConfig, username: str, password: str,
     try:
         # "commit": leaving the login page is the answer; the welcome page need not finish
         # loading (slow on a busy machine, and never looked at).
-        page.wait_for_url(lambda url: "/login" not in url, wait_until="commit",
-                          timeout=timeout_ms)
+        page.wait_for_url(lambda url: "/login" not in url, wait_until="commit", timeout=timeout_ms)
     except Exception as exc:  # playwright's TimeoutError
-        raise SupersetError(f"logging in as {username!r} at {config.url}/login/ did not "
-                            f"succeed within {timeout_ms / 1000:.0f} s; check the password"
-                            ) from exc
+        raise SupersetError(
+            f"logging in as {username!r} at {config.url}/login/ did not "
+            f"succeed within {timeout_ms / 1000:.0f} s; check the password"
+        ) from exc
 
 
-def open_dashboard(page: Any, config: SupersetConfig, slug: str,
-                   timeout_ms: int = 120_000) -> list[str]:
+def open_dashboard(
+    page: Any, config: SupersetConfig, slug: str, timeout_ms: int = 120_000
+) -> list[str]:
     """Open a dashboard full screen, wait until every chart is drawn; titles of failed charts."""
     page.goto(f"{config.url}/superset/dashboard/{slug}/?standalone=1", timeout=timeout_ms)
     page.wait_for_selector(".dashboard-component-chart-holder", timeout=timeout_ms)

@@ -108,17 +108,37 @@ class Dataset:
             "normalize_columns": False,
             "always_filter_main_dttm": False,
             "uuid": self.uuid,
-            "metrics": [{
-                "metric_name": m.name, "verbose_name": m.label, "metric_type": None,
-                "expression": m.expression, "description": m.description,
-                "d3format": m.d3format, "currency": None, "extra": {}, "warning_text": None,
-            } for m in self.metrics],
-            "columns": [{
-                "column_name": c.name, "verbose_name": c.label, "is_dttm": c.is_dttm,
-                "is_active": True, "type": c.type, "advanced_data_type": None,
-                "groupby": True, "filterable": True, "expression": None,
-                "description": c.description, "python_date_format": None, "extra": {},
-            } for c in self.columns],
+            "metrics": [
+                {
+                    "metric_name": m.name,
+                    "verbose_name": m.label,
+                    "metric_type": None,
+                    "expression": m.expression,
+                    "description": m.description,
+                    "d3format": m.d3format,
+                    "currency": None,
+                    "extra": {},
+                    "warning_text": None,
+                }
+                for m in self.metrics
+            ],
+            "columns": [
+                {
+                    "column_name": c.name,
+                    "verbose_name": c.label,
+                    "is_dttm": c.is_dttm,
+                    "is_active": True,
+                    "type": c.type,
+                    "advanced_data_type": None,
+                    "groupby": True,
+                    "filterable": True,
+                    "expression": None,
+                    "description": c.description,
+                    "python_date_format": None,
+                    "extra": {},
+                }
+                for c in self.columns
+            ],
             "version": "1.0.0",
             "database_uuid": object_uuid("database", DATABASE_KEY),
         }
@@ -170,35 +190,77 @@ class Chart:
         filters: list[dict[str, Any]] = []
         if self.time_column:
             # "No filter" until a dashboard's time range (native filter, report) replaces it.
-            filters.append({"clause": "WHERE", "comparator": "No filter",
-                            "expressionType": "SIMPLE", "operator": "TEMPORAL_RANGE",
-                            "subject": self.time_column})
-        filters += [{"clause": "WHERE", "expressionType": "SQL", "sqlExpression": w,
-                     "filterOptionName": f"filter_{i}"} for i, w in enumerate(self.where)]
+            filters.append(
+                {
+                    "clause": "WHERE",
+                    "comparator": "No filter",
+                    "expressionType": "SIMPLE",
+                    "operator": "TEMPORAL_RANGE",
+                    "subject": self.time_column,
+                }
+            )
+        filters += [
+            {
+                "clause": "WHERE",
+                "expressionType": "SQL",
+                "sqlExpression": w,
+                "filterOptionName": f"filter_{i}",
+            }
+            for i, w in enumerate(self.where)
+        ]
         return filters
 
     def params(self) -> dict[str, Any]:
         """The chart's form data (what Explore and dashboards render)."""
-        p: dict[str, Any] = {"viz_type": self.viz, "adhoc_filters": self._adhoc_filters(),
-                             "extra_form_data": {}, "dashboards": []}
+        p: dict[str, Any] = {
+            "viz_type": self.viz,
+            "adhoc_filters": self._adhoc_filters(),
+            "extra_form_data": {},
+            "dashboards": [],
+        }
         if self.viz in ("big_number_total",):
-            p |= {"metric": self.metrics[0], "header_font_size": 0.4,
-                  "subheader_font_size": 0.15, "time_format": "smart_date"}
+            p |= {
+                "metric": self.metrics[0],
+                "header_font_size": 0.4,
+                "subheader_font_size": 0.15,
+                "time_format": "smart_date",
+            }
         elif self.viz == "pie":
-            p |= {"metric": self.metrics[0], "groupby": list(self.groupby),
-                  "row_limit": self.row_limit, "sort_by_metric": True,
-                  "color_scheme": "supersetColors", "show_labels": True, "show_legend": True,
-                  "legendOrientation": "top", "legendType": "scroll",
-                  "label_type": "key_percent", "labels_outside": True, "outerRadius": 70,
-                  "innerRadius": 40, "donut": True, "number_format": "SMART_NUMBER"}
+            p |= {
+                "metric": self.metrics[0],
+                "groupby": list(self.groupby),
+                "row_limit": self.row_limit,
+                "sort_by_metric": True,
+                "color_scheme": "supersetColors",
+                "show_labels": True,
+                "show_legend": True,
+                "legendOrientation": "top",
+                "legendType": "scroll",
+                "label_type": "key_percent",
+                "labels_outside": True,
+                "outerRadius": 70,
+                "innerRadius": 40,
+                "donut": True,
+                "number_format": "SMART_NUMBER",
+            }
         elif self.viz in ("echarts_timeseries_line", "echarts_timeseries_bar"):
-            p |= {"x_axis": self.x_axis, "metrics": list(self.metrics),
-                  "groupby": list(self.groupby), "row_limit": self.row_limit,
-                  "color_scheme": "supersetColors", "show_legend": True,
-                  "legendOrientation": "top", "legendType": "scroll", "rich_tooltip": True,
-                  "truncate_metric": True, "x_axis_time_format": self._time_format,
-                  "tooltipTimeFormat": self._time_format, "y_axis_format": "SMART_NUMBER",
-                  "order_desc": True, "series_limit": 0}
+            p |= {
+                "x_axis": self.x_axis,
+                "metrics": list(self.metrics),
+                "groupby": list(self.groupby),
+                "row_limit": self.row_limit,
+                "color_scheme": "supersetColors",
+                "show_legend": True,
+                "legendOrientation": "top",
+                "legendType": "scroll",
+                "rich_tooltip": True,
+                "truncate_metric": True,
+                "x_axis_time_format": self._time_format,
+                "tooltipTimeFormat": self._time_format,
+                "y_axis_format": "SMART_NUMBER",
+                "order_desc": True,
+                "series_limit": 0,
+            }
             if self.time_grain:
                 p["time_grain_sqla"] = self.time_grain
             if not self._temporal_axis:
@@ -211,20 +273,34 @@ class Chart:
         elif self.viz == "table":
             if self.columns:
                 # Four significant digits, not the sixteen a DOUBLE carries.
-                numbers = {c: {"d3NumberFormat": ".4~g"} for c in self.columns
-                           if self.dataset.column(c).type == "DOUBLE"}
-                p |= {"query_mode": "raw", "all_columns": list(self.columns),
-                      "order_by_cols": [json.dumps([c, asc]) for c, asc in self.order_by],
-                      "column_config": numbers}
+                numbers = {
+                    c: {"d3NumberFormat": ".4~g"}
+                    for c in self.columns
+                    if self.dataset.column(c).type == "DOUBLE"
+                }
+                p |= {
+                    "query_mode": "raw",
+                    "all_columns": list(self.columns),
+                    "order_by_cols": [json.dumps([c, asc]) for c, asc in self.order_by],
+                    "column_config": numbers,
+                }
             else:
-                p |= {"query_mode": "aggregate", "groupby": list(self.groupby),
-                      "metrics": list(self.metrics), "percent_metrics": [],
-                      "timeseries_limit_metric": (self.order_by[0][0] if self.order_by
-                                                  else None),
-                      "order_desc": not (self.order_by and self.order_by[0][1])}
-            p |= {"row_limit": self.row_limit, "server_pagination": False,
-                  "include_search": False, "show_cell_bars": True,
-                  "table_timestamp_format": "%Y-%m-%d %H:%M", "allow_rearrange_columns": False}
+                p |= {
+                    "query_mode": "aggregate",
+                    "groupby": list(self.groupby),
+                    "metrics": list(self.metrics),
+                    "percent_metrics": [],
+                    "timeseries_limit_metric": (self.order_by[0][0] if self.order_by else None),
+                    "order_desc": not (self.order_by and self.order_by[0][1]),
+                }
+            p |= {
+                "row_limit": self.row_limit,
+                "server_pagination": False,
+                "include_search": False,
+                "show_cell_bars": True,
+                "table_timestamp_format": "%Y-%m-%d %H:%M",
+                "allow_rearrange_columns": False,
+            }
         else:
             raise ValueError(f"chart {self.key}: viz {self.viz!r} has no form-data builder")
         p |= self.options
@@ -234,8 +310,12 @@ class Chart:
         """The query the chart data API runs for this chart (datasource id set on import)."""
         columns: list[Any] = []
         if self.x_axis:
-            axis: dict[str, Any] = {"columnType": "BASE_AXIS", "sqlExpression": self.x_axis,
-                                    "label": self.x_axis, "expressionType": "SQL"}
+            axis: dict[str, Any] = {
+                "columnType": "BASE_AXIS",
+                "sqlExpression": self.x_axis,
+                "label": self.x_axis,
+                "expressionType": "SQL",
+            }
             if self.time_grain:
                 axis["timeGrain"] = self.time_grain
             columns.append(axis)
@@ -252,23 +332,44 @@ class Chart:
         if self.time_column:
             filters.append({"col": self.time_column, "op": "TEMPORAL_RANGE", "val": "No filter"})
         where = " AND ".join(f"({w})" for w in self.where)
-        query = {"filters": filters, "extras": {"having": "", "where": where},
-                 "applied_time_extras": {}, "columns": columns, "metrics": metrics,
-                 "orderby": orderby, "annotation_layers": [], "row_limit": self.row_limit,
-                 "series_limit": 0, "order_desc": True, "url_params": {},
-                 "custom_params": {}, "custom_form_data": {}, "time_range": "No filter"}
-        return {"datasource": {"id": 0, "type": "table"}, "force": False, "queries": [query],
-                "form_data": self.params(), "result_format": "json", "result_type": "full"}
+        query = {
+            "filters": filters,
+            "extras": {"having": "", "where": where},
+            "applied_time_extras": {},
+            "columns": columns,
+            "metrics": metrics,
+            "orderby": orderby,
+            "annotation_layers": [],
+            "row_limit": self.row_limit,
+            "series_limit": 0,
+            "order_desc": True,
+            "url_params": {},
+            "custom_params": {},
+            "custom_form_data": {},
+            "time_range": "No filter",
+        }
+        return {
+            "datasource": {"id": 0, "type": "table"},
+            "force": False,
+            "queries": [query],
+            "form_data": self.params(),
+            "result_format": "json",
+            "result_type": "full",
+        }
 
     def to_yaml(self) -> dict[str, Any]:
         """The chart file of the bundle."""
         return {
-            "slice_name": self.title, "description": self.description,
-            "certified_by": None, "certification_details": None, "viz_type": self.viz,
+            "slice_name": self.title,
+            "description": self.description,
+            "certified_by": None,
+            "certification_details": None,
+            "viz_type": self.viz,
             "params": self.params(),
-            "query_context": json.dumps(self.query_context(), ensure_ascii=False,
-                                        sort_keys=True),
-            "cache_timeout": None, "uuid": self.uuid, "version": "1.0.0",
+            "query_context": json.dumps(self.query_context(), ensure_ascii=False, sort_keys=True),
+            "cache_timeout": None,
+            "uuid": self.uuid,
+            "version": "1.0.0",
             "dataset_uuid": self.dataset.uuid,
         }
 
@@ -298,14 +399,22 @@ class NativeFilter:
 
     def to_yaml(self, chart_ids: dict[str, int]) -> dict[str, Any]:
         """Superset's ``native_filter_configuration`` entry (chart ids as in the position)."""
-        common = {"id": f"NATIVE_FILTER-{self.key}", "name": self.name,
-                  "type": "NATIVE_FILTER", "description": "", "cascadeParentIds": [],
-                  "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
-                  "tabsInScope": []}
+        common = {
+            "id": f"NATIVE_FILTER-{self.key}",
+            "name": self.name,
+            "type": "NATIVE_FILTER",
+            "description": "",
+            "cascadeParentIds": [],
+            "defaultDataMask": {"extraFormData": {}, "filterState": {}, "ownState": {}},
+            "tabsInScope": [],
+        }
         if self.column is None:
-            return common | {"filterType": "filter_time", "targets": [{}],
-                             "controlValues": {"enableEmptyFilter": False},
-                             "scope": {"rootPath": ["ROOT_ID"], "excluded": []}}
+            return common | {
+                "filterType": "filter_time",
+                "targets": [{}],
+                "controlValues": {"enableEmptyFilter": False},
+                "scope": {"rootPath": ["ROOT_ID"], "excluded": []},
+            }
         if self.dataset is None:
             raise ValueError(f"filter {self.key}: a value filter needs its dataset")
         self.dataset.column(self.column)  # KeyError names the dataset
@@ -317,10 +426,15 @@ class NativeFilter:
         return common | {
             "filterType": "filter_select",
             "targets": [{"datasetUuid": self.dataset.uuid, "column": {"name": self.column}}],
-            "controlValues": {"enableEmptyFilter": False, "defaultToFirstItem": False,
-                              "multiSelect": True, "searchAllOptions": False,
-                              "inverseSelection": False},
-            "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded}}
+            "controlValues": {
+                "enableEmptyFilter": False,
+                "defaultToFirstItem": False,
+                "multiSelect": True,
+                "searchAllOptions": False,
+                "inverseSelection": False,
+            },
+            "scope": {"rootPath": ["ROOT_ID"], "excluded": excluded},
+        }
 
 
 @dataclass(frozen=True)
@@ -358,8 +472,7 @@ class Screen:
         pos: dict[str, Any] = {
             "DASHBOARD_VERSION_KEY": "v2",
             "ROOT_ID": {"type": "ROOT", "id": "ROOT_ID", "children": ["GRID_ID"]},
-            "GRID_ID": {"type": "GRID", "id": "GRID_ID", "children": [],
-                        "parents": ["ROOT_ID"]},
+            "GRID_ID": {"type": "GRID", "id": "GRID_ID", "children": [], "parents": ["ROOT_ID"]},
             "HEADER_ID": {"type": "HEADER", "id": "HEADER_ID", "meta": {"text": self.title}},
         }
         ids = self.chart_ids()
@@ -368,31 +481,55 @@ class Screen:
                 raise ValueError(f"screen {self.slug}: row {r} is wider than {GRID_COLUMNS}")
             row_id = f"ROW-{self.slug}-{r}"
             pos["GRID_ID"]["children"].append(row_id)
-            pos[row_id] = {"type": "ROW", "id": row_id, "children": [],
-                           "parents": ["ROOT_ID", "GRID_ID"],
-                           "meta": {"background": "BACKGROUND_TRANSPARENT"}}
+            pos[row_id] = {
+                "type": "ROW",
+                "id": row_id,
+                "children": [],
+                "parents": ["ROOT_ID", "GRID_ID"],
+                "meta": {"background": "BACKGROUND_TRANSPARENT"},
+            }
             for chart, width in row.cells:
                 cell_id = f"CHART-{chart.key}"
                 pos[row_id]["children"].append(cell_id)
-                pos[cell_id] = {"type": "CHART", "id": cell_id, "children": [],
-                                "parents": ["ROOT_ID", "GRID_ID", row_id],
-                                "meta": {"width": width, "height": row.height,
-                                         "chartId": ids[chart.key], "uuid": chart.uuid,
-                                         "sliceName": chart.title}}
+                pos[cell_id] = {
+                    "type": "CHART",
+                    "id": cell_id,
+                    "children": [],
+                    "parents": ["ROOT_ID", "GRID_ID", row_id],
+                    "meta": {
+                        "width": width,
+                        "height": row.height,
+                        "chartId": ids[chart.key],
+                        "uuid": chart.uuid,
+                        "sliceName": chart.title,
+                    },
+                }
         return pos
 
     def to_yaml(self) -> dict[str, Any]:
         """The dashboard file of the bundle."""
         return {
-            "dashboard_title": self.title, "description": self.description,
-            "css": "", "slug": self.slug, "certified_by": "", "certification_details": "",
-            "published": True, "uuid": self.uuid, "position": self.position(),
-            "metadata": {"color_scheme": "supersetColors", "refresh_frequency": self.refresh,
-                         "timed_refresh_immune_slices": [], "expanded_slices": {},
-                         "label_colors": {}, "shared_label_colors": [],
-                         "color_scheme_domain": [], "cross_filters_enabled": False,
-                         "native_filter_configuration": [
-                             f.to_yaml(self.chart_ids()) for f in self.filters],
-                         "chart_configuration": {}, "default_filters": "{}"},
+            "dashboard_title": self.title,
+            "description": self.description,
+            "css": "",
+            "slug": self.slug,
+            "certified_by": "",
+            "certification_details": "",
+            "published": True,
+            "uuid": self.uuid,
+            "position": self.position(),
+            "metadata": {
+                "color_scheme": "supersetColors",
+                "refresh_frequency": self.refresh,
+                "timed_refresh_immune_slices": [],
+                "expanded_slices": {},
+                "label_colors": {},
+                "shared_label_colors": [],
+                "color_scheme_domain": [],
+                "cross_filters_enabled": False,
+                "native_filter_configuration": [f.to_yaml(self.chart_ids()) for f in self.filters],
+                "chart_configuration": {},
+                "default_filters": "{}",
+            },
             "version": "1.0.0",
         }

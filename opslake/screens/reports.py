@@ -48,14 +48,24 @@ REPORT_ROLE = "OpsLake 报表用户"
 #: A chart-data request is rewritten only for these datasets: their column that dates a row.
 #: Local time for timestamps (the datasets convert), the UTC day partition for ``day``.
 PERIOD_COLUMNS = {
-    "service_levels": "day", "convergence": "day", "quality_scores": "day",
-    "quality_checks": "day", "metric_quality": "day", "incidents": "started_at",
-    "alerts": "starts_at", "metric_values": "bucket_start", "entity_health": "hour",
-    "business_health": "hour", "anomalies": "ts",
+    "service_levels": "day",
+    "convergence": "day",
+    "quality_scores": "day",
+    "quality_checks": "day",
+    "metric_quality": "day",
+    "incidents": "started_at",
+    "alerts": "starts_at",
+    "metric_values": "bucket_start",
+    "entity_health": "hour",
+    "business_health": "hour",
+    "anomalies": "ts",
 }
 #: Tables whose newest day is "the newest data" (the daily pipeline's UTC day partitions).
-NEWEST_DAY_SQL = ("SELECT max(day) FROM service_levels", "SELECT max(day) FROM quality_scores",
-                  "SELECT max(CAST(dt AS DATE)) FROM incident_stats")
+NEWEST_DAY_SQL = (
+    "SELECT max(day) FROM service_levels",
+    "SELECT max(day) FROM quality_scores",
+    "SELECT max(CAST(dt AS DATE)) FROM incident_stats",
+)
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,20 @@ class ReportKind:
 
 #: SLA attainment, changes (服务质量); incidents and causes (事件与告警); assets and contracts
 #: expiring (资源台账); data quality (数据质量). Longer periods add the overview screens.
-KINDS: dict[str, ReportKind] = {k.name: k for k in (
-    ReportKind("daily", "运维服务日报", ("service", "events", "quality")),
-    ReportKind("weekly", "运维服务周报", ("leadership", "service", "events", "assets", "quality")),
-    ReportKind("monthly", "运维服务月报", ("leadership", "service", "events", "applications",
-                                         "assets", "quality", "insights")),
-)}
+KINDS: dict[str, ReportKind] = {
+    k.name: k
+    for k in (
+        ReportKind("daily", "运维服务日报", ("service", "events", "quality")),
+        ReportKind(
+            "weekly", "运维服务周报", ("leadership", "service", "events", "assets", "quality")
+        ),
+        ReportKind(
+            "monthly",
+            "运维服务月报",
+            ("leadership", "service", "events", "applications", "assets", "quality", "insights"),
+        ),
+    )
+}
 
 
 def report_kind(name: str) -> ReportKind:
@@ -112,9 +130,11 @@ class Period:
     def parse(cls, kind: str, text: str) -> Period:
         """``2026-11-25`` (daily), ``2026-W48`` (weekly) or ``2026-11`` (monthly)."""
         report_kind(kind)
-        forms = {"daily": (r"\d{4}-\d{2}-\d{2}", "YYYY-MM-DD"),
-                 "weekly": (r"(\d{4})-W(\d{2})", "YYYY-Www, e.g. 2026-W10"),
-                 "monthly": (r"\d{4}-\d{2}", "YYYY-MM")}
+        forms = {
+            "daily": (r"\d{4}-\d{2}-\d{2}", "YYYY-MM-DD"),
+            "weekly": (r"(\d{4})-W(\d{2})", "YYYY-Www, e.g. 2026-W10"),
+            "monthly": (r"\d{4}-\d{2}", "YYYY-MM"),
+        }
         pattern, example = forms[kind]
         match = re.fullmatch(pattern, text.strip())
         try:
@@ -127,8 +147,7 @@ class Period:
             else:
                 day = date.fromisoformat(text.strip() + "-01")
         except ValueError:
-            raise ConfigError(f"period {text!r} is not a {kind} period; write {example}") \
-                from None
+            raise ConfigError(f"period {text!r} is not a {kind} period; write {example}") from None
         return cls.containing(kind, day)
 
     @property
@@ -186,9 +205,11 @@ def newest_day(warehouse: Path) -> date:
     finally:
         con.close()
     if not days:
-        raise NotFoundError(f"the warehouse {warehouse} has no service levels, quality scores "
-                            "or incident statistics yet; run `opslake materialize` and "
-                            "`opslake warehouse build`")
+        raise NotFoundError(
+            f"the warehouse {warehouse} has no service levels, quality scores "
+            "or incident statistics yet; run `opslake materialize` and "
+            "`opslake warehouse build`"
+        )
     return max(days)
 
 
@@ -200,8 +221,10 @@ def data_days(warehouse: Path, period: Period) -> tuple[date | None, date | None
 
     con = open_read_only(warehouse)
     try:
-        first, last = con.execute("SELECT min(day), max(day) FROM service_levels WHERE day >= ? "
-                                  "AND day < ?", [period.start, period.end]).fetchone()
+        first, last = con.execute(
+            "SELECT min(day), max(day) FROM service_levels WHERE day >= ? AND day < ?",
+            [period.start, period.end],
+        ).fetchone()
     except duckdb.CatalogException:  # no service levels yet
         return None, None
     finally:
@@ -223,8 +246,11 @@ def period_filter(body: bytes, period: Period, columns: Mapping[int, str]) -> by
     if column is None or not isinstance(doc.get("queries"), list):
         return None
     for query in doc["queries"]:
-        filters = [f for f in query.get("filters") or []
-                   if not (f.get("op") == "TEMPORAL_RANGE" and f.get("col") == column)]
+        filters = [
+            f
+            for f in query.get("filters") or []
+            if not (f.get("op") == "TEMPORAL_RANGE" and f.get("col") == column)
+        ]
         filters.append({"col": column, "op": "TEMPORAL_RANGE", "val": period.time_range()})
         query["filters"] = filters
         # Superset overwrites every TEMPORAL_RANGE filter's value with the query's time_range.
@@ -232,18 +258,26 @@ def period_filter(body: bytes, period: Period, columns: Mapping[int, str]) -> by
     return json.dumps(doc).encode()
 
 
-def _cover_html(kind: ReportKind, period: Period, titles: list[str], generated: datetime,
-                coverage: tuple[date | None, date | None], newest: date | None,
-                timezone: str) -> str:
+def _cover_html(
+    kind: ReportKind,
+    period: Period,
+    titles: list[str],
+    generated: datetime,
+    coverage: tuple[date | None, date | None],
+    newest: date | None,
+    timezone: str,
+) -> str:
     first, last = coverage
     if first is None:
         data = "本周期没有服务水平数据；下列页面中按周期过滤的图表为空。"
     else:
         whole = first == period.start and last == period.last_day
         data = f"{first:%Y-%m-%d} 至 {last:%Y-%m-%d}" + (
-            "（整个周期）" if whole else "（周期内只有这些天的数据：周期未结束或数据不全）")
-    rows = "".join(f"<li><span>{html.escape(t)}</span><b>第 {i + 2} 页</b></li>"
-                   for i, t in enumerate(titles))
+            "（整个周期）" if whole else "（周期内只有这些天的数据：周期未结束或数据不全）"
+        )
+    rows = "".join(
+        f"<li><span>{html.escape(t)}</span><b>第 {i + 2} 页</b></li>" for i, t in enumerate(titles)
+    )
     scoped = "服务水平、事件、告警、告警收敛、数据质量、目录指标值、健康分、异常"
     return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><style>
 body {{ margin: 0; font-family: "WenQuanYi Zen Hei", "Noto Sans CJK SC", sans-serif;
@@ -280,13 +314,23 @@ def _period_columns(client: Any) -> dict[int, str]:
     from opslake.screens.model import object_uuid
 
     by_uuid = {object_uuid("dataset", key): column for key, column in PERIOD_COLUMNS.items()}
-    return {d["id"]: by_uuid[str(d["uuid"])]
-            for d in client.list_all("dataset", ["id", "uuid"]) if str(d["uuid"]) in by_uuid}
+    return {
+        d["id"]: by_uuid[str(d["uuid"])]
+        for d in client.list_all("dataset", ["id", "uuid"])
+        if str(d["uuid"]) in by_uuid
+    }
 
 
-def render(config: SupersetConfig, kind: str, period: Period, out: Path, *,
-           username: str | None = None, password: str | None = None,
-           say: Callable[[str], None] = print) -> Rendered:
+def render(
+    config: SupersetConfig,
+    kind: str,
+    period: Period,
+    out: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    say: Callable[[str], None] = print,
+) -> Rendered:
     """Render one report from a running Superset into ``out`` (PDF, PNG per screen)."""
     from playwright.sync_api import sync_playwright
     from pypdf import PdfReader, PdfWriter
@@ -300,8 +344,10 @@ def render(config: SupersetConfig, kind: str, period: Period, out: Path, *,
         columns = _period_columns(client)
     missing = [s for s in spec.screens if s not in dashboards]
     if missing:
-        raise ReportError(f"Superset has no screen {', '.join(missing)}; import the screens "
-                          "with `opslake screens start`")
+        raise ReportError(
+            f"Superset has no screen {', '.join(missing)}; import the screens "
+            "with `opslake screens start`"
+        )
     titles = {s: dashboards[s]["dashboard_title"] for s in spec.screens}
     tz = ZoneInfo(config.timezone)
     generated = datetime.now(UTC).astimezone(tz).replace(microsecond=0)
@@ -323,14 +369,25 @@ def render(config: SupersetConfig, kind: str, period: Period, out: Path, *,
     with sync_playwright() as pw:
         chromium = browser.launch(pw)
         try:
-            context = chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN",
-                                           timezone_id=config.timezone)
+            context = chromium.new_context(
+                viewport=browser.VIEWPORT, locale="zh-CN", timezone_id=config.timezone
+            )
             page = context.new_page()
-            page.set_content(_cover_html(spec, period, list(titles.values()), generated,
-                                         coverage, newest, config.timezone))
+            page.set_content(
+                _cover_html(
+                    spec,
+                    period,
+                    list(titles.values()),
+                    generated,
+                    coverage,
+                    newest,
+                    config.timezone,
+                )
+            )
             writer.append(PdfReader(io.BytesIO(_pdf(page))))
-            browser.log_in(page, config, username or config.admin_username,
-                           password or config.password())
+            browser.log_in(
+                page, config, username or config.admin_username, password or config.password()
+            )
             page.route(re.compile(r".*/api/v1/chart/data(\?.*)?$"), scope)
             for slug in spec.screens:
                 started = time.perf_counter()
@@ -339,36 +396,48 @@ def render(config: SupersetConfig, kind: str, period: Period, out: Path, *,
                     empty[slug] = list(failed)
                 pngs[slug] = out / f"{slug}.png"
                 page.screenshot(path=str(pngs[slug]), full_page=True)
-                writer.append(PdfReader(io.BytesIO(_pdf(page))),
-                              outline_item=titles[slug])
-                say(f"{spec.title} {period.label}: {titles[slug]} drawn in "
+                writer.append(PdfReader(io.BytesIO(_pdf(page))), outline_item=titles[slug])
+                say(
+                    f"{spec.title} {period.label}: {titles[slug]} drawn in "
                     f"{time.perf_counter() - started:.1f}s"
-                    + (f" (no data: {', '.join(failed)})" if failed else ""))
+                    + (f" (no data: {', '.join(failed)})" if failed else "")
+                )
         finally:
             chromium.close()
     if rewritten[0] == 0:
-        raise ReportError("no chart data request could be limited to the period; the "
-                          "screens' datasets changed: update PERIOD_COLUMNS in "
-                          "opslake/screens/reports.py")
+        raise ReportError(
+            "no chart data request could be limited to the period; the "
+            "screens' datasets changed: update PERIOD_COLUMNS in "
+            "opslake/screens/reports.py"
+        )
     pdf = out / PDF_NAME
-    writer.add_metadata({"/Title": f"OpsLake {spec.title} {period.label}",
-                         "/Author": "OpsLake", "/Subject": period.zh()})
+    writer.add_metadata(
+        {
+            "/Title": f"OpsLake {spec.title} {period.label}",
+            "/Author": "OpsLake",
+            "/Subject": period.zh(),
+        }
+    )
     with open(pdf, "wb") as handle:
         writer.write(handle)
-    return Rendered(kind, period, pdf, pngs, titles, len(writer.pages), generated, newest,
-                    empty)
+    return Rendered(kind, period, pdf, pngs, titles, len(writer.pages), generated, newest, empty)
 
 
 def _pdf(page: Any) -> bytes:
     """The page as one PDF page of its own size (the wall layout, not paper)."""
-    size = page.evaluate("() => [document.documentElement.scrollWidth, "
-                         "document.documentElement.scrollHeight]")
+    size = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    )
     width, height = max(size[0], 1920), max(size[1], 1080)
     # Screen, not print, styles: the page prints exactly as the wall shows it.
     page.emulate_media(media="screen")
-    return page.pdf(width=f"{width}px", height=f"{height + 2}px", print_background=True,
-                    page_ranges="1", margin={"top": "0", "right": "0", "bottom": "0",
-                                             "left": "0"})
+    return page.pdf(
+        width=f"{width}px",
+        height=f"{height + 2}px",
+        print_background=True,
+        page_ranges="1",
+        margin={"top": "0", "right": "0", "bottom": "0", "left": "0"},
+    )
 
 
 def report_dir(lake: Lake, kind: str, period: str) -> str:
@@ -385,15 +454,20 @@ def keep(lake: Lake, rendered: Rendered, emailed: Iterable[str] = ()) -> dict[st
     for slug, png in rendered.pngs.items():
         lake.put_atomic(f"{where}/{slug}.png", [png.read_bytes()])
     row = {
-        "kind": rendered.kind, "period": rendered.period.label,
+        "kind": rendered.kind,
+        "period": rendered.period.label,
         "start": rendered.period.start.isoformat(),
-        "end": rendered.period.last_day.isoformat(), "pages": rendered.pages,
-        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "end": rendered.period.last_day.isoformat(),
+        "pages": rendered.pages,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
         "generated_at": rendered.generated_at.isoformat(),
         "data_through": rendered.data_through.isoformat() if rendered.data_through else None,
-        "path": pdf_path, "screens": rendered.titles,
+        "path": pdf_path,
+        "screens": rendered.titles,
         "images": {slug: f"{where}/{slug}.png" for slug in rendered.pngs},
-        "empty_charts": rendered.empty_charts, "emailed_to": sorted(emailed),
+        "empty_charts": rendered.empty_charts,
+        "emailed_to": sorted(emailed),
     }
     write_manifest(lake, row)
     return row
@@ -402,8 +476,9 @@ def keep(lake: Lake, rendered: Rendered, emailed: Iterable[str] = ()) -> dict[st
 def write_manifest(lake: Lake, row: Mapping[str, Any]) -> None:
     """Write (or replace) a report's manifest, which makes it listed."""
     where = report_dir(lake, row["kind"], row["period"])
-    lake.put_atomic(f"{where}/{MANIFEST}",
-                    [json.dumps(dict(row), ensure_ascii=False, indent=1).encode()])
+    lake.put_atomic(
+        f"{where}/{MANIFEST}", [json.dumps(dict(row), ensure_ascii=False, indent=1).encode()]
+    )
 
 
 def list_reports(lake: Lake, kind: str | None = None) -> list[dict[str, Any]]:
@@ -419,6 +494,7 @@ def list_reports(lake: Lake, kind: str | None = None) -> list[dict[str, Any]]:
 
 # -- e-mail ------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Recipient:
     """An e-mail receiver of ``notify.yaml`` with the addresses a report goes to."""
@@ -428,8 +504,9 @@ class Recipient:
     to: tuple[str, ...]
 
 
-def recipients(settings: Settings, kind: str, environ: Mapping[str, str] | None = None
-               ) -> tuple[list[Recipient], list[str]]:
+def recipients(
+    settings: Settings, kind: str, environ: Mapping[str, str] | None = None
+) -> tuple[list[Recipient], list[str]]:
     """Who gets ``kind`` reports (``reports`` in notify.yaml); and skipped receivers, why."""
     from opslake.alerting.dispatch import NOTIFY_FILE, NotifyConfig
     from opslake.alerting.rules import read_yaml
@@ -449,16 +526,18 @@ def recipients(settings: Settings, kind: str, environ: Mapping[str, str] | None 
     for name in route.get("receivers") or []:
         receiver = config.receivers.get(name)
         if receiver is None:
-            raise ConfigError(f"{path}: reports.{kind}: receiver {name!r} is not defined under "
-                              "receivers")
+            raise ConfigError(
+                f"{path}: reports.{kind}: receiver {name!r} is not defined under receivers"
+            )
         if receiver.channel != "email":
-            raise ConfigError(f"{path}: reports.{kind}: {name!r} is a {receiver.channel} "
-                              "receiver; only e-mail receivers can carry the PDF")
+            raise ConfigError(
+                f"{path}: reports.{kind}: {name!r} is a {receiver.channel} "
+                "receiver; only e-mail receivers can carry the PDF"
+            )
         if receiver.missing or "host" not in receiver.settings:
             skipped.append(f"{name}: unconfigured (set {', '.join(receiver.missing)})")
             continue
-        to = tuple(route.get("to") or [a for a in receiver.settings.get("to", "").split(",")
-                                       if a])
+        to = tuple(route.get("to") or [a for a in receiver.settings.get("to", "").split(",") if a])
         if not to:
             skipped.append(f"{name}: no recipients (to)")
             continue
@@ -487,9 +566,14 @@ def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
     mail.set_content(
         f"OpsLake {spec.title}\n\n报告周期：{period.zh()}（{row['period']}）\n"
         f"数据截至：{row.get('data_through') or '—'}\n生成时间：{row['generated_at']}\n"
-        f"内容：{screens}（共 {row['pages']} 页，见附件 PDF）\n湖中位置：{row['path']}\n")
-    mail.add_attachment(pdf, maintype="application", subtype="pdf",
-                        filename=f"opslake-{row['kind']}-{row['period']}.pdf")
+        f"内容：{screens}（共 {row['pages']} 页，见附件 PDF）\n湖中位置：{row['path']}\n"
+    )
+    mail.add_attachment(
+        pdf,
+        maintype="application",
+        subtype="pdf",
+        filename=f"opslake-{row['kind']}-{row['period']}.pdf",
+    )
 
     def attempt() -> str:
         send_mail(recipient.settings, mail, timeout=30)  # a PDF takes longer than an alert
@@ -497,17 +581,27 @@ def send(recipient: Recipient, row: Mapping[str, Any], pdf: bytes) -> str:
 
     outcome = Engine(RETRY).deliver(recipient.receiver, attempt, now=datetime.now(UTC))
     if outcome.status != "sent":
-        raise DeliveryError(f"e-mailing the {row['kind']} report {row['period']} through "
-                            f"{outcome.detail} ({recipient.receiver}) failed after "
-                            f"{outcome.attempts} attempts; check OPSLAKE_SMTP_* and that the "
-                            "server is up")
+        raise DeliveryError(
+            f"e-mailing the {row['kind']} report {row['period']} through "
+            f"{outcome.detail} ({recipient.receiver}) failed after "
+            f"{outcome.attempts} attempts; check OPSLAKE_SMTP_* and that the "
+            "server is up"
+        )
     return msgid
 
 
 # -- the whole run -----------------------------------------------------------------------
 
-def produce(settings: Settings, kind: str, period: str | None = None, *, send_mail: bool = True,
-            say: Callable[[str], None] = print, scratch: Path | None = None) -> dict[str, Any]:
+
+def produce(
+    settings: Settings,
+    kind: str,
+    period: str | None = None,
+    *,
+    send_mail: bool = True,
+    say: Callable[[str], None] = print,
+    scratch: Path | None = None,
+) -> dict[str, Any]:
     """Render a report (Superset started for it if not running), keep it, e-mail it.
 
     ``period`` None: the period that holds the newest data. Returns the manifest row.
@@ -519,13 +613,18 @@ def produce(settings: Settings, kind: str, period: str | None = None, *, send_ma
     report_kind(kind)
     config = service.config_for(settings)
     lake = Lake.from_settings(settings)
-    chosen = (Period.parse(kind, period) if period
-              else Period.containing(kind, newest_day(config.warehouse)))
+    chosen = (
+        Period.parse(kind, period)
+        if period
+        else Period.containing(kind, newest_day(config.warehouse))
+    )
     to, skipped = recipients(settings, kind) if send_mail else ([], [])
     for line in skipped:
         say(f"report e-mail skipped: {line}")
-    with service.running(config, say=say), tempfile.TemporaryDirectory(
-            prefix="opslake-report-", dir=scratch) as tmp:
+    with (
+        service.running(config, say=say),
+        tempfile.TemporaryDirectory(prefix="opslake-report-", dir=scratch) as tmp,
+    ):
         with service.admin_client(config) as client:
             provision_report_role(client)
         rendered = render(config, kind, chosen, Path(tmp), say=say)
@@ -535,8 +634,10 @@ def produce(settings: Settings, kind: str, period: str | None = None, *, send_ma
         for recipient in to:
             send(recipient, row, data)
             sent += recipient.to
-            say(f"e-mailed {kind} {chosen.label} to {', '.join(recipient.to)} "
-                f"({recipient.receiver})")
+            say(
+                f"e-mailed {kind} {chosen.label} to {', '.join(recipient.to)} "
+                f"({recipient.receiver})"
+            )
         if sent:
             row = {**row, "emailed_to": sorted(sent)}
             write_manifest(lake, row)
@@ -546,9 +647,13 @@ def produce(settings: Settings, kind: str, period: str | None = None, *, send_ma
 # -- the report-user role ----------------------------------------------------------------
 
 #: CSV and Excel export, wherever Superset offers it (chart menu, SQL Lab results).
-EXPORT_PERMISSIONS = (("can_csv", "Superset"), ("can_export_csv", "SQLLab"),
-                      ("can_export", "Chart"), ("can_export", "Dashboard"),
-                      ("can_export", "Dataset"))
+EXPORT_PERMISSIONS = (
+    ("can_csv", "Superset"),
+    ("can_export_csv", "SQLLab"),
+    ("can_export", "Chart"),
+    ("can_export", "Dashboard"),
+    ("can_export", "Dataset"),
+)
 
 
 def provision_report_role(client: Any) -> Any:
@@ -569,25 +674,34 @@ def provision_report_role(client: Any) -> Any:
 
     report = AccessReport()
     access = Access(client)
-    by_uuid = {str(d["uuid"]): d for d in client.list_all("dataset", ["id", "uuid",
-                                                                      "table_name"])}
+    by_uuid = {str(d["uuid"]): d for d in client.list_all("dataset", ["id", "uuid", "table_name"])}
     datasets = [d for d in service.screen_datasets() if d.uuid in by_uuid]
     databases = client.list_all("database", ["id", "database_name"])
     db_id = next((d["id"] for d in databases if d["database_name"] == DATABASE_NAME), None)
     if db_id is None or not datasets:
-        raise ReportError(f"Superset has no database {DATABASE_NAME!r} or screen datasets; "
-                          "import the screens first (`opslake screens start`)")
-    dataset_perms = {access.permission(
-        "datasource_access",
-        f"[{DATABASE_NAME}].[{by_uuid[d.uuid]['table_name']}](id:{by_uuid[d.uuid]['id']})")
-        for d in datasets}
+        raise ReportError(
+            f"Superset has no database {DATABASE_NAME!r} or screen datasets; "
+            "import the screens first (`opslake screens start`)"
+        )
+    dataset_perms = {
+        access.permission(
+            "datasource_access",
+            f"[{DATABASE_NAME}].[{by_uuid[d.uuid]['table_name']}](id:{by_uuid[d.uuid]['id']})",
+        )
+        for d in datasets
+    }
     exports = {access.pvms[p] for p in EXPORT_PERMISSIONS if p in access.pvms}
     if ("can_csv", "Superset") not in access.pvms:
-        raise ReportError("this Superset has no can_csv permission; run `superset init` (a "
-                          "fresh `opslake screens start` does)")
-    perms = (access.role_permissions(READ_ONLY_BASE) | access.role_permissions(SQL_LAB_BASE)
-             | dataset_perms | exports
-             | {access.permission("database_access", f"[{DATABASE_NAME}].(id:{db_id})")})
+        raise ReportError(
+            "this Superset has no can_csv permission; run `superset init` (a "
+            "fresh `opslake screens start` does)"
+        )
+    perms = (
+        access.role_permissions(READ_ONLY_BASE)
+        | access.role_permissions(SQL_LAB_BASE)
+        | dataset_perms
+        | exports
+        | {access.permission("database_access", f"[{DATABASE_NAME}].(id:{db_id})")}
+    )
     access.ensure_role(REPORT_ROLE, perms, report)
     return report
-

@@ -41,15 +41,18 @@ class SupersetClient:
     def __init__(self, url: str, username: str, password: str, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self.username = username
-        self.http = httpx.Client(base_url=self.url, timeout=timeout,
-                                 headers={"Referer": self.url})
-        r = self.http.post("/api/v1/security/login", json={
-            "username": username, "password": password, "provider": "db", "refresh": False})
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers={"Referer": self.url})
+        r = self.http.post(
+            "/api/v1/security/login",
+            json={"username": username, "password": password, "provider": "db", "refresh": False},
+        )
         if r.status_code != 200:
-            raise SupersetError(f"Superset at {self.url} refused the login of {username!r} "
-                                f"({r.status_code}); check the password (admin: "
-                                "OPSLAKE_SUPERSET_ADMIN_PASSWORD or <state>/superset/"
-                                "admin-password)")
+            raise SupersetError(
+                f"Superset at {self.url} refused the login of {username!r} "
+                f"({r.status_code}); check the password (admin: "
+                "OPSLAKE_SUPERSET_ADMIN_PASSWORD or <state>/superset/"
+                "admin-password)"
+            )
         self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         # Writes need the CSRF token bound to this session's cookie, JWT or not.
         token = self._check(self.http.get("/api/v1/security/csrf_token/"), "csrf_token")
@@ -67,8 +70,10 @@ class SupersetClient:
 
     def _check(self, r: httpx.Response, what: str) -> Any:
         if r.status_code >= 400:
-            raise SupersetError(f"Superset {r.request.method} {r.request.url.path} ({what}) "
-                                f"failed with {r.status_code}: {r.text[:800]}")
+            raise SupersetError(
+                f"Superset {r.request.method} {r.request.url.path} ({what}) "
+                f"failed with {r.status_code}: {r.text[:800]}"
+            )
         return r.json() if r.content else {}
 
     def get(self, path: str, **params: Any) -> Any:
@@ -87,8 +92,12 @@ class SupersetClient:
         """DELETE a resource."""
         return self._check(self.http.delete(path), "delete")
 
-    def list_all(self, resource: str, columns: list[str] | None = None,
-                 filters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    def list_all(
+        self,
+        resource: str,
+        columns: list[str] | None = None,
+        filters: list[dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
         """Every row of a list endpoint (``chart``, ``dataset``, ``security/roles``…), paged."""
         rows: list[dict[str, Any]] = []
         page = 0
@@ -106,8 +115,10 @@ class SupersetClient:
 
     def import_assets(self, bundle: bytes) -> None:
         """Import a bundle through ``/api/v1/assets/import/``: overwrites what it names."""
-        r = self.http.post("/api/v1/assets/import/",
-                           files={"bundle": ("opslake_screens.zip", bundle, "application/zip")})
+        r = self.http.post(
+            "/api/v1/assets/import/",
+            files={"bundle": ("opslake_screens.zip", bundle, "application/zip")},
+        )
         self._check(r, "import")
 
     def chart_data(self, chart_id: int) -> dict[str, Any]:
@@ -125,14 +136,23 @@ def browser_cookies(url: str, username: str, password: str) -> list[dict[str, An
     with httpx.Client(base_url=url, timeout=60, follow_redirects=False) as http:
         page = http.get("/login/")
         match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text) or re.search(
-            r'"csrf_token":\s*"([^"]+)"', page.text)
-        token = match.group(1) if match else http.get(
-            "/api/v1/security/csrf_token/").json().get("result", "")
-        r = http.post("/login/", data={"username": username, "password": password,
-                                       "csrf_token": token})
+            r'"csrf_token":\s*"([^"]+)"', page.text
+        )
+        token = (
+            match.group(1)
+            if match
+            else http.get("/api/v1/security/csrf_token/").json().get("result", "")
+        )
+        r = http.post(
+            "/login/", data={"username": username, "password": password, "csrf_token": token}
+        )
         if r.status_code not in (302, 303) or "/login" in r.headers.get("location", "/login"):
-            raise SupersetError(f"Superset's login form at {url}/login/ refused {username!r} "
-                                f"({r.status_code}); check the password")
+            raise SupersetError(
+                f"Superset's login form at {url}/login/ refused {username!r} "
+                f"({r.status_code}); check the password"
+            )
         host = httpx.URL(url).host
-        return [{"name": c.name, "value": c.value, "domain": host, "path": c.path or "/"}
-                for c in http.cookies.jar]
+        return [
+            {"name": c.name, "value": c.value, "domain": host, "path": c.path or "/"}
+            for c in http.cookies.jar
+        ]

@@ -71,8 +71,9 @@ class SupersetConfig:
     door: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None
-                      ) -> SupersetConfig:
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> SupersetConfig:
         """Read ``OPSLAKE_SUPERSET_*`` over ``settings`` (state dir, warehouse, time zone)."""
         env = os.environ if environ is None else environ
 
@@ -149,7 +150,7 @@ def gateway_secret(config: SupersetConfig) -> str:
 def _door_text(config: SupersetConfig) -> str:
     """The part of ``superset_config.py`` that lets OpsLake's door sign users in."""
     gateway_secret(config)
-    return f'''
+    return f"""
 # Behind OpsLake's door (opslake serve --superset-door): the user and roles come from the
 # door's headers, trusted only with the secret in gateway-secret; a browser without them is
 # signed out.
@@ -168,14 +169,14 @@ AUTH_TYPE = AUTH_REMOTE_USER
 AUTH_API_LOGIN_ALLOW_MULTIPLE_PROVIDERS = True
 FLASK_APP_MUTATOR = mutator(Path({str(config.state / "gateway-secret")!r}),
                             reserved={config.admin_username!r})
-'''
+"""
 
 
 def _config_text(config: SupersetConfig) -> str:
     secret = config.state / "secret-key"
     _secret_file(secret, lambda: secrets.token_urlsafe(48))
     door = _door_text(config) if config.door else ""
-    return f'''\
+    return f"""\
 # Written by opslake (opslake/screens/server.py) at every start: change the OPSLAKE_SUPERSET_*
 # settings, not this file.
 from pathlib import Path
@@ -190,7 +191,7 @@ SUPERSET_WEBSERVER_TIMEOUT = 120
 CONTENT_SECURITY_POLICY_WARNING = False
 FEATURE_FLAGS = {{"DASHBOARD_RBAC": False, "TAGGING_SYSTEM": False}}
 # No PUBLIC_ROLE_LIKE: with it set, JWT-authenticated REST calls fail on this version.
-{door}'''
+{door}"""
 
 
 def running_pid(config: SupersetConfig) -> int | None:
@@ -203,7 +204,8 @@ def running_pid(config: SupersetConfig) -> int | None:
         proc = psutil.Process(pid)
         # Guards against a PID reused by another program after a crash.
         alive = proc.status() != psutil.STATUS_ZOMBIE and any(
-            "gunicorn" in part for part in proc.cmdline()[:2])
+            "gunicorn" in part for part in proc.cmdline()[:2]
+        )
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         alive = False
     if not alive:
@@ -213,20 +215,26 @@ def running_pid(config: SupersetConfig) -> int | None:
 
 
 def _env(config: SupersetConfig) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(SUPERSET_CONFIG_PATH=str(config.config_file), SUPERSET_HOME=str(config.state),
-               PATH=f"{config.venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
-               PYTHONUNBUFFERED="1")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+    }
+    env.update(
+        SUPERSET_CONFIG_PATH=str(config.config_file),
+        SUPERSET_HOME=str(config.state),
+        PATH=f"{config.venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 def _python(config: SupersetConfig) -> Path:
     python = config.venv / "bin" / "python"
     if not (config.venv / "bin" / "gunicorn").exists() or not python.exists():
-        raise ConfigError(f"Superset is not installed in {config.venv}; run "
-                          f"`bash {INSTALL_SCRIPT.relative_to(REPO)}` (or set "
-                          "OPSLAKE_SUPERSET_VENV to where it is installed)")
+        raise ConfigError(
+            f"Superset is not installed in {config.venv}; run "
+            f"`bash {INSTALL_SCRIPT.relative_to(REPO)}` (or set "
+            "OPSLAKE_SUPERSET_VENV to where it is installed)"
+        )
     return python
 
 
@@ -235,22 +243,45 @@ def _bootstrap(config: SupersetConfig, say: Callable[[str], None]) -> None:
     python = _python(config)
     version = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('apache-superset'))"],
-        capture_output=True, text=True, check=False).stdout.strip()
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     stamp = config.state / "bootstrap.json"
-    want = {"bootstrap": BOOTSTRAP_VERSION, "superset": version,
-            "database": hashlib.sha256(config.metadata_database.encode()).hexdigest()[:16],
-            "admin": config.admin_username}
+    want = {
+        "bootstrap": BOOTSTRAP_VERSION,
+        "superset": version,
+        "database": hashlib.sha256(config.metadata_database.encode()).hexdigest()[:16],
+        "admin": config.admin_username,
+    }
     if stamp.exists() and json.loads(stamp.read_text()) == want:
         return
-    say(f"superset {version}: upgrading the metadata database, creating "
-        f"{config.admin_username!r}, syncing roles (first start, ~1 min)")
-    run_cli(config, "bootstrap", [
-        ["db", "upgrade"],
-        ["fab", "create-admin", "--username", config.admin_username, "--firstname", "OpsLake",
-         "--lastname", "Admin", "--email", f"{config.admin_username}@opslake.invalid",
-         "--password", ADMIN_PASSWORD_ARG],
-        ["init"],
-    ])
+    say(
+        f"superset {version}: upgrading the metadata database, creating "
+        f"{config.admin_username!r}, syncing roles (first start, ~1 min)"
+    )
+    run_cli(
+        config,
+        "bootstrap",
+        [
+            ["db", "upgrade"],
+            [
+                "fab",
+                "create-admin",
+                "--username",
+                config.admin_username,
+                "--firstname",
+                "OpsLake",
+                "--lastname",
+                "Admin",
+                "--email",
+                f"{config.admin_username}@opslake.invalid",
+                "--password",
+                ADMIN_PASSWORD_ARG,
+            ],
+            ["init"],
+        ],
+    )
     stamp.write_text(json.dumps(want))
 
 
@@ -263,19 +294,38 @@ def run_cli(config: SupersetConfig, what: str, commands: list[list[str]]) -> Non
         log.flush()
         # The password travels in the environment, not in argv (which `ps` shows to all).
         env = _env(config) | {"OPSLAKE_SUPERSET_ADMIN_PASSWORD": config.password()}
-        done = subprocess.run([str(python), str(CLI_RUNNER), *map(json.dumps, commands)],
-                              stdout=log, stderr=subprocess.STDOUT, env=env,
-                              cwd=config.state, timeout=900, check=False)
+        done = subprocess.run(
+            [str(python), str(CLI_RUNNER), *map(json.dumps, commands)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=config.state,
+            timeout=900,
+            check=False,
+        )
     if done.returncode != 0:
-        raise SupersetError(f"Superset's {what} failed (exit {done.returncode}); "
-                            f"see {config.log_file}:\n{_tail(config.log_file)}")
+        raise SupersetError(
+            f"Superset's {what} failed (exit {done.returncode}); "
+            f"see {config.log_file}:\n{_tail(config.log_file)}"
+        )
 
 
 def reset_admin_password(config: SupersetConfig) -> None:
     """Give the admin the configured password (after OPSLAKE_SUPERSET_ADMIN_PASSWORD changed)."""
-    run_cli(config, "admin password reset", [
-        ["fab", "reset-password", "--username", config.admin_username,
-         "--password", ADMIN_PASSWORD_ARG]])
+    run_cli(
+        config,
+        "admin password reset",
+        [
+            [
+                "fab",
+                "reset-password",
+                "--username",
+                config.admin_username,
+                "--password",
+                ADMIN_PASSWORD_ARG,
+            ]
+        ],
+    )
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -293,8 +343,9 @@ def _port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_healthy(url: str, timeout: float = 180.0, pid: int | None = None,
-                 log: Path | None = None) -> None:
+def wait_healthy(
+    url: str, timeout: float = 180.0, pid: int | None = None, log: Path | None = None
+) -> None:
     """Wait until ``url/health`` answers OK; fail early when ``pid`` exits."""
     deadline = time.monotonic() + timeout
     while True:
@@ -304,11 +355,14 @@ def wait_healthy(url: str, timeout: float = 180.0, pid: int | None = None,
         except httpx.HTTPError:
             pass
         if pid is not None and not psutil.pid_exists(pid):
-            raise SupersetError(f"Superset exited during start; log {log}:\n"
-                                f"{_tail(log) if log else ''}")
+            raise SupersetError(
+                f"Superset exited during start; log {log}:\n{_tail(log) if log else ''}"
+            )
         if time.monotonic() > deadline:
-            raise SupersetError(f"Superset did not answer {url}/health within {timeout:.0f}s; "
-                                f"log {log}:\n{_tail(log) if log else ''}")
+            raise SupersetError(
+                f"Superset did not answer {url}/health within {timeout:.0f}s; "
+                f"log {log}:\n{_tail(log) if log else ''}"
+            )
         time.sleep(0.5)
 
 
@@ -318,21 +372,32 @@ def start_server(config: SupersetConfig, say: Callable[[str], None] = print) -> 
     A server already running from this state dir is kept (idempotent).
     """
     if not re.fullmatch(r"[A-Za-z0-9._-]+", config.admin_username):
-        raise ConfigError(f"OPSLAKE_SUPERSET_ADMIN_USER={config.admin_username!r}: use letters, "
-                          "digits, dot, dash or underscore")
+        raise ConfigError(
+            f"OPSLAKE_SUPERSET_ADMIN_USER={config.admin_username!r}: use letters, "
+            "digits, dot, dash or underscore"
+        )
     pid = running_pid(config)
     if pid is not None:
         # A server started before OPSLAKE_SUPERSET_DOOR_PORT was set (or unset) does not
         # trust the door (or still does) until it restarts.
-        stale = config.config_file.exists() and \
-            config.config_file.read_text() != _config_text(config)
-        say(f"superset already running (pid {pid}) at {config.url}" + (
-            "; it was started with other settings (OPSLAKE_SUPERSET_DOOR_PORT?): "
-            "`opslake screens stop`, then `start`, to apply them" if stale else ""))
+        stale = config.config_file.exists() and config.config_file.read_text() != _config_text(
+            config
+        )
+        say(
+            f"superset already running (pid {pid}) at {config.url}"
+            + (
+                "; it was started with other settings (OPSLAKE_SUPERSET_DOOR_PORT?): "
+                "`opslake screens stop`, then `start`, to apply them"
+                if stale
+                else ""
+            )
+        )
         return pid
     if _port_in_use(config.host, config.port):
-        raise ConfigError(f"{config.host}:{config.port} is already in use; stop what listens "
-                          "there or set OPSLAKE_SUPERSET_PORT")
+        raise ConfigError(
+            f"{config.host}:{config.port} is already in use; stop what listens "
+            "there or set OPSLAKE_SUPERSET_PORT"
+        )
     config.state.mkdir(parents=True, exist_ok=True)
     os.chmod(config.state, 0o700)
     text = _config_text(config)
@@ -341,19 +406,40 @@ def start_server(config: SupersetConfig, say: Callable[[str], None] = print) -> 
         out.write(text)
     _bootstrap(config, say)
     gunicorn = config.venv / "bin" / "gunicorn"
-    cmd = [str(gunicorn), "--bind", f"{config.host}:{config.port}",
-           "--workers", str(config.workers), "--worker-class", "gthread", "--threads", "8",
-           "--timeout", "120", "--graceful-timeout", "10", "--limit-request-line", "0",
-           "--limit-request-field_size", "0", "superset.app:create_app()"]
+    cmd = [
+        str(gunicorn),
+        "--bind",
+        f"{config.host}:{config.port}",
+        "--workers",
+        str(config.workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        "--timeout",
+        "120",
+        "--graceful-timeout",
+        "10",
+        "--limit-request-line",
+        "0",
+        "--limit-request-field_size",
+        "0",
+        "superset.app:create_app()",
+    ]
     with open(config.log_file, "ab") as log:
-        log.write(f"--- {time.strftime('%FT%TZ', time.gmtime())} start: {' '.join(cmd)}\n"
-                  .encode())
+        log.write(f"--- {time.strftime('%FT%TZ', time.gmtime())} start: {' '.join(cmd)}\n".encode())
         log.flush()
         # Its own session: the group (master and workers) is stopped as one, and a closing
         # terminal or a finished `make` step does not take it down.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=_env(config), cwd=config.state,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(config),
+            cwd=config.state,
+            start_new_session=True,
+        )
     config.pid_file.write_text(f"{proc.pid}\n")
     try:
         wait_healthy(config.url, pid=proc.pid, log=config.log_file)
@@ -410,5 +496,7 @@ def _group_alive(pgid: int) -> bool:
 def require_warehouse(config: SupersetConfig) -> None:
     """Fail with the fix when there is no serving warehouse for the screens to read."""
     if not config.warehouse.exists():
-        raise NotFoundError(f"no warehouse at {config.warehouse}; run `opslake warehouse build` "
-                            "first (after `opslake simulate` and `opslake materialize`)")
+        raise NotFoundError(
+            f"no warehouse at {config.warehouse}; run `opslake warehouse build` "
+            "first (after `opslake simulate` and `opslake materialize`)"
+        )

@@ -34,8 +34,12 @@ from opslake.screens.server import (
 from opslake.settings import Settings
 
 #: Resources the bundle imports, with the field that says when each object last changed.
-TRACKED = {"database": "changed_on", "dataset": "changed_on_utc", "chart": "changed_on_utc",
-           "dashboard": "changed_on_utc"}
+TRACKED = {
+    "database": "changed_on",
+    "dataset": "changed_on_utc",
+    "chart": "changed_on_utc",
+    "dashboard": "changed_on_utc",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,7 @@ def admin_client(config: SupersetConfig) -> SupersetClient:
     return SupersetClient(config.url, config.admin_username, config.password())
 
 
-def _admin_client_resetting(config: SupersetConfig, say: Callable[[str], None]
-                            ) -> SupersetClient:
+def _admin_client_resetting(config: SupersetConfig, say: Callable[[str], None]) -> SupersetClient:
     """Log in as the admin; if the password was changed in the settings, apply it first."""
     try:
         return admin_client(config)
@@ -70,21 +73,27 @@ def _admin_client_resetting(config: SupersetConfig, say: Callable[[str], None]
     return admin_client(config)
 
 
-def browser_login(config: SupersetConfig, username: str | None = None,
-                  password: str | None = None) -> list[dict[str, Any]]:
+def browser_login(
+    config: SupersetConfig, username: str | None = None, password: str | None = None
+) -> list[dict[str, Any]]:
     """Session cookies for a headless browser, logged in through Superset's login form.
 
     Defaults to the admin. Give them to Playwright's ``context.add_cookies(...)`` (or any
     CDP client) and open ``{config.url}/superset/dashboard/<slug>/``.
     """
-    return browser_cookies(config.url, username or config.admin_username,
-                           password or config.password())
+    return browser_cookies(
+        config.url, username or config.admin_username, password or config.password()
+    )
 
 
 def _uuids(files: dict[str, str]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {r: set() for r in TRACKED}
-    folders = {"databases/": "database", "datasets/": "dataset", "charts/": "chart",
-               "dashboards/": "dashboard"}
+    folders = {
+        "databases/": "database",
+        "datasets/": "dataset",
+        "charts/": "chart",
+        "dashboards/": "dashboard",
+    }
     for rel, text in files.items():
         for folder, resource in folders.items():
             if rel.startswith(folder):
@@ -97,13 +106,21 @@ def snapshot(client: SupersetClient, uuids: dict[str, set[str]]) -> dict[str, di
     out: dict[str, dict[str, Any]] = {}
     for resource, changed in TRACKED.items():
         rows = client.list_all(resource, ["id", "uuid", changed])
-        out[resource] = {str(r["uuid"]): [r["id"], r.get(changed)] for r in rows
-                         if str(r.get("uuid")) in uuids[resource]}
+        out[resource] = {
+            str(r["uuid"]): [r["id"], r.get(changed)]
+            for r in rows
+            if str(r.get("uuid")) in uuids[resource]
+        }
     return out
 
 
-def sync_dashboards(client: SupersetClient, config: SupersetConfig, *, force: bool = False,
-                    source: Path = bundle.DASHBOARDS_DIR) -> ImportResult:
+def sync_dashboards(
+    client: SupersetClient,
+    config: SupersetConfig,
+    *,
+    force: bool = False,
+    source: Path = bundle.DASHBOARDS_DIR,
+) -> ImportResult:
     """Import ``dashboards/`` unless Superset already holds exactly what it says.
 
     Superset's import overwrites every object it names and so touches each one's
@@ -144,12 +161,16 @@ def departments(warehouse: Path) -> list[str]:
 
     con = open_read_only(warehouse)
     try:
-        rows = con.execute("SELECT DISTINCT department FROM asset_ledger WHERE dt = "
-                           "(SELECT max(dt) FROM asset_ledger) AND department IS NOT NULL "
-                           "ORDER BY 1").fetchall()
+        rows = con.execute(
+            "SELECT DISTINCT department FROM asset_ledger WHERE dt = "
+            "(SELECT max(dt) FROM asset_ledger) AND department IS NOT NULL "
+            "ORDER BY 1"
+        ).fetchall()
     except Exception as exc:  # duckdb.CatalogException when gold has no ledger yet
-        raise StorageError(f"cannot list departments from {warehouse}: {exc}; run "
-                           "`opslake materialize` and `opslake warehouse build`") from exc
+        raise StorageError(
+            f"cannot list departments from {warehouse}: {exc}; run "
+            "`opslake materialize` and `opslake warehouse build`"
+        ) from exc
     finally:
         con.close()
     return [r[0] for r in rows]
@@ -165,25 +186,30 @@ def screen_datasets(metrics_dir: Path | None = None) -> list[Dataset]:
     return build_screens(list(catalog.metrics.values()))[0]
 
 
-def provision(config: SupersetConfig, metrics_dir: Path | None = None,
-              say: Callable[[str], None] = print) -> tuple[ImportResult, AccessReport]:
+def provision(
+    config: SupersetConfig, metrics_dir: Path | None = None, say: Callable[[str], None] = print
+) -> tuple[ImportResult, AccessReport]:
     """Import the dashboards and provision roles on a running Superset."""
     with _admin_client_resetting(config, say) as client:
         result = sync_dashboards(client, config)
-        access = provision_access(client, screen_datasets(metrics_dir),
-                                  departments(config.warehouse))
+        access = provision_access(
+            client, screen_datasets(metrics_dir), departments(config.warehouse)
+        )
     return result, access
 
 
-def start(config: SupersetConfig, say: Callable[[str], None] = print,
-          metrics_dir: Path | None = None) -> int:
+def start(
+    config: SupersetConfig, say: Callable[[str], None] = print, metrics_dir: Path | None = None
+) -> int:
     """Start Superset (if not running), import the screens and provision roles; its PID."""
     require_warehouse(config)
     pid = start_server(config, say)
     wait_healthy(config.url, pid=pid, log=config.log_file)
     result, access = provision(config, metrics_dir, say)
-    say(f"dashboards: {'imported (' + result.reason + ')' if result.imported else 'unchanged'}"
-        f"; roles: {'updated' if access.changed else 'unchanged'}")
+    say(
+        f"dashboards: {'imported (' + result.reason + ')' if result.imported else 'unchanged'}"
+        f"; roles: {'updated' if access.changed else 'unchanged'}"
+    )
     return pid
 
 
@@ -193,8 +219,9 @@ def stop(config: SupersetConfig, say: Callable[[str], None] = print) -> bool:
 
 
 @contextlib.contextmanager
-def running(config: SupersetConfig, say: Callable[[str], None] = print,
-            metrics_dir: Path | None = None) -> Iterator[SupersetConfig]:
+def running(
+    config: SupersetConfig, say: Callable[[str], None] = print, metrics_dir: Path | None = None
+) -> Iterator[SupersetConfig]:
     """Superset up with the screens for the block; stopped after it if this call started it."""
     was_running = running_pid(config) is not None
     start(config, say, metrics_dir)

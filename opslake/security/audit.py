@@ -124,8 +124,10 @@ def signed_text(entry: Mapping[str, object]) -> bytes:
 
 def entry_hash(entry: Mapping[str, object], signed: bytes | None = None) -> str:
     """SM3 over :func:`signed_text` and the entry's ``mac`` (none in unkeyed entries)."""
-    return sm3((signed_text(entry) if signed is None else signed)
-               + str(entry.get("mac", "")).encode("utf-8"))
+    return sm3(
+        (signed_text(entry) if signed is None else signed)
+        + str(entry.get("mac", "")).encode("utf-8")
+    )
 
 
 def entry_mac(key: bytes, entry: Mapping[str, object], signed: bytes | None = None) -> str:
@@ -143,15 +145,32 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _pending(*, who: str, role: str, action: str, status: int, key_id: str | None = None,
-             params: Mapping[str, object] | None = None, rows: int = 0,
-             client: str | None = None, **extra: object) -> _Pending:
+def _pending(
+    *,
+    who: str,
+    role: str,
+    action: str,
+    status: int,
+    key_id: str | None = None,
+    params: Mapping[str, object] | None = None,
+    rows: int = 0,
+    client: str | None = None,
+    **extra: object,
+) -> _Pending:
     reserved = {"seq", "at", "prev", "mac", "hash"} & extra.keys()
     if reserved:
         raise TypeError(f"audit fields {sorted(reserved)} are set by the log itself")
-    fields = {"who": who, "role": role, "key_id": key_id, "action": action,
-              "params": dict(params or {}), "status": status, "rows": rows,
-              "client": client, **extra}
+    fields = {
+        "who": who,
+        "role": role,
+        "key_id": key_id,
+        "action": action,
+        "params": dict(params or {}),
+        "status": status,
+        "rows": rows,
+        "client": client,
+        **extra,
+    }
     # Round-trip first so the hash covers exactly what a reader will parse back.
     return _Pending(json.loads(json.dumps(fields, default=str)))
 
@@ -180,8 +199,11 @@ class _Syslog(logging.handlers.SysLogHandler):
     """A syslog handler that reports a failed send as a warning, not a traceback."""
 
     def handleError(self, record: logging.LogRecord) -> None:
-        log.warning("could not send an audit checkpoint to syslog at %s; the lake copy was "
-                    "still written. Check OPSLAKE_AUDIT_SYSLOG", self.address)
+        log.warning(
+            "could not send an audit checkpoint to syslog at %s; the lake copy was "
+            "still written. Check OPSLAKE_AUDIT_SYSLOG",
+            self.address,
+        )
 
 
 class Anchors:
@@ -207,19 +229,33 @@ class Anchors:
             self.lake.put_atomic(self.lake.path(CHECKPOINTS, name), [line.encode() + b"\n"])
         handler = self._syslog()
         if handler is not None:
-            handler.handle(logging.LogRecord(__name__, logging.INFO, __file__, 0,
-                                             f"{SYSLOG_TAG}: checkpoint {line}", None, None))
+            handler.handle(
+                logging.LogRecord(
+                    __name__,
+                    logging.INFO,
+                    __file__,
+                    0,
+                    f"{SYSLOG_TAG}: checkpoint {line}",
+                    None,
+                    None,
+                )
+            )
 
     def _syslog(self) -> logging.Handler | None:
         if self._handler is None and self.syslog:
             host, sep, port = self.syslog.rpartition(":")
-            address: str | tuple[str, int] = (host, int(port)) if sep and port.isdigit() \
-                else self.syslog
+            address: str | tuple[str, int] = (
+                (host, int(port)) if sep and port.isdigit() else self.syslog
+            )
             try:
                 self._handler = _Syslog(address, facility=_Syslog.LOG_AUTHPRIV)
             except OSError as exc:  # no such socket, unknown host: try again next time
-                log.warning("cannot reach syslog at %s (%s); audit checkpoints go to the lake "
-                            "only. Check OPSLAKE_AUDIT_SYSLOG", self.syslog, exc)
+                log.warning(
+                    "cannot reach syslog at %s (%s); audit checkpoints go to the lake "
+                    "only. Check OPSLAKE_AUDIT_SYSLOG",
+                    self.syslog,
+                    exc,
+                )
         return self._handler
 
     def read(self) -> Iterator[tuple[str, dict | None]]:
@@ -241,9 +277,16 @@ class AuditLog:
     chained, and no checkpoint is written.
     """
 
-    def __init__(self, directory: Path, *, clock: Callable[[], datetime] = _utcnow,
-                 key: bytes | None = None, anchors: Anchors | None = None,
-                 checkpoint_entries: int = 1000, checkpoint_seconds: float = 300) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        key: bytes | None = None,
+        anchors: Anchors | None = None,
+        checkpoint_entries: int = 1000,
+        checkpoint_seconds: float = 300,
+    ) -> None:
         self.directory = Path(directory)
         self._clock = clock
         self._key = key
@@ -269,12 +312,19 @@ class AuditLog:
         ``create_key`` false (for checking only) leaves a missing key file missing, so
         :meth:`verify` can say it is gone rather than fail every MAC against a new one.
         """
-        key = key_file(settings.audit_key_path, KEY_BYTES, create=create_key,
-                       alternative="set OPSLAKE_AUDIT_KEY_FILE to a readable key file")
-        audit = cls(settings.state_dir / "audit", key=key,
-                    anchors=Anchors.from_settings(settings),
-                    checkpoint_entries=settings.audit_checkpoint_entries,
-                    checkpoint_seconds=settings.audit_checkpoint_seconds)
+        key = key_file(
+            settings.audit_key_path,
+            KEY_BYTES,
+            create=create_key,
+            alternative="set OPSLAKE_AUDIT_KEY_FILE to a readable key file",
+        )
+        audit = cls(
+            settings.state_dir / "audit",
+            key=key,
+            anchors=Anchors.from_settings(settings),
+            checkpoint_entries=settings.audit_checkpoint_entries,
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+        )
         atexit.register(_close_at_exit, weakref.ref(audit))
         return audit
 
@@ -283,17 +333,36 @@ class AuditLog:
         if self._unanchored and self._key is not None:
             self._locked(self._checkpoint_locked)
 
-    def append(self, *, who: str, role: str, action: str, status: int,
-               key_id: str | None = None, params: Mapping[str, object] | None = None,
-               rows: int = 0, client: str | None = None, **extra: object) -> dict:
+    def append(
+        self,
+        *,
+        who: str,
+        role: str,
+        action: str,
+        status: int,
+        key_id: str | None = None,
+        params: Mapping[str, object] | None = None,
+        rows: int = 0,
+        client: str | None = None,
+        **extra: object,
+    ) -> dict:
         """Record one action durably and return the entry as written (with seq and hash).
 
         ``action`` is the route template (``GET /v1/metrics/{id}/data``), ``params`` the
         request's parameters, ``status`` the HTTP status and ``rows`` the rows returned;
         ``extra`` fields are stored as given. Values that JSON cannot hold are stored as text.
         """
-        item = _pending(who=who, role=role, key_id=key_id, action=action, params=params,
-                        status=status, rows=rows, client=client, **extra)
+        item = _pending(
+            who=who,
+            role=role,
+            key_id=key_id,
+            action=action,
+            params=params,
+            status=status,
+            rows=rows,
+            client=client,
+            **extra,
+        )
         with self._cv:
             self._queue.append(item)
             while self._writing and not item.done:
@@ -320,11 +389,15 @@ class AuditLog:
             self._queue.append(item)
             if not self._writing:
                 self._writing = self._kicked = True
-                if self._writer is None or self._writer_pid != os.getpid() or \
-                        not self._writer.is_alive():
+                if (
+                    self._writer is None
+                    or self._writer_pid != os.getpid()
+                    or not self._writer.is_alive()
+                ):
                     self._writer_pid = os.getpid()
-                    self._writer = threading.Thread(target=self._write_forever,
-                                                    name="opslake-audit", daemon=True)
+                    self._writer = threading.Thread(
+                        target=self._write_forever, name="opslake-audit", daemon=True
+                    )
                     self._writer.start()
                 else:
                     self._cv.notify_all()
@@ -341,8 +414,11 @@ class AuditLog:
         while True:
             with self._cv:
                 while not self._kicked:
-                    wait = self._seconds - (monotonic() - self._checkpointed) \
-                        if self._unanchored and self._key is not None else None
+                    wait = (
+                        self._seconds - (monotonic() - self._checkpointed)
+                        if self._unanchored and self._key is not None
+                        else None
+                    )
                     if (wait is not None and wait <= 0) or not self._cv.wait(wait):
                         break
                 kicked, self._kicked = self._kicked, False
@@ -370,9 +446,14 @@ class AuditLog:
                 entries = self._write_batch([b.fields for b in batch])
             except OSError as exc:
                 what = f"the audit log in {self.directory}"
-                error = space_error(what, exc) if refused_write(exc) else StorageError(
-                    f"cannot write {what} ({exc}); make sure OPSLAKE_STATE_DIR is writable "
-                    "and retry: nothing was half-written")
+                error = (
+                    space_error(what, exc)
+                    if refused_write(exc)
+                    else StorageError(
+                        f"cannot write {what} ({exc}); make sure OPSLAKE_STATE_DIR is writable "
+                        "and retry: nothing was half-written"
+                    )
+                )
                 for b in batch:
                     b.error = error
             else:
@@ -415,10 +496,12 @@ class AuditLog:
         day = max(now.date().isoformat(), last_day or "")
         entries, lines = [], []
         for fields in batch:
-            entry = {"seq": int(last["seq"]) + 1 if last else 1,
-                     "at": now.isoformat(timespec="milliseconds"),
-                     **fields,
-                     "prev": str(last["hash"]) if last else GENESIS}
+            entry = {
+                "seq": int(last["seq"]) + 1 if last else 1,
+                "at": now.isoformat(timespec="milliseconds"),
+                **fields,
+                "prev": str(last["hash"]) if last else GENESIS,
+            }
             # The entry is serialised once for its MAC and its hash.
             signed = signed_text(entry)
             if self._key is not None:
@@ -483,14 +566,21 @@ class AuditLog:
         if head is None:
             return
         checkpoint: dict[str, object] = {
-            "seq": head["seq"], "head": head["hash"], "key": key_id(self._key),
-            "at": self._clock().astimezone(UTC).isoformat(timespec="microseconds")}
+            "seq": head["seq"],
+            "head": head["hash"],
+            "key": key_id(self._key),
+            "at": self._clock().astimezone(UTC).isoformat(timespec="microseconds"),
+        }
         checkpoint["mac"] = checkpoint_mac(self._key, checkpoint)
         try:
             self._anchors.write(checkpoint)
         except (OSError, OpsLakeError) as exc:
-            log.error("cannot write the audit checkpoint at seq %s to the lake (%s); it is "
-                      "retried at the next one. Check OPSLAKE_HOME", head["seq"], exc)
+            log.error(
+                "cannot write the audit checkpoint at seq %s to the lake (%s); it is "
+                "retried at the next one. Check OPSLAKE_HOME",
+                head["seq"],
+                exc,
+            )
             return
         self._unanchored = False
 
@@ -538,7 +628,8 @@ class AuditLog:
         """
         problems: list[str] = []
         checkpoints = self._checkpoints(problems) + [
-            (f"given as {seq}:{head}", {"seq": seq, "head": head}) for seq, head in known]
+            (f"given as {seq}:{head}", {"seq": seq, "head": head}) for seq, head in known
+        ]
         wanted = {int(c["seq"]) for _, c in checkpoints}
         at_checkpoints: dict[int, str] = {}  # seq -> hash the log holds there
         # Incomplete lines since the last entry, and those a crash left (no gap across them).
@@ -553,8 +644,9 @@ class AuditLog:
                     entry = _parse(raw)
                     if entry is None:
                         if raw.strip():
-                            suspects.append(f"{where}: not a complete audit entry "
-                                            "(truncated or corrupted)")
+                            suspects.append(
+                                f"{where}: not a complete audit entry (truncated or corrupted)"
+                            )
                             problems.append(suspects[-1])
                         continue
                     entries += 1
@@ -564,33 +656,48 @@ class AuditLog:
                     suspects = []
                     signed = signed_text(entry)
                     if entry_hash(entry, signed) != claimed:
-                        problems.append(f"{where}: hash mismatch for seq {seq}: "
-                                        "the entry was modified")
+                        problems.append(
+                            f"{where}: hash mismatch for seq {seq}: the entry was modified"
+                        )
                     if "mac" in entry:
                         keyed = True
                         if self._key is not None and not hmac.compare_digest(
-                                entry_mac(self._key, entry, signed), str(entry["mac"])):
-                            problems.append(f"{where}: HMAC mismatch for seq {seq}: the entry "
-                                            "was not written with the audit key (forged, or "
-                                            "the log rewritten)")
+                            entry_mac(self._key, entry, signed), str(entry["mac"])
+                        ):
+                            problems.append(
+                                f"{where}: HMAC mismatch for seq {seq}: the entry "
+                                "was not written with the audit key (forged, or "
+                                "the log rewritten)"
+                            )
                     elif keyed:
-                        problems.append(f"{where}: seq {seq} has no HMAC although entries "
-                                        "before it have: it was written without the audit key")
+                        problems.append(
+                            f"{where}: seq {seq} has no HMAC although entries "
+                            "before it have: it was written without the audit key"
+                        )
                     else:
                         legacy += 1
                     if seq <= max_seq:
-                        problems.append(f"{where}: seq {seq} comes after seq {max_seq}: "
-                                        "entries were reordered, duplicated or inserted")
+                        problems.append(
+                            f"{where}: seq {seq} comes after seq {max_seq}: "
+                            "entries were reordered, duplicated or inserted"
+                        )
                     elif seq > max_seq + 1:
-                        missing = (f"seq {max_seq + 1}" if seq == max_seq + 2
-                                   else f"seq {max_seq + 1}..{seq - 1}")
-                        problems.append(f"{where}: {missing} missing before seq {seq}: "
-                                        "entries were deleted or moved")
+                        missing = (
+                            f"seq {max_seq + 1}"
+                            if seq == max_seq + 2
+                            else f"seq {max_seq + 1}..{seq - 1}"
+                        )
+                        problems.append(
+                            f"{where}: {missing} missing before seq {seq}: "
+                            "entries were deleted or moved"
+                        )
                     expected_prev = GENESIS if seq == 1 else recent.get(seq - 1)
                     if expected_prev is not None and entry["prev"] != expected_prev:
-                        problems.append(f"{where}: broken link: prev of seq {seq} is not the "
-                                        f"hash of seq {seq - 1}: an entry before it was "
-                                        "modified, inserted or deleted")
+                        problems.append(
+                            f"{where}: broken link: prev of seq {seq} is not the "
+                            f"hash of seq {seq - 1}: an entry before it was "
+                            "modified, inserted or deleted"
+                        )
                     recent.setdefault(seq, claimed)
                     if len(recent) > _WINDOW:
                         recent.popitem(last=False)
@@ -600,66 +707,115 @@ class AuditLog:
                         max_seq, last_hash = seq, claimed
         torn += suspects  # at the very end: what a crash in the last append leaves
         if keyed and self._key is None:
-            problems.append("entries carry HMACs but no audit key was loaded: restore the key "
-                            "file (OPSLAKE_AUDIT_KEY_FILE, by default <state dir>/keys/"
-                            "audit.key) and verify again")
+            problems.append(
+                "entries carry HMACs but no audit key was loaded: restore the key "
+                "file (OPSLAKE_AUDIT_KEY_FILE, by default <state dir>/keys/"
+                "audit.key) and verify again"
+            )
         # With no lake to look in (a log opened without anchors) no checkpoint is expected.
-        problems += _against_checkpoints(checkpoints, at_checkpoints, max_seq, last_hash,
-                                         keyed and self._anchors.lake is not None)
+        problems += _against_checkpoints(
+            checkpoints,
+            at_checkpoints,
+            max_seq,
+            last_hash,
+            keyed and self._anchors.lake is not None,
+        )
         latest = max((int(c["seq"]) for _, c in checkpoints), default=0)
-        return VerifyResult(len(problems) == len(torn), entries, problems, max_seq, last_hash,
-                            torn, legacy, len(checkpoints), latest)
+        return VerifyResult(
+            len(problems) == len(torn),
+            entries,
+            problems,
+            max_seq,
+            last_hash,
+            torn,
+            legacy,
+            len(checkpoints),
+            latest,
+        )
 
     def _checkpoints(self, problems: list[str]) -> list[tuple[str, dict]]:
         """The checkpoints whose MAC holds; each other one is added to ``problems``."""
         found = []
         for name, checkpoint in self._anchors.read():
-            if checkpoint is None or type(checkpoint.get("seq")) is not int \
-                    or not isinstance(checkpoint.get("head"), str):
+            if (
+                checkpoint is None
+                or type(checkpoint.get("seq")) is not int
+                or not isinstance(checkpoint.get("head"), str)
+            ):
                 problems.append(f"checkpoint {name}: not a checkpoint (damaged or planted)")
             elif self._key is None:
-                problems.append(f"checkpoint {name}: cannot be checked without the audit key; "
-                                "restore the key file (OPSLAKE_AUDIT_KEY_FILE)")
-            elif not hmac.compare_digest(checkpoint_mac(self._key, checkpoint),
-                                         str(checkpoint.get("mac"))):
+                problems.append(
+                    f"checkpoint {name}: cannot be checked without the audit key; "
+                    "restore the key file (OPSLAKE_AUDIT_KEY_FILE)"
+                )
+            elif not hmac.compare_digest(
+                checkpoint_mac(self._key, checkpoint), str(checkpoint.get("mac"))
+            ):
                 other = checkpoint.get("key") != key_id(self._key)
-                problems.append(f"checkpoint {name}: HMAC mismatch: " + (
-                    f"signed with audit key {checkpoint.get('key')}, not the loaded "
-                    f"{key_id(self._key)}; set OPSLAKE_AUDIT_KEY_FILE to that key" if other
-                    else "not written with the audit key (forged)"))
+                problems.append(
+                    f"checkpoint {name}: HMAC mismatch: "
+                    + (
+                        f"signed with audit key {checkpoint.get('key')}, not the loaded "
+                        f"{key_id(self._key)}; set OPSLAKE_AUDIT_KEY_FILE to that key"
+                        if other
+                        else "not written with the audit key (forged)"
+                    )
+                )
             else:
                 found.append((name, checkpoint))
         return found
 
 
-def _against_checkpoints(checkpoints: list[tuple[str, dict]], at_checkpoints: dict[int, str],
-                         max_seq: int, last_hash: str, expected: bool) -> list[str]:
+def _against_checkpoints(
+    checkpoints: list[tuple[str, dict]],
+    at_checkpoints: dict[int, str],
+    max_seq: int,
+    last_hash: str,
+    expected: bool,
+) -> list[str]:
     """What the log's entries contradict in its signed checkpoints (``expected``: some)."""
     if not checkpoints:
-        return [("the log has keyed entries but no checkpoint was found in the lake "
-                 f"({CHECKPOINTS}/): the checkpoints were deleted, or OPSLAKE_HOME names "
-                 "another lake")] if expected else []
+        return (
+            [
+                (
+                    "the log has keyed entries but no checkpoint was found in the lake "
+                    f"({CHECKPOINTS}/): the checkpoints were deleted, or OPSLAKE_HOME names "
+                    "another lake"
+                )
+            ]
+            if expected
+            else []
+        )
     problems = []
     for name, c in checkpoints:
         if c["seq"] <= max_seq and at_checkpoints.get(c["seq"]) != c["head"]:
-            problems.append(f"checkpoint {name}{_made(c)}: the log's entry seq {c['seq']} is "
-                            "not the one checkpointed: the log was rewritten since")
+            problems.append(
+                f"checkpoint {name}{_made(c)}: the log's entry seq {c['seq']} is "
+                "not the one checkpointed: the log was rewritten since"
+            )
     name, latest = max(checkpoints, key=lambda nc: (nc[1]["seq"], str(nc[1].get("at"))))
     if max_seq < latest["seq"]:
-        missing = (f"seq {latest['seq']}" if latest["seq"] == max_seq + 1
-                   else f"seq {max_seq + 1}..{latest['seq']}")
+        missing = (
+            f"seq {latest['seq']}"
+            if latest["seq"] == max_seq + 1
+            else f"seq {max_seq + 1}..{latest['seq']}"
+        )
         older = [c for _, c in checkpoints if c["seq"] == max_seq and c["head"] == last_hash]
         if older:
             # Cutting the end back to a checkpointed head looks the same as restoring a copy.
-            problems.append(f"the log was rolled back (or cut) to an older checkpointed state: "
-                            f"it ends at seq {max_seq}, checkpointed{_made(older[0])}, but "
-                            f"checkpoint {name}{_made(latest)} recorded seq {latest['seq']} "
-                            f"later: {missing} missing; restore the newer log from backup and "
-                            "keep this one as evidence")
+            problems.append(
+                f"the log was rolled back (or cut) to an older checkpointed state: "
+                f"it ends at seq {max_seq}, checkpointed{_made(older[0])}, but "
+                f"checkpoint {name}{_made(latest)} recorded seq {latest['seq']} "
+                f"later: {missing} missing; restore the newer log from backup and "
+                "keep this one as evidence"
+            )
         else:
-            problems.append(f"the log was cut: it ends at seq {max_seq} but checkpoint {name}"
-                            f"{_made(latest)} recorded seq {latest['seq']}: {missing} missing "
-                            "at the end; restore them from backup")
+            problems.append(
+                f"the log was cut: it ends at seq {max_seq} but checkpoint {name}"
+                f"{_made(latest)} recorded seq {latest['seq']}: {missing} missing "
+                "at the end; restore them from backup"
+            )
     return problems
 
 
@@ -683,8 +839,12 @@ def _parse(raw: bytes) -> dict | None:
         entry = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return None
-    if not (isinstance(entry, dict) and type(entry.get("seq")) is int
-            and isinstance(entry.get("hash"), str) and isinstance(entry.get("prev"), str)):
+    if not (
+        isinstance(entry, dict)
+        and type(entry.get("seq")) is int
+        and isinstance(entry.get("hash"), str)
+        and isinstance(entry.get("prev"), str)
+    ):
         return None
     return entry
 
@@ -693,7 +853,7 @@ def _write_all(fd: int, data: bytes) -> None:
     """Write all of ``data``: one ``os.write`` may write less and return how much."""
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _ends_with_newline(path: Path) -> bool:

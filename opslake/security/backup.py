@@ -63,8 +63,17 @@ LakeMode = Literal["files", "manifest"]
 #: Top-level entries of the state directory never backed up: rebuilt from the lake
 #: (the warehouse and its build files), transient (spills, staging, the local cluster's
 #: processes, logs), the backups themselves, and the keys, which are sealed instead.
-SKIPPED = ("warehouse.duckdb*", ".warehouse.duckdb.*", "duckdb-spill", "opslake-sort-*",
-           "cluster", "logs", "backups", "keys", STAGING)
+SKIPPED = (
+    "warehouse.duckdb*",
+    ".warehouse.duckdb.*",
+    "duckdb-spill",
+    "opslake-sort-*",
+    "cluster",
+    "logs",
+    "backups",
+    "keys",
+    STAGING,
+)
 #: File names skipped anywhere: locks, process ids, and SQLite's side files (the online
 #: backup API folds a WAL into the copy).
 SKIPPED_FILES = ("*.lock", "*.pid", "*-wal", "*-shm", "*-journal")
@@ -112,16 +121,20 @@ class Restored:
     manifest: dict[str, Any]
 
 
-def passphrase_from_env(settings: Settings, environ: Mapping[str, str] | None = None
-                        ) -> str | None:
+def passphrase_from_env(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
     """The passphrase from the variable ``settings.backup_passphrase_env`` names, if set."""
     env = os.environ if environ is None else environ
     return env.get(settings.backup_passphrase_env) or None
 
 
-def create(settings: Settings, output: Path, passphrase: str, *,
-           lake_mode: LakeMode | None = None, environ: Mapping[str, str] | None = None
-           ) -> Created:
+def create(
+    settings: Settings,
+    output: Path,
+    passphrase: str,
+    *,
+    lake_mode: LakeMode | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Created:
     """Write a backup of ``settings``' installation to ``output`` (atomically, mode 600).
 
     ``lake_mode`` defaults to ``files`` for a local lake and ``manifest`` for S3.
@@ -132,9 +145,11 @@ def create(settings: Settings, output: Path, passphrase: str, *,
     state_dir = settings.state_dir
     shared = not settings.is_object_store and Path(settings.home) == state_dir
     if shared and mode == "manifest":
-        raise BackupError(f"the lake shares the state directory {state_dir}, so it cannot be "
-                          "left out: drop --lake manifest (a manifest-only backup is for a "
-                          "lake kept apart, on S3 or outside OPSLAKE_STATE_DIR)")
+        raise BackupError(
+            f"the lake shares the state directory {state_dir}, so it cannot be "
+            "left out: drop --lake manifest (a manifest-only backup is for a "
+            "lake kept apart, on S3 or outside OPSLAKE_STATE_DIR)"
+        )
     output = output.expanduser().resolve()
     keys = _collect_keys(settings, environ)
     salt = secrets.token_bytes(16)
@@ -142,13 +157,19 @@ def create(settings: Settings, output: Path, passphrase: str, *,
     seal_key, mac_key = _derive(passphrase, kdf)
     cipher = FieldCipher(seal_key)
     manifest: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "opslake_version": importlib.metadata.version("opslake"),
-        "source": {"home": settings.home, "state_dir": str(state_dir),
-                   "audit_key_file": str(settings.audit_key_path)},
+        "source": {
+            "home": settings.home,
+            "state_dir": str(state_dir),
+            "audit_key_file": str(settings.audit_key_path),
+        },
         "lake": mode,
-        "kdf": kdf, "seal": {"cipher": "SM4-GCM", "key_id": cipher.key_id}, "mac": "HMAC-SM3",
+        "kdf": kdf,
+        "seal": {"cipher": "SM4-GCM", "key_id": cipher.key_id},
+        "mac": "HMAC-SM3",
         "keys": {name: cipher.encrypt(value, _key_context(name)) for name, value in keys.items()},
     }
     settings.backups_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -169,8 +190,9 @@ def create(settings: Settings, output: Path, passphrase: str, *,
                     staged.append((f"lake/{rel}", frozen))
         if not settings.is_object_store and _within(Path(settings.home), state_dir):
             skipped.append(Path(settings.home))
-        staged += [(f"state/{rel}", path)
-                   for rel, path in _stage_state(state_dir, staging, skipped)]
+        staged += [
+            (f"state/{rel}", path) for rel, path in _stage_state(state_dir, staging, skipped)
+        ]
         manifest["entries"] = [_describe(name, path) for name, path in staged]
         if mode == "manifest":
             manifest["lake_objects"] = lake_objects
@@ -211,9 +233,11 @@ def restore(archive: Path, home: Path, passphrase: str) -> Restored:
     """Restore ``archive`` into the new or empty ``home`` (lake and state), keys mode 600."""
     home = home.expanduser().resolve()
     if home.exists() and (not home.is_dir() or any(home.iterdir())):
-        raise BackupError(f"{home} is not empty; restore into a new or empty directory "
-                          "(e.g. --home /srv/opslake-restored), then point OPSLAKE_HOME at it: "
-                          "a restore never overwrites an installation")
+        raise BackupError(
+            f"{home} is not empty; restore into a new or empty directory "
+            "(e.g. --home /srv/opslake-restored), then point OPSLAKE_HOME at it: "
+            "a restore never overwrites an installation"
+        )
     created = not home.exists()
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -254,16 +278,21 @@ def prune(directory: Path, keep: int) -> list[Path]:
 # -- keys and the manifest --------------------------------------------------------------
 def _check_passphrase(passphrase: str) -> None:
     if len(passphrase) < MIN_PASSPHRASE:
-        raise BackupError(f"the backup passphrase has {len(passphrase)} characters; use at "
-                          f"least {MIN_PASSPHRASE} (a few random words)")
+        raise BackupError(
+            f"the backup passphrase has {len(passphrase)} characters; use at "
+            f"least {MIN_PASSPHRASE} (a few random words)"
+        )
 
 
 def _collect_keys(settings: Settings, environ: Mapping[str, str] | None) -> dict[str, str]:
     """Every key the installation needs, as hex: the data key(s) and the audit key."""
     env = os.environ if environ is None else environ
     keys: dict[str, str] = {}
-    data = (data_key(settings, env).hex() if env.get(KEY_ENV, "").strip()
-            else _key_hex(settings.state_dir / "keys" / "data.key", 16))
+    data = (
+        data_key(settings, env).hex()
+        if env.get(KEY_ENV, "").strip()
+        else _key_hex(settings.state_dir / "keys" / "data.key", 16)
+    )
     if data:
         keys["data.key"] = data
     if env.get(PREVIOUS_KEYS_ENV, "").strip():
@@ -292,14 +321,21 @@ def _derive(passphrase: str, kdf: Mapping[str, Any]) -> tuple[bytes, bytes]:
         for name, limit in _KDF_LIMITS.items():
             if not 0 < int(kdf[name]) <= limit:
                 raise ValueError(f"{name} {kdf[name]} beyond {limit}")
-        raw = hash_secret_raw(passphrase.encode(), bytes.fromhex(kdf["salt"]),
-                              time_cost=int(kdf["time_cost"]),
-                              memory_cost=int(kdf["memory_cost"]),
-                              parallelism=int(kdf["parallelism"]), hash_len=48,
-                              type=Type.ID, version=int(kdf["version"]))
+        raw = hash_secret_raw(
+            passphrase.encode(),
+            bytes.fromhex(kdf["salt"]),
+            time_cost=int(kdf["time_cost"]),
+            memory_cost=int(kdf["memory_cost"]),
+            parallelism=int(kdf["parallelism"]),
+            hash_len=48,
+            type=Type.ID,
+            version=int(kdf["version"]),
+        )
     except (KeyError, TypeError, ValueError, HashingError) as exc:
-        raise BackupError(f"backup.json's KDF parameters are not usable ({exc}); the manifest "
-                          "was edited or is not from OpsLake: use another backup") from exc
+        raise BackupError(
+            f"backup.json's KDF parameters are not usable ({exc}); the manifest "
+            "was edited or is not from OpsLake: use another backup"
+        ) from exc
     return raw[:16], raw[16:]
 
 
@@ -314,28 +350,38 @@ def _open_manifest(tar: tarfile.TarFile, passphrase: str) -> tuple[dict[str, Any
         if manifest["format"] != FORMAT or manifest["format_version"] != FORMAT_VERSION:
             raise ValueError(f"format {manifest['format']} {manifest['format_version']}")
     except (ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"{MANIFEST} in {tar.name} is not a version-{FORMAT_VERSION} OpsLake "
-                          f"manifest ({exc}); use a backup made by this OpsLake") from exc
+        raise BackupError(
+            f"{MANIFEST} in {tar.name} is not a version-{FORMAT_VERSION} OpsLake "
+            f"manifest ({exc}); use a backup made by this OpsLake"
+        ) from exc
     seal_key, mac_key = _derive(passphrase, manifest.get("kdf", {}))
     cipher = FieldCipher(seal_key)
     if cipher.key_id != manifest.get("seal", {}).get("key_id"):
-        raise BackupError(f"wrong passphrase for {tar.name} (or its KDF parameters were edited): "
-                          "give the passphrase it was made with")
+        raise BackupError(
+            f"wrong passphrase for {tar.name} (or its KDF parameters were edited): "
+            "give the passphrase it was made with"
+        )
     unsigned = {k: v for k, v in manifest.items() if k != "hmac"}
     if hmac_sm3(mac_key, canonical(unsigned).encode()) != manifest.get("hmac"):
-        raise BackupError(f"{MANIFEST} in {tar.name} was edited after the backup was made "
-                          "(its HMAC does not match): do not restore it; use another backup")
+        raise BackupError(
+            f"{MANIFEST} in {tar.name} was edited after the backup was made "
+            "(its HMAC does not match): do not restore it; use another backup"
+        )
     try:
-        keys = {name: cipher.decrypt(token, _key_context(name))
-                for name, token in manifest["keys"].items()}
+        keys = {
+            name: cipher.decrypt(token, _key_context(name))
+            for name, token in manifest["keys"].items()
+        }
     except OpsLakeError as exc:
-        raise BackupError(f"a sealed key in {tar.name} does not open ({exc}); use another "
-                          "backup") from exc
+        raise BackupError(
+            f"a sealed key in {tar.name} does not open ({exc}); use another backup"
+        ) from exc
     return manifest, keys
 
 
-def _check_members(tar: tarfile.TarFile, manifest: Mapping[str, Any], sink: Path | None
-                   ) -> list[str]:
+def _check_members(
+    tar: tarfile.TarFile, manifest: Mapping[str, Any], sink: Path | None
+) -> list[str]:
     """Problems of the members against the manifest; each good one written under ``sink``."""
     expected = {e["path"]: e for e in manifest["entries"]}
     problems = []
@@ -348,8 +394,9 @@ def _check_members(tar: tarfile.TarFile, manifest: Mapping[str, Any], sink: Path
         target = _target(sink, member.name) if sink is not None else None
         digest, size = _copy(tar.extractfile(member), target, entry.get("mode", 0o600))
         if (digest, size) != (entry["sha256"], entry["size"]):
-            problems.append(f"{member.name} does not match its sha256 in the manifest "
-                            f"(altered or damaged)")
+            problems.append(
+                f"{member.name} does not match its sha256 in the manifest (altered or damaged)"
+            )
     problems += [f"{name} is in the manifest but missing from the archive" for name in expected]
     return problems
 
@@ -358,15 +405,17 @@ def _target(home: Path, name: str) -> Path:
     """Where member ``name`` goes under ``home``: both trees restore to the new home."""
     parts = PurePosixPath(name).parts
     if len(parts) < 2 or parts[0] not in ("lake", "state") or ".." in parts:
-        raise BackupError(f"member {name!r} has no place in an installation; the archive "
-                          "is not from OpsLake")
+        raise BackupError(
+            f"member {name!r} has no place in an installation; the archive is not from OpsLake"
+        )
     return home.joinpath(*parts[1:])
 
 
 def _problems(archive: Path, problems: list[str]) -> str:
-    shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more"
-                                        if len(problems) > 10 else "")
-    return (f"{archive} failed verification: {shown}. Do not restore it; use another backup")
+    shown = "; ".join(problems[:10]) + (
+        f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+    )
+    return f"{archive} failed verification: {shown}. Do not restore it; use another backup"
 
 
 # -- reading the installation -------------------------------------------------------------
@@ -384,7 +433,7 @@ def _lake_files(lake: Lake, skipped: list[Path]) -> Iterator[tuple[str, pafs.Fil
     for info in sorted(lake.fs.get_file_info(sel), key=lambda i: i.path):
         if info.type != pafs.FileType.File:
             continue
-        rel = info.path[len(lake.root) + 1:]
+        rel = info.path[len(lake.root) + 1 :]
         if rel.split("/", 1)[0] == STAGING or (lake.local and _under(Path(info.path), skipped)):
             continue
         yield rel, info
@@ -423,14 +472,18 @@ def _stage_object(lake: Lake, rel: str, staging: Path) -> Path | None:
     return target
 
 
-def _stage_state(state_dir: Path, staging: Path, skipped: list[Path]
-                 ) -> Iterator[tuple[str, Path]]:
+def _stage_state(state_dir: Path, staging: Path, skipped: list[Path]) -> Iterator[tuple[str, Path]]:
     """Consistent copies of the state directory's files, the audit log's last."""
     if not state_dir.is_dir():
         return
-    tops = sorted((p for p in state_dir.iterdir()
-                   if not any(fnmatch.fnmatch(p.name, pat) for pat in SKIPPED)),
-                  key=lambda p: (p.name in LOCKED_DIRS, p.name))
+    tops = sorted(
+        (
+            p
+            for p in state_dir.iterdir()
+            if not any(fnmatch.fnmatch(p.name, pat) for pat in SKIPPED)
+        ),
+        key=lambda p: (p.name in LOCKED_DIRS, p.name),
+    )
     for top in tops:
         with _held(top / ".lock" if top.name in LOCKED_DIRS else None):
             for source in _files(top):
@@ -452,8 +505,9 @@ def _files(top: Path) -> Iterator[Path]:
     else:
         candidates = (p for p in sorted(top.rglob("*")) if p.is_file())
     for path in candidates:
-        if not path.is_symlink() and not any(fnmatch.fnmatch(path.name, pat)
-                                             for pat in SKIPPED_FILES):
+        if not path.is_symlink() and not any(
+            fnmatch.fnmatch(path.name, pat) for pat in SKIPPED_FILES
+        ):
             yield path
 
 
@@ -487,8 +541,10 @@ def _copy_file(source: Path, target: Path) -> None:
                 dst.close()
                 src.close()
         except sqlite3.Error as exc:
-            raise BackupError(f"cannot copy the SQLite database {source} ({exc}); check it "
-                              f"with: sqlite3 {source} 'PRAGMA integrity_check'") from exc
+            raise BackupError(
+                f"cannot copy the SQLite database {source} ({exc}); check it "
+                f"with: sqlite3 {source} 'PRAGMA integrity_check'"
+            ) from exc
     shutil.copymode(source, target)
 
 
@@ -498,13 +554,18 @@ def _describe(name: str, path: Path) -> dict[str, Any]:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     stat = path.stat()
-    return {"path": name, "size": stat.st_size, "sha256": digest.hexdigest(),
-            "mode": stat.st_mode & 0o777}
+    return {
+        "path": name,
+        "size": stat.st_size,
+        "sha256": digest.hexdigest(),
+        "mode": stat.st_mode & 0o777,
+    }
 
 
 # -- the archive ----------------------------------------------------------------------------
-def _write_archive(output: Path, manifest: Mapping[str, Any], staged: list[tuple[str, Path]]
-                   ) -> int:
+def _write_archive(
+    output: Path, manifest: Mapping[str, Any], staged: list[tuple[str, Path]]
+) -> int:
     """The tar (manifest first), written beside ``output`` and renamed into place."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
@@ -514,15 +575,21 @@ def _write_archive(output: Path, manifest: Mapping[str, Any], staged: list[tuple
             with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
                 body = json.dumps(manifest, indent=1, ensure_ascii=False).encode()
                 info = tarfile.TarInfo(MANIFEST)
-                info.size, info.mode, info.mtime = len(body), 0o600, int(datetime.now(UTC)
-                                                                         .timestamp())
+                info.size, info.mode, info.mtime = (
+                    len(body),
+                    0o600,
+                    int(datetime.now(UTC).timestamp()),
+                )
                 tar.addfile(info, io.BytesIO(body))
                 for name, path in staged:
                     # Not gettarinfo: it would store a lake file hard-linked twice as a link.
                     stat = path.stat()
                     info = tarfile.TarInfo(name)
-                    info.size, info.mode, info.mtime = stat.st_size, stat.st_mode & 0o777, \
-                        int(stat.st_mtime)
+                    info.size, info.mode, info.mtime = (
+                        stat.st_size,
+                        stat.st_mode & 0o777,
+                        int(stat.st_mtime),
+                    )
                     with open(path, "rb") as handle:
                         tar.addfile(info, handle)
             raw.flush()
@@ -543,8 +610,9 @@ def _open(archive: Path) -> Iterator[tarfile.TarFile]:
         with tarfile.open(archive, "r:gz") as tar:
             yield tar
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise BackupError(f"{archive} is damaged or not a gzip tar ({exc}); do not restore it; "
-                          "use another backup") from exc
+        raise BackupError(
+            f"{archive} is damaged or not a gzip tar ({exc}); do not restore it; use another backup"
+        ) from exc
 
 
 def _copy(source: IO[bytes] | None, target: Path | None, mode: int) -> tuple[str, int]:

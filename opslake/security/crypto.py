@@ -50,16 +50,19 @@ class FieldCipher:
         self._keys[self.key_id] = key
 
     @classmethod
-    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None
-                      ) -> FieldCipher:
+    def from_settings(
+        cls, settings: Settings, environ: Mapping[str, str] | None = None
+    ) -> FieldCipher:
         """The cipher for this installation: the key from the environment or the key file."""
         keys = DataKeys.from_settings(settings, environ)
         return cls(keys.current, previous=keys.previous)
 
     def field(self, context: str) -> tuple[Callable[[str], str], Callable[[str], str]]:
         """Seal and open functions for one field, for stores taking ``protect``/``unprotect``."""
-        return (lambda text: self.encrypt(text, context),
-                lambda token: self.decrypt(token, context))
+        return (
+            lambda text: self.encrypt(text, context),
+            lambda token: self.decrypt(token, context),
+        )
 
     @staticmethod
     def is_encrypted(value: object) -> bool:
@@ -73,28 +76,38 @@ class FieldCipher:
         a key of its own), so equal values give equal tokens. Pipelines that must rewrite a
         partition byte for byte use it; it reveals which rows share a value, nothing more.
         """
-        nonce = (bytes.fromhex(hmac_sm3(self._nonce_key, f"{context}\0{text}".encode()))
-                 [:NONCE_BYTES] if deterministic else secrets.token_bytes(NONCE_BYTES))
-        sealed = b"".join(sm4_gcm_encrypt(self._key, nonce, [text.encode("utf-8")],
-                                          _associated_data(self.key_id, context)))
+        nonce = (
+            bytes.fromhex(hmac_sm3(self._nonce_key, f"{context}\0{text}".encode()))[:NONCE_BYTES]
+            if deterministic
+            else secrets.token_bytes(NONCE_BYTES)
+        )
+        sealed = b"".join(
+            sm4_gcm_encrypt(
+                self._key, nonce, [text.encode("utf-8")], _associated_data(self.key_id, context)
+            )
+        )
         body = base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
         return f"{PREFIX}{self.key_id}:{body.rstrip('=')}"
 
     def decrypt(self, token: str, context: str) -> str:
         """Open a token sealed for the field ``context``; refuses wrong keys and any change."""
         if not self.is_encrypted(token):
-            raise SecurityError(f"the value of {context!r} is not an encrypted field (expected "
-                                f"'{PREFIX}...'); encrypt it with FieldCipher.encrypt first")
+            raise SecurityError(
+                f"the value of {context!r} is not an encrypted field (expected "
+                f"'{PREFIX}...'); encrypt it with FieldCipher.encrypt first"
+            )
         kid, _, body = token.removeprefix(PREFIX).partition(":")
         key = self._keys.get(kid)
         if key is None:
             raise SecurityError(
                 f"the value of {context!r} was encrypted with data key {kid}, but the loaded key "
                 f"is {self.key_id}; set {KEY_ENV} to that key, or list it in "
-                f"{PREVIOUS_KEYS_ENV} while values are re-encrypted")
+                f"{PREVIOUS_KEYS_ENV} while values are re-encrypted"
+            )
         tampered = SecurityError(
             f"the encrypted value of {context!r} failed authentication: it was altered, or it "
-            f"belongs to another field; restore it from the source system or re-encrypt it")
+            f"belongs to another field; restore it from the source system or re-encrypt it"
+        )
         try:
             blob = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except (binascii.Error, ValueError) as exc:
@@ -102,8 +115,9 @@ class FieldCipher:
         if len(blob) < NONCE_BYTES + TAG_BYTES:
             raise tampered
         try:
-            plain = sm4_gcm_decrypt(key, blob[:NONCE_BYTES], blob[NONCE_BYTES:],
-                                    _associated_data(kid, context))
+            plain = sm4_gcm_decrypt(
+                key, blob[:NONCE_BYTES], blob[NONCE_BYTES:], _associated_data(kid, context)
+            )
         except SecurityError as exc:
             raise tampered from exc
         return plain.decode("utf-8")

@@ -57,23 +57,33 @@ STATE_FILE = "egress.json"
 LOCK_FILE = "egress.lock"
 SCHEMES = {"http": 80, "https": 443}
 #: Names that reach a cloud's instance metadata (and its credentials) from inside a VM.
-METADATA_NAMES = frozenset({
-    "metadata", "metadata.google.internal", "metadata.goog", "instance-data",
-    "instance-data.ec2.internal", "metadata.tencentyun.com"})
+METADATA_NAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.tencentyun.com",
+    }
+)
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 HOW_TO_LIST = (
     'ask an administrator to allow-list it with POST /v1/admin/egress {"entry": '
     '"host[:port]"} or under allow: in config/egress.yaml (an internal address, such as '
     "loopback, private, link-local or CGNAT, needs an address or CIDR entry; a host name "
-    "entry is not enough)")
+    "entry is not enough)"
+)
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
 
 
 def _bad_entry(text: object) -> InputError:
-    return InputError(f"{text!r} is not an egress entry; use a host (hooks.example.gov.cn), "
-                      "*.suffix, an address or a CIDR (10.20.0.0/16, fd00::/8), optionally "
-                      "with :port (IPv6 in brackets: [fd00::/8]:8443)")
+    return InputError(
+        f"{text!r} is not an egress entry; use a host (hooks.example.gov.cn), "
+        "*.suffix, an address or a CIDR (10.20.0.0/16, fd00::/8), optionally "
+        "with :port (IPv6 in brackets: [fd00::/8]:8443)"
+    )
 
 
 def _port(text: object, raw: str) -> int:
@@ -113,8 +123,12 @@ class Entry:
             return cls(network=network, port=port)
         # A name whose last label is a number is an address in disguise (127.1): list the
         # address instead, so it is judged as one.
-        if bracketed or len(body) > 253 or not _HOST.match(body) or \
-                body.rsplit(".", 1)[-1].isdigit():
+        if (
+            bracketed
+            or len(body) > 253
+            or not _HOST.match(body)
+            or body.rsplit(".", 1)[-1].isdigit()
+        ):
             raise _bad_entry(text)
         return cls(host=body, port=port)
 
@@ -142,18 +156,26 @@ class Entry:
     def admits_address(self, address: Address, port: int) -> bool:
         """Whether this address/CIDR entry covers ``address`` at ``port``."""
         # ipaddress compares across versions by integer value: check the version first.
-        return (self.network is not None and self.port in (None, port)
-                and address.version == self.network.version and address in self.network)
+        return (
+            self.network is not None
+            and self.port in (None, port)
+            and address.version == self.network.version
+            and address in self.network
+        )
 
 
 def internal(address: Address) -> str | None:
     """What kind of non-public address ``address`` is; None for a public one."""
-    kinds = (("unspecified", address.is_unspecified), ("loopback", address.is_loopback),
-             ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-             ("CGNAT", address in CGNAT if address.version == 4 else False),
-             ("reserved", address.is_reserved),
-             ("private", address.is_private or getattr(address, "is_site_local", False)),
-             ("non-global", not address.is_global))
+    kinds = (
+        ("unspecified", address.is_unspecified),
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("CGNAT", address in CGNAT if address.version == 4 else False),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private or getattr(address, "is_site_local", False)),
+        ("non-global", not address.is_global),
+    )
     return next((kind for kind, hit in kinds if hit), None)
 
 
@@ -210,14 +232,20 @@ def _parse(url: str) -> tuple[httpx.URL, str, int]:
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
-        raise EgressRefused(f"webhook url {url!r} is not a URL ({exc}); use "
-                            "http(s)://host[:port]/path", "not a URL") from exc
+        raise EgressRefused(
+            f"webhook url {url!r} is not a URL ({exc}); use http(s)://host[:port]/path", "not a URL"
+        ) from exc
     if parsed.scheme not in SCHEMES or not parsed.raw_host:
-        raise EgressRefused("a webhook url is http(s)://host[:port]/path; other schemes are "
-                            "not delivered to", "not http(s)")
+        raise EgressRefused(
+            "a webhook url is http(s)://host[:port]/path; other schemes are not delivered to",
+            "not http(s)",
+        )
     if parsed.userinfo:
-        raise EgressRefused("a webhook url carries no user:password@; receivers authenticate "
-                            "deliveries by their X-OpsLake-Signature", "userinfo in the URL")
+        raise EgressRefused(
+            "a webhook url carries no user:password@; receivers authenticate "
+            "deliveries by their X-OpsLake-Signature",
+            "userinfo in the URL",
+        )
     host = parsed.raw_host.decode("ascii").rstrip(".").lower()
     return parsed, host, parsed.port or SCHEMES[parsed.scheme]
 
@@ -225,8 +253,9 @@ def _parse(url: str) -> tuple[httpx.URL, str, int]:
 class EgressPolicy:
     """The allow-list (the config file's entries and the admin API's) and the check."""
 
-    def __init__(self, state_dir: Path, config_file: Path | None = None, *,
-                 resolve: Resolver = resolve_host) -> None:
+    def __init__(
+        self, state_dir: Path, config_file: Path | None = None, *, resolve: Resolver = resolve_host
+    ) -> None:
         self.state_path = Path(state_dir) / STATE_FILE
         self.config_file = config_file
         self.resolve = resolve
@@ -244,13 +273,20 @@ class EgressPolicy:
         try:
             doc = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{self.config_file} cannot be read as YAML ({exc}); fix it, or "
-                              "point OPSLAKE_EGRESS_FILE at another file") from exc
-        if not isinstance(doc, dict) or set(doc) - {"allow"} or \
-                not isinstance(doc.get("allow") or [], list):
-            raise ConfigError(f"{self.config_file} must hold one key, allow, a list of "
-                              "entries; see the comments in the repository's "
-                              "config/egress.yaml")
+            raise ConfigError(
+                f"{self.config_file} cannot be read as YAML ({exc}); fix it, or "
+                "point OPSLAKE_EGRESS_FILE at another file"
+            ) from exc
+        if (
+            not isinstance(doc, dict)
+            or set(doc) - {"allow"}
+            or not isinstance(doc.get("allow") or [], list)
+        ):
+            raise ConfigError(
+                f"{self.config_file} must hold one key, allow, a list of "
+                "entries; see the comments in the repository's "
+                "config/egress.yaml"
+            )
         try:
             return [Entry.parse(item) for item in doc.get("allow") or []]
         except InputError as exc:
@@ -264,16 +300,19 @@ class EgressPolicy:
             for row in rows:
                 Entry.parse(row["entry"])
         except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
-            raise ConfigError(f"{self.state_path} is damaged ({exc}); restore it from a "
-                              "backup, or delete it and add the entries again with POST "
-                              "/v1/admin/egress") from exc
+            raise ConfigError(
+                f"{self.state_path} is damaged ({exc}); restore it from a "
+                "backup, or delete it and add the entries again with POST "
+                "/v1/admin/egress"
+            ) from exc
         return rows
 
     def listed(self) -> list[dict[str, str]]:
         """Every entry with its origin: ``config`` (the file) or ``api`` (who added it, when)."""
-        return ([{"entry": e.text, "origin": "config", "source": str(self.config_file)}
-                 for e in self._configured()]
-                + [{**row, "origin": "api"} for row in self._added()])
+        return [
+            {"entry": e.text, "origin": "config", "source": str(self.config_file)}
+            for e in self._configured()
+        ] + [{**row, "origin": "api"} for row in self._added()]
 
     def entries(self) -> list[Entry]:
         """Every entry, parsed."""
@@ -288,8 +327,9 @@ class EgressPolicy:
             yield
 
     def _write(self, rows: list[dict[str, str]]) -> None:
-        write_file_atomic(self.state_path, json.dumps({"allow": rows}, ensure_ascii=False,
-                                                  indent=1).encode())
+        write_file_atomic(
+            self.state_path, json.dumps({"allow": rows}, ensure_ascii=False, indent=1).encode()
+        )
 
     def add(self, text: str, by: str, note: str = "") -> tuple[dict[str, str], bool]:
         """Allow-list ``text`` in the state dir; its row, and False when already listed."""
@@ -298,8 +338,12 @@ class EgressPolicy:
             found = next((r for r in self.listed() if r["entry"] == entry.text), None)
             if found is not None:
                 return found, False
-            row = {"entry": entry.text, "added_by": by,
-                   "added_at": datetime.now(UTC).isoformat(timespec="seconds"), "note": note}
+            row = {
+                "entry": entry.text,
+                "added_by": by,
+                "added_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "note": note,
+            }
             self._write([*self._added(), row])
         return {**row, "origin": "api"}, True
 
@@ -311,10 +355,14 @@ class EgressPolicy:
             kept = [r for r in rows if r["entry"] != entry.text]
             if len(kept) == len(rows):
                 if entry in self._configured():
-                    raise ConfigError(f"{entry.text} is listed in {self.config_file}; remove "
-                                      "it from that file (it is read at every check)")
-                raise NotFoundError(f"{entry.text} is not allow-listed through the API; list "
-                                    "the entries with GET /v1/admin/egress")
+                    raise ConfigError(
+                        f"{entry.text} is listed in {self.config_file}; remove "
+                        "it from that file (it is read at every check)"
+                    )
+                raise NotFoundError(
+                    f"{entry.text} is not allow-listed through the API; list "
+                    "the entries with GET /v1/admin/egress"
+                )
             self._write(kept)
         return entry.text
 
@@ -345,8 +393,12 @@ class EgressPolicy:
             else:
                 reason = f"{host} resolves to nothing"
             if not addresses:
-                raise EgressRefused(f"webhook destination {host} does not resolve; check the "
-                                    "host name" if named else refused, reason)
+                raise EgressRefused(
+                    f"webhook destination {host} does not resolve; check the host name"
+                    if named
+                    else refused,
+                    reason,
+                )
         for address in addresses:
             if why := _refusal(address, port, named, entries):
                 raise EgressRefused(refused, f"{where} → {address}: {why}")

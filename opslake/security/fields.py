@@ -25,8 +25,7 @@ from opslake.security.crypto import PREFIX, FieldCipher
 OWNER_CONTACT = "cmdb.owner_contact"
 #: Names of source fields that hold contact data (phone, mobile, e-mail): sealed wherever a
 #: CMDB record is kept whole, e.g. the quarantine copy of a rejected record.
-CONTACT_FIELD = re.compile(r"contact|phone|mobile|mail|(?<![a-z])tel(?![a-z])",
-                           re.IGNORECASE)
+CONTACT_FIELD = re.compile(r"contact|phone|mobile|mail|(?<![a-z])tel(?![a-z])", re.IGNORECASE)
 
 #: Seals one value for one field context: ``(text, context) → token``.
 Seal = Callable[[str, str], str]
@@ -42,24 +41,28 @@ def sealer(cipher: FieldCipher) -> Seal:
     return seal
 
 
-def reseal(tokens: pa.Array | pa.ChunkedArray, context: str, cipher: FieldCipher
-           ) -> pa.Array | pa.ChunkedArray:
+def reseal(
+    tokens: pa.Array | pa.ChunkedArray, context: str, cipher: FieldCipher
+) -> pa.Array | pa.ChunkedArray:
     """``tokens`` with each one sealed under a previous key re-sealed under the current key.
 
     Tokens of the current key are kept as they are, without decrypting them; anything that
     is not a token (a clear value) is refused with SecurityError rather than passed on.
     """
     current = f"{PREFIX}{cipher.key_id}:"
-    if pc.all(pc.or_kleene(pc.is_null(tokens), pc.starts_with(tokens, current))).as_py() \
-            is not False:
+    if (
+        pc.all(pc.or_kleene(pc.is_null(tokens), pc.starts_with(tokens, current))).as_py()
+        is not False
+    ):
         return tokens
     opened: dict[str, str] = {}
     out = []
     for token in tokens.to_pylist():
         if token is not None and not token.startswith(current):
             if token not in opened:
-                opened[token] = cipher.encrypt(cipher.decrypt(token, context), context,
-                                               deterministic=True)
+                opened[token] = cipher.encrypt(
+                    cipher.decrypt(token, context), context, deterministic=True
+                )
             token = opened[token]
         out.append(token)
     return pa.array(out, pa.string())

@@ -78,8 +78,11 @@ class UsageMeter:
             left = self._left.get(holder)
             # The flushing thread rereads holders in use every interval; a request never
             # waits for it unless it fell well behind (or does not run, as in tests).
-            if left is None or left.day != day or \
-                    monotonic() - left.at >= _STALE_AFTER * self.interval_s:
+            if (
+                left is None
+                or left.day != day
+                or monotonic() - left.at >= _STALE_AFTER * self.interval_s
+            ):
                 return None
             return self._take(holder, left)
 
@@ -110,8 +113,9 @@ class UsageMeter:
                 return
             where = (reservation.holder, reservation.day, endpoint)
             was = self._pending.get(where, Use(0, 0, 0))
-            self._pending[where] = Use(was.requests + 1, was.rows + rows,
-                                       was.errors + int(status >= 400))
+            self._pending[where] = Use(
+                was.requests + 1, was.rows + rows, was.errors + int(status >= 400)
+            )
 
     def refund(self, reservation: Reservation) -> None:
         """Give ``reservation``'s unit back (the request failed through no fault of the caller);
@@ -140,8 +144,8 @@ class UsageMeter:
             quota, used = self.identity.quota_use(holder)
             with self._lock:
                 reserved = self._in_flight.get((holder, day), 0) + sum(
-                    u.requests for (h, d, _), u in self._pending.items()
-                    if h == holder and d == day)
+                    u.requests for (h, d, _), u in self._pending.items() if h == holder and d == day
+                )
                 self._left[holder] = _Left(day, monotonic(), quota - used, quota, reserved)
 
     def flush(self) -> None:
@@ -155,8 +159,7 @@ class UsageMeter:
                 with self._lock:  # put them back: the next flush tries again
                     for where, use in batch.items():
                         was = self._pending.get(where, Use(0, 0, 0))
-                        self._pending[where] = Use(*(a + b for a, b in zip(was, use,
-                                                                           strict=True)))
+                        self._pending[where] = Use(*(a + b for a, b in zip(was, use, strict=True)))
                 raise
 
     def start(self) -> None:
@@ -175,11 +178,15 @@ class UsageMeter:
                 for holder in in_use:
                     self._reread(holder, day)
             except StorageError as exc:  # a full disk: say so once a pass, not a traceback
-                _log.warning("API usage counters kept in memory, retrying in %.0f s: %s",
-                             self.interval_s, exc)
+                _log.warning(
+                    "API usage counters kept in memory, retrying in %.0f s: %s",
+                    self.interval_s,
+                    exc,
+                )
             except Exception:  # noqa: BLE001 - kept pending; the next pass retries
-                _log.exception("writing API usage counters failed; retrying in %.0f s",
-                               self.interval_s)
+                _log.exception(
+                    "writing API usage counters failed; retrying in %.0f s", self.interval_s
+                )
 
     def stop(self) -> None:
         """Stop the thread and write what is pending."""

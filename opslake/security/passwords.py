@@ -35,8 +35,9 @@ def password_problems(password: str, user: str) -> list[str]:
     present = sum(classes.values())
     if present < MIN_PASSWORD_CLASSES:
         missing = " or ".join(k for k, v in classes.items() if not v)
-        problems.append(f"{MIN_PASSWORD_CLASSES} of 4 character classes (it has {present}; "
-                        f"add {missing})")
+        problems.append(
+            f"{MIN_PASSWORD_CLASSES} of 4 character classes (it has {present}; add {missing})"
+        )
     if user and user.lower() in password.lower():
         problems.append("no copy of the user name")
     return problems
@@ -46,8 +47,11 @@ def check_password(password: str, user: str) -> None:
     """Raise InputError listing every rule ``password`` breaks."""
     problems = password_problems(password, user)
     if problems:
-        raise InputError(f"password for {user!r} refused; it needs " + "; ".join(problems)
-                         + ". Choose another password.")
+        raise InputError(
+            f"password for {user!r} refused; it needs "
+            + "; ".join(problems)
+            + ". Choose another password."
+        )
 
 
 def hash_password(password: str) -> str:
@@ -74,8 +78,14 @@ def _verify_scrypt(password: str, stored: str) -> bool:
     # Hashes of earlier versions (scrypt$N$r$p$salt$digest); verified until re-hashed.
     _, n, r, p, salt, digest = stored.split("$")
     expected = bytes.fromhex(digest)
-    actual = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                            p=int(p), dklen=len(expected))
+    actual = hashlib.scrypt(
+        password.encode(),
+        salt=bytes.fromhex(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        dklen=len(expected),
+    )
     return hmac.compare_digest(actual, expected)
 
 

@@ -18,10 +18,22 @@ from dataclasses import dataclass, field
 
 #: Every scope an endpoint can require.
 SCOPES = (
-    "catalog:read", "metrics:read", "incidents:read", "anomalies:read", "forecasts:read",
-    "assets:read", "quality:read", "subscriptions:read", "subscriptions:write",
-    "ingest:write", "admin:users", "admin:keys", "admin:audit", "admin:egress",
-    "incidents:handle", "incidents:comment",
+    "catalog:read",
+    "metrics:read",
+    "incidents:read",
+    "anomalies:read",
+    "forecasts:read",
+    "assets:read",
+    "quality:read",
+    "subscriptions:read",
+    "subscriptions:write",
+    "ingest:write",
+    "admin:users",
+    "admin:keys",
+    "admin:audit",
+    "admin:egress",
+    "incidents:handle",
+    "incidents:comment",
 )
 READ = frozenset(s for s in SCOPES if s.endswith(":read") and not s.startswith("admin"))
 
@@ -37,25 +49,66 @@ class Role:
     description: str
 
 
-ROLES: dict[str, Role] = {r.name: r for r in (
-    Role("admin", frozenset(SCOPES), False, True,
-         "platform administrators: everything, administrative actions need a TOTP code"),
-    Role("ops_engineer", READ | {"subscriptions:write", "ingest:write", "incidents:handle",
-                                 "incidents:comment"}, False, False,
-         "operations-centre engineers: every row, handle incidents, no personal contact data"),
-    Role("data_engineer", READ | {"subscriptions:write"}, False, False,
-         "data engineers: every row, no personal contact data; the only role besides "
-         "admin the Dagster UI's door admits"),
-    Role("leadership", READ, False, False,
-         "leadership: reads every row (the leadership screens in Superset), writes nothing"),
-    Role("dept_viewer", frozenset({"catalog:read", "metrics:read", "incidents:read",
-                                   "assets:read", "quality:read", "subscriptions:read",
-                                   "subscriptions:write", "incidents:comment"}),
-         True, False, "a department's staff: only rows of their departments and businesses, "
-                      "and comments on their incidents"),
-    Role("ingest", frozenset({"ingest:write"}), False, False,
-         "machine senders (Prometheus, Alertmanager, alert webhooks): push data, read none"),
-)}
+ROLES: dict[str, Role] = {
+    r.name: r
+    for r in (
+        Role(
+            "admin",
+            frozenset(SCOPES),
+            False,
+            True,
+            "platform administrators: everything, administrative actions need a TOTP code",
+        ),
+        Role(
+            "ops_engineer",
+            READ | {"subscriptions:write", "ingest:write", "incidents:handle", "incidents:comment"},
+            False,
+            False,
+            "operations-centre engineers: every row, handle incidents, no personal contact data",
+        ),
+        Role(
+            "data_engineer",
+            READ | {"subscriptions:write"},
+            False,
+            False,
+            "data engineers: every row, no personal contact data; the only role besides "
+            "admin the Dagster UI's door admits",
+        ),
+        Role(
+            "leadership",
+            READ,
+            False,
+            False,
+            "leadership: reads every row (the leadership screens in Superset), writes nothing",
+        ),
+        Role(
+            "dept_viewer",
+            frozenset(
+                {
+                    "catalog:read",
+                    "metrics:read",
+                    "incidents:read",
+                    "assets:read",
+                    "quality:read",
+                    "subscriptions:read",
+                    "subscriptions:write",
+                    "incidents:comment",
+                }
+            ),
+            True,
+            False,
+            "a department's staff: only rows of their departments and businesses, "
+            "and comments on their incidents",
+        ),
+        Role(
+            "ingest",
+            frozenset({"ingest:write"}),
+            False,
+            False,
+            "machine senders (Prometheus, Alertmanager, alert webhooks): push data, read none",
+        ),
+    )
+}
 ANONYMOUS_SCOPES: frozenset[str] = frozenset()
 
 
@@ -87,12 +140,15 @@ ANONYMOUS = Principal("anonymous", "anonymous", ANONYMOUS_SCOPES)
 #: Breakdowns whose rows belong to one department or business, with the columns that say which
 #: (the only breakdowns a row-scoped principal may ask for).
 SCOPED_BREAKDOWNS: dict[str, tuple[str | None, str | None]] = {
-    "entity": ("department", "business"), "department": ("department", None),
-    "business": (None, "business")}
+    "entity": ("department", "business"),
+    "department": ("department", None),
+    "business": (None, "business"),
+}
 
 
-def row_scope_sql(principal: Principal, department: str | None, business: str | None
-                  ) -> tuple[str, list[object]]:
+def row_scope_sql(
+    principal: Principal, department: str | None, business: str | None
+) -> tuple[str, list[object]]:
     """SQL condition (``AND …``) and its parameters limiting rows to the principal's own.
 
     ``department`` and ``business`` name the columns to check (None: the rows have none);

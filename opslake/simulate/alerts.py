@@ -48,53 +48,159 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("RackInletTemperatureHigh", "rack_inlet_temperature_celsius", ">", 32, 300, "major",
-         "机柜进风温度过高"),
+    Rule(
+        "RackInletTemperatureHigh",
+        "rack_inlet_temperature_celsius",
+        ">",
+        32,
+        300,
+        "major",
+        "机柜进风温度过高",
+    ),
     Rule("PduLoadHigh", "pdu_load_ratio", ">", 0.9, 180, "major", "PDU负载过高"),
     Rule("UpsLoadHigh", "ups_load_ratio", ">", 0.85, 300, "major", "UPS负载过高"),
-    Rule("UpsBatteryLow", "ups_battery_charge_ratio", "<", 0.5, 120, "critical",
-         "UPS电池电量低"),
-    Rule("CoolingSupplyTemperatureHigh", "cooling_supply_temperature_celsius", ">", 24, 300,
-         "major", "空调送风温度过高"),
-    Rule("NodeCpuHigh", "node_cpu_utilisation_ratio", ">", 0.9, 300, "major",
-         "CPU使用率过高"),
-    Rule("NodeMemoryHigh", "node_memory_utilisation_ratio", ">", 0.92, 300, "warning",
-         "内存使用率过高"),
-    Rule("NodeFilesystemAlmostFull", "node_filesystem_used_ratio", ">", 0.85, 600, "warning",
-         "文件系统即将写满"),
-    Rule("ContainerCpuHigh", "container_cpu_utilisation_ratio", ">", 0.95, 300, "warning",
-         "容器CPU接近限额"),
-    Rule("StoragePoolAlmostFull", "storage_pool_used_ratio", ">", 0.85, 600, "major",
-         "存储池容量即将用尽"),
-    Rule("StorageLatencyHigh", "storage_pool_latency_seconds", ">", 0.05, 180, "major",
-         "存储时延过高"),
-    Rule("SwitchInterfaceErrors", "switch_interface_errors_per_second", ">", 5, 180, "major",
-         "交换机端口错包"),
-    Rule("SwitchInterfaceSaturated", "switch_interface_utilisation_ratio", ">", 0.9, 300,
-         "warning", "交换机上联带宽接近饱和"),
-    Rule("HttpErrorRatioHigh", "http_error_ratio", ">", 0.05, 180, "critical",
-         "HTTP错误率过高"),
-    Rule("HttpLatencyHigh", "http_request_duration_p95_seconds", ">", 1.0, 180, "major",
-         "HTTP响应时间过长"),
-    Rule("DbConnectionsHigh", "db_connections_in_use", ">", 400, 180, "major",
-         "数据库连接数过高"),
-    Rule("DbQuerySlow", "db_query_duration_p95_seconds", ">", 0.5, 180, "critical",
-         "数据库慢查询"),
-    Rule("MiddlewareThreadPoolExhausted", "middleware_thread_pool_utilisation_ratio", ">", 0.95,
-         180, "major", "中间件线程池耗尽"),
+    Rule("UpsBatteryLow", "ups_battery_charge_ratio", "<", 0.5, 120, "critical", "UPS电池电量低"),
+    Rule(
+        "CoolingSupplyTemperatureHigh",
+        "cooling_supply_temperature_celsius",
+        ">",
+        24,
+        300,
+        "major",
+        "空调送风温度过高",
+    ),
+    Rule("NodeCpuHigh", "node_cpu_utilisation_ratio", ">", 0.9, 300, "major", "CPU使用率过高"),
+    Rule(
+        "NodeMemoryHigh",
+        "node_memory_utilisation_ratio",
+        ">",
+        0.92,
+        300,
+        "warning",
+        "内存使用率过高",
+    ),
+    Rule(
+        "NodeFilesystemAlmostFull",
+        "node_filesystem_used_ratio",
+        ">",
+        0.85,
+        600,
+        "warning",
+        "文件系统即将写满",
+    ),
+    Rule(
+        "ContainerCpuHigh",
+        "container_cpu_utilisation_ratio",
+        ">",
+        0.95,
+        300,
+        "warning",
+        "容器CPU接近限额",
+    ),
+    Rule(
+        "StoragePoolAlmostFull",
+        "storage_pool_used_ratio",
+        ">",
+        0.85,
+        600,
+        "major",
+        "存储池容量即将用尽",
+    ),
+    Rule(
+        "StorageLatencyHigh",
+        "storage_pool_latency_seconds",
+        ">",
+        0.05,
+        180,
+        "major",
+        "存储时延过高",
+    ),
+    Rule(
+        "SwitchInterfaceErrors",
+        "switch_interface_errors_per_second",
+        ">",
+        5,
+        180,
+        "major",
+        "交换机端口错包",
+    ),
+    Rule(
+        "SwitchInterfaceSaturated",
+        "switch_interface_utilisation_ratio",
+        ">",
+        0.9,
+        300,
+        "warning",
+        "交换机上联带宽接近饱和",
+    ),
+    Rule("HttpErrorRatioHigh", "http_error_ratio", ">", 0.05, 180, "critical", "HTTP错误率过高"),
+    Rule(
+        "HttpLatencyHigh",
+        "http_request_duration_p95_seconds",
+        ">",
+        1.0,
+        180,
+        "major",
+        "HTTP响应时间过长",
+    ),
+    Rule("DbConnectionsHigh", "db_connections_in_use", ">", 400, 180, "major", "数据库连接数过高"),
+    Rule("DbQuerySlow", "db_query_duration_p95_seconds", ">", 0.5, 180, "critical", "数据库慢查询"),
+    Rule(
+        "MiddlewareThreadPoolExhausted",
+        "middleware_thread_pool_utilisation_ratio",
+        ">",
+        0.95,
+        180,
+        "major",
+        "中间件线程池耗尽",
+    ),
     Rule("QueueBacklog", "queue_depth_messages", ">", 5000, 300, "major", "消息队列积压"),
-    Rule("AuthFailuresHigh", "identity_auth_failures_per_second", ">", 5, 180, "warning",
-         "统一身份认证失败次数过多"),
-    Rule("PlatformProcessCpuHigh", "process_cpu_utilisation_ratio", ">", 0.9, 300, "major",
-         "平台进程CPU过高"),
-    Rule("FirewallSessionsHigh", "firewall_sessions_active", ">", 800000, 300, "warning",
-         "防火墙并发会话数过高"),
-    Rule("WafAttackSpike", "waf_blocked_requests_per_second", ">", 50, 120, "warning",
-         "WAF拦截请求激增"),
-    Rule("IdsAlertSurge", "ids_alerts_per_minute", ">", 30, 120, "warning",
-         "入侵检测告警激增"),
-    Rule("SecurityDeviceCpuHigh", "security_device_cpu_utilisation_ratio", ">", 0.9, 300,
-         "major", "安全设备CPU过高"),
+    Rule(
+        "AuthFailuresHigh",
+        "identity_auth_failures_per_second",
+        ">",
+        5,
+        180,
+        "warning",
+        "统一身份认证失败次数过多",
+    ),
+    Rule(
+        "PlatformProcessCpuHigh",
+        "process_cpu_utilisation_ratio",
+        ">",
+        0.9,
+        300,
+        "major",
+        "平台进程CPU过高",
+    ),
+    Rule(
+        "FirewallSessionsHigh",
+        "firewall_sessions_active",
+        ">",
+        800000,
+        300,
+        "warning",
+        "防火墙并发会话数过高",
+    ),
+    Rule(
+        "WafAttackSpike",
+        "waf_blocked_requests_per_second",
+        ">",
+        50,
+        120,
+        "warning",
+        "WAF拦截请求激增",
+    ),
+    Rule("IdsAlertSurge", "ids_alerts_per_minute", ">", 30, 120, "warning", "入侵检测告警激增"),
+    Rule(
+        "SecurityDeviceCpuHigh",
+        "security_device_cpu_utilisation_ratio",
+        ">",
+        0.9,
+        300,
+        "major",
+        "安全设备CPU过高",
+    ),
 )
 #: Alerts from rules on things not modelled: background noise (alertname, severity,
 #: duration range in seconds, summary).
@@ -141,8 +247,10 @@ class RuleEvaluator:
     def __init__(self, cfg: SimulationConfig, model: MetricModel) -> None:
         self.cfg, self.model = cfg, model
         self.index = {f.name: i for i, f in enumerate(FAMILIES)}
-        self.carry = {r.alertname: np.full(len(model.series[self.index[r.family]]), -1,
-                                           dtype=np.int64) for r in RULES}
+        self.carry = {
+            r.alertname: np.full(len(model.series[self.index[r.family]]), -1, dtype=np.int64)
+            for r in RULES
+        }
         self.alerts: list[Alert] = []
 
     def day(self, day: int, values: list[DayValues]) -> None:
@@ -180,11 +288,18 @@ class RuleEvaluator:
             self.carry[rule.alertname] = new_carry
             fire = starts + -(-rule.for_s // step) * step
             emit = (fire < ends) & (~open_now | last_day)
-            for r, f, e, o in zip(rows[emit], fire[emit], ends[emit], open_now[emit],
-                                  strict=True):
-                self.alerts.append(Alert(rule.alertname, self.model.series[fi][int(r)],
-                                         rule.severity, int(f), None if o else int(e),
-                                         rule.summary, rule.expr))
+            for r, f, e, o in zip(rows[emit], fire[emit], ends[emit], open_now[emit], strict=True):
+                self.alerts.append(
+                    Alert(
+                        rule.alertname,
+                        self.model.series[fi][int(r)],
+                        rule.severity,
+                        int(f),
+                        None if o else int(e),
+                        rule.summary,
+                        rule.expr,
+                    )
+                )
 
 
 def noise_alerts(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory) -> list[Alert]:
@@ -200,9 +315,18 @@ def noise_alerts(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory) -> li
             if not hist.alive(eid, fired):
                 continue
             resolved = fired + int(rng.integers(lo, hi))
-            out.append(Alert(name, eid, severity, fired,
-                             resolved if resolved < cfg.end_ts else None, summary,
-                             f'ALERTS{{alertname="{name}"}}', noise=True))
+            out.append(
+                Alert(
+                    name,
+                    eid,
+                    severity,
+                    fired,
+                    resolved if resolved < cfg.end_ts else None,
+                    summary,
+                    f'ALERTS{{alertname="{name}"}}',
+                    noise=True,
+                )
+            )
     return out
 
 
@@ -210,9 +334,14 @@ def label(alerts: list[Alert], estate: Estate, hist: CmdbHistory) -> None:
     """Attach Alertmanager labels and fingerprints (instance as it was at firing time)."""
     for a in alerts:
         e = estate.entities[a.entity_id]
-        labels = {"alertname": a.alertname, "entity_id": a.entity_id,
-                  "instance": f"{hist.ip_at(e, a.fired_at)}:{e.port}", "job": e.job,
-                  "kind": e.kind, "severity": a.severity}
+        labels = {
+            "alertname": a.alertname,
+            "entity_id": a.entity_id,
+            "instance": f"{hist.ip_at(e, a.fired_at)}:{e.port}",
+            "job": e.job,
+            "kind": e.kind,
+            "severity": a.severity,
+        }
         if e.business:
             labels["business"] = e.business
         a.labels = labels
@@ -250,8 +379,9 @@ def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
     return {k: v for k, v in sorted(first.items()) if all(d.get(k) == v for d in dicts[1:])}
 
 
-def _payload(group: dict[str, str], key: str, firing: list[Alert],
-             resolved: list[Alert]) -> dict[str, object]:
+def _payload(
+    group: dict[str, str], key: str, firing: list[Alert], resolved: list[Alert]
+) -> dict[str, object]:
     items = [_alert_json(a, True) for a in firing] + [_alert_json(a, False) for a in resolved]
     return {
         "receiver": RECEIVER,
@@ -282,8 +412,9 @@ def notifications(alerts: list[Alert], end_ts: int) -> list[Notification]:
     return out
 
 
-def _group_notifications(members: list[Alert], group: dict[str, str], key: str,
-                         end_ts: int) -> list[Notification]:
+def _group_notifications(
+    members: list[Alert], group: dict[str, str], key: str, end_ts: int
+) -> list[Notification]:
     """Walk one aggregation group's flush ticks, jumping over ticks where nothing changes."""
     out: list[Notification] = []
     arrived = 0
@@ -302,8 +433,13 @@ def _group_notifications(members: list[Alert], group: dict[str, str], key: str,
             live.append(members[arrived])
             arrived += 1
         firing = [a for a in live if a.resolved_at is None or a.resolved_at > flush]
-        resolved = [a for a in live if a.resolved_at is not None and a.resolved_at <= flush
-                    and notified.get(id(a)) == "firing"]
+        resolved = [
+            a
+            for a in live
+            if a.resolved_at is not None
+            and a.resolved_at <= flush
+            and notified.get(id(a)) == "firing"
+        ]
         changed = bool(resolved) or any(notified.get(id(a)) != "firing" for a in firing)
         repeat = bool(firing) and last_sent is not None and flush - last_sent >= REPEAT_INTERVAL
         if changed or repeat:

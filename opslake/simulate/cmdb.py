@@ -71,8 +71,7 @@ class CmdbHistory:
             if rel not in self.recorded:
                 self.recorded[rel] = self._record(rel, cis)
             shown = self.recorded[rel]
-            if shown is not None and shown[0] not in self.unknown \
-                    and shown[2] not in self.unknown:
+            if shown is not None and shown[0] not in self.unknown and shown[2] not in self.unknown:
                 out.add(shown)
         return frozenset(out)
 
@@ -86,8 +85,14 @@ class CmdbHistory:
             return None
         if u < self.cfg.cmdb_missing + self.cfg.cmdb_stale:
             typ = cis[dst]["type"]
-            pool = sorted(k for k, v in cis.items() if v["type"] == typ and k != dst
-                          and k not in self.unknown and v["lifecycle_state"] != "retired")
+            pool = sorted(
+                k
+                for k, v in cis.items()
+                if v["type"] == typ
+                and k != dst
+                and k not in self.unknown
+                and v["lifecycle_state"] != "retired"
+            )
             if pool:
                 pick = unit_hash(self.cfg.seed, "cmdb-stale", src, kind, dst)
                 return (src, kind, pool[int(pick * len(pool))])
@@ -96,10 +101,16 @@ class CmdbHistory:
     def errors(self) -> dict[str, object]:
         """Where the export differs from the real topology, for the ground truth."""
         missing = sorted(list(r) for r, shown in self.recorded.items() if shown is None)
-        stale = sorted([list(r), list(shown)] for r, shown in self.recorded.items()
-                       if shown is not None and shown != r)
-        return {"missing_relations": missing, "stale_relations": stale,
-                "unknown_cis": sorted(self.unknown)}
+        stale = sorted(
+            [list(r), list(shown)]
+            for r, shown in self.recorded.items()
+            if shown is not None and shown != r
+        )
+        return {
+            "missing_relations": missing,
+            "stale_relations": stale,
+            "unknown_cis": sorted(self.unknown),
+        }
 
     def structural_ts(self, day: int) -> int:
         """When day ``day``'s structural changes take effect."""
@@ -128,8 +139,10 @@ class CmdbHistory:
         cis = self.exported_cis(day)
         head = json.dumps({"exported_at": iso(self.cfg.day_start(day + 1) - 60)})[:-1]
         ci_lines = ",\n".join(json.dumps(cis[k], ensure_ascii=False) for k in sorted(cis))
-        rel_lines = ",\n".join(json.dumps({"src": s, "relation": r, "dst": d})
-                               for s, r, d in sorted(self.exported_relations(day)))
+        rel_lines = ",\n".join(
+            json.dumps({"src": s, "relation": r, "dst": d})
+            for s, r, d in sorted(self.exported_relations(day))
+        )
         return f'{head},\n"cis": [\n{ci_lines}],\n"relations": [\n{rel_lines}]}}\n'.encode()
 
     def count_versions(self) -> Tally:
@@ -159,8 +172,11 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
     hist = CmdbHistory(cfg)
     if cfg.unknown_cis:
         hist.unknown = frozenset(
-            e for e in estate.ids("vm", "container") if estate.entities[e].monitored
-            and unit_hash(cfg.seed, "unknown-ci", e) < cfg.unknown_cis)
+            e
+            for e in estate.ids("vm", "container")
+            if estate.entities[e].monitored
+            and unit_hash(cfg.seed, "unknown-ci", e) < cfg.unknown_cis
+        )
     state = {eid: e.record() for eid, e in estate.entities.items()}
     rels = set(estate.relations)
     hist.snapshots.append({k: dict(v) for k, v in state.items()})
@@ -173,8 +189,9 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
         t_struct = hist.structural_ts(d)
         touched: set[str] = set()
 
-        def pick(pool: list[str], rng: np.random.Generator = rng,
-                 touched: set[str] = touched) -> str | None:
+        def pick(
+            pool: list[str], rng: np.random.Generator = rng, touched: set[str] = touched
+        ) -> str | None:
             """A CI from ``pool`` not yet changed today (one change a day keeps it visible)."""
             pool = [p for p in pool if p not in touched]
             if not pool:
@@ -195,8 +212,11 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
                 touched.add(eid)
         for eid in planned:
             touched.add(eid)
-            stamp(eid, cfg.day_start(d) + int(rng.integers(2, 9)) * HOUR_S,
-                  lifecycle_state="in_service")
+            stamp(
+                eid,
+                cfg.day_start(d) + int(rng.integers(2, 9)) * HOUR_S,
+                lifecycle_state="in_service",
+            )
         planned = []
 
         for _ in range(max(1, n // 400)):
@@ -207,24 +227,34 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
             hist.retired_at[eid] = t_struct
             rels = {r for r in rels if eid not in (r[0], r[2])}
 
-        vm_hosts = sorted({dst for src, rel, dst in rels
-                           if rel == "runs_on" and src.startswith("vm-")})
+        vm_hosts = sorted(
+            {dst for src, rel, dst in rels if rel == "runs_on" and src.startswith("vm-")}
+        )
         if len(vm_hosts) >= 2:
-            movers = [src for src, rel, _ in sorted(rels) if rel == "runs_on"
-                      and src in estate.entities and estate.entities[src].type == "vm"]
+            movers = [
+                src
+                for src, rel, _ in sorted(rels)
+                if rel == "runs_on" and src in estate.entities and estate.entities[src].type == "vm"
+            ]
             eid = pick(movers)
             if eid is not None:
                 old = next(r for r in rels if r[0] == eid and r[1] == "runs_on")
-                new_host = [h for h in vm_hosts if h != old[2]][int(rng.integers(len(vm_hosts) - 1))]
+                new_host = [h for h in vm_hosts if h != old[2]][
+                    int(rng.integers(len(vm_hosts) - 1))
+                ]
                 rels.discard(old)
                 rels.add((eid, "runs_on", new_host))
                 host = estate.entities[new_host]
                 stamp(eid, t_struct, region=host.region, location=host.location)
 
         for _ in range(max(1, n // 500)):
-            pool = [e for e in estate.ids("vm", "container")
-                    if e in state and state[e]["lifecycle_state"] != "retired"
-                    and e not in hist.ip_changes]
+            pool = [
+                e
+                for e in estate.ids("vm", "container")
+                if e in state
+                and state[e]["lifecycle_state"] != "retired"
+                and e not in hist.ip_changes
+            ]
             eid = pick(pool)
             if eid is None:
                 break
@@ -234,8 +264,9 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
             hist.ip_changes[eid] = (t_struct, str(state[eid]["ip"]), new_ip)
             stamp(eid, t_struct, ip=new_ip)
 
-        live = [k for k, v in state.items() if v["lifecycle_state"] in ("in_service",
-                                                                          "maintenance")]
+        live = [
+            k for k, v in state.items() if v["lifecycle_state"] in ("in_service", "maintenance")
+        ]
         for _ in range(max(2, n // 80)):
             eid = pick(live)
             if eid is None:
@@ -244,31 +275,46 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
             if rng.random() < 0.5:
                 owner = str(state[eid]["owner"])
                 new_owner = [o for o in OWNERS if o != owner][int(rng.integers(len(OWNERS) - 1))]
-                phone = PHONE_PREFIXES[int(rng.integers(len(PHONE_PREFIXES)))] \
+                phone = (
+                    PHONE_PREFIXES[int(rng.integers(len(PHONE_PREFIXES)))]
                     + f"{int(rng.integers(10**8)):08d}"
+                )
                 stamp(eid, ts, owner=new_owner, owner_contact=phone)
             else:
-                flip = "maintenance" if state[eid]["lifecycle_state"] == "in_service" \
-                    else "in_service"
+                flip = (
+                    "maintenance" if state[eid]["lifecycle_state"] == "in_service" else "in_service"
+                )
                 stamp(eid, ts, lifecycle_state=flip)
 
         for _ in range(max(1, n // 250)):
             number = estate.next_number["vm"]
             estate.next_number["vm"] += 1
             eid = numbered_id("vm", number)
-            host = estate.entities[vm_hosts[int(rng.integers(len(vm_hosts)))]] if vm_hosts \
+            host = (
+                estate.entities[vm_hosts[int(rng.integers(len(vm_hosts)))]]
+                if vm_hosts
                 else estate.entities[estate.by_type["host"][0]]
+            )
             template = estate.entities[estate.by_type["vm"][0]]
-            e = Entity(**{**template.__dict__, "entity_id": eid,
-                          "name": device_name("vm", eid, location_of(host)),
-                          "region": host.region, "location": host.location,
-                          "ip": f"10.{IP_BLOCK['vm']}.{number // 250}.{number % 250 + 1}",
-                          "serial": f"{template.vendor[:2].upper()}"
-                                    f"{int(rng.integers(16**10)):010X}",
-                          "business": None, "purchase_date": cfg.day(d),
-                          "warranty_end": cfg.day(d + 3 * 365), "contract_end": None,
-                          "licence_end": None, "lifecycle_state": "planned",
-                          "updated_at": iso(t_struct), "monitored": False})
+            e = Entity(
+                **{
+                    **template.__dict__,
+                    "entity_id": eid,
+                    "name": device_name("vm", eid, location_of(host)),
+                    "region": host.region,
+                    "location": host.location,
+                    "ip": f"10.{IP_BLOCK['vm']}.{number // 250}.{number % 250 + 1}",
+                    "serial": f"{template.vendor[:2].upper()}{int(rng.integers(16**10)):010X}",
+                    "business": None,
+                    "purchase_date": cfg.day(d),
+                    "warranty_end": cfg.day(d + 3 * 365),
+                    "contract_end": None,
+                    "licence_end": None,
+                    "lifecycle_state": "planned",
+                    "updated_at": iso(t_struct),
+                    "monitored": False,
+                }
+            )
             estate.entities[eid] = e
             estate.by_type["vm"].append(eid)
             state[eid] = e.record()
@@ -281,4 +327,3 @@ def plan_history(cfg: SimulationConfig, estate: Estate) -> CmdbHistory:
         hist.snapshots.append({k: dict(v) for k, v in state.items()})
         hist.relations.append(frozenset(rels))
     return hist
-

@@ -57,13 +57,17 @@ class SimulationConfig:
         if self.seed < 0:
             raise ConfigError(f"seed {self.seed} is negative; use 0 or a positive integer")
         if self.entities < MIN_ENTITIES:
-            raise ConfigError(f"entities={self.entities} is too small; use at least "
-                              f"{MIN_ENTITIES} so every type of object exists")
+            raise ConfigError(
+                f"entities={self.entities} is too small; use at least "
+                f"{MIN_ENTITIES} so every type of object exists"
+            )
         if self.days < 1:
             raise ConfigError(f"days={self.days}; simulate at least one day")
         if not 10 <= self.step_seconds <= HOUR_S or HOUR_S % self.step_seconds:
-            raise ConfigError(f"step_seconds={self.step_seconds} must divide an hour evenly "
-                              "and be between 10 and 3600 (e.g. 15, 30, 60)")
+            raise ConfigError(
+                f"step_seconds={self.step_seconds} must divide an hour evenly "
+                "and be between 10 and 3600 (e.g. 15, 30, 60)"
+            )
         for name in ("cmdb_missing", "cmdb_stale", "unknown_cis", "off_topology"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a share in [0, 1]")
@@ -75,8 +79,9 @@ class SimulationConfig:
     @property
     def start_ts(self) -> int:
         """Epoch seconds of the first simulated instant (``start`` 00:00 UTC)."""
-        return int(datetime(self.start.year, self.start.month, self.start.day,
-                            tzinfo=UTC).timestamp())
+        return int(
+            datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp()
+        )
 
     @property
     def end_ts(self) -> int:
@@ -97,9 +102,13 @@ class SimulationConfig:
 
     def as_dict(self) -> dict[str, object]:
         """JSON-friendly form for the ground truth."""
-        out: dict[str, object] = {"seed": self.seed, "entities": self.entities,
-                                  "days": self.days, "start": self.start.isoformat(),
-                                  "step_seconds": self.step_seconds}
+        out: dict[str, object] = {
+            "seed": self.seed,
+            "entities": self.entities,
+            "days": self.days,
+            "start": self.start.isoformat(),
+            "step_seconds": self.step_seconds,
+        }
         if self.is_realistic:
             out.update({k: getattr(self, k) for k in REALISM})
         return out
@@ -109,8 +118,13 @@ class SimulationConfig:
 #: about 10 % of the CMDB's relations missing (6 %) or stale (4 %), 3 % of VMs and
 #: containers unknown to it, a quarter of faults reaching a CI off the recorded topology,
 #: and about one unrelated anomaly per fault overlapping it.
-REALISM: dict[str, float] = {"cmdb_missing": 0.06, "cmdb_stale": 0.04, "unknown_cis": 0.03,
-                             "off_topology": 0.25, "noise_overlap": 1.0}
+REALISM: dict[str, float] = {
+    "cmdb_missing": 0.06,
+    "cmdb_stale": 0.04,
+    "unknown_cis": 0.03,
+    "off_topology": 0.25,
+    "noise_overlap": 1.0,
+}
 
 
 def unit_hash(seed: int, *keys: str | int) -> float:
@@ -142,6 +156,7 @@ def iso_ms(ts_ms: int) -> str:
 
 def iso_ms_many(ts_ms: np.ndarray) -> list[str]:
     """Vectorised :func:`iso_ms` for an array of epoch milliseconds."""
-    text = np.datetime_as_string(np.asarray(ts_ms, dtype=np.int64).astype("datetime64[ms]"),
-                                 unit="ms")
+    text = np.datetime_as_string(
+        np.asarray(ts_ms, dtype=np.int64).astype("datetime64[ms]"), unit="ms"
+    )
     return [t + "Z" for t in text.tolist()]

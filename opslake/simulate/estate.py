@@ -33,10 +33,28 @@ from opslake.simulate.catalog import (
 from opslake.simulate.config import DAY_S, SimulationConfig, iso, rng_for
 
 #: CMDB fields in export order (the silver ``assets`` columns less the validity interval).
-CI_FIELDS = ("entity_id", "kind", "type", "name", "department", "business", "region",
-             "location", "vendor", "model", "serial", "ip", "lifecycle_state", "purchase_date",
-             "warranty_end", "contract_end", "licence_end", "owner", "owner_contact",
-             "updated_at")
+CI_FIELDS = (
+    "entity_id",
+    "kind",
+    "type",
+    "name",
+    "department",
+    "business",
+    "region",
+    "location",
+    "vendor",
+    "model",
+    "serial",
+    "ip",
+    "lifecycle_state",
+    "purchase_date",
+    "warranty_end",
+    "contract_end",
+    "licence_end",
+    "owner",
+    "owner_contact",
+    "updated_at",
+)
 PLATFORM_TYPES = ("db", "middleware", "queue", "identity")
 SECURITY_TYPES = ("firewall", "waf", "ids", "bastion")
 RACKED_TYPES = ("host", "switch", "storage", *SECURITY_TYPES)
@@ -132,8 +150,9 @@ class _Builder:
         purchase = start - timedelta(days=int(rng.integers(60, 6 * 365)))
         warranty = purchase + timedelta(days=365 * int(rng.choice([3, 5])))
         contract: date | None = warranty + timedelta(days=365 * int(rng.integers(1, 4)))
-        licence: date | None = (purchase + timedelta(days=365 * int(rng.integers(1, 8)))
-                                if software else None)
+        licence: date | None = (
+            purchase + timedelta(days=365 * int(rng.integers(1, 8))) if software else None
+        )
 
         def nudge(d: date | None) -> date | None:
             # Reports must find items expiring within 30 and 90 days, and expired ones.
@@ -151,25 +170,56 @@ class _Builder:
         warranty = nudge(warranty) or warranty
         contract = nudge(contract) if rng.random() < 0.85 else None
         licence = nudge(licence)
-        return (purchase.isoformat(), warranty.isoformat(),
-                contract.isoformat() if contract else None,
-                licence.isoformat() if licence else None)
+        return (
+            purchase.isoformat(),
+            warranty.isoformat(),
+            contract.isoformat() if contract else None,
+            licence.isoformat() if licence else None,
+        )
 
-    def entity(self, typ: str, entity_id: str, number: int, name: str, loc: Location,
-               department: str = PLATFORM_DEPARTMENT, business: str | None = None) -> Entity:
+    def entity(
+        self,
+        typ: str,
+        entity_id: str,
+        number: int,
+        name: str,
+        loc: Location,
+        department: str = PLATFORM_DEPARTMENT,
+        business: str | None = None,
+    ) -> Entity:
         spec = TYPES[typ]
         vendor, model = self.pick(spec.vendors)
         purchase, warranty, contract, licence = self.dates(spec.software)
-        updated = self.cfg.start_ts - int(self.rng.integers(1, 900)) * DAY_S \
+        updated = (
+            self.cfg.start_ts
+            - int(self.rng.integers(1, 900)) * DAY_S
             + int(self.rng.integers(0, 10 * 3600))
+        )
         serial = f"{vendor[:2].upper()}{int(self.rng.integers(16**10)):010X}"
         return Entity(
-            entity_id=entity_id, kind=spec.kind, type=typ, name=name, department=department,
-            business=business, region=loc.region, location=loc.name, vendor=vendor,
-            model=model, serial=serial, ip=self.ip(typ, number), lifecycle_state="in_service",
-            purchase_date=purchase, warranty_end=warranty, contract_end=contract,
-            licence_end=licence, owner=self.pick(OWNERS), owner_contact=self.phone(),
-            updated_at=iso(updated), port=spec.port, job=spec.job)
+            entity_id=entity_id,
+            kind=spec.kind,
+            type=typ,
+            name=name,
+            department=department,
+            business=business,
+            region=loc.region,
+            location=loc.name,
+            vendor=vendor,
+            model=model,
+            serial=serial,
+            ip=self.ip(typ, number),
+            lifecycle_state="in_service",
+            purchase_date=purchase,
+            warranty_end=warranty,
+            contract_end=contract,
+            licence_end=licence,
+            owner=self.pick(OWNERS),
+            owner_contact=self.phone(),
+            updated_at=iso(updated),
+            port=spec.port,
+            job=spec.job,
+        )
 
 
 def numbered_id(typ: str, number: int) -> str:
@@ -249,8 +299,8 @@ def build_estate(cfg: SimulationConfig) -> Estate:
         rels.add((h.entity_id, "depends_on", switches[i % len(switches)].entity_id))
 
     # Compute: a third of the hosts are container nodes when there are enough of them.
-    k8s = hosts[-max(1, len(hosts) // 3):] if len(hosts) >= 3 else hosts
-    vm_hosts = hosts[:len(hosts) - len(k8s)] if len(hosts) >= 3 else hosts
+    k8s = hosts[-max(1, len(hosts) // 3) :] if len(hosts) >= 3 else hosts
+    vm_hosts = hosts[: len(hosts) - len(k8s)] if len(hosts) >= 3 else hosts
     loc_by_name = {loc.name: loc for loc in LOCATIONS}
     vms = []
     for i in range(1, counts["vm"] + 1):
@@ -265,8 +315,9 @@ def build_estate(cfg: SimulationConfig) -> Estate:
         host = k8s[int(rng.integers(len(k8s)))]
         eid = numbered_id("container", i)
         loc = loc_by_name[host.location]
-        containers.append(add(b.entity("container", eid, i, device_name("container", eid, loc),
-                                       loc)))
+        containers.append(
+            add(b.entity("container", eid, i, device_name("container", eid, loc), loc))
+        )
         rels.add((eid, "runs_on", host.entity_id))
 
     # Applications, round-robin over businesses; services round-robin over applications.
@@ -303,9 +354,17 @@ def build_estate(cfg: SimulationConfig) -> Estate:
             eid = numbered_id(typ, i)
             loc = loc_by_name[vm.location]
             biz = used_biz[(i - 1) % len(used_biz)] if typ == "db" else None
-            e = add(b.entity(typ, eid, i, device_name(typ, eid, loc), loc,
-                             biz.department if biz else PLATFORM_DEPARTMENT,
-                             biz.name if biz else None))
+            e = add(
+                b.entity(
+                    typ,
+                    eid,
+                    i,
+                    device_name(typ, eid, loc),
+                    loc,
+                    biz.department if biz else PLATFORM_DEPARTMENT,
+                    biz.name if biz else None,
+                )
+            )
             rels.add((eid, "runs_on", vm.entity_id))
             hosting[eid] = vm
             items.append(e)
@@ -317,11 +376,13 @@ def build_estate(cfg: SimulationConfig) -> Estate:
 
     for n, (svc_id, app_id, biz) in enumerate(svc_specs):
         on_container = bool(containers) and n % 3 == 2
-        runner = containers[(n // 3) % len(containers)] if on_container \
-            else free_vms[n % len(free_vms)]
+        runner = (
+            containers[(n // 3) % len(containers)] if on_container else free_vms[n % len(free_vms)]
+        )
         loc = loc_by_name[runner.location]
-        add(b.entity("svc", svc_id, n + 1, f"{svc_id}.svc.gov.local", loc,
-                     biz.department, biz.name))
+        add(
+            b.entity("svc", svc_id, n + 1, f"{svc_id}.svc.gov.local", loc, biz.department, biz.name)
+        )
         rels.add((svc_id, "runs_on", runner.entity_id))
         hosting[svc_id] = runner
         dbs = dbs_of_biz.get(biz.name) or [d.entity_id for d in platforms["db"]]
@@ -335,8 +396,7 @@ def build_estate(cfg: SimulationConfig) -> Estate:
     for number, (slug, biz, app_id) in enumerate(apps, start=1):
         first = hosting[svc_of_app[app_id][0]]
         loc = loc_by_name[first.location]
-        add(b.entity("app", app_id, number, f"{slug}.zj.gov.cn", loc, biz.department,
-                     biz.name))
+        add(b.entity("app", app_id, number, f"{slug}.zj.gov.cn", loc, biz.department, biz.name))
         rels.add((app_id, "belongs_to", f"biz-{biz.slug}"))
         for svc_id in svc_of_app[app_id]:
             rels.add((app_id, "depends_on", svc_id))
@@ -366,5 +426,8 @@ def build_estate(cfg: SimulationConfig) -> Estate:
 def spare(estate: Estate, relations: set[tuple[str, str, str]]) -> list[str]:
     """VMs that host nothing: safe to retire or migrate without breaking a service."""
     busy = {dst for _, rel, dst in relations if rel == "runs_on"}
-    return [v for v in estate.by_type["vm"]
-            if v not in busy and estate.entities[v].lifecycle_state != "retired"]
+    return [
+        v
+        for v in estate.by_type["vm"]
+        if v not in busy and estate.entities[v].lifecycle_state != "retired"
+    ]

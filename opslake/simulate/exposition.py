@@ -20,10 +20,13 @@ from opslake.simulate.metrics import FAMILIES, DayValues, MetricModel
 
 _MAX_DECIMALS = 5
 #: "" for integers, ".0".."9" for one decimal, ".00".."99" for two, and so on.
-_FRACTIONS = pl.Series("frac", [""] + [f".{i:0{k}d}" for k in range(1, _MAX_DECIMALS + 1)
-                                        for i in range(10 ** k)])
-_FRACTION_BASE = {0: 0, **{k: 1 + sum(10 ** j for j in range(1, k))
-                           for k in range(1, _MAX_DECIMALS + 1)}}
+_FRACTIONS = pl.Series(
+    "frac", [""] + [f".{i:0{k}d}" for k in range(1, _MAX_DECIMALS + 1) for i in range(10**k)]
+)
+_FRACTION_BASE = {
+    0: 0,
+    **{k: 1 + sum(10**j for j in range(1, k)) for k in range(1, _MAX_DECIMALS + 1)},
+}
 #: Hours of the day whose batch carries one deliberately malformed line each.
 MALFORMED_HOURS = (3, 11, 19)
 
@@ -57,13 +60,11 @@ class Exposition:
             rows = []
             for eid in ids:
                 e = self.estate.entities[eid]
-                rows.append(series_prefix(name, eid, f"{self.hist.ip_at(e, at)}:{e.port}",
-                                          e.job))
+                rows.append(series_prefix(name, eid, f"{self.hist.ip_at(e, at)}:{e.port}", e.job))
             out.append(rows)
         return out
 
-    def hour(self, day: int, hour: int, values: list[DayValues]) -> tuple[list[object], int,
-                                                                            int]:
+    def hour(self, day: int, hour: int, values: list[DayValues]) -> tuple[list[object], int, int]:
         """Chunks of the hour's batch, its well-formed sample count, and malformed count."""
         cfg = self.model.cfg
         h0 = cfg.day_start(day) + hour * HOUR_S
@@ -73,13 +74,12 @@ class Exposition:
         sid_parts, hi_parts, frac_parts, col_parts, rows = [], [], [], [], []
         for fi, dv in enumerate(values):
             n_series = dv.q.shape[0]
-            block = dv.q[:, c0:c0 + n_cols]
+            block = dv.q[:, c0 : c0 + n_cols]
             sid = np.repeat(np.arange(n_series, dtype=np.uint32) + len(flat_prefix), n_cols)
             col = np.tile(np.arange(n_cols, dtype=np.uint32), n_series)
             q = block.ravel()
             if (dv.valid_cols < c0 + n_cols).any():  # a retired CI stops reporting
-                keep = ((np.arange(c0, c0 + n_cols)[None, :] < dv.valid_cols[:, None])
-                        .ravel())
+                keep = (np.arange(c0, c0 + n_cols)[None, :] < dv.valid_cols[:, None]).ravel()
                 sid, col, q = sid[keep], col[keep], q[keep]
             flat_prefix.extend(prefixes[fi])
             scale = dv.scale
@@ -89,20 +89,24 @@ class Exposition:
             frac_parts.append((q % scale + _FRACTION_BASE[dv.family.decimals]).astype(np.uint32))
             rows.append(len(q))
         ts_text = pl.Series([f" {(h0 + c * cfg.step_seconds) * 1000}\n" for c in range(n_cols)])
-        frame = pl.DataFrame({
-            "p": pl.Series(flat_prefix).gather(pl.Series(np.concatenate(sid_parts))),
-            "hi": np.concatenate(hi_parts),
-            "frac": _FRACTIONS.gather(pl.Series(np.concatenate(frac_parts))),
-            "ts": ts_text.gather(pl.Series(np.concatenate(col_parts))),
-        })
-        lines = frame.select(pl.concat_str([pl.col("p"), pl.col("hi").cast(pl.String),
-                                            pl.col("frac"), pl.col("ts")])).to_series()
+        frame = pl.DataFrame(
+            {
+                "p": pl.Series(flat_prefix).gather(pl.Series(np.concatenate(sid_parts))),
+                "hi": np.concatenate(hi_parts),
+                "frac": _FRACTIONS.gather(pl.Series(np.concatenate(frac_parts))),
+                "ts": ts_text.gather(pl.Series(np.concatenate(col_parts))),
+            }
+        )
+        lines = frame.select(
+            pl.concat_str([pl.col("p"), pl.col("hi").cast(pl.String), pl.col("frac"), pl.col("ts")])
+        ).to_series()
         arr = lines.to_arrow()
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         arr = arr.cast(pa.large_string())
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:
-                                                                 arr.offset + len(arr) + 1]
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
+            arr.offset : arr.offset + len(arr) + 1
+        ]
         data = memoryview(arr.buffers()[2])
         chunks: list[object] = []
         start = 0
@@ -111,16 +115,16 @@ class Exposition:
                 continue
             fam = values[fi].family
             chunks.append(f"# HELP {fam.name} {fam.help}\n# TYPE {fam.name} gauge\n".encode())
-            chunks.append(data[offsets[start]:offsets[start + n]])
+            chunks.append(data[offsets[start] : offsets[start + n]])
             start += n
-        bad = self._malformed(day, hour, h0, prefixes, values) if hour in MALFORMED_HOURS \
-            else []
+        bad = self._malformed(day, hour, h0, prefixes, values) if hour in MALFORMED_HOURS else []
         if bad:
             chunks.append("".join(bad).encode())
         return chunks, sum(rows), len(bad)
 
-    def _malformed(self, day: int, hour: int, h0: int, prefixes: list[list[str]],
-                   values: list[DayValues]) -> list[str]:
+    def _malformed(
+        self, day: int, hour: int, h0: int, prefixes: list[list[str]], values: list[DayValues]
+    ) -> list[str]:
         """One broken line: an unquoted label value, a non-numeric value, or a comma decimal."""
         rng = rng_for(self.model.cfg.seed, "prom-malformed", day, hour)
         candidates = [fi for fi, p in enumerate(prefixes) if p]

@@ -82,12 +82,17 @@ class Fault:
     def to_dict(self) -> dict[str, object]:
         """The ground-truth record."""
         return {
-            "fault_id": self.fault_id, "fault_type": self.fault_type,
-            "cause_entity": self.cause_entity, "cause_kind": self.cause_kind,
-            "cause_type": self.cause_type, "start": iso(self.start), "end": iso(self.end),
+            "fault_id": self.fault_id,
+            "fault_type": self.fault_type,
+            "cause_entity": self.cause_entity,
+            "cause_kind": self.cause_kind,
+            "cause_type": self.cause_type,
+            "start": iso(self.start),
+            "end": iso(self.end),
             "affected": self.affected,
             "affected_from": {i.entity_id: iso(i.start) for i in self.impacts if i.hop > 0},
-            "change_ticket_id": self.change_ticket_id, "description": self.description,
+            "change_ticket_id": self.change_ticket_id,
+            "description": self.description,
             "off_topology": list(self.off_topology),
         }
 
@@ -97,8 +102,9 @@ def faults_per_day(entities: int) -> int:
     return max(2, round(entities / 150))
 
 
-def plan_faults(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
-                failed: list[FailedChange]) -> list[Fault]:
+def plan_faults(
+    cfg: SimulationConfig, estate: Estate, hist: CmdbHistory, failed: list[FailedChange]
+) -> list[Fault]:
     """Choose every fault of the run and work out how each one spreads."""
     faults: list[Fault] = []
     deps_cache: dict[int, dict[str, list[str]]] = {}
@@ -110,16 +116,26 @@ def plan_faults(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
         used: set[str] = set()
         for change in todays:
             start = change.window_start + int(rng.integers(5, 31)) * 60
-            planned.append((change.ci, "change", start,
-                            start + int(rng.integers(20, 91)) * 60, change.ticket_id))
+            planned.append(
+                (
+                    change.ci,
+                    "change",
+                    start,
+                    start + int(rng.integers(20, 91)) * 60,
+                    change.ticket_id,
+                )
+            )
             used.add(change.ci)
         types = list(CAUSE_WEIGHTS)
         weights = [CAUSE_WEIGHTS[t] for t in types]
         for _ in range(max(0, faults_per_day(cfg.entities) - len(todays))):
             typ = types[int(rng.choice(len(types), p=weights))]
             start = day0 + int(rng.integers(0, DAY_S - 1800))
-            pool = [e for e in estate.ids(typ) if estate.entities[e].monitored
-                    and hist.alive(e, start) and e not in used]
+            pool = [
+                e
+                for e in estate.ids(typ)
+                if estate.entities[e].monitored and hist.alive(e, start) and e not in used
+            ]
             if not pool:
                 continue
             cause = pool[int(rng.integers(len(pool)))]
@@ -130,8 +146,17 @@ def plan_faults(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
             end = min(end, cfg.end_ts)
             entity = estate.entities[cause]
             ftype, text = FAILED_CHANGE if ticket else FAULT_TYPES[typ]
-            fault = Fault(f"F-{cfg.day(d).replace('-', '')}-{k:02d}", ftype, cause,
-                          entity.kind, entity.type, start, end, f"{cause} {text}", ticket)
+            fault = Fault(
+                f"F-{cfg.day(d).replace('-', '')}-{k:02d}",
+                ftype,
+                cause,
+                entity.kind,
+                entity.type,
+                start,
+                end,
+                f"{cause} {text}",
+                ticket,
+            )
             rels = hist.relations_at(start)
             deps = deps_cache.setdefault(id(rels), dependants(set(rels)))
             fault.impacts = _spread(fault, deps, estate, hist, rng)
@@ -146,12 +171,14 @@ def _reachable_pool(estate: Estate, hist: CmdbHistory, at: int) -> list[str]:
     from opslake.simulate.metrics import FAMILIES
 
     types = {t for f in FAMILIES if f.fault for t in f.types}
-    return [e for e, ent in estate.entities.items() if ent.monitored and ent.type in types
-            and hist.alive(e, at)]
+    return [
+        e
+        for e, ent in estate.entities.items()
+        if ent.monitored and ent.type in types and hist.alive(e, at)
+    ]
 
 
-def _leave_topology(cfg: SimulationConfig, fault: Fault, estate: Estate,
-                    hist: CmdbHistory) -> None:
+def _leave_topology(cfg: SimulationConfig, fault: Fault, estate: Estate, hist: CmdbHistory) -> None:
     """With chance ``off_topology``, the fault also reaches 1-2 CIs no relation leads to."""
     rng = rng_for(cfg.seed, "off-topology", fault.fault_id)
     if rng.random() >= cfg.off_topology:
@@ -169,8 +196,9 @@ def _leave_topology(cfg: SimulationConfig, fault: Fault, estate: Estate,
         fault.off_topology.append(eid)
 
 
-def overlapping_noise(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
-                      faults: list[Fault]) -> list[Impact]:
+def overlapping_noise(
+    cfg: SimulationConfig, estate: Estate, hist: CmdbHistory, faults: list[Fault]
+) -> list[Impact]:
     """Unrelated short anomalies around each fault's start (``noise_overlap`` per fault).
 
     Half fall on a neighbour of what the fault reached (a CI that shares something it
@@ -196,8 +224,15 @@ def overlapping_noise(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
         for k in range(int(rng.poisson(cfg.noise_overlap))):
             eid = None
             if rng.random() < 0.5:
-                near = sorted({s for r in reached for up in needs.get(r, ())
-                               for s in deps.get(up, ()) if s in allowed})
+                near = sorted(
+                    {
+                        s
+                        for r in reached
+                        for up in needs.get(r, ())
+                        for s in deps.get(up, ())
+                        if s in allowed
+                    }
+                )
                 if near:
                     eid = near[int(rng.integers(len(near)))]
             if eid is None:
@@ -207,13 +242,26 @@ def overlapping_noise(cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
             start = max(start, cfg.start_ts)
             if start >= end:
                 continue
-            out.append(Impact(eid, start, end, float(rng.uniform(0.6, 1.0)), 1,
-                              f"N-{fault.fault_id[2:]}-{k + 1}"))
+            out.append(
+                Impact(
+                    eid,
+                    start,
+                    end,
+                    float(rng.uniform(0.6, 1.0)),
+                    1,
+                    f"N-{fault.fault_id[2:]}-{k + 1}",
+                )
+            )
     return out
 
 
-def _spread(fault: Fault, deps: dict[str, list[str]], estate: Estate, hist: CmdbHistory,
-            rng: np.random.Generator) -> list[Impact]:
+def _spread(
+    fault: Fault,
+    deps: dict[str, list[str]],
+    estate: Estate,
+    hist: CmdbHistory,
+    rng: np.random.Generator,
+) -> list[Impact]:
     """Breadth-first from the cause: each hop starts 30-150 s later and is weaker."""
     impacts = [Impact(fault.cause_entity, fault.start, fault.end, 1.0, 0, fault.fault_id)]
     seen = {fault.cause_entity}
@@ -223,15 +271,17 @@ def _spread(fault: Fault, deps: dict[str, list[str]], estate: Estate, hist: Cmdb
         if hop >= MAX_HOPS:
             continue
         for child in deps.get(eid, []):
-            if child in seen or not estate.entities[child].monitored \
-                    or not hist.alive(child, fault.start):
+            if (
+                child in seen
+                or not estate.entities[child].monitored
+                or not hist.alive(child, fault.start)
+            ):
                 continue
             seen.add(child)
             start = t0 + int(rng.integers(30, 151))
             end = fault.end + (hop + 1) * int(rng.integers(0, 61))
             if start >= end:
                 continue
-            impacts.append(Impact(child, start, end, DECAY ** (hop + 1), hop + 1,
-                                  fault.fault_id))
+            impacts.append(Impact(child, start, end, DECAY ** (hop + 1), hop + 1, fault.fault_id))
             queue.append((child, hop + 1, start))
     return impacts

@@ -38,76 +38,347 @@ class Family:
 _R = 1.0
 FAMILIES: tuple[Family, ...] = (
     # facility
-    Family("rack_inlet_temperature_celsius", "Rack inlet air temperature.", ("rack",), 2,
-           (21.0, 26.0), 0.04, 0.01, fault=("up", 36.0)),
-    Family("rack_humidity_ratio", "Rack relative humidity.", ("rack",), 3, (0.40, 0.55), 0.02,
-           0.01, hi=_R),
-    Family("pdu_power_watts", "Active power drawn through the PDU.", ("pdu",), 1,
-           (2500.0, 6500.0), 0.15, 0.02, fault=("mult", 0.35)),
-    Family("pdu_load_ratio", "PDU load as a share of its rated current.", ("pdu",), 4,
-           (0.30, 0.60), 0.15, 0.02, hi=_R, fault=("up", 0.97)),
-    Family("ups_load_ratio", "UPS output load as a share of capacity.", ("ups",), 4,
-           (0.35, 0.60), 0.10, 0.01, hi=_R, fault=("up", 0.95)),
-    Family("ups_battery_charge_ratio", "UPS battery state of charge.", ("ups",), 4,
-           (0.97, 1.0), 0.0, 0.002, hi=_R, fault=("down", 0.6)),
-    Family("cooling_supply_temperature_celsius", "Supply air temperature of the cooling unit.",
-           ("cooling",), 2, (17.0, 20.0), 0.03, 0.01, fault=("up", 27.0)),
-    Family("cooling_load_ratio", "Cooling unit load as a share of capacity.", ("cooling",), 4,
-           (0.40, 0.70), 0.10, 0.02, hi=_R, fault=("up", 0.98)),
+    Family(
+        "rack_inlet_temperature_celsius",
+        "Rack inlet air temperature.",
+        ("rack",),
+        2,
+        (21.0, 26.0),
+        0.04,
+        0.01,
+        fault=("up", 36.0),
+    ),
+    Family(
+        "rack_humidity_ratio",
+        "Rack relative humidity.",
+        ("rack",),
+        3,
+        (0.40, 0.55),
+        0.02,
+        0.01,
+        hi=_R,
+    ),
+    Family(
+        "pdu_power_watts",
+        "Active power drawn through the PDU.",
+        ("pdu",),
+        1,
+        (2500.0, 6500.0),
+        0.15,
+        0.02,
+        fault=("mult", 0.35),
+    ),
+    Family(
+        "pdu_load_ratio",
+        "PDU load as a share of its rated current.",
+        ("pdu",),
+        4,
+        (0.30, 0.60),
+        0.15,
+        0.02,
+        hi=_R,
+        fault=("up", 0.97),
+    ),
+    Family(
+        "ups_load_ratio",
+        "UPS output load as a share of capacity.",
+        ("ups",),
+        4,
+        (0.35, 0.60),
+        0.10,
+        0.01,
+        hi=_R,
+        fault=("up", 0.95),
+    ),
+    Family(
+        "ups_battery_charge_ratio",
+        "UPS battery state of charge.",
+        ("ups",),
+        4,
+        (0.97, 1.0),
+        0.0,
+        0.002,
+        hi=_R,
+        fault=("down", 0.6),
+    ),
+    Family(
+        "cooling_supply_temperature_celsius",
+        "Supply air temperature of the cooling unit.",
+        ("cooling",),
+        2,
+        (17.0, 20.0),
+        0.03,
+        0.01,
+        fault=("up", 27.0),
+    ),
+    Family(
+        "cooling_load_ratio",
+        "Cooling unit load as a share of capacity.",
+        ("cooling",),
+        4,
+        (0.40, 0.70),
+        0.10,
+        0.02,
+        hi=_R,
+        fault=("up", 0.98),
+    ),
     # government cloud
-    Family("node_cpu_utilisation_ratio", "CPU busy ratio.", ("host", "vm"), 4, (0.08, 0.45),
-           0.8, 0.06, hi=_R, hot=(0.03, 0.55, 0.62), fault=("up", 0.98)),
-    Family("node_memory_utilisation_ratio", "Memory in use as a share of total.",
-           ("host", "vm"), 4, (0.35, 0.75), 0.10, 0.01, hi=_R, fault=("up", 0.95)),
-    Family("node_filesystem_used_ratio", "Root filesystem used ratio.", ("host", "vm"), 4,
-           (0.20, 0.70), 0.0, 0.0005, hi=_R, trend=(0.0005, 0.004), hot=(0.04, 0.82, 0.86)),
-    Family("node_network_receive_bytes_per_second", "Bytes received per second, all NICs.",
-           ("host", "vm"), 0, (2e5, 5e7), 0.9, 0.10, fault=("down", 0.6)),
-    Family("container_cpu_utilisation_ratio", "Container CPU usage as a share of its limit.",
-           ("container",), 4, (0.05, 0.50), 0.8, 0.08, hi=_R, fault=("up", 0.99)),
-    Family("container_memory_utilisation_ratio", "Container memory as a share of its limit.",
-           ("container",), 4, (0.30, 0.80), 0.05, 0.01, hi=_R, fault=("up", 0.97)),
-    Family("storage_pool_used_ratio", "Storage pool capacity used.", ("storage",), 4,
-           (0.40, 0.80), 0.0, 0.0005, hi=_R, trend=(0.001, 0.006), hot=(0.2, 0.83, 0.86)),
-    Family("storage_pool_latency_seconds", "Average I/O latency of the storage pool.",
-           ("storage",), 5, (0.0008, 0.004), 0.5, 0.10, fault=("up", 0.12)),
-    Family("switch_interface_utilisation_ratio", "Busiest uplink utilisation.", ("switch",), 4,
-           (0.10, 0.50), 0.7, 0.05, hi=_R, fault=("up", 0.97)),
-    Family("switch_interface_errors_per_second", "Interface input and output errors per second.",
-           ("switch",), 2, (0.01, 0.30), 0.2, 0.30, fault=("up", 40.0)),
+    Family(
+        "node_cpu_utilisation_ratio",
+        "CPU busy ratio.",
+        ("host", "vm"),
+        4,
+        (0.08, 0.45),
+        0.8,
+        0.06,
+        hi=_R,
+        hot=(0.03, 0.55, 0.62),
+        fault=("up", 0.98),
+    ),
+    Family(
+        "node_memory_utilisation_ratio",
+        "Memory in use as a share of total.",
+        ("host", "vm"),
+        4,
+        (0.35, 0.75),
+        0.10,
+        0.01,
+        hi=_R,
+        fault=("up", 0.95),
+    ),
+    Family(
+        "node_filesystem_used_ratio",
+        "Root filesystem used ratio.",
+        ("host", "vm"),
+        4,
+        (0.20, 0.70),
+        0.0,
+        0.0005,
+        hi=_R,
+        trend=(0.0005, 0.004),
+        hot=(0.04, 0.82, 0.86),
+    ),
+    Family(
+        "node_network_receive_bytes_per_second",
+        "Bytes received per second, all NICs.",
+        ("host", "vm"),
+        0,
+        (2e5, 5e7),
+        0.9,
+        0.10,
+        fault=("down", 0.6),
+    ),
+    Family(
+        "container_cpu_utilisation_ratio",
+        "Container CPU usage as a share of its limit.",
+        ("container",),
+        4,
+        (0.05, 0.50),
+        0.8,
+        0.08,
+        hi=_R,
+        fault=("up", 0.99),
+    ),
+    Family(
+        "container_memory_utilisation_ratio",
+        "Container memory as a share of its limit.",
+        ("container",),
+        4,
+        (0.30, 0.80),
+        0.05,
+        0.01,
+        hi=_R,
+        fault=("up", 0.97),
+    ),
+    Family(
+        "storage_pool_used_ratio",
+        "Storage pool capacity used.",
+        ("storage",),
+        4,
+        (0.40, 0.80),
+        0.0,
+        0.0005,
+        hi=_R,
+        trend=(0.001, 0.006),
+        hot=(0.2, 0.83, 0.86),
+    ),
+    Family(
+        "storage_pool_latency_seconds",
+        "Average I/O latency of the storage pool.",
+        ("storage",),
+        5,
+        (0.0008, 0.004),
+        0.5,
+        0.10,
+        fault=("up", 0.12),
+    ),
+    Family(
+        "switch_interface_utilisation_ratio",
+        "Busiest uplink utilisation.",
+        ("switch",),
+        4,
+        (0.10, 0.50),
+        0.7,
+        0.05,
+        hi=_R,
+        fault=("up", 0.97),
+    ),
+    Family(
+        "switch_interface_errors_per_second",
+        "Interface input and output errors per second.",
+        ("switch",),
+        2,
+        (0.01, 0.30),
+        0.2,
+        0.30,
+        fault=("up", 40.0),
+    ),
     # government applications
-    Family("http_requests_per_second", "HTTP requests served per second.", ("app", "svc"), 2,
-           (5.0, 400.0), 1.2, 0.08, fault=("down", 0.5)),
-    Family("http_error_ratio", "Share of HTTP responses that are 5xx.", ("app", "svc"), 5,
-           (0.001, 0.012), 0.2, 0.15, hi=_R, fault=("up", 0.25)),
-    Family("http_request_duration_p95_seconds", "95th percentile of HTTP request duration.",
-           ("app", "svc"), 4, (0.08, 0.45), 0.4, 0.08, fault=("up", 3.0)),
+    Family(
+        "http_requests_per_second",
+        "HTTP requests served per second.",
+        ("app", "svc"),
+        2,
+        (5.0, 400.0),
+        1.2,
+        0.08,
+        fault=("down", 0.5),
+    ),
+    Family(
+        "http_error_ratio",
+        "Share of HTTP responses that are 5xx.",
+        ("app", "svc"),
+        5,
+        (0.001, 0.012),
+        0.2,
+        0.15,
+        hi=_R,
+        fault=("up", 0.25),
+    ),
+    Family(
+        "http_request_duration_p95_seconds",
+        "95th percentile of HTTP request duration.",
+        ("app", "svc"),
+        4,
+        (0.08, 0.45),
+        0.4,
+        0.08,
+        fault=("up", 3.0),
+    ),
     # public support platforms
-    Family("db_connections_in_use", "Database connections in use.", ("db",), 0, (30.0, 220.0),
-           0.6, 0.05, fault=("mult", 2.5)),
-    Family("db_query_duration_p95_seconds", "95th percentile of query duration.", ("db",), 5,
-           (0.005, 0.06), 0.4, 0.10, fault=("up", 2.0)),
-    Family("middleware_thread_pool_utilisation_ratio", "Busy share of the worker thread pool.",
-           ("middleware",), 4, (0.20, 0.50), 0.6, 0.05, hi=_R, fault=("up", 0.99)),
-    Family("queue_depth_messages", "Messages waiting in the queue.", ("queue",), 0,
-           (50.0, 800.0), 0.8, 0.10, fault=("mult", 20.0)),
-    Family("identity_auth_failures_per_second", "Failed authentications per second.",
-           ("identity",), 3, (0.1, 1.0), 0.8, 0.20, fault=("mult", 12.0)),
-    Family("process_cpu_utilisation_ratio", "CPU share used by the platform process.",
-           ("db", "middleware", "queue", "identity"), 4, (0.10, 0.40), 0.6, 0.05, hi=_R,
-           fault=("up", 0.95)),
+    Family(
+        "db_connections_in_use",
+        "Database connections in use.",
+        ("db",),
+        0,
+        (30.0, 220.0),
+        0.6,
+        0.05,
+        fault=("mult", 2.5),
+    ),
+    Family(
+        "db_query_duration_p95_seconds",
+        "95th percentile of query duration.",
+        ("db",),
+        5,
+        (0.005, 0.06),
+        0.4,
+        0.10,
+        fault=("up", 2.0),
+    ),
+    Family(
+        "middleware_thread_pool_utilisation_ratio",
+        "Busy share of the worker thread pool.",
+        ("middleware",),
+        4,
+        (0.20, 0.50),
+        0.6,
+        0.05,
+        hi=_R,
+        fault=("up", 0.99),
+    ),
+    Family(
+        "queue_depth_messages",
+        "Messages waiting in the queue.",
+        ("queue",),
+        0,
+        (50.0, 800.0),
+        0.8,
+        0.10,
+        fault=("mult", 20.0),
+    ),
+    Family(
+        "identity_auth_failures_per_second",
+        "Failed authentications per second.",
+        ("identity",),
+        3,
+        (0.1, 1.0),
+        0.8,
+        0.20,
+        fault=("mult", 12.0),
+    ),
+    Family(
+        "process_cpu_utilisation_ratio",
+        "CPU share used by the platform process.",
+        ("db", "middleware", "queue", "identity"),
+        4,
+        (0.10, 0.40),
+        0.6,
+        0.05,
+        hi=_R,
+        fault=("up", 0.95),
+    ),
     # security resources
-    Family("firewall_sessions_active", "Concurrent sessions through the firewall.",
-           ("firewall",), 0, (2e4, 4e5), 0.8, 0.04, fault=("mult", 1.5)),
-    Family("waf_blocked_requests_per_second", "Requests blocked by the WAF per second.",
-           ("waf",), 3, (0.5, 8.0), 0.5, 0.30, fault=("mult", 10.0)),
-    Family("ids_alerts_per_minute", "IDS signature hits per minute.", ("ids",), 2, (0.5, 6.0),
-           0.3, 0.30, fault=("mult", 8.0)),
-    Family("bastion_sessions_active", "Open operator sessions on the bastion host.",
-           ("bastion",), 0, (3.0, 40.0), 1.5, 0.10),
-    Family("security_device_cpu_utilisation_ratio", "Data-plane CPU of the security device.",
-           ("firewall", "waf", "ids", "bastion"), 4, (0.10, 0.40), 0.5, 0.04, hi=_R,
-           fault=("up", 0.96)),
+    Family(
+        "firewall_sessions_active",
+        "Concurrent sessions through the firewall.",
+        ("firewall",),
+        0,
+        (2e4, 4e5),
+        0.8,
+        0.04,
+        fault=("mult", 1.5),
+    ),
+    Family(
+        "waf_blocked_requests_per_second",
+        "Requests blocked by the WAF per second.",
+        ("waf",),
+        3,
+        (0.5, 8.0),
+        0.5,
+        0.30,
+        fault=("mult", 10.0),
+    ),
+    Family(
+        "ids_alerts_per_minute",
+        "IDS signature hits per minute.",
+        ("ids",),
+        2,
+        (0.5, 6.0),
+        0.3,
+        0.30,
+        fault=("mult", 8.0),
+    ),
+    Family(
+        "bastion_sessions_active",
+        "Open operator sessions on the bastion host.",
+        ("bastion",),
+        0,
+        (3.0, 40.0),
+        1.5,
+        0.10,
+    ),
+    Family(
+        "security_device_cpu_utilisation_ratio",
+        "Data-plane CPU of the security device.",
+        ("firewall", "waf", "ids", "bastion"),
+        4,
+        (0.10, 0.40),
+        0.5,
+        0.04,
+        hi=_R,
+        fault=("up", 0.96),
+    ),
 )
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -116,8 +387,9 @@ def business_cycle(ts: np.ndarray) -> np.ndarray:
     """Load profile in [0, 1]: peaks at 10:00 and 15:00 local time, low at night and weekends."""
     local = ts + LOCAL_OFFSET_S
     hour = (local % DAY_S) / 3600.0
-    peak = np.maximum(np.exp(-0.5 * ((hour - 10.0) / 1.8) ** 2),
-                      np.exp(-0.5 * ((hour - 15.0) / 2.0) ** 2))
+    peak = np.maximum(
+        np.exp(-0.5 * ((hour - 10.0) / 1.8) ** 2), np.exp(-0.5 * ((hour - 15.0) / 2.0) ** 2)
+    )
     weekday = (local // DAY_S + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     return np.where(weekday >= 5, 0.35, 1.0) * (0.08 + 0.92 * peak)
 
@@ -133,7 +405,7 @@ class DayValues:
     @property
     def scale(self) -> int:
         """Divide ``q`` by this to get the printed value."""
-        return 10 ** self.family.decimals
+        return 10**self.family.decimals
 
 
 class MetricModel:
@@ -152,12 +424,14 @@ class MetricModel:
             if fam.hot:
                 hot = rng.random(n) < fam.hot[0]
                 base = np.where(hot, rng.uniform(fam.hot[1], fam.hot[2], n), base)
-            self.params.append({
-                "base": base,
-                "swing": fam.swing * rng.uniform(0.7, 1.3, n),
-                "noise": fam.noise * rng.uniform(0.7, 1.3, n),
-                "trend": rng.uniform(*fam.trend, n),
-            })
+            self.params.append(
+                {
+                    "base": base,
+                    "swing": fam.swing * rng.uniform(0.7, 1.3, n),
+                    "noise": fam.noise * rng.uniform(0.7, 1.3, n),
+                    "trend": rng.uniform(*fam.trend, n),
+                }
+            )
             self.series.append(ids)
             for row, eid in enumerate(ids):
                 self.rows_of.setdefault(eid, []).append((fi, row))
@@ -169,8 +443,10 @@ class MetricModel:
 
     def timestamps(self, day: int) -> np.ndarray:
         """Epoch seconds of the day's scrapes."""
-        return self.cfg.day_start(day) + np.arange(self.steps_per_day,
-                                                   dtype=np.int64) * self.cfg.step_seconds
+        return (
+            self.cfg.day_start(day)
+            + np.arange(self.steps_per_day, dtype=np.int64) * self.cfg.step_seconds
+        )
 
     def day(self, day: int, impacts: list[Impact]) -> list[DayValues]:
         """All families' values for day ``day``, with the fault ``impacts`` applied."""
@@ -191,9 +467,10 @@ class MetricModel:
             rng = rng_for(self.cfg.seed, "metrics", day, fi)
             v = values[fi]
             v *= 1.0 + self.params[fi]["noise"][:, None] * rng.standard_normal(
-                v.shape, dtype=np.float32)
+                v.shape, dtype=np.float32
+            )
             np.clip(v, 0.0, fam.hi, out=v)
-            q = np.rint(v * 10 ** fam.decimals).astype(np.int64)
+            q = np.rint(v * 10**fam.decimals).astype(np.int64)
             out.append(DayValues(fam, q, self._valid_cols(fi, ts)))
         return out
 
@@ -205,8 +482,7 @@ class MetricModel:
                 cols[row] = int(np.searchsorted(ts, self.hist.retired_at[eid]))
         return cols
 
-    def _apply(self, ts: np.ndarray, values: list[np.ndarray],
-               impacts: list[Impact]) -> None:
+    def _apply(self, ts: np.ndarray, values: list[np.ndarray], impacts: list[Impact]) -> None:
         """Shift the affected entities' series during their fault windows."""
         step, t0_day = self.cfg.step_seconds, int(ts[0])
         t_end = t0_day + len(ts) * step

@@ -21,22 +21,26 @@ DB_PORTS = {"Dameng": 5236, "Kingbase": 54321, "Oracle": 3306, "OceanBase": 2881
 class ProbeWriter:
     """Probe targets and their baseline latency, fixed for the run."""
 
-    def __init__(self, cfg: SimulationConfig, estate: Estate, hist: CmdbHistory,
-                 impacts: list[Impact]) -> None:
+    def __init__(
+        self, cfg: SimulationConfig, estate: Estate, hist: CmdbHistory, impacts: list[Impact]
+    ) -> None:
         self.cfg, self.estate, self.hist = cfg, estate, hist
         rng = rng_for(cfg.seed, "probe-targets")
         self.targets: list[tuple[str, str, str, str]] = []  # probe_id, kind, target, entity
         for eid in estate.ids("app"):
-            self.targets.append((f"http-{eid}", "http",
-                                 f"https://{estate.entities[eid].name}/healthz", eid))
+            self.targets.append(
+                (f"http-{eid}", "http", f"https://{estate.entities[eid].name}/healthz", eid)
+            )
         for eid in estate.ids("db"):
             e = estate.entities[eid]
-            self.targets.append((f"tcp-{eid}", "tcp", f"{e.ip}:{DB_PORTS.get(e.vendor, 3306)}",
-                                 eid))
+            self.targets.append(
+                (f"tcp-{eid}", "tcp", f"{e.ip}:{DB_PORTS.get(e.vendor, 3306)}", eid)
+            )
         n = len(self.targets)
         self.offset = rng.integers(0, 60, n)
-        self.base_ms = np.array([rng.uniform(80, 400) if t[1] == "http" else rng.uniform(1, 8)
-                                 for t in self.targets])
+        self.base_ms = np.array(
+            [rng.uniform(80, 400) if t[1] == "http" else rng.uniform(1, 8) for t in self.targets]
+        )
         self.impacts: dict[str, list[Impact]] = {}
         for imp in impacts:
             self.impacts.setdefault(imp.entity_id, []).append(imp)
@@ -52,8 +56,9 @@ class ProbeWriter:
             for imp in self.impacts.get(eid, []):
                 hit = (ts[i] >= imp.start) & (ts[i] < imp.end)
                 severity[i] = np.where(hit, np.maximum(severity[i], imp.severity), severity[i])
-        latency = self.base_ms[:, None] * rng.lognormal(0.0, 0.25, (n_t, n_s)) \
-            * (1.0 + 6.0 * severity)
+        latency = (
+            self.base_ms[:, None] * rng.lognormal(0.0, 0.25, (n_t, n_s)) * (1.0 + 6.0 * severity)
+        )
         failed = rng.random((n_t, n_s)) < 0.5 * severity + 0.0005
         kind_pick = rng.integers(0, 3, (n_t, n_s))
         stamps = iso_ms_many(ts.ravel() * 1000)
@@ -62,8 +67,10 @@ class ProbeWriter:
         for i, (probe_id, kind, target, eid) in enumerate(self.targets):
             if not self.hist.alive(eid, int(slots[0])):
                 continue
-            head = f'"probe_id": "{probe_id}", "target": "{target}", "entity_id": "{eid}", ' \
-                   f'"kind": "{kind}"'
+            head = (
+                f'"probe_id": "{probe_id}", "target": "{target}", "entity_id": "{eid}", '
+                f'"kind": "{kind}"'
+            )
             for j in range(n_s):
                 lat, code, error = latency[i][j], "200" if kind == "http" else "null", "null"
                 ok = "true"
@@ -75,10 +82,13 @@ class ProbeWriter:
                         error = f'"HTTP {code}"'
                     else:
                         code, lat = "null", 10_000.0
-                        error = '"connection refused"' if kind == "tcp" and pick == 1 \
-                            else '"timeout"'
-                line = (f'{{"ts": "{stamps[i * n_s + j]}", {head}, "ok": {ok}, '
-                        f'"latency_ms": {lat!r}, "status_code": {code}, "error": {error}}}')
+                        error = (
+                            '"connection refused"' if kind == "tcp" and pick == 1 else '"timeout"'
+                        )
+                line = (
+                    f'{{"ts": "{stamps[i * n_s + j]}", {head}, "ok": {ok}, '
+                    f'"latency_ms": {lat!r}, "status_code": {code}, "error": {error}}}'
+                )
                 rows.append((int(ts[i, j]), probe_id, line))
         rows.sort(key=lambda r: (r[0], r[1]))
         ymd = self.cfg.day(day)

@@ -22,8 +22,9 @@ from opslake.simulate.writer import SimulatorLanding
 Progress = Callable[[str, int, int], None]
 
 
-def simulate(config: SimulationConfig, landing: LandingZone,
-             progress: Progress | None = None) -> GroundTruth:
+def simulate(
+    config: SimulationConfig, landing: LandingZone, progress: Progress | None = None
+) -> GroundTruth:
     """Simulate ``config`` into ``landing`` and return (and store) the ground truth.
 
     The same config gives byte-identical landed batches (sealed sources: the same plaintext
@@ -35,8 +36,9 @@ def simulate(config: SimulationConfig, landing: LandingZone,
     days = [cfg.day(d) for d in range(cfg.days)]
     out = SimulatorLanding(landing, cfg)
     malformed = {s: Tally(days) for s in SOURCES}
-    counts = {name: Tally(days) for name in ("metric_points", "events", "tickets", "logs",
-                                             "probes")}
+    counts = {
+        name: Tally(days) for name in ("metric_points", "events", "tickets", "logs", "probes")
+    }
 
     report("plan", 0, 1)
     estate = build_estate(cfg)
@@ -66,8 +68,9 @@ def simulate(config: SimulationConfig, landing: LandingZone,
     posted = Tally(days)
     for d in range(cfg.days):
         todays = [n for n in sent if cfg.day_of(n.ts) == d]
-        keys = {(a["fingerprint"], a["startsAt"], a["status"])
-                for n in todays for a in n.body["alerts"]}  # type: ignore[union-attr]
+        keys = {
+            (a["fingerprint"], a["startsAt"], a["status"]) for n in todays for a in n.body["alerts"]
+        }  # type: ignore[union-attr]
         counts["events"].add(days[d], len(keys))
         posted.add(days[d], len(todays))
         lines = [encode(n) for n in todays]
@@ -114,14 +117,14 @@ def simulate(config: SimulationConfig, landing: LandingZone,
         notes={
             "events": "distinct (fingerprint, startsAt, status) per notification day",
             "asset_versions": "new CIs plus changed CIs per snapshot, on the silver assets "
-                              "columns; a CI leaving the export closes its version only",
+            "columns; a CI leaving the export closes its version only",
             "relations": "relation validity intervals opened per snapshot",
             "belongs_to": "app belongs_to biz-<slug>: businesses are ids, not CIs",
             "window": "start inclusive, end exclusive, UTC days",
             "realism": "the CMDB export's errors against the real topology (relations as "
-                       "[src, relation, dst]; stale as [real, recorded]), CIs not in it, and "
-                       "the unrelated anomalies laid over faults; a fault's off_topology "
-                       "CIs are in its affected list too",
+            "[src, relation, dst]; stale as [real, recorded]), CIs not in it, and "
+            "the unrelated anomalies laid over faults; a fault's off_topology "
+            "CIs are in its affected list too",
         },
     )
     out.ground_truth(truth)
@@ -129,11 +132,19 @@ def simulate(config: SimulationConfig, landing: LandingZone,
     return truth
 
 
-def _realism(cfg: SimulationConfig, hist: CmdbHistory, noise: list[Impact]
-             ) -> dict[str, object]:
+def _realism(cfg: SimulationConfig, hist: CmdbHistory, noise: list[Impact]) -> dict[str, object]:
     """The realism part of the ground truth (empty when every knob is off)."""
     if not cfg.is_realistic:
         return {}
-    return {**hist.errors(),
-            "noise": [{"noise_id": i.fault_id, "entity_id": i.entity_id, "start": iso(i.start),
-                       "end": iso(i.end)} for i in noise]}
+    return {
+        **hist.errors(),
+        "noise": [
+            {
+                "noise_id": i.fault_id,
+                "entity_id": i.entity_id,
+                "start": iso(i.start),
+                "end": iso(i.end),
+            }
+            for i in noise
+        ],
+    }

@@ -6,8 +6,15 @@ import json
 from dataclasses import asdict, dataclass, field
 
 #: Counts the silver layer must reproduce exactly from the landed files.
-COUNT_NAMES = ("metric_points", "events", "tickets", "logs", "probes", "asset_versions",
-               "relations")
+COUNT_NAMES = (
+    "metric_points",
+    "events",
+    "tickets",
+    "logs",
+    "probes",
+    "asset_versions",
+    "relations",
+)
 SOURCES = ("prometheus", "alertmanager", "itsm", "cmdb", "syslog", "probes")
 
 
@@ -59,8 +66,9 @@ class GroundTruth:
 
     def to_json(self) -> bytes:
         """Deterministic JSON (sorted keys, UTF-8) so equal runs give equal bytes."""
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True,
-                          indent=1).encode() + b"\n"
+        return (
+            json.dumps(asdict(self), ensure_ascii=False, sort_keys=True, indent=1).encode() + b"\n"
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> GroundTruth:

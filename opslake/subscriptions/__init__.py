@@ -81,6 +81,21 @@ from opslake.subscriptions.model import (
 from opslake.subscriptions.store import DeliveryRecord, SubscriptionStore
 
 __all__ = [
-    "GIVE_UP_AFTER", "RETRY", "RETRY_PAUSES", "SIGNING_SCHEME", "DeliveryRecord",
-    "PassResult", "Reader", "Sender", "Subscription", "SubscriptionStore", "canonical", "conditions", "evaluate", "new_subscription", "owners_from", "parse_ts", "ts",
+    "GIVE_UP_AFTER",
+    "RETRY",
+    "RETRY_PAUSES",
+    "SIGNING_SCHEME",
+    "DeliveryRecord",
+    "PassResult",
+    "Reader",
+    "Sender",
+    "Subscription",
+    "SubscriptionStore",
+    "canonical",
+    "conditions",
+    "evaluate",
+    "new_subscription",
+    "owners_from",
+    "parse_ts",
+    "ts",
 ]

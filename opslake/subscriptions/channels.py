@@ -27,8 +27,12 @@ logger = logging.getLogger(__name__)
 class Sender:
     """Delivers one event document over a subscription's channel (webhooks under ``egress``)."""
 
-    def __init__(self, egress: EgressPolicy, broker: tuple[str, int] | None = None,
-                 wallclock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        egress: EgressPolicy,
+        broker: tuple[str, int] | None = None,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
         self.egress = egress
         self.broker = broker
         self.wallclock = wallclock
@@ -38,15 +42,24 @@ class Sender:
         """Deliver ``body`` signed with ``secret``; the receipt, or DeliveryError."""
         stamp = int(self.wallclock())
         if sub.delivery["type"] == "webhook":
-            return self._webhook(sub, event_key, body,
-                                 signed_headers(secret, stamp, body, SIGNING_SCHEME))
-        return self._publish(sub, json.dumps({
-            "subscription_id": sub.id, "event_key": event_key, "timestamp": str(stamp),
-            "signature": sign(secret, stamp, body, SIGNING_SCHEME), "body": body},
-            ensure_ascii=False))
+            return self._webhook(
+                sub, event_key, body, signed_headers(secret, stamp, body, SIGNING_SCHEME)
+            )
+        return self._publish(
+            sub,
+            json.dumps(
+                {
+                    "subscription_id": sub.id,
+                    "event_key": event_key,
+                    "timestamp": str(stamp),
+                    "signature": sign(secret, stamp, body, SIGNING_SCHEME),
+                    "body": body,
+                },
+                ensure_ascii=False,
+            ),
+        )
 
-    def _webhook(self, sub: Subscription, event_key: str, body: str,
-                 signed: dict[str, str]) -> str:
+    def _webhook(self, sub: Subscription, event_key: str, body: str, signed: dict[str, str]) -> str:
         # The log's owner may be anyone with subscriptions:write: its details are fixed
         # categories, never a receiver's answer or an exception's text (which would tell an
         # internal service's secrets, or open ports from closed ones).
@@ -56,20 +69,35 @@ class Sender:
             logger.warning("subscription %s: webhook refused: %s", sub.id, exc.reason)
             raise DeliveryError("refused: destination not allow-listed") from exc
         except OpsLakeError as exc:
-            logger.error("subscription %s: the egress allow-list cannot be read: %s", sub.id,
-                         exc)
+            logger.error("subscription %s: the egress allow-list cannot be read: %s", sub.id, exc)
             raise DeliveryError("refused: the egress allow-list cannot be read") from exc
-        headers = {"Host": target.host_header, "Content-Type": "application/json; charset=utf-8",
-                   **signed, "X-OpsLake-Subscription": sub.id, "X-OpsLake-Event": event_key}
+        headers = {
+            "Host": target.host_header,
+            "Content-Type": "application/json; charset=utf-8",
+            **signed,
+            "X-OpsLake-Subscription": sub.id,
+            "X-OpsLake-Event": event_key,
+        }
         # An explicit transport takes no proxy from the environment (a proxy would connect
         # elsewhere than the checked address) yet still honours SSL_CERT_FILE. A client per
         # delivery: connections pool by address, and two names on one address must not share
         # a TLS connection.
         try:
-            with httpx.Client(transport=httpx.HTTPTransport(), trust_env=False,
-                              follow_redirects=False, timeout=TIMEOUT_S) as client, \
-                    client.stream("POST", target.pinned_url, content=body.encode(),
-                                  headers=headers, extensions=target.extensions) as response:
+            with (
+                httpx.Client(
+                    transport=httpx.HTTPTransport(),
+                    trust_env=False,
+                    follow_redirects=False,
+                    timeout=TIMEOUT_S,
+                ) as client,
+                client.stream(
+                    "POST",
+                    target.pinned_url,
+                    content=body.encode(),
+                    headers=headers,
+                    extensions=target.extensions,
+                ) as response,
+            ):
                 status = response.status_code  # the body is never read
         except httpx.TimeoutException as exc:
             raise DeliveryError("timed out") from exc
@@ -84,13 +112,15 @@ class Sender:
         if self.broker is None:
             raise DeliveryError("no MQTT broker configured; set OPSLAKE_MQTT_BROKER=host:port")
         if self._mqtt is None:
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                 client_id=f"opslake-subs-{uuid.uuid4().hex[:12]}")
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=f"opslake-subs-{uuid.uuid4().hex[:12]}"
+            )
             try:
                 client.connect(self.broker[0], self.broker[1], keepalive=30)
             except OSError as exc:
-                raise DeliveryError(f"MQTT broker {self.broker[0]}:{self.broker[1]}: "
-                                    f"{exc}") from exc
+                raise DeliveryError(
+                    f"MQTT broker {self.broker[0]}:{self.broker[1]}: {exc}"
+                ) from exc
             client.loop_start()
             self._mqtt = client
         info = self._mqtt.publish(sub.topic, payload.encode(), qos=1)

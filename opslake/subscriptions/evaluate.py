@@ -49,17 +49,24 @@ def owners_from(users: Iterable[Any]) -> Callable[[Subscription], Principal | No
         if user is None or user.disabled or user.role not in ROLES:
             return None
         scopes = frozenset(sub.principal.get("scopes", ())) & ROLES[user.role].scopes
-        return Principal(user.name, user.role, scopes, frozenset(user.departments),
-                         frozenset(user.businesses))
+        return Principal(
+            user.name, user.role, scopes, frozenset(user.departments), frozenset(user.businesses)
+        )
 
     return resolve
 
 
-def evaluate(reader: Reader, store: SubscriptionStore, log: SubscriptionStore | None = None,
-             now: datetime | None = None, *, sender: Sender | None = None,
-             owners: Callable[[Subscription], Principal | None] | None = None,
-             broker: tuple[str, int] | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> PassResult:
+def evaluate(
+    reader: Reader,
+    store: SubscriptionStore,
+    log: SubscriptionStore | None = None,
+    now: datetime | None = None,
+    *,
+    sender: Sender | None = None,
+    owners: Callable[[Subscription], Principal | None] | None = None,
+    broker: tuple[str, int] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PassResult:
     """One pass: queue what each subscription's condition yields, then deliver what is due.
 
     ``log`` is the delivery log (the store's own by default); ``owners`` resolves a
@@ -104,25 +111,56 @@ def _target(sub: Subscription) -> str:
     return "mqtt"
 
 
-def _deliver(log: SubscriptionStore, store: SubscriptionStore, sender: Sender, now: datetime,
-             sleep: Callable[[float], None], result: PassResult) -> None:
+def _deliver(
+    log: SubscriptionStore,
+    store: SubscriptionStore,
+    sender: Sender,
+    now: datetime,
+    sleep: Callable[[float], None],
+    result: PassResult,
+) -> None:
     engine = Engine(RETRY, sleep)
     subs: dict[str, Subscription] = {}
     for latest, queued in log.due(now):
         sub = subs.get(latest.sub_id) or subs.setdefault(latest.sub_id, store.get(latest.sub_id))
         if latest.channel == "sse":
-            log.append(DeliveryRecord(0, sub.id, latest.event_key, latest.channel, "buffered", 0,
-                                      ts(now), "streamed by GET /v1/subscriptions/{id}/events"))
+            log.append(
+                DeliveryRecord(
+                    0,
+                    sub.id,
+                    latest.event_key,
+                    latest.channel,
+                    "buffered",
+                    0,
+                    ts(now),
+                    "streamed by GET /v1/subscriptions/{id}/events",
+                )
+            )
             result.buffered += 1
             continue
-        send = partial(sender.send, sub, store.secret(sub.id), latest.event_key,
-                       queued.payload or "{}")
-        outcome = engine.deliver(_target(sub), send, now=now, attempts=latest.attempts,
-                                 failures=log.failures(sub.id, latest.event_key),
-                                 queued_at=parse_ts(queued.at))
-        log.append(DeliveryRecord(
-            0, sub.id, latest.event_key, latest.channel, outcome.status, outcome.attempts,
-            ts(now), outcome.detail,
-            ts(outcome.next_attempt_at) if outcome.next_attempt_at else None))
+        send = partial(
+            sender.send, sub, store.secret(sub.id), latest.event_key, queued.payload or "{}"
+        )
+        outcome = engine.deliver(
+            _target(sub),
+            send,
+            now=now,
+            attempts=latest.attempts,
+            failures=log.failures(sub.id, latest.event_key),
+            queued_at=parse_ts(queued.at),
+        )
+        log.append(
+            DeliveryRecord(
+                0,
+                sub.id,
+                latest.event_key,
+                latest.channel,
+                outcome.status,
+                outcome.attempts,
+                ts(now),
+                outcome.detail,
+                ts(outcome.next_attempt_at) if outcome.next_attempt_at else None,
+            )
+        )
         # PassResult counts each outcome under its status's name (sent, failed, expired).
         setattr(result, outcome.status, getattr(result, outcome.status) + 1)

@@ -17,18 +17,30 @@ from opslake.settings import Settings
 
 #: Outside ``opslake/#``, which the service's own MQTT listener ingests.
 TOPIC_PREFIX = "opslake-out/subscriptions"
-OPS = {">": lambda a, b: a > b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b,
-       "<=": lambda a, b: a <= b}
+OPS = {
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}
 CONDITIONS = ("new_data", "threshold", "anomaly", "quality_failed", "asset_expiry")
 DELIVERIES = ("webhook", "mqtt", "sse")
 #: Scope the owner needs for each condition's data.
-NEEDS = {"new_data": "metrics:read", "threshold": "metrics:read", "anomaly": "anomalies:read",
-         "quality_failed": "quality:read", "asset_expiry": "assets:read"}
+NEEDS = {
+    "new_data": "metrics:read",
+    "threshold": "metrics:read",
+    "anomaly": "anomalies:read",
+    "quality_failed": "quality:read",
+    "asset_expiry": "assets:read",
+}
 #: Breakdowns and the dimension columns each carries (``all``: none).
 SCOPE_COLUMNS = {"all": (), **CATALOG_SCOPES}
 GRAIN_STEP = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
-FILTERS = {"anomaly": ("entity_id",), "quality_failed": ("layer", "table", "severity"),
-           "asset_expiry": ("kind", "department", "business", "entity_id")}
+FILTERS = {
+    "anomaly": ("entity_id",),
+    "quality_failed": ("layer", "table", "severity"),
+    "asset_expiry": ("kind", "department", "business", "entity_id"),
+}
 ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -63,9 +75,9 @@ def json_default(value: object) -> object:
 
 def canonical(doc: Mapping[str, object]) -> str:
     """The JSON text of an event document (sorted keys, no spaces): what is signed."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=json_default)
-
+    return json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default
+    )
 
 
 @dataclass
@@ -105,8 +117,13 @@ class Subscription:
     def owner_principal(self) -> Principal:
         """The owner as it subscribed (the evaluator may narrow it to its current role)."""
         p = self.principal
-        return Principal(self.owner, str(p.get("role", "")), frozenset(p.get("scopes", ())),
-                         frozenset(p.get("departments", ())), frozenset(p.get("businesses", ())))
+        return Principal(
+            self.owner,
+            str(p.get("role", "")),
+            frozenset(p.get("scopes", ())),
+            frozenset(p.get("departments", ())),
+            frozenset(p.get("businesses", ())),
+        )
 
 
 def _floor(moment: datetime, grain: str) -> datetime:
@@ -116,9 +133,14 @@ def _floor(moment: datetime, grain: str) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
-                     catalog: Reader | None = None, *, egress: EgressPolicy | None = None
-                     ) -> tuple[Subscription, str]:
+def new_subscription(
+    owner: Principal,
+    spec: Mapping[str, Any],
+    now: datetime,
+    catalog: Reader | None = None,
+    *,
+    egress: EgressPolicy | None = None,
+) -> tuple[Subscription, str]:
     """Validate ``spec`` for ``owner``; the subscription and its secret (shown once).
 
     ``spec`` holds ``condition`` and ``delivery`` dicts, ``metric_id``, ``grain``, ``by``,
@@ -131,17 +153,25 @@ def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
     if kind not in CONDITIONS:
         raise InputError(f"condition.type {kind!r} is unknown; use one of {list(CONDITIONS)}")
     if not owner.allows(NEEDS[kind]):
-        raise InputError(f"a {kind} subscription reads data that needs the scope "
-                         f"{NEEDS[kind]}, which {owner.user} lacks; pick another condition")
+        raise InputError(
+            f"a {kind} subscription reads data that needs the scope "
+            f"{NEEDS[kind]}, which {owner.user} lacks; pick another condition"
+        )
     if kind == "threshold":
         if condition.get("op") not in OPS:
-            raise InputError(f"threshold op {condition.get('op')!r} is unknown; use one of "
-                             f"{list(OPS)}")
-        condition = {"type": kind, "op": condition["op"],
-                     "value": _number(condition.get("value"), "threshold value")}
+            raise InputError(
+                f"threshold op {condition.get('op')!r} is unknown; use one of {list(OPS)}"
+            )
+        condition = {
+            "type": kind,
+            "op": condition["op"],
+            "value": _number(condition.get("value"), "threshold value"),
+        }
     elif kind == "anomaly":
-        condition = {"type": kind,
-                     "min_score": _number(condition.get("min_score", 0.0), "min_score")}
+        condition = {
+            "type": kind,
+            "min_score": _number(condition.get("min_score", 0.0), "min_score"),
+        }
     elif kind == "asset_expiry":
         days = condition.get("within_days", 30)
         if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= 3650:
@@ -153,7 +183,8 @@ def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
     grain, by = str(spec.get("grain") or "1h"), str(spec.get("by") or "all")
     filters = {str(k): str(v) for k, v in (spec.get("filters") or {}).items() if v}
     if kind in ("new_data", "threshold", "anomaly") and (
-            not metric_id or not set(str(metric_id)) <= ID_CHARS or len(metric_id) > 128):
+        not metric_id or not set(str(metric_id)) <= ID_CHARS or len(metric_id) > 128
+    ):
         raise InputError(f"a {kind} subscription needs metric_id (letters, digits, _ . -)")
     if kind in ("new_data", "threshold"):
         if grain not in GRAIN_STEP:
@@ -162,8 +193,10 @@ def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
             raise InputError(f"by {by!r} is not a breakdown; use one of {list(SCOPE_COLUMNS)}")
         allowed = SCOPE_COLUMNS[by]
         if owner.row_scoped and by not in SCOPED_BREAKDOWNS:
-            raise InputError(f"the breakdown {by!r} mixes departments; as a department viewer "
-                             "use by=department, business or entity")
+            raise InputError(
+                f"the breakdown {by!r} mixes departments; as a department viewer "
+                "use by=department, business or entity"
+            )
         if catalog is not None:
             _check_catalog(catalog, str(metric_id), grain, by)
     else:
@@ -172,8 +205,9 @@ def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
         if kind != "anomaly":
             metric_id = None
     if wrong := sorted(set(filters) - set(allowed)):
-        raise InputError(f"filters {wrong} do not apply here; filter on "
-                         f"{', '.join(allowed) or 'nothing'}")
+        raise InputError(
+            f"filters {wrong} do not apply here; filter on {', '.join(allowed) or 'nothing'}"
+        )
     delivery = dict(spec.get("delivery") or {})
     channel = delivery.get("type")
     if channel == "webhook":
@@ -190,16 +224,28 @@ def new_subscription(owner: Principal, spec: Mapping[str, Any], now: datetime,
         raise InputError(f"delivery.type {channel!r} is unknown; use one of {list(DELIVERIES)}")
     secret = str(spec.get("secret") or secrets.token_urlsafe(32))
     if len(secret) < 16:
-        raise InputError("a delivery secret has at least 16 characters; leave it out to "
-                         "have one generated")
+        raise InputError(
+            "a delivery secret has at least 16 characters; leave it out to have one generated"
+        )
     sub = Subscription(
-        id="sub_" + secrets.token_hex(8), owner=owner.user, condition=condition,
-        delivery=delivery, metric_id=metric_id, grain=grain, by=by, filters=filters,
-        principal={"role": owner.role, "scopes": sorted(owner.scopes),
-                   "departments": sorted(owner.departments),
-                   "businesses": sorted(owner.businesses)},
-        name=str(spec.get("name") or "")[:200], created_at=ts(now),
-        since=ts(_floor(now, grain)))
+        id="sub_" + secrets.token_hex(8),
+        owner=owner.user,
+        condition=condition,
+        delivery=delivery,
+        metric_id=metric_id,
+        grain=grain,
+        by=by,
+        filters=filters,
+        principal={
+            "role": owner.role,
+            "scopes": sorted(owner.scopes),
+            "departments": sorted(owner.departments),
+            "businesses": sorted(owner.businesses),
+        },
+        name=str(spec.get("name") or "")[:200],
+        created_at=ts(now),
+        since=ts(_floor(now, grain)),
+    )
     return sub, secret
 
 
@@ -215,15 +261,17 @@ def _check_catalog(reader: Reader, metric_id: str, grain: str, by: str) -> None:
             return
     except NotFoundError:
         return  # no warehouse yet: the metric is checked when there is one
-    rows = reader.query("SELECT grains, dimensions FROM catalog_metrics WHERE metric_id = ?",
-                        [metric_id]).to_pylist()
+    rows = reader.query(
+        "SELECT grains, dimensions FROM catalog_metrics WHERE metric_id = ?", [metric_id]
+    ).to_pylist()
     if not rows:
-        raise NotFoundError(f"no metric {metric_id!r} in the catalog; list them with "
-                            "GET /v1/catalog/metrics")
+        raise NotFoundError(
+            f"no metric {metric_id!r} in the catalog; list them with GET /v1/catalog/metrics"
+        )
     if grain not in (rows[0]["grains"] or []):
-        raise InputError(f"{metric_id} is computed at {', '.join(rows[0]['grains'])}, not "
-                         f"{grain}")
+        raise InputError(f"{metric_id} is computed at {', '.join(rows[0]['grains'])}, not {grain}")
     if by not in [*(rows[0]["dimensions"] or []), "all"]:
-        raise InputError(f"{metric_id} can be broken down by all, "
-                         f"{', '.join(rows[0]['dimensions'] or [])}, not {by!r}")
-
+        raise InputError(
+            f"{metric_id} can be broken down by all, "
+            f"{', '.join(rows[0]['dimensions'] or [])}, not {by!r}"
+        )

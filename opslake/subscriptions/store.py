@@ -68,9 +68,14 @@ class SubscriptionStore:
     (by default only the entries added through the API to ``state_dir``).
     """
 
-    def __init__(self, state_dir: Path, *, protect: Callable[[str], str] = lambda s: s,
-                 unprotect: Callable[[str], str] = lambda s: s,
-                 egress: EgressPolicy | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        protect: Callable[[str], str] = lambda s: s,
+        unprotect: Callable[[str], str] = lambda s: s,
+        egress: EgressPolicy | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILE
         self._protect, self._unprotect = protect, unprotect
@@ -84,18 +89,22 @@ class SubscriptionStore:
         egress = EgressPolicy.from_settings(settings)
         if cipher is None:
             return cls(settings.state_dir, egress=egress)
-        return cls(settings.state_dir,
-                   protect=lambda s: cipher.encrypt(s, SECRET_CONTEXT),
-                   unprotect=lambda s: cipher.decrypt(s, SECRET_CONTEXT), egress=egress)
+        return cls(
+            settings.state_dir,
+            protect=lambda s: cipher.encrypt(s, SECRET_CONTEXT),
+            unprotect=lambda s: cipher.decrypt(s, SECRET_CONTEXT),
+            egress=egress,
+        )
 
     # subscriptions
 
     def add(self, sub: Subscription, secret: str) -> Subscription:
         with self._db.tx() as conn:
-            conn.execute("INSERT INTO subscriptions (id, owner, doc, secret, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)",
-                         (sub.id, sub.owner, json.dumps(asdict(sub)), self._protect(secret),
-                          sub.created_at))
+            conn.execute(
+                "INSERT INTO subscriptions (id, owner, doc, secret, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (sub.id, sub.owner, json.dumps(asdict(sub)), self._protect(secret), sub.created_at),
+            )
         return sub
 
     @staticmethod
@@ -110,22 +119,27 @@ class SubscriptionStore:
             rows = conn.execute(
                 "SELECT * FROM subscriptions WHERE (? IS NULL OR owner = ?) AND "
                 "(? OR deleted_at IS NULL) ORDER BY created_at, id",
-                (owner, owner, deleted)).fetchall()
+                (owner, owner, deleted),
+            ).fetchall()
         return [self._sub(r) for r in rows]
 
     def get(self, sub_id: str) -> Subscription:
         with self._db.connect() as conn:
-            row = conn.execute("SELECT * FROM subscriptions WHERE id = ? AND deleted_at IS NULL",
-                               (sub_id,)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM subscriptions WHERE id = ? AND deleted_at IS NULL", (sub_id,)
+            ).fetchone()
         if row is None:
-            raise NotFoundError(f"no subscription {sub_id!r}; list yours with "
-                                "GET /v1/subscriptions or `opslake subscriptions list`")
+            raise NotFoundError(
+                f"no subscription {sub_id!r}; list yours with "
+                "GET /v1/subscriptions or `opslake subscriptions list`"
+            )
         return self._sub(row)
 
     def secret(self, sub_id: str) -> str:
         with self._db.connect() as conn:
-            row = conn.execute("SELECT secret FROM subscriptions WHERE id = ?",
-                               (sub_id,)).fetchone()
+            row = conn.execute(
+                "SELECT secret FROM subscriptions WHERE id = ?", (sub_id,)
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"no subscription {sub_id!r}")
         return self._unprotect(row["secret"])
@@ -133,8 +147,10 @@ class SubscriptionStore:
     def remove(self, sub_id: str, now: datetime) -> None:
         """Mark deleted: nothing more is evaluated or delivered; its log stays."""
         with self._db.tx() as conn:
-            done = conn.execute("UPDATE subscriptions SET deleted_at = ? WHERE id = ? AND "
-                                "deleted_at IS NULL", (ts(now), sub_id)).rowcount
+            done = conn.execute(
+                "UPDATE subscriptions SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+                (ts(now), sub_id),
+            ).rowcount
         if not done:
             raise NotFoundError(f"no subscription {sub_id!r}")
 
@@ -142,12 +158,16 @@ class SubscriptionStore:
 
     def state(self, sub_id: str) -> dict[str, Any]:
         with self._db.connect() as conn:
-            row = conn.execute("SELECT state FROM cursors WHERE sub_id = ?",
-                               (sub_id,)).fetchone()
+            row = conn.execute("SELECT state FROM cursors WHERE sub_id = ?", (sub_id,)).fetchone()
         return json.loads(row["state"]) if row else {}
 
-    def advance(self, sub: Subscription, events: Sequence[Mapping[str, Any]],
-                state: Mapping[str, Any], now: datetime) -> int:
+    def advance(
+        self,
+        sub: Subscription,
+        events: Sequence[Mapping[str, Any]],
+        state: Mapping[str, Any],
+        now: datetime,
+    ) -> int:
         """Queue ``events`` and move the cursor to ``state`` in one transaction.
 
         Events already queued (same key) are skipped; returns how many are new.
@@ -158,13 +178,15 @@ class SubscriptionStore:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO deliveries (sub_id, event_key, channel, status, "
                     "attempts, at, payload) VALUES (?, ?, ?, 'queued', 0, ?, ?)",
-                    (sub.id, event["event_key"], sub.delivery["type"], ts(now),
-                     canonical(event)))
+                    (sub.id, event["event_key"], sub.delivery["type"], ts(now), canonical(event)),
+                )
                 new += cur.rowcount
-            conn.execute("INSERT INTO cursors (sub_id, state, updated_at) VALUES (?, ?, ?) "
-                         "ON CONFLICT (sub_id) DO UPDATE SET state = excluded.state, "
-                         "updated_at = excluded.updated_at",
-                         (sub.id, json.dumps(state, default=json_default), ts(now)))
+            conn.execute(
+                "INSERT INTO cursors (sub_id, state, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (sub_id) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at",
+                (sub.id, json.dumps(state, default=json_default), ts(now)),
+            )
         return new
 
     # the delivery log
@@ -175,25 +197,44 @@ class SubscriptionStore:
             cur = conn.execute(
                 "INSERT INTO deliveries (sub_id, event_key, channel, status, attempts, at, "
                 "detail, next_attempt_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.sub_id, record.event_key, record.channel, record.status,
-                 record.attempts, record.at, record.detail, record.next_attempt_at,
-                 record.payload))
+                (
+                    record.sub_id,
+                    record.event_key,
+                    record.channel,
+                    record.status,
+                    record.attempts,
+                    record.at,
+                    record.detail,
+                    record.next_attempt_at,
+                    record.payload,
+                ),
+            )
         return DeliveryRecord(**{**asdict(record), "seq": int(cur.lastrowid or 0)})
 
-    def records(self, sub_id: str | None = None, *, after: int = 0, limit: int = 1000,
-                status: str | None = None) -> list[DeliveryRecord]:
+    def records(
+        self,
+        sub_id: str | None = None,
+        *,
+        after: int = 0,
+        limit: int = 1000,
+        status: str | None = None,
+    ) -> list[DeliveryRecord]:
         """Log records (of one subscription), oldest first, after sequence ``after``."""
         with self._db.connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM deliveries WHERE (? IS NULL OR sub_id = ?) AND seq > ? AND "
                 "(? IS NULL OR status = ?) ORDER BY seq LIMIT ?",
-                (sub_id, sub_id, after, status, status, limit)).fetchall()
+                (sub_id, sub_id, after, status, status, limit),
+            ).fetchall()
         return [DeliveryRecord(**dict(r)) for r in rows]
 
     def latest(self, sub_id: str, event_key: str) -> DeliveryRecord | None:
         with self._db.connect() as conn:
-            row = conn.execute("SELECT * FROM deliveries WHERE sub_id = ? AND event_key = ? "
-                               "ORDER BY seq DESC LIMIT 1", (sub_id, event_key)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM deliveries WHERE sub_id = ? AND event_key = ? "
+                "ORDER BY seq DESC LIMIT 1",
+                (sub_id, event_key),
+            ).fetchone()
         return DeliveryRecord(**dict(row)) if row else None
 
     def due(self, now: datetime) -> list[tuple[DeliveryRecord, DeliveryRecord]]:
@@ -208,21 +249,34 @@ class SubscriptionStore:
                 "     AND q.status = 'queued' "
                 "JOIN subscriptions s ON s.id = d.sub_id AND s.deleted_at IS NULL "
                 "WHERE d.status IN ('queued', 'failed') AND "
-                "coalesce(d.next_attempt_at, '') <= ? ORDER BY q.seq", (ts(now),)).fetchall()
+                "coalesce(d.next_attempt_at, '') <= ? ORDER BY q.seq",
+                (ts(now),),
+            ).fetchall()
         out = []
         for r in rows:
             row = dict(r)
-            queued = DeliveryRecord(row.pop("q_seq"), row["sub_id"], row["event_key"],
-                                    row["channel"], "queued", 0, row.pop("q_at"),
-                                    payload=row.pop("q_payload"))
+            queued = DeliveryRecord(
+                row.pop("q_seq"),
+                row["sub_id"],
+                row["event_key"],
+                row["channel"],
+                "queued",
+                0,
+                row.pop("q_at"),
+                payload=row.pop("q_payload"),
+            )
             out.append((DeliveryRecord(**row), queued))
         return out
 
     def failures(self, sub_id: str, event_key: str) -> int:
         with self._db.connect() as conn:
-            return int(conn.execute("SELECT count(*) FROM deliveries WHERE sub_id = ? AND "
-                                    "event_key = ? AND status = 'failed'",
-                                    (sub_id, event_key)).fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM deliveries WHERE sub_id = ? AND "
+                    "event_key = ? AND status = 'failed'",
+                    (sub_id, event_key),
+                ).fetchone()[0]
+            )
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:

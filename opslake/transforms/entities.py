@@ -33,31 +33,53 @@ class EntityResolver:
         Each entity contributes its latest version (valid at ``as_of`` when given); entities
         retired by then still resolve, but an entity alive at ``as_of`` wins a shared key.
         """
-        versions = pl.DataFrame(assets.select(["entity_id", "name", "ip", "valid_from",
-                                               "valid_to"]))
+        versions = pl.DataFrame(
+            assets.select(["entity_id", "name", "ip", "valid_from", "valid_to"])
+        )
         if as_of is not None:
             versions = versions.filter(pl.col("valid_from") <= as_of)
-        latest = (versions.sort(["entity_id", "valid_from"])
-                  .unique(subset=["entity_id"], keep="last", maintain_order=True))
+        latest = versions.sort(["entity_id", "valid_from"]).unique(
+            subset=["entity_id"], keep="last", maintain_order=True
+        )
         alive = pl.col("valid_to").is_null()
         if as_of is not None:
             alive = alive | (pl.col("valid_to") > as_of)
-        latest = latest.with_columns(alive.alias("alive"),
-                                     pl.col("name").str.to_lowercase().alias("name"))
-        short = (pl.when(~pl.col("name").str.contains(_IPV4))
-                 .then(pl.col("name").str.extract(r"^([^.]+)\.", 1)))
-        candidates = pl.concat([
-            latest.select(_normalise(pl.col(column)).alias("key"), "entity_id", "alive",
-                          pl.lit(rank, pl.Int8).alias("rank"))
-            for column, rank in (("entity_id", _RANK_ENTITY_ID), ("name", _RANK_NAME),
-                                 ("ip", _RANK_IP))
-        ] + [latest.select(short.alias("key"), "entity_id", "alive",
-                           pl.lit(_RANK_SHORT_NAME, pl.Int8).alias("rank"))])
+        latest = latest.with_columns(
+            alive.alias("alive"), pl.col("name").str.to_lowercase().alias("name")
+        )
+        short = pl.when(~pl.col("name").str.contains(_IPV4)).then(
+            pl.col("name").str.extract(r"^([^.]+)\.", 1)
+        )
+        candidates = pl.concat(
+            [
+                latest.select(
+                    _normalise(pl.col(column)).alias("key"),
+                    "entity_id",
+                    "alive",
+                    pl.lit(rank, pl.Int8).alias("rank"),
+                )
+                for column, rank in (
+                    ("entity_id", _RANK_ENTITY_ID),
+                    ("name", _RANK_NAME),
+                    ("ip", _RANK_IP),
+                )
+            ]
+            + [
+                latest.select(
+                    short.alias("key"),
+                    "entity_id",
+                    "alive",
+                    pl.lit(_RANK_SHORT_NAME, pl.Int8).alias("rank"),
+                )
+            ]
+        )
         candidates = candidates.filter(pl.col("key").is_not_null() & (pl.col("key") != ""))
         # Per key keep only the best footing (alive first, then rank); ambiguous → null.
-        best = (candidates.sort(["key", "alive", "rank"], descending=[False, True, False])
-                .unique(subset=["key"], keep="first", maintain_order=True)
-                .select("key", "alive", "rank"))
+        best = (
+            candidates.sort(["key", "alive", "rank"], descending=[False, True, False])
+            .unique(subset=["key"], keep="first", maintain_order=True)
+            .select("key", "alive", "rank")
+        )
         self._lookup = (
             candidates.join(best, on=["key", "alive", "rank"])
             .group_by("key")
@@ -77,8 +99,9 @@ class EntityResolver:
         keys = self._lookup.get_column("key")
         ids = self._lookup.get_column("entity_id")
         normalised = _normalise(column)
-        short = (pl.when(~normalised.str.contains(_IPV4))
-                 .then(normalised.str.extract(r"^([^.]+)\.", 1)))
+        short = pl.when(~normalised.str.contains(_IPV4)).then(
+            normalised.str.extract(r"^([^.]+)\.", 1)
+        )
         return pl.coalesce(
             normalised.replace_strict(keys, ids, default=None, return_dtype=pl.String),
             short.replace_strict(keys, ids, default=None, return_dtype=pl.String),

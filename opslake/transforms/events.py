@@ -25,24 +25,35 @@ _KEY = ["fingerprint", "starts_at", "status"]
 def to_silver(bronze: pa.Table, resolver: EntityResolver) -> pa.Table:
     """Deduplicated, entity-mapped events of one day (schemas.EVENTS), in a stable order."""
     frame = pl.DataFrame(bronze).with_columns(pl.col("status").str.to_lowercase())
-    frame = (frame.sort([*_KEY, "received_at", "batch_id", "line_no"])
-             .unique(subset=_KEY, keep="first", maintain_order=True))
+    frame = frame.sort([*_KEY, "received_at", "batch_id", "line_no"]).unique(
+        subset=_KEY, keep="first", maintain_order=True
+    )
     labels, annotations = pl.col("labels"), pl.col("annotations")
     frame = frame.with_columns(
         pl.lit(SOURCE).alias("source"),
         labels.map.get("severity").str.to_lowercase().alias("severity"),
         pl.coalesce(annotations.map.get("summary"), labels.map.get("alertname")).alias("title"),
         annotations.map.get("description").alias("description"),
-        pl.coalesce(labels.map.get("entity_id"),
-                    resolver.expr(labels.map.get("instance"))).alias("entity_id"),
+        pl.coalesce(labels.map.get("entity_id"), resolver.expr(labels.map.get("instance"))).alias(
+            "entity_id"
+        ),
         # The contract says null while firing: Alertmanager sends either Go's zero time
         # (the parser stores null) or, for alerts from Prometheus, a provisional resolve
         # timeout that is not an end.
         pl.when((pl.col("status") != "firing") & (pl.col("ends_at").dt.year() > 1))
-        .then(pl.col("ends_at")).alias("ends_at"),
+        .then(pl.col("ends_at"))
+        .alias("ends_at"),
     )
-    keys = frame.select(pl.format("{}|{}|{}", "fingerprint", pl.col("starts_at").dt.epoch("us"),
-                                  "status")).to_series().to_list()
-    frame = frame.with_columns(pl.Series(
-        "event_id", [hashlib.sha256(k.encode()).hexdigest()[:32] for k in keys], pl.String))
+    keys = (
+        frame.select(
+            pl.format("{}|{}|{}", "fingerprint", pl.col("starts_at").dt.epoch("us"), "status")
+        )
+        .to_series()
+        .to_list()
+    )
+    frame = frame.with_columns(
+        pl.Series(
+            "event_id", [hashlib.sha256(k.encode()).hexdigest()[:32] for k in keys], pl.String
+        )
+    )
     return to_schema(frame.sort(["starts_at", "fingerprint", "status"]), schemas.EVENTS)

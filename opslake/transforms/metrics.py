@@ -43,14 +43,24 @@ SLICE_ROWS = 1_000_000
 #: and deduplicated copies and the output slice. Turns a memory budget into shard rows.
 BYTES_PER_SAMPLE = 128
 #: What a shard spill file holds per sample: series rank, time, value, batch rank, source.
-_SPILL = pa.schema([("rank", pa.uint32()), ("ts", pa.int64()), ("value", pa.float64()),
-                    ("b", pa.uint32()), ("src", pa.uint8())])
+_SPILL = pa.schema(
+    [
+        ("rank", pa.uint32()),
+        ("ts", pa.int64()),
+        ("value", pa.float64()),
+        ("b", pa.uint32()),
+        ("src", pa.uint8()),
+    ]
+)
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """(dictionary, int32 indices) of a dictionary-encoded column with unified dictionaries."""
-    combined = column.unify_dictionaries().combine_chunks() if column.num_chunks else \
-        pa.array([], pa.dictionary(pa.int32(), pa.string()))
+    combined = (
+        column.unify_dictionaries().combine_chunks()
+        if column.num_chunks
+        else pa.array([], pa.dictionary(pa.int32(), pa.string()))
+    )
     if not pa.types.is_dictionary(combined.type):
         combined = combined.dictionary_encode()
     return combined.dictionary, combined.indices
@@ -61,19 +71,26 @@ def _series_codes(table: pa.Table) -> tuple[np.ndarray, pl.Series, pl.Series]:
     names and label sets that ``code // len(label sets)`` and ``code % len(...)`` index."""
     metric_dict, metric_idx = _codes(table.column("metric"))
     label_dict, label_idx = _codes(table.column("label_set"))
-    code = metric_idx.to_numpy(zero_copy_only=False).astype(np.int64) * len(label_dict) \
-        + label_idx.to_numpy(zero_copy_only=False)
+    code = metric_idx.to_numpy(zero_copy_only=False).astype(np.int64) * len(
+        label_dict
+    ) + label_idx.to_numpy(zero_copy_only=False)
     return code, pl.from_arrow(metric_dict), pl.from_arrow(label_dict)
 
 
-def _pairs(code: np.ndarray, metric_dict: pl.Series, label_dict: pl.Series,
-           counts: np.ndarray | None = None) -> pl.DataFrame:
+def _pairs(
+    code: np.ndarray,
+    metric_dict: pl.Series,
+    label_dict: pl.Series,
+    counts: np.ndarray | None = None,
+) -> pl.DataFrame:
     """The distinct ``code`` values (sorted) with their metric name and label set."""
     n = max(len(label_dict), 1)
     frame = pl.DataFrame({"code": code})
-    return frame.with_columns(metric=metric_dict.gather(pl.Series(code // n)),
-                              label_set=label_dict.gather(pl.Series(code % n)),
-                              **({"n": counts} if counts is not None else {}))
+    return frame.with_columns(
+        metric=metric_dict.gather(pl.Series(code // n)),
+        label_set=label_dict.gather(pl.Series(code % n)),
+        **({"n": counts} if counts is not None else {}),
+    )
 
 
 @dataclass
@@ -90,8 +107,12 @@ class _Catalog:
     shards: int
 
 
-def _catalog(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Array],
-             shard_rows: int, day_shard: tuple[int, int]) -> _Catalog | None:
+def _catalog(
+    read: BronzeReader,
+    resolve_instances: Callable[[pa.Array], pa.Array],
+    shard_rows: int,
+    day_shard: tuple[int, int],
+) -> _Catalog | None:
     """First pass: distinct series with their sample counts, ranked and cut into shards.
 
     Only the series of day shard ``day_shard`` = (shard, shards) are ranked; the others are
@@ -124,12 +145,13 @@ def _catalog(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Arra
     instances = pa.array([ls.get("instance") for ls in label_sets], pa.string())
     entity_id = pc.coalesce(entity_label, resolve_instances(instances))
     label_maps = pa.array(
-        [sorted((k, v) for k, v in ls.items() if k not in _PROMOTED) for ls in label_sets],
-        LABELS)
+        [sorted((k, v) for k, v in ls.items() if k not in _PROMOTED) for ls in label_sets], LABELS
+    )
     series = series.with_row_index("at").with_columns(entity_id=pl.from_arrow(entity_id))
     mine = pl.Series(shard_of(entity_id, day_shard[1]) == day_shard[0])
     foreign = series.filter(~mine).select(
-        "metric", "label_set", rank=pl.lit(FOREIGN, dtype=pl.UInt32))
+        "metric", "label_set", rank=pl.lit(FOREIGN, dtype=pl.UInt32)
+    )
     series = series.filter(mine).sort("metric", "entity_id", "label_set", nulls_last=True)
     if not series.height:
         return None
@@ -138,15 +160,22 @@ def _catalog(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Arra
     first = series.get_column("n").cum_sum() - series.get_column("n")
     shard = ((first // shard_rows).rank("dense") - 1).to_numpy().astype(np.int64)
     return _Catalog(
-        series=pl.concat([series.select("metric", "label_set",
-                                        rank=pl.int_range(series.height, dtype=pl.UInt32)),
-                          foreign]),
+        series=pl.concat(
+            [
+                series.select(
+                    "metric", "label_set", rank=pl.int_range(series.height, dtype=pl.UInt32)
+                ),
+                foreign,
+            ]
+        ),
         shard_of_rank=shard,
         metric=series.get_column("metric"),
         entity_id=series.get_column("entity_id"),
         labels=pc.take(label_maps, series.get_column("at").to_arrow()),
         batch_ids=pl.Series(sorted(batch_ids), dtype=pl.String),
-        sources=pl.Series(sources, dtype=pl.String), shards=int(shard.max()) + 1)
+        sources=pl.Series(sources, dtype=pl.String),
+        shards=int(shard.max()) + 1,
+    )
 
 
 def _spill(read: BronzeReader, catalog: _Catalog, directory: Path) -> list[Path]:
@@ -159,10 +188,13 @@ def _spill(read: BronzeReader, catalog: _Catalog, directory: Path) -> list[Path]
             code, metric_dict, label_dict = _series_codes(table)
             present = np.unique(code)
             pairs = _pairs(present, metric_dict, label_dict).join(
-                catalog.series, on=["metric", "label_set"], how="left", maintain_order="left")
+                catalog.series, on=["metric", "label_set"], how="left", maintain_order="left"
+            )
             if pairs.get_column("rank").null_count():
-                raise StorageError("a bronze file of metric samples changed while silver "
-                                   "metric_points was built; materialize it again")
+                raise StorageError(
+                    "a bronze file of metric samples changed while silver "
+                    "metric_points was built; materialize it again"
+                )
             rank = pairs.get_column("rank").to_numpy()[np.searchsorted(present, code)]
             own = rank != FOREIGN
             if not own.all():  # samples of other day shards' entities
@@ -172,11 +204,18 @@ def _spill(read: BronzeReader, catalog: _Catalog, directory: Path) -> list[Path]
             shard = catalog.shard_of_rank[rank]
             batch_dict, batch_idx = _codes(table.column("batch_id"))
             batch_rank = pc.index_in(batch_dict, value_set=batch_ids).cast(pa.uint32())
-            rows = pa.table([
-                pa.array(rank), table.column("ts").cast(pa.int64()), table.column("value"),
-                pc.take(batch_rank, batch_idx),
-                pa.repeat(pa.scalar(catalog.sources.index_of(source), pa.uint8()),
-                          table.num_rows)], schema=_SPILL)
+            rows = pa.table(
+                [
+                    pa.array(rank),
+                    table.column("ts").cast(pa.int64()),
+                    table.column("value"),
+                    pc.take(batch_rank, batch_idx),
+                    pa.repeat(
+                        pa.scalar(catalog.sources.index_of(source), pa.uint8()), table.num_rows
+                    ),
+                ],
+                schema=_SPILL,
+            )
             # Rows grouped by shard, each group in file order (a stable sort).
             order = np.argsort(shard, kind="stable")
             rows = rows.take(order)
@@ -194,22 +233,29 @@ def _shard_points(path: Path, catalog: _Catalog) -> Iterator[pa.Table]:
     spilled = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
     # Among duplicates of a point the first delivery (lowest batch id) wins; within one
     # batch, its first line (the stable sort keeps spill order, which is file order).
-    points = (pl.from_arrow(spilled).sort("rank", "ts", "b", maintain_order=True)
-              .filter((pl.col("rank") != pl.col("rank").shift(1))
-                      | (pl.col("ts") != pl.col("ts").shift(1)).fill_null(True)))
+    points = (
+        pl.from_arrow(spilled)
+        .sort("rank", "ts", "b", maintain_order=True)
+        .filter(
+            (pl.col("rank") != pl.col("rank").shift(1))
+            | (pl.col("ts") != pl.col("ts").shift(1)).fill_null(True)
+        )
+    )
     del spilled
     for start in range(0, points.height, SLICE_ROWS):
         chunk = points.slice(start, SLICE_ROWS)
         rank = chunk.get_column("rank")
         # Strings are gathered by polars (views), far cheaper than Arrow's take on strings.
-        table = pl.DataFrame({
-            "ts": chunk.get_column("ts"),
-            "metric": catalog.metric.gather(rank),
-            "entity_id": catalog.entity_id.gather(rank),
-            "value": chunk.get_column("value"),
-            "source": catalog.sources.gather(chunk.get_column("src")),
-            "batch_id": catalog.batch_ids.gather(chunk.get_column("b")),
-        }).to_arrow()
+        table = pl.DataFrame(
+            {
+                "ts": chunk.get_column("ts"),
+                "metric": catalog.metric.gather(rank),
+                "entity_id": catalog.entity_id.gather(rank),
+                "value": chunk.get_column("value"),
+                "source": catalog.sources.gather(chunk.get_column("src")),
+                "batch_id": catalog.batch_ids.gather(chunk.get_column("b")),
+            }
+        ).to_arrow()
         table = table.append_column("labels", pc.take(catalog.labels, rank.to_arrow()))
         yield table.select(METRIC_POINTS.names).cast(METRIC_POINTS)
 
@@ -227,16 +273,25 @@ def sweep_spills(spill_dir: Path) -> int:
         # tempfile's random suffix has no '.', so the last one ends the tag.
         tag = directory.name.removeprefix(SPILL_PREFIX).rpartition(".")[0]
         owner_host, _, pid = tag.rpartition("_")
-        if owner_host == host and pid.isdigit() and int(pid) != os.getpid() \
-                and not process_alive(int(pid)):
+        if (
+            owner_host == host
+            and pid.isdigit()
+            and int(pid) != os.getpid()
+            and not process_alive(int(pid))
+        ):
             shutil.rmtree(directory, ignore_errors=True)
             removed += 1
     return removed
 
 
-def to_silver(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Array], *,
-              rows_per_shard: int, spill_dir: str | None = None,
-              day_shard: tuple[int, int] = (0, 1)) -> Iterator[pa.Table]:
+def to_silver(
+    read: BronzeReader,
+    resolve_instances: Callable[[pa.Array], pa.Array],
+    *,
+    rows_per_shard: int,
+    spill_dir: str | None = None,
+    day_shard: tuple[int, int] = (0, 1),
+) -> Iterator[pa.Table]:
     """Silver rows for one day of bronze samples, deduplicated and sorted, in slices.
 
     ``day_shard`` = (shard, shards) keeps only the series whose entity hashes to that shard
@@ -254,8 +309,9 @@ def to_silver(read: BronzeReader, resolve_instances: Callable[[pa.Array], pa.Arr
         return
     if spill_dir:
         Path(spill_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{writer_tag()}.",
-                                     dir=spill_dir) as directory:
+    with tempfile.TemporaryDirectory(
+        prefix=f"{SPILL_PREFIX}{writer_tag()}.", dir=spill_dir
+    ) as directory:
         for path in _spill(read, catalog, Path(directory)):
             yield from _shard_points(path, catalog)
             path.unlink()

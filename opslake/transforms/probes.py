@@ -17,9 +17,11 @@ SOURCE = "probes"
 
 def to_silver(bronze: pa.Table) -> pa.Table:
     """Deduplicated probe results of one day (schemas.PROBES), ordered by time and probe."""
-    frame = (pl.DataFrame(bronze)
-             .sort(["probe_id", "ts", "received_at", "batch_id", "line_no"])
-             .unique(subset=["probe_id", "ts"], keep="first", maintain_order=True)
-             .with_columns(pl.col("kind").str.to_lowercase(), pl.lit(SOURCE).alias("source"))
-             .sort(["ts", "probe_id"]))
+    frame = (
+        pl.DataFrame(bronze)
+        .sort(["probe_id", "ts", "received_at", "batch_id", "line_no"])
+        .unique(subset=["probe_id", "ts"], keep="first", maintain_order=True)
+        .with_columns(pl.col("kind").str.to_lowercase(), pl.lit(SOURCE).alias("source"))
+        .sort(["ts", "probe_id"])
+    )
     return to_schema(frame, schemas.PROBES)

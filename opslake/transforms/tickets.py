@@ -20,13 +20,19 @@ SOURCE = "itsm"
 
 def to_silver(bronze: pa.Table, resolver: EntityResolver) -> pa.Table:
     """One row per ticket of one day (schemas.TICKETS), codes lower-cased, stable order."""
-    frame = (pl.DataFrame(bronze)
-             .sort(["ticket_id", "received_at", "batch_id", "line_no"],
-                   descending=[False, True, True, True])
-             .unique(subset=["ticket_id"], keep="first", maintain_order=True))
+    frame = (
+        pl.DataFrame(bronze)
+        .sort(
+            ["ticket_id", "received_at", "batch_id", "line_no"],
+            descending=[False, True, True, True],
+        )
+        .unique(subset=["ticket_id"], keep="first", maintain_order=True)
+    )
     frame = frame.with_columns(
-        *(pl.col(c).str.strip_chars().str.to_lowercase() for c in ("type", "status",
-                                                                   "change_result")),
+        *(
+            pl.col(c).str.strip_chars().str.to_lowercase()
+            for c in ("type", "status", "change_result")
+        ),
         pl.coalesce(resolver.expr(pl.col("ci")), pl.col("ci")).alias("entity_id"),
         pl.lit(SOURCE).alias("source"),
     )

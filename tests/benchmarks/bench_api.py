@@ -60,10 +60,15 @@ def prepare(home: Path, entities: int) -> float:
 
     settings = _settings(home)
     started = time.perf_counter()
-    simulate(SimulationConfig(seed=7, entities=entities, days=1, start=START, step_seconds=60),
-             LandingZone.from_settings(settings))
-    runner.materialize(settings, [START.isoformat()],
-                       ["+gold/metric_values/cloud_compute", "+gold/catalog_metrics"])
+    simulate(
+        SimulationConfig(seed=7, entities=entities, days=1, start=START, step_seconds=60),
+        LandingZone.from_settings(settings),
+    )
+    runner.materialize(
+        settings,
+        [START.isoformat()],
+        ["+gold/metric_values/cloud_compute", "+gold/catalog_metrics"],
+    )
     runner.refresh_serving(settings)
     return time.perf_counter() - started
 
@@ -94,8 +99,7 @@ def api_key(home: Path) -> str:
         store.add_user("bench", "ops_engineer", PASSWORD)
     except OpsLakeError:
         pass  # made by an earlier run on this lake
-    return store.create_key("bench", ["metrics:read"], quota_per_day=10_000_000,
-                            expires_days=1)[1]
+    return store.create_key("bench", ["metrics:read"], quota_per_day=10_000_000, expires_days=1)[1]
 
 
 def duckdb_direct(home: Path, metric: str, day: date, repeats: int, threads: int) -> dict:
@@ -134,9 +138,12 @@ def duckdb_direct(home: Path, metric: str, day: date, repeats: int, threads: int
     wall = time.perf_counter() - began
     con.close()
     # CPU time moves less than rates with other work on the machine: compare it too.
-    return {"rows": rows, "single": _summary(single, sum(single)),
-            "concurrent": _summary(concurrent, wall),
-            "cpu_ms_per_statement": cpu * 1000 / repeats}
+    return {
+        "rows": rows,
+        "single": _summary(single, sum(single)),
+        "concurrent": _summary(concurrent, wall),
+        "cpu_ms_per_statement": cpu * 1000 / repeats,
+    }
 
 
 def _summary(seconds: list[float], wall: float) -> dict:
@@ -145,10 +152,15 @@ def _summary(seconds: list[float], wall: float) -> dict:
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0.0
 
-    return {"n": len(ordered), "per_s": len(ordered) / wall if wall else 0.0,
-            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
-            "max_ms": ordered[-1] * 1000 if ordered else 0.0,
-            "mean_ms": statistics.fmean(ordered) * 1000 if ordered else 0.0}
+    return {
+        "n": len(ordered),
+        "per_s": len(ordered) / wall if wall else 0.0,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": ordered[-1] * 1000 if ordered else 0.0,
+        "mean_ms": statistics.fmean(ordered) * 1000 if ordered else 0.0,
+    }
 
 
 async def _load(url: str, key: str, clients: int, seconds: float, warmup: float) -> dict:
@@ -158,8 +170,10 @@ async def _load(url: str, key: str, clients: int, seconds: float, warmup: float)
     take most of the second core from the server under test on a two-core machine.
     """
     parts = urlsplit(url)
-    ask = (f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-           f"Authorization: Bearer {key}\r\nAccept: application/json\r\n\r\n")
+    ask = (
+        f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"Authorization: Bearer {key}\r\nAccept: application/json\r\n\r\n"
+    )
     numbers = itertools.count()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -175,12 +189,14 @@ async def _load(url: str, key: str, clients: int, seconds: float, warmup: float)
                 mark = time.perf_counter()
                 try:
                     # "{n}" in the URL makes every request a different query (no cache hit).
-                    writer.write(ask.replace("{n}", f"{next(numbers) % 1_000_000:06d}")
-                                 .encode())
+                    writer.write(ask.replace("{n}", f"{next(numbers) % 1_000_000:06d}").encode())
                     head = await reader.readuntil(b"\r\n\r\n")
                     status = int(head[9:12])
-                    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:"))
+                    length = next(
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
                     body = await reader.readexactly(length)
                     if status == 200 and not body.startswith(b'{"count":'):
                         status = -1
@@ -198,8 +214,11 @@ async def _load(url: str, key: str, clients: int, seconds: float, warmup: float)
 
     await asyncio.gather(*(client() for _ in range(clients)))
     result = _summary(latencies, seconds)
-    result.update(statuses={str(k): v for k, v in sorted(statuses.items())},
-                  errors=sum(v for k, v in statuses.items() if k != 200), samples=errors[:3])
+    result.update(
+        statuses={str(k): v for k, v in sorted(statuses.items())},
+        errors=sum(v for k, v in statuses.items() if k != 200),
+        samples=errors[:3],
+    )
     return result
 
 
@@ -211,17 +230,36 @@ def _api_load(pid: int, url: str, key: str, args: argparse.Namespace) -> dict:
     serving = psutil.Process(pid)
     cpu_before = sum(serving.cpu_times()[:2])
     loader = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.bench_api", "--role", "load",
-         "--url", url, "--key", key, "--clients", str(args.clients),
-         "--seconds", str(args.seconds), "--warmup", str(args.warmup)],
-        capture_output=True, text=True, check=False, cwd=Path(__file__).parents[2])
+        [
+            sys.executable,
+            "-m",
+            "tests.benchmarks.bench_api",
+            "--role",
+            "load",
+            "--url",
+            url,
+            "--key",
+            key,
+            "--clients",
+            str(args.clients),
+            "--seconds",
+            str(args.seconds),
+            "--warmup",
+            str(args.warmup),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parents[2],
+    )
     if loader.returncode:
         raise SystemExit(f"the load generator failed:\n{loader.stderr[-4000:]}")
     api = json.loads(loader.stdout.strip().splitlines()[-1])
     # Includes the warm-up's requests, so divided by all the requests the server answered.
     api["server_cpu_s"] = sum(serving.cpu_times()[:2]) - cpu_before
-    api["server_cpu_ms_per_request"] = (api["server_cpu_s"] * 1000 /
-                                        max(1, api["n"] * (1 + args.warmup / args.seconds)))
+    api["server_cpu_ms_per_request"] = (
+        api["server_cpu_s"] * 1000 / max(1, api["n"] * (1 + args.warmup / args.seconds))
+    )
     return api
 
 
@@ -256,9 +294,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--home", type=Path, default=os.environ.get("OPSLAKE_HOME") or None,
-                        help="a lake to reuse if it has a warehouse (default: $OPSLAKE_HOME, "
-                             "else a fresh temporary one)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=os.environ.get("OPSLAKE_HOME") or None,
+        help="a lake to reuse if it has a warehouse (default: $OPSLAKE_HOME, "
+        "else a fresh temporary one)",
+    )
     parser.add_argument("--role", choices=["load"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -270,8 +312,9 @@ def main() -> None:
             runner = asyncio.run
         else:
             runner = uvloop.run
-        print(json.dumps(runner(_load(args.url, args.key, args.clients, args.seconds,
-                                      args.warmup))))
+        print(
+            json.dumps(runner(_load(args.url, args.key, args.clients, args.seconds, args.warmup)))
+        )
         return
 
     work = Path(tempfile.mkdtemp(prefix="opslake-bench-api-"))
@@ -289,8 +332,12 @@ def main() -> None:
     env = {**os.environ, "OPSLAKE_HOME": str(home)}
     env.pop("OPSLAKE_STATE_DIR", None)
     log = open(work / "serve.log", "w")  # noqa: SIM115 - closed after the server stops
-    server = subprocess.Popen([sys.executable, "-m", "opslake", "serve", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=log, stderr=log)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "opslake", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         _wait_up(port, server)
         base = f"http://127.0.0.1:{port}/v1/metrics/{metric}/data"
@@ -313,43 +360,69 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     duck_rate = (duck["single"]["per_s"] + after["single"]["per_s"]) / 2
 
-    print(f"estate: {home} ({'prepared in ' + format(prepared, '.0f') + ' s, untimed' if prepared else 'reused'}); "
-          f"query: {metric} on {day}, step 1h, by business: {duck['rows']} rows")
-    print(f"{'contender':<44}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-          f"{'max ms':>9}{'errors':>8}")
+    print(
+        f"estate: {home} ({'prepared in ' + format(prepared, '.0f') + ' s, untimed' if prepared else 'reused'}); "
+        f"query: {metric} on {day}, step 1h, by business: {duck['rows']} rows"
+    )
+    print(
+        f"{'contender':<44}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        f"{'max ms':>9}{'errors':>8}"
+    )
     for name, r, errors in (
-            (f"API, {args.clients} clients, repeated query", api, api["errors"]),
-            (f"API, {args.clients} clients, every query new", fresh, fresh["errors"]),
-            ("duckdb direct, one at a time (before)", duck["single"], 0),
-            ("duckdb direct, one at a time (after)", after["single"], 0),
-            (f"duckdb direct, {args.clients} threads", duck["concurrent"], 0)):
-        print(f"{name:<44}{r['per_s']:>9,.0f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
-              f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{errors:>8}")
-    print(f"ratio API (repeated) / duckdb direct (one at a time): p50 "
-          f"{api['p50_ms'] / duck['single']['p50_ms']:.1f}×, p99 "
-          f"{api['p99_ms'] / duck['single']['p99_ms']:.1f}×; throughput API / duckdb "
-          f"{args.clients} threads {api['per_s'] / max(duck['concurrent']['per_s'], 1e-9):.1f}×"
-          f"; target API p99 < 50 ms: {'met' if api['p99_ms'] < 50 else 'NOT met'} "
-          f"(every query new: {'met' if fresh['p99_ms'] < 50 else 'NOT met'})")
+        (f"API, {args.clients} clients, repeated query", api, api["errors"]),
+        (f"API, {args.clients} clients, every query new", fresh, fresh["errors"]),
+        ("duckdb direct, one at a time (before)", duck["single"], 0),
+        ("duckdb direct, one at a time (after)", after["single"], 0),
+        (f"duckdb direct, {args.clients} threads", duck["concurrent"], 0),
+    ):
+        print(
+            f"{name:<44}{r['per_s']:>9,.0f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}"
+            f"{r['p99_ms']:>9.1f}{r['max_ms']:>9.1f}{errors:>8}"
+        )
+    print(
+        f"ratio API (repeated) / duckdb direct (one at a time): p50 "
+        f"{api['p50_ms'] / duck['single']['p50_ms']:.1f}×, p99 "
+        f"{api['p99_ms'] / duck['single']['p99_ms']:.1f}×; throughput API / duckdb "
+        f"{args.clients} threads {api['per_s'] / max(duck['concurrent']['per_s'], 1e-9):.1f}×"
+        f"; target API p99 < 50 ms: {'met' if api['p99_ms'] < 50 else 'NOT met'} "
+        f"(every query new: {'met' if fresh['p99_ms'] < 50 else 'NOT met'})"
+    )
     share = fresh["per_s"] / max(duck_rate, 1e-9)
-    print(f"ratio API (every query new) / duckdb direct (one at a time, mean of before and "
-          f"after: {duck_rate:,.0f}/s): throughput {share:.0%} (target at least 50 %: "
-          f"{'met' if share >= 0.5 else 'NOT met'}), p50 "
-          f"{fresh['p50_ms'] / duck['single']['p50_ms']:.0f}×; load average (1 min) "
-          f"{load[0]:.2f} before, {load[1]:.2f} after the API, {load[2]:.2f} at the end")
+    print(
+        f"ratio API (every query new) / duckdb direct (one at a time, mean of before and "
+        f"after: {duck_rate:,.0f}/s): throughput {share:.0%} (target at least 50 %: "
+        f"{'met' if share >= 0.5 else 'NOT met'}), p50 "
+        f"{fresh['p50_ms'] / duck['single']['p50_ms']:.0f}×; load average (1 min) "
+        f"{load[0]:.2f} before, {load[1]:.2f} after the API, {load[2]:.2f} at the end"
+    )
     for name, r in (("repeated", api), ("every query new", fresh)):
-        print(f"API server CPU, {name}: {r['server_cpu_ms_per_request']:.2f} ms per request "
-              f"(user + system, one process; {1000 / r['server_cpu_ms_per_request']:,.0f} "
-              f"req/s per busy core); statuses {r['statuses']}"
-              + (f"; e.g. {r['samples']}" if r["samples"] else ""))
+        print(
+            f"API server CPU, {name}: {r['server_cpu_ms_per_request']:.2f} ms per request "
+            f"(user + system, one process; {1000 / r['server_cpu_ms_per_request']:,.0f} "
+            f"req/s per busy core); statuses {r['statuses']}"
+            + (f"; e.g. {r['samples']}" if r["samples"] else "")
+        )
     duck_cpu = (duck["cpu_ms_per_statement"] + after["cpu_ms_per_statement"]) / 2
-    print(f"duckdb direct CPU, one at a time: {duck['cpu_ms_per_statement']:.2f} ms per statement "
-          f"before, {after['cpu_ms_per_statement']:.2f} after (API server CPU per new query / "
-          f"duckdb's mean: {fresh['server_cpu_ms_per_request'] / duck_cpu:.1f}×)")
-    print(json.dumps({"metric": metric, "day": str(day), "clients": args.clients,
-                      "api": api, "api_every_query_new": fresh, "duckdb": duck,
-                      "duckdb_after": after,
-                      "prepare_s": prepared, "load_average": load}))
+    print(
+        f"duckdb direct CPU, one at a time: {duck['cpu_ms_per_statement']:.2f} ms per statement "
+        f"before, {after['cpu_ms_per_statement']:.2f} after (API server CPU per new query / "
+        f"duckdb's mean: {fresh['server_cpu_ms_per_request'] / duck_cpu:.1f}×)"
+    )
+    print(
+        json.dumps(
+            {
+                "metric": metric,
+                "day": str(day),
+                "clients": args.clients,
+                "api": api,
+                "api_every_query_new": fresh,
+                "duckdb": duck,
+                "duckdb_after": after,
+                "prepare_s": prepared,
+                "load_average": load,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

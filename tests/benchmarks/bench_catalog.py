@@ -50,8 +50,10 @@ def prepare(home: Path, entities: int, days: int) -> dict:
 
     settings = _settings(home)
     started = time.perf_counter()
-    simulate(SimulationConfig(seed=7, entities=entities, days=days, start=START,
-                              step_seconds=60), LandingZone.from_settings(settings))
+    simulate(
+        SimulationConfig(seed=7, entities=entities, days=days, start=START, step_seconds=60),
+        LandingZone.from_settings(settings),
+    )
     simulated = time.perf_counter() - started
     dts = [(START + timedelta(days=i)).isoformat() for i in range(days)]
     mark = time.perf_counter()
@@ -67,12 +69,15 @@ def run_opslake(home: Path, dts: list[str]) -> dict:
 
     settings = _settings(home)
     lake = Lake.from_settings(settings)
-    points = sum(lake.read_table("silver", "metric_points", columns=["value"], dts=[d]).num_rows
-                 for d in dts)
+    points = sum(
+        lake.read_table("silver", "metric_points", columns=["value"], dts=[d]).num_rows for d in dts
+    )
     catalog = Catalog(settings.metrics_dir, lake)
     families = sorted(catalog.metrics.families)
-    per_family = {f: {"seconds": 0.0, "rows": 0, "metrics": len(catalog.metrics.families[f]),
-                      "empty": 0} for f in families}
+    per_family = {
+        f: {"seconds": 0.0, "rows": 0, "metrics": len(catalog.metrics.families[f]), "empty": 0}
+        for f in families
+    }
     started = time.perf_counter()
     for dt in dts:
         for family in families:
@@ -82,9 +87,14 @@ def run_opslake(home: Path, dts: list[str]) -> dict:
             per_family[family]["rows"] += sum(counts.values())
             per_family[family]["empty"] += sum(1 for n in counts.values() if n == 0)
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "points": points, "families": per_family,
-            "metrics": len(catalog.metrics.metrics),
-            "rows": sum(f["rows"] for f in per_family.values()), "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "seconds": seconds,
+        "points": points,
+        "families": per_family,
+        "metrics": len(catalog.metrics.metrics),
+        "rows": sum(f["rows"] for f in per_family.values()),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def run_duckdb(home: Path, dts: list[str], out: Path) -> dict:
@@ -94,9 +104,11 @@ def run_duckdb(home: Path, dts: list[str], out: Path) -> dict:
     from opslake.lake.storage import Lake
 
     lake = Lake.from_settings(_settings(home))
-    files = [f for f in lake.list_files(lake.table_path("silver", "metric_points"),
-                                        recursive=True)
-             if f.endswith(".parquet") and any(f"/dt={d}/" in f for d in dts)]
+    files = [
+        f
+        for f in lake.list_files(lake.table_path("silver", "metric_points"), recursive=True)
+        if f.endswith(".parquet") and any(f"/dt={d}/" in f for d in dts)
+    ]
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     source = "read_parquet([" + ", ".join(f"'{f}'" for f in files) + "])"
@@ -114,13 +126,19 @@ def run_duckdb(home: Path, dts: list[str], out: Path) -> dict:
     for name in ("hour", "day"):
         rows[name] = int(con.execute(f"SELECT count(*) FROM '{out / name}.parquet'").fetchone()[0])
     points = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])
-    return {"seconds": seconds, "points": points, "rows": rows, "files": len(files),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "seconds": seconds,
+        "points": points,
+        "rows": rows,
+        "files": len(files),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def _child(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode:
         raise SystemExit(f"{args[:2]} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -130,8 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=500)
     parser.add_argument("--days", type=int, default=1)
-    parser.add_argument("--role", choices=["prepare", "opslake", "duckdb"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["prepare", "opslake", "duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--dts", help=argparse.SUPPRESS)
@@ -149,36 +166,68 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="opslake-bench-catalog-"))
     try:
         home = work / "lake"
-        prep = _child(["--role", "prepare", "--home", str(home),
-                       "--entities", str(args.entities), "--days", str(args.days)])
+        prep = _child(
+            [
+                "--role",
+                "prepare",
+                "--home",
+                str(home),
+                "--entities",
+                str(args.entities),
+                "--days",
+                str(args.days),
+            ]
+        )
         dts = ",".join(prep["dts"])
-        duck = _child(["--role", "duckdb", "--home", str(home), "--dts", dts,
-                       "--out", str(work / "duck")])
+        duck = _child(
+            ["--role", "duckdb", "--home", str(home), "--dts", dts, "--out", str(work / "duck")]
+        )
         ours = _child(["--role", "opslake", "--home", str(home), "--dts", dts])
-        print(f"estate: {args.entities} entities × {args.days} day(s) at 60 s: "
-              f"{ours['points']:,} silver metric points (simulated in "
-              f"{prep['simulate_s']:.1f} s, landing → bronze → silver in "
-              f"{prep['materialize_s']:.1f} s, untimed)")
-        print(f"{'contender':<40}{'seconds':>9}{'points/s':>14}{'rows out':>12}"
-              f"{'peak RSS MiB':>14}")
+        print(
+            f"estate: {args.entities} entities × {args.days} day(s) at 60 s: "
+            f"{ours['points']:,} silver metric points (simulated in "
+            f"{prep['simulate_s']:.1f} s, landing → bronze → silver in "
+            f"{prep['materialize_s']:.1f} s, untimed)"
+        )
+        print(
+            f"{'contender':<40}{'seconds':>9}{'points/s':>14}{'rows out':>12}{'peak RSS MiB':>14}"
+        )
         for name, r, out_rows in (
-                ("duckdb hourly + daily avg rollup", duck, sum(duck["rows"].values())),
-                (f"opslake catalog ({ours['metrics']} metrics)", ours, ours["rows"])):
-            print(f"{name:<40}{r['seconds']:>9.1f}{r['points'] / r['seconds']:>14,.0f}"
-                  f"{out_rows:>12,}{r['peak_rss_mb']:>14,.0f}")
+            ("duckdb hourly + daily avg rollup", duck, sum(duck["rows"].values())),
+            (f"opslake catalog ({ours['metrics']} metrics)", ours, ours["rows"]),
+        ):
+            print(
+                f"{name:<40}{r['seconds']:>9.1f}{r['points'] / r['seconds']:>14,.0f}"
+                f"{out_rows:>12,}{r['peak_rss_mb']:>14,.0f}"
+            )
         print(f"  {'family':<28}{'metrics':>8}{'no rows':>9}{'seconds':>9}{'gold rows':>12}")
         for family, f in ours["families"].items():
-            print(f"  {family:<28}{f['metrics']:>8}{f['empty']:>9}{f['seconds']:>9.1f}"
-                  f"{f['rows']:>12,}")
-        print(f"time ratio opslake catalog / duckdb rollup: "
-              f"{ours['seconds'] / duck['seconds']:.2f}×; peak RSS opslake "
-              f"{ours['peak_rss_mb'] / 1024:.2f} GiB vs duckdb {duck['peak_rss_mb'] / 1024:.2f} GiB")
-        print(f"duckdb rows: {duck['rows']['hour']:,} hourly + {duck['rows']['day']:,} daily "
-              f"over {duck['points']:,} points; the catalog also joins the CMDB, scopes, "
-              "versions, quality and usage, and reads the other silver tables its metrics need")
-        print(json.dumps({"entities": args.entities, "days": args.days, "prepare": prep,
-                          "opslake": ours, "duckdb": duck,
-                          "ratio": ours["seconds"] / duck["seconds"]}))
+            print(
+                f"  {family:<28}{f['metrics']:>8}{f['empty']:>9}{f['seconds']:>9.1f}"
+                f"{f['rows']:>12,}"
+            )
+        print(
+            f"time ratio opslake catalog / duckdb rollup: "
+            f"{ours['seconds'] / duck['seconds']:.2f}×; peak RSS opslake "
+            f"{ours['peak_rss_mb'] / 1024:.2f} GiB vs duckdb {duck['peak_rss_mb'] / 1024:.2f} GiB"
+        )
+        print(
+            f"duckdb rows: {duck['rows']['hour']:,} hourly + {duck['rows']['day']:,} daily "
+            f"over {duck['points']:,} points; the catalog also joins the CMDB, scopes, "
+            "versions, quality and usage, and reads the other silver tables its metrics need"
+        )
+        print(
+            json.dumps(
+                {
+                    "entities": args.entities,
+                    "days": args.days,
+                    "prepare": prep,
+                    "opslake": ours,
+                    "duckdb": duck,
+                    "ratio": ours["seconds"] / duck["seconds"],
+                }
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

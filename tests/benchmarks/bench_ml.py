@@ -41,7 +41,7 @@ def _day(n: int, day: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
     base = rng.uniform(10, 100, (n, 1))
     values = base * (1 + 0.3 * np.sin(phase)[None, :]) + rng.normal(0, 1, (n, DAY)) * base * 0.05
     shifted = rng.random(n) < 0.1
-    values[shifted, DAY // 2:] += base[shifted] * 0.5
+    values[shifted, DAY // 2 :] += base[shifted] * 0.5
     return stamps, values
 
 
@@ -84,11 +84,16 @@ def main() -> None:
     rolling_s = _timed(rolling) / 2
 
     print(f"anomaly scoring: {n} series x {DAY} one-minute points ({points:,} points), 1 core")
-    rows = [("detector (matrix)", matrix_s), ("detector (per series)", loop_s),
-            ("rolling z-score (pandas)", rolling_s)]
+    rows = [
+        ("detector (matrix)", matrix_s),
+        ("detector (per series)", loop_s),
+        ("rolling z-score (pandas)", rolling_s),
+    ]
     for name, secs in rows:
-        print(f"  {name:28s} {secs:8.2f} s  {points / secs:14,.0f} points/s/core  "
-              f"ratio to matrix {secs / matrix_s:6.2f}")
+        print(
+            f"  {name:28s} {secs:8.2f} s  {points / secs:14,.0f} points/s/core  "
+            f"ratio to matrix {secs / matrix_s:6.2f}"
+        )
     print("training per 1,000 series (one day of history):")
     print(f"  detector warm-up (its state is the model)  {warmup_s * 1000 / n:8.2f} s")
     try:
@@ -99,28 +104,34 @@ def main() -> None:
         k = min(n, 1000)
         metrics = 4
         ents = k // metrics
-        long = pl.DataFrame({
-            "ts": np.tile(warm_ts.astype("datetime64[us]"), ents * metrics),
-            "entity_id": np.repeat([f"e{i}" for i in range(ents)], metrics * DAY),
-            "metric": np.tile(np.repeat([f"m{j}" for j in range(metrics)], DAY), ents),
-            "value": warm[: ents * metrics].reshape(-1),
-        }).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+        long = pl.DataFrame(
+            {
+                "ts": np.tile(warm_ts.astype("datetime64[us]"), ents * metrics),
+                "entity_id": np.repeat([f"e{i}" for i in range(ents)], metrics * DAY),
+                "metric": np.tile(np.repeat([f"m{j}" for j in range(metrics)], DAY), ents),
+                "value": warm[: ents * metrics].reshape(-1),
+            }
+        ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
         types = {f"e{i}": "vm" for i in range(ents)}  # entities of one type share a model
         fit_s = _timed(lambda: multivariate.fit(long, entity_types=types))
-        print(f"  multi-metric isolation forest               {fit_s * 1000 / (ents * metrics):8.2f} s"
-              f"  ({ents} entities x {metrics} metrics)")
+        print(
+            f"  multi-metric isolation forest               {fit_s * 1000 / (ents * metrics):8.2f} s"
+            f"  ({ents} entities x {metrics} metrics)"
+        )
     except ImportError as exc:
         print(f"  multi-metric isolation forest: not available ({exc})")
     from opslake.ml.forecast.baseline import baseline_forecast
     from opslake.ml.forecast.naive import seasonal_naive
 
     hourly = rng.uniform(10, 100, (1000, 1)) * (
-        1 + 0.3 * np.sin(np.arange(14 * 24) / 24 * 2 * np.pi))[None, :] \
-        + rng.normal(0, 1, (1000, 14 * 24))
+        1 + 0.3 * np.sin(np.arange(14 * 24) / 24 * 2 * np.pi)
+    )[None, :] + rng.normal(0, 1, (1000, 14 * 24))
     fit_s = _timed(lambda: baseline_forecast(hourly, 168, 24))
     naive_s = _timed(lambda: seasonal_naive(hourly, 168, 24))
-    print(f"  forecast baseline (14 days hourly, 7 days ahead) {fit_s:8.2f} s"
-          f"  (seasonal naive: {naive_s:.3f} s, ratio {fit_s / max(naive_s, 1e-9):.0f})")
+    print(
+        f"  forecast baseline (14 days hourly, 7 days ahead) {fit_s:8.2f} s"
+        f"  (seasonal naive: {naive_s:.3f} s, ratio {fit_s / max(naive_s, 1e-9):.0f})"
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-FORMATS = {"prometheus": "prom", "alertmanager": "json", "syslog": "log", "itsm": "csv",
-           "cmdb": "json", "probes": "json"}
+FORMATS = {
+    "prometheus": "prom",
+    "alertmanager": "json",
+    "syslog": "log",
+    "itsm": "csv",
+    "cmdb": "json",
+    "probes": "json",
+}
 
 
 def _peak_rss_mb() -> float:
@@ -46,9 +52,12 @@ def simulate_raw(raw_home: Path, entities: int, days: int) -> dict:
     settings = Settings.from_env({"OPSLAKE_HOME": str(raw_home)})
     lake = Lake.from_settings(settings)
     started = time.perf_counter()
-    truth = simulate(SimulationConfig(seed=7, entities=entities, days=days,
-                                      start=date(2026, 3, 2), step_seconds=60),
-                     LandingZone.from_settings(settings, lake))
+    truth = simulate(
+        SimulationConfig(
+            seed=7, entities=entities, days=days, start=date(2026, 3, 2), step_seconds=60
+        ),
+        LandingZone.from_settings(settings, lake),
+    )
     return {"seconds": time.perf_counter() - started, "points": truth.count("metric_points")}
 
 
@@ -70,17 +79,29 @@ def run_opslake(raw_home: Path, home: Path) -> dict:
             days.add(dt)
             for batch in raw.batches(source, dt):
                 with open(batch.path, "rb") as f:
-                    zone.write(source, iter(lambda f=f: f.read(8 * 2**20), b""), fmt=batch.fmt,
-                               batch_id=batch.batch_id, received_at=batch.received, dt=dt)
+                    zone.write(
+                        source,
+                        iter(lambda f=f: f.read(8 * 2**20), b""),
+                        fmt=batch.fmt,
+                        batch_id=batch.batch_id,
+                        received_at=batch.received,
+                        dt=dt,
+                    )
     phases["landing write"] = time.perf_counter() - started
     mark = time.perf_counter()
     runner.materialize(settings, sorted(days), ["landing", "bronze", "silver"])
     phases["landing → bronze → silver (Dagster)"] = time.perf_counter() - mark
     lake = Lake.from_settings(settings)
-    points = sum(lake.read_table("silver", "metric_points", columns=["value"], dts=[d]).num_rows
-                 for d in days)
-    return {"seconds": time.perf_counter() - started, "phases": phases, "points": points,
-            "peak_rss_mb": _peak_rss_mb()}
+    points = sum(
+        lake.read_table("silver", "metric_points", columns=["value"], dts=[d]).num_rows
+        for d in days
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "phases": phases,
+        "points": points,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def run_duckdb(raw_home: Path, out: Path) -> dict:
@@ -130,8 +151,9 @@ def run_duckdb(raw_home: Path, out: Path) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
     if proc.returncode:
         raise SystemExit(f"{args[0]} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -141,9 +163,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=2000)
     parser.add_argument("--days", type=int, default=1)
-    parser.add_argument("--scales", type=lambda v: [int(k) for k in v.split(",")], default=[1],
-                        help="comma-separated multiples of --entities to run in turn, e.g. "
-                             "1,4: prints each and the peak RSS ratio to the first")
+    parser.add_argument(
+        "--scales",
+        type=lambda v: [int(k) for k in v.split(",")],
+        default=[1],
+        help="comma-separated multiples of --entities to run in turn, e.g. "
+        "1,4: prints each and the peak RSS ratio to the first",
+    )
     parser.add_argument("--role", choices=["opslake", "duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--raw", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -158,12 +184,16 @@ def main() -> None:
     runs = [run_scale(args.entities * k, args.days) for k in args.scales]
     if len(runs) > 1:
         first = runs[0]
-        print(f"{'scale':<8}{'entities':>9}{'points':>13}{'opslake s':>11}{'/ duckdb':>10}"
-              f"{'peak RSS GiB':>14}{'RSS / 1st':>11}")
+        print(
+            f"{'scale':<8}{'entities':>9}{'points':>13}{'opslake s':>11}{'/ duckdb':>10}"
+            f"{'peak RSS GiB':>14}{'RSS / 1st':>11}"
+        )
         for k, r in zip(args.scales, runs, strict=True):
-            print(f"{k:<8}{r['entities']:>9,}{r['points']:>13,}{r['seconds']:>11.1f}"
-                  f"{r['ratio']:>9.2f}×{r['rss_gib']:>14.2f}"
-                  f"{r['rss_gib'] / first['rss_gib']:>10.2f}×")
+            print(
+                f"{k:<8}{r['entities']:>9,}{r['points']:>13,}{r['seconds']:>11.1f}"
+                f"{r['ratio']:>9.2f}×{r['rss_gib']:>14.2f}"
+                f"{r['rss_gib'] / first['rss_gib']:>10.2f}×"
+            )
         print("targets: each ≤ 1.5× duckdb and < 4 GiB; peak RSS ≤ 1.5× the first run's")
 
 
@@ -173,28 +203,46 @@ def run_scale(entities: int, days: int) -> dict:
     try:
         raw = work / "raw"
         sim = simulate_raw(raw, entities, days)
-        raw_bytes = sum(f.stat().st_size for f in (raw / "landing").rglob("*") if f.is_file()
-                        and "_manifest" not in f.parts)
-        print(f"raw data: {entities} entities × {days} day(s) at 60 s: "
-              f"{sim['points']:,} metric points, {raw_bytes / 2**20:,.0f} MiB "
-              f"(simulated in {sim['seconds']:.1f} s)")
+        raw_bytes = sum(
+            f.stat().st_size
+            for f in (raw / "landing").rglob("*")
+            if f.is_file() and "_manifest" not in f.parts
+        )
+        print(
+            f"raw data: {entities} entities × {days} day(s) at 60 s: "
+            f"{sim['points']:,} metric points, {raw_bytes / 2**20:,.0f} MiB "
+            f"(simulated in {sim['seconds']:.1f} s)"
+        )
         duck = _child(["--role", "duckdb", "--raw", str(raw), "--out", str(work / "duck")])
         ours = _child(["--role", "opslake", "--raw", str(raw), "--out", str(work / "lake")])
         print(f"{'contender':<34}{'seconds':>9}{'points/s':>14}{'peak RSS MiB':>14}")
-        for name, r in (("duckdb read_* → COPY parquet", duck),
-                        ("opslake landing → bronze → silver", ours)):
-            print(f"{name:<34}{r['seconds']:>9.1f}{r['points'] / r['seconds']:>14,.0f}"
-                  f"{r['peak_rss_mb']:>14,.0f}")
+        for name, r in (
+            ("duckdb read_* → COPY parquet", duck),
+            ("opslake landing → bronze → silver", ours),
+        ):
+            print(
+                f"{name:<34}{r['seconds']:>9.1f}{r['points'] / r['seconds']:>14,.0f}"
+                f"{r['peak_rss_mb']:>14,.0f}"
+            )
         for phase, seconds in ours["phases"].items():
             print(f"  opslake {phase}: {seconds:.1f} s")
         ratio = ours["seconds"] / duck["seconds"]
-        print(f"time ratio opslake / duckdb: {ratio:.2f}× (target ≤ 1.5×); peak RSS "
-              f"{ours['peak_rss_mb'] / 1024:.2f} GiB (target < 4 GiB); load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores: compare within a run)")
-        print(f"silver points {ours['points']:,} vs duckdb rows {duck['points']:,} "
-              "(duckdb keeps malformed lines it cannot detect; silver quarantines them)")
-        return {"entities": entities, "points": ours["points"], "seconds": ours["seconds"],
-                "ratio": ratio, "rss_gib": ours["peak_rss_mb"] / 1024}
+        print(
+            f"time ratio opslake / duckdb: {ratio:.2f}× (target ≤ 1.5×); peak RSS "
+            f"{ours['peak_rss_mb'] / 1024:.2f} GiB (target < 4 GiB); load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores: compare within a run)"
+        )
+        print(
+            f"silver points {ours['points']:,} vs duckdb rows {duck['points']:,} "
+            "(duckdb keeps malformed lines it cannot detect; silver quarantines them)"
+        )
+        return {
+            "entities": entities,
+            "points": ours["points"],
+            "seconds": ours["seconds"],
+            "ratio": ratio,
+            "rss_gib": ours["peak_rss_mb"] / 1024,
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -22,8 +22,10 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, GroundTr
     home = tmp_path_factory.mktemp("lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     lake = Lake.from_settings(settings)
-    truth = simulate(SimulationConfig(seed=11, entities=60, days=2, start=START,
-                                      step_seconds=300), LandingZone.from_settings(settings, lake))
+    truth = simulate(
+        SimulationConfig(seed=11, entities=60, days=2, start=START, step_seconds=300),
+        LandingZone.from_settings(settings, lake),
+    )
     runner.materialize(settings, DAYS)
     runner.refresh_serving(settings)
     return settings, truth

@@ -52,15 +52,21 @@ def wait_tcp(port: int, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def running(cmd: Sequence[str], ready: str | int, log: Path, env: dict[str, str] | None = None,
-            timeout: float = 60.0) -> Iterator[subprocess.Popen]:
+def running(
+    cmd: Sequence[str],
+    ready: str | int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[subprocess.Popen]:
     """Run ``cmd`` in its own process group until the block ends; its PID group is killed.
 
     It is ready once ``ready`` answers: a URL (any HTTP status) or a port (TCP accepts).
     """
     with open(log, "wb") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         try:
             try:
                 if isinstance(ready, str):
@@ -110,8 +116,12 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
     import pytest
 
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                              str(path)], check=False, capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs to fill (needs root): {mounted.stderr.strip()}")
     try:
@@ -148,7 +158,8 @@ def moto_s3(log: Path, bucket: str = "opslake") -> Iterator[str]:
     moto = Path(sys.executable).with_name("moto_server")
     with running([str(moto), "-H", "127.0.0.1", "-p", str(port)], f"{endpoint}/", log):
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-            Bucket=bucket)
+            Bucket=bucket
+        )
         yield endpoint
 
 
@@ -208,8 +219,14 @@ class Gate:
 
 def services_sh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``infra/services.sh`` (start/stop/status/… of the real services)."""
-    return subprocess.run(["bash", str(REPO / "infra" / "services.sh"), *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        ["bash", str(REPO / "infra" / "services.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def pid_running(pid: int) -> bool:
@@ -222,10 +239,17 @@ def pid_running(pid: int) -> bool:
 
 def install_services() -> None:
     """Run ``infra/install-services.sh``; a failed install fails the test, never skips it."""
-    install = subprocess.run(["bash", str(REPO / "infra" / "install-services.sh")],
-                             capture_output=True, text=True, timeout=900, check=False)
-    assert install.returncode == 0, (f"infra/install-services.sh failed ({install.returncode}):"
-                                     f"\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}")
+    install = subprocess.run(
+        ["bash", str(REPO / "infra" / "install-services.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert install.returncode == 0, (
+        f"infra/install-services.sh failed ({install.returncode}):"
+        f"\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}"
+    )
 
 
 @contextlib.contextmanager
@@ -244,24 +268,40 @@ def headless_chromium() -> Iterator[object]:
             launched.close()
 
 
-def chromium_screenshot(page: Path, shot: Path, *, width: int = 1400, height: int = 2000
-                        ) -> Path:
+def chromium_screenshot(page: Path, shot: Path, *, width: int = 1400, height: int = 2000) -> Path:
     """Render a local page in real headless Chromium (installed by infra) into a PNG.
 
     Fails, never skips, when Chromium is missing or writes nothing.
     """
     install_services()
     chromium = shutil.which("chromium")
-    assert chromium, ("chromium is not installed although infra/install-services.sh ran; "
-                      "install the Debian package 'chromium' (apt-get install chromium)")
+    assert chromium, (
+        "chromium is not installed although infra/install-services.sh ran; "
+        "install the Debian package 'chromium' (apt-get install chromium)"
+    )
     profile = shot.parent / f".{shot.stem}-chromium-profile"
     profile.mkdir(parents=True, exist_ok=True)
-    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--no-first-run",
-           f"--user-data-dir={profile}", f"--window-size={width},{height}",
-           "--virtual-time-budget=3000", f"--screenshot={shot}", f"file://{page}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=shot.parent)
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+        "--virtual-time-budget=3000",
+        f"--screenshot={shot}",
+        f"file://{page}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=shot.parent,
+    )
     try:
         out, _ = proc.communicate(timeout=120)
     finally:

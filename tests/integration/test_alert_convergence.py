@@ -25,9 +25,17 @@ from opslake.simulate import SimulationConfig, simulate
 from opslake.simulate.alerts import NOISE
 
 DAYS = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
-SELECT = ["bronze/alertmanager_alerts", "bronze/itsm_tickets", "bronze/cmdb_cis",
-          "bronze/cmdb_relations", "silver/events", "silver/tickets", "silver/assets",
-          "silver/relations", "gold/incidents"]
+SELECT = [
+    "bronze/alertmanager_alerts",
+    "bronze/itsm_tickets",
+    "bronze/cmdb_cis",
+    "bronze/cmdb_relations",
+    "silver/events",
+    "silver/tickets",
+    "silver/assets",
+    "silver/relations",
+    "gold/incidents",
+]
 NOISE_NAMES = {n[0] for n in NOISE}
 
 
@@ -36,9 +44,12 @@ def converged(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     lake = Lake.from_settings(settings)
-    truth = simulate(SimulationConfig(seed=7, entities=500, days=len(DAYS),
-                                      start=date.fromisoformat(DAYS[0]), step_seconds=60),
-                     LandingZone.from_settings(settings, lake))
+    truth = simulate(
+        SimulationConfig(
+            seed=7, entities=500, days=len(DAYS), start=date.fromisoformat(DAYS[0]), step_seconds=60
+        ),
+        LandingZone.from_settings(settings, lake),
+    )
     runner.materialize(settings, DAYS, SELECT)
     incidents = lake.read_table("gold", "incidents").to_pylist()
     alerts = lake.read_table("gold", "incident_alerts").to_pylist()
@@ -50,10 +61,15 @@ def _fault_alerts(fault: dict, alerts: list[dict]) -> list[dict]:
     cis = {fault["cause_entity"], *fault["affected"]}
     lo = datetime.fromisoformat(fault["start"]) - timedelta(minutes=5)
     hi = datetime.fromisoformat(fault["end"]) + timedelta(minutes=15)
-    before = {a["fingerprint"] for a in alerts
-              if lo - timedelta(hours=2) <= a["starts_at"] < lo}
-    return [a for a in alerts if a["entity_id"] in cis and lo <= a["starts_at"] <= hi
-            and a["alertname"] not in NOISE_NAMES and a["fingerprint"] not in before]
+    before = {a["fingerprint"] for a in alerts if lo - timedelta(hours=2) <= a["starts_at"] < lo}
+    return [
+        a
+        for a in alerts
+        if a["entity_id"] in cis
+        and lo <= a["starts_at"] <= hi
+        and a["alertname"] not in NOISE_NAMES
+        and a["fingerprint"] not in before
+    ]
 
 
 def test_compression_split_rate_and_root_cause_accuracy(converged) -> None:
@@ -77,12 +93,18 @@ def test_compression_split_rate_and_root_cause_accuracy(converged) -> None:
         ranked = [c["entity_id"] for c in json.loads(main["root_causes"])]
         top1 += ranked[:1] == [fault["cause_entity"]]
         top3 += fault["cause_entity"] in ranked[:3]
-        print(f"{fault['fault_id']} {fault['fault_type']:26s} cause {fault['cause_entity']:28s} "
-              f"alerts {len(theirs):3d} incidents {len(homes)} ranked {ranked[:3]}")
-    print(f"\nalert episodes {len(episodes)}, incidents {len(latest)}: compression "
-          f"{ratio:.1f}:1 (per day {[round(s['compression_ratio'], 1) for s in stats]})")
-    print(f"faults judged {judged}: split {split} ({split / judged:.0%}), root cause top-1 "
-          f"{top1}/{judged} ({top1 / judged:.0%}), top-3 {top3}/{judged} ({top3 / judged:.0%})")
+        print(
+            f"{fault['fault_id']} {fault['fault_type']:26s} cause {fault['cause_entity']:28s} "
+            f"alerts {len(theirs):3d} incidents {len(homes)} ranked {ranked[:3]}"
+        )
+    print(
+        f"\nalert episodes {len(episodes)}, incidents {len(latest)}: compression "
+        f"{ratio:.1f}:1 (per day {[round(s['compression_ratio'], 1) for s in stats]})"
+    )
+    print(
+        f"faults judged {judged}: split {split} ({split / judged:.0%}), root cause top-1 "
+        f"{top1}/{judged} ({top1 / judged:.0%}), top-3 {top3}/{judged} ({top3 / judged:.0%})"
+    )
     assert judged >= 10
     assert ratio >= 10.0
     assert split / judged <= 0.05
@@ -107,6 +129,7 @@ def test_every_incident_is_enriched_and_explained(converged) -> None:
     muted = [a for a in alerts if (a["muted_by"] or "").startswith("maintenance:")]
     assert muted
     tickets = {a["muted_by"].split(":")[1] for a in muted}
-    named = {c["ticket_id"] for i in incidents
-             for c in json.loads(i["enrichment"])["recent_changes"]}
+    named = {
+        c["ticket_id"] for i in incidents for c in json.loads(i["enrichment"])["recent_changes"]
+    }
     assert tickets & named

@@ -58,15 +58,18 @@ def _landed_with(zone: LandingZone, status: str, after: set[str]) -> Callable[[]
             if b.batch_id not in after and f'"status":"{status}"'.encode() in zone.read(b):
                 return b
         return None
+
     return check
 
 
 def test_alertmanager_alert_is_notified_signed_and_closed_within_a_minute(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     install_services()
     alerting = tmp_path / "alerting"
     shutil.copytree(DEFAULT_ALERTING_DIR, alerting)
-    (alerting / "notify.yaml").write_text("""
+    (alerting / "notify.yaml").write_text(
+        """
 receivers:
   ding: {channel: dingtalk, url_env: OPSLAKE_DINGTALK_URL, secret_env: OPSLAKE_DINGTALK_SECRET}
   wecom: {channel: wecom, url_env: OPSLAKE_WECOM_URL}
@@ -74,13 +77,19 @@ receivers:
          from: opslake@ops.gov.local, to: [ops-centre@ops.gov.local]}
 routes:
   - {name: everything, receivers: [ding, wecom, mail]}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     with RobotServer(SECRET) as robots, smtp_server() as (smtp_port, mails):
-        env = {"OPSLAKE_HOME": str(tmp_path / "lake"), "OPSLAKE_ALERTING_DIR": str(alerting),
-               "OPSLAKE_DINGTALK_URL": f"{robots.url}/robot/send?access_token=t0k",
-               "OPSLAKE_DINGTALK_SECRET": SECRET,
-               "OPSLAKE_WECOM_URL": f"{robots.url}/cgi-bin/webhook/send?key=k3y",
-               "OPSLAKE_SMTP_HOST": "127.0.0.1", "OPSLAKE_SMTP_PORT": str(smtp_port)}
+        env = {
+            "OPSLAKE_HOME": str(tmp_path / "lake"),
+            "OPSLAKE_ALERTING_DIR": str(alerting),
+            "OPSLAKE_DINGTALK_URL": f"{robots.url}/robot/send?access_token=t0k",
+            "OPSLAKE_DINGTALK_SECRET": SECRET,
+            "OPSLAKE_WECOM_URL": f"{robots.url}/cgi-bin/webhook/send?key=k3y",
+            "OPSLAKE_SMTP_HOST": "127.0.0.1",
+            "OPSLAKE_SMTP_PORT": str(smtp_port),
+        }
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
@@ -90,13 +99,15 @@ routes:
         api = f"http://127.0.0.1:{free_port()}"
         ports = {n: free_port() for n in NAMES}
         run_dir = tmp_path / "services"
-        svc_env = {**os.environ, "OPSLAKE_SERVICES_DIR": str(run_dir),
-                   "OPSLAKE_NODE_EXPORTER_PORT": str(ports["node_exporter"]),
-                   "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
-                   "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
-                   "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager",
-                   "OPSLAKE_INGEST_KEY_FILE": str(ingest_key_file(settings,
-                                                                  tmp_path / "ingest.key"))}
+        svc_env = {
+            **os.environ,
+            "OPSLAKE_SERVICES_DIR": str(run_dir),
+            "OPSLAKE_NODE_EXPORTER_PORT": str(ports["node_exporter"]),
+            "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
+            "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
+            "OPSLAKE_ALERT_WEBHOOK_URL": f"{api}/v1/ingest/alertmanager",
+            "OPSLAKE_INGEST_KEY_FILE": str(ingest_key_file(settings, tmp_path / "ingest.key")),
+        }
         serve = [sys.executable, "-m", "opslake", "serve", "--port", api.rsplit(":", 1)[1]]
         procs = ui.start(settings, "127.0.0.1", free_port(), tmp_path / "logs")
         try:
@@ -113,32 +124,37 @@ routes:
         finally:
             ui.stop(procs)
         assert not any(pid_running(p.pid) for p in procs)
-        assert robots.refused == 0   # every DingTalk request carried a valid signature
+        assert robots.refused == 0  # every DingTalk request carried a valid signature
 
 
 def _incident(lake: Lake) -> dict | None:
     day = datetime.now(UTC).date().isoformat()
     if day not in lake.partitions("gold", LIVE_INCIDENTS):
         return None
-    rows = [r for r in lake.read_table("gold", LIVE_INCIDENTS, dts=[day]).to_pylist()
-            if TITLE in r["title"]]
+    rows = [
+        r
+        for r in lake.read_table("gold", LIVE_INCIDENTS, dts=[day]).to_pylist()
+        if TITLE in r["title"]
+    ]
     return rows[0] if rows else None
 
 
 def _notified(robots: RobotServer, mails: list, subject: str, n: int) -> Callable[[], bool]:
     def check() -> bool:
         ding = [b for b in robots.bodies("/robot/send") if subject in b["markdown"]["title"]]
-        wecom = [b for b in robots.bodies("/cgi-bin/webhook/send")
-                 if subject in b["markdown"]["content"]]
+        wecom = [
+            b for b in robots.bodies("/cgi-bin/webhook/send") if subject in b["markdown"]["content"]
+        ]
         mail = [m for m in mails if subject in str(m["Subject"])]
         return len(ding) >= n and len(wecom) >= n and len(mail) >= n
+
     return check
 
 
-def _cycle(env: dict[str, str], zone: LandingZone, lake: Lake, robots: RobotServer,
-           mails: list) -> None:
-    seen = {b.batch_id for b in zone.batches("alertmanager", datetime.now(UTC).date()
-                                             .isoformat())}
+def _cycle(
+    env: dict[str, str], zone: LandingZone, lake: Lake, robots: RobotServer, mails: list
+) -> None:
+    seen = {b.batch_id for b in zone.batches("alertmanager", datetime.now(UTC).date().isoformat())}
     assert services_sh(env, "fire-alert").returncode == 0
     batch, _ = _wait("firing webhook landed", _landed_with(zone, "firing", seen), 60)
     # The first pass waits for the daemon to load the code location: untimed.
@@ -168,7 +184,9 @@ def _cycle(env: dict[str, str], zone: LandingZone, lake: Lake, robots: RobotServ
     fire_latency = (datetime.now(UTC) - landed).total_seconds()
     reopened = _incident(lake)
     assert reopened and reopened["status"] == "firing" and reopened["reopened"] == 1
-    print(f"\nfirst firing notified {first:.1f} s after landing (daemon start-up included); "
-          f"resolved → notified {resolve_latency:.1f} s; fired again → notified "
-          f"{fire_latency:.1f} s")
+    print(
+        f"\nfirst firing notified {first:.1f} s after landing (daemon start-up included); "
+        f"resolved → notified {resolve_latency:.1f} s; fired again → notified "
+        f"{fire_latency:.1f} s"
+    )
     assert resolve_latency < 60 and fire_latency < 60

@@ -20,12 +20,18 @@ from tests.keys import bearer, ingest_key
 def _zabbix(status: str, day: str) -> dict:
     date = day.replace("-", ".")
     return {
-        "event": {"id": "48213", "name": "High CPU utilization on vm-0012",
-                  "severity": "High", "status": status, "date": date, "time": "03:15:00",
-                  "recovery_date": date if status == "RESOLVED" else "",
-                  "recovery_time": "03:45:10" if status == "RESOLVED" else "",
-                  "opdata": "CPU 97 %", "tags": [{"tag": "service", "value": "tax"},
-                                                 {"tag": "scope", "value": "performance"}]},
+        "event": {
+            "id": "48213",
+            "name": "High CPU utilization on vm-0012",
+            "severity": "High",
+            "status": status,
+            "date": date,
+            "time": "03:15:00",
+            "recovery_date": date if status == "RESOLVED" else "",
+            "recovery_time": "03:45:10" if status == "RESOLVED" else "",
+            "opdata": "CPU 97 %",
+            "tags": [{"tag": "service", "value": "tax"}, {"tag": "scope", "value": "performance"}],
+        },
         "host": {"name": "vm-0012", "ip": "10.20.1.12"},
         "trigger": {"id": "23001"},
     }
@@ -38,13 +44,14 @@ def client(settings: Settings) -> TestClient:
         yield test_client
 
 
-def test_zabbix_problem_and_recovery_reach_silver_events(settings: Settings,
-                                                         client: TestClient,
-                                                         landing: LandingZone,
-                                                         lake: Lake) -> None:
+def test_zabbix_problem_and_recovery_reach_silver_events(
+    settings: Settings, client: TestClient, landing: LandingZone, lake: Lake
+) -> None:
     today = datetime.now(UTC).date().isoformat()
-    answers = [client.post("/v1/ingest/alerts/zabbix", json=_zabbix(s, today))
-               for s in ("PROBLEM", "RESOLVED")]
+    answers = [
+        client.post("/v1/ingest/alerts/zabbix", json=_zabbix(s, today))
+        for s in ("PROBLEM", "RESOLVED")
+    ]
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
     assert all(a.json()["duplicate"] is False for a in answers)
     again = client.post("/v1/ingest/alerts/zabbix", json=_zabbix("PROBLEM", today))
@@ -70,9 +77,19 @@ def test_zabbix_problem_and_recovery_reach_silver_events(settings: Settings,
     assert resolved["ends_at"] == datetime.fromisoformat(f"{today}T03:45:10+00:00")
     assert problem["receiver"] == "zabbix"
 
-    runner.materialize(settings, [today], [
-        "landing/alertmanager", "bronze/alertmanager_alerts", "landing/mqtt",
-        "bronze/mqtt_events", "landing/webhook", "bronze/webhook_alerts", "silver/events"])
+    runner.materialize(
+        settings,
+        [today],
+        [
+            "landing/alertmanager",
+            "bronze/alertmanager_alerts",
+            "landing/mqtt",
+            "bronze/mqtt_events",
+            "landing/webhook",
+            "bronze/webhook_alerts",
+            "silver/events",
+        ],
+    )
     events = lake.read_table("silver", "events", dts=[today]).to_pylist()
     assert sorted(e["status"] for e in events) == ["firing", "resolved"]
     for event in events:
@@ -91,18 +108,46 @@ def test_unknown_mapping_is_404_with_the_configured_names(client: TestClient) ->
     assert client.post("/v1/ingest/alerts/..%2Fetc", json={}).status_code == 404
 
 
-@pytest.mark.parametrize(("body", "why"), [
-    ({"event": {"id": "1", "name": "x", "status": "PROBLEM", "date": "2026.11.24"},
-      "host": {"name": "h"}}, "event.time"),
-    ({"event": {"id": "1", "name": "x", "status": "PROBLEM", "date": "24/11/2026",
-                "time": "03:15:00"}}, "is not a time"),
-    ({"event": {"id": "1", "name": "x", "status": "UNKNOWN", "date": "2026.11.24",
-                "time": "03:15:00"}}, "maps to none of firing, resolved"),
-    ([], "non-empty list"),
-])
-def test_unmappable_body_is_422_and_quarantined(client: TestClient, lake: Lake,
-                                                landing: LandingZone, body: object,
-                                                why: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (
+            {
+                "event": {"id": "1", "name": "x", "status": "PROBLEM", "date": "2026.11.24"},
+                "host": {"name": "h"},
+            },
+            "event.time",
+        ),
+        (
+            {
+                "event": {
+                    "id": "1",
+                    "name": "x",
+                    "status": "PROBLEM",
+                    "date": "24/11/2026",
+                    "time": "03:15:00",
+                }
+            },
+            "is not a time",
+        ),
+        (
+            {
+                "event": {
+                    "id": "1",
+                    "name": "x",
+                    "status": "UNKNOWN",
+                    "date": "2026.11.24",
+                    "time": "03:15:00",
+                }
+            },
+            "maps to none of firing, resolved",
+        ),
+        ([], "non-empty list"),
+    ],
+)
+def test_unmappable_body_is_422_and_quarantined(
+    client: TestClient, lake: Lake, landing: LandingZone, body: object, why: str
+) -> None:
     answer = client.post("/v1/ingest/alerts/zabbix", json=body)
     assert answer.status_code == 422, answer.text
     assert why in answer.json()["error"] and answer.json()["fix"]
@@ -114,7 +159,8 @@ def test_unmappable_body_is_422_and_quarantined(client: TestClient, lake: Lake,
 
 
 def test_not_json_is_422(client: TestClient) -> None:
-    answer = client.post("/v1/ingest/alerts/zabbix", content=b"{nope",
-                         headers={"content-type": "application/json"})
+    answer = client.post(
+        "/v1/ingest/alerts/zabbix", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 422
     assert "not JSON" in answer.json()["error"]

@@ -31,9 +31,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
     key = ingest_key(Settings.from_env(env))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "opslake", "serve", "--port", str(port)],
-                 f"{base}/healthz", home / "serve.log", env=env), \
-            httpx.Client(base_url=base, timeout=30, trust_env=False) as http:
+    with (
+        running(
+            [sys.executable, "-m", "opslake", "serve", "--port", str(port)],
+            f"{base}/healthz",
+            home / "serve.log",
+            env=env,
+        ),
+        httpx.Client(base_url=base, timeout=30, trust_env=False) as http,
+    ):
         yield http, key
 
 
@@ -44,8 +50,10 @@ def test_a_malformed_body_without_a_credential_is_401(served, path: str) -> None
     assert answer.status_code == 401, answer.text
     assert set(answer.json()) == {"error", "fix"}
     if path != "/v1/ingest/alertmanager":
-        assert http.post(path, content=b'{"not json',
-                         headers={**JSON, **bearer(key)}).status_code == 403
+        assert (
+            http.post(path, content=b'{"not json', headers={**JSON, **bearer(key)}).status_code
+            == 403
+        )
 
 
 @pytest.mark.parametrize("path", POSTS)
@@ -67,8 +75,11 @@ def test_a_100_mib_body_without_a_credential_is_not_read(served, path: str) -> N
 
 def test_a_malformed_login_is_422_without_echoing_the_password(served) -> None:
     http, _ = served
-    for body in ({"user": "", "password": SECRET}, {"user": "root", "password": SECRET * 10},
-                 {"user": "root", "password": SECRET, "totp": SECRET}):
+    for body in (
+        {"user": "", "password": SECRET},
+        {"user": "root", "password": SECRET * 10},
+        {"user": "root", "password": SECRET, "totp": SECRET},
+    ):
         answer = http.post("/v1/auth/login", json=body)
         assert answer.status_code == 422 and set(answer.json()) == {"error", "fix"}
         assert SECRET not in answer.text and "body." in answer.json()["error"]
@@ -79,7 +90,11 @@ def test_a_malformed_login_is_422_without_echoing_the_password(served) -> None:
 def test_the_description_documents_422_as_error_and_fix(served) -> None:
     http, _ = served
     spec = http.get("/openapi.json").json()
-    documented = [op["responses"]["422"] for ops in spec["paths"].values()
-                  for op in ops.values() if "422" in op.get("responses", {})]
+    documented = [
+        op["responses"]["422"]
+        for ops in spec["paths"].values()
+        for op in ops.values()
+        if "422" in op.get("responses", {})
+    ]
     assert documented and "HTTPValidationError" not in spec["components"]["schemas"]
     assert all("HTTPValidationError" not in str(response) for response in documented)

@@ -56,8 +56,12 @@ MAX_EXAMPLES = 30
 FEWER = 15
 #: Push ingestion and subscriptions have their own tests; only GETs are read operations.
 EXCLUDED = r"^/v1/(ingest|subscriptions)"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @dataclass
@@ -85,11 +89,11 @@ def _identities(settings: Settings) -> tuple[dict[str, str], str]:
     store.bootstrap_admin("root", PASSWORD)
     secret, _ = store.enrol_totp("root")
     store.add_user("alice", "ops_engineer", PASSWORD)
-    store.add_user("dora", "dept_viewer", PASSWORD, departments=["finance"],
-                   businesses=["tax"])
-    keys = {role: store.create_key(user, quota_per_day=10_000_000)[1]
-            for user, role in (("root", "admin"), ("alice", "ops_engineer"),
-                               ("dora", "dept_viewer"))}
+    store.add_user("dora", "dept_viewer", PASSWORD, departments=["finance"], businesses=["tax"])
+    keys = {
+        role: store.create_key(user, quota_per_day=10_000_000)[1]
+        for user, role in (("root", "admin"), ("alice", "ops_engineer"), ("dora", "dept_viewer"))
+    }
     return keys, secret
 
 
@@ -97,15 +101,19 @@ def _identities(settings: Settings) -> tuple[dict[str, str], str]:
 def estate(tmp_path_factory: pytest.TempPathFactory) -> Estate:
     home = tmp_path_factory.mktemp("fuzz-lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    simulate(SimulationConfig(seed=11, entities=40, days=1, start=DAY, step_seconds=300),
-             LandingZone.from_settings(settings))
+    simulate(
+        SimulationConfig(seed=11, entities=40, days=1, start=DAY, step_seconds=300),
+        LandingZone.from_settings(settings),
+    )
     runner.materialize(settings, [DAY.isoformat()])
     runner.refresh_serving(settings)
     keys, secret = _identities(settings)
     con = open_read_only(settings.warehouse_path)
     # The metric with the most breakdowns, so filters and scoping have most to do.
-    metric = con.execute("SELECT metric_id FROM metric_values GROUP BY 1 "
-                         "ORDER BY count(DISTINCT scope) DESC, 1 LIMIT 1").fetchone()[0]
+    metric = con.execute(
+        "SELECT metric_id FROM metric_values GROUP BY 1 "
+        "ORDER BY count(DISTINCT scope) DESC, 1 LIMIT 1"
+    ).fetchone()[0]
     con.close()
     return Estate(settings, keys, secret, create_app(settings), metric)
 
@@ -126,14 +134,22 @@ def _operations(estate: Estate) -> list:
 
 def _read_operations(estate: Estate, path_regex: str) -> list:
     """The GET operations the app describes whose path matches, less the excluded ones."""
-    return [op for op in _operations(estate) if op.method.upper() == "GET"
-            and re.match(path_regex, op.path) and not re.match(EXCLUDED, op.path)]
+    return [
+        op
+        for op in _operations(estate)
+        if op.method.upper() == "GET"
+        and re.match(path_regex, op.path)
+        and not re.match(EXCLUDED, op.path)
+    ]
 
 
 def _push_operations(estate: Estate) -> list:
     """The push (POST ``/v1/ingest/…``) operations the app describes."""
-    return [op for op in _operations(estate)
-            if op.method.upper() == "POST" and op.path.startswith("/v1/ingest/")]
+    return [
+        op
+        for op in _operations(estate)
+        if op.method.upper() == "POST" and op.path.startswith("/v1/ingest/")
+    ]
 
 
 def _only_401(ctx, response, case) -> bool | None:
@@ -143,27 +159,35 @@ def _only_401(ctx, response, case) -> bool | None:
     body = response.json() if response.status_code == 401 else None
     assert response.status_code == 401 and set(body) == {"error", "fix"}, (
         f"{case.method} {case.formatted_path} without a credential answered "
-        f"{response.status_code}: {response.content[:200]!r}")
+        f"{response.status_code}: {response.content[:200]!r}"
+    )
     return None
 
 
-def _fuzz(estate: Estate, role: str | None, mode: GenerationMode, checks: list,
-          label: str, path_regex: str = "", examples: int = MAX_EXAMPLES,
-          path_parameters: dict[str, str] | None = None,
-          operations: list | None = None) -> list[str]:
+def _fuzz(
+    estate: Estate,
+    role: str | None,
+    mode: GenerationMode,
+    checks: list,
+    label: str,
+    path_regex: str = "",
+    examples: int = MAX_EXAMPLES,
+    path_parameters: dict[str, str] | None = None,
+    operations: list | None = None,
+) -> list[str]:
     """Run every selected operation (default: the read operations whose path matches
     ``path_regex``); the failures, one line each (after shrinking)."""
     if operations is None:
         operations = _read_operations(estate, path_regex)
-    operations = [op for op in operations
-                  if mode is GenerationMode.POSITIVE or _has_parameters(op)]
+    operations = [op for op in operations if mode is GenerationMode.POSITIVE or _has_parameters(op)]
     assert operations, f"no GET operation matches {path_regex!r}"
     estate.operations[label] = len(operations)
     failures = []
     with get_client(estate.app) as client:
         for operation in operations:
-            failures += _fuzz_operation(estate, operation, client, role, mode, checks, label,
-                                        examples, path_parameters)
+            failures += _fuzz_operation(
+                estate, operation, client, role, mode, checks, label, examples, path_parameters
+            )
     return failures
 
 
@@ -172,16 +196,30 @@ def _has_parameters(operation) -> bool:
     return any(True for _ in operation.iter_parameters())
 
 
-def _fuzz_operation(estate: Estate, operation, client, role: str | None, mode: GenerationMode,
-                    checks: list, label: str, examples: int,
-                    path_parameters: dict[str, str] | None) -> list[str]:
+def _fuzz_operation(
+    estate: Estate,
+    operation,
+    client,
+    role: str | None,
+    mode: GenerationMode,
+    checks: list,
+    label: str,
+    examples: int,
+    path_parameters: dict[str, str] | None,
+) -> list[str]:
     """Up to ``examples`` cases of one operation; its (shrunk) failure, if any."""
 
-    @hypothesis.settings(max_examples=examples, deadline=None, database=None,
-                         derandomize=True, suppress_health_check=list(HealthCheck),
-                         phases=[Phase.explicit, Phase.generate, Phase.shrink])
-    @hypothesis.given(case=operation.as_strategy(generation_mode=mode,
-                                                 path_parameters=path_parameters))
+    @hypothesis.settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    )
+    @hypothesis.given(
+        case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+    )
     def run(case) -> None:
         estate.cases[label] += 1
         headers = estate.headers(role)
@@ -199,21 +237,44 @@ def _fuzz_operation(estate: Estate, operation, client, role: str | None, mode: G
 def test_no_5xx_and_every_answer_matches_the_description(estate: Estate) -> None:
     failures = []
     failures += _fuzz(estate, "ops_engineer", GenerationMode.POSITIVE, CHECKS, "ops valid")
-    failures += _fuzz(estate, "ops_engineer", GenerationMode.NEGATIVE,
-                      [*CHECKS, negative_data_rejection], "ops invalid")
+    failures += _fuzz(
+        estate,
+        "ops_engineer",
+        GenerationMode.NEGATIVE,
+        [*CHECKS, negative_data_rejection],
+        "ops invalid",
+    )
     # Random metric ids are almost all unknown (404): also fuzz the rest with a real one.
-    failures += _fuzz(estate, "ops_engineer", GenerationMode.POSITIVE, CHECKS, "ops real metric",
-                      path_regex=r".*\{metric_id\}", path_parameters={"metric_id": estate.metric})
-    failures += _fuzz(estate, "dept_viewer", GenerationMode.POSITIVE, CHECKS, "viewer valid",
-                      examples=FEWER)
-    failures += _fuzz(estate, "dept_viewer", GenerationMode.POSITIVE, CHECKS,
-                      "viewer real metric", path_regex=r".*\{metric_id\}", examples=FEWER,
-                      path_parameters={"metric_id": estate.metric})
-    failures += _fuzz(estate, "admin", GenerationMode.POSITIVE, CHECKS, "admin valid",
-                      examples=FEWER)
-    print(f"\nschemathesis cases: {sum(estate.cases.values())} "
-          f"({', '.join(f'{k}: {v}' for k, v in estate.cases.items())}); statuses: "
-          f"{dict(sorted(estate.statuses.items()))}")
+    failures += _fuzz(
+        estate,
+        "ops_engineer",
+        GenerationMode.POSITIVE,
+        CHECKS,
+        "ops real metric",
+        path_regex=r".*\{metric_id\}",
+        path_parameters={"metric_id": estate.metric},
+    )
+    failures += _fuzz(
+        estate, "dept_viewer", GenerationMode.POSITIVE, CHECKS, "viewer valid", examples=FEWER
+    )
+    failures += _fuzz(
+        estate,
+        "dept_viewer",
+        GenerationMode.POSITIVE,
+        CHECKS,
+        "viewer real metric",
+        path_regex=r".*\{metric_id\}",
+        examples=FEWER,
+        path_parameters={"metric_id": estate.metric},
+    )
+    failures += _fuzz(
+        estate, "admin", GenerationMode.POSITIVE, CHECKS, "admin valid", examples=FEWER
+    )
+    print(
+        f"\nschemathesis cases: {sum(estate.cases.values())} "
+        f"({', '.join(f'{k}: {v}' for k, v in estate.cases.items())}); statuses: "
+        f"{dict(sorted(estate.statuses.items()))}"
+    )
     assert not failures, "\n\n".join(failures)
     assert all(n > 0 for n in estate.cases.values())
 
@@ -221,31 +282,71 @@ def test_no_5xx_and_every_answer_matches_the_description(estate: Estate) -> None
 def test_incident_handling_never_answers_5xx(estate: Estate) -> None:
     """Handling actions (POST /v1/incidents/{id}/…), valid and invalid, on a real incident
     and on made-up ids: a refused transition is a 400 with the reason, never a 5xx."""
-    operations = [op for op in _operations(estate)
-                  if op.method.upper() == "POST" and op.path.startswith("/v1/incidents/")]
+    operations = [
+        op
+        for op in _operations(estate)
+        if op.method.upper() == "POST" and op.path.startswith("/v1/incidents/")
+    ]
     assert len(operations) == 6, [op.path for op in operations]
     con = open_read_only(estate.settings.warehouse_path)
     (incident,) = con.execute("SELECT min(incident_id) FROM incidents_current").fetchone()
     con.close()
     real = {"incident_id": incident}
-    failures = _fuzz(estate, "ops_engineer", GenerationMode.POSITIVE, CHECKS, "handle",
-                     examples=FEWER, operations=operations, path_parameters=real)
-    failures += _fuzz(estate, "ops_engineer", GenerationMode.NEGATIVE,
-                      [*CHECKS, negative_data_rejection], "handle invalid", examples=FEWER,
-                      operations=operations, path_parameters=real)
-    failures += _fuzz(estate, "dept_viewer", GenerationMode.POSITIVE, CHECKS, "viewer handle",
-                      examples=FEWER, operations=operations, path_parameters=real)
-    failures += _fuzz(estate, "ops_engineer", GenerationMode.POSITIVE, CHECKS,
-                      "handle unknown", examples=FEWER, operations=operations)
-    print(f"\nschemathesis handling cases: {dict(estate.cases)}; statuses: "
-          f"{dict(sorted(estate.statuses.items()))}")
+    failures = _fuzz(
+        estate,
+        "ops_engineer",
+        GenerationMode.POSITIVE,
+        CHECKS,
+        "handle",
+        examples=FEWER,
+        operations=operations,
+        path_parameters=real,
+    )
+    failures += _fuzz(
+        estate,
+        "ops_engineer",
+        GenerationMode.NEGATIVE,
+        [*CHECKS, negative_data_rejection],
+        "handle invalid",
+        examples=FEWER,
+        operations=operations,
+        path_parameters=real,
+    )
+    failures += _fuzz(
+        estate,
+        "dept_viewer",
+        GenerationMode.POSITIVE,
+        CHECKS,
+        "viewer handle",
+        examples=FEWER,
+        operations=operations,
+        path_parameters=real,
+    )
+    failures += _fuzz(
+        estate,
+        "ops_engineer",
+        GenerationMode.POSITIVE,
+        CHECKS,
+        "handle unknown",
+        examples=FEWER,
+        operations=operations,
+    )
+    print(
+        f"\nschemathesis handling cases: {dict(estate.cases)}; statuses: "
+        f"{dict(sorted(estate.statuses.items()))}"
+    )
     assert not failures, "\n\n".join(failures)
-    assert (("handle", 200) in estate.statuses and ("handle", 400) in estate.statuses)
+    assert ("handle", 200) in estate.statuses and ("handle", 400) in estate.statuses
 
 
 def test_without_a_credential_every_operation_answers_401(estate: Estate) -> None:
-    failures = _fuzz(estate, None, GenerationMode.POSITIVE,
-                     [not_a_server_error, response_schema_conformance, _only_401], "anonymous")
+    failures = _fuzz(
+        estate,
+        None,
+        GenerationMode.POSITIVE,
+        [not_a_server_error, response_schema_conformance, _only_401],
+        "anonymous",
+    )
     print(f"\nschemathesis cases without a credential: {estate.cases['anonymous']}")
     assert not failures, "\n\n".join(failures)
 
@@ -259,9 +360,15 @@ def test_without_a_credential_no_push_is_accepted_or_kept(estate: Estate) -> Non
     landing = LandingZone(lake)
     day = datetime.now(UTC).date().isoformat()
     before = {s: len(landing.batches(s, day)) for s in ("prometheus", "alertmanager", "webhook")}
-    failures = _fuzz(estate, None, GenerationMode.POSITIVE,
-                     [not_a_server_error, response_schema_conformance, _only_401],
-                     "anonymous push", examples=FEWER, operations=operations)
+    failures = _fuzz(
+        estate,
+        None,
+        GenerationMode.POSITIVE,
+        [not_a_server_error, response_schema_conformance, _only_401],
+        "anonymous push",
+        examples=FEWER,
+        operations=operations,
+    )
     print(f"\nschemathesis push cases without a credential: {estate.cases['anonymous push']}")
     assert not failures, "\n\n".join(failures)
     assert estate.cases["anonymous push"] >= len(operations)
@@ -271,10 +378,18 @@ def test_without_a_credential_no_push_is_accepted_or_kept(estate: Estate) -> Non
 
 
 def test_a_warehouse_without_gold_tables_answers_404_not_500(empty: Estate) -> None:
-    failures = _fuzz(empty, "ops_engineer", GenerationMode.POSITIVE, CHECKS, "empty warehouse",
-                     path_regex=r"^/v1/(?!admin)")
+    failures = _fuzz(
+        empty,
+        "ops_engineer",
+        GenerationMode.POSITIVE,
+        CHECKS,
+        "empty warehouse",
+        path_regex=r"^/v1/(?!admin)",
+    )
     statuses = {s for (_, s) in empty.statuses}
-    print(f"\nschemathesis cases on an empty warehouse: {empty.cases['empty warehouse']}; "
-          f"statuses {sorted(statuses)}")
+    print(
+        f"\nschemathesis cases on an empty warehouse: {empty.cases['empty warehouse']}; "
+        f"statuses {sorted(statuses)}"
+    )
     assert not failures, "\n\n".join(failures)
     assert 404 in statuses and not any(s >= 500 for s in statuses)

@@ -50,13 +50,21 @@ class Installation:
     archive: Path
 
 
-def _opslake(*args: str, home: Path | str, passphrase: str | None = PASSPHRASE
-             ) -> subprocess.CompletedProcess:
+def _opslake(
+    *args: str, home: Path | str, passphrase: str | None = PASSPHRASE
+) -> subprocess.CompletedProcess:
     env = {"OPSLAKE_HOME": str(home), "PATH": "/usr/bin:/bin"}
     if passphrase is not None:
         env["OPSLAKE_BACKUP_PASSPHRASE"] = passphrase
-    return subprocess.run([sys.executable, "-m", "opslake", *args], env=env, stdin=subprocess.
-                          DEVNULL, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "opslake", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _ask(settings: Settings, key: str, query: str) -> dict:
@@ -77,11 +85,15 @@ def installation(estate, tmp_path_factory: pytest.TempPathFactory) -> Installati
     store.add_user("alice", "ops_engineer", PASSWORD)
     _, key = store.create_key("alice")
     con = open_read_only(settings.warehouse_path)
-    (metric,) = con.execute("SELECT metric_id FROM metric_values WHERE scope = 'business' AND "
-                            "grain = '1h' ORDER BY metric_id LIMIT 1").fetchone()
+    (metric,) = con.execute(
+        "SELECT metric_id FROM metric_values WHERE scope = 'business' AND "
+        "grain = '1h' ORDER BY metric_id LIMIT 1"
+    ).fetchone()
     con.close()
-    query = (f"/v1/metrics/{metric}/data?start=2026-03-02T00:00:00Z"
-             f"&end=2026-03-04T00:00:00Z&step=1h&by=business")
+    query = (
+        f"/v1/metrics/{metric}/data?start=2026-03-02T00:00:00Z"
+        f"&end=2026-03-04T00:00:00Z&step=1h&by=business"
+    )
     answer = _ask(settings, key, query)  # audited: the restored log has entries to verify
     assert answer["count"] > 0
     sealed = FieldCipher.from_settings(settings, {}).encrypt(CONTACT[1], CONTACT[0])
@@ -93,10 +105,17 @@ def installation(estate, tmp_path_factory: pytest.TempPathFactory) -> Installati
 
 
 def test_a_restored_home_answers_the_same_query_opens_sealed_values_and_verifies_its_audit(
-        installation: Installation, tmp_path: Path) -> None:
+    installation: Installation, tmp_path: Path
+) -> None:
     target = tmp_path / "restored"
-    done = _opslake("backup", "restore", str(installation.archive), "--home", str(target),
-                    home=tmp_path / "unused")
+    done = _opslake(
+        "backup",
+        "restore",
+        str(installation.archive),
+        "--home",
+        str(target),
+        home=tmp_path / "unused",
+    )
     assert done.returncode == 0, done.stderr
     assert "opslake warehouse build" in done.stdout and "opslake audit verify" in done.stdout
     for key in ("data.key", "audit.key"):
@@ -135,20 +154,27 @@ def _rewrite(archive: Path, out: Path, edit) -> Path:
 
 
 def test_verify_names_a_changed_entry_a_wrong_passphrase_and_an_edited_manifest(
-        installation: Installation, tmp_path: Path) -> None:
+    installation: Installation, tmp_path: Path
+) -> None:
     archive = installation.archive
     good = _opslake("backup", "verify", str(archive), home=tmp_path)
     assert good.returncode == 0, good.stderr
     assert sorted(json.loads(good.stdout)["keys"]) == ["audit.key", "data.key"]
 
     victim = "state/security.db"
-    flipped = _rewrite(archive, tmp_path / "flipped.tar.gz", lambda name, data: data if
-                       name != victim else data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    flipped = _rewrite(
+        archive,
+        tmp_path / "flipped.tar.gz",
+        lambda name, data: (
+            data if name != victim else data[:100] + bytes([data[100] ^ 1]) + data[101:]
+        ),
+    )
     bad = _opslake("backup", "verify", str(flipped), home=tmp_path)
     assert bad.returncode == 1 and f"{victim} does not match its sha256" in bad.stderr
 
-    wrong = _opslake("backup", "verify", str(archive), home=tmp_path,
-                     passphrase="not the passphrase at all")
+    wrong = _opslake(
+        "backup", "verify", str(archive), home=tmp_path, passphrase="not the passphrase at all"
+    )
     assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
 
     def edit_manifest(name: str, data: bytes) -> bytes:
@@ -168,14 +194,16 @@ def test_verify_names_a_changed_entry_a_wrong_passphrase_and_an_edited_manifest(
 
 def test_restore_refuses_a_non_empty_target(installation: Installation, tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
-    refused = _opslake("backup", "restore", str(installation.archive), "--home", str(tmp_path),
-                       home=tmp_path)
+    refused = _opslake(
+        "backup", "restore", str(installation.archive), "--home", str(tmp_path), home=tmp_path
+    )
     assert refused.returncode == 1 and "is not empty" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
 
 
 def test_the_scheduled_job_keeps_the_newest_n_and_never_writes_unsealed(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # A small installation of its own: only the retention is under test here.
     home = tmp_path / "home"
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
@@ -205,11 +233,11 @@ def test_the_scheduled_job_keeps_the_newest_n_and_never_writes_unsealed(
 
 
 def test_a_manifest_only_backup_records_the_lake_and_verify_finds_it_changed(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # The lake apart from the state (as on S3): only its manifest goes into the archive.
     lake_home, state = tmp_path / "lake", tmp_path / "state"
-    settings = Settings.from_env({"OPSLAKE_HOME": str(lake_home),
-                                  "OPSLAKE_STATE_DIR": str(state)})
+    settings = Settings.from_env({"OPSLAKE_HOME": str(lake_home), "OPSLAKE_STATE_DIR": str(state)})
     lake = Lake.from_settings(settings)
     for name in ("gold/a/dt=2026-03-02/part-0.parquet", "gold/b/dt=2026-03-02/part-0.parquet"):
         lake.put_atomic(lake.path(name), [name.encode()])

@@ -54,16 +54,21 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     base = tmp_path_factory.mktemp("client")
     home = base / "lake"
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    simulate(SimulationConfig(seed=5, entities=60, days=1, start=DAY, step_seconds=300),
-             LandingZone.from_settings(settings))
+    simulate(
+        SimulationConfig(seed=5, entities=60, days=1, start=DAY, step_seconds=300),
+        LandingZone.from_settings(settings),
+    )
     runner.materialize(settings, [DAY.isoformat()])
     runner.refresh_serving(settings)
     store = IdentityStore.sealed(settings)
     store.add_user("ana", "ops_engineer", PASSWORD)
     key = store.create_key("ana")[1]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPSLAKE_STATE_DIR", "OPSLAKE_S3_ENDPOINT", "OPSLAKE_API_URL",
-                        "OPSLAKE_API_KEY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("OPSLAKE_STATE_DIR", "OPSLAKE_S3_ENDPOINT", "OPSLAKE_API_URL", "OPSLAKE_API_KEY")
+    }
     env["OPSLAKE_HOME"] = str(home)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -96,8 +101,10 @@ def test_local_and_remote_give_the_same_frames(estate: Estate) -> None:
         "metrics search": ((), {"search": "cpu", "category": "cloud"}),
         "metric all": ((METRIC, DAY, NEXT), {}),
         "metric department 1d": ((METRIC, DAY, NEXT), {"by": "department", "step": "1d"}),
-        "metric entity filtered": ((METRIC, f"{DAY}T06:00:00Z", f"{DAY}T12:00:00+00:00"),
-                                   {"by": "entity", "object_type": "host"}),
+        "metric entity filtered": (
+            (METRIC, f"{DAY}T06:00:00Z", f"{DAY}T12:00:00+00:00"),
+            {"by": "entity", "object_type": "host"},
+        ),
         "incidents": ((), {}),
         "incidents of the day resolved": ((DAY, "resolved"), {}),
         "lineage": ((METRIC,), {}),
@@ -138,13 +145,16 @@ def test_local_and_remote_give_the_same_frames(estate: Estate) -> None:
 def test_dates_as_text_dates_or_datetimes_give_the_same_rows(estate: Estate) -> None:
     lake = estate.local
     want = lake.metric(METRIC, DAY, NEXT)
-    for start, end in ((DAY.isoformat(), NEXT.isoformat()),
-                       (f"{DAY}T00:00:00Z", f"{NEXT}T08:00:00+08:00"),
-                       (datetime(2026, 3, 2), datetime(2026, 3, 3, tzinfo=UTC))):
+    for start, end in (
+        (DAY.isoformat(), NEXT.isoformat()),
+        (f"{DAY}T00:00:00Z", f"{NEXT}T08:00:00+08:00"),
+        (datetime(2026, 3, 2), datetime(2026, 3, 3, tzinfo=UTC)),
+    ):
         assert lake.metric(METRIC, start, end).equals(want)
         assert estate.remote.metric(METRIC, start, end).equals(want)
     assert lake.incidents(day=datetime(2026, 3, 2, 23, tzinfo=UTC)).equals(
-        lake.incidents(day="2026-03-02"))
+        lake.incidents(day="2026-03-02")
+    )
 
 
 def test_polars_pandas_or_arrow_per_call_or_per_lake(estate: Estate) -> None:
@@ -154,8 +164,14 @@ def test_polars_pandas_or_arrow_per_call_or_per_lake(estate: Estate) -> None:
     assert isinstance(mine, pd.DataFrame)
     pd.testing.assert_frame_equal(mine, theirs)
     frame = local.metric(METRIC, DAY, NEXT, by="department", as_="pandas")
-    assert list(frame.columns) == ["bucket_start", "department", "value", "numerator",
-                                   "denominator", "metric_version"]
+    assert list(frame.columns) == [
+        "bucket_start",
+        "department",
+        "value",
+        "numerator",
+        "denominator",
+        "metric_version",
+    ]
     assert str(frame["bucket_start"].dtype).startswith("datetime64[")
     with Lake.local(estate.settings, as_="pandas") as lake:
         assert isinstance(lake.metrics(), pd.DataFrame)
@@ -168,15 +184,19 @@ def test_polars_pandas_or_arrow_per_call_or_per_lake(estate: Estate) -> None:
 
 def test_errors_say_what_went_wrong_and_what_to_do(estate: Estate) -> None:
     for lake in (estate.local, estate.remote):
-        with pytest.raises(NotFoundError, match="no metric 'no.such.metric' in the catalog; "
-                                                "list them with"):
+        with pytest.raises(
+            NotFoundError, match="no metric 'no.such.metric' in the catalog; list them with"
+        ):
             lake.metric("no.such.metric", DAY, NEXT)
         with pytest.raises(ConfigError, match="can be broken down by all, .*not 'galaxy'"):
             lake.metric(METRIC, DAY, NEXT, by="galaxy")
         with pytest.raises(ConfigError, match=r"is computed at 1h, 1d, not 5m"):
             lake.metric(METRIC, DAY, NEXT, step="5m")
-        with pytest.raises(ConfigError, match=r"filters \['region'\] do not apply to the "
-                                              "breakdown 'business'"):
+        with pytest.raises(
+            ConfigError,
+            match=r"filters \['region'\] do not apply to the "
+            "breakdown 'business'",
+        ):
             lake.metric(METRIC, DAY, NEXT, by="business", region="杭州市")
         with pytest.raises(ConfigError, match="the time range is empty"):
             lake.metric(METRIC, NEXT, DAY)
@@ -213,14 +233,20 @@ def test_notebook_runs_against_the_lake(estate: Estate, name: str, tmp_path: Pat
     env = dict(estate.env)
     if name == "quickstart.ipynb":
         env |= {"OPSLAKE_API_URL": estate.url, "OPSLAKE_API_KEY": estate.key}
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute(env=env)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.outputs for c in code), [c.source[:60] for c in code if not c.outputs]
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
-    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
-                     for c in code for o in c.outputs)
-    expected = {"quickstart.ipynb": "remote equals local: True",
-                "capacity_planning.ipynb": "capacity series, made on 2026-03-02",
-                "incident_review.ipynb": "root cause / 根因:"}[name]
+    text = "\n".join(
+        str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+        for c in code
+        for o in c.outputs
+    )
+    expected = {
+        "quickstart.ipynb": "remote equals local: True",
+        "capacity_planning.ipynb": "capacity series, made on 2026-03-02",
+        "incident_review.ipynb": "root cause / 根因:",
+    }[name]
     assert expected in text, text[-2000:]

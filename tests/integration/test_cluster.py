@@ -34,19 +34,41 @@ DAY = "2026-03-02"
 OPSLAKE = str(Path(sys.executable).with_name("opslake"))
 #: One fixed data key for both runs: sensitive fields are sealed deterministically under it.
 DATA_KEY = "00112233445566778899aabbccddeeff"
-SIMULATE = ("simulate", "--entities", "30", "--days", "1", "--start", DAY, "--step", "300",
-            "--seed", "7")
+SIMULATE = (
+    "simulate",
+    "--entities",
+    "30",
+    "--days",
+    "1",
+    "--start",
+    DAY,
+    "--step",
+    "300",
+    "--seed",
+    "7",
+)
 LOGS = ("metric_usage", "quality_log")
-TIMED = tuple(f"{table}/dt={DAY}/" for table in (
-    "silver/events", "gold/quality_results", "gold/quality_report", "gold/incidents",
-    "gold/incident_alerts"))
+TIMED = tuple(
+    f"{table}/dt={DAY}/"
+    for table in (
+        "silver/events",
+        "gold/quality_results",
+        "gold/quality_report",
+        "gold/incidents",
+        "gold/incident_alerts",
+    )
+)
 #: Sources of the events OpsLake raises itself (anomalies, failed quality checks).
 OWN_SOURCES = ("opslake-ml", "opslake-quality")
 STEP_ROW = re.compile(r"│\s*(\d{4}-\d\d-\d\d)\s*│\s*(\w+)\s*│\s*([\w.]+)\s*│\s*(worker-\d+)\s*│")
 #: Both runs cut the heavy tables' day in four shards, one step each.
 SHARDS = 4
-SHARDED = ("bronze__prometheus_samples", "silver__metric_points", "gold__metric_rollup_5m",
-           "gold__metric_rollup_1h")
+SHARDED = (
+    "bronze__prometheus_samples",
+    "silver__metric_points",
+    "gold__metric_rollup_5m",
+    "gold__metric_rollup_1h",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -55,18 +77,22 @@ pytestmark = pytest.mark.slow
 class Estate:
     """The running cluster, the lakes and what the first cluster run printed."""
 
-    env: dict[str, str]      # the cluster's lake on S3
-    local: Settings          # the single-process run's lake on disk
+    env: dict[str, str]  # the cluster's lake on S3
+    local: Settings  # the single-process run's lake on disk
     cluster: Cluster
     steps: list[tuple[str, str, str, str]]  # (day, job, step, worker) from the CLI's table
 
 
-def _opslake(env: dict[str, str], *args: str, timeout: float = 300
-             ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([OPSLAKE, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert done.returncode == 0, (f"opslake {' '.join(args)} exited {done.returncode}:\n"
-                                  f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+def _opslake(
+    env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [OPSLAKE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, (
+        f"opslake {' '.join(args)} exited {done.returncode}:\n"
+        f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    )
     return done
 
 
@@ -78,10 +104,15 @@ def estate() -> Iterator[Estate]:
     base = Path(tempfile.mkdtemp(prefix="opslake-cluster-"))
     os.chmod(base, 0o711)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLAKE_", "AWS_"))}
-    env |= {"OPSLAKE_HOME": str(base / "local"), "OPSLAKE_STATE_DIR": str(base / "state"),
-            "OPSLAKE_POSTGRES_PORT": str(free_port()), "OPSLAKE_DASK_PORT": str(free_port()),
-            "OPSLAKE_CLUSTER_S3_PORT": str(free_port()), "OPSLAKE_DATA_KEY": DATA_KEY,
-            "OPSLAKE_SHARDS": str(SHARDS)}
+    env |= {
+        "OPSLAKE_HOME": str(base / "local"),
+        "OPSLAKE_STATE_DIR": str(base / "state"),
+        "OPSLAKE_POSTGRES_PORT": str(free_port()),
+        "OPSLAKE_DASK_PORT": str(free_port()),
+        "OPSLAKE_CLUSTER_S3_PORT": str(free_port()),
+        "OPSLAKE_DATA_KEY": DATA_KEY,
+        "OPSLAKE_SHARDS": str(SHARDS),
+    }
     settings = Settings.from_env(env)
     install_services()  # PostgreSQL
     try:
@@ -94,8 +125,13 @@ def estate() -> Iterator[Estate]:
         for lake_env in (s3_env, env):
             _opslake(lake_env, *SIMULATE)
         # Both runs at once: the cluster run waits on S3 and the scheduler most of the time.
-        local_run = subprocess.Popen([OPSLAKE, "materialize"], env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        local_run = subprocess.Popen(
+            [OPSLAKE, "materialize"],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         started = time.monotonic()
         on_cluster = _opslake(s3_env, "materialize", "--cluster")
         print(f"cluster materialize: {time.monotonic() - started:.0f}s")
@@ -106,8 +142,14 @@ def estate() -> Iterator[Estate]:
         print(on_cluster.stdout)
         yield Estate(s3_env, Settings.from_env(env), Cluster(settings), steps)
     finally:
-        down = subprocess.run([OPSLAKE, "cluster", "down"], env=env, capture_output=True,
-                              text=True, timeout=120, check=False)
+        down = subprocess.run(
+            [OPSLAKE, "cluster", "down"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         print(down.stdout, down.stderr)
         shutil.rmtree(base, ignore_errors=True)
 
@@ -121,14 +163,19 @@ def _tree(lake: Lake, layer: str) -> dict[str, bytes]:
     the day it ran, so two runs never share their bytes.
     """
     logs = tuple(lake.path("gold", table) + "/" for table in LOGS)
-    return {path.removeprefix(lake.root + "/"): lake.read_bytes(path)
-            for path in lake.list_files(lake.path(layer), recursive=True)
-            if not path.startswith(logs)}
+    return {
+        path.removeprefix(lake.root + "/"): lake.read_bytes(path)
+        for path in lake.list_files(lake.path(layer), recursive=True)
+        if not path.startswith(logs)
+    }
 
 
 def _worker_pids(cluster: Cluster) -> dict[int, str]:
-    return {int((cluster.dir / f"{name}.pid").read_text()): name
-            for name in cluster.worker_names() if (cluster.dir / f"{name}.pid").exists()}
+    return {
+        int((cluster.dir / f"{name}.pid").read_text()): name
+        for name in cluster.worker_names()
+        if (cluster.dir / f"{name}.pid").exists()
+    }
 
 
 def test_cluster_run_writes_the_same_bytes_as_a_local_run(estate: Estate) -> None:
@@ -151,11 +198,13 @@ def test_cluster_run_writes_the_same_bytes_as_a_local_run(estate: Estate) -> Non
     # the sources' events must be the same rows.
     on_cluster = s3_lake.read_table("silver", "events", dts=[DAY]).to_pylist()
     local = local_lake.read_table("silver", "events", dts=[DAY]).to_pylist()
-    assert _sorted(r for r in on_cluster if r["source"] not in OWN_SOURCES) == \
-        _sorted(r for r in local if r["source"] not in OWN_SOURCES)
+    assert _sorted(r for r in on_cluster if r["source"] not in OWN_SOURCES) == _sorted(
+        r for r in local if r["source"] not in OWN_SOURCES
+    )
     for source in OWN_SOURCES:
-        assert sum(r["source"] == source for r in on_cluster) == \
-            sum(r["source"] == source for r in local), source
+        assert sum(r["source"] == source for r in on_cluster) == sum(
+            r["source"] == source for r in local
+        ), source
 
 
 def _rows(data: bytes) -> int:
@@ -177,9 +226,12 @@ def test_each_step_ran_on_a_worker_and_both_workers_took_part(estate: Estate) ->
     with estate.cluster.instance() as instance:
         run = instance.get_runs(RunsFilter(job_name="daily_pipeline"), limit=1)[0]
         starts = instance.get_records_for_run(
-            run.run_id, of_type=DagsterEventType.STEP_START, limit=1000).records
-    ran_by = {r.event_log_entry.dagster_event.step_key: r.event_log_entry.dagster_event.pid
-              for r in starts}
+            run.run_id, of_type=DagsterEventType.STEP_START, limit=1000
+        ).records
+    ran_by = {
+        r.event_log_entry.dagster_event.step_key: r.event_log_entry.dagster_event.pid
+        for r in starts
+    }
     assert len(ran_by) == len(daily)
     assert os.getpid() not in ran_by.values()
     assert {workers.get(pid) for pid in ran_by.values()} == {"worker-1", "worker-2"}
@@ -189,8 +241,9 @@ def test_each_step_ran_on_a_worker_and_both_workers_took_part(estate: Estate) ->
     for stem in SHARDED:
         shards = {f"{stem}.{stem}_shard_{i}" for i in range(SHARDS)}
         assert shards | {f"{stem}.{stem}_merge"} <= set(by_table), (stem, sorted(by_table))
-    assert {by_table[f"silver__metric_points.silver__metric_points_shard_{i}"]
-            for i in range(SHARDS)} == {"worker-1", "worker-2"}
+    assert {
+        by_table[f"silver__metric_points.silver__metric_points_shard_{i}"] for i in range(SHARDS)
+    } == {"worker-1", "worker-2"}
 
 
 def test_the_dagster_ui_shows_the_clusters_runs(estate: Estate, tmp_path: Path) -> None:
@@ -199,11 +252,16 @@ def test_the_dagster_ui_shows_the_clusters_runs(estate: Estate, tmp_path: Path) 
 
     port = free_port()
     query = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
-    with running([OPSLAKE, "ui", "--cluster", "--port", str(port)],
-                 f"http://127.0.0.1:{port}/server_info", tmp_path / "ui.log",
-                 env=estate.env, timeout=120):
-        answer = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": query},
-                            timeout=60).json()
+    with running(
+        [OPSLAKE, "ui", "--cluster", "--port", str(port)],
+        f"http://127.0.0.1:{port}/server_info",
+        tmp_path / "ui.log",
+        env=estate.env,
+        timeout=120,
+    ):
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/graphql", json={"query": query}, timeout=60
+        ).json()
     runs = answer["data"]["runsOrError"]["results"]
     daily = [r for r in runs if r["jobName"] == "daily_pipeline"]
     assert daily and daily[-1]["status"] == "SUCCESS", runs
@@ -214,8 +272,9 @@ def test_the_sharded_lake_holds_one_part_per_shard(estate: Estate) -> None:
     s3_lake = Lake.from_settings(estate.cluster.use_lake())
     for layer, table in (("silver", "metric_points"), ("gold", "metric_rollup_5m")):
         parts = s3_lake.list_files(s3_lake.table_path(layer, table, {"dt": DAY}))
-        assert [p.rsplit("/", 1)[-1] for p in parts] == \
-            [f"part-{i}.parquet" for i in range(SHARDS)], parts
+        assert [p.rsplit("/", 1)[-1] for p in parts] == [
+            f"part-{i}.parquet" for i in range(SHARDS)
+        ], parts
         assert all(_rows(s3_lake.read_bytes(p)) for p in parts), parts
     # The shards' states are gone once merged.
     assert not s3_lake.list_files(s3_lake.path("_shards"), recursive=True)
@@ -225,17 +284,24 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(estate: Estate) -> No
     """SIGKILL the worker running a step once a first step finished: the run completes."""
     from distributed import Client
 
-    proc = subprocess.Popen([OPSLAKE, "materialize", "--cluster", "--select", "silver"],
-                            env=estate.env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [OPSLAKE, "materialize", "--cluster", "--select", "silver"],
+        env=estate.env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     killed = None
     try:
         with Client(estate.cluster.scheduler, timeout=10, set_as_default=False) as client:
             since = time.time()
             deadline = time.monotonic() + 180
             while killed is None and time.monotonic() < deadline and proc.poll() is None:
-                finished = [t for t in client.get_task_stream(start=since)
-                            if str(t["key"]).startswith(TASK_PREFIX)]
+                finished = [
+                    t
+                    for t in client.get_task_stream(start=since)
+                    if str(t["key"]).startswith(TASK_PREFIX)
+                ]
                 busy = {address: keys for address, keys in client.processing().items() if keys}
                 if finished and busy:
                     address, keys = next(iter(busy.items()))
@@ -250,7 +316,7 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(estate: Estate) -> No
             proc.kill()
             proc.wait()
     assert killed is not None, f"no step was running to kill:\n{out[-4000:]}"
-    print(f"killed {killed}\n{out[out.find('steps on the cluster') - 60:]}")
+    print(f"killed {killed}\n{out[out.find('steps on the cluster') - 60 :]}")
     name, pid, key = killed
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert proc.returncode == 0, out[-5000:]
@@ -261,5 +327,7 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(estate: Estate) -> No
     s3_lake = Lake.from_settings(estate.cluster.use_lake())
     local_lake = Lake.from_settings(estate.local)
     for table in s3_lake.list_dirs(s3_lake.path("silver")):
-        assert s3_lake.read_table("silver", table, dts=[DAY]).num_rows == \
-            local_lake.read_table("silver", table, dts=[DAY]).num_rows, table
+        assert (
+            s3_lake.read_table("silver", table, dts=[DAY]).num_rows
+            == local_lake.read_table("silver", table, dts=[DAY]).num_rows
+        ), table

@@ -23,9 +23,13 @@ from tests.integration.services import free_port, install_services, services_sh,
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "opslake"]
-SERIES = {"opslake_collection_duration_seconds", "opslake_collection_cpu_seconds",
-          "opslake_collection_bytes", "opslake_collection_rss_bytes",
-          "opslake_collection_success"}
+SERIES = {
+    "opslake_collection_duration_seconds",
+    "opslake_collection_cpu_seconds",
+    "opslake_collection_bytes",
+    "opslake_collection_rss_bytes",
+    "opslake_collection_success",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +38,11 @@ def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     install_services()
     run_dir = tmp_path_factory.mktemp("services")
     port = free_port()
-    env = {**os.environ, "OPSLAKE_SERVICES_DIR": str(run_dir),
-           "OPSLAKE_NODE_EXPORTER_PORT": str(port)}
+    env = {
+        **os.environ,
+        "OPSLAKE_SERVICES_DIR": str(run_dir),
+        "OPSLAKE_NODE_EXPORTER_PORT": str(port),
+    }
 
     def services(*args: str) -> subprocess.CompletedProcess[str]:
         return services_sh(env, *args, "node_exporter")
@@ -60,8 +67,15 @@ def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "tasks", *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False, cwd=ROOT)
+    return subprocess.run(
+        [*CLI, "tasks", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
 
 
 def _row(listing: str, name: str) -> str:
@@ -73,8 +87,9 @@ def _batches(zone: LandingZone, source: str) -> list[LandedBatch]:
     return [b for d in zone.days(source) for b in zone.batches(source, d)]
 
 
-def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(node_exporter: str,
-                                                                 tmp_path: Path) -> None:
+def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(
+    node_exporter: str, tmp_path: Path
+) -> None:
     tasks_dir = tmp_path / "tasks"
     tasks_dir.mkdir()
     for name, max_bytes in (("node-live", 64 * 2**20), ("node-tiny", 10)):
@@ -82,10 +97,15 @@ def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(node_exporter: 
             f"name: {name}\nconnector: prometheus-exporter-scrape\n"
             f"params:\n  url: {node_exporter}/metrics\nevery_seconds: 60\n"
             f"target: prometheus\nparse: prometheus_text\n"
-            f"limits: {{max_bytes: {max_bytes}, max_seconds: 30}}\nenabled: false\n")
+            f"limits: {{max_bytes: {max_bytes}, max_seconds: 30}}\nenabled: false\n"
+        )
     home = tmp_path / "lake"
-    env = {**os.environ, "OPSLAKE_HOME": str(home), "OPSLAKE_TASKS_DIR": str(tasks_dir),
-           "COLUMNS": "250"}
+    env = {
+        **os.environ,
+        "OPSLAKE_HOME": str(home),
+        "OPSLAKE_TASKS_DIR": str(tasks_dir),
+        "COLUMNS": "250",
+    }
     env.pop("OPSLAKE_STATE_DIR", None)
     settings = Settings.from_env(env)
     zone = LandingZone.from_settings(settings)
@@ -116,7 +136,8 @@ def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(node_exporter: 
     assert values["opslake_collection_success"] == 1
     assert values["opslake_collection_rss_bytes"] > 10 * 2**20
     assert {prometheus_text.parse_label_set(r["label_set"])["entity_id"] for r in rows} == {
-        "collector-node-live"}
+        "collector-node-live"
+    }
 
     listed = _cli(env, "list")
     row = _row(listed.stdout, "node-live")
@@ -127,7 +148,10 @@ def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(node_exporter: 
     tripped = _cli(env, "run", "node-tiny")
     assert tripped.returncode == 0, tripped.stdout + tripped.stderr
     assert "paused" in tripped.stderr and "over max_bytes 10" in tripped.stderr
-    listed = _cli(env, "list", )
+    listed = _cli(
+        env,
+        "list",
+    )
     row = _row(listed.stdout, "node-tiny")
     assert "paused" in row and "over max_bytes 10" in row
     [event] = _batches(zone, "alertmanager")
@@ -146,8 +170,11 @@ def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(node_exporter: 
     assert reset.returncode == 0 and "resolved alert landed" in reset.stderr
     row = _row(_cli(env, "list").stdout, "node-tiny")
     assert "paused" not in row and "healthy" in row
-    statuses = {a["status"] for b in _batches(zone, "alertmanager")
-                for a in alertmanager.parse(zone.read(b), b).table.to_pylist()}
+    statuses = {
+        a["status"]
+        for b in _batches(zone, "alertmanager")
+        for a in alertmanager.parse(zone.read(b), b).table.to_pylist()
+    }
     assert statuses == {"firing", "resolved"}
 
     # Errors: an unknown task name, and --all for disable.

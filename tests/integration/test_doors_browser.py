@@ -60,19 +60,26 @@ class Doors:
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     """Superset, the Dagster webserver and ``opslake serve`` with both doors, on loopback."""
-    install = subprocess.run(["bash", str(REPO / "infra" / "install-superset.sh")],
-                             capture_output=True, text=True, timeout=1800, check=False)
+    install = subprocess.run(
+        ["bash", str(REPO / "infra" / "install-superset.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert install.returncode == 0, f"install-superset.sh failed:\n{install.stdout[-3000:]}"
     install_services()  # Chromium
     root = tmp_path_factory.mktemp("doors")
     api, dagster_door, superset_door = free_port(), free_port(), free_port()
     dagster_port, superset_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPSLAKE_", "DAGSTER_"))} | {
-        "OPSLAKE_HOME": str(root / "lake"), "OPSLAKE_SUPERSET_PORT": str(superset_port),
-        "OPSLAKE_SUPERSET_WORKERS": "1", "OPSLAKE_DAGSTER_DOOR_PORT": str(dagster_door),
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSLAKE_", "DAGSTER_"))} | {
+        "OPSLAKE_HOME": str(root / "lake"),
+        "OPSLAKE_SUPERSET_PORT": str(superset_port),
+        "OPSLAKE_SUPERSET_WORKERS": "1",
+        "OPSLAKE_DAGSTER_DOOR_PORT": str(dagster_door),
         "OPSLAKE_SUPERSET_DOOR_PORT": str(superset_door),
-        "OPSLAKE_DAGSTER_UPSTREAM": f"http://127.0.0.1:{dagster_port}"}
+        "OPSLAKE_DAGSTER_UPSTREAM": f"http://127.0.0.1:{dagster_port}",
+    }
     settings = Settings.from_env(env)
     config = SupersetConfig.from_settings(settings, env)
     assert config.door
@@ -83,31 +90,55 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
         store = IdentityStore.sealed(settings)
         store.bootstrap_admin("root", PASSWORD)
         secrets = {"root": store.enrol_totp("root")[0]}
-        for user, role in (("dan", "data_engineer"), ("lena", "data_engineer"),
-                           ("olga", "ops_engineer")):
+        for user, role in (
+            ("dan", "data_engineer"),
+            ("lena", "data_engineer"),
+            ("olga", "ops_engineer"),
+        ):
             store.add_user(user, role, PASSWORD)
             secrets[user] = store.enrol_totp(user)[0]
         settings.dagster_home.mkdir(parents=True)
-        webserver = [str(Path(sys.executable).with_name("dagster-webserver")), "-h",
-                     "127.0.0.1", "-p", str(dagster_port), "-m",
-                     "opslake.orchestration.definitions"]
-        with running(webserver, f"http://127.0.0.1:{dagster_port}/server_info",
-                     root / "dagster.log", env | {"DAGSTER_HOME": str(settings.dagster_home)},
-                     timeout=240):
+        webserver = [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(dagster_port),
+            "-m",
+            "opslake.orchestration.definitions",
+        ]
+        with running(
+            webserver,
+            f"http://127.0.0.1:{dagster_port}/server_info",
+            root / "dagster.log",
+            env | {"DAGSTER_HOME": str(settings.dagster_home)},
+            timeout=240,
+        ):
             booting.join()
             # The role the door maps operations engineers to, as `opslake screens start`
             # provisions it (here without datasets: the lake is empty). This REST login with
             # a JWT is what screens import and provisioning use: it works in remote-user mode.
             with service.admin_client(config) as admin:
                 access = Access(admin)
-                access.ensure_role(OPS_ROLE, access.role_permissions("Gamma")
-                                   | access.role_permissions(SQL_LAB_BASE), AccessReport())
+                access.ensure_role(
+                    OPS_ROLE,
+                    access.role_permissions("Gamma") | access.role_permissions(SQL_LAB_BASE),
+                    AccessReport(),
+                )
             serve = [str(Path(sys.executable).with_name("opslake")), "serve", "--port", str(api)]
             with running(serve, f"http://127.0.0.1:{api}/healthz", root / "serve.log", env):
-                print(f"\nsuperset, dagster-webserver and opslake serve up in "
-                      f"{time.perf_counter() - started:.0f}s")
-                yield Doors(f"http://127.0.0.1:{api}", f"http://127.0.0.1:{dagster_door}",
-                            f"http://127.0.0.1:{superset_door}", config, settings, secrets)
+                print(
+                    f"\nsuperset, dagster-webserver and opslake serve up in "
+                    f"{time.perf_counter() - started:.0f}s"
+                )
+                yield Doors(
+                    f"http://127.0.0.1:{api}",
+                    f"http://127.0.0.1:{dagster_door}",
+                    f"http://127.0.0.1:{superset_door}",
+                    config,
+                    settings,
+                    secrets,
+                )
     finally:
         booting.thread.join()
         stop_server(config, say=lambda _: None)
@@ -120,8 +151,9 @@ def chromium(doors: Doors) -> Iterator[object]:
         yield launched
 
 
-def _sign_in(page, doors: Doors, user: str, password: str = PASSWORD,
-             code: str | None = None) -> None:
+def _sign_in(
+    page, doors: Doors, user: str, password: str = PASSWORD, code: str | None = None
+) -> None:
     page.fill("input[name=user]", user)
     page.fill("input[name=password]", password)
     page.fill("input[name=totp]", code if code is not None else pyotp.TOTP(doors.totp[user]).now())
@@ -130,18 +162,21 @@ def _sign_in(page, doors: Doors, user: str, password: str = PASSWORD,
 
 
 def _on_sign_in_page(page, doors: Doors) -> bool:
-    return page.url.startswith(f"{doors.api}/login") and page.locator(
-        "input[name=totp]").count() == 1
+    return (
+        page.url.startswith(f"{doors.api}/login") and page.locator("input[name=totp]").count() == 1
+    )
 
 
 def _door_entries(doors: Doors) -> list[tuple[str, str, str, int]]:
     log = AuditLog(doors.settings.state_dir / "audit")
-    return [(e["who"], e["params"]["door"], e["params"]["path"], e["status"])
-            for e in log.read() if e["action"].startswith("door ")]
+    return [
+        (e["who"], e["params"]["door"], e["params"]["path"], e["status"])
+        for e in log.read()
+        if e["action"].startswith("door ")
+    ]
 
 
-def test_one_sign_in_with_totp_opens_superset_and_the_dagster_ui(doors: Doors,
-                                                                  chromium) -> None:
+def test_one_sign_in_with_totp_opens_superset_and_the_dagster_ui(doors: Doors, chromium) -> None:
     context = chromium.new_context()
     page = context.new_page()
     for door in (doors.dagster, doors.superset):
@@ -152,8 +187,10 @@ def test_one_sign_in_with_totp_opens_superset_and_the_dagster_ui(doors: Doors,
     page.goto(f"{doors.dagster}/runs")
     assert _on_sign_in_page(page, doors)
     # Back where it was going, and the Dagster UI works: its GraphQL POSTs pass the door.
-    with page.expect_response(lambda r: r.url.startswith(f"{doors.dagster}/graphql?op=")
-                              and r.request.method == "POST", timeout=90_000) as graphql:
+    with page.expect_response(
+        lambda r: r.url.startswith(f"{doors.dagster}/graphql?op=") and r.request.method == "POST",
+        timeout=90_000,
+    ) as graphql:
         _sign_in(page, doors, "dan")
     assert graphql.value.status == 200 and "data" in graphql.value.json()
     assert page.url == f"{doors.dagster}/runs"
@@ -175,16 +212,23 @@ def test_one_sign_in_with_totp_opens_superset_and_the_dagster_ui(doors: Doors,
 
     # (the sync client: Playwright's loop runs in this thread)
     def subscribe(headers: dict[str, str]) -> str:
-        with connect(ws_url, subprotocols=["graphql-ws"], additional_headers=headers,
-                     proxy=None, open_timeout=20) as socket:
+        with connect(
+            ws_url,
+            subprotocols=["graphql-ws"],
+            additional_headers=headers,
+            proxy=None,
+            open_timeout=20,
+        ) as socket:
             assert socket.subprotocol == "graphql-ws"
             socket.send(json.dumps({"type": "connection_init", "payload": {}}))
             return json.loads(socket.recv(timeout=20))["type"]
 
     origin = {"Origin": doors.dagster}
     assert subscribe(origin | {"Cookie": f"{SESSION_COOKIE}={cookie}"}) == "connection_ack"
-    for refused in (origin, {"Origin": "http://evil.example",
-                             "Cookie": f"{SESSION_COOKIE}={cookie}"}):
+    for refused in (
+        origin,
+        {"Origin": "http://evil.example", "Cookie": f"{SESSION_COOKIE}={cookie}"},
+    ):
         with pytest.raises(websockets.exceptions.InvalidStatus, match="403"):
             subscribe(refused)
 
@@ -222,8 +266,9 @@ def test_a_locked_out_user_gets_through_no_door(doors: Doors, chromium) -> None:
     assert "is locked" in guesser.inner_text("[role=alert]")
     guesser.context.close()
     code = pyotp.TOTP(doors.totp["lena"]).now()
-    r = httpx.post(f"{doors.api}/v1/auth/login",
-                   json={"user": "lena", "password": PASSWORD, "totp": code})
+    r = httpx.post(
+        f"{doors.api}/v1/auth/login", json={"user": "lena", "password": PASSWORD, "totp": code}
+    )
     assert r.status_code == 401 and "is locked" in r.json()["error"]
     # Her session ended with the lockout: no door and no API read lets her through.
     time.sleep(SESSION_CACHE_SECONDS)
@@ -234,8 +279,9 @@ def test_a_locked_out_user_gets_through_no_door(doors: Doors, chromium) -> None:
     context.close()
 
 
-def test_an_ops_engineer_is_refused_by_dagster_and_admitted_to_superset(doors: Doors,
-                                                                      chromium) -> None:
+def test_an_ops_engineer_is_refused_by_dagster_and_admitted_to_superset(
+    doors: Doors, chromium
+) -> None:
     context = chromium.new_context()
     page = context.new_page()
     page.goto(f"{doors.superset}/superset/welcome/")
@@ -248,8 +294,9 @@ def test_an_ops_engineer_is_refused_by_dagster_and_admitted_to_superset(doors: D
     assert "may not use the Dagster UI" in page.inner_text("body")
 
     # An identity claimed by the client is not passed on: the door states its own.
-    forged = context.request.get(f"{doors.superset}/api/v1/me/",
-                                 headers={"X-OpsLake-User": "root", "Remote-User": "root"})
+    forged = context.request.get(
+        f"{doors.superset}/api/v1/me/", headers={"X-OpsLake-User": "root", "Remote-User": "root"}
+    )
     assert forged.json()["result"]["username"] == "olga"
     # Around the door, Superset's own cookie (the door's visit left it: cookies are per host)
     # signs nobody in, nor do the door's headers without its secret.
@@ -257,9 +304,14 @@ def test_an_ops_engineer_is_refused_by_dagster_and_admitted_to_superset(doors: D
     cookies = {c["name"]: c["value"] for c in context.cookies() if c["name"] != SESSION_COOKIE}
     assert cookies, "Superset set no session cookie through the door"
     assert httpx.get(f"{upstream}/api/v1/me/", cookies=cookies).status_code == 401
-    guessed = httpx.get(f"{upstream}/api/v1/me/", headers={
-        "X-OpsLake-User": "olga", "X-OpsLake-Roles": "Admin",
-        "X-OpsLake-Gateway-Secret": "a-guess"})
+    guessed = httpx.get(
+        f"{upstream}/api/v1/me/",
+        headers={
+            "X-OpsLake-User": "olga",
+            "X-OpsLake-Roles": "Admin",
+            "X-OpsLake-Gateway-Secret": "a-guess",
+        },
+    )
     assert guessed.status_code == 401
     context.close()
     # The report renderer holds the secret: it signs in as Superset's service administrator.

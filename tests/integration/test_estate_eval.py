@@ -24,8 +24,9 @@ from opslake.settings import Settings
 from opslake.simulate import SimulationConfig, simulate
 
 DAYS = ["2026-03-02", "2026-03-03", "2026-03-04"]
-CONFIG = SimulationConfig.realistic(seed=7, entities=150, days=len(DAYS),
-                                    start=date.fromisoformat(DAYS[0]), step_seconds=60)
+CONFIG = SimulationConfig.realistic(
+    seed=7, entities=150, days=len(DAYS), start=date.fromisoformat(DAYS[0]), step_seconds=60
+)
 #: How far above chance each figure must stay (measured: see the module docstring).
 MARGIN = {"top1": 0.4, "top3": 0.4, "precision": 0.4, "recall": 0.4}
 

@@ -37,19 +37,30 @@ from tests.integration.test_push_api import AM, _body, _today, _webhook
 from tests.keys import bearer, ingest_key
 
 DAY = "2026-03-02"
-BUILD = ("import sys; from pathlib import Path; from opslake.lake.storage import Lake; "
-         "from opslake.lake.warehouse import build_warehouse; from opslake.settings import "
-         "Settings; build_warehouse(Lake.from_settings(Settings.from_env()), Path(sys.argv[1]))")
+BUILD = (
+    "import sys; from pathlib import Path; from opslake.lake.storage import Lake; "
+    "from opslake.lake.warehouse import build_warehouse; from opslake.settings import "
+    "Settings; build_warehouse(Lake.from_settings(Settings.from_env()), Path(sys.argv[1]))"
+)
 
 
 def _gold(lake: Lake, dt: str, rows: int) -> None:
-    lake.write_table(pa.table({"entity_id": pa.array([f"e{i % 5000}" for i in range(rows)]),
-                               "score": pa.array([float(i) for i in range(rows)])}),
-                     "gold", "entity_health", {"dt": dt})
+    lake.write_table(
+        pa.table(
+            {
+                "entity_id": pa.array([f"e{i % 5000}" for i in range(rows)]),
+                "score": pa.array([float(i) for i in range(rows)]),
+            }
+        ),
+        "gold",
+        "entity_health",
+        {"dt": dt},
+    )
 
 
 def test_a_warehouse_build_killed_midway_leaves_readers_on_the_old_file(
-        settings: Settings, lake: Lake) -> None:
+    settings: Settings, lake: Lake
+) -> None:
     target = settings.warehouse_path
     _gold(lake, "2026-03-02", 1000)
     build_warehouse(lake, target)
@@ -72,8 +83,10 @@ def test_a_warehouse_build_killed_midway_leaves_readers_on_the_old_file(
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        builder = subprocess.Popen([sys.executable, "-c", BUILD, str(target)],
-                                   env={**os.environ, "OPSLAKE_HOME": settings.home})
+        builder = subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(target)],
+            env={**os.environ, "OPSLAKE_HOME": settings.home},
+        )
         building = target.with_name(f".{target.name}.{builder.pid}.building")
         deadline = time.monotonic() + 60
         while not building.exists():
@@ -101,7 +114,8 @@ def test_a_warehouse_build_killed_midway_leaves_readers_on_the_old_file(
 
 
 def test_a_full_lake_disk_answers_503_and_the_redelivery_lands_once(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with tmpfs(tmp_path / "lake", "2m") as home:
         monkeypatch.setenv("OPSLAKE_HOME", str(home))
         monkeypatch.setenv("OPSLAKE_STATE_DIR", str(tmp_path / "state"))
@@ -126,30 +140,45 @@ def test_a_full_lake_disk_answers_503_and_the_redelivery_lands_once(
         assert batch.batch_id == "am-full-1" and zone.read(batch) == body
 
 
-SYSLOG = [b"<13>1 2026-03-02T23:59:0%dZ web-01 nginx - - - upstream timed out %d\n" % (i, i)
-          for i in range(3)]
+SYSLOG = [
+    b"<13>1 2026-03-02T23:59:0%dZ web-01 nginx - - - upstream timed out %d\n" % (i, i)
+    for i in range(3)
+]
 STEPS = ["landing/syslog", "bronze/syslog_lines", "silver/logs"]
 
 
 def _retries(settings: Settings) -> int:
     inst = runner.instance(settings)
-    return sum(len(inst.get_records_for_run(r.run_id,
-                                            of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records)
-               for r in inst.get_runs())
+    return sum(
+        len(
+            inst.get_records_for_run(
+                r.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+            ).records
+        )
+        for r in inst.get_runs()
+    )
 
 
 def test_the_object_store_down_mid_run_is_retried_or_fails_loudly(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "test")
     with moto_s3(tmp_path / "moto.log") as endpoint:
         gate = Gate(int(endpoint.rsplit(":", 1)[1]))
         gate.up()
-        settings = Settings.from_env({**os.environ, "OPSLAKE_HOME": "s3://opslake/lake",
-                                      "OPSLAKE_S3_ENDPOINT": f"http://127.0.0.1:{gate.port}",
-                                      "OPSLAKE_STATE_DIR": str(tmp_path / "state")})
-        for name, value in (("OPSLAKE_HOME", settings.home),
-                            ("OPSLAKE_S3_ENDPOINT", settings.s3_endpoint)):
+        settings = Settings.from_env(
+            {
+                **os.environ,
+                "OPSLAKE_HOME": "s3://opslake/lake",
+                "OPSLAKE_S3_ENDPOINT": f"http://127.0.0.1:{gate.port}",
+                "OPSLAKE_STATE_DIR": str(tmp_path / "state"),
+            }
+        )
+        for name, value in (
+            ("OPSLAKE_HOME", settings.home),
+            ("OPSLAKE_S3_ENDPOINT", settings.s3_endpoint),
+        ):
             monkeypatch.setenv(name, value)
         zone = LandingZone.from_settings(settings)
         zone.write("syslog", SYSLOG[0], fmt="log", dt=DAY, batch_id="sys-1")
@@ -179,12 +208,15 @@ def test_the_object_store_down_mid_run_is_retried_or_fails_loudly(
         assert _retries(settings) - before >= 2, "each failing step is retried twice"
         gate.up()
         lake = Lake.from_settings(settings)
-        assert lake.list_files(lake.path(STAGING)) == [] if lake.exists(lake.path(STAGING)) \
-            else True, "no staged object is left behind"
-        assert len(lake.read_table("silver", "logs", dts=[DAY]).to_pylist()) == 1, \
+        assert (
+            lake.list_files(lake.path(STAGING)) == [] if lake.exists(lake.path(STAGING)) else True
+        ), "no staged object is left behind"
+        assert len(lake.read_table("silver", "logs", dts=[DAY]).to_pylist()) == 1, (
             "silver is as the last good run left it"
+        )
         runner.materialize(settings, [DAY], STEPS)
         rows = lake.read_table("silver", "logs", dts=[DAY]).to_pylist()
         assert sorted(r["message"] for r in rows) == sorted(
-            f"upstream timed out {i}" for i in range(3))
+            f"upstream timed out {i}" for i in range(3)
+        )
         gate.down()

@@ -26,10 +26,19 @@ CMDB_XML = """<?xml version="1.0" encoding="UTF-8"?>
 </cmdb>
 """
 
-TICKET = {"ticket_id": "INC-1", "type": "incident", "status": "resolved", "priority": "P2",
-          "business": "政务服务网", "ci": "vm-0001", "title": "portal slow",
-          "opened_at": "{now}", "acknowledged_at": "{now}", "resolved_at": "{now}",
-          "sla_target_minutes": 240}
+TICKET = {
+    "ticket_id": "INC-1",
+    "type": "incident",
+    "status": "resolved",
+    "priority": "P2",
+    "business": "政务服务网",
+    "ci": "vm-0001",
+    "title": "portal slow",
+    "opened_at": "{now}",
+    "acknowledged_at": "{now}",
+    "resolved_at": "{now}",
+    "sla_target_minutes": 240,
+}
 
 TICKETS_XML = """<tickets><ticket><ticket_id>CHG-7</ticket_id><type>change</type>
 <status>closed</status><ci>vm-0001</ci><opened_at>{now}</opened_at>
@@ -57,12 +66,15 @@ def test_dropped_exports_are_landed_once_moved_aside_and_reach_silver(tmp_path: 
     (itsm_dir / "notes.txt").write_text("not an export")
     _settle(cmdb_dir / "export.xml", itsm_dir / "tickets.json", itsm_dir / "changes.xml")
 
-    landed = CmdbFileDrop(str(cmdb_dir)).collect(zone, now) + \
-        ItsmFileDrop(str(itsm_dir)).collect(zone, now)
+    landed = CmdbFileDrop(str(cmdb_dir)).collect(zone, now) + ItsmFileDrop(str(itsm_dir)).collect(
+        zone, now
+    )
     assert sorted(b.fmt for b in landed) == ["json", "xml", "xml"]
     assert {b.connector for b in landed} == {"cmdb-file-drop/1", "itsm-file-drop/1"}
-    assert sorted(p.name for p in itsm_dir.iterdir() if p.is_file()) == ["notes.txt",
-                                                                        "writing.json"]
+    assert sorted(p.name for p in itsm_dir.iterdir() if p.is_file()) == [
+        "notes.txt",
+        "writing.json",
+    ]
     # A file put back (a crash before the move) is recognised, not landed twice.
     moved = next((itsm_dir / ".landed").glob("*-tickets.json"))
     (itsm_dir / "tickets.json").write_bytes(moved.read_bytes())
@@ -71,17 +83,22 @@ def test_dropped_exports_are_landed_once_moved_aside_and_reach_silver(tmp_path: 
     assert again.duplicate
 
     day = now.date().isoformat()
-    runner.materialize(settings, [day], ["landing", "bronze", "silver/assets",
-                                         "silver/relations", "silver/tickets"])
+    runner.materialize(
+        settings,
+        [day],
+        ["landing", "bronze", "silver/assets", "silver/relations", "silver/tickets"],
+    )
     lake = Lake.from_settings(settings)
     assets = lake.read_table("silver", "assets", dts=[day]).to_pylist()
     assert {a["entity_id"] for a in assets} == {"vm-0001", "host-0001"}
     assert next(a for a in assets if a["entity_id"] == "vm-0001")["department"] == "大数据局"
     relations = lake.read_table("silver", "relations", dts=[day]).to_pylist()
     assert [(r["src_entity_id"], r["relation"], r["dst_entity_id"]) for r in relations] == [
-        ("vm-0001", "runs_on", "host-0001")]
-    tickets = {t["ticket_id"]: t for t in
-               lake.read_table("silver", "tickets", dts=[day]).to_pylist()}
+        ("vm-0001", "runs_on", "host-0001")
+    ]
+    tickets = {
+        t["ticket_id"]: t for t in lake.read_table("silver", "tickets", dts=[day]).to_pylist()
+    }
     assert set(tickets) == {"INC-1", "CHG-7"}
     assert tickets["CHG-7"]["change_result"] == "failed"
     assert tickets["INC-1"]["sla_target_minutes"] == 240
@@ -96,8 +113,9 @@ def test_hostile_xml_is_refused_with_a_reason() -> None:
     from opslake.security.crypto import FieldCipher
     from opslake.security.fields import sealer
 
-    batch = LandedBatch("cmdb", "b", "2026-03-02", "p", "s", 0, "2026-03-02T00:00:00+00:00",
-                        "xml", "t")
+    batch = LandedBatch(
+        "cmdb", "b", "2026-03-02", "p", "s", 0, "2026-03-02T00:00:00+00:00", "xml", "t"
+    )
     bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><cmdb>&a;</cmdb>'
     result = cmdb.parse(bomb, batch, seal=sealer(FieldCipher(bytes(16))))
     assert result.table.num_rows == 0

@@ -36,8 +36,9 @@ class Forecasted:
 
 def _materialize(home: str, day: str) -> tuple[dg.ExecuteInProcessResult, float]:
     began = time.perf_counter()
-    result = dg.materialize([forecasts, capacity], partition_key=day,
-                            resources={"lake": LakeResource(home=home)})
+    result = dg.materialize(
+        [forecasts, capacity], partition_key=day, resources={"lake": LakeResource(home=home)}
+    )
     return result, time.perf_counter() - began
 
 
@@ -49,8 +50,10 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Forecasted:
     home = str(tmp_path_factory.mktemp("lake"))
     settings = Settings.from_env({"OPSLAKE_HOME": home})
     lake = Lake.from_settings(settings)
-    simulate(SimulationConfig(seed=7, entities=40, days=3, start=START, step_seconds=300),
-             LandingZone.from_settings(settings, lake))
+    simulate(
+        SimulationConfig(seed=7, entities=40, days=3, start=START, step_seconds=300),
+        LandingZone.from_settings(settings, lake),
+    )
     runner.materialize(settings, DAYS, ["+silver/metric_points"])
     results, seconds = {}, {}
     for day in (DAYS[0], DAYS[-1], "2026-03-01"):
@@ -67,16 +70,21 @@ def _silver_series(lake: Lake, days: list[str]) -> pd.DataFrame:
     con = duckdb.connect()
     try:
         con.register("points", lake.dataset("silver", "metric_points", dts=days))
-        return con.execute("SELECT entity_id, metric, "
-                           "  count(DISTINCT time_bucket(INTERVAL 1 HOUR, ts)) AS hours "
-                           "FROM points WHERE isfinite(value) GROUP BY ALL").fetch_df()
+        return con.execute(
+            "SELECT entity_id, metric, "
+            "  count(DISTINCT time_bucket(INTERVAL 1 HOUR, ts)) AS hours "
+            "FROM points WHERE isfinite(value) GROUP BY ALL"
+        ).fetch_df()
     finally:
         con.close()
 
 
 def _metadata(result: dg.ExecuteInProcessResult, name: str) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events()
-                if e.asset_key == dg.AssetKey(["gold", name])]
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["gold", name])
+    ]
     return event.materialization.metadata
 
 
@@ -127,7 +135,8 @@ def test_capacity_series_get_prophet_rows_and_a_capacity_row(estate: Forecasted)
     rows = _read(estate.lake, "forecasts", day)
     prophet = rows[rows["method"] == "prophet"]
     assert set(zip(prophet["entity_id"], prophet["metric"], strict=True)) == set(
-        zip(fitted["entity_id"], fitted["metric"], strict=True))
+        zip(fitted["entity_id"], fitted["metric"], strict=True)
+    )
     assert (prophet.groupby(["entity_id", "metric"]).size() == HORIZON).all()
     table = _read(estate.lake, "capacity", day)
     assert set(zip(table["entity_id"], table["metric"], strict=True)) == wanted
@@ -135,7 +144,8 @@ def test_capacity_series_get_prophet_rows_and_a_capacity_row(estate: Forecasted)
 
 
 def test_growing_filesystems_have_a_positive_slope_or_an_exhaustion_date(
-        estate: Forecasted) -> None:
+    estate: Forecasted,
+) -> None:
     table = _read(estate.lake, "capacity", DAYS[-1])
     disks = table[table["metric"] == FILESYSTEM]
     assert len(disks) >= 5
@@ -147,8 +157,7 @@ def test_growing_filesystems_have_a_positive_slope_or_an_exhaustion_date(
     assert (dated["days_left"] > 0).all() and (dated["days_left"] <= 90).all()
 
 
-def test_one_day_of_history_falls_back_and_no_history_writes_nothing(
-        estate: Forecasted) -> None:
+def test_one_day_of_history_falls_back_and_no_history_writes_nothing(estate: Forecasted) -> None:
     rows = _read(estate.lake, "forecasts", DAYS[0])
     assert set(rows["method"]) == {"naive"}
     assert (rows["lower_95"] <= rows["upper_95"]).all()

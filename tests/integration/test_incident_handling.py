@@ -46,12 +46,18 @@ class Handling:
 def _linked_incident(lake: Lake) -> tuple[str, str, list[str]]:
     """An incident with departments whose alerts an ITSM incident ticket links to."""
     tickets = lake.read_table("silver", "tickets", schema=TICKETS)
-    linked = set(tickets.filter(pc.equal(tickets.column("type"), "incident"))
-                 .column("alert_fingerprint").to_pylist()) - {None, ""}
+    linked = set(
+        tickets.filter(pc.equal(tickets.column("type"), "incident"))
+        .column("alert_fingerprint")
+        .to_pylist()
+    ) - {None, ""}
     alerts = lake.read_table("gold", "incident_alerts", columns=["incident_id", "fingerprint"])
     ids = {a["incident_id"] for a in alerts.to_pylist() if a["fingerprint"] in linked}
-    rows = [r for r in lake.read_table("gold", "incidents").to_pylist()
-            if r["incident_id"] in ids and r["departments"]]
+    rows = [
+        r
+        for r in lake.read_table("gold", "incidents").to_pylist()
+        if r["incident_id"] in ids and r["departments"]
+    ]
     first = min(rows, key=lambda r: r["incident_id"])
     return first["incident_id"], first["started_at"].date().isoformat(), first["departments"]
 
@@ -61,8 +67,12 @@ def handling(estate) -> Handling:
     settings, _ = estate
     incident, day, departments = _linked_incident(Lake.from_settings(settings))
     store = IdentityStore.sealed(settings)
-    users = {"hd_ops": ("ops_engineer", ()), "hd_lead": ("leadership", ()),
-             "hd_own": ("dept_viewer", departments), "hd_other": ("dept_viewer", ["别的部门"])}
+    users = {
+        "hd_ops": ("ops_engineer", ()),
+        "hd_lead": ("leadership", ()),
+        "hd_own": ("dept_viewer", departments),
+        "hd_other": ("dept_viewer", ["别的部门"]),
+    }
     keys = {}
     for name, (role, own) in users.items():
         store.add_user(name, role, PASSWORD, departments=own)
@@ -71,8 +81,9 @@ def handling(estate) -> Handling:
 
 
 def _post(h: Handling, user: str, action: str, body: dict | None = None):
-    return h.client.post(f"/v1/incidents/{h.incident}/{action}", json=body,
-                         headers=bearer(h.keys[user]))
+    return h.client.post(
+        f"/v1/incidents/{h.incident}/{action}", json=body, headers=bearer(h.keys[user])
+    )
 
 
 def _mtta_mttr(h: Handling) -> tuple[float, float]:
@@ -81,16 +92,19 @@ def _mtta_mttr(h: Handling) -> tuple[float, float]:
     lake = Lake.from_settings(h.settings)
     tickets = lake.read_table("silver", "tickets", schema=TICKETS, dts=[h.day])
     states = HandlingLog(LandingZone.from_settings(h.settings)).states()
-    row = service_levels(tickets, date.fromisoformat(h.day),
-                         handled_incidents(lake, states)).to_pylist()[0]
+    row = service_levels(
+        tickets, date.fromisoformat(h.day), handled_incidents(lake, states)
+    ).to_pylist()[0]
     return row["mtta_minutes"], row["mttr_minutes"]
 
 
 def test_handled_through_the_api_with_who_and_when(handling: Handling) -> None:
     h = handling
     before = _mtta_mttr(h)
-    assert _post(h, "hd_ops", "ack", {"comment": "on it"}).json()["state"]["handling_status"] \
+    assert (
+        _post(h, "hd_ops", "ack", {"comment": "on it"}).json()["state"]["handling_status"]
         == "acknowledged"
+    )
     assigned = _post(h, "hd_ops", "assign", {"assignee": "云平台组", "kind": "group"})
     assert assigned.status_code == 200, assigned.text
     assert _post(h, "hd_ops", "assign", {"assignee": "nobody"}).status_code == 400
@@ -98,8 +112,12 @@ def test_handled_through_the_api_with_who_and_when(handling: Handling) -> None:
     assert _post(h, "hd_ops", "comment", {"text": "数据库连接池已扩容"}).status_code == 200
     # A viewer of another department does not see it; of its own may comment, not resolve.
     assert _post(h, "hd_other", "comment", {"text": "?"}).status_code == 404
-    assert h.client.get(f"/v1/incidents/{h.incident}/history",
-                        headers=bearer(h.keys["hd_other"])).status_code == 404
+    assert (
+        h.client.get(
+            f"/v1/incidents/{h.incident}/history", headers=bearer(h.keys["hd_other"])
+        ).status_code
+        == 404
+    )
     assert _post(h, "hd_own", "comment", {"text": "业务已恢复"}).status_code == 200
     assert _post(h, "hd_own", "resolve").status_code == 403
     assert _post(h, "hd_lead", "ack").status_code == 403
@@ -108,30 +126,44 @@ def test_handled_through_the_api_with_who_and_when(handling: Handling) -> None:
     again = _post(h, "hd_ops", "resolve")
     assert again.status_code == 400 and "reopen it first" in again.json()["fix"]
 
-    history = h.client.get(f"/v1/incidents/{h.incident}/history",
-                           headers=bearer(h.keys["hd_own"])).json()
+    history = h.client.get(
+        f"/v1/incidents/{h.incident}/history", headers=bearer(h.keys["hd_own"])
+    ).json()
     assert [(e["action"], e["actor"]) for e in history["events"]] == [
-        ("acknowledge", "hd_ops"), ("assign", "hd_ops"), ("severity", "hd_ops"),
-        ("comment", "hd_ops"), ("comment", "hd_own"), ("resolve", "hd_ops")]
+        ("acknowledge", "hd_ops"),
+        ("assign", "hd_ops"),
+        ("severity", "hd_ops"),
+        ("comment", "hd_ops"),
+        ("comment", "hd_own"),
+        ("resolve", "hd_ops"),
+    ]
     times = [e["at"] for e in history["events"]]
-    assert times == sorted(times) and all(e["via"].startswith("api:key ")
-                                          for e in history["events"])
+    assert times == sorted(times) and all(
+        e["via"].startswith("api:key ") for e in history["events"]
+    )
     assert history["state"]["comments"] == 2
 
-    listed = h.client.get("/v1/incidents", params={"day": h.day},
-                          headers=bearer(h.keys["hd_lead"])).json()["rows"]
+    listed = h.client.get(
+        "/v1/incidents", params={"day": h.day}, headers=bearer(h.keys["hd_lead"])
+    ).json()["rows"]
     mine = next(r for r in listed if r["incident_id"] == h.incident)
-    assert (mine["handling_status"], mine["assignee"], mine["severity_override"]) == \
-        ("resolved", "云平台组", "critical")
+    assert (mine["handling_status"], mine["assignee"], mine["severity_override"]) == (
+        "resolved",
+        "云平台组",
+        "critical",
+    )
     assert mine["acknowledged_by"] == "hd_ops" and mine["acknowledged_at"] == times[0]
 
     # MTTA/MTTR: the incident now counts by its own acknowledgement and resolution.
     after = _mtta_mttr(h)
     assert after != before and after[0] > before[0] and after[1] > before[1]
 
-    entries = [json.loads(line) for f in sorted(
-        AuditLog.from_settings(h.settings).directory.glob("*.jsonl"))
-        for line in f.read_text().splitlines() if line.strip()]
+    entries = [
+        json.loads(line)
+        for f in sorted(AuditLog.from_settings(h.settings).directory.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     acts = [e for e in entries if e.get("action") == "POST /v1/incidents/{incident_id}/resolve"]
     assert {(e["who"], e["status"]) for e in acts} >= {("hd_ops", 200), ("hd_own", 403)}
 
@@ -146,8 +178,9 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
         result = runner.invoke(cli, ["alerts", *args])
         if isinstance(result.exception, OpsLakeError):
             return result.exception.exit_code, str(result.exception)
-        assert result.exception is None or isinstance(result.exception, SystemExit), \
+        assert result.exception is None or isinstance(result.exception, SystemExit), (
             result.exception
+        )
         return result.exit_code, result.output
 
     assert run("reopen", h.incident, "--as", "hd_own")[0] == Forbidden.exit_code
@@ -166,15 +199,19 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
     assert code == 0 and json.loads(shown)["handling"]["handling_status"] == "resolved"
     state = HandlingLog(LandingZone.from_settings(h.settings)).state(h.incident)
     assert (state.handling_status, state.assignee, state.reopens) == ("resolved", "hd_ops", 1)
-    audit = [json.loads(line) for f in sorted(
-        AuditLog.from_settings(h.settings).directory.glob("*.jsonl"))
-        for line in f.read_text().splitlines() if line.strip()]
+    audit = [
+        json.loads(line)
+        for f in sorted(AuditLog.from_settings(h.settings).directory.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     cli_acts = [e for e in audit if e.get("action", "").startswith("opslake alerts ")]
     assert {(e["action"], e["params"]["acting_as"], e["status"]) for e in cli_acts} >= {
         ("opslake alerts ack", "hd_ops", 0),
         ("opslake alerts ack", "hd_ops", HandlingError.exit_code),
         ("opslake alerts comment", "hd_other", NotFoundError.exit_code),
-        ("opslake alerts reopen", "hd_own", Forbidden.exit_code)}
+        ("opslake alerts reopen", "hd_own", Forbidden.exit_code),
+    }
 
 
 def test_the_pipeline_carries_the_actions_into_silver_and_gold(handling: Handling) -> None:
@@ -191,8 +228,10 @@ def test_the_pipeline_carries_the_actions_into_silver_and_gold(handling: Handlin
     silver = lake.read_table("silver", "incident_actions", dts=[today])
     assert silver.num_rows == len(log.events()) and len(events) == 11  # the two tests' actions
     assert log.events([h.incident]) == events
-    gold = {r["incident_id"]: r for r in lake.read_table("gold", "incident_state",
-                                                         dts=[today]).to_pylist()}
+    gold = {
+        r["incident_id"]: r
+        for r in lake.read_table("gold", "incident_state", dts=[today]).to_pylist()
+    }
     assert gold[h.incident] == asdict(log.state(h.incident))
     # gold/service_levels, by the asset, agrees with the figures above (both days: a ticket
     # of the other day may be the incident's, and the estate's gold stays true to silver).

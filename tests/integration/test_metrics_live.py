@@ -24,8 +24,9 @@ from tests.integration.services import free_port, pid_running
 
 def _host(lake: Lake) -> str:
     assets = lake.read_table("silver", "assets")
-    hosts = assets.filter(pc.and_(pc.equal(assets["type"], "host"),
-                                  pc.equal(assets["lifecycle_state"], "in_service")))
+    hosts = assets.filter(
+        pc.and_(pc.equal(assets["type"], "host"), pc.equal(assets["lifecycle_state"], "in_service"))
+    )
     return min(hosts.column("entity_id").to_pylist())
 
 
@@ -41,12 +42,21 @@ class Seen:
         return self.row["value"]
 
 
-def _land_and_wait(lake: Lake, zone: LandingZone, host: str, hour: datetime,
-                   values: list[float], *, limit: float, offset: int = 0) -> Seen:
+def _land_and_wait(
+    lake: Lake,
+    zone: LandingZone,
+    host: str,
+    hour: datetime,
+    values: list[float],
+    *,
+    limit: float,
+    offset: int = 0,
+) -> Seen:
     text = "".join(
         f'node_cpu_utilisation_ratio{{entity_id="{host}",job="node"}} {v} '
         f"{int((hour + timedelta(seconds=offset + i)).timestamp() * 1000)}\n"
-        for i, v in enumerate(values))
+        for i, v in enumerate(values)
+    )
     start = time.monotonic()
     zone.write("prometheus", text.encode(), fmt="prom")
     want = len(values) + offset  # the newest state of the hour: this batch included
@@ -58,20 +68,27 @@ def _land_and_wait(lake: Lake, zone: LandingZone, host: str, hour: datetime,
         for row in lake.read_table("gold", LIVE_VALUES, dts=[day]).to_pylist():
             if row["metric_id"] == "cloud.vm.cpu_samples" or row["scope"] != "entity":
                 continue
-            if row["metric_id"] == "cloud.host.cpu_utilisation" and row["entity_id"] == host \
-                    and row["numerator"] is not None and row["denominator"] >= min(want, 3) \
-                    and (offset == 0 or row["denominator"] == 4):
+            if (
+                row["metric_id"] == "cloud.host.cpu_utilisation"
+                and row["entity_id"] == host
+                and row["numerator"] is not None
+                and row["denominator"] >= min(want, 3)
+                and (offset == 0 or row["denominator"] == 4)
+            ):
                 return Seen(row, time.monotonic() - start)
     raise AssertionError(f"no live metric for {host} after {limit:.0f} s; see the logs")
 
 
-def _land_spike_and_wait(lake: Lake, zone: LandingZone, host: str, *, limit: float
-                         ) -> tuple[dict, float]:
+def _land_spike_and_wait(
+    lake: Lake, zone: LandingZone, host: str, *, limit: float
+) -> tuple[dict, float]:
     """Ten minutes of a saturated CPU far above anything yesterday showed, one sample a minute."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     text = "".join(
         f'node_cpu_utilisation_ratio{{entity_id="{host}",job="node"}} 0.999 '
-        f"{int((now - timedelta(minutes=10 - i)).timestamp() * 1000)}\n" for i in range(10))
+        f"{int((now - timedelta(minutes=10 - i)).timestamp() * 1000)}\n"
+        for i in range(10)
+    )
     start = time.monotonic()
     zone.write("prometheus", text.encode(), fmt="prom")
     day = now.date().isoformat()
@@ -79,16 +96,21 @@ def _land_spike_and_wait(lake: Lake, zone: LandingZone, host: str, *, limit: flo
         time.sleep(1)
         if not lake.exists(lake.table_path("gold", "anomalies_live", {"dt": day})):
             continue
-        rows = [r for r in lake.read_table("gold", "anomalies_live", dts=[day]).to_pylist()
-                if r["entity_id"] == host and r["is_event"]
-                and r["metric"] == "node_cpu_utilisation_ratio"]
+        rows = [
+            r
+            for r in lake.read_table("gold", "anomalies_live", dts=[day]).to_pylist()
+            if r["entity_id"] == host
+            and r["is_event"]
+            and r["metric"] == "node_cpu_utilisation_ratio"
+        ]
         if rows and zone.batches(anomalies.SOURCE, day):
             return rows[0], time.monotonic() - start
     raise AssertionError(f"no anomaly event for {host} after {limit:.0f} s; see the logs")
 
 
 def test_landed_samples_reach_live_gold_metrics_within_a_minute(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     settings = Settings.from_env()
@@ -98,8 +120,7 @@ def test_landed_samples_reach_live_gold_metrics_within_a_minute(
     # Yesterday's estate gives the CMDB that today's samples are resolved and sliced by, and
     # the detector state at its end that today's live anomalies carry on from.
     # Scraped every minute like today's samples, so every minute of the day has a history.
-    simulate(SimulationConfig(seed=3, entities=30, days=1, start=yesterday, step_seconds=60),
-             zone)
+    simulate(SimulationConfig(seed=3, entities=30, days=1, start=yesterday, step_seconds=60), zone)
     runner.materialize(settings, [yesterday.isoformat()], ["+silver/assets", "+gold/anomalies"])
     host = _host(lake)
 
@@ -115,8 +136,10 @@ def test_landed_samples_reach_live_gold_metrics_within_a_minute(
         first = _land_and_wait(lake, zone, host, hour, [0.25, 0.5, 0.75], limit=180)
         assert first.value == pytest.approx(0.5)
         second = _land_and_wait(lake, zone, host, hour, [0.95], limit=120, offset=10)
-        print(f"\nlanded → live gold metric in {second.latency:.1f} s (first, with daemon "
-              f"start-up: {first.latency:.1f} s)")
+        print(
+            f"\nlanded → live gold metric in {second.latency:.1f} s (first, with daemon "
+            f"start-up: {first.latency:.1f} s)"
+        )
         assert second.latency < 60
         # The hour now holds all four samples: the refresh recomputes it from every batch.
         assert second.value == pytest.approx((0.25 + 0.5 + 0.75 + 0.95) / 4)

@@ -29,26 +29,41 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A 60-object estate, four days at 5-minute resolution, up to silver."""
     home = tmp_path_factory.mktemp("lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    simulate(SimulationConfig(seed=11, entities=60, days=len(DAYS), start=START,
-                              step_seconds=300), LandingZone.from_settings(settings))
+    simulate(
+        SimulationConfig(seed=11, entities=60, days=len(DAYS), start=START, step_seconds=300),
+        LandingZone.from_settings(settings),
+    )
     runner.materialize(settings, DAYS, ["bronze", "silver"])
     return settings
 
 
-def _run(settings: Settings, asset: dg.AssetsDefinition, *, force: bool | None = None,
-         partition: str | None = None) -> dict:
+def _run(
+    settings: Settings,
+    asset: dg.AssetsDefinition,
+    *,
+    force: bool | None = None,
+    partition: str | None = None,
+) -> dict:
     """Materialize one asset; its materialization metadata as plain values."""
-    config = (dg.RunConfig({asset.node_def.name: models.TrainingConfig(force=force)})
-              if force is not None else None)
-    result = dg.materialize([asset], resources={"lake": LakeResource(home=settings.home)},
-                            run_config=config, partition_key=partition)
+    config = (
+        dg.RunConfig({asset.node_def.name: models.TrainingConfig(force=force)})
+        if force is not None
+        else None
+    )
+    result = dg.materialize(
+        [asset],
+        resources={"lake": LakeResource(home=settings.home)},
+        run_config=config,
+        partition_key=partition,
+    )
     assert result.success
     (event,) = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_incident_risk_is_trained_once_then_kept_until_a_better_model(
-        settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake = Lake.from_settings(settings)
     # Before any champion the daily scores say so and write nothing.
     empty = _run(settings, models.incident_risk_daily, partition=DAYS[-1])

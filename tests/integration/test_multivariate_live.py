@@ -44,8 +44,9 @@ def _wait(what: str, limit: float, found: Callable[[], object]) -> tuple[object,
     raise AssertionError(f"{what} not there after {limit:.0f} s; see the Dagster logs")
 
 
-def _clear_of_midnight(before: timedelta = timedelta(minutes=10),
-                       after: timedelta = timedelta(minutes=9)) -> None:
+def _clear_of_midnight(
+    before: timedelta = timedelta(minutes=10), after: timedelta = timedelta(minutes=9)
+) -> None:
     """Wait until the whole test (set-up, warm-up minutes, spike minutes) fits in one UTC day:
     the live path scores today's points only (at most 19 minutes, near midnight)."""
     now = datetime.now(UTC)
@@ -57,19 +58,26 @@ def _clear_of_midnight(before: timedelta = timedelta(minutes=10),
 
 
 def _exposition(host: str, samples: dict[str, list[tuple[datetime, float]]]) -> bytes:
-    return "".join(f'{metric}{{entity_id="{host}",job="node"}} {v!r} {int(ts.timestamp() * 1000)}\n'
-                   for metric, rows in samples.items() for ts, v in rows).encode()
+    return "".join(
+        f'{metric}{{entity_id="{host}",job="node"}} {v!r} {int(ts.timestamp() * 1000)}\n'
+        for metric, rows in samples.items()
+        for ts, v in rows
+    ).encode()
 
 
-def _multivariate_alerts(lake: Lake, zone: LandingZone, day: str, host: str,
-                         since: datetime) -> list[dict]:
+def _multivariate_alerts(
+    lake: Lake, zone: LandingZone, day: str, host: str, since: datetime
+) -> list[dict]:
     """Multi-metric alerts for ``host`` starting at or after ``since``, in landing/ml."""
     out = []
     for batch in zone.batches(anomalies.SOURCE, day):
         for alert in json.loads(zone.read(batch))["alerts"]:
             labels = alert["labels"]
-            if labels["detector"] == "multivariate" and labels["entity_id"] == host and \
-                    datetime.fromisoformat(alert["startsAt"]) >= since:
+            if (
+                labels["detector"] == "multivariate"
+                and labels["entity_id"] == host
+                and datetime.fromisoformat(alert["startsAt"]) >= since
+            ):
                 out.append({**alert, "batch_id": batch.batch_id})
     return out
 
@@ -77,15 +85,20 @@ def _multivariate_alerts(lake: Lake, zone: LandingZone, day: str, host: str,
 def _live_event(lake: Lake, day: str, host: str, since: datetime) -> dict | None:
     if day not in lake.partitions("silver", LIVE_EVENTS):
         return None
-    rows = [r for r in lake.read_table("silver", LIVE_EVENTS, dts=[day]).to_pylist()
-            if r["entity_id"] == host and dict(r["labels"] or {}).get("detector") ==
-            "multivariate" and r["starts_at"] >= since]
+    rows = [
+        r
+        for r in lake.read_table("silver", LIVE_EVENTS, dts=[day]).to_pylist()
+        if r["entity_id"] == host
+        and dict(r["labels"] or {}).get("detector") == "multivariate"
+        and r["starts_at"] >= since
+    ]
     return rows[0] if rows else None
 
 
 @pytest.mark.timeout(1800)  # up to 19 minutes of it may be waiting for midnight to pass
 def test_live_path_raises_a_multi_metric_event_within_a_minute(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     _clear_of_midnight()
@@ -96,21 +109,33 @@ def test_live_path_raises_a_multi_metric_event_within_a_minute(
     days = [(today - timedelta(days=k)).isoformat() for k in (2, 1)]
     # Two days of a small estate: the first trains the multi-metric model, the second is its
     # held-out day; the second's detector state is what today's live scores carry on from.
-    simulate(SimulationConfig(seed=3, entities=30, days=2, start=today - timedelta(days=2),
-                              step_seconds=300), zone)
+    simulate(
+        SimulationConfig(
+            seed=3, entities=30, days=2, start=today - timedelta(days=2), step_seconds=300
+        ),
+        zone,
+    )
     runner.materialize(settings, days, ["+silver/assets", "+gold/anomalies"])
-    trained = dg.materialize([models.anomaly_multivariate_model],
-                             resources={"lake": LakeResource(home=settings.home)})
+    trained = dg.materialize(
+        [models.anomaly_multivariate_model], resources={"lake": LakeResource(home=settings.home)}
+    )
     assert trained.success
     assert registry.champion(lake, anomalies.MULTIVARIATE_MODEL) is not None
     model, _ = registry.load(lake, anomalies.MULTIVARIATE_MODEL)
     assets = lake.read_table("silver", "assets")
-    hosts = assets.filter(pc.and_(pc.equal(assets["type"], "host"),
-                                  pc.equal(assets["lifecycle_state"], "in_service")))
+    hosts = assets.filter(
+        pc.and_(pc.equal(assets["type"], "host"), pc.equal(assets["lifecycle_state"], "in_service"))
+    )
     host = min(set(hosts.column("entity_id").to_pylist()) & set(model.entities))
-    yesterday = pl.from_arrow(lake.read_table(
-        "silver", "metric_points", schema=METRIC_POINTS, dts=days[-1:],
-        columns=["ts", "entity_id", "metric", "value"])).filter(pl.col("entity_id") == host)
+    yesterday = pl.from_arrow(
+        lake.read_table(
+            "silver",
+            "metric_points",
+            schema=METRIC_POINTS,
+            dts=days[-1:],
+            columns=["ts", "entity_id", "metric", "value"],
+        )
+    ).filter(pl.col("entity_id") == host)
     assert set(yesterday["metric"].unique()) >= {CPU, MEMORY, DISK, NETWORK}
 
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -124,57 +149,90 @@ def test_live_path_raises_a_multi_metric_event_within_a_minute(
 
     def normal(ts: datetime, metric: str) -> float:
         """What the host reported at this time of day yesterday (the last sample before)."""
-        rows = yesterday.filter((pl.col("metric") == metric)
-                                & (pl.col("ts") <= ts - timedelta(days=1))).sort("ts")
-        return float(rows["value"][-1] if len(rows) else yesterday.filter(
-            pl.col("metric") == metric)["value"].median())
+        rows = yesterday.filter(
+            (pl.col("metric") == metric) & (pl.col("ts") <= ts - timedelta(days=1))
+        ).sort("ts")
+        return float(
+            rows["value"][-1]
+            if len(rows)
+            else yesterday.filter(pl.col("metric") == metric)["value"].median()
+        )
 
     # Normal minutes first: the daemon loads the code location and runs once (untimed),
     # and the normal minutes give no multi-metric event.
-    warm = [t for k in range(20, 0, -1)
-            if day_start <= (t := spike_start - timedelta(minutes=k))]
+    warm = [t for k in range(20, 0, -1) if day_start <= (t := spike_start - timedelta(minutes=k))]
     procs = ui.start(settings, "127.0.0.1", free_port(), tmp_path / "logs")
     try:
-        zone.write("prometheus", _exposition(host, {
-            m: [(t, normal(t, m)) for t in warm] for m in (CPU, MEMORY, DISK, NETWORK)}),
-            fmt="prom")
-        _, first = _wait("the first live anomaly run", 240, lambda: True if lake.exists(
-            lake.table_path("gold", "anomalies_live", {"dt": day})) else None)
+        zone.write(
+            "prometheus",
+            _exposition(
+                host, {m: [(t, normal(t, m)) for t in warm] for m in (CPU, MEMORY, DISK, NETWORK)}
+            ),
+            fmt="prom",
+        )
+        _, first = _wait(
+            "the first live anomaly run",
+            240,
+            lambda: (
+                True
+                if lake.exists(lake.table_path("gold", "anomalies_live", {"dt": day}))
+                else None
+            ),
+        )
         assert not _multivariate_alerts(lake, zone, day, host, day_start)
 
         # Minutes in which the host's metrics move together, one sample a minute up to the
         # last one.
-        spike = [spike_start + timedelta(minutes=i)
-                 for i in range(int((now - spike_start) / timedelta(minutes=1)))]
+        spike = [
+            spike_start + timedelta(minutes=i)
+            for i in range(int((now - spike_start) / timedelta(minutes=1)))
+        ]
         disk = normal(spike[0], DISK)
-        body = _exposition(host, {
-            CPU: [(t, 0.99) for t in spike],
-            MEMORY: [(t, 0.97) for t in spike],
-            DISK: [(t, disk) for t in spike],
-            NETWORK: [(t, round(0.05 * normal(t, NETWORK))) for t in spike]})
+        body = _exposition(
+            host,
+            {
+                CPU: [(t, 0.99) for t in spike],
+                MEMORY: [(t, 0.97) for t in spike],
+                DISK: [(t, disk) for t in spike],
+                NETWORK: [(t, round(0.05 * normal(t, NETWORK))) for t in spike],
+            },
+        )
         landed = time.monotonic()
         zone.write("prometheus", body, fmt="prom")
         found, latency = _wait(
-            "a multivariate anomaly event in landing/ml", 120,
-            lambda: _multivariate_alerts(lake, zone, day, host, spike_start) or None)
-        event, _ = _wait("the event in silver/events_live", 120,
-                         lambda: _live_event(lake, day, host, spike_start))
+            "a multivariate anomaly event in landing/ml",
+            120,
+            lambda: _multivariate_alerts(lake, zone, day, host, spike_start) or None,
+        )
+        event, _ = _wait(
+            "the event in silver/events_live",
+            120,
+            lambda: _live_event(lake, day, host, spike_start),
+        )
         to_silver = time.monotonic() - landed
     finally:
         ui.stop(procs)
     assert not any(pid_running(p.pid) for p in procs)
     alert = found[0]
-    print(f"\nlanded → multivariate event in landing/ml in {latency:.1f} s, in silver "
-          f"events_live in {to_silver:.1f} s (first run, with daemon start-up: {first:.1f} s)"
-          f"; {alert['annotations']['description']}")
+    print(
+        f"\nlanded → multivariate event in landing/ml in {latency:.1f} s, in silver "
+        f"events_live in {to_silver:.1f} s (first run, with daemon start-up: {first:.1f} s)"
+        f"; {alert['annotations']['description']}"
+    )
     assert latency < 60
     assert to_silver < 60
     assert alert["status"] == "firing"
     assert alert["labels"]["alertname"] == anomalies.ALERTNAME
     assert set(alert["annotations"]["description"].split("metrics: ")[1].split(", ")) & {
-        CPU, MEMORY, NETWORK}
-    rows = [r for r in lake.read_table("gold", "anomalies_live", dts=[day]).to_pylist()
-            if r["detector"] == "multivariate" and r["entity_id"] == host and r["is_event"]]
+        CPU,
+        MEMORY,
+        NETWORK,
+    }
+    rows = [
+        r
+        for r in lake.read_table("gold", "anomalies_live", dts=[day]).to_pylist()
+        if r["detector"] == "multivariate" and r["entity_id"] == host and r["is_event"]
+    ]
     assert rows and min(r["score"] for r in rows) >= anomalies.MULTIVARIATE_EVENT
     assert all(r["ts"] >= spike_start for r in rows)
     assert event["source"] == anomalies.EVENT_SOURCE

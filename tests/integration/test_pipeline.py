@@ -23,12 +23,22 @@ from opslake.orchestration.definitions import defs
 from tests.integration.conftest import DAYS, START
 from tests.integration.services import free_port, running
 
-SILVER_COUNTS = {"metric_points": "metric_points", "events": "events", "tickets": "tickets",
-                 "logs": "logs", "probes": "probes"}
+SILVER_COUNTS = {
+    "metric_points": "metric_points",
+    "events": "events",
+    "tickets": "tickets",
+    "logs": "logs",
+    "probes": "probes",
+}
 #: Bronze table each landing source is parsed into (for the quarantine check).
-BRONZE_OF = {"prometheus": "prometheus_samples", "alertmanager": "alertmanager_alerts",
-             "itsm": "itsm_tickets", "syslog": "syslog_lines", "probes": "probe_results",
-             "cmdb": "cmdb_cis"}
+BRONZE_OF = {
+    "prometheus": "prometheus_samples",
+    "alertmanager": "alertmanager_alerts",
+    "itsm": "itsm_tickets",
+    "syslog": "syslog_lines",
+    "probes": "probe_results",
+    "cmdb": "cmdb_cis",
+}
 
 
 #: Events OpsLake raises itself (anomalies, failed quality checks), not the simulator's.
@@ -81,10 +91,17 @@ def test_gold_is_byte_identical_when_a_partition_is_materialized_again(estate) -
         files += lake.list_files(lake.path("silver"), recursive=True)
         # Logs of what happened are not derived data: the usage log and the quality log are
         # append-only, and quality results and the report say when the checks ran.
-        skip = ("/gold/metric_usage/", "/gold/quality_log/", "/gold/quality_results/",
-                "/gold/quality_report/")
-        return {f: hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files
-                if not any(s in f for s in skip)}
+        skip = (
+            "/gold/metric_usage/",
+            "/gold/quality_log/",
+            "/gold/quality_results/",
+            "/gold/quality_report/",
+        )
+        return {
+            f: hashlib.sha256(Path(f).read_bytes()).hexdigest()
+            for f in files
+            if not any(s in f for s in skip)
+        }
 
     before = digests()
     uses = read_usage(lake).num_rows
@@ -96,10 +113,18 @@ def test_gold_is_byte_identical_when_a_partition_is_materialized_again(estate) -
 def test_warehouse_answers_every_gold_table_read_only(estate) -> None:
     settings, _ = estate
     lake = Lake.from_settings(settings)
-    gold_tables = [t for t in lake.list_dirs(lake.path("gold"))
-                   if t != "quality_report"]  # HTML pages, not a table
-    assert {"metric_rollup_5m", "metric_rollup_1h", "entity_health", "business_health",
-            "service_levels", "quality_results", "quality_scores"} <= set(gold_tables)
+    gold_tables = [
+        t for t in lake.list_dirs(lake.path("gold")) if t != "quality_report"
+    ]  # HTML pages, not a table
+    assert {
+        "metric_rollup_5m",
+        "metric_rollup_1h",
+        "entity_health",
+        "business_health",
+        "service_levels",
+        "quality_results",
+        "quality_scores",
+    } <= set(gold_tables)
     con = open_read_only(settings.warehouse_path)
     try:
         for table in gold_tables:
@@ -114,30 +139,42 @@ def test_warehouse_answers_every_gold_table_read_only(estate) -> None:
 
 def _graphql(port: int, query: str) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"})
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)["data"]
 
 
-def test_dagster_ui_lists_every_asset_materialized_for_every_day(
-        estate, tmp_path: Path) -> None:
+def test_dagster_ui_lists_every_asset_materialized_for_every_day(estate, tmp_path: Path) -> None:
     """`opslake ui` serves the instance the runs were recorded in, and stops on SIGTERM."""
     settings, _ = estate
     port = free_port()
     env = {**os.environ, "OPSLAKE_HOME": settings.home}
-    query = ('{ assetsOrError { ... on AssetConnection { nodes { key { path } '
-             'assetMaterializations(limit: 20) { partition } } } } }')
-    with running([sys.executable, "-m", "opslake", "ui", "--port", str(port)],
-                 f"http://127.0.0.1:{port}/server_info", tmp_path / "ui.log", env=env,
-                 timeout=180) as proc:
+    query = (
+        "{ assetsOrError { ... on AssetConnection { nodes { key { path } "
+        "assetMaterializations(limit: 20) { partition } } } } }"
+    )
+    with running(
+        [sys.executable, "-m", "opslake", "ui", "--port", str(port)],
+        f"http://127.0.0.1:{port}/server_info",
+        tmp_path / "ui.log",
+        env=env,
+        timeout=180,
+    ) as proc:
         nodes = _graphql(port, query)["assetsOrError"]["nodes"]
-        keys = _graphql(port, '{ assetNodes(assetKeys: [{path: ["silver", "metric_points"]}]) '
-                              '{ partitionKeysByDimension { partitionKeys } } }')
+        keys = _graphql(
+            port,
+            '{ assetNodes(assetKeys: [{path: ["silver", "metric_points"]}]) '
+            "{ partitionKeysByDimension { partitionKeys } } }",
+        )
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2, "webserver and daemon run as children"
-    materialized = {"/".join(n["key"]["path"]): {m["partition"] for m in
-                                                 n["assetMaterializations"]} for n in nodes}
+    materialized = {
+        "/".join(n["key"]["path"]): {m["partition"] for m in n["assetMaterializations"]}
+        for n in nodes
+    }
     groups = {s.key.to_user_string(): s.group_name for s in defs.resolve_all_asset_specs()}
     assert set(materialized) == set(groups)
     for asset, partitions in materialized.items():
@@ -151,7 +188,7 @@ def test_dagster_ui_lists_every_asset_materialized_for_every_day(
             assert set(DAYS) <= partitions, asset
     # The days begin at the first landed one, not at the default start (2025-01-01).
     [[dimension]] = [n["partitionKeysByDimension"] for n in keys["assetNodes"]]
-    assert dimension["partitionKeys"][:len(DAYS)] == DAYS
+    assert dimension["partitionKeys"][: len(DAYS)] == DAYS
     # Stopping `opslake ui` by its PID (SIGTERM) stops the webserver and the daemon with it.
     _gone, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
@@ -163,11 +200,18 @@ def test_injected_faults_show_up_as_anomaly_events_in_silver(estate) -> None:
     for day in DAYS:
         assert lake.exists(lake.path("ml", "detector_state", f"dt={day}.npz")), day
     found = lake.read_table("gold", "anomalies", dts=DAYS).to_pylist()
-    events = [e for e in lake.read_table("silver", "events", dts=DAYS).to_pylist()
-              if e["source"] == "opslake-ml"]
+    events = [
+        e
+        for e in lake.read_table("silver", "events", dts=DAYS).to_pylist()
+        if e["source"] == "opslake-ml"
+    ]
     assert events and all(e["entity_id"] for e in events)
-    assert {e["labels"]["alertname"] if isinstance(e["labels"], dict)
-            else dict(e["labels"])["alertname"] for e in events} == {"MetricAnomaly"}
+    assert {
+        e["labels"]["alertname"]
+        if isinstance(e["labels"], dict)
+        else dict(e["labels"])["alertname"]
+        for e in events
+    } == {"MetricAnomaly"}
     # Faults after the detector's warm-up on the first day: the cause CI or a CI it reached
     # must have an event-level point between the fault's start and its end.
     hits, judged = 0, 0
@@ -178,8 +222,12 @@ def test_injected_faults_show_up_as_anomaly_events_in_silver(estate) -> None:
             continue
         judged += 1
         reached = {fault["cause_entity"], *fault["affected"]}
-        hits += any(a["is_event"] and a["entity_id"] in reached
-                    and start <= a["ts"] <= end + timedelta(minutes=10) for a in found)
+        hits += any(
+            a["is_event"]
+            and a["entity_id"] in reached
+            and start <= a["ts"] <= end + timedelta(minutes=10)
+            for a in found
+        )
     print(f"faults found by the detector: {hits}/{judged}")
     # Two days at 5-minute resolution from a cold detector (a day to learn the daily profile,
     # then warm-up of each feature): at least one judged fault must be found here. Detection

@@ -47,12 +47,21 @@ def _incidents_by_department(client: TestClient) -> tuple[str, set[str], set[str
 @pytest.fixture(scope="module")
 def estate_portal(estate) -> Estate:
     base, _ = estate
-    settings = Settings.from_env({"OPSLAKE_HOME": base.home, "OPSLAKE_DAGSTER_DOOR_PORT": "3000",
-                                  "OPSLAKE_SUPERSET_DOOR_PORT": "8090"})
+    settings = Settings.from_env(
+        {
+            "OPSLAKE_HOME": base.home,
+            "OPSLAKE_DAGSTER_DOOR_PORT": "3000",
+            "OPSLAKE_SUPERSET_DOOR_PORT": "8090",
+        }
+    )
     store = IdentityStore.sealed(settings)
     # Names of their own: the estate's identity store is shared by other modules.
-    for user, role in (("pt-olga", "ops_engineer"), ("pt-lee", "leadership"),
-                       ("pt-dan", "data_engineer"), ("pt-ada", "admin")):
+    for user, role in (
+        ("pt-olga", "ops_engineer"),
+        ("pt-lee", "leadership"),
+        ("pt-dan", "data_engineer"),
+        ("pt-ada", "admin"),
+    ):
         store.add_user(user, role, PASSWORD)
     totp = store.enrol_totp("pt-ada")[0]
     app = create_app(settings)
@@ -85,22 +94,27 @@ def test_a_visitor_without_a_session_is_sent_to_the_sign_in_page(estate_portal: 
     client = TestClient(estate_portal.app)
     assert client.get("/", follow_redirects=False).headers["location"] == "/login?next=%2F"
     r = client.get("/incidents/INC-0123456789ab", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == \
-        "/login?next=%2Fincidents%2FINC-0123456789ab"
+    assert (
+        r.status_code == 303
+        and r.headers["location"] == "/login?next=%2Fincidents%2FINC-0123456789ab"
+    )
     # Signing in from the plain sign-in page lands on the portal.
     assert 'name="next" value="/"' in client.get("/login").text
 
 
 def test_an_ops_engineer_sees_the_incidents_assigned_to_them_and_no_admin_links(
-        estate_portal: Estate) -> None:
+    estate_portal: Estate,
+) -> None:
     e = estate_portal
     with _signed_in(e.app, "pt-olga") as client:
         rows = client.get("/v1/incidents").json()["rows"]
         target = max(r["incident_id"] for r in rows if r["handling_status"] != "resolved")
         token = client.cookies[SESSION_COOKIE]
-        assigned = client.post(f"/v1/incidents/{target}/assign",
-                               json={"assignee": "pt-olga", "kind": "user"},
-                               headers={"Authorization": f"Bearer {token}"})
+        assigned = client.post(
+            f"/v1/incidents/{target}/assign",
+            json={"assignee": "pt-olga", "kind": "user"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert assigned.status_code == 200, assigned.text
         page = client.get("/").text
     mine = page.split('id="assigned-to-me"')[1].split("</table>")[0]
@@ -113,8 +127,10 @@ def test_an_ops_engineer_sees_the_incidents_assigned_to_them_and_no_admin_links(
     assert f"{SUPERSET}/superset/dashboard/ops/" in page
     assert 'id="pipeline"' not in page and 'id="cockpit"' not in page
     # Every page view is audited, and so is each read the page made through the API.
-    entries = [(x["who"], x["action"], x["status"])
-               for x in AuditLog(e.settings.state_dir / "audit").read()]
+    entries = [
+        (x["who"], x["action"], x["status"])
+        for x in AuditLog(e.settings.state_dir / "audit").read()
+    ]
     assert ("pt-olga", "GET /", 200) in entries
     assert ("pt-olga", "GET /v1/incidents/{incident_id}/alerts", 200) in entries
 
@@ -131,7 +147,8 @@ def test_leadership_gets_the_cockpit(estate_portal: Estate) -> None:
 
 
 def test_a_data_engineer_sees_pipeline_runs_quality_and_the_dagster_door(
-        estate_portal: Estate) -> None:
+    estate_portal: Estate,
+) -> None:
     page = _page(estate_portal, "pt-dan")
     pipeline = page.split('id="pipeline"')[1].split("</section>")[0]
     assert "daily_pipeline" in pipeline and "SUCCESS" in pipeline
@@ -141,8 +158,7 @@ def test_a_data_engineer_sees_pipeline_runs_quality_and_the_dagster_door(
     assert 'id="administration"' not in page
 
 
-def test_a_department_viewer_sees_only_its_departments_incidents(
-        estate_portal: Estate) -> None:
+def test_a_department_viewer_sees_only_its_departments_incidents(estate_portal: Estate) -> None:
     e = estate_portal
     with _signed_in(e.app, "pt-dora") as client:
         page = client.get("/").text
@@ -159,34 +175,47 @@ def test_a_department_viewer_sees_only_its_departments_incidents(
     assert DAGSTER not in page and 'id="administration"' not in page
 
 
-def test_an_administrator_sees_every_section_and_the_admin_commands(
-        estate_portal: Estate) -> None:
+def test_an_administrator_sees_every_section_and_the_admin_commands(estate_portal: Estate) -> None:
     page = _page(estate_portal, "pt-ada")
-    for section in ("my-incidents", "my-alerts", "cockpit", "pipeline", "quality", "incidents",
-                    "administration", "workbench", "quick-links"):
+    for section in (
+        "my-incidents",
+        "my-alerts",
+        "cockpit",
+        "pipeline",
+        "quality",
+        "incidents",
+        "administration",
+        "workbench",
+        "quick-links",
+    ):
         assert f'id="{section}"' in page, section
     assert "opslake security create-key" in page
     assert f'href="{DAGSTER}/"' in page and f"{SUPERSET}/dashboard/list/" in page
 
 
-def test_pins_are_kept_across_app_objects_and_refused_without_origin(
-        estate_portal: Estate) -> None:
+def test_pins_are_kept_across_app_objects_and_refused_without_origin(estate_portal: Estate) -> None:
     e = estate_portal
     metric = "service.sla.attainment"
     with _signed_in(e.app, "pt-lee") as client:
         form = {"kind": "metric", "ref": metric}
         for headers in ({}, {"Origin": "http://evil.example"}):
-            refused = client.post("/workbench/pin", data=form, headers=headers,
-                                  follow_redirects=False)
+            refused = client.post(
+                "/workbench/pin", data=form, headers=headers, follow_redirects=False
+            )
             assert refused.status_code == 403 and "Traceback" not in refused.text
         assert 'class="pinned"' not in client.get("/").text
-        unknown = client.post("/workbench/pin", data={"kind": "metric", "ref": "no.such"},
-                              headers=SAME)
+        unknown = client.post(
+            "/workbench/pin", data={"kind": "metric", "ref": "no.such"}, headers=SAME
+        )
         assert unknown.status_code == 400
         assert "no metric 'no.such'" in html.unescape(unknown.text)
         for kind, ref in (("metric", metric), ("screen", "leadership")):
-            pinned = client.post("/workbench/pin", data={"kind": kind, "ref": ref},
-                                 headers=SAME, follow_redirects=False)
+            pinned = client.post(
+                "/workbench/pin",
+                data={"kind": kind, "ref": ref},
+                headers=SAME,
+                follow_redirects=False,
+            )
             assert pinned.status_code == 303 and pinned.headers["location"] == "/"
         token = client.cookies[SESSION_COOKIE]
     # A new app object (a restarted service) reads the same pins.
@@ -196,15 +225,16 @@ def test_pins_are_kept_across_app_objects_and_refused_without_origin(
         assert f'data-metric="{metric}"' in workbench and 'class="value"' in workbench
         assert f"{SUPERSET}/superset/dashboard/leadership/" in workbench
         again.post("/workbench/unpin", data={"kind": "metric", "ref": metric}, headers=SAME)
-        assert f'data-metric="{metric}"' not in again.get("/").text.split(
-            'id="workbench"')[1]
+        assert f'data-metric="{metric}"' not in again.get("/").text.split('id="workbench"')[1]
         # Without a session the form goes to the sign-in page, and pins nothing.
         again.cookies.clear()
         r = again.post("/workbench/pin", data=form, headers=SAME, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
-    pins = [(x["who"], x["params"], x["status"])
-            for x in AuditLog(e.settings.state_dir / "audit").read()
-            if x["action"] == "POST /workbench/{action}"]
+    pins = [
+        (x["who"], x["params"], x["status"])
+        for x in AuditLog(e.settings.state_dir / "audit").read()
+        if x["action"] == "POST /workbench/{action}"
+    ]
     assert ("pt-lee", {"action": "pin", "kind": "metric", "ref": metric}, 303) in pins
 
 

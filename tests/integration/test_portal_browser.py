@@ -30,8 +30,12 @@ PASSWORD = "Portal-browser-pass-1"
 METRIC = "service.incident.mttr"
 ARTIFACTS = REPO / "tests" / "artifacts"
 #: User → role; the department viewer is added once a department with incidents is known.
-USERS = {"pb-olga": "ops_engineer", "pb-lee": "leadership", "pb-dan": "data_engineer",
-         "pb-ada": "admin"}
+USERS = {
+    "pb-olga": "ops_engineer",
+    "pb-lee": "leadership",
+    "pb-dan": "data_engineer",
+    "pb-ada": "admin",
+}
 
 
 @dataclass
@@ -73,8 +77,14 @@ def _signed_in(chromium, served: Served, user: str, problems: list[str]):
     """A page of a fresh context, signed in as ``user`` from the portal's redirect."""
     page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
     # The browser's own favicon request is the service's only 404.
-    page.on("console", lambda m: problems.append(f"{user}: {m.location} {m.text}")
-            if m.type == "error" and "/favicon.ico" not in str(m.location) else None)
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(f"{user}: {m.location} {m.text}")
+            if m.type == "error" and "/favicon.ico" not in str(m.location)
+            else None
+        ),
+    )
     page.goto(f"{served.url}/")
     assert page.url == f"{served.url}/login?next=%2F"
     page.fill("input[name=user]", user)
@@ -109,23 +119,25 @@ def test_a_pinned_metric_is_there_after_a_reload(served: Served, chromium) -> No
     assert not problems, problems
 
 
-def test_each_role_reaches_its_page_a_screen_link_and_an_incident(served: Served,
-                                                                  chromium) -> None:
+def test_each_role_reaches_its_page_a_screen_link_and_an_incident(served: Served, chromium) -> None:
     problems: list[str] = []
     ops = _signed_in(chromium, served, "pb-olga", problems)
     rows = ops.request.get(f"{served.url}/v1/incidents").json()["rows"]
     own = next(r for r in rows if len(r["departments"]) == 1)
     departments = {r["incident_id"]: r["departments"] for r in rows}
-    IdentityStore.sealed(served.settings).add_user("pb-dora", "dept_viewer", PASSWORD,
-                                                   departments=own["departments"])
+    IdentityStore.sealed(served.settings).add_user(
+        "pb-dora", "dept_viewer", PASSWORD, departments=own["departments"]
+    )
     lists = {"dept_viewer": "#department-incidents"}
     for user, role in {**USERS, "pb-dora": "dept_viewer"}.items():
         page = _signed_in(chromium, served, user, problems)
         assert page.locator("#role-page").get_attribute("data-role") == role
         screens = page.locator("#quick-links a.screen")
         assert screens.count() >= 10  # every screen, through the door
-        assert all(href.startswith(f"{served.superset}/superset/dashboard/")
-                   for href in screens.evaluate_all("els => els.map(e => e.href)"))
+        assert all(
+            href.startswith(f"{served.superset}/superset/dashboard/")
+            for href in screens.evaluate_all("els => els.map(e => e.href)")
+        )
         page.screenshot(path=str(ARTIFACTS / f"portal-{role}.png"), full_page=True)
         seen = _open_an_incident(page, served, lists.get(role, "#latest-incidents"))
         if role == "dept_viewer":  # one of its department's own

@@ -37,8 +37,11 @@ from tests.unit.test_remote_write import _series, write_request
 
 RW = "/v1/ingest/prometheus/remote_write"
 AM = "/v1/ingest/alertmanager"
-RW_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-              "X-Prometheus-Remote-Write-Version": "0.1.0"}
+RW_HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
 
 
 def _today() -> str:
@@ -47,14 +50,26 @@ def _today() -> str:
 
 def _webhook(n: int = 0) -> dict:
     return {
-        "version": "4", "status": "firing", "receiver": "opslake", "groupKey": f"{{}}:{n}",
-        "groupLabels": {"alertname": "HostDown"}, "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://am:9093", "truncatedAlerts": 0,
-        "alerts": [{"status": "firing", "labels": {"alertname": "HostDown",
-                                                   "entity_id": f"vm-{n:04d}"},
-                    "annotations": {"summary": "down"}, "startsAt": "2026-03-02T10:00:00Z",
-                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://p/graph",
-                    "fingerprint": f"{n:016x}"}],
+        "version": "4",
+        "status": "firing",
+        "receiver": "opslake",
+        "groupKey": f"{{}}:{n}",
+        "groupLabels": {"alertname": "HostDown"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://am:9093",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "HostDown", "entity_id": f"vm-{n:04d}"},
+                "annotations": {"summary": "down"},
+                "startsAt": "2026-03-02T10:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://p/graph",
+                "fingerprint": f"{n:016x}",
+            }
+        ],
     }
 
 
@@ -118,22 +133,33 @@ def test_alertmanager_idempotent_redelivery(client: TestClient, landing: Landing
 def test_concurrent_redeliveries_land_once(client: TestClient, landing: LandingZone) -> None:
     body = _body(_webhook(3))
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(
-            lambda _: client.post(AM, content=body, headers={"X-OpsLake-Batch-Id": "same"}),
-            range(16)))
+        answers = list(
+            pool.map(
+                lambda _: client.post(AM, content=body, headers={"X-OpsLake-Batch-Id": "same"}),
+                range(16),
+            )
+        )
     assert [a.json()["duplicate"] for a in answers].count(False) == 1
     assert len(landing.batches("alertmanager", _today())) == 1
 
 
-@pytest.mark.parametrize(("body", "headers", "status", "needle"), [
-    (b"\xff\xff\xffnot snappy", RW_HEADERS, 400, "snappy"),
-    (write_request(_series({"__name__": "up"}, [(1.0, 1)]))[:-3], RW_HEADERS, 400,
-     "remote-write"),
-    (b"x", {**RW_HEADERS, "Content-Encoding": "gzip"}, 415, "Content-Encoding"),
-    (b"x", {**RW_HEADERS, "X-OpsLake-Batch-Id": "../etc"}, 400, "batch id"),
-])
-def test_remote_write_refusals(client: TestClient, lake: Lake, body: bytes, headers: dict,
-                               status: int, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "needle"),
+    [
+        (b"\xff\xff\xffnot snappy", RW_HEADERS, 400, "snappy"),
+        (
+            write_request(_series({"__name__": "up"}, [(1.0, 1)]))[:-3],
+            RW_HEADERS,
+            400,
+            "remote-write",
+        ),
+        (b"x", {**RW_HEADERS, "Content-Encoding": "gzip"}, 415, "Content-Encoding"),
+        (b"x", {**RW_HEADERS, "X-OpsLake-Batch-Id": "../etc"}, 400, "batch id"),
+    ],
+)
+def test_remote_write_refusals(
+    client: TestClient, lake: Lake, body: bytes, headers: dict, status: int, needle: str
+) -> None:
     response = client.post(RW, content=body, headers=headers)
     assert response.status_code == status
     answer = response.json()
@@ -145,23 +171,50 @@ def test_remote_write_refusals(client: TestClient, lake: Lake, body: bytes, head
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b"{not json", "not JSON"),
-    (b"[1, 2]", "JSON object"),
-    (_body({**_webhook(), "version": "3"}), "version"),
-    (_body({**_webhook(), "alerts": {"a": 1}}), "alerts"),
-    (_body({**_webhook(), "alerts": [{"status": "firing", "labels": {"a": "b"}}]}), "startsAt"),
-    (_body({**_webhook(), "alerts": [{"status": "firing", "labels": {"a": 1},
-                                      "startsAt": "2026-03-02T10:00:00Z"}]}), "labels"),
-    (_body({**_webhook(), "alerts": [{"status": "firing", "labels": {},
-                                      "startsAt": "yesterday"}]}), "startsAt"),
-    # What bronze would quarantine is refused at the door (the day is not poisoned).
-    (_body({**_webhook(), "alerts": [{k: v for k, v in _webhook()["alerts"][0].items()
-                                      if k != "status"}]}), "status"),
-    ("{\"version\": \"4\", \"alerts\": []}".encode("utf-16"), "UTF-8"),
-])
-def test_alertmanager_refusals(client: TestClient, lake: Lake, landing: LandingZone,
-                               body: bytes, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (_body({**_webhook(), "version": "3"}), "version"),
+        (_body({**_webhook(), "alerts": {"a": 1}}), "alerts"),
+        (_body({**_webhook(), "alerts": [{"status": "firing", "labels": {"a": "b"}}]}), "startsAt"),
+        (
+            _body(
+                {
+                    **_webhook(),
+                    "alerts": [
+                        {"status": "firing", "labels": {"a": 1}, "startsAt": "2026-03-02T10:00:00Z"}
+                    ],
+                }
+            ),
+            "labels",
+        ),
+        (
+            _body(
+                {
+                    **_webhook(),
+                    "alerts": [{"status": "firing", "labels": {}, "startsAt": "yesterday"}],
+                }
+            ),
+            "startsAt",
+        ),
+        # What bronze would quarantine is refused at the door (the day is not poisoned).
+        (
+            _body(
+                {
+                    **_webhook(),
+                    "alerts": [{k: v for k, v in _webhook()["alerts"][0].items() if k != "status"}],
+                }
+            ),
+            "status",
+        ),
+        ('{"version": "4", "alerts": []}'.encode("utf-16"), "UTF-8"),
+    ],
+)
+def test_alertmanager_refusals(
+    client: TestClient, lake: Lake, landing: LandingZone, body: bytes, needle: str
+) -> None:
     response = client.post(AM, content=body)
     assert response.status_code == 422
     assert needle in response.json()["error"] and response.json()["fix"]
@@ -172,10 +225,10 @@ def test_alertmanager_refusals(client: TestClient, lake: Lake, landing: LandingZ
     assert client.post(AM, content=_body(_webhook())).status_code == 200
 
 
-def test_too_large_is_413(settings: Settings, lake: Lake, landing: LandingZone,
-                          key: str) -> None:
-    with TestClient(create_app(replace(settings, max_push_bytes=2000)),
-                    headers=bearer(key)) as client:
+def test_too_large_is_413(settings: Settings, lake: Lake, landing: LandingZone, key: str) -> None:
+    with TestClient(
+        create_app(replace(settings, max_push_bytes=2000)), headers=bearer(key)
+    ) as client:
         big = _body({**_webhook(), "receiver": "x" * 5000})
         response = client.post(AM, content=big)
         assert response.status_code == 413
@@ -218,12 +271,18 @@ def _serve(port: int, log: Path) -> object:
 
 
 def _client(base: str, key: str) -> httpx.Client:
-    return httpx.Client(base_url=base, timeout=10, trust_env=False, headers=bearer(key),
-                        limits=httpx.Limits(max_connections=8))
+    return httpx.Client(
+        base_url=base,
+        timeout=10,
+        trust_env=False,
+        headers=bearer(key),
+        limits=httpx.Limits(max_connections=8),
+    )
 
 
-def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landing: LandingZone,
-                                                      tmp_path: Path, key: str) -> None:
+def test_crash_mid_stream_loses_no_acknowledged_batch(
+    settings: Settings, landing: LandingZone, tmp_path: Path, key: str
+) -> None:
     n = 300
     bodies = {f"crash-{i:04d}": _body(_webhook(i)) for i in range(n)}
     acknowledged: set[str] = set()
@@ -232,8 +291,9 @@ def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landin
 
     def push(http: httpx.Client, batch_id: str) -> None:
         try:
-            answer = http.post(AM, content=bodies[batch_id],
-                               headers={"X-OpsLake-Batch-Id": batch_id})
+            answer = http.post(
+                AM, content=bodies[batch_id], headers={"X-OpsLake-Batch-Id": batch_id}
+            )
         except httpx.HTTPError:
             return  # the server died under this request: not acknowledged
         if answer.status_code == 200:
@@ -244,8 +304,11 @@ def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landin
     base = f"http://127.0.0.1:{port}"
     # One client per phase (thread-safe, pooled): a new client per request costs more than
     # the request itself.
-    with _serve(port, tmp_path / "serve-1.log") as proc, _client(base, key) as http, \
-            ThreadPoolExecutor(8) as pool:
+    with (
+        _serve(port, tmp_path / "serve-1.log") as proc,
+        _client(base, key) as http,
+        ThreadPoolExecutor(8) as pool,
+    ):
         futures = [pool.submit(push, http, b) for b in bodies]
         while True:  # kill once a good part, but not all, has been acknowledged
             with lock:
@@ -286,8 +349,14 @@ def test_crash_mid_stream_loses_no_acknowledged_batch(settings: Settings, landin
 
 def test_serve_reports_bad_setting(settings: Settings) -> None:
     env = {**os.environ, "OPSLAKE_MAX_PUSH_BYTES": "-1"}
-    done = subprocess.run([sys.executable, "-m", "opslake", "serve", "--port", str(free_port())],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "opslake", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2 and "OPSLAKE_MAX_PUSH_BYTES" in done.stderr
 
 
@@ -300,8 +369,9 @@ def test_pushed_webhook_parses_into_bronze(client: TestClient, landing: LandingZ
     assert parsed.table.num_rows == 1 and not parsed.rejects
 
 
-def test_pretty_printed_webhook_parses_into_bronze(client: TestClient,
-                                                   landing: LandingZone) -> None:
+def test_pretty_printed_webhook_parses_into_bronze(
+    client: TestClient, landing: LandingZone
+) -> None:
     from opslake.ingest.parsers import alertmanager
 
     body = json.dumps(_webhook(6), indent=2).encode()
@@ -316,16 +386,27 @@ def test_pretty_printed_webhook_parses_into_bronze(client: TestClient,
 def _pushes() -> list[tuple[str, bytes, dict[str, str], str]]:
     """(path, a valid body, headers, landing source) for every push endpoint."""
     today = _today()
-    return [(RW, write_request(_series({"__name__": "up"}, [(1.0, 1764115200000)])),
-             RW_HEADERS, "prometheus"),
-            (AM, _body(_webhook(7)), {}, "alertmanager"),
-            ("/v1/ingest/alerts/zabbix", json.dumps(_zabbix("PROBLEM", today)).encode(),
-             {"Content-Type": "application/json"}, "webhook")]
+    return [
+        (
+            RW,
+            write_request(_series({"__name__": "up"}, [(1.0, 1764115200000)])),
+            RW_HEADERS,
+            "prometheus",
+        ),
+        (AM, _body(_webhook(7)), {}, "alertmanager"),
+        (
+            "/v1/ingest/alerts/zabbix",
+            json.dumps(_zabbix("PROBLEM", today)).encode(),
+            {"Content-Type": "application/json"},
+            "webhook",
+        ),
+    ]
 
 
 def test_every_push_endpoint_is_described_here(client: TestClient) -> None:
-    documented = {p for p in client.get("/openapi.json").json()["paths"]
-                  if p.startswith("/v1/ingest")}
+    documented = {
+        p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/v1/ingest")
+    }
     assert documented == {RW, AM, "/v1/ingest/alerts/{name}"}
     for path in documented:
         operation = client.get("/openapi.json").json()["paths"][path]["post"]
@@ -334,7 +415,8 @@ def test_every_push_endpoint_is_described_here(client: TestClient) -> None:
 
 @pytest.mark.parametrize("path", [RW, AM, "/v1/ingest/alerts/zabbix"])
 def test_a_push_without_a_key_or_with_a_read_only_key_lands_nothing(
-        settings: Settings, lake: Lake, landing: LandingZone, path: str) -> None:
+    settings: Settings, lake: Lake, landing: LandingZone, path: str
+) -> None:
     store_key = ingest_key(settings, "reader", "ops_engineer", scopes=["metrics:read"])
     viewer_key = ingest_key(settings, "viewer", "dept_viewer")
     pushes = {p: (body, headers, source) for p, body, headers, source in _pushes()}
@@ -342,12 +424,21 @@ def test_a_push_without_a_key_or_with_a_read_only_key_lands_nothing(
     with TestClient(create_app(settings)) as anonymous:
         refused = [
             (anonymous.post(path, content=body, headers=headers), 401, "Authorization"),
-            (anonymous.post(path, content=body, headers={**headers, **bearer("olk_x_y")}),
-             401, "not recognised"),
-            (anonymous.post(path, content=body, headers={**headers, **bearer(store_key)}),
-             403, "ingest:write"),
-            (anonymous.post(path, content=body, headers={**headers, **bearer(viewer_key)}),
-             403, "ingest:write"),
+            (
+                anonymous.post(path, content=body, headers={**headers, **bearer("olk_x_y")}),
+                401,
+                "not recognised",
+            ),
+            (
+                anonymous.post(path, content=body, headers={**headers, **bearer(store_key)}),
+                403,
+                "ingest:write",
+            ),
+            (
+                anonymous.post(path, content=body, headers={**headers, **bearer(viewer_key)}),
+                403,
+                "ingest:write",
+            ),
         ]
         for answer, status, needle in refused:
             assert answer.status_code == status, answer.text
@@ -359,11 +450,18 @@ def test_a_push_without_a_key_or_with_a_read_only_key_lands_nothing(
         accepted = anonymous.post(path, content=body, headers={**headers, **bearer(pusher)})
         assert accepted.status_code in (200, 204), accepted.text
         assert len(landing.batches(source, _today())) == 1
-    audited = [e for e in AuditLog.from_settings(settings).read()
-               if e["action"].startswith("POST /v1/ingest")]
+    audited = [
+        e
+        for e in AuditLog.from_settings(settings).read()
+        if e["action"].startswith("POST /v1/ingest")
+    ]
     assert [(e["who"], e["status"]) for e in audited] == [
-        ("anonymous", 401), ("anonymous", 401), ("reader", 403), ("viewer", 403),
-        ("pusher", accepted.status_code)]
+        ("anonymous", 401),
+        ("anonymous", 401),
+        ("reader", 403),
+        ("viewer", 403),
+        ("pusher", accepted.status_code),
+    ]
 
 
 def test_an_ingest_key_pushes_but_reads_nothing(client: TestClient, key: str) -> None:

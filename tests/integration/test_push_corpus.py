@@ -39,8 +39,10 @@ WH = "/v1/ingest/alerts/zabbix"
 JSON = {"Content-Type": "application/json"}
 #: The bronze parser and landing source behind each push endpoint.
 BRONZE: dict[str, tuple[str, Callable[[bytes, LandedBatch], ParseResult]]] = {
-    RW: ("prometheus", prometheus.parse), AM: ("alertmanager", alertmanager.parse),
-    WH: (alert_webhook.SOURCE, alert_webhook.parse)}
+    RW: ("prometheus", prometheus.parse),
+    AM: ("alertmanager", alertmanager.parse),
+    WH: (alert_webhook.SOURCE, alert_webhook.parse),
+}
 DEEP = b"[" * 10_000 + b"]" * 10_000
 MiB = 2**20
 
@@ -68,8 +70,7 @@ def _snappy_skip_fields(decoded: int, copies_per_literal: int) -> bytes:
     group = literal + copy * copies_per_literal
     groups, rest = divmod(decoded, 64 * (copies_per_literal + 1))
     assert rest % 64 == 0
-    return _uvarint(decoded) + group * groups + (literal + copy * (rest // 64 - 1)
-                                                 if rest else b"")
+    return _uvarint(decoded) + group * groups + (literal + copy * (rest // 64 - 1) if rest else b"")
 
 
 def _rw_label_bytes(value: bytes) -> bytes:
@@ -87,8 +88,7 @@ def _cases() -> Iterator[tuple[str, str, bytes, dict[str, str], bool]]:
     # Nesting 10,000 deep: as the body, and inside a field no parser reads.
     yield "am-deep-body", AM, DEEP, am, False
     yield "am-deep-field", AM, _alert()[:-4] + b',"x":' + DEEP + b"}]}\n", am, False
-    yield "am-deep-65", AM, _body({**_webhook(), "x": json.loads("[" * 65 + "]" * 65)}), am, \
-        False
+    yield "am-deep-65", AM, _body({**_webhook(), "x": json.loads("[" * 65 + "]" * 65)}), am, False
     yield "wh-deep-body", WH, DEEP, wh, False
     # Times at the year limits with an offset: outside UTC's range once converted.
     for stamp in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
@@ -105,21 +105,28 @@ def _cases() -> Iterator[tuple[str, str, bytes, dict[str, str], bool]]:
     # cannot shrink them): each would cost a Python object.
     flood = np.zeros(8 * MiB, np.uint8)
     flood[::2] = np.where(np.random.default_rng(0).integers(0, 2, 4 * MiB) == 1, 0x0A, 0x12)
-    yield "rw-empty-series-flood", RW, bytes(cramjam.snappy.compress_raw(flood.tobytes())), \
-        rw, True
+    yield "rw-empty-series-flood", RW, bytes(cramjam.snappy.compress_raw(flood.tobytes())), rw, True
     # 60,000 empty series among as many unknown fields: few fields, too many series.
     series = np.zeros(240_000, np.uint8)
     series[::2] = np.where(np.random.default_rng(2).permutation(120_000) < 60_000, 0x0A, 0x1A)
     yield "rw-series-flood", RW, bytes(cramjam.snappy.compress_raw(series.tobytes())), rw, True
     # Gzip bombs: 64 MiB in 64 KiB; and a good body gzipped.
-    yield "am-gzip-bomb", AM, gzip.compress(b" " * 64 * MiB, 1), \
-        {"Content-Encoding": "gzip"}, True
-    yield "wh-gzip-bomb", WH, gzip.compress(b"[" * 64 * MiB, 1), \
-        {**wh, "Content-Encoding": "gzip"}, True
-    yield "am-gzip-good", AM, gzip.compress(_body(_webhook())), {"Content-Encoding": "gzip"}, \
-        False
-    yield "am-gzip-truncated", AM, gzip.compress(_body(_webhook()))[:-12], \
-        {"Content-Encoding": "gzip"}, False
+    yield "am-gzip-bomb", AM, gzip.compress(b" " * 64 * MiB, 1), {"Content-Encoding": "gzip"}, True
+    yield (
+        "wh-gzip-bomb",
+        WH,
+        gzip.compress(b"[" * 64 * MiB, 1),
+        {**wh, "Content-Encoding": "gzip"},
+        True,
+    )
+    yield "am-gzip-good", AM, gzip.compress(_body(_webhook())), {"Content-Encoding": "gzip"}, False
+    yield (
+        "am-gzip-truncated",
+        AM,
+        gzip.compress(_body(_webhook()))[:-12],
+        {"Content-Encoding": "gzip"},
+        False,
+    )
     yield "am-gzip-not-gzip", AM, _body(_webhook()), {"Content-Encoding": "gzip"}, False
     yield "am-brotli", AM, _body(_webhook()), {"Content-Encoding": "br"}, False
     # Missing and mistyped fields.
@@ -130,33 +137,56 @@ def _cases() -> Iterator[tuple[str, str, bytes, dict[str, str], bool]]:
     yield "am-alerts-not-list", AM, _body({**_webhook(), "alerts": {"a": 1}}), am, False
     yield "am-alert-not-object", AM, _body({**_webhook(), "alerts": ["x"]}), am, False
     yield "am-huge-int", AM, _body({**_webhook(), "truncatedAlerts": 10**30}), am, False
-    yield "am-long-digits", AM, b'{"version":"4","alerts":[],"x":' + b"7" * 5000 + b"}", am, \
-        False
+    yield "am-long-digits", AM, b'{"version":"4","alerts":[],"x":' + b"7" * 5000 + b"}", am, False
     yield "wh-no-fingerprint", WH, _zabbix_body(id=None), wh, False
     yield "wh-status-object", WH, _zabbix_body(status={"a": 1}), wh, False
     yield "wh-empty-list", WH, b"[]", wh, False
     # Huge labels (1 MiB values): stored as sent.
     yield "am-1MiB-label", AM, _alert(labels={"alertname": "x", "big": "v" * MiB}), am, False
-    yield "rw-1MiB-label", RW, _rw_label_bytes(np.random.default_rng(1).bytes(MiB // 2).hex()
-                                               .encode()), rw, False
+    yield (
+        "rw-1MiB-label",
+        RW,
+        _rw_label_bytes(np.random.default_rng(1).bytes(MiB // 2).hex().encode()),
+        rw,
+        False,
+    )
     yield "am-1MiB-bad-status", AM, _alert(status="s" * MiB), am, False
     # Text that is not Unicode.
-    yield "am-latin1", AM, _alert(labels={"alertname": "x"}).replace(b'"x"', b'"\xe9"'), am, \
-        False
+    yield "am-latin1", AM, _alert(labels={"alertname": "x"}).replace(b'"x"', b'"\xe9"'), am, False
     yield "am-utf16", AM, _body(_webhook()).decode().encode("utf-16"), am, False
     yield "am-lone-surrogate", AM, _alert(labels={"alertname": "\ud800"}), am, False
-    yield "wh-latin1", WH, _zabbix_body(name="caf\xe9").replace(b"caf\\u00e9", b"caf\xe9"), wh, \
-        False
+    yield (
+        "wh-latin1",
+        WH,
+        _zabbix_body(name="caf\xe9").replace(b"caf\\u00e9", b"caf\xe9"),
+        wh,
+        False,
+    )
     yield "rw-label-not-utf8", RW, _rw_label_bytes(b"\xff\xfe"), rw, False
     # Wrong content types.
     yield "am-text-plain", AM, _body(_webhook()), {"Content-Type": "text/plain"}, False
-    yield "am-json-utf16-charset", AM, _body(_webhook()), \
-        {"Content-Type": "application/json; charset=utf-16"}, False
-    yield "am-json-utf8-charset", AM, _body(_webhook()), \
-        {"Content-Type": "application/json; charset=UTF-8"}, False
+    yield (
+        "am-json-utf16-charset",
+        AM,
+        _body(_webhook()),
+        {"Content-Type": "application/json; charset=utf-16"},
+        False,
+    )
+    yield (
+        "am-json-utf8-charset",
+        AM,
+        _body(_webhook()),
+        {"Content-Type": "application/json; charset=UTF-8"},
+        False,
+    )
     yield "wh-xml", WH, b"<alert/>", {"Content-Type": "application/xml"}, False
-    yield "rw-json", RW, write_request(_series({"__name__": "up"}, [(1.0, 1)])), \
-        {**rw, "Content-Type": "application/json"}, False
+    yield (
+        "rw-json",
+        RW,
+        write_request(_series({"__name__": "up"}, [(1.0, 1)])),
+        {**rw, "Content-Type": "application/json"},
+        False,
+    )
     # Empty bodies.
     yield "am-empty", AM, b"", am, False
     yield "am-blank", AM, b" \n\n", am, False
@@ -167,14 +197,25 @@ def _cases() -> Iterator[tuple[str, str, bytes, dict[str, str], bool]]:
     yield "rw-truncated", RW, bytes(cramjam.snappy.compress_raw(raw[:-4])), rw, False
     yield "rw-snappy-lies", RW, _uvarint(10) + b"\x00abc", rw, False
     # NaN and infinities: as JSON tokens, as strings, and as remote-write values.
-    yield "am-nan-token", AM, _body(_webhook()).replace(b'"truncatedAlerts":0',
-                                                         b'"truncatedAlerts":NaN'), am, False
+    yield (
+        "am-nan-token",
+        AM,
+        _body(_webhook()).replace(b'"truncatedAlerts":0', b'"truncatedAlerts":NaN'),
+        am,
+        False,
+    )
     yield "am-startsAt-nan", AM, _alert(startsAt="NaN"), am, False
     yield "am-inf-string", AM, _alert(labels={"alertname": "x", "v": "Infinity"}), am, False
     yield "wh-time-inf", WH, _zabbix_body(date="inf", time="nan"), wh, False
-    yield "rw-nan-inf", RW, write_request(_series(
-        {"__name__": "up"}, [(float("nan"), 1), (float("inf"), 2), (float("-inf"), 3)])), rw, \
-        False
+    yield (
+        "rw-nan-inf",
+        RW,
+        write_request(
+            _series({"__name__": "up"}, [(float("nan"), 1), (float("inf"), 2), (float("-inf"), 3)])
+        ),
+        rw,
+        False,
+    )
 
 
 CASES = list(_cases())
@@ -185,8 +226,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClie
     """One data service (push-only key) and its lake for the whole corpus."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OPSLAKE_HOME", str(tmp_path_factory.mktemp("corpus") / "lake"))
-        for name in ("OPSLAKE_STATE_DIR", "OPSLAKE_S3_ENDPOINT", "OPSLAKE_MAX_PUSH_BYTES",
-                     "OPSLAKE_MAX_DECODED_BYTES"):
+        for name in (
+            "OPSLAKE_STATE_DIR",
+            "OPSLAKE_S3_ENDPOINT",
+            "OPSLAKE_MAX_PUSH_BYTES",
+            "OPSLAKE_MAX_DECODED_BYTES",
+        ):
             env.delenv(name, raising=False)
         settings = Settings.from_env()
         with TestClient(create_app(settings), headers=bearer(ingest_key(settings))) as client:
@@ -201,10 +246,10 @@ def _push(client: TestClient, case: str) -> tuple[str, bytes, object, float]:
     return path, body, answer, time.process_time() - started
 
 
-@pytest.mark.parametrize(("case", "bomb"), [(c[0], c[4]) for c in CASES],
-                         ids=[c[0] for c in CASES])
-def test_bad_push_is_refused_or_parses(service: tuple[TestClient, Lake], case: str,
-                                       bomb: bool) -> None:
+@pytest.mark.parametrize(("case", "bomb"), [(c[0], c[4]) for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_push_is_refused_or_parses(
+    service: tuple[TestClient, Lake], case: str, bomb: bool
+) -> None:
     client, lake = service
     path, body, answer, cpu = _push(client, case)
     source, parse = BRONZE[path]
@@ -212,8 +257,11 @@ def test_bad_push_is_refused_or_parses(service: tuple[TestClient, Lake], case: s
     if bomb:
         assert cpu < 1.0, f"{cpu:.2f} s of CPU"
     landing = LandingZone(lake)
-    landed = [b for b in landing.batches(source, datetime.now(UTC).date().isoformat())
-              if b.batch_id == case]
+    landed = [
+        b
+        for b in landing.batches(source, datetime.now(UTC).date().isoformat())
+        if b.batch_id == case
+    ]
     if answer.status_code < 300:
         [batch] = landed
         assert parse(landing.read(batch), batch).rejects == []
@@ -224,31 +272,58 @@ def test_bad_push_is_refused_or_parses(service: tuple[TestClient, Lake], case: s
     assert len(refusal["error"]) < 1000  # a reason, never the body
     kept = {(r["source"], r["batch_id"], r["reason"]) for r in quarantine.read(lake).to_pylist()}
     reason = f"HTTP {answer.status_code}: {refusal['error']}"
-    assert (source, hashlib.sha256(body).hexdigest()[:32], reason) in kept or \
-        any(s == source and r == reason for s, _, r in kept)  # 413/415 keep the body's start
+    assert (source, hashlib.sha256(body).hexdigest()[:32], reason) in kept or any(
+        s == source and r == reason for s, _, r in kept
+    )  # 413/415 keep the body's start
 
 
-@pytest.mark.parametrize(("case", "status", "needle"), [
-    ("am-deep-body", 422, "nested deeper than 64"), ("wh-deep-body", 422, "nested deeper"),
-    ("am-deep-field", 422, "nested deeper"), ("am-deep-65", 422, "nested deeper"),
-    ("am-startsAt-9999", 422, "years 1 to 9999"), ("am-endsAt-0001", 422, "years 1 to 9999"),
-    ("wh-time-9999", 422, "years 1 to 9999"), ("rw-bomb-340MiB", 413, "33,554,432"),
-    ("rw-empty-series-flood", 400, "1,000,000"), ("rw-series-flood", 400, "50,000"), ("am-gzip-bomb", 413, "expands past"),
-    ("wh-gzip-bomb", 413, "expands past"), ("am-brotli", 415, "'br'"),
-    ("am-no-status", 422, "'status'"), ("am-text-plain", 415, "text/plain"),
-    ("rw-json", 415, "application/json"), ("am-empty", 422, "empty"),
-    ("rw-truncated", 400, "truncated"), ("rw-snappy-lies", 400, "snappy"),
-    ("am-lone-surrogate", 422, "surrogate"), ("am-huge-int", 422, "64-bit"),
-    ("rw-label-not-utf8", 400, "UTF-8"), ("am-1MiB-bad-status", 422, "'status'"),
-])
-def test_refusals_say_why(service: tuple[TestClient, Lake], case: str, status: int,
-                          needle: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "status", "needle"),
+    [
+        ("am-deep-body", 422, "nested deeper than 64"),
+        ("wh-deep-body", 422, "nested deeper"),
+        ("am-deep-field", 422, "nested deeper"),
+        ("am-deep-65", 422, "nested deeper"),
+        ("am-startsAt-9999", 422, "years 1 to 9999"),
+        ("am-endsAt-0001", 422, "years 1 to 9999"),
+        ("wh-time-9999", 422, "years 1 to 9999"),
+        ("rw-bomb-340MiB", 413, "33,554,432"),
+        ("rw-empty-series-flood", 400, "1,000,000"),
+        ("rw-series-flood", 400, "50,000"),
+        ("am-gzip-bomb", 413, "expands past"),
+        ("wh-gzip-bomb", 413, "expands past"),
+        ("am-brotli", 415, "'br'"),
+        ("am-no-status", 422, "'status'"),
+        ("am-text-plain", 415, "text/plain"),
+        ("rw-json", 415, "application/json"),
+        ("am-empty", 422, "empty"),
+        ("rw-truncated", 400, "truncated"),
+        ("rw-snappy-lies", 400, "snappy"),
+        ("am-lone-surrogate", 422, "surrogate"),
+        ("am-huge-int", 422, "64-bit"),
+        ("rw-label-not-utf8", 400, "UTF-8"),
+        ("am-1MiB-bad-status", 422, "'status'"),
+    ],
+)
+def test_refusals_say_why(
+    service: tuple[TestClient, Lake], case: str, status: int, needle: str
+) -> None:
     _, _, answer, _ = _push(service[0], case)
     assert answer.status_code == status and needle in answer.json()["error"], answer.text
 
 
-@pytest.mark.parametrize("case", ["am-startsAt-max-utc", "rw-bomb-under-cap", "am-gzip-good",
-                                  "am-1MiB-label", "rw-1MiB-label", "am-inf-string",
-                                  "rw-nan-inf", "am-json-utf8-charset"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "am-startsAt-max-utc",
+        "rw-bomb-under-cap",
+        "am-gzip-good",
+        "am-1MiB-label",
+        "rw-1MiB-label",
+        "am-inf-string",
+        "rw-nan-inf",
+        "am-json-utf8-charset",
+    ],
+)
 def test_good_but_odd_bodies_are_accepted(service: tuple[TestClient, Lake], case: str) -> None:
     assert _push(service[0], case)[2].status_code in (200, 204)

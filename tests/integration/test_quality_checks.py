@@ -61,10 +61,18 @@ def _csv(columns: list[str], rows: list[dict]) -> bytes:
 
 
 def _ticket(ticket_id: str, priority: str, minute: int, **more: str) -> dict:
-    return {"ticket_id": ticket_id, "type": "incident", "status": "new", "priority": priority,
-            "ci": VM, "title": f"quality test {ticket_id}",
-            "opened_at": f"{DAY3}T{minute // 60:02d}:{minute % 60:02d}:00Z",
-            "assignee_group": "云平台组", "sla_target_minutes": "240", **more}
+    return {
+        "ticket_id": ticket_id,
+        "type": "incident",
+        "status": "new",
+        "priority": priority,
+        "ci": VM,
+        "title": f"quality test {ticket_id}",
+        "opened_at": f"{DAY3}T{minute // 60:02d}:{minute % 60:02d}:00Z",
+        "assignee_group": "云平台组",
+        "sla_target_minutes": "240",
+        **more,
+    }
 
 
 def _received(hour: int) -> datetime:
@@ -87,25 +95,47 @@ def _corrupt_day3(settings: Settings, lake: Lake) -> None:
     # The extra exports come from the ITSM system's one export feed (the simulator's
     # connector), so a broken export is a table-wide problem, not one sender's among several.
     # 1. nulls and 3. duplicate keys: one export with an empty priority and a doubled row.
-    rows = [_ticket("QTEST-0001", "", 540),
-            _ticket("QTEST-0002", "P3", 541),
-            _ticket("QTEST-0003", "P4", 542, type="request"),
-            _ticket("QTEST-0004", "P2", 543, title="first copy"),
-            _ticket("QTEST-0004", "P2", 543, title="second copy")]
-    zone.write("itsm", _csv(list(COLUMNS), rows), fmt="csv", batch_id=ITSM_BATCH, dt=DAY3,
-               received_at=_received(12), connector=SIMULATOR)
+    rows = [
+        _ticket("QTEST-0001", "", 540),
+        _ticket("QTEST-0002", "P3", 541),
+        _ticket("QTEST-0003", "P4", 542, type="request"),
+        _ticket("QTEST-0004", "P2", 543, title="first copy"),
+        _ticket("QTEST-0004", "P2", 543, title="second copy"),
+    ]
+    zone.write(
+        "itsm",
+        _csv(list(COLUMNS), rows),
+        fmt="csv",
+        batch_id=ITSM_BATCH,
+        dt=DAY3,
+        received_at=_received(12),
+        connector=SIMULATOR,
+    )
     # 5. a dropped column: an export without `priority` (the parser rejects it whole).
     dropped = [c for c in COLUMNS if c != "priority"]
     rows = [_ticket(f"QDROP-{i:04d}", "", 600 + i) for i in range(1, 13)]
-    zone.write("itsm", _csv(dropped, rows), fmt="csv", batch_id=ITSM_DROPPED, dt=DAY3,
-               received_at=_received(13), connector=SIMULATOR)
+    zone.write(
+        "itsm",
+        _csv(dropped, rows),
+        fmt="csv",
+        batch_id=ITSM_DROPPED,
+        dt=DAY3,
+        received_at=_received(13),
+        connector=SIMULATOR,
+    )
     # 2. out of range and 4. unknown entity: one scrape with a ratio of 7.5 and a ghost CI.
     series = f'node_cpu_utilisation_ratio{{entity_id="{VM}",job="quality-test"}}'
     lines = [f"{series} {value} {_ms(minute)}" for minute, value in GOOD_SAMPLES]
     lines.append(f"{series} 7.5 {_ms(604)}")
     lines.append(f'node_load1{{entity_id="{GHOST}",job="quality-test"}} 1.5 {_ms(605)}')
-    zone.write("prometheus", ("\n".join(lines) + "\n").encode(), fmt="prom",
-               batch_id=PROM_BATCH, dt=DAY3, received_at=_received(11))
+    zone.write(
+        "prometheus",
+        ("\n".join(lines) + "\n").encode(),
+        fmt="prom",
+        batch_id=PROM_BATCH,
+        dt=DAY3,
+        received_at=_received(11),
+    )
     # 6. a late source: only the morning's probe results have arrived.
     morning = []
     for data in _delete_day(zone, "probes", DAY3):
@@ -116,8 +146,14 @@ def _corrupt_day3(settings: Settings, lake: Lake) -> None:
             except (ValueError, KeyError, TypeError):
                 continue  # the simulator's malformed line
     assert len(morning) > 100
-    zone.write("probes", ("\n".join(morning) + "\n").encode(), fmt="json",
-               batch_id=f"probes-{DAY3}-morning", dt=DAY3, received_at=_received(12))
+    zone.write(
+        "probes",
+        ("\n".join(morning) + "\n").encode(),
+        fmt="json",
+        batch_id=f"probes-{DAY3}-morning",
+        dt=DAY3,
+        received_at=_received(12),
+    )
     # 7. a source gone silent: no syslog at all for the day.
     _delete_day(zone, "syslog", DAY3)
 
@@ -128,12 +164,15 @@ def lake_after(tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = tmp_path_factory.mktemp("quality-lake")
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     lake = Lake.from_settings(settings)
-    simulate(SimulationConfig(seed=21, entities=60, days=3, start=START, step_seconds=600),
-             LandingZone.from_settings(settings, lake))
+    simulate(
+        SimulationConfig(seed=21, entities=60, days=3, start=START, step_seconds=600),
+        LandingZone.from_settings(settings, lake),
+    )
     runner.materialize(settings, CLEAN)
     clean = read_results(lake, CLEAN)
-    assert VM in set(lake.read_table("silver", "assets", dts=[CLEAN[-1]])
-                     .column("entity_id").to_pylist())
+    assert VM in set(
+        lake.read_table("silver", "assets", dts=[CLEAN[-1]]).column("entity_id").to_pylist()
+    )
     _corrupt_day3(settings, lake)
     with pytest.raises(runner.QualityBlocked) as blocked:
         runner.materialize(settings, [DAY3])
@@ -142,8 +181,9 @@ def lake_after(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _failed(lake: Lake, table: str, check: str) -> list[dict]:
     results = read_results(lake, [DAY3]).to_pylist()
-    mine = [r for r in results if r["layer"] == "silver" and r["table"] == table
-            and r["check"] == check]
+    mine = [
+        r for r in results if r["layer"] == "silver" and r["table"] == table and r["check"] == check
+    ]
     assert mine, f"no result for silver.{table} {check} on {DAY3}"
     return [r for r in mine if not r["passed"]]
 
@@ -151,20 +191,30 @@ def _failed(lake: Lake, table: str, check: str) -> list[dict]:
 def _quarantined(lake: Lake, table: str, check: str) -> list[dict]:
     """Rows the quality check quarantined from a silver table on day 3."""
     rows = quarantine.read(lake, [DAY3]).to_pylist()
-    return [{**json.loads(r["raw"]), "_reason": r["reason"]} for r in rows
-            if r["reason"].startswith("quality check") and f"silver.{table}" in r["reason"]
-            and check in r["reason"]]
+    return [
+        {**json.loads(r["raw"]), "_reason": r["reason"]}
+        for r in rows
+        if r["reason"].startswith("quality check")
+        and f"silver.{table}" in r["reason"]
+        and check in r["reason"]
+    ]
 
 
 def _quality_events(lake: Lake) -> list[dict]:
     events = lake.read_table("silver", "events", dts=[DAY3]).to_pylist()
-    return [{**e, "labels": dict(e["labels"] or [])} for e in events
-            if e["source"] == alerts.EVENT_SOURCE]
+    return [
+        {**e, "labels": dict(e["labels"] or [])}
+        for e in events
+        if e["source"] == alerts.EVENT_SOURCE
+    ]
 
 
 def _assert_quality_event(lake: Lake, table: str, check: str) -> None:
-    named = [e for e in _quality_events(lake)
-             if e["labels"].get("check") == check and e["labels"].get("table") == f"silver.{table}"]
+    named = [
+        e
+        for e in _quality_events(lake)
+        if e["labels"].get("check") == check and e["labels"].get("table") == f"silver.{table}"
+    ]
     assert named, f"no opslake-quality event for silver.{table} {check}"
     event = named[0]
     assert event["status"] == "firing"
@@ -177,15 +227,22 @@ def _assert_quality_event(lake: Lake, table: str, check: str) -> None:
 def test_every_check_passes_on_clean_days(lake_after) -> None:
     clean = lake_after["clean"].to_pylist()
     assert {str(r["day"]) for r in clean} == set(CLEAN)
-    assert {r["table"] for r in clean} >= {"metric_points", "events", "tickets", "logs",
-                                          "probes", "assets", "relations"}
-    failed = [(str(r["day"]), r["table"], r["check"], r["observed"]) for r in clean
-              if not r["passed"]]
+    assert {r["table"] for r in clean} >= {
+        "metric_points",
+        "events",
+        "tickets",
+        "logs",
+        "probes",
+        "assets",
+        "relations",
+    }
+    failed = [
+        (str(r["day"]), r["table"], r["check"], r["observed"]) for r in clean if not r["passed"]
+    ]
     assert failed == []
 
 
-def test_an_empty_priority_is_quarantined_and_the_rest_of_the_export_published(
-        lake_after) -> None:
+def test_an_empty_priority_is_quarantined_and_the_rest_of_the_export_published(lake_after) -> None:
     lake = lake_after["lake"]
     assert _failed(lake, "tickets", "priority_present")
     rows = _quarantined(lake, "tickets", "priority_present")
@@ -198,14 +255,19 @@ def test_an_empty_priority_is_quarantined_and_the_rest_of_the_export_published(
 
 
 def test_a_ratio_out_of_the_unit_interval_is_quarantined_and_good_samples_published(
-        lake_after) -> None:
+    lake_after,
+) -> None:
     lake = lake_after["lake"]
     assert _failed(lake, "metric_points", "ratio_in_unit_interval")
     rows = _quarantined(lake, "metric_points", "ratio_in_unit_interval")
     assert [(r["metric"], r["entity_id"], r["value"]) for r in rows] == [
-        ("node_cpu_utilisation_ratio", VM, 7.5)]
-    points = [p for p in lake.read_table("silver", "metric_points", dts=[DAY3]).to_pylist()
-              if p["batch_id"] == PROM_BATCH and p["entity_id"] != GHOST]  # kept, flagged
+        ("node_cpu_utilisation_ratio", VM, 7.5)
+    ]
+    points = [
+        p
+        for p in lake.read_table("silver", "metric_points", dts=[DAY3]).to_pylist()
+        if p["batch_id"] == PROM_BATCH and p["entity_id"] != GHOST
+    ]  # kept, flagged
     assert sorted(p["value"] for p in points) == [v for _, v in GOOD_SAMPLES]
     assert {p["entity_id"] for p in points} == {VM}
     _assert_quality_event(lake, "metric_points", "ratio_in_unit_interval")
@@ -226,14 +288,27 @@ def test_the_uniqueness_check_quarantines_exactly_the_later_copy() -> None:
     # since no landed export can get them past the transform).
     suite = load_suites()["silver.tickets"]
     opened = datetime(2026, 3, 4, 9, tzinfo=UTC)
-    rows = [{"ticket_id": "T-1", "type": "incident", "status": "new", "priority": "P2",
-             "opened_at": opened, "sla_target_minutes": 240, "title": title}
-            for title in ("first copy", "other", "second copy")]
+    rows = [
+        {
+            "ticket_id": "T-1",
+            "type": "incident",
+            "status": "new",
+            "priority": "P2",
+            "opened_at": opened,
+            "sla_target_minutes": 240,
+            "title": title,
+        }
+        for title in ("first copy", "other", "second copy")
+    ]
     rows[1]["ticket_id"] = "T-2"
-    table = pa.Table.from_pylist(rows, schema=pa.schema(
-        [schemas.TICKETS.field(n) for n in rows[0]]))
-    validator = TableValidator(suite, schemas.TICKETS, Context(
-        cmdb=None, history_rows=[], parse=[], end=datetime(2026, 3, 5, tzinfo=UTC)))
+    table = pa.Table.from_pylist(
+        rows, schema=pa.schema([schemas.TICKETS.field(n) for n in rows[0]])
+    )
+    validator = TableValidator(
+        suite,
+        schemas.TICKETS,
+        Context(cmdb=None, history_rows=[], parse=[], end=datetime(2026, 3, 5, tzinfo=UTC)),
+    )
     good = validator.chunk(table)
     assert good.column("title").to_pylist() == ["first copy", "other"]
     rejected = pa.concat_tables(validator.quarantined).to_pylist()
@@ -263,8 +338,9 @@ def test_a_dropped_column_fails_the_parse_rate_and_blocks_ticket_gold(lake_after
     assert failed[0]["severity"] == "error"
     # The rejected export counts all its lines (header and 12 rows), not one reject.
     assert failed[0]["unexpected_rows"] >= 13
-    rejected = [r for r in quarantine.read(lake, [DAY3]).to_pylist()
-                if r["batch_id"] == ITSM_DROPPED]
+    rejected = [
+        r for r in quarantine.read(lake, [DAY3]).to_pylist() if r["batch_id"] == ITSM_DROPPED
+    ]
     assert len(rejected) == 1 and "priority" in rejected[0]["reason"]
     tickets = lake.read_table("silver", "tickets", dts=[DAY3], columns=["ticket_id"])
     assert not any(t.startswith("QDROP-") for t in tickets.column("ticket_id").to_pylist())
@@ -306,8 +382,12 @@ def test_the_check_up_report_of_the_corrupted_day_renders_in_chromium(lake_after
     page = Path(lake.path("gold", "quality_report", f"dt={DAY3}", "report.html"))
     assert page.exists(), "quality_followup writes the day's report"
     html = page.read_text(encoding="utf-8")
-    for table, check in (("tickets", "lines_parse"), ("probes", "fresh"),
-                         ("logs", "volume_vs_history"), ("metric_points", "entity_in_cmdb")):
+    for table, check in (
+        ("tickets", "lines_parse"),
+        ("probes", "fresh"),
+        ("logs", "volume_vs_history"),
+        ("metric_points", "entity_in_cmdb"),
+    ):
         assert check in html, (table, check)
     assert "7.5" in html  # a sample offending row is shown
     scores = lake.read_table("gold", "quality_scores", dts=[DAY3]).to_pylist()

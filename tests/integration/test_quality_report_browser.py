@@ -23,28 +23,79 @@ ARTIFACTS = REPO / "tests" / "artifacts"
 
 
 def _results(day: date, back: int) -> list[list[CheckResult]]:
-    def check(table: str, name: str, kind: str, severity: str, passed: bool, source: str,
-              **kw) -> CheckResult:
-        return CheckResult(layer="silver", table=table, check=name, kind=kind,
-                           severity=severity, passed=passed, observed=kw.pop("observed", "0"),
-                           threshold=kw.pop("threshold", "0"), rows=kw.pop("rows", 86_400),
-                           source=source, **kw)
+    def check(
+        table: str, name: str, kind: str, severity: str, passed: bool, source: str, **kw
+    ) -> CheckResult:
+        return CheckResult(
+            layer="silver",
+            table=table,
+            check=name,
+            kind=kind,
+            severity=severity,
+            passed=passed,
+            observed=kw.pop("observed", "0"),
+            threshold=kw.pop("threshold", "0"),
+            rows=kw.pop("rows", 86_400),
+            source=source,
+            **kw,
+        )
 
     return [
-        [check("metric_points", "ts_not_null", "not_null", "error", True, "prometheus"),
-         check("metric_points", "value_in_range", "range", "error", back != 0, "prometheus",
-               observed="37 rows outside [0, 100]", threshold="0 <= value <= 100",
-               unexpected_rows=37,
-               sample=[{"entity": f"host-{i:02d}", "metric": "cpu_util", "value": 100 + i * 7.5}
-                       for i in range(7)]),
-         check("metric_points", "volume", "volume", "warning", back != 1, "prometheus",
-               observed="81,000 rows", threshold=">= 84,000 rows")],
-        [check("logs", "host_in_cmdb", "referential", "warning", back == 2, "syslog",
-               observed="2.1% unknown hosts", threshold="<= 1%", unexpected_rows=512,
-               sample=[{"host": "<script>alert(1)</script>", "msg": "sshd: accepted"},
-                       {"host": "edge-fw-9", "msg": "link down"}]),
-         check("logs", "parse_rate", "parse_rate", "error", True, "syslog",
-               observed="99.7%", threshold=">= 99%")],
+        [
+            check("metric_points", "ts_not_null", "not_null", "error", True, "prometheus"),
+            check(
+                "metric_points",
+                "value_in_range",
+                "range",
+                "error",
+                back != 0,
+                "prometheus",
+                observed="37 rows outside [0, 100]",
+                threshold="0 <= value <= 100",
+                unexpected_rows=37,
+                sample=[
+                    {"entity": f"host-{i:02d}", "metric": "cpu_util", "value": 100 + i * 7.5}
+                    for i in range(7)
+                ],
+            ),
+            check(
+                "metric_points",
+                "volume",
+                "volume",
+                "warning",
+                back != 1,
+                "prometheus",
+                observed="81,000 rows",
+                threshold=">= 84,000 rows",
+            ),
+        ],
+        [
+            check(
+                "logs",
+                "host_in_cmdb",
+                "referential",
+                "warning",
+                back == 2,
+                "syslog",
+                observed="2.1% unknown hosts",
+                threshold="<= 1%",
+                unexpected_rows=512,
+                sample=[
+                    {"host": "<script>alert(1)</script>", "msg": "sshd: accepted"},
+                    {"host": "edge-fw-9", "msg": "link down"},
+                ],
+            ),
+            check(
+                "logs",
+                "parse_rate",
+                "parse_rate",
+                "error",
+                True,
+                "syslog",
+                observed="99.7%",
+                threshold=">= 99%",
+            ),
+        ],
     ]
 
 
@@ -54,8 +105,9 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_report_renders_in_headless_chromium(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_renders_in_headless_chromium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     monkeypatch.delenv("OPSLAKE_S3_ENDPOINT", raising=False)
@@ -65,9 +117,14 @@ def test_report_renders_in_headless_chromium(tmp_path: Path,
         at = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=23, minutes=5)
         for results in _results(day, back):
             write_results(lake, results, day, at, f"run-{day}")
-    LandingZone(lake).write("prometheus", b"up 1\n", fmt="prom", dt=DAY.isoformat(),
-                            received_at=datetime.combine(DAY, datetime.min.time(), UTC)
-                            + timedelta(hours=22, minutes=30))
+    LandingZone(lake).write(
+        "prometheus",
+        b"up 1\n",
+        fmt="prom",
+        dt=DAY.isoformat(),
+        received_at=datetime.combine(DAY, datetime.min.time(), UTC)
+        + timedelta(hours=22, minutes=30),
+    )
 
     copy = tmp_path / "copy" / "report.html"
     copy.parent.mkdir()
@@ -90,5 +147,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path,
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / "quality-report.png")
-    print(f"report {len(html.encode())} bytes rendered+written in {elapsed:.2f}s; "
-          f"screenshot {size} bytes")
+    print(
+        f"report {len(html.encode())} bytes rendered+written in {elapsed:.2f}s; "
+        f"screenshot {size} bytes"
+    )

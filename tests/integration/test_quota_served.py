@@ -42,16 +42,22 @@ class Served:
 
     def audited(self, key_id: str) -> list[dict]:
         """The audit entries of requests made with ``key_id``."""
-        return [entry for f in sorted((self.settings.state_dir / "audit").glob("*.jsonl"))
-                for entry in map(json.loads, f.read_text().splitlines())
-                if entry.get("key_id") == key_id]
+        return [
+            entry
+            for f in sorted((self.settings.state_dir / "audit").glob("*.jsonl"))
+            for entry in map(json.loads, f.read_text().splitlines())
+            if entry.get("key_id") == key_id
+        ]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("quota-served")
-    env = {**os.environ, "OPSLAKE_HOME": str(home / "lake"),
-           "OPSLAKE_SESSION_QUOTA": str(SESSION_QUOTA)}
+    env = {
+        **os.environ,
+        "OPSLAKE_HOME": str(home / "lake"),
+        "OPSLAKE_SESSION_QUOTA": str(SESSION_QUOTA),
+    }
     env.pop("OPSLAKE_STATE_DIR", None)
     settings = Settings.from_env(env)
     store = IdentityStore.sealed(settings)
@@ -60,8 +66,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     settings.warehouse_path.write_bytes(b"not a DuckDB file" * 1024)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "opslake", "serve", "--port", str(port)],
-                 f"{base}/healthz", home / "serve.log", env=env):
+    with running(
+        [sys.executable, "-m", "opslake", "serve", "--port", str(port)],
+        f"{base}/healthz",
+        home / "serve.log",
+        env=env,
+    ):
         yield Served(base, settings, store)
 
 
@@ -89,9 +99,8 @@ def test_fifty_concurrent_clients_never_overshoot_a_quota_of_twenty(served: Serv
     assert "the quota resets at" in refused["fix"]
     assert _get(served.base, ANSWERED, key).status_code == 429
     assert Counter(e["status"] for e in served.audited(key_id)) == {200: 20, 429: 31}
-    deadline = time.monotonic() + 30                            # written within a second
-    while sum(u.requests for u in served.store.usage(key_id)) < 20 and \
-            time.monotonic() < deadline:
+    deadline = time.monotonic() + 30  # written within a second
+    while sum(u.requests for u in served.store.usage(key_id)) < 20 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert sum(u.requests for u in served.store.usage(key_id)) == 20
 
@@ -99,10 +108,9 @@ def test_fifty_concurrent_clients_never_overshoot_a_quota_of_twenty(served: Serv
 def test_a_request_the_service_fails_is_refunded(served: Served) -> None:
     key_id, key = served.key(3)
     failed = [_get(served.base, FAILED, key) for _ in range(4)]
-    assert [a.status_code for a in failed] == [503] * 4         # more than the quota
+    assert [a.status_code for a in failed] == [503] * 4  # more than the quota
     assert "cannot open the warehouse" in failed[0].json()["error"]
-    assert [_get(served.base, ANSWERED, key).status_code for _ in range(4)] == \
-        [200, 200, 200, 429]
+    assert [_get(served.base, ANSWERED, key).status_code for _ in range(4)] == [200, 200, 200, 429]
     assert Counter(e["status"] for e in served.audited(key_id)) == {503: 4, 200: 3, 429: 1}
 
 
@@ -114,12 +122,14 @@ def test_sessions_count_against_their_users_quota(served: Served) -> None:
         return answer.json()["token"]
 
     first, second = login(), login()
-    assert _get(served.base, FAILED, first).status_code == 503   # refunded, like a key's
-    statuses = [_get(served.base, ANSWERED, token).status_code
-                for token in (first, second, first, second, first, second)]
-    assert statuses == [200] * SESSION_QUOTA + [429]             # both sessions, one quota
+    assert _get(served.base, FAILED, first).status_code == 503  # refunded, like a key's
+    statuses = [
+        _get(served.base, ANSWERED, token).status_code
+        for token in (first, second, first, second, first, second)
+    ]
+    assert statuses == [200] * SESSION_QUOTA + [429]  # both sessions, one quota
     refused = _get(served.base, ANSWERED, first)
     assert refused.status_code == 429
     assert f"the sessions of user 'sam' used all {SESSION_QUOTA}" in refused.json()["error"]
-    _, key = served.store.create_key("sam", quota_per_day=1)     # a key has its own quota
+    _, key = served.store.create_key("sam", quota_per_day=1)  # a key has its own quota
     assert _get(served.base, ANSWERED, key).status_code == 200

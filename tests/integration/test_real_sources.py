@@ -68,13 +68,15 @@ def _query(prom: str, query: str, at: float | None = None) -> list[dict]:
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     install_services()
     run_dir = tmp_path_factory.mktemp("services")
-    ports = {"node_exporter": free_port(), "prometheus": free_port(),
-             "alertmanager": free_port()}
-    env = {**os.environ, "OPSLAKE_SERVICES_DIR": str(run_dir),
-           "OPSLAKE_NODE_EXPORTER_PORT": str(ports["node_exporter"]),
-           "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
-           "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
-           "OPSLAKE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/v1/ingest/alertmanager"}
+    ports = {"node_exporter": free_port(), "prometheus": free_port(), "alertmanager": free_port()}
+    env = {
+        **os.environ,
+        "OPSLAKE_SERVICES_DIR": str(run_dir),
+        "OPSLAKE_NODE_EXPORTER_PORT": str(ports["node_exporter"]),
+        "OPSLAKE_PROMETHEUS_PORT": str(ports["prometheus"]),
+        "OPSLAKE_ALERTMANAGER_PORT": str(ports["alertmanager"]),
+        "OPSLAKE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/v1/ingest/alertmanager",
+    }
     env.pop("OPSLAKE_REMOTE_WRITE_URL", None)
     pids: dict[str, int] = {}
     try:
@@ -88,8 +90,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         assert status.returncode == 0, status.stdout + status.stderr
         for name in NAMES:
             assert f"{name} running pid={pids[name]}" in status.stdout
-        yield Services(run_dir, env, pids, urls["node_exporter"], urls["prometheus"],
-                       urls["alertmanager"])
+        yield Services(
+            run_dir, env, pids, urls["node_exporter"], urls["prometheus"], urls["alertmanager"]
+        )
     finally:
         stopped = services_sh(env, "stop", *NAMES)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -125,13 +128,15 @@ def _parse_prom(landing: LandingZone, batch: LandedBatch) -> prometheus_text.Par
     return prometheus_text.parse(landing.read(batch), batch)
 
 
-def test_exporter_scrape_lands_node_metrics_that_parse(services: Services,
-                                                       tmp_path: Path) -> None:
+def test_exporter_scrape_lands_node_metrics_that_parse(services: Services, tmp_path: Path) -> None:
     _, landing = _landing(tmp_path)
     now = datetime.now(UTC)
     [batch] = ExporterScrape(f"{services.node}/metrics").collect(landing, now)
     assert (batch.source, batch.fmt, batch.connector) == (
-        "prometheus", "prom", "prometheus-exporter-scrape/1")
+        "prometheus",
+        "prom",
+        "prometheus-exporter-scrape/1",
+    )
     assert batch.received == now and not batch.duplicate
     parsed = _parse_prom(landing, batch)
     assert parsed.rejects == []
@@ -140,16 +145,18 @@ def test_exporter_scrape_lands_node_metrics_that_parse(services: Services,
     metrics = set(table.column("metric").to_pylist())
     assert sum(m.startswith("node_") for m in metrics) > 20
     # No timestamps in an exporter's answer: every sample takes the batch's received time.
-    assert set(table.column("ts").to_pylist()) == {now.replace(
-        microsecond=now.microsecond // 1000 * 1000)}
+    assert set(table.column("ts").to_pylist()) == {
+        now.replace(microsecond=now.microsecond // 1000 * 1000)
+    }
     # A closed port is a CollectionError naming the URL.
     dead = f"http://127.0.0.1:{free_port()}/metrics"
     with pytest.raises(CollectionError, match=dead.replace(".", r"\.")):
         ExporterScrape(dead).collect(landing, now)
 
 
-def test_federate_to_silver_matches_what_prometheus_answers(scraped_twice: Services,
-                                                            tmp_path: Path) -> None:
+def test_federate_to_silver_matches_what_prometheus_answers(
+    scraped_twice: Services, tmp_path: Path
+) -> None:
     prom = scraped_twice.prom
     settings, landing = _landing(tmp_path)
     [batch] = Federate(prom, ['{job="node"}']).collect(landing, datetime.now(UTC))
@@ -181,14 +188,22 @@ def test_federate_to_silver_matches_what_prometheus_answers(scraped_twice: Servi
 
 def _range_result(prom: str, start: datetime, end: datetime) -> list[dict]:
     """What Prometheus answers for `up` over [start, end] at a 5 s step."""
-    body = httpx.get(f"{prom}/api/v1/query_range", timeout=10, params={
-        "query": "up", "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}",
-        "step": "5"}).json()
+    body = httpx.get(
+        f"{prom}/api/v1/query_range",
+        timeout=10,
+        params={
+            "query": "up",
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": "5",
+        },
+    ).json()
     return body["data"]["result"]
 
 
-def test_query_range_lands_and_parses_with_consistent_counts(scraped_twice: Services,
-                                                             tmp_path: Path) -> None:
+def test_query_range_lands_and_parses_with_consistent_counts(
+    scraped_twice: Services, tmp_path: Path
+) -> None:
     prom = scraped_twice.prom
     _, landing = _landing(tmp_path)
     # Two scrapes exist, but the newest may be later than `end` (samples up to `end` are all
@@ -205,13 +220,18 @@ def test_query_range_lands_and_parses_with_consistent_counts(scraped_twice: Serv
     connector = QueryRange(prom, "up", start, end, step=5)
     [batch] = connector.collect(landing, datetime.now(UTC))
     assert (batch.source, batch.fmt, batch.connector) == (
-        "prometheus", "prom", "prometheus-query-range/1")
+        "prometheus",
+        "prom",
+        "prometheus-query-range/1",
+    )
     parsed = _parse_prom(landing, batch)
     assert parsed.rejects == []
     assert expected >= 2 and parsed.table.num_rows == expected
     assert set(parsed.table.column("metric").to_pylist()) == {"up"}
-    jobs = {prometheus_text.parse_label_set(s)["job"]
-            for s in parsed.table.column("label_set").to_pylist()}
+    jobs = {
+        prometheus_text.parse_label_set(s)["job"]
+        for s in parsed.table.column("label_set").to_pylist()
+    }
     assert jobs == {s["metric"]["job"] for s in result} and "node" in jobs
     stamps = [t.timestamp() for t in parsed.table.column("ts").to_pylist()]
     assert start.timestamp() - 1e-3 <= min(stamps) and max(stamps) <= end.timestamp() + 1e-3
@@ -246,19 +266,33 @@ def test_probes_land_results_in_the_probes_format(services: Services, tmp_path: 
     assert ok["ok"] is True and ok["status_code"] == 200 and ok["error"] is None
     assert ok["latency_ms"] > 0 and ok["kind"] == "http"
     assert ok["entity_id"] == "prometheus-local" and ok["ts"] == now.replace(
-        microsecond=now.microsecond // 1000 * 1000)
+        microsecond=now.microsecond // 1000 * 1000
+    )
     assert down["ok"] is False and down["kind"] == "tcp" and down["status_code"] is None
     assert "refused" in down["error"].lower() and down["target"].startswith("tcp://127.0.0.1:")
     assert [r["probe_id"] for r in both] == ["http-prometheus", "tcp-closed"]
     line = json.loads(landing.read(batch))
-    assert set(line) == {"ts", "probe_id", "target", "entity_id", "kind", "ok", "latency_ms",
-                         "status_code", "error"}
+    assert set(line) == {
+        "ts",
+        "probe_id",
+        "target",
+        "entity_id",
+        "kind",
+        "ok",
+        "latency_ms",
+        "status_code",
+        "error",
+    }
 
 
 def test_matrix_conversion_escapes_labels_and_keeps_special_values(tmp_path: Path) -> None:
-    result = [{"metric": {"__name__": "x", "path": 'C:\\a "b"\nc', "job": "j"},
-               "values": [[1764115200.123, "1.5"], [1764115205, "NaN"]]},
-              {"metric": {"__name__": "y"}, "values": [[1764115200, "+Inf"]]}]
+    result = [
+        {
+            "metric": {"__name__": "x", "path": 'C:\\a "b"\nc', "job": "j"},
+            "values": [[1764115200.123, "1.5"], [1764115205, "NaN"]],
+        },
+        {"metric": {"__name__": "y"}, "values": [[1764115200, "+Inf"]]},
+    ]
     text = matrix_to_exposition(result)
     _, landing = _landing(tmp_path)
     batch = landing.write("prometheus", text.encode(), fmt="prom")
@@ -267,7 +301,9 @@ def test_matrix_conversion_escapes_labels_and_keeps_special_values(tmp_path: Pat
     rows = parsed.table.to_pylist()
     assert [r["metric"] for r in rows] == ["x", "x", "y"]
     assert prometheus_text.parse_label_set(rows[0]["label_set"]) == {
-        "job": "j", "path": 'C:\\a "b"\nc'}
+        "job": "j",
+        "path": 'C:\\a "b"\nc',
+    }
     assert rows[0]["ts"].timestamp() == pytest.approx(1764115200.123)
     assert rows[0]["value"] == 1.5 and rows[1]["value"] != rows[1]["value"]
     assert rows[2]["value"] == float("inf") and rows[2]["label_set"] == "{}"
@@ -276,9 +312,14 @@ def test_matrix_conversion_escapes_labels_and_keeps_special_values(tmp_path: Pat
 def test_registry_lists_only_connector_classes() -> None:
     found = available()
     assert all(isinstance(c, type) and issubclass(c, Connector) for c in found.values())
-    expected = {"prometheus-exporter-scrape": ExporterScrape, "prometheus-federate": Federate,
-                "prometheus-query-range": QueryRange, "probe-http": HttpProbe,
-                "probe-tcp": TcpProbe, "probe-suite": ProbeSuite}
+    expected = {
+        "prometheus-exporter-scrape": ExporterScrape,
+        "prometheus-federate": Federate,
+        "prometheus-query-range": QueryRange,
+        "probe-http": HttpProbe,
+        "probe-tcp": TcpProbe,
+        "probe-suite": ProbeSuite,
+    }
     for name, cls in expected.items():
         if name in found:  # declared once pyproject.toml has the entry points
             assert found[name] is cls

@@ -27,8 +27,10 @@ def _alerts(zone: LandingZone, day: str) -> list[dict]:
     for batch in zone.batches(platform.SOURCE, day) + zone.batches(platform.SOURCE, after):
         parsed = alertmanager.parse(zone.read(batch), batch)
         assert not parsed.rejects, parsed.rejects
-        rows += [r | {"labels": dict(r["labels"]), "annotations": dict(r["annotations"])}
-                 for r in parsed.table.to_pylist()]
+        rows += [
+            r | {"labels": dict(r["labels"]), "annotations": dict(r["annotations"])}
+            for r in parsed.table.to_pylist()
+        ]
     return sorted(rows, key=lambda r: r["received_at"])
 
 
@@ -40,8 +42,9 @@ def test_every_watched_job_retries_its_steps() -> None:
 
 def test_a_failed_day_alerts_once_and_a_good_rerun_resolves_it(settings: Settings) -> None:
     zone = LandingZone.from_settings(settings)
-    batch = zone.write("syslog", LINE, fmt="log", dt=DAY,
-                       received_at=datetime(2026, 3, 2, 10, 1, tzinfo=UTC))
+    batch = zone.write(
+        "syslog", LINE, fmt="log", dt=DAY, received_at=datetime(2026, 3, 2, 10, 1, tzinfo=UTC)
+    )
     Path(batch.path).write_bytes(LINE[:20])  # truncated: the landing asset refuses the day
     today = datetime.now(UTC).date().isoformat()
 
@@ -51,8 +54,11 @@ def test_a_failed_day_alerts_once_and_a_good_rerun_resolves_it(settings: Setting
     [firing] = _alerts(zone, today)
     labels = firing["labels"]
     assert firing["status"] == "firing" and labels["alertname"] == platform.ALERTNAME
-    assert (labels["job"], labels["partition"], labels["severity"]) == \
-        ("daily_pipeline", DAY, "critical")
+    assert (labels["job"], labels["partition"], labels["severity"]) == (
+        "daily_pipeline",
+        DAY,
+        "critical",
+    )
     assert labels["step"].startswith("landing__syslog")
     assert firing["fingerprint"] == platform.fingerprint("daily_pipeline", DAY)
     # A deterministic failure is not retried: the run has no step-up-for-retry event.
@@ -60,7 +66,8 @@ def test_a_failed_day_alerts_once_and_a_good_rerun_resolves_it(settings: Setting
     failed_runs = inst.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     assert len(failed_runs) == 2
     retried = inst.get_records_for_run(
-        failed_runs[0].run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records
+        failed_runs[0].run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ).records
     assert retried == []
     # The live path picks the alert up on the day it landed, as an Alertmanager notification.
     landed_on = firing["received_at"].date().isoformat()
@@ -78,15 +85,26 @@ def test_the_sensor_alerts_for_a_run_the_daemon_launched(settings: Settings) -> 
     zone = LandingZone.from_settings(settings)
     batch = zone.write("syslog", LINE, fmt="log", dt=DAY)
     Path(batch.path).unlink()
-    result = runner.definitions().resolve_job_def("daily_pipeline").execute_in_process(
-        partition_key=DAY, instance=runner.instance(settings), raise_on_error=False,
-        asset_selection=[dg.AssetKey(["landing", "syslog"])])
+    result = (
+        runner.definitions()
+        .resolve_job_def("daily_pipeline")
+        .execute_in_process(
+            partition_key=DAY,
+            instance=runner.instance(settings),
+            raise_on_error=False,
+            asset_selection=[dg.AssetKey(["landing", "syslog"])],
+        )
+    )
     assert not result.success
-    failure = next(e for e in result.all_events
-                   if e.event_type == dg.DagsterEventType.PIPELINE_FAILURE)
+    failure = next(
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.PIPELINE_FAILURE
+    )
     context = dg.build_run_status_sensor_context(
-        sensor_name="alert_on_failed_run", dagster_instance=runner.instance(settings),
-        dagster_run=result.dagster_run, dagster_event=failure).for_run_failure()
+        sensor_name="alert_on_failed_run",
+        dagster_instance=runner.instance(settings),
+        dagster_run=result.dagster_run,
+        dagster_event=failure,
+    ).for_run_failure()
     for _ in range(2):  # a sensor evaluated twice lands one alert
         jobs.alert_on_failed_run(context, lake=LakeResource())
     today = datetime.now(UTC).date().isoformat()
@@ -96,13 +114,17 @@ def test_the_sensor_alerts_for_a_run_the_daemon_launched(settings: Settings) -> 
 
 
 def test_a_crash_is_reported_even_when_a_blocking_check_stopped_another_step(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     zone = LandingZone.from_settings(settings)
     # Lines of the morning only: silver/logs' freshness check blocks the day.
     zone.write("syslog", LINE, fmt="log", dt=DAY)
     broken = zone.write("alertmanager", b'{"alerts": []}\n', fmt="json", dt=DAY)
     Path(broken.path).unlink()
     with pytest.raises(runner.PipelineError, match="landing__alertmanager") as failed:
-        runner.materialize(settings, [DAY], ["landing/syslog", "bronze/syslog_lines",
-                                             "silver/logs", "landing/alertmanager"])
+        runner.materialize(
+            settings,
+            [DAY],
+            ["landing/syslog", "bronze/syslog_lines", "silver/logs", "landing/alertmanager"],
+        )
     assert not isinstance(failed.value, runner.QualityBlocked)

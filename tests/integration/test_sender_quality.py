@@ -38,41 +38,70 @@ def _key(settings: Settings, user: str) -> tuple[str, str]:
 
 def _payload(tag: str, n: int, *, status: bool = True) -> dict:
     starts = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    alert_list = [{"labels": {"alertname": "HostDown", "entity_id": f"vm-{i:04d}"},
-                   "annotations": {"summary": f"{tag} host {i} down"}, "startsAt": starts,
-                   "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"{tag}-{i:04d}"}
-                  for i in range(n)]
+    alert_list = [
+        {
+            "labels": {"alertname": "HostDown", "entity_id": f"vm-{i:04d}"},
+            "annotations": {"summary": f"{tag} host {i} down"},
+            "startsAt": starts,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": f"{tag}-{i:04d}",
+        }
+        for i in range(n)
+    ]
     if status:
         for alert in alert_list:
             alert["status"] = "firing"
-    return {"version": "4", "status": "firing", "receiver": "opslake", "groupKey": tag,
-            "groupLabels": {"alertname": "HostDown"}, "alerts": alert_list}
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "opslake",
+        "groupKey": tag,
+        "groupLabels": {"alertname": "HostDown"},
+        "alerts": alert_list,
+    }
 
 
 def test_a_bad_sender_warns_and_the_good_senders_alerts_reach_gold(
-        settings: Settings, lake: Lake, landing: LandingZone) -> None:
+    settings: Settings, lake: Lake, landing: LandingZone
+) -> None:
     good_id, good_key = _key(settings, "am-good")
     bad_id, bad_key = _key(settings, "am-bad")
     with TestClient(create_app(settings)) as client:
-        good = [client.post(AM, json=_payload(f"good{p}", 2), headers=bearer(good_key))
-                for p in range(3)]
+        good = [
+            client.post(AM, json=_payload(f"good{p}", 2), headers=bearer(good_key))
+            for p in range(3)
+        ]
         # Six bodies: refused, they are six lines (one over the five forgiven lines).
-        bad = [client.post(AM, json=_payload(f"bad{p}", 2, status=False),
-                           headers=bearer(bad_key)) for p in range(6)]
+        bad = [
+            client.post(AM, json=_payload(f"bad{p}", 2, status=False), headers=bearer(bad_key))
+            for p in range(6)
+        ]
     assert [a.status_code for a in good] == [200] * 3, [a.text for a in good]
     assert {a.status_code for a in bad} <= {200, 422}, [a.text for a in bad]
     day = datetime.now(UTC).date().isoformat()
     assert {b.sender for b in landing.batches("alertmanager", day)} <= {good_id, bad_id}
     # A path that validates nothing: eight alerts the bronze parser will quarantine.
-    landing.write("alertmanager", json.dumps(_payload("drop", 8, status=False)).encode(),
-                  fmt="json", dt=day, connector="file-drop/1", sender=FILE_DROP)
+    landing.write(
+        "alertmanager",
+        json.dumps(_payload("drop", 8, status=False)).encode(),
+        fmt="json",
+        dt=day,
+        connector="file-drop/1",
+        sender=FILE_DROP,
+    )
 
     # Raises QualityBlocked if any blocking check failed with ERROR severity.
-    runner.materialize(settings, [day], [
-        "landing/alertmanager", "bronze/alertmanager_alerts", "silver/events", "gold/incidents"])
+    runner.materialize(
+        settings,
+        [day],
+        ["landing/alertmanager", "bronze/alertmanager_alerts", "silver/events", "gold/incidents"],
+    )
 
-    results = [r for r in read_results(lake, [day]).to_pylist()
-               if (r["table"], r["check"]) == ("events", "lines_parse")]
+    results = [
+        r
+        for r in read_results(lake, [day]).to_pylist()
+        if (r["table"], r["check"]) == ("events", "lines_parse")
+    ]
     failing = {r["source"]: r for r in results if not r["passed"]}
     assert set(failing) == {f"alertmanager/{bad_id}", f"alertmanager/{FILE_DROP}"}
     assert {r["severity"] for r in failing.values()} == {"warning"}
@@ -85,8 +114,11 @@ def test_a_bad_sender_warns_and_the_good_senders_alerts_reach_gold(
     gold = lake.read_table("gold", "incident_alerts", dts=[day]).column("fingerprint")
     assert wanted <= set(gold.to_pylist())
 
-    [quality] = [e for e in events if e["source"] == alerts.EVENT_SOURCE
-                 and dict(e["labels"])["check"] == "lines_parse"]
+    [quality] = [
+        e
+        for e in events
+        if e["source"] == alerts.EVENT_SOURCE and dict(e["labels"])["check"] == "lines_parse"
+    ]
     assert quality["severity"] == "warning"
     assert bad_id in quality["description"] and FILE_DROP in quality["description"]
     assert good_id not in quality["description"]

@@ -7,6 +7,7 @@ the PDF lands in the lake with its manifest and is e-mailed to a real SMTP serve
 The PDF is read back with poppler (``pdftotext``, ``pdftoppm``) and kept in
 ``tests/artifacts/reports/``.
 """
+# ruff: noqa: F811 - the fixtures imported from another module are these tests' parameters
 
 from __future__ import annotations
 
@@ -48,26 +49,37 @@ PASSWORD = "Reports-test-1"
 
 def _poppler() -> None:
     if not (shutil.which("pdftotext") and shutil.which("pdftoppm")):
-        install = subprocess.run(["bash", str(REPO / "infra" / "install-services.sh")],
-                                 capture_output=True, text=True, timeout=900, check=False)
+        install = subprocess.run(
+            ["bash", str(REPO / "infra" / "install-services.sh")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
 
 
 def _page_text(pdf: Path, page: int) -> str:
-    return subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf),
-                           "-"], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _non_blank(image: Image.Image, what: str) -> None:
     grey = image.convert("L")
     levels = len(grey.getcolors(maxcolors=256) or [])
     stddev = ImageStat.Stat(grey).stddev[0]
-    assert levels > 20 and stddev > 10, f"{what} looks blank ({levels} grey levels, " \
-                                        f"stddev {stddev:.1f})"
+    assert levels > 20 and stddev > 10, (
+        f"{what} looks blank ({levels} grey levels, stddev {stddev:.1f})"
+    )
 
 
 def test_weekly_report_renders_to_pdf_is_kept_listed_and_mailed(
-        superset: SupersetConfig, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    superset: SupersetConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _poppler()
     spec = KINDS["weekly"]
     period = Period.containing("weekly", newest_day(superset.warehouse))
@@ -127,27 +139,38 @@ def test_weekly_report_renders_to_pdf_is_kept_listed_and_mailed(
     assert len(mails) == 1, [m["Subject"] for m in mails]
     mail = mails[0]
     assert spec.title in mail["Subject"] and period.label in mail["Subject"]
-    assert {a.strip() for a in mail["To"].split(",")} == {"ops-centre@ops.gov.local",
-                                                         "leadership@ops.gov.local"}
+    assert {a.strip() for a in mail["To"].split(",")} == {
+        "ops-centre@ops.gov.local",
+        "leadership@ops.gov.local",
+    }
     attached = [p for p in mail.iter_attachments() if p.get_content_type() == "application/pdf"]
     assert len(attached) == 1 and attached[0].get_content() == data
     assert attached[0].get_filename() == f"opslake-weekly-{period.label}.pdf"
     assert row["emailed_to"] == ["leadership@ops.gov.local", "ops-centre@ops.gov.local"]
-    print(f"weekly report {period.label}: {row['pages']} pages, {row['bytes']:,} bytes in "
-          f"{took:.0f}s; {pdf}")
+    print(
+        f"weekly report {period.label}: {row['pages']} pages, {row['bytes']:,} bytes in "
+        f"{took:.0f}s; {pdf}"
+    )
 
 
-def test_report_user_has_sql_lab_and_csv_export(superset: SupersetConfig) -> None:  # noqa: F811
+def test_report_user_has_sql_lab_and_csv_export(superset: SupersetConfig) -> None:
     with service.admin_client(superset) as admin:
         provision_report_role(admin)
         assert not provision_report_role(admin).changed  # idempotent
         ensure_user(admin, "report_user", PASSWORD, [REPORT_ROLE])
         ensure_user(admin, "lead_only", PASSWORD, [LEADERSHIP_ROLE])
         database = next(d["id"] for d in admin.list_all("database", ["id", "database_name"]))
-        chart = next(c["id"] for c in admin.list_all("chart", ["id", "slice_name"])
-                     if c["slice_name"] == "各业务服务水平")
-    query = {"database_id": database, "sql": "SELECT count(*) AS n FROM service_levels",
-             "runAsync": False, "schema": None}
+        chart = next(
+            c["id"]
+            for c in admin.list_all("chart", ["id", "slice_name"])
+            if c["slice_name"] == "各业务服务水平"
+        )
+    query = {
+        "database_id": database,
+        "sql": "SELECT count(*) AS n FROM service_levels",
+        "runAsync": False,
+        "schema": None,
+    }
     with SupersetClient(superset.url, "report_user", PASSWORD) as user:
         result = user.post("/api/v1/sqllab/execute/", query)
         assert result["data"][0]["n"] > 0
@@ -161,7 +184,7 @@ def test_report_user_has_sql_lab_and_csv_export(superset: SupersetConfig) -> Non
         assert denied.status_code in (401, 403), denied.text[:300]
 
 
-def test_period_filter_limits_chart_data_to_the_period(superset: SupersetConfig) -> None:  # noqa: F811
+def test_period_filter_limits_chart_data_to_the_period(superset: SupersetConfig) -> None:
     """The rewrite the renderer applies to each chart-data request, through the real API."""
     import json
 
@@ -174,12 +197,16 @@ def test_period_filter_limits_chart_data_to_the_period(superset: SupersetConfig)
         assert len(columns) >= 8
         counts = {}
         for title in ("最近事件", "每日变更与失败变更", "质量分趋势（按类别）"):
-            chart = next(c["id"] for c in admin.list_all("chart", ["id", "slice_name"])
-                         if c["slice_name"] == title)
+            chart = next(
+                c["id"]
+                for c in admin.list_all("chart", ["id", "slice_name"])
+                if c["slice_name"] == title
+            )
             context = json.loads(admin.get(f"/api/v1/chart/{chart}")["result"]["query_context"])
             for period in (week, earlier):
                 body = json.loads(period_filter(json.dumps(context).encode(), period, columns))
-                counts[title, period.label] = admin.post("/api/v1/chart/data", body)[
-                    "result"][0]["rowcount"]
+                counts[title, period.label] = admin.post("/api/v1/chart/data", body)["result"][0][
+                    "rowcount"
+                ]
     assert all(counts[t, week.label] > 0 for t, _ in counts), counts
     assert all(counts[t, earlier.label] == 0 for t, _ in counts), counts

@@ -48,38 +48,64 @@ def lakes(estate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Se
     home = tmp_path_factory.mktemp("sharded")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSLAKE_")}
     # The same data key: sealed personal fields are then the same tokens in both lakes.
-    env |= {"OPSLAKE_HOME": str(home / "lake"), "OPSLAKE_STATE_DIR": str(home / "state"),
-            "OPSLAKE_SHARDS": str(SHARDS), "OPSLAKE_DATA_KEY": data_key(plain).hex()}
-    for args in (("simulate", "--entities", "60", "--days", str(len(DAYS)), "--start",
-                  START.isoformat(), "--step", "300", "--seed", "11"),
-                 ("materialize",), ("warehouse", "build")):
-        done = subprocess.run([OPSLAKE, *args], env=env, capture_output=True, text=True,
-                              timeout=600, check=False)
+    env |= {
+        "OPSLAKE_HOME": str(home / "lake"),
+        "OPSLAKE_STATE_DIR": str(home / "state"),
+        "OPSLAKE_SHARDS": str(SHARDS),
+        "OPSLAKE_DATA_KEY": data_key(plain).hex(),
+    }
+    for args in (
+        (
+            "simulate",
+            "--entities",
+            "60",
+            "--days",
+            str(len(DAYS)),
+            "--start",
+            START.isoformat(),
+            "--step",
+            "300",
+            "--seed",
+            "11",
+        ),
+        ("materialize",),
+        ("warehouse", "build"),
+    ):
+        done = subprocess.run(
+            [OPSLAKE, *args], env=env, capture_output=True, text=True, timeout=600, check=False
+        )
         assert done.returncode == 0, f"{args}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     yield plain, Settings.from_env(env)
 
 
 def _files(settings: Settings, layer: str, table: str) -> list[str]:
     lake = Lake.from_settings(settings)
-    return [f for f in lake.list_files(lake.table_path(layer, table), recursive=True)
-            if f.endswith(".parquet")]
+    return [
+        f
+        for f in lake.list_files(lake.table_path(layer, table), recursive=True)
+        if f.endswith(".parquet")
+    ]
 
 
 def _difference(con: duckdb.DuckDBPyConnection, a: str, b: str) -> int:
     """Rows of ``a`` not in ``b`` and of ``b`` not in ``a``, duplicates counted."""
-    return con.execute(f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) + "
-                       f"(SELECT count(*) FROM ({b} EXCEPT ALL {a}))").fetchone()[0]
+    return con.execute(
+        f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) + "
+        f"(SELECT count(*) FROM ({b} EXCEPT ALL {a}))"
+    ).fetchone()[0]
 
 
 def test_the_heavy_tables_are_one_part_per_shard(lakes) -> None:
     plain, sharded = lakes
     for layer, table in (("silver", "metric_points"), ("gold", "metric_rollup_5m")):
         for day in DAYS:
-            names = sorted(f.rsplit("/", 1)[-1] for f in _files(sharded, layer, table)
-                           if f"/dt={day}/" in f)
+            names = sorted(
+                f.rsplit("/", 1)[-1] for f in _files(sharded, layer, table) if f"/dt={day}/" in f
+            )
             assert names == [f"part-{i}.parquet" for i in range(SHARDS)], (table, names)
-            assert [f.rsplit("/", 1)[-1] for f in _files(plain, layer, table)
-                    if f"/dt={day}/" in f] == ["part-0.parquet"]
+            assert [
+                f.rsplit("/", 1)[-1] for f in _files(plain, layer, table) if f"/dt={day}/" in f
+            ] == ["part-0.parquet"]
 
 
 def test_silver_and_gold_hold_the_same_rows(lakes) -> None:
@@ -95,17 +121,29 @@ def test_silver_and_gold_hold_the_same_rows(lakes) -> None:
             assert bool(a) == bool(b), (layer, table)
             if not a:
                 continue
-            columns = [r[0] for r in con.execute(
-                f"DESCRIBE SELECT * FROM read_parquet({a!r}, union_by_name = true)").fetchall()]
+            columns = [
+                r[0]
+                for r in con.execute(
+                    f"DESCRIBE SELECT * FROM read_parquet({a!r}, union_by_name = true)"
+                ).fetchall()
+            ]
             kept = ", ".join(f'"{c}"' for c in columns if c not in RUN_STAMPS)
             rows = con.execute(f"SELECT count(*) FROM read_parquet({a!r})").fetchone()[0]
-            differ = _difference(con, f"SELECT {kept} FROM read_parquet({a!r}, union_by_name = true)",
-                                 f"SELECT {kept} FROM read_parquet({b!r}, union_by_name = true)")
+            differ = _difference(
+                con,
+                f"SELECT {kept} FROM read_parquet({a!r}, union_by_name = true)",
+                f"SELECT {kept} FROM read_parquet({b!r}, union_by_name = true)",
+            )
             assert differ == 0, f"{layer}/{table}: {differ} of {rows} rows differ"
             compared.append((f"{layer}/{table}", rows))
     assert ("silver/metric_points", 0) not in compared
-    assert {"silver/metric_points", "gold/metric_rollup_1h", "gold/metric_values",
-            "gold/entity_health", "gold/anomalies"} <= {name for name, _ in compared}
+    assert {
+        "silver/metric_points",
+        "gold/metric_rollup_1h",
+        "gold/metric_values",
+        "gold/entity_health",
+        "gold/anomalies",
+    } <= {name for name, _ in compared}
     print(compared)
 
 
@@ -136,25 +174,34 @@ def test_every_screen_dataset_returns_the_same_rows(lakes) -> None:
 @pytest.fixture(scope="module")
 def clients(lakes) -> Iterator[list[TestClient]]:
     """An ops engineer's API client on each lake."""
-    with TestClient(create_app(lakes[0]), headers=bearer(
-            ingest_key(lakes[0], user="shard-analyst", role="ops_engineer"))) as plain, \
-            TestClient(create_app(lakes[1]), headers=bearer(
-                ingest_key(lakes[1], user="shard-analyst", role="ops_engineer"))) as sharded:
+    with (
+        TestClient(
+            create_app(lakes[0]),
+            headers=bearer(ingest_key(lakes[0], user="shard-analyst", role="ops_engineer")),
+        ) as plain,
+        TestClient(
+            create_app(lakes[1]),
+            headers=bearer(ingest_key(lakes[1], user="shard-analyst", role="ops_engineer")),
+        ) as sharded,
+    ):
         yield [plain, sharded]
 
 
 RANGE = "start={d0}T00:00:00Z&end={d2}T00:00:00Z"
 
 
-@pytest.mark.parametrize("path", [
-    f"/v1/metrics/cloud.host.cpu_utilisation/data?{RANGE}&step=1h&by=entity",
-    f"/v1/metrics/cloud.node.memory_utilisation/data?{RANGE}&step=1d&by=business",
-    f"/v1/metrics/service.sla.attainment/data?{RANGE}&step=1d&by=business",
-    "/v1/anomalies?day={d1}",
-    "/v1/incidents",
-    "/v1/capacity",
-    "/v1/forecasts",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/metrics/cloud.host.cpu_utilisation/data?{RANGE}&step=1h&by=entity",
+        f"/v1/metrics/cloud.node.memory_utilisation/data?{RANGE}&step=1d&by=business",
+        f"/v1/metrics/service.sla.attainment/data?{RANGE}&step=1d&by=business",
+        "/v1/anomalies?day={d1}",
+        "/v1/incidents",
+        "/v1/capacity",
+        "/v1/forecasts",
+    ],
+)
 def test_the_api_answers_the_same(clients: list[TestClient], path: str) -> None:
     url = path.format(d0=DAYS[0], d1=DAYS[1], d2="2026-03-04")
     rows = []

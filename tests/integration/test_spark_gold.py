@@ -28,13 +28,16 @@ _NUMERIC = (pa.types.is_integer, pa.types.is_floating)
 def spark(tmp_path_factory: pytest.TempPathFactory):
     """A one-core local Spark session on UTC, partition values kept as strings."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (SparkSession.builder.master("local[1]").appName("opslake-gold")
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
-               .config("spark.driver.memory", "1g")
-               .config("spark.local.dir", str(tmp_path_factory.mktemp("spark")))
-               .getOrCreate())
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("opslake-gold")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+        .config("spark.driver.memory", "1g")
+        .config("spark.local.dir", str(tmp_path_factory.mktemp("spark")))
+        .getOrCreate()
+    )
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
@@ -42,8 +45,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
 
 def _gold_tables(lake: Lake) -> dict[str, Path]:
     root = Path(lake.path("gold"))
-    return {d.name: d for d in sorted(root.iterdir())
-            if d.is_dir() and any(d.rglob("*.parquet"))}
+    return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and any(d.rglob("*.parquet"))}
 
 
 def _numeric_columns(table_dir: Path) -> list[str]:
@@ -62,17 +64,24 @@ def test_spark_reads_gold_with_the_same_counts_and_sums_as_duckdb(estate, spark)
         sums = ", ".join(f'sum("{c}")::DOUBLE' for c in numeric)
         duck = duckdb.execute(
             f"SELECT count(*){', ' + sums if sums else ''} FROM read_parquet(?, "
-            "hive_partitioning = true, union_by_name = true)", [glob]).fetchone()
+            "hive_partitioning = true, union_by_name = true)",
+            [glob],
+        ).fetchone()
         frame = spark.read.option("mergeSchema", "true").parquet(str(directory))
-        row = frame.agg(F.count(F.lit(1)),
-                        *[F.sum(F.col(c).cast("double")) for c in numeric]).collect()[0]
+        row = frame.agg(
+            F.count(F.lit(1)), *[F.sum(F.col(c).cast("double")) for c in numeric]
+        ).collect()[0]
         assert row[0] == duck[0] > 0, (name, "rows", row[0], duck[0])
         for column, theirs, ours in zip(numeric, row[1:], duck[1:], strict=True):
             if ours is None:
                 assert theirs is None, (name, column)
                 continue
-            assert math.isclose(theirs, ours, rel_tol=1e-9, abs_tol=1e-6), \
-                (name, column, theirs, ours)
+            assert math.isclose(theirs, ours, rel_tol=1e-9, abs_tol=1e-6), (
+                name,
+                column,
+                theirs,
+                ours,
+            )
             compared_sums += 1
         if "dt" in frame.columns:
             days = {r[0] for r in frame.select("dt").distinct().collect()}

@@ -41,8 +41,11 @@ def _refused(answer: httpx.Response) -> None:
 
 
 def test_a_full_state_disk_answers_503_and_recovers(tmp_path: Path, state_dir: Path) -> None:
-    env = {**os.environ, "OPSLAKE_HOME": str(tmp_path / "lake"),
-           "OPSLAKE_STATE_DIR": str(state_dir)}
+    env = {
+        **os.environ,
+        "OPSLAKE_HOME": str(tmp_path / "lake"),
+        "OPSLAKE_STATE_DIR": str(state_dir),
+    }
     settings = Settings.from_env(env)
     pusher = bearer(ingest_key(settings))
     reader = bearer(ingest_key(settings, "alice", "ops_engineer"))
@@ -52,11 +55,14 @@ def test_a_full_state_disk_answers_503_and_recovers(tmp_path: Path, state_dir: P
     sent = {f"full-{i}": _body(_webhook(i)) for i in range(4)}
 
     def push(http: httpx.Client, batch_id: str) -> httpx.Response:
-        return http.post(AM, content=sent[batch_id],
-                         headers={**pusher, "X-OpsLake-Batch-Id": batch_id})
+        return http.post(
+            AM, content=sent[batch_id], headers={**pusher, "X-OpsLake-Batch-Id": batch_id}
+        )
 
-    with running(serve, f"{base}/healthz", tmp_path / "serve.log", env=env), \
-            httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
+    with (
+        running(serve, f"{base}/healthz", tmp_path / "serve.log", env=env),
+        httpx.Client(base_url=base, timeout=10, trust_env=False) as http,
+    ):
         assert push(http, "full-0").status_code == 200
         assert http.get(LIST, headers=reader).status_code == 200
         filler = fill(state_dir)
@@ -79,10 +85,16 @@ def test_a_full_state_disk_answers_503_and_recovers(tmp_path: Path, state_dir: P
         assert http.get(LIST, headers=reader).status_code == 200
 
     # What landed while the answers were 503 is recognised: every batch is there once.
-    landed = [b.batch_id for b in LandingZone.from_settings(settings)
-              .batches("alertmanager", _today())]
+    landed = [
+        b.batch_id for b in LandingZone.from_settings(settings).batches("alertmanager", _today())
+    ]
     assert sorted(landed) == sorted(sent)
-    check = subprocess.run([sys.executable, "-m", "opslake", "audit", "verify"], env=env,
-                           check=False, capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "opslake", "audit", "verify"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stderr
     assert '"ok": true' in check.stdout and not check.stderr

@@ -67,11 +67,15 @@ class SignedReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
                 secret = owner.secrets.get(self.headers.get("X-OpsLake-Subscription", ""), "")
                 ok = bool(secret) and verify(
-                    secret, self.headers.get(TIMESTAMP_HEADER, ""), body,
-                    self.headers.get(SIGNATURE_HEADER, ""))
+                    secret,
+                    self.headers.get(TIMESTAMP_HEADER, ""),
+                    body,
+                    self.headers.get(SIGNATURE_HEADER, ""),
+                )
                 if ok:
-                    owner.received.append({**json.loads(body),
-                                           "_event": self.headers.get("X-OpsLake-Event")})
+                    owner.received.append(
+                        {**json.loads(body), "_event": self.headers.get("X-OpsLake-Event")}
+                    )
                 else:
                     owner.refused += 1
                 self.send_response(200 if ok else 401)
@@ -96,8 +100,9 @@ class MqttListener:
         self.received: list[dict] = []
         self.refused = 0
         self.ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"test-sub-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:8]}"
+        )
         self.client.on_connect = lambda c, *_: c.subscribe("opslake-out/subscriptions/#", qos=1)
         self.client.on_subscribe = lambda *_: self.ready.set()
         self.client.on_message = self._message
@@ -108,8 +113,11 @@ class MqttListener:
         doc = json.loads(message.payload)
         sub_id = message.topic.rsplit("/", 1)[-1]
         secret = self.secrets.get(sub_id, "")
-        if doc.get("subscription_id") == sub_id and secret and verify(
-                secret, doc["timestamp"], doc["body"], doc["signature"]):
+        if (
+            doc.get("subscription_id") == sub_id
+            and secret
+            and verify(secret, doc["timestamp"], doc["body"], doc["signature"])
+        ):
             self.received.append({**json.loads(doc["body"]), "_topic": message.topic})
         else:
             self.refused += 1
@@ -127,12 +135,24 @@ class Gold:
         self.rows: list[dict] = []
 
     def add(self, bucket: datetime, value: float) -> None:
-        self.rows.append({"metric_id": METRIC, "metric_version": "1.0", "grain": "1h",
-                          "bucket_start": bucket, "scope": "all", "value": value})
+        self.rows.append(
+            {
+                "metric_id": METRIC,
+                "metric_version": "1.0",
+                "grain": "1h",
+                "bucket_start": bucket,
+                "scope": "all",
+                "value": value,
+            }
+        )
         for day in {r["bucket_start"].date().isoformat() for r in self.rows}:
             rows = [r for r in self.rows if r["bucket_start"].date().isoformat() == day]
-            self.lake.write_table(pa.Table.from_pylist(rows, METRIC_VALUES), "gold",
-                                  "metric_values", {"dt": day, "family": "power"})
+            self.lake.write_table(
+                pa.Table.from_pylist(rows, METRIC_VALUES),
+                "gold",
+                "metric_values",
+                {"dt": day, "family": "power"},
+            )
         build_warehouse(self.lake, self.settings.warehouse_path)
 
 
@@ -147,8 +167,11 @@ def _wait(check, what: str, timeout: float = 10.0) -> None:
 def broker(tmp_path: Path):
     install_services()
     port = free_port()
-    env = {**os.environ, "OPSLAKE_SERVICES_DIR": str(tmp_path / "services"),
-           "OPSLAKE_MQTT_PORT": str(port)}
+    env = {
+        **os.environ,
+        "OPSLAKE_SERVICES_DIR": str(tmp_path / "services"),
+        "OPSLAKE_MQTT_PORT": str(port),
+    }
     started = services_sh(env, "start", "mosquitto")
     assert started.returncode == 0, started.stdout + started.stderr
     try:
@@ -168,8 +191,8 @@ def loopback_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
-        tmp_path: Path, broker: int, monkeypatch: pytest.MonkeyPatch,
-        loopback_hooks: Path) -> None:
+    tmp_path: Path, broker: int, monkeypatch: pytest.MonkeyPatch, loopback_hooks: Path
+) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     monkeypatch.setenv("OPSLAKE_SUBSCRIPTION_INTERVAL_S", "0")  # the test drives the evaluator
@@ -191,26 +214,40 @@ def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
     with TestClient(app) as client:
         created: dict[tuple[str, str], str] = {}
         for delivery in ({"type": "webhook", "url": receiver.url}, {"type": "mqtt"}):
-            for condition in ({"type": "new_data"},
-                              {"type": "threshold", "op": ">", "value": 90}):
-                answer = client.post("/v1/subscriptions", headers=auth, json={
-                    "metric_id": METRIC, "condition": condition, "delivery": delivery})
+            for condition in ({"type": "new_data"}, {"type": "threshold", "op": ">", "value": 90}):
+                answer = client.post(
+                    "/v1/subscriptions",
+                    headers=auth,
+                    json={"metric_id": METRIC, "condition": condition, "delivery": delivery},
+                )
                 assert answer.status_code == 201, answer.text
                 doc = answer.json()
                 assert len(doc["secret"]) >= 32
                 created[(delivery["type"], condition["type"])] = doc["id"]
                 receiver.secrets[doc["id"]] = doc["secret"]
-        sse = client.post("/v1/subscriptions", headers=auth, json={
-            "metric_id": METRIC, "condition": {"type": "new_data"},
-            "delivery": {"type": "sse"}}).json()["id"]
+        sse = client.post(
+            "/v1/subscriptions",
+            headers=auth,
+            json={
+                "metric_id": METRIC,
+                "condition": {"type": "new_data"},
+                "delivery": {"type": "sse"},
+            },
+        ).json()["id"]
         listed = client.get("/v1/subscriptions", headers=auth).json()
         assert listed["count"] == 5
         assert "secret" not in json.dumps(listed)  # secrets are shown once, at creation
         mqtt_new = created[("mqtt", "new_data")]
-        assert client.get(f"/v1/subscriptions/{mqtt_new}", headers=auth).json()[
-            "delivery"]["topic"] == f"opslake-out/subscriptions/{mqtt_new}"
-        assert client.get(f"/v1/subscriptions/{mqtt_new}",
-                          headers={"Authorization": f"Bearer {other}"}).status_code == 404
+        assert (
+            client.get(f"/v1/subscriptions/{mqtt_new}", headers=auth).json()["delivery"]["topic"]
+            == f"opslake-out/subscriptions/{mqtt_new}"
+        )
+        assert (
+            client.get(
+                f"/v1/subscriptions/{mqtt_new}", headers={"Authorization": f"Bearer {other}"}
+            ).status_code
+            == 404
+        )
         listener = MqttListener(broker, receiver.secrets)
         try:
             assert listener.ready.wait(10), "the paho subscriber did not subscribe"
@@ -220,10 +257,16 @@ def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
                 return subs_api.run_once(app, clock + after)
 
             def got(kind: str) -> tuple[list[tuple], list[tuple]]:
-                hooks = sorted((d["bucket_start"], d["value"]) for d in receiver.received
-                               if d["condition"] == kind)
-                mq = sorted((d["bucket_start"], d["value"]) for d in listener.received
-                            if d["condition"] == kind)
+                hooks = sorted(
+                    (d["bucket_start"], d["value"])
+                    for d in receiver.received
+                    if d["condition"] == kind
+                )
+                mq = sorted(
+                    (d["bucket_start"], d["value"])
+                    for d in listener.received
+                    if d["condition"] == kind
+                )
                 return hooks, mq
 
             def at(h: int) -> str:
@@ -262,22 +305,28 @@ def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
             log = client.get(f"/v1/subscriptions/{hook_sub}/deliveries", headers=auth).json()
             last = log["rows"][-1]
             assert last["status"] == "failed" and last["next_attempt_at"]
-            assert subs.parse_ts(last["next_attempt_at"]) == clock + timedelta(minutes=3,
-                                                                             seconds=30)
+            assert subs.parse_ts(last["next_attempt_at"]) == clock + timedelta(
+                minutes=3, seconds=30
+            )
 
             # 5. Back up: not due yet (backoff), then delivered once, in order.
             receiver.start()
             assert run(timedelta(minutes=3, seconds=10)).sent == 0
             back = run(timedelta(minutes=3, seconds=31))
             assert (back.sent, back.failed) == (3, 0)
-            assert got("new_data")[0] == [(at(h), v) for h, v in
-                                          ((0, 50.0), (1, 95.0), (2, 60.0), (3, 97.0))]
+            assert got("new_data")[0] == [
+                (at(h), v) for h, v in ((0, 50.0), (1, 95.0), (2, 60.0), (3, 97.0))
+            ]
             assert got("threshold")[0] == [(at(1), 95.0), (at(3), 97.0)]
             assert run(timedelta(minutes=20)).sent == 0
             assert receiver.refused == 0 and listener.refused == 0
             assert len({d["_event"] for d in receiver.received}) == len(receiver.received)
-            statuses = [r["status"] for r in client.get(
-                f"/v1/subscriptions/{hook_sub}/deliveries", headers=auth).json()["rows"]]
+            statuses = [
+                r["status"]
+                for r in client.get(
+                    f"/v1/subscriptions/{hook_sub}/deliveries", headers=auth
+                ).json()["rows"]
+            ]
             assert statuses == ["queued", "sent", "queued", "failed", "sent"]
         finally:
             listener.close()
@@ -290,8 +339,10 @@ def test_signed_deliveries_by_webhook_and_mqtt_with_retry(
         frames = [f for f in stream.text.split("\n\n") if f.startswith("id:")]
         assert len(frames) == 4
         first_id = int(frames[0].split("\n")[0].removeprefix("id: "))
-        resumed = client.get(f"/v1/subscriptions/{sse}/events?follow=false",
-                             headers={**auth, "Last-Event-ID": str(first_id)})
+        resumed = client.get(
+            f"/v1/subscriptions/{sse}/events?follow=false",
+            headers={**auth, "Last-Event-ID": str(first_id)},
+        )
         assert resumed.text.count("id: ") == 3
         assert client.delete(f"/v1/subscriptions/{sse}", headers=auth).status_code == 204
         assert client.get(f"/v1/subscriptions/{sse}", headers=auth).status_code == 404
@@ -312,8 +363,11 @@ def _served(app) -> Iterator[str]:
     """``app`` under a real uvicorn on loopback (streams are not buffered, as TestClient's
     are); its base URL. Shutting down must finish even with a stream having been open."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=5))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5
+        )
+    )
     thread = threading.Thread(target=server.run, name="uvicorn-sse", daemon=True)
     thread.start()
     _wait(lambda: server.started, "uvicorn to start")
@@ -340,8 +394,9 @@ def _frames(response: httpx.Response, out: queue.Queue) -> None:
         pass  # the test closed the stream
 
 
-def test_sse_follow_streams_events_as_they_are_queued(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sse_follow_streams_events_as_they_are_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     monkeypatch.setenv("OPSLAKE_SUBSCRIPTION_INTERVAL_S", "0")  # the test queues the events itself
@@ -354,10 +409,14 @@ def test_sse_follow_streams_events_as_they_are_queued(tmp_path: Path,
     def queue_event(sub: subs.Subscription, key: str) -> None:
         assert log.advance(sub, [{"event_key": key, "check": key}], {}, datetime.now(UTC)) == 1
 
-    with _served(create_app(settings)) as base, httpx.Client(
-            base_url=base, headers=auth, timeout=10, trust_env=False) as http:
-        made = http.post("/v1/subscriptions", json={"condition": {"type": "quality_failed"},
-                                                    "delivery": {"type": "sse"}})
+    with (
+        _served(create_app(settings)) as base,
+        httpx.Client(base_url=base, headers=auth, timeout=10, trust_env=False) as http,
+    ):
+        made = http.post(
+            "/v1/subscriptions",
+            json={"condition": {"type": "quality_failed"}, "delivery": {"type": "sse"}},
+        )
         assert made.status_code == 201, made.text
         sub = log.get(made.json()["id"])
         path = f"/v1/subscriptions/{sub.id}/events"
@@ -385,8 +444,9 @@ def test_sse_follow_streams_events_as_they_are_queued(tmp_path: Path,
 
         # Resuming with Last-Event-ID skips what was received, then follows again.
         resumed: queue.Queue = queue.Queue()
-        with http.stream("GET", path, params={"follow": "true"},
-                         headers={"Last-Event-ID": first["id"]}) as response:
+        with http.stream(
+            "GET", path, params={"follow": "true"}, headers={"Last-Event-ID": first["id"]}
+        ) as response:
             threading.Thread(target=_frames, args=(response, resumed), daemon=True).start()
             assert resumed.get(timeout=10)["id"] == second["id"]
             queue_event(sub, "quality:2026-03-02:silver.events:c")

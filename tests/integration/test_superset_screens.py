@@ -38,18 +38,31 @@ from opslake.settings import Settings
 from tests.integration.services import REPO, Background, free_port
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
-SCREENS = {"leadership": "领导驾驶舱", "ops": "运维值班视图", "resources": "资源运行态势",
-           "applications": "应用健康", "events": "事件与告警", "service": "服务质量",
-           "assets": "资源台账", "quality": "数据质量", "insights": "智能分析",
-           "metric-map": "指标地图", "network": "网络质量", "security": "安全态势",
-           "platform": "平台自身运行", "effect": "运维成效", "trace": "业务链路与用户体验"}
+SCREENS = {
+    "leadership": "领导驾驶舱",
+    "ops": "运维值班视图",
+    "resources": "资源运行态势",
+    "applications": "应用健康",
+    "events": "事件与告警",
+    "service": "服务质量",
+    "assets": "资源台账",
+    "quality": "数据质量",
+    "insights": "智能分析",
+    "metric-map": "指标地图",
+    "network": "网络质量",
+    "security": "安全态势",
+    "platform": "平台自身运行",
+    "effect": "运维成效",
+    "trace": "业务链路与用户体验",
+}
 PASSWORD = "Screens-test-1"
 
 
 def _cli(*args: str) -> None:
     result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, f"opslake {' '.join(args)}:\n{result.output}\n" \
-                                  f"{result.exception!r}"
+    assert result.exit_code == 0, (
+        f"opslake {' '.join(args)}:\n{result.output}\n{result.exception!r}"
+    )
 
 
 def _simulated_day() -> date:
@@ -66,10 +79,16 @@ def _simulated_day() -> date:
 @pytest.fixture(scope="module")
 def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfig]:
     """Superset with the screens imported over a 120-object, one-day estate."""
-    install = subprocess.run(["bash", str(REPO / "infra" / "install-superset.sh")],
-                             capture_output=True, text=True, timeout=1800, check=False)
-    assert install.returncode == 0, f"install-superset.sh failed:\n{install.stdout[-3000:]}" \
-                                    f"\n{install.stderr[-3000:]}"
+    install = subprocess.run(
+        ["bash", str(REPO / "infra" / "install-superset.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert install.returncode == 0, (
+        f"install-superset.sh failed:\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}"
+    )
     home = tmp_path_factory.mktemp("screens") / "lake"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OPSLAKE_HOME", str(home))
@@ -84,8 +103,17 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
         started = time.perf_counter()
         booting = Background(lambda: start_server(config, say=lambda _: None))
         try:
-            _cli("simulate", "--entities", "120", "--days", "1", "--step", "300",
-                 "--start", _simulated_day().isoformat())
+            _cli(
+                "simulate",
+                "--entities",
+                "120",
+                "--days",
+                "1",
+                "--step",
+                "300",
+                "--start",
+                _simulated_day().isoformat(),
+            )
             _cli("materialize")
             _cli("warehouse", "build")
             built = time.perf_counter() - started
@@ -95,8 +123,10 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
             booting.join()  # raises what the start raised
             up = time.perf_counter() - started
             service.start(config, say=lambda _: None)  # import dashboards/, provision roles
-            print(f"\nlake built in {built:.0f}s, superset up in {up:.0f}s, screens imported "
-                  f"and roles provisioned at {time.perf_counter() - started:.0f}s")
+            print(
+                f"\nlake built in {built:.0f}s, superset up in {up:.0f}s, screens imported "
+                f"and roles provisioned at {time.perf_counter() - started:.0f}s"
+            )
             yield config
         finally:
             service.stop(config, say=lambda _: None)
@@ -114,8 +144,9 @@ def _dashboards(client: SupersetClient) -> dict[str, dict]:
     return {d["slug"]: d for d in client.list_all("dashboard", ["id", "slug", "dashboard_title"])}
 
 
-def test_every_chart_of_every_screen_returns_rows(superset: SupersetConfig,
-                                                  admin: SupersetClient) -> None:
+def test_every_chart_of_every_screen_returns_rows(
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
     dashboards = _dashboards(admin)
     assert {slug: d["dashboard_title"] for slug, d in dashboards.items()} == SCREENS
     checked = 0
@@ -133,13 +164,21 @@ def test_every_chart_of_every_screen_returns_rows(superset: SupersetConfig,
 
 
 def test_new_screens_show_the_lake_and_a_time_range_changes_them(
-        superset: SupersetConfig, admin: SupersetClient) -> None:
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
     """Headline numbers are the warehouse's own; a time range on the time column cuts them."""
-    contexts = {spec["uuid"]: spec["query_context"] for spec in (
-        yaml.safe_load(text) for rel, text in read_files(DASHBOARDS_DIR).items()
-        if rel.startswith("charts/"))}
-    charts = {c["slice_name"]: c for c in admin.list_all(
-        "chart", ["id", "slice_name", "uuid", "datasource_id"])}
+    contexts = {
+        spec["uuid"]: spec["query_context"]
+        for spec in (
+            yaml.safe_load(text)
+            for rel, text in read_files(DASHBOARDS_DIR).items()
+            if rel.startswith("charts/")
+        )
+    }
+    charts = {
+        c["slice_name"]: c
+        for c in admin.list_all("chart", ["id", "slice_name", "uuid", "datasource_id"])
+    }
 
     def value(title: str, time_range: str = "No filter") -> float:
         """The big number's value under a dashboard time range (as a native filter sends it:
@@ -148,8 +187,9 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
         body = json.loads(contexts[chart["uuid"]])
         body["datasource"]["id"] = chart["datasource_id"]
         query = body["queries"][0]
-        assert any(f["op"] == "TEMPORAL_RANGE" for f in query["filters"]), \
+        assert any(f["op"] == "TEMPORAL_RANGE" for f in query["filters"]), (
             f"{title} has no time column"
+        )
         query["time_range"] = time_range
         row = admin.post("/api/v1/chart/data", body)["result"][0]["data"][0]
         (number,) = row.values()
@@ -158,11 +198,15 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
     con = duckdb.connect(str(superset.warehouse), read_only=True)
     try:
         lake_bytes, first = con.execute(
-            "SELECT sum(bytes), min(CAST(dt AS DATE)) FROM lake_inventory").fetchone()
-        first_day = con.execute("SELECT sum(bytes) FROM lake_inventory WHERE CAST(dt AS DATE) "
-                                "= ?", [first]).fetchone()[0]
-        devices = con.execute("SELECT count(*) FROM asset_ledger WHERE kind = 'security' AND "
-                              "dt = (SELECT max(dt) FROM asset_ledger)").fetchone()[0]
+            "SELECT sum(bytes), min(CAST(dt AS DATE)) FROM lake_inventory"
+        ).fetchone()
+        first_day = con.execute(
+            "SELECT sum(bytes) FROM lake_inventory WHERE CAST(dt AS DATE) = ?", [first]
+        ).fetchone()[0]
+        devices = con.execute(
+            "SELECT count(*) FROM asset_ledger WHERE kind = 'security' AND "
+            "dt = (SELECT max(dt) FROM asset_ledger)"
+        ).fetchone()[0]
         runs = con.execute("SELECT count(DISTINCT run_id) FROM quality_log").fetchone()[0]
     finally:
         con.close()
@@ -170,8 +214,9 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
     assert value("安全设备数") == devices > 0
     assert value("管道运行次数") == runs > 0
     # A range holds that range's partitions only: the first day's, and none before it.
-    assert value("数据湖容量（MB）", f"{first} : {first + timedelta(days=1)}") == \
-        pytest.approx(first_day / 1048576)
+    assert value("数据湖容量（MB）", f"{first} : {first + timedelta(days=1)}") == pytest.approx(
+        first_day / 1048576
+    )
     assert value("数据湖容量（MB）", f"{first - timedelta(days=30)} : {first}") == 0
     assert value("管道运行次数", "2000-01-01 : 2000-01-02") == 0
 
@@ -217,15 +262,17 @@ def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
                 assert image.size == (1920, 1080)
                 # Non-blank: many grey levels and real contrast, not one background colour.
                 levels = len(image.getcolors(maxcolors=256) or [])
-                assert levels > 40 and ImageStat.Stat(image).stddev[0] > 10, \
+                assert levels > 40 and ImageStat.Stat(image).stddev[0] > 10, (
                     f"{shot} looks blank ({levels} grey levels)"
+                )
         finally:
             chromium.close()
     print("drawn in " + ", ".join(f"{s} {t:.1f}s" for s, t in timings.items()))
 
 
-def test_native_filters_reach_the_charts_in_their_scope(superset: SupersetConfig,
-                                                         admin: SupersetClient) -> None:
+def test_native_filters_reach_the_charts_in_their_scope(
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
     """业务链路与用户体验 opened with a business and a time range chosen, as a shared link:
     every chart asks for the range, only the per-business charts for the business."""
     from playwright.sync_api import sync_playwright
@@ -237,16 +284,25 @@ def test_native_filters_reach_the_charts_in_their_scope(superset: SupersetConfig
     try:
         business, day = con.execute(
             "SELECT min(business), CAST(min(bucket_start) AS DATE) FROM metric_values "
-            "WHERE scope = 'business'").fetchone()
+            "WHERE scope = 'business'"
+        ).fetchone()
     finally:
         con.close()
     span = f"{day} : {day + timedelta(days=1)}"
-    chosen = {"NATIVE_FILTER-business": {
-        "id": "NATIVE_FILTER-business", "ownState": {}, "filterState": {"value": [business]},
-        "extraFormData": {"filters": [{"col": "business", "op": "IN", "val": [business]}]}},
-        "NATIVE_FILTER-time": {"id": "NATIVE_FILTER-time", "ownState": {},
-                               "filterState": {"value": span},
-                               "extraFormData": {"time_range": span}}}
+    chosen = {
+        "NATIVE_FILTER-business": {
+            "id": "NATIVE_FILTER-business",
+            "ownState": {},
+            "filterState": {"value": [business]},
+            "extraFormData": {"filters": [{"col": "business", "op": "IN", "val": [business]}]},
+        },
+        "NATIVE_FILTER-time": {
+            "id": "NATIVE_FILTER-time",
+            "ownState": {},
+            "filterState": {"value": span},
+            "extraFormData": {"time_range": span},
+        },
+    }
     titles = {c["id"]: c["slice_name"] for c in admin.list_all("chart", ["id", "slice_name"])}
     asked: dict[str, tuple[str, list]] = {}
 
@@ -258,8 +314,9 @@ def test_native_filters_reach_the_charts_in_their_scope(superset: SupersetConfig
                 return
             query = body["queries"][0]
             asked[titles[slice_id]] = (
-                query.get("time_range"), [f["val"] for f in query.get("filters", [])
-                                          if f["col"] == "business"])
+                query.get("time_range"),
+                [f["val"] for f in query.get("filters", []) if f["col"] == "business"],
+            )
 
     with sync_playwright() as pw:
         chromium = browser.launch(pw)
@@ -267,8 +324,11 @@ def test_native_filters_reach_the_charts_in_their_scope(superset: SupersetConfig
             page = chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN").new_page()
             browser.log_in(page, superset, superset.admin_username, superset.password())
             page.on("request", record)
-            page.goto(f"{superset.url}/superset/dashboard/trace/?standalone=1"
-                      f"&native_filters={quote(rison(chosen))}", timeout=120_000)
+            page.goto(
+                f"{superset.url}/superset/dashboard/trace/?standalone=1"
+                f"&native_filters={quote(rison(chosen))}",
+                timeout=120_000,
+            )
             page.wait_for_function(browser.DRAWN_JS, timeout=120_000)
             page.wait_for_timeout(1500)  # ECharts' first draw animates
             failed = page.evaluate(browser.FAILED_JS)
@@ -276,17 +336,22 @@ def test_native_filters_reach_the_charts_in_their_scope(superset: SupersetConfig
         finally:
             chromium.close()
     assert not failed, f"charts without data for {business} on {day}: {failed}"
-    per_business = {"各业务链路响应时间P95（秒，前端应用→后端服务）",
-                    "各业务链路错误率（前端应用→后端服务）", "业务链路各环节（请求、错误率、P95）",
-                    "各业务拨测可用率", "应用拨测时延P95（毫秒，按业务）"}
+    per_business = {
+        "各业务链路响应时间P95（秒，前端应用→后端服务）",
+        "各业务链路错误率（前端应用→后端服务）",
+        "业务链路各环节（请求、错误率、P95）",
+        "各业务拨测可用率",
+        "应用拨测时延P95（毫秒，按业务）",
+    }
     assert len(asked) == 9, sorted(asked)
     assert all(time_range == span for time_range, _ in asked.values()), asked
     assert {t for t, (_, values) in asked.items() if values} == per_business
     assert all(values == [[business]] for t, (_, values) in asked.items() if t in per_business)
 
 
-def test_department_user_sees_only_its_department(superset: SupersetConfig,
-                                                  admin: SupersetClient) -> None:
+def test_department_user_sees_only_its_department(
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
     departments = service.departments(superset.warehouse)
     assert len(departments) > 1
     dept = departments[0]
@@ -297,11 +362,20 @@ def test_department_user_sees_only_its_department(superset: SupersetConfig,
     ids = {d["uuid"]: d["id"] for d in admin.list_all("dataset", ["id", "uuid"])}
 
     def departments_seen(client: SupersetClient, key: str) -> set[str]:
-        body = {"datasource": {"id": ids[datasets[key].uuid], "type": "table"},
-                "queries": [{"columns": ["department"], "metrics": [
-                    {"expressionType": "SQL", "sqlExpression": "COUNT(*)", "label": "n"}],
-                    "row_limit": 1000}],
-                "result_format": "json", "result_type": "full"}
+        body = {
+            "datasource": {"id": ids[datasets[key].uuid], "type": "table"},
+            "queries": [
+                {
+                    "columns": ["department"],
+                    "metrics": [
+                        {"expressionType": "SQL", "sqlExpression": "COUNT(*)", "label": "n"}
+                    ],
+                    "row_limit": 1000,
+                }
+            ],
+            "result_format": "json",
+            "result_type": "full",
+        }
         data = client.post("/api/v1/chart/data", body)["result"][0]["data"]
         return {row["department"] for row in data}
 
@@ -312,15 +386,22 @@ def test_department_user_sees_only_its_department(superset: SupersetConfig,
             assert departments_seen(user, key) == {dept}, key
             assert len(departments_seen(admin, key) - {None}) > 1, key
         # The saved chart grouped by department too, through the dashboard's own query.
-        chart = next(c for c in admin.list_all("chart", ["id", "slice_name"])
-                     if c["slice_name"] == "各部门配置项（按大类）")
+        chart = next(
+            c
+            for c in admin.list_all("chart", ["id", "slice_name"])
+            if c["slice_name"] == "各部门配置项（按大类）"
+        )
         rows = user.chart_data(chart["id"])["result"][0]["data"]
         assert rows and {r["department"] for r in rows} == {dept}
         # Datasets without a department column are not the department's to read.
         incidents = ids[datasets["incidents"].uuid]
-        r = user.http.post("/api/v1/chart/data", json={
-            "datasource": {"id": incidents, "type": "table"},
-            "queries": [{"columns": ["severity"], "metrics": [], "row_limit": 10}]})
+        r = user.http.post(
+            "/api/v1/chart/data",
+            json={
+                "datasource": {"id": incidents, "type": "table"},
+                "queries": [{"columns": ["severity"], "metrics": [], "row_limit": 10}],
+            },
+        )
         assert r.status_code in (403, 404), r.text[:300]
     with SupersetClient(superset.url, "lead_user", PASSWORD) as lead:
         assert set(_dashboards(lead)) == set(SCREENS)
@@ -328,8 +409,9 @@ def test_department_user_sees_only_its_department(superset: SupersetConfig,
         assert set(_dashboards(ops)) == set(SCREENS)
 
 
-def test_reimport_and_reprovision_change_nothing(superset: SupersetConfig,
-                                                 admin: SupersetClient) -> None:
+def test_reimport_and_reprovision_change_nothing(
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
     files = read_files(DASHBOARDS_DIR)
     uuids = service._uuids(files)
     before = service.snapshot(admin, uuids)
@@ -338,16 +420,18 @@ def test_reimport_and_reprovision_change_nothing(superset: SupersetConfig,
     again = service.sync_dashboards(admin, superset)
     assert not again.imported and again.reason == "unchanged"
     assert service.snapshot(admin, uuids) == before  # ids and changed_on untouched
-    report = provision_access(admin, service.screen_datasets(),
-                              service.departments(superset.warehouse))
+    report = provision_access(
+        admin, service.screen_datasets(), service.departments(superset.warehouse)
+    )
     assert not report.changed, report
 
     # Even a forced import (Superset overwrites in place) adds nothing and keeps every id.
     forced = service.sync_dashboards(admin, superset, force=True)
     assert forced.imported
     after = service.snapshot(admin, uuids)
-    assert {r: {u: v[0] for u, v in objs.items()} for r, objs in after.items()} == \
-           {r: {u: v[0] for u, v in objs.items()} for r, objs in before.items()}
+    assert {r: {u: v[0] for u, v in objs.items()} for r, objs in after.items()} == {
+        r: {u: v[0] for u, v in objs.items()} for r, objs in before.items()
+    }
     assert len(admin.list_all("chart", ["id"])) == len(uuids["chart"])
     assert len(admin.list_all("dashboard", ["id"])) == len(uuids["dashboard"])
     # …and the import after it is a no-op again.

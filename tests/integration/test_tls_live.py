@@ -33,9 +33,13 @@ SERVE = [sys.executable, "-m", "opslake", "serve"]
 @pytest.fixture()
 def pair(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate and key made by `opslake tls self-signed`."""
-    made = subprocess.run([sys.executable, "-m", "opslake", "tls", "self-signed", "--out",
-                           str(tmp_path / "pki")], capture_output=True, text=True, timeout=60,
-                          check=False)
+    made = subprocess.run(
+        [sys.executable, "-m", "opslake", "tls", "self-signed", "--out", str(tmp_path / "pki")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert made.returncode == 0, made.stdout + made.stderr
     cert, key = tmp_path / "pki" / "opslake.crt", tmp_path / "pki" / "opslake.key"
     assert f"OPSLAKE_TLS_CERT={cert}" in made.stdout
@@ -43,10 +47,14 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def _env(tmp_path: Path, cert: Path | None = None, key: Path | None = None,
-         **more: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPSLAKE_TLS_", "OPSLAKE_MQTT_PASSWORD"))}
+def _env(
+    tmp_path: Path, cert: Path | None = None, key: Path | None = None, **more: str
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPSLAKE_TLS_", "OPSLAKE_MQTT_PASSWORD"))
+    }
     env |= {"OPSLAKE_HOME": str(tmp_path / "lake"), **more}
     if cert and key:
         env |= {"OPSLAKE_TLS_CERT": str(cert), "OPSLAKE_TLS_KEY": str(key)}
@@ -69,19 +77,24 @@ def _landed(settings: Settings, source: str, marker: str, also: str = "") -> byt
     return landed
 
 
-def test_https_verified_and_old_or_plain_clients_refused(tmp_path: Path,
-                                                        pair: tuple[Path, Path]) -> None:
+def test_https_verified_and_old_or_plain_clients_refused(
+    tmp_path: Path, pair: tuple[Path, Path]
+) -> None:
     cert, key = pair
     port = free_port()
-    with running([*SERVE, "--port", str(port)], port, tmp_path / "serve.log",
-                    _env(tmp_path, cert, key)):
+    with running(
+        [*SERVE, "--port", str(port)], port, tmp_path / "serve.log", _env(tmp_path, cert, key)
+    ):
         verified = tls.client_context(cert)
         for host in ("127.0.0.1", "localhost"):
-            with urllib.request.urlopen(f"https://{host}:{port}/healthz", context=verified,
-                                        timeout=10) as answer:
+            with urllib.request.urlopen(
+                f"https://{host}:{port}/healthz", context=verified, timeout=10
+            ) as answer:
                 assert json.load(answer)["status"] == "ok"
-        with socket.create_connection(("127.0.0.1", port), 10) as raw, \
-                verified.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        with (
+            socket.create_connection(("127.0.0.1", port), 10) as raw,
+            verified.wrap_socket(raw, server_hostname="127.0.0.1") as s,
+        ):
             assert s.version() in ("TLSv1.2", "TLSv1.3")
 
         # A TLS 1.1 client (allowed every cipher, so only the server can refuse it): the
@@ -93,8 +106,10 @@ def test_https_verified_and_old_or_plain_clients_refused(tmp_path: Path,
             old.minimum_version = ssl.TLSVersion.TLSv1
             old.maximum_version = ssl.TLSVersion.TLSv1_1
         old.set_ciphers("ALL:@SECLEVEL=0")
-        with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|UNEXPECTED_EOF"), \
-                socket.create_connection(("127.0.0.1", port), 10) as raw:
+        with (
+            pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|UNEXPECTED_EOF"),
+            socket.create_connection(("127.0.0.1", port), 10) as raw,
+        ):
             old.wrap_socket(raw, server_hostname="127.0.0.1")
 
         # Plain HTTP gets no HTTP answer.
@@ -115,10 +130,16 @@ def test_misconfigurations_say_the_fix(tmp_path: Path, pair: tuple[Path, Path]) 
     cases = [
         ({"OPSLAKE_TLS_CERT": str(cert)}, [], "OPSLAKE_TLS_KEY is not"),
         ({"OPSLAKE_TLS_CERT": str(cert), "OPSLAKE_TLS_KEY": str(open_key)}, [], "chmod 600"),
-        ({"OPSLAKE_TLS_CERT": str(tmp_path / "missing.crt"), "OPSLAKE_TLS_KEY": str(key)}, [],
-         "does not exist"),
-        ({"OPSLAKE_TLS_CERT": str(cert), "OPSLAKE_TLS_KEY": str(other_key)}, [],
-         "do not load as a PEM pair"),
+        (
+            {"OPSLAKE_TLS_CERT": str(tmp_path / "missing.crt"), "OPSLAKE_TLS_KEY": str(key)},
+            [],
+            "does not exist",
+        ),
+        (
+            {"OPSLAKE_TLS_CERT": str(cert), "OPSLAKE_TLS_KEY": str(other_key)},
+            [],
+            "do not load as a PEM pair",
+        ),
         ({}, ["--syslog-tls-port", "16514"], "needs OPSLAKE_TLS_CERT"),
         ({}, ["--mqtt", "127.0.0.1:1883", "--mqtt-username", "u"], "OPSLAKE_MQTT_PASSWORD"),
         ({}, ["--mqtt", "127.0.0.1:1883", "--mqtt-cert", str(cert)], "needs its key"),
@@ -126,14 +147,19 @@ def test_misconfigurations_say_the_fix(tmp_path: Path, pair: tuple[Path, Path]) 
     ]
     for extra_env, args, says in cases:
         env = _env(tmp_path) | extra_env
-        done = subprocess.run([*SERVE, "--port", port, *args], env=env, capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [*SERVE, "--port", port, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 2, (args, extra_env, done.stdout, done.stderr)
         assert says in " ".join((done.stdout + done.stderr).split()), (says, done.stdout)
 
 
-def test_rsyslog_forwards_over_tls_into_serve(tmp_path: Path, pair: tuple[Path, Path]
-                                              ) -> None:
+def test_rsyslog_forwards_over_tls_into_serve(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     install_services()
     cert, key = pair
     api_port, tls_port, rsyslog_port = free_port(), free_port(), free_port()
@@ -154,16 +180,38 @@ action(type="omfwd" target="127.0.0.1" port="{tls_port}" protocol="tcp"
 """)
     marker = f"opslake-tls-{uuid.uuid4().hex[:12]}"
     serve = [*SERVE, "--port", str(api_port), "--syslog-tls-port", str(tls_port)]
-    with running(serve, api_port, tmp_path / "serve.log", env), \
-            running(["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i",
-                     str(work / "rsyslogd.pid")], rsyslog_port, tmp_path / "rsyslog.log"):
+    with (
+        running(serve, api_port, tmp_path / "serve.log", env),
+        running(
+            ["rsyslogd", "-n", "-f", str(work / "rsyslog.conf"), "-i", str(work / "rsyslogd.pid")],
+            rsyslog_port,
+            tmp_path / "rsyslog.log",
+        ),
+    ):
         sent = subprocess.run(
-            ["logger", "--rfc5424", "-T", "-n", "127.0.0.1", "-P", str(rsyslog_port),
-             "-t", "opslake-tls", "-p", "auth.warning", f"login failed {marker}"],
-            capture_output=True, text=True, timeout=30, check=False)
+            [
+                "logger",
+                "--rfc5424",
+                "-T",
+                "-n",
+                "127.0.0.1",
+                "-P",
+                str(rsyslog_port),
+                "-t",
+                "opslake-tls",
+                "-p",
+                "auth.warning",
+                f"login failed {marker}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert sent.returncode == 0, sent.stderr
-        landed = _landed(settings, "syslog", marker,
-                         also=(tmp_path / "rsyslog.log").read_text()[-2000:])
+        landed = _landed(
+            settings, "syslog", marker, also=(tmp_path / "rsyslog.log").read_text()[-2000:]
+        )
         # A sender without TLS reaches nothing on the TLS port.
         with socket.create_connection(("127.0.0.1", tls_port), 10) as raw:
             raw.sendall(f"30 <12>1 - h app - - - plain-{marker}".encode())
@@ -175,15 +223,19 @@ action(type="omfwd" target="127.0.0.1" port="{tls_port}" protocol="tcp"
     assert "not octet-counted" not in log
 
 
-def test_mqtt_with_password_and_client_certificate(tmp_path: Path, pair: tuple[Path, Path]
-                                                   ) -> None:
+def test_mqtt_with_password_and_client_certificate(tmp_path: Path, pair: tuple[Path, Path]) -> None:
     install_services()
     cert, key = pair
     api_port, mqtt_port = free_port(), free_port()
     user, password = "opslake", f"pw-{uuid.uuid4().hex}"
     passwords = tmp_path / "mosquitto.passwd"
-    made = subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), user, password],
-                          capture_output=True, text=True, timeout=30, check=False)
+    made = subprocess.run(
+        ["mosquitto_passwd", "-c", "-b", str(passwords), user, password],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert made.returncode == 0, made.stderr
     # Run as root, Mosquitto would drop to its own user, who cannot read the test's key.
     stay = "user root\n" if os.geteuid() == 0 else ""
@@ -202,14 +254,28 @@ tls_version tlsv1.2
     env = _env(tmp_path, OPSLAKE_MQTT_PASSWORD=password)
     settings = Settings.from_env({"OPSLAKE_HOME": env["OPSLAKE_HOME"]})
     marker = uuid.uuid4().hex[:12]
-    serve = [*SERVE, "--port", str(api_port), "--mqtt", f"127.0.0.1:{mqtt_port}",
-             "--mqtt-username", user, "--mqtt-ca", str(cert), "--mqtt-cert", str(cert),
-             "--mqtt-key", str(key)]
-    with running(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], mqtt_port,
-                    tmp_path / "mosquitto.log"):
+    serve = [
+        *SERVE,
+        "--port",
+        str(api_port),
+        "--mqtt",
+        f"127.0.0.1:{mqtt_port}",
+        "--mqtt-username",
+        user,
+        "--mqtt-ca",
+        str(cert),
+        "--mqtt-cert",
+        str(cert),
+        "--mqtt-key",
+        str(key),
+    ]
+    with running(
+        ["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], mqtt_port, tmp_path / "mosquitto.log"
+    ):
         with running(serve, api_port, tmp_path / "serve.log", env):
-            publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                    client_id=f"opslake-test-{marker[:8]}")
+            publisher = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id=f"opslake-test-{marker[:8]}"
+            )
             publisher.username_pw_set(user, password)
             publisher.tls_set_context(tls.client_context(cert, cert, key))
             publisher.connect("127.0.0.1", mqtt_port)
@@ -217,9 +283,17 @@ tls_version tlsv1.2
             try:
                 deadline = time.monotonic() + 30
                 while f"pdu-{marker}".encode() not in _read(settings, "mqtt"):
-                    info = publisher.publish("opslake/dc1/pdu", json.dumps(
-                        {"metric": "pdu_power_watts", "entity_id": f"pdu-{marker}",
-                         "value": 1520.5}), qos=1)
+                    info = publisher.publish(
+                        "opslake/dc1/pdu",
+                        json.dumps(
+                            {
+                                "metric": "pdu_power_watts",
+                                "entity_id": f"pdu-{marker}",
+                                "value": 1520.5,
+                            }
+                        ),
+                        qos=1,
+                    )
                     info.wait_for_publish(timeout=10)
                     assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
                     time.sleep(1)
@@ -233,16 +307,16 @@ tls_version tlsv1.2
         landing = LandingZone.from_settings(settings)
         other_ca, _ = tls.self_signed(tmp_path / "other")
         cases = [
-            (MqttAuth(user, "wrong", tls.client_context(cert, cert, key)),
-             "check --mqtt-username and OPSLAKE_MQTT_PASSWORD"),
-            (MqttAuth(user, password, tls.client_context(other_ca, cert, key)),
-             "not trusted"),
+            (
+                MqttAuth(user, "wrong", tls.client_context(cert, cert, key)),
+                "check --mqtt-username and OPSLAKE_MQTT_PASSWORD",
+            ),
+            (MqttAuth(user, password, tls.client_context(other_ca, cert, key)), "not trusted"),
             (MqttAuth(user, password, tls.client_context(cert)), "--mqtt-cert"),
             (MqttAuth(user, password), "pass --mqtt-tls"),
         ]
         for auth, says in cases:
-            subscriber = MqttSubscriber(landing, "127.0.0.1", mqtt_port, ["opslake/#"],
-                                        auth=auth)
+            subscriber = MqttSubscriber(landing, "127.0.0.1", mqtt_port, ["opslake/#"], auth=auth)
             subscriber.start()
             try:
                 deadline = time.monotonic() + 15

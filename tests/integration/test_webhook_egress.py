@@ -54,10 +54,21 @@ class Canned(_Server):
 def _gold(settings: Settings, bucket: datetime) -> None:
     """One hourly value of the viewer's department, served."""
     lake = Lake.from_settings(settings)
-    row = {"metric_id": METRIC, "metric_version": "1.0", "grain": "1h", "bucket_start": bucket,
-           "scope": "department", "department": DEPARTMENT, "value": 42.0}
-    lake.write_table(pa.Table.from_pylist([row], METRIC_VALUES), "gold", "metric_values",
-                     {"dt": bucket.date().isoformat(), "family": "power"})
+    row = {
+        "metric_id": METRIC,
+        "metric_version": "1.0",
+        "grain": "1h",
+        "bucket_start": bucket,
+        "scope": "department",
+        "department": DEPARTMENT,
+        "value": 42.0,
+    }
+    lake.write_table(
+        pa.Table.from_pylist([row], METRIC_VALUES),
+        "gold",
+        "metric_values",
+        {"dt": bucket.date().isoformat(), "family": "power"},
+    )
     build_warehouse(lake, settings.warehouse_path)
 
 
@@ -86,9 +97,16 @@ def _as(key: str, totp_secret: str | None = None) -> dict[str, str]:
 
 
 def _subscribe(client: TestClient, key: str, url: str):
-    return client.post("/v1/subscriptions", headers=_as(key), json={
-        "metric_id": METRIC, "by": "department", "condition": {"type": "new_data"},
-        "delivery": {"type": "webhook", "url": url}})
+    return client.post(
+        "/v1/subscriptions",
+        headers=_as(key),
+        json={
+            "metric_id": METRIC,
+            "by": "department",
+            "condition": {"type": "new_data"},
+            "delivery": {"type": "webhook", "url": url},
+        },
+    )
 
 
 def test_webhooks_reach_only_allow_listed_receivers_and_leak_nothing(service) -> None:
@@ -96,12 +114,20 @@ def test_webhooks_reach_only_allow_listed_receivers_and_leak_nothing(service) ->
     viewer, admin = keys["dora"], keys["root"]
     receiver, trap = SignedReceiver(), Canned(200)
     receiver.start()
-    with trap, Canned(302, Location=f"{trap.url}/stolen") as redirecting, \
-            Canned(500, SECRET_BODY) as failing:
+    with (
+        trap,
+        Canned(302, Location=f"{trap.url}/stolen") as redirecting,
+        Canned(500, SECRET_BODY) as failing,
+    ):
         # 1. Nothing is allow-listed: loopback, private and metadata destinations are refused.
-        for url in (receiver.url, f"http://localhost:{receiver.port}/hook", "http://10.0.0.1/",
-                    "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]/",
-                    "http://metadata.google.internal/"):
+        for url in (
+            receiver.url,
+            f"http://localhost:{receiver.port}/hook",
+            "http://10.0.0.1/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://metadata.google.internal/",
+        ):
             refused = _subscribe(client, viewer, url)
             assert refused.status_code == 400, (url, refused.text)
             doc = refused.json()
@@ -111,15 +137,17 @@ def test_webhooks_reach_only_allow_listed_receivers_and_leak_nothing(service) ->
 
         # 2. Only an administrator with a TOTP code changes the list.
         entry = {"entry": f"127.0.0.1:{receiver.port}", "note": "test receiver"}
-        assert client.post("/v1/admin/egress", headers=_as(viewer), json=entry
-                           ).status_code == 403
-        assert client.post("/v1/admin/egress", headers=_as(admin), json=entry
-                           ).status_code == 401
+        assert client.post("/v1/admin/egress", headers=_as(viewer), json=entry).status_code == 403
+        assert client.post("/v1/admin/egress", headers=_as(admin), json=entry).status_code == 401
         added = client.post("/v1/admin/egress", headers=_as(admin, totp_secret), json=entry)
         assert added.status_code == 201, added.text
         assert added.json()["origin"] == "api" and added.json()["added_by"] == "root"
-        assert client.post("/v1/admin/egress", headers=_as(admin, totp_secret), json={
-            "entry": "not a host!"}).status_code == 400
+        assert (
+            client.post(
+                "/v1/admin/egress", headers=_as(admin, totp_secret), json={"entry": "not a host!"}
+            ).status_code
+            == 400
+        )
 
         # 3. That port only: the receiver is accepted, another loopback port is not.
         made = _subscribe(client, viewer, receiver.url)
@@ -127,26 +155,39 @@ def test_webhooks_reach_only_allow_listed_receivers_and_leak_nothing(service) ->
         receiver.secrets[made.json()["id"]] = made.json()["secret"]
         assert _subscribe(client, viewer, failing.url).status_code == 400
         # A whole range, then the redirecting, failing, closed and pinned-name receivers.
-        assert client.post("/v1/admin/egress", headers=_as(admin, totp_secret), json={
-            "entry": "127.0.0.0/8"}).status_code == 201
-        ids = {name: _subscribe(client, viewer, url).json()["id"] for name, url in (
-            ("redirect", redirecting.url), ("error", failing.url),
-            ("closed", f"http://127.0.0.1:{free_port()}/"))}
+        assert (
+            client.post(
+                "/v1/admin/egress", headers=_as(admin, totp_secret), json={"entry": "127.0.0.0/8"}
+            ).status_code
+            == 201
+        )
+        ids = {
+            name: _subscribe(client, viewer, url).json()["id"]
+            for name, url in (
+                ("redirect", redirecting.url),
+                ("error", failing.url),
+                ("closed", f"http://127.0.0.1:{free_port()}/"),
+            )
+        }
         listed = client.get("/v1/admin/egress", headers=_as(admin, totp_secret)).json()
         assert [(r["entry"], r["origin"]) for r in listed["rows"]] == [
-            (f"127.0.0.1:{receiver.port}", "api"), ("127.0.0.0/8", "api")]
+            (f"127.0.0.1:{receiver.port}", "api"),
+            ("127.0.0.0/8", "api"),
+        ]
         assert client.get("/v1/admin/egress", headers=_as(viewer)).status_code == 403
 
         # 4. One pass: the signed receiver gets its delivery; the others fail, telling little.
         hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         _gold(settings, hour)
         store = subs_api.store(app)
-        result = subs.evaluate(app.state.warehouse, store, now=datetime.now(UTC),
-                               sleep=lambda _s: None)
+        result = subs.evaluate(
+            app.state.warehouse, store, now=datetime.now(UTC), sleep=lambda _s: None
+        )
         assert (result.sent, result.failed) == (1, 3), result
         assert receiver.refused == 0
         assert [(d["value"], d["series"]) for d in receiver.received] == [
-            (42.0, {"department": DEPARTMENT})]
+            (42.0, {"department": DEPARTMENT})
+        ]
         assert len(redirecting.received) == 3 and trap.received == []  # 3 tries, no follow
         details = {}
         for name, sub_id in ids.items():
@@ -157,26 +198,40 @@ def test_webhooks_reach_only_allow_listed_receivers_and_leak_nothing(service) ->
         assert details == {
             "redirect": ("failed", "HTTP 302: redirects are not followed"),
             "error": ("failed", "HTTP 500: receiver answered with an error"),
-            "closed": ("failed", "connection failed")}
+            "closed": ("failed", "connection failed"),
+        }
 
         # 5. Taken off the list: the next delivery is refused before any connection.
-        removed = client.delete("/v1/admin/egress/127.0.0.0/8",
-                                headers=_as(admin, totp_secret))
+        removed = client.delete("/v1/admin/egress/127.0.0.0/8", headers=_as(admin, totp_secret))
         assert removed.status_code == 200 and removed.json() == {"removed": "127.0.0.0/8"}
-        assert client.delete("/v1/admin/egress/127.0.0.0/8",
-                             headers=_as(admin, totp_secret)).status_code == 404
-        later = subs.evaluate(app.state.warehouse, store,
-                              now=datetime.now(UTC) + timedelta(hours=1), sleep=lambda _s: None)
+        assert (
+            client.delete(
+                "/v1/admin/egress/127.0.0.0/8", headers=_as(admin, totp_secret)
+            ).status_code
+            == 404
+        )
+        later = subs.evaluate(
+            app.state.warehouse,
+            store,
+            now=datetime.now(UTC) + timedelta(hours=1),
+            sleep=lambda _s: None,
+        )
         assert later.failed == 3 and len(failing.received) == 3  # not reached again
         log = client.get(f"/v1/subscriptions/{ids['error']}/deliveries", headers=_as(viewer))
         assert log.json()["rows"][-1]["detail"] == "refused: destination not allow-listed"
     receiver.stop()
 
     # Every change to the list is audited with what was opened or closed.
-    audit = [json.loads(line) for f in sorted((settings.state_dir / "audit").glob("*.jsonl"))
-             for line in f.read_text().splitlines()]
-    changes = [(e["action"], e["status"], e["params"].get("entry")) for e in audit
-               if "/admin/egress" in e["action"] and e["action"][0] in "PD"]
+    audit = [
+        json.loads(line)
+        for f in sorted((settings.state_dir / "audit").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    changes = [
+        (e["action"], e["status"], e["params"].get("entry"))
+        for e in audit
+        if "/admin/egress" in e["action"] and e["action"][0] in "PD"
+    ]
     assert ("POST /v1/admin/egress", 201, f"127.0.0.1:{receiver.port}") in changes
     assert ("DELETE /v1/admin/egress/{entry:path}", 200, "127.0.0.0/8") in changes
 
@@ -187,8 +242,12 @@ def test_a_named_receiver_is_reached_at_the_checked_address(service) -> None:
     answers = {"hooks.test": ["127.0.0.1"]}
     store.egress.resolve = lambda host, _port: answers[host]  # DNS as the test says
     for entry in ("hooks.test", "127.0.0.1"):
-        assert client.post("/v1/admin/egress", headers=_as(keys["root"], totp_secret),
-                           json={"entry": entry}).status_code == 201
+        assert (
+            client.post(
+                "/v1/admin/egress", headers=_as(keys["root"], totp_secret), json={"entry": entry}
+            ).status_code
+            == 201
+        )
     with Canned(200) as named:
         made = _subscribe(client, keys["dora"], f"http://hooks.test:{named.port}/hook")
         assert made.status_code == 201, made.text
@@ -197,8 +256,14 @@ def test_a_named_receiver_is_reached_at_the_checked_address(service) -> None:
         assert named.received[0]["Host"] == f"hooks.test:{named.port}"
         # The name now points elsewhere (rebinding): refused at delivery, nothing sent.
         answers["hooks.test"] = ["10.9.9.9"]
-        _gold(settings, datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-              + timedelta(hours=1))
-        later = subs.evaluate(app.state.warehouse, store, now=datetime.now(UTC)
-                              + timedelta(hours=1), sleep=lambda _s: None)
+        _gold(
+            settings,
+            datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1),
+        )
+        later = subs.evaluate(
+            app.state.warehouse,
+            store,
+            now=datetime.now(UTC) + timedelta(hours=1),
+            sleep=lambda _s: None,
+        )
         assert (later.sent, later.failed, len(named.received)) == (0, 1, 1)

@@ -20,12 +20,31 @@ REPO_RULES = ConvergenceRules.load(Path(__file__).resolve().parents[2] / "config
 #: who needs whom: ups-1 powers both PDUs (it is upstream of everything), pdu-1 powers host-1
 #: and host-3, host-1 runs vm-1 and vm-2, vm-1 runs svc-a which app-a depends on;
 #: host-2 (on pdu-2) runs vm-3.
-NEEDS = {"pdu-1": ["ups-1"], "pdu-2": ["ups-1"], "host-1": ["pdu-1"], "host-3": ["pdu-1"],
-         "host-2": ["pdu-2"], "vm-1": ["host-1"], "vm-2": ["host-1"], "vm-3": ["host-2"],
-         "svc-a": ["vm-1"], "app-a": ["svc-a"]}
-KINDS = {"ups-1": "facility", "pdu-1": "facility", "pdu-2": "facility", "host-1": "cloud",
-         "host-2": "cloud", "host-3": "cloud", "vm-1": "cloud", "vm-2": "cloud",
-         "vm-3": "cloud", "svc-a": "application", "app-a": "application"}
+NEEDS = {
+    "pdu-1": ["ups-1"],
+    "pdu-2": ["ups-1"],
+    "host-1": ["pdu-1"],
+    "host-3": ["pdu-1"],
+    "host-2": ["pdu-2"],
+    "vm-1": ["host-1"],
+    "vm-2": ["host-1"],
+    "vm-3": ["host-2"],
+    "svc-a": ["vm-1"],
+    "app-a": ["svc-a"],
+}
+KINDS = {
+    "ups-1": "facility",
+    "pdu-1": "facility",
+    "pdu-2": "facility",
+    "host-1": "cloud",
+    "host-2": "cloud",
+    "host-3": "cloud",
+    "vm-1": "cloud",
+    "vm-2": "cloud",
+    "vm-3": "cloud",
+    "svc-a": "application",
+    "app-a": "application",
+}
 
 
 def _graph(max_shared_fraction: float = 0.2) -> Graph:
@@ -33,10 +52,17 @@ def _graph(max_shared_fraction: float = 0.2) -> Graph:
     for src, dsts in NEEDS.items():
         for d in dsts:
             needed_by.setdefault(d, []).append(src)
-    attrs = pd.DataFrame({"kind": KINDS, "type": {k: k.split("-")[0] for k in KINDS},
-                          "business": None, "department": None})
-    topology = Topology(attrs, {k: tuple(v) for k, v in NEEDS.items()},
-                        {k: tuple(v) for k, v in needed_by.items()})
+    attrs = pd.DataFrame(
+        {
+            "kind": KINDS,
+            "type": {k: k.split("-")[0] for k in KINDS},
+            "business": None,
+            "department": None,
+        }
+    )
+    topology = Topology(
+        attrs, {k: tuple(v) for k, v in NEEDS.items()}, {k: tuple(v) for k, v in needed_by.items()}
+    )
     hosts = {"vm-1": ("host-1",), "vm-2": ("host-1",), "vm-3": ("host-2",), "svc-a": ("vm-1",)}
     return Graph(topology, 6, hosts, max_shared_fraction)
 
@@ -44,12 +70,28 @@ def _graph(max_shared_fraction: float = 0.2) -> Graph:
 _n = iter(range(10_000))
 
 
-def _alert(entity: str, minute: float, name: str = "NodeCpuHigh", *, lasts: float | None = 10,
-           severity: str = "major", fingerprint: str | None = None) -> Alert:
+def _alert(
+    entity: str,
+    minute: float,
+    name: str = "NodeCpuHigh",
+    *,
+    lasts: float | None = 10,
+    severity: str = "major",
+    fingerprint: str | None = None,
+) -> Alert:
     start = T0 + timedelta(minutes=minute)
-    return Alert(f"a{next(_n)}", fingerprint or f"{name}/{entity}", "alertmanager", name,
-                 severity, name, entity, {"alertname": name, "entity_id": entity}, start,
-                 None if lasts is None else start + timedelta(minutes=lasts))
+    return Alert(
+        f"a{next(_n)}",
+        fingerprint or f"{name}/{entity}",
+        "alertmanager",
+        name,
+        severity,
+        name,
+        entity,
+        {"alertname": name, "entity_id": entity},
+        start,
+        None if lasts is None else start + timedelta(minutes=lasts),
+    )
 
 
 def _mute(alerts: list[Alert], windows=(), as_of: datetime | None = None) -> dict[str, str | None]:
@@ -62,21 +104,21 @@ def test_inhibition_mutes_what_depends_on_a_down_host_and_nothing_else() -> None
     down = _alert("host-1", 0, "HostDown", lasts=30, severity="critical")
     on_it = _alert("vm-1", 2)
     two_hops = _alert("svc-a", 3, "HttpErrorRatioHigh")
-    other_host = _alert("vm-3", 2)            # must not: runs on another host
-    after = _alert("vm-2", 45)                # must not: the host is back by then
+    other_host = _alert("vm-3", 2)  # must not: runs on another host
+    after = _alert("vm-2", 45)  # must not: the host is back by then
     muted = _mute([down, on_it, two_hops, other_host, after])
     assert muted[on_it.alert_id] == f"inhibited:host-down:{down.alert_id}"
     assert muted[two_hops.alert_id].startswith("inhibited:host-down")
     assert muted[other_host.alert_id] is None and muted[after.alert_id] is None
-    assert muted[down.alert_id] is None       # the source itself is never muted
+    assert muted[down.alert_id] is None  # the source itself is never muted
 
 
 def test_maintenance_mutes_alerts_inside_a_change_window_but_not_one_that_outlasts_it() -> None:
     window = MaintenanceWindow("CHG-1", "host-1", T0, T0 + timedelta(hours=1))
-    inside = _alert("vm-1", 10, lasts=20)            # runs on the changed host, over in time
+    inside = _alert("vm-1", 10, lasts=20)  # runs on the changed host, over in time
     on_ci = _alert("host-1", 5, lasts=5)
-    outlasts = _alert("vm-2", 40, lasts=60)          # must not: still firing after the window
-    elsewhere = _alert("vm-3", 10, lasts=5)          # must not: another host
+    outlasts = _alert("vm-2", 40, lasts=60)  # must not: still firing after the window
+    elsewhere = _alert("vm-3", 10, lasts=5)  # must not: another host
     before = _alert("vm-1", -30, "HttpLatencyHigh", lasts=5)  # must not: before the window
     muted = _mute([inside, on_it := on_ci, outlasts, elsewhere, before], [window])
     assert muted[inside.alert_id] == "maintenance:CHG-1" == muted[on_it.alert_id]
@@ -86,11 +128,13 @@ def test_maintenance_mutes_alerts_inside_a_change_window_but_not_one_that_outlas
 
 def test_maintenance_mutes_a_firing_alert_only_while_the_window_is_open() -> None:
     window = MaintenanceWindow("CHG-2", "host-1", T0, T0 + timedelta(hours=1))
-    during = _mute([firing := _alert("vm-1", 10, lasts=None)], [window],
-                   as_of=T0 + timedelta(minutes=30))
+    during = _mute(
+        [firing := _alert("vm-1", 10, lasts=None)], [window], as_of=T0 + timedelta(minutes=30)
+    )
     assert during[firing.alert_id] == "maintenance:CHG-2"
-    after = _mute([again := _alert("vm-1", 10, lasts=None)], [window],
-                  as_of=T0 + timedelta(minutes=61))
+    after = _mute(
+        [again := _alert("vm-1", 10, lasts=None)], [window], as_of=T0 + timedelta(minutes=61)
+    )
     assert after[again.alert_id] is None
 
 
@@ -101,13 +145,19 @@ def test_flapping_mutes_the_fourth_start_within_an_hour_only() -> None:
     muted = _mute([*fast, *three, *slow])
     assert [muted[a.alert_id] is not None for a in fast] == [False, False, False, True, True]
     assert muted[fast[3].alert_id].startswith("flapping:4 starts")
-    assert not any(muted[a.alert_id] for a in three + slow)   # must not: 3 / hour, 4 / 4 h
+    assert not any(muted[a.alert_id] for a in three + slow)  # must not: 3 / hour, 4 / 4 h
 
 
-def test_a_fault_spreading_through_the_topology_is_one_incident_and_a_concurrent_one_is_not(
-        ) -> None:
-    fault = [_alert("host-1", 0), _alert("vm-1", 2), _alert("vm-2", 3),
-             _alert("svc-a", 5, "HttpErrorRatioHigh"), _alert("app-a", 7, "HttpErrorRatioHigh")]
+def test_a_fault_spreading_through_the_topology_is_one_incident_and_a_concurrent_one_is_not() -> (
+    None
+):
+    fault = [
+        _alert("host-1", 0),
+        _alert("vm-1", 2),
+        _alert("vm-2", 3),
+        _alert("svc-a", 5, "HttpErrorRatioHigh"),
+        _alert("app-a", 7, "HttpErrorRatioHigh"),
+    ]
     # Same UPS, same minutes, another PDU: a UPS under everything says nothing about both.
     elsewhere = [_alert("host-2", 1), _alert("vm-3", 4)]
     alerts = sorted(fault + elsewhere, key=lambda a: (a.starts_at, a.alert_id))
@@ -121,7 +171,7 @@ def test_a_fault_spreading_through_the_topology_is_one_incident_and_a_concurrent
 
 def test_same_fingerprint_refiring_joins_its_incident_with_a_count() -> None:
     first = _alert("vm-3", 0, lasts=10)
-    again = _alert("vm-3", 40, lasts=10)      # 30 min after resolving: same incident
+    again = _alert("vm-3", 40, lasts=10)  # 30 min after resolving: same incident
     much_later = _alert("vm-3", 400, lasts=10)  # beyond the 2 h dedup window: a new one
     alerts = [first, again, much_later]
     mute(alerts, REPO_RULES, _graph(), [], T0 + timedelta(days=1))
@@ -132,17 +182,24 @@ def test_same_fingerprint_refiring_joins_its_incident_with_a_count() -> None:
 
 
 def test_correlation_rule_groups_background_alerts_by_name_across_the_estate() -> None:
-    certs = [_alert("vm-1", 0, "CertificateExpiringSoon", severity="info"),
-             _alert("vm-3", 90, "CertificateExpiringSoon", severity="info"),
-             _alert("host-3", 500, "CertificateExpiringSoon", severity="info")]  # > 6 h later
+    certs = [
+        _alert("vm-1", 0, "CertificateExpiringSoon", severity="info"),
+        _alert("vm-3", 90, "CertificateExpiringSoon", severity="info"),
+        _alert("host-3", 500, "CertificateExpiringSoon", severity="info"),
+    ]  # > 6 h later
     incidents = group(sorted(certs, key=lambda a: a.starts_at), REPO_RULES, _graph())
     assert [len(i.alerts) for i in incidents] == [2, 1]
     assert {i.correlation for i in incidents} == {"rule:background-checks"}
 
 
 def test_root_cause_is_the_upstream_ci_that_alerted_first() -> None:
-    alerts = [_alert("host-1", 0), _alert("vm-1", 2), _alert("vm-2", 2),
-              _alert("svc-a", 4, "HttpErrorRatioHigh"), _alert("app-a", 5, "HttpErrorRatioHigh")]
+    alerts = [
+        _alert("host-1", 0),
+        _alert("vm-1", 2),
+        _alert("vm-2", 2),
+        _alert("svc-a", 4, "HttpErrorRatioHigh"),
+        _alert("app-a", 5, "HttpErrorRatioHigh"),
+    ]
     [incident] = group(alerts, REPO_RULES, _graph())
     ranking = rootcause.rank(incident, _graph())
     assert ranking[0].entity_id == "host-1" and ranking[0].coverage == 1.0
@@ -171,14 +228,19 @@ def test_root_cause_names_a_silent_upstream_ci_and_weighs_changes_and_anomalies(
 
 def test_rule_files_report_every_problem_with_the_fix() -> None:
     with pytest.raises(ConfigError) as err:
-        ConvergenceRules.parse({
-            "grouping": {"window": "15 minutes"},
-            "inhibit": [{"name": "x", "source": {"alertname": "HostDown"}},
-                        {"name": "y", "source": {"alertname": "HostDown"}, "scope": "sideways"},
-                        {"source": {}}],
-            "correlation": [{"name": "x", "match": {"alertname": "A"}}],
-            "silence": {},
-        }, "rules.yaml")
+        ConvergenceRules.parse(
+            {
+                "grouping": {"window": "15 minutes"},
+                "inhibit": [
+                    {"name": "x", "source": {"alertname": "HostDown"}},
+                    {"name": "y", "source": {"alertname": "HostDown"}, "scope": "sideways"},
+                    {"source": {}},
+                ],
+                "correlation": [{"name": "x", "match": {"alertname": "A"}}],
+                "silence": {},
+            },
+            "rules.yaml",
+        )
     text = str(err.value)
     assert "'15 minutes' is not a duration; write e.g. 30s, 15m" in text
     assert "scope 'sideways' is not one of" in text
@@ -189,9 +251,10 @@ def test_rule_files_report_every_problem_with_the_fix() -> None:
 
 def test_an_incident_that_fires_again_after_resolving_counts_as_reopened() -> None:
     first, overlap = _alert("vm-3", 0, lasts=10), _alert("host-2", 5, lasts=20)
-    again = _alert("vm-3", 40, lasts=None)          # after both resolved: reopened once
+    again = _alert("vm-3", 40, lasts=None)  # after both resolved: reopened once
     [incident] = group([first, overlap, again], REPO_RULES, _graph())
     assert incident.reopened == 1 and incident.ended_at is None
-    [calm] = group([_alert("vm-3", 0, lasts=10), _alert("host-2", 5, lasts=20)], REPO_RULES,
-                   _graph())
+    [calm] = group(
+        [_alert("vm-3", 0, lasts=10), _alert("host-2", 5, lasts=20)], REPO_RULES, _graph()
+    )
     assert calm.reopened == 0 and calm.ended_at == T0 + timedelta(minutes=25)

@@ -27,12 +27,29 @@ def _points(minutes: int, *, spike_at: int | None = None, day_offset: int = 0) -
             value = level + 0.02 * np.sin(m / 60) + rng.normal(0, 0.005)
             if host == "host-1" and spike_at is not None and spike_at <= m < spike_at + 5:
                 value = 0.99
-            rows.append({"ts": ts, "metric": "node_cpu_utilisation_ratio", "entity_id": host,
-                         "value": float(value), "labels": [("job", "node"), ("cpu", "all")],
-                         "source": "prometheus", "batch_id": "b"})
+            rows.append(
+                {
+                    "ts": ts,
+                    "metric": "node_cpu_utilisation_ratio",
+                    "entity_id": host,
+                    "value": float(value),
+                    "labels": [("job", "node"), ("cpu", "all")],
+                    "source": "prometheus",
+                    "batch_id": "b",
+                }
+            )
         # A point no CI owns is left out of scoring, not guessed.
-        rows.append({"ts": ts, "metric": "up", "entity_id": None, "value": 1.0,
-                     "labels": [], "source": "prometheus", "batch_id": "b"})
+        rows.append(
+            {
+                "ts": ts,
+                "metric": "up",
+                "entity_id": None,
+                "value": 1.0,
+                "labels": [],
+                "source": "prometheus",
+                "batch_id": "b",
+            }
+        )
     return pa.Table.from_pylist(rows, schema=METRIC_POINTS)
 
 
@@ -43,12 +60,16 @@ def lake(tmp_path) -> Lake:
 
 def test_grid_keys_series_by_entity_metric_and_labels_without_source_labels():
     g = anomalies.grid(_points(30), T0, T0 + timedelta(days=1))
-    assert g.keys == ["host-1|node_cpu_utilisation_ratio|cpu=all",
-                      "host-2|node_cpu_utilisation_ratio|cpu=all"]
+    assert g.keys == [
+        "host-1|node_cpu_utilisation_ratio|cpu=all",
+        "host-2|node_cpu_utilisation_ratio|cpu=all",
+    ]
     assert g.values.shape == (2, 1440)
     assert np.isfinite(g.values[:, :30]).all() and np.isnan(g.values[:, 30:]).all()
-    assert anomalies.series_key("host-1", "node_cpu_utilisation_ratio",
-                                {"cpu": "all", "job": "node"}) == g.keys[0]
+    assert (
+        anomalies.series_key("host-1", "node_cpu_utilisation_ratio", {"cpu": "all", "job": "node"})
+        == g.keys[0]
+    )
 
 
 def test_a_spike_after_a_quiet_day_is_an_event_episode_and_lands_as_an_alert(lake):
@@ -82,11 +103,16 @@ def test_state_is_saved_per_day_and_carried_so_two_days_equal_one_long_run(lake)
     carried = anomalies.score_day(lake, nxt, day2)
     both = anomalies.grid(pa.concat_tables([day1, day2]), T0, T0 + timedelta(days=2))
     whole = anomalies.score_grid(both, None).anomalies
-    second = whole.filter(pa.compute.greater_equal(
-        whole["ts"], pa.scalar(T0 + timedelta(days=1), whole.schema.field("ts").type)))
+    second = whole.filter(
+        pa.compute.greater_equal(
+            whole["ts"], pa.scalar(T0 + timedelta(days=1), whole.schema.field("ts").type)
+        )
+    )
     assert carried.anomalies.num_rows > 0
-    assert carried.anomalies.select(["ts", "series", "score"]).to_pylist() == \
-        second.select(["ts", "series", "score"]).to_pylist()
+    assert (
+        carried.anomalies.select(["ts", "series", "score"]).to_pylist()
+        == second.select(["ts", "series", "score"]).to_pylist()
+    )
 
 
 def test_series_with_gaps_score_the_same_however_they_are_split_into_calls():
@@ -94,13 +120,15 @@ def test_series_with_gaps_score_the_same_however_they_are_split_into_calls():
     n, steps = 6, 3000
     ts = np.datetime64("2026-11-20T00:00") + np.arange(steps) * np.timedelta64(60, "s")
     values = rng.normal(0, 1, (n, steps)).cumsum(axis=1) + 50 * np.sin(np.arange(steps) / 229)
-    values[rng.random((n, steps)) < 0.03] = np.nan       # scattered missing samples
-    values[2, 1000:1400] = np.nan                          # a long outage across a split
-    values[4, :200] = np.nan                               # a series that starts late
+    values[rng.random((n, steps)) < 0.03] = np.nan  # scattered missing samples
+    values[2, 1000:1400] = np.nan  # a long outage across a split
+    values[4, :200] = np.nan  # a series that starts late
     whole = detect.score_matrix(detect.DetectorState.new(n, 60.0), ts, values)
     state = detect.DetectorState.new(n, 60.0)
-    parts = [detect.score_matrix(state, ts[a:b], values[:, a:b])
-             for a, b in ((0, 150), (150, 1001), (1001, 1777), (1777, steps))]
+    parts = [
+        detect.score_matrix(state, ts[a:b], values[:, a:b])
+        for a, b in ((0, 150), (150, 1001), (1001, 1777), (1777, steps))
+    ]
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
 
 
@@ -119,15 +147,22 @@ def test_a_day_scored_in_slices_of_whole_series_equals_one_grid(lake, tmp_path):
     nxt = (T0 + timedelta(days=1)).date().isoformat()
     for day, points in ((DAY, day1), (nxt, day2)):
         # Silver order: metric, entity, labels, ts (the contract the slices rely on).
-        lake.write_table(points.sort_by([("metric", "ascending"), ("entity_id", "ascending"),
-                                         ("ts", "ascending")]), "silver", "metric_points",
-                         {"dt": day})
+        lake.write_table(
+            points.sort_by(
+                [("metric", "ascending"), ("entity_id", "ascending"), ("ts", "ascending")]
+            ),
+            "silver",
+            "metric_points",
+            {"dt": day},
+        )
     slices = list(anomalies.point_slices(lake, nxt, rows=1000))
     assert len(slices) >= 3
-    pairs = [{(m, e) for m, e in zip(s["metric"].to_pylist(), s["entity_id"].to_pylist(),
-                                     strict=True)} for s in slices]
+    pairs = [
+        {(m, e) for m, e in zip(s["metric"].to_pylist(), s["entity_id"].to_pylist(), strict=True)}
+        for s in slices
+    ]
     for i, mine in enumerate(pairs):  # no (metric, entity) pair is cut between slices
-        assert not any(mine & other for other in pairs[i + 1:])
+        assert not any(mine & other for other in pairs[i + 1 :])
     previous = anomalies.score_slices(DAY, [day1], None)
     whole = anomalies.score_slices(nxt, [day2], (previous.keys, previous.state))
     sliced = anomalies.score_slices(nxt, slices, (previous.keys, previous.state))

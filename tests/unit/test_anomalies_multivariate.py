@@ -23,8 +23,9 @@ DAY = "2026-11-20"
 ENTITIES = {"vm-1": 0.5, "vm-2": 0.8, "vm-3": 1.1, "db-1": 0.6, "db-2": 0.9}
 
 
-def _points(start: datetime, minutes: int, entities: list[str], *, seed: int,
-            joint_from: int | None = None) -> pa.Table:
+def _points(
+    start: datetime, minutes: int, entities: list[str], *, seed: int, joint_from: int | None = None
+) -> pa.Table:
     """One sample a minute of ``a`` and ``b`` per entity; from ``joint_from`` on, vm-1's ``a``
     is far above and its ``b`` far below what its load says (they move against each other)."""
     rng = np.random.default_rng(seed)
@@ -38,9 +39,18 @@ def _points(start: datetime, minutes: int, entities: list[str], *, seed: int,
             b = 100 * level * load + rng.normal(0, 1.0)
             if entity == "vm-1" and joint_from is not None and m >= joint_from:
                 a, b = a + 0.6, b - 60
-            rows += [{"ts": ts, "metric": metric, "entity_id": entity, "value": float(v),
-                      "labels": [("job", "node")], "source": "prometheus", "batch_id": "b"}
-                     for metric, v in (("a", a), ("b", b))]
+            rows += [
+                {
+                    "ts": ts,
+                    "metric": metric,
+                    "entity_id": entity,
+                    "value": float(v),
+                    "labels": [("job", "node")],
+                    "source": "prometheus",
+                    "batch_id": "b",
+                }
+                for metric, v in (("a", a), ("b", b))
+            ]
     return pa.Table.from_pylist(rows, schema=METRIC_POINTS)
 
 
@@ -52,21 +62,32 @@ def lake(tmp_path) -> Lake:
 @pytest.fixture(scope="module")
 def model() -> multivariate.MultiMetricModel:
     train = _points(T0, 2 * 1440, list(ENTITIES), seed=1)
-    return multivariate.fit(pa.table({c: train[c] for c in ("ts", "entity_id", "metric",
-                                                           "value")}).to_pandas(), min_rows=100)
+    return multivariate.fit(
+        pa.table({c: train[c] for c in ("ts", "entity_id", "metric", "value")}).to_pandas(),
+        min_rows=100,
+    )
 
 
 def _champion(lake: Lake, model: multivariate.MultiMetricModel) -> None:
     version = registry.register(
-        lake, anomalies.MULTIVARIATE_MODEL, model, kind="MultiMetricModel",
-        train_start=T0, train_end=T0 + timedelta(days=2), parameters={}, features=["a", "b"],
-        metrics={"roc_auc": 0.9}, primary_metric="roc_auc")
+        lake,
+        anomalies.MULTIVARIATE_MODEL,
+        model,
+        kind="MultiMetricModel",
+        train_start=T0,
+        train_end=T0 + timedelta(days=2),
+        parameters={},
+        features=["a", "b"],
+        metrics={"roc_auc": 0.9},
+        primary_metric="roc_auc",
+    )
     registry.promote_if_better(lake, anomalies.MULTIVARIATE_MODEL, version.version)
 
 
 def test_without_a_champion_the_rows_are_only_sorted_and_no_points_are_read(lake):
-    scored = anomalies.score_day(lake, DAY, _points(T0 + timedelta(days=2), 120, ["vm-1"],
-                                                    seed=2), save=False)
+    scored = anomalies.score_day(
+        lake, DAY, _points(T0 + timedelta(days=2), 120, ["vm-1"], seed=2), save=False
+    )
 
     def unread() -> pa.Table:
         raise AssertionError("points read without a champion")
@@ -83,7 +104,8 @@ def test_live_points_of_one_entity_raise_one_multivariate_episode_landed_once(la
     # last 20 minutes.
     live = _points(T0 + timedelta(days=2, hours=9), 120, ["vm-1"], seed=3, joint_from=100)
     scored, version = anomalies.with_multivariate(
-        lake, anomalies.score_day(lake, DAY, live, save=False), live)
+        lake, anomalies.score_day(lake, DAY, live, save=False), live
+    )
     assert version == "v1"
     rows = [r for r in scored.anomalies.to_pylist() if r["detector"] == "multivariate"]
     events = [r for r in rows if r["is_event"]]
@@ -114,8 +136,11 @@ def test_the_live_prefix_scores_the_steps_it_has_as_the_daily_run_does(lake, mod
 
     def multi(points: pa.Table) -> list[tuple]:
         table = anomalies.score_multivariate(model, points)
-        return sorted((r["ts"], r["entity_id"], round(r["score"], 12), r["is_event"])
-                      for r in table.to_pylist() if r["ts"] < cut)
+        return sorted(
+            (r["ts"], r["entity_id"], round(r["score"], 12), r["is_event"])
+            for r in table.to_pylist()
+            if r["ts"] < cut
+        )
 
     full = multi(day)
     assert any(event for *_, event in full)
@@ -124,9 +149,12 @@ def test_the_live_prefix_scores_the_steps_it_has_as_the_daily_run_does(lake, mod
 
 def _multivariate_alerts(lake: Lake, day: str) -> list[dict]:
     zone = LandingZone(lake)
-    return [dict(r["labels"]) for b in zone.batches(anomalies.SOURCE, day)
-            for r in alertmanager.parse(zone.read(b), b).table.to_pylist()
-            if dict(r["labels"])["detector"] == "multivariate"]
+    return [
+        dict(r["labels"])
+        for b in zone.batches(anomalies.SOURCE, day)
+        for r in alertmanager.parse(zone.read(b), b).table.to_pylist()
+        if dict(r["labels"])["detector"] == "multivariate"
+    ]
 
 
 def test_the_daily_and_the_live_asset_both_land_the_champions_events(tmp_path, model):
@@ -148,4 +176,5 @@ def test_the_daily_and_the_live_asset_both_land_the_champions_events(tmp_path, m
     (event,) = result.get_asset_materialization_events()
     assert event.materialization.metadata["multivariate_model"].value == "v1"
     assert {a["entity_id"] for a in _multivariate_alerts(lake, today.date().isoformat())} == {
-        "vm-1"}
+        "vm-1"
+    }

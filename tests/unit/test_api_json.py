@@ -24,12 +24,15 @@ COLUMNS = {
     "large_texts": pa.array(["x", None], pa.large_string()),
     "categories": pa.array(["x", "y", "x", None]).dictionary_encode(),
     "days": pa.array([date(2026, 3, 2), date(1, 1, 1), None]),
-    "utc": pa.array([T, T.replace(microsecond=5), T.replace(microsecond=120000), None],
-                    pa.timestamp("us", "UTC")),
+    "utc": pa.array(
+        [T, T.replace(microsecond=5), T.replace(microsecond=120000), None],
+        pa.timestamp("us", "UTC"),
+    ),
     "etc_utc": pa.array([T, T.replace(microsecond=999999)], pa.timestamp("us", "Etc/UTC")),
     "shanghai": pa.array([T, T.replace(microsecond=1)], pa.timestamp("us", "Asia/Shanghai")),
-    "naive": pa.array([datetime(2026, 3, 2, 1), datetime(2026, 3, 2, 1, 0, 0, 120000)],
-                      pa.timestamp("us")),
+    "naive": pa.array(
+        [datetime(2026, 3, 2, 1), datetime(2026, 3, 2, 1, 0, 0, 120000)], pa.timestamp("us")
+    ),
     "millis": pa.array([T.replace(microsecond=123000), T], pa.timestamp("ms", "UTC")),
     "seconds": pa.array([T, None], pa.timestamp("s", "UTC")),
     "text_lists": pa.array([["1h", "1d"], [], None, [None]]),
@@ -49,8 +52,11 @@ OTHERWISE = {
 def _before(table: pa.Table) -> bytes:
     """What the API answered before: the rows as Python objects through json.dumps."""
     rows = table.to_pylist()
-    return json.dumps({"count": len(rows), "rows": rows}, ensure_ascii=False,
-                      default=lambda value: value.isoformat()).encode()
+    return json.dumps(
+        {"count": len(rows), "rows": rows},
+        ensure_ascii=False,
+        default=lambda value: value.isoformat(),
+    ).encode()
 
 
 def _same(a: object, b: object) -> bool:
@@ -80,8 +86,12 @@ def test_each_type_answers_the_values_python_rows_did(name: str) -> None:
 
 def test_a_whole_answer_keeps_columns_rows_and_their_order() -> None:
     rows = 500
-    table = pa.table({name: pa.chunked_array([column.take([i % len(column) for i in range(rows)])])
-                      for name, column in COLUMNS.items()})
+    table = pa.table(
+        {
+            name: pa.chunked_array([column.take([i % len(column) for i in range(rows)])])
+            for name, column in COLUMNS.items()
+        }
+    )
     answer = json.loads(_json_rows(table))
     assert answer["count"] == rows and list(answer["rows"][0]) == list(COLUMNS)
     assert _same(answer, json.loads(_before(table)))
@@ -89,7 +99,10 @@ def test_a_whole_answer_keeps_columns_rows_and_their_order() -> None:
 
 
 def test_what_json_cannot_hold_is_refused_as_before() -> None:
-    for column in (pa.array([b"\x00"]), pa.array([timedelta(seconds=3)]),
-                   pa.array([Decimal("1.25")])):
+    for column in (
+        pa.array([b"\x00"]),
+        pa.array([timedelta(seconds=3)]),
+        pa.array([Decimal("1.25")]),
+    ):
         with pytest.raises(TypeError, match="is not JSON"):
             _json_rows(_table("x", column))

@@ -28,10 +28,20 @@ class Clock:
 
 
 def _record(log: AuditLog, n: int, **extra: object) -> list[dict]:
-    return [log.append(who=f"user{i}", role="ops_engineer", key_id="k1",
-                       action="GET /v1/metrics/{id}/data", params={"id": "cpu", "i": i},
-                       status=200, rows=i * 10, client="10.0.0.7", **extra)
-            for i in range(n)]
+    return [
+        log.append(
+            who=f"user{i}",
+            role="ops_engineer",
+            key_id="k1",
+            action="GET /v1/metrics/{id}/data",
+            params={"id": "cpu", "i": i},
+            status=200,
+            rows=i * 10,
+            client="10.0.0.7",
+            **extra,
+        )
+        for i in range(n)
+    ]
 
 
 def _lines(path: Path) -> list[str]:
@@ -57,8 +67,20 @@ def test_clean_log_verifies_and_entries_are_chained(log: AuditLog) -> None:
     first = entries[0]
     body = {k: v for k, v in first.items() if k != "hash"}
     assert first["hash"] == sm3((GENESIS + canonical(body)).encode()) == entry_hash(first)
-    assert set(first) >= {"seq", "at", "who", "role", "key_id", "action", "params", "status",
-                          "rows", "client", "prev", "hash"}
+    assert set(first) >= {
+        "seq",
+        "at",
+        "who",
+        "role",
+        "key_id",
+        "action",
+        "params",
+        "status",
+        "rows",
+        "client",
+        "prev",
+        "hash",
+    }
     assert first["at"].startswith("2026-11-24T09:30:00")
     assert list(log.read()) == entries
     assert list(log.read("2026-11-24")) == entries and list(log.read("2026-11-25")) == []
@@ -77,8 +99,9 @@ def test_empty_log_verifies(tmp_path: Path) -> None:
 
 
 def test_values_json_cannot_hold_are_stored_as_text(log: AuditLog) -> None:
-    entry = log.append(who="u", role="admin", action="POST /v1/x", status=201,
-                       params={"since": DAY, 3: "x"})
+    entry = log.append(
+        who="u", role="admin", action="POST /v1/x", status=201, params={"since": DAY, 3: "x"}
+    )
     assert entry["params"] == {"since": str(DAY), "3": "x"}
     assert log.verify().ok
     with pytest.raises(TypeError, match="seq"):
@@ -94,11 +117,13 @@ def test_modified_field_is_detected(log: AuditLog, day_file: Path) -> None:
     result = log.verify()
     assert not result.ok and result.entries == 6
     assert result.problems == [
-        "2026-11-24.jsonl line 3: hash mismatch for seq 3: the entry was modified"]
+        "2026-11-24.jsonl line 3: hash mismatch for seq 3: the entry was modified"
+    ]
 
 
 def test_modified_entry_with_recomputed_hash_breaks_the_next_link(
-        log: AuditLog, day_file: Path) -> None:
+    log: AuditLog, day_file: Path
+) -> None:
     lines = _lines(day_file)
     entry = json.loads(lines[2])
     entry["who"] = "somebody-else"
@@ -115,8 +140,9 @@ def test_deleted_entry_is_detected(log: AuditLog, day_file: Path) -> None:
     day_file.write_text("".join(lines), encoding="utf-8")
     result = log.verify()
     assert result.entries == 5
-    assert result.problems == [("2026-11-24.jsonl line 3: seq 3 missing before seq 4: "
-                                "entries were deleted or moved")]
+    assert result.problems == [
+        ("2026-11-24.jsonl line 3: seq 3 missing before seq 4: entries were deleted or moved")
+    ]
 
 
 def test_swapped_entries_are_detected(log: AuditLog, day_file: Path) -> None:
@@ -124,8 +150,10 @@ def test_swapped_entries_are_detected(log: AuditLog, day_file: Path) -> None:
     lines[2], lines[3] = lines[3], lines[2]
     day_file.write_text("".join(lines), encoding="utf-8")
     problems = log.verify().problems
-    assert [p.split(":")[0] for p in problems] == ["2026-11-24.jsonl line 3",
-                                                   "2026-11-24.jsonl line 4"]
+    assert [p.split(":")[0] for p in problems] == [
+        "2026-11-24.jsonl line 3",
+        "2026-11-24.jsonl line 4",
+    ]
     assert "missing" in problems[0] and "reordered" in problems[1]
 
 
@@ -140,14 +168,14 @@ def test_inserted_forgery_is_detected(log: AuditLog, day_file: Path) -> None:
     assert problems and problems[0].startswith("2026-11-24.jsonl line 4: seq 3 comes after")
 
 
-def test_truncated_last_line_is_detected_and_appends_go_on(
-        log: AuditLog, day_file: Path) -> None:
+def test_truncated_last_line_is_detected_and_appends_go_on(log: AuditLog, day_file: Path) -> None:
     text = day_file.read_text(encoding="utf-8")
     day_file.write_text(text[:-40], encoding="utf-8")
     result = log.verify()
     assert result.entries == 5
-    assert result.problems == [("2026-11-24.jsonl line 6: not a complete audit entry "
-                                "(truncated or corrupted)")]
+    assert result.problems == [
+        ("2026-11-24.jsonl line 6: not a complete audit entry (truncated or corrupted)")
+    ]
     # The torn line is kept as evidence; the next entry starts a line of its own.
     entry = _record(log, 1)[0]
     assert entry["seq"] == 6
@@ -162,7 +190,9 @@ def test_chain_continues_across_days(tmp_path: Path) -> None:
     clock.now = DAY + timedelta(days=1)
     second_day = _record(log, 2)
     assert sorted(p.name for p in log.directory.glob("*.jsonl")) == [
-        "2026-11-24.jsonl", "2026-11-25.jsonl"]
+        "2026-11-24.jsonl",
+        "2026-11-25.jsonl",
+    ]
     assert second_day[0]["seq"] == 3 and second_day[0]["prev"] == first_day[-1]["hash"]
     assert [e["seq"] for e in log.read("2026-11-25")] == [3, 4]
     assert log.verify().ok and log.verify().entries == 4
@@ -183,8 +213,7 @@ def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
         for i in range(50):
             writer.append(who=f"t{n}", role="admin", action="GET /v1/x", status=200, rows=i)
 
-    threads = [threading.Thread(target=work, args=(log if n % 2 else other, n))
-               for n in range(4)]
+    threads = [threading.Thread(target=work, args=(log if n % 2 else other, n)) for n in range(4)]
     for t in threads:
         t.start()
     for t in threads:

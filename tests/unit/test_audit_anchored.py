@@ -26,8 +26,14 @@ def _write(settings: Settings, n: int, **overrides: object) -> AuditLog:
     """``n`` entries through the installation's log, then closed (a checkpoint)."""
     log = AuditLog.from_settings(settings)
     for i in range(n):
-        log.append(who="alice", role="ops_engineer", action="GET /v1/metrics", status=200,
-                   rows=i, **overrides)
+        log.append(
+            who="alice",
+            role="ops_engineer",
+            action="GET /v1/metrics",
+            status=200,
+            rows=i,
+            **overrides,
+        )
     log.close()
     return log
 
@@ -43,8 +49,10 @@ def _lines(log: AuditLog) -> tuple[Path, list[str]]:
 
 
 def _checkpoints(settings: Settings) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((Path(settings.home) / CHECKPOINTS)
-                                                      .glob("*.json"))]
+    return [
+        json.loads(p.read_text())
+        for p in sorted((Path(settings.home) / CHECKPOINTS).glob("*.json"))
+    ]
 
 
 def test_an_intact_log_verifies(settings: Settings) -> None:
@@ -100,13 +108,16 @@ def test_a_log_rewritten_without_the_key_fails(settings: Settings, forge: dict |
     code, output, exc = _verify()
     assert code != 0 and isinstance(exc, SecurityError)
     if forge is not None:
-        assert "line 1: HMAC mismatch for seq 1: the entry was not written with the audit key" \
+        assert (
+            "line 1: HMAC mismatch for seq 1: the entry was not written with the audit key"
             in output
+        )
     assert "the log's entry seq 4 is not the one checkpointed: the log was rewritten" in output
 
 
-def test_a_rollback_to_an_older_checkpointed_state_fails(settings: Settings,
-                                                          tmp_path: Path) -> None:
+def test_a_rollback_to_an_older_checkpointed_state_fails(
+    settings: Settings, tmp_path: Path
+) -> None:
     log = _write(settings, 3)
     shutil.copytree(log.directory, tmp_path / "backup")
     _write(settings, 3)
@@ -116,8 +127,10 @@ def test_a_rollback_to_an_older_checkpointed_state_fails(settings: Settings,
     assert AuditLog(log.directory, key=log._key).verify().ok  # chain and MACs cannot tell
     code, output, exc = _verify()
     assert code != 0 and isinstance(exc, SecurityError)
-    assert "the log was rolled back (or cut) to an older checkpointed state: it ends at seq 3" \
+    assert (
+        "the log was rolled back (or cut) to an older checkpointed state: it ends at seq 3"
         in output
+    )
     assert "recorded seq 6 later: seq 4..6 missing" in output
 
 
@@ -159,8 +172,9 @@ def test_unkeyed_legacy_entries_verify_before_the_first_keyed_one(settings: Sett
     assert code != 0 and "seq 6 has no HMAC although entries before it have" in output
 
 
-def test_checkpoints_every_n_entries_and_to_syslog(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checkpoints_every_n_entries_and_to_syslog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(5)
@@ -181,8 +195,9 @@ def test_checkpoints_every_n_entries_and_to_syslog(tmp_path: Path,
 
 
 @pytest.mark.parametrize("address", ["/nonexistent/syslog.sock", "127.0.0.1:9"])
-def test_an_unreachable_syslog_does_not_stop_the_log(tmp_path: Path, address: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_syslog_does_not_stop_the_log(
+    tmp_path: Path, address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPSLAKE_HOME", str(tmp_path / "lake"))
     monkeypatch.setenv("OPSLAKE_AUDIT_SYSLOG", address)
     settings = Settings.from_env()
@@ -200,16 +215,16 @@ def test_the_writer_thread_checkpoints_an_idle_tail(settings: Settings) -> None:
 
     asyncio.run(burst())
     deadline = time.monotonic() + 5
-    while [c["seq"] for c in _checkpoints(settings)][-1:] != [3] and \
-            time.monotonic() < deadline:
+    while [c["seq"] for c in _checkpoints(settings)][-1:] != [3] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [c["seq"] for c in _checkpoints(settings)] == [1, 3]
 
 
 def test_cli_administrative_commands_are_audited(settings: Settings) -> None:
     runner = CliRunner()
-    added = runner.invoke(app, ["security", "add-user", "prom", "--role", "ingest",
-                                "--random-password"])
+    added = runner.invoke(
+        app, ["security", "add-user", "prom", "--role", "ingest", "--random-password"]
+    )
     assert added.exit_code == 0, added.output
     created = runner.invoke(app, ["security", "create-key", "prom"])
     key_id = created.output.split()[2]
@@ -219,7 +234,8 @@ def test_cli_administrative_commands_are_audited(settings: Settings) -> None:
     assert [(e["action"], e["params"]["target"], e["status"]) for e in entries] == [
         ("opslake security add-user", "prom", 0),
         ("opslake security create-key", "prom", 0),
-        ("opslake security revoke-key", "nosuchkey", 5)]
+        ("opslake security revoke-key", "nosuchkey", 5),
+    ]
     me = pwd.getpwuid(os.geteuid()).pw_name
     assert {(e["who"], e["role"]) for e in entries} == {(me, "cli")}
     assert entries[1]["params"]["key_id"] == key_id
@@ -228,7 +244,8 @@ def test_cli_administrative_commands_are_audited(settings: Settings) -> None:
 
 
 def test_a_checkpoint_kept_in_syslog_catches_a_rollback_the_lake_lost(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     log = _write(settings, 2)
     shutil.copytree(log.directory, tmp_path / "backup")
     _write(settings, 2)
@@ -242,6 +259,5 @@ def test_a_checkpoint_kept_in_syslog_catches_a_rollback_the_lake_lost(
     given = f"{latest['seq']}:{latest['head']}"
     result = CliRunner().invoke(app, ["audit", "verify", "--checkpoint", given])
     assert result.exit_code != 0
-    assert "rolled back (or cut) to an older checkpointed state: it ends at seq 2" \
-        in result.output
+    assert "rolled back (or cut) to an older checkpointed state: it ends at seq 2" in result.output
     assert f"checkpoint given as {given} recorded seq 4" in result.output

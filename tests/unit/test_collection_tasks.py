@@ -21,9 +21,13 @@ from opslake.orchestration.collection import build_defs, cron_for
 from opslake.settings import DEFAULT_TASKS_DIR, Settings
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
-SERIES = {"opslake_collection_duration_seconds", "opslake_collection_cpu_seconds",
-          "opslake_collection_bytes", "opslake_collection_rss_bytes",
-          "opslake_collection_success"}
+SERIES = {
+    "opslake_collection_duration_seconds",
+    "opslake_collection_cpu_seconds",
+    "opslake_collection_bytes",
+    "opslake_collection_rss_bytes",
+    "opslake_collection_success",
+}
 
 
 class FakeConnector(Connector):
@@ -47,7 +51,7 @@ class FakeConnector(Connector):
         hog[::4096] = b"x" * len(hog[::4096])  # touch every page so it is resident
         time.sleep(0.1 if self.hog_mb else 0)
         del hog
-        line = f"fake_metric{{n=\"{time.perf_counter_ns()}\"}} 1\n".encode()
+        line = f'fake_metric{{n="{time.perf_counter_ns()}"}} 1\n'.encode()
         body = (line * (self.size // len(line) + 1))[: max(self.size, len(line))]
         return [self.land(landing, body, now)]
 
@@ -67,11 +71,18 @@ def _write(directory: Path, name: str, body: str) -> Path:
     return path
 
 
-def _task_yaml(name: str = "fake-task", every: int = 60, limits: str = "",
-               params: str = "{size: 20}", extra: str = "") -> str:
-    return (f"name: {name}\ndescription: a fake\nconnector: fake\nparams: {params}\n"
-            f"every_seconds: {every}\ntarget: prometheus\nparse: prometheus_text\n"
-            f"{limits}enabled: false\n{extra}")
+def _task_yaml(
+    name: str = "fake-task",
+    every: int = 60,
+    limits: str = "",
+    params: str = "{size: 20}",
+    extra: str = "",
+) -> str:
+    return (
+        f"name: {name}\ndescription: a fake\nconnector: fake\nparams: {params}\n"
+        f"every_seconds: {every}\ntarget: prometheus\nparse: prometheus_text\n"
+        f"{limits}enabled: false\n{extra}"
+    )
 
 
 def _task(tmp_path: Path, **kw: object) -> tasks.CollectionTask:
@@ -82,11 +93,16 @@ def _task(tmp_path: Path, **kw: object) -> tasks.CollectionTask:
 
 # --- loading ----------------------------------------------------------------------------
 
+
 def test_shipped_examples_load_disabled() -> None:
     shipped = tasks.load_tasks(DEFAULT_TASKS_DIR)
-    assert {t.name for t in shipped} == {"node-exporter-local", "prometheus-federate-node",
-                                         "prometheus-healthy-probe", "cmdb-file-drop",
-                                         "itsm-file-drop"}
+    assert {t.name for t in shipped} == {
+        "node-exporter-local",
+        "prometheus-federate-node",
+        "prometheus-healthy-probe",
+        "cmdb-file-drop",
+        "itsm-file-drop",
+    }
     assert not any(t.enabled for t in shipped)
     by = {t.name: t for t in shipped}
     assert by["node-exporter-local"].params == {"url": "http://127.0.0.1:9100/metrics"}
@@ -111,24 +127,34 @@ def test_tasks_dir_comes_from_the_environment(tmp_path: Path) -> None:
     assert tasks.load_tasks(tmp_path / "missing", missing_ok=True) == []
 
 
-@pytest.mark.parametrize(("body", "line", "message"), [
-    (_task_yaml(name="Bad_Name"), 1, "not a slug; use lower-case"),
-    (_task_yaml().replace("connector: fake", "connector: fak"), 3, "did you mean 'fake'"),
-    (_task_yaml(every=5), 5, "at least 10"),
-    (_task_yaml().replace("target: prometheus", "target: probes"), 6,
-     "set 'target: prometheus'"),
-    (_task_yaml().replace("parse: prometheus_text", "parse: probes"), 7,
-     "use 'prometheus' or 'prometheus_text'"),
-    (_task_yaml(params="{url: x}"), 4, "takes size, sleep, hog_mb"),
-    (_task_yaml(extra="frequency: 3\n"), 9, "unknown key 'frequency'"),
-    (_task_yaml(limits="limits: {max_bytes: -1}\n"), 8, "max_bytes is -1; use a positive"),
-    (_task_yaml(limits="limits:\n  max_byts: 1\n"), 9, "did you mean 'max_bytes'"),
-    (_task_yaml().replace("enabled: false", "enabled: maybe"), 8, "use true or false"),
-    ("name: x\nconnector: fake\n", 1, "'every_seconds' is missing"),
-    ("name: [x\n", 2, "not valid YAML"),
-])
-def test_validation_errors_name_file_line_and_fix(tmp_path: Path, body: str, line: int,
-                                                  message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        (_task_yaml(name="Bad_Name"), 1, "not a slug; use lower-case"),
+        (_task_yaml().replace("connector: fake", "connector: fak"), 3, "did you mean 'fake'"),
+        (_task_yaml(every=5), 5, "at least 10"),
+        (
+            _task_yaml().replace("target: prometheus", "target: probes"),
+            6,
+            "set 'target: prometheus'",
+        ),
+        (
+            _task_yaml().replace("parse: prometheus_text", "parse: probes"),
+            7,
+            "use 'prometheus' or 'prometheus_text'",
+        ),
+        (_task_yaml(params="{url: x}"), 4, "takes size, sleep, hog_mb"),
+        (_task_yaml(extra="frequency: 3\n"), 9, "unknown key 'frequency'"),
+        (_task_yaml(limits="limits: {max_bytes: -1}\n"), 8, "max_bytes is -1; use a positive"),
+        (_task_yaml(limits="limits:\n  max_byts: 1\n"), 9, "did you mean 'max_bytes'"),
+        (_task_yaml().replace("enabled: false", "enabled: maybe"), 8, "use true or false"),
+        ("name: x\nconnector: fake\n", 1, "'every_seconds' is missing"),
+        ("name: [x\n", 2, "not valid YAML"),
+    ],
+)
+def test_validation_errors_name_file_line_and_fix(
+    tmp_path: Path, body: str, line: int, message: str
+) -> None:
     path = _write(tmp_path, "broken", body)
     with pytest.raises(ConfigError) as info:
         tasks.load_tasks(tmp_path)
@@ -138,11 +164,16 @@ def test_validation_errors_name_file_line_and_fix(tmp_path: Path, body: str, lin
 
 
 def test_connector_refusing_params_and_duplicate_names_are_errors(tmp_path: Path) -> None:
-    body = ("name: fed\nconnector: prometheus-federate\nparams: {base_url: 'http://x', "
-            "match: []}\nevery_seconds: 60\ntarget: prometheus\n")
+    body = (
+        "name: fed\nconnector: prometheus-federate\nparams: {base_url: 'http://x', "
+        "match: []}\nevery_seconds: 60\ntarget: prometheus\n"
+    )
     path = _write(tmp_path / "a", "fed", body)
-    with pytest.raises(ConfigError, match=f"^{path}:3: connector 'prometheus-federate' "
-                                          "refuses these params: Federate needs a list"):
+    with pytest.raises(
+        ConfigError,
+        match=f"^{path}:3: connector 'prometheus-federate' "
+        "refuses these params: Federate needs a list",
+    ):
         tasks.load_tasks(tmp_path / "a")
     _write(tmp_path / "b", "one", _task_yaml(name="same"))
     _write(tmp_path / "b", "two", _task_yaml(name="same"))
@@ -151,6 +182,7 @@ def test_connector_refusing_params_and_duplicate_names_are_errors(tmp_path: Path
 
 
 # --- state ------------------------------------------------------------------------------
+
 
 def test_enable_disable_persist_and_override_the_file(tmp_path: Path, settings: Settings) -> None:
     task = _task(tmp_path)
@@ -169,8 +201,10 @@ def test_enable_disable_persist_and_override_the_file(tmp_path: Path, settings: 
 
 # --- running ----------------------------------------------------------------------------
 
-def test_run_lands_batches_and_self_metrics(tmp_path: Path, settings: Settings,
-                                            landing: LandingZone) -> None:
+
+def test_run_lands_batches_and_self_metrics(
+    tmp_path: Path, settings: Settings, landing: LandingZone
+) -> None:
     task = _task(tmp_path, params="{size: 500}")
     result = collect.run_task(task, settings, NOW)
     record = result.record
@@ -182,20 +216,27 @@ def test_run_lands_batches_and_self_metrics(tmp_path: Path, settings: Settings,
 
     metrics = result.metrics_batch
     assert (metrics.source, metrics.fmt, metrics.connector) == (
-        "prometheus", "prom", "opslake-collector/1.0")
+        "prometheus",
+        "prom",
+        "opslake-collector/1.0",
+    )
     parsed = prometheus_text.parse(landing.read(metrics), metrics)
     assert parsed.rejects == []
     rows = {r["metric"]: r for r in parsed.table.to_pylist()}
     assert set(rows) == SERIES
     for row in rows.values():
         labels = prometheus_text.parse_label_set(row["label_set"])
-        assert labels == {"task": "fake-task", "connector": "fake/9",
-                          "entity_id": "collector-fake-task"}
+        assert labels == {
+            "task": "fake-task",
+            "connector": "fake/9",
+            "entity_id": "collector-fake-task",
+        }
         assert NOW <= row["ts"] < NOW + timedelta(seconds=30)
     assert rows["opslake_collection_bytes"]["value"] == record.bytes
     assert rows["opslake_collection_success"]["value"] == 1
     assert rows["opslake_collection_rss_bytes"]["value"] == pytest.approx(
-        record.rss_mb * 2**20, rel=1e-3)
+        record.rss_mb * 2**20, rel=1e-3
+    )
     [status] = collect.inventory(settings, [task], NOW + timedelta(seconds=30))
     assert status.state == "healthy" and status.last_success is not None
     assert 29 < status.lag_seconds < 31 and status.runs == 1
@@ -203,12 +244,14 @@ def test_run_lands_batches_and_self_metrics(tmp_path: Path, settings: Settings,
     assert status.state == "late"
 
 
-def _assert_paused(result: collect.RunResult, landing: LandingZone, task: str,
-                   reason: str) -> None:
+def _assert_paused(result: collect.RunResult, landing: LandingZone, task: str, reason: str) -> None:
     assert result.paused_reason is not None and reason in result.paused_reason
     event = result.alert_batch
     assert (event.source, event.fmt, event.connector) == (
-        "alertmanager", "json", "opslake-collector/1.0")
+        "alertmanager",
+        "json",
+        "opslake-collector/1.0",
+    )
     parsed = alertmanager.parse(landing.read(event), event)
     assert parsed.rejects == []
     [alert] = parsed.table.to_pylist()
@@ -218,13 +261,17 @@ def _assert_paused(result: collect.RunResult, landing: LandingZone, task: str,
     assert reason in dict(alert["annotations"])["summary"]
 
 
-@pytest.mark.parametrize(("limits", "params", "reason"), [
-    ("limits: {max_bytes: 10}\n", "{size: 100}", "over max_bytes 10"),
-    ("limits: {max_seconds: 0.2}\n", "{sleep: 0.4}", "over max_seconds 0.2"),
-    ("limits: {max_rss_mb: 1}\n", "{}", "over max_rss_mb 1"),
-])
-def test_breaker_trips_on_each_limit(tmp_path: Path, settings: Settings, landing: LandingZone,
-                                     limits: str, params: str, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("limits", "params", "reason"),
+    [
+        ("limits: {max_bytes: 10}\n", "{size: 100}", "over max_bytes 10"),
+        ("limits: {max_seconds: 0.2}\n", "{sleep: 0.4}", "over max_seconds 0.2"),
+        ("limits: {max_rss_mb: 1}\n", "{}", "over max_rss_mb 1"),
+    ],
+)
+def test_breaker_trips_on_each_limit(
+    tmp_path: Path, settings: Settings, landing: LandingZone, limits: str, params: str, reason: str
+) -> None:
     task = _task(tmp_path, limits=limits, params=params)
     result = collect.run_task(task, settings, NOW)
     assert result.record.ok  # the run worked; it cost too much
@@ -236,23 +283,24 @@ def test_breaker_trips_on_each_limit(tmp_path: Path, settings: Settings, landing
     assert skipped.record is None and "opslake tasks reset fake-task" in skipped.skipped
 
     resolved = collect.reset(settings, task, NOW + timedelta(minutes=2))
-    [alert] = alertmanager.parse(landing.read(resolved.alert_batch),
-                                 resolved.alert_batch).table.to_pylist()
+    [alert] = alertmanager.parse(
+        landing.read(resolved.alert_batch), resolved.alert_batch
+    ).table.to_pylist()
     assert alert["status"] == "resolved" and alert["ends_at"] is not None
     [status] = collect.inventory(settings, [task], NOW + timedelta(minutes=2))
     assert status.state != "paused" and status.reason is None
     assert collect.reset(settings, task).alert_batch is None  # already closed: nothing
 
 
-def test_peak_rss_is_measured_while_the_connector_runs(tmp_path: Path,
-                                                       settings: Settings) -> None:
+def test_peak_rss_is_measured_while_the_connector_runs(tmp_path: Path, settings: Settings) -> None:
     task = _task(tmp_path, params="{hog_mb: 200}")
     base = collect.run_task(_task(tmp_path / "b", name="base"), settings, NOW).record.rss_mb
     assert collect.run_task(task, settings, NOW).record.rss_mb > base + 150
 
 
-def test_breaker_trips_after_consecutive_failures(tmp_path: Path, settings: Settings,
-                                                  landing: LandingZone) -> None:
+def test_breaker_trips_after_consecutive_failures(
+    tmp_path: Path, settings: Settings, landing: LandingZone
+) -> None:
     task = _task(tmp_path, limits="limits: {max_failures: 3}\n")
     FakeConnector.script = ["fail", "fail", "ok", "fail", "fail", "fail"]
     outcomes = []
@@ -260,31 +308,56 @@ def test_breaker_trips_after_consecutive_failures(tmp_path: Path, settings: Sett
         result = collect.run_task(task, settings, NOW + timedelta(minutes=i))
         outcomes.append((result.record.ok, result.paused_reason is not None))
         if not result.record.ok:
-            parsed = prometheus_text.parse(landing.read(result.metrics_batch),
-                                           result.metrics_batch).table.to_pylist()
+            parsed = prometheus_text.parse(
+                landing.read(result.metrics_batch), result.metrics_batch
+            ).table.to_pylist()
             assert {r["metric"]: r["value"] for r in parsed}["opslake_collection_success"] == 0
         if i == 3:
             [status] = collect.inventory(settings, [task], NOW + timedelta(minutes=3))
             assert status.state == "failing" and "source down" in status.reason
-    assert outcomes == [(False, False), (False, False), (True, False), (False, False),
-                        (False, False), (False, True)]
+    assert outcomes == [
+        (False, False),
+        (False, False),
+        (True, False),
+        (False, False),
+        (False, False),
+        (False, True),
+    ]
     _assert_paused(result, landing, task.name, "3 consecutive failures")
     runs = collect.read_state(settings)["tasks"][task.name]["runs"]
     assert [r["ok"] for r in runs] == [False, False, True, False, False, False]
-    assert set(runs[0]) == {"task", "started", "finished", "ok", "error", "batches", "bytes",
-                            "wall_s", "cpu_s", "rss_mb"}
+    assert set(runs[0]) == {
+        "task",
+        "started",
+        "finished",
+        "ok",
+        "error",
+        "batches",
+        "bytes",
+        "wall_s",
+        "cpu_s",
+        "rss_mb",
+    }
 
 
 # --- Dagster ----------------------------------------------------------------------------
 
+
 def test_cron_is_derived_from_the_frequency() -> None:
     assert [cron_for(s) for s in (10, 60, 89, 300, 3600, 7200, 86400 * 2)] == [
-        "* * * * *", "* * * * *", "* * * * *", "*/5 * * * *", "0 * * * *", "0 */2 * * *",
-        "0 0 * * *"]
+        "* * * * *",
+        "* * * * *",
+        "* * * * *",
+        "*/5 * * * *",
+        "0 * * * *",
+        "0 */2 * * *",
+        "0 0 * * *",
+    ]
 
 
 def test_schedules_skip_disabled_or_paused_tasks_and_the_job_runs(
-        tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     task = _task(tmp_path, limits="limits: {max_bytes: 10}\n", params="{size: 100}")
     monkeypatch.setenv("OPSLAKE_TASKS_DIR", str(tmp_path / "tasks"))
     defs = build_defs([task])
@@ -307,4 +380,6 @@ def test_schedules_skip_disabled_or_paused_tasks_and_the_job_runs(
     zone = LandingZone.from_settings(settings)
     day = datetime.now(UTC).date().isoformat()
     assert {b.connector for b in zone.batches("prometheus", day)} == {
-        "fake/9", "opslake-collector/1.0"}
+        "fake/9",
+        "opslake-collector/1.0",
+    }

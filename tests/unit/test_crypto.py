@@ -18,10 +18,8 @@ KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 
 def test_sm3_standard_vectors() -> None:
     # GB/T 32905-2016, appendix A, examples 1 and 2.
-    assert sm3(b"abc") == (
-        "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0")
-    assert sm3(b"abcd" * 16) == (
-        "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732")
+    assert sm3(b"abc") == ("66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0")
+    assert sm3(b"abcd" * 16) == ("debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732")
 
 
 def test_hmac_sm3_follows_rfc2104() -> None:
@@ -39,7 +37,8 @@ def test_sm4_standard_known_answer() -> None:
     block = bytes.fromhex("0123456789abcdeffedcba9876543210")
     encryptor = Cipher(algorithms.SM4(block), modes.ECB()).encryptor()
     assert (encryptor.update(block) + encryptor.finalize()).hex() == (
-        "681edf34d206965e86b3e94f536e4246")
+        "681edf34d206965e86b3e94f536e4246"
+    )
 
 
 def test_round_trip_and_token_format() -> None:
@@ -115,7 +114,8 @@ def test_environment_key_wins(settings: Settings) -> None:
     assert not (settings.state_dir / "keys" / "data.key").exists()
     FieldCipher.from_settings(settings, environ={})
     assert FieldCipher.from_settings(
-        settings, environ={"OPSLAKE_DATA_KEY": KEY.hex()}).key_id == key_id(KEY)
+        settings, environ={"OPSLAKE_DATA_KEY": KEY.hex()}
+    ).key_id == key_id(KEY)
 
 
 @pytest.mark.parametrize("raw", ["abc", "00" * 15, "zz" * 16, "00" * 32])

@@ -35,12 +35,23 @@ BODY = '{"a":"é","b":1}'
 def test_backoff_starts_at_30_seconds_and_doubles_to_ten_minutes() -> None:
     policy = RetryPolicy(())
     assert [policy.backoff(n).total_seconds() for n in range(1, 8)] == [
-        30, 60, 120, 240, 480, 600, 600]
+        30,
+        60,
+        120,
+        240,
+        480,
+        600,
+        600,
+    ]
 
 
-@pytest.mark.parametrize(("scheme", "mac"), [
-    ("sha256", lambda key, data: hmac.new(key, data, hashlib.sha256).hexdigest()),
-    ("sm3", hmac_sm3)])
+@pytest.mark.parametrize(
+    ("scheme", "mac"),
+    [
+        ("sha256", lambda key, data: hmac.new(key, data, hashlib.sha256).hexdigest()),
+        ("sm3", hmac_sm3),
+    ],
+)
 def test_each_scheme_signs_timestamp_dot_body_and_verifies(scheme, mac) -> None:
     sig = sign(SECRET, 1760000000, BODY, scheme)
     assert sig == f"{scheme}=" + mac(SECRET.encode(), f"1760000000.{BODY}".encode())
@@ -61,8 +72,10 @@ def test_a_signature_of_an_unknown_scheme_or_non_ascii_is_refused_not_raised() -
 
 def test_signed_headers_carry_the_timestamp_and_sign_only_with_a_secret() -> None:
     headers = signed_headers(SECRET, 1760000000, BODY, "sha256")
-    assert headers == {TIMESTAMP_HEADER: "1760000000",
-                       SIGNATURE_HEADER: sign(SECRET, 1760000000, BODY, "sha256")}
+    assert headers == {
+        TIMESTAMP_HEADER: "1760000000",
+        SIGNATURE_HEADER: sign(SECRET, 1760000000, BODY, "sha256"),
+    }
     assert signed_headers(None, 1760000000, BODY, "sha256") == {TIMESTAMP_HEADER: "1760000000"}
 
 
@@ -119,12 +132,14 @@ def test_a_delivery_failing_past_the_policy_limit_expires() -> None:
     kept = engine.deliver("r", Flaky(9), now=NOW, queued_at=NOW - timedelta(days=6))
     assert kept.status == "failed"
     gone = Engine(engine.policy, lambda _s: None).deliver(
-        "r", Flaky(9), now=NOW, queued_at=NOW - timedelta(days=7))
+        "r", Flaky(9), now=NOW, queued_at=NOW - timedelta(days=7)
+    )
     assert gone.status == "expired" and gone.next_attempt_at is None
     assert gone.detail == "given up after 7 days, 0:00:00: refused #1"
     # Without a limit a delivery never expires.
     forever = Engine(RetryPolicy(()), lambda _s: None).deliver(
-        "r", Flaky(9), now=NOW, queued_at=NOW - timedelta(days=700))
+        "r", Flaky(9), now=NOW, queued_at=NOW - timedelta(days=700)
+    )
     assert forever.status == "failed"
 
 

@@ -37,8 +37,11 @@ def _weekly(n: int = 48 * 7 * 5, seed: int = 5) -> tuple[np.ndarray, np.ndarray]
 
 @pytest.mark.parametrize("name", ["all", *FEATURES])
 def test_each_new_feature_is_causal_and_split_invariant(name):
-    cfg = (detect.DetectorConfig() if name == "all"
-           else dataclasses.replace(BEFORE, **{name: FEATURES[name]}))
+    cfg = (
+        detect.DetectorConfig()
+        if name == "all"
+        else dataclasses.replace(BEFORE, **{name: FEATURES[name]})
+    )
     stamps, values = _weekly()
     whole = detect.score_series(stamps, values, cfg)
     assert np.isfinite(whole).all() and whole.max() > 0.5
@@ -51,12 +54,15 @@ def test_each_new_feature_is_causal_and_split_invariant(name):
     assert not np.array_equal(whole[cut:], other[cut:])
     # The run split into calls (cuts inside an hour, a day and the gap) scores the same.
     state = detect.DetectorState.new(1, float(STEP), cfg)
-    parts = [detect.score_matrix(state, stamps[a:b], values[None, a:b])[0]
-             for a, b in ((0, 99), (99, 101), (101, 1215), (1215, 3001), (3001, len(values)))]
+    parts = [
+        detect.score_matrix(state, stamps[a:b], values[None, a:b])[0]
+        for a, b in ((0, 99), (99, 101), (101, 1215), (1215, 3001), (3001, len(values)))
+    ]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
     # Series in one matrix score as each alone.
-    both = detect.score_matrix(detect.DetectorState.new(2, float(STEP), cfg), stamps,
-                               np.stack([values, changed]))
+    both = detect.score_matrix(
+        detect.DetectorState.new(2, float(STEP), cfg), stamps, np.stack([values, changed])
+    )
     np.testing.assert_array_equal(both[0], whole)
     np.testing.assert_array_equal(both[1], other)
 
@@ -103,7 +109,7 @@ def test_week_profile_finds_a_weekday_that_looks_like_a_weekend():
     values += rng.normal(0, 3, n)
     holiday = day == 7 * 5 + 2  # a Wednesday as quiet as a Sunday
     values[holiday] -= 40
-    normal = np.r_[48 * 7 * 3:48 * 7 * 5]
+    normal = np.r_[48 * 7 * 3 : 48 * 7 * 5]
     weekly = detect.score_series(stamps, values, dataclasses.replace(BEFORE, week_alpha=0.3))
     daily = detect.score_series(stamps, values, BEFORE)
     # With only a daily profile every weekend is as odd as the holiday; with the week's, not.
@@ -153,11 +159,25 @@ def test_a_state_saved_before_the_new_features_carries_on(tmp_path):
     with np.load(io.BytesIO(lake.read_bytes(path)), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays.pop("meta")))
-    for name in ("z_top", "density_w", "density_counts", "density_hist", "density_recent",
-                 "week_profile", "week_acc", "week_bin"):
+    for name in (
+        "z_top",
+        "density_w",
+        "density_counts",
+        "density_hist",
+        "density_recent",
+        "week_profile",
+        "week_acc",
+        "week_bin",
+    ):
         del arrays[name]
-    for name in ("gauss_cap", "z_cap", "week_alpha", "week_bin_s", "density_slots",
-                 "density_width"):
+    for name in (
+        "gauss_cap",
+        "z_cap",
+        "week_alpha",
+        "week_bin_s",
+        "density_slots",
+        "density_width",
+    ):
         del meta["config"][name]
     meta["config"].update(damp=0.8, feature_suppress=500)
     assert arrays["counts"].shape[1:] == (4, 100) and arrays["feature_recent"].shape[1:] == (4, 500)

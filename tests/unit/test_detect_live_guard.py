@@ -52,19 +52,27 @@ def _host_points(settings: Settings, day: date) -> dict[str, tuple[np.ndarray, n
     for path in sorted(Path(lake.root, "landing", "source=prometheus").rglob("*.prom")):
         for host, value, ms in _LINE.findall(path.read_text()):
             found.setdefault(host, []).append((int(ms), float(value)))
-    return {h: (np.array([m for m, _ in r]), np.array([v for _, v in r]))
-            for h, r in found.items()}
+    return {h: (np.array([m for m, _ in r]), np.array([v for _, v in r])) for h, r in found.items()}
 
 
 def _table(rows: list[tuple[str, int, float]]) -> pa.Table:
     entity, ms, value = zip(*rows, strict=True)
     n = len(rows)
-    return pa.table({
-        "ts": pa.array(np.array(ms, dtype="datetime64[ms]").astype("datetime64[us]"),
-                       METRIC_POINTS.field("ts").type),
-        "metric": [METRIC] * n, "entity_id": list(entity), "value": list(value),
-        "labels": pa.array([[("job", "node")]] * n, METRIC_POINTS.field("labels").type),
-        "source": ["prometheus"] * n, "batch_id": ["b"] * n}, schema=METRIC_POINTS)
+    return pa.table(
+        {
+            "ts": pa.array(
+                np.array(ms, dtype="datetime64[ms]").astype("datetime64[us]"),
+                METRIC_POINTS.field("ts").type,
+            ),
+            "metric": [METRIC] * n,
+            "entity_id": list(entity),
+            "value": list(value),
+            "labels": pa.array([[("job", "node")]] * n, METRIC_POINTS.field("labels").type),
+            "source": ["prometheus"] * n,
+            "batch_id": ["b"] * n,
+        },
+        schema=METRIC_POINTS,
+    )
 
 
 def _alias(host: str, end: int, batch: bool) -> str:
@@ -82,8 +90,13 @@ def live_scenario(tmp: Path, day: date) -> tuple[dict[str, float], dict[str, flo
     settings = Settings.from_env({"OPSLAKE_HOME": str(tmp)})
     lake = Lake.from_settings(settings)
     hosts = _host_points(settings, day)
-    yesterday = [(_alias(h, e, b), int(m), float(v)) for h, (ms, vs) in sorted(hosts.items())
-                 for e in ENDS for b in (True, False) for m, v in zip(ms, vs, strict=True)]
+    yesterday = [
+        (_alias(h, e, b), int(m), float(v))
+        for h, (ms, vs) in sorted(hosts.items())
+        for e in ENDS
+        for b in (True, False)
+        for m, v in zip(ms, vs, strict=True)
+    ]
     anomalies.score_day(lake, day.isoformat(), _table(yesterday))
     today = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     live, spikes = [], {}
@@ -120,15 +133,21 @@ def test_a_saturated_cpu_is_a_live_event_at_every_hour(tmp_path: Path) -> None:
     for day in DAYS:
         spike, anything = live_scenario(tmp_path / day.isoformat(), day)
         # As the live test asks: an event among the host's live points after its first batch.
-        ours = {k: v for k, v in anything.items() if k.startswith(LIVE_TEST_HOST + "@")
-                and k.endswith("+")}
+        ours = {
+            k: v
+            for k, v in anything.items()
+            if k.startswith(LIVE_TEST_HOST + "@") and k.endswith("+")
+        }
         assert len(ours) == len(ENDS)
         missed = {k: round(v, 3) for k, v in ours.items() if v < anomalies.EVENT_THRESHOLD}
         assert not missed, f"{day}: no live event at {missed}"
         # Stricter: the saturation alone (no first batch) is itself an event at every hour,
         # except ending at 00:05, when five of its ten minutes are yesterday's (not live).
-        alone = {k: v for k, v in spike.items() if k.startswith(LIVE_TEST_HOST + "@")
-                 and k.endswith("-") and not k.endswith("@0005-")}
+        alone = {
+            k: v
+            for k, v in spike.items()
+            if k.startswith(LIVE_TEST_HOST + "@") and k.endswith("-") and not k.endswith("@0005-")
+        }
         assert len(alone) == len(ENDS) - 1
         missed = {k: round(v, 3) for k, v in alone.items() if v < anomalies.EVENT_THRESHOLD}
         assert not missed, f"{day}: the saturation alone is no event at {missed}"

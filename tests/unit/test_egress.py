@@ -17,18 +17,34 @@ from opslake.security.egress import EgressPolicy, Entry
 from opslake.security.roles import ROLES, Principal
 from opslake.settings import Settings
 
-VIEWER = Principal("dora", "dept_viewer", ROLES["dept_viewer"].scopes,
-                   departments=frozenset({"health"}))
+VIEWER = Principal(
+    "dora", "dept_viewer", ROLES["dept_viewer"].scopes, departments=frozenset({"health"})
+)
 PUBLIC = "93.184.215.14"  # a public address (documentation ranges are not global)
 INTERNAL = {
-    "127.0.0.1": "loopback", "127.9.9.9": "loopback", "10.1.2.3": "private",
-    "172.16.0.1": "private", "172.31.255.254": "private", "192.168.1.1": "private",
-    "169.254.169.254": "link-local", "100.64.0.1": "CGNAT", "100.100.100.200": "CGNAT",
-    "0.0.0.0": "unspecified", "224.0.0.1": "multicast", "240.0.0.1": "reserved",
-    "::1": "loopback", "::": "unspecified", "fe80::1": "link-local", "fc00::1": "private",
-    "fd00:ec2::254": "private", "ff02::1": "multicast", "fec0::1": "private",
-    "::ffff:127.0.0.1": "loopback", "::ffff:10.0.0.1": "private",
-    "::ffff:169.254.169.254": "link-local", "2002:7f00:1::": "loopback",
+    "127.0.0.1": "loopback",
+    "127.9.9.9": "loopback",
+    "10.1.2.3": "private",
+    "172.16.0.1": "private",
+    "172.31.255.254": "private",
+    "192.168.1.1": "private",
+    "169.254.169.254": "link-local",
+    "100.64.0.1": "CGNAT",
+    "100.100.100.200": "CGNAT",
+    "0.0.0.0": "unspecified",
+    "224.0.0.1": "multicast",
+    "240.0.0.1": "reserved",
+    "::1": "loopback",
+    "::": "unspecified",
+    "fe80::1": "link-local",
+    "fc00::1": "private",
+    "fd00:ec2::254": "private",
+    "ff02::1": "multicast",
+    "fec0::1": "private",
+    "::ffff:127.0.0.1": "loopback",
+    "::ffff:10.0.0.1": "private",
+    "::ffff:169.254.169.254": "link-local",
+    "2002:7f00:1::": "loopback",
 }
 
 
@@ -62,25 +78,36 @@ def _url(address: str, port: int | None = None) -> str:
 
 @pytest.mark.parametrize("address", sorted(INTERNAL))
 def test_each_internal_range_is_refused_unless_an_address_entry_covers_it(
-        tmp_path: Path, address: str) -> None:
+    tmp_path: Path, address: str
+) -> None:
     # As a literal (any entry list that could admit it), and as a name that an entry lists
     # but that resolves inside.
-    for policy, url in ((_policy(tmp_path, "198.51.100.0/24"), _url(address)),
-                        (_policy(tmp_path, "hooks.example.com", "*.example.com",
-                                 resolver=Resolver(hooks_example_com=[address])),
-                         "http://hooks.example.com/hook")):
+    for policy, url in (
+        (_policy(tmp_path, "198.51.100.0/24"), _url(address)),
+        (
+            _policy(
+                tmp_path,
+                "hooks.example.com",
+                "*.example.com",
+                resolver=Resolver(hooks_example_com=[address]),
+            ),
+            "http://hooks.example.com/hook",
+        ),
+    ):
         with pytest.raises(EgressRefused, match="not allow-listed; ask an administrator") as e:
             policy.check(url)
-        assert f"a {INTERNAL[address]} address, which needs an address or CIDR entry" in \
-            e.value.reason
+        assert (
+            f"a {INTERNAL[address]} address, which needs an address or CIDR entry" in e.value.reason
+        )
         assert address not in str(e.value) or url == _url(address)
     wide = _policy(tmp_path, "0.0.0.0/0", "::/0")
     assert wide.check(_url(address, 8080)).port == 8080
 
 
 def test_public_addresses_are_denied_by_default_and_allowed_when_listed(tmp_path: Path) -> None:
-    dns = Resolver(hooks_example_com=[PUBLIC], a_b_ops_example_com=[PUBLIC],
-                   ops_example_com=[PUBLIC])
+    dns = Resolver(
+        hooks_example_com=[PUBLIC], a_b_ops_example_com=[PUBLIC], ops_example_com=[PUBLIC]
+    )
     with pytest.raises(EgressRefused, match="POST /v1/admin/egress"):
         _policy(tmp_path, resolver=dns).check("https://hooks.example.com/hook")
     assert dns.lookups == 0  # nothing could admit it: not even looked up
@@ -92,8 +119,12 @@ def test_public_addresses_are_denied_by_default_and_allowed_when_listed(tmp_path
     with pytest.raises(EgressRefused):
         policy.check("http://ops.example.com/")  # *.suffix is not the suffix itself
     # An address or CIDR entry admits a public address whatever the name.
-    assert _policy(tmp_path, "93.184.215.0/24:443", resolver=dns).check(
-        "https://hooks.example.com/").port == 443
+    assert (
+        _policy(tmp_path, "93.184.215.0/24:443", resolver=dns)
+        .check("https://hooks.example.com/")
+        .port
+        == 443
+    )
 
 
 def test_every_resolved_address_must_pass(tmp_path: Path) -> None:
@@ -113,8 +144,13 @@ def test_every_resolved_address_must_pass(tmp_path: Path) -> None:
 def test_odd_spellings_of_loopback_resolve_and_are_refused(tmp_path: Path) -> None:
     policy = EgressPolicy(tmp_path, None)  # the real resolver: numeric forms need no DNS
     policy.add("192.0.2.0/24", by="root")  # a network entry, so names are looked up
-    for url in ("http://127.1/", "http://2130706433/", "http://0x7f000001/",
-                "http://[::ffff:7f00:1]/", "http://localhost/"):
+    for url in (
+        "http://127.1/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://[::ffff:7f00:1]/",
+        "http://localhost/",
+    ):
         with pytest.raises(EgressRefused):
             policy.check(url)
 
@@ -123,20 +159,30 @@ def test_metadata_names_need_their_exact_name_and_address(tmp_path: Path) -> Non
     dns = Resolver(metadata_google_internal=["169.254.169.254"])
     with pytest.raises(EgressRefused) as refused:
         _policy(tmp_path, "*.google.internal", "0.0.0.0/0", resolver=dns).check(
-            "http://metadata.google.internal/computeMetadata/v1/")
+            "http://metadata.google.internal/computeMetadata/v1/"
+        )
     assert "metadata name" in refused.value.reason
     with pytest.raises(EgressRefused):  # named, yet link-local without an address entry
         _policy(tmp_path, "metadata.google.internal", resolver=dns).check(
-            "http://metadata.google.internal/")
-    assert _policy(tmp_path, "metadata.google.internal", "169.254.169.254",
-                   resolver=dns).check("http://metadata.google.internal/").port == 80
+            "http://metadata.google.internal/"
+        )
+    assert (
+        _policy(tmp_path, "metadata.google.internal", "169.254.169.254", resolver=dns)
+        .check("http://metadata.google.internal/")
+        .port
+        == 80
+    )
 
 
 def test_urls_with_userinfo_or_other_schemes_are_refused(tmp_path: Path) -> None:
     policy = _policy(tmp_path, "0.0.0.0/0")
-    for url, what in (("http://user:pw@203.0.113.7/", "user:password"),
-                      ("ftp://203.0.113.7/", "http"), ("file:///etc/passwd", "http"),
-                      ("http:///nohost", "http"), ("gopher://127.0.0.1:6379/_x", "http")):
+    for url, what in (
+        ("http://user:pw@203.0.113.7/", "user:password"),
+        ("ftp://203.0.113.7/", "http"),
+        ("file:///etc/passwd", "http"),
+        ("http:///nohost", "http"),
+        ("gopher://127.0.0.1:6379/_x", "http"),
+    ):
         with pytest.raises(InputError, match=what):
             policy.check(url)
 
@@ -149,7 +195,8 @@ def test_a_listed_name_that_does_not_resolve_says_so(tmp_path: Path) -> None:
 def test_delivery_is_pinned_to_the_checked_address(tmp_path: Path) -> None:
     dns = Resolver(hooks_example_com=["2001:db8::7", PUBLIC])
     target = _policy(tmp_path, "hooks.example.com", "2001:db8::/32", resolver=dns).check(
-        "https://hooks.example.com:8443/a/b?c=1")
+        "https://hooks.example.com:8443/a/b?c=1"
+    )
     assert str(target.pinned_url) == "https://[2001:db8::7]:8443/a/b?c=1"
     assert target.host_header == "hooks.example.com:8443"
     assert target.extensions == {"sni_hostname": "hooks.example.com"}
@@ -161,32 +208,60 @@ def test_rebinding_between_creation_and_delivery_is_refused_at_delivery(tmp_path
     dns = Resolver(hooks_example_com=[PUBLIC])
     policy = _policy(tmp_path, "hooks.example.com", resolver=dns)
     now = datetime(2026, 3, 2, tzinfo=UTC)
-    sub, secret = subs.new_subscription(VIEWER, {
-        "condition": {"type": "quality_failed"},
-        "delivery": {"type": "webhook", "url": "http://hooks.example.com/hook"}}, now,
-        egress=policy)
+    sub, secret = subs.new_subscription(
+        VIEWER,
+        {
+            "condition": {"type": "quality_failed"},
+            "delivery": {"type": "webhook", "url": "http://hooks.example.com/hook"},
+        },
+        now,
+        egress=policy,
+    )
     dns.answers["hooks.example.com"] = ["127.0.0.1"]  # the name now points inside
     with pytest.raises(DeliveryError) as failed:
         subs.Sender(policy).send(sub, secret, "quality:x", "{}")
     assert str(failed.value) == "refused: destination not allow-listed"
     with pytest.raises(EgressRefused, match="not allow-listed"):
-        subs.new_subscription(VIEWER, {
-            "condition": {"type": "quality_failed"},
-            "delivery": {"type": "webhook", "url": "http://hooks.example.com/hook"}}, now,
-            egress=policy)
+        subs.new_subscription(
+            VIEWER,
+            {
+                "condition": {"type": "quality_failed"},
+                "delivery": {"type": "webhook", "url": "http://hooks.example.com/hook"},
+            },
+            now,
+            egress=policy,
+        )
 
 
 def test_entries_parse_to_one_canonical_form_and_bad_ones_say_the_forms() -> None:
-    for text, canonical in (("Hooks.Example.com", "hooks.example.com"),
-                            ("hooks.example.com:8443", "hooks.example.com:8443"),
-                            ("*.ops.example.com", "*.ops.example.com"),
-                            ("10.1.2.3/24", "10.1.2.0/24"), ("10.1.2.3/32", "10.1.2.3"),
-                            ("10.0.0.0/8:443", "10.0.0.0/8:443"), ("FD00::/8", "fd00::/8"),
-                            ("[fd00::1]:8443", "[fd00::1]:8443"), ("::1", "::1")):
+    for text, canonical in (
+        ("Hooks.Example.com", "hooks.example.com"),
+        ("hooks.example.com:8443", "hooks.example.com:8443"),
+        ("*.ops.example.com", "*.ops.example.com"),
+        ("10.1.2.3/24", "10.1.2.0/24"),
+        ("10.1.2.3/32", "10.1.2.3"),
+        ("10.0.0.0/8:443", "10.0.0.0/8:443"),
+        ("FD00::/8", "fd00::/8"),
+        ("[fd00::1]:8443", "[fd00::1]:8443"),
+        ("::1", "::1"),
+    ):
         assert Entry.parse(text).text == canonical
-    for bad in ("", "*", "*.", "a..b", "127.1", "[hooks.example.com]:80", "[10.0.0.1]",
-                "hooks.example.com:0", "hooks.example.com:70000", "10.0.0.1/33", "a b", 8080,
-                "http://hooks.example.com", "-bad.example.com"):
+    for bad in (
+        "",
+        "*",
+        "*.",
+        "a..b",
+        "127.1",
+        "[hooks.example.com]:80",
+        "[10.0.0.1]",
+        "hooks.example.com:0",
+        "hooks.example.com:70000",
+        "10.0.0.1/33",
+        "a b",
+        8080,
+        "http://hooks.example.com",
+        "-bad.example.com",
+    ):
         with pytest.raises(InputError, match="not an egress entry"):
             Entry.parse(bad)
 
@@ -198,7 +273,9 @@ def test_api_entries_are_kept_in_the_state_dir_beside_the_file_entries(tmp_path:
     assert policy.add("10.20.1.1/16", by="root") == (row, False)  # the same network
     assert policy.add("HOOKS.example.com", by="root")[0]["origin"] == "config"
     assert [(r["entry"], r["origin"]) for r in policy.listed()] == [
-        ("hooks.example.com", "config"), ("10.20.0.0/16", "api")]
+        ("hooks.example.com", "config"),
+        ("10.20.0.0/16", "api"),
+    ]
     assert json.loads(policy.state_path.read_text())["allow"][0]["note"] == "ITSM"
     assert not list(policy.state_path.parent.glob(".state-*"))  # no temporary left behind
     # A new policy object (another process) sees the same entries.
@@ -224,7 +301,8 @@ def test_a_bad_egress_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
 def test_the_shipped_file_lists_nothing_and_the_setting_moves_it(tmp_path: Path) -> None:
     shipped = Settings.from_env({})
     assert shipped.egress_file == Path(__file__).parents[2] / "config" / "egress.yaml"
-    moved = Settings.from_env({"OPSLAKE_EGRESS_FILE": str(tmp_path / "mine.yaml"),
-                               "OPSLAKE_HOME": str(tmp_path)})
+    moved = Settings.from_env(
+        {"OPSLAKE_EGRESS_FILE": str(tmp_path / "mine.yaml"), "OPSLAKE_HOME": str(tmp_path)}
+    )
     assert moved.egress_file == tmp_path / "mine.yaml"
     assert EgressPolicy(tmp_path, shipped.egress_file).entries() == []

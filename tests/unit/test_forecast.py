@@ -44,7 +44,8 @@ def trend_season_noise(series: int, n: int, noise: float = 1.0, seed: int = 0) -
     t = np.arange(n)
     rng = np.random.default_rng(seed)
     return (20 + 0.05 * t + 4 * np.sin(2 * np.pi * t / DAY))[None, :] + rng.normal(
-        0, noise, (series, n))
+        0, noise, (series, n)
+    )
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -94,8 +95,11 @@ def test_baseline_beats_seasonal_naive_on_trend_season_noise():
 
 def test_baseline_intervals_cover_near_nominal_on_gaussian_noise():
     rng = np.random.default_rng(1)
-    y = 50 + 3 * np.sin(2 * np.pi * np.arange(20 * DAY) / DAY)[None, :] + rng.normal(
-        0, 2, (200, 20 * DAY))
+    y = (
+        50
+        + 3 * np.sin(2 * np.pi * np.arange(20 * DAY) / DAY)[None, :]
+        + rng.normal(0, 2, (200, 20 * DAY))
+    )
     history, actual = y[:, :-DAY], y[:, -DAY:]
     fc = baseline_forecast(history, DAY, DAY, levels=(0.8, 0.95))
     assert coverage(actual, *fc.bounds[0.8]).mean() == pytest.approx(0.8, abs=0.06)
@@ -157,8 +161,12 @@ def test_rolling_backtest_never_looks_ahead():
     y = trend_season_noise(2, 10 * DAY)
     poisoned = y.copy()
     poisoned[:, -DAY:] = 1e9  # only ever an actual of the last fold, never a history
-    scores = [rolling_backtest(Panel("p", pd.Timestamp("2026-01-05"), 3600, ["a", "b"], v),
-                               DAY, 2, prophet_rows=[]) for v in (y, poisoned)]
+    scores = [
+        rolling_backtest(
+            Panel("p", pd.Timestamp("2026-01-05"), 3600, ["a", "b"], v), DAY, 2, prophet_rows=[]
+        )
+        for v in (y, poisoned)
+    ]
     first = [s[s["fold"] == 0].drop(columns="panel") for s in scores]
     pd.testing.assert_frame_equal(first[0], first[1])
 
@@ -186,11 +194,16 @@ def test_backtest_on_nab_files_beats_seasonal_naive(nab_sample: Path):
 
 
 def test_summarise_pairs_each_method_with_seasonal_naive_on_the_same_cuts():
-    scores = pd.DataFrame({
-        "panel": "p", "series": ["a", "b", "a", "b", "a"], "fold": 0,
-        "method": ["seasonal_naive"] * 2 + ["baseline"] * 2 + ["prophet"],
-        "mase": [1.0, 3.0, 0.5, 1.5, 0.8], "smape": 1.0,
-    })
+    scores = pd.DataFrame(
+        {
+            "panel": "p",
+            "series": ["a", "b", "a", "b", "a"],
+            "fold": 0,
+            "method": ["seasonal_naive"] * 2 + ["baseline"] * 2 + ["prophet"],
+            "mase": [1.0, 3.0, 0.5, 1.5, 0.8],
+            "smape": 1.0,
+        }
+    )
     figures = summarise(scores)
     assert figures["baseline"]["mase_ratio"] == pytest.approx(0.5)
     assert figures["prophet"]["mase_ratio"] == pytest.approx(0.8)  # only series a was forecast
@@ -204,12 +217,14 @@ def test_nab_panels_need_csv_files(tmp_path: Path):
 
 def test_estate_panel_averages_silver_points_per_entity_metric_and_hour(lake):
     ts = pd.date_range("2026-11-10", periods=180, freq="min", tz="UTC")
-    frame = pd.DataFrame({
-        "ts": np.concatenate([ts, ts[:60]]),
-        "metric": ["node_cpu_utilisation_ratio"] * 180 + ["not_forecast"] * 60,
-        "entity_id": "host-0001",
-        "value": np.concatenate([np.repeat([0.1, 0.2, 0.3], 60), np.ones(60)]),
-    })
+    frame = pd.DataFrame(
+        {
+            "ts": np.concatenate([ts, ts[:60]]),
+            "metric": ["node_cpu_utilisation_ratio"] * 180 + ["not_forecast"] * 60,
+            "entity_id": "host-0001",
+            "value": np.concatenate([np.repeat([0.1, 0.2, 0.3], 60), np.ones(60)]),
+        }
+    )
     target = Path(lake.table_path("silver", "metric_points", {"dt": "2026-11-10"}))
     target.mkdir(parents=True)
     frame.to_parquet(target / "part-0.parquet")
@@ -222,8 +237,9 @@ def test_estate_panel_averages_silver_points_per_entity_metric_and_hour(lake):
 def test_estate_panel_window_fixes_the_grid_and_reads_only_its_days(lake):
     ts = pd.date_range("2026-11-10 05:00", periods=3, freq="h", tz="UTC")
     for day, back, value in (("2026-11-09", 1, 9.0), ("2026-11-10", 0, 1.0)):
-        frame = pd.DataFrame({"ts": ts - pd.Timedelta(days=back),
-                              "metric": "m", "entity_id": "a/b", "value": value})
+        frame = pd.DataFrame(
+            {"ts": ts - pd.Timedelta(days=back), "metric": "m", "entity_id": "a/b", "value": value}
+        )
         target = Path(lake.table_path("silver", "metric_points", {"dt": day}))
         target.mkdir(parents=True)
         frame.to_parquet(target / "part-0.parquet")
@@ -286,8 +302,10 @@ def test_capacity_metrics_reads_raw_names_from_the_tagged_definitions():
 
 
 def test_capacity_metrics_name_the_fix_for_a_tag_without_a_metric_filter():
-    text = CAPACITY_YAML.replace("    filter: metric = 'cpu_ratio'\n",
-                                 "    filter: object_type = 'host'\n    tags: [capacity_planning]\n")
+    text = CAPACITY_YAML.replace(
+        "    filter: metric = 'cpu_ratio'\n",
+        "    filter: object_type = 'host'\n    tags: [capacity_planning]\n",
+    )
     metrics = load_texts({"hand.yaml": text}, check_expressions=False)
     with pytest.raises(ConfigError, match=r"t\.cpu is tagged capacity_planning.*remove the tag"):
         capacity_metrics(metrics)
@@ -337,8 +355,15 @@ def test_daily_forecasts_choose_the_method_by_each_series_history():
     y[1, : n - DAY] = np.nan  # one day of history
     y[2, : n - 2 * DAY - 6] = np.nan  # two and a quarter days
     y[3, :-2] = np.nan  # two values
-    made = daily_forecasts(["h/a/m", "h/b/m", "h/c/m", "h/d/m"], stamps, y, 2 * DAY,
-                           date(2026, 3, 4), prophet_metrics={"m": None}, max_prophet=0)
+    made = daily_forecasts(
+        ["h/a/m", "h/b/m", "h/c/m", "h/d/m"],
+        stamps,
+        y,
+        2 * DAY,
+        date(2026, 3, 4),
+        prophet_metrics={"m": None},
+        max_prophet=0,
+    )
     methods = dict(zip(made.series["id"], made.series["method"], strict=True))
     assert methods == {"h/a/m": "baseline", "h/b/m": "naive", "h/c/m": "seasonal_naive"}
     assert made.skipped == 1 and made.prophet_capped == 1
@@ -364,8 +389,13 @@ def test_capacity_frame_dates_a_growing_series_and_skips_others():
     grow = 0.5 + 0.01 * np.arange(n) / DAY  # 1 % a day from 50 %: full 50 days on
     flat = np.full(n, 0.3)
     spec = {"used": CapacityMetric("used", ("t.used",), 1.0)}
-    frame = capacity_frame(["a/used", "b/used", "c/other"], stamps, np.vstack([grow, flat, grow]),
-                           spec, date(2026, 3, 10))
+    frame = capacity_frame(
+        ["a/used", "b/used", "c/other"],
+        stamps,
+        np.vstack([grow, flat, grow]),
+        spec,
+        date(2026, 3, 10),
+    )
     assert list(frame["entity_id"]) == ["a", "b"]
     a, b = frame.iloc[0], frame.iloc[1]
     assert a["slope_per_day"] == pytest.approx(0.01, rel=0.01)
@@ -379,10 +409,12 @@ def test_backtest_estate_runs_prophet_on_capacity_series_and_reports_both_groups
     n = 6 * DAY
     ts = pd.date_range("2026-11-10", periods=n, freq="h", tz="UTC")
     y = trend_season_noise(2, n, seed=9) / 100
-    frame = pd.concat([pd.DataFrame({"ts": ts, "metric": metric, "entity_id": "host-0001",
-                                     "value": y[i]})
-                       for i, metric in enumerate(("node_filesystem_used_ratio",
-                                                   "node_cpu_utilisation_ratio"))])
+    frame = pd.concat(
+        [
+            pd.DataFrame({"ts": ts, "metric": metric, "entity_id": "host-0001", "value": y[i]})
+            for i, metric in enumerate(("node_filesystem_used_ratio", "node_cpu_utilisation_ratio"))
+        ]
+    )
     frame["dt"] = frame["ts"].dt.date.astype(str)
     for day, part in frame.groupby("dt"):
         target = Path(lake.table_path("silver", "metric_points", {"dt": day}))

@@ -22,57 +22,81 @@ TEAM = Assignees(frozenset({"alice", "bob"}), frozenset({"云平台组"}))
 
 
 def _event(seq: int, action: str, minutes: int, **fields: str) -> handling.HandlingEvent:
-    return handling.HandlingEvent(f"{INC}.{seq:06d}", INC, seq, action,
-                                  fields.pop("actor", "alice"), "api:session",
-                                  T0 + timedelta(minutes=minutes), **fields)
+    return handling.HandlingEvent(
+        f"{INC}.{seq:06d}",
+        INC,
+        seq,
+        action,
+        fields.pop("actor", "alice"),
+        "api:session",
+        T0 + timedelta(minutes=minutes),
+        **fields,
+    )
 
 
 def test_fold_keeps_first_ack_and_the_standing_resolution() -> None:
-    events = [_event(1, "acknowledge", 5), _event(2, "assign", 6, assignee="云平台组",
-                                                   assignee_kind="group"),
-              _event(3, "comment", 7, comment="looking"), _event(4, "severity", 8,
-                                                                 severity="critical"),
-              _event(5, "resolve", 30, actor="bob"), _event(6, "reopen", 40),
-              _event(7, "acknowledge", 41, actor="bob"), _event(8, "resolve", 90)]
+    events = [
+        _event(1, "acknowledge", 5),
+        _event(2, "assign", 6, assignee="云平台组", assignee_kind="group"),
+        _event(3, "comment", 7, comment="looking"),
+        _event(4, "severity", 8, severity="critical"),
+        _event(5, "resolve", 30, actor="bob"),
+        _event(6, "reopen", 40),
+        _event(7, "acknowledge", 41, actor="bob"),
+        _event(8, "resolve", 90),
+    ]
     state = handling.fold(reversed(events))[INC]  # order comes from seq, not from arrival
     assert state.handling_status == "resolved"
     assert (state.acknowledged_at, state.acknowledged_by) == (T0 + timedelta(minutes=5), "alice")
     assert (state.resolved_at, state.resolved_by) == (T0 + timedelta(minutes=90), "alice")
     assert (state.assignee, state.assignee_kind) == ("云平台组", "group")
-    assert (state.severity_override, state.reopens, state.comments, state.actions) == \
-        ("critical", 1, 1, 8)
+    assert (state.severity_override, state.reopens, state.comments, state.actions) == (
+        "critical",
+        1,
+        1,
+        8,
+    )
     reopened = handling.fold(events[:6])[INC]
     assert (reopened.handling_status, reopened.resolved_at) == ("open", None)
 
 
-@pytest.mark.parametrize(("status", "action", "fields", "says"), [
-    ("resolved", "resolve", {}, "already resolved"),
-    ("open", "reopen", {}, "only a resolved incident"),
-    ("acknowledged", "acknowledge", {}, "only an open incident"),
-    ("resolved", "acknowledge", {}, "reopen it first"),
-    ("resolved", "assign", {"assignee": "bob", "assignee_kind": "user"}, "reopen it first"),
-    ("open", "assign", {"assignee": "mallory", "assignee_kind": "user"}, "alice, bob"),
-    ("open", "assign", {"assignee": "夜班", "assignee_kind": "group"}, "云平台组"),
-    ("open", "severity", {"severity": "urgent"}, "critical, major"),
-    ("open", "comment", {"comment": "  "}, "needs text"),
-    ("open", "escalate", {}, "not known"),
-    ("open", "comment", {"comment": "bad\x00"}, "control characters"),
-])
-def test_transitions_refused_with_the_reason(status: str, action: str, fields: dict,
-                                             says: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "action", "fields", "says"),
+    [
+        ("resolved", "resolve", {}, "already resolved"),
+        ("open", "reopen", {}, "only a resolved incident"),
+        ("acknowledged", "acknowledge", {}, "only an open incident"),
+        ("resolved", "acknowledge", {}, "reopen it first"),
+        ("resolved", "assign", {"assignee": "bob", "assignee_kind": "user"}, "reopen it first"),
+        ("open", "assign", {"assignee": "mallory", "assignee_kind": "user"}, "alice, bob"),
+        ("open", "assign", {"assignee": "夜班", "assignee_kind": "group"}, "云平台组"),
+        ("open", "severity", {"severity": "urgent"}, "critical, major"),
+        ("open", "comment", {"comment": "  "}, "needs text"),
+        ("open", "escalate", {}, "not known"),
+        ("open", "comment", {"comment": "bad\x00"}, "control characters"),
+    ],
+)
+def test_transitions_refused_with_the_reason(
+    status: str, action: str, fields: dict, says: str
+) -> None:
     with pytest.raises(HandlingError, match=says):
-        handling.check(handling.HandlingState(INC, handling_status=status), action,
-                       assignees=TEAM, **fields)
+        handling.check(
+            handling.HandlingState(INC, handling_status=status), action, assignees=TEAM, **fields
+        )
 
 
 def test_allowed_transitions() -> None:
-    for status, action, fields in [("open", "acknowledge", {}), ("resolved", "reopen", {}),
-                                   ("acknowledged", "resolve", {}), ("open", "resolve", {}),
-                                   ("resolved", "comment", {"comment": "post-mortem"}),
-                                   ("open", "assign", {"assignee": "bob",
-                                                       "assignee_kind": "user"})]:
-        handling.check(handling.HandlingState(INC, handling_status=status), action,
-                       assignees=TEAM, **fields)
+    for status, action, fields in [
+        ("open", "acknowledge", {}),
+        ("resolved", "reopen", {}),
+        ("acknowledged", "resolve", {}),
+        ("open", "resolve", {}),
+        ("resolved", "comment", {"comment": "post-mortem"}),
+        ("open", "assign", {"assignee": "bob", "assignee_kind": "user"}),
+    ]:
+        handling.check(
+            handling.HandlingState(INC, handling_status=status), action, assignees=TEAM, **fields
+        )
 
 
 def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
@@ -84,8 +108,10 @@ def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
     with pytest.raises(HandlingError, match="only an open incident"):
         log.record(INC, "acknowledge", "bob", via="api:session")
     history = log.events([INC])
-    assert [(e.seq, e.action, e.actor) for e in history] == \
-        [(1, "acknowledge", "alice"), (2, "comment", "bob")]
+    assert [(e.seq, e.action, e.actor) for e in history] == [
+        (1, "acknowledge", "alice"),
+        (2, "comment", "bob"),
+    ]
     zone = LandingZone(lake)
     batches = zone.batches(handling.SOURCE, "2026-03-02")
     assert [b.batch_id for b in batches] == [f"{INC}.000001", f"{INC}.000002"]
@@ -103,28 +129,54 @@ def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
     assert log.state(other).acknowledged_by == "alice"
 
 
-def _ticket(ticket_id: str, fingerprint: str, opened: datetime, acked: datetime,
-            resolved: datetime) -> dict:
-    return {"ticket_id": ticket_id, "type": "incident", "status": "closed", "priority": "P2",
-            "business": "社保", "opened_at": opened, "acknowledged_at": acked,
-            "resolved_at": resolved, "sla_target_minutes": 480,
-            "alert_fingerprint": fingerprint}
+def _ticket(
+    ticket_id: str, fingerprint: str, opened: datetime, acked: datetime, resolved: datetime
+) -> dict:
+    return {
+        "ticket_id": ticket_id,
+        "type": "incident",
+        "status": "closed",
+        "priority": "P2",
+        "business": "社保",
+        "opened_at": opened,
+        "acknowledged_at": acked,
+        "resolved_at": resolved,
+        "sla_target_minutes": 480,
+        "alert_fingerprint": fingerprint,
+    }
 
 
 def test_mtta_mttr_use_handling_events_when_present() -> None:
-    tickets = pa.Table.from_pylist([
-        _ticket("T1", "fp1", T0 + timedelta(minutes=10), T0 + timedelta(minutes=40),
-                T0 + timedelta(minutes=130)),
-        # The same alert fired before the incident began: that ticket is not the incident's.
-        _ticket("T2", "fp1", T0, T0 + timedelta(minutes=20), T0 + timedelta(minutes=60)),
-    ], schema=TICKETS)
+    tickets = pa.Table.from_pylist(
+        [
+            _ticket(
+                "T1",
+                "fp1",
+                T0 + timedelta(minutes=10),
+                T0 + timedelta(minutes=40),
+                T0 + timedelta(minutes=130),
+            ),
+            # The same alert fired before the incident began: that ticket is not the incident's.
+            _ticket("T2", "fp1", T0, T0 + timedelta(minutes=20), T0 + timedelta(minutes=60)),
+        ],
+        schema=TICKETS,
+    )
     day = date(2026, 3, 2)
     before = service_levels(tickets, day).to_pylist()[0]
     assert (before["mtta_minutes"], before["mttr_minutes"]) == (25.0, 90.0)
-    handled = pa.Table.from_pylist([{
-        "incident_id": INC, "fingerprints": ["fp1"], "business": "other",
-        "started_at": T0 + timedelta(minutes=2), "acknowledged_at": T0 + timedelta(minutes=7),
-        "resolved_at": None}], schema=HANDLED_SCHEMA)
+    handled = pa.Table.from_pylist(
+        [
+            {
+                "incident_id": INC,
+                "fingerprints": ["fp1"],
+                "business": "other",
+                "started_at": T0 + timedelta(minutes=2),
+                "acknowledged_at": T0 + timedelta(minutes=7),
+                "resolved_at": None,
+            }
+        ],
+        schema=HANDLED_SCHEMA,
+    )
     after = service_levels(tickets, day, handled).to_pylist()
     province = after[0]
     # INC: acknowledged 5 min after its start (its event); resolved by the ticket's proxy
@@ -138,8 +190,13 @@ def test_mtta_mttr_use_handling_events_when_present() -> None:
 def test_a_landed_object_that_is_no_event_is_left_out_and_quarantined(tmp_path, caplog) -> None:
     lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp_path)}))
     zone = LandingZone(lake)
-    bad = zone.write(handling.SOURCE, b'{"action": "acknowledge"}', fmt="json",
-                     batch_id=f"{INC}.000001", received_at=T0)
+    bad = zone.write(
+        handling.SOURCE,
+        b'{"action": "acknowledge"}',
+        fmt="json",
+        batch_id=f"{INC}.000001",
+        received_at=T0,
+    )
     log = HandlingLog(zone)
     assert log.events() == [] and "not readable" in caplog.text
     assert "not a handling event" in handling.parse(zone.read(bad), bad).rejects[0].reason

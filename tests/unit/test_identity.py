@@ -49,8 +49,7 @@ def store(tmp_path: Path, clock: Clock) -> IdentityStore:
     store = IdentityStore(Settings(state_dir=tmp_path), now=clock)
     store.bootstrap_admin("root", PASSWORD)
     store.add_user("alice", "ops_engineer", PASSWORD)
-    store.add_user("bob", "dept_viewer", PASSWORD, departments=["税务局"],
-                   businesses=["税务服务"])
+    store.add_user("bob", "dept_viewer", PASSWORD, departments=["税务局"], businesses=["税务服务"])
     return store
 
 
@@ -61,16 +60,22 @@ def _code(secret: str, at: datetime) -> str:
 # -- passwords ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("password", "needles"), [
-    ("Sh0rt!", ["at least 12 characters (it has 6)"]),
-    ("alllowercaseletters", ["3 of 4 character classes (it has 1", "an upper-case letter",
-                             "a digit", "a symbol"]),
-    ("lowerUPPERonlyhere", ["3 of 4 character classes (it has 2"]),
-    ("Carol-Secret-99", ["no copy of the user name"]),
-    ("carol", ["at least 12", "character classes", "user name"]),
-])
+@pytest.mark.parametrize(
+    ("password", "needles"),
+    [
+        ("Sh0rt!", ["at least 12 characters (it has 6)"]),
+        (
+            "alllowercaseletters",
+            ["3 of 4 character classes (it has 1", "an upper-case letter", "a digit", "a symbol"],
+        ),
+        ("lowerUPPERonlyhere", ["3 of 4 character classes (it has 2"]),
+        ("Carol-Secret-99", ["no copy of the user name"]),
+        ("carol", ["at least 12", "character classes", "user name"]),
+    ],
+)
 def test_password_policy_refusals_list_what_is_missing(
-        store: IdentityStore, password: str, needles: list[str]) -> None:
+    store: IdentityStore, password: str, needles: list[str]
+) -> None:
     with pytest.raises(InputError) as err:
         store.add_user("carol", "ops_engineer", password)
     for needle in needles:
@@ -104,15 +109,19 @@ def test_user_validation(store: IdentityStore) -> None:
     with pytest.raises(Forbidden, match="already exists"):
         store.bootstrap_admin("root2", PASSWORD)
     bob = next(u for u in store.users() if u.name == "bob")
-    assert (bob.role, bob.departments, bob.businesses) == ("dept_viewer", ("税务局",),
-                                                           ("税务服务",))
+    assert (bob.role, bob.departments, bob.businesses) == (
+        "dept_viewer",
+        ("税务局",),
+        ("税务服务",),
+    )
 
 
 # -- login, lockout, expiry --------------------------------------------------------------
 
 
 def test_lockout_after_five_failures_and_unlock_after_fifteen_minutes(
-        store: IdentityStore, clock: Clock) -> None:
+    store: IdentityStore, clock: Clock
+) -> None:
     for _ in range(4):
         with pytest.raises(AuthError, match="wrong user name, password"):
             store.login("alice", "Wrong-Password-1")
@@ -209,8 +218,9 @@ def test_session_principal_and_logout(store: IdentityStore, clock: Clock) -> Non
     assert session.expires_at == clock.now + timedelta(minutes=30)
     assert len(session.token) >= 43
     with sqlite3.connect(store.path) as conn:
-        assert not conn.execute("SELECT 1 FROM sessions WHERE token_hash = ?",
-                                (session.token,)).fetchone()
+        assert not conn.execute(
+            "SELECT 1 FROM sessions WHERE token_hash = ?", (session.token,)
+        ).fetchone()
     principal = store.session(session.token)
     assert principal.user == "bob" and principal.role == "dept_viewer"
     assert principal.scopes == ROLES["dept_viewer"].scopes
@@ -253,22 +263,38 @@ def test_password_change_ends_sessions(store: IdentityStore) -> None:
 # -- TOTP --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("at", "code"), [
-    (59, "94287082"), (1111111109, "07081804"), (1111111111, "14050471"),
-    (1234567890, "89005924"), (2000000000, "69279037"), (20000000000, "65353130"),
-])
+@pytest.mark.parametrize(
+    ("at", "code"),
+    [
+        (59, "94287082"),
+        (1111111109, "07081804"),
+        (1111111111, "14050471"),
+        (1234567890, "89005924"),
+        (2000000000, "69279037"),
+        (20000000000, "65353130"),
+    ],
+)
 def test_totp_rfc6238_sha1_vectors(at: int, code: str) -> None:
     assert totp(b"12345678901234567890", at, digits=8) == code
 
 
 def test_hotp_rfc4226_vectors() -> None:
-    expected = ["755224", "287082", "359152", "969429", "338314", "254676", "287922",
-                "162583", "399871", "520489"]
+    expected = [
+        "755224",
+        "287082",
+        "359152",
+        "969429",
+        "338314",
+        "254676",
+        "287922",
+        "162583",
+        "399871",
+        "520489",
+    ]
     assert [hotp(b"12345678901234567890", i) for i in range(10)] == expected
 
 
-def test_enrol_and_verify_totp_with_window_and_replay(store: IdentityStore,
-                                                      clock: Clock) -> None:
+def test_enrol_and_verify_totp_with_window_and_replay(store: IdentityStore, clock: Clock) -> None:
     secret, uri = store.enrol_totp("alice")
     assert len(b32_key(secret)) == 20
     assert uri.startswith("otpauth://totp/OpsLake%3Aalice?secret=" + secret)
@@ -292,8 +318,7 @@ def test_enrol_and_verify_totp_with_window_and_replay(store: IdentityStore,
         store.verify_totp("alice", "12ab56", at=at)
 
 
-def test_an_administrator_enrols_totp_before_signing_in(store: IdentityStore,
-                                                         clock: Clock) -> None:
+def test_an_administrator_enrols_totp_before_signing_in(store: IdentityStore, clock: Clock) -> None:
     with pytest.raises(AuthError, match="enrol an authenticator first"):
         store.login("root", PASSWORD)
     with pytest.raises(AuthError, match="wrong user name"):  # says nothing without the password
@@ -307,15 +332,19 @@ def test_login_needs_totp_once_enrolled(store: IdentityStore, clock: Clock) -> N
     with pytest.raises(AuthError, match="TOTP authenticator"):
         store.login("alice", PASSWORD)
     with pytest.raises(AuthError, match="wrong user name"):
-        store.login("alice", PASSWORD, totp="000000" if _code(secret, clock.now) != "000000"
-                    else "111111")
+        store.login(
+            "alice", PASSWORD, totp="000000" if _code(secret, clock.now) != "000000" else "111111"
+        )
     assert store.login("alice", PASSWORD, totp=_code(secret, clock.now)).token
 
 
 def test_totp_secret_goes_through_protect(tmp_path: Path, clock: Clock) -> None:
-    store = IdentityStore(Settings(state_dir=tmp_path), now=clock,
-                          protect=lambda s: "enc:" + s[::-1],
-                          unprotect=lambda s: s.removeprefix("enc:")[::-1])
+    store = IdentityStore(
+        Settings(state_dir=tmp_path),
+        now=clock,
+        protect=lambda s: "enc:" + s[::-1],
+        unprotect=lambda s: s.removeprefix("enc:")[::-1],
+    )
     store.bootstrap_admin("root", PASSWORD)
     secret, _ = store.enrol_totp("root")
     with sqlite3.connect(store.path) as conn:
@@ -334,14 +363,14 @@ def test_admin_second_factor(store: IdentityStore, clock: Clock) -> None:
         store.require_second_factor(admin, None)
     code = _code(secret, clock.now)
     store.require_second_factor(admin, code)
-    store.require_second_factor(admin, code)   # the code on screen confirms several actions
+    store.require_second_factor(admin, code)  # the code on screen confirms several actions
     clock.advance(seconds=30)
     newer = _code(secret, clock.now)
     store.require_second_factor(admin, newer)
     with pytest.raises(AuthError, match="already used"):
-        store.require_second_factor(admin, code)    # an older code never again
+        store.require_second_factor(admin, code)  # an older code never again
     with pytest.raises(AuthError, match="already used"):
-        store.verify_totp("root", newer)            # nor the last one for signing in
+        store.verify_totp("root", newer)  # nor the last one for signing in
     engineer = store.session(store.login("alice", PASSWORD).token)
     with pytest.raises(Forbidden, match="admin role"):
         store.require_second_factor(engineer, "123456")
@@ -420,8 +449,9 @@ def test_key_refusals_have_distinct_messages(store: IdentityStore, clock: Clock)
 
 def _use(store: IdentityStore, key_id: str, endpoint: str, rows: int, status: int) -> None:
     """Record one request of ``key_id`` today, as the API's meter does in batches."""
-    store.record_uses({(Holder("key", key_id), store.today(), endpoint):
-                       Use(1, rows, int(status >= 400))})
+    store.record_uses(
+        {(Holder("key", key_id), store.today(), endpoint): Use(1, rows, int(status >= 400))}
+    )
 
 
 def test_quota_per_utc_day(store: IdentityStore, clock: Clock) -> None:
@@ -450,14 +480,17 @@ def test_usage_counters(store: IdentityStore, clock: Clock) -> None:
     clock.advance(days=1)
     _use(store, a, "/metrics", 1, 200)
     day1, day2 = "2026-03-01", "2026-03-02"
-    rows = {(u.key_id, u.endpoint, u.day): (u.requests, u.rows, u.errors)
-            for u in store.usage()}
+    rows = {(u.key_id, u.endpoint, u.day): (u.requests, u.rows, u.errors) for u in store.usage()}
     assert rows == {
-        (a, "/metrics", day1): (2, 150, 1), (a, "/incidents", day1): (1, 5, 0),
-        (b, "/metrics", day1): (1, 0, 1), (a, "/metrics", day2): (1, 1, 0),
+        (a, "/metrics", day1): (2, 150, 1),
+        (a, "/incidents", day1): (1, 5, 0),
+        (b, "/metrics", day1): (1, 0, 1),
+        (a, "/metrics", day2): (1, 1, 0),
     }
     assert {(u.endpoint, u.day) for u in store.usage(key_id=a, day=day1)} == {
-        ("/metrics", day1), ("/incidents", day1)}
+        ("/metrics", day1),
+        ("/incidents", day1),
+    }
     assert [u.key_id for u in store.usage(day=START.date() + timedelta(days=1))] == [a]
     assert next(k for k in store.list_keys("alice")).last_used_at == clock.now
     with pytest.raises(NotFoundError):
@@ -466,6 +499,7 @@ def test_usage_counters(store: IdentityStore, clock: Clock) -> None:
 
 def test_store_is_safe_across_threads(store: IdentityStore) -> None:
     key_id, _ = store.create_key("alice")
+
     def hammer() -> None:
         for _ in range(25):
             _use(store, key_id, "/metrics", 1, 200)

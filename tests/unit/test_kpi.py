@@ -33,8 +33,7 @@ def at(hours: float = 0, minutes: float = 0) -> datetime:
 
 def table(schema: pa.Schema, rows: list[dict]) -> pa.Table:
     """A silver table from partial rows: missing columns are null."""
-    return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows],
-                                schema=schema)
+    return pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
 
 
 def parquet_bytes(t: pa.Table) -> bytes:
@@ -45,8 +44,10 @@ def parquet_bytes(t: pa.Table) -> bytes:
 
 # --- rollups ---------------------------------------------------------------------------
 
-def points(ts_us: np.ndarray, metric: np.ndarray, entity: np.ndarray, value: np.ndarray
-           ) -> pa.Table:
+
+def points(
+    ts_us: np.ndarray, metric: np.ndarray, entity: np.ndarray, value: np.ndarray
+) -> pa.Table:
     n = len(ts_us)
     return pa.table(
         {
@@ -81,24 +82,42 @@ def test_rollup_matches_a_straightforward_computation(every: str) -> None:
     v = pl.col("value")
     want = (
         pl.from_arrow(pts.select(["ts", "metric", "entity_id", "value"]))
-        .with_columns(bucket_start=pl.from_epoch((pl.col("ts").dt.epoch("us") // width) * width,
-                                                 "us").dt.replace_time_zone("UTC"))
+        .with_columns(
+            bucket_start=pl.from_epoch(
+                (pl.col("ts").dt.epoch("us") // width) * width, "us"
+            ).dt.replace_time_zone("UTC")
+        )
         .group_by(["bucket_start", "metric", "entity_id"])
-        .agg(samples=pl.len(), min=v.min(), max=v.max(), avg=v.mean(),
-             last=v.sort_by("ts").last(), p95=v.quantile(0.95, interpolation="linear"))
+        .agg(
+            samples=pl.len(),
+            min=v.min(),
+            max=v.max(),
+            avg=v.mean(),
+            last=v.sort_by("ts").last(),
+            p95=v.quantile(0.95, interpolation="linear"),
+        )
     )
     assert got.height == want.height
     both = got.join(want, on=["bucket_start", "metric", "entity_id"], suffix="_want")
     assert both.height == want.height
     assert both["samples"].to_list() == both["samples_want"].to_list()
     for col in ("min", "max", "avg", "last", "p95"):
-        np.testing.assert_allclose(both[col].to_numpy(), both[f"{col}_want"].to_numpy(),
-                                   rtol=1e-12, atol=1e-12, err_msg=col)
+        np.testing.assert_allclose(
+            both[col].to_numpy(),
+            both[f"{col}_want"].to_numpy(),
+            rtol=1e-12,
+            atol=1e-12,
+            err_msg=col,
+        )
     # numpy's percentile is the definition the module documents for p95.
-    one = pl.from_arrow(pts).filter((pl.col("metric") == "cpu_ratio")
-                                    & (pl.col("entity_id") == "vm-0001"))
-    first = both.sort("bucket_start").filter((pl.col("metric") == "cpu_ratio")
-                                             & (pl.col("entity_id") == "vm-0001")).row(0, named=True)
+    one = pl.from_arrow(pts).filter(
+        (pl.col("metric") == "cpu_ratio") & (pl.col("entity_id") == "vm-0001")
+    )
+    first = (
+        both.sort("bucket_start")
+        .filter((pl.col("metric") == "cpu_ratio") & (pl.col("entity_id") == "vm-0001"))
+        .row(0, named=True)
+    )
     bucket_end = first["bucket_start"] + timedelta(microseconds=width)
     values = one.filter(pl.col("ts") < bucket_end)["value"].to_numpy()
     assert first["p95"] == pytest.approx(np.percentile(values, 95), rel=1e-12)
@@ -116,7 +135,9 @@ def test_rollup_bucket_boundaries() -> None:
     five_min = 300_000_000
     pts = points(
         np.array([us, us + five_min - 1, us + five_min, us + 86_400_000_000 - 1]),
-        np.array(["cpu_ratio"] * 4), np.array(["vm-1"] * 4), np.array([1.0, 2.0, 3.0, 4.0]),
+        np.array(["cpu_ratio"] * 4),
+        np.array(["vm-1"] * 4),
+        np.array([1.0, 2.0, 3.0, 4.0]),
     )
     got = rollup(pts, "5m").to_pydict()
     assert got["bucket_start"] == [at(0), at(0, 5), at(23, 55)]
@@ -130,7 +151,8 @@ def test_rollup_last_on_a_tie_and_null_values() -> None:
     us = int(T0.timestamp() * 1_000_000)
     pts = points(
         np.array([us, us + 10, us + 10, us + 20, us + 30]),
-        np.array(["m"] * 5), np.array(["e"] * 5),
+        np.array(["m"] * 5),
+        np.array(["e"] * 5),
         np.array([5.0, 1.0, 9.0, np.nan, 0.0]),
     )
     pts = pts.set_column(3, "value", pa.array([5.0, 1.0, 9.0, np.nan, None], pa.float64()))
@@ -143,8 +165,9 @@ def test_rollup_last_on_a_tie_and_null_values() -> None:
 
 def test_rollup_keeps_points_without_an_entity() -> None:
     us = int(T0.timestamp() * 1_000_000)
-    pts = points(np.array([us, us]), np.array(["m", "m"]), np.array(["e", None]),
-                 np.array([1.0, 2.0]))
+    pts = points(
+        np.array([us, us]), np.array(["m", "m"]), np.array(["e", None]), np.array([1.0, 2.0])
+    )
     got = rollup(pts, "1h").to_pydict()
     assert got["entity_id"] == ["e", None] and got["avg"] == [1.0, 2.0]
 
@@ -166,29 +189,66 @@ def test_rollup_empty_and_bad_interval() -> None:
 
 # --- health ----------------------------------------------------------------------------
 
+
 def asset(entity_id: str, business: str = "tax", **over) -> dict:
-    row = {"entity_id": entity_id, "kind": "cloud", "type": "vm", "name": entity_id,
-           "department": "finance", "business": business, "lifecycle_state": "in_service",
-           "valid_from": T0 - timedelta(days=30), "valid_to": None}
+    row = {
+        "entity_id": entity_id,
+        "kind": "cloud",
+        "type": "vm",
+        "name": entity_id,
+        "department": "finance",
+        "business": business,
+        "lifecycle_state": "in_service",
+        "valid_from": T0 - timedelta(days=30),
+        "valid_to": None,
+    }
     return row | over
 
 
 def hourly(entity_id: str, hours: range, metric: str = "cpu_ratio", p95: float = 0.3) -> list:
-    return [{"bucket_start": at(h), "metric": metric, "entity_id": entity_id, "samples": 60,
-             "min": 0.1, "max": p95, "avg": 0.2, "last": 0.2, "p95": p95} for h in hours]
+    return [
+        {
+            "bucket_start": at(h),
+            "metric": metric,
+            "entity_id": entity_id,
+            "samples": 60,
+            "min": 0.1,
+            "max": p95,
+            "avg": 0.2,
+            "last": 0.2,
+            "p95": p95,
+        }
+        for h in hours
+    ]
 
 
-def alert(entity_id: str, status: str, starts: datetime, severity: str = "critical",
-          fingerprint: str = "fp1", ends: datetime | None = None) -> dict:
-    return {"event_id": f"{fingerprint}-{status}-{starts.isoformat()}", "fingerprint": fingerprint,
-            "source": "alertmanager", "status": status, "severity": severity, "title": "t",
-            "entity_id": entity_id, "starts_at": starts, "ends_at": ends,
-            "received_at": ends or starts, "batch_id": "b"}
+def alert(
+    entity_id: str,
+    status: str,
+    starts: datetime,
+    severity: str = "critical",
+    fingerprint: str = "fp1",
+    ends: datetime | None = None,
+) -> dict:
+    return {
+        "event_id": f"{fingerprint}-{status}-{starts.isoformat()}",
+        "fingerprint": fingerprint,
+        "source": "alertmanager",
+        "status": status,
+        "severity": severity,
+        "title": "t",
+        "entity_id": entity_id,
+        "starts_at": starts,
+        "ends_at": ends,
+        "received_at": ends or starts,
+        "batch_id": "b",
+    }
 
 
 def health(events: list[dict], rollup_rows: list[dict], assets: list[dict]) -> pl.DataFrame:
-    got = entity_health(table(EVENTS, events), table(ROLLUP_SCHEMA, rollup_rows),
-                        table(ASSETS, assets), DAY)
+    got = entity_health(
+        table(EVENTS, events), table(ROLLUP_SCHEMA, rollup_rows), table(ASSETS, assets), DAY
+    )
     assert got.schema == ENTITY_HEALTH_SCHEMA
     return pl.from_arrow(got)
 
@@ -209,7 +269,9 @@ def test_critical_alert_in_hour_3_lowers_hour_3_only() -> None:
     assert vm1[3] == 40.0
     assert vm1[:3] + vm1[4:] == [100.0] * 23
     assert scores(df, "vm-2") == [100.0] * 24
-    hour3 = df.filter((pl.col("entity_id") == "vm-1") & (pl.col("hour") == at(3))).row(0, named=True)
+    hour3 = df.filter((pl.col("entity_id") == "vm-1") & (pl.col("hour") == at(3))).row(
+        0, named=True
+    )
     assert hour3["firing_alerts"] == 1 and hour3["worst_severity"] == "critical"
     assert hour3["alert_penalty"] == 60.0 and hour3["status"] == "critical"
     assert hour3["reason"] == "1 alert(s) firing, worst critical"
@@ -249,10 +311,12 @@ def test_silent_hour_gets_the_staleness_penalty() -> None:
 
 
 def test_saturated_ratio_metrics_cost_points() -> None:
-    rows = (hourly("vm-1", range(24))
-            + hourly("vm-1", [5], metric="mem_ratio", p95=0.95)
-            + hourly("vm-1", [6], metric="disk_ratio", p95=0.85)
-            + hourly("vm-1", [7], metric="queue_depth", p95=50.0))
+    rows = (
+        hourly("vm-1", range(24))
+        + hourly("vm-1", [5], metric="mem_ratio", p95=0.95)
+        + hourly("vm-1", [6], metric="disk_ratio", p95=0.85)
+        + hourly("vm-1", [7], metric="queue_depth", p95=50.0)
+    )
     df = health([], rows, [asset("vm-1")]).sort("hour")
     assert df["saturation_penalty"].to_list()[4:8] == [0.0, 25.0, 10.0, 0.0]
     assert df["reason"][5] == "saturated: mem_ratio p95=0.95"
@@ -278,8 +342,9 @@ def test_business_health_aggregates_per_hour() -> None:
     events = [alert("vm-1", "firing", at(3, 10))]
     rows = hourly("vm-1", range(24)) + hourly("vm-2", range(24)) + hourly("db-1", range(24))
     assets = [asset("vm-1"), asset("vm-2"), asset("db-1", business=None)]
-    got = business_health(entity_health(table(EVENTS, events), table(ROLLUP_SCHEMA, rows),
-                                        table(ASSETS, assets), DAY))
+    got = business_health(
+        entity_health(table(EVENTS, events), table(ROLLUP_SCHEMA, rows), table(ASSETS, assets), DAY)
+    )
     assert got.schema == BUSINESS_HEALTH_SCHEMA
     df = pl.from_arrow(got)
     assert df.height == 48
@@ -295,12 +360,14 @@ def test_health_is_deterministic_and_survives_empty_inputs() -> None:
     rows = table(ROLLUP_SCHEMA, hourly("vm-1", range(20)) + hourly("vm-2", range(24)))
     assets = table(ASSETS, [asset("vm-2"), asset("vm-1")])
     first = entity_health(events, rows, assets, DAY)
-    again = entity_health(events.take([1, 0]), rows.take(np.arange(rows.num_rows)[::-1]),
-                          assets.take([1, 0]), DAY)
+    again = entity_health(
+        events.take([1, 0]), rows.take(np.arange(rows.num_rows)[::-1]), assets.take([1, 0]), DAY
+    )
     assert parquet_bytes(first) == parquet_bytes(again)
 
-    empty = entity_health(EVENTS.empty_table(), ROLLUP_SCHEMA.empty_table(),
-                          ASSETS.empty_table(), DAY)
+    empty = entity_health(
+        EVENTS.empty_table(), ROLLUP_SCHEMA.empty_table(), ASSETS.empty_table(), DAY
+    )
     assert empty.schema == ENTITY_HEALTH_SCHEMA and empty.num_rows == 0
     no_data = entity_health(EVENTS.empty_table(), ROLLUP_SCHEMA.empty_table(), assets, DAY)
     assert no_data.num_rows == 48
@@ -311,15 +378,29 @@ def test_health_is_deterministic_and_survives_empty_inputs() -> None:
 
 # --- service levels ----------------------------------------------------------------------
 
-def ticket(ticket_id: str, type_: str = "incident", business: str = "tax",
-           opened: datetime | None = None, ack: float | None = None, resolved: float | None = None,
-           sla: int | None = 240, result: str | None = None) -> dict:
+
+def ticket(
+    ticket_id: str,
+    type_: str = "incident",
+    business: str = "tax",
+    opened: datetime | None = None,
+    ack: float | None = None,
+    resolved: float | None = None,
+    sla: int | None = 240,
+    result: str | None = None,
+) -> dict:
     opened = opened or at(1)
-    return {"ticket_id": ticket_id, "type": type_, "status": "open", "business": business,
-            "opened_at": opened,
-            "acknowledged_at": None if ack is None else opened + timedelta(minutes=ack),
-            "resolved_at": None if resolved is None else opened + timedelta(minutes=resolved),
-            "sla_target_minutes": sla, "change_result": result}
+    return {
+        "ticket_id": ticket_id,
+        "type": type_,
+        "status": "open",
+        "business": business,
+        "opened_at": opened,
+        "acknowledged_at": None if ack is None else opened + timedelta(minutes=ack),
+        "resolved_at": None if resolved is None else opened + timedelta(minutes=resolved),
+        "sla_target_minutes": sla,
+        "change_result": result,
+    }
 
 
 def levels(rows: list[dict]) -> dict[str, dict]:
@@ -329,12 +410,14 @@ def levels(rows: list[dict]) -> dict[str, dict]:
 
 
 def test_mtta_mttr_and_sla() -> None:
-    got = levels([
-        ticket("i1", ack=5, resolved=60),
-        ticket("i2", ack=10, resolved=300),
-        ticket("i3", ack=30),
-        ticket("i4", business="health", opened=at(23), sla=30),
-    ])
+    got = levels(
+        [
+            ticket("i1", ack=5, resolved=60),
+            ticket("i2", ack=10, resolved=300),
+            ticket("i3", ack=30),
+            ticket("i4", business="health", opened=at(23), sla=30),
+        ]
+    )
     tax = got["tax"]
     assert tax["day"] == DAY
     assert tax["incidents_opened"] == 3 and tax["incidents_resolved"] == 2
@@ -353,18 +436,24 @@ def test_mtta_mttr_and_sla() -> None:
 
 
 def test_requests_changes_and_the_cohort() -> None:
-    got = service_levels(table(TICKETS, [
-        ticket("r1", "request"),
-        ticket("p1", "problem", business=None),
-        ticket("c1", "change", result="successful"),
-        ticket("c2", "change", result="failed"),
-        ticket("c3", "change"),
-        ticket("i0", opened=at(-1)),      # opened the day before: not in this day's cohort
-        ticket("i9", opened=at(24)),      # opened the next day
-        ticket("i1", resolved=10),
-        ticket("i1", resolved=None),      # an older copy of i1 is not counted twice
-        ticket("i2", resolved=60 * 24),   # resolved after midnight: still open at its end
-    ]), DAY)
+    got = service_levels(
+        table(
+            TICKETS,
+            [
+                ticket("r1", "request"),
+                ticket("p1", "problem", business=None),
+                ticket("c1", "change", result="successful"),
+                ticket("c2", "change", result="failed"),
+                ticket("c3", "change"),
+                ticket("i0", opened=at(-1)),  # opened the day before: not in this day's cohort
+                ticket("i9", opened=at(24)),  # opened the next day
+                ticket("i1", resolved=10),
+                ticket("i1", resolved=None),  # an older copy of i1 is not counted twice
+                ticket("i2", resolved=60 * 24),  # resolved after midnight: still open at its end
+            ],
+        ),
+        DAY,
+    )
     assert [r["business"] for r in got.to_pylist()] == ["(all)", "(unassigned)", "tax"]
     tax = {r["business"]: r for r in got.to_pylist()}["tax"]
     assert tax["requests_opened"] == 1 and tax["changes"] == 3 and tax["failed_changes"] == 1
@@ -376,10 +465,16 @@ def test_requests_changes_and_the_cohort() -> None:
 
 
 def test_service_levels_deterministic_and_empty() -> None:
-    rows = table(TICKETS, [ticket(f"i{i}", business=b, ack=i, resolved=10 * i)
-                           for i, b in enumerate(["tax", "health", "tax", "edu"], start=1)])
+    rows = table(
+        TICKETS,
+        [
+            ticket(f"i{i}", business=b, ack=i, resolved=10 * i)
+            for i, b in enumerate(["tax", "health", "tax", "edu"], start=1)
+        ],
+    )
     assert parquet_bytes(service_levels(rows, DAY)) == parquet_bytes(
-        service_levels(rows.take([3, 2, 1, 0]), DAY))
+        service_levels(rows.take([3, 2, 1, 0]), DAY)
+    )
     empty = service_levels(TICKETS.empty_table(), DAY)
     assert empty.schema == SERVICE_LEVELS_SCHEMA and empty.num_rows == 0
 
@@ -397,9 +492,17 @@ def test_rollups_of_whole_series_slices_equal_the_days_rollup(tmp_path) -> None:
         for entity in ("host-1", "host-2", "host-3", None):
             for label in ("x", "y"):
                 for minute in range(0, 180, 2):
-                    rows.append({"ts": at(minutes=minute), "metric": metric, "entity_id": entity,
-                                 "value": float(rng.normal()), "labels": [("k", label)],
-                                 "source": "prometheus", "batch_id": "b"})
+                    rows.append(
+                        {
+                            "ts": at(minutes=minute),
+                            "metric": metric,
+                            "entity_id": entity,
+                            "value": float(rng.normal()),
+                            "labels": [("k", label)],
+                            "source": "prometheus",
+                            "batch_id": "b",
+                        }
+                    )
     points = table(METRIC_POINTS, rows)
     lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp_path)}))
     day = at().date().isoformat()

@@ -37,32 +37,42 @@ def test_same_content_or_batch_id_is_not_landed_twice(landing: LandingZone) -> N
     retried = landing.write("probes", b"x", fmt="json", dt="2026-03-02", batch_id="b-1")
     assert not named.duplicate and retried.duplicate
     assert len(landing.batches("probes", "2026-03-02")) == 2
-    assert not list(Path(landing.lake.path(STAGING)).glob("*")), \
+    assert not list(Path(landing.lake.path(STAGING)).glob("*")), (
         "duplicates leave no staged objects behind"
+    )
 
 
-def test_a_redelivery_after_midnight_lands_once_within_the_window(
-        landing: LandingZone) -> None:
+def test_a_redelivery_after_midnight_lands_once_within_the_window(landing: LandingZone) -> None:
     """De-duplication looks back ``dedupe_days``, not only at the day of the redelivery."""
     night = datetime(2026, 3, 2, 23, 59, 59, tzinfo=UTC)
-    first = landing.write("alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7",
-                          received_at=night)
+    first = landing.write(
+        "alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7", received_at=night
+    )
     for later in (night.replace(day=3, hour=0, minute=0, second=1), night.replace(day=9)):
-        again = landing.write("alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7",
-                              received_at=later)
+        again = landing.write(
+            "alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7", received_at=later
+        )
         assert again.duplicate and again.dt == first.dt == "2026-03-02"
-    by_content = landing.write("alertmanager", b'{"alerts":[]}', fmt="json",
-                               received_at=night.replace(day=5))
+    by_content = landing.write(
+        "alertmanager", b'{"alerts":[]}', fmt="json", received_at=night.replace(day=5)
+    )
     assert not by_content.duplicate, "the content hash is another batch id than am-7"
-    assert landing.write("alertmanager", b'{"alerts":[]}', fmt="json",
-                         received_at=night.replace(day=6)).duplicate
+    assert landing.write(
+        "alertmanager", b'{"alerts":[]}', fmt="json", received_at=night.replace(day=6)
+    ).duplicate
     # Past the window (7 days back from the 10th is the 3rd) the id is new again.
-    past = landing.write("alertmanager", b'{"alerts":[]}', fmt="json", batch_id="am-7",
-                         received_at=night.replace(day=10))
+    past = landing.write(
+        "alertmanager",
+        b'{"alerts":[]}',
+        fmt="json",
+        batch_id="am-7",
+        received_at=night.replace(day=10),
+    )
     assert not past.duplicate and past.dt == "2026-03-10"
     narrow = LandingZone(landing.lake, dedupe_days=0)
-    assert not narrow.write("alertmanager", b"{}", fmt="json", batch_id="am-7",
-                            received_at=night.replace(day=11)).duplicate
+    assert not narrow.write(
+        "alertmanager", b"{}", fmt="json", batch_id="am-7", received_at=night.replace(day=11)
+    ).duplicate
     with pytest.raises(InputError, match="YYYY-MM-DD"):
         landing.write("alertmanager", b"{}", fmt="json", dt="2026-02-30")
 
@@ -82,7 +92,8 @@ def test_tampered_object_is_detected(landing: LandingZone) -> None:
 
 
 def test_sigkill_mid_write_leaves_no_partial_file_and_no_manifest_row(
-        landing: LandingZone, tmp_path: Path) -> None:
+    landing: LandingZone, tmp_path: Path
+) -> None:
     """A writer killed while streaming a batch leaves nothing a reader can see."""
     script = textwrap.dedent("""
         import sys, time
@@ -113,6 +124,7 @@ def test_sigkill_mid_write_leaves_no_partial_file_and_no_manifest_row(
     assert landing.lake.sweep_staged() == 1
     assert not any(staging.glob("*.part"))
     # The source retries the same batch; it lands whole.
-    again = landing.write("prometheus", b"complete\n", fmt="prom", dt="2026-03-02",
-                          batch_id="killed")
+    again = landing.write(
+        "prometheus", b"complete\n", fmt="prom", dt="2026-03-02", batch_id="killed"
+    )
     assert not again.duplicate and landing.read(again) == b"complete\n"

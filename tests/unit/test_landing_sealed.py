@@ -19,8 +19,10 @@ from opslake.simulate.estate import build_estate
 
 DAY = "2026-03-02"
 OLD_KEY, NEW_KEY = bytes(range(16)), bytes(range(16, 32))
-TICKETS = (b"ticket_id,type,status,reporter_contact\n"
-           b"INC-1,incident,open,li.wei@tax.zj.gov.cn\nINC-2,request,open,13912345678\n")
+TICKETS = (
+    b"ticket_id,type,status,reporter_contact\n"
+    b"INC-1,incident,open,li.wei@tax.zj.gov.cn\nINC-2,request,open,13912345678\n"
+)
 
 
 def _zone(lake: Lake, key: bytes, *previous: bytes) -> LandingZone:
@@ -32,16 +34,20 @@ def _cmdb_export() -> tuple[bytes, list[str]]:
     cfg = SimulationConfig(seed=3, entities=30, days=1)
     export = json.loads(plan_history(cfg, build_estate(cfg)).snapshot_bytes(0))
     export["cis"][0]["owner_contact"] = "zhang.min@dc.zj.gov.cn"
-    return json.dumps(export, ensure_ascii=False).encode(), \
-        [ci["owner_contact"] for ci in export["cis"] if ci.get("owner_contact")]
+    return json.dumps(export, ensure_ascii=False).encode(), [
+        ci["owner_contact"] for ci in export["cis"] if ci.get("owner_contact")
+    ]
 
 
-def test_sealed_batch_round_trips_with_plaintext_checksum(landing: LandingZone,
-                                                          settings: Settings) -> None:
+def test_sealed_batch_round_trips_with_plaintext_checksum(
+    landing: LandingZone, settings: Settings
+) -> None:
     export, contacts = _cmdb_export()
     batch = landing.write("cmdb", iter([export[:1000], export[1000:]]), fmt="json", dt=DAY)
-    assert (batch.encryption, batch.key_id) == (SM4_GCM,
-                                                DataKeys.from_settings(settings).current_id)
+    assert (batch.encryption, batch.key_id) == (
+        SM4_GCM,
+        DataKeys.from_settings(settings).current_id,
+    )
     assert batch.sha256 == hashlib.sha256(export).hexdigest() and batch.bytes == len(export)
     assert batch.batch_id == batch.sha256[:32]  # content hash of what arrived, not of the seal
     raw = Path(batch.path).read_bytes()
@@ -63,13 +69,15 @@ def test_itsm_is_sealed_and_other_sources_stay_clear(landing: LandingZone) -> No
 
 def test_the_setting_names_the_sealed_sources(settings: Settings, lake: Lake) -> None:
     assert settings.landing_encrypted_sources == ("cmdb", "itsm")
-    only = Settings.from_env({"OPSLAKE_HOME": settings.home,
-                              "OPSLAKE_LANDING_ENCRYPTED_SOURCES": "syslog"})
+    only = Settings.from_env(
+        {"OPSLAKE_HOME": settings.home, "OPSLAKE_LANDING_ENCRYPTED_SOURCES": "syslog"}
+    )
     zone = LandingZone.from_settings(only, lake)
     assert zone.write("syslog", b"x\n", fmt="log", dt=DAY).encryption == SM4_GCM
     assert zone.write("cmdb", b"{}", fmt="json", dt=DAY).encryption == ""
-    none = Settings.from_env({"OPSLAKE_HOME": settings.home,
-                              "OPSLAKE_LANDING_ENCRYPTED_SOURCES": "none"})
+    none = Settings.from_env(
+        {"OPSLAKE_HOME": settings.home, "OPSLAKE_LANDING_ENCRYPTED_SOURCES": "none"}
+    )
     assert none.landing_encrypted_sources == ()
 
 
@@ -94,8 +102,9 @@ def test_clear_batches_landed_before_still_read_and_dedupe(lake: Lake) -> None:
 
 def test_wrong_or_missing_key_is_a_clear_error(lake: Lake) -> None:
     batch = _zone(lake, OLD_KEY).write("cmdb", b'{"cis": []}', fmt="json", dt=DAY)
-    with pytest.raises(SealedBatchError, match=f"data key {key_id(OLD_KEY)}.*"
-                                               "OPSLAKE_DATA_KEY_PREVIOUS"):
+    with pytest.raises(
+        SealedBatchError, match=f"data key {key_id(OLD_KEY)}.*OPSLAKE_DATA_KEY_PREVIOUS"
+    ):
         _zone(lake, NEW_KEY).read(batch)
     assert _zone(lake, NEW_KEY, OLD_KEY).read(batch) == b'{"cis": []}'  # rotation
     keyless = LandingZone(lake)

@@ -17,9 +17,15 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
     """``lint-imports`` with the project's contract over the ``opslake`` package in ``root``."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"),
-                           "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _layers() -> list[str]:
@@ -44,8 +50,9 @@ def test_every_top_level_module_has_a_layer() -> None:
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(REPO / "opslake", tmp_path / "opslake",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "opslake", tmp_path / "opslake", ignore=shutil.ignore_patterns("__pycache__")
+    )
     storage = tmp_path / "opslake" / "lake" / "storage.py"
     storage.write_text(storage.read_text() + "\nfrom opslake.api import app  # upward\n")
     result = _lint(tmp_path)

@@ -1,4 +1,5 @@
 """API-key quotas and usage counted in memory and written in batches (UsageMeter)."""
+# ruff: noqa: F811 - the fixtures imported from another module are these tests' parameters
 
 from __future__ import annotations
 
@@ -11,33 +12,33 @@ from tests.unit.test_identity import Clock, _use, clock, store  # noqa: F401 - f
 
 
 def test_quota_holds_from_memory_and_counts_reach_the_store_in_one_batch(
-        store: IdentityStore) -> None:  # noqa: F811
+    store: IdentityStore,
+) -> None:
     key_id, _ = store.create_key("alice", quota_per_day=4)
     holder = Holder("key", key_id)
-    _use(store, key_id, "GET /v1/incidents", 2, 200)           # an earlier process's use
-    meter = UsageMeter(store, interval_s=3600)                  # no rereads in this test
+    _use(store, key_id, "GET /v1/incidents", 2, 200)  # an earlier process's use
+    meter = UsageMeter(store, interval_s=3600)  # no rereads in this test
     meter.keep(meter.reserve(holder), "GET /v1/metrics/{metric_id}/data", 10, 200)
-    for _ in range(2):                                          # from memory now
+    for _ in range(2):  # from memory now
         meter.keep(meter.try_reserve(holder), "GET /v1/metrics/{metric_id}/data", 10, 200)
     with pytest.raises(QuotaExceeded):
         meter.try_reserve(holder)
-    assert [u.requests for u in store.usage(key_id)] == [1]    # nothing written yet
+    assert [u.requests for u in store.usage(key_id)] == [1]  # nothing written yet
     meter.flush()
     rows = {u.endpoint: (u.requests, u.rows, u.errors) for u in store.usage(key_id)}
-    assert rows == {"GET /v1/incidents": (1, 2, 0),
-                    "GET /v1/metrics/{metric_id}/data": (3, 30, 0)}
-    with pytest.raises(QuotaExceeded):                          # still out after the flush
+    assert rows == {"GET /v1/incidents": (1, 2, 0), "GET /v1/metrics/{metric_id}/data": (3, 30, 0)}
+    with pytest.raises(QuotaExceeded):  # still out after the flush
         meter.try_reserve(holder)
 
 
-def test_use_by_other_processes_is_seen_at_the_next_reread(store: IdentityStore) -> None:  # noqa: F811
+def test_use_by_other_processes_is_seen_at_the_next_reread(store: IdentityStore) -> None:
     key_id, _ = store.create_key("alice", quota_per_day=6)
     holder = Holder("key", key_id)
-    meter = UsageMeter(store, interval_s=0)                     # always reread
+    meter = UsageMeter(store, interval_s=0)  # always reread
     meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 404)  # kept, not yet written
-    in_flight = meter.reserve(holder)                           # not settled yet
+    in_flight = meter.reserve(holder)  # not settled yet
     for _ in range(3):
-        _use(store, key_id, "GET /v1/incidents", 0, 200)        # another API process
+        _use(store, key_id, "GET /v1/incidents", 0, 200)  # another API process
     meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 200)  # the 6th of 6
     with pytest.raises(QuotaExceeded):
         meter.reserve(holder)
@@ -50,7 +51,8 @@ def test_use_by_other_processes_is_seen_at_the_next_reread(store: IdentityStore)
 
 
 def test_a_failed_write_keeps_the_counts_for_the_next_flush(
-        store: IdentityStore, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    store: IdentityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key_id, _ = store.create_key("alice")
     holder = Holder("key", key_id)
     meter = UsageMeter(store)
@@ -65,13 +67,16 @@ def test_a_failed_write_keeps_the_counts_for_the_next_flush(
         meter.flush()
     monkeypatch.setattr(store, "record_uses", original)
     meter.keep(meter.reserve(holder), "GET /v1/incidents", 1, 200)
-    meter.stop()                                                # flushes
+    meter.stop()  # flushes
     [row] = store.usage(key_id)
     assert (row.requests, row.rows) == (2, 8)
 
 
 def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate(
-        store: IdentityStore, clock: Clock, tmp_path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    store: IdentityStore,
+    clock: Clock,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from opslake.errors import AuthError
     from opslake.security import identity
@@ -82,7 +87,7 @@ def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate
     elsewhere = IdentityStore(Settings(state_dir=tmp_path), now=clock)  # e.g. the CLI
     assert store.authenticate_key(raw).user == "alice"
     elsewhere.revoke_key(key_id)
-    assert store.authenticate_key(raw).user == "alice"          # remembered a moment more
+    assert store.authenticate_key(raw).user == "alice"  # remembered a moment more
     later = identity.monotonic() + KEY_CACHE_SECONDS
     monkeypatch.setattr(identity, "monotonic", lambda: later)
     with pytest.raises(AuthError, match="revoked"):
@@ -94,7 +99,7 @@ def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate
         store.authenticate_key(other)
 
 
-def test_the_flushing_thread_keeps_quota_states_fresh(store: IdentityStore) -> None:  # noqa: F811
+def test_the_flushing_thread_keeps_quota_states_fresh(store: IdentityStore) -> None:
     import time
 
     key_id, _ = store.create_key("alice", quota_per_day=10)
@@ -104,19 +109,20 @@ def test_the_flushing_thread_keeps_quota_states_fresh(store: IdentityStore) -> N
     meter.start()
     try:
         meter.keep(meter.reserve(holder), "GET /v1/incidents", 0, 200)
-        _use(store, key_id, "GET /v1/incidents", 0, 200)        # another API process
+        _use(store, key_id, "GET /v1/incidents", 0, 200)  # another API process
         deadline = time.monotonic() + 5
-        while sum(u.requests for u in store.usage(key_id)) < 2 and \
-                time.monotonic() < deadline:                    # flushed by the thread
+        while (
+            sum(u.requests for u in store.usage(key_id)) < 2 and time.monotonic() < deadline
+        ):  # flushed by the thread
             time.sleep(0.02)
-        time.sleep(0.3)                                         # and reread after it
+        time.sleep(0.3)  # and reread after it
         taken = []
-        while time.monotonic() < deadline:                      # from memory, no reread
+        while time.monotonic() < deadline:  # from memory, no reread
             try:
                 reservation = meter.try_reserve(holder)
             except QuotaExceeded:
                 break
-            if reservation is None:                             # the thread is behind
+            if reservation is None:  # the thread is behind
                 time.sleep(0.01)
             else:
                 taken.append(reservation)

@@ -46,6 +46,7 @@ def line_of(text: str, needle: str) -> int:
 
 # -- the repository's definitions --------------------------------------------------------
 
+
 def test_every_definition_in_the_repository_validates(repo_catalog: MetricSet) -> None:
     metrics = repo_catalog.metrics
     assert len(metrics) >= 60
@@ -73,11 +74,13 @@ metrics:
 
 
 def entry(metric_id: str, body: str, unit: str = "ratio") -> str:
-    return (f"  - id: {metric_id}\n"
-            "    names: {zh-CN: 甲, en: A, zh-TW: 甲}\n"
-            "    description: A test metric.\n"
-            f"    unit: {unit}\n"
-            f"{body}")
+    return (
+        f"  - id: {metric_id}\n"
+        "    names: {zh-CN: 甲, en: A, zh-TW: 甲}\n"
+        "    description: A test metric.\n"
+        f"    unit: {unit}\n"
+        f"{body}"
+    )
 
 
 SIMPLE = "    type: simple\n    measure: {agg: avg, expr: value}\n"
@@ -93,8 +96,11 @@ def problems_of(texts: dict[str, str]) -> list:
 
 
 def test_unknown_column_in_a_measure_names_the_measure_line() -> None:
-    text = HEAD + entry("t.ok", SIMPLE) + entry(
-        "t.bad", "    type: simple\n    measure: {agg: avg, expr: valu * 2}\n")
+    text = (
+        HEAD
+        + entry("t.ok", SIMPLE)
+        + entry("t.bad", "    type: simple\n    measure: {agg: avg, expr: valu * 2}\n")
+    )
     (p,) = problems_of({"metrics/x/probe.yaml": text})
     assert (p.file, p.line) == ("metrics/x/probe.yaml", line_of(text, "valu * 2"))
     assert p.line == 17
@@ -116,11 +122,16 @@ def test_bad_unit_names_the_unit_line() -> None:
 
 
 def test_a_cycle_between_derived_metrics_names_both_entries() -> None:
-    text = HEAD + entry("t.a", "    type: derived\n    inputs: {b: t.b}\n    expr: b + 1\n") \
+    text = (
+        HEAD
+        + entry("t.a", "    type: derived\n    inputs: {b: t.b}\n    expr: b + 1\n")
         + entry("t.b", "    type: derived\n    inputs: {a: t.a}\n    expr: a * 2\n")
+    )
     problems = problems_of({"f.yaml": text})
     assert sorted((p.file, p.line) for p in problems) == [
-        ("f.yaml", line_of(text, "- id: t.a")), ("f.yaml", line_of(text, "- id: t.b"))]
+        ("f.yaml", line_of(text, "- id: t.a")),
+        ("f.yaml", line_of(text, "- id: t.b")),
+    ]
     assert [p.line for p in sorted(problems, key=lambda p: p.line)] == [6, 13]
     assert all("cycle" in p.message and "t.a → t.b → t.a" in p.message for p in problems)
 
@@ -134,11 +145,19 @@ def test_duplicate_id_in_two_files_names_both_locations() -> None:
     assert "a/first.yaml:12" in p.message and "duplicate id 't.same'" in p.message
 
 
-@pytest.mark.parametrize("field, body", [
-    ("measure", ("    type: simple\n"
-                 "    measure: {agg: avg, expr: (SELECT max(value) FROM metric_points)}\n")),
-    ("filter", SIMPLE + "    filter: metric IN (SELECT metric FROM metric_points)\n"),
-])
+@pytest.mark.parametrize(
+    "field, body",
+    [
+        (
+            "measure",
+            (
+                "    type: simple\n"
+                "    measure: {agg: avg, expr: (SELECT max(value) FROM metric_points)}\n"
+            ),
+        ),
+        ("filter", SIMPLE + "    filter: metric IN (SELECT metric FROM metric_points)\n"),
+    ],
+)
 def test_a_subquery_in_an_expression_is_refused(field: str, body: str) -> None:
     text = HEAD + entry("t.sub", body)
     (p,) = problems_of({"f.yaml": text})
@@ -147,9 +166,11 @@ def test_a_subquery_in_an_expression_is_refused(field: str, body: str) -> None:
 
 
 def test_a_subquery_in_a_derived_expression_is_refused() -> None:
-    text = HEAD + entry("t.ok", SIMPLE) + entry(
-        "t.sub", "    type: derived\n    inputs: {x: t.ok}\n"
-                 "    expr: x + (SELECT 1)\n")
+    text = (
+        HEAD
+        + entry("t.ok", SIMPLE)
+        + entry("t.sub", "    type: derived\n    inputs: {x: t.ok}\n    expr: x + (SELECT 1)\n")
+    )
     (p,) = problems_of({"f.yaml": text})
     assert p.line == line_of(text, "expr: x + (SELECT 1)") == 18
     assert "subquery" in p.message
@@ -163,8 +184,11 @@ def test_a_filter_that_is_not_boolean_is_refused() -> None:
 
 
 def test_a_ratio_over_an_unknown_metric_names_the_reference() -> None:
-    text = HEAD + entry("t.n", SIMPLE) + entry(
-        "t.r", "    type: ratio\n    numerator: t.n\n    denominator: t.nope\n")
+    text = (
+        HEAD
+        + entry("t.n", SIMPLE)
+        + entry("t.r", "    type: ratio\n    numerator: t.n\n    denominator: t.nope\n")
+    )
     (p,) = problems_of({"f.yaml": text})
     assert p.line == line_of(text, "denominator: t.nope") == 18
     assert "unknown metric 't.nope'" in p.message
@@ -236,39 +260,85 @@ metrics:
 """
 SCOPES = ("entity", "business", "region", "all")
 #: entity → (business, department, region, kind, type) as of the day.
-CMDB = {"h1": ("B1", "D1", "R1", "cloud", "host"), "h2": ("B2", "D1", "R2", "cloud", "host"),
-        "v1": ("B1", "D2", "R1", "cloud", "vm")}
+CMDB = {
+    "h1": ("B1", "D1", "R1", "cloud", "host"),
+    "h2": ("B2", "D1", "R2", "cloud", "host"),
+    "v1": ("B1", "D2", "R1", "cloud", "vm"),
+}
 #: (entity, minutes after midnight, value) of metric 'cpu' on the day; x9 is not in the CMDB.
-SAMPLES = [("h1", 10, 0.2), ("h1", 40, 0.6), ("h1", 80, 0.9), ("h2", 5, 0.4), ("h2", 110, 0.7),
-           ("h2", 1439, 0.55), ("v1", 30, 0.95), ("v1", 135, 0.1), ("x9", 15, 0.3),
-           ("v1", 59, 0.51)]
+SAMPLES = [
+    ("h1", 10, 0.2),
+    ("h1", 40, 0.6),
+    ("h1", 80, 0.9),
+    ("h2", 5, 0.4),
+    ("h2", 110, 0.7),
+    ("h2", 1439, 0.55),
+    ("v1", 30, 0.95),
+    ("v1", 135, 0.1),
+    ("x9", 15, 0.3),
+    ("v1", 59, 0.51),
+]
 
 
 def cmdb_table() -> pa.Table:
     rows = []
     for e, (business, department, region, kind, kind_type) in CMDB.items():
-        rows.append({"entity_id": e, "kind": kind, "type": kind_type, "name": e,
-                     "business": business, "department": department, "region": region,
-                     "lifecycle_state": "in_service", "valid_from": T0 - timedelta(days=9)})
+        rows.append(
+            {
+                "entity_id": e,
+                "kind": kind,
+                "type": kind_type,
+                "name": e,
+                "business": business,
+                "department": department,
+                "region": region,
+                "lifecycle_state": "in_service",
+                "valid_from": T0 - timedelta(days=9),
+            }
+        )
     # h2's earlier version (another business) is no longer current at the end of the day.
-    rows.append({"entity_id": "h2", "kind": "cloud", "type": "host", "name": "h2",
-                 "business": "B0", "department": "D0", "region": "R0",
-                 "lifecycle_state": "in_service", "valid_from": T0 - timedelta(days=30),
-                 "valid_to": T0 - timedelta(days=9)})
-    history = pa.Table.from_pylist([{n: r.get(n) for n in ASSETS.names} for r in rows],
-                                   schema=ASSETS)
+    rows.append(
+        {
+            "entity_id": "h2",
+            "kind": "cloud",
+            "type": "host",
+            "name": "h2",
+            "business": "B0",
+            "department": "D0",
+            "region": "R0",
+            "lifecycle_state": "in_service",
+            "valid_from": T0 - timedelta(days=30),
+            "valid_to": T0 - timedelta(days=9),
+        }
+    )
+    history = pa.Table.from_pylist(
+        [{n: r.get(n) for n in ASSETS.names} for r in rows], schema=ASSETS
+    )
     return current_rows(history, END)
 
 
 def points_table() -> pa.Table:
     rows = [(e, T0 + timedelta(minutes=m), v, "cpu") for e, m, v in SAMPLES]
-    rows += [("h1", T0 - timedelta(minutes=1), 0.99, "cpu"),  # the day before
-             ("h1", END, 0.99, "cpu"),  # the next day
-             ("h1", T0 + timedelta(minutes=20), 5.0, "mem")]  # another metric
+    rows += [
+        ("h1", T0 - timedelta(minutes=1), 0.99, "cpu"),  # the day before
+        ("h1", END, 0.99, "cpu"),  # the next day
+        ("h1", T0 + timedelta(minutes=20), 5.0, "mem"),
+    ]  # another metric
     return pa.Table.from_pylist(
-        [{"ts": ts, "metric": metric, "entity_id": e, "value": v, "labels": [],
-          "source": "prometheus", "batch_id": "b1"} for e, ts, v, metric in rows],
-        schema=METRIC_POINTS)
+        [
+            {
+                "ts": ts,
+                "metric": metric,
+                "entity_id": e,
+                "value": v,
+                "labels": [],
+                "source": "prometheus",
+                "batch_id": "b1",
+            }
+            for e, ts, v, metric in rows
+        ],
+        schema=METRIC_POINTS,
+    )
 
 
 def attrs(entity: str | None) -> tuple:
@@ -279,10 +349,12 @@ def attrs(entity: str | None) -> tuple:
 def scope_key(scope: str, entity: str) -> tuple:
     """(scope, entity_id, business, department, region, object_kind, object_type)."""
     business, department, region, kind, kind_type = attrs(entity)
-    return {"entity": (scope, entity, business, department, region, kind, kind_type),
-            "business": (scope, None, business, None, None, None, None),
-            "region": (scope, None, None, None, region, None, None),
-            "all": (scope, None, None, None, None, None, None)}[scope]
+    return {
+        "entity": (scope, entity, business, department, region, kind, kind_type),
+        "business": (scope, None, business, None, None, None, None),
+        "region": (scope, None, None, None, region, None, None),
+        "all": (scope, None, None, None, None, None, None),
+    }[scope]
 
 
 def by_group(select=lambda value: True) -> dict[tuple, list[float]]:
@@ -302,8 +374,17 @@ def rows_of(values: pa.Table, metric_id: str, column: str = "value") -> dict[tup
     out = {}
     for r in values.to_pylist():
         if r["metric_id"] == metric_id:
-            key = (r["grain"], r["bucket_start"], r["scope"], r["entity_id"], r["business"],
-                   r["department"], r["region"], r["object_kind"], r["object_type"])
+            key = (
+                r["grain"],
+                r["bucket_start"],
+                r["scope"],
+                r["entity_id"],
+                r["business"],
+                r["department"],
+                r["region"],
+                r["object_kind"],
+                r["object_type"],
+            )
             assert key not in out, key
             out[key] = r[column]
     return out
@@ -311,20 +392,35 @@ def rows_of(values: pa.Table, metric_id: str, column: str = "value") -> dict[tup
 
 def hist_row(scope: str, entity: str | None, day: str, value: float, grain: str = "1d") -> dict:
     _, entity_id, business, department, region, kind, kind_type = scope_key(scope, entity)
-    return {"metric_id": "t.cpu.hot", "metric_version": "1.0", "grain": grain,
-            "bucket_start": datetime.fromisoformat(day).replace(tzinfo=UTC), "scope": scope,
-            "entity_id": entity_id, "business": business, "department": department,
-            "region": region, "object_kind": kind, "object_type": kind_type, "value": value,
-            "numerator": None, "denominator": None}
+    return {
+        "metric_id": "t.cpu.hot",
+        "metric_version": "1.0",
+        "grain": grain,
+        "bucket_start": datetime.fromisoformat(day).replace(tzinfo=UTC),
+        "scope": scope,
+        "entity_id": entity_id,
+        "business": business,
+        "department": department,
+        "region": region,
+        "object_kind": kind,
+        "object_type": kind_type,
+        "value": value,
+        "numerator": None,
+        "denominator": None,
+    }
 
 
 OLD_CI = {"h0": ("B9", "D9", "R9", "cloud", "vm")}  # reported two days ago, retired since
-HISTORY = [hist_row("entity", "h1", "2026-03-01", 2), hist_row("all", None, "2026-03-01", 5),
-           hist_row("business", "h1", "2026-03-01", 4),
-           hist_row("entity", "h1", "2026-03-01", 1000, grain="1h"),  # not a daily row
-           hist_row("entity", "h1", "2026-02-28", 1), hist_row("all", None, "2026-02-28", 4),
-           hist_row("entity", "h0", "2026-02-28", 3),
-           hist_row("entity", "h1", "2026-02-27", 500)]  # outside the three-day window
+HISTORY = [
+    hist_row("entity", "h1", "2026-03-01", 2),
+    hist_row("all", None, "2026-03-01", 5),
+    hist_row("business", "h1", "2026-03-01", 4),
+    hist_row("entity", "h1", "2026-03-01", 1000, grain="1h"),  # not a daily row
+    hist_row("entity", "h1", "2026-02-28", 1),
+    hist_row("all", None, "2026-02-28", 4),
+    hist_row("entity", "h0", "2026-02-28", 3),
+    hist_row("entity", "h1", "2026-02-27", 500),
+]  # outside the three-day window
 
 
 @pytest.fixture(scope="module")
@@ -334,15 +430,26 @@ def hand_values() -> tuple[pa.Table, list]:
 
     def history(ids: list[str], days: list[str]) -> pa.Table:
         calls.append((list(ids), list(days)))
-        rows = [r for r in HISTORY if r["metric_id"] in ids
-                and r["bucket_start"].date().isoformat() in days]
+        rows = [
+            r
+            for r in HISTORY
+            if r["metric_id"] in ids and r["bucket_start"].date().isoformat() in days
+        ]
         return pa.Table.from_pylist(rows, schema=compute_mod.METRIC_VALUES)
 
     ids = list(metrics.metrics)
     versions = {mid: f"{n + 1}.0" for n, mid in enumerate(ids)}
-    values = compute_mod.compute(metrics, ids, day=DAY, silver={"metric_points": points_table()},
-                                 cmdb=cmdb_table(), versions=versions, start=T0, end=END,
-                                 history=history)
+    values = compute_mod.compute(
+        metrics,
+        ids,
+        day=DAY,
+        silver={"metric_points": points_table()},
+        cmdb=cmdb_table(),
+        versions=versions,
+        start=T0,
+        end=END,
+        history=history,
+    )
     for r in values.to_pylist():
         assert r["metric_version"] == versions[r["metric_id"]]
     return values, calls
@@ -362,7 +469,8 @@ def test_simple_average_with_its_numerator_and_denominator(hand_values) -> None:
     # Spot checks written out: h1 on the day, and the whole estate in hour 0.
     assert got[("1d", T0, *scope_key("entity", "h1"))] == pytest.approx((0.2 + 0.6 + 0.9) / 3)
     assert got[("1h", T0, *scope_key("all", None))] == pytest.approx(
-        (0.2 + 0.6 + 0.4 + 0.95 + 0.3 + 0.51) / 6)
+        (0.2 + 0.6 + 0.4 + 0.95 + 0.3 + 0.51) / 6
+    )
     # h2 is grouped under its current business, not the retired version's.
     assert ("1d", T0, *scope_key("business", "h2")) in got
     assert not any(k[4] == "B0" for k in got)
@@ -388,8 +496,7 @@ def test_simple_count_with_filter(hand_values) -> None:
     assert got[("1h", T0, *scope_key("entity", "v1"))] == 2.0
 
 
-def test_ratio_is_numerator_over_denominator_with_zero_for_missing_numerators(
-        hand_values) -> None:
+def test_ratio_is_numerator_over_denominator_with_zero_for_missing_numerators(hand_values) -> None:
     values, _ = hand_values
     samples, hot = by_group(), by_group(lambda v: v > 0.5)
     got = rows_of(values, "t.cpu.hot_share")
@@ -422,8 +529,19 @@ def test_cumulative_adds_the_earlier_days_of_its_window(hand_values) -> None:
             expected[key] += len(vals)
     for r in HISTORY:
         if r["grain"] == "1d" and r["bucket_start"] >= T0 - timedelta(days=2):
-            expected[("1d", T0, r["scope"], r["entity_id"], r["business"], r["department"],
-                      r["region"], r["object_kind"], r["object_type"])] += r["value"]
+            expected[
+                (
+                    "1d",
+                    T0,
+                    r["scope"],
+                    r["entity_id"],
+                    r["business"],
+                    r["department"],
+                    r["region"],
+                    r["object_kind"],
+                    r["object_type"],
+                )
+            ] += r["value"]
     got = rows_of(values, "t.cpu.hot_3d")
     assert got == pytest.approx(dict(expected))
     assert got[("1d", T0, *scope_key("all", None))] == 6 + 5 + 4
@@ -433,8 +551,8 @@ def test_cumulative_adds_the_earlier_days_of_its_window(hand_values) -> None:
 
 # -- versions ------------------------------------------------------------------------------
 
-def test_versions_minor_and_breaking_changes_keep_their_history(tmp_path: Path,
-                                                                lake: Lake) -> None:
+
+def test_versions_minor_and_breaking_changes_keep_their_history(tmp_path: Path, lake: Lake) -> None:
     directory = tmp_path / "metrics"
     directory.mkdir()
     path = directory / "compute.yaml"
@@ -447,17 +565,26 @@ def test_versions_minor_and_breaking_changes_keep_their_history(tmp_path: Path,
     assert catalog.versions.record(catalog.get(mid), by="test").version == "1.0"  # unchanged
 
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("Mean CPU busy ratio of physical hosts.",
-                                 "Mean CPU busy ratio of the physical hosts."), encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "Mean CPU busy ratio of physical hosts.", "Mean CPU busy ratio of the physical hosts."
+        ),
+        encoding="utf-8",
+    )
     catalog.reload()
     second = catalog.versions.record(catalog.get(mid), by="test")
     assert (second.version, second.change, second.changed_fields) == (
-        "1.1", "minor", ("description",))
+        "1.1",
+        "minor",
+        ("description",),
+    )
 
     text = path.read_text(encoding="utf-8")
     assert text.count("measure: {agg: avg, expr: value}") == 1
-    path.write_text(text.replace("measure: {agg: avg, expr: value}",
-                                 "measure: {agg: avg, expr: value * 100}"), encoding="utf-8")
+    path.write_text(
+        text.replace("measure: {agg: avg, expr: value}", "measure: {agg: avg, expr: value * 100}"),
+        encoding="utf-8",
+    )
     catalog.reload()
     third = catalog.versions.record(catalog.get(mid), by="test")
     assert (third.version, third.change) == ("2.0", "breaking")
@@ -466,7 +593,10 @@ def test_versions_minor_and_breaking_changes_keep_their_history(tmp_path: Path,
     # A fresh store reads the whole history back from the lake, old definitions intact.
     history = VersionStore(lake).history()[mid]
     assert [(v.version, v.change) for v in history] == [
-        ("1.0", "new"), ("1.1", "minor"), ("2.0", "breaking")]
+        ("1.0", "new"),
+        ("1.1", "minor"),
+        ("2.0", "breaking"),
+    ]
     assert history[0].definition["measure"] == {"agg": "avg", "expr": "value"}
     assert history[2].definition["measure"] == {"agg": "avg", "expr": "value * 100"}
     table = VersionStore(lake).table()
@@ -477,7 +607,8 @@ def test_versions_minor_and_breaking_changes_keep_their_history(tmp_path: Path,
 
 
 def test_a_breaking_change_of_an_input_is_a_breaking_change_of_what_uses_it(
-        tmp_path: Path, lake: Lake) -> None:
+    tmp_path: Path, lake: Lake
+) -> None:
     directory = tmp_path / "metrics"
     directory.mkdir()
     path = directory / "compute.yaml"
@@ -488,8 +619,12 @@ def test_a_breaking_change_of_an_input_is_a_breaking_change_of_what_uses_it(
     assert first[ratio] == first[headroom] == "1.0"
 
     text = path.read_text(encoding="utf-8")
-    path.write_text(text.replace("AND object_type = 'vm' AND value > 0.9",
-                                 "AND object_type = 'vm' AND value > 0.8"), encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "AND object_type = 'vm' AND value > 0.9", "AND object_type = 'vm' AND value > 0.8"
+        ),
+        encoding="utf-8",
+    )
     catalog.reload()
     assert catalog.entry(ratio).pending == "breaking"
     second = catalog.record_versions(by="test")
@@ -504,24 +639,30 @@ def test_a_breaking_change_of_an_input_is_a_breaking_change_of_what_uses_it(
 
 # -- lineage ---------------------------------------------------------------------------
 
+
 def test_lineage_of_a_derived_metric_reaches_the_landing_sources(repo_catalog) -> None:
     from opslake.assets.metric_catalog import upstream_map
     from opslake.orchestration.runner import definitions
 
-    edges = lineage(repo_catalog, "cloud.vm.cpu_headroom",
-                    upstream_map(definitions().resolve_asset_graph()))
+    edges = lineage(
+        repo_catalog, "cloud.vm.cpu_headroom", upstream_map(definitions().resolve_asset_graph())
+    )
     assert {"landing/prometheus", "landing/cmdb"} <= set(sources(edges))
     hops = {(e.node, e.upstream, e.upstream_column, e.relation) for e in edges}
-    assert ("metric:cloud.vm.cpu_headroom", "metric:cloud.vm.cpu_utilisation_p95", None,
-            "derived_input") in hops
-    assert ("metric:cloud.vm.cpu_utilisation_p95", "silver/metric_points", "value",
-            "reads") in hops
+    assert (
+        "metric:cloud.vm.cpu_headroom",
+        "metric:cloud.vm.cpu_utilisation_p95",
+        None,
+        "derived_input",
+    ) in hops
+    assert ("metric:cloud.vm.cpu_utilisation_p95", "silver/metric_points", "value", "reads") in hops
     assert ("metric:cloud.vm.cpu_utilisation_p95", "silver/assets", "business", "reads") in hops
     assert ("bronze/prometheus_samples", "landing/prometheus", None, "built_from") in hops
     assert ("silver/assets", "bronze/cmdb_cis", None, "built_from") in hops
 
 
 # -- the CLI: export/import, publish/deprecate, add ----------------------------------------
+
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -549,13 +690,17 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "json", "csv"])
 def test_export_import_into_an_empty_catalog_export_again_is_identical(
-        cli, tmp_path: Path, fmt: str, repo_catalog) -> None:
+    cli, tmp_path: Path, fmt: str, repo_catalog
+) -> None:
     first = tmp_path / f"first.{fmt}"
     cli("export", "--format", fmt, "--output", str(first))
     text = first.read_text(encoding="utf-8")
@@ -589,8 +734,7 @@ def test_publish_and_deprecate_edit_only_the_status_and_record_a_minor_version(c
     result = cli("deprecate", "data.logs.unresolved_share")
     assert "version 1.1" in result.output
     after = data.read_text(encoding="utf-8").splitlines()
-    changed = [(n, a, b) for n, (a, b) in enumerate(zip(before, after, strict=True), 1)
-               if a != b]
+    changed = [(n, a, b) for n, (a, b) in enumerate(zip(before, after, strict=True), 1) if a != b]
     assert changed == [(49, "    status: draft", "    status: deprecated")]
 
     service = cli.directory / "service" / "service_management.yaml"
@@ -615,17 +759,33 @@ def test_publish_and_deprecate_edit_only_the_status_and_record_a_minor_version(c
     assert metrics.metrics["cloud.vm.cpu_samples"].status == "deprecated"
     assert metrics.metrics["cloud.vm.cpu_headroom"].status == "published"  # its neighbour
     history = VersionStore(cli.lake).history()
-    for mid in ("data.logs.unresolved_share", "service.alert.noise_ratio",
-                "cloud.vm.cpu_samples"):
+    for mid in ("data.logs.unresolved_share", "service.alert.noise_ratio", "cloud.vm.cpu_samples"):
         assert [(v.version, v.change, v.changed_fields) for v in history[mid]] == [
-            ("1.0", "new", ()), ("1.1", "minor", ("status",))], mid
+            ("1.0", "new", ()),
+            ("1.1", "minor", ("status",)),
+        ], mid
     assert [v.version for v in history["cloud.vm.cpu_headroom"]] == ["1.0"]
 
 
 #: Answers to `catalog add`'s prompts, in order (status is not asked: a new metric is draft).
-ADD_ANSWERS = ["test.cpu.mean_busy", "测试CPU", "Test CPU", "測試CPU", "Mean CPU of hosts.",
-               "ratio", "cloud", "simple", "team:test", "metric_points", "avg", "value",
-               "metric = 'node_cpu_utilisation_ratio'", "entity,business", "1h,1d", "capacity"]
+ADD_ANSWERS = [
+    "test.cpu.mean_busy",
+    "测试CPU",
+    "Test CPU",
+    "測試CPU",
+    "Mean CPU of hosts.",
+    "ratio",
+    "cloud",
+    "simple",
+    "team:test",
+    "metric_points",
+    "avg",
+    "value",
+    "metric = 'node_cpu_utilisation_ratio'",
+    "entity,business",
+    "1h,1d",
+    "capacity",
+]
 ADD_INPUT = "".join(f"{answer}\n" for answer in ADD_ANSWERS)
 
 
@@ -641,12 +801,17 @@ def test_add_with_prompted_input_writes_a_valid_metric(cli) -> None:
     m = metrics.metrics["test.cpu.mean_busy"]
     assert m.family == "my_family" and metrics.families["my_family"] == [m.id]
     assert (m.type, m.unit, m.category, m.owner, m.status, m.model) == (
-        "simple", "ratio", "cloud", "team:test", "draft", "metric_points")
+        "simple",
+        "ratio",
+        "cloud",
+        "team:test",
+        "draft",
+        "metric_points",
+    )
     assert m.measure == Measure("avg", "value")
     assert m.filter == "metric = 'node_cpu_utilisation_ratio'"
     assert m.names == {"zh-CN": "测试CPU", "en": "Test CPU", "zh-TW": "測試CPU"}
-    assert (m.dimensions, m.grains, m.tags) == (("entity", "business"), ("1h", "1d"),
-                                                ("capacity",))
+    assert (m.dimensions, m.grains, m.tags) == (("entity", "business"), ("1h", "1d"), ("capacity",))
     assert VersionStore(cli.lake).latest(m.id).version == "1.0"
 
 
@@ -660,8 +825,9 @@ def test_edit_offers_current_values_and_records_only_what_changed(cli) -> None:
     assert f"{mid} is now version 1.1 (minor)" in result.output
     after = load(cli.directory).metrics[mid]
     assert after.description == "Mean CPU busy ratio of every physical host."
-    assert {k: v for k, v in after.to_dict().items() if k != "description"} == \
-        {k: v for k, v in before.to_dict().items() if k != "description"}
+    assert {k: v for k, v in after.to_dict().items() if k != "description"} == {
+        k: v for k, v in before.to_dict().items() if k != "description"
+    }
     assert VersionStore(cli.lake).latest(mid).changed_fields == ("description",)
 
 
@@ -678,7 +844,8 @@ def test_an_invalid_import_is_rejected_and_writes_nothing(cli, tmp_path: Path) -
         "      - {id: cloud.new.metric, names: {zh-CN: b, en: b, zh-TW: b}, description: d,\n"
         "         unit: ratio, category: cloud, type: simple, owner: team:x,\n"
         "         model: metric_points, measure: {agg: avg, expr: value}}\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     before = snapshot(cli.directory)
     result = cli("import", str(bad), ok=False)
     assert result.exit_code != 0
@@ -691,21 +858,45 @@ def test_an_invalid_import_is_rejected_and_writes_nothing(cli, tmp_path: Path) -
 
 # -- usage ---------------------------------------------------------------------------------
 
+
 def test_record_usage_appends_rows_readable_by_read_usage(lake: Lake) -> None:
     at = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
-    record_usage(lake, principal_kind="job", principal="dagster:daily", action="compute",
-                 metrics={"a.b": ("1.0", 24), "a.c": ("2.1", 0)}, detail={"day": "2026-03-02"},
-                 at=at)
-    record_usage(lake, principal_kind="api_key", principal="key-7", action="read",
-                 metrics={"a.b": ("1.0", 3)}, at=at + timedelta(days=1))
+    record_usage(
+        lake,
+        principal_kind="job",
+        principal="dagster:daily",
+        action="compute",
+        metrics={"a.b": ("1.0", 24), "a.c": ("2.1", 0)},
+        detail={"day": "2026-03-02"},
+        at=at,
+    )
+    record_usage(
+        lake,
+        principal_kind="api_key",
+        principal="key-7",
+        action="read",
+        metrics={"a.b": ("1.0", 3)},
+        at=at + timedelta(days=1),
+    )
     record_usage(lake, principal_kind="cli", principal="me", action="read", metrics={})
     with pytest.raises(ValueError):
-        record_usage(lake, principal_kind="robot", principal="x", action="read",
-                     metrics={"a.b": ("1.0", 1)})
+        record_usage(
+            lake, principal_kind="robot", principal="x", action="read", metrics={"a.b": ("1.0", 1)}
+        )
     usage = read_usage(lake)
     assert usage.schema.names == USAGE_SCHEMA.names
-    rows = sorted((r["at"], r["principal_kind"], r["principal"], r["action"], r["metric_id"],
-                    r["metric_version"], r["rows"]) for r in usage.to_pylist())
+    rows = sorted(
+        (
+            r["at"],
+            r["principal_kind"],
+            r["principal"],
+            r["action"],
+            r["metric_id"],
+            r["metric_version"],
+            r["rows"],
+        )
+        for r in usage.to_pylist()
+    )
     assert rows == [
         (at, "job", "dagster:daily", "compute", "a.b", "1.0", 24),
         (at, "job", "dagster:daily", "compute", "a.c", "2.1", 0),

@@ -26,17 +26,26 @@ def lake(tmp_path: Path) -> Lake:
 
 def _features(seed: int, shift: float = 0.0, n: int = 2000) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({"cpu": rng.normal(0.4 + shift, 0.1, n),
-                         "latency": rng.lognormal(-3.0, 0.5, n)})
+    return pl.DataFrame(
+        {"cpu": rng.normal(0.4 + shift, 0.1, n), "latency": rng.lognormal(-3.0, 0.5, n)}
+    )
 
 
 def _register(lake: Lake, auc: float, model: object = None, **kw: object) -> registry.ModelVersion:
     return registry.register(
-        lake, "vm-anomaly", model if model is not None else {"weights": [auc]},
-        kind="isolation_forest", train_start=START, train_end=END,
-        parameters={"n_estimators": 100}, features=["cpu", "latency"],
-        metrics={"auc": auc, "f1": auc / 2}, primary_metric="auc",
-        profile=registry.profile(_features(0)), **kw)
+        lake,
+        "vm-anomaly",
+        model if model is not None else {"weights": [auc]},
+        kind="isolation_forest",
+        train_start=START,
+        train_end=END,
+        parameters={"n_estimators": 100},
+        features=["cpu", "latency"],
+        metrics={"auc": auc, "f1": auc / 2},
+        primary_metric="auc",
+        profile=registry.profile(_features(0)),
+        **kw,
+    )
 
 
 def test_versions_are_numbered_stored_and_listed(lake: Lake, tmp_path: Path) -> None:
@@ -76,15 +85,28 @@ def test_champion_challenger_promotes_only_a_better_version(lake: Lake) -> None:
     assert model == {"weights": [0.90]} and meta.version == 3
     log = registry.decisions(lake, "vm-anomaly")
     assert [(d.challenger, d.champion, d.promoted) for d in log] == [
-        (1, None, True), (2, 1, False), (3, 1, True)]
+        (1, None, True),
+        (2, 1, False),
+        (3, 1, True),
+    ]
     assert log[1].margin == 0.01 and "does not beat" in log[1].reason
 
 
 def test_lower_is_better_metrics_compare_the_other_way(lake: Lake) -> None:
     for mae in (2.0, 2.5):
-        registry.register(lake, "forecast", [mae], kind="prophet", train_start=START,
-                          train_end=END, parameters={}, features=["y"], metrics={"mae": mae},
-                          primary_metric="mae", higher_is_better=False)
+        registry.register(
+            lake,
+            "forecast",
+            [mae],
+            kind="prophet",
+            train_start=START,
+            train_end=END,
+            parameters={},
+            features=["y"],
+            metrics={"mae": mae},
+            primary_metric="mae",
+            higher_is_better=False,
+        )
     registry.promote_if_better(lake, "forecast", 1)
     assert not registry.promote_if_better(lake, "forecast", 2).promoted
     assert registry.champion(lake, "forecast").version == 1
@@ -114,13 +136,31 @@ def test_bad_input_and_missing_versions_say_what_to_do(lake: Lake) -> None:
     with pytest.raises(NotFoundError, match="no version 7"):
         registry.load(lake, "vm-anomaly", 7)
     with pytest.raises(InputError, match="primary metric"):
-        registry.register(lake, "m", 1, kind="k", train_start=START, train_end=END,
-                          parameters={}, features=[], metrics={"f1": 0.5},
-                          primary_metric="auc")
+        registry.register(
+            lake,
+            "m",
+            1,
+            kind="k",
+            train_start=START,
+            train_end=END,
+            parameters={},
+            features=[],
+            metrics={"f1": 0.5},
+            primary_metric="auc",
+        )
     with pytest.raises(InputError, match="time zone"):
-        registry.register(lake, "m", 1, kind="k", train_start=datetime(2026, 1, 1),
-                          train_end=END, parameters={}, features=[], metrics={"auc": 0.5},
-                          primary_metric="auc")
+        registry.register(
+            lake,
+            "m",
+            1,
+            kind="k",
+            train_start=datetime(2026, 1, 1),
+            train_end=END,
+            parameters={},
+            features=[],
+            metrics={"auc": 0.5},
+            primary_metric="auc",
+        )
     with pytest.raises(InputError, match="not allowed"):
         registry.versions(lake, "../etc")
 
@@ -134,7 +174,8 @@ def test_drift_flags_shifted_data_and_not_the_same_distribution(lake: Lake) -> N
     assert shifted.psi["cpu"] > 0.5 and shifted.psi["latency"] < 0.05
     # Values going missing is drift too.
     gappy = _features(3).with_columns(
-        latency=pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("latency")))
+        latency=pl.when(pl.int_range(pl.len()) % 2 == 0).then(None).otherwise(pl.col("latency"))
+    )
     assert registry.drift(reference, gappy).drifted_features == ["latency"]
     with pytest.raises(InputError, match="lacks the profiled features"):
         registry.drift(reference, {"cpu": [0.1]})
@@ -145,12 +186,15 @@ def test_retraining_is_due_by_age_or_by_drift(lake: Lake) -> None:
     _register(lake, 0.8)
     registry.promote_if_better(lake, "vm-anomaly", 1)
     fresh = END + timedelta(days=1)
-    calm = registry.needs_retraining(lake, "vm-anomaly", _features(1).to_pandas(),
-                                     max_age=timedelta(days=7), now=fresh)
+    calm = registry.needs_retraining(
+        lake, "vm-anomaly", _features(1).to_pandas(), max_age=timedelta(days=7), now=fresh
+    )
     assert not calm.retrain and calm.reasons == [] and calm.version == 1
-    moved = registry.needs_retraining(lake, "vm-anomaly", _features(2, shift=0.1),
-                                      max_age=timedelta(days=7), now=fresh)
+    moved = registry.needs_retraining(
+        lake, "vm-anomaly", _features(2, shift=0.1), max_age=timedelta(days=7), now=fresh
+    )
     assert moved.retrain and "cpu" in moved.reasons[0]
-    old = registry.needs_retraining(lake, "vm-anomaly", max_age=timedelta(days=7),
-                                    now=END + timedelta(days=8))
+    old = registry.needs_retraining(
+        lake, "vm-anomaly", max_age=timedelta(days=7), now=END + timedelta(days=8)
+    )
     assert old.retrain and old.age == timedelta(days=8) and "ago" in old.reasons[0]

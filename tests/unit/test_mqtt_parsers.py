@@ -12,26 +12,46 @@ RECEIVED = "2026-11-24T03:20:00+00:00"
 
 
 def _batch() -> LandedBatch:
-    return LandedBatch(source="mqtt", batch_id="b1", dt="2026-11-24", path="x", sha256="0",
-                       bytes=0, received_at=RECEIVED, fmt="json",
-                       connector="mqtt-subscriber/1.0")
+    return LandedBatch(
+        source="mqtt",
+        batch_id="b1",
+        dt="2026-11-24",
+        path="x",
+        sha256="0",
+        bytes=0,
+        received_at=RECEIVED,
+        fmt="json",
+        connector="mqtt-subscriber/1.0",
+    )
 
 
 def _line(payload: object, topic: str = "opslake/t", raw: bool = False) -> str:
     text = payload if raw else json.dumps(payload)
-    return json.dumps({"topic": topic, "payload": text,
-                       "received_at": "2026-11-24T03:19:59.500000+00:00"})
+    return json.dumps(
+        {"topic": topic, "payload": text, "received_at": "2026-11-24T03:19:59.500000+00:00"}
+    )
 
 
 def _data(*lines: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-METRIC = {"metric": "pdu_power_watts", "entity_id": "pdu-0003", "value": 1520.5,
-          "ts": "2026-11-24T03:15:00Z", "labels": {"phase": "L1"}}
-FIRING = {"event": "firing", "alertname": "UpsOnBattery", "severity": "Critical",
-          "entity_id": "ups-0001", "summary": "UPS on battery", "starts_at": 1764040500000,
-          "labels": {"room": "A"}}
+METRIC = {
+    "metric": "pdu_power_watts",
+    "entity_id": "pdu-0003",
+    "value": 1520.5,
+    "ts": "2026-11-24T03:15:00Z",
+    "labels": {"phase": "L1"},
+}
+FIRING = {
+    "event": "firing",
+    "alertname": "UpsOnBattery",
+    "severity": "Critical",
+    "entity_id": "ups-0001",
+    "summary": "UPS on battery",
+    "starts_at": 1764040500000,
+    "labels": {"room": "A"},
+}
 
 
 def test_metric_object_becomes_a_prometheus_sample() -> None:
@@ -50,8 +70,10 @@ def test_metric_object_becomes_a_prometheus_sample() -> None:
 
 
 def test_list_payload_epoch_ms_and_default_time() -> None:
-    payload = [{"metric": "temp_celsius", "value": 21, "ts": 1764040500123},
-               {"metric": "temp_celsius", "value": 22.5}]
+    payload = [
+        {"metric": "temp_celsius", "value": 21, "ts": 1764040500123},
+        {"metric": "temp_celsius", "value": 22.5},
+    ]
     result = mqtt.parse_metrics(_data(_line(payload)), _batch())
     assert result.rejects == []
     first, second = result.table.to_pylist()
@@ -68,8 +90,12 @@ def test_event_object_becomes_an_alertmanager_shaped_alert() -> None:
     assert result.rejects == []
     firing, done = result.table.to_pylist()
     assert firing["status"] == "firing" and done["status"] == "resolved"
-    assert dict(firing["labels"]) == {"alertname": "UpsOnBattery", "severity": "critical",
-                                      "entity_id": "ups-0001", "room": "A"}
+    assert dict(firing["labels"]) == {
+        "alertname": "UpsOnBattery",
+        "severity": "critical",
+        "entity_id": "ups-0001",
+        "room": "A",
+    }
     assert dict(firing["annotations"]) == {"summary": "UPS on battery"}
     assert firing["receiver"] == firing["version"] == "mqtt"
     assert firing["group_key"] == "opslake/t"

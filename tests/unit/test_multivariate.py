@@ -21,27 +21,34 @@ def _entity(rng: np.random.Generator, entity: str, level: float) -> dict[str, np
     """One VM a minute at a time: CPU, requests and latency all follow the same daily load."""
     minutes = np.arange(MINUTES)
     load = 0.5 + 0.35 * np.sin(2 * np.pi * minutes / 1440) + rng.normal(0, 0.03, MINUTES)
-    return {"node_cpu_utilisation_ratio": level * (0.3 + 0.6 * load)
-            + rng.normal(0, 0.01, MINUTES),
-            "http_requests_per_second": 100 * level * load + rng.normal(0, 2, MINUTES),
-            "http_request_duration_p95_seconds": 0.1 + 0.05 * load
-            + rng.normal(0, 0.003, MINUTES)}
+    return {
+        "node_cpu_utilisation_ratio": level * (0.3 + 0.6 * load) + rng.normal(0, 0.01, MINUTES),
+        "http_requests_per_second": 100 * level * load + rng.normal(0, 2, MINUTES),
+        "http_request_duration_p95_seconds": 0.1 + 0.05 * load + rng.normal(0, 0.003, MINUTES),
+    }
 
 
 def _long(series: dict[str, dict[str, np.ndarray]]) -> pl.DataFrame:
-    ts = pl.datetime_range(START, START + timedelta(minutes=MINUTES - 1), "1m",
-                           time_zone="UTC", eager=True)
-    return pl.concat([pl.DataFrame({"ts": ts, "entity_id": entity, "metric": metric,
-                                    "value": values})
-                      for entity, metrics in series.items() for metric, values in metrics.items()])
+    ts = pl.datetime_range(
+        START, START + timedelta(minutes=MINUTES - 1), "1m", time_zone="UTC", eager=True
+    )
+    return pl.concat(
+        [
+            pl.DataFrame({"ts": ts, "entity_id": entity, "metric": metric, "value": values})
+            for entity, metrics in series.items()
+            for metric, values in metrics.items()
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
 def data() -> tuple[pl.DataFrame, pl.DataFrame, dict[str, dict[str, np.ndarray]]]:
     """Two days to train on and a third day to score, for six VMs of different sizes."""
     rng = np.random.default_rng(7)
-    series = {f"vm-{i:04d}": _entity(rng, f"vm-{i:04d}", level)
-              for i, level in enumerate([0.5, 0.7, 0.9, 1.1, 1.3, 1.5])}
+    series = {
+        f"vm-{i:04d}": _entity(rng, f"vm-{i:04d}", level)
+        for i, level in enumerate([0.5, 0.7, 0.9, 1.1, 1.3, 1.5])
+    }
     points = _long(series)
     split = START + timedelta(days=2)
     return points.filter(pl.col("ts") < split), points.filter(pl.col("ts") >= split), series
@@ -57,7 +64,8 @@ def _at(scored: pl.DataFrame, entity: str, ts: datetime) -> dict:
 
 
 def test_joint_anomaly_is_flagged_although_each_metric_is_in_range(
-        data: tuple, model: multivariate.MultiMetricModel) -> None:
+    data: tuple, model: multivariate.MultiMetricModel
+) -> None:
     _, test, series = data
     vm = series["vm-0002"]
     day3 = 2 * 1440
@@ -65,9 +73,12 @@ def test_joint_anomaly_is_flagged_although_each_metric_is_in_range(
     broken, healthy = day3 + 600, day3 + 660  # 10:00 and 11:00 on the scored day
     cpu, req = "node_cpu_utilisation_ratio", "http_requests_per_second"
     # CPU as at the daily peak while requests are as at the daily low: neither value is unusual.
-    broken_values = {cpu: vm[cpu][busy - 2:busy + 3].mean(), req: vm[req][quiet - 2:quiet + 3].mean()}
+    broken_values = {
+        cpu: vm[cpu][busy - 2 : busy + 3].mean(),
+        req: vm[req][quiet - 2 : quiet + 3].mean(),
+    }
     # The busy-but-healthy case: every metric at its peak together, as each day has it.
-    healthy_values = {m: vm[m][busy - 2:busy + 3].mean() for m in vm}
+    healthy_values = {m: vm[m][busy - 2 : busy + 3].mean() for m in vm}
     for metric, value in broken_values.items():
         seen = data[0].filter((pl.col("entity_id") == "vm-0002") & (pl.col("metric") == metric))
         assert seen["value"].quantile(0.02) < value < seen["value"].quantile(0.98)
@@ -75,13 +86,18 @@ def test_joint_anomaly_is_flagged_although_each_metric_is_in_range(
     def patch(frame: pl.DataFrame, minute: int, values: dict[str, float]) -> pl.DataFrame:
         ts = START + timedelta(minutes=minute)
         for metric, value in values.items():
-            hit = ((pl.col("entity_id") == "vm-0002") & (pl.col("metric") == metric)
-                   & (pl.col("ts") >= ts) & (pl.col("ts") < ts + timedelta(minutes=5)))
+            hit = (
+                (pl.col("entity_id") == "vm-0002")
+                & (pl.col("metric") == metric)
+                & (pl.col("ts") >= ts)
+                & (pl.col("ts") < ts + timedelta(minutes=5))
+            )
             frame = frame.with_columns(value=pl.when(hit).then(value).otherwise(pl.col("value")))
         return frame
 
-    scored = multivariate.score(model, patch(patch(test, broken, broken_values),
-                                             healthy, healthy_values))
+    scored = multivariate.score(
+        model, patch(patch(test, broken, broken_values), healthy, healthy_values)
+    )
     anomaly = _at(scored, "vm-0002", START + timedelta(minutes=broken))
     assert anomaly["score"] > 0.9
     assert set(anomaly["top_metrics"][:2]) == {cpu, req}
@@ -93,7 +109,8 @@ def test_joint_anomaly_is_flagged_although_each_metric_is_in_range(
 
 
 def test_missing_metric_is_imputed_and_unknown_entities_are_skipped(
-        data: tuple, model: multivariate.MultiMetricModel) -> None:
+    data: tuple, model: multivariate.MultiMetricModel
+) -> None:
     test = data[1].filter(pl.col("metric") != "http_request_duration_p95_seconds")
     stranger = test.filter(pl.col("entity_id") == "vm-0001").with_columns(entity_id=pl.lit("x-1"))
     scored = multivariate.score(model, pl.concat([test, stranger]).to_pandas())

@@ -44,8 +44,8 @@ def test_a_scrypt_user_signs_in_and_is_rehashed_to_argon2id(store: IdentityStore
     assert store.login("alice", PASSWORD).token
     rehashed = _stored(store, "alice")
     assert rehashed.startswith("$argon2id$")
-    assert store.login("alice", PASSWORD).token        # the new hash verifies
-    assert _stored(store, "alice") == rehashed          # and is not re-made again
+    assert store.login("alice", PASSWORD).token  # the new hash verifies
+    assert _stored(store, "alice") == rehashed  # and is not re-made again
 
 
 def test_a_wrong_password_leaves_the_scrypt_hash(store: IdentityStore) -> None:
@@ -55,8 +55,9 @@ def test_a_wrong_password_leaves_the_scrypt_hash(store: IdentityStore) -> None:
     assert _stored(store, "alice") == before
 
 
-def test_an_unknown_user_costs_one_argon2id_verify(store: IdentityStore,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_user_costs_one_argon2id_verify(
+    store: IdentityStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     checked: list[str] = []
     real = identity.verify_password
 

@@ -29,13 +29,21 @@ def broken() -> int:
 
 def _run(tmp_path: Path, *assets: dg.AssetsDefinition) -> dg.ExecuteInProcessResult:
     job = dg.define_asset_job("job")
-    defs = dg.Definitions(assets=list(assets), jobs=[job],
-                          loggers={"steps": step_events, "event_file": event_file})
-    config = {"loggers": {"steps": {}, "event_file": {"config": {
-        "path": str(tmp_path / "logs" / "events.log")}}}}
+    defs = dg.Definitions(
+        assets=list(assets), jobs=[job], loggers={"steps": step_events, "event_file": event_file}
+    )
+    config = {
+        "loggers": {
+            "steps": {},
+            "event_file": {"config": {"path": str(tmp_path / "logs" / "events.log")}},
+        }
+    }
     return defs.resolve_job_def("job").execute_in_process(
-        partition_key="2026-03-02", run_config=config, raise_on_error=False,
-        instance=dg.DagsterInstance.ephemeral())
+        partition_key="2026-03-02",
+        run_config=config,
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
 
 
 def test_the_watcher_sees_each_step_start_and_end(tmp_path: Path) -> None:
@@ -43,9 +51,15 @@ def test_the_watcher_sees_each_step_start_and_end(tmp_path: Path) -> None:
     with StepWatcher(lambda step: changes.append((step.key, step.status))) as watcher:
         assert _run(tmp_path, first, second).success
     assert [(s.key, s.partition, s.status, s.materialized) for s in watcher.steps] == [
-        ("first", "2026-03-02", "ok", 1), ("second", "2026-03-02", "ok", 1)]
-    assert changes == [("first", "running"), ("first", "ok"), ("second", "running"),
-                       ("second", "ok")]
+        ("first", "2026-03-02", "ok", 1),
+        ("second", "2026-03-02", "ok", 1),
+    ]
+    assert changes == [
+        ("first", "running"),
+        ("first", "ok"),
+        ("second", "running"),
+        ("second", "ok"),
+    ]
     assert all(s.ended is not None and s.seconds >= 0 for s in watcher.steps)
     log = (tmp_path / "logs" / "events.log").read_text()
     assert "STEP_START" in log and "DEBUG" in log  # every event, not only warnings

@@ -10,8 +10,9 @@ from opslake.ingest.parsers import prometheus_text
 from opslake.ingest.parsers.series_cache import SeriesCache
 from opslake.lake.landing import LandedBatch
 
-BATCH = LandedBatch("prometheus", "b-01", "2026-03-02", "p", "s", 0,
-                    "2026-03-02T01:00:00+00:00", "prom", "test")
+BATCH = LandedBatch(
+    "prometheus", "b-01", "2026-03-02", "p", "s", 0, "2026-03-02T01:00:00+00:00", "prom", "test"
+)
 
 EXPOSITION = b"""\
 # HELP node_cpu_utilisation_ratio CPU busy ratio.
@@ -34,10 +35,16 @@ def test_parses_samples_and_quarantines_bad_lines_with_reasons() -> None:
     rows = result.table.to_pylist()
     assert result.table.schema == prometheus_text.BRONZE_SCHEMA
     assert [r["metric"] for r in rows] == ["node_cpu_utilisation_ratio"] * 2 + [
-        "http_requests_total", "up", "weird"]
+        "http_requests_total",
+        "up",
+        "weird",
+    ]
     # Label order does not change the series identity.
-    assert rows[0]["label_set"] == rows[1]["label_set"] == \
-        '{entity_id="vm-0001",instance="10.0.0.1:9100",job="node"}'
+    assert (
+        rows[0]["label_set"]
+        == rows[1]["label_set"]
+        == '{entity_id="vm-0001",instance="10.0.0.1:9100",job="node"}'
+    )
     assert rows[2]["label_set"] == '{code="200",path="/a b"}'
     assert rows[0]["ts"] == datetime(2026, 3, 2, tzinfo=UTC)
     assert rows[3]["ts"] == datetime(2026, 3, 2, 1, tzinfo=UTC), "no timestamp: batch time"
@@ -56,7 +63,7 @@ def test_undecodable_batch_is_one_reject() -> None:
     assert result.table.num_rows == 0 and result.rejects[0].line_no == 0
 
 
-@pytest.mark.parametrize("text", ['{a="1"', '{a=1}', '{a="1" b="2"}', '{1a="x"}'])
+@pytest.mark.parametrize("text", ['{a="1"', "{a=1}", '{a="1" b="2"}', '{1a="x"}'])
 def test_label_set_errors(text: str) -> None:
     with pytest.raises(ValueError):
         prometheus_text.parse_label_set(text)
@@ -80,8 +87,9 @@ def test_empty_batch_has_no_rows() -> None:
 
 def test_series_seen_before_keep_their_identity() -> None:
     first = prometheus_text.parse(b'm{b="2",a="1"} 1 1772409600000\n', BATCH)
-    again = prometheus_text.parse(b'm{a="1",b="2"} 2 1772409600000\nm{b="2",a="1"} 3 1\n'
-                                  b'm{a="1",a="1"} 4 1\n', BATCH)
+    again = prometheus_text.parse(
+        b'm{a="1",b="2"} 2 1772409600000\nm{b="2",a="1"} 3 1\nm{a="1",a="1"} 4 1\n', BATCH
+    )
     assert first.table.column("label_set").to_pylist() == ['{a="1",b="2"}']
     assert again.table.column("label_set").to_pylist() == ['{a="1",b="2"}'] * 2
     assert [r.line_no for r in again.rejects] == [3]
@@ -92,8 +100,9 @@ def test_series_cache_starting_over_keeps_the_whole_lookup() -> None:
     still get their own values, not another key's (rows once came back as -1)."""
     import polars as pl
 
-    cache = SeriesCache(lambda keys: [(k.upper(),) for k in keys], pl.String,
-                        {"value": pl.String}, limit=3)
+    cache = SeriesCache(
+        lambda keys: [(k.upper(),) for k in keys], pl.String, {"value": pl.String}, limit=3
+    )
     assert cache.lookup(pl.Series(["a", "b"])).get_column("value").to_list() == ["A", "B"]
     got = cache.lookup(pl.Series(["a", "c", "d", "a"])).get_column("value").to_list()
     assert got == ["A", "C", "D", "A"]

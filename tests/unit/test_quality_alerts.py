@@ -20,13 +20,30 @@ DAY = date(2026, 11, 24)
 AT = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
 
 
-def _result(check: str, *, passed: bool, severity: str = "error", kind: str = "not_null",
-            table: str = "metric_points", observed: str = "0.93",
-            threshold: str = "1.0") -> CheckResult:
-    return CheckResult(layer="silver", table=table, check=check, kind=kind, severity=severity,
-                       passed=passed, observed=observed, threshold=threshold, rows=100,
-                       unexpected_rows=0 if passed else 7, source="prometheus",
-                       sample=[] if passed else [{"value": None, "metric": "cpu"}])
+def _result(
+    check: str,
+    *,
+    passed: bool,
+    severity: str = "error",
+    kind: str = "not_null",
+    table: str = "metric_points",
+    observed: str = "0.93",
+    threshold: str = "1.0",
+) -> CheckResult:
+    return CheckResult(
+        layer="silver",
+        table=table,
+        check=check,
+        kind=kind,
+        severity=severity,
+        passed=passed,
+        observed=observed,
+        threshold=threshold,
+        rows=100,
+        unexpected_rows=0 if passed else 7,
+        source="prometheus",
+        sample=[] if passed else [{"value": None, "metric": "cpu"}],
+    )
 
 
 def _parsed(landing: LandingZone, batch) -> list[dict]:
@@ -39,10 +56,18 @@ def _parsed(landing: LandingZone, batch) -> list[dict]:
 
 
 def test_failed_checks_land_one_alertmanager_batch(lake: Lake, landing: LandingZone) -> None:
-    results = [_result("not_null_value", passed=False),
-               _result("volume", passed=False, severity="warning", kind="volume",
-                       observed="3", threshold=">= 1000"),
-               _result("unique_key", passed=True, kind="unique")]
+    results = [
+        _result("not_null_value", passed=False),
+        _result(
+            "volume",
+            passed=False,
+            severity="warning",
+            kind="volume",
+            observed="3",
+            threshold=">= 1000",
+        ),
+        _result("unique_key", passed=True, kind="unique"),
+    ]
     batch = alerts.land_quality_alerts(lake, results, DAY, AT)
     assert batch is not None and not batch.duplicate
     assert (batch.source, batch.fmt, batch.dt) == ("quality", "json", DAY.isoformat())
@@ -55,21 +80,27 @@ def test_failed_checks_land_one_alertmanager_batch(lake: Lake, landing: LandingZ
     error, warning = rows["not_null_value"], rows["volume"]
     assert error["status"] == warning["status"] == "firing"
     assert error["labels"] == {
-        "alertname": "DataQualityCheckFailed", "severity": "critical", "check": "not_null_value",
-        "table": "silver.metric_points", "kind": "not_null", "day": DAY.isoformat(),
-        "source": "prometheus"}
+        "alertname": "DataQualityCheckFailed",
+        "severity": "critical",
+        "check": "not_null_value",
+        "table": "silver.metric_points",
+        "kind": "not_null",
+        "day": DAY.isoformat(),
+        "source": "prometheus",
+    }
     assert "entity_id" not in error["labels"]
     assert warning["labels"]["severity"] == "warning" and warning["labels"]["kind"] == "volume"
     assert error["annotations"]["summary"] == (
         "数据质量检查失败 / quality check failed: silver.metric_points not_null_value "
-        "(observed 0.93, threshold 1.0)")
+        "(observed 0.93, threshold 1.0)"
+    )
     assert "7 unexpected" in error["annotations"]["description"]
     assert error["starts_at"] == AT and error["ends_at"] is None
-    assert error["fingerprint"] == alerts.fingerprint("silver.metric_points", "not_null_value",
-                                                      DAY)
+    assert error["fingerprint"] == alerts.fingerprint("silver.metric_points", "not_null_value", DAY)
     assert error["fingerprint"] != warning["fingerprint"]
-    assert error["fingerprint"] != alerts.fingerprint("silver.metric_points", "not_null_value",
-                                                      DAY + timedelta(days=1))
+    assert error["fingerprint"] != alerts.fingerprint(
+        "silver.metric_points", "not_null_value", DAY + timedelta(days=1)
+    )
 
     again = alerts.land_quality_alerts(lake, results, DAY, AT)
     assert again is not None and again.duplicate and again.batch_id == batch.batch_id
@@ -83,19 +114,27 @@ def test_passing_checks_land_nothing(lake: Lake, landing: LandingZone) -> None:
 
 def test_a_check_passing_again_is_sent_resolved(lake: Lake, landing: LandingZone) -> None:
     first = alerts.land_quality_alerts(
-        lake, [_result("a", passed=False), _result("b", passed=True)], DAY, AT)
+        lake, [_result("a", passed=False), _result("b", passed=True)], DAY, AT
+    )
     later = AT + timedelta(hours=2)
     # Still failing: the same alert state (same startsAt), so silver keeps it once.
     still = alerts.land_quality_alerts(
-        lake, [_result("a", passed=False, observed="0.90"), _result("b", passed=True)], DAY,
-        later - timedelta(hours=1))
+        lake,
+        [_result("a", passed=False, observed="0.90"), _result("b", passed=True)],
+        DAY,
+        later - timedelta(hours=1),
+    )
     [repeat] = _parsed(landing, still)
     assert repeat["status"] == "firing" and repeat["starts_at"] == AT
     assert still.batch_id != first.batch_id
 
     resolved = alerts.land_quality_alerts(
-        lake, [_result("a", passed=True), _result("b", passed=True)], DAY, later,
-        previous_failed={"a"})
+        lake,
+        [_result("a", passed=True), _result("b", passed=True)],
+        DAY,
+        later,
+        previous_failed={"a"},
+    )
     assert json.loads(landing.read(resolved))["status"] == "resolved"
     [row] = _parsed(landing, resolved)
     [fired] = _parsed(landing, first)
@@ -104,39 +143,56 @@ def test_a_check_passing_again_is_sent_resolved(lake: Lake, landing: LandingZone
     assert row["starts_at"] == AT and row["ends_at"] == later
     assert "passed again" in row["annotations"]["summary"]
     # Resolved once: passing again later sends nothing more.
-    assert alerts.land_quality_alerts(lake, [_result("a", passed=True)], DAY,
-                                      later + timedelta(hours=1)) is None
+    assert (
+        alerts.land_quality_alerts(
+            lake, [_result("a", passed=True)], DAY, later + timedelta(hours=1)
+        )
+        is None
+    )
 
 
 def test_open_alert_is_resolved_without_being_told(lake: Lake, landing: LandingZone) -> None:
     """``previous_failed=None``: the alert landed as firing for the day is what failed."""
     alerts.land_quality_alerts(lake, [_result("a", passed=False)], DAY, AT)
     other_table = alerts.land_quality_alerts(
-        lake, [_result("a", passed=True, table="events")], DAY, AT + timedelta(hours=1))
+        lake, [_result("a", passed=True, table="events")], DAY, AT + timedelta(hours=1)
+    )
     assert other_table is None  # silver.events/a never fired
-    batch = alerts.land_quality_alerts(lake, [_result("a", passed=True)], DAY,
-                                       AT + timedelta(hours=1))
+    batch = alerts.land_quality_alerts(
+        lake, [_result("a", passed=True)], DAY, AT + timedelta(hours=1)
+    )
     [row] = _parsed(landing, batch)
     assert row["status"] == "resolved" and row["labels"]["table"] == "silver.metric_points"
 
 
 def _land_cmdb(landing: LandingZone) -> None:
     """A one-CI snapshot, so silver/assets (upstream of events) has a partition to check."""
-    ci = {"entity_id": "vm-0012", "kind": "cloud", "type": "vm", "name": "vm-0012.gov.local",
-          "ip": "10.20.1.12", "lifecycle_state": "in_service",
-          "updated_at": f"{DAY.isoformat()}T08:00:00Z"}
+    ci = {
+        "entity_id": "vm-0012",
+        "kind": "cloud",
+        "type": "vm",
+        "name": "vm-0012.gov.local",
+        "ip": "10.20.1.12",
+        "lifecycle_state": "in_service",
+        "updated_at": f"{DAY.isoformat()}T08:00:00Z",
+    }
     body = {"exported_at": f"{DAY.isoformat()}T23:59:00Z", "cis": [ci], "relations": []}
-    landing.write("cmdb", json.dumps(body).encode(), fmt="json", dt=DAY.isoformat(),
-                  received_at=AT)
+    landing.write("cmdb", json.dumps(body).encode(), fmt="json", dt=DAY.isoformat(), received_at=AT)
 
 
-def test_quality_alerts_reach_silver_events(settings: Settings, lake: Lake,
-                                            landing: LandingZone) -> None:
+def test_quality_alerts_reach_silver_events(
+    settings: Settings, lake: Lake, landing: LandingZone
+) -> None:
     day = DAY.isoformat()
     _land_cmdb(landing)
     alerts.land_quality_alerts(lake, [_result("not_null_value", passed=False)], DAY, AT)
-    alerts.land_quality_alerts(lake, [_result("not_null_value", passed=True)], DAY,
-                               AT + timedelta(hours=3), previous_failed={"not_null_value"})
+    alerts.land_quality_alerts(
+        lake,
+        [_result("not_null_value", passed=True)],
+        DAY,
+        AT + timedelta(hours=3),
+        previous_failed={"not_null_value"},
+    )
     runner.materialize(settings, [day], ["+silver/events"])
     events = lake.read_table("silver", "events", dts=[day]).to_pylist()
     assert sorted(e["status"] for e in events) == ["firing", "resolved"]
@@ -144,8 +200,10 @@ def test_quality_alerts_reach_silver_events(settings: Settings, lake: Lake,
     resolved = next(e for e in events if e["status"] == "resolved")
     assert {e["source"] for e in events} == {"opslake-quality"}
     assert firing["severity"] == "critical" and firing["entity_id"] is None
-    assert firing["title"] == ("数据质量检查失败 / quality check failed: silver.metric_points "
-                               "not_null_value (observed 0.93, threshold 1.0)")
+    assert firing["title"] == (
+        "数据质量检查失败 / quality check failed: silver.metric_points "
+        "not_null_value (observed 0.93, threshold 1.0)"
+    )
     assert firing["fingerprint"] == resolved["fingerprint"]
     assert firing["ends_at"] is None and resolved["ends_at"] == AT + timedelta(hours=3)
     assert dict(firing["labels"])["table"] == "silver.metric_points"
@@ -157,13 +215,21 @@ def _record(lake: Lake, results: list[CheckResult], day: date, at: datetime) -> 
 
 def test_incident_status_open_acknowledged_resolved(lake: Lake) -> None:
     _record(lake, [_result("a", passed=False), _result("b", passed=True)], DAY, AT)
-    _record(lake, [_result("a", passed=False, observed="0.5", severity="warning")],
-            DAY + timedelta(days=1), AT + timedelta(days=1))
+    _record(
+        lake,
+        [_result("a", passed=False, observed="0.5", severity="warning")],
+        DAY + timedelta(days=1),
+        AT + timedelta(days=1),
+    )
     [incident] = incidents.incidents(lake)
     ident = incidents.incident_id("silver.metric_points", "a")
     assert incident.id == ident and len(ident) == 12
     assert (incident.table, incident.check, incident.status, incident.status_by) == (
-        "silver.metric_points", "a", "open", "auto")
+        "silver.metric_points",
+        "a",
+        "open",
+        "auto",
+    )
     assert (incident.first_failed, incident.last_failed) == (DAY, DAY + timedelta(days=1))
     assert incident.last_seen_failing == AT + timedelta(days=1)
     assert (incident.observed, incident.severity, incident.failures) == ("0.5", "warning", 2)
@@ -178,13 +244,14 @@ def test_incident_status_open_acknowledged_resolved(lake: Lake) -> None:
     assert incidents.open_incidents(lake) == []
     log = incidents.history(lake, ident)
     assert [(e.status, e.by, e.note, e.at) for e in log] == [
-        ("acknowledged", "alice", "looking", t1), ("resolved", "bob", "fixed upstream", t2)]
+        ("acknowledged", "alice", "looking", t1),
+        ("resolved", "bob", "fixed upstream", t2),
+    ]
     files = lake.list_files(lake.path("quality", "incidents", ident))
     assert len(files) == 2 and all(f.endswith(".json") for f in files)
 
     # Failing again after it was resolved re-opens it; the log keeps what people did.
-    _record(lake, [_result("a", passed=False)], DAY + timedelta(days=2),
-            AT + timedelta(days=2))
+    _record(lake, [_result("a", passed=False)], DAY + timedelta(days=2), AT + timedelta(days=2))
     reopened = incidents.get(lake, ident)
     assert (reopened.status, reopened.status_by) == ("open", "auto")
     assert len(incidents.history(lake, ident)) == 2
@@ -223,16 +290,16 @@ def test_incident_resolves_itself_when_the_latest_result_passed(lake: Lake) -> N
     assert {i.check for i in incidents.incidents(lake, read_results(lake))} == {"b"}
 
     # Someone re-opens it after that pass: their word stands until the next result.
-    reopened = incidents.set_status(lake, auto.id, "open", by="carol",
-                                    at=later + timedelta(minutes=1))
+    reopened = incidents.set_status(
+        lake, auto.id, "open", by="carol", at=later + timedelta(minutes=1)
+    )
     assert (reopened.status, reopened.status_by) == ("open", "carol")
-    _record(lake, [_result("a", passed=True)], DAY + timedelta(days=1),
-            later + timedelta(hours=1))
+    _record(lake, [_result("a", passed=True)], DAY + timedelta(days=1), later + timedelta(hours=1))
     assert incidents.get(lake, auto.id).status == "resolved"
     # An acknowledged incident whose check passes later is resolved too.
-    incidents.set_status(lake, failing.id, "acknowledged", by="dave",
-                         at=later + timedelta(minutes=2))
-    _record(lake, [_result("b", passed=True)], DAY + timedelta(days=2),
-            later + timedelta(hours=2))
+    incidents.set_status(
+        lake, failing.id, "acknowledged", by="dave", at=later + timedelta(minutes=2)
+    )
+    _record(lake, [_result("b", passed=True)], DAY + timedelta(days=2), later + timedelta(hours=2))
     assert incidents.get(lake, failing.id).status == "resolved"
     assert incidents.open_incidents(lake) == []

@@ -17,12 +17,22 @@ from opslake.quality.results import CheckResult, to_table, write_results
 DAY = date(2026, 11, 24)
 
 
-def _check(table: str, check: str, severity: str, passed: bool, source: str | None = "prom",
-           **kw) -> CheckResult:
-    return CheckResult(layer="silver", table=table, check=check, kind=kw.pop("kind", "not_null"),
-                       severity=severity, passed=passed, observed=kw.pop("observed", "0"),
-                       threshold=kw.pop("threshold", "0"), rows=kw.pop("rows", 100),
-                       source=source, **kw)
+def _check(
+    table: str, check: str, severity: str, passed: bool, source: str | None = "prom", **kw
+) -> CheckResult:
+    return CheckResult(
+        layer="silver",
+        table=table,
+        check=check,
+        kind=kw.pop("kind", "not_null"),
+        severity=severity,
+        passed=passed,
+        observed=kw.pop("observed", "0"),
+        threshold=kw.pop("threshold", "0"),
+        rows=kw.pop("rows", 100),
+        source=source,
+        **kw,
+    )
 
 
 def _at(day: date) -> datetime:
@@ -30,19 +40,26 @@ def _at(day: date) -> datetime:
 
 
 def test_scores_weight_errors_three_times_warnings() -> None:
-    results = to_table([
-        _check("metrics", "ts_not_null", "error", True, source="prom"),
-        _check("metrics", "value_range", "error", False, source="prom"),
-        _check("metrics", "unit_known", "warning", True, source="prom"),
-        _check("logs", "host_known", "warning", False, source="syslog"),
-        _check("logs", "msg_not_null", "error", True, source=None),
-    ], DAY, _at(DAY), "run-1")
+    results = to_table(
+        [
+            _check("metrics", "ts_not_null", "error", True, source="prom"),
+            _check("metrics", "value_range", "error", False, source="prom"),
+            _check("metrics", "unit_known", "warning", True, source="prom"),
+            _check("logs", "host_known", "warning", False, source="syslog"),
+            _check("logs", "msg_not_null", "error", True, source=None),
+        ],
+        DAY,
+        _at(DAY),
+        "run-1",
+    )
 
     got = scores(results)
 
     # metrics: (3 + 0 + 1) / (3 + 3 + 1); logs: (0 + 3) / (1 + 3)
-    assert got["tables"] == {"silver.logs": pytest.approx(75.0),
-                             "silver.metrics": pytest.approx(400 / 7)}
+    assert got["tables"] == {
+        "silver.logs": pytest.approx(75.0),
+        "silver.metrics": pytest.approx(400 / 7),
+    }
     # a check without a source counts for its table and overall, not for any source
     assert got["sources"] == {"prom": pytest.approx(400 / 7), "syslog": pytest.approx(0.0)}
     assert got["overall"] == pytest.approx(100 * 7 / 11)
@@ -51,21 +68,44 @@ def test_scores_weight_errors_three_times_warnings() -> None:
 def test_scores_of_no_results() -> None:
     from opslake.quality.results import QUALITY_RESULTS
 
-    assert scores(QUALITY_RESULTS.empty_table()) == {"overall": None, "tables": {},
-                                                     "sources": {}}
+    assert scores(QUALITY_RESULTS.empty_table()) == {"overall": None, "tables": {}, "sources": {}}
 
 
 def _metric_quality(lake: Lake, day: date) -> None:
     end = datetime.combine(day, datetime.min.time(), UTC)
-    rows = [{"day": day, "metric_id": f"m.{i:02d}", "metric_version": "v1", "rows": 24,
-             "expected": 24, "observed": 24 - i, "completeness": (24 - i) / 24,
-             "last_bucket_start": end + timedelta(hours=22), "freshness_minutes": 60.0}
-            for i in range(20)]
-    rows.append({"day": day, "metric_id": "alerts.count", "metric_version": "v1", "rows": 3,
-                 "expected": None, "observed": None, "completeness": None,
-                 "last_bucket_start": None, "freshness_minutes": None})
-    lake.write_table(pa.Table.from_pylist(rows, schema=METRIC_QUALITY_SCHEMA), "gold",
-                     "metric_quality", {"dt": day.isoformat(), "family": "infra"})
+    rows = [
+        {
+            "day": day,
+            "metric_id": f"m.{i:02d}",
+            "metric_version": "v1",
+            "rows": 24,
+            "expected": 24,
+            "observed": 24 - i,
+            "completeness": (24 - i) / 24,
+            "last_bucket_start": end + timedelta(hours=22),
+            "freshness_minutes": 60.0,
+        }
+        for i in range(20)
+    ]
+    rows.append(
+        {
+            "day": day,
+            "metric_id": "alerts.count",
+            "metric_version": "v1",
+            "rows": 3,
+            "expected": None,
+            "observed": None,
+            "completeness": None,
+            "last_bucket_start": None,
+            "freshness_minutes": None,
+        }
+    )
+    lake.write_table(
+        pa.Table.from_pylist(rows, schema=METRIC_QUALITY_SCHEMA),
+        "gold",
+        "metric_quality",
+        {"dt": day.isoformat(), "family": "infra"},
+    )
 
 
 @pytest.fixture
@@ -73,22 +113,61 @@ def filled(lake: Lake) -> Lake:
     """Results on days DAY-4, DAY-3 and DAY (a gap at DAY-2 and DAY-1), landing, metrics."""
     for back in (4, 3):
         d = DAY - timedelta(days=back)
-        write_results(lake, [_check("metrics", "ts_not_null", "error", True),
-                             _check("metrics", "value_range", "warning", back == 3)],
-                      d, _at(d), f"run-{back}")
-    write_results(lake, [
-        _check("metrics", "ts_not_null", "error", True),
-        _check("metrics", "value_range_check", "error", False, kind="range",
-               observed="12 rows > 100", threshold="value <= 100", unexpected_rows=12,
-               sample=[{"entity": "<script>alert('x')</script>", "value": 250.5},
-                       {"entity": "db-01", "value": 101}, {"entity": "db-02", "value": 102},
-                       {"entity": "db-03", "value": 103}, {"entity": "db-04", "value": 104},
-                       {"entity": "db-05", "value": 105}]),
-    ], DAY, _at(DAY), "run-0")
-    write_results(lake, [
-        _check("logs", "host_in_cmdb_check", "warning", False, kind="referential",
-               source="syslog", unexpected_rows=2, sample=[{"host": "x&y"}]),
-    ], DAY, _at(DAY), "run-0")
+        write_results(
+            lake,
+            [
+                _check("metrics", "ts_not_null", "error", True),
+                _check("metrics", "value_range", "warning", back == 3),
+            ],
+            d,
+            _at(d),
+            f"run-{back}",
+        )
+    write_results(
+        lake,
+        [
+            _check("metrics", "ts_not_null", "error", True),
+            _check(
+                "metrics",
+                "value_range_check",
+                "error",
+                False,
+                kind="range",
+                observed="12 rows > 100",
+                threshold="value <= 100",
+                unexpected_rows=12,
+                sample=[
+                    {"entity": "<script>alert('x')</script>", "value": 250.5},
+                    {"entity": "db-01", "value": 101},
+                    {"entity": "db-02", "value": 102},
+                    {"entity": "db-03", "value": 103},
+                    {"entity": "db-04", "value": 104},
+                    {"entity": "db-05", "value": 105},
+                ],
+            ),
+        ],
+        DAY,
+        _at(DAY),
+        "run-0",
+    )
+    write_results(
+        lake,
+        [
+            _check(
+                "logs",
+                "host_in_cmdb_check",
+                "warning",
+                False,
+                kind="referential",
+                source="syslog",
+                unexpected_rows=2,
+                sample=[{"host": "x&y"}],
+            ),
+        ],
+        DAY,
+        _at(DAY),
+        "run-0",
+    )
     zone = LandingZone(lake)
     noon = datetime.combine(DAY, datetime.min.time(), UTC) + timedelta(hours=21)
     zone.write("prometheus", b"up 1\n", fmt="prom", received_at=noon)
@@ -127,13 +206,18 @@ def test_trend_has_one_point_per_day_with_results(filled: Lake) -> None:
     html = render_report(filled, DAY)
 
     trend = re.search(r'<svg class="trend".*?</svg>', html, re.DOTALL).group(0)
-    metrics = re.search(r'<g class="series" data-table="silver.metrics".*?</g>', trend,
-                        re.DOTALL).group(0)
+    metrics = re.search(
+        r'<g class="series" data-table="silver.metrics".*?</g>', trend, re.DOTALL
+    ).group(0)
     days = re.findall(r'<circle class="pt"[^>]*data-day="([0-9-]+)"', metrics)
-    assert days == [(DAY - timedelta(days=4)).isoformat(), (DAY - timedelta(days=3)).isoformat(),
-                    DAY.isoformat()]
-    logs = re.search(r'<g class="series" data-table="silver.logs".*?</g>', trend,
-                     re.DOTALL).group(0)
+    assert days == [
+        (DAY - timedelta(days=4)).isoformat(),
+        (DAY - timedelta(days=3)).isoformat(),
+        DAY.isoformat(),
+    ]
+    logs = re.search(r'<g class="series" data-table="silver.logs".*?</g>', trend, re.DOTALL).group(
+        0
+    )
     assert re.findall(r'data-day="([0-9-]+)"', logs) == [DAY.isoformat()]
     assert trend.count('class="pt"') == 4
     # DAY-4 → DAY-3 is a line; the gap at DAY-2 and DAY-1 is not bridged
@@ -141,7 +225,10 @@ def test_trend_has_one_point_per_day_with_results(filled: Lake) -> None:
     assert len(lines) == 1 and len(lines[0].split()) == 2
     # scores: DAY-4 (3 + 0) / 4, DAY-3 4 / 4, DAY 3 / 6
     assert re.findall(r"<title>silver.metrics [0-9-]+: ([0-9.]+)</title>", metrics) == [
-        "75.0", "100.0", "50.0"]
+        "75.0",
+        "100.0",
+        "50.0",
+    ]
 
 
 def test_freshness_rows_per_landing_source(filled: Lake) -> None:
@@ -173,8 +260,7 @@ def test_report_is_self_contained(filled: Lake) -> None:
     html = render_report(filled, DAY)
 
     assert "http://" not in html and "https://" not in html
-    assert not re.search(r"(?:src|href)\s*=|url\(|@import|<script|<link", html,
-                         re.IGNORECASE)
+    assert not re.search(r"(?:src|href)\s*=|url\(|@import|<script|<link", html, re.IGNORECASE)
     assert "<style>" in html and "<svg" in html
 
 

@@ -27,11 +27,14 @@ PARSE = Check("lines_parse", "parse_rate", max_rejected_ratio=0.02)
 VOLUME = Check("volume_vs_history", "volume", min_ratio=0.5, max_ratio=3.0)
 
 
-def _judge(check: Check, senders: list[SenderLines], history_rows: list[int] | None = None,
-           rows: int = 0) -> list[CheckResult]:
-    validator = TableValidator(Suite("silver", "events", None, (check,)), pa.schema([]),
-                               Context(cmdb=None, history_rows=history_rows or [],
-                                       parse=senders, end=END))
+def _judge(
+    check: Check, senders: list[SenderLines], history_rows: list[int] | None = None, rows: int = 0
+) -> list[CheckResult]:
+    validator = TableValidator(
+        Suite("silver", "events", None, (check,)),
+        pa.schema([]),
+        Context(cmdb=None, history_rows=history_rows or [], parse=senders, end=END),
+    )
     validator.rows = rows
     return validator.finish()
 
@@ -41,23 +44,37 @@ def _by_source(results: list[CheckResult]) -> dict[str | None, CheckResult]:
 
 
 def test_one_bad_sender_among_good_ones_warns_on_that_sender_only() -> None:
-    results = _by_source(_judge(PARSE, [
-        SenderLines("alertmanager", "key-good", 0, 800),
-        SenderLines("alertmanager", "key-bad", 40, 0),
-        SenderLines("webhook", "alert-webhook/zabbix", 1, 300)]))
+    results = _by_source(
+        _judge(
+            PARSE,
+            [
+                SenderLines("alertmanager", "key-good", 0, 800),
+                SenderLines("alertmanager", "key-bad", 40, 0),
+                SenderLines("webhook", "alert-webhook/zabbix", 1, 300),
+            ],
+        )
+    )
     bad = results["alertmanager/key-bad"]
     assert not bad.passed and bad.severity == "warning" and not bad.blocking
     assert bad.unexpected_rows == 40 and bad.observed.startswith("40 of 40 lines")
-    assert all(r.passed and r.severity == "error" for s, r in results.items()
-               if s != "alertmanager/key-bad")
+    assert all(
+        r.passed and r.severity == "error"
+        for s, r in results.items()
+        if s != "alertmanager/key-bad"
+    )
     [dagster] = check_results(list(results.values()))
     assert not dagster.passed and dagster.severity == dg.AssetCheckSeverity.WARN
     assert "alertmanager/key-bad: 40 of 40" in dagster.metadata["observed"].value
 
 
 def test_every_sender_failing_is_an_error_that_blocks() -> None:
-    results = _judge(PARSE, [SenderLines("itsm", "file-drop/1", 13, 5),
-                             SenderLines("itsm", "opslake-simulator", 30, 100)])
+    results = _judge(
+        PARSE,
+        [
+            SenderLines("itsm", "file-drop/1", 13, 5),
+            SenderLines("itsm", "opslake-simulator", 30, 100),
+        ],
+    )
     assert [r.passed for r in results] == [False, False]
     assert all(r.severity == "error" and r.blocking for r in results)
     [dagster] = check_results(results)
@@ -66,18 +83,29 @@ def test_every_sender_failing_is_an_error_that_blocks() -> None:
 
 def test_allowed_lines_are_forgiven_per_sender() -> None:
     # Each sender's 5 bad lines are forgiven, although the two together exceed 5.
-    results = _judge(PARSE, [SenderLines("syslog", "a", 5, 10), SenderLines("syslog", "b", 5, 10),
-                             SenderLines("syslog", "c", 6, 10)])
+    results = _judge(
+        PARSE,
+        [
+            SenderLines("syslog", "a", 5, 10),
+            SenderLines("syslog", "b", 5, 10),
+            SenderLines("syslog", "c", 6, 10),
+        ],
+    )
     assert [(r.source, r.passed) for r in results] == [
-        ("syslog/a", True), ("syslog/b", True), ("syslog/c", False)]
+        ("syslog/a", True),
+        ("syslog/b", True),
+        ("syslog/c", False),
+    ]
     assert results[2].severity == "warning"
 
 
 def test_a_silent_steady_sender_warns_while_the_table_volume_holds() -> None:
-    senders = [SenderLines("prometheus", "key-a", 0, 1000, (900, 1000)),
-               SenderLines("prometheus", "key-b", 0, 0, (100, 120)),  # silent today
-               SenderLines("prometheus", "key-new", 0, 50, (0, 0)),   # new: not judged
-               SenderLines("prometheus", "key-odd", 0, 0, (0, 70))]   # occasional: not judged
+    senders = [
+        SenderLines("prometheus", "key-a", 0, 1000, (900, 1000)),
+        SenderLines("prometheus", "key-b", 0, 0, (100, 120)),  # silent today
+        SenderLines("prometheus", "key-new", 0, 50, (0, 0)),  # new: not judged
+        SenderLines("prometheus", "key-odd", 0, 0, (0, 70)),
+    ]  # occasional: not judged
     results = _by_source(_judge(VOLUME, senders, history_rows=[1000, 1120], rows=1050))
     assert set(results) == {None, "prometheus/key-a", "prometheus/key-b"}
     assert results[None].passed and results["prometheus/key-a"].passed
@@ -101,11 +129,17 @@ def test_lines_and_rows_are_counted_per_sender(lake: Lake, landing: LandingZone)
     whole = _batch(landing, "whole", 12, connector="file-drop/1", sender="")
     assert (sender_of(good), sender_of(pushed)) == ("file-drop/1", "k-1")
     # Bronze as the bronze asset writes it: one file per landed batch, named by its id.
-    lake.write_parts("bronze", "itsm_tickets", {"dt": DT},
-                     [(b.batch_id, pa.table({"n": list(range(k))}))
-                      for b, k in ((good, 3), (pushed, 2))], pa.schema([("n", pa.int64())]))
-    rows = [quarantine.rejects_table(pushed, [Reject(1, "x", "bad"), Reject(3, "y", "bad")]),
-            quarantine.rejects_table(whole, [Reject(0, "", "header lacks priority")])]
+    lake.write_parts(
+        "bronze",
+        "itsm_tickets",
+        {"dt": DT},
+        [(b.batch_id, pa.table({"n": list(range(k))})) for b, k in ((good, 3), (pushed, 2))],
+        pa.schema([("n", pa.int64())]),
+    )
+    rows = [
+        quarantine.rejects_table(pushed, [Reject(1, "x", "bad"), Reject(3, "y", "bad")]),
+        quarantine.rejects_table(whole, [Reject(0, "", "header lacks priority")]),
+    ]
     quarantine.write(lake, "itsm_tickets", DT, rows)
     received = datetime.fromisoformat(f"{DT}T10:00:00+00:00")
     rejects.append_push_reject(lake, "itsm", b"{}", "HTTP 422", received, sender="k-2")
@@ -114,20 +148,31 @@ def test_lines_and_rows_are_counted_per_sender(lake: Lake, landing: LandingZone)
     assert delivered_rows(lake, "itsm_tickets", DT, manifest) == {"file-drop/1": 3, "k-1": 2}
     # The whole-batch reject counts its 12 lines; each refused push one line.
     assert rejected_lines(landing, "itsm_tickets", "itsm", DT, manifest) == {
-        "k-1": 2, "file-drop/1": 12, "k-2": 1}
+        "k-1": 2,
+        "file-drop/1": 12,
+        "k-2": 1,
+    }
 
 
 def test_quarantine_files_without_a_sender_still_read(lake: Lake, landing: LandingZone) -> None:
     batch = _batch(landing, "old", 2, sender="k-9")
     old = QUARANTINE.remove(QUARANTINE.get_field_index("sender"))
-    table = pa.table({"source": ["itsm"], "batch_id": ["old"], "line_no": [1], "raw": ["x"],
-                      "reason": ["bad"], "received_at": pa.array([batch.received],
-                                                                 old.field("received_at").type)},
-                     schema=old)
+    table = pa.table(
+        {
+            "source": ["itsm"],
+            "batch_id": ["old"],
+            "line_no": [1],
+            "raw": ["x"],
+            "reason": ["bad"],
+            "received_at": pa.array([batch.received], old.field("received_at").type),
+        },
+        schema=old,
+    )
     lake.write_table(table, "bronze", quarantine.TABLE, {"dt": DT, "table": "itsm_tickets"})
     assert quarantine.read(lake, [DT]).column("sender").to_pylist() == [None]
-    assert rejected_lines(landing, "itsm_tickets", "itsm", DT,
-                          landing.batches("itsm", DT)) == {"k-9": 1}
+    assert rejected_lines(landing, "itsm_tickets", "itsm", DT, landing.batches("itsm", DT)) == {
+        "k-9": 1
+    }
 
 
 def test_a_manifest_written_before_senders_loads_as_its_connector(landing: LandingZone) -> None:
@@ -141,8 +186,13 @@ def test_a_manifest_written_before_senders_loads_as_its_connector(landing: Landi
 
 
 def test_the_quality_alert_names_the_failing_sender(lake: Lake, landing: LandingZone) -> None:
-    results = _judge(PARSE, [SenderLines("alertmanager", "key-good", 0, 800),
-                             SenderLines("alertmanager", "4f1c2a9e0b7d3c55", 12, 0)])
+    results = _judge(
+        PARSE,
+        [
+            SenderLines("alertmanager", "key-good", 0, 800),
+            SenderLines("alertmanager", "4f1c2a9e0b7d3c55", 12, 0),
+        ],
+    )
     batch = alerts.land_quality_alerts(lake, results, date.fromisoformat(DT), END)
     [alert] = json.loads(landing.read(batch))["alerts"]
     assert alert["labels"]["source"] == "alertmanager/4f1c2a9e0b7d3c55"

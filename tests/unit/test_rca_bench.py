@@ -21,18 +21,27 @@ from opslake.alerting.convergence import Alert
 from opslake.ml import petshop
 
 #: front calls api and search; api calls db; search calls cache and a remote ELB leaf.
-CALLS = {"front": ["api", "search", "elb_remote"], "api": ["db"], "search": ["cache"],
-         "client": ["search"]}
+CALLS = {
+    "front": ["api", "search", "elb_remote"],
+    "api": ["db"],
+    "search": ["cache"],
+    "client": ["search"],
+}
 NODES = ["front", "api", "search", "db", "cache", "elb_remote", "client"]
 #: Who sees a fault in each node (it and everything that calls it, transitively).
-CALLERS = {"db": ["db", "api", "front"], "cache": ["cache", "search", "front", "client"],
-           "search": ["search", "front", "client"], "api": ["api", "front"]}
+CALLERS = {
+    "db": ["db", "api", "front"],
+    "cache": ["cache", "search", "front", "client"],
+    "search": ["search", "front", "client"],
+    "api": ["api", "front"],
+}
 STEP = 300
 T_CASE = 1_700_000_000 - 1_700_000_000 % STEP
 
 
-def _write_metrics(path: Path, ts: np.ndarray, values: dict[tuple[str, str, str], np.ndarray]
-                   ) -> None:
+def _write_metrics(
+    path: Path, ts: np.ndarray, values: dict[tuple[str, str, str], np.ndarray]
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = list(values)
     with path.open("w", newline="") as f:
@@ -42,8 +51,12 @@ def _write_metrics(path: Path, ts: np.ndarray, values: dict[tuple[str, str, str]
         w.writerow(["statistic", *[k[2] for k in keys]])
         w.writerow(["unix_timestamp", *[""] * len(keys)])
         for i, t in enumerate(ts):
-            w.writerow([f"{float(t)}", *[("" if np.isnan(values[k][i]) else f"{values[k][i]:.6f}")
-                                         for k in keys]])
+            w.writerow(
+                [
+                    f"{float(t)}",
+                    *[("" if np.isnan(values[k][i]) else f"{values[k][i]:.6f}") for k in keys],
+                ]
+            )
 
 
 def _series(rng: np.random.Generator, n: int) -> dict[tuple[str, str, str], np.ndarray]:
@@ -55,8 +68,15 @@ def _series(rng: np.random.Generator, n: int) -> dict[tuple[str, str, str], np.n
     return out
 
 
-def _scenario(root: Path, name: str, faults: list[str], *, seed: int, normal: bool = True,
-              with_label: bool = True) -> None:
+def _scenario(
+    root: Path,
+    name: str,
+    faults: list[str],
+    *,
+    seed: int,
+    normal: bool = True,
+    with_label: bool = True,
+) -> None:
     rng = np.random.default_rng(seed)
     scen = root / name
     scen.mkdir(parents=True)
@@ -67,7 +87,7 @@ def _scenario(root: Path, name: str, faults: list[str], *, seed: int, normal: bo
             w.writerow([a, *[1 if b in CALLS.get(a, []) else 0 for b in NODES]])
     if normal:
         n = 2 * 288
-        ts = T_CASE + 30 * 86_400 + np.arange(n) * STEP   # recorded later, as in PetShop
+        ts = T_CASE + 30 * 86_400 + np.arange(n) * STEP  # recorded later, as in PetShop
         _write_metrics(scen / "noissue" / "metrics.csv", ts, _series(rng, n))
     for i, fault in enumerate(faults):
         ts = T_CASE + i * 86_400 + np.arange(5) * STEP
@@ -76,8 +96,14 @@ def _scenario(root: Path, name: str, faults: list[str], *, seed: int, normal: bo
             values[(node, "latency", "Average")][2:4] *= 6.0 if node == fault else 3.0
         case = scen / "train" / f"issue_{i}"
         _write_metrics(case / "metrics.csv", ts, values)
-        doc: dict = {"target": {"node": "front", "metric": "latency", "agg": "Average",
-                                "timestamp": int(ts[1] + 200)}}
+        doc: dict = {
+            "target": {
+                "node": "front",
+                "metric": "latency",
+                "agg": "Average",
+                "timestamp": int(ts[1] + 200),
+            }
+        }
         if with_label:
             doc["root_cause"] = {"node": fault, "metric": None}
         (case / "target.json").write_text(json.dumps(doc))
@@ -93,11 +119,11 @@ def cases(tmp_path: Path) -> Path:
 
 def test_the_injected_service_ranks_first(cases: Path) -> None:
     rankings, report = petshop.evaluate(cases)
-    assert rankings["alpha/train/issue_0"][0] == "db"          # deepest: below api and front
+    assert rankings["alpha/train/issue_0"][0] == "db"  # deepest: below api and front
     assert rankings["alpha/train/issue_1"][0] == "cache"
-    assert rankings["alpha/train/issue_2"][0] == "search"      # not its healthy cache
+    assert rankings["alpha/train/issue_2"][0] == "search"  # not its healthy cache
     assert rankings["beta/train/issue_1"][0] == "api"
-    assert report["default_knobs"]["top1"] == 1.0              # type: ignore[index]
+    assert report["default_knobs"]["top1"] == 1.0  # type: ignore[index]
     loso = report["leave_one_scenario_out"]
     assert loso["cases"] == 5 and set(loso["scenarios"]) == {"alpha", "beta"}  # type: ignore[index]
     # Only what the symptom needs is a candidate: the client calls search but front does not
@@ -115,7 +141,7 @@ def test_the_ranking_never_reads_the_label(cases: Path, tmp_path: Path) -> None:
     with_labels, _ = petshop.evaluate(cases, loso=False)
     without, report = petshop.evaluate(blind, loso=False)
     assert without == with_labels
-    assert "default_knobs" not in report                       # nothing to score against
+    assert "default_knobs" not in report  # nothing to score against
 
 
 def test_a_scenario_without_normal_data_uses_the_others(tmp_path: Path) -> None:
@@ -133,30 +159,45 @@ def test_cli_writes_rankings_and_prints_accuracy(cases: Path, tmp_path: Path) ->
     from opslake.cli.ml import app
 
     out = tmp_path / "rankings.json"
-    result = CliRunner().invoke(app, ["evaluate-rca", "--data", str(cases),
-                                      "--rankings-out", str(out)])
+    result = CliRunner().invoke(
+        app, ["evaluate-rca", "--data", str(cases), "--rankings-out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["default_knobs"]["top1"] == 1.0
     assert "top3" in report["leave_one_scenario_out"]
     written = json.loads(out.read_text())
-    assert set(written) == {"alpha/train/issue_0", "alpha/train/issue_1", "alpha/train/issue_2",
-                            "beta/train/issue_0", "beta/train/issue_1"}
+    assert set(written) == {
+        "alpha/train/issue_0",
+        "alpha/train/issue_1",
+        "alpha/train/issue_2",
+        "beta/train/issue_0",
+        "beta/train/issue_1",
+    }
 
 
 def test_alerts_that_exist_add_evidence_to_the_metric_path() -> None:
     relations = __import__("pandas").DataFrame(
-        [(a, b) for a, bs in CALLS.items() for b in bs],
-        columns=["src_entity_id", "dst_entity_id"])
+        [(a, b) for a, bs in CALLS.items() for b in bs], columns=["src_entity_id", "dst_entity_id"]
+    )
     graph = rootcause.graph_from_relations(relations)
     at = datetime(2026, 1, 1, tzinfo=UTC)
     symptom = rootcause.Symptom("front", "latency", at)
     # No metrics: only the symptom itself alerted, every candidate covers it, the closest wins...
     assert rootcause.rank_symptom(symptom, graph)[0].entity_id == "front"
     # ...and an alert on db (related to front through api) names it.
-    alert = Alert("a1", "DbSlow/db", "alertmanager", "DbSlow", "major", "DbSlow", "db", {},
-                  at - timedelta(minutes=1), None)
+    alert = Alert(
+        "a1",
+        "DbSlow/db",
+        "alertmanager",
+        "DbSlow",
+        "major",
+        "DbSlow",
+        "db",
+        {},
+        at - timedelta(minutes=1),
+        None,
+    )
     ranked = rootcause.rank_symptom(symptom, graph, alerts=[alert])
     assert ranked[0].entity_id == "db" and ranked[0].coverage == 1.0
-    assert {c.entity_id for c in ranked} == {"front", "api", "search", "db", "cache",
-                                             "elb_remote"}
+    assert {c.entity_id for c in ranked} == {"front", "api", "search", "db", "cache", "elb_remote"}

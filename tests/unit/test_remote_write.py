@@ -18,9 +18,17 @@ RECEIVED = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
 def _batch(fmt: str = "pb") -> LandedBatch:
-    return LandedBatch(source="prometheus", batch_id="b-1", dt="2026-03-02", path="x",
-                       sha256="0" * 64, bytes=0, received_at=RECEIVED.isoformat(), fmt=fmt,
-                       connector="test")
+    return LandedBatch(
+        source="prometheus",
+        batch_id="b-1",
+        dt="2026-03-02",
+        path="x",
+        sha256="0" * 64,
+        bytes=0,
+        received_at=RECEIVED.isoformat(),
+        fmt=fmt,
+        connector="test",
+    )
 
 
 # -- a tiny protobuf encoder ------------------------------------------------------------
@@ -55,11 +63,11 @@ def _sample(value: float, ts_ms: int, *, reverse: bool = False) -> bytes:
     return t + v if reverse else v + t
 
 
-def _series(labels: dict[str, str], samples: list[tuple[float, int]], *,
-            extra: bytes = b"") -> bytes:
+def _series(
+    labels: dict[str, str], samples: list[tuple[float, int]], *, extra: bytes = b""
+) -> bytes:
     body = b"".join(_len(1, _label(k, v)) for k, v in labels.items())
-    body += b"".join(_len(2, _sample(v, t, reverse=i % 2 == 1))
-                     for i, (v, t) in enumerate(samples))
+    body += b"".join(_len(2, _sample(v, t, reverse=i % 2 == 1)) for i, (v, t) in enumerate(samples))
     return body + extra
 
 
@@ -75,10 +83,15 @@ def test_round_trip_values_labels_and_timestamps() -> None:
     # a 32-bit field, a varint field, and WriteRequest metadata (field 3).
     extra = _len(3, b"\x0a\x02hi") + _key(9, 5) + b"\x01\x02\x03\x04" + _key(10, 0) + _uvarint(7)
     body = write_request(
-        _series({"__name__": "node_load1", "job": "node", "instance": "10.0.0.1:9100"},
-                [(0.5, 1764115200000), (1.25, 1764115260000)], extra=extra),
-        _series({"zz": 'quote " and \\ back\nslash', "__name__": "up"},
-                [(float("inf"), -1000), (-2.0, 0)]),
+        _series(
+            {"__name__": "node_load1", "job": "node", "instance": "10.0.0.1:9100"},
+            [(0.5, 1764115200000), (1.25, 1764115260000)],
+            extra=extra,
+        ),
+        _series(
+            {"zz": 'quote " and \\ back\nslash', "__name__": "up"},
+            [(float("inf"), -1000), (-2.0, 0)],
+        ),
         _series({"__name__": "empty_series"}, []),
         metadata=_len(3, _key(1, 0) + _uvarint(1) + _len(2, b"node_load1")),
     )
@@ -89,9 +102,14 @@ def test_round_trip_values_labels_and_timestamps() -> None:
     assert [r["metric"] for r in rows] == ["node_load1", "node_load1", "up", "up"]
     assert [r["value"] for r in rows] == [0.5, 1.25, float("inf"), -2.0]
     assert [int(r["ts"].timestamp() * 1000) for r in rows] == [
-        1764115200000, 1764115260000, -1000, 0]
+        1764115200000,
+        1764115260000,
+        -1000,
+        0,
+    ]
     assert rows[0]["label_set"] == prometheus_text.canonical(
-        {"instance": "10.0.0.1:9100", "job": "node"})
+        {"instance": "10.0.0.1:9100", "job": "node"}
+    )
     # The same label set text as the exposition parser would produce for this series.
     assert rows[2]["label_set"] == '{zz="quote \\" and \\\\ back\\nslash"}'
     assert {r["batch_id"] for r in rows} == {"b-1"}
@@ -157,17 +175,22 @@ def test_dispatch_by_format() -> None:
 def test_text_and_remote_write_agree() -> None:
     labels = {"__name__": "node_load1", "instance": "h:9100", "job": "node"}
     pb = remote_write.parse(write_request(_series(labels, [(0.25, 1764115200000)])), _batch())
-    text = prometheus_text.parse(b'node_load1{job="node",instance="h:9100"} 0.25 1764115200000\n',
-                                 _batch("prom"))
+    text = prometheus_text.parse(
+        b'node_load1{job="node",instance="h:9100"} 0.25 1764115200000\n', _batch("prom")
+    )
     assert pb.table.equals(text.table)
 
 
 def test_large_request_decodes_quickly() -> None:
     import time
 
-    series = [_series({"__name__": f"m{i % 50}", "instance": f"h{i}:9100", "job": "node"},
-                      [(float(j), 1764115200000 + j * 15000) for j in range(100)])
-              for i in range(2000)]
+    series = [
+        _series(
+            {"__name__": f"m{i % 50}", "instance": f"h{i}:9100", "job": "node"},
+            [(float(j), 1764115200000 + j * 15000) for j in range(100)],
+        )
+        for i in range(2000)
+    ]
     body = write_request(*series)
     start = time.perf_counter()
     result = remote_write.parse(body, _batch())
@@ -182,8 +205,9 @@ def _as_prometheus(labels: dict[str, str], samples: list[tuple[float, int]]) -> 
     proto3 zeros left out."""
     body = b"".join(_len(1, _label(k, v)) for k, v in labels.items())
     for value, ts_ms in samples:
-        encoded = _key(1, 1) + struct.pack("<d", value) if struct.pack("<d", value) != bytes(8) \
-            else b""
+        encoded = (
+            _key(1, 1) + struct.pack("<d", value) if struct.pack("<d", value) != bytes(8) else b""
+        )
         body += _len(2, encoded + (_key(2, 0) + _uvarint(ts_ms) if ts_ms else b""))
     return body
 
@@ -196,16 +220,20 @@ def _both_paths(body: bytes, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_prometheus_layout_is_decoded_regularly_and_matches_upb(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     body = write_request(
-        _as_prometheus({"__name__": "up", "job": "node", "instance": "h:9100"},
-                       [(1.0, 1764115200000)]),
+        _as_prometheus(
+            {"__name__": "up", "job": "node", "instance": "h:9100"}, [(1.0, 1764115200000)]
+        ),
         _as_prometheus({"__name__": "zero", "é": "ü" * 100}, [(0.0, 1764115200000)]),
         _as_prometheus({"__name__": "neg", "job": "node"}, [(-0.0, -1000)]),
         _as_prometheus({"__name__": "at_epoch"}, [(2.5, 0)]),
         _as_prometheus({"__name__": "none"}, []),
-        _as_prometheus({"job": "node", "__name__": "many"},
-                       [(float(i % 3), 1764115200000 + i) for i in range(37)]),
+        _as_prometheus(
+            {"job": "node", "__name__": "many"},
+            [(float(i % 3), 1764115200000 + i) for i in range(37)],
+        ),
     )
     assert remote_write._decode_regular(remote_write._request_bytes(body)) is not None
     fast, upb = _both_paths(body, monkeypatch)
@@ -215,13 +243,16 @@ def test_prometheus_layout_is_decoded_regularly_and_matches_upb(
     assert (bits[0] == bits[1]).all()  # -0.0 stays -0.0
 
 
-@pytest.mark.parametrize("series", [
-    _series({"__name__": "up"}, [(1.0, 1000), (2.0, 2000)]),  # timestamp before value
-    _series({"__name__": "up"}, [(1.0, 1000)], extra=_len(3, b"\x0a\x00")),  # an exemplar
-    _as_prometheus({"__name__": "up", **{f"l{i}": "v" for i in range(70)}}, [(1.0, 1000)]),
-    _as_prometheus({"__name__": "up"}, [(1.0, 2**62)]),  # out of range: rejected
-    _as_prometheus({"job": "nameless"}, [(1.0, 1000)]),  # no name: rejected
-])
+@pytest.mark.parametrize(
+    "series",
+    [
+        _series({"__name__": "up"}, [(1.0, 1000), (2.0, 2000)]),  # timestamp before value
+        _series({"__name__": "up"}, [(1.0, 1000)], extra=_len(3, b"\x0a\x00")),  # an exemplar
+        _as_prometheus({"__name__": "up", **{f"l{i}": "v" for i in range(70)}}, [(1.0, 1000)]),
+        _as_prometheus({"__name__": "up"}, [(1.0, 2**62)]),  # out of range: rejected
+        _as_prometheus({"job": "nameless"}, [(1.0, 1000)]),  # no name: rejected
+    ],
+)
 def test_other_layouts_take_the_upb_path(series: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     body = write_request(_as_prometheus({"__name__": "ok"}, [(3.0, 1000)]), series)
     assert remote_write._decode_regular(remote_write._request_bytes(body)) is None
@@ -230,7 +261,8 @@ def test_other_layouts_take_the_upb_path(series: bytes, monkeypatch: pytest.Monk
 
 
 def test_known_label_blocks_are_found_by_the_sample_closing_each_series(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A series is looked up by the block before its last Sample; a wrong guess (a label
     value ending in what reads as a Sample's tag and size, a block seen before sent with two
     samples) only costs the label walk, never a wrong row."""
@@ -240,10 +272,14 @@ def test_known_label_blocks_are_found_by_the_sample_closing_each_series(
     # and no timestamp (11 bytes) after it, the 16-byte guess lands inside the value.
     tricky = {"__name__": "t", "v": "ab\x12\x10xyzwv"}
     bodies = [
-        write_request(*[_as_prometheus(lab, [(1.5, 1764115200000 + i)])
-                        for i, lab in enumerate(labels)], _as_prometheus(tricky, [(2.5, 0)])),
-        write_request(*[_as_prometheus(lab, [(1.5, 1764115200000), (0.0, 1764115201000)])
-                        for lab in labels], _as_prometheus(tricky, [(2.5, 0)])),
+        write_request(
+            *[_as_prometheus(lab, [(1.5, 1764115200000 + i)]) for i, lab in enumerate(labels)],
+            _as_prometheus(tricky, [(2.5, 0)]),
+        ),
+        write_request(
+            *[_as_prometheus(lab, [(1.5, 1764115200000), (0.0, 1764115201000)]) for lab in labels],
+            _as_prometheus(tricky, [(2.5, 0)]),
+        ),
     ]
     for body in bodies * 2:  # the second time, every block is cached
         assert remote_write._decode_regular(remote_write._request_bytes(body)) is not None
@@ -255,9 +291,13 @@ def test_known_label_blocks_are_found_by_the_sample_closing_each_series(
 
 
 def test_label_not_utf8_in_the_prometheus_layout_refuses_the_request(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = (_len(1, _label("__name__", "up")) + _len(1, _len(1, b"job") + _len(2, b"\xff"))
-           + _len(2, _key(1, 1) + struct.pack("<d", 1.0) + _key(2, 0) + _uvarint(1000)))
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bad = (
+        _len(1, _label("__name__", "up"))
+        + _len(1, _len(1, b"job") + _len(2, b"\xff"))
+        + _len(2, _key(1, 1) + struct.pack("<d", 1.0) + _key(2, 0) + _uvarint(1000))
+    )
     body = write_request(_as_prometheus({"__name__": "ok"}, [(3.0, 1000)]), bad)
     for _ in range(2):  # the block is cached (without a metric) after the first time
         assert remote_write._decode_regular(remote_write._request_bytes(body)) is None
@@ -267,8 +307,10 @@ def test_label_not_utf8_in_the_prometheus_layout_refuses_the_request(
         assert "UTF-8" in fast.rejects[0].reason and fast.table.num_rows == 0
 
 
-@pytest.mark.parametrize("values", [[0, 1, 127, 128, 300, 2**35, 1764115200000, 2**56 - 1],
-                                    [5, -1000 % 2**64, 2**63, 2**64 - 1]])
+@pytest.mark.parametrize(
+    "values",
+    [[0, 1, 127, 128, 300, 2**35, 1764115200000, 2**56 - 1], [5, -1000 % 2**64, 2**63, 2**64 - 1]],
+)
 def test_varints_of_an_exact_width_are_read_whole_or_refused(values: list[int]) -> None:
     encoded = [_uvarint(v) for v in values]
     data = b"".join(encoded)
@@ -286,8 +328,11 @@ def test_one_long_series_is_decoded_in_few_rounds(monkeypatch: pytest.MonkeyPatc
     import time
 
     monkeypatch.setattr(remote_write, "REGULAR_MIN_SERIES", 0)
-    body = write_request(_as_prometheus(
-        {"__name__": "up"}, [(float(i % 2), 1764115200000 + i) for i in range(200_000)]))
+    body = write_request(
+        _as_prometheus(
+            {"__name__": "up"}, [(float(i % 2), 1764115200000 + i) for i in range(200_000)]
+        )
+    )
     start = time.perf_counter()
     result = remote_write.parse(body, _batch())
     assert result.table.num_rows == 200_000 and not result.rejects
@@ -295,24 +340,36 @@ def test_one_long_series_is_decoded_in_few_rounds(monkeypatch: pytest.MonkeyPatc
 
 
 def _label_blocks(*label_sets: dict[str, str]) -> pl.Series:
-    return pl.Series([b"".join(_len(1, _label(k, v)) for k, v in labels.items())
-                      for labels in label_sets], dtype=pl.Binary)
+    return pl.Series(
+        [b"".join(_len(1, _label(k, v)) for k, v in labels.items()) for labels in label_sets],
+        dtype=pl.Binary,
+    )
 
 
 @pytest.mark.parametrize("hashing", ["polars", "all collide", "few slots"])
 def test_label_set_cache_finds_each_block_even_when_hashes_collide(
-        hashing: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rows come from comparing the blocks themselves: equal hashes only cost probes."""
-    cache = SeriesCache(remote_write._label_sets, pl.Binary,
-                        {"metric": pl.String, "label_set": pl.String}, limit=1500)
+    cache = SeriesCache(
+        remote_write._label_sets,
+        pl.Binary,
+        {"metric": pl.String, "label_set": pl.String},
+        limit=1500,
+    )
     if hashing == "all collide":
         monkeypatch.setattr(cache, "_hash", lambda keys: np.full(len(keys), 7, np.uint64))
     elif hashing == "few slots":  # every hash in the table's last slots: probes wrap around
-        monkeypatch.setattr(cache, "_hash", lambda keys: np.array(
-            [2**64 - 1 - len(key) % 3 for key in keys.to_list()], np.uint64))
+        monkeypatch.setattr(
+            cache,
+            "_hash",
+            lambda keys: np.array([2**64 - 1 - len(key) % 3 for key in keys.to_list()], np.uint64),
+        )
     sets = [{"__name__": f"m{i % 7}", "job": "node", "instance": f"h{i}"} for i in range(1200)]
-    expected = [(s["__name__"], remote_write.canonical({k: v for k, v in s.items()
-                                                         if k != "__name__"})) for s in sets]
+    expected = [
+        (s["__name__"], remote_write.canonical({k: v for k, v in s.items() if k != "__name__"}))
+        for s in sets
+    ]
 
     def answers(rows: np.ndarray, values: pl.DataFrame) -> list[tuple[str, str]]:
         return list(values[rows].iter_rows())
@@ -336,13 +393,22 @@ def test_label_set_cache_finds_each_block_even_when_hashes_collide(
     assert values.filter(values["metric"].is_null()).height == 1
 
 
-@pytest.mark.parametrize("body", [
-    write_request(*[_as_prometheus({"__name__": f"m{i}", "job": "node"}, [(1.0, 1000 + i)])
-                    for i in range(100)]),  # the regular path
-    write_request(_as_prometheus({"__name__": "ok"}, [(3.0, 1000)]),
-                  _as_prometheus({"job": "nameless"}, [(1.0, 1000)])),  # one reject
-    b"not snappy at all",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        write_request(
+            *[
+                _as_prometheus({"__name__": f"m{i}", "job": "node"}, [(1.0, 1000 + i)])
+                for i in range(100)
+            ]
+        ),  # the regular path
+        write_request(
+            _as_prometheus({"__name__": "ok"}, [(3.0, 1000)]),
+            _as_prometheus({"job": "nameless"}, [(1.0, 1000)]),
+        ),  # one reject
+        b"not snappy at all",
+    ],
+)
 def test_check_rejects_what_parse_rejects_without_building_rows(body: bytes) -> None:
     parsed, checked = remote_write.parse(body, _batch()), remote_write.check(body, _batch())
     assert checked.rejects == parsed.rejects

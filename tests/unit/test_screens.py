@@ -25,7 +25,8 @@ def test_committed_dashboards_match_the_generator(tmp_path: Path) -> None:
     expected = bundle.bundle_files(DEFAULT_METRICS_DIR)
     committed = bundle.read_files(bundle.DASHBOARDS_DIR)
     stale = sorted(set(committed) ^ set(expected)) + sorted(
-        rel for rel in expected if rel in committed and committed[rel] != expected[rel])
+        rel for rel in expected if rel in committed and committed[rel] != expected[rel]
+    )
     assert not stale, f"run `opslake screens generate`; out of date: {stale[:10]}"
     bundle.generate(tmp_path)
     assert bundle.read_files(tmp_path) == expected
@@ -33,8 +34,10 @@ def test_committed_dashboards_match_the_generator(tmp_path: Path) -> None:
 
 def test_bundle_links_every_object_by_uuid() -> None:
     files = {rel: yaml.safe_load(text) for rel, text in bundle.read_files().items()}
-    by_kind = {kind: {d["uuid"]: d for rel, d in files.items() if rel.startswith(kind + "/")}
-               for kind in ("databases", "datasets", "charts", "dashboards")}
+    by_kind = {
+        kind: {d["uuid"]: d for rel, d in files.items() if rel.startswith(kind + "/")}
+        for kind in ("databases", "datasets", "charts", "dashboards")
+    }
     assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 15
     for dataset in by_kind["datasets"].values():
         assert dataset["database_uuid"] in by_kind["databases"]
@@ -54,22 +57,33 @@ def test_bundle_links_every_object_by_uuid() -> None:
         for column in params.get("groupby", []) + params.get("all_columns", []) + axis:
             assert column in columns, f"{chart['slice_name']}: unknown column {column}"
     for dashboard in by_kind["dashboards"].values():
-        cells = [v for v in dashboard["position"].values()
-                 if isinstance(v, dict) and v.get("type") == "CHART"]
+        cells = [
+            v
+            for v in dashboard["position"].values()
+            if isinstance(v, dict) and v.get("type") == "CHART"
+        ]
         assert 3 <= len(cells) <= 12, dashboard["dashboard_title"]
         assert all(c["meta"]["uuid"] in by_kind["charts"] for c in cells)
         assert len({c["meta"]["chartId"] for c in cells}) == len(cells)
         # Chinese titles for the wall.
         assert any("\u4e00" <= ch <= "\u9fff" for ch in dashboard["dashboard_title"])
-        rows = [v for v in dashboard["position"].values()
-                if isinstance(v, dict) and v.get("type") == "ROW"]
+        rows = [
+            v
+            for v in dashboard["position"].values()
+            if isinstance(v, dict) and v.get("type") == "ROW"
+        ]
         for row in rows:
             widths = [dashboard["position"][c]["meta"]["width"] for c in row["children"]]
             assert sum(widths) <= 12
 
 
-NEW_THEMES = {"network": "网络质量", "security": "安全态势", "platform": "平台自身运行",
-              "effect": "运维成效", "trace": "业务链路与用户体验"}
+NEW_THEMES = {
+    "network": "网络质量",
+    "security": "安全态势",
+    "platform": "平台自身运行",
+    "effect": "运维成效",
+    "trace": "业务链路与用户体验",
+}
 
 
 def test_new_theme_screens_carry_native_filters() -> None:
@@ -82,8 +96,11 @@ def test_new_theme_screens_carry_native_filters() -> None:
         assert dashboard["dashboard_title"] == title
         filters = dashboard["metadata"]["native_filter_configuration"]
         assert filters[0]["filterType"] == "filter_time", slug
-        cells = {c["meta"]["chartId"]: c["meta"]["uuid"] for c in dashboard["position"].values()
-                 if isinstance(c, dict) and c.get("type") == "CHART"}
+        cells = {
+            c["meta"]["chartId"]: c["meta"]["uuid"]
+            for c in dashboard["position"].values()
+            if isinstance(c, dict) and c.get("type") == "CHART"
+        }
         for f in filters[1:]:
             assert f["filterType"] == "filter_select" and f["id"].startswith("NATIVE_FILTER-")
             target = f["targets"][0]
@@ -95,17 +112,21 @@ def test_new_theme_screens_carry_native_filters() -> None:
             assert in_scope, f"{slug}/{column} filters no chart"
             for chart in in_scope:  # only charts whose dataset has the column
                 dataset = datasets[chart["dataset_uuid"]]
-                assert column in {c["column_name"] for c in dataset["columns"]}, \
-                    chart["slice_name"]
+                assert column in {c["column_name"] for c in dataset["columns"]}, chart["slice_name"]
     # Every chart over a dated dataset follows a dashboard's time range.
     for chart in charts.values():
         dttm = datasets[chart["dataset_uuid"]]["main_dttm_col"]
-        ranges = [f for f in chart["params"]["adhoc_filters"]
-                  if f.get("operator") == "TEMPORAL_RANGE"]
+        ranges = [
+            f for f in chart["params"]["adhoc_filters"] if f.get("operator") == "TEMPORAL_RANGE"
+        ]
         query = json.loads(chart["query_context"])["queries"][0]
-        assert bool(ranges) == bool(dttm or chart["params"].get("x_axis") in (
-            c["column_name"] for c in datasets[chart["dataset_uuid"]]["columns"]
-            if c["is_dttm"])), chart["slice_name"]
+        assert bool(ranges) == bool(
+            dttm
+            or chart["params"].get("x_axis")
+            in (
+                c["column_name"] for c in datasets[chart["dataset_uuid"]]["columns"] if c["is_dttm"]
+            )
+        ), chart["slice_name"]
         assert [f["col"] for f in query["filters"]] == [f["subject"] for f in ranges]
 
 
@@ -115,8 +136,9 @@ def test_value_filter_refuses_a_chart_without_its_column() -> None:
 
     chart = Chart("k", "t", "big_number_total", ds.CONVERGENCE, metrics=("alerts",))
     with pytest.raises(KeyError, match="convergence has no column business"):
-        NativeFilter("business", "业务系统", ds.SERVICE_LEVELS, "business",
-                     (chart,)).to_yaml({"k": 1})
+        NativeFilter("business", "业务系统", ds.SERVICE_LEVELS, "business", (chart,)).to_yaml(
+            {"k": 1}
+        )
 
 
 def test_catalog_metrics_become_named_dataset_metrics() -> None:
@@ -141,8 +163,10 @@ def test_render_fills_in_this_machine(tmp_path: Path) -> None:
         assert "opslake_screens/metadata.yaml" in names
         database = yaml.safe_load(z.read("opslake_screens/databases/warehouse.yaml"))
         dataset = z.read("opslake_screens/datasets/entity_health.yaml").decode()
-    assert database["sqlalchemy_uri"] == \
-        f"duckdb:///{warehouse}?access_mode=read_only&enable_external_access=false"
+    assert (
+        database["sqlalchemy_uri"]
+        == f"duckdb:///{warehouse}?access_mode=read_only&enable_external_access=false"
+    )
     assert "timezone('Asia/Shanghai'" in dataset
     assert WAREHOUSE_TOKEN not in dataset and TIMEZONE_TOKEN not in dataset
     with pytest.raises(ConfigError, match="time zone"):
@@ -167,10 +191,15 @@ def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(key.stat().st_mode) == 0o600 and key.read_text().strip() not in text
     assert "PUBLIC_ROLE_LIKE =" not in text
     assert _secret_file(key, lambda: "other") == key.read_text().strip()
-    given = SupersetConfig.from_settings(settings, {
-        "HOME": str(tmp_path), "OPSLAKE_SUPERSET_ADMIN_PASSWORD": "from-env",
-        "OPSLAKE_SUPERSET_PORT": "8099",
-        "OPSLAKE_SUPERSET_DATABASE_URI": "postgresql://superset@db/superset"})
+    given = SupersetConfig.from_settings(
+        settings,
+        {
+            "HOME": str(tmp_path),
+            "OPSLAKE_SUPERSET_ADMIN_PASSWORD": "from-env",
+            "OPSLAKE_SUPERSET_PORT": "8099",
+            "OPSLAKE_SUPERSET_DATABASE_URI": "postgresql://superset@db/superset",
+        },
+    )
     assert given.password() == "from-env" and given.port == 8099
     assert given.metadata_database.startswith("postgresql://")
     with pytest.raises(ConfigError, match="OPSLAKE_SUPERSET_PORT"):
@@ -178,10 +207,14 @@ def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
 
 
 def test_rison_and_rls_clause_quote_what_they_must() -> None:
-    assert rison({"page": 0, "page_size": 100, "columns": ["id", "uuid"]}) == \
-        "(page:0,page_size:100,columns:!(id,uuid))"
-    assert rison({"filters": [{"col": "username", "opr": "eq", "value": "a b'c!"}]}) == \
-        "(filters:!((col:username,opr:eq,value:'a b!'c!!')))"
+    assert (
+        rison({"page": 0, "page_size": 100, "columns": ["id", "uuid"]})
+        == "(page:0,page_size:100,columns:!(id,uuid))"
+    )
+    assert (
+        rison({"filters": [{"col": "username", "opr": "eq", "value": "a b'c!"}]})
+        == "(filters:!((col:username,opr:eq,value:'a b!'c!!')))"
+    )
     assert rison([True, False, None]) == "!(!t,!f,!n)"
     assert department_clause("大数据局") == "department = '大数据局'"
     assert department_clause("O'Brien") == "department = 'O''Brien'"
@@ -196,28 +229,41 @@ def test_effect_baseline_is_the_first_days_and_a_range_moves_only_the_kpi() -> N
     con = duckdb.connect()
     days = [f"2026-03-{d:02d}" for d in range(1, 11)]
     # MTTA 10 minutes on the baseline's days (one without a timing), 5 afterwards.
-    con.execute("CREATE TABLE service_levels AS SELECT CAST(d AS DATE) AS day, '(all)' AS "
-                "business, 2 AS incidents_opened, 1 AS incidents_resolved, CASE WHEN d = "
-                "'2026-03-02' THEN NULL WHEN d < '2026-03-08' THEN 10.0 ELSE 5.0 END AS "
-                "mtta_minutes, 60.0 AS mttr_minutes, CASE WHEN d < '2026-03-08' THEN 1 ELSE 2 "
-                "END AS sla_met, 1 AS sla_breached FROM unnest(?) AS t(d)", [days])
-    con.execute("INSERT INTO service_levels SELECT day, 'tax', 50, 1, 99.0, 99.0, 0, 9 "
-                "FROM service_levels")
-    con.execute("CREATE TABLE incident_stats AS SELECT d AS dt, 12 AS alerts, 3 AS incidents "
-                "FROM unnest(?) AS t(d)", [days])
-    con.execute("CREATE TABLE incidents_current AS SELECT CAST(d AS TIMESTAMPTZ) + INTERVAL 1 "
-                "HOUR AS started_at, CASE WHEN i = 0 THEN 'db-1' END AS root_cause "
-                "FROM unnest(?) AS t(d), range(2) AS r(i)", [days])
+    con.execute(
+        "CREATE TABLE service_levels AS SELECT CAST(d AS DATE) AS day, '(all)' AS "
+        "business, 2 AS incidents_opened, 1 AS incidents_resolved, CASE WHEN d = "
+        "'2026-03-02' THEN NULL WHEN d < '2026-03-08' THEN 10.0 ELSE 5.0 END AS "
+        "mtta_minutes, 60.0 AS mttr_minutes, CASE WHEN d < '2026-03-08' THEN 1 ELSE 2 "
+        "END AS sla_met, 1 AS sla_breached FROM unnest(?) AS t(d)",
+        [days],
+    )
+    con.execute(
+        "INSERT INTO service_levels SELECT day, 'tax', 50, 1, 99.0, 99.0, 0, 9 FROM service_levels"
+    )
+    con.execute(
+        "CREATE TABLE incident_stats AS SELECT d AS dt, 12 AS alerts, 3 AS incidents "
+        "FROM unnest(?) AS t(d)",
+        [days],
+    )
+    con.execute(
+        "CREATE TABLE incidents_current AS SELECT CAST(d AS TIMESTAMPTZ) + INTERVAL 1 "
+        "HOUR AS started_at, CASE WHEN i = 0 THEN 'db-1' END AS root_cause "
+        "FROM unnest(?) AS t(d), range(2) AS r(i)",
+        [days],
+    )
     sql = ds.EFFECT.sql.replace(ds.TZ, "UTC")
 
     def metrics(where: str) -> dict[str, float]:
         names = [m.name for m in ds.EFFECT.metrics]
-        row = con.execute(f"SELECT {', '.join(m.expression for m in ds.EFFECT.metrics)} "
-                          f"FROM ({sql}) WHERE {where}").fetchone()
+        row = con.execute(
+            f"SELECT {', '.join(m.expression for m in ds.EFFECT.metrics)} "
+            f"FROM ({sql}) WHERE {where}"
+        ).fetchone()
         return dict(zip(names, row, strict=True))
 
-    assert [c[0] for c in con.execute(f"DESCRIBE {sql}").fetchall()] == \
-        [c.name for c in ds.EFFECT.columns]
+    assert [c[0] for c in con.execute(f"DESCRIBE {sql}").fetchall()] == [
+        c.name for c in ds.EFFECT.columns
+    ]
     everything = metrics("true")
     assert everything["base_mtta"] == 10.0 and everything["base_sla_attainment"] == 0.5
     assert everything["base_compression"] == 4.0 and everything["base_automation"] == 0.5

@@ -30,16 +30,22 @@ CFG = SimulationConfig(seed=7, entities=60, days=2, start=date(2026, 11, 20), st
 DAYS = ["2026-11-20", "2026-11-21"]
 SAMPLE = re.compile(
     r'^[a-zA-Z_:][a-zA-Z0-9_:]*\{[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"'
-    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\} (\S+) (\d+)$')
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*")*\} (\S+) (\d+)$'
+)
 RFC5424 = re.compile(r"^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|\[[^\]]*\]) (.*)$")
-ITSM_TIMES = ("opened_at", "acknowledged_at", "resolved_at", "closed_at",
-              "change_window_start", "change_window_end")
+ITSM_TIMES = (
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "change_window_start",
+    "change_window_end",
+)
 
 
 def _lake(root: Path) -> LandingZone:
     # Stored in clear on purpose: these tests read what the simulated sources delivered.
-    return LandingZone(Lake(pafs.LocalFileSystem(), str(root), local=True),
-                       encrypted_sources=())
+    return LandingZone(Lake(pafs.LocalFileSystem(), str(root), local=True), encrypted_sources=())
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +91,7 @@ def test_same_seed_gives_identical_bytes(run: tuple[Path, GroundTruth], tmp_path
     assert again.to_json() == truth.to_json()
 
 
-def test_different_seed_gives_different_data(run: tuple[Path, GroundTruth],
-                                             tmp_path: Path) -> None:
+def test_different_seed_gives_different_data(run: tuple[Path, GroundTruth], tmp_path: Path) -> None:
     root, truth = run
     other = simulate(SimulationConfig(seed=8, entities=60, days=1), _lake(tmp_path))
     for source in ("prometheus", "syslog", "cmdb"):
@@ -99,14 +104,29 @@ def test_ground_truth_is_stored_in_the_lake(run: tuple[Path, GroundTruth]) -> No
     stored = (root / "simulator" / "ground_truth.json").read_bytes()
     assert stored == truth.to_json()
     assert GroundTruth.from_json(stored) == truth
-    assert set(truth.counts) == {"metric_points", "events", "tickets", "logs", "probes",
-                                 "asset_versions", "relations"}
-    assert truth.batches == {"prometheus": 48, "alertmanager": 2, "itsm": 2, "cmdb": 2,
-                             "syslog": 2, "probes": 2}
+    assert set(truth.counts) == {
+        "metric_points",
+        "events",
+        "tickets",
+        "logs",
+        "probes",
+        "asset_versions",
+        "relations",
+    }
+    assert truth.batches == {
+        "prometheus": 48,
+        "alertmanager": 2,
+        "itsm": 2,
+        "cmdb": 2,
+        "syslog": 2,
+        "probes": 2,
+    }
 
 
-@pytest.mark.parametrize("kwargs", [{"entities": 5}, {"days": 0}, {"step_seconds": 7},
-                                    {"step_seconds": 70}, {"seed": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"entities": 5}, {"days": 0}, {"step_seconds": 7}, {"step_seconds": 70}, {"seed": -1}],
+)
 def test_bad_config_is_a_clear_error(kwargs: dict[str, int]) -> None:
     with pytest.raises(ConfigError):
         SimulationConfig(**kwargs)
@@ -123,9 +143,27 @@ def test_all_five_kinds_are_present(run: tuple[Path, GroundTruth]) -> None:
     for snap in _snapshots(root):
         assert {ci["kind"] for ci in snap["cis"]} == set(OBJECT_KINDS)
     types = {ci["type"] for ci in _snapshots(root)[0]["cis"]}
-    assert types >= {"rack", "pdu", "ups", "cooling", "host", "vm", "container", "storage",
-                     "switch", "app", "svc", "db", "middleware", "queue", "identity",
-                     "firewall", "waf", "ids", "bastion"}
+    assert types >= {
+        "rack",
+        "pdu",
+        "ups",
+        "cooling",
+        "host",
+        "vm",
+        "container",
+        "storage",
+        "switch",
+        "app",
+        "svc",
+        "db",
+        "middleware",
+        "queue",
+        "identity",
+        "firewall",
+        "waf",
+        "ids",
+        "bastion",
+    }
     assert "app-tax-portal" in truth.entities["application"]
     assert "svc-tax-portal-api" in truth.entities["application"]
     assert "vm-0012" in truth.entities["cloud"] and "pdu-0001" in truth.entities["facility"]
@@ -172,7 +210,8 @@ def test_topology_is_consistent(run: tuple[Path, GroundTruth]) -> None:
 
 
 def test_cmdb_snapshots_carry_lifecycle_and_expiring_contracts(
-        run: tuple[Path, GroundTruth]) -> None:
+    run: tuple[Path, GroundTruth],
+) -> None:
     root, _ = run
     snaps = _snapshots(root)
     for day, snap in zip(DAYS, snaps, strict=True):
@@ -183,8 +222,12 @@ def test_cmdb_snapshots_carry_lifecycle_and_expiring_contracts(
     states = {ci["lifecycle_state"] for snap in snaps for ci in snap["cis"]}
     assert states >= {"in_service", "retired", "planned"}
     end = CFG.start + timedelta(days=CFG.days)
-    ends = [date.fromisoformat(ci[f]) for ci in snaps[-1]["cis"]
-            for f in ("warranty_end", "contract_end", "licence_end") if ci[f]]
+    ends = [
+        date.fromisoformat(ci[f])
+        for ci in snaps[-1]["cis"]
+        for f in ("warranty_end", "contract_end", "licence_end")
+        if ci[f]
+    ]
     assert any(end < d <= end + timedelta(days=30) for d in ends)
     assert any(end + timedelta(days=30) < d <= end + timedelta(days=90) for d in ends)
     assert any(d < CFG.start for d in ends)
@@ -209,8 +252,11 @@ def test_prometheus_exposition(run: tuple[Path, GroundTruth]) -> None:
 
 def test_ratio_families_are_bounded_and_named_with_units() -> None:
     for family in FAMILIES:
-        assert re.search(r"_(ratio|celsius|watts|seconds|bytes_per_second|per_second|"
-                         r"per_minute|messages|active|in_use)$", family.name), family.name
+        assert re.search(
+            r"_(ratio|celsius|watts|seconds|bytes_per_second|per_second|"
+            r"per_minute|messages|active|in_use)$",
+            family.name,
+        ), family.name
         if family.name.endswith("_ratio"):
             assert family.hi == 1.0 and (family.fault is None or family.fault[0] != "mult")
 
@@ -220,9 +266,11 @@ def test_business_hours_are_busier(run: tuple[Path, GroundTruth]) -> None:
     files = _landed(root, "prometheus", DAYS[0])  # Friday; local time is UTC+8
 
     def mean_rps(hour: int) -> float:
-        values = [float(SAMPLE.match(line).group(1))  # type: ignore[union-attr]
-                  for line in files[hour].decode().splitlines()
-                  if line.startswith("http_requests_per_second{")]
+        values = [
+            float(SAMPLE.match(line).group(1))  # type: ignore[union-attr]
+            for line in files[hour].decode().splitlines()
+            if line.startswith("http_requests_per_second{")
+        ]
         return sum(values) / len(values)
 
     assert mean_rps(2) > 2 * mean_rps(19)  # 10:00 vs 03:00 local
@@ -239,12 +287,28 @@ def test_alerts_are_alertmanager_v4_webhooks(run: tuple[Path, GroundTruth]) -> N
             except ValueError:
                 continue
             assert body["version"] == "4"
-            assert {"status", "receiver", "groupKey", "groupLabels", "commonLabels",
-                    "commonAnnotations", "externalURL", "truncatedAlerts", "alerts"} <= set(body)
+            assert {
+                "status",
+                "receiver",
+                "groupKey",
+                "groupLabels",
+                "commonLabels",
+                "commonAnnotations",
+                "externalURL",
+                "truncatedAlerts",
+                "alerts",
+            } <= set(body)
             assert set(body["groupLabels"]) <= {"alertname", "business"}
             for alert in body["alerts"]:
-                assert {"status", "labels", "annotations", "startsAt", "endsAt",
-                        "generatorURL", "fingerprint"} <= set(alert)
+                assert {
+                    "status",
+                    "labels",
+                    "annotations",
+                    "startsAt",
+                    "endsAt",
+                    "generatorURL",
+                    "fingerprint",
+                } <= set(alert)
                 labels = alert["labels"]
                 assert labels["severity"] in ("critical", "major", "warning", "info")
                 assert labels["alertname"] and labels["entity_id"]
@@ -310,7 +374,8 @@ def test_ground_truth_counts_match_the_landed_files(run: tuple[Path, GroundTruth
         assert text.splitlines()[0] == (
             "ticket_id,type,status,priority,business,ci,title,opened_at,acknowledged_at,"
             "resolved_at,closed_at,assignee_group,sla_target_minutes,alert_fingerprint,"
-            "change_window_start,change_window_end,change_result")
+            "change_window_start,change_window_end,change_result"
+        )
         rows = list(csv.DictReader(io.StringIO(text)))
         good = [r for r in rows if all(r[c] == "" or _ts(r[c]) for c in ITSM_TIMES)]
         assert len(good) == truth.count("tickets", day)
@@ -335,8 +400,10 @@ def test_ground_truth_counts_match_the_landed_files(run: tuple[Path, GroundTruth
     before_cis: dict[str, dict] = {}
     before_rels: set[tuple[str, str, str]] = set()
     for snap in _snapshots(root):
-        cis = {ci["entity_id"]: {k: v for k, v in ci.items() if k != "updated_at"}
-               for ci in snap["cis"]}
+        cis = {
+            ci["entity_id"]: {k: v for k, v in ci.items() if k != "updated_at"}
+            for ci in snap["cis"]
+        }
         versions += sum(1 for k, v in cis.items() if before_cis.get(k) != v)
         rels = {(r["src"], r["relation"], r["dst"]) for r in snap["relations"]}
         intervals += len(rels - before_rels)
@@ -356,8 +423,11 @@ def test_faults_have_a_root_cause_and_leave_traces(run: tuple[Path, GroundTruth]
     root, truth = run
     assert len(truth.faults) >= 2 * len(DAYS)
     ids = {e for kind in truth.entities.values() for e in kind}
-    tickets = [r for day in DAYS
-               for r in csv.DictReader(io.StringIO(_landed(root, "itsm", day)[0].decode()))]
+    tickets = [
+        r
+        for day in DAYS
+        for r in csv.DictReader(io.StringIO(_landed(root, "itsm", day)[0].decode()))
+    ]
     fingerprints = {r["alert_fingerprint"] for r in tickets if r["alert_fingerprint"]}
     firing = set()
     for day in DAYS:
@@ -370,8 +440,9 @@ def test_faults_have_a_root_cause_and_leave_traces(run: tuple[Path, GroundTruth]
         assert fault["cause_kind"] in OBJECT_KINDS and fault["start"] < fault["end"]
         if fault["start"] >= f"{DAYS[-1]}T23:00:00Z":
             continue  # its incident may only be opened after the export
-        assert any(r["type"] == "incident" and r["ci"] == fault["cause_entity"]
-                   for r in tickets), fault["fault_id"]
+        assert any(r["type"] == "incident" and r["ci"] == fault["cause_entity"] for r in tickets), (
+            fault["fault_id"]
+        )
         if fault["change_ticket_id"]:
             change = next(r for r in tickets if r["ticket_id"] == fault["change_ticket_id"])
             assert change["type"] == "change" and change["change_result"] == "failed"
@@ -385,6 +456,8 @@ def test_timing_of_the_benchmark_size(tmp_path: Path) -> None:
     started = time.perf_counter()
     truth = simulate(SimulationConfig(seed=7, entities=2000, days=1), _lake(tmp_path))
     elapsed = time.perf_counter() - started
-    print(f"\nsimulate 2000 entities x 1 day: {truth.count('metric_points'):,} points "
-          f"in {elapsed:.1f} s")
+    print(
+        f"\nsimulate 2000 entities x 1 day: {truth.count('metric_points'):,} points "
+        f"in {elapsed:.1f} s"
+    )
     shutil.rmtree(tmp_path / "landing")  # about 1 GB of text

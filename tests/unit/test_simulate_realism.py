@@ -34,9 +34,18 @@ from tests.unit.test_simulate import (  # noqa: F401  (collected here with this 
 )
 
 #: Stronger than the demo's so that a 120-object estate shows every kind of error.
-CFG = SimulationConfig(seed=7, entities=120, days=2, start=date(2026, 11, 20), step_seconds=60,
-                       cmdb_missing=0.08, cmdb_stale=0.05, unknown_cis=0.1, off_topology=0.6,
-                       noise_overlap=1.5)
+CFG = SimulationConfig(
+    seed=7,
+    entities=120,
+    days=2,
+    start=date(2026, 11, 20),
+    step_seconds=60,
+    cmdb_missing=0.08,
+    cmdb_stale=0.05,
+    unknown_cis=0.1,
+    off_topology=0.6,
+    noise_overlap=1.5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +67,15 @@ def test_knobs_off_change_nothing(tmp_path: Path) -> None:
     assert {k: getattr(SimulationConfig.realistic(), k) for k in REALISM} == REALISM
 
 
-@pytest.mark.parametrize("kwargs", [{"cmdb_missing": -0.1}, {"unknown_cis": 1.5},
-                                    {"cmdb_missing": 0.7, "cmdb_stale": 0.5},
-                                    {"noise_overlap": -1.0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"cmdb_missing": -0.1},
+        {"unknown_cis": 1.5},
+        {"cmdb_missing": 0.7, "cmdb_stale": 0.5},
+        {"noise_overlap": -1.0},
+    ],
+)
 def test_bad_realism_is_a_clear_error(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         SimulationConfig(**kwargs)

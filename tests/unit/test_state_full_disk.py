@@ -37,7 +37,7 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, name: str, half: bool = False) -
         monkeypatch.setattr(audit.os, name, real)
         if half:
             data = args[0]
-            real(fd, data[:len(data) // 2])
+            real(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(audit.os, name, failing)
@@ -45,7 +45,8 @@ def _fail_once(monkeypatch: pytest.MonkeyPatch, name: str, half: bool = False) -
 
 @pytest.mark.parametrize(("call", "half"), [("write", True), ("fsync", False)])
 def test_an_append_the_disk_refuses_leaves_the_file_as_it_was(
-        log: AuditLog, monkeypatch: pytest.MonkeyPatch, call: str, half: bool) -> None:
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch, call: str, half: bool
+) -> None:
     _record(log, 3)
     day_file = log.directory / "2026-11-24.jsonl"
     before = day_file.read_bytes()
@@ -61,7 +62,8 @@ def test_an_append_the_disk_refuses_leaves_the_file_as_it_was(
 
 
 def test_a_refused_first_append_of_a_day_leaves_no_file(
-        log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fail_once(monkeypatch, "write", half=True)
     with pytest.raises(StorageError):
         _record(log, 1)
@@ -85,8 +87,7 @@ def test_a_line_torn_by_a_crash_is_told_apart_from_tampering(log: AuditLog) -> N
         f.write(b'{"action":"GET /v1/catalog/metrics","at":"2026-11-24T09:30:00')
     result = log.verify()
     torn = "2026-11-24.jsonl line 4: not a complete audit entry (truncated or corrupted)"
-    assert (result.ok, result.entries, result.problems, result.torn) == (True, 3, [torn],
-                                                                         [torn])
+    assert (result.ok, result.entries, result.problems, result.torn) == (True, 3, [torn], [torn])
     # The next append keeps the torn bytes as evidence and goes on with seq 4.
     assert _record(log, 1)[0]["seq"] == 4
     assert day_file.read_bytes().startswith(whole)
@@ -103,7 +104,9 @@ def test_an_unreadable_line_with_an_entry_missing_is_tampering(log: AuditLog) ->
     result = log.verify()
     assert not result.ok and result.torn == []
     assert [p.split(": ", 1)[1][:25] for p in result.problems] == [
-        "not a complete audit entr", "seq 2 missing before seq "]
+        "not a complete audit entr",
+        "seq 2 missing before seq ",
+    ]
 
 
 def _refusing_connect(*_args: object, **_kwargs: object) -> sqlite3.Connection:
@@ -111,7 +114,8 @@ def _refusing_connect(*_args: object, **_kwargs: object) -> sqlite3.Connection:
 
 
 def test_stores_turn_a_full_disk_into_storage_error(
-        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     identity = IdentityStore(settings)
     subscriptions = SubscriptionStore(settings.state_dir)
     monkeypatch.setattr(sqlite3, "connect", _refusing_connect)
@@ -122,7 +126,8 @@ def test_stores_turn_a_full_disk_into_storage_error(
 
 
 def test_other_sqlite_errors_stay_what_they_are(
-        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     identity = IdentityStore(settings)
 
     def locked(*_args: object, **_kwargs: object) -> sqlite3.Connection:

@@ -12,16 +12,25 @@ from opslake.errors import InputError
 
 T0, T1 = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC)
 EVERY = [
-    st.catalog("cpu", None, "active"), st.metric("m"), st.versions("m"), st.lineage("m"),
+    st.catalog("cpu", None, "active"),
+    st.metric("m"),
+    st.versions("m"),
+    st.lineage("m"),
     st.data_statement("m", "1h", "department", T0, T1, {"department": "d"}),
-    st.newest_dt("anomalies"), st.incidents("2026-03-02", "firing", None),
+    st.newest_dt("anomalies"),
+    st.incidents("2026-03-02", "firing", None),
     st.incidents("2026-03-02", None, None, frozenset({"b", "a"})),
-    st.incident_exists("INC-0123456789ab"), st.incident_exists("INC-0", {"a"}),
-    st.incident_alerts("INC-0"), st.anomalies("2026-03-02", None, "cpu", True),
-    st.forecasts("2026-03-02", "e", None), st.capacity("2026-03-02", None, None),
+    st.incident_exists("INC-0123456789ab"),
+    st.incident_exists("INC-0", {"a"}),
+    st.incident_alerts("INC-0"),
+    st.anomalies("2026-03-02", None, "cpu", True),
+    st.forecasts("2026-03-02", "e", None),
+    st.capacity("2026-03-02", None, None),
     st.assets("2026-03-02", None, "d", None, 30),
     st.assets("2026-03-02", None, None, None, None, (" AND department = ?", ["x"])),
-    st.newest_quality_day(), st.quality(date(2026, 3, 2), True), st.quality(None, False),
+    st.newest_quality_day(),
+    st.quality(date(2026, 3, 2), True),
+    st.quality(None, False),
 ]
 
 

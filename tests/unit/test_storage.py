@@ -21,13 +21,20 @@ from opslake.settings import Settings
 
 
 def _points(n: int) -> pa.Table:
-    return pa.table({
-        "ts": pa.array([1_700_000_000_000_000 + i for i in range(n)], pa.timestamp("us", "UTC")),
-        "metric": ["cpu"] * n, "entity_id": [f"vm-{i}" for i in range(n)],
-        "value": [float(i) for i in range(n)],
-        "labels": pa.array([[("job", "node")]] * n, METRIC_POINTS.field("labels").type),
-        "source": ["prometheus"] * n, "batch_id": ["b"] * n,
-    }, schema=METRIC_POINTS)
+    return pa.table(
+        {
+            "ts": pa.array(
+                [1_700_000_000_000_000 + i for i in range(n)], pa.timestamp("us", "UTC")
+            ),
+            "metric": ["cpu"] * n,
+            "entity_id": [f"vm-{i}" for i in range(n)],
+            "value": [float(i) for i in range(n)],
+            "labels": pa.array([[("job", "node")]] * n, METRIC_POINTS.field("labels").type),
+            "source": ["prometheus"] * n,
+            "batch_id": ["b"] * n,
+        },
+        schema=METRIC_POINTS,
+    )
 
 
 def test_same_table_gives_identical_bytes(lake: Lake) -> None:
@@ -71,8 +78,9 @@ def test_a_failing_producer_fails_the_write_and_leaves_the_partition_alone(lake:
         raise ValueError("conformer broke")
 
     with pytest.raises(ValueError, match="conformer broke"):
-        lake.write_parts("silver", "metric_points", {"dt": "2026-03-02"},
-                         [("part-0", chunks())], METRIC_POINTS)
+        lake.write_parts(
+            "silver", "metric_points", {"dt": "2026-03-02"}, [("part-0", chunks())], METRIC_POINTS
+        )
     assert lake.read_table("silver", "metric_points").num_rows == 2
     assert lake.list_files(lake.path(STAGING)) == [], "the staged file is discarded"
 
@@ -92,8 +100,12 @@ def test_sweep_removes_only_what_no_live_writer_owns(lake: Lake) -> None:
     staging = Path(lake.path(STAGING))
     staging.mkdir(parents=True)
     host = socket.gethostname()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as alive:
         try:
             files = {
@@ -117,8 +129,12 @@ def test_sweep_removes_only_what_no_live_writer_owns(lake: Lake) -> None:
 def test_each_run_of_the_pipeline_starts_by_sweeping(lake: Lake, settings: Settings) -> None:
     staging = Path(lake.path(STAGING))
     staging.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     leftover = staging / f"{socket.gethostname()}_{dead}_{'a' * 32}.parquet"
     leftover.write_bytes(b"PAR1")
     resource = LakeResource(home=settings.home, state_dir=str(settings.state_dir))

@@ -20,8 +20,9 @@ from opslake.security.roles import ROLES, Principal
 
 T0 = datetime(2026, 3, 2, 10, 5, tzinfo=UTC)
 OPS = Principal("alice", "ops_engineer", ROLES["ops_engineer"].scopes)
-VIEWER = Principal("dora", "dept_viewer", ROLES["dept_viewer"].scopes,
-                   departments=frozenset({"health"}))
+VIEWER = Principal(
+    "dora", "dept_viewer", ROLES["dept_viewer"].scopes, departments=frozenset({"health"})
+)
 
 
 class Reader:
@@ -33,51 +34,90 @@ class Reader:
             "CREATE TABLE metric_values (metric_id VARCHAR, metric_version VARCHAR, grain VARCHAR,"
             " bucket_start TIMESTAMPTZ, scope VARCHAR, entity_id VARCHAR, business VARCHAR, "
             "department VARCHAR, region VARCHAR, object_kind VARCHAR, object_type VARCHAR, "
-            "value DOUBLE, numerator DOUBLE, denominator DOUBLE, dt VARCHAR, family VARCHAR)")
-        self.con.execute("CREATE TABLE metric_values_live AS SELECT * EXCLUDE (family), "
-                         "'00' AS hour FROM metric_values")
+            "value DOUBLE, numerator DOUBLE, denominator DOUBLE, dt VARCHAR, family VARCHAR)"
+        )
+        self.con.execute(
+            "CREATE TABLE metric_values_live AS SELECT * EXCLUDE (family), "
+            "'00' AS hour FROM metric_values"
+        )
         self.con.execute(
             "CREATE TABLE anomalies (ts TIMESTAMPTZ, entity_id VARCHAR, metric VARCHAR, "
             "series VARCHAR, value DOUBLE, expected DOUBLE, score DOUBLE, detector VARCHAR, "
-            "explanation VARCHAR, is_event BOOLEAN, dt VARCHAR)")
+            "explanation VARCHAR, is_event BOOLEAN, dt VARCHAR)"
+        )
         self.con.execute(
-            "CREATE TABLE quality_results (day DATE, layer VARCHAR, \"table\" VARCHAR, "
-            "\"check\" VARCHAR, kind VARCHAR, severity VARCHAR, passed BOOLEAN, "
-            "observed VARCHAR, threshold VARCHAR, \"rows\" BIGINT, unexpected_rows BIGINT)")
+            'CREATE TABLE quality_results (day DATE, layer VARCHAR, "table" VARCHAR, '
+            '"check" VARCHAR, kind VARCHAR, severity VARCHAR, passed BOOLEAN, '
+            'observed VARCHAR, threshold VARCHAR, "rows" BIGINT, unexpected_rows BIGINT)'
+        )
         self.con.execute(
             "CREATE TABLE asset_ledger (entity_id VARCHAR, name VARCHAR, kind VARCHAR, "
             "department VARCHAR, business VARCHAR, warranty_end DATE, contract_end DATE, "
             "licence_end DATE, days_to_warranty_end INTEGER, days_to_contract_end INTEGER, "
-            "days_to_licence_end INTEGER, owner_contact_sm4 VARCHAR, dt VARCHAR)")
-        self.served = {"metric_values", "metric_values_live", "anomalies", "quality_results",
-                       "asset_ledger"}
+            "days_to_licence_end INTEGER, owner_contact_sm4 VARCHAR, dt VARCHAR)"
+        )
+        self.served = {
+            "metric_values",
+            "metric_values_live",
+            "anomalies",
+            "quality_results",
+            "asset_ledger",
+        }
 
-    def add(self, bucket: datetime, value: float, *, department: str | None = None,
-            live: bool = False, metric: str = "cpu_busy") -> None:
+    def add(
+        self,
+        bucket: datetime,
+        value: float,
+        *,
+        department: str | None = None,
+        live: bool = False,
+        metric: str = "cpu_busy",
+    ) -> None:
         scope = "department" if department else "all"
         table = "metric_values_live" if live else "metric_values"
         tail = "?, ?" if live else "?, 'f'"
-        self.con.execute(f"INSERT INTO {table} VALUES (?, '1.0', '1h', ?, ?, NULL, NULL, ?, "
-                         f"NULL, NULL, NULL, ?, NULL, NULL, {tail})",
-                         [metric, bucket, scope, department, value, bucket.date().isoformat(),
-                          *(["10"] if live else [])])
+        self.con.execute(
+            f"INSERT INTO {table} VALUES (?, '1.0', '1h', ?, ?, NULL, NULL, ?, "
+            f"NULL, NULL, NULL, ?, NULL, NULL, {tail})",
+            [
+                metric,
+                bucket,
+                scope,
+                department,
+                value,
+                bucket.date().isoformat(),
+                *(["10"] if live else []),
+            ],
+        )
 
-    def check(self, day: date, check: str, passed: bool, severity: str = "error",
-              table: str = "events") -> None:
-        self.con.execute("INSERT INTO quality_results VALUES (?, 'silver', ?, ?, 'not_null', "
-                         "?, ?, '3', '0', 100, ?)",
-                         [day, table, check, severity, passed, 0 if passed else 3])
+    def check(
+        self, day: date, check: str, passed: bool, severity: str = "error", table: str = "events"
+    ) -> None:
+        self.con.execute(
+            "INSERT INTO quality_results VALUES (?, 'silver', ?, ?, 'not_null', "
+            "?, ?, '3', '0', 100, ?)",
+            [day, table, check, severity, passed, 0 if passed else 3],
+        )
 
-    def asset(self, dt: date, entity: str, *, department: str = "ops",
-              **ends: int | None) -> None:
+    def asset(self, dt: date, entity: str, *, department: str = "ops", **ends: int | None) -> None:
         """A ledger row of day ``dt``; ``ends`` gives days left, e.g. ``warranty=10``."""
         left = {what: ends.get(what) for what in ("warranty", "contract", "licence")}
         end = {w: dt + timedelta(days=d) if d is not None else None for w, d in left.items()}
-        self.con.execute("INSERT INTO asset_ledger VALUES (?, ?, 'server', ?, 'tax', ?, ?, ?, "
-                         "?, ?, ?, NULL, ?)",
-                         [entity, f"{entity} name", department, end["warranty"],
-                          end["contract"], end["licence"], left["warranty"], left["contract"],
-                          left["licence"], dt.isoformat()])
+        self.con.execute(
+            "INSERT INTO asset_ledger VALUES (?, ?, 'server', ?, 'tax', ?, ?, ?, ?, ?, ?, NULL, ?)",
+            [
+                entity,
+                f"{entity} name",
+                department,
+                end["warranty"],
+                end["contract"],
+                end["licence"],
+                left["warranty"],
+                left["contract"],
+                left["licence"],
+                dt.isoformat(),
+            ],
+        )
 
     def query(self, sql: str, params=()) -> pa.Table:
         return self.con.cursor().sql(sql, params=list(params)).to_arrow_table()
@@ -113,16 +153,29 @@ def store(tmp_path: Path) -> subs.SubscriptionStore:
 
 
 def _subscribe(store, condition, owner=OPS, by="all", filters=None, delivery=None):
-    sub, secret = subs.new_subscription(owner, {
-        "condition": condition, "metric_id": "cpu_busy", "by": by, "filters": filters or {},
-        "delivery": delivery or {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}, T0,
-        egress=store.egress)
+    sub, secret = subs.new_subscription(
+        owner,
+        {
+            "condition": condition,
+            "metric_id": "cpu_busy",
+            "by": by,
+            "filters": filters or {},
+            "delivery": delivery or {"type": "webhook", "url": "http://127.0.0.1:9/hook"},
+        },
+        T0,
+        egress=store.egress,
+    )
     return store.add(sub, secret)
 
 
 def _run(reader, store, sender, now, sleeps=None):
-    return subs.evaluate(reader, store, now=now, sender=sender,
-                         sleep=(sleeps.append if sleeps is not None else lambda _s: None))
+    return subs.evaluate(
+        reader,
+        store,
+        now=now,
+        sender=sender,
+        sleep=(sleeps.append if sleeps is not None else lambda _s: None),
+    )
 
 
 def test_signature_is_hmac_sm3_of_timestamp_dot_body_and_verifies() -> None:
@@ -131,8 +184,7 @@ def test_signature_is_hmac_sm3_of_timestamp_dot_body_and_verifies() -> None:
     sig = sign("s3cret-s3cret-s3cret", 1760000000, body, subs.SIGNING_SCHEME)
     assert sig == "sm3=" + hmac_sm3(b"s3cret-s3cret-s3cret", f"1760000000.{body}".encode())
     assert verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760000100)
-    assert not verify("s3cret-s3cret-s3cret", "1760000000", body + " ", sig,
-                      now=1760000100)
+    assert not verify("s3cret-s3cret-s3cret", "1760000000", body + " ", sig, now=1760000100)
     assert not verify("another-secret-xx", "1760000000", body, sig, now=1760000100)
     assert not verify("s3cret-s3cret-s3cret", "1760000000", body, sig, now=1760001000)
 
@@ -187,8 +239,7 @@ def test_a_department_viewer_only_gets_its_own_rows(store) -> None:
     reader.add(h, 1.0, department="health")
     reader.add(h, 2.0, department="finance")
     _run(reader, store, sender, T0)
-    assert [json.loads(b)["series"] for _, _, b in sender.sent] == [
-        {"department": "health"}]
+    assert [json.loads(b)["series"] for _, _, b in sender.sent] == [{"department": "health"}]
 
 
 def test_failed_delivery_backs_off_then_is_delivered_once(store) -> None:
@@ -221,7 +272,14 @@ def test_failed_delivery_backs_off_then_is_delivered_once(store) -> None:
 
 def test_backoff_doubles_up_to_ten_minutes() -> None:
     assert [subs.RETRY.backoff(n).total_seconds() for n in range(1, 8)] == [
-        30, 60, 120, 240, 480, 600, 600]
+        30,
+        60,
+        120,
+        240,
+        480,
+        600,
+        600,
+    ]
 
 
 def test_a_delivery_failing_for_a_week_expires(store) -> None:
@@ -242,11 +300,15 @@ def test_the_log_is_append_only_and_events_queue_once(store) -> None:
     event = {"event_key": "new::x", "value": 1}
     assert store.advance(sub, [event, event], {}, T0) == 1
     assert store.advance(sub, [event], {}, T0) == 0
-    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.DatabaseError,
-                                                            match="append-only"):
+    with (
+        sqlite3.connect(store.path) as conn,
+        pytest.raises(sqlite3.DatabaseError, match="append-only"),
+    ):
         conn.execute("UPDATE deliveries SET status = 'sent'")
-    with sqlite3.connect(store.path) as conn, pytest.raises(sqlite3.DatabaseError,
-                                                            match="append-only"):
+    with (
+        sqlite3.connect(store.path) as conn,
+        pytest.raises(sqlite3.DatabaseError, match="append-only"),
+    ):
         conn.execute("DELETE FROM deliveries")
     _run(reader, store, sender, T0)
     assert [k for _, k, _ in sender.sent] == ["new::x"]
@@ -254,11 +316,16 @@ def test_the_log_is_append_only_and_events_queue_once(store) -> None:
 
 def test_secrets_are_sealed_and_never_listed(tmp_path: Path) -> None:
     cipher = FieldCipher(bytes(range(16)))
-    store = subs.SubscriptionStore(tmp_path, protect=lambda s: cipher.encrypt(s, "ctx"),
-                                   unprotect=lambda s: cipher.decrypt(s, "ctx"))
-    sub, secret = subs.new_subscription(OPS, {
-        "condition": {"type": "new_data"}, "metric_id": "cpu_busy",
-        "delivery": {"type": "mqtt"}}, T0)
+    store = subs.SubscriptionStore(
+        tmp_path,
+        protect=lambda s: cipher.encrypt(s, "ctx"),
+        unprotect=lambda s: cipher.decrypt(s, "ctx"),
+    )
+    sub, secret = subs.new_subscription(
+        OPS,
+        {"condition": {"type": "new_data"}, "metric_id": "cpu_busy", "delivery": {"type": "mqtt"}},
+        T0,
+    )
     store.add(sub, secret)
     assert secret not in store.path.read_bytes().decode(errors="replace")
     assert store.secret(sub.id) == secret
@@ -280,9 +347,11 @@ def test_anomaly_condition_reads_scores_at_or_above(store) -> None:
     reader, sender = Reader(), FakeSender()
     _subscribe(store, {"type": "anomaly", "min_score": 0.8})
     for minute, score in ((10, 0.5), (11, 0.9)):
-        reader.con.execute("INSERT INTO anomalies VALUES (?, 'srv-1', 'cpu_busy', 's1', 99, 40,"
-                           " ?, 'z', 'spike', true, ?)",
-                           [T0.replace(minute=minute), score, T0.date().isoformat()])
+        reader.con.execute(
+            "INSERT INTO anomalies VALUES (?, 'srv-1', 'cpu_busy', 's1', 99, 40,"
+            " ?, 'z', 'spike', true, ?)",
+            [T0.replace(minute=minute), score, T0.date().isoformat()],
+        )
     _run(reader, store, sender, T0 + timedelta(minutes=20))
     docs = [json.loads(b) for _, _, b in sender.sent]
     assert [(d["entity_id"], d["score"]) for d in docs] == [("srv-1", 0.9)]
@@ -303,8 +372,11 @@ def test_removed_subscriptions_stop_and_bad_specs_are_refused(store) -> None:
     with pytest.raises(InputError, match="url"):
         _subscribe(store, {"type": "new_data"}, delivery={"type": "webhook", "url": "file:/x"})
     with pytest.raises(InputError, match="not allow-listed"):
-        _subscribe(store, {"type": "new_data"},
-                   delivery={"type": "webhook", "url": "http://127.0.0.1:10/hook"})
+        _subscribe(
+            store,
+            {"type": "new_data"},
+            delivery={"type": "webhook", "url": "http://127.0.0.1:10/hook"},
+        )
 
 
 def test_owner_is_narrowed_to_its_current_role_and_paused_when_disabled() -> None:
@@ -313,8 +385,9 @@ def test_owner_is_narrowed_to_its_current_role_and_paused_when_disabled() -> Non
             self.name, self.role, self.disabled = "alice", "dept_viewer", disabled
             self.departments, self.businesses = ("health",), ()
 
-    sub, _ = subs.new_subscription(OPS, {"condition": {"type": "new_data"},
-                                         "metric_id": "m", "delivery": {"type": "sse"}}, T0)
+    sub, _ = subs.new_subscription(
+        OPS, {"condition": {"type": "new_data"}, "metric_id": "m", "delivery": {"type": "sse"}}, T0
+    )
     now = subs.owners_from([User(False)])(sub)
     assert now is not None and now.row_scoped and now.departments == {"health"}
     assert "anomalies:read" not in now.scopes
@@ -346,11 +419,14 @@ def test_quality_failed_delivers_each_failing_check_once_per_day(store) -> None:
     first = _run(reader, store, sender, T0 + timedelta(minutes=1))
     assert (first.queued, first.sent) == (3, 3)
     docs = {(s, json.loads(b)["check"]): json.loads(b) for s, _, b in sender.sent}
-    assert set(docs) == {(sub.id, "ts_present"), (sub.id, "volume"),
-                         (errors_only.id, "ts_present")}
+    assert set(docs) == {(sub.id, "ts_present"), (sub.id, "volume"), (errors_only.id, "ts_present")}
     doc = docs[(sub.id, "ts_present")]
     assert (doc["day"], doc["layer"], doc["table"], doc["unexpected_rows"]) == (
-        today.isoformat(), "silver", "events", 3)
+        today.isoformat(),
+        "silver",
+        "events",
+        3,
+    )
     assert doc["event_key"] == f"quality:{today}:silver.events:ts_present"
     # The same day read again: already delivered.
     assert _run(reader, store, sender, T0 + timedelta(minutes=2)).queued == 0
@@ -358,7 +434,8 @@ def test_quality_failed_delivers_each_failing_check_once_per_day(store) -> None:
     later = _run(reader, store, sender, T0 + timedelta(days=1))
     assert (later.queued, later.sent) == (2, 2)
     assert {json.loads(b)["day"] for _, _, b in sender.sent[-2:]} == {
-        (today + timedelta(days=1)).isoformat()}
+        (today + timedelta(days=1)).isoformat()
+    }
     assert store.state(sub.id) == {"day": (today + timedelta(days=1)).isoformat()}
 
 
@@ -372,10 +449,16 @@ def test_asset_expiry_tells_once_per_end_date_from_the_newest_ledger(store) -> N
     reader.asset(today, "srv-2", licence=-5, department="health")  # already ended: counts
     reader.asset(today, "srv-3", warranty=31, contract=400)
     first = _run(reader, store, sender, T0)
-    got = sorted((s, (d := json.loads(b))["entity_id"], d["ends"], d["days_left"])
-                 for s, _, b in sender.sent)
-    assert got == sorted([(sub.id, "srv-1", "warranty", 10), (sub.id, "srv-2", "licence", -5),
-                          (mine.id, "srv-2", "licence", -5)])  # the viewer: its department
+    got = sorted(
+        (s, (d := json.loads(b))["entity_id"], d["ends"], d["days_left"]) for s, _, b in sender.sent
+    )
+    assert got == sorted(
+        [
+            (sub.id, "srv-1", "warranty", 10),
+            (sub.id, "srv-2", "licence", -5),
+            (mine.id, "srv-2", "licence", -5),
+        ]
+    )  # the viewer: its department
     assert first.sent == 3
     doc = next(json.loads(b) for s, _, b in sender.sent if s == sub.id and "srv-1" in b)
     assert doc["end_date"] == (today + timedelta(days=10)).isoformat()

@@ -23,8 +23,10 @@ def test_udp_and_tcp_messages_are_landed_and_parse(landing: LandingZone) -> None
         receiver = SyslogReceiver(landing, flush_seconds=0.2)
         close = await serve(receiver, "127.0.0.1", udp_port, tcp_port)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.sendto(b"<34>1 2026-03-02T10:00:00Z web-01 sshd 42 - - Failed password", 
-                       ("127.0.0.1", udp_port))
+            udp.sendto(
+                b"<34>1 2026-03-02T10:00:00Z web-01 sshd 42 - - Failed password",
+                ("127.0.0.1", udp_port),
+            )
             udp.sendto(b"<13>Mar  2 10:00:01 web-02 cron[7]: job done", ("127.0.0.1", udp_port))
         _, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
         framed = b"<14>1 2026-03-02T10:00:02Z db-01 mysqld - - - counted\nframe"
@@ -43,7 +45,9 @@ def test_udp_and_tcp_messages_are_landed_and_parse(landing: LandingZone) -> None
         result = parser.parse(landing.read(batch), batch)
         assert not result.rejects
         lines += result.table.column("message").to_pylist()
-    assert sorted(lines) == sorted(["Failed password", "job done", "newline framed",
-                                    "counted frame"])
-    assert sum(len(landing.batches("syslog", d)) for d in landing.days("syslog")) \
-        == len(receiver.landed)
+    assert sorted(lines) == sorted(
+        ["Failed password", "job done", "newline framed", "counted frame"]
+    )
+    assert sum(len(landing.batches("syslog", d)) for d in landing.days("syslog")) == len(
+        receiver.landed
+    )

@@ -33,23 +33,31 @@ def _write_points(lake: Lake, day: str, seed: int = 0) -> None:
     rows: dict[str, list] = {"ts": [], "metric": [], "entity_id": [], "value": []}
     for i, level in enumerate([0.5, 0.7, 0.9, 1.1, 1.3, 1.5]):
         noisy = load + rng.normal(0, 0.03, steps)
-        for metric, values in (("node_cpu_utilisation_ratio", level * (0.3 + 0.6 * noisy)),
-                               ("http_requests_per_second", 100 * level * noisy),
-                               ("http_request_duration_p95_seconds", 0.1 + 0.05 * noisy)):
+        for metric, values in (
+            ("node_cpu_utilisation_ratio", level * (0.3 + 0.6 * noisy)),
+            ("http_requests_per_second", 100 * level * noisy),
+            ("http_request_duration_p95_seconds", 0.1 + 0.05 * noisy),
+        ):
             rows["ts"] += ts
             rows["metric"] += [metric] * steps
             rows["entity_id"] += [f"vm-{i:04d}"] * steps
             rows["value"] += values.tolist()
     n = len(rows["ts"])
-    table = pa.table({**rows, "labels": pa.nulls(n, LABELS), "source": pa.nulls(n, pa.string()),
-                      "batch_id": pa.nulls(n, pa.string())}, schema=METRIC_POINTS)
+    table = pa.table(
+        {
+            **rows,
+            "labels": pa.nulls(n, LABELS),
+            "source": pa.nulls(n, pa.string()),
+            "batch_id": pa.nulls(n, pa.string()),
+        },
+        schema=METRIC_POINTS,
+    )
     lake.write_table(table, "silver", "metric_points", {"dt": day})
 
 
 def test_silver_days_join_the_tables_and_leave_out_today(lake: Lake) -> None:
     today = datetime.now(UTC).date().isoformat()
-    for table, day in (("metric_points", DAYS[0]), ("metric_points", today),
-                       ("events", DAYS[1])):
+    for table, day in (("metric_points", DAYS[0]), ("metric_points", today), ("events", DAYS[1])):
         lake.write_table(pa.table({"x": [1]}), "silver", table, {"dt": day})
     assert training.silver_days(lake, ("metric_points", "events")) == DAYS
     assert training.silver_days(lake, ("tickets",)) == []
@@ -68,7 +76,8 @@ def test_a_young_lake_is_skipped_with_what_to_do(lake: Lake) -> None:
 
 
 def test_a_challenger_is_promoted_then_kept_until_due_and_not_trained_twice_on_the_same_data(
-        lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for seed, day in enumerate(DAYS):
         _write_points(lake, day, seed)
     first = training.retrain_multivariate(lake, by="test")

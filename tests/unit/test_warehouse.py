@@ -13,12 +13,17 @@ from opslake.settings import Settings
 
 
 def _gold(lake: Lake, dt: str, rows: int) -> None:
-    lake.write_table(pa.table({"entity_id": [f"e{i}" for i in range(rows)],
-                               "score": [1.0] * rows}), "gold", "entity_health", {"dt": dt})
+    lake.write_table(
+        pa.table({"entity_id": [f"e{i}" for i in range(rows)], "score": [1.0] * rows}),
+        "gold",
+        "entity_health",
+        {"dt": dt},
+    )
 
 
 def test_reader_keeps_its_snapshot_while_the_warehouse_is_rebuilt(
-        lake: Lake, settings: Settings) -> None:
+    lake: Lake, settings: Settings
+) -> None:
     _gold(lake, "2026-03-02", 3)
     build_warehouse(lake, settings.warehouse_path)
     reader = open_read_only(settings.warehouse_path)
@@ -30,14 +35,20 @@ def test_reader_keeps_its_snapshot_while_the_warehouse_is_rebuilt(
     assert [(o.name, o.rows) for o in objects] == [("entity_health", 7), ("lake_inventory", 2)]
     # The open reader still answers from the file it opened; a new reader sees the new one.
     assert reader.execute("SELECT name FROM _opslake_warehouse").fetchall() == [
-        ("entity_health",), ("lake_inventory",)]
+        ("entity_health",),
+        ("lake_inventory",),
+    ]
     fresh = open_read_only(settings.warehouse_path)
-    assert fresh.execute("SELECT layer, \"table\", dt, files, rows, bytes > 0 FROM "
-                         "lake_inventory ORDER BY dt").fetchall() == [
+    assert fresh.execute(
+        'SELECT layer, "table", dt, files, rows, bytes > 0 FROM lake_inventory ORDER BY dt'
+    ).fetchall() == [
         ("gold", "entity_health", "2026-03-02", 1, 3, True),
-        ("gold", "entity_health", "2026-03-03", 1, 4, True)]
-    assert fresh.execute("SELECT count(*), count(DISTINCT dt) FROM entity_health").fetchone() \
-        == (7, 2)
+        ("gold", "entity_health", "2026-03-03", 1, 4, True),
+    ]
+    assert fresh.execute("SELECT count(*), count(DISTINCT dt) FROM entity_health").fetchone() == (
+        7,
+        2,
+    )
     assert fresh.execute("SELECT typeof(dt) FROM entity_health LIMIT 1").fetchone() == ("VARCHAR",)
     with pytest.raises(duckdb.Error):
         fresh.execute("CREATE TABLE x (a INT)")
@@ -52,22 +63,25 @@ def test_reading_a_missing_warehouse_says_how_to_build_it(settings: Settings) ->
 
 
 def test_answers_are_cached_per_warehouse_file_but_live_views_are_read_fresh(
-        lake: Lake, settings: Settings) -> None:
+    lake: Lake, settings: Settings
+) -> None:
     from opslake.api.warehouse import WarehouseReader
 
     _gold(lake, "2026-03-02", 3)
     live = pa.table({"entity_id": ["e0"], "value": [1.0]})
     lake.write_table(live, "gold", "metric_values_live", {"dt": "2026-03-02", "hour": "10"})
     objects = build_warehouse(lake, settings.warehouse_path)
-    assert {o.name: o.kind for o in objects} == {"entity_health": "table",
-                                                 "metric_values_live": "live",
-                                                 "lake_inventory": "table"}
+    assert {o.name: o.kind for o in objects} == {
+        "entity_health": "table",
+        "metric_values_live": "live",
+        "lake_inventory": "table",
+    }
     reader = WarehouseReader(settings.warehouse_path)
     count = "SELECT count(*) AS n FROM entity_health WHERE score >= ? AND entity_id <> ALL(?)"
     first = reader.query(count, [0.5, ["x"]])
     assert first.column("n")[0].as_py() == 3 and reader.served_from(first) is not None
     assert reader.cached(count, [0.5, ["x"]]) is first
-    assert reader.cached(count, [0.7, ["x"]]) is None            # other parameters
+    assert reader.cached(count, [0.7, ["x"]]) is None  # other parameters
     # Gold written after the build is not in the snapshot until the next rebuild...
     _gold(lake, "2026-03-03", 4)
     assert reader.query(count, [0.5, ["x"]]).column("n")[0].as_py() == 3
@@ -91,5 +105,5 @@ def test_the_cache_keeps_to_its_size(lake: Lake, settings: Settings) -> None:
     kept = [t for t in tables if reader.served_from(t) is not None]
     assert 0 < len(kept) < len(tables)
     assert sum(t.nbytes for t in kept) <= 64 * 1024
-    assert reader.served_from(tables[-1]) is not None            # newest kept, oldest gone
+    assert reader.served_from(tables[-1]) is not None  # newest kept, oldest gone
     assert reader.served_from(tables[0]) is None

@@ -18,7 +18,9 @@ def test_pins_are_per_user_kept_once_and_survive_a_new_store(tmp_path: Path) -> 
     assert bench.pins("bob") == []
     again = Workbench(tmp_path)
     assert [(p.kind, p.ref) for p in again.pins("ann")] == [
-        ("metric", "service.sla.attainment"), ("screen", "leadership")]
+        ("metric", "service.sla.attainment"),
+        ("screen", "leadership"),
+    ]
     assert again.unpin("ann", "screen", "leadership")
     assert not again.unpin("ann", "screen", "leadership")
     assert [p.ref for p in bench.pins("ann")] == ["service.sla.attainment"]

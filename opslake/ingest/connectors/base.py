@@ -40,31 +40,42 @@ class Connector(ABC):
 
     def land(self, landing: LandingZone, data: bytes, now: datetime) -> LandedBatch:
         """Land ``data`` as one batch of this connector's source, received at ``now``."""
-        return landing.write(self.source, data, fmt=self.fmt, received_at=aware(now),
-                             connector=self.connector)
+        return landing.write(
+            self.source, data, fmt=self.fmt, received_at=aware(now), connector=self.connector
+        )
 
 
 def aware(now: datetime) -> datetime:
     """``now`` in UTC; a naive datetime is refused (it would land on the wrong day)."""
     if now.tzinfo is None:
-        raise CollectionError(f"collection time {now.isoformat()} has no time zone; pass an "
-                              "aware datetime such as datetime.now(UTC)")
+        raise CollectionError(
+            f"collection time {now.isoformat()} has no time zone; pass an "
+            "aware datetime such as datetime.now(UTC)"
+        )
     return now.astimezone(UTC)
 
 
-def http_get(url: str, *, params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-             headers: Mapping[str, str] | None = None,
-             timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.Response:
+def http_get(
+    url: str,
+    *,
+    params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+) -> httpx.Response:
     """GET ``url``; any transport failure or non-2xx status is a ``CollectionError``."""
     try:
-        response = httpx.get(url, params=params, headers=headers, timeout=timeout,
-                             follow_redirects=True)
+        response = httpx.get(
+            url, params=params, headers=headers, timeout=timeout, follow_redirects=True
+        )
     except httpx.HTTPError as exc:
-        raise CollectionError(f"GET {url} failed: {type(exc).__name__}: {exc}; check that the "
-                              "source runs and the URL is right") from exc
+        raise CollectionError(
+            f"GET {url} failed: {type(exc).__name__}: {exc}; check that the "
+            "source runs and the URL is right"
+        ) from exc
     if not response.is_success:
         body = response.text[:300].strip()
-        raise CollectionError(f"GET {response.request.url} answered HTTP "
-                              f"{response.status_code} {response.reason_phrase}"
-                              + (f": {body}" if body else ""))
+        raise CollectionError(
+            f"GET {response.request.url} answered HTTP "
+            f"{response.status_code} {response.reason_phrase}" + (f": {body}" if body else "")
+        )
     return response

@@ -35,8 +35,10 @@ class FileDrop(Connector):
 
     def collect(self, landing: LandingZone, now: datetime) -> list[LandedBatch]:
         if not self.directory.is_dir():
-            raise CollectionError(f"drop folder {self.directory} does not exist; create it or "
-                                  "fix the task's 'directory'")
+            raise CollectionError(
+                f"drop folder {self.directory} does not exist; create it or "
+                "fix the task's 'directory'"
+            )
         now = aware(now)
         done = self.directory / ".landed"
         landed = []
@@ -47,8 +49,13 @@ class FileDrop(Connector):
             if now.timestamp() - path.stat().st_mtime < self.settle_seconds:
                 continue  # still being written
             with open(path, "rb") as f:
-                batch = landing.write(self.source, iter(lambda f=f: f.read(_CHUNK), b""),
-                                      fmt=fmt, received_at=now, connector=self.connector)
+                batch = landing.write(
+                    self.source,
+                    iter(lambda f=f: f.read(_CHUNK), b""),
+                    fmt=fmt,
+                    received_at=now,
+                    connector=self.connector,
+                )
             done.mkdir(exist_ok=True)
             shutil.move(path, done / f"{batch.batch_id}-{path.name}")
             landed.append(batch)

@@ -45,10 +45,17 @@ class Probe(Connector):
         started = time.perf_counter()
         ok, status, error = self._check()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        return {"ts": aware(now).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "probe_id": self.probe_id, "target": self.target,
-                "entity_id": self.entity_id, "kind": self.kind, "ok": ok,
-                "latency_ms": latency_ms, "status_code": status, "error": error}
+        return {
+            "ts": aware(now).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "probe_id": self.probe_id,
+            "target": self.target,
+            "entity_id": self.entity_id,
+            "kind": self.kind,
+            "ok": ok,
+            "latency_ms": latency_ms,
+            "status_code": status,
+            "error": error,
+        }
 
     def collect(self, landing: LandingZone, now: datetime) -> list[LandedBatch]:
         return [self.land(landing, _json_lines([self.check(now)]), now)]
@@ -60,8 +67,9 @@ class HttpProbe(Probe):
     name = "probe-http"
     kind = "http"
 
-    def __init__(self, url: str, probe_id: str, entity_id: str | None = None,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, probe_id: str, entity_id: str | None = None, timeout: float = 5.0
+    ) -> None:
         super().__init__(probe_id, entity_id, timeout)
         self.url = url
 
@@ -87,8 +95,14 @@ class TcpProbe(Probe):
     name = "probe-tcp"
     kind = "tcp"
 
-    def __init__(self, host: str, port: int, probe_id: str, entity_id: str | None = None,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        probe_id: str,
+        entity_id: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         super().__init__(probe_id, entity_id, timeout)
         self.host, self.port = host, port
 

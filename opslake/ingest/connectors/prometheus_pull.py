@@ -64,14 +64,18 @@ class Federate(Connector):
 
     def __init__(self, base_url: str, match: Sequence[str]) -> None:
         if isinstance(match, str) or not match:
-            raise CollectionError("Federate needs a list of series selectors, e.g. "
-                                  "['{job=\"node\"}']")
+            raise CollectionError(
+                "Federate needs a list of series selectors, e.g. ['{job=\"node\"}']"
+            )
         self.base_url = base_url.rstrip("/")
         self.match = list(match)
 
     def collect(self, landing: LandingZone, now: datetime) -> list[LandedBatch]:
-        response = http_get(f"{self.base_url}/federate",
-                            params=[("match[]", m) for m in self.match], headers=TEXT_ACCEPT)
+        response = http_get(
+            f"{self.base_url}/federate",
+            params=[("match[]", m) for m in self.match],
+            headers=TEXT_ACCEPT,
+        )
         return [self.land(landing, response.content, now)]
 
 
@@ -83,8 +87,15 @@ class QueryRange(Connector):
     source = "prometheus"
     fmt = "prom"
 
-    def __init__(self, base_url: str, query: str, start: datetime, end: datetime,
-                 step: float, name_as: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        query: str,
+        start: datetime,
+        end: datetime,
+        step: float,
+        name_as: str | None = None,
+    ) -> None:
         if not step > 0:
             raise CollectionError(f"query_range step must be > 0 seconds, got {step!r}")
         if aware(end) < aware(start):
@@ -98,8 +109,12 @@ class QueryRange(Connector):
     def fetch(self) -> list[dict]:
         """The ``result`` matrix of the query, as Prometheus answered it."""
         url = f"{self.base_url}/api/v1/query_range"
-        params = {"query": self.query, "start": _epoch(self.start), "end": _epoch(self.end),
-                  "step": repr(float(self.step))}
+        params = {
+            "query": self.query,
+            "start": _epoch(self.start),
+            "end": _epoch(self.end),
+            "step": repr(float(self.step)),
+        }
         response = http_get(url, params=params)
         try:
             body = response.json()
@@ -107,16 +122,22 @@ class QueryRange(Connector):
             raise CollectionError(f"GET {url} did not answer JSON: {exc}") from exc
         data = body.get("data") if isinstance(body, dict) else None
         if body.get("status") != "success" or not isinstance(data, dict):
-            raise CollectionError(f"GET {url} answered status {body.get('status')!r}: "
-                                  f"{body.get('errorType')}: {body.get('error')}")
+            raise CollectionError(
+                f"GET {url} answered status {body.get('status')!r}: "
+                f"{body.get('errorType')}: {body.get('error')}"
+            )
         if data.get("resultType") != "matrix":
-            raise CollectionError(f"GET {url} answered a {data.get('resultType')!r}, not a "
-                                  "matrix; query_range expects an instant-vector expression")
+            raise CollectionError(
+                f"GET {url} answered a {data.get('resultType')!r}, not a "
+                "matrix; query_range expects an instant-vector expression"
+            )
         return data.get("result") or []
 
     def collect(self, landing: LandingZone, now: datetime) -> list[LandedBatch]:
-        header = (f"# opslake query_range query={' '.join(self.query.split())} "
-                  f"start={_epoch(self.start)} end={_epoch(self.end)} step={self.step}\n")
+        header = (
+            f"# opslake query_range query={' '.join(self.query.split())} "
+            f"start={_epoch(self.start)} end={_epoch(self.end)} step={self.step}\n"
+        )
         text = header + matrix_to_exposition(self.fetch(), name_as=self.name_as)
         return [self.land(landing, text.encode(), now)]
 
@@ -133,11 +154,15 @@ def matrix_to_exposition(result: list[dict], name_as: str | None = None) -> str:
         labels = dict(series.get("metric") or {})
         name = labels.pop("__name__", None) or name_as
         if name is None:
-            raise CollectionError(f"a query_range series has no __name__ ({canonical(labels)}); "
-                                  "pass name_as='…' to name the expression's result")
+            raise CollectionError(
+                f"a query_range series has no __name__ ({canonical(labels)}); "
+                "pass name_as='…' to name the expression's result"
+            )
         if series.get("histograms"):
-            raise CollectionError(f"series {name}{canonical(labels)} holds native-histogram "
-                                  "samples, which exposition text 0.0.4 cannot carry")
+            raise CollectionError(
+                f"series {name}{canonical(labels)} holds native-histogram "
+                "samples, which exposition text 0.0.4 cannot carry"
+            )
         series_text = name + (canonical(labels) if labels else "")
         for ts, value in series.get("values") or []:
             lines.append(f"{series_text} {value} {round(float(ts) * 1000)}")

@@ -21,11 +21,13 @@ def available() -> dict[str, type[Connector]]:
         try:
             cls = ep.load()
         except Exception as exc:  # a broken plug-in must say which one it is
-            raise ConfigError(f"connector entry point {ep.name!r} ({ep.value}) does not load: "
-                              f"{type(exc).__name__}: {exc}; fix or uninstall its package") \
-                from exc
+            raise ConfigError(
+                f"connector entry point {ep.name!r} ({ep.value}) does not load: "
+                f"{type(exc).__name__}: {exc}; fix or uninstall its package"
+            ) from exc
         if not (isinstance(cls, type) and issubclass(cls, Connector)):
-            raise ConfigError(f"connector entry point {ep.name!r} ({ep.value}) is not a "
-                              "Connector subclass")
+            raise ConfigError(
+                f"connector entry point {ep.name!r} ({ep.value}) is not a Connector subclass"
+            )
         found[ep.name] = cls
     return found

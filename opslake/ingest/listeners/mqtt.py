@@ -73,10 +73,19 @@ class _Held:
 class MqttSubscriber:
     """Subscribes to ``topics`` (QoS 1) and lands what arrives as ``mqtt`` batches."""
 
-    def __init__(self, landing: LandingZone, host: str, port: int, topics: Sequence[str],
-                 flush_seconds: float = 1.0, flush_messages: int = 5000, *,
-                 client_id: str | None = None, auth: MqttAuth = MqttAuth(),
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        landing: LandingZone,
+        host: str,
+        port: int,
+        topics: Sequence[str],
+        flush_seconds: float = 1.0,
+        flush_messages: int = 5000,
+        *,
+        client_id: str | None = None,
+        auth: MqttAuth = MqttAuth(),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         if not topics:
             raise ValueError("subscribe to at least one topic (e.g. 'opslake/#')")
         self.landing, self.host, self.port = landing, host, port
@@ -84,22 +93,31 @@ class MqttSubscriber:
         self.flush_seconds, self.flush_messages = flush_seconds, max(1, flush_messages)
         self.clock = clock
         # Stable per lake and broker, so a restarted service resumes its broker session.
-        self.client_id = client_id or "opslake-" + uuid.uuid5(
-            uuid.NAMESPACE_URL, f"{landing.lake.path('landing')}|{host}:{port}").hex[:16]
+        self.client_id = (
+            client_id
+            or "opslake-"
+            + uuid.uuid5(uuid.NAMESPACE_URL, f"{landing.lake.path('landing')}|{host}:{port}").hex[
+                :16
+            ]
+        )
         self.landed: list[LandedBatch] = []
         self.connected = threading.Event()
         #: Why the last connection attempt failed (refused credentials, TLS), until one works.
         self.last_error: str | None = None
         self._refused = False  # the broker's CONNACK refused this attempt
         self._held: list[_Held] = []
-        self._lock = threading.Lock()        # guards _held and _generation
+        self._lock = threading.Lock()  # guards _held and _generation
         self._flush_lock = threading.Lock()  # one flush at a time
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
         self._flusher: threading.Thread | None = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv5, manual_ack=True)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
         if auth.username is not None:
             self.client.username_pw_set(auth.username, auth.password)
         if auth.tls is not None:
@@ -112,12 +130,21 @@ class MqttSubscriber:
 
     # --- paho callbacks (its network thread) ---------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags,
-                    reason: object, _props: object) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: object,
+        _props: object,
+    ) -> None:
         if getattr(reason, "is_failure", False):
-            fix = ("check --mqtt-username and OPSLAKE_MQTT_PASSWORD (and the broker's "
-                   "password file and ACL)" if str(reason) in _CREDENTIALS_REFUSED
-                   else "check the broker's log")
+            fix = (
+                "check --mqtt-username and OPSLAKE_MQTT_PASSWORD (and the broker's "
+                "password file and ACL)"
+                if str(reason) in _CREDENTIALS_REFUSED
+                else "check the broker's log"
+            )
             self._refused = True
             self._failed(f"refused the connection: {reason}; {fix}")
             return
@@ -129,18 +156,27 @@ class MqttSubscriber:
                 self._held = [h for h in self._held if h.generation == self._generation]
         client.subscribe([(topic, 1) for topic in self.topics])
         self.connected.set()
-        log.info("MQTT connected to %s:%s as %s, subscribed to %s", self.host, self.port,
-                 self.client_id, ", ".join(self.topics))
+        log.info(
+            "MQTT connected to %s:%s as %s, subscribed to %s",
+            self.host,
+            self.port,
+            self.client_id,
+            ", ".join(self.topics),
+        )
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
         # paho calls this inside its ``except OSError`` block and passes no exception.
         exc = sys.exc_info()[1]
         if isinstance(exc, ssl.SSLCertVerificationError):
-            fix = ("the broker's certificate is not trusted or does not name this host: "
-                   "give the CA that signed it with --mqtt-ca")
+            fix = (
+                "the broker's certificate is not trusted or does not name this host: "
+                "give the CA that signed it with --mqtt-ca"
+            )
         elif isinstance(exc, ssl.SSLError):
-            fix = ("the TLS handshake failed: is the port a TLS listener, and does the "
-                   "broker accept this client certificate (--mqtt-cert, --mqtt-key)?")
+            fix = (
+                "the TLS handshake failed: is the port a TLS listener, and does the "
+                "broker accept this client certificate (--mqtt-cert, --mqtt-key)?"
+            )
         else:
             fix = "is the broker running and the address right?"
         self._failed(f"cannot be reached ({exc}); {fix}")
@@ -151,25 +187,35 @@ class MqttSubscriber:
             log.error("MQTT broker %s:%s %s", self.host, self.port, what)
         self.last_error = what
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object,
-                       reason: object, _props: object) -> None:
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: object,
+        _props: object,
+    ) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         refused, self._refused = self._refused, False
         if self._stop.is_set() or refused:  # a refusal was reported by _on_connect
             return
         if was_connected:
-            log.warning("MQTT disconnected from %s:%s (%s); reconnecting", self.host,
-                        self.port, reason)
+            log.warning(
+                "MQTT disconnected from %s:%s (%s); reconnecting", self.host, self.port, reason
+            )
         else:
             # Under TLS 1.3 a broker that wants a client certificate drops the connection
             # after the handshake; a plain client on a TLS port is dropped the same way.
-            self._failed(f"closed the connection before accepting it ({reason}); if the port "
-                         "is a TLS listener pass --mqtt-tls with --mqtt-ca, and --mqtt-cert "
-                         "and --mqtt-key when it requires client certificates")
+            self._failed(
+                f"closed the connection before accepting it ({reason}); if the port "
+                "is a TLS listener pass --mqtt-tls with --mqtt-ca, and --mqtt-cert "
+                "and --mqtt-key when it requires client certificates"
+            )
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object,
-                    message: mqtt.MQTTMessage) -> None:
+    def _on_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
         self.add(message.topic, message.payload, message.mid, message.qos)
 
     # --- buffering and landing -------------------------------------------------------
@@ -200,8 +246,9 @@ class MqttSubscriber:
                 return None
             body = b"\n".join(h.line for h in held) + b"\n"
             try:
-                batch = self.landing.write(SOURCE, body, fmt=FMT, received_at=self.clock(),
-                                           connector=CONNECTOR)
+                batch = self.landing.write(
+                    SOURCE, body, fmt=FMT, received_at=self.clock(), connector=CONNECTOR
+                )
             except Exception:
                 with self._lock:  # keep them (unacknowledged) for the next flush
                     self._held[:0] = [h for h in held if h.generation == self._generation]
@@ -229,11 +276,11 @@ class MqttSubscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         props.ReceiveMaximum = min(self.flush_messages, 65535)
-        self.client.connect_async(self.host, self.port, keepalive=30, clean_start=False,
-                                  properties=props)
+        self.client.connect_async(
+            self.host, self.port, keepalive=30, clean_start=False, properties=props
+        )
         self.client.loop_start()
-        self._flusher = threading.Thread(target=self._run_flusher, name="mqtt-flusher",
-                                         daemon=True)
+        self._flusher = threading.Thread(target=self._run_flusher, name="mqtt-flusher", daemon=True)
         self._flusher.start()
 
     def stop(self) -> None:

@@ -56,8 +56,14 @@ class SyslogReceiver:
             body = b"\n".join(self._lines) + b"\n"
             self._lines = []
             received = self.clock()
-            batch = await asyncio.to_thread(self.landing.write, SOURCE, body, fmt="log",
-                                            received_at=received, connector=CONNECTOR)
+            batch = await asyncio.to_thread(
+                self.landing.write,
+                SOURCE,
+                body,
+                fmt="log",
+                received_at=received,
+                connector=CONNECTOR,
+            )
             self.landed.append(batch)
             return batch
 
@@ -83,18 +89,25 @@ class _Udp(asyncio.DatagramProtocol):
         task.add_done_callback(self.tasks.discard)
 
 
-async def _read_tcp(receiver: SyslogReceiver, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, *, octet_counted_only: bool = False) -> None:
+async def _read_tcp(
+    receiver: SyslogReceiver,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    octet_counted_only: bool = False,
+) -> None:
     try:
         while not reader.at_eof():
             first = await reader.read(1)
             if not first:
                 break
             if octet_counted_only and not first.isdigit():
-                log.warning("syslog over TLS from %s is not octet-counted (RFC 5425); closed "
-                            "the connection: configure the sender for octet-counted framing "
-                            "(rsyslog: TCP_Framing=\"octet-counted\")",
-                            writer.get_extra_info("peername"))
+                log.warning(
+                    "syslog over TLS from %s is not octet-counted (RFC 5425); closed "
+                    "the connection: configure the sender for octet-counted framing "
+                    '(rsyslog: TCP_Framing="octet-counted")',
+                    writer.get_extra_info("peername"),
+                )
                 break
             if first.isdigit():
                 # Octet counting: "<length> <message>".
@@ -105,8 +118,7 @@ async def _read_tcp(receiver: SyslogReceiver, reader: asyncio.StreamReader,
                     await reader.readexactly(length - MAX_LINE)
             else:
                 await receiver.add(first + await reader.readline())
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
-            ConnectionError):
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
         pass  # a broken sender: what arrived whole is kept, the rest is the sender's to resend
     finally:
         writer.close()
@@ -114,9 +126,14 @@ async def _read_tcp(receiver: SyslogReceiver, reader: asyncio.StreamReader,
             await writer.wait_closed()
 
 
-async def serve(receiver: SyslogReceiver, host: str, udp_port: int | None,
-                tcp_port: int | None, tls_port: int | None = None,
-                tls: ssl.SSLContext | None = None) -> Callable[[], asyncio.Future]:
+async def serve(
+    receiver: SyslogReceiver,
+    host: str,
+    udp_port: int | None,
+    tcp_port: int | None,
+    tls_port: int | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Callable[[], asyncio.Future]:
     """Start the listeners on the ports given and the flusher; returns an async ``close``.
 
     ``tls_port`` receives syslog over TLS (RFC 5425) with the server context ``tls``
@@ -128,16 +145,26 @@ async def serve(receiver: SyslogReceiver, host: str, udp_port: int | None,
     transports: list[asyncio.BaseTransport] = []
     servers: list[asyncio.Server] = []
     if udp_port is not None:
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(receiver),
-                                                           local_addr=(host, udp_port))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(receiver), local_addr=(host, udp_port)
+        )
         transports.append(transport)
     if tcp_port is not None:
-        servers.append(await asyncio.start_server(lambda r, w: _read_tcp(receiver, r, w),
-                                                  host, tcp_port, limit=MAX_LINE + 16))
+        servers.append(
+            await asyncio.start_server(
+                lambda r, w: _read_tcp(receiver, r, w), host, tcp_port, limit=MAX_LINE + 16
+            )
+        )
     if tls_port is not None:
-        servers.append(await asyncio.start_server(
-            lambda r, w: _read_tcp(receiver, r, w, octet_counted_only=True), host, tls_port,
-            limit=MAX_LINE + 16, ssl=tls))
+        servers.append(
+            await asyncio.start_server(
+                lambda r, w: _read_tcp(receiver, r, w, octet_counted_only=True),
+                host,
+                tls_port,
+                limit=MAX_LINE + 16,
+                ssl=tls,
+            )
+        )
     flusher = asyncio.ensure_future(receiver.run_flusher())
 
     async def close() -> None:

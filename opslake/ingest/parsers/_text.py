@@ -53,9 +53,13 @@ def decode_lines(data: bytes) -> tuple[list[str | None], list[Reject]]:
                 lines.append(chunk.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 lines.append(None)
-                rejects.append(Reject(no, chunk.decode("utf-8", "backslashreplace"),
-                                      f"line is not UTF-8 text ({exc.reason} at byte "
-                                      f"{exc.start})"))
+                rejects.append(
+                    Reject(
+                        no,
+                        chunk.decode("utf-8", "backslashreplace"),
+                        f"line is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                    )
+                )
     # Split on "\n" only (not str.splitlines): messages may hold U+2028 and friends.
     lines = [line[:-1] if line is not None and line.endswith("\r") else line for line in lines]
     if lines and lines[0] is not None:
@@ -85,8 +89,7 @@ def load_json(text: str) -> Any:
     Refused: not JSON, nesting deeper than ``MAX_JSON_DEPTH``, integers past the stdlib's
     digit limit, and strings holding a lone UTF-16 surrogate (Arrow cannot encode them).
     """
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and \
-            json_depth(text) > MAX_JSON_DEPTH:
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH:
         raise RecordError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         document = json.loads(text)
@@ -98,8 +101,10 @@ def load_json(text: str) -> Any:
         try:
             json.dumps(document, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise RecordError("a JSON string holds a lone UTF-16 surrogate (\\ud800-\\udfff "
-                              "without its pair); send valid Unicode text") from None
+            raise RecordError(
+                "a JSON string holds a lone UTF-16 surrogate (\\ud800-\\udfff "
+                "without its pair); send valid Unicode text"
+            ) from None
     return document
 
 
@@ -128,14 +133,14 @@ def received_at(batch: LandedBatch) -> datetime:
 def parse_timestamp(text: str) -> datetime:
     """ISO 8601 / RFC 3339 text as an aware UTC datetime (µs); no offset means UTC."""
     if not _ISO_PREFIX.match(text):
-        raise RecordError(f"{shown(text)} is not an ISO 8601 timestamp "
-                          "(e.g. 2026-11-24T03:15:00Z)")
+        raise RecordError(f"{shown(text)} is not an ISO 8601 timestamp (e.g. 2026-11-24T03:15:00Z)")
     try:
         # Python 3.11 accepts 'Z' and truncates nanoseconds (Go's RFC3339Nano) to µs.
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise RecordError(f"{shown(text)} is not an ISO 8601 timestamp "
-                          "(e.g. 2026-11-24T03:15:00Z)") from None
+        raise RecordError(
+            f"{shown(text)} is not an ISO 8601 timestamp (e.g. 2026-11-24T03:15:00Z)"
+        ) from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else to_utc(value, text)
 
 
@@ -144,17 +149,20 @@ def to_utc(value: datetime, text: str) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in year 10000 in UTC
-        raise RecordError(f"{shown(text)} is outside the times that can be stored (years 1 "
-                          "to 9999 in UTC)") from None
+        raise RecordError(
+            f"{shown(text)} is outside the times that can be stored (years 1 to 9999 in UTC)"
+        ) from None
 
 
 def timestamp_expr(column: pl.Expr) -> pl.Expr:
     """Vectorised RFC 3339 text → ``Datetime(us, UTC)``; null where it does not parse."""
     return pl.coalesce(
-        column.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC",
-                               strict=False),
-        column.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False)
-        .dt.replace_time_zone("UTC"),
+        column.str.to_datetime(
+            "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
+        ),
+        column.str.to_datetime(
+            "%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False
+        ).dt.replace_time_zone("UTC"),
     )
 
 
@@ -175,8 +183,9 @@ def text_field(record: Mapping[str, Any], name: str, *, required: bool = False) 
     return value
 
 
-def choice_field(record: Mapping[str, Any], name: str, allowed: tuple[str, ...], *,
-                 required: bool = False) -> str | None:
+def choice_field(
+    record: Mapping[str, Any], name: str, allowed: tuple[str, ...], *, required: bool = False
+) -> str | None:
     """A string field whose lower-cased value must be one of ``allowed``; kept as given."""
     value = text_field(record, name, required=required)
     if value is not None and value.lower() not in allowed:
@@ -184,8 +193,9 @@ def choice_field(record: Mapping[str, Any], name: str, allowed: tuple[str, ...],
     return value
 
 
-def timestamp_field(record: Mapping[str, Any], name: str, *,
-                    required: bool = False) -> datetime | None:
+def timestamp_field(
+    record: Mapping[str, Any], name: str, *, required: bool = False
+) -> datetime | None:
     """An ISO 8601 timestamp field as UTC."""
     value = text_field(record, name, required=required)
     if value is None:
@@ -214,8 +224,9 @@ def int_field(record: Mapping[str, Any], name: str) -> int | None:
         return None
     if isinstance(value, bool):
         raise RecordError(f"field {name!r} must be an integer, got a boolean")
-    if (isinstance(value, float) and value.is_integer()) or \
-            (isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,30}\s*", value)):
+    if (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,30}\s*", value)
+    ):
         value = int(value)
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
@@ -264,11 +275,13 @@ def string_map_field(record: Mapping[str, Any], name: str) -> list[tuple[str, st
         raise RecordError(f"field {name!r} must be an object of strings, got {_kind(value)}")
     for key, item in value.items():
         if not isinstance(item, str):
-            raise RecordError(f"field {name!r}: value of {key!r} must be a string, "
-                             f"got {_kind(item)}")
+            raise RecordError(
+                f"field {name!r}: value of {key!r} must be a string, got {_kind(item)}"
+            )
     return sorted(value.items())
 
 
 def _kind(value: object) -> str:
     return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null"}.get(
-        type(value), type(value).__name__)
+        type(value), type(value).__name__
+    )

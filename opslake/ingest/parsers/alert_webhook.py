@@ -104,12 +104,19 @@ class WebhookMapping:
             labels["severity"] = severity
         if entity is not None:
             labels["entity_id"] = entity
-        annotations = {k: v for k in ("summary", "description")
-                       if (v := self._text(alert, k)) is not None}
+        annotations = {
+            k: v for k in ("summary", "description") if (v := self._text(alert, k)) is not None
+        }
         return {
-            "version": VERSION, "receiver": self.name, "group_key": None,
-            "payload_status": status, "group_labels": [], "external_url": None,
-            "truncated_alerts": None, "status": status, "labels": sorted(labels.items()),
+            "version": VERSION,
+            "receiver": self.name,
+            "group_key": None,
+            "payload_status": status,
+            "group_labels": [],
+            "external_url": None,
+            "truncated_alerts": None,
+            "status": status,
+            "labels": sorted(labels.items()),
             "annotations": sorted(annotations.items()),
             "starts_at": self._time(alert, "starts_at", required=True),
             "ends_at": self._time(alert, "ends_at") if status == "resolved" else None,
@@ -133,16 +140,19 @@ class WebhookMapping:
     def _text(self, alert: dict, name: str, *, required: bool = False) -> str | None:
         return self._raw(alert, name, required)
 
-    def _choice(self, alert: dict, name: str, allowed: tuple[str, ...], *,
-                required: bool = False) -> str | None:
+    def _choice(
+        self, alert: dict, name: str, allowed: tuple[str, ...], *, required: bool = False
+    ) -> str | None:
         raw = self._raw(alert, name, required)
         if raw is None:
             return None
         table = self.values.get(name, {})
         value = table.get(raw, table.get(raw.lower(), raw)).lower()
         if value not in allowed:
-            raise RecordError(f"{name}: {shown(raw)} maps to none of {', '.join(allowed)}; add it "
-                              f"to values.{name} of the mapping {self.name!r}")
+            raise RecordError(
+                f"{name}: {shown(raw)} maps to none of {', '.join(allowed)}; add it "
+                f"to values.{name} of the mapping {self.name!r}"
+            )
         return value
 
     def _time(self, alert: dict, name: str, *, required: bool = False) -> datetime | None:
@@ -182,7 +192,8 @@ def parse_time(raw: str, formats: tuple[str, ...], timezone: str, name: str) -> 
     if re.fullmatch(r"\d{9,13}(\.\d+)?", text):
         number = float(text)
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-            milliseconds=number if number >= 1e11 else number * 1000)
+            milliseconds=number if number >= 1e11 else number * 1000
+        )
     candidates: list[datetime] = []
     try:
         candidates.append(datetime.fromisoformat(text))
@@ -219,16 +230,18 @@ def _scalar(value: Any, path: str) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise RecordError(f"field {path!r} must be text or a number, got "
-                          f"{type(value).__name__}")
+        raise RecordError(f"field {path!r} must be text or a number, got {type(value).__name__}")
     return str(value)
 
 
 def configured(directory: Path | None = None) -> list[str]:
     """Names of the configured mappings (``<name>.yaml`` files)."""
     base = directory or mappings_dir()
-    return sorted(p.stem for p in base.glob("*.yaml") if _NAME_RE.match(p.stem)) \
-        if base.is_dir() else []
+    return (
+        sorted(p.stem for p in base.glob("*.yaml") if _NAME_RE.match(p.stem))
+        if base.is_dir()
+        else []
+    )
 
 
 def load(name: str, directory: Path | None = None) -> WebhookMapping | None:
@@ -268,13 +281,12 @@ def _load(path: str, _mtime_ns: int, _size: int) -> WebhookMapping:
     if missing := [k for k in REQUIRED if k not in fields]:
         raise bad(f"fields {', '.join(missing)} are required")
     values = doc.get("values") or {}
-    if not isinstance(values, dict) or not all(
-            isinstance(v, dict) for v in values.values()):
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
         raise bad("'values' must map a field to an object of raw value → value")
     labels = doc.get("labels") or {}
     if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and _LABEL_RE.match(k) and isinstance(v, str)
-            for k, v in labels.items()):
+        isinstance(k, str) and _LABEL_RE.match(k) and isinstance(v, str) for k, v in labels.items()
+    ):
         raise bad("'labels' must map label names to dotted paths")
     timezone = str(doc.get("timezone") or "UTC")
     try:
@@ -282,10 +294,14 @@ def _load(path: str, _mtime_ns: int, _size: int) -> WebhookMapping:
     except (ZoneInfoNotFoundError, ValueError):
         raise bad(f"timezone {timezone!r} is not an IANA zone such as Asia/Shanghai") from None
     return WebhookMapping(
-        name=name, fields=fields,
+        name=name,
+        fields=fields,
         values={k: {str(a): str(b) for a, b in v.items()} for k, v in values.items()},
-        labels=dict(labels), tags=doc.get("tags"),
-        time_formats=tuple(str(f) for f in doc.get("time_formats") or ()), timezone=timezone)
+        labels=dict(labels),
+        tags=doc.get("tags"),
+        time_formats=tuple(str(f) for f in doc.get("time_formats") or ()),
+        timezone=timezone,
+    )
 
 
 def alerts_of(document: object) -> list[object]:
@@ -308,22 +324,33 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
             raise RecordError(f"connector {batch.connector!r} is not alert-webhook/<name>")
         mapping = load(name)
         if mapping is None:
-            raise RecordError(f"no alert webhook mapping {name!r} in {mappings_dir()}; "
-                              "restore it and re-materialize")
+            raise RecordError(
+                f"no alert webhook mapping {name!r} in {mappings_dir()}; "
+                "restore it and re-materialize"
+            )
         try:
             document = load_json(text)
         except RecordError as exc:
             raise RecordError(f"body: {exc}") from None
         alerts = alerts_of(document)
     except (RecordError, ConfigError) as exc:
-        return ParseResult(BRONZE_SCHEMA.empty_table(),
-                           [Reject(0, data[:65536].decode("utf-8", "replace"), str(exc))])
+        return ParseResult(
+            BRONZE_SCHEMA.empty_table(),
+            [Reject(0, data[:65536].decode("utf-8", "replace"), str(exc))],
+        )
     received = received_at(batch)
     for index, alert in enumerate(alerts, start=1):
         try:
-            rows.append({"line_no": index, **mapping.apply(alert),
-                         "batch_id": batch.batch_id, "received_at": received})
+            rows.append(
+                {
+                    "line_no": index,
+                    **mapping.apply(alert),
+                    "batch_id": batch.batch_id,
+                    "received_at": received,
+                }
+            )
         except RecordError as exc:
-            rejects.append(Reject(index, json.dumps(alert, ensure_ascii=False),
-                                  f"alert {index}: {exc}"))
+            rejects.append(
+                Reject(index, json.dumps(alert, ensure_ascii=False), f"alert {index}: {exc}")
+            )
     return ParseResult(pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA), rejects)

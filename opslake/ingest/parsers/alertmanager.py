@@ -109,11 +109,21 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
             continue
         for index, alert in enumerate(payload.pop("alerts")):
             try:
-                rows.append({"line_no": line_no, **payload, **_alert_fields(alert),
-                             "batch_id": batch.batch_id, "received_at": received})
+                rows.append(
+                    {
+                        "line_no": line_no,
+                        **payload,
+                        **_alert_fields(alert),
+                        "batch_id": batch.batch_id,
+                        "received_at": received,
+                    }
+                )
             except RecordError as exc:
-                rejects.append(Reject(line_no, json.dumps(alert, ensure_ascii=False),
-                                      f"alerts[{index}]: {exc}"))
+                rejects.append(
+                    Reject(
+                        line_no, json.dumps(alert, ensure_ascii=False), f"alerts[{index}]: {exc}"
+                    )
+                )
     rejects.sort(key=lambda r: r.line_no)  # undecodable lines were found first
     return ParseResult(pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA), rejects)
 
@@ -124,8 +134,7 @@ def _whole_document(data: bytes) -> tuple[list[str | None], list[Reject]] | None
         document = load_json(decode_document(data))
     except RecordError:
         return None  # several payloads (one per line) or not JSON: judged line by line
-    return ([json.dumps(document, ensure_ascii=False)], []) if isinstance(document, dict) \
-        else None
+    return ([json.dumps(document, ensure_ascii=False)], []) if isinstance(document, dict) else None
 
 
 def _unless_zero(value: datetime | None) -> datetime | None:

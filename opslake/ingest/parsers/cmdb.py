@@ -37,16 +37,34 @@ from opslake.lake.landing import LandedBatch
 from opslake.lake.schemas import OBJECT_KINDS, RELATIONS, TS
 from opslake.security.fields import CONTACT_FIELD, OWNER_CONTACT, Seal
 
-_TEXT = ("entity_id", "kind", "type", "name", "department", "business", "region", "location",
-         "vendor", "model", "serial", "ip", "lifecycle_state")
+_TEXT = (
+    "entity_id",
+    "kind",
+    "type",
+    "name",
+    "department",
+    "business",
+    "region",
+    "location",
+    "vendor",
+    "model",
+    "serial",
+    "ip",
+    "lifecycle_state",
+)
 _DATES = ("purchase_date", "warranty_end", "contract_end", "licence_end")
 
 BRONZE_SCHEMA = pa.schema(
     [("exported_at", TS)]
     + [(name, pa.string()) for name in _TEXT]
     + [(name, pa.date32()) for name in _DATES]
-    + [("owner", pa.string()), ("owner_contact_sm4", pa.string()), ("updated_at", TS),
-       ("batch_id", pa.string()), ("received_at", TS)]
+    + [
+        ("owner", pa.string()),
+        ("owner_contact_sm4", pa.string()),
+        ("updated_at", TS),
+        ("batch_id", pa.string()),
+        ("received_at", TS),
+    ]
 )
 
 RELATIONS_BRONZE_SCHEMA = pa.schema(
@@ -73,16 +91,17 @@ def parse_snapshot(data: bytes, batch: LandedBatch, *, seal: Seal) -> CmdbSnapsh
     """Parse one CMDB export into its CIs (contacts sealed with ``seal``) and its relations."""
     document = _document(data, batch)
     if isinstance(document, Reject):
-        return CmdbSnapshot(ParseResult(BRONZE_SCHEMA.empty_table(), [document]),
-                            ParseResult(RELATIONS_BRONZE_SCHEMA.empty_table()))
+        return CmdbSnapshot(
+            ParseResult(BRONZE_SCHEMA.empty_table(), [document]),
+            ParseResult(RELATIONS_BRONZE_SCHEMA.empty_table()),
+        )
     return CmdbSnapshot(_cis(document, batch, seal), _relations(document, batch))
 
 
 def _document(data: bytes, batch: LandedBatch) -> dict[str, Any] | Reject:
     """The export as a dict with a valid ``exported_at``, or the reject of the whole of it."""
     try:
-        document = _xml_document(data) if batch.fmt == "xml" else json.loads(
-            decode_document(data))
+        document = _xml_document(data) if batch.fmt == "xml" else json.loads(decode_document(data))
         if not isinstance(document, dict):
             raise RecordError("the export must be one JSON object with 'cis' and 'relations'")
         document["exported_at"] = timestamp_field(document, "exported_at", required=True)
@@ -97,27 +116,44 @@ def _document(data: bytes, batch: LandedBatch) -> dict[str, Any] | Reject:
 
 
 def _common(document: dict[str, Any], batch: LandedBatch) -> dict[str, Any]:
-    return {"exported_at": document["exported_at"], "batch_id": batch.batch_id,
-            "received_at": received_at(batch)}
+    return {
+        "exported_at": document["exported_at"],
+        "batch_id": batch.batch_id,
+        "received_at": received_at(batch),
+    }
 
 
 def _cis(document: dict[str, Any], batch: LandedBatch, seal: Seal) -> ParseResult:
-    return _records(document.get("cis", []), "cis", lambda item: _ci(item, seal),
-                    ("entity_id",), _common(document, batch), BRONZE_SCHEMA,
-                    lambda item: _sealed_copy(item, seal))
+    return _records(
+        document.get("cis", []),
+        "cis",
+        lambda item: _ci(item, seal),
+        ("entity_id",),
+        _common(document, batch),
+        BRONZE_SCHEMA,
+        lambda item: _sealed_copy(item, seal),
+    )
 
 
 def _relations(document: dict[str, Any], batch: LandedBatch) -> ParseResult:
-    return _records(document.get("relations", []), "relations", _relation,
-                    ("src", "relation", "dst"), _common(document, batch),
-                    RELATIONS_BRONZE_SCHEMA)
+    return _records(
+        document.get("relations", []),
+        "relations",
+        _relation,
+        ("src", "relation", "dst"),
+        _common(document, batch),
+        RELATIONS_BRONZE_SCHEMA,
+    )
 
 
 def _xml_document(data: bytes) -> dict[str, Any]:
     """An XML export (``<cmdb exported_at=…><ci>…</ci><relation src= relation= dst=/>``)."""
     root = _xml.document(data)
-    return {"exported_at": root.get("exported_at"), "cis": _xml.records(root, "ci"),
-            "relations": _xml.records(root, "relation")}
+    return {
+        "exported_at": root.get("exported_at"),
+        "cis": _xml.records(root, "ci"),
+        "relations": _xml.records(root, "relation"),
+    }
 
 
 def parse(data: bytes, batch: LandedBatch, *, seal: Seal) -> ParseResult:
@@ -133,9 +169,15 @@ def parse_relations(data: bytes, batch: LandedBatch) -> ParseResult:
     return _relations(document, batch)
 
 
-def _records(items: list[Any], array: str, convert: Callable[[object], dict[str, Any]],
-             key: tuple[str, ...], common: dict[str, Any], schema: pa.Schema,
-             quarantined: Callable[[object], object] = lambda item: item) -> ParseResult:
+def _records(
+    items: list[Any],
+    array: str,
+    convert: Callable[[object], dict[str, Any]],
+    key: tuple[str, ...],
+    common: dict[str, Any],
+    schema: pa.Schema,
+    quarantined: Callable[[object], object] = lambda item: item,
+) -> ParseResult:
     """Validate each record; a key seen twice in one export keeps its first record.
 
     ``quarantined`` gives the copy of a rejected record kept in the quarantine table.
@@ -155,9 +197,15 @@ def _records(items: list[Any], array: str, convert: Callable[[object], dict[str,
             continue
         ident = tuple(row[k] for k in key)
         if ident in first_at:
-            rejects.append(Reject(no, raw(item), f"{array}[{no - 1}]: duplicate of {array}"
-                                                 f"[{first_at[ident] - 1}] ({', '.join(key)} "
-                                                 f"{'/'.join(ident)})"))
+            rejects.append(
+                Reject(
+                    no,
+                    raw(item),
+                    f"{array}[{no - 1}]: duplicate of {array}"
+                    f"[{first_at[ident] - 1}] ({', '.join(key)} "
+                    f"{'/'.join(ident)})",
+                )
+            )
             continue
         first_at[ident] = no
         rows.append({**row, **common})
@@ -181,17 +229,20 @@ def _ci(item: object, seal: Seal) -> dict[str, Any]:
 def _relation(item: object) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise RecordError("a relation must be a JSON object")
-    return {"src": text_field(item, "src", required=True),
-            "relation": choice_field(item, "relation", RELATIONS, required=True),
-            "dst": text_field(item, "dst", required=True)}
+    return {
+        "src": text_field(item, "src", required=True),
+        "relation": choice_field(item, "relation", RELATIONS, required=True),
+        "dst": text_field(item, "dst", required=True),
+    }
 
 
 def _sealed_copy(item: object, seal: Seal) -> object:
     """A CI record with the value of every contact-like field sealed, for the quarantine."""
     if not isinstance(item, dict):
         return item
-    return {k: seal(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False),
-                    f"cmdb.{k}")
-            if CONTACT_FIELD.search(str(k)) and v not in (None, "") else v
-            for k, v in item.items()}
-
+    return {
+        k: seal(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), f"cmdb.{k}")
+        if CONTACT_FIELD.search(str(k)) and v not in (None, "")
+        else v
+        for k, v in item.items()
+    }

@@ -30,20 +30,46 @@ from opslake.ingest.parsers._text import (
 from opslake.lake.landing import LandedBatch
 from opslake.lake.schemas import TS
 
-COLUMNS = ("ticket_id", "type", "status", "priority", "business", "ci", "title", "opened_at",
-           "acknowledged_at", "resolved_at", "closed_at", "assignee_group",
-           "sla_target_minutes", "alert_fingerprint", "change_window_start",
-           "change_window_end", "change_result")
+COLUMNS = (
+    "ticket_id",
+    "type",
+    "status",
+    "priority",
+    "business",
+    "ci",
+    "title",
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "assignee_group",
+    "sla_target_minutes",
+    "alert_fingerprint",
+    "change_window_start",
+    "change_window_end",
+    "change_result",
+)
 TICKET_TYPES = ("incident", "request", "problem", "change")
 CHANGE_RESULTS = ("successful", "failed")
 
-_TIMES = ("opened_at", "acknowledged_at", "resolved_at", "closed_at", "change_window_start",
-          "change_window_end")
+_TIMES = (
+    "opened_at",
+    "acknowledged_at",
+    "resolved_at",
+    "closed_at",
+    "change_window_start",
+    "change_window_end",
+)
 
 BRONZE_SCHEMA = pa.schema(
     [("line_no", pa.int64())]
-    + [(name, TS if name in _TIMES else pa.int32() if name == "sla_target_minutes"
-        else pa.string()) for name in COLUMNS]
+    + [
+        (
+            name,
+            TS if name in _TIMES else pa.int32() if name == "sla_target_minutes" else pa.string(),
+        )
+        for name in COLUMNS
+    ]
     + [("batch_id", pa.string()), ("received_at", TS)]
 )
 
@@ -65,9 +91,10 @@ def _parse_records(data: bytes, batch: LandedBatch) -> ParseResult:
             if not isinstance(items, list):
                 raise RecordError("the export must be a JSON array of ticket objects")
     except ValueError as exc:  # RecordError, JSON errors and bad UTF-8
-        return ParseResult(BRONZE_SCHEMA.empty_table(),
-                           [Reject(0, data[:200].decode(errors="replace"),
-                                   f"export cannot be read: {exc}")])
+        return ParseResult(
+            BRONZE_SCHEMA.empty_table(),
+            [Reject(0, data[:200].decode(errors="replace"), f"export cannot be read: {exc}")],
+        )
     received = received_at(batch)
     rows: list[dict[str, Any]] = []
     rejects: list[Reject] = []
@@ -75,13 +102,21 @@ def _parse_records(data: bytes, batch: LandedBatch) -> ParseResult:
         try:
             if not isinstance(item, dict):
                 raise RecordError("a ticket must be an object")
-            record = {name: "" if item.get(name) is None else str(item[name]).strip()
-                      for name in COLUMNS}
-            rows.append({"line_no": line_no, **_ticket(record), "batch_id": batch.batch_id,
-                         "received_at": received})
+            record = {
+                name: "" if item.get(name) is None else str(item[name]).strip() for name in COLUMNS
+            }
+            rows.append(
+                {
+                    "line_no": line_no,
+                    **_ticket(record),
+                    "batch_id": batch.batch_id,
+                    "received_at": received,
+                }
+            )
         except RecordError as exc:
-            rejects.append(Reject(line_no, json.dumps(item, ensure_ascii=False, default=str),
-                                  str(exc)))
+            rejects.append(
+                Reject(line_no, json.dumps(item, ensure_ascii=False, default=str), str(exc))
+            )
     return ParseResult(pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA), rejects)
 
 
@@ -90,9 +125,14 @@ def _parse_csv(data: bytes, batch: LandedBatch) -> ParseResult:
     lines, rejects = decode_lines(data)
     if rejects:
         # A quoted field may span lines, so a CSV cannot be resynchronised around bad bytes.
-        return ParseResult(BRONZE_SCHEMA.empty_table(),
-                           [Reject(0, "", f"export cannot be read: line {rejects[0].line_no}: "
-                                          f"{rejects[0].reason}")])
+        return ParseResult(
+            BRONZE_SCHEMA.empty_table(),
+            [
+                Reject(
+                    0, "", f"export cannot be read: line {rejects[0].line_no}: {rejects[0].reason}"
+                )
+            ],
+        )
     text_lines = [line or "" for line in lines]
     if not any(line.strip() for line in text_lines):
         return ParseResult(BRONZE_SCHEMA.empty_table())  # nothing exported that day
@@ -101,9 +141,16 @@ def _parse_csv(data: bytes, batch: LandedBatch) -> ParseResult:
     header = [name.strip() for name in next(reader)]
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        return ParseResult(BRONZE_SCHEMA.empty_table(), [Reject(
-            0, text_lines[0] if text_lines else "",
-            f"CSV header lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}")])
+        return ParseResult(
+            BRONZE_SCHEMA.empty_table(),
+            [
+                Reject(
+                    0,
+                    text_lines[0] if text_lines else "",
+                    f"CSV header lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}",
+                )
+            ],
+        )
     position = {name: header.index(name) for name in COLUMNS}
     received = received_at(batch)
     rows: list[dict[str, Any]] = []
@@ -116,17 +163,24 @@ def _parse_csv(data: bytes, batch: LandedBatch) -> ParseResult:
         except csv.Error as exc:
             rejects.append(Reject(start, text_lines[start - 1], f"CSV syntax: {exc}"))
             continue
-        raw = "\n".join(text_lines[start - 1:reader.line_num])
+        raw = "\n".join(text_lines[start - 1 : reader.line_num])
         if not any(field.strip() for field in fields):
             continue
         if len(fields) != len(header):
-            rejects.append(Reject(start, raw, f"row has {len(fields)} fields, the header has "
-                                              f"{len(header)}"))
+            rejects.append(
+                Reject(start, raw, f"row has {len(fields)} fields, the header has {len(header)}")
+            )
             continue
         record = {name: fields[i].strip() for name, i in position.items()}
         try:
-            rows.append({"line_no": start, **_ticket(record), "batch_id": batch.batch_id,
-                         "received_at": received})
+            rows.append(
+                {
+                    "line_no": start,
+                    **_ticket(record),
+                    "batch_id": batch.batch_id,
+                    "received_at": received,
+                }
+            )
         except RecordError as exc:
             rejects.append(Reject(start, raw, str(exc)))
     return ParseResult(pa.Table.from_pylist(rows, schema=BRONZE_SCHEMA), rejects)
@@ -142,6 +196,7 @@ def _ticket(record: dict[str, str]) -> dict[str, Any]:
     if ticket["opened_at"] is None:
         raise RecordError("field 'opened_at' is missing or empty")
     if ticket["sla_target_minutes"] is not None and not 0 <= ticket["sla_target_minutes"] < 2**31:
-        raise RecordError(f"field 'sla_target_minutes' is out of range: "
-                         f"{ticket['sla_target_minutes']}")
+        raise RecordError(
+            f"field 'sla_target_minutes' is out of range: {ticket['sla_target_minutes']}"
+        )
     return ticket

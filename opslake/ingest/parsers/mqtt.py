@@ -97,11 +97,18 @@ def parse_metrics(data: bytes, batch: LandedBatch) -> ParseResult:
                 continue
             try:
                 if kind is None:
-                    raise RecordError("neither a metric (has \"metric\") nor an event (has "
-                                      "\"event\" or \"alertname\")" if isinstance(obj, dict)
-                                      else f"must be a JSON object, got {_kind(obj)}")
-                rows.append({**_metric_row(obj, message["received_at"]),
-                             "batch_id": batch.batch_id, "received_at": received_at(batch)})
+                    raise RecordError(
+                        'neither a metric (has "metric") nor an event (has "event" or "alertname")'
+                        if isinstance(obj, dict)
+                        else f"must be a JSON object, got {_kind(obj)}"
+                    )
+                rows.append(
+                    {
+                        **_metric_row(obj, message["received_at"]),
+                        "batch_id": batch.batch_id,
+                        "received_at": received_at(batch),
+                    }
+                )
             except RecordError as exc:
                 rejects.append(Reject(line_no, raw, f"{message['topic']}{where}: {exc}"))
     return ParseResult(pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA), rejects)
@@ -118,8 +125,14 @@ def parse_events(data: bytes, batch: LandedBatch) -> ParseResult:
             if kind_of(obj) != "event":
                 continue
             try:
-                rows.append({"line_no": line_no, **_event_row(obj, message["topic"]),
-                             "batch_id": batch.batch_id, "received_at": received_at(batch)})
+                rows.append(
+                    {
+                        "line_no": line_no,
+                        **_event_row(obj, message["topic"]),
+                        "batch_id": batch.batch_id,
+                        "received_at": received_at(batch),
+                    }
+                )
             except RecordError as exc:
                 rejects.append(Reject(line_no, raw, f"{message['topic']}{where}: {exc}"))
     return ParseResult(pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA), rejects)
@@ -170,16 +183,18 @@ def _message(line: str, batch: LandedBatch) -> dict[str, Any]:
     elif isinstance(document, dict):
         objects = [("", document)]
     else:
-        raise RecordError(f"{topic}: payload must be a JSON object or a list of objects, "
-                          f"got {_kind(document)}")
+        raise RecordError(
+            f"{topic}: payload must be a JSON object or a list of objects, got {_kind(document)}"
+        )
     return {"topic": topic, "received_at": arrived, "objects": objects}
 
 
 def _metric_row(obj: dict[str, Any], arrived: datetime) -> dict[str, Any]:
     name = text_field(obj, "metric", required=True)
     if not _NAME.match(name):
-        raise RecordError(f"field 'metric' is {name!r}, not a metric name "
-                          "([a-zA-Z_:][a-zA-Z0-9_:]*)")
+        raise RecordError(
+            f"field 'metric' is {name!r}, not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+        )
     value = obj.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RecordError(f"field 'value' must be a number, got {_show(value)}")
@@ -207,11 +222,19 @@ def _event_row(obj: dict[str, Any], topic: str) -> dict[str, Any]:
         raise RecordError("field 'starts_at' is missing or empty")
     pairs = sorted(labels.items())
     return {
-        "version": VERSION, "receiver": RECEIVER, "group_key": topic,
-        "payload_status": status, "group_labels": [], "external_url": None,
-        "truncated_alerts": None, "status": status, "labels": pairs,
+        "version": VERSION,
+        "receiver": RECEIVER,
+        "group_key": topic,
+        "payload_status": status,
+        "group_labels": [],
+        "external_url": None,
+        "truncated_alerts": None,
+        "status": status,
+        "labels": pairs,
         "annotations": [("summary", summary)] if summary is not None else [],
-        "starts_at": starts, "ends_at": _time(obj, "ends_at"), "generator_url": None,
+        "starts_at": starts,
+        "ends_at": _time(obj, "ends_at"),
+        "generator_url": None,
         "fingerprint": fingerprint(pairs),
     }
 
@@ -226,8 +249,9 @@ def _labels(obj: dict[str, Any]) -> list[tuple[str, str]]:
     pairs = string_map_field(obj, "labels")
     for name, _ in pairs:
         if not _LABEL_NAME.match(name):
-            raise RecordError(f"field 'labels': {name!r} is not a label name "
-                              "([a-zA-Z_][a-zA-Z0-9_]*)")
+            raise RecordError(
+                f"field 'labels': {name!r} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+            )
     return pairs
 
 
@@ -242,11 +266,13 @@ def _time(obj: dict[str, Any], name: str) -> datetime | None:
         except RecordError as exc:
             raise RecordError(f"field {name!r}: {exc}") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RecordError(f"field {name!r} must be ISO 8601 text or epoch milliseconds, "
-                          f"got {_show(value)}")
+        raise RecordError(
+            f"field {name!r} must be ISO 8601 text or epoch milliseconds, got {_show(value)}"
+        )
     if value < _MIN_EPOCH_MS:
-        raise RecordError(f"field {name!r} is {value!r}: epoch milliseconds expected "
-                          "(seconds? multiply by 1000)")
+        raise RecordError(
+            f"field {name!r} is {value!r}: epoch milliseconds expected (seconds? multiply by 1000)"
+        )
     try:
         return _EPOCH + timedelta(milliseconds=value)
     except OverflowError:
@@ -254,11 +280,18 @@ def _time(obj: dict[str, Any], name: str) -> datetime | None:
 
 
 def _kind(value: object) -> str:
-    return {dict: "an object", list: "an array", bool: "a boolean", type(None): "null",
-            str: "a string"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "an array",
+        bool: "a boolean",
+        type(None): "null",
+        str: "a string",
+    }.get(type(value), type(value).__name__)
 
 
 def _show(value: object) -> str:
-    return repr(value) if isinstance(value, str | int | float) and not isinstance(value, bool) \
+    return (
+        repr(value)
+        if isinstance(value, str | int | float) and not isinstance(value, bool)
         else _kind(value)
-
+    )

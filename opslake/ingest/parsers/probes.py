@@ -48,8 +48,14 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         if line is None or not line.strip():
             continue
         try:
-            rows.append({"line_no": line_no, **_result(json.loads(line)),
-                         "batch_id": batch.batch_id, "received_at": received})
+            rows.append(
+                {
+                    "line_no": line_no,
+                    **_result(json.loads(line)),
+                    "batch_id": batch.batch_id,
+                    "received_at": received,
+                }
+            )
         except json.JSONDecodeError as exc:
             rejects.append(Reject(line_no, line, f"line is not JSON: {exc}"))
         except RecordError as exc:
@@ -73,8 +79,9 @@ def _result(item: object) -> dict[str, Any]:
         "error": text_field(item, "error"),
     }
     if result["latency_ms"] is not None and not result["latency_ms"] >= 0:
-        raise RecordError(f"field 'latency_ms' must be a non-negative number, got "
-                         f"{result['latency_ms']!r}")
+        raise RecordError(
+            f"field 'latency_ms' must be a non-negative number, got {result['latency_ms']!r}"
+        )
     if result["status_code"] is not None and not 0 <= result["status_code"] <= 999:
         raise RecordError(f"field 'status_code' is not an HTTP status: {result['status_code']}")
     return result

@@ -15,7 +15,15 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     """Parse one landed ``prometheus`` batch with the parser its format (``batch.fmt``) names."""
     parser = _PARSERS.get(batch.fmt)
     if parser is None:
-        return ParseResult(BRONZE_SCHEMA.empty_table(), [Reject(
-            0, repr(data[:200]), f"prometheus batch format {batch.fmt!r} is unknown; accepted "
-            "formats: 'prom' (text exposition) and 'pb' (remote write, snappy protobuf)")])
+        return ParseResult(
+            BRONZE_SCHEMA.empty_table(),
+            [
+                Reject(
+                    0,
+                    repr(data[:200]),
+                    f"prometheus batch format {batch.fmt!r} is unknown; accepted "
+                    "formats: 'prom' (text exposition) and 'pb' (remote write, snappy protobuf)",
+                )
+            ],
+        )
     return parser(data, batch)

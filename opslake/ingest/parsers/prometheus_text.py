@@ -52,7 +52,7 @@ def parse_label_set(text: str) -> dict[str, str]:
     while pos < len(body):
         m = _LABEL.match(body, pos)
         if not m or m.end() == pos:
-            raise ValueError(f"bad label syntax at {body[pos:pos + 30]!r}")
+            raise ValueError(f"bad label syntax at {body[pos : pos + 30]!r}")
         name, value = m.group(1), m.group(2)
         if "\\" in value:
             value = re.sub(r'\\[\\"n]', lambda e: _UNESCAPE[e.group()], value)
@@ -61,7 +61,7 @@ def parse_label_set(text: str) -> dict[str, str]:
         labels[name] = value
         pos = m.end()
         if m.group(3) == "" and pos < len(body):
-            raise ValueError(f"missing comma before {body[pos:pos + 30]!r}")
+            raise ValueError(f"missing comma before {body[pos : pos + 30]!r}")
     return labels
 
 
@@ -85,8 +85,11 @@ def _parse_series(text: str) -> tuple[str | None, str | None, str | None]:
         return None, None, f"bad label set: {exc}"
 
 
-_SERIES = SeriesCache(lambda texts: [_parse_series(t) for t in texts], pl.String,
-                      {"metric": pl.String, "label_set": pl.String, "series_error": pl.String})
+_SERIES = SeriesCache(
+    lambda texts: [_parse_series(t) for t in texts],
+    pl.String,
+    {"metric": pl.String, "label_set": pl.String, "series_error": pl.String},
+)
 
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
@@ -94,8 +97,10 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return ParseResult(BRONZE_SCHEMA.empty_table(),
-                           [Reject(0, repr(data[:200]), f"batch is not UTF-8 text: {exc}")])
+        return ParseResult(
+            BRONZE_SCHEMA.empty_table(),
+            [Reject(0, repr(data[:200]), f"batch is not UTF-8 text: {exc}")],
+        )
     lines = _Lines(data)
     rows = lines.samples()
     matched = rows.get_column("series").is_not_null()
@@ -103,12 +108,17 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         rows = rows.hstack(_SERIES.lookup(rows.get_column("series")))
     else:  # lines no pattern matched: rejected below, with no series to look up
         known = rows.filter(matched)
-        rows = pl.concat([known.hstack(_SERIES.lookup(known.get_column("series"))),
-                          rows.filter(~matched)], how="diagonal").sort("line_no")
+        rows = pl.concat(
+            [known.hstack(_SERIES.lookup(known.get_column("series"))), rows.filter(~matched)],
+            how="diagonal",
+        ).sort("line_no")
     value = pl.col("value_raw").cast(pl.Float64, strict=False)
     ts_ms = pl.col("ts_raw").cast(pl.Int64, strict=False)
-    good = (pl.col("series_error").is_null() & value.is_not_null()
-            & (pl.col("ts_raw").is_null() | ts_ms.is_not_null()))
+    good = (
+        pl.col("series_error").is_null()
+        & value.is_not_null()
+        & (pl.col("ts_raw").is_null() | ts_ms.is_not_null())
+    )
     # One pass for the casts and the test (polars computes each cast once); series is
     # null only where series_error is set.
     rows = rows.with_columns(value.alias("value"), ts_ms.alias("ts_ms"), good.alias("good"))
@@ -126,15 +136,18 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     if not rows.get_column("good").all():
         bad = rows.filter(~pl.col("good")).select("line_no", reason)
         raw = lines.text(bad.get_column("line_no").to_numpy() - 1).to_list()
-        rejects = [Reject(int(n), line, why) for (n, why), line in
-                   zip(bad.iter_rows(), raw, strict=True)]
+        rejects = [
+            Reject(int(n), line, why) for (n, why), line in zip(bad.iter_rows(), raw, strict=True)
+        ]
         rows = rows.filter("good")
 
     received = batch.received.astimezone(UTC)
     default_ms = int(received.timestamp() * 1000)
     table = rows.select(
         pl.from_epoch(pl.col("ts_ms").fill_null(default_ms), time_unit="ms")
-        .dt.cast_time_unit("us").dt.replace_time_zone("UTC").alias("ts"),
+        .dt.cast_time_unit("us")
+        .dt.replace_time_zone("UTC")
+        .alias("ts"),
         pl.col("metric"),
         pl.col("label_set"),
         pl.col("value"),
@@ -142,8 +155,9 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
         pl.lit(received).cast(pl.Datetime("us", "UTC")).alias("received_at"),
     )
     # Newest compat level: strings leave polars as views, without a copy before the cast.
-    return ParseResult(table.to_arrow(compat_level=pl.CompatLevel.newest()).cast(BRONZE_SCHEMA),
-                       rejects)
+    return ParseResult(
+        table.to_arrow(compat_level=pl.CompatLevel.newest()).cast(BRONZE_SCHEMA), rejects
+    )
 
 
 class _Lines:
@@ -179,8 +193,9 @@ class _Lines:
         unclosed = plain & (buf[np.maximum(self.sp1 - 1, 0)] != 0x7D)
         if unclosed.any():
             braces = np.flatnonzero(buf == 0x7B)
-            plain &= ~unclosed | (np.searchsorted(braces, self.sp1)
-                                  == np.searchsorted(braces, starts))
+            plain &= ~unclosed | (
+                np.searchsorted(braces, self.sp1) == np.searchsorted(braces, starts)
+            )
         if not data.isascii() or any(c in data for c in (b"\t", b"\v", b"\f", b"\r")):
             odd = np.flatnonzero(np.frombuffer(data.translate(_ODD), np.uint8))
             odd_in_ts = np.searchsorted(odd, self.ends) > np.searchsorted(odd, self.sp2 + 1)
@@ -196,17 +211,21 @@ class _Lines:
     def samples(self) -> pl.DataFrame:
         """(line_no, series, value_raw, ts_raw) of every line that is no comment or blank."""
         at = np.flatnonzero(self.plain)
-        starts, ends, sp1, sp2, has_ts = (a[at] for a in (
-            self.starts, self.ends, self.sp1, self.sp2, self.has_ts))
-        rows = pl.DataFrame({
-            "line_no": at + 1,
-            "series": slices(self.data, starts, sp1),
-            "value_raw": slices(self.data, sp1 + 1, np.where(has_ts, sp2, ends)),
-            "ts_raw": slices(self.data, np.where(has_ts, sp2 + 1, ends), ends),
-        })
+        starts, ends, sp1, sp2, has_ts = (
+            a[at] for a in (self.starts, self.ends, self.sp1, self.sp2, self.has_ts)
+        )
+        rows = pl.DataFrame(
+            {
+                "line_no": at + 1,
+                "series": slices(self.data, starts, sp1),
+                "value_raw": slices(self.data, sp1 + 1, np.where(has_ts, sp2, ends)),
+                "ts_raw": slices(self.data, np.where(has_ts, sp2 + 1, ends), ends),
+            }
+        )
         if not has_ts.all():
-            rows = rows.with_columns(pl.when(pl.Series(has_ts)).then(pl.col("ts_raw"))
-                                     .alias("ts_raw"))
+            rows = rows.with_columns(
+                pl.when(pl.Series(has_ts)).then(pl.col("ts_raw")).alias("ts_raw")
+            )
         if not self.other.any():
             return rows
         other = np.flatnonzero(self.other)
@@ -221,20 +240,30 @@ def _regex_samples(lines: pl.DataFrame) -> pl.DataFrame:
     # spaces; the rest goes through the full regular expression.
     split = lines.with_columns(pl.col("raw").str.splitn(" ", 3).alias("f")).unnest("f")
     series, value, ts = pl.col("field_0"), pl.col("field_1"), pl.col("field_2")
-    simple = ((~series.str.contains("{", literal=True) | series.str.ends_with("}"))
-              & value.is_not_null() & (ts.is_null() | ~ts.str.contains(r"\s")))
+    simple = (
+        (~series.str.contains("{", literal=True) | series.str.ends_with("}"))
+        & value.is_not_null()
+        & (ts.is_null() | ~ts.str.contains(r"\s"))
+    )
     split = split.with_columns(simple.fill_null(False).alias("simple"))
     fast = split.filter("simple").select(
-        "line_no", series.alias("series"), value.alias("value_raw"), ts.alias("ts_raw"))
-    matched = split.filter(~pl.col("simple")).with_columns(
-        pl.col("raw").str.strip_chars().str.extract_groups(_SAMPLE).alias("m")).unnest("m")
-    slow = matched.select("line_no", (pl.col("1") + pl.col("2").fill_null("")).alias("series"),
-                          pl.col("3").alias("value_raw"), pl.col("4").alias("ts_raw"))
+        "line_no", series.alias("series"), value.alias("value_raw"), ts.alias("ts_raw")
+    )
+    matched = (
+        split.filter(~pl.col("simple"))
+        .with_columns(pl.col("raw").str.strip_chars().str.extract_groups(_SAMPLE).alias("m"))
+        .unnest("m")
+    )
+    slow = matched.select(
+        "line_no",
+        (pl.col("1") + pl.col("2").fill_null("")).alias("series"),
+        pl.col("3").alias("value_raw"),
+        pl.col("4").alias("ts_raw"),
+    )
     return pl.concat([fast, slow])
 
 
-def slices(data: bytes, starts: np.ndarray, ends: np.ndarray, *,
-           binary: bool = False) -> pl.Series:
+def slices(data: bytes, starts: np.ndarray, ends: np.ndarray, *, binary: bool = False) -> pl.Series:
     """``data[starts[i]:ends[i]]`` of ascending, disjoint ranges as strings (or bytes).
 
     Arrow offsets alternate range and gap, so the array is a view of ``data``; keeping
@@ -245,8 +274,10 @@ def slices(data: bytes, starts: np.ndarray, ends: np.ndarray, *,
         return pl.Series(dtype=pl.Binary if binary else pl.String)
     offsets = np.empty(2 * len(starts), np.int64)
     offsets[0::2], offsets[1::2] = starts, ends
-    pieces = pa.Array.from_buffers(pa.large_binary() if binary else pa.large_string(),
-                                   len(offsets) - 1,
-                                   [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    pieces = pa.Array.from_buffers(
+        pa.large_binary() if binary else pa.large_string(),
+        len(offsets) - 1,
+        [None, pa.py_buffer(offsets), pa.py_buffer(data)],
+    )
     # Indexing with a numpy array, not gather_every: no trip through the expression engine.
     return pl.from_arrow(pieces)[np.arange(0, len(offsets) - 1, 2, dtype=np.uint32)]

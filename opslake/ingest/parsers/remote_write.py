@@ -83,37 +83,50 @@ def _message_classes() -> dict[str, type[Message]]:
     cuts a request into series in C, for the regular decoder.
     """
     field = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="opslake/remote_write.proto",
-                                               package="prometheus", syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="opslake/remote_write.proto", package="prometheus", syntax="proto3"
+    )
     for name, fields in (
-            ("Label", [(1, "name", field.TYPE_STRING, ""), (2, "value", field.TYPE_STRING, "")]),
-            ("Sample", [(1, "value", field.TYPE_DOUBLE, ""),
-                        (2, "timestamp", field.TYPE_INT64, "")]),
-            ("TimeSeries", [(1, "labels", field.TYPE_MESSAGE, ".prometheus.Label"),
-                            (2, "samples", field.TYPE_MESSAGE, ".prometheus.Sample")]),
-            ("WriteRequest", [(1, "timeseries", field.TYPE_MESSAGE, ".prometheus.TimeSeries")]),
-            ("SeriesBodies", [(1, "timeseries", field.TYPE_BYTES, "")])):
+        ("Label", [(1, "name", field.TYPE_STRING, ""), (2, "value", field.TYPE_STRING, "")]),
+        ("Sample", [(1, "value", field.TYPE_DOUBLE, ""), (2, "timestamp", field.TYPE_INT64, "")]),
+        (
+            "TimeSeries",
+            [
+                (1, "labels", field.TYPE_MESSAGE, ".prometheus.Label"),
+                (2, "samples", field.TYPE_MESSAGE, ".prometheus.Sample"),
+            ],
+        ),
+        ("WriteRequest", [(1, "timeseries", field.TYPE_MESSAGE, ".prometheus.TimeSeries")]),
+        ("SeriesBodies", [(1, "timeseries", field.TYPE_BYTES, "")]),
+    ):
         message = proto.message_type.add(name=name)
         for number, fname, ftype, type_name in fields:
-            added = message.field.add(name=fname, number=number, type=ftype,
-                                      label=field.LABEL_OPTIONAL)
+            added = message.field.add(
+                name=fname, number=number, type=ftype, label=field.LABEL_OPTIONAL
+            )
             if type_name or name == "SeriesBodies":  # the repeated ones
                 added.label = field.LABEL_REPEATED
             if type_name:
                 added.type_name = type_name
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prometheus.{name}"))
-            for name in ("WriteRequest", "TimeSeries", "SeriesBodies")}
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"prometheus.{name}"))
+        for name in ("WriteRequest", "TimeSeries", "SeriesBodies")
+    }
 
 
 _CLASSES = _message_classes()
 _WriteRequest, _TimeSeries, _SeriesBodies = (
-    _CLASSES["WriteRequest"], _CLASSES["TimeSeries"], _CLASSES["SeriesBodies"])
+    _CLASSES["WriteRequest"],
+    _CLASSES["TimeSeries"],
+    _CLASSES["SeriesBodies"],
+)
 
 
-def decoded_size(data: bytes, *, max_bytes: int = MAX_DECODED_BYTES,
-                 max_ratio: float | None = None) -> int:
+def decoded_size(
+    data: bytes, *, max_bytes: int = MAX_DECODED_BYTES, max_ratio: float | None = None
+) -> int:
     """What ``data`` decompresses to, read from the snappy header before decompressing.
 
     Raises ``RemoteWriteTooLarge`` past ``max_bytes`` or ``max_ratio`` times the body's
@@ -124,15 +137,20 @@ def decoded_size(data: bytes, *, max_bytes: int = MAX_DECODED_BYTES,
     except cramjam.DecompressionError as exc:
         raise RemoteWriteError(f"body is not snappy block-format data ({exc})") from None
     if size > len(data) * 64 // 3 + 64:  # snappy's densest element: 3 bytes for 64
-        raise RemoteWriteError(f"body is not snappy block-format data (its header declares "
-                               f"{size:,} bytes, more than {len(data):,} bytes of snappy hold)")
+        raise RemoteWriteError(
+            f"body is not snappy block-format data (its header declares "
+            f"{size:,} bytes, more than {len(data):,} bytes of snappy hold)"
+        )
     if size > max_bytes:
-        raise RemoteWriteTooLarge(f"body decompresses to {size:,} bytes, more than the "
-                                  f"{max_bytes:,} accepted; send smaller batches")
+        raise RemoteWriteTooLarge(
+            f"body decompresses to {size:,} bytes, more than the "
+            f"{max_bytes:,} accepted; send smaller batches"
+        )
     if max_ratio is not None and size > max_ratio * len(data):
         raise RemoteWriteTooLarge(
             f"body decompresses to {size / len(data):.1f} times its size, more than the "
-            f"{max_ratio:g} a remote-write request reaches; send what Prometheus sends")
+            f"{max_ratio:g} a remote-write request reaches; send what Prometheus sends"
+        )
     return size
 
 
@@ -163,7 +181,8 @@ def _request_bytes(data: bytes) -> bytes:
         raise RemoteWriteTooLarge(
             f"request holds up to {fields:,} series, labels and samples, more than the "
             f"{MAX_FIELDS:,} accepted; send smaller batches (lower "
-            "queue_config.max_samples_per_send)")
+            "queue_config.max_samples_per_send)"
+        )
     return buf
 
 
@@ -173,18 +192,26 @@ def _decode_series(buf: bytes) -> list[Series]:
     try:
         request.ParseFromString(buf)
     except DecodeError as exc:
-        raise RemoteWriteError(f"protobuf is truncated or corrupt, or a label is not UTF-8: "
-                               f"not a prometheus.WriteRequest ({exc})") from None
+        raise RemoteWriteError(
+            f"protobuf is truncated or corrupt, or a label is not UTF-8: "
+            f"not a prometheus.WriteRequest ({exc})"
+        ) from None
     if len(request.timeseries) > MAX_SERIES:  # counted in C, before Python touches one
         raise RemoteWriteTooLarge(
             f"request holds {len(request.timeseries):,} series, more than the "
             f"{MAX_SERIES:,} accepted; send smaller batches (lower "
-            "queue_config.max_samples_per_send)")
+            "queue_config.max_samples_per_send)"
+        )
     series = []
     for ts in request.timeseries:
         samples = [(s.value, s.timestamp) for s in ts.samples]
-        series.append(Series([(label.name, label.value) for label in ts.labels],
-                             [v for v, _ in samples], [t for _, t in samples]))
+        series.append(
+            Series(
+                [(label.name, label.value) for label in ts.labels],
+                [v for v, _ in samples],
+                [t for _, t in samples],
+            )
+        )
     return series
 
 
@@ -204,8 +231,7 @@ def _parse(data: bytes, batch: LandedBatch, *, rows: bool) -> ParseResult:
         buf = _request_bytes(data)
         regular = _decode_regular(buf, min_series=REGULAR_MIN_SERIES, rows=rows)
         if regular is not None:
-            return ParseResult(_table(*regular, batch) if rows
-                               else BRONZE_SCHEMA.empty_table(), [])
+            return ParseResult(_table(*regular, batch) if rows else BRONZE_SCHEMA.empty_table(), [])
         decoded = _decode_series(buf)
     except RemoteWriteError as exc:
         return ParseResult(BRONZE_SCHEMA.empty_table(), [Reject(0, repr(data[:200]), str(exc))])
@@ -219,14 +245,24 @@ def _parse(data: bytes, batch: LandedBatch, *, rows: bool) -> ParseResult:
         labels = dict(s.labels)
         name = labels.pop("__name__", "")
         if not name:
-            rejects.append(Reject(index, canonical(labels),
-                                  f"series {index} has no __name__ label (metric name)"))
+            rejects.append(
+                Reject(
+                    index, canonical(labels), f"series {index} has no __name__ label (metric name)"
+                )
+            )
             continue
-        if s.timestamps_ms and max(abs(min(s.timestamps_ms)),
-                                   abs(max(s.timestamps_ms))) > _MAX_ABS_MS:
-            rejects.append(Reject(index, canonical({"__name__": name, **labels}),
-                                  f"series {index}: a sample timestamp is out of range "
-                                  "(milliseconds since the epoch)"))
+        if (
+            s.timestamps_ms
+            and max(abs(min(s.timestamps_ms)), abs(max(s.timestamps_ms))) > _MAX_ABS_MS
+        ):
+            rejects.append(
+                Reject(
+                    index,
+                    canonical({"__name__": name, **labels}),
+                    f"series {index}: a sample timestamp is out of range "
+                    "(milliseconds since the epoch)",
+                )
+            )
             continue
         metrics.append(name)
         label_sets.append(canonical(labels))
@@ -238,21 +274,37 @@ def _parse(data: bytes, batch: LandedBatch, *, rows: bool) -> ParseResult:
     series = pa.array(metrics, pa.string()), pa.array(label_sets, pa.string())
     counts_ = np.asarray(counts, np.int64)
     take = np.repeat(np.arange(len(counts_), dtype=np.int64), counts_)
-    return ParseResult(_table(series[0].take(take), series[1].take(take),
-                              np.asarray(values, np.float64), np.asarray(stamps, np.int64),
-                              batch), rejects)
+    return ParseResult(
+        _table(
+            series[0].take(take),
+            series[1].take(take),
+            np.asarray(values, np.float64),
+            np.asarray(stamps, np.int64),
+            batch,
+        ),
+        rejects,
+    )
 
 
-def _table(metrics: pa.Array, label_sets: pa.Array, values: np.ndarray, stamps: np.ndarray,
-           batch: LandedBatch) -> pa.Table:
+def _table(
+    metrics: pa.Array,
+    label_sets: pa.Array,
+    values: np.ndarray,
+    stamps: np.ndarray,
+    batch: LandedBatch,
+) -> pa.Table:
     """Bronze rows: one per sample, with its metric and label set already one per sample."""
     received = batch.received.astimezone(UTC)
     n = len(values)
     return pa.Table.from_arrays(
-        [pa.array(stamps * 1000, pa.int64()).view(_TS), metrics, label_sets,
-         pa.array(values, pa.float64()),
-         pa.repeat(pa.scalar(batch.batch_id, pa.string()), n),
-         pa.repeat(pa.scalar(received, _TS), n)],
+        [
+            pa.array(stamps * 1000, pa.int64()).view(_TS),
+            metrics,
+            label_sets,
+            pa.array(values, pa.float64()),
+            pa.repeat(pa.scalar(batch.batch_id, pa.string()), n),
+            pa.repeat(pa.scalar(received, _TS), n),
+        ],
         schema=BRONZE_SCHEMA,
     )
 
@@ -287,8 +339,9 @@ _LABEL_SETS = SeriesCache(_label_sets, pl.Binary, {"metric": pl.String, "label_s
 _ACCEPTED = ()
 
 
-def _decode_regular(buf: bytes, *, min_series: int = 0, rows: bool = True) -> tuple[
-        pa.Array, pa.Array, np.ndarray, np.ndarray] | tuple[()] | None:
+def _decode_regular(
+    buf: bytes, *, min_series: int = 0, rows: bool = True
+) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray] | tuple[()] | None:
     """Metrics, label sets, values and timestamps (one of each per sample) of a request
     laid out as Prometheus writes it, with no series to reject and at least ``min_series``
     series; else None. Without ``rows``, only whether it is such a request (``_ACCEPTED``).
@@ -330,8 +383,9 @@ def _decode_regular(buf: bytes, *, min_series: int = 0, rows: bool = True) -> tu
     return None if metrics.null_count else (metrics, label_sets_, values, stamps)
 
 
-def _label_blocks(buf: bytes, pad: np.ndarray, starts: np.ndarray, ends: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, pl.DataFrame] | None:
+def _label_blocks(
+    buf: bytes, pad: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, pl.DataFrame] | None:
     """Where each series' labels end, the row of its label block in ``_LABEL_SETS``, and
     the frame those rows index; None where a label block is laid out otherwise.
 
@@ -341,7 +395,8 @@ def _label_blocks(buf: bytes, pad: np.ndarray, starts: np.ndarray, ends: np.ndar
     """
     guess = _last_sample(pad, starts, ends)
     blocks, label_sets = _LABEL_SETS.find(
-        slices(buf, starts, np.maximum(guess, starts), binary=True))
+        slices(buf, starts, np.maximum(guess, starts), binary=True)
+    )
     blocks[guess < 0] = -1
     walk = np.flatnonzero(blocks < 0)
     if not walk.size:
@@ -391,17 +446,19 @@ def _label_ends(pad: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
     return None if active.size else pos
 
 
-def _samples(pad: np.ndarray, starts: np.ndarray,
-             ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _samples(
+    pad: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Count per series, values and timestamps of the samples filling each [start, end)."""
     filled = starts < ends
-    single = ((pad[starts] == 0x12) & (pad[starts + 1] < 0x80)
-              & (starts + 2 + pad[starts + 1] == ends))
+    single = (
+        (pad[starts] == 0x12) & (pad[starts + 1] < 0x80) & (starts + 2 + pad[starts + 1] == ends)
+    )
     if (single | ~filled).all():  # one sample per series: how Prometheus sends them
         return _sample_values(pad, starts[filled], filled.astype(np.int64))
     # Candidates: every 0x12 byte in the sample regions; the chains of samples from each
     # region's start are found by pointer doubling over them.
-    tags = np.flatnonzero(pad[:len(pad) - 16] == 0x12)
+    tags = np.flatnonzero(pad[: len(pad) - 16] == 0x12)
     lo, hi = np.searchsorted(tags, starts), np.searchsorted(tags, ends)
     per_region = hi - lo
     first = np.cumsum(per_region) - per_region
@@ -432,8 +489,9 @@ def _samples(pad: np.ndarray, starts: np.ndarray,
     return _sample_values(pad, cand[chain], np.bincount(region[chain], minlength=len(starts)))
 
 
-def _sample_values(pad: np.ndarray, at: np.ndarray,
-                   counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _sample_values(
+    pad: np.ndarray, at: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Values and timestamps of Samples (each with a one-byte size) starting at ``at``;
     None if laid out otherwise."""
     size = pad[at + 1].astype(np.int64)
@@ -470,10 +528,14 @@ def _uvarint(pad: np.ndarray, at: np.ndarray, width: int) -> tuple[np.ndarray, n
 
 #: Masks and shifts that pack the 7-bit groups of up to 8 varint bytes into one integer:
 #: pairs of groups, then pairs of pairs, then the two halves.
-_PACK = [(np.uint64(keep), np.uint64(move), np.uint64(shift)) for keep, move, shift in (
-    (0x007F007F007F007F, 0x7F007F007F007F00, 1),
-    (0x00003FFF00003FFF, 0x3FFF00003FFF0000, 2),
-    (0x000000000FFFFFFF, 0x0FFFFFFF00000000, 4))]
+_PACK = [
+    (np.uint64(keep), np.uint64(move), np.uint64(shift))
+    for keep, move, shift in (
+        (0x007F007F007F007F, 0x7F007F007F007F00, 1),
+        (0x00003FFF00003FFF, 0x3FFF00003FFF0000, 2),
+        (0x000000000FFFFFFF, 0x0FFFFFFF00000000, 4),
+    )
+]
 
 
 #: Per varint width (0-8 bytes): its bytes in a little-endian word, and the high bits

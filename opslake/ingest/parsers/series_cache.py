@@ -22,9 +22,14 @@ import pyarrow as pa
 class SeriesCache:
     """Computed values per key (a polars frame of ``schema``), found by hash, confirmed by key."""
 
-    def __init__(self, compute: Callable[[list[Any]], list[tuple[Any, ...]]],
-                 key: pl.DataType, schema: dict[str, pl.DataType], *,
-                 limit: int = 500_000) -> None:
+    def __init__(
+        self,
+        compute: Callable[[list[Any]], list[tuple[Any, ...]]],
+        key: pl.DataType,
+        schema: dict[str, pl.DataType],
+        *,
+        limit: int = 500_000,
+    ) -> None:
         self._compute, self._key, self._schema, self.limit = compute, key, schema, limit
         self._lock = threading.Lock()  # parsers run in worker threads of one process
         self._clear()
@@ -53,9 +58,14 @@ class SeriesCache:
             if self._arrow is not None and self._arrow[0] is values:
                 return self._arrow[1]
         table = values.to_arrow(compat_level=pl.CompatLevel.newest())
-        table = table.cast(pa.schema([
-            (f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
-            for f in table.schema])).combine_chunks()
+        table = table.cast(
+            pa.schema(
+                [
+                    (f.name, pa.string() if pa.types.is_string_view(f.type) else f.type)
+                    for f in table.schema
+                ]
+            )
+        ).combine_chunks()
         with self._lock:
             if values is self._values:
                 self._arrow = (values, table)

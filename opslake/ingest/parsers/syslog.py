@@ -52,38 +52,69 @@ _RFC3164 = (
     r"(?:(?P<tag>[^\s:\[]+)(?:\[(?P<pid>[^\]]*)\])?: ?)?(?P<msg>.*)$"
 )
 
-_COLUMNS = ["line_no", "raw", "format", "pri", "version", "ts", "ts_raw", "hostname",
-            "app_name", "procid", "msgid", "structured_data", "message"]
+_COLUMNS = [
+    "line_no",
+    "raw",
+    "format",
+    "pri",
+    "version",
+    "ts",
+    "ts_raw",
+    "hostname",
+    "app_name",
+    "procid",
+    "msgid",
+    "structured_data",
+    "message",
+]
 
 
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     """Parse one batch of syslog lines; bad lines become rejects, good ones bronze rows."""
     lines, rejects = decode_lines(data)
-    frame = (pl.DataFrame({"raw": lines}, schema={"raw": pl.String})
-             .with_row_index("line_no", offset=1)
-             .with_columns(pl.col("line_no").cast(pl.Int64))
-             .filter(pl.col("raw").str.strip_chars() != ""))
+    frame = (
+        pl.DataFrame({"raw": lines}, schema={"raw": pl.String})
+        .with_row_index("line_no", offset=1)
+        .with_columns(pl.col("line_no").cast(pl.Int64))
+        .filter(pl.col("raw").str.strip_chars() != "")
+    )
 
     modern = frame.with_columns(pl.col("raw").str.extract_groups(_RFC5424).alias("m")).unnest("m")
     rfc5424 = modern.filter(pl.col("pri").is_not_null()).select(
-        "line_no", "raw", pl.lit("rfc5424").alias("format"), pl.col("pri"),
+        "line_no",
+        "raw",
+        pl.lit("rfc5424").alias("format"),
+        pl.col("pri"),
         pl.col("version"),
         timestamp_expr(pl.col("ts")).alias("ts"),
         pl.when(pl.col("ts") != "-").then(pl.col("ts")).alias("ts_raw"),
-        _nil("host").alias("hostname"), _nil("app").alias("app_name"), _nil("procid"),
-        _nil("msgid"), _nil("sd").alias("structured_data"),
+        _nil("host").alias("hostname"),
+        _nil("app").alias("app_name"),
+        _nil("procid"),
+        _nil("msgid"),
+        _nil("sd").alias("structured_data"),
         pl.col("msg").str.strip_prefix("\ufeff").alias("message"),  # RFC 5424 allows a BOM
     )
-    legacy = (modern.filter(pl.col("pri").is_null()).select("line_no", "raw")
-              .with_columns(pl.col("raw").str.extract_groups(_RFC3164).alias("m")).unnest("m"))
+    legacy = (
+        modern.filter(pl.col("pri").is_null())
+        .select("line_no", "raw")
+        .with_columns(pl.col("raw").str.extract_groups(_RFC3164).alias("m"))
+        .unnest("m")
+    )
     rfc3164 = legacy.filter(pl.col("pri").is_not_null()).select(
-        "line_no", "raw", pl.lit("rfc3164").alias("format"), pl.col("pri"),
+        "line_no",
+        "raw",
+        pl.lit("rfc3164").alias("format"),
+        pl.col("pri"),
         pl.lit(None, pl.String).alias("version"),
         _legacy_ts(date.fromisoformat(batch.dt)).alias("ts"),
         pl.format("{} {} {}", "mon", "day", "time").alias("ts_raw"),
-        pl.col("host").alias("hostname"), pl.col("tag").alias("app_name"),
-        pl.col("pid").alias("procid"), pl.lit(None, pl.String).alias("msgid"),
-        pl.lit(None, pl.String).alias("structured_data"), pl.col("msg").alias("message"),
+        pl.col("host").alias("hostname"),
+        pl.col("tag").alias("app_name"),
+        pl.col("pid").alias("procid"),
+        pl.lit(None, pl.String).alias("msgid"),
+        pl.lit(None, pl.String).alias("structured_data"),
+        pl.col("msg").alias("message"),
     )
     rows = pl.concat([rfc5424.select(_COLUMNS), rfc3164.select(_COLUMNS)]).with_columns(
         pl.col("pri").cast(pl.Int16, strict=False),
@@ -99,17 +130,22 @@ def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     )
     rows = rows.with_columns(reason.alias("reason"))
     unmatched = legacy.filter(pl.col("pri").is_null()).select(
-        "line_no", "raw", _unmatched_reason().alias("reason"))
-    bad = pl.concat([rows.filter(pl.col("reason").is_not_null()).select(unmatched.columns),
-                     unmatched])
+        "line_no", "raw", _unmatched_reason().alias("reason")
+    )
+    bad = pl.concat(
+        [rows.filter(pl.col("reason").is_not_null()).select(unmatched.columns), unmatched]
+    )
     rejects += [Reject(no, raw, why) for no, raw, why in bad.iter_rows()]
     rejects.sort(key=lambda r: r.line_no)
 
-    good = rows.filter(pl.col("reason").is_null()).sort("line_no").select(
-        [c.name for c in BRONZE_SCHEMA if c.name not in ("batch_id", "received_at")]
-    ).with_columns(
-        pl.lit(batch.batch_id).alias("batch_id"),
-        pl.lit(received_at(batch)).cast(pl.Datetime("us", "UTC")).alias("received_at"),
+    good = (
+        rows.filter(pl.col("reason").is_null())
+        .sort("line_no")
+        .select([c.name for c in BRONZE_SCHEMA if c.name not in ("batch_id", "received_at")])
+        .with_columns(
+            pl.lit(batch.batch_id).alias("batch_id"),
+            pl.lit(received_at(batch)).cast(pl.Datetime("us", "UTC")).alias("received_at"),
+        )
     )
     return ParseResult(good.to_arrow().cast(BRONZE_SCHEMA), rejects)
 
@@ -124,23 +160,35 @@ def _legacy_ts(day: date) -> pl.Expr:
     month = pl.col("mon").replace_strict(list(_MONTHS), [f"{i:02d}" for i in range(1, 13)])
 
     def in_year(year: int) -> pl.Expr:
-        text = pl.format("{}-{}-{}T{}", pl.lit(str(year)), month,
-                         pl.col("day").str.strip_chars().str.zfill(2), "time")
+        text = pl.format(
+            "{}-{}-{}T{}",
+            pl.lit(str(year)),
+            month,
+            pl.col("day").str.strip_chars().str.zfill(2),
+            "time",
+        )
         return text.str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False)
 
     # A line more than a day after the batch day must be from last year (Dec 31 in Jan 1).
     limit = day + timedelta(days=2)
     this_year = in_year(day.year)
-    return (pl.when(this_year >= pl.lit(limit).cast(pl.Datetime("us")))
-            .then(in_year(day.year - 1)).otherwise(this_year)).dt.replace_time_zone("UTC")
+    return (
+        pl.when(this_year >= pl.lit(limit).cast(pl.Datetime("us")))
+        .then(in_year(day.year - 1))
+        .otherwise(this_year)
+    ).dt.replace_time_zone("UTC")
 
 
 def _unmatched_reason() -> pl.Expr:
     raw = pl.col("raw")
     return (
         pl.when(raw.str.contains(r"^<\d{1,3}>\d"))
-        .then(pl.lit("malformed RFC 5424 line: expected '<PRI>1 TIMESTAMP HOSTNAME APP-NAME "
-                     "PROCID MSGID STRUCTURED-DATA MSG' with '-' for empty fields"))
+        .then(
+            pl.lit(
+                "malformed RFC 5424 line: expected '<PRI>1 TIMESTAMP HOSTNAME APP-NAME "
+                "PROCID MSGID STRUCTURED-DATA MSG' with '-' for empty fields"
+            )
+        )
         .when(raw.str.contains(r"^<\d{1,3}>"))
         .then(pl.lit("malformed RFC 3164 line: expected '<PRI>Mmm dd hh:mm:ss HOST TAG: MSG'"))
         .otherwise(pl.lit("not a syslog line: it does not start with '<PRI>'"))

@@ -49,11 +49,12 @@ class _States:
     season: int
 
 
-def _holt_winters(y: np.ndarray, season: int, alpha: np.ndarray, beta: np.ndarray,
-                  gamma: np.ndarray) -> _States:
+def _holt_winters(
+    y: np.ndarray, season: int, alpha: np.ndarray, beta: np.ndarray, gamma: np.ndarray
+) -> _States:
     """Run robust additive damped Holt-Winters over ``y`` [batch, time]."""
     batch, n = y.shape
-    first, second = y[:, :season], y[:, season:2 * season]
+    first, second = y[:, :season], y[:, season : 2 * season]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN series stay NaN
         fallback = np.nanmean(y, axis=1)
@@ -61,7 +62,7 @@ def _holt_winters(y: np.ndarray, season: int, alpha: np.ndarray, beta: np.ndarra
         m2 = np.nanmean(second, axis=1)
         trend = np.where(np.isnan(m2), 0.0, (m2 - level) / season)
         ring = np.nan_to_num(first - level[:, None])
-        scale = np.nanstd(np.diff(y[:, :2 * season], axis=1), axis=1)
+        scale = np.nanstd(np.diff(y[:, : 2 * season], axis=1), axis=1)
     scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
     out_level = np.empty((batch, n))
     out_trend = np.empty((batch, n))
@@ -84,12 +85,15 @@ def _holt_winters(y: np.ndarray, season: int, alpha: np.ndarray, beta: np.ndarra
 def _from_origins(states: _States, origins: np.ndarray, horizon: int) -> np.ndarray:
     """Forecasts ``[batch, origins, horizon]`` made with the state at each origin."""
     k = np.arange(1, horizon + 1)
-    damp = np.cumsum(_PHI ** k)
+    damp = np.cumsum(_PHI**k)
     m = states.season
     # The seasonal term for time t+k is the one last updated at the same phase, at or before t.
     seasonal_at = origins[:, None] + k[None, :] - m * np.ceil(k / m).astype(int)[None, :]
-    return (states.level[:, origins, None] + damp * states.trend[:, origins, None]
-            + states.season_value[:, seasonal_at])
+    return (
+        states.level[:, origins, None]
+        + damp * states.trend[:, origins, None]
+        + states.season_value[:, seasonal_at]
+    )
 
 
 def _errors(y: np.ndarray, states: _States, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -109,8 +113,7 @@ def _origins(start: int, stop: int, count: int) -> np.ndarray:
     return np.unique(np.linspace(start, stop - 1, min(count, stop - start)).astype(int))
 
 
-def _fit_baseline(y: np.ndarray, season: int,
-                  horizon: int) -> tuple[_States, np.ndarray]:
+def _fit_baseline(y: np.ndarray, season: int, horizon: int) -> tuple[_States, np.ndarray]:
     """Run the parameter grid over every series; the states of the best, and its score."""
     grid = _GRID
     n_series, n = y.shape
@@ -133,8 +136,7 @@ def _fit_baseline(y: np.ndarray, season: int,
     return chosen, np.min(score, axis=1)
 
 
-def _predict(y: np.ndarray, states: _States, horizon: int,
-             levels: tuple[float, ...]) -> Forecast:
+def _predict(y: np.ndarray, states: _States, horizon: int, levels: tuple[float, ...]) -> Forecast:
     """Point forecast from the last state and bounds from in-sample errors at each step."""
     n = y.shape[1]
     point = _from_origins(states, np.array([n - 1]), horizon)[:, 0, :]
@@ -143,8 +145,10 @@ def _predict(y: np.ndarray, states: _States, horizon: int,
     count = np.sum(~np.isnan(errors), axis=1, keepdims=True)
     bounds = {}
     for level in levels:
-        lo, hi = (_extend_steps(_sorted_quantile(ordered, count, q), count[:, 0, :])
-                  for q in ((1 - level) / 2, (1 + level) / 2))
+        lo, hi = (
+            _extend_steps(_sorted_quantile(ordered, count, q), count[:, 0, :])
+            for q in ((1 - level) / 2, (1 + level) / 2)
+        )
         bounds[level] = (point + lo, point + hi)
     return Forecast(point, bounds)
 
@@ -182,9 +186,13 @@ def _sorted_quantile(ordered: np.ndarray, count: np.ndarray, q: float) -> np.nda
     return np.where(count[:, 0, :] > 0, value, 0.0)
 
 
-def baseline_forecast(history: np.ndarray, horizon: int, season: int,
-                      levels: tuple[float, ...] = LEVELS,
-                      weekly_season: int | None = None) -> Forecast:
+def baseline_forecast(
+    history: np.ndarray,
+    horizon: int,
+    season: int,
+    levels: tuple[float, ...] = LEVELS,
+    weekly_season: int | None = None,
+) -> Forecast:
     """Robust damped Holt-Winters for every series at once, with empirical intervals.
 
     ``season`` is in samples (a day); with ``weekly_season`` and at least three weeks of
@@ -194,9 +202,13 @@ def baseline_forecast(history: np.ndarray, horizon: int, season: int,
     check_history(y, season, 3)
     rows = max(1, _BATCH_ELEMENTS // (len(_GRID) * _SELECT_ORIGINS * horizon))
     if y.shape[0] > rows:  # series are independent: batches give the same numbers
-        return stack_rows([baseline_forecast(y[i:i + rows], horizon, season, levels,
-                                              weekly_season)
-                            for i in range(0, y.shape[0], rows)], levels)
+        return stack_rows(
+            [
+                baseline_forecast(y[i : i + rows], horizon, season, levels, weekly_season)
+                for i in range(0, y.shape[0], rows)
+            ],
+            levels,
+        )
     states, score = _fit_baseline(y, season, horizon)
     daily = _predict(y, states, horizon, levels)
     if not weekly_season or y.shape[1] < 3 * weekly_season:
@@ -204,8 +216,14 @@ def baseline_forecast(history: np.ndarray, horizon: int, season: int,
     weekly_states, weekly_score = _fit_baseline(y, weekly_season, horizon)
     weekly = _predict(y, weekly_states, horizon, levels)
     use = (weekly_score < score)[:, None]
-    return Forecast(np.where(use, weekly.point, daily.point),
-                    {lv: (np.where(use, weekly.bounds[lv][0], daily.bounds[lv][0]),
-                          np.where(use, weekly.bounds[lv][1], daily.bounds[lv][1]))
-                     for lv in levels},
-                    np.where(use[:, 0], weekly_score, score))
+    return Forecast(
+        np.where(use, weekly.point, daily.point),
+        {
+            lv: (
+                np.where(use, weekly.bounds[lv][0], daily.bounds[lv][0]),
+                np.where(use, weekly.bounds[lv][1], daily.bounds[lv][1]),
+            )
+            for lv in levels
+        },
+        np.where(use[:, 0], weekly_score, score),
+    )

@@ -24,9 +24,13 @@ class Exhaustion:
     level: float
 
 
-def capacity_exhaustion(ts: pd.DatetimeIndex | np.ndarray, values: np.ndarray,
-                        capacity: float, horizon: pd.Timedelta | str = "90D",
-                        level: float = 0.95) -> Exhaustion:
+def capacity_exhaustion(
+    ts: pd.DatetimeIndex | np.ndarray,
+    values: np.ndarray,
+    capacity: float,
+    horizon: pd.Timedelta | str = "90D",
+    level: float = 0.95,
+) -> Exhaustion:
     """First time the forecast reaches ``capacity`` within ``horizon`` (None when it does not).
 
     The trend is Sen's slope over daily means (robust to spikes and to a daily cycle) and the
@@ -43,13 +47,15 @@ def capacity_exhaustion(ts: pd.DatetimeIndex | np.ndarray, values: np.ndarray,
     days = (series.index - origin).total_seconds().to_numpy() / DAY_S
     bucket = pd.Series(series.to_numpy(), index=np.floor(days)).groupby(level=0).mean()
     if len(bucket) < 3:  # under three days: fall back to hourly means for the slope
-        bucket = pd.Series(series.to_numpy(), index=np.floor(days * 24) / 24).groupby(
-            level=0).mean()
+        bucket = (
+            pd.Series(series.to_numpy(), index=np.floor(days * 24) / 24).groupby(level=0).mean()
+        )
     slope, slope_hi = _sen_slope(bucket.index.to_numpy(), bucket.to_numpy(), level)
     intercept = float(np.median(series.to_numpy() - slope * days))
     residual = series.to_numpy() - intercept - slope * days
-    phase = ((series.index - series.index.normalize()).total_seconds().to_numpy()
-             // step).astype(int)
+    phase = ((series.index - series.index.normalize()).total_seconds().to_numpy() // step).astype(
+        int
+    )
     profile = np.zeros(per_day)
     if len(bucket) >= 2 and per_day > 1:
         profile_s = pd.Series(residual).groupby(phase).median()
@@ -58,19 +64,25 @@ def capacity_exhaustion(ts: pd.DatetimeIndex | np.ndarray, values: np.ndarray,
     span = pd.Timedelta(horizon)
     grid_step = max(step, int(span.total_seconds() // 50_000))
     future = series.index[-1] + pd.to_timedelta(
-        np.arange(1, int(span.total_seconds() // grid_step) + 1) * grid_step, unit="s")
+        np.arange(1, int(span.total_seconds() // grid_step) + 1) * grid_step, unit="s"
+    )
     f_days = (future - origin).total_seconds().to_numpy() / DAY_S
     f_phase = ((future - future.normalize()).total_seconds().to_numpy() // step).astype(int)
     seasonal = profile[f_phase % per_day]
     point = intercept + slope * f_days + seasonal
     anchor = intercept + slope * days[-1]
     upper = anchor + max(slope_hi, slope) * (f_days - days[-1]) + seasonal + max(noise_hi, 0.0)
-    return Exhaustion(_first_at_or_above(future, point, capacity),
-                      _first_at_or_above(future, upper, capacity), slope, level)
+    return Exhaustion(
+        _first_at_or_above(future, point, capacity),
+        _first_at_or_above(future, upper, capacity),
+        slope,
+        level,
+    )
 
 
-def _first_at_or_above(stamps: pd.DatetimeIndex, values: np.ndarray,
-                       capacity: float) -> pd.Timestamp | None:
+def _first_at_or_above(
+    stamps: pd.DatetimeIndex, values: np.ndarray, capacity: float
+) -> pd.Timestamp | None:
     hits = np.flatnonzero(values >= capacity)
     return stamps[hits[0]] if len(hits) else None
 

@@ -33,16 +33,18 @@ def silver_metric_names(definition: MetricDefinition) -> list[str]:
     """Raw ``metric_points.metric`` names a simple metric_points definition selects."""
     if definition.type != "simple" or definition.model != "metric_points":
         return []
-    text = " ".join(t for t in (definition.filter,
-                                definition.measure.expr if definition.measure else None) if t)
+    text = " ".join(
+        t for t in (definition.filter, definition.measure.expr if definition.measure else None) if t
+    )
     names = _METRIC_EQUALS.findall(text)
     for listed in _METRIC_IN.findall(text):
         names += re.findall(r"'([^']+)'", listed)
     return list(dict.fromkeys(names))
 
 
-def capacity_metrics(metrics: MetricSet, tag: str = CAPACITY_TAG, *,
-                     strict: bool = True) -> dict[str, CapacityMetric]:
+def capacity_metrics(
+    metrics: MetricSet, tag: str = CAPACITY_TAG, *, strict: bool = True
+) -> dict[str, CapacityMetric]:
     """Raw silver metric names behind the catalog metrics tagged ``tag``, by name.
 
     The names come from the definitions' ``metric = '…'`` / ``metric IN (…)`` filters; a
@@ -60,10 +62,13 @@ def capacity_metrics(metrics: MetricSet, tag: str = CAPACITY_TAG, *,
             raise ConfigError(
                 f"{definition.source_file}:{definition.source_line}: {metric_id} is tagged "
                 f"{tag} but neither it nor its inputs filter metric_points by metric = '...'; "
-                "add such a filter or remove the tag")
+                "add such a filter or remove the tag"
+            )
         for name, source in named:
             ids = found.setdefault(name, ([], _UNIT_CAPACITY.get(source.unit)))[0]
             if metric_id not in ids:
                 ids.append(metric_id)
-    return {name: CapacityMetric(name, tuple(ids), capacity)
-            for name, (ids, capacity) in sorted(found.items())}
+    return {
+        name: CapacityMetric(name, tuple(ids), capacity)
+        for name, (ids, capacity) in sorted(found.items())
+    }

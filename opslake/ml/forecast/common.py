@@ -34,8 +34,9 @@ def infer_step(ts: pd.Series | pd.DatetimeIndex | np.ndarray) -> int:
     # as_unit: pandas may parse to s, ms, us or ns, and asi8 counts in that unit.
     stamps = np.unique(pd.DatetimeIndex(pd.to_datetime(np.asarray(ts))).as_unit("s").asi8)
     if len(stamps) < 2:
-        raise InputError("cannot infer a sampling step from fewer than two timestamps; "
-                         "pass a longer history")
+        raise InputError(
+            "cannot infer a sampling step from fewer than two timestamps; pass a longer history"
+        )
     return max(1, round(float(np.median(np.diff(stamps)))))
 
 
@@ -59,16 +60,24 @@ def check_history(y: np.ndarray, season: int, minimum_seasons: int) -> None:
     if y.shape[1] < minimum_seasons * season:
         raise InputError(
             f"history of {y.shape[1]} samples is shorter than {minimum_seasons} seasons of "
-            f"{season}; pass more history or a shorter season")
+            f"{season}; pass more history or a shorter season"
+        )
 
 
 def stack_rows(parts: Sequence[Forecast], levels: tuple[float, ...]) -> Forecast:
     """Forecasts of consecutive groups of series as one."""
     scores = [p.score for p in parts]
-    return Forecast(np.vstack([p.point for p in parts]),
-                    {lv: (np.vstack([p.bounds[lv][0] for p in parts]),
-                          np.vstack([p.bounds[lv][1] for p in parts])) for lv in levels},
-                    None if any(s is None for s in scores) else np.concatenate(scores))
+    return Forecast(
+        np.vstack([p.point for p in parts]),
+        {
+            lv: (
+                np.vstack([p.bounds[lv][0] for p in parts]),
+                np.vstack([p.bounds[lv][1] for p in parts]),
+            )
+            for lv in levels
+        },
+        None if any(s is None for s in scores) else np.concatenate(scores),
+    )
 
 
 def nanmean_rows(x: np.ndarray) -> np.ndarray:

@@ -18,11 +18,11 @@ def naive_scale(history: np.ndarray, season: int) -> np.ndarray:
     return np.where(scale > 0, scale, np.nan)
 
 
-def mase(actual: np.ndarray, predicted: np.ndarray, history: np.ndarray,
-         season: int) -> np.ndarray:
+def mase(actual: np.ndarray, predicted: np.ndarray, history: np.ndarray, season: int) -> np.ndarray:
     """Mean absolute scaled error per series, scaled by in-sample seasonal naive at ``season``."""
     return nanmean_rows(np.abs(as_panel(actual) - as_panel(predicted))) / naive_scale(
-        history, season)
+        history, season
+    )
 
 
 def smape(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -41,7 +41,8 @@ def coverage(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.nda
     return nanmean_rows(np.where(np.isnan(a), np.nan, inside))
 
 
-def interval_width(lower: np.ndarray, upper: np.ndarray, history: np.ndarray,
-                   season: int) -> np.ndarray:
+def interval_width(
+    lower: np.ndarray, upper: np.ndarray, history: np.ndarray, season: int
+) -> np.ndarray:
     """Mean interval width per series in units of the MASE scale, comparable across series."""
     return nanmean_rows(as_panel(upper) - as_panel(lower)) / naive_scale(history, season)

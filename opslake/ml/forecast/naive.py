@@ -10,14 +10,15 @@ import pandas as pd
 from opslake.ml.forecast.common import LEVELS, Forecast, as_panel, check_history
 
 
-def seasonal_naive(history: np.ndarray, horizon: int, season: int,
-                   levels: tuple[float, ...] = LEVELS) -> Forecast:
+def seasonal_naive(
+    history: np.ndarray, horizon: int, season: int, levels: tuple[float, ...] = LEVELS
+) -> Forecast:
     """Repeat the last season; intervals from quantiles of in-sample seasonal differences."""
     y = as_panel(history)
     check_history(y, season, 2)
     steps = np.arange(horizon)
     # The latest observed value of each phase, so a gap in the last season is not propagated.
-    last = pd.DataFrame(y[:, -2 * season:].T).ffill().to_numpy().T[:, -season:]
+    last = pd.DataFrame(y[:, -2 * season :].T).ffill().to_numpy().T[:, -season:]
     point = last[:, steps % season]
     diffs = y[:, season:] - y[:, :-season]
     seasons_ahead = np.sqrt(steps // season + 1)
@@ -28,8 +29,9 @@ def seasonal_naive(history: np.ndarray, horizon: int, season: int,
     return Forecast(point, bounds)
 
 
-def naive_forecast(history: np.ndarray, horizon: int,
-                   levels: tuple[float, ...] = LEVELS) -> Forecast:
+def naive_forecast(
+    history: np.ndarray, horizon: int, levels: tuple[float, ...] = LEVELS
+) -> Forecast:
     """The last observed value; intervals from one-step changes, widened like a random walk.
 
     The fallback for series with under two days of history, where no daily profile exists.
@@ -43,8 +45,10 @@ def naive_forecast(history: np.ndarray, horizon: int,
     for level in levels:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a series without two values
-            lo, hi = (np.nanquantile(diffs, q, axis=1) if diffs.shape[1]
-                      else np.full(len(y), np.nan) for q in ((1 - level) / 2, (1 + level) / 2))
+            lo, hi = (
+                np.nanquantile(diffs, q, axis=1) if diffs.shape[1] else np.full(len(y), np.nan)
+                for q in ((1 - level) / 2, (1 + level) / 2)
+            )
         lo, hi = np.nan_to_num(lo)[:, None], np.nan_to_num(hi)[:, None]
         bounds[level] = (point + lo * grow, point + hi * grow)
     return Forecast(point, bounds)

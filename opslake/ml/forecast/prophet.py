@@ -28,10 +28,18 @@ def _import_prophet() -> type:
     return Prophet
 
 
-def prophet_forecast(ts: pd.DatetimeIndex | np.ndarray, history: np.ndarray, horizon: int,
-                     levels: tuple[float, ...] = LEVELS, *, max_points: int = 2000,
-                     max_days: int = 56, samples: int = 300, seed: int = 0,
-                     timezone: str = "UTC") -> Forecast:
+def prophet_forecast(
+    ts: pd.DatetimeIndex | np.ndarray,
+    history: np.ndarray,
+    horizon: int,
+    levels: tuple[float, ...] = LEVELS,
+    *,
+    max_points: int = 2000,
+    max_days: int = 56,
+    samples: int = 300,
+    seed: int = 0,
+    timezone: str = "UTC",
+) -> Forecast:
     """Prophet on one series (``ts`` on a regular grid) with daily and weekly seasonality.
 
     To keep a fit around a second, at most ``max_days`` of history are used and they are
@@ -50,15 +58,17 @@ def prophet_forecast(ts: pd.DatetimeIndex | np.ndarray, history: np.ndarray, hor
     if len(frame) < 2 * season_length(step) and len(frame) < 48:
         raise InputError(f"only {len(frame)} observed values; Prophet needs about two days")
     per_day = season_length(step)
-    factor = next((d for d in range(1, per_day + 1)
-                   if per_day % d == 0 and len(frame) / d <= max_points), per_day)
+    factor = next(
+        (d for d in range(1, per_day + 1) if per_day % d == 0 and len(frame) / d <= max_points),
+        per_day,
+    )
     coarse = frame
     if factor > 1:
-        coarse = (frame.set_index("ds").resample(f"{step * factor}s").mean().dropna()
-                  .reset_index())
+        coarse = frame.set_index("ds").resample(f"{step * factor}s").mean().dropna().reset_index()
     span_days = (frame["ds"].iloc[-1] - frame["ds"].iloc[0]).total_seconds() / DAY_S
-    future = pd.DataFrame({"ds": stamps[-1] + pd.to_timedelta(step * np.arange(1, horizon + 1),
-                                                              unit="s")})
+    future = pd.DataFrame(
+        {"ds": stamps[-1] + pd.to_timedelta(step * np.arange(1, horizon + 1), unit="s")}
+    )
     frame, coarse, future = (_with_day_type(f, timezone) for f in (frame, coarse, future))
     days = frame["ds"].dt.normalize().drop_duplicates()
     weekend_days = int(_with_day_type(pd.DataFrame({"ds": days}), timezone)["weekend"].sum())
@@ -66,13 +76,15 @@ def prophet_forecast(ts: pd.DatetimeIndex | np.ndarray, history: np.ndarray, hor
     # fit that even when there is too little history for a weekly seasonality; without the
     # level, the trend bends at every weekend and extrapolates the bend.
     split = span_days >= 2 and weekend_days >= 2 and len(days) - weekend_days >= 2
-    model = prophet_class(daily_seasonality=span_days >= 2 and not split,
-                          weekly_seasonality=span_days >= 14, yearly_seasonality=False,
-                          uncertainty_samples=samples)
+    model = prophet_class(
+        daily_seasonality=span_days >= 2 and not split,
+        weekly_seasonality=span_days >= 14,
+        yearly_seasonality=False,
+        uncertainty_samples=samples,
+    )
     if split:
         for name in ("weekday", "weekend"):
-            model.add_seasonality(f"daily_{name}", period=1, fourier_order=4,
-                                  condition_name=name)
+            model.add_seasonality(f"daily_{name}", period=1, fourier_order=4, condition_name=name)
         model.add_regressor("weekend_level", standardize=False)
     widen = 1.0
     # Prophet draws its uncertainty samples from NumPy's global generator: seed it (and put it
@@ -89,8 +101,7 @@ def prophet_forecast(ts: pd.DatetimeIndex | np.ndarray, history: np.ndarray, hor
             if factor > 1:
                 fitted = model.predict(frame.tail(max_points))["yhat"].to_numpy()
                 fine = np.abs(frame["y"].tail(max_points).to_numpy() - fitted)
-                rough = np.abs(coarse["y"].to_numpy()
-                               - model.predict(coarse)["yhat"].to_numpy())
+                rough = np.abs(coarse["y"].to_numpy() - model.predict(coarse)["yhat"].to_numpy())
                 widen = max(1.0, float(np.median(fine) / max(np.median(rough), 1e-12)))
     finally:
         np.random.set_state(saved)
