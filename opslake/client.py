@@ -1,15 +1,15 @@
-"""The analysts' client: one ``Lake`` over the serving warehouse or over the read API.
+"""The analysts' client: one ``LakeClient`` over the serving warehouse or over the read API.
 
-``Lake.local()`` opens the serving warehouse (``warehouse.duckdb``) read-only with DuckDB and
-runs the same fixed statements, with bound parameters, that the read API runs; it records
-nothing and sees every row (whoever can read the file can read it all). ``Lake.remote(url,
-key)`` asks the API (``/v1``) for Arrow IPC and decodes it with pyarrow; the API checks the
+``LakeClient.local()`` opens the serving warehouse (``warehouse.duckdb``) read-only with
+DuckDB and runs the same fixed statements, with bound parameters, that the read API runs; it
+records nothing and sees every row (whoever can read the file can read it all).
+``LakeClient.remote(url, key)`` asks the API (``/v1``) for Arrow IPC and decodes it with pyarrow; the API checks the
 key, scopes rows by role and audits each call. Both offer the same calls with the same
 columns and types, as polars (default), pandas or Arrow::
 
-    from opslake.client import Lake
+    from opslake.client import LakeClient
 
-    lake = Lake.local()                      # or Lake.remote("http://host:8700", "olk_…")
+    lake = LakeClient.local()  # or LakeClient.remote("http://host:8700", "olk_…")
     lake.metrics(search="cpu")
     lake.metric("cloud.host.cpu_utilisation", "2026-03-02", "2026-03-03", by="business")
     lake.incidents(status="firing", as_="pandas")
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from opslake.alerting.handling import HandlingLog
     from opslake.api.warehouse import WarehouseReader
 
-__all__ = ["FILTERS", "Lake", "Output", "When"]
+__all__ = ["FILTERS", "LakeClient", "Output", "When"]
 
 #: What a call returns: a polars DataFrame, a pandas DataFrame or a pyarrow Table.
 Output = Literal["polars", "pandas", "arrow"]
@@ -56,7 +56,7 @@ FILTERS = SCOPE_COLUMNS
 _OUTPUTS = ("polars", "pandas", "arrow")
 
 
-class Lake:
+class LakeClient:
     """Read OpsLake's serving data as DataFrames, locally or through the API.
 
     Build one with :meth:`local` or :meth:`remote`; every call takes ``as_`` ("polars",
@@ -72,7 +72,7 @@ class Lake:
     # -- construction --------------------------------------------------------------------
 
     @classmethod
-    def local(cls, settings: Settings | None = None, *, as_: Output = "polars") -> Lake:
+    def local(cls, settings: Settings | None = None, *, as_: Output = "polars") -> LakeClient:
         """The serving warehouse of ``settings`` (default: from ``OPSLAKE_*``), read-only.
 
         Nothing is recorded and no rows are withheld: use :meth:`remote` for audited,
@@ -90,7 +90,7 @@ class Lake:
     @classmethod
     def remote(
         cls, url: str, key: str | None = None, timeout: float = 30, *, as_: Output = "polars"
-    ) -> Lake:
+    ) -> LakeClient:
         """The read API at ``url`` (e.g. ``http://127.0.0.1:8700``) with API ``key``.
 
         ``key`` defaults to ``OPSLAKE_API_KEY``; ``timeout`` is seconds per request. Each call
@@ -100,7 +100,7 @@ class Lake:
         key = key or os.environ.get("OPSLAKE_API_KEY")
         if not key:
             raise ConfigError(
-                "Lake.remote needs an API key; pass key='olk_…' or set "
+                "LakeClient.remote needs an API key; pass key='olk_…' or set "
                 "OPSLAKE_API_KEY (an administrator issues keys)"
             )
         if not url.startswith(("http://", "https://")):
@@ -123,7 +123,7 @@ class Lake:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Lake({self._backend.describe_self()}, as_={self.as_!r})"
+        return f"LakeClient({self._backend.describe_self()}, as_={self.as_!r})"
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -338,7 +338,7 @@ def _day(value: When | None) -> date | None:
 
 
 class _Backend:
-    """What a Lake asks of its source: one Arrow table per call."""
+    """What a LakeClient asks of its source: one Arrow table per call."""
 
     def describe_self(self) -> str:
         raise NotImplementedError
@@ -447,7 +447,7 @@ class _Local(_Backend):
         rows = self._query(*statements.metric(metric_id)).to_pylist()
         if not rows:
             raise NotFoundError(
-                f"no metric {metric_id!r} in the catalog; list them with Lake.metrics()"
+                f"no metric {metric_id!r} in the catalog; list them with LakeClient.metrics()"
             )
         return rows[0]
 
@@ -494,7 +494,9 @@ class _Local(_Backend):
 
     def incident_alerts(self, incident_id: str) -> pa.Table:
         if not self._query(*statements.incident_exists(incident_id)).num_rows:
-            raise NotFoundError(f"no incident {incident_id!r}; list them with Lake.incidents()")
+            raise NotFoundError(
+                f"no incident {incident_id!r}; list them with LakeClient.incidents()"
+            )
         return self._query(*statements.incident_alerts(incident_id))
 
     def anomalies(
@@ -607,7 +609,7 @@ class _Remote(_Backend):
         elif status == 404:
             return NotFoundError(
                 f"the API at {self.url} has no {path} (an older data service?); "
-                "upgrade it or read the warehouse with Lake.local()"
+                "upgrade it or read the warehouse with LakeClient.local()"
             )
         elif isinstance(body.get("detail"), list):
             problems = ", ".join(

@@ -1,4 +1,4 @@
-"""The analysts' client: ``Lake.local()`` and ``Lake.remote()`` agree, and the notebooks run.
+"""The analysts' client: ``LakeClient.local()`` and ``LakeClient.remote()`` agree, and the notebooks run.
 
 A 60-object estate (one day) goes through the real pipeline and the serving build; an
 operations engineer gets an API key and ``opslake serve`` runs on loopback. Each call is made
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 from nbclient import NotebookClient
 
-from opslake.client import Lake
+from opslake.client import LakeClient
 from opslake.errors import AuthError, ConfigError, NotFoundError
 from opslake.lake.landing import LandingZone
 from opslake.orchestration import runner
@@ -45,8 +45,8 @@ class Estate:
     url: str
     key: str
     env: dict[str, str]
-    local: Lake
-    remote: Lake
+    local: LakeClient
+    remote: LakeClient
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "opslake", "serve", "--port", str(port)]
     with running(cmd, f"{url}/healthz", base / "serve.log", env=env) as serve:
-        local, remote = Lake.local(settings), Lake.remote(url, key)
+        local, remote = LakeClient.local(settings), LakeClient.remote(url, key)
         try:
             yield Estate(settings, url, key, env, local, remote)
         finally:
@@ -113,7 +113,7 @@ def test_local_and_remote_give_the_same_frames(estate: Estate) -> None:
         "assets": ((), {"expiring_within_days": 90}),
     }
     for name, (args, kwargs) in calls.items():
-        method = getattr(Lake, name.split()[0])
+        method = getattr(LakeClient, name.split()[0])
         mine = method(local, *args, as_="arrow", **kwargs)
         theirs = method(remote, *args, as_="arrow", **kwargs)
         assert isinstance(mine, pa.Table) and mine.num_rows, f"{name}: no rows to compare"
@@ -137,7 +137,7 @@ def test_local_and_remote_give_the_same_frames(estate: Estate) -> None:
         try:
             theirs = getattr(remote, name)(*args, as_="arrow")
         except NotFoundError as exc:
-            assert "Lake.local()" in str(exc) and "has no /v1/" in str(exc)
+            assert "LakeClient.local()" in str(exc) and "has no /v1/" in str(exc)
         else:
             _same(mine, theirs, unordered=True)
 
@@ -173,7 +173,7 @@ def test_polars_pandas_or_arrow_per_call_or_per_lake(estate: Estate) -> None:
         "metric_version",
     ]
     assert str(frame["bucket_start"].dtype).startswith("datetime64[")
-    with Lake.local(estate.settings, as_="pandas") as lake:
+    with LakeClient.local(estate.settings, as_="pandas") as lake:
         assert isinstance(lake.metrics(), pd.DataFrame)
         lake.as_ = "arrow"
         assert isinstance(lake.metrics(), pa.Table)
@@ -205,12 +205,12 @@ def test_errors_say_what_went_wrong_and_what_to_do(estate: Estate) -> None:
         with pytest.raises(NotFoundError, match="no metric 'nope'"):
             lake.lineage("nope")
     with pytest.raises(AuthError, match="not an OpsLake API key"):
-        Lake.remote(estate.url, "olk_wrong").metrics()
+        LakeClient.remote(estate.url, "olk_wrong").metrics()
     with pytest.raises(ConfigError, match="needs an API key"):
-        Lake.remote(estate.url, "")
+        LakeClient.remote(estate.url, "")
     missing = Settings.from_env({"OPSLAKE_HOME": str(estate.settings.state_dir / "nowhere")})
     with pytest.raises(NotFoundError, match="no serving warehouse at"):
-        Lake.local(missing).metrics()
+        LakeClient.local(missing).metrics()
 
 
 def test_local_reads_record_nothing_and_remote_calls_are_audited(estate: Estate) -> None:
