@@ -36,7 +36,7 @@ demo: install
 	$(VENV)/bin/opslake warehouse build
 	$(VENV)/bin/opslake status --by layer
 	$(VENV)/bin/opslake catalog query service.sla.attainment --scope business
-	$(VENV)/bin/opslake alerts incidents
+	$(VENV)/bin/opslake alerts incidents --limit 10
 	$(MAKE) --no-print-directory screens
 	@echo "Sign in:          http://127.0.0.1:8700/login (a user first: opslake security" \
 	      "bootstrap-admin NAME, then enrol-totp NAME)"

@@ -61,17 +61,24 @@ def incidents(
     ] = None,
     live: Annotated[bool, typer.Option("--live", help="Today's live incidents.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Include muted incidents.")] = False,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many, the most severe first.")
+    ] = None,
 ) -> None:
     """List a day's incidents: severity, status, alerts, probable root cause."""
+    from opslake.alerting.convergence import severity_rank
     from opslake.alerting.handling import HandlingState
 
     day = _day(day, live)
     rows = [r for r in _incidents(day, live) if all_ or not r["muted"]]
-    states = _log().states([r["incident_id"] for r in rows])
-    table = Table(title=f"incidents {day}" + (" (live)" if live else ""))
+    shown = sorted(rows, key=lambda r: (-severity_rank(r["severity"]), r["started_at"]))
+    shown = sorted(shown[:limit], key=lambda r: r["started_at"])
+    states = _log().states([r["incident_id"] for r in shown])
+    more = f", the {len(shown)} most severe of {len(rows)}" if len(shown) < len(rows) else ""
+    table = Table(title=f"incidents {day}" + (" (live)" if live else "") + more)
     for col in ("id", "started", "severity", "status", "handling", "alerts", "root cause", "title"):
         table.add_column(col)
-    for r in sorted(rows, key=lambda r: r["started_at"]):
+    for r in shown:
         state = states.get(r["incident_id"], HandlingState(r["incident_id"]))
         table.add_row(
             r["incident_id"],

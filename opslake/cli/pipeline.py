@@ -202,7 +202,9 @@ def _step_summary(steps: list[Step]) -> Table:
 
 
 @warehouse_app.command("build")
-def warehouse_build() -> None:
+def warehouse_build(
+    views: Annotated[bool, typer.Option("--views", help="List every view and its rows.")] = False,
+) -> None:
     """Rebuild warehouse.duckdb from gold and swap it in atomically."""
     from opslake.lake.warehouse import open_read_only
     from opslake.orchestration import runner
@@ -214,6 +216,12 @@ def warehouse_build() -> None:
         rows = con.execute("SELECT name, rows FROM _opslake_warehouse ORDER BY name").fetchall()
     finally:
         con.close()
+    if not views:
+        stdout.print(
+            f"{settings.warehouse_path}: {len(rows)} views, "
+            f"{sum(count for _, count in rows):,} rows (--views lists them)"
+        )
+        return
     table = Table("view", "rows", title=str(settings.warehouse_path))
     for name, count in rows:
         table.add_row(name, f"{count:,}")
