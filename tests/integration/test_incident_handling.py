@@ -197,6 +197,9 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
     assert code == 0 and "reopen" in shown and "cli:" in shown
     code, shown = run("show", h.incident, "--day", h.day)
     assert code == 0 and json.loads(shown)["handling"]["handling_status"] == "resolved"
+    code, listed = run("incidents", "--day", h.day, "--limit", "1")
+    assert code == 0 and "the 1 most severe of" in listed, listed
+    assert listed.count("INC-") == 1
     state = HandlingLog(LandingZone.from_settings(h.settings)).state(h.incident)
     assert (state.handling_status, state.assignee, state.reopens) == ("resolved", "hd_ops", 1)
     audit = [
