@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 import pytest
@@ -29,3 +30,13 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, GroundTr
     runner.materialize(settings, DAYS)
     runner.refresh_serving(settings)
     return settings, truth
+
+
+@pytest.fixture(scope="module")
+def own_estate(estate, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, GroundTruth]:
+    """A copy of the session estate for a module that acts on it (handles incidents, pins
+    metrics), so the modules after it still find the estate as its landing built it."""
+    settings, truth = estate
+    home = tmp_path_factory.mktemp("own") / "lake"
+    shutil.copytree(settings.home, home)
+    return Settings.from_env({"OPSLAKE_HOME": str(home)}), truth

@@ -1,4 +1,4 @@
-"""Incident handling end to end on the shared estate: the API, the CLI, row scoping, MTTA/MTTR.
+"""Incident handling end to end on a copy of the shared estate: the API, the CLI, row scoping, MTTA/MTTR.
 
 An operations engineer acknowledges, assigns, comments and resolves an incident through the
 real API; the history says who and when, in order; the incident list shows the handling at
@@ -63,8 +63,8 @@ def _linked_incident(lake: Lake) -> tuple[str, str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def handling(estate) -> Handling:
-    settings, _ = estate
+def handling(own_estate) -> Handling:
+    settings, _ = own_estate
     incident, day, departments = _linked_incident(Lake.from_settings(settings))
     store = IdentityStore.sealed(settings)
     users = {
@@ -220,8 +220,7 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
 def test_the_pipeline_carries_the_actions_into_silver_and_gold(handling: Handling) -> None:
     """Landing → bronze → silver/incident_actions → gold/incident_state for today, the log
     then reads the same events from silver without counting any twice, and the incident's
-    day's gold/service_levels counts them (which also leaves the shared estate's gold
-    consistent with its silver for the modules after this one)."""
+    day's gold/service_levels counts them."""
     h = handling
     log = HandlingLog(LandingZone.from_settings(h.settings))
     events = log.events([h.incident])
@@ -237,7 +236,7 @@ def test_the_pipeline_carries_the_actions_into_silver_and_gold(handling: Handlin
     }
     assert gold[h.incident] == asdict(log.state(h.incident))
     # gold/service_levels, by the asset, agrees with the figures above (both days: a ticket
-    # of the other day may be the incident's, and the estate's gold stays true to silver).
+    # of the other day may be the incident's).
     runner.materialize(h.settings, DAYS, ["gold/service_levels"])
     row = lake.read_table("gold", "service_levels", dts=[h.day]).to_pylist()[0]
     assert (row["mtta_minutes"], row["mttr_minutes"]) == _mtta_mttr(h)

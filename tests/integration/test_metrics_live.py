@@ -115,7 +115,7 @@ def test_landed_samples_reach_live_gold_metrics_within_a_minute(
     monkeypatch.delenv("OPSLAKE_STATE_DIR", raising=False)
     settings = Settings.from_env()
     lake = Lake.from_settings(settings)
-    zone = LandingZone(lake)
+    zone = LandingZone.from_settings(settings)
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     # Yesterday's estate gives the CMDB that today's samples are resolved and sliced by, and
     # the detector state at its end that today's live anomalies carry on from.

@@ -45,8 +45,8 @@ def _incidents_by_department(client: TestClient) -> tuple[str, set[str], set[str
 
 
 @pytest.fixture(scope="module")
-def estate_portal(estate) -> Estate:
-    base, _ = estate
+def estate_portal(own_estate) -> Estate:
+    base, _ = own_estate
     settings = Settings.from_env(
         {
             "OPSLAKE_HOME": base.home,

@@ -49,10 +49,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(estate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(own_estate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``opslake serve`` over the estate with the Superset door open, and a user per role."""
     install_services()  # Chromium
-    settings, _ = estate
+    settings, _ = own_estate
     store = IdentityStore.sealed(settings)
     for user, role in USERS.items():
         store.add_user(user, role, PASSWORD)
