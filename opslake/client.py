@@ -20,7 +20,6 @@ wrong and what to do (for the API, its ``{"error", "fix"}`` body).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -97,7 +96,7 @@ class LakeClient:
         is one request, authorised, row-scoped, counted against the key's quota and audited
         by the service.
         """
-        key = key or os.environ.get("OPSLAKE_API_KEY")
+        key = key or Settings.from_env().api_key
         if not key:
             raise ConfigError(
                 "LakeClient.remote needs an API key; pass key='olk_…' or set "

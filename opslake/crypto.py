@@ -105,14 +105,17 @@ class DataKeys:
     def from_settings(
         cls, settings: Settings, environ: Mapping[str, str] | None = None
     ) -> DataKeys:
-        """This installation's keys: the current one (environment or key file) and previous."""
-        env = os.environ if environ is None else environ
+        """This installation's keys: the current one (environment or key file) and previous.
+
+        ``environ``, where given, stands for the environment the keys are read from.
+        """
+        given = settings.or_from(environ)
         previous = tuple(
             _parse_key(part.strip(), PREVIOUS_KEYS_ENV)
-            for part in env.get(PREVIOUS_KEYS_ENV, "").split(",")
+            for part in (given.data_key_previous or "").split(",")
             if part.strip()
         )
-        return cls(data_key(settings, env), previous)
+        return cls(data_key(settings, environ), previous)
 
     @property
     def current_id(self) -> str:
@@ -126,8 +129,7 @@ class DataKeys:
 
 def data_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
     """The current data key: ``OPSLAKE_DATA_KEY``, else the key file (created on first use)."""
-    env = os.environ if environ is None else environ
-    raw = env.get(KEY_ENV, "").strip()
+    raw = settings.or_from(environ).data_key
     if raw:
         return _parse_key(raw, KEY_ENV)
     key = key_file(settings.state_dir / "keys" / "data.key", alternative=f"set {KEY_ENV}")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from types import MappingProxyType
 
 from opslake.errors import ConfigError
 
@@ -121,11 +122,38 @@ class Settings:
     superset_door_port: int | None = None
     dagster_upstream: str = "http://127.0.0.1:3001"
     superset_upstream: str = "http://127.0.0.1:8088"
+    #: The Superset server ``opslake screens`` runs (``OPSLAKE_SUPERSET_*``): its virtualenv
+    #: (default as ``infra/install-superset.sh`` puts it), address, metadata database (a
+    #: SQLAlchemy URI, which may hold a password; unset, SQLite under the state directory),
+    #: administrator (password unset: generated once and kept) and gunicorn workers.
+    superset_venv: Path = field(default_factory=lambda: _superset_venv({}))
+    superset_host: str = "127.0.0.1"
+    superset_port: int = 8088
+    superset_database_uri: str | None = field(default=None, repr=False)
+    superset_admin_user: str = "admin"
+    superset_admin_password: str | None = field(default=None, repr=False)
+    superset_workers: int = 2
+    #: Secrets, like every setting read here and never shown (``repr`` leaves them out):
+    #: the SM4 data key and the previous ones still read (``OPSLAKE_DATA_KEY``, hex;
+    #: ``OPSLAKE_DATA_KEY_PREVIOUS``, comma-separated), the passphrase backups are sealed
+    #: under (from the variable ``backup_passphrase_env`` names), and the API key an
+    #: analyst's ``LakeClient.remote`` sends (``OPSLAKE_API_KEY``).
+    data_key: str | None = field(default=None, repr=False)
+    data_key_previous: str | None = field(default=None, repr=False)
+    backup_passphrase: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+    #: The environment as read, for values a configuration file names by variable (a
+    #: ``notify.yaml`` receiver's ``url_env: OPSLAKE_DINGTALK_URL``); never shown.
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (defaults to ``os.environ``)."""
-        env = os.environ if environ is None else environ
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings from ``environ`` (defaults to ``os.environ``), ``overrides`` over it."""
+        env = {**(os.environ if environ is None else environ), **(overrides or {})}
         home = env.get("OPSLAKE_HOME", "./var")
         is_s3 = home.startswith("s3://")
         if not is_s3:
@@ -224,7 +252,28 @@ class Settings:
                 "OPSLAKE_SUPERSET_UPSTREAM",
                 f"http://127.0.0.1:{_port(env, 'OPSLAKE_SUPERSET_PORT', 8088)}",
             ),
+            superset_venv=_superset_venv(env),
+            superset_host=env.get("OPSLAKE_SUPERSET_HOST") or "127.0.0.1",
+            superset_port=_port(env, "OPSLAKE_SUPERSET_PORT", 8088),
+            superset_database_uri=env.get("OPSLAKE_SUPERSET_DATABASE_URI") or None,
+            superset_admin_user=env.get("OPSLAKE_SUPERSET_ADMIN_USER") or "admin",
+            superset_admin_password=env.get("OPSLAKE_SUPERSET_ADMIN_PASSWORD") or None,
+            superset_workers=_positive(
+                env, "OPSLAKE_SUPERSET_WORKERS", 2, most=32, what="a number of workers (1-32)"
+            ),
+            data_key=env.get("OPSLAKE_DATA_KEY", "").strip() or None,
+            data_key_previous=env.get("OPSLAKE_DATA_KEY_PREVIOUS", "").strip() or None,
+            backup_passphrase=env.get(
+                env.get("OPSLAKE_BACKUP_PASSPHRASE_VAR") or "OPSLAKE_BACKUP_PASSPHRASE"
+            )
+            or None,
+            api_key=env.get("OPSLAKE_API_KEY") or None,
+            variables=MappingProxyType(env),
         )
+
+    def or_from(self, environ: Mapping[str, str] | None) -> Settings:
+        """These settings, or those of ``environ`` where a caller passes its own (tests do)."""
+        return self if environ is None else Settings.from_env(environ)
 
     @property
     def is_object_store(self) -> bool:
@@ -347,6 +396,14 @@ def _sources(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     return names
 
 
+def _superset_venv(env: Mapping[str, str]) -> Path:
+    """Superset's virtualenv: ``OPSLAKE_SUPERSET_VENV``, else where the install script puts it."""
+    if env.get("OPSLAKE_SUPERSET_VENV"):
+        return Path(env["OPSLAKE_SUPERSET_VENV"]).expanduser()
+    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")) / ".cache")
+    return Path(cache).expanduser() / "opslake" / "superset-venv"
+
+
 def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:
     """A memory budget in MiB from ``name``; a clear error when it is not a sensible one."""
     return _positive(env, name, default, least=64, what="a memory budget in MiB")
@@ -369,11 +426,12 @@ def _positive(
     default: int,
     *,
     least: int = 1,
+    most: int | None = None,
     what: str = "a positive whole number",
 ) -> int:
-    """A whole number of at least ``least`` from ``name``; a clear error when it is not one."""
+    """A whole number of at least ``least`` (at most ``most``) from ``name``; else a clear error."""
     raw = env.get(name) or str(default)
-    if not raw.isdigit() or int(raw) < least:
+    if not raw.isdigit() or int(raw) < least or (most is not None and int(raw) > most):
         raise ConfigError(
             f"{name}={raw!r} is not {what}; use a whole number of at least "
             f"{least} (default {default})"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ from opslake.alerting.rules import Matcher, read_yaml
 from opslake.delivery import Engine, RetryPolicy
 from opslake.errors import ConfigError
 from opslake.lake.storage import Lake
+from opslake.settings import Settings
 
 NOTIFY_FILE = "notify.yaml"
 ONCALL_FILE = "oncall.yaml"
@@ -102,8 +102,12 @@ class NotifyConfig:
 
     @classmethod
     def load(cls, directory: Path, environ: Mapping[str, str] | None = None) -> NotifyConfig:
-        """Read ``notify.yaml`` and ``oncall.yaml``; no file, no notifications."""
-        env = os.environ if environ is None else environ
+        """Read ``notify.yaml`` and ``oncall.yaml``; no file, no notifications.
+
+        ``*_env`` settings are read from ``environ`` (default: the environment, as
+        :class:`~opslake.settings.Settings` read it).
+        """
+        env = Settings.from_env().variables if environ is None else environ
         path = directory / NOTIFY_FILE
         raw = read_yaml(path)
         problems: list[str] = []

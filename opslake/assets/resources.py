@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import dagster as dg
 
@@ -37,12 +36,12 @@ class LakeResource(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         """Settings from the environment, with this resource's overrides."""
-        env = dict(os.environ)
+        overrides = {}
         if self.home:
-            env["OPSLAKE_HOME"] = self.home
+            overrides["OPSLAKE_HOME"] = self.home
         if self.state_dir:
-            env["OPSLAKE_STATE_DIR"] = self.state_dir
-        return Settings.from_env(env)
+            overrides["OPSLAKE_STATE_DIR"] = self.state_dir
+        return Settings.from_env(overrides=overrides)
 
     def lake(self) -> Lake:
         """The lake (cached per settings)."""

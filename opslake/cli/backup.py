@@ -8,7 +8,6 @@ passphrase the keys are sealed under comes from the variable ``OPSLAKE_BACKUP_PA
 from __future__ import annotations
 
 import json
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -143,7 +142,7 @@ def _lake(home: str):
         raise BackupError(
             f"the lake {home} does not exist here; give --lake-home with where it is now"
         )
-    return Lake.from_settings(Settings.from_env({**os.environ, "OPSLAKE_HOME": home}))
+    return Lake.from_settings(Settings.from_env(overrides={"OPSLAKE_HOME": home}))
 
 
 @app.command("restore")

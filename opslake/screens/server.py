@@ -19,7 +19,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -41,14 +41,6 @@ ADMIN_PASSWORD_ARG = "{env:OPSLAKE_SUPERSET_ADMIN_PASSWORD}"
 BOOTSTRAP_VERSION = 1
 
 
-def default_venv(environ: Mapping[str, str]) -> Path:
-    """Where ``infra/install-superset.sh`` puts Superset's virtualenv (same rule as there)."""
-    if environ.get("OPSLAKE_SUPERSET_VENV"):
-        return Path(environ["OPSLAKE_SUPERSET_VENV"]).expanduser()
-    cache = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "~")) / ".cache")
-    return Path(cache).expanduser() / "opslake" / "superset-venv"
-
-
 @dataclass(frozen=True)
 class SupersetConfig:
     """How and where the Superset server runs (environment variables ``OPSLAKE_SUPERSET_*``)."""
@@ -61,10 +53,10 @@ class SupersetConfig:
     host: str = "127.0.0.1"
     port: int = 8088
     #: SQLAlchemy URI of Superset's metadata database; None: SQLite under ``state``.
-    metadata_uri: str | None = None
+    metadata_uri: str | None = field(default=None, repr=False)
     admin_username: str = "admin"
     #: None: generated once and kept in ``state/admin-password``.
-    admin_password: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
     workers: int = 2
     #: Behind OpsLake's door (``OPSLAKE_SUPERSET_DOOR_PORT`` set): users are signed in by
     #: the door's headers (AUTH_REMOTE_USER), trusted only with :func:`gateway_secret`.
@@ -74,26 +66,20 @@ class SupersetConfig:
     def from_settings(
         cls, settings: Settings, environ: Mapping[str, str] | None = None
     ) -> SupersetConfig:
-        """Read ``OPSLAKE_SUPERSET_*`` over ``settings`` (state dir, warehouse, time zone)."""
-        env = os.environ if environ is None else environ
-
-        def number(name: str, default: int, low: int, high: int) -> int:
-            raw = env.get(name, str(default))
-            if not raw.isdigit() or not low <= int(raw) <= high:
-                raise ConfigError(f"{name}={raw!r} is not a number from {low} to {high}")
-            return int(raw)
-
+        """``settings``' Superset (``OPSLAKE_SUPERSET_*``) over its state dir, warehouse and
+        time zone; ``environ``, where given, stands for the environment those are read from."""
+        given = settings.or_from(environ)
         return cls(
-            venv=default_venv(env),
+            venv=given.superset_venv,
             state=settings.state_dir / "superset",
             warehouse=settings.warehouse_path,
             timezone=settings.timezone,
-            host=env.get("OPSLAKE_SUPERSET_HOST", "127.0.0.1"),
-            port=number("OPSLAKE_SUPERSET_PORT", 8088, 1, 65535),
-            metadata_uri=env.get("OPSLAKE_SUPERSET_DATABASE_URI") or None,
-            admin_username=env.get("OPSLAKE_SUPERSET_ADMIN_USER", "admin"),
-            admin_password=env.get("OPSLAKE_SUPERSET_ADMIN_PASSWORD") or None,
-            workers=number("OPSLAKE_SUPERSET_WORKERS", 2, 1, 32),
+            host=given.superset_host,
+            port=given.superset_port,
+            metadata_uri=given.superset_database_uri,
+            admin_username=given.superset_admin_user,
+            admin_password=given.superset_admin_password,
+            workers=given.superset_workers,
             door=settings.superset_door_port is not None,
         )
 

@@ -49,7 +49,7 @@ import pyarrow.fs as pafs
 from argon2.exceptions import HashingError
 from argon2.low_level import ARGON2_VERSION, Type, hash_secret_raw
 
-from opslake.crypto import KEY_ENV, PREVIOUS_KEYS_ENV, data_key, hmac_sm3, key_file
+from opslake.crypto import data_key, hmac_sm3, key_file
 from opslake.errors import BackupError, OpsLakeError
 from opslake.lake.storage import STAGING, Lake
 from opslake.security.audit import canonical
@@ -123,8 +123,7 @@ class Restored:
 
 def passphrase_from_env(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
     """The passphrase from the variable ``settings.backup_passphrase_env`` names, if set."""
-    env = os.environ if environ is None else environ
-    return env.get(settings.backup_passphrase_env) or None
+    return settings.or_from(environ).backup_passphrase
 
 
 def create(
@@ -286,17 +285,17 @@ def _check_passphrase(passphrase: str) -> None:
 
 def _collect_keys(settings: Settings, environ: Mapping[str, str] | None) -> dict[str, str]:
     """Every key the installation needs, as hex: the data key(s) and the audit key."""
-    env = os.environ if environ is None else environ
+    given = settings.or_from(environ)
     keys: dict[str, str] = {}
     data = (
-        data_key(settings, env).hex()
-        if env.get(KEY_ENV, "").strip()
+        data_key(settings, environ).hex()
+        if given.data_key
         else _key_hex(settings.state_dir / "keys" / "data.key", 16)
     )
     if data:
         keys["data.key"] = data
-    if env.get(PREVIOUS_KEYS_ENV, "").strip():
-        keys["data.key.previous"] = env[PREVIOUS_KEYS_ENV].strip()
+    if given.data_key_previous:
+        keys["data.key.previous"] = given.data_key_previous
     audit = _key_hex(settings.audit_key_path, 32)
     if audit:
         keys["audit.key"] = audit
