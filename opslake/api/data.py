@@ -9,6 +9,7 @@ departments (all, region, object kind or type) is refused rather than aggregated
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -30,6 +31,7 @@ from opslake.api.auth import GUARDED, error_responses, requires
 from opslake.api.statements import Statement, data_statement
 from opslake.api.warehouse import WarehouseReader
 from opslake.errors import ConfigError, Forbidden, NotFoundError, StorageError
+from opslake.kpi import topology as topo
 from opslake.kpi.ledger import CONTACT_CONTEXT
 from opslake.metrics_catalog.compute import SCOPE_COLUMNS
 from opslake.security.roles import SCOPED_BREAKDOWNS, Principal, row_scope_sql
@@ -550,3 +552,195 @@ async def assets(
         "owner_contact", pa.array(contacts, pa.string())
     )
     return _rows(request, table, format)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _edge_scope(principal: Principal) -> Statement:
+    """The row scope of an edge: both of its ends within the principal's rows."""
+    src_sql, src_params = row_scope_sql(principal, "src_department", "src_business")
+    dst_sql, dst_params = row_scope_sql(principal, "dst_department", "dst_business")
+    return src_sql + dst_sql, [*src_params, *dst_params]
+
+
+Limit = Annotated[int, Query(ge=1, le=statements.MAX_ROWS, description="Rows per page")]
+Offset = Annotated[int, Query(ge=0, description="Rows to skip (the next page: offset + limit)")]
+
+
+@router.get("/relations", summary="The topology at a time", responses=_table(404))
+async def relations(
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("assets:read"))],
+    as_of: Annotated[
+        IsoDateTime | None, Query(description="Edges valid at this time (default: now)")
+    ] = None,
+    entity: Annotated[str | None, Query(max_length=200, description="Edges touching it")] = None,
+    relation: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Limit = 1000,
+    offset: Offset = 0,
+    format: Format = "json",
+) -> Response:
+    """Relations (runs_on, depends_on, belongs_to, located_in, powered_by) valid at
+    ``as_of``, with both ends' kind, type, name, department and business and the edge's
+    valid_from / valid_to; department viewers get edges with both ends in their rows."""
+    when = _utc(as_of) if as_of else _now()
+    statement = statements.relations(when, entity, relation, _edge_scope(principal), limit, offset)
+    if as_of is None:  # "now" moves: not an answer to keep
+        request.state.volatile = True
+        return _rows(request, await _query(request, *statement), format)
+    return await _answer(request, statement, format)
+
+
+@router.get("/logs", summary="Log lines counted per template and hour", responses=_table(404))
+async def logs(
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("assets:read"))],
+    entity: Annotated[str | None, Query(max_length=200)] = None,
+    level: Annotated[
+        Literal[statements.LOG_LEVELS] | None,  # type: ignore[valid-type]
+        Query(description="This syslog level or more severe (err: emerg, alert, crit, err)"),
+    ] = None,
+    business: Annotated[str | None, Query(max_length=200)] = None,
+    start: Annotated[IsoDateTime | None, Query(description="From this hour (inclusive)")] = None,
+    end: Annotated[IsoDateTime | None, Query(description="Before this hour")] = None,
+    limit: Limit = 1000,
+    offset: Offset = 0,
+    format: Format = "json",
+) -> Response:
+    """Per hour, entity, app, level and message template: the count, first and last time and
+    an example line, with the CI's kind, type, department and business; newest hour first.
+    Department viewers get the logs of their departments' and businesses' CIs."""
+    statement = statements.logs(
+        entity,
+        level,
+        business,
+        _utc(start) if start else None,
+        _utc(end) if end else None,
+        row_scope_sql(principal, "department", "business"),
+        limit,
+        offset,
+    )
+    return await _answer(request, statement, format)
+
+
+async def _dicts(request: Request, statement: Statement) -> dict[str, Any]:
+    rows = (await _query(request, *statement)).to_pylist()
+    return {"count": len(rows), "rows": rows}
+
+
+@router.get(
+    "/entities/{entity_id}",
+    summary="One CI: attributes, neighbours, metrics, alerts, logs",
+    responses={
+        200: {"model": dict[str, Any], "description": "The entity and what surrounds it"},
+        **error_responses(*GUARDED, 404),
+    },
+)
+async def entity(
+    request: Request,
+    entity_id: ID,
+    principal: Annotated[Principal, Depends(requires("assets:read"))],
+    as_of: Annotated[
+        IsoDateTime | None, Query(description="Neighbours as of this time (default: now)")
+    ] = None,
+) -> Response:
+    """The CI's ledger row (``entity``), its health now, its ``neighbours`` up and down the
+    relation graph (business → app → service → VM → host; ``direction``, ``hops``), its
+    newest hourly value of each metric, the firing incidents and alerts touching it, and its
+    log templates of its last logged day with counts. Department viewers get 404 for CIs
+    outside their departments and businesses, and neighbours only through their own CIs."""
+    scope = row_scope_sql(principal, "department", "business")
+    found = await _query(request, *statements.entity(entity_id, scope))
+    if not found.num_rows:
+        raise NotFoundError(
+            f"no CI {entity_id!r} you may see in the asset ledger; find one with GET "
+            "/v1/assets or GET /v1/relations"
+        )
+    when = _utc(as_of) if as_of else _now()
+    departments = _departments(principal)
+    health, neighbours, metrics, incidents, alerts, logs = await asyncio.gather(
+        _dicts(request, statements.entity_health([entity_id])),
+        _dicts(request, statements.neighbours(entity_id, when, _edge_scope(principal))),
+        _dicts(request, statements.latest_metrics(entity_id)),
+        _dicts(request, statements.entity_incidents(entity_id, departments)),
+        _dicts(request, statements.entity_alerts(entity_id, departments)),
+        _dicts(request, statements.recent_log_templates(entity_id)),
+    )
+    body = {
+        "entity": found.to_pylist()[0],
+        "health": health["rows"][0] if health["rows"] else None,
+        "as_of": when,
+        "neighbours": neighbours,
+        "metrics": metrics,
+        "incidents": incidents,
+        "alerts": alerts,
+        "logs": logs,
+    }
+    request.state.rows = 1 + sum(
+        part["count"] for part in (neighbours, metrics, incidents, alerts, logs)
+    )
+    request.state.volatile = True
+    return Response(
+        json.dumps(body, ensure_ascii=False, default=_json), media_type="application/json"
+    )
+
+
+@router.get(
+    "/topology",
+    summary="Businesses down to hosts, with health now",
+    responses={
+        200: {"model": dict[str, Any], "description": "Nodes with health, and edges"},
+        **error_responses(*GUARDED, 404),
+    },
+)
+async def topology(
+    request: Request,
+    principal: Annotated[Principal, Depends(requires("assets:read"))],
+    business: Annotated[str | None, Query(max_length=200)] = None,
+    root: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")] = None,
+) -> Response:
+    """The current chain business → app → service → VM → host (runs_on and depends_on edges):
+    ``nodes`` (CI attributes and newest health: score, status, firing alerts) and ``edges``.
+    ``business`` keeps that business's CIs and what they run on; ``root`` keeps what lies
+    above and below one CI. Department viewers get only their departments' and businesses'
+    CIs and the edges between them."""
+    scope = row_scope_sql(principal, "department", "business")
+    dt = await _day(request, "asset_ledger", None)
+    cis = await _query(request, *statements.assets(dt, None, None, None, None, scope))
+    edges = await _query(request, *statements.relations(_now(), None, None, _edge_scope(principal)))
+    pairs = [
+        (e["src_entity_id"], e["dst_entity_id"])
+        for e in edges.select(["src_entity_id", "relation", "dst_entity_id"]).to_pylist()
+        if e["relation"] in topo.CHAIN_RELATIONS
+    ]
+    nodes = {
+        r["entity_id"]: {
+            k: r[k] for k in ("entity_id", "name", "kind", "type", "department", "business")
+        }
+        for r in cis.to_pylist()
+    }
+    keep = set(nodes)
+    if business is not None:
+        starts = {n for n, r in nodes.items() if r["business"] == business}
+        keep = topo.reachable(pairs, starts, statements.NEIGHBOUR_HOPS)
+    if root is not None:
+        if root not in nodes:
+            raise NotFoundError(f"no CI {root!r} you may see; pick one of /v1/topology's nodes")
+        keep = topo.reachable(pairs, {root}, statements.NEIGHBOUR_HOPS) | topo.reachable(
+            pairs, {root}, statements.NEIGHBOUR_HOPS, down=False
+        )
+    keep &= set(nodes)
+    health = await _query(request, *statements.entity_health(keep))
+    for row in health.to_pylist():
+        nodes[row["entity_id"]]["health"] = row
+    body = {
+        "nodes": [{"health": None, **nodes[n]} for n in sorted(keep)],
+        "edges": [{"src": s, "dst": d} for s, d in sorted(set(pairs)) if s in keep and d in keep],
+    }
+    request.state.rows = len(body["nodes"]) + len(body["edges"])
+    request.state.volatile = True
+    return Response(
+        json.dumps(body, ensure_ascii=False, default=_json), media_type="application/json"
+    )

@@ -244,3 +244,194 @@ def quality(day: str | date | None, failed: bool) -> Statement:
         ),
         [want, failed],
     )
+
+
+#: The topology: the newest partition of gold relations holds the whole edge history.
+_EDGES = (
+    "SELECT * EXCLUDE (dt) FROM relations WHERE dt = (SELECT max(dt) FROM relations) "
+    "AND (valid_from IS NULL OR valid_from <= ?) AND (valid_to IS NULL OR valid_to > ?)"
+)
+#: How many hops up and down the graph an entity's neighbours reach.
+NEIGHBOUR_HOPS = 4
+
+
+def relations(
+    as_of: datetime,
+    entity_id: str | None,
+    relation: str | None,
+    scope: Statement = ("", []),
+    limit: int = MAX_ROWS,
+    offset: int = 0,
+) -> Statement:
+    """Edges valid at ``as_of`` (optionally touching ``entity_id``, of one ``relation``),
+    within the row ``scope`` (on both ends' columns); one page of them."""
+    scope_sql, scope_params = scope
+    return (
+        (
+            f"{_EDGES} AND (?::VARCHAR IS NULL OR ? IN (src_entity_id, dst_entity_id)) "
+            f"AND (?::VARCHAR IS NULL OR relation = ?){scope_sql} "
+            "ORDER BY src_entity_id, relation, dst_entity_id, valid_from LIMIT ? OFFSET ?"
+        ),
+        [
+            as_of,
+            as_of,
+            entity_id,
+            entity_id,
+            relation,
+            relation,
+            *scope_params,
+            min(limit, MAX_ROWS),
+            offset,
+        ],
+    )
+
+
+def neighbours(entity_id: str, as_of: datetime, scope: Statement = ("", [])) -> Statement:
+    """The edges reached from ``entity_id`` going down (to what it runs on and depends on)
+    and up (to what runs on or depends on it), up to ``NEIGHBOUR_HOPS`` hops, at ``as_of``,
+    through edges within the row ``scope``; ``direction`` and ``hops`` say how."""
+    scope_sql, scope_params = scope
+
+    def walk(name: str, start: str, end: str) -> str:
+        return (
+            f"{name}(entity_id, hops, path) AS (SELECT ?::VARCHAR, 0, [?::VARCHAR] UNION ALL "
+            f"SELECT e.{end}, w.hops + 1, list_append(w.path, e.{end}) FROM {name} w "
+            f"JOIN e ON e.{start} = w.entity_id WHERE w.hops < {NEIGHBOUR_HOPS} "
+            f"AND NOT list_contains(w.path, e.{end}))"
+        )
+
+    return (
+        (
+            f"WITH RECURSIVE e AS ({_EDGES}{scope_sql}), "
+            f"{walk('down', 'src_entity_id', 'dst_entity_id')}, "
+            f"{walk('up', 'dst_entity_id', 'src_entity_id')} "
+            "SELECT DISTINCT 'down' AS direction, w.hops + 1 AS hops, e.* FROM down w "
+            f"JOIN e ON e.src_entity_id = w.entity_id WHERE w.hops < {NEIGHBOUR_HOPS} "
+            "UNION SELECT DISTINCT 'up', w.hops + 1, e.* FROM up w "
+            f"JOIN e ON e.dst_entity_id = w.entity_id WHERE w.hops < {NEIGHBOUR_HOPS} "
+            "ORDER BY direction, hops, src_entity_id, relation, dst_entity_id"
+        ),
+        [as_of, as_of, *scope_params, entity_id, entity_id, entity_id, entity_id],
+    )
+
+
+def entity(entity_id: str, scope: Statement = ("", [])) -> Statement:
+    """The CI's row in the newest asset ledger (owner contact left out), within ``scope``."""
+    scope_sql, scope_params = scope
+    return (
+        "SELECT * EXCLUDE (dt, owner_contact_sm4) FROM asset_ledger WHERE dt = "
+        "(SELECT max(dt) FROM asset_ledger) AND entity_id = ?" + scope_sql,
+        [entity_id, *scope_params],
+    )
+
+
+def entity_health(entity_ids: Collection[str]) -> Statement:
+    """The newest hourly health (score, status, reason) of each of ``entity_ids``."""
+    return (
+        (
+            "SELECT entity_id, hour, health_score, status, firing_alerts, worst_severity, reason "
+            "FROM entity_health WHERE dt = (SELECT max(dt) FROM entity_health) AND "
+            "list_contains(?::VARCHAR[], entity_id) QUALIFY row_number() OVER "
+            "(PARTITION BY entity_id ORDER BY hour DESC) = 1 ORDER BY entity_id"
+        ),
+        [sorted(entity_ids)],
+    )
+
+
+def latest_metrics(entity_id: str) -> Statement:
+    """Each metric's newest hourly roll-up of the entity (last, average, p95 of the hour)."""
+    return (
+        (
+            "SELECT metric, bucket_start, last, avg, p95, samples FROM metric_rollup_1h WHERE "
+            "dt = (SELECT max(dt) FROM metric_rollup_1h WHERE entity_id = ?) AND entity_id = ? "
+            "QUALIFY row_number() OVER (PARTITION BY metric ORDER BY bucket_start DESC) = 1 "
+            "ORDER BY metric"
+        ),
+        [entity_id, entity_id],
+    )
+
+
+def entity_incidents(entity_id: str, departments: Collection[str] | None = None) -> Statement:
+    """The newest day's firing incidents touching the entity (within ``departments``)."""
+    scope, scope_params = _departments(departments)
+    return (
+        "SELECT incident_id, title, status, severity, started_at, updated_at, alert_count, "
+        "root_cause FROM incidents_current WHERE dt = (SELECT max(dt) FROM incidents_current) "
+        "AND status = 'firing' AND list_contains(entities, ?)"
+        + scope
+        + " ORDER BY started_at, incident_id",
+        [entity_id, *scope_params],
+    )
+
+
+def entity_alerts(entity_id: str, departments: Collection[str] | None = None) -> Statement:
+    """The entity's alerts still firing in the newest day's incidents (within
+    ``departments``: only alerts of incidents wholly within them)."""
+    scope, scope_params = _departments(departments)
+    return (
+        "SELECT a.incident_id, a.alert_id, a.alertname, a.severity, a.title, a.starts_at, "
+        "a.occurrence, a.is_root_cause FROM incident_alerts_current a JOIN incidents_current "
+        "i USING (incident_id) WHERE i.dt = (SELECT max(dt) FROM incidents_current) AND "
+        "i.status = 'firing' AND a.ends_at IS NULL AND a.entity_id = ?"
+        + scope
+        + " ORDER BY a.starts_at, a.alert_id",
+        [entity_id, *scope_params],
+    )
+
+
+#: Log levels (syslog keywords), most severe first: ``level=err`` also answers crit and worse.
+LOG_LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+
+def logs(
+    entity_id: str | None,
+    level: str | None,
+    business: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    scope: Statement = ("", []),
+    limit: int = MAX_ROWS,
+    offset: int = 0,
+) -> Statement:
+    """Hourly log template counts, newest hour first, of ``level`` or more severe; a page."""
+    scope_sql, scope_params = scope
+    worst = None if level is None else LOG_LEVELS.index(level)
+    return (
+        "SELECT * EXCLUDE (dt) FROM logs WHERE (?::VARCHAR IS NULL OR entity_id = ?) AND "
+        "(?::INTEGER IS NULL OR severity <= ?) AND (?::VARCHAR IS NULL OR business = ?) AND "
+        "(?::TIMESTAMPTZ IS NULL OR hour >= ?) AND (?::TIMESTAMPTZ IS NULL OR hour < ?)"
+        + scope_sql
+        + " ORDER BY hour DESC, entity_id, severity, count DESC, template_id LIMIT ? OFFSET ?",
+        [
+            entity_id,
+            entity_id,
+            worst,
+            worst,
+            business,
+            business,
+            start,
+            start,
+            end,
+            end,
+            *scope_params,
+            min(limit, MAX_ROWS),
+            offset,
+        ],
+    )
+
+
+#: How far back an entity's recent log templates go from its newest logged hour.
+RECENT_LOG_HOURS = 24
+
+
+def recent_log_templates(entity_id: str, scope: Statement = ("", [])) -> Statement:
+    """The entity's templates over its last logged day, most frequent first, with counts."""
+    scope_sql, scope_params = scope
+    return (
+        "SELECT template_id, template, level, min(severity) AS severity, sum(count)::BIGINT AS count, "
+        "max(last_ts) AS last_ts, arg_max(example, last_ts) AS example FROM logs WHERE "
+        "entity_id = ? AND hour > (SELECT max(hour) FROM logs WHERE entity_id = ?) - "
+        f"INTERVAL {RECENT_LOG_HOURS} HOUR" + scope_sql + " GROUP BY template_id, template, "
+        "level ORDER BY count DESC, template_id LIMIT 50",
+        [entity_id, entity_id, *scope_params],
+    )

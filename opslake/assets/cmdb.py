@@ -4,12 +4,13 @@ import dagster as dg
 
 from opslake.assets.conform import SilverTable, silver_asset
 from opslake.assets.ingest import BronzeTable, SourceSpec, source_assets
-from opslake.assets.keys import OWNER, key
+from opslake.assets.keys import OWNER, daily_table_asset, key
 from opslake.assets.partitions import DAILY
 from opslake.assets.resources import LakeResource
 from opslake.ingest.parsers import cmdb as parser
 from opslake.kpi.ledger import ledger
-from opslake.lake.cmdb import cmdb_as_of, end_of_day
+from opslake.kpi.topology import GOLD_RELATIONS_SCHEMA, described_relations
+from opslake.lake.cmdb import cmdb_as_of, end_of_day, relations_as_of
 from opslake.lake.schemas import ASSETS, RELATIONS_SCHEMA
 from opslake.security.fields import OWNER_CONTACT
 from opslake.transforms import cmdb as conform
@@ -97,11 +98,28 @@ def asset_ledger(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     return dg.MaterializeResult(metadata={"rows": table.num_rows, "expired_warranties": expired})
 
 
+gold_relations = daily_table_asset(
+    "gold",
+    "relations",
+    deps=[key("silver", "relations"), key("silver", "assets")],
+    schema=GOLD_RELATIONS_SCHEMA,
+    build=lambda lk, dt, _metadata: described_relations(
+        relations_as_of(lk, dt), cmdb_as_of(lk, dt)
+    ),
+    description=(
+        "The topology as known at the end of the day: every edge version (valid_from / "
+        "valid_to, null while current) with both ends' kind, type, name, department and "
+        'business, so a question "as of a time" and a department\'s part of the graph are '
+        "one filter each." + _SNAPSHOT_NOTE
+    ),
+)
+
 defs = dg.Definitions(
     assets=[
         *source_assets(CMDB),
         silver_asset(ASSETS_SPEC),
         silver_asset(RELATIONS_SPEC),
         asset_ledger,
+        gold_relations,
     ],
 )

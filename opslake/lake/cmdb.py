@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 
-from opslake.lake.schemas import ASSETS
+from opslake.lake.schemas import ASSETS, RELATIONS_SCHEMA
 from opslake.lake.storage import Lake
 
 
@@ -17,9 +17,18 @@ def end_of_day(dt: str) -> datetime:
 
 def cmdb_as_of(lake: Lake, dt: str) -> pa.Table:
     """Silver assets history as known at the end of ``dt`` (its latest partition up to ``dt``)."""
-    known = [d for d in lake.partitions("silver", "assets") if d <= dt]
+    return _history_as_of(lake, "assets", ASSETS, dt)
+
+
+def relations_as_of(lake: Lake, dt: str) -> pa.Table:
+    """Silver relations history as known at the end of ``dt`` (as :func:`cmdb_as_of`)."""
+    return _history_as_of(lake, "relations", RELATIONS_SCHEMA, dt)
+
+
+def _history_as_of(lake: Lake, table: str, schema: pa.Schema, dt: str) -> pa.Table:
+    known = [d for d in lake.partitions("silver", table) if d <= dt]
     return (
-        lake.read_table("silver", "assets", schema=ASSETS, dts=known[-1:])
+        lake.read_table("silver", table, schema=schema, dts=known[-1:])
         if known
-        else ASSETS.empty_table()
+        else schema.empty_table()
     )
