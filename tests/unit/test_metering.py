@@ -79,7 +79,7 @@ def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from opslake.errors import AuthError
-    from opslake.security import identity
+    from opslake.security import keys
     from opslake.security.identity import KEY_CACHE_SECONDS
     from opslake.settings import Settings
 
@@ -88,8 +88,8 @@ def test_a_verified_key_is_remembered_for_seconds_but_revoking_here_is_immediate
     assert store.authenticate_key(raw).user == "alice"
     elsewhere.revoke_key(key_id)
     assert store.authenticate_key(raw).user == "alice"  # remembered a moment more
-    later = identity.monotonic() + KEY_CACHE_SECONDS
-    monkeypatch.setattr(identity, "monotonic", lambda: later)
+    later = keys.monotonic() + KEY_CACHE_SECONDS
+    monkeypatch.setattr(keys, "monotonic", lambda: later)
     with pytest.raises(AuthError, match="revoked"):
         store.authenticate_key(raw)
     other_id, other = store.create_key("alice")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from opslake.errors import AuthError
-from opslake.security import identity
+from opslake.security import sessions
 from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
 
@@ -59,13 +59,13 @@ def test_an_unknown_user_costs_one_argon2id_verify(
     store: IdentityStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked: list[str] = []
-    real = identity.verify_password
+    real = sessions.verify_password
 
     def spy(password: str, stored: str) -> bool:
         checked.append(stored)
         return real(password, stored)
 
-    monkeypatch.setattr(identity, "verify_password", spy)
+    monkeypatch.setattr(sessions, "verify_password", spy)
     with pytest.raises(AuthError, match="wrong user name"):
         store.login("nobody", PASSWORD)
     assert len(checked) == 1 and checked[0].startswith("$argon2id$")
