@@ -278,7 +278,11 @@ def refresh_serving(settings: Settings) -> dg.ExecuteInProcessResult:
 
 def train_models(settings: Settings, *, force: bool = False) -> dg.ExecuteInProcessResult:
     """Run the ``ml_training`` job: each model retrains if due (or ``force``), champion/challenger."""
-    # Every model asset of the job takes ``force`` (read from the job, not restated here).
+    return _run_job(settings, "ml_training", "training the models", training_ops(force))
+
+
+def training_ops(force: bool) -> dict[str, dict]:
+    """The ``ml_training`` job's op config: ``force`` for each of its model assets, as the
+    job names them (not restated here, so a model added or renamed is never left out)."""
     job = definitions().resolve_job_def("ml_training")
-    ops = {node.name: {"config": {"force": force}} for node in job.graph.nodes}
-    return _run_job(settings, "ml_training", "training the models", ops)
+    return {node.name: {"config": {"force": force}} for node in job.graph.nodes}
