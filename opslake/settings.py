@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from types import MappingProxyType
 
 from opslake.errors import ConfigError
 
@@ -268,7 +267,7 @@ class Settings:
             )
             or None,
             api_key=env.get("OPSLAKE_API_KEY") or None,
-            variables=MappingProxyType(env),
+            variables=env,
         )
 
     def or_from(self, environ: Mapping[str, str] | None) -> Settings:

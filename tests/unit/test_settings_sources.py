@@ -8,6 +8,7 @@ mapping, except the listed ones, each with its reason.
 from __future__ import annotations
 
 import ast
+import pickle
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,8 @@ def test_secrets_are_read_but_never_shown() -> None:
     shown = repr(settings) + str(settings)
     leaked = [k for k, v in secrets.items() if v in shown and k != "OPSLAKE_BACKUP_PASSPHRASE_VAR"]
     assert leaked == []
+    # Settings travel to worker processes (Dask pickles them): they stay picklable.
+    assert pickle.loads(pickle.dumps(settings)) == settings
 
 
 def test_superset_settings_and_overrides() -> None:
