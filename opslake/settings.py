@@ -79,7 +79,7 @@ class Settings:
     duckdb_memory_mb: int = 2048
     #: The least severe Dagster event a run started by the CLI prints (``OPSLAKE_LOG_LEVEL``);
     #: the instance keeps every event for the UI whatever this says.
-    log_level: str = "WARNING"
+    log_level: str = "ERROR"
     #: The HMAC-SM3 key of the audit log (``opslake.security.audit``), created on first use;
     #: keep it apart from the log (another mount or owner). Unset: ``state_dir/keys/audit.key``.
     audit_key_file: Path | None = None
@@ -410,7 +410,7 @@ def _memory_mb(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _log_level(env: Mapping[str, str]) -> str:
     """``OPSLAKE_LOG_LEVEL``; a clear error when it is not a level."""
-    raw = (env.get("OPSLAKE_LOG_LEVEL") or "WARNING").upper()
+    raw = (env.get("OPSLAKE_LOG_LEVEL") or "ERROR").upper()
     if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(
             f"OPSLAKE_LOG_LEVEL={raw!r} is not a log level; use DEBUG, INFO, "

@@ -176,25 +176,35 @@ def _materialize(
                 bar.remove_task(step_task)
                 if watcher.steps:
                     console.print(_step_summary(watcher.steps))
+    warned = [w for s in watcher.steps for w in s.warnings]
+    if warned:
+        console.print(f"[yellow]{len(warned)} warning(s)[/], the first: {warned[0]}")
     console.print(f"every event: {settings.events_log}")
 
 
 def _step_summary(steps: list[Step]) -> Table:
-    """Steps per layer: how many, how they ended, their time and the slowest."""
+    """Steps per layer, in layer order: how many, how they ended, warnings, time, the slowest."""
+    from opslake.lake.storage import LAYERS
+
     table = Table(title="steps by layer", title_justify="left")
-    for column in ("layer", "steps", "ok", "not ok", "seconds", "slowest"):
+    for column in ("layer", "steps", "ok", "not ok", "warnings", "seconds", "slowest"):
         table.add_column(column, justify="left" if column in ("layer", "slowest") else "right")
     layers: dict[str, list[Step]] = {}
     for s in steps:
-        layers.setdefault(s.key.split("__", 1)[0], []).append(s)
-    for layer, group in layers.items():
+        layers.setdefault(s.layer, []).append(s)
+    order = {layer: i for i, layer in enumerate(LAYERS)}
+    for layer, group in sorted(
+        layers.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])
+    ):
         slowest = max(group, key=lambda s: s.seconds)
         bad = [s for s in group if s.status != "ok"]
+        warned = sum(len(s.warnings) for s in group)
         table.add_row(
             layer,
             str(len(group)),
             str(len(group) - len(bad)),
             f"[red]{len(bad)}[/]" if bad else "0",
+            f"[yellow]{warned}[/]" if warned else "0",
             f"{sum(s.seconds for s in group):.1f}",
             f"{slowest.key} {slowest.partition} ({slowest.seconds:.1f} s)",
         )

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -64,6 +64,10 @@ class Step:
     ended: float | None = None
     status: str = "running"
     materialized: int = 0
+    #: The layer of the first asset it wrote (its key's first part), else its key's prefix.
+    layer: str = ""
+    #: Warnings its body logged (quarantined lines, for instance): counted for the summary.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -93,18 +97,26 @@ class StepWatcher(logging.Handler):
         # Dagster's log manager puts the event and its run's tags on each record it hands a
         # logger as ``dagster_meta``; a record without it is a plain message.
         meta = getattr(record, "dagster_meta", None)
-        event = meta.get("dagster_event") if isinstance(meta, dict) else None
-        if event is None or event.step_key is None:
+        if not isinstance(meta, dict) or meta.get("step_key") is None:
             return
+        event = meta.get("dagster_event")
         partition = (meta.get("job_tags") or {}).get("dagster/partition", "")
-        key = (event.step_key, partition)
+        key = (meta["step_key"], partition)
+        if event is None:  # a message the step's body logged
+            if record.levelno >= logging.WARNING and (step := self._open.get(key)):
+                step.warnings.append(str(meta.get("orig_message") or record.getMessage()))
+            return
         kind = event.event_type_value
         if kind == "STEP_START":
-            step = self._open[key] = Step(event.step_key, partition, time.monotonic())
+            step = Step(event.step_key, partition, time.monotonic())
+            step.layer = event.step_key.split("__", 1)[0]
+            self._open[key] = step
             self.steps.append(step)
         elif (step := self._open.get(key)) is None:
             return
         elif kind == "ASSET_MATERIALIZATION":
+            if step.materialized == 0:
+                step.layer = event.asset_key.path[0]
             step.materialized += 1
             return
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED", "STEP_UP_FOR_RETRY"):

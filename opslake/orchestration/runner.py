@@ -94,9 +94,9 @@ def selected_keys(defs: dg.Definitions, terms: Sequence[str]) -> list[dg.AssetKe
 def _run_config(settings: Settings) -> dict:
     """Point the run's lake resource at ``settings`` (not whatever the environment says)."""
     lake = {"home": settings.home, "state_dir": str(settings.state_dir)}
-    # The console shows warnings and errors only (OPSLAKE_LOG_LEVEL): a day's DEBUG events
-    # are some 1,600 lines, kept in the event file (and the instance, for the UI); the steps'
-    # starts and ends go to opslake.orchestration.progress for the CLI's display.
+    # The console shows errors only (OPSLAKE_LOG_LEVEL): a day's DEBUG events are some 1,600
+    # lines, kept in the event file (and the instance, for the UI); the steps' starts, ends and
+    # warnings go to opslake.orchestration.progress for the CLI's display and summary.
     return {
         "resources": {"lake": {"config": lake}},
         "loggers": {

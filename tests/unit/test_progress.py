@@ -22,6 +22,13 @@ def second(first: int) -> int:
     return first + 1
 
 
+@dg.asset(partitions_def=DAILY, key=["silver", "warned"])
+def warned(context) -> int:  # unannotated: a string annotation confuses Dagster
+    context.log.warning("2 lines quarantined")
+    context.log.info("not a warning")
+    return 3
+
+
 @dg.asset(partitions_def=DAILY)
 def broken() -> int:
     raise RuntimeError("boom")
@@ -71,3 +78,12 @@ def test_a_failed_step_is_failed_and_nothing_is_seen_once_detached(tmp_path: Pat
     assert [(s.key, s.status) for s in watcher.steps] == [("broken", "failed")]
     _run(tmp_path, first)
     assert len(watcher.steps) == 1
+
+
+def test_a_step_keeps_its_warnings_and_the_layer_of_what_it_wrote(tmp_path: Path) -> None:
+    with StepWatcher() as watcher:
+        assert _run(tmp_path, first, warned).success
+    by_key = {s.key: s for s in watcher.steps}
+    assert by_key["silver__warned"].warnings == ["2 lines quarantined"]
+    assert by_key["silver__warned"].layer == "silver"
+    assert by_key["first"].warnings == [] and by_key["first"].layer == "first"
