@@ -11,7 +11,7 @@ from opslake.security.identity_state import IdentityState, from_iso, to_iso
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
-
+#: One answer to every wrong credential, so a guess learns nothing of which part was wrong.
 BAD_LOGIN = "wrong user name, password or TOTP code; check them and try again"
 
 
