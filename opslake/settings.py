@@ -114,6 +114,10 @@ class Settings:
     #: The password the MQTT subscriber signs in with (its user name is ``--mqtt-username``);
     #: an environment variable only, never a command-line argument (``ps`` shows those).
     mqtt_password: str | None = field(default=None, repr=False)
+    #: The API key (scope ``platform:read``) the ``opslake-self`` collection task reads the
+    #: data service's ``/metrics`` with (``OPSLAKE_SELF_API_KEY``); an environment variable
+    #: only. Unset, the task reports the API's figures as unreadable.
+    self_api_key: str | None = field(default=None, repr=False)
     #: The doors ``opslake serve`` opens in front of the Dagster UI and Superset: each its
     #: own port (the session cookie of the sign-in page is per host, so valid on each), the
     #: upstream a loopback URL. A port unset keeps that door shut (``opslake.api.gateway``).
@@ -242,6 +246,7 @@ class Settings:
             tls_cert=_tls_path(env, "OPSLAKE_TLS_CERT", "OPSLAKE_TLS_KEY"),
             tls_key=_tls_path(env, "OPSLAKE_TLS_KEY", "OPSLAKE_TLS_CERT"),
             mqtt_password=env.get("OPSLAKE_MQTT_PASSWORD") or None,
+            self_api_key=env.get("OPSLAKE_SELF_API_KEY") or None,
             dagster_door_port=_door_port(env, "OPSLAKE_DAGSTER_DOOR_PORT"),
             superset_door_port=_door_port(env, "OPSLAKE_SUPERSET_DOOR_PORT"),
             dagster_upstream=_upstream(env, "OPSLAKE_DAGSTER_UPSTREAM", "http://127.0.0.1:3001"),

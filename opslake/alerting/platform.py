@@ -56,7 +56,7 @@ def land_run_failure(
     A job that keeps failing (a live job runs every few seconds) stays one firing alert
     until a run succeeds, instead of a notification per run.
     """
-    if _open(zone, job, partition, at) is not None:
+    if open_since(zone, fingerprint(job, partition), at) is not None:
         return None
     labels = {
         "alertname": ALERTNAME,
@@ -80,9 +80,8 @@ def land_run_failure(
         "generatorURL": "",
         "fingerprint": fingerprint(job, partition),
     }
-    body = webhook_body([alert], alertname=ALERTNAME, receiver=RECEIVER)
-    return zone.write(
-        SOURCE, body, fmt="json", batch_id=f"run-{run_id}", received_at=at, connector=CONNECTOR
+    return land(
+        zone, alert, alertname=ALERTNAME, batch_id=f"run-{run_id}", at=at, connector=CONNECTOR
     )
 
 
@@ -90,7 +89,7 @@ def land_run_recovered(
     zone: LandingZone, *, job: str, partition: str | None, run_id: str, at: datetime
 ) -> LandedBatch | None:
     """Land ``resolved`` for a failure of ``job``/``partition`` still open; None if none is."""
-    starts = _open(zone, job, partition, at)
+    starts = open_since(zone, fingerprint(job, partition), at)
     if starts is None:
         return None
     alert = {
@@ -112,19 +111,18 @@ def land_run_recovered(
         "generatorURL": "",
         "fingerprint": fingerprint(job, partition),
     }
-    body = webhook_body([alert], alertname=ALERTNAME, receiver=RECEIVER)
-    return zone.write(
-        SOURCE, body, fmt="json", batch_id=f"run-{run_id}", received_at=at, connector=CONNECTOR
+    return land(
+        zone, alert, alertname=ALERTNAME, batch_id=f"run-{run_id}", at=at, connector=CONNECTOR
     )
 
 
-def _open(zone: LandingZone, job: str, partition: str | None, at: datetime) -> str | None:
-    """``startsAt`` of the alert of ``job``/``partition`` if its last state landed is firing.
+def open_since(zone: LandingZone, wanted: str, at: datetime) -> str | None:
+    """``startsAt`` of the platform alert ``wanted`` (a fingerprint) if its last state landed
+    is firing.
 
     Looks back as far as landing de-duplicates (``dedupe_days``): a failure older than that
     stays open in the incidents, where an operator closes it.
     """
-    wanted = fingerprint(job, partition)
     today = at.astimezone(UTC).date()
     batches = [
         b
@@ -141,3 +139,13 @@ def _open(zone: LandingZone, job: str, partition: str | None, at: datetime) -> s
             if isinstance(alert, dict) and alert.get("fingerprint") == wanted:
                 state = alert.get("startsAt") if alert.get("status") == "firing" else None
     return state
+
+
+def land(
+    zone: LandingZone, alert: dict, *, alertname: str, batch_id: str, at: datetime, connector: str
+) -> LandedBatch | None:
+    """Land one platform alert (an Alertmanager alert object) as its own notification."""
+    body = webhook_body([alert], alertname=alertname, receiver=RECEIVER)
+    return zone.write(
+        SOURCE, body, fmt="json", batch_id=batch_id, received_at=at, connector=connector
+    )

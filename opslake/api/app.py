@@ -23,6 +23,7 @@ from opslake.api import (
     portal,
     signin,
     subscriptions,
+    telemetry,
 )
 from opslake.api.answers import AnswerCache
 from opslake.api.auth import Security, install
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, listeners: Listeners = Listener
     app.include_router(subscriptions.router)
     app.include_router(signin.router)
     app.include_router(portal.router)
+    app.include_router(telemetry.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)
     app.state.handling = HandlingLog.from_settings(settings, landing)
@@ -163,4 +165,7 @@ def create_app(settings: Settings | None = None, listeners: Listeners = Listener
     # /logout ends the session at every door at once.
     app.state.sessions = signin.SessionCheck(security.identity)
     install(app, security, app.state.answers)
+    # Added last, so outermost: refused and unaudited requests are counted and timed too.
+    app.state.telemetry = telemetry.Telemetry()
+    app.add_middleware(telemetry.TelemetryMiddleware, telemetry=app.state.telemetry)
     return app

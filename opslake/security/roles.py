@@ -34,6 +34,8 @@ SCOPES = (
     "admin:egress",
     "incidents:handle",
     "incidents:comment",
+    # The data service's own metrics (GET /metrics): every reading role but a department's.
+    "platform:read",
 )
 READ = frozenset(s for s in SCOPES if s.endswith(":read") and not s.startswith("admin"))
 

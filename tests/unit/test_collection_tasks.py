@@ -102,6 +102,7 @@ def test_shipped_examples_load_disabled() -> None:
         "prometheus-healthy-probe",
         "cmdb-file-drop",
         "itsm-file-drop",
+        "opslake-self",
     }
     assert not any(t.enabled for t in shipped)
     by = {t.name: t for t in shipped}
