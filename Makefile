@@ -3,7 +3,12 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-UV_VERSION := 0.13.9
+# pip-audit and cyclonedx-bom, hash-locked in infra/supply_chain/requirements.txt, live in their
+# own venv: neither the shipped environment nor its SBOM carries them.
+TOOLS_VENV ?= .venv-tools
+SBOM ?= var/sbom/opslake.cdx.json
+SUPERSET_SITE = $${OPSLAKE_SUPERSET_VENV:-$${XDG_CACHE_HOME:-$$HOME/.cache}/opslake/superset-venv}/lib/python3.11/site-packages
+COMPILE := $(UV) pip compile --quiet --universal --generate-hashes --python-version 3.11
 export OPSLAKE_HOME ?= $(CURDIR)/var
 DEMO_ENTITIES ?= 500
 DEMO_DAYS ?= 3
@@ -14,15 +19,17 @@ demo: export OPSLAKE_DAGSTER_DOOR_PORT ?= 3000
 demo: export OPSLAKE_DAGSTER_UPSTREAM ?= http://127.0.0.1:3001
 demo: export OPSLAKE_SUPERSET_DOOR_PORT ?= 8090
 
-.PHONY: install demo test bench lint clean screens screens-stop
+.PHONY: install demo test bench lint clean screens screens-stop tools lock lock-wheels \
+	check-locks audit sbom licences debian-pins
 
 install: $(VENV)/.installed
 
-# Hash-checked install from the lock (requirements.lock, made by `uv pip compile
-# --generate-hashes`); the project itself goes in editable, without resolving anything.
-$(VENV)/.installed: requirements.lock pyproject.toml
+# Hash-checked install from the lock (requirements.lock, made by `make lock`: one universal
+# lock for x86_64 and aarch64 Linux); uv itself from its own hash-pinned lock; the project
+# goes in editable, without resolving anything.
+$(VENV)/.installed: requirements.lock pyproject.toml infra/supply_chain/bootstrap.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(PY) -m pip install --quiet --require-hashes -r infra/supply_chain/bootstrap.txt
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r requirements.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
 	touch $@
@@ -57,11 +64,54 @@ screens-stop: install
 # packages) and Superset (its own venv) on loopback, and read gold with Spark (pyspark, kept
 # out of requirements.lock so `make demo` does not fetch it); installing them is part of the
 # test command.
-test: install
+# The supply-chain gate runs first: pip-audit over every lock (PyPI, bounded by timeouts) and
+# the licences of both venvs against infra/supply_chain/licences.toml.
+test: install tools
 	bash infra/install-services.sh
 	bash infra/install-superset.sh
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r infra/spark/requirements.txt
+	$(PY) -m infra.supply_chain audit --pip-audit $(TOOLS_VENV)/bin/pip-audit
+	$(PY) -m infra.supply_chain licences --quiet --site "$(SUPERSET_SITE)"
 	$(PY) -m pytest -q
+
+tools: $(TOOLS_VENV)/.installed
+
+$(TOOLS_VENV)/.installed: infra/supply_chain/requirements.txt | install
+	test -x $(TOOLS_VENV)/bin/python || $(UV) venv --quiet --python $(PY) $(TOOLS_VENV)
+	VIRTUAL_ENV=$(TOOLS_VENV) $(UV) pip sync --quiet --require-hashes infra/supply_chain/requirements.txt
+	touch $@
+
+# Supply chain (docs/supply-chain.md). `lock` and `lock-wheels` need PyPI; the rest do not,
+# except `audit`. `lock` keeps every pinned version (uv prefers what the lock holds): to
+# upgrade one, `$(UV) pip compile … --upgrade-package NAME` it, then `make lock-wheels`.
+lock: install
+	$(COMPILE) pyproject.toml --extra test -o requirements.lock
+	$(COMPILE) infra/superset/requirements.in -o infra/superset/requirements.txt
+	$(COMPILE) infra/spark/requirements.in -o infra/spark/requirements.txt
+	$(COMPILE) infra/supply_chain/requirements.in -o infra/supply_chain/requirements.txt
+	$(COMPILE) infra/supply_chain/bootstrap.in -o infra/supply_chain/bootstrap.txt
+	$(MAKE) --no-print-directory lock-wheels
+
+# Records which files PyPI has for every pinned version (infra/supply_chain/wheels.json),
+# which the offline lock check (tests/unit/test_supply_chain.py) reads.
+lock-wheels: install
+	$(PY) -m infra.supply_chain lock-wheels
+
+check-locks: install
+	$(PY) -m infra.supply_chain check-locks
+
+audit: install tools
+	$(PY) -m infra.supply_chain audit --pip-audit $(TOOLS_VENV)/bin/pip-audit
+
+sbom: install tools
+	$(PY) -m infra.supply_chain sbom --cyclonedx $(TOOLS_VENV)/bin/cyclonedx-py --output $(SBOM)
+
+licences: install
+	$(PY) -m infra.supply_chain licences --site "$(SUPERSET_SITE)"
+
+# Rewrites infra/debian-packages.txt's versions from what dpkg has installed here.
+debian-pins:
+	bash infra/install-services.sh --write-pins
 
 bench: install
 	$(PY) -m tests.benchmarks.bench_pipeline

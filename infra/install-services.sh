@@ -14,7 +14,12 @@
 # every start is in place during the install, and any daemon that was started anyway is
 # stopped afterwards.
 #
+# Every package is installed at the version pinned in infra/debian-packages.txt (the one place
+# Debian versions are named); a package missing there stops the script before anything runs.
+#
 # Usage: infra/install-services.sh        (as root, or with sudo available)
+#        infra/install-services.sh --check-pins   print NAME=VERSION of each package it installs
+#        infra/install-services.sh --write-pins   rewrite the pins from what dpkg has installed
 set -euo pipefail
 
 PACKAGES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslog chromium
@@ -25,7 +30,31 @@ BINARIES=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto 
 # Process names the packages' init scripts would start.
 DAEMONS=(prometheus prometheus-node-exporter prometheus-alertmanager mosquitto rsyslogd postgres)
 
+EXTRAS=(fonts-wqy-zenhei rsyslog-gnutls postgresql)  # checked below without a binary
+PIN_FILE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/debian-packages.txt"
+
 die() { echo "install-services: $*" >&2; exit 1; }
+
+declare -A PIN=()
+while read -r name version _; do
+  [[ -z "$name" || "$name" == \#* ]] || PIN[$name]=$version
+done <"$PIN_FILE"
+for p in "${PACKAGES[@]}" "${EXTRAS[@]}"; do
+  [[ -n "${PIN[$p]:-}" ]] || die "$p has no version in $PIN_FILE; add '$p VERSION' (dpkg-query -W $p)"
+done
+pinned() { for p in "$@"; do printf '%s=%s\n' "$p" "${PIN[$p]}"; done; }
+
+case "${1:-}" in
+  --check-pins) pinned "${PACKAGES[@]}" "${EXTRAS[@]}"; exit 0 ;;
+  --write-pins)
+    { grep '^#' "$PIN_FILE"
+      dpkg-query -W -f='${Package} ${Version}\n' "${PACKAGES[@]}" "${EXTRAS[@]}" | sort
+    } >"$PIN_FILE.new" || die "dpkg-query failed: install the packages first"
+    mv "$PIN_FILE.new" "$PIN_FILE"; echo "install-services: pinned what is installed in $PIN_FILE"
+    exit 0 ;;
+  "") ;;
+  *) die "unknown option $1 (use --check-pins or --write-pins)" ;;
+esac
 
 have_binary() {
   command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" || -x "/usr/bin/$1" ]]
@@ -84,14 +113,18 @@ printf '#!/bin/sh\n# written by opslake infra/install-services.sh: start no daem
   | "${SUDO[@]}" tee "$POLICY" >/dev/null
 "${SUDO[@]}" chmod 755 "$POLICY"
 
-echo "install-services: installing ${missing[*]}"
+mapfile -t specs < <(pinned "${missing[@]}")
+echo "install-services: installing ${specs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # A stale package index makes 'install' fail with 404s; refresh once and retry.
 if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-      --no-install-recommends "${missing[@]}"; then
+      --no-install-recommends "${specs[@]}"; then
   "${SUDO[@]}" apt-get update -q || die "apt-get update failed (network or apt sources?)"
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-    --no-install-recommends "${missing[@]}" || die "apt-get install failed: ${missing[*]}"
+    --no-install-recommends "${specs[@]}" \
+    || die "apt-get install failed: ${specs[*]}; if apt says a version was not found, Debian" \
+           "replaced it: install the current one, then \`make debian-pins\` and commit" \
+           "infra/debian-packages.txt"
 fi
 
 # Anything the packages started despite policy-rc.d (e.g. a postinst that does not use
