@@ -788,6 +788,49 @@ FROM quality_log AS q""",
     main_dttm="checked_at",
 )
 
+SELF_METRICS = Dataset(
+    key="self_metrics",
+    name="平台自身指标（每小时）",
+    description="OpsLake's own metrics (the opslake-self collection task and the collectors' "
+    "run costs: API requests, errors and latency, pipeline runs, lake size, Superset, "
+    "collection lag), hourly per component (gold.metric_rollup_1h, metrics opslake_*).",
+    sql=f"""SELECT {_local("r.bucket_start")} AS bucket_start, r.metric, r.entity_id, r.samples,
+       r.avg * r.samples AS total, r.max, r.last
+FROM metric_rollup_1h AS r
+WHERE starts_with(r.metric, 'opslake_')""",
+    columns=(
+        _c("bucket_start", "TIMESTAMP", "时段"),
+        _c("metric", "VARCHAR", "指标"),
+        _c("entity_id", "VARCHAR", "组件"),
+        _c("samples", "BIGINT", "采样数"),
+        _c("total", "DOUBLE", "合计"),
+        _c("max", "DOUBLE", "最大值"),
+        _c("last", "DOUBLE", "最新值"),
+    ),
+    metrics=(
+        _m("api_requests", "SUM(total) FILTER (WHERE metric = 'opslake_api_requests')", "请求数"),
+        _m("api_5xx", "SUM(total) FILTER (WHERE metric = 'opslake_api_errors_5xx')", "5xx错误数"),
+        _m("api_4xx", "SUM(total) FILTER (WHERE metric = 'opslake_api_errors_4xx')", "4xx错误数"),
+        _m(
+            "api_latency_p95",
+            "MAX(max) FILTER (WHERE metric = 'opslake_api_latency_p95_seconds')",
+            "时延P95（秒）",
+            ".3f",
+        ),
+        _m(
+            "failed_runs",
+            "SUM(total) FILTER (WHERE metric = 'opslake_pipeline_failed_runs')",
+            "失败运行数",
+        ),
+        _m(
+            "step_retries",
+            "SUM(total) FILTER (WHERE metric = 'opslake_pipeline_step_retries')",
+            "步骤重试数",
+        ),
+    ),
+    main_dttm="bucket_start",
+)
+
 #: Each effect KPI's baseline: (column, label, numerator, denominator) summed over the
 #: baseline days; MTTA and MTTR weigh each day by the incidents it timed.
 _BASELINES = (
@@ -903,5 +946,6 @@ STATIC_DATASETS = (
     SECURITY_ALERTS,
     LAKE_INVENTORY,
     PIPELINE_RUNS,
+    SELF_METRICS,
     EFFECT,
 )

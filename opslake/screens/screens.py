@@ -1151,12 +1151,13 @@ def _new_themes(values: Dataset) -> list[Screen]:
         ),
     )
 
-    lake, runs = ds.LAKE_INVENTORY, ds.PIPELINE_RUNS
+    lake, runs, me = ds.LAKE_INVENTORY, ds.PIPELINE_RUNS, ds.SELF_METRICS
     platform = Screen(
         "platform",
         "平台自身运行",
         "The platform watching itself: pipeline runs and their failed checks, failed-run "
-        "alerts, lake size and growth per layer, collection lag and data quality.",
+        "alerts, the data service's requests, errors and latency, the platform's own alerts, "
+        "lake size and growth per layer, collection lag and data quality.",
         (
             Row(
                 (
@@ -1169,12 +1170,78 @@ def _new_themes(values: Dataset) -> list[Screen]:
                             "管道运行失败告警",
                             ds.ALERTS,
                             "alerts",
-                            "source = 'opslake-platform'",
+                            "source = 'opslake-platform' AND alertname = 'PipelineRunFailed'",
                         ),
                         3,
                     ),
                 ),
                 HEADLINE,
+            ),
+            Row(
+                (
+                    (
+                        Chart(
+                            "api-traffic",
+                            "数据服务请求与错误（每小时）",
+                            "echarts_timeseries_line",
+                            me,
+                            metrics=("api_requests", "api_5xx", "api_4xx"),
+                            x_axis="bucket_start",
+                            time_grain="PT1H",
+                        ),
+                        4,
+                    ),
+                    (
+                        Chart(
+                            "api-latency",
+                            "数据服务时延P95（秒）",
+                            "echarts_timeseries_line",
+                            me,
+                            metrics=("api_latency_p95",),
+                            x_axis="bucket_start",
+                            time_grain="PT1H",
+                        ),
+                        4,
+                    ),
+                    (
+                        Chart(
+                            "pipeline-failures",
+                            "管道失败运行与步骤重试（每小时）",
+                            "echarts_timeseries_bar",
+                            me,
+                            metrics=("failed_runs", "step_retries"),
+                            x_axis="bucket_start",
+                            time_grain="PT1H",
+                        ),
+                        4,
+                    ),
+                ),
+                TALL,
+            ),
+            Row(
+                (
+                    (
+                        Chart(
+                            "self-alerts",
+                            "平台自身告警（管道失败、数据服务错误、大屏与采集）",
+                            "table",
+                            ds.ALERTS,
+                            columns=(
+                                "starts_at",
+                                "alertname",
+                                "title",
+                                "severity_zh",
+                                "entity_id",
+                                "incident_id",
+                            ),
+                            where=("source = 'opslake-platform'",),
+                            order_by=(("starts_at", False),),
+                            row_limit=50,
+                        ),
+                        12,
+                    ),
+                ),
+                TALL,
             ),
             Row(
                 (
@@ -1230,7 +1297,7 @@ def _new_themes(values: Dataset) -> list[Screen]:
                             x_axis="checked_at",
                             time_grain="P1D",
                         ),
-                        4,
+                        6,
                     ),
                     (
                         _catalog_line(
@@ -1240,19 +1307,7 @@ def _new_themes(values: Dataset) -> list[Screen]:
                             "data.metric_points.samples_received",
                             "all",
                         ),
-                        4,
-                    ),
-                    (
-                        Chart(
-                            "lake-tables",
-                            "数据量最大的表 Top 10（行数）",
-                            "echarts_timeseries_bar",
-                            lake,
-                            metrics=("rows",),
-                            x_axis="table_name",
-                            row_limit=10,
-                        ),
-                        4,
+                        6,
                     ),
                 ),
                 TALL,
