@@ -136,6 +136,9 @@ class Settings:
     superset_admin_user: str = "admin"
     superset_admin_password: str | None = field(default=None, repr=False)
     superset_workers: int = 2
+    #: The Chromium-based browser service reports are rendered with (``OPSLAKE_BROWSER``: its
+    #: binary, e.g. a domestic build); unset, Debian's ``chromium`` from ``PATH``.
+    browser: Path | None = None
     #: Secrets, like every setting read here and never shown (``repr`` leaves them out):
     #: the SM4 data key and the previous ones still read (``OPSLAKE_DATA_KEY``, hex;
     #: ``OPSLAKE_DATA_KEY_PREVIOUS``, comma-separated), the passphrase backups are sealed
@@ -265,6 +268,9 @@ class Settings:
             superset_workers=_positive(
                 env, "OPSLAKE_SUPERSET_WORKERS", 2, most=32, what="a number of workers (1-32)"
             ),
+            browser=Path(env["OPSLAKE_BROWSER"]).expanduser()
+            if env.get("OPSLAKE_BROWSER")
+            else None,
             data_key=env.get("OPSLAKE_DATA_KEY", "").strip() or None,
             data_key_previous=env.get("OPSLAKE_DATA_KEY_PREVIOUS", "").strip() or None,
             backup_passphrase=env.get(

@@ -7,7 +7,9 @@ launch the system Chromium, log in and wait until a dashboard has finished drawi
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -43,21 +45,31 @@ FAILED_JS = """() => [...document.querySelectorAll('.dashboard-component-chart-h
              || {}).textContent || c.innerText.slice(0, 60))"""
 
 
-def chromium_path() -> str:
-    """Debian's Chromium (installed by ``infra/install-services.sh``)."""
+def chromium_path(configured: Path | None = None) -> str:
+    """The browser to drive: ``configured`` (``OPSLAKE_BROWSER``, any Chromium-based build),
+    else Debian's Chromium (installed by ``infra/install-services.sh``) from ``PATH``."""
+    if configured is not None:
+        if not (configured.is_file() and os.access(configured, os.X_OK)):
+            raise ConfigError(
+                f"OPSLAKE_BROWSER={str(configured)!r} is not an executable file; point it at a "
+                "Chromium-based browser's binary (e.g. /usr/lib/chromium/chromium), or unset it "
+                "to use Debian's chromium from PATH"
+            )
+        return str(configured)
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
         raise ConfigError(
             "Chromium is not installed; run `bash infra/install-services.sh` "
-            "(Debian package 'chromium')"
+            "(Debian package 'chromium'), or set OPSLAKE_BROWSER to a Chromium-based browser"
         )
     return path
 
 
-def launch(playwright: Any) -> Any:
-    """Launch the system Chromium headless through a ``sync_playwright()`` handle."""
+def launch(playwright: Any, executable: Path | None = None) -> Any:
+    """Launch ``executable`` (else the system Chromium) headless through a
+    ``sync_playwright()`` handle."""
     return playwright.chromium.launch(
-        executable_path=chromium_path(), headless=True, args=list(CHROMIUM_ARGS)
+        executable_path=chromium_path(executable), headless=True, args=list(CHROMIUM_ARGS)
     )
 
 

@@ -367,7 +367,7 @@ def render(
     empty: dict[str, list[str]] = {}
     writer = PdfWriter()
     with sync_playwright() as pw:
-        chromium = browser.launch(pw)
+        chromium = browser.launch(pw, config.browser)
         try:
             context = chromium.new_context(
                 viewport=browser.VIEWPORT, locale="zh-CN", timezone_id=config.timezone

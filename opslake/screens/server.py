@@ -61,6 +61,8 @@ class SupersetConfig:
     #: Behind OpsLake's door (``OPSLAKE_SUPERSET_DOOR_PORT`` set): users are signed in by
     #: the door's headers (AUTH_REMOTE_USER), trusted only with :func:`gateway_secret`.
     door: bool = False
+    #: The Chromium-based browser reports render with (``OPSLAKE_BROWSER``); None: ``PATH``'s.
+    browser: Path | None = None
 
     @classmethod
     def from_settings(
@@ -81,6 +83,7 @@ class SupersetConfig:
             admin_password=given.superset_admin_password,
             workers=given.superset_workers,
             door=settings.superset_door_port is not None,
+            browser=given.browser,
         )
 
     @property

@@ -78,9 +78,19 @@ def _non_blank(image: Image.Image, what: str) -> None:
 
 
 def test_weekly_report_renders_to_pdf_is_kept_listed_and_mailed(
-    superset: SupersetConfig, monkeypatch: pytest.MonkeyPatch
+    superset: SupersetConfig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _poppler()
+    # Rendered by the browser the setting names (OPSLAKE_BROWSER), as a domestic
+    # Chromium-based build would be: here a wrapper, off PATH, that notes each start and runs
+    # Debian's Chromium binary.
+    chromium = Path("/usr/lib/chromium/chromium")
+    assert chromium.is_file(), "Debian's chromium package puts its binary there"
+    starts = tmp_path / "browser-starts"
+    wrapper = tmp_path / "domestic-browser"
+    wrapper.write_text(f'#!/bin/sh\necho started >>"{starts}"\nexec "{chromium}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("OPSLAKE_BROWSER", str(wrapper))
     spec = KINDS["weekly"]
     period = Period.containing("weekly", newest_day(superset.warehouse))
     started = time.perf_counter()
@@ -96,6 +106,7 @@ def test_weekly_report_renders_to_pdf_is_kept_listed_and_mailed(
                 break
             time.sleep(0.1)
     took = time.perf_counter() - started
+    assert starts.read_text() == "started\n", "the report was not rendered by OPSLAKE_BROWSER"
 
     # Kept in the lake, with its manifest, and listed.
     lake = Lake.from_settings(settings)
