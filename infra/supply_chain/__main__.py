@@ -40,7 +40,8 @@ def _audit(args: argparse.Namespace) -> int:
         print(
             f"audit: WARNING {len(findings.unaudited)} of {len(findings.unaudited) + findings.audited} "
             f"pins NOT audited (PyPI gave no record of them), accepted until "
-            f"{ignore.unaudited.expires}: {ignore.unaudited.reason}"
+            f"{ignore.unaudited.expires}: {ignore.unaudited.reason}: "
+            + ", ".join(sorted({f"{n}=={v}" for _, n, v in findings.unaudited}))
         )
     failures = findings.failures(ignore)
     for failure in failures:

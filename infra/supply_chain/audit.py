@@ -3,6 +3,11 @@
 A known vulnerability fails the audit unless ``audit-ignore.toml`` lists it with a reason and
 an expiry date; an expired entry fails it too. PyPI unreachable fails it at once (one probe,
 then each request bounded by ``--timeout``) rather than hanging the test run.
+
+pip-audit reads PyPI's per-release JSON; where PyPI gives none (this project's machines reach
+a PyPI without it), a pin that is its project's latest release is audited from the project's
+JSON instead, whose ``vulnerabilities`` are the latest release's; any other pin stays
+unaudited, which fails the audit unless ``[unaudited]`` accepts it (reason, expiry).
 """
 
 from __future__ import annotations
@@ -11,15 +16,20 @@ import json
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from infra.supply_chain.locks import LOCKS, ROOT
+import httpx
+from packaging.utils import canonicalize_name
+
+from infra.supply_chain.locks import LOCKS, ROOT, read_lock
 
 IGNORE_FILE = Path(__file__).resolve().parent / "audit-ignore.toml"
 PROBE_URL = "https://pypi.org/pypi/pip/json"
+PROJECT_JSON = "https://pypi.org/pypi/{name}/json"
 
 
 class AuditError(Exception):
@@ -84,46 +94,77 @@ class Findings:
 
     vulnerabilities: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
-    unaudited: list[str] = field(default_factory=list)
+    #: ``(lock, name, version)`` of each pin PyPI gave no vulnerability record for.
+    unaudited: list[tuple[str, str, str]] = field(default_factory=list)
     audited: int = 0
+
+    def record(self, ignore: IgnoreFile, lock: str, name: str, version: str, vulns: list) -> None:
+        """One audited pin and its vulnerabilities (pip-audit's fields), ignored or not."""
+        self.audited += 1
+        for vuln in vulns:
+            ids = {vuln["id"], *vuln.get("aliases", [])}
+            accepted = next(
+                (i for i in ignore.vulnerabilities if i.id in ids and i.package == name), None
+            )
+            fixed = ", ".join(vuln.get("fix_versions", [])) or "no release"
+            what = f"{lock}: {name}=={version} {vuln['id']} (fixed in {fixed})"
+            if accepted:
+                self.ignored.append(f"{what}: ignored until {accepted.expires}: {accepted.reason}")
+            else:
+                self.vulnerabilities.append(what)
 
     def failures(self, ignore: IgnoreFile) -> list[str]:
         """Why the audit fails; empty when it passes."""
         failures = [f"known vulnerability: {v}" for v in self.vulnerabilities]
         if self.unaudited and ignore.unaudited is None:
+            names = ", ".join(f"{n}=={v}" for _, n, v in self.unaudited[:10])
             failures.append(
-                f"{len(self.unaudited)} packages could not be audited (PyPI has no record of "
-                f"them): {', '.join(self.unaudited[:10])}…"
+                f"{len(self.unaudited)} pins could not be audited (PyPI gave no vulnerability "
+                f"record of them): {names}…"
             )
         return failures
 
 
-def classify(report: dict, lock: str, ignore: IgnoreFile, findings: Findings) -> None:
-    """Add one ``pip-audit -f json`` report's results to ``findings``."""
+def classify(
+    report: dict, lock: str, versions: dict[str, str], ignore: IgnoreFile, findings: Findings
+) -> None:
+    """Add one ``pip-audit -f json`` report's results to ``findings``; ``versions`` are the
+    lock's pins (pip-audit leaves the version out of a package it could not look up)."""
     for dep in report.get("dependencies", []):
-        name, version = dep["name"], dep.get("version", "?")
+        name = canonicalize_name(dep["name"])
+        version = dep.get("version") or versions.get(name, "?")
         if dep.get("skip_reason"):
-            findings.unaudited.append(f"{name}=={version}")
+            findings.unaudited.append((lock, name, version))
+        else:
+            findings.record(ignore, lock, name, version, dep.get("vulns", []))
+
+
+def latest_release_records(
+    findings: Findings, ignore: IgnoreFile, project: Callable[[str], dict]
+) -> None:
+    """Audit the unaudited pins that are their project's latest release from the project's
+    JSON (``project(name)``), whose ``vulnerabilities`` are that release's."""
+    left = []
+    for lock, name, version in findings.unaudited:
+        answer = project(name)
+        if answer.get("info", {}).get("version") != version:
+            left.append((lock, name, version))
             continue
-        findings.audited += 1
-        for vuln in dep.get("vulns", []):
-            ids = {vuln["id"], *vuln.get("aliases", [])}
-            accepted = next(
-                (i for i in ignore.vulnerabilities if i.id in ids and i.package == name), None
-            )
-            what = f"{lock}: {name}=={version} {vuln['id']} (fixed in {', '.join(vuln.get('fix_versions', [])) or 'no release'})"
-            if accepted:
-                findings.ignored.append(
-                    f"{what}: ignored until {accepted.expires}: {accepted.reason}"
-                )
-            else:
-                findings.vulnerabilities.append(what)
+        vulns = [
+            {
+                "id": v["id"],
+                "aliases": v.get("aliases") or [],
+                "fix_versions": v.get("fixed_in") or [],
+            }
+            for v in answer.get("vulnerabilities") or []
+            if not v.get("withdrawn")
+        ]
+        findings.record(ignore, lock, name, version, vulns)
+    findings.unaudited = left
 
 
 def probe(timeout_s: float) -> None:
     """Fail at once, with the fix, when PyPI does not answer."""
-    import httpx
-
     try:
         httpx.get(PROBE_URL, timeout=timeout_s).raise_for_status()
     except httpx.HTTPError as exc:
@@ -162,5 +203,20 @@ def run(
     with ThreadPoolExecutor(max_workers=len(locks)) as pool:
         reports = pool.map(lambda lock: _audit_lock(pip_audit, lock, timeout_s), locks)
         for lock, report in zip(locks, reports, strict=True):
-            classify(report, str(lock.relative_to(ROOT)), ignore, findings)
+            versions = {pin.name: pin.version for pin in read_lock(lock)}
+            classify(report, str(lock.relative_to(ROOT)), versions, ignore, findings)
+    if findings.unaudited:
+        names = sorted({name for _, name, _ in findings.unaudited})
+        with httpx.Client(timeout=timeout_s) as client, ThreadPoolExecutor(16) as pool:
+            answers = dict(zip(names, pool.map(lambda n: _project(client, n), names), strict=True))
+        latest_release_records(findings, ignore, answers.__getitem__)
     return findings, ignore
+
+
+def _project(client: httpx.Client, name: str) -> dict:
+    """PyPI's project JSON of ``name``; empty when PyPI has none."""
+    try:
+        answer = client.get(PROJECT_JSON.format(name=name))
+    except httpx.HTTPError as exc:
+        raise AuditError(f"PyPI did not answer for {name} ({exc!r})") from exc
+    return answer.json() if answer.status_code == 200 else {}

@@ -77,7 +77,7 @@ def test_a_known_vulnerability_fails_unless_ignored(tmp_path: Path) -> None:
         "dependencies": [
             {"name": "x", "version": "1", "vulns": [{"id": "PYSEC-9", "aliases": ["GHSA-1"], "fix_versions": ["2"]}]},
             {"name": "y", "version": "1", "vulns": [{"id": "GHSA-2", "aliases": [], "fix_versions": []}]},
-            {"name": "z", "version": "1", "skip_reason": "Dependency not found on PyPI"},
+            {"name": "Z_z", "skip_reason": "Dependency not found on PyPI and could not be audited: Z_z (3)"},
         ]
     }  # fmt: skip
     ignore = audit.read_ignore_file(
@@ -87,12 +87,32 @@ def test_a_known_vulnerability_fails_unless_ignored(tmp_path: Path) -> None:
         )
     )
     findings = audit.Findings()
-    audit.classify(report, "a.lock", ignore, findings)
-    assert findings.audited == 2 and findings.unaudited == ["z==1"]
+    audit.classify(report, "a.lock", {"z-z": "3"}, ignore, findings)
+    assert findings.audited == 2 and findings.unaudited == [("a.lock", "z-z", "3")]
     assert findings.ignored == ["a.lock: x==1 PYSEC-9 (fixed in 2): ignored until 2099-01-01: r"]
     failures = findings.failures(ignore)
     assert failures[0] == "known vulnerability: a.lock: y==1 GHSA-2 (fixed in no release)"
-    assert "1 packages could not be audited" in failures[1]
+    assert "1 pins could not be audited" in failures[1] and "z-z==3" in failures[1]
+    assert audit.Findings(unaudited=[("a", "z", "3")]).failures(audit.read_ignore_file()) == []
+
+
+def test_a_pin_at_its_latest_release_is_audited_from_the_project_json(tmp_path: Path) -> None:
+    ignore = audit.read_ignore_file(_ignore(tmp_path, ""))
+    findings = audit.Findings(unaudited=[("a.lock", "new", "2"), ("a.lock", "old", "1")])
+    projects = {
+        "new": {
+            "info": {"version": "2"},
+            "vulnerabilities": [
+                {"id": "GHSA-3", "aliases": ["CVE-1"], "fixed_in": ["2.1"], "withdrawn": None},
+                {"id": "GHSA-4", "aliases": [], "fixed_in": [], "withdrawn": "2026-01-01"},
+            ],
+        },
+        "old": {"info": {"version": "5"}, "vulnerabilities": []},
+    }
+    audit.latest_release_records(findings, ignore, projects.__getitem__)
+    assert findings.audited == 1
+    assert findings.vulnerabilities == ["a.lock: new==2 GHSA-3 (fixed in 2.1)"]
+    assert findings.unaudited == [("a.lock", "old", "1")]  # an older release: no record of it
 
 
 def test_the_audit_fails_at_once_when_pypi_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
