@@ -11,7 +11,9 @@ handles the incident's probable cause (the group on most ITSM tickets of that CI
 Each (incident, transition, receiver) is delivered once: ``firing`` when an incident that is
 not muted is first seen, ``resolved`` once it resolves, to receivers that were told it fired
 (ticket receivers only open tickets); an incident that fires again after resolving is news
-again (``firing#1``, ``resolved#1``…). Every attempt is appended to the delivery log in the
+again (``firing#1``, ``resolved#1``…). The ``handling`` section names the receivers of
+handling notices (:mod:`opslake.alerting.notices`) and how to reach each portal user
+(``contacts``: mobile, e-mail). Every attempt is appended to the delivery log in the
 lake (``alerting/deliveries/dt=D/…json``, never rewritten). Delivery goes through the delivery
 engine (:mod:`opslake.delivery`): a receiver that fails is retried in the same pass after
 :data:`RETRY_PAUSES`, then again on later passes (``next_attempt_at``, 30 s doubling to 10
@@ -99,6 +101,10 @@ class NotifyConfig:
     routes: list[Route] = field(default_factory=list)
     roster: dict[str, list[Shift]] = field(default_factory=dict)
     timezone: str = "Asia/Shanghai"
+    #: Receivers of handling notices (``handling.receivers``), in order.
+    handling: tuple[str, ...] = ()
+    #: User name → (mobile, e-mail) (``handling.contacts``).
+    contacts: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: Path, environ: Mapping[str, str] | None = None) -> NotifyConfig:
@@ -155,6 +161,14 @@ class NotifyConfig:
                     bool(item.get("continue", False)),
                 )
             )
+        handling = raw.get("handling") or {}
+        notified = tuple(str(r) for r in handling.get("receivers") or ())
+        if unknown := [r for r in notified if r not in receivers]:
+            problems.append(f"{path}: handling receivers {unknown} are not defined under receivers")
+        contacts = {
+            str(user): (str(c.get("mobile", "")), str(c.get("email", "")))
+            for user, c in (handling.get("contacts") or {}).items()
+        }
         if problems:
             raise ConfigError("\n".join(problems))
         roster_path = directory / ONCALL_FILE
@@ -172,7 +186,14 @@ class NotifyConfig:
             ]
             for g, shifts in (roster_raw.get("groups") or {}).items()
         }
-        return cls(receivers, routes, roster, str(roster_raw.get("timezone", "Asia/Shanghai")))
+        return cls(
+            receivers,
+            routes,
+            roster,
+            str(roster_raw.get("timezone", "Asia/Shanghai")),
+            notified,
+            contacts,
+        )
 
     def receivers_for(self, incident: Mapping[str, object]) -> list[Receiver]:
         """The receivers of the routes that match ``incident`` (in route order, no repeats)."""

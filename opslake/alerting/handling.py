@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,18 +208,24 @@ def permit(principal: Principal, action: str, departments: Collection[str]) -> N
         )
 
 
-def incident_departments(lake: Lake, incident_id: str) -> list[str]:
-    """The departments of a daily or today's live incident (NotFoundError when neither)."""
+def incident_row(lake: Lake, incident_id: str, columns: Sequence[str]) -> dict[str, object]:
+    """``columns`` of a daily or today's live incident, its newest row (NotFoundError when
+    neither has it)."""
     for table in ("incidents", LIVE_INCIDENTS):
         if not lake.partitions("gold", table):
             continue
-        rows = lake.read_table("gold", table, columns=["incident_id", "departments"])
+        rows = lake.read_table("gold", table, columns=["incident_id", *columns])
         hit = rows.filter(pc.equal(rows.column("incident_id"), incident_id))
         if hit.num_rows:
-            return list(hit.column("departments")[hit.num_rows - 1].as_py() or [])
+            return hit.slice(hit.num_rows - 1).to_pylist()[0]
     raise NotFoundError(
         f"no incident {incident_id}; list them with `opslake alerts incidents` (today's: --live)"
     )
+
+
+def incident_departments(lake: Lake, incident_id: str) -> list[str]:
+    """The departments of a daily or today's live incident (NotFoundError when neither)."""
+    return list(incident_row(lake, incident_id, ["departments"])["departments"] or [])  # type: ignore[call-overload]
 
 
 def apply(state: HandlingState, event: HandlingEvent) -> HandlingState:

@@ -14,6 +14,7 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from opslake.alerting.handling import HandlingLog
+from opslake.alerting.notices import Notifier
 from opslake.api import (
     admin,
     alert_webhooks,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, listeners: Listeners = Listener
                 log.info("removed %d staged object(s) left by interrupted writes", swept)
             # Last on the way out: the audit head is checkpointed as the service stops.
             stack.push_async_callback(asyncio.to_thread, _app.state.security.audit.close)
+            stack.push_async_callback(asyncio.to_thread, _app.state.notices.close)
             if listeners.syslog_port is not None or listeners.syslog_tls_port is not None:
                 stack.push_async_callback(
                     await syslog.serve(
@@ -158,6 +160,7 @@ def create_app(settings: Settings | None = None, listeners: Listeners = Listener
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)
     app.state.handling = HandlingLog.from_settings(settings, landing)
+    app.state.notices = Notifier(app.state.handling, settings.alerting_dir)
     app.state.answers = AnswerCache(app.state.warehouse)
     app.state.portal = portal.Portal.from_settings(settings)
     security = Security(IdentityStore.sealed(settings), AuditLog.from_settings(settings))

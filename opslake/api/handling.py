@@ -6,7 +6,9 @@ lake (``opslake.alerting.handling``); the answer is the state right after it. In
 those a caller may read (``GET /v1/incidents``, row scoped): a department viewer acts only on
 incidents wholly within its departments and may only comment; operations engineers and
 administrators handle (``incidents:handle``); leadership reads. Every request is audited by
-the audit middleware; the action's fields (not the comment's text) go into its entry.
+the audit middleware; the action's fields (not the comment's text) go into its entry. An
+assignment, a resolve and a reopen send their notices (``opslake.alerting.notices``) in the
+background once recorded.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from opslake.alerting.handling import (
     HandlingState,
     fold,
 )
+from opslake.alerting.notices import Notifier
 from opslake.api.auth import GUARDED, error_responses, requires
 from opslake.api.data import visible_incident
 from opslake.security.roles import Principal
@@ -119,6 +122,8 @@ async def _act(
             **fields,
         )
     )
+    notifier: Notifier = request.app.state.notices
+    notifier.submit(event)
     # Checked by now (a known assignee, a listed severity): fit for the audit entry.
     params.update({k: v for k, v in fields.items() if v is not None}, event_id=event.event_id)
     request.state.rows = 1

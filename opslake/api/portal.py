@@ -8,17 +8,24 @@ quota and audit entry per read as any other client, so nothing here re-implement
 what. Links into Superset's screens and the Dagster UI go through their doors
 (``opslake.api.gateway``) and are shown only to roles the door admits.
 
-The workbench (pinned screens and metrics, ``opslake.api.workbench``) is changed by form POSTs,
-which follow the sign-in page's CSRF rule strictly: the ``Origin`` must be sent and be this
-service's own, and the session comes from the cookie only after that check. Without a live
-session a page redirects to ``/login?next=<the page>``; errors are pages without a trace.
+The workbench (pinned screens and metrics, the user's language; ``opslake.api.workbench``) and
+incidents (acknowledge, assign, comment, change severity, resolve, reopen) are changed by form
+POSTs, each checked by :func:`_form_session`: the ``Origin`` must be sent and be this service's
+own, the session comes from the cookie only after that check, and the form must carry the
+session's CSRF token (:func:`csrf_token`). A handling form is then sent to the API's own
+``POST /v1/incidents/{id}/…`` in process as the user, so its rules, row scope, audit and
+notices are the API's. Pages are in the user's language (``opslake.api.i18n``), and screen
+links open the screen's version in it when the bundle has one. Without a live session a page
+redirects to ``/login?next=<the page>``; errors are pages without a trace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,15 +34,17 @@ from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
 import yaml
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from opslake.alerting.handling import ACTIONS, COMMENT_SCOPE, HANDLE_SCOPE, SEVERITIES, Assignees
 from opslake.api.gateway import Door, doors
-from opslake.api.signin import MAX_FORM_BYTES, SESSION_COOKIE, origin, same_origin
-from opslake.api.workbench import KINDS, Workbench
+from opslake.api.i18n import LABELS, LANGUAGE_NAMES, translator
+from opslake.api.signin import MAX_FORM_BYTES, SESSION_COOKIE, origin, safe_next, same_origin
+from opslake.api.workbench import DEFAULT_LANGUAGE, KINDS, LANGUAGES, Workbench
 from opslake.errors import AuthError, InputError, OpsLakeError
 from opslake.screens.bundle import DASHBOARDS_DIR
 from opslake.security.roles import SCOPED_BREAKDOWNS, Principal
@@ -83,6 +92,17 @@ LIST_ROWS = 20
 ALERT_INCIDENTS = 5
 #: How far back a metric's latest value is looked for (the API's longest range).
 METRIC_LOOKBACK = timedelta(days=366)
+#: A screen's slug in each language: ``<slug>`` (zh-CN), ``<slug>-zh-tw``, ``<slug>-en``.
+SLUG_SUFFIXES = {"zh-CN": "", "zh-TW": "-zh-tw", "en": "-en"}
+#: The incident page's forms (the API's paths) and the handling action each records.
+FORMS = {
+    "ack": "acknowledge",
+    "assign": "assign",
+    "severity": "severity",
+    "resolve": "resolve",
+    "reopen": "reopen",
+    "comment": "comment",
+}
 #: Administration is done with the CLI (TOTP-checked), not from a browser form.
 ADMIN_COMMANDS = (
     "opslake security add-user NAME --role ROLE --admin ADMIN",
@@ -97,19 +117,39 @@ ADMIN_COMMANDS = (
 
 @dataclass(frozen=True)
 class Screen:
-    """A Superset screen (dashboard) the portal links to."""
+    """A Superset screen (dashboard) the portal links to, named by its zh-CN slug."""
 
     slug: str
     title: str
+    #: Language → (slug, title) of the screen's other-language versions in the bundle.
+    versions: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def version(self, language: str) -> tuple[str, str]:
+        """The slug and title to show in ``language`` (the zh-CN screen when it has none)."""
+        return self.versions.get(language, (self.slug, self.title))
 
 
 def screens(directory: Path = DASHBOARDS_DIR / "dashboards") -> dict[str, Screen]:
-    """The screens of the exported dashboard bundle (the one ``opslake screens import`` loads)."""
-    found = {}
+    """The screens of the exported dashboard bundle (the one ``opslake screens import`` loads),
+    by zh-CN slug, each with the language versions the bundle holds."""
+    titles = {}
     for path in sorted(directory.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        found[doc["slug"]] = Screen(doc["slug"], doc["dashboard_title"])
-    return found
+        titles[doc["slug"]] = doc["dashboard_title"]
+    suffixes = [s for s in SLUG_SUFFIXES.values() if s]
+    return {
+        slug: Screen(
+            slug,
+            title,
+            {
+                lang: (slug + suffix, titles[slug + suffix])
+                for lang, suffix in SLUG_SUFFIXES.items()
+                if suffix and slug + suffix in titles
+            },
+        )
+        for slug, title in titles.items()
+        if not any(slug.endswith(s) for s in suffixes)
+    }
 
 
 @dataclass
@@ -162,7 +202,7 @@ class Answer:
 class ApiReader:
     """The data API asked in process as the signed-in user (bearer of the cookie's session).
 
-    Each read passes the audit middleware like any client's: authenticated, scope-checked,
+    Each read (and each handling form's action) passes the audit middleware like any client's: authenticated, scope-checked,
     row-scoped, counted against the user's quota and audited with the rows it returned.
     """
 
@@ -184,6 +224,14 @@ class ApiReader:
         reply = await self._client.get(
             path, params={k: v for k, v in params.items() if v is not None}
         )
+        return self._answer(reply)
+
+    async def post(self, path: str, body: dict[str, Any]) -> Answer:
+        """``POST path`` with the JSON ``body``."""
+        return self._answer(await self._client.post(path, json=body))
+
+    @staticmethod
+    def _answer(reply: httpx.Response) -> Answer:
         try:
             body = reply.json()
         except ValueError:
@@ -220,11 +268,19 @@ def _door_links(request: Request, portal: Portal, principal: Principal) -> dict[
     }
 
 
-def _screen_links(door_links: dict[str, str], portal: Portal) -> list[tuple[Screen, str]]:
+def _screen_links(
+    door_links: dict[str, str], portal: Portal, language: str
+) -> list[tuple[Screen, str]]:
+    """Each screen (titled in ``language``) and its link through the Superset door to its
+    version in ``language``."""
     if "superset" not in door_links:
         return []
     base = door_links["superset"]
-    return [(s, f"{base}/superset/dashboard/{s.slug}/") for s in portal.screens.values()]
+    links = []
+    for screen in portal.screens.values():
+        slug, title = screen.version(language)
+        links.append((Screen(screen.slug, title), f"{base}/superset/dashboard/{slug}/"))
+    return links
 
 
 async def _latest(api: ApiReader, principal: Principal, metric_id: str) -> dict[str, Any]:
@@ -384,7 +440,7 @@ async def _pipeline(request: Request, view: View) -> None:
     view.data["pipeline"] = {"error": None, "runs": runs}
 
 
-async def _workbench(api: ApiReader, portal: Portal, view: View) -> None:
+async def _workbench(api: ApiReader, portal: Portal, view: View, language: str) -> None:
     pins = await run_in_threadpool(portal.workbench.pins, view.principal.user)
     metrics = [p.ref for p in pins if p.kind == "metric"]
     catalog, *values = await asyncio.gather(
@@ -392,16 +448,18 @@ async def _workbench(api: ApiReader, portal: Portal, view: View) -> None:
     )
     view.data["workbench"] = {
         "screens": [
-            portal.screens.get(p.ref, Screen(p.ref, p.ref)) for p in pins if p.kind == "screen"
+            Screen(p.ref, portal.screens.get(p.ref, Screen(p.ref, p.ref)).version(language)[1])
+            for p in pins
+            if p.kind == "screen"
         ],
         "metrics": values,
         "catalog": [r["metric_id"] for r in catalog.rows],
     }
 
 
-def _loaders(request: Request, api: ApiReader, view: View) -> Iterable[Callable[[], Any]]:
+def _loaders(request: Request, viewer: Viewer, view: View) -> Iterable[Callable[[], Any]]:
     """What to read for the page's sections."""
-    sections = set(view.sections)
+    api, sections = viewer.api, set(view.sections)
     if sections & {"my_incidents", "departments", "cockpit", "incidents"}:
         yield lambda: _incidents(api, view)
     if "cockpit" in sections:
@@ -412,12 +470,16 @@ def _loaders(request: Request, api: ApiReader, view: View) -> Iterable[Callable[
         yield lambda: _departments(api, view)
     if "pipeline" in sections:
         yield lambda: _pipeline(request, view)
-    yield lambda: _workbench(api, request.app.state.portal, view)
+    yield lambda: _workbench(api, request.app.state.portal, view, viewer.language)
 
 
-def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """``template`` rendered with ``context``, under the portal's headers."""
-    body = _TEMPLATES.get_template(template).render(**context)
+def page(
+    template: str, status_code: int = 200, language: str = DEFAULT_LANGUAGE, **context: Any
+) -> HTMLResponse:
+    """``template`` rendered in ``language`` with ``context``, under the portal's headers."""
+    body = _TEMPLATES.get_template(template).render(
+        lang=language, t=translator(language), labels=LABELS, **context
+    )
     return HTMLResponse(
         body,
         status_code=status_code,
@@ -430,20 +492,41 @@ def page(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     )
 
 
-def error_page(status: int, error: str, fix: str = "") -> HTMLResponse:
+def error_page(
+    status: int, error: str, fix: str = "", language: str = DEFAULT_LANGUAGE
+) -> HTMLResponse:
     """A clear error page: what went wrong and what to do, never a trace."""
-    return page("error.html", status, status=status, error=error, fix=fix)
+    return page("error.html", status, language, status=status, error=error, fix=fix)
 
 
-def _failed(status: int, exc: OpsLakeError) -> HTMLResponse:
+def _failed(status: int, exc: OpsLakeError, language: str = DEFAULT_LANGUAGE) -> HTMLResponse:
     """The error page of an OpsLake error (its text is ``what; what to do``)."""
     error, _, fix = str(exc).partition("; ")
-    return error_page(status, error, fix)
+    return error_page(status, error, fix, language)
 
 
-def _to_sign_in(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+def _to_sign_in(request: Request, target: str | None = None) -> RedirectResponse:
+    """To the sign-in page, which comes back to ``target`` (default: the page asked for)."""
+    if target is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+
+
+def csrf_token(session: str) -> str:
+    """The forms' CSRF token of a session: an HMAC keyed by the session token, so it is bound
+    to that session, needs no store, and tells nothing about the token it is made from."""
+    return hmac.new(session.encode(), b"opslake-portal-form", hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Viewer:
+    """The signed-in user a page is made for: reading through the API as them, in their
+    language, with their session's CSRF token for the page's forms."""
+
+    principal: Principal
+    api: ApiReader
+    language: str
+    csrf: str
 
 
 def _signed_in(request: Request) -> tuple[Principal, str] | None:
@@ -456,36 +539,48 @@ def _signed_in(request: Request) -> tuple[Principal, str] | None:
     return principal, token
 
 
-async def _render(request: Request, build: Callable[[Principal, ApiReader], Any]) -> Response:
+async def _render(request: Request, build: Callable[[Viewer], Any]) -> Response:
     """A page for the signed-in user, ``build`` reading through the API as them."""
     signed_in = _signed_in(request)
     if signed_in is None:
         return _to_sign_in(request)
-    principal, token = signed_in
+    return await _respond(request, *signed_in, build)
+
+
+async def _respond(
+    request: Request, principal: Principal, token: str, build: Callable[[Viewer], Any]
+) -> Response:
+    """``build``'s page for ``principal`` (session ``token``), or an error page."""
+    portal: Portal = request.app.state.portal
+    language = await run_in_threadpool(portal.workbench.language, principal.user)
     api = ApiReader(request, token)
     try:
-        return await build(principal, api)
+        return await build(Viewer(principal, api, language, csrf_token(token)))
     except OpsLakeError as exc:
-        return _failed(400 if isinstance(exc, InputError) else 503, exc)
+        return _failed(400 if isinstance(exc, InputError) else 503, exc, language)
     except Exception:  # a page never shows a trace; the service log keeps it
         log.exception("the portal page %s failed", request.url.path)
         return error_page(
             500,
             "this page could not be built",
             "try again; if it persists the service log says why",
+            language,
         )
     finally:
         await api.aclose()
 
 
-def _context(request: Request, principal: Principal, **more: Any) -> dict[str, Any]:
+def _context(request: Request, viewer: Viewer, **more: Any) -> dict[str, Any]:
     portal: Portal = request.app.state.portal
-    door_links = _door_links(request, portal, principal)
+    door_links = _door_links(request, portal, viewer.principal)
     return {
-        "principal": principal,
+        "principal": viewer.principal,
         "doors": door_links,
-        "screens": _screen_links(door_links, portal),
+        "screens": _screen_links(door_links, portal, viewer.language),
         "now": datetime.now(UTC),
+        "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
+        "csrf": viewer.csrf,
+        "here": request.url.path,
         **more,
     }
 
@@ -494,19 +589,21 @@ def _context(request: Request, principal: Principal, **more: Any) -> dict[str, A
 async def home(request: Request) -> Response:
     """The signed-in user's page: their role's sections and their workbench."""
 
-    async def build(principal: Principal, api: ApiReader) -> Response:
+    async def build(viewer: Viewer) -> Response:
+        principal = viewer.principal
         sections = SECTIONS.get(principal.role)
         if sections is None:
             return error_page(
                 403,
                 f"role {principal.role} has no portal page",
                 "this role is for machine senders; sign in as a person",
+                viewer.language,
             )
         view = View(principal, sections)
-        await asyncio.gather(*(load() for load in _loaders(request, api, view)))
+        await asyncio.gather(*(load() for load in _loaders(request, viewer, view)))
         context = _context(
             request,
-            principal,
+            viewer,
             view=view,
             data=view.data,
             cockpit=COCKPIT_SCREEN,
@@ -514,32 +611,85 @@ async def home(request: Request) -> Response:
             kinds=KINDS,
             list_rows=LIST_ROWS,
         )
-        return page("portal.html", **context)
+        return page("portal.html", language=viewer.language, **context)
 
     return await _render(request, build)
+
+
+IncidentId = Annotated[str, PathParam(pattern=r"^INC-[0-9a-f]{12}$")]
 
 
 @router.get("/incidents/{incident_id}")
 async def incident(
-    request: Request, incident_id: Annotated[str, PathParam(pattern=r"^INC-[0-9a-f]{12}$")]
+    request: Request,
+    incident_id: IncidentId,
+    done: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
-    """One incident: its handling history and alerts, as the API shows them to the user."""
+    """One incident: its handling state, history and alerts as the API shows them to the user,
+    and the handling forms the user's role may use (``done``: the action just recorded)."""
+    return await _render(
+        request,
+        lambda viewer: _incident_page(
+            request, viewer, incident_id, done=done if done in ACTIONS else None
+        ),
+    )
 
-    async def build(principal: Principal, api: ApiReader) -> Response:
-        history, alerts = await asyncio.gather(
-            api.get(f"/v1/incidents/{incident_id}/history"),
-            api.get(f"/v1/incidents/{incident_id}/alerts"),
-        )
-        if not history.ok:
-            return error_page(history.status, history.error, history.fix)
-        return page(
-            "incident.html",
-            **_context(
-                request, principal, incident_id=incident_id, history=history.body, alerts=alerts
-            ),
-        )
 
-    return await _render(request, build)
+def _forms(principal: Principal, status: str) -> list[str]:
+    """The handling forms ``principal`` may use on an incident whose handling is ``status``
+    (the API checks again; this only leaves out what it would refuse)."""
+    forms = []
+    if principal.allows(HANDLE_SCOPE):
+        forms += (
+            ["reopen"]
+            if status == "resolved"
+            else (["ack"] if status == "open" else []) + ["assign", "severity", "resolve"]
+        )
+    if principal.allows(COMMENT_SCOPE):
+        forms.append("comment")
+    return forms
+
+
+async def _incident_page(
+    request: Request,
+    viewer: Viewer,
+    incident_id: str,
+    *,
+    done: str | None = None,
+    refused: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
+    """The incident page; ``refused``: the action the API just refused, its error and fix."""
+    history, alerts = await asyncio.gather(
+        viewer.api.get(f"/v1/incidents/{incident_id}/history"),
+        viewer.api.get(f"/v1/incidents/{incident_id}/alerts"),
+    )
+    if not history.ok:
+        return error_page(history.status, history.error, history.fix, viewer.language)
+    forms = _forms(viewer.principal, history.body["state"]["handling_status"])
+    assignees = Assignees()
+    if "assign" in forms:
+        settings: Settings = request.app.state.settings
+        assignees = await run_in_threadpool(
+            Assignees.load, request.app.state.security.identity, settings.alerting_dir
+        )
+    return page(
+        "incident.html",
+        status,
+        viewer.language,
+        **_context(
+            request,
+            viewer,
+            incident_id=incident_id,
+            history=history.body,
+            alerts=alerts,
+            forms=forms,
+            assignees=assignees,
+            severities=SEVERITIES,
+            done=done,
+            refused=refused,
+        ),
+    )
 
 
 @router.get("/portal.css")
@@ -558,22 +708,25 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
-@router.post("/workbench/{action}")
-async def change_workbench(
-    request: Request, action: Annotated[str, PathParam(pattern="^(pin|unpin)$")]
-) -> Response:
-    """Pin or unpin a screen or metric (form fields ``kind``, ``ref``), then back to ``/``."""
+async def _form_session(
+    request: Request, back: str
+) -> tuple[Principal, str, dict[str, str]] | Response:
+    """The user, session token and fields of a portal form, or the answer that refuses it.
+
+    Stricter than the sign-in form: a browser always sends ``Origin`` on a form POST, so a
+    request without one is no form of this page; the session comes from the cookie only after
+    that, and the form must carry the session's CSRF token. Without a live session the user
+    signs in and comes back to ``back``.
+    """
     settings: Settings = request.app.state.settings
     sent_from = request.headers.get("origin")
-    # Stricter than the sign-in form: a browser always sends Origin on a form POST, so a
-    # request without one is no form of this page.
     if sent_from is None or not same_origin(
         sent_from, _scheme(settings), request.headers.get("host", "")
     ):
         return error_page(
             403,
             "this form was not sent from this service's own page",
-            "use the pin and unpin buttons of the portal",
+            "use the forms of the portal's pages",
         )
     token = request.cookies.get(SESSION_COOKIE)
     try:
@@ -581,13 +734,32 @@ async def change_workbench(
             raise AuthError("no session")
         principal = await run_in_threadpool(request.app.state.security.identity.session, token)
     except AuthError:
-        return _to_sign_in(request)
-    # The audit entry names the user (the middleware takes no cookie on a POST) and the pin.
+        return _to_sign_in(request, back)
+    # The audit entry names the user (the middleware takes no cookie on a POST).
     request.state.principal = principal
     form = await _form(request)
     if form is None:
         return error_page(413, "the form is too large")
+    if not hmac.compare_digest(form.get("csrf", ""), csrf_token(token)):
+        return error_page(
+            403,
+            "this form does not carry this session's token",
+            "reload the page and send the form again",
+        )
+    return principal, token, form
+
+
+@router.post("/workbench/{action}")
+async def change_workbench(
+    request: Request, action: Annotated[str, PathParam(pattern="^(pin|unpin)$")]
+) -> Response:
+    """Pin or unpin a screen or metric (form fields ``kind``, ``ref``), then back to ``/``."""
+    checked = await _form_session(request, "/")
+    if isinstance(checked, Response):
+        return checked
+    principal, token, form = checked
     kind, ref = form.get("kind", ""), form.get("ref", "").strip()
+    # The audit entry says what was pinned.
     request.state.params = {"action": action, "kind": kind[:16], "ref": ref[:128]}
     portal: Portal = request.app.state.portal
     if action == "pin":
@@ -601,6 +773,72 @@ async def change_workbench(
     else:
         await run_in_threadpool(portal.workbench.unpin, principal.user, kind, ref)
     return RedirectResponse("/", status_code=303)
+
+
+@router.post("/language")
+async def choose_language(request: Request) -> Response:
+    """Keep the user's language (form field ``lang``), then back to the page (``back``)."""
+    checked = await _form_session(request, "/")
+    if isinstance(checked, Response):
+        return checked
+    principal, _, form = checked
+    language = form.get("lang", "")
+    request.state.params = {"language": language[:16]}
+    portal: Portal = request.app.state.portal
+    try:
+        await run_in_threadpool(portal.workbench.set_language, principal.user, language)
+    except InputError as exc:
+        return _failed(400, exc)
+    back = form.get("back", "/")
+    # Only a path of this service (never elsewhere: no open redirect).
+    target = safe_next(back, scheme="", host="", ports=()) if back.startswith("/") else "/"
+    return RedirectResponse(target, status_code=303)
+
+
+def _handling_body(form: str, fields: dict[str, str]) -> dict[str, Any]:
+    """The API's JSON body for a handling form's ``fields``."""
+    if form == "comment":
+        return {"text": fields.get("text", "")}
+    body: dict[str, Any] = {"comment": fields.get("comment", "")}
+    if form == "assign":
+        # The select's values are ``user:<name>`` and ``group:<name>``.
+        kind, _, name = fields.get("assignee", "").partition(":")
+        body |= {"assignee": name, "kind": kind if kind in ("user", "group") else "user"}
+    elif form == "severity":
+        body["severity"] = fields.get("severity", "")
+    return body
+
+
+@router.post("/incidents/{incident_id}/{form}")
+async def handle(
+    request: Request,
+    incident_id: IncidentId,
+    form: Annotated[str, PathParam(pattern="^(" + "|".join(FORMS) + ")$")],
+) -> Response:
+    """A handling form: the API's ``POST /v1/incidents/{id}/{form}`` as the user; back to the
+    incident page, which shows the action recorded or why the API refused it and what to do."""
+    page_path = f"/incidents/{incident_id}"
+    checked = await _form_session(request, page_path)
+    if isinstance(checked, Response):
+        return checked
+    principal, token, fields = checked
+    action = FORMS[form]
+    request.state.params = {"incident_id": incident_id, "action": action}
+
+    async def build(viewer: Viewer) -> Response:
+        answer = await viewer.api.post(
+            f"/v1/incidents/{incident_id}/{form}", _handling_body(form, fields)
+        )
+        if answer.ok:
+            return RedirectResponse(f"{page_path}?done={action}", status_code=303)
+        if answer.status == 404:  # not an incident the user may see: nothing to show
+            return error_page(404, answer.error, answer.fix, viewer.language)
+        refused = {"action": action, "error": answer.error, "fix": answer.fix}
+        return await _incident_page(
+            request, viewer, incident_id, refused=refused, status=answer.status
+        )
+
+    return await _respond(request, principal, token, build)
 
 
 async def _refuse_pin(

@@ -1,9 +1,11 @@
-"""The personal workbench (S5.1b): the screens and metrics each user pinned to their portal page.
+"""The personal workbench (S5.1b): the screens and metrics each user pinned to their portal page,
+and the language each user reads the portal and the screens in (S6.9e).
 
-One small table in ``state_dir/workbench.db`` (the installation's state, like the identity store
+Two small tables in ``state_dir/workbench.db`` (the installation's state, like the identity store
 and the subscriptions; backed up with the state directory). A pin is a user, a kind (``screen``
 or ``metric``) and what it names (a screen's slug, a catalog metric id); what a name may be is
-checked by the portal before it is pinned, so the store only keeps and lists them.
+checked by the portal before it is pinned, so the store only keeps and lists them. A user who
+chose no language reads :data:`DEFAULT_LANGUAGE`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from opslake.lake.state_db import StateDB
 
 DB_FILE = "workbench.db"
 KINDS = ("screen", "metric")
+#: The portal's languages (BCP 47 tags), the first the default.
+LANGUAGES = ("zh-CN", "zh-TW", "en")
+DEFAULT_LANGUAGE = LANGUAGES[0]
 #: Most pins one user keeps: a workbench is a short list, not a second catalog.
 MAX_PINS = 30
 
@@ -24,6 +29,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pins (
     user TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('screen', 'metric')),
     ref TEXT NOT NULL, pinned_at TEXT NOT NULL, PRIMARY KEY (user, kind, ref));
+CREATE TABLE IF NOT EXISTS preferences (
+    user TEXT PRIMARY KEY, language TEXT NOT NULL, changed_at TEXT NOT NULL);
 """
 
 
@@ -80,4 +87,25 @@ class Workbench:
                     "DELETE FROM pins WHERE user = ? AND kind = ? AND ref = ?", (user, kind, ref)
                 ).rowcount
                 > 0
+            )
+
+    def language(self, user: str) -> str:
+        """The language ``user`` chose (:data:`DEFAULT_LANGUAGE` when none)."""
+        with self._db.connect() as conn:
+            row = conn.execute(
+                "SELECT language FROM preferences WHERE user = ?", (user,)
+            ).fetchone()
+        return row["language"] if row and row["language"] in LANGUAGES else DEFAULT_LANGUAGE
+
+    def set_language(self, user: str, language: str) -> None:
+        """Keep ``language`` (one of :data:`LANGUAGES`) as ``user``'s."""
+        if language not in LANGUAGES:
+            raise InputError(
+                f"language {language!r} is not offered; choose one of {', '.join(LANGUAGES)}"
+            )
+        with self._db.tx() as conn:
+            conn.execute(
+                "INSERT INTO preferences VALUES (?, ?, ?) ON CONFLICT (user) DO UPDATE "
+                "SET language = excluded.language, changed_at = excluded.changed_at",
+                (user, language, datetime.now(UTC).isoformat(timespec="seconds")),
             )

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import socket
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from opslake.cli._common import open_lake, stdout
 from opslake.settings import Settings
+
+if TYPE_CHECKING:  # imported lazily where used: the CLI starts fast
+    from opslake.alerting.handling import HandlingEvent, HandlingLog
 
 app = typer.Typer(
     help="Alert management: incidents from convergence, root cause, enrichment, "
@@ -254,6 +257,21 @@ def _handle(
         f"{incident_id} is {state.handling_status}"
         + (f", assigned to {state.assignee}" if state.assignee else "")
     )
+    _notify(log, settings, event)
+
+
+def _notify(log: HandlingLog, settings: Settings, event: HandlingEvent) -> None:
+    """Send the action's notices now and say how each went (the action stands either way)."""
+    from opslake.alerting.notices import Notifier
+    from opslake.errors import OpsLakeError
+
+    try:
+        records = Notifier(log, settings.alerting_dir).send(event)
+    except OpsLakeError as exc:
+        typer.echo(f"notices not sent: {exc}", err=True)
+        return
+    for r in records:
+        typer.echo(f"notice {r.transition} to {r.receiver}: {r.status} {r.detail}".rstrip())
 
 
 @app.command("ack")

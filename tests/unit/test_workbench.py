@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from opslake.api.workbench import MAX_PINS, Workbench
+from opslake.api.workbench import DEFAULT_LANGUAGE, MAX_PINS, Workbench
 from opslake.errors import InputError
 
 
@@ -36,3 +36,15 @@ def test_unknown_kinds_and_too_many_pins_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unpin one first"):
         bench.pin("ann", "metric", "one.more")
     assert len(bench.pins("ann")) == MAX_PINS
+
+
+def test_a_language_is_kept_per_user_and_zh_cn_is_the_default(tmp_path: Path) -> None:
+    bench = Workbench(tmp_path)
+    assert bench.language("ann") == DEFAULT_LANGUAGE == "zh-CN"
+    bench.set_language("ann", "en")
+    bench.set_language("ann", "zh-TW")  # changed, not added
+    assert Workbench(tmp_path).language("ann") == "zh-TW"
+    assert bench.language("bob") == "zh-CN"
+    with pytest.raises(InputError, match="choose one of zh-CN, zh-TW, en"):
+        bench.set_language("ann", "fr")
+    assert bench.language("ann") == "zh-TW"
