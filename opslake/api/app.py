@@ -25,6 +25,7 @@ from opslake.api import (
     signin,
     subscriptions,
     telemetry,
+    topology,
 )
 from opslake.api.answers import AnswerCache
 from opslake.api.auth import Security, install
@@ -156,6 +157,7 @@ def create_app(settings: Settings | None = None, listeners: Listeners = Listener
     app.include_router(subscriptions.router)
     app.include_router(signin.router)
     app.include_router(portal.router)
+    app.include_router(topology.router)
     app.include_router(telemetry.router)
     app.state.warehouse = WarehouseReader(settings.warehouse_path)
     app.state.cipher = FieldCipher.from_settings(settings)

@@ -123,7 +123,7 @@ def log_templates(logs: pa.Table, assets: pa.Table) -> pa.Table:
             count=pl.len(),
             first_ts=pl.col("ts").min(),
             last_ts=pl.col("ts").max(),
-            example=pl.col("message").sort_by("ts").first(),
+            example=pl.col("message").sort_by(["ts", "message"]).first(),
         )
     )
     ids = {t: template_id(t) for t in counted.get_column("template").unique().to_list()}

@@ -144,3 +144,30 @@ def test_each_role_reaches_its_page_a_screen_link_and_an_incident(served: Served
             assert departments[seen] == own["departments"]
         page.context.close()
     assert not problems, problems  # the policy blocked nothing the pages need
+
+
+def test_the_topology_and_an_entity_page_draw_coloured_by_health(served: Served, chromium) -> None:
+    problems: list[str] = []
+    page = _signed_in(chromium, served, "pb-olga", problems)
+    page.click("#topology-link")
+    page.wait_for_load_state()
+    assert page.url == f"{served.url}/topology"
+    summary = page.locator("#topology-summary")
+    nodes = page.locator(".topology a.node")
+    drawn = set(nodes.evaluate_all("els => els.map(e => e.dataset.entity)"))
+    assert len(drawn) == int(summary.get_attribute("data-nodes")) > 0
+    # topology.css applied under the portal's policy: a healthy CI is drawn green.
+    healthy = page.locator(".topology a.node.health-healthy").first
+    assert healthy.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(227, 244, 230)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "topology.png"), full_page=True)
+    vm = page.locator(".topology a.node.health-healthy", has_text="vm-").first
+    entity_id = vm.get_attribute("data-entity")
+    vm.click()
+    page.wait_for_load_state()
+    assert page.url == f"{served.url}/entities/{entity_id}"
+    assert page.locator("#neighbours tr.edge").count() > 0
+    assert page.locator("#entity-health").get_attribute("class").startswith("node health-")
+    page.screenshot(path=str(ARTIFACTS / "entity.png"), full_page=True)
+    page.context.close()
+    assert not problems, problems
