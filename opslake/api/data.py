@@ -408,14 +408,26 @@ async def incidents(
     day: Annotated[IsoDate | None, Query(description="UTC day (default: the newest)")] = None,
     status: Literal["firing", "resolved"] | None = None,
     severity: Annotated[str | None, Query(max_length=20)] = None,
+    live: Annotated[
+        bool,
+        Query(
+            description="today's incidents as the live path converges them, within a minute "
+            "of each alert landing (gold/incidents_live; day defaults to today, UTC), instead "
+            "of the daily history"
+        ),
+    ] = False,
     format: Format = "json",
 ) -> Response:
     """The day's incidents with root cause and enrichment, and their handling as of now
     (handling_status, assignee, acknowledged and resolved by whom and when); department
     viewers see only incidents wholly within their departments."""
-    dt = await _day(request, "incidents_current", day)
+    source = statements.INCIDENT_TABLES[1 if live else 0]
+    if live:
+        dt = (day or datetime.now(UTC).date()).isoformat()
+    else:
+        dt = await _day(request, source, day)
     table = await _query(
-        request, *statements.incidents(dt, status, severity, _departments(principal))
+        request, *statements.incidents(dt, status, severity, _departments(principal), source)
     )
     handling: HandlingLog = request.app.state.handling
     states = await run_in_threadpool(handling.states, table.column("incident_id").to_pylist())
@@ -434,24 +446,26 @@ async def incident_alerts(
     format: Format = "json",
 ) -> Response:
     """Every alert episode of the incident: fingerprint, occurrence, why muted, root cause."""
-    await visible_incident(request, incident_id, principal)
-    return await _answer(request, statements.incident_alerts(incident_id), format)
+    table = await visible_incident(request, incident_id, principal)
+    return await _answer(request, statements.incident_alerts(incident_id, table), format)
 
 
-async def visible_incident(request: Request, incident_id: str, principal: Principal) -> None:
-    """Raise NotFoundError unless ``incident_id`` is a daily or today's live incident that
-    ``principal`` may see (a department viewer: one wholly within its departments)."""
+async def visible_incident(request: Request, incident_id: str, principal: Principal) -> str:
+    """The table (daily or today's live incidents) ``incident_id`` is in if ``principal`` may
+    see it (a department viewer: one wholly within its departments), else NotFoundError."""
+    missing: list[NotFoundError] = []
     for table in statements.INCIDENT_TABLES:
         try:
             found = await _query(
                 request, *statements.incident_exists(incident_id, _departments(principal), table)
             )
-        except NotFoundError:
-            if table == statements.INCIDENT_TABLES[0]:
-                raise
-            continue  # no live incidents in this warehouse
+        except NotFoundError as exc:
+            missing.append(exc)  # no daily (or no live) incidents in this warehouse yet
+            continue
         if found.num_rows:
-            return
+            return table
+    if len(missing) == len(statements.INCIDENT_TABLES):
+        raise missing[0]
     raise NotFoundError(f"no incident {incident_id} you may see; list them with GET /v1/incidents")
 
 

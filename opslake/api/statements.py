@@ -117,12 +117,18 @@ def _departments(departments: Collection[str] | None) -> Statement:
 
 
 def incidents(
-    dt: str, status: str | None, severity: str | None, departments: Collection[str] | None = None
+    dt: str,
+    status: str | None,
+    severity: str | None,
+    departments: Collection[str] | None = None,
+    table: str = "incidents_current",
 ) -> Statement:
-    """A day's incidents; with ``departments``, only those wholly within them."""
+    """A day's incidents in ``table`` (one of ``INCIDENT_TABLES``); with ``departments``, only
+    those wholly within them."""
+    _incident_table(table)
     scope, scope_params = _departments(departments)
     return (
-        "SELECT * EXCLUDE (dt) FROM incidents_current WHERE dt = ? AND (?::VARCHAR IS NULL "
+        f'SELECT * EXCLUDE (dt) FROM "{table}" WHERE dt = ? AND (?::VARCHAR IS NULL '
         "OR status = ?) AND (?::VARCHAR IS NULL OR severity = ?)"
         + scope
         + " ORDER BY started_at, incident_id",
@@ -130,8 +136,16 @@ def incidents(
     )
 
 
-#: Where an incident can be: the daily history, then today's live incidents.
+#: Where an incident can be: the daily history, then today's live incidents; and where the
+#: alerts of each are.
 INCIDENT_TABLES = ("incidents_current", "incidents_live")
+ALERT_TABLES = dict(zip(INCIDENT_TABLES, ("incident_alerts_current", "incident_alerts_live")))
+
+
+def _incident_table(table: str) -> None:
+    if table not in INCIDENT_TABLES:
+        # The name is spliced into the statement: only the closed list may be.
+        raise InputError(f"{table!r} holds no incidents; use one of {list(INCIDENT_TABLES)}")
 
 
 def incident_exists(
@@ -139,9 +153,7 @@ def incident_exists(
 ) -> Statement:
     """One row when the incident exists in ``table`` (one of ``INCIDENT_TABLES``), within
     ``departments`` when given."""
-    if table not in INCIDENT_TABLES:
-        # The name is spliced into the statement: only the closed list may be.
-        raise InputError(f"{table!r} holds no incidents; use one of {list(INCIDENT_TABLES)}")
+    _incident_table(table)
     scope, scope_params = _departments(departments)
     return (
         f'SELECT 1 AS x FROM "{table}" WHERE incident_id = ?' + scope,
@@ -149,11 +161,12 @@ def incident_exists(
     )
 
 
-def incident_alerts(incident_id: str) -> Statement:
-    """The alert episodes an incident converged."""
+def incident_alerts(incident_id: str, table: str = "incidents_current") -> Statement:
+    """The alert episodes an incident of ``table`` (one of ``INCIDENT_TABLES``) converged."""
+    _incident_table(table)
     return (
         (
-            "SELECT * EXCLUDE (dt) FROM incident_alerts_current WHERE incident_id = ? "
+            f'SELECT * EXCLUDE (dt) FROM "{ALERT_TABLES[table]}" WHERE incident_id = ? '
             "ORDER BY starts_at, alert_id"
         ),
         [incident_id],

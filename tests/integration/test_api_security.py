@@ -102,6 +102,8 @@ class Api:
         return {
             "/healthz": (200, 200, 200, 200),
             "/openapi.json": (200, 200, 200, 200),
+            # The service's own metrics: platform:read (every reading role but a department's).
+            "/metrics": (200, 200, 403, 401),
             "/v1/catalog/metrics": (200, 200, 200, 401),
             f"/v1/catalog/metrics/{m}": (200, 200, 200, 401),
             f"/v1/catalog/metrics/{m}/versions": (200, 200, 200, 401),
