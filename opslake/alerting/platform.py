@@ -13,7 +13,9 @@ other alert: the live path conforms it into today's events and incidents within 
   and day lands it ``resolved``.
 
 The batch id is the run id, so the CLI that ran the job and the sensor watching the
-instance land one alert between them.
+instance land one alert between them. The threshold alerts of the ``opslake-self`` collection
+task (:mod:`opslake.alerting.selfwatch`) land here too, through :func:`land` and
+:func:`open_since`.
 """
 
 from __future__ import annotations
