@@ -580,10 +580,12 @@ def _edge_scope(principal: Principal) -> Statement:
 
 
 Limit = Annotated[int, Query(ge=1, le=statements.MAX_ROWS, description="Rows per page")]
-Offset = Annotated[int, Query(ge=0, description="Rows to skip (the next page: offset + limit)")]
+Offset = Annotated[
+    int, Query(ge=0, le=2**31 - 1, description="Rows to skip (the next page: offset + limit)")
+]
 
 
-@router.get("/relations", summary="The topology at a time", responses=_table(404))
+@router.get("/relations", summary="The topology at a time", responses=_table(400, 404))
 async def relations(
     request: Request,
     principal: Annotated[Principal, Depends(requires("assets:read"))],
@@ -607,7 +609,7 @@ async def relations(
     return await _answer(request, statement, format)
 
 
-@router.get("/logs", summary="Log lines counted per template and hour", responses=_table(404))
+@router.get("/logs", summary="Log lines counted per template and hour", responses=_table(400, 404))
 async def logs(
     request: Request,
     principal: Annotated[Principal, Depends(requires("assets:read"))],
@@ -649,7 +651,7 @@ async def _dicts(request: Request, statement: Statement) -> dict[str, Any]:
     summary="One CI: attributes, neighbours, metrics, alerts, logs",
     responses={
         200: {"model": dict[str, Any], "description": "The entity and what surrounds it"},
-        **error_responses(*GUARDED, 404),
+        **error_responses(*GUARDED, 400, 404),
     },
 )
 async def entity(
