@@ -33,6 +33,13 @@ SEVERITY_ZH = {
     "info": "提示",
 }
 INCIDENT_STATUS_ZH = {"firing": "处理中", "resolved": "已恢复"}
+#: How far people have handled an incident (S5.5d): assigned outranks open and acknowledged.
+HANDLING_ZH = {
+    "open": "未确认",
+    "acknowledged": "已确认",
+    "assigned": "已分派",
+    "resolved": "已解决",
+}
 LIFECYCLE_ZH = {
     "planned": "规划中",
     "in_service": "在用",
@@ -199,6 +206,52 @@ FROM incidents_current AS i""",
         _m("firing", "COUNT(*) FILTER (WHERE status = 'firing')", "处理中事件数"),
         _m("alerts", "SUM(alert_count)", "告警数"),
         _m("impacted", "SUM(entity_count)", "影响对象数"),
+    ),
+    main_dttm="started_at",
+)
+
+INCIDENT_HANDLING = Dataset(
+    key="incident_handling",
+    name="事件处理（确认、分派、解决）",
+    description="Each incident with how people handled it (gold.incidents_current joined to "
+    "incident_state_current): open, acknowledged, assigned or resolved, minutes to the "
+    "first acknowledgement and to the resolution; an incident nobody acted on is open.",
+    sql=f"""WITH h AS (
+  SELECT i.incident_id, i.title, i.status, i.severity, i.started_at, s.assignee,
+         s.acknowledged_at, s.resolved_at, s.comments,
+         CASE WHEN s.handling_status = 'resolved' THEN 'resolved'
+              WHEN s.assignee IS NOT NULL THEN 'assigned'
+              ELSE coalesce(s.handling_status, 'open') END AS handling
+  FROM incidents_current AS i
+  LEFT JOIN incident_state_current AS s USING (incident_id))
+SELECT h.incident_id, h.title, {_label("h.status", INCIDENT_STATUS_ZH)} AS status_zh,
+       {_label("h.severity", SEVERITY_ZH)} AS severity_zh, {_local("h.started_at")} AS started_at,
+       h.handling, {_label("h.handling", HANDLING_ZH)} AS handling_zh, h.assignee,
+       {_local("h.acknowledged_at")} AS acknowledged_at, {_local("h.resolved_at")} AS resolved_at,
+       date_diff('second', h.started_at, h.acknowledged_at) / 60.0 AS ack_minutes,
+       date_diff('second', h.started_at, h.resolved_at) / 60.0 AS resolve_minutes,
+       coalesce(h.comments, 0) AS comments
+FROM h""",
+    columns=(
+        _c("incident_id", "VARCHAR", "事件编号"),
+        _c("title", "VARCHAR", "事件"),
+        _c("status_zh", "VARCHAR", "告警状态"),
+        _c("severity_zh", "VARCHAR", "级别"),
+        _c("started_at", "TIMESTAMP", "开始时间"),
+        _c("handling", "VARCHAR", "处理状态代码"),
+        _c("handling_zh", "VARCHAR", "处理状态"),
+        _c("assignee", "VARCHAR", "处理人"),
+        _c("acknowledged_at", "TIMESTAMP", "确认时间"),
+        _c("resolved_at", "TIMESTAMP", "解决时间"),
+        _c("ack_minutes", "DOUBLE", "确认用时（分钟）"),
+        _c("resolve_minutes", "DOUBLE", "解决用时（分钟）"),
+        _c("comments", "INTEGER", "评论数"),
+    ),
+    metrics=(
+        _m("incidents", "COUNT(*)", "事件数"),
+        _m("unresolved", "COUNT(*) FILTER (WHERE handling <> 'resolved')", "未解决事件数"),
+        _m("mtta", "AVG(ack_minutes)", "平均确认用时（分钟）", ".1f"),
+        _m("mttr", "AVG(resolve_minutes)", "平均解决用时（分钟）", ".1f"),
     ),
     main_dttm="started_at",
 )
@@ -930,6 +983,7 @@ STATIC_DATASETS = (
     ENTITY_HEALTH,
     BUSINESS_HEALTH,
     INCIDENTS,
+    INCIDENT_HANDLING,
     ALERTS,
     CONVERGENCE,
     SERVICE_LEVELS,

@@ -1,13 +1,18 @@
 """The large screens: fifteen dashboards for the ops-centre wall, leadership and departments.
 
+Written in zh-CN; :mod:`opslake.screens.i18n` adds each screen's zh-TW and en copies.
+
 Each screen is laid out for a 1920×1080 wall: a row of headline numbers, then two rows of
 charts. A chart may appear on several screens (same UUID, one Superset chart).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from opslake.metrics_catalog.definition import MetricDefinition
 from opslake.screens import datasets as ds
+from opslake.screens.i18n import LANGUAGES, localize
 from opslake.screens.model import Chart, Dataset, NativeFilter, Row, Screen
 
 LATEST = "is_latest"
@@ -82,6 +87,21 @@ def _time_filter() -> NativeFilter:
 def _value_filter(column: str, name: str, dataset: Dataset, *charts: Chart) -> NativeFilter:
     """A multi-select of ``column``'s values, applied to ``charts`` only."""
     return NativeFilter(column, name, dataset, column, charts)
+
+
+def _filtered(screen: Screen, *values: tuple[str, str, Dataset, tuple[str, ...]]) -> Screen:
+    """``screen`` with a time range and value filters: (column, name, dataset, chart keys)."""
+    charts = {c.key: c for c in screen.charts}
+    return replace(
+        screen,
+        filters=(
+            _time_filter(),
+            *(
+                _value_filter(column, name, dataset, *(charts[k] for k in keys))
+                for column, name, dataset, keys in values
+            ),
+        ),
+    )
 
 
 def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], list[Screen]]:
@@ -508,6 +528,7 @@ def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], l
                 ),
                 TALL,
             ),
+            _handling_row(ds.INCIDENT_HANDLING, sl),
         ),
     )
 
@@ -928,22 +949,110 @@ def build_screens(definitions: list[MetricDefinition]) -> tuple[list[Dataset], l
         ),
     )
 
+    business, department = ("business", "业务系统"), ("department", "部门")
+    health = ("entities-now", "avg-health", "unhealthy-now", "firing-alerts-now", "kinds-pie")
+    health += ("kind-status-now", "kind-health-trend")
+    apps = ("app-health", "app-unhealthy")
+    ledger = ("cis", "warranty-expiring", "warranty-expired", "contract-expiring")
+    ledger += ("cis-by-department", "lifecycle", "expiring-list")
     screens = [
-        leadership,
-        ops,
-        resources,
-        applications,
-        events,
-        service,
-        assets,
-        quality,
-        insights,
-        metric_map,
+        _filtered(
+            leadership,
+            (
+                *business,
+                bh,
+                ("avg-health", "business-health-now", "health-trend", "service-by-business"),
+            ),
+            (*department, eh, ("avg-health",)),
+        ),
+        _filtered(
+            ops,
+            (*business, eh, ("unhealthy-now", "worst-entities")),
+            (*department, eh, ("unhealthy-now", "worst-entities")),
+        ),
+        _filtered(resources, (*business, eh, health), (*department, eh, health)),
+        _filtered(
+            applications,
+            (*business, bh, (*apps, "business-impact", "app-error-ratio")),
+            (*department, eh, apps),
+        ),
+        _filtered(events),
+        _filtered(
+            service, (*business, sl, ("sla-by-business", "service-by-business", "sla-catalog"))
+        ),
+        _filtered(assets, (*business, asset, ledger), (*department, asset, ledger)),
+        _filtered(quality),
+        _filtered(insights),
+        _filtered(metric_map),
         *_new_themes(values),
     ]
-    used = {chart.dataset.key for s in screens for chart in s.charts}
-    datasets = [d for d in (*ds.STATIC_DATASETS, values) if d.key in used]
-    return datasets, screens
+    names = {m.id: dict(m.names) for m in definitions}
+    screens += [s for language in LANGUAGES[1:] for s in localize(screens, language, names)]
+    used = {
+        d.key: d
+        for s in screens
+        for d in (*(c.dataset for c in s.charts), *(f.dataset for f in s.filters if f.dataset))
+    }
+    return list(used.values()), screens
+
+
+def _handling_row(handling: Dataset, levels: Dataset) -> Row:
+    """How incidents are handled (S5.5d): the unresolved by handling state, MTTA and MTTR per
+    day (gold.service_levels, which reads the handling events), and the latest incidents'
+    handling."""
+    return Row(
+        (
+            (
+                Chart(
+                    "incidents-by-handling",
+                    "未解决事件（按处理状态、级别）",
+                    "echarts_timeseries_bar",
+                    handling,
+                    metrics=("unresolved",),
+                    groupby=("severity_zh",),
+                    x_axis="handling_zh",
+                    where=("handling <> 'resolved'",),
+                    options={"stack": "Stack"},
+                ),
+                4,
+            ),
+            (
+                Chart(
+                    "mtta-mttr-trend",
+                    "平均响应与修复时长趋势（分钟）",
+                    "echarts_timeseries_line",
+                    levels,
+                    metrics=("mtta", "mttr"),
+                    x_axis="day",
+                    time_grain="P1D",
+                    where=("is_total",),
+                    options={"y_axis_format": ".1f"},
+                ),
+                4,
+            ),
+            (
+                Chart(
+                    "incident-handling-list",
+                    "事件处理进展",
+                    "table",
+                    handling,
+                    columns=(
+                        "started_at",
+                        "severity_zh",
+                        "title",
+                        "handling_zh",
+                        "assignee",
+                        "ack_minutes",
+                        "resolve_minutes",
+                    ),
+                    order_by=(("started_at", False),),
+                    row_limit=20,
+                ),
+                4,
+            ),
+        ),
+        TALL,
+    )
 
 
 def _new_themes(values: Dataset) -> list[Screen]:

@@ -172,9 +172,14 @@ from pathlib import Path
 
 SECRET_KEY = Path({str(secret)!r}).read_text().strip()
 SQLALCHEMY_DATABASE_URI = {config.metadata_database!r}
-# Screens are Chinese first; English stays one click away.
+# Screens are Chinese first; Traditional Chinese and English stay one click away (the
+# screens themselves come in each language: <slug>, <slug>-zh-tw, <slug>-en).
 BABEL_DEFAULT_LOCALE = "zh"
-LANGUAGES = {{"zh": {{"flag": "cn", "name": "简体中文"}}, "en": {{"flag": "us", "name": "English"}}}}
+LANGUAGES = {{
+    "zh": {{"flag": "cn", "name": "简体中文"}},
+    "zh_TW": {{"flag": "tw", "name": "繁體中文"}},
+    "en": {{"flag": "us", "name": "English"}},
+}}
 SUPERSET_WEBSERVER_TIMEOUT = 120
 # Loopback HTTP: no TLS redirect; the default content security policy stays on.
 CONTENT_SECURITY_POLICY_WARNING = False

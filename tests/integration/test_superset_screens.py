@@ -31,6 +31,7 @@ from opslake.screens.access import (
     provision_access,
 )
 from opslake.screens.bundle import DASHBOARDS_DIR, read_files
+from opslake.screens.i18n import LANGUAGES, SUPERSET_LOCALE, is_chinese, slug_for, translate
 from opslake.screens.model import TIMEZONE_TOKEN
 from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetConfig, running_pid, start_server
@@ -55,6 +56,13 @@ SCREENS = {
     "effect": "运维成效",
     "trace": "业务链路与用户体验",
 }
+#: Every screen in every language: slug → title (``<slug>-en``, ``<slug>-zh-tw`` the copies).
+ALL_SCREENS = {
+    slug_for(slug, language): translate(title, language)
+    for slug, title in SCREENS.items()
+    for language in LANGUAGES
+}
+NEW_THEMES = ("network", "security", "platform", "effect", "trace")
 PASSWORD = "Screens-test-1"
 
 
@@ -148,19 +156,22 @@ def test_every_chart_of_every_screen_returns_rows(
     superset: SupersetConfig, admin: SupersetClient
 ) -> None:
     dashboards = _dashboards(admin)
-    assert {slug: d["dashboard_title"] for slug, d in dashboards.items()} == SCREENS
+    assert {slug: d["dashboard_title"] for slug, d in dashboards.items()} == ALL_SCREENS
     checked = 0
-    for slug, dashboard in dashboards.items():
+    # The zh-CN screens' queries; the other languages' differ in labels only, and the browser
+    # test sees each English chart draw its rows.
+    for slug, title in SCREENS.items():
+        dashboard = dashboards[slug]
         charts = admin.get(f"/api/v1/dashboard/{dashboard['id']}/charts")["result"]
         assert 3 <= len(charts) <= 12, f"{slug}: {len(charts)} charts"
         for chart in charts:
             data = admin.chart_data(chart["id"])
             for query in data["result"]:
-                name = f"{SCREENS[slug]} / {chart['slice_name']}"
+                name = f"{title} / {chart['slice_name']}"
                 assert not query.get("error"), f"{name}: {query['error']}"
                 assert query["rowcount"] > 0 and query["data"], f"{name}: no rows"
             checked += 1
-    print(f"{checked} chart data calls on {len(dashboards)} screens returned rows")
+    print(f"{checked} chart data calls on {len(SCREENS)} screens returned rows")
 
 
 def test_new_screens_show_the_lake_and_a_time_range_changes_them(
@@ -208,6 +219,14 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
             "dt = (SELECT max(dt) FROM asset_ledger)"
         ).fetchone()[0]
         runs = con.execute("SELECT count(DISTINCT run_id) FROM quality_log").fetchone()[0]
+        incidents, started = con.execute(
+            "SELECT count(*), CAST(min(timezone(?, started_at)) AS DATE) FROM incidents_current",
+            [superset.timezone],
+        ).fetchone()
+        first_day_incidents = con.execute(
+            "SELECT count(*) FROM incidents_current WHERE CAST(timezone(?, started_at) AS DATE) = ?",
+            [superset.timezone, started],
+        ).fetchone()[0]
     finally:
         con.close()
     assert value("数据湖容量（MB）") == pytest.approx(lake_bytes / 1048576)
@@ -219,6 +238,12 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
     )
     assert value("数据湖容量（MB）", f"{first - timedelta(days=30)} : {first}") == 0
     assert value("管道运行次数", "2000-01-01 : 2000-01-02") == 0
+    # An old screen's chart (事件与告警, 领导驾驶舱) follows the range too, in each language.
+    day = f"{started} : {started + timedelta(days=1)}"
+    for title in ("事件数", "Incidents", "事件數"):
+        assert value(title) == incidents > 0, title
+        assert value(title, day) == first_day_incidents, title
+        assert value(title, f"{started - timedelta(days=30)} : {started}") == 0, title
 
 
 def test_dataset_columns_match_the_warehouse(superset: SupersetConfig) -> None:
@@ -238,6 +263,8 @@ def test_dataset_columns_match_the_warehouse(superset: SupersetConfig) -> None:
 
 
 def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
+    """Every screen draws every chart in zh-CN and in English (Superset's own UI switched to
+    English for the English screens); screenshots land in tests/artifacts/superset/."""
     from PIL import Image, ImageStat
     from playwright.sync_api import sync_playwright
 
@@ -250,7 +277,17 @@ def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
         try:
             page = chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN").new_page()
             browser.log_in(page, superset, superset.admin_username, superset.password())
-            for slug, title in SCREENS.items():
+            shown = [
+                (slug_for(slug, language), translate(title, language), SUPERSET_LOCALE[language])
+                for language in ("zh-CN", "en")
+                for slug, title in SCREENS.items()
+            ]
+            current = SUPERSET_LOCALE["zh-CN"]  # BABEL_DEFAULT_LOCALE
+            for slug, title, locale in shown:
+                if locale != current:
+                    # Superset's UI language is the session's: /lang/<locale> switches it.
+                    page.goto(f"{superset.url}/lang/{locale}", timeout=120_000)
+                    current = locale
                 started = time.perf_counter()
                 failed = browser.open_dashboard(page, superset, slug)
                 timings[slug] = time.perf_counter() - started
@@ -258,6 +295,10 @@ def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
                 page.screenshot(path=str(shot))
                 assert not failed, f"{title}: charts without data: {failed}"
                 assert title in page.inner_text(".dashboard-header, header, body")
+                bootstrap = json.loads(page.get_attribute("#app", "data-bootstrap") or "{}")
+                assert bootstrap.get("common", {}).get("locale") == locale, slug
+                if locale == "en":
+                    assert not is_chinese(title)
                 image = Image.open(shot).convert("L")
                 assert image.size == (1920, 1080)
                 # Non-blank: many grey levels and real contrast, not one background colour.
@@ -273,8 +314,9 @@ def test_screens_render_in_headless_chromium(superset: SupersetConfig) -> None:
 def test_native_filters_reach_the_charts_in_their_scope(
     superset: SupersetConfig, admin: SupersetClient
 ) -> None:
-    """业务链路与用户体验 opened with a business and a time range chosen, as a shared link:
-    every chart asks for the range, only the per-business charts for the business."""
+    """A new screen (业务链路与用户体验) and an old one in English (Resource posture) opened with
+    a business and a time range chosen, as a shared link: every chart asks for the range, only
+    the charts whose data carries the business for the business."""
     from playwright.sync_api import sync_playwright
 
     from opslake.screens import browser
@@ -288,7 +330,8 @@ def test_native_filters_reach_the_charts_in_their_scope(
         ).fetchone()
     finally:
         con.close()
-    span = f"{day} : {day + timedelta(days=1)}"
+    # Two local days: the simulated UTC day's latest hour is the next local day's morning.
+    span = f"{day} : {day + timedelta(days=2)}"
     chosen = {
         "NATIVE_FILTER-business": {
             "id": "NATIVE_FILTER-business",
@@ -318,35 +361,52 @@ def test_native_filters_reach_the_charts_in_their_scope(
                 [f["val"] for f in query.get("filters", []) if f["col"] == "business"],
             )
 
+    per_business = {
+        "trace": {
+            "各业务链路响应时间P95（秒，前端应用→后端服务）",
+            "各业务链路错误率（前端应用→后端服务）",
+            "业务链路各环节（请求、错误率、P95）",
+            "各业务拨测可用率",
+            "应用拨测时延P95（毫秒，按业务）",
+        },
+        # Every chart over the hourly object health; not the region's CPU, nor the
+        # province-wide rack temperature and storage pool lines.
+        "resources-en": {
+            "Managed objects",
+            "Average health score (latest hour)",
+            "Unhealthy objects (latest hour)",
+            "Firing alerts (latest hour)",
+            "Objects by kind",
+            "Health status per kind (latest hour)",
+            "Average health per kind",
+        },
+    }
     with sync_playwright() as pw:
         chromium = browser.launch(pw)
         try:
             page = chromium.new_context(viewport=browser.VIEWPORT, locale="zh-CN").new_page()
             browser.log_in(page, superset, superset.admin_username, superset.password())
             page.on("request", record)
-            page.goto(
-                f"{superset.url}/superset/dashboard/trace/?standalone=1"
-                f"&native_filters={quote(rison(chosen))}",
-                timeout=120_000,
-            )
-            page.wait_for_function(browser.DRAWN_JS, timeout=120_000)
-            page.wait_for_timeout(1500)  # ECharts' first draw animates
-            failed = page.evaluate(browser.FAILED_JS)
-            page.screenshot(path=str(ARTIFACTS / "trace-filtered.png"))
+            for slug, charts in per_business.items():
+                asked.clear()
+                page.goto(
+                    f"{superset.url}/superset/dashboard/{slug}/?standalone=1"
+                    f"&native_filters={quote(rison(chosen))}",
+                    timeout=120_000,
+                )
+                page.wait_for_function(browser.DRAWN_JS, timeout=120_000)
+                page.wait_for_timeout(1500)  # ECharts' first draw animates
+                failed = page.evaluate(browser.FAILED_JS)
+                page.screenshot(path=str(ARTIFACTS / f"{slug}-filtered.png"))
+                assert not failed, f"{slug}: charts without data for {business} on {day}: {failed}"
+                assert len(asked) in (9, 10), (slug, sorted(asked))
+                assert all(time_range == span for time_range, _ in asked.values()), asked
+                assert {t for t, (_, values) in asked.items() if values} == charts, slug
+                assert all(
+                    values == [[business]] for t, (_, values) in asked.items() if t in charts
+                )
         finally:
             chromium.close()
-    assert not failed, f"charts without data for {business} on {day}: {failed}"
-    per_business = {
-        "各业务链路响应时间P95（秒，前端应用→后端服务）",
-        "各业务链路错误率（前端应用→后端服务）",
-        "业务链路各环节（请求、错误率、P95）",
-        "各业务拨测可用率",
-        "应用拨测时延P95（毫秒，按业务）",
-    }
-    assert len(asked) == 9, sorted(asked)
-    assert all(time_range == span for time_range, _ in asked.values()), asked
-    assert {t for t, (_, values) in asked.items() if values} == per_business
-    assert all(values == [[business]] for t, (_, values) in asked.items() if t in per_business)
 
 
 def test_department_user_sees_only_its_department(
@@ -380,7 +440,12 @@ def test_department_user_sees_only_its_department(
         return {row["department"] for row in data}
 
     scoped = [key for key, d in datasets.items() if d.by_department]
-    assert set(scoped) == {"entity_health", "asset_ledger", "metric_values"}
+    # Each language's copy of a dataset is scoped like the dataset.
+    assert set(scoped) == {
+        key + suffix
+        for key in ("entity_health", "asset_ledger", "metric_values")
+        for suffix in ("", "-en", "-zh-tw")
+    }
     with SupersetClient(superset.url, "dept_user", PASSWORD) as user:
         for key in scoped:
             assert departments_seen(user, key) == {dept}, key
@@ -404,9 +469,9 @@ def test_department_user_sees_only_its_department(
         )
         assert r.status_code in (403, 404), r.text[:300]
     with SupersetClient(superset.url, "lead_user", PASSWORD) as lead:
-        assert set(_dashboards(lead)) == set(SCREENS)
+        assert set(_dashboards(lead)) == set(ALL_SCREENS)
     with SupersetClient(superset.url, "ops_user", PASSWORD) as ops:
-        assert set(_dashboards(ops)) == set(SCREENS)
+        assert set(_dashboards(ops)) == set(ALL_SCREENS)
 
 
 def test_reimport_and_reprovision_change_nothing(

@@ -14,6 +14,7 @@ import yaml
 from opslake.errors import ConfigError
 from opslake.screens import bundle
 from opslake.screens.access import department_clause
+from opslake.screens.i18n import LANGUAGES, TEXTS, is_chinese, slug_for, translate
 from opslake.screens.model import TIMEZONE_TOKEN, WAREHOUSE_TOKEN
 from opslake.screens.rest import rison
 from opslake.screens.server import SupersetConfig, _config_text, _secret_file
@@ -38,7 +39,8 @@ def test_bundle_links_every_object_by_uuid() -> None:
         kind: {d["uuid"]: d for rel, d in files.items() if rel.startswith(kind + "/")}
         for kind in ("databases", "datasets", "charts", "dashboards")
     }
-    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 15
+    # Fifteen screens, each in zh-CN, zh-TW and en.
+    assert len(by_kind["databases"]) == 1 and len(by_kind["dashboards"]) == 45
     for dataset in by_kind["datasets"].values():
         assert dataset["database_uuid"] in by_kind["databases"]
         assert dataset["table_name"] and dataset["columns"]
@@ -65,8 +67,9 @@ def test_bundle_links_every_object_by_uuid() -> None:
         assert 3 <= len(cells) <= 12, dashboard["dashboard_title"]
         assert all(c["meta"]["uuid"] in by_kind["charts"] for c in cells)
         assert len({c["meta"]["chartId"] for c in cells}) == len(cells)
-        # Chinese titles for the wall.
-        assert any("\u4e00" <= ch <= "\u9fff" for ch in dashboard["dashboard_title"])
+        # Chinese titles for the wall, English ones on the English copies.
+        english = dashboard["slug"].endswith("-en")
+        assert is_chinese(dashboard["dashboard_title"]) != english, dashboard["slug"]
         rows = [
             v
             for v in dashboard["position"].values()
@@ -86,15 +89,20 @@ NEW_THEMES = {
 }
 
 
-def test_new_theme_screens_carry_native_filters() -> None:
-    """A time range on every new screen; value filters target a column, scoped by chart."""
+def test_every_screen_carries_native_filters() -> None:
+    """A time range on every screen; value filters target a column, scoped by chart."""
     files = {rel: yaml.safe_load(text) for rel, text in bundle.read_files().items()}
     datasets = {d["uuid"]: d for rel, d in files.items() if rel.startswith("datasets/")}
     charts = {c["uuid"]: c for rel, c in files.items() if rel.startswith("charts/")}
     for slug, title in NEW_THEMES.items():
-        dashboard = files[f"dashboards/{slug}.yaml"]
-        assert dashboard["dashboard_title"] == title
+        assert files[f"dashboards/{slug}.yaml"]["dashboard_title"] == title
+    valued = {}
+    for rel, dashboard in files.items():
+        if not rel.startswith("dashboards/"):
+            continue
+        slug = dashboard["slug"]
         filters = dashboard["metadata"]["native_filter_configuration"]
+        valued[slug] = {f["targets"][0]["column"]["name"] for f in filters[1:]}
         assert filters[0]["filterType"] == "filter_time", slug
         cells = {
             c["meta"]["chartId"]: c["meta"]["uuid"]
@@ -113,6 +121,10 @@ def test_new_theme_screens_carry_native_filters() -> None:
             for chart in in_scope:  # only charts whose dataset has the column
                 dataset = datasets[chart["dataset_uuid"]]
                 assert column in {c["column_name"] for c in dataset["columns"]}, chart["slice_name"]
+    # Old screens too: department and business where their data has the column.
+    assert valued["resources"] == valued["assets"] == {"business", "department"}
+    assert valued["service"] == {"business"} and valued["events"] == set()
+    assert valued["resources-en"] == valued["resources-zh-tw"] == valued["resources"]
     # Every chart over a dated dataset follows a dashboard's time range.
     for chart in charts.values():
         dttm = datasets[chart["dataset_uuid"]]["main_dttm_col"]
@@ -272,3 +284,36 @@ def test_effect_baseline_is_the_first_days_and_a_range_moves_only_the_kpi() -> N
     assert late["mtta_vs_base"] == pytest.approx(-0.5)
     assert late["sla_attainment_vs_base"] == pytest.approx(2 / 3 - 0.5)
     assert late["compression_vs_base"] == 0.0
+
+
+def test_every_screen_text_has_all_three_languages() -> None:
+    """Every Chinese text the screens show has a zh-TW and an en translation (catalog metrics
+    carry theirs in metrics/); English screens show no Chinese label."""
+    from opslake.metrics_catalog.loader import load
+    from opslake.screens import i18n
+    from opslake.screens.screens import build_screens
+
+    definitions = list(load(DEFAULT_METRICS_DIR, check_expressions=False).metrics.values())
+    datasets, screens = build_screens(definitions)
+    zh = [s for s in screens if not s.slug.endswith(("-en", "-zh-tw"))]
+    assert len(zh) == 15 and len(screens) == 45
+    assert i18n.check(zh, {m.id for m in definitions}) == []
+    for m in definitions:
+        if m.status == "published":
+            assert all(m.names.get(language) for language in LANGUAGES), m.id
+    assert all(len(v) == 2 and all(v) for v in TEXTS.values())
+    # The slug convention the portal links by, and one dataset name per language.
+    slugs = {s.slug for s in screens}
+    assert slugs == {slug_for(s.slug, language) for s in zh for language in LANGUAGES}
+    assert len({d.name for d in datasets}) == len(datasets)
+    for s in screens:
+        if not s.slug.endswith("-en"):
+            continue
+        shown = [s.title, *(f.name for f in s.filters), *(c.title for c in s.charts)]
+        for chart in s.charts:
+            shown += [c.label or "" for c in chart.dataset.columns]
+            shown += [m.label for m in chart.dataset.metrics]
+        assert not [t for t in shown if is_chinese(t)], s.slug
+    assert translate("事件与告警", "zh-TW") == "事件與告警"
+    with pytest.raises(ConfigError, match="add it to TEXTS"):
+        translate("没有的文字", "en")
