@@ -74,6 +74,9 @@ def _job(task: CollectionTask) -> dg.JobDefinition:
         + f" (connector {task.connector}, every {task.every_seconds} s; "
         f"file {task.path.name if task.path else '-'})",
         config={"ops": {"run_collection_task": {"config": {"task": task.name}}}},
+        # One op: a step process of its own would only add its start-up (seconds on a busy
+        # host) to every collection, and to how late the platform's own alerts come.
+        executor_def=dg.in_process_executor,
     )
     def collection_job() -> None:
         run_collection_task()
