@@ -88,6 +88,7 @@ LABELS: dict[str, tuple[str, str, str]] = {
     "pin": ("固定", "釘選", "Pin"),
     "quick_links": ("快捷入口", "快速連結", "Quick links"),
     "screens": ("大屏", "大螢幕", "Screens"),
+    "topology": ("拓扑", "拓撲", "Topology"),
     "metrics_catalog": ("指标目录", "指標目錄", "Metrics catalog"),
     "none": ("无。", "無。", "None."),
     "more": ("还有 {n} 条", "還有 {n} 筆", "{n} more"),

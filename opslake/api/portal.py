@@ -317,6 +317,7 @@ async def _latest(api: ApiReader, principal: Principal, metric_id: str) -> dict[
         "metric_id": metric_id,
         "name": meta.get("name_zh_cn"),
         "name_en": meta.get("name_en"),
+        "name_zh_tw": meta.get("name_zh_tw"),
         "unit": meta.get("unit") or "",
         "step": step,
     }

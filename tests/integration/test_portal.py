@@ -291,6 +291,7 @@ def test_each_user_reads_the_portal_in_their_language(estate_portal: Estate) -> 
         first = client.get("/").text
         assert '<html lang="zh-CN">' in first and "领导驾驶舱" in first
         csrf = _csrf(client)
+        sla = client.get("/v1/catalog/metrics/service.sla.attainment").json()
         for lang, heading in (("en", "Cockpit"), ("zh-TW", "主管駕駛艙")):
             chosen = client.post(
                 "/language",
@@ -301,6 +302,10 @@ def test_each_user_reads_the_portal_in_their_language(estate_portal: Estate) -> 
             assert chosen.status_code == 303 and chosen.headers["location"] == "/"
             page = client.get("/").text
             assert f'<html lang="{lang}">' in page and f"<h2>{heading}</h2>" in page
+            # A metric by its catalog name in that language (zh-CN where the catalog has none).
+            name = sla.get("name_en" if lang == "en" else "name_zh_tw") or sla["name_zh_cn"]
+            kpi = page.split('data-metric="service.sla.attainment"')[1].split("</div>")[0]
+            assert f'<span class="name">{html.escape(name)}</span>' in kpi
             # The leadership screen in that language, or its zh-CN one when the bundle has none.
             slug = screens()["leadership"].version(lang)[0]
             assert f'href="{SUPERSET}/superset/dashboard/{slug}/"' in page
