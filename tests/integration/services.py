@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -13,9 +14,12 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import psutil
+
+from opslake.settings import Settings
 
 
 def free_port() -> int:
@@ -316,3 +320,16 @@ def chromium_screenshot(page: Path, shot: Path, *, width: int = 1400, height: in
     assert proc.returncode == 0, f"chromium exited {proc.returncode}:\n{log}"
     assert shot.exists(), f"chromium wrote no screenshot:\n{log}"
     return shot
+
+
+def watch_itself(settings: Settings, at: datetime) -> None:
+    """One run at ``at`` of the shipped ``opslake-self`` collection task against a data
+    service that does not answer: the platform's own figures and its ``ApiUnreachable``
+    alert land as they would that minute (for a simulated day's 平台自身运行 screen)."""
+    from opslake.ingest import collect
+    from opslake.ingest.tasks import load_tasks
+
+    [task] = [t for t in load_tasks(REPO / "collection" / "tasks") if t.name == "opslake-self"]
+    task = dataclasses.replace(task, params={"api_url": f"http://127.0.0.1:{free_port()}"})
+    result = collect.run_task(task, settings, at)
+    assert result.record is not None and result.record.ok, result.record

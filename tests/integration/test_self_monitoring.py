@@ -9,6 +9,7 @@ on a truncated landed batch, the ``opslake-self`` collection task run as its sch
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -76,7 +77,7 @@ def test_a_failed_run_and_an_api_error_burst_become_incidents_within_two_minutes
         # The task as shipped, pointed at this service and at a port where no Superset runs.
         nothing = f"http://127.0.0.1:{free_port()}"
         params = {**task.params, "api_url": api, "superset_url": nothing}
-        task = type(task)(**{**task.__dict__, "params": params})
+        task = dataclasses.replace(task, params=params)
 
         # 1. A pipeline run that fails for good (a landed batch truncated under it).
         batch = zone.write("syslog", LINE, fmt="log", dt=DAY)

@@ -36,7 +36,7 @@ from opslake.screens.model import TIMEZONE_TOKEN
 from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetConfig, running_pid, start_server
 from opslake.settings import Settings
-from tests.integration.services import REPO, Background, free_port
+from tests.integration.services import REPO, Background, free_port, watch_itself
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
 SCREENS = {
@@ -121,6 +121,11 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
                 "300",
                 "--start",
                 _simulated_day().isoformat(),
+            )
+            # The platform's own figures and an alert of its own on that day (平台自身运行).
+            day = _simulated_day()
+            watch_itself(
+                Settings.from_env(), datetime(day.year, day.month, day.day, 23, 50, tzinfo=UTC)
             )
             _cli("materialize")
             _cli("warehouse", "build")
