@@ -107,3 +107,14 @@ def test_series_cache_starting_over_keeps_the_whole_lookup() -> None:
     got = cache.lookup(pl.Series(["a", "c", "d", "a"])).get_column("value").to_list()
     assert got == ["A", "C", "D", "A"]
     assert cache.lookup(pl.Series(["b", "e"])).get_column("value").to_list() == ["B", "E"]
+
+
+def test_a_batch_that_is_not_utf8_is_refused_whole_and_utf8_labels_parse() -> None:
+    latin1 = 'node_load1{site="café"} 1 1772409600000\n'.encode("latin-1")
+    result = prometheus_text.parse(latin1, BATCH)
+    assert result.table.num_rows == 0
+    [reject] = result.rejects
+    assert "batch is not UTF-8 text" in reject.reason
+    parsed = prometheus_text.parse(latin1.decode("latin-1").encode(), BATCH)
+    assert parsed.rejects == []
+    assert parsed.table.column("label_set").to_pylist() == ['{site="café"}']

@@ -95,7 +95,9 @@ _SERIES = SeriesCache(
 def parse(data: bytes, batch: LandedBatch) -> ParseResult:
     """Parse one batch of exposition text; samples without a timestamp take the batch time."""
     try:
-        data.decode("utf-8")
+        # ASCII is UTF-8, and checking that copies nothing, where decoding built a str of
+        # the whole batch only to drop it.
+        data.isascii() or data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return ParseResult(
             BRONZE_SCHEMA.empty_table(),
