@@ -49,7 +49,11 @@ def simulate_raw(raw_home: Path, entities: int, days: int) -> dict:
     from opslake.settings import Settings
     from opslake.simulate import SimulationConfig, simulate
 
-    settings = Settings.from_env({"OPSLAKE_HOME": str(raw_home)})
+    # In clear: both contenders read these files as they lie (DuckDB cannot open a sealed
+    # CMDB or ITSM object); opslake's own lake seals them again as it lands them.
+    settings = Settings.from_env(
+        {"OPSLAKE_HOME": str(raw_home), "OPSLAKE_LANDING_ENCRYPTED_SOURCES": "none"}
+    )
     lake = Lake.from_settings(settings)
     started = time.perf_counter()
     truth = simulate(
@@ -68,7 +72,11 @@ def run_opslake(raw_home: Path, home: Path) -> dict:
     from opslake.orchestration import runner
     from opslake.settings import Settings
 
-    raw = LandingZone.from_settings(Settings.from_env({"OPSLAKE_HOME": str(raw_home)}))
+    raw = LandingZone.from_settings(
+        Settings.from_env(
+            {"OPSLAKE_HOME": str(raw_home), "OPSLAKE_LANDING_ENCRYPTED_SOURCES": "none"}
+        )
+    )
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     zone = LandingZone.from_settings(settings)
     phases: dict[str, float] = {}
