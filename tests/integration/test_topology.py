@@ -162,17 +162,12 @@ def test_an_entitys_neighbours_metrics_and_logs_are_what_silver_holds(topo: Topo
 
 
 def test_a_department_viewer_meets_only_its_own_cis(topo: Topo) -> None:
-    own = set(topo.assets.filter(pl.col("department") == topo.department).get_column("entity_id"))
-    business = set(
-        topo.assets.filter(pl.col("department") == topo.department)
-        .get_column("business")
-        .drop_nulls()
-    )
-    visible = own | set(
-        topo.assets.filter(pl.col("business").is_in(list(business))).get_column("entity_id")
+    # The viewer is given a department and no business: its rows are that department's.
+    visible = set(
+        topo.assets.filter(pl.col("department") == topo.department).get_column("entity_id")
     )
     foreign = sorted(set(topo.assets.get_column("entity_id")) - visible)
-    mine = sorted(own)
+    mine = sorted(visible)
     assert foreign and mine
     with _client(topo, "tp-dora") as client:
         assert client.get(f"/v1/entities/{foreign[0]}").status_code == 404
@@ -186,8 +181,18 @@ def test_a_department_viewer_meets_only_its_own_cis(topo: Topo) -> None:
     ends = {e for r in body["neighbours"]["rows"] for e in (r["src_entity_id"], r["dst_entity_id"])}
     assert ends <= visible
     assert {n["entity_id"] for n in graph["nodes"]} <= visible and graph["nodes"]
-    assert {e for r in edges for e in (r["src_entity_id"], r["dst_entity_id"])} <= visible and edges
+    inside = topo.relations.filter(
+        pl.col("valid_to").is_null()
+        & pl.col("src_entity_id").is_in(list(visible))
+        & pl.col("dst_entity_id").is_in(list(visible))
+    )
+    assert _edges(edges) == _edges(inside.to_dicts()) and edges
     assert {r["entity_id"] for r in logs} <= visible
+    assert (
+        sum(r["count"] for r in logs)
+        == topo.logs.filter(pl.col("entity_id").is_in(list(visible))).height
+        > 0
+    )
     assert page.status_code == 200
     drawn = set(re.findall(r'data-entity="([^"]+)"', page.text))
     assert drawn and drawn <= visible and not drawn & set(foreign)
