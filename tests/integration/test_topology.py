@@ -224,3 +224,15 @@ def test_the_topology_page_draws_every_ci_coloured_by_health(topo: Topo) -> None
     assert entity.status_code == 200
     text = html.unescape(entity.text)
     assert vm in text and 'id="neighbours"' in text and 'class="log level-' in text
+
+
+def test_an_entity_shows_the_firing_incidents_and_alerts_that_touch_it(topo: Topo) -> None:
+    with _client(topo, "tp-olga") as client:
+        firing = [r for r in client.get("/v1/incidents").json()["rows"] if r["status"] == "firing"]
+        assert firing
+        alerts = client.get(f"/v1/incidents/{firing[0]['incident_id']}/alerts").json()["rows"]
+        alert = next(a for a in alerts if a["ends_at"] is None and a["entity_id"])
+        body = client.get(f"/v1/entities/{alert['entity_id']}").json()
+    expected = {r["incident_id"] for r in firing if alert["entity_id"] in r["entities"]}
+    assert {i["incident_id"] for i in body["incidents"]["rows"]} == expected
+    assert alert["alert_id"] in {a["alert_id"] for a in body["alerts"]["rows"]}
