@@ -132,7 +132,6 @@ LABELS: dict[str, tuple[str, str, str]] = {
     "state_acknowledged": ("已确认", "已確認", "acknowledged"),
     "state_resolved": ("已解决", "已解決", "resolved"),
     # The topology and entity pages (opslake.api.topology).
-    "topo_title": ("拓扑", "拓撲", "Topology"),
     "topo_hint": (
         "业务 → 应用 → 服务 → 虚拟机 → 主机，按当前健康状况着色。",
         "業務 → 應用 → 服務 → 虛擬機 → 主機，依目前健康狀況著色。",
