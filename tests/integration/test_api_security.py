@@ -59,6 +59,9 @@ def api(tmp_path_factory: pytest.TempPathFactory):
         "departments) ORDER BY alert_count DESC LIMIT 1",
         [[department]],
     ).fetchone()
+    (foreign,) = con.execute(
+        "SELECT min(entity_id) FROM asset_ledger WHERE department IS DISTINCT FROM ?", [department]
+    ).fetchone()
     con.close()
     store = IdentityStore.sealed(settings)
     store.bootstrap_admin("root", PASSWORD)
@@ -75,7 +78,7 @@ def api(tmp_path_factory: pytest.TempPathFactory):
     ):
         keys[role] = store.create_key(user)[1]
     client = TestClient(create_app(settings))
-    return Api(settings, client, keys, secret, department, store, metric, incident)
+    return Api(settings, client, keys, secret, department, store, metric, incident, foreign)
 
 
 @dataclass
@@ -89,6 +92,8 @@ class Api:
     metric: str
     #: An incident touching another department than the viewer's (hidden from it).
     incident: str
+    #: A CI of another department than the viewer's (hidden from it).
+    entity: str
 
     def data(self, by: str) -> str:
         return (
@@ -118,6 +123,11 @@ class Api:
             "/v1/forecasts": (200, 200, 403, 401),
             "/v1/quality/results": (200, 200, 200, 401),
             "/v1/assets?expiring_within_days=3650": (200, 200, 200, 401),
+            # Logs and topology: a viewer's rows and edges are its departments' only.
+            "/v1/relations": (200, 200, 200, 401),
+            "/v1/logs": (200, 200, 200, 401),
+            "/v1/topology": (200, 200, 200, 401),
+            f"/v1/entities/{self.entity}": (200, 200, 404, 401),
             "/v1/admin/keys": (200, 403, 403, 401),
             "/v1/admin/usage": (200, 403, 403, 401),
             "/v1/admin/audit/verify": (200, 403, 403, 401),
@@ -166,6 +176,7 @@ def test_every_endpoint_answers_each_role_exactly_as_allowed(api) -> None:
         .replace(api.metric, "{metric_id}")
         .replace(NO_SUB, "{sub_id}")
         .replace(api.incident, "{incident_id}")
+        .replace(f"/v1/entities/{api.entity}", "/v1/entities/{entity_id}")
         for path in matrix
     }
     covered |= {"/v1/admin/keys/{key_id}"}  # revocation is exercised below
