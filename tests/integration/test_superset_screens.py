@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -84,6 +85,31 @@ def _simulated_day() -> date:
     return day - timedelta(days=1) if day.isoweekday() == 7 else day
 
 
+def _handle_incidents(day: date) -> None:
+    """Acknowledge one incident, acknowledge and resolve another (10 and 30 minutes after
+    each started) through the handling log, as the API does, and carry the actions to gold."""
+    from opslake.alerting.handling import HandlingLog
+    from opslake.lake.landing import LandingZone
+    from opslake.lake.storage import Lake
+    from opslake.orchestration import runner
+
+    settings = Settings.from_env()
+    incidents = sorted(
+        (
+            r
+            for r in Lake.from_settings(settings).read_table("gold", "incidents").to_pylist()
+            if (r["started_at"] + timedelta(minutes=30)).date() == day
+        ),
+        key=lambda r: r["incident_id"],
+    )
+    log = HandlingLog(LandingZone.from_settings(settings))
+    for incident, actions in zip(incidents, (["acknowledge"], ["acknowledge", "resolve"])):
+        for minutes, action in zip((10, 30), actions):
+            at = incident["started_at"] + timedelta(minutes=minutes)
+            log.record(incident["incident_id"], action, "screens_ops", via="test", at=at)
+    runner.materialize(settings, [day.isoformat()], ["landing/incident_actions+"])
+
+
 @pytest.fixture(scope="module")
 def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfig]:
     """Superset with the screens imported over a 120-object, one-day estate."""
@@ -128,6 +154,7 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
                 Settings.from_env(), datetime(day.year, day.month, day.day, 23, 50, tzinfo=UTC)
             )
             _cli("materialize")
+            _handle_incidents(_simulated_day())
             _cli("warehouse", "build")
             built = time.perf_counter() - started
         finally:
@@ -249,6 +276,44 @@ def test_new_screens_show_the_lake_and_a_time_range_changes_them(
         assert value(title) == incidents > 0, title
         assert value(title, day) == first_day_incidents, title
         assert value(title, f"{started - timedelta(days=30)} : {started}") == 0, title
+
+
+def test_handled_incidents_show_on_the_events_screen(
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
+    """The incidents the fixture acknowledged and resolved show their handling on 事件与告警,
+    in zh-CN and in English: the unresolved by state, and minutes to acknowledge and resolve."""
+    con = duckdb.connect(str(superset.warehouse), read_only=True)
+    try:
+        handled = dict(
+            con.execute(
+                "SELECT incident_id, handling_status FROM incident_state_current"
+            ).fetchall()
+        )
+        incidents = con.execute("SELECT count(*) FROM incidents_current").fetchone()[0]
+    finally:
+        con.close()
+    assert sorted(handled.values()) == ["acknowledged", "resolved"]
+    charts = {c["slice_name"]: c["id"] for c in admin.list_all("chart", ["id", "slice_name"])}
+
+    def rows(title: str) -> list[dict[str, Any]]:
+        return admin.chart_data(charts[title])["result"][0]["data"]
+
+    for language, (acknowledged, not_acknowledged) in {
+        "zh-CN": ("已确认", "未确认"),
+        "en": ("Acknowledged", "Not acknowledged"),
+    }.items():
+        by_state: Counter[str] = Counter()
+        for r in rows(translate("未解决事件（按处理状态、级别）", language)):
+            by_state[r["handling_zh"]] += r["unresolved"]  # one row per state and severity
+        # The resolved one is no longer counted; the acknowledged one is, apart.
+        assert by_state == {acknowledged: 1, not_acknowledged: incidents - 2}, by_state
+        progress = rows(translate("事件处理进展", language))
+        minutes = sorted(
+            ((r["ack_minutes"], r["resolve_minutes"]) for r in progress if r["ack_minutes"]),
+            key=lambda m: m[1] or 0,
+        )
+        assert minutes == [(10, None), (10, 30)], (language, minutes)
 
 
 def test_dataset_columns_match_the_warehouse(superset: SupersetConfig) -> None:
