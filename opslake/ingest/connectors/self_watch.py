@@ -49,7 +49,12 @@ from opslake.lake.storage import write_file_atomic
 from opslake.settings import Settings
 
 JOB = "opslake-self"
-API, PIPELINE, LAKE, SUPERSET = "opslake-api", "opslake-pipeline", "opslake-lake", "opslake-superset"
+API, PIPELINE, LAKE, SUPERSET = (
+    "opslake-api",
+    "opslake-pipeline",
+    "opslake-lake",
+    "opslake-superset",
+)
 _REQUESTS = "opslake_http_requests_total"
 _BUCKETS = "opslake_http_request_duration_seconds_bucket"
 
@@ -96,9 +101,7 @@ class SelfWatch(Connector):
         batch = self.land(landing, exposition(samples, now), now)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_file_atomic(path, json.dumps(after).encode())
-        alerts = selfwatch.evaluate(
-            landing, selfwatch.load(settings.alerting_dir), samples, now
-        )
+        alerts = selfwatch.evaluate(landing, selfwatch.load(settings.alerting_dir), samples, now)
         return [batch, *alerts]
 
     def _api(self, settings: Settings, previous: dict | None, after: dict) -> list[Sample]:
@@ -107,7 +110,9 @@ class SelfWatch(Connector):
         if settings.self_api_key:
             headers["Authorization"] = f"Bearer {settings.self_api_key}"
         try:
-            response = httpx.get(f"{self.api_url}/metrics", headers=headers, timeout=DEFAULT_TIMEOUT)
+            response = httpx.get(
+                f"{self.api_url}/metrics", headers=headers, timeout=DEFAULT_TIMEOUT
+            )
             response.raise_for_status()
         except httpx.HTTPError:
             return [Sample("opslake_api_up", {"entity_id": API}, 0.0)]
@@ -128,7 +133,8 @@ class SelfWatch(Connector):
         out = [Sample("opslake_api_up", {"entity_id": API}, 1.0)]
         # One name per figure: hourly rollups keep the name and the entity, not the labels.
         since = {
-            cls: n - (0.0 if restarted else was["counts"].get(cls, 0.0)) for cls, n in counts.items()
+            cls: n - (0.0 if restarted else was["counts"].get(cls, 0.0))
+            for cls, n in counts.items()
         }
         entity = {"entity_id": API}
         out += [
@@ -189,7 +195,10 @@ def _pipeline(settings: Settings, since: str | None, now: datetime) -> list[Samp
             )
     entity = {"entity_id": PIPELINE}
     return [
-        *(Sample("opslake_pipeline_runs", entity | {"status": s}, float(n)) for s, n in runs.items()),
+        *(
+            Sample("opslake_pipeline_runs", entity | {"status": s}, float(n))
+            for s, n in runs.items()
+        ),
         Sample("opslake_pipeline_failed_runs", entity, float(runs["FAILURE"])),
         Sample("opslake_pipeline_step_retries", entity, float(retries)),
         Sample("opslake_pipeline_run_seconds_max", entity, longest),
@@ -243,7 +252,9 @@ def _collection(settings: Settings, now: datetime) -> list[Sample]:
 def exposition(samples: Iterable[Sample], at: datetime) -> bytes:
     """``samples`` as text exposition 0.0.4, each with ``job`` and the time ``at`` (ms)."""
     ms = int(at.astimezone(UTC).timestamp() * 1000)
-    lines = [f"{s.metric}{canonical({**s.labels, 'job': JOB})} {float(s.value)!r} {ms}" for s in samples]
+    lines = [
+        f"{s.metric}{canonical({**s.labels, 'job': JOB})} {float(s.value)!r} {ms}" for s in samples
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 
