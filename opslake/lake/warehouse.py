@@ -7,8 +7,9 @@ object-store lake, whose ``s3://`` DuckDB cannot reach here: its httpfs extensio
 run time), so the file is a true snapshot: what a reader sees changes only when a rebuild is
 swapped in, which is what lets the API cache answers per warehouse file. The streaming tables
 (``*_live``), written every minute between rebuilds, are the exception: on a local lake they
-stay views over their Parquet files, marked ``live`` in ``_opslake_warehouse``, so readers
-see the newest rows without a rebuild.
+stay views over their Parquet files, marked ``live`` in ``_opslake_warehouse`` with the lake
+directory each reads (``location``), so readers see the newest rows without a rebuild, and a
+reader that may open no other file (Superset's connection) knows which directories to allow.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ LATEST_BY = {
     "incident_alerts": ("incident_id", "alert_id"),
     "incident_state": ("incident_id",),
 }
+#: Daily tables the streaming jobs also write between rebuilds (``<table>_live``):
+#: ``<table>_now`` is the daily table's newest rows and the live rows of the days after its
+#: last (column ``live`` says which), there whether or not live rows exist yet, so a reader
+#: (a screen) sees both without a rebuild and without failing on a lake that has no live rows.
+WITH_LIVE = ("incident_alerts",)
 #: The lake's own size per layer, table and day (the platform watching itself, S6.10a).
 INVENTORY_TABLE = "lake_inventory"
 
@@ -49,6 +55,8 @@ class WarehouseObject:
     rows: int
     #: ``table`` (a copy, fixed until the next rebuild) or ``live`` (a view over Parquet).
     kind: str = "table"
+    #: The lake directory a ``live`` view reads (ending in ``/``); None for a table.
+    location: str | None = None
 
 
 def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
@@ -72,15 +80,21 @@ def build_warehouse(lake: Lake, target: Path) -> list[WarehouseObject]:
             objects += [
                 _current(con, o, LATEST_BY[o.table]) for o in list(objects) if o.table in LATEST_BY
             ]
+            served = {o.name: o for o in objects}
+            objects += [
+                _now(con, served[f"{t}_current"], served.get(t + LIVE_SUFFIX))
+                for t in WITH_LIVE
+                if f"{t}_current" in served
+            ]
             objects.append(_inventory(con, lake))
             con.execute(
                 "CREATE TABLE _opslake_warehouse (name VARCHAR, layer VARCHAR, "
-                "source_table VARCHAR, rows BIGINT, kind VARCHAR)"
+                "source_table VARCHAR, rows BIGINT, kind VARCHAR, location VARCHAR)"
             )
             if objects:
                 con.executemany(
-                    "INSERT INTO _opslake_warehouse VALUES (?, ?, ?, ?, ?)",
-                    [(o.name, o.layer, o.table, o.rows, o.kind) for o in objects],
+                    "INSERT INTO _opslake_warehouse VALUES (?, ?, ?, ?, ?, ?)",
+                    [(o.name, o.layer, o.table, o.rows, o.kind, o.location) for o in objects],
                 )
             con.execute("CHECKPOINT")
         finally:
@@ -105,6 +119,7 @@ def _sweep_abandoned(target: Path) -> None:
 def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -> WarehouseObject:
     name = table if layer == "gold" else f"{layer}_{table}"
     kind = "live" if lake.local and table.endswith(LIVE_SUFFIX) else "table"
+    location = None
     if lake.local:
         partitioned = bool(lake.partitions(layer, table))
         glob = lake.table_path(layer, table) + ("/**/*.parquet" if partitioned else "/*.parquet")
@@ -115,6 +130,8 @@ def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -
             else ", hive_partitioning = false"
         )
         what = "VIEW" if kind == "live" else "TABLE"
+        if kind == "live":
+            location = lake.table_path(layer, table) + "/"
         con.execute(
             f"CREATE {what} \"{name}\" AS SELECT * FROM read_parquet('{_quote(glob)}'{hive})"
         )
@@ -122,7 +139,9 @@ def _serve(con: duckdb.DuckDBPyConnection, lake: Lake, layer: str, table: str) -
         data = lake.read_table(layer, table)  # noqa: F841  (DuckDB scans the local variable)
         con.execute(f'CREATE TABLE "{name}" AS SELECT * FROM data')
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
-    return WarehouseObject(name=name, layer=layer, table=table, rows=int(rows), kind=kind)
+    return WarehouseObject(
+        name=name, layer=layer, table=table, rows=int(rows), kind=kind, location=location
+    )
 
 
 def _inventory(con: duckdb.DuckDBPyConnection, lake: Lake) -> WarehouseObject:
@@ -154,6 +173,23 @@ def _current(
     )
     rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
     return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows), kind=source.kind)
+
+
+def _now(
+    con: duckdb.DuckDBPyConnection, current: WarehouseObject, live: WarehouseObject | None
+) -> WarehouseObject:
+    table = current.table
+    name = f"{table}_now"
+    sql = f'SELECT *, false AS live FROM "{current.name}"'
+    if live is not None:
+        sql += (
+            f' UNION ALL BY NAME SELECT *, true AS live FROM "{live.name}" '
+            f'WHERE dt > (SELECT max(dt) FROM "{table}")'
+        )
+    con.execute(f'CREATE VIEW "{name}" AS {sql}')
+    rows = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+    kind = live.kind if live is not None else current.kind
+    return WarehouseObject(name=name, layer="gold", table=table, rows=int(rows), kind=kind)
 
 
 def _quote(text: str) -> str:

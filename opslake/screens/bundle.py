@@ -43,17 +43,19 @@ def _slug(text: str) -> str:
 
 
 def database_yaml() -> dict[str, Any]:
-    """The warehouse connection: DuckDB, read-only, without file access.
+    """The warehouse connection: DuckDB, read-only, reading no file but its live views'.
 
     Read-only: a read-write open takes DuckDB's lock and breaks while the pipeline writes.
-    No external access: SQL Lab users could otherwise read any file the server can
-    (``read_csv('/etc/…')``); the cost is that the ``*_live`` views over Parquet do not open
-    here (the API serves them).
+    File access is closed on each connection by the config OpsLake writes for Superset
+    (``infra/superset/opslake_duckdb.py``), not here: it must first allow the lake
+    directories the ``*_live`` views read, which the URI cannot (DuckDB refuses to allow a
+    directory once external access is off); SQL Lab users could otherwise read any file the
+    server can (``read_csv('/etc/…')``). The same config refuses statements other than
+    ``SELECT`` here, since DuckDB would let the allowed directories be written.
     """
     return {
         "database_name": DATABASE_NAME,
-        "sqlalchemy_uri": f"duckdb:///{WAREHOUSE_TOKEN}?access_mode=read_only"
-        "&enable_external_access=false",
+        "sqlalchemy_uri": f"duckdb:///{WAREHOUSE_TOKEN}?access_mode=read_only",
         "cache_timeout": None,
         "expose_in_sqllab": True,
         "allow_run_async": False,

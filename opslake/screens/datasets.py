@@ -284,6 +284,34 @@ FROM incident_alerts_current AS a""",
     main_dttm="starts_at",
 )
 
+SELF_ALERTS = Dataset(
+    key="self_alerts",
+    name="平台自身告警（含今日实时）",
+    description="The platform's own alerts (source opslake-platform: failed pipeline runs, API "
+    "error bursts, Superset and collection down) and their incidents "
+    "(gold.incident_alerts_now: the daily incident_alerts_current and the live "
+    "incident_alerts_live of the days the daily pipeline has not built yet, a view over the "
+    "lake), so an alert shows within the collection interval, without a rebuild.",
+    sql=f"""SELECT a.alert_id, a.incident_id, a.alertname, a.title, a.severity,
+       {_label("a.severity", SEVERITY_ZH)} AS severity_zh, a.entity_id,
+       {_local("a.starts_at")} AS starts_at, a.live
+FROM incident_alerts_now AS a
+WHERE a.source = 'opslake-platform'""",
+    columns=(
+        _c("alert_id", "VARCHAR", "告警编号"),
+        _c("incident_id", "VARCHAR", "事件编号"),
+        _c("alertname", "VARCHAR", "告警名称"),
+        _c("title", "VARCHAR", "告警"),
+        _c("severity", "VARCHAR", "级别代码"),
+        _c("severity_zh", "VARCHAR", "级别"),
+        _c("entity_id", "VARCHAR", "对象"),
+        _c("starts_at", "TIMESTAMP", "开始时间"),
+        _c("live", "BOOLEAN", "实时告警"),
+    ),
+    metrics=(_m("alerts", "COUNT(*)", "告警数"),),
+    main_dttm="starts_at",
+)
+
 CONVERGENCE = Dataset(
     key="convergence",
     name="告警收敛（逐日）",
@@ -985,6 +1013,7 @@ STATIC_DATASETS = (
     INCIDENTS,
     INCIDENT_HANDLING,
     ALERTS,
+    SELF_ALERTS,
     CONVERGENCE,
     SERVICE_LEVELS,
     ASSETS,

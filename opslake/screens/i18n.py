@@ -299,6 +299,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "处理中事件": ("處理中事件", "Firing incidents"),
     "告警总数": ("告警總數", "Total alerts"),
     "告警（归入事件）": ("告警（歸入事件）", "Alerts (grouped into incidents)"),
+    "平台自身告警（含今日实时）": (
+        "平台自身告警（含今日即時）",
+        "Platform alerts (today's live included)",
+    ),
+    "实时告警": ("即時告警", "Live alert"),
     "告警编号": ("告警編號", "Alert ID"),
     "告警名称": ("告警名稱", "Alert name"),
     "告警": ("告警", "Alert"),

@@ -31,8 +31,9 @@ from opslake.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "infra" / "install-superset.sh"
 CLI_RUNNER = REPO / "infra" / "superset" / "superset_cli.py"
-#: The sign-in hook Superset loads behind OpsLake's door (runs in Superset's venv).
-REMOTE_USER_HOOK = REPO / "infra" / "superset" / "opslake_remote_user.py"
+#: Where the modules Superset's config loads live (they run in Superset's venv): the sign-in
+#: hook behind OpsLake's door (opslake_remote_user) and the DuckDB file lock (opslake_duckdb).
+SUPERSET_HOOKS = REPO / "infra" / "superset"
 STOP_GRACE_S = 15.0
 #: Stands for the admin password in CLI arguments; infra/superset/superset_cli.py substitutes
 #: it from the environment.
@@ -143,12 +144,8 @@ def _door_text(config: SupersetConfig) -> str:
 # Behind OpsLake's door (opslake serve --superset-door): the user and roles come from the
 # door's headers, trusted only with the secret in gateway-secret; a browser without them is
 # signed out.
-import sys
-
 from flask_appbuilder.security.manager import AUTH_REMOTE_USER
-
-sys.path.insert(0, {str(REMOTE_USER_HOOK.parent)!r})
-from opslake_remote_user import mutator  # noqa: E402
+from opslake_remote_user import mutator
 
 AUTH_TYPE = AUTH_REMOTE_USER
 # The REST login (/api/v1/security/login, provider db, JWT) that screens import and role
@@ -168,9 +165,17 @@ def _config_text(config: SupersetConfig) -> str:
     return f"""\
 # Written by opslake (opslake/screens/server.py) at every start: change the OPSLAKE_SUPERSET_*
 # settings, not this file.
+import sys
 from pathlib import Path
 
+sys.path.insert(0, {str(SUPERSET_HOOKS)!r})
+import opslake_duckdb  # noqa: E402
+
 SECRET_KEY = Path({str(secret)!r}).read_text().strip()
+# The warehouse connection reads its live views' lake directories and no other file, and
+# runs SELECTs only (DuckDB would let the allowed directories be written).
+opslake_duckdb.install()
+SQL_QUERY_MUTATOR = opslake_duckdb.only_select
 SQLALCHEMY_DATABASE_URI = {config.metadata_database!r}
 # Screens are Chinese first; Traditional Chinese and English stay one click away (the
 # screens themselves come in each language: <slug>, <slug>-zh-tw, <slug>-en).

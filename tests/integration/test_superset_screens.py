@@ -8,16 +8,22 @@ roles provisioned; it is stopped by its PID at the end. Screenshots of every scr
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import secrets
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import duckdb
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -37,7 +43,7 @@ from opslake.screens.model import TIMEZONE_TOKEN
 from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetConfig, running_pid, start_server
 from opslake.settings import Settings
-from tests.integration.services import REPO, Background, free_port, watch_itself
+from tests.integration.services import REPO, Background, free_port, running, watch_itself
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
 SCREENS = {
@@ -110,6 +116,18 @@ def _handle_incidents(day: date) -> None:
     runner.materialize(settings, [day.isoformat()], ["landing/incident_actions+"])
 
 
+def _refresh_live_alerts(settings: Settings) -> None:
+    """One run of the live alert path (``alerts_live_refresh``), as its sensor starts it."""
+    from opslake.orchestration import runner
+
+    result = (
+        runner.definitions()
+        .resolve_job_def("alerts_live_refresh")
+        .execute_in_process(instance=runner.instance(settings))
+    )
+    assert result.success
+
+
 @pytest.fixture(scope="module")
 def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfig]:
     """Superset with the screens imported over a 120-object, one-day estate."""
@@ -155,6 +173,8 @@ def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfi
             )
             _cli("materialize")
             _handle_incidents(_simulated_day())
+            # The live alert path's minute: today's live incidents, served as views.
+            _refresh_live_alerts(Settings.from_env())
             _cli("warehouse", "build")
             built = time.perf_counter() - started
         finally:
@@ -571,3 +591,136 @@ def test_reimport_and_reprovision_change_nothing(
     assert len(admin.list_all("dashboard", ["id"])) == len(uuids["dashboard"])
     # …and the import after it is a no-op again.
     assert not service.sync_dashboards(admin, superset).imported
+
+
+def _sql_lab(admin: SupersetClient, database_id: int, sql: str) -> httpx.Response:
+    """Run ``sql`` in SQL Lab as the admin (synchronously); the raw answer."""
+    return admin.http.post(
+        "/api/v1/sqllab/execute/",
+        json={
+            "database_id": database_id,
+            "sql": sql,
+            "runAsync": False,
+            "client_id": secrets.token_hex(5),
+            "tab": "opslake-test",
+        },
+    )
+
+
+def test_live_views_open_and_no_other_file_does(
+    superset: SupersetConfig, admin: SupersetClient
+) -> None:
+    """Superset's warehouse connection reads the live views' lake directories and nothing
+    else: not /etc/passwd, not another table's files, not ``..`` out of an allowed one, and it
+    writes nothing into an allowed one."""
+    con = duckdb.connect(str(superset.warehouse), read_only=True)
+    try:
+        allowed = [
+            d
+            for (d,) in con.execute(
+                "SELECT location FROM _opslake_warehouse WHERE location IS NOT NULL ORDER BY name"
+            ).fetchall()
+        ]
+        live_rows = con.execute("SELECT count(*) FROM incident_alerts_live").fetchone()[0]
+    finally:
+        con.close()
+    assert {"incidents_live", "incident_alerts_live"} <= {Path(d).name for d in allowed}
+    assert all(d.endswith("_live/") for d in allowed), allowed
+    gold = str(Path(allowed[0]).parent)
+    [database] = admin.list_all("database", ["id", "database_name"])
+    answered = _sql_lab(admin, database["id"], "SELECT count(*) AS n FROM incident_alerts_live")
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["data"] == [{"n": live_rows}]
+    escape = f"{allowed[0]}../incident_alerts/**/*.parquet"
+    for sql in (
+        "SELECT * FROM read_csv('/etc/passwd')",
+        f"SELECT * FROM read_parquet('{gold}/incident_alerts/**/*.parquet')",
+        f"SELECT * FROM read_parquet('{escape}')",
+        "SET enable_external_access = true",
+    ):
+        refused = _sql_lab(admin, database["id"], sql)
+        assert refused.status_code >= 400, (sql, refused.text)
+        assert "root:" not in refused.text and "incident_id" not in refused.text, sql
+    planted = Path(allowed[0]) / "planted.parquet"
+    copied = _sql_lab(admin, database["id"], f"COPY (SELECT 1 AS x) TO '{planted}'")
+    assert copied.status_code >= 400, copied.text
+    assert not planted.exists()
+
+
+def test_live_self_alerts_show_on_the_platform_screen_without_a_rebuild(
+    superset: SupersetConfig, admin: SupersetClient, tmp_path: Path
+) -> None:
+    """Issue 21 must-show 4 on the screen: a real failed pipeline run and a real burst of 5xx
+    answers from a running ``opslake serve`` each show on 平台自身运行's self-alerts chart
+    (Superset's chart data API, zh-CN and en) within two minutes, the warehouse not rebuilt."""
+    from opslake.alerting import live
+    from opslake.ingest import collect
+    from opslake.ingest.tasks import load_tasks
+    from opslake.lake.landing import LandingZone
+    from opslake.orchestration import runner
+    from tests.keys import bearer, ingest_key
+
+    settings = Settings.from_env()
+    built = superset.warehouse.stat().st_mtime_ns
+    today = datetime.now(UTC).date().isoformat()
+    # The data service answering the burst: its own state (keys, an unreadable warehouse).
+    served = Settings.from_env(
+        {"OPSLAKE_HOME": str(settings.home), "OPSLAKE_STATE_DIR": str(tmp_path / "served")}
+    )
+    scraper = ingest_key(served, "self-watch", "data_engineer", ["platform:read"])
+    reader = ingest_key(served, "ops", "ops_engineer")
+    served.warehouse_path.write_bytes(b"not a DuckDB file")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    [task] = [t for t in load_tasks(REPO / "collection" / "tasks") if t.name == "opslake-self"]
+    task = dataclasses.replace(
+        task, params={**task.params, "api_url": api, "superset_url": superset.url}
+    )
+    env = {**os.environ, "OPSLAKE_STATE_DIR": str(tmp_path / "served")}
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        running(
+            [sys.executable, "-m", "opslake", "serve", "--port", str(port)],
+            f"{api}/healthz",
+            tmp_path / "serve.log",
+            env=env,
+        ),
+        httpx.Client(base_url=api, timeout=30, trust_env=False) as http,
+    ):
+        mp.setenv("OPSLAKE_SELF_API_KEY", scraper)
+        # A pipeline run that fails for good (a landed batch truncated under it).
+        zone = LandingZone.from_settings(settings)
+        line = b"<13>1 2026-03-02T10:00:00Z web-01 nginx - - - upstream timed out\n"
+        batch = zone.write("syslog", line, fmt="log", dt=today)
+        Path(batch.path).write_bytes(line[:20])
+        with pytest.raises(runner.PipelineError, match="missing or truncated"):
+            runner.materialize(settings, [today], ["landing/syslog"])
+        failed_at = time.monotonic()
+        first = collect.run_task(task, settings)  # the baseline the burst is counted from
+        assert first.record is not None and first.record.ok, first.record
+        burst = [http.get("/v1/incidents", headers=bearer(reader)) for _ in range(8)]
+        assert {r.status_code for r in burst} == {503}, burst[0].text
+        burst_at = time.monotonic()
+        second = collect.run_task(task, settings)
+        assert second.record is not None and second.record.ok, second.record
+    _refresh_live_alerts(settings)
+    raised = {
+        r["alertname"]: r["incident_id"]
+        for r in zone.lake.read_table("gold", live.LIVE_INCIDENT_ALERTS, dts=[today]).to_pylist()
+        if r["source"] == "opslake-platform"
+    }
+    charts = {c["slice_name"]: c["id"] for c in admin.list_all("chart", ["id", "slice_name"])}
+    for language in ("zh-CN", "en"):
+        title = translate("平台自身告警（管道失败、数据服务错误、大屏与采集）", language)
+        rows = admin.chart_data(charts[title])["result"][0]["data"]
+        shown = {r["alertname"]: r for r in rows if r["live"]}
+        for name in ("PipelineRunFailed", "ApiErrorBurst"):
+            assert shown[name]["incident_id"] == raised[name], (language, name, rows)
+    done = time.monotonic()
+    assert superset.warehouse.stat().st_mtime_ns == built, "the warehouse was rebuilt"
+    # Processing time; the schedule adds at most a minute (collection) and 5 s (the sensor).
+    print(
+        f"failure → on the screen {done - failed_at:.1f} s, burst → on the screen "
+        f"{done - burst_at:.1f} s (+ ≤ 60 s collection interval + ≤ 5 s sensor interval)"
+    )
+    assert done - failed_at + 65 < 120 and done - burst_at + 65 < 120

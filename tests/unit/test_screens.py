@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import stat
 import zipfile
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
 import yaml
 
 from opslake.errors import ConfigError
+from opslake.lake.storage import Lake
+from opslake.lake.warehouse import build_warehouse, open_read_only
 from opslake.screens import bundle
 from opslake.screens.access import department_clause
 from opslake.screens.i18n import LANGUAGES, TEXTS, is_chinese, slug_for, translate
 from opslake.screens.model import TIMEZONE_TOKEN, WAREHOUSE_TOKEN
 from opslake.screens.rest import rison
-from opslake.screens.server import SupersetConfig, _config_text, _secret_file
+from opslake.screens.server import SUPERSET_HOOKS, SupersetConfig, _config_text, _secret_file
 from opslake.settings import DEFAULT_METRICS_DIR, Settings
 
 
@@ -175,10 +180,7 @@ def test_render_fills_in_this_machine(tmp_path: Path) -> None:
         assert "opslake_screens/metadata.yaml" in names
         database = yaml.safe_load(z.read("opslake_screens/databases/warehouse.yaml"))
         dataset = z.read("opslake_screens/datasets/entity_health.yaml").decode()
-    assert (
-        database["sqlalchemy_uri"]
-        == f"duckdb:///{warehouse}?access_mode=read_only&enable_external_access=false"
-    )
+    assert database["sqlalchemy_uri"] == f"duckdb:///{warehouse}?access_mode=read_only"
     assert "timezone('Asia/Shanghai'" in dataset
     assert WAREHOUSE_TOKEN not in dataset and TIMEZONE_TOKEN not in dataset
     with pytest.raises(ConfigError, match="time zone"):
@@ -317,3 +319,46 @@ def test_every_screen_text_has_all_three_languages() -> None:
     assert translate("事件与告警", "zh-TW") == "事件與告警"
     with pytest.raises(ConfigError, match="add it to TEXTS"):
         translate("没有的文字", "en")
+
+
+def test_superset_connections_read_the_live_views_and_no_other_file(
+    lake: Lake, settings: Settings
+) -> None:
+    """The listener Superset's config installs, on a real warehouse: the live view answers;
+    the daily table's own Parquet, ``..`` out of the live directory and /etc/passwd do not."""
+    spec = importlib.util.spec_from_file_location(
+        "opslake_duckdb", SUPERSET_HOOKS / "opslake_duckdb.py"
+    )
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    rows = pa.table({"incident_id": ["INC-1"], "alert_id": ["a1"]})
+    lake.write_table(rows, "gold", "incident_alerts", {"dt": "2026-03-02"})
+    lake.write_table(rows, "gold", "incident_alerts_live", {"dt": "2026-03-03"})
+    build_warehouse(lake, settings.warehouse_path)
+    con = open_read_only(settings.warehouse_path)
+    try:
+        assert hook.live_directories(con) == [lake.table_path("gold", "incident_alerts_live") + "/"]
+        hook.lock_down(con, None)
+        assert con.execute("SELECT alert_id, dt FROM incident_alerts_live").fetchall() == [
+            ("a1", "2026-03-03")
+        ]
+        # The screens' view of both: the live day after the daily one, marked live.
+        assert con.execute("SELECT dt, live FROM incident_alerts_now ORDER BY dt").fetchall() == [
+            ("2026-03-02", False),
+            ("2026-03-03", True),
+        ]
+        daily = lake.table_path("gold", "incident_alerts")
+        escape = lake.table_path("gold", "incident_alerts_live") + "/../incident_alerts"
+        for path in ("/etc/passwd", f"{daily}/**/*.parquet", f"{escape}/**/*.parquet"):
+            with pytest.raises(duckdb.PermissionException):
+                con.execute(f"SELECT * FROM read_csv('{path}')")
+        with pytest.raises(duckdb.InvalidInputException, match="external access"):
+            con.execute("SET enable_external_access = true")
+    finally:
+        con.close()
+    # Another DuckDB file (no warehouse index) gets no directory, and no file access either.
+    other = duckdb.connect()
+    hook.lock_down(other, None)
+    with pytest.raises(duckdb.PermissionException):
+        other.execute(f"SELECT * FROM read_parquet('{daily}/**/*.parquet')")
