@@ -112,10 +112,18 @@ def log_in(
 
 
 def open_dashboard(
-    page: Any, config: SupersetConfig, slug: str, timeout_ms: int = 120_000
+    page: Any,
+    config: SupersetConfig,
+    slug: str,
+    timeout_ms: int = 120_000,
+    filter_bar: bool = True,
 ) -> list[str]:
-    """Open a dashboard full screen, wait until every chart is drawn; titles of failed charts."""
-    page.goto(f"{config.url}/superset/dashboard/{slug}/?standalone=1", timeout=timeout_ms)
+    """Open a dashboard full screen, wait until every chart is drawn; titles of failed charts.
+
+    ``filter_bar=False`` folds the native filter bar away (a printed page has no use for it,
+    and beside the charts it pushes them off the first page)."""
+    folded = "" if filter_bar else "&expand_filters=0"
+    page.goto(f"{config.url}/superset/dashboard/{slug}/?standalone=1{folded}", timeout=timeout_ms)
     page.wait_for_selector(".dashboard-component-chart-holder", timeout=timeout_ms)
     page.wait_for_function(DRAWN_JS, timeout=timeout_ms)
     # ECharts animates its first draw (about 1 s): let it settle before a screenshot.

@@ -310,10 +310,16 @@ def _dashboards(client: Any) -> dict[str, dict[str, Any]]:
 
 
 def _period_columns(client: Any) -> dict[int, str]:
-    """Superset dataset id → period column, for the datasets in :data:`PERIOD_COLUMNS`."""
+    """Superset dataset id → period column, for the datasets in :data:`PERIOD_COLUMNS` and
+    their copies in each language."""
+    from opslake.screens.i18n import SUFFIX
     from opslake.screens.model import object_uuid
 
-    by_uuid = {object_uuid("dataset", key): column for key, column in PERIOD_COLUMNS.items()}
+    by_uuid = {
+        object_uuid("dataset", key + suffix): column
+        for key, column in PERIOD_COLUMNS.items()
+        for suffix in SUFFIX.values()
+    }
     return {
         d["id"]: by_uuid[str(d["uuid"])]
         for d in client.list_all("dataset", ["id", "uuid"])
@@ -391,7 +397,7 @@ def render(
             page.route(re.compile(r".*/api/v1/chart/data(\?.*)?$"), scope)
             for slug in spec.screens:
                 started = time.perf_counter()
-                failed = browser.open_dashboard(page, config, slug)
+                failed = browser.open_dashboard(page, config, slug, filter_bar=False)
                 if failed:
                     empty[slug] = list(failed)
                 pngs[slug] = out / f"{slug}.png"
