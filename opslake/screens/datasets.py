@@ -256,6 +256,17 @@ FROM h""",
     main_dttm="started_at",
 )
 
+#: The columns every alert dataset begins with.
+_ALERT_COLUMNS = (
+    _c("alert_id", "VARCHAR", "告警编号"),
+    _c("incident_id", "VARCHAR", "事件编号"),
+    _c("alertname", "VARCHAR", "告警名称"),
+    _c("title", "VARCHAR", "告警"),
+    _c("severity", "VARCHAR", "级别代码"),
+    _c("severity_zh", "VARCHAR", "级别"),
+    _c("entity_id", "VARCHAR", "对象"),
+)
+
 ALERTS = Dataset(
     key="alerts",
     name="告警（归入事件）",
@@ -265,13 +276,7 @@ ALERTS = Dataset(
        {_local("a.starts_at")} AS starts_at, a.is_root_cause, a.muted_by IS NOT NULL AS muted
 FROM incident_alerts_current AS a""",
     columns=(
-        _c("alert_id", "VARCHAR", "告警编号"),
-        _c("incident_id", "VARCHAR", "事件编号"),
-        _c("alertname", "VARCHAR", "告警名称"),
-        _c("title", "VARCHAR", "告警"),
-        _c("severity", "VARCHAR", "级别代码"),
-        _c("severity_zh", "VARCHAR", "级别"),
-        _c("entity_id", "VARCHAR", "对象"),
+        *_ALERT_COLUMNS,
         _c("source", "VARCHAR", "来源"),
         _c("starts_at", "TIMESTAMP", "开始时间"),
         _c("is_root_cause", "BOOLEAN", "根因告警"),
@@ -298,13 +303,7 @@ SELF_ALERTS = Dataset(
 FROM incident_alerts_now AS a
 WHERE a.source = 'opslake-platform'""",
     columns=(
-        _c("alert_id", "VARCHAR", "告警编号"),
-        _c("incident_id", "VARCHAR", "事件编号"),
-        _c("alertname", "VARCHAR", "告警名称"),
-        _c("title", "VARCHAR", "告警"),
-        _c("severity", "VARCHAR", "级别代码"),
-        _c("severity_zh", "VARCHAR", "级别"),
-        _c("entity_id", "VARCHAR", "对象"),
+        *_ALERT_COLUMNS,
         _c("starts_at", "TIMESTAMP", "开始时间"),
         _c("live", "BOOLEAN", "实时告警"),
     ),
