@@ -60,6 +60,11 @@ class Settings:
     dask_scheduler: str | None = None
     #: Port of the local Dask scheduler ``opslake cluster up`` starts.
     dask_port: int = 8786
+    #: The one relational store (``postgresql://user:password@host:port/db``, PostgreSQL or a
+    #: compatible database): identity, subscriptions, workbench, collection state, handling,
+    #: Superset's metadata and Dagster's instance, a schema each. Unset, SQLite files under
+    #: the state directory (the embedded default). Holds a password: kept out of ``repr``.
+    database_url: str | None = field(default=None, repr=False)
     #: An existing PostgreSQL (``postgresql://user:password@host:port/db``) for the cluster's
     #: Dagster instance; unset, the local one ``opslake cluster up`` starts.
     postgres_url: str | None = None
@@ -218,6 +223,7 @@ class Settings:
             subscription_interval_s=_seconds(env, "OPSLAKE_SUBSCRIPTION_INTERVAL_S", 10.0),
             dask_scheduler=env.get("OPSLAKE_DASK_SCHEDULER") or None,
             dask_port=_port(env, "OPSLAKE_DASK_PORT", 8786),
+            database_url=_database_url(env),
             postgres_url=env.get("OPSLAKE_POSTGRES_URL") or None,
             postgres_port=_port(env, "OPSLAKE_POSTGRES_PORT", 5433),
             cluster_s3_port=_port(env, "OPSLAKE_CLUSTER_S3_PORT", 9400),
@@ -319,6 +325,16 @@ class Settings:
     def cluster_dir(self) -> Path:
         """The local cluster's state: PID files, logs, PostgreSQL's data, its Dagster instance."""
         return self.state_dir / "cluster"
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("OPSLAKE_DATABASE_URL") or None
+    if raw is not None and raw.partition("://")[0].split("+")[0] not in ("postgresql", "postgres"):
+        raise ConfigError(
+            "OPSLAKE_DATABASE_URL must be a PostgreSQL URL "
+            "(postgresql://user:password@host:port/database); unset it for the embedded SQLite"
+        )
+    return raw
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:

@@ -163,7 +163,7 @@ class Portal:
     @classmethod
     def from_settings(cls, settings: Settings) -> Portal:
         """The portal of ``settings``: its state directory's workbench and its open doors."""
-        return cls(Workbench(settings.state_dir), doors(settings), screens())
+        return cls(Workbench(settings.state_dir, settings.database_url), doors(settings), screens())
 
 
 @dataclass(frozen=True)

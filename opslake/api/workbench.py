@@ -2,7 +2,8 @@
 and the language each user reads the portal and the screens in (S6.9e).
 
 Two small tables in ``state_dir/workbench.db`` (the installation's state, like the identity store
-and the subscriptions; backed up with the state directory). A pin is a user, a kind (``screen``
+and the subscriptions; backed up with the state directory), or schema ``workbench`` of
+``OPSLAKE_DATABASE_URL``. A pin is a user, a kind (``screen``
 or ``metric``) and what it names (a screen's slug, a catalog metric id); what a name may be is
 checked by the portal before it is pinned, so the store only keeps and lists them. A user who
 chose no language reads :data:`DEFAULT_LANGUAGE`.
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from opslake.errors import InputError
-from opslake.lake.state_db import StateDB
+from opslake.lake.state_db import open_store
 
 DB_FILE = "workbench.db"
 KINDS = ("screen", "metric")
@@ -27,10 +28,10 @@ MAX_PINS = 30
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pins (
-    user TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('screen', 'metric')),
-    ref TEXT NOT NULL, pinned_at TEXT NOT NULL, PRIMARY KEY (user, kind, ref));
+    "user" TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('screen', 'metric')),
+    ref TEXT NOT NULL, pinned_at TEXT NOT NULL, PRIMARY KEY ("user", kind, ref));
 CREATE TABLE IF NOT EXISTS preferences (
-    user TEXT PRIMARY KEY, language TEXT NOT NULL, changed_at TEXT NOT NULL);
+    "user" TEXT PRIMARY KEY, language TEXT NOT NULL, changed_at TEXT NOT NULL);
 """
 
 
@@ -44,16 +45,18 @@ class Pin:
 
 
 class Workbench:
-    """Every user's pins, in ``state_dir/workbench.db``."""
+    """Every user's pins and language, in ``state_dir/workbench.db`` or at ``database_url``."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self._db = StateDB(Path(state_dir) / DB_FILE, _SCHEMA, "the workbench store")
+    def __init__(self, state_dir: Path, database_url: str | None = None) -> None:
+        self.db = open_store(
+            Path(state_dir), database_url, DB_FILE, "workbench", _SCHEMA, "the workbench store"
+        )
 
     def pins(self, user: str) -> list[Pin]:
         """``user``'s pins, oldest first."""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
-                "SELECT kind, ref, pinned_at FROM pins WHERE user = ? "
+                'SELECT kind, ref, pinned_at FROM pins WHERE "user" = ? '
                 "ORDER BY pinned_at, kind, ref",
                 (user,),
             ).fetchall()
@@ -63,10 +66,12 @@ class Workbench:
         """Pin ``ref`` for ``user``; False when it was pinned already."""
         if kind not in KINDS:
             raise InputError(f"cannot pin a {kind!r}; pin one of {', '.join(KINDS)}")
-        with self._db.tx() as conn:
-            count = conn.execute("SELECT count(*) FROM pins WHERE user = ?", (user,)).fetchone()[0]
+        with self.db.tx() as conn:
+            count = conn.execute('SELECT count(*) FROM pins WHERE "user" = ?', (user,)).fetchone()[
+                0
+            ]
             if conn.execute(
-                "SELECT 1 FROM pins WHERE user = ? AND kind = ? AND ref = ?", (user, kind, ref)
+                'SELECT 1 FROM pins WHERE "user" = ? AND kind = ? AND ref = ?', (user, kind, ref)
             ).fetchone():
                 return False
             if count >= MAX_PINS:
@@ -81,19 +86,19 @@ class Workbench:
 
     def unpin(self, user: str, kind: str, ref: str) -> bool:
         """Remove one of ``user``'s pins; False when there was none."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             return (
                 conn.execute(
-                    "DELETE FROM pins WHERE user = ? AND kind = ? AND ref = ?", (user, kind, ref)
+                    'DELETE FROM pins WHERE "user" = ? AND kind = ? AND ref = ?', (user, kind, ref)
                 ).rowcount
                 > 0
             )
 
     def language(self, user: str) -> str:
         """The language ``user`` chose (:data:`DEFAULT_LANGUAGE` when none)."""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
-                "SELECT language FROM preferences WHERE user = ?", (user,)
+                'SELECT language FROM preferences WHERE "user" = ?', (user,)
             ).fetchone()
         return row["language"] if row and row["language"] in LANGUAGES else DEFAULT_LANGUAGE
 
@@ -103,9 +108,9 @@ class Workbench:
             raise InputError(
                 f"language {language!r} is not offered; choose one of {', '.join(LANGUAGES)}"
             )
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
-                "INSERT INTO preferences VALUES (?, ?, ?) ON CONFLICT (user) DO UPDATE "
+                'INSERT INTO preferences VALUES (?, ?, ?) ON CONFLICT ("user") DO UPDATE '
                 "SET language = excluded.language, changed_at = excluded.changed_at",
                 (user, language, datetime.now(UTC).isoformat(timespec="seconds")),
             )

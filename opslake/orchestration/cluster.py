@@ -113,8 +113,9 @@ class Cluster:
 
     @property
     def own_postgres(self) -> bool:
-        """Whether the cluster runs its own PostgreSQL (no ``OPSLAKE_POSTGRES_URL``)."""
-        return self.settings.postgres_url is None
+        """Whether the cluster runs its own PostgreSQL (no ``OPSLAKE_DATABASE_URL`` or
+        ``OPSLAKE_POSTGRES_URL``)."""
+        return self.settings.postgres_url is None and self.settings.database_url is None
 
     @property
     def own_scheduler(self) -> bool:
@@ -144,20 +145,32 @@ class Cluster:
         """The bucket of the lake on the cluster's own endpoint."""
         return self.lake_settings.home.removeprefix("s3://").split("/", 1)[0]
 
-    def postgres_url(self) -> str:
-        """The Dagster instance's database, as SQLAlchemy names it with the psycopg2 driver."""
-        if self.settings.postgres_url:
-            # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3, which is not installed.
-            scheme, sep, rest = self.settings.postgres_url.partition("://")
-            return (
-                f"postgresql+psycopg2{sep}{rest}"
-                if scheme in ("postgres", "postgresql")
-                else self.settings.postgres_url
-            )
+    def database_url(self) -> str:
+        """The relational store's URL (libpq form): ``OPSLAKE_DATABASE_URL``, else
+        ``OPSLAKE_POSTGRES_URL``, else the cluster's own PostgreSQL."""
+        if self.settings.database_url or self.settings.postgres_url:
+            return self.settings.database_url or self.settings.postgres_url or ""
         return (
-            f"postgresql+psycopg2://{PG_USER}:{quote(self._pg_password(), safe='')}@127.0.0.1:"
+            f"postgresql://{PG_USER}:{quote(self._pg_password(), safe='')}@127.0.0.1:"
             f"{self.settings.postgres_port}/{PG_DATABASE}"
         )
+
+    def postgres_url(self) -> str:
+        """The Dagster instance's database, as SQLAlchemy names it with the psycopg2 driver."""
+        # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3, which is not installed.
+        scheme, sep, rest = self.database_url().partition("://")
+        return (
+            f"postgresql+psycopg2{sep}{rest}"
+            if scheme in ("postgres", "postgresql")
+            else (self.database_url())
+        )
+
+    def up_database(self, say: Callable[[str], None] = print) -> str:
+        """Start only the cluster's own PostgreSQL (idempotent); returns its URL."""
+        _mkdir(self.dir, 0o711)
+        if self.own_postgres:
+            self._up_postgres(say)
+        return self.database_url()
 
     def _pg_password(self) -> str:
         """The local PostgreSQL's password: generated once, kept readable by its owner only."""
@@ -173,7 +186,12 @@ class Cluster:
     def environment(self) -> dict[str, str]:
         """Variables that point a process at the cluster's lake (exported by ``cluster env``)."""
         lake = self.lake_settings
-        env = {"OPSLAKE_HOME": lake.home, "OPSLAKE_STATE_DIR": str(self.settings.state_dir)}
+        env = {
+            "OPSLAKE_HOME": lake.home,
+            "OPSLAKE_STATE_DIR": str(self.settings.state_dir),
+            # Every host of the cluster shares one relational store (identity, subscriptions…).
+            "OPSLAKE_DATABASE_URL": self.database_url(),
+        }
         if lake.s3_endpoint:
             env["OPSLAKE_S3_ENDPOINT"] = lake.s3_endpoint
         if self.own_s3:

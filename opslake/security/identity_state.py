@@ -1,20 +1,20 @@
-"""The identity store's SQLite file (``state_dir/security.db``) and what its parts share.
+"""The identity store (``state_dir/security.db``, or schema ``identity`` of
+``OPSLAKE_DATABASE_URL``) and what its parts share.
 
 One schema for users, sessions, API keys and usage (the tables reference each other), kept
-through the one state helper (:class:`opslake.lake.state_db.StateDB`); the clock, the TOTP
+through the one state helper (:func:`opslake.lake.state_db.open_store`); the clock, the TOTP
 secret's ``protect``/``unprotect`` pair, and the row-to-principal rule every part uses.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from opslake.errors import NotFoundError
-from opslake.lake.state_db import StateDB
+from opslake.lake.state_db import Conn, Row, open_store
 from opslake.security.roles import ROLES, Principal
 from opslake.settings import Settings
 
@@ -36,13 +36,13 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
-    user TEXT NOT NULL REFERENCES users(name),
+    "user" TEXT NOT NULL REFERENCES users(name),
     created_at TEXT NOT NULL,
     last_used_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS api_keys (
     key_id TEXT PRIMARY KEY,
-    user TEXT NOT NULL REFERENCES users(name),
+    "user" TEXT NOT NULL REFERENCES users(name),
     scopes TEXT NOT NULL,
     salt BLOB NOT NULL,
     secret_hash BLOB NOT NULL,
@@ -62,13 +62,20 @@ CREATE TABLE IF NOT EXISTS api_usage (
     PRIMARY KEY (key_id, day, endpoint)
 );
 CREATE TABLE IF NOT EXISTS session_usage (
-    user TEXT NOT NULL REFERENCES users(name),
+    "user" TEXT NOT NULL REFERENCES users(name),
     day TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     requests INTEGER NOT NULL DEFAULT 0,
     rows INTEGER NOT NULL DEFAULT 0,
     errors INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user, day, endpoint)
+    PRIMARY KEY ("user", day, endpoint)
+);
+CREATE TABLE IF NOT EXISTS quota_use (
+    kind TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    day TEXT NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (kind, holder, day)
 );
 """
 
@@ -113,7 +120,16 @@ class IdentityState:
         self._verified: dict[bytes, tuple[Principal, datetime, float]] = {}
         self._protect = protect
         self._unprotect = unprotect
-        self._db = StateDB(self.path, _SCHEMA, "the identity store", foreign_keys=True)
+        #: The store itself (SQLite file or a PostgreSQL schema), for its parts and for tests.
+        self.db = open_store(
+            settings.state_dir,
+            settings.database_url,
+            "security.db",
+            "identity",
+            _SCHEMA,
+            "the identity store",
+            foreign_keys=True,
+        )
 
     def _now(self) -> datetime:
         moment = self._clock()
@@ -124,19 +140,17 @@ class IdentityState:
         return self._now().date().isoformat()
 
     @staticmethod
-    def _user_row(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    def _user_row(conn: Conn, name: str) -> Row | None:
         return conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
 
-    def _require_user(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+    def _require_user(self, conn: Conn, name: str) -> Row:
         row = self._user_row(conn, name)
         if row is None:
             raise NotFoundError(f"no user {name!r}; list users or add it first.")
         return row
 
     @staticmethod
-    def _principal(
-        row: sqlite3.Row, scopes: frozenset[str], key_id: str | None = None
-    ) -> Principal:
+    def _principal(row: Row, scopes: frozenset[str], key_id: str | None = None) -> Principal:
         return Principal(
             row["name"],
             row["role"],

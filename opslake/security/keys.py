@@ -17,7 +17,9 @@ from opslake.security.identity_state import IdentityState, from_iso, to_iso
 from opslake.security.roles import ROLES, SCOPES, Principal
 
 KEY_PREFIX = "olk"
-KEY_CACHE_SECONDS = 2.0
+#: A verified key is trusted this long before the store is asked again: a revocation on another
+#: host (sharing the store) is honoured here within this time plus one lookup.
+KEY_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class Keys(IdentityState):
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         now = self._now()
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             row = self._require_user(conn, user)
             if row["disabled"]:
                 raise Forbidden(f"user {user!r} is disabled; enable it before issuing keys.")
@@ -75,7 +77,7 @@ class Keys(IdentityState):
                     "may only narrow its user's scopes."
                 )
             conn.execute(
-                "INSERT INTO api_keys (key_id, user, scopes, salt, secret_hash, quota_per_day, "
+                'INSERT INTO api_keys (key_id, "user", scopes, salt, secret_hash, quota_per_day, '
                 "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key_id,
@@ -111,11 +113,11 @@ class Keys(IdentityState):
         key_id, _, secret = rest.partition("_")
         if prefix != KEY_PREFIX or not key_id or not secret:
             raise AuthError(f"not an OpsLake API key; expected {KEY_PREFIX}_<key id>_<secret>.")
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 "SELECT k.key_id, k.scopes, k.salt, k.secret_hash, "
                 "k.expires_at, k.revoked_at, u.* FROM api_keys k "
-                "JOIN users u ON u.name = k.user WHERE k.key_id = ?",
+                'JOIN users u ON u.name = k."user" WHERE k.key_id = ?',
                 (key_id,),
             ).fetchone()
         if row is None or not hmac.compare_digest(
@@ -145,7 +147,7 @@ class Keys(IdentityState):
     def revoke_key(self, key_id: str) -> None:
         """Revoke a key for good; revoking twice keeps the first date."""
         self._verified.clear()
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             done = conn.execute(
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE key_id = ?",
                 (to_iso(self._now()), key_id),
@@ -155,8 +157,8 @@ class Keys(IdentityState):
 
     def list_keys(self, user: str | None = None) -> list[ApiKey]:
         """Keys (of ``user``, or all) without their secrets, newest first."""
-        sql = "SELECT * FROM api_keys" + (" WHERE user = ?" if user else "")
-        with self._db.connect() as conn:
+        sql = "SELECT * FROM api_keys" + (' WHERE "user" = ?' if user else "")
+        with self.db.connect() as conn:
             rows = conn.execute(
                 sql + " ORDER BY created_at DESC, key_id", (user,) if user else ()
             ).fetchall()

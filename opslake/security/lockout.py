@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta
 
 from opslake.errors import AuthError
+from opslake.lake.state_db import Conn, Row
 from opslake.security.identity_state import IdentityState, from_iso, to_iso
 
 MAX_FAILURES = 5
@@ -19,7 +19,7 @@ class Lockout(IdentityState):
     """Lockouts of the identity store: refused while locked, locked after repeated failures."""
 
     @staticmethod
-    def _locked(row: sqlite3.Row, now: datetime) -> AuthError | None:
+    def _locked(row: Row, now: datetime) -> AuthError | None:
         until = from_iso(row["locked_until"])
         if until is not None and now < until:
             return AuthError(
@@ -29,9 +29,7 @@ class Lockout(IdentityState):
             )
         return None
 
-    def _count_failure(
-        self, conn: sqlite3.Connection, row: sqlite3.Row, now: datetime
-    ) -> AuthError:
+    def _count_failure(self, conn: Conn, row: Row, now: datetime) -> AuthError:
         first = from_iso(row["first_failed_at"])
         in_window = first is not None and now - first < FAILURE_WINDOW
         count = row["failed_attempts"] + 1 if in_window else 1
@@ -43,7 +41,7 @@ class Lockout(IdentityState):
                 (to_iso(until), row["name"]),
             )
             # Locked out means out of every door: the sessions it already had end too.
-            conn.execute("DELETE FROM sessions WHERE user = ?", (row["name"],))
+            conn.execute('DELETE FROM sessions WHERE "user" = ?', (row["name"],))
             return AuthError(
                 f"wrong credentials; account {row['name']!r} is now "
                 f"locked until {until:%Y-%m-%d %H:%M} UTC after {MAX_FAILURES} "

@@ -26,7 +26,7 @@ class Holder(NamedTuple):
 
 
 #: Where each kind of holder's usage is kept: its table and the column naming the holder.
-_USAGE_TABLES = {"key": ("api_usage", "key_id"), "user": ("session_usage", "user")}
+_USAGE_TABLES = {"key": ("api_usage", "key_id"), "user": ("session_usage", '"user"')}
 
 
 class Use(NamedTuple):
@@ -58,7 +58,7 @@ class Quotas(IdentityState):
         if not counts:
             return
         now = to_iso(self._now())
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             for key_id in {h.name for h, _, _ in counts if h.kind == "key"}:
                 if not conn.execute(
                     "UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (now, key_id)
@@ -68,8 +68,8 @@ class Quotas(IdentityState):
                 conn.executemany(
                     f"INSERT INTO {table} ({column}, day, endpoint, requests, rows, errors) "
                     f"VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT ({column}, day, endpoint) DO "
-                    "UPDATE SET requests = requests + excluded.requests, "
-                    "rows = rows + excluded.rows, errors = errors + excluded.errors",
+                    f"UPDATE SET requests = {table}.requests + excluded.requests, "
+                    f"rows = {table}.rows + excluded.rows, errors = {table}.errors + excluded.errors",
                     [
                         (holder.name, day, endpoint, *use)
                         for (holder, day, endpoint), use in counts.items()
@@ -80,7 +80,7 @@ class Quotas(IdentityState):
     def quota_use(self, holder: Holder) -> tuple[int, int]:
         """``holder``'s daily quota and the requests it made today (UTC), as stored."""
         table, column = _USAGE_TABLES[holder.kind]
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             if holder.kind == "key":
                 key = conn.execute(
                     "SELECT quota_per_day FROM api_keys WHERE key_id = ?", (holder.name,)
@@ -124,7 +124,7 @@ class Quotas(IdentityState):
             clauses.append("day = ?")
             params.append(day.isoformat() if isinstance(day, date) else day)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 "SELECT key_id, endpoint, day, requests, rows, errors FROM "
                 f"api_usage{where} ORDER BY day, key_id, endpoint",

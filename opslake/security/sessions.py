@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from opslake.errors import AuthError, PasswordExpired
+from opslake.lake.state_db import Conn, Row
 from opslake.security.identity_state import to_iso
 from opslake.security.lockout import BAD_LOGIN
 from opslake.security.passwords import dummy_hash, hash_password, needs_rehash, verify_password
@@ -39,8 +39,8 @@ class Sessions(TwoFactor):
 
     def _login_failure(
         self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
+        conn: Conn,
+        row: Row,
         password_ok: bool,
         totp: str | None,
         now: datetime,
@@ -85,7 +85,7 @@ class Sessions(TwoFactor):
         Raises AuthError (wrong credentials, locked, disabled) or PasswordExpired.
         """
         now = self._now()
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = self._user_row(conn, user)
         if row is not None and (locked := self._locked(row, now)) is not None:
             raise locked
@@ -97,7 +97,7 @@ class Sessions(TwoFactor):
         # A scrypt (or outdated argon2) hash is replaced now the password is known to be right.
         rehashed = hash_password(password) if password_ok and needs_rehash(checked) else None
         token = secrets.token_urlsafe(32)
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             row = self._require_user(conn, user)
             # A password changed while hashing ran must not let the old one in.
             password_ok = password_ok and row["password"] == checked
@@ -112,7 +112,7 @@ class Sessions(TwoFactor):
                     (to_iso(now - SESSION_MAX), to_iso(now - SESSION_IDLE)),
                 )
                 conn.execute(
-                    "INSERT INTO sessions (token_hash, user, created_at, last_used_at) "
+                    'INSERT INTO sessions (token_hash, "user", created_at, last_used_at) '
                     "VALUES (?, ?, ?, ?)",
                     (_token_hash(token), user, to_iso(now), to_iso(now)),
                 )
@@ -125,10 +125,10 @@ class Sessions(TwoFactor):
         now = self._now()
         digest = _token_hash(token)
         failure: AuthError | None = None
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             row = conn.execute(
                 "SELECT s.created_at AS s_created, s.last_used_at, u.* "
-                "FROM sessions s JOIN users u ON u.name = s.user "
+                'FROM sessions s JOIN users u ON u.name = s."user" '
                 "WHERE s.token_hash = ?",
                 (digest,),
             ).fetchone()
@@ -157,5 +157,5 @@ class Sessions(TwoFactor):
 
     def logout(self, token: str) -> None:
         """End a session; unknown tokens are ignored."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             conn.execute("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))

@@ -4,13 +4,13 @@ second factor (RFC 6238 by pyotp, :mod:`opslake.security.totp`)."""
 from __future__ import annotations
 
 import hmac
-import sqlite3
 from datetime import datetime
 from urllib.parse import quote, urlencode
 
 import pyotp
 
 from opslake.errors import AuthError, Forbidden
+from opslake.lake.state_db import Conn, Row
 from opslake.security.lockout import Lockout
 from opslake.security.roles import Principal
 from opslake.security.totp import TOTP_DIGITS, TOTP_ISSUER, TOTP_STEP
@@ -21,8 +21,8 @@ class TwoFactor(Lockout):
 
     def _match_totp(
         self,
-        conn: sqlite3.Connection,
-        row: sqlite3.Row,
+        conn: Conn,
+        row: Row,
         code: str,
         at: datetime,
         *,
@@ -55,7 +55,7 @@ class TwoFactor(Lockout):
     def enrol_totp(self, user: str) -> tuple[str, str]:
         """Give ``user`` a new TOTP secret; returns it and the otpauth:// URI for a QR code."""
         secret = pyotp.random_base32()
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             self._require_user(conn, user)
             conn.execute(
                 "UPDATE users SET totp_secret = ?, totp_last_step = NULL WHERE name = ?",
@@ -83,7 +83,7 @@ class TwoFactor(Lockout):
         """
         now = self._now()
         failure: AuthError | None = None
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             row = self._require_user(conn, user)
             if row["totp_secret"] is None:
                 failure = AuthError(f"user {user!r} has no TOTP authenticator; enrol one first.")
@@ -104,7 +104,7 @@ class TwoFactor(Lockout):
                 f"administrative actions need the admin role; {principal.user!r} "
                 f"has {principal.role!r}."
             )
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = self._require_user(conn, principal.user)
         if row["totp_secret"] is None:
             raise Forbidden(

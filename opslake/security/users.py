@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from opslake.errors import Forbidden, InputError
+from opslake.lake.state_db import Conn
 from opslake.security.identity_state import from_iso, to_iso
 from opslake.security.lockout import Lockout
 from opslake.security.passwords import check_password, hash_password, verify_password
@@ -40,7 +40,7 @@ class Users(Lockout):
 
     def _insert_user(
         self,
-        conn: sqlite3.Connection,
+        conn: Conn,
         name: str,
         role: str,
         password: str,
@@ -80,7 +80,7 @@ class Users(Lockout):
 
     def bootstrap_admin(self, name: str, password: str) -> None:
         """Create the first administrator; refused once any administrator exists."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             if conn.execute("SELECT 1 FROM users WHERE role = 'admin'").fetchone():
                 raise Forbidden(
                     "an administrator already exists; log in as one to add users "
@@ -97,7 +97,7 @@ class Users(Lockout):
         businesses: Iterable[str] = (),
     ) -> None:
         """Add a user; ``departments``/``businesses`` are the rows a row-scoped role sees."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             self._insert_user(conn, name, role, password, departments, businesses)
 
     def set_password(self, name: str, password: str, *, current: str | None = None) -> None:
@@ -107,7 +107,7 @@ class Users(Lockout):
         """
         check_password(password, name)
         now = self._now()
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = self._require_user(conn, name)
         if row["disabled"]:
             raise Forbidden(f"user {name!r} is disabled; ask an administrator to re-enable it.")
@@ -115,7 +115,7 @@ class Users(Lockout):
             if (locked := self._locked(row, now)) is not None:
                 raise locked
             if not verify_password(current, row["password"]):
-                with self._db.tx() as conn:
+                with self.db.tx() as conn:
                     failure = self._count_failure(conn, self._require_user(conn, name), now)
                 raise failure
         if verify_password(password, row["password"]):
@@ -123,18 +123,18 @@ class Users(Lockout):
                 f"the new password for {name!r} equals the current one; choose a "
                 "different password."
             )
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
                 "UPDATE users SET password = ?, password_changed_at = ?, "
                 "failed_attempts = 0, first_failed_at = NULL, locked_until = NULL "
                 "WHERE name = ?",
                 (hash_password(password), to_iso(now), name),
             )
-            conn.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            conn.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
 
     def unlock_user(self, name: str) -> None:
         """Lift a lockout before it runs out."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             self._require_user(conn, name)
             conn.execute(
                 "UPDATE users SET failed_attempts = 0, first_failed_at = NULL, "
@@ -145,7 +145,7 @@ class Users(Lockout):
     def disable_user(self, name: str) -> None:
         """Disable a user: sessions end at once and keys stop authenticating."""
         self._verified.clear()
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             row = self._require_user(conn, name)
             if row["role"] == "admin" and not row["disabled"]:
                 others = conn.execute(
@@ -159,11 +159,11 @@ class Users(Lockout):
                         "administrator before disabling it."
                     )
             conn.execute("UPDATE users SET disabled = 1 WHERE name = ?", (name,))
-            conn.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            conn.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
 
     def users(self) -> list[User]:
         """Every user, by name."""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
         return [
             User(

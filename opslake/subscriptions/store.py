@@ -1,12 +1,10 @@
-"""Subscriptions, cursors and the append-only delivery log in one SQLite file."""
+"""Subscriptions, cursors and the append-only delivery log: one SQLite file, or schema
+``subscriptions`` of ``OPSLAKE_DATABASE_URL``."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -14,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from opslake.errors import NotFoundError
-from opslake.lake.state_db import StateDB
+from opslake.lake.state_db import Row, open_store
 from opslake.security.egress import EgressPolicy
 from opslake.settings import Settings
 from opslake.subscriptions.model import Subscription, canonical, json_default, ts
 
 DB_FILE = "subscriptions.db"
-LOCK_FILE = "subscriptions.lock"
 SECRET_CONTEXT = "subscriptions.secret"
 
 _SCHEMA = """
@@ -37,10 +34,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE UNIQUE INDEX IF NOT EXISTS deliveries_one_event ON deliveries (sub_id, event_key)
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS deliveries_key ON deliveries (sub_id, event_key, seq);
-CREATE TRIGGER IF NOT EXISTS deliveries_no_update BEFORE UPDATE ON deliveries
-    BEGIN SELECT RAISE(ABORT, 'the delivery log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS deliveries_no_delete BEFORE DELETE ON deliveries
-    BEGIN SELECT RAISE(ABORT, 'the delivery log is append-only'); END;
 """
 
 
@@ -61,7 +54,8 @@ class DeliveryRecord:
 
 
 class SubscriptionStore:
-    """Subscriptions, cursors and the delivery log in ``state_dir/subscriptions.db``.
+    """Subscriptions, cursors and the delivery log in ``state_dir/subscriptions.db`` (or the
+    ``subscriptions`` schema of the database at ``database_url``).
 
     ``protect``/``unprotect`` encrypt and decrypt secrets at rest (SM4 field encryption in
     the service and the CLI); ``egress`` is the allow-list its webhooks are delivered under
@@ -75,12 +69,22 @@ class SubscriptionStore:
         protect: Callable[[str], str] = lambda s: s,
         unprotect: Callable[[str], str] = lambda s: s,
         egress: EgressPolicy | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILE
         self._protect, self._unprotect = protect, unprotect
         self.egress = egress or EgressPolicy(self.state_dir)
-        self._db = StateDB(self.path, _SCHEMA, "the subscriptions store")
+        #: The store itself (SQLite file or a PostgreSQL schema).
+        self.db = open_store(
+            self.state_dir,
+            database_url,
+            DB_FILE,
+            "subscriptions",
+            _SCHEMA,
+            "the subscriptions store",
+            append_only={"deliveries": "the delivery log"},
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, cipher: Any | None = None) -> SubscriptionStore:
@@ -88,18 +92,19 @@ class SubscriptionStore:
         (a FieldCipher)."""
         egress = EgressPolicy.from_settings(settings)
         if cipher is None:
-            return cls(settings.state_dir, egress=egress)
+            return cls(settings.state_dir, egress=egress, database_url=settings.database_url)
         return cls(
             settings.state_dir,
             protect=lambda s: cipher.encrypt(s, SECRET_CONTEXT),
             unprotect=lambda s: cipher.decrypt(s, SECRET_CONTEXT),
             egress=egress,
+            database_url=settings.database_url,
         )
 
     # subscriptions
 
     def add(self, sub: Subscription, secret: str) -> Subscription:
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             conn.execute(
                 "INSERT INTO subscriptions (id, owner, doc, secret, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -108,14 +113,14 @@ class SubscriptionStore:
         return sub
 
     @staticmethod
-    def _sub(row: sqlite3.Row) -> Subscription:
+    def _sub(row: Row) -> Subscription:
         sub = Subscription(**json.loads(row["doc"]))
         sub.deleted_at = row["deleted_at"]
         return sub
 
     def list(self, owner: str | None = None, *, deleted: bool = False) -> list[Subscription]:
         """Subscriptions (of ``owner``, or all), oldest first."""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM subscriptions WHERE (? IS NULL OR owner = ?) AND "
                 "(? OR deleted_at IS NULL) ORDER BY created_at, id",
@@ -124,7 +129,7 @@ class SubscriptionStore:
         return [self._sub(r) for r in rows]
 
     def get(self, sub_id: str) -> Subscription:
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 "SELECT * FROM subscriptions WHERE id = ? AND deleted_at IS NULL", (sub_id,)
             ).fetchone()
@@ -136,7 +141,7 @@ class SubscriptionStore:
         return self._sub(row)
 
     def secret(self, sub_id: str) -> str:
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 "SELECT secret FROM subscriptions WHERE id = ?", (sub_id,)
             ).fetchone()
@@ -146,7 +151,7 @@ class SubscriptionStore:
 
     def remove(self, sub_id: str, now: datetime) -> None:
         """Mark deleted: nothing more is evaluated or delivered; its log stays."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             done = conn.execute(
                 "UPDATE subscriptions SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
                 (ts(now), sub_id),
@@ -157,7 +162,7 @@ class SubscriptionStore:
     # cursors
 
     def state(self, sub_id: str) -> dict[str, Any]:
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute("SELECT state FROM cursors WHERE sub_id = ?", (sub_id,)).fetchone()
         return json.loads(row["state"]) if row else {}
 
@@ -173,11 +178,11 @@ class SubscriptionStore:
         Events already queued (same key) are skipped; returns how many are new.
         """
         new = 0
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             for event in events:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO deliveries (sub_id, event_key, channel, status, "
-                    "attempts, at, payload) VALUES (?, ?, ?, 'queued', 0, ?, ?)",
+                    "INSERT INTO deliveries (sub_id, event_key, channel, status, attempts, at, "
+                    "payload) VALUES (?, ?, ?, 'queued', 0, ?, ?) ON CONFLICT DO NOTHING",
                     (sub.id, event["event_key"], sub.delivery["type"], ts(now), canonical(event)),
                 )
                 new += cur.rowcount
@@ -193,10 +198,11 @@ class SubscriptionStore:
 
     def append(self, record: DeliveryRecord) -> DeliveryRecord:
         """Append one record; its sequence number assigned."""
-        with self._db.tx() as conn:
+        with self.db.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO deliveries (sub_id, event_key, channel, status, attempts, at, "
-                "detail, next_attempt_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "detail, next_attempt_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING seq",
                 (
                     record.sub_id,
                     record.event_key,
@@ -209,7 +215,8 @@ class SubscriptionStore:
                     record.payload,
                 ),
             )
-        return DeliveryRecord(**{**asdict(record), "seq": int(cur.lastrowid or 0)})
+            seq = int(cur.fetchone()[0])
+        return DeliveryRecord(**{**asdict(record), "seq": seq})
 
     def records(
         self,
@@ -220,7 +227,7 @@ class SubscriptionStore:
         status: str | None = None,
     ) -> list[DeliveryRecord]:
         """Log records (of one subscription), oldest first, after sequence ``after``."""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 "SELECT * FROM deliveries WHERE (? IS NULL OR sub_id = ?) AND seq > ? AND "
                 "(? IS NULL OR status = ?) ORDER BY seq LIMIT ?",
@@ -229,7 +236,7 @@ class SubscriptionStore:
         return [DeliveryRecord(**dict(r)) for r in rows]
 
     def latest(self, sub_id: str, event_key: str) -> DeliveryRecord | None:
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             row = conn.execute(
                 "SELECT * FROM deliveries WHERE sub_id = ? AND event_key = ? "
                 "ORDER BY seq DESC LIMIT 1",
@@ -239,7 +246,7 @@ class SubscriptionStore:
 
     def due(self, now: datetime) -> list[tuple[DeliveryRecord, DeliveryRecord]]:
         """(latest record, queued record) of events to deliver now, oldest first."""
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             rows = conn.execute(
                 "SELECT d.*, q.seq AS q_seq, q.at AS q_at, q.payload AS q_payload "
                 "FROM deliveries d "
@@ -269,7 +276,7 @@ class SubscriptionStore:
         return out
 
     def failures(self, sub_id: str, event_key: str) -> int:
-        with self._db.connect() as conn:
+        with self.db.connect() as conn:
             return int(
                 conn.execute(
                     "SELECT count(*) FROM deliveries WHERE sub_id = ? AND "
@@ -280,13 +287,6 @@ class SubscriptionStore:
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """One evaluation at a time across threads and processes (service, CLI)."""
-        with _THREAD_LOCK, open(self.state_dir / LOCK_FILE, "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-_THREAD_LOCK = threading.Lock()
+        """One evaluation at a time across threads, processes (service, CLI) and hosts."""
+        with self.db.exclusive("evaluation"):
+            yield
