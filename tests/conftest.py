@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from opslake.lake.landing import LandingZone
@@ -30,3 +35,46 @@ def lake(settings: Settings) -> Lake:
 def landing(settings: Settings, lake: Lake) -> LandingZone:
     """The landing zone of ``lake``, with the data key of ``settings`` (for sealed sources)."""
     return LandingZone.from_settings(settings, lake)
+
+
+#: The schemas the state stores keep in a PostgreSQL database (one per store).
+STATE_SCHEMAS = ("identity", "subscriptions", "workbench", "collection", "handling")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL (Debian's, on loopback) for the session, started as ``opslake
+    cluster`` starts its own; its URL."""
+    from opslake.orchestration.cluster import Cluster
+    from tests.integration.services import free_port, install_services
+
+    install_services()  # PostgreSQL's Debian packages, among the others
+    # PostgreSQL runs as its own account when the tests run as root: it must be able to pass
+    # through the state directory's parents (pytest's own tmp root is 0700).
+    base = Path(tempfile.mkdtemp(prefix="opslake-pg-"))
+    os.chmod(base, 0o711)
+    cluster = Cluster(
+        Settings(state_dir=base / "state", postgres_port=free_port(), home=str(base / "lake"))
+    )
+    try:
+        yield cluster.up_database(say=lambda _: None)
+    finally:
+        cluster.stop("postgres")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """The state stores' backend, each test run on both: None (SQLite files, the default) or
+    the session's PostgreSQL with the stores' schemas dropped first."""
+    if request.param == "sqlite":
+        return None
+    url = request.getfixturevalue("postgres_url")
+    con = psycopg2.connect(url)
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {', '.join(STATE_SCHEMAS)} CASCADE")
+    finally:
+        con.close()
+    return url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,8 +44,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> IdentityStore:
-    store = IdentityStore(Settings(state_dir=tmp_path), now=clock)
+def store(tmp_path: Path, clock: Clock, database_url: str | None) -> IdentityStore:
+    """The store on each backend: SQLite, then PostgreSQL (see conftest's database_url)."""
+    store = IdentityStore(Settings(state_dir=tmp_path, database_url=database_url), now=clock)
     store.bootstrap_admin("root", PASSWORD)
     store.add_user("alice", "ops_engineer", PASSWORD)
     store.add_user("bob", "dept_viewer", PASSWORD, departments=["税务局"], businesses=["税务服务"])
@@ -89,8 +89,8 @@ def test_password_policy_accepts_three_classes(store: IdentityStore) -> None:
 
 
 def test_argon2id_hashes_are_salted_per_user(store: IdentityStore) -> None:
-    with sqlite3.connect(store.path) as conn:
-        hashes = dict(conn.execute("SELECT name, password FROM users"))
+    with store.db.connect() as conn:
+        hashes = {r[0]: r[1] for r in conn.execute("SELECT name, password FROM users").fetchall()}
     assert len(set(hashes.values())) == 3
     for stored in hashes.values():
         assert stored.startswith("$argon2id$")
@@ -217,7 +217,7 @@ def test_session_principal_and_logout(store: IdentityStore, clock: Clock) -> Non
     session = store.login("bob", PASSWORD)
     assert session.expires_at == clock.now + timedelta(minutes=30)
     assert len(session.token) >= 43
-    with sqlite3.connect(store.path) as conn:
+    with store.db.connect() as conn:
         assert not conn.execute(
             "SELECT 1 FROM sessions WHERE token_hash = ?", (session.token,)
         ).fetchone()
@@ -338,16 +338,18 @@ def test_login_needs_totp_once_enrolled(store: IdentityStore, clock: Clock) -> N
     assert store.login("alice", PASSWORD, totp=_code(secret, clock.now)).token
 
 
-def test_totp_secret_goes_through_protect(tmp_path: Path, clock: Clock) -> None:
+def test_totp_secret_goes_through_protect(
+    tmp_path: Path, clock: Clock, database_url: str | None
+) -> None:
     store = IdentityStore(
-        Settings(state_dir=tmp_path),
+        Settings(state_dir=tmp_path, database_url=database_url),
         now=clock,
         protect=lambda s: "enc:" + s[::-1],
         unprotect=lambda s: s.removeprefix("enc:")[::-1],
     )
     store.bootstrap_admin("root", PASSWORD)
     secret, _ = store.enrol_totp("root")
-    with sqlite3.connect(store.path) as conn:
+    with store.db.connect() as conn:
         stored = conn.execute("SELECT totp_secret FROM users").fetchone()[0]
     assert stored == "enc:" + secret[::-1]
     store.verify_totp("root", _code(secret, clock.now))
@@ -398,8 +400,13 @@ def test_key_authenticates_with_role_scopes_and_is_stored_hashed(store: Identity
     assert principal.scopes == ROLES["dept_viewer"].scopes
     assert principal.departments == {"税务局"}
     secret = raw.split("_", 2)[2]
-    with sqlite3.connect(store.path) as conn:
-        dump = "\n".join(conn.iterdump())
+    with store.db.connect() as conn:
+        dump = "\n".join(
+            repr(tuple(row))
+            for table in ("users", "sessions", "api_keys", "api_usage", "session_usage")
+            for row in conn.execute(f"SELECT * FROM {table}").fetchall()
+        )
+    assert key_id in dump  # the dump does hold the key's row
     assert secret not in dump
     [listed] = store.list_keys("bob")
     assert listed.key_id == key_id and listed.quota_per_day == 10000
@@ -509,5 +516,6 @@ def test_store_is_safe_across_threads(store: IdentityStore) -> None:
             future.result()  # re-raises whatever a thread hit
     [row] = store.usage(key_id)
     assert (row.requests, row.rows) == (200, 200)
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    if store.db.dialect == "sqlite":
+        with store.db.connect() as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

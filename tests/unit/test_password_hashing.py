@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,16 @@ def _scrypt(password: str) -> str:
 
 
 def _stored(store: IdentityStore, name: str) -> str:
-    with sqlite3.connect(store.path) as conn:
+    with store.db.connect() as conn:
         return conn.execute("SELECT password FROM users WHERE name = ?", (name,)).fetchone()[0]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> IdentityStore:
-    store = IdentityStore(Settings(state_dir=tmp_path))
+def store(tmp_path: Path, database_url: str | None) -> IdentityStore:
+    store = IdentityStore(Settings(state_dir=tmp_path, database_url=database_url))
     store.bootstrap_admin("root", PASSWORD)
     store.add_user("alice", "ops_engineer", PASSWORD)
-    with sqlite3.connect(store.path) as conn:
+    with store.db.connect() as conn:
         conn.execute("UPDATE users SET password = ? WHERE name = 'alice'", (_scrypt(PASSWORD),))
     return store
 

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import psycopg2
 import pyarrow as pa
 import pytest
 
@@ -146,8 +147,9 @@ class FakeSender:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> subs.SubscriptionStore:
-    store = subs.SubscriptionStore(tmp_path)
+def store(tmp_path: Path, database_url: str | None) -> subs.SubscriptionStore:
+    """The store on each backend: SQLite, then PostgreSQL (see conftest's database_url)."""
+    store = subs.SubscriptionStore(tmp_path, database_url=database_url)
     store.egress.add("127.0.0.1:9", by="test")  # the webhook receiver these tests name
     return store
 
@@ -300,24 +302,20 @@ def test_the_log_is_append_only_and_events_queue_once(store) -> None:
     event = {"event_key": "new::x", "value": 1}
     assert store.advance(sub, [event, event], {}, T0) == 1
     assert store.advance(sub, [event], {}, T0) == 0
-    with (
-        sqlite3.connect(store.path) as conn,
-        pytest.raises(sqlite3.DatabaseError, match="append-only"),
-    ):
+    refused = (sqlite3.DatabaseError, psycopg2.Error)
+    with store.db.connect() as conn, pytest.raises(refused, match="append-only"):
         conn.execute("UPDATE deliveries SET status = 'sent'")
-    with (
-        sqlite3.connect(store.path) as conn,
-        pytest.raises(sqlite3.DatabaseError, match="append-only"),
-    ):
+    with store.db.connect() as conn, pytest.raises(refused, match="append-only"):
         conn.execute("DELETE FROM deliveries")
     _run(reader, store, sender, T0)
     assert [k for _, k, _ in sender.sent] == ["new::x"]
 
 
-def test_secrets_are_sealed_and_never_listed(tmp_path: Path) -> None:
+def test_secrets_are_sealed_and_never_listed(tmp_path: Path, database_url: str | None) -> None:
     cipher = FieldCipher(bytes(range(16)))
     store = subs.SubscriptionStore(
         tmp_path,
+        database_url=database_url,
         protect=lambda s: cipher.encrypt(s, "ctx"),
         unprotect=lambda s: cipher.decrypt(s, "ctx"),
     )
@@ -327,7 +325,9 @@ def test_secrets_are_sealed_and_never_listed(tmp_path: Path) -> None:
         T0,
     )
     store.add(sub, secret)
-    assert secret not in store.path.read_bytes().decode(errors="replace")
+    with store.db.connect() as conn:
+        stored = conn.execute("SELECT secret FROM subscriptions").fetchone()[0]
+    assert stored and secret not in stored
     assert store.secret(sub.id) == secret
     assert secret not in json.dumps(store.get(sub.id).public())
     assert store.get(sub.id).public()["delivery"]["topic"] == f"opslake-out/subscriptions/{sub.id}"
