@@ -15,9 +15,14 @@ request cost 3.9 ms (a kept connection) to 26 ms (a fresh one, as the store open
 wall time with its fsync on the development machine, against 0.5 ms of CPU for a whole cached
 answer, while the in-memory reservation costs under a microsecond. The price: a crash loses
 the last ``interval_s`` of kept units (the restarted process reads the stored count, so a
-holder may get that many requests more that day), and two processes sharing a store each
-reserve from their own view, so together they may overshoot by what the others reserved
+holder may get that many requests more that day), and two processes sharing a SQLite store
+each reserve from their own view, so together they may overshoot by what the others reserved
 within an interval. The audit log, written before every answer, is the record of each request.
+
+On a shared database (``OPSLAKE_DATABASE_URL``: several API hosts) the meter is *shared*: each
+reservation is one conditional update in the database (:meth:`IdentityStore.reserve_quota`,
+about a millisecond on loopback), so no host can overshoot what the others took, and a refund
+gives its unit back there at once (refunds are rare: 5xx, 401, 403, cancelled requests).
 """
 
 from __future__ import annotations
@@ -67,12 +72,16 @@ class UsageMeter:
         self._pending: dict[tuple[Holder, str, str], Use] = {}
         self._in_flight: dict[tuple[Holder, str], int] = {}
         self._left: dict[Holder, _Left] = {}
+        # Several hosts share the store: reservations go to the database, not to memory.
+        self.shared = identity.db.dialect != "sqlite"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def try_reserve(self, holder: Holder) -> Reservation | None:
         """One unit of ``holder``'s quota from memory; None when its state is unknown or stale
         (then :meth:`reserve`, which reads the store). Raises QuotaExceeded."""
+        if self.shared:
+            return None
         day = self.identity.today()
         with self._lock:
             left = self._left.get(holder)
@@ -90,6 +99,11 @@ class UsageMeter:
         """One unit of ``holder``'s quota, reading the store first when memory cannot tell.
 
         Raises QuotaExceeded when none is left today."""
+        if self.shared:
+            day = self.identity.reserve_quota(holder)
+            with self._lock:
+                self._in_flight[(holder, day)] = self._in_flight.get((holder, day), 0) + 1
+            return Reservation(holder, day)
         reservation = self.try_reserve(holder)
         if reservation is not None:
             return reservation
@@ -122,6 +136,9 @@ class UsageMeter:
         nothing once it was kept or refunded."""
         with self._lock:
             if not self._settle(reservation):
+                return
+            if self.shared:
+                self.identity.release_quota({(reservation.holder, reservation.day): 1})
                 return
             left = self._left.get(reservation.holder)
             if left is not None and left.day == reservation.day:

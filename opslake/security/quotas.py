@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
 
 from opslake.errors import NotFoundError, QuotaExceeded
+from opslake.lake.state_db import Conn
 from opslake.security.identity_state import IdentityState, to_iso
 from opslake.security.roles import Principal
 
@@ -77,25 +78,65 @@ class Quotas(IdentityState):
                     ],
                 )
 
+    def _quota(self, conn: Conn, holder: Holder) -> int:
+        """``holder``'s daily quota."""
+        if holder.kind == "user":
+            self._require_user(conn, holder.name)
+            return self.session_quota
+        key = conn.execute(
+            "SELECT quota_per_day FROM api_keys WHERE key_id = ?", (holder.name,)
+        ).fetchone()
+        if key is None:
+            raise NotFoundError(f"no API key {holder.name!r}; list keys to find its id.")
+        return int(key["quota_per_day"])
+
     def quota_use(self, holder: Holder) -> tuple[int, int]:
         """``holder``'s daily quota and the requests it made today (UTC), as stored."""
         table, column = _USAGE_TABLES[holder.kind]
         with self.db.connect() as conn:
-            if holder.kind == "key":
-                key = conn.execute(
-                    "SELECT quota_per_day FROM api_keys WHERE key_id = ?", (holder.name,)
-                ).fetchone()
-                if key is None:
-                    raise NotFoundError(f"no API key {holder.name!r}; list keys to find its id.")
-                quota = key["quota_per_day"]
-            else:
-                self._require_user(conn, holder.name)
-                quota = self.session_quota
+            quota = self._quota(conn, holder)
             used = conn.execute(
                 f"SELECT COALESCE(SUM(requests), 0) FROM {table} WHERE {column} = ? AND day = ?",
                 (holder.name, self.today()),
             ).fetchone()[0]
         return quota, used
+
+    def reserve_quota(self, holder: Holder) -> str:
+        """Take one of ``holder``'s requests for today in the store itself, atomically for every
+        process and host sharing it; returns the day taken from. Raises QuotaExceeded.
+
+        One conditional ``UPDATE … WHERE used < quota`` per request: the row lock makes it a
+        compare-and-add across hosts (what the in-memory meter cannot be)."""
+        day = self.today()
+        table, column = _USAGE_TABLES[holder.kind]
+        with self.db.connect() as conn:
+            quota = self._quota(conn, holder)
+            # A holder's first request of the day starts from what it already used.
+            conn.execute(
+                "INSERT INTO quota_use (kind, holder, day, used) "
+                f"SELECT ?, ?, ?, COALESCE(SUM(requests), 0) FROM {table} "
+                f"WHERE {column} = ? AND day = ? ON CONFLICT DO NOTHING",
+                (holder.kind, holder.name, day, holder.name, day),
+            )
+            taken = conn.execute(
+                "UPDATE quota_use SET used = used + 1 "
+                "WHERE kind = ? AND holder = ? AND day = ? AND used < ? RETURNING used",
+                (holder.kind, holder.name, day, quota),
+            ).fetchone()
+        if taken is None:
+            raise self.quota_exceeded(holder, quota)
+        return day
+
+    def release_quota(self, units: Mapping[tuple[Holder, str], int]) -> None:
+        """Give back units taken by :meth:`reserve_quota` (requests refunded), in one go."""
+        if not units:
+            return
+        with self.db.tx() as conn:
+            conn.executemany(
+                "UPDATE quota_use SET used = CASE WHEN used > ? THEN used - ? ELSE 0 END "
+                "WHERE kind = ? AND holder = ? AND day = ?",
+                [(n, n, h.kind, h.name, day) for (h, day), n in units.items()],
+            )
 
     def quota_exceeded(self, holder: Holder, quota: int) -> QuotaExceeded:
         """The error for ``holder`` having used all ``quota`` requests today."""

@@ -11,6 +11,14 @@ from opslake.security.metering import UsageMeter
 from tests.unit.test_identity import Clock, _use, clock, store  # noqa: F401 - fixtures
 
 
+@pytest.fixture
+def database_url() -> None:
+    """SQLite only: these are the in-memory meter's tests, the meter of a SQLite store (one
+    host). On a shared database the meter reserves in the database instead; its tests are in
+    test_quota_reservations (both backends) and test_api_hosts (two API processes)."""
+    return
+
+
 def test_quota_holds_from_memory_and_counts_reach_the_store_in_one_batch(
     store: IdentityStore,
 ) -> None:
