@@ -2,7 +2,7 @@
 
 - ``run_task`` runs a task's connector once and measures wall seconds, CPU seconds (of the
   calling thread), the process's peak RSS while it ran and the bytes it landed. The run is
-  recorded in the state file and its cost is landed as an ordinary Prometheus exposition
+  recorded in the collection state and its cost is landed as an ordinary Prometheus exposition
   batch (``opslake_collection_*`` series, ``entity_id="collector-<task>"``), so collection
   watches itself through the same pipeline as every other metric (S6.1g).
 - Circuit breaker (S6.1h): a run over ``max_seconds``, ``max_bytes`` or ``max_rss_mb``, or
@@ -11,14 +11,17 @@
   skipped until ``opslake tasks reset`` (which lands the matching ``resolved``).
 - ``inventory`` says per task when it last succeeded, how late it is and its health (S6.1d).
 
-State (enabled overrides, breaker, recent runs) lives in
-``<state_dir>/collection/state.json``, updated under a file lock and replaced atomically.
+State (enabled overrides, breaker, recent runs: one JSON document per task; connectors'
+cursors between runs) lives in the collection store (:func:`state_store`): the SQLite file
+``<state_dir>/collection.db``, or schema ``collection`` of ``OPSLAKE_DATABASE_URL`` so every
+host sees one state. Each read-modify-write is one write transaction of the store. The
+``<state_dir>/collection/*.json`` files of earlier versions are imported on first open and
+renamed ``*.json.imported``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import resource
@@ -27,7 +30,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Self
 
 import psutil
@@ -35,19 +37,27 @@ import psutil
 from opslake.errors import NotFoundError, StorageError
 from opslake.ingest.tasks import CollectionTask
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import write_file_atomic
+from opslake.lake.state_db import PostgresStateDB, StateDB, open_store
 from opslake.settings import Settings
 
 #: Connector string recorded on the batches the collector itself lands.
 COLLECTOR = "opslake-collector/1.0"
-#: Run records kept per task in the state file.
+#: Run records kept per task in the state.
 KEEP_RUNS = 50
-_STATE_VERSION = 1
+DB_FILE = "collection.db"
+#: The state file of earlier versions (the tasks' documents); other ``*.json`` beside it
+#: were connectors' cursors, named by connector.
+LEGACY_STATE = "state.json"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (connector TEXT PRIMARY KEY, doc TEXT NOT NULL);
+"""
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run of one task, as kept in the state file."""
+    """One run of one task, as kept in the state."""
 
     task: str
     started: str
@@ -90,43 +100,110 @@ class TaskStatus:
     runs: int
 
 
-# --- state file -------------------------------------------------------------------------
+# --- state ------------------------------------------------------------------------------
 
 
-def state_path(settings: Settings) -> Path:
-    """``<state_dir>/collection/state.json``."""
-    return settings.state_dir / "collection" / "state.json"
+def state_store(settings: Settings) -> StateDB | PostgresStateDB:
+    """The collection store of ``settings``, with any state files of earlier versions in it."""
+    db = open_store(
+        settings.state_dir,
+        settings.database_url,
+        DB_FILE,
+        "collection",
+        _SCHEMA,
+        "the collection state",
+    )
+    _import_files(settings, db)
+    return db
+
+
+def _import_files(settings: Settings, db: StateDB | PostgresStateDB) -> None:
+    """Move ``<state_dir>/collection/*.json`` (earlier versions' state) into ``db`` once.
+
+    What the store already holds wins (another host's newer state); each file is renamed
+    ``*.json.imported`` once its rows are committed, so an upgrade loses nothing.
+    """
+    folder = settings.state_dir / "collection"
+    if not any(folder.glob("*.json")):
+        return
+    with db.exclusive("import"):
+        for path in sorted(folder.glob("*.json")):  # again: another process may have been first
+            legacy = path.name == LEGACY_STATE
+            try:
+                data = json.loads(path.read_text())
+                if not isinstance(data, dict) or not isinstance(data.get("tasks", {}), dict):
+                    raise TypeError("not a JSON object with a 'tasks' object")
+            except (OSError, ValueError, TypeError) as exc:
+                if legacy:
+                    raise StorageError(
+                        f"collection state {path} cannot be imported ({exc}); move it away "
+                        "to start from a clean state (enable/disable settings are lost)"
+                    ) from exc
+                data = None  # a cursor: its connector starts afresh, as it always did then
+            with db.tx() as conn:
+                if legacy:
+                    conn.executemany(
+                        "INSERT INTO tasks (name, doc) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                        [(n, _doc(e)) for n, e in data.get("tasks", {}).items()],
+                    )
+                elif data is not None:
+                    conn.execute(
+                        "INSERT INTO cursors (connector, doc) VALUES (?, ?) "
+                        "ON CONFLICT (connector) DO NOTHING",
+                        (path.stem, _doc(data)),
+                    )
+            path.rename(path.with_name(path.name + ".imported"))
+
+
+def _doc(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 def read_state(settings: Settings) -> dict[str, Any]:
-    """The state file's contents (an empty state when there is none yet)."""
-    path = state_path(settings)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {"version": _STATE_VERSION, "tasks": {}}
-    except (OSError, ValueError) as exc:
-        raise StorageError(
-            f"collection state {path} cannot be read ({exc}); move it away to "
-            "start from a clean state (enable/disable settings are lost)"
-        ) from exc
-    data.setdefault("tasks", {})
-    return data
+    """The state: ``{"tasks": {name: document}}`` (no tasks when none has any state yet)."""
+    with state_store(settings).connect() as conn:
+        rows = conn.execute("SELECT name, doc FROM tasks").fetchall()
+    return {"tasks": {r["name"]: json.loads(r["doc"]) for r in rows}}
 
 
 @contextlib.contextmanager
 def updating_state(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Read-modify-write the state under an exclusive lock; written atomically on exit."""
-    path = state_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            state = read_state(settings)
-            yield state
-            write_file_atomic(path, json.dumps(state, indent=1, sort_keys=True).encode())
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """Read-modify-write the state in one write transaction of the store (serialized with
+    every other writer, on every host); the documents changed are written when the block
+    ends, none if it raises."""
+    with state_store(settings).tx() as conn:
+        before = {
+            r["name"]: r["doc"] for r in conn.execute("SELECT name, doc FROM tasks").fetchall()
+        }
+        state = {"tasks": {name: json.loads(doc) for name, doc in before.items()}}
+        yield state
+        changed = [
+            (name, doc)
+            for name, entry in state["tasks"].items()
+            if (doc := _doc(entry)) != before.get(name)
+        ]
+        conn.executemany(
+            "INSERT INTO tasks (name, doc) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            changed,
+        )
+
+
+def read_cursor(settings: Settings, connector: str) -> dict[str, Any]:
+    """What ``connector`` kept from its previous run (empty before its first)."""
+    with state_store(settings).connect() as conn:
+        row = conn.execute("SELECT doc FROM cursors WHERE connector = ?", (connector,)).fetchone()
+    return json.loads(row["doc"]) if row else {}
+
+
+def write_cursor(settings: Settings, connector: str, cursor: dict[str, Any]) -> None:
+    """Keep ``cursor`` for ``connector``'s next run."""
+    with state_store(settings).tx() as conn:
+        conn.execute(
+            "INSERT INTO cursors (connector, doc) VALUES (?, ?) "
+            "ON CONFLICT (connector) DO UPDATE SET doc = excluded.doc",
+            (connector, _doc(cursor)),
+        )
 
 
 def _entry(state: dict[str, Any], name: str) -> dict[str, Any]:

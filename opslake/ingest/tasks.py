@@ -15,8 +15,8 @@ runs and the limits beyond which its circuit breaker pauses it::
     enabled: false
 
 Errors name the file, the line and what to change, and are raised as ``ConfigError``.
-Whether a task runs is decided by the state file (``opslake tasks enable/disable``), which
-overrides ``enabled`` here; see ``opslake.ingest.collect``.
+Whether a task runs is decided by the collection state (``opslake tasks enable/disable``),
+which overrides ``enabled`` here; see ``opslake.ingest.collect``.
 """
 
 from __future__ import annotations

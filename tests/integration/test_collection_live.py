@@ -6,7 +6,6 @@ module) and started and stopped by PID with ``infra/services.sh`` on a free port
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from opslake.ingest import collect
 from opslake.ingest.parsers import alertmanager, prometheus_text
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.settings import Settings
@@ -117,8 +117,7 @@ def test_tasks_collect_from_node_exporter_and_the_breaker_pauses(
 
     enabled = _cli(env, "enable", "node-live")
     assert enabled.returncode == 0 and "enabled: node-live" in enabled.stderr
-    state = json.loads((home / "collection" / "state.json").read_text())
-    assert state["tasks"]["node-live"]["enabled"] is True
+    assert collect.read_state(settings)["tasks"]["node-live"]["enabled"] is True
 
     ran = _cli(env, "run", "node-live")
     assert ran.returncode == 0, ran.stdout + ran.stderr

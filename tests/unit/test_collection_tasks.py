@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -11,7 +13,7 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
-from opslake.errors import CollectionError, ConfigError, NotFoundError
+from opslake.errors import CollectionError, ConfigError, NotFoundError, StorageError
 from opslake.ingest import collect, tasks
 from opslake.ingest.connectors.base import Connector
 from opslake.ingest.connectors.registry import available
@@ -62,6 +64,19 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     found = {**available(), "fake": FakeConnector}
     monkeypatch.setattr(tasks, "available", lambda: found)
     FakeConnector.script = []
+
+
+@pytest.fixture
+def state_settings(
+    settings: Settings, database_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """``settings`` with the collection state on each backend (see conftest's database_url),
+    exported too for what reads the environment (the Dagster schedules)."""
+    if database_url:
+        monkeypatch.setenv("OPSLAKE_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("OPSLAKE_DATABASE_URL", raising=False)
+    return replace(settings, database_url=database_url)
 
 
 def _write(directory: Path, name: str, body: str) -> Path:
@@ -185,19 +200,71 @@ def test_connector_refusing_params_and_duplicate_names_are_errors(tmp_path: Path
 # --- state ------------------------------------------------------------------------------
 
 
-def test_enable_disable_persist_and_override_the_file(tmp_path: Path, settings: Settings) -> None:
-    task = _task(tmp_path)
+def test_enable_disable_persist_and_override_the_file(
+    tmp_path: Path, state_settings: Settings
+) -> None:
+    settings, task = state_settings, _task(tmp_path)
     assert not collect.is_enabled(task, collect.read_state(settings))
     collect.set_enabled(settings, [task.name], True)
     assert collect.is_enabled(task, collect.read_state(settings))
-    path = collect.state_path(settings)
-    assert path == settings.state_dir / "collection" / "state.json"
-    assert json.loads(path.read_text())["tasks"][task.name]["enabled"] is True
+    with collect.state_store(settings).connect() as conn:
+        [row] = conn.execute("SELECT name, doc FROM tasks").fetchall()
+    assert (row["name"], json.loads(row["doc"])) == (task.name, {"enabled": True})
     collect.set_enabled(settings, [task.name], False)
     assert not collect.is_enabled(task, collect.read_state(settings))
-    assert not list(path.parent.glob(".state-*"))  # no staged files left behind
     with pytest.raises(NotFoundError, match="no collection task named 'nope'"):
         collect.select([task], ["nope"])
+    # A block that raises changes nothing.
+    with pytest.raises(RuntimeError), collect.updating_state(settings) as state:
+        state["tasks"][task.name]["enabled"] = True
+        raise RuntimeError
+    assert not collect.is_enabled(task, collect.read_state(settings))
+
+
+def test_state_files_of_earlier_versions_are_imported_once(
+    tmp_path: Path, state_settings: Settings
+) -> None:
+    settings, task = state_settings, _task(tmp_path)
+    folder = settings.state_dir / "collection"
+    folder.mkdir(parents=True)
+    runs = [{"task": task.name, "ok": True, "finished": NOW.isoformat()}]
+    old = {"version": 1, "tasks": {task.name: {"enabled": True, "runs": runs}}}
+    (folder / "state.json").write_text(json.dumps(old))
+    (folder / "opslake-self.json").write_text('{"at": "2026-03-02T09:00:00+00:00"}')
+    assert collect.read_state(settings)["tasks"][task.name] == old["tasks"][task.name]
+    assert collect.read_cursor(settings, "opslake-self") == {"at": "2026-03-02T09:00:00+00:00"}
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "opslake-self.json.imported",
+        "state.json.imported",
+    ]
+    # Once: a file put back later does not overwrite what the store holds since.
+    collect.set_enabled(settings, [task.name], False)
+    (folder / "state.json").write_text(json.dumps(old))
+    assert not collect.is_enabled(task, collect.read_state(settings))
+    (folder / "state.json").write_text("{torn")
+    with pytest.raises(StorageError, match=r"state.json cannot be imported .*move it away"):
+        collect.read_state(settings)
+
+
+def _count(settings: Settings, times: int) -> None:
+    for _ in range(times):
+        with collect.updating_state(settings) as state:
+            entry = state["tasks"].setdefault("counter", {"n": 0})
+            entry["n"] += 1
+
+
+def test_concurrent_writers_lose_no_update(state_settings: Settings) -> None:
+    """Read-modify-writes of several processes (hosts, on PostgreSQL) are serialized."""
+    workers = [
+        multiprocessing.get_context("fork").Process(target=_count, args=(state_settings, 10))
+        for _ in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0] * 4
+    assert collect.read_state(state_settings)["tasks"]["counter"] == {"n": 40}
 
 
 # --- running ----------------------------------------------------------------------------
@@ -300,8 +367,9 @@ def test_peak_rss_is_measured_while_the_connector_runs(tmp_path: Path, settings:
 
 
 def test_breaker_trips_after_consecutive_failures(
-    tmp_path: Path, settings: Settings, landing: LandingZone
+    tmp_path: Path, state_settings: Settings, landing: LandingZone
 ) -> None:
+    settings = state_settings
     task = _task(tmp_path, limits="limits: {max_failures: 3}\n")
     FakeConnector.script = ["fail", "fail", "ok", "fail", "fail", "fail"]
     outcomes = []
@@ -357,8 +425,9 @@ def test_cron_is_derived_from_the_frequency() -> None:
 
 
 def test_schedules_skip_disabled_or_paused_tasks_and_the_job_runs(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, state_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    settings = state_settings
     task = _task(tmp_path, limits="limits: {max_bytes: 10}\n", params="{size: 100}")
     monkeypatch.setenv("OPSLAKE_TASKS_DIR", str(tmp_path / "tasks"))
     defs = build_defs([task])

@@ -23,16 +23,15 @@ exposition with millisecond timestamps into ``landing/prometheus`` (connector
 ``opslake-self/1``), so they reach bronze, silver ``metric_points`` and gold like any other
 metric; then the rules of ``config/alerting/self.yaml`` are evaluated on them
 (:mod:`opslake.alerting.selfwatch`). Counters are turned into per-run figures against the
-previous run's, kept in ``<state_dir>/collection/opslake-self.json``.
+previous run's, kept as the connector's cursor in the collection state
+(:func:`opslake.ingest.collect.read_cursor`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,7 +44,6 @@ from opslake.ingest.parsers.prometheus_text import canonical
 from opslake.ingest.tasks import load_tasks
 from opslake.lake.inventory import inventory
 from opslake.lake.landing import LandedBatch, LandingZone
-from opslake.lake.storage import write_file_atomic
 from opslake.settings import Settings
 
 JOB = "opslake-self"
@@ -80,8 +78,7 @@ class SelfWatch(Connector):
     def collect(self, landing: LandingZone, now: datetime) -> list[LandedBatch]:
         now = aware(now)
         settings = Settings.from_env()
-        path = settings.state_dir / "collection" / "opslake-self.json"
-        before = _read(path)
+        before = collect.read_cursor(settings, self.name)
         after: dict = {"at": now.isoformat()}
         samples: list[Sample] = []
         if self.api_url:
@@ -99,8 +96,7 @@ class SelfWatch(Connector):
             samples += _superset(self.superset_url)
         samples += _collection(settings, now)
         batch = self.land(landing, exposition(samples, now), now)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_file_atomic(path, json.dumps(after).encode())
+        collect.write_cursor(settings, self.name, after)
         alerts = selfwatch.evaluate(landing, selfwatch.load(settings.alerting_dir), samples, now)
         return [batch, *alerts]
 
@@ -256,10 +252,3 @@ def exposition(samples: Iterable[Sample], at: datetime) -> bytes:
         f"{s.metric}{canonical({**s.labels, 'job': JOB})} {float(s.value)!r} {ms}" for s in samples
     ]
     return ("\n".join(lines) + "\n").encode()
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}  # first run, or a state a crash left unreadable: start the deltas afresh
