@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from opslake.alerting import platform
 from opslake.errors import ConfigError, OpsLakeError, PipelineError, QualityBlocked
+from opslake.lake import shared_db
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import LAYERS
 from opslake.settings import Settings
-
-_DAGSTER_YAML = """\
-# Written by opslake: Dagster's instance for this lake (runs, materializations, schedules).
-telemetry:
-  enabled: false
-"""
-
 
 #: What one run of a job returns, in this process or on the cluster.
 RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
@@ -27,13 +24,69 @@ RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
 RunDay = Callable[[str, str, Sequence[dg.AssetKey] | None], RunResult]
 
 
-def instance(settings: Settings) -> dg.DagsterInstance:
-    """The persistent Dagster instance under ``settings.dagster_home`` (created on first use)."""
-    home = settings.dagster_home
+def dagster_url(settings: Settings, default: str | None = None) -> str | None:
+    """The database of Dagster's instance, as SQLAlchemy names it: ``OPSLAKE_POSTGRES_URL`` as
+    given (a database of Dagster's own), else schema ``dagster`` of ``OPSLAKE_DATABASE_URL``
+    (or of ``default``, the cluster's own PostgreSQL); None: SQLite under ``dagster_home``."""
+    if settings.postgres_url:
+        return shared_db.sqlalchemy_url(settings.postgres_url)
+    base = settings.database_url or default
+    return shared_db.schema_url(base, shared_db.DAGSTER) if base else None
+
+
+def prepare_database(settings: Settings, default: str | None = None) -> str | None:
+    """:func:`dagster_url`, its schema created first (Dagster creates its tables in it)."""
+    base = None if settings.postgres_url else settings.database_url or default
+    if base:
+        shared_db.create_schema(base, shared_db.DAGSTER)
+    return dagster_url(settings, default)
+
+
+def write_config(home: Path, storage: str | Mapping[str, str] | None, *, step_logs: bool) -> Path:
+    """Write ``home/dagster.yaml`` (0600) when it differs from what the settings ask for.
+
+    ``storage``: the instance's PostgreSQL URL, or ``{"env": NAME}`` for one each process reads
+    from its environment; None: SQLite files under ``home``. ``step_logs`` False: no captured
+    step output (the cluster's workers share no disk to keep it on). Rewritten, never kept,
+    when the settings changed: the instance follows ``OPSLAKE_DATABASE_URL``.
+    """
+    config: dict[str, object] = {}
+    if storage is not None:
+        config["storage"] = {"postgres": {"postgres_url": storage}}
+    if not step_logs:
+        config["compute_logs"] = {
+            "module": "dagster._core.storage.noop_compute_log_manager",
+            "class": "NoOpComputeLogManager",
+        }
+    config["telemetry"] = {"enabled": False}
+    where = (
+        "SQLite files beside this one"
+        if storage is None
+        else f"PostgreSQL, the URL from ${storage['env']} in each process"
+        if isinstance(storage, Mapping)
+        else "PostgreSQL at the URL below (this file is 0600 for it)"
+    )
+    text = (
+        "# Written by opslake from its settings (OPSLAKE_DATABASE_URL, OPSLAKE_POSTGRES_URL) each\n"
+        "# time the instance is opened: change those, not this file. Dagster's instance (runs,\n"
+        f"# event log, schedules) in {where}.\n" + yaml.safe_dump(config, sort_keys=False)
+    )
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(_DAGSTER_YAML)
+    path = home / "dagster.yaml"
+    if not path.exists() or path.read_text() != text:
+        # A file of its own (0600) renamed over the old: a reader never sees half of it.
+        fd, staged = tempfile.mkstemp(prefix=".dagster.yaml.", dir=home)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(staged, path)
+    return path
+
+
+def instance(settings: Settings) -> dg.DagsterInstance:
+    """The persistent Dagster instance under ``settings.dagster_home``: its runs in SQLite
+    there, or in PostgreSQL (:func:`dagster_url`); its dagster.yaml follows the settings."""
+    home = settings.dagster_home
+    write_config(home, prepare_database(settings), step_logs=True)
     os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 

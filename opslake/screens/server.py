@@ -26,6 +26,7 @@ import httpx
 import psutil
 
 from opslake.errors import ConfigError, NotFoundError, SupersetError
+from opslake.lake import shared_db
 from opslake.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +56,9 @@ class SupersetConfig:
     port: int = 8088
     #: SQLAlchemy URI of Superset's metadata database; None: SQLite under ``state``.
     metadata_uri: str | None = field(default=None, repr=False)
+    #: The schema of ``metadata_uri`` to create before Superset makes its tables there (the
+    #: installation's database, ``OPSLAKE_DATABASE_URL``); None: the URI's database as is.
+    metadata_schema: str | None = None
     admin_username: str = "admin"
     #: None: generated once and kept in ``state/admin-password``.
     admin_password: str | None = field(default=None, repr=False)
@@ -72,6 +76,9 @@ class SupersetConfig:
         """``settings``' Superset (``OPSLAKE_SUPERSET_*``) over its state dir, warehouse and
         time zone; ``environ``, where given, stands for the environment those are read from."""
         given = settings.or_from(environ)
+        # Unless told otherwise, the metadata joins the installation's database, a schema of
+        # its own (as Dagster's instance and OpsLake's own stores do).
+        shared = given.database_url if given.superset_database_uri is None else None
         return cls(
             venv=given.superset_venv,
             state=settings.state_dir / "superset",
@@ -79,7 +86,10 @@ class SupersetConfig:
             timezone=settings.timezone,
             host=given.superset_host,
             port=given.superset_port,
-            metadata_uri=given.superset_database_uri,
+            metadata_uri=shared_db.schema_url(shared, shared_db.SUPERSET)
+            if shared
+            else given.superset_database_uri,
+            metadata_schema=shared_db.SUPERSET if shared else None,
             admin_username=given.superset_admin_user,
             admin_password=given.superset_admin_password,
             workers=given.superset_workers,
@@ -365,6 +375,20 @@ def wait_healthy(
         time.sleep(0.5)
 
 
+def prepare(config: SupersetConfig, say: Callable[[str], None] = print) -> None:
+    """Write ``superset_config.py`` and bring the metadata database up to this Superset
+    (``db upgrade``, the admin, ``init``: once per version and database); starts no server."""
+    config.state.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.state, 0o700)
+    text = _config_text(config)
+    fd = os.open(config.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    if config.metadata_uri and config.metadata_schema:
+        shared_db.create_schema(config.metadata_uri, config.metadata_schema)
+    _bootstrap(config, say)
+
+
 def start_server(config: SupersetConfig, say: Callable[[str], None] = print) -> int:
     """Bootstrap once, then start gunicorn in its own session; returns the master's PID.
 
@@ -397,13 +421,7 @@ def start_server(config: SupersetConfig, say: Callable[[str], None] = print) -> 
             f"{config.host}:{config.port} is already in use; stop what listens "
             "there or set OPSLAKE_SUPERSET_PORT"
         )
-    config.state.mkdir(parents=True, exist_ok=True)
-    os.chmod(config.state, 0o700)
-    text = _config_text(config)
-    fd = os.open(config.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    _bootstrap(config, say)
+    prepare(config, say)
     gunicorn = config.venv / "bin" / "gunicorn"
     cmd = [
         str(gunicorn),
