@@ -105,33 +105,42 @@ class Quotas(IdentityState):
         """Take one of ``holder``'s requests for today in the store itself, atomically for every
         process and host sharing it; returns the day taken from. Raises QuotaExceeded.
 
-        One conditional ``UPDATE … WHERE used < quota`` per request: the row lock makes it a
+        One conditional ``UPDATE … WHERE used < quota`` per request: the row's lock makes it a
         compare-and-add across hosts (what the in-memory meter cannot be)."""
         day = self.today()
         table, column = _USAGE_TABLES[holder.kind]
-        with self.db.connect() as conn:
+        if holder.kind == "key":
+            limit, limit_params = (
+                "(SELECT quota_per_day FROM api_keys WHERE key_id = ?)",
+                (holder.name,),
+            )
+        else:
+            limit, limit_params = "?", (self.session_quota,)
+        take = (
+            "UPDATE quota_use SET used = used + 1 WHERE kind = ? AND holder = ? AND day = ? "
+            f"AND used < {limit} RETURNING used"
+        )
+        params = (holder.kind, holder.name, day, *limit_params)
+        with self.db.counter() as conn:
+            if conn.execute(take, params).fetchone():
+                return day
+            # The holder's first request of the day (or none left): start from what it used.
             quota = self._quota(conn, holder)
-            # A holder's first request of the day starts from what it already used.
             conn.execute(
                 "INSERT INTO quota_use (kind, holder, day, used) "
                 f"SELECT ?, ?, ?, COALESCE(SUM(requests), 0) FROM {table} "
                 f"WHERE {column} = ? AND day = ? ON CONFLICT DO NOTHING",
                 (holder.kind, holder.name, day, holder.name, day),
             )
-            taken = conn.execute(
-                "UPDATE quota_use SET used = used + 1 "
-                "WHERE kind = ? AND holder = ? AND day = ? AND used < ? RETURNING used",
-                (holder.kind, holder.name, day, quota),
-            ).fetchone()
-        if taken is None:
-            raise self.quota_exceeded(holder, quota)
-        return day
+            if conn.execute(take, params).fetchone():
+                return day
+        raise self.quota_exceeded(holder, quota)
 
     def release_quota(self, units: Mapping[tuple[Holder, str], int]) -> None:
         """Give back units taken by :meth:`reserve_quota` (requests refunded), in one go."""
         if not units:
             return
-        with self.db.tx() as conn:
+        with self.db.counter() as conn:
             conn.executemany(
                 "UPDATE quota_use SET used = CASE WHEN used > ? THEN used - ? ELSE 0 END "
                 "WHERE kind = ? AND holder = ? AND day = ?",
