@@ -11,7 +11,9 @@ operations network, to an address its owner chose. Unchecked, any role holding
   ``10.20.0.0/16:8443``, ``[fd00:12::/64]:8443``);
 - entries come from ``Settings.egress_file`` (``config/egress.yaml``, key ``allow``;
   ``OPSLAKE_EGRESS_FILE`` moves it) and from ``POST /v1/admin/egress``, which keeps them in
-  ``state_dir/egress.json``; both are read at every check, so a change applies at once;
+  the state store (``state_dir/egress.db``, or schema ``egress`` of ``OPSLAKE_DATABASE_URL``,
+  shared by every API host; an ``egress.json`` of earlier versions is imported once); both
+  are read at every check, so a change applies at once;
 - every address the host resolves to (``socket.getaddrinfo``) must pass, judged with the
   standard library's :mod:`ipaddress`. An internal address (loopback, link-local with the
   169.254.169.254 metadata service, private, CGNAT 100.64/10, unspecified, multicast,
@@ -30,22 +32,21 @@ elsewhere in between (DNS rebinding) cannot move it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import ipaddress
 import json
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import httpx
 import yaml
 
 from opslake.errors import ConfigError, EgressRefused, InputError, NotFoundError
-from opslake.lake.storage import write_file_atomic
+from opslake.lake.state_db import PostgresStateDB, StateDB, open_store
 from opslake.settings import Settings
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,8 +54,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: ``(host, port)`` → every address the host resolves to, as text.
 Resolver = Callable[[str, int], list[str]]
 
-STATE_FILE = "egress.json"
-LOCK_FILE = "egress.lock"
+#: Where earlier versions kept the API's entries (imported into the store once).
+LEGACY_FILE = "egress.json"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS allowed (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL UNIQUE, added_by TEXT NOT NULL,
+    added_at TEXT NOT NULL, note TEXT NOT NULL DEFAULT '');
+"""
 SCHEMES = {"http": 80, "https": 443}
 #: Names that reach a cloud's instance metadata (and its credentials) from inside a VM.
 METADATA_NAMES = frozenset(
@@ -254,16 +260,53 @@ class EgressPolicy:
     """The allow-list (the config file's entries and the admin API's) and the check."""
 
     def __init__(
-        self, state_dir: Path, config_file: Path | None = None, *, resolve: Resolver = resolve_host
+        self,
+        state_dir: Path,
+        config_file: Path | None = None,
+        *,
+        resolve: Resolver = resolve_host,
+        database_url: str | None = None,
     ) -> None:
-        self.state_path = Path(state_dir) / STATE_FILE
+        self.state_dir = Path(state_dir)
         self.config_file = config_file
         self.resolve = resolve
+        self._database_url = database_url
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EgressPolicy:
-        """The policy of ``settings``: its egress file and its state dir."""
-        return cls(settings.state_dir, settings.egress_file)
+        """The policy of ``settings``: its egress file and its state store."""
+        return cls(settings.state_dir, settings.egress_file, database_url=settings.database_url)
+
+    @cached_property
+    def db(self) -> StateDB | PostgresStateDB:
+        """The store of the API's entries, opened on first use (a check may never need it)."""
+        db = open_store(
+            self.state_dir, self._database_url, "egress.db", "egress", _SCHEMA, "the egress list"
+        )
+        legacy = self.state_dir / LEGACY_FILE
+        if legacy.exists():
+            self._import(db, legacy)
+        return db
+
+    @staticmethod
+    def _import(db: StateDB | PostgresStateDB, legacy: Path) -> None:
+        """Move an earlier version's ``egress.json`` into the store, once."""
+        try:
+            rows = json.loads(legacy.read_text(encoding="utf-8"))["allow"]
+            for row in rows:
+                Entry.parse(row["entry"])
+        except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
+            raise ConfigError(
+                f"{legacy} is damaged ({exc}); restore it from a backup, or delete it and "
+                "add the entries again with POST /v1/admin/egress"
+            ) from exc
+        with db.tx() as conn:
+            conn.executemany(
+                "INSERT INTO allowed (entry, added_by, added_at, note) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(r["entry"], r["added_by"], r["added_at"], r.get("note", "")) for r in rows],
+            )
+        legacy.rename(legacy.with_name(LEGACY_FILE + ".imported"))
 
     # the entries
 
@@ -293,19 +336,13 @@ class EgressPolicy:
             raise ConfigError(f"{self.config_file}: {exc}") from exc
 
     def _added(self) -> list[dict[str, str]]:
-        if not self.state_path.exists():
-            return []
-        try:
-            rows = json.loads(self.state_path.read_text(encoding="utf-8"))["allow"]
-            for row in rows:
-                Entry.parse(row["entry"])
-        except (OSError, ValueError, KeyError, TypeError, InputError) as exc:
-            raise ConfigError(
-                f"{self.state_path} is damaged ({exc}); restore it from a "
-                "backup, or delete it and add the entries again with POST "
-                "/v1/admin/egress"
-            ) from exc
-        return rows
+        with self.db.connect() as conn:
+            return [
+                dict(row)
+                for row in conn.execute(
+                    "SELECT entry, added_by, added_at, note FROM allowed ORDER BY seq"
+                ).fetchall()
+            ]
 
     def listed(self) -> list[dict[str, str]]:
         """Every entry with its origin: ``config`` (the file) or ``api`` (who added it, when)."""
@@ -318,52 +355,43 @@ class EgressPolicy:
         """Every entry, parsed."""
         return [*self._configured(), *(Entry.parse(row["entry"]) for row in self._added())]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One change at a time across threads and processes (service, CLI)."""
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.state_path.with_name(LOCK_FILE), "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-
-    def _write(self, rows: list[dict[str, str]]) -> None:
-        write_file_atomic(
-            self.state_path, json.dumps({"allow": rows}, ensure_ascii=False, indent=1).encode()
-        )
-
     def add(self, text: str, by: str, note: str = "") -> tuple[dict[str, str], bool]:
         """Allow-list ``text`` in the state dir; its row, and False when already listed."""
         entry = Entry.parse(text)
-        with self._locked():
-            found = next((r for r in self.listed() if r["entry"] == entry.text), None)
-            if found is not None:
-                return found, False
-            row = {
-                "entry": entry.text,
-                "added_by": by,
-                "added_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "note": note,
-            }
-            self._write([*self._added(), row])
+        found = next((r for r in self.listed() if r["entry"] == entry.text), None)
+        if found is not None:
+            return found, False
+        row = {
+            "entry": entry.text,
+            "added_by": by,
+            "added_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "note": note,
+        }
+        with self.db.tx() as conn:
+            added = conn.execute(
+                "INSERT INTO allowed (entry, added_by, added_at, note) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                tuple(row.values()),
+            ).rowcount
+        if not added:  # another host added it a moment ago
+            return next(r for r in self.listed() if r["entry"] == entry.text), False
         return {**row, "origin": "api"}, True
 
     def remove(self, text: str) -> str:
         """Take an entry added through the API off the list; its text as listed."""
         entry = Entry.parse(text)
-        with self._locked():
-            rows = self._added()
-            kept = [r for r in rows if r["entry"] != entry.text]
-            if len(kept) == len(rows):
-                if entry in self._configured():
-                    raise ConfigError(
-                        f"{entry.text} is listed in {self.config_file}; remove "
-                        "it from that file (it is read at every check)"
-                    )
-                raise NotFoundError(
-                    f"{entry.text} is not allow-listed through the API; list "
-                    "the entries with GET /v1/admin/egress"
+        with self.db.tx() as conn:
+            removed = conn.execute("DELETE FROM allowed WHERE entry = ?", (entry.text,)).rowcount
+        if not removed:
+            if entry in self._configured():
+                raise ConfigError(
+                    f"{entry.text} is listed in {self.config_file}; remove "
+                    "it from that file (it is read at every check)"
                 )
-            self._write(kept)
+            raise NotFoundError(
+                f"{entry.text} is not allow-listed through the API; list "
+                "the entries with GET /v1/admin/egress"
+            )
         return entry.text
 
     # the check

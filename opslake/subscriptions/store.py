@@ -74,7 +74,7 @@ class SubscriptionStore:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILE
         self._protect, self._unprotect = protect, unprotect
-        self.egress = egress or EgressPolicy(self.state_dir)
+        self.egress = egress or EgressPolicy(self.state_dir, database_url=database_url)
         #: The store itself (SQLite file or a PostgreSQL schema).
         self.db = open_store(
             self.state_dir,

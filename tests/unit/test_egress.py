@@ -266,8 +266,12 @@ def test_entries_parse_to_one_canonical_form_and_bad_ones_say_the_forms() -> Non
             Entry.parse(bad)
 
 
-def test_api_entries_are_kept_in_the_state_dir_beside_the_file_entries(tmp_path: Path) -> None:
-    policy = _policy(tmp_path, "hooks.example.com")
+def test_api_entries_are_kept_in_the_state_store_beside_the_file_entries(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    config = tmp_path / "egress.yaml"
+    config.write_text(json.dumps({"allow": ["hooks.example.com"]}))
+    policy = EgressPolicy(tmp_path / "state", config, database_url=database_url)
     row, added = policy.add("10.20.0.0/16", by="root", note="ITSM")
     assert added and row["origin"] == "api" and row["added_by"] == "root"
     assert policy.add("10.20.1.1/16", by="root") == (row, False)  # the same network
@@ -276,16 +280,32 @@ def test_api_entries_are_kept_in_the_state_dir_beside_the_file_entries(tmp_path:
         ("hooks.example.com", "config"),
         ("10.20.0.0/16", "api"),
     ]
-    assert json.loads(policy.state_path.read_text())["allow"][0]["note"] == "ITSM"
-    assert not list(policy.state_path.parent.glob(".state-*"))  # no temporary left behind
-    # A new policy object (another process) sees the same entries.
-    assert EgressPolicy(tmp_path / "state").entries() == [Entry.parse("10.20.0.0/16")]
+    with policy.db.connect() as conn:
+        assert conn.execute("SELECT note FROM allowed").fetchone()[0] == "ITSM"
+    # A new policy object (another process, another host on the database) sees them.
+    elsewhere = EgressPolicy(tmp_path / "elsewhere", database_url=database_url)
+    expected = [Entry.parse("10.20.0.0/16")]
+    assert (elsewhere.entries() == expected) == (database_url is not None)
+    assert EgressPolicy(tmp_path / "state", database_url=database_url).entries() == expected
     with pytest.raises(ConfigError, match="remove it from that file"):
         policy.remove("hooks.example.com")
     with pytest.raises(NotFoundError, match="GET /v1/admin/egress"):
         policy.remove("10.30.0.0/16")
     assert policy.remove("10.20.0.0/16") == "10.20.0.0/16"
     assert [r["origin"] for r in policy.listed()] == ["config"]
+
+
+def test_an_egress_json_of_earlier_versions_is_imported_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    row = {"entry": "10.20.0.0/16", "added_by": "root", "added_at": "2026-01-02T03:04:05+00:00"}
+    (state / "egress.json").write_text(json.dumps({"allow": [{**row, "note": "ITSM"}]}))
+    assert EgressPolicy(state).listed() == [{**row, "note": "ITSM", "origin": "api"}]
+    assert not (state / "egress.json").exists() and (state / "egress.json.imported").exists()
+    assert EgressPolicy(state).entries() == [Entry.parse("10.20.0.0/16")]  # kept in the store
+    (state / "egress.json").write_text('{"allow": [{"entry": "not an entry"}]}')
+    with pytest.raises(ConfigError, match="egress.json is damaged"):
+        EgressPolicy(state).entries()
 
 
 def test_a_bad_egress_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
