@@ -38,7 +38,7 @@ def landing(settings: Settings, lake: Lake) -> LandingZone:
 
 
 #: The schemas the state stores keep in a PostgreSQL database (one per store).
-STATE_SCHEMAS = ("identity", "subscriptions", "workbench", "collection", "handling")
+STATE_SCHEMAS = ("identity", "subscriptions", "workbench", "egress", "collection", "handling")
 
 
 @pytest.fixture(scope="session")
