@@ -37,6 +37,7 @@ import pyarrow.fs as pafs
 
 from opslake.crypto import KEY_ENV, data_key
 from opslake.errors import ClusterError, ConfigError
+from opslake.orchestration import runner
 from opslake.orchestration.dask_steps import TASK_PREFIX, cluster_job
 from opslake.settings import Settings
 
@@ -58,22 +59,6 @@ ALLOWED_FAILURES = 3
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 20.0
 INSTALL_HINT = "run `bash infra/install-services.sh` (as root) to install PostgreSQL"
-
-_DAGSTER_YAML = f"""\
-# Written by opslake (opslake/orchestration/cluster.py) at every cluster run: the cluster's
-# Dagster instance. Runs, event log and schedules live in PostgreSQL; the URL (with its
-# password) comes from ${PG_URL_ENV} in each process, never from this file.
-storage:
-  postgres:
-    postgres_url:
-      env: {PG_URL_ENV}
-# Workers share no disk: step logs stay in each worker's own log, not in a shared directory.
-compute_logs:
-  module: dagster._core.storage.noop_compute_log_manager
-  class: NoOpComputeLogManager
-telemetry:
-  enabled: false
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,14 +141,9 @@ class Cluster:
         )
 
     def postgres_url(self) -> str:
-        """The Dagster instance's database, as SQLAlchemy names it with the psycopg2 driver."""
-        # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3, which is not installed.
-        scheme, sep, rest = self.database_url().partition("://")
-        return (
-            f"postgresql+psycopg2{sep}{rest}"
-            if scheme in ("postgres", "postgresql")
-            else (self.database_url())
-        )
+        """The Dagster instance's database, as SQLAlchemy names it: schema ``dagster`` of the
+        relational store (:func:`runner.dagster_url`), or ``OPSLAKE_POSTGRES_URL`` as given."""
+        return runner.dagster_url(self.settings, self.database_url()) or ""
 
     def up_database(self, say: Callable[[str], None] = print) -> str:
         """Start only the cluster's own PostgreSQL (idempotent); returns its URL."""
@@ -703,13 +683,15 @@ class Cluster:
     def instance_home(self) -> Path:
         """The directory of the cluster instance's dagster.yaml (its ``DAGSTER_HOME``)."""
         home = _mkdir(self.dir / "dagster")
-        (home / "dagster.yaml").write_text(_DAGSTER_YAML)
+        # The URL (with its password) comes from ${PG_URL_ENV} in each process (this one,
+        # every worker), never from the file; workers share no disk to keep step output on.
+        runner.write_config(home, {"env": PG_URL_ENV}, step_logs=False)
         return home
 
     def instance(self) -> dg.DagsterInstance:
         """The cluster's Dagster instance (PostgreSQL), its dagster.yaml under the cluster dir."""
         home = self.instance_home()
-        os.environ[PG_URL_ENV] = self.postgres_url()
+        os.environ[PG_URL_ENV] = runner.prepare_database(self.settings, self.database_url()) or ""
         return dg.DagsterInstance.from_config(str(home))
 
 
