@@ -4,8 +4,12 @@ Who did what and when is kept append-only in the lake, as one more landing sourc
 (``incident_actions``): each action is one landed batch (a JSON object), durable and
 checksummed like every landed batch, never rewritten. Its batch id is the event id,
 ``<incident id>.<seq>`` (the incident's n-th action), so two people acting on one incident
-at the same moment cannot both land the same step: writers on one host take a lock in the state
-directory, and a writer elsewhere that lands an id already taken gets a clear conflict. The
+at the same moment cannot both land the same step: a writer checks and lands its action inside
+a write transaction of the handling store (the SQLite file ``<state_dir>/handling.db``, or
+schema ``handling`` of ``OPSLAKE_DATABASE_URL``, which every API host shares), where it takes
+its step in an append-only table keyed by (incident, seq). Writers of one store are serialized
+there, so the second sees the first's action; one whose view of the lake missed a step, or
+that lands an id already in the lake, gets a clear conflict. The lake stays the record: the
 daily pipeline carries the events into ``silver/incident_actions`` and folds them onto each
 incident in ``gold/incident_state``; readers that must see an action at once (the API, the
 CLI) read silver plus the landed batches silver does not hold yet (:class:`HandlingLog`).
@@ -24,16 +28,14 @@ The handling status is separate from the alert status of the incident (``firing`
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import re
-import threading
 import unicodedata
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow as pa
@@ -46,6 +48,7 @@ from opslake.ingest.parsers import ParseResult, Reject
 from opslake.kpi.service_levels import HANDLED_SCHEMA
 from opslake.lake.landing import LandedBatch, LandingZone
 from opslake.lake.schemas import TS
+from opslake.lake.state_db import PostgresStateDB, StateDB, open_store
 from opslake.lake.storage import Lake
 from opslake.security.identity import IdentityStore
 from opslake.security.roles import ROLES, Principal
@@ -65,6 +68,13 @@ COMMENT_SCOPE = "incidents:comment"
 HANDLE_SCOPE = "incidents:handle"
 MAX_COMMENT = 4000
 INCIDENT_ID = re.compile(r"^INC-[0-9a-f]{12}$")
+DB_FILE = "handling.db"
+#: The steps taken: one row per landed event id, never updated or deleted.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS steps (
+    incident_id TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+    actor TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (incident_id, seq));
+"""
 
 #: One handling event (bronze and silver ``incident_actions``).
 ACTIONS_SCHEMA = pa.schema(
@@ -467,33 +477,32 @@ def handled_incidents(lake: Lake, states: Mapping[str, HandlingState]) -> pa.Tab
 class HandlingLog:
     """The handling events of the lake: recorded through landing, read as of now.
 
-    ``lock``: a file whose exclusive flock writers hold while they check and land an action,
-    so the service and the CLI on one host never land the same step twice (without it, only
-    this process's writers are serialised).
+    Writers take their steps in the handling store of ``settings`` (its ``state_dir`` or
+    ``database_url``; the environment's settings when not given); readers need only the lake.
     """
 
-    _lock = threading.Lock()
-
-    def __init__(self, zone: LandingZone, lock: Path | None = None) -> None:
+    def __init__(self, zone: LandingZone, settings: Settings | None = None) -> None:
         self.zone = zone
-        self.lock = lock
+        self.settings = settings
 
     @classmethod
     def from_settings(cls, settings: Settings, zone: LandingZone | None = None) -> HandlingLog:
-        """The log of ``settings``' lake, locked through its state directory."""
-        return cls(
-            zone or LandingZone.from_settings(settings), settings.state_dir / "handling.lock"
-        )
+        """The log of ``settings``' lake, its steps in their handling store."""
+        return cls(zone or LandingZone.from_settings(settings), settings)
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """This process's lock, then the host's (the flock goes with the file's closing)."""
-        if self.lock:
-            self.lock.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.lock, "a") if self.lock else contextlib.nullcontext() as fh:
-            if fh is not None:
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            yield
+    @cached_property
+    def steps(self) -> StateDB | PostgresStateDB:
+        """The store of taken steps, opened by the first action."""
+        settings = self.settings or Settings.from_env()
+        return open_store(
+            settings.state_dir,
+            settings.database_url,
+            DB_FILE,
+            "handling",
+            _SCHEMA,
+            "the handling store",
+            append_only={"steps": "the handling steps taken"},
+        )
 
     @property
     def lake(self) -> Lake:
@@ -572,7 +581,7 @@ class HandlingLog:
             )
         if not actor or not actor.strip():
             raise ConfigError("say who acts (a user name)")
-        with self._writing():
+        with self.steps.tx() as conn:
             past = self.events([incident_id])
             state = fold(past).get(incident_id, HandlingState(incident_id))
             check(
@@ -599,6 +608,17 @@ class HandlingLog:
                 severity=severity if action == "severity" else None,
                 comment=comment,
             )
+            conflict = HandlingError(
+                f"another action on {incident_id} was recorded at the same moment; read its "
+                "history and try again"
+            )
+            # The key makes the step this writer's alone, on every host sharing the store.
+            if not conn.execute(
+                "INSERT INTO steps (incident_id, seq, event_id, actor, at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (incident_id, seq) DO NOTHING",
+                (incident_id, seq, event.event_id, event.actor, when.isoformat()),
+            ).rowcount:
+                raise conflict
             landed = self.zone.write(
                 SOURCE,
                 json.dumps(event.as_dict(), ensure_ascii=False, sort_keys=True).encode(),
@@ -608,9 +628,6 @@ class HandlingLog:
                 connector=CONNECTOR,
                 sender=actor.strip()[:128],
             )
-            if landed.duplicate:
-                raise HandlingError(
-                    f"another action on {incident_id} was recorded at the "
-                    "same moment; read its history and try again"
-                )
+            if landed.duplicate:  # landed by a writer of another store: the lake decides
+                raise conflict
         return event, apply(state, event)

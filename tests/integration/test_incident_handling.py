@@ -10,8 +10,11 @@ incident's MTTA/MTTR come from these events.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -215,6 +218,47 @@ def test_cli_handles_as_a_named_user(handling: Handling, monkeypatch) -> None:
         ("opslake alerts comment", "hd_other", NotFoundError.exit_code),
         ("opslake alerts reopen", "hd_own", Forbidden.exit_code),
     }
+
+
+def test_two_api_hosts_on_one_database_take_each_step_once(
+    handling: Handling, database_url: str | None, tmp_path: Path
+) -> None:
+    """Two data services over the one lake take comments on one incident at once: on
+    PostgreSQL each with a state directory of its own (two hosts sharing
+    OPSLAKE_DATABASE_URL), on SQLite both over the estate's (two processes of one host)."""
+    h = handling
+    hosts = [h.settings, h.settings]
+    if database_url:
+        hosts = [
+            replace(h.settings, state_dir=tmp_path / f"host{i}", database_url=database_url)
+            for i in range(2)
+        ]
+        for host in hosts:  # the hosts share the data key and serve one warehouse
+            shutil.copytree(h.settings.state_dir / "keys", host.state_dir / "keys")
+            host.warehouse_path.symlink_to(h.settings.warehouse_path)
+    store = IdentityStore.sealed(hosts[0])
+    store.add_user("hd_two", "ops_engineer", PASSWORD)
+    key = store.create_key("hd_two", quota_per_day=100_000)[1]
+    clients = [TestClient(create_app(host)) for host in hosts]
+    incident = next(
+        r["incident_id"]
+        for r in Lake.from_settings(h.settings).read_table("gold", "incidents").to_pylist()
+        if r["incident_id"] != h.incident and r["departments"]
+    )
+    before = len(HandlingLog(LandingZone.from_settings(h.settings)).events([incident]))
+
+    def comment(n: int) -> int:
+        return (
+            clients[n % 2]
+            .post(f"/v1/incidents/{incident}/comment", json={"text": f"#{n}"}, headers=bearer(key))
+            .status_code
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(comment, range(8))) == [200] * 8
+    events = HandlingLog(LandingZone.from_settings(h.settings)).events([incident])
+    assert sorted(e.seq for e in events) == list(range(1, before + 9))
+    assert sorted(e.comment for e in events[before:]) == [f"#{n}" for n in range(8)]
 
 
 def test_the_pipeline_carries_the_actions_into_silver_and_gold(handling: Handling) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sqlite3
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
+import psycopg2
 import pyarrow as pa
 import pytest
 
@@ -13,7 +19,6 @@ from opslake.errors import HandlingError
 from opslake.kpi.service_levels import HANDLED_SCHEMA, service_levels
 from opslake.lake.landing import LandingZone
 from opslake.lake.schemas import TICKETS
-from opslake.lake.storage import Lake
 from opslake.settings import Settings
 
 INC = "INC-0123456789ab"
@@ -99,9 +104,16 @@ def test_allowed_transitions() -> None:
         )
 
 
-def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
-    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp_path)}))
-    log = HandlingLog(LandingZone(lake))
+@pytest.fixture
+def own(tmp_path: Path, database_url: str | None) -> Settings:
+    """A lake under ``tmp_path``, the handling store on each backend (conftest's
+    database_url)."""
+    home = Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "lake")})
+    return replace(home, state_dir=tmp_path / "state", database_url=database_url)
+
+
+def test_log_lands_append_only_and_reads_at_once(own: Settings) -> None:
+    log = HandlingLog.from_settings(own)
     event, state = log.record(INC, "acknowledge", "alice", via="cli:root@host", at=T0)
     assert (event.event_id, state.handling_status) == (f"{INC}.000001", "acknowledged")
     log.record(INC, "comment", "bob", via="api:session", comment="告警已确认", at=T0)
@@ -112,21 +124,61 @@ def test_log_lands_append_only_and_reads_at_once(tmp_path) -> None:
         (1, "acknowledge", "alice"),
         (2, "comment", "bob"),
     ]
-    zone = LandingZone(lake)
+    zone = LandingZone.from_settings(own)
     batches = zone.batches(handling.SOURCE, "2026-03-02")
     assert [b.batch_id for b in batches] == [f"{INC}.000001", f"{INC}.000002"]
     parsed = handling.parse(zone.read(batches[1]), batches[1])
     assert parsed.rejects == [] and parsed.table.column("comment").to_pylist() == ["告警已确认"]
     assert handling.parse(b"{not json", batches[0]).rejects[0].reason.startswith("not a")
     assert log.states()[INC].comments == 1
-    # A writer that read before another landed its step is refused, never overwrites it.
+    # The steps taken are kept, append-only, in the store.
+    with log.steps.connect() as conn:
+        taken = conn.execute("SELECT event_id, actor FROM steps ORDER BY seq").fetchall()
+        assert [tuple(r) for r in taken] == [(f"{INC}.000001", "alice"), (f"{INC}.000002", "bob")]
+        with pytest.raises((sqlite3.DatabaseError, psycopg2.Error), match="append-only"):
+            conn.execute("DELETE FROM steps")
+    # A writer that read before another landed its step is refused, never overwrites it: by
+    # the store it shares with the first (any host, on PostgreSQL), else by the lake.
     other = "INC-00000000000f"
     log.record(other, "acknowledge", "alice", via="api:session")
-    stale = HandlingLog(zone)
-    stale.events = lambda _ids=None: []  # type: ignore[method-assign]
-    with pytest.raises(HandlingError, match="at the same moment"):
-        stale.record(other, "acknowledge", "carol", via="api:session")
+    for stale in (
+        HandlingLog.from_settings(own),
+        HandlingLog.from_settings(
+            replace(own, state_dir=own.state_dir / "elsewhere", database_url=None)
+        ),
+    ):
+        stale.events = lambda _ids=None: []  # type: ignore[method-assign]
+        with pytest.raises(HandlingError, match="at the same moment"):
+            stale.record(other, "acknowledge", "carol", via="api:session")
     assert log.state(other).acknowledged_by == "alice"
+    assert [e.seq for e in log.events([other])] == [1]
+
+
+def _comment(settings: Settings, times: int) -> None:
+    log = HandlingLog.from_settings(settings)
+    for i in range(times):
+        log.record(INC, "comment", "alice", via="test", comment=f"{os.getpid()} {i}")
+
+
+def test_writers_in_several_processes_take_each_step_once(own: Settings) -> None:
+    """Three processes comment at once: on SQLite sharing one state directory (one host), on
+    PostgreSQL each with its own (three hosts sharing the database)."""
+    hosts = [
+        replace(own, state_dir=own.state_dir / f"host{i}") if own.database_url else own
+        for i in range(3)
+    ]
+    workers = [
+        multiprocessing.get_context("fork").Process(target=_comment, args=(host, 4))
+        for host in hosts
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    events = HandlingLog.from_settings(own).events([INC])
+    assert sorted(e.seq for e in events) == list(range(1, 13))
+    assert len({e.comment for e in events}) == 12
 
 
 def _ticket(
@@ -188,8 +240,8 @@ def test_mtta_mttr_use_handling_events_when_present() -> None:
 
 
 def test_a_landed_object_that_is_no_event_is_left_out_and_quarantined(tmp_path, caplog) -> None:
-    lake = Lake.from_settings(Settings.from_env({"OPSLAKE_HOME": str(tmp_path)}))
-    zone = LandingZone(lake)
+    settings = Settings.from_env({"OPSLAKE_HOME": str(tmp_path)})
+    zone = LandingZone.from_settings(settings)
     bad = zone.write(
         handling.SOURCE,
         b'{"action": "acknowledge"}',
@@ -197,6 +249,6 @@ def test_a_landed_object_that_is_no_event_is_left_out_and_quarantined(tmp_path, 
         batch_id=f"{INC}.000001",
         received_at=T0,
     )
-    log = HandlingLog(zone)
+    log = HandlingLog.from_settings(settings, zone)
     assert log.events() == [] and "not readable" in caplog.text
     assert "not a handling event" in handling.parse(zone.read(bad), bad).rejects[0].reason
