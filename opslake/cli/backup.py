@@ -87,9 +87,12 @@ def create(
                 "bytes": made.size,
                 "lake": made.lake,
                 "lake_objects": made.lake_objects,
+                "not_included": made.warning,
             }
         )
     )
+    if made.warning:
+        typer.echo(f"warning: {made.warning}", err=True)
 
 
 @app.command("verify")

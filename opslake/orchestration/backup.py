@@ -30,6 +30,8 @@ def backup_installation(context: dg.OpExecutionContext, lake: LakeResource) -> N
             allow_retries=False,
         )
     made, removed = backup.scheduled(settings, passphrase)
+    if made.warning:
+        context.log.warning(made.warning)
     context.log.info(
         f"wrote {made.path} ({made.entries} entries, {made.size:,} bytes, lake "
         f"{made.lake}); removed {len(removed)} older backup(s)"

@@ -51,6 +51,7 @@ from argon2.low_level import ARGON2_VERSION, Type, hash_secret_raw
 
 from opslake.crypto import data_key, hmac_sm3, key_file
 from opslake.errors import BackupError, OpsLakeError
+from opslake.lake.state_db import redacted
 from opslake.lake.storage import STAGING, Lake
 from opslake.security.audit import canonical
 from opslake.security.crypto import FieldCipher
@@ -101,6 +102,20 @@ class Created:
     size: int
     lake: LakeMode
     lake_objects: int
+    #: The database the state stores live in (password hidden), which the archive does not
+    #: hold: it must be backed up with the database's own tools. None on SQLite.
+    database: str | None = None
+
+    @property
+    def warning(self) -> str | None:
+        """What an operator must be told this archive lacks, if anything."""
+        if self.database is None:
+            return None
+        return (
+            f"the state stores (identity, subscriptions, Dagster, Superset…) are in {self.database}"
+            " (OPSLAKE_DATABASE_URL), not in this archive: back that database up with pg_dump "
+            "or the database's own tool (docs/state-store.md#backups)"
+        )
 
 
 @dataclass(frozen=True)
@@ -164,6 +179,8 @@ def create(
             "home": settings.home,
             "state_dir": str(state_dir),
             "audit_key_file": str(settings.audit_key_path),
+            # Recorded so a restore knows the stores were elsewhere, not lost.
+            "database": redacted(settings.database_url) if settings.database_url else None,
         },
         "lake": mode,
         "kdf": kdf,
@@ -199,7 +216,9 @@ def create(
         total = _write_archive(output, manifest, staged)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Created(output, len(staged), total, mode, len(lake_objects))
+    return Created(
+        output, len(staged), total, mode, len(lake_objects), manifest["source"]["database"]
+    )
 
 
 def verify(archive: Path, passphrase: str) -> Verified:

@@ -258,3 +258,23 @@ def test_a_manifest_only_backup_records_the_lake_and_verify_finds_it_changed(
 
     restored = backup.restore(archive, tmp_path / "restored", PASSPHRASE)
     assert (restored.home / "security.db").is_file() and not (restored.home / "gold").exists()
+
+
+def test_a_backup_of_an_installation_on_a_database_says_the_stores_are_not_in_it(
+    tmp_path: Path,
+) -> None:
+    settings = Settings.from_env(
+        {
+            "OPSLAKE_HOME": str(tmp_path / "home"),
+            "OPSLAKE_DATABASE_URL": "postgresql://opslake:s3cret-pw@db.example:5432/opslake",
+        }
+    )
+    made = backup.create(settings, tmp_path / "b.tar", PASSPHRASE)
+    source = backup.verify(made.path, PASSPHRASE).manifest["source"]
+    assert source["database"] == "postgresql://opslake:***@db.example:5432/opslake"
+    assert made.warning and "pg_dump" in made.warning and "s3cret" not in made.warning
+    assert "db.example" in made.warning
+    plain = backup.create(
+        Settings.from_env({"OPSLAKE_HOME": str(tmp_path / "home")}), tmp_path / "p.tar", PASSPHRASE
+    )
+    assert plain.warning is None
