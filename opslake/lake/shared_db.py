@@ -13,7 +13,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from opslake.errors import StorageError
-from opslake.lake.state_db import redacted
+from opslake.lake.state_db import libpq_url, redacted
 
 #: The schema of Dagster's instance (runs, event log, schedules).
 DAGSTER = "dagster"
@@ -28,11 +28,6 @@ def sqlalchemy_url(url: str) -> str:
     psycopg 3, which is not installed)."""
     scheme, sep, rest = url.partition("://")
     return f"postgresql+psycopg2{sep}{rest}" if scheme in ("postgres", "postgresql") else url
-
-
-def _libpq_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
 
 
 def schema_url(database_url: str, schema: str) -> str:
@@ -53,7 +48,7 @@ def create_schema(database_url: str, schema: str) -> None:
     where = f"schema {schema} of {redacted(database_url)}"
     try:
         con = psycopg2.connect(
-            _libpq_url(database_url), connect_timeout=5, application_name="opslake"
+            libpq_url(database_url), connect_timeout=5, application_name="opslake"
         )
     except psycopg2.Error as exc:
         raise StorageError(

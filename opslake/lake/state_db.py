@@ -169,6 +169,12 @@ def _pg_ddl(schema: str) -> str:
     )
 
 
+def libpq_url(url: str) -> str:
+    """``url`` as libpq (psycopg2) takes it: without SQLAlchemy's ``+driver`` suffix."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
+
+
 def redacted(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     parts = urlsplit(url)
@@ -407,10 +413,9 @@ def open_store(
     setting ``OPSLAKE_DATABASE_URL``) when given, else the SQLite file ``file`` in
     ``state_dir``."""
     if database_url:
-        # psycopg2 takes libpq URLs; SQLAlchemy's driver suffix is not one.
-        scheme, sep, rest = database_url.partition("://")
-        url = f"postgresql{sep}{rest}" if scheme.startswith("postgres") else database_url
-        return PostgresStateDB(url, schema_name, schema, what, append_only=append_only)
+        return PostgresStateDB(
+            libpq_url(database_url), schema_name, schema, what, append_only=append_only
+        )
     return StateDB(
         Path(state_dir) / file, schema, what, foreign_keys=foreign_keys, append_only=append_only
     )
