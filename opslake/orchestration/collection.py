@@ -2,7 +2,7 @@
 
 Jobs are named ``collect__<task>`` ('-' → '_'); each runs ``opslake.ingest.collect.run_task``
 once. Schedules are on by default but collect only when the task is enabled and its breaker
-closed *per the state file* at evaluation time, so ``opslake tasks enable/disable/reset``
+closed *per the collection state* at evaluation time, so ``opslake tasks enable/disable/reset``
 take effect on the next tick without touching Dagster; otherwise the tick is skipped with
 the reason. Cron is derived from ``every_seconds``, rounded to whole minutes (sub-minute →
 every minute), to hours from an hour up and to a day from a day up.
