@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import itertools
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -318,6 +320,8 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="opslake-bench-api-"))
+    # The scratch estate is gigabytes: gone with the run (--home reuses a built one).
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     home = args.home if args.home and _has_warehouse(args.home) else work / "lake"
     prepared = None
     if not _has_warehouse(home):
