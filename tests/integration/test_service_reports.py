@@ -1,13 +1,12 @@
 """A weekly service report rendered from the real Superset screens to PDF, kept and e-mailed.
 
-Superset and the small simulated estate come from the screens test's module fixture
-(``superset``); this module gets its own instance of it. The report goes through
+Superset and the small simulated estate are the session's (``superset``,
+tests/integration/superset_fixture.py), which the screens test reads too. The report goes through
 ``produce`` as the Dagster asset and the CLI run it: headless Chromium renders the screens,
 the PDF lands in the lake with its manifest and is e-mailed to a real SMTP server (aiosmtpd).
 The PDF is read back with poppler (``pdftotext``, ``pdftoppm``) and kept in
 ``tests/artifacts/reports/``.
 """
-# ruff: noqa: F811 - the fixtures imported from another module are these tests' parameters
 
 from __future__ import annotations
 
@@ -40,7 +39,6 @@ from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetConfig
 from opslake.settings import Settings
 from tests.integration.services import REPO
-from tests.integration.test_superset_screens import superset  # noqa: F401 - module fixture
 from tests.receivers import smtp_server
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "reports"

@@ -1,9 +1,9 @@
 """The Superset screens on a real Superset 6.1 over a small simulated estate.
 
-One Superset (its own venv, installed by infra/install-superset.sh) is started for the module
-while the demo lake is built beside it, the committed ``dashboards/`` are imported and the
-roles provisioned; it is stopped by its PID at the end. Screenshots of every screen land in
-``tests/artifacts/superset/``.
+Superset and its estate are the session's (``superset``, tests/integration/superset_fixture.py):
+started once while the demo lake is built beside it, the committed ``dashboards/`` imported
+and the roles provisioned, stopped by its PID at the session's end. Screenshots of every screen
+land in ``tests/artifacts/superset/``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import dataclasses
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,9 +25,7 @@ import duckdb
 import httpx
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from opslake.cli import app
 from opslake.screens import service
 from opslake.screens.access import (
     LEADERSHIP_ROLE,
@@ -41,9 +38,10 @@ from opslake.screens.bundle import DASHBOARDS_DIR, read_files
 from opslake.screens.i18n import LANGUAGES, SUPERSET_LOCALE, is_chinese, slug_for, translate
 from opslake.screens.model import TIMEZONE_TOKEN
 from opslake.screens.rest import SupersetClient
-from opslake.screens.server import SupersetConfig, running_pid, start_server
+from opslake.screens.server import SupersetConfig
 from opslake.settings import Settings
-from tests.integration.services import REPO, Background, free_port, running, watch_itself
+from tests.integration.services import REPO, free_port, running
+from tests.integration.superset_fixture import refresh_live_alerts
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "superset"
 SCREENS = {
@@ -71,126 +69,6 @@ ALL_SCREENS = {
 }
 NEW_THEMES = ("network", "security", "platform", "effect", "trace")
 PASSWORD = "Screens-test-1"
-
-
-def _cli(*args: str) -> None:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, (
-        f"opslake {' '.join(args)}:\n{result.output}\n{result.exception!r}"
-    )
-
-
-def _simulated_day() -> date:
-    """Yesterday (UTC), or the day before when yesterday was a Sunday.
-
-    The evening of a Sunday in UTC is Monday in Asia/Shanghai, the next ISO week: the weekly
-    report of the newest day's week (test_service_reports) would then hold no "latest hour"
-    of business health, which is outside it.
-    """
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    return day - timedelta(days=1) if day.isoweekday() == 7 else day
-
-
-def _handle_incidents(day: date) -> None:
-    """Acknowledge one incident, acknowledge and resolve another (10 and 30 minutes after
-    each started) through the handling log, as the API does, and carry the actions to gold."""
-    from opslake.alerting.handling import HandlingLog
-    from opslake.lake.landing import LandingZone
-    from opslake.lake.storage import Lake
-    from opslake.orchestration import runner
-
-    settings = Settings.from_env()
-    incidents = sorted(
-        (
-            r
-            for r in Lake.from_settings(settings).read_table("gold", "incidents").to_pylist()
-            if (r["started_at"] + timedelta(minutes=30)).date() == day
-        ),
-        key=lambda r: r["incident_id"],
-    )
-    log = HandlingLog(LandingZone.from_settings(settings))
-    for incident, actions in zip(incidents, (["acknowledge"], ["acknowledge", "resolve"])):
-        for minutes, action in zip((10, 30), actions):
-            at = incident["started_at"] + timedelta(minutes=minutes)
-            log.record(incident["incident_id"], action, "screens_ops", via="test", at=at)
-    runner.materialize(settings, [day.isoformat()], ["landing/incident_actions+"])
-
-
-def _refresh_live_alerts(settings: Settings) -> None:
-    """One run of the live alert path (``alerts_live_refresh``), as its sensor starts it."""
-    from opslake.orchestration import runner
-
-    result = (
-        runner.definitions()
-        .resolve_job_def("alerts_live_refresh")
-        .execute_in_process(instance=runner.instance(settings))
-    )
-    assert result.success
-
-
-@pytest.fixture(scope="module")
-def superset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupersetConfig]:
-    """Superset with the screens imported over a 120-object, one-day estate."""
-    install = subprocess.run(
-        ["bash", str(REPO / "infra" / "install-superset.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert install.returncode == 0, (
-        f"install-superset.sh failed:\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}"
-    )
-    home = tmp_path_factory.mktemp("screens") / "lake"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OPSLAKE_HOME", str(home))
-        mp.delenv("OPSLAKE_STATE_DIR", raising=False)
-        mp.delenv("OPSLAKE_S3_ENDPOINT", raising=False)
-        mp.setenv("OPSLAKE_SUPERSET_PORT", str(free_port()))
-        mp.setenv("OPSLAKE_SUPERSET_WORKERS", "1")
-        mp.delenv("OPSLAKE_SUPERSET_ADMIN_PASSWORD", raising=False)
-        mp.delenv("OPSLAKE_SUPERSET_DATABASE_URI", raising=False)
-        config = service.config_for(Settings.from_env())
-        # Superset's first start (metadata DB, roles) needs no warehouse: both run at once.
-        started = time.perf_counter()
-        booting = Background(lambda: start_server(config, say=lambda _: None))
-        try:
-            _cli(
-                "simulate",
-                "--entities",
-                "120",
-                "--days",
-                "1",
-                "--step",
-                "300",
-                "--start",
-                _simulated_day().isoformat(),
-            )
-            # The platform's own figures and an alert of its own on that day (平台自身运行).
-            day = _simulated_day()
-            watch_itself(
-                Settings.from_env(), datetime(day.year, day.month, day.day, 23, 50, tzinfo=UTC)
-            )
-            _cli("materialize")
-            _handle_incidents(_simulated_day())
-            # The live alert path's minute: today's live incidents, served as views.
-            _refresh_live_alerts(Settings.from_env())
-            _cli("warehouse", "build")
-            built = time.perf_counter() - started
-        finally:
-            booting.thread.join()
-        try:
-            booting.join()  # raises what the start raised
-            up = time.perf_counter() - started
-            service.start(config, say=lambda _: None)  # import dashboards/, provision roles
-            print(
-                f"\nlake built in {built:.0f}s, superset up in {up:.0f}s, screens imported "
-                f"and roles provisioned at {time.perf_counter() - started:.0f}s"
-            )
-            yield config
-        finally:
-            service.stop(config, say=lambda _: None)
-    assert running_pid(config) is None, "superset still runs after stop"
 
 
 @pytest.fixture(scope="module")
@@ -703,7 +581,7 @@ def test_live_self_alerts_show_on_the_platform_screen_without_a_rebuild(
         burst_at = time.monotonic()
         second = collect.run_task(task, settings)
         assert second.record is not None and second.record.ok, second.record
-    _refresh_live_alerts(settings)
+    refresh_live_alerts(settings)
     raised = {
         r["alertname"]: r["incident_id"]
         for r in zone.lake.read_table("gold", live.LIVE_INCIDENT_ALERTS, dts=[today]).to_pylist()
