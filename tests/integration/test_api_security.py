@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -25,29 +25,20 @@ from opslake.api.app import create_app
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.lake.warehouse import open_read_only
-from opslake.orchestration import runner
 from opslake.security.identity import IdentityStore
 from opslake.security.totp import b32_key, totp
 from opslake.settings import Settings
-from opslake.simulate import SimulationConfig, simulate
+from tests.integration.conftest import DAY, copy_of
 from tests.integration.test_push_api import _pushes
 
-DAY = date(2026, 3, 2)
 PASSWORD = "Correct-Horse-42-Battery"
 ROLES = ("admin", "ops_engineer", "dept_viewer", "anonymous")
 NO_SUB = "sub_0000000000000000"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("lake")
-    settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    simulate(
-        SimulationConfig(seed=5, entities=60, days=1, start=DAY, step_seconds=300),
-        LandingZone.from_settings(settings),
-    )
-    runner.materialize(settings, [DAY.isoformat()])
-    runner.refresh_serving(settings)
+def api(day_estate: Settings, tmp_path_factory: pytest.TempPathFactory):
+    settings = copy_of(day_estate, tmp_path_factory, "api")
     con = open_read_only(settings.warehouse_path)
     # A metric reported by several departments, so a viewer of one has rows to be kept from.
     metric, department = con.execute(

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -25,14 +25,11 @@ from nbclient import NotebookClient
 
 from opslake.client import LakeClient
 from opslake.errors import AuthError, ConfigError, NotFoundError
-from opslake.lake.landing import LandingZone
-from opslake.orchestration import runner
 from opslake.security.identity import IdentityStore
 from opslake.settings import Settings
-from opslake.simulate import SimulationConfig, simulate
+from tests.integration.conftest import DAY, copy_of
 from tests.integration.services import REPO, free_port, running
 
-DAY = date(2026, 3, 2)
 NEXT = DAY + timedelta(days=1)
 METRIC = "cloud.host.cpu_utilisation"
 PASSWORD = "Correct-Horse-42-Battery"
@@ -50,16 +47,10 @@ class Estate:
 
 
 @pytest.fixture(scope="module")
-def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
-    base = tmp_path_factory.mktemp("client")
-    home = base / "lake"
-    settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
-    simulate(
-        SimulationConfig(seed=5, entities=60, days=1, start=DAY, step_seconds=300),
-        LandingZone.from_settings(settings),
-    )
-    runner.materialize(settings, [DAY.isoformat()])
-    runner.refresh_serving(settings)
+def estate(day_estate: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
+    settings = copy_of(day_estate, tmp_path_factory, "client")
+    home = Path(settings.home)
+    base = home.parent
     store = IdentityStore.sealed(settings)
     store.add_user("ana", "ops_engineer", PASSWORD)
     key = store.create_key("ana")[1]
