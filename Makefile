@@ -72,7 +72,7 @@ test: install tools
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r infra/spark/requirements.txt
 	$(PY) -m infra.supply_chain audit --pip-audit $(TOOLS_VENV)/bin/pip-audit
 	$(PY) -m infra.supply_chain licences --quiet --site "$(SUPERSET_SITE)"
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30  # the slowest tests printed: where the suite's time goes
 
 tools: $(TOOLS_VENV)/.installed
 
