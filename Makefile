@@ -72,7 +72,7 @@ test: install tools
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r infra/spark/requirements.txt
 	$(PY) -m infra.supply_chain audit --pip-audit $(TOOLS_VENV)/bin/pip-audit
 	$(PY) -m infra.supply_chain licences --quiet --site "$(SUPERSET_SITE)"
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30  # two workers, a module each (the suite mostly waits on services); the slowest tests printed
+	$(PY) -m pytest -q --durations=30  # the slowest tests printed: where the suite's time goes
 
 tools: $(TOOLS_VENV)/.installed
 
