@@ -241,19 +241,29 @@ def pid_running(pid: int) -> bool:
         return False
 
 
-def install_services() -> None:
-    """Run ``infra/install-services.sh``; a failed install fails the test, never skips it."""
+def _install(script: str, timeout: int) -> None:
+    """Run ``infra/<script>``; a failed install fails the test, never skips it."""
     install = subprocess.run(
-        ["bash", str(REPO / "infra" / "install-services.sh")],
+        ["bash", str(REPO / "infra" / script)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
     )
     assert install.returncode == 0, (
-        f"infra/install-services.sh failed ({install.returncode}):"
+        f"infra/{script} failed ({install.returncode}):"
         f"\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}"
     )
+
+
+def install_services() -> None:
+    """The Debian packages of the real services, Chromium and PostgreSQL among them."""
+    _install("install-services.sh", 900)
+
+
+def install_superset() -> None:
+    """Superset in its own venv."""
+    _install("install-superset.sh", 1800)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ carries names of its own, so the modules may run in any order.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +24,7 @@ from opslake.cli import app
 from opslake.screens import service
 from opslake.screens.server import SupersetConfig, running_pid, start_server
 from opslake.settings import Settings
-from tests.integration.services import REPO, Background, free_port, watch_itself
+from tests.integration.services import Background, free_port, install_superset, watch_itself
 
 
 def _cli(*args: str) -> None:
@@ -118,16 +117,7 @@ def superset_estate(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[SupersetConfig, dict[str, str]]]:
     """Superset with the screens imported over the estate, and the environment naming both."""
-    install = subprocess.run(
-        ["bash", str(REPO / "infra" / "install-superset.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert install.returncode == 0, (
-        f"install-superset.sh failed:\n{install.stdout[-3000:]}\n{install.stderr[-3000:]}"
-    )
+    install_superset()
     environ = {
         "OPSLAKE_HOME": str(tmp_path_factory.mktemp("screens") / "lake"),
         "OPSLAKE_SUPERSET_PORT": str(free_port()),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,11 +33,11 @@ from opslake.security.audit import AuditLog
 from opslake.security.identity import MAX_FAILURES, IdentityStore
 from opslake.settings import Settings
 from tests.integration.services import (
-    REPO,
     Background,
     free_port,
     headless_chromium,
     install_services,
+    install_superset,
     running,
 )
 
@@ -60,14 +59,7 @@ class Doors:
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     """Superset, the Dagster webserver and ``opslake serve`` with both doors, on loopback."""
-    install = subprocess.run(
-        ["bash", str(REPO / "infra" / "install-superset.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert install.returncode == 0, f"install-superset.sh failed:\n{install.stdout[-3000:]}"
+    install_superset()
     install_services()  # Chromium
     root = tmp_path_factory.mktemp("doors")
     api, dagster_door, superset_door = free_port(), free_port(), free_port()

@@ -38,7 +38,7 @@ from opslake.screens.reports import (
 from opslake.screens.rest import SupersetClient
 from opslake.screens.server import SupersetConfig
 from opslake.settings import Settings
-from tests.integration.services import REPO
+from tests.integration.services import REPO, install_services
 from tests.receivers import smtp_server
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "reports"
@@ -47,14 +47,7 @@ PASSWORD = "Reports-test-1"
 
 def _poppler() -> None:
     if not (shutil.which("pdftotext") and shutil.which("pdftoppm")):
-        install = subprocess.run(
-            ["bash", str(REPO / "infra" / "install-services.sh")],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+        install_services()
 
 
 def _page_text(pdf: Path, page: int) -> str:
