@@ -133,8 +133,9 @@ class Cluster:
     def database_url(self) -> str:
         """The relational store's URL (libpq form): ``OPSLAKE_DATABASE_URL``, else
         ``OPSLAKE_POSTGRES_URL``, else the cluster's own PostgreSQL."""
-        if self.settings.database_url or self.settings.postgres_url:
-            return self.settings.database_url or self.settings.postgres_url or ""
+        configured = self.settings.database_url or self.settings.postgres_url
+        if configured:
+            return configured
         return (
             f"postgresql://{PG_USER}:{quote(self._pg_password(), safe='')}@127.0.0.1:"
             f"{self.settings.postgres_port}/{PG_DATABASE}"
