@@ -26,12 +26,16 @@ install: $(VENV)/.installed
 
 # Hash-checked install from the lock (requirements.lock, made by `make lock`: one universal
 # lock for x86_64 and aarch64 Linux); uv itself from its own hash-pinned lock; the project
-# goes in editable, without resolving anything.
+# goes in editable, without resolving anything. Everything is compiled to bytecode as it is
+# installed: where PYTHONDONTWRITEBYTECODE is set (as on our CI machine) Python never writes
+# a .pyc, so each process compiled dagster, great_expectations and opslake again: 14.7 s to
+# import the definitions against 5.9 s from bytecode.
 $(VENV)/.installed: requirements.lock pyproject.toml infra/supply_chain/bootstrap.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --require-hashes -r infra/supply_chain/bootstrap.txt
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --compile-bytecode --require-hashes -r requirements.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
+	$(PY) -m compileall -q -j 0 opslake >/dev/null
 	touch $@
 
 demo: install
@@ -69,7 +73,7 @@ screens-stop: install
 test: install tools
 	bash infra/install-services.sh
 	bash infra/install-superset.sh
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r infra/spark/requirements.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --compile-bytecode --require-hashes -r infra/spark/requirements.txt
 	$(PY) -m infra.supply_chain audit --pip-audit $(TOOLS_VENV)/bin/pip-audit
 	$(PY) -m infra.supply_chain licences --quiet --site "$(SUPERSET_SITE)"
 	$(PY) -m pytest -q --durations=30  # the slowest tests printed: where the suite's time goes

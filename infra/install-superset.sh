@@ -22,7 +22,8 @@ STAMP="$VENV/.opslake-lock.sha256"
 die() { echo "install-superset: $*" >&2; exit 1; }
 
 [[ -f "$LOCK" ]] || die "missing $LOCK"
-want=$(sha256sum "$LOCK" | cut -d' ' -f1)
+# The stamp names the bytecode too: a venv synced before it was compiled is synced again.
+want="$(sha256sum "$LOCK" | cut -d' ' -f1) bytecode"
 if [[ -x "$VENV/bin/superset" && -f "$STAMP" && "$(<"$STAMP")" == "$want" ]]; then
   echo "install-superset: $VENV matches the lock; nothing to install"
   exit 0
@@ -50,7 +51,9 @@ mkdir -p "$(dirname "$VENV")"
 rm -f "$STAMP"
 if [[ -n "$UV" ]]; then
   [[ -x "$VENV/bin/python" ]] || "$UV" venv --quiet --python "$PY" "$VENV"
-  VIRTUAL_ENV="$VENV" "$UV" pip sync --quiet --require-hashes "$LOCK"
+  # Compiled as installed (pip does that by default): where PYTHONDONTWRITEBYTECODE is set,
+  # every Superset process compiled its ~8,000 modules again (13 s to import, 4 s compiled).
+  VIRTUAL_ENV="$VENV" "$UV" pip sync --quiet --compile-bytecode --require-hashes "$LOCK"
 else
   [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps -r "$LOCK"
