@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 # Hash-checked install from the lock (requirements.lock, made by `make lock`: one universal
 # lock for x86_64 and aarch64 Linux); uv itself from its own hash-pinned lock; the project
 # goes in editable, without resolving anything. Everything is compiled to bytecode as it is
-# installed: where PYTHONDONTWRITEBYTECODE is set (as on our CI machine) Python never writes
+# installed: where PYTHONDONTWRITEBYTECODE is set (as on the machine CI runs on) Python never writes
 # a .pyc, so each process compiled dagster, great_expectations and opslake again: 14.7 s to
 # import the definitions against 5.9 s from bytecode.
 $(VENV)/.installed: requirements.lock pyproject.toml infra/supply_chain/bootstrap.txt
