@@ -38,6 +38,34 @@ DRAWN_JS = """() => {
   return cells.every(c => c.querySelector(
     'canvas, table tbody tr, .header-line, .alert, [role=alert], .ant-empty'));
 }"""
+# True once every ECharts chart has its option and ECharts has said "finished" (nothing left
+# to animate or draw; its first draw animates for about a second). Superset keeps no global
+# echarts: each instance is found in the ref of the React component that holds its element.
+# The first time a chart is seen it gets a listener and one more frame (zrender's refresh),
+# so a chart that finished before anyone listened says so again.
+SETTLED_JS = """() => {
+  const states = [...document.querySelectorAll('[_echarts_instance_]')].map(el => {
+    const key = Object.keys(el).find(k => k.startsWith('__reactFiber$'));
+    let chart = null;
+    for (let fiber = key && el[key]; fiber && !chart; fiber = fiber.return) {
+      for (let hook = fiber.memoizedState; hook && typeof hook === 'object' && !chart;
+           hook = hook.next) {
+        const ref = hook.memoizedState;
+        if (ref && typeof ref === 'object' && ref.current
+            && typeof ref.current.getZr === 'function') chart = ref.current;
+      }
+    }
+    if (!chart) throw new Error('no ECharts instance found behind a chart element');
+    if (!chart.getModel()) return false;
+    if (!chart.__opslakeSettling) {
+      chart.__opslakeSettling = true;
+      chart.on('finished', () => { chart.__opslakeFinished = true; });
+      chart.getZr().refresh();
+    }
+    return chart.__opslakeFinished === true;
+  });
+  return states.every(Boolean);
+}"""
 # Charts that drew an error or "no results" instead of data: their titles.
 FAILED_JS = """() => [...document.querySelectorAll('.dashboard-component-chart-holder')]
   .filter(c => c.querySelector('.alert, [role=alert], .ant-empty, .error-message'))
@@ -125,7 +153,12 @@ def open_dashboard(
     folded = "" if filter_bar else "&expand_filters=0"
     page.goto(f"{config.url}/superset/dashboard/{slug}/?standalone=1{folded}", timeout=timeout_ms)
     page.wait_for_selector(".dashboard-component-chart-holder", timeout=timeout_ms)
-    page.wait_for_function(DRAWN_JS, timeout=timeout_ms)
-    # ECharts animates its first draw (about 1 s): let it settle before a screenshot.
-    page.wait_for_timeout(1500)
+    wait_until_drawn(page, timeout_ms)
     return page.evaluate(FAILED_JS)
+
+
+def wait_until_drawn(page: Any, timeout_ms: int = 120_000) -> None:
+    """Wait until every chart cell holds drawn content and every ECharts chart has finished
+    its first (animated) draw: what a screenshot then shows is what stays on the screen."""
+    page.wait_for_function(DRAWN_JS, timeout=timeout_ms)
+    page.wait_for_function(SETTLED_JS, timeout=timeout_ms)

@@ -362,8 +362,7 @@ def test_native_filters_reach_the_charts_in_their_scope(
                     f"&native_filters={quote(rison(chosen))}",
                     timeout=120_000,
                 )
-                page.wait_for_function(browser.DRAWN_JS, timeout=120_000)
-                page.wait_for_timeout(1500)  # ECharts' first draw animates
+                browser.wait_until_drawn(page)
                 failed = page.evaluate(browser.FAILED_JS)
                 page.screenshot(path=str(ARTIFACTS / f"{slug}-filtered.png"))
                 assert not failed, f"{slug}: charts without data for {business} on {day}: {failed}"
