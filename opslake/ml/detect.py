@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
-from scipy.signal import lfilter
 from scipy.special import log_ndtr
 
 from opslake.errors import InputError
@@ -216,6 +215,10 @@ class DetectorState:
 
 def _ewm(x: np.ndarray, alpha: float, last: np.ndarray) -> np.ndarray:
     """EWMA of each row of ``x`` continuing from ``last`` (one value per series)."""
+    # Imported when first scored: scipy.signal adds ~0.3 s to the import of the definitions (beyond the scipy that sklearn loads), and every process that
+    # loads the definitions (each CLI call, `opslake serve`, each run) reaches this module.
+    from scipy.signal import lfilter
+
     out, _ = lfilter([alpha], [1.0, alpha - 1.0], x, axis=1, zi=((1 - alpha) * last)[:, None])
     return out
 
