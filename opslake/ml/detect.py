@@ -215,8 +215,8 @@ class DetectorState:
 
 def _ewm(x: np.ndarray, alpha: float, last: np.ndarray) -> np.ndarray:
     """EWMA of each row of ``x`` continuing from ``last`` (one value per series)."""
-    # Imported when first scored: scipy.signal adds ~0.3 s to the import of the definitions (beyond the scipy that sklearn loads), and every process that
-    # loads the definitions (each CLI call, `opslake serve`, each run) reaches this module.
+    # Imported when first scored: scipy.signal adds ~0.3 s (beyond the scipy sklearn loads)
+    # to every process that loads the definitions (each CLI call, `opslake serve`, each run).
     from scipy.signal import lfilter
 
     out, _ = lfilter([alpha], [1.0, alpha - 1.0], x, axis=1, zi=((1 - alpha) * last)[:, None])
