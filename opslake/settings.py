@@ -79,6 +79,9 @@ class Settings:
     #: stable hash of the entity): each shard is its own step, so one day spreads over
     #: the workers of a cluster. The same lake must be built with the same count.
     day_shards: int = 1
+    #: Seconds a failed pipeline step waits before its first retry; the second waits three
+    #: times as long (Dagster's exponential backoff). Read when the jobs are defined.
+    step_retry_delay_s: float = 10.0
     #: Memory (MiB) DuckDB may use in one of the pipeline's connections before it spills
     #: to disk under the state directory (its own default is 80 % of the machine).
     duckdb_memory_mb: int = 2048
@@ -229,6 +232,7 @@ class Settings:
             cluster_s3_port=_port(env, "OPSLAKE_CLUSTER_S3_PORT", 9400),
             sort_memory_mb=_memory_mb(env, "OPSLAKE_SORT_MEMORY_MB", 512),
             day_shards=_day_shards(env),
+            step_retry_delay_s=_seconds(env, "OPSLAKE_STEP_RETRY_DELAY_S", 10.0),
             duckdb_memory_mb=_memory_mb(env, "OPSLAKE_DUCKDB_MEMORY_MB", 2048),
             log_level=_log_level(env),
             audit_key_file=Path(env["OPSLAKE_AUDIT_KEY_FILE"]).expanduser().resolve()

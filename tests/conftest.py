@@ -15,6 +15,12 @@ from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
 from opslake.settings import Settings
 
+# Failed steps retry 2 s and then 6 s later instead of 10 s and 30 s: the tests check that
+# steps are retried and then fail loudly, not how long an outage may last. Set before any
+# test module imports the jobs (the retry policy is read when they are defined); the CLI,
+# daemon and worker processes the tests start inherit it.
+os.environ.setdefault("OPSLAKE_STEP_RETRY_DELAY_S", "2")
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:

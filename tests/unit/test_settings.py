@@ -18,6 +18,11 @@ def test_the_broker_and_the_subscription_interval() -> None:
     assert defaults.mqtt_broker is None and defaults.subscription_interval_s == 10.0
 
 
+def test_the_step_retry_delay() -> None:
+    assert Settings.from_env({}).step_retry_delay_s == 10.0
+    assert Settings.from_env({"OPSLAKE_STEP_RETRY_DELAY_S": "2"}).step_retry_delay_s == 2.0
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -27,6 +32,7 @@ def test_the_broker_and_the_subscription_interval() -> None:
         ("OPSLAKE_SUBSCRIPTION_INTERVAL_S", "nan"),
         ("OPSLAKE_MAX_PUSH_BYTES", "0"),
         ("OPSLAKE_MAX_DECODED_BYTES", "lots"),
+        ("OPSLAKE_STEP_RETRY_DELAY_S", "soon"),
     ],
 )
 def test_a_bad_value_names_the_variable(name: str, value: str) -> None:
