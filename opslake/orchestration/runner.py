@@ -58,6 +58,13 @@ def write_config(home: Path, storage: str | Mapping[str, str] | None, *, step_lo
             "module": "dagster._core.storage.noop_compute_log_manager",
             "class": "NoOpComputeLogManager",
         }
+    # Queued runs (the live sensors' alert and metric refreshes) are launched within a
+    # second, not Dagster's default 5 s: an alert's notification waits on the launch.
+    config["run_coordinator"] = {
+        "module": "dagster._core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {"dequeue_interval_seconds": 1},
+    }
     config["telemetry"] = {"enabled": False}
     where = (
         "SQLite files beside this one"

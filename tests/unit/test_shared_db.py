@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy
 
@@ -60,6 +61,8 @@ def test_dagster_and_superset_follow_the_database_url(tmp_path: Path) -> None:
 def test_the_instance_config_follows_the_setting(tmp_path: Path) -> None:
     config = runner.write_config(tmp_path, None, step_logs=True)
     assert "postgres" not in config.read_text()
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
     url = shared_db.schema_url(URL, "dagster")
     runner.write_config(tmp_path, url, step_logs=True)
     assert url in config.read_text()
