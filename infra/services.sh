@@ -15,6 +15,7 @@
 #   OPSLAKE_NODE_EXPORTER_PORT  [9100]     OPSLAKE_PROMETHEUS_PORT    [9090]
 #   OPSLAKE_ALERTMANAGER_PORT   [9093]     OPSLAKE_MQTT_PORT          [1883]
 #   OPSLAKE_SYSLOG_PORT         [5514]  (UDP and TCP, 127.0.0.1)
+#   OPSLAKE_PROMETHEUS_INTERVAL_S  [5]  seconds between Prometheus' scrapes and evaluations
 #   OPSLAKE_ALERT_WEBHOOK_URL   Alertmanager's webhook receiver
 #                               [http://127.0.0.1:8700/v1/ingest/alertmanager]
 #   OPSLAKE_REMOTE_WRITE_URL    when set, Prometheus also remote-writes there
@@ -26,10 +27,11 @@
 #                               webhook send it as 'Authorization: Bearer'. Without it, their
 #                               pushes into `opslake serve` are refused (401).
 #
-# Prometheus scrapes node_exporter (job "node") and itself (job "prometheus") every 5 s and
-# evaluates rules/opslake.rules.yml: OpsLakeTestAlert (severity=warning,
-# entity_id=node-local) fires while the metric opslake_test_alert is > 0, which node_exporter
-# reads from <run dir>/textfile/opslake_test_alert.prom (written by `fire-alert`, set to 0 by
+# Prometheus scrapes node_exporter (job "node") and itself (job "prometheus") every 5 s (or
+# OPSLAKE_PROMETHEUS_INTERVAL_S) and evaluates rules/opslake.rules.yml as often:
+# OpsLakeTestAlert (severity=warning, entity_id=node-local) fires while the metric
+# opslake_test_alert is > 0, which node_exporter reads from
+# <run dir>/textfile/opslake_test_alert.prom (written by `fire-alert`, set to 0 by
 # `resolve-alert`). Alertmanager sends every alert to the webhook (send_resolved).
 set -euo pipefail
 
@@ -42,6 +44,7 @@ RUN_DIR=$(cd "$RUN_DIR" && pwd)
 NODE_PORT=${OPSLAKE_NODE_EXPORTER_PORT:-9100}
 PROM_PORT=${OPSLAKE_PROMETHEUS_PORT:-9090}
 AM_PORT=${OPSLAKE_ALERTMANAGER_PORT:-9093}
+PROM_INTERVAL=${OPSLAKE_PROMETHEUS_INTERVAL_S:-5}
 MQTT_PORT=${OPSLAKE_MQTT_PORT:-1883}
 SYSLOG_PORT=${OPSLAKE_SYSLOG_PORT:-5514}
 WEBHOOK_URL=${OPSLAKE_ALERT_WEBHOOK_URL:-http://127.0.0.1:8700/v1/ingest/alertmanager}
@@ -143,12 +146,16 @@ write_configs() {
       ;;
     prometheus)
       mkdir -p "$RUN_DIR/prometheus-data" "$RUN_DIR/rules"
-      cat >"$RUN_DIR/rules/opslake.rules.yml" <<'EOF'
-# Written by infra/services.sh. OpsLakeTestAlert fires on demand: `infra/services.sh
-# fire-alert` sets opslake_test_alert to 1 through node_exporter's textfile collector.
+      [[ $PROM_INTERVAL =~ ^[1-9][0-9]*$ ]] ||
+        die "OPSLAKE_PROMETHEUS_INTERVAL_S=$PROM_INTERVAL is not a whole number of seconds (e.g. 5)"
+      # A scrape may take the whole interval when it is short; 4 s at most otherwise.
+      local scrape_timeout=$((PROM_INTERVAL < 5 ? PROM_INTERVAL : 4))
+      cat >"$RUN_DIR/rules/opslake.rules.yml" <<EOF
+# Written by infra/services.sh. OpsLakeTestAlert fires on demand: \`infra/services.sh
+# fire-alert\` sets opslake_test_alert to 1 through node_exporter's textfile collector.
 groups:
   - name: opslake-test
-    interval: 5s
+    interval: ${PROM_INTERVAL}s
     rules:
       - alert: OpsLakeTestAlert
         expr: opslake_test_alert{job="node"} > 0
@@ -158,15 +165,15 @@ groups:
           entity_id: node-local
         annotations:
           summary: OpsLake test alert (fired on demand)
-          description: opslake_test_alert is {{ $value }} on {{ $labels.instance }}
+          description: opslake_test_alert is {{ \$value }} on {{ \$labels.instance }}
 EOF
       {
         cat <<EOF
 # Written by infra/services.sh; rewritten on every start.
 global:
-  scrape_interval: 5s
-  scrape_timeout: 4s
-  evaluation_interval: 5s
+  scrape_interval: ${PROM_INTERVAL}s
+  scrape_timeout: ${scrape_timeout}s
+  evaluation_interval: ${PROM_INTERVAL}s
 rule_files:
   - $RUN_DIR/rules/opslake.rules.yml
 alerting:
