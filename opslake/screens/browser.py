@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +31,9 @@ CHROMIUM_ARGS = (
 )
 #: A wall display.
 VIEWPORT = {"width": 1920, "height": 1080}
+#: Dashboards to open at once (pages of one browser): Superset answers their charts' queries
+#: side by side, and more pages than this only queue behind each other on a small machine.
+AT_ONCE = 3
 
 # True once every chart cell holds drawn content (an ECharts canvas, table rows or a big
 # number) and no spinner is left; Superset draws charts asynchronously after the page loads.
@@ -150,8 +155,52 @@ def open_dashboard(
 
     ``filter_bar=False`` folds the native filter bar away (a printed page has no use for it,
     and beside the charts it pushes them off the first page)."""
+    _go(page, config, slug, timeout_ms, filter_bar)
+    return _drawn(page, timeout_ms)
+
+
+def open_dashboards(
+    pages: Sequence[Any],
+    config: SupersetConfig,
+    slugs: Iterable[str],
+    timeout_ms: int = 120_000,
+    filter_bar: bool = True,
+) -> Iterator[tuple[str, Any, list[str]]]:
+    """Open ``slugs`` as :func:`open_dashboard` does, as many at once as there are ``pages``;
+    yields ``(slug, page, titles of failed charts)`` in the order of ``slugs``, each while
+    ``page`` still shows that dashboard (screenshot or print it then).
+
+    Most of a dashboard's time is Superset answering its charts' queries, which it does for
+    several dashboards at once; the pages load meanwhile, while this waits on the oldest."""
+    waiting = iter(slugs)
+    drawing: deque[tuple[str, Any]] = deque()
+    for page in pages:
+        slug = next(waiting, None)
+        if slug is None:
+            break
+        _go(page, config, slug, timeout_ms, filter_bar)
+        drawing.append((slug, page))
+    while drawing:
+        slug, page = drawing.popleft()
+        yield slug, page, _drawn(page, timeout_ms)
+        following = next(waiting, None)
+        if following is not None:
+            _go(page, config, following, timeout_ms, filter_bar)
+            drawing.append((following, page))
+
+
+def _go(page: Any, config: SupersetConfig, slug: str, timeout_ms: int, filter_bar: bool) -> None:
+    """Start opening a dashboard on ``page``: back once the server answered the navigation."""
     folded = "" if filter_bar else "&expand_filters=0"
-    page.goto(f"{config.url}/superset/dashboard/{slug}/?standalone=1{folded}", timeout=timeout_ms)
+    page.goto(
+        f"{config.url}/superset/dashboard/{slug}/?standalone=1{folded}",
+        timeout=timeout_ms,
+        wait_until="commit",
+    )
+
+
+def _drawn(page: Any, timeout_ms: int) -> list[str]:
+    """Wait until the dashboard on ``page`` has drawn every chart; titles of failed charts."""
     page.wait_for_selector(".dashboard-component-chart-holder", timeout=timeout_ms)
     wait_until_drawn(page, timeout_ms)
     return page.evaluate(FAILED_JS)
