@@ -367,7 +367,8 @@ class AuditMiddleware:
             return
         if self.answers is not None and principal is not ANONYMOUS and scope["method"] == "GET":
             key = AnswerCache.key(principal, scope["path"], scope["query_string"])
-            kept = self.answers.get(key)
+            state["generation"] = generation = self.answers.reader.generation()
+            kept = self.answers.get(key, generation)
             if kept is not None:
                 await self._replay(request, kept, receive, send)
                 return
