@@ -62,9 +62,9 @@ class AnswerCache:
             principal.businesses,
         )
 
-    def get(self, key: tuple, generation: tuple[int, int] | None) -> Answer | None:
-        """The kept answer for ``key`` from the file served now (whose
-        :meth:`WarehouseReader.generation` the caller read: ``generation``), if any."""
+    def get(self, key: tuple) -> Answer | None:
+        """The kept answer for ``key`` from the file served now, if any."""
+        generation = self.reader.generation()
         with self._lock:
             if generation != self._generation:
                 self._reset(generation)

@@ -367,8 +367,7 @@ class AuditMiddleware:
             return
         if self.answers is not None and principal is not ANONYMOUS and scope["method"] == "GET":
             key = AnswerCache.key(principal, scope["path"], scope["query_string"])
-            state["generation"] = generation = self.answers.reader.generation()
-            kept = self.answers.get(key, generation)
+            kept = self.answers.get(key)
             if kept is not None:
                 await self._replay(request, kept, receive, send)
                 return

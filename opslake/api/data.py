@@ -191,13 +191,9 @@ async def _answer(request: Request, statement: Statement, fmt: Format) -> Respon
 
 
 def _encoded(
-    reader: WarehouseReader,
-    sql: str,
-    params: list[object],
-    fmt: Format | None,
-    generation: tuple[int, int] | None,
+    reader: WarehouseReader, sql: str, params: list[object], fmt: Format | None
 ) -> tuple[pa.Table, bytes | None]:
-    table = reader.query(sql, params, generation)
+    table = reader.query(sql, params)
     return table, None if fmt is None else reader.derived(table, fmt, _ENCODERS[fmt])
 
 
@@ -208,15 +204,14 @@ async def _read(
     # Encoded by the worker thread that ran the statement: on the event loop, which every
     # request waits on, each call into polars and Arrow waits for the GIL behind the queries.
     reader = _reader(request)
-    # The file's identity is read once per request (by the audit middleware when it looks
-    # for a kept answer): each stat lets the loop's GIL go.
+    # The file's identity is read once per request: each stat lets the loop's GIL go.
     generation = getattr(request.state, "generation", None)
     if generation is None:
         generation = request.state.generation = reader.generation()
     if (hit := reader.cached(sql, params, generation)) is not None:
         return hit, None
     try:
-        table, body = await run_in_threadpool(_encoded, reader, sql, params, fmt, generation)
+        table, body = await run_in_threadpool(_encoded, reader, sql, params, fmt)
     except duckdb.CatalogException as exc:
         # A warehouse built before the pipeline produced this table (or from a partial run).
         raise NotFoundError(

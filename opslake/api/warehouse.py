@@ -71,13 +71,7 @@ class WarehouseReader:
         #: Answers served from the cache and run on DuckDB since start (for the usage page).
         self.hits = self.misses = 0
 
-    def _connection(self, generation: tuple[int, int] | None = None) -> duckdb.DuckDBPyConnection:
-        """The connection to the file served now; ``generation``: its :meth:`generation` if
-        the caller just read it (a request reads it once, on arrival)."""
-        # Without the lock: a swap sets _con before _identity, so a matching identity read
-        # first means the connection read after it is that file's (or a newer one's).
-        if generation is not None and generation == self._identity and self._con is not None:
-            return self._con
+    def _connection(self) -> duckdb.DuckDBPyConnection:
         try:
             st = os.stat(self.path)
         except FileNotFoundError as exc:
@@ -133,15 +127,9 @@ class WarehouseReader:
             self.hits += 1
             return hit.table
 
-    def query(
-        self,
-        sql: str,
-        params: Sequence[object] = (),
-        generation: tuple[int, int] | None = None,
-    ) -> pa.Table:
-        """Run one template with bound ``params``; the rows as Arrow (cached per file).
-        ``generation``: as for :meth:`cached`."""
-        con = self._connection(generation)
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        """Run one template with bound ``params``; the rows as Arrow (cached per file)."""
+        con = self._connection()
         with self._lock:
             if con is not self._con:  # swapped since: answer from the new file next time
                 cacheable = False
