@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
+from xdist.scheduler import LoadFileScheduling
 
 from opslake.lake.landing import LandingZone
 from opslake.lake.storage import Lake
@@ -20,6 +23,69 @@ from opslake.settings import Settings
 # test module imports the jobs (the retry policy is read when they are defined); the CLI,
 # daemon and worker processes the tests start inherit it.
 os.environ.setdefault("OPSLAKE_STEP_RETRY_DELAY_S", "2")
+
+# An xdist worker's __main__ (execnet's bootstrap) has neither __spec__ nor __file__, which
+# pyspark takes for its own doctest runner and exits (sys.exit(0)) when Great Expectations
+# imports it. Give it the spec `python -m pytest` gives a serial run's __main__: importing it
+# again (as spawned processes do) runs nothing.
+if os.environ.get("PYTEST_XDIST_WORKER") and sys.modules["__main__"].__spec__ is None:
+    sys.modules["__main__"].__spec__ = importlib.util.find_spec("pytest.__main__")
+
+#: Modules sharing the session's Superset (``superset_estate``): ``make test``'s workers run
+#: them one after another on one worker, so Superset starts once per run.
+SUPERSET_MODULES = frozenset(
+    f"tests/integration/test_{name}.py"
+    for name in (
+        "doors_browser",
+        "live_push",
+        "portal",
+        "portal_browser",
+        "service_reports",
+        "shared_database",
+        "superset_screens",
+    )
+)
+
+
+def _scope(nodeid: str) -> str:
+    """Where ``make test`` schedules a test: with its module, or with the Superset modules."""
+    module = nodeid.split("::", 1)[0]
+    return "superset" if module in SUPERSET_MODULES else module
+
+
+class _ModuleScheduling(LoadFileScheduling):
+    """``--dist loadfile`` with the Superset modules as one unit (pytest 9 ignores the node
+    ids pytest-xdist 3.8 rewrites for ``--dist loadgroup``, so its groups do nothing)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return _scope(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadFileScheduling | None:
+    """``make test``'s scheduler (``-n 2 --dist loadfile``): a module's tests on one worker, so
+    its module fixtures are built once."""
+    return _ModuleScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Check ``SUPERSET_MODULES``, then order the longest units first (the Superset modules,
+    then the integration modules): the unit tests, short, even out the workers at the end."""
+    missing = {
+        item.nodeid.split("::", 1)[0] for item in items if "superset_estate" in item.fixturenames
+    } - SUPERSET_MODULES
+    if missing:
+        raise pytest.UsageError(
+            f"{', '.join(sorted(missing))} use the session's Superset: add them to "
+            "SUPERSET_MODULES in tests/conftest.py"
+        )
+    items.sort(
+        key=lambda item: (
+            _scope(item.nodeid) != "superset",
+            not item.nodeid.startswith("tests/integration/"),
+        )
+    )
 
 
 @pytest.fixture
