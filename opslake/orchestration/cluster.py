@@ -247,7 +247,7 @@ class Cluster:
     def _wait(self, name: str, pid: int, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not ready():
-            if self.running(name) is None:
+            if _exited(pid):
                 raise ClusterError(
                     f"{name} exited during start; see its log "
                     f"{self.dir / 'logs' / f'{name}.log'}:\n{self._tail(name)}"
@@ -305,9 +305,10 @@ class Cluster:
             self._up_scheduler(say)
         for extra in self.worker_names()[workers:]:
             self._stop_worker(extra, say)
-        started = [self._up_worker(f"worker-{i}", say) for i in range(1, workers + 1)]
-        if any(started):
-            self._wait_workers([f"worker-{i}" for i in range(1, workers + 1)])
+        names = [f"worker-{i}" for i in range(1, workers + 1)]
+        started = {name: pid for name in names if (pid := self._up_worker(name, say))}
+        if started:
+            self._wait_workers(names, started)
         self.instance()  # creates the instance's tables once, before any worker races to
 
     def _already(self, name: str, say: Callable[[str], None]) -> bool:
@@ -497,9 +498,10 @@ class Cluster:
         self._wait("scheduler", pid, lambda: _tcp_open("127.0.0.1", port))
         say(f"scheduler started (pid {pid}) at {self.scheduler}")
 
-    def _up_worker(self, name: str, say: Callable[[str], None]) -> bool:
+    def _up_worker(self, name: str, say: Callable[[str], None]) -> int | None:
+        """Start worker ``name``; its PID, or None when it already runs."""
         if self._already(name, say):
-            return False
+            return None
         previous = self._record(name).get("scratch")
         if previous:
             shutil.rmtree(previous, ignore_errors=True)
@@ -521,7 +523,7 @@ class Cluster:
             cmd += ["--host", "127.0.0.1"]
         pid = self._spawn(name, cmd, self._worker_env(scratch), cwd=scratch, scratch=str(scratch))
         say(f"{name} started (pid {pid}), scratch {scratch}")
-        return True
+        return pid
 
     def _worker_env(self, scratch: Path) -> dict[str, str]:
         """Nothing of this machine but the code: the lake, the instance, a scratch directory."""
@@ -550,7 +552,9 @@ class Cluster:
             (scratch / sub).mkdir()
         return env
 
-    def _wait_workers(self, names: Sequence[str]) -> None:
+    def _wait_workers(self, names: Sequence[str], started: dict[str, int]) -> None:
+        """Until every worker of ``names`` has joined; ``started``: the PIDs of those just
+        started, any of which exiting fails the start."""
         deadline = time.monotonic() + START_TIMEOUT_S
         with self.client() as client:
             while True:
@@ -559,8 +563,8 @@ class Cluster:
                 }
                 if set(names) <= joined:
                     return
-                for name in names:
-                    if self.running(name) is None:
+                for name, pid in started.items():
+                    if _exited(pid):
                         raise ClusterError(
                             f"{name} exited during start; see "
                             f"{self.dir / 'logs' / f'{name}.log'}:\n"
@@ -766,6 +770,19 @@ def _http_ok(url: str) -> bool:
         return exc.code < 500
     except OSError:
         return False
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid``, a child this process started and has not reaped, has exited.
+
+    Not :meth:`Cluster.running`: its command-line check (against a reused PID, which a child
+    not yet reaped cannot be) reads an empty command line while the child is still in
+    ``exec``, so a part just started looked as if it had exited (seen under load).
+    """
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _tcp_open(host: str, port: int) -> bool:
