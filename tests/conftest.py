@@ -47,9 +47,14 @@ SUPERSET_MODULES = frozenset(
 )
 
 
+def _module(nodeid: str) -> str:
+    """The test module's path of ``nodeid``."""
+    return nodeid.split("::", 1)[0]
+
+
 def _scope(nodeid: str) -> str:
     """Where ``make test`` schedules a test: with its module, or with the Superset modules."""
-    module = nodeid.split("::", 1)[0]
+    module = _module(nodeid)
     return "superset" if module in SUPERSET_MODULES else module
 
 
@@ -73,7 +78,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Check ``SUPERSET_MODULES``, then order the longest units first (the Superset modules,
     then the integration modules): the unit tests, short, even out the workers at the end."""
     missing = {
-        item.nodeid.split("::", 1)[0] for item in items if "superset_estate" in item.fixturenames
+        _module(item.nodeid) for item in items if "superset_estate" in item.fixturenames
     } - SUPERSET_MODULES
     if missing:
         raise pytest.UsageError(

@@ -395,7 +395,8 @@ def render(
                 page, config, username or config.admin_username, password or config.password()
             )
             context.route(re.compile(r".*/api/v1/chart/data(\?.*)?$"), scope)
-            pages = [page, *(context.new_page() for _ in range(browser.AT_ONCE - 1))]
+            at_once = min(browser.AT_ONCE, len(spec.screens))
+            pages = [page, *(context.new_page() for _ in range(at_once - 1))]
             started = time.perf_counter()
             for slug, shown, failed in browser.open_dashboards(
                 pages, config, spec.screens, filter_bar=False
