@@ -58,6 +58,9 @@ OWN_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "opslake", "AWS_SECRET_ACCESS_KEY": "
 ALLOWED_FAILURES = 3
 START_TIMEOUT_S = 90.0
 STOP_GRACE_S = 20.0
+#: How long a process's empty command line is read again before it counts as not ours: a
+#: process caught in ``exec`` shows none for a moment (see ``_cmdline``).
+EXEC_GRACE_S = 1.0
 INSTALL_HINT = "run `bash infra/install-services.sh` (as root) to install PostgreSQL"
 
 
@@ -207,7 +210,7 @@ class Cluster:
             proc = psutil.Process(pid)
             # The command line's tail guards against a PID reused by another program; a
             # script's interpreter may stand before the command itself.
-            alive = proc.status() != psutil.STATUS_ZOMBIE and proc.cmdline()[-len(args) :] == args
+            alive = proc.status() != psutil.STATUS_ZOMBIE and _cmdline(proc)[-len(args) :] == args
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             alive = False
         if not alive:
@@ -772,12 +775,25 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _cmdline(proc: psutil.Process) -> list[str]:
+    """The command line of ``proc``, read again for up to ``EXEC_GRACE_S`` while it is empty.
+
+    A process in ``exec`` has closed its close-on-exec files (so ``Popen`` has returned) before
+    the kernel sets up its new arguments: for that moment its command line reads empty, and
+    a part just started, or one that ``status`` or ``down`` looked at then, would have seemed
+    gone and lost its PID file (seen under load). Only kernel threads stay empty.
+    """
+    deadline = time.monotonic() + EXEC_GRACE_S
+    while not (args := proc.cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return args
+
+
 def _exited(pid: int) -> bool:
     """Whether ``pid``, a child this process started and has not reaped, has exited.
 
-    Not :meth:`Cluster.running`: its command-line check (against a reused PID, which a child
-    not yet reaped cannot be) reads an empty command line while the child is still in
-    ``exec``, so a part just started looked as if it had exited (seen under load).
+    Cheaper than :meth:`Cluster.running` while a part starts: a child not yet reaped cannot
+    have its PID reused, so no command-line check is needed.
     """
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
