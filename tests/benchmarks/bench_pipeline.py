@@ -8,7 +8,8 @@ files. Then, each in a fresh process (so peak RSS is its own):
 - ``duckdb``: ``read_csv`` / ``read_json`` of the same raw files → ``COPY … TO parquet``,
   with the metric name, entity, value and time extracted in SQL.
 
-Prints seconds, points per second and peak RSS for both and the ratios, with the load
+Prints seconds, points per second, peak RSS and CPU seconds (all threads, so "cores used" is
+how much of the machine each kept busy) for both and the ratios, with the load
 average (compare only within one run). ``--scales 1,4`` repeats it at 4× the entities and
 prints peak RSS against the first run's. No assertions: figures go in the closing note.
 Run with ``make bench`` (``--entities``/``--days`` to scale).
@@ -40,6 +41,14 @@ FORMATS = {
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system, every thread) of this process and the children it reaped."""
+    return sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
 
 
 def simulate_raw(raw_home: Path, entities: int, days: int) -> dict:
@@ -80,7 +89,7 @@ def run_opslake(raw_home: Path, home: Path) -> dict:
     settings = Settings.from_env({"OPSLAKE_HOME": str(home)})
     zone = LandingZone.from_settings(settings)
     phases: dict[str, float] = {}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_s()
     days: set[str] = set()
     for source in raw.sources():
         for dt in raw.days(source):
@@ -109,7 +118,20 @@ def run_opslake(raw_home: Path, home: Path) -> dict:
         "phases": phases,
         "points": points,
         "peak_rss_mb": _peak_rss_mb(),
+        "cpu_s": _cpu_s() - cpu,
+        "slowest_steps": _slowest_steps(runner.instance(settings)),
     }
+
+
+def _slowest_steps(instance, count: int = 6) -> list[tuple[str, float]]:
+    """(step, seconds) of the slowest steps of the runs just made, slowest first."""
+    steps = [
+        (f"{run.job_name}: {stat.step_key}", stat.end_time - stat.start_time)
+        for run in instance.get_runs()
+        for stat in instance.get_run_step_stats(run.run_id)
+        if stat.end_time and stat.start_time
+    ]
+    return sorted(steps, key=lambda s: -s[1])[:count]
 
 
 def run_duckdb(raw_home: Path, out: Path) -> dict:
@@ -119,7 +141,7 @@ def run_duckdb(raw_home: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     land = raw_home / "landing"
     con = duckdb.connect()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _cpu_s()
     statements = {
         "prometheus": f"""
             SELECT regexp_extract(series, '^[a-zA-Z_:][a-zA-Z0-9_:]*') AS metric,
@@ -153,9 +175,9 @@ def run_duckdb(raw_home: Path, out: Path) -> dict:
     }
     for name, sql in statements.items():
         con.execute(f"COPY ({sql}) TO '{out / name}.parquet' (FORMAT parquet, COMPRESSION zstd)")
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu_s() - cpu
     points = con.execute(f"SELECT count(*) FROM '{out}/prometheus.parquet'").fetchone()[0]
-    return {"seconds": seconds, "points": int(points), "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "points": int(points), "peak_rss_mb": _peak_rss_mb(), "cpu_s": cpu}
 
 
 def _child(args: list[str]) -> dict:
@@ -223,20 +245,28 @@ def run_scale(entities: int, days: int) -> dict:
         )
         duck = _child(["--role", "duckdb", "--raw", str(raw), "--out", str(work / "duck")])
         ours = _child(["--role", "opslake", "--raw", str(raw), "--out", str(work / "lake")])
-        print(f"{'contender':<34}{'seconds':>9}{'points/s':>14}{'peak RSS MiB':>14}")
+        print(
+            f"{'contender':<34}{'seconds':>9}{'points/s':>14}{'peak RSS MiB':>14}"
+            f"{'CPU s':>8}{'cores used':>12}"
+        )
         for name, r in (
             ("duckdb read_* → COPY parquet", duck),
             ("opslake landing → bronze → silver", ours),
         ):
             print(
                 f"{name:<34}{r['seconds']:>9.1f}{r['points'] / r['seconds']:>14,.0f}"
-                f"{r['peak_rss_mb']:>14,.0f}"
+                f"{r['peak_rss_mb']:>14,.0f}{r['cpu_s']:>8.1f}{r['cpu_s'] / r['seconds']:>12.2f}"
             )
         for phase, seconds in ours["phases"].items():
             print(f"  opslake {phase}: {seconds:.1f} s")
+        print(
+            "  slowest steps: "
+            + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in ours["slowest_steps"])
+        )
         ratio = ours["seconds"] / duck["seconds"]
         print(
-            f"time ratio opslake / duckdb: {ratio:.2f}× (target ≤ 1.5×); peak RSS "
+            f"time ratio opslake / duckdb: {ratio:.2f}× (target ≤ 1.5×); CPU ratio "
+            f"{ours['cpu_s'] / duck['cpu_s']:.2f}×; peak RSS "
             f"{ours['peak_rss_mb'] / 1024:.2f} GiB (target < 4 GiB); load average "
             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores: compare within a run)"
         )
