@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import fcntl
 import hmac
 import json
@@ -65,7 +66,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, TypeVar
@@ -304,6 +305,9 @@ class AuditLog:
         self._writer: threading.Thread | None = None
         self._writer_pid = 0
         self._kicked = False
+        # The log's last entry as this object last wrote it: (day file, its inode and size
+        # then, the entry). Valid while the file is unchanged (see _tail).
+        self._wrote: tuple[Path, int, int, dict] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create_key: bool = True) -> AuditLog:
@@ -488,7 +492,7 @@ class AuditLog:
 
     def _append_locked(self, batch: list[dict]) -> list[dict]:
         now = self._clock().astimezone(UTC)
-        last, last_day = self._last_entry()
+        last, last_day, whole = self._tail(now.date().isoformat())
         # The first keyed entry of a log is checkpointed at once, so that a keyed log
         # always has a checkpoint to be held against.
         first_keyed = self._key is not None and (last is None or "mac" not in last)
@@ -515,8 +519,9 @@ class AuditLog:
         data = "".join(lines).encode("utf-8")
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            size = os.fstat(fd).st_size
-            if size and not _ends_with_newline(path):
+            opened = os.fstat(fd)
+            size = opened.st_size
+            if size and not whole and not _ends_with_newline(path):
                 # A crash tore the last line: keep it as evidence and start on a fresh one.
                 data = b"\n" + data
             try:
@@ -532,6 +537,7 @@ class AuditLog:
                 raise
         finally:
             os.close(fd)
+        self._wrote = (path, opened.st_ino, size + len(data), entries[-1])
         if new_file:
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
@@ -583,6 +589,30 @@ class AuditLog:
             )
             return
         self._unanchored = False
+
+    def _tail(self, today: str) -> tuple[dict | None, str | None, bool]:
+        """(last entry, its day, whether its file ends with it) for an append of ``today``.
+
+        Held under the log's lock. The entry this object wrote last is still the last while
+        its day file is the same file of the same size (the log is append-only: another
+        process's entry would have grown it), today is not past that day, and the next day's
+        file does not exist (another process's clock, or a clock stepped back, could have
+        begun it). Else the directory is read (:meth:`_last_entry`), which costs more as the
+        day files add up: 1.8 ms a batch at 400 of them, against 0.04 ms at one.
+        """
+        if self._wrote is not None:
+            path, inode, size, entry = self._wrote
+            day = path.stem
+            following = self.directory / f"{date.fromisoformat(day) + timedelta(days=1)}.jsonl"
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                if (
+                    today <= day
+                    and (stat.st_ino, stat.st_size) == (inode, size)
+                    and not following.exists()
+                ):
+                    return entry, day, True
+        return *self._last_entry(), False
 
     def _last_entry(self) -> tuple[dict | None, str | None]:
         for path in reversed(self._day_files()):

@@ -224,6 +224,43 @@ def test_concurrent_appends_keep_one_chain(tmp_path: Path) -> None:
     assert sorted(seqs) == list(range(1, 201)) and len(set(seqs)) == 200
 
 
+def test_a_writer_lists_the_day_files_only_when_another_wrote_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding the last entry lists every day file (1.8 ms at 400 of them): a writer does it
+    only when the file it wrote last has changed since, or the day turned."""
+    clock = Clock(DAY)
+    log = AuditLog(tmp_path / "audit", clock=clock)
+    other = AuditLog(tmp_path / "audit", clock=clock)
+    listings: list[int] = []
+    listed = AuditLog._day_files
+    monkeypatch.setattr(AuditLog, "_day_files", lambda self: listings.append(1) or listed(self))
+    _record(log, 1)
+    assert len(listings) == 1  # nothing written by this writer yet
+    _record(log, 5)
+    assert len(listings) == 1
+    _record(other, 1)
+    entry = _record(log, 1)[0]
+    assert len(listings) == 3  # the other writer's first entry, then this one's after it
+    assert entry["seq"] == 8
+    clock.now = DAY + timedelta(days=1)
+    _record(log, 1)
+    assert len(listings) == 4  # a new day
+    assert log.verify().ok and log.verify().entries == 9
+
+
+def test_a_later_day_begun_by_another_writer_is_followed(tmp_path: Path) -> None:
+    """A writer whose clock is still on the day before continues the chain in the later file."""
+    log = AuditLog(tmp_path / "audit", clock=Clock(DAY))
+    ahead = AuditLog(tmp_path / "audit", clock=Clock(DAY + timedelta(days=1)))
+    _record(log, 2)
+    (later,) = _record(ahead, 1)
+    (entry,) = _record(log, 1)
+    assert (entry["seq"], entry["prev"]) == (4, later["hash"])
+    assert [e["seq"] for e in log.read("2026-11-25")] == [3, 4]
+    assert log.verify().ok
+
+
 def test_from_settings_uses_the_state_dir(settings: Settings) -> None:
     log = AuditLog.from_settings(settings)
     log.append(who="u", role="admin", action="GET /v1/x", status=200)
