@@ -124,6 +124,7 @@ debian-pins:
 bench: install
 	$(PY) -m tests.benchmarks.bench_pipeline
 	$(PY) -m tests.benchmarks.bench_ingest
+	$(PY) -m tests.benchmarks.bench_batches
 	$(PY) -m tests.benchmarks.bench_catalog
 	$(PY) -m tests.benchmarks.bench_ml
 	$(PY) -m tests.benchmarks.bench_api
