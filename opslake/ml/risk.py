@@ -24,16 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.inspection import permutation_importance
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import GroupKFold
 
 from opslake.errors import InputError
 from opslake.lake.schemas import TS
@@ -53,6 +48,12 @@ from opslake.ml.features import (
     load_incidents,
     load_inputs,
 )
+
+# scikit-learn is imported where a model is fitted or evaluated: opslake.assets.models imports
+# this module, so importing it here cost every process that loads the Dagster definitions
+# (each CLI run, the UI, each cluster step) 1.2 s.
+if TYPE_CHECKING:
+    from sklearn.calibration import CalibratedClassifierCV
 
 __all__ = [
     "Candidate",
@@ -148,6 +149,10 @@ def train(
     seed: int = 0,
 ) -> RiskModel:
     """Fit the classifier on labelled rows and calibrate it on days it was not fitted on."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import GroupKFold
+
     if method not in CALIBRATION:
         raise InputError(f"calibration {method!r} is unknown; use one of {CALIBRATION}")
     _require(features, ["ts", "label", "horizon_h", "type", *columns])
@@ -227,6 +232,8 @@ def _reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str,
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
     return round(float(roc_auc_score(y, p)), 4) if 0 < y.sum() < len(y) else None
 
 
@@ -265,6 +272,9 @@ def evaluate(
     Training rows whose label window reaches into the test days are dropped, so no test
     incident is seen in training. With ``faults``, figures per fault type are added.
     """
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import average_precision_score, brier_score_loss
+
     _require(features, ["ts", "label", "horizon_h"])
     days = _days(features)
     all_days = sorted(set(days))
