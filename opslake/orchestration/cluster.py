@@ -250,7 +250,7 @@ class Cluster:
     def _wait(self, name: str, pid: int, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not ready():
-            if _exited(pid):
+            if self.running(name) is None:
                 raise ClusterError(
                     f"{name} exited during start; see its log "
                     f"{self.dir / 'logs' / f'{name}.log'}:\n{self._tail(name)}"
@@ -308,10 +308,9 @@ class Cluster:
             self._up_scheduler(say)
         for extra in self.worker_names()[workers:]:
             self._stop_worker(extra, say)
-        names = [f"worker-{i}" for i in range(1, workers + 1)]
-        started = {name: pid for name in names if (pid := self._up_worker(name, say))}
-        if started:
-            self._wait_workers(names, started)
+        started = [self._up_worker(f"worker-{i}", say) for i in range(1, workers + 1)]
+        if any(started):
+            self._wait_workers([f"worker-{i}" for i in range(1, workers + 1)])
         self.instance()  # creates the instance's tables once, before any worker races to
 
     def _already(self, name: str, say: Callable[[str], None]) -> bool:
@@ -501,10 +500,10 @@ class Cluster:
         self._wait("scheduler", pid, lambda: _tcp_open("127.0.0.1", port))
         say(f"scheduler started (pid {pid}) at {self.scheduler}")
 
-    def _up_worker(self, name: str, say: Callable[[str], None]) -> int | None:
-        """Start worker ``name``; its PID, or None when it already runs."""
+    def _up_worker(self, name: str, say: Callable[[str], None]) -> bool:
+        """Start worker ``name``; False when it already runs."""
         if self._already(name, say):
-            return None
+            return False
         previous = self._record(name).get("scratch")
         if previous:
             shutil.rmtree(previous, ignore_errors=True)
@@ -526,7 +525,7 @@ class Cluster:
             cmd += ["--host", "127.0.0.1"]
         pid = self._spawn(name, cmd, self._worker_env(scratch), cwd=scratch, scratch=str(scratch))
         say(f"{name} started (pid {pid}), scratch {scratch}")
-        return pid
+        return True
 
     def _worker_env(self, scratch: Path) -> dict[str, str]:
         """Nothing of this machine but the code: the lake, the instance, a scratch directory."""
@@ -555,9 +554,8 @@ class Cluster:
             (scratch / sub).mkdir()
         return env
 
-    def _wait_workers(self, names: Sequence[str], started: dict[str, int]) -> None:
-        """Until every worker of ``names`` has joined; ``started``: the PIDs of those just
-        started, any of which exiting fails the start."""
+    def _wait_workers(self, names: Sequence[str]) -> None:
+        """Until every worker of ``names`` has joined; one exiting fails the start."""
         deadline = time.monotonic() + START_TIMEOUT_S
         with self.client() as client:
             while True:
@@ -566,8 +564,8 @@ class Cluster:
                 }
                 if set(names) <= joined:
                     return
-                for name, pid in started.items():
-                    if _exited(pid):
+                for name in names:
+                    if self.running(name) is None:
                         raise ClusterError(
                             f"{name} exited during start; see "
                             f"{self.dir / 'logs' / f'{name}.log'}:\n"
@@ -787,18 +785,6 @@ def _cmdline(proc: psutil.Process) -> list[str]:
     while not (args := proc.cmdline()) and time.monotonic() < deadline:
         time.sleep(0.02)
     return args
-
-
-def _exited(pid: int) -> bool:
-    """Whether ``pid``, a child this process started and has not reaped, has exited.
-
-    Cheaper than :meth:`Cluster.running` while a part starts: a child not yet reaped cannot
-    have its PID reused, so no command-line check is needed.
-    """
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _tcp_open(host: str, port: int) -> bool:
